@@ -1,0 +1,142 @@
+//! The benchmark harness: what a benchmark reports and how runs are selected.
+//!
+//! Every benchmark measures hail and its baseline side by side in the same process and
+//! the same run, and reports one [`Record`] per figure. `main` prints records as JSON
+//! lines; `cargo xtask bench` turns them into the table and the files under `target/bench/`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+/// Which direction is better for a figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    /// Throughput-like figures (msg/s, B/s).
+    Higher,
+    /// Latency-like figures (µs, ms, bytes of memory).
+    Lower,
+}
+
+/// One measured figure: ours against the baseline, same unit, same run.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Benchmark name, `layer/what-size`, e.g. `wire/codec-64B`.
+    pub name: String,
+    /// Our figure.
+    pub ours: f64,
+    /// The baseline's figure (NaN where a figure has no baseline, e.g. a memory report).
+    pub baseline: f64,
+    /// Unit of both figures, e.g. `msg/s`, `us`, `ms`, `bytes`.
+    pub unit: &'static str,
+    /// Which direction is better.
+    pub better: Better,
+}
+
+impl Record {
+    /// A figure with a baseline.
+    pub fn new(
+        name: impl Into<String>,
+        ours: f64,
+        baseline: f64,
+        unit: &'static str,
+        better: Better,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            ours,
+            baseline,
+            unit,
+            better,
+        }
+    }
+
+    /// A figure without a baseline (reported, no ratio).
+    pub fn solo(name: impl Into<String>, ours: f64, unit: &'static str, better: Better) -> Self {
+        Self::new(name, ours, f64::NAN, unit, better)
+    }
+
+    /// How much better ours is than the baseline: above 1.0 means better, whichever the direction.
+    pub fn ratio(&self) -> f64 {
+        match self.better {
+            Better::Higher => self.ours / self.baseline,
+            Better::Lower => self.baseline / self.ours,
+        }
+    }
+
+    /// The record as one JSON object, the format of `cargo xtask bench --json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let num = |x: f64| {
+            if x.is_finite() {
+                json!(x)
+            } else {
+                serde_json::Value::Null
+            }
+        };
+        json!({
+            "name": self.name,
+            "ours": num(self.ours),
+            "baseline": num(self.baseline),
+            "unit": self.unit,
+            "ratio": num(self.ratio()),
+            "better": match self.better { Better::Higher => "higher", Better::Lower => "lower" },
+        })
+    }
+}
+
+/// What this run should do: quick or full, and which benchmarks.
+#[derive(Debug, Clone, Default)]
+pub struct Ctx {
+    /// Fewer iterations: the whole suite stays under 3 minutes on 2 cores.
+    pub quick: bool,
+    /// Only benchmarks whose name contains this string run.
+    pub filter: Option<String>,
+}
+
+impl Ctx {
+    /// True when a benchmark called `name` (or a group of that prefix) should run.
+    pub fn wants(&self, name: &str) -> bool {
+        match &self.filter {
+            None => true,
+            Some(f) => name.contains(f.as_str()) || f.starts_with(name),
+        }
+    }
+
+    /// Picks the iteration count (or duration) for the mode.
+    pub fn pick<T>(&self, quick: T, full: T) -> T {
+        if self.quick { quick } else { full }
+    }
+}
+
+/// Runs `round` repeatedly for at least `budget`, alternating `ours` and `baseline` rounds so
+/// both see the same machine state; returns (ours, baseline) as items per second, each the
+/// median of its rounds. Each closure runs `items` items per call.
+pub fn interleaved_rate(
+    budget: Duration,
+    items: u64,
+    mut ours: impl FnMut(),
+    mut baseline: impl FnMut(),
+) -> (f64, f64) {
+    // Warm-up: caches, allocator, branch predictors.
+    ours();
+    baseline();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    while start.elapsed() < budget || a.len() < 5 {
+        let t = Instant::now();
+        ours();
+        a.push(items as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        baseline();
+        b.push(items as f64 / t.elapsed().as_secs_f64());
+    }
+    (median(&mut a), median(&mut b))
+}
+
+/// The median of `xs` (sorted in place). NaN for an empty slice.
+pub fn median(xs: &mut [f64]) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}

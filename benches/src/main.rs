@@ -1,0 +1,30 @@
+//! The benchmark runner: prints one JSON object per figure (see the library docs).
+//!
+//! Usage: `hail-benches [--quick] [FILTER]`
+
+#![allow(clippy::print_stdout, reason = "a benchmark binary reports on stdout")]
+
+use hail_benches::GROUPS;
+use hail_benches::harness::Ctx;
+
+fn main() -> anyhow::Result<()> {
+    let mut ctx = Ctx::default();
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--quick" => ctx.quick = true,
+            "-h" | "--help" => {
+                println!("usage: hail-benches [--quick] [FILTER]");
+                return Ok(());
+            }
+            other if other.starts_with('-') => anyhow::bail!("unknown option {other}"),
+            other => ctx.filter = Some(other.to_owned()),
+        }
+    }
+    // Groups decide per benchmark whether the filter wants it (`Ctx::wants`).
+    for (_prefix, run) in GROUPS {
+        for record in run(&ctx)? {
+            println!("{}", record.to_json());
+        }
+    }
+    Ok(())
+}

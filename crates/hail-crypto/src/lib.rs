@@ -1,0 +1,1 @@
+//! hail-crypto: under construction.

@@ -1,0 +1,1 @@
+//! hail-link: under construction.

@@ -1,0 +1,1 @@
+//! hail-multicast: under construction.

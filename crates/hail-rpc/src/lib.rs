@@ -1,0 +1,1 @@
+//! hail-rpc: under construction.
