@@ -1,0 +1,1 @@
+//! hail-discovery: under construction.
