@@ -278,7 +278,7 @@ mod tests {
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     enum Tree {
         Leaf,
-        Node(Box<Tree>),
+        Node(Box<Self>),
     }
 
     fn nested(depth: usize) -> Vec<u8> {
