@@ -1,0 +1,339 @@
+//! `cargo xtask fuzz [--minutes M] [TARGET]`: runs the cargo-fuzz targets under `fuzz/`.
+//!
+//! Each target (or only `TARGET`) runs for `M` minutes (default 1) with
+//! `RUSTC_BOOTSTRAP=1 cargo fuzz run <target> -- -max_total_time=<seconds>`, so the stable
+//! toolchain can build with the sanitizer flags cargo-fuzz needs. cargo-fuzz is installed
+//! (`cargo install cargo-fuzz --locked`) when `cargo fuzz --version` fails.
+//!
+//! Fuzz builds go to `fuzz/target` whatever `CARGO_TARGET_DIR` says: their sanitizer flags
+//! would otherwise rebuild the workspace's own artifacts. The full fuzzer output of each
+//! target is kept in `target/fuzz-logs/<target>.log`; the summary gives executions,
+//! executions per second and any crash with its reproducer.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::cmd;
+
+/// Parsed arguments.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Args {
+    minutes: f64,
+    target: Option<String>,
+}
+
+impl Args {
+    pub(crate) fn parse(args: &[String]) -> Result<Self, String> {
+        let mut parsed = Self {
+            minutes: 1.0,
+            target: None,
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--minutes" => {
+                    let value = args.next().ok_or("fuzz: --minutes needs a value")?;
+                    parsed.minutes = match value.parse::<f64>() {
+                        Ok(m) if m > 0.0 && m.is_finite() => m,
+                        _ => return Err(format!("fuzz: --minutes {value}: not a positive number")),
+                    };
+                }
+                other if other.starts_with('-') => {
+                    return Err(format!("fuzz: unknown option {other}"));
+                }
+                other if parsed.target.is_none() => parsed.target = Some(other.to_owned()),
+                other => return Err(format!("fuzz: one TARGET only (got a second: {other})")),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// Installs cargo-fuzz if needed, runs the targets, prints a summary; fails if any target
+/// found a crash or could not run.
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    ensure_cargo_fuzz()?;
+    let listed = cmd::stdout(&mut cmd::cargo(["fuzz", "list"]))?;
+    let mut targets: Vec<String> = listed.lines().map(str::trim).map(str::to_owned).collect();
+    targets.retain(|t| !t.is_empty());
+    if let Some(only) = &args.target {
+        if !targets.contains(only) {
+            bail!(
+                "no fuzz target {only}; the targets are: {}",
+                targets.join(", ")
+            );
+        }
+        targets = vec![only.clone()];
+    }
+    let seconds = ((args.minutes * 60.0).round() as u64).max(1);
+    let logs = cmd::root().join("target").join("fuzz-logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+
+    let mut results = Vec::new();
+    for target in &targets {
+        println!("\n==> fuzz {target} for {seconds} s");
+        let start = Instant::now();
+        let (output, success) = run_target(target, seconds)?;
+        let log = logs.join(format!("{target}.log"));
+        std::fs::write(&log, &output).with_context(|| format!("writing {}", log.display()))?;
+        let stats = Stats::parse(&output);
+        let verdict = match (&stats.artifact, success) {
+            (Some(artifact), _) => Verdict::Crash(artifact.clone()),
+            (None, true) => Verdict::Clean,
+            (None, false) => Verdict::Failed,
+        };
+        println!(
+            "<== {target}: {} executions, {} ({}; log {})",
+            stats.executions.map_or("?".into(), |n| n.to_string()),
+            verdict.describe(),
+            cmd::secs(start.elapsed()),
+            log.display()
+        );
+        results.push((target.clone(), stats, verdict, start.elapsed()));
+    }
+
+    println!("\nfuzz summary ({seconds} s per target):");
+    println!(
+        "  {:<24} {:>12} {:>9}  result",
+        "target", "executions", "exec/s"
+    );
+    for (target, stats, verdict, _) in &results {
+        println!(
+            "  {target:<24} {:>12} {:>9}  {}",
+            stats.executions.map_or("?".into(), |n| n.to_string()),
+            stats.exec_per_sec.map_or("?".into(), |n| n.to_string()),
+            verdict.describe()
+        );
+        if let Verdict::Crash(artifact) = verdict {
+            println!(
+                "  {:<24} reproduce: RUSTC_BOOTSTRAP=1 cargo fuzz run {target} {artifact}",
+                ""
+            );
+        }
+    }
+    let bad: Vec<&str> = results
+        .iter()
+        .filter(|(_, _, v, _)| *v != Verdict::Clean)
+        .map(|(t, ..)| t.as_str())
+        .collect();
+    if !bad.is_empty() {
+        bail!("fuzz targets with a crash or failure: {}", bad.join(", "));
+    }
+    Ok(())
+}
+
+/// Installs cargo-fuzz unless `cargo fuzz --version` already works.
+fn ensure_cargo_fuzz() -> anyhow::Result<()> {
+    let present = cmd::cargo(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        println!("cargo-fuzz is missing: installing it (takes a few minutes)");
+        cmd::run(&mut cmd::cargo(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    Ok(())
+}
+
+/// Runs one target; returns its whole output (stderr, then stdout) and whether it exited 0.
+fn run_target(target: &str, seconds: u64) -> anyhow::Result<(String, bool)> {
+    let mut fuzz = cmd::cargo(["fuzz", "run", target, "--"]);
+    fuzz.arg(format!("-max_total_time={seconds}"))
+        .arg("-print_final_stats=1")
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env_remove("CARGO_TARGET_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    println!("{}", cmd::describe(&fuzz));
+    let mut child = fuzz
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", cmd::describe(&fuzz)))?;
+    let mut stdout = child.stdout.take().context("fuzzer stdout")?;
+    // cargo-fuzz prints the failing input and the reproducer on stdout; collect it beside.
+    let stdout_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).map(|_| text)
+    });
+    let mut output = String::new();
+    let stderr = child.stderr.take().context("fuzzer stderr")?;
+    let mut last_shown = Instant::now();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.context("reading fuzzer output")?;
+        // libFuzzer prints a line per new coverage; show its pulses and the end, and
+        // everything that is not a status line (build output, errors, crash reports).
+        let status_line = line.starts_with('#');
+        let worth_showing = !status_line
+            || line.contains("DONE")
+            || line.contains("INITED")
+            || (line.contains("pulse") && last_shown.elapsed() > Duration::from_secs(5));
+        if worth_showing {
+            println!("{line}");
+            last_shown = Instant::now();
+        }
+        output.push_str(&line);
+        output.push('\n');
+    }
+    let status = child.wait().context("waiting for cargo fuzz")?;
+    let stdout = stdout_reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("fuzzer stdout reader panicked"))?
+        .context("reading fuzzer stdout")?;
+    if !status.success() {
+        print!("{stdout}");
+    }
+    output.push_str(&stdout);
+    Ok((output, status.success()))
+}
+
+/// What one target's run came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Ran the whole time without a finding.
+    Clean,
+    /// Found a crash (panic, sanitizer report, timeout or out-of-memory); the input's path.
+    Crash(String),
+    /// Exited unsuccessfully without a crash input (e.g. the build failed).
+    Failed,
+}
+
+impl Verdict {
+    fn describe(&self) -> String {
+        match self {
+            Self::Clean => "no crash".to_owned(),
+            Self::Crash(artifact) => format!("CRASH: {artifact}"),
+            Self::Failed => "FAILED to run (see the log)".to_owned(),
+        }
+    }
+}
+
+/// Figures read from libFuzzer's output.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Stats {
+    /// Inputs executed: `stat::number_of_executed_units`, else the last `#N` status line.
+    executions: Option<u64>,
+    /// `exec/s` of the last status line that has it.
+    exec_per_sec: Option<u64>,
+    /// The input libFuzzer wrote on a crash (`Test unit written to PATH`).
+    artifact: Option<String>,
+}
+
+impl Stats {
+    fn parse(output: &str) -> Self {
+        let mut stats = Self::default();
+        let mut final_units = None;
+        for line in output.lines() {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("stat::number_of_executed_units:") {
+                final_units = rest.trim().parse().ok().or(final_units);
+            } else if let Some(rest) = line.strip_prefix('#') {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(n) = digits.parse() {
+                    stats.executions = Some(n);
+                }
+                if let Some(eps) = field_after(line, "exec/s:") {
+                    stats.exec_per_sec = Some(eps);
+                }
+            }
+            if let Some((_, path)) = line.split_once("Test unit written to ") {
+                stats.artifact = Some(path.trim().to_owned());
+            }
+        }
+        stats.executions = final_units.or(stats.executions);
+        stats
+    }
+}
+
+/// The number after `key` in a libFuzzer status line (`... exec/s: 2057 rss: 45Mb`).
+fn field_after(line: &str, key: &str) -> Option<u64> {
+    let (_, rest) = line.split_once(key)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Result<Args, String> {
+        Args::parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn parses_minutes_and_target() {
+        assert_eq!(
+            args(&[]).unwrap(),
+            Args {
+                minutes: 1.0,
+                target: None
+            }
+        );
+        assert_eq!(
+            args(&["--minutes", "0.5", "frame"]).unwrap(),
+            Args {
+                minutes: 0.5,
+                target: Some("frame".into())
+            }
+        );
+        assert!(args(&["--minutes"]).is_err());
+        assert!(args(&["--minutes", "-1"]).is_err());
+        assert!(args(&["--minutes", "soon"]).is_err());
+        assert!(args(&["a", "b"]).is_err());
+        assert!(args(&["--seconds", "5"]).is_err());
+    }
+
+    const CLEAN_RUN: &str = "\
+INFO: Running with entropic power schedule (0xFF, 100).
+INFO: Seed: 1234
+#2\tINITED cov: 41 ft: 42 corp: 1/1b exec/s: 0 rss: 30Mb
+#1024\tpulse  cov: 120 ft: 200 corp: 20/300b lim: 14 exec/s: 512 rss: 40Mb
+#65536\tNEW    cov: 130 ft: 230 corp: 25/400b lim: 600 exec/s: 21845 rss: 44Mb L: 12/90 MS: 2
+#1234567\tDONE   cov: 140 ft: 250 corp: 30/500b lim: 4096 exec/s: 20576 rss: 45Mb
+Done 1234567 runs in 61 second(s)
+stat::number_of_executed_units: 1234568
+stat::average_exec_per_sec:     20576
+";
+
+    #[test]
+    fn clean_run_reports_final_units_and_rate() {
+        assert_eq!(
+            Stats::parse(CLEAN_RUN),
+            Stats {
+                executions: Some(1_234_568),
+                exec_per_sec: Some(20_576),
+                artifact: None
+            }
+        );
+    }
+
+    #[test]
+    fn crash_reports_the_artifact_and_the_last_count() {
+        let out = "\
+#4096\tpulse  cov: 120 ft: 200 corp: 20/300b lim: 14 exec/s: 2048 rss: 40Mb
+thread '<unnamed>' panicked at fuzz_targets/frame.rs:10:5:
+decoded frame over the maximum
+==42== ERROR: libFuzzer: deadly signal
+SUMMARY: libFuzzer: deadly signal
+MS: 1 ChangeBit-; base unit: 0000
+artifact_prefix='/w/fuzz/artifacts/frame/'; Test unit written to /w/fuzz/artifacts/frame/crash-da39a3ee
+Base64: AAAA
+";
+        assert_eq!(
+            Stats::parse(out),
+            Stats {
+                executions: Some(4096),
+                exec_per_sec: Some(2048),
+                artifact: Some("/w/fuzz/artifacts/frame/crash-da39a3ee".into())
+            }
+        );
+    }
+
+    #[test]
+    fn output_without_status_lines_has_no_figures() {
+        let out = "   Compiling hail-wire v0.1.0\nerror: could not compile `hail-fuzz`\n";
+        assert_eq!(Stats::parse(out), Stats::default());
+    }
+}
