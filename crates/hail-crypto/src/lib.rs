@@ -17,10 +17,48 @@
 //! # Ok::<(), hail_crypto::CryptoError>(())
 //! ```
 //!
+//! Datagrams are sealed by a [`Sealer`] (one per sender session, AES-256-GCM with keys from
+//! HKDF over a random session id) and opened by an [`Opener`], which verifies the tag first
+//! and then refuses replays with a window of [`REPLAY_WINDOW`] counters per session. The byte
+//! layout is in the [`datagram`] module docs and in `docs/wire-format.md`; the construction
+//! and its limits are in `docs/security.md`.
+//!
+//! ```
+//! use hail_crypto::{GroupKey, OpenError, Opener, Sealer, OVERHEAD};
+//!
+//! let key = GroupKey::from_bytes([7; 32]); // in real use: GroupKey::derive(...)
+//! let mut sealer = Sealer::new(&key)?;
+//! let mut opener = Opener::new(&key);
+//!
+//! let mut buf = [0u8; 1500];
+//! let n = sealer.seal_into(b"hello", &mut buf)?;
+//! let mut copy = buf;
+//! assert_eq!(opener.open(&mut buf[..n]).unwrap().payload, b"hello");
+//! // The same datagram again is a replay.
+//! assert_eq!(opener.open(&mut copy[..n]).unwrap_err(), OpenError::Replayed);
+//! # Ok::<(), hail_crypto::CryptoError>(())
+//! ```
+//!
+//! # Backend
+//!
+//! AES-256-GCM is ring's (assembly AES-NI/CLMUL code, and its portable fallbacks); HKDF and
+//! PBKDF2 are RustCrypto's `hkdf` and `pbkdf2`. Nothing here allocates per packet: sealing and
+//! opening work in buffers the caller provides, and the opener's session table is allocated
+//! up front.
+//!
 //! This crate does no IO: it takes bytes and returns bytes.
 
+pub mod datagram;
 mod error;
 mod key;
+mod open;
+mod replay;
 
+pub use datagram::{HEADER_LEN, OVERHEAD, Sealer, SessionId, TAG_LEN};
 pub use error::CryptoError;
 pub use key::{GroupKey, KdfParams, SubKey};
+pub use open::{OpenError, Opened, Opener, OpenerConfig};
+pub use replay::REPLAY_WINDOW;
+
+#[cfg(test)]
+mod tests;
