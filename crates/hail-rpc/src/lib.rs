@@ -1,1 +1,71 @@
-//! hail-rpc: under construction.
+//! Opcode and named-command RPC with retcodes for hail: symmetric, pipelined, typed.
+//!
+//! Once two ends are connected, each holds an [`RpcPeer`]: both can [`bind`](RpcPeer::bind)
+//! handlers and make calls, whichever side dialed. A method is a numeric [`Opcode`]
+//! (TCPTalks style) or a name (CLOVIS style). Arguments and results are any serde types,
+//! postcard on the wire. Calls are pipelined and matched to replies by [`RetCode`], so
+//! many can be in flight on one connection and answered in any order.
+//!
+//! - [`execute`](RpcPeer::execute) waits for the result, up to a timeout; a timed-out or
+//!   dropped call sends a cancel and the remote aborts the handler (best effort).
+//! - [`send`](RpcPeer::send) returns a [`RetCode`] at once; the reply is kept for
+//!   [`poll`](RpcPeer::poll), [`take_ready`](RpcPeer::take_ready) or
+//!   [`flush`](RpcPeer::flush), bounded in number and age (see [`RpcConfig`]).
+//! - [`notify`](RpcPeer::notify) expects no reply.
+//!
+//! Every failure is an [`RpcError`] that says what is known: the remote has no such
+//! method, could not decode the arguments, returned an error, panicked (the connection
+//! lives on), was busy; the call timed out; the connection was lost with the call in flight
+//! (every such call ends at once, not at its timeout).
+//!
+//! # Example
+//!
+//! Two peers joined in memory ([`memory::pair`]); over a network the same [`RpcPeer`]
+//! runs on a `hail-link` connection.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use hail_rpc::{Opcode, RpcConfig, RpcError, memory};
+//!
+//! const ADD: Opcode = Opcode(1);
+//! let (alice, bob, _link) = memory::pair(RpcConfig::default(), RpcConfig::default());
+//!
+//! // TCPTalks style: an opcode, `execute`, or `send` then `poll`.
+//! bob.bind(ADD, |(a, b): (i32, i32)| async move { Ok::<_, String>(a + b) })?;
+//! let sum: i32 = alice.execute(ADD, (2, 3), Duration::from_secs(1)).await?;
+//! assert_eq!(sum, 5);
+//! let retcode = alice.send(ADD, (40, 2)).await?;
+//! let sum: i32 = alice.poll(retcode, Duration::from_secs(1)).await?;
+//! assert_eq!(sum, 42);
+//!
+//! // CLOVIS style: named commands on both sides.
+//! alice.bind("whoami", |(): ()| async { Ok::<_, String>("alice".to_string()) })?;
+//! let name: String = bob.execute("whoami", (), Duration::from_secs(1)).await?;
+//! assert_eq!(name, "alice");
+//!
+//! // Errors say what happened.
+//! let err = alice.execute::<_, ()>("nope", (), Duration::from_secs(1)).await.unwrap_err();
+//! assert_eq!(err, RpcError::UnknownMethod("nope".into()));
+//! # Ok(()) }
+//! ```
+//!
+//! The packet format is in the [`packet`] module docs and in `docs/wire-format.md`; the
+//! state machine under [`RpcPeer`] is the sans-IO [`proto`] module.
+
+mod config;
+mod error;
+mod handler;
+pub mod memory;
+mod method;
+pub mod packet;
+mod peer;
+pub mod proto;
+
+pub use config::RpcConfig;
+pub use error::{BindError, RpcError};
+pub use handler::Handlers;
+pub use method::{MAX_NAME_LEN, Method, Opcode, RetCode, Status};
+pub use packet::{Packet, PacketError};
+pub use peer::{Disconnect, LinkClosed, Outgoing, PeerDriver, Reply, RpcPeer, WeakRpcPeer};

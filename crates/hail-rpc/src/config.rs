@@ -1,0 +1,101 @@
+//! Per-connection limits: [`RpcConfig`].
+
+use std::time::Duration;
+
+/// Limits of one RPC connection. Every field has a default, stated on its setter.
+///
+/// ```
+/// use std::time::Duration;
+/// use hail_rpc::RpcConfig;
+/// let config = RpcConfig::default()
+///     .max_in_flight(256)
+///     .keep_replies_for(Duration::from_secs(10));
+/// assert_eq!(config.get_max_in_flight(), 256);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RpcConfig {
+    pub(crate) max_in_flight: usize,
+    pub(crate) max_kept_replies: usize,
+    pub(crate) keep_replies_for: Duration,
+    pub(crate) max_concurrent_handlers: usize,
+    pub(crate) max_queued_requests: usize,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 1024,
+            max_kept_replies: 1024,
+            keep_replies_for: Duration::from_secs(60),
+            max_concurrent_handlers: 64,
+            max_queued_requests: 1024,
+        }
+    }
+}
+
+impl RpcConfig {
+    /// Calls this side may have awaiting a reply at once (default 1024, at least 1).
+    /// `execute`, `send` and `notify` wait for room beyond it: the caller's backpressure.
+    /// Each costs a table entry of about 100 bytes.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Replies to `send` kept for `poll` at most (default 1024, at least 1). When one
+    /// more arrives, the oldest kept reply is evicted and `poll` answers it with
+    /// [`Expired`](crate::RpcError::Expired). Each costs its body plus about 100 bytes.
+    pub fn max_kept_replies(mut self, n: usize) -> Self {
+        self.max_kept_replies = n.max(1);
+        self
+    }
+
+    /// How long a `send` call may wait for its reply and then for `poll` to collect it
+    /// (default 60 s), each counted on its own. Past it the call is cancelled or the reply
+    /// evicted, and `poll` answers [`Expired`](crate::RpcError::Expired).
+    pub fn keep_replies_for(mut self, d: Duration) -> Self {
+        self.keep_replies_for = d;
+        self
+    }
+
+    /// Handlers this side runs at once for the peer (default 64, at least 1). Requests
+    /// beyond it wait in a queue; they never stop the connection from reading replies.
+    pub fn max_concurrent_handlers(mut self, n: usize) -> Self {
+        self.max_concurrent_handlers = n.max(1);
+        self
+    }
+
+    /// Requests (and notifications) that may wait for a handler slot (default 1024).
+    /// Beyond it a request is answered [`Busy`](crate::RpcError::Busy) without running
+    /// and a notification is dropped and counted.
+    pub fn max_queued_requests(mut self, n: usize) -> Self {
+        self.max_queued_requests = n;
+        self
+    }
+
+    /// The in-flight limit.
+    pub fn get_max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    /// The kept-replies limit.
+    pub fn get_max_kept_replies(&self) -> usize {
+        self.max_kept_replies
+    }
+
+    /// The time a `send` reply is kept for.
+    pub fn get_keep_replies_for(&self) -> Duration {
+        self.keep_replies_for
+    }
+
+    /// The handler concurrency limit.
+    pub fn get_max_concurrent_handlers(&self) -> usize {
+        self.max_concurrent_handlers
+    }
+
+    /// The request queue limit.
+    pub fn get_max_queued_requests(&self) -> usize {
+        self.max_queued_requests
+    }
+}
