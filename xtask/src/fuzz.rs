@@ -5,6 +5,9 @@
 //! toolchain can build with the sanitizer flags cargo-fuzz needs. cargo-fuzz is installed
 //! (`cargo install cargo-fuzz --locked`) when `cargo fuzz --version` fails.
 //!
+//! The fuzzer starts from `fuzz/corpus/<target>/` (kept between runs, gitignored) and the
+//! committed seeds in `fuzz/seeds/<target>/`, if any.
+//!
 //! Fuzz builds go to `fuzz/target` whatever `CARGO_TARGET_DIR` says: their sanitizer flags
 //! would otherwise rebuild the workspace's own artifacts. The full fuzzer output of each
 //! target is kept in `target/fuzz-logs/<target>.log`; the summary gives executions,
@@ -141,8 +144,18 @@ fn ensure_cargo_fuzz() -> anyhow::Result<()> {
 
 /// Runs one target; returns its whole output (stderr, then stdout) and whether it exited 0.
 fn run_target(target: &str, seconds: u64) -> anyhow::Result<(String, bool)> {
-    let mut fuzz = cmd::cargo(["fuzz", "run", target, "--"]);
-    fuzz.arg(format!("-max_total_time={seconds}"))
+    let mut fuzz = cmd::cargo(["fuzz", "run", target]);
+    // The working corpus (gitignored) first: libFuzzer adds new inputs there. Then the
+    // committed seeds, if the target has any.
+    let corpus = cmd::root().join("fuzz").join("corpus").join(target);
+    std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
+    fuzz.arg(&corpus);
+    let seeds = cmd::root().join("fuzz").join("seeds").join(target);
+    if seeds.is_dir() {
+        fuzz.arg(&seeds);
+    }
+    fuzz.arg("--")
+        .arg(format!("-max_total_time={seconds}"))
         .arg("-print_final_stats=1")
         .env("RUSTC_BOOTSTRAP", "1")
         .env_remove("CARGO_TARGET_DIR")
@@ -166,7 +179,7 @@ fn run_target(target: &str, seconds: u64) -> anyhow::Result<(String, bool)> {
         let line = line.context("reading fuzzer output")?;
         // libFuzzer prints a line per new coverage; show its pulses and the end, and
         // everything that is not a status line (build output, errors, crash reports).
-        let status_line = line.starts_with('#');
+        let status_line = line.starts_with('#') || line.trim_start().starts_with("NEW_FUNC");
         let worth_showing = !status_line
             || line.contains("DONE")
             || line.contains("INITED")
