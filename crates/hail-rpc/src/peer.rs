@@ -226,6 +226,11 @@ impl RpcPeer {
         self.inner.lock().session.calls.in_flight()
     }
 
+    /// Handlers running now for the remote's calls and notifications.
+    pub fn running_handlers(&self) -> usize {
+        self.inner.lock().session.serve.running()
+    }
+
     /// Binds an async handler to `method`: it takes the decoded arguments and returns
     /// `Ok(result)` or `Err(message)`; any `E: Display` serves as the message.
     ///
@@ -373,8 +378,9 @@ impl RpcPeer {
         retcode: RetCode,
         timeout: Duration,
     ) -> Result<R, RpcError> {
-        let rx = {
+        let (rx, expiry) = {
             let mut st = self.inner.lock_expired();
+            let expiry = st.session.calls.expiry(retcode);
             match st.session.calls.poll(retcode) {
                 PollState::Ready(outcome) => return decode_outcome(outcome),
                 PollState::Expired => return Err(RpcError::Expired),
@@ -384,7 +390,7 @@ impl RpcPeer {
                     if st.session.calls.set_poller(retcode, tx).is_err() {
                         return Err(RpcError::UnknownRetCode(retcode));
                     }
-                    rx
+                    (rx, expiry)
                 }
             }
         };
@@ -392,8 +398,18 @@ impl RpcPeer {
             inner: &self.inner,
             retcode,
         };
-        match tokio::time::timeout(timeout, rx).await {
+        // Wait no longer than the call may live: at its expiry, answer Expired.
+        let timeout_at = Instant::now() + timeout;
+        let deadline = match expiry.map(Instant::from_std) {
+            Some(e) if e < timeout_at => e,
+            _ => timeout_at,
+        };
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(outcome) => decode_outcome(outcome.unwrap_or(Err(RpcError::ConnectionLost))),
+            Err(_) if deadline < timeout_at => {
+                drop(self.inner.lock_expired());
+                Err(RpcError::Expired)
+            }
             Err(_) => Err(RpcError::Timeout),
         }
     }

@@ -33,6 +33,7 @@ pub type Outcome = Result<Bytes, RpcError>;
 #[derive(Debug)]
 struct InFlight<W, G> {
     method: Method,
+    started: Instant,
     keep: bool,
     waiter: Option<W>,
     _guard: G,
@@ -137,6 +138,7 @@ impl<W, G> Calls<W, G> {
             retcode,
             InFlight {
                 method,
+                started: now,
                 keep,
                 waiter,
                 _guard: guard,
@@ -272,6 +274,14 @@ impl<W, G> Calls<W, G> {
             Some(_) => PollState::Unknown, // an `execute` call: not ours to poll
             None if self.expired.contains(&retcode) => PollState::Expired,
             None => PollState::Unknown,
+        }
+    }
+
+    /// When the `send` call `retcode`, still in flight, expires unanswered.
+    pub fn expiry(&self, retcode: RetCode) -> Option<Instant> {
+        match self.in_flight.get(&retcode) {
+            Some(c) if c.keep => Some(c.started + self.keep_for),
+            _ => None,
         }
     }
 
@@ -766,6 +776,7 @@ mod tests {
         let t = Instant::now();
         let mut c = Calls::<u32, ()>::new(&config());
         let r = c.start("m".into(), true, None, (), t).unwrap();
+        assert_eq!(c.expiry(r), Some(t + Duration::from_secs(10)));
         c.set_poller(r, 7).unwrap();
         assert_eq!(c.set_poller(r, 8), Err(8), "one poll at a time");
         c.clear_poller(r);

@@ -1,0 +1,8 @@
+//! hail-rpc integration tests: the TCPTalks and CLOVIS flows, errors, pipelining, many
+//! clients and connection loss, end to end through `RpcPeer`.
+
+mod errors;
+mod flows;
+mod load;
+mod lost;
+mod support;
