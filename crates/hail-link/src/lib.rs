@@ -1,1 +1,85 @@
-//! hail-link: under construction.
+//! Framed TCP links for hail: a multi-client [`Server`], a reconnecting [`Client`], and the
+//! [`Connection`] handle both are made of.
+//!
+//! What Python Comms' server and client and CLOVIS' server were meant to be: whole messages
+//! (any `hail-wire` payload codec: [`Binary`](hail_wire::Binary), [`Text`](hail_wire::Text),
+//! [`Json`](hail_wire::Json), [`Postcard`](hail_wire::Postcard)), senders told apart by
+//! [`ClientId`], a real client limit, heartbeats that find dead peers, bounded queues with
+//! backpressure, graceful shutdown, and, with a passphrase, a Noise `NNpsk0` handshake after
+//! which every byte is encrypted and authenticated.
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::Bytes;
+//! use hail_link::{Client, ClientConfig, ClientEvent, Server, ServerConfig, ServerEvent};
+//! use hail_wire::Binary;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), hail_link::LinkError> {
+//! let (server, mut events) =
+//!     Server::bind("127.0.0.1:0".parse().unwrap(), ServerConfig::default(), Binary).await?;
+//! let (client, mut client_events) =
+//!     Client::connect(server.local_addr(), ClientConfig::default(), Binary).await?;
+//!
+//! client.send(Bytes::from_static(b"hello")).await?;
+//! let id = loop {
+//!     match events.recv().await {
+//!         Some(ServerEvent::Message { id, msg }) => {
+//!             assert_eq!(&msg[..], b"hello");
+//!             break id;
+//!         }
+//!         Some(_) => continue,
+//!         None => unreachable!("the server is running"),
+//!     }
+//! };
+//! server.send_to(id, Bytes::from_static(b"hi, client")).await?;
+//! loop {
+//!     if let Some(ClientEvent::Message(msg)) = client_events.recv().await {
+//!         assert_eq!(&msg[..], b"hi, client");
+//!         break;
+//!     }
+//! }
+//! client.close().await;
+//! server.shutdown(std::time::Duration::from_secs(1)).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Security
+//!
+//! Set the same key on both sides with [`LinkConfig::group_key`] (from a passphrase with
+//! [`hail_crypto::GroupKey`]) or [`LinkConfig::psk`]. A peer with another passphrase fails
+//! with [`LinkError::AuthFailed`] on both sides. See `docs/security.md`.
+//!
+//! # Python Comms
+//!
+//! [`LinkConfig::python_comms`] (little-endian u32 header, bare frames, no heartbeats) with
+//! [`Json`](hail_wire::Json) payloads talks to a Python Comms (`ReliableCommunication`) peer.
+//!
+//! The byte layout of everything on the wire is in the [`wire`] module docs and in
+//! `docs/wire-format.md`.
+
+mod client;
+mod config;
+mod conn;
+mod error;
+mod handshake;
+mod proto;
+mod rx;
+mod seal;
+mod server;
+mod timing;
+
+pub use client::{Client, ClientEvent, ClientEvents, ClientStats};
+pub use config::{
+    Backoff, ClientConfig, DEFAULT_CLOSE_LINGER, DEFAULT_DEAD_AFTER, DEFAULT_EVENT_CAPACITY,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_CLIENTS,
+    DEFAULT_MAX_PENDING, DEFAULT_OUTAGE_BYTES, DEFAULT_QUEUE_BYTES, Framing, Heartbeat, LinkConfig,
+    PRE_AUTH_MAX_FRAME_LEN, ServerConfig, SlowClientPolicy,
+};
+pub use conn::{ClientId, ConnId, ConnStats, Connection, Incoming};
+pub use error::{CloseReason, LinkError, ProtocolError, RefuseReason};
+pub use server::{BroadcastReport, Callbacks, Server, ServerEvent, ServerEvents, ServerStats};
+
+pub mod wire;

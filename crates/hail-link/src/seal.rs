@@ -1,0 +1,268 @@
+//! Noise `NNpsk0` handshake and sealed records (sans-IO).
+//!
+//! A secured link is a sequence of records, each a big-endian u16 length and that many bytes:
+//!
+//! ```text
+//! +----------------+------------------------------------------+
+//! | u16 length L   | L bytes: a Noise message (L <= 65535)    |
+//! +----------------+------------------------------------------+
+//! | 0x0000         | alert code u8 (only before the handshake completes; 1 = auth failed)
+//! +----------------+------------------------------------------+
+//! ```
+//!
+//! 1. initiator -> responder: record with Noise message 1 (`psk, e`; 48 bytes).
+//! 2. responder -> initiator: record with Noise message 2 (`e, ee`; 48 bytes), or an alert.
+//! 3. Both sides: every later record is a Noise transport message: at most 65,519 bytes of
+//!    the plaintext frame stream plus a 16-byte tag. The frame stream (the same bytes a
+//!    plaintext link carries) is cut into records without regard to frame boundaries, so
+//!    many small frames share one record and a large frame spans several.
+//!
+//! Pattern `Noise_NNpsk0_25519_ChaChaPoly_SHA256`, prologue `hail-link/1`, psk = the group
+//! key's link sub-key. Nonces are implicit record counters on each direction; a replayed,
+//! reordered or modified record fails authentication and closes the link.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, BytesMut};
+use snow::{HandshakeState, StatelessTransportState};
+
+use crate::CloseReason;
+use crate::error::ProtocolError;
+
+/// The Noise protocol name.
+pub(crate) const PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_SHA256";
+/// Noise prologue: binds the protocol and its version into the handshake hash.
+pub(crate) const PROLOGUE: &[u8] = b"hail-link/1";
+/// Largest Noise message.
+pub(crate) const MAX_RECORD: usize = 65_535;
+/// AEAD tag length.
+pub(crate) const TAG: usize = 16;
+/// Largest plaintext per record.
+pub(crate) const MAX_PLAIN: usize = MAX_RECORD - TAG;
+/// Alert code: authentication failed.
+pub(crate) const ALERT_AUTH: u8 = 1;
+
+fn builder() -> snow::Builder<'static> {
+    snow::Builder::new(
+        PATTERN
+            .parse()
+            .expect("PATTERN is a valid Noise protocol name"),
+    )
+}
+
+/// Handshake state of the dialing side.
+pub(crate) fn initiator(psk: &[u8; 32]) -> Result<HandshakeState, snow::Error> {
+    builder().prologue(PROLOGUE)?.psk(0, psk)?.build_initiator()
+}
+
+/// Handshake state of the accepting side.
+pub(crate) fn responder(psk: &[u8; 32]) -> Result<HandshakeState, snow::Error> {
+    builder().prologue(PROLOGUE)?.psk(0, psk)?.build_responder()
+}
+
+/// Appends one record holding a handshake message.
+pub(crate) fn put_handshake(
+    hs: &mut HandshakeState,
+    dst: &mut BytesMut,
+) -> Result<(), snow::Error> {
+    let mut buf = [0u8; 128];
+    let n = hs.write_message(&[], &mut buf)?;
+    dst.put_u16(n as u16);
+    dst.put_slice(&buf[..n]);
+    Ok(())
+}
+
+/// Appends an alert record.
+pub(crate) fn put_alert(dst: &mut BytesMut, code: u8) {
+    dst.put_u16(0);
+    dst.put_u8(code);
+}
+
+/// One record cut from the input.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// A Noise message.
+    Data(BytesMut),
+    /// An alert (only valid during the handshake).
+    Alert(u8),
+}
+
+/// Cuts one record from `src` if it is whole; `max` bounds the record length.
+pub(crate) fn take_record(src: &mut BytesMut, max: usize) -> Result<Option<Record>, ProtocolError> {
+    let Some(head) = src.first_chunk::<2>() else {
+        return Ok(None);
+    };
+    let len = u16::from_be_bytes(*head) as usize;
+    if len == 0 {
+        if src.len() < 3 {
+            return Ok(None);
+        }
+        let code = src[2];
+        src.advance(3);
+        return Ok(Some(Record::Alert(code)));
+    }
+    if len > max || len < TAG {
+        return Err(ProtocolError::BadRecord);
+    }
+    if src.len() < 2 + len {
+        src.reserve(2 + len - src.len());
+        return Ok(None);
+    }
+    src.advance(2);
+    Ok(Some(Record::Data(src.split_to(len))))
+}
+
+/// Seals the outgoing frame stream.
+#[derive(Debug)]
+pub(crate) struct Sealer {
+    state: Arc<StatelessTransportState>,
+    nonce: u64,
+}
+
+/// Opens the incoming records.
+#[derive(Debug)]
+pub(crate) struct Opener {
+    state: Arc<StatelessTransportState>,
+    nonce: u64,
+}
+
+/// Splits a finished handshake into the two directions.
+pub(crate) fn split(hs: HandshakeState) -> Result<(Sealer, Opener), snow::Error> {
+    let state = Arc::new(hs.into_stateless_transport_mode()?);
+    Ok((
+        Sealer {
+            state: Arc::clone(&state),
+            nonce: 0,
+        },
+        Opener { state, nonce: 0 },
+    ))
+}
+
+impl Sealer {
+    /// Appends `plain` to `dst` as one or more sealed records.
+    pub(crate) fn seal(&mut self, plain: &[u8], dst: &mut BytesMut) {
+        dst.reserve(plain.len() + plain.len().div_ceil(MAX_PLAIN) * (2 + TAG));
+        for chunk in plain.chunks(MAX_PLAIN) {
+            let len = chunk.len() + TAG;
+            dst.put_u16(len as u16);
+            let start = dst.len();
+            dst.resize(start + len, 0);
+            let n = self
+                .state
+                .write_message(self.nonce, chunk, &mut dst[start..])
+                .expect("chunk and output sizes are within the Noise limits");
+            debug_assert_eq!(n, len);
+            // 2^64 records cannot be sent in the lifetime of a link.
+            self.nonce += 1;
+        }
+    }
+}
+
+impl Opener {
+    /// Appends the plaintext of `record` to `dst`; a failed tag is `AuthFailed`.
+    pub(crate) fn open(&mut self, record: &[u8], dst: &mut BytesMut) -> Result<(), CloseReason> {
+        let start = dst.len();
+        dst.resize(start + record.len(), 0);
+        match self
+            .state
+            .read_message(self.nonce, record, &mut dst[start..])
+        {
+            Ok(n) => {
+                dst.truncate(start + n);
+                self.nonce += 1;
+                Ok(())
+            }
+            Err(_) => {
+                dst.truncate(start);
+                Err(CloseReason::AuthFailed)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Ends = (Sealer, Opener);
+
+    fn pair(a: &[u8; 32], b: &[u8; 32]) -> Result<(Ends, Ends), ()> {
+        let mut i = initiator(a).unwrap();
+        let mut r = responder(b).unwrap();
+        let mut wire = BytesMut::new();
+        put_handshake(&mut i, &mut wire).unwrap();
+        let Some(Record::Data(m1)) = take_record(&mut wire, 4096).unwrap() else {
+            panic!("record")
+        };
+        let mut sink = [0u8; 64];
+        r.read_message(&m1, &mut sink).map_err(|_| ())?;
+        put_handshake(&mut r, &mut wire).unwrap();
+        let Some(Record::Data(m2)) = take_record(&mut wire, 4096).unwrap() else {
+            panic!("record")
+        };
+        i.read_message(&m2, &mut sink).map_err(|_| ())?;
+        Ok((split(i).unwrap(), split(r).unwrap()))
+    }
+
+    #[test]
+    fn sealed_stream_round_trip_with_large_chunks() {
+        let ((mut is, _io), (_rs, mut ro)) = pair(&[1; 32], &[1; 32]).unwrap();
+        let plain: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let mut wire = BytesMut::new();
+        is.seal(&plain, &mut wire);
+        is.seal(b"tail", &mut wire);
+        assert!(!wire.windows(16).any(|w| w == &plain[1000..1016]));
+        let mut out = BytesMut::new();
+        while let Some(rec) = take_record(&mut wire, MAX_RECORD).unwrap() {
+            let Record::Data(d) = rec else { panic!() };
+            assert!(d.len() <= MAX_RECORD);
+            ro.open(&d, &mut out).unwrap();
+        }
+        assert_eq!(&out[..plain.len()], &plain[..]);
+        assert_eq!(&out[plain.len()..], b"tail");
+    }
+
+    #[test]
+    fn wrong_psk_fails_the_handshake() {
+        assert!(pair(&[1; 32], &[2; 32]).is_err());
+    }
+
+    #[test]
+    fn tampered_or_replayed_records_fail() {
+        let ((mut is, _), (_, mut ro)) = pair(&[3; 32], &[3; 32]).unwrap();
+        let mut wire = BytesMut::new();
+        is.seal(b"one", &mut wire);
+        let Some(Record::Data(rec)) = take_record(&mut wire, MAX_RECORD).unwrap() else {
+            panic!()
+        };
+        let mut out = BytesMut::new();
+        let mut bad = rec.clone();
+        bad[0] ^= 1;
+        assert!(matches!(
+            ro.open(&bad, &mut out),
+            Err(CloseReason::AuthFailed)
+        ));
+        ro.open(&rec, &mut out).unwrap();
+        // The same record again: the nonce moved on, so it no longer verifies.
+        assert!(matches!(
+            ro.open(&rec, &mut out),
+            Err(CloseReason::AuthFailed)
+        ));
+        assert_eq!(&out[..], b"one");
+    }
+
+    #[test]
+    fn malformed_records() {
+        let mut b = BytesMut::from(&[0u8, 5, 1, 2][..]);
+        assert!(take_record(&mut b, 4096).is_err()); // shorter than a tag
+        let mut b = BytesMut::from(&[0x10u8, 0x01][..]);
+        assert!(take_record(&mut b, 4096).is_err()); // over the limit
+        let mut b = BytesMut::from(&[0u8, 0][..]);
+        assert_eq!(take_record(&mut b, 4096).unwrap(), None);
+        b.put_u8(ALERT_AUTH);
+        assert_eq!(
+            take_record(&mut b, 4096).unwrap(),
+            Some(Record::Alert(ALERT_AUTH))
+        );
+    }
+}

@@ -1,0 +1,578 @@
+//! The multi-client server.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use hail_wire::{Binary, PayloadCodec};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+
+use crate::config::{ServerConfig, SlowClientPolicy};
+use crate::conn::{ClientId, ConnId, Connection, Sink};
+use crate::error::RefuseReason;
+use crate::handshake;
+use crate::timing::AuthPenalty;
+use crate::{CloseReason, LinkError};
+
+/// What happens on a server.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServerEvent<T> {
+    /// A client finished its handshake and was admitted.
+    Connected {
+        /// The client's id.
+        id: ClientId,
+        /// The client's address.
+        addr: SocketAddr,
+    },
+    /// A client sent a message.
+    Message {
+        /// The sender.
+        id: ClientId,
+        /// The decoded message.
+        msg: T,
+    },
+    /// A client's connection ended; no more events for this id follow.
+    Closed {
+        /// The client's id.
+        id: ClientId,
+        /// Why it ended.
+        reason: CloseReason,
+    },
+}
+
+/// The server's event stream; a [`Stream`](futures_core::Stream) as well.
+///
+/// Take events continuously: when the stream's buffer (default 1024 events) is full, the
+/// connections stop reading and their peers are slowed down by TCP flow control.
+#[derive(Debug)]
+pub struct ServerEvents<T> {
+    rx: mpsc::Receiver<ServerEvent<T>>,
+}
+
+impl<T> ServerEvents<T> {
+    /// The next event; `None` once the server is shut down and every connection reported.
+    pub async fn recv(&mut self) -> Option<ServerEvent<T>> {
+        self.rx.recv().await
+    }
+
+    /// Runs callbacks for every event until the server is gone (Python Comms style:
+    /// `add_onconnect_callback`, `add_onmessage_callback`, `add_onclose_callback`).
+    pub async fn run_callbacks(mut self, mut callbacks: Callbacks<T>) {
+        while let Some(ev) = self.rx.recv().await {
+            match ev {
+                ServerEvent::Connected { id, addr } => {
+                    if let Some(f) = &mut callbacks.on_connect {
+                        f(id, addr);
+                    }
+                }
+                ServerEvent::Message { id, msg } => {
+                    if let Some(f) = &mut callbacks.on_message {
+                        f(id, msg);
+                    }
+                }
+                ServerEvent::Closed { id, reason } => {
+                    if let Some(f) = &mut callbacks.on_close {
+                        f(id, reason);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<T> futures_core::Stream for ServerEvents<T> {
+    type Item = ServerEvent<T>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+type ConnectFn = Box<dyn FnMut(ClientId, SocketAddr) + Send>;
+type MessageFn<T> = Box<dyn FnMut(ClientId, T) + Send>;
+type CloseFn = Box<dyn FnMut(ClientId, CloseReason) + Send>;
+
+/// Callbacks for [`ServerEvents::run_callbacks`]; each is optional.
+pub struct Callbacks<T> {
+    on_connect: Option<ConnectFn>,
+    on_message: Option<MessageFn<T>>,
+    on_close: Option<CloseFn>,
+}
+
+impl<T> Default for Callbacks<T> {
+    fn default() -> Self {
+        Self {
+            on_connect: None,
+            on_message: None,
+            on_close: None,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Callbacks<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Callbacks")
+            .field("on_connect", &self.on_connect.is_some())
+            .field("on_message", &self.on_message.is_some())
+            .field("on_close", &self.on_close.is_some())
+            .finish()
+    }
+}
+
+impl<T> Callbacks<T> {
+    /// Called with the id and address of each new client.
+    pub fn on_connect(mut self, f: impl FnMut(ClientId, SocketAddr) + Send + 'static) -> Self {
+        self.on_connect = Some(Box::new(f));
+        self
+    }
+
+    /// Called with each message and its sender.
+    pub fn on_message(mut self, f: impl FnMut(ClientId, T) + Send + 'static) -> Self {
+        self.on_message = Some(Box::new(f));
+        self
+    }
+
+    /// Called when a client's connection ends, with the reason.
+    pub fn on_close(mut self, f: impl FnMut(ClientId, CloseReason) + Send + 'static) -> Self {
+        self.on_close = Some(Box::new(f));
+        self
+    }
+}
+
+/// Server counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Clients admitted since start.
+    pub accepted: u64,
+    /// Clients refused because `max_clients` were connected.
+    pub refused_full: u64,
+    /// Connections closed at once because `max_pending` handshakes were running.
+    pub refused_pending: u64,
+    /// Handshakes that failed authentication (wrong passphrase, replay, plaintext peer).
+    pub auth_failures: u64,
+    /// Handshakes that failed otherwise (deadline, protocol, I/O).
+    pub handshake_failures: u64,
+    /// Broadcast messages skipped for a slow client ([`SlowClientPolicy::DropMessage`]).
+    pub broadcast_dropped: u64,
+    /// Clients disconnected as slow consumers ([`SlowClientPolicy::Disconnect`]).
+    pub slow_disconnects: u64,
+    /// Clients connected now.
+    pub clients: usize,
+    /// Bytes waiting in all send queues now.
+    pub queued_bytes: usize,
+    /// Memory held by all receive buffers now, in bytes.
+    pub rx_buffered_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    refused_full: AtomicU64,
+    refused_pending: AtomicU64,
+    auth_failures: AtomicU64,
+    handshake_failures: AtomicU64,
+    broadcast_dropped: AtomicU64,
+    slow_disconnects: AtomicU64,
+}
+
+/// What a broadcast did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BroadcastReport {
+    /// Clients whose queue took the message.
+    pub queued: usize,
+    /// Clients that did not get it because their queue was full (disconnected or skipped,
+    /// per the [`SlowClientPolicy`]).
+    pub slow: Vec<ClientId>,
+}
+
+struct Inner<P: PayloadCodec> {
+    cfg: ServerConfig,
+    payload: P,
+    clients: Mutex<HashMap<ConnId, Connection<P>>>,
+    /// Admitted clients, counted from admission to the end of the connection.
+    admitted: AtomicUsize,
+    pending: AtomicUsize,
+    shutting_down: AtomicBool,
+    penalty: Mutex<AuthPenalty>,
+    counters: Counters,
+    events: mpsc::Sender<ServerEvent<P::Item>>,
+}
+
+impl<P: PayloadCodec> Inner<P> {
+    fn clients(&self) -> MutexGuard<'_, HashMap<ConnId, Connection<P>>> {
+        // Map updates are single calls; a poisoned lock holds a consistent map.
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A multi-client TCP server exchanging whole messages.
+///
+/// * Each client gets a [`ClientId`]; [`send_to`](Self::send_to),
+///   [`broadcast`](Self::broadcast), [`clients`](Self::clients), [`disconnect`](Self::disconnect).
+/// * A real client limit ([`ServerConfig::max_clients`], default 1024): a client over it
+///   is refused with [`RefuseReason::ServerFull`], which it reads from the close frame.
+/// * [`broadcast`](Self::broadcast) encodes once and queues without waiting; a client whose
+///   queue is full gets the [`SlowClientPolicy`] (default: disconnected, counted).
+/// * With a pre-shared key every client runs the Noise handshake first; failures are
+///   counted and repeated failures from one address are answered ever more slowly
+///   (100 ms doubling per failure, capped at half the handshake deadline, forgotten after
+///   60 s without failure).
+///
+/// Dropping the server closes everything at once; [`shutdown`](Self::shutdown) is graceful.
+pub struct Server<P: PayloadCodec = Binary> {
+    inner: Arc<Inner<P>>,
+    local: SocketAddr,
+    accept: AbortHandle,
+}
+
+impl<P: PayloadCodec> fmt::Debug for Server<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local", &self.local)
+            .field("clients", &self.inner.clients().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: PayloadCodec> Drop for Server<P> {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for (_, c) in self.inner.clients().drain() {
+            c.kill(CloseReason::Shutdown);
+        }
+    }
+}
+
+impl<P> Server<P>
+where
+    P: PayloadCodec + Clone + Send + Sync + 'static,
+    P::Item: Send + 'static,
+{
+    /// Binds `addr` (IPv4 or IPv6; port 0 picks a free port) and starts accepting.
+    pub async fn bind(
+        addr: SocketAddr,
+        config: ServerConfig,
+        payload: P,
+    ) -> Result<(Self, ServerEvents<P::Item>), LinkError> {
+        config.link.validate()?;
+        if config.max_clients == 0 {
+            return Err(LinkError::Config("max_clients must be positive"));
+        }
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let (tx, rx) = mpsc::channel(config.event_capacity);
+        let cap = config.link.handshake_timeout / 2;
+        let inner = Arc::new(Inner {
+            cfg: config,
+            payload,
+            clients: Mutex::new(HashMap::new()),
+            admitted: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+            penalty: Mutex::new(AuthPenalty::new(cap)),
+            counters: Counters::default(),
+            events: tx,
+        });
+        let accept = tokio::spawn(accept_loop(Arc::downgrade(&inner), listener)).abort_handle();
+        Ok((
+            Self {
+                inner,
+                local,
+                accept,
+            },
+            ServerEvents { rx },
+        ))
+    }
+}
+
+async fn accept_loop<P>(inner: Weak<Inner<P>>, listener: TcpListener)
+where
+    P: PayloadCodec + Clone + Send + Sync + 'static,
+    P::Item: Send + 'static,
+{
+    let mut handshakes = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(server) = inner.upgrade() else {
+            return;
+        };
+        if server.pending.load(Ordering::Relaxed) >= server.cfg.max_pending {
+            server
+                .counters
+                .refused_pending
+                .fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
+        server.pending.fetch_add(1, Ordering::Relaxed);
+        handshakes.spawn(admit(server, stream, peer));
+    }
+}
+
+async fn admit<P>(server: Arc<Inner<P>>, stream: TcpStream, peer: SocketAddr)
+where
+    P: PayloadCodec + Clone + Send + Sync + 'static,
+    P::Item: Send + 'static,
+{
+    struct Pending<'a>(&'a AtomicUsize);
+    impl Drop for Pending<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let _pending = Pending(&server.pending);
+    if stream.set_nodelay(true).is_err() {
+        return;
+    }
+    let cfg = &server.cfg.link;
+    let delay = lock_penalty(&server).delay(peer.ip(), Instant::now());
+    let admit_check = || {
+        if server.shutting_down.load(Ordering::Relaxed) {
+            return Err(RefuseReason::ShuttingDown);
+        }
+        let prev = server.admitted.fetch_add(1, Ordering::AcqRel);
+        if prev >= server.cfg.max_clients {
+            server.admitted.fetch_sub(1, Ordering::AcqRel);
+            server.counters.refused_full.fetch_add(1, Ordering::Relaxed);
+            return Err(RefuseReason::ServerFull);
+        }
+        Ok(())
+    };
+    let result = tokio::time::timeout(
+        cfg.handshake_timeout,
+        handshake::respond(stream, cfg, delay, admit_check),
+    )
+    .await;
+    let est = match result {
+        Ok(Ok(est)) => est,
+        Ok(Err(rej)) => {
+            if rej.auth_failed {
+                server
+                    .counters
+                    .auth_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                lock_penalty(&server).failed(peer.ip(), Instant::now());
+            } else if !matches!(rej.error, LinkError::Refused(_)) {
+                server
+                    .counters
+                    .handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::debug!(%peer, error = %rej.error, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            server
+                .counters
+                .handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "handshake timed out");
+            return;
+        }
+    };
+    if cfg.psk.is_some() {
+        lock_penalty(&server).succeeded(peer.ip());
+    }
+    server.counters.accepted.fetch_add(1, Ordering::Relaxed);
+    let id = ConnId::fresh();
+    // Connected goes out before the reader starts, so it precedes every message of `id`.
+    if server
+        .events
+        .send(ServerEvent::Connected { id, addr: peer })
+        .await
+        .is_err()
+    {
+        server.admitted.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
+    let weak = Arc::downgrade(&server);
+    let on_close: Box<dyn FnOnce() -> Box<dyn std::any::Any + Send> + Send + Sync> =
+        Box::new(move || {
+            let Some(server) = weak.upgrade() else {
+                return Box::new(()) as Box<dyn std::any::Any + Send>;
+            };
+            server.admitted.fetch_sub(1, Ordering::AcqRel);
+            let removed = server.clients().remove(&id);
+            Box::new(removed)
+        });
+    let sink = Sink::Server {
+        tx: server.events.clone(),
+        id,
+        on_close: Some(on_close),
+    };
+    let conn = Connection::start(est, cfg, server.payload.clone(), sink, None);
+    server.clients().insert(id, conn);
+}
+
+fn lock_penalty<P: PayloadCodec>(server: &Inner<P>) -> MutexGuard<'_, AuthPenalty> {
+    // The table is updated by single calls; a poisoned lock still holds a usable table.
+    server.penalty.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<P> Server<P>
+where
+    P: PayloadCodec + Clone + Send + Sync + 'static,
+    P::Item: Send + 'static,
+{
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The connected clients and their addresses.
+    pub fn clients(&self) -> Vec<(ClientId, SocketAddr)> {
+        let mut v: Vec<_> = self
+            .inner
+            .clients()
+            .iter()
+            .map(|(id, c)| (*id, c.peer_addr()))
+            .collect();
+        v.sort_by_key(|(id, _)| *id);
+        v
+    }
+
+    /// The connection handle of one client (to send, close or watch it directly).
+    pub fn connection(&self, id: ClientId) -> Option<Connection<P>> {
+        self.inner.clients().get(&id).cloned()
+    }
+
+    /// Sends `msg` to one client, waiting while its send queue is full.
+    pub async fn send_to(
+        &self,
+        id: ClientId,
+        msg: impl std::borrow::Borrow<P::Item>,
+    ) -> Result<(), LinkError> {
+        let conn = self.connection(id).ok_or(LinkError::UnknownClient)?;
+        conn.send(msg).await
+    }
+
+    /// Sends `msg` to one client if its queue has room ([`LinkError::Full`] otherwise).
+    pub fn try_send_to(
+        &self,
+        id: ClientId,
+        msg: impl std::borrow::Borrow<P::Item>,
+    ) -> Result<(), LinkError> {
+        let conn = self.connection(id).ok_or(LinkError::UnknownClient)?;
+        conn.try_send(msg)
+    }
+
+    /// Queues `msg` for every client without waiting: encoded once, copied into each
+    /// client's queue. A client whose queue is full gets the [`SlowClientPolicy`]
+    /// (default [`SlowClientPolicy::Disconnect`]); the report lists them.
+    pub fn broadcast(
+        &self,
+        msg: impl std::borrow::Borrow<P::Item>,
+    ) -> Result<BroadcastReport, LinkError> {
+        let conns: Vec<Connection<P>> = self.inner.clients().values().cloned().collect();
+        let mut report = BroadcastReport::default();
+        let Some(first) = conns.first() else {
+            return Ok(report);
+        };
+        let mut frame = BytesMut::new();
+        first.encode_to(msg.borrow(), &mut frame)?;
+        for c in &conns {
+            match c.try_send_frame(&frame) {
+                Ok(()) => report.queued += 1,
+                Err(LinkError::Full) => {
+                    report.slow.push(c.id());
+                    match self.inner.cfg.slow_policy {
+                        SlowClientPolicy::Disconnect => {
+                            self.inner
+                                .counters
+                                .slow_disconnects
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(client = %c.id(), "slow consumer disconnected");
+                            c.kill(CloseReason::SlowConsumer);
+                        }
+                        SlowClientPolicy::DropMessage => {
+                            self.inner
+                                .counters
+                                .broadcast_dropped
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                // Closing or closed: its Closed event reports it.
+                Err(_) => {}
+            }
+        }
+        Ok(report)
+    }
+
+    /// Closes one client gracefully (its queued messages go out first). False if unknown.
+    pub fn disconnect(&self, id: ClientId) -> bool {
+        match self.connection(id) {
+            Some(c) => {
+                c.close();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> ServerStats {
+        let c = &self.inner.counters;
+        let clients = self.inner.clients();
+        let (queued, rx) = clients.values().fold((0, 0), |(q, r), conn| {
+            let s = conn.stats();
+            (q + s.queued_bytes, r + s.rx_buffered_bytes)
+        });
+        ServerStats {
+            accepted: c.accepted.load(Ordering::Relaxed),
+            refused_full: c.refused_full.load(Ordering::Relaxed),
+            refused_pending: c.refused_pending.load(Ordering::Relaxed),
+            auth_failures: c.auth_failures.load(Ordering::Relaxed),
+            handshake_failures: c.handshake_failures.load(Ordering::Relaxed),
+            broadcast_dropped: c.broadcast_dropped.load(Ordering::Relaxed),
+            slow_disconnects: c.slow_disconnects.load(Ordering::Relaxed),
+            clients: clients.len(),
+            queued_bytes: queued,
+            rx_buffered_bytes: rx,
+        }
+    }
+
+    /// Shuts down gracefully within `deadline`: stops accepting, lets every queued
+    /// outgoing message go out and every message already sent by a client be delivered
+    /// (clients are told with a close frame and finish their side), then closes whatever
+    /// is left when the deadline passes. Every connection ends with a `Closed` event
+    /// (reason [`CloseReason::Shutdown`]); the event stream ends after the last one.
+    pub async fn shutdown(self, deadline: Duration) {
+        let until = tokio::time::Instant::now() + deadline;
+        self.inner.shutting_down.store(true, Ordering::Relaxed);
+        self.accept.abort();
+        let conns: Vec<Connection<P>> = self.inner.clients().values().cloned().collect();
+        for c in &conns {
+            c.close_with(CloseReason::Shutdown);
+        }
+        for c in &conns {
+            if tokio::time::timeout_at(until, c.closed()).await.is_err() {
+                c.kill(CloseReason::Shutdown);
+                c.closed().await;
+            }
+        }
+    }
+}
