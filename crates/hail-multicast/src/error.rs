@@ -1,0 +1,43 @@
+//! The crate's error type.
+
+use std::net::IpAddr;
+
+/// What went wrong building or using a [`Channel`](crate::Channel).
+///
+/// Bad datagrams from the network are never errors: they are dropped and counted in
+/// [`Stats`](crate::Stats).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MulticastError {
+    /// A socket operation failed.
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The group address is not a multicast address.
+    #[error("{0} is not a multicast address")]
+    NotMulticast(IpAddr),
+    /// No interface named, numbered or addressed so exists, or it has no address of the
+    /// group's family.
+    #[error("interface {0} not found or has no address of the group's family")]
+    InterfaceNotFound(String),
+    /// No interface was given and none is up and multicast-capable.
+    #[error("no up, multicast-capable interface with an address of the group's family")]
+    NoInterface,
+    /// The channel was built outside a tokio runtime (its sockets need the runtime's reactor).
+    #[error("a Channel must be built inside a tokio runtime")]
+    NoRuntime,
+    /// The payload does not fit in one datagram.
+    #[error("payload of {len} bytes exceeds the limit of {max} bytes per datagram")]
+    PayloadTooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The largest payload this channel can send (65,507 bytes for IPv4 and 65,527 for
+        /// IPv6, minus 45 bytes when sealed).
+        max: usize,
+    },
+    /// Sealing failed (the session counter ran out, or the random generator failed).
+    #[error("sealing failed: {0}")]
+    Crypto(#[from] hail_crypto::CryptoError),
+    /// A message could not be encoded with postcard.
+    #[error("message encoding failed: {0}")]
+    Encode(#[from] postcard::Error),
+}

@@ -1,0 +1,318 @@
+//! Channels on the loopback interface in one process, and a plain std `UdpSocket` peer.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket as StdUdp};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hail_multicast::{Channel, MulticastError};
+use tokio::time::timeout;
+
+use crate::{PATIENCE, key, lo4};
+
+const PER_SENDER: u32 = 1_000;
+const BATCH: u32 = 50;
+
+/// Three channels on one group each send 1,000 datagrams; each receives every other's once
+/// (and its own only with loopback on). Sends go in batches, each waiting until every
+/// receiver has the batch, so socket buffers never overflow and loss cannot hide a bug.
+async fn three_channels(sealed: bool, loopback: bool, group_last: u8) {
+    let build = |port| {
+        let mut b = lo4(group_last, port).loopback(loopback);
+        if sealed {
+            b = b.key(key(7));
+        }
+        b.build().expect("channel on loopback")
+    };
+    let first = build(0);
+    let port = first.group().port();
+    let chans = vec![first, build(port), build(port)];
+    let senders: Vec<_> = chans.iter().map(Channel::sender).collect();
+    let expect_per_receiver = if loopback { 3 } else { 2 } * PER_SENDER as usize;
+    // counts[r][s]: datagrams receiver r got from sender s.
+    let counts: Arc<Vec<Vec<AtomicUsize>>> = Arc::new(
+        (0..3)
+            .map(|_| (0..3).map(|_| AtomicUsize::new(0)).collect())
+            .collect(),
+    );
+    let mut tasks = Vec::new();
+    for (r, mut chan) in chans.into_iter().enumerate() {
+        let counts = Arc::clone(&counts);
+        tasks.push(tokio::spawn(async move {
+            let mut seen = HashSet::new();
+            while seen.len() < expect_per_receiver {
+                let d = chan.recv().await.expect("recv");
+                let s = d.payload[0] as usize;
+                let seq = u32::from_le_bytes(d.payload[1..5].try_into().unwrap());
+                assert_eq!(d.payload.len(), 5 + (seq % 300) as usize, "payload intact");
+                assert!(
+                    d.payload[5..].iter().all(|&b| b == s as u8),
+                    "payload intact"
+                );
+                assert!(seen.insert((s, seq)), "receiver {r} got ({s}, {seq}) twice");
+                assert!(loopback || s != r, "receiver {r} got its own datagram");
+                counts[r][s].fetch_add(1, Ordering::SeqCst);
+            }
+            chan
+        }));
+    }
+    let receivers_of = |s: usize| (0..3).filter(move |&r| loopback || r != s);
+    for start in (0..PER_SENDER).step_by(BATCH as usize) {
+        for (s, tx) in senders.iter().enumerate() {
+            for seq in start..start + BATCH {
+                let mut p = vec![s as u8; 5 + (seq % 300) as usize];
+                p[1..5].copy_from_slice(&seq.to_le_bytes());
+                tx.send(&p).await.expect("send");
+            }
+            let want = (start + BATCH) as usize;
+            timeout(PATIENCE, async {
+                while receivers_of(s).any(|r| counts[r][s].load(Ordering::SeqCst) < want) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("batch from sender {s} at {start} not received"));
+        }
+    }
+    for t in tasks {
+        let chan = timeout(PATIENCE, t)
+            .await
+            .expect("receiver done")
+            .expect("receiver ok");
+        // Nothing more arrives: no duplicates in flight.
+        let mut chan = chan;
+        assert!(
+            timeout(Duration::from_millis(100), chan.recv())
+                .await
+                .is_err()
+        );
+        let st = chan.stats();
+        assert_eq!(st.delivered as usize, expect_per_receiver);
+        assert_eq!(st.dropped(), 0);
+        assert_eq!(st.sent, u64::from(PER_SENDER));
+        if !loopback {
+            assert_eq!(st.own_skipped, u64::from(PER_SENDER));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_plain_channels_loopback_on() {
+    three_channels(false, true, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_plain_channels_loopback_off() {
+    three_channels(false, false, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sealed_channels_loopback_on() {
+    three_channels(true, true, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sealed_channels_loopback_off() {
+    three_channels(true, false, 4).await;
+}
+
+/// A std `UdpSocket` (not hail code) sends to and receives from a plaintext channel.
+#[tokio::test]
+async fn plain_std_socket_interoperates() {
+    let mut chan = lo4(5, 0).build().unwrap();
+    let group = chan.group();
+    let SocketAddr::V4(g) = group else {
+        unreachable!("IPv4 group")
+    };
+    // Socket options only socket2 can set before bind; then it is a plain std socket.
+    let raw = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    raw.set_reuse_address(true).unwrap();
+    raw.set_reuse_port(true).unwrap();
+    raw.set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
+    raw.bind(&SocketAddr::V4(SocketAddrV4::new(*g.ip(), g.port())).into())
+        .unwrap();
+    let std_sock: StdUdp = raw.into();
+    std_sock
+        .join_multicast_v4(g.ip(), &Ipv4Addr::LOCALHOST)
+        .unwrap();
+    std_sock.set_multicast_ttl_v4(0).unwrap();
+    std_sock.set_read_timeout(Some(PATIENCE)).unwrap();
+
+    // std -> channel: the datagram is the raw payload.
+    std_sock.send_to(b"from std", group).unwrap();
+    let d = timeout(PATIENCE, chan.recv()).await.unwrap().unwrap();
+    assert_eq!(&d.payload[..], b"from std");
+    // The std socket is bound to the group port; it sends from 127.0.0.1 on that port.
+    assert_eq!(
+        d.from,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, group.port()))
+    );
+
+    // channel -> std: exactly the payload, from the channel's send address.
+    chan.send(b"from hail").await.unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        let (n, from) = std_sock.recv_from(&mut buf).unwrap();
+        if from.port() == group.port() && &buf[..n] == b"from std" {
+            continue; // its own datagram, looped back
+        }
+        assert_eq!(&buf[..n], b"from hail");
+        assert_eq!(vec![from], chan.send_addrs().unwrap());
+        break;
+    }
+}
+
+/// Wrong key, other group, tampering, replays and plaintext are dropped and counted by
+/// reason; the channel keeps delivering.
+#[tokio::test]
+async fn bad_datagrams_are_counted_and_never_stop_the_channel() {
+    let mut chan = lo4(6, 0).key(key(1)).build().unwrap();
+    let group = chan.group();
+    let other_key = lo4(6, group.port()).key(key(2)).build().unwrap();
+    let peer = lo4(6, group.port()).key(key(1)).build().unwrap();
+    // A raw sender on loopback, to replay and tamper.
+    let raw = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    raw.set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
+    raw.set_multicast_ttl_v4(0).unwrap();
+    raw.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    let raw: StdUdp = raw.into();
+    // And a plain listener to capture a sealed datagram of `peer`.
+    let mut tap = lo4(6, group.port()).build().unwrap();
+
+    other_key.send(b"wrong key").await.unwrap();
+    peer.send(b"good 1").await.unwrap();
+    let captured = loop {
+        let d = timeout(PATIENCE, tap.recv()).await.unwrap().unwrap();
+        if d.payload.len() == 6 + hail_crypto::OVERHEAD && d.from == peer.send_addrs().unwrap()[0] {
+            break d.payload;
+        }
+    };
+    raw.send_to(&captured, group).unwrap(); // replay
+    // Tamper with the counter (a tampered body of an accepted counter would be refused as a
+    // replay before its tag is even checked).
+    let mut tampered = captured.to_vec();
+    tampered[28] ^= 0x80;
+    raw.send_to(&tampered, group).unwrap();
+    raw.send_to(
+        b"plaintext on a sealed channel, long enough to parse a header",
+        group,
+    )
+    .unwrap();
+    raw.send_to(b"x", group).unwrap();
+    peer.send(b"good 2").await.unwrap();
+
+    let d1 = timeout(PATIENCE, chan.recv()).await.unwrap().unwrap();
+    let d2 = timeout(PATIENCE, chan.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        (&d1.payload[..], &d2.payload[..]),
+        (&b"good 1"[..], &b"good 2"[..])
+    );
+    let st = chan.stats();
+    assert_eq!(st.delivered, 2);
+    assert_eq!(st.dropped_wrong_key, 2, "other key and tampered: {st:?}");
+    assert_eq!(st.dropped_replayed, 1, "{st:?}");
+    assert_eq!(st.dropped_malformed, 2, "{st:?}");
+}
+
+#[tokio::test]
+async fn typed_messages_and_undecodable_payloads() {
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Reading {
+        sensor: String,
+        celsius: f32,
+    }
+    let mut rx = lo4(8, 0).key(key(3)).build().unwrap();
+    let tx = lo4(8, rx.group().port()).key(key(3)).build().unwrap();
+    tx.send(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .await
+        .unwrap(); // not a Reading
+    let want = Reading {
+        sensor: "shed".into(),
+        celsius: 4.5,
+    };
+    tx.send_msg(&want).await.unwrap();
+    let (got, from) = timeout(PATIENCE, rx.recv_msg::<Reading>())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, want);
+    assert_eq!(vec![from], tx.send_addrs().unwrap());
+    assert_eq!(rx.stats().dropped_undecodable, 1);
+}
+
+#[tokio::test]
+async fn stream_of_datagrams() {
+    let mut rx = lo4(9, 0).build().unwrap();
+    let tx = lo4(9, rx.group().port()).loopback(false).build().unwrap();
+    for i in 0..10u8 {
+        tx.send(&[i]).await.unwrap();
+    }
+    let got: Vec<u8> = timeout(
+        PATIENCE,
+        (&mut rx).take(10).map(|d| d.unwrap().payload[0]).collect(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn oversized_payloads_are_typed_errors() {
+    let plain = lo4(10, 0).build().unwrap();
+    let sealed = lo4(10, plain.group().port()).key(key(1)).build().unwrap();
+    assert_eq!(plain.max_payload(), 65_507);
+    assert_eq!(sealed.max_payload(), 65_507 - 45);
+    let big = vec![0u8; 65_508];
+    match plain.send(&big).await {
+        Err(MulticastError::PayloadTooLarge {
+            len: 65_508,
+            max: 65_507,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    match sealed.send(&big[..65_463]).await {
+        Err(MulticastError::PayloadTooLarge {
+            len: 65_463,
+            max: 65_462,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // The largest payload goes through, sealed.
+    sealed.send(&big[..65_462]).await.unwrap();
+}
+
+#[tokio::test]
+async fn builder_errors_are_typed() {
+    let not_mc = Channel::builder(SocketAddr::from((Ipv4Addr::LOCALHOST, 5000))).build();
+    assert!(matches!(not_mc, Err(MulticastError::NotMulticast(_))));
+    let no_if = lo4(11, 0).interface("no-such-if0").build();
+    assert!(matches!(no_if, Err(MulticastError::InterfaceNotFound(_))));
+}
+
+#[test]
+fn building_outside_a_runtime_is_a_typed_error() {
+    assert!(matches!(lo4(12, 0).build(), Err(MulticastError::NoRuntime)));
+}
+
+/// Interfaces named by name and by index join the same loopback interface.
+#[tokio::test]
+async fn interface_by_name_and_index() {
+    let lo_index = nix::net::if_::if_nametoindex("lo").expect("lo exists");
+    let mut a =
+        hail_multicast::Channel::builder(SocketAddr::from((Ipv4Addr::new(239, 255, 77, 13), 0)))
+            .interface("lo")
+            .ttl(0)
+            .build()
+            .unwrap();
+    let b = hail_multicast::Channel::builder(a.group())
+        .interface(lo_index)
+        .ttl(0)
+        .build()
+        .unwrap();
+    b.send(b"by index").await.unwrap();
+    let d = timeout(PATIENCE, a.recv()).await.unwrap().unwrap();
+    assert_eq!(&d.payload[..], b"by index");
+}

@@ -1,0 +1,97 @@
+//! Two channels in two processes: this test binary spawns itself as the peer.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::time::timeout;
+
+use crate::{PATIENCE, key, lo4};
+
+const CHILD_ENV: &str = "HAIL_MULTICAST_CHILD_GROUP";
+
+/// The parent: a sealed channel on loopback; the child (this binary again) joins the same
+/// group and port, and each must hear the other.
+#[tokio::test]
+async fn channels_in_two_processes() {
+    let mut chan = lo4(20, 0).key(key(9)).build().unwrap();
+    let group = chan.group();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "process::child_peer", "--ignored", "--nocapture"])
+        .env(CHILD_ENV, group.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the test binary as the child");
+    let mut from_child = 0;
+    let deadline = Instant::now() + PATIENCE;
+    while from_child < 10 {
+        assert!(Instant::now() < deadline, "child never heard from");
+        chan.send(b"parent").await.unwrap();
+        if let Ok(d) = timeout(Duration::from_millis(20), chan.recv()).await {
+            let d = d.unwrap();
+            if &d.payload[..] == b"child" {
+                from_child += 1;
+            }
+        }
+    }
+    // Keep talking until the child has heard us and exits.
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "child did not finish");
+        chan.send(b"parent").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        status.success(),
+        "child failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("child heard the parent"),
+        "the child test did not run: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// The child half of `channels_in_two_processes`; it runs only when spawned by it.
+#[tokio::test]
+#[ignore = "child half of channels_in_two_processes, spawned by it"]
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the parent reads the child's report from its output"
+)]
+async fn child_peer() {
+    let Ok(group) = std::env::var(CHILD_ENV) else {
+        eprintln!("child_peer runs only when spawned by channels_in_two_processes");
+        return;
+    };
+    let group: SocketAddr = group.parse().unwrap();
+    let SocketAddr::V4(g) = group else {
+        panic!("IPv4 group")
+    };
+    let last = g.ip().octets()[3];
+    let mut chan = lo4(last, group.port()).key(key(9)).build().unwrap();
+    let mut from_parent = 0;
+    let deadline = Instant::now() + PATIENCE;
+    while from_parent < 10 {
+        assert!(Instant::now() < deadline, "parent never heard from");
+        chan.send(b"child").await.unwrap();
+        if let Ok(d) = timeout(Duration::from_millis(20), chan.recv()).await {
+            if &d.unwrap().payload[..] == b"parent" {
+                from_parent += 1;
+            }
+        }
+    }
+    // Let the parent collect its ten.
+    for _ in 0..50 {
+        chan.send(b"child").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("child heard the parent {from_parent} times");
+}
