@@ -161,6 +161,7 @@ where
             payload.clone(),
             Sink::Client(tx.clone()),
             None,
+            None,
         );
         let frames = FrameCodec::builder()
             .byte_order(config.link.byte_order)
@@ -373,6 +374,7 @@ async fn supervise<P>(
                                     inner.payload.clone(),
                                     Sink::Client(events.clone()),
                                     Some((outage, frames)),
+                                    None,
                                 );
                                 *st = State::Connected(c.clone());
                                 Some(c)

@@ -14,7 +14,7 @@ use bytes::{BufMut, BytesMut};
 use hail_wire::{Binary, ByteOrder, FrameCodec, PayloadCodec, WireError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -325,7 +325,7 @@ where
         config.validate()?;
         let est = handshake::dial(addr, config, config.handshake_timeout).await?;
         let (tx, rx) = mpsc::channel(config.incoming_capacity);
-        let conn = Self::start(est, config, payload, Sink::Own(tx), None);
+        let conn = Self::start(est, config, payload, Sink::Own(tx), None, None);
         Ok((conn, Incoming { rx }))
     }
 
@@ -335,6 +335,7 @@ where
         payload: P,
         sink: Sink<P::Item>,
         seed: Option<(BytesMut, u64)>,
+        gate: Option<oneshot::Receiver<()>>,
     ) -> Self {
         let Established {
             stream,
@@ -379,8 +380,8 @@ where
             rx,
             payload.clone(),
             sink,
-            hb,
-            cfg.close_linger,
+            (hb, cfg.close_linger),
+            gate,
         ));
         let writer = tokio::spawn(writer_task(
             Arc::clone(&shared),
@@ -606,9 +607,13 @@ async fn reader_task<P: PayloadCodec>(
     mut rx: Rx,
     payload: P,
     sink: Sink<P::Item>,
-    hb: Option<Heartbeat>,
-    linger: Duration,
+    (hb, linger): (Option<Heartbeat>, Duration),
+    gate: Option<oneshot::Receiver<()>>,
 ) {
+    // The owner announces the connection (e.g. the server's `Connected` event) first.
+    if let Some(gate) = gate {
+        let _ = gate.await;
+    }
     let mut phase = shared.phase.subscribe();
     let mut live = hb.map(|h| Liveness::new(h, Instant::now().into_std()));
     let mut linger_at: Option<Instant> = None;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use hail_wire::{Binary, PayloadCodec};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::config::{ServerConfig, SlowClientPolicy};
@@ -398,16 +398,6 @@ where
     }
     server.counters.accepted.fetch_add(1, Ordering::Relaxed);
     let id = ConnId::fresh();
-    // Connected goes out before the reader starts, so it precedes every message of `id`.
-    if server
-        .events
-        .send(ServerEvent::Connected { id, addr: peer })
-        .await
-        .is_err()
-    {
-        server.admitted.fetch_sub(1, Ordering::AcqRel);
-        return;
-    }
     let weak = Arc::downgrade(&server);
     let on_close: Box<dyn FnOnce() -> Box<dyn std::any::Any + Send> + Send + Sync> =
         Box::new(move || {
@@ -423,8 +413,20 @@ where
         id,
         on_close: Some(on_close),
     };
-    let conn = Connection::start(est, cfg, server.payload.clone(), sink, None);
-    server.clients().insert(id, conn);
+    // The client is in `clients()` (so `send_to` works) once `Connected` is out, and the
+    // reader waits for `Connected` to be out before it delivers anything.
+    let (go, gate) = oneshot::channel();
+    let conn = Connection::start(est, cfg, server.payload.clone(), sink, None, Some(gate));
+    server.clients().insert(id, conn.clone());
+    if server
+        .events
+        .send(ServerEvent::Connected { id, addr: peer })
+        .await
+        .is_err()
+    {
+        conn.kill(CloseReason::Shutdown);
+    }
+    let _ = go.send(());
 }
 
 fn lock_penalty<P: PayloadCodec>(server: &Inner<P>) -> MutexGuard<'_, AuthPenalty> {

@@ -1,0 +1,309 @@
+//! Client limit, dead peers, slow consumers, floods.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hail_link::{
+    Client, ClientConfig, ClientEvent, CloseReason, Heartbeat, LinkConfig, LinkError, RefuseReason,
+    Server, ServerConfig, ServerEvent,
+};
+use hail_wire::Binary;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::common::{LIMIT, client_message, lo, rss_bytes, server_event};
+
+/// The plaintext hello a hail client sends first (see docs/wire-format.md).
+const HELLO: &[u8] = b"\x00\x00\x00\x06\x03HAIL\x01";
+/// The server's welcome.
+const WELCOME: &[u8] = b"\x00\x00\x00\x02\x04\x01";
+
+async fn raw_hail_client(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(HELLO).await.unwrap();
+    let mut w = [0u8; 6];
+    s.read_exact(&mut w).await.unwrap();
+    assert_eq!(&w, WELCOME);
+    s
+}
+
+#[tokio::test]
+async fn max_clients_refuses_the_extra_one_with_a_reason() {
+    let cfg = ServerConfig::default().max_clients(3);
+    let (server, mut events) = Server::bind(lo(), cfg, Binary).await.unwrap();
+    let addr = server.local_addr();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(
+            Client::connect(addr, ClientConfig::default(), Binary)
+                .await
+                .unwrap(),
+        );
+    }
+    let err = Client::connect(addr, ClientConfig::default(), Binary)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LinkError::Refused(RefuseReason::ServerFull)),
+        "{err:?}"
+    );
+    assert_eq!(server.stats().refused_full, 1);
+    assert_eq!(server.clients().len(), 3);
+    // The three keep working both ways.
+    for (c, _) in &clients {
+        c.send(Bytes::from_static(b"still here")).await.unwrap();
+    }
+    let mut seen = HashSet::new();
+    while seen.len() < 3 {
+        if let ServerEvent::Message { id, msg } = server_event(&mut events).await {
+            assert_eq!(&msg[..], b"still here");
+            seen.insert(id);
+        }
+    }
+    assert_eq!(
+        server.broadcast(Bytes::from_static(b"ok")).unwrap().queued,
+        3
+    );
+    for (_, ev) in &mut clients {
+        assert_eq!(&client_message(ev).await[..], b"ok");
+    }
+    // A slot frees up when one leaves.
+    let (first, _) = clients.remove(0);
+    first.close().await;
+    loop {
+        if let ServerEvent::Closed { .. } = server_event(&mut events).await {
+            break;
+        }
+    }
+    Client::connect(addr, ClientConfig::default(), Binary)
+        .await
+        .unwrap();
+}
+
+fn fast_heartbeat() -> LinkConfig {
+    LinkConfig::default()
+        .heartbeat(Some(Heartbeat {
+            interval: Duration::from_millis(100),
+            dead_after: Duration::from_millis(400),
+        }))
+        .handshake_timeout(Duration::from_millis(400))
+}
+
+#[tokio::test]
+async fn silent_peer_is_closed_with_timeout() {
+    let cfg = ServerConfig::default().link(fast_heartbeat());
+    let (server, mut events) = Server::bind(lo(), cfg, Binary).await.unwrap();
+    let addr = server.local_addr();
+
+    // Connects, says hello, then never reads or writes again.
+    let start = Instant::now();
+    let _silent = raw_hail_client(addr).await;
+    let ServerEvent::Connected { id, .. } = server_event(&mut events).await else {
+        panic!("connected first")
+    };
+    match server_event(&mut events).await {
+        ServerEvent::Closed { id: closed, reason } => {
+            assert_eq!(closed, id);
+            assert!(matches!(reason, CloseReason::Timeout), "{reason:?}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // A peer that never even says hello is dropped at the handshake deadline.
+    let mut mute = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(LIMIT, mute.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    assert_eq!(server.stats().handshake_failures, 1);
+
+    // A live but idle hail client is kept alive by heartbeats.
+    let (client, mut cev) =
+        Client::connect(addr, ClientConfig::default().link(fast_heartbeat()), Binary)
+            .await
+            .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(client.is_connected());
+    assert!(matches!(
+        crate::common::client_event(&mut cev).await,
+        ClientEvent::Connected { .. }
+    ));
+    assert!(cev.recv().now_or_never_is_pending());
+}
+
+trait NowOrNever {
+    fn now_or_never_is_pending(self) -> bool;
+}
+
+impl<F: std::future::Future> NowOrNever for F {
+    fn now_or_never_is_pending(self) -> bool {
+        futures_util::FutureExt::now_or_never(self).is_none()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_disconnected_and_the_others_get_everything() {
+    const OTHERS: usize = 99;
+    const MAX_MESSAGES: u32 = 50_000;
+    let queue = 64 * 1024;
+    let link = LinkConfig::default().heartbeat(None).queue_bytes(queue);
+    let cfg = ServerConfig::default().link(link.clone());
+    let (server, mut events) = Server::bind(lo(), cfg, Binary).await.unwrap();
+    let addr = server.local_addr();
+
+    // The slow one: a tiny receive window, says hello, then never reads.
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut slow = sock.connect(addr).await.unwrap();
+    slow.write_all(HELLO).await.unwrap();
+    let ServerEvent::Connected { id: slow_id, .. } = server_event(&mut events).await else {
+        panic!()
+    };
+
+    let mut readers = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..OTHERS {
+        let (c, mut ev) = Client::connect(addr, ClientConfig::default().link(link.clone()), Binary)
+            .await
+            .unwrap();
+        clients.push(c);
+        readers.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            loop {
+                let m = client_message(&mut ev).await;
+                if &m[..] == b"end" {
+                    return n;
+                }
+                assert_eq!(&m[..4], &n.to_be_bytes()[..], "client {i} in order");
+                n += 1;
+            }
+        }));
+    }
+    while server.clients().len() < OTHERS + 1 {
+        tokio::task::yield_now().await;
+    }
+    let events_task = tokio::spawn(async move {
+        loop {
+            match server_event(&mut events).await {
+                ServerEvent::Closed { id, reason } => return (id, reason),
+                ServerEvent::Message { .. } | ServerEvent::Connected { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+
+    // Broadcast until the slow client's queue overflows (the kernel absorbs the first
+    // megabytes), bounded; then a few more to show the others keep going.
+    let body = vec![7u8; 1024];
+    let mut max_queued = 0;
+    let mut slow_at = None;
+    let mut sent = 0u32;
+    while sent < MAX_MESSAGES && slow_at.is_none_or(|at| sent < at + 100) {
+        let mut msg = sent.to_be_bytes().to_vec();
+        msg.extend_from_slice(&body);
+        let report = server.broadcast(Bytes::from(msg)).unwrap();
+        sent += 1;
+        for id in &report.slow {
+            assert_eq!(*id, slow_id, "only the slow client is ever slow");
+            slow_at.get_or_insert(sent);
+        }
+        max_queued = max_queued.max(server.stats().queued_bytes);
+        // The application paces itself on the healthy clients (backpressure it can see).
+        while server
+            .clients()
+            .iter()
+            .filter(|(id, _)| *id != slow_id)
+            .any(|(id, _)| {
+                server
+                    .connection(*id)
+                    .is_some_and(|c| c.queued_bytes() > queue / 2)
+            })
+        {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(slow_at.is_some(), "the slow client's queue filled up");
+    server.broadcast(Bytes::from_static(b"end")).unwrap();
+    let (id, reason) = tokio::time::timeout(LIMIT, events_task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(id, slow_id);
+    assert!(matches!(reason, CloseReason::SlowConsumer), "{reason:?}");
+    for r in readers {
+        assert_eq!(tokio::time::timeout(LIMIT, r).await.unwrap().unwrap(), sent);
+    }
+    let stats = server.stats();
+    assert_eq!(stats.slow_disconnects, 1);
+    // Memory bound: every queue holds at most its bound (one message of slack).
+    assert!(
+        max_queued <= (OTHERS + 1) * (queue + 2048),
+        "queued {max_queued} bytes"
+    );
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_of_stalled_max_size_frames_stays_bounded() {
+    const FLOOD: usize = 200;
+    let link = LinkConfig::default().heartbeat(None);
+    let (server, mut events) =
+        Server::bind(lo(), ServerConfig::default().link(link.clone()), Binary)
+            .await
+            .unwrap();
+    let addr = server.local_addr();
+    let rss_before = rss_bytes();
+
+    // Each: hello, then a header announcing a maximum-size frame, 1 KiB of it, then silence.
+    let mut flood = Vec::new();
+    for _ in 0..FLOOD {
+        let mut s = raw_hail_client(addr).await;
+        s.write_all(&hail_wire::DEFAULT_MAX_FRAME_LEN.to_be_bytes())
+            .await
+            .unwrap();
+        s.write_all(&[0u8; 1024]).await.unwrap();
+        flood.push(s);
+    }
+    while server.clients().len() < FLOOD {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // A normal client still gets a quick answer.
+    let (client, mut cev) = Client::connect(addr, ClientConfig::default().link(link), Binary)
+        .await
+        .unwrap();
+    let echo = tokio::spawn(async move {
+        loop {
+            match server_event(&mut events).await {
+                ServerEvent::Message { id, msg } => return (id, msg),
+                _ => continue,
+            }
+        }
+    });
+    let t = Instant::now();
+    client.send(Bytes::from_static(b"ping")).await.unwrap();
+    let (id, msg) = echo.await.unwrap();
+    server.send_to(id, msg).await.unwrap();
+    assert_eq!(&client_message(&mut cev).await[..], b"ping");
+    let rtt = t.elapsed();
+    assert!(rtt < Duration::from_millis(100), "round trip {rtt:?}");
+
+    let stats = server.stats();
+    assert_eq!(stats.clients, FLOOD + 1);
+    assert!(
+        stats.rx_buffered_bytes < 64 << 20,
+        "receive buffers hold {} bytes",
+        stats.rx_buffered_bytes
+    );
+    let grown = rss_bytes().saturating_sub(rss_before);
+    assert!(grown < 64 << 20, "RSS grew by {grown} bytes");
+    drop(flood);
+}

@@ -1,0 +1,88 @@
+//! Python Comms (`ReliableCommunication`) compatibility: little-endian u32 + JSON.
+
+use std::process::Stdio;
+
+use hail_link::{LinkConfig, Server, ServerConfig, ServerEvent};
+use hail_wire::Json;
+use serde_json::{Value, json};
+
+use crate::common::{LIMIT, lo, server_event};
+
+/// What a Python Comms client does on the wire: `struct.pack("<I", len)` + UTF-8 JSON,
+/// reads looped until whole (python3 standard library only).
+const PY_CLIENT: &str = r#"
+import json, socket, struct, sys
+def recv_exact(s, n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            raise SystemExit("closed early")
+        b += c
+    return b
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+for i in range(3):
+    body = json.dumps({"n": i, "text": "héllo"}).encode()
+    s.sendall(struct.pack("<I", len(body)) + body)
+for i in range(3):
+    (n,) = struct.unpack("<I", recv_exact(s, 4))
+    print(json.dumps(json.loads(recv_exact(s, n).decode())))
+s.close()
+"#;
+
+#[tokio::test]
+async fn python_comms_client_exchanges_json_with_a_hail_server() {
+    if std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        #[allow(clippy::print_stderr, reason = "a skipped test says why")]
+        eprintln!("skipped: python3 not found");
+        return;
+    }
+    let cfg = ServerConfig::default().link(LinkConfig::python_comms());
+    let (server, mut events) = Server::bind(lo(), cfg, Json::<Value>::python_style())
+        .await
+        .unwrap();
+    let port = server.local_addr().port().to_string();
+    let child = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args(["-c", PY_CLIENT, &port])
+            .stdout(Stdio::piped())
+            .output()
+            .unwrap()
+    });
+    let mut got = 0;
+    while got < 3 {
+        match server_event(&mut events).await {
+            ServerEvent::Connected { .. } => {}
+            ServerEvent::Message { id, msg } => {
+                assert_eq!(msg["n"], got);
+                assert_eq!(msg["text"], "héllo");
+                server
+                    .send_to(id, json!({"echo": msg["n"], "from": "hail"}))
+                    .await
+                    .unwrap();
+                got += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let output = tokio::time::timeout(LIMIT, child).await.unwrap().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let out = String::from_utf8(output.stdout).unwrap();
+    let replies: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(replies.len(), 3);
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(r["echo"], i);
+        assert_eq!(r["from"], "hail");
+    }
+    match server_event(&mut events).await {
+        ServerEvent::Closed { .. } => {}
+        other => panic!("{other:?}"),
+    }
+}
