@@ -94,7 +94,6 @@ async fn broadcast_reaches_all_in_order_and_send_to_only_its_target() {
 #[tokio::test]
 async fn typed_payloads_and_ipv6() {
     let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
-        #[allow(clippy::print_stderr, reason = "a skipped test says why")]
         eprintln!("skipped: no IPv6 loopback");
         return;
     };

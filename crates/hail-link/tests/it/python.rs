@@ -37,7 +37,6 @@ async fn python_comms_client_exchanges_json_with_a_hail_server() {
         .output()
         .is_err()
     {
-        #[allow(clippy::print_stderr, reason = "a skipped test says why")]
         eprintln!("skipped: python3 not found");
         return;
     }
