@@ -57,6 +57,7 @@
 mod config;
 mod error;
 mod handler;
+mod link;
 pub mod memory;
 mod method;
 pub mod packet;
@@ -66,6 +67,7 @@ pub mod proto;
 pub use config::RpcConfig;
 pub use error::{BindError, RpcError};
 pub use handler::Handlers;
+pub use link::{RpcClient, RpcServer, RpcServerEvent, SERVER_EVENT_CAPACITY};
 pub use method::{MAX_NAME_LEN, Method, Opcode, RetCode, Status};
 pub use packet::{Packet, PacketError};
 pub use peer::{Disconnect, LinkClosed, Outgoing, PeerDriver, Reply, RpcPeer, WeakRpcPeer};

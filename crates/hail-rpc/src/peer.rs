@@ -120,6 +120,15 @@ impl Reply {
     }
 }
 
+/// A random starting retcode, from the standard library's per-process hash keys.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    // Keep clear of the top so a peer's first billions of calls do not wrap.
+    (h.finish() as u32) & 0x7fff_ffff
+}
+
 fn decode_outcome<R: DeserializeOwned>(outcome: Outcome) -> Result<R, RpcError> {
     let body = outcome?;
     hail_wire::postcard_from_slice(&body, hail_wire::DEFAULT_MAX_DEPTH)
@@ -175,10 +184,12 @@ impl RpcPeer {
     /// Like [`RpcPeer::new`], serving the methods of a shared `handlers` table (a server
     /// gives every client peer the same table).
     pub fn with_handlers(config: RpcConfig, handlers: Handlers) -> (Self, PeerDriver) {
+        let mut session = Session::new(&config);
+        session.calls.set_next_retcode(random_u32());
         let inner = Arc::new(Inner {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             state: Mutex::new(State {
-                session: Session::new(&config),
+                session,
                 link: LinkState::Disconnected { auth_failed: false },
                 epoch: 0,
             }),

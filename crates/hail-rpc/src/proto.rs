@@ -93,6 +93,13 @@ impl<W, G> Calls<W, G> {
         }
     }
 
+    /// Makes `first` the next retcode handed out (default 1). A peer starts at a random
+    /// value, so a stale reply from an earlier connection of the same client is unlikely
+    /// to match a call of a new one.
+    pub fn set_next_retcode(&mut self, first: u32) {
+        self.next = first;
+    }
+
     /// Calls in flight.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()

@@ -7,13 +7,13 @@ use std::time::Duration;
 use hail_rpc::{BindError, MAX_NAME_LEN, Opcode, RpcConfig, RpcError};
 use tokio::sync::Notify;
 
-use crate::support::{pair, pair_with};
+use crate::support::{memory_pair, memory_pair_with, pair, pair_with};
 
 const T: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn unknown_methods() {
-    let (a, _b, _link) = pair();
+    let (a, _b, _link) = pair().await;
     assert_eq!(
         a.execute::<_, ()>(Opcode(77), (), T).await,
         Err(RpcError::UnknownMethod(Opcode(77).into()))
@@ -26,7 +26,7 @@ async fn unknown_methods() {
 
 #[tokio::test]
 async fn wrong_argument_types_are_reported_at_the_caller() {
-    let (a, b, _link) = pair();
+    let (a, b, _link) = pair().await;
     b.bind(
         "add",
         |(x, y): (i32, i32)| async move { Ok::<_, String>(x + y) },
@@ -50,7 +50,7 @@ async fn wrong_argument_types_are_reported_at_the_caller() {
 
 #[tokio::test]
 async fn handler_errors_carry_their_message() {
-    let (a, b, _link) = pair();
+    let (a, b, _link) = pair().await;
     b.bind("div", |(x, y): (i32, i32)| async move {
         x.checked_div(y)
             .ok_or_else(|| format!("cannot divide {x} by zero"))
@@ -65,7 +65,7 @@ async fn handler_errors_carry_their_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_panics_never_take_the_connection_down() {
-    let (a, b, _link) = pair();
+    let (a, b, _link) = pair().await;
     b.bind("boom", |n: u32| async move {
         if n > 0 {
             panic!("handler bug for {n}");
@@ -106,7 +106,7 @@ impl Drop for DropFlag {
 
 #[tokio::test(start_paused = true)]
 async fn timeout_cancels_the_remote_handler() {
-    let (a, b, _link) = pair();
+    let (a, b, _link) = memory_pair();
     let aborted = Arc::new(AtomicBool::new(false));
     let flag = aborted.clone();
     b.bind("slow", move |(): ()| {
@@ -149,7 +149,7 @@ async fn timeout_cancels_the_remote_handler() {
 
 #[tokio::test]
 async fn binding_rules() {
-    let (a, _b, _link) = pair();
+    let (a, _b, _link) = pair().await;
     a.bind("x", |(): ()| async { Ok::<_, String>(()) }).unwrap();
     assert_eq!(
         a.bind("x", |(): ()| async { Ok::<_, String>(()) }),
@@ -177,7 +177,7 @@ async fn binding_rules() {
 #[tokio::test]
 async fn kept_replies_are_evicted_by_count() {
     let config = RpcConfig::default().max_kept_replies(2);
-    let (a, b, _link) = pair_with(config, RpcConfig::default());
+    let (a, b, _link) = pair_with(config, RpcConfig::default()).await;
     b.bind("id", |x: u32| async move { Ok::<_, String>(x) })
         .unwrap();
     let mut rs = Vec::new();
@@ -197,7 +197,7 @@ async fn kept_replies_are_evicted_by_count() {
 #[tokio::test(start_paused = true)]
 async fn kept_replies_are_evicted_by_age_and_never_hang_poll() {
     let config = RpcConfig::default().keep_replies_for(Duration::from_secs(10));
-    let (a, b, _link) = pair_with(config, RpcConfig::default());
+    let (a, b, _link) = memory_pair_with(config, RpcConfig::default());
     b.bind("id", |x: u32| async move { Ok::<_, String>(x) })
         .unwrap();
     b.bind("never", |(): ()| async {
@@ -229,7 +229,7 @@ async fn a_full_handler_queue_answers_busy() {
     let callee = RpcConfig::default()
         .max_concurrent_handlers(1)
         .max_queued_requests(1);
-    let (a, b, _link) = pair_with(RpcConfig::default(), callee);
+    let (a, b, _link) = pair_with(RpcConfig::default(), callee).await;
     let gate = Arc::new(Notify::new());
     let g = gate.clone();
     b.bind("wait", move |(): ()| {
@@ -253,7 +253,7 @@ async fn a_full_handler_queue_answers_busy() {
 
 #[tokio::test]
 async fn polling_rules() {
-    let (a, b, _link) = pair();
+    let (a, b, _link) = pair().await;
     b.bind("never", |(): ()| async {
         std::future::pending::<()>().await;
         Ok::<_, String>(())

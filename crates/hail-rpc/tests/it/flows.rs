@@ -14,7 +14,7 @@ const T: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn tcptalks_flow() {
-    let (client, server, _link) = pair();
+    let (client, server, _link) = pair().await;
     server
         .bind(
             ADD,
@@ -75,7 +75,7 @@ async fn tcptalks_flow() {
 
 #[tokio::test]
 async fn clovis_flow_named_commands_on_both_sides() {
-    let (alice, bob, _link) = pair();
+    let (alice, bob, _link) = pair().await;
     // Each side registers commands by name; handlers call the other side back through
     // the peer they are given.
     alice
@@ -128,7 +128,7 @@ async fn clovis_flow_named_commands_on_both_sides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_both_ways_at_once_on_one_connection() {
-    let (a, b, _link) = pair();
+    let (a, b, _link) = pair().await;
     for (peer, me) in [(&a, 1u32), (&b, 2u32)] {
         peer.bind("tag", move |x: u32| async move {
             tokio::task::yield_now().await;
@@ -155,7 +155,7 @@ async fn calls_both_ways_at_once_on_one_connection() {
 
 #[tokio::test]
 async fn blocking_handlers_and_unbind() {
-    let (a, b, _link) = pair();
+    let (a, b, _link) = pair().await;
     b.bind_blocking("hash", |s: String| {
         // Blocking work runs on tokio's blocking pool, not on the async workers.
         std::thread::sleep(Duration::from_millis(5));

@@ -3,17 +3,18 @@
 
 use std::time::Duration;
 
-use hail_rpc::{Handlers, RpcConfig, memory};
+use hail_link::ServerConfig;
+use hail_rpc::{RpcClient, RpcConfig, RpcServer};
 use rand::Rng;
 use tokio::task::JoinSet;
 
-use crate::support::pair;
+use crate::support::{fast_client, localhost, pair};
 
-const T: Duration = Duration::from_secs(60);
+const T: Duration = Duration::from_secs(120);
 
-#[tokio::test(start_paused = true)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_pipelined_calls_answered_out_of_order() {
-    let (client, server, _link) = pair();
+    let (client, server, _link) = pair().await;
     server
         .bind("delay_echo", |(i, delay_ms): (u32, u64)| async move {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
@@ -23,7 +24,7 @@ async fn ten_thousand_pipelined_calls_answered_out_of_order() {
     let mut rng = rand::rng();
     let mut calls = JoinSet::new();
     for i in 0..10_000u32 {
-        let delay: u64 = rng.random_range(0..50);
+        let delay: u64 = rng.random_range(0..4);
         let client = client.clone();
         calls.spawn(async move {
             let got: u32 = client.execute("delay_echo", (i, delay), T).await.unwrap();
@@ -51,24 +52,30 @@ async fn ten_thousand_pipelined_calls_answered_out_of_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hundred_clients_call_one_server() {
-    // One handler table serves every client, as on a server.
-    let handlers = Handlers::new();
-    handlers
+async fn hundred_clients_call_one_server_and_the_server_calls_them() {
+    let server = RpcServer::listen(localhost(), ServerConfig::default(), RpcConfig::default())
+        .await
+        .unwrap();
+    server
         .bind("square", |x: u64| async move { Ok::<_, String>(x * x) })
         .unwrap();
-    let mut links = Vec::new();
-    let mut calls = JoinSet::new();
+    let mut clients = Vec::new();
     for c in 0..100u64 {
-        let (client, _server, link) = memory::pair_with_handlers(
-            (RpcConfig::default(), Handlers::new()),
-            (RpcConfig::default(), handlers.clone()),
-        );
-        links.push(link);
+        let client = RpcClient::connect(server.local_addr(), fast_client(), RpcConfig::default())
+            .await
+            .unwrap();
+        client
+            .bind("who", move |(): ()| async move { Ok::<_, String>(c) })
+            .unwrap();
+        clients.push(client);
+    }
+    let mut calls = JoinSet::new();
+    for (c, client) in clients.iter().enumerate() {
+        let peer = client.peer().clone();
         calls.spawn(async move {
             for i in 0..20u64 {
-                let x = c * 1000 + i;
-                let y: u64 = client.execute("square", x, T).await.unwrap();
+                let x = c as u64 * 1000 + i;
+                let y: u64 = peer.execute("square", x, T).await.unwrap();
                 assert_eq!(y, x * x);
             }
             c
@@ -80,4 +87,15 @@ async fn hundred_clients_call_one_server() {
     }
     done.sort_unstable();
     assert!(done.into_iter().eq(0..100));
+
+    // The server calls each client by its ClientId.
+    let ids = server.clients();
+    assert_eq!(ids.len(), 100);
+    let mut answers = Vec::new();
+    for id in ids {
+        let peer = server.peer(id).expect("a connected client");
+        answers.push(peer.execute::<_, u64>("who", (), T).await.unwrap());
+    }
+    answers.sort_unstable();
+    assert!(answers.into_iter().eq(0..100));
 }

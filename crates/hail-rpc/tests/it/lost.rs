@@ -22,7 +22,7 @@ impl Drop for DropCount {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_connection_ends_every_pending_call_with_connection_lost() {
-    let (a, b, mut link) = pair();
+    let (a, b, mut link) = pair().await;
     let dropped = Arc::new(AtomicUsize::new(0));
     let d = dropped.clone();
     b.bind("hang", move |(): ()| {

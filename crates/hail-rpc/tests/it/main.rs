@@ -5,4 +5,5 @@ mod errors;
 mod flows;
 mod load;
 mod lost;
+mod reconnect;
 mod support;

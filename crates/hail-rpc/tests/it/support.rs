@@ -1,23 +1,121 @@
-//! How the tests connect two peers.
+//! How the tests connect two peers: over real loopback `hail-link` connections, or in
+//! memory for the tests that run on tokio's paused clock (a paused clock would fire the
+//! link's heartbeat deadlines while sockets wait).
 
-use hail_rpc::{RpcConfig, RpcPeer, memory};
+use std::net::SocketAddr;
+use std::time::Duration;
 
-/// Keeps a connection up; `kill` drops it as a dead network would.
-pub(crate) struct Link(memory::MemoryLink);
+use hail_link::{Backoff, ClientConfig, ClientId, ServerConfig};
+use hail_rpc::{RpcClient, RpcConfig, RpcPeer, RpcServer, RpcServerEvent, memory};
+
+/// Loopback only.
+pub(crate) fn localhost() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("a valid address")
+}
+
+/// A client config that reconnects quickly.
+pub(crate) fn fast_client() -> ClientConfig {
+    ClientConfig::default().reconnect(Some(Backoff {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(50),
+    }))
+}
+
+/// Keeps a connection up; `kill` drops it as a dead server would.
+pub(crate) enum Link {
+    Tcp {
+        server: Option<RpcServer>,
+        client: RpcClient,
+        id: ClientId,
+    },
+    Memory(memory::MemoryLink),
+}
 
 impl Link {
+    /// Drops the connection at once: over TCP, the whole server goes away.
     pub(crate) fn kill(&mut self) {
-        self.0.kill();
+        match self {
+            Self::Tcp { server, .. } => drop(server.take()),
+            Self::Memory(link) => link.kill(),
+        }
+    }
+
+    /// The server, over TCP.
+    pub(crate) fn server(&self) -> &RpcServer {
+        match self {
+            Self::Tcp {
+                server: Some(s), ..
+            } => s,
+            _ => panic!("no server on this link"),
+        }
+    }
+
+    /// The client's id on the server, over TCP.
+    pub(crate) fn client_id(&self) -> ClientId {
+        match self {
+            Self::Tcp { id, .. } => *id,
+            Self::Memory(_) => panic!("no client id in memory"),
+        }
+    }
+
+    /// The client, over TCP.
+    pub(crate) fn client(&self) -> &RpcClient {
+        match self {
+            Self::Tcp { client, .. } => client,
+            Self::Memory(_) => panic!("no client in memory"),
+        }
     }
 }
 
-/// Two connected peers with default limits.
-pub(crate) fn pair() -> (RpcPeer, RpcPeer, Link) {
-    pair_with(RpcConfig::default(), RpcConfig::default())
+/// A client peer and its server-side peer over loopback TCP, default limits.
+pub(crate) async fn pair() -> (RpcPeer, RpcPeer, Link) {
+    pair_with(RpcConfig::default(), RpcConfig::default()).await
 }
 
-/// Two connected peers with the given limits.
-pub(crate) fn pair_with(a: RpcConfig, b: RpcConfig) -> (RpcPeer, RpcPeer, Link) {
+/// A client peer (limits `a`) and its server-side peer (limits `b`) over loopback TCP.
+pub(crate) async fn pair_with(a: RpcConfig, b: RpcConfig) -> (RpcPeer, RpcPeer, Link) {
+    let server = RpcServer::listen(localhost(), ServerConfig::default(), b)
+        .await
+        .expect("listen on loopback");
+    let client = RpcClient::connect(server.local_addr(), fast_client(), a)
+        .await
+        .expect("connect over loopback");
+    let (id, server_peer) = next_connected(&server).await;
+    let client_peer = client.peer().clone();
+    (
+        client_peer,
+        server_peer,
+        Link::Tcp {
+            server: Some(server),
+            client,
+            id,
+        },
+    )
+}
+
+/// Waits for the next client to connect to `server`.
+pub(crate) async fn next_connected(server: &RpcServer) -> (ClientId, RpcPeer) {
+    let wait = async {
+        loop {
+            match server.next_event().await {
+                Some(RpcServerEvent::Connected { id, peer, .. }) => return (id, peer),
+                Some(_) => continue,
+                None => panic!("server stopped"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .expect("a client connects")
+}
+
+/// Two peers joined in memory (no sockets), for tests on the paused clock.
+pub(crate) fn memory_pair_with(a: RpcConfig, b: RpcConfig) -> (RpcPeer, RpcPeer, Link) {
     let (a, b, link) = memory::pair(a, b);
-    (a, b, Link(link))
+    (a, b, Link::Memory(link))
+}
+
+/// [`memory_pair_with`] with default limits.
+pub(crate) fn memory_pair() -> (RpcPeer, RpcPeer, Link) {
+    memory_pair_with(RpcConfig::default(), RpcConfig::default())
 }

@@ -1,0 +1,373 @@
+//! RPC over `hail-link`: [`RpcClient`] (a reconnecting client, one peer) and
+//! [`RpcServer`] (every client is a peer, callable by [`ClientId`]).
+//!
+//! Every frame on such a link is one RPC packet (the link carries `Binary` payloads).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hail_link::{
+    Client, ClientConfig, ClientEvent, ClientId, CloseReason, Connection, LinkError, Server,
+    ServerConfig, ServerEvent,
+};
+use hail_wire::Binary;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::RpcConfig;
+use crate::handler::Handlers;
+use crate::peer::{Disconnect, LinkClosed, Outgoing, PeerDriver, RpcPeer};
+
+/// Events an [`RpcServer`] keeps for [`RpcServer::next_event`]: 1024. Beyond it the
+/// oldest are not displaced; new ones are dropped and counted
+/// ([`RpcServer::dropped_events`]). Peers work whether or not anyone reads events.
+pub const SERVER_EVENT_CAPACITY: usize = 1024;
+
+fn why(reason: &CloseReason) -> Disconnect {
+    match reason {
+        CloseReason::AuthFailed => Disconnect::AuthFailed,
+        _ => Disconnect::Lost,
+    }
+}
+
+/// Aborts a task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Packets of a client peer go through the reconnecting client. While it reconnects, the
+/// peer is disconnected and sends nothing new, so its outage buffer holds at most what
+/// was queued when the connection died.
+struct ClientOut(Arc<Client<Binary>>);
+
+impl Outgoing for ClientOut {
+    fn send(
+        &self,
+        packet: Bytes,
+    ) -> Pin<Box<dyn Future<Output = Result<(), LinkClosed>> + Send + '_>> {
+        Box::pin(async move { self.0.send(packet).await.map_err(|_| LinkClosed) })
+    }
+
+    fn try_send(&self, packet: Bytes) -> bool {
+        self.0.try_send(packet).is_ok()
+    }
+}
+
+/// An RPC peer over a reconnecting `hail-link` client. Derefs to its [`RpcPeer`]: bind
+/// handlers and make calls on it directly.
+///
+/// Calls while the link reconnects fail with [`NotConnected`](crate::RpcError::NotConnected);
+/// calls in flight when it drops end with [`ConnectionLost`](crate::RpcError::ConnectionLost)
+/// at once; calls after the reconnect work. Dropping the client (or [`close`](Self::close))
+/// ends the connection and its background task.
+#[derive(Debug)]
+pub struct RpcClient {
+    peer: RpcPeer,
+    link: Arc<Client<Binary>>,
+    _router: AbortOnDrop,
+}
+
+impl Deref for RpcClient {
+    type Target = RpcPeer;
+
+    fn deref(&self) -> &RpcPeer {
+        &self.peer
+    }
+}
+
+impl RpcClient {
+    /// Connects to the [`RpcServer`] (or any `hail-link` server speaking RPC) at `addr`.
+    /// The first attempt must succeed; later ones follow the link's reconnect policy.
+    pub async fn connect(
+        addr: SocketAddr,
+        link: ClientConfig,
+        config: RpcConfig,
+    ) -> Result<Self, LinkError> {
+        Self::connect_with_handlers(addr, link, config, Handlers::new()).await
+    }
+
+    /// Like [`connect`](Self::connect), serving the methods of `handlers`.
+    pub async fn connect_with_handlers(
+        addr: SocketAddr,
+        link: ClientConfig,
+        config: RpcConfig,
+        handlers: Handlers,
+    ) -> Result<Self, LinkError> {
+        let (client, mut events) = Client::connect(addr, link, Binary).await?;
+        let client = Arc::new(client);
+        let (peer, driver) = RpcPeer::with_handlers(config, handlers);
+        driver.connected(Arc::new(ClientOut(client.clone())));
+        let out = Arc::downgrade(&client);
+        let router = tokio::spawn(async move {
+            let mut up = true;
+            while let Some(event) = events.recv().await {
+                match event {
+                    ClientEvent::Message(packet) => driver.packet(&packet),
+                    ClientEvent::Connected { .. } if !up => {
+                        let Some(client) = out.upgrade() else { break };
+                        driver.connected(Arc::new(ClientOut(client)));
+                        up = true;
+                    }
+                    ClientEvent::Disconnected { reason } => {
+                        driver.disconnected(why(&reason));
+                        up = false;
+                    }
+                    _ => {}
+                }
+            }
+        });
+        Ok(Self {
+            peer,
+            link: client,
+            _router: AbortOnDrop(router),
+        })
+    }
+
+    /// The peer (also reachable through `Deref`).
+    pub fn peer(&self) -> &RpcPeer {
+        &self.peer
+    }
+
+    /// The link client under the peer.
+    pub fn link(&self) -> &Client<Binary> {
+        &self.link
+    }
+
+    /// Stops reconnecting and closes the connection gracefully (queued packets go out
+    /// first). Calls in flight end with `ConnectionLost`.
+    pub async fn close(&self) {
+        self.link.close().await;
+    }
+}
+
+/// Packets of one server-side peer go to its client's connection, looked up once.
+struct ServerOut {
+    server: Weak<Server<Binary>>,
+    id: ClientId,
+    conn: OnceLock<Connection<Binary>>,
+}
+
+impl ServerOut {
+    /// The client's connection. The link announces a client just before it registers it,
+    /// so the first lookup may wait a moment (bounded: 1 s, then the link counts as closed).
+    async fn conn(&self) -> Option<&Connection<Binary>> {
+        if let Some(c) = self.conn.get() {
+            return Some(c);
+        }
+        for _ in 0..1000 {
+            let server = self.server.upgrade()?;
+            if let Some(c) = server.connection(self.id) {
+                return Some(self.conn.get_or_init(|| c));
+            }
+            drop(server);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        None
+    }
+
+    fn conn_now(&self) -> Option<&Connection<Binary>> {
+        if let Some(c) = self.conn.get() {
+            return Some(c);
+        }
+        let c = self.server.upgrade()?.connection(self.id)?;
+        Some(self.conn.get_or_init(|| c))
+    }
+}
+
+impl Outgoing for ServerOut {
+    fn send(
+        &self,
+        packet: Bytes,
+    ) -> Pin<Box<dyn Future<Output = Result<(), LinkClosed>> + Send + '_>> {
+        Box::pin(async move {
+            let conn = self.conn().await.ok_or(LinkClosed)?;
+            conn.send(packet).await.map_err(|_| LinkClosed)
+        })
+    }
+
+    fn try_send(&self, packet: Bytes) -> bool {
+        self.conn_now().is_some_and(|c| c.try_send(packet).is_ok())
+    }
+}
+
+/// What happens on an [`RpcServer`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RpcServerEvent {
+    /// A client connected; `peer` calls it and serves it.
+    Connected {
+        /// The client's link id.
+        id: ClientId,
+        /// The client's address.
+        addr: SocketAddr,
+        /// The client's peer.
+        peer: RpcPeer,
+    },
+    /// A client's connection ended; its calls in flight ended with `ConnectionLost`.
+    Disconnected {
+        /// The client's link id.
+        id: ClientId,
+        /// Why it ended.
+        reason: CloseReason,
+    },
+}
+
+type Peers = Arc<Mutex<HashMap<ClientId, RpcPeer>>>;
+
+/// An RPC server over a `hail-link` server: every client is an [`RpcPeer`], served by one
+/// shared handler table ([`bind`](Self::bind) on the server binds for every client), and
+/// callable by its [`ClientId`] ([`peer`](Self::peer)).
+///
+/// Dropping the server stops accepting and drops every client connection.
+#[derive(Debug)]
+pub struct RpcServer {
+    link: Arc<Server<Binary>>,
+    handlers: Handlers,
+    peers: Peers,
+    events: tokio::sync::Mutex<mpsc::Receiver<RpcServerEvent>>,
+    dropped_events: Arc<AtomicU64>,
+    _router: AbortOnDrop,
+}
+
+impl RpcServer {
+    /// Listens on `addr` (port 0 picks a free port).
+    pub async fn listen(
+        addr: SocketAddr,
+        link: ServerConfig,
+        config: RpcConfig,
+    ) -> Result<Self, LinkError> {
+        let (server, mut link_events) = Server::bind(addr, link, Binary).await?;
+        let server = Arc::new(server);
+        let handlers = Handlers::new();
+        let peers: Peers = Arc::default();
+        let (tx, rx) = mpsc::channel(SERVER_EVENT_CAPACITY);
+        let dropped_events = Arc::new(AtomicU64::new(0));
+        let router = {
+            let weak = Arc::downgrade(&server);
+            let handlers = handlers.clone();
+            let peers = peers.clone();
+            let dropped = dropped_events.clone();
+            tokio::spawn(async move {
+                let mut drivers: HashMap<ClientId, PeerDriver> = HashMap::new();
+                let emit = |e| {
+                    if tx.try_send(e).is_err() {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                };
+                while let Some(event) = link_events.recv().await {
+                    match event {
+                        ServerEvent::Message { id, msg } => {
+                            if let Some(d) = drivers.get(&id) {
+                                d.packet(&msg);
+                            }
+                        }
+                        ServerEvent::Connected { id, addr } => {
+                            let (peer, driver) =
+                                RpcPeer::with_handlers(config.clone(), handlers.clone());
+                            driver.connected(Arc::new(ServerOut {
+                                server: weak.clone(),
+                                id,
+                                conn: OnceLock::new(),
+                            }));
+                            drivers.insert(id, driver);
+                            lock(&peers).insert(id, peer.clone());
+                            emit(RpcServerEvent::Connected { id, addr, peer });
+                        }
+                        ServerEvent::Closed { id, reason } => {
+                            lock(&peers).remove(&id);
+                            if let Some(d) = drivers.remove(&id) {
+                                d.disconnected(why(&reason));
+                            }
+                            emit(RpcServerEvent::Disconnected { id, reason });
+                        }
+                        _ => {}
+                    }
+                }
+            })
+        };
+        Ok(Self {
+            link: server,
+            handlers,
+            peers,
+            events: tokio::sync::Mutex::new(rx),
+            dropped_events,
+            _router: AbortOnDrop(router),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.link.local_addr()
+    }
+
+    /// The link server under the peers.
+    pub fn link(&self) -> &Server<Binary> {
+        &self.link
+    }
+
+    /// The handler table every client is served from.
+    pub fn handlers(&self) -> &Handlers {
+        &self.handlers
+    }
+
+    /// Binds an async handler for every client. See [`RpcPeer::bind`].
+    pub fn bind<A, R, E, F, Fut>(
+        &self,
+        method: impl Into<crate::Method>,
+        handler: F,
+    ) -> Result<(), crate::BindError>
+    where
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        A: serde::de::DeserializeOwned + Send + 'static,
+        R: serde::Serialize + 'static,
+        E: std::fmt::Display + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+    {
+        self.handlers.bind(method, handler)
+    }
+
+    /// The peer of a connected client, to call it.
+    pub fn peer(&self, id: ClientId) -> Option<RpcPeer> {
+        lock(&self.peers).get(&id).cloned()
+    }
+
+    /// The connected clients, by id.
+    pub fn clients(&self) -> Vec<ClientId> {
+        let mut ids: Vec<_> = lock(&self.peers).keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    /// The next connect or disconnect, or `None` once the server has stopped.
+    pub async fn next_event(&self) -> Option<RpcServerEvent> {
+        self.events.lock().await.recv().await
+    }
+
+    /// Events dropped because nobody took them and [`SERVER_EVENT_CAPACITY`] were waiting.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped_events.load(Ordering::Relaxed)
+    }
+
+    /// Closes one client's connection; its calls in flight end with `ConnectionLost`.
+    /// False if no such client.
+    pub fn disconnect(&self, id: ClientId) -> bool {
+        self.link.disconnect(id)
+    }
+}
+
+// The table is changed by single inserts and removes: a poisoned lock holds a usable map.
+fn lock(peers: &Peers) -> std::sync::MutexGuard<'_, HashMap<ClientId, RpcPeer>> {
+    peers.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,108 @@
+//! Over `hail-link`: reconnects, server-initiated calls by `ClientId`, authentication.
+
+use std::time::Duration;
+
+use hail_link::{ClientConfig, LinkConfig, LinkError, ServerConfig};
+use hail_rpc::{RpcClient, RpcConfig, RpcError, RpcServer};
+
+use crate::support::{localhost, next_connected, pair};
+
+const T: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_after_a_reconnect_work() {
+    let (client, _server_peer, link) = pair().await;
+    link.server()
+        .bind("slow_id", |x: u32| async move {
+            tokio::time::sleep(Duration::from_millis(if x == 0 { 3_600_000 } else { 1 })).await;
+            Ok::<_, String>(x)
+        })
+        .unwrap();
+    assert_eq!(client.execute::<_, u32>("slow_id", 7u32, T).await, Ok(7));
+
+    // The server drops this client mid-call: the call ends with ConnectionLost at once.
+    let pending = {
+        let client = client.clone();
+        tokio::spawn(async move { client.execute::<_, u32>("slow_id", 0u32, T).await })
+    };
+    while link
+        .server()
+        .peer(link.client_id())
+        .is_some_and(|p| p.running_handlers() == 0)
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(link.server().disconnect(link.client_id()));
+    assert_eq!(pending.await.unwrap(), Err(RpcError::ConnectionLost));
+
+    // The link reconnects by itself, as a new client of the server.
+    let (new_id, _) = next_connected(link.server()).await;
+    assert_ne!(new_id, link.client_id());
+    tokio::time::timeout(T, async {
+        while !client.is_connected() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("reconnected");
+    assert_eq!(client.execute::<_, u32>("slow_id", 8u32, T).await, Ok(8));
+    assert!(link.client().link().stats().reconnects >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_calls_a_client_by_id_while_it_calls_the_server() {
+    let (client, server_peer, link) = pair().await;
+    client
+        .bind(
+            "client_side",
+            |x: i32| async move { Ok::<_, String>(x * 10) },
+        )
+        .unwrap();
+    link.server()
+        .bind(
+            "server_side",
+            |x: i32| async move { Ok::<_, String>(x + 1) },
+        )
+        .unwrap();
+    let by_id = link.server().peer(link.client_id()).expect("the client");
+    let (a, b) = tokio::join!(
+        client.execute::<_, i32>("server_side", 1, T),
+        by_id.execute::<_, i32>("client_side", 2, T),
+    );
+    assert_eq!((a, b), (Ok(2), Ok(20)));
+    assert_eq!(
+        server_peer.execute::<_, i32>("client_side", 3, T).await,
+        Ok(30)
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_passphrase_fails_authentication() {
+    let server_link = LinkConfig::default().psk([1; 32]);
+    let server = RpcServer::listen(
+        localhost(),
+        ServerConfig::default().link(server_link),
+        RpcConfig::default(),
+    )
+    .await
+    .unwrap();
+    let wrong = ClientConfig::default().link(LinkConfig::default().psk([2; 32]));
+    let err = RpcClient::connect(server.local_addr(), wrong, RpcConfig::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LinkError::AuthFailed), "{err:?}");
+
+    // With the right one, calls work (encrypted).
+    server
+        .bind("echo", |s: String| async move { Ok::<_, String>(s) })
+        .unwrap();
+    let right = ClientConfig::default().link(LinkConfig::default().psk([1; 32]));
+    let client = RpcClient::connect(server.local_addr(), right, RpcConfig::default())
+        .await
+        .unwrap();
+    assert!(client.link().connection().is_some_and(|c| c.is_secure()));
+    assert_eq!(
+        client.execute::<_, String>("echo", "sealed", T).await,
+        Ok("sealed".to_string())
+    );
+}
