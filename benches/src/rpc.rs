@@ -1,0 +1,300 @@
+//! `rpc/*`: hail-rpc over loopback hail-link connections against raw TCP baselines.
+//!
+//! Every benchmark here runs both ends (client and server) and the baseline in **one
+//! `current_thread` tokio runtime**: on a 2-core VM a cross-core wake-up costs ~35 µs and
+//! an unpinned run would land in either mode at random. Figures are for one core.
+//!
+//! - `rpc/latency-<size>-p50|p99`: sequential `execute` round trips of an echo handler
+//!   (args of `size` bytes, the same bytes back) over `RpcClient`/`RpcServer`, against a
+//!   raw tokio `TcpStream` ping-pong of the same bytes (TCP_NODELAY, `write_all` +
+//!   `read_exact`); rounds of both interleaved, percentiles from an hdrhistogram (µs).
+//! - `rpc/throughput-64B`: calls/s with 64 calls in flight (64 tasks calling in a loop),
+//!   against a raw `Framed<TcpStream, FrameCodec>` echo keeping 64 frames in flight.
+//! - `rpc/named`: calls/s of sequential round trips over an in-memory pair, a named method
+//!   (ours) against an opcode (baseline): the cost of dispatching by name.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hail_link::{ClientConfig, ServerConfig};
+use hail_rpc::{Opcode, RpcClient, RpcConfig, RpcPeer, RpcServer, memory};
+use hail_wire::FrameCodec;
+use hdrhistogram::Histogram;
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+use tokio::task::JoinSet;
+use tokio_util::codec::Framed;
+
+use crate::harness::{Better, Ctx, Record, interleaved_rate};
+
+const ECHO: Opcode = Opcode(1);
+const T: Duration = Duration::from_secs(10);
+/// Calls in flight for `rpc/throughput`.
+const IN_FLIGHT: usize = 64;
+
+/// Bytes as one postcard byte string (a `Vec<u8>` would go byte by byte through serde).
+#[derive(Clone, PartialEq, Eq)]
+struct Blob(Vec<u8>);
+
+impl Serialize for Blob {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Blob;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Blob, E> {
+                Ok(Blob(v.to_vec()))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Blob, E> {
+                Ok(Blob(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+/// Runs the `rpc/*` benchmarks.
+pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut out = Vec::new();
+    for (label, size) in [("64B", 64usize), ("1KiB", 1024)] {
+        let name = format!("rpc/latency-{label}");
+        if ctx.wants(&name) {
+            out.extend(latency(ctx, &rt, &name, size)?);
+        }
+    }
+    if ctx.wants("rpc/throughput-64B") {
+        out.push(throughput(ctx, &rt)?);
+    }
+    if ctx.wants("rpc/named") {
+        out.push(named(ctx, &rt));
+    }
+    Ok(out)
+}
+
+/// An RPC server with an echo handler on loopback and a client connected to it.
+async fn rpc_pair() -> anyhow::Result<(RpcServer, RpcClient)> {
+    let addr: SocketAddr = "127.0.0.1:0".parse()?;
+    let server = RpcServer::listen(addr, ServerConfig::default(), RpcConfig::default()).await?;
+    server.bind(ECHO, |b: Blob| async move {
+        Ok::<_, std::convert::Infallible>(b)
+    })?;
+    let client = RpcClient::connect(
+        server.local_addr(),
+        ClientConfig::default(),
+        RpcConfig::default(),
+    )
+    .await?;
+    Ok((server, client))
+}
+
+/// A raw TCP echo of `size`-byte messages; returns the client's stream.
+async fn raw_ping_pong(size: usize) -> anyhow::Result<(TcpStream, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let _ = s.set_nodelay(true);
+        let mut buf = vec![0u8; size];
+        while s.read_exact(&mut buf).await.is_ok() {
+            if s.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
+    });
+    let client = TcpStream::connect(addr).await?;
+    client.set_nodelay(true)?;
+    Ok((client, server))
+}
+
+fn latency(ctx: &Ctx, rt: &Runtime, name: &str, size: usize) -> anyhow::Result<Vec<Record>> {
+    let budget = Duration::from_millis(ctx.pick(1500, 6000));
+    rt.block_on(async {
+        let (_server, client) = rpc_pair().await?;
+        let (mut raw, raw_server) = raw_ping_pong(size).await?;
+        let args = Blob(vec![0xa5; size]);
+        let mut back = vec![0u8; size];
+        let mut ours = Histogram::<u64>::new(3)?;
+        let mut base = Histogram::<u64>::new(3)?;
+        const ROUND: usize = 200;
+        // Warm-up, then alternate rounds of each until the budget is spent.
+        for _ in 0..ROUND {
+            let _: Blob = client.execute(ECHO, &args, T).await?;
+            raw.write_all(&args.0).await?;
+            raw.read_exact(&mut back).await?;
+        }
+        let start = Instant::now();
+        while start.elapsed() < budget {
+            for _ in 0..ROUND {
+                let t = Instant::now();
+                let r: Blob = client.execute(ECHO, &args, T).await?;
+                ours.record(t.elapsed().as_nanos() as u64)?;
+                debug_assert!(r == args);
+            }
+            for _ in 0..ROUND {
+                let t = Instant::now();
+                raw.write_all(&args.0).await?;
+                raw.read_exact(&mut back).await?;
+                base.record(t.elapsed().as_nanos() as u64)?;
+            }
+        }
+        drop(raw);
+        raw_server.abort();
+        let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Ok(vec![
+            Record::new(
+                format!("{name}-p50"),
+                us(&ours, 0.5),
+                us(&base, 0.5),
+                "us",
+                Better::Lower,
+            ),
+            Record::new(
+                format!("{name}-p99"),
+                us(&ours, 0.99),
+                us(&base, 0.99),
+                "us",
+                Better::Lower,
+            ),
+        ])
+    })
+}
+
+/// A `Framed` echo server; returns its address.
+async fn framed_echo() -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let Ok((s, _)) = listener.accept().await else {
+            return;
+        };
+        let _ = s.set_nodelay(true);
+        let mut framed = Framed::new(s, FrameCodec::new());
+        while let Some(Ok(frame)) = framed.next().await {
+            if framed.send(frame.freeze()).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok((addr, task))
+}
+
+fn throughput(ctx: &Ctx, rt: &Runtime) -> anyhow::Result<Record> {
+    let budget = Duration::from_millis(ctx.pick(2000, 6000));
+    let calls: usize = ctx.pick(6_400, 32_000);
+    let (server, client, echo_addr, echo_task) = rt.block_on(async {
+        let (server, client) = rpc_pair().await?;
+        let (addr, task) = framed_echo().await?;
+        anyhow::Ok((server, client, addr, task))
+    })?;
+    let stream = rt.block_on(TcpStream::connect(echo_addr))?;
+    stream.set_nodelay(true)?;
+    let mut framed = Framed::new(stream, FrameCodec::new());
+    let peer: RpcPeer = client.peer().clone();
+    let args = Arc::new(Blob(vec![0xa5; 64]));
+    let frame = bytes::Bytes::from(vec![0xa5u8; 64]);
+    let (ours, base) = interleaved_rate(
+        budget,
+        calls as u64,
+        || {
+            rt.block_on(async {
+                let mut set = JoinSet::new();
+                for _ in 0..IN_FLIGHT {
+                    let peer = peer.clone();
+                    let args = args.clone();
+                    set.spawn(async move {
+                        for _ in 0..calls / IN_FLIGHT {
+                            let _: Blob = peer.execute(ECHO, &*args, T).await.expect("echo");
+                        }
+                    });
+                }
+                while let Some(r) = set.join_next().await {
+                    r.expect("caller task");
+                }
+            });
+        },
+        || {
+            rt.block_on(async {
+                for _ in 0..IN_FLIGHT {
+                    framed.feed(frame.clone()).await.expect("feed");
+                }
+                SinkExt::<bytes::Bytes>::flush(&mut framed)
+                    .await
+                    .expect("flush");
+                let mut sent = IN_FLIGHT;
+                let mut got = 0;
+                while got < calls {
+                    framed.next().await.expect("open").expect("frame");
+                    got += 1;
+                    if sent < calls {
+                        framed.send(frame.clone()).await.expect("send");
+                        sent += 1;
+                    }
+                }
+            });
+        },
+    );
+    drop(framed);
+    echo_task.abort();
+    drop((client, server));
+    Ok(Record::new(
+        "rpc/throughput-64B",
+        ours,
+        base,
+        "calls/s",
+        Better::Higher,
+    ))
+}
+
+fn named(ctx: &Ctx, rt: &Runtime) -> Record {
+    let budget = Duration::from_millis(ctx.pick(1000, 4000));
+    const ROUND: u64 = 1000;
+    let (a, b, _link) = rt.block_on(async {
+        let (a, b, link) = memory::pair(RpcConfig::default(), RpcConfig::default());
+        let add = |(x, y): (u32, u32)| async move { Ok::<_, std::convert::Infallible>(x + y) };
+        b.bind("calculator.add", add).expect("bind name");
+        b.bind(Opcode(7), add).expect("bind opcode");
+        (a, b, link)
+    });
+    let (by_name, by_opcode) = interleaved_rate(
+        budget,
+        ROUND,
+        || {
+            rt.block_on(async {
+                for i in 0..ROUND as u32 {
+                    let _: u32 = a
+                        .execute("calculator.add", (i, 1u32), T)
+                        .await
+                        .expect("add");
+                }
+            });
+        },
+        || {
+            rt.block_on(async {
+                for i in 0..ROUND as u32 {
+                    let _: u32 = a.execute(Opcode(7), (i, 1u32), T).await.expect("add");
+                }
+            });
+        },
+    );
+    drop(b);
+    Record::new("rpc/named", by_name, by_opcode, "calls/s", Better::Higher)
+}
