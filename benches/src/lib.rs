@@ -8,7 +8,7 @@
 //! [`harness::Ctx::quick`].
 
 pub mod harness;
-pub mod rpc;
+pub mod link;
 pub mod wire;
 
 use harness::{Ctx, Record};
@@ -17,4 +17,4 @@ use harness::{Ctx, Record};
 pub type Group = (&'static str, fn(&Ctx) -> anyhow::Result<Vec<Record>>);
 
 /// Every benchmark group, in the order they run. Each layer adds its own here.
-pub const GROUPS: &[Group] = &[("wire/", wire::run), ("rpc/", rpc::run)];
+pub const GROUPS: &[Group] = &[("wire/", wire::run), ("link/", link::run)];

@@ -239,13 +239,16 @@ pub(crate) enum Sink<T> {
 }
 
 impl<T> Sink<T> {
-    async fn deliver(&self, msg: T) -> bool {
+    /// Hands every message of `batch` over, in order, waiting for room; returns how many
+    /// could not be delivered because the receiver is gone.
+    async fn deliver_all(&self, batch: &mut Vec<T>) -> u64 {
         match self {
-            Self::Own(tx) => tx.send(msg).await.is_ok(),
+            Self::Own(tx) => push_all(tx, batch, |m| m).await,
             Self::Server { tx, id, .. } => {
-                tx.send(ServerEvent::Message { id: *id, msg }).await.is_ok()
+                let id = *id;
+                push_all(tx, batch, |msg| ServerEvent::Message { id, msg }).await
             }
-            Self::Client(tx) => tx.send(ClientEvent::Message(msg)).await.is_ok(),
+            Self::Client(tx) => push_all(tx, batch, ClientEvent::Message).await,
         }
     }
 
@@ -256,6 +259,31 @@ impl<T> Sink<T> {
             drop(guard);
         }
     }
+}
+
+/// Messages up to this size are copied out of the read buffer: 512 bytes.
+const SMALL_COPY: usize = 512;
+
+/// Most messages handed to the receiver in one go: 256.
+const MAX_BATCH: usize = 256;
+
+async fn push_all<T, E>(tx: &mpsc::Sender<E>, batch: &mut Vec<T>, wrap: impl Fn(T) -> E) -> u64 {
+    while !batch.is_empty() {
+        let k = batch.len().min(tx.max_capacity());
+        match tx.reserve_many(k).await {
+            Ok(permits) => {
+                for (permit, msg) in permits.zip(batch.drain(..k)) {
+                    permit.send(wrap(msg));
+                }
+            }
+            Err(_) => {
+                let lost = batch.len() as u64;
+                batch.clear();
+                return lost;
+            }
+        }
+    }
+    0
 }
 
 struct Tasks {
@@ -449,6 +477,13 @@ impl<P: PayloadCodec> Connection<P> {
     /// queued whole or not at all.
     pub async fn send(&self, msg: impl Borrow<P::Item>) -> Result<(), LinkError> {
         let msg = msg.borrow();
+        // Fast path: room in the queue, no waiter registration.
+        match self.shared.push(|dst| self.encode_frame(msg, dst)) {
+            Ok(()) => return Ok(()),
+            Err(Push::Full) => {}
+            Err(Push::Closed) => return Err(self.shared.closed_error()),
+            Err(Push::Encode(e)) => return Err(LinkError::Encode(e)),
+        }
         loop {
             let notified = self.shared.space.notified();
             tokio::pin!(notified);
@@ -618,12 +653,19 @@ async fn reader_task<P: PayloadCodec>(
     let mut live = hb.map(|h| Liveness::new(h, Instant::now().into_std()));
     let mut linger_at: Option<Instant> = None;
     let stats = &shared.stats;
+    let mut batch: Vec<P::Item> = Vec::new();
     let reason = 'run: loop {
-        loop {
+        // Decode everything that is whole (up to a batch), then hand it over in one go:
+        // one wake-up of the receiver per batch rather than per message.
+        let mut failed = None;
+        while batch.len() < MAX_BATCH {
             let frame = match rx.next_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
-                Err(r) => break 'run r,
+                Err(r) => {
+                    failed = Some(r);
+                    break;
+                }
             };
             let body = if shared.hail {
                 match proto::parse(frame) {
@@ -634,26 +676,52 @@ async fn reader_task<P: PayloadCodec>(
                         continue;
                     }
                     Ok(Control::Hello { .. } | Control::Welcome { .. }) => {
-                        break 'run CloseReason::Protocol(ProtocolError::Unexpected("handshake"));
+                        failed = Some(CloseReason::Protocol(ProtocolError::Unexpected(
+                            "handshake",
+                        )));
+                        break;
                     }
-                    Err(e) => break 'run CloseReason::Protocol(e),
+                    Err(e) => {
+                        failed = Some(CloseReason::Protocol(e));
+                        break;
+                    }
                 }
             } else {
                 frame
             };
+            // A small message gets its own allocation: the receiving task then never
+            // touches the read buffer's shared reference count (a contended cache line).
+            let body = if body.len() <= SMALL_COPY {
+                BytesMut::from(&body[..])
+            } else {
+                body
+            };
             match payload.decode_payload(body) {
-                Ok(msg) => {
-                    stats.messages_received.fetch_add(1, Ordering::Relaxed);
-                    if !sink.deliver(msg).await {
-                        stats.undelivered.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                Ok(msg) => batch.push(msg),
                 Err(e) if e.is_payload_error() => {
                     stats.undecodable.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(conn = %shared.id, error = %e, "undecodable message dropped");
                 }
-                Err(e) => break 'run CloseReason::wire(e),
+                Err(e) => {
+                    failed = Some(CloseReason::wire(e));
+                    break;
+                }
             }
+        }
+        if !batch.is_empty() {
+            stats
+                .messages_received
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let lost = sink.deliver_all(&mut batch).await;
+            if lost > 0 {
+                stats.undelivered.fetch_add(lost, Ordering::Relaxed);
+            }
+            if failed.is_none() {
+                continue;
+            }
+        }
+        if let Some(r) = failed {
+            break 'run r;
         }
         let now = Instant::now();
         if let Some(l) = &mut live {

@@ -1,0 +1,312 @@
+//! `link/*`: framed TCP over loopback: hail-link against std sockets, sealed against
+//! plaintext, broadcast fan-out, and memory per idle connection.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use hail_link::{
+    Client, ClientConfig, ClientEvent, ClientEvents, LinkConfig, Server, ServerConfig, ServerEvent,
+    ServerEvents,
+};
+use hail_wire::Binary;
+use tokio::runtime::Runtime;
+
+use crate::harness::{Better, Ctx, Record, interleaved_rate, median};
+
+fn lo() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("loopback address")
+}
+
+fn runtime() -> anyhow::Result<Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Runs the `link/*` benchmarks.
+pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
+    let budget = Duration::from_millis(ctx.pick(1500, 5000));
+    let rt = runtime()?;
+    let mut out = Vec::new();
+    if ctx.wants("link/throughput") {
+        for (label, size, n) in [("64B", 64, 200_000), ("1KiB", 1024, 50_000)] {
+            out.push(throughput(&rt, budget, label, size, n)?);
+        }
+    }
+    if ctx.wants("link/secure") {
+        out.push(secure(&rt, budget)?);
+    }
+    if ctx.wants("link/broadcast") {
+        out.push(broadcast(&rt, budget, ctx.pick(20, 100))?);
+    }
+    if ctx.wants("link/idle-memory") {
+        out.push(idle_memory(&rt, ctx.pick(500, 2000))?);
+    }
+    Ok(out)
+}
+
+/// A hail-link client and the server end, connected, plaintext or sealed.
+struct Pair {
+    _server: Server<Binary>,
+    events: Option<ServerEvents<Bytes>>,
+    client: Client<Binary>,
+    _client_events: ClientEvents<Bytes>,
+}
+
+fn pair(rt: &Runtime, link: LinkConfig) -> anyhow::Result<Pair> {
+    rt.block_on(async {
+        let (server, mut events) =
+            Server::bind(lo(), ServerConfig::default().link(link.clone()), Binary).await?;
+        let (client, client_events) = Client::connect(
+            server.local_addr(),
+            ClientConfig::default().link(link),
+            Binary,
+        )
+        .await?;
+        match events.recv().await {
+            Some(ServerEvent::Connected { .. }) => {}
+            other => anyhow::bail!("expected Connected, got {other:?}"),
+        }
+        Ok(Pair {
+            _server: server,
+            events: Some(events),
+            client,
+            _client_events: client_events,
+        })
+    })
+}
+
+/// Sends `n` messages from the client and waits until the server has delivered them all.
+/// Sender and receiver are both tasks on the runtime, as in an application.
+fn one_way(rt: &Runtime, p: &mut Pair, msg: &Bytes, n: usize) {
+    let mut events = p.events.take().expect("events");
+    let client = p.client.connection().expect("connected");
+    let m = msg.clone();
+    let events = rt.block_on(async move {
+        let sender = tokio::spawn(async move {
+            for _ in 0..n {
+                client.send(&m).await.expect("send");
+            }
+        });
+        let receiver = tokio::spawn(async move {
+            let mut got = 0;
+            while got < n {
+                match events.recv().await {
+                    Some(ServerEvent::Message { .. }) => got += 1,
+                    Some(_) => {}
+                    None => panic!("server events ended"),
+                }
+            }
+            events
+        });
+        sender.await.expect("sender");
+        receiver.await.expect("receiver")
+    });
+    p.events = Some(events);
+}
+
+/// The baseline: std sockets, a 64 KiB `BufWriter` writing header and body per message,
+/// a 64 KiB `BufReader` with `read_exact` on the other end.
+struct RawPair {
+    tx: TcpStream,
+    rx: BufReader<TcpStream>,
+}
+
+fn raw_pair() -> anyhow::Result<RawPair> {
+    let listener = TcpListener::bind(lo())?;
+    let tx = TcpStream::connect(listener.local_addr()?)?;
+    tx.set_nodelay(true)?;
+    let (rx, _) = listener.accept()?;
+    Ok(RawPair {
+        tx,
+        rx: BufReader::with_capacity(64 * 1024, rx),
+    })
+}
+
+fn raw_one_way(p: &mut RawPair, body: &[u8], n: usize) {
+    let tx = p.tx.try_clone().expect("clone socket");
+    let body = body.to_vec();
+    let writer = std::thread::spawn(move || {
+        let mut w = BufWriter::with_capacity(64 * 1024, tx);
+        for _ in 0..n {
+            w.write_all(&(body.len() as u32).to_be_bytes())
+                .expect("write");
+            w.write_all(&body).expect("write");
+        }
+        w.flush().expect("flush");
+    });
+    let mut head = [0u8; 4];
+    let mut buf = vec![0u8; 1 << 16];
+    for _ in 0..n {
+        p.rx.read_exact(&mut head).expect("read");
+        let len = u32::from_be_bytes(head) as usize;
+        p.rx.read_exact(&mut buf[..len]).expect("read");
+    }
+    writer.join().expect("writer");
+}
+
+fn throughput(
+    rt: &Runtime,
+    budget: Duration,
+    label: &str,
+    size: usize,
+    n: usize,
+) -> anyhow::Result<Record> {
+    let msg = Bytes::from(vec![0xa5u8; size]);
+    let mut ours = pair(rt, LinkConfig::default())?;
+    let mut raw = raw_pair()?;
+    let (a, b) = interleaved_rate(
+        budget,
+        n as u64,
+        || one_way(rt, &mut ours, &msg, n),
+        || raw_one_way(&mut raw, &msg, n),
+    );
+    Ok(Record::new(
+        format!("link/throughput-{label}"),
+        a,
+        b,
+        "msg/s",
+        Better::Higher,
+    ))
+}
+
+fn secure(rt: &Runtime, budget: Duration) -> anyhow::Result<Record> {
+    let n = 50_000;
+    let msg = Bytes::from(vec![0xa5u8; 1024]);
+    let mut sealed = pair(rt, LinkConfig::default().psk([0x42; 32]))?;
+    let mut plain = pair(rt, LinkConfig::default())?;
+    let (a, b) = interleaved_rate(
+        budget,
+        n as u64,
+        || one_way(rt, &mut sealed, &msg, n),
+        || one_way(rt, &mut plain, &msg, n),
+    );
+    Ok(Record::new(
+        "link/secure-1KiB",
+        a,
+        b,
+        "msg/s",
+        Better::Higher,
+    ))
+}
+
+/// One server broadcasting 64-byte messages to `clients` clients: messages delivered per
+/// second, all clients together (no baseline).
+fn broadcast(rt: &Runtime, budget: Duration, rounds: usize) -> anyhow::Result<Record> {
+    const CLIENTS: usize = 100;
+    const PER_ROUND: u32 = 1000;
+    let rates = rt.block_on(async {
+        let (server, mut events) = Server::bind(lo(), ServerConfig::default(), Binary).await?;
+        let mut readers = Vec::new();
+        let mut clients = Vec::new();
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(CLIENTS);
+        for _ in 0..CLIENTS {
+            let (c, mut ev) =
+                Client::connect(server.local_addr(), ClientConfig::default(), Binary).await?;
+            clients.push(c);
+            let done = done_tx.clone();
+            readers.push(tokio::spawn(async move {
+                let mut got = 0u32;
+                while let Some(e) = ev.recv().await {
+                    if let ClientEvent::Message(_) = e {
+                        got += 1;
+                        if got == PER_ROUND {
+                            got = 0;
+                            let _ = done.send(()).await;
+                        }
+                    }
+                }
+            }));
+        }
+        let mut seen = 0;
+        while seen < CLIENTS {
+            if let Some(ServerEvent::Connected { .. }) = events.recv().await {
+                seen += 1;
+            }
+        }
+        let msg = Bytes::from(vec![0x5au8; 64]);
+        let mut rates = Vec::new();
+        let start = Instant::now();
+        while rates.len() < rounds || (start.elapsed() < budget && rates.len() < 10 * rounds) {
+            let t = Instant::now();
+            for _ in 0..PER_ROUND {
+                let report = server.broadcast(&msg)?;
+                anyhow::ensure!(report.slow.is_empty(), "a client was slow");
+                // Pace on the fullest queue, as an application would.
+                if server.stats().queued_bytes > CLIENTS * 256 * 1024 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            for _ in 0..CLIENTS {
+                done_rx.recv().await.context("reader ended")?;
+            }
+            rates.push((CLIENTS as f64 * f64::from(PER_ROUND)) / t.elapsed().as_secs_f64());
+        }
+        drop(clients);
+        Ok::<_, anyhow::Error>(rates)
+    })?;
+    let mut rates = rates;
+    Ok(Record::solo(
+        "link/broadcast-100clients",
+        median(&mut rates),
+        "msg/s",
+        Better::Higher,
+    ))
+}
+
+fn rss() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS")?;
+    Ok(kb * 1024)
+}
+
+/// Server-side memory per idle connection: RSS growth over `n` established, idle
+/// connections whose clients are bare std sockets (no user-space buffers of their own).
+fn idle_memory(rt: &Runtime, n: usize) -> anyhow::Result<Record> {
+    const HELLO: &[u8] = b"\x00\x00\x00\x06\x03HAIL\x01";
+    let (server, _events) = rt.block_on(Server::bind(
+        lo(),
+        ServerConfig::default().link(LinkConfig::default().heartbeat(None)),
+        Binary,
+    ))?;
+    let addr = server.local_addr();
+    // Warm up the allocator and runtime with a few connections first.
+    let mut socks = Vec::new();
+    for _ in 0..16 {
+        let mut s = TcpStream::connect(addr)?;
+        s.write_all(HELLO)?;
+        let mut w = [0u8; 6];
+        s.read_exact(&mut w)?;
+        socks.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let before = rss()?;
+    for _ in 0..n {
+        let mut s = TcpStream::connect(addr)?;
+        s.write_all(HELLO)?;
+        let mut w = [0u8; 6];
+        s.read_exact(&mut w)?;
+        socks.push(s);
+    }
+    while server.stats().clients < n + 16 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let after = rss()?;
+    drop(socks);
+    Ok(Record::solo(
+        "link/idle-memory-per-conn",
+        after.saturating_sub(before) as f64 / n as f64,
+        "bytes",
+        Better::Lower,
+    ))
+}
