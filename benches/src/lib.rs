@@ -9,6 +9,7 @@
 
 pub mod harness;
 pub mod link;
+pub mod rpc;
 pub mod wire;
 
 use harness::{Ctx, Record};
@@ -17,4 +18,8 @@ use harness::{Ctx, Record};
 pub type Group = (&'static str, fn(&Ctx) -> anyhow::Result<Vec<Record>>);
 
 /// Every benchmark group, in the order they run. Each layer adds its own here.
-pub const GROUPS: &[Group] = &[("wire/", wire::run), ("link/", link::run)];
+pub const GROUPS: &[Group] = &[
+    ("wire/", wire::run),
+    ("link/", link::run),
+    ("rpc/", rpc::run),
+];
