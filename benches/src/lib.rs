@@ -7,8 +7,10 @@
 //! benchmark checks [`harness::Ctx::wants`] with its name before running, and honours
 //! [`harness::Ctx::quick`].
 
+pub mod crypto;
 pub mod harness;
 pub mod link;
+pub mod multicast;
 pub mod rpc;
 pub mod wire;
 
@@ -20,6 +22,8 @@ pub type Group = (&'static str, fn(&Ctx) -> anyhow::Result<Vec<Record>>);
 /// Every benchmark group, in the order they run. Each layer adds its own here.
 pub const GROUPS: &[Group] = &[
     ("wire/", wire::run),
+    ("crypto/", crypto::run),
+    ("multicast/", multicast::run),
     ("link/", link::run),
     ("rpc/", rpc::run),
 ];

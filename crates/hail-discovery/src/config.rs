@@ -1,0 +1,401 @@
+//! Timing and limits of the peer table, and who the local device is.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::advert::validate_name;
+use crate::error::ConfigError;
+use crate::id::DeviceId;
+
+/// Most entries in an announcement burst: 16.
+pub const MAX_BURST: usize = 16;
+/// Longest lease a device may announce: `u32::MAX` ms (about 49.7 days), the wire limit.
+pub const MAX_LEASE: Duration = Duration::from_millis(u32::MAX as u64);
+/// Shortest lease the table grants a peer, whatever the peer announced: 100 ms.
+pub const MIN_PEER_LEASE: Duration = Duration::from_millis(100);
+/// Longest lease the table grants a peer, whatever the peer announced: 10 minutes. A bogus
+/// advert cannot pin an entry for longer.
+pub const MAX_PEER_LEASE: Duration = Duration::from_secs(600);
+
+/// Who the local device is: what it announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LocalDevice {
+    /// The id of this run; pick a fresh [`DeviceId::random`] at every start.
+    pub id: DeviceId,
+    /// The device name (1 to 64 bytes of UTF-8, no control characters).
+    pub name: String,
+    /// The TCP port links are accepted on; 0 when the device accepts none (it can still
+    /// dial, or only watch with [`PeerTableConfigBuilder::auto_connect`] off).
+    pub port: u16,
+    /// The unicast addresses to advertise, best first. Only the first
+    /// [`MAX_ADDRESSES`](crate::advert::MAX_ADDRESSES) (32) are sent; the table logs a
+    /// warning when it drops some. Peers also dial the source address of each advert, so
+    /// an empty list still works where the source address is reachable.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl LocalDevice {
+    /// A device with this id, name and port, advertising no addresses (see
+    /// [`LocalDevice::with_addresses`]).
+    pub fn new(id: DeviceId, name: impl Into<String>, port: u16) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            port,
+            addresses: Vec::new(),
+        }
+    }
+
+    /// Sets the advertised addresses.
+    pub fn with_addresses(mut self, addresses: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.addresses = addresses.into_iter().collect();
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        validate_name(&self.name)?;
+        Ok(())
+    }
+}
+
+/// Timing and limits of a [`PeerTable`](crate::PeerTable). Build one with
+/// [`PeerTableConfig::builder`]; [`Default`] gives the documented defaults.
+///
+/// With the defaults a device announces itself at 0, about 100 and about 300 ms after
+/// start (and probes once at 0), then every second; peers that hear nothing from an
+/// unconnected device for 3 s forget it; a connected peer is watched by its link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerTableConfig {
+    pub(crate) burst: Vec<Duration>,
+    pub(crate) burst_jitter: Duration,
+    pub(crate) beacon_interval: Duration,
+    pub(crate) beacon_jitter: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) probe_answer_jitter: Duration,
+    pub(crate) hello_timeout: Duration,
+    pub(crate) redial_initial: Duration,
+    pub(crate) redial_max: Duration,
+    pub(crate) reconnect_grace: Duration,
+    pub(crate) gossip: bool,
+    pub(crate) gossip_lease: Duration,
+    pub(crate) auto_connect: bool,
+    pub(crate) max_peers: usize,
+    pub(crate) static_peers: Vec<SocketAddr>,
+}
+
+impl Default for PeerTableConfig {
+    fn default() -> Self {
+        Self {
+            burst: vec![
+                Duration::ZERO,
+                Duration::from_millis(100),
+                Duration::from_millis(300),
+            ],
+            burst_jitter: Duration::from_millis(20),
+            beacon_interval: Duration::from_secs(1),
+            beacon_jitter: Duration::from_millis(100),
+            lease: Duration::from_secs(3),
+            probe_answer_jitter: Duration::from_millis(10),
+            hello_timeout: Duration::from_secs(3),
+            redial_initial: Duration::from_millis(100),
+            redial_max: Duration::from_secs(5),
+            reconnect_grace: Duration::from_millis(500),
+            gossip: true,
+            gossip_lease: Duration::from_secs(10),
+            auto_connect: true,
+            max_peers: 1024,
+            static_peers: Vec::new(),
+        }
+    }
+}
+
+impl PeerTableConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> PeerTableConfigBuilder {
+        PeerTableConfigBuilder {
+            config: Self::default(),
+        }
+    }
+
+    /// Offsets of the start announcements (see [`PeerTableConfigBuilder::burst`]).
+    pub fn burst(&self) -> &[Duration] {
+        &self.burst
+    }
+
+    /// Interval between steady announcements.
+    pub fn beacon_interval(&self) -> Duration {
+        self.beacon_interval
+    }
+
+    /// The lease this device announces; also the time within which a silent,
+    /// unconnected peer is forgotten.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// How long a new link may take to deliver its hello.
+    pub fn hello_timeout(&self) -> Duration {
+        self.hello_timeout
+    }
+
+    /// Static peer addresses dialed directly.
+    pub fn static_peers(&self) -> &[SocketAddr] {
+        &self.static_peers
+    }
+
+    /// Whether discovered peers are dialed.
+    pub fn auto_connect(&self) -> bool {
+        self.auto_connect
+    }
+}
+
+/// Builds a [`PeerTableConfig`]; every setter documents its default.
+#[derive(Debug, Clone)]
+pub struct PeerTableConfigBuilder {
+    config: PeerTableConfig,
+}
+
+impl PeerTableConfigBuilder {
+    /// Offsets from start at which the device announces itself (a probe goes with the
+    /// first). Default: 0, 100 ms, 300 ms. At most [`MAX_BURST`] entries; an empty burst
+    /// means the first announcement is the first beacon. Cost: one datagram per entry.
+    pub fn burst(mut self, offsets: impl IntoIterator<Item = Duration>) -> Self {
+        self.config.burst = offsets.into_iter().collect();
+        self
+    }
+
+    /// Random delay, uniform in `[0, jitter]`, added to each non-zero burst offset.
+    /// Default: 20 ms.
+    pub fn burst_jitter(mut self, jitter: Duration) -> Self {
+        self.config.burst_jitter = jitter;
+        self
+    }
+
+    /// Interval between steady announcements after the burst. Default: 1 s. Cost: one
+    /// datagram per interval per device, to every device on the group.
+    pub fn beacon_interval(mut self, interval: Duration) -> Self {
+        self.config.beacon_interval = interval;
+        self
+    }
+
+    /// Each beacon interval is drawn uniformly from `interval ± jitter`, so devices
+    /// started together drift apart. Default: 100 ms; must be below half the interval.
+    pub fn beacon_jitter(mut self, jitter: Duration) -> Self {
+        self.config.beacon_jitter = jitter;
+        self
+    }
+
+    /// The lease announced to peers: how long they keep this device without hearing a new
+    /// announcement, while not connected to it. Default: 3 s (three beacons). Must be
+    /// longer than the beacon interval. A connected peer's liveness comes from its link
+    /// (the driver should make link heartbeats notice a dead peer within the lease too).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.config.lease = lease;
+        self
+    }
+
+    /// A probe is answered with an announcement after a random delay, uniform in
+    /// `[0, jitter]`, so many devices do not answer in the same instant; probes that
+    /// arrive while an answer is pending share it. Default: 10 ms.
+    pub fn probe_answer_jitter(mut self, jitter: Duration) -> Self {
+        self.config.probe_answer_jitter = jitter;
+        self
+    }
+
+    /// How long a new link may take to deliver the peer's hello before the table closes
+    /// it. Default: 3 s.
+    pub fn hello_timeout(mut self, timeout: Duration) -> Self {
+        self.config.hello_timeout = timeout;
+        self
+    }
+
+    /// Delay before the first redial after a failed dial or a lost link; it doubles per
+    /// failure up to [`redial_max`](Self::redial_max), and each delay is drawn uniformly
+    /// from `[d/2, d]`. Default: 100 ms.
+    pub fn redial_initial(mut self, delay: Duration) -> Self {
+        self.config.redial_initial = delay;
+        self
+    }
+
+    /// Upper bound of the redial delay. Default: 5 s.
+    pub fn redial_max(mut self, delay: Duration) -> Self {
+        self.config.redial_max = delay;
+        self
+    }
+
+    /// When a connected peer's link closes (other than by goodbye or heartbeat timeout),
+    /// the peer stays joined this long while the table redials; a new link within the
+    /// grace hides the blip, a failed redial or the end of the grace reports the peer
+    /// left. Default: 500 ms.
+    pub fn reconnect_grace(mut self, grace: Duration) -> Self {
+        self.config.reconnect_grace = grace;
+        self
+    }
+
+    /// Whether connected devices tell each other about the peers they are connected to,
+    /// so a mesh forms without multicast (static peers). Default: on. Cost: one small
+    /// message to every connected peer per join.
+    pub fn gossip(mut self, on: bool) -> Self {
+        self.config.gossip = on;
+        self
+    }
+
+    /// How long a peer learned only through gossip is kept (and redialed) without being
+    /// mentioned again or connected. Default: 10 s.
+    pub fn gossip_lease(mut self, lease: Duration) -> Self {
+        self.config.gossip_lease = lease;
+        self
+    }
+
+    /// Whether discovered peers are dialed. Off, the table only watches adverts (a
+    /// scout); links that peers open are still accepted. Default: on.
+    pub fn auto_connect(mut self, on: bool) -> Self {
+        self.config.auto_connect = on;
+        self
+    }
+
+    /// Most peers the table tracks (connected or not); adverts and gossip about further
+    /// devices are dropped and counted. Default: 1024. Cost: about 200 bytes per entry.
+    pub fn max_peers(mut self, max: usize) -> Self {
+        self.config.max_peers = max;
+        self
+    }
+
+    /// Addresses dialed directly, for networks where multicast does not pass. Each is
+    /// redialed with backoff while no connection to the device behind it is up. Default:
+    /// none.
+    pub fn static_peers(mut self, peers: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.config.static_peers = peers.into_iter().collect();
+        self
+    }
+
+    /// Checks the settings and returns the config.
+    pub fn build(self) -> Result<PeerTableConfig, ConfigError> {
+        let c = self.config;
+        for (what, d) in [
+            ("beacon_interval", c.beacon_interval),
+            ("lease", c.lease),
+            ("hello_timeout", c.hello_timeout),
+            ("redial_initial", c.redial_initial),
+            ("gossip_lease", c.gossip_lease),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Zero { what });
+            }
+        }
+        if c.lease <= c.beacon_interval {
+            return Err(ConfigError::LeaseTooShort {
+                lease: c.lease,
+                interval: c.beacon_interval,
+            });
+        }
+        if c.lease > MAX_LEASE {
+            return Err(ConfigError::TooLong {
+                what: "lease",
+                value: c.lease,
+                max: MAX_LEASE,
+            });
+        }
+        if c.beacon_jitter * 2 >= c.beacon_interval {
+            return Err(ConfigError::JitterTooLarge {
+                jitter: c.beacon_jitter,
+                interval: c.beacon_interval,
+            });
+        }
+        if c.redial_max < c.redial_initial {
+            return Err(ConfigError::RedialRange {
+                initial: c.redial_initial,
+                max: c.redial_max,
+            });
+        }
+        if c.burst.len() > MAX_BURST {
+            return Err(ConfigError::BurstTooLong {
+                len: c.burst.len(),
+                max: MAX_BURST,
+            });
+        }
+        let hour = Duration::from_secs(3600);
+        for (what, d) in [
+            (
+                "a burst offset",
+                c.burst.iter().copied().max().unwrap_or_default(),
+            ),
+            ("burst_jitter", c.burst_jitter),
+            ("beacon_interval", c.beacon_interval),
+            ("probe_answer_jitter", c.probe_answer_jitter),
+            ("hello_timeout", c.hello_timeout),
+            ("redial_max", c.redial_max),
+            ("reconnect_grace", c.reconnect_grace),
+            ("gossip_lease", c.gossip_lease),
+        ] {
+            if d > hour {
+                return Err(ConfigError::TooLong {
+                    what,
+                    value: d,
+                    max: hour,
+                });
+            }
+        }
+        if c.max_peers == 0 {
+            return Err(ConfigError::NoPeers);
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_build() {
+        assert_eq!(
+            PeerTableConfig::builder().build().unwrap(),
+            PeerTableConfig::default()
+        );
+    }
+
+    #[test]
+    fn invalid_settings_are_refused() {
+        let b = PeerTableConfig::builder;
+        assert_eq!(
+            b().lease(Duration::from_secs(1)).build(),
+            Err(ConfigError::LeaseTooShort {
+                lease: Duration::from_secs(1),
+                interval: Duration::from_secs(1)
+            })
+        );
+        assert_eq!(
+            b().beacon_interval(Duration::ZERO).build(),
+            Err(ConfigError::Zero {
+                what: "beacon_interval"
+            })
+        );
+        assert!(matches!(
+            b().beacon_jitter(Duration::from_millis(500)).build(),
+            Err(ConfigError::JitterTooLarge { .. })
+        ));
+        assert!(matches!(
+            b().redial_max(Duration::from_millis(10)).build(),
+            Err(ConfigError::RedialRange { .. })
+        ));
+        assert!(matches!(
+            b().burst(vec![Duration::ZERO; 17]).build(),
+            Err(ConfigError::BurstTooLong { len: 17, max: 16 })
+        ));
+        assert!(matches!(
+            b().lease(Duration::from_secs(60 * 24 * 3600)).build(),
+            Err(ConfigError::TooLong { what: "lease", .. })
+        ));
+        assert!(matches!(
+            b().reconnect_grace(Duration::from_secs(7200)).build(),
+            Err(ConfigError::TooLong {
+                what: "reconnect_grace",
+                ..
+            })
+        ));
+        assert_eq!(b().max_peers(0).build(), Err(ConfigError::NoPeers));
+    }
+}
