@@ -10,6 +10,9 @@
 //!   `read_exact`); rounds of both interleaved, percentiles from an hdrhistogram (µs).
 //! - `rpc/throughput-64B`: calls/s with 64 calls in flight (64 tasks calling in a loop),
 //!   against a raw `Framed<TcpStream, FrameCodec>` echo keeping 64 frames in flight.
+//! - `rpc/throughput-64B-vs-tarpc`: the same calls against tarpc 0.38 (bincode over
+//!   `LengthDelimitedCodec` on TCP, TCP_NODELAY set on both ends: tarpc's default leaves
+//!   Nagle on), 64 tasks calling an echo service in a loop.
 //! - `rpc/named`: calls/s of sequential round trips over an in-memory pair, a named method
 //!   (ours) against an opcode (baseline): the cost of dispatching by name.
 
@@ -39,7 +42,7 @@ const T: Duration = Duration::from_secs(10);
 const IN_FLIGHT: usize = 64;
 
 /// Bytes as one postcard byte string (a `Vec<u8>` would go byte by byte through serde).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Blob(Vec<u8>);
 
 impl Serialize for Blob {
@@ -81,6 +84,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
     }
     if ctx.wants("rpc/throughput-64B") {
         out.push(throughput(ctx, &rt)?);
+    }
+    if ctx.wants("rpc/throughput-64B-vs-tarpc") {
+        out.push(throughput_vs_tarpc(ctx, &rt)?);
     }
     if ctx.wants("rpc/named") {
         out.push(named(ctx, &rt));
@@ -257,6 +263,115 @@ fn throughput(ctx: &Ctx, rt: &Runtime) -> anyhow::Result<Record> {
     drop((client, server));
     Ok(Record::new(
         "rpc/throughput-64B",
+        ours,
+        base,
+        "calls/s",
+        Better::Higher,
+    ))
+}
+
+/// The tarpc baseline: an echo service.
+#[tarpc::service]
+trait EchoService {
+    /// Returns its argument.
+    async fn echo(b: Blob) -> Blob;
+}
+
+#[derive(Clone)]
+struct EchoImpl;
+
+impl EchoService for EchoImpl {
+    async fn echo(self, _: tarpc::context::Context, b: Blob) -> Blob {
+        b
+    }
+}
+
+/// A tarpc echo server on loopback (TCP_NODELAY) and a client of it.
+async fn tarpc_pair() -> anyhow::Result<(EchoServiceClient, tokio::task::JoinHandle<()>)> {
+    use tarpc::server::Channel;
+    use tarpc::tokio_serde::formats::Bincode;
+    use tokio_util::codec::LengthDelimitedCodec;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        let Ok((s, _)) = listener.accept().await else {
+            return;
+        };
+        let _ = s.set_nodelay(true);
+        let framed = Framed::new(s, LengthDelimitedCodec::new());
+        let transport = tarpc::serde_transport::new(framed, Bincode::default());
+        tarpc::server::BaseChannel::with_defaults(transport)
+            .execute(EchoImpl.serve())
+            .for_each(|response| async move {
+                tokio::spawn(response);
+            })
+            .await;
+    });
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let framed = Framed::new(s, LengthDelimitedCodec::new());
+    let transport = tarpc::serde_transport::new(framed, Bincode::default());
+    let client = EchoServiceClient::new(tarpc::client::Config::default(), transport).spawn();
+    Ok((client, server))
+}
+
+fn throughput_vs_tarpc(ctx: &Ctx, rt: &Runtime) -> anyhow::Result<Record> {
+    let budget = Duration::from_millis(ctx.pick(2000, 6000));
+    let calls: usize = ctx.pick(6_400, 32_000);
+    let (server, client, tarpc_client, tarpc_server) = rt.block_on(async {
+        let (server, client) = rpc_pair().await?;
+        let (tc, ts) = tarpc_pair().await?;
+        anyhow::Ok((server, client, tc, ts))
+    })?;
+    let peer: RpcPeer = client.peer().clone();
+    let args = Arc::new(Blob(vec![0xa5; 64]));
+    let (ours, base) = interleaved_rate(
+        budget,
+        calls as u64,
+        || {
+            rt.block_on(async {
+                let mut set = JoinSet::new();
+                for _ in 0..IN_FLIGHT {
+                    let peer = peer.clone();
+                    let args = args.clone();
+                    set.spawn(async move {
+                        for _ in 0..calls / IN_FLIGHT {
+                            let _: Blob = peer.execute(ECHO, &*args, T).await.expect("echo");
+                        }
+                    });
+                }
+                while let Some(r) = set.join_next().await {
+                    r.expect("caller task");
+                }
+            });
+        },
+        || {
+            rt.block_on(async {
+                let mut set = JoinSet::new();
+                for _ in 0..IN_FLIGHT {
+                    let client = tarpc_client.clone();
+                    let args = args.clone();
+                    set.spawn(async move {
+                        for _ in 0..calls / IN_FLIGHT {
+                            let _ = client
+                                .echo(tarpc::context::current(), (*args).clone())
+                                .await
+                                .expect("tarpc echo");
+                        }
+                    });
+                }
+                while let Some(r) = set.join_next().await {
+                    r.expect("caller task");
+                }
+            });
+        },
+    );
+    drop(tarpc_client);
+    tarpc_server.abort();
+    drop((client, server));
+    Ok(Record::new(
+        "rpc/throughput-64B-vs-tarpc",
         ours,
         base,
         "calls/s",
