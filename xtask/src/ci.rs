@@ -23,7 +23,7 @@ const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) fn run() -> anyhow::Result<()> {
     let mut steps = Steps::new("ci");
     steps.run("cargo fmt --all --check", || {
-        cmd::run(&mut cmd::cargo(["fmt", "--all", "--check"]))?;
+        cmd::run(&mut cmd::cargo(["fmt", "--all", "--check"])).context("run `cargo fmt --all`")?;
         // The fuzz crate is outside the workspace; format it too.
         cmd::run(&mut cmd::cargo([
             "fmt",
@@ -32,6 +32,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
             "--all",
             "--check",
         ]))
+        .context("run `cargo fmt --manifest-path fuzz/Cargo.toml --all`")
     })?;
     steps.run(
         "cargo clippy (all targets, all features, -D warnings)",
@@ -71,6 +72,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
             "--locked",
             "--bins",
         ]))
+        .context(
+            "if fuzz/Cargo.lock is out of date, update it with \
+             `cargo check --manifest-path fuzz/Cargo.toml` and commit it",
+        )
     })?;
     let examples = examples()?;
     if examples.is_empty() {
