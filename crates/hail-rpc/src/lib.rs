@@ -51,6 +51,47 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Over the network
+//!
+//! [`RpcServer`] serves every `hail-link` client as a peer (one shared handler table; the
+//! server calls a client through [`RpcServer::peer`] by its `ClientId`), and
+//! [`RpcClient`] is a peer over a reconnecting link client. A passphrase set on the link
+//! config authenticates and encrypts everything.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use hail_link::{ClientConfig, ServerConfig};
+//! use hail_rpc::{RpcClient, RpcConfig, RpcServer, RpcServerEvent};
+//!
+//! let server =
+//!     RpcServer::listen("127.0.0.1:0".parse()?, ServerConfig::default(), RpcConfig::default())
+//!         .await?;
+//! server.bind("greet", |name: String| async move { Ok::<_, String>(format!("hello {name}")) })?;
+//!
+//! let client =
+//!     RpcClient::connect(server.local_addr(), ClientConfig::default(), RpcConfig::default())
+//!         .await?;
+//! client.bind("status", |(): ()| async { Ok::<_, String>("idle") })?;
+//!
+//! let hi: String = client.execute("greet", "lamp", Duration::from_secs(1)).await?;
+//! assert_eq!(hi, "hello lamp");
+//!
+//! // The server calls its client back.
+//! let Some(RpcServerEvent::Connected { peer, .. }) = server.next_event().await else {
+//!     unreachable!("the first event is the connection")
+//! };
+//! let status: String = peer.execute("status", (), Duration::from_secs(1)).await?;
+//! assert_eq!(status, "idle");
+//! # Ok(()) }
+//! ```
+//!
+//! # Limits and defaults
+//!
+//! Per connection ([`RpcConfig`]): 1024 calls in flight (callers wait beyond), 64 handlers
+//! running and 1024 requests queued (then `Busy`), 1024 kept replies for at most 60 s.
+//!
 //! The packet format is in the [`packet`] module docs and in `docs/wire-format.md`; the
 //! state machine under [`RpcPeer`] is the sans-IO [`proto`] module.
 

@@ -378,6 +378,12 @@ mod tests {
             args: Bytes::new(),
         };
         assert_eq!(&named.to_bytes()[..], &[1, 2, 1, 2, b'h', b'i', 0]);
+        let ok = Packet::Reply {
+            retcode: RetCode(1),
+            status: Status::OK,
+            body: to_postcard(&5i32).unwrap(),
+        };
+        assert_eq!(&ok.to_bytes()[..], &[1, 1, 1, 0, 1, 0x0a]);
         let reply = Packet::Reply {
             retcode: RetCode(300),
             status: Status::BUSY,

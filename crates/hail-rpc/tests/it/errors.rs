@@ -282,3 +282,24 @@ async fn polling_rules() {
         Err(RpcError::UnknownRetCode(bogus))
     );
 }
+
+#[tokio::test]
+async fn calls_without_a_connection_fail_fast_and_say_why() {
+    use hail_rpc::{Disconnect, RpcPeer};
+    let (peer, driver) = RpcPeer::new(RpcConfig::default());
+    // Never connected.
+    assert_eq!(
+        peer.execute::<_, ()>("x", (), T).await,
+        Err(RpcError::NotConnected)
+    );
+    // The link reported a failed authentication: calls say so until a connection is up.
+    driver.disconnected(Disconnect::AuthFailed);
+    assert_eq!(
+        peer.execute::<_, ()>("x", (), T).await,
+        Err(RpcError::AuthFailed)
+    );
+    assert_eq!(peer.send("x", ()).await, Err(RpcError::AuthFailed));
+    assert!(RpcError::AuthFailed.handler_did_not_run());
+    drop(driver);
+    assert_eq!(peer.notify("x", ()).await, Err(RpcError::NotConnected));
+}
