@@ -8,7 +8,10 @@
 //! cargo run -p hail-examples --example frames
 //! ```
 
-#![allow(clippy::print_stdout, reason = "an example shows its results on stdout")]
+#![allow(
+    clippy::print_stdout,
+    reason = "an example shows its results on stdout"
+)]
 
 use std::time::Instant;
 
@@ -56,12 +59,22 @@ async fn main() -> anyhow::Result<()> {
     });
 
     let mut client = Framed::new(TcpStream::connect(addr).await?, python_comms());
-    for msg in [json!({"hello": "world"}), json!({"cmd": "move", "x": 1.5, "y": -2})] {
+    for msg in [
+        json!({"hello": "world"}),
+        json!({"cmd": "move", "x": 1.5, "y": -2}),
+    ] {
         let mut bytes = bytes::BytesMut::new();
         python_comms().encode_ref(&msg, &mut bytes)?;
-        println!("client sends {msg} as {} bytes: {:02x?}...", bytes.len(), &bytes[..8]);
+        println!(
+            "client sends {msg} as {} bytes: {:02x?}...",
+            bytes.len(),
+            &bytes[..8]
+        );
         client.send(msg).await?;
-        let reply = client.next().await.ok_or(anyhow::anyhow!("server gone"))??;
+        let reply = client
+            .next()
+            .await
+            .ok_or(anyhow::anyhow!("server gone"))??;
         println!("client got   {reply}");
     }
     drop(client);
@@ -70,7 +83,13 @@ async fn main() -> anyhow::Result<()> {
     // Typed messages use postcard by default: compact and strict.
     let mut codec = MessageCodec::new(FrameCodec::new(), Postcard::<Reading>::new());
     let mut buf = bytes::BytesMut::new();
-    codec.encode_ref(&Reading { sensor: "shed".into(), celsius: 4.5 }, &mut buf)?;
+    codec.encode_ref(
+        &Reading {
+            sensor: "shed".into(),
+            celsius: 4.5,
+        },
+        &mut buf,
+    )?;
     println!("a typed Reading as postcard: {} bytes", buf.len());
     let back = tokio_util::codec::Decoder::decode(&mut codec, &mut buf)?;
     println!("decoded back: {back:?}");
