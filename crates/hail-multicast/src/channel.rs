@@ -54,7 +54,10 @@ pub struct ChannelBuilder {
 impl ChannelBuilder {
     /// Adds an interface to join on (by address, name or index). May be called several
     /// times. Default: none given means every up, multicast-capable interface with an
-    /// address of the group's family.
+    /// address of the group's family (on Linux that excludes `lo`, which has no `MULTICAST`
+    /// flag: name it, e.g. `.interface(Ipv4Addr::LOCALHOST)`, to use loopback).
+    ///
+    /// A channel joined on several interfaces sends each payload on every one of them.
     #[must_use]
     pub fn interface(mut self, interface: impl Into<Interface>) -> Self {
         self.interfaces.push(interface.into());

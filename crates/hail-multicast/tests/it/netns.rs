@@ -315,3 +315,73 @@ fn two_hosts_on_a_bridge_with_loss() {
     assert_eq!(stats.dropped(), 0, "{stats:?}");
     assert_eq!(stats.delivered, u64::from(got));
 }
+
+/// With no interface given, a channel joins every up, multicast-capable interface: in a
+/// namespace with `lo` and one veth, that is the veth alone.
+#[test]
+fn default_interfaces_are_the_multicast_capable_ones() {
+    let Some(ns) = Namespaces::create("def", &["a", "b"]) else {
+        return;
+    };
+    let (a, b) = (ns.name(0).to_owned(), ns.name(1).to_owned());
+    for args in [
+        vec![
+            "-n", &a, "link", "add", "e0", "type", "veth", "peer", "name", "e0", "netns", &b,
+        ],
+        vec!["-n", &a, "addr", "add", "10.79.0.1/24", "dev", "e0"],
+        vec!["-n", &b, "addr", "add", "10.79.0.2/24", "dev", "e0"],
+        vec!["-n", &a, "link", "set", "e0", "up"],
+        vec!["-n", &b, "link", "set", "e0", "up"],
+    ] {
+        ip(&args).expect("set up veth pair");
+    }
+    let group = SocketAddr::from((Ipv4Addr::new(239, 255, 77, 60), 47_760));
+    let ready = Arc::new(Barrier::new(2));
+    let got_in_b = Arc::new(AtomicBool::new(false));
+    let b_thread = {
+        let (ready, got_in_b) = (Arc::clone(&ready), Arc::clone(&got_in_b));
+        in_netns(&b, move || {
+            runtime().block_on(async move {
+                let mut rx = Channel::builder(group).interface("e0").build().unwrap();
+                ready.wait();
+                let d = timeout(PATIENCE, async {
+                    loop {
+                        let d = rx.recv().await.unwrap();
+                        if &d.payload[..] == b"default" {
+                            break d;
+                        }
+                    }
+                })
+                .await
+                .expect("datagram from the default channel");
+                got_in_b.store(true, Ordering::SeqCst);
+                d.from
+            })
+        })
+    };
+    let a_thread = {
+        let (ready, got_in_b) = (Arc::clone(&ready), Arc::clone(&got_in_b));
+        in_netns(&a, move || {
+            runtime().block_on(async move {
+                let tx = Channel::builder(group).build().expect("default interfaces");
+                let addrs = tx.send_addrs().unwrap();
+                ready.wait();
+                let deadline = Instant::now() + PATIENCE;
+                while !got_in_b.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    tx.send(b"default").await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                addrs
+            })
+        })
+    };
+    let from = b_thread.join().expect("receiver");
+    let addrs = a_thread.join().expect("sender");
+    assert_eq!(
+        addrs.len(),
+        1,
+        "lo is not multicast-capable, e0 is: {addrs:?}"
+    );
+    assert_eq!(addrs[0].ip(), Ipv4Addr::new(10, 79, 0, 1));
+    assert_eq!(from, addrs[0]);
+}
