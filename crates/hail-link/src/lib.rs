@@ -57,6 +57,11 @@
 //! [`LinkConfig::python_comms`] (little-endian u32 header, bare frames, no heartbeats) with
 //! [`Json`](hail_wire::Json) payloads talks to a Python Comms (`ReliableCommunication`) peer.
 //!
+//! # Feature flags
+//!
+//! * `fuzzing` (off): exposes the `fuzzing` module, entry points for the cargo-fuzz
+//!   targets. Not a stable API.
+//!
 //! The byte layout of everything on the wire is in the [`wire`] module docs and in
 //! `docs/wire-format.md`.
 
@@ -64,6 +69,8 @@ mod client;
 mod config;
 mod conn;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod handshake;
 mod proto;
 mod rx;
