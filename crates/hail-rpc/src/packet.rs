@@ -228,9 +228,9 @@ fn write(dst: &mut BytesMut, wire: &WireRef<'_>) {
 
 /// Serializes `value` as postcard into a fresh buffer (arguments, results, messages).
 pub(crate) fn to_postcard<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, postcard::Error> {
-    let mut b = BytesMut::new();
-    postcard::serialize_with_flavor::<_, _, ()>(value, BytesMutFlavor(&mut b))?;
-    Ok(b.freeze())
+    // A `Vec` pushes single bytes (varints, `u8` sequences) faster than `BytesMut`, and
+    // turns into `Bytes` without a copy.
+    Ok(Bytes::from(postcard::to_extend(value, Vec::with_capacity(64))?))
 }
 
 /// An error message as a reply body (a postcard string).
