@@ -554,10 +554,42 @@ impl Channel {
     }
 }
 
+/// Received datagrams, as [`Channel::recv`] gives them. The stream never ends by itself; a
+/// socket error is an `Err` item, and dropped datagrams are skipped (and counted).
 impl futures_core::Stream for Channel {
     type Item = Result<Datagram, MulticastError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.get_mut().poll_recv(cx).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn handles_and_futures_are_send() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Sender>();
+        fn send<T: Send>() {}
+        send::<Channel>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let mut chan = Channel::builder(SocketAddr::from(([239, 255, 77, 99], 0)))
+            .interface(std::net::Ipv4Addr::LOCALHOST)
+            .ttl(0)
+            .build()
+            .unwrap();
+        // Futures are only built, never polled: nothing is sent.
+        is_send(&chan.send(b"x"));
+        is_send(&chan.sender().send_msg(&1u8));
+        is_send(&chan.recv());
+        is_send(&chan.recv_msg::<u8>());
     }
 }
