@@ -46,7 +46,8 @@ pub struct Opened<'a> {
 #[non_exhaustive]
 pub struct OpenerConfig {
     /// Sender sessions tracked at once; past this the least recently heard one is forgotten.
-    /// Default: 256 (about 1 KiB each, so about 256 KiB when full).
+    /// Default: 256 (about 1 KiB each, so about 256 KiB when full). Clamped to
+    /// 1..=[`OpenerConfig::MAX_SESSIONS_LIMIT`], since the table is allocated up front.
     pub max_sessions: usize,
 }
 
@@ -54,10 +55,13 @@ impl OpenerConfig {
     /// The default number of sessions tracked, 256.
     pub const DEFAULT_MAX_SESSIONS: usize = 256;
 
-    /// Sets [`OpenerConfig::max_sessions`] (at least 1; 0 is taken as 1).
+    /// The most sessions an opener tracks, 65,536 (about 64 MiB of table).
+    pub const MAX_SESSIONS_LIMIT: usize = 65_536;
+
+    /// Sets [`OpenerConfig::max_sessions`] (clamped to 1..=65,536).
     #[must_use]
     pub fn max_sessions(mut self, n: usize) -> Self {
-        self.max_sessions = n.max(1);
+        self.max_sessions = n.clamp(1, Self::MAX_SESSIONS_LIMIT);
         self
     }
 }
@@ -103,7 +107,9 @@ impl Opener {
 
     /// An opener with explicit limits.
     pub fn with_config(key: &GroupKey, config: OpenerConfig) -> Self {
-        let max_sessions = config.max_sessions.max(1);
+        let max_sessions = config
+            .max_sessions
+            .clamp(1, OpenerConfig::MAX_SESSIONS_LIMIT);
         Self {
             root: key.multicast_root(),
             sessions: Vec::with_capacity(max_sessions),

@@ -214,6 +214,23 @@ fn malformed_inputs_are_typed() {
 }
 
 #[test]
+fn session_limit_is_clamped() {
+    assert_eq!(
+        OpenerConfig::default()
+            .max_sessions(usize::MAX)
+            .max_sessions,
+        65_536
+    );
+    assert_eq!(OpenerConfig::default().max_sessions(0).max_sessions, 1);
+    let mut one = Opener::with_config(&key(), OpenerConfig::default().max_sessions(0));
+    let mut a = Sealer::new(&key()).unwrap();
+    let mut b = Sealer::new(&key()).unwrap();
+    one.open(&mut seal(&mut a, b"a")).unwrap();
+    one.open(&mut seal(&mut b, b"b")).unwrap();
+    assert_eq!(one.sessions(), 1);
+}
+
+#[test]
 fn session_table_is_bounded_lru() {
     let k = key();
     let mut o = Opener::with_config(&k, OpenerConfig::default().max_sessions(3));

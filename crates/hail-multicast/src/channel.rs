@@ -99,10 +99,11 @@ impl ChannelBuilder {
     }
 
     /// Sender sessions a sealed channel tracks for replay protection. Default: 256
-    /// ([`OpenerConfig::DEFAULT_MAX_SESSIONS`]); the least recently heard is forgotten first.
+    /// ([`OpenerConfig::DEFAULT_MAX_SESSIONS`]), clamped to 1..=65,536; the least recently
+    /// heard is forgotten first.
     #[must_use]
     pub fn max_sessions(mut self, n: usize) -> Self {
-        self.max_sessions = n.max(1);
+        self.max_sessions = n.clamp(1, OpenerConfig::MAX_SESSIONS_LIMIT);
         self
     }
 
