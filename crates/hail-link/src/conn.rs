@@ -738,6 +738,7 @@ async fn reader_task<P: PayloadCodec>(
             r = rd.read_buf(&mut rx.raw) => match r {
                 Ok(0) => break CloseReason::PeerClosed,
                 Ok(n) => {
+                    rx.after_read(n);
                     stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(e) => break CloseReason::io(e),
@@ -825,7 +826,12 @@ async fn writer_task(
                         }
                         continue;
                     }
-                    () = shared.wake.notified() => continue,
+                    () = shared.wake.notified() => {
+                        // Let the senders that woke us queue a little more first: one
+                        // yield turns a write per message into a write per burst.
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
                     () = sleep_until_opt(ping_at) => {
                         if !live.as_ref().is_some_and(|l| l.ping_due(Instant::now().into_std())) {
                             continue;

@@ -8,8 +8,10 @@ use crate::CloseReason;
 use crate::error::ProtocolError;
 use crate::seal::{self, Opener, Record};
 
-/// How much free space a read asks for: 16 KiB (grown to 64 KiB under load).
-pub(crate) const READ_CHUNK: usize = 16 * 1024;
+/// Smallest read: 4 KiB (an idle link reserves no more).
+pub(crate) const MIN_READ: usize = 4 * 1024;
+/// Largest read: 64 KiB (the size grows while reads come back full).
+pub(crate) const MAX_READ: usize = 64 * 1024;
 
 /// Raw bytes in, frame bodies out; opens sealed records first on a secured link.
 #[derive(Debug)]
@@ -21,6 +23,8 @@ pub(crate) struct Rx {
     plain: BytesMut,
     frames: FrameCodec,
     max_record: usize,
+    /// Free space the next read asks for; adapts between `MIN_READ` and `MAX_READ`.
+    read_size: usize,
 }
 
 impl Rx {
@@ -35,6 +39,7 @@ impl Rx {
                 .max_frame_len(max_frame_len)
                 .build(),
             max_record: seal::MAX_RECORD,
+            read_size: MIN_READ,
         }
     }
 
@@ -56,10 +61,19 @@ impl Rx {
             .build();
     }
 
-    /// Makes room for the next read: at least 8 KiB free, never more than 64 KiB asked for.
+    /// Makes room for the next read: the adaptive read size (4 KiB to 64 KiB).
     pub(crate) fn reserve_for_read(&mut self) {
-        if self.raw.capacity() - self.raw.len() < 8 * 1024 {
-            self.raw.reserve(READ_CHUNK);
+        if self.raw.capacity() - self.raw.len() < self.read_size / 2 {
+            self.raw.reserve(self.read_size);
+        }
+    }
+
+    /// A read returned `n` bytes: grow the read size while reads fill it, shrink when idle.
+    pub(crate) fn after_read(&mut self, n: usize) {
+        if n >= self.read_size / 2 {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        } else if n < self.read_size / 8 {
+            self.read_size = (self.read_size / 2).max(MIN_READ);
         }
     }
 
@@ -70,10 +84,10 @@ impl Rx {
 
     /// Drops spare capacity when idle, so an idle link holds little memory.
     pub(crate) fn shrink_if_idle(&mut self) {
-        if self.raw.is_empty() && self.raw.capacity() > READ_CHUNK {
+        if self.raw.is_empty() && self.raw.capacity() > 2 * self.read_size {
             self.raw = BytesMut::new();
         }
-        if self.plain.is_empty() && self.plain.capacity() > READ_CHUNK {
+        if self.plain.is_empty() && self.plain.capacity() > MAX_READ {
             self.plain = BytesMut::new();
         }
     }
@@ -106,5 +120,28 @@ impl Rx {
                 Some(Record::Data(record)) => opener.open(&record, &mut self.plain)?,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_size_adapts() {
+        let mut rx = Rx::new(ByteOrder::BigEndian, 1024);
+        rx.reserve_for_read();
+        assert!(rx.raw.capacity() >= MIN_READ && rx.raw.capacity() < MAX_READ);
+        for _ in 0..10 {
+            rx.after_read(MAX_READ);
+        }
+        assert_eq!(rx.read_size, MAX_READ);
+        for _ in 0..10 {
+            rx.after_read(10);
+        }
+        assert_eq!(rx.read_size, MIN_READ);
+        rx.raw.reserve(MAX_READ * 4);
+        rx.shrink_if_idle();
+        assert_eq!(rx.raw.capacity(), 0);
     }
 }

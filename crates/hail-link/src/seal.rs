@@ -17,7 +17,7 @@
 //!    plaintext link carries) is cut into records without regard to frame boundaries, so
 //!    many small frames share one record and a large frame spans several.
 //!
-//! Pattern `Noise_NNpsk0_25519_ChaChaPoly_SHA256`, prologue `hail-link/1`, psk = the group
+//! Pattern `Noise_NNpsk0_25519_AESGCM_SHA256`, prologue `hail-link/1`, psk = the group
 //! key's link sub-key. Nonces are implicit record counters on each direction; a replayed,
 //! reordered or modified record fails authentication and closes the link.
 
@@ -30,7 +30,7 @@ use crate::CloseReason;
 use crate::error::ProtocolError;
 
 /// The Noise protocol name.
-pub(crate) const PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_SHA256";
+pub(crate) const PATTERN: &str = "Noise_NNpsk0_25519_AESGCM_SHA256";
 /// Noise prologue: binds the protocol and its version into the handshake hash.
 pub(crate) const PROLOGUE: &[u8] = b"hail-link/1";
 /// Largest Noise message.

@@ -51,7 +51,7 @@
 //!    without HELLO). Records are cut without regard to frame boundaries: small frames
 //!    share a record, a large frame spans several.
 //!
-//! Protocol name `Noise_NNpsk0_25519_ChaChaPoly_SHA256`, prologue `hail-link/1`, psk =
+//! Protocol name `Noise_NNpsk0_25519_AESGCM_SHA256`, prologue `hail-link/1`, psk =
 //! [`GroupKey::link_psk`](hail_crypto::GroupKey::link_psk). Record nonces are implicit
 //! counters per direction, so a replayed, reordered, dropped or modified record fails
 //! authentication and closes the link.
