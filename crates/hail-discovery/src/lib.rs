@@ -1,20 +1,58 @@
 //! Discovery for hail: devices advertise themselves on a multicast group, find each other,
-//! and keep exactly one link per pair.
+//! keep exactly one link per pair, send to each other by name and ask each other questions.
 //!
-//! This crate holds the protocol logic, written sans-IO so it is tested without sockets
-//! and without sleeping:
-//!
+//! - [`Device`]: the tokio device. It advertises on a `hail-multicast` channel (sealed
+//!   when a passphrase is set), connects over `hail-link` (Noise-secured with the same
+//!   passphrase), carries messages and questions over `hail-rpc`, and reports peers
+//!   joining and leaving as [`DeviceEvent`]s.
 //! - [`advert`]: the versioned discovery protocol. Adverts on the multicast group
 //!   (announce, probe, goodbye) and messages on links (hello, peers gossip, goodbye), with
 //!   their byte layout, limits and strict decoders that return typed [`AdvertError`]s.
-//! - [`PeerTable`]: the state machine. It takes adverts, link events and the current
-//!   [`Instant`](std::time::Instant), and says who joined, who left and why, whom to dial,
-//!   which link to close, what to send, and when to wake it next.
+//! - [`PeerTable`]: the sans-IO state machine under the device. It takes adverts, link
+//!   events and the current [`Instant`](std::time::Instant), and says who joined, who left
+//!   and why, whom to dial, which link to close, what to send, and when to wake it next.
 //!
-//! The tokio `Device` that drives the table over `hail-multicast`, `hail-link` and
-//! `hail-rpc` is not part of this crate yet.
+//! # A device
 //!
-//! # Example
+//! Two devices on the loopback interface find each other and talk:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::net::{Ipv4Addr, SocketAddr};
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use hail_discovery::{Device, DeviceEvent};
+//!
+//! let group = SocketAddr::from((Ipv4Addr::new(239, 255, 72, 78), 0)); // 0: a free port
+//! let start = |name: &str, group| {
+//!     Device::builder(name)
+//!         .group(group)
+//!         .interface(Ipv4Addr::LOCALHOST) // default: every multicast interface
+//!         .listen("127.0.0.1:0".parse().unwrap())
+//!         .start()
+//! };
+//! let (lamp, _lamp_events) = start("lamp", group).await?;
+//! let (switch, mut events) = start("switch", lamp.group()).await?;
+//! lamp.on_question(|_from, _question| async { Ok(Bytes::from_static(b"on")) })?;
+//!
+//! while switch.peers().is_empty() {
+//!     events.recv().await; // PeersChanged, PeerJoined ...
+//! }
+//! let answers = switch.ask("lamp", Bytes::from_static(b"state?"), Duration::from_secs(1)).await;
+//! assert_eq!(answers["lamp"], Ok(Bytes::from_static(b"on")));
+//! lamp.shutdown().await;
+//! loop {
+//!     if let Some(DeviceEvent::PeerLeft { reason, .. }) = events.recv().await {
+//!         assert_eq!(reason, hail_discovery::LeaveReason::Goodbye);
+//!         break;
+//!     }
+//! }
+//! # switch.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # The peer table alone
 //!
 //! Two tables, wired by hand: `b` hears `a`'s announcement, dials, and both exchange
 //! hellos over the link the driver made.
@@ -81,6 +119,7 @@
 
 pub mod advert;
 mod config;
+mod device;
 mod error;
 mod id;
 mod peer_table;
@@ -92,6 +131,10 @@ pub use advert::{
 pub use config::{
     LocalDevice, MAX_BURST, MAX_LEASE, MAX_PEER_LEASE, MIN_PEER_LEASE, PeerTableConfig,
     PeerTableConfigBuilder,
+};
+pub use device::{
+    AskError, DEFAULT_GROUP, Device, DeviceBuilder, DeviceError, DeviceEvent, DeviceEvents,
+    EVENT_CAPACITY, SendError, Targets,
 };
 pub use error::{AdvertError, ConfigError, NameError, ResolveError};
 pub use id::{ConnId, DeviceId, DialId};

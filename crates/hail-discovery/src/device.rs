@@ -1,0 +1,876 @@
+//! The tokio [`Device`]: the [`PeerTable`] driven over `hail-multicast` (adverts),
+//! `hail-link` (one connection per peer) and `hail-rpc` (messages, questions, user calls).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, join_all};
+use hail_crypto::GroupKey;
+use hail_link::{
+    CloseReason as LinkClose, Connection, LinkConfig, LinkError, Server, ServerConfig, ServerEvent,
+};
+use hail_multicast::{Channel, MulticastError};
+use hail_rpc::{
+    Disconnect, Handlers, LinkClosed, Outgoing, PeerDriver, RpcConfig, RpcError, RpcPeer,
+};
+use hail_wire::Binary;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use crate::advert::{LinkMessage, MAGIC};
+use crate::config::{LocalDevice, PeerTableConfig};
+use crate::error::{ConfigError, ResolveError};
+use crate::id::{ConnId, DeviceId};
+use crate::peer_table::{
+    Action, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, PeerTable,
+};
+
+/// The default discovery group: `239.255.72.76:5676` (administratively scoped IPv4).
+pub const DEFAULT_GROUP: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 72, 76)), 5676);
+/// Capacity of the event stream: 1024 events; further events are dropped and counted
+/// while the stream is full.
+pub const EVENT_CAPACITY: usize = 1024;
+/// The RPC method that carries [`Device::send`] messages.
+const MSG_METHOD: &str = "hail/msg";
+/// The RPC method that carries [`Device::ask`] questions.
+const ASK_METHOD: &str = "hail/ask";
+
+/// Something went wrong starting or running a [`Device`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// The name or the discovery settings are invalid.
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The discovery multicast channel could not be opened.
+    #[error("multicast: {0}")]
+    Multicast(#[from] MulticastError),
+    /// The TCP listener could not be opened.
+    #[error("link: {0}")]
+    Link(#[from] LinkError),
+    /// [`Device::on_question`] was called a second time.
+    #[error("the question handler is already set")]
+    QuestionHandlerSet,
+}
+
+/// Why a message could not be handed to a peer's link.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No live device has this name.
+    #[error("unknown name")]
+    UnknownName,
+    /// Two or more live devices have this name.
+    #[error("ambiguous name")]
+    AmbiguousName,
+    /// The device is known but not connected right now.
+    #[error("not connected")]
+    NotConnected,
+}
+
+/// Why a question got no answer from one target.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AskError {
+    /// No answer within the timeout.
+    #[error("no answer in time")]
+    NoAnswer,
+    /// The target is not connected, or its link was lost while asking.
+    #[error("unreachable")]
+    Unreachable,
+    /// No live device has this name.
+    #[error("unknown name")]
+    UnknownName,
+    /// Two or more live devices have this name.
+    #[error("ambiguous name")]
+    AmbiguousName,
+    /// The target's question handler failed, or it has none.
+    #[error("handler: {0}")]
+    Handler(String),
+}
+
+/// Whom to send to or ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// One device by name.
+    One(String),
+    /// Several devices by name.
+    Many(Vec<String>),
+    /// Every joined peer.
+    All,
+}
+
+impl From<&str> for Targets {
+    fn from(name: &str) -> Self {
+        Self::One(name.to_owned())
+    }
+}
+
+impl From<Vec<String>> for Targets {
+    fn from(names: Vec<String>) -> Self {
+        Self::Many(names)
+    }
+}
+
+impl From<&[&str]> for Targets {
+    fn from(names: &[&str]) -> Self {
+        Self::Many(names.iter().map(|n| (*n).to_owned()).collect())
+    }
+}
+
+/// What a [`Device`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceEvent {
+    /// The joined peers, sorted by name then id.
+    PeersChanged(Vec<PeerInfo>),
+    /// A peer is connected and ready.
+    PeerJoined(PeerInfo),
+    /// A peer left.
+    PeerLeft {
+        /// Who.
+        peer: PeerInfo,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// Several live devices share a name.
+    DuplicateName {
+        /// The name.
+        name: String,
+        /// The ids that hold it.
+        ids: Vec<DeviceId>,
+    },
+    /// A message from a peer ([`Device::send`] on its side).
+    Message {
+        /// The sender's name.
+        from: String,
+        /// The message.
+        payload: Bytes,
+    },
+}
+
+/// The event stream of a [`Device`]; ends when the device shuts down.
+#[derive(Debug)]
+pub struct DeviceEvents {
+    rx: mpsc::Receiver<DeviceEvent>,
+}
+
+impl DeviceEvents {
+    /// The next event, or `None` once the device is shut down.
+    pub async fn recv(&mut self) -> Option<DeviceEvent> {
+        self.rx.recv().await
+    }
+}
+
+type QuestionFn = dyn Fn(String, Bytes) -> BoxFuture<'static, Result<Bytes, String>> + Send + Sync;
+
+/// A passphrase, never printed.
+#[derive(Clone)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Configures and starts a [`Device`]; from [`Device::builder`].
+#[derive(Debug, Clone)]
+pub struct DeviceBuilder {
+    name: String,
+    group: SocketAddr,
+    interface: Option<Ipv4Addr>,
+    ttl: u32,
+    listen: SocketAddr,
+    advertise: Vec<IpAddr>,
+    passphrase: Option<Secret>,
+    key: Option<GroupKey>,
+    table: PeerTableConfig,
+    rpc: RpcConfig,
+    multicast: bool,
+}
+
+impl DeviceBuilder {
+    /// The discovery group. Default: [`DEFAULT_GROUP`], `239.255.72.76:5676`. Port 0 picks
+    /// a free port (tests; read it back with [`Device::group`]).
+    pub fn group(mut self, group: SocketAddr) -> Self {
+        self.group = group;
+        self
+    }
+
+    /// The IPv4 interface (by address) adverts are sent and received on. Default: every
+    /// up, multicast-capable interface (`hail-multicast`'s default). Tests set
+    /// `127.0.0.1`.
+    pub fn interface(mut self, addr: Ipv4Addr) -> Self {
+        self.interface = Some(addr);
+        self
+    }
+
+    /// Multicast TTL. Default: 1 (the local network only).
+    pub fn ttl(mut self, ttl: u32) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// TCP listen address for links. Default: `0.0.0.0:0`, every interface on an
+    /// ephemeral port, so many devices share a host.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Addresses to advertise. Default: none beyond what peers see (they dial the source
+    /// address of each advert, which is the interface it was sent on).
+    pub fn advertise(mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.advertise = addrs.into_iter().collect();
+        self
+    }
+
+    /// Seals adverts and secures links with a group key derived from `passphrase`
+    /// (PBKDF2, 600,000 iterations: hundreds of milliseconds, once, in
+    /// [`start`](Self::start)). Default: none (plaintext, anyone on the LAN may join).
+    pub fn passphrase(mut self, passphrase: impl Into<String>) -> Self {
+        self.passphrase = Some(Secret(passphrase.into()));
+        self
+    }
+
+    /// Seals adverts and secures links with this group key (derived beforehand, e.g. with
+    /// [`GroupKey::derive`] for the group name `"hail-discovery"` to match
+    /// [`passphrase`](Self::passphrase)). Takes precedence over a passphrase. Default: none.
+    pub fn group_key(mut self, key: GroupKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Discovery timing, limits and static peers. Default: [`PeerTableConfig::default`].
+    pub fn table(mut self, config: PeerTableConfig) -> Self {
+        self.table = config;
+        self
+    }
+
+    /// RPC settings for every peer link. Default: [`RpcConfig::default`].
+    pub fn rpc(mut self, config: RpcConfig) -> Self {
+        self.rpc = config;
+        self
+    }
+
+    /// Whether to use multicast at all; off, only static peers and gossip find peers.
+    /// Default: on.
+    pub fn multicast(mut self, on: bool) -> Self {
+        self.multicast = on;
+        self
+    }
+
+    /// Derives the key (if any), opens the multicast channel and the TCP listener, and
+    /// starts discovery. Returns the device and its event stream.
+    pub async fn start(self) -> Result<(Device, DeviceEvents), DeviceError> {
+        let key = self.key.clone().or_else(|| {
+            self.passphrase
+                .as_ref()
+                .map(|p| GroupKey::derive(&p.0, "hail-discovery"))
+        });
+        let mut link = LinkConfig::default();
+        if let Some(k) = &key {
+            link = link.group_key(k);
+        }
+        let channel = if self.multicast {
+            let mut b = Channel::builder(self.group).ttl(self.ttl);
+            if let Some(i) = self.interface {
+                b = b.interface(i);
+            }
+            if let Some(k) = key.clone() {
+                b = b.key(k);
+            }
+            Some(b.build()?)
+        } else {
+            None
+        };
+        let group = channel.as_ref().map_or(self.group, Channel::group);
+        let (server, server_events) = Server::bind(
+            self.listen,
+            ServerConfig::default().link(link.clone()),
+            Binary,
+        )
+        .await?;
+        let port = server.local_addr().port();
+        let mut advertise = self.advertise.clone();
+        if advertise.is_empty() {
+            if let Some(i) = self.interface {
+                advertise.push(IpAddr::V4(i));
+            }
+        }
+        let local =
+            LocalDevice::new(DeviceId::random(), self.name.clone(), port).with_addresses(advertise);
+        let mut table = PeerTable::new(self.table.clone(), local, rand::random())?;
+        table.start(Instant::now());
+        let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
+        let shared = Arc::new(Shared {
+            table: Mutex::new(table),
+            links: Mutex::new(HashMap::new()),
+            question: OnceLock::new(),
+            events: events_tx,
+            rpc: self.rpc.clone(),
+            link,
+        });
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let server = Arc::new(server);
+        let task = tokio::spawn(run(
+            shared.clone(),
+            channel,
+            server.clone(),
+            server_events,
+            internal_tx,
+            internal_rx,
+            stop_rx,
+        ));
+        let id = lock(&shared.table).local().id;
+        Ok((
+            Device {
+                shared,
+                id,
+                name: self.name,
+                local_addr: server.local_addr(),
+                group,
+                stop: Some(stop_tx),
+                task: Some(task),
+            },
+            DeviceEvents { rx: events_rx },
+        ))
+    }
+}
+
+/// A device on the network: advertises itself, discovers and connects to peers, sends to
+/// them by name and asks them questions.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), hail_discovery::DeviceError> {
+/// use hail_discovery::{Device, DeviceEvent};
+/// let (lamp, mut events) = Device::builder("lamp").start().await?;
+/// while let Some(event) = events.recv().await {
+///     if let DeviceEvent::PeerJoined(peer) = event {
+///         lamp.send(peer.name.as_str(), "hello".into()).await;
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// Dropping the device stops it at once (no goodbye); [`shutdown`](Self::shutdown) says
+/// goodbye first.
+#[derive(Debug)]
+pub struct Device {
+    shared: Arc<Shared>,
+    id: DeviceId,
+    name: String,
+    local_addr: SocketAddr,
+    group: SocketAddr,
+    stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+impl Device {
+    /// A builder for a device named `name` (1 to 64 bytes of UTF-8, no control characters).
+    pub fn builder(name: impl Into<String>) -> DeviceBuilder {
+        DeviceBuilder {
+            name: name.into(),
+            group: DEFAULT_GROUP,
+            interface: None,
+            ttl: 1,
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            advertise: Vec::new(),
+            passphrase: None,
+            key: None,
+            table: PeerTableConfig::default(),
+            rpc: RpcConfig::default(),
+            multicast: true,
+        }
+    }
+
+    /// This run's id.
+    pub fn id(&self) -> DeviceId {
+        self.id
+    }
+
+    /// The device name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The TCP address links are accepted on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The discovery group (with the port actually bound).
+    pub fn group(&self) -> SocketAddr {
+        self.group
+    }
+
+    /// The joined peers, sorted by name then id.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        lock(&self.shared.table).peers()
+    }
+
+    /// An RPC handle to the joined peer with this name, for the user's own methods.
+    pub fn peer(&self, name: &str) -> Result<RpcPeer, ResolveError> {
+        self.shared.resolve_rpc(name)
+    }
+
+    /// Sets the handler for [`ask`](Self::ask) from peers: it gets the asker's name and the
+    /// question. Once per device.
+    pub fn on_question<F, Fut>(&self, handler: F) -> Result<(), DeviceError>
+    where
+        F: Fn(String, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Bytes, String>> + Send + 'static,
+    {
+        let f: Arc<QuestionFn> = Arc::new(move |from, q| Box::pin(handler(from, q)));
+        self.shared
+            .question
+            .set(f)
+            .map_err(|_| DeviceError::QuestionHandlerSet)
+    }
+
+    /// Hands `msg` to the link of each target; the result says, per target name, whether
+    /// it was handed over or why not.
+    pub async fn send(
+        &self,
+        targets: impl Into<Targets>,
+        msg: Bytes,
+    ) -> Vec<(String, Result<(), SendError>)> {
+        let names = self.target_names(targets.into());
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let r = match self.shared.resolve_rpc(&name) {
+                Ok(peer) => peer
+                    .notify(MSG_METHOD, msg.to_vec())
+                    .await
+                    .map_err(|_| SendError::NotConnected),
+                Err(e) => Err(send_error(e)),
+            };
+            out.push((name, r));
+        }
+        out
+    }
+
+    /// Asks each target `question` and waits for all answers, at most `timeout`. Returns
+    /// as soon as every target answered or failed; a peer already gone fails at once.
+    pub async fn ask(
+        &self,
+        targets: impl Into<Targets>,
+        question: Bytes,
+        timeout: Duration,
+    ) -> HashMap<String, Result<Bytes, AskError>> {
+        let names = self.target_names(targets.into());
+        let calls = names.into_iter().map(|name| {
+            let q = question.to_vec();
+            let peer = self.shared.resolve_rpc(&name);
+            async move {
+                let r = match peer {
+                    Err(e) => Err(match e {
+                        ResolveError::UnknownName(_) => AskError::UnknownName,
+                        ResolveError::AmbiguousName { .. } => AskError::AmbiguousName,
+                        _ => AskError::Unreachable,
+                    }),
+                    Ok(peer) => match peer.execute::<_, Vec<u8>>(ASK_METHOD, q, timeout).await {
+                        Ok(answer) => Ok(Bytes::from(answer)),
+                        Err(RpcError::Timeout) => Err(AskError::NoAnswer),
+                        Err(RpcError::Handler(m)) => Err(AskError::Handler(m)),
+                        Err(RpcError::UnknownMethod(_)) => {
+                            Err(AskError::Handler("no question handler".into()))
+                        }
+                        Err(_) => Err(AskError::Unreachable),
+                    },
+                };
+                (name, r)
+            }
+        });
+        join_all(calls).await.into_iter().collect()
+    }
+
+    /// Says goodbye to every peer and on the group, closes every link and stops.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let (done_tx, done_rx) = oneshot::channel();
+            if stop.send(done_tx).is_ok() {
+                let _ = done_rx.await;
+            }
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    fn target_names(&self, targets: Targets) -> Vec<String> {
+        match targets {
+            Targets::One(n) => vec![n],
+            Targets::Many(v) => v,
+            Targets::All => {
+                let mut names: Vec<String> = self.peers().into_iter().map(|p| p.name).collect();
+                names.dedup();
+                names
+            }
+        }
+    }
+}
+
+fn send_error(e: ResolveError) -> SendError {
+    match e {
+        ResolveError::UnknownName(_) => SendError::UnknownName,
+        ResolveError::AmbiguousName { .. } => SendError::AmbiguousName,
+        _ => SendError::NotConnected,
+    }
+}
+
+/// One link to a peer, as the driver keeps it.
+struct LinkEntry {
+    conn: Connection<Binary>,
+    driver: PeerDriver,
+    /// Name of the peer, once its hello arrived.
+    name: Arc<OnceLock<String>>,
+    /// The table asked to close it; it is kept until it is closed.
+    closing: bool,
+}
+
+struct Shared {
+    table: Mutex<PeerTable>,
+    links: Mutex<HashMap<ConnId, LinkEntry>>,
+    question: OnceLock<Arc<QuestionFn>>,
+    events: mpsc::Sender<DeviceEvent>,
+    rpc: RpcConfig,
+    link: LinkConfig,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn resolve_rpc(&self, name: &str) -> Result<RpcPeer, ResolveError> {
+        let (_, conn) = lock(&self.table).resolve(name)?;
+        lock(&self.links)
+            .get(&conn)
+            .map(|l| l.driver.peer())
+            .ok_or_else(|| ResolveError::NotConnected(name.to_owned()))
+    }
+
+    fn emit(&self, e: DeviceEvent) {
+        if self.events.try_send(e).is_err() {
+            debug!("device event dropped: the stream is full or closed");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Packets of a peer's RPC go out on its link.
+struct LinkOut(Connection<Binary>);
+
+impl Outgoing for LinkOut {
+    fn send(
+        &self,
+        packet: Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), LinkClosed>> + Send + '_>>
+    {
+        Box::pin(async move { self.0.send(packet).await.map_err(|_| LinkClosed) })
+    }
+
+    fn try_send(&self, packet: Bytes) -> bool {
+        self.0.try_send(packet).is_ok()
+    }
+}
+
+enum Internal {
+    Dialed {
+        dial: crate::id::DialId,
+        result: Option<(Connection<Binary>, hail_link::Incoming<Bytes>)>,
+    },
+    Frame {
+        conn: ConnId,
+        frame: Bytes,
+    },
+    Ended {
+        conn: ConnId,
+    },
+}
+
+fn close_reason(r: &LinkClose) -> LinkCloseReason {
+    match r {
+        LinkClose::Timeout => LinkCloseReason::Timeout,
+        _ => LinkCloseReason::Lost,
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the driver's resources, moved in once
+async fn run(
+    shared: Arc<Shared>,
+    mut channel: Option<Channel>,
+    server: Arc<Server<Binary>>,
+    mut server_events: hail_link::ServerEvents<Bytes>,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    mut internal: mpsc::UnboundedReceiver<Internal>,
+    mut stop: oneshot::Receiver<oneshot::Sender<()>>,
+) {
+    let sender = channel.as_ref().map(Channel::sender);
+    let mut ctx = Ctx {
+        shared: shared.clone(),
+        internal_tx,
+        sender,
+    };
+    ctx.pump().await;
+    loop {
+        let deadline = lock(&shared.table).poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            done = &mut stop => {
+                lock(&shared.table).shutdown(Instant::now());
+                ctx.pump().await;
+                if let Ok(done) = done {
+                    let _ = done.send(());
+                }
+                break;
+            }
+            d = async { match channel.as_mut() { Some(c) => c.recv().await, None => std::future::pending().await } } => {
+                match d {
+                    Ok(d) => {
+                        let from = d.from;
+                        let r = lock(&shared.table).handle_datagram(&d.payload, from, Instant::now());
+                        if let Err(e) = r {
+                            debug!(%from, error = %e, "dropped an advert");
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "multicast receive failed"),
+                }
+            }
+            e = server_events.recv() => {
+                match e {
+                    Some(ServerEvent::Connected { id, addr }) => {
+                        if let Some(conn) = server.connection(id) {
+                            ctx.link_up(conn, LinkOrigin::Accepted, addr);
+                        }
+                    }
+                    Some(ServerEvent::Message { id, msg }) => ctx.frame(ConnId(id.get()), &msg),
+                    Some(ServerEvent::Closed { id, reason }) => ctx.closed(ConnId(id.get()), &reason),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            Some(m) = internal.recv() => {
+                match m {
+                    Internal::Dialed { dial, result: Some((conn, mut incoming)) } => {
+                        let id = ConnId(conn.id().get());
+                        let tx = ctx.internal_tx.clone();
+                        // Holds no handle: the link lives as long as the driver keeps it.
+                        tokio::spawn(async move {
+                            while let Some(frame) = incoming.recv().await {
+                                if tx.send(Internal::Frame { conn: id, frame }).is_err() {
+                                    return;
+                                }
+                            }
+                            let _ = tx.send(Internal::Ended { conn: id });
+                        });
+                        let remote = conn.peer_addr();
+                        ctx.link_up(conn, LinkOrigin::Dialed(dial), remote);
+                    }
+                    Internal::Dialed { dial, result: None } => {
+                        lock(&shared.table).dial_failed(dial, Instant::now());
+                    }
+                    Internal::Frame { conn, frame } => ctx.frame(conn, &frame),
+                    Internal::Ended { conn } => {
+                        let reason = lock(&shared.links).get(&conn).and_then(|l| l.conn.close_reason());
+                        ctx.closed(conn, &reason.unwrap_or(LinkClose::PeerClosed));
+                    }
+                }
+            }
+            () = sleep => {
+                lock(&shared.table).handle_timeout(Instant::now());
+            }
+        }
+        ctx.pump().await;
+    }
+    let links: Vec<LinkEntry> = lock(&shared.links).drain().map(|(_, l)| l).collect();
+    for l in &links {
+        l.conn.close();
+        l.driver.disconnected(Disconnect::Lost);
+    }
+    // Let goodbyes and queued messages go out before the handles drop.
+    let flushed = join_all(links.iter().map(|l| l.conn.closed()));
+    let _ = tokio::time::timeout(SHUTDOWN_LINGER, flushed).await;
+    if let Ok(server) = Arc::try_unwrap(server) {
+        server.shutdown(SHUTDOWN_LINGER).await;
+    }
+}
+
+/// How long shutdown waits for goodbyes and queued messages to go out: 500 ms.
+const SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
+
+struct Ctx {
+    shared: Arc<Shared>,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    sender: Option<hail_multicast::Sender>,
+}
+
+impl Ctx {
+    fn link_up(&mut self, conn: Connection<Binary>, origin: LinkOrigin, remote: SocketAddr) {
+        let id = ConnId(conn.id().get());
+        let name: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+        let handlers = Handlers::new();
+        let from = name.clone();
+        let events = self.shared.events.clone();
+        let _ = handlers.bind(MSG_METHOD, move |payload: Vec<u8>| {
+            let from = from.get().cloned().unwrap_or_default();
+            let events = events.clone();
+            async move {
+                let _ = events.try_send(DeviceEvent::Message {
+                    from,
+                    payload: Bytes::from(payload),
+                });
+                Ok::<(), String>(())
+            }
+        });
+        let asker = name.clone();
+        let shared = Arc::downgrade(&self.shared);
+        let _ = handlers.bind(ASK_METHOD, move |q: Vec<u8>| {
+            let from = asker.get().cloned().unwrap_or_default();
+            let handler = shared.upgrade().and_then(|s| s.question.get().cloned());
+            async move {
+                let Some(h) = handler else {
+                    return Err("no question handler".to_string());
+                };
+                h(from, Bytes::from(q)).await.map(|b| b.to_vec())
+            }
+        });
+        let (_peer, driver) = RpcPeer::with_handlers(self.shared.rpc.clone(), handlers);
+        driver.connected(Arc::new(LinkOut(conn.clone())));
+        lock(&self.shared.links).insert(
+            id,
+            LinkEntry {
+                conn,
+                driver,
+                name,
+                closing: false,
+            },
+        );
+        lock(&self.shared.table).link_up(id, origin, remote, Instant::now());
+    }
+
+    fn frame(&mut self, conn: ConnId, frame: &[u8]) {
+        if frame.starts_with(&MAGIC) {
+            if lock(&self.shared.links)
+                .get(&conn)
+                .is_none_or(|l| l.closing)
+            {
+                return;
+            }
+            match LinkMessage::decode(frame) {
+                Ok(m) => {
+                    if let LinkMessage::Hello(h) = &m {
+                        if let Some(l) = lock(&self.shared.links).get(&conn) {
+                            let _ = l.name.set(h.announce.name.clone());
+                        }
+                    }
+                    lock(&self.shared.table).link_message(conn, m, Instant::now());
+                }
+                Err(e) => debug!(%conn, error = %e, "dropped a discovery message"),
+            }
+        } else if let Some(l) = lock(&self.shared.links).get(&conn) {
+            // Also on a link being closed: what the peer sent before it closed is served.
+            l.driver.packet(frame);
+        }
+    }
+
+    fn closed(&mut self, conn: ConnId, reason: &LinkClose) {
+        if let Some(l) = lock(&self.shared.links).remove(&conn) {
+            l.driver.disconnected(Disconnect::Lost);
+        }
+        lock(&self.shared.table).link_closed(conn, close_reason(reason), Instant::now());
+    }
+
+    /// Carries out the table's actions and forwards its events.
+    async fn pump(&mut self) {
+        loop {
+            let action = lock(&self.shared.table).poll_action();
+            let Some(action) = action else { break };
+            match action {
+                Action::Multicast(advert) => {
+                    if let (Some(s), Ok(bytes)) = (&self.sender, advert.to_bytes()) {
+                        if let Err(e) = s.send(&bytes).await {
+                            debug!(error = %e, "advert not sent");
+                        }
+                    }
+                }
+                Action::Send { conn, message } => {
+                    let c = lock(&self.shared.links).get(&conn).map(|l| l.conn.clone());
+                    if let (Some(c), Ok(bytes)) = (c, message.to_bytes()) {
+                        if c.try_send(Bytes::from(bytes)).is_err() {
+                            debug!(%conn, "discovery message not queued");
+                        }
+                    }
+                }
+                Action::Dial { dial, addrs, .. } => {
+                    let tx = self.internal_tx.clone();
+                    let config = self.shared.link.clone();
+                    tokio::spawn(async move {
+                        let result = dial_any(addrs, config).await;
+                        let _ = tx.send(Internal::Dialed { dial, result });
+                    });
+                }
+                Action::Close { conn, .. } => {
+                    // The link closes gracefully; its entry stays until it is closed, so
+                    // RPC packets already on their way are still served.
+                    if let Some(l) = lock(&self.shared.links).get_mut(&conn) {
+                        l.closing = true;
+                        l.conn.close();
+                    }
+                }
+            }
+        }
+        loop {
+            let event = lock(&self.shared.table).poll_event();
+            let Some(event) = event else { break };
+            let e = match event {
+                Event::PeerJoined(p) => DeviceEvent::PeerJoined(p),
+                Event::PeerLeft { peer, reason } => DeviceEvent::PeerLeft { peer, reason },
+                Event::PeersChanged(s) => DeviceEvent::PeersChanged(s),
+                Event::DuplicateName { name, ids } => DeviceEvent::DuplicateName { name, ids },
+            };
+            self.shared.emit(e);
+        }
+    }
+}
+
+/// Dials every address at once; the first link that comes up wins.
+async fn dial_any(
+    addrs: Vec<SocketAddr>,
+    config: LinkConfig,
+) -> Option<(Connection<Binary>, hail_link::Incoming<Bytes>)> {
+    let attempts = addrs.into_iter().map(|a| {
+        let config = config.clone();
+        Box::pin(async move { Connection::connect(a, &config, Binary).await })
+    });
+    match futures_util::future::select_ok(attempts).await {
+        Ok((pair, _rest)) => Some(pair),
+        Err(_) => None,
+    }
+}
