@@ -7,7 +7,8 @@
 //!
 //! Checked: every packet that decodes encodes to bytes that decode to the same packet;
 //! nothing panics; and whatever arrives, the tables stay within their limits (calls in
-//! flight, kept replies, running and queued handlers), so memory is bounded.
+//! flight, kept replies and their bytes, running and queued handlers and the queued
+//! argument bytes), so memory is bounded.
 
 #![no_main]
 
@@ -21,11 +22,16 @@ const MAX_IN_FLIGHT: usize = 8;
 const MAX_KEPT: usize = 4;
 const MAX_RUNNING: usize = 3;
 const MAX_QUEUED: usize = 5;
+const MAX_KEPT_BYTES: usize = 64;
+const MAX_QUEUED_BYTES: usize = 64;
 
 fuzz_target!(|data: &[u8]| {
     // The decoder alone, on the whole input.
     if let Ok(p) = Packet::decode(data) {
-        assert_eq!(Packet::decode(&p.to_bytes()).expect("re-encoded packet decodes"), p);
+        assert_eq!(
+            Packet::decode(&p.to_bytes()).expect("re-encoded packet decodes"),
+            p
+        );
     }
 
     let config = RpcConfig::default()
@@ -33,7 +39,9 @@ fuzz_target!(|data: &[u8]| {
         .max_kept_replies(MAX_KEPT)
         .keep_replies_for(Duration::from_secs(30))
         .max_concurrent_handlers(MAX_RUNNING)
-        .max_queued_requests(MAX_QUEUED);
+        .max_queued_requests(MAX_QUEUED)
+        .max_kept_bytes(MAX_KEPT_BYTES)
+        .max_queued_bytes(MAX_QUEUED_BYTES);
     let mut session = Session::<u32, (), u32>::new(&config);
     let mut now = Instant::now();
     let mut running: Vec<Option<hail_rpc::RetCode>> = Vec::new();
@@ -50,13 +58,11 @@ fuzz_target!(|data: &[u8]| {
                 match session.on_packet(packet, now) {
                     Ok(Action::Run(Job::Call { retcode, .. })) => running.push(Some(retcode)),
                     Ok(Action::Run(Job::Notify { .. })) => running.push(None),
-                    Ok(Action::Abort(_, next)) => {
-                        match next {
-                            Some(Job::Call { retcode, .. }) => running.push(Some(retcode)),
-                            Some(Job::Notify { .. }) => running.push(None),
-                            None => {}
-                        }
-                    }
+                    Ok(Action::Abort(_, next)) => match next {
+                        Some(Job::Call { retcode, .. }) => running.push(Some(retcode)),
+                        Some(Job::Notify { .. }) => running.push(None),
+                        None => {}
+                    },
                     Ok(Action::Send(bytes)) => {
                         assert!(Packet::decode(&bytes).is_ok(), "we send only valid packets");
                     }
@@ -108,13 +114,17 @@ fuzz_target!(|data: &[u8]| {
         }
         rest = tail;
 
-        assert!(session.calls.in_flight() <= MAX_IN_FLIGHT);
-        assert!(session.calls.kept() <= MAX_KEPT);
-        assert!(session.serve.running() <= MAX_RUNNING);
-        assert!(session.serve.queued() <= MAX_QUEUED);
+        check(&session);
     }
+    check(&session);
+});
+
+/// The limits hold.
+fn check(session: &Session<u32, (), u32>) {
     assert!(session.calls.in_flight() <= MAX_IN_FLIGHT);
     assert!(session.calls.kept() <= MAX_KEPT);
+    assert!(session.calls.kept_bytes() <= MAX_KEPT_BYTES || session.calls.kept() == 1);
     assert!(session.serve.running() <= MAX_RUNNING);
     assert!(session.serve.queued() <= MAX_QUEUED);
-});
+    assert!(session.serve.queued_bytes() <= MAX_QUEUED_BYTES);
+}

@@ -17,9 +17,11 @@ use std::time::Duration;
 pub struct RpcConfig {
     pub(crate) max_in_flight: usize,
     pub(crate) max_kept_replies: usize,
+    pub(crate) max_kept_bytes: usize,
     pub(crate) keep_replies_for: Duration,
     pub(crate) max_concurrent_handlers: usize,
     pub(crate) max_queued_requests: usize,
+    pub(crate) max_queued_bytes: usize,
 }
 
 impl Default for RpcConfig {
@@ -27,9 +29,11 @@ impl Default for RpcConfig {
         Self {
             max_in_flight: 1024,
             max_kept_replies: 1024,
+            max_kept_bytes: 64 << 20,
             keep_replies_for: Duration::from_secs(60),
             max_concurrent_handlers: 64,
             max_queued_requests: 1024,
+            max_queued_bytes: 64 << 20,
         }
     }
 }
@@ -48,6 +52,15 @@ impl RpcConfig {
     /// [`Expired`](crate::RpcError::Expired). Each costs its body plus about 100 bytes.
     pub fn max_kept_replies(mut self, n: usize) -> Self {
         self.max_kept_replies = n.max(1);
+        self
+    }
+
+    /// Bytes of reply bodies kept for `poll` at most (default 64 MiB). When a reply would
+    /// pass it, the oldest kept replies are evicted (answered `Expired`) until it fits; one
+    /// reply larger than the limit alone is still kept. Bounds what a peer answering with
+    /// huge bodies can make this side hold.
+    pub fn max_kept_bytes(mut self, n: usize) -> Self {
+        self.max_kept_bytes = n;
         self
     }
 
@@ -74,6 +87,14 @@ impl RpcConfig {
         self
     }
 
+    /// Bytes of arguments that queued requests may hold (default 64 MiB). A request that
+    /// would pass it is answered [`Busy`](crate::RpcError::Busy) (a notification dropped),
+    /// so a peer sending huge arguments cannot make this side hold more.
+    pub fn max_queued_bytes(mut self, n: usize) -> Self {
+        self.max_queued_bytes = n;
+        self
+    }
+
     /// The in-flight limit.
     pub fn get_max_in_flight(&self) -> usize {
         self.max_in_flight
@@ -97,5 +118,15 @@ impl RpcConfig {
     /// The request queue limit.
     pub fn get_max_queued_requests(&self) -> usize {
         self.max_queued_requests
+    }
+
+    /// The kept-reply bytes limit.
+    pub fn get_max_kept_bytes(&self) -> usize {
+        self.max_kept_bytes
+    }
+
+    /// The queued-argument bytes limit.
+    pub fn get_max_queued_bytes(&self) -> usize {
+        self.max_queued_bytes
     }
 }

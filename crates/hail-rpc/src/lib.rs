@@ -89,8 +89,10 @@
 //!
 //! # Limits and defaults
 //!
-//! Per connection ([`RpcConfig`]): 1024 calls in flight (callers wait beyond), 64 handlers
-//! running and 1024 requests queued (then `Busy`), 1024 kept replies for at most 60 s.
+//! Per connection ([`RpcConfig`]): 1024 calls in flight (callers wait beyond); 64 handlers
+//! running, then 1024 requests or 64 MiB of arguments queued (then `Busy`); 1024 kept
+//! replies or 64 MiB of bodies, each kept at most 60 s. Whatever a peer sends, the memory
+//! one connection holds stays within these bounds.
 //!
 //! The packet format is in the [`packet`] module docs and in `docs/wire-format.md`; the
 //! state machine under [`RpcPeer`] is the sans-IO [`proto`] module.

@@ -230,7 +230,10 @@ fn write(dst: &mut BytesMut, wire: &WireRef<'_>) {
 pub(crate) fn to_postcard<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, postcard::Error> {
     // A `Vec` pushes single bytes (varints, `u8` sequences) faster than `BytesMut`, and
     // turns into `Bytes` without a copy.
-    Ok(Bytes::from(postcard::to_extend(value, Vec::with_capacity(64))?))
+    Ok(Bytes::from(postcard::to_extend(
+        value,
+        Vec::with_capacity(64),
+    )?))
 }
 
 /// An error message as a reply body (a postcard string).

@@ -12,9 +12,10 @@
 //! `H` aborts a running handler (a task's abort handle). Tests use plain values.
 //!
 //! Memory is bounded by the configuration whatever the peer sends: at most
-//! `max_in_flight` calls, `max_kept_replies` kept replies (plus a record of up to
+//! `max_in_flight` calls, `max_kept_replies` kept replies holding at most
+//! `max_kept_bytes` of bodies (plus one larger reply alone; and a record of up to
 //! `4 × max_kept_replies` expired retcodes), `max_concurrent_handlers` running and
-//! `max_queued_requests` queued requests.
+//! `max_queued_requests` queued requests holding at most `max_queued_bytes` of arguments.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
@@ -46,6 +47,10 @@ struct Kept {
     outcome: Outcome,
 }
 
+fn body_len(outcome: &Outcome) -> usize {
+    outcome.as_ref().map_or(0, Bytes::len)
+}
+
 /// Where a call stands, as `poll` sees it.
 #[derive(Debug)]
 pub enum PollState {
@@ -65,6 +70,8 @@ pub struct Calls<W, G = ()> {
     next: u32,
     max_in_flight: usize,
     max_kept: usize,
+    max_kept_bytes: usize,
+    kept_bytes: usize,
     keep_for: std::time::Duration,
     in_flight: HashMap<RetCode, InFlight<W, G>>,
     /// Start times of `send` calls in flight, oldest first (entries may be stale).
@@ -83,6 +90,8 @@ impl<W, G> Calls<W, G> {
             next: 1,
             max_in_flight: config.max_in_flight,
             max_kept: config.max_kept_replies,
+            max_kept_bytes: config.max_kept_bytes,
+            kept_bytes: 0,
             keep_for: config.keep_replies_for,
             in_flight: HashMap::new(),
             keep_started: VecDeque::new(),
@@ -108,6 +117,11 @@ impl<W, G> Calls<W, G> {
     /// Replies kept for `poll`.
     pub fn kept(&self) -> usize {
         self.kept.len()
+    }
+
+    /// Bytes of reply bodies kept for `poll`.
+    pub fn kept_bytes(&self) -> usize {
+        self.kept_bytes
     }
 
     /// Registers a call and picks its retcode, or `None` when `max_in_flight` calls are
@@ -202,14 +216,19 @@ impl<W, G> Calls<W, G> {
     }
 
     fn keep(&mut self, retcode: RetCode, outcome: Outcome, now: Instant) {
-        while self.kept.len() >= self.max_kept {
+        let size = body_len(&outcome);
+        while self.kept.len() >= self.max_kept
+            || (!self.kept.is_empty() && self.kept_bytes + size > self.max_kept_bytes)
+        {
             let Some(oldest) = self.kept_order.pop_front() else {
                 break;
             };
-            if self.kept.remove(&oldest).is_some() {
+            if let Some(k) = self.kept.remove(&oldest) {
+                self.kept_bytes -= body_len(&k.outcome);
                 self.remember_expired(oldest);
             }
         }
+        self.kept_bytes += size;
         self.kept.insert(retcode, Kept { at: now, outcome });
         self.kept_order.push_back(retcode);
         // Entries taken by `poll` stay in the order queue until here: drop them in bulk.
@@ -248,6 +267,7 @@ impl<W, G> Calls<W, G> {
                     self.kept_order.pop_front();
                 }
                 Some(k) if old(k.at) => {
+                    self.kept_bytes -= body_len(&k.outcome);
                     self.kept_order.pop_front();
                     self.kept.remove(&r);
                     self.remember_expired(r);
@@ -274,6 +294,7 @@ impl<W, G> Calls<W, G> {
     /// Where `retcode` stands; a kept reply is taken.
     pub fn poll(&mut self, retcode: RetCode) -> PollState {
         if let Some(k) = self.kept.remove(&retcode) {
+            self.kept_bytes -= body_len(&k.outcome);
             return PollState::Ready(k.outcome);
         }
         match self.in_flight.get(&retcode) {
@@ -321,6 +342,7 @@ impl<W, G> Calls<W, G> {
                 out.push((r, k.outcome));
             }
         }
+        self.kept_bytes = 0;
         out
     }
 
@@ -367,6 +389,14 @@ pub enum Job {
     },
 }
 
+impl Job {
+    fn args_len(&self) -> usize {
+        match self {
+            Self::Call { args, .. } | Self::Notify { args, .. } => args.len(),
+        }
+    }
+}
+
 /// What became of an incoming request or notification.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admit {
@@ -404,6 +434,8 @@ enum Slot<H> {
 pub struct Serve<H> {
     max_running: usize,
     max_queued: usize,
+    max_queued_bytes: usize,
+    queued_bytes: usize,
     calls: HashMap<RetCode, Slot<H>>,
     running: usize,
     queue: VecDeque<Job>,
@@ -415,6 +447,8 @@ impl<H> Serve<H> {
         Self {
             max_running: config.max_concurrent_handlers,
             max_queued: config.max_queued_requests,
+            max_queued_bytes: config.max_queued_bytes,
+            queued_bytes: 0,
             calls: HashMap::new(),
             running: 0,
             queue: VecDeque::new(),
@@ -431,6 +465,11 @@ impl<H> Serve<H> {
         self.queue.len()
     }
 
+    /// Bytes of arguments held by queued requests and notifications.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
     /// An incoming request or notification: run it, queue it, or refuse it.
     pub fn admit(&mut self, job: Job) -> Admit {
         if let Job::Call { retcode, .. } = &job
@@ -445,7 +484,8 @@ impl<H> Serve<H> {
             }
             return Admit::Run(job);
         }
-        if self.queue.len() >= self.max_queued {
+        let size = job.args_len();
+        if self.queue.len() >= self.max_queued || self.queued_bytes + size > self.max_queued_bytes {
             return match job {
                 Job::Call { retcode, .. } => Admit::Busy(retcode),
                 Job::Notify { .. } => Admit::Dropped,
@@ -454,6 +494,7 @@ impl<H> Serve<H> {
         if let Job::Call { retcode, .. } = &job {
             self.calls.insert(*retcode, Slot::Queued);
         }
+        self.queued_bytes += size;
         self.queue.push_back(job);
         Admit::Queued
     }
@@ -475,8 +516,14 @@ impl<H> Serve<H> {
         match self.calls.remove(&retcode) {
             Some(Slot::Running(h)) => (Cancelled::Running(h), self.release()),
             Some(Slot::Queued) => {
-                self.queue
-                    .retain(|j| !matches!(j, Job::Call { retcode: r, .. } if *r == retcode));
+                if let Some(i) = self
+                    .queue
+                    .iter()
+                    .position(|j| matches!(j, Job::Call { retcode: r, .. } if *r == retcode))
+                    && let Some(job) = self.queue.remove(i)
+                {
+                    self.queued_bytes -= job.args_len();
+                }
                 (Cancelled::Dequeued, None)
             }
             None => (Cancelled::Unknown, None),
@@ -504,6 +551,7 @@ impl<H> Serve<H> {
     fn release(&mut self) -> Option<Job> {
         self.running = self.running.saturating_sub(1);
         let job = self.queue.pop_front()?;
+        self.queued_bytes -= job.args_len();
         self.running += 1;
         if let Job::Call { retcode, .. } = &job {
             self.calls.insert(*retcode, Slot::Running(None));
@@ -515,6 +563,7 @@ impl<H> Serve<H> {
     /// the abort handles of every running call.
     pub fn connection_lost(&mut self) -> Vec<H> {
         self.queue.clear();
+        self.queued_bytes = 0;
         self.running = 0;
         self.calls
             .drain()
@@ -819,6 +868,32 @@ mod tests {
     }
 
     #[test]
+    fn kept_replies_are_evicted_by_bytes() {
+        let t = Instant::now();
+        let mut c = Calls::<u32, ()>::new(&config().max_in_flight(16).max_kept_bytes(10));
+        let rs: Vec<_> = (0..4)
+            .map(|_| c.start("m".into(), true, None, (), t).unwrap())
+            .collect();
+        for (&r, body) in rs
+            .iter()
+            .zip([&b"1234"[..], b"5678", b"90", b"abcdefghijklmnop"])
+        {
+            c.on_reply(r, Status::OK, Bytes::copy_from_slice(body), t);
+            assert!(
+                c.kept_bytes() <= 10 || c.kept() == 1,
+                "{} bytes",
+                c.kept_bytes()
+            );
+        }
+        // The 16-byte reply alone exceeds the limit: everything older was evicted for it.
+        assert_eq!((c.kept(), c.kept_bytes()), (1, 16));
+        assert!(matches!(c.poll(rs[0]), PollState::Expired));
+        assert!(matches!(c.poll(rs[2]), PollState::Expired));
+        assert!(matches!(c.poll(rs[3]), PollState::Ready(Ok(_))));
+        assert_eq!(c.kept_bytes(), 0);
+    }
+
+    #[test]
     fn kept_replies_and_unanswered_sends_expire_by_age() {
         let t = Instant::now();
         let mut c = Calls::<u32, ()>::new(&config());
@@ -945,6 +1020,32 @@ mod tests {
         assert_eq!(s.finish_call(RetCode(2)), (true, None));
         assert_eq!(s.finish_notification(), None);
         assert_eq!((s.running(), s.queued()), (0, 0));
+    }
+
+    #[test]
+    fn queued_arguments_are_bounded_in_bytes() {
+        let mut s = Serve::<&str>::new(&config().max_queued_requests(100).max_queued_bytes(8));
+        let big = |r: u32, n: usize| Job::Call {
+            retcode: RetCode(r),
+            method: "m".into(),
+            args: Bytes::from(vec![0; n]),
+        };
+        assert!(
+            matches!(s.admit(big(1, 100)), Admit::Run(_)),
+            "running jobs are not queued"
+        );
+        assert!(matches!(s.admit(big(2, 100)), Admit::Run(_)));
+        assert_eq!(s.admit(big(3, 5)), Admit::Queued);
+        assert_eq!(s.admit(big(4, 4)), Admit::Busy(RetCode(4)));
+        assert_eq!(s.admit(big(5, 3)), Admit::Queued);
+        assert_eq!(s.queued_bytes(), 8);
+        assert_eq!(s.cancel(RetCode(3)), (Cancelled::Dequeued, None));
+        assert_eq!(s.queued_bytes(), 3);
+        assert!(matches!(s.finish_call(RetCode(1)), (true, Some(_))));
+        assert_eq!(s.queued_bytes(), 0);
+        s.admit(big(6, 2));
+        s.connection_lost();
+        assert_eq!(s.queued_bytes(), 0);
     }
 
     #[test]
