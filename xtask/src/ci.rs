@@ -5,6 +5,9 @@
 //! the fuzz targets, and a run of every example of `hail-examples` (each must end by itself
 //! within [`EXAMPLE_TIMEOUT`]).
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -77,29 +80,57 @@ pub(crate) fn run() -> anyhow::Result<()> {
              `cargo check --manifest-path fuzz/Cargo.toml` and commit it",
         )
     })?;
-    let examples = examples()?;
-    if examples.is_empty() {
+    let package = examples()?;
+    if package.examples.is_empty() {
         println!("\n(no examples in {EXAMPLES_PACKAGE} yet)");
+        steps.summary();
+        return Ok(());
     }
-    for example in &examples {
+    // Built with the whole workspace, so the features match the build before `ci` (nothing
+    // is compiled again, as `cargo run -p hail-examples` would); then run by path, so the
+    // timeout counts the example's own run time only.
+    let mut executables = BTreeMap::new();
+    steps.run(format!("build the examples of {EXAMPLES_PACKAGE}"), || {
+        let mut build = cmd::cargo([
+            "build",
+            "--workspace",
+            "--examples",
+            "--locked",
+            "--message-format=json-render-diagnostics",
+        ]);
+        let features: Vec<String> = package
+            .examples
+            .iter()
+            .flat_map(|e| &e.required_features)
+            .map(|f| format!("{EXAMPLES_PACKAGE}/{f}"))
+            .collect();
+        if !features.is_empty() {
+            build.args(["--features", &features.join(",")]);
+        }
+        executables = executables_in(&cmd::stdout(&mut build)?, &package.manifest_path);
+        Ok(())
+    })?;
+    for example in &package.examples {
         steps.run(format!("example {}", example.name), || {
-            let mut run = cmd::cargo([
-                "run",
-                "--locked",
-                "-p",
-                EXAMPLES_PACKAGE,
-                "--example",
-                &example.name,
-            ]);
-            if !example.required_features.is_empty() {
-                run.args(["--features", &example.required_features.join(",")]);
-            }
+            let Some(exe) = executables.get(&example.name) else {
+                bail!("cargo built no executable for example {}", example.name);
+            };
+            let mut run = Command::new(exe);
+            run.current_dir(cmd::root());
+            println!("{}", exe.display());
             cmd::run_with_timeout(&mut run, EXAMPLE_TIMEOUT)
         })?;
     }
     steps.summary();
     println!("ci: all steps passed");
     Ok(())
+}
+
+/// [`EXAMPLES_PACKAGE`] as `cargo metadata` describes it.
+#[derive(Debug, PartialEq, Eq)]
+struct ExamplesPackage {
+    manifest_path: String,
+    examples: Vec<Example>,
 }
 
 /// An example target of [`EXAMPLES_PACKAGE`].
@@ -109,8 +140,8 @@ struct Example {
     required_features: Vec<String>,
 }
 
-/// The examples of [`EXAMPLES_PACKAGE`], from `cargo metadata`.
-fn examples() -> anyhow::Result<Vec<Example>> {
+/// [`EXAMPLES_PACKAGE`] and its examples, from `cargo metadata`.
+fn examples() -> anyhow::Result<ExamplesPackage> {
     let json = cmd::stdout(&mut cmd::cargo([
         "metadata",
         "--format-version",
@@ -122,20 +153,13 @@ fn examples() -> anyhow::Result<Vec<Example>> {
     examples_in(&metadata)
 }
 
-/// The example targets of [`EXAMPLES_PACKAGE`] in `cargo metadata` JSON, sorted by name.
-fn examples_in(metadata: &Value) -> anyhow::Result<Vec<Example>> {
+/// [`EXAMPLES_PACKAGE`] in `cargo metadata` JSON, its examples sorted by name.
+fn examples_in(metadata: &Value) -> anyhow::Result<ExamplesPackage> {
     let packages = metadata["packages"]
         .as_array()
         .context("cargo metadata: no `packages` array")?;
     let Some(package) = packages.iter().find(|p| p["name"] == EXAMPLES_PACKAGE) else {
         bail!("cargo metadata: no package {EXAMPLES_PACKAGE} in the workspace");
-    };
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.as_str().map(str::to_owned))
-            .collect()
     };
     let mut examples: Vec<Example> = package["targets"]
         .as_array()
@@ -150,7 +174,39 @@ fn examples_in(metadata: &Value) -> anyhow::Result<Vec<Example>> {
         })
         .collect();
     examples.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(examples)
+    Ok(ExamplesPackage {
+        manifest_path: package["manifest_path"]
+            .as_str()
+            .context("cargo metadata: package without manifest_path")?
+            .to_owned(),
+        examples,
+    })
+}
+
+/// Example name to executable, for the examples of the package at `manifest_path`, from
+/// the JSON messages of `cargo build --message-format=json`.
+fn executables_in(messages: &str, manifest_path: &str) -> BTreeMap<String, PathBuf> {
+    messages
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["manifest_path"] == manifest_path)
+        .filter(|m| strings(&m["target"]["kind"]).iter().any(|k| k == "example"))
+        .filter_map(|m| {
+            Some((
+                m["target"]["name"].as_str()?.to_owned(),
+                PathBuf::from(m["executable"].as_str()?),
+            ))
+        })
+        .collect()
+}
+
+/// The strings of a JSON array (none for anything else).
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_owned))
+        .collect()
 }
 
 #[cfg(test)]
@@ -162,13 +218,13 @@ mod tests {
     fn finds_example_targets_of_the_examples_package_only() {
         let metadata = json!({
             "packages": [
-                {"name": "hail-wire", "targets": [
-                    {"name": "not-this", "kind": ["example"]}
-                ]},
-                {"name": "hail-examples", "targets": [
+                {"name": "hail-wire", "manifest_path": "/w/crates/hail-wire/Cargo.toml",
+                 "targets": [{"name": "not-this", "kind": ["example"]}]},
+                {"name": "hail-examples", "manifest_path": "/w/examples/Cargo.toml",
+                 "targets": [
                     {"name": "hail_examples", "kind": ["lib"]},
-                    {"name": "chat", "kind": ["example"], "required-features": ["crypto"]},
                     {"name": "sensor", "kind": ["example"]},
+                    {"name": "chat", "kind": ["example"], "required-features": ["crypto"]},
                     {"name": "it", "kind": ["test"]}
                 ]}
             ]
@@ -176,16 +232,46 @@ mod tests {
         let found = examples_in(&metadata).unwrap();
         assert_eq!(
             found,
-            [
-                Example {
-                    name: "chat".into(),
-                    required_features: vec!["crypto".into()]
-                },
-                Example {
-                    name: "sensor".into(),
-                    required_features: vec![]
-                },
-            ]
+            ExamplesPackage {
+                manifest_path: "/w/examples/Cargo.toml".into(),
+                examples: vec![
+                    Example {
+                        name: "chat".into(),
+                        required_features: vec!["crypto".into()]
+                    },
+                    Example {
+                        name: "sensor".into(),
+                        required_features: vec![]
+                    },
+                ]
+            }
+        );
+    }
+
+    #[test]
+    fn executables_come_from_example_artifacts_of_the_package() {
+        let messages = [
+            json!({"reason": "compiler-artifact", "manifest_path": "/w/examples/Cargo.toml",
+                   "target": {"name": "frames", "kind": ["example"]},
+                   "executable": "/t/debug/examples/frames"}),
+            // The library of the same package: no executable.
+            json!({"reason": "compiler-artifact", "manifest_path": "/w/examples/Cargo.toml",
+                   "target": {"name": "hail_examples", "kind": ["lib"]}, "executable": null}),
+            // An example of another package.
+            json!({"reason": "compiler-artifact", "manifest_path": "/w/crates/x/Cargo.toml",
+                   "target": {"name": "other", "kind": ["example"]},
+                   "executable": "/t/debug/examples/other"}),
+            json!({"reason": "build-finished", "success": true}),
+        ]
+        .map(|m| m.to_string())
+        .join("\n");
+        let found = executables_in(&messages, "/w/examples/Cargo.toml");
+        assert_eq!(
+            found.into_iter().collect::<Vec<_>>(),
+            [(
+                "frames".to_owned(),
+                PathBuf::from("/t/debug/examples/frames")
+            )]
         );
     }
 
