@@ -360,6 +360,33 @@ impl RpcServer {
         self.dropped_events.load(Ordering::Relaxed)
     }
 
+    /// Shuts down gracefully within `deadline`: first lets the handlers running for clients
+    /// finish and queue their replies (checked every 5 ms), then shuts the link down
+    /// (stops accepting, writes what is queued, closes every connection; see
+    /// `hail_link::Server::shutdown`). What still runs at the deadline is aborted, and
+    /// calls in flight on either side end with `ConnectionLost`.
+    pub async fn shutdown(self, deadline: Duration) {
+        let until = tokio::time::Instant::now() + deadline;
+        let busy = || {
+            lock(&self.peers)
+                .values()
+                .any(|p| p.running_handlers() > 0 || p.queued_requests() > 0)
+        };
+        while busy() && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let Self { link, _router, .. } = self;
+        match Arc::try_unwrap(link) {
+            Ok(server) => {
+                server
+                    .shutdown(until.saturating_duration_since(tokio::time::Instant::now()))
+                    .await;
+            }
+            // Peers hold only weak references, so this does not happen; dropping closes.
+            Err(shared) => drop(shared),
+        }
+    }
+
     /// Closes one client's connection; its calls in flight end with `ConnectionLost`.
     /// False if no such client.
     pub fn disconnect(&self, id: ClientId) -> bool {

@@ -237,6 +237,11 @@ impl RpcPeer {
         self.inner.lock().session.calls.in_flight()
     }
 
+    /// Requests and notifications from the remote waiting for a handler slot.
+    pub fn queued_requests(&self) -> usize {
+        self.inner.lock().session.serve.queued()
+    }
+
     /// Handlers running now for the remote's calls and notifications.
     pub fn running_handlers(&self) -> usize {
         self.inner.lock().session.serve.running()

@@ -106,3 +106,45 @@ async fn a_wrong_passphrase_fails_authentication() {
         Ok("sealed".to_string())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_answers_running_calls_first() {
+    let server = RpcServer::listen(localhost(), ServerConfig::default(), RpcConfig::default())
+        .await
+        .unwrap();
+    server
+        .bind("work", |ms: u64| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, String>(ms)
+        })
+        .unwrap();
+    let client = RpcClient::connect(
+        server.local_addr(),
+        ClientConfig::default().reconnect(None),
+        RpcConfig::default(),
+    )
+    .await
+    .unwrap();
+    let (id, server_peer) = next_connected(&server).await;
+    let call = {
+        let peer = client.peer().clone();
+        tokio::spawn(async move { peer.execute::<_, u64>("work", 50u64, T).await })
+    };
+    while server_peer.running_handlers() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(server.clients(), [id]);
+    server.shutdown(T).await;
+    assert_eq!(call.await.unwrap(), Ok(50), "the running call was answered");
+    tokio::time::timeout(T, async {
+        while client.is_connected() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the client sees the shutdown");
+    assert_eq!(
+        client.execute::<_, u64>("work", 1u64, T).await,
+        Err(RpcError::NotConnected)
+    );
+}
