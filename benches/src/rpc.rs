@@ -8,6 +8,9 @@
 //!   (args of `size` bytes, the same bytes back) over `RpcClient`/`RpcServer`, against a
 //!   raw tokio `TcpStream` ping-pong of the same bytes (TCP_NODELAY, `write_all` +
 //!   `read_exact`); rounds of both interleaved, percentiles from an hdrhistogram (µs).
+//! - `rpc/latency-<size>-p50-vs-link`: the same RPC round trips against a bare hail-link
+//!   echo (a `Client` sending the bytes, the `Server` sending them back from its event
+//!   loop), in the same interleaved run: the cost of the RPC layer alone.
 //! - `rpc/throughput-64B`: calls/s with 64 calls in flight (64 tasks calling in a loop),
 //!   against a raw `Framed<TcpStream, FrameCodec>` echo keeping 64 frames in flight.
 //! - `rpc/throughput-64B-vs-tarpc`: the same calls against tarpc 0.38 (bincode over
@@ -136,16 +139,20 @@ fn latency(ctx: &Ctx, rt: &Runtime, name: &str, size: usize) -> anyhow::Result<V
     rt.block_on(async {
         let (_server, client) = rpc_pair().await?;
         let (mut raw, raw_server) = raw_ping_pong(size).await?;
+        let (link_client, mut link_events, link_server) = link_echo().await?;
+        let frame = bytes::Bytes::from(vec![0xa5u8; size]);
         let args = Blob(vec![0xa5; size]);
         let mut back = vec![0u8; size];
         let mut ours = Histogram::<u64>::new(3)?;
         let mut base = Histogram::<u64>::new(3)?;
+        let mut bare = Histogram::<u64>::new(3)?;
         const ROUND: usize = 200;
         // Warm-up, then alternate rounds of each until the budget is spent.
         for _ in 0..ROUND {
             let _: Blob = client.execute(ECHO, &args, T).await?;
             raw.write_all(&args.0).await?;
             raw.read_exact(&mut back).await?;
+            link_round_trip(&link_client, &mut link_events, &frame).await?;
         }
         let start = Instant::now();
         while start.elapsed() < budget {
@@ -161,7 +168,13 @@ fn latency(ctx: &Ctx, rt: &Runtime, name: &str, size: usize) -> anyhow::Result<V
                 raw.read_exact(&mut back).await?;
                 base.record(t.elapsed().as_nanos() as u64)?;
             }
+            for _ in 0..ROUND {
+                let t = Instant::now();
+                link_round_trip(&link_client, &mut link_events, &frame).await?;
+                bare.record(t.elapsed().as_nanos() as u64)?;
+            }
         }
+        link_server.abort();
         drop(raw);
         raw_server.abort();
         let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
@@ -180,8 +193,59 @@ fn latency(ctx: &Ctx, rt: &Runtime, name: &str, size: usize) -> anyhow::Result<V
                 "us",
                 Better::Lower,
             ),
+            Record::new(
+                format!("{name}-p50-vs-link"),
+                us(&ours, 0.5),
+                us(&bare, 0.5),
+                "us",
+                Better::Lower,
+            ),
         ])
     })
+}
+
+/// A bare hail-link echo: the server sends every message back from its event loop.
+async fn link_echo() -> anyhow::Result<(
+    hail_link::Client<hail_wire::Binary>,
+    hail_link::ClientEvents<bytes::Bytes>,
+    tokio::task::JoinHandle<()>,
+)> {
+    use hail_link::{Client, Server, ServerEvent};
+    let (server, mut events) = Server::bind(
+        "127.0.0.1:0".parse()?,
+        ServerConfig::default(),
+        hail_wire::Binary,
+    )
+    .await?;
+    let addr = server.local_addr();
+    let task = tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let ServerEvent::Message { id, msg } = event
+                && server.send_to(id, msg).await.is_err()
+            {
+                break;
+            }
+        }
+    });
+    let (client, client_events) =
+        Client::connect(addr, ClientConfig::default(), hail_wire::Binary).await?;
+    Ok((client, client_events, task))
+}
+
+/// One message to the bare link echo and back.
+async fn link_round_trip(
+    client: &hail_link::Client<hail_wire::Binary>,
+    events: &mut hail_link::ClientEvents<bytes::Bytes>,
+    frame: &bytes::Bytes,
+) -> anyhow::Result<()> {
+    client.send(frame).await?;
+    loop {
+        match events.recv().await {
+            Some(hail_link::ClientEvent::Message(_)) => return Ok(()),
+            Some(_) => continue,
+            None => anyhow::bail!("the link echo stopped"),
+        }
+    }
 }
 
 /// A `Framed` echo server; returns its address.
