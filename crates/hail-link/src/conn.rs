@@ -712,7 +712,12 @@ async fn reader_task<P: PayloadCodec>(
             stats
                 .messages_received
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            let lost = sink.deliver_all(&mut batch).await;
+            // A receiver that takes nothing must not keep a killed connection alive.
+            let lost = tokio::select! {
+                biased;
+                lost = sink.deliver_all(&mut batch) => lost,
+                () = wait_kill(&mut phase) => break 'run CloseReason::Closed,
+            };
             if lost > 0 {
                 stats.undelivered.fetch_add(lost, Ordering::Relaxed);
             }

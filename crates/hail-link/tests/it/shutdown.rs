@@ -81,3 +81,25 @@ async fn shutdown_delivers_in_flight_messages_before_closing() {
         "server delivered every message the client sent"
     );
 }
+
+#[tokio::test]
+async fn shutdown_ends_even_when_nobody_takes_events() {
+    let cfg = ServerConfig::default().event_capacity(4);
+    let (server, events) = Server::bind(lo(), cfg, Binary).await.unwrap();
+    let ccfg = ClientConfig::default().reconnect(None);
+    let (client, _cev) = Client::connect(server.local_addr(), ccfg, Binary)
+        .await
+        .unwrap();
+    for n in 0..100u32 {
+        client
+            .send(Bytes::copy_from_slice(&n.to_be_bytes()))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The event stream is full and never read: the deadline still ends the shutdown.
+    tokio::time::timeout(LIMIT, server.shutdown(Duration::from_millis(200)))
+        .await
+        .expect("shutdown within its deadline");
+    drop(events);
+}
