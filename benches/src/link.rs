@@ -96,11 +96,16 @@ fn one_way(rt: &Runtime, p: &mut Pair, msg: &Bytes, n: usize) {
         });
         let receiver = tokio::spawn(async move {
             let mut got = 0;
+            let mut buf = Vec::with_capacity(256);
             while got < n {
-                match events.recv().await {
-                    Some(ServerEvent::Message { .. }) => got += 1,
-                    Some(_) => {}
-                    None => panic!("server events ended"),
+                assert!(
+                    events.recv_many(&mut buf, 256).await > 0,
+                    "server events ended"
+                );
+                for ev in buf.drain(..) {
+                    if let ServerEvent::Message { .. } = ev {
+                        got += 1;
+                    }
                 }
             }
             events

@@ -49,6 +49,12 @@ impl<T> ClientEvents<T> {
     pub async fn recv(&mut self) -> Option<ClientEvent<T>> {
         self.rx.recv().await
     }
+
+    /// Waits for at least one event, then moves up to `limit` available events into
+    /// `buf`; returns how many (0 once the stream has ended).
+    pub async fn recv_many(&mut self, buf: &mut Vec<ClientEvent<T>>, limit: usize) -> usize {
+        self.rx.recv_many(buf, limit).await
+    }
 }
 
 impl<T> futures_core::Stream for ClientEvents<T> {

@@ -595,6 +595,12 @@ impl<T> Incoming<T> {
     pub async fn recv(&mut self) -> Option<T> {
         self.rx.recv().await
     }
+
+    /// Waits for at least one message, then moves up to `limit` available messages into
+    /// `buf`; returns how many (0 once the connection has ended).
+    pub async fn recv_many(&mut self, buf: &mut Vec<T>, limit: usize) -> usize {
+        self.rx.recv_many(buf, limit).await
+    }
 }
 
 impl<T> futures_core::Stream for Incoming<T> {
