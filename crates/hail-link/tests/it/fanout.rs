@@ -143,3 +143,44 @@ async fn typed_payloads_and_ipv6() {
         }
     }
 }
+
+#[tokio::test]
+async fn python_comms_style_callbacks() {
+    use std::sync::{Arc, Mutex};
+
+    use hail_link::Callbacks;
+
+    let (server, events) = Server::bind(lo(), ServerConfig::default(), Text)
+        .await
+        .unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (l1, l2, l3) = (Arc::clone(&log), Arc::clone(&log), Arc::clone(&log));
+    let callbacks = Callbacks::default()
+        .on_connect(move |id, _addr| l1.lock().unwrap().push(format!("connect {id}")))
+        .on_message(move |id, msg: String| l2.lock().unwrap().push(format!("message {id} {msg}")))
+        .on_close(move |id, reason| l3.lock().unwrap().push(format!("close {id} {reason}")));
+    let runner = tokio::spawn(events.run_callbacks(callbacks));
+    let (client, _cev) = Client::connect(server.local_addr(), ClientConfig::default(), Text)
+        .await
+        .unwrap();
+    client.send("hi".to_string()).await.unwrap();
+    client.close().await;
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while log.lock().unwrap().len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let log = log.lock().unwrap().clone();
+    assert!(log[0].starts_with("connect #"), "{log:?}");
+    assert!(
+        log[1].starts_with("message #") && log[1].ends_with(" hi"),
+        "{log:?}"
+    );
+    assert!(log[2].starts_with("close #"), "{log:?}");
+    server.shutdown(std::time::Duration::from_millis(100)).await;
+    tokio::time::timeout(LIMIT, runner).await.unwrap().unwrap();
+}

@@ -85,3 +85,86 @@ async fn python_comms_client_exchanges_json_with_a_hail_server() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A Python Comms style server: accepts one client, echoes each JSON message back with a
+/// field added, three times.
+const PY_SERVER: &str = r#"
+import json, socket, struct, sys
+def recv_exact(s, n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            raise SystemExit("closed early")
+        b += c
+    return b
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(1)
+print(srv.getsockname()[1], flush=True)
+c, _ = srv.accept()
+for i in range(3):
+    (n,) = struct.unpack("<I", recv_exact(c, 4))
+    msg = json.loads(recv_exact(c, n).decode())
+    msg["seen_by"] = "python"
+    body = json.dumps(msg).encode()
+    c.sendall(struct.pack("<I", len(body)) + body)
+c.close()
+"#;
+
+#[tokio::test]
+async fn hail_client_exchanges_json_with_a_python_comms_server() {
+    use std::io::BufRead;
+
+    use hail_link::{Client, ClientConfig, ClientEvent};
+
+    if std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: python3 not found");
+        return;
+    }
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", PY_SERVER])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let port: u16 = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        line.trim().parse().unwrap()
+    })
+    .await
+    .unwrap();
+    let cfg = ClientConfig::default()
+        .link(LinkConfig::python_comms())
+        .reconnect(None);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (client, mut events) = Client::connect(addr, cfg, Json::<Value>::python_style())
+        .await
+        .unwrap();
+    for i in 0..3 {
+        client.send(json!({"n": i})).await.unwrap();
+    }
+    let mut got = 0;
+    while got < 3 {
+        match crate::common::client_event(&mut events).await {
+            ClientEvent::Connected { .. } => {}
+            ClientEvent::Message(m) => {
+                assert_eq!(m["n"], got);
+                assert_eq!(m["seen_by"], "python");
+                got += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+}
