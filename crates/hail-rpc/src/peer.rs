@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -619,8 +620,10 @@ impl Inner {
         }
     }
 
-    /// Spawns the handler of `job`.
-    fn run(self: &Arc<Self>, epoch: u64, job: Job) {
+    /// Runs the handler of `job`. With `inline`, the handler is first polled right here
+    /// (on the connection's task): one that finishes without waiting costs no task; one
+    /// that waits continues in a task of its own.
+    fn run(self: &Arc<Self>, epoch: u64, job: Job, inline: bool) {
         let (retcode, method, args) = match job {
             Job::Call {
                 retcode,
@@ -629,17 +632,28 @@ impl Inner {
             } => (Some(retcode), method, args),
             Job::Notify { method, args } => (None, method, args),
         };
-        let handler = self.handlers.get(&method);
-        let inner = self.clone();
+        let Some(handler) = self.handlers.get(&method) else {
+            self.complete_soon(epoch, retcode, &method, None);
+            return;
+        };
         let peer = RpcPeer {
             inner: self.clone(),
         };
+        let mut fut = handler.call(peer, args);
+        if inline
+            && self.config.inline_first_poll
+            && let Some(result) = (&mut fut).now_or_never()
+        {
+            self.complete_soon(epoch, retcode, &method, Some(result));
+            return;
+        }
+        let inner = self.clone();
         let task = self.runtime.spawn(async move {
-            let result = match handler {
-                Some(h) => Some(h.call(peer, args).await),
-                None => None,
-            };
-            inner.finish(epoch, retcode, &method, result).await;
+            let result = fut.await;
+            if let Some((out, reply)) = inner.complete(epoch, retcode, &method, Some(result)) {
+                // A closed link means the connection dropped; the caller learns it there.
+                let _ = out.send(reply).await;
+            }
         });
         if let Some(r) = retcode {
             let mut st = self.lock();
@@ -652,18 +666,32 @@ impl Inner {
         }
     }
 
-    /// A handler ended: free its slot, start the next job, send the reply.
-    async fn finish(
+    /// [`complete`](Self::complete), sending the reply without waiting.
+    fn complete_soon(
         self: &Arc<Self>,
         epoch: u64,
         retcode: Option<RetCode>,
         method: &Method,
         result: Option<Result<Bytes, Failure>>,
     ) {
+        if let Some((out, reply)) = self.complete(epoch, retcode, method, result) {
+            self.send_soon(out, reply);
+        }
+    }
+
+    /// A handler ended (`None`: there was none): frees its slot, starts the next job in
+    /// a task, and returns the reply to send, if the caller still waits for one.
+    fn complete(
+        self: &Arc<Self>,
+        epoch: u64,
+        retcode: Option<RetCode>,
+        method: &Method,
+        result: Option<Result<Bytes, Failure>>,
+    ) -> Option<(Arc<dyn Outgoing>, Bytes)> {
         let (reply, next, out) = {
             let mut st = self.lock();
             if st.epoch != epoch {
-                return;
+                return None;
             }
             let (reply, next) = match retcode {
                 Some(r) => st.session.serve.finish_call(r),
@@ -672,13 +700,14 @@ impl Inner {
             (reply, next, st.link.outgoing())
         };
         if let Some(job) = next {
-            self.run(epoch, job);
+            // Never inline here: a queue of instant handlers would recurse.
+            self.run(epoch, job, false);
         }
         let (Some(retcode), true, Some(out)) = (retcode, reply, out) else {
             if let Some(Err(Failure::Panicked)) = result {
                 tracing::warn!(%method, "notification handler panicked");
             }
-            return;
+            return None;
         };
         let (status, body) = match result {
             None => (Status::UNKNOWN_METHOD, Bytes::new()),
@@ -694,8 +723,7 @@ impl Inner {
         };
         let mut b = BytesMut::with_capacity(body.len() + 16);
         packet::encode_reply(&mut b, retcode, status, &body);
-        // A closed link here means the connection dropped; the caller learns it from there.
-        let _ = out.send(b.freeze()).await;
+        Some((out, b.freeze()))
     }
 }
 
@@ -736,8 +764,9 @@ impl PeerDriver {
         }
     }
 
-    /// One packet (one whole link frame) arrived from the peer. Never blocks: handlers
-    /// are spawned, replies handed to waiting callers. A malformed packet is dropped and
+    /// One packet (one whole link frame) arrived from the peer. Never waits: a handler is
+    /// polled once here ([`RpcConfig::inline_first_poll`]) and continues in a task if it
+    /// must wait; replies are handed to waiting callers. A malformed packet is dropped and
     /// counted in [`RpcPeer::stats`]; the connection goes on.
     pub fn packet(&self, frame: &[u8]) {
         let mut st = self.inner.lock();
@@ -754,7 +783,7 @@ impl PeerDriver {
             Action::Nothing => {}
             Action::Run(job) => {
                 drop(st);
-                self.inner.run(epoch, job);
+                self.inner.run(epoch, job, true);
             }
             Action::Send(bytes) => {
                 let out = st.link.outgoing();
@@ -773,7 +802,7 @@ impl PeerDriver {
                     h.abort();
                 }
                 if let Some(job) = next {
-                    self.inner.run(epoch, job);
+                    self.inner.run(epoch, job, false);
                 }
             }
         }

@@ -303,3 +303,33 @@ async fn calls_without_a_connection_fail_fast_and_say_why() {
     drop(driver);
     assert_eq!(peer.notify("x", ()).await, Err(RpcError::NotConnected));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_in_tasks_of_their_own_behave_the_same() {
+    let spawned = RpcConfig::default().inline_first_poll(false);
+    let (a, b, _link) = pair_with(RpcConfig::default(), spawned).await;
+    b.bind("half", |x: u32| async move {
+        if x % 2 == 1 {
+            return Err(format!("{x} is odd"));
+        }
+        if x == 0 {
+            panic!("zero");
+        }
+        Ok(x / 2)
+    })
+    .unwrap();
+    assert_eq!(a.execute::<_, u32>("half", 8u32, T).await, Ok(4));
+    assert_eq!(
+        a.execute::<_, u32>("half", 3u32, T).await,
+        Err(RpcError::Handler("3 is odd".into()))
+    );
+    assert_eq!(
+        a.execute::<_, u32>("half", 0u32, T).await,
+        Err(RpcError::HandlerPanicked)
+    );
+    assert_eq!(
+        a.execute::<_, u32>("missing", 0u32, T).await,
+        Err(RpcError::UnknownMethod("missing".into()))
+    );
+    assert_eq!(a.execute::<_, u32>("half", 2u32, T).await, Ok(1));
+}
