@@ -8,6 +8,7 @@
 //! [`harness::Ctx::quick`].
 
 pub mod crypto;
+pub mod discovery;
 pub mod harness;
 pub mod link;
 pub mod multicast;
@@ -26,4 +27,5 @@ pub const GROUPS: &[Group] = &[
     ("multicast/", multicast::run),
     ("link/", link::run),
     ("rpc/", rpc::run),
+    ("discovery/", discovery::run),
 ];

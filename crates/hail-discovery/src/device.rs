@@ -722,6 +722,11 @@ async fn run(
     }
 }
 
+/// How long a duplicate link stays open after the one-link rule dropped it: 500 ms.
+const DUPLICATE_LINGER: Duration = Duration::from_millis(500);
+/// Longest a duplicate link is kept open for the calls and handlers still running on it:
+/// 5 s.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for goodbyes and queued messages to go out: 500 ms.
 const SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
 
@@ -836,12 +841,34 @@ impl Ctx {
                         let _ = tx.send(Internal::Dialed { dial, result });
                     });
                 }
-                Action::Close { conn, .. } => {
-                    // The link closes gracefully; its entry stays until it is closed, so
-                    // RPC packets already on their way are still served.
+                Action::Close { conn, reason } => {
+                    // The entry stays until the link is closed, so RPC packets already on
+                    // their way are still served. A duplicate carries no new calls from
+                    // this side (names resolve to the kept link); it stays open for
+                    // DUPLICATE_LINGER, so the peer, which may not have the kept link's
+                    // hello yet, is not cut off meanwhile, then closes once its calls and
+                    // handlers are done: nothing in flight is lost to the one-link rule.
                     if let Some(l) = lock(&self.shared.links).get_mut(&conn) {
                         l.closing = true;
-                        l.conn.close();
+                        let c = l.conn.clone();
+                        if reason == crate::peer_table::CloseReason::Duplicate {
+                            let peer = l.driver.peer().downgrade();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(DUPLICATE_LINGER).await;
+                                let _ = tokio::time::timeout(DRAIN_LIMIT, async {
+                                    while peer
+                                        .upgrade()
+                                        .is_some_and(|p| p.in_flight() + p.running_handlers() > 0)
+                                    {
+                                        tokio::time::sleep(Duration::from_millis(10)).await;
+                                    }
+                                })
+                                .await;
+                                c.close();
+                            });
+                        } else {
+                            c.close();
+                        }
                     }
                 }
             }

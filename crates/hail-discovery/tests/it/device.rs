@@ -289,3 +289,51 @@ async fn only_devices_with_the_same_key_meet_and_adverts_are_sealed() {
         d.shutdown().await;
     }
 }
+
+/// The child process of `a_killed_process_is_seen_as_gone_within_three_seconds`; does
+/// nothing when run on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a child process of another test"]
+async fn child_device() {
+    let Ok(group) = std::env::var("HAIL_TEST_CHILD_GROUP") else {
+        return;
+    };
+    let (_d, _events) = device("child", group.parse().unwrap()).await;
+    // Killed by the parent long before this ends.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_process_is_seen_as_gone_within_three_seconds() {
+    let (a, mut ea) = device("parent", group()).await;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["device::child_device", "--exact", "--ignored"])
+        .env("HAIL_TEST_CHILD_GROUP", a.group().to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the child device");
+    until_peers(&a, &mut ea, 1).await;
+    let child_id = a.peers()[0].id;
+    child.kill().expect("kill the child");
+    let _ = child.wait();
+    let start = Instant::now();
+    let reason = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            if let Some(DeviceEvent::PeerLeft { peer, reason }) = ea.recv().await {
+                if peer.id == child_id {
+                    return reason;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the killed device is seen as gone within 3 s");
+    assert!(
+        matches!(reason, LeaveReason::ConnectionLost | LeaveReason::Timeout),
+        "{reason:?}"
+    );
+    assert!(a.peers().is_empty());
+    assert!(start.elapsed() < Duration::from_secs(3));
+    a.shutdown().await;
+}
