@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use hail_wire::{Binary, ByteOrder, FrameCodec, PayloadCodec, WireError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
@@ -644,7 +644,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 async fn reader_task<P: PayloadCodec>(
     shared: Arc<Shared>,
-    mut rd: OwnedReadHalf,
+    rd: OwnedReadHalf,
     mut rx: Rx,
     payload: P,
     sink: Sink<P::Item>,
@@ -727,6 +727,10 @@ async fn reader_task<P: PayloadCodec>(
             if lost > 0 {
                 stats.undelivered.fetch_add(lost, Ordering::Relaxed);
             }
+            if let Some(l) = &mut live {
+                // Time spent handing messages to a slow receiver is not the peer's silence.
+                l.on_receive(Instant::now().into_std());
+            }
             if failed.is_none() {
                 continue;
             }
@@ -734,26 +738,46 @@ async fn reader_task<P: PayloadCodec>(
         if let Some(r) = failed {
             break 'run r;
         }
-        let now = Instant::now();
-        if let Some(l) = &mut live {
-            // Time spent handing messages to a slow receiver is not the peer's silence.
-            l.on_receive(now.into_std());
+        // Try the socket first; only a link with nothing to read waits, and it waits
+        // without a read buffer (an idle link holds no receive memory).
+        // A peer that never pauses must not hide a close or a kill from us.
+        match *phase.borrow_and_update() {
+            Phase::Open => {}
+            Phase::Closing => {
+                linger_at.get_or_insert(Instant::now() + linger);
+            }
+            Phase::Kill => break CloseReason::Closed,
+        }
+        if linger_at.is_some_and(|at| Instant::now() >= at) {
+            break CloseReason::Closed;
+        }
+        rx.reserve_for_read();
+        match rd.try_read_buf(&mut rx.raw) {
+            Ok(0) => break CloseReason::PeerClosed,
+            Ok(n) => {
+                rx.after_read(n);
+                stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+                if let Some(l) = &mut live {
+                    l.on_receive(Instant::now().into_std());
+                }
+                // Reads that never block would never yield: give the scheduler its turn.
+                tokio::task::consume_budget().await;
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => break CloseReason::io(e),
         }
         rx.shrink_if_idle();
-        rx.reserve_for_read();
         stats.rx_buffered.store(rx.buffered(), Ordering::Relaxed);
         let dead_at = live.as_ref().map(|l| Instant::from_std(l.dead_at()));
         let deadline = min_deadline(if linger_at.is_some() { None } else { dead_at }, linger_at);
         tokio::select! {
             biased;
-            r = rd.read_buf(&mut rx.raw) => match r {
-                Ok(0) => break CloseReason::PeerClosed,
-                Ok(n) => {
-                    rx.after_read(n);
-                    stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+            r = rd.readable() => {
+                if let Err(e) = r {
+                    break CloseReason::io(e);
                 }
-                Err(e) => break CloseReason::io(e),
-            },
+            }
             changed = phase.changed() => {
                 if changed.is_err() {
                     break CloseReason::Closed;

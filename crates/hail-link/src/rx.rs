@@ -82,12 +82,12 @@ impl Rx {
         self.raw.capacity() + self.plain.capacity()
     }
 
-    /// Drops spare capacity when idle, so an idle link holds little memory.
+    /// Drops the buffers that hold nothing, so an idle link holds no receive memory.
     pub(crate) fn shrink_if_idle(&mut self) {
-        if self.raw.is_empty() && self.raw.capacity() > 2 * self.read_size {
+        if self.raw.is_empty() {
             self.raw = BytesMut::new();
         }
-        if self.plain.is_empty() && self.plain.capacity() > MAX_READ {
+        if self.plain.is_empty() {
             self.plain = BytesMut::new();
         }
     }
@@ -142,6 +142,7 @@ mod tests {
         assert_eq!(rx.read_size, MIN_READ);
         rx.raw.reserve(MAX_READ * 4);
         rx.shrink_if_idle();
+        assert_eq!(rx.buffered(), 0);
         assert_eq!(rx.raw.capacity(), 0);
     }
 }
