@@ -42,8 +42,9 @@ impl Default for RpcConfig {
 
 impl RpcConfig {
     /// Calls this side may have awaiting a reply at once (default 1024, at least 1).
-    /// `execute`, `send` and `notify` wait for room beyond it: the caller's backpressure.
-    /// Each costs a table entry of about 100 bytes.
+    /// `execute` and `send` wait for room beyond it: the caller's backpressure (`notify`,
+    /// which awaits no reply, waits only for room in the link's send queue). Each costs a
+    /// table entry of about 100 bytes.
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.max(1);
         self

@@ -99,3 +99,47 @@ async fn hundred_clients_call_one_server_and_the_server_calls_them() {
     answers.sort_unstable();
     assert!(answers.into_iter().eq(0..100));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_flight_limit_makes_callers_wait() {
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
+
+    let (client, server, _link) =
+        crate::support::pair_with(RpcConfig::default().max_in_flight(2), RpcConfig::default())
+            .await;
+    let gate = Arc::new(Semaphore::new(0));
+    let g = gate.clone();
+    server
+        .bind("gated", move |i: u32| {
+            let g = g.clone();
+            async move {
+                g.acquire().await.map_err(|e| e.to_string())?.forget();
+                Ok::<_, String>(i)
+            }
+        })
+        .unwrap();
+    let mut calls = JoinSet::new();
+    for i in 0..3u32 {
+        let client = client.clone();
+        calls.spawn(async move { client.execute::<_, u32>("gated", i, T).await });
+    }
+    tokio::time::timeout(T, async {
+        while server.running_handlers() < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("two calls reach the server");
+    // The third caller waits for room: only two are in flight, only two handlers run.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(client.in_flight(), 2);
+    assert_eq!(server.running_handlers(), 2);
+    gate.add_permits(3);
+    let mut results = Vec::new();
+    while let Some(r) = calls.join_next().await {
+        results.push(r.unwrap().unwrap());
+    }
+    results.sort_unstable();
+    assert_eq!(results, [0, 1, 2]);
+}
