@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -33,8 +34,11 @@ use crate::peer_table::{
 pub const DEFAULT_GROUP: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 72, 76)), 5676);
 /// Capacity of the event stream: 1024 events; further events are dropped and counted
-/// while the stream is full.
+/// ([`Device::dropped_events`]) while the stream is full.
 pub const EVENT_CAPACITY: usize = 1024;
+/// Capacity of the queue from link readers and dials to the device's task: 1024 items;
+/// a full queue makes the link readers wait (TCP flow control slows the peers).
+const INTERNAL_CAPACITY: usize = 1024;
 /// The RPC method that carries [`Device::send`] messages.
 const MSG_METHOD: &str = "hail/msg";
 /// The RPC method that carries [`Device::ask`] questions.
@@ -314,10 +318,11 @@ impl DeviceBuilder {
             links: Mutex::new(HashMap::new()),
             question: OnceLock::new(),
             events: events_tx,
+            dropped_events: AtomicU64::new(0),
             rpc: self.rpc.clone(),
             link,
         });
-        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let (internal_tx, internal_rx) = mpsc::channel(INTERNAL_CAPACITY);
         let (stop_tx, stop_rx) = oneshot::channel();
         let server = Arc::new(server);
         let task = tokio::spawn(run(
@@ -417,6 +422,11 @@ impl Device {
     /// The discovery group (with the port actually bound).
     pub fn group(&self) -> SocketAddr {
         self.group
+    }
+
+    /// Events dropped because the event stream was full (or no longer read).
+    pub fn dropped_events(&self) -> u64 {
+        self.shared.dropped_events.load(Ordering::Relaxed)
     }
 
     /// The joined peers, sorted by name then id.
@@ -549,6 +559,7 @@ struct Shared {
     links: Mutex<HashMap<ConnId, LinkEntry>>,
     question: OnceLock<Arc<QuestionFn>>,
     events: mpsc::Sender<DeviceEvent>,
+    dropped_events: AtomicU64,
     rpc: RpcConfig,
     link: LinkConfig,
 }
@@ -570,6 +581,7 @@ impl Shared {
 
     fn emit(&self, e: DeviceEvent) {
         if self.events.try_send(e).is_err() {
+            self.dropped_events.fetch_add(1, Ordering::Relaxed);
             debug!("device event dropped: the stream is full or closed");
         }
     }
@@ -623,8 +635,8 @@ async fn run(
     mut channel: Option<Channel>,
     server: Arc<Server<Binary>>,
     mut server_events: hail_link::ServerEvents<Bytes>,
-    internal_tx: mpsc::UnboundedSender<Internal>,
-    mut internal: mpsc::UnboundedReceiver<Internal>,
+    internal_tx: mpsc::Sender<Internal>,
+    mut internal: mpsc::Receiver<Internal>,
     mut stop: oneshot::Receiver<oneshot::Sender<()>>,
 ) {
     let sender = channel.as_ref().map(Channel::sender);
@@ -684,11 +696,13 @@ async fn run(
                         // Holds no handle: the link lives as long as the driver keeps it.
                         tokio::spawn(async move {
                             while let Some(frame) = incoming.recv().await {
-                                if tx.send(Internal::Frame { conn: id, frame }).is_err() {
+                                // Waits when the driver is behind: TCP flow control then
+                                // slows the peer down, memory stays bounded.
+                                if tx.send(Internal::Frame { conn: id, frame }).await.is_err() {
                                     return;
                                 }
                             }
-                            let _ = tx.send(Internal::Ended { conn: id });
+                            let _ = tx.send(Internal::Ended { conn: id }).await;
                         });
                         let remote = conn.peer_addr();
                         ctx.link_up(conn, LinkOrigin::Dialed(dial), remote);
@@ -732,7 +746,7 @@ const SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
 
 struct Ctx {
     shared: Arc<Shared>,
-    internal_tx: mpsc::UnboundedSender<Internal>,
+    internal_tx: mpsc::Sender<Internal>,
     sender: Option<hail_multicast::Sender>,
 }
 
@@ -742,17 +756,17 @@ impl Ctx {
         let name: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
         let handlers = Handlers::new();
         let from = name.clone();
-        let events = self.shared.events.clone();
+        let sink = Arc::downgrade(&self.shared);
+        // Emitted before the handler returns: messages from one peer keep their order.
         let _ = handlers.bind(MSG_METHOD, move |payload: Vec<u8>| {
             let from = from.get().cloned().unwrap_or_default();
-            let events = events.clone();
-            async move {
-                let _ = events.try_send(DeviceEvent::Message {
+            if let Some(s) = sink.upgrade() {
+                s.emit(DeviceEvent::Message {
                     from,
                     payload: Bytes::from(payload),
                 });
-                Ok::<(), String>(())
             }
+            async { Ok::<(), String>(()) }
         });
         let asker = name.clone();
         let shared = Arc::downgrade(&self.shared);
@@ -838,7 +852,7 @@ impl Ctx {
                     let config = self.shared.link.clone();
                     tokio::spawn(async move {
                         let result = dial_any(addrs, config).await;
-                        let _ = tx.send(Internal::Dialed { dial, result });
+                        let _ = tx.send(Internal::Dialed { dial, result }).await;
                     });
                 }
                 Action::Close { conn, reason } => {
