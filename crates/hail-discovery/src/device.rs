@@ -11,7 +11,8 @@ use bytes::Bytes;
 use futures_util::future::{BoxFuture, join_all};
 use hail_crypto::GroupKey;
 use hail_link::{
-    CloseReason as LinkClose, Connection, LinkConfig, LinkError, Server, ServerConfig, ServerEvent,
+    CloseReason as LinkClose, Connection, Heartbeat, LinkConfig, LinkError, Server, ServerConfig,
+    ServerEvent,
 };
 use hail_multicast::{Channel, MulticastError};
 use hail_rpc::{
@@ -252,6 +253,9 @@ impl DeviceBuilder {
     }
 
     /// Discovery timing, limits and static peers. Default: [`PeerTableConfig::default`].
+    /// The links' heartbeats follow the lease: a heartbeat every lease / 3 (1 s by
+    /// default) and a silent peer declared dead after one lease (3 s by default), so a
+    /// crashed peer is noticed within the lease whether connected or not.
     pub fn table(mut self, config: PeerTableConfig) -> Self {
         self.table = config;
         self
@@ -278,7 +282,13 @@ impl DeviceBuilder {
                 .as_ref()
                 .map(|p| GroupKey::derive(&p.0, "hail-discovery"))
         });
-        let mut link = LinkConfig::default();
+        // A connected peer's liveness is its link: make the link notice a silent peer
+        // within the lease, as the table's docs ask of its driver.
+        let lease = self.table.lease();
+        let mut link = LinkConfig::default().heartbeat(Some(Heartbeat {
+            interval: lease / 3,
+            dead_after: lease,
+        }));
         if let Some(k) = &key {
             link = link.group_key(k);
         }

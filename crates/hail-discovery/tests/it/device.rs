@@ -335,5 +335,16 @@ async fn a_killed_process_is_seen_as_gone_within_three_seconds() {
     );
     assert!(a.peers().is_empty());
     assert!(start.elapsed() < Duration::from_secs(3));
+    // Asking a device known to be gone does not wait for the timeout.
+    let t = Instant::now();
+    let answers = a.ask("child", Bytes::new(), Duration::from_secs(5)).await;
+    assert!(
+        matches!(
+            answers["child"],
+            Err(AskError::UnknownName | AskError::Unreachable)
+        ),
+        "{answers:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(1));
     a.shutdown().await;
 }
