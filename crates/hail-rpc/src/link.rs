@@ -65,6 +65,22 @@ impl Outgoing for ClientOut {
     }
 }
 
+/// A bare link connection (from `Connection::connect`, or a server's
+/// `Server::connection`) carries a peer's packets as they are: feed its `Incoming`
+/// frames to [`PeerDriver::packet`] and its end to [`PeerDriver::disconnected`].
+impl Outgoing for Connection<Binary> {
+    fn send(
+        &self,
+        packet: Bytes,
+    ) -> Pin<Box<dyn Future<Output = Result<(), LinkClosed>> + Send + '_>> {
+        Box::pin(async move { Connection::send(self, packet).await.map_err(|_| LinkClosed) })
+    }
+
+    fn try_send(&self, packet: Bytes) -> bool {
+        Connection::try_send(self, packet).is_ok()
+    }
+}
+
 /// An RPC peer over a reconnecting `hail-link` client. Derefs to its [`RpcPeer`]: bind
 /// handlers and make calls on it directly.
 ///

@@ -148,3 +148,38 @@ async fn graceful_shutdown_answers_running_calls_first() {
         Err(RpcError::NotConnected)
     );
 }
+
+#[tokio::test]
+async fn a_peer_over_a_bare_link_connection() {
+    use std::sync::Arc;
+
+    use hail_link::Connection;
+    use hail_rpc::{Disconnect, RpcPeer};
+    use hail_wire::Binary;
+
+    let server = RpcServer::listen(localhost(), ServerConfig::default(), RpcConfig::default())
+        .await
+        .unwrap();
+    server
+        .bind(
+            "add",
+            |(a, b): (u8, u8)| async move { Ok::<_, String>(a + b) },
+        )
+        .unwrap();
+    let (conn, mut incoming) =
+        Connection::connect(server.local_addr(), &LinkConfig::default(), Binary)
+            .await
+            .unwrap();
+    let (peer, driver) = RpcPeer::new(RpcConfig::default());
+    driver.connected(Arc::new(conn.clone()));
+    let reader = tokio::spawn(async move {
+        while let Some(frame) = incoming.recv().await {
+            driver.packet(&frame);
+        }
+        driver.disconnected(Disconnect::Lost);
+    });
+    assert_eq!(peer.execute::<_, u8>("add", (2u8, 3u8), T).await, Ok(5));
+    conn.close();
+    reader.await.unwrap();
+    assert!(!peer.is_connected());
+}
