@@ -73,11 +73,11 @@ impl Outgoing for Connection<Binary> {
         &self,
         packet: Bytes,
     ) -> Pin<Box<dyn Future<Output = Result<(), LinkClosed>> + Send + '_>> {
-        Box::pin(async move { Connection::send(self, packet).await.map_err(|_| LinkClosed) })
+        Box::pin(async move { Self::send(self, packet).await.map_err(|_| LinkClosed) })
     }
 
     fn try_send(&self, packet: Bytes) -> bool {
-        Connection::try_send(self, packet).is_ok()
+        Self::try_send(self, packet).is_ok()
     }
 }
 
