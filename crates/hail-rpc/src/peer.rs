@@ -570,11 +570,21 @@ impl Inner {
     /// Waits for room among the calls in flight; fails fast when disconnected.
     async fn acquire(&self) -> Result<OwnedSemaphorePermit, RpcError> {
         self.outgoing()?;
-        self.in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| RpcError::NotConnected)
+        if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        loop {
+            // `send` calls past their age limit hold slots until expired: expire them now,
+            // and again every second while waiting (the caller's timeout bounds the wait).
+            drop(self.lock_expired());
+            let wait = self.in_flight.clone().acquire_owned();
+            match tokio::time::timeout(Duration::from_secs(1), wait).await {
+                Ok(permit) => return permit.map_err(|_| RpcError::NotConnected),
+                Err(_) => {
+                    self.outgoing()?;
+                }
+            }
+        }
     }
 
     /// Registers a call and encodes its request.

@@ -333,3 +333,32 @@ async fn handlers_in_tasks_of_their_own_behave_the_same() {
     );
     assert_eq!(a.execute::<_, u32>("half", 2u32, T).await, Ok(1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn unanswered_sends_do_not_hold_slots_forever() {
+    let config = RpcConfig::default()
+        .max_in_flight(2)
+        .keep_replies_for(Duration::from_secs(10));
+    let (a, b, _link) = memory_pair_with(config, RpcConfig::default());
+    b.bind("never", |(): ()| async {
+        std::future::pending::<()>().await;
+        Ok::<_, String>(())
+    })
+    .unwrap();
+    b.bind("id", |x: u32| async move { Ok::<_, String>(x) })
+        .unwrap();
+    // Two sends nobody answers take every slot.
+    let first = a.send("never", ()).await.unwrap();
+    a.send("never", ()).await.unwrap();
+    assert_eq!(a.in_flight(), 2);
+    // An execute waits for room, and gets it when the sends expire.
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        a.execute::<_, u32>("id", 7u32, Duration::from_secs(60))
+            .await,
+        Ok(7)
+    );
+    assert!(started.elapsed() >= Duration::from_secs(10));
+    assert!(started.elapsed() < Duration::from_secs(12));
+    assert_eq!(a.poll::<()>(first, T).await, Err(RpcError::Expired));
+}
