@@ -170,6 +170,100 @@ impl DeviceEvents {
     pub async fn recv(&mut self) -> Option<DeviceEvent> {
         self.rx.recv().await
     }
+
+    /// Runs callbacks for every event until the device is gone (pythonConnect style:
+    /// message, peers changed, peer joined and left, duplicate name).
+    pub async fn run_callbacks(mut self, mut callbacks: Callbacks) {
+        while let Some(event) = self.rx.recv().await {
+            match event {
+                DeviceEvent::Message { from, payload } => {
+                    if let Some(f) = &mut callbacks.on_message {
+                        f(from, payload);
+                    }
+                }
+                DeviceEvent::PeersChanged(peers) => {
+                    if let Some(f) = &mut callbacks.on_peers_changed {
+                        f(peers);
+                    }
+                }
+                DeviceEvent::PeerJoined(peer) => {
+                    if let Some(f) = &mut callbacks.on_joined {
+                        f(peer);
+                    }
+                }
+                DeviceEvent::PeerLeft { peer, reason } => {
+                    if let Some(f) = &mut callbacks.on_left {
+                        f(peer, reason);
+                    }
+                }
+                DeviceEvent::DuplicateName { name, ids } => {
+                    if let Some(f) = &mut callbacks.on_duplicate {
+                        f(name, ids);
+                    }
+                }
+            }
+        }
+    }
+}
+
+type MessageFn = Box<dyn FnMut(String, Bytes) + Send>;
+type PeersFn = Box<dyn FnMut(Vec<PeerInfo>) + Send>;
+type JoinedFn = Box<dyn FnMut(PeerInfo) + Send>;
+type LeftFn = Box<dyn FnMut(PeerInfo, LeaveReason) + Send>;
+type DuplicateFn = Box<dyn FnMut(String, Vec<DeviceId>) + Send>;
+
+/// Callbacks for [`DeviceEvents::run_callbacks`]; each is optional.
+#[derive(Default)]
+pub struct Callbacks {
+    on_message: Option<MessageFn>,
+    on_peers_changed: Option<PeersFn>,
+    on_joined: Option<JoinedFn>,
+    on_left: Option<LeftFn>,
+    on_duplicate: Option<DuplicateFn>,
+}
+
+impl std::fmt::Debug for Callbacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callbacks")
+            .field("on_message", &self.on_message.is_some())
+            .field("on_peers_changed", &self.on_peers_changed.is_some())
+            .field("on_joined", &self.on_joined.is_some())
+            .field("on_left", &self.on_left.is_some())
+            .field("on_duplicate", &self.on_duplicate.is_some())
+            .finish()
+    }
+}
+
+impl Callbacks {
+    /// Called with the sender's name and each message.
+    pub fn on_message(mut self, f: impl FnMut(String, Bytes) + Send + 'static) -> Self {
+        self.on_message = Some(Box::new(f));
+        self
+    }
+
+    /// Called with the joined peers whenever they change.
+    pub fn on_peers_changed(mut self, f: impl FnMut(Vec<PeerInfo>) + Send + 'static) -> Self {
+        self.on_peers_changed = Some(Box::new(f));
+        self
+    }
+
+    /// Called when a peer joins.
+    pub fn on_joined(mut self, f: impl FnMut(PeerInfo) + Send + 'static) -> Self {
+        self.on_joined = Some(Box::new(f));
+        self
+    }
+
+    /// Called when a peer leaves, with the reason.
+    pub fn on_left(mut self, f: impl FnMut(PeerInfo, LeaveReason) + Send + 'static) -> Self {
+        self.on_left = Some(Box::new(f));
+        self
+    }
+
+    /// Called when several live devices share a name.
+    pub fn on_duplicate(mut self, f: impl FnMut(String, Vec<DeviceId>) + Send + 'static) -> Self {
+        self.on_duplicate = Some(Box::new(f));
+        self
+    }
 }
 
 type QuestionFn = dyn Fn(String, Bytes) -> BoxFuture<'static, Result<Bytes, String>> + Send + Sync;

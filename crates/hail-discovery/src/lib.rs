@@ -133,8 +133,8 @@ pub use config::{
     PeerTableConfigBuilder,
 };
 pub use device::{
-    AskError, DEFAULT_GROUP, Device, DeviceBuilder, DeviceError, DeviceEvent, DeviceEvents,
-    EVENT_CAPACITY, SendError, Targets,
+    AskError, Callbacks, DEFAULT_GROUP, Device, DeviceBuilder, DeviceError, DeviceEvent,
+    DeviceEvents, EVENT_CAPACITY, SendError, Targets,
 };
 pub use error::{AdvertError, ConfigError, NameError, ResolveError};
 pub use id::{ConnId, DeviceId, DialId};

@@ -348,3 +348,42 @@ async fn a_killed_process_is_seen_as_gone_within_three_seconds() {
     assert!(t.elapsed() < Duration::from_secs(1));
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_see_peers_and_messages() {
+    let (a, _ea) = device("a", group()).await;
+    let (b, eb) = device("b", a.group()).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (t1, t2) = (tx.clone(), tx);
+    let runner = tokio::spawn(
+        eb.run_callbacks(
+            hail_discovery::Callbacks::default()
+                .on_joined(move |p| {
+                    let _ = t1.send(format!("joined {}", p.name));
+                })
+                .on_message(move |from, payload| {
+                    let _ = t2.send(format!("{from}: {}", String::from_utf8_lossy(&payload)));
+                }),
+        ),
+    );
+    assert_eq!(next_line(&mut rx).await, "joined a");
+    while a.peers().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(a.send("b", Bytes::from_static(b"hello")).await[0].1, Ok(()));
+    assert_eq!(next_line(&mut rx).await, "a: hello");
+    b.shutdown().await;
+    // The stream ends with the device, and so does the callback runner.
+    tokio::time::timeout(Duration::from_secs(5), runner)
+        .await
+        .expect("runner ends")
+        .unwrap();
+    a.shutdown().await;
+}
+
+async fn next_line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("a callback")
+        .expect("callbacks running")
+}
