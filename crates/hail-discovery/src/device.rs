@@ -533,6 +533,13 @@ impl Device {
         self.shared.dropped_events.load(Ordering::Relaxed)
     }
 
+    /// Links open to peers right now. A link dropped by the one-link-per-pair rule counts
+    /// until it is closed (at least 500 ms after the rule dropped it, longer while calls
+    /// on it are still running).
+    pub fn links(&self) -> usize {
+        lock(&self.shared.links).len()
+    }
+
     /// The joined peers, sorted by name then id.
     pub fn peers(&self) -> Vec<PeerInfo> {
         lock(&self.shared.table).peers()

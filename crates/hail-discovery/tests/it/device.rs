@@ -199,6 +199,11 @@ async fn ten_devices_form_a_full_mesh_without_flapping() {
             );
         }
     }
+    // One link per pair once the dropped duplicates have closed: 45 in all.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for (d, _) in &devices {
+        assert_eq!(d.links(), 9, "{}", d.name());
+    }
     let r = devices[0]
         .0
         .send(Targets::All, Bytes::from_static(b"to all"))

@@ -1,4 +1,6 @@
-//! Real-socket tests of hail-discovery: multicast on the loopback interface only, links
-//! on 127.0.0.1.
+//! Real-socket tests of hail-discovery: multicast on the loopback interface or inside
+//! network namespaces the tests create, links on 127.0.0.1 or inside those namespaces.
 
 mod device;
+#[cfg(target_os = "linux")]
+mod netns;
