@@ -8,6 +8,8 @@
 //!   runs, in ms. The sealed variant uses a group key made beforehand (the key derivation
 //!   is configuration, reported by `crypto/derive`). No baseline in the same process
 //!   (zenoh's default `open()` waits 500 ms).
+//! - `discovery/leave`: time from `shutdown()` on one device to `PeerLeft(Goodbye)` at
+//!   its peer, p50 in ms.
 //! - `discovery/mesh-N`: N devices started together; time until every one has joined all
 //!   others, in ms.
 //! - `discovery/ask-N-p50` / `-p99`: `ask` of all N peers (each answers at once) against
@@ -40,6 +42,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
     if ctx.wants("discovery/join-sealed") {
         let key = GroupKey::from_bytes([7; 32]);
         out.push(rt.block_on(join("discovery/join-sealed", Some(key), runs))?);
+    }
+    if ctx.wants("discovery/leave") {
+        out.push(rt.block_on(leave("discovery/leave", runs))?);
     }
     let sizes: &[usize] = if ctx.quick { &[10] } else { &[10, 50] };
     for &n in sizes {
@@ -107,6 +112,33 @@ async fn join(name: &str, key: Option<GroupKey>, runs: usize) -> anyhow::Result<
         .map_err(|_| anyhow::anyhow!("no join"))?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
         d.shutdown().await;
+    }
+    host.shutdown().await;
+    Ok(Record::solo(name, median(&mut times), "ms", Better::Lower))
+}
+
+async fn leave(name: &str, runs: usize) -> anyhow::Result<Record> {
+    let (host, mut host_events) = start("host", group(), None).await?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let (d, _events) = start("leaver", host.group(), None).await?;
+        let id = d.id();
+        until_peers(&host, &mut host_events, 1).await?;
+        let t = Instant::now();
+        let bye = tokio::spawn(d.shutdown());
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match host_events.recv().await {
+                    Some(DeviceEvent::PeerLeft { peer, .. }) if peer.id == id => break,
+                    None => break,
+                    Some(_) => {}
+                }
+            }
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("no leave"))?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        bye.await?;
     }
     host.shutdown().await;
     Ok(Record::solo(name, median(&mut times), "ms", Better::Lower))
