@@ -23,6 +23,9 @@ const EXAMPLES_PACKAGE: &str = "hail-examples";
 const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs every step; the error names the step that failed.
+/// The facade's features, each checked alone (its modules are optional layer crates).
+const FACADE_FEATURES: [&str; 6] = ["wire", "crypto", "multicast", "link", "rpc", "discovery"];
+
 pub(crate) fn run() -> anyhow::Result<()> {
     let mut steps = Steps::new("ci");
     steps.run("cargo fmt --all --check", || {
@@ -61,6 +64,31 @@ pub(crate) fn run() -> anyhow::Result<()> {
     steps.run("cargo test --workspace", || {
         cmd::run(&mut cmd::cargo(["test", "--workspace", "--locked"]))
     })?;
+    steps.run(
+        "facade `hail`: each feature alone and none (cargo check)",
+        || {
+            cmd::run(&mut cmd::cargo([
+                "check",
+                "-p",
+                "hail",
+                "--no-default-features",
+                "--locked",
+            ]))?;
+            for feature in FACADE_FEATURES {
+                cmd::run(&mut cmd::cargo([
+                    "check",
+                    "-p",
+                    "hail",
+                    "--no-default-features",
+                    "--features",
+                    feature,
+                    "--locked",
+                ]))
+                .with_context(|| format!("the facade with only the `{feature}` feature"))?;
+            }
+            Ok(())
+        },
+    )?;
     steps.run(
         format!("layering: {:?} stay sans-IO", layering::SANS_IO_CRATES),
         layering::check,
