@@ -24,8 +24,8 @@ use hail_discovery::{Device, DeviceEvent, DeviceEvents, Targets};
 
 use crate::harness::{Better, Ctx, Record, median};
 
-/// The RPC method `Device::ask` uses (private to hail-discovery; named here for the
-/// hand-made baseline).
+/// The RPC method `Device::ask` uses, with arguments (asker's name, question) (private
+/// to hail-discovery; named here for the hand-made baseline).
 const ASK_METHOD: &str = "hail/ask";
 
 /// Runs the group.
@@ -192,7 +192,7 @@ async fn ask(name: &str, n: usize, iterations: usize) -> anyhow::Result<Vec<Reco
         let t = Instant::now();
         let calls = handles
             .iter()
-            .map(|h| h.execute::<_, Vec<u8>>(ASK_METHOD, q.to_vec(), timeout));
+            .map(|h| h.execute::<_, Vec<u8>>(ASK_METHOD, ("asker", q.as_ref()), timeout));
         let results = futures_util::future::join_all(calls).await;
         let b = t.elapsed();
         anyhow::ensure!(results.iter().all(Result::is_ok), "rpc failed");

@@ -421,11 +421,13 @@ impl DeviceBuilder {
             table: Mutex::new(table),
             links: Mutex::new(HashMap::new()),
             question: OnceLock::new(),
+            handlers: Handlers::new(),
             events: events_tx,
             dropped_events: AtomicU64::new(0),
             rpc: self.rpc.clone(),
             link,
         });
+        bind_builtin(&shared);
         let (internal_tx, internal_rx) = mpsc::channel(INTERNAL_CAPACITY);
         let (stop_tx, stop_rx) = oneshot::channel();
         let server = Arc::new(server);
@@ -545,9 +547,17 @@ impl Device {
         lock(&self.shared.table).peers()
     }
 
-    /// An RPC handle to the joined peer with this name, for the user's own methods.
+    /// An RPC handle to the joined peer with this name, to call the methods it bound on
+    /// its [`handlers`](Self::handlers). The handle follows the link that is up now; after
+    /// a reconnect ask for it again.
     pub fn peer(&self, name: &str) -> Result<RpcPeer, ResolveError> {
         self.shared.resolve_rpc(name)
+    }
+
+    /// The methods this device answers on every link: bind the user's own opcodes and
+    /// named commands here (names starting with `hail/` are taken by the device).
+    pub fn handlers(&self) -> &Handlers {
+        &self.shared.handlers
     }
 
     /// Sets the handler for [`ask`](Self::ask) from peers: it gets the asker's name and the
@@ -576,7 +586,7 @@ impl Device {
         for name in names {
             let r = match self.shared.resolve_rpc(&name) {
                 Ok(peer) => peer
-                    .notify(MSG_METHOD, msg.to_vec())
+                    .notify(MSG_METHOD, (&self.name, msg.as_ref()))
                     .await
                     .map_err(|_| SendError::NotConnected),
                 Err(e) => Err(send_error(e)),
@@ -596,7 +606,7 @@ impl Device {
     ) -> HashMap<String, Result<Bytes, AskError>> {
         let names = self.target_names(targets.into());
         let calls = names.into_iter().map(|name| {
-            let q = question.to_vec();
+            let q = (self.name.clone(), question.to_vec());
             let peer = self.shared.resolve_rpc(&name);
             async move {
                 let r = match peer {
@@ -647,6 +657,37 @@ impl Device {
     }
 }
 
+/// Binds the methods behind `send` and `ask`. Both carry the sender's name: the group
+/// key authenticates the group, not the member, so the name is what the sender says it
+/// is (as in its adverts and hello).
+fn bind_builtin(shared: &Arc<Shared>) {
+    let sink = Arc::downgrade(shared);
+    // Emitted before the handler returns: messages from one peer keep their order.
+    let _ = shared
+        .handlers
+        .bind(MSG_METHOD, move |(from, payload): (String, Vec<u8>)| {
+            if let Some(s) = sink.upgrade() {
+                s.emit(DeviceEvent::Message {
+                    from,
+                    payload: Bytes::from(payload),
+                });
+            }
+            async { Ok::<(), String>(()) }
+        });
+    let weak = Arc::downgrade(shared);
+    let _ = shared
+        .handlers
+        .bind(ASK_METHOD, move |(from, q): (String, Vec<u8>)| {
+            let handler = weak.upgrade().and_then(|s| s.question.get().cloned());
+            async move {
+                let Some(h) = handler else {
+                    return Err("no question handler".to_string());
+                };
+                h(from, Bytes::from(q)).await.map(|b| b.to_vec())
+            }
+        });
+}
+
 fn send_error(e: ResolveError) -> SendError {
     match e {
         ResolveError::UnknownName(_) => SendError::UnknownName,
@@ -659,8 +700,6 @@ fn send_error(e: ResolveError) -> SendError {
 struct LinkEntry {
     conn: Connection<Binary>,
     driver: PeerDriver,
-    /// Name of the peer, once its hello arrived.
-    name: Arc<OnceLock<String>>,
     /// The table asked to close it; it is kept until it is closed.
     closing: bool,
 }
@@ -669,6 +708,8 @@ struct Shared {
     table: Mutex<PeerTable>,
     links: Mutex<HashMap<ConnId, LinkEntry>>,
     question: OnceLock<Arc<QuestionFn>>,
+    /// What every link answers: messages, questions and the user's own methods.
+    handlers: Handlers,
     events: mpsc::Sender<DeviceEvent>,
     dropped_events: AtomicU64,
     rpc: RpcConfig,
@@ -864,41 +905,14 @@ struct Ctx {
 impl Ctx {
     fn link_up(&mut self, conn: Connection<Binary>, origin: LinkOrigin, remote: SocketAddr) {
         let id = ConnId(conn.id().get());
-        let name: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
-        let handlers = Handlers::new();
-        let from = name.clone();
-        let sink = Arc::downgrade(&self.shared);
-        // Emitted before the handler returns: messages from one peer keep their order.
-        let _ = handlers.bind(MSG_METHOD, move |payload: Vec<u8>| {
-            let from = from.get().cloned().unwrap_or_default();
-            if let Some(s) = sink.upgrade() {
-                s.emit(DeviceEvent::Message {
-                    from,
-                    payload: Bytes::from(payload),
-                });
-            }
-            async { Ok::<(), String>(()) }
-        });
-        let asker = name.clone();
-        let shared = Arc::downgrade(&self.shared);
-        let _ = handlers.bind(ASK_METHOD, move |q: Vec<u8>| {
-            let from = asker.get().cloned().unwrap_or_default();
-            let handler = shared.upgrade().and_then(|s| s.question.get().cloned());
-            async move {
-                let Some(h) = handler else {
-                    return Err("no question handler".to_string());
-                };
-                h(from, Bytes::from(q)).await.map(|b| b.to_vec())
-            }
-        });
-        let (_peer, driver) = RpcPeer::with_handlers(self.shared.rpc.clone(), handlers);
+        let (_peer, driver) =
+            RpcPeer::with_handlers(self.shared.rpc.clone(), self.shared.handlers.clone());
         driver.connected(Arc::new(LinkOut(conn.clone())));
         lock(&self.shared.links).insert(
             id,
             LinkEntry {
                 conn,
                 driver,
-                name,
                 closing: false,
             },
         );
@@ -914,14 +928,7 @@ impl Ctx {
                 return;
             }
             match LinkMessage::decode(frame) {
-                Ok(m) => {
-                    if let LinkMessage::Hello(h) = &m {
-                        if let Some(l) = lock(&self.shared.links).get(&conn) {
-                            let _ = l.name.set(h.announce.name.clone());
-                        }
-                    }
-                    lock(&self.shared.table).link_message(conn, m, Instant::now());
-                }
+                Ok(m) => lock(&self.shared.table).link_message(conn, m, Instant::now()),
                 Err(e) => debug!(%conn, error = %e, "dropped a discovery message"),
             }
         } else if let Some(l) = lock(&self.shared.links).get(&conn) {

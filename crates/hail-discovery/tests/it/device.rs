@@ -91,6 +91,25 @@ async fn three_devices_find_each_other_send_and_ask() {
         ("c".into(), Bytes::from_static(b"all"))
     );
 
+    // The user's own methods, bound once on the device, called through `peer(name)`.
+    b.handlers()
+        .bind(
+            "add",
+            |(x, y): (i32, i32)| async move { Ok::<_, String>(x + y) },
+        )
+        .unwrap();
+    let sum: i32 = a
+        .peer("b")
+        .unwrap()
+        .execute("add", (2, 3), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(sum, 5);
+    assert!(matches!(
+        a.peer("nobody"),
+        Err(hail_discovery::ResolveError::UnknownName(_))
+    ));
+
     // Ask: c answers, b has no handler, an empty answer is an answer.
     c.on_question(|from, q| async move {
         assert_eq!(from, "a");
