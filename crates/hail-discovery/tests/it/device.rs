@@ -218,9 +218,13 @@ async fn ten_devices_form_a_full_mesh_without_flapping() {
             );
         }
     }
-    // One link per pair once the dropped duplicates have closed: 45 in all.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // One link per pair once the dropped duplicates have closed (they linger 500 ms):
+    // 45 in all.
     for (d, _) in &devices {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while d.links() != 9 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(d.links(), 9, "{}", d.name());
     }
     let r = devices[0]

@@ -124,15 +124,18 @@ fn host(
             .await
             .ok()
             .map(|()| t.elapsed());
-            // Keep serving while the others finish, then count links.
-            let wait = async {
-                loop {
-                    if events.recv().await.is_none() {
-                        break;
+            // Keep serving while the others finish and the dropped duplicate links close
+            // (they linger 500 ms), then count links.
+            let settle = async {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                while d.links() != HOSTS - 1 {
+                    tokio::select! {
+                        _ = events.recv() => {}
+                        () = tokio::time::sleep(Duration::from_millis(20)) => {}
                     }
                 }
             };
-            let _ = tokio::time::timeout(Duration::from_millis(1200), wait).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), settle).await;
             let links = d.links();
             // Everyone has counted before anyone leaves.
             let done2 = done.clone();
