@@ -1,0 +1,571 @@
+//! The subcommands that join the network as a device: listen, send, ask, call, scout.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use hail::discovery::{DEFAULT_GROUP, LeaveReason};
+use hail::prelude::*;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use crate::out::{self, json_line, payload_json, progress, text};
+use crate::{Common, parse_duration};
+
+/// How long `send`, `ask` and `call` wait to find their targets by default: 5 s.
+const DEFAULT_WAIT: &str = "5s";
+/// How long an `--answer-cmd` may run before its question fails: 10 s.
+const ANSWER_CMD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The methods `hail listen` serves to `hail call`.
+const METHODS: &str = "echo, info";
+
+/// `hail listen`.
+#[derive(Debug, Args)]
+pub(crate) struct ListenArgs {
+    /// This device's name (1 to 64 bytes).
+    #[arg(long)]
+    name: String,
+    /// Answer questions with the standard output of this shell command, which gets the
+    /// question on standard input and the asker's name in `HAIL_FROM` (10 s at most; a
+    /// non-zero exit fails the question). Default: echo the question.
+    #[arg(long, value_name = "CMD")]
+    answer_cmd: Option<String>,
+}
+
+/// `hail send`.
+#[derive(Debug, Args)]
+pub(crate) struct SendArgs {
+    /// The device to send to, by name.
+    to: String,
+    /// The message (UTF-8 text).
+    message: String,
+    /// This device's name. Default: `hail-send-<pid>`.
+    #[arg(long)]
+    name: Option<String>,
+    /// How long to look for the target.
+    #[arg(long, default_value = DEFAULT_WAIT, value_parser = parse_duration)]
+    wait: Duration,
+}
+
+/// `hail ask`.
+#[derive(Debug, Args)]
+pub(crate) struct AskArgs {
+    /// The devices to ask, by name.
+    #[arg(required = true, num_args = 1..)]
+    to: Vec<String>,
+    /// The question (UTF-8 text).
+    question: String,
+    /// How long to wait for the answers once the targets are found.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// How long to look for the targets.
+    #[arg(long, default_value = DEFAULT_WAIT, value_parser = parse_duration)]
+    wait: Duration,
+    /// This device's name. Default: `hail-ask-<pid>`.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+/// `hail call`.
+#[derive(Debug, Args)]
+pub(crate) struct CallArgs {
+    /// The device to call, by name.
+    device: String,
+    /// The method (`hail listen` serves `echo` and `info`).
+    method: String,
+    /// The arguments, as JSON.
+    #[arg(value_parser = parse_json)]
+    args_json: Value,
+    /// How long to wait for the result once the device is found.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// How long to look for the device.
+    #[arg(long, default_value = DEFAULT_WAIT, value_parser = parse_duration)]
+    wait: Duration,
+    /// This device's name. Default: `hail-call-<pid>`.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+/// `hail scout`.
+#[derive(Debug, Args)]
+pub(crate) struct ScoutArgs {
+    /// Print the table once, after `--timeout`, and exit.
+    #[arg(long)]
+    once: bool,
+    /// With `--once`: how long to look.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// This device's name. Default: `hail-scout-<pid>`.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+fn parse_json(s: &str) -> Result<Value, String> {
+    serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))
+}
+
+fn default_name(cmd: &str) -> String {
+    format!("hail-{cmd}-{}", std::process::id())
+}
+
+/// Starts a device with the common flags.
+async fn start(common: &Common, name: &str) -> anyhow::Result<(Device, DeviceEvents)> {
+    let mut builder = Device::builder(name).group(common.group.unwrap_or(DEFAULT_GROUP));
+    if let Some(ip) = common.interface {
+        builder = builder.interface(ip).listen(SocketAddr::new(ip.into(), 0));
+    }
+    if let Some(p) = &common.passphrase {
+        builder = builder.passphrase(p.clone());
+    }
+    builder
+        .start()
+        .await
+        .with_context(|| format!("cannot start device `{name}`"))
+}
+
+/// Waits until every name in `names` is a joined peer, at most `wait`.
+async fn wait_for(
+    device: &Device,
+    events: &mut DeviceEvents,
+    names: &[String],
+    wait: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + wait;
+    progress(&format!("looking for {}", names.join(", ")));
+    loop {
+        let peers = device.peers();
+        let missing: Vec<&str> = names
+            .iter()
+            .filter(|n| !peers.iter().any(|p| &p.name == *n))
+            .map(String::as_str)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("the device stopped"),
+            Err(_) => bail!(
+                "no device named {} found on {} within {:?} (is it running, with the same \
+                 passphrase, group and interface?)",
+                missing.join(", "),
+                device.group(),
+                wait
+            ),
+        }
+    }
+}
+
+/// `hail listen`.
+pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<()> {
+    let (device, mut events) = start(common, &args.name).await?;
+    let answer_cmd = args.answer_cmd.clone().map(Arc::new);
+    let json = common.json;
+    device.on_question(move |from, question| {
+        let cmd = answer_cmd.clone();
+        async move {
+            if json {
+                json_line(&json!({
+                    "event": "question", "from": from, "question": payload_json(&question),
+                }));
+            } else {
+                println!("question from {from}: {}", text(&question));
+            }
+            match cmd {
+                None => Ok(question),
+                Some(cmd) => run_answer_cmd(&cmd, &from, &question).await,
+            }
+        }
+    })?;
+    let started = Instant::now();
+    if json {
+        json_line(&json!({
+            "event": "listening", "name": device.name(), "id": device.id().to_string(),
+            "address": device.local_addr().to_string(), "group": device.group().to_string(),
+        }));
+    } else {
+        println!(
+            "listening as {} ({}) on {}, group {}; serving {METHODS}; Ctrl-C to stop",
+            device.name(),
+            device.id(),
+            device.local_addr(),
+            device.group()
+        );
+    }
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            () = &mut stop => break,
+        };
+        let Some(event) = event else { break };
+        if let DeviceEvent::PeerJoined(peer) = &event {
+            serve_methods(&device, &peer.name, started);
+        }
+        print_event(&event, json);
+    }
+    device.shutdown().await;
+    Ok(())
+}
+
+/// Binds `echo` and `info` on the link to `peer`.
+fn serve_methods(device: &Device, peer: &str, started: Instant) {
+    let Ok(rpc) = device.peer(peer) else { return };
+    let _ = rpc.bind("echo", |args: String| async move { Ok::<_, String>(args) });
+    let info = json!({ "name": device.name(), "id": device.id().to_string() });
+    let _ = rpc.bind("info", move |_args: String| {
+        let mut info = info.clone();
+        info["uptime_ms"] = json!(started.elapsed().as_millis() as u64);
+        async move { Ok::<_, String>(info.to_string()) }
+    });
+}
+
+async fn run_answer_cmd(cmd: &str, from: &str, question: &[u8]) -> Result<Bytes, String> {
+    let run = async {
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .env("HAIL_FROM", from)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot run the answer command: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A command that does not read its input closes the pipe early: not an error.
+            let _ = stdin.write_all(question).await;
+        }
+        let output = child
+            .wait_with_output()
+            .await
+            .map_err(|e| format!("answer command: {e}"))?;
+        if output.status.success() {
+            let mut out = output.stdout;
+            if out.last() == Some(&b'\n') {
+                out.pop();
+            }
+            Ok(Bytes::from(out))
+        } else {
+            let err = String::from_utf8_lossy(&output.stderr);
+            Err(format!(
+                "answer command failed ({}): {}",
+                output.status,
+                err.lines().next().unwrap_or("")
+            ))
+        }
+    };
+    match tokio::time::timeout(ANSWER_CMD_TIMEOUT, run).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "answer command took longer than {ANSWER_CMD_TIMEOUT:?}"
+        )),
+    }
+}
+
+fn leave_reason(reason: &LeaveReason) -> &'static str {
+    match reason {
+        LeaveReason::Goodbye => "goodbye",
+        LeaveReason::Timeout => "timeout",
+        LeaveReason::ConnectionLost => "connection lost",
+        LeaveReason::Restarted => "restarted",
+        _ => "other",
+    }
+}
+
+fn addresses(peer: &PeerInfo) -> Vec<String> {
+    peer.addresses.iter().map(ToString::to_string).collect()
+}
+
+fn print_event(event: &DeviceEvent, json: bool) {
+    match event {
+        DeviceEvent::PeerJoined(p) => {
+            if json {
+                json_line(&json!({
+                    "event": "joined", "name": p.name, "id": p.id.to_string(),
+                    "addresses": addresses(p),
+                }));
+            } else {
+                println!(
+                    "joined {} ({}) at {}",
+                    p.name,
+                    p.id,
+                    addresses(p).join(", ")
+                );
+            }
+        }
+        DeviceEvent::PeerLeft { peer, reason } => {
+            if json {
+                json_line(&json!({
+                    "event": "left", "name": peer.name, "id": peer.id.to_string(),
+                    "reason": leave_reason(reason),
+                }));
+            } else {
+                println!("left {} ({})", peer.name, leave_reason(reason));
+            }
+        }
+        DeviceEvent::Message { from, payload } => {
+            if json {
+                json_line(&json!({
+                    "event": "message", "from": from, "message": payload_json(payload),
+                }));
+            } else {
+                println!("message from {from}: {}", text(payload));
+            }
+        }
+        DeviceEvent::DuplicateName { name, ids } => {
+            let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+            if json {
+                json_line(&json!({ "event": "duplicate_name", "name": name, "ids": ids }));
+            } else {
+                println!("duplicate name {name}: {}", ids.join(", "));
+            }
+        }
+        // The joins and leaves above say the same, one peer at a time.
+        DeviceEvent::PeersChanged(_) => {}
+        other => tracing::debug!(?other, "event"),
+    }
+}
+
+/// Ctrl-C or, on Unix, SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `hail send`.
+pub(crate) async fn send(common: &Common, args: SendArgs) -> anyhow::Result<()> {
+    let name = args.name.unwrap_or_else(|| default_name("send"));
+    let (device, mut events) = start(common, &name).await?;
+    let result = async {
+        wait_for(
+            &device,
+            &mut events,
+            std::slice::from_ref(&args.to),
+            args.wait,
+        )
+        .await?;
+        let msg = Bytes::from(args.message.into_bytes());
+        let len = msg.len();
+        for (to, r) in device.send(args.to.as_str(), msg).await {
+            r.with_context(|| format!("cannot send to {to}"))?;
+            if common.json {
+                json_line(&json!({ "event": "sent", "to": to, "bytes": len }));
+            } else {
+                println!("sent {len} bytes to {to}");
+            }
+        }
+        Ok(())
+    }
+    .await;
+    // Shutdown lets queued messages go out before the links close.
+    device.shutdown().await;
+    result
+}
+
+/// `hail ask`.
+pub(crate) async fn ask(common: &Common, args: AskArgs) -> anyhow::Result<()> {
+    let name = args.name.unwrap_or_else(|| default_name("ask"));
+    let (device, mut events) = start(common, &name).await?;
+    let result = async {
+        wait_for(&device, &mut events, &args.to, args.wait).await?;
+        progress("waiting for answers");
+        let started = Instant::now();
+        let answers = device
+            .ask(
+                Targets::Many(args.to.clone()),
+                Bytes::from(args.question.into_bytes()),
+                args.timeout,
+            )
+            .await;
+        let elapsed = started.elapsed();
+        let mut failed = 0;
+        for target in &args.to {
+            let Some(answer) = answers.get(target) else {
+                continue;
+            };
+            match (answer, common.json) {
+                (Ok(a), true) => json_line(&json!({
+                    "event": "answer", "from": target, "answer": payload_json(a),
+                })),
+                (Ok(a), false) => println!("{target}: {}", text(a)),
+                (Err(e), true) => {
+                    failed += 1;
+                    json_line(
+                        &json!({ "event": "no_answer", "from": target, "error": e.to_string() }),
+                    );
+                }
+                (Err(e), false) => {
+                    failed += 1;
+                    println!("{target}: no answer: {e}");
+                }
+            }
+        }
+        tracing::info!(?elapsed, "answers in");
+        if failed > 0 {
+            bail!("{failed} of {} asked gave no answer", args.to.len());
+        }
+        Ok(())
+    }
+    .await;
+    device.shutdown().await;
+    result
+}
+
+/// `hail call`.
+pub(crate) async fn call(common: &Common, args: CallArgs) -> anyhow::Result<()> {
+    let name = args.name.unwrap_or_else(|| default_name("call"));
+    let (device, mut events) = start(common, &name).await?;
+    let result = async {
+        wait_for(
+            &device,
+            &mut events,
+            std::slice::from_ref(&args.device),
+            args.wait,
+        )
+        .await?;
+        let peer = device.peer(&args.device)?;
+        let arg = args.args_json.to_string();
+        let deadline = Instant::now() + args.timeout;
+        // At most 1 s of retries for a method the callee has not bound (yet).
+        let retry_until = Instant::now() + args.timeout.min(Duration::from_secs(1));
+        // The callee binds its methods when it sees us join, which may be a moment
+        // after we see it: retry an unknown method until the timeout.
+        let reply = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match peer
+                .execute::<_, String>(args.method.clone(), arg.clone(), left)
+                .await
+            {
+                Err(RpcError::UnknownMethod(_))
+                    if Instant::now() + Duration::from_millis(50) < retry_until =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                r => break r,
+            }
+        };
+        let reply = reply.with_context(|| format!("{}.{} failed", args.device, args.method))?;
+        let value: Value = serde_json::from_str(&reply).unwrap_or(Value::String(reply));
+        if common.json {
+            json_line(&json!({ "event": "result", "from": args.device, "result": value }));
+        } else {
+            println!("{value}");
+        }
+        Ok(())
+    }
+    .await;
+    device.shutdown().await;
+    result
+}
+
+/// `hail scout`.
+pub(crate) async fn scout(common: &Common, args: ScoutArgs) -> anyhow::Result<()> {
+    let name = args.name.unwrap_or_else(|| default_name("scout"));
+    let (device, mut events) = start(common, &name).await?;
+    // Name -> (info, when it was last heard of).
+    let mut seen: BTreeMap<String, (PeerInfo, Instant)> = BTreeMap::new();
+    let note = |seen: &mut BTreeMap<String, (PeerInfo, Instant)>, event: &DeviceEvent| match event {
+        DeviceEvent::PeersChanged(peers) => {
+            let now = Instant::now();
+            seen.retain(|n, _| peers.iter().any(|p| &p.name == n));
+            for p in peers {
+                let changed = seen.get(&p.name).is_none_or(|(old, _)| old != p);
+                if changed {
+                    seen.insert(p.name.clone(), (p.clone(), now));
+                }
+            }
+            true
+        }
+        DeviceEvent::Message { from, .. } => {
+            if let Some((_, at)) = seen.get_mut(from) {
+                *at = Instant::now();
+            }
+            false
+        }
+        _ => false,
+    };
+    let result = if args.once {
+        progress(&format!("scouting for {:?}", args.timeout));
+        let deadline = tokio::time::Instant::now() + args.timeout;
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
+            note(&mut seen, &event);
+        }
+        print_table(&seen, common.json);
+        Ok(())
+    } else {
+        if !common.json {
+            println!("scouting as {name} on {}; Ctrl-C to stop", device.group());
+        }
+        print_table(&seen, common.json);
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            let event = tokio::select! {
+                e = events.recv() => e,
+                () = &mut stop => break,
+            };
+            let Some(event) = event else { break };
+            if note(&mut seen, &event) {
+                print_table(&seen, common.json);
+            }
+        }
+        Ok(())
+    };
+    device.shutdown().await;
+    result
+}
+
+fn print_table(seen: &BTreeMap<String, (PeerInfo, Instant)>, json: bool) {
+    if json {
+        let devices: Vec<Value> = seen
+            .values()
+            .map(|(p, at)| {
+                json!({
+                    "name": p.name, "id": p.id.to_string(), "addresses": addresses(p),
+                    "last_seen_ms": at.elapsed().as_millis() as u64,
+                })
+            })
+            .collect();
+        out::json_line(&json!({ "event": "devices", "devices": devices }));
+        return;
+    }
+    println!("{:<24} {:<32} {:<28} LAST SEEN", "NAME", "ID", "ADDRESSES");
+    for (p, at) in seen.values() {
+        println!(
+            "{:<24} {:<32} {:<28} {:.1}s ago",
+            p.name,
+            p.id.to_string(),
+            addresses(p).join(","),
+            at.elapsed().as_secs_f64()
+        );
+    }
+    println!(
+        "({} device{})",
+        seen.len(),
+        if seen.len() == 1 { "" } else { "s" }
+    );
+}
