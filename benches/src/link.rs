@@ -280,12 +280,12 @@ fn rss() -> anyhow::Result<u64> {
 /// connections whose clients are bare std sockets (no user-space buffers of their own).
 fn idle_memory(rt: &Runtime, n: usize) -> anyhow::Result<Record> {
     const HELLO: &[u8] = b"\x00\x00\x00\x06\x03HAIL\x01";
-    let (server, _events) = rt.block_on(Server::bind(
-        lo(),
-        ServerConfig::default().link(LinkConfig::default().heartbeat(None)),
-        Binary,
-    ))?;
+    let cfg = ServerConfig::default()
+        .link(LinkConfig::default().heartbeat(None))
+        .max_clients(n + 64);
+    let (server, mut events) = rt.block_on(Server::bind(lo(), cfg, Binary))?;
     let addr = server.local_addr();
+    let drain = rt.spawn(async move { while events.recv().await.is_some() {} });
     // Warm up the allocator and runtime with a few connections first.
     let mut socks = Vec::new();
     for _ in 0..16 {
@@ -304,12 +304,18 @@ fn idle_memory(rt: &Runtime, n: usize) -> anyhow::Result<Record> {
         s.read_exact(&mut w)?;
         socks.push(s);
     }
+    let deadline = Instant::now() + Duration::from_secs(30);
     while server.stats().clients < n + 16 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "connections not admitted in time"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(200));
     let after = rss()?;
     drop(socks);
+    drain.abort();
     Ok(Record::solo(
         "link/idle-memory-per-conn",
         after.saturating_sub(before) as f64 / n as f64,

@@ -350,7 +350,7 @@ where
             self.0.fetch_sub(1, Ordering::Relaxed);
         }
     }
-    let _pending = Pending(&server.pending);
+    let pending = Pending(&server.pending);
     if stream.set_nodelay(true).is_err() {
         return;
     }
@@ -373,6 +373,8 @@ where
         handshake::respond(stream, cfg, delay, admit_check),
     )
     .await;
+    // Only the handshake counts against `max_pending`.
+    drop(pending);
     let est = match result {
         Ok(Ok(est)) => est,
         Ok(Err(rej)) => {
