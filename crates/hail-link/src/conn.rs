@@ -881,8 +881,7 @@ async fn writer_task(
         }
         let bytes: &[u8] = match &mut sealer {
             Some(s) => {
-                sealed.clear();
-                s.seal(&batch, &mut sealed);
+                s.seal_over(&batch, &mut sealed);
                 &sealed
             }
             None => &batch,

@@ -139,6 +139,30 @@ pub(crate) fn split(hs: HandshakeState) -> Result<(Sealer, Opener), snow::Error>
 }
 
 impl Sealer {
+    /// Makes `dst` exactly the sealed records of `plain`, reusing its bytes: unlike
+    /// [`seal`](Self::seal) nothing is zero-filled unless `dst` has to grow.
+    pub(crate) fn seal_over(&mut self, plain: &[u8], dst: &mut BytesMut) {
+        let total = plain.len() + plain.len().div_ceil(MAX_PLAIN) * (2 + TAG);
+        if dst.len() < total {
+            dst.resize(total, 0);
+        } else {
+            dst.truncate(total);
+        }
+        let mut at = 0;
+        for chunk in plain.chunks(MAX_PLAIN) {
+            let len = chunk.len() + TAG;
+            dst[at..at + 2].copy_from_slice(&(len as u16).to_be_bytes());
+            let n = self
+                .state
+                .write_message(self.nonce, chunk, &mut dst[at + 2..at + 2 + len])
+                .expect("chunk and output sizes are within the Noise limits");
+            debug_assert_eq!(n, len);
+            self.nonce += 1;
+            at += 2 + len;
+        }
+        debug_assert_eq!(at, total);
+    }
+
     /// Appends `plain` to `dst` as one or more sealed records.
     pub(crate) fn seal(&mut self, plain: &[u8], dst: &mut BytesMut) {
         dst.reserve(plain.len() + plain.len().div_ceil(MAX_PLAIN) * (2 + TAG));
@@ -211,6 +235,11 @@ mod tests {
         let mut wire = BytesMut::new();
         is.seal(&plain, &mut wire);
         is.seal(b"tail", &mut wire);
+        // The reusing variant writes the same record format (and continues the nonces).
+        let mut reused = BytesMut::from(&[0xee; 100_000][..]);
+        is.seal_over(&plain[..70_000], &mut reused);
+        assert_eq!(reused.len(), 70_000 + 2 * (2 + TAG));
+        wire.extend_from_slice(&reused);
         assert!(!wire.windows(16).any(|w| w == &plain[1000..1016]));
         let mut out = BytesMut::new();
         while let Some(rec) = take_record(&mut wire, MAX_RECORD).unwrap() {
@@ -219,7 +248,8 @@ mod tests {
             ro.open(&d, &mut out).unwrap();
         }
         assert_eq!(&out[..plain.len()], &plain[..]);
-        assert_eq!(&out[plain.len()..], b"tail");
+        assert_eq!(&out[plain.len()..plain.len() + 4], b"tail");
+        assert_eq!(&out[plain.len() + 4..], &plain[..70_000]);
     }
 
     #[test]
