@@ -50,9 +50,9 @@ impl Report {
             }));
             return;
         }
-        println!("[{:>8.1} ms] {step}", ms(took));
+        say!("[{:>8.1} ms] {step}", ms(took));
         for l in lines {
-            println!("              {l}");
+            say!("              {l}");
         }
     }
 
@@ -60,7 +60,7 @@ impl Report {
         if self.json {
             json_line(&json!({ "step": step, "ok": false, "error": format!("{e:#}") }));
         } else {
-            println!("[  FAILED  ] {step}: {e:#}");
+            say!("[  FAILED  ] {step}: {e:#}");
         }
     }
 }
@@ -78,7 +78,7 @@ pub(crate) async fn run(common: &Common, args: DemoArgs) -> anyhow::Result<()> {
         steps: Vec::new(),
     };
     if !common.json {
-        println!(
+        say!(
             "hail demo: {n} devices in this process, on the loopback interface only \
              (127.0.0.1, multicast TTL 1)\n"
         );
@@ -105,7 +105,7 @@ pub(crate) async fn run(common: &Common, args: DemoArgs) -> anyhow::Result<()> {
                     .max_by_key(|(_, d)| *d)
                     .map(|(s, d)| format!("; slowest step: {s} ({:.1} ms)", ms(*d)))
                     .unwrap_or_default();
-                println!(
+                say!(
                     "\nall {} steps passed with {n} devices in {:.0} ms, shutdown included{slowest}",
                     report.steps.len(),
                     ms(total)
@@ -307,13 +307,11 @@ async fn ask(devices: &[(Device, DeviceEvents)]) -> anyhow::Result<Vec<String>> 
 
 async fn rpc(devices: &[(Device, DeviceEvents)]) -> anyhow::Result<String> {
     let (caller, callee) = (&devices[0].0, &devices[1].0);
-    // The callee serves `add` on its link to the caller.
-    callee
-        .peer(caller.name())?
-        .bind(
-            "add",
-            |(a, b): (i64, i64)| async move { Ok::<_, String>(a + b) },
-        )?;
+    // The callee serves `add` on every link.
+    callee.handlers().bind(
+        "add",
+        |(a, b): (i64, i64)| async move { Ok::<_, String>(a + b) },
+    )?;
     let t = Instant::now();
     let sum: i64 = caller
         .peer(callee.name())?

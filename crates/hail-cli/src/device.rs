@@ -174,7 +174,7 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
                     "event": "question", "from": from, "question": payload_json(&question),
                 }));
             } else {
-                println!("question from {from}: {}", text(&question));
+                say!("question from {from}: {}", text(&question));
             }
             match cmd {
                 None => Ok(question),
@@ -183,13 +183,14 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
         }
     })?;
     let started = Instant::now();
+    serve_methods(&device, started)?;
     if json {
         json_line(&json!({
             "event": "listening", "name": device.name(), "id": device.id().to_string(),
             "address": device.local_addr().to_string(), "group": device.group().to_string(),
         }));
     } else {
-        println!(
+        say!(
             "listening as {} ({}) on {}, group {}; serving {METHODS}; Ctrl-C to stop",
             device.name(),
             device.id(),
@@ -205,25 +206,23 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
             () = &mut stop => break,
         };
         let Some(event) = event else { break };
-        if let DeviceEvent::PeerJoined(peer) = &event {
-            serve_methods(&device, &peer.name, started);
-        }
         print_event(&event, json);
     }
     device.shutdown().await;
     Ok(())
 }
 
-/// Binds `echo` and `info` on the link to `peer`.
-fn serve_methods(device: &Device, peer: &str, started: Instant) {
-    let Ok(rpc) = device.peer(peer) else { return };
-    let _ = rpc.bind("echo", |args: String| async move { Ok::<_, String>(args) });
+/// Binds `echo` and `info` on every link of the device.
+fn serve_methods(device: &Device, started: Instant) -> anyhow::Result<()> {
+    let handlers = device.handlers();
+    handlers.bind("echo", |args: String| async move { Ok::<_, String>(args) })?;
     let info = json!({ "name": device.name(), "id": device.id().to_string() });
-    let _ = rpc.bind("info", move |_args: String| {
+    handlers.bind("info", move |_args: String| {
         let mut info = info.clone();
         info["uptime_ms"] = json!(started.elapsed().as_millis() as u64);
         async move { Ok::<_, String>(info.to_string()) }
-    });
+    })?;
+    Ok(())
 }
 
 async fn run_answer_cmd(cmd: &str, from: &str, question: &[u8]) -> Result<Bytes, String> {
@@ -292,7 +291,7 @@ fn print_event(event: &DeviceEvent, json: bool) {
                     "addresses": addresses(p),
                 }));
             } else {
-                println!(
+                say!(
                     "joined {} ({}) at {}",
                     p.name,
                     p.id,
@@ -307,7 +306,7 @@ fn print_event(event: &DeviceEvent, json: bool) {
                     "reason": leave_reason(reason),
                 }));
             } else {
-                println!("left {} ({})", peer.name, leave_reason(reason));
+                say!("left {} ({})", peer.name, leave_reason(reason));
             }
         }
         DeviceEvent::Message { from, payload } => {
@@ -316,7 +315,7 @@ fn print_event(event: &DeviceEvent, json: bool) {
                     "event": "message", "from": from, "message": payload_json(payload),
                 }));
             } else {
-                println!("message from {from}: {}", text(payload));
+                say!("message from {from}: {}", text(payload));
             }
         }
         DeviceEvent::DuplicateName { name, ids } => {
@@ -324,7 +323,7 @@ fn print_event(event: &DeviceEvent, json: bool) {
             if json {
                 json_line(&json!({ "event": "duplicate_name", "name": name, "ids": ids }));
             } else {
-                println!("duplicate name {name}: {}", ids.join(", "));
+                say!("duplicate name {name}: {}", ids.join(", "));
             }
         }
         // The joins and leaves above say the same, one peer at a time.
@@ -375,7 +374,7 @@ pub(crate) async fn send(common: &Common, args: SendArgs) -> anyhow::Result<()> 
             if common.json {
                 json_line(&json!({ "event": "sent", "to": to, "bytes": len }));
             } else {
-                println!("sent {len} bytes to {to}");
+                say!("sent {len} bytes to {to}");
             }
         }
         Ok(())
@@ -411,7 +410,7 @@ pub(crate) async fn ask(common: &Common, args: AskArgs) -> anyhow::Result<()> {
                 (Ok(a), true) => json_line(&json!({
                     "event": "answer", "from": target, "answer": payload_json(a),
                 })),
-                (Ok(a), false) => println!("{target}: {}", text(a)),
+                (Ok(a), false) => say!("{target}: {}", text(a)),
                 (Err(e), true) => {
                     failed += 1;
                     json_line(
@@ -420,7 +419,7 @@ pub(crate) async fn ask(common: &Common, args: AskArgs) -> anyhow::Result<()> {
                 }
                 (Err(e), false) => {
                     failed += 1;
-                    println!("{target}: no answer: {e}");
+                    say!("{target}: no answer: {e}");
                 }
             }
         }
@@ -449,31 +448,15 @@ pub(crate) async fn call(common: &Common, args: CallArgs) -> anyhow::Result<()> 
         .await?;
         let peer = device.peer(&args.device)?;
         let arg = args.args_json.to_string();
-        let deadline = Instant::now() + args.timeout;
-        // At most 1 s of retries for a method the callee has not bound (yet).
-        let retry_until = Instant::now() + args.timeout.min(Duration::from_secs(1));
-        // The callee binds its methods when it sees us join, which may be a moment
-        // after we see it: retry an unknown method until the timeout.
-        let reply = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match peer
-                .execute::<_, String>(args.method.clone(), arg.clone(), left)
-                .await
-            {
-                Err(RpcError::UnknownMethod(_))
-                    if Instant::now() + Duration::from_millis(50) < retry_until =>
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                r => break r,
-            }
-        };
+        let reply = peer
+            .execute::<_, String>(args.method.clone(), arg, args.timeout)
+            .await;
         let reply = reply.with_context(|| format!("{}.{} failed", args.device, args.method))?;
         let value: Value = serde_json::from_str(&reply).unwrap_or(Value::String(reply));
         if common.json {
             json_line(&json!({ "event": "result", "from": args.device, "result": value }));
         } else {
-            println!("{value}");
+            say!("{value}");
         }
         Ok(())
     }
@@ -518,7 +501,7 @@ pub(crate) async fn scout(common: &Common, args: ScoutArgs) -> anyhow::Result<()
         Ok(())
     } else {
         if !common.json {
-            println!("scouting as {name} on {}; Ctrl-C to stop", device.group());
+            say!("scouting as {name} on {}; Ctrl-C to stop", device.group());
         }
         print_table(&seen, common.json);
         let stop = shutdown_signal();
@@ -553,9 +536,9 @@ fn print_table(seen: &BTreeMap<String, (PeerInfo, Instant)>, json: bool) {
         out::json_line(&json!({ "event": "devices", "devices": devices }));
         return;
     }
-    println!("{:<24} {:<32} {:<28} LAST SEEN", "NAME", "ID", "ADDRESSES");
+    say!("{:<24} {:<32} {:<28} LAST SEEN", "NAME", "ID", "ADDRESSES");
     for (p, at) in seen.values() {
-        println!(
+        say!(
             "{:<24} {:<32} {:<28} {:.1}s ago",
             p.name,
             p.id.to_string(),
@@ -563,7 +546,7 @@ fn print_table(seen: &BTreeMap<String, (PeerInfo, Instant)>, json: bool) {
             at.elapsed().as_secs_f64()
         );
     }
-    println!(
+    say!(
         "({} device{})",
         seen.len(),
         if seen.len() == 1 { "" } else { "s" }

@@ -11,6 +11,14 @@
     reason = "a command-line tool prints its results and errors"
 )]
 
+/// `println!` that ends the process quietly (exit code 0) when stdout is closed, as when
+/// piped into `head`, instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::out::say(format_args!($($arg)*))
+    };
+}
+
 mod demo;
 mod device;
 mod mcast;

@@ -65,13 +65,13 @@ pub(crate) async fn run(common: &Common, args: McastArgs) -> anyhow::Result<()> 
                     &json!({ "event": "sent", "group": group.to_string(), "bytes": message.len() }),
                 );
             } else {
-                println!("sent {} bytes to {group}", message.len());
+                say!("sent {} bytes to {group}", message.len());
             }
             Ok(())
         }
         McastCommand::Recv { count, timeout } => {
             if !common.json {
-                println!("receiving on {}", chan.group());
+                say!("receiving on {}", chan.group());
             }
             progress("waiting for datagrams");
             let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
@@ -92,7 +92,7 @@ pub(crate) async fn run(common: &Common, args: McastArgs) -> anyhow::Result<()> 
                         "message": payload_json(&d.payload),
                     }));
                 } else {
-                    println!("{}: {}", d.from, text(&d.payload));
+                    say!("{}: {}", d.from, text(&d.payload));
                 }
             }
             if let Some(c) = count.filter(|&c| got < c) {

@@ -27,9 +27,26 @@ pub(crate) fn payload_json(payload: &[u8]) -> Value {
     }
 }
 
+/// Writes one line to stdout; a closed stdout ends the process with exit code 0 (the
+/// reader has all it wanted), any other write error with exit code 1.
+pub(crate) fn say(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"))
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("hail: error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Prints one JSON object as a line.
 pub(crate) fn json_line(v: &Value) {
-    println!("{v}");
+    say!("{v}");
 }
 
 /// Prints `msg` on stderr when stderr is a terminal: what the command is waiting for.

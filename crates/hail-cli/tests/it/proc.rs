@@ -78,6 +78,20 @@ impl Proc {
         }
     }
 
+    /// Waits until stdout had a line containing each of `needles`, in any order, at most
+    /// [`WAIT`]; panics otherwise.
+    pub(crate) fn expect_lines(&self, needles: &[&str]) {
+        let deadline = Instant::now() + WAIT;
+        let mut missing: Vec<&str> = needles.to_vec();
+        while !missing.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => missing.retain(|n| !line.contains(n)),
+                Err(e) => panic!("no lines with {missing:?} in {WAIT:?}: {e}"),
+            }
+        }
+    }
+
     /// Waits for the exit, at most [`WAIT`]; returns the status, stdout and stderr.
     pub(crate) fn wait(mut self) -> (ExitStatus, String, String) {
         let deadline = Instant::now() + WAIT;
