@@ -120,6 +120,8 @@ pub(crate) struct Shared {
     phase: watch::Sender<Phase>,
     reason: OnceLock<CloseReason>,
     done: watch::Sender<bool>,
+    /// Set by the writer once a graceful close wrote everything (close frame and FIN).
+    flushed: watch::Sender<bool>,
     stats: Counters,
 }
 
@@ -398,6 +400,7 @@ where
             phase: watch::Sender::new(Phase::Open),
             reason: OnceLock::new(),
             done: watch::Sender::new(false),
+            flushed: watch::Sender::new(false),
             stats: Counters::default(),
         });
         let (rd, wr) = stream.into_split();
@@ -753,7 +756,21 @@ async fn reader_task<P: PayloadCodec>(
         }
         rx.reserve_for_read();
         match rd.try_read_buf(&mut rx.raw) {
-            Ok(0) => break CloseReason::PeerClosed,
+            Ok(0) => {
+                // The peer finished its side. While we close gracefully (its close frame
+                // or ours), our writer may still be writing what `send` accepted: the
+                // peer keeps reading until our FIN, so let the writer finish first.
+                if let Some(at) = linger_at {
+                    let mut flushed = shared.flushed.subscribe();
+                    tokio::select! {
+                        biased;
+                        _ = flushed.wait_for(|f| *f) => {}
+                        () = wait_kill(&mut phase) => {}
+                        () = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                break CloseReason::PeerClosed;
+            }
             Ok(n) => {
                 rx.after_read(n);
                 stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
@@ -904,6 +921,7 @@ async fn writer_task(
         batch.clear();
         if last {
             let _ = wr.shutdown().await;
+            shared.flushed.send_replace(true);
             // Keep the write half (and so the socket) open until the reader is done.
             let _ = wait_kill(&mut phase).await;
             return;
