@@ -667,9 +667,12 @@ impl Inner {
         });
         if let Some(r) = retcode {
             let mut st = self.lock();
-            if st.epoch == epoch
-                && let Some(h) = st.session.serve.attach(r, task.abort_handle())
-            {
+            if st.epoch != epoch {
+                // The connection dropped between the spawn and here: `disconnected` could
+                // not abort a handle it never saw, so abort now.
+                drop(st);
+                task.abort();
+            } else if let Some(h) = st.session.serve.attach(r, task.abort_handle()) {
                 // Cancelled before the handle was attached (or already done): abort now.
                 h.abort();
             }

@@ -60,8 +60,10 @@ async fn killed_connection_ends_every_pending_call_with_connection_lost() {
     }
     let took = killed_at.elapsed();
     assert_eq!(n, 50);
+    // At once, not at the calls' own timeout (LONG): the bound is generous so a loaded
+    // machine cannot fail it, and still far below LONG.
     assert!(
-        took < Duration::from_millis(100),
+        took < LONG / 6,
         "all pending calls ended {took:?} after the kill"
     );
     assert_eq!(
