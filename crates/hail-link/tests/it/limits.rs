@@ -294,7 +294,9 @@ async fn flood_of_stalled_max_size_frames_stays_bounded() {
     server.send_to(id, msg).await.unwrap();
     assert_eq!(&client_message(&mut cev).await[..], b"ping");
     let rtt = t.elapsed();
-    assert!(rtt < Duration::from_millis(100), "round trip {rtt:?}");
+    // Unloaded this is well under a millisecond; the bound only has to tell "answered
+    // among the flood" from "stuck behind it", and must hold on a loaded CI machine.
+    assert!(rtt < Duration::from_secs(1), "round trip {rtt:?}");
 
     let stats = server.stats();
     assert_eq!(stats.clients, FLOOD + 1);
