@@ -10,8 +10,10 @@
 //!
 //! Fuzz builds go to `fuzz/target` whatever `CARGO_TARGET_DIR` says: their sanitizer flags
 //! would otherwise rebuild the workspace's own artifacts. The full fuzzer output of each
-//! target is kept in `target/fuzz-logs/<target>.log`; the summary gives executions,
-//! executions per second and any crash with its reproducer.
+//! target is kept in `target/fuzz-logs/<target>.log`; the summary gives, per target,
+//! executions, executions per second, coverage (libFuzzer's `cov`: code edges reached, and
+//! `ft`: features, edges with hit counts and comparisons, from its last status line), the
+//! time taken and any crash with its reproducer.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
@@ -89,8 +91,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             (None, false) => Verdict::Failed,
         };
         println!(
-            "<== {target}: {} executions, {} ({}; log {})",
+            "<== {target}: {} executions, cov {} ft {}, {} ({}; log {})",
             stats.executions.map_or("?".into(), |n| n.to_string()),
+            stats.cov.map_or("?".into(), |n| n.to_string()),
+            stats.ft.map_or("?".into(), |n| n.to_string()),
             verdict.describe(),
             cmd::secs(start.elapsed()),
             log.display()
@@ -100,14 +104,18 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
 
     println!("\nfuzz summary ({seconds} s per target):");
     println!(
-        "  {:<24} {:>12} {:>9}  result",
-        "target", "executions", "exec/s"
+        "  {:<24} {:>12} {:>9} {:>7} {:>7} {:>8}  result",
+        "target", "executions", "exec/s", "cov", "ft", "time"
     );
-    for (target, stats, verdict, _) in &results {
+    let figure = |n: Option<u64>| n.map_or("?".into(), |n| n.to_string());
+    for (target, stats, verdict, elapsed) in &results {
         println!(
-            "  {target:<24} {:>12} {:>9}  {}",
-            stats.executions.map_or("?".into(), |n| n.to_string()),
-            stats.exec_per_sec.map_or("?".into(), |n| n.to_string()),
+            "  {target:<24} {:>12} {:>9} {:>7} {:>7} {:>8}  {}",
+            figure(stats.executions),
+            figure(stats.exec_per_sec),
+            figure(stats.cov),
+            figure(stats.ft),
+            cmd::secs(*elapsed),
             verdict.describe()
         );
         if let Verdict::Crash(artifact) = verdict {
@@ -231,6 +239,10 @@ struct Stats {
     executions: Option<u64>,
     /// `exec/s` of the last status line that has it.
     exec_per_sec: Option<u64>,
+    /// `cov` (code edges reached) of the last status line that has it.
+    cov: Option<u64>,
+    /// `ft` (features: edges with hit counts, comparisons) of the last status line.
+    ft: Option<u64>,
     /// The input libFuzzer wrote on a crash (`Test unit written to PATH`).
     artifact: Option<String>,
 }
@@ -250,6 +262,12 @@ impl Stats {
                 }
                 if let Some(eps) = field_after(line, "exec/s:") {
                     stats.exec_per_sec = Some(eps);
+                }
+                if let Some(cov) = field_after(line, "cov:") {
+                    stats.cov = Some(cov);
+                }
+                if let Some(ft) = field_after(line, "ft:") {
+                    stats.ft = Some(ft);
                 }
             }
             if let Some((_, path)) = line.split_once("Test unit written to ") {
@@ -317,6 +335,8 @@ stat::average_exec_per_sec:     20576
             Stats {
                 executions: Some(1_234_568),
                 exec_per_sec: Some(20_576),
+                cov: Some(140),
+                ft: Some(250),
                 artifact: None
             }
         );
@@ -339,6 +359,8 @@ Base64: AAAA
             Stats {
                 executions: Some(4096),
                 exec_per_sec: Some(2048),
+                cov: Some(120),
+                ft: Some(200),
                 artifact: Some("/w/fuzz/artifacts/frame/crash-da39a3ee".into())
             }
         );
