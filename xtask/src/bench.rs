@@ -1,9 +1,12 @@
-//! `cargo xtask bench [--quick] [--json] [FILTER]`: runs `hail-benches` in release mode.
+//! `cargo xtask bench [--quick] [--json] [--peers] [FILTER]`: runs `hail-benches` in release
+//! mode, or with `--peers` the comparison with zenoh and tarpc in `peers/` (its own Cargo
+//! project outside the workspace, so CI never builds zenoh).
 //!
 //! The runner prints one JSON object per figure
 //! (`{"name","ours","baseline","unit","ratio","better"}`). This task prints them as a table
 //! (or, with `--json`, unchanged) and always writes them all, as one JSON array, to
-//! `target/bench/latest.json` and `target/bench/bench-<unix-seconds>.json`.
+//! `target/bench/latest.json` and `target/bench/bench-<unix-seconds>.json` (with `--peers`:
+//! `peers-latest.json` and `peers-<unix-seconds>.json`).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -20,6 +23,7 @@ use crate::cmd;
 pub(crate) struct Args {
     quick: bool,
     json: bool,
+    peers: bool,
     filter: Option<String>,
 }
 
@@ -30,6 +34,7 @@ impl Args {
             match arg.as_str() {
                 "--quick" => parsed.quick = true,
                 "--json" => parsed.json = true,
+                "--peers" => parsed.peers = true,
                 other if other.starts_with('-') => {
                     return Err(format!("bench: unknown option {other}"));
                 }
@@ -43,7 +48,18 @@ impl Args {
 
 /// Builds and runs the benchmarks, prints the figures and writes the JSON files.
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
-    let mut bench = cmd::cargo(["run", "--release", "--locked", "-p", "hail-benches", "--"]);
+    let mut bench = if args.peers {
+        cmd::cargo([
+            "run",
+            "--release",
+            "--locked",
+            "--manifest-path",
+            "peers/Cargo.toml",
+            "--",
+        ])
+    } else {
+        cmd::cargo(["run", "--release", "--locked", "-p", "hail-benches", "--"])
+    };
     if args.quick {
         bench.arg("--quick");
     }
@@ -75,7 +91,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     }
     let status = child.wait().context("waiting for the benchmarks")?;
 
-    let (latest, stamped) = write_files(&records)?;
+    let prefix = if args.peers { "peers" } else { "bench" };
+    let (latest, stamped) = write_files(&records, prefix)?;
     if !args.json {
         print!("{}", table(&records));
     }
@@ -92,8 +109,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 /// Writes `records` as a JSON array to `target/bench/latest.json` and
-/// `target/bench/bench-<unix-seconds>.json`; returns both paths.
-fn write_files(records: &[Value]) -> anyhow::Result<(PathBuf, PathBuf)> {
+/// `target/bench/bench-<unix-seconds>.json` (`peers-latest.json` and `peers-<secs>.json`
+/// for the `peers` prefix); returns both paths.
+fn write_files(records: &[Value], prefix: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
     let dir = cmd::root().join("target").join("bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let secs = SystemTime::now()
@@ -101,8 +119,11 @@ fn write_files(records: &[Value]) -> anyhow::Result<(PathBuf, PathBuf)> {
         .context("clock before 1970")?
         .as_secs();
     let json = serde_json::to_string_pretty(records)? + "\n";
-    let latest = dir.join("latest.json");
-    let stamped = dir.join(format!("bench-{secs}.json"));
+    let latest = match prefix {
+        "bench" => dir.join("latest.json"),
+        _ => dir.join(format!("{prefix}-latest.json")),
+    };
+    let stamped = dir.join(format!("{prefix}-{secs}.json"));
     for path in [&latest, &stamped] {
         std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -209,9 +230,11 @@ mod tests {
             Args {
                 quick: true,
                 json: true,
+                peers: false,
                 filter: Some("wire/".into())
             }
         );
+        assert!(args(&["--peers", "--quick"]).unwrap().peers);
         assert_eq!(args(&[]).unwrap(), Args::default());
         assert!(args(&["--fast"]).is_err());
         assert!(args(&["a", "b"]).is_err());
