@@ -4,6 +4,7 @@
 //! cargo xtask ci                              fmt, clippy, doc, test, layering, examples
 //! cargo xtask bench [--quick] [--json] [FILTER]   benchmarks: table + target/bench/*.json
 //! cargo xtask fuzz [--minutes M] [TARGET]     every cargo-fuzz target (or one) for M minutes
+//! cargo xtask netsim [--quick] [OPTIONS]      hail on a simulated LAN (root, namespaces)
 //! ```
 //!
 //! One binary, a module per task, no argument-parsing crate. Cargo is run through the
@@ -21,6 +22,7 @@ mod ci;
 mod cmd;
 mod fuzz;
 mod layering;
+mod netsim;
 
 use std::process::ExitCode;
 
@@ -36,6 +38,12 @@ tasks:
                                    target/bench/latest.json and target/bench/bench-<secs>.json
   fuzz [--minutes M] [TARGET]      run every cargo-fuzz target under fuzz/ (or TARGET) for
                                    M minutes each (default 1); installs cargo-fuzz if missing
+  netsim [--quick] [--runs R] [--sizes 5,10,25] [--loss 0,10,20] [--dup PCT]
+         [--fault-runs R] [--fault-size N] [--fault-loss PCT] [--modes plain,sealed]
+         [--scenarios discovery,kill,partition,restart] [--strict]
+                                   hail devices in network namespaces on a bridge, with
+                                   nftables loss and duplication: discovery, kill, partition,
+                                   restart; figures and goals (root; skips where it cannot)
   help                             this text
 ";
 
@@ -53,6 +61,10 @@ fn main() -> ExitCode {
         },
         "fuzz" => match fuzz::Args::parse(rest) {
             Ok(args) => fuzz::run(&args),
+            Err(msg) => return usage_error(&msg),
+        },
+        "netsim" => match netsim::Args::parse(rest) {
+            Ok(args) => netsim::run(&args),
             Err(msg) => return usage_error(&msg),
         },
         "help" | "-h" | "--help" if rest.is_empty() => {
