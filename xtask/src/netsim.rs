@@ -42,6 +42,7 @@ use std::io::{BufRead, BufReader, Write as _};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,9 @@ const FAULT_LIMIT: Duration = Duration::from_secs(20);
 const SETTLE: Duration = Duration::from_secs(2);
 /// The passphrase of the sealed mode.
 const PASSPHRASE: &str = "netsim sealed mode";
+/// Held while a device starts, and by the signal thread from a signal to the exit, so no
+/// device can start in a namespace that is being removed.
+static SPAWNING: Mutex<()> = Mutex::new(());
 /// The most hosts one LAN holds (one /24).
 const MAX_HOSTS: usize = 200;
 
@@ -506,7 +510,8 @@ fn cannot_run(prefix: &str) -> Option<String> {
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every thread started
 /// after) and starts a thread that waits for one, removes the namespaces and exits.
-/// Children start with an empty signal mask (the standard library resets it).
+/// Children inherit the blocked mask (the standard library keeps it), which does not
+/// matter here: every device is ended with SIGKILL, and `ip`, `nft` and `ss` are short.
 fn watch_signals(prefix: String) -> anyhow::Result<()> {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
@@ -518,6 +523,8 @@ fn watch_signals(prefix: String) -> anyhow::Result<()> {
         .name("netsim-signals".into())
         .spawn(move || {
             if let Ok(sig) = set.wait() {
+                // Held until the exit: no device starts while the namespaces go.
+                let _no_spawn = SPAWNING.lock();
                 eprintln!("\nnetsim: {sig}: removing the namespaces and stopping");
                 remove_namespaces(&prefix);
                 std::process::exit(130);
@@ -713,7 +720,10 @@ impl<'a> Sim<'a> {
         if self.mode == Mode::Sealed {
             cmd.env("HAIL_PASSPHRASE", PASSPHRASE);
         }
-        let mut child = cmd.spawn().context("cannot start hail listen")?;
+        let mut child = {
+            let _spawning = SPAWNING.lock();
+            cmd.spawn().context("cannot start hail listen")?
+        };
         let stdout = child.stdout.take().context("hail stdout")?;
         let index = self.procs.len();
         let tx = self.tx.clone();
@@ -1269,9 +1279,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         println!("netsim: skipped: {why}");
         return Ok(());
     }
+    // Built before signals are watched: a Ctrl-C during the build ends it as usual.
+    let hail = build_hail()?;
     watch_signals(prefix.clone())?;
     remove_stale();
-    let hail = build_hail()?;
     let out_dir = cmd::root().join("target").join("netsim");
     let logs = out_dir.join("logs");
     let _ = std::fs::remove_dir_all(&logs);
