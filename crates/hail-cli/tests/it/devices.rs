@@ -171,7 +171,7 @@ fn mcast_send_reaches_recv_and_a_wrong_passphrase_does_not() {
             "--count",
             "1",
             "--timeout",
-            "10s",
+            "30s",
         ],
     )));
     rx.expect_line("receiving on");
