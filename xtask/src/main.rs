@@ -23,6 +23,7 @@ mod cmd;
 mod fuzz;
 mod layering;
 mod netsim;
+mod soak;
 
 use std::process::ExitCode;
 
@@ -44,6 +45,9 @@ tasks:
                                    hail devices in network namespaces on a bridge, with
                                    nftables loss and duplication: discovery, kill, partition,
                                    restart; figures and goals (root; skips where it cannot)
+  soak [--minutes M] [options]     10 device processes exchange messages, asks and RPC calls
+                                   on loopback while restarted at random; per-minute table,
+                                   message accounting and RSS drift (options: xtask/src/soak.rs)
   help                             this text
 ";
 
@@ -65,6 +69,10 @@ fn main() -> ExitCode {
         },
         "netsim" => match netsim::Args::parse(rest) {
             Ok(args) => netsim::run(&args),
+            Err(msg) => return usage_error(&msg),
+        },
+        "soak" => match soak::Args::parse(rest) {
+            Ok(args) => soak::run(&args),
             Err(msg) => return usage_error(&msg),
         },
         "help" | "-h" | "--help" if rest.is_empty() => {
