@@ -13,7 +13,8 @@
 //! target is kept in `target/fuzz-logs/<target>.log`; the summary gives, per target,
 //! executions, executions per second, coverage (libFuzzer's `cov`: code edges reached, and
 //! `ft`: features, edges with hit counts and comparisons, from its last status line), the
-//! time taken and any crash with its reproducer.
+//! seconds libFuzzer ran (`Done N runs in S second(s)`; the wall time beside it includes the
+//! build) and any crash with its reproducer.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
@@ -91,8 +92,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             (None, false) => Verdict::Failed,
         };
         println!(
-            "<== {target}: {} executions, cov {} ft {}, {} ({}; log {})",
+            "<== {target}: {} executions in {} s, cov {} ft {}, {} ({} with the build; log {})",
             stats.executions.map_or("?".into(), |n| n.to_string()),
+            stats.seconds.map_or("?".into(), |n| n.to_string()),
             stats.cov.map_or("?".into(), |n| n.to_string()),
             stats.ft.map_or("?".into(), |n| n.to_string()),
             verdict.describe(),
@@ -104,17 +106,18 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
 
     println!("\nfuzz summary ({seconds} s per target):");
     println!(
-        "  {:<24} {:>12} {:>9} {:>7} {:>7} {:>8}  result",
-        "target", "executions", "exec/s", "cov", "ft", "time"
+        "  {:<24} {:>12} {:>9} {:>7} {:>7} {:>7} {:>8}  result",
+        "target", "executions", "exec/s", "cov", "ft", "fuzz s", "wall"
     );
     let figure = |n: Option<u64>| n.map_or("?".into(), |n| n.to_string());
     for (target, stats, verdict, elapsed) in &results {
         println!(
-            "  {target:<24} {:>12} {:>9} {:>7} {:>7} {:>8}  {}",
+            "  {target:<24} {:>12} {:>9} {:>7} {:>7} {:>7} {:>8}  {}",
             figure(stats.executions),
             figure(stats.exec_per_sec),
             figure(stats.cov),
             figure(stats.ft),
+            figure(stats.seconds),
             cmd::secs(*elapsed),
             verdict.describe()
         );
@@ -243,6 +246,8 @@ struct Stats {
     cov: Option<u64>,
     /// `ft` (features: edges with hit counts, comparisons) of the last status line.
     ft: Option<u64>,
+    /// Seconds libFuzzer ran: `Done N runs in S second(s)` (absent after a crash).
+    seconds: Option<u64>,
     /// The input libFuzzer wrote on a crash (`Test unit written to PATH`).
     artifact: Option<String>,
 }
@@ -268,6 +273,11 @@ impl Stats {
                 }
                 if let Some(ft) = field_after(line, "ft:") {
                     stats.ft = Some(ft);
+                }
+            }
+            if let Some(rest) = line.strip_prefix("Done ") {
+                if let Some(s) = field_after(rest, "runs in") {
+                    stats.seconds = Some(s);
                 }
             }
             if let Some((_, path)) = line.split_once("Test unit written to ") {
@@ -337,6 +347,7 @@ stat::average_exec_per_sec:     20576
                 exec_per_sec: Some(20_576),
                 cov: Some(140),
                 ft: Some(250),
+                seconds: Some(61),
                 artifact: None
             }
         );
@@ -361,6 +372,7 @@ Base64: AAAA
                 exec_per_sec: Some(2048),
                 cov: Some(120),
                 ft: Some(200),
+                seconds: None,
                 artifact: Some("/w/fuzz/artifacts/frame/crash-da39a3ee".into())
             }
         );
