@@ -78,6 +78,7 @@ pub struct PeerTableConfig {
     pub(crate) redial_initial: Duration,
     pub(crate) redial_max: Duration,
     pub(crate) reconnect_grace: Duration,
+    pub(crate) goodbye_grace: Duration,
     pub(crate) gossip: bool,
     pub(crate) gossip_lease: Duration,
     pub(crate) auto_connect: bool,
@@ -102,6 +103,7 @@ impl Default for PeerTableConfig {
             redial_initial: Duration::from_millis(100),
             redial_max: Duration::from_secs(5),
             reconnect_grace: Duration::from_millis(500),
+            goodbye_grace: Duration::from_millis(500),
             gossip: true,
             gossip_lease: Duration::from_secs(10),
             auto_connect: true,
@@ -138,6 +140,12 @@ impl PeerTableConfig {
     /// How long a new link may take to deliver its hello.
     pub fn hello_timeout(&self) -> Duration {
         self.hello_timeout
+    }
+
+    /// How long a multicast goodbye waits for the peer's link (see
+    /// [`PeerTableConfigBuilder::goodbye_grace`]).
+    pub fn goodbye_grace(&self) -> Duration {
+        self.goodbye_grace
     }
 
     /// Static peer addresses dialed directly.
@@ -231,6 +239,17 @@ impl PeerTableConfigBuilder {
     /// left. Default: 500 ms.
     pub fn reconnect_grace(mut self, grace: Duration) -> Self {
         self.config.reconnect_grace = grace;
+        self
+    }
+
+    /// A goodbye heard on the multicast group may overtake what the departing peer sent
+    /// on its link just before. While the peer has a link (or a link still awaits its
+    /// hello), the table waits for the link's own goodbye or close, at most this long,
+    /// before reporting the peer left, so everything it sent is delivered before
+    /// `PeerLeft(Goodbye)`. Zero: leave at the multicast goodbye at once. Default: 500 ms
+    /// (a connected peer's goodbye on its link normally arrives within a millisecond).
+    pub fn goodbye_grace(mut self, grace: Duration) -> Self {
+        self.config.goodbye_grace = grace;
         self
     }
 
@@ -328,6 +347,7 @@ impl PeerTableConfigBuilder {
             ("hello_timeout", c.hello_timeout),
             ("redial_max", c.redial_max),
             ("reconnect_grace", c.reconnect_grace),
+            ("goodbye_grace", c.goodbye_grace),
             ("gossip_lease", c.gossip_lease),
         ] {
             if d > hour {

@@ -699,9 +699,14 @@ fn send_error(e: ResolveError) -> SendError {
 /// One link to a peer, as the driver keeps it.
 struct LinkEntry {
     conn: Connection<Binary>,
-    driver: PeerDriver,
+    /// Shared so packets are fed without holding the links lock; the last clone's drop
+    /// disconnects the peer.
+    driver: Arc<PeerDriver>,
     /// The table asked to close it; it is kept until it is closed.
     closing: bool,
+    /// The peer's hello made it a joined peer's link: only then are its RPC packets
+    /// served, so a message never comes from a peer that was not reported joined.
+    joined: bool,
 }
 
 struct Shared {
@@ -912,8 +917,9 @@ impl Ctx {
             id,
             LinkEntry {
                 conn,
-                driver,
+                driver: Arc::new(driver),
                 closing: false,
+                joined: false,
             },
         );
         lock(&self.shared.table).link_up(id, origin, remote, Instant::now());
@@ -921,19 +927,44 @@ impl Ctx {
 
     fn frame(&mut self, conn: ConnId, frame: &[u8]) {
         if frame.starts_with(&MAGIC) {
-            if lock(&self.shared.links)
-                .get(&conn)
-                .is_none_or(|l| l.closing)
-            {
+            let Some(closing) = lock(&self.shared.links).get(&conn).map(|l| l.closing) else {
                 return;
-            }
+            };
             match LinkMessage::decode(frame) {
-                Ok(m) => lock(&self.shared.table).link_message(conn, m, Instant::now()),
+                // On a link being closed only a goodbye still counts: the peer may have
+                // taken this duplicate for the link to keep.
+                Ok(m) if closing && !matches!(m, LinkMessage::Goodbye { .. }) => {}
+                Ok(m) => {
+                    let joined = {
+                        let mut table = lock(&self.shared.table);
+                        table.link_message(conn, m, Instant::now());
+                        table.peer_of(conn).is_some()
+                    };
+                    if joined {
+                        if let Some(l) = lock(&self.shared.links).get_mut(&conn) {
+                            l.joined = true;
+                        }
+                    }
+                }
                 Err(e) => debug!(%conn, error = %e, "dropped a discovery message"),
             }
-        } else if let Some(l) = lock(&self.shared.links).get(&conn) {
+        } else {
+            // The join (and anything else the table has to say) is reported before
+            // what the peer sent after its hello.
+            self.forward_events();
             // Also on a link being closed: what the peer sent before it closed is served.
-            l.driver.packet(frame);
+            // Handlers run inline here and may use the device: no lock is held.
+            let driver = match lock(&self.shared.links).get(&conn) {
+                Some(l) if l.joined => Some(l.driver.clone()),
+                Some(_) => {
+                    debug!(%conn, "dropped an RPC packet from a link without a joined peer");
+                    None
+                }
+                None => None,
+            };
+            if let Some(d) = driver {
+                d.packet(frame);
+            }
         }
     }
 
@@ -982,6 +1013,8 @@ impl Ctx {
                     // handlers are done: nothing in flight is lost to the one-link rule.
                     if let Some(l) = lock(&self.shared.links).get_mut(&conn) {
                         l.closing = true;
+                        // A duplicate is a joined peer's link too (both hellos arrived).
+                        l.joined |= reason == crate::peer_table::CloseReason::Duplicate;
                         let c = l.conn.clone();
                         if reason == crate::peer_table::CloseReason::Duplicate {
                             let peer = l.driver.peer().downgrade();
@@ -1005,6 +1038,11 @@ impl Ctx {
                 }
             }
         }
+        self.forward_events();
+    }
+
+    /// Forwards the table's events to the event stream.
+    fn forward_events(&self) {
         loop {
             let event = lock(&self.shared.table).poll_event();
             let Some(event) = event else { break };

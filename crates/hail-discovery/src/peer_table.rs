@@ -409,6 +409,16 @@ pub struct PeerTable {
     dials: BTreeMap<DialId, DialTarget>,
     statics: Vec<StaticPeer>,
     tombstones: BTreeMap<DeviceId, Tomb>,
+    /// Duplicate links the table asked to close, and whose they are, until the driver
+    /// reports them closed: what the peer sent on them before is still on its way.
+    /// At most `max_peers` entries.
+    draining: BTreeMap<ConnId, DeviceId>,
+    /// Goodbyes heard on the group from devices whose links may still carry what they
+    /// sent before it: the departure waits for the link's goodbye or close, at most
+    /// until the deadline ([`PeerTableConfigBuilder::goodbye_grace`]).
+    ///
+    /// [`PeerTableConfigBuilder::goodbye_grace`]: crate::PeerTableConfigBuilder::goodbye_grace
+    goodbyes: BTreeMap<DeviceId, Instant>,
     /// Names known to be held by several live ids (no restart presumed for them).
     dup_names: BTreeSet<String>,
     /// Last reported id set per duplicated name.
@@ -465,6 +475,8 @@ impl PeerTable {
             dials: BTreeMap::new(),
             statics,
             tombstones: BTreeMap::new(),
+            goodbyes: BTreeMap::new(),
+            draining: BTreeMap::new(),
             dup_names: BTreeSet::new(),
             reported: BTreeMap::new(),
             announce_at: Vec::new(),
@@ -542,6 +554,8 @@ impl PeerTable {
             });
         }
         self.peers.clear();
+        self.goodbyes.clear();
+        self.draining.clear();
         self.dials.clear();
         self.announce_at.clear();
         self.next_beacon = None;
@@ -604,7 +618,7 @@ impl PeerTable {
                     return;
                 }
                 self.stats.adverts_received += 1;
-                self.depart(id, now);
+                self.goodbye_heard(id, now);
             }
         }
         self.flush();
@@ -663,14 +677,27 @@ impl PeerTable {
             return;
         }
         if !self.conns.contains_key(&conn) {
-            self.stats.protocol_errors += 1;
+            // A goodbye on a duplicate being closed: the peer may have taken it for the
+            // one to keep.
+            match message {
+                LinkMessage::Goodbye { from } if self.draining.get(&conn) == Some(&from) => {
+                    self.goodbye_on_link(from, now);
+                    self.flush();
+                }
+                _ => self.stats.protocol_errors += 1,
+            }
             return;
         }
         match message {
-            LinkMessage::Hello(hello) => self.on_hello(conn, hello, now),
+            LinkMessage::Hello(hello) => {
+                self.on_hello(conn, hello, now);
+                self.goodbye_progress(now);
+            }
             LinkMessage::Peers(records) => self.on_gossip(conn, records, now),
             LinkMessage::Goodbye { from } => match self.conns[&conn].state {
-                ConnState::Established { peer, .. } if peer == from => self.depart(from, now),
+                ConnState::Established { peer, .. } if peer == from => {
+                    self.goodbye_on_link(from, now);
+                }
                 _ => self.stats.protocol_errors += 1,
             },
         }
@@ -683,9 +710,30 @@ impl PeerTable {
         if self.phase != Phase::Running {
             return;
         }
+        if let Some(peer) = self.draining.remove(&conn) {
+            trace!(%conn, ?reason, %peer, "duplicate link closed");
+            self.goodbye_progress(now);
+            self.flush();
+            return;
+        }
         if let Some(c) = self.conns.remove(&conn) {
             trace!(%conn, ?reason, "link closed");
+            if let ConnState::Established { peer, .. } = c.state {
+                if self.goodbyes.contains_key(&peer) {
+                    // It said goodbye: no redial, no grace; it leaves once its last link
+                    // is done (all it sent has arrived).
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        if p.active == Some(conn) {
+                            p.active = None;
+                        }
+                    }
+                    self.goodbye_progress(now);
+                    self.flush();
+                    return;
+                }
+            }
             self.conn_gone(conn, c, reason, now);
+            self.goodbye_progress(now);
             self.flush();
         }
     }
@@ -716,6 +764,7 @@ impl PeerTable {
         consider(self.announce_at.first().copied());
         consider(self.next_beacon);
         consider(self.probe_answer_at);
+        consider(self.goodbyes.values().min().copied());
         for c in self.conns.values() {
             if let ConnState::AwaitingHello { deadline } = c.state {
                 consider(Some(deadline));
@@ -755,6 +804,17 @@ impl PeerTable {
         for conn in expired {
             debug!(%conn, "no hello in time");
             self.close_conn(conn, CloseReason::HelloTimeout, now);
+        }
+        self.goodbye_progress(now);
+        let due: Vec<DeviceId> = self
+            .goodbyes
+            .iter()
+            .filter(|&(_, &at)| at <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            debug!(peer = %id, "its links did not finish within the goodbye grace");
+            self.depart(id, now);
         }
         self.tombstones.retain(|_, t| t.until > now);
         let ids: Vec<DeviceId> = self.peers.keys().copied().collect();
@@ -963,6 +1023,11 @@ impl PeerTable {
         if a.id == self.local.id {
             return false;
         }
+        // A device that said goodbye is still let in by its hello (a link that was
+        // connecting carries what it sent), but late adverts do not renew it.
+        if lease.is_some() && self.goodbyes.contains_key(&a.id) {
+            return false;
+        }
         match self.tombstones.get(&a.id).map(|t| t.kind) {
             Some(TombKind::Departed) => return false,
             Some(TombKind::Replaced) => {
@@ -1096,8 +1161,79 @@ impl PeerTable {
         }
     }
 
+    /// A goodbye on the group. A device with a link up, or any link still awaiting its
+    /// hello (it may be the device's), may have sent more on that link just before: it
+    /// leaves when that link says goodbye or closes, or when the goodbye grace ends.
+    fn goodbye_heard(&mut self, id: DeviceId, now: Instant) {
+        let grace = self.config.goodbye_grace;
+        let departed = self
+            .tombstones
+            .get(&id)
+            .is_some_and(|t| t.kind == TombKind::Departed);
+        let awaiting_hello = self
+            .conns
+            .values()
+            .any(|c| matches!(c.state, ConnState::AwaitingHello { .. }));
+        let wait = !grace.is_zero()
+            && !departed
+            && (self.has_link(id) || awaiting_hello)
+            && (self.goodbyes.contains_key(&id) || self.goodbyes.len() < self.config.max_peers);
+        if wait {
+            self.goodbyes.entry(id).or_insert(now + grace);
+            trace!(peer = %id, "goodbye heard; waiting for its links");
+        } else {
+            self.depart(id, now);
+        }
+    }
+
+    /// Whether an established link to `id` is up, or one of its duplicates still drains.
+    fn has_link(&self, id: DeviceId) -> bool {
+        self.draining.values().any(|&p| p == id)
+            || self
+                .conns
+                .values()
+                .any(|c| matches!(c.state, ConnState::Established { peer, .. } if peer == id))
+    }
+
+    /// A goodbye on a link of `id`. Everything it sent on that link came before; unless
+    /// a duplicate link of it still drains, it leaves now.
+    fn goodbye_on_link(&mut self, id: DeviceId, now: Instant) {
+        let grace = self.config.goodbye_grace;
+        if !grace.is_zero() && self.draining.values().any(|&p| p == id) {
+            self.goodbyes.entry(id).or_insert(now + grace);
+            trace!(peer = %id, "goodbye on its link; waiting for its duplicate link");
+        } else {
+            self.depart(id, now);
+        }
+    }
+
+    /// A link ended or got its hello: every device that said goodbye and has no link
+    /// left leaves. While any link awaits its hello, none does: that link may be one of
+    /// theirs, with what they sent behind the hello.
+    fn goodbye_progress(&mut self, now: Instant) {
+        if self.goodbyes.is_empty()
+            || self
+                .conns
+                .values()
+                .any(|c| matches!(c.state, ConnState::AwaitingHello { .. }))
+        {
+            return;
+        }
+        let done: Vec<DeviceId> = self
+            .goodbyes
+            .keys()
+            .copied()
+            .filter(|&id| !self.has_link(id))
+            .collect();
+        for id in done {
+            self.depart(id, now);
+        }
+    }
+
     /// The device said goodbye.
     fn depart(&mut self, id: DeviceId, now: Instant) {
+        self.goodbyes.remove(&id);
+        self.draining.retain(|_, p| *p != id);
         // Late adverts and gossip about the departed id are ignored for this long.
         let until = now + self.config.lease.max(self.config.gossip_lease);
         self.insert_tomb(id, until, TombKind::Departed);
@@ -1431,8 +1567,12 @@ impl PeerTable {
             conn
         };
         debug!(peer = %id, kept = ?p.active, closed = %loser, "two links to one peer");
-        // Both links are established, so closing the loser needs no further bookkeeping.
+        // Both links are established, so closing the loser needs no further bookkeeping
+        // beyond remembering it drains (for a goodbye to wait for it).
         if self.conns.remove(&loser).is_some() {
+            if self.draining.len() < self.config.max_peers {
+                self.draining.insert(loser, id);
+            }
             self.actions.push_back(Action::Close {
                 conn: loser,
                 reason: CloseReason::Duplicate,
@@ -1493,7 +1633,11 @@ impl PeerTable {
         let loopback_ok = c.remote.ip().is_loopback();
         let until = now + self.config.gossip_lease;
         for r in records {
-            if r.id == self.local.id || r.port == 0 || self.tombstones.contains_key(&r.id) {
+            if r.id == self.local.id
+                || r.port == 0
+                || self.tombstones.contains_key(&r.id)
+                || self.goodbyes.contains_key(&r.id)
+            {
                 continue;
             }
             match self.peers.get_mut(&r.id) {

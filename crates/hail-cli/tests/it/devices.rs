@@ -27,17 +27,17 @@ fn hail_on(group: &str, args: &[&str]) -> (std::process::ExitStatus, String, Str
 }
 
 #[test]
-#[ignore = "flaky until hail-discovery keeps a message that arrives just before its sender's \
-            goodbye (the sender shuts down right after `send`; about 1 run in 10 loses it)"]
 fn send_reaches_a_listener_by_name() {
     let g = group();
     let lamp = listen(&g, "lamp", &[]);
     let (status, out, err) = hail_on(&g, &["send", "lamp", "lights on", "--name", "switch"]);
     assert!(status.success(), "{out}\n{err}");
     assert_eq!(out, "sent 9 bytes to lamp");
-    // The message may be printed before the join: the join waits for the hello's
-    // processing, the message does not.
-    lamp.expect_lines(&["joined switch", "message from switch: lights on"]);
+    // In this order: the join, the message, then the goodbye (the sender shut down
+    // right after `send`).
+    lamp.expect_line("joined switch");
+    lamp.expect_line("message from switch: lights on");
+    lamp.expect_line("left switch (goodbye)");
 }
 
 #[test]

@@ -422,9 +422,89 @@ fn a_connected_peer_lives_by_its_link() {
 }
 
 #[test]
-fn goodbye_on_multicast_leaves_at_once_and_sticks() {
+fn goodbye_on_multicast_leaves_at_once_without_a_link_and_sticks() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0);
+    actions(&mut t);
+    assert_eq!(t.discovered().len(), 1);
+    t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(5));
+    assert!(t.discovered().is_empty());
+    // A late, reordered announce does not bring it back.
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0 + ms(6));
+    assert!(actions(&mut t).is_empty());
+    assert!(t.discovered().is_empty());
+}
+
+#[test]
+fn goodbye_on_multicast_waits_for_the_link_to_finish_and_sticks() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    // The goodbye on the group overtook what b sent on its link: b stays joined (and
+    // its link open) until the link says goodbye too.
+    t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(5));
+    assert!(events(&mut t).is_empty());
+    assert!(closes(&actions(&mut t)).is_empty());
+    assert_eq!(t.resolve("b").unwrap().1, ConnId(10));
+    assert!(t.poll_timeout().unwrap() <= t0 + ms(505));
+    // A late, reordered announce does not renew it.
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0 + ms(6));
+    assert!(actions(&mut t).is_empty());
+    t.link_message(ConnId(10), LinkMessage::Goodbye { from: id(2) }, t0 + ms(7));
+    assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
+    assert_eq!(
+        closes(&actions(&mut t)),
+        [(ConnId(10), CloseReason::Departed)]
+    );
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0 + ms(8));
+    assert!(actions(&mut t).is_empty());
+    assert!(t.discovered().is_empty());
+    // The driver reporting the close afterwards is ignored.
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(9));
+    assert!(events(&mut t).is_empty());
+}
+
+#[test]
+fn goodbye_on_multicast_then_the_link_closing_is_a_goodbye() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(5));
+    assert!(events(&mut t).is_empty());
+    // Its goodbye on the link did not fit its queue; the link ends after what it sent.
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(6));
+    assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
+    assert!(
+        dials(&actions(&mut t)).is_empty(),
+        "no redial of a departed peer"
+    );
+    assert!(t.peers().is_empty());
+}
+
+#[test]
+fn goodbye_on_multicast_leaves_when_the_grace_ends() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(5));
+    run_until(&mut t, t0 + ms(504));
+    assert!(left(&events(&mut t)).is_empty());
+    let sent = run_until(&mut t, t0 + ms(505));
+    assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
+    assert_eq!(closes(&sent), [(ConnId(10), CloseReason::Departed)]);
+}
+
+#[test]
+fn goodbye_on_multicast_with_no_grace_leaves_at_once() {
+    let t0 = Instant::now();
+    let config = PeerTableConfig::builder()
+        .goodbye_grace(Duration::ZERO)
+        .build()
+        .unwrap();
+    let mut t = table_with(1, "a", config);
+    t.start(t0);
+    actions(&mut t);
     join(&mut t, 2, "b", ConnId(10), t0);
     t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(5));
     assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
@@ -432,13 +512,92 @@ fn goodbye_on_multicast_leaves_at_once_and_sticks() {
         closes(&actions(&mut t)),
         [(ConnId(10), CloseReason::Departed)]
     );
-    // A late, reordered announce does not bring it back.
-    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0 + ms(6));
-    assert!(actions(&mut t).is_empty());
-    assert!(t.discovered().is_empty());
-    // The driver reporting the close afterwards is ignored.
-    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(7));
+}
+
+#[test]
+fn a_hello_that_comes_after_the_goodbye_still_joins_before_it_leaves() {
+    // b connected, got a's hello, sent a message and shut down at once: its goodbye on
+    // the group arrives before its hello on the link. The hello still joins it (what
+    // follows on the link is from a joined peer), then its link goodbye makes it leave.
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    t.link_up(
+        ConnId(3),
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(2), 50000),
+        t0,
+    );
+    actions(&mut t);
+    t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(1));
     assert!(events(&mut t).is_empty());
+    t.link_message(ConnId(3), hello(2, "b", 5), t0 + ms(2));
+    assert_eq!(t.peer_of(ConnId(3)), Some(id(2)));
+    t.link_message(ConnId(3), LinkMessage::Goodbye { from: id(2) }, t0 + ms(3));
+    let ev = events(&mut t);
+    assert_eq!(joined(&ev), [id(2)]);
+    assert_eq!(left(&ev), [(id(2), LeaveReason::Goodbye)]);
+    let join_at = ev.iter().position(|e| matches!(e, Event::PeerJoined(_)));
+    let left_at = ev.iter().position(|e| matches!(e, Event::PeerLeft { .. }));
+    assert!(join_at < left_at, "{ev:?}");
+}
+
+#[test]
+fn a_goodbye_waits_for_a_duplicate_link_still_draining() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    // b dialed too; our own dial (smaller id) wins, b's link drains.
+    t.link_up(
+        ConnId(11),
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(2), 50000),
+        t0,
+    );
+    actions(&mut t);
+    t.link_message(ConnId(11), hello(2, "b", 1), t0 + ms(1));
+    assert_eq!(
+        closes(&actions(&mut t)),
+        [(ConnId(11), CloseReason::Duplicate)]
+    );
+    // b says goodbye on the kept link and closes it; what it sent on the other may
+    // still be on its way.
+    t.link_message(ConnId(10), LinkMessage::Goodbye { from: id(2) }, t0 + ms(2));
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(3));
+    assert!(left(&events(&mut t)).is_empty());
+    assert!(
+        dials(&actions(&mut t)).is_empty(),
+        "no redial of a departing peer"
+    );
+    t.link_closed(ConnId(11), LinkCloseReason::Lost, t0 + ms(4));
+    assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
+    assert!(t.peers().is_empty());
+}
+
+#[test]
+fn a_goodbye_on_a_draining_duplicate_counts() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    t.link_up(
+        ConnId(11),
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(2), 50000),
+        t0,
+    );
+    actions(&mut t);
+    t.link_message(ConnId(11), hello(2, "b", 1), t0 + ms(1));
+    actions(&mut t);
+    // b took its own link for the one to keep and says goodbye there.
+    t.link_message(ConnId(11), LinkMessage::Goodbye { from: id(2) }, t0 + ms(2));
+    assert!(left(&events(&mut t)).is_empty());
+    t.link_closed(ConnId(11), LinkCloseReason::Lost, t0 + ms(3));
+    assert!(
+        left(&events(&mut t)).is_empty(),
+        "the kept link is still up"
+    );
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(4));
+    assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
+    assert_eq!(t.stats().protocol_errors, 0);
 }
 
 #[test]

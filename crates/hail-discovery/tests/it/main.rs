@@ -1,6 +1,7 @@
 //! Real-socket tests of hail-discovery: multicast on the loopback interface or inside
 //! network namespaces the tests create, links on 127.0.0.1 or inside those namespaces.
 
+mod delivery;
 mod device;
 #[cfg(target_os = "linux")]
 mod netns;

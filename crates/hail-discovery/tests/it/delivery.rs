@@ -1,0 +1,79 @@
+//! Messages sent just before the sender shuts down: delivered, and in order with the
+//! sender's join and leave.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hail_discovery::{Device, DeviceEvent, DeviceEvents, LeaveReason};
+
+async fn device(name: &str, group: SocketAddr) -> (Device, DeviceEvents) {
+    Device::builder(name)
+        .group(group)
+        .interface(Ipv4Addr::LOCALHOST)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .expect("device starts")
+}
+
+/// What the listener saw of the sender, in order, up to its goodbye.
+async fn seen_of(events: &mut DeviceEvents, sender: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(e) = events.recv().await {
+            match e {
+                DeviceEvent::PeerJoined(p) if p.name == sender => seen.push("joined".into()),
+                DeviceEvent::Message { from, payload } if from == sender => {
+                    seen.push(format!("message {}", String::from_utf8_lossy(&payload)));
+                }
+                DeviceEvent::PeerLeft { peer, reason } if peer.name == sender => {
+                    seen.push(format!("left {reason:?}"));
+                    if reason == LeaveReason::Goodbye {
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "no goodbye from {sender} in 5 s; saw {seen:?}");
+    seen
+}
+
+/// A fresh device joins a running one, sends two messages the moment it sees it, and
+/// shuts down at once (`hail send`): the listener gets join, both messages, goodbye,
+/// in that order, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_right_before_shutdown_arrive_between_join_and_goodbye() {
+    let (lamp, mut events) = device(
+        "lamp",
+        SocketAddr::from((Ipv4Addr::new(239, 255, 72, 79), 0)),
+    )
+    .await;
+    let g = lamp.group();
+    for run in 0..40 {
+        let sender = format!("switch{run}");
+        let (switch, mut se) = device(&sender, g).await;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while switch.peers().is_empty() {
+                se.recv().await.expect("running");
+            }
+        })
+        .await
+        .expect("switch sees lamp");
+        for m in ["one", "two"] {
+            let r = switch.send("lamp", Bytes::from(m)).await;
+            assert_eq!(r[0].1, Ok(()), "run {run}");
+        }
+        switch.shutdown().await;
+        let seen = seen_of(&mut events, &sender).await;
+        assert_eq!(
+            seen,
+            ["joined", "message one", "message two", "left Goodbye"],
+            "run {run}"
+        );
+    }
+    lamp.shutdown().await;
+}
