@@ -282,11 +282,24 @@ impl Fate {
     }
 }
 
+/// The result of one send, as its sender printed it.
+#[derive(Debug, Clone, PartialEq)]
+struct Sent {
+    /// The target's name.
+    to: String,
+    /// The send reported success.
+    ok: bool,
+    /// The send was abandoned: outcome unknown.
+    unknown: bool,
+    /// When its line was read (seconds since the run began).
+    t: f64,
+}
+
 /// Sends and receipts of every message, keyed by (sender, incarnation, seq).
 #[derive(Debug, Default)]
 struct Ledger {
     /// (sender, inc, seq) -> (target, ok, unknown, time).
-    sends: HashMap<(String, u64, u64), (String, bool, bool, f64)>,
+    sends: HashMap<(String, u64, u64), Sent>,
     /// (sender, inc, seq) -> receivers.
     recvs: HashMap<(String, u64, u64), Vec<String>>,
     /// Lives of each node, by name, in incarnation order.
@@ -296,18 +309,8 @@ struct Ledger {
 }
 
 impl Ledger {
-    fn send(
-        &mut self,
-        from: &str,
-        inc: u64,
-        seq: u64,
-        to: String,
-        ok: bool,
-        unknown: bool,
-        t: f64,
-    ) {
-        self.sends
-            .insert((from.to_owned(), inc, seq), (to, ok, unknown, t));
+    fn send(&mut self, from: &str, inc: u64, seq: u64, sent: Sent) {
+        self.sends.insert((from.to_owned(), inc, seq), sent);
     }
 
     fn recv(&mut self, at: &str, from: String, inc: u64, seq: u64) {
@@ -343,13 +346,13 @@ impl Ledger {
         match (send, recv) {
             (None, None) => Fate::Failed, // not reachable: keys come from one of the maps
             (None, Some(_)) => Fate::ReceivedUnrecorded,
-            (Some((to, _, _, _)), Some(r)) if r.iter().any(|x| x != to) => Fate::Misdelivered,
-            (Some((_, true, _, _)), Some(_)) => Fate::Delivered,
-            (Some((_, false, true, _)), Some(_)) => Fate::Abandoned,
-            (Some((_, false, _, _)), Some(_)) => Fate::FailedButDelivered,
-            (Some((_, false, true, _)), None) => Fate::Abandoned,
-            (Some((_, false, false, _)), None) => Fate::Failed,
-            (Some((to, true, _, t)), None) => {
+            (Some(s), Some(r)) if r.iter().any(|x| *x != s.to) => Fate::Misdelivered,
+            (Some(s), Some(_)) if s.ok => Fate::Delivered,
+            (Some(s), _) if s.unknown => Fate::Abandoned,
+            (Some(s), Some(_)) if !s.ok => Fate::FailedButDelivered,
+            (Some(s), None) if !s.ok => Fate::Failed,
+            (Some(Sent { to, t, .. }), _) => {
+                let t = *t;
                 let sender_end = self.life(&key.0, key.1);
                 match self.ended_within(to, t - WINDOW_BEFORE, t + WINDOW_AFTER) {
                     Some(End::Killed) => return Fate::InFlightToKilled,
@@ -413,7 +416,7 @@ impl Ledger {
                     let (to, t) = self
                         .sends
                         .get(key)
-                        .map_or(("?".into(), -1.0), |s| (s.0.clone(), s.3));
+                        .map_or(("?".into(), -1.0), |s| (s.to.clone(), s.t));
                     ex.push(format!(
                         "{f:?}: {}#{} seq {} -> {to} at {t:.2} s; {}; {}",
                         key.0,
@@ -646,7 +649,8 @@ impl Run {
                         } else {
                             c.failed += 1;
                         }
-                        self.ledger.send(&name, inc, seq, to, ok, unknown, t);
+                        self.ledger
+                            .send(&name, inc, seq, Sent { to, ok, unknown, t });
                     }
                     NodeLine::Recv {
                         from,
@@ -825,21 +829,25 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         }
         let now = run.now();
         // Graceful stops that finished (or overran): restart under the same name.
-        for slot in 0..nodes.len() {
-            if let State::Stopping(since) = nodes[slot].state {
-                let exited = nodes[slot].child.try_wait()?.is_some();
+        let mut ended = Vec::new();
+        for (slot, n) in nodes.iter_mut().enumerate() {
+            if let State::Stopping(since) = n.state {
+                let exited = n.child.try_wait()?.is_some();
                 if exited || now - since > 15.0 {
                     if !exited {
                         run.graceful_timeouts += 1;
-                        nodes[slot].child.kill().ok();
-                        nodes[slot].child.wait().ok();
+                        n.child.kill().ok();
+                        n.child.wait().ok();
                     }
-                    let (name, inc) = (nodes[slot].name.clone(), nodes[slot].inc);
-                    run.end_life(&name, inc, if exited { End::Graceful } else { End::Killed });
-                    let old = std::mem::replace(&mut nodes[slot], run.spawn(slot, inc + 1)?);
-                    nodes[slot].rss = old.rss;
+                    ended.push((slot, exited));
                 }
             }
+        }
+        for (slot, exited) in ended {
+            let (name, inc) = (nodes[slot].name.clone(), nodes[slot].inc);
+            run.end_life(&name, inc, if exited { End::Graceful } else { End::Killed });
+            let old = std::mem::replace(&mut nodes[slot], run.spawn(slot, inc + 1)?);
+            nodes[slot].rss = old.rss;
         }
         if now >= next_restart {
             next_restart += args.restart_secs;
@@ -1039,6 +1047,15 @@ mod tests {
         l
     }
 
+    fn sent(to: &str, ok: bool, t: f64) -> Sent {
+        Sent {
+            to: to.to_owned(),
+            ok,
+            unknown: false,
+            t,
+        }
+    }
+
     fn life(start: f64, end: f64, how: End) -> Life {
         Life {
             start,
@@ -1100,36 +1117,36 @@ mod tests {
                     running.clone(),
                 ],
             ),
-            ("c", vec![life(0.0, 30.5, End::Killed), running.clone()]),
+            ("c", vec![life(0.0, 30.5, End::Killed), running]),
         ]);
         let key = |s: &str, i: u64, q: u64| (s.to_owned(), i, q);
         // Delivered, failed, failed but delivered.
-        l.send("a", 0, 0, "b".into(), true, false, 10.0);
+        l.send("a", 0, 0, sent("b", true, 10.0));
         l.recv("b", "a".into(), 0, 0);
-        l.send("a", 0, 1, "b".into(), false, false, 10.0);
-        l.send("a", 0, 2, "b".into(), false, false, 10.0);
+        l.send("a", 0, 1, sent("b", false, 10.0));
+        l.send("a", 0, 2, sent("b", false, 10.0));
         l.recv("b", "a".into(), 0, 2);
         assert_eq!(l.fate(&key("a", 0, 0)), Fate::Delivered);
         assert_eq!(l.fate(&key("a", 0, 1)), Fate::Failed);
         assert_eq!(l.fate(&key("a", 0, 2)), Fate::FailedButDelivered);
         // Lost: receiver SIGKILLed 1 s after the send, and 4 s before it.
-        l.send("a", 0, 3, "b".into(), true, false, 49.0);
-        l.send("a", 0, 4, "b".into(), true, false, 54.0);
+        l.send("a", 0, 3, sent("b", true, 49.0));
+        l.send("a", 0, 4, sent("b", true, 54.0));
         assert_eq!(l.fate(&key("a", 0, 3)), Fate::InFlightToKilled);
         assert_eq!(l.fate(&key("a", 0, 4)), Fate::InFlightToKilled);
         // Lost around b's graceful stop at 80.
-        l.send("a", 0, 5, "b".into(), true, false, 79.5);
+        l.send("a", 0, 5, sent("b", true, 79.5));
         assert_eq!(l.fate(&key("a", 0, 5)), Fate::LostAtGracefulReceiver);
         // Lost with nothing near: unexplained.
-        l.send("a", 0, 6, "b".into(), true, false, 20.0);
+        l.send("a", 0, 6, sent("b", true, 20.0));
         assert_eq!(l.fate(&key("a", 0, 6)), Fate::LostUnexplained);
         // Sender c SIGKILLed just after sending.
-        l.send("c", 0, 0, "a".into(), true, false, 30.0);
+        l.send("c", 0, 0, sent("a", true, 30.0));
         assert_eq!(l.fate(&key("c", 0, 0)), Fate::QueuedAtKilledSender);
         // Received without a send record; to the wrong node; twice.
         l.recv("a", "c".into(), 0, 1);
         assert_eq!(l.fate(&key("c", 0, 1)), Fate::ReceivedUnrecorded);
-        l.send("a", 0, 7, "b".into(), true, false, 20.0);
+        l.send("a", 0, 7, sent("b", true, 20.0));
         l.recv("c", "a".into(), 0, 7);
         assert_eq!(l.fate(&key("a", 0, 7)), Fate::Misdelivered);
         l.recv("b", "a".into(), 0, 0);
