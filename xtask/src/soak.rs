@@ -157,7 +157,7 @@ struct Stats {
     rpc_wrong: u64,
     dropped_events: u64,
     peers: u64,
-    /// "ask:<err>" and "rpc:<err>" (and "msg:<err>") failure counts.
+    /// `ask:ERROR` and `rpc:ERROR` (and `msg:ERROR`) failure counts.
     failures: BTreeMap<String, u64>,
 }
 

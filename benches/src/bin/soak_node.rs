@@ -152,7 +152,7 @@ struct Counters {
     rpc_served: AtomicU64,
     joined: AtomicU64,
     left: AtomicU64,
-    /// Failures by kind: "msg:<err>", "ask:<err>", "rpc:<err>".
+    /// Failures by kind: `msg:ERROR`, `ask:ERROR`, `rpc:ERROR`.
     failures: Mutex<BTreeMap<String, u64>>,
 }
 
