@@ -1,0 +1,204 @@
+//! `peers/send-<size>`: one-way messages per second from one participant to another.
+//!
+//! - hail: `Device::send("rx", msg)` in a loop on the sender; the receiving device's
+//!   event stream read by a task that counts `Message` events.
+//! - zenoh: a `Publisher` (congestion control `Block`, so that nothing is dropped: hail's
+//!   `send` never drops either; zenoh's default for puts, `Drop`, would discard messages
+//!   under load) putting in a loop; a subscriber callback on the other session counts.
+//!
+//! A round sends a bounded count and ends when the last message has arrived (or after
+//! 20 s, counting what did arrive); rounds of both alternate; the median round is kept.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hail::discovery::DeviceEvent;
+use hail_benches::harness::{Better, Ctx, Record, median};
+use tokio::sync::Notify;
+use zenoh::qos::CongestionControl;
+
+use crate::zconf::{free_udp_port, hail_device, hail_group, until_peers, zenoh_config};
+
+/// The longest a round may take.
+const ROUND_LIMIT: Duration = Duration::from_secs(20);
+
+/// Runs the group.
+pub(crate) fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut out = Vec::new();
+    for (label, size) in [("64B", 64usize), ("1KiB", 1024)] {
+        let name = format!("peers/send-{label}");
+        if ctx.wants(&name) {
+            out.push(rt.block_on(throughput(ctx, &name, size))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Counts arrivals and wakes the waiter when a round's goal is reached.
+#[derive(Debug, Default)]
+struct Counter {
+    count: AtomicU64,
+    goal: AtomicU64,
+    done: Notify,
+}
+
+impl Counter {
+    fn hit(&self) {
+        let c = self.count.fetch_add(1, Ordering::AcqRel) + 1;
+        if c == self.goal.load(Ordering::Acquire) {
+            self.done.notify_one();
+        }
+    }
+
+    /// Runs `send` (which sends `k` messages) and returns messages/s as received.
+    async fn round<F: Future<Output = anyhow::Result<()>>>(
+        &self,
+        label: &str,
+        k: u64,
+        send: F,
+    ) -> anyhow::Result<f64> {
+        let base = self.count.load(Ordering::Acquire);
+        self.goal.store(base + k, Ordering::Release);
+        let t = Instant::now();
+        send.await?;
+        let deadline = t + ROUND_LIMIT;
+        while self.count.load(Ordering::Acquire) < base + k {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let _ =
+                tokio::time::timeout(left.min(Duration::from_millis(100)), self.done.notified())
+                    .await;
+        }
+        let took = t.elapsed().as_secs_f64();
+        let got = self.count.load(Ordering::Acquire) - base;
+        if got < k {
+            eprintln!("{label}: only {got} of {k} messages arrived within {ROUND_LIMIT:?}");
+        }
+        Ok(got.min(k) as f64 / took)
+    }
+}
+
+async fn throughput(ctx: &Ctx, name: &str, size: usize) -> anyhow::Result<Record> {
+    let k: u64 = ctx.pick(20_000, 100_000);
+    let rounds = ctx.pick(3, 7);
+    let payload = Bytes::from(vec![0xa5u8; size]);
+    // Both send a reference-counted buffer, cloned per message without copying the bytes.
+    let zpayload = zenoh::bytes::ZBytes::from(payload.to_vec());
+
+    // hail: two devices, the receiver's events counted by a task.
+    let group = hail_group(free_udp_port()?);
+    let (tx, mut tx_events) = hail_device("tx", group).await?;
+    let (rx, mut rx_events) = hail_device("rx", group).await?;
+    until_peers(&tx, &mut tx_events, 1).await?;
+    until_peers(&rx, &mut rx_events, 1).await?;
+    let hail_count = Arc::new(Counter::default());
+    let counter = hail_count.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(e) = rx_events.recv().await {
+            if let DeviceEvent::Message { .. } = e {
+                counter.hit();
+            }
+        }
+    });
+
+    // zenoh: two sessions, a blocking publisher and a counting subscriber.
+    let z = |e: zenoh::Error| anyhow::anyhow!("zenoh: {e}");
+    let port = free_udp_port()?;
+    let key = format!("hail-peers/send/{port}");
+    let zrx = zenoh::open(zenoh_config(port)?).await.map_err(z)?;
+    let ztx = zenoh::open(zenoh_config(port)?).await.map_err(z)?;
+    let zenoh_count = Arc::new(Counter::default());
+    let counter = zenoh_count.clone();
+    let sub = zrx
+        .declare_subscriber(&key)
+        .callback(move |_sample| counter.hit())
+        .await
+        .map_err(z)?;
+    let publisher = ztx
+        .declare_publisher(&key)
+        .congestion_control(CongestionControl::Block)
+        .await
+        .map_err(z)?;
+    // Wait until the subscriber is reached.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while zenoh_count.count.load(Ordering::Acquire) == 0 {
+        anyhow::ensure!(Instant::now() < deadline, "zenoh subscriber never reached");
+        publisher.put(zpayload.clone()).await.map_err(z)?;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let hail_send = || async {
+        for _ in 0..k {
+            for (to, r) in tx.send("rx", payload.clone()).await {
+                r.map_err(|e| anyhow::anyhow!("hail send to {to}: {e}"))?;
+            }
+        }
+        anyhow::Ok(())
+    };
+    let zenoh_send = || async {
+        for _ in 0..k {
+            publisher.put(zpayload.clone()).await.map_err(z)?;
+        }
+        anyhow::Ok(())
+    };
+    // Warm-up: one short round each.
+    hail_count
+        .round("hail warm-up", k / 10, async {
+            for _ in 0..k / 10 {
+                let _ = tx.send("rx", payload.clone()).await;
+            }
+            Ok(())
+        })
+        .await?;
+    zenoh_count
+        .round("zenoh warm-up", k / 10, async {
+            for _ in 0..k / 10 {
+                publisher.put(zpayload.clone()).await.map_err(z)?;
+            }
+            Ok(())
+        })
+        .await?;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        ours.push(
+            hail_count
+                .round(&format!("{name} hail"), k, hail_send())
+                .await?,
+        );
+        theirs.push(
+            zenoh_count
+                .round(&format!("{name} zenoh"), k, zenoh_send())
+                .await?,
+        );
+    }
+    if rx.dropped_events() > 0 {
+        eprintln!(
+            "{name}: hail receiver dropped {} events (stream full)",
+            rx.dropped_events()
+        );
+    }
+
+    drop(sub);
+    drop(publisher);
+    let _ = ztx.close().await;
+    let _ = zrx.close().await;
+    tx.shutdown().await;
+    rx.shutdown().await;
+    reader.abort();
+    Ok(Record::new(
+        name,
+        median(&mut ours),
+        median(&mut theirs),
+        "msg/s",
+        Better::Higher,
+    ))
+}
