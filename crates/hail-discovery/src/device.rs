@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, join_all};
-use hail_crypto::GroupKey;
+use hail_crypto::{GroupKey, KdfParams};
 use hail_link::{
     CloseReason as LinkClose, Connection, Heartbeat, LinkConfig, LinkError, Server, ServerConfig,
     ServerEvent,
@@ -58,6 +58,9 @@ pub enum DeviceError {
     /// The TCP listener could not be opened.
     #[error("link: {0}")]
     Link(#[from] LinkError),
+    /// The group key could not be derived from the passphrase (bad KDF parameters).
+    #[error("key derivation: {0}")]
+    Key(#[from] hail_crypto::CryptoError),
     /// [`Device::on_question`] was called a second time.
     #[error("the question handler is already set")]
     QuestionHandlerSet,
@@ -157,12 +160,92 @@ pub enum DeviceEvent {
         /// The message.
         payload: Bytes,
     },
+    /// Something went wrong; the device keeps running.
+    Error(RunError),
 }
 
-/// The event stream of a [`Device`]; ends when the device shuts down.
+/// What went wrong while a [`Device`] runs (in [`DeviceEvent::Error`]); the device keeps
+/// running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RunError {
+    /// A link failed the handshake's authentication: the other side has another
+    /// passphrase, or none. `addr` is the address this device dialed; `None` for
+    /// connections it accepted (counted since the last report, checked at each timer
+    /// tick of the device, at least once a second).
+    AuthFailed {
+        /// The address dialed, if this device dialed.
+        addr: Option<SocketAddr>,
+        /// How many handshakes failed this way.
+        count: u64,
+    },
+    /// Dials to one peer (or one static address) failed this many times in a row.
+    /// Reported after 3, 6, 12, 24 ... failures, while redials go on with backoff.
+    DialFailed {
+        /// The device expected at the other end, if known.
+        peer: Option<DeviceId>,
+        /// The addresses of the last attempt.
+        addrs: Vec<SocketAddr>,
+        /// Failures in a row.
+        failures: u32,
+        /// The last attempt's error.
+        error: String,
+    },
+    /// Events were dropped because the event stream was full (not read fast enough);
+    /// reported once there is room again. [`Device::dropped_events`] counts them all.
+    EventsDropped {
+        /// Events dropped since the last report.
+        count: u64,
+    },
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AuthFailed {
+                addr: Some(a),
+                count,
+            } => write!(
+                f,
+                "{count} link handshake(s) with {a} failed authentication"
+            ),
+            Self::AuthFailed { addr: None, count } => write!(
+                f,
+                "{count} incoming link handshake(s) failed authentication"
+            ),
+            Self::DialFailed {
+                addrs,
+                failures,
+                error,
+                ..
+            } => write!(f, "{failures} dials in a row to {addrs:?} failed: {error}"),
+            Self::EventsDropped { count } => {
+                write!(f, "{count} events dropped: the event stream was full")
+            }
+        }
+    }
+}
+
+/// The event stream of a [`Device`]; ends when the device shuts down. A
+/// [`Stream`](futures_core::Stream) as well (`StreamExt::next`, combinators).
+///
+/// Read it continuously: it holds [`EVENT_CAPACITY`] events (1024); while it is full,
+/// further events are dropped, counted, and reported as
+/// [`RunError::EventsDropped`] once there is room.
 #[derive(Debug)]
 pub struct DeviceEvents {
     rx: mpsc::Receiver<DeviceEvent>,
+}
+
+impl futures_core::Stream for DeviceEvents {
+    type Item = DeviceEvent;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<DeviceEvent>> {
+        self.rx.poll_recv(cx)
+    }
 }
 
 impl DeviceEvents {
@@ -171,8 +254,14 @@ impl DeviceEvents {
         self.rx.recv().await
     }
 
+    /// An event if one is waiting, without waiting; `None` when none is (or the device
+    /// is shut down).
+    pub fn try_recv(&mut self) -> Option<DeviceEvent> {
+        self.rx.try_recv().ok()
+    }
+
     /// Runs callbacks for every event until the device is gone (pythonConnect style:
-    /// message, peers changed, peer joined and left, duplicate name).
+    /// message, peers changed, peer joined and left, duplicate name, error).
     pub async fn run_callbacks(mut self, mut callbacks: Callbacks) {
         while let Some(event) = self.rx.recv().await {
             match event {
@@ -201,6 +290,11 @@ impl DeviceEvents {
                         f(name, ids);
                     }
                 }
+                DeviceEvent::Error(e) => {
+                    if let Some(f) = &mut callbacks.on_error {
+                        f(e);
+                    }
+                }
             }
         }
     }
@@ -211,6 +305,7 @@ type PeersFn = Box<dyn FnMut(Vec<PeerInfo>) + Send>;
 type JoinedFn = Box<dyn FnMut(PeerInfo) + Send>;
 type LeftFn = Box<dyn FnMut(PeerInfo, LeaveReason) + Send>;
 type DuplicateFn = Box<dyn FnMut(String, Vec<DeviceId>) + Send>;
+type ErrorFn = Box<dyn FnMut(RunError) + Send>;
 
 /// Callbacks for [`DeviceEvents::run_callbacks`]; each is optional.
 #[derive(Default)]
@@ -220,6 +315,7 @@ pub struct Callbacks {
     on_joined: Option<JoinedFn>,
     on_left: Option<LeftFn>,
     on_duplicate: Option<DuplicateFn>,
+    on_error: Option<ErrorFn>,
 }
 
 impl std::fmt::Debug for Callbacks {
@@ -230,6 +326,7 @@ impl std::fmt::Debug for Callbacks {
             .field("on_joined", &self.on_joined.is_some())
             .field("on_left", &self.on_left.is_some())
             .field("on_duplicate", &self.on_duplicate.is_some())
+            .field("on_error", &self.on_error.is_some())
             .finish()
     }
 }
@@ -264,6 +361,12 @@ impl Callbacks {
         self.on_duplicate = Some(Box::new(f));
         self
     }
+
+    /// Called when something goes wrong while the device runs (it keeps running).
+    pub fn on_error(mut self, f: impl FnMut(RunError) + Send + 'static) -> Self {
+        self.on_error = Some(Box::new(f));
+        self
+    }
 }
 
 type QuestionFn = dyn Fn(String, Bytes) -> BoxFuture<'static, Result<Bytes, String>> + Send + Sync;
@@ -288,6 +391,7 @@ pub struct DeviceBuilder {
     listen: SocketAddr,
     advertise: Vec<IpAddr>,
     passphrase: Option<Secret>,
+    kdf: KdfParams,
     key: Option<GroupKey>,
     table: PeerTableConfig,
     rpc: RpcConfig,
@@ -331,10 +435,20 @@ impl DeviceBuilder {
     }
 
     /// Seals adverts and secures links with a group key derived from `passphrase`
-    /// (PBKDF2, 600,000 iterations: hundreds of milliseconds, once, in
-    /// [`start`](Self::start)). Default: none (plaintext, anyone on the LAN may join).
+    /// (PBKDF2, 600,000 iterations by default, see [`kdf`](Self::kdf): hundreds of
+    /// milliseconds, once, in [`start`](Self::start), on a blocking thread). Default:
+    /// none (plaintext, anyone on the LAN may join).
     pub fn passphrase(mut self, passphrase: impl Into<String>) -> Self {
         self.passphrase = Some(Secret(passphrase.into()));
+        self
+    }
+
+    /// Key derivation parameters for [`passphrase`](Self::passphrase). Default:
+    /// [`KdfParams::default`], PBKDF2 with 600,000 iterations; at least
+    /// [`KdfParams::MIN_ITERATIONS`] (10,000) for small devices and tests. Every device of
+    /// a group must use the same count (it changes the key).
+    pub fn kdf(mut self, params: KdfParams) -> Self {
+        self.kdf = params;
         self
     }
 
@@ -371,11 +485,20 @@ impl DeviceBuilder {
     /// Derives the key (if any), opens the multicast channel and the TCP listener, and
     /// starts discovery. Returns the device and its event stream.
     pub async fn start(self) -> Result<(Device, DeviceEvents), DeviceError> {
-        let key = self.key.clone().or_else(|| {
-            self.passphrase
-                .as_ref()
-                .map(|p| GroupKey::derive(&p.0, "hail-discovery"))
-        });
+        let key = match (&self.key, &self.passphrase) {
+            (Some(k), _) => Some(k.clone()),
+            (None, Some(p)) => {
+                let (p, kdf) = (p.clone(), self.kdf);
+                // PBKDF2 takes a while: off the runtime's threads.
+                let derived = tokio::task::spawn_blocking(move || {
+                    GroupKey::derive_with(&p.0, "hail-discovery", kdf)
+                })
+                .await
+                .expect("key derivation does not panic")?;
+                Some(derived)
+            }
+            (None, None) => None,
+        };
         // A connected peer's liveness is its link: make the link notice a silent peer
         // within the lease, as the table's docs ask of its driver.
         let lease = self.table.lease();
@@ -424,6 +547,7 @@ impl DeviceBuilder {
             handlers: Handlers::new(),
             events: events_tx,
             dropped_events: AtomicU64::new(0),
+            unreported_drops: AtomicU64::new(0),
             rpc: self.rpc.clone(),
             link,
         });
@@ -503,6 +627,7 @@ impl Device {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
             advertise: Vec::new(),
             passphrase: None,
+            kdf: KdfParams::default(),
             key: None,
             table: PeerTableConfig::default(),
             rpc: RpcConfig::default(),
@@ -717,6 +842,8 @@ struct Shared {
     handlers: Handlers,
     events: mpsc::Sender<DeviceEvent>,
     dropped_events: AtomicU64,
+    /// Drops not yet reported as [`RunError::EventsDropped`].
+    unreported_drops: AtomicU64,
     rpc: RpcConfig,
     link: LinkConfig,
 }
@@ -737,8 +864,18 @@ impl Shared {
     }
 
     fn emit(&self, e: DeviceEvent) {
+        // Drops not yet reported go first, as soon as there is room.
+        let unreported = self.unreported_drops.swap(0, Ordering::Relaxed);
+        if unreported > 0 {
+            let report = DeviceEvent::Error(RunError::EventsDropped { count: unreported });
+            if self.events.try_send(report).is_err() {
+                self.unreported_drops
+                    .fetch_add(unreported, Ordering::Relaxed);
+            }
+        }
         if self.events.try_send(e).is_err() {
             self.dropped_events.fetch_add(1, Ordering::Relaxed);
+            self.unreported_drops.fetch_add(1, Ordering::Relaxed);
             debug!("device event dropped: the stream is full or closed");
         }
     }
@@ -768,7 +905,9 @@ impl Outgoing for LinkOut {
 enum Internal {
     Dialed {
         dial: crate::id::DialId,
-        result: Option<(Connection<Binary>, hail_link::Incoming<Bytes>)>,
+        target: DialKey,
+        addrs: Vec<SocketAddr>,
+        result: Result<(Connection<Binary>, hail_link::Incoming<Bytes>), (SocketAddr, LinkError)>,
     },
     Frame {
         conn: ConnId,
@@ -801,6 +940,8 @@ async fn run(
         shared: shared.clone(),
         internal_tx,
         sender,
+        dial_failures: HashMap::new(),
+        auth_failures_seen: 0,
     };
     ctx.pump().await;
     loop {
@@ -847,7 +988,8 @@ async fn run(
             }
             Some(m) = internal.recv() => {
                 match m {
-                    Internal::Dialed { dial, result: Some((conn, mut incoming)) } => {
+                    Internal::Dialed { dial, target, result: Ok((conn, mut incoming)), .. } => {
+                        ctx.dial_failures.remove(&target);
                         let id = ConnId(conn.id().get());
                         let tx = ctx.internal_tx.clone();
                         // Holds no handle: the link lives as long as the driver keeps it.
@@ -864,7 +1006,8 @@ async fn run(
                         let remote = conn.peer_addr();
                         ctx.link_up(conn, LinkOrigin::Dialed(dial), remote);
                     }
-                    Internal::Dialed { dial, result: None } => {
+                    Internal::Dialed { dial, target, addrs, result: Err((addr, error)) } => {
+                        ctx.dial_failed(target, addrs, addr, &error);
                         lock(&shared.table).dial_failed(dial, Instant::now());
                     }
                     Internal::Frame { conn, frame } => ctx.frame(conn, &frame),
@@ -876,6 +1019,13 @@ async fn run(
             }
             () = sleep => {
                 lock(&shared.table).handle_timeout(Instant::now());
+                // Handshakes of accepted links that failed authentication.
+                let failed = server.stats().auth_failures;
+                if failed > ctx.auth_failures_seen {
+                    let count = failed - ctx.auth_failures_seen;
+                    ctx.auth_failures_seen = failed;
+                    shared.emit(DeviceEvent::Error(RunError::AuthFailed { addr: None, count }));
+                }
             }
         }
         ctx.pump().await;
@@ -901,13 +1051,64 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for goodbyes and queued messages to go out: 500 ms.
 const SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
 
+/// Whom a dial was for, to count its failures in a row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum DialKey {
+    Peer(DeviceId),
+    Addrs(Vec<SocketAddr>),
+}
+
+/// Most dial targets whose failures are counted; past it the counts start over: 1024.
+const MAX_DIAL_COUNTS: usize = 1024;
+
 struct Ctx {
     shared: Arc<Shared>,
     internal_tx: mpsc::Sender<Internal>,
     sender: Option<hail_multicast::Sender>,
+    /// Failed dials in a row per target (reset by a link that comes up).
+    dial_failures: HashMap<DialKey, u32>,
+    /// The listener's authentication failures already reported.
+    auth_failures_seen: u64,
 }
 
 impl Ctx {
+    /// Counts a failed dial; reports an authentication failure at once (the first in a
+    /// row) and the run of failures after 3, 6, 12 ... of them.
+    fn dial_failed(
+        &mut self,
+        target: DialKey,
+        addrs: Vec<SocketAddr>,
+        addr: SocketAddr,
+        error: &LinkError,
+    ) {
+        if self.dial_failures.len() >= MAX_DIAL_COUNTS && !self.dial_failures.contains_key(&target)
+        {
+            self.dial_failures.clear();
+        }
+        let peer = match &target {
+            DialKey::Peer(id) => Some(*id),
+            DialKey::Addrs(_) => None,
+        };
+        let n = self.dial_failures.entry(target).or_insert(0);
+        *n = n.saturating_add(1);
+        let n = *n;
+        debug!(%addr, error = %error, failures = n, "dial failed");
+        if n == 1 && matches!(error, LinkError::AuthFailed) {
+            self.shared.emit(DeviceEvent::Error(RunError::AuthFailed {
+                addr: Some(addr),
+                count: 1,
+            }));
+        }
+        if n >= 3 && n % 3 == 0 && (n / 3).is_power_of_two() {
+            self.shared.emit(DeviceEvent::Error(RunError::DialFailed {
+                peer,
+                addrs,
+                failures: n,
+                error: error.to_string(),
+            }));
+        }
+    }
+
     fn link_up(&mut self, conn: Connection<Binary>, origin: LinkOrigin, remote: SocketAddr) {
         let id = ConnId(conn.id().get());
         let (_peer, driver) =
@@ -996,12 +1197,23 @@ impl Ctx {
                         }
                     }
                 }
-                Action::Dial { dial, addrs, .. } => {
+                Action::Dial { dial, addrs, peer } => {
                     let tx = self.internal_tx.clone();
                     let config = self.shared.link.clone();
+                    let target = match peer {
+                        Some(id) => DialKey::Peer(id),
+                        None => DialKey::Addrs(addrs.clone()),
+                    };
                     tokio::spawn(async move {
-                        let result = dial_any(addrs, config).await;
-                        let _ = tx.send(Internal::Dialed { dial, result }).await;
+                        let result = dial_any(addrs.clone(), config).await;
+                        let _ = tx
+                            .send(Internal::Dialed {
+                                dial,
+                                target,
+                                addrs,
+                                result,
+                            })
+                            .await;
                     });
                 }
                 Action::Close { conn, reason } => {
@@ -1057,17 +1269,25 @@ impl Ctx {
     }
 }
 
-/// Dials every address at once; the first link that comes up wins.
+/// Dials every address at once; the first link that comes up wins. On failure, the
+/// last attempt's address and error.
 async fn dial_any(
     addrs: Vec<SocketAddr>,
     config: LinkConfig,
-) -> Option<(Connection<Binary>, hail_link::Incoming<Bytes>)> {
+) -> Result<(Connection<Binary>, hail_link::Incoming<Bytes>), (SocketAddr, LinkError)> {
     let attempts = addrs.into_iter().map(|a| {
         let config = config.clone();
-        Box::pin(async move { Connection::connect(a, &config, Binary).await })
+        Box::pin(async move {
+            Connection::connect(a, &config, Binary)
+                .await
+                .map_err(|e| (a, e))
+        })
     });
-    match futures_util::future::select_ok(attempts).await {
-        Ok((pair, _rest)) => Some(pair),
-        Err(_) => None,
+    if attempts.len() == 0 {
+        let none = std::io::Error::other("no address to dial");
+        return Err((SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), none.into()));
     }
+    futures_util::future::select_ok(attempts)
+        .await
+        .map(|(pair, _rest)| pair)
 }

@@ -77,3 +77,59 @@ async fn messages_sent_right_before_shutdown_arrive_between_join_and_goodbye() {
     }
     lamp.shutdown().await;
 }
+
+/// A listener that does not read its events loses the overflow, counted, and hears how
+/// many it lost as soon as there is room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_dropped_on_a_full_stream_are_reported_once_there_is_room() {
+    use futures_util::StreamExt;
+    use hail_discovery::{EVENT_CAPACITY, RunError};
+
+    let (lamp, mut events) = device(
+        "lamp",
+        SocketAddr::from((Ipv4Addr::new(239, 255, 72, 82), 0)),
+    )
+    .await;
+    let (switch, mut se) = device("switch", lamp.group()).await;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while switch.peers().is_empty() {
+            se.recv().await.expect("running");
+        }
+        while lamp.peers().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("they meet");
+    let extra = 50;
+    for i in 0..EVENT_CAPACITY + extra {
+        let r = switch.send("lamp", Bytes::from(i.to_string())).await;
+        assert_eq!(r[0].1, Ok(()));
+    }
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while lamp.dropped_events() < extra as u64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} dropped", lamp.dropped_events()));
+    let dropped = lamp.dropped_events();
+    let mut queued = 0;
+    while events.try_recv().is_some() {
+        queued += 1;
+    }
+    assert_eq!(queued, EVENT_CAPACITY);
+    switch.send("lamp", Bytes::from_static(b"after")).await;
+    let next = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
+    assert_eq!(
+        next.expect("an event").expect("running"),
+        DeviceEvent::Error(RunError::EventsDropped { count: dropped })
+    );
+    let next = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
+    assert!(
+        matches!(next, Ok(Some(DeviceEvent::Message { ref payload, .. })) if payload == "after"),
+        "{next:?}"
+    );
+    switch.shutdown().await;
+    lamp.shutdown().await;
+}

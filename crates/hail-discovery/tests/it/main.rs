@@ -5,3 +5,4 @@ mod delivery;
 mod device;
 #[cfg(target_os = "linux")]
 mod netns;
+mod passphrase;
