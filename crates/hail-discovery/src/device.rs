@@ -19,6 +19,8 @@ use hail_rpc::{
     Disconnect, Handlers, LinkClosed, Outgoing, PeerDriver, RpcConfig, RpcError, RpcPeer,
 };
 use hail_wire::Binary;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -26,6 +28,7 @@ use tracing::{debug, warn};
 use crate::advert::{LinkMessage, MAGIC};
 use crate::config::{LocalDevice, PeerTableConfig};
 use crate::error::{ConfigError, ResolveError};
+use crate::format::{FormatError, MessageFormat};
 use crate::id::{ConnId, DeviceId};
 use crate::peer_table::{
     Action, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, PeerTable,
@@ -100,6 +103,10 @@ pub enum AskError {
     /// The target's question handler failed, or it has none.
     #[error("handler: {0}")]
     Handler(String),
+    /// The answer arrived but is not a valid value in the device's
+    /// [`MessageFormat`] ([`Device::ask_msg`]).
+    #[error("undecodable answer: {0}")]
+    Undecodable(FormatError),
 }
 
 /// Whom to send to or ask.
@@ -396,6 +403,7 @@ pub struct DeviceBuilder {
     table: PeerTableConfig,
     rpc: RpcConfig,
     multicast: bool,
+    format: MessageFormat,
 }
 
 impl DeviceBuilder {
@@ -472,6 +480,14 @@ impl DeviceBuilder {
     /// RPC settings for every peer link. Default: [`RpcConfig::default`].
     pub fn rpc(mut self, config: RpcConfig) -> Self {
         self.rpc = config;
+        self
+    }
+
+    /// How typed messages, questions and answers are encoded ([`Device::send_msg`],
+    /// [`Device::ask_msg`], [`Device::decode`]). Default: [`MessageFormat::Postcard`].
+    /// The bytes API is the same in every format.
+    pub fn format(mut self, format: MessageFormat) -> Self {
+        self.format = format;
         self
     }
 
@@ -572,6 +588,7 @@ impl DeviceBuilder {
                 name: self.name,
                 local_addr: server.local_addr(),
                 group,
+                format: self.format,
                 stop: Some(stop_tx),
                 task: Some(task),
             },
@@ -604,6 +621,7 @@ pub struct Device {
     name: String,
     local_addr: SocketAddr,
     group: SocketAddr,
+    format: MessageFormat,
     stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
     task: Option<JoinHandle<()>>,
 }
@@ -632,6 +650,7 @@ impl Device {
             table: PeerTableConfig::default(),
             rpc: RpcConfig::default(),
             multicast: true,
+            format: MessageFormat::default(),
         }
     }
 
@@ -754,6 +773,51 @@ impl Device {
             }
         });
         join_all(calls).await.into_iter().collect()
+    }
+
+    /// The format of typed messages ([`DeviceBuilder::format`]).
+    pub fn format(&self) -> MessageFormat {
+        self.format
+    }
+
+    /// Encodes `msg` in the device's [`MessageFormat`] and [`send`](Self::send)s it.
+    /// Fails, sending nothing, when the value cannot be encoded in the format.
+    pub async fn send_msg<T: Serialize + ?Sized>(
+        &self,
+        targets: impl Into<Targets>,
+        msg: &T,
+    ) -> Result<Vec<(String, Result<(), SendError>)>, FormatError> {
+        let bytes = self.format.encode(msg)?;
+        Ok(self.send(targets, bytes).await)
+    }
+
+    /// Decodes a payload (a [`DeviceEvent::Message`]'s, a question, an answer) in the
+    /// device's [`MessageFormat`].
+    pub fn decode<T: DeserializeOwned>(&self, payload: &[u8]) -> Result<T, FormatError> {
+        self.format.decode(payload)
+    }
+
+    /// [`ask`](Self::ask) with a typed question and typed answers, both in the device's
+    /// [`MessageFormat`]; an answer that does not decode is
+    /// [`AskError::Undecodable`]. Fails, asking nobody, when the question cannot be
+    /// encoded.
+    pub async fn ask_msg<Q: Serialize + ?Sized, A: DeserializeOwned>(
+        &self,
+        targets: impl Into<Targets>,
+        question: &Q,
+        timeout: Duration,
+    ) -> Result<HashMap<String, Result<A, AskError>>, FormatError> {
+        let q = self.format.encode(question)?;
+        let format = self.format;
+        Ok(self
+            .ask(targets, q, timeout)
+            .await
+            .into_iter()
+            .map(|(name, r)| {
+                let r = r.and_then(|a| format.decode(&a).map_err(AskError::Undecodable));
+                (name, r)
+            })
+            .collect())
     }
 
     /// Says goodbye to every peer and on the group, closes every link and stops.

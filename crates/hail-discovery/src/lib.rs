@@ -121,6 +121,7 @@ pub mod advert;
 mod config;
 mod device;
 mod error;
+mod format;
 mod id;
 mod peer_table;
 
@@ -137,6 +138,7 @@ pub use device::{
     DeviceEvents, EVENT_CAPACITY, RunError, SendError, Targets,
 };
 pub use error::{AdvertError, ConfigError, NameError, ResolveError};
+pub use format::{FormatError, MessageFormat};
 pub use id::{ConnId, DeviceId, DialId};
 pub use peer_table::{
     Action, CloseReason, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, PeerTable,

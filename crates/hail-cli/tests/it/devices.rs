@@ -35,7 +35,7 @@ fn send_reaches_a_listener_by_name() {
     assert_eq!(out, "sent 9 bytes to lamp");
     // In this order: the join, the message, then the goodbye (the sender shut down
     // right after `send`).
-    lamp.expect_line("joined switch");
+    lamp.expect_lines(&["joined switch"]);
     lamp.expect_line("message from switch: lights on");
     lamp.expect_line("left switch (goodbye)");
 }

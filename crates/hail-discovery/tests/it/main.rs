@@ -3,6 +3,7 @@
 
 mod delivery;
 mod device;
+mod format;
 #[cfg(target_os = "linux")]
 mod netns;
 mod passphrase;
