@@ -14,13 +14,23 @@
 //!   others, in ms.
 //! - `discovery/ask-N-p50` / `-p99`: `ask` of all N peers (each answers at once) against
 //!   the same question sent by hand as N concurrent `hail-rpc` calls joined together, in µs.
+//! - `discovery/memory-idle-device`: resident memory (RSS growth) per running device that
+//!   has no peer (its multicast channel, listener, table, task), in bytes. No baseline.
+//! - `discovery/memory-per-peer`: RSS growth per connected peer of a device (one link end,
+//!   its RPC peer, the table's entry), from a full mesh of M devices less M idle devices,
+//!   divided by M·(M−1); against a bare `hail-link` connection end (both ends of
+//!   M·(M−1)/2 plain connections in the same process), in bytes. Every figure is kept
+//!   alive until the next is measured, so freed memory is not reused and hidden.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use hail_crypto::GroupKey;
 use hail_discovery::{Device, DeviceEvent, DeviceEvents, Targets};
+use hail_link::{Connection, LinkConfig, Server, ServerConfig};
+use hail_wire::Binary;
 
 use crate::harness::{Better, Ctx, Record, median};
 
@@ -52,6 +62,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
         if ctx.wants(&name) {
             out.push(rt.block_on(mesh(&name, n))?);
         }
+    }
+    if ctx.wants("discovery/memory") {
+        let m = if ctx.quick { 10 } else { 20 };
+        out.extend(rt.block_on(memory(m))?);
     }
     for n in [1usize, 4, 16] {
         let name = format!("discovery/ask-{n}");
@@ -226,4 +240,119 @@ async fn ask(name: &str, n: usize, iterations: usize) -> anyhow::Result<Vec<Reco
     }
     asker.shutdown().await;
     Ok(records)
+}
+
+/// This process's resident memory, in bytes (`VmRSS` of `/proc/self/status`).
+fn rss() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS")?;
+    Ok(kb * 1024)
+}
+
+/// Reads a device's events until it stops, so none pile up in its stream.
+fn drain(mut events: DeviceEvents) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move { while events.recv().await.is_some() {} })
+}
+
+/// Waits until every device has `n` peers and exactly `n` links (duplicates gone).
+async fn until_mesh(devices: &[Device], n: usize) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !devices
+            .iter()
+            .all(|d| d.peers().len() == n && d.links() == n)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the mesh of {} did not settle", devices.len()))
+}
+
+/// RSS growth per idle device and per connected peer (see the module docs).
+async fn memory(m: usize) -> anyhow::Result<Vec<Record>> {
+    let settle = || tokio::time::sleep(Duration::from_millis(300));
+    let mut keep: Vec<Device> = Vec::new();
+    let mut drains = Vec::new();
+    // Warm-up, kept alive: a pair of devices (runtime, first-use allocations).
+    let (w0, e0) = start("warm0", group(), None).await?;
+    let (w1, e1) = start("warm1", w0.group(), None).await?;
+    drains.extend([drain(e0), drain(e1)]);
+    keep.extend([w0, w1]);
+    until_mesh(&keep, 1).await?;
+    settle().await;
+
+    // Idle devices, each alone in a group of its own.
+    let r0 = rss()?;
+    for i in 0..m {
+        let (d, e) = start(&format!("idle{i}"), group(), None).await?;
+        drains.push(drain(e));
+        keep.push(d);
+    }
+    settle().await;
+    let r1 = rss()?;
+    let idle = r1.saturating_sub(r0) as f64 / m as f64;
+
+    // Bare hail-link connections: as many as the mesh has links, both ends here.
+    let pairs = m * (m - 1) / 2;
+    let (server, mut server_events) = Server::bind(
+        "127.0.0.1:0".parse()?,
+        ServerConfig::default().max_clients(pairs + 8),
+        Binary,
+    )
+    .await?;
+    let server_drain = tokio::spawn(async move { while server_events.recv().await.is_some() {} });
+    let mut bare = Vec::with_capacity(pairs);
+    for _ in 0..pairs {
+        bare.push(Connection::connect(server.local_addr(), &LinkConfig::default(), Binary).await?);
+    }
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while server.stats().clients < pairs {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("bare connections not admitted"))?;
+    settle().await;
+    let r2 = rss()?;
+    let per_end = r2.saturating_sub(r1) as f64 / (2 * pairs) as f64;
+
+    // A full mesh of m devices.
+    let (first, e) = start("mesh0", group(), None).await?;
+    let g = first.group();
+    drains.push(drain(e));
+    let mut mesh = vec![first];
+    for i in 1..m {
+        let (d, e) = start(&format!("mesh{i}"), g, None).await?;
+        drains.push(drain(e));
+        mesh.push(d);
+    }
+    until_mesh(&mesh, m - 1).await?;
+    settle().await;
+    let r3 = rss()?;
+    let per_peer = (r3.saturating_sub(r2) as f64 - m as f64 * idle) / (m * (m - 1)) as f64;
+
+    for d in mesh.into_iter().chain(keep) {
+        d.shutdown().await;
+    }
+    drop(bare);
+    server.shutdown(Duration::from_millis(100)).await;
+    server_drain.abort();
+    for d in drains {
+        d.abort();
+    }
+    Ok(vec![
+        Record::solo("discovery/memory-idle-device", idle, "bytes", Better::Lower),
+        Record::new(
+            format!("discovery/memory-per-peer-{m}"),
+            per_peer,
+            per_end,
+            "bytes",
+            Better::Lower,
+        ),
+    ])
 }
