@@ -139,6 +139,12 @@ impl From<&[&str]> for Targets {
 }
 
 /// What a [`Device`] reports.
+///
+/// Order per peer: its `PeerJoined` comes before any `Message` from it (messages on a
+/// link whose peer never joined are dropped), and every message it handed to its link
+/// before shutting down comes before its `PeerLeft { reason: Goodbye }`: a goodbye heard
+/// on the group waits for the peer's links to deliver what they carry, at most
+/// [`goodbye_grace`](crate::PeerTableConfigBuilder::goodbye_grace) (500 ms by default).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DeviceEvent {

@@ -4,7 +4,12 @@
 //! - [`Device`]: the tokio device. It advertises on a `hail-multicast` channel (sealed
 //!   when a passphrase is set), connects over `hail-link` (Noise-secured with the same
 //!   passphrase), carries messages and questions over `hail-rpc`, and reports peers
-//!   joining and leaving as [`DeviceEvent`]s.
+//!   joining and leaving as [`DeviceEvent`]s. Its [`DeviceEvents`] are a `Stream`
+//!   (peers changed, joined, left and why, messages, duplicate names, errors as
+//!   [`RunError`]), with pythonConnect-style [`Callbacks`] over them. Messages,
+//!   questions and answers are bytes; [`Device::send_msg`], [`Device::ask_msg`] and
+//!   [`Device::decode`] type them in the device's [`MessageFormat`] (postcard by
+//!   default; JSON, text, bytes).
 //! - [`advert`]: the versioned discovery protocol. Adverts on the multicast group
 //!   (announce, probe, goodbye) and messages on links (hello, peers gossip, goodbye), with
 //!   their byte layout, limits and strict decoders that return typed [`AdvertError`]s.
