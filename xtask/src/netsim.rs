@@ -972,6 +972,7 @@ impl Cell {
             "p99_ms": ms(percentile(&self.times, 99.0)),
             "max_ms": ms(self.times.iter().max().copied()),
             "extra_p50_ms": ms(percentile(&self.extra, 50.0)),
+            "times_ms": self.times.iter().map(|t| t.as_secs_f64() * 1000.0).collect::<Vec<_>>(),
             "failures": self.failures,
             "notes": self.notes,
         })
@@ -1221,23 +1222,17 @@ impl Runner<'_> {
 }
 
 /// Exactly one established connection between the restarted device and each other
-/// device, seen from both ends, and none to the dead process's port.
+/// device, seen from both ends, and none left to the dead process (open or half-closed).
 fn check_links(sim: &Sim<'_>, victim_host: usize) -> Result<(), String> {
-    let ss = |ns: &str| -> Result<Vec<(String, String)>, String> {
-        let out = cmd::stdout(Command::new("ip").args([
-            "netns",
-            "exec",
-            ns,
-            "ss",
-            "-Htn",
-            "state",
-            "established",
-        ]))
+    let ss = |ns: &str, state: &str| -> Result<Vec<(String, String)>, String> {
+        let out = cmd::stdout(
+            Command::new("ip").args(["netns", "exec", ns, "ss", "-Htn", "state", state]),
+        )
         .map_err(|e| format!("{e:#}"))?;
         Ok(established(&out))
     };
     let victim_ip = host_ip(victim_host).to_string();
-    let mine = ss(&sim.lan.hosts[victim_host])?;
+    let mine = ss(&sim.lan.hosts[victim_host], "established")?;
     let mut problems = Vec::new();
     for p in sim.live().filter(|p| p.host != victim_host) {
         let their_ip = host_ip(p.host).to_string();
@@ -1245,17 +1240,21 @@ fn check_links(sim: &Sim<'_>, victim_host: usize) -> Result<(), String> {
             .iter()
             .filter(|(_, peer)| host_part(peer) == their_ip)
             .count();
-        let theirs = ss(&sim.lan.hosts[p.host])?;
-        let there: Vec<&(String, String)> = theirs
-            .iter()
-            .filter(|(_, peer)| host_part(peer) == victim_ip)
-            .collect();
-        // A connection their end holds that the restarted end does not (the dead
-        // process's sockets are closed, so only the fresh process holds any there).
-        let stale = there
+        let to_victim = |(_, peer): &&(String, String)| host_part(peer) == victim_ip;
+        let theirs = ss(&sim.lan.hosts[p.host], "established")?;
+        let there: Vec<&(String, String)> = theirs.iter().filter(to_victim).collect();
+        // A connection their end holds open that the restarted end does not have (the dead
+        // process's sockets are closed, so only the fresh process holds any there), or
+        // one the dead end closed and theirs still holds (close-wait).
+        let unmatched = there
             .iter()
             .filter(|(local, peer)| !mine.iter().any(|(l, pe)| l == peer && pe == local))
             .count();
+        let half_closed = ss(&sim.lan.hosts[p.host], "close-wait")?
+            .iter()
+            .filter(to_victim)
+            .count();
+        let stale = unmatched + half_closed;
         if here != 1 || there.len() != 1 || stale > 0 {
             problems.push(format!(
                 "{}: {here} link(s) at the restarted end, {} at its end, {stale} stale",
