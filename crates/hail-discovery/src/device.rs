@@ -31,7 +31,7 @@ use crate::error::{ConfigError, ResolveError};
 use crate::format::{FormatError, MessageFormat};
 use crate::id::{ConnId, DeviceId};
 use crate::peer_table::{
-    Action, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, PeerTable,
+    Action, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, PeerTable, Stats,
 };
 
 /// The default discovery group: `239.255.72.76:5676` (administratively scoped IPv4).
@@ -47,6 +47,23 @@ const INTERNAL_CAPACITY: usize = 1024;
 const MSG_METHOD: &str = "hail/msg";
 /// The RPC method that carries [`Device::ask`] questions.
 const ASK_METHOD: &str = "hail/ask";
+
+/// Counters of a [`Device`], from [`Device::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeviceStats {
+    /// The peer table's counters: adverts handled and dropped (malformed, foreign
+    /// version), peers rejected, protocol errors on links.
+    pub discovery: Stats,
+    /// The discovery channel's counters: adverts sent, delivered, and dropped as wrongly
+    /// keyed (another passphrase), replayed or malformed. As of the device's last timer
+    /// tick (at most about a second old); zero without multicast.
+    pub multicast: hail_multicast::Stats,
+    /// Incoming link handshakes that failed authentication (another passphrase).
+    pub auth_failures: u64,
+    /// Events dropped because the event stream was full.
+    pub dropped_events: u64,
+}
 
 /// Something went wrong starting or running a [`Device`].
 #[derive(Debug, thiserror::Error)]
@@ -570,6 +587,7 @@ impl DeviceBuilder {
             events: events_tx,
             dropped_events: AtomicU64::new(0),
             unreported_drops: AtomicU64::new(0),
+            counters: Mutex::new(Default::default()),
             rpc: self.rpc.clone(),
             link,
         });
@@ -678,6 +696,17 @@ impl Device {
     /// The discovery group (with the port actually bound).
     pub fn group(&self) -> SocketAddr {
         self.group
+    }
+
+    /// The device's counters.
+    pub fn stats(&self) -> DeviceStats {
+        let (multicast, auth_failures) = *lock(&self.shared.counters);
+        DeviceStats {
+            discovery: lock(&self.shared.table).stats().clone(),
+            multicast,
+            auth_failures,
+            dropped_events: self.dropped_events(),
+        }
     }
 
     /// Events dropped because the event stream was full (or no longer read).
@@ -914,6 +943,9 @@ struct Shared {
     dropped_events: AtomicU64,
     /// Drops not yet reported as [`RunError::EventsDropped`].
     unreported_drops: AtomicU64,
+    /// The multicast channel's counters and the listener's authentication failures, as of
+    /// the last timer tick.
+    counters: Mutex<(hail_multicast::Stats, u64)>,
     rpc: RpcConfig,
     link: LinkConfig,
 }
@@ -1091,6 +1123,10 @@ async fn run(
                 lock(&shared.table).handle_timeout(Instant::now());
                 // Handshakes of accepted links that failed authentication.
                 let failed = server.stats().auth_failures;
+                *lock(&shared.counters) = (
+                    channel.as_ref().map(Channel::stats).unwrap_or_default(),
+                    failed,
+                );
                 if failed > ctx.auth_failures_seen {
                     let count = failed - ctx.auth_failures_seen;
                     ctx.auth_failures_seen = failed;

@@ -140,7 +140,7 @@ pub use config::{
 };
 pub use device::{
     AskError, Callbacks, DEFAULT_GROUP, Device, DeviceBuilder, DeviceError, DeviceEvent,
-    DeviceEvents, EVENT_CAPACITY, RunError, SendError, Targets,
+    DeviceEvents, DeviceStats, EVENT_CAPACITY, RunError, SendError, Targets,
 };
 pub use error::{AdvertError, ConfigError, NameError, ResolveError};
 pub use format::{FormatError, MessageFormat};

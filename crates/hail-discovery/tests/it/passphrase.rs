@@ -60,6 +60,10 @@ async fn the_same_passphrase_meets_and_another_does_not() {
     assert_eq!(b.peers().len(), 1, "{:?}", b.peers());
     assert!(c.peers().is_empty(), "{:?}", c.peers());
     assert!(d.peers().is_empty(), "{:?}", d.peers());
+    // What charlie heard from the others was dropped and counted, never decoded.
+    let heard = c.stats().multicast;
+    assert!(heard.dropped_wrong_key > 0, "{heard:?}");
+    assert_eq!(c.stats().discovery.adverts_received, 0);
     // The same passphrase with another iteration count is another key.
     let (e, _ee) = builder("echo", g, "correct horse")
         .kdf(fast_kdf().iterations(KdfParams::MIN_ITERATIONS + 1))
