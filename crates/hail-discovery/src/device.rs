@@ -162,6 +162,10 @@ impl From<&[&str]> for Targets {
 /// before shutting down comes before its `PeerLeft { reason: Goodbye }`: a goodbye heard
 /// on the group waits for the peer's links to deliver what they carry, at most
 /// [`goodbye_grace`](crate::PeerTableConfigBuilder::goodbye_grace) (500 ms by default).
+/// One exception: a message that arrives while all of this device's handlers for that
+/// peer are busy ([`RpcConfig::max_concurrent_handlers`], 64 by default, e.g. slow
+/// question handlers) waits in the RPC queue; it is still delivered when a handler
+/// finishes, within 5 s, but possibly after the `PeerLeft`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DeviceEvent {
@@ -1276,8 +1280,25 @@ impl Ctx {
     }
 
     fn closed(&mut self, conn: ConnId, reason: &LinkClose) {
-        if let Some(l) = lock(&self.shared.links).remove(&conn) {
-            l.driver.disconnected(Disconnect::Lost);
+        let entry = lock(&self.shared.links).remove(&conn);
+        if let Some(l) = entry {
+            let peer = l.driver.peer();
+            if peer.queued_requests() == 0 {
+                l.driver.disconnected(Disconnect::Lost);
+            } else {
+                // What the peer sent before it closed waits behind busy handlers (all of
+                // RpcConfig::max_concurrent_handlers running): let the queue run (its
+                // messages are delivered, late), at most DRAIN_LIMIT, then disconnect.
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(DRAIN_LIMIT, async {
+                        while peer.queued_requests() > 0 {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    })
+                    .await;
+                    l.driver.disconnected(Disconnect::Lost);
+                });
+            }
         }
         lock(&self.shared.table).link_closed(conn, close_reason(reason), Instant::now());
     }

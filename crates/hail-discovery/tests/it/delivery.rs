@@ -133,3 +133,53 @@ async fn events_dropped_on_a_full_stream_are_reported_once_there_is_room() {
     switch.shutdown().await;
     lamp.shutdown().await;
 }
+
+/// A message that arrives while every handler slot of the receiver is busy waits in the
+/// RPC queue; the sender's goodbye and close must not drop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_queued_behind_busy_handlers_survives_the_senders_shutdown() {
+    use hail_rpc::RpcConfig;
+
+    let (lamp, mut events) = Device::builder("lamp")
+        .group(SocketAddr::from((Ipv4Addr::new(239, 255, 72, 85), 0)))
+        .interface(Ipv4Addr::LOCALHOST)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .rpc(RpcConfig::default().max_concurrent_handlers(2))
+        .start()
+        .await
+        .expect("lamp starts");
+    lamp.handlers()
+        .bind("slow", |(): ()| async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok::<(), String>(())
+        })
+        .unwrap();
+    let (switch, mut se) = device("switch", lamp.group()).await;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while switch.peers().is_empty() {
+            se.recv().await.expect("running");
+        }
+    })
+    .await
+    .expect("switch sees lamp");
+    let lamp_rpc = switch.peer("lamp").unwrap();
+    for _ in 0..2 {
+        lamp_rpc.send("slow", ()).await.unwrap();
+    }
+    let r = switch.send("lamp", Bytes::from_static(b"queued")).await;
+    assert_eq!(r[0].1, Ok(()));
+    switch.shutdown().await;
+    let got = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.recv().await {
+                Some(DeviceEvent::Message { payload, .. }) => return payload,
+                Some(_) => {}
+                None => panic!("lamp stopped"),
+            }
+        }
+    })
+    .await
+    .expect("the queued message is delivered");
+    assert_eq!(got, "queued");
+    lamp.shutdown().await;
+}
