@@ -136,7 +136,10 @@ pub enum Action {
         addrs: Vec<SocketAddr>,
     },
     /// Close this link (after flushing what was already sent on it). The table has
-    /// forgotten it; a later [`PeerTable::link_closed`] for it is ignored.
+    /// forgotten it; a later [`PeerTable::link_closed`] for it changes no membership. For
+    /// a [`CloseReason::Duplicate`], report that close anyway once the link has ended:
+    /// a goodbye of its peer waits for it, so what the peer sent on it comes first (at
+    /// most [`goodbye_grace`](crate::PeerTableConfigBuilder::goodbye_grace)).
     Close {
         /// The link.
         conn: ConnId,

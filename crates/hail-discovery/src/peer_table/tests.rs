@@ -1625,6 +1625,7 @@ mod random {
                 let ids: BTreeSet<DeviceId> = t.peers().iter().map(|p| p.id).collect();
                 prop_assert_eq!(&ids, &*members);
                 prop_assert!(t.discovered().len() <= 3);
+                prop_assert!(t.goodbyes.len() <= 3 && t.draining.len() <= 3);
                 Ok(())
             };
             drain(&mut t, &mut pending_dials, &mut slots, &mut members)?;
