@@ -20,7 +20,9 @@
 //!   its RPC peer, the table's entry), from a full mesh of M devices less M idle devices,
 //!   divided by M·(M−1); against a bare `hail-link` connection end (both ends of
 //!   M·(M−1)/2 plain connections in the same process), in bytes. Every figure is kept
-//!   alive until the next is measured, so freed memory is not reused and hidden.
+//!   alive until the next is measured, so freed memory is not reused and hidden; and the
+//!   two run in a child process of their own (this binary again, filtered), whose heap
+//!   holds no memory freed by the benchmarks before.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -64,8 +66,12 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
         }
     }
     if ctx.wants("discovery/memory") {
-        let m = if ctx.quick { 10 } else { 20 };
-        out.extend(rt.block_on(memory(m))?);
+        if std::env::var_os(MEMORY_CHILD).is_some() {
+            let m = if ctx.quick { 10 } else { 20 };
+            out.extend(rt.block_on(memory(m))?);
+        } else {
+            out.extend(memory_in_child(ctx.quick)?);
+        }
     }
     for n in [1usize, 4, 16] {
         let name = format!("discovery/ask-{n}");
@@ -355,4 +361,33 @@ async fn memory(m: usize) -> anyhow::Result<Vec<Record>> {
             Better::Lower,
         ),
     ])
+}
+
+/// Set in the child process that measures memory.
+const MEMORY_CHILD: &str = "HAIL_BENCH_MEMORY_CHILD";
+
+/// Runs the memory figures in a fresh process (this binary, filtered to them) and reads
+/// its records back.
+fn memory_in_child(quick: bool) -> anyhow::Result<Vec<Record>> {
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let out = cmd
+        .arg("discovery/memory")
+        .env(MEMORY_CHILD, "1")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("run the memory benchmark's child process")?;
+    anyhow::ensure!(out.status.success(), "memory child failed: {}", out.status);
+    let mut records = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).context("a child record")?;
+        let name = v["name"].as_str().context("name")?;
+        let ours = v["ours"].as_f64().context("ours")?;
+        let baseline = v["baseline"].as_f64().unwrap_or(f64::NAN);
+        records.push(Record::new(name, ours, baseline, "bytes", Better::Lower));
+    }
+    anyhow::ensure!(records.len() == 2, "memory child gave {records:?}");
+    Ok(records)
 }
