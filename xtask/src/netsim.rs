@@ -30,7 +30,9 @@
 //!   then the cut is lifted, and the time until the mesh is whole again is measured.
 //! - restart: a device is killed and started again under the same name; every other
 //!   device must join the new incarnation (new id), and afterwards each pair holds exactly
-//!   one established TCP connection (`ss`), none to the dead process.
+//!   one established TCP connection (`ss`), none to the dead process: checked 2 s after
+//!   the new id is joined (a miss there is noted as "settled late") and failed if still
+//!   wrong 5 s later.
 //!
 //! Where it cannot run (not root, no `ip`, no `nft`, namespaces refused) it prints
 //! `netsim: skipped: <reason>` and succeeds.
