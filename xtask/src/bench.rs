@@ -58,7 +58,16 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             "--",
         ])
     } else {
-        cmd::cargo(["run", "--release", "--locked", "-p", "hail-benches", "--"])
+        cmd::cargo([
+            "run",
+            "--release",
+            "--locked",
+            "-p",
+            "hail-benches",
+            "--bin",
+            "hail-benches",
+            "--",
+        ])
     };
     if args.quick {
         bench.arg("--quick");
