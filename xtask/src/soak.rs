@@ -3,13 +3,13 @@
 //! devices are restarted at random; every minute a table of RSS and counts; at the end
 //! the message accounting and the RSS drift.
 //!
-//! Options (defaults in brackets): `--minutes M` [5], `--nodes N` [10], `--restart-secs K`
-//! [10] (one random restartable node restarted every K s), `--kill-ratio R` [0.5] (share
+//! Options (defaults in parentheses): `--minutes M` (5), `--nodes N` (10), `--restart-secs K`
+//! (10) (one random restartable node restarted every K s), `--kill-ratio R` (0.5) (share
 //! of restarts by SIGKILL, the rest graceful: stdin closed, the node stops its load, shuts
-//! the device down, drains its events), `--stable S` [2] (the first S nodes are never
+//! the device down, drains its events), `--stable S` (2) (the first S nodes are never
 //! restarted: their RSS over the whole run is the drift figure), `--warmup-secs W`
-//! [M*60/6, clamped to 60..300], `--msg-ms`, `--ask-ms`, `--rpc-ms` [100, 500, 250] (per
-//! node), `--seed N` [time].
+//! (M*60/6, clamped to 60..300), `--msg-ms`, `--ask-ms`, `--rpc-ms` (100, 500, 250) (per
+//! node), `--seed N` (time).
 //!
 //! Accounting. Every message carries (sender, incarnation, number); the sender prints the
 //! result of each `Device::send`, the receiver each message it gets, both as they happen,
