@@ -2,9 +2,12 @@
 //!
 //! ```text
 //! cargo xtask ci                              fmt, clippy, doc, test, layering, examples
-//! cargo xtask bench [--quick] [--json] [FILTER]   benchmarks: table + target/bench/*.json
+//! cargo xtask bench [--quick] [--json] [--peers] [FILTER]
+//!                                             benchmarks: table + target/bench/*.json
+//!                                             (--peers: hail vs zenoh and tarpc, peers/)
 //! cargo xtask fuzz [--minutes M] [TARGET]     every cargo-fuzz target (or one) for M minutes
 //! cargo xtask netsim [--quick] [OPTIONS]      hail on a simulated LAN (root, namespaces)
+//! cargo xtask soak [--minutes M] [OPTIONS]    ten device processes under random restarts
 //! ```
 //!
 //! One binary, a module per task, no argument-parsing crate. Cargo is run through the
@@ -33,10 +36,12 @@ usage: cargo xtask <task> [options]
 tasks:
   ci                               cargo fmt --check, clippy -D warnings, doc -D warnings,
                                    test, the layering check, every example of hail-examples
-  bench [--quick] [--json] [FILTER]
+  bench [--quick] [--json] [--peers] [FILTER]
                                    run the benchmarks (hail-benches, release build); print a
                                    table (or with --json one JSON object per line) and write
-                                   target/bench/latest.json and target/bench/bench-<secs>.json
+                                   target/bench/latest.json and target/bench/bench-<secs>.json;
+                                   --peers: hail vs zenoh and tarpc instead (peers/, outside
+                                   the workspace; target/bench/peers-latest.json)
   fuzz [--minutes M] [TARGET]      run every cargo-fuzz target under fuzz/ (or TARGET) for
                                    M minutes each (default 1); installs cargo-fuzz if missing
   netsim [--quick] [--runs R] [--sizes 5,10,25] [--loss 0,10,20] [--dup PCT]
