@@ -10,9 +10,10 @@ use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use hail_wire::{Binary, FrameCodec, PayloadCodec};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 
+use crate::chan;
 use crate::config::{ClientConfig, Framing};
 use crate::conn::{Connection, Sink, encode_message};
 use crate::handshake;
@@ -41,7 +42,7 @@ pub enum ClientEvent<T> {
 /// the client is closed (or, without reconnection, after the connection ended).
 #[derive(Debug)]
 pub struct ClientEvents<T> {
-    rx: mpsc::Receiver<ClientEvent<T>>,
+    rx: chan::Receiver<ClientEvent<T>>,
 }
 
 impl<T> ClientEvents<T> {
@@ -159,7 +160,7 @@ where
     ) -> Result<(Self, ClientEvents<P::Item>), LinkError> {
         config.link.validate()?;
         let est = handshake::dial(addr, &config.link, config.connect_timeout).await?;
-        let (tx, rx) = mpsc::channel(config.link.incoming_capacity);
+        let (tx, rx) = chan::channel(config.link.incoming_capacity);
         let _ = tx.try_send(ClientEvent::Connected { addr });
         let conn = Connection::start(
             est,
@@ -313,7 +314,7 @@ where
 async fn supervise<P>(
     inner: Arc<Inner<P>>,
     mut conn: Connection<P>,
-    events: mpsc::Sender<ClientEvent<P::Item>>,
+    events: chan::Sender<ClientEvent<P::Item>>,
 ) where
     P: PayloadCodec + Clone + Send + Sync + 'static,
     P::Item: Send + 'static,

@@ -14,16 +14,17 @@ use bytes::{BufMut, BytesMut};
 use hail_wire::{Binary, ByteOrder, FrameCodec, PayloadCodec, WireError};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use crate::chan;
 use crate::client::ClientEvent;
 use crate::config::{Framing, Heartbeat, LinkConfig};
 use crate::error::ProtocolError;
 use crate::handshake::{self, Established};
 use crate::proto::{self, CloseCode, Control};
-use crate::rx::Rx;
+use crate::rx::{Next, Rx, Small};
 use crate::seal::Sealer;
 use crate::server::ServerEvent;
 use crate::timing::Liveness;
@@ -229,15 +230,15 @@ enum Push {
 
 /// Where a connection's incoming messages go.
 pub(crate) enum Sink<T> {
-    Own(mpsc::Sender<T>),
+    Own(chan::Sender<T>),
     Server {
-        tx: mpsc::Sender<ServerEvent<T>>,
+        tx: chan::Sender<ServerEvent<T>>,
         id: ConnId,
         /// Runs when the connection ends, before the `Closed` event; what it returns is
         /// dropped after the event was sent.
         on_close: Option<Box<dyn FnOnce() -> Box<dyn Any + Send> + Send + Sync>>,
     },
-    Client(mpsc::Sender<ClientEvent<T>>),
+    Client(chan::Sender<ClientEvent<T>>),
 }
 
 impl<T> Sink<T> {
@@ -245,12 +246,13 @@ impl<T> Sink<T> {
     /// could not be delivered because the receiver is gone.
     async fn deliver_all(&self, batch: &mut Vec<T>) -> u64 {
         match self {
-            Self::Own(tx) => push_all(tx, batch, |m| m).await,
+            Self::Own(tx) => tx.send_all(batch, |m| m).await,
             Self::Server { tx, id, .. } => {
                 let id = *id;
-                push_all(tx, batch, |msg| ServerEvent::Message { id, msg }).await
+                tx.send_all(batch, |msg| ServerEvent::Message { id, msg })
+                    .await
             }
-            Self::Client(tx) => push_all(tx, batch, ClientEvent::Message).await,
+            Self::Client(tx) => tx.send_all(batch, ClientEvent::Message).await,
         }
     }
 
@@ -263,30 +265,15 @@ impl<T> Sink<T> {
     }
 }
 
-/// Messages up to this size are copied out of the read buffer: 512 bytes.
+/// Messages up to this size are copied out of the read buffer: 512 bytes. They are copied
+/// into one shared allocation per delivered batch (at most 16 KiB), so the receiving task
+/// never touches the read buffer's reference count (a contended cache line) and a burst of
+/// small messages costs one allocation rather than one each. A larger message is handed
+/// out as a slice of the read buffer, without a copy.
 const SMALL_COPY: usize = 512;
 
 /// Most messages handed to the receiver in one go: 256.
 const MAX_BATCH: usize = 256;
-
-async fn push_all<T, E>(tx: &mpsc::Sender<E>, batch: &mut Vec<T>, wrap: impl Fn(T) -> E) -> u64 {
-    while !batch.is_empty() {
-        let k = batch.len().min(tx.max_capacity());
-        match tx.reserve_many(k).await {
-            Ok(permits) => {
-                for (permit, msg) in permits.zip(batch.drain(..k)) {
-                    permit.send(wrap(msg));
-                }
-            }
-            Err(_) => {
-                let lost = batch.len() as u64;
-                batch.clear();
-                return lost;
-            }
-        }
-    }
-    0
-}
 
 struct Tasks {
     reader: AbortHandle,
@@ -354,7 +341,7 @@ where
     ) -> Result<(Self, Incoming<P::Item>), LinkError> {
         config.validate()?;
         let est = handshake::dial(addr, config, config.handshake_timeout).await?;
-        let (tx, rx) = mpsc::channel(config.incoming_capacity);
+        let (tx, rx) = chan::channel(config.incoming_capacity);
         let conn = Self::start(est, config, payload, Sink::Own(tx), None, None);
         Ok((conn, Incoming { rx }))
     }
@@ -590,7 +577,7 @@ impl<P: PayloadCodec> Connection<P> {
 /// A [`Stream`](futures_core::Stream) as well.
 #[derive(Debug)]
 pub struct Incoming<T> {
-    rx: mpsc::Receiver<T>,
+    rx: chan::Receiver<T>,
 }
 
 impl<T> Incoming<T> {
@@ -663,21 +650,21 @@ async fn reader_task<P: PayloadCodec>(
     let mut linger_at: Option<Instant> = None;
     let stats = &shared.stats;
     let mut batch: Vec<P::Item> = Vec::new();
+    // Small messages are copied into one slab per batch (see `SMALL_COPY`).
+    let mut slab = BytesMut::new();
     let reason = 'run: loop {
         // Decode everything that is whole (up to a batch), then hand it over in one go:
         // one wake-up of the receiver per batch rather than per message.
         let mut failed = None;
         while batch.len() < MAX_BATCH {
-            let frame = match rx.next_frame() {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(r) => {
-                    failed = Some(r);
-                    break;
-                }
+            let small = Small {
+                slab: &mut slab,
+                max: SMALL_COPY,
+                hail: shared.hail,
             };
-            let body = if shared.hail {
-                match proto::parse(frame) {
+            let body = match rx.next(Some(small)) {
+                Ok(Some(Next::Small(body))) => body,
+                Ok(Some(Next::Frame(frame))) if shared.hail => match proto::parse(frame) {
                     Ok(Control::Message(body)) => body,
                     Ok(Control::Heartbeat) => continue,
                     Ok(Control::Close(code)) => {
@@ -694,16 +681,13 @@ async fn reader_task<P: PayloadCodec>(
                         failed = Some(CloseReason::Protocol(e));
                         break;
                     }
+                },
+                Ok(Some(Next::Frame(frame))) => frame,
+                Ok(None) => break,
+                Err(r) => {
+                    failed = Some(r);
+                    break;
                 }
-            } else {
-                frame
-            };
-            // A small message gets its own allocation: the receiving task then never
-            // touches the read buffer's shared reference count (a contended cache line).
-            let body = if body.len() <= SMALL_COPY {
-                BytesMut::from(&body[..])
-            } else {
-                body
             };
             match payload.decode_payload(body) {
                 Ok(msg) => batch.push(msg),
@@ -727,6 +711,9 @@ async fn reader_task<P: PayloadCodec>(
                 lost = sink.deliver_all(&mut batch) => lost,
                 () = wait_kill(&mut phase) => break 'run CloseReason::Closed,
             };
+            // The next batch copies into a slab of its own: the receiver releasing this
+            // batch's messages never shares a reference count with the reader.
+            slab = BytesMut::new();
             if lost > 0 {
                 stats.undelivered.fetch_add(lost, Ordering::Relaxed);
             }

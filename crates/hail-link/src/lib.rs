@@ -65,6 +65,7 @@
 //! The byte layout of everything on the wire is in the [`wire`] module docs and in
 //! `docs/wire-format.md`.
 
+mod chan;
 mod client;
 mod config;
 mod conn;

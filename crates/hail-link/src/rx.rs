@@ -1,8 +1,8 @@
 //! The incoming side of a link (sans-IO): raw bytes in, frame bodies out.
 
-use bytes::BytesMut;
-use hail_wire::{ByteOrder, FrameCodec};
-use tokio_util::codec::Decoder;
+use bytes::{Buf, BytesMut};
+use hail_wire::frame::{HEADER_LEN, READ_AHEAD};
+use hail_wire::{ByteOrder, WireError};
 
 use crate::CloseReason;
 use crate::error::ProtocolError;
@@ -21,7 +21,8 @@ pub(crate) struct Rx {
     opener: Option<Opener>,
     /// Opened plaintext (secured links only).
     plain: BytesMut,
-    frames: FrameCodec,
+    order: ByteOrder,
+    max_frame_len: usize,
     max_record: usize,
     /// Free space the next read asks for; adapts between `MIN_READ` and `MAX_READ`.
     read_size: usize,
@@ -34,10 +35,8 @@ impl Rx {
             raw: BytesMut::new(),
             opener: None,
             plain: BytesMut::new(),
-            frames: FrameCodec::builder()
-                .byte_order(order)
-                .max_frame_len(max_frame_len)
-                .build(),
+            order,
+            max_frame_len: max_frame_len as usize,
             max_record: seal::MAX_RECORD,
             read_size: MIN_READ,
         }
@@ -55,10 +54,8 @@ impl Rx {
 
     /// Replaces the frame limit (after the handshake). Only valid between frames.
     pub(crate) fn set_frame_limit(&mut self, order: ByteOrder, max_frame_len: u32) {
-        self.frames = FrameCodec::builder()
-            .byte_order(order)
-            .max_frame_len(max_frame_len)
-            .build();
+        self.order = order;
+        self.max_frame_len = max_frame_len as usize;
     }
 
     /// Makes room for the next read: the adaptive read size (4 KiB to 64 KiB).
@@ -99,14 +96,28 @@ impl Rx {
 
     /// The next whole frame body, if one is complete.
     pub(crate) fn next_frame(&mut self) -> Result<Option<BytesMut>, CloseReason> {
+        match self.next(None)? {
+            Some(Next::Frame(f) | Next::Small(f)) => Ok(Some(f)),
+            None => Ok(None),
+        }
+    }
+
+    /// The next whole frame, with a fast path for small messages: a message frame (kind
+    /// byte [`KIND_MESSAGE`](crate::proto::KIND_MESSAGE) under hail framing, any frame
+    /// under raw framing) whose payload is at most `small.max` bytes has its payload copied
+    /// into `small.slab` and is returned as [`Next::Small`] (kind byte stripped). Every
+    /// other frame is returned whole as [`Next::Frame`].
+    pub(crate) fn next(
+        &mut self,
+        mut small: Option<Small<'_>>,
+    ) -> Result<Option<Next>, CloseReason> {
+        let (order, max) = (self.order, self.max_frame_len);
         let Some(opener) = &mut self.opener else {
-            return self.frames.decode(&mut self.raw).map_err(CloseReason::wire);
+            return cut(&mut self.raw, order, max, small.as_mut()).map_err(CloseReason::wire);
         };
         loop {
-            if let Some(frame) = self
-                .frames
-                .decode(&mut self.plain)
-                .map_err(CloseReason::wire)?
+            if let Some(frame) =
+                cut(&mut self.plain, order, max, small.as_mut()).map_err(CloseReason::wire)?
             {
                 return Ok(Some(frame));
             }
@@ -121,6 +132,77 @@ impl Rx {
             }
         }
     }
+}
+
+/// Where [`Rx::next`] copies small messages.
+pub(crate) struct Small<'a> {
+    /// The buffer small payloads are appended to and split from.
+    pub(crate) slab: &'a mut BytesMut,
+    /// Largest payload copied, in bytes.
+    pub(crate) max: usize,
+    /// Hail framing (a kind byte leads every body) rather than raw.
+    pub(crate) hail: bool,
+}
+
+/// One frame from [`Rx::next`].
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// A whole frame body, as it came (kind byte included under hail framing).
+    Frame(BytesMut),
+    /// A small message's payload (without the kind byte), split from the slab.
+    Small(BytesMut),
+}
+
+/// Most bytes one slab allocation holds: 16 KiB.
+const SLAB: usize = 16 * 1024;
+
+/// Cuts the next whole frame from `src`. Consumes nothing until the whole frame is there,
+/// so it keeps no state between calls.
+fn cut(
+    src: &mut BytesMut,
+    order: ByteOrder,
+    max: usize,
+    small: Option<&mut Small<'_>>,
+) -> Result<Option<Next>, WireError> {
+    let Some(&header) = src.first_chunk::<HEADER_LEN>() else {
+        return Ok(None);
+    };
+    let len = match order {
+        ByteOrder::LittleEndian => u32::from_le_bytes(header),
+        _ => u32::from_be_bytes(header),
+    } as usize;
+    if len > max {
+        return Err(WireError::TooLarge { len, max });
+    }
+    let Some(body) = src.get(HEADER_LEN..HEADER_LEN + len) else {
+        // Room for what is likely to arrive next, never for the whole announced body.
+        src.reserve((HEADER_LEN + len - src.len()).min(READ_AHEAD));
+        return Ok(None);
+    };
+    if let Some(s) = small {
+        let payload = if s.hail {
+            match body.split_first() {
+                Some((&crate::proto::KIND_MESSAGE, rest)) => Some(rest),
+                _ => None,
+            }
+        } else {
+            Some(body)
+        };
+        if let Some(payload) = payload.filter(|p| p.len() <= s.max) {
+            let n = payload.len();
+            if s.slab.capacity() - s.slab.len() < n {
+                // Sized by what is already buffered: one allocation for a burst, a small
+                // one for a lone message.
+                s.slab.reserve(src.len().min(SLAB).max(n));
+            }
+            s.slab.extend_from_slice(payload);
+            let msg = s.slab.split();
+            src.advance(HEADER_LEN + len);
+            return Ok(Some(Next::Small(msg)));
+        }
+    }
+    src.advance(HEADER_LEN);
+    Ok(Some(Next::Frame(src.split_to(len))))
 }
 
 #[cfg(test)]

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use hail_wire::{Binary, PayloadCodec};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinSet};
 
+use crate::chan;
 use crate::config::{ServerConfig, SlowClientPolicy};
 use crate::conn::{ClientId, ConnId, Connection, Sink};
 use crate::error::RefuseReason;
@@ -55,7 +56,7 @@ pub enum ServerEvent<T> {
 /// connections stop reading and their peers are slowed down by TCP flow control.
 #[derive(Debug)]
 pub struct ServerEvents<T> {
-    rx: mpsc::Receiver<ServerEvent<T>>,
+    rx: chan::Receiver<ServerEvent<T>>,
 }
 
 impl<T> ServerEvents<T> {
@@ -213,7 +214,7 @@ struct Inner<P: PayloadCodec> {
     shutting_down: AtomicBool,
     penalty: Mutex<AuthPenalty>,
     counters: Counters,
-    events: mpsc::Sender<ServerEvent<P::Item>>,
+    events: chan::Sender<ServerEvent<P::Item>>,
 }
 
 impl<P: PayloadCodec> Inner<P> {
@@ -278,7 +279,7 @@ where
         }
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
-        let (tx, rx) = mpsc::channel(config.event_capacity);
+        let (tx, rx) = chan::channel(config.event_capacity);
         let cap = config.link.handshake_timeout / 2;
         let inner = Arc::new(Inner {
             cfg: config,

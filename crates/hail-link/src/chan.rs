@@ -1,0 +1,228 @@
+//! A bounded event channel that moves events in batches.
+//!
+//! Bounded in events, like `tokio::sync::mpsc::channel`, but a batch of events costs one
+//! hand-over (one queue push, one wake-up) instead of one per event: a connection's reader
+//! delivers everything it decoded from one read in one go.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::{Semaphore, mpsc};
+
+/// Hands `release` permits back at most this many events late while the receiver still
+/// holds buffered events: 64.
+const RELEASE_EVERY: usize = 64;
+
+/// A bounded channel of `capacity` events (at least 1).
+pub(crate) fn channel<E>(capacity: usize) -> (Sender<E>, Receiver<E>) {
+    let capacity = capacity
+        .clamp(1, Semaphore::MAX_PERMITS)
+        .min(u32::MAX as usize);
+    let sem = Arc::new(Semaphore::new(capacity));
+    let (tx, rx) = mpsc::unbounded_channel();
+    (
+        Sender {
+            tx,
+            sem: Arc::clone(&sem),
+            capacity,
+        },
+        Receiver {
+            rx,
+            pending: VecDeque::new(),
+            taken: 0,
+            sem,
+        },
+    )
+}
+
+/// The sending side; cheap to clone.
+#[derive(Debug)]
+pub(crate) struct Sender<E> {
+    tx: mpsc::UnboundedSender<Vec<E>>,
+    /// One permit per free slot.
+    sem: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl<E> Clone for Sender<E> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            sem: Arc::clone(&self.sem),
+            capacity: self.capacity,
+        }
+    }
+}
+
+impl<E> Sender<E> {
+    /// Sends one event, waiting for room; gives it back if the receiver is gone.
+    pub(crate) async fn send(&self, ev: E) -> Result<(), E> {
+        match self.sem.acquire().await {
+            Ok(p) => p.forget(),
+            Err(_) => return Err(ev),
+        }
+        self.tx.send(vec![ev]).map_err(|mut e| e.0.remove(0))
+    }
+
+    /// Sends one event if there is room now.
+    pub(crate) fn try_send(&self, ev: E) -> Result<(), E> {
+        match self.sem.try_acquire() {
+            Ok(p) => p.forget(),
+            Err(_) => return Err(ev),
+        }
+        self.tx.send(vec![ev]).map_err(|mut e| e.0.remove(0))
+    }
+
+    /// Sends every item of `batch` (wrapped by `wrap`), in order, waiting for room;
+    /// returns how many could not be delivered because the receiver is gone. Cancel-safe:
+    /// what was not sent stays in `batch`.
+    pub(crate) async fn send_all<T>(&self, batch: &mut Vec<T>, wrap: impl Fn(T) -> E) -> u64 {
+        while !batch.is_empty() {
+            let k = batch.len().min(self.capacity);
+            // `k` is at most the capacity, which fits in u32.
+            let permits = u32::try_from(k).unwrap_or(u32::MAX);
+            let permit = match self.sem.try_acquire_many(permits) {
+                Ok(p) => p,
+                Err(_) => match self.sem.acquire_many(permits).await {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            permit.forget();
+            let chunk: Vec<E> = batch.drain(..k).map(&wrap).collect();
+            if let Err(e) = self.tx.send(chunk) {
+                let lost = (e.0.len() + batch.len()) as u64;
+                batch.clear();
+                return lost;
+            }
+        }
+        let lost = batch.len() as u64;
+        batch.clear();
+        lost
+    }
+}
+
+/// The receiving side.
+#[derive(Debug)]
+pub(crate) struct Receiver<E> {
+    rx: mpsc::UnboundedReceiver<Vec<E>>,
+    /// Events received in a batch and not yet handed out.
+    pending: VecDeque<E>,
+    /// Events handed out whose slots were not yet given back.
+    taken: usize,
+    sem: Arc<Semaphore>,
+}
+
+// Never pinned structurally: the events are only moved in and out by value.
+impl<E> Unpin for Receiver<E> {}
+
+impl<E> Receiver<E> {
+    fn release(&mut self) {
+        if self.taken > 0 {
+            self.sem.add_permits(self.taken);
+            self.taken = 0;
+        }
+    }
+
+    /// The next event, or `None` once every sender is gone and everything was received.
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<E>> {
+        if self.pending.is_empty() {
+            self.release();
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(chunk)) => self.pending = chunk.into(),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let ev = self.pending.pop_front();
+        if ev.is_some() {
+            self.taken += 1;
+            if self.taken >= RELEASE_EVERY || self.pending.is_empty() {
+                self.release();
+            }
+        }
+        Poll::Ready(ev)
+    }
+
+    /// The next event, or `None` once every sender is gone and everything was received.
+    pub(crate) async fn recv(&mut self) -> Option<E> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Waits for at least one event, then moves up to `limit` available events into `buf`;
+    /// returns how many (0 once the channel has ended, or for a `limit` of 0).
+    pub(crate) async fn recv_many(&mut self, buf: &mut Vec<E>, limit: usize) -> usize {
+        if limit == 0 {
+            return 0;
+        }
+        let Some(first) = self.recv().await else {
+            return 0;
+        };
+        buf.push(first);
+        let mut n = 1;
+        loop {
+            let k = self.pending.len().min(limit - n);
+            buf.extend(self.pending.drain(..k));
+            n += k;
+            self.taken += k;
+            if n == limit {
+                break;
+            }
+            match self.rx.try_recv() {
+                Ok(chunk) => self.pending = chunk.into(),
+                Err(_) => break,
+            }
+        }
+        self.release();
+        n
+    }
+}
+
+impl<E> Drop for Receiver<E> {
+    fn drop(&mut self) {
+        // Senders waiting for room fail instead of waiting forever.
+        self.sem.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bounded_ordered_batches() {
+        let (tx, mut rx) = channel::<u32>(4);
+        let mut batch: Vec<u32> = (0..10).collect();
+        let send = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send_all(&mut batch, |x| x).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(tx.try_send(99).is_err(), "full");
+        let mut got = Vec::new();
+        while got.len() < 10 {
+            rx.recv_many(&mut got, 3).await;
+        }
+        assert_eq!(send.await.unwrap(), 0);
+        assert_eq!(got, (0..10).collect::<Vec<_>>());
+        tx.send(10).await.unwrap();
+        assert_eq!(rx.recv().await, Some(10));
+        drop(tx);
+        assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn dropped_receiver_fails_senders() {
+        let (tx, rx) = channel::<u32>(1);
+        tx.send(1).await.unwrap();
+        let blocked = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send_all(&mut vec![2, 3], |x| x).await }
+        });
+        tokio::task::yield_now().await;
+        drop(rx);
+        assert_eq!(blocked.await.unwrap(), 2);
+        assert_eq!(tx.send(4).await, Err(4));
+    }
+}
