@@ -37,8 +37,9 @@ use crate::peer_table::{
 /// The default discovery group: `239.255.72.76:5676` (administratively scoped IPv4).
 pub const DEFAULT_GROUP: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 72, 76)), 5676);
-/// Capacity of the event stream: 1024 events; further events are dropped and counted
-/// ([`Device::dropped_events`]) while the stream is full.
+/// Default capacity of the event stream ([`DeviceBuilder::event_capacity`]): 1024
+/// events; further events are dropped and counted ([`Device::dropped_events`]) while the
+/// stream is full.
 pub const EVENT_CAPACITY: usize = 1024;
 /// Capacity of the queue from link readers and dials to the device's task: 1024 items;
 /// a full queue makes the link readers wait (TCP flow control slows the peers).
@@ -263,7 +264,8 @@ impl std::fmt::Display for RunError {
 /// The event stream of a [`Device`]; ends when the device shuts down. A
 /// [`Stream`](futures_core::Stream) as well (`StreamExt::next`, combinators).
 ///
-/// Read it continuously: it holds [`EVENT_CAPACITY`] events (1024); while it is full,
+/// Read it continuously: it holds [`DeviceBuilder::event_capacity`] events
+/// ([`EVENT_CAPACITY`], 1024, by default); while it is full,
 /// further events are dropped, counted, and reported as
 /// [`RunError::EventsDropped`] once there is room.
 #[derive(Debug)]
@@ -431,6 +433,7 @@ pub struct DeviceBuilder {
     rpc: RpcConfig,
     multicast: bool,
     format: MessageFormat,
+    event_capacity: usize,
 }
 
 impl DeviceBuilder {
@@ -518,6 +521,15 @@ impl DeviceBuilder {
         self
     }
 
+    /// How many events the [`DeviceEvents`] stream holds before further events are
+    /// dropped (counted, reported as [`RunError::EventsDropped`]). Default:
+    /// [`EVENT_CAPACITY`], 1024; at least 1. An application that reads in bursts, or
+    /// receives bursts of messages, sets more (each waiting event holds its payload).
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity.max(1);
+        self
+    }
+
     /// Whether to use multicast at all; off, only static peers and gossip find peers.
     /// Default: on.
     pub fn multicast(mut self, on: bool) -> Self {
@@ -582,7 +594,7 @@ impl DeviceBuilder {
             LocalDevice::new(DeviceId::random(), self.name.clone(), port).with_addresses(advertise);
         let mut table = PeerTable::new(self.table.clone(), local, rand::random())?;
         table.start(Instant::now());
-        let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
+        let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
         let shared = Arc::new(Shared {
             table: Mutex::new(table),
             links: Mutex::new(HashMap::new()),
@@ -679,6 +691,7 @@ impl Device {
             rpc: RpcConfig::default(),
             multicast: true,
             format: MessageFormat::default(),
+            event_capacity: EVENT_CAPACITY,
         }
     }
 
@@ -860,6 +873,14 @@ impl Device {
     }
 
     /// Says goodbye to every peer and on the group, closes every link and stops.
+    ///
+    /// After the goodbyes the device keeps reading its links until every peer has closed
+    /// its side, at most 500 ms: a message a peer's [`send`](Self::send) handed to its
+    /// link before it heard the goodbye is still delivered (a
+    /// [`DeviceEvent::Message`] in the stream before it ends); once a peer heard the
+    /// goodbye, its sends to this device fail ([`SendError::UnknownName`] or
+    /// [`SendError::NotConnected`]). Returns when that is done and the links are closed
+    /// (queued messages written, at most another 500 ms).
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let (done_tx, done_rx) = oneshot::channel();
@@ -1050,6 +1071,8 @@ async fn run(
         auth_failures_seen: 0,
     };
     ctx.pump().await;
+    // Set by a graceful stop: who to tell once the links are drained.
+    let mut stopping: Option<Option<oneshot::Sender<()>>> = None;
     loop {
         let deadline = lock(&shared.table).poll_timeout();
         let sleep = async {
@@ -1062,9 +1085,7 @@ async fn run(
             done = &mut stop => {
                 lock(&shared.table).shutdown(Instant::now());
                 ctx.pump().await;
-                if let Ok(done) = done {
-                    let _ = done.send(());
-                }
+                stopping = Some(done.ok());
                 break;
             }
             d = async { match channel.as_mut() { Some(c) => c.recv().await, None => std::future::pending().await } } => {
@@ -1140,6 +1161,12 @@ async fn run(
         }
         ctx.pump().await;
     }
+    if let Some(done) = stopping {
+        drain_links(&mut ctx, &server, &mut server_events, &mut internal).await;
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
     let links: Vec<LinkEntry> = lock(&shared.links).drain().map(|(_, l)| l).collect();
     for l in &links {
         l.conn.close();
@@ -1153,12 +1180,61 @@ async fn run(
     }
 }
 
+/// After a graceful stop sent its goodbyes and closed its side of every link: keeps
+/// reading the links and delivering what they carry (messages become events, handlers
+/// run) until every peer has closed its side too, at most [`SHUTDOWN_LINGER`] (500 ms).
+/// A peer's `send` that returned `Ok` handed its message to the link before the peer saw
+/// the goodbye, and the peer's link writes it before its close: so it is delivered. New
+/// links are closed at once.
+async fn drain_links(
+    ctx: &mut Ctx,
+    server: &Server<Binary>,
+    server_events: &mut hail_link::ServerEvents<Bytes>,
+    internal: &mut mpsc::Receiver<Internal>,
+) {
+    let until = tokio::time::Instant::now() + SHUTDOWN_LINGER;
+    while !lock(&ctx.shared.links).is_empty() {
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => {
+                debug!(links = lock(&ctx.shared.links).len(), "links still open after the shutdown linger");
+                break;
+            }
+            e = server_events.recv() => {
+                match e {
+                    Some(ServerEvent::Connected { id, .. }) => {
+                        if let Some(conn) = server.connection(id) {
+                            conn.close();
+                        }
+                    }
+                    Some(ServerEvent::Message { id, msg }) => ctx.frame(ConnId(id.get()), &msg),
+                    Some(ServerEvent::Closed { id, reason }) => ctx.closed(ConnId(id.get()), &reason),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            Some(m) = internal.recv() => {
+                match m {
+                    Internal::Dialed { result: Ok((conn, _incoming)), .. } => conn.close(),
+                    Internal::Dialed { result: Err(_), .. } => {}
+                    Internal::Frame { conn, frame } => ctx.frame(conn, &frame),
+                    Internal::Ended { conn } => {
+                        let reason = lock(&ctx.shared.links).get(&conn).and_then(|l| l.conn.close_reason());
+                        ctx.closed(conn, &reason.unwrap_or(LinkClose::PeerClosed));
+                    }
+                }
+            }
+        }
+        ctx.pump().await;
+    }
+}
+
 /// How long a duplicate link stays open after the one-link rule dropped it: 500 ms.
 const DUPLICATE_LINGER: Duration = Duration::from_millis(500);
 /// Longest a duplicate link is kept open for the calls and handlers still running on it:
 /// 5 s.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
-/// How long shutdown waits for goodbyes and queued messages to go out: 500 ms.
+/// How long shutdown keeps reading links after its goodbyes (until the peers close
+/// their side), and then waits for queued messages to go out: 500 ms each.
 const SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
 
 /// Whom a dial was for, to count its failures in a row.

@@ -4,6 +4,7 @@
 mod delivery;
 mod device;
 mod format;
+mod graceful_stop;
 #[cfg(target_os = "linux")]
 mod netns;
 mod passphrase;
