@@ -156,11 +156,21 @@ impl<E> Receiver<E> {
         if limit == 0 {
             return 0;
         }
-        let Some(first) = self.recv().await else {
-            return 0;
-        };
-        buf.push(first);
-        let mut n = 1;
+        let mut n = 0;
+        if self.pending.is_empty() {
+            self.release();
+            let Some(chunk) = std::future::poll_fn(|cx| self.rx.poll_recv(cx)).await else {
+                return 0;
+            };
+            if buf.is_empty() && chunk.len() <= limit {
+                // The whole batch as it came: no copy of its events.
+                n = chunk.len();
+                self.taken += n;
+                *buf = chunk;
+            } else {
+                self.pending = chunk.into();
+            }
+        }
         loop {
             let k = self.pending.len().min(limit - n);
             buf.extend(self.pending.drain(..k));
@@ -208,6 +218,17 @@ mod tests {
         assert_eq!(got, (0..10).collect::<Vec<_>>());
         tx.send(10).await.unwrap();
         assert_eq!(rx.recv().await, Some(10));
+        // A whole batch into an empty buffer, then the room is back.
+        assert_eq!(tx.send_all(&mut vec![20, 21, 22], |x| x).await, 0);
+        let mut whole = Vec::new();
+        assert_eq!(rx.recv_many(&mut whole, 10).await, 3);
+        assert_eq!(whole, [20, 21, 22]);
+        for i in 0..4 {
+            tx.try_send(i).unwrap();
+        }
+        assert!(tx.try_send(4).is_err(), "full again");
+        whole.clear();
+        assert_eq!(rx.recv_many(&mut whole, 10).await, 4);
         drop(tx);
         assert_eq!(rx.recv().await, None);
     }
