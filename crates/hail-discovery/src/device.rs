@@ -38,8 +38,8 @@ use crate::peer_table::{
 pub const DEFAULT_GROUP: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 72, 76)), 5676);
 /// Default capacity of the event stream ([`DeviceBuilder::event_capacity`]): 1024
-/// events; further events are dropped and counted ([`Device::dropped_events`]) while the
-/// stream is full.
+/// events. While the stream is full messages wait, at most 1 s at a time, and other
+/// events are dropped and counted ([`Device::dropped_events`]); see [`DeviceEvents`].
 pub const EVENT_CAPACITY: usize = 1024;
 /// Capacity of the queue from link readers and dials to the device's task: 1024 items;
 /// a full queue makes the link readers wait (TCP flow control slows the peers).
@@ -265,9 +265,12 @@ impl std::fmt::Display for RunError {
 /// [`Stream`](futures_core::Stream) as well (`StreamExt::next`, combinators).
 ///
 /// Read it continuously: it holds [`DeviceBuilder::event_capacity`] events
-/// ([`EVENT_CAPACITY`], 1024, by default); while it is full,
-/// further events are dropped, counted, and reported as
-/// [`RunError::EventsDropped`] once there is room.
+/// ([`EVENT_CAPACITY`], 1024, by default). While it is full, messages wait: the device
+/// stops reading its links (their readers, then TCP flow control, slow the senders
+/// down; order is kept), for at most 1 s at a time. A stream not read for longer no
+/// longer holds the device up: further events are then dropped, counted, and reported
+/// as [`RunError::EventsDropped`] once there is room. Other events (peers joining and
+/// leaving, errors) never wait: they are dropped and counted while the stream is full.
 #[derive(Debug)]
 pub struct DeviceEvents {
     rx: mpsc::Receiver<DeviceEvent>,
@@ -521,10 +524,11 @@ impl DeviceBuilder {
         self
     }
 
-    /// How many events the [`DeviceEvents`] stream holds before further events are
-    /// dropped (counted, reported as [`RunError::EventsDropped`]). Default:
-    /// [`EVENT_CAPACITY`], 1024; at least 1. An application that reads in bursts, or
-    /// receives bursts of messages, sets more (each waiting event holds its payload).
+    /// How many events the [`DeviceEvents`] stream holds; while it is full, messages
+    /// wait (at most 1 s at a time) and other events are dropped (counted, reported as
+    /// [`RunError::EventsDropped`]), see [`DeviceEvents`]. Default: [`EVENT_CAPACITY`],
+    /// 1024; at least 1. An application that reads in bursts sets more (each waiting
+    /// event holds its payload).
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.event_capacity = capacity.max(1);
         self
@@ -601,6 +605,7 @@ impl DeviceBuilder {
             question: OnceLock::new(),
             handlers: Handlers::new(),
             events: events_tx,
+            msg_permit: Mutex::new(None),
             dropped_events: AtomicU64::new(0),
             unreported_drops: AtomicU64::new(0),
             counters: Mutex::new(Default::default()),
@@ -877,7 +882,8 @@ impl Device {
     /// After the goodbyes the device keeps reading its links until every peer has closed
     /// its side, at most 500 ms: a message a peer's [`send`](Self::send) handed to its
     /// link before it heard the goodbye is still delivered (a
-    /// [`DeviceEvent::Message`] in the stream before it ends); once a peer heard the
+    /// [`DeviceEvent::Message`] in the stream before it ends; dropped and counted if the
+    /// stream is full then, shutdown waits for no room); once a peer heard the
     /// goodbye, its sends to this device fail ([`SendError::UnknownName`] or
     /// [`SendError::NotConnected`]). Returns when that is done and the links are closed
     /// (queued messages written, at most another 500 ms).
@@ -911,15 +917,24 @@ impl Device {
 /// is (as in its adverts and hello).
 fn bind_builtin(shared: &Arc<Shared>) {
     let sink = Arc::downgrade(shared);
-    // Emitted before the handler returns: messages from one peer keep their order.
+    // Emitted before the handler returns: messages from one peer keep their order. With
+    // the room the driver reserved for it: a full stream makes the driver wait, not drop.
     let _ = shared
         .handlers
         .bind(MSG_METHOD, move |(from, payload): (String, Vec<u8>)| {
             if let Some(s) = sink.upgrade() {
-                s.emit(DeviceEvent::Message {
+                let e = DeviceEvent::Message {
                     from,
                     payload: Bytes::from(payload),
-                });
+                };
+                let permit = lock(&s.msg_permit).take();
+                match permit {
+                    Some(p) => {
+                        s.report_drops();
+                        p.send(e);
+                    }
+                    None => s.emit(e),
+                }
             }
             async { Ok::<(), String>(()) }
         });
@@ -965,6 +980,9 @@ struct Shared {
     /// What every link answers: messages, questions and the user's own methods.
     handlers: Handlers,
     events: mpsc::Sender<DeviceEvent>,
+    /// Room in the event stream the driver reserved before handing a link frame to the
+    /// RPC layer: the `hail/msg` handler it runs delivers its message with it.
+    msg_permit: Mutex<Option<mpsc::OwnedPermit<DeviceEvent>>>,
     dropped_events: AtomicU64,
     /// Drops not yet reported as [`RunError::EventsDropped`].
     unreported_drops: AtomicU64,
@@ -991,7 +1009,17 @@ impl Shared {
     }
 
     fn emit(&self, e: DeviceEvent) {
-        // Drops not yet reported go first, as soon as there is room.
+        self.report_drops();
+        if self.events.try_send(e).is_err() {
+            self.dropped_events.fetch_add(1, Ordering::Relaxed);
+            self.unreported_drops.fetch_add(1, Ordering::Relaxed);
+            debug!("device event dropped: the stream is full or closed");
+        }
+    }
+
+    /// Reports drops not yet reported, if there is room: they go first, as soon as
+    /// there is.
+    fn report_drops(&self) {
         let unreported = self.unreported_drops.swap(0, Ordering::Relaxed);
         if unreported > 0 {
             let report = DeviceEvent::Error(RunError::EventsDropped { count: unreported });
@@ -999,11 +1027,6 @@ impl Shared {
                 self.unreported_drops
                     .fetch_add(unreported, Ordering::Relaxed);
             }
-        }
-        if self.events.try_send(e).is_err() {
-            self.dropped_events.fetch_add(1, Ordering::Relaxed);
-            self.unreported_drops.fetch_add(1, Ordering::Relaxed);
-            debug!("device event dropped: the stream is full or closed");
         }
     }
 }
@@ -1073,7 +1096,20 @@ async fn run(
     ctx.pump().await;
     // Set by a graceful stop: who to tell once the links are drained.
     let mut stopping: Option<Option<oneshot::Sender<()>>> = None;
+    // Room for one message event, reserved before a link frame is read: while the
+    // stream is full, link frames wait (their readers, then TCP, slow the peers down).
+    let mut permit: Option<mpsc::OwnedPermit<DeviceEvent>> = None;
+    // The application dropped its stream: frames go on (their events are dropped).
+    let mut events_gone = false;
+    // Since when link frames wait for room, and whether they waited EVENT_STALL_LIMIT
+    // and go on without it (their messages dropped and counted) until there is room.
+    let mut stalled_until: Option<tokio::time::Instant> = None;
+    let mut overflow = false;
     loop {
+        if permit.is_none() && !events_gone && stalled_until.is_none() {
+            stalled_until = Some(tokio::time::Instant::now() + EVENT_STALL_LIMIT);
+        }
+        let frames_go = permit.is_some() || events_gone || overflow;
         let deadline = lock(&shared.table).poll_timeout();
         let sleep = async {
             match deadline {
@@ -1100,7 +1136,20 @@ async fn run(
                     Err(e) => warn!(error = %e, "multicast receive failed"),
                 }
             }
-            e = server_events.recv() => {
+            p = shared.events.clone().reserve_owned(), if permit.is_none() && !events_gone => {
+                match p {
+                    Ok(p) => permit = Some(p),
+                    Err(_) => events_gone = true,
+                }
+                stalled_until = None;
+                overflow = false;
+            }
+            () = sleep_until_opt(stalled_until), if !frames_go => {
+                debug!("event stream full for {EVENT_STALL_LIMIT:?}: messages are dropped until there is room");
+                overflow = true;
+            }
+            e = server_events.recv(), if frames_go => {
+                *lock(&shared.msg_permit) = permit.take();
                 match e {
                     Some(ServerEvent::Connected { id, addr }) => {
                         if let Some(conn) = server.connection(id) {
@@ -1112,8 +1161,10 @@ async fn run(
                     Some(_) => {}
                     None => break,
                 }
+                permit = lock(&shared.msg_permit).take();
             }
-            Some(m) = internal.recv() => {
+            Some(m) = internal.recv(), if frames_go => {
+                *lock(&shared.msg_permit) = permit.take();
                 match m {
                     Internal::Dialed { dial, target, result: Ok((conn, mut incoming)), .. } => {
                         ctx.dial_failures.remove(&target);
@@ -1143,6 +1194,7 @@ async fn run(
                         ctx.closed(conn, &reason.unwrap_or(LinkClose::PeerClosed));
                     }
                 }
+                permit = lock(&shared.msg_permit).take();
             }
             () = sleep => {
                 lock(&shared.table).handle_timeout(Instant::now());
@@ -1161,6 +1213,8 @@ async fn run(
         }
         ctx.pump().await;
     }
+    // While draining, messages wait for no room: shutdown stays bounded.
+    drop(permit);
     if let Some(done) = stopping {
         drain_links(&mut ctx, &server, &mut server_events, &mut internal).await;
         if let Some(done) = done {
@@ -1227,6 +1281,19 @@ async fn drain_links(
         ctx.pump().await;
     }
 }
+
+/// Sleeps until `at`, forever without one.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Longest link frames wait for room in a full event stream before they go on without
+/// it (their messages dropped and counted, until there is room again): 1 s. A stream
+/// read slowly slows the senders down; one not read at all does not stop the device.
+const EVENT_STALL_LIMIT: Duration = Duration::from_secs(1);
 
 /// How long a duplicate link stays open after the one-link rule dropped it: 500 ms.
 const DUPLICATE_LINGER: Duration = Duration::from_millis(500);

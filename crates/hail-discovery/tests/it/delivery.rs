@@ -78,8 +78,63 @@ async fn messages_sent_right_before_shutdown_arrive_between_join_and_goodbye() {
     lamp.shutdown().await;
 }
 
-/// A listener that does not read its events loses the overflow, counted, and hears how
-/// many it lost as soon as there is room again.
+/// A listener that does not read its events holds up further messages (the links wait,
+/// then TCP flow control slows the sender): none is dropped, and once it reads, every
+/// message arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_event_stream_holds_messages_back_instead_of_dropping_them() {
+    // A small stream, so the test reads it well within the 1 s messages wait at most.
+    let capacity = 32;
+    let (lamp, mut events) = Device::builder("lamp")
+        .event_capacity(capacity)
+        .group(SocketAddr::from((Ipv4Addr::new(239, 255, 72, 83), 0)))
+        .interface(Ipv4Addr::LOCALHOST)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .expect("device starts");
+    let (switch, mut se) = device("switch", lamp.group()).await;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while switch.peers().is_empty() {
+            se.recv().await.expect("running");
+        }
+        while lamp.peers().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("they meet");
+    let total = capacity * 8;
+    for i in 0..total {
+        let r = switch.send("lamp", Bytes::from(i.to_string())).await;
+        assert_eq!(r[0].1, Ok(()));
+    }
+    // Time for the overflow to be dropped, if it were.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(lamp.dropped_events(), 0);
+    let mut next = 0;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while next < total {
+            match events.recv().await.expect("running") {
+                DeviceEvent::Message { payload, .. } => {
+                    assert_eq!(payload, next.to_string(), "in order");
+                    next += 1;
+                }
+                DeviceEvent::Error(e) => panic!("{e}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{next} of {total} messages arrived"));
+    assert_eq!(lamp.dropped_events(), 0);
+    switch.shutdown().await;
+    lamp.shutdown().await;
+}
+
+/// A listener that does not read its events at all holds the links up for 1 s, then
+/// loses the overflow, counted, and hears how many it lost as soon as there is room
+/// again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_dropped_on_a_full_stream_are_reported_once_there_is_room() {
     use futures_util::StreamExt;

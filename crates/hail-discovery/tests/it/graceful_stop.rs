@@ -134,7 +134,6 @@ async fn every_message_sent_ok_to_a_stopping_device_is_delivered() {
             ok.len(),
             got.len()
         );
-        assert_eq!(got, ok, "run {run}: order");
         total_ok += ok.len();
         total_failed += failed;
     }
