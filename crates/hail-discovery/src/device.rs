@@ -777,6 +777,12 @@ impl Device {
 
     /// Hands `msg` to the link of each target; the result says, per target name, whether
     /// it was handed over or why not.
+    ///
+    /// Order: messages to one peer arrive in the order they were sent while they travel
+    /// on one link. Right after two devices dialed each other at the same moment, both
+    /// links exist for a short while (until the duplicate is drained and closed); two
+    /// messages sent in that window can take different links and arrive swapped. None is
+    /// lost either way.
     pub async fn send(
         &self,
         targets: impl Into<Targets>,

