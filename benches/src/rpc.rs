@@ -89,7 +89,11 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
         out.push(throughput(ctx, &rt)?);
     }
     if ctx.wants("rpc/throughput-64B-vs-tarpc") {
-        out.push(throughput_vs_tarpc(ctx, &rt)?);
+        out.push(throughput_vs_tarpc(
+            ctx,
+            &rt,
+            "rpc/throughput-64B-vs-tarpc",
+        )?);
     }
     if ctx.wants("rpc/named") {
         out.push(named(ctx, &rt));
@@ -380,7 +384,11 @@ async fn tarpc_pair() -> anyhow::Result<(EchoServiceClient, tokio::task::JoinHan
     Ok((client, server))
 }
 
-fn throughput_vs_tarpc(ctx: &Ctx, rt: &Runtime) -> anyhow::Result<Record> {
+/// hail-rpc against tarpc (bincode over `LengthDelimitedCodec`, TCP_NODELAY on both
+/// ends): calls/s with 64 calls in flight, 64-byte arguments, rounds alternating, recorded
+/// as `name`. Both ends of both systems on `rt` (one `current_thread` runtime). Also run by
+/// `cargo xtask bench --peers` (`peers/`).
+pub fn throughput_vs_tarpc(ctx: &Ctx, rt: &Runtime, name: &str) -> anyhow::Result<Record> {
     let budget = Duration::from_millis(ctx.pick(2000, 6000));
     let calls: usize = ctx.pick(6_400, 32_000);
     let (server, client, tarpc_client, tarpc_server) = rt.block_on(async {
@@ -434,13 +442,65 @@ fn throughput_vs_tarpc(ctx: &Ctx, rt: &Runtime) -> anyhow::Result<Record> {
     drop(tarpc_client);
     tarpc_server.abort();
     drop((client, server));
-    Ok(Record::new(
-        "rpc/throughput-64B-vs-tarpc",
-        ours,
-        base,
-        "calls/s",
-        Better::Higher,
-    ))
+    Ok(Record::new(name, ours, base, "calls/s", Better::Higher))
+}
+
+/// hail-rpc against tarpc: sequential echo calls with 64-byte arguments, rounds of both
+/// alternating, p50 and p99 from an hdrhistogram in µs, recorded as `<name>-p50` and
+/// `<name>-p99`. Both ends of both systems on `rt` (one `current_thread` runtime). Run by
+/// `cargo xtask bench --peers` (`peers/`).
+pub fn latency_vs_tarpc(ctx: &Ctx, rt: &Runtime, name: &str) -> anyhow::Result<Vec<Record>> {
+    let budget = Duration::from_millis(ctx.pick(1500, 6000));
+    rt.block_on(async {
+        let (_server, client) = rpc_pair().await?;
+        let (tarpc_client, tarpc_server) = tarpc_pair().await?;
+        let args = Blob(vec![0xa5; 64]);
+        let mut ours = Histogram::<u64>::new(3)?;
+        let mut theirs = Histogram::<u64>::new(3)?;
+        const ROUND: usize = 200;
+        for _ in 0..ROUND {
+            let _: Blob = client.execute(ECHO, &args, T).await?;
+            tarpc_client
+                .echo(tarpc::context::current(), args.clone())
+                .await?;
+        }
+        let start = Instant::now();
+        while start.elapsed() < budget {
+            for _ in 0..ROUND {
+                let t = Instant::now();
+                let r: Blob = client.execute(ECHO, &args, T).await?;
+                ours.record(t.elapsed().as_nanos() as u64)?;
+                debug_assert!(r == args);
+            }
+            for _ in 0..ROUND {
+                // The argument is cloned outside the timed call, as hail's is borrowed.
+                let a = args.clone();
+                let t = Instant::now();
+                let r = tarpc_client.echo(tarpc::context::current(), a).await?;
+                theirs.record(t.elapsed().as_nanos() as u64)?;
+                debug_assert!(r == args);
+            }
+        }
+        drop(tarpc_client);
+        tarpc_server.abort();
+        let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Ok(vec![
+            Record::new(
+                format!("{name}-p50"),
+                us(&ours, 0.5),
+                us(&theirs, 0.5),
+                "us",
+                Better::Lower,
+            ),
+            Record::new(
+                format!("{name}-p99"),
+                us(&ours, 0.99),
+                us(&theirs, 0.99),
+                "us",
+                Better::Lower,
+            ),
+        ])
+    })
 }
 
 fn named(ctx: &Ctx, rt: &Runtime) -> Record {
