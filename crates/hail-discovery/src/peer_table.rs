@@ -15,6 +15,11 @@ use crate::config::{LocalDevice, MAX_PEER_LEASE, MIN_PEER_LEASE, PeerTableConfig
 use crate::error::{AdvertError, ConfigError, ResolveError};
 use crate::id::{ConnId, DeviceId, DialId};
 
+/// Shortest time between two announces sent to answer newcomers (peers heard without a
+/// lease or link, e.g. when a partition heals): 500 ms. Bounds the extra multicast traffic
+/// to two announces a second per device while many peers are new at once (start-up).
+const NEWCOMER_ANSWER_GAP: Duration = Duration::from_millis(500);
+
 /// How a link came about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkOrigin {
@@ -398,6 +403,10 @@ struct Tomb {
 ///   table reports [`Event::DuplicateName`]. A replaced id that speaks again proves it was
 ///   not a restart: it comes back and the name is reported as a duplicate. A replacement
 ///   also sends a probe, so a live old id speaks up within milliseconds.
+/// - **Answering newcomers.** An announce from a peer the table has no lease or link for
+///   (new, or gone after a timeout, as when a partition heals) is answered with the
+///   table's own announce after the probe answer jitter, at most once per 500 ms, so both sides learn of each other (and both dial)
+///   from one exchange instead of each waiting for its own next beacon.
 /// - **Redial.** A peer that is advertised (lease or gossip lease live) but not connected
 ///   is redialed with exponential backoff; static addresses are redialed for as long as
 ///   no link to the device behind them is up.
@@ -430,6 +439,8 @@ pub struct PeerTable {
     next_beacon: Option<Instant>,
     probe_answer_at: Option<Instant>,
     last_probe: Option<Instant>,
+    /// When an announce from a newcomer was last answered (see `NEWCOMER_ANSWER_GAP`).
+    last_newcomer_answer: Option<Instant>,
     next_dial: u64,
     next_tag: u64,
     actions: VecDeque<Action>,
@@ -486,6 +497,7 @@ impl PeerTable {
             next_beacon: None,
             probe_answer_at: None,
             last_probe: None,
+            last_newcomer_answer: None,
             next_dial: 1,
             next_tag: 1,
             actions: VecDeque::new(),
@@ -600,7 +612,11 @@ impl PeerTable {
                 }
                 self.stats.adverts_received += 1;
                 trace!(peer = %a.id, name = %a.name, %from, "announce");
+                let newcomer = !self.peers.get(&a.id).is_some_and(Peer::alive);
                 if self.learn(&a, from, Some(a.lease), now) {
+                    if newcomer {
+                        self.answer_newcomer(now);
+                    }
                     self.maybe_dial(a.id);
                 }
             }
@@ -997,6 +1013,22 @@ impl PeerTable {
             let a = self.announce();
             self.actions
                 .push_back(Action::Multicast(Advert::Announce(a)));
+        }
+    }
+
+    /// Schedules an announce soon (shared with a pending probe answer) after hearing a
+    /// newcomer, at most once per `NEWCOMER_ANSWER_GAP`.
+    fn answer_newcomer(&mut self, now: Instant) {
+        if self
+            .last_newcomer_answer
+            .is_some_and(|t| now.saturating_duration_since(t) < NEWCOMER_ANSWER_GAP)
+        {
+            return;
+        }
+        self.last_newcomer_answer = Some(now);
+        if self.probe_answer_at.is_none() {
+            let delay = self.jitter(self.config.probe_answer_jitter);
+            self.probe_answer_at = Some(now + delay);
         }
     }
 

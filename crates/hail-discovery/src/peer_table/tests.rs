@@ -278,6 +278,55 @@ fn probes_are_answered_once_after_a_short_jitter() {
 }
 
 #[test]
+fn newcomers_are_answered_at_once_at_most_every_500_ms() {
+    let t0 = Instant::now();
+    // Beacons far apart: every announce sent below is an answer.
+    let config = PeerTableConfig::builder()
+        .beacon_interval(Duration::from_secs(60))
+        .beacon_jitter(Duration::ZERO)
+        .lease(Duration::from_secs(180))
+        .build()
+        .unwrap();
+    let mut t = table_with(1, "a", config);
+    t.start(t0);
+    let now = t0 + Duration::from_secs(5);
+    run_until(&mut t, now);
+    events(&mut t);
+    // A newcomer: dialed and answered within the probe answer jitter (10 ms).
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), now);
+    let d = dials(&actions(&mut t));
+    assert_eq!(d.len(), 1);
+    let at = t.poll_timeout().unwrap();
+    assert!(at >= now && at <= now + ms(10), "{:?}", at - now);
+    assert_eq!(announces(&run_until(&mut t, now + ms(10))), 1, "answered");
+    // Another newcomer 100 ms later: dialed, but the answer is rate-limited.
+    t.handle_advert(Advert::Announce(announce(3, "c")), src(3), now + ms(100));
+    let sent = run_until(&mut t, now + ms(499));
+    assert_eq!(dials(&sent).len() + dials(&actions(&mut t)).len(), 1);
+    assert_eq!(announces(&sent), 0, "at most one answer per 500 ms");
+    // A peer with a lease is no newcomer.
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), now + ms(600));
+    assert_eq!(announces(&run_until(&mut t, now + ms(700))), 0);
+    // A third newcomer past the gap is answered.
+    t.handle_advert(Advert::Announce(announce(4, "d")), src(4), now + ms(700));
+    assert_eq!(announces(&run_until(&mut t, now + ms(710))), 1);
+    // A peer gone by its lease (as across a partition) is a newcomer again when it
+    // comes back.
+    for (dial, _, _) in dials(&run_until(&mut t, now + ms(710))) {
+        t.dial_failed(dial, now + ms(710));
+    }
+    t.dial_failed(d[0].0, now + ms(710));
+    let later = now + Duration::from_secs(10);
+    for (dial, _, _) in dials(&run_until(&mut t, later)) {
+        t.dial_failed(dial, later);
+    }
+    run_until(&mut t, later);
+    assert!(t.discovered().is_empty(), "all forgotten");
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), later);
+    assert_eq!(announces(&run_until(&mut t, later + ms(10))), 1);
+}
+
+#[test]
 fn join_by_announce_dial_and_hello() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
