@@ -406,7 +406,9 @@ struct Tomb {
 /// - **Answering newcomers.** An announce from a peer the table has no lease or link for
 ///   (new, or gone after a timeout, as when a partition heals) is answered with the
 ///   table's own announce after the probe answer jitter, at most once per 500 ms, so both sides learn of each other (and both dial)
-///   from one exchange instead of each waiting for its own next beacon.
+///   from one exchange instead of each waiting for its own next beacon. A dial to such a
+///   peer still in backoff or in flight (started while it was unreachable) is started
+///   afresh.
 /// - **Redial.** A peer that is advertised (lease or gossip lease live) but not connected
 ///   is redialed with exponential backoff; static addresses are redialed for as long as
 ///   no link to the device behind them is up.
@@ -616,6 +618,15 @@ impl PeerTable {
                 if self.learn(&a, from, Some(a.lease), now) {
                     if newcomer {
                         self.answer_newcomer(now);
+                        // A dial started before it was heard (kept by gossip, or after a
+                        // timeout, as across a partition) may sit in backoff or in TCP's
+                        // SYN retransmission to a host that was unreachable: dial afresh
+                        // now. A late outcome of the old dial is handled as usual.
+                        if let Some(p) = self.peers.get_mut(&a.id) {
+                            if p.active.is_none() && p.dial != DialState::Idle {
+                                p.dial = DialState::Idle;
+                            }
+                        }
                     }
                     self.maybe_dial(a.id);
                 }

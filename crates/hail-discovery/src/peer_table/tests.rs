@@ -327,6 +327,44 @@ fn newcomers_are_answered_at_once_at_most_every_500_ms() {
 }
 
 #[test]
+fn an_announce_restarts_a_dial_begun_before_the_peer_was_heard() {
+    let t0 = Instant::now();
+    let mut c = started(3, "c", t0);
+    c.link_up(ConnId(1), LinkOrigin::Dialed(DialId(99)), listen(1), t0);
+    c.link_message(ConnId(1), hello(1, "seed", 0), t0);
+    actions(&mut c);
+    // Told about b by gossip: dialed; the dial hangs (b unreachable, SYN retransmits).
+    let record = PeerRecord {
+        id: id(2),
+        name: "b".into(),
+        port: port(2),
+        addresses: vec![ip(2)],
+    };
+    c.link_message(ConnId(1), LinkMessage::Peers(vec![record]), t0);
+    let old = dials(&actions(&mut c));
+    assert_eq!(old.len(), 1);
+    // b is heard: a fresh dial at once, the hanging one notwithstanding.
+    let now = t0 + ms(300);
+    c.handle_advert(Advert::Announce(announce(2, "b")), src(2), now);
+    let fresh = dials(&actions(&mut c));
+    assert_eq!(fresh.len(), 1, "dialed afresh");
+    assert_ne!(fresh[0].0, old[0].0);
+    // The old dial failing late changes nothing; b, now leased, is not dialed a third time.
+    c.dial_failed(old[0].0, now + ms(700));
+    c.handle_advert(Advert::Announce(announce(2, "b")), src(2), now + ms(800));
+    assert!(dials(&actions(&mut c)).is_empty());
+    // The fresh dial's link joins b.
+    c.link_up(
+        ConnId(2),
+        LinkOrigin::Dialed(fresh[0].0),
+        listen(2),
+        now + ms(900),
+    );
+    c.link_message(ConnId(2), hello(2, "b", 0), now + ms(900));
+    assert_eq!(joined(&events(&mut c)), [id(1), id(2)]);
+}
+
+#[test]
 fn join_by_announce_dial_and_hello() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
