@@ -1455,7 +1455,13 @@ impl PeerTable {
         let p = &self.peers[&id];
         if p.keep() {
             self.maybe_dial(id);
+        } else if self.goodbyes.contains_key(&id) {
+            // It said goodbye and waits for its links (or the grace): it departs there,
+            // with its `PeerLeft`, not silently here.
         } else {
+            if p.member {
+                self.leave(id, LeaveReason::ConnectionLost);
+            }
             let p = self.peers.remove(&id).expect("present");
             trace!(peer = %id, name = %p.name, "forgotten");
             if p.authoritative {
