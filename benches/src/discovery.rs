@@ -34,7 +34,7 @@ use hail_discovery::{Device, DeviceEvent, DeviceEvents, Targets};
 use hail_link::{Connection, LinkConfig, Server, ServerConfig};
 use hail_wire::Binary;
 
-use crate::harness::{Better, Ctx, Record, median};
+use crate::harness::{Better, Ctx, Record, median, rss};
 
 /// The RPC method `Device::ask` uses, with arguments (asker's name, question) (private
 /// to hail-discovery; named here for the hand-made baseline).
@@ -246,18 +246,6 @@ async fn ask(name: &str, n: usize, iterations: usize) -> anyhow::Result<Vec<Reco
     }
     asker.shutdown().await;
     Ok(records)
-}
-
-/// This process's resident memory, in bytes (`VmRSS` of `/proc/self/status`).
-fn rss() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("VmRSS")?;
-    Ok(kb * 1024)
 }
 
 /// Reads a device's events until it stops, so none pile up in its stream.

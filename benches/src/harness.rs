@@ -6,6 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
 use serde_json::json;
 
 /// Which direction is better for a figure.
@@ -105,6 +107,52 @@ impl Ctx {
     pub fn pick<T>(&self, quick: T, full: T) -> T {
         if self.quick { quick } else { full }
     }
+
+    /// Reads a runner's arguments, `[--quick] [FILTER]`; `None` for `-h`/`--help` (the
+    /// caller prints its usage line).
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<Self>> {
+        let mut ctx = Self::default();
+        for arg in args {
+            match arg.as_str() {
+                "--quick" => ctx.quick = true,
+                "-h" | "--help" => return Ok(None),
+                other if other.starts_with('-') => anyhow::bail!("unknown option {other}"),
+                other => ctx.filter = Some(other.to_owned()),
+            }
+        }
+        Ok(Some(ctx))
+    }
+}
+
+/// `<name>-p50` and `<name>-p99` in µs (lower is better) from two histograms of
+/// nanoseconds: ours and the baseline's.
+pub fn latency_records(
+    name: &str,
+    ours: &Histogram<u64>,
+    baseline: &Histogram<u64>,
+) -> [Record; 2] {
+    let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    [0.5, 0.99].map(|q| {
+        Record::new(
+            format!("{name}-p{}", (q * 100.0) as u32),
+            us(ours, q),
+            us(baseline, q),
+            "us",
+            Better::Lower,
+        )
+    })
+}
+
+/// This process's resident memory, in bytes (`VmRSS` of `/proc/self/status`).
+pub fn rss() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS")?;
+    Ok(kb * 1024)
 }
 
 /// Runs `round` repeatedly for at least `budget`, alternating `ours` and `baseline` rounds so
@@ -139,4 +187,36 @@ pub fn median(xs: &mut [f64]) -> f64 {
     }
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runner_arguments() {
+        let args = |v: &[&str]| Ctx::from_args(v.iter().map(|s| (*s).to_owned()));
+        let ctx = args(&["--quick", "rpc/"]).unwrap().unwrap();
+        assert!(ctx.quick);
+        assert_eq!(ctx.filter.as_deref(), Some("rpc/"));
+        assert!(args(&["--help"]).unwrap().is_none());
+        assert!(args(&["--bogus"]).is_err());
+    }
+
+    #[test]
+    fn latency_records_are_p50_and_p99_in_microseconds() {
+        let mut ours = Histogram::<u64>::new(3).unwrap();
+        let mut base = Histogram::<u64>::new(3).unwrap();
+        for _ in 0..100 {
+            ours.record(2_000).unwrap();
+            base.record(1_000).unwrap();
+        }
+        let [p50, p99] = latency_records("x/lat", &ours, &base);
+        assert_eq!(
+            (p50.name.as_str(), p99.name.as_str()),
+            ("x/lat-p50", "x/lat-p99")
+        );
+        assert!((p50.ours - 2.0).abs() < 0.01 && (p50.baseline - 1.0).abs() < 0.01);
+        assert!(matches!(p99.better, Better::Lower));
+    }
 }

@@ -14,7 +14,7 @@ use hail_link::{
 use hail_wire::Binary;
 use tokio::runtime::Runtime;
 
-use crate::harness::{Better, Ctx, Record, interleaved_rate, median};
+use crate::harness::{Better, Ctx, Record, interleaved_rate, median, rss};
 
 fn lo() -> SocketAddr {
     "127.0.0.1:0".parse().expect("loopback address")
@@ -263,17 +263,6 @@ fn broadcast(rt: &Runtime, budget: Duration, rounds: usize) -> anyhow::Result<Re
         "msg/s",
         Better::Higher,
     ))
-}
-
-fn rss() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("VmRSS")?;
-    Ok(kb * 1024)
 }
 
 /// Server-side memory per idle connection: RSS growth over `n` established, idle

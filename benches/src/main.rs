@@ -8,18 +8,10 @@ use hail_benches::GROUPS;
 use hail_benches::harness::Ctx;
 
 fn main() -> anyhow::Result<()> {
-    let mut ctx = Ctx::default();
-    for arg in std::env::args().skip(1) {
-        match arg.as_str() {
-            "--quick" => ctx.quick = true,
-            "-h" | "--help" => {
-                println!("usage: hail-benches [--quick] [FILTER]");
-                return Ok(());
-            }
-            other if other.starts_with('-') => anyhow::bail!("unknown option {other}"),
-            other => ctx.filter = Some(other.to_owned()),
-        }
-    }
+    let Some(ctx) = Ctx::from_args(std::env::args().skip(1))? else {
+        println!("usage: hail-benches [--quick] [FILTER]");
+        return Ok(());
+    };
     // Groups decide per benchmark whether the filter wants it (`Ctx::wants`).
     for (_prefix, run) in GROUPS {
         for record in run(&ctx)? {

@@ -37,7 +37,7 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 use tokio_util::codec::Framed;
 
-use crate::harness::{Better, Ctx, Record, interleaved_rate};
+use crate::harness::{Better, Ctx, Record, interleaved_rate, latency_records};
 
 const ECHO: Opcode = Opcode(1);
 const T: Duration = Duration::from_secs(10);
@@ -181,30 +181,10 @@ fn latency(ctx: &Ctx, rt: &Runtime, name: &str, size: usize) -> anyhow::Result<V
         link_server.abort();
         drop(raw);
         raw_server.abort();
-        let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        Ok(vec![
-            Record::new(
-                format!("{name}-p50"),
-                us(&ours, 0.5),
-                us(&base, 0.5),
-                "us",
-                Better::Lower,
-            ),
-            Record::new(
-                format!("{name}-p99"),
-                us(&ours, 0.99),
-                us(&base, 0.99),
-                "us",
-                Better::Lower,
-            ),
-            Record::new(
-                format!("{name}-p50-vs-link"),
-                us(&ours, 0.5),
-                us(&bare, 0.5),
-                "us",
-                Better::Lower,
-            ),
-        ])
+        let [p50, p99] = latency_records(name, &ours, &base);
+        let [mut vs_link, _] = latency_records(name, &ours, &bare);
+        vs_link.name = format!("{name}-p50-vs-link");
+        Ok(vec![p50, p99, vs_link])
     })
 }
 
@@ -483,23 +463,7 @@ pub fn latency_vs_tarpc(ctx: &Ctx, rt: &Runtime, name: &str) -> anyhow::Result<V
         }
         drop(tarpc_client);
         tarpc_server.abort();
-        let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        Ok(vec![
-            Record::new(
-                format!("{name}-p50"),
-                us(&ours, 0.5),
-                us(&theirs, 0.5),
-                "us",
-                Better::Lower,
-            ),
-            Record::new(
-                format!("{name}-p99"),
-                us(&ours, 0.99),
-                us(&theirs, 0.99),
-                "us",
-                Better::Lower,
-            ),
-        ])
+        Ok(latency_records(name, &ours, &theirs).into())
     })
 }
 

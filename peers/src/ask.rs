@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hail::discovery::{Device, DeviceEvents, Targets};
-use hail_benches::harness::{Better, Ctx, Record};
+use hail_benches::harness::{Ctx, Record, latency_records};
 use hdrhistogram::Histogram;
 use zenoh::Wait;
 use zenoh::query::{ConsolidationMode, QueryTarget};
@@ -150,23 +150,7 @@ async fn ask(name: &str, n: usize, iterations: usize) -> anyhow::Result<Vec<Reco
             theirs.record(took_z.as_nanos() as u64)?;
         }
     }
-    let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let records = vec![
-        Record::new(
-            format!("{name}-p50"),
-            us(&ours, 0.5),
-            us(&theirs, 0.5),
-            "us",
-            Better::Lower,
-        ),
-        Record::new(
-            format!("{name}-p99"),
-            us(&ours, 0.99),
-            us(&theirs, 0.99),
-            "us",
-            Better::Lower,
-        ),
-    ];
+    let records = latency_records(name, &ours, &theirs).into();
     for (d, _) in hail.peers {
         d.shutdown().await;
     }

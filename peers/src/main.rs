@@ -34,18 +34,10 @@ const GROUPS: &[Group] = &[
 ];
 
 fn main() -> anyhow::Result<()> {
-    let mut ctx = Ctx::default();
-    for arg in std::env::args().skip(1) {
-        match arg.as_str() {
-            "--quick" => ctx.quick = true,
-            "-h" | "--help" => {
-                println!("usage: hail-peers [--quick] [FILTER]");
-                return Ok(());
-            }
-            other if other.starts_with('-') => anyhow::bail!("unknown option {other}"),
-            other => ctx.filter = Some(other.to_owned()),
-        }
-    }
+    let Some(ctx) = Ctx::from_args(std::env::args().skip(1))? else {
+        println!("usage: hail-peers [--quick] [FILTER]");
+        return Ok(());
+    };
     let mut all = Vec::new();
     for (prefix, run) in GROUPS {
         if !ctx.wants(prefix) {

@@ -868,6 +868,17 @@ impl<'a> Sim<'a> {
     /// Starts devices on hosts `0..n`, waits for them all to listen and to see each
     /// other. Returns (time from the last start to all seeing all, from spawning to the
     /// last start) or why not.
+    /// The device running on `host`: its index in `procs`, its name and its id.
+    fn on_host(&self, host: usize) -> (usize, String, String) {
+        let v = self
+            .procs
+            .iter()
+            .position(|p| p.host == host)
+            .expect("a device on every host");
+        let p = &self.procs[v];
+        (v, p.name.clone(), p.id.clone().unwrap_or_default())
+    }
+
     fn start_mesh(&mut self, n: usize) -> Result<(Duration, Duration), String> {
         let spawned = Instant::now();
         for host in 0..n {
@@ -1081,15 +1092,7 @@ impl Runner<'_> {
                 cell.fail(r, format!("mesh: {why}"));
                 continue;
             }
-            let v = sim
-                .procs
-                .iter()
-                .position(|p| p.host == victim_host)
-                .expect("victim");
-            let (name, id) = (
-                sim.procs[v].name.clone(),
-                sim.procs[v].id.clone().unwrap_or_default(),
-            );
+            let (v, name, id) = sim.on_host(victim_host);
             if cut {
                 nft(&ns, &isolate_rules())?;
             }
@@ -1186,15 +1189,7 @@ impl Runner<'_> {
                 cell.fail(r, format!("mesh: {why}"));
                 continue;
             }
-            let v = sim
-                .procs
-                .iter()
-                .position(|p| p.host == victim_host)
-                .expect("victim");
-            let (name, old) = (
-                sim.procs[v].name.clone(),
-                sim.procs[v].id.clone().unwrap_or_default(),
-            );
+            let (v, name, old) = sim.on_host(victim_host);
             let t0 = Instant::now();
             sim.kill(v);
             let fresh = sim.spawn(victim_host)?;

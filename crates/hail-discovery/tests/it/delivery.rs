@@ -17,6 +17,20 @@ async fn device(name: &str, group: SocketAddr) -> (Device, DeviceEvents) {
         .expect("device starts")
 }
 
+/// Waits (5 s at most) until `switch` (whose events are `se`) and `lamp` see each other.
+async fn meet(switch: &Device, se: &mut DeviceEvents, lamp: &Device) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while switch.peers().is_empty() {
+            se.recv().await.expect("running");
+        }
+        while lamp.peers().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("they meet");
+}
+
 /// What the listener saw of the sender, in order, up to its goodbye.
 async fn seen_of(events: &mut DeviceEvents, sender: &str) -> Vec<String> {
     let mut seen = Vec::new();
@@ -101,16 +115,7 @@ async fn a_full_event_stream_holds_messages_back_instead_of_dropping_them() {
         .await
         .expect("device starts");
     let (switch, mut se) = device("switch", lamp.group()).await;
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while switch.peers().is_empty() {
-            se.recv().await.expect("running");
-        }
-        while lamp.peers().is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("they meet");
+    meet(&switch, &mut se, &lamp).await;
     let total = capacity * 8;
     for i in 0..total {
         let r = switch.send("lamp", Bytes::from(i.to_string())).await;
@@ -153,16 +158,7 @@ async fn events_dropped_on_a_full_stream_are_reported_once_there_is_room() {
     )
     .await;
     let (switch, mut se) = device("switch", lamp.group()).await;
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while switch.peers().is_empty() {
-            se.recv().await.expect("running");
-        }
-        while lamp.peers().is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("they meet");
+    meet(&switch, &mut se, &lamp).await;
     let extra = 50;
     for i in 0..EVENT_CAPACITY + extra {
         let r = switch.send("lamp", Bytes::from(i.to_string())).await;
