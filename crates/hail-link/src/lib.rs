@@ -70,24 +70,30 @@ mod client;
 mod config;
 mod conn;
 mod error;
+mod events;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod handshake;
+mod id;
 mod proto;
 mod rx;
 mod seal;
 mod server;
 mod timing;
 
-pub use client::{Client, ClientEvent, ClientEvents, ClientStats};
+pub use client::{Client, ClientStats};
 pub use config::{
     Backoff, ClientConfig, DEFAULT_CLOSE_LINGER, DEFAULT_DEAD_AFTER, DEFAULT_EVENT_CAPACITY,
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_CLIENTS,
     DEFAULT_MAX_PENDING, DEFAULT_OUTAGE_BYTES, DEFAULT_QUEUE_BYTES, Framing, Heartbeat, LinkConfig,
     PRE_AUTH_MAX_FRAME_LEN, ServerConfig, SlowClientPolicy,
 };
-pub use conn::{ClientId, ConnId, ConnStats, Connection, Incoming};
+pub use conn::{ConnStats, Connection};
 pub use error::{CloseReason, LinkError, ProtocolError, RefuseReason};
-pub use server::{BroadcastReport, Callbacks, Server, ServerEvent, ServerEvents, ServerStats};
+pub use events::{
+    ClientEvent, ClientEvents, EventSender, Events, Incoming, ServerEvent, ServerEvents,
+};
+pub use id::{ClientId, ConnId};
+pub use server::{BroadcastReport, Callbacks, Server, ServerStats};
 
 pub mod wire;

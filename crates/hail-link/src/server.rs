@@ -3,10 +3,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -17,65 +15,18 @@ use tokio::task::{AbortHandle, JoinSet};
 
 use crate::chan;
 use crate::config::{ServerConfig, SlowClientPolicy};
-use crate::conn::{ClientId, ConnId, Connection, Sink};
-use crate::error::RefuseReason;
+use crate::conn::Connection;
+use crate::error::{CloseReason, LinkError, RefuseReason};
+use crate::events::{Events, OnClose, ServerEvent, ServerEvents, Sink};
 use crate::handshake;
+use crate::id::{ClientId, ConnId};
 use crate::timing::AuthPenalty;
-use crate::{CloseReason, LinkError};
 
-/// What happens on a server.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum ServerEvent<T> {
-    /// A client finished its handshake and was admitted.
-    Connected {
-        /// The client's id.
-        id: ClientId,
-        /// The client's address.
-        addr: SocketAddr,
-    },
-    /// A client sent a message.
-    Message {
-        /// The sender.
-        id: ClientId,
-        /// The decoded message.
-        msg: T,
-    },
-    /// A client's connection ended; no more events for this id follow.
-    Closed {
-        /// The client's id.
-        id: ClientId,
-        /// Why it ended.
-        reason: CloseReason,
-    },
-}
-
-/// The server's event stream; a [`Stream`](futures_core::Stream) as well.
-///
-/// Take events continuously: when the stream's buffer (default 1024 events) is full, the
-/// connections stop reading and their peers are slowed down by TCP flow control.
-#[derive(Debug)]
-pub struct ServerEvents<T> {
-    rx: chan::Receiver<ServerEvent<T>>,
-}
-
-impl<T> ServerEvents<T> {
-    /// The next event; `None` once the server is shut down and every connection reported.
-    pub async fn recv(&mut self) -> Option<ServerEvent<T>> {
-        self.rx.recv().await
-    }
-
-    /// Waits for at least one event, then moves up to `limit` available events into
-    /// `buf`; returns how many (0 once the stream has ended). Cheaper per event than
-    /// [`recv`](Self::recv) under load.
-    pub async fn recv_many(&mut self, buf: &mut Vec<ServerEvent<T>>, limit: usize) -> usize {
-        self.rx.recv_many(buf, limit).await
-    }
-
+impl<T> Events<ServerEvent<T>> {
     /// Runs callbacks for every event until the server is gone (Python Comms style:
     /// `add_onconnect_callback`, `add_onmessage_callback`, `add_onclose_callback`).
     pub async fn run_callbacks(mut self, mut callbacks: Callbacks<T>) {
-        while let Some(ev) = self.rx.recv().await {
+        while let Some(ev) = self.recv().await {
             match ev {
                 ServerEvent::Connected { id, addr } => {
                     if let Some(f) = &mut callbacks.on_connect {
@@ -97,19 +48,11 @@ impl<T> ServerEvents<T> {
     }
 }
 
-impl<T> futures_core::Stream for ServerEvents<T> {
-    type Item = ServerEvent<T>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
 type ConnectFn = Box<dyn FnMut(ClientId, SocketAddr) + Send>;
 type MessageFn<T> = Box<dyn FnMut(ClientId, T) + Send>;
 type CloseFn = Box<dyn FnMut(ClientId, CloseReason) + Send>;
 
-/// Callbacks for [`ServerEvents::run_callbacks`]; each is optional.
+/// Callbacks for [`run_callbacks`](Events::run_callbacks) on [`ServerEvents`]; each is optional.
 pub struct Callbacks<T> {
     on_connect: Option<ConnectFn>,
     on_message: Option<MessageFn<T>>,
@@ -299,7 +242,7 @@ where
                 local,
                 accept,
             },
-            ServerEvents { rx },
+            Events::new(rx),
         ))
     }
 }
@@ -409,15 +352,14 @@ where
     server.counters.accepted.fetch_add(1, Ordering::Relaxed);
     let id = ConnId::fresh();
     let weak = Arc::downgrade(&server);
-    let on_close: Box<dyn FnOnce() -> Box<dyn std::any::Any + Send> + Send + Sync> =
-        Box::new(move || {
-            let Some(server) = weak.upgrade() else {
-                return Box::new(()) as Box<dyn std::any::Any + Send>;
-            };
-            server.admitted.fetch_sub(1, Ordering::AcqRel);
-            let removed = server.clients().remove(&id);
-            Box::new(removed)
-        });
+    let on_close: OnClose = Box::new(move || {
+        let Some(server) = weak.upgrade() else {
+            return Box::new(()) as Box<dyn std::any::Any + Send>;
+        };
+        server.admitted.fetch_sub(1, Ordering::AcqRel);
+        let removed = server.clients().remove(&id);
+        Box::new(removed)
+    });
     let sink = Sink::Server {
         tx: server.events.clone(),
         id,
