@@ -65,8 +65,9 @@ impl<P: PayloadCodec> Inner<P> {
     }
 }
 
-/// A TCP client that reconnects by itself (exponential backoff with jitter, default
-/// 100 ms doubling to 5 s) until [`close`](Self::close).
+/// A client that reconnects by itself (exponential backoff with jitter, default 100 ms
+/// doubling to 5 s) until [`close`](Self::close); over TCP, or in memory
+/// ([`LinkConfig::transport`](crate::LinkConfig::transport)).
 ///
 /// **What happens to a message** ("nothing lost"): [`send`](Self::send) returns `Ok` only
 /// when the message is in a send queue that will be written:

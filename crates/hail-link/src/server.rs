@@ -5,11 +5,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use hail_wire::{Binary, PayloadCodec};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -21,6 +20,7 @@ use crate::events::{Events, OnClose, ServerEvent, ServerEvents, Sink};
 use crate::handshake;
 use crate::id::{ClientId, ConnId};
 use crate::timing::AuthPenalty;
+use crate::transport::{Link, Listener};
 
 impl<T> Events<ServerEvent<T>> {
     /// Runs callbacks for every event until the server is gone (Python Comms style:
@@ -167,7 +167,8 @@ impl<P: PayloadCodec> Inner<P> {
     }
 }
 
-/// A multi-client TCP server exchanging whole messages.
+/// A multi-client server exchanging whole messages, over TCP or in memory
+/// ([`LinkConfig::transport`](crate::LinkConfig::transport)).
 ///
 /// * Each client gets a [`ClientId`]; [`send_to`](Self::send_to),
 ///   [`broadcast`](Self::broadcast), [`clients`](Self::clients), [`disconnect`](Self::disconnect).
@@ -210,7 +211,8 @@ where
     P: PayloadCodec + Clone + Send + Sync + 'static,
     P::Item: Send + 'static,
 {
-    /// Binds `addr` (IPv4 or IPv6; port 0 picks a free port) and starts accepting.
+    /// Binds `addr` (IPv4 or IPv6; port 0 picks a free port) on the link config's
+    /// [`transport`](crate::LinkConfig::transport) and starts accepting.
     pub async fn bind(
         addr: SocketAddr,
         config: ServerConfig,
@@ -220,7 +222,7 @@ where
         if config.max_clients == 0 {
             return Err(LinkError::Config("max_clients must be positive"));
         }
-        let listener = TcpListener::bind(addr).await?;
+        let listener = config.link.transport.bind(addr).await?;
         let local = listener.local_addr()?;
         let (tx, rx) = chan::channel(config.event_capacity);
         let cap = config.link.handshake_timeout / 2;
@@ -247,7 +249,7 @@ where
     }
 }
 
-async fn accept_loop<P>(inner: Weak<Inner<P>>, listener: TcpListener)
+async fn accept_loop<P>(inner: Weak<Inner<P>>, mut listener: Listener)
 where
     P: PayloadCodec + Clone + Send + Sync + 'static,
     P::Item: Send + 'static,
@@ -258,8 +260,8 @@ where
             a = listener.accept() => a,
             Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
         };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
+        let link = match accepted {
+            Ok(link) => link,
             Err(e) => {
                 // Out of file descriptors and the like: wait a little rather than spin.
                 tracing::warn!(error = %e, "accept failed");
@@ -275,15 +277,15 @@ where
                 .counters
                 .refused_pending
                 .fetch_add(1, Ordering::Relaxed);
-            drop(stream);
+            drop(link);
             continue;
         }
         server.pending.fetch_add(1, Ordering::Relaxed);
-        handshakes.spawn(admit(server, stream, peer));
+        handshakes.spawn(admit(server, link));
     }
 }
 
-async fn admit<P>(server: Arc<Inner<P>>, stream: TcpStream, peer: SocketAddr)
+async fn admit<P>(server: Arc<Inner<P>>, link: Link)
 where
     P: PayloadCodec + Clone + Send + Sync + 'static,
     P::Item: Send + 'static,
@@ -295,11 +297,10 @@ where
         }
     }
     let pending = Pending(&server.pending);
-    if stream.set_nodelay(true).is_err() {
-        return;
-    }
+    let peer = link.peer;
     let cfg = &server.cfg.link;
-    let delay = lock_penalty(&server).delay(peer.ip(), Instant::now());
+    // tokio's clock, as every timer of a link: the penalty's memory follows paused time.
+    let delay = lock_penalty(&server).delay(peer.ip(), now());
     let admit_check = || {
         if server.shutting_down.load(Ordering::Relaxed) {
             return Err(RefuseReason::ShuttingDown);
@@ -314,7 +315,7 @@ where
     };
     let result = tokio::time::timeout(
         cfg.handshake_timeout,
-        handshake::respond(stream, cfg, delay, admit_check),
+        handshake::respond(link, cfg, delay, admit_check),
     )
     .await;
     // Only the handshake counts against `max_pending`.
@@ -327,7 +328,7 @@ where
                     .counters
                     .auth_failures
                     .fetch_add(1, Ordering::Relaxed);
-                lock_penalty(&server).failed(peer.ip(), Instant::now());
+                lock_penalty(&server).failed(peer.ip(), now());
             } else if !matches!(rej.error, LinkError::Refused(_)) {
                 server
                     .counters
@@ -379,6 +380,10 @@ where
         conn.kill(CloseReason::Shutdown);
     }
     let _ = go.send(());
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 fn lock_penalty<P: PayloadCodec>(server: &Inner<P>) -> MutexGuard<'_, AuthPenalty> {

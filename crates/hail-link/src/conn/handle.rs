@@ -99,7 +99,8 @@ where
         gate: Option<oneshot::Receiver<()>>,
     ) -> Self {
         let Established {
-            stream,
+            rd,
+            wr,
             rx,
             sealer,
             peer,
@@ -134,7 +135,6 @@ where
             flushed: watch::Sender::new(false),
             stats: Counters::default(),
         });
-        let (rd, wr) = stream.into_split();
         let hb = cfg.heartbeat_active();
         let reader = tokio::spawn(reader::run(
             Arc::clone(&shared),

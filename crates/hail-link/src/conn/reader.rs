@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use hail_wire::PayloadCodec;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -16,6 +15,7 @@ use crate::error::{CloseReason, ProtocolError};
 use crate::events::Sink;
 use crate::proto::{self, Control};
 use crate::rx::{Next, Rx, Small};
+use crate::stream::ReadHalf;
 use crate::timing::Liveness;
 
 /// Messages up to this size are copied out of the read buffer: 512 bytes. They are copied
@@ -30,7 +30,7 @@ const MAX_BATCH: usize = 256;
 
 pub(super) async fn run<P: PayloadCodec>(
     shared: Arc<Shared>,
-    rd: OwnedReadHalf,
+    mut rd: ReadHalf,
     mut rx: Rx,
     payload: P,
     sink: Sink<P::Item>,

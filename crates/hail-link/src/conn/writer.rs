@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use bytes::BytesMut;
 use hail_wire::ByteOrder;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 
 use super::{Phase, Shared, sleep_until_opt, wait_kill};
@@ -15,6 +14,7 @@ use crate::config::Heartbeat;
 use crate::error::CloseReason;
 use crate::proto::{self, CloseCode};
 use crate::seal::Sealer;
+use crate::stream::WriteHalf;
 use crate::timing::Liveness;
 
 /// Keeps at most this much spare capacity in the writer's buffers while idle: 64 KiB.
@@ -22,7 +22,7 @@ const IDLE_KEEP: usize = 64 * 1024;
 
 pub(super) async fn run(
     shared: Arc<Shared>,
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf,
     mut sealer: Option<Sealer>,
     hb: Option<Heartbeat>,
     order: ByteOrder,
