@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hail_link::memory::{FIRST_EPHEMERAL_PORT, MemoryNetwork, STREAM_BUFFER};
+use hail_link::memory::{BACKLOG, FIRST_EPHEMERAL_PORT, MemoryNetwork, STREAM_BUFFER};
 use hail_link::{
     Client, ClientConfig, Connection, LinkConfig, LinkError, Server, ServerConfig, ServerEvent,
     Transport,
@@ -147,6 +147,34 @@ async fn a_stream_buffers_its_bound_then_the_writer_waits() {
     let mut z = [0u8; 1];
     accepted.read_exact(&mut z).await.unwrap();
     assert_eq!(&z, b"z");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_backlog_holds_the_next_dial_until_one_is_accepted() {
+    let net = MemoryNetwork::new();
+    let mut listener = net.bind(addr("127.0.0.1:7002")).unwrap();
+    let to = listener.local_addr();
+    let mut waiting = Vec::new();
+    for _ in 0..BACKLOG {
+        waiting.push(net.connect_loopback(to).await.unwrap());
+    }
+    let mut next = tokio::spawn({
+        let net = net.clone();
+        async move { net.connect_loopback(to).await }
+    });
+    // An hour of virtual time: the dial past the backlog waits.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3600), &mut next)
+            .await
+            .is_err()
+    );
+    let _first = listener.accept().await.unwrap();
+    let last = tokio::time::timeout(crate::common::LIMIT, next)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.peer_addr(), to);
 }
 
 #[tokio::test(start_paused = true)]
