@@ -125,6 +125,18 @@ impl<E> Receiver<E> {
         }
     }
 
+    /// Hands out the first buffered event (the caller made sure there is one).
+    fn pop(&mut self) -> Option<E> {
+        let ev = self.pending.pop_front();
+        if ev.is_some() {
+            self.taken += 1;
+            if self.taken >= RELEASE_EVERY || self.pending.is_empty() {
+                self.release();
+            }
+        }
+        ev
+    }
+
     /// The next event, or `None` once every sender is gone and everything was received.
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<E>> {
         if self.pending.is_empty() {
@@ -135,14 +147,16 @@ impl<E> Receiver<E> {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        let ev = self.pending.pop_front();
-        if ev.is_some() {
-            self.taken += 1;
-            if self.taken >= RELEASE_EVERY || self.pending.is_empty() {
-                self.release();
-            }
+        Poll::Ready(self.pop())
+    }
+
+    /// The next event if one is waiting, without waiting.
+    pub(crate) fn try_recv(&mut self) -> Option<E> {
+        if self.pending.is_empty() {
+            self.release();
+            self.pending = self.rx.try_recv().ok()?.into();
         }
-        Poll::Ready(ev)
+        self.pop()
     }
 
     /// The next event, or `None` once every sender is gone and everything was received.
@@ -227,9 +241,15 @@ mod tests {
             tx.try_send(i).unwrap();
         }
         assert!(tx.try_send(4).is_err(), "full again");
+        assert_eq!(rx.try_recv(), Some(0));
+        tx.try_send(4).unwrap();
+        assert!(tx.try_send(5).is_err(), "full once more");
         whole.clear();
         assert_eq!(rx.recv_many(&mut whole, 10).await, 4);
+        assert_eq!(whole, [1, 2, 3, 4]);
+        assert_eq!(rx.try_recv(), None, "empty");
         drop(tx);
+        assert_eq!(rx.try_recv(), None, "ended");
         assert_eq!(rx.recv().await, None);
     }
 

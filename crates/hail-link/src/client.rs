@@ -3,10 +3,8 @@
 use std::borrow::Borrow;
 use std::fmt;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use hail_wire::{Binary, FrameCodec, PayloadCodec};
@@ -15,56 +13,11 @@ use tokio::task::AbortHandle;
 
 use crate::chan;
 use crate::config::{ClientConfig, Framing};
-use crate::conn::{Connection, Sink, encode_message};
+use crate::conn::{Connection, encode_message};
+use crate::error::{CloseReason, LinkError};
+use crate::events::{ClientEvent, ClientEvents, Events, Sink};
 use crate::handshake;
 use crate::timing::BackoffState;
-use crate::{CloseReason, LinkError};
-
-/// What happens on a client.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum ClientEvent<T> {
-    /// Connected (first connection or a reconnection) to the server at `addr`.
-    Connected {
-        /// The server's address.
-        addr: SocketAddr,
-    },
-    /// The connection ended. With reconnection on, the client keeps trying.
-    Disconnected {
-        /// Why it ended.
-        reason: CloseReason,
-    },
-    /// A message from the server.
-    Message(T),
-}
-
-/// The client's event stream; a [`Stream`](futures_core::Stream) as well. It ends after
-/// the client is closed (or, without reconnection, after the connection ended).
-#[derive(Debug)]
-pub struct ClientEvents<T> {
-    rx: chan::Receiver<ClientEvent<T>>,
-}
-
-impl<T> ClientEvents<T> {
-    /// The next event, or `None` when the client has stopped.
-    pub async fn recv(&mut self) -> Option<ClientEvent<T>> {
-        self.rx.recv().await
-    }
-
-    /// Waits for at least one event, then moves up to `limit` available events into
-    /// `buf`; returns how many (0 once the stream has ended).
-    pub async fn recv_many(&mut self, buf: &mut Vec<ClientEvent<T>>, limit: usize) -> usize {
-        self.rx.recv_many(buf, limit).await
-    }
-}
-
-impl<T> futures_core::Stream for ClientEvents<T> {
-    type Item = ClientEvent<T>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
-    }
-}
 
 /// Client counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,8 +65,9 @@ impl<P: PayloadCodec> Inner<P> {
     }
 }
 
-/// A TCP client that reconnects by itself (exponential backoff with jitter, default
-/// 100 ms doubling to 5 s) until [`close`](Self::close).
+/// A client that reconnects by itself (exponential backoff with jitter, default 100 ms
+/// doubling to 5 s) until [`close`](Self::close); over TCP, or in memory
+/// ([`LinkConfig::transport`](crate::LinkConfig::transport)).
 ///
 /// **What happens to a message** ("nothing lost"): [`send`](Self::send) returns `Ok` only
 /// when the message is in a send queue that will be written:
@@ -188,7 +142,7 @@ where
             discarded: AtomicU64::new(0),
         });
         let task = tokio::spawn(supervise(Arc::clone(&inner), conn, tx)).abort_handle();
-        Ok((Self { inner, task }, ClientEvents { rx }))
+        Ok((Self { inner, task }, Events::new(rx)))
     }
 
     /// The server's address.

@@ -7,7 +7,8 @@ use std::time::Duration;
 use hail_crypto::GroupKey;
 use hail_wire::{ByteOrder, DEFAULT_MAX_FRAME_LEN};
 
-use crate::LinkError;
+use crate::error::LinkError;
+use crate::transport::Transport;
 
 /// Default per-connection send queue: 512 KiB of encoded frames.
 pub const DEFAULT_QUEUE_BYTES: usize = 512 * 1024;
@@ -106,6 +107,7 @@ pub struct LinkConfig {
     pub(crate) close_linger: Duration,
     pub(crate) incoming_capacity: usize,
     pub(crate) psk: Option<Psk>,
+    pub(crate) transport: Transport,
 }
 
 impl Default for LinkConfig {
@@ -120,6 +122,7 @@ impl Default for LinkConfig {
             close_linger: DEFAULT_CLOSE_LINGER,
             incoming_capacity: DEFAULT_EVENT_CAPACITY,
             psk: None,
+            transport: Transport::tcp(),
         }
     }
 }
@@ -202,6 +205,13 @@ impl LinkConfig {
     /// Secures the link with the group key's link sub-key ([`GroupKey::link_psk`]).
     pub fn group_key(self, key: &GroupKey) -> Self {
         self.psk(*key.link_psk().as_bytes())
+    }
+
+    /// Where servers listen and clients dial: TCP (the default, [`Transport::tcp`]) or an
+    /// in-memory network ([`Transport::memory`]).
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
     }
 
     /// True when a pre-shared key is set.
@@ -384,7 +394,7 @@ impl ClientConfig {
         self
     }
 
-    /// Deadline of one TCP connection attempt. Default 5 s.
+    /// Deadline of one connection attempt (TCP connect, or an in-memory dial). Default 5 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self

@@ -6,20 +6,20 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use hail_wire::ByteOrder;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 
 use crate::config::{Framing, LinkConfig, PRE_AUTH_MAX_FRAME_LEN};
-use crate::error::{ProtocolError, RefuseReason};
+use crate::error::{CloseReason, LinkError, ProtocolError, RefuseReason};
 use crate::proto::{self, CloseCode, Control};
 use crate::rx::Rx;
 use crate::seal::{self, Record, Sealer};
-use crate::{CloseReason, LinkError};
+use crate::stream::{ReadHalf, WriteHalf};
+use crate::transport::Link;
 
-/// A TCP connection whose handshake is done, ready to become a `Connection`.
-#[derive(Debug)]
+/// A connection whose handshake is done, ready to become a `Connection`.
 pub(crate) struct Established {
-    pub(crate) stream: TcpStream,
+    pub(crate) rd: ReadHalf,
+    pub(crate) wr: WriteHalf,
     pub(crate) rx: Rx,
     pub(crate) sealer: Option<Sealer>,
     pub(crate) peer: SocketAddr,
@@ -30,30 +30,30 @@ fn noise_err(_: snow::Error) -> LinkError {
     LinkError::AuthFailed
 }
 
-async fn read_more(stream: &mut TcpStream, rx: &mut Rx) -> Result<(), LinkError> {
+async fn read_more(rd: &mut ReadHalf, rx: &mut Rx) -> Result<(), LinkError> {
     rx.reserve_for_read();
-    match stream.read_buf(&mut rx.raw).await {
+    match rd.read_buf(&mut rx.raw).await {
         Ok(0) => Err(LinkError::Closed(CloseReason::PeerClosed)),
         Ok(_) => Ok(()),
         Err(e) => Err(LinkError::Io(e)),
     }
 }
 
-async fn next_frame(stream: &mut TcpStream, rx: &mut Rx) -> Result<BytesMut, LinkError> {
+async fn next_frame(rd: &mut ReadHalf, rx: &mut Rx) -> Result<BytesMut, LinkError> {
     loop {
         if let Some(f) = rx.next_frame()? {
             return Ok(f);
         }
-        read_more(stream, rx).await?;
+        read_more(rd, rx).await?;
     }
 }
 
-async fn next_record(stream: &mut TcpStream, rx: &mut Rx) -> Result<Record, LinkError> {
+async fn next_record(rd: &mut ReadHalf, rx: &mut Rx) -> Result<Record, LinkError> {
     loop {
         if let Some(r) = rx.next_record()? {
             return Ok(r);
         }
-        read_more(stream, rx).await?;
+        read_more(rd, rx).await?;
     }
 }
 
@@ -67,44 +67,41 @@ fn pre_auth_rx(cfg: &LinkConfig) -> Rx {
     rx
 }
 
-fn finish(
-    stream: TcpStream,
-    mut rx: Rx,
-    sealer: Option<Sealer>,
-    cfg: &LinkConfig,
-) -> Result<Established, LinkError> {
+fn finish(link: Link, mut rx: Rx, sealer: Option<Sealer>, cfg: &LinkConfig) -> Established {
     rx.set_frame_limit(cfg.byte_order, cfg.max_frame_len);
     rx.set_max_record(seal::MAX_RECORD);
-    Ok(Established {
-        peer: stream.peer_addr()?,
-        local: stream.local_addr()?,
-        stream,
+    Established {
+        rd: link.rd,
+        wr: link.wr,
         rx,
         sealer,
-    })
+        peer: link.peer,
+        local: link.local,
+    }
 }
 
-/// Connects to `addr` and runs the client side of the handshake.
+/// Connects to `addr` over the config's transport and runs the client side of the
+/// handshake.
 pub(crate) async fn dial(
     addr: SocketAddr,
     cfg: &LinkConfig,
     connect_timeout: Duration,
 ) -> Result<Established, LinkError> {
-    let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
+    let link = tokio::time::timeout(connect_timeout, cfg.transport.connect(addr))
         .await
         .map_err(|_| LinkError::Io(std::io::ErrorKind::TimedOut.into()))??;
-    stream.set_nodelay(true)?;
-    tokio::time::timeout(cfg.handshake_timeout, initiate(stream, cfg))
+    tokio::time::timeout(cfg.handshake_timeout, initiate(link, cfg))
         .await
         .map_err(|_| LinkError::HandshakeTimeout)?
 }
 
-async fn initiate(mut stream: TcpStream, cfg: &LinkConfig) -> Result<Established, LinkError> {
+async fn initiate(mut link: Link, cfg: &LinkConfig) -> Result<Established, LinkError> {
+    let (rd, wr) = (&mut link.rd, &mut link.wr);
     let mut rx = pre_auth_rx(cfg);
     let mut out = BytesMut::new();
     let mut sealer = None;
     match (cfg.framing, &cfg.psk) {
-        (Framing::Raw, _) => return finish(stream, rx, None, cfg),
+        (Framing::Raw, _) => return Ok(finish(link, rx, None, cfg)),
         (Framing::Hail, None) => {
             proto::put_control(
                 &mut out,
@@ -112,13 +109,13 @@ async fn initiate(mut stream: TcpStream, cfg: &LinkConfig) -> Result<Established
                 proto::KIND_HELLO,
                 &proto::hello_body(),
             );
-            stream.write_all(&out).await?;
+            wr.write_all(&out).await?;
         }
         (Framing::Hail, Some(psk)) => {
             let mut hs = seal::initiator(psk.bytes()).map_err(noise_err)?;
             seal::put_handshake(&mut hs, &mut out).map_err(noise_err)?;
-            stream.write_all(&out).await?;
-            match next_record(&mut stream, &mut rx).await? {
+            wr.write_all(&out).await?;
+            match next_record(rd, &mut rx).await? {
                 Record::Alert(_) => return Err(LinkError::AuthFailed),
                 Record::Data(m) => {
                     let mut scratch = [0u8; 64];
@@ -132,10 +129,10 @@ async fn initiate(mut stream: TcpStream, cfg: &LinkConfig) -> Result<Established
             sealer = Some(s);
         }
     }
-    let frame = next_frame(&mut stream, &mut rx).await?;
+    let frame = next_frame(rd, &mut rx).await?;
     match proto::parse(frame).map_err(|e| LinkError::Closed(CloseReason::Protocol(e)))? {
         Control::Welcome { version } if version == proto::VERSION => {
-            finish(stream, rx, sealer, cfg)
+            Ok(finish(link, rx, sealer, cfg))
         }
         Control::Welcome { .. } => Err(LinkError::Refused(RefuseReason::Version)),
         Control::Close(code) => Err(code.received_reason().into()),
@@ -167,21 +164,22 @@ impl From<LinkError> for Rejected {
 /// answer to a Noise handshake (repeated failures from the address); `admit` decides
 /// whether the client may stay once it is authenticated.
 pub(crate) async fn respond(
-    mut stream: TcpStream,
+    mut link: Link,
     cfg: &LinkConfig,
     penalty: Duration,
     admit: impl FnOnce() -> Result<(), RefuseReason>,
 ) -> Result<Established, Rejected> {
+    let (rd, wr) = (&mut link.rd, &mut link.wr);
     let big = is_big(cfg.byte_order);
     let mut rx = pre_auth_rx(cfg);
     let mut out = BytesMut::new();
     match (cfg.framing, &cfg.psk) {
         (Framing::Raw, _) => {
             admit().map_err(LinkError::Refused)?;
-            Ok(finish(stream, rx, None, cfg)?)
+            Ok(finish(link, rx, None, cfg))
         }
         (Framing::Hail, None) => {
-            let frame = next_frame(&mut stream, &mut rx).await?;
+            let frame = next_frame(rd, &mut rx).await?;
             match proto::parse(frame) {
                 Ok(Control::Hello { version }) if version == proto::VERSION => {}
                 Ok(Control::Hello { .. }) => {
@@ -191,7 +189,7 @@ pub(crate) async fn respond(
                         proto::KIND_CLOSE,
                         &[CloseCode::Version.to_u8()],
                     );
-                    stream.write_all(&out).await.ok();
+                    wr.write_all(&out).await.ok();
                     return Err(LinkError::Refused(RefuseReason::Version).into());
                 }
                 Ok(_) => {
@@ -210,13 +208,13 @@ pub(crate) async fn respond(
                     proto::put_control(&mut out, big, proto::KIND_CLOSE, &[code.to_u8()]);
                 }
             }
-            stream.write_all(&out).await.map_err(LinkError::Io)?;
+            wr.write_all(&out).await.map_err(LinkError::Io)?;
             verdict.map_err(LinkError::Refused)?;
-            Ok(finish(stream, rx, None, cfg)?)
+            Ok(finish(link, rx, None, cfg))
         }
         (Framing::Hail, Some(psk)) => {
             let mut hs = seal::responder(psk.bytes()).map_err(noise_err)?;
-            let m1 = match next_record(&mut stream, &mut rx).await? {
+            let m1 = match next_record(rd, &mut rx).await? {
                 Record::Data(m) => m,
                 Record::Alert(_) => {
                     return Err(
@@ -230,8 +228,8 @@ pub(crate) async fn respond(
             let mut scratch = [0u8; 64];
             if hs.read_message(&m1, &mut scratch).is_err() {
                 seal::put_alert(&mut out, seal::ALERT_AUTH);
-                stream.write_all(&out).await.ok();
-                stream.shutdown().await.ok();
+                wr.write_all(&out).await.ok();
+                wr.shutdown().await.ok();
                 return Err(LinkError::AuthFailed.into());
             }
             seal::put_handshake(&mut hs, &mut out).map_err(noise_err)?;
@@ -250,9 +248,9 @@ pub(crate) async fn respond(
                 }
             }
             sealer.seal(&frame, &mut out);
-            stream.write_all(&out).await.map_err(LinkError::Io)?;
+            wr.write_all(&out).await.map_err(LinkError::Io)?;
             verdict.map_err(LinkError::Refused)?;
-            Ok(finish(stream, rx, Some(sealer), cfg)?)
+            Ok(finish(link, rx, Some(sealer), cfg))
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Framed TCP links for hail: a multi-client [`Server`], a reconnecting [`Client`], and the
-//! [`Connection`] handle both are made of.
+//! Framed links for hail, over TCP or in memory: a multi-client [`Server`], a reconnecting
+//! [`Client`], and the [`Connection`] handle both are made of.
 //!
 //! What Python Comms' server and client and CLOVIS' server were meant to be: whole messages
 //! (any `hail-wire` payload codec: [`Binary`](hail_wire::Binary), [`Text`](hail_wire::Text),
@@ -46,6 +46,45 @@
 //! # }
 //! ```
 //!
+//! # Event streams
+//!
+//! A server's events ([`ServerEvents`]), a client's ([`ClientEvents`]) and the messages
+//! of one connection ([`Incoming`]) are one type, [`Events<T>`]: bounded in events (1024
+//! by default), `recv`, `try_recv`, `recv_many`, and a [`Stream`](futures_core::Stream).
+//! [`Events::channel`] makes one for your own events.
+//!
+//! # Transports: TCP, or in memory
+//!
+//! Links listen and dial over TCP by default. With
+//! [`LinkConfig::transport`]`(`[`Transport::memory`]`(&net))` they run over a
+//! [`memory::MemoryNetwork`] instead: listeners and connections inside the process
+//! (`tokio::io::duplex` pairs with 64 KiB buffered each way, so backpressure stays),
+//! addressed by `SocketAddr` as over IP, with refused dials and unreachable hosts. The
+//! handshake, Noise, heartbeats, limits, graceful close and reconnection are the same
+//! code over both; in memory, many servers and clients run in one test under
+//! `tokio::time::pause()`, in virtual time.
+//!
+//! ```
+//! use hail_link::memory::MemoryNetwork;
+//! use hail_link::{Connection, LinkConfig, Server, ServerConfig, Transport};
+//! use hail_wire::Binary;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), hail_link::LinkError> {
+//! tokio::time::pause();
+//! let net = MemoryNetwork::new();
+//! let link = LinkConfig::default().transport(Transport::memory(&net));
+//! let (server, _events) =
+//!     Server::bind("10.0.0.1:7000".parse().unwrap(), ServerConfig::default().link(link.clone()), Binary)
+//!         .await?;
+//! let (conn, _incoming) = Connection::connect(server.local_addr(), &link, Binary).await?;
+//! // An hour of virtual time: heartbeats keep the idle link up.
+//! tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+//! assert!(conn.close_reason().is_none());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Security
 //!
 //! Set the same key on both sides with [`LinkConfig::group_key`] (from a passphrase with
@@ -70,24 +109,34 @@ mod client;
 mod config;
 mod conn;
 mod error;
+mod events;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod handshake;
+mod id;
+pub mod memory;
 mod proto;
 mod rx;
 mod seal;
 mod server;
+mod stream;
 mod timing;
+mod transport;
 
-pub use client::{Client, ClientEvent, ClientEvents, ClientStats};
+pub use client::{Client, ClientStats};
 pub use config::{
     Backoff, ClientConfig, DEFAULT_CLOSE_LINGER, DEFAULT_DEAD_AFTER, DEFAULT_EVENT_CAPACITY,
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_CLIENTS,
     DEFAULT_MAX_PENDING, DEFAULT_OUTAGE_BYTES, DEFAULT_QUEUE_BYTES, Framing, Heartbeat, LinkConfig,
     PRE_AUTH_MAX_FRAME_LEN, ServerConfig, SlowClientPolicy,
 };
-pub use conn::{ClientId, ConnId, ConnStats, Connection, Incoming};
+pub use conn::{ConnStats, Connection};
 pub use error::{CloseReason, LinkError, ProtocolError, RefuseReason};
-pub use server::{BroadcastReport, Callbacks, Server, ServerEvent, ServerEvents, ServerStats};
+pub use events::{
+    ClientEvent, ClientEvents, EventSender, Events, Incoming, ServerEvent, ServerEvents,
+};
+pub use id::{ClientId, ConnId};
+pub use server::{BroadcastReport, Callbacks, Server, ServerStats};
+pub use transport::Transport;
 
 pub mod wire;

@@ -3,79 +3,30 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use hail_wire::{Binary, PayloadCodec};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::chan;
 use crate::config::{ServerConfig, SlowClientPolicy};
-use crate::conn::{ClientId, ConnId, Connection, Sink};
-use crate::error::RefuseReason;
+use crate::conn::Connection;
+use crate::error::{CloseReason, LinkError, RefuseReason};
+use crate::events::{Events, OnClose, ServerEvent, ServerEvents, Sink};
 use crate::handshake;
+use crate::id::{ClientId, ConnId};
 use crate::timing::AuthPenalty;
-use crate::{CloseReason, LinkError};
+use crate::transport::{Link, Listener};
 
-/// What happens on a server.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum ServerEvent<T> {
-    /// A client finished its handshake and was admitted.
-    Connected {
-        /// The client's id.
-        id: ClientId,
-        /// The client's address.
-        addr: SocketAddr,
-    },
-    /// A client sent a message.
-    Message {
-        /// The sender.
-        id: ClientId,
-        /// The decoded message.
-        msg: T,
-    },
-    /// A client's connection ended; no more events for this id follow.
-    Closed {
-        /// The client's id.
-        id: ClientId,
-        /// Why it ended.
-        reason: CloseReason,
-    },
-}
-
-/// The server's event stream; a [`Stream`](futures_core::Stream) as well.
-///
-/// Take events continuously: when the stream's buffer (default 1024 events) is full, the
-/// connections stop reading and their peers are slowed down by TCP flow control.
-#[derive(Debug)]
-pub struct ServerEvents<T> {
-    rx: chan::Receiver<ServerEvent<T>>,
-}
-
-impl<T> ServerEvents<T> {
-    /// The next event; `None` once the server is shut down and every connection reported.
-    pub async fn recv(&mut self) -> Option<ServerEvent<T>> {
-        self.rx.recv().await
-    }
-
-    /// Waits for at least one event, then moves up to `limit` available events into
-    /// `buf`; returns how many (0 once the stream has ended). Cheaper per event than
-    /// [`recv`](Self::recv) under load.
-    pub async fn recv_many(&mut self, buf: &mut Vec<ServerEvent<T>>, limit: usize) -> usize {
-        self.rx.recv_many(buf, limit).await
-    }
-
+impl<T> Events<ServerEvent<T>> {
     /// Runs callbacks for every event until the server is gone (Python Comms style:
     /// `add_onconnect_callback`, `add_onmessage_callback`, `add_onclose_callback`).
     pub async fn run_callbacks(mut self, mut callbacks: Callbacks<T>) {
-        while let Some(ev) = self.rx.recv().await {
+        while let Some(ev) = self.recv().await {
             match ev {
                 ServerEvent::Connected { id, addr } => {
                     if let Some(f) = &mut callbacks.on_connect {
@@ -97,19 +48,11 @@ impl<T> ServerEvents<T> {
     }
 }
 
-impl<T> futures_core::Stream for ServerEvents<T> {
-    type Item = ServerEvent<T>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
 type ConnectFn = Box<dyn FnMut(ClientId, SocketAddr) + Send>;
 type MessageFn<T> = Box<dyn FnMut(ClientId, T) + Send>;
 type CloseFn = Box<dyn FnMut(ClientId, CloseReason) + Send>;
 
-/// Callbacks for [`ServerEvents::run_callbacks`]; each is optional.
+/// Callbacks for [`run_callbacks`](Events::run_callbacks) on [`ServerEvents`]; each is optional.
 pub struct Callbacks<T> {
     on_connect: Option<ConnectFn>,
     on_message: Option<MessageFn<T>>,
@@ -224,7 +167,8 @@ impl<P: PayloadCodec> Inner<P> {
     }
 }
 
-/// A multi-client TCP server exchanging whole messages.
+/// A multi-client server exchanging whole messages, over TCP or in memory
+/// ([`LinkConfig::transport`](crate::LinkConfig::transport)).
 ///
 /// * Each client gets a [`ClientId`]; [`send_to`](Self::send_to),
 ///   [`broadcast`](Self::broadcast), [`clients`](Self::clients), [`disconnect`](Self::disconnect).
@@ -267,7 +211,8 @@ where
     P: PayloadCodec + Clone + Send + Sync + 'static,
     P::Item: Send + 'static,
 {
-    /// Binds `addr` (IPv4 or IPv6; port 0 picks a free port) and starts accepting.
+    /// Binds `addr` (IPv4 or IPv6; port 0 picks a free port) on the link config's
+    /// [`transport`](crate::LinkConfig::transport) and starts accepting.
     pub async fn bind(
         addr: SocketAddr,
         config: ServerConfig,
@@ -277,7 +222,7 @@ where
         if config.max_clients == 0 {
             return Err(LinkError::Config("max_clients must be positive"));
         }
-        let listener = TcpListener::bind(addr).await?;
+        let listener = config.link.transport.bind(addr).await?;
         let local = listener.local_addr()?;
         let (tx, rx) = chan::channel(config.event_capacity);
         let cap = config.link.handshake_timeout / 2;
@@ -299,12 +244,12 @@ where
                 local,
                 accept,
             },
-            ServerEvents { rx },
+            Events::new(rx),
         ))
     }
 }
 
-async fn accept_loop<P>(inner: Weak<Inner<P>>, listener: TcpListener)
+async fn accept_loop<P>(inner: Weak<Inner<P>>, mut listener: Listener)
 where
     P: PayloadCodec + Clone + Send + Sync + 'static,
     P::Item: Send + 'static,
@@ -315,8 +260,8 @@ where
             a = listener.accept() => a,
             Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
         };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
+        let link = match accepted {
+            Ok(link) => link,
             Err(e) => {
                 // Out of file descriptors and the like: wait a little rather than spin.
                 tracing::warn!(error = %e, "accept failed");
@@ -332,15 +277,15 @@ where
                 .counters
                 .refused_pending
                 .fetch_add(1, Ordering::Relaxed);
-            drop(stream);
+            drop(link);
             continue;
         }
         server.pending.fetch_add(1, Ordering::Relaxed);
-        handshakes.spawn(admit(server, stream, peer));
+        handshakes.spawn(admit(server, link));
     }
 }
 
-async fn admit<P>(server: Arc<Inner<P>>, stream: TcpStream, peer: SocketAddr)
+async fn admit<P>(server: Arc<Inner<P>>, link: Link)
 where
     P: PayloadCodec + Clone + Send + Sync + 'static,
     P::Item: Send + 'static,
@@ -352,11 +297,10 @@ where
         }
     }
     let pending = Pending(&server.pending);
-    if stream.set_nodelay(true).is_err() {
-        return;
-    }
+    let peer = link.peer;
     let cfg = &server.cfg.link;
-    let delay = lock_penalty(&server).delay(peer.ip(), Instant::now());
+    // tokio's clock, as every timer of a link: the penalty's memory follows paused time.
+    let delay = lock_penalty(&server).delay(peer.ip(), now());
     let admit_check = || {
         if server.shutting_down.load(Ordering::Relaxed) {
             return Err(RefuseReason::ShuttingDown);
@@ -371,7 +315,7 @@ where
     };
     let result = tokio::time::timeout(
         cfg.handshake_timeout,
-        handshake::respond(stream, cfg, delay, admit_check),
+        handshake::respond(link, cfg, delay, admit_check),
     )
     .await;
     // Only the handshake counts against `max_pending`.
@@ -384,7 +328,7 @@ where
                     .counters
                     .auth_failures
                     .fetch_add(1, Ordering::Relaxed);
-                lock_penalty(&server).failed(peer.ip(), Instant::now());
+                lock_penalty(&server).failed(peer.ip(), now());
             } else if !matches!(rej.error, LinkError::Refused(_)) {
                 server
                     .counters
@@ -409,15 +353,14 @@ where
     server.counters.accepted.fetch_add(1, Ordering::Relaxed);
     let id = ConnId::fresh();
     let weak = Arc::downgrade(&server);
-    let on_close: Box<dyn FnOnce() -> Box<dyn std::any::Any + Send> + Send + Sync> =
-        Box::new(move || {
-            let Some(server) = weak.upgrade() else {
-                return Box::new(()) as Box<dyn std::any::Any + Send>;
-            };
-            server.admitted.fetch_sub(1, Ordering::AcqRel);
-            let removed = server.clients().remove(&id);
-            Box::new(removed)
-        });
+    let on_close: OnClose = Box::new(move || {
+        let Some(server) = weak.upgrade() else {
+            return Box::new(()) as Box<dyn std::any::Any + Send>;
+        };
+        server.admitted.fetch_sub(1, Ordering::AcqRel);
+        let removed = server.clients().remove(&id);
+        Box::new(removed)
+    });
     let sink = Sink::Server {
         tx: server.events.clone(),
         id,
@@ -437,6 +380,10 @@ where
         conn.kill(CloseReason::Shutdown);
     }
     let _ = go.send(());
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 fn lock_penalty<P: PayloadCodec>(server: &Inner<P>) -> MutexGuard<'_, AuthPenalty> {

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use hail_link::{Client, ClientConfig, ClientEvent, LinkConfig, Server, ServerConfig, ServerEvent};
+use hail_link::{Client, ClientConfig, LinkConfig, Server, ServerConfig, ServerEvent};
 use hail_wire::{Binary, Json, Text};
 
-use crate::common::{LIMIT, client_message, lo, server_event};
+use crate::common::{LIMIT, client_connected, client_message, lo, server_event, wait_for};
 
 const CLIENTS: usize = 100;
 const MESSAGES: u32 = 1000;
@@ -105,10 +105,7 @@ async fn typed_payloads_and_ipv6() {
     let (client, mut cev) = Client::connect(server.local_addr(), ClientConfig::default(), Text)
         .await
         .unwrap();
-    assert!(matches!(
-        crate::common::client_event(&mut cev).await,
-        ClientEvent::Connected { .. }
-    ));
+    client_connected(&mut cev).await;
     client.send("grüezi".to_string()).await.unwrap();
     let id = loop {
         if let ServerEvent::Message { id, msg } = server_event(&mut events).await {
@@ -165,15 +162,7 @@ async fn python_comms_style_callbacks() {
         .unwrap();
     client.send("hi".to_string()).await.unwrap();
     client.close().await;
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while log.lock().unwrap().len() < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{:?}",
-            log.lock().unwrap()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    wait_for("three callbacks", || log.lock().unwrap().len() >= 3).await;
     let log = log.lock().unwrap().clone();
     assert!(log[0].starts_with("connect #"), "{log:?}");
     assert!(

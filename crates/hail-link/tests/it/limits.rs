@@ -1,23 +1,17 @@
-//! Client limit, dead peers, slow consumers, floods.
+//! Client limit, slow consumers, floods (dead peers: `timing.rs`).
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hail_link::{
-    Client, ClientConfig, ClientEvent, CloseReason, Heartbeat, LinkConfig, LinkError, RefuseReason,
-    Server, ServerConfig, ServerEvent,
+    Client, ClientConfig, CloseReason, LinkConfig, LinkError, RefuseReason, Server, ServerConfig,
+    ServerEvent,
 };
 use hail_wire::Binary;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::common::{LIMIT, client_message, lo, rss_bytes, server_event};
-
-/// The plaintext hello a hail client sends first (see docs/wire-format.md).
-const HELLO: &[u8] = b"\x00\x00\x00\x06\x03HAIL\x01";
-/// The server's welcome.
-const WELCOME: &[u8] = b"\x00\x00\x00\x02\x04\x01";
+use crate::common::{HELLO, LIMIT, WELCOME, client_message, lo, rss_bytes, server_event, wait_for};
 
 async fn raw_hail_client(addr: std::net::SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -79,73 +73,6 @@ async fn max_clients_refuses_the_extra_one_with_a_reason() {
     Client::connect(addr, ClientConfig::default(), Binary)
         .await
         .unwrap();
-}
-
-fn fast_heartbeat() -> LinkConfig {
-    LinkConfig::default()
-        .heartbeat(Some(Heartbeat {
-            interval: Duration::from_millis(100),
-            dead_after: Duration::from_millis(400),
-        }))
-        .handshake_timeout(Duration::from_millis(400))
-}
-
-#[tokio::test]
-async fn silent_peer_is_closed_with_timeout() {
-    let cfg = ServerConfig::default().link(fast_heartbeat());
-    let (server, mut events) = Server::bind(lo(), cfg, Binary).await.unwrap();
-    let addr = server.local_addr();
-
-    // Connects, says hello, then never reads or writes again.
-    let start = Instant::now();
-    let _silent = raw_hail_client(addr).await;
-    let ServerEvent::Connected { id, .. } = server_event(&mut events).await else {
-        panic!("connected first")
-    };
-    match server_event(&mut events).await {
-        ServerEvent::Closed { id: closed, reason } => {
-            assert_eq!(closed, id);
-            assert!(matches!(reason, CloseReason::Timeout), "{reason:?}");
-        }
-        other => panic!("unexpected {other:?}"),
-    }
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        start.elapsed()
-    );
-
-    // A peer that never even says hello is dropped at the handshake deadline.
-    let mut mute = TcpStream::connect(addr).await.unwrap();
-    let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(LIMIT, mute.read(&mut buf))
-        .await
-        .unwrap();
-    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
-    assert_eq!(server.stats().handshake_failures, 1);
-
-    // A live but idle hail client is kept alive by heartbeats.
-    let (client, mut cev) =
-        Client::connect(addr, ClientConfig::default().link(fast_heartbeat()), Binary)
-            .await
-            .unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert!(client.is_connected());
-    assert!(matches!(
-        crate::common::client_event(&mut cev).await,
-        ClientEvent::Connected { .. }
-    ));
-    assert!(cev.recv().now_or_never_is_pending());
-}
-
-trait NowOrNever {
-    fn now_or_never_is_pending(self) -> bool;
-}
-
-impl<F: std::future::Future> NowOrNever for F {
-    fn now_or_never_is_pending(self) -> bool {
-        futures_util::FutureExt::now_or_never(self).is_none()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,10 +198,22 @@ async fn flood_of_stalled_max_size_frames_stays_bounded() {
         s.write_all(&[0u8; 1024]).await.unwrap();
         flood.push(s);
     }
-    while server.clients().len() < FLOOD {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for("every flood connection admitted", || {
+        server.clients().len() == FLOOD
+    })
+    .await;
+    // Every stalled frame's kilobyte (and its header) is in the server's receive buffers.
+    let stalled = (FLOOD * (4 + 1024)) as u64;
+    wait_for("the flood's bytes read", || {
+        let ids = server.clients();
+        let read: u64 = ids
+            .iter()
+            .filter_map(|(id, _)| server.connection(*id))
+            .map(|c| c.stats().bytes_received)
+            .sum();
+        read >= stalled
+    })
+    .await;
 
     // A normal client still gets a quick answer.
     let (client, mut cev) = Client::connect(addr, ClientConfig::default().link(link), Binary)
@@ -288,15 +227,11 @@ async fn flood_of_stalled_max_size_frames_stays_bounded() {
             }
         }
     });
-    let t = Instant::now();
+    // Answered among the flood, not stuck behind it (how fast is the benchmarks' job).
     client.send(Bytes::from_static(b"ping")).await.unwrap();
-    let (id, msg) = echo.await.unwrap();
+    let (id, msg) = tokio::time::timeout(LIMIT, echo).await.unwrap().unwrap();
     server.send_to(id, msg).await.unwrap();
     assert_eq!(&client_message(&mut cev).await[..], b"ping");
-    let rtt = t.elapsed();
-    // Unloaded this is well under a millisecond; the bound only has to tell "answered
-    // among the flood" from "stuck behind it", and must hold on a loaded CI machine.
-    assert!(rtt < Duration::from_secs(1), "round trip {rtt:?}");
 
     let stats = server.stats();
     assert_eq!(stats.clients, FLOOD + 1);

@@ -1,35 +1,47 @@
-//! The reconnecting client across a server restart: nothing vanishes.
+//! The reconnecting client across a server restart: nothing vanishes. Once over TCP (the
+//! same port bound again), once over the in-memory network in virtual time, where the
+//! backoff is checked too.
 
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
+use hail_link::memory::MemoryNetwork;
 use hail_link::{
-    Backoff, Client, ClientConfig, ClientEvent, LinkError, Server, ServerConfig, ServerEvent,
+    Backoff, Client, ClientConfig, ClientEvent, LinkConfig, LinkError, Server, ServerConfig,
+    ServerEvent, Transport,
 };
 use hail_wire::Binary;
+use tokio::time::{Instant, timeout};
 
-use crate::common::{client_event, lo, server_event};
+use crate::common::{client_connected, client_event, lo, server_event};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outage_messages_are_delivered_after_reconnect_or_fail() {
+const BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(20),
+    max: Duration::from_millis(200),
+};
+
+/// Sends through an outage of the server at `addr` and back: every message `send`
+/// accepted arrives, in order. With `virtual_time`, also checks the attempts made while
+/// the server is away and how soon the client is back.
+async fn outage_messages_are_delivered_after_reconnect_or_fail(
+    link: LinkConfig,
+    addr: SocketAddr,
+    virtual_time: bool,
+) {
     const OUTAGE_SENDS: u32 = 100;
-    let (server, mut events) = Server::bind(lo(), ServerConfig::default(), Binary)
+    let server_cfg = ServerConfig::default().link(link.clone());
+    let (server, mut events) = Server::bind(addr, server_cfg.clone(), Binary)
         .await
         .unwrap();
     let addr = server.local_addr();
-    let backoff = Backoff {
-        initial: Duration::from_millis(20),
-        max: Duration::from_millis(200),
-    };
     // Room for about 40 of the 100 outage messages (each 4 + 1 + 12 bytes on the wire).
     let cfg = ClientConfig::default()
-        .reconnect(Some(backoff))
+        .link(link)
+        .reconnect(Some(BACKOFF))
         .outage_bytes(40 * 17);
     let (client, mut cev) = Client::connect(addr, cfg, Binary).await.unwrap();
-    assert!(matches!(
-        client_event(&mut cev).await,
-        ClientEvent::Connected { .. }
-    ));
+    client_connected(&mut cev).await;
     client.send(Bytes::from_static(b"before")).await.unwrap();
     loop {
         if let ServerEvent::Message { msg, .. } = server_event(&mut events).await {
@@ -61,21 +73,29 @@ async fn outage_messages_are_delivered_after_reconnect_or_fail() {
         "{} accepted, {failed} failed",
         accepted.len()
     );
+    if virtual_time {
+        // Ten seconds without a server: every attempt is refused at once and none is
+        // reported. The delays grow 20, 40, 80, 160, then 200 ms, each drawn from the
+        // upper half of its step: between 52 and 102 attempts fit in 10 s.
+        assert!(timeout(Duration::from_secs(10), cev.recv()).await.is_err());
+        let attempts = client.stats().failed_attempts;
+        assert!((51..=103).contains(&attempts), "{attempts} attempts");
+    }
 
-    // The server comes back on the same port; the client is back within the backoff bound.
+    // The server comes back on the same address; the client is back within one delay.
     let restarted = Instant::now();
-    let (server, mut events) = Server::bind(addr, ServerConfig::default(), Binary)
-        .await
-        .unwrap();
+    let (server, mut events) = Server::bind(addr, server_cfg, Binary).await.unwrap();
     match client_event(&mut cev).await {
         ClientEvent::Connected { addr: a } => assert_eq!(a, addr),
         other => panic!("{other:?}"),
     }
-    assert!(
-        restarted.elapsed() < Duration::from_secs(2),
-        "reconnected after {:?}",
-        restarted.elapsed()
-    );
+    if virtual_time {
+        assert!(
+            restarted.elapsed() <= BACKOFF.max,
+            "{:?}",
+            restarted.elapsed()
+        );
+    }
     // Every accepted outage message arrives, in order; nothing else.
     for want in &accepted {
         loop {
@@ -103,6 +123,19 @@ async fn outage_messages_are_delivered_after_reconnect_or_fail() {
     drop(server);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_over_tcp_and_the_same_port_again() {
+    outage_messages_are_delivered_after_reconnect_or_fail(LinkConfig::default(), lo(), false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn outage_in_memory_with_the_backoff_in_virtual_time() {
+    let net = MemoryNetwork::new();
+    let link = LinkConfig::default().transport(Transport::memory(&net));
+    let addr = "10.0.0.1:7000".parse().unwrap();
+    outage_messages_are_delivered_after_reconnect_or_fail(link, addr, true).await;
+}
+
 #[tokio::test]
 async fn without_reconnect_sends_fail_after_a_loss() {
     let (server, _events) = Server::bind(lo(), ServerConfig::default(), Binary)
@@ -112,10 +145,7 @@ async fn without_reconnect_sends_fail_after_a_loss() {
     let (client, mut cev) = Client::connect(server.local_addr(), cfg, Binary)
         .await
         .unwrap();
-    assert!(matches!(
-        client_event(&mut cev).await,
-        ClientEvent::Connected { .. }
-    ));
+    client_connected(&mut cev).await;
     drop(server);
     assert!(matches!(
         client_event(&mut cev).await,

@@ -1,22 +1,31 @@
-//! Graceful shutdown delivers in-flight messages both ways.
+//! Graceful shutdown delivers in-flight messages both ways, and ends at its deadline.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use hail_link::memory::MemoryNetwork;
 use hail_link::{
-    Client, ClientConfig, ClientEvent, CloseReason, Server, ServerConfig, ServerEvent,
+    Client, ClientConfig, ClientEvent, CloseReason, LinkConfig, Server, ServerConfig, ServerEvent,
+    Transport,
 };
 use hail_wire::Binary;
+use tokio::time::Instant;
 
-use crate::common::{LIMIT, client_event, lo, server_event};
+use crate::common::{LIMIT, client_event, lo, server_event, wait_for, within};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_delivers_in_flight_messages_before_closing() {
+fn memory() -> (LinkConfig, SocketAddr) {
+    let net = MemoryNetwork::new();
+    let link = LinkConfig::default().transport(Transport::memory(&net));
+    (link, "10.0.0.1:7000".parse().unwrap())
+}
+
+async fn shutdown_delivers_in_flight_messages_before_closing(link: LinkConfig, at: SocketAddr) {
     const N: u32 = 2000;
-    let (server, mut events) = Server::bind(lo(), ServerConfig::default(), Binary)
+    let (server, mut events) = Server::bind(at, ServerConfig::default().link(link.clone()), Binary)
         .await
         .unwrap();
-    let cfg = ClientConfig::default().reconnect(None);
+    let cfg = ClientConfig::default().link(link).reconnect(None);
     let (client, mut cev) = Client::connect(server.local_addr(), cfg, Binary)
         .await
         .unwrap();
@@ -82,11 +91,23 @@ async fn shutdown_delivers_in_flight_messages_before_closing() {
     );
 }
 
-#[tokio::test]
-async fn shutdown_ends_even_when_nobody_takes_events() {
-    let cfg = ServerConfig::default().event_capacity(4);
-    let (server, events) = Server::bind(lo(), cfg, Binary).await.unwrap();
-    let ccfg = ClientConfig::default().reconnect(None);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_messages_survive_shutdown_over_tcp() {
+    shutdown_delivers_in_flight_messages_before_closing(LinkConfig::default(), lo()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_flight_messages_survive_shutdown_in_memory() {
+    let (link, at) = memory();
+    shutdown_delivers_in_flight_messages_before_closing(link, at).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_at_its_deadline_when_nobody_takes_events() {
+    let (link, at) = memory();
+    let cfg = ServerConfig::default().link(link.clone()).event_capacity(4);
+    let (server, events) = Server::bind(at, cfg, Binary).await.unwrap();
+    let ccfg = ClientConfig::default().link(link).reconnect(None);
     let (client, _cev) = Client::connect(server.local_addr(), ccfg, Binary)
         .await
         .unwrap();
@@ -96,10 +117,16 @@ async fn shutdown_ends_even_when_nobody_takes_events() {
             .await
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The reader has decoded more than the stream holds: it waits for room that never
+    // comes.
+    wait_for("one client", || server.clients().len() == 1).await;
+    let (id, _) = server.clients()[0];
+    let conn = server.connection(id).unwrap();
+    wait_for("a full event stream", || conn.stats().messages_received > 4).await;
     // The event stream is full and never read: the deadline still ends the shutdown.
-    tokio::time::timeout(LIMIT, server.shutdown(Duration::from_millis(200)))
-        .await
-        .expect("shutdown within its deadline");
+    let deadline = Duration::from_millis(200);
+    let t = Instant::now();
+    server.shutdown(deadline).await;
+    assert!(within(t.elapsed(), deadline), "{:?}", t.elapsed());
     drop(events);
 }

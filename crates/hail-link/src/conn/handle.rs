@@ -1,0 +1,316 @@
+//! The public [`Connection`] handle: connect, send, close, watch.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::BytesMut;
+use hail_wire::{Binary, FrameCodec, PayloadCodec, WireError};
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::task::AbortHandle;
+
+use super::{ConnStats, Counters, Outbox, Phase, Push, Shared, encode_message, reader, writer};
+use crate::chan;
+use crate::config::{Framing, LinkConfig};
+use crate::error::{CloseReason, LinkError};
+use crate::events::{Events, Incoming, Sink};
+use crate::handshake::{self, Established};
+use crate::id::ConnId;
+
+struct Tasks {
+    reader: AbortHandle,
+    writer: AbortHandle,
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+/// A handle to one established link, the same for an accepted and a dialed connection.
+///
+/// Cheap to clone; all clones drive the same connection. Messages are encoded with the
+/// payload codec `P` (default [`Binary`]: `Bytes` in, `Bytes` out) and queued in a bounded
+/// send queue ([`LinkConfig::queue_bytes`], default 512 KiB) that one writer task drains,
+/// coalescing everything queued into few system calls. One reader task decodes incoming
+/// frames and hands them to the connection's receiver ([`Incoming`], or the server's or
+/// client's event stream).
+///
+/// * [`send`](Self::send) waits for room; [`try_send`](Self::try_send) fails with
+///   [`LinkError::Full`]. A message for which either returned `Ok` is in the queue and
+///   will be written unless the connection dies first; then the connection's close
+///   reason ([`closed`](Self::closed)) tells why.
+/// * [`close`](Self::close) is graceful: queued messages go out, then a close frame,
+///   then the stream ends. Dropping the last handle closes at once without flushing.
+pub struct Connection<P: PayloadCodec = Binary> {
+    shared: Arc<Shared>,
+    payload: P,
+    _tasks: Arc<Tasks>,
+}
+
+impl<P: PayloadCodec + Clone> Clone for Connection<P> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            payload: self.payload.clone(),
+            _tasks: Arc::clone(&self._tasks),
+        }
+    }
+}
+
+impl<P: PayloadCodec> fmt::Debug for Connection<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+impl<P> Connection<P>
+where
+    P: PayloadCodec + Clone + Send + Sync + 'static,
+    P::Item: Send + 'static,
+{
+    /// Connects to `addr`, runs the handshake and returns the connection and its messages.
+    ///
+    /// No reconnection: use [`Client`](crate::Client) for that. Fails with
+    /// [`LinkError::AuthFailed`] on a passphrase mismatch, [`LinkError::Refused`] when the
+    /// server refuses, [`LinkError::HandshakeTimeout`] after the handshake deadline.
+    pub async fn connect(
+        addr: SocketAddr,
+        config: &LinkConfig,
+        payload: P,
+    ) -> Result<(Self, Incoming<P::Item>), LinkError> {
+        config.validate()?;
+        let est = handshake::dial(addr, config, config.handshake_timeout).await?;
+        let (tx, rx) = chan::channel(config.incoming_capacity);
+        let conn = Self::start(est, config, payload, Sink::Own(tx), None, None);
+        Ok((conn, Events::new(rx)))
+    }
+
+    pub(crate) fn start(
+        est: Established,
+        cfg: &LinkConfig,
+        payload: P,
+        sink: Sink<P::Item>,
+        seed: Option<(BytesMut, u64)>,
+        gate: Option<oneshot::Receiver<()>>,
+    ) -> Self {
+        let Established {
+            rd,
+            wr,
+            rx,
+            sealer,
+            peer,
+            local,
+        } = est;
+        let id = match &sink {
+            Sink::Server { id, .. } => *id,
+            _ => ConnId::fresh(),
+        };
+        let mut outbox = Outbox::default();
+        if let Some((buf, frames)) = seed {
+            outbox.buf = buf;
+            outbox.frames = frames;
+        }
+        let shared = Arc::new(Shared {
+            id,
+            peer,
+            local,
+            secure: sealer.is_some(),
+            frames: FrameCodec::builder()
+                .byte_order(cfg.byte_order)
+                .max_frame_len(cfg.max_frame_len)
+                .build(),
+            hail: cfg.framing == Framing::Hail,
+            limit: cfg.queue_bytes,
+            out: Mutex::new(outbox),
+            wake: Notify::new(),
+            space: Notify::new(),
+            phase: watch::Sender::new(Phase::Open),
+            reason: OnceLock::new(),
+            done: watch::Sender::new(false),
+            flushed: watch::Sender::new(false),
+            stats: Counters::default(),
+        });
+        let hb = cfg.heartbeat_active();
+        let reader = tokio::spawn(reader::run(
+            Arc::clone(&shared),
+            rd,
+            rx,
+            payload.clone(),
+            sink,
+            (hb, cfg.close_linger),
+            gate,
+        ));
+        let writer = tokio::spawn(writer::run(
+            Arc::clone(&shared),
+            wr,
+            sealer,
+            hb,
+            cfg.byte_order,
+        ));
+        Self {
+            shared,
+            payload,
+            _tasks: Arc::new(Tasks {
+                reader: reader.abort_handle(),
+                writer: writer.abort_handle(),
+            }),
+        }
+    }
+}
+
+impl<P: PayloadCodec> Connection<P> {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// This connection's id (unique in the process; the server's [`ClientId`](crate::ClientId)).
+    pub fn id(&self) -> ConnId {
+        self.shared.id
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.shared.peer
+    }
+
+    /// Our local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// True when the link is encrypted and authenticated (Noise).
+    pub fn is_secure(&self) -> bool {
+        self.shared.secure
+    }
+
+    fn encode_frame(&self, msg: &P::Item, dst: &mut BytesMut) -> Result<(), WireError> {
+        encode_message(
+            &self.shared.frames,
+            self.shared.hail,
+            &self.payload,
+            msg,
+            dst,
+        )
+    }
+
+    /// Encodes one message as a whole frame (for sending the same bytes to many links).
+    pub(crate) fn encode_to(&self, msg: &P::Item, dst: &mut BytesMut) -> Result<(), LinkError> {
+        self.encode_frame(msg, dst).map_err(LinkError::Encode)
+    }
+
+    /// Queues `msg`, waiting while the send queue is full.
+    ///
+    /// Errors: [`LinkError::Closed`] (with the reason) when the connection is closing or
+    /// closed, [`LinkError::Encode`] when the message cannot be encoded or is longer than
+    /// the frame limit. Cancel-safe: if the future is dropped, the message was either
+    /// queued whole or not at all.
+    pub async fn send(&self, msg: impl Borrow<P::Item>) -> Result<(), LinkError> {
+        let msg = msg.borrow();
+        // Fast path: room in the queue, no waiter registration.
+        match self.shared.push(|dst| self.encode_frame(msg, dst)) {
+            Ok(()) => return Ok(()),
+            Err(Push::Full) => {}
+            Err(Push::Closed) => return Err(self.shared.closed_error()),
+            Err(Push::Encode(e)) => return Err(LinkError::Encode(e)),
+        }
+        loop {
+            let notified = self.shared.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.shared.push(|dst| self.encode_frame(msg, dst)) {
+                Ok(()) => return Ok(()),
+                Err(Push::Full) => notified.await,
+                Err(Push::Closed) => return Err(self.shared.closed_error()),
+                Err(Push::Encode(e)) => return Err(LinkError::Encode(e)),
+            }
+        }
+    }
+
+    /// Queues `msg` if the send queue has room, or fails with [`LinkError::Full`].
+    pub fn try_send(&self, msg: impl Borrow<P::Item>) -> Result<(), LinkError> {
+        match self.shared.push(|dst| self.encode_frame(msg.borrow(), dst)) {
+            Ok(()) => Ok(()),
+            Err(Push::Full) => Err(LinkError::Full),
+            Err(Push::Closed) => Err(self.shared.closed_error()),
+            Err(Push::Encode(e)) => Err(LinkError::Encode(e)),
+        }
+    }
+
+    /// Queues an already encoded frame if there is room (broadcast).
+    pub(crate) fn try_send_frame(&self, frame: &[u8]) -> Result<(), LinkError> {
+        match self.shared.push(|dst| {
+            dst.extend_from_slice(frame);
+            Ok(())
+        }) {
+            Ok(()) => Ok(()),
+            Err(Push::Full) => Err(LinkError::Full),
+            Err(Push::Closed) => Err(self.shared.closed_error()),
+            Err(Push::Encode(e)) => Err(LinkError::Encode(e)),
+        }
+    }
+
+    /// Closes gracefully: no new messages are accepted, queued ones are written, then the
+    /// peer is told (a close frame) and the stream ends. Returns at once; await
+    /// [`closed`](Self::closed) to wait for the end (bounded by
+    /// [`LinkConfig::close_linger`], default 2 s, after the last write).
+    pub fn close(&self) {
+        self.shared.begin_close(CloseReason::Closed);
+    }
+
+    pub(crate) fn close_with(&self, reason: CloseReason) {
+        self.shared.begin_close(reason);
+    }
+
+    /// Closes at once, dropping queued messages.
+    pub(crate) fn kill(&self, reason: CloseReason) {
+        self.shared.kill(reason);
+    }
+
+    /// True once the connection stopped accepting messages (closing or closed).
+    pub fn is_closed(&self) -> bool {
+        let out = self.shared.out();
+        out.closing || out.dead
+    }
+
+    /// The close reason, once the connection has ended.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        if *self.shared.done.borrow() {
+            Some(self.shared.final_reason())
+        } else {
+            None
+        }
+    }
+
+    /// Waits until the connection has ended and returns why. Every message received
+    /// before the end has been handed to the receiver by then.
+    pub async fn closed(&self) -> CloseReason {
+        let mut rx = self.shared.done.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
+        self.shared.final_reason()
+    }
+
+    /// Bytes waiting in the send queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.out().buf.len()
+    }
+
+    /// This connection's counters.
+    pub fn stats(&self) -> ConnStats {
+        let c = &self.shared.stats;
+        ConnStats {
+            frames_written: c.frames_written.load(Ordering::Relaxed),
+            bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            messages_received: c.messages_received.load(Ordering::Relaxed),
+            bytes_received: c.bytes_received.load(Ordering::Relaxed),
+            undecodable: c.undecodable.load(Ordering::Relaxed),
+            undelivered: c.undelivered.load(Ordering::Relaxed),
+            queued_bytes: self.queued_bytes(),
+            rx_buffered_bytes: c.rx_buffered.load(Ordering::Relaxed),
+        }
+    }
+}

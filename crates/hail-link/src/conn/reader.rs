@@ -1,0 +1,211 @@
+//! The reader task: bytes from the socket, frames out of them, messages to the sink.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use hail_wire::PayloadCodec;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{Phase, Shared, min_deadline, sleep_until_opt, wait_kill};
+use crate::config::Heartbeat;
+use crate::error::{CloseReason, ProtocolError};
+use crate::events::Sink;
+use crate::proto::{self, Control};
+use crate::rx::{Next, Rx, Small};
+use crate::stream::ReadHalf;
+use crate::timing::Liveness;
+
+/// Messages up to this size are copied out of the read buffer: 512 bytes. They are copied
+/// into one shared allocation per delivered batch (at most 16 KiB), so the receiving task
+/// never touches the read buffer's reference count (a contended cache line) and a burst of
+/// small messages costs one allocation rather than one each. A larger message is handed
+/// out as a slice of the read buffer, without a copy.
+const SMALL_COPY: usize = 512;
+
+/// Most messages handed to the receiver in one go: 256.
+const MAX_BATCH: usize = 256;
+
+pub(super) async fn run<P: PayloadCodec>(
+    shared: Arc<Shared>,
+    mut rd: ReadHalf,
+    mut rx: Rx,
+    payload: P,
+    sink: Sink<P::Item>,
+    (hb, linger): (Option<Heartbeat>, Duration),
+    gate: Option<oneshot::Receiver<()>>,
+) {
+    // The owner announces the connection (e.g. the server's `Connected` event) first.
+    if let Some(gate) = gate {
+        let _ = gate.await;
+    }
+    let mut phase = shared.phase.subscribe();
+    let mut live = hb.map(|h| Liveness::new(h, Instant::now().into_std()));
+    let mut linger_at: Option<Instant> = None;
+    let stats = &shared.stats;
+    let mut batch: Vec<P::Item> = Vec::new();
+    // Small messages are copied into one slab per batch (see `SMALL_COPY`).
+    let mut slab = BytesMut::new();
+    let reason = 'run: loop {
+        // Decode everything that is whole (up to a batch), then hand it over in one go:
+        // one wake-up of the receiver per batch rather than per message.
+        let mut failed = None;
+        while batch.len() < MAX_BATCH {
+            let small = Small {
+                slab: &mut slab,
+                max: SMALL_COPY,
+                hail: shared.hail,
+            };
+            let body = match rx.next(Some(small)) {
+                Ok(Some(Next::Small(body))) => body,
+                Ok(Some(Next::Frame(frame))) if shared.hail => match proto::parse(frame) {
+                    Ok(Control::Message(body)) => body,
+                    Ok(Control::Heartbeat) => continue,
+                    Ok(Control::Close(code)) => {
+                        shared.begin_close(code.received_reason());
+                        continue;
+                    }
+                    Ok(Control::Hello { .. } | Control::Welcome { .. }) => {
+                        failed = Some(CloseReason::Protocol(ProtocolError::Unexpected(
+                            "handshake",
+                        )));
+                        break;
+                    }
+                    Err(e) => {
+                        failed = Some(CloseReason::Protocol(e));
+                        break;
+                    }
+                },
+                Ok(Some(Next::Frame(frame))) => frame,
+                Ok(None) => break,
+                Err(r) => {
+                    failed = Some(r);
+                    break;
+                }
+            };
+            match payload.decode_payload(body) {
+                Ok(msg) => batch.push(msg),
+                Err(e) if e.is_payload_error() => {
+                    stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(conn = %shared.id, error = %e, "undecodable message dropped");
+                }
+                Err(e) => {
+                    failed = Some(CloseReason::wire(e));
+                    break;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            stats
+                .messages_received
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            // A receiver that takes nothing must not keep a killed connection alive.
+            let lost = tokio::select! {
+                biased;
+                lost = sink.deliver_all(&mut batch) => lost,
+                () = wait_kill(&mut phase) => break 'run CloseReason::Closed,
+            };
+            // The next batch copies into a slab of its own: the receiver releasing this
+            // batch's messages never shares a reference count with the reader.
+            slab = BytesMut::new();
+            if lost > 0 {
+                stats.undelivered.fetch_add(lost, Ordering::Relaxed);
+            }
+            if let Some(l) = &mut live {
+                // Time spent handing messages to a slow receiver is not the peer's silence.
+                l.on_receive(Instant::now().into_std());
+            }
+            if failed.is_none() {
+                continue;
+            }
+        }
+        if let Some(r) = failed {
+            break 'run r;
+        }
+        // Try the socket first; only a link with nothing to read waits, and it waits
+        // without a read buffer (an idle link holds no receive memory).
+        // A peer that never pauses must not hide a close or a kill from us.
+        match *phase.borrow_and_update() {
+            Phase::Open => {}
+            Phase::Closing => {
+                linger_at.get_or_insert(Instant::now() + linger);
+            }
+            Phase::Kill => break CloseReason::Closed,
+        }
+        if linger_at.is_some_and(|at| Instant::now() >= at) {
+            break CloseReason::Closed;
+        }
+        rx.reserve_for_read();
+        match rd.try_read_buf(&mut rx.raw) {
+            Ok(0) => {
+                // The peer finished its side. While we close gracefully (its close frame
+                // or ours), our writer may still be writing what `send` accepted: the
+                // peer keeps reading until our FIN, so let the writer finish first.
+                if let Some(at) = linger_at {
+                    let mut flushed = shared.flushed.subscribe();
+                    tokio::select! {
+                        biased;
+                        _ = flushed.wait_for(|f| *f) => {}
+                        () = wait_kill(&mut phase) => {}
+                        () = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                break CloseReason::PeerClosed;
+            }
+            Ok(n) => {
+                rx.after_read(n);
+                stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+                if let Some(l) = &mut live {
+                    l.on_receive(Instant::now().into_std());
+                }
+                // Reads that never block would never yield: give the scheduler its turn.
+                tokio::task::consume_budget().await;
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => break CloseReason::io(e),
+        }
+        rx.shrink_if_idle();
+        stats.rx_buffered.store(rx.buffered(), Ordering::Relaxed);
+        let dead_at = live.as_ref().map(|l| Instant::from_std(l.dead_at()));
+        let deadline = min_deadline(if linger_at.is_some() { None } else { dead_at }, linger_at);
+        tokio::select! {
+            biased;
+            r = rd.readable() => {
+                if let Err(e) = r {
+                    break CloseReason::io(e);
+                }
+            }
+            changed = phase.changed() => {
+                if changed.is_err() {
+                    break CloseReason::Closed;
+                }
+                match *phase.borrow_and_update() {
+                    Phase::Open => {}
+                    Phase::Closing => {
+                        linger_at.get_or_insert(Instant::now() + linger);
+                    }
+                    Phase::Kill => break CloseReason::Closed,
+                }
+            }
+            () = sleep_until_opt(deadline) => {
+                let now = Instant::now();
+                if linger_at.is_some_and(|at| now >= at) {
+                    break CloseReason::Closed;
+                }
+                if live.as_ref().is_some_and(|l| l.is_dead(now.into_std())) {
+                    break CloseReason::Timeout;
+                }
+            }
+        }
+    };
+    if matches!(reason, CloseReason::Timeout | CloseReason::Protocol(_)) {
+        tracing::debug!(conn = %shared.id, %reason, "closing");
+    }
+    shared.finish(reason);
+    stats.rx_buffered.store(0, Ordering::Relaxed);
+    drop(rd);
+    sink.closed(shared.final_reason()).await;
+}

@@ -1,0 +1,120 @@
+//! The writer task: drains the send queue in batches, seals, writes, sends heartbeats
+//! and, on a graceful close, the close frame and end of stream.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+use hail_wire::ByteOrder;
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+use super::{Phase, Shared, sleep_until_opt, wait_kill};
+use crate::config::Heartbeat;
+use crate::error::CloseReason;
+use crate::proto::{self, CloseCode};
+use crate::seal::Sealer;
+use crate::stream::WriteHalf;
+use crate::timing::Liveness;
+
+/// Keeps at most this much spare capacity in the writer's buffers while idle: 64 KiB.
+const IDLE_KEEP: usize = 64 * 1024;
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    mut wr: WriteHalf,
+    mut sealer: Option<Sealer>,
+    hb: Option<Heartbeat>,
+    order: ByteOrder,
+) {
+    let big = order == ByteOrder::BigEndian;
+    let mut phase = shared.phase.subscribe();
+    let mut batch = BytesMut::new();
+    let mut sealed = BytesMut::new();
+    let mut live = hb.map(|h| Liveness::new(h, Instant::now().into_std()));
+    let stats = &shared.stats;
+    loop {
+        let (frames, closing) = {
+            let mut out = shared.out();
+            if out.dead {
+                return;
+            }
+            std::mem::swap(&mut out.buf, &mut batch);
+            (std::mem::take(&mut out.frames), out.closing)
+        };
+        let mut frames = frames;
+        let mut last = false;
+        if batch.is_empty() {
+            if closing {
+                if shared.hail {
+                    let code = CloseCode::for_reason(&shared.final_reason());
+                    proto::put_control(&mut batch, big, proto::KIND_CLOSE, &[code.to_u8()]);
+                    frames = 1;
+                }
+                last = true;
+            } else {
+                if batch.capacity() > IDLE_KEEP {
+                    batch = BytesMut::new();
+                }
+                if sealed.capacity() > IDLE_KEEP {
+                    sealed = BytesMut::new();
+                }
+                let ping_at = live.as_ref().map(|l| Instant::from_std(l.ping_at()));
+                tokio::select! {
+                    biased;
+                    changed = phase.changed() => {
+                        if changed.is_err() || *phase.borrow_and_update() == Phase::Kill {
+                            return;
+                        }
+                        continue;
+                    }
+                    () = shared.wake.notified() => {
+                        // Let the senders that woke us queue a little more first: one
+                        // yield turns a write per message into a write per burst.
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    () = sleep_until_opt(ping_at) => {
+                        if !live.as_ref().is_some_and(|l| l.ping_due(Instant::now().into_std())) {
+                            continue;
+                        }
+                        proto::put_control(&mut batch, big, proto::KIND_HEARTBEAT, &[]);
+                        frames = 1;
+                    }
+                }
+            }
+        } else {
+            shared.space.notify_waiters();
+        }
+        let bytes: &[u8] = match &mut sealer {
+            Some(s) => {
+                s.seal_over(&batch, &mut sealed);
+                &sealed
+            }
+            None => &batch,
+        };
+        let n = bytes.len();
+        let res = tokio::select! {
+            biased;
+            r = wr.write_all(bytes) => r,
+            () = wait_kill(&mut phase) => return,
+        };
+        if let Err(e) = res {
+            shared.kill(CloseReason::io(e));
+            return;
+        }
+        stats.frames_written.fetch_add(frames, Ordering::Relaxed);
+        stats.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(l) = &mut live {
+            l.on_send(Instant::now().into_std());
+        }
+        batch.clear();
+        if last {
+            let _ = wr.shutdown().await;
+            shared.flushed.send_replace(true);
+            // Keep the write half (and so the socket) open until the reader is done.
+            let _ = wait_kill(&mut phase).await;
+            return;
+        }
+    }
+}
