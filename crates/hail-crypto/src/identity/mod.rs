@@ -226,11 +226,13 @@ impl PublicKey {
     /// canonical encoding, or a small-order point.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, CryptoError> {
         let invalid = |reason| CryptoError::InvalidPublicKey { reason };
-        let key =
-            VerifyingKey::from_bytes(bytes).map_err(|_| invalid(InvalidKeyReason::NotOnCurve))?;
-        if key.to_edwards().compress().as_bytes() != bytes {
+        if !canonical_y(bytes) {
             return Err(invalid(InvalidKeyReason::NonCanonical));
         }
+        let key =
+            VerifyingKey::from_bytes(bytes).map_err(|_| invalid(InvalidKeyReason::NotOnCurve))?;
+        // The other non-canonical encodings (x = 0 with the sign bit set) are of the two
+        // points with x = 0, y = ±1, which have small order.
         if key.is_weak() {
             return Err(invalid(InvalidKeyReason::SmallOrder));
         }
@@ -382,6 +384,13 @@ impl fmt::Debug for Signature {
         write_hex(f, &self.0)?;
         f.write_str(")")
     }
+}
+
+/// Whether the y coordinate (the 255 low bits, little-endian) is below p = 2^255 - 19, i.e.
+/// not one of the 19 values that decompression would silently reduce.
+fn canonical_y(bytes: &[u8; 32]) -> bool {
+    let top_ones = bytes[31] & 0x7f == 0x7f && bytes[1..31].iter().all(|&b| b == 0xff);
+    !(top_ones && bytes[0] >= 0xed)
 }
 
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {

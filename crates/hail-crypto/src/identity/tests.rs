@@ -165,10 +165,24 @@ fn public_keys_that_are_not_full_order_canonical_points_are_refused() {
     p_plus_1[0] = 0xee;
     p_plus_1[31] = 0x7f;
     assert_eq!(reason(&p_plus_1), Some(InvalidKeyReason::NonCanonical));
-    // The neutral element with the sign bit set (x = 0 is "positive" only).
+    // Every y from p to 2^255 - 1, with either sign bit.
+    for low in 0xed..=0xff {
+        for sign in [0, 0x80] {
+            let mut y = [0xff; 32];
+            y[0] = low;
+            y[31] = 0x7f | sign;
+            assert_eq!(reason(&y), Some(InvalidKeyReason::NonCanonical), "{y:?}");
+        }
+    }
+    // p - 1 (= -1, of order 2) is canonical, and refused for its order.
+    let mut p_minus_1 = [0xff; 32];
+    p_minus_1[0] = 0xec;
+    p_minus_1[31] = 0x7f;
+    assert_eq!(reason(&p_minus_1), Some(InvalidKeyReason::SmallOrder));
+    // The neutral element with the sign bit set (x = 0 has no negative): small order.
     let mut neg_zero = neutral;
     neg_zero[31] |= 0x80;
-    assert_eq!(reason(&neg_zero), Some(InvalidKeyReason::NonCanonical));
+    assert_eq!(reason(&neg_zero), Some(InvalidKeyReason::SmallOrder));
     // About half of all y values are not on the curve; the first few small ones include some.
     let off_curve = (2u8..=40)
         .filter(|y| {
@@ -263,6 +277,9 @@ proptest! {
     fn from_bytes_never_panics_and_accepts_only_round_tripping_keys(bytes in any::<[u8; 32]>()) {
         if let Ok(k) = PublicKey::from_bytes(&bytes) {
             prop_assert_eq!(k.to_bytes(), bytes);
+            // Canonical: re-encoding the decoded point gives the same bytes.
+            let vk = VerifyingKey::from_bytes(&bytes).unwrap();
+            prop_assert_eq!(vk.to_edwards().compress().to_bytes(), bytes);
             prop_assert_eq!(k.to_string().parse::<PublicKey>().unwrap(), k);
         }
     }
