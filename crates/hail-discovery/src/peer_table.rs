@@ -9,10 +9,10 @@ use rand::{Rng, SeedableRng};
 use tracing::{debug, trace, warn};
 
 use crate::advert::{
-    Advert, Announce, Hello, LinkMessage, MAX_ADDRESSES, MAX_PEER_RECORDS, PeerRecord,
+    Advert, AdvertError, Announce, Hello, LinkMessage, MAX_ADDRESSES, MAX_PEER_RECORDS, PeerRecord,
 };
 use crate::config::{LocalDevice, MAX_PEER_LEASE, MIN_PEER_LEASE, PeerTableConfig};
-use crate::error::{AdvertError, ConfigError, ResolveError};
+use crate::error::{ConfigError, ResolveError};
 use crate::id::{ConnId, DeviceId, DialId};
 
 /// Shortest time between two announces sent to answer newcomers (peers heard without a
