@@ -18,8 +18,8 @@ const NEWCOMER_ANSWER_GAP: Duration = Duration::from_millis(500);
 
 impl PeerTable {
     /// Decodes and handles one datagram from the discovery group. A datagram that does not
-    /// decode is counted in [`Stats::adverts_dropped`](crate::Stats::adverts_dropped) and its error returned for logging;
-    /// the table is unaffected.
+    /// decode is counted in [`Stats::adverts_dropped`](crate::Stats::adverts_dropped) and
+    /// its error returned for logging; the table is unaffected.
     pub fn handle_datagram(
         &mut self,
         bytes: &[u8],

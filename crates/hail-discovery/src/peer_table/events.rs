@@ -91,8 +91,9 @@ pub enum Event {
     /// name then id. Follows the joins and leaves of the same input.
     PeersChanged(Vec<PeerInfo>),
     /// Two or more live devices share a name (the local device may be one of them);
-    /// addressing that name fails with [`ResolveError::AmbiguousName`](crate::ResolveError::AmbiguousName) until one is gone.
-    /// Reported again whenever the set of ids changes while still two or more.
+    /// addressing that name fails with
+    /// [`ResolveError::AmbiguousName`](crate::ResolveError::AmbiguousName) until one is
+    /// gone. Reported again whenever the set of ids changes while still two or more.
     DuplicateName {
         /// The shared name.
         name: String,
@@ -115,9 +116,11 @@ pub enum Action {
         message: LinkMessage,
     },
     /// Dial these addresses in parallel; the first that connects (and passes the link's
-    /// handshake) wins, the rest are dropped. Report [`PeerTable::link_up`](crate::PeerTable::link_up) with
-    /// [`LinkOrigin::Dialed`] or, when every address failed, [`PeerTable::dial_failed`](crate::PeerTable::dial_failed):
-    /// exactly one of the two per dial.
+    /// handshake) wins, the rest are dropped. Report
+    /// [`PeerTable::link_up`](crate::PeerTable::link_up) with [`LinkOrigin::Dialed`] or,
+    /// when every address failed,
+    /// [`PeerTable::dial_failed`](crate::PeerTable::dial_failed): exactly one of the two
+    /// per dial.
     Dial {
         /// The attempt, to report back.
         dial: DialId,
@@ -128,10 +131,11 @@ pub enum Action {
         addrs: Vec<SocketAddr>,
     },
     /// Close this link (after flushing what was already sent on it). The table has
-    /// forgotten it; a later [`PeerTable::link_closed`](crate::PeerTable::link_closed) for it changes no membership. For
-    /// a [`CloseReason::Duplicate`], report that close anyway once the link has ended:
-    /// a goodbye of its peer waits for it, so what the peer sent on it comes first (at
-    /// most [`goodbye_grace`](crate::PeerTableConfigBuilder::goodbye_grace)).
+    /// forgotten it; a later [`PeerTable::link_closed`](crate::PeerTable::link_closed) for
+    /// it changes no membership. For a [`CloseReason::Duplicate`], report that close anyway
+    /// once the link has ended: a goodbye of its peer waits for it, so what the peer sent
+    /// on it comes first (at most
+    /// [`goodbye_grace`](crate::PeerTableConfigBuilder::goodbye_grace)).
     Close {
         /// The link.
         conn: ConnId,

@@ -4,10 +4,10 @@
 //!
 //! | file | job |
 //! |---|---|
-//! | `events.rs` | what the driver reports and the table asks for and reports (`Action`, `Event`, reasons, `Stats`) |
+//! | `events.rs` | what the driver reports, the table asks and tells (`Action`, `Event`, `Stats`) |
 //! | `state.rs` | the `PeerTable` struct, the records it keeps, queries (`peers`, `resolve` ...) |
 //! | `lifecycle.rs` | `start`, `shutdown`, `poll_timeout`, `handle_timeout` |
-//! | `beacons.rs` | adverts on the group and the announce schedule (burst, beacons, probe answers) |
+//! | `beacons.rs` | adverts on the group, the announce schedule (burst, beacons, answers) |
 //! | `dial.rs` | whom to dial at which addresses, backoff |
 //! | `links.rs` | a link's life, its hello, the one-link-per-pair rule |
 //! | `members.rs` | learning devices, names, restarts and duplicates, joins and leaves, goodbyes |

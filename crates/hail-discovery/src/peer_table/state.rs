@@ -199,11 +199,11 @@ pub(super) struct Tomb {
 ///   not a restart: it comes back and the name is reported as a duplicate. A replacement
 ///   also sends a probe, so a live old id speaks up within milliseconds.
 /// - **Answering newcomers.** An announce from a peer the table has no lease or link for
-///   (new, or gone after a timeout, as when a partition heals) is answered with the
-///   table's own announce after the probe answer jitter, at most once per 500 ms, so both sides learn of each other (and both dial)
-///   from one exchange instead of each waiting for its own next beacon. A dial to such a
-///   peer still in backoff or in flight (started while it was unreachable) is started
-///   afresh.
+///   (new, or gone after a timeout, as when a partition heals) is answered with the table's
+///   own announce after the probe answer jitter, at most once per 500 ms, so both sides
+///   learn of each other (and both dial) from one exchange instead of each waiting for its
+///   own next beacon. A dial to such a peer still in backoff or in flight (started while it
+///   was unreachable) is started afresh.
 /// - **Redial.** A peer that is advertised (lease or gossip lease live) but not connected
 ///   is redialed with exponential backoff; static addresses are redialed for as long as
 ///   no link to the device behind them is up.
