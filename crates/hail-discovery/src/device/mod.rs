@@ -13,7 +13,7 @@
 //! | `driver.rs` | the task: one loop over every input, running then draining |
 //! | `links.rs` | the driver's links: up, frames, closed, closing (one-link duplicates) |
 //! | `dial.rs` | dialing every address at once; failures in a row and their reports |
-//! | `clock.rs` | the time the table is fed and its deadlines as tokio timers |
+//! | `clock.rs` | the one clock (tokio's), as the table's `std` instants |
 
 mod builder;
 mod clock;
