@@ -1,6 +1,10 @@
 //! The crate's error type.
 
-/// What went wrong in key derivation or sealing.
+use std::path::PathBuf;
+
+use crate::identity::{IdentityFileProblem, InvalidKeyReason};
+
+/// What went wrong in key derivation, sealing, signing or with an identity file.
 ///
 /// Rejections of received datagrams are not errors of this type: they are
 /// `OpenError` values, one per reason a datagram is dropped.
@@ -29,4 +33,31 @@ pub enum CryptoError {
     /// The operating system's random number generator failed.
     #[error("the system random number generator failed")]
     Rng,
+    /// Bytes received as a public key are not a usable Ed25519 public key.
+    #[error("invalid public key: {reason}")]
+    InvalidPublicKey {
+        /// What is wrong with it.
+        reason: InvalidKeyReason,
+    },
+    /// A signature does not verify for this key, context and message.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// An incarnation's 2^32 sequence numbers are used up; load the identity file again for
+    /// a new incarnation.
+    #[error("the 2^32 sequence numbers of incarnation {incarnation} are used up")]
+    SequenceExhausted {
+        /// The incarnation that ran out.
+        incarnation: u64,
+    },
+    /// The incarnation would pass 2^32 - 1, the most a sequence number can carry.
+    #[error("the incarnation counter is at its maximum of 2^32 - 1")]
+    IncarnationExhausted,
+    /// An identity file could not be read, used or written.
+    #[error("identity file {}: {problem}", path.display())]
+    IdentityFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: IdentityFileProblem,
+    },
 }

@@ -46,16 +46,29 @@
 //! opening work in buffers the caller provides, and the opener's session table is allocated
 //! up front.
 //!
-//! This crate does no IO: it takes bytes and returns bytes.
+//! # Device identities
+//!
+//! An [`Identity`] is a device's Ed25519 key pair (ed25519-dalek); its [`PublicKey`] names
+//! the device, and [`PublicKey::id`] is the 16-byte device id derived from it. Signatures
+//! always carry a context ([`Identity::sign`]), one of which binds a Noise static key to the
+//! identity ([`Identity::sign_noise_static`]). [`Identity::load_or_create`] keeps the key in
+//! a file with an [`Incarnation`] counter that grows at every restart, and a [`Sequence`]
+//! numbers a run's signed records so that a later run's records outrank an earlier one's,
+//! without a clock. Details in the [`identity`] module.
+//!
+//! This crate does no network IO and has no tasks or timers: it takes bytes and returns
+//! bytes. The one exception to "no IO" is the identity file, read and written with `std::fs`.
 
 pub mod datagram;
 mod error;
+pub mod identity;
 mod key;
 mod open;
 mod replay;
 
 pub use datagram::{HEADER_LEN, OVERHEAD, Sealer, SessionId, TAG_LEN};
 pub use error::CryptoError;
+pub use identity::{Identity, Incarnation, PublicKey, Sequence, Signature};
 pub use key::{GroupKey, KdfParams, SubKey};
 pub use open::{OpenError, Opened, Opener, OpenerConfig};
 pub use replay::REPLAY_WINDOW;

@@ -1,6 +1,9 @@
 //! The crate's error type.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
+
+use crate::InterfaceInfo;
 
 /// What went wrong building or using a [`Channel`](crate::Channel).
 ///
@@ -15,10 +18,30 @@ pub enum MulticastError {
     /// The group address is not a multicast address.
     #[error("{0} is not a multicast address")]
     NotMulticast(IpAddr),
-    /// No interface named, numbered or addressed so exists, or it has no address of the
-    /// group's family.
-    #[error("interface {0} not found or has no address of the group's family")]
-    InterfaceNotFound(String),
+    /// No interface named, numbered or addressed so exists on this host.
+    #[error("interface {wanted} not found; this host has: {}", list(available))]
+    InterfaceNotFound {
+        /// The interface asked for, as it prints (`eth9`, `#7`, `192.0.2.1`).
+        wanted: String,
+        /// The host's interfaces with their addresses.
+        available: Vec<InterfaceInfo>,
+    },
+    /// The interface exists but has no address of the group's family.
+    #[error("interface {interface} has no {} address", if *ipv6 { "IPv6" } else { "IPv4" })]
+    InterfaceLacksFamily {
+        /// The interface's name.
+        interface: String,
+        /// True when the group is IPv6 (and the interface has no IPv6 address).
+        ipv6: bool,
+    },
+    /// Text that names no interface (see [`Interface`](crate::Interface)'s `FromStr`).
+    #[error("{text:?} is not an interface name, index or address: {reason}")]
+    InvalidInterface {
+        /// The text.
+        text: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// No interface was given and none is up and multicast-capable.
     #[error("no up, multicast-capable interface with an address of the group's family")]
     NoInterface,
@@ -40,4 +63,18 @@ pub enum MulticastError {
     /// A message could not be encoded with postcard.
     #[error("message encoding failed: {0}")]
     Encode(#[from] postcard::Error),
+}
+
+fn list(interfaces: &[InterfaceInfo]) -> String {
+    if interfaces.is_empty() {
+        return "no interfaces".into();
+    }
+    let mut out = String::new();
+    for (n, i) in interfaces.iter().enumerate() {
+        if n > 0 {
+            out.push_str("; ");
+        }
+        let _ = write!(out, "{i}");
+    }
+    out
 }

@@ -1,14 +1,40 @@
-//! Network interfaces: how a user names them and how they resolve.
+//! Network interfaces: how a user names them and how they resolve against the host's.
+//!
+//! An [`Interface`] is what a user types: a name (`eth0`, `lo`), an index (`3`, or `#3` as
+//! it prints), or an address of the interface (`192.168.1.20`, `::1`). [`interfaces`] lists
+//! the host's interfaces and [`Interface::resolve`] finds the one meant; naming one that does
+//! not exist is [`MulticastError::InterfaceNotFound`], which lists what the host has.
+//!
+//! ```
+//! use hail_multicast::Interface;
+//! use std::net::Ipv4Addr;
+//!
+//! assert_eq!("lo".parse::<Interface>()?, Interface::Name("lo".into()));
+//! assert_eq!("3".parse::<Interface>()?, Interface::Index(3));
+//! assert_eq!("127.0.0.1".parse::<Interface>()?, Interface::from(Ipv4Addr::LOCALHOST));
+//! assert_eq!("::1".parse::<Interface>()?, Interface::from(std::net::Ipv6Addr::LOCALHOST));
+//! // Resolution against this host's interfaces:
+//! let lo = Interface::from(Ipv4Addr::LOCALHOST).resolve()?;
+//! assert!(lo.addrs.contains(&Ipv4Addr::LOCALHOST.into()));
+//! # Ok::<(), hail_multicast::MulticastError>(())
+//! ```
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
 
 use crate::MulticastError;
 
-/// An interface to join the group on, by address, name or index.
+/// An interface to join a group on, by address, name or index.
+///
+/// Parsed from text with [`FromStr`]: an IPv4 or IPv6 address is [`Interface::Addr`], a
+/// decimal number (or `#` and a number) is [`Interface::Index`], anything else a valid
+/// interface name is [`Interface::Name`]. `Display` prints the same forms (`127.0.0.1`, `lo`,
+/// `#3`), so it parses back.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Interface {
-    /// The interface that has this address (e.g. `127.0.0.1` for loopback).
+    /// The interface that has this address (e.g. `127.0.0.1` for loopback). An interface
+    /// named by an IPv4 address may join an IPv6 group when it also has an IPv6 address.
     Addr(IpAddr),
     /// The interface of this name (e.g. `"lo"`, `"eth0"`).
     Name(String),
@@ -16,13 +42,88 @@ pub enum Interface {
     Index(u32),
 }
 
+/// Linux's longest interface name (`IFNAMSIZ` minus its terminating NUL).
+const MAX_NAME_LEN: usize = 15;
+
+impl Interface {
+    /// The host's interface this names.
+    ///
+    /// # Errors
+    /// [`MulticastError::InterfaceNotFound`] (listing the host's interfaces with their
+    /// addresses) when none matches; [`MulticastError::Io`] if the host's interface table
+    /// cannot be read.
+    pub fn resolve(&self) -> Result<InterfaceInfo, MulticastError> {
+        let all = interfaces()?;
+        match all.iter().find(|i| self.matches(i)) {
+            Some(i) => Ok(i.clone()),
+            None => Err(MulticastError::InterfaceNotFound {
+                wanted: self.to_string(),
+                available: all,
+            }),
+        }
+    }
+
+    fn matches(&self, i: &InterfaceInfo) -> bool {
+        match self {
+            Self::Addr(a) => i.addrs.contains(a),
+            Self::Name(n) => &i.name == n,
+            Self::Index(x) => i.index == *x,
+        }
+    }
+}
+
 impl fmt::Display for Interface {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Addr(a) => write!(f, "{a}"),
-            Self::Name(n) => write!(f, "{n:?}"),
+            Self::Name(n) => f.write_str(n),
             Self::Index(i) => write!(f, "#{i}"),
         }
+    }
+}
+
+/// Parses an address, an index (`3` or `#3`) or a name (at most 15 bytes, no whitespace or
+/// `/`, not starting with `#`). An IPv6 address with a zone (`fe80::1%eth0`) is refused: name the interface alone.
+impl FromStr for Interface {
+    type Err = MulticastError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason| MulticastError::InvalidInterface {
+            text: s.to_owned(),
+            reason,
+        };
+        if let Ok(a) = s.parse::<IpAddr>() {
+            return Ok(Self::Addr(a));
+        }
+        let digits = s.strip_prefix('#').unwrap_or(s);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            return digits
+                .parse()
+                .map(Self::Index)
+                .map_err(|_| invalid("index out of range"));
+        }
+        if s.contains('%')
+            && s.split('%')
+                .next()
+                .is_some_and(|a| a.parse::<Ipv6Addr>().is_ok())
+        {
+            return Err(invalid(
+                "an address with a zone: name the interface (the part after %) alone",
+            ));
+        }
+        if s.is_empty() {
+            return Err(invalid("empty"));
+        }
+        if s.len() > MAX_NAME_LEN {
+            return Err(invalid("longer than 15 bytes, the longest interface name"));
+        }
+        if s.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(invalid("whitespace or '/' in an interface name"));
+        }
+        if s.starts_with('#') {
+            return Err(invalid("'#' followed by anything but an index"));
+        }
+        Ok(Self::Name(s.to_owned()))
     }
 }
 
@@ -44,9 +145,18 @@ impl From<Ipv6Addr> for Interface {
     }
 }
 
+/// Text as [`FromStr`] reads it (`"eth0"`, `"3"`, `"127.0.0.1"`); text that is not a valid
+/// interface becomes a name, which then fails to resolve with the host's list.
 impl From<&str> for Interface {
-    fn from(n: &str) -> Self {
-        Self::Name(n.to_owned())
+    fn from(s: &str) -> Self {
+        s.parse().unwrap_or_else(|_| Self::Name(s.to_owned()))
+    }
+}
+
+/// As `From<&str>`.
+impl From<String> for Interface {
+    fn from(s: String) -> Self {
+        Self::from(s.as_str())
     }
 }
 
@@ -54,6 +164,79 @@ impl From<u32> for Interface {
     fn from(i: u32) -> Self {
         Self::Index(i)
     }
+}
+
+/// One of the host's interfaces, from [`interfaces`] or [`Interface::resolve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InterfaceInfo {
+    /// Its name (`lo`, `eth0`).
+    pub name: String,
+    /// Its index (the IPv6 scope id of its link-local addresses).
+    pub index: u32,
+    /// Whether it is up.
+    pub up: bool,
+    /// Whether it is multicast-capable (Linux's `lo` is not, yet multicast works on it when
+    /// named explicitly).
+    pub multicast: bool,
+    /// Its IPv4 and IPv6 addresses, in the order the system lists them.
+    pub addrs: Vec<IpAddr>,
+}
+
+impl InterfaceInfo {
+    fn has_family(&self, v4: bool) -> bool {
+        self.addrs.iter().any(|a| a.is_ipv4() == v4)
+    }
+}
+
+/// `lo #1 (127.0.0.1, ::1)`, or `eth1 #3 (no address, down)`.
+impl fmt::Display for InterfaceInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} #{} (", self.name, self.index)?;
+        if self.addrs.is_empty() {
+            f.write_str("no address")?;
+        }
+        for (n, a) in self.addrs.iter().enumerate() {
+            if n > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{a}")?;
+        }
+        if !self.up {
+            f.write_str(", down")?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// The host's network interfaces with their addresses, in the system's order.
+///
+/// # Errors
+/// [`MulticastError::Io`] if the interface table cannot be read; on platforms other than
+/// Unix, [`MulticastError::NoInterface`].
+pub fn interfaces() -> Result<Vec<InterfaceInfo>, MulticastError> {
+    let mut out: Vec<InterfaceInfo> = Vec::new();
+    for row in table()? {
+        let at = match out.iter().position(|i| i.index == row.index) {
+            Some(at) => at,
+            None => {
+                out.push(InterfaceInfo {
+                    name: row.name,
+                    index: row.index,
+                    up: row.up,
+                    multicast: row.multicast,
+                    addrs: Vec::new(),
+                });
+                out.len() - 1
+            }
+        };
+        if let Some(a) = row.addr {
+            if !out[at].addrs.contains(&a) {
+                out[at].addrs.push(a);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// An interface resolved for one address family.
@@ -65,7 +248,7 @@ pub(crate) struct Resolved {
     pub(crate) v4: Option<Ipv4Addr>,
 }
 
-/// One row of the host's interface table.
+/// One row of the host's interface table (one per address, and one without).
 #[derive(Debug, Clone)]
 struct Row {
     name: String,
@@ -119,15 +302,17 @@ pub(crate) fn local_addrs() -> Vec<IpAddr> {
 /// Resolves the requested interfaces for a group of family `v4`; an empty request means
 /// every up, multicast-capable interface with an address of that family.
 pub(crate) fn resolve(requested: &[Interface], v4: bool) -> Result<Vec<Resolved>, MulticastError> {
-    let rows = table()?;
-    let of_family = |r: &Row| r.addr.is_some_and(|a| a.is_ipv4() == v4);
-    let to_resolved = |r: &Row| Resolved {
-        name: r.name.clone(),
-        index: r.index,
-        v4: match r.addr {
-            Some(IpAddr::V4(a)) => Some(a),
-            _ => None,
-        },
+    let all = interfaces()?;
+    let to_resolved = |i: &InterfaceInfo, prefer: Option<&IpAddr>| Resolved {
+        name: i.name.clone(),
+        index: i.index,
+        v4: prefer
+            .filter(|a| a.is_ipv4())
+            .or_else(|| i.addrs.iter().find(|a| a.is_ipv4()))
+            .and_then(|a| match a {
+                IpAddr::V4(a) => Some(*a),
+                IpAddr::V6(_) => None,
+            }),
     };
     let mut out: Vec<Resolved> = Vec::new();
     let mut push = |r: Resolved| {
@@ -136,8 +321,11 @@ pub(crate) fn resolve(requested: &[Interface], v4: bool) -> Result<Vec<Resolved>
         }
     };
     if requested.is_empty() {
-        for r in rows.iter().filter(|r| r.up && r.multicast && of_family(r)) {
-            push(to_resolved(r));
+        for i in all
+            .iter()
+            .filter(|i| i.up && i.multicast && i.has_family(v4))
+        {
+            push(to_resolved(i, None));
         }
         return if out.is_empty() {
             Err(MulticastError::NoInterface)
@@ -146,15 +334,23 @@ pub(crate) fn resolve(requested: &[Interface], v4: bool) -> Result<Vec<Resolved>
         };
     }
     for want in requested {
-        let found = rows.iter().filter(|r| of_family(r)).find(|r| match want {
-            Interface::Addr(a) => r.addr == Some(*a),
-            Interface::Name(n) => &r.name == n,
-            Interface::Index(i) => r.index == *i,
-        });
-        match found {
-            Some(r) => push(to_resolved(r)),
-            None => return Err(MulticastError::InterfaceNotFound(want.to_string())),
+        let Some(found) = all.iter().find(|i| want.matches(i)) else {
+            return Err(MulticastError::InterfaceNotFound {
+                wanted: want.to_string(),
+                available: all,
+            });
+        };
+        if !found.has_family(v4) {
+            return Err(MulticastError::InterfaceLacksFamily {
+                interface: found.name.clone(),
+                ipv6: !v4,
+            });
         }
+        let prefer = match want {
+            Interface::Addr(a) => Some(a),
+            _ => None,
+        };
+        push(to_resolved(found, prefer));
     }
     Ok(out)
 }
@@ -162,6 +358,12 @@ pub(crate) fn resolve(requested: &[Interface], v4: bool) -> Result<Vec<Resolved>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lo() -> InterfaceInfo {
+        Interface::from(Ipv4Addr::LOCALHOST)
+            .resolve()
+            .expect("loopback has 127.0.0.1")
+    }
 
     #[test]
     fn loopback_resolves_by_address_name_and_index() {
@@ -175,17 +377,124 @@ mod tests {
         // Listed twice: joined once.
         let twice = resolve(&[Ipv4Addr::LOCALHOST.into(), by_addr[0].index.into()], true).unwrap();
         assert_eq!(twice.len(), 1);
+        // The public form agrees.
+        let info = lo();
+        assert_eq!(
+            (info.name.as_str(), info.index),
+            (by_addr[0].name.as_str(), by_addr[0].index)
+        );
+        assert_eq!(Interface::Name(info.name.clone()).resolve().unwrap(), info);
+        assert_eq!(Interface::Index(info.index).resolve().unwrap(), info);
     }
 
     #[test]
-    fn unknown_interfaces_are_typed_errors() {
+    fn an_ipv6_group_on_an_interface_named_by_its_ipv4_address() {
+        let info = lo();
+        let got = resolve(&[Ipv4Addr::LOCALHOST.into()], false);
+        if info.has_family(false) {
+            let got = got.expect("lo has an IPv6 address");
+            assert_eq!(
+                (got[0].index, got[0].v4),
+                (info.index, Some(Ipv4Addr::LOCALHOST))
+            );
+        } else {
+            assert!(matches!(
+                got,
+                Err(MulticastError::InterfaceLacksFamily { ipv6: true, .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn unknown_interfaces_are_typed_errors_that_list_the_hosts() {
         let err = resolve(&["no-such-if0".into()], true).unwrap_err();
-        assert!(
-            matches!(err, MulticastError::InterfaceNotFound(ref n) if n.contains("no-such-if0"))
-        );
+        let MulticastError::InterfaceNotFound { wanted, available } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(wanted, "no-such-if0");
+        assert!(available.contains(&lo()));
+        let text = err.to_string();
+        assert!(text.contains("no-such-if0"), "{text}");
+        assert!(text.contains(&format!("{} #", lo().name)), "{text}");
+        assert!(text.contains("127.0.0.1"), "{text}");
+        // Unknown addresses and indices too.
         let err = resolve(&[Interface::Addr("192.0.2.77".parse().unwrap())], true).unwrap_err();
-        assert!(matches!(err, MulticastError::InterfaceNotFound(_)));
-        // 127.0.0.1 is not an IPv6 interface address.
-        assert!(resolve(&[Ipv4Addr::LOCALHOST.into()], false).is_err());
+        assert!(
+            matches!(err, MulticastError::InterfaceNotFound { ref wanted, .. } if wanted == "192.0.2.77")
+        );
+        let err = Interface::Index(u32::MAX).resolve().unwrap_err();
+        assert!(
+            matches!(err, MulticastError::InterfaceNotFound { ref wanted, .. } if wanted == "#4294967295")
+        );
+    }
+
+    #[test]
+    fn text_parses_to_the_kind_it_names() {
+        let p = |s: &str| s.parse::<Interface>();
+        assert_eq!(p("eth0").unwrap(), Interface::Name("eth0".into()));
+        assert_eq!(p("enp0s31f6").unwrap(), Interface::Name("enp0s31f6".into()));
+        assert_eq!(p("eth0:1").unwrap(), Interface::Name("eth0:1".into()));
+        assert_eq!(p("3").unwrap(), Interface::Index(3));
+        assert_eq!(p("#3").unwrap(), Interface::Index(3));
+        assert_eq!(
+            p("10.0.0.5").unwrap(),
+            Interface::Addr("10.0.0.5".parse().unwrap())
+        );
+        assert_eq!(
+            p("fe80::1").unwrap(),
+            Interface::Addr("fe80::1".parse().unwrap())
+        );
+        for bad in [
+            "",
+            "#",
+            "a b",
+            "a/b",
+            "sixteen-bytes-xx",
+            "99999999999",
+            "fe80::1%eth0",
+        ] {
+            assert!(
+                matches!(p(bad), Err(MulticastError::InvalidInterface { ref text, .. }) if text == bad),
+                "{bad:?} -> {:?}",
+                p(bad)
+            );
+        }
+        // Display parses back.
+        for i in [
+            Interface::Name("lo".into()),
+            Interface::Index(7),
+            Interface::Addr("::1".parse().unwrap()),
+            Interface::Addr("127.0.0.1".parse().unwrap()),
+        ] {
+            assert_eq!(p(&i.to_string()).unwrap(), i);
+        }
+        // `From<&str>` reads text the same way, and keeps invalid text as a name.
+        assert_eq!(
+            Interface::from("127.0.0.1"),
+            Interface::from(Ipv4Addr::LOCALHOST)
+        );
+        assert_eq!(Interface::from("2"), Interface::Index(2));
+        assert_eq!(Interface::from("a b"), Interface::Name("a b".into()));
+        assert_eq!(
+            Interface::from(String::from("lo")),
+            Interface::Name("lo".into())
+        );
+    }
+
+    #[test]
+    fn host_interfaces_are_listed_once_each_with_their_addresses() {
+        let all = interfaces().unwrap();
+        let mut indices: Vec<u32> = all.iter().map(|i| i.index).collect();
+        indices.sort_unstable();
+        indices.dedup();
+        assert_eq!(indices.len(), all.len(), "one entry per interface: {all:?}");
+        let lo = lo();
+        assert!(lo.up);
+        let text = lo.to_string();
+        assert!(
+            text.starts_with(&format!("{} #{} (", lo.name, lo.index)),
+            "{text}"
+        );
+        assert!(text.contains("127.0.0.1"), "{text}");
     }
 }

@@ -48,15 +48,33 @@
 //!
 //! Builder defaults: TTL (hop limit) 1, loopback on, no key, the system's receive buffer,
 //! 256 tracked sender sessions when sealed.
+//!
+//! # Interfaces
+//!
+//! An [`Interface`] is named as users name it: `eth0`, `3`, `192.168.1.20`, `::1` (it
+//! implements `FromStr`, and `From` an address or an index). [`interfaces`] lists the host's
+//! interfaces with their addresses; naming one that does not exist is
+//! [`MulticastError::InterfaceNotFound`], whose message lists them.
+//!
+//! # In memory
+//!
+//! [`memory::Bus`] is a LAN inside the process: channels built with
+//! [`ChannelBuilder::memory`] join a group on it and behave as UDP channels do (same API,
+//! sealing, statistics, limits, sender addresses, loopback), without sockets or timers, so
+//! whatever runs on top can be tested deterministically under `tokio::time::pause`, with
+//! loss on demand ([`memory::Loss`]).
 
+mod builder;
 mod channel;
 mod error;
 mod iface;
+pub mod memory;
+mod sender;
 mod stats;
 
-pub use channel::{
-    Channel, ChannelBuilder, Datagram, MAX_UDP_PAYLOAD_V4, MAX_UDP_PAYLOAD_V6, Sender,
-};
+pub use builder::ChannelBuilder;
+pub use channel::{Channel, Datagram, MAX_UDP_PAYLOAD_V4, MAX_UDP_PAYLOAD_V6};
 pub use error::MulticastError;
-pub use iface::Interface;
+pub use iface::{Interface, InterfaceInfo, interfaces};
+pub use sender::Sender;
 pub use stats::Stats;

@@ -289,7 +289,16 @@ async fn builder_errors_are_typed() {
     let not_mc = Channel::builder(SocketAddr::from((Ipv4Addr::LOCALHOST, 5000))).build();
     assert!(matches!(not_mc, Err(MulticastError::NotMulticast(_))));
     let no_if = lo4(11, 0).interface("no-such-if0").build();
-    assert!(matches!(no_if, Err(MulticastError::InterfaceNotFound(_))));
+    let Err(MulticastError::InterfaceNotFound { wanted, available }) = no_if else {
+        panic!("{no_if:?}");
+    };
+    assert_eq!(wanted, "no-such-if0");
+    assert!(
+        available
+            .iter()
+            .any(|i| i.addrs.contains(&Ipv4Addr::LOCALHOST.into())),
+        "the error lists the host's interfaces: {available:?}"
+    );
 }
 
 #[test]
@@ -297,7 +306,7 @@ fn building_outside_a_runtime_is_a_typed_error() {
     assert!(matches!(lo4(12, 0).build(), Err(MulticastError::NoRuntime)));
 }
 
-/// Interfaces named by name and by index join the same loopback interface.
+/// Interfaces named by name, by index and by text join the same loopback interface.
 #[tokio::test]
 async fn interface_by_name_and_index() {
     let lo_index = nix::net::if_::if_nametoindex("lo").expect("lo exists");
@@ -312,7 +321,16 @@ async fn interface_by_name_and_index() {
         .ttl(0)
         .build()
         .unwrap();
+    // Text is read as a user types it: here an address.
+    let c = hail_multicast::Channel::builder(a.group())
+        .interface("127.0.0.1")
+        .ttl(0)
+        .build()
+        .unwrap();
     b.send(b"by index").await.unwrap();
     let d = timeout(PATIENCE, a.recv()).await.unwrap().unwrap();
     assert_eq!(&d.payload[..], b"by index");
+    c.send(b"by text").await.unwrap();
+    let d = timeout(PATIENCE, a.recv()).await.unwrap().unwrap();
+    assert_eq!(&d.payload[..], b"by text");
 }
