@@ -26,13 +26,16 @@ pub(crate) struct Cli {
 /// The tasks.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Task {
-    /// The one gate: fmt, clippy, doc, test, facade features, layering, fuzz targets, examples
+    /// The one gate: fmt, clippy, doc, test, facade features, layering, toolchain floor, fuzz
+    /// targets, packages, examples
     ///
     /// In order, stopping at the first failure: cargo fmt --check (workspace and fuzz/),
     /// clippy with -D warnings, doc with -D warnings, the workspace tests, the facade with
     /// each feature alone and none, the layering check (the sans-IO crates pull in no tokio
-    /// net/rt/time), a build check of the fuzz targets, and a run of every example of
-    /// hail-examples (each must end within 60 s). The same locally and in .ci/run.
+    /// net/rt/time), the dependencies' rust-version against ours, a build check of the fuzz
+    /// targets, `cargo package --workspace` (each published crate builds from its tarball),
+    /// and a run of every example of hail-examples (each must end within 60 s). The same
+    /// locally and in .ci/run.
     Ci,
     /// Run the benchmarks (hail-benches, release build): a table and target/bench/*.json
     ///

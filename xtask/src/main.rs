@@ -1,7 +1,8 @@
 //! hail's task runner, run as `cargo xtask <task>` (an alias in `.cargo/config.toml`).
 //!
 //! ```text
-//! cargo xtask ci                              fmt, clippy, doc, test, layering, examples
+//! cargo xtask ci                              fmt, clippy, doc, test, layering, toolchain
+//!                                             floor, fuzz targets, packages, examples
 //! cargo xtask bench [--quick] [--json] [--peers] [FILTER]
 //!                                             benchmarks: table + target/bench/*.json
 //!                                             (--peers: hail vs zenoh and tarpc, peers/)
@@ -27,6 +28,7 @@ mod cli;
 mod cmd;
 mod fuzz;
 mod layering;
+mod msrv;
 mod netsim;
 mod soak;
 
