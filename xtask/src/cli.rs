@@ -42,14 +42,14 @@ pub(crate) enum Task {
     /// Runs hail-benches in release mode (or, with --peers, hail against zenoh and tarpc in
     /// peers/, its own Cargo project outside the workspace); prints a table of the figures
     /// (or the JSON lines) and writes them all to target/bench/latest.json and
-    /// target/bench/bench-<unix-seconds>.json (with --peers: peers-latest.json and
-    /// peers-<unix-seconds>.json).
+    /// target/bench/bench-SECS.json, SECS the Unix time (with --peers: peers-latest.json and
+    /// peers-SECS.json).
     Bench(bench::Args),
     /// Run every cargo-fuzz target under fuzz/ (or one) for M minutes each
     ///
     /// Runs with RUSTC_BOOTSTRAP=1 so the stable toolchain builds with the sanitizer flags;
     /// installs cargo-fuzz if it is missing. Builds go to fuzz/target; each target's output
-    /// is kept in target/fuzz-logs/<target>.log; a summary gives executions, coverage and
+    /// is kept in target/fuzz-logs/TARGET.log; a summary gives executions, coverage and
     /// any crash with its reproducer.
     Fuzz(fuzz::Args),
     /// hail devices in network namespaces on a bridge, with loss and faults (root)
