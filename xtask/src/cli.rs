@@ -33,7 +33,7 @@ pub(crate) enum Task {
     /// clippy with -D warnings, doc with -D warnings, the workspace tests, the facade with
     /// each feature alone and none, the layering check (the sans-IO crates pull in no tokio
     /// net/rt/time), the dependencies' rust-version against ours, a build check of the fuzz
-    /// targets, `cargo package --workspace` (each published crate builds from its tarball),
+    /// targets, cargo package of every published crate (each built from its tarball),
     /// and a run of every example of hail-examples (each must end within 60 s). The same
     /// locally and in .ci/run.
     Ci,

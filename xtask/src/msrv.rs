@@ -62,7 +62,7 @@ pub(crate) fn check() -> anyhow::Result<()> {
 type Version = (u64, u64, u64);
 
 /// One published workspace crate: its own `rust-version` and the declared ones of its
-/// dependencies (normal and build, transitively), ascending.
+/// dependencies outside the workspace (normal and build, transitively), ascending.
 #[derive(Debug, PartialEq, Eq)]
 struct Floor {
     package: String,
@@ -101,8 +101,9 @@ fn floors_in(metadata: &Value) -> anyhow::Result<Vec<Floor>> {
     let members = metadata["workspace_members"]
         .as_array()
         .context("cargo metadata: no `workspace_members`")?;
+    let member_ids: BTreeSet<&str> = members.iter().filter_map(Value::as_str).collect();
     let mut floors = Vec::new();
-    for id in members.iter().filter_map(Value::as_str) {
+    for &id in &member_ids {
         let package = packages
             .get(id)
             .with_context(|| format!("cargo metadata: no package {id}"))?;
@@ -122,8 +123,10 @@ fn floors_in(metadata: &Value) -> anyhow::Result<Vec<Floor>> {
                 stack.extend(deps.get(dep).into_iter().flatten());
             }
         }
+        // Workspace crates are checked as members themselves.
         let mut declared: Vec<(Version, String)> = seen
             .iter()
+            .filter(|dep| !member_ids.contains(*dep))
             .filter_map(|dep| {
                 let p = packages.get(dep)?;
                 let v = parse(p["rust_version"].as_str()?)?;
@@ -189,10 +192,11 @@ mod tests {
     #[test]
     fn follows_normal_and_build_dependencies_of_published_members() {
         let metadata = json!({
-            "workspace_members": ["lib", "tool"],
+            "workspace_members": ["lib", "tool", "inner"],
             "packages": [
                 pkg("lib", Some("1.88"), Value::Null),
                 pkg("tool", Some("1.80"), json!([])), // publish = false: not checked
+                pkg("inner", Some("1.90"), json!([])), // a member: checked as itself
                 pkg("a", Some("1.85"), Value::Null),
                 pkg("b", Some("1.70"), Value::Null),
                 pkg("c", None, Value::Null),
@@ -200,7 +204,8 @@ mod tests {
                 pkg("build", Some("1.86"), Value::Null),
             ],
             "resolve": {"nodes": [
-                {"id": "lib", "deps": [dep("a", Value::Null), dep("dev-only", json!("dev"))]},
+                {"id": "lib", "deps": [dep("a", Value::Null), dep("inner", Value::Null), dep("dev-only", json!("dev"))]},
+                {"id": "inner", "deps": []},
                 {"id": "tool", "deps": [dep("dev-only", Value::Null)]},
                 {"id": "a", "deps": [dep("b", Value::Null), dep("c", Value::Null), dep("build", json!("build"))]},
                 {"id": "b", "deps": []},
