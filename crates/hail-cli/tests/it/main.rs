@@ -2,6 +2,7 @@
 //! multicast TTL 1). Every process a test starts is killed on drop, every wait has a
 //! timeout.
 
+mod cli;
 mod demo;
 mod devices;
 mod proc;
