@@ -6,8 +6,9 @@
 //!
 //! - at most `jobs` commands run at once (`--answer-jobs`, default [`DEFAULT_JOBS`]);
 //! - at most `queue` further questions wait for a slot (`--answer-queue`, default
-//!   [`DEFAULT_QUEUE`]), each for at most the deadline; beyond that a question is answered
-//!   at once with a `busy` error;
+//!   [`DEFAULT_QUEUE`]); beyond that a question is answered at once with a `busy` error. A
+//!   waiting question gives up (`busy`) after as long as the queue ahead of it could take
+//!   with every command running to its deadline: `deadline × (1 + ⌈queue / jobs⌉)`;
 //! - a command runs for at most the deadline (`--answer-timeout`, default
 //!   [`DEFAULT_TIMEOUT`]); then it is killed with its whole process group (it runs in a
 //!   group of its own), so what it started dies with it. Whatever it left running in its
@@ -88,15 +89,14 @@ impl AnswerCmd {
                     note(Note::Busy);
                     return Err(self.busy());
                 };
-                match tokio::time::timeout(self.timeout, Arc::clone(&self.slots).acquire_owned())
-                    .await
+                let patience = self.queue_wait();
+                match tokio::time::timeout(patience, Arc::clone(&self.slots).acquire_owned()).await
                 {
                     Ok(Ok(slot)) => slot,
                     _ => {
                         note(Note::Busy);
                         return Err(format!(
-                            "busy: no free slot for the answer command within {:?}",
-                            self.timeout
+                            "busy: no free slot for the answer command within {patience:?}"
                         ));
                     }
                 }
@@ -135,6 +135,13 @@ impl AnswerCmd {
             }
             Run::Failed(e) => Err(e),
         }
+    }
+
+    /// How long a queued question waits for a slot: as long as the commands ahead of it
+    /// could take, each running to its deadline.
+    fn queue_wait(&self) -> Duration {
+        let rounds = u32::try_from(1 + self.queue.div_ceil(self.jobs)).unwrap_or(u32::MAX);
+        self.timeout.saturating_mul(rounds)
     }
 
     fn busy(&self) -> String {
@@ -309,6 +316,13 @@ mod tests {
             *notes.lock().unwrap(),
             vec![format!("Truncated({discarded}, 0)")]
         );
+    }
+
+    #[test]
+    fn a_queued_question_waits_as_long_as_the_queue_ahead_could_take() {
+        assert_eq!(cmd("x", 4, 16, TEN_S).queue_wait(), 5 * TEN_S);
+        assert_eq!(cmd("x", 2, 3, TEN_S).queue_wait(), 3 * TEN_S);
+        assert_eq!(cmd("x", 1, 0, TEN_S).queue_wait(), TEN_S);
     }
 
     #[tokio::test]
