@@ -1,7 +1,7 @@
 //! The subcommands that join the network as a device: listen, send, ask, call, scout.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,10 @@ pub(crate) struct ListenArgs {
     /// This device's name (1 to 64 bytes).
     #[arg(long)]
     name: String,
+    /// The TCP port its links listen on, for a firewall rule (the address is
+    /// `--interface`, default every interface). Default: 0, a free port each start.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
     /// Answer questions with the standard output of this shell command (`sh -c`), which
     /// gets the question on standard input and the asker's name in `HAIL_FROM`; a
     /// non-zero exit fails the question. It runs in a process group of its own, killed
@@ -128,12 +132,16 @@ fn default_name(cmd: &str) -> String {
     format!("hail-{cmd}-{}", std::process::id())
 }
 
-/// Starts a device with the common flags.
-async fn start(common: &Common, name: &str) -> anyhow::Result<(Device, DeviceEvents)> {
+/// Starts a device with the common flags; its links listen on `port` (0: a free one).
+async fn start(common: &Common, name: &str, port: u16) -> anyhow::Result<(Device, DeviceEvents)> {
     let mut builder = Device::builder(name).group(common.group.unwrap_or(DEFAULT_GROUP));
     if let Some(ip) = common.interface {
-        builder = builder.interface(ip).listen(SocketAddr::new(ip.into(), 0));
+        builder = builder.interface(ip);
     }
+    let ip = common
+        .interface
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V4);
+    builder = builder.listen(SocketAddr::new(ip, port));
     if let Some(p) = &common.passphrase {
         builder = builder.passphrase(p.clone());
     }
@@ -195,7 +203,7 @@ async fn wait_for(
 
 /// `hail listen`.
 pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<()> {
-    let (device, mut events) = start(common, &args.name).await?;
+    let (device, mut events) = start(common, &args.name, args.port).await?;
     let answer_cmd = args.answer_cmd.map(|cmd| {
         Arc::new(AnswerCmd::new(
             cmd,
@@ -363,7 +371,7 @@ fn print_event(event: &DeviceEvent, json: bool) {
 /// `hail send`.
 pub(crate) async fn send(common: &Common, args: SendArgs) -> anyhow::Result<()> {
     let name = args.name.unwrap_or_else(|| default_name("send"));
-    let (device, mut events) = start(common, &name).await?;
+    let (device, mut events) = start(common, &name, 0).await?;
     let result = async {
         wait_for(
             &device,
@@ -394,7 +402,7 @@ pub(crate) async fn send(common: &Common, args: SendArgs) -> anyhow::Result<()> 
 /// `hail ask`.
 pub(crate) async fn ask(common: &Common, args: AskArgs) -> anyhow::Result<()> {
     let name = args.name.unwrap_or_else(|| default_name("ask"));
-    let (device, mut events) = start(common, &name).await?;
+    let (device, mut events) = start(common, &name, 0).await?;
     let result = async {
         wait_for(&device, &mut events, &args.to, args.wait).await?;
         let spinner = waiting("waiting for answers");
@@ -447,7 +455,7 @@ pub(crate) async fn ask(common: &Common, args: AskArgs) -> anyhow::Result<()> {
 /// `hail call`.
 pub(crate) async fn call(common: &Common, args: CallArgs) -> anyhow::Result<()> {
     let name = args.name.unwrap_or_else(|| default_name("call"));
-    let (device, mut events) = start(common, &name).await?;
+    let (device, mut events) = start(common, &name, 0).await?;
     let result = async {
         wait_for(
             &device,
@@ -486,7 +494,7 @@ pub(crate) async fn call(common: &Common, args: CallArgs) -> anyhow::Result<()> 
 /// `hail scout`.
 pub(crate) async fn scout(common: &Common, args: ScoutArgs) -> anyhow::Result<()> {
     let name = args.name.unwrap_or_else(|| default_name("scout"));
-    let (device, mut events) = start(common, &name).await?;
+    let (device, mut events) = start(common, &name, 0).await?;
     // Name -> (info, when it was last heard of).
     let mut seen: BTreeMap<String, (PeerInfo, Instant)> = BTreeMap::new();
     let note = |seen: &mut BTreeMap<String, (PeerInfo, Instant)>, event: &DeviceEvent| match event {

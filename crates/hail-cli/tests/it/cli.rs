@@ -204,3 +204,18 @@ fn mcast_help_says_what_mcast_does_not_what_devices_do() {
     assert!(out.contains("45 bytes more on the wire"), "{out}");
     assert_inert("mcast --help", &out);
 }
+
+#[test]
+fn listen_port_fixes_the_tcp_port_for_a_firewall_rule() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let g = group();
+    let p = Proc::spawn(hail().args(on(
+        &g,
+        &["listen", "--name", "fan", "--port", &port.to_string()],
+    )));
+    let line = p.expect_line("listening as fan");
+    assert!(line.contains(&format!(" on 127.0.0.1:{port},")), "{line}");
+}
