@@ -272,7 +272,14 @@ async fn run(cmd: &str, from: &str, question: &[u8], timeout: Duration) -> Run {
             stderr,
         },
         Ok((_, _, _, Err(e))) => Run::Failed(format!("answer command: {e}")),
-        Err(_) => Run::Killed,
+        Err(_) => {
+            // Killed before its slot is given back, and waited for (SIGKILL cannot be
+            // ignored; the bound only guards against a process stuck in the kernel), so
+            // the next command never overlaps a dying one.
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
+            Run::Killed
+        }
     }
 }
 
