@@ -80,6 +80,27 @@ struct Work {
     wake_idle: bool,
 }
 
+/// What [`Inner::wait_for`] waits on, before and after a critical section.
+#[derive(Clone, Copy)]
+struct Activity {
+    serving: bool,
+    idle: bool,
+}
+
+impl Activity {
+    fn of(session: &PeerSession) -> Self {
+        Self {
+            serving: session.is_serving(),
+            idle: session.is_idle(),
+        }
+    }
+
+    /// True when the handlers, or everything, came to an end between `self` and `now`.
+    fn ended(self, now: Self) -> bool {
+        (self.serving && !now.serving) || (!self.idle && now.idle)
+    }
+}
+
 /// Counts a task in [`Inner::wait_for`] while it waits.
 struct IdleWaiter<'a>(&'a AtomicUsize);
 
@@ -133,8 +154,9 @@ impl Inner {
     pub(super) fn with<R>(self: &Arc<Self>, f: impl FnOnce(&mut State) -> R) -> R {
         let (r, work) = {
             let mut st = self.lock();
+            let before = Activity::of(&st.session);
             let r = f(&mut st);
-            (r, self.take_work(&mut st))
+            (r, self.take_work(&mut st, before))
         };
         self.carry_out(work);
         r
@@ -148,16 +170,18 @@ impl Inner {
         })
     }
 
-    fn take_work(&self, st: &mut State) -> Work {
+    fn take_work(&self, st: &mut State, before: Activity) -> Work {
         let transmits = Batch::take(|| st.session.poll_transmit());
         let out = match transmits.first {
             Some(_) => st.out.clone(),
             None => None,
         };
         let events = Batch::take(|| st.session.poll_event());
-        // Idle implies not serving: waking on the weaker condition covers both waits.
-        // Relaxed is enough: a waiter registers before it locks to check (see `wait_for`).
-        let wake_idle = self.idle_waiters.load(Ordering::Relaxed) > 0 && !st.session.is_serving();
+        // Only on a change: a waiter's own check must not wake it again. Every change of
+        // the session happens inside one `with`, so none is missed. Relaxed is enough: a
+        // waiter registers before it locks to check (see `wait_for`).
+        let wake_idle = self.idle_waiters.load(Ordering::Relaxed) > 0
+            && before.ended(Activity::of(&st.session));
         Work {
             out,
             transmits,
@@ -197,7 +221,7 @@ impl Inner {
     }
 
     /// Waits until `done` holds for the session, woken by [`take_work`](Self::take_work)
-    /// rather than by polling. Unanswered `send` calls count until they expire, so the
+    /// when the handlers or all activity end, rather than by polling. Unanswered `send` calls count until they expire, so the
     /// age limits are applied at each check, and again when the next one is due.
     pub(super) async fn wait_for(self: &Arc<Self>, done: impl Fn(&PeerSession) -> bool) {
         // Registered before the first check: a change after it sees this waiter.
