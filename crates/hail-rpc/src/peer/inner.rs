@@ -46,39 +46,23 @@ pub(super) struct Inner {
     idle_waiters: AtomicUsize,
 }
 
-/// Everything a `poll_*` method yields, without allocating for none or one.
-struct Batch<T> {
-    first: Option<T>,
-    rest: Vec<T>,
-}
-
-impl<T> Batch<T> {
-    fn take(mut next: impl FnMut() -> Option<T>) -> Self {
-        let first = next();
-        let rest = match first {
-            Some(_) => std::iter::from_fn(next).collect(),
-            None => Vec::new(),
-        };
-        Self { first, rest }
-    }
-}
-
-impl<T> IntoIterator for Batch<T> {
-    type Item = T;
-    type IntoIter = std::iter::Chain<std::option::IntoIter<T>, std::vec::IntoIter<T>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.first.into_iter().chain(self.rest)
-    }
-}
-
-/// What one critical section left to carry out once the lock is released.
+/// What one critical section left to carry out once the lock is released. Usually one
+/// packet or one event: those stand alone, and anything more is boxed.
 struct Work {
     out: Option<Arc<dyn Outgoing>>,
-    transmits: Batch<Transmit>,
-    events: Batch<Event<Waiter, AbortHandle>>,
+    transmit: Option<Transmit>,
+    event: Option<PeerEvent>,
+    more: Option<Box<More>>,
     wake_idle: bool,
 }
+
+/// The rest of a critical section's output, in order, when it had more than one of each.
+struct More {
+    transmits: Vec<Transmit>,
+    events: Vec<PeerEvent>,
+}
+
+type PeerEvent = Event<Waiter, AbortHandle>;
 
 /// What [`Inner::wait_for`] waits on, before and after a critical section.
 #[derive(Clone, Copy)]
@@ -154,9 +138,18 @@ impl Inner {
     pub(super) fn with<R>(self: &Arc<Self>, f: impl FnOnce(&mut State) -> R) -> R {
         let (r, work) = {
             let mut st = self.lock();
-            let before = Activity::of(&st.session);
+            // Read under the lock: a waiter registers before it locks to check, so it is
+            // counted here whenever its check came first (see `wait_for`).
+            let watched =
+                (self.idle_waiters.load(Ordering::Relaxed) > 0).then(|| Activity::of(&st.session));
             let r = f(&mut st);
-            (r, self.take_work(&mut st, before))
+            // Woken only on a change, so a waiter's own check does not wake it again. Every
+            // change of the session happens inside one `with`: none is missed.
+            let wake_idle = watched.is_some_and(|before| before.ended(Activity::of(&st.session)));
+            if !wake_idle && !st.session.has_output() {
+                return r;
+            }
+            (r, Self::take_work(&mut st, wake_idle))
         };
         self.carry_out(work);
         r
@@ -170,29 +163,38 @@ impl Inner {
         })
     }
 
-    fn take_work(&self, st: &mut State, before: Activity) -> Work {
-        let transmits = Batch::take(|| st.session.poll_transmit());
-        let out = match transmits.first {
-            Some(_) => st.out.clone(),
-            None => None,
-        };
-        let events = Batch::take(|| st.session.poll_event());
-        // Only on a change: a waiter's own check must not wake it again. Every change of
-        // the session happens inside one `with`, so none is missed. Relaxed is enough: a
-        // waiter registers before it locks to check (see `wait_for`).
-        let wake_idle = self.idle_waiters.load(Ordering::Relaxed) > 0
-            && before.ended(Activity::of(&st.session));
+    fn take_work(st: &mut State, wake_idle: bool) -> Work {
+        let transmit = st.session.poll_transmit();
+        let event = st.session.poll_event();
+        let more = st.session.has_output().then(|| {
+            Box::new(More {
+                transmits: std::iter::from_fn(|| st.session.poll_transmit()).collect(),
+                events: std::iter::from_fn(|| st.session.poll_event()).collect(),
+            })
+        });
         Work {
-            out,
-            transmits,
-            events,
+            out: transmit.as_ref().and(st.out.clone()),
+            transmit,
+            event,
+            more,
             wake_idle,
         }
     }
 
     fn carry_out(self: &Arc<Self>, work: Work) {
-        if let Some(out) = &work.out {
-            for t in work.transmits {
+        let Work {
+            out,
+            transmit,
+            event,
+            more,
+            wake_idle,
+        } = work;
+        let (transmits, events) = match more {
+            Some(m) => (m.transmits, m.events),
+            None => (Vec::new(), Vec::new()),
+        };
+        if let Some(out) = &out {
+            for t in transmit.into_iter().chain(transmits) {
                 if !t.droppable {
                     self.send_soon(out, t.packet);
                 } else if !out.try_send(t.packet) {
@@ -200,7 +202,7 @@ impl Inner {
                 }
             }
         }
-        for event in work.events {
+        for event in event.into_iter().chain(events) {
             match event {
                 Event::Wake(w, outcome) => {
                     let _ = w.send(outcome);
@@ -215,13 +217,12 @@ impl Inner {
             }
         }
         // Last: a graceful shutdown waiting for the handlers finds their replies queued.
-        if work.wake_idle {
+        if wake_idle {
             self.idle.notify_waiters();
         }
     }
 
-    /// Waits until `done` holds for the session, woken by [`take_work`](Self::take_work)
-    /// when the handlers or all activity end, rather than by polling. Unanswered `send` calls count until they expire, so the
+    /// Waits until `done` holds for the session, woken by [`with`](Self::with) when the handlers or all activity end, rather than by polling. Unanswered `send` calls count until they expire, so the
     /// age limits are applied at each check, and again when the next one is due.
     pub(super) async fn wait_for(self: &Arc<Self>, done: impl Fn(&PeerSession) -> bool) {
         // Registered before the first check: a change after it sees this waiter.

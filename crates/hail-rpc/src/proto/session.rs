@@ -438,6 +438,12 @@ impl<W, G, H> Session<W, G, H> {
         self.events.pop_front()
     }
 
+    /// True when [`poll_transmit`](Self::poll_transmit) or
+    /// [`poll_event`](Self::poll_event) has something.
+    pub fn has_output(&self) -> bool {
+        !self.transmits.is_empty() || !self.events.is_empty()
+    }
+
     fn admit(&mut self, job: Job) {
         match self.serve.admit(job) {
             Admit::Run(job) => self.run(job, true),
