@@ -1,11 +1,14 @@
 //! Python Comms' server: callbacks, `send_to`, `broadcast`, and clients that reconnect.
 //!
-//! A `hail-link` server exchanging JSON messages (`serde_json::Value`, as Python Comms users
-//! sent dicts) runs its three callbacks (on connect, on message, on close): it welcomes each
-//! client with `send_to` and tells everyone with `broadcast`. After both clients said hello it
-//! stops gracefully and restarts on the same port; the auto-reconnecting clients come back by
-//! themselves (a message they sent meanwhile waits in their outage buffer and arrives after
-//! the reconnect), and the example ends when both have left. The server is in
+//! A `hail-link` server speaking Python Comms on the wire (`LinkConfig::python_comms()`: a
+//! u32 little-endian length + `json.dumps(obj).encode()`, frames up to 16 KiB) exchanges JSON
+//! messages (`serde_json::Value`, as Python Comms users sent dicts) and runs its three
+//! callbacks (on connect, on message, on close): it welcomes each client with `send_to` and
+//! tells everyone with `broadcast`. After both clients said hello it stops gracefully (in at
+//! most 250 ms: a Python Comms client retries its reconnect only once, after 1 s) and
+//! restarts on the same port; the auto-reconnecting clients come back by themselves (a
+//! message they sent meanwhile waits in their outage buffer and arrives after the
+//! reconnect), and the example ends when both have left. The server is in
 //! `comms/server.rs`, the clients in `comms/client.rs`.
 //!
 //! Alone, it starts its two clients in-process on loopback:
@@ -21,8 +24,12 @@
 //! cargo run -p hail-examples --example comms_clients -- 127.0.0.1:7400
 //! ```
 //!
-//! To talk to an actual Python Comms peer, configure the link with
-//! `hail_link::LinkConfig::python_comms()` (little-endian header, bare frames).
+//! A Python Comms client can be one of the two clients: it connects to the `--listen`
+//! address and sends `{"type": "hello", "name": "..."}`. The test peer of `hail-cli` does
+//! (`python3 crates/hail-cli/tests/python_comms/peer.py client --port 7400`, then type the
+//! hello). A peer speaking hail's own framing instead gets nothing: its first header, read
+//! little-endian, announces a frame far over the limit, and the server's log says so when
+//! it closes that connection.
 
 #![allow(
     clippy::print_stdout,

@@ -5,10 +5,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
 use hail_link::{Backoff, Client, ClientConfig, ClientEvent};
-use hail_wire::Json;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{log, ms};
+use super::{close_reason, link_config, log, ms, payload};
 
 /// Connects as `name`, says hello on every (re)connection, prints what arrives, and ends
 /// when the server says bye. Fails if that takes longer than `deadline` or if the client
@@ -23,8 +22,10 @@ pub(crate) async fn run(
         initial: Duration::from_millis(50),
         max: Duration::from_millis(500),
     };
-    let config = ClientConfig::default().reconnect(Some(backoff));
-    let (client, mut events) = Client::connect(server, config, Json::<Value>::new())
+    let config = ClientConfig::default()
+        .link(link_config())
+        .reconnect(Some(backoff));
+    let (client, mut events) = Client::connect(server, config, payload())
         .await
         .with_context(|| format!("{name} cannot connect to {server}"))?;
 
@@ -43,7 +44,10 @@ pub(crate) async fn run(
                     client.send(json!({"type": "hello", "name": name})).await?;
                 }
                 ClientEvent::Disconnected { reason } => {
-                    log(name, format!("disconnected ({reason}); reconnecting"));
+                    log(
+                        name,
+                        format!("disconnected ({}); reconnecting", close_reason(&reason)),
+                    );
                     down_since = Some(Instant::now());
                     // Accepted while disconnected: kept in the outage buffer and written
                     // first on the next connection, never silently dropped.

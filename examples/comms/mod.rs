@@ -1,14 +1,20 @@
 //! The two halves of the Python Comms examples, shared by `comms_server` and `comms_clients`
 //! so that each example runs alone (it starts the other half in-process) and the two also
-//! run against each other from two terminals.
+//! run against each other from two terminals, or against a Python Comms peer.
 //!
-//! Messages are JSON objects (`serde_json::Value`), as Python Comms users sent dicts:
-//! `{"type": "hello", "name": ..}`, `{"type": "chat", "from": .., "text": ..}` from clients;
-//! `{"type": "welcome", ..}`, `{"type": "news", "text": ..}`, `{"type": "bye"}` from the server.
+//! Both speak Python Comms (`ReliableCommunication`) on the wire: a u32 little-endian length
+//! and `json.dumps(obj).encode()` ([`link_config`], [`payload`]). Messages are JSON objects
+//! (`serde_json::Value`), as Python Comms users sent dicts: `{"type": "hello", "name": ..}`,
+//! `{"type": "chat", "from": .., "text": ..}` from clients; `{"type": "welcome", ..}`,
+//! `{"type": "news", "text": ..}`, `{"type": "bye"}` from the server.
 
 use std::fmt::Display;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use hail_link::{CloseReason, LinkConfig, ProtocolError};
+use hail_wire::{Json, WireError};
+use serde_json::Value;
 
 pub(crate) mod client;
 pub(crate) mod server;
@@ -33,4 +39,35 @@ pub(crate) fn log(who: &str, what: impl Display) {
 /// Milliseconds, for messages.
 pub(crate) fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Largest frame either side sends or accepts: 16 KiB. Python Comms' `recv` is not looped,
+/// so bigger frames (split over several reads) can break a Python peer; hail refuses to send
+/// them rather than desync it.
+pub(crate) const MAX_FRAME_LEN: u32 = 16 * 1024;
+
+/// Python Comms' wire format: bare frames with a little-endian u32 length, no handshake,
+/// heartbeat or encryption.
+pub(crate) fn link_config() -> LinkConfig {
+    LinkConfig::python_comms().max_frame_len(MAX_FRAME_LEN)
+}
+
+/// JSON written as Python's `json.dumps` writes it (`", "` and `": "` separators).
+pub(crate) fn payload() -> Json<Value> {
+    Json::python_style()
+}
+
+/// Why a connection closed, with the likely cause when the peer does not speak Python
+/// Comms: hail's own framing starts with a big-endian length, which read little-endian
+/// announces a frame far over the limit.
+pub(crate) fn close_reason(reason: &CloseReason) -> String {
+    if let CloseReason::Protocol(ProtocolError::Framing(e)) = reason
+        && matches!(**e, WireError::TooLarge { .. })
+    {
+        return format!(
+            "{reason}; this example speaks Python Comms (little-endian length + JSON), and a \
+             peer speaking hail's own framing (LinkConfig::default()) gets nothing from it"
+        );
+    }
+    reason.to_string()
 }

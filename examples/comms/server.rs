@@ -11,7 +11,11 @@ use hail_wire::Json;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{CLIENTS, log, ms};
+use super::{CLIENTS, close_reason, link_config, log, ms, payload};
+
+/// How long a graceful stop lets queued messages go out: 250 ms. A Python Comms client
+/// retries a lost connection once, after 1 s: the server must be back by then.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(250);
 
 type JsonServer = Server<Json<Value>>;
 
@@ -34,7 +38,8 @@ pub(crate) struct Hub {
 impl Hub {
     /// Listens on `addr` (port 0 picks a free port) and starts the callbacks.
     pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
-        let (server, events) = Server::bind(addr, ServerConfig::default(), Json::<Value>::new())
+        let config = ServerConfig::default().link(link_config());
+        let (server, events) = Server::bind(addr, config, payload())
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let server = Arc::new(server);
@@ -47,7 +52,10 @@ impl Hub {
             .on_connect(|id, addr| log("server", format!("client {id} connected from {addr}")))
             .on_message(move |id, msg| on_message(&weak, &notes_tx, id, msg))
             .on_close(move |id, reason| {
-                log("server", format!("client {id} closed: {reason}"));
+                log(
+                    "server",
+                    format!("client {id} closed: {}", close_reason(&reason)),
+                );
                 let _ = closed_tx.send(Note::Closed);
             });
         let callbacks = tokio::spawn(events.run_callbacks(callbacks));
@@ -99,7 +107,7 @@ impl Hub {
                 }
             }
         };
-        server.shutdown(Duration::from_secs(1)).await;
+        server.shutdown(SHUTDOWN_DEADLINE).await;
         let _ = callbacks.await;
     }
 }

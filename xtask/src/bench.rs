@@ -18,32 +18,21 @@ use serde_json::Value;
 
 use crate::cmd;
 
-/// Parsed arguments.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// The options of `cargo xtask bench`.
+#[derive(Debug, Default, PartialEq, Eq, clap::Args)]
 pub(crate) struct Args {
+    /// Fewer iterations: a quick look, not figures to compare
+    #[arg(long)]
     quick: bool,
+    /// Print the runner's JSON lines (one object per figure) instead of the table
+    #[arg(long)]
     json: bool,
+    /// hail against zenoh and tarpc (peers/) instead of hail-benches
+    #[arg(long)]
     peers: bool,
+    /// Only the benchmarks whose name contains FILTER (or groups it starts with), e.g. wire/
+    #[arg(value_name = "FILTER")]
     filter: Option<String>,
-}
-
-impl Args {
-    pub(crate) fn parse(args: &[String]) -> Result<Self, String> {
-        let mut parsed = Self::default();
-        for arg in args {
-            match arg.as_str() {
-                "--quick" => parsed.quick = true,
-                "--json" => parsed.json = true,
-                "--peers" => parsed.peers = true,
-                other if other.starts_with('-') => {
-                    return Err(format!("bench: unknown option {other}"));
-                }
-                other if parsed.filter.is_none() => parsed.filter = Some(other.to_owned()),
-                other => return Err(format!("bench: one FILTER only (got a second: {other})")),
-            }
-        }
-        Ok(parsed)
-    }
 }
 
 /// Builds and runs the benchmarks, prints the figures and writes the JSON files.
@@ -228,8 +217,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn args(a: &[&str]) -> Result<Args, String> {
-        Args::parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    fn args(a: &[&str]) -> Result<Args, clap::Error> {
+        match crate::cli::parse_from(&[&["bench"], a].concat())? {
+            crate::cli::Task::Bench(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! `cargo xtask ci`: the one gate, the same locally and in `.ci/run`.
 //!
 //! Steps, in order, stopping at the first failure: formatting, clippy with warnings denied,
-//! docs with warnings denied, the workspace tests, the layering check, a build check of
-//! the fuzz targets, and a run of every example of `hail-examples` (each must end by itself
-//! within [`EXAMPLE_TIMEOUT`]).
+//! docs with warnings denied, the workspace tests, the facade's features, the layering
+//! check, the dependencies' rust-version against ours (`msrv.rs`), a build check of the
+//! fuzz targets, `cargo package` of every published crate (each built from its tarball),
+//! and a run of every example of `hail-examples` (each must end by itself within
+//! [`EXAMPLE_TIMEOUT`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,7 +16,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::cmd::{self, Steps};
-use crate::layering;
+use crate::{layering, msrv};
 
 /// The package whose examples CI runs.
 const EXAMPLES_PACKAGE: &str = "hail-examples";
@@ -22,10 +24,10 @@ const EXAMPLES_PACKAGE: &str = "hail-examples";
 /// How long one example may run before it counts as hung: 60 s.
 const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Runs every step; the error names the step that failed.
 /// The facade's features, each checked alone (its modules are optional layer crates).
 const FACADE_FEATURES: [&str; 6] = ["wire", "crypto", "multicast", "link", "rpc", "discovery"];
 
+/// Runs every step; the error names the step that failed.
 pub(crate) fn run() -> anyhow::Result<()> {
     let mut steps = Steps::new("ci");
     steps.run("cargo fmt --all --check", || {
@@ -93,6 +95,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
         format!("layering: {:?} stay sans-IO", layering::SANS_IO_CRATES),
         layering::check,
     )?;
+    steps.run(
+        "toolchain floor: no dependency needs a newer Rust than rust-version",
+        msrv::check,
+    )?;
     steps.run("fuzz targets compile (cargo check, fuzz/)", || {
         // A plain check (no sanitizers, stable toolchain): catches targets that no longer
         // compile against the crates they fuzz. Running them is `cargo xtask fuzz`.
@@ -108,7 +114,27 @@ pub(crate) fn run() -> anyhow::Result<()> {
              `cargo check --manifest-path fuzz/Cargo.toml` and commit it",
         )
     })?;
-    let package = examples()?;
+    let metadata = workspace_metadata()?;
+    let published = published_in(&metadata)?;
+    steps.run(
+        format!(
+            "cargo package {} (each built from its tarball)",
+            published.join(" ")
+        ),
+        || {
+            // The published crates only (`cargo package --workspace` would package the
+            // `publish = false` ones too, and fail on their path-only dependencies). Crates
+            // that depend on each other are verified together through a local registry
+            // (target/package/tmp-registry), offline. --allow-dirty: the gate runs on work
+            // in progress too; what is packaged is the working tree.
+            let mut package = cmd::cargo(["package", "--locked", "--allow-dirty"]);
+            for name in &published {
+                package.args(["-p", name]);
+            }
+            cmd::run(&mut package)
+        },
+    )?;
+    let package = examples_in(&metadata)?;
     if package.examples.is_empty() {
         println!("\n(no examples in {EXAMPLES_PACKAGE} yet)");
         steps.summary();
@@ -168,8 +194,8 @@ struct Example {
     required_features: Vec<String>,
 }
 
-/// [`EXAMPLES_PACKAGE`] and its examples, from `cargo metadata`.
-fn examples() -> anyhow::Result<ExamplesPackage> {
+/// The workspace's packages as `cargo metadata --no-deps` describes them.
+fn workspace_metadata() -> anyhow::Result<Value> {
     let json = cmd::stdout(&mut cmd::cargo([
         "metadata",
         "--format-version",
@@ -177,8 +203,25 @@ fn examples() -> anyhow::Result<ExamplesPackage> {
         "--no-deps",
         "--locked",
     ]))?;
-    let metadata: Value = serde_json::from_str(&json).context("cargo metadata output")?;
-    examples_in(&metadata)
+    serde_json::from_str(&json).context("cargo metadata output")
+}
+
+/// The names of the workspace packages that may be published (not `publish = false`,
+/// which `cargo metadata` shows as an empty list of registries), sorted.
+fn published_in(metadata: &Value) -> anyhow::Result<Vec<String>> {
+    let packages = metadata["packages"]
+        .as_array()
+        .context("cargo metadata: no `packages` array")?;
+    let mut names: Vec<String> = packages
+        .iter()
+        .filter(|p| !p["publish"].as_array().is_some_and(Vec::is_empty))
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        bail!("cargo metadata: no publishable package in the workspace");
+    }
+    Ok(names)
 }
 
 /// [`EXAMPLES_PACKAGE`] in `cargo metadata` JSON, its examples sorted by name.
@@ -301,6 +344,22 @@ mod tests {
                 PathBuf::from("/t/debug/examples/frames")
             )]
         );
+    }
+
+    #[test]
+    fn published_packages_leave_out_publish_false() {
+        let metadata = json!({"packages": [
+            {"name": "hail-wire", "publish": null},
+            {"name": "xtask", "publish": []},
+            {"name": "hail", "publish": null},
+            {"name": "private-registry-only", "publish": ["corp"]},
+        ]});
+        assert_eq!(
+            published_in(&metadata).unwrap(),
+            ["hail", "hail-wire", "private-registry-only"]
+        );
+        let none = json!({"packages": [{"name": "xtask", "publish": []}]});
+        assert!(published_in(&none).is_err());
     }
 
     #[test]

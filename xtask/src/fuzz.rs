@@ -22,40 +22,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::cmd;
+use crate::{cli, cmd};
 
-/// Parsed arguments.
-#[derive(Debug, PartialEq)]
+/// The options of `cargo xtask fuzz`.
+#[derive(Debug, PartialEq, clap::Args)]
 pub(crate) struct Args {
+    /// Minutes per target (more than 0; fractions allowed)
+    #[arg(long, value_name = "M", default_value = "1", value_parser = cli::positive)]
     minutes: f64,
+    /// Only this target (as `cargo fuzz list` names it)
+    #[arg(value_name = "TARGET")]
     target: Option<String>,
-}
-
-impl Args {
-    pub(crate) fn parse(args: &[String]) -> Result<Self, String> {
-        let mut parsed = Self {
-            minutes: 1.0,
-            target: None,
-        };
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
-            match arg.as_str() {
-                "--minutes" => {
-                    let value = args.next().ok_or("fuzz: --minutes needs a value")?;
-                    parsed.minutes = match value.parse::<f64>() {
-                        Ok(m) if m > 0.0 && m.is_finite() => m,
-                        _ => return Err(format!("fuzz: --minutes {value}: not a positive number")),
-                    };
-                }
-                other if other.starts_with('-') => {
-                    return Err(format!("fuzz: unknown option {other}"));
-                }
-                other if parsed.target.is_none() => parsed.target = Some(other.to_owned()),
-                other => return Err(format!("fuzz: one TARGET only (got a second: {other})")),
-            }
-        }
-        Ok(parsed)
-    }
 }
 
 /// Installs cargo-fuzz if needed, runs the targets, prints a summary; fails if any target
@@ -275,10 +252,10 @@ impl Stats {
                     stats.ft = Some(ft);
                 }
             }
-            if let Some(rest) = line.strip_prefix("Done ") {
-                if let Some(s) = field_after(rest, "runs in") {
-                    stats.seconds = Some(s);
-                }
+            if let Some(rest) = line.strip_prefix("Done ")
+                && let Some(s) = field_after(rest, "runs in")
+            {
+                stats.seconds = Some(s);
             }
             if let Some((_, path)) = line.split_once("Test unit written to ") {
                 stats.artifact = Some(path.trim().to_owned());
@@ -299,8 +276,11 @@ fn field_after(line: &str, key: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn args(a: &[&str]) -> Result<Args, String> {
-        Args::parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    fn args(a: &[&str]) -> Result<Args, clap::Error> {
+        match crate::cli::parse_from(&[&["fuzz"], a].concat())? {
+            crate::cli::Task::Fuzz(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
     }
 
     #[test]
@@ -319,8 +299,10 @@ mod tests {
                 target: Some("frame".into())
             }
         );
+        assert_eq!(args(&["frame", "--minutes=2"]).unwrap().minutes, 2.0);
         assert!(args(&["--minutes"]).is_err());
         assert!(args(&["--minutes", "-1"]).is_err());
+        assert!(args(&["--minutes", "0"]).is_err());
         assert!(args(&["--minutes", "soon"]).is_err());
         assert!(args(&["a", "b"]).is_err());
         assert!(args(&["--seconds", "5"]).is_err());

@@ -1,25 +1,24 @@
 //! The subcommands that join the network as a device: listen, send, ask, call, scout.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
 use hail::discovery::{DEFAULT_GROUP, LeaveReason};
 use hail::prelude::*;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 
-use crate::out::{self, json_line, payload_json, progress, text};
-use crate::{Common, parse_duration};
+use crate::answer::{self, AnswerCmd};
+use crate::fail::{Kind, KindExt, fail};
+use crate::out::{self, escape, json_line, payload_json, text, waiting};
+use crate::{Common, parse_duration, shutdown_signal};
 
 /// How long `send`, `ask` and `call` wait to find their targets by default: 5 s.
 const DEFAULT_WAIT: &str = "5s";
-/// How long an `--answer-cmd` may run before its question fails: 10 s.
-const ANSWER_CMD_TIMEOUT: Duration = Duration::from_secs(10);
 /// The methods `hail listen` serves to `hail call`.
 const METHODS: &str = "echo, info";
 
@@ -29,11 +28,31 @@ pub(crate) struct ListenArgs {
     /// This device's name (1 to 64 bytes).
     #[arg(long)]
     name: String,
-    /// Answer questions with the standard output of this shell command, which gets the
-    /// question on standard input and the asker's name in `HAIL_FROM` (10 s at most; a
-    /// non-zero exit fails the question). Default: echo the question.
+    /// The TCP port its links listen on, for a firewall rule (the address is
+    /// `--interface`, default every interface). Default: 0, a free port each start.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Answer questions with the standard output of this shell command (`sh -c`), which
+    /// gets the question on standard input and the asker's name in `HAIL_FROM`; a
+    /// non-zero exit fails the question. It runs in a process group of its own, killed
+    /// at the deadline or when it ends; 64 KiB of its output are kept. Default: echo the
+    /// question.
     #[arg(long, value_name = "CMD")]
     answer_cmd: Option<String>,
+    /// How many answer commands may run at once (for all askers together).
+    #[arg(long, value_name = "N", default_value_t = answer::DEFAULT_JOBS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    answer_jobs: usize,
+    /// How many more questions may wait for a free slot; beyond that a question is
+    /// answered at once with a `busy` error.
+    #[arg(long, value_name = "N", default_value_t = answer::DEFAULT_QUEUE,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=4096))]
+    answer_queue: usize,
+    /// How long one answer command may run (and a question wait for a slot) before it
+    /// fails; the command is then killed with its process group.
+    #[arg(long, value_name = "DURATION", default_value = answer::DEFAULT_TIMEOUT,
+          value_parser = parse_duration)]
+    answer_timeout: Duration,
 }
 
 /// `hail send`.
@@ -113,19 +132,28 @@ fn default_name(cmd: &str) -> String {
     format!("hail-{cmd}-{}", std::process::id())
 }
 
-/// Starts a device with the common flags.
-async fn start(common: &Common, name: &str) -> anyhow::Result<(Device, DeviceEvents)> {
+/// Starts a device with the common flags; its links listen on `port` (0: a free one).
+async fn start(common: &Common, name: &str, port: u16) -> anyhow::Result<(Device, DeviceEvents)> {
     let mut builder = Device::builder(name).group(common.group.unwrap_or(DEFAULT_GROUP));
     if let Some(ip) = common.interface {
-        builder = builder.interface(ip).listen(SocketAddr::new(ip.into(), 0));
+        builder = builder.interface(ip);
     }
+    let ip = common
+        .interface
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V4);
+    builder = builder.listen(SocketAddr::new(ip, port));
     if let Some(p) = &common.passphrase {
         builder = builder.passphrase(p.clone());
     }
-    builder
-        .start()
-        .await
-        .with_context(|| format!("cannot start device `{name}`"))
+    let started = builder.start().await;
+    // A name or setting the device refuses came from the command line.
+    let kind = match &started {
+        Err(DeviceError::Config(_)) => Kind::Usage,
+        _ => Kind::Network,
+    };
+    started
+        .with_context(|| format!("cannot start device `{}`", escape(name)))
+        .kind(kind)
 }
 
 /// Waits until every name in `names` is a joined peer, at most `wait`.
@@ -136,7 +164,14 @@ async fn wait_for(
     wait: Duration,
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + wait;
-    progress(&format!("looking for {}", names.join(", ")));
+    let _spinner = waiting(format!(
+        "looking for {}",
+        names
+            .iter()
+            .map(|n| escape(n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     loop {
         let peers = device.peers();
         let missing: Vec<&str> = names
@@ -149,22 +184,34 @@ async fn wait_for(
         }
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some(_)) => {}
-            Ok(None) => bail!("the device stopped"),
-            Err(_) => bail!(
-                "no device named {} found on {} within {:?} (is it running, with the same \
-                 passphrase, group and interface?)",
-                missing.join(", "),
-                device.group(),
-                wait
-            ),
+            Ok(None) => return Err(fail(Kind::Failed, "the device stopped")),
+            Err(_) => {
+                return Err(fail(
+                    Kind::NotFound,
+                    format!(
+                        "no device named {} found on {} within {:?} (is it running, with the \
+                         same passphrase, group and interface?)",
+                        missing.join(", "),
+                        device.group(),
+                        wait
+                    ),
+                ));
+            }
         }
     }
 }
 
 /// `hail listen`.
 pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<()> {
-    let (device, mut events) = start(common, &args.name).await?;
-    let answer_cmd = args.answer_cmd.clone().map(Arc::new);
+    let (device, mut events) = start(common, &args.name, args.port).await?;
+    let answer_cmd = args.answer_cmd.map(|cmd| {
+        Arc::new(AnswerCmd::new(
+            cmd,
+            args.answer_jobs,
+            args.answer_queue,
+            args.answer_timeout,
+        ))
+    });
     let json = common.json;
     device.on_question(move |from, question| {
         let cmd = answer_cmd.clone();
@@ -174,11 +221,14 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
                     "event": "question", "from": from, "question": payload_json(&question),
                 }));
             } else {
-                say!("question from {from}: {}", text(&question));
+                say!("question from {}: {}", escape(&from), text(&question));
             }
             match cmd {
                 None => Ok(question),
-                Some(cmd) => run_answer_cmd(&cmd, &from, &question).await,
+                Some(cmd) => {
+                    cmd.answer(&from, &question, |note| print_note(&from, &note, json))
+                        .await
+                }
             }
         }
     })?;
@@ -192,7 +242,7 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
     } else {
         say!(
             "listening as {} ({}) on {}, group {}; serving {METHODS}; Ctrl-C to stop",
-            device.name(),
+            escape(device.name()),
             device.id(),
             device.local_addr(),
             device.group()
@@ -212,6 +262,35 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
     Ok(())
 }
 
+/// What happened to a question answered by `--answer-cmd`, beyond its answer.
+fn print_note(from: &str, note: &answer::Note, json: bool) {
+    use answer::Note;
+    match (note, json) {
+        (Note::Busy, true) => json_line(&json!({ "event": "busy", "from": from })),
+        (Note::Busy, false) => say!(
+            "question from {} refused: busy (every answer slot and queue place taken)",
+            escape(from)
+        ),
+        (Note::Killed(after), true) => json_line(&json!({
+            "event": "answer_killed", "from": from, "after_ms": after.as_millis() as u64,
+        })),
+        (Note::Killed(after), false) => say!(
+            "answer command for {} killed with its process group after {after:?}",
+            escape(from)
+        ),
+        (Note::Truncated(out, err), true) => json_line(&json!({
+            "event": "answer_truncated", "from": from, "limit": answer::OUTPUT_LIMIT,
+            "stdout_discarded": out, "stderr_discarded": err,
+        })),
+        (Note::Truncated(out, err), false) => say!(
+            "answer command for {} printed more than {} KiB: {out} bytes of stdout and {err} \
+             of stderr discarded",
+            escape(from),
+            answer::OUTPUT_LIMIT / 1024
+        ),
+    }
+}
+
 /// Binds `echo` and `info` on every link of the device.
 fn serve_methods(device: &Device, started: Instant) -> anyhow::Result<()> {
     let handlers = device.handlers();
@@ -223,49 +302,6 @@ fn serve_methods(device: &Device, started: Instant) -> anyhow::Result<()> {
         async move { Ok::<_, String>(info.to_string()) }
     })?;
     Ok(())
-}
-
-async fn run_answer_cmd(cmd: &str, from: &str, question: &[u8]) -> Result<Bytes, String> {
-    let run = async {
-        let mut child = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .env("HAIL_FROM", from)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot run the answer command: {e}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A command that does not read its input closes the pipe early: not an error.
-            let _ = stdin.write_all(question).await;
-        }
-        let output = child
-            .wait_with_output()
-            .await
-            .map_err(|e| format!("answer command: {e}"))?;
-        if output.status.success() {
-            let mut out = output.stdout;
-            if out.last() == Some(&b'\n') {
-                out.pop();
-            }
-            Ok(Bytes::from(out))
-        } else {
-            let err = String::from_utf8_lossy(&output.stderr);
-            Err(format!(
-                "answer command failed ({}): {}",
-                output.status,
-                err.lines().next().unwrap_or("")
-            ))
-        }
-    };
-    match tokio::time::timeout(ANSWER_CMD_TIMEOUT, run).await {
-        Ok(r) => r,
-        Err(_) => Err(format!(
-            "answer command took longer than {ANSWER_CMD_TIMEOUT:?}"
-        )),
-    }
 }
 
 fn leave_reason(reason: &LeaveReason) -> &'static str {
@@ -293,7 +329,7 @@ fn print_event(event: &DeviceEvent, json: bool) {
             } else {
                 say!(
                     "joined {} ({}) at {}",
-                    p.name,
+                    escape(&p.name),
                     p.id,
                     addresses(p).join(", ")
                 );
@@ -306,7 +342,7 @@ fn print_event(event: &DeviceEvent, json: bool) {
                     "reason": leave_reason(reason),
                 }));
             } else {
-                say!("left {} ({})", peer.name, leave_reason(reason));
+                say!("left {} ({})", escape(&peer.name), leave_reason(reason));
             }
         }
         DeviceEvent::Message { from, payload } => {
@@ -315,7 +351,7 @@ fn print_event(event: &DeviceEvent, json: bool) {
                     "event": "message", "from": from, "message": payload_json(payload),
                 }));
             } else {
-                say!("message from {from}: {}", text(payload));
+                say!("message from {}: {}", escape(from), text(payload));
             }
         }
         DeviceEvent::DuplicateName { name, ids } => {
@@ -323,7 +359,7 @@ fn print_event(event: &DeviceEvent, json: bool) {
             if json {
                 json_line(&json!({ "event": "duplicate_name", "name": name, "ids": ids }));
             } else {
-                say!("duplicate name {name}: {}", ids.join(", "));
+                say!("duplicate name {}: {}", escape(name), ids.join(", "));
             }
         }
         // The joins and leaves above say the same, one peer at a time.
@@ -332,33 +368,10 @@ fn print_event(event: &DeviceEvent, json: bool) {
     }
 }
 
-/// Ctrl-C or, on Unix, SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 /// `hail send`.
 pub(crate) async fn send(common: &Common, args: SendArgs) -> anyhow::Result<()> {
     let name = args.name.unwrap_or_else(|| default_name("send"));
-    let (device, mut events) = start(common, &name).await?;
+    let (device, mut events) = start(common, &name, 0).await?;
     let result = async {
         wait_for(
             &device,
@@ -370,11 +383,12 @@ pub(crate) async fn send(common: &Common, args: SendArgs) -> anyhow::Result<()> 
         let msg = Bytes::from(args.message.into_bytes());
         let len = msg.len();
         for (to, r) in device.send(args.to.as_str(), msg).await {
-            r.with_context(|| format!("cannot send to {to}"))?;
+            r.with_context(|| format!("cannot send to {to}"))
+                .kind(Kind::Network)?;
             if common.json {
                 json_line(&json!({ "event": "sent", "to": to, "bytes": len }));
             } else {
-                say!("sent {len} bytes to {to}");
+                say!("sent {len} bytes to {}", escape(&to));
             }
         }
         Ok(())
@@ -388,10 +402,10 @@ pub(crate) async fn send(common: &Common, args: SendArgs) -> anyhow::Result<()> 
 /// `hail ask`.
 pub(crate) async fn ask(common: &Common, args: AskArgs) -> anyhow::Result<()> {
     let name = args.name.unwrap_or_else(|| default_name("ask"));
-    let (device, mut events) = start(common, &name).await?;
+    let (device, mut events) = start(common, &name, 0).await?;
     let result = async {
         wait_for(&device, &mut events, &args.to, args.wait).await?;
-        progress("waiting for answers");
+        let spinner = waiting("waiting for answers");
         let started = Instant::now();
         let answers = device
             .ask(
@@ -400,6 +414,7 @@ pub(crate) async fn ask(common: &Common, args: AskArgs) -> anyhow::Result<()> {
                 args.timeout,
             )
             .await;
+        drop(spinner);
         let elapsed = started.elapsed();
         let mut failed = 0;
         for target in &args.to {
@@ -410,7 +425,7 @@ pub(crate) async fn ask(common: &Common, args: AskArgs) -> anyhow::Result<()> {
                 (Ok(a), true) => json_line(&json!({
                     "event": "answer", "from": target, "answer": payload_json(a),
                 })),
-                (Ok(a), false) => say!("{target}: {}", text(a)),
+                (Ok(a), false) => say!("{}: {}", escape(target), text(a)),
                 (Err(e), true) => {
                     failed += 1;
                     json_line(
@@ -419,13 +434,16 @@ pub(crate) async fn ask(common: &Common, args: AskArgs) -> anyhow::Result<()> {
                 }
                 (Err(e), false) => {
                     failed += 1;
-                    say!("{target}: no answer: {e}");
+                    say!("{}: no answer: {}", escape(target), escape(&e.to_string()));
                 }
             }
         }
         tracing::info!(?elapsed, "answers in");
         if failed > 0 {
-            bail!("{failed} of {} asked gave no answer", args.to.len());
+            return Err(fail(
+                Kind::NoAnswer,
+                format!("{failed} of {} asked gave no answer", args.to.len()),
+            ));
         }
         Ok(())
     }
@@ -437,7 +455,7 @@ pub(crate) async fn ask(common: &Common, args: AskArgs) -> anyhow::Result<()> {
 /// `hail call`.
 pub(crate) async fn call(common: &Common, args: CallArgs) -> anyhow::Result<()> {
     let name = args.name.unwrap_or_else(|| default_name("call"));
-    let (device, mut events) = start(common, &name).await?;
+    let (device, mut events) = start(common, &name, 0).await?;
     let result = async {
         wait_for(
             &device,
@@ -446,17 +464,25 @@ pub(crate) async fn call(common: &Common, args: CallArgs) -> anyhow::Result<()> 
             args.wait,
         )
         .await?;
-        let peer = device.peer(&args.device)?;
+        let peer = device.peer(&args.device).kind(Kind::NotFound)?;
         let arg = args.args_json.to_string();
+        let spinner = waiting(format!("calling {}", escape(&args.method)));
         let reply = peer
             .execute::<_, String>(args.method.clone(), arg, args.timeout)
             .await;
-        let reply = reply.with_context(|| format!("{}.{} failed", args.device, args.method))?;
+        drop(spinner);
+        let kind = match &reply {
+            Err(RpcError::Timeout) => Kind::Timeout,
+            _ => Kind::Remote,
+        };
+        let reply = reply
+            .with_context(|| format!("{}.{} failed", args.device, args.method))
+            .kind(kind)?;
         let value: Value = serde_json::from_str(&reply).unwrap_or(Value::String(reply));
         if common.json {
             json_line(&json!({ "event": "result", "from": args.device, "result": value }));
         } else {
-            say!("{value}");
+            say!("{}", escape(&value.to_string()));
         }
         Ok(())
     }
@@ -468,7 +494,7 @@ pub(crate) async fn call(common: &Common, args: CallArgs) -> anyhow::Result<()> 
 /// `hail scout`.
 pub(crate) async fn scout(common: &Common, args: ScoutArgs) -> anyhow::Result<()> {
     let name = args.name.unwrap_or_else(|| default_name("scout"));
-    let (device, mut events) = start(common, &name).await?;
+    let (device, mut events) = start(common, &name, 0).await?;
     // Name -> (info, when it was last heard of).
     let mut seen: BTreeMap<String, (PeerInfo, Instant)> = BTreeMap::new();
     let note = |seen: &mut BTreeMap<String, (PeerInfo, Instant)>, event: &DeviceEvent| match event {
@@ -492,16 +518,28 @@ pub(crate) async fn scout(common: &Common, args: ScoutArgs) -> anyhow::Result<()
         _ => false,
     };
     let result = if args.once {
-        progress(&format!("scouting for {:?}", args.timeout));
+        let spinner = waiting(format!("scouting for {:?}", args.timeout));
         let deadline = tokio::time::Instant::now() + args.timeout;
-        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            let event = tokio::select! {
+                e = tokio::time::timeout_at(deadline, events.recv()) => e,
+                () = &mut stop => break,
+            };
+            let Ok(Some(event)) = event else { break };
             note(&mut seen, &event);
         }
+        drop(spinner);
         print_table(&seen, common.json);
         Ok(())
     } else {
         if !common.json {
-            say!("scouting as {name} on {}; Ctrl-C to stop", device.group());
+            say!(
+                "scouting as {} on {}; Ctrl-C to stop",
+                escape(&name),
+                device.group()
+            );
         }
         print_table(&seen, common.json);
         let stop = shutdown_signal();
@@ -540,7 +578,7 @@ fn print_table(seen: &BTreeMap<String, (PeerInfo, Instant)>, json: bool) {
     for (p, at) in seen.values() {
         say!(
             "{:<24} {:<32} {:<28} {:.1}s ago",
-            p.name,
+            escape(&p.name),
             p.id.to_string(),
             addresses(p).join(","),
             at.elapsed().as_secs_f64()

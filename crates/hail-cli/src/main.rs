@@ -3,8 +3,9 @@
 //! `hail demo` runs several devices on loopback in one process and shows discovery,
 //! messages, questions, an RPC call and a sealed multicast exchange. `hail listen`,
 //! `send`, `ask`, `call` and `scout` join the network as a device; `hail mcast` uses the
-//! multicast channel on its own. Errors are one line on stderr and exit code 1; usage
-//! errors exit with code 2.
+//! multicast channel on its own; `hail comms` is a Python Comms server or client. Errors
+//! are one line on stderr (a JSON object with `--json`, see `fail.rs`) and exit code 1;
+//! usage errors exit with code 2.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -19,8 +20,11 @@ macro_rules! say {
     };
 }
 
+mod answer;
+mod comms;
 mod demo;
 mod device;
+mod fail;
 mod mcast;
 mod out;
 
@@ -43,8 +47,8 @@ struct Cli {
 /// Flags every subcommand takes.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct Common {
-    /// Passphrase that seals discovery and secures links (PBKDF2, 600,000 iterations, once
-    /// at start). Default: none, plaintext.
+    /// Passphrase of the group; each command says what it protects with it. A key is
+    /// derived from it once at start (PBKDF2, 600,000 iterations). Default: none, plaintext.
     #[arg(
         long,
         env = "HAIL_PASSPHRASE",
@@ -53,15 +57,19 @@ pub(crate) struct Common {
         value_name = "PASSPHRASE"
     )]
     pub(crate) passphrase: Option<String>,
-    /// IPv4 interface for multicast, by address (`lo` means 127.0.0.1); links listen on
-    /// it too. Default: every up, multicast-capable interface.
+    /// IPv4 interface, by address (`lo` means 127.0.0.1): multicast goes out and comes in
+    /// on it, and links listen on it (`comms listen` too). Default: every up,
+    /// multicast-capable interface (and 0.0.0.0 for listening).
     #[arg(long, global = true, value_parser = parse_interface, value_name = "ADDR")]
     pub(crate) interface: Option<Ipv4Addr>,
     /// Multicast group ADDR:PORT. Default: 239.255.72.76:5676 for devices,
-    /// 239.255.72.77:5677 for `mcast`.
+    /// 239.255.72.77:5677 for `mcast`. Port 0 is refused for devices (each would pick its
+    /// own port and be alone) and for `mcast send`; `mcast recv` picks a free port and
+    /// prints it.
     #[arg(long, global = true, value_name = "ADDR:PORT")]
     pub(crate) group: Option<SocketAddr>,
-    /// Machine-readable output: one JSON object per line.
+    /// Machine-readable output: one JSON object per line on stdout; an error is one
+    /// `{"error": .., "kind": ..}` line on stderr.
     #[arg(long, global = true)]
     pub(crate) json: bool,
     /// More log output on stderr (-v info, -vv debug, -vvv trace); `RUST_LOG` overrides.
@@ -75,6 +83,8 @@ enum Command {
     /// RPC call and sealed multicast, with timings. Safe on any machine.
     Demo(demo::DemoArgs),
     /// Join as a device: print every event, answer questions, serve `echo` and `info`.
+    ///
+    /// With `--passphrase`, discovery is sealed and every link encrypted (Noise).
     Listen(device::ListenArgs),
     /// Send one message to a device by name.
     Send(device::SendArgs),
@@ -85,7 +95,34 @@ enum Command {
     /// Show the devices on the network: a live table, or once with `--once`.
     Scout(device::ScoutArgs),
     /// The multicast channel on its own: send or receive datagrams on a group.
+    ///
+    /// UDP datagrams to and from a group (multisock's job), no devices and no links.
+    /// Default group 239.255.72.77:5677, TTL 1 (this network segment only).
+    ///
+    /// With --passphrase every datagram is sealed (AES-256-GCM, 45 bytes more on the wire)
+    /// under a key derived from the passphrase, and a receiver drops, and counts, datagrams
+    /// sealed with another passphrase, replayed, or not sealed at all. Without it a datagram
+    /// is the bare bytes, so socat and other plain UDP tools interoperate.
     Mcast(mcast::McastArgs),
+    /// A Python Comms server or client: print what arrives, send each line of stdin.
+    ///
+    /// Python Comms' (ReliableCommunication's) wire format: a u32 little-endian length and
+    /// the payload, no handshake and no encryption (--passphrase does not apply). `--format`
+    /// matches the Python side's mode: json, string or binary.
+    ///
+    /// Python Comms' own limits: its recv is not looped, so frames over about 16 KiB can
+    /// break it; its client retries a lost connection once, after 1 s.
+    Comms(comms::CommsArgs),
+}
+
+impl Command {
+    /// Whether the command joins the network as a device (and so needs a real group port).
+    fn is_device(&self) -> bool {
+        matches!(
+            self,
+            Self::Listen(_) | Self::Send(_) | Self::Ask(_) | Self::Call(_) | Self::Scout(_)
+        )
+    }
 }
 
 /// `lo` or an IPv4 address.
@@ -116,6 +153,35 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v * scale))
 }
 
+/// Ctrl-C or, on Unix, SIGTERM or SIGHUP (the terminal closed): the long-running commands
+/// stop on any of them the same way, with a goodbye to their peers.
+pub(crate) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(mut term), Ok(mut hup)) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                    _ = hup.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Log lines go to stderr, coloured only when stderr is a terminal.
 fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let level = match verbose {
@@ -128,11 +194,59 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
+/// Parses the command line; a usage error under `--json` is a JSON line (exit code 2),
+/// help and version print as usual.
+fn parse() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind as ClapKind;
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) if matches!(e.kind(), ClapKind::DisplayHelp | ClapKind::DisplayVersion) => e.exit(),
+        Err(e) if wants_json(std::env::args_os()) => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("bad arguments");
+            let msg = first.strip_prefix("error: ").unwrap_or(first);
+            fail::report_line(msg, fail::Kind::Usage, true);
+            Err(ExitCode::from(2))
+        }
+        Err(e) => e.exit(),
+    }
+}
+
+/// Whether `--json` is among the arguments (before a `--`), for errors found before the
+/// command line could be parsed.
+fn wants_json(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    args.take_while(|a| a != "--").any(|a| a == "--json")
+}
+
+/// The checks clap cannot make because they tie a global flag to a subcommand.
+fn check(cli: &Cli) -> Result<(), String> {
+    if let Some(g) = cli.common.group
+        && g.port() == 0
+        && cli.command.is_device()
+    {
+        return Err(format!(
+            "--group {g}: a device needs a real port; on port 0 each device would pick its \
+             own and be alone (the default is {})",
+            hail::discovery::DEFAULT_GROUP
+        ));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    let json = cli.common.json;
+    if let Err(msg) = check(&cli) {
+        fail::report_line(&msg, fail::Kind::Usage, json);
+        return ExitCode::from(2);
+    }
     init_tracing(cli.common.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -140,7 +254,11 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("hail: error: cannot start the async runtime: {e}");
+            fail::report_line(
+                &format!("cannot start the async runtime: {e}"),
+                fail::Kind::Failed,
+                json,
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -154,6 +272,7 @@ fn main() -> ExitCode {
             Command::Call(args) => device::call(&common, args).await,
             Command::Scout(args) => device::scout(&common, args).await,
             Command::Mcast(args) => mcast::run(&common, args).await,
+            Command::Comms(args) => comms::run(&common, args).await,
         }
     });
     // Tasks still running (a question handler's command, say) must not hold the exit.
@@ -161,8 +280,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hail: error: {e:#}");
-            ExitCode::FAILURE
+            fail::report(&e, json);
+            if fail::kind_of(&e) == fail::Kind::Usage {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -188,6 +311,16 @@ mod tests {
         assert_eq!(parse_interface("lo"), Ok(Ipv4Addr::LOCALHOST));
         assert_eq!(parse_interface("10.0.0.2"), Ok(Ipv4Addr::new(10, 0, 0, 2)));
         assert!(parse_interface("eth0").is_err());
+    }
+
+    #[test]
+    fn json_is_seen_before_a_double_dash_only() {
+        let args = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert!(wants_json(args(&["hail", "--json", "x"]).into_iter()));
+        assert!(!wants_json(
+            args(&["hail", "send", "--", "--json"]).into_iter()
+        ));
+        assert!(!wants_json(args(&["hail", "--jsonx"]).into_iter()));
     }
 
     #[test]

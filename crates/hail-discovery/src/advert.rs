@@ -73,10 +73,11 @@ use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use hail_wire::WireError;
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{AdvertError, NameError};
+use crate::error::NameError;
 use crate::id::DeviceId;
 
 /// The first four bytes of every discovery message: `HAIL`.
@@ -143,6 +144,81 @@ impl fmt::Debug for Kind {
             None => write!(f, "Kind({:#04x})", self.0),
         }
     }
+}
+
+/// A discovery message could not be encoded or decoded.
+///
+/// Every decode error concerns one datagram or one link message only: the peer table drops
+/// the message, counts it in its [`Stats`](crate::Stats) and carries on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdvertError {
+    /// The input is shorter than the 6-byte header.
+    #[error("discovery message of {len} bytes is shorter than its 6-byte header")]
+    TooShort {
+        /// Length of the input in bytes.
+        len: usize,
+    },
+    /// The input (decode) or the encoded message (encode) is longer than allowed.
+    #[error("discovery message of {len} bytes exceeds the limit of {max} bytes")]
+    TooLong {
+        /// Length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// The input does not start with the magic bytes `HAIL`: not a hail discovery message.
+    #[error("not a hail discovery message (bad magic)")]
+    BadMagic,
+    /// The message is of a protocol version this implementation does not speak.
+    #[error("discovery protocol version {version} is not supported (this side speaks 1)")]
+    UnsupportedVersion {
+        /// The version byte that arrived.
+        version: u8,
+    },
+    /// The kind byte names no message this transport carries (unknown, or link-only on
+    /// multicast, or multicast-only on a link).
+    #[error("unexpected discovery message kind {kind}")]
+    UnknownKind {
+        /// The kind byte that arrived.
+        kind: Kind,
+    },
+    /// The body of a known kind could not be decoded (truncated, trailing bytes, bad varint,
+    /// invalid UTF-8, nesting too deep ...).
+    #[error("malformed {kind} body: {source}")]
+    Malformed {
+        /// The kind whose body failed.
+        kind: Kind,
+        /// What the strict postcard decoder reported.
+        source: WireError,
+    },
+    /// A device name in the message is invalid.
+    #[error("invalid device name: {0}")]
+    InvalidName(#[from] NameError),
+    /// A message lists more addresses than one advert may carry.
+    #[error("{count} addresses listed, the limit is {max}")]
+    TooManyAddresses {
+        /// How many addresses were listed.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A gossip message lists more peers than one message may carry.
+    #[error("{count} peer records listed, the limit is {max}")]
+    TooManyPeers {
+        /// How many records were listed.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// postcard failed to encode a body (out of memory in practice).
+    #[error("encoding a {kind} body: {source}")]
+    Encode {
+        /// The kind being encoded.
+        kind: Kind,
+        /// The postcard error.
+        source: WireError,
+    },
 }
 
 /// Checks a device name: 1 to [`MAX_NAME_LEN`] bytes of UTF-8, no control characters.

@@ -131,7 +131,7 @@ mod id;
 mod peer_table;
 
 pub use advert::{
-    Advert, Announce, Hello, Kind, LinkMessage, MAX_ADDRESSES, MAX_ADVERT_LEN,
+    Advert, AdvertError, Announce, Hello, Kind, LinkMessage, MAX_ADDRESSES, MAX_ADVERT_LEN,
     MAX_LINK_MESSAGE_LEN, MAX_NAME_LEN, MAX_PEER_RECORDS, PeerRecord, validate_name,
 };
 pub use config::{
@@ -142,7 +142,7 @@ pub use device::{
     AskError, Callbacks, DEFAULT_GROUP, Device, DeviceBuilder, DeviceError, DeviceEvent,
     DeviceEvents, DeviceStats, EVENT_CAPACITY, RunError, SendError, Targets,
 };
-pub use error::{AdvertError, ConfigError, NameError, ResolveError};
+pub use error::{ConfigError, NameError, ResolveError};
 pub use format::{FormatError, MessageFormat};
 pub use id::{ConnId, DeviceId, DialId};
 pub use peer_table::{

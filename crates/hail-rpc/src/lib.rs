@@ -96,13 +96,21 @@
 //!
 //! The packet format is in the [`packet`] module docs and in `docs/wire-format.md`; the
 //! state machine under [`RpcPeer`] is the sans-IO [`proto`] module.
+//!
+//! # Feature flags
+//!
+//! * `fuzzing` (off): exposes the `fuzzing` module, the entry point of the cargo-fuzz
+//!   target that drives a [`proto::Session`] with arbitrary bytes. Not a stable API.
 
 mod config;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod handler;
 mod link;
 pub mod memory;
 mod method;
+mod outgoing;
 pub mod packet;
 mod peer;
 pub mod proto;
@@ -112,5 +120,7 @@ pub use error::{BindError, RpcError};
 pub use handler::Handlers;
 pub use link::{RpcClient, RpcServer, RpcServerEvent, SERVER_EVENT_CAPACITY};
 pub use method::{MAX_NAME_LEN, Method, Opcode, RetCode, Status};
+pub use outgoing::{LinkClosed, Outgoing};
 pub use packet::{Packet, PacketError};
-pub use peer::{Disconnect, LinkClosed, Outgoing, PeerDriver, Reply, RpcPeer, WeakRpcPeer};
+pub use peer::{PeerDriver, Reply, RpcPeer, WeakRpcPeer};
+pub use proto::Disconnect;

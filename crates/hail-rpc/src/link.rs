@@ -7,15 +7,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use hail_link::{
-    Client, ClientConfig, ClientEvent, ClientId, CloseReason, Connection, LinkError, Server,
-    ServerConfig, ServerEvent,
+    Client, ClientConfig, ClientEvent, ClientId, CloseReason, LinkError, Server, ServerConfig,
+    ServerEvent,
 };
 use hail_wire::Binary;
 use tokio::sync::mpsc;
@@ -23,7 +21,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::RpcConfig;
 use crate::handler::Handlers;
-use crate::peer::{Disconnect, LinkClosed, Outgoing, PeerDriver, RpcPeer};
+use crate::peer::{PeerDriver, RpcPeer};
+use crate::proto::Disconnect;
 
 /// Events an [`RpcServer`] keeps for [`RpcServer::next_event`]: 1024. Beyond it the
 /// oldest are not displaced; new ones are dropped and counted
@@ -44,40 +43,6 @@ struct AbortOnDrop(JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// Packets of a client peer go through the reconnecting client. While it reconnects, the
-/// peer is disconnected and sends nothing new, so its outage buffer holds at most what
-/// was queued when the connection died.
-struct ClientOut(Arc<Client<Binary>>);
-
-impl Outgoing for ClientOut {
-    fn send(
-        &self,
-        packet: Bytes,
-    ) -> Pin<Box<dyn Future<Output = Result<(), LinkClosed>> + Send + '_>> {
-        Box::pin(async move { self.0.send(packet).await.map_err(|_| LinkClosed) })
-    }
-
-    fn try_send(&self, packet: Bytes) -> bool {
-        self.0.try_send(packet).is_ok()
-    }
-}
-
-/// A bare link connection (from `Connection::connect`, or a server's
-/// `Server::connection`) carries a peer's packets as they are: feed its `Incoming`
-/// frames to [`PeerDriver::packet`] and its end to [`PeerDriver::disconnected`].
-impl Outgoing for Connection<Binary> {
-    fn send(
-        &self,
-        packet: Bytes,
-    ) -> Pin<Box<dyn Future<Output = Result<(), LinkClosed>> + Send + '_>> {
-        Box::pin(async move { Self::send(self, packet).await.map_err(|_| LinkClosed) })
-    }
-
-    fn try_send(&self, packet: Bytes) -> bool {
-        Self::try_send(self, packet).is_ok()
     }
 }
 
@@ -124,7 +89,7 @@ impl RpcClient {
         let (client, mut events) = Client::connect(addr, link, Binary).await?;
         let client = Arc::new(client);
         let (peer, driver) = RpcPeer::with_handlers(config, handlers);
-        driver.connected(Arc::new(ClientOut(client.clone())));
+        driver.connected(client.clone());
         let out = Arc::downgrade(&client);
         let router = tokio::spawn(async move {
             let mut up = true;
@@ -133,7 +98,7 @@ impl RpcClient {
                     ClientEvent::Message(packet) => driver.packet(&packet),
                     ClientEvent::Connected { .. } if !up => {
                         let Some(client) = out.upgrade() else { break };
-                        driver.connected(Arc::new(ClientOut(client)));
+                        driver.connected(client);
                         up = true;
                     }
                     ClientEvent::Disconnected { reason } => {
@@ -165,56 +130,6 @@ impl RpcClient {
     /// first). Calls in flight end with `ConnectionLost`.
     pub async fn close(&self) {
         self.link.close().await;
-    }
-}
-
-/// Packets of one server-side peer go to its client's connection, looked up once.
-struct ServerOut {
-    server: Weak<Server<Binary>>,
-    id: ClientId,
-    conn: OnceLock<Connection<Binary>>,
-}
-
-impl ServerOut {
-    /// The client's connection. The link announces a client just before it registers it,
-    /// so the first lookup may wait a moment (bounded: 1 s, then the link counts as closed).
-    async fn conn(&self) -> Option<&Connection<Binary>> {
-        if let Some(c) = self.conn.get() {
-            return Some(c);
-        }
-        for _ in 0..1000 {
-            let server = self.server.upgrade()?;
-            if let Some(c) = server.connection(self.id) {
-                return Some(self.conn.get_or_init(|| c));
-            }
-            drop(server);
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        None
-    }
-
-    fn conn_now(&self) -> Option<&Connection<Binary>> {
-        if let Some(c) = self.conn.get() {
-            return Some(c);
-        }
-        let c = self.server.upgrade()?.connection(self.id)?;
-        Some(self.conn.get_or_init(|| c))
-    }
-}
-
-impl Outgoing for ServerOut {
-    fn send(
-        &self,
-        packet: Bytes,
-    ) -> Pin<Box<dyn Future<Output = Result<(), LinkClosed>> + Send + '_>> {
-        Box::pin(async move {
-            let conn = self.conn().await.ok_or(LinkClosed)?;
-            conn.send(packet).await.map_err(|_| LinkClosed)
-        })
-    }
-
-    fn try_send(&self, packet: Bytes) -> bool {
-        self.conn_now().is_some_and(|c| c.try_send(packet).is_ok())
     }
 }
 
@@ -292,11 +207,12 @@ impl RpcServer {
                         ServerEvent::Connected { id, addr } => {
                             let (peer, driver) =
                                 RpcPeer::with_handlers(config.clone(), handlers.clone());
-                            driver.connected(Arc::new(ServerOut {
-                                server: weak.clone(),
-                                id,
-                                conn: OnceLock::new(),
-                            }));
+                            // The link registers a client before it announces it, so
+                            // its connection is there (unless it closed meanwhile: then
+                            // the peer stays disconnected, and `Closed` follows).
+                            if let Some(conn) = weak.upgrade().and_then(|s| s.connection(id)) {
+                                driver.connected(Arc::new(conn));
+                            }
                             drivers.insert(id, driver);
                             lock(&peers).insert(id, peer.clone());
                             emit(RpcServerEvent::Connected { id, addr, peer });
@@ -377,20 +293,26 @@ impl RpcServer {
     }
 
     /// Shuts down gracefully within `deadline`: first lets the handlers running for clients
-    /// finish and queue their replies (checked every 5 ms), then shuts the link down
-    /// (stops accepting, writes what is queued, closes every connection; see
+    /// finish and queue their replies (woken as each peer's last handler ends), then shuts
+    /// the link down (stops accepting, writes what is queued, closes every connection; see
     /// `hail_link::Server::shutdown`). What still runs at the deadline is aborted, and
     /// calls in flight on either side end with `ConnectionLost`.
     pub async fn shutdown(self, deadline: Duration) {
         let until = tokio::time::Instant::now() + deadline;
-        let busy = || {
-            lock(&self.peers)
-                .values()
-                .any(|p| p.running_handlers() > 0 || p.queued_requests() > 0)
+        let handlers_done = async {
+            // Peers may come and go meanwhile: look again after each one is done.
+            loop {
+                let busy = lock(&self.peers)
+                    .values()
+                    .find(|p| p.running_handlers() > 0 || p.queued_requests() > 0)
+                    .cloned();
+                match busy {
+                    Some(peer) => peer.done_serving().await,
+                    None => break,
+                }
+            }
         };
-        while busy() && tokio::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let _ = tokio::time::timeout_at(until, handlers_done).await;
         let Self { link, _router, .. } = self;
         match Arc::try_unwrap(link) {
             Ok(server) => {

@@ -1,7 +1,5 @@
 //! Two peers joined in memory: for tests and for in-process use without sockets.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,25 +8,16 @@ use tokio::task::JoinHandle;
 
 use crate::config::RpcConfig;
 use crate::handler::Handlers;
-use crate::peer::{LinkClosed, Outgoing, PeerDriver, RpcPeer};
+use crate::outgoing::impl_outgoing;
+use crate::peer::{PeerDriver, RpcPeer};
 
 /// Packets each direction may hold before `send` waits: 1024.
 pub const QUEUE_LEN: usize = 1024;
 
+/// One direction of the pair: a bounded queue of packets.
 struct ChannelOut(mpsc::Sender<Bytes>);
 
-impl Outgoing for ChannelOut {
-    fn send(
-        &self,
-        packet: Bytes,
-    ) -> Pin<Box<dyn Future<Output = Result<(), LinkClosed>> + Send + '_>> {
-        Box::pin(async move { self.0.send(packet).await.map_err(|_| LinkClosed) })
-    }
-
-    fn try_send(&self, packet: Bytes) -> bool {
-        self.0.try_send(packet).is_ok()
-    }
-}
+impl_outgoing!(ChannelOut, |this| this.0);
 
 /// The in-memory connection between the two peers of [`pair`]. Dropping it, or
 /// [`kill`](Self::kill), drops the connection: both peers see it lost at once.

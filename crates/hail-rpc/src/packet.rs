@@ -36,6 +36,7 @@
 use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use hail_wire::BytesMutFlavor;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -222,7 +223,7 @@ fn write(dst: &mut BytesMut, wire: &WireRef<'_>) {
     dst.put_u8(VERSION);
     // Writing into a growable buffer cannot fail: postcard errors only on a full flavor
     // or on types (unknown-length sequences) that `WireRef` does not contain.
-    postcard::serialize_with_flavor::<_, _, ()>(wire, BytesMutFlavor(dst))
+    postcard::serialize_with_flavor::<_, _, ()>(wire, BytesMutFlavor::new(dst))
         .expect("serializing a packet envelope into a BytesMut cannot fail");
 }
 
@@ -337,27 +338,6 @@ impl<'de> Deserialize<'de> for ByteBuf {
             }
         }
         d.deserialize_byte_buf(V)
-    }
-}
-
-/// Postcard output straight into a `BytesMut`.
-struct BytesMutFlavor<'a>(&'a mut BytesMut);
-
-impl postcard::ser_flavors::Flavor for BytesMutFlavor<'_> {
-    type Output = ();
-
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.put_u8(data);
-        Ok(())
-    }
-
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.put_slice(data);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
     }
 }
 

@@ -1,79 +1,29 @@
 //! The tokio layer: [`RpcPeer`] (make calls, bind handlers) and [`PeerDriver`] (feed it
-//! a connection), around the sans-IO [`Session`](crate::proto::Session).
+//! a connection), around the sans-IO [`Session`]. The shared state and how the session's
+//! output is carried out (sending, waking, running handlers) are in `peer/inner.rs`.
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
-use tokio::task::AbortHandle;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::config::RpcConfig;
 use crate::error::{BindError, RpcError};
-use crate::handler::{Failure, Handlers};
-use crate::method::{Method, RetCode, Status};
+use crate::handler::Handlers;
+use crate::method::{Method, RetCode};
+use crate::outgoing::{LinkClosed, Outgoing};
 use crate::packet;
-use crate::proto::{Action, Job, Outcome, PollState, Session, Stats};
+use crate::proto::{Disconnect, Outcome, PollState, Session, Stats};
 
-/// The link under a peer: where its packets go. `hail-link` connections implement it;
-/// so can any ordered, reliable, message-preserving transport.
-pub trait Outgoing: Send + Sync + 'static {
-    /// Sends one packet (one link frame), waiting for room in the link's queue.
-    /// An error means the packet was not accepted: the connection is gone.
-    fn send(
-        &self,
-        packet: Bytes,
-    ) -> Pin<Box<dyn Future<Output = Result<(), LinkClosed>> + Send + '_>>;
+mod inner;
 
-    /// Queues one packet without waiting; false when there is no room or no connection.
-    /// Used for cancels sent from `Drop`, where waiting is impossible.
-    fn try_send(&self, packet: Bytes) -> bool;
-}
-
-/// The link refused a packet because the connection is closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the link is closed")]
-pub struct LinkClosed;
-
-/// Why a connection under a peer went away, for [`PeerDriver::disconnected`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Disconnect {
-    /// The connection dropped (closed, reset, heartbeat timeout). A reconnect may follow.
-    Lost,
-    /// The link could not authenticate the peer; calls fail with
-    /// [`RpcError::AuthFailed`] until a connection is made.
-    AuthFailed,
-}
-
-type Waiter = oneshot::Sender<Outcome>;
-
-enum LinkState {
-    Connected(Arc<dyn Outgoing>),
-    Disconnected { auth_failed: bool },
-}
-
-struct State {
-    session: Session<Waiter, OwnedSemaphorePermit, AbortHandle>,
-    link: LinkState,
-    /// Bumped at every connect and disconnect: work of an older connection is discarded.
-    epoch: u64,
-}
-
-struct Inner {
-    config: RpcConfig,
-    handlers: Handlers,
-    state: Mutex<State>,
-    in_flight: Arc<Semaphore>,
-    runtime: tokio::runtime::Handle,
-}
+use self::inner::{Inner, State};
 
 /// One end of an RPC connection: make calls and bind handlers. Symmetric: both ends of a
 /// connection have one, and which side dialed does not matter.
@@ -140,14 +90,19 @@ fn encode_args<A: Serialize>(args: &A) -> Result<Bytes, RpcError> {
     packet::to_postcard(args).map_err(|e| RpcError::Encode(e.to_string()))
 }
 
+/// The session's clock, as the session reads it.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
 impl fmt::Debug for RpcPeer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let st = self.inner.lock();
         f.debug_struct("RpcPeer")
-            .field("connected", &matches!(st.link, LinkState::Connected(_)))
-            .field("in_flight", &st.session.calls.in_flight())
-            .field("kept", &st.session.calls.kept())
-            .field("running", &st.session.serve.running())
+            .field("connected", &st.session.is_connected())
+            .field("in_flight", &st.session.calls().in_flight())
+            .field("kept", &st.session.calls().kept())
+            .field("running", &st.session.serve().running())
             .field("handlers", &self.inner.handlers)
             .finish()
     }
@@ -186,18 +141,8 @@ impl RpcPeer {
     /// gives every client peer the same table).
     pub fn with_handlers(config: RpcConfig, handlers: Handlers) -> (Self, PeerDriver) {
         let mut session = Session::new(&config);
-        session.calls.set_next_retcode(random_u32());
-        let inner = Arc::new(Inner {
-            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
-            state: Mutex::new(State {
-                session,
-                link: LinkState::Disconnected { auth_failed: false },
-                epoch: 0,
-            }),
-            config,
-            handlers,
-            runtime: tokio::runtime::Handle::current(),
-        });
+        session.set_next_retcode(random_u32());
+        let inner = Arc::new(Inner::new(config, handlers, session));
         (
             Self {
                 inner: inner.clone(),
@@ -225,27 +170,63 @@ impl RpcPeer {
 
     /// True while a connection is up.
     pub fn is_connected(&self) -> bool {
-        matches!(self.inner.lock().link, LinkState::Connected(_))
+        self.inner.lock().session.is_connected()
     }
 
     /// Counters of what the remote sent that was dropped or refused.
     pub fn stats(&self) -> Stats {
-        self.inner.lock().session.stats
+        self.inner.lock().session.stats()
     }
 
     /// Calls in flight now.
     pub fn in_flight(&self) -> usize {
-        self.inner.lock().session.calls.in_flight()
+        self.inner.lock().session.calls().in_flight()
     }
 
     /// Requests and notifications from the remote waiting for a handler slot.
     pub fn queued_requests(&self) -> usize {
-        self.inner.lock().session.serve.queued()
+        self.inner.lock().session.serve().queued()
     }
 
     /// Handlers running now for the remote's calls and notifications.
     pub fn running_handlers(&self) -> usize {
-        self.inner.lock().session.serve.running()
+        self.inner.lock().session.serve().running()
+    }
+
+    /// Waits until nothing is in flight, running or queued on this peer: no call of ours
+    /// awaits its reply ([`in_flight`](Self::in_flight) is 0), and no handler runs or
+    /// waits for the remote ([`running_handlers`](Self::running_handlers) and
+    /// [`queued_requests`](Self::queued_requests) are 0). Resolves at once when that
+    /// already holds.
+    ///
+    /// Replies kept for [`poll`](Self::poll) do not count. A [`send`](Self::send) call
+    /// nobody answers counts until it expires ([`RpcConfig::keep_replies_for`]); a lost
+    /// connection ends every call and handler, so a disconnected peer is idle. Woken by the
+    /// peer itself when its last call or handler ends, never by polling on a timer;
+    /// another call may start right after, so check again if that matters. Bound the
+    /// wait with `tokio::time::timeout`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use hail_rpc::{RpcConfig, memory};
+    ///
+    /// let (a, b, _link) = memory::pair(RpcConfig::default(), RpcConfig::default());
+    /// b.bind("note", |_: String| async { Ok::<_, String>(()) })?;
+    /// a.notify("note", "written down").await?;
+    /// // Before `b` shuts down, let its handlers finish.
+    /// b.idle().await;
+    /// assert_eq!(b.running_handlers() + b.queued_requests(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn idle(&self) {
+        self.inner.wait_for(Session::is_idle).await;
+    }
+
+    /// Waits until no handler runs or waits for the remote (calls of ours may be in
+    /// flight): what a graceful server shutdown waits for.
+    pub(crate) async fn done_serving(&self) {
+        self.inner.wait_for(|s| !s.is_serving()).await;
     }
 
     /// Binds an async handler to `method`: it takes the decoded arguments and returns
@@ -339,15 +320,16 @@ impl RpcPeer {
         let call = async {
             let permit = self.inner.acquire().await?;
             let (tx, rx) = oneshot::channel();
-            let (retcode, out, bytes) = self.inner.start(method, true, &args, Some(tx), permit)?;
+            let (retcode, out, request) =
+                self.inner.start(method, false, &args, Some(tx), permit)?;
             let mut guard = CancelOnDrop {
                 inner: &self.inner,
                 retcode,
                 armed: true,
             };
-            if out.send(bytes).await.is_err() {
-                guard.inner.lock().session.calls.abandon(retcode);
+            if out.send(request).await.is_err() {
                 guard.armed = false;
+                self.inner.with(|st| st.session.abandon(retcode));
                 return Err(RpcError::NotConnected);
             }
             let outcome = rx.await.unwrap_or(Err(RpcError::ConnectionLost));
@@ -374,9 +356,9 @@ impl RpcPeer {
         let method = method.into();
         let args = encode_args(&args)?;
         let permit = self.inner.acquire().await?;
-        let (retcode, out, bytes) = self.inner.start(method, false, &args, None, permit)?;
-        if out.send(bytes).await.is_err() {
-            self.inner.lock().session.calls.abandon(retcode);
+        let (retcode, out, request) = self.inner.start(method, true, &args, None, permit)?;
+        if out.send(request).await.is_err() {
+            self.inner.with(|st| st.session.abandon(retcode));
             return Err(RpcError::NotConnected);
         }
         Ok(retcode)
@@ -395,21 +377,24 @@ impl RpcPeer {
         retcode: RetCode,
         timeout: Duration,
     ) -> Result<R, RpcError> {
-        let (rx, expiry) = {
-            let mut st = self.inner.lock_expired();
-            let expiry = st.session.calls.expiry(retcode);
-            match st.session.calls.poll(retcode) {
-                PollState::Ready(outcome) => return decode_outcome(outcome),
-                PollState::Expired => return Err(RpcError::Expired),
-                PollState::Unknown => return Err(RpcError::UnknownRetCode(retcode)),
+        let waiting = self.inner.with_expired(|st| {
+            let expiry = st.session.expiry(retcode);
+            match st.session.poll_call(retcode) {
+                PollState::Ready(outcome) => Err(outcome),
+                PollState::Expired => Err(Err(RpcError::Expired)),
+                PollState::Unknown => Err(Err(RpcError::UnknownRetCode(retcode))),
                 PollState::InFlight => {
                     let (tx, rx) = oneshot::channel();
-                    if st.session.calls.set_poller(retcode, tx).is_err() {
-                        return Err(RpcError::UnknownRetCode(retcode));
+                    match st.session.set_poller(retcode, tx) {
+                        Ok(()) => Ok((rx, expiry)),
+                        Err(_) => Err(Err(RpcError::UnknownRetCode(retcode))),
                     }
-                    (rx, expiry)
                 }
             }
+        });
+        let (rx, expiry) = match waiting {
+            Ok(waiting) => waiting,
+            Err(outcome) => return decode_outcome(outcome),
         };
         let _guard = ClearPoller {
             inner: &self.inner,
@@ -424,7 +409,7 @@ impl RpcPeer {
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(outcome) => decode_outcome(outcome.unwrap_or(Err(RpcError::ConnectionLost))),
             Err(_) if deadline < timeout_at => {
-                drop(self.inner.lock_expired());
+                self.inner.with_expired(|_| ());
                 Err(RpcError::Expired)
             }
             Err(_) => Err(RpcError::Timeout),
@@ -435,29 +420,13 @@ impl RpcPeer {
     /// it if still in flight (its reply will be discarded). Returns whether there was
     /// anything to forget.
     pub fn flush(&self, retcode: RetCode) -> bool {
-        let mut st = self.inner.lock_expired();
-        match st.session.calls.poll(retcode) {
-            PollState::Ready(_) => true,
-            PollState::InFlight => {
-                st.session.calls.abandon(retcode);
-                let out = st.link.outgoing();
-                drop(st);
-                if let Some(out) = out {
-                    send_cancel(&*out, retcode);
-                }
-                true
-            }
-            PollState::Expired | PollState::Unknown => false,
-        }
+        self.inner.with_expired(|st| st.session.flush(retcode))
     }
 
     /// Takes every reply kept for `poll` so far, oldest first.
     pub fn take_ready(&self) -> Vec<(RetCode, Reply)> {
         self.inner
-            .lock_expired()
-            .session
-            .calls
-            .take_ready()
+            .with_expired(|st| st.session.take_ready())
             .into_iter()
             .map(|(r, outcome)| (r, Reply { outcome }))
             .collect()
@@ -473,270 +442,48 @@ impl RpcPeer {
     ) -> Result<(), RpcError> {
         let method = method.into();
         let args = encode_args(&args)?;
-        let out = self.inner.outgoing()?;
-        let mut b = BytesMut::new();
-        packet::encode_notification(&mut b, &method, &args);
-        out.send(b.freeze())
+        let (out, packet) = self.inner.with(|st| {
+            st.session.notify(&method, &args)?;
+            st.take_packet().ok_or(RpcError::NotConnected)
+        })?;
+        out.send(packet)
             .await
             .map_err(|LinkClosed| RpcError::NotConnected)
     }
 }
 
-impl LinkState {
-    fn outgoing(&self) -> Option<Arc<dyn Outgoing>> {
-        match self {
-            Self::Connected(o) => Some(o.clone()),
-            Self::Disconnected { .. } => None,
-        }
-    }
-}
-
-fn send_cancel(out: &dyn Outgoing, retcode: RetCode) {
-    let mut b = BytesMut::new();
-    packet::encode_cancel(&mut b, retcode);
-    if !out.try_send(b.freeze()) {
-        tracing::debug!(%retcode, "cancel not sent: link queue full or closed");
-    }
-}
-
 /// Sends the cancel of an `execute` that stopped waiting (timeout or drop).
 struct CancelOnDrop<'a> {
-    inner: &'a Inner,
+    inner: &'a Arc<Inner>,
     retcode: RetCode,
     armed: bool,
 }
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let mut st = self.inner.lock();
-        if st.session.calls.abandon(self.retcode) {
-            let out = st.link.outgoing();
-            drop(st);
-            if let Some(out) = out {
-                send_cancel(&*out, self.retcode);
-            }
+        if self.armed {
+            self.inner.with(|st| st.session.cancel(self.retcode));
         }
     }
 }
 
 /// Detaches a `poll` that stopped waiting, so another poll may wait on the call.
 struct ClearPoller<'a> {
-    inner: &'a Inner,
+    inner: &'a Arc<Inner>,
     retcode: RetCode,
 }
 
 impl Drop for ClearPoller<'_> {
     fn drop(&mut self) {
-        self.inner.lock().session.calls.clear_poller(self.retcode);
+        self.inner.with(|st| st.session.clear_poller(self.retcode));
     }
 }
 
-impl Inner {
-    // Every critical section is a few table operations that cannot panic halfway, so a
-    // poisoned lock (a panic elsewhere while holding it) leaves consistent state.
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Locks and applies the age limits of `send` calls and kept replies first.
-    fn lock_expired(&self) -> MutexGuard<'_, State> {
-        let mut st = self.lock();
-        let expired = st.session.calls.expire(Instant::now().into_std());
-        if !expired.is_empty() {
-            let out = st.link.outgoing();
-            for (retcode, waiter) in expired {
-                if let Some(w) = waiter {
-                    let _ = w.send(Err(RpcError::Expired));
-                }
-                if let Some(out) = &out {
-                    send_cancel(&**out, retcode);
-                }
-            }
-        }
-        st
-    }
-
-    fn outgoing(&self) -> Result<Arc<dyn Outgoing>, RpcError> {
-        match &self.lock().link {
-            LinkState::Connected(o) => Ok(o.clone()),
-            LinkState::Disconnected { auth_failed: true } => Err(RpcError::AuthFailed),
-            LinkState::Disconnected { auth_failed: false } => Err(RpcError::NotConnected),
-        }
-    }
-
-    /// Waits for room among the calls in flight; fails fast when disconnected.
-    async fn acquire(&self) -> Result<OwnedSemaphorePermit, RpcError> {
-        self.outgoing()?;
-        if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
-            return Ok(permit);
-        }
-        loop {
-            // `send` calls past their age limit hold slots until expired: expire them now,
-            // and again every second while waiting (the caller's timeout bounds the wait).
-            drop(self.lock_expired());
-            let wait = self.in_flight.clone().acquire_owned();
-            match tokio::time::timeout(Duration::from_secs(1), wait).await {
-                Ok(permit) => return permit.map_err(|_| RpcError::NotConnected),
-                Err(_) => {
-                    self.outgoing()?;
-                }
-            }
-        }
-    }
-
-    /// Registers a call and encodes its request.
-    fn start(
-        &self,
-        method: Method,
-        wait: bool,
-        args: &[u8],
-        waiter: Option<Waiter>,
-        permit: OwnedSemaphorePermit,
-    ) -> Result<(RetCode, Arc<dyn Outgoing>, Bytes), RpcError> {
-        let mut st = if wait {
-            self.lock()
-        } else {
-            self.lock_expired()
-        };
-        let out = match &st.link {
-            LinkState::Connected(o) => o.clone(),
-            LinkState::Disconnected { auth_failed: true } => return Err(RpcError::AuthFailed),
-            LinkState::Disconnected { auth_failed: false } => return Err(RpcError::NotConnected),
-        };
-        let mut b = BytesMut::new();
-        let now = Instant::now().into_std();
-        // The permit guarantees room; `None` would mean the semaphore and table disagree.
-        let Some(retcode) = st
-            .session
-            .calls
-            .start(method.clone(), !wait, waiter, permit, now)
-        else {
-            return Err(RpcError::Busy);
-        };
-        packet::encode_request(&mut b, retcode, &method, args);
-        Ok((retcode, out, b.freeze()))
-    }
-
-    /// Sends a packet from a context that cannot wait: now if there is room, else from a
-    /// task.
-    fn send_soon(&self, out: Arc<dyn Outgoing>, bytes: Bytes) {
-        if !out.try_send(bytes.clone()) {
-            self.runtime.spawn(async move {
-                let _ = out.send(bytes).await;
-            });
-        }
-    }
-
-    /// Runs the handler of `job`. With `inline`, the handler is first polled right here
-    /// (on the connection's task): one that finishes without waiting costs no task; one
-    /// that waits continues in a task of its own.
-    fn run(self: &Arc<Self>, epoch: u64, job: Job, inline: bool) {
-        let (retcode, method, args) = match job {
-            Job::Call {
-                retcode,
-                method,
-                args,
-            } => (Some(retcode), method, args),
-            Job::Notify { method, args } => (None, method, args),
-        };
-        let Some(handler) = self.handlers.get(&method) else {
-            self.complete_soon(epoch, retcode, &method, None);
-            return;
-        };
-        let peer = RpcPeer {
-            inner: self.clone(),
-        };
-        let mut fut = handler.call(peer, args);
-        if inline
-            && self.config.inline_first_poll
-            && let Some(result) = (&mut fut).now_or_never()
-        {
-            self.complete_soon(epoch, retcode, &method, Some(result));
-            return;
-        }
-        let inner = self.clone();
-        let task = self.runtime.spawn(async move {
-            let result = fut.await;
-            if let Some((out, reply)) = inner.complete(epoch, retcode, &method, Some(result)) {
-                // A closed link means the connection dropped; the caller learns it there.
-                let _ = out.send(reply).await;
-            }
-        });
-        if let Some(r) = retcode {
-            let mut st = self.lock();
-            if st.epoch != epoch {
-                // The connection dropped between the spawn and here: `disconnected` could
-                // not abort a handle it never saw, so abort now.
-                drop(st);
-                task.abort();
-            } else if let Some(h) = st.session.serve.attach(r, task.abort_handle()) {
-                // Cancelled before the handle was attached (or already done): abort now.
-                h.abort();
-            }
-        }
-    }
-
-    /// [`complete`](Self::complete), sending the reply without waiting.
-    fn complete_soon(
-        self: &Arc<Self>,
-        epoch: u64,
-        retcode: Option<RetCode>,
-        method: &Method,
-        result: Option<Result<Bytes, Failure>>,
-    ) {
-        if let Some((out, reply)) = self.complete(epoch, retcode, method, result) {
-            self.send_soon(out, reply);
-        }
-    }
-
-    /// A handler ended (`None`: there was none): frees its slot, starts the next job in
-    /// a task, and returns the reply to send, if the caller still waits for one.
-    fn complete(
-        self: &Arc<Self>,
-        epoch: u64,
-        retcode: Option<RetCode>,
-        method: &Method,
-        result: Option<Result<Bytes, Failure>>,
-    ) -> Option<(Arc<dyn Outgoing>, Bytes)> {
-        let (reply, next, out) = {
-            let mut st = self.lock();
-            if st.epoch != epoch {
-                return None;
-            }
-            let (reply, next) = match retcode {
-                Some(r) => st.session.serve.finish_call(r),
-                None => (false, st.session.serve.finish_notification()),
-            };
-            (reply, next, st.link.outgoing())
-        };
-        if let Some(job) = next {
-            // Never inline here: a queue of instant handlers would recurse.
-            self.run(epoch, job, false);
-        }
-        let (Some(retcode), true, Some(out)) = (retcode, reply, out) else {
-            if let Some(Err(Failure::Panicked)) = result {
-                tracing::warn!(%method, "notification handler panicked");
-            }
-            return None;
-        };
-        let (status, body) = match result {
-            None => (Status::UNKNOWN_METHOD, Bytes::new()),
-            Some(Ok(body)) => (Status::OK, body),
-            Some(Err(Failure::BadArguments(m))) => {
-                (Status::BAD_ARGUMENTS, packet::message_body(&m))
-            }
-            Some(Err(Failure::Handler(m))) => (Status::HANDLER_ERROR, packet::message_body(&m)),
-            Some(Err(Failure::Panicked)) => {
-                tracing::warn!(%method, %retcode, "handler panicked; answered HANDLER_PANICKED");
-                (Status::HANDLER_PANICKED, Bytes::new())
-            }
-        };
-        let mut b = BytesMut::with_capacity(body.len() + 16);
-        packet::encode_reply(&mut b, retcode, status, &body);
-        Some((out, b.freeze()))
+impl State {
+    /// The packet an API call just queued, with the link to send it on (with backpressure).
+    fn take_packet(&mut self) -> Option<(Arc<dyn Outgoing>, Bytes)> {
+        let packet = self.session.poll_transmit()?.packet;
+        Some((self.out.clone()?, packet))
     }
 }
 
@@ -748,33 +495,23 @@ impl PeerDriver {
         }
     }
 
-    /// A connection is up: packets go to `out` from now on.
+    /// A connection is up: packets go to `out` from now on. A `hail-link`
+    /// `Connection<Binary>` or `Client<Binary>` serves as it is (see [`Outgoing`]).
     pub fn connected(&self, out: Arc<dyn Outgoing>) {
-        let mut st = self.inner.lock();
-        st.epoch += 1;
-        st.link = LinkState::Connected(out);
+        self.inner.with(|st| {
+            st.out = Some(out);
+            st.session.handle_link_up();
+        });
     }
 
     /// The connection dropped: every call in flight ends with
     /// [`ConnectionLost`](RpcError::ConnectionLost) now, running handlers are aborted and
     /// queued requests dropped (nobody could receive their replies).
     pub fn disconnected(&self, why: Disconnect) {
-        let (wake, aborts) = {
-            let mut st = self.inner.lock();
-            st.epoch += 1;
-            st.link = LinkState::Disconnected {
-                auth_failed: why == Disconnect::AuthFailed,
-            };
-            let now = Instant::now().into_std();
-            let wake = st.session.calls.connection_lost(now);
-            (wake, st.session.serve.connection_lost())
-        };
-        for (w, outcome) in wake {
-            let _ = w.send(outcome);
-        }
-        for h in aborts {
-            h.abort();
-        }
+        self.inner.with(|st| {
+            st.out = None;
+            st.session.handle_link_down(why, now());
+        });
     }
 
     /// One packet (one whole link frame) arrived from the peer. Never waits: a handler is
@@ -782,42 +519,8 @@ impl PeerDriver {
     /// must wait; replies are handed to waiting callers. A malformed packet is dropped and
     /// counted in [`RpcPeer::stats`]; the connection goes on.
     pub fn packet(&self, frame: &[u8]) {
-        let mut st = self.inner.lock();
-        let now = Instant::now().into_std();
-        let action = match st.session.on_packet(frame, now) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::debug!(error = %e, "dropped a malformed RPC packet");
-                return;
-            }
-        };
-        let epoch = st.epoch;
-        match action {
-            Action::Nothing => {}
-            Action::Run(job) => {
-                drop(st);
-                self.inner.run(epoch, job, true);
-            }
-            Action::Send(bytes) => {
-                let out = st.link.outgoing();
-                drop(st);
-                if let Some(out) = out {
-                    self.inner.send_soon(out, bytes);
-                }
-            }
-            Action::Wake(w, outcome) => {
-                drop(st);
-                let _ = w.send(outcome);
-            }
-            Action::Abort(h, next) => {
-                drop(st);
-                if let Some(h) = h {
-                    h.abort();
-                }
-                if let Some(job) = next {
-                    self.inner.run(epoch, job, false);
-                }
-            }
+        if let Err(e) = self.inner.with(|st| st.session.handle_packet(now(), frame)) {
+            tracing::debug!(error = %e, "dropped a malformed RPC packet");
         }
     }
 }

@@ -49,5 +49,6 @@ pub use error::WireError;
 pub use frame::{ByteOrder, DEFAULT_MAX_FRAME_LEN, FrameCodec, FrameCodecBuilder};
 pub use message::MessageCodec;
 pub use payload::{
-    Binary, DEFAULT_MAX_DEPTH, Json, PayloadCodec, Postcard, Text, postcard_from_slice,
+    Binary, BytesMutFlavor, DEFAULT_MAX_DEPTH, Json, PayloadCodec, Postcard, Text,
+    postcard_from_slice,
 };

@@ -195,7 +195,7 @@ impl<T: Serialize + DeserializeOwned> PayloadCodec for Postcard<T> {
     type Item = T;
 
     fn encode_payload(&self, item: &T, dst: &mut BytesMut) -> Result<(), WireError> {
-        postcard::serialize_with_flavor(item, BytesMutFlavor(dst))?;
+        postcard::serialize_with_flavor(item, BytesMutFlavor::new(dst))?;
         Ok(())
     }
 
@@ -249,8 +249,32 @@ impl serde_json::ser::Formatter for PythonFormatter {
     }
 }
 
-/// Postcard output straight into the frame buffer: no intermediate `Vec`.
-struct BytesMutFlavor<'a>(&'a mut BytesMut);
+/// A postcard serializer flavor that appends to a [`BytesMut`]: postcard straight into a
+/// frame or packet buffer, with no intermediate `Vec`. [`Postcard`] encodes through it, and
+/// so do other hail protocols that write a header before a postcard body (RPC packets).
+///
+/// The buffer grows as needed, so the flavor itself never fails:
+/// `postcard::serialize_with_flavor` with it errors only on values postcard cannot encode
+/// (sequences of unknown length, or a `Serialize` impl that returns an error).
+///
+/// ```
+/// use bytes::BytesMut;
+/// use hail_wire::BytesMutFlavor;
+///
+/// let mut buf = BytesMut::from(&b"v1"[..]);
+/// postcard::serialize_with_flavor::<_, _, ()>(&(300u16, "hi"), BytesMutFlavor::new(&mut buf))?;
+/// assert_eq!(&buf[..], b"v1\xac\x02\x02hi");
+/// # Ok::<(), postcard::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct BytesMutFlavor<'a>(&'a mut BytesMut);
+
+impl<'a> BytesMutFlavor<'a> {
+    /// A flavor appending to `dst` (what `dst` already holds is kept).
+    pub fn new(dst: &'a mut BytesMut) -> Self {
+        Self(dst)
+    }
+}
 
 impl postcard::ser_flavors::Flavor for BytesMutFlavor<'_> {
     type Output = ();

@@ -1,30 +1,6 @@
 //! Listening devices and the commands that talk to them, each its own process.
 
-use crate::proc::{Proc, group, hail, run};
-
-/// `hail --interface 127.0.0.1 --group G <args>`.
-fn on(group: &str, args: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = ["--interface", "127.0.0.1", "--group", group]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-    v.extend(args.iter().map(|s| (*s).to_owned()));
-    v
-}
-
-fn listen(group: &str, name: &str, extra: &[&str]) -> Proc {
-    let mut args = on(group, &["listen", "--name", name]);
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let p = Proc::spawn(hail().args(&args));
-    p.expect_line(&format!("listening as {name}"));
-    p
-}
-
-fn hail_on(group: &str, args: &[&str]) -> (std::process::ExitStatus, String, String) {
-    let args = on(group, args);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run(&args)
-}
+use crate::proc::{Proc, group, hail, listen, mcast_receiver, on, run_on as hail_on};
 
 #[test]
 fn send_reaches_a_listener_by_name() {
@@ -161,20 +137,7 @@ fn a_wrong_passphrase_finds_nobody_and_says_so() {
 #[test]
 fn mcast_send_reaches_recv_and_a_wrong_passphrase_does_not() {
     let g = group();
-    let rx = Proc::spawn(hail().args(on(
-        &g,
-        &[
-            "--passphrase",
-            "p1",
-            "mcast",
-            "recv",
-            "--count",
-            "1",
-            "--timeout",
-            "30s",
-        ],
-    )));
-    rx.expect_line("receiving on");
+    let rx = mcast_receiver(&g, "p1", "30s");
     let (status, out, err) = hail_on(&g, &["--passphrase", "p2", "mcast", "send", "intruder"]);
     assert!(status.success(), "{out}\n{err}");
     let (status, out, err) = hail_on(&g, &["--passphrase", "p1", "mcast", "send", "hello"]);

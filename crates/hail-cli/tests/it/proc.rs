@@ -1,7 +1,9 @@
-//! A child `hail` process, killed on drop, and reading its output with timeouts.
+//! A child process (`hail`, or the Python Comms peer), killed on drop, and reading its
+//! output with timeouts.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -22,25 +24,45 @@ pub(crate) fn group() -> String {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let port = 20_000 + (std::process::id() as u16 % 2_000) * 16 + n % 16;
+    let port = 20_000 + (std::process::id() as u16 % 1_000) * 32 + n % 32;
     format!("239.255.72.95:{port}")
+}
+
+/// `hail --interface 127.0.0.1 --group G <args>`.
+pub(crate) fn on(group: &str, args: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ["--interface", "127.0.0.1", "--group", group]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    v.extend(args.iter().map(|s| (*s).to_owned()));
+    v
 }
 
 /// A running process, killed (and reaped) on drop; its stdout lines arrive on a channel.
 pub(crate) struct Proc {
     child: Child,
+    stdin: Mutex<Option<ChildStdin>>,
     lines: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
 }
 
 impl Proc {
+    /// Starts `cmd` with stdin closed.
     pub(crate) fn spawn(cmd: &mut Command) -> Self {
+        Self::start(cmd.stdin(Stdio::null()))
+    }
+
+    /// Starts `cmd` with stdin a pipe, written by [`send_line`](Self::send_line).
+    pub(crate) fn spawn_with_stdin(cmd: &mut Command) -> Self {
+        Self::start(cmd.stdin(Stdio::piped()))
+    }
+
+    fn start(cmd: &mut Command) -> Self {
         let mut child = cmd
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start hail");
+            .expect("start the process");
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout");
         thread::spawn(move || {
@@ -59,50 +81,101 @@ impl Proc {
             let _ = etx.send(s);
         });
         Self {
+            stdin: Mutex::new(child.stdin.take()),
             child,
             lines,
             stderr,
         }
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Writes `line` and a newline to stdin.
+    pub(crate) fn send_line(&self, line: &str) {
+        let mut stdin = self.stdin.lock().unwrap();
+        let stdin = stdin.as_mut().expect("stdin is a pipe and open");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .expect("write to stdin");
+    }
+
+    /// Closes stdin (the end of input).
+    pub(crate) fn close_stdin(&self) {
+        self.stdin.lock().unwrap().take();
+    }
+
+    /// Sends `signal` (a name `kill` knows: `HUP`, `TERM`, ...) to the process.
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// The next stdout line that contains `needle`, at most [`WAIT`]; panics otherwise.
     pub(crate) fn expect_line(&self, needle: &str) -> String {
         let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("no line with {needle:?} in {WAIT:?}: {e}"),
+                Ok(line) => seen.push(line),
+                Err(e) => panic!("no line with {needle:?} in {WAIT:?} ({e}); saw {seen:#?}"),
             }
         }
     }
 
     /// Waits until stdout had a line containing each of `needles`, in any order, at most
-    /// [`WAIT`]; panics otherwise.
-    pub(crate) fn expect_lines(&self, needles: &[&str]) {
+    /// [`WAIT`]; returns every line read meanwhile. Panics otherwise.
+    pub(crate) fn expect_lines(&self, needles: &[&str]) -> Vec<String> {
         let deadline = Instant::now() + WAIT;
         let mut missing: Vec<&str> = needles.to_vec();
+        let mut seen = Vec::new();
         while !missing.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) => missing.retain(|n| !line.contains(n)),
-                Err(e) => panic!("no lines with {missing:?} in {WAIT:?}: {e}"),
+                Ok(line) => {
+                    missing.retain(|n| !line.contains(n));
+                    seen.push(line);
+                }
+                Err(e) => panic!("no lines with {missing:?} in {WAIT:?} ({e}); saw {seen:#?}"),
             }
         }
+        seen
     }
 
-    /// Waits for the exit, at most [`WAIT`]; returns the status, stdout and stderr.
+    /// Waits for the exit, at most [`WAIT`]; returns the status, all of stdout not read
+    /// yet and stderr.
     pub(crate) fn wait(mut self) -> (ExitStatus, String, String) {
+        self.close_stdin();
         let deadline = Instant::now() + WAIT;
         let status = loop {
             if let Some(s) = self.child.try_wait().expect("try_wait") {
                 break s;
             }
-            assert!(Instant::now() < deadline, "hail did not exit in {WAIT:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the process did not exit in {WAIT:?}"
+            );
             thread::sleep(Duration::from_millis(10));
         };
-        let out: Vec<String> = self.lines.try_iter().collect();
+        // Up to the end of stdout: the reader thread may still hold the last lines.
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => out.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("stdout stayed open"),
+            }
+        }
         let err = self.stderr.recv_timeout(WAIT).unwrap_or_default();
         (status, out.join("\n"), err)
     }
@@ -118,4 +191,54 @@ impl Drop for Proc {
 /// Runs `hail args...` to completion, at most [`WAIT`].
 pub(crate) fn run(args: &[&str]) -> (ExitStatus, String, String) {
     Proc::spawn(hail().args(args)).wait()
+}
+
+/// Runs `hail --interface 127.0.0.1 --group G args...` to completion.
+pub(crate) fn run_on(group: &str, args: &[&str]) -> (ExitStatus, String, String) {
+    let args = on(group, args);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&args)
+}
+
+/// `hail listen --name NAME` on `group`, once it said it listens.
+pub(crate) fn listen(group: &str, name: &str, extra: &[&str]) -> Proc {
+    let mut args = on(group, &["listen", "--name", name]);
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let p = Proc::spawn(hail().args(&args));
+    p.expect_line(&format!("listening as {name}"));
+    p
+}
+
+/// `hail mcast recv --count 1 --timeout T` on `group`, sealed with `passphrase`, once it
+/// is receiving.
+pub(crate) fn mcast_receiver(group: &str, passphrase: &str, timeout: &str) -> Proc {
+    let rx = Proc::spawn(hail().args(on(
+        group,
+        &[
+            "--passphrase",
+            passphrase,
+            "mcast",
+            "recv",
+            "--count",
+            "1",
+            "--timeout",
+            timeout,
+        ],
+    )));
+    rx.expect_line("receiving on");
+    rx
+}
+
+/// Asserts that `s` holds no byte a terminal would act on (every control character but
+/// the newlines between lines) and none of the invisible characters `hail` escapes.
+pub(crate) fn assert_inert(what: &str, s: &str) {
+    let bad: Vec<char> = s
+        .chars()
+        .filter(|&c| {
+            (c.is_control() && c != '\n')
+                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+                    | '\u{2060}'..='\u{2069}' | '\u{feff}')
+        })
+        .collect();
+    assert!(bad.is_empty(), "{what} holds raw {bad:?}:\n{s:?}");
 }

@@ -2,103 +2,16 @@
 //! otherwise): IPv6 multicast over a veth pair, and two "hosts" on a bridge with loss.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Command;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use hail_multicast::Channel;
+use hail_testsupport::{Lan, Namespaces, OrSkip, impairment, in_netns, ip, nft, report, veth};
 use tokio::time::timeout;
 
 use crate::{PATIENCE, key};
-
-/// Namespaces (and, with them, their links) that are deleted on drop, even when a test fails.
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Namespaces {
-    /// Creates namespaces `hail-<pid>-<tag>-<suffix>`; `None` (with the reason printed) when
-    /// this is not possible here.
-    fn create(tag: &str, suffixes: &[&str]) -> Option<Self> {
-        let mut me = Self { names: Vec::new() };
-        for s in suffixes {
-            let name = format!("hail-{}-{tag}-{s}", std::process::id());
-            if let Err(e) = ip(&["netns", "add", &name]) {
-                skip(&format!(
-                    "cannot create a network namespace ({e}); needs root and iproute2"
-                ));
-                return None;
-            }
-            me.names.push(name.clone());
-            ip(&["-n", &name, "link", "set", "lo", "up"]).ok()?;
-        }
-        Some(me)
-    }
-
-    fn name(&self, i: usize) -> &str {
-        &self.names[i]
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = ip(&["netns", "del", n]);
-        }
-    }
-}
-
-#[allow(
-    clippy::print_stderr,
-    reason = "a skipped test says why on the test output"
-)]
-fn skip(reason: &str) {
-    eprintln!("SKIPPED: {reason}");
-}
-
-#[allow(
-    clippy::print_stderr,
-    reason = "the measured figure goes to the test output"
-)]
-fn report(line: &str) {
-    eprintln!("{line}");
-}
-
-fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    run("ip", args)
-}
-
-/// Runs `f` on a new thread inside namespace `ns`, with its own current-thread runtime.
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let fd = File::open(&path).expect("namespace file");
-        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -111,16 +24,13 @@ fn runtime() -> tokio::runtime::Runtime {
 /// this host's own `lo`, IPv6 multicast is unroutable: `lo` has no MULTICAST flag.)
 #[test]
 fn ipv6_link_scope_over_veth() {
-    let Some(ns) = Namespaces::create("v6", &["a", "b"]) else {
+    let Some(mut ns) = Namespaces::for_test("v6").or_skip() else {
         return;
     };
-    let (a, b) = (ns.name(0).to_owned(), ns.name(1).to_owned());
+    let a = ns.add("a").expect("namespace a");
+    let b = ns.add("b").expect("namespace b");
+    veth((&a, "v0"), (&b, "v1")).expect("veth pair");
     for args in [
-        vec![
-            "-n", &a, "link", "add", "v0", "type", "veth", "peer", "name", "v1", "netns", &b,
-        ],
-        vec!["-n", &a, "link", "set", "v0", "up"],
-        vec!["-n", &b, "link", "set", "v1", "up"],
         vec!["-n", &a, "addr", "add", "fe80::a/64", "dev", "v0", "nodad"],
         vec!["-n", &b, "addr", "add", "fe80::b/64", "dev", "v1", "nodad"],
     ] {
@@ -198,55 +108,23 @@ fn ipv6_link_scope_over_veth() {
 /// receiver's multicast dropped by nftables: about 90% arrive, none corrupt or duplicated.
 #[test]
 fn two_hosts_on_a_bridge_with_loss() {
-    if run("nft", &["--version"]).is_err() {
-        skip("nft (package nftables) is not installed");
-        return;
-    }
-    let Some(ns) = Namespaces::create("br", &["br", "a", "b"]) else {
+    let Some(lan) = Namespaces::for_test("br")
+        .and_then(Namespaces::require_nft)
+        .and_then(|ns| Lan::create(ns, [10, 77, 0], 2))
+        .or_skip()
+    else {
         return;
     };
-    let (br, a, b) = (
-        ns.name(0).to_owned(),
-        ns.name(1).to_owned(),
-        ns.name(2).to_owned(),
-    );
-    let setup: Vec<Vec<&str>> = vec![
-        vec![
-            "-n",
-            &br,
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ],
-        vec!["-n", &br, "link", "set", "br0", "up"],
-        vec![
-            "-n", &br, "link", "add", "pa", "type", "veth", "peer", "name", "eth0", "netns", &a,
-        ],
-        vec![
-            "-n", &br, "link", "add", "pb", "type", "veth", "peer", "name", "eth0", "netns", &b,
-        ],
-        vec!["-n", &br, "link", "set", "pa", "master", "br0", "up"],
-        vec!["-n", &br, "link", "set", "pb", "master", "br0", "up"],
-        vec!["-n", &a, "addr", "add", "10.77.0.1/24", "dev", "eth0"],
-        vec!["-n", &b, "addr", "add", "10.77.0.2/24", "dev", "eth0"],
-        vec!["-n", &a, "link", "set", "eth0", "up"],
-        vec!["-n", &b, "link", "set", "eth0", "up"],
-    ];
-    for args in &setup {
-        ip(args).expect("set up the bridge");
-    }
+    let (a, b) = (lan.host(0).to_owned(), lan.host(1).to_owned());
+    let b_ip = lan.host_ip(1);
     let group_ip = Ipv4Addr::new(239, 255, 77, 50);
     let port = 47_750u16;
     // 10% loss of the group's datagrams arriving at host b.
-    let rules = format!(
-        "table inet hailloss {{ chain input {{ type filter hook input priority 0; \
-         ip daddr {group_ip} udp dport {port} numgen random mod 10 < 1 counter drop; }}; }}"
-    );
-    run("ip", &["netns", "exec", &b, "nft", &rules]).expect("nft rules");
+    nft(
+        &b,
+        &impairment(10, 0, Some(SocketAddrV4::new(group_ip, port))),
+    )
+    .expect("nft rules");
 
     const N: u32 = 2_000;
     let done = Arc::new(AtomicBool::new(false));
@@ -258,7 +136,7 @@ fn two_hosts_on_a_bridge_with_loss() {
         in_netns(&b, move || {
             runtime().block_on(async move {
                 let mut rx = Channel::builder((group_ip, port))
-                    .interface(Ipv4Addr::new(10, 77, 0, 2))
+                    .interface(b_ip)
                     .key(key(5))
                     .recv_buffer_size(1 << 22)
                     .build()
@@ -335,18 +213,15 @@ fn two_hosts_on_a_bridge_with_loss() {
 /// namespace with `lo` and one veth, that is the veth alone.
 #[test]
 fn default_interfaces_are_the_multicast_capable_ones() {
-    let Some(ns) = Namespaces::create("def", &["a", "b"]) else {
+    let Some(mut ns) = Namespaces::for_test("def").or_skip() else {
         return;
     };
-    let (a, b) = (ns.name(0).to_owned(), ns.name(1).to_owned());
+    let a = ns.add("a").expect("namespace a");
+    let b = ns.add("b").expect("namespace b");
+    veth((&a, "e0"), (&b, "e0")).expect("veth pair");
     for args in [
-        vec![
-            "-n", &a, "link", "add", "e0", "type", "veth", "peer", "name", "e0", "netns", &b,
-        ],
         vec!["-n", &a, "addr", "add", "10.79.0.1/24", "dev", "e0"],
         vec!["-n", &b, "addr", "add", "10.79.0.2/24", "dev", "e0"],
-        vec!["-n", &a, "link", "set", "e0", "up"],
-        vec!["-n", &b, "link", "set", "e0", "up"],
     ] {
         ip(&args).expect("set up veth pair");
     }

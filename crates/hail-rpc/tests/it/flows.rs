@@ -156,10 +156,14 @@ async fn calls_both_ways_at_once_on_one_connection() {
 #[tokio::test]
 async fn blocking_handlers_and_unbind() {
     let (a, b, _link) = pair().await;
-    b.bind_blocking("hash", |s: String| {
-        // Blocking work runs on tokio's blocking pool, not on the async workers.
-        std::thread::sleep(Duration::from_millis(5));
-        Ok::<_, String>(s.bytes().map(u64::from).sum::<u64>())
+    // This test's runtime has one thread, which runs every task: a blocking handler runs
+    // on another (tokio's blocking pool).
+    let runtime_thread = std::thread::current().id();
+    b.bind_blocking("hash", move |s: String| {
+        if std::thread::current().id() == runtime_thread {
+            return Err("ran on the async runtime's thread".to_string());
+        }
+        Ok(s.bytes().map(u64::from).sum::<u64>())
     })
     .unwrap();
     let h: u64 = a.execute("hash", "abc", T).await.unwrap();

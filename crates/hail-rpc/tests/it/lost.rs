@@ -1,34 +1,39 @@
 //! Connection loss: every pending call ends at once, handlers stop, later calls fail fast.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hail_rpc::RpcError;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
-use crate::support::pair;
+use crate::support::memory_pair;
 
 const LONG: Duration = Duration::from_secs(30);
 
-/// Counts drops: tells how many handler futures were aborted.
-struct DropCount(Arc<AtomicUsize>);
+/// Adds a permit when dropped: counts the handler futures that were aborted.
+struct DropCount(Arc<Semaphore>);
 
 impl Drop for DropCount {
     fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.0.add_permits(1);
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// In memory on the paused clock: the clock moves only when every task waits on a timer,
+// so "at once, not at the calls' timeout" is exact: no time passes at all.
+#[tokio::test(start_paused = true)]
 async fn killed_connection_ends_every_pending_call_with_connection_lost() {
-    let (a, b, mut link) = pair().await;
-    let dropped = Arc::new(AtomicUsize::new(0));
-    let d = dropped.clone();
+    let (a, b, mut link) = memory_pair();
+    let started = Arc::new(Semaphore::new(0));
+    let dropped = Arc::new(Semaphore::new(0));
+    let (s, d) = (started.clone(), dropped.clone());
     b.bind("hang", move |(): ()| {
-        let guard = DropCount(d.clone());
+        let (started, guard) = (s.clone(), DropCount(d.clone()));
         async move {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
+            started.add_permits(1);
+            std::future::pending::<()>().await;
             drop(guard);
             Ok::<_, String>(())
         }
@@ -41,15 +46,13 @@ async fn killed_connection_ends_every_pending_call_with_connection_lost() {
         calls.spawn(async move { a.execute::<_, ()>("hang", (), LONG).await });
     }
     let kept = a.send("hang", ()).await.unwrap();
-    // Let every request reach its handler.
-    tokio::time::timeout(LONG, async {
-        while b.running_handlers() < 51 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .expect("51 handlers running");
+    tokio::time::timeout(LONG, started.acquire_many(51))
+        .await
+        .expect("every request reaches its handler")
+        .unwrap()
+        .forget();
     assert_eq!(a.in_flight(), 51);
+    assert_eq!(b.running_handlers(), 51);
 
     let killed_at = Instant::now();
     link.kill();
@@ -58,13 +61,11 @@ async fn killed_connection_ends_every_pending_call_with_connection_lost() {
         assert_eq!(r.unwrap(), Err(RpcError::ConnectionLost));
         n += 1;
     }
-    let took = killed_at.elapsed();
     assert_eq!(n, 50);
-    // At once, not at the calls' own timeout (LONG): the bound is generous so a loaded
-    // machine cannot fail it, and still far below LONG.
-    assert!(
-        took < LONG / 6,
-        "all pending calls ended {took:?} after the kill"
+    assert_eq!(
+        Instant::now(),
+        killed_at,
+        "every pending call ended at once, not at its timeout"
     );
     assert_eq!(
         a.poll::<()>(kept, LONG).await,
@@ -79,11 +80,11 @@ async fn killed_connection_ends_every_pending_call_with_connection_lost() {
     );
     assert_eq!(a.send("hang", ()).await, Err(RpcError::NotConnected));
     assert_eq!(a.notify("hang", ()).await, Err(RpcError::NotConnected));
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while dropped.load(Ordering::SeqCst) < 51 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .expect("every running handler is aborted when the connection drops");
+    tokio::time::timeout(LONG, dropped.acquire_many(51))
+        .await
+        .expect("every running handler is aborted when the connection drops")
+        .unwrap()
+        .forget();
+    assert_eq!(Instant::now(), killed_at);
+    assert_eq!(b.running_handlers(), 0);
 }

@@ -3,6 +3,7 @@
 
 mod errors;
 mod flows;
+mod idle;
 mod load;
 mod lost;
 mod reconnect;

@@ -1,51 +1,61 @@
 //! Over `hail-link`: reconnects, server-initiated calls by `ClientId`, authentication.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use hail_link::{ClientConfig, LinkConfig, LinkError, ServerConfig};
 use hail_rpc::{RpcClient, RpcConfig, RpcError, RpcServer};
+use tokio::sync::Notify;
 
-use crate::support::{localhost, next_connected, pair};
+use crate::support::{Gate, localhost, next_connected, pair};
 
 const T: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_after_a_reconnect_work() {
     let (client, _server_peer, link) = pair().await;
+    let started = Arc::new(Notify::new());
+    let s = started.clone();
     link.server()
-        .bind("slow_id", |x: u32| async move {
-            tokio::time::sleep(Duration::from_millis(if x == 0 { 3_600_000 } else { 1 })).await;
-            Ok::<_, String>(x)
+        .bind("hang_or_id", move |x: u32| {
+            let started = s.clone();
+            async move {
+                if x == 0 {
+                    started.notify_one();
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, String>(x)
+            }
         })
         .unwrap();
-    assert_eq!(client.execute::<_, u32>("slow_id", 7u32, T).await, Ok(7));
+    assert_eq!(client.execute::<_, u32>("hang_or_id", 7u32, T).await, Ok(7));
 
     // The server drops this client mid-call: the call ends with ConnectionLost at once.
     let pending = {
         let client = client.clone();
-        tokio::spawn(async move { client.execute::<_, u32>("slow_id", 0u32, T).await })
+        tokio::spawn(async move { client.execute::<_, u32>("hang_or_id", 0u32, T).await })
     };
-    while link
-        .server()
-        .peer(link.client_id())
-        .is_some_and(|p| p.running_handlers() == 0)
-    {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    tokio::time::timeout(T, started.notified())
+        .await
+        .expect("the call reaches its handler");
     assert!(link.server().disconnect(link.client_id()));
     assert_eq!(pending.await.unwrap(), Err(RpcError::ConnectionLost));
 
     // The link reconnects by itself, as a new client of the server.
-    let (new_id, _) = next_connected(link.server()).await;
+    let (new_id, new_peer) = next_connected(link.server()).await;
     assert_ne!(new_id, link.client_id());
-    tokio::time::timeout(T, async {
-        while !client.is_connected() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .expect("reconnected");
-    assert_eq!(client.execute::<_, u32>("slow_id", 8u32, T).await, Ok(8));
+    // The client's peer learns of the new connection before any packet on it, so once it
+    // has answered the server, it is connected.
+    client
+        .bind("are_you_there", |(): ()| async { Ok::<_, String>(()) })
+        .unwrap();
+    assert_eq!(
+        new_peer.execute::<_, ()>("are_you_there", (), T).await,
+        Ok(())
+    );
+    assert!(client.is_connected());
+    assert_eq!(client.execute::<_, u32>("hang_or_id", 8u32, T).await, Ok(8));
     assert!(link.client().link().stats().reconnects >= 1);
 }
 
@@ -112,12 +122,7 @@ async fn graceful_shutdown_answers_running_calls_first() {
     let server = RpcServer::listen(localhost(), ServerConfig::default(), RpcConfig::default())
         .await
         .unwrap();
-    server
-        .bind("work", |ms: u64| async move {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok::<_, String>(ms)
-        })
-        .unwrap();
+    let gate = Gate::bind(server.handlers(), "work");
     let client = RpcClient::connect(
         server.local_addr(),
         ClientConfig::default().reconnect(None),
@@ -125,34 +130,34 @@ async fn graceful_shutdown_answers_running_calls_first() {
     )
     .await
     .unwrap();
-    let (id, server_peer) = next_connected(&server).await;
+    let (id, _server_peer) = next_connected(&server).await;
     let call = {
         let peer = client.peer().clone();
-        tokio::spawn(async move { peer.execute::<_, u64>("work", 50u64, T).await })
+        tokio::spawn(async move { peer.execute::<_, u32>("work", 50u32, T).await })
     };
-    while server_peer.running_handlers() == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    gate.started(1).await;
     assert_eq!(server.clients(), [id]);
-    server.shutdown(T).await;
+    let conn = client.link().connection().expect("connected");
+
+    let shutdown = server.shutdown(T);
+    tokio::pin!(shutdown);
+    // Polled once, the shutdown waits for the handler, which waits for the gate.
+    assert!(shutdown.as_mut().now_or_never().is_none());
+    gate.open(1);
+    shutdown.await;
     assert_eq!(call.await.unwrap(), Ok(50), "the running call was answered");
-    tokio::time::timeout(T, async {
-        while client.is_connected() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .expect("the client sees the shutdown");
+    tokio::time::timeout(T, conn.closed())
+        .await
+        .expect("the client sees the shutdown");
+    assert!(!client.link().is_connected());
     assert_eq!(
-        client.execute::<_, u64>("work", 1u64, T).await,
+        client.execute::<_, u32>("work", 1u32, T).await,
         Err(RpcError::NotConnected)
     );
 }
 
 #[tokio::test]
 async fn a_peer_over_a_bare_link_connection() {
-    use std::sync::Arc;
-
     use hail_link::Connection;
     use hail_rpc::{Disconnect, RpcPeer};
     use hail_wire::Binary;

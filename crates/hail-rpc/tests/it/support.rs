@@ -3,10 +3,12 @@
 //! link's heartbeat deadlines while sockets wait).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hail_link::{Backoff, ClientConfig, ClientId, ServerConfig};
-use hail_rpc::{RpcClient, RpcConfig, RpcPeer, RpcServer, RpcServerEvent, memory};
+use hail_rpc::{Handlers, RpcClient, RpcConfig, RpcPeer, RpcServer, RpcServerEvent, memory};
+use tokio::sync::Semaphore;
 
 /// Loopback only.
 pub(crate) fn localhost() -> SocketAddr {
@@ -118,4 +120,47 @@ pub(crate) fn memory_pair_with(a: RpcConfig, b: RpcConfig) -> (RpcPeer, RpcPeer,
 /// [`memory_pair_with`] with default limits.
 pub(crate) fn memory_pair() -> (RpcPeer, RpcPeer, Link) {
     memory_pair_with(RpcConfig::default(), RpcConfig::default())
+}
+
+/// A handler the test holds: it tells when each call starts, and answers (its `u32`
+/// argument) only when the test opens the gate for it.
+pub(crate) struct Gate {
+    started: Arc<Semaphore>,
+    open: Arc<Semaphore>,
+}
+
+impl Gate {
+    /// Binds the gated handler to `method` in `handlers`.
+    pub(crate) fn bind(handlers: &Handlers, method: &'static str) -> Self {
+        let gate = Self {
+            started: Arc::new(Semaphore::new(0)),
+            open: Arc::new(Semaphore::new(0)),
+        };
+        let (started, open) = (gate.started.clone(), gate.open.clone());
+        handlers
+            .bind(method, move |i: u32| {
+                let (started, open) = (started.clone(), open.clone());
+                async move {
+                    started.add_permits(1);
+                    open.acquire().await.map_err(|e| e.to_string())?.forget();
+                    Ok::<_, String>(i)
+                }
+            })
+            .expect("a fresh method");
+        gate
+    }
+
+    /// Waits (10 s at most) until `n` more calls have started.
+    pub(crate) async fn started(&self, n: u32) {
+        tokio::time::timeout(Duration::from_secs(10), self.started.acquire_many(n))
+            .await
+            .expect("the calls reach their handler")
+            .expect("the semaphore stays open")
+            .forget();
+    }
+
+    /// Lets `n` calls finish.
+    pub(crate) fn open(&self, n: usize) {
+        self.open.add_permits(n);
+    }
 }

@@ -10,6 +10,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::super::*;
+use crate::advert::LinkMessage;
+use crate::config::{LocalDevice, PeerTableConfig};
+use crate::id::{ConnId, DeviceId, DialId};
 
 #[derive(Debug)]
 enum Ev {

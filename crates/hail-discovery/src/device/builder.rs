@@ -1,0 +1,280 @@
+//! Configuring and starting a [`Device`]: [`DeviceBuilder`], its defaults, and
+//! [`DeviceBuilder::start`], which opens the sockets and spawns the driver.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use hail_crypto::{GroupKey, KdfParams};
+use hail_link::{Heartbeat, LinkConfig, Server, ServerConfig};
+use hail_multicast::Channel;
+use hail_rpc::{Handlers, RpcConfig};
+use hail_wire::Binary;
+use tokio::sync::{mpsc, oneshot};
+
+use super::clock;
+use super::driver::Driver;
+use super::error::DeviceError;
+use super::events::DeviceEvents;
+use super::handle::Device;
+use super::messages::bind_builtin;
+use super::shared::{Shared, lock};
+use crate::config::{LocalDevice, PeerTableConfig};
+use crate::format::MessageFormat;
+use crate::id::DeviceId;
+use crate::peer_table::PeerTable;
+
+/// The default discovery group: `239.255.72.76:5676` (administratively scoped IPv4).
+pub const DEFAULT_GROUP: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 72, 76)), 5676);
+/// Default capacity of the event stream ([`DeviceBuilder::event_capacity`]): 1024
+/// events. While the stream is full messages wait, at most 1 s at a time, and other
+/// events are dropped and counted ([`Device::dropped_events`]); see [`DeviceEvents`].
+pub const EVENT_CAPACITY: usize = 1024;
+
+/// A passphrase, never printed.
+#[derive(Clone)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Configures and starts a [`Device`]; from [`Device::builder`].
+#[derive(Debug, Clone)]
+pub struct DeviceBuilder {
+    name: String,
+    group: SocketAddr,
+    interface: Option<Ipv4Addr>,
+    ttl: u32,
+    listen: SocketAddr,
+    advertise: Vec<IpAddr>,
+    passphrase: Option<Secret>,
+    kdf: KdfParams,
+    key: Option<GroupKey>,
+    table: PeerTableConfig,
+    rpc: RpcConfig,
+    multicast: bool,
+    format: MessageFormat,
+    event_capacity: usize,
+}
+
+impl Device {
+    /// A builder for a device named `name` (1 to 64 bytes of UTF-8, no control characters).
+    pub fn builder(name: impl Into<String>) -> DeviceBuilder {
+        DeviceBuilder {
+            name: name.into(),
+            group: DEFAULT_GROUP,
+            interface: None,
+            ttl: 1,
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            advertise: Vec::new(),
+            passphrase: None,
+            kdf: KdfParams::default(),
+            key: None,
+            table: PeerTableConfig::default(),
+            rpc: RpcConfig::default(),
+            multicast: true,
+            format: MessageFormat::default(),
+            event_capacity: EVENT_CAPACITY,
+        }
+    }
+}
+
+impl DeviceBuilder {
+    /// The discovery group. Default: [`DEFAULT_GROUP`], `239.255.72.76:5676`. Port 0 picks
+    /// a free port (tests; read it back with [`Device::group`]).
+    pub fn group(mut self, group: SocketAddr) -> Self {
+        self.group = group;
+        self
+    }
+
+    /// The IPv4 interface (by address) adverts are sent and received on. Default: every
+    /// up, multicast-capable interface (`hail-multicast`'s default). Tests set
+    /// `127.0.0.1`.
+    pub fn interface(mut self, addr: Ipv4Addr) -> Self {
+        self.interface = Some(addr);
+        self
+    }
+
+    /// Multicast TTL. Default: 1 (the local network only).
+    pub fn ttl(mut self, ttl: u32) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// TCP listen address for links. Default: `0.0.0.0:0`, every interface on an
+    /// ephemeral port, so many devices share a host.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Addresses to advertise. Default: none beyond what peers see (they dial the source
+    /// address of each advert, which is the interface it was sent on).
+    pub fn advertise(mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.advertise = addrs.into_iter().collect();
+        self
+    }
+
+    /// Seals adverts and secures links with a group key derived from `passphrase`
+    /// (PBKDF2, 600,000 iterations by default, see [`kdf`](Self::kdf): hundreds of
+    /// milliseconds, once, in [`start`](Self::start), on a blocking thread). Default:
+    /// none (plaintext, anyone on the LAN may join).
+    pub fn passphrase(mut self, passphrase: impl Into<String>) -> Self {
+        self.passphrase = Some(Secret(passphrase.into()));
+        self
+    }
+
+    /// Key derivation parameters for [`passphrase`](Self::passphrase). Default:
+    /// [`KdfParams::default`], PBKDF2 with 600,000 iterations; at least
+    /// [`KdfParams::MIN_ITERATIONS`] (10,000) for small devices and tests. Every device of
+    /// a group must use the same count (it changes the key).
+    pub fn kdf(mut self, params: KdfParams) -> Self {
+        self.kdf = params;
+        self
+    }
+
+    /// Seals adverts and secures links with this group key (derived beforehand, e.g. with
+    /// [`GroupKey::derive`] for the group name `"hail-discovery"` to match
+    /// [`passphrase`](Self::passphrase)). Takes precedence over a passphrase. Default: none.
+    pub fn group_key(mut self, key: GroupKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Discovery timing, limits and static peers. Default: [`PeerTableConfig::default`].
+    /// The links' heartbeats follow the lease: a heartbeat every lease / 3 (1 s by
+    /// default) and a silent peer declared dead after one lease (3 s by default), so a
+    /// crashed peer is noticed within the lease whether connected or not.
+    pub fn table(mut self, config: PeerTableConfig) -> Self {
+        self.table = config;
+        self
+    }
+
+    /// RPC settings for every peer link. Default: [`RpcConfig::default`].
+    pub fn rpc(mut self, config: RpcConfig) -> Self {
+        self.rpc = config;
+        self
+    }
+
+    /// How typed messages, questions and answers are encoded ([`Device::send_msg`],
+    /// [`Device::ask_msg`], [`Device::decode`]). Default: [`MessageFormat::Postcard`].
+    /// The bytes API is the same in every format.
+    pub fn format(mut self, format: MessageFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// How many events the [`DeviceEvents`] stream holds; while it is full, messages wait
+    /// (at most 1 s at a time) and other events are dropped (counted, reported as
+    /// [`RunError::EventsDropped`](crate::RunError::EventsDropped)), see [`DeviceEvents`].
+    /// Default: [`EVENT_CAPACITY`], 1024; at least 1. An application that reads in bursts
+    /// sets more (each waiting event holds its payload).
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity.max(1);
+        self
+    }
+
+    /// Whether to use multicast at all; off, only static peers and gossip find peers.
+    /// Default: on.
+    pub fn multicast(mut self, on: bool) -> Self {
+        self.multicast = on;
+        self
+    }
+
+    /// Derives the key (if any), opens the multicast channel and the TCP listener, and
+    /// starts discovery. Returns the device and its event stream.
+    pub async fn start(self) -> Result<(Device, DeviceEvents), DeviceError> {
+        let key = match (&self.key, &self.passphrase) {
+            (Some(k), _) => Some(k.clone()),
+            (None, Some(p)) => {
+                let (p, kdf) = (p.clone(), self.kdf);
+                // PBKDF2 takes a while: off the runtime's threads.
+                let derived = tokio::task::spawn_blocking(move || {
+                    GroupKey::derive_with(&p.0, "hail-discovery", kdf)
+                })
+                .await
+                .expect("key derivation does not panic")?;
+                Some(derived)
+            }
+            (None, None) => None,
+        };
+        // A connected peer's liveness is its link: make the link notice a silent peer
+        // within the lease, as the table's docs ask of its driver.
+        let lease = self.table.lease();
+        let mut link = LinkConfig::default().heartbeat(Some(Heartbeat {
+            interval: lease / 3,
+            dead_after: lease,
+        }));
+        if let Some(k) = &key {
+            link = link.group_key(k);
+        }
+        let channel = if self.multicast {
+            let mut b = Channel::builder(self.group).ttl(self.ttl);
+            if let Some(i) = self.interface {
+                b = b.interface(i);
+            }
+            if let Some(k) = key.clone() {
+                b = b.key(k);
+            }
+            Some(b.build()?)
+        } else {
+            None
+        };
+        let group = channel.as_ref().map_or(self.group, Channel::group);
+        let (server, server_events) = Server::bind(
+            self.listen,
+            ServerConfig::default().link(link.clone()),
+            Binary,
+        )
+        .await?;
+        let port = server.local_addr().port();
+        let mut advertise = self.advertise.clone();
+        if advertise.is_empty() {
+            if let Some(i) = self.interface {
+                advertise.push(IpAddr::V4(i));
+            }
+        }
+        let local =
+            LocalDevice::new(DeviceId::random(), self.name.clone(), port).with_addresses(advertise);
+        let mut table = PeerTable::new(self.table.clone(), local, rand::random())?;
+        table.start(clock::now());
+        let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
+        let shared = Arc::new(Shared {
+            table: Mutex::new(table),
+            links: Mutex::new(HashMap::new()),
+            question: OnceLock::new(),
+            handlers: Handlers::new(),
+            events: events_tx,
+            msg_permit: Mutex::new(None),
+            dropped_events: AtomicU64::new(0),
+            unreported_drops: AtomicU64::new(0),
+            counters: Mutex::new(Default::default()),
+            rpc: self.rpc.clone(),
+            link,
+        });
+        bind_builtin(&shared);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let local_addr = server.local_addr();
+        let driver = Driver::new(shared.clone(), channel, server, server_events, stop_rx);
+        let task = tokio::spawn(driver.run());
+        let id = lock(&shared.table).local().id;
+        Ok((
+            Device {
+                shared,
+                id,
+                name: self.name,
+                local_addr,
+                group,
+                format: self.format,
+                stop: Some(stop_tx),
+                task: Some(task),
+            },
+            DeviceEvents::new(events_rx),
+        ))
+    }
+}

@@ -1,0 +1,222 @@
+//! Dialing a peer: every address at once with quick retries ([`dial_any`]), and the
+//! count of failed dials in a row per target that decides what is reported
+//! ([`DialFailures`]).
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hail_link::{Connection, Incoming, LinkConfig, LinkError};
+use hail_wire::Binary;
+use tracing::debug;
+
+use super::error::RunError;
+use crate::id::DeviceId;
+
+/// Whom a dial was for, to count its failures in a row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum DialKey {
+    Peer(DeviceId),
+    Addrs(Vec<SocketAddr>),
+}
+
+impl DialKey {
+    /// The device expected at the other end, or else the addresses dialed.
+    pub(super) fn new(peer: Option<DeviceId>, addrs: &[SocketAddr]) -> Self {
+        match peer {
+            Some(id) => Self::Peer(id),
+            None => Self::Addrs(addrs.to_vec()),
+        }
+    }
+}
+
+/// Most dial targets whose failures are counted; past it the counts start over: 1024.
+const MAX_DIAL_COUNTS: usize = 1024;
+
+/// Failed dials in a row per target (reset by a link that comes up).
+#[derive(Debug, Default)]
+pub(super) struct DialFailures {
+    counts: HashMap<DialKey, u32>,
+}
+
+impl DialFailures {
+    /// A dial to `target` brought a link up: its run of failures is over.
+    pub(super) fn succeeded(&mut self, target: &DialKey) {
+        self.counts.remove(target);
+    }
+
+    /// Counts a failed dial; reports an authentication failure at once (the first in a
+    /// row) and the run of failures after 3, 6, 12 ... of them.
+    pub(super) fn failed(
+        &mut self,
+        target: DialKey,
+        addrs: Vec<SocketAddr>,
+        addr: SocketAddr,
+        error: &LinkError,
+        mut report: impl FnMut(RunError),
+    ) {
+        if self.counts.len() >= MAX_DIAL_COUNTS && !self.counts.contains_key(&target) {
+            self.counts.clear();
+        }
+        let peer = match &target {
+            DialKey::Peer(id) => Some(*id),
+            DialKey::Addrs(_) => None,
+        };
+        let n = self.counts.entry(target).or_insert(0);
+        *n = n.saturating_add(1);
+        let n = *n;
+        debug!(%addr, error = %error, failures = n, "dial failed");
+        if n == 1 && matches!(error, LinkError::AuthFailed) {
+            report(RunError::AuthFailed {
+                addr: Some(addr),
+                count: 1,
+            });
+        }
+        if n >= 3 && n % 3 == 0 && (n / 3).is_power_of_two() {
+            report(RunError::DialFailed {
+                peer,
+                addrs,
+                failures: n,
+                error: error.to_string(),
+            });
+        }
+    }
+}
+
+/// How long each of a dial's first attempts (per address) may take before it is
+/// abandoned and tried again: 300 ms, well under TCP's 1 s initial SYN retransmission, so
+/// a lost SYN or SYN-ACK (a lossy LAN, a partition just healed) costs about 0.3 s instead
+/// of 1 s. A LAN handshake takes milliseconds.
+const DIAL_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(300);
+/// How many attempts of a dial get [`DIAL_ATTEMPT_TIMEOUT`]: 2. The attempt after them
+/// has only the link's own timeouts, so a slow path still connects (0.6 s late).
+const DIAL_QUICK_ATTEMPTS: u32 = 2;
+
+/// Runs `attempt` up to `quick` times with `timeout` each, then once without a timeout.
+/// An attempt that finishes (even with an error, e.g. refused) ends it at once.
+async fn with_quick_retries<T, F, Fut>(quick: u32, timeout: Duration, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    for _ in 0..quick {
+        if let Ok(r) = tokio::time::timeout(timeout, attempt()).await {
+            return r;
+        }
+    }
+    attempt().await
+}
+
+/// What a dial ends with: the link and its incoming frames, or the last attempt's
+/// address and error.
+pub(super) type Dialed = Result<(Connection<Binary>, Incoming<Bytes>), (SocketAddr, LinkError)>;
+
+/// Dials every address at once; the first link that comes up wins. On failure, the
+/// last attempt's address and error.
+pub(super) async fn dial_any(addrs: Vec<SocketAddr>, config: LinkConfig) -> Dialed {
+    let attempts = addrs.into_iter().map(|a| {
+        let config = config.clone();
+        Box::pin(async move {
+            with_quick_retries(DIAL_QUICK_ATTEMPTS, DIAL_ATTEMPT_TIMEOUT, || {
+                Connection::connect(a, &config, Binary)
+            })
+            .await
+            .map_err(|e| (a, e))
+        })
+    });
+    if attempts.len() == 0 {
+        let none = std::io::Error::other("no address to dial");
+        return Err((SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), none.into()));
+    }
+    futures_util::future::select_ok(attempts)
+        .await
+        .map(|(pair, _rest)| pair)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use hail_link::LinkError;
+
+    use super::super::error::RunError;
+    use super::{DialFailures, DialKey, MAX_DIAL_COUNTS, with_quick_retries};
+    use crate::id::DeviceId;
+
+    #[tokio::test]
+    async fn quick_attempts_are_abandoned_then_the_last_has_no_timeout() {
+        let n = AtomicU32::new(0);
+        // The first two attempts hang (a lost SYN), the third finishes.
+        let r = with_quick_retries(2, Duration::from_millis(10), || {
+            let i = n.fetch_add(1, Ordering::Relaxed);
+            async move {
+                if i < 2 {
+                    std::future::pending::<()>().await;
+                }
+                i
+            }
+        })
+        .await;
+        assert_eq!((r, n.load(Ordering::Relaxed)), (2, 3));
+        // A finished attempt (an error such as refused) is not retried.
+        let n = AtomicU32::new(0);
+        let r: Result<(), &str> = with_quick_retries(2, Duration::from_millis(10), || {
+            n.fetch_add(1, Ordering::Relaxed);
+            async { Err("refused") }
+        })
+        .await;
+        assert_eq!((r, n.load(Ordering::Relaxed)), (Err("refused"), 1));
+    }
+
+    /// The failure counts at which `failures` dials in a row were reported.
+    fn reported(f: &mut DialFailures, key: &DialKey, failures: u32, error: &LinkError) -> Vec<u32> {
+        let addr: SocketAddr = "127.0.0.1:9".parse().expect("an address");
+        let mut out = Vec::new();
+        for _ in 0..failures {
+            f.failed(key.clone(), vec![addr], addr, error, |e| match e {
+                RunError::DialFailed { failures, .. } => out.push(failures),
+                RunError::AuthFailed { .. } => out.push(0),
+                RunError::EventsDropped { .. } => unreachable!("not a dial's"),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn runs_of_failures_are_reported_after_3_6_12_24_and_start_over_on_success() {
+        let refused = LinkError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let key = DialKey::new(Some(DeviceId::from_bytes([1; 16])), &[]);
+        let mut f = DialFailures::default();
+        assert_eq!(reported(&mut f, &key, 30, &refused), [3, 6, 12, 24]);
+        f.succeeded(&key);
+        assert_eq!(reported(&mut f, &key, 3, &refused), [3]);
+        // A failed handshake is reported at once, the first of a run only (as 0 here).
+        let other = DialKey::new(None, &["127.0.0.1:7".parse().expect("an address")]);
+        assert_eq!(reported(&mut f, &other, 3, &LinkError::AuthFailed), [0, 3]);
+    }
+
+    #[test]
+    fn the_counts_are_bounded() {
+        let refused = LinkError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let mut f = DialFailures::default();
+        for i in 0..=MAX_DIAL_COUNTS {
+            let id = u16::try_from(i).expect("small");
+            let mut bytes = [0; 16];
+            bytes[..2].copy_from_slice(&id.to_be_bytes());
+            reported(
+                &mut f,
+                &DialKey::new(Some(DeviceId::from_bytes(bytes)), &[]),
+                1,
+                &refused,
+            );
+        }
+        assert_eq!(
+            f.counts.len(),
+            1,
+            "started over past {MAX_DIAL_COUNTS} targets"
+        );
+    }
+}

@@ -1,0 +1,366 @@
+//! The device's task: the [`Driver`] feeds the table what happens (adverts, link events,
+//! dial outcomes, the time) and carries out what it asks (send, dial, close), from start
+//! until the links are drained after a graceful stop.
+//!
+//! One loop, two phases. While running, every input is read; link frames wait while the
+//! event stream is full (at most [`EVENT_STALL_LIMIT`]). A graceful stop says goodbye
+//! and then drains: it keeps reading the links (and nothing else) until every peer has
+//! closed its side, at most [`SHUTDOWN_LINGER`]. Each input has one handler, for both
+//! phases.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use hail_link::{CloseReason as LinkClose, Server, ServerEvent, ServerEvents};
+use hail_multicast::{Channel, Datagram, MulticastError};
+use hail_rpc::Disconnect;
+use hail_wire::Binary;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::clock;
+use super::dial::{DialFailures, DialKey, Dialed, dial_any};
+use super::error::RunError;
+use super::events::DeviceEvent;
+use super::shared::{LinkEntry, Shared, lock};
+use crate::id::{ConnId, DialId};
+use crate::peer_table::{Action, Event, LinkOrigin};
+
+/// Capacity of the queue from link readers and dials to the device's task: 1024 items;
+/// a full queue makes the link readers wait (TCP flow control slows the peers).
+const INTERNAL_CAPACITY: usize = 1024;
+/// Longest link frames wait for room in a full event stream before they go on without
+/// it (their messages dropped and counted, until there is room again): 1 s. A stream
+/// read slowly slows the senders down; one not read at all does not stop the device.
+const EVENT_STALL_LIMIT: Duration = Duration::from_secs(1);
+/// How long shutdown keeps reading links after its goodbyes (until the peers close
+/// their side), and then waits for queued messages to go out: 500 ms each.
+const SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
+
+/// What the dials and the readers of dialed links tell the driver.
+pub(super) enum Internal {
+    Dialed {
+        dial: DialId,
+        target: DialKey,
+        addrs: Vec<SocketAddr>,
+        result: Dialed,
+    },
+    Frame {
+        conn: ConnId,
+        frame: Bytes,
+    },
+    Ended {
+        conn: ConnId,
+    },
+}
+
+/// A graceful stop in progress: the links drain until `until`, then `done` is told.
+struct Stopping {
+    until: Instant,
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// The device's task and everything it owns.
+pub(super) struct Driver {
+    pub(super) shared: Arc<Shared>,
+    channel: Option<Channel>,
+    sender: Option<hail_multicast::Sender>,
+    pub(super) server: Server<Binary>,
+    server_events: ServerEvents<Bytes>,
+    pub(super) internal_tx: mpsc::Sender<Internal>,
+    internal: mpsc::Receiver<Internal>,
+    stop: oneshot::Receiver<oneshot::Sender<()>>,
+    dial_failures: DialFailures,
+    /// The listener's authentication failures already reported.
+    auth_failures_seen: u64,
+    /// Room for one message event, reserved before a link frame is read: while the
+    /// stream is full, link frames wait (their readers, then TCP, slow the peers down).
+    permit: Option<mpsc::OwnedPermit<DeviceEvent>>,
+    /// The application dropped its stream: frames go on (their events are dropped).
+    events_gone: bool,
+    /// Since when link frames wait for room, and whether they waited
+    /// [`EVENT_STALL_LIMIT`] and go on without it (their messages dropped and counted)
+    /// until there is room.
+    stalled_until: Option<Instant>,
+    overflow: bool,
+    /// Set by a graceful stop.
+    stopping: Option<Stopping>,
+}
+
+impl Driver {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        channel: Option<Channel>,
+        server: Server<Binary>,
+        server_events: ServerEvents<Bytes>,
+        stop: oneshot::Receiver<oneshot::Sender<()>>,
+    ) -> Self {
+        let (internal_tx, internal) = mpsc::channel(INTERNAL_CAPACITY);
+        Self {
+            shared,
+            sender: channel.as_ref().map(Channel::sender),
+            channel,
+            server,
+            server_events,
+            internal_tx,
+            internal,
+            stop,
+            dial_failures: DialFailures::default(),
+            auth_failures_seen: 0,
+            permit: None,
+            events_gone: false,
+            stalled_until: None,
+            overflow: false,
+            stopping: None,
+        }
+    }
+
+    /// Runs the device until it is stopped (and drained) or its listener is gone, then
+    /// closes every link.
+    pub(super) async fn run(mut self) {
+        self.pump().await;
+        loop {
+            let running = self.stopping.is_none();
+            if !running && lock(&self.shared.links).is_empty() {
+                break;
+            }
+            let awaiting_room = running && self.permit.is_none() && !self.events_gone;
+            if awaiting_room && self.stalled_until.is_none() {
+                self.stalled_until = Some(Instant::now() + EVENT_STALL_LIMIT);
+            }
+            // While draining, messages wait for no room: shutdown stays bounded.
+            let frames_go = !running || self.permit.is_some() || self.events_gone || self.overflow;
+            let deadline = lock(&self.shared.table).poll_timeout().map(clock::at);
+            let drain_until = self.stopping.as_ref().map(|s| s.until);
+            tokio::select! {
+                done = &mut self.stop, if running => self.stop(done.ok()).await,
+                d = recv_datagram(self.channel.as_mut()), if running => self.datagram(d),
+                p = self.shared.events.clone().reserve_owned(), if awaiting_room => {
+                    match p {
+                        Ok(p) => self.permit = Some(p),
+                        Err(_) => self.events_gone = true,
+                    }
+                    self.stalled_until = None;
+                    self.overflow = false;
+                }
+                () = clock::sleep_until(self.stalled_until), if running && !frames_go => {
+                    debug!("event stream full for {EVENT_STALL_LIMIT:?}: messages are dropped until there is room");
+                    self.overflow = true;
+                }
+                e = self.server_events.recv(), if frames_go => {
+                    let Some(e) = e else { break };
+                    self.with_permit(|d| d.server_event(e));
+                }
+                Some(m) = self.internal.recv(), if frames_go => self.with_permit(|d| d.internal(m)),
+                () = clock::sleep_until(deadline), if running => self.timeout(),
+                () = clock::sleep_until(drain_until), if !running => {
+                    debug!(links = lock(&self.shared.links).len(), "links still open after the shutdown linger");
+                    break;
+                }
+            }
+            self.pump().await;
+        }
+        self.finish().await;
+    }
+
+    /// A graceful stop: goodbyes on the group and on every link, then the drain phase.
+    async fn stop(&mut self, done: Option<oneshot::Sender<()>>) {
+        lock(&self.shared.table).shutdown(clock::now());
+        self.pump().await;
+        self.permit = None;
+        self.stopping = Some(Stopping {
+            until: Instant::now() + SHUTDOWN_LINGER,
+            done,
+        });
+    }
+
+    fn datagram(&mut self, d: Result<Datagram, MulticastError>) {
+        match d {
+            Ok(d) => {
+                let from = d.from;
+                let r = lock(&self.shared.table).handle_datagram(&d.payload, from, clock::now());
+                if let Err(e) = r {
+                    debug!(%from, error = %e, "dropped an advert");
+                }
+            }
+            Err(e) => warn!(error = %e, "multicast receive failed"),
+        }
+    }
+
+    /// Handles link input with the reserved room in the event stream lent to the
+    /// `hail/msg` handler it may run.
+    fn with_permit(&mut self, handle: impl FnOnce(&mut Self)) {
+        *lock(&self.shared.msg_permit) = self.permit.take();
+        handle(self);
+        self.permit = lock(&self.shared.msg_permit).take();
+    }
+
+    fn server_event(&mut self, e: ServerEvent<Bytes>) {
+        match e {
+            ServerEvent::Connected { id, addr } => {
+                if let Some(conn) = self.server.connection(id) {
+                    if self.stopping.is_some() {
+                        // Draining: new links are closed at once.
+                        conn.close();
+                    } else {
+                        self.link_up(conn, LinkOrigin::Accepted, addr);
+                    }
+                }
+            }
+            ServerEvent::Message { id, msg } => self.frame(ConnId(id.get()), &msg),
+            ServerEvent::Closed { id, reason } => self.closed(ConnId(id.get()), &reason),
+            _ => {}
+        }
+    }
+
+    fn internal(&mut self, m: Internal) {
+        match m {
+            Internal::Dialed {
+                dial,
+                target,
+                addrs,
+                result,
+            } => {
+                if self.stopping.is_some() {
+                    // Draining: a link that comes up now is closed at once.
+                    if let Ok((conn, _incoming)) = result {
+                        conn.close();
+                    }
+                    return;
+                }
+                match result {
+                    Ok((conn, incoming)) => {
+                        self.dial_failures.succeeded(&target);
+                        let id = ConnId(conn.id().get());
+                        self.read_dialed(id, incoming);
+                        let remote = conn.peer_addr();
+                        self.link_up(conn, LinkOrigin::Dialed(dial), remote);
+                    }
+                    Err((addr, error)) => {
+                        let shared = &self.shared;
+                        self.dial_failures.failed(target, addrs, addr, &error, |e| {
+                            shared.emit(DeviceEvent::Error(e));
+                        });
+                        lock(&self.shared.table).dial_failed(dial, clock::now());
+                    }
+                }
+            }
+            Internal::Frame { conn, frame } => self.frame(conn, &frame),
+            Internal::Ended { conn } => {
+                let reason = lock(&self.shared.links)
+                    .get(&conn)
+                    .and_then(|l| l.conn.close_reason());
+                self.closed(conn, &reason.unwrap_or(LinkClose::PeerClosed));
+            }
+        }
+    }
+
+    /// The table's timer; also the time to read the channel's and the listener's counters.
+    fn timeout(&mut self) {
+        lock(&self.shared.table).handle_timeout(clock::now());
+        // Handshakes of accepted links that failed authentication.
+        let failed = self.server.stats().auth_failures;
+        *lock(&self.shared.counters) = (
+            self.channel
+                .as_ref()
+                .map(Channel::stats)
+                .unwrap_or_default(),
+            failed,
+        );
+        if failed > self.auth_failures_seen {
+            let count = failed - self.auth_failures_seen;
+            self.auth_failures_seen = failed;
+            self.shared.emit(DeviceEvent::Error(RunError::AuthFailed {
+                addr: None,
+                count,
+            }));
+        }
+    }
+
+    /// Carries out the table's actions and forwards its events.
+    pub(super) async fn pump(&mut self) {
+        loop {
+            let action = lock(&self.shared.table).poll_action();
+            let Some(action) = action else { break };
+            match action {
+                Action::Multicast(advert) => {
+                    if let (Some(s), Ok(bytes)) = (&self.sender, advert.to_bytes()) {
+                        if let Err(e) = s.send(&bytes).await {
+                            debug!(error = %e, "advert not sent");
+                        }
+                    }
+                }
+                Action::Send { conn, message } => {
+                    let c = lock(&self.shared.links).get(&conn).map(|l| l.conn.clone());
+                    if let (Some(c), Ok(bytes)) = (c, message.to_bytes()) {
+                        if c.try_send(Bytes::from(bytes)).is_err() {
+                            debug!(%conn, "discovery message not queued");
+                        }
+                    }
+                }
+                Action::Dial { dial, addrs, peer } => {
+                    let tx = self.internal_tx.clone();
+                    let config = self.shared.link.clone();
+                    let target = DialKey::new(peer, &addrs);
+                    tokio::spawn(async move {
+                        let result = dial_any(addrs.clone(), config).await;
+                        let _ = tx
+                            .send(Internal::Dialed {
+                                dial,
+                                target,
+                                addrs,
+                                result,
+                            })
+                            .await;
+                    });
+                }
+                Action::Close { conn, reason } => self.close_link(conn, reason),
+            }
+        }
+        self.forward_events();
+    }
+
+    /// Forwards the table's events to the event stream.
+    pub(super) fn forward_events(&self) {
+        loop {
+            let event = lock(&self.shared.table).poll_event();
+            let Some(event) = event else { break };
+            let e = match event {
+                Event::PeerJoined(p) => DeviceEvent::PeerJoined(p),
+                Event::PeerLeft { peer, reason } => DeviceEvent::PeerLeft { peer, reason },
+                Event::PeersChanged(s) => DeviceEvent::PeersChanged(s),
+                Event::DuplicateName { name, ids } => DeviceEvent::DuplicateName { name, ids },
+            };
+            self.shared.emit(e);
+        }
+    }
+
+    /// Tells a graceful stop it is done, closes every link and the listener.
+    async fn finish(mut self) {
+        self.permit = None;
+        if let Some(done) = self.stopping.take().and_then(|s| s.done) {
+            let _ = done.send(());
+        }
+        let links: Vec<LinkEntry> = lock(&self.shared.links).drain().map(|(_, l)| l).collect();
+        for l in &links {
+            l.conn.close();
+            l.driver.disconnected(Disconnect::Lost);
+        }
+        // Let goodbyes and queued messages go out before the handles drop.
+        let flushed = join_all(links.iter().map(|l| l.conn.closed()));
+        let _ = tokio::time::timeout(SHUTDOWN_LINGER, flushed).await;
+        self.server.shutdown(SHUTDOWN_LINGER).await;
+    }
+}
+
+/// The next datagram on the discovery channel; never without one.
+async fn recv_datagram(channel: Option<&mut Channel>) -> Result<Datagram, MulticastError> {
+    match channel {
+        Some(c) => c.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,135 @@
+//! What can go wrong: starting a device ([`DeviceError`]), sending ([`SendError`]),
+//! asking ([`AskError`]), and while it runs ([`RunError`], reported as an event).
+
+use std::net::SocketAddr;
+
+use hail_link::LinkError;
+use hail_multicast::MulticastError;
+
+use crate::error::ConfigError;
+use crate::format::FormatError;
+use crate::id::DeviceId;
+
+/// Something went wrong starting or running a [`Device`](crate::Device).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// The name or the discovery settings are invalid.
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The discovery multicast channel could not be opened.
+    #[error("multicast: {0}")]
+    Multicast(#[from] MulticastError),
+    /// The TCP listener could not be opened.
+    #[error("link: {0}")]
+    Link(#[from] LinkError),
+    /// The group key could not be derived from the passphrase (bad KDF parameters).
+    #[error("key derivation: {0}")]
+    Key(#[from] hail_crypto::CryptoError),
+    /// [`Device::on_question`](crate::Device::on_question) was called a second time.
+    #[error("the question handler is already set")]
+    QuestionHandlerSet,
+}
+
+/// Why a message could not be handed to a peer's link.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No live device has this name.
+    #[error("unknown name")]
+    UnknownName,
+    /// Two or more live devices have this name.
+    #[error("ambiguous name")]
+    AmbiguousName,
+    /// The device is known but not connected right now.
+    #[error("not connected")]
+    NotConnected,
+}
+
+/// Why a question got no answer from one target.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AskError {
+    /// No answer within the timeout.
+    #[error("no answer in time")]
+    NoAnswer,
+    /// The target is not connected, or its link was lost while asking.
+    #[error("unreachable")]
+    Unreachable,
+    /// No live device has this name.
+    #[error("unknown name")]
+    UnknownName,
+    /// Two or more live devices have this name.
+    #[error("ambiguous name")]
+    AmbiguousName,
+    /// The target's question handler failed, or it has none.
+    #[error("handler: {0}")]
+    Handler(String),
+    /// The answer arrived but is not a valid value in the device's
+    /// [`MessageFormat`](crate::MessageFormat) ([`Device::ask_msg`](crate::Device::ask_msg)).
+    #[error("undecodable answer: {0}")]
+    Undecodable(FormatError),
+}
+
+/// What went wrong while a [`Device`](crate::Device) runs (in
+/// [`DeviceEvent::Error`](crate::DeviceEvent::Error)); the device keeps running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RunError {
+    /// A link failed the handshake's authentication: the other side has another
+    /// passphrase, or none. `addr` is the address this device dialed; `None` for
+    /// connections it accepted (counted since the last report, checked at each timer
+    /// tick of the device, at least once a second).
+    AuthFailed {
+        /// The address dialed, if this device dialed.
+        addr: Option<SocketAddr>,
+        /// How many handshakes failed this way.
+        count: u64,
+    },
+    /// Dials to one peer (or one static address) failed this many times in a row.
+    /// Reported after 3, 6, 12, 24 ... failures, while redials go on with backoff.
+    DialFailed {
+        /// The device expected at the other end, if known.
+        peer: Option<DeviceId>,
+        /// The addresses of the last attempt.
+        addrs: Vec<SocketAddr>,
+        /// Failures in a row.
+        failures: u32,
+        /// The last attempt's error.
+        error: String,
+    },
+    /// Events were dropped because the event stream was full (not read fast enough);
+    /// reported once there is room again.
+    /// [`Device::dropped_events`](crate::Device::dropped_events) counts them all.
+    EventsDropped {
+        /// Events dropped since the last report.
+        count: u64,
+    },
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AuthFailed {
+                addr: Some(a),
+                count,
+            } => write!(
+                f,
+                "{count} link handshake(s) with {a} failed authentication"
+            ),
+            Self::AuthFailed { addr: None, count } => write!(
+                f,
+                "{count} incoming link handshake(s) failed authentication"
+            ),
+            Self::DialFailed {
+                addrs,
+                failures,
+                error,
+                ..
+            } => write!(f, "{failures} dials in a row to {addrs:?} failed: {error}"),
+            Self::EventsDropped { count } => {
+                write!(f, "{count} events dropped: the event stream was full")
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! What a device reports: [`DeviceEvent`]s on the [`DeviceEvents`] stream, and the
+//! pythonConnect-style [`Callbacks`] over it.
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::error::RunError;
+use crate::id::DeviceId;
+use crate::peer_table::{LeaveReason, PeerInfo};
+
+/// What a [`Device`] reports.
+///
+/// Order per peer: its `PeerJoined` comes before any `Message` from it (messages on a
+/// link whose peer never joined are dropped), and every message it handed to its link
+/// before shutting down comes before its `PeerLeft { reason: Goodbye }`: a goodbye heard
+/// on the group waits for the peer's links to deliver what they carry, at most
+/// [`goodbye_grace`](crate::PeerTableConfigBuilder::goodbye_grace) (500 ms by default).
+/// One exception: a message that arrives while all of this device's handlers for that
+/// peer are busy ([`RpcConfig::max_concurrent_handlers`], 64 by default, e.g. slow
+/// question handlers) waits in the RPC queue; it is still delivered when a handler
+/// finishes, within 5 s, but possibly after the `PeerLeft`.
+///
+/// [`Device`]: crate::Device
+/// [`RpcConfig::max_concurrent_handlers`]: hail_rpc::RpcConfig::max_concurrent_handlers
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceEvent {
+    /// The joined peers, sorted by name then id.
+    PeersChanged(Vec<PeerInfo>),
+    /// A peer is connected and ready.
+    PeerJoined(PeerInfo),
+    /// A peer left.
+    PeerLeft {
+        /// Who.
+        peer: PeerInfo,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// Several live devices share a name.
+    DuplicateName {
+        /// The name.
+        name: String,
+        /// The ids that hold it.
+        ids: Vec<DeviceId>,
+    },
+    /// A message from a peer ([`Device::send`](crate::Device::send) on its side).
+    Message {
+        /// The sender's name.
+        from: String,
+        /// The message.
+        payload: Bytes,
+    },
+    /// Something went wrong; the device keeps running.
+    Error(RunError),
+}
+
+/// The event stream of a [`Device`](crate::Device); ends when the device shuts down. A
+/// [`Stream`](futures_core::Stream) as well (`StreamExt::next`, combinators).
+///
+/// Read it continuously: it holds
+/// [`DeviceBuilder::event_capacity`](crate::DeviceBuilder::event_capacity) events
+/// ([`EVENT_CAPACITY`](crate::EVENT_CAPACITY), 1024, by default). While it is full,
+/// messages wait: the device stops reading its links (their readers, then TCP flow control,
+/// slow the senders down; order is kept), for at most 1 s at a time. A stream not read for
+/// longer no longer holds the device up: further events are then dropped, counted, and
+/// reported as [`RunError::EventsDropped`] once there is room. Other events (peers joining
+/// and leaving, errors) never wait: they are dropped and counted while the stream is full.
+#[derive(Debug)]
+pub struct DeviceEvents {
+    rx: mpsc::Receiver<DeviceEvent>,
+}
+
+impl futures_core::Stream for DeviceEvents {
+    type Item = DeviceEvent;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<DeviceEvent>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl DeviceEvents {
+    pub(super) fn new(rx: mpsc::Receiver<DeviceEvent>) -> Self {
+        Self { rx }
+    }
+
+    /// The next event, or `None` once the device is shut down.
+    pub async fn recv(&mut self) -> Option<DeviceEvent> {
+        self.rx.recv().await
+    }
+
+    /// An event if one is waiting, without waiting; `None` when none is (or the device
+    /// is shut down).
+    pub fn try_recv(&mut self) -> Option<DeviceEvent> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Runs callbacks for every event until the device is gone (pythonConnect style:
+    /// message, peers changed, peer joined and left, duplicate name, error).
+    pub async fn run_callbacks(mut self, mut callbacks: Callbacks) {
+        while let Some(event) = self.rx.recv().await {
+            match event {
+                DeviceEvent::Message { from, payload } => {
+                    if let Some(f) = &mut callbacks.on_message {
+                        f(from, payload);
+                    }
+                }
+                DeviceEvent::PeersChanged(peers) => {
+                    if let Some(f) = &mut callbacks.on_peers_changed {
+                        f(peers);
+                    }
+                }
+                DeviceEvent::PeerJoined(peer) => {
+                    if let Some(f) = &mut callbacks.on_joined {
+                        f(peer);
+                    }
+                }
+                DeviceEvent::PeerLeft { peer, reason } => {
+                    if let Some(f) = &mut callbacks.on_left {
+                        f(peer, reason);
+                    }
+                }
+                DeviceEvent::DuplicateName { name, ids } => {
+                    if let Some(f) = &mut callbacks.on_duplicate {
+                        f(name, ids);
+                    }
+                }
+                DeviceEvent::Error(e) => {
+                    if let Some(f) = &mut callbacks.on_error {
+                        f(e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+type MessageFn = Box<dyn FnMut(String, Bytes) + Send>;
+type PeersFn = Box<dyn FnMut(Vec<PeerInfo>) + Send>;
+type JoinedFn = Box<dyn FnMut(PeerInfo) + Send>;
+type LeftFn = Box<dyn FnMut(PeerInfo, LeaveReason) + Send>;
+type DuplicateFn = Box<dyn FnMut(String, Vec<DeviceId>) + Send>;
+type ErrorFn = Box<dyn FnMut(RunError) + Send>;
+
+/// Callbacks for [`DeviceEvents::run_callbacks`]; each is optional.
+#[derive(Default)]
+pub struct Callbacks {
+    on_message: Option<MessageFn>,
+    on_peers_changed: Option<PeersFn>,
+    on_joined: Option<JoinedFn>,
+    on_left: Option<LeftFn>,
+    on_duplicate: Option<DuplicateFn>,
+    on_error: Option<ErrorFn>,
+}
+
+impl std::fmt::Debug for Callbacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callbacks")
+            .field("on_message", &self.on_message.is_some())
+            .field("on_peers_changed", &self.on_peers_changed.is_some())
+            .field("on_joined", &self.on_joined.is_some())
+            .field("on_left", &self.on_left.is_some())
+            .field("on_duplicate", &self.on_duplicate.is_some())
+            .field("on_error", &self.on_error.is_some())
+            .finish()
+    }
+}
+
+impl Callbacks {
+    /// Called with the sender's name and each message.
+    pub fn on_message(mut self, f: impl FnMut(String, Bytes) + Send + 'static) -> Self {
+        self.on_message = Some(Box::new(f));
+        self
+    }
+
+    /// Called with the joined peers whenever they change.
+    pub fn on_peers_changed(mut self, f: impl FnMut(Vec<PeerInfo>) + Send + 'static) -> Self {
+        self.on_peers_changed = Some(Box::new(f));
+        self
+    }
+
+    /// Called when a peer joins.
+    pub fn on_joined(mut self, f: impl FnMut(PeerInfo) + Send + 'static) -> Self {
+        self.on_joined = Some(Box::new(f));
+        self
+    }
+
+    /// Called when a peer leaves, with the reason.
+    pub fn on_left(mut self, f: impl FnMut(PeerInfo, LeaveReason) + Send + 'static) -> Self {
+        self.on_left = Some(Box::new(f));
+        self
+    }
+
+    /// Called when several live devices share a name.
+    pub fn on_duplicate(mut self, f: impl FnMut(String, Vec<DeviceId>) + Send + 'static) -> Self {
+        self.on_duplicate = Some(Box::new(f));
+        self
+    }
+
+    /// Called when something goes wrong while the device runs (it keeps running).
+    pub fn on_error(mut self, f: impl FnMut(RunError) + Send + 'static) -> Self {
+        self.on_error = Some(Box::new(f));
+        self
+    }
+}

@@ -1,0 +1,192 @@
+//! The driver's links: a link coming up (its RPC peer), its frames (discovery messages to
+//! the table, RPC packets to the peer), its end, and closing it when the table asks,
+//! with a duplicate of the one-link rule kept open until what runs on it is done.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hail_link::{CloseReason as LinkClose, Connection, Incoming};
+use hail_rpc::{Disconnect, LinkClosed, Outgoing, RpcPeer};
+use hail_wire::Binary;
+use tracing::debug;
+
+use super::clock;
+use super::driver::{Driver, Internal};
+use super::shared::{LinkEntry, lock};
+use crate::advert::{LinkMessage, MAGIC};
+use crate::id::ConnId;
+use crate::peer_table::{CloseReason, LinkCloseReason, LinkOrigin};
+
+/// How long a duplicate link stays open after the one-link rule dropped it: 500 ms.
+const DUPLICATE_LINGER: Duration = Duration::from_millis(500);
+/// Longest a duplicate link is kept open for the calls and handlers still running on it:
+/// 5 s.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+impl Driver {
+    pub(super) fn link_up(
+        &mut self,
+        conn: Connection<Binary>,
+        origin: LinkOrigin,
+        remote: SocketAddr,
+    ) {
+        let id = ConnId(conn.id().get());
+        let (_peer, driver) =
+            RpcPeer::with_handlers(self.shared.rpc.clone(), self.shared.handlers.clone());
+        driver.connected(Arc::new(LinkOut(conn.clone())));
+        lock(&self.shared.links).insert(
+            id,
+            LinkEntry {
+                conn,
+                driver: Arc::new(driver),
+                closing: false,
+                joined: false,
+            },
+        );
+        lock(&self.shared.table).link_up(id, origin, remote, clock::now());
+    }
+
+    /// Reads a dialed link's frames into the driver's queue (the listener reads the
+    /// accepted ones).
+    pub(super) fn read_dialed(&self, id: ConnId, mut incoming: Incoming<Bytes>) {
+        let tx = self.internal_tx.clone();
+        // Holds no handle: the link lives as long as the driver keeps it.
+        tokio::spawn(async move {
+            while let Some(frame) = incoming.recv().await {
+                // Waits when the driver is behind: TCP flow control then
+                // slows the peer down, memory stays bounded.
+                if tx.send(Internal::Frame { conn: id, frame }).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Internal::Ended { conn: id }).await;
+        });
+    }
+
+    pub(super) fn frame(&mut self, conn: ConnId, frame: &[u8]) {
+        if frame.starts_with(&MAGIC) {
+            let Some(closing) = lock(&self.shared.links).get(&conn).map(|l| l.closing) else {
+                return;
+            };
+            match LinkMessage::decode(frame) {
+                // On a link being closed only a goodbye still counts: the peer may have
+                // taken this duplicate for the link to keep.
+                Ok(m) if closing && !matches!(m, LinkMessage::Goodbye { .. }) => {}
+                Ok(m) => {
+                    let joined = {
+                        let mut table = lock(&self.shared.table);
+                        table.link_message(conn, m, clock::now());
+                        table.peer_of(conn).is_some()
+                    };
+                    if joined {
+                        if let Some(l) = lock(&self.shared.links).get_mut(&conn) {
+                            l.joined = true;
+                        }
+                    }
+                }
+                Err(e) => debug!(%conn, error = %e, "dropped a discovery message"),
+            }
+        } else {
+            // The join (and anything else the table has to say) is reported before
+            // what the peer sent after its hello.
+            self.forward_events();
+            // Also on a link being closed: what the peer sent before it closed is served.
+            // Handlers run inline here and may use the device: no lock is held.
+            let driver = match lock(&self.shared.links).get(&conn) {
+                Some(l) if l.joined => Some(l.driver.clone()),
+                Some(_) => {
+                    debug!(%conn, "dropped an RPC packet from a link without a joined peer");
+                    None
+                }
+                None => None,
+            };
+            if let Some(d) = driver {
+                d.packet(frame);
+            }
+        }
+    }
+
+    pub(super) fn closed(&mut self, conn: ConnId, reason: &LinkClose) {
+        let entry = lock(&self.shared.links).remove(&conn);
+        if let Some(l) = entry {
+            let peer = l.driver.peer();
+            if peer.queued_requests() == 0 {
+                l.driver.disconnected(Disconnect::Lost);
+            } else {
+                // What the peer sent before it closed waits behind busy handlers (all of
+                // RpcConfig::max_concurrent_handlers running): let the queue run (its
+                // messages are delivered, late), at most DRAIN_LIMIT, then disconnect.
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(DRAIN_LIMIT, async {
+                        while peer.queued_requests() > 0 {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    })
+                    .await;
+                    l.driver.disconnected(Disconnect::Lost);
+                });
+            }
+        }
+        lock(&self.shared.table).link_closed(conn, close_reason(reason), clock::now());
+    }
+
+    /// The table's [`Action::Close`](crate::Action::Close).
+    pub(super) fn close_link(&mut self, conn: ConnId, reason: CloseReason) {
+        // The entry stays until the link is closed, so RPC packets already on
+        // their way are still served. A duplicate carries no new calls from
+        // this side (names resolve to the kept link); it stays open for
+        // DUPLICATE_LINGER, so the peer, which may not have the kept link's
+        // hello yet, is not cut off meanwhile, then closes once its calls and
+        // handlers are done: nothing in flight is lost to the one-link rule.
+        if let Some(l) = lock(&self.shared.links).get_mut(&conn) {
+            l.closing = true;
+            // A duplicate is a joined peer's link too (both hellos arrived).
+            l.joined |= reason == CloseReason::Duplicate;
+            let c = l.conn.clone();
+            if reason == CloseReason::Duplicate {
+                let peer = l.driver.peer().downgrade();
+                tokio::spawn(async move {
+                    tokio::time::sleep(DUPLICATE_LINGER).await;
+                    let _ = tokio::time::timeout(DRAIN_LIMIT, async {
+                        while peer
+                            .upgrade()
+                            .is_some_and(|p| p.in_flight() + p.running_handlers() > 0)
+                        {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    })
+                    .await;
+                    c.close();
+                });
+            } else {
+                c.close();
+            }
+        }
+    }
+}
+
+fn close_reason(r: &LinkClose) -> LinkCloseReason {
+    match r {
+        LinkClose::Timeout => LinkCloseReason::Timeout,
+        _ => LinkCloseReason::Lost,
+    }
+}
+
+/// Packets of a peer's RPC go out on its link.
+struct LinkOut(Connection<Binary>);
+
+impl Outgoing for LinkOut {
+    fn send(
+        &self,
+        packet: Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), LinkClosed>> + Send + '_>>
+    {
+        Box::pin(async move { self.0.send(packet).await.map_err(|_| LinkClosed) })
+    }
+
+    fn try_send(&self, packet: Bytes) -> bool {
+        self.0.try_send(packet).is_ok()
+    }
+}

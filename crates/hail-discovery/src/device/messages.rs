@@ -1,0 +1,214 @@
+//! Messages and questions: [`Device::send`] and [`Device::ask`] (and their typed
+//! forms) on one side, the built-in RPC methods that receive them on the other.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use hail_rpc::RpcError;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::{AskError, SendError};
+use super::events::DeviceEvent;
+use super::handle::Device;
+use super::shared::{Shared, lock};
+use crate::error::ResolveError;
+use crate::format::FormatError;
+
+/// The RPC method that carries [`Device::send`] messages.
+const MSG_METHOD: &str = "hail/msg";
+
+/// The RPC method that carries [`Device::ask`] questions.
+const ASK_METHOD: &str = "hail/ask";
+
+/// Whom to send to or ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// One device by name.
+    One(String),
+    /// Several devices by name.
+    Many(Vec<String>),
+    /// Every joined peer.
+    All,
+}
+
+impl From<&str> for Targets {
+    fn from(name: &str) -> Self {
+        Self::One(name.to_owned())
+    }
+}
+
+impl From<Vec<String>> for Targets {
+    fn from(names: Vec<String>) -> Self {
+        Self::Many(names)
+    }
+}
+
+impl From<&[&str]> for Targets {
+    fn from(names: &[&str]) -> Self {
+        Self::Many(names.iter().map(|n| (*n).to_owned()).collect())
+    }
+}
+
+impl Device {
+    /// Hands `msg` to the link of each target; the result says, per target name, whether
+    /// it was handed over or why not.
+    ///
+    /// Order: messages to one peer arrive in the order they were sent while they travel
+    /// on one link. Right after two devices dialed each other at the same moment, both
+    /// links exist for a short while (until the duplicate is drained and closed); two
+    /// messages sent in that window can take different links and arrive swapped. None is
+    /// lost either way.
+    pub async fn send(
+        &self,
+        targets: impl Into<Targets>,
+        msg: Bytes,
+    ) -> Vec<(String, Result<(), SendError>)> {
+        let names = self.target_names(targets.into());
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let r = match self.shared.resolve_rpc(&name) {
+                Ok(peer) => peer
+                    .notify(MSG_METHOD, (&self.name, msg.as_ref()))
+                    .await
+                    .map_err(|_| SendError::NotConnected),
+                Err(e) => Err(send_error(e)),
+            };
+            out.push((name, r));
+        }
+        out
+    }
+
+    /// Asks each target `question` and waits for all answers, at most `timeout`. Returns
+    /// as soon as every target answered or failed; a peer already gone fails at once.
+    pub async fn ask(
+        &self,
+        targets: impl Into<Targets>,
+        question: Bytes,
+        timeout: Duration,
+    ) -> HashMap<String, Result<Bytes, AskError>> {
+        let names = self.target_names(targets.into());
+        let calls = names.into_iter().map(|name| {
+            let q = (self.name.clone(), question.to_vec());
+            let peer = self.shared.resolve_rpc(&name);
+            async move {
+                let r = match peer {
+                    Err(e) => Err(match e {
+                        ResolveError::UnknownName(_) => AskError::UnknownName,
+                        ResolveError::AmbiguousName { .. } => AskError::AmbiguousName,
+                        _ => AskError::Unreachable,
+                    }),
+                    Ok(peer) => match peer.execute::<_, Vec<u8>>(ASK_METHOD, q, timeout).await {
+                        Ok(answer) => Ok(Bytes::from(answer)),
+                        Err(RpcError::Timeout) => Err(AskError::NoAnswer),
+                        Err(RpcError::Handler(m)) => Err(AskError::Handler(m)),
+                        Err(RpcError::UnknownMethod(_)) => {
+                            Err(AskError::Handler("no question handler".into()))
+                        }
+                        Err(_) => Err(AskError::Unreachable),
+                    },
+                };
+                (name, r)
+            }
+        });
+        join_all(calls).await.into_iter().collect()
+    }
+
+    /// Encodes `msg` in the device's [`MessageFormat`](crate::MessageFormat) and
+    /// [`send`](Self::send)s it. Fails, sending nothing, when the value cannot be encoded
+    /// in the format.
+    pub async fn send_msg<T: Serialize + ?Sized>(
+        &self,
+        targets: impl Into<Targets>,
+        msg: &T,
+    ) -> Result<Vec<(String, Result<(), SendError>)>, FormatError> {
+        let bytes = self.format.encode(msg)?;
+        Ok(self.send(targets, bytes).await)
+    }
+
+    /// [`ask`](Self::ask) with a typed question and typed answers, both in the device's
+    /// [`MessageFormat`](crate::MessageFormat); an answer that does not decode is
+    /// [`AskError::Undecodable`]. Fails, asking nobody, when the question cannot be
+    /// encoded.
+    pub async fn ask_msg<Q: Serialize + ?Sized, A: DeserializeOwned>(
+        &self,
+        targets: impl Into<Targets>,
+        question: &Q,
+        timeout: Duration,
+    ) -> Result<HashMap<String, Result<A, AskError>>, FormatError> {
+        let q = self.format.encode(question)?;
+        let format = self.format;
+        Ok(self
+            .ask(targets, q, timeout)
+            .await
+            .into_iter()
+            .map(|(name, r)| {
+                let r = r.and_then(|a| format.decode(&a).map_err(AskError::Undecodable));
+                (name, r)
+            })
+            .collect())
+    }
+
+    fn target_names(&self, targets: Targets) -> Vec<String> {
+        match targets {
+            Targets::One(n) => vec![n],
+            Targets::Many(v) => v,
+            Targets::All => {
+                let mut names: Vec<String> = self.peers().into_iter().map(|p| p.name).collect();
+                names.dedup();
+                names
+            }
+        }
+    }
+}
+
+/// Binds the methods behind `send` and `ask`. Both carry the sender's name: the group
+/// key authenticates the group, not the member, so the name is what the sender says it
+/// is (as in its adverts and hello).
+pub(super) fn bind_builtin(shared: &Arc<Shared>) {
+    let sink = Arc::downgrade(shared);
+    // Emitted before the handler returns: messages from one peer keep their order. With
+    // the room the driver reserved for it: a full stream makes the driver wait, not drop.
+    let _ = shared
+        .handlers
+        .bind(MSG_METHOD, move |(from, payload): (String, Vec<u8>)| {
+            if let Some(s) = sink.upgrade() {
+                let e = DeviceEvent::Message {
+                    from,
+                    payload: Bytes::from(payload),
+                };
+                let permit = lock(&s.msg_permit).take();
+                match permit {
+                    Some(p) => {
+                        s.report_drops();
+                        p.send(e);
+                    }
+                    None => s.emit(e),
+                }
+            }
+            async { Ok::<(), String>(()) }
+        });
+    let weak = Arc::downgrade(shared);
+    let _ = shared
+        .handlers
+        .bind(ASK_METHOD, move |(from, q): (String, Vec<u8>)| {
+            let handler = weak.upgrade().and_then(|s| s.question.get().cloned());
+            async move {
+                let Some(h) = handler else {
+                    return Err("no question handler".to_string());
+                };
+                h(from, Bytes::from(q)).await.map(|b| b.to_vec())
+            }
+        });
+}
+
+fn send_error(e: ResolveError) -> SendError {
+    match e {
+        ResolveError::UnknownName(_) => SendError::UnknownName,
+        ResolveError::AmbiguousName { .. } => SendError::AmbiguousName,
+        _ => SendError::NotConnected,
+    }
+}

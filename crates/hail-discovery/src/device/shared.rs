@@ -1,0 +1,98 @@
+//! What the handle, the driver and the RPC handlers share: the table, the links, the
+//! event stream's sender and its drop counters ([`Shared`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use hail_link::{Connection, LinkConfig};
+use hail_rpc::{Handlers, PeerDriver, RpcConfig, RpcPeer};
+use hail_wire::Binary;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::error::RunError;
+use super::events::DeviceEvent;
+use crate::error::ResolveError;
+use crate::id::ConnId;
+use crate::peer_table::PeerTable;
+
+pub(super) type QuestionFn =
+    dyn Fn(String, Bytes) -> BoxFuture<'static, Result<Bytes, String>> + Send + Sync;
+
+/// One link to a peer, as the driver keeps it.
+pub(super) struct LinkEntry {
+    pub(super) conn: Connection<Binary>,
+    /// Shared so packets are fed without holding the links lock; the last clone's drop
+    /// disconnects the peer.
+    pub(super) driver: Arc<PeerDriver>,
+    /// The table asked to close it; it is kept until it is closed.
+    pub(super) closing: bool,
+    /// The peer's hello made it a joined peer's link: only then are its RPC packets
+    /// served, so a message never comes from a peer that was not reported joined.
+    pub(super) joined: bool,
+}
+
+pub(super) struct Shared {
+    pub(super) table: Mutex<PeerTable>,
+    pub(super) links: Mutex<HashMap<ConnId, LinkEntry>>,
+    pub(super) question: OnceLock<Arc<QuestionFn>>,
+    /// What every link answers: messages, questions and the user's own methods.
+    pub(super) handlers: Handlers,
+    pub(super) events: mpsc::Sender<DeviceEvent>,
+    /// Room in the event stream the driver reserved before handing a link frame to the
+    /// RPC layer: the `hail/msg` handler it runs delivers its message with it.
+    pub(super) msg_permit: Mutex<Option<mpsc::OwnedPermit<DeviceEvent>>>,
+    pub(super) dropped_events: AtomicU64,
+    /// Drops not yet reported as [`RunError::EventsDropped`].
+    pub(super) unreported_drops: AtomicU64,
+    /// The multicast channel's counters and the listener's authentication failures, as of
+    /// the last timer tick.
+    pub(super) counters: Mutex<(hail_multicast::Stats, u64)>,
+    pub(super) rpc: RpcConfig,
+    pub(super) link: LinkConfig,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(super) fn resolve_rpc(&self, name: &str) -> Result<RpcPeer, ResolveError> {
+        let (_, conn) = lock(&self.table).resolve(name)?;
+        lock(&self.links)
+            .get(&conn)
+            .map(|l| l.driver.peer())
+            .ok_or_else(|| ResolveError::NotConnected(name.to_owned()))
+    }
+
+    pub(super) fn emit(&self, e: DeviceEvent) {
+        self.report_drops();
+        if self.events.try_send(e).is_err() {
+            self.dropped_events.fetch_add(1, Ordering::Relaxed);
+            self.unreported_drops.fetch_add(1, Ordering::Relaxed);
+            debug!("device event dropped: the stream is full or closed");
+        }
+    }
+
+    /// Reports drops not yet reported, if there is room: they go first, as soon as
+    /// there is.
+    pub(super) fn report_drops(&self) {
+        let unreported = self.unreported_drops.swap(0, Ordering::Relaxed);
+        if unreported > 0 {
+            let report = DeviceEvent::Error(RunError::EventsDropped { count: unreported });
+            if self.events.try_send(report).is_err() {
+                self.unreported_drops
+                    .fetch_add(unreported, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

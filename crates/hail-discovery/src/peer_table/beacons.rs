@@ -1,0 +1,173 @@
+//! Adverts on the group: decoding and handling them, and the announce schedule (the
+//! start burst, jittered beacons, probe answers, answers to newcomers).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tracing::{trace, warn};
+
+use super::events::Action;
+use super::state::{DialState, Peer, PeerTable, Phase};
+use crate::advert::{Advert, AdvertError, Announce, MAX_ADDRESSES};
+
+/// Shortest time between two announces sent to answer newcomers (peers heard without a
+/// lease or link, e.g. when a partition heals): 500 ms. Bounds the extra multicast traffic
+/// to two announces a second per device while many peers are new at once (start-up).
+const NEWCOMER_ANSWER_GAP: Duration = Duration::from_millis(500);
+
+impl PeerTable {
+    /// Decodes and handles one datagram from the discovery group. A datagram that does not
+    /// decode is counted in [`Stats::adverts_dropped`](crate::Stats::adverts_dropped) and
+    /// its error returned for logging; the table is unaffected.
+    pub fn handle_datagram(
+        &mut self,
+        bytes: &[u8],
+        from: SocketAddr,
+        now: Instant,
+    ) -> Result<(), AdvertError> {
+        match Advert::decode(bytes) {
+            Ok(advert) => {
+                self.handle_advert(advert, from, now);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.adverts_dropped += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Handles one decoded advert received from `from`.
+    pub fn handle_advert(&mut self, advert: Advert, from: SocketAddr, now: Instant) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        match advert {
+            Advert::Announce(a) => {
+                if a.id == self.local.id {
+                    self.stats.own_adverts += 1;
+                    return;
+                }
+                self.stats.adverts_received += 1;
+                trace!(peer = %a.id, name = %a.name, %from, "announce");
+                let newcomer = !self.peers.get(&a.id).is_some_and(Peer::alive);
+                if self.learn(&a, from, Some(a.lease), now) {
+                    if newcomer {
+                        self.answer_newcomer(now);
+                        // A dial started before it was heard (kept by gossip, or after a
+                        // timeout, as across a partition) may sit in backoff or in TCP's
+                        // SYN retransmission to a host that was unreachable: dial afresh
+                        // now. A late outcome of the old dial is handled as usual.
+                        if let Some(p) = self.peers.get_mut(&a.id) {
+                            if p.active.is_none() && p.dial != DialState::Idle {
+                                p.dial = DialState::Idle;
+                            }
+                        }
+                    }
+                    self.maybe_dial(a.id);
+                }
+            }
+            Advert::Probe { from: id } => {
+                if id == self.local.id {
+                    self.stats.own_adverts += 1;
+                    return;
+                }
+                self.stats.adverts_received += 1;
+                if self.probe_answer_at.is_none() {
+                    let delay = self.jitter(self.config.probe_answer_jitter);
+                    self.probe_answer_at = Some(now + delay);
+                }
+            }
+            Advert::Goodbye { from: id } => {
+                if id == self.local.id {
+                    self.stats.own_adverts += 1;
+                    return;
+                }
+                self.stats.adverts_received += 1;
+                self.goodbye_heard(id, now);
+            }
+        }
+        self.flush();
+    }
+
+    /// Changes the advertised addresses (an interface came or went) and announces them at
+    /// once. More than [`MAX_ADDRESSES`] are cut, with a warning.
+    pub fn set_addresses(&mut self, addresses: Vec<IpAddr>, _now: Instant) {
+        self.local.addresses = addresses;
+        if self.local.addresses.len() > MAX_ADDRESSES {
+            warn!(
+                count = self.local.addresses.len(),
+                "too many local addresses; advertising the first ones"
+            );
+            self.local.addresses.truncate(MAX_ADDRESSES);
+        }
+        if self.phase == Phase::Running {
+            let a = self.announce();
+            self.actions
+                .push_back(Action::Multicast(Advert::Announce(a)));
+        }
+    }
+
+    /// The announce this device sends (also the content of its hello).
+    pub fn announce(&self) -> Announce {
+        Announce {
+            id: self.local.id,
+            name: self.local.name.clone(),
+            port: self.local.port,
+            lease: self.config.lease,
+            addresses: self.local.addresses.clone(),
+        }
+    }
+
+    pub(super) fn jitter(&mut self, max: Duration) -> Duration {
+        if max.is_zero() {
+            return Duration::ZERO;
+        }
+        let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(self.rng.random_range(0..=nanos))
+    }
+
+    pub(super) fn beacon_delay(&mut self) -> Duration {
+        let j = self.config.beacon_jitter;
+        self.config.beacon_interval - j + self.jitter(j * 2)
+    }
+
+    /// Sends one announce if a burst slot, a beacon or a probe answer is due.
+    pub(super) fn run_schedule(&mut self, now: Instant) {
+        let mut due = false;
+        while self.announce_at.first().is_some_and(|&t| t <= now) {
+            self.announce_at.remove(0);
+            due = true;
+        }
+        if self.next_beacon.is_some_and(|t| t <= now) {
+            self.next_beacon = Some(now + self.beacon_delay());
+            due = true;
+        }
+        if self.probe_answer_at.is_some_and(|t| t <= now) {
+            self.probe_answer_at = None;
+            due = true;
+        }
+        if due {
+            let a = self.announce();
+            self.actions
+                .push_back(Action::Multicast(Advert::Announce(a)));
+        }
+    }
+
+    /// Schedules an announce soon (shared with a pending probe answer) after hearing a
+    /// newcomer, at most once per `NEWCOMER_ANSWER_GAP`.
+    fn answer_newcomer(&mut self, now: Instant) {
+        if self
+            .last_newcomer_answer
+            .is_some_and(|t| now.saturating_duration_since(t) < NEWCOMER_ANSWER_GAP)
+        {
+            return;
+        }
+        self.last_newcomer_answer = Some(now);
+        if self.probe_answer_at.is_none() {
+            let delay = self.jitter(self.config.probe_answer_jitter);
+            self.probe_answer_at = Some(now + delay);
+        }
+    }
+}

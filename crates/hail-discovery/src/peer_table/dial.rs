@@ -1,0 +1,166 @@
+//! Dialing and backoff: whom to dial (peers and static addresses) at which addresses,
+//! and the exponential backoff after failures.
+
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+use std::time::{Duration, Instant};
+
+use tracing::trace;
+
+use super::events::{Action, LeaveReason};
+use super::state::{DialState, DialTarget, Peer, PeerTable, Phase};
+use crate::advert::MAX_ADDRESSES;
+use crate::id::{DeviceId, DialId};
+
+impl PeerTable {
+    /// Every address of an [`Action::Dial`] failed.
+    pub fn dial_failed(&mut self, dial: DialId, now: Instant) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if let Some(target) = self.dials.remove(&dial) {
+            self.dial_outcome_failed(target, dial, now);
+            self.flush();
+        }
+    }
+
+    /// Backoff before the redial after `failures` failures: `initial * 2^(failures-1)`
+    /// capped at the maximum, drawn from `[d/2, d]`.
+    pub(super) fn redial_delay(&mut self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(20);
+        let d = self
+            .config
+            .redial_initial
+            .saturating_mul(1 << exp)
+            .min(self.config.redial_max);
+        d / 2 + self.jitter(d / 2)
+    }
+
+    fn next_dial_id(&mut self) -> DialId {
+        let d = DialId(self.next_dial);
+        self.next_dial += 1;
+        d
+    }
+
+    pub(super) fn dial_outcome_failed(&mut self, target: DialTarget, dial: DialId, now: Instant) {
+        match target {
+            DialTarget::Peer(id) => {
+                let Some(p) = self.peers.get(&id) else {
+                    return;
+                };
+                if p.dial != DialState::Dialing(dial) {
+                    return;
+                }
+                let failures = p.failures.saturating_add(1);
+                let delay = self.redial_delay(failures);
+                let p = self.peers.get_mut(&id).expect("checked above");
+                p.failures = failures;
+                p.dial = DialState::Backoff(now + delay);
+                trace!(peer = %id, failures, ?delay, "dial failed");
+                if p.grace_until.is_some() && p.active.is_none() {
+                    self.leave(id, LeaveReason::ConnectionLost);
+                }
+            }
+            DialTarget::Static(i) => {
+                if self.statics[i].dial != DialState::Dialing(dial) {
+                    return;
+                }
+                let failures = self.statics[i].failures.saturating_add(1);
+                let delay = self.redial_delay(failures);
+                let s = &mut self.statics[i];
+                s.failures = failures;
+                s.dial = DialState::Backoff(now + delay);
+                trace!(addr = %s.addr, failures, ?delay, "static dial failed");
+            }
+        }
+    }
+
+    pub(super) fn maybe_dial(&mut self, id: DeviceId) {
+        if self.phase != Phase::Running || !self.config.auto_connect {
+            return;
+        }
+        let Some(p) = self.peers.get(&id) else {
+            return;
+        };
+        if p.active.is_some() || p.dial != DialState::Idle || !p.keep() {
+            return;
+        }
+        let addrs = p.dial_addrs();
+        if addrs.is_empty() {
+            return;
+        }
+        let dial = self.next_dial_id();
+        self.dials.insert(dial, DialTarget::Peer(id));
+        self.peers.get_mut(&id).expect("present").dial = DialState::Dialing(dial);
+        trace!(peer = %id, %dial, ?addrs, "dial");
+        self.actions.push_back(Action::Dial {
+            dial,
+            peer: Some(id),
+            addrs,
+        });
+    }
+
+    pub(super) fn dial_statics(&mut self) {
+        for i in 0..self.statics.len() {
+            let s = &self.statics[i];
+            if s.is_self || s.dial != DialState::Idle {
+                continue;
+            }
+            let covered = s.peer.and_then(|id| self.peers.get(&id)).is_some_and(|p| {
+                p.active.is_some()
+                    || p.grace_until.is_some()
+                    || matches!(p.dial, DialState::Dialing(_))
+            });
+            if covered {
+                continue;
+            }
+            let (addr, peer) = (s.addr, s.peer);
+            let dial = self.next_dial_id();
+            self.dials.insert(dial, DialTarget::Static(i));
+            self.statics[i].dial = DialState::Dialing(dial);
+            trace!(%addr, %dial, "dial static peer");
+            self.actions.push_back(Action::Dial {
+                dial,
+                peer,
+                addrs: vec![addr],
+            });
+        }
+    }
+}
+
+impl Peer {
+    /// Dialable addresses, best first: the observed source, then the advertised ones that
+    /// make sense from here.
+    pub(super) fn dial_addrs(&self) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = Vec::new();
+        if self.port == 0 {
+            return out;
+        }
+        let scope = match self.observed {
+            Some(SocketAddr::V6(v6)) => v6.scope_id(),
+            _ => 0,
+        };
+        for ip in self.hosts() {
+            if ip.is_unspecified() || ip.is_multicast() || (ip.is_loopback() && !self.loopback_ok) {
+                continue;
+            }
+            let addr = match ip {
+                IpAddr::V4(v4) if v4.is_broadcast() => continue,
+                IpAddr::V4(_) => SocketAddr::new(ip, self.port),
+                IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => {
+                    if scope == 0 {
+                        continue;
+                    }
+                    SocketAddr::V6(SocketAddrV6::new(v6, self.port, 0, scope))
+                }
+                IpAddr::V6(_) => SocketAddr::new(ip, self.port),
+            };
+            if !out.contains(&addr) {
+                out.push(addr);
+            }
+            if out.len() > MAX_ADDRESSES {
+                break;
+            }
+        }
+        out
+    }
+}

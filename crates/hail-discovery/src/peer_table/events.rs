@@ -1,0 +1,161 @@
+//! The table's vocabulary with its driver: what the driver reports ([`LinkOrigin`],
+//! [`LinkCloseReason`]), what the table asks of it ([`Action`], [`CloseReason`]), what
+//! users hear ([`Event`], [`LeaveReason`], [`PeerInfo`]) and the counters ([`Stats`]).
+
+use std::net::SocketAddr;
+
+use crate::advert::{Advert, LinkMessage};
+use crate::id::{ConnId, DeviceId, DialId};
+
+/// How a link came about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkOrigin {
+    /// The driver dialed it for this [`Action::Dial`].
+    Dialed(DialId),
+    /// A peer connected to the local listener.
+    Accepted,
+}
+
+/// Why the driver reports a link closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkCloseReason {
+    /// The peer closed it, it was reset, or it failed (the peer may be alive).
+    Lost,
+    /// The link's heartbeat saw nothing from the peer in time (the peer is presumed dead).
+    Timeout,
+}
+
+/// Why the table asks for a link to be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The pair has another connection that wins the simultaneous-dial rule.
+    Duplicate,
+    /// The link belongs to an incarnation that was replaced by a restart.
+    Stale,
+    /// The peer said goodbye.
+    Departed,
+    /// The link leads back to this device (a static address of our own).
+    SelfConnection,
+    /// No hello arrived within the hello timeout.
+    HelloTimeout,
+    /// The peer broke the protocol (a second hello with another id).
+    ProtocolViolation,
+    /// The table tracks [`max_peers`](crate::PeerTableConfigBuilder::max_peers) already.
+    TableFull,
+    /// The local device is shutting down.
+    Shutdown,
+}
+
+/// Why a peer left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeaveReason {
+    /// It said goodbye (on multicast or on its link).
+    Goodbye,
+    /// Its link's heartbeat timed out.
+    Timeout,
+    /// Its link was lost and could not be re-established within the reconnect grace.
+    ConnectionLost,
+    /// It restarted: a new id with the same name took its place.
+    Restarted,
+}
+
+/// What the table knows about a peer, as users see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerInfo {
+    /// The peer's id for this run.
+    pub id: DeviceId,
+    /// The peer's name.
+    pub name: String,
+    /// Where it can be dialed, best first.
+    pub addresses: Vec<SocketAddr>,
+}
+
+/// Something users should hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A peer is connected and ready to send to.
+    PeerJoined(PeerInfo),
+    /// A joined peer is gone.
+    PeerLeft {
+        /// Who left.
+        peer: PeerInfo,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// The set of joined peers (or their addresses) changed: all joined peers, sorted by
+    /// name then id. Follows the joins and leaves of the same input.
+    PeersChanged(Vec<PeerInfo>),
+    /// Two or more live devices share a name (the local device may be one of them);
+    /// addressing that name fails with
+    /// [`ResolveError::AmbiguousName`](crate::ResolveError::AmbiguousName) until one is
+    /// gone. Reported again whenever the set of ids changes while still two or more.
+    DuplicateName {
+        /// The shared name.
+        name: String,
+        /// The ids that hold it, sorted.
+        ids: Vec<DeviceId>,
+    },
+}
+
+/// Something the table wants its driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Encode ([`Advert::encode`]) and send this advert to the discovery group.
+    Multicast(Advert),
+    /// Encode ([`LinkMessage::encode`]) and send this message on a link.
+    Send {
+        /// The link.
+        conn: ConnId,
+        /// The message.
+        message: LinkMessage,
+    },
+    /// Dial these addresses in parallel; the first that connects (and passes the link's
+    /// handshake) wins, the rest are dropped. Report
+    /// [`PeerTable::link_up`](crate::PeerTable::link_up) with [`LinkOrigin::Dialed`] or,
+    /// when every address failed,
+    /// [`PeerTable::dial_failed`](crate::PeerTable::dial_failed): exactly one of the two
+    /// per dial.
+    Dial {
+        /// The attempt, to report back.
+        dial: DialId,
+        /// The device expected at the other end, if known (a static address may lead
+        /// anywhere).
+        peer: Option<DeviceId>,
+        /// Addresses, best first.
+        addrs: Vec<SocketAddr>,
+    },
+    /// Close this link (after flushing what was already sent on it). The table has
+    /// forgotten it; a later [`PeerTable::link_closed`](crate::PeerTable::link_closed) for
+    /// it changes no membership. For a [`CloseReason::Duplicate`], report that close anyway
+    /// once the link has ended: a goodbye of its peer waits for it, so what the peer sent
+    /// on it comes first (at most
+    /// [`goodbye_grace`](crate::PeerTableConfigBuilder::goodbye_grace)).
+    Close {
+        /// The link.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// Counters of what the table dropped or saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Adverts decoded and handled.
+    pub adverts_received: u64,
+    /// Datagrams dropped as malformed, foreign version or unknown kind.
+    pub adverts_dropped: u64,
+    /// Our own adverts looped back by multicast (ignored).
+    pub own_adverts: u64,
+    /// Devices not tracked because the table was full.
+    pub peers_rejected: u64,
+    /// Link messages out of place (before the hello, about someone else, unknown link).
+    pub protocol_errors: u64,
+}

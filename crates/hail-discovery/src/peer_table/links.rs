@@ -1,0 +1,287 @@
+//! Links: a link's life from up to closed, its hello, and the one-link-per-pair rule
+//! (both sides keep the connection with the smaller name).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tracing::{debug, trace};
+
+use super::events::{Action, CloseReason, Event, LinkCloseReason, LinkOrigin};
+use super::state::{
+    Conn, ConnKey, ConnState, DialState, DialTarget, Origin, PeerTable, Phase, TombKind,
+};
+use crate::advert::{Hello, LinkMessage};
+use crate::id::{ConnId, DeviceId};
+
+impl PeerTable {
+    /// A link is up (TCP connected and, with a passphrase, authenticated). The table
+    /// answers with its hello on it.
+    pub fn link_up(&mut self, conn: ConnId, origin: LinkOrigin, remote: SocketAddr, now: Instant) {
+        let dial_target = match origin {
+            LinkOrigin::Dialed(dial) => self.dials.remove(&dial),
+            LinkOrigin::Accepted => None,
+        };
+        if self.phase != Phase::Running {
+            self.actions.push_back(Action::Close {
+                conn,
+                reason: CloseReason::Shutdown,
+            });
+            return;
+        }
+        let (origin, tag) = match origin {
+            LinkOrigin::Dialed(dial) => {
+                let tag = self.next_tag;
+                self.next_tag += 1;
+                (
+                    Origin::Dialed {
+                        dial,
+                        tag,
+                        target: dial_target,
+                    },
+                    tag,
+                )
+            }
+            LinkOrigin::Accepted => (Origin::Accepted, 0),
+        };
+        trace!(%conn, %remote, ?origin, "link up");
+        self.conns.insert(
+            conn,
+            Conn {
+                origin,
+                remote,
+                state: ConnState::AwaitingHello {
+                    deadline: now + self.config.hello_timeout,
+                },
+            },
+        );
+        let announce = self.announce();
+        self.actions.push_back(Action::Send {
+            conn,
+            message: LinkMessage::Hello(Hello { tag, announce }),
+        });
+    }
+
+    /// A discovery message arrived on a link.
+    pub fn link_message(&mut self, conn: ConnId, message: LinkMessage, now: Instant) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if !self.conns.contains_key(&conn) {
+            // A goodbye on a duplicate being closed: the peer may have taken it for the
+            // one to keep.
+            match message {
+                LinkMessage::Goodbye { from } if self.draining.get(&conn) == Some(&from) => {
+                    self.goodbye_on_link(from, now);
+                    self.flush();
+                }
+                _ => self.stats.protocol_errors += 1,
+            }
+            return;
+        }
+        match message {
+            LinkMessage::Hello(hello) => {
+                self.on_hello(conn, hello, now);
+                self.goodbye_progress(now);
+            }
+            LinkMessage::Peers(records) => self.on_gossip(conn, records, now),
+            LinkMessage::Goodbye { from } => match self.conns[&conn].state {
+                ConnState::Established { peer, .. } if peer == from => {
+                    self.goodbye_on_link(from, now);
+                }
+                _ => self.stats.protocol_errors += 1,
+            },
+        }
+        self.flush();
+    }
+
+    /// A link closed (the table did not ask for it, or asked and the driver reports it
+    /// anyway: then it is ignored).
+    pub fn link_closed(&mut self, conn: ConnId, reason: LinkCloseReason, now: Instant) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if let Some(peer) = self.draining.remove(&conn) {
+            trace!(%conn, ?reason, %peer, "duplicate link closed");
+            self.goodbye_progress(now);
+            self.flush();
+            return;
+        }
+        if let Some(c) = self.conns.remove(&conn) {
+            trace!(%conn, ?reason, "link closed");
+            if let ConnState::Established { peer, .. } = c.state {
+                if self.goodbyes.contains_key(&peer) {
+                    // It said goodbye: no redial, no grace; it leaves once its last link
+                    // is done (all it sent has arrived).
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        if p.active == Some(conn) {
+                            p.active = None;
+                        }
+                    }
+                    self.goodbye_progress(now);
+                    self.flush();
+                    return;
+                }
+            }
+            self.conn_gone(conn, c, reason, now);
+            self.goodbye_progress(now);
+            self.flush();
+        }
+    }
+
+    fn on_hello(&mut self, conn: ConnId, hello: Hello, now: Instant) {
+        let id = hello.announce.id;
+        let c = &self.conns[&conn];
+        if let ConnState::Established { peer, .. } = c.state {
+            if peer == id {
+                self.stats.protocol_errors += 1;
+            } else {
+                self.close_conn(conn, CloseReason::ProtocolViolation, now);
+            }
+            return;
+        }
+        let remote = c.remote;
+        let (key, target) = match c.origin {
+            Origin::Dialed { dial, tag, target } => {
+                ((self.local.id, tag), target.map(|t| (t, dial)))
+            }
+            Origin::Accepted => ((id, hello.tag), None),
+        };
+        if id == self.local.id {
+            if let Some((DialTarget::Static(i), _)) = target {
+                debug!(addr = %self.statics[i].addr, "static peer address is this device");
+                self.statics[i].is_self = true;
+            }
+            self.close_conn(conn, CloseReason::SelfConnection, now);
+            return;
+        }
+        if self
+            .tombstones
+            .get(&id)
+            .is_some_and(|t| t.kind == TombKind::Departed)
+        {
+            self.close_conn(conn, CloseReason::Departed, now);
+            return;
+        }
+        if !self.learn(&hello.announce, remote, None, now) {
+            self.close_conn(conn, CloseReason::TableFull, now);
+            return;
+        }
+        // The dial that produced this link is over.
+        match target {
+            Some((DialTarget::Peer(expected), dial)) => {
+                if expected == id {
+                    if let Some(p) = self.peers.get_mut(&id) {
+                        if p.dial == DialState::Dialing(dial) {
+                            p.dial = DialState::Idle;
+                        }
+                        p.failures = 0;
+                    }
+                } else {
+                    // Someone else answers at that address now.
+                    self.dial_outcome_failed(DialTarget::Peer(expected), dial, now);
+                }
+            }
+            Some((DialTarget::Static(i), dial)) => {
+                let s = &mut self.statics[i];
+                if s.dial == DialState::Dialing(dial) {
+                    s.dial = DialState::Idle;
+                }
+                s.failures = 0;
+                s.peer = Some(id);
+            }
+            None => {}
+        }
+        self.conns.get_mut(&conn).expect("present").state =
+            ConnState::Established { peer: id, key };
+        self.attach(id, conn, key);
+    }
+
+    /// An established link to `id`: make it the active one, or apply the one-connection
+    /// rule against the current one.
+    fn attach(&mut self, id: DeviceId, conn: ConnId, key: ConnKey) {
+        let p = self.peers.get_mut(&id).expect("learned just before");
+        let Some(current) = p.active else {
+            p.active = Some(conn);
+            p.grace_until = None;
+            p.failures = 0;
+            if !p.member {
+                p.member = true;
+                debug!(peer = %id, name = %p.name, %conn, "peer joined");
+                let info = p.info();
+                self.events.push_back(Event::PeerJoined(info));
+                self.dirty = true;
+                self.gossip_join(id);
+            }
+            return;
+        };
+        let current_key = match self.conns.get(&current).map(|c| &c.state) {
+            Some(ConnState::Established { key, .. }) => *key,
+            _ => (DeviceId::from_bytes([0xff; 16]), u64::MAX),
+        };
+        let loser = if key < current_key {
+            p.active = Some(conn);
+            current
+        } else {
+            conn
+        };
+        debug!(peer = %id, kept = ?p.active, closed = %loser, "two links to one peer");
+        // Both links are established, so closing the loser needs no further bookkeeping
+        // beyond remembering it drains (for a goodbye to wait for it).
+        if self.conns.remove(&loser).is_some() {
+            if self.draining.len() < self.config.max_peers {
+                self.draining.insert(loser, id);
+            }
+            self.actions.push_back(Action::Close {
+                conn: loser,
+                reason: CloseReason::Duplicate,
+            });
+        }
+    }
+
+    /// The table closes a link.
+    pub(super) fn close_conn(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
+        if let Some(c) = self.conns.remove(&conn) {
+            trace!(%conn, ?reason, "closing link");
+            self.actions.push_back(Action::Close { conn, reason });
+            self.conn_gone(conn, c, LinkCloseReason::Lost, now);
+        }
+    }
+
+    /// Closes every link of a peer whose entry was already removed.
+    pub(super) fn close_conns_of(&mut self, id: DeviceId, reason: CloseReason, now: Instant) {
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.state, ConnState::Established { peer, .. } if peer == id))
+            .map(|(&conn, _)| conn)
+            .collect();
+        for conn in conns {
+            self.close_conn(conn, reason, now);
+        }
+    }
+
+    /// Bookkeeping after a link is gone, whoever closed it.
+    fn conn_gone(&mut self, conn: ConnId, c: Conn, reason: LinkCloseReason, now: Instant) {
+        match c.state {
+            ConnState::AwaitingHello { .. } => {
+                if let Origin::Dialed {
+                    dial,
+                    target: Some(target),
+                    ..
+                } = c.origin
+                {
+                    self.dial_outcome_failed(target, dial, now);
+                }
+            }
+            ConnState::Established { peer, .. } => {
+                if self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|p| p.active == Some(conn))
+                {
+                    self.active_lost(peer, reason, now);
+                }
+            }
+        }
+    }
+}

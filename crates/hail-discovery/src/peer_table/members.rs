@@ -1,0 +1,311 @@
+//! Membership: who a device is (learning, names, restarts and duplicate names), when it
+//! joins, and when and why it leaves (goodbyes, lost links and the reconnect grace).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, trace, warn};
+
+use super::events::{Action, CloseReason, Event, LeaveReason, LinkCloseReason};
+use super::state::{ConnState, DialState, Peer, PeerTable, Tomb, TombKind};
+use crate::advert::{Advert, Announce};
+use crate::config::{MAX_PEER_LEASE, MIN_PEER_LEASE};
+use crate::id::DeviceId;
+
+impl PeerTable {
+    /// Takes in what a device says about itself (an announce, or a hello on `observed`'s
+    /// link). Returns false when it is ignored (ourselves, departed, table full).
+    pub(super) fn learn(
+        &mut self,
+        a: &Announce,
+        observed: SocketAddr,
+        lease: Option<Duration>,
+        now: Instant,
+    ) -> bool {
+        if a.id == self.local.id {
+            return false;
+        }
+        // A device that said goodbye is still let in by its hello (a link that was
+        // connecting carries what it sent), but late adverts do not renew it.
+        if lease.is_some() && self.goodbyes.contains_key(&a.id) {
+            return false;
+        }
+        match self.tombstones.get(&a.id).map(|t| t.kind) {
+            Some(TombKind::Departed) => return false,
+            Some(TombKind::Replaced) => {
+                debug!(peer = %a.id, name = %a.name, "replaced id is alive: duplicate name");
+                self.tombstones.remove(&a.id);
+                self.dup_names.insert(a.name.clone());
+            }
+            None => {}
+        }
+        let existing = self.peers.get(&a.id);
+        if existing.is_none() && self.peers.len() >= self.config.max_peers {
+            self.stats.peers_rejected += 1;
+            return false;
+        }
+        let claim = existing.is_none_or(|p| !p.authoritative || p.name != a.name);
+        if claim {
+            let hosts: Vec<IpAddr> = std::iter::once(observed.ip())
+                .chain(a.addresses.iter().copied())
+                .collect();
+            self.claim_name(a.id, &a.name, &hosts, now);
+        }
+        let p = self
+            .peers
+            .entry(a.id)
+            .or_insert_with(|| Peer::new(a.id, a.name.clone()));
+        let changed = p.name != a.name
+            || p.port != a.port
+            || p.addresses != a.addresses
+            || p.observed.map(|o| o.ip()) != Some(observed.ip());
+        p.name.clone_from(&a.name);
+        p.port = a.port;
+        p.addresses.clone_from(&a.addresses);
+        p.observed = Some(observed);
+        p.loopback_ok = observed.ip().is_loopback();
+        p.authoritative = true;
+        if let Some(lease) = lease {
+            let until = now + lease.clamp(MIN_PEER_LEASE, MAX_PEER_LEASE);
+            p.lease_until = Some(p.lease_until.map_or(until, |t| t.max(until)));
+            p.heard_multicast = true;
+        }
+        if p.member && changed {
+            self.dirty = true;
+        }
+        if claim {
+            self.report_duplicates(&a.name);
+        }
+        true
+    }
+
+    /// `new_id` says it is `name`: replace live holders that look like its previous
+    /// incarnation.
+    fn claim_name(&mut self, new_id: DeviceId, name: &str, hosts: &[IpAddr], now: Instant) {
+        if name == self.local.name || self.dup_names.contains(name) {
+            return;
+        }
+        let replaced: Vec<DeviceId> = self
+            .peers
+            .values()
+            .filter(|o| o.id != new_id && o.authoritative && o.alive() && o.name == name)
+            .filter(|o| {
+                let same_host = o
+                    .hosts()
+                    .any(|ip| !ip.is_unspecified() && hosts.contains(&ip));
+                same_host || (o.active.is_none() && o.grace_until.is_none())
+            })
+            .map(|o| o.id)
+            .collect();
+        for old in replaced {
+            self.replace(old, now);
+        }
+    }
+
+    fn replace(&mut self, old: DeviceId, now: Instant) {
+        let Some(p) = self.peers.remove(&old) else {
+            return;
+        };
+        debug!(peer = %old, name = %p.name, "presumed restarted under a new id");
+        self.insert_tomb(old, now + self.config.lease, TombKind::Replaced);
+        self.close_conns_of(old, CloseReason::Stale, now);
+        if p.member {
+            self.events.push_back(Event::PeerLeft {
+                peer: p.info(),
+                reason: LeaveReason::Restarted,
+            });
+            self.dirty = true;
+        }
+        // If the old id is in fact alive (a duplicate name), a probe makes it speak now.
+        if self
+            .last_probe
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.config.beacon_interval)
+        {
+            self.last_probe = Some(now);
+            self.actions.push_back(Action::Multicast(Advert::Probe {
+                from: self.local.id,
+            }));
+        }
+    }
+
+    fn insert_tomb(&mut self, id: DeviceId, until: Instant, kind: TombKind) {
+        if self.tombstones.len() < self.config.max_peers || self.tombstones.contains_key(&id) {
+            self.tombstones.insert(id, Tomb { until, kind });
+        }
+    }
+
+    /// Reports `name` if two or more live ids hold it and the set changed since the last
+    /// report; forgets it when it is no longer shared.
+    pub(super) fn report_duplicates(&mut self, name: &str) {
+        let mut ids: Vec<DeviceId> = self
+            .peers
+            .values()
+            .filter(|p| p.authoritative && p.alive() && p.name == name)
+            .map(|p| p.id)
+            .collect();
+        if name == self.local.name {
+            ids.push(self.local.id);
+        }
+        ids.sort();
+        if ids.len() >= 2 {
+            self.dup_names.insert(name.to_owned());
+            if self.reported.get(name) != Some(&ids) {
+                warn!(%name, count = ids.len(), "several devices share a name");
+                self.reported.insert(name.to_owned(), ids.clone());
+                self.events.push_back(Event::DuplicateName {
+                    name: name.to_owned(),
+                    ids,
+                });
+            }
+        } else {
+            self.reported.remove(name);
+            self.dup_names.remove(name);
+        }
+    }
+
+    /// A goodbye on the group. A device with a link up, or any link still awaiting its
+    /// hello (it may be the device's), may have sent more on that link just before: it
+    /// leaves when that link says goodbye or closes, or when the goodbye grace ends.
+    pub(super) fn goodbye_heard(&mut self, id: DeviceId, now: Instant) {
+        let grace = self.config.goodbye_grace;
+        let departed = self
+            .tombstones
+            .get(&id)
+            .is_some_and(|t| t.kind == TombKind::Departed);
+        let awaiting_hello = self
+            .conns
+            .values()
+            .any(|c| matches!(c.state, ConnState::AwaitingHello { .. }));
+        let wait = !grace.is_zero()
+            && !departed
+            && (self.has_link(id) || awaiting_hello)
+            && (self.goodbyes.contains_key(&id) || self.goodbyes.len() < self.config.max_peers);
+        if wait {
+            self.goodbyes.entry(id).or_insert(now + grace);
+            trace!(peer = %id, "goodbye heard; waiting for its links");
+        } else {
+            self.depart(id, now);
+        }
+    }
+
+    /// Whether an established link to `id` is up, or one of its duplicates still drains.
+    fn has_link(&self, id: DeviceId) -> bool {
+        self.draining.values().any(|&p| p == id)
+            || self
+                .conns
+                .values()
+                .any(|c| matches!(c.state, ConnState::Established { peer, .. } if peer == id))
+    }
+
+    /// A goodbye on a link of `id`. Everything it sent on that link came before; unless
+    /// a duplicate link of it still drains, it leaves now.
+    pub(super) fn goodbye_on_link(&mut self, id: DeviceId, now: Instant) {
+        let grace = self.config.goodbye_grace;
+        if !grace.is_zero() && self.draining.values().any(|&p| p == id) {
+            self.goodbyes.entry(id).or_insert(now + grace);
+            trace!(peer = %id, "goodbye on its link; waiting for its duplicate link");
+        } else {
+            self.depart(id, now);
+        }
+    }
+
+    /// A link ended or got its hello: every device that said goodbye and has no link
+    /// left leaves. While any link awaits its hello, none does: that link may be one of
+    /// theirs, with what they sent behind the hello.
+    pub(super) fn goodbye_progress(&mut self, now: Instant) {
+        if self.goodbyes.is_empty()
+            || self
+                .conns
+                .values()
+                .any(|c| matches!(c.state, ConnState::AwaitingHello { .. }))
+        {
+            return;
+        }
+        let done: Vec<DeviceId> = self
+            .goodbyes
+            .keys()
+            .copied()
+            .filter(|&id| !self.has_link(id))
+            .collect();
+        for id in done {
+            self.depart(id, now);
+        }
+    }
+
+    /// The device said goodbye.
+    pub(super) fn depart(&mut self, id: DeviceId, now: Instant) {
+        self.goodbyes.remove(&id);
+        self.draining.retain(|_, p| *p != id);
+        // Late adverts and gossip about the departed id are ignored for this long.
+        let until = now + self.config.lease.max(self.config.gossip_lease);
+        self.insert_tomb(id, until, TombKind::Departed);
+        let Some(p) = self.peers.remove(&id) else {
+            return;
+        };
+        debug!(peer = %id, name = %p.name, "goodbye");
+        self.close_conns_of(id, CloseReason::Departed, now);
+        if p.member {
+            self.events.push_back(Event::PeerLeft {
+                peer: p.info(),
+                reason: LeaveReason::Goodbye,
+            });
+            self.dirty = true;
+        }
+        if p.authoritative {
+            self.report_duplicates(&p.name);
+        }
+    }
+
+    /// The link carrying a peer's traffic is gone.
+    pub(super) fn active_lost(&mut self, id: DeviceId, reason: LinkCloseReason, now: Instant) {
+        let next = self
+            .conns
+            .iter()
+            .filter_map(|(&conn, c)| match c.state {
+                ConnState::Established { peer, key } if peer == id => Some((key, conn)),
+                _ => None,
+            })
+            .min();
+        let grace = self.config.reconnect_grace;
+        let delay = self.redial_delay(1);
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        p.active = None;
+        if let Some((_, conn)) = next {
+            p.active = Some(conn);
+            return;
+        }
+        if !p.member {
+            return;
+        }
+        if p.dial == DialState::Idle {
+            p.failures = 0;
+            p.dial = DialState::Backoff(now + delay);
+        }
+        if reason == LinkCloseReason::Timeout || grace.is_zero() {
+            let why = if reason == LinkCloseReason::Timeout {
+                LeaveReason::Timeout
+            } else {
+                LeaveReason::ConnectionLost
+            };
+            self.leave(id, why);
+        } else {
+            p.grace_until = Some(now + grace);
+            debug!(peer = %id, "link lost; redialing within the grace");
+        }
+    }
+
+    pub(super) fn leave(&mut self, id: DeviceId, reason: LeaveReason) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.grace_until = None;
+            if p.member {
+                p.member = false;
+                debug!(peer = %id, name = %p.name, ?reason, "peer left");
+                let peer = p.info();
+                self.events.push_back(Event::PeerLeft { peer, reason });
+                self.dirty = true;
+            }
+        }
+    }
+}

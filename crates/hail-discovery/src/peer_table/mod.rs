@@ -1,0 +1,31 @@
+//! The peer table: the sans-IO discovery state machine (see [`PeerTable`]).
+//!
+//! One type, [`PeerTable`], with its `impl` blocks split by job:
+//!
+//! | file | job |
+//! |---|---|
+//! | `events.rs` | what the driver reports, the table asks and tells (`Action`, `Event`, `Stats`) |
+//! | `state.rs` | the `PeerTable` struct, the records it keeps, queries (`peers`, `resolve` ...) |
+//! | `lifecycle.rs` | `start`, `shutdown`, `poll_timeout`, `handle_timeout` |
+//! | `beacons.rs` | adverts on the group, the announce schedule (burst, beacons, answers) |
+//! | `dial.rs` | whom to dial at which addresses, backoff |
+//! | `links.rs` | a link's life, its hello, the one-link-per-pair rule |
+//! | `members.rs` | learning devices, names, restarts and duplicates, joins and leaves, goodbyes |
+//! | `gossip.rs` | telling joined peers about each other |
+
+mod beacons;
+mod dial;
+mod events;
+mod gossip;
+mod lifecycle;
+mod links;
+mod members;
+mod state;
+
+pub use events::{
+    Action, CloseReason, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, Stats,
+};
+pub use state::PeerTable;
+
+#[cfg(test)]
+mod tests;

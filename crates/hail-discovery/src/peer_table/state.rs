@@ -1,0 +1,399 @@
+//! The table's state: the [`PeerTable`] itself (its rules in its docs), the records it
+//! keeps (peers, links, static addresses, tombstones), and the queries over them.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tracing::warn;
+
+use super::events::{Action, Event, PeerInfo, Stats};
+use crate::advert::MAX_ADDRESSES;
+use crate::config::{LocalDevice, PeerTableConfig};
+use crate::error::{ConfigError, ResolveError};
+use crate::id::{ConnId, DeviceId, DialId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    Idle,
+    Running,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DialState {
+    Idle,
+    Dialing(DialId),
+    Backoff(Instant),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DialTarget {
+    Peer(DeviceId),
+    Static(usize),
+}
+
+/// The name of a connection on both ends: (dialer id, dialer's tag).
+pub(super) type ConnKey = (DeviceId, u64);
+
+#[derive(Debug)]
+pub(super) enum ConnState {
+    AwaitingHello { deadline: Instant },
+    Established { peer: DeviceId, key: ConnKey },
+}
+
+#[derive(Debug)]
+pub(super) enum Origin {
+    Dialed {
+        dial: DialId,
+        tag: u64,
+        target: Option<DialTarget>,
+    },
+    Accepted,
+}
+
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub(super) origin: Origin,
+    pub(super) remote: SocketAddr,
+    pub(super) state: ConnState,
+}
+
+#[derive(Debug)]
+pub(super) struct Peer {
+    pub(super) id: DeviceId,
+    pub(super) name: String,
+    pub(super) port: u16,
+    pub(super) addresses: Vec<IpAddr>,
+    /// Source of its last advert, or the remote address of its link.
+    pub(super) observed: Option<SocketAddr>,
+    /// Loopback addresses are dialable (we reach it over loopback).
+    pub(super) loopback_ok: bool,
+    /// We heard from the device itself (advert or hello), not only through gossip.
+    pub(super) authoritative: bool,
+    /// We ever received a multicast announce from it.
+    pub(super) heard_multicast: bool,
+    pub(super) lease_until: Option<Instant>,
+    pub(super) gossip_until: Option<Instant>,
+    pub(super) active: Option<ConnId>,
+    pub(super) member: bool,
+    pub(super) grace_until: Option<Instant>,
+    pub(super) dial: DialState,
+    pub(super) failures: u32,
+}
+
+impl Peer {
+    pub(super) fn new(id: DeviceId, name: String) -> Self {
+        Self {
+            id,
+            name,
+            port: 0,
+            addresses: Vec::new(),
+            observed: None,
+            loopback_ok: false,
+            authoritative: false,
+            heard_multicast: false,
+            lease_until: None,
+            gossip_until: None,
+            active: None,
+            member: false,
+            grace_until: None,
+            dial: DialState::Idle,
+            failures: 0,
+        }
+    }
+
+    /// Heard from recently or connected.
+    pub(super) fn alive(&self) -> bool {
+        self.active.is_some() || self.grace_until.is_some() || self.lease_until.is_some()
+    }
+
+    /// Any reason to keep the entry.
+    pub(super) fn keep(&self) -> bool {
+        self.alive() || self.gossip_until.is_some()
+    }
+
+    pub(super) fn hosts(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.observed
+            .map(|o| o.ip())
+            .into_iter()
+            .chain(self.addresses.iter().copied())
+    }
+
+    pub(super) fn info(&self) -> PeerInfo {
+        PeerInfo {
+            id: self.id,
+            name: self.name.clone(),
+            addresses: self.dial_addrs(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct StaticPeer {
+    pub(super) addr: SocketAddr,
+    pub(super) dial: DialState,
+    pub(super) failures: u32,
+    /// The device last found behind the address.
+    pub(super) peer: Option<DeviceId>,
+    /// The address leads to ourselves: never dialed again.
+    pub(super) is_self: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TombKind {
+    /// Said goodbye: anything more from this id is stale.
+    Departed,
+    /// Presumed restarted: if it speaks again, it was a duplicate name.
+    Replaced,
+}
+
+#[derive(Debug)]
+pub(super) struct Tomb {
+    pub(super) until: Instant,
+    pub(super) kind: TombKind,
+}
+
+/// The peer table: a sans-IO state machine that decides who is there, whom to dial and
+/// when to wake.
+///
+/// The table owns no socket and no timer. Its driver (the tokio `Device`, or a test with a
+/// fake clock) feeds it what happened, each with the current [`Instant`]:
+///
+/// | input | method |
+/// |---|---|
+/// | start, shutdown | [`PeerTable::start`], [`PeerTable::shutdown`] |
+/// | a datagram from the discovery group | [`PeerTable::handle_datagram`] (or [`PeerTable::handle_advert`]) |
+/// | a link came up (dialed or accepted) | [`PeerTable::link_up`] |
+/// | a discovery message arrived on a link | [`PeerTable::link_message`] |
+/// | a link closed | [`PeerTable::link_closed`] |
+/// | a dial failed on every address | [`PeerTable::dial_failed`] |
+/// | the time from [`PeerTable::poll_timeout`] came | [`PeerTable::handle_timeout`] |
+///
+/// and drains what the table wants done ([`PeerTable::poll_action`]: multicast an advert,
+/// send on a link, dial, close a link) and what users should hear
+/// ([`PeerTable::poll_event`]: joined, left and why, snapshot, duplicate names).
+///
+/// # Rules
+///
+/// - **Membership.** A peer *joins* when a link to it is up and both hellos are exchanged
+///   (it is then ready to send to), and *leaves* when it said goodbye, its link timed out,
+///   its link was lost and not re-established within the reconnect grace, or it restarted.
+/// - **Liveness.** An unconnected peer lives as long as its lease (renewed by each announce)
+///   or, if learned by gossip, its gossip lease. A connected peer lives as long as its link:
+///   the link's heartbeat is the authority, so lost multicast beacons never drop a working
+///   connection.
+/// - **One connection per pair.** Both sides dial whenever they learn of each other. Each
+///   connection is named on both ends by `(dialer id, dialer's tag)` (the tag travels in
+///   the dialer's hello); when a pair has two connections, both sides keep the one with the
+///   smaller name and close the other. Connections dialed by the smaller id therefore win,
+///   and both sides agree without a further round trip. A peer whose only link is closed
+///   from under it stays joined for the reconnect grace, so the loser's close never shows
+///   up as a departure.
+/// - **Restarts and duplicate names.** When a new id announces a name that a live id
+///   holds, the new one replaces the old (old links closed, `PeerLeft(Restarted)`) if they
+///   share an address or the old one has no link up; otherwise both are live and the
+///   table reports [`Event::DuplicateName`]. A replaced id that speaks again proves it was
+///   not a restart: it comes back and the name is reported as a duplicate. A replacement
+///   also sends a probe, so a live old id speaks up within milliseconds.
+/// - **Answering newcomers.** An announce from a peer the table has no lease or link for
+///   (new, or gone after a timeout, as when a partition heals) is answered with the table's
+///   own announce after the probe answer jitter, at most once per 500 ms, so both sides
+///   learn of each other (and both dial) from one exchange instead of each waiting for its
+///   own next beacon. A dial to such a peer still in backoff or in flight (started while it
+///   was unreachable) is started afresh.
+/// - **Redial.** A peer that is advertised (lease or gossip lease live) but not connected
+///   is redialed with exponential backoff; static addresses are redialed for as long as
+///   no link to the device behind them is up.
+#[derive(Debug)]
+pub struct PeerTable {
+    pub(super) config: PeerTableConfig,
+    pub(super) local: LocalDevice,
+    pub(super) rng: StdRng,
+    pub(super) phase: Phase,
+    pub(super) peers: BTreeMap<DeviceId, Peer>,
+    pub(super) conns: BTreeMap<ConnId, Conn>,
+    pub(super) dials: BTreeMap<DialId, DialTarget>,
+    pub(super) statics: Vec<StaticPeer>,
+    pub(super) tombstones: BTreeMap<DeviceId, Tomb>,
+    /// Duplicate links the table asked to close, and whose they are, until the driver
+    /// reports them closed: what the peer sent on them before is still on its way.
+    /// At most `max_peers` entries.
+    pub(super) draining: BTreeMap<ConnId, DeviceId>,
+    /// Goodbyes heard on the group from devices whose links may still carry what they
+    /// sent before it: the departure waits for the link's goodbye or close, at most
+    /// until the deadline ([`PeerTableConfigBuilder::goodbye_grace`]).
+    ///
+    /// [`PeerTableConfigBuilder::goodbye_grace`]: crate::PeerTableConfigBuilder::goodbye_grace
+    pub(super) goodbyes: BTreeMap<DeviceId, Instant>,
+    /// Names known to be held by several live ids (no restart presumed for them).
+    pub(super) dup_names: BTreeSet<String>,
+    /// Last reported id set per duplicated name.
+    pub(super) reported: BTreeMap<String, Vec<DeviceId>>,
+    pub(super) announce_at: Vec<Instant>,
+    pub(super) next_beacon: Option<Instant>,
+    pub(super) probe_answer_at: Option<Instant>,
+    pub(super) last_probe: Option<Instant>,
+    /// When an announce from a newcomer was last answered (see `NEWCOMER_ANSWER_GAP`).
+    pub(super) last_newcomer_answer: Option<Instant>,
+    pub(super) next_dial: u64,
+    pub(super) next_tag: u64,
+    pub(super) actions: VecDeque<Action>,
+    pub(super) events: VecDeque<Event>,
+    pub(super) dirty: bool,
+    pub(super) stats: Stats,
+}
+
+impl PeerTable {
+    /// A table for `local`, idle until [`start`](Self::start). `seed` feeds the jitter
+    /// and backoff randomness (pass a random one; tests pass a fixed one to be
+    /// deterministic). Fails on an invalid local name. More than
+    /// [`MAX_ADDRESSES`] local addresses are cut to the first 32, with a warning.
+    pub fn new(
+        config: PeerTableConfig,
+        mut local: LocalDevice,
+        seed: u64,
+    ) -> Result<Self, ConfigError> {
+        local.validate()?;
+        if local.addresses.len() > MAX_ADDRESSES {
+            warn!(
+                count = local.addresses.len(),
+                max = MAX_ADDRESSES,
+                "too many local addresses; advertising the first ones"
+            );
+            local.addresses.truncate(MAX_ADDRESSES);
+        }
+        let statics = config
+            .static_peers
+            .iter()
+            .map(|&addr| StaticPeer {
+                addr,
+                dial: DialState::Idle,
+                failures: 0,
+                peer: None,
+                is_self: false,
+            })
+            .collect();
+        Ok(Self {
+            config,
+            local,
+            rng: StdRng::seed_from_u64(seed),
+            phase: Phase::Idle,
+            peers: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            dials: BTreeMap::new(),
+            statics,
+            tombstones: BTreeMap::new(),
+            goodbyes: BTreeMap::new(),
+            draining: BTreeMap::new(),
+            dup_names: BTreeSet::new(),
+            reported: BTreeMap::new(),
+            announce_at: Vec::new(),
+            next_beacon: None,
+            probe_answer_at: None,
+            last_probe: None,
+            last_newcomer_answer: None,
+            next_dial: 1,
+            next_tag: 1,
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            dirty: false,
+            stats: Stats::default(),
+        })
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The local device.
+    pub fn local(&self) -> &LocalDevice {
+        &self.local
+    }
+
+    /// Joined peers, sorted by name then id.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        let mut v: Vec<PeerInfo> = self
+            .peers
+            .values()
+            .filter(|p| p.member)
+            .map(Peer::info)
+            .collect();
+        v.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
+        v
+    }
+
+    /// Devices heard from directly (advert or hello) and still live, joined or not,
+    /// sorted by name then id: what a scout shows.
+    pub fn discovered(&self) -> Vec<PeerInfo> {
+        let mut v: Vec<PeerInfo> = self
+            .peers
+            .values()
+            .filter(|p| p.authoritative && p.alive())
+            .map(Peer::info)
+            .collect();
+        v.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
+        v
+    }
+
+    /// The link that currently carries traffic to a joined peer.
+    pub fn connection(&self, id: DeviceId) -> Option<ConnId> {
+        self.peers.get(&id).and_then(|p| p.active)
+    }
+
+    /// The joined peer a link belongs to, once its hello arrived.
+    pub fn peer_of(&self, conn: ConnId) -> Option<DeviceId> {
+        match self.conns.get(&conn)?.state {
+            ConnState::Established { peer, .. } => Some(peer),
+            ConnState::AwaitingHello { .. } => None,
+        }
+    }
+
+    /// The one live device with this name and the link to it.
+    pub fn resolve(&self, name: &str) -> Result<(DeviceId, ConnId), ResolveError> {
+        let holders: Vec<&Peer> = self
+            .peers
+            .values()
+            .filter(|p| p.authoritative && p.alive() && p.name == name)
+            .collect();
+        let count = holders.len() + usize::from(name == self.local.name);
+        if count >= 2 {
+            return Err(ResolveError::AmbiguousName {
+                name: name.to_owned(),
+                count,
+            });
+        }
+        let p = holders
+            .first()
+            .ok_or_else(|| ResolveError::UnknownName(name.to_owned()))?;
+        p.active
+            .map(|c| (p.id, c))
+            .ok_or_else(|| ResolveError::NotConnected(name.to_owned()))
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Between [`start`](Self::start) and [`shutdown`](Self::shutdown).
+    pub fn is_running(&self) -> bool {
+        self.phase == Phase::Running
+    }
+
+    pub(super) fn flush(&mut self) {
+        if self.dirty {
+            self.dirty = false;
+            let snapshot = self.peers();
+            self.events.push_back(Event::PeersChanged(snapshot));
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Dialing: whom, at which addresses, and the backoff.
+
+use super::*;
+
+#[test]
+fn an_announce_restarts_a_dial_begun_before_the_peer_was_heard() {
+    let t0 = Instant::now();
+    let mut c = started(3, "c", t0);
+    c.link_up(ConnId(1), LinkOrigin::Dialed(DialId(99)), listen(1), t0);
+    c.link_message(ConnId(1), hello(1, "seed", 0), t0);
+    actions(&mut c);
+    // Told about b by gossip: dialed; the dial hangs (b unreachable, SYN retransmits).
+    let record = PeerRecord {
+        id: id(2),
+        name: "b".into(),
+        port: port(2),
+        addresses: vec![ip(2)],
+    };
+    c.link_message(ConnId(1), LinkMessage::Peers(vec![record]), t0);
+    let old = dials(&actions(&mut c));
+    assert_eq!(old.len(), 1);
+    // b is heard: a fresh dial at once, the hanging one notwithstanding.
+    let now = t0 + ms(300);
+    c.handle_advert(Advert::Announce(announce(2, "b")), src(2), now);
+    let fresh = dials(&actions(&mut c));
+    assert_eq!(fresh.len(), 1, "dialed afresh");
+    assert_ne!(fresh[0].0, old[0].0);
+    // The old dial failing late changes nothing; b, now leased, is not dialed a third time.
+    c.dial_failed(old[0].0, now + ms(700));
+    c.handle_advert(Advert::Announce(announce(2, "b")), src(2), now + ms(800));
+    assert!(dials(&actions(&mut c)).is_empty());
+    // The fresh dial's link joins b.
+    c.link_up(
+        ConnId(2),
+        LinkOrigin::Dialed(fresh[0].0),
+        listen(2),
+        now + ms(900),
+    );
+    c.link_message(ConnId(2), hello(2, "b", 0), now + ms(900));
+    assert_eq!(joined(&events(&mut c)), [id(1), id(2)]);
+}
+
+#[test]
+fn redial_backs_off_exponentially_up_to_the_cap() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    let mut now = t0;
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), now);
+    let mut dial = dials(&actions(&mut t))[0].0;
+    let mut gaps = Vec::new();
+    for _ in 0..10 {
+        t.dial_failed(dial, now);
+        let failed_at = now;
+        loop {
+            let at = t.poll_timeout().unwrap();
+            assert!(at - failed_at <= ms(5000), "no redial within the cap");
+            now = at;
+            t.handle_timeout(at);
+            if let Some(d) = dials(&actions(&mut t)).first() {
+                dial = d.0;
+                break;
+            }
+            // Device 2 keeps announcing itself, so it stays advertised.
+            t.handle_advert(Advert::Announce(announce(2, "b")), src(2), now);
+        }
+        gaps.push(now - failed_at);
+    }
+    let bounds = [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000, 5000];
+    for (gap, max) in gaps.iter().zip(bounds) {
+        assert!(*gap >= ms(max / 2) && *gap <= ms(max), "{gaps:?}");
+    }
+}
+
+#[test]
+fn static_peers_are_dialed_and_redialed_and_self_is_skipped() {
+    let t0 = Instant::now();
+    let me = listen(1);
+    let config = PeerTableConfig::builder()
+        .static_peers([listen(2), me])
+        .build()
+        .unwrap();
+    let mut t = table_with(1, "a", config);
+    t.start(t0);
+    let d = dials(&actions(&mut t));
+    assert_eq!(d.len(), 2);
+    assert_eq!(d[0].2, [listen(2)]);
+    assert_eq!(d[0].1, None);
+    assert_eq!(d[1].2, [me]);
+    // Our own address answers with our own hello.
+    t.link_up(ConnId(1), LinkOrigin::Dialed(d[1].0), me, t0);
+    t.link_message(ConnId(1), hello(1, "a", 0), t0);
+    assert_eq!(
+        closes(&actions(&mut t)),
+        [(ConnId(1), CloseReason::SelfConnection)]
+    );
+    // Device 2 is not up yet: backoff, then again, and again.
+    t.dial_failed(d[0].0, t0);
+    let mut at = t0;
+    for _ in 0..3 {
+        let (when, again) = next_dials(&mut t, at + Duration::from_secs(1));
+        at = when;
+        assert_eq!(again.len(), 1, "only the static peer, never ourselves");
+        assert_eq!(again[0].2, [listen(2)]);
+        t.dial_failed(again[0].0, at);
+    }
+    let (at, d) = next_dials(&mut t, at + Duration::from_secs(2));
+    t.link_up(ConnId(2), LinkOrigin::Dialed(d[0].0), listen(2), at);
+    t.link_message(ConnId(2), hello(2, "b", 0), at);
+    assert_eq!(joined(&events(&mut t)), [id(2)]);
+    assert!(dials(&run_until(&mut t, at + Duration::from_secs(30))).is_empty());
+    // Link lost and the grace over: the static address is dialed again.
+    let now = at + Duration::from_secs(30);
+    t.link_closed(ConnId(2), LinkCloseReason::Timeout, now);
+    assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Timeout)]);
+    let d = dials(&run_until(&mut t, now + Duration::from_secs(1)));
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].2, [listen(2)]);
+}
+
+#[test]
+fn addresses_are_filtered_and_scoped() {
+    let t0 = Instant::now();
+    let config = PeerTableConfig::builder()
+        .auto_connect(false)
+        .build()
+        .unwrap();
+    let mut t = table_with(1, "a", config);
+    t.start(t0);
+    let link_local = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+    let mut a = announce(2, "b");
+    a.addresses = vec![
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V4(Ipv4Addr::BROADCAST),
+        "224.0.0.1".parse().unwrap(),
+        IpAddr::V6(link_local),
+        ip(2),
+        ip(5),
+    ];
+    t.handle_advert(Advert::Announce(a.clone()), src(2), t0);
+    assert_eq!(
+        t.discovered()[0].addresses,
+        [listen(2), SocketAddr::new(ip(5), port(2))],
+        "no loopback from afar, no link-local without a scope"
+    );
+    // Heard over IPv6 link-local on interface 3: link-local addresses get that scope.
+    let v6src = SocketAddr::V6(SocketAddrV6::new(
+        Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2),
+        5670,
+        0,
+        3,
+    ));
+    t.handle_advert(Advert::Announce(a.clone()), v6src, t0);
+    let addrs = &t.discovered()[0].addresses;
+    assert!(addrs.contains(&SocketAddr::V6(SocketAddrV6::new(
+        link_local,
+        port(2),
+        0,
+        3
+    ))));
+    // Heard over loopback: the loopback address is fine.
+    let lo = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5670);
+    t.handle_advert(Advert::Announce(a), lo, t0);
+    assert_eq!(
+        t.discovered()[0].addresses[0],
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port(2))
+    );
+    // A device with port 0 is listed but never dialed.
+    let mut passive = announce(6, "scout");
+    passive.port = 0;
+    let mut u = started(7, "u", t0);
+    u.handle_advert(Advert::Announce(passive), src(6), t0);
+    assert!(dials(&actions(&mut u)).is_empty());
+    assert_eq!(u.discovered().len(), 1);
+    assert!(u.discovered()[0].addresses.is_empty());
+}

@@ -1,0 +1,93 @@
+//! Gossip between joined peers.
+
+use super::*;
+
+#[test]
+fn gossip_tells_about_peers_not_heard_on_multicast() {
+    let t0 = Instant::now();
+    let mut s = started(1, "seed", t0);
+    // b connects to the seed (static, no multicast).
+    s.link_up(
+        ConnId(1),
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(2), 50000),
+        t0,
+    );
+    s.link_message(ConnId(1), hello(2, "b", 1), t0);
+    actions(&mut s);
+    // c connects: it is told about b, and b is told about c.
+    s.link_up(
+        ConnId(2),
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(3), 50000),
+        t0,
+    );
+    actions(&mut s);
+    s.link_message(ConnId(2), hello(3, "c", 1), t0);
+    let sent = actions(&mut s);
+    let gossip: Vec<(ConnId, Vec<DeviceId>)> = sent
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                conn,
+                message: LinkMessage::Peers(r),
+            } => Some((*conn, r.iter().map(|r| r.id).collect())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gossip, [(ConnId(2), vec![id(2)]), (ConnId(1), vec![id(3)])]);
+
+    // The receiving side dials what it learns, at the addresses it was given.
+    let mut c = started(3, "c", t0);
+    c.link_up(ConnId(1), LinkOrigin::Dialed(DialId(99)), listen(1), t0);
+    c.link_message(ConnId(1), hello(1, "seed", 0), t0);
+    actions(&mut c);
+    let record = PeerRecord {
+        id: id(2),
+        name: "b".into(),
+        port: port(2),
+        addresses: vec![ip(2)],
+    };
+    let own = PeerRecord {
+        id: id(3),
+        name: "c".into(),
+        port: port(3),
+        addresses: vec![ip(3)],
+    };
+    c.link_message(ConnId(1), LinkMessage::Peers(vec![record, own]), t0);
+    let d = dials(&actions(&mut c));
+    assert_eq!(d.len(), 1, "not ourselves");
+    assert_eq!(d[0].1, Some(id(2)));
+    assert_eq!(d[0].2, [listen(2)]);
+    // Not reachable: redialed while the gossip lease lasts (10 s), then forgotten.
+    c.dial_failed(d[0].0, t0);
+    let mut n = 0;
+    while let Some(at) = c.poll_timeout() {
+        if at > t0 + Duration::from_secs(20) {
+            break;
+        }
+        c.handle_timeout(at);
+        for (dial, _, _) in dials(&actions(&mut c)) {
+            assert!(at < t0 + Duration::from_secs(10));
+            n += 1;
+            c.dial_failed(dial, at);
+        }
+    }
+    assert!(n >= 3, "{n} redials");
+    // Only the seed's own link keeps a timer now (its beacons); no more dials to b.
+    assert!(dials(&run_until(&mut c, t0 + Duration::from_secs(40))).is_empty());
+}
+
+#[test]
+fn peers_heard_on_multicast_get_no_gossip() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    t.handle_advert(Advert::Announce(announce(3, "c")), src(3), t0);
+    let d = dials(&actions(&mut t));
+    t.link_up(ConnId(11), LinkOrigin::Dialed(d[0].0), listen(3), t0);
+    actions(&mut t);
+    t.link_message(ConnId(11), hello(3, "c", 0), t0);
+    let sent = actions(&mut t);
+    assert!(sent.is_empty(), "{sent:?}");
+}

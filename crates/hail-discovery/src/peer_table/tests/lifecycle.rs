@@ -1,0 +1,101 @@
+//! Bad input, bounds, shutdown and the local configuration.
+
+use super::*;
+
+#[test]
+fn bad_datagrams_are_counted_and_harmless() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    assert!(matches!(
+        t.handle_datagram(b"HAIL\x09\x01", src(2), t0),
+        Err(AdvertError::UnsupportedVersion { version: 9 })
+    ));
+    assert!(t.handle_datagram(b"hello world", src(2), t0).is_err());
+    assert!(t.handle_datagram(&[], src(2), t0).is_err());
+    assert_eq!(t.stats().adverts_dropped, 3);
+    let good = Advert::Announce(announce(2, "b")).to_bytes().unwrap();
+    t.handle_datagram(&good, src(2), t0).unwrap();
+    assert_eq!(t.discovered().len(), 1);
+    assert_eq!(t.stats().adverts_received, 1);
+}
+
+#[test]
+fn the_table_is_bounded() {
+    let t0 = Instant::now();
+    let config = PeerTableConfig::builder().max_peers(2).build().unwrap();
+    let mut t = table_with(1, "a", config);
+    t.start(t0);
+    for n in 2..6 {
+        t.handle_advert(Advert::Announce(announce(n, &format!("p{n}"))), src(n), t0);
+    }
+    assert_eq!(t.discovered().len(), 2);
+    assert_eq!(t.stats().peers_rejected, 2);
+    // A link from a further device is closed after its hello.
+    t.link_up(
+        ConnId(9),
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(9), 1),
+        t0,
+    );
+    t.link_message(ConnId(9), hello(9, "p9", 1), t0);
+    assert!(closes(&actions(&mut t)).contains(&(ConnId(9), CloseReason::TableFull)));
+}
+
+#[test]
+fn shutdown_says_goodbye_everywhere_and_goes_quiet() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    t.link_up(
+        ConnId(11),
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(3), 1),
+        t0,
+    );
+    actions(&mut t);
+    t.shutdown(t0 + ms(1));
+    let sent = actions(&mut t);
+    assert_eq!(
+        sent,
+        [
+            Action::Multicast(Advert::Goodbye { from: id(1) }),
+            Action::Send {
+                conn: ConnId(10),
+                message: LinkMessage::Goodbye { from: id(1) }
+            },
+            Action::Close {
+                conn: ConnId(10),
+                reason: CloseReason::Shutdown
+            },
+            Action::Close {
+                conn: ConnId(11),
+                reason: CloseReason::Shutdown
+            },
+        ]
+    );
+    assert_eq!(t.poll_timeout(), None);
+    assert!(!t.is_running());
+    t.handle_advert(Advert::Announce(announce(4, "d")), src(4), t0 + ms(2));
+    t.link_up(
+        ConnId(12),
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(5), 1),
+        t0 + ms(2),
+    );
+    assert_eq!(
+        closes(&actions(&mut t)),
+        [(ConnId(12), CloseReason::Shutdown)]
+    );
+    assert!(events(&mut t).is_empty());
+    t.shutdown(t0 + ms(3));
+    assert!(actions(&mut t).is_empty());
+}
+
+#[test]
+fn invalid_local_names_are_refused() {
+    let local = LocalDevice::new(id(1), "", 1);
+    assert_eq!(
+        PeerTable::new(PeerTableConfig::default(), local, 0).unwrap_err(),
+        ConfigError::InvalidName(crate::NameError::Empty)
+    );
+}

@@ -1,0 +1,181 @@
+//! Links: hellos and the one-link-per-pair rule.
+
+use super::*;
+
+/// Both sides dial at once; whatever order the four hellos arrive in, both keep the link
+/// dialed by the smaller id and close the other, and nobody sees a leave.
+#[test]
+fn simultaneous_dial_keeps_the_smaller_ids_link_in_every_order() {
+    // Deliveries: 0 = A gets B's hello on A's dialed link (c1), 1 = A gets B's hello on
+    // A's accepted link (c2), 2 = B gets A's hello on B's accepted link (c1), 3 = B gets
+    // A's hello on B's dialed link (c2).
+    let mut orders = Vec::new();
+    permutations(&mut vec![0, 1, 2, 3], 0, &mut orders);
+    assert_eq!(orders.len(), 24);
+    for order in orders {
+        let t0 = Instant::now();
+        let mut a = started(1, "a", t0);
+        let mut b = started(2, "b", t0);
+        a.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0);
+        b.handle_advert(Advert::Announce(announce(1, "a")), src(1), t0);
+        let da = dials(&actions(&mut a))[0].0;
+        let db = dials(&actions(&mut b))[0].0;
+        // c1: A dialed, A's end 11, B's end 21. c2: B dialed, B's end 22, A's end 12.
+        a.link_up(ConnId(11), LinkOrigin::Dialed(da), listen(2), t0);
+        b.link_up(
+            ConnId(21),
+            LinkOrigin::Accepted,
+            SocketAddr::new(ip(1), 50001),
+            t0,
+        );
+        b.link_up(ConnId(22), LinkOrigin::Dialed(db), listen(1), t0);
+        a.link_up(
+            ConnId(12),
+            LinkOrigin::Accepted,
+            SocketAddr::new(ip(2), 50002),
+            t0,
+        );
+        let hello_on = |acts: Vec<Action>, conn: ConnId| {
+            acts.into_iter()
+                .find_map(|x| match x {
+                    Action::Send { conn: c, message } if c == conn => Some(message),
+                    _ => None,
+                })
+                .expect("hello")
+        };
+        let acts_a = actions(&mut a);
+        let acts_b = actions(&mut b);
+        let a_on_c1 = hello_on(acts_a.clone(), ConnId(11));
+        let a_on_c2 = hello_on(acts_a, ConnId(12));
+        let b_on_c1 = hello_on(acts_b.clone(), ConnId(21));
+        let b_on_c2 = hello_on(acts_b, ConnId(22));
+        let mut a_closed = Vec::new();
+        let mut b_closed = Vec::new();
+        for step in &order {
+            match step {
+                0 => a.link_message(ConnId(11), b_on_c1.clone(), t0),
+                1 => a.link_message(ConnId(12), b_on_c2.clone(), t0),
+                2 => b.link_message(ConnId(21), a_on_c1.clone(), t0),
+                _ => b.link_message(ConnId(22), a_on_c2.clone(), t0),
+            }
+            a_closed.extend(closes(&actions(&mut a)));
+            b_closed.extend(closes(&actions(&mut b)));
+        }
+        // The loser's close reaches the other side (which may have closed it already).
+        if a_closed.contains(&(ConnId(12), CloseReason::Duplicate)) {
+            b.link_closed(ConnId(22), LinkCloseReason::Lost, t0);
+        }
+        if b_closed.contains(&(ConnId(22), CloseReason::Duplicate)) {
+            a.link_closed(ConnId(12), LinkCloseReason::Lost, t0);
+        }
+        assert_eq!(
+            a_closed,
+            [(ConnId(12), CloseReason::Duplicate)],
+            "{order:?}"
+        );
+        assert_eq!(
+            b_closed,
+            [(ConnId(22), CloseReason::Duplicate)],
+            "{order:?}"
+        );
+        assert_eq!(a.connection(id(2)), Some(ConnId(11)), "{order:?}");
+        assert_eq!(b.connection(id(1)), Some(ConnId(21)), "{order:?}");
+        let (ea, eb) = (events(&mut a), events(&mut b));
+        assert_eq!(joined(&ea), [id(2)], "{order:?}");
+        assert_eq!(joined(&eb), [id(1)], "{order:?}");
+        assert!(left(&ea).is_empty() && left(&eb).is_empty(), "{order:?}");
+    }
+}
+
+fn permutations(v: &mut Vec<u8>, k: usize, out: &mut Vec<Vec<u8>>) {
+    if k == v.len() {
+        out.push(v.clone());
+        return;
+    }
+    for i in k..v.len() {
+        v.swap(k, i);
+        permutations(v, k + 1, out);
+        v.swap(k, i);
+    }
+}
+
+#[test]
+fn two_links_from_one_dialer_keep_the_smaller_tag() {
+    let t0 = Instant::now();
+    let mut b = started(2, "b", t0);
+    // Device 1 dialed twice (a static address and an advert), tags 4 and 3.
+    b.link_up(
+        ConnId(1),
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(1), 50001),
+        t0,
+    );
+    b.link_up(
+        ConnId(2),
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(1), 50002),
+        t0,
+    );
+    actions(&mut b);
+    b.link_message(ConnId(1), hello(1, "a", 4), t0);
+    b.link_message(ConnId(2), hello(1, "a", 3), t0);
+    assert_eq!(
+        closes(&actions(&mut b)),
+        [(ConnId(1), CloseReason::Duplicate)]
+    );
+    assert_eq!(b.connection(id(1)), Some(ConnId(2)));
+    assert_eq!(joined(&events(&mut b)), [id(1)]);
+}
+
+#[test]
+fn a_link_without_hello_is_closed() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0);
+    let d = dials(&actions(&mut t));
+    t.link_up(ConnId(5), LinkOrigin::Dialed(d[0].0), listen(2), t0);
+    t.link_up(
+        ConnId(6),
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(7), 1234),
+        t0,
+    );
+    actions(&mut t);
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0 + ms(2000));
+    let sent = run_until(&mut t, t0 + Duration::from_secs(3));
+    let mut c = closes(&sent);
+    c.sort_by_key(|(conn, _)| *conn);
+    assert_eq!(
+        c,
+        [
+            (ConnId(5), CloseReason::HelloTimeout),
+            (ConnId(6), CloseReason::HelloTimeout)
+        ]
+    );
+    // The failed link counts as a failed dial: b is redialed after a backoff.
+    assert!(!dials(&run_until(&mut t, t0 + ms(3100))).is_empty());
+    // Gossip before the hello is out of place.
+    t.link_up(
+        ConnId(8),
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(7), 1235),
+        t0 + ms(3200),
+    );
+    t.link_message(ConnId(8), LinkMessage::Peers(vec![]), t0 + ms(3200));
+    assert_eq!(t.stats().protocol_errors, 1);
+}
+
+#[test]
+fn a_second_hello_with_another_id_breaks_the_link() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    t.link_message(ConnId(10), hello(2, "b", 0), t0);
+    assert_eq!(t.stats().protocol_errors, 1);
+    assert!(actions(&mut t).is_empty());
+    t.link_message(ConnId(10), hello(3, "c", 0), t0);
+    assert_eq!(
+        closes(&actions(&mut t)),
+        [(ConnId(10), CloseReason::ProtocolViolation)]
+    );
+}

@@ -1,0 +1,539 @@
+//! Membership: joins, leases, goodbyes, the reconnect grace, restarts and duplicate names.
+
+use super::*;
+
+#[test]
+fn join_by_announce_dial_and_hello() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0);
+    let d = dials(&actions(&mut t));
+    assert_eq!(d.len(), 1);
+    let (dial, peer, addrs) = d[0].clone();
+    assert_eq!(peer, Some(id(2)));
+    assert_eq!(addrs, [listen(2)]);
+    assert_eq!(t.discovered().len(), 1);
+    assert!(t.peers().is_empty(), "not joined before the link is up");
+    assert_eq!(t.resolve("b"), Err(ResolveError::NotConnected("b".into())));
+
+    t.link_up(ConnId(10), LinkOrigin::Dialed(dial), listen(2), t0 + ms(1));
+    let sent = actions(&mut t);
+    let [
+        Action::Send {
+            conn: ConnId(10),
+            message: LinkMessage::Hello(h),
+        },
+    ] = sent.as_slice()
+    else {
+        panic!("a hello: {sent:?}")
+    };
+    assert_eq!(h.announce, t.announce());
+    assert_ne!(h.tag, 0, "the dialer tags its hello");
+
+    t.link_message(ConnId(10), hello(2, "b", 0), t0 + ms(2));
+    let ev = events(&mut t);
+    assert_eq!(joined(&ev), [id(2)]);
+    let Some(Event::PeersChanged(snapshot)) = ev.last() else {
+        panic!("snapshot after join: {ev:?}")
+    };
+    assert_eq!(snapshot.len(), 1);
+    assert_eq!(snapshot[0].name, "b");
+    assert_eq!(snapshot[0].addresses, [listen(2)]);
+    assert_eq!(t.resolve("b"), Ok((id(2), ConnId(10))));
+    assert_eq!(t.connection(id(2)), Some(ConnId(10)));
+    assert_eq!(t.peer_of(ConnId(10)), Some(id(2)));
+    assert_eq!(
+        t.resolve("nobody"),
+        Err(ResolveError::UnknownName("nobody".into()))
+    );
+    // Further announces of a joined peer change nothing.
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0 + ms(900));
+    assert!(actions(&mut t).is_empty());
+    assert!(events(&mut t).is_empty());
+}
+
+#[test]
+fn join_by_accepted_link() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    t.link_up(
+        ConnId(3),
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(2), 50000),
+        t0,
+    );
+    let sent = actions(&mut t);
+    assert!(matches!(
+        sent.as_slice(),
+        [Action::Send {
+            message: LinkMessage::Hello(Hello { tag: 0, .. }),
+            ..
+        }]
+    ));
+    t.link_message(ConnId(3), hello(2, "b", 5), t0);
+    assert_eq!(joined(&events(&mut t)), [id(2)]);
+    // Dialable at its advertised port, not the ephemeral source port.
+    assert_eq!(t.peers()[0].addresses, [listen(2)]);
+    assert!(
+        dials(&actions(&mut t)).is_empty(),
+        "no dial to a connected peer"
+    );
+}
+
+#[test]
+fn lease_expiry_forgets_an_unconnected_peer() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0);
+    let d = dials(&actions(&mut t));
+    t.dial_failed(d[0].0, t0 + ms(1));
+    // Renewed at 2 s: the 3 s lease now runs to 5 s.
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0 + ms(2000));
+    let redials = run_until(&mut t, t0 + ms(4999));
+    assert!(!dials(&redials).is_empty(), "redialed while advertised");
+    for (dial, _, _) in dials(&redials) {
+        t.dial_failed(dial, t0 + ms(4999));
+    }
+    assert_eq!(t.discovered().len(), 1);
+    run_until(&mut t, t0 + ms(5000));
+    assert!(
+        t.discovered().is_empty(),
+        "forgotten when the lease ran out"
+    );
+    assert!(events(&mut t).is_empty(), "never joined, so no leave");
+    let later = run_until(&mut t, t0 + Duration::from_secs(30));
+    assert!(dials(&later).is_empty(), "no redial once forgotten");
+    assert_eq!(t.resolve("b"), Err(ResolveError::UnknownName("b".into())));
+}
+
+#[test]
+fn announced_lease_is_clamped() {
+    let t0 = Instant::now();
+    let config = PeerTableConfig::builder()
+        .auto_connect(false)
+        .build()
+        .unwrap();
+    let mut t = table_with(1, "a", config);
+    t.start(t0);
+    let mut a = announce(2, "b");
+    a.lease = Duration::from_secs(30 * 24 * 3600);
+    t.handle_advert(Advert::Announce(a), src(2), t0);
+    run_until(&mut t, t0 + MAX_PEER_LEASE - ms(1));
+    assert_eq!(t.discovered().len(), 1);
+    run_until(&mut t, t0 + MAX_PEER_LEASE);
+    assert!(t.discovered().is_empty());
+}
+
+#[test]
+fn a_connected_peer_lives_by_its_link() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    // No announce for a minute: multicast may be lost, the link is what counts.
+    run_until(&mut t, t0 + Duration::from_secs(60));
+    assert_eq!(t.peers().len(), 1);
+    assert!(events(&mut t).is_empty());
+    t.link_closed(
+        ConnId(10),
+        LinkCloseReason::Timeout,
+        t0 + Duration::from_secs(61),
+    );
+    let ev = events(&mut t);
+    assert_eq!(left(&ev), [(id(2), LeaveReason::Timeout)]);
+    assert!(matches!(ev.last(), Some(Event::PeersChanged(s)) if s.is_empty()));
+    assert_eq!(t.resolve("b"), Err(ResolveError::UnknownName("b".into())));
+    run_until(&mut t, t0 + Duration::from_secs(70));
+    assert!(t.discovered().is_empty());
+}
+
+#[test]
+fn goodbye_on_multicast_leaves_at_once_without_a_link_and_sticks() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0);
+    actions(&mut t);
+    assert_eq!(t.discovered().len(), 1);
+    t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(5));
+    assert!(t.discovered().is_empty());
+    // A late, reordered announce does not bring it back.
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0 + ms(6));
+    assert!(actions(&mut t).is_empty());
+    assert!(t.discovered().is_empty());
+}
+
+#[test]
+fn goodbye_on_multicast_waits_for_the_link_to_finish_and_sticks() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    // The goodbye on the group overtook what b sent on its link: b stays joined (and
+    // its link open) until the link says goodbye too.
+    t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(5));
+    assert!(events(&mut t).is_empty());
+    assert!(closes(&actions(&mut t)).is_empty());
+    assert_eq!(t.resolve("b").unwrap().1, ConnId(10));
+    assert!(t.poll_timeout().unwrap() <= t0 + ms(505));
+    // A late, reordered announce does not renew it.
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0 + ms(6));
+    assert!(actions(&mut t).is_empty());
+    t.link_message(ConnId(10), LinkMessage::Goodbye { from: id(2) }, t0 + ms(7));
+    assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
+    assert_eq!(
+        closes(&actions(&mut t)),
+        [(ConnId(10), CloseReason::Departed)]
+    );
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0 + ms(8));
+    assert!(actions(&mut t).is_empty());
+    assert!(t.discovered().is_empty());
+    // The driver reporting the close afterwards is ignored.
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(9));
+    assert!(events(&mut t).is_empty());
+}
+
+#[test]
+fn goodbye_on_multicast_then_the_link_closing_is_a_goodbye() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(5));
+    assert!(events(&mut t).is_empty());
+    // Its goodbye on the link did not fit its queue; the link ends after what it sent.
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(6));
+    assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
+    assert!(
+        dials(&actions(&mut t)).is_empty(),
+        "no redial of a departed peer"
+    );
+    assert!(t.peers().is_empty());
+}
+
+#[test]
+fn goodbye_on_multicast_leaves_when_the_grace_ends() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(5));
+    run_until(&mut t, t0 + ms(504));
+    assert!(left(&events(&mut t)).is_empty());
+    let sent = run_until(&mut t, t0 + ms(505));
+    assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
+    assert_eq!(closes(&sent), [(ConnId(10), CloseReason::Departed)]);
+}
+
+#[test]
+fn goodbye_on_multicast_with_no_grace_leaves_at_once() {
+    let t0 = Instant::now();
+    let config = PeerTableConfig::builder()
+        .goodbye_grace(Duration::ZERO)
+        .build()
+        .unwrap();
+    let mut t = table_with(1, "a", config);
+    t.start(t0);
+    actions(&mut t);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(5));
+    assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
+    assert_eq!(
+        closes(&actions(&mut t)),
+        [(ConnId(10), CloseReason::Departed)]
+    );
+}
+
+#[test]
+fn a_hello_that_comes_after_the_goodbye_still_joins_before_it_leaves() {
+    // b connected, got a's hello, sent a message and shut down at once: its goodbye on
+    // the group arrives before its hello on the link. The hello still joins it (what
+    // follows on the link is from a joined peer), then its link goodbye makes it leave.
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    t.link_up(
+        ConnId(3),
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(2), 50000),
+        t0,
+    );
+    actions(&mut t);
+    t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(1));
+    assert!(events(&mut t).is_empty());
+    t.link_message(ConnId(3), hello(2, "b", 5), t0 + ms(2));
+    assert_eq!(t.peer_of(ConnId(3)), Some(id(2)));
+    t.link_message(ConnId(3), LinkMessage::Goodbye { from: id(2) }, t0 + ms(3));
+    let ev = events(&mut t);
+    assert_eq!(joined(&ev), [id(2)]);
+    assert_eq!(left(&ev), [(id(2), LeaveReason::Goodbye)]);
+    let join_at = ev.iter().position(|e| matches!(e, Event::PeerJoined(_)));
+    let left_at = ev.iter().position(|e| matches!(e, Event::PeerLeft { .. }));
+    assert!(join_at < left_at, "{ev:?}");
+}
+
+#[test]
+fn a_goodbye_waits_for_a_duplicate_link_still_draining() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    // b dialed too; our own dial (smaller id) wins, b's link drains.
+    t.link_up(
+        ConnId(11),
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(2), 50000),
+        t0,
+    );
+    actions(&mut t);
+    t.link_message(ConnId(11), hello(2, "b", 1), t0 + ms(1));
+    assert_eq!(
+        closes(&actions(&mut t)),
+        [(ConnId(11), CloseReason::Duplicate)]
+    );
+    // b says goodbye on the kept link and closes it; what it sent on the other may
+    // still be on its way.
+    t.link_message(ConnId(10), LinkMessage::Goodbye { from: id(2) }, t0 + ms(2));
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(3));
+    assert!(left(&events(&mut t)).is_empty());
+    assert!(
+        dials(&actions(&mut t)).is_empty(),
+        "no redial of a departing peer"
+    );
+    t.link_closed(ConnId(11), LinkCloseReason::Lost, t0 + ms(4));
+    assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
+    assert!(t.peers().is_empty());
+}
+
+#[test]
+fn a_goodbye_on_a_draining_duplicate_counts() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    t.link_up(
+        ConnId(11),
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(2), 50000),
+        t0,
+    );
+    actions(&mut t);
+    t.link_message(ConnId(11), hello(2, "b", 1), t0 + ms(1));
+    actions(&mut t);
+    // b took its own link for the one to keep and says goodbye there.
+    t.link_message(ConnId(11), LinkMessage::Goodbye { from: id(2) }, t0 + ms(2));
+    assert!(left(&events(&mut t)).is_empty());
+    t.link_closed(ConnId(11), LinkCloseReason::Lost, t0 + ms(3));
+    assert!(
+        left(&events(&mut t)).is_empty(),
+        "the kept link is still up"
+    );
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(4));
+    assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
+    assert_eq!(t.stats().protocol_errors, 0);
+}
+
+#[test]
+fn goodbye_on_the_link_leaves_at_once() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    join(&mut t, 3, "c", ConnId(11), t0);
+    // A goodbye on b's link naming c is not believed.
+    t.link_message(ConnId(10), LinkMessage::Goodbye { from: id(3) }, t0 + ms(1));
+    assert!(events(&mut t).is_empty());
+    assert_eq!(t.stats().protocol_errors, 1);
+    t.link_message(ConnId(10), LinkMessage::Goodbye { from: id(2) }, t0 + ms(1));
+    assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
+    assert_eq!(t.peers().len(), 1);
+}
+
+#[test]
+fn a_lost_link_reconnected_within_the_grace_is_invisible() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0 + ms(100));
+    run_until(&mut t, t0 + ms(200));
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(200));
+    assert!(events(&mut t).is_empty());
+    assert_eq!(t.peers().len(), 1, "still joined during the grace");
+    assert_eq!(t.resolve("b"), Err(ResolveError::NotConnected("b".into())));
+    let redial = t.poll_timeout().unwrap();
+    assert!(
+        redial >= t0 + ms(250) && redial <= t0 + ms(300),
+        "{:?}",
+        redial - t0
+    );
+    let d = dials(&run_until(&mut t, redial));
+    assert_eq!(d.len(), 1);
+    t.link_up(ConnId(11), LinkOrigin::Dialed(d[0].0), listen(2), redial);
+    t.link_message(ConnId(11), hello(2, "b", 0), redial + ms(1));
+    assert!(events(&mut t).is_empty(), "no leave, no second join");
+    assert_eq!(t.resolve("b"), Ok((id(2), ConnId(11))));
+    run_until(&mut t, t0 + Duration::from_secs(2));
+    assert!(events(&mut t).is_empty());
+}
+
+#[test]
+fn a_lost_link_whose_redial_fails_is_a_departure() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(200));
+    let d = dials(&run_until(&mut t, t0 + ms(300)));
+    assert_eq!(d.len(), 1);
+    // Connection refused: the process is gone.
+    t.dial_failed(d[0].0, t0 + ms(301));
+    assert_eq!(
+        left(&events(&mut t)),
+        [(id(2), LeaveReason::ConnectionLost)]
+    );
+}
+
+#[test]
+fn the_grace_runs_out_without_a_link() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(200));
+    // The redial hangs (no answer from the driver yet).
+    run_until(&mut t, t0 + ms(699));
+    assert!(events(&mut t).is_empty());
+    run_until(&mut t, t0 + ms(700));
+    assert_eq!(
+        left(&events(&mut t)),
+        [(id(2), LeaveReason::ConnectionLost)]
+    );
+}
+
+#[test]
+fn restart_under_the_same_name_replaces_the_old_incarnation() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    // Device 2's host comes back as id 9 (same address), while the old link looks up.
+    let mut again = announce(2, "b");
+    again.id = id(9);
+    let now = t0 + Duration::from_secs(2);
+    t.handle_advert(Advert::Announce(again.clone()), src(2), now);
+    let ev = events(&mut t);
+    assert_eq!(left(&ev), [(id(2), LeaveReason::Restarted)]);
+    assert!(!ev.iter().any(|e| matches!(e, Event::DuplicateName { .. })));
+    let sent = actions(&mut t);
+    assert_eq!(closes(&sent), [(ConnId(10), CloseReason::Stale)]);
+    assert_eq!(probes(&sent), 1, "a probe checks the old id is really gone");
+    let d = dials(&sent);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].1, Some(id(9)));
+
+    t.link_up(ConnId(20), LinkOrigin::Dialed(d[0].0), listen(2), now);
+    t.link_message(
+        ConnId(20),
+        LinkMessage::Hello(Hello {
+            tag: 0,
+            announce: again,
+        }),
+        now,
+    );
+    assert_eq!(joined(&events(&mut t)), [id(9)]);
+    assert_eq!(t.resolve("b"), Ok((id(9), ConnId(20))));
+    // The stale link's close, reported late, changes nothing.
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, now);
+    assert!(events(&mut t).is_empty());
+}
+
+#[test]
+fn a_presumed_restart_that_speaks_again_is_a_duplicate() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "lamp", ConnId(10), t0);
+    let mut other = announce(2, "lamp");
+    other.id = id(9);
+    t.handle_advert(Advert::Announce(other.clone()), src(2), t0 + ms(10));
+    assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Restarted)]);
+    actions(&mut t);
+    // The old id answers the probe: two devices on one host share the name.
+    t.handle_advert(Advert::Announce(announce(2, "lamp")), src(2), t0 + ms(15));
+    let ev = events(&mut t);
+    assert_eq!(
+        ev,
+        [Event::DuplicateName {
+            name: "lamp".into(),
+            ids: vec![id(2), id(9)]
+        }]
+    );
+    assert_eq!(
+        t.resolve("lamp"),
+        Err(ResolveError::AmbiguousName {
+            name: "lamp".into(),
+            count: 2
+        })
+    );
+    // Both are dialed (they are two devices), and no more replacing between them.
+    assert_eq!(dials(&actions(&mut t)).len(), 1, "id 2 dialed again");
+    t.handle_advert(Advert::Announce(other), src(2), t0 + ms(20));
+    assert!(events(&mut t).is_empty());
+    assert_eq!(t.discovered().len(), 2);
+}
+
+#[test]
+fn duplicate_names_on_two_hosts_are_reported() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "lamp", ConnId(10), t0);
+    t.handle_advert(Advert::Announce(announce(3, "lamp")), src(3), t0 + ms(1));
+    let ev = events(&mut t);
+    assert_eq!(
+        ev,
+        [Event::DuplicateName {
+            name: "lamp".into(),
+            ids: vec![id(2), id(3)]
+        }]
+    );
+    assert!(closes(&actions(&mut t)).is_empty(), "nobody is replaced");
+    assert!(matches!(
+        t.resolve("lamp"),
+        Err(ResolveError::AmbiguousName { count: 2, .. })
+    ));
+    // Reported once, not on every announce.
+    t.handle_advert(Advert::Announce(announce(3, "lamp")), src(3), t0 + ms(900));
+    assert!(events(&mut t).is_empty());
+    // One leaves: the name resolves again.
+    t.handle_advert(Advert::Goodbye { from: id(3) }, src(3), t0 + ms(950));
+    assert_eq!(t.resolve("lamp"), Ok((id(2), ConnId(10))));
+    // A third device that takes the local name is a duplicate of us.
+    t.handle_advert(Advert::Announce(announce(4, "a")), src(4), t0 + ms(960));
+    assert_eq!(
+        events(&mut t),
+        [Event::DuplicateName {
+            name: "a".into(),
+            ids: vec![id(1), id(4)]
+        }]
+    );
+    assert!(matches!(
+        t.resolve("a"),
+        Err(ResolveError::AmbiguousName { count: 2, .. })
+    ));
+    // When it is forgotten, our name is ours again and a new holder is reported anew.
+    let d = dials(&actions(&mut t));
+    t.dial_failed(d[0].0, t0 + ms(961));
+    run_until(&mut t, t0 + ms(4000));
+    assert_eq!(t.resolve("a"), Err(ResolveError::UnknownName("a".into())));
+    t.handle_advert(Advert::Announce(announce(5, "a")), src(5), t0 + ms(4001));
+    assert_eq!(events(&mut t).len(), 1);
+}
+
+#[test]
+fn a_new_id_replaces_an_unconnected_holder_on_another_host() {
+    let t0 = Instant::now();
+    let config = PeerTableConfig::builder()
+        .auto_connect(false)
+        .build()
+        .unwrap();
+    let mut t = table_with(1, "a", config);
+    t.start(t0);
+    t.handle_advert(Advert::Announce(announce(2, "lamp")), src(2), t0);
+    // The device moved to another address (DHCP) with a new id; the old one never had a
+    // link, so it is presumed to be the same device.
+    t.handle_advert(Advert::Announce(announce(3, "lamp")), src(3), t0 + ms(500));
+    let found = t.discovered();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, id(3));
+    assert!(
+        events(&mut t).is_empty(),
+        "nothing had joined, nothing left"
+    );
+}

@@ -1,0 +1,357 @@
+//! What the clones of one [`RpcPeer`] share: the [`Session`] behind a mutex, and how its
+//! output is carried out once the mutex is released (packets sent, callers woken, handlers
+//! started or aborted).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::{RpcPeer, now};
+use crate::config::RpcConfig;
+use crate::error::RpcError;
+use crate::handler::{Failure, Handlers};
+use crate::method::{Method, RetCode};
+use crate::outgoing::Outgoing;
+use crate::proto::{Answer, Event, Outcome, Session, Ticket, Transmit};
+
+type Waiter = oneshot::Sender<Outcome>;
+
+/// The session as the tokio layer instantiates it.
+pub(super) type PeerSession = Session<Waiter, OwnedSemaphorePermit, AbortHandle>;
+
+/// The locked part. Every critical section that changes the session goes through
+/// [`Inner::with`], which takes all of the session's output before it unlocks: so an API
+/// call that queues a packet finds exactly its own in [`poll_transmit`](Session::poll_transmit).
+pub(super) struct State {
+    pub(super) session: PeerSession,
+    /// The link, set exactly while the session is connected.
+    pub(super) out: Option<Arc<dyn Outgoing>>,
+}
+
+pub(super) struct Inner {
+    pub(super) config: RpcConfig,
+    pub(super) handlers: Handlers,
+    state: Mutex<State>,
+    in_flight: Arc<Semaphore>,
+    runtime: tokio::runtime::Handle,
+    /// Woken when the session may have become idle (see [`Inner::wait_for`]).
+    idle: Notify,
+    /// Tasks in `wait_for`: while there are none, nobody is woken.
+    idle_waiters: AtomicUsize,
+}
+
+/// What one critical section left to carry out once the lock is released. Usually one
+/// packet or one event: those stand alone, and anything more is boxed.
+struct Work {
+    out: Option<Arc<dyn Outgoing>>,
+    transmit: Option<Transmit>,
+    event: Option<PeerEvent>,
+    more: Option<Box<More>>,
+    wake_idle: bool,
+}
+
+/// The rest of a critical section's output, in order, when it had more than one of each.
+struct More {
+    transmits: Vec<Transmit>,
+    events: Vec<PeerEvent>,
+}
+
+type PeerEvent = Event<Waiter, AbortHandle>;
+
+/// What [`Inner::wait_for`] waits on, before and after a critical section.
+#[derive(Clone, Copy)]
+struct Activity {
+    serving: bool,
+    idle: bool,
+}
+
+impl Activity {
+    fn of(session: &PeerSession) -> Self {
+        Self {
+            serving: session.is_serving(),
+            idle: session.is_idle(),
+        }
+    }
+
+    /// True when the handlers, or everything, came to an end between `self` and `now`.
+    fn ended(self, now: Self) -> bool {
+        (self.serving && !now.serving) || (!self.idle && now.idle)
+    }
+}
+
+/// Counts a task in [`Inner::wait_for`] while it waits.
+struct IdleWaiter<'a>(&'a AtomicUsize);
+
+impl Drop for IdleWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `f`, given up at `due` (`None`: never).
+async fn until<F: Future>(due: Option<Instant>, f: F) -> Option<F::Output> {
+    match due {
+        Some(due) => tokio::time::timeout_at(due, f).await.ok(),
+        None => Some(f.await),
+    }
+}
+
+/// A handler's result as the session's answer (`None`: no handler was bound).
+fn answer(result: Option<Result<Bytes, Failure>>) -> Answer {
+    match result {
+        None => Answer::UnknownMethod,
+        Some(Ok(body)) => Answer::Ok(body),
+        Some(Err(Failure::BadArguments(m))) => Answer::BadArguments(m),
+        Some(Err(Failure::Handler(m))) => Answer::Failed(m),
+        Some(Err(Failure::Panicked)) => Answer::Panicked,
+    }
+}
+
+impl Inner {
+    pub(super) fn new(config: RpcConfig, handlers: Handlers, session: PeerSession) -> Self {
+        Self {
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            state: Mutex::new(State { session, out: None }),
+            config,
+            handlers,
+            runtime: tokio::runtime::Handle::current(),
+            idle: Notify::new(),
+            idle_waiters: AtomicUsize::new(0),
+        }
+    }
+
+    /// The state, for reading. Changes go through [`with`](Self::with).
+    // Every critical section is a few table operations that cannot panic halfway, so a
+    // poisoned lock (a panic elsewhere while holding it) leaves consistent state.
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the locked state, then, unlocked, carries out what the session asked
+    /// for meanwhile: so a handler never runs under the lock.
+    pub(super) fn with<R>(self: &Arc<Self>, f: impl FnOnce(&mut State) -> R) -> R {
+        let (r, work) = {
+            let mut st = self.lock();
+            // Read under the lock: a waiter registers before it locks to check, so it is
+            // counted here whenever its check came first (see `wait_for`).
+            let watched =
+                (self.idle_waiters.load(Ordering::Relaxed) > 0).then(|| Activity::of(&st.session));
+            let r = f(&mut st);
+            // Woken only on a change, so a waiter's own check does not wake it again. Every
+            // change of the session happens inside one `with`: none is missed.
+            let wake_idle = watched.is_some_and(|before| before.ended(Activity::of(&st.session)));
+            if !wake_idle && !st.session.has_output() {
+                return r;
+            }
+            (r, Self::take_work(&mut st, wake_idle))
+        };
+        self.carry_out(work);
+        r
+    }
+
+    /// [`with`](Self::with), applying the age limits of `send` calls and kept replies first.
+    pub(super) fn with_expired<R>(self: &Arc<Self>, f: impl FnOnce(&mut State) -> R) -> R {
+        self.with(|st| {
+            st.session.handle_timeout(now());
+            f(st)
+        })
+    }
+
+    fn take_work(st: &mut State, wake_idle: bool) -> Work {
+        let transmit = st.session.poll_transmit();
+        let event = st.session.poll_event();
+        let more = st.session.has_output().then(|| {
+            Box::new(More {
+                transmits: std::iter::from_fn(|| st.session.poll_transmit()).collect(),
+                events: std::iter::from_fn(|| st.session.poll_event()).collect(),
+            })
+        });
+        Work {
+            out: transmit.as_ref().and(st.out.clone()),
+            transmit,
+            event,
+            more,
+            wake_idle,
+        }
+    }
+
+    fn carry_out(self: &Arc<Self>, work: Work) {
+        let Work {
+            out,
+            transmit,
+            event,
+            more,
+            wake_idle,
+        } = work;
+        let (transmits, events) = match more {
+            Some(m) => (m.transmits, m.events),
+            None => (Vec::new(), Vec::new()),
+        };
+        if let Some(out) = &out {
+            for t in transmit.into_iter().chain(transmits) {
+                if !t.droppable {
+                    self.send_soon(out, t.packet);
+                } else if !out.try_send(t.packet) {
+                    tracing::debug!("cancel not sent: link queue full or closed");
+                }
+            }
+        }
+        for event in event.into_iter().chain(events) {
+            match event {
+                Event::Wake(w, outcome) => {
+                    let _ = w.send(outcome);
+                }
+                Event::Abort(h) => h.abort(),
+                Event::Run {
+                    ticket,
+                    method,
+                    args,
+                    fresh,
+                } => self.run(ticket, method, args, fresh),
+            }
+        }
+        // Last: a graceful shutdown waiting for the handlers finds their replies queued.
+        if wake_idle {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Waits until `done` holds for the session, woken by [`with`](Self::with) when the handlers or all activity end, rather than by polling. Unanswered `send` calls count until they expire, so the
+    /// age limits are applied at each check, and again when the next one is due.
+    pub(super) async fn wait_for(self: &Arc<Self>, done: impl Fn(&PeerSession) -> bool) {
+        // Registered before the first check: a change after it sees this waiter.
+        self.idle_waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = IdleWaiter(&self.idle_waiters);
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (done_now, due) =
+                self.with_expired(|st| (done(&st.session), st.session.poll_timeout()));
+            if done_now {
+                return;
+            }
+            until(due.map(Instant::from_std), notified).await;
+        }
+    }
+
+    /// Waits for room among the calls in flight; fails fast when disconnected.
+    pub(super) async fn acquire(self: &Arc<Self>) -> Result<OwnedSemaphorePermit, RpcError> {
+        self.lock().session.check_connected()?;
+        if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        loop {
+            // `send` calls past their age limit hold slots until expired: expire them now,
+            // and again when the next is due. A call started from now on is due no sooner
+            // than `keep_replies_for` from now.
+            let due = self
+                .with_expired(|st| st.session.poll_timeout())
+                .map(Instant::from_std)
+                .or_else(|| Instant::now().checked_add(self.config.keep_replies_for));
+            match until(due, self.in_flight.clone().acquire_owned()).await {
+                Some(permit) => return permit.map_err(|_| RpcError::NotConnected),
+                None => self.lock().session.check_connected()?,
+            }
+        }
+    }
+
+    /// Registers a call and takes its encoded request, to send with backpressure. A `send`
+    /// call (`keep`) applies the age limits first.
+    pub(super) fn start(
+        self: &Arc<Self>,
+        method: Method,
+        keep: bool,
+        args: &[u8],
+        waiter: Option<Waiter>,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<(RetCode, Arc<dyn Outgoing>, Bytes), RpcError> {
+        let start = |st: &mut State| {
+            let retcode = st
+                .session
+                .start_call(method, args, keep, waiter, permit, now())?;
+            match st.take_packet() {
+                Some((out, request)) => Ok((retcode, out, request)),
+                // The session is connected exactly while `out` is set: not reached.
+                None => {
+                    st.session.abandon(retcode);
+                    Err(RpcError::NotConnected)
+                }
+            }
+        };
+        if keep {
+            self.with_expired(start)
+        } else {
+            self.with(start)
+        }
+    }
+
+    /// Sends a packet from a context that cannot wait: now if there is room, else from a
+    /// task.
+    fn send_soon(&self, out: &Arc<dyn Outgoing>, bytes: Bytes) {
+        if !out.try_send(bytes.clone()) {
+            let out = out.clone();
+            self.runtime.spawn(async move {
+                let _ = out.send(bytes).await;
+            });
+        }
+    }
+
+    /// Runs the handler of `method`. With `inline`, the handler is first polled right here
+    /// (on the connection's task): one that finishes without waiting costs no task; one
+    /// that waits continues in a task of its own.
+    fn run(self: &Arc<Self>, ticket: Ticket, method: Method, args: Bytes, inline: bool) {
+        let Some(handler) = self.handlers.get(&method) else {
+            self.finish(ticket, &method, Answer::UnknownMethod);
+            return;
+        };
+        let peer = RpcPeer {
+            inner: self.clone(),
+        };
+        let mut fut = handler.call(peer, args);
+        if inline
+            && self.config.inline_first_poll
+            && let Some(result) = (&mut fut).now_or_never()
+        {
+            self.finish(ticket, &method, answer(Some(result)));
+            return;
+        }
+        let inner = self.clone();
+        let task = self.runtime.spawn(async move {
+            let result = fut.await;
+            inner.finish(ticket, &method, answer(Some(result)));
+        });
+        if ticket.retcode().is_some()
+            && let Some(h) = self.with(|st| st.session.attach(ticket, task.abort_handle()))
+        {
+            // Cancelled before the handle was attached, or the connection dropped between
+            // the spawn and here (`disconnected` could not abort a handle it never saw).
+            h.abort();
+        }
+    }
+
+    /// A handler ended: frees its slot (the next queued job starts, in a task) and sends
+    /// the reply, if the caller still waits for one: now if the link has room, else from
+    /// a task.
+    fn finish(self: &Arc<Self>, ticket: Ticket, method: &Method, answer: Answer) {
+        let panicked = answer == Answer::Panicked;
+        let answered = self.with(|st| st.session.handle_done(ticket, answer));
+        if panicked {
+            match ticket.retcode() {
+                Some(retcode) if answered => {
+                    tracing::warn!(%method, %retcode, "handler panicked; answered HANDLER_PANICKED");
+                }
+                Some(retcode) => {
+                    tracing::warn!(%method, %retcode, "handler panicked after its call ended");
+                }
+                None => tracing::warn!(%method, "notification handler panicked"),
+            }
+        }
+    }
+}

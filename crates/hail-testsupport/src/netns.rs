@@ -1,0 +1,313 @@
+//! Namespaces, veth pairs and a bridged LAN, removed on drop.
+
+use std::net::Ipv4Addr;
+
+use crate::{Error, ip, nft, run, runs};
+
+/// The network namespaces one test (or one netsim run) made, named `<prefix><suffix>`.
+///
+/// `Drop` kills every process still running in them (never this process) and deletes them,
+/// in reverse order, whether the test passed, failed or panicked; the links inside go with
+/// them.
+#[derive(Debug)]
+pub struct Namespaces {
+    prefix: String,
+    names: Vec<String>,
+}
+
+impl Namespaces {
+    /// An empty guard for namespaces named `<prefix>...`, after checking that namespaces can
+    /// be made here: [`Error::Unavailable`] when not root, without `ip`, or when `ip netns
+    /// add` fails (a probe namespace `<prefix>probe` is added and deleted).
+    pub fn new(prefix: impl Into<String>) -> Result<Self, Error> {
+        let prefix = prefix.into();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        if effective_uid(&status) != Some(0) {
+            return Err(Error::Unavailable(
+                "not root (network namespaces, veth and nftables need root)".into(),
+            ));
+        }
+        if !runs("ip", &["-V"]) {
+            return Err(Error::Unavailable(
+                "no `ip` command (install iproute2)".into(),
+            ));
+        }
+        let probe = format!("{prefix}probe");
+        if let Err(e) = ip(&["netns", "add", &probe]) {
+            return Err(Error::Unavailable(format!(
+                "`ip netns add` fails here ({e})"
+            )));
+        }
+        remove(&probe);
+        Ok(Self {
+            prefix,
+            names: Vec::new(),
+        })
+    }
+
+    /// [`Namespaces::new`] with the prefix `hail-<pid>-<tag>-`: distinct per test process
+    /// and per test.
+    pub fn for_test(tag: &str) -> Result<Self, Error> {
+        Self::new(format!("hail-{}-{tag}-", std::process::id()))
+    }
+
+    /// `self`, once `nft` is known to work inside a namespace here ([`Error::Unavailable`]
+    /// when `nft` is missing or refused).
+    pub fn require_nft(self) -> Result<Self, Error> {
+        if !runs("nft", &["--version"]) {
+            return Err(Error::Unavailable(
+                "no `nft` command (install nftables)".into(),
+            ));
+        }
+        let probe = format!("{}probe", self.prefix);
+        ip(&["netns", "add", &probe])?;
+        let works = nft(&probe, "table ip hail_probe {}\n");
+        remove(&probe);
+        match works {
+            Ok(()) => Ok(self),
+            Err(e) => Err(Error::Unavailable(format!(
+                "nftables does not work inside a network namespace here ({e})"
+            ))),
+        }
+    }
+
+    /// Adds namespace `<prefix><suffix>` with `lo` up; returns its name.
+    pub fn add(&mut self, suffix: &str) -> Result<String, Error> {
+        let name = format!("{}{suffix}", self.prefix);
+        ip(&["netns", "add", &name])?;
+        self.names.push(name.clone());
+        ip(&["-n", &name, "link", "set", "lo", "up"])?;
+        Ok(name)
+    }
+
+    /// The prefix of every name.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The namespaces made so far, in order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in self.names.iter().rev() {
+            remove(name);
+        }
+    }
+}
+
+/// Kills every process in namespace `ns` (except this one) with SIGKILL, then deletes it.
+/// Best effort, quiet: it runs on every exit path.
+pub fn remove(ns: &str) {
+    let me = std::process::id();
+    if let Ok(pids) = run("ip", &["netns", "pids", ns]) {
+        for pid in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+        {
+            if pid != me {
+                kill(pid);
+            }
+        }
+    }
+    let _ = ip(&["netns", "del", ns]);
+}
+
+#[cfg(unix)]
+fn kill(pid: u32) {
+    use nix::sys::signal::{Signal, kill};
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+#[cfg(not(unix))]
+fn kill(_pid: u32) {}
+
+/// Every namespace as `ip netns list` names them (none if `ip` fails).
+pub fn list() -> Vec<String> {
+    run("ip", &["netns", "list"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// [`remove`]s every namespace whose name starts with `prefix` (a run's, after a signal;
+/// or a dead run's, left behind).
+pub fn remove_all(prefix: &str) {
+    for ns in list().iter().filter(|n| n.starts_with(prefix)) {
+        remove(ns);
+    }
+}
+
+/// A veth pair from interface `a.1` in namespace `a.0` to `b.1` in `b.0`, both ends up.
+pub fn veth(a: (&str, &str), b: (&str, &str)) -> Result<(), Error> {
+    let ((na, ia), (nb, ib)) = (a, b);
+    ip(&[
+        "-n", na, "link", "add", ia, "type", "veth", "peer", "name", ib, "netns", nb,
+    ])?;
+    ip(&["-n", na, "link", "set", ia, "up"])?;
+    ip(&["-n", nb, "link", "set", ib, "up"])
+}
+
+/// Hosts on one Ethernet segment:
+///
+/// ```text
+///   <prefix>br:            br0 (mcast_snooping 0) -- v0 v1 v2 ... (veth ends)
+///                                                    |  |  |
+///   <prefix>h0, h1, ...:                           eth0 (<subnet>.<i+1>/24), lo
+/// ```
+///
+/// The bridge lives in a namespace of its own, so nothing touches the machine's interfaces.
+/// Each host routes multicast (224.0.0.0/4) out of `eth0` whatever a socket says. Dropping
+/// the `Lan` drops its [`Namespaces`].
+#[derive(Debug)]
+pub struct Lan {
+    namespaces: Namespaces,
+    bridge: String,
+    hosts: Vec<String>,
+    subnet: [u8; 3],
+}
+
+impl Lan {
+    /// The most hosts one LAN holds: 254 (one /24).
+    pub const MAX_HOSTS: usize = 254;
+
+    /// Makes the bridge namespace and `hosts` host namespaces in `namespaces`, host `i` at
+    /// `<subnet>.<i+1>`.
+    ///
+    /// # Panics
+    /// If `hosts` is over [`Lan::MAX_HOSTS`].
+    pub fn create(
+        mut namespaces: Namespaces,
+        subnet: [u8; 3],
+        hosts: usize,
+    ) -> Result<Self, Error> {
+        assert!(
+            hosts <= Self::MAX_HOSTS,
+            "at most {} hosts",
+            Self::MAX_HOSTS
+        );
+        let br = namespaces.add("br")?;
+        ip(&[
+            "-n",
+            &br,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ])?;
+        ip(&["-n", &br, "link", "set", "br0", "up"])?;
+        let mut names = Vec::with_capacity(hosts);
+        for i in 0..hosts {
+            let h = namespaces.add(&format!("h{i}"))?;
+            let port = format!("v{i}");
+            veth((&br, &port), (&h, "eth0"))?;
+            ip(&["-n", &br, "link", "set", &port, "master", "br0"])?;
+            let addr = format!("{}/24", host_ip(subnet, i));
+            ip(&["-n", &h, "addr", "add", &addr, "dev", "eth0"])?;
+            ip(&["-n", &h, "route", "add", "224.0.0.0/4", "dev", "eth0"])?;
+            names.push(h);
+        }
+        Ok(Self {
+            namespaces,
+            bridge: br,
+            hosts: names,
+            subnet,
+        })
+    }
+
+    /// Host `i`'s namespace.
+    pub fn host(&self, i: usize) -> &str {
+        &self.hosts[i]
+    }
+
+    /// Every host's namespace, in order.
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+
+    /// Host `i`'s address on `eth0`: `<subnet>.<i+1>`.
+    pub fn host_ip(&self, i: usize) -> Ipv4Addr {
+        host_ip(self.subnet, i)
+    }
+
+    /// The bridge's namespace.
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    /// The namespaces guard (its prefix, every name).
+    pub fn namespaces(&self) -> &Namespaces {
+        &self.namespaces
+    }
+}
+
+/// Address `i` of a LAN on `subnet`: `<subnet>.<i+1>`.
+///
+/// # Panics
+/// If `i` is [`Lan::MAX_HOSTS`] or more.
+pub fn host_ip(subnet: [u8; 3], i: usize) -> Ipv4Addr {
+    let last = u8::try_from(i + 1)
+        .ok()
+        .filter(|l| *l < 255)
+        .expect("at most Lan::MAX_HOSTS hosts");
+    let [a, b, c] = subnet;
+    Ipv4Addr::new(a, b, c, last)
+}
+
+/// Runs `f` on a new thread that has entered namespace `ns` (`setns`), so every socket it
+/// makes lives there. Panics on that thread if the namespace cannot be entered.
+#[cfg(target_os = "linux")]
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).expect("namespace file");
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+}
+
+/// The effective uid in the text of `/proc/self/status`.
+fn effective_uid(status: &str) -> Option<u32> {
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effective_uid_is_the_second_uid() {
+        let status = "Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t0\n";
+        assert_eq!(effective_uid(status), Some(0));
+        assert_eq!(effective_uid("Name: x\n"), None);
+    }
+
+    #[test]
+    fn host_addresses() {
+        assert_eq!(host_ip([10, 77, 0], 0), Ipv4Addr::new(10, 77, 0, 1));
+        assert_eq!(
+            host_ip([10, 78, 0], Lan::MAX_HOSTS - 1),
+            Ipv4Addr::new(10, 78, 0, 254)
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "at most")]
+    fn a_lan_holds_one_slash_24() {
+        let _ = host_ip([10, 77, 0], Lan::MAX_HOSTS);
+    }
+}

@@ -1,0 +1,249 @@
+//! The simulated LAN: namespaces on a bridge (`hail_testsupport::Lan`), loss and
+//! duplication per host, partitions, cleanup after signals and dead runs, and `ss`.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+use anyhow::Context;
+use hail_testsupport::{self as support, Namespaces, impairment, nft};
+
+use crate::cmd;
+
+/// Every namespace name of every run starts with this, then the pid of the run.
+pub(super) const PREFIX: &str = "hnsim";
+/// The LAN's /24: host `i` is 10.77.0.<i+1>.
+const SUBNET: [u8; 3] = [10, 77, 0];
+/// Held while a device starts, and by the signal thread from a signal to the exit, so no
+/// device can start in a namespace that is being removed.
+pub(super) static SPAWNING: Mutex<()> = Mutex::new(());
+
+/// The namespaces guard for a run with namespace prefix `prefix`, or why netsim cannot run
+/// here (not root, no `ip`, `ss` or `nft`, namespaces or nftables refused).
+pub(super) fn open(prefix: &str) -> anyhow::Result<Result<Namespaces, String>> {
+    let checked = Namespaces::new(prefix).and_then(|ns| {
+        if support::runs("ss", &["-V"]) {
+            ns.require_nft()
+        } else {
+            Err(support::Error::Unavailable(
+                "no `ss` command (install iproute2)".into(),
+            ))
+        }
+    });
+    match checked {
+        Ok(ns) => Ok(Ok(ns)),
+        Err(support::Error::Unavailable(why)) => Ok(Err(why)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The hosts of one run on their bridge, with the loss and duplication each is set to;
+/// dropping it removes the namespaces and kills what runs inside.
+#[derive(Debug)]
+pub(super) struct Lan {
+    net: support::Lan,
+    /// (loss, dup) each host is set to now.
+    impairment: Vec<(u8, u8)>,
+}
+
+impl Lan {
+    pub(super) fn create(namespaces: Namespaces, n: usize) -> anyhow::Result<Self> {
+        Ok(Self {
+            net: support::Lan::create(namespaces, SUBNET, n)?,
+            impairment: vec![(0, 0); n],
+        })
+    }
+
+    /// Host `i`'s namespace.
+    pub(super) fn host(&self, i: usize) -> &str {
+        self.net.host(i)
+    }
+
+    /// Sets hosts `0..hosts` to `loss` % loss on input and `dup` % duplication on output
+    /// (no duplication without loss).
+    pub(super) fn impair(&mut self, hosts: usize, loss: u8, dup: u8) -> anyhow::Result<()> {
+        let dup = if loss == 0 { 0 } else { dup };
+        for i in 0..hosts {
+            if self.impairment[i] != (loss, dup) {
+                nft(self.net.host(i), &impairment(loss, dup, None))?;
+                self.impairment[i] = (loss, dup);
+            }
+        }
+        Ok(())
+    }
+
+    /// Host `i` drops every packet from `from` (an empty list lifts the cut).
+    pub(super) fn cut(&self, i: usize, from: &[Ipv4Addr]) -> anyhow::Result<()> {
+        Ok(nft(self.host(i), &cut_rules(from))?)
+    }
+
+    /// Host `i` is cut off entirely (lifted by [`Lan::cut`] with no addresses).
+    pub(super) fn isolate(&self, i: usize) -> anyhow::Result<()> {
+        Ok(nft(self.host(i), &isolate_rules())?)
+    }
+
+    /// The (local, peer) addresses of host `i`'s TCP connections in `state` (`ss` names).
+    pub(super) fn tcp(&self, i: usize, state: &str) -> Result<Vec<(String, String)>, String> {
+        let out = cmd::stdout(Command::new("ip").args([
+            "netns",
+            "exec",
+            self.host(i),
+            "ss",
+            "-Htn",
+            "state",
+            state,
+        ]))
+        .map_err(|e| format!("{e:#}"))?;
+        Ok(established(&out))
+    }
+}
+
+/// Host `i`'s address: 10.77.0.<i+1>.
+pub(super) fn host_ip(i: usize) -> Ipv4Addr {
+    support::host_ip(SUBNET, i)
+}
+
+/// The nft script that drops every packet from `from` on input (a partition, seen from
+/// one side), replacing what was there; with no addresses it only removes the table.
+fn cut_rules(from: &[Ipv4Addr]) -> String {
+    let mut s = String::from("table ip netsim_cut {}\ndelete table ip netsim_cut\n");
+    if from.is_empty() {
+        return s;
+    }
+    let set: Vec<String> = from.iter().map(ToString::to_string).collect();
+    s.push_str(&format!(
+        "table ip netsim_cut {{\n  chain input {{ type filter hook input priority -310; \
+         policy accept;\n    ip saddr {{ {} }} drop\n  }}\n}}\n",
+        set.join(", ")
+    ));
+    s
+}
+
+/// The nft script that cuts a host off entirely (its death, as its peers see it): every
+/// packet in and out of `eth0` dropped, including the kernel's FIN and RST.
+fn isolate_rules() -> String {
+    "table ip netsim_cut {}\ndelete table ip netsim_cut\ntable ip netsim_cut {\n  \
+     chain input { type filter hook input priority -310; policy accept;\n    \
+     iifname \"eth0\" drop\n  }\n  \
+     chain output { type filter hook output priority -310; policy accept;\n    \
+     oifname \"eth0\" drop\n  }\n}\n"
+        .to_owned()
+}
+
+/// The (local, peer) addresses of `ss -Htn state established` output.
+fn established(ss: &str) -> Vec<(String, String)> {
+    ss.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // Recv-Q Send-Q Local:Port Peer:Port [Process]
+            let local = fields.get(2)?;
+            let peer = fields.get(3)?;
+            (local.contains(':') && peer.contains(':'))
+                .then(|| ((*local).to_owned(), (*peer).to_owned()))
+        })
+        .collect()
+}
+
+/// The IP part of `ip:port` (IPv4; IPv6 in brackets is returned without them).
+pub(super) fn host_part(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// The pid in a namespace name `hnsim<pid>-...`, if it is one of ours.
+fn owner_pid(ns: &str) -> Option<u32> {
+    let rest = ns.strip_prefix(PREFIX)?;
+    let (pid, _) = rest.split_once('-')?;
+    pid.parse().ok()
+}
+
+/// Removes the namespaces of earlier runs whose process is gone.
+pub(super) fn remove_stale() {
+    for ns in support::list() {
+        let Some(pid) = owner_pid(&ns) else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("netsim: removing {ns}, left by run {pid}");
+            support::remove_all(&format!("{PREFIX}{pid}-"));
+        }
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every thread started
+/// after) and starts a thread that waits for one, removes the namespaces and exits.
+/// Children inherit the blocked mask (the standard library keeps it), which does not
+/// matter here: every device is ended with SIGKILL, and `ip`, `nft` and `ss` are short.
+pub(super) fn watch_signals(prefix: String) -> anyhow::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(sig);
+    }
+    set.thread_block().context("blocking signals")?;
+    std::thread::Builder::new()
+        .name("netsim-signals".into())
+        .spawn(move || {
+            if let Ok(sig) = set.wait() {
+                // Held until the exit: no device starts while the namespaces go.
+                let _no_spawn = SPAWNING.lock();
+                eprintln!("\nnetsim: {sig}: removing the namespaces and stopping");
+                support::remove_all(&prefix);
+                std::process::exit(130);
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_rules_drop_the_other_half() {
+        assert_eq!(
+            cut_rules(&[]),
+            "table ip netsim_cut {}\ndelete table ip netsim_cut\n"
+        );
+        let r = cut_rules(&[host_ip(0), host_ip(1)]);
+        assert!(r.contains("ip saddr { 10.77.0.1, 10.77.0.2 } drop"));
+        assert!(r.contains("hook input priority -310"));
+        assert_eq!(r.matches('{').count(), r.matches('}').count());
+        let iso = isolate_rules();
+        assert!(iso.contains("iifname \"eth0\" drop") && iso.contains("oifname \"eth0\" drop"));
+        assert_eq!(iso.matches('{').count(), iso.matches('}').count());
+    }
+
+    #[test]
+    fn ss_output_parses() {
+        let out = "0      0      10.77.0.1:40412   10.77.0.2:35553\n\
+                   0      0      10.77.0.1:41000   10.77.0.3:41234   users:((\"hail\",pid=1,fd=9))\n\
+                   garbage\n";
+        assert_eq!(
+            established(out),
+            [
+                ("10.77.0.1:40412".to_owned(), "10.77.0.2:35553".to_owned()),
+                ("10.77.0.1:41000".to_owned(), "10.77.0.3:41234".to_owned()),
+            ]
+        );
+        assert_eq!(host_part("10.77.0.2:35553"), "10.77.0.2");
+        assert_eq!(host_part("[::1]:80"), "::1");
+    }
+
+    #[test]
+    fn owner_pid_parses() {
+        assert_eq!(owner_pid("hnsim1234-h7"), Some(1234));
+        assert_eq!(owner_pid("hnsim1234-br"), Some(1234));
+        assert_eq!(owner_pid("hnsimx-br"), None);
+        assert_eq!(owner_pid("other-1"), None);
+    }
+
+    #[test]
+    fn host_addresses() {
+        assert_eq!(host_ip(0), Ipv4Addr::new(10, 77, 0, 1));
+        assert_eq!(
+            host_ip(super::super::args::MAX_HOSTS - 1),
+            Ipv4Addr::new(10, 77, 0, 200)
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! `cargo xtask netsim`: `hail` devices on a simulated LAN, with loss, duplication and
+//! faults, as root.
+//!
+//! ```text
+//!   bridge namespace  <pfx>br:   br0 (mcast_snooping 0) -- v0 v1 v2 ... (veth ends)
+//!                                                          |  |  |
+//!   host namespaces   <pfx>h0, <pfx>h1, ...:             eth0 (10.77.0.<i+1>/24), lo
+//! ```
+//!
+//! The namespaces, veths and bridge come from `hail-testsupport` (the crate the namespace
+//! tests use too); every namespace is named `hnsim<pid>-...`, so parallel runs cannot
+//! collide, and nothing touches the host's own network: the bridge lives in a namespace of
+//! its own, multicast goes out of each host's `eth0` only (`--interface`, TTL 1 by
+//! default). Loss is an nftables `numgen random` drop on input inside each host namespace,
+//! duplication an nftables `dup` on output; a partition is a further input drop of the
+//! other half's addresses. Each device is `hail listen --json` (crates/hail-cli, built once
+//! in release mode) run with `ip netns exec`; its JSON lines are timestamped on arrival.
+//!
+//! Everything is removed afterwards: a guard's `Drop` kills what runs in the namespaces
+//! and deletes them, on success, error or panic; SIGINT, SIGTERM and SIGHUP are blocked
+//! and waited for by a thread that does the same and exits. Namespaces left by a run that
+//! was killed outright (its pid gone) are removed at the next start.
+//!
+//! Scenarios (each in every `--modes` mode, plain and sealed with a passphrase):
+//! - discovery: N devices start at once; the time from the last one's start until every
+//!   device has joined every other, for each size and loss rate, `--runs` times.
+//! - kill: a device is killed with SIGKILL, as a process (its kernel closes its
+//!   connections) and as a host (its namespace cut off first, then SIGKILL); the time
+//!   until every other device has reported it gone.
+//! - partition: nft drops between two halves until each half has seen the other leave;
+//!   then the cut is lifted, and the time until the mesh is whole again is measured.
+//! - restart: a device is killed and started again under the same name; every other
+//!   device must join the new incarnation (new id), and afterwards each pair holds exactly
+//!   one established TCP connection (`ss`), none to the dead process: checked 2 s after
+//!   the new id is joined (a miss there is noted as "settled late") and failed if still
+//!   wrong 5 s later.
+//!
+//! Where it cannot run (not root, no `ip`, no `nft`, namespaces refused) it prints
+//! `netsim: skipped: <reason>` and succeeds.
+//!
+//! Files: `args.rs` the options, `lan.rs` the LAN (impairment, partitions, cleanup,
+//! signals, `ss`), `sim.rs` the device processes and what they print, `scenarios.rs` the
+//! four scenarios, `report.rs` the cells, goals and `latest.json`.
+
+mod args;
+mod lan;
+mod report;
+mod scenarios;
+mod sim;
+
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+use args::Scenario;
+pub(crate) use args::{Args, Flags};
+use report::{Results, secs};
+use scenarios::Runner;
+use sim::build_hail;
+
+use crate::cmd;
+
+/// Builds the LAN, runs the scenarios, prints the figures and the goals.
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    let pid = std::process::id();
+    let prefix = format!("{}{pid}-", lan::PREFIX);
+    let namespaces = match lan::open(&prefix)? {
+        Ok(namespaces) => namespaces,
+        Err(why) => {
+            println!("netsim: skipped: {why}");
+            return Ok(());
+        }
+    };
+    // Built before signals are watched: a Ctrl-C during the build ends it as usual.
+    let hail = build_hail()?;
+    lan::watch_signals(prefix.clone())?;
+    lan::remove_stale();
+    let out_dir = cmd::root().join("target").join("netsim");
+    let logs = out_dir.join("logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+
+    let hosts = args.hosts();
+    let started = Instant::now();
+    println!(
+        "netsim: {hosts} host namespaces ({prefix}h*) on a bridge in {prefix}br; device logs in {}",
+        logs.display()
+    );
+    let mut lan = lan::Lan::create(namespaces, hosts)?;
+    println!("netsim: LAN up in {}", secs(Some(started.elapsed())));
+    let mut runner = Runner::new(&mut lan, &hail, &logs, args.dup);
+    let mut results = Results::default();
+    let has = |s: Scenario| args.scenarios.contains(&s);
+    if has(Scenario::Discovery) {
+        println!(
+            "\n== discovery: all see all, from the last device's start ({} runs each)",
+            args.runs
+        );
+        for &mode in &args.modes {
+            for &n in &args.sizes {
+                for &loss in &args.loss {
+                    let cell = runner.discovery(mode, n, loss, args.runs)?;
+                    results.discovery.push((mode, n, loss, cell));
+                }
+            }
+        }
+    }
+    let (n, loss, fr) = (args.fault_size, args.fault_loss, args.fault_runs);
+    if has(Scenario::Kill) {
+        println!(
+            "\n== kill: SIGKILL of one device, until every other reports it gone ({fr} runs each)"
+        );
+        for &mode in &args.modes {
+            results.kill.push(runner.kill(mode, n, loss, fr, false)?);
+            results
+                .host_gone
+                .push(runner.kill(mode, n, loss, fr, true)?);
+        }
+    }
+    if has(Scenario::Partition) {
+        println!(
+            "\n== partition: two halves cut apart until each sees the other gone, then healed; time to one mesh ({fr} runs each)"
+        );
+        for &mode in &args.modes {
+            results.partition.push(runner.partition(mode, n, loss, fr)?);
+        }
+    }
+    if has(Scenario::Restart) {
+        println!(
+            "\n== restart: SIGKILL and start again under the same name; time until all joined the new id ({fr} runs each)"
+        );
+        for &mode in &args.modes {
+            results.restart.push(runner.restart(mode, n, loss, fr)?);
+        }
+    }
+    drop(lan);
+
+    let goals = results.goals();
+    let missed = report::print_goals(&goals);
+    let broken = results.broken();
+    report::write_json(&out_dir, args, &results, &goals)?;
+    println!(
+        "netsim: done in {}; figures in {}",
+        secs(Some(started.elapsed())),
+        out_dir.join("latest.json").display()
+    );
+    if broken > 0 {
+        bail!("{broken} run(s) failed (see above)");
+    }
+    if args.strict && missed > 0 {
+        bail!("{missed} goal(s) missed");
+    }
+    Ok(())
+}

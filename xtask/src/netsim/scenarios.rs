@@ -1,0 +1,307 @@
+//! The scenarios: discovery, kill (process and host), partition and restart, each run a
+//! number of times on fresh devices, timed into a [`Cell`].
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::args::Mode;
+use super::lan::{Lan, host_ip, host_part};
+use super::report::{Cell, secs};
+use super::sim::Sim;
+
+/// How long a fault may take to be noticed before the run counts as failed: 20 s.
+const FAULT_LIMIT: Duration = Duration::from_secs(20);
+/// After a restart has been recognised, how long links get to settle before `ss` counts
+/// them: 2 s.
+const SETTLE: Duration = Duration::from_secs(2);
+/// When links have not settled after [`SETTLE`], how much longer they get before the
+/// run fails: 5 s.
+const SETTLE_MORE: Duration = Duration::from_secs(5);
+
+/// Runs the scenarios on one LAN; counts runs so each gets its own multicast port.
+#[derive(Debug)]
+pub(super) struct Runner<'a> {
+    lan: &'a mut Lan,
+    hail: &'a Path,
+    logs: &'a Path,
+    run: usize,
+    dup: u8,
+}
+
+impl<'a> Runner<'a> {
+    /// A runner of `hail` (with its device logs in `logs`) on `lan`; `dup` is the
+    /// duplication wherever loss is above 0.
+    pub(super) fn new(lan: &'a mut Lan, hail: &'a Path, logs: &'a Path, dup: u8) -> Self {
+        Self {
+            lan,
+            hail,
+            logs,
+            run: 0,
+            dup,
+        }
+    }
+
+    fn sim(&mut self, mode: Mode) -> Sim<'_> {
+        self.run += 1;
+        Sim::new(self.lan, self.hail, self.logs, mode, self.run)
+    }
+
+    pub(super) fn discovery(
+        &mut self,
+        mode: Mode,
+        n: usize,
+        loss: u8,
+        runs: usize,
+    ) -> anyhow::Result<Cell> {
+        let dup = if loss == 0 { 0 } else { self.dup };
+        let mut cell = Cell::new(format!(
+            "discovery {:<6} N={n:<3} loss {loss:>2}% dup {dup}%",
+            mode.name()
+        ));
+        self.lan.impair(n, loss, dup)?;
+        for r in 0..runs {
+            let mut sim = self.sim(mode);
+            match sim.start_mesh(n) {
+                Ok((t, startup)) => {
+                    cell.times.push(t);
+                    cell.extra.push(startup);
+                }
+                Err(why) => cell.fail(r, why),
+            }
+            let dups: usize = sim.procs.iter().map(|p| p.duplicate_names).sum();
+            if dups > 0 {
+                *cell
+                    .notes
+                    .entry("duplicate-name reports".into())
+                    .or_default() += dups;
+            }
+        }
+        cell.runs = runs;
+        println!("{}", cell.line("startup"));
+        Ok(cell)
+    }
+
+    /// SIGKILL of the last device, as a process (`cut` false) or as a host (`cut`: its
+    /// namespace cut off first, so no FIN or RST leaves it).
+    pub(super) fn kill(
+        &mut self,
+        mode: Mode,
+        n: usize,
+        loss: u8,
+        runs: usize,
+        cut: bool,
+    ) -> anyhow::Result<Cell> {
+        let what = if cut {
+            "host cut off + SIGKILL"
+        } else {
+            "process SIGKILL"
+        };
+        let mut cell = Cell::new(format!(
+            "gone {:<6} N={n} loss {loss}%, {what}",
+            mode.name()
+        ));
+        self.lan.impair(n, loss, self.dup)?;
+        for r in 0..runs {
+            let victim_host = n - 1;
+            let mut sim = self.sim(mode);
+            if let Err(why) = sim.start_mesh(n) {
+                cell.fail(r, format!("mesh: {why}"));
+                continue;
+            }
+            let (v, name, id) = sim.on_host(victim_host);
+            if cut {
+                sim.lan.isolate(victim_host)?;
+            }
+            let t0 = Instant::now();
+            sim.kill(v);
+            let done = sim.wait(t0 + FAULT_LIMIT, |s| s.gone(&name, &id));
+            if cut {
+                sim.lan.cut(victim_host, &[])?;
+            }
+            match done {
+                Some(at) => cell.times.push(at.saturating_duration_since(t0)),
+                None => cell.fail(
+                    r,
+                    format!("not reported gone within {}", secs(Some(FAULT_LIMIT))),
+                ),
+            }
+            for reason in sim.left_reasons(&name, &id) {
+                *cell.notes.entry(reason.to_owned()).or_default() += 1;
+            }
+        }
+        cell.runs = runs;
+        println!("{}", cell.line(""));
+        Ok(cell)
+    }
+
+    pub(super) fn partition(
+        &mut self,
+        mode: Mode,
+        n: usize,
+        loss: u8,
+        runs: usize,
+    ) -> anyhow::Result<Cell> {
+        let mut cell = Cell::new(format!(
+            "heal {:<6} N={n} loss {loss}%, halves",
+            mode.name()
+        ));
+        self.lan.impair(n, loss, self.dup)?;
+        let a: BTreeSet<usize> = (0..n / 2).collect();
+        let b: BTreeSet<usize> = (n / 2..n).collect();
+        let ips =
+            |set: &BTreeSet<usize>| -> Vec<Ipv4Addr> { set.iter().map(|i| host_ip(*i)).collect() };
+        for r in 0..runs {
+            let mut sim = self.sim(mode);
+            if let Err(why) = sim.start_mesh(n) {
+                cell.fail(r, format!("mesh: {why}"));
+                continue;
+            }
+            let t_cut = Instant::now();
+            for h in 0..n {
+                let other = if a.contains(&h) { ips(&b) } else { ips(&a) };
+                sim.lan.cut(h, &other)?;
+            }
+            let split = sim.wait(t_cut + FAULT_LIMIT, |s| s.split(&a, &b));
+            let t_heal = Instant::now();
+            for h in 0..n {
+                sim.lan.cut(h, &[])?;
+            }
+            let Some(split) = split else {
+                cell.fail(
+                    r,
+                    format!(
+                        "the halves still saw each other after {}",
+                        secs(Some(FAULT_LIMIT))
+                    ),
+                );
+                continue;
+            };
+            cell.extra.push(split.saturating_duration_since(t_cut));
+            match sim.wait(t_heal + FAULT_LIMIT, Sim::all_see_all) {
+                Some(at) => cell.times.push(at.saturating_duration_since(t_heal)),
+                None => cell.fail(
+                    r,
+                    format!(
+                        "not one mesh within {}: {}",
+                        secs(Some(FAULT_LIMIT)),
+                        sim.missing()
+                    ),
+                ),
+            }
+        }
+        cell.runs = runs;
+        println!("{}", cell.line("split noticed"));
+        Ok(cell)
+    }
+
+    pub(super) fn restart(
+        &mut self,
+        mode: Mode,
+        n: usize,
+        loss: u8,
+        runs: usize,
+    ) -> anyhow::Result<Cell> {
+        let mut cell = Cell::new(format!(
+            "restart {:<6} N={n} loss {loss}%, same name",
+            mode.name()
+        ));
+        self.lan.impair(n, loss, self.dup)?;
+        for r in 0..runs {
+            let victim_host = n - 1;
+            let mut sim = self.sim(mode);
+            if let Err(why) = sim.start_mesh(n) {
+                cell.fail(r, format!("mesh: {why}"));
+                continue;
+            }
+            let (v, name, old) = sim.on_host(victim_host);
+            let t0 = Instant::now();
+            sim.kill(v);
+            let fresh = sim.spawn(victim_host)?;
+            let done = sim.wait(t0 + FAULT_LIMIT, |s| s.all_see_all() && s.gone(&name, &old));
+            let Some(at) = done else {
+                cell.fail(
+                    r,
+                    format!(
+                        "new incarnation not joined by all within {}: {}",
+                        secs(Some(FAULT_LIMIT)),
+                        sim.missing()
+                    ),
+                );
+                continue;
+            };
+            cell.times.push(at.saturating_duration_since(t0));
+            if sim.procs[fresh].id.as_deref() == Some(old.as_str()) {
+                cell.fail(r, "the restarted device kept its old id".into());
+                continue;
+            }
+            for reason in sim.left_reasons(&name, &old) {
+                *cell.notes.entry(format!("old left: {reason}")).or_default() += 1;
+            }
+            // Let duplicate links close, then count the established TCP connections.
+            let _ = sim.wait(Instant::now() + SETTLE, |_| false);
+            if let Err(first) = check_links(&sim, victim_host) {
+                // Slow to settle, or kept? Look again later.
+                let _ = sim.wait(Instant::now() + SETTLE_MORE, |_| false);
+                match check_links(&sim, victim_host) {
+                    Ok(()) => {
+                        eprintln!("netsim: {}: run {r}: settled late: {first}", cell.label);
+                        *cell.notes.entry("links settled late".into()).or_default() += 1;
+                    }
+                    Err(why) => cell.fail(
+                        r,
+                        format!("{why} (still, {} later)", secs(Some(SETTLE_MORE))),
+                    ),
+                }
+            }
+        }
+        cell.runs = runs;
+        println!("{}", cell.line(""));
+        Ok(cell)
+    }
+}
+
+/// Exactly one established connection between the restarted device and each other
+/// device, seen from both ends, and none left to the dead process (open or half-closed).
+fn check_links(sim: &Sim<'_>, victim_host: usize) -> Result<(), String> {
+    let victim_ip = host_ip(victim_host).to_string();
+    let mine = sim.lan.tcp(victim_host, "established")?;
+    let mut problems = Vec::new();
+    for p in sim.live().filter(|p| p.host != victim_host) {
+        let their_ip = host_ip(p.host).to_string();
+        let here = mine
+            .iter()
+            .filter(|(_, peer)| host_part(peer) == their_ip)
+            .count();
+        let to_victim = |(_, peer): &&(String, String)| host_part(peer) == victim_ip;
+        let theirs = sim.lan.tcp(p.host, "established")?;
+        let there: Vec<&(String, String)> = theirs.iter().filter(to_victim).collect();
+        // A connection their end holds open that the restarted end does not have (the dead
+        // process's sockets are closed, so only the fresh process holds any there), or
+        // one the dead end closed and theirs still holds (close-wait).
+        let unmatched = there
+            .iter()
+            .filter(|(local, peer)| !mine.iter().any(|(l, pe)| l == peer && pe == local))
+            .count();
+        let half_closed = sim
+            .lan
+            .tcp(p.host, "close-wait")?
+            .iter()
+            .filter(to_victim)
+            .count();
+        let stale = unmatched + half_closed;
+        if here != 1 || there.len() != 1 || stale > 0 {
+            problems.push(format!(
+                "{}: {here} link(s) at the restarted end, {} at its end, {stale} stale",
+                p.name,
+                there.len()
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("links after the restart: {}", problems.join("; ")))
+    }
+}
