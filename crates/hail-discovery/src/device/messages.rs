@@ -24,7 +24,20 @@ const MSG_METHOD: &str = "hail/msg";
 /// The RPC method that carries [`Device::ask`] questions.
 const ASK_METHOD: &str = "hail/ask";
 
-/// Whom to send to or ask.
+/// Whom to send to or ask: a name (`&str`, `String`), several (`Vec<String>`, a slice or
+/// an array of `&str`), or [`Targets::All`].
+///
+/// ```
+/// use hail_discovery::Targets;
+///
+/// let name = String::from("lamp");
+/// assert_eq!(Targets::from(&name), Targets::One("lamp".into()));
+/// assert_eq!(Targets::from(name), Targets::One("lamp".into()));
+/// assert_eq!(
+///     Targets::from(["lamp", "fan"]),
+///     Targets::Many(vec!["lamp".into(), "fan".into()])
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Targets {
     /// One device by name.
@@ -38,6 +51,24 @@ pub enum Targets {
 impl From<&str> for Targets {
     fn from(name: &str) -> Self {
         Self::One(name.to_owned())
+    }
+}
+
+impl From<String> for Targets {
+    fn from(name: String) -> Self {
+        Self::One(name)
+    }
+}
+
+impl From<&String> for Targets {
+    fn from(name: &String) -> Self {
+        Self::One(name.clone())
+    }
+}
+
+impl<const N: usize> From<[&str; N]> for Targets {
+    fn from(names: [&str; N]) -> Self {
+        Self::Many(names.iter().map(|n| (*n).to_owned()).collect())
     }
 }
 
