@@ -132,7 +132,8 @@ mod peer_table;
 
 pub use advert::{
     Advert, AdvertError, Announce, Hello, Kind, LinkMessage, MAX_ADDRESSES, MAX_ADVERT_LEN,
-    MAX_LINK_MESSAGE_LEN, MAX_NAME_LEN, MAX_PEER_RECORDS, PeerRecord, validate_name,
+    MAX_LINK_MESSAGE_LEN, MAX_NAME_LEN, MAX_PEER_RECORDS, PeerRecord, normalize_name,
+    validate_name,
 };
 pub use config::{
     LocalDevice, MAX_BURST, MAX_LEASE, MAX_PEER_LEASE, MIN_PEER_LEASE, PeerTableConfig,

@@ -63,10 +63,13 @@ pub struct DeviceBuilder {
 }
 
 impl Device {
-    /// A builder for a device named `name` (1 to 64 bytes of UTF-8, no control characters).
+    /// A builder for a device named `name`: 1 to 64 bytes of UTF-8 by the rule of
+    /// [`NameError`](crate::NameError) (checked when the device starts), brought into
+    /// Unicode NFC here ([`normalize_name`](crate::normalize_name)), so a name typed as
+    /// decomposed characters is the same name as its composed form.
     pub fn builder(name: impl Into<String>) -> DeviceBuilder {
         DeviceBuilder {
-            name: name.into(),
+            name: crate::normalize_name(&name.into()),
             group: DEFAULT_GROUP,
             interface: None,
             ttl: 1,
