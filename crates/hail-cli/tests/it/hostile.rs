@@ -100,6 +100,7 @@ fn nothing_a_hostile_peer_sends_reaches_the_terminal_raw() {
         assert_inert("hail listen", line);
     }
     let joined = lines.iter().find(|l| l.starts_with("joined")).unwrap();
+    assert!(joined.starts_with(&format!("joined {name} (")), "{joined}");
     let message = lines.iter().find(|l| l.contains("message from")).unwrap();
     assert!(
         message.contains(r"fine\r\u{1b}[1A\u{1b}[2Kjoined root\u{1b}]0;pwned\u{7}"),
