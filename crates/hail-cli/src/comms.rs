@@ -10,7 +10,7 @@
 //! `listen`).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -165,9 +165,7 @@ where
 {
     match command {
         CommsCommand::Listen { port, opts } => {
-            let ip = common
-                .interface
-                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V4);
+            let ip = common.listen_ip().kind(Kind::Usage)?;
             listen(common, SocketAddr::new(ip, port), &opts, payload).await
         }
         CommsCommand::Connect { addr, wait, opts } => {

@@ -28,7 +28,9 @@ mod fail;
 mod mcast;
 mod out;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use hail::multicast::Interface;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -57,11 +59,13 @@ pub(crate) struct Common {
         value_name = "PASSPHRASE"
     )]
     pub(crate) passphrase: Option<String>,
-    /// IPv4 interface, by address (`lo` means 127.0.0.1): multicast goes out and comes in
-    /// on it, and links listen on it (`comms listen` too). Default: every up,
-    /// multicast-capable interface (and 0.0.0.0 for listening).
-    #[arg(long, global = true, value_parser = parse_interface, value_name = "ADDR")]
-    pub(crate) interface: Option<Ipv4Addr>,
+    /// Interface, by name (`eth0`, `lo`), index (`3`) or address (`192.168.1.20`,
+    /// `fe80::1`); repeat it for several. Multicast goes out and comes in on each; with
+    /// one, links listen on its first IPv4 address (`comms listen` too). An unknown one is
+    /// an error that lists the host's interfaces. Default: every up, multicast-capable
+    /// interface (and 0.0.0.0 for listening).
+    #[arg(long, global = true, value_parser = parse_interface, value_name = "IF", action = ArgAction::Append)]
+    pub(crate) interface: Vec<Interface>,
     /// Multicast group ADDR:PORT. Default: 239.255.72.76:5676 for devices,
     /// 239.255.72.77:5677 for `mcast`. Port 0 is refused for devices (each would pick its
     /// own port and be alone) and for `mcast send`; `mcast recv` picks a free port and
@@ -125,13 +129,31 @@ impl Command {
     }
 }
 
-/// `lo` or an IPv4 address.
-fn parse_interface(s: &str) -> Result<Ipv4Addr, String> {
-    if s == "lo" || s == "localhost" {
-        return Ok(Ipv4Addr::LOCALHOST);
+/// An interface by name, index or address (`localhost` means 127.0.0.1).
+fn parse_interface(s: &str) -> Result<Interface, String> {
+    if s == "localhost" {
+        return Ok(Interface::from(Ipv4Addr::LOCALHOST));
     }
-    s.parse()
-        .map_err(|_| format!("`{s}` is not an IPv4 address (or `lo`)"))
+    s.parse::<Interface>().map_err(|e| e.to_string())
+}
+
+impl Common {
+    /// Where links listen: on the first IPv4 address of the one interface named, or on
+    /// every interface (0.0.0.0) when none or several are named.
+    pub(crate) fn listen_ip(&self) -> anyhow::Result<IpAddr> {
+        let [only] = self.interface.as_slice() else {
+            return Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        };
+        if let Interface::Addr(a @ IpAddr::V4(_)) = only {
+            return Ok(*a);
+        }
+        let info = only.resolve()?;
+        info.addrs
+            .iter()
+            .copied()
+            .find(IpAddr::is_ipv4)
+            .ok_or_else(|| anyhow::anyhow!("interface {info} has no IPv4 address to listen on"))
+    }
 }
 
 /// A duration: `500ms`, `2s`, `1.5s`, `1m`, or plain seconds (`3`).
@@ -308,9 +330,23 @@ mod tests {
 
     #[test]
     fn interfaces_parse() {
-        assert_eq!(parse_interface("lo"), Ok(Ipv4Addr::LOCALHOST));
-        assert_eq!(parse_interface("10.0.0.2"), Ok(Ipv4Addr::new(10, 0, 0, 2)));
-        assert!(parse_interface("eth0").is_err());
+        assert_eq!(parse_interface("lo"), Ok(Interface::Name("lo".into())));
+        assert_eq!(
+            parse_interface("localhost"),
+            Ok(Interface::from(Ipv4Addr::LOCALHOST))
+        );
+        assert_eq!(
+            parse_interface("10.0.0.2"),
+            Ok(Interface::from(Ipv4Addr::new(10, 0, 0, 2)))
+        );
+        assert_eq!(
+            parse_interface("fe80::1"),
+            Ok(Interface::Addr("fe80::1".parse().unwrap()))
+        );
+        assert_eq!(parse_interface("3"), Ok(Interface::Index(3)));
+        assert_eq!(parse_interface("eth0"), Ok(Interface::Name("eth0".into())));
+        assert!(parse_interface("").is_err());
+        assert!(parse_interface("a-name-longer-than-ifnamsiz").is_err());
     }
 
     #[test]

@@ -145,6 +145,8 @@ pub use device::{
 };
 pub use error::{ConfigError, NameError, ResolveError};
 pub use format::{FormatError, MessageFormat};
+/// How [`DeviceBuilder::interface`] names an interface (from hail-multicast).
+pub use hail_multicast::Interface;
 pub use id::{ConnId, DeviceId, DialId};
 pub use peer_table::{
     Action, CloseReason, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, PeerTable,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use hail_crypto::{GroupKey, KdfParams};
 use hail_link::{Heartbeat, LinkConfig, Server, ServerConfig};
-use hail_multicast::Channel;
+use hail_multicast::{Channel, Interface};
 use hail_rpc::{Handlers, RpcConfig};
 use hail_wire::Binary;
 use tokio::sync::{mpsc, oneshot};
@@ -48,7 +48,7 @@ impl std::fmt::Debug for Secret {
 pub struct DeviceBuilder {
     name: String,
     group: SocketAddr,
-    interface: Option<Ipv4Addr>,
+    interfaces: Vec<Interface>,
     ttl: u32,
     listen: SocketAddr,
     advertise: Vec<IpAddr>,
@@ -71,7 +71,7 @@ impl Device {
         DeviceBuilder {
             name: crate::normalize_name(&name.into()),
             group: DEFAULT_GROUP,
-            interface: None,
+            interfaces: Vec::new(),
             ttl: 1,
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
             advertise: Vec::new(),
@@ -95,11 +95,20 @@ impl DeviceBuilder {
         self
     }
 
-    /// The IPv4 interface (by address) adverts are sent and received on. Default: every
-    /// up, multicast-capable interface (`hail-multicast`'s default). Tests set
-    /// `127.0.0.1`.
-    pub fn interface(mut self, addr: Ipv4Addr) -> Self {
-        self.interface = Some(addr);
+    /// An interface adverts are sent and received on, named the way users name them: by
+    /// name (`"eth0"`, `"lo"`), index (`3u32`), or one of its addresses (`Ipv4Addr`,
+    /// `Ipv6Addr`, or as text); see [`Interface`]. Call it again for more interfaces.
+    /// Default: every up, multicast-capable interface (`hail-multicast`'s default). Tests
+    /// set `"lo"` or `127.0.0.1`.
+    ///
+    /// Each is looked up when the device starts: an unknown one fails
+    /// [`start`](Self::start) with
+    /// [`MulticastError::InterfaceNotFound`](hail_multicast::MulticastError::InterfaceNotFound),
+    /// which lists the host's interfaces. Unless [`advertise`](Self::advertise) says
+    /// otherwise, the device advertises the IPv4 addresses of the interfaces named here
+    /// (links run over IPv4 for now).
+    pub fn interface(mut self, interface: impl Into<Interface>) -> Self {
+        self.interfaces.push(interface.into());
         self
     }
 
@@ -218,8 +227,8 @@ impl DeviceBuilder {
         }
         let channel = if self.multicast {
             let mut b = Channel::builder(self.group).ttl(self.ttl);
-            if let Some(i) = self.interface {
-                b = b.interface(i);
+            for i in &self.interfaces {
+                b = b.interface(i.clone());
             }
             if let Some(k) = key.clone() {
                 b = b.key(k);
@@ -238,8 +247,12 @@ impl DeviceBuilder {
         let port = server.local_addr().port();
         let mut advertise = self.advertise.clone();
         if advertise.is_empty() {
-            if let Some(i) = self.interface {
-                advertise.push(IpAddr::V4(i));
+            for i in &self.interfaces {
+                for a in i.resolve()?.addrs {
+                    if a.is_ipv4() && !advertise.contains(&a) {
+                        advertise.push(a);
+                    }
+                }
             }
         }
         let local =

@@ -5,6 +5,7 @@ mod delivery;
 mod device;
 mod format;
 mod graceful_stop;
+mod interfaces;
 #[cfg(target_os = "linux")]
 mod netns;
 mod passphrase;
