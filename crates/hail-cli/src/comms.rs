@@ -162,7 +162,12 @@ where
 {
     match command {
         CommsCommand::Listen { port, opts } => {
-            let ip = common.listen_ip().kind(Kind::Usage)?;
+            let ip = common
+                .listen_ip(matches!(
+                    common.interface.as_slice(),
+                    [hail::multicast::Interface::Addr(std::net::IpAddr::V6(_))]
+                ))
+                .kind(Kind::Usage)?;
             listen(common, SocketAddr::new(ip, port), &opts, payload).await
         }
         CommsCommand::Connect { addr, wait, opts } => {

@@ -138,7 +138,9 @@ async fn start(common: &Common, name: &str, port: u16) -> anyhow::Result<(Device
     for i in &common.interface {
         builder = builder.interface(i.clone());
     }
-    let ip = common.listen_ip().kind(Kind::Usage)?;
+    let ip = common
+        .listen_ip(common.group.is_some_and(|g| g.is_ipv6()))
+        .kind(Kind::Usage)?;
     builder = builder.listen(SocketAddr::new(ip, port));
     if let Some(p) = &common.passphrase {
         builder = builder.passphrase(p.clone());

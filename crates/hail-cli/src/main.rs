@@ -66,8 +66,10 @@ pub(crate) struct Common {
     /// interface (and 0.0.0.0 for listening).
     #[arg(long, global = true, value_parser = parse_interface, value_name = "IF", action = ArgAction::Append)]
     pub(crate) interface: Vec<Interface>,
-    /// Multicast group ADDR:PORT. Default: 239.255.72.76:5676 for devices,
-    /// 239.255.72.77:5677 for `mcast`. Port 0 is refused for devices (each would pick its
+    /// Multicast group ADDR:PORT, IPv4 or IPv6 (`'[ff02::1:2]:5676'`: link-local scope,
+    /// with `--interface eth0`; devices then listen on `[::]` and link over IPv6,
+    /// link-local addresses dialed with the interface's scope). Default:
+    /// 239.255.72.76:5676 for devices, 239.255.72.77:5677 for `mcast`. Port 0 is refused for devices (each would pick its
     /// own port and be alone) and for `mcast send`; `mcast recv` picks a free port and
     /// prints it.
     #[arg(long, global = true, value_name = "ADDR:PORT")]
@@ -138,21 +140,30 @@ fn parse_interface(s: &str) -> Result<Interface, String> {
 }
 
 impl Common {
-    /// Where links listen: on the first IPv4 address of the one interface named, or on
-    /// every interface (0.0.0.0) when none or several are named.
-    pub(crate) fn listen_ip(&self) -> anyhow::Result<IpAddr> {
-        let [only] = self.interface.as_slice() else {
-            return Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    /// Where links listen: on the one interface named, on its first address of the
+    /// family wanted (IPv6 when `v6`, for an IPv6 group; link-local addresses skipped, a
+    /// listener on them would need the scope), or on every interface (`0.0.0.0` or `[::]`)
+    /// when none or several are named, or the interface has no such address.
+    pub(crate) fn listen_ip(&self, v6: bool) -> anyhow::Result<IpAddr> {
+        let any = if v6 {
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         };
-        if let Interface::Addr(a @ IpAddr::V4(_)) = only {
-            return Ok(*a);
+        let [only] = self.interface.as_slice() else {
+            return Ok(any);
+        };
+        let usable = |a: &IpAddr| match a {
+            IpAddr::V4(_) => !v6,
+            IpAddr::V6(a6) => v6 && !a6.is_unicast_link_local(),
+        };
+        if let Interface::Addr(a) = only {
+            if usable(a) {
+                return Ok(*a);
+            }
         }
         let info = only.resolve()?;
-        info.addrs
-            .iter()
-            .copied()
-            .find(IpAddr::is_ipv4)
-            .ok_or_else(|| anyhow::anyhow!("interface {info} has no IPv4 address to listen on"))
+        Ok(info.addrs.iter().copied().find(usable).unwrap_or(any))
     }
 }
 

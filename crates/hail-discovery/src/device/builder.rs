@@ -2,7 +2,7 @@
 //! [`DeviceBuilder::start`], which opens the sockets and spawns the driver.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -50,7 +50,7 @@ pub struct DeviceBuilder {
     group: SocketAddr,
     interfaces: Vec<Interface>,
     ttl: u32,
-    listen: SocketAddr,
+    listen: Option<SocketAddr>,
     advertise: Vec<IpAddr>,
     passphrase: Option<Secret>,
     kdf: KdfParams,
@@ -60,6 +60,25 @@ pub struct DeviceBuilder {
     multicast: bool,
     format: MessageFormat,
     event_capacity: usize,
+}
+
+/// Where links listen by default: every address of the group's family, any port.
+fn default_listen(group: SocketAddr) -> SocketAddr {
+    let any = match group {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(any, 0)
+}
+
+/// Whether an address of a named interface goes into the adverts: one of the group's
+/// family, where links listen by default. Not an IPv6 link-local one: an advert has no
+/// room for its scope, and peers dial the advert's source address, which carries it.
+fn advertisable(a: IpAddr, group: SocketAddr) -> bool {
+    match a {
+        IpAddr::V4(_) => group.is_ipv4(),
+        IpAddr::V6(v6) => group.is_ipv6() && !v6.is_unicast_link_local(),
+    }
 }
 
 impl Device {
@@ -73,7 +92,7 @@ impl Device {
             group: DEFAULT_GROUP,
             interfaces: Vec::new(),
             ttl: 1,
-            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            listen: None,
             advertise: Vec::new(),
             passphrase: None,
             kdf: KdfParams::default(),
@@ -105,8 +124,9 @@ impl DeviceBuilder {
     /// [`start`](Self::start) with
     /// [`MulticastError::InterfaceNotFound`](hail_multicast::MulticastError::InterfaceNotFound),
     /// which lists the host's interfaces. Unless [`advertise`](Self::advertise) says
-    /// otherwise, the device advertises the IPv4 addresses of the interfaces named here
-    /// (links run over IPv4 for now).
+    /// otherwise, the device advertises the addresses of the interfaces named here that
+    /// are of the group's family (IPv6 link-local ones excepted: peers dial the advert's
+    /// source address, with its scope).
     pub fn interface(mut self, interface: impl Into<Interface>) -> Self {
         self.interfaces.push(interface.into());
         self
@@ -118,10 +138,11 @@ impl DeviceBuilder {
         self
     }
 
-    /// TCP listen address for links. Default: `0.0.0.0:0`, every interface on an
-    /// ephemeral port, so many devices share a host.
+    /// TCP listen address for links. Default: every interface on an ephemeral port, so
+    /// many devices share a host: `0.0.0.0:0` with an IPv4 group, `[::]:0` with an IPv6
+    /// group (dual-stack where the host allows it, so IPv4 peers can dial it too).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
-        self.listen = addr;
+        self.listen = Some(addr);
         self
     }
 
@@ -239,7 +260,7 @@ impl DeviceBuilder {
         };
         let group = channel.as_ref().map_or(self.group, Channel::group);
         let (server, server_events) = Server::bind(
-            self.listen,
+            self.listen.unwrap_or_else(|| default_listen(group)),
             ServerConfig::default().link(link.clone()),
             Binary,
         )
@@ -249,7 +270,7 @@ impl DeviceBuilder {
         if advertise.is_empty() {
             for i in &self.interfaces {
                 for a in i.resolve()?.addrs {
-                    if a.is_ipv4() && !advertise.contains(&a) {
+                    if advertisable(a, group) && !advertise.contains(&a) {
                         advertise.push(a);
                     }
                 }

@@ -8,4 +8,6 @@ mod graceful_stop;
 mod interfaces;
 #[cfg(target_os = "linux")]
 mod netns;
+#[cfg(target_os = "linux")]
+mod netns_v6;
 mod passphrase;
