@@ -93,24 +93,32 @@ impl Device {
     /// links exist for a short while (until the duplicate is drained and closed); two
     /// messages sent in that window can take different links and arrive swapped. None is
     /// lost either way.
+    ///
+    /// The targets are served at once, not one after another: a peer whose link is full
+    /// (it reads slowly) delays only its own entry; `send` returns when every target's
+    /// message is handed over or failed, in the order the targets were named.
+    #[must_use = "each target's result says whether its message was handed over"]
     pub async fn send(
         &self,
         targets: impl Into<Targets>,
         msg: Bytes,
     ) -> Vec<(String, Result<(), SendError>)> {
         let names = self.target_names(targets.into());
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            let r = match self.shared.resolve_rpc(&name) {
-                Ok(peer) => peer
-                    .notify(MSG_METHOD, (&self.name, msg.as_ref()))
-                    .await
-                    .map_err(|_| SendError::NotConnected),
-                Err(e) => Err(send_error(e)),
-            };
-            out.push((name, r));
-        }
-        out
+        let sends = names.into_iter().map(|name| {
+            let peer = self.shared.resolve_rpc(&name);
+            let msg = &msg;
+            async move {
+                let r = match peer {
+                    Ok(peer) => peer
+                        .notify(MSG_METHOD, (&self.name, msg.as_ref()))
+                        .await
+                        .map_err(|_| SendError::NotConnected),
+                    Err(e) => Err(send_error(e)),
+                };
+                (name, r)
+            }
+        });
+        join_all(sends).await
     }
 
     /// Asks each target `question` and waits for all answers, at most `timeout`. Returns

@@ -177,7 +177,8 @@ async fn events_dropped_on_a_full_stream_are_reported_once_there_is_room() {
         queued += 1;
     }
     assert_eq!(queued, EVENT_CAPACITY);
-    switch.send("lamp", Bytes::from_static(b"after")).await;
+    let sent = switch.send("lamp", Bytes::from_static(b"after")).await;
+    assert_eq!(sent, [("lamp".to_string(), Ok(()))]);
     let next = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
     assert_eq!(
         next.expect("an event").expect("running"),

@@ -105,9 +105,10 @@ async fn text_format_sends_plain_utf8_and_refuses_other_values() {
     assert_eq!(lamp.decode::<String>(&payload).unwrap(), "lights on");
     assert!(switch.send_msg("lamp", &42).await.is_err());
     // The bytes API is unchanged.
-    switch
+    let sent = switch
         .send("lamp", bytes::Bytes::from_static(b"\xff raw"))
         .await;
+    assert_eq!(sent, [("lamp".to_string(), Ok(()))]);
     let payload = next_message(&mut el).await;
     assert_eq!(payload.as_ref(), b"\xff raw");
     assert!(lamp.decode::<String>(&payload).is_err());
