@@ -127,6 +127,14 @@ pub(crate) fn run() -> anyhow::Result<()> {
             // that depend on each other are verified together through a local registry
             // (target/package/tmp-registry), offline. --allow-dirty: the gate runs on work
             // in progress too; what is packaged is the working tree.
+            // Stale tarballs of an earlier run in target/package are reused too.
+            if let Some(target) = metadata["target_directory"].as_str() {
+                let scratch = std::path::Path::new(target).join("package");
+                if scratch.exists() {
+                    std::fs::remove_dir_all(&scratch)
+                        .with_context(|| format!("removing {}", scratch.display()))?;
+                }
+            }
             forget_unpacked(&published)?;
             let mut package = cmd::cargo(["package", "--locked", "--allow-dirty"]);
             for name in &published {
