@@ -125,18 +125,25 @@ pub(crate) fn run() -> anyhow::Result<()> {
             // The published crates only (`cargo package --workspace` would package the
             // `publish = false` ones too, and fail on their path-only dependencies). Crates
             // that depend on each other are verified together through a local registry
-            // (target/package/tmp-registry), offline. --allow-dirty: the gate runs on work
-            // in progress too; what is packaged is the working tree.
-            // Stale tarballs of an earlier run in target/package are reused too.
-            if let Some(target) = metadata["target_directory"].as_str() {
-                let scratch = std::path::Path::new(target).join("package");
-                if scratch.exists() {
-                    std::fs::remove_dir_all(&scratch)
-                        .with_context(|| format!("removing {}", scratch.display()))?;
-                }
+            // (<check dir>/package/tmp-registry), offline. --allow-dirty: the gate runs on
+            // work in progress too; what is packaged is the working tree.
+            //
+            // Cargo takes registry crates as immutable: it reuses what it built and unpacked
+            // for `hail-link 0.1.0` earlier, although our tree changed under that version.
+            // So the check builds in a target dir of its own, emptied first (its
+            // dependencies compile again: about 40 s more than sharing target/), and the
+            // unpacked copies of our crates are forgotten.
+            let target = metadata["target_directory"]
+                .as_str()
+                .context("cargo metadata: no target_directory")?;
+            let check_dir = std::path::Path::new(target).join("package-check");
+            if check_dir.exists() {
+                std::fs::remove_dir_all(&check_dir)
+                    .with_context(|| format!("removing {}", check_dir.display()))?;
             }
             forget_unpacked(&published)?;
             let mut package = cmd::cargo(["package", "--locked", "--allow-dirty"]);
+            package.arg("--target-dir").arg(&check_dir);
             for name in &published {
                 package.args(["-p", name]);
             }

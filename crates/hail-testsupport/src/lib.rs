@@ -7,7 +7,8 @@
 //!   root, no `ip`, `ip netns add` refused (or, with [`Namespaces::require_nft`], no working
 //!   `nft` inside a namespace) is [`Error::Unavailable`], which [`OrSkip::or_skip`] turns into
 //!   a printed `SKIPPED: <reason>` and `None`.
-//! - [`veth`]: a veth pair between two namespaces; [`Lan`]: hosts on a bridge that lives in a
+//! - [`veth`]: a veth pair between two namespaces; [`link_local_pair`]: two namespaces on a
+//!   veth pair with IPv6 link-local addresses only; [`Lan`]: hosts on a bridge that lives in a
 //!   namespace of its own (nothing touches the host's interfaces), each host's `eth0` with an
 //!   address of one /24 and the multicast route.
 //! - [`nft`] runs an nftables script inside a namespace; [`impairment`] writes the script that
@@ -39,7 +40,7 @@ mod nft;
 
 #[cfg(target_os = "linux")]
 pub use netns::in_netns;
-pub use netns::{Lan, Namespaces, host_ip, list, remove, remove_all, veth};
+pub use netns::{Lan, Namespaces, host_ip, link_local_pair, list, remove, remove_all, veth};
 pub use nft::{impairment, nft};
 
 use std::process::Command;

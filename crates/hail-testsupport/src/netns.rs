@@ -155,6 +155,19 @@ pub fn veth(a: (&str, &str), b: (&str, &str)) -> Result<(), Error> {
     ip(&["-n", nb, "link", "set", ib, "up"])
 }
 
+/// Two namespaces `<prefix>a` and `<prefix>b` joined by a veth pair (`v0` in a, `v1` in b)
+/// that carries only IPv6 link-local addresses, `fe80::a` and `fe80::b` (no duplicate
+/// address detection, so they are usable at once): an IPv6-only link. Returns the two
+/// namespace names.
+pub fn link_local_pair(namespaces: &mut Namespaces) -> Result<(String, String), Error> {
+    let a = namespaces.add("a")?;
+    let b = namespaces.add("b")?;
+    veth((&a, "v0"), (&b, "v1"))?;
+    ip(&["-n", &a, "addr", "add", "fe80::a/64", "dev", "v0", "nodad"])?;
+    ip(&["-n", &b, "addr", "add", "fe80::b/64", "dev", "v1", "nodad"])?;
+    Ok((a, b))
+}
+
 /// Hosts on one Ethernet segment:
 ///
 /// ```text

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hail_discovery::{Device, DeviceEvent, PeerInfo};
-use hail_testsupport::{Namespaces, OrSkip, in_netns, ip, veth};
+use hail_testsupport::{Namespaces, OrSkip, in_netns, link_local_pair};
 
 const GROUP: &str = "[ff02::4a1:78]:47790";
 
@@ -81,17 +81,7 @@ fn two_devices_on_link_local_ipv6_only_discover_link_and_talk() {
     let Some(mut ns) = Namespaces::for_test("d6").or_skip() else {
         return;
     };
-    let a = ns.add("a").expect("namespace a");
-    let b = ns.add("b").expect("namespace b");
-    veth((&a, "v0"), (&b, "v1")).expect("veth pair");
-    for args in [
-        vec!["-n", &a, "addr", "add", "fe80::a/64", "dev", "v0", "nodad"],
-        vec!["-n", &b, "addr", "add", "fe80::b/64", "dev", "v1", "nodad"],
-        vec!["-n", &a, "link", "set", "lo", "up"],
-        vec!["-n", &b, "link", "set", "lo", "up"],
-    ] {
-        ip(&args).expect("set up the veth pair");
-    }
+    let (a, b) = link_local_pair(&mut ns).expect("veth pair with link-local addresses");
     let done = Arc::new(Barrier::new(2));
     let ta = host(&a, "six-a", "v0", "six-b", Arc::clone(&done));
     let tb = host(&b, "six-b", "v1", "six-a", done);
