@@ -77,6 +77,7 @@ pub struct PeerTableConfig {
     pub(crate) hello_timeout: Duration,
     pub(crate) redial_initial: Duration,
     pub(crate) redial_max: Duration,
+    pub(crate) dial_yield: Duration,
     pub(crate) reconnect_grace: Duration,
     pub(crate) goodbye_grace: Duration,
     pub(crate) gossip: bool,
@@ -102,6 +103,7 @@ impl Default for PeerTableConfig {
             hello_timeout: Duration::from_secs(3),
             redial_initial: Duration::from_millis(100),
             redial_max: Duration::from_secs(5),
+            dial_yield: Duration::from_millis(250),
             reconnect_grace: Duration::from_millis(500),
             goodbye_grace: Duration::from_millis(500),
             gossip: true,
@@ -146,6 +148,12 @@ impl PeerTableConfig {
     /// [`PeerTableConfigBuilder::goodbye_grace`]).
     pub fn goodbye_grace(&self) -> Duration {
         self.goodbye_grace
+    }
+
+    /// How long the device with the larger id waits for the other's dial before it
+    /// dials (see [`PeerTableConfigBuilder::dial_yield`]).
+    pub fn dial_yield(&self) -> Duration {
+        self.dial_yield
     }
 
     /// Static peer addresses dialed directly.
@@ -239,6 +247,21 @@ impl PeerTableConfigBuilder {
     /// left. Default: 500 ms.
     pub fn reconnect_grace(mut self, grace: Duration) -> Self {
         self.config.reconnect_grace = grace;
+        self
+    }
+
+    /// Two devices that hear each other would both dial at once, and the one-link rule
+    /// would then close one of the two links (the one dialed by the larger id). Instead
+    /// the device with the larger id waits this long for the other's dial before it
+    /// dials itself (a link from the peer meanwhile makes its dial unneeded); the smaller
+    /// id dials at once. Only a first dial waits: redials after a failure do not. Zero:
+    /// both dial at once. Default: 250 ms (the other's dial normally arrives within a few
+    /// milliseconds of the advert; the wait is paid only where it does not come, as
+    /// when the peer does not hear this device's adverts or does not auto-connect).
+    /// Fewer duplicate links mean fewer handshakes and no window in which two messages
+    /// to one peer can take different links.
+    pub fn dial_yield(mut self, wait: Duration) -> Self {
+        self.config.dial_yield = wait;
         self
     }
 
@@ -346,6 +369,7 @@ impl PeerTableConfigBuilder {
             ("probe_answer_jitter", c.probe_answer_jitter),
             ("hello_timeout", c.hello_timeout),
             ("redial_max", c.redial_max),
+            ("dial_yield", c.dial_yield),
             ("reconnect_grace", c.reconnect_grace),
             ("goodbye_grace", c.goodbye_grace),
             ("gossip_lease", c.gossip_lease),

@@ -59,8 +59,9 @@
 //!
 //! # The peer table alone
 //!
-//! Two tables, wired by hand: `b` hears `a`'s announcement, dials, and both exchange
-//! hellos over the link the driver made.
+//! Two tables, wired by hand: `b` hears `a`'s announcement, dials (at once: its id is the
+//! smaller, the larger would first wait for `a`'s dial), and both exchange hellos over the
+//! link the driver made.
 //!
 //! ```
 //! use std::net::SocketAddr;
@@ -71,12 +72,13 @@
 //!
 //! let now = Instant::now();
 //! let ip = "127.0.0.1".parse()?;
-//! let new_table = |name: &str, port| {
-//!     let local = LocalDevice::new(DeviceId::random(), name, port).with_addresses([ip]);
+//! let new_table = |id: u8, name: &str, port| {
+//!     let id = DeviceId::from_bytes([id; 16]);
+//!     let local = LocalDevice::new(id, name, port).with_addresses([ip]);
 //!     PeerTable::new(PeerTableConfig::default(), local, rand::random())
 //! };
-//! let mut a = new_table("lamp", 40001)?;
-//! let mut b = new_table("switch", 40002)?;
+//! let mut a = new_table(2, "lamp", 40001)?;
+//! let mut b = new_table(1, "switch", 40002)?;
 //! a.start(now);
 //! b.start(now);
 //!

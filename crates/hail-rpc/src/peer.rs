@@ -223,9 +223,14 @@ impl RpcPeer {
         self.inner.wait_for(Session::is_idle).await;
     }
 
-    /// Waits until no handler runs or waits for the remote (calls of ours may be in
-    /// flight): what a graceful server shutdown waits for.
-    pub(crate) async fn done_serving(&self) {
+    /// Waits until no handler runs and no request or notification waits for one
+    /// ([`running_handlers`](Self::running_handlers) and
+    /// [`queued_requests`](Self::queued_requests) are 0); calls of ours may still be in
+    /// flight. What a graceful server shutdown waits for, and what a closed link's
+    /// owner waits for before it disconnects the peer, so what the remote sent before it
+    /// closed is served. Woken by the peer itself, never by polling; resolves at once
+    /// when that already holds. Bound the wait with `tokio::time::timeout`.
+    pub async fn done_serving(&self) {
         self.inner.wait_for(|s| !s.is_serving()).await;
     }
 

@@ -119,12 +119,7 @@ impl Driver {
                 // RpcConfig::max_concurrent_handlers running): let the queue run (its
                 // messages are delivered, late), at most DRAIN_LIMIT, then disconnect.
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(DRAIN_LIMIT, async {
-                        while peer.queued_requests() > 0 {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                    })
-                    .await;
+                    let _ = tokio::time::timeout(DRAIN_LIMIT, peer.done_serving()).await;
                     l.driver.disconnected(Disconnect::Lost);
                 });
             }
@@ -146,18 +141,12 @@ impl Driver {
             l.joined |= reason == CloseReason::Duplicate;
             let c = l.conn.clone();
             if reason == CloseReason::Duplicate {
-                let peer = l.driver.peer().downgrade();
+                let peer = l.driver.peer();
                 tokio::spawn(async move {
                     tokio::time::sleep(DUPLICATE_LINGER).await;
-                    let _ = tokio::time::timeout(DRAIN_LIMIT, async {
-                        while peer
-                            .upgrade()
-                            .is_some_and(|p| p.in_flight() + p.running_handlers() > 0)
-                        {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                    })
-                    .await;
+                    // Woken when the last call or handler on it ends (a lost link ends
+                    // them all), or at DRAIN_LIMIT.
+                    let _ = tokio::time::timeout(DRAIN_LIMIT, peer.idle()).await;
                     c.close();
                 });
             } else {

@@ -89,10 +89,11 @@ impl Device {
     /// it was handed over or why not.
     ///
     /// Order: messages to one peer arrive in the order they were sent while they travel
-    /// on one link. Right after two devices dialed each other at the same moment, both
-    /// links exist for a short while (until the duplicate is drained and closed); two
-    /// messages sent in that window can take different links and arrive swapped. None is
-    /// lost either way.
+    /// on one link. Right after two devices dialed each other at the same moment (rare:
+    /// the larger id waits for the smaller's dial, see
+    /// [`dial_yield`](crate::PeerTableConfigBuilder::dial_yield)), both links exist for
+    /// a short while (until the duplicate is drained and closed); two messages sent in
+    /// that window can take different links and arrive swapped. None is lost either way.
     ///
     /// The targets are served at once, not one after another: a peer whose link is full
     /// (it reads slowly) delays only its own entry; `send` returns when every target's

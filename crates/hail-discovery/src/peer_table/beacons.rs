@@ -65,7 +65,7 @@ impl PeerTable {
                             }
                         }
                     }
-                    self.maybe_dial(a.id);
+                    self.maybe_dial(a.id, now);
                 }
             }
             Advert::Probe { from: id } => {

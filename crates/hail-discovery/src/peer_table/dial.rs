@@ -74,7 +74,7 @@ impl PeerTable {
         }
     }
 
-    pub(super) fn maybe_dial(&mut self, id: DeviceId) {
+    pub(super) fn maybe_dial(&mut self, id: DeviceId, now: Instant) {
         if self.phase != Phase::Running || !self.config.auto_connect {
             return;
         }
@@ -82,6 +82,29 @@ impl PeerTable {
             return;
         };
         if p.active.is_some() || p.dial != DialState::Idle || !p.keep() {
+            return;
+        }
+        // The smaller id's dial is the one the one-link rule keeps: the larger waits for
+        // it, once, before dialing too.
+        let wait = self.config.dial_yield;
+        if p.failures == 0 && !wait.is_zero() && self.local.id > id && !p.dial_addrs().is_empty() {
+            let until = now + wait;
+            trace!(peer = %id, ?wait, "waiting for the peer's dial");
+            self.peers.get_mut(&id).expect("present").dial = DialState::Yielding(until);
+            return;
+        }
+        self.dial_now(id);
+    }
+
+    /// Dials `id` at the addresses it can be reached at, if it has any and no dial runs.
+    pub(super) fn dial_now(&mut self, id: DeviceId) {
+        if self.phase != Phase::Running || !self.config.auto_connect {
+            return;
+        }
+        let Some(p) = self.peers.get(&id) else {
+            return;
+        };
+        if p.active.is_some() || p.dial != DialState::Idle {
             return;
         }
         let addrs = p.dial_addrs();

@@ -95,7 +95,7 @@ impl PeerTable {
                     self.peers.insert(r.id, p);
                 }
             }
-            self.maybe_dial(r.id);
+            self.maybe_dial(r.id, now);
         }
     }
 }

@@ -107,7 +107,7 @@ impl PeerTable {
             consider(p.lease_until);
             consider(p.gossip_until);
             consider(p.grace_until);
-            if let DialState::Backoff(b) = p.dial {
+            if let DialState::Backoff(b) | DialState::Yielding(b) = p.dial {
                 consider(Some(b));
             }
         }
@@ -180,6 +180,10 @@ impl PeerTable {
         if matches!(p.dial, DialState::Backoff(t) if t <= now) {
             p.dial = DialState::Idle;
         }
+        let yielded = matches!(p.dial, DialState::Yielding(t) if t <= now);
+        if yielded {
+            p.dial = DialState::Idle;
+        }
         if p.grace_until.is_some_and(|t| t <= now) {
             p.grace_until = None;
             if p.active.is_none() {
@@ -188,7 +192,11 @@ impl PeerTable {
         }
         let p = &self.peers[&id];
         if p.keep() {
-            self.maybe_dial(id);
+            if yielded {
+                self.dial_now(id);
+            } else {
+                self.maybe_dial(id, now);
+            }
         } else if self.goodbyes.contains_key(&id) {
             // It said goodbye and waits for its links (or the grace): it departs there,
             // with its `PeerLeft`, not silently here.

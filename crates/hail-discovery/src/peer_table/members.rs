@@ -172,13 +172,9 @@ impl PeerTable {
             .tombstones
             .get(&id)
             .is_some_and(|t| t.kind == TombKind::Departed);
-        let awaiting_hello = self
-            .conns
-            .values()
-            .any(|c| matches!(c.state, ConnState::AwaitingHello { .. }));
         let wait = !grace.is_zero()
             && !departed
-            && (self.has_link(id) || awaiting_hello)
+            && (self.has_link(id) || self.awaiting_hello())
             && (self.goodbyes.contains_key(&id) || self.goodbyes.len() < self.config.max_peers);
         if wait {
             self.goodbyes.entry(id).or_insert(now + grace);
@@ -186,6 +182,13 @@ impl PeerTable {
         } else {
             self.depart(id, now);
         }
+    }
+
+    /// Whether any link still awaits its hello: it may be any device's.
+    fn awaiting_hello(&self) -> bool {
+        self.conns
+            .values()
+            .any(|c| matches!(c.state, ConnState::AwaitingHello { .. }))
     }
 
     /// Whether an established link to `id` is up, or one of its duplicates still drains.
@@ -198,12 +201,13 @@ impl PeerTable {
     }
 
     /// A goodbye on a link of `id`. Everything it sent on that link came before; unless
-    /// a duplicate link of it still drains, it leaves now.
+    /// a duplicate link of it still drains, or a link still awaits its hello (it may be
+    /// the device's other link, with what it sent there behind the hello), it leaves now.
     pub(super) fn goodbye_on_link(&mut self, id: DeviceId, now: Instant) {
         let grace = self.config.goodbye_grace;
-        if !grace.is_zero() && self.draining.values().any(|&p| p == id) {
+        if !grace.is_zero() && (self.draining.values().any(|&p| p == id) || self.awaiting_hello()) {
             self.goodbyes.entry(id).or_insert(now + grace);
-            trace!(peer = %id, "goodbye on its link; waiting for its duplicate link");
+            trace!(peer = %id, "goodbye on its link; waiting for its other links");
         } else {
             self.depart(id, now);
         }
@@ -213,12 +217,7 @@ impl PeerTable {
     /// left leaves. While any link awaits its hello, none does: that link may be one of
     /// theirs, with what they sent behind the hello.
     pub(super) fn goodbye_progress(&mut self, now: Instant) {
-        if self.goodbyes.is_empty()
-            || self
-                .conns
-                .values()
-                .any(|c| matches!(c.state, ConnState::AwaitingHello { .. }))
-        {
+        if self.goodbyes.is_empty() || self.awaiting_hello() {
             return;
         }
         let done: Vec<DeviceId> = self

@@ -25,6 +25,9 @@ pub(super) enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum DialState {
     Idle,
+    /// A first dial waits until then for the peer's own (see
+    /// [`dial_yield`](crate::PeerTableConfigBuilder::dial_yield)).
+    Yielding(Instant),
     Dialing(DialId),
     Backoff(Instant),
 }
@@ -201,9 +204,13 @@ pub(super) struct Tomb {
 /// - **Answering newcomers.** An announce from a peer the table has no lease or link for
 ///   (new, or gone after a timeout, as when a partition heals) is answered with the table's
 ///   own announce after the probe answer jitter, at most once per 500 ms, so both sides
-///   learn of each other (and both dial) from one exchange instead of each waiting for its
-///   own next beacon. A dial to such a peer still in backoff or in flight (started while it
-///   was unreachable) is started afresh.
+///   learn of each other from one exchange instead of each waiting for its own next
+///   beacon. A dial to such a peer still in backoff or in flight (started while it was
+///   unreachable) is started afresh.
+/// - **Who dials.** Of two devices that learn of each other, the smaller id dials at once;
+///   the larger waits [`dial_yield`](crate::PeerTableConfigBuilder::dial_yield) for that
+///   dial (its link joining makes a dial of its own unneeded) and dials only if none
+///   came. Redials after a failure do not wait.
 /// - **Redial.** A peer that is advertised (lease or gossip lease live) but not connected
 ///   is redialed with exponential backoff; static addresses are redialed for as long as
 ///   no link to the device behind them is up.

@@ -67,11 +67,36 @@ fn table(n: u8, name: &str) -> PeerTable {
 
 /// A started table with its start actions and events drained.
 fn started(n: u8, name: &str, t0: Instant) -> PeerTable {
-    let mut t = table(n, name);
+    started_with(n, name, PeerTableConfig::default(), t0)
+}
+
+/// [`started`] with `config`.
+fn started_with(n: u8, name: &str, config: PeerTableConfig, t0: Instant) -> PeerTable {
+    let mut t = table_with(n, name, config);
     t.start(t0);
     actions(&mut t);
     events(&mut t);
     t
+}
+
+/// The defaults, but both sides of a pair dial at once (no
+/// [`dial_yield`](crate::PeerTableConfigBuilder::dial_yield)).
+fn no_yield() -> PeerTableConfig {
+    PeerTableConfig::builder()
+        .dial_yield(Duration::ZERO)
+        .build()
+        .unwrap()
+}
+
+/// A link from device `n` accepted as `conn` (its hello not yet in); its actions drained.
+fn accept(t: &mut PeerTable, conn: ConnId, n: u8, now: Instant) {
+    t.link_up(
+        conn,
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(n), 50000),
+        now,
+    );
+    actions(t);
 }
 
 fn actions(t: &mut PeerTable) -> Vec<Action> {

@@ -537,3 +537,28 @@ fn a_new_id_replaces_an_unconnected_holder_on_another_host() {
         "nothing had joined, nothing left"
     );
 }
+
+#[test]
+fn a_goodbye_on_the_link_waits_for_a_link_still_awaiting_its_hello() {
+    // a and b dialed each other at once. b took its second link for the active one,
+    // sent a message there, then (the first having won) one more on the first, and said
+    // goodbye on it. Here the second still awaits b's hello, with the first message
+    // behind it: b leaves only once that link is done.
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    accept(&mut t, ConnId(11), 2, t0);
+    t.link_message(ConnId(10), LinkMessage::Goodbye { from: id(2) }, t0 + ms(2));
+    assert!(left(&events(&mut t)).is_empty(), "a link may still be b's");
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(3));
+    assert!(left(&events(&mut t)).is_empty());
+    t.link_message(ConnId(11), hello(2, "b", 1), t0 + ms(4));
+    assert_eq!(
+        t.peer_of(ConnId(11)),
+        Some(id(2)),
+        "what follows is a member's"
+    );
+    assert!(left(&events(&mut t)).is_empty());
+    t.link_closed(ConnId(11), LinkCloseReason::Lost, t0 + ms(5));
+    assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
+}
