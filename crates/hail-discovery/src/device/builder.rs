@@ -287,7 +287,6 @@ impl DeviceBuilder {
             question: OnceLock::new(),
             handlers: Handlers::new(),
             events: events_tx,
-            msg_permit: Mutex::new(None),
             dropped_events: AtomicU64::new(0),
             unreported_drops: AtomicU64::new(0),
             counters: Mutex::new(Default::default()),

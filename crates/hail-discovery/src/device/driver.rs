@@ -9,11 +9,13 @@
 //! phases.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::join_all;
+use futures_util::future::{FutureExt, join_all};
+use futures_util::stream::{SelectAll, Stream, StreamExt};
 use hail_link::{CloseReason as LinkClose, Server, ServerEvent, ServerEvents};
 use hail_multicast::{Channel, Datagram, MulticastError};
 use hail_rpc::Disconnect;
@@ -30,18 +32,24 @@ use super::shared::{LinkEntry, Shared, lock};
 use crate::id::{ConnId, DialId};
 use crate::peer_table::{Action, Event, LinkOrigin};
 
-/// Capacity of the queue from link readers and dials to the device's task: 1024 items;
-/// a full queue makes the link readers wait (TCP flow control slows the peers).
+/// Capacity of the queue from the dials to the device's task: 1024 outcomes (at most one
+/// per dial in flight).
 const INTERNAL_CAPACITY: usize = 1024;
 /// Longest link frames wait for room in a full event stream before they go on without
 /// it (their messages dropped and counted, until there is room again): 1 s. A stream
 /// read slowly slows the senders down; one not read at all does not stop the device.
 const EVENT_STALL_LIMIT: Duration = Duration::from_secs(1);
+/// Most link inputs (frames, link ends, dial outcomes) handled in one turn of the
+/// driver's loop once one has arrived: 64. Bounds how long timers and the multicast
+/// channel wait behind a busy link.
+const INPUT_BATCH: usize = 64;
+
 /// How long shutdown keeps reading links after its goodbyes (until the peers close
 /// their side), and then waits for queued messages to go out: 500 ms each.
 const SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
 
-/// What the dials and the readers of dialed links tell the driver.
+/// What the dials (through the driver's queue) and the dialed links (read in its loop)
+/// tell the driver.
 pub(super) enum Internal {
     Dialed {
         dial: DialId,
@@ -73,13 +81,15 @@ pub(super) struct Driver {
     server_events: ServerEvents<Bytes>,
     pub(super) internal_tx: mpsc::Sender<Internal>,
     internal: mpsc::Receiver<Internal>,
+    /// The dialed links' frames and ends, read in the loop.
+    pub(super) dialed: SelectAll<Pin<Box<dyn Stream<Item = Internal> + Send>>>,
     stop: oneshot::Receiver<oneshot::Sender<()>>,
     dial_failures: DialFailures,
     /// The listener's authentication failures already reported.
     auth_failures_seen: u64,
     /// Room for one message event, reserved before a link frame is read: while the
     /// stream is full, link frames wait (their readers, then TCP, slow the peers down).
-    permit: Option<mpsc::OwnedPermit<DeviceEvent>>,
+    pub(super) permit: Option<mpsc::OwnedPermit<DeviceEvent>>,
     /// The application dropped its stream: frames go on (their events are dropped).
     events_gone: bool,
     /// Since when link frames wait for room, and whether they waited
@@ -108,6 +118,7 @@ impl Driver {
             server_events,
             internal_tx,
             internal,
+            dialed: SelectAll::new(),
             stop,
             dial_failures: DialFailures::default(),
             auth_failures_seen: 0,
@@ -153,9 +164,17 @@ impl Driver {
                 }
                 e = self.server_events.recv(), if frames_go => {
                     let Some(e) = e else { break };
-                    self.with_permit(|d| d.server_event(e));
+                    self.server_event(e);
+                    self.ready_input();
                 }
-                Some(m) = self.internal.recv(), if frames_go => self.with_permit(|d| d.internal(m)),
+                Some(m) = self.internal.recv(), if frames_go => {
+                    self.internal(m);
+                    self.ready_input();
+                }
+                Some(m) = self.dialed.next(), if frames_go => {
+                    self.internal(m);
+                    self.ready_input();
+                }
                 () = clock::sleep_until(deadline), if running => self.timeout(),
                 () = clock::sleep_until(drain_until), if !running => {
                     debug!(links = lock(&self.shared.links).len(), "links still open after the shutdown linger");
@@ -165,6 +184,31 @@ impl Driver {
             self.pump().await;
         }
         self.finish().await;
+    }
+
+    /// Handles the link input already waiting, at most [`INPUT_BATCH`] items, while there
+    /// is room for its messages: one turn of the loop (timers, the table's deadline, the
+    /// table's actions) serves a batch, not every frame.
+    fn ready_input(&mut self) {
+        let running = self.stopping.is_none();
+        for _ in 0..INPUT_BATCH {
+            if running && self.permit.is_none() && !self.events_gone && !self.overflow {
+                match self.shared.events.clone().try_reserve_owned() {
+                    Ok(p) => self.permit = Some(p),
+                    Err(mpsc::error::TrySendError::Full(_)) => return,
+                    Err(mpsc::error::TrySendError::Closed(_)) => self.events_gone = true,
+                }
+            }
+            if let Some(e) = self.server_events.try_recv() {
+                self.server_event(e);
+            } else if let Some(Some(m)) = self.dialed.next().now_or_never() {
+                self.internal(m);
+            } else if let Ok(m) = self.internal.try_recv() {
+                self.internal(m);
+            } else {
+                return;
+            }
+        }
     }
 
     /// A graceful stop: goodbyes on the group and on every link, then the drain phase.
@@ -191,14 +235,6 @@ impl Driver {
         }
     }
 
-    /// Handles link input with the reserved room in the event stream lent to the
-    /// `hail/msg` handler it may run.
-    fn with_permit(&mut self, handle: impl FnOnce(&mut Self)) {
-        *lock(&self.shared.msg_permit) = self.permit.take();
-        handle(self);
-        self.permit = lock(&self.shared.msg_permit).take();
-    }
-
     fn server_event(&mut self, e: ServerEvent<Bytes>) {
         match e {
             ServerEvent::Connected { id, addr } => {
@@ -211,7 +247,7 @@ impl Driver {
                     }
                 }
             }
-            ServerEvent::Message { id, msg } => self.frame(ConnId(id.get()), &msg),
+            ServerEvent::Message { id, msg } => self.frame(ConnId(id.get()), msg),
             ServerEvent::Closed { id, reason } => self.closed(ConnId(id.get()), &reason),
             _ => {}
         }
@@ -249,7 +285,7 @@ impl Driver {
                     }
                 }
             }
-            Internal::Frame { conn, frame } => self.frame(conn, &frame),
+            Internal::Frame { conn, frame } => self.frame(conn, frame),
             Internal::Ended { conn } => {
                 let reason = lock(&self.shared.links)
                     .get(&conn)

@@ -44,6 +44,14 @@ pub enum SendError {
     /// The device is known but not connected right now.
     #[error("not connected")]
     NotConnected,
+    /// The message (`len` bytes) is longer than the links carry in one frame
+    /// ([`LinkConfig::max_frame_len`](hail_link::LinkConfig::max_frame_len), less one
+    /// byte of the device's own); nothing was sent.
+    #[error("message of {len} bytes is longer than the link's frame limit")]
+    TooLarge {
+        /// The message's length.
+        len: usize,
+    },
 }
 
 /// Why a question got no answer from one target.

@@ -14,6 +14,8 @@ use tracing::debug;
 
 use super::clock;
 use super::driver::{Driver, Internal};
+use super::events::DeviceEvent;
+use super::messages::MESSAGE_TAG;
 use super::shared::{LinkEntry, lock};
 use crate::advert::{LinkMessage, MAGIC};
 use crate::id::ConnId;
@@ -43,51 +45,53 @@ impl Driver {
                 driver: Arc::new(driver),
                 closing: false,
                 joined: false,
+                peer_name: None,
             },
         );
         lock(&self.shared.table).link_up(id, origin, remote, clock::now());
     }
 
-    /// Reads a dialed link's frames into the driver's queue (the listener reads the
-    /// accepted ones).
-    pub(super) fn read_dialed(&self, id: ConnId, mut incoming: Incoming<Bytes>) {
-        let tx = self.internal_tx.clone();
-        // Holds no handle: the link lives as long as the driver keeps it.
-        tokio::spawn(async move {
-            while let Some(frame) = incoming.recv().await {
-                // Waits when the driver is behind: TCP flow control then
-                // slows the peer down, memory stays bounded.
-                if tx.send(Internal::Frame { conn: id, frame }).await.is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(Internal::Ended { conn: id }).await;
+    /// Reads a dialed link's frames in the driver's own loop (the listener's events
+    /// carry the accepted ones): no task of its own, no queue between the link and the
+    /// driver. While the driver does not read, the link's queue fills and TCP slows the
+    /// peer down.
+    pub(super) fn read_dialed(&mut self, id: ConnId, incoming: Incoming<Bytes>) {
+        let frames = futures_util::stream::unfold(Some(incoming), move |incoming| async move {
+            let mut incoming = incoming?;
+            Some(match incoming.recv().await {
+                Some(frame) => (Internal::Frame { conn: id, frame }, Some(incoming)),
+                None => (Internal::Ended { conn: id }, None),
+            })
         });
+        self.dialed.push(Box::pin(frames));
     }
 
-    pub(super) fn frame(&mut self, conn: ConnId, frame: &[u8]) {
+    pub(super) fn frame(&mut self, conn: ConnId, frame: Bytes) {
         if frame.starts_with(&MAGIC) {
             let Some(closing) = lock(&self.shared.links).get(&conn).map(|l| l.closing) else {
                 return;
             };
-            match LinkMessage::decode(frame) {
+            match LinkMessage::decode(&frame) {
                 // On a link being closed only a goodbye still counts: the peer may have
                 // taken this duplicate for the link to keep.
                 Ok(m) if closing && !matches!(m, LinkMessage::Goodbye { .. }) => {}
                 Ok(m) => {
-                    let joined = {
+                    let name = {
                         let mut table = lock(&self.shared.table);
                         table.link_message(conn, m, clock::now());
-                        table.peer_of(conn).is_some()
+                        table.name_on_link(conn).map(Arc::from)
                     };
-                    if joined {
+                    if let Some(name) = name {
                         if let Some(l) = lock(&self.shared.links).get_mut(&conn) {
                             l.joined = true;
+                            l.peer_name.get_or_insert(name);
                         }
                     }
                 }
                 Err(e) => debug!(%conn, error = %e, "dropped a discovery message"),
             }
+        } else if frame.first() == Some(&MESSAGE_TAG) {
+            self.message(conn, frame);
         } else {
             // The join (and anything else the table has to say) is reported before
             // what the peer sent after its hello.
@@ -103,8 +107,37 @@ impl Driver {
                 None => None,
             };
             if let Some(d) = driver {
-                d.packet(frame);
+                d.packet(&frame);
             }
+        }
+    }
+
+    /// A [`Device::send`](crate::Device::send) message: delivered in the order of its
+    /// link's frames, from the link's peer, with the room in the event stream the driver
+    /// reserved for it (the driver reads no link while there is none).
+    fn message(&mut self, conn: ConnId, frame: Bytes) {
+        // The join is reported before what the peer sent after its hello.
+        self.forward_events();
+        let from = match lock(&self.shared.links).get(&conn) {
+            // Also on a link being closed: what the peer sent before it closed counts.
+            Some(l) if l.joined => l.peer_name.clone(),
+            Some(_) => {
+                debug!(%conn, "dropped a message from a link without a joined peer");
+                None
+            }
+            None => None,
+        };
+        let Some(from) = from else { return };
+        let e = DeviceEvent::Message {
+            from: from.as_ref().to_owned(),
+            payload: frame.slice(1..),
+        };
+        match self.permit.take() {
+            Some(p) => {
+                self.shared.report_drops();
+                p.send(e);
+            }
+            None => self.shared.emit(e),
         }
     }
 
@@ -135,10 +168,16 @@ impl Driver {
         // DUPLICATE_LINGER, so the peer, which may not have the kept link's
         // hello yet, is not cut off meanwhile, then closes once its calls and
         // handlers are done: nothing in flight is lost to the one-link rule.
+        let name = (reason == CloseReason::Duplicate)
+            .then(|| lock(&self.shared.table).name_on_link(conn).map(Arc::from))
+            .flatten();
         if let Some(l) = lock(&self.shared.links).get_mut(&conn) {
             l.closing = true;
             // A duplicate is a joined peer's link too (both hellos arrived).
             l.joined |= reason == CloseReason::Duplicate;
+            if let Some(name) = name {
+                l.peer_name.get_or_insert(name);
+            }
             let c = l.conn.clone();
             if reason == CloseReason::Duplicate {
                 let peer = l.driver.peer();

@@ -7,19 +7,21 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
+use hail_link::LinkError;
 use hail_rpc::RpcError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::{AskError, SendError};
-use super::events::DeviceEvent;
 use super::handle::Device;
-use super::shared::{Shared, lock};
+use super::shared::Shared;
 use crate::error::ResolveError;
 use crate::format::FormatError;
 
-/// The RPC method that carries [`Device::send`] messages.
-const MSG_METHOD: &str = "hail/msg";
+/// The first byte of a link frame that carries a [`Device::send`] message; the rest of
+/// the frame is the payload. Discovery messages start with `H` (their magic `HAIL`) and
+/// RPC packets with their version, 1: the three never collide.
+pub(super) const MESSAGE_TAG: u8 = b'M';
 
 /// The RPC method that carries [`Device::ask`] questions.
 const ASK_METHOD: &str = "hail/ask";
@@ -106,14 +108,18 @@ impl Device {
     ) -> Vec<(String, Result<(), SendError>)> {
         let names = self.target_names(targets.into());
         let sends = names.into_iter().map(|name| {
-            let peer = self.shared.resolve_rpc(&name);
+            let link = self.shared.resolve_link(&name);
             let msg = &msg;
             async move {
-                let r = match peer {
-                    Ok(peer) => peer
-                        .notify(MSG_METHOD, (&self.name, msg.as_ref()))
-                        .await
-                        .map_err(|_| SendError::NotConnected),
+                let r = match link {
+                    Ok(link) => {
+                        link.send_parts(&[&[MESSAGE_TAG], msg])
+                            .await
+                            .map_err(|e| match e {
+                                LinkError::Encode(_) => SendError::TooLarge { len: msg.len() },
+                                _ => SendError::NotConnected,
+                            })
+                    }
                     Err(e) => Err(send_error(e)),
                 };
                 (name, r)
@@ -205,32 +211,11 @@ impl Device {
     }
 }
 
-/// Binds the methods behind `send` and `ask`. Both carry the sender's name: the group
-/// key authenticates the group, not the member, so the name is what the sender says it
-/// is (as in its adverts and hello).
+/// Binds the method behind `ask`. It carries the asker's name: the group key
+/// authenticates the group, not the member, so the name is what the asker says it is (as
+/// in its adverts and hello). Messages are link frames of their own
+/// ([`MESSAGE_TAG`]), whose sender is the link's peer.
 pub(super) fn bind_builtin(shared: &Arc<Shared>) {
-    let sink = Arc::downgrade(shared);
-    // Emitted before the handler returns: messages from one peer keep their order. With
-    // the room the driver reserved for it: a full stream makes the driver wait, not drop.
-    let _ = shared
-        .handlers
-        .bind(MSG_METHOD, move |(from, payload): (String, Vec<u8>)| {
-            if let Some(s) = sink.upgrade() {
-                let e = DeviceEvent::Message {
-                    from,
-                    payload: Bytes::from(payload),
-                };
-                let permit = lock(&s.msg_permit).take();
-                match permit {
-                    Some(p) => {
-                        s.report_drops();
-                        p.send(e);
-                    }
-                    None => s.emit(e),
-                }
-            }
-            async { Ok::<(), String>(()) }
-        });
     let weak = Arc::downgrade(shared);
     let _ = shared
         .handlers

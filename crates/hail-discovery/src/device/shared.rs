@@ -31,8 +31,11 @@ pub(super) struct LinkEntry {
     /// The table asked to close it; it is kept until it is closed.
     pub(super) closing: bool,
     /// The peer's hello made it a joined peer's link: only then are its RPC packets
-    /// served, so a message never comes from a peer that was not reported joined.
+    /// and messages served, so a message never comes from a peer that was not reported
+    /// joined.
     pub(super) joined: bool,
+    /// The joined peer's name: the sender of every message on this link.
+    pub(super) peer_name: Option<Arc<str>>,
 }
 
 pub(super) struct Shared {
@@ -42,9 +45,6 @@ pub(super) struct Shared {
     /// What every link answers: messages, questions and the user's own methods.
     pub(super) handlers: Handlers,
     pub(super) events: mpsc::Sender<DeviceEvent>,
-    /// Room in the event stream the driver reserved before handing a link frame to the
-    /// RPC layer: the `hail/msg` handler it runs delivers its message with it.
-    pub(super) msg_permit: Mutex<Option<mpsc::OwnedPermit<DeviceEvent>>>,
     pub(super) dropped_events: AtomicU64,
     /// Drops not yet reported as [`RunError::EventsDropped`].
     pub(super) unreported_drops: AtomicU64,
@@ -67,6 +67,15 @@ impl Shared {
         lock(&self.links)
             .get(&conn)
             .map(|l| l.driver.peer())
+            .ok_or_else(|| ResolveError::NotConnected(name.to_owned()))
+    }
+
+    /// The link to the one joined device named `name`.
+    pub(super) fn resolve_link(&self, name: &str) -> Result<Connection<Binary>, ResolveError> {
+        let (_, conn) = lock(&self.table).resolve(name)?;
+        lock(&self.links)
+            .get(&conn)
+            .map(|l| l.conn.clone())
             .ok_or_else(|| ResolveError::NotConnected(name.to_owned()))
     }
 

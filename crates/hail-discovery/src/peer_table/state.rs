@@ -364,6 +364,17 @@ impl PeerTable {
         }
     }
 
+    /// The name of the device at the other end of `conn`: an established link's, or a
+    /// duplicate's still draining.
+    pub fn name_on_link(&self, conn: ConnId) -> Option<&str> {
+        let id = match self.conns.get(&conn).map(|c| &c.state) {
+            Some(ConnState::Established { peer, .. }) => *peer,
+            Some(ConnState::AwaitingHello { .. }) => return None,
+            None => *self.draining.get(&conn)?,
+        };
+        self.peers.get(&id).map(|p| p.name.as_str())
+    }
+
     /// The one live device with this name and the link to it.
     pub fn resolve(&self, name: &str) -> Result<(DeviceId, ConnId), ResolveError> {
         let holders: Vec<&Peer> = self

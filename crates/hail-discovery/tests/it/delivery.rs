@@ -242,3 +242,70 @@ async fn a_message_queued_behind_busy_handlers_survives_the_senders_shutdown() {
     assert_eq!(got, "queued");
     lamp.shutdown().await;
 }
+
+/// Messages are link frames of their own, not RPC notifications: they take no handler
+/// slot and wait for none. Here the only slot (`max_concurrent_handlers(1)`, every handler
+/// in a task of its own) is held by a user method that finishes only once every message
+/// has arrived: they still all arrive, in order, named by the link's peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_wait_for_no_rpc_handler_and_keep_their_order() {
+    let rpc = hail_rpc::RpcConfig::default()
+        .inline_first_poll(false)
+        .max_concurrent_handlers(1);
+    let (lamp, mut events) = Device::builder("lamp")
+        .rpc(rpc)
+        .group(SocketAddr::from((Ipv4Addr::new(239, 255, 72, 84), 0)))
+        .interface(Ipv4Addr::LOCALHOST)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .expect("device starts");
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let started = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (held, running) = (release.clone(), started.clone());
+    lamp.handlers()
+        .bind("busy", move |(): ()| {
+            let (held, running) = (held.clone(), running.clone());
+            async move {
+                running.notify_one();
+                held.notified().await;
+                Ok::<(), String>(())
+            }
+        })
+        .unwrap();
+    let (switch, mut se) = device("switch", lamp.group()).await;
+    meet(&switch, &mut se, &lamp).await;
+    let peer = switch.peer("lamp").expect("linked");
+    let busy = tokio::spawn(async move {
+        peer.execute::<_, ()>("busy", (), Duration::from_secs(20))
+            .await
+    });
+    tokio::time::timeout(Duration::from_secs(5), started.notified())
+        .await
+        .expect("the busy method holds the slot");
+    let total = 500;
+    for i in 0..total {
+        let r = switch.send("lamp", Bytes::from(i.to_string())).await;
+        assert_eq!(r[0].1, Ok(()));
+    }
+    let mut next = 0;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while next < total {
+            if let DeviceEvent::Message { from, payload } = events.recv().await.expect("running") {
+                assert_eq!(from, "switch");
+                assert_eq!(payload, next.to_string(), "in order");
+                next += 1;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{next} of {total} messages arrived"));
+    release.notify_one();
+    assert_eq!(
+        busy.await.unwrap(),
+        Ok(()),
+        "the held call ends once released"
+    );
+    switch.shutdown().await;
+    lamp.shutdown().await;
+}

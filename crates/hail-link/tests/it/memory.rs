@@ -255,3 +255,54 @@ async fn a_secured_link_runs_over_memory_unchanged() {
     })
     .await;
 }
+
+/// A message sent in parts arrives as one message of their total length; one too long for
+/// the frame limit is refused whole and the link goes on; a full queue refuses
+/// `try_send_parts` at once, and nothing half-queued ever goes out.
+#[tokio::test(start_paused = true)]
+async fn a_message_in_parts_arrives_whole() {
+    let net = MemoryNetwork::new();
+    let link = LinkConfig::default()
+        .transport(Transport::memory(&net))
+        .max_frame_len(64)
+        .queue_bytes(256);
+    let (server, mut events) = Server::bind(
+        addr("127.0.0.1:7010"),
+        ServerConfig::default().link(link.clone()),
+        Binary,
+    )
+    .await
+    .unwrap();
+    let (_client, mut cev) = Client::connect(
+        server.local_addr(),
+        ClientConfig::default().link(link),
+        Binary,
+    )
+    .await
+    .unwrap();
+    client_connected(&mut cev).await;
+    let ServerEvent::Connected { id, .. } = server_event(&mut events).await else {
+        panic!("connected first")
+    };
+    let conn = server.connection(id).unwrap();
+    conn.send_parts(&[b"M", b"hello"]).await.unwrap();
+    assert!(matches!(
+        conn.send_parts(&[b"M", &[0u8; 64]]).await,
+        Err(LinkError::Encode(_))
+    ));
+    conn.try_send_parts(&[b"", b"two", b""]).unwrap();
+    assert_eq!(
+        client_message(&mut cev).await,
+        Bytes::from_static(b"Mhello")
+    );
+    assert_eq!(client_message(&mut cev).await, Bytes::from_static(b"two"));
+    // Nobody reads the client's side any more: the queue fills, and then refuses.
+    let full = loop {
+        match conn.try_send_parts(&[b"M", &[7u8; 60]]) {
+            Ok(()) => tokio::task::yield_now().await,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(full, LinkError::Full), "{full:?}");
+    assert!(conn.queued_bytes() <= 256 + 70, "{}", conn.queued_bytes());
+}
