@@ -12,8 +12,8 @@
 //!   its peer, p50 in ms.
 //! - `discovery/mesh-N`: N devices started together; time until every one has joined all
 //!   others, in ms.
-//! - `discovery/send-64B` and `discovery/send-1KiB`: `Device::send` one way from one
-//!   device to its linked peer, until the peer's event stream delivered every message,
+//! - `discovery/send-64B` and `discovery/send-1KiB`: messages one way from one device to
+//!   its linked peer on the steady path (`Device::to`, then `PeerSender::send`), until the peer's event stream delivered every message,
 //!   against a bare plaintext `hail-link` connection (the device's links without a
 //!   passphrase are plaintext) carrying the same messages in the same run, interleaved;
 //!   messages per second.
@@ -123,9 +123,9 @@ fn send(
             let (switch, m) = (switch.clone(), msg.clone());
             lamp_events = Some(rt.block_on(async move {
                 let sender = tokio::spawn(async move {
+                    let mut lamp = switch.to("lamp").expect("joined");
                     for _ in 0..n {
-                        let r = switch.send("lamp", m.clone()).await;
-                        assert!(r[0].1.is_ok(), "send: {:?}", r[0].1);
+                        lamp.send(&m).await.expect("send");
                     }
                 });
                 let mut got = 0;

@@ -143,7 +143,7 @@ pub use config::{
 };
 pub use device::{
     AskError, Callbacks, DEFAULT_GROUP, Device, DeviceBuilder, DeviceError, DeviceEvent,
-    DeviceEvents, DeviceStats, EVENT_CAPACITY, RunError, SendError, Targets,
+    DeviceEvents, DeviceStats, EVENT_CAPACITY, PeerSender, RunError, SendError, Targets,
 };
 pub use error::{ConfigError, NameError, ResolveError};
 pub use format::{FormatError, MessageFormat};

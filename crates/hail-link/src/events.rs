@@ -89,7 +89,7 @@ impl<T> futures_core::Stream for Events<T> {
 
 /// The sending side of an [`Events`] stream; cheap to clone.
 pub struct EventSender<T> {
-    tx: chan::Sender<T>,
+    pub(crate) tx: chan::Sender<T>,
 }
 
 impl<T> Clone for EventSender<T> {

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hail_link::{Connection, Incoming, LinkConfig, LinkError};
+use hail_link::{Connection, EventSender, LinkConfig, LinkError, ReadGate, ServerEvent};
 use hail_wire::Binary;
 use tracing::debug;
 
@@ -110,16 +110,22 @@ where
 
 /// What a dial ends with: the link and its incoming frames, or the last attempt's
 /// address and error.
-pub(super) type Dialed = Result<(Connection<Binary>, Incoming<Bytes>), (SocketAddr, LinkError)>;
+pub(super) type Dialed = Result<(Connection<Binary>, ReadGate), (SocketAddr, LinkError)>;
 
 /// Dials every address at once; the first link that comes up wins. On failure, the
 /// last attempt's address and error.
-pub(super) async fn dial_any(addrs: Vec<SocketAddr>, config: LinkConfig) -> Dialed {
+/// The links deliver into `events` (see [`Connection::connect_into`]), each once its gate
+/// is opened.
+pub(super) async fn dial_any(
+    addrs: Vec<SocketAddr>,
+    config: LinkConfig,
+    events: EventSender<ServerEvent<Bytes>>,
+) -> Dialed {
     let attempts = addrs.into_iter().map(|a| {
-        let config = config.clone();
+        let (config, events) = (config.clone(), events.clone());
         Box::pin(async move {
             with_quick_retries(DIAL_QUICK_ATTEMPTS, DIAL_ATTEMPT_TIMEOUT, || {
-                Connection::connect(a, &config, Binary)
+                Connection::connect_into(a, &config, Binary, &events)
             })
             .await
             .map_err(|e| (a, e))

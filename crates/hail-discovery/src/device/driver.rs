@@ -9,14 +9,12 @@
 //! phases.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::{FutureExt, join_all};
-use futures_util::stream::{SelectAll, Stream, StreamExt};
-use hail_link::{CloseReason as LinkClose, Server, ServerEvent, ServerEvents};
+use futures_util::future::join_all;
+use hail_link::{EventSender, Events, Server, ServerEvent, ServerEvents};
 use hail_multicast::{Channel, Datagram, MulticastError};
 use hail_rpc::Disconnect;
 use hail_wire::Binary;
@@ -35,6 +33,11 @@ use crate::peer_table::{Action, Event, LinkOrigin};
 /// Capacity of the queue from the dials to the device's task: 1024 outcomes (at most one
 /// per dial in flight).
 const INTERNAL_CAPACITY: usize = 1024;
+
+/// Capacity of the one stream the dialed links deliver their frames into: 1024 frames; a
+/// full stream makes the links stop reading (TCP flow control slows the peers).
+const DIALED_CAPACITY: usize = 1024;
+
 /// Longest link frames wait for room in a full event stream before they go on without
 /// it (their messages dropped and counted, until there is room again): 1 s. A stream
 /// read slowly slows the senders down; one not read at all does not stop the device.
@@ -48,21 +51,13 @@ const INPUT_BATCH: usize = 64;
 /// their side), and then waits for queued messages to go out: 500 ms each.
 const SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
 
-/// What the dials (through the driver's queue) and the dialed links (read in its loop)
-/// tell the driver.
+/// What the dials tell the driver.
 pub(super) enum Internal {
     Dialed {
         dial: DialId,
         target: DialKey,
         addrs: Vec<SocketAddr>,
         result: Dialed,
-    },
-    Frame {
-        conn: ConnId,
-        frame: Bytes,
-    },
-    Ended {
-        conn: ConnId,
     },
 }
 
@@ -79,10 +74,12 @@ pub(super) struct Driver {
     sender: Option<hail_multicast::Sender>,
     pub(super) server: Server<Binary>,
     server_events: ServerEvents<Bytes>,
-    pub(super) internal_tx: mpsc::Sender<Internal>,
+    internal_tx: mpsc::Sender<Internal>,
     internal: mpsc::Receiver<Internal>,
-    /// The dialed links' frames and ends, read in the loop.
-    pub(super) dialed: SelectAll<Pin<Box<dyn Stream<Item = Internal> + Send>>>,
+    /// What the dialed links deliver (their frames and ends), all into one stream, as
+    /// the listener's events carry the accepted ones.
+    dialed_tx: EventSender<ServerEvent<Bytes>>,
+    dialed: ServerEvents<Bytes>,
     stop: oneshot::Receiver<oneshot::Sender<()>>,
     dial_failures: DialFailures,
     /// The listener's authentication failures already reported.
@@ -110,6 +107,7 @@ impl Driver {
         stop: oneshot::Receiver<oneshot::Sender<()>>,
     ) -> Self {
         let (internal_tx, internal) = mpsc::channel(INTERNAL_CAPACITY);
+        let (dialed_tx, dialed) = Events::channel(DIALED_CAPACITY);
         Self {
             shared,
             sender: channel.as_ref().map(Channel::sender),
@@ -118,7 +116,8 @@ impl Driver {
             server_events,
             internal_tx,
             internal,
-            dialed: SelectAll::new(),
+            dialed_tx,
+            dialed,
             stop,
             dial_failures: DialFailures::default(),
             auth_failures_seen: 0,
@@ -171,8 +170,8 @@ impl Driver {
                     self.internal(m);
                     self.ready_input();
                 }
-                Some(m) = self.dialed.next(), if frames_go => {
-                    self.internal(m);
+                Some(e) = self.dialed.recv(), if frames_go => {
+                    self.server_event(e);
                     self.ready_input();
                 }
                 () = clock::sleep_until(deadline), if running => self.timeout(),
@@ -201,8 +200,8 @@ impl Driver {
             }
             if let Some(e) = self.server_events.try_recv() {
                 self.server_event(e);
-            } else if let Some(Some(m)) = self.dialed.next().now_or_never() {
-                self.internal(m);
+            } else if let Some(e) = self.dialed.try_recv() {
+                self.server_event(e);
             } else if let Ok(m) = self.internal.try_recv() {
                 self.internal(m);
             } else {
@@ -263,18 +262,18 @@ impl Driver {
             } => {
                 if self.stopping.is_some() {
                     // Draining: a link that comes up now is closed at once.
-                    if let Ok((conn, _incoming)) = result {
+                    if let Ok((conn, _gate)) = result {
                         conn.close();
                     }
                     return;
                 }
                 match result {
-                    Ok((conn, incoming)) => {
+                    Ok((conn, gate)) => {
                         self.dial_failures.succeeded(&target);
-                        let id = ConnId(conn.id().get());
-                        self.read_dialed(id, incoming);
                         let remote = conn.peer_addr();
                         self.link_up(conn, LinkOrigin::Dialed(dial), remote);
+                        // Known now: its frames may come.
+                        gate.open();
                     }
                     Err((addr, error)) => {
                         let shared = &self.shared;
@@ -284,13 +283,6 @@ impl Driver {
                         lock(&self.shared.table).dial_failed(dial, clock::now());
                     }
                 }
-            }
-            Internal::Frame { conn, frame } => self.frame(conn, frame),
-            Internal::Ended { conn } => {
-                let reason = lock(&self.shared.links)
-                    .get(&conn)
-                    .and_then(|l| l.conn.close_reason());
-                self.closed(conn, &reason.unwrap_or(LinkClose::PeerClosed));
             }
         }
     }
@@ -341,9 +333,10 @@ impl Driver {
                 Action::Dial { dial, addrs, peer } => {
                     let tx = self.internal_tx.clone();
                     let config = self.shared.link.clone();
+                    let events = self.dialed_tx.clone();
                     let target = DialKey::new(peer, &addrs);
                     tokio::spawn(async move {
-                        let result = dial_any(addrs.clone(), config).await;
+                        let result = dial_any(addrs.clone(), config, events).await;
                         let _ = tx
                             .send(Internal::Dialed {
                                 dial,

@@ -44,6 +44,10 @@ pub enum SendError {
     /// The device is known but not connected right now.
     #[error("not connected")]
     NotConnected,
+    /// The peer's link has no room now ([`PeerSender::try_send`](crate::PeerSender::try_send)
+    /// only: the other sends wait for room).
+    #[error("the link's send queue is full")]
+    Full,
     /// The message (`len` bytes) is longer than the links carry in one frame
     /// ([`LinkConfig::max_frame_len`](hail_link::LinkConfig::max_frame_len), less one
     /// byte of the device's own); nothing was sent.

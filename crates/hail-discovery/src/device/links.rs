@@ -1,5 +1,5 @@
 //! The driver's links: a link coming up (its RPC peer), its frames (discovery messages to
-//! the table, RPC packets to the peer), its end, and closing it when the table asks,
+//! the table, device messages to the event stream, RPC packets to the peer), its end, and closing it when the table asks,
 //! with a duplicate of the one-link rule kept open until what runs on it is done.
 
 use std::net::SocketAddr;
@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hail_link::{CloseReason as LinkClose, Connection, Incoming};
+use hail_link::{CloseReason as LinkClose, Connection};
 use hail_rpc::{Disconnect, LinkClosed, Outgoing, RpcPeer};
 use hail_wire::Binary;
 use tracing::debug;
 
 use super::clock;
-use super::driver::{Driver, Internal};
+use super::driver::Driver;
 use super::events::DeviceEvent;
 use super::messages::MESSAGE_TAG;
 use super::shared::{LinkEntry, lock};
@@ -49,21 +49,6 @@ impl Driver {
             },
         );
         lock(&self.shared.table).link_up(id, origin, remote, clock::now());
-    }
-
-    /// Reads a dialed link's frames in the driver's own loop (the listener's events
-    /// carry the accepted ones): no task of its own, no queue between the link and the
-    /// driver. While the driver does not read, the link's queue fills and TCP slows the
-    /// peer down.
-    pub(super) fn read_dialed(&mut self, id: ConnId, incoming: Incoming<Bytes>) {
-        let frames = futures_util::stream::unfold(Some(incoming), move |incoming| async move {
-            let mut incoming = incoming?;
-            Some(match incoming.recv().await {
-                Some(frame) => (Internal::Frame { conn: id, frame }, Some(incoming)),
-                None => (Internal::Ended { conn: id }, None),
-            })
-        });
-        self.dialed.push(Box::pin(frames));
     }
 
     pub(super) fn frame(&mut self, conn: ConnId, frame: Bytes) {

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use hail_link::LinkError;
 use hail_rpc::RpcError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::{AskError, SendError};
 use super::handle::Device;
+use super::sender::link_error;
 use super::shared::Shared;
 use crate::error::ResolveError;
 use crate::format::FormatError;
@@ -112,14 +112,10 @@ impl Device {
             let msg = &msg;
             async move {
                 let r = match link {
-                    Ok(link) => {
-                        link.send_parts(&[&[MESSAGE_TAG], msg])
-                            .await
-                            .map_err(|e| match e {
-                                LinkError::Encode(_) => SendError::TooLarge { len: msg.len() },
-                                _ => SendError::NotConnected,
-                            })
-                    }
+                    Ok(link) => link
+                        .send_parts(&[&[MESSAGE_TAG], msg])
+                        .await
+                        .map_err(|e| link_error(e, msg.len())),
                     Err(e) => Err(send_error(e)),
                 };
                 (name, r)
@@ -230,7 +226,7 @@ pub(super) fn bind_builtin(shared: &Arc<Shared>) {
         });
 }
 
-fn send_error(e: ResolveError) -> SendError {
+pub(super) fn send_error(e: ResolveError) -> SendError {
     match e {
         ResolveError::UnknownName(_) => SendError::UnknownName,
         ResolveError::AmbiguousName { .. } => SendError::AmbiguousName,

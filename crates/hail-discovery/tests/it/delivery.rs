@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hail_discovery::{Device, DeviceEvent, DeviceEvents, LeaveReason};
+use hail_discovery::{Device, DeviceEvent, DeviceEvents, LeaveReason, SendError};
 
 async fn device(name: &str, group: SocketAddr) -> (Device, DeviceEvents) {
     Device::builder(name)
@@ -308,4 +308,74 @@ async fn messages_wait_for_no_rpc_handler_and_keep_their_order() {
     );
     switch.shutdown().await;
     lamp.shutdown().await;
+}
+
+/// A `PeerSender` keeps its peer's link; when that link ends (here the peer restarted
+/// under the same name), its next message goes on the new link; `try_send` reports a full
+/// link at once instead of waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sender_follows_its_peer_to_a_new_link() {
+    let (switch, mut se) = device(
+        "switch",
+        SocketAddr::from((Ipv4Addr::new(239, 255, 72, 86), 0)),
+    )
+    .await;
+    let (lamp, mut le) = device("lamp", switch.group()).await;
+    meet(&switch, &mut se, &lamp).await;
+    let mut to_lamp = switch.to("lamp").expect("joined");
+    assert_eq!(to_lamp.name(), "lamp");
+    to_lamp.send(b"first").await.expect("sent");
+    assert_eq!(
+        next_message(&mut le).await,
+        ("switch".into(), "first".into())
+    );
+
+    let old_id = lamp.id();
+    lamp.shutdown().await;
+    let (lamp, mut le) = device("lamp", switch.group()).await;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !switch
+            .peers()
+            .iter()
+            .any(|p| p.id == lamp.id() && p.id != old_id)
+        {
+            se.recv().await.expect("running");
+        }
+    })
+    .await
+    .expect("the new lamp joins");
+    to_lamp.send(b"second").await.expect("sent on the new link");
+    assert_eq!(
+        next_message(&mut le).await,
+        ("switch".into(), "second".into())
+    );
+
+    // Nobody reads lamp's events: its links fill up, then try_send says so at once.
+    let big = vec![0u8; 60_000];
+    let full = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match to_lamp.try_send(&big) {
+                Ok(()) => tokio::task::yield_now().await,
+                Err(e) => break e,
+            }
+        }
+    })
+    .await
+    .expect("the link fills");
+    assert_eq!(full, SendError::Full);
+    switch.shutdown().await;
+    lamp.shutdown().await;
+}
+
+/// The next message `events` delivers: (sender, payload as text).
+async fn next_message(events: &mut DeviceEvents) -> (String, String) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let DeviceEvent::Message { from, payload } = events.recv().await.expect("running") {
+                return (from, String::from_utf8_lossy(&payload).into_owned());
+            }
+        }
+    })
+    .await
+    .expect("a message")
 }

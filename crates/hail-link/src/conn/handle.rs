@@ -15,7 +15,7 @@ use super::{ConnStats, Counters, Outbox, Phase, Push, Shared, encode_message, re
 use crate::chan;
 use crate::config::{Framing, LinkConfig};
 use crate::error::{CloseReason, LinkError};
-use crate::events::{Events, Incoming, Sink};
+use crate::events::{EventSender, Events, Incoming, ServerEvent, Sink};
 use crate::handshake::{self, Established};
 use crate::id::ConnId;
 
@@ -90,6 +90,51 @@ where
         Ok((conn, Events::new(rx)))
     }
 
+    /// Dials `addr` like [`connect`](Self::connect), but hands the connection's messages,
+    /// undecodable frames and end to `events`, as a [`Server`](crate::Server) does for
+    /// its connections ([`ServerEvent::Message`], [`ServerEvent::Undecodable`] and
+    /// [`ServerEvent::Closed`], with this connection's [`id`](Self::id); no `Connected`):
+    /// one stream, read by one task, for many dialed connections, with the same
+    /// backpressure (a full stream stops the connection reading, and TCP slows its peer).
+    ///
+    /// The connection reads nothing until the returned [`ReadGate`] is opened or dropped,
+    /// so its owner can register it first and never sees an event of a connection it
+    /// does not know yet.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), hail_link::LinkError> {
+    /// use hail_link::{Connection, Events, LinkConfig, ServerEvent};
+    /// use hail_wire::Binary;
+    ///
+    /// let (tx, mut events) = Events::channel(1024);
+    /// let addr = "127.0.0.1:7000".parse().unwrap();
+    /// let (conn, gate) = Connection::connect_into(addr, &LinkConfig::default(), Binary, &tx).await?;
+    /// let mine = conn.id(); // remember it, then let it read
+    /// gate.open();
+    /// if let Some(ServerEvent::Message { id, msg }) = events.recv().await {
+    ///     assert_eq!(id, mine);
+    /// #   let _ = msg;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_into(
+        addr: SocketAddr,
+        config: &LinkConfig,
+        payload: P,
+        events: &EventSender<ServerEvent<P::Item>>,
+    ) -> Result<(Self, ReadGate), LinkError> {
+        config.validate()?;
+        let est = handshake::dial(addr, config, config.handshake_timeout).await?;
+        let (go, gate) = oneshot::channel();
+        let sink = Sink::Server {
+            tx: events.tx.clone(),
+            id: ConnId::fresh(),
+            on_close: None,
+        };
+        let conn = Self::start(est, config, payload, sink, None, Some(gate));
+        Ok((conn, ReadGate(go)))
+    }
+
     pub(crate) fn start(
         est: Established,
         cfg: &LinkConfig,
@@ -160,6 +205,18 @@ where
                 writer: writer.abort_handle(),
             }),
         }
+    }
+}
+
+/// Holds a connection made by [`Connection::connect_into`] back from reading until it is
+/// [`open`](Self::open)ed or dropped.
+#[derive(Debug)]
+pub struct ReadGate(oneshot::Sender<()>);
+
+impl ReadGate {
+    /// Lets the connection read (dropping the gate does the same).
+    pub fn open(self) {
+        let _ = self.0.send(());
     }
 }
 
