@@ -128,16 +128,20 @@ fn send(
                         lamp.send(&m).await.expect("send");
                     }
                 });
-                let mut got = 0;
-                while got < n {
-                    match events.recv().await {
-                        Some(DeviceEvent::Message { .. }) => got += 1,
-                        Some(_) => {}
-                        None => panic!("lamp's events ended"),
+                // A task on the runtime, as the sender, and as the baseline's receiver.
+                let receiver = tokio::spawn(async move {
+                    let mut got = 0;
+                    while got < n {
+                        match events.recv().await {
+                            Some(DeviceEvent::Message { .. }) => got += 1,
+                            Some(_) => {}
+                            None => panic!("lamp's events ended"),
+                        }
                     }
-                }
+                    events
+                });
                 sender.await.expect("sender");
-                events
+                receiver.await.expect("receiver")
             }));
         },
         || crate::link::one_way(rt, &mut link, &msg, n),

@@ -65,10 +65,19 @@ pub enum DeviceEvent {
 /// longer no longer holds the device up: further events are then dropped, counted, and
 /// reported as [`RunError::EventsDropped`] once there is room. Other events (peers joining
 /// and leaving, errors) never wait: they are dropped and counted while the stream is full.
+/// Events are taken from the stream up to 64 at a time and handed out one by one, so up
+/// to 64 more than the capacity can be on their way to the reader.
 #[derive(Debug)]
 pub struct DeviceEvents {
     rx: mpsc::Receiver<DeviceEvent>,
+    /// Events taken from the stream in one go, last first: up to [`RECV_BATCH`].
+    ready: Vec<DeviceEvent>,
 }
+
+/// Most events [`DeviceEvents`] takes from the device's stream at once (handing them out
+/// one by one): 64. Taking a burst at once costs one hand-over, not one per event; the
+/// taken events no longer count against the stream's capacity.
+const RECV_BATCH: usize = 64;
 
 impl futures_core::Stream for DeviceEvents {
     type Item = DeviceEvent;
@@ -77,30 +86,47 @@ impl futures_core::Stream for DeviceEvents {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<DeviceEvent>> {
-        self.rx.poll_recv(cx)
+        let this = &mut *self;
+        if let Some(e) = this.ready.pop() {
+            return std::task::Poll::Ready(Some(e));
+        }
+        match this.rx.poll_recv_many(cx, &mut this.ready, RECV_BATCH) {
+            std::task::Poll::Ready(0) => std::task::Poll::Ready(None),
+            std::task::Poll::Ready(_) => {
+                this.ready.reverse();
+                std::task::Poll::Ready(this.ready.pop())
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
     }
 }
 
 impl DeviceEvents {
     pub(super) fn new(rx: mpsc::Receiver<DeviceEvent>) -> Self {
-        Self { rx }
+        Self {
+            rx,
+            ready: Vec::with_capacity(RECV_BATCH),
+        }
     }
 
     /// The next event, or `None` once the device is shut down.
     pub async fn recv(&mut self) -> Option<DeviceEvent> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| {
+            futures_core::Stream::poll_next(std::pin::Pin::new(&mut *self), cx)
+        })
+        .await
     }
 
     /// An event if one is waiting, without waiting; `None` when none is (or the device
     /// is shut down).
     pub fn try_recv(&mut self) -> Option<DeviceEvent> {
-        self.rx.try_recv().ok()
+        self.ready.pop().or_else(|| self.rx.try_recv().ok())
     }
 
     /// Runs callbacks for every event until the device is gone (pythonConnect style:
     /// message, peers changed, peer joined and left, duplicate name, error).
     pub async fn run_callbacks(mut self, mut callbacks: Callbacks) {
-        while let Some(event) = self.rx.recv().await {
+        while let Some(event) = self.recv().await {
             match event {
                 DeviceEvent::Message { from, payload } => {
                     if let Some(f) = &mut callbacks.on_message {

@@ -72,6 +72,9 @@ impl Driver {
                             l.peer_name.get_or_insert(name);
                         }
                     }
+                    // The join (and anything else the table has to say) is reported
+                    // before what the peer sent after its hello.
+                    self.forward_events();
                 }
                 Err(e) => debug!(%conn, error = %e, "dropped a discovery message"),
             }
@@ -101,8 +104,7 @@ impl Driver {
     /// link's frames, from the link's peer, with the room in the event stream the driver
     /// reserved for it (the driver reads no link while there is none).
     fn message(&mut self, conn: ConnId, frame: Bytes) {
-        // The join is reported before what the peer sent after its hello.
-        self.forward_events();
+        // The join was reported as the hello was read.
         let from = match lock(&self.shared.links).get(&conn) {
             // Also on a link being closed: what the peer sent before it closed counts.
             Some(l) if l.joined => l.peer_name.clone(),
