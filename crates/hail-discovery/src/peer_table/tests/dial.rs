@@ -189,7 +189,15 @@ fn the_larger_id_waits_for_the_smaller_ids_dial() {
         1,
         "the smaller id dials at once"
     );
-    assert!(dials(&actions(&mut b)).is_empty(), "the larger waits");
+    let answer = actions(&mut b);
+    assert!(dials(&answer).is_empty(), "the larger waits");
+    // ... and answers the newcomer at once (no jitter): a dials on hearing it.
+    assert!(
+        answer
+            .iter()
+            .any(|x| matches!(x, Action::Multicast(Advert::Announce(_)))),
+        "{answer:?}"
+    );
     assert!(dials(&run_until(&mut b, t0 + ms(5))).is_empty());
     // a's dial arrives at b within the wait.
     accept(&mut b, ConnId(21), 1, t0 + ms(5));
