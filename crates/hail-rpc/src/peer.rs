@@ -22,6 +22,7 @@ use crate::packet;
 use crate::proto::{Disconnect, Outcome, PollState, Session, Stats};
 
 mod inner;
+mod outbox;
 
 use self::inner::{Inner, State};
 
@@ -103,6 +104,7 @@ impl fmt::Debug for RpcPeer {
             .field("in_flight", &st.session.calls().in_flight())
             .field("kept", &st.session.calls().kept())
             .field("running", &st.session.serve().running())
+            .field("outbox_bytes", &st.outbox.bytes())
             .field("handlers", &self.inner.handlers)
             .finish()
     }
@@ -186,6 +188,17 @@ impl RpcPeer {
     /// Requests and notifications from the remote waiting for a handler slot.
     pub fn queued_requests(&self) -> usize {
         self.inner.lock().session.serve().queued()
+    }
+
+    /// Bytes of packets for the remote waiting in this connection's outbox because the
+    /// link had no room: at most about twice [`RpcConfig::max_outbox_bytes`] (see there).
+    pub fn outbox_bytes(&self) -> usize {
+        self.inner.lock().outbox.bytes()
+    }
+
+    /// Packets waiting in this connection's outbox (see [`outbox_bytes`](Self::outbox_bytes)).
+    pub fn outbox_len(&self) -> usize {
+        self.inner.lock().outbox.len()
     }
 
     /// Handlers running now for the remote's calls and notifications.
@@ -500,6 +513,7 @@ impl PeerDriver {
     pub fn connected(&self, out: Arc<dyn Outgoing>) {
         self.inner.with(|st| {
             st.out = Some(out);
+            st.outbox.reset();
             st.session.handle_link_up();
         });
     }
@@ -510,6 +524,7 @@ impl PeerDriver {
     pub fn disconnected(&self, why: Disconnect) {
         self.inner.with(|st| {
             st.out = None;
+            st.outbox.reset();
             st.session.handle_link_down(why, now());
         });
     }

@@ -12,6 +12,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use super::outbox::Outbox;
 use super::{RpcPeer, now};
 use crate::config::RpcConfig;
 use crate::error::RpcError;
@@ -32,6 +33,8 @@ pub(super) struct State {
     pub(super) session: PeerSession,
     /// The link, set exactly while the session is connected.
     pub(super) out: Option<Arc<dyn Outgoing>>,
+    /// What the link had no room for, in order; its size is reported to the session.
+    pub(super) outbox: Outbox,
 }
 
 pub(super) struct Inner {
@@ -46,20 +49,13 @@ pub(super) struct Inner {
     idle_waiters: AtomicUsize,
 }
 
-/// What one critical section left to carry out once the lock is released. Usually one
-/// packet or one event: those stand alone, and anything more is boxed.
+/// What one critical section left to carry out once the lock is released (its packets
+/// went to the link or the outbox under the lock, in order). Usually one event: it stands
+/// alone, and only more than one allocates.
 struct Work {
-    out: Option<Arc<dyn Outgoing>>,
-    transmit: Option<Transmit>,
     event: Option<PeerEvent>,
-    more: Option<Box<More>>,
+    more: Vec<PeerEvent>,
     wake_idle: bool,
-}
-
-/// The rest of a critical section's output, in order, when it had more than one of each.
-struct More {
-    transmits: Vec<Transmit>,
-    events: Vec<PeerEvent>,
 }
 
 type PeerEvent = Event<Waiter, AbortHandle>;
@@ -117,7 +113,11 @@ impl Inner {
     pub(super) fn new(config: RpcConfig, handlers: Handlers, session: PeerSession) -> Self {
         Self {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
-            state: Mutex::new(State { session, out: None }),
+            state: Mutex::new(State {
+                session,
+                out: None,
+                outbox: Outbox::default(),
+            }),
             config,
             handlers,
             runtime: tokio::runtime::Handle::current(),
@@ -143,13 +143,16 @@ impl Inner {
             let watched =
                 (self.idle_waiters.load(Ordering::Relaxed) > 0).then(|| Activity::of(&st.session));
             let r = f(&mut st);
+            if st.session.is_backed_up() {
+                Self::warn_slow_reader(&mut st);
+            }
             // Woken only on a change, so a waiter's own check does not wake it again. Every
             // change of the session happens inside one `with`: none is missed.
             let wake_idle = watched.is_some_and(|before| before.ended(Activity::of(&st.session)));
             if !wake_idle && !st.session.has_output() {
                 return r;
             }
-            (r, Self::take_work(&mut st, wake_idle))
+            (r, self.take_work(&mut st, wake_idle))
         };
         self.carry_out(work);
         r
@@ -163,46 +166,67 @@ impl Inner {
         })
     }
 
-    fn take_work(st: &mut State, wake_idle: bool) -> Work {
-        let transmit = st.session.poll_transmit();
+    /// Sends the session's packets (each on the link if it has room, else into the
+    /// outbox behind the ones already waiting) and takes its events, under the lock.
+    fn take_work(self: &Arc<Self>, st: &mut State, wake_idle: bool) -> Work {
+        while let Some(t) = st.session.poll_transmit() {
+            self.route(st, t);
+        }
         let event = st.session.poll_event();
-        let more = st.session.has_output().then(|| {
-            Box::new(More {
-                transmits: std::iter::from_fn(|| st.session.poll_transmit()).collect(),
-                events: std::iter::from_fn(|| st.session.poll_event()).collect(),
-            })
-        });
+        let more = std::iter::from_fn(|| st.session.poll_event()).collect();
         Work {
-            out: transmit.as_ref().and(st.out.clone()),
-            transmit,
             event,
             more,
             wake_idle,
         }
     }
 
+    /// One packet for the peer, from a context that cannot wait: on the link now if it has
+    /// room and nothing waits before it; else a cancel is dropped (best effort), and any
+    /// other packet joins the outbox, which one task per connection drains ([`drain`]).
+    fn route(self: &Arc<Self>, st: &mut State, t: Transmit) {
+        let Some(out) = &st.out else { return };
+        // A cancel need not wait behind replies: no order binds them.
+        if (t.droppable || st.outbox.is_empty()) && out.try_send(t.packet.clone()) {
+            return;
+        }
+        if t.droppable {
+            tracing::debug!("cancel not sent: link queue full or closed");
+            return;
+        }
+        let start = st.outbox.push(t.packet);
+        st.session.set_outbox_bytes(st.outbox.bytes());
+        if start {
+            let task = self
+                .runtime
+                .spawn(drain(self.clone(), out.clone(), st.outbox.generation()));
+            st.outbox.set_drainer(task.abort_handle());
+        }
+    }
+
+    /// Logs, at most once a second, that the peer's requests are refused because it does
+    /// not read its answers.
+    fn warn_slow_reader(st: &mut State) {
+        let stats = st.session.stats();
+        let refused = stats.busy_slow_reader + stats.unanswered_slow_reader;
+        if let Some(new) = st.outbox.warn_due(refused, Instant::now()) {
+            tracing::warn!(
+                refused = new,
+                busy = stats.busy_slow_reader,
+                unanswered = stats.unanswered_slow_reader,
+                outbox_bytes = st.outbox.bytes(),
+                "the peer does not read its answers: its requests are refused"
+            );
+        }
+    }
+
     fn carry_out(self: &Arc<Self>, work: Work) {
         let Work {
-            out,
-            transmit,
             event,
             more,
             wake_idle,
         } = work;
-        let (transmits, events) = match more {
-            Some(m) => (m.transmits, m.events),
-            None => (Vec::new(), Vec::new()),
-        };
-        if let Some(out) = &out {
-            for t in transmit.into_iter().chain(transmits) {
-                if !t.droppable {
-                    self.send_soon(out, t.packet);
-                } else if !out.try_send(t.packet) {
-                    tracing::debug!("cancel not sent: link queue full or closed");
-                }
-            }
-        }
-        for event in event.into_iter().chain(events) {
+        for event in event.into_iter().chain(more) {
             match event {
                 Event::Wake(w, outcome) => {
                     let _ = w.send(outcome);
@@ -292,17 +316,6 @@ impl Inner {
         }
     }
 
-    /// Sends a packet from a context that cannot wait: now if there is room, else from a
-    /// task.
-    fn send_soon(&self, out: &Arc<dyn Outgoing>, bytes: Bytes) {
-        if !out.try_send(bytes.clone()) {
-            let out = out.clone();
-            self.runtime.spawn(async move {
-                let _ = out.send(bytes).await;
-            });
-        }
-    }
-
     /// Runs the handler of `method`. With `inline`, the handler is first polled right here
     /// (on the connection's task): one that finishes without waiting costs no task; one
     /// that waits continues in a task of its own.
@@ -337,8 +350,8 @@ impl Inner {
     }
 
     /// A handler ended: frees its slot (the next queued job starts, in a task) and sends
-    /// the reply, if the caller still waits for one: now if the link has room, else from
-    /// a task.
+    /// the reply, if the caller still waits for one: now if the link has room, else
+    /// through the outbox.
     fn finish(self: &Arc<Self>, ticket: Ticket, method: &Method, answer: Answer) {
         let panicked = answer == Answer::Panicked;
         let answered = self.with(|st| st.session.handle_done(ticket, answer));
@@ -352,6 +365,35 @@ impl Inner {
                 }
                 None => tracing::warn!(%method, "notification handler panicked"),
             }
+        }
+    }
+}
+
+/// The one task that hands a connection's outbox to its link, oldest first, waiting for
+/// room; it ends when the outbox is empty, when the link changes (the outbox is reset and
+/// this task aborted), or when the link refuses a packet (closed: the driver reports the
+/// end, which resets the outbox).
+async fn drain(inner: Arc<Inner>, out: Arc<dyn Outgoing>, generation: u64) {
+    loop {
+        let packet = {
+            let st = inner.lock();
+            match st.outbox.front() {
+                Some(p) if st.outbox.generation() == generation => p,
+                _ => return,
+            }
+        };
+        if out.send(packet).await.is_err() {
+            return;
+        }
+        let mut st = inner.lock();
+        if st.outbox.generation() != generation {
+            return;
+        }
+        let empty = st.outbox.pop();
+        let bytes = st.outbox.bytes();
+        st.session.set_outbox_bytes(bytes);
+        if empty {
+            return;
         }
     }
 }
