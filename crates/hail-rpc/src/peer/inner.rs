@@ -49,13 +49,21 @@ pub(super) struct Inner {
     idle_waiters: AtomicUsize,
 }
 
-/// What one critical section left to carry out once the lock is released (its packets
-/// went to the link or the outbox under the lock, in order). Usually one event: it stands
-/// alone, and only more than one allocates.
+/// What one critical section left to carry out once the lock is released. Usually one
+/// packet or one event: those stand alone, and anything more is boxed.
 struct Work {
+    /// The link the packets go to, and its outbox generation then.
+    out: Option<(Arc<dyn Outgoing>, u64)>,
+    transmit: Option<Transmit>,
     event: Option<PeerEvent>,
-    more: Vec<PeerEvent>,
+    more: Option<Box<More>>,
     wake_idle: bool,
+}
+
+/// The rest of a critical section's output, in order, when it had more than one of each.
+struct More {
+    transmits: Vec<Transmit>,
+    events: Vec<PeerEvent>,
 }
 
 type PeerEvent = Event<Waiter, AbortHandle>;
@@ -152,7 +160,7 @@ impl Inner {
             if !wake_idle && !st.session.has_output() {
                 return r;
             }
-            (r, self.take_work(&mut st, wake_idle))
+            (r, Self::take_work(&mut st, wake_idle))
         };
         self.carry_out(work);
         r
@@ -166,15 +174,22 @@ impl Inner {
         })
     }
 
-    /// Sends the session's packets (each on the link if it has room, else into the
-    /// outbox behind the ones already waiting) and takes its events, under the lock.
-    fn take_work(self: &Arc<Self>, st: &mut State, wake_idle: bool) -> Work {
-        while let Some(t) = st.session.poll_transmit() {
-            self.route(st, t);
-        }
+    fn take_work(st: &mut State, wake_idle: bool) -> Work {
+        let transmit = st.session.poll_transmit();
         let event = st.session.poll_event();
-        let more = std::iter::from_fn(|| st.session.poll_event()).collect();
+        let more = st.session.has_output().then(|| {
+            Box::new(More {
+                transmits: std::iter::from_fn(|| st.session.poll_transmit()).collect(),
+                events: std::iter::from_fn(|| st.session.poll_event()).collect(),
+            })
+        });
+        let out = transmit
+            .as_ref()
+            .and(st.out.clone())
+            .map(|out| (out, st.outbox.generation()));
         Work {
+            out,
+            transmit,
             event,
             more,
             wake_idle,
@@ -182,24 +197,29 @@ impl Inner {
     }
 
     /// One packet for the peer, from a context that cannot wait: on the link now if it has
-    /// room and nothing waits before it; else a cancel is dropped (best effort), and any
-    /// other packet joins the outbox, which one task per connection drains ([`drain`]).
-    fn route(self: &Arc<Self>, st: &mut State, t: Transmit) {
-        let Some(out) = &st.out else { return };
-        // A cancel need not wait behind replies: no order binds them.
-        if (t.droppable || st.outbox.is_empty()) && out.try_send(t.packet.clone()) {
+    /// room; else a cancel is dropped (best effort), and any other packet joins the
+    /// outbox, which one task per connection drains ([`drain`]). No order binds replies
+    /// (each names its call), so one that fits the link may pass those waiting.
+    fn route(self: &Arc<Self>, out: &Arc<dyn Outgoing>, generation: u64, t: Transmit) {
+        if out.try_send(t.packet.clone()) {
             return;
         }
         if t.droppable {
             tracing::debug!("cancel not sent: link queue full or closed");
             return;
         }
+        let mut st = self.lock();
+        // The link changed since: the packet was for the old one, which is gone.
+        if st.outbox.generation() != generation {
+            return;
+        }
         let start = st.outbox.push(t.packet);
-        st.session.set_outbox_bytes(st.outbox.bytes());
+        let bytes = st.outbox.bytes();
+        st.session.set_outbox_bytes(bytes);
         if start {
             let task = self
                 .runtime
-                .spawn(drain(self.clone(), out.clone(), st.outbox.generation()));
+                .spawn(drain(self.clone(), out.clone(), generation));
             st.outbox.set_drainer(task.abort_handle());
         }
     }
@@ -222,11 +242,22 @@ impl Inner {
 
     fn carry_out(self: &Arc<Self>, work: Work) {
         let Work {
+            out,
+            transmit,
             event,
             more,
             wake_idle,
         } = work;
-        for event in event.into_iter().chain(more) {
+        let (transmits, events) = match more {
+            Some(m) => (m.transmits, m.events),
+            None => (Vec::new(), Vec::new()),
+        };
+        if let Some((out, generation)) = &out {
+            for t in transmit.into_iter().chain(transmits) {
+                self.route(out, *generation, t);
+            }
+        }
+        for event in event.into_iter().chain(events) {
             match event {
                 Event::Wake(w, outcome) => {
                     let _ = w.send(outcome);

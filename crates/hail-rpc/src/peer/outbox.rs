@@ -35,10 +35,6 @@ impl Outbox {
         self.queue.len()
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.queue.is_empty()
-    }
-
     pub(super) fn generation(&self) -> u64 {
         self.generation
     }
@@ -95,5 +91,44 @@ impl Outbox {
         }
         self.warned = Some((now, refusals));
         Some(refusals - seen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_reader_warnings_come_at_most_once_a_second_and_only_for_new_refusals() {
+        let t = Instant::now();
+        let mut o = Outbox::default();
+        assert_eq!(o.warn_due(0, t), None, "nothing refused yet");
+        assert_eq!(o.warn_due(3, t), Some(3));
+        assert_eq!(o.warn_due(500, t + Duration::from_millis(999)), None);
+        assert_eq!(o.warn_due(500, t + WARN_EVERY), Some(497));
+        assert_eq!(o.warn_due(500, t + 5 * WARN_EVERY), None, "no new refusals");
+        assert_eq!(o.warn_due(501, t + 5 * WARN_EVERY), Some(1));
+    }
+
+    #[test]
+    fn the_outbox_counts_bytes_until_the_link_takes_them() {
+        let mut o = Outbox::default();
+        assert!(
+            o.push(Bytes::from_static(b"abc")),
+            "the first packet starts a drainer"
+        );
+        assert!(
+            o.push(Bytes::from_static(b"de")),
+            "none was handed over yet"
+        );
+        assert_eq!((o.bytes(), o.len()), (5, 2));
+        assert_eq!(o.front().as_deref(), Some(&b"abc"[..]));
+        assert_eq!(o.bytes(), 5, "still counted while the link waits");
+        assert!(!o.pop());
+        assert_eq!((o.bytes(), o.len()), (2, 1));
+        let g = o.generation();
+        o.reset();
+        assert_eq!((o.bytes(), o.len()), (0, 0));
+        assert_ne!(o.generation(), g);
     }
 }
