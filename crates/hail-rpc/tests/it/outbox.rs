@@ -200,3 +200,43 @@ async fn a_slow_reader_gets_an_answer_to_every_request() {
         "the drainer ended with the backlog"
     );
 }
+
+/// As the issue found it: a `hail-link` client that sends PINGs over loopback TCP and
+/// never reads (its event stream is never polled, so TCP backpressure fills the server's
+/// link queue). The server's outbox stays bounded and the PINGs are refused `BUSY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tcp_a_client_that_never_reads_is_refused_with_bounded_memory() {
+    use hail_link::{Client, ClientConfig, LinkConfig, ServerConfig};
+    use hail_rpc::{RpcServer, RpcServerEvent};
+
+    let bound = 256 << 10;
+    let server = RpcServer::listen(
+        crate::support::localhost(),
+        ServerConfig::default(),
+        RpcConfig::default().max_outbox_bytes(bound),
+    )
+    .await
+    .expect("listens");
+    let config = ClientConfig::default().link(LinkConfig::default().incoming_capacity(8));
+    let (client, _never_read) = Client::connect(server.local_addr(), config, hail_wire::Binary)
+        .await
+        .expect("connects");
+    let Some(RpcServerEvent::Connected { peer, .. }) = server.next_event().await else {
+        panic!("the first event is the connection")
+    };
+    let size = 16 << 10;
+    let mut sent = 0u32;
+    // Loopback buffers, the link queue and the client's few events hold a few MiB of
+    // answers before the outbox fills (about 300 PINGs here); 40,000 are 640 MiB.
+    while peer.stats().busy_slow_reader < 100 {
+        assert!(sent < 40_000, "never refused: {:?}", peer.stats());
+        client.send(ping(sent, size)).await.expect("the link is up");
+        sent += 1;
+        assert!(
+            peer.outbox_bytes() <= 2 * bound + 64 * (size + 64),
+            "outbox {} past its bound",
+            peer.outbox_bytes()
+        );
+    }
+    assert!(peer.is_connected(), "refused, not disconnected");
+}
