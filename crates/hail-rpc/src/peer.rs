@@ -209,8 +209,9 @@ impl RpcPeer {
     /// Waits until nothing is in flight, running or queued on this peer: no call of ours
     /// awaits its reply ([`in_flight`](Self::in_flight) is 0), and no handler runs or
     /// waits for the remote ([`running_handlers`](Self::running_handlers) and
-    /// [`queued_requests`](Self::queued_requests) are 0). Resolves at once when that
-    /// already holds.
+    /// [`queued_requests`](Self::queued_requests) are 0), and no answer waits in the outbox
+    /// for room in the link ([`outbox_len`](Self::outbox_len) is 0; a remote that never
+    /// reads keeps it waiting). Resolves at once when that already holds.
     ///
     /// Replies kept for [`poll`](Self::poll) do not count. A [`send`](Self::send) call
     /// nobody answers counts until it expires ([`RpcConfig::keep_replies_for`]); a lost

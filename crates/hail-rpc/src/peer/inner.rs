@@ -416,14 +416,17 @@ async fn drain(inner: Arc<Inner>, out: Arc<dyn Outgoing>, generation: u64) {
         if out.send(packet).await.is_err() {
             return;
         }
-        let mut st = inner.lock();
-        if st.outbox.generation() != generation {
-            return;
-        }
-        let empty = st.outbox.pop();
-        let bytes = st.outbox.bytes();
-        st.session.set_outbox_bytes(bytes);
-        if empty {
+        // Through `with`: an empty outbox may end `idle` and a graceful shutdown's wait.
+        let more = inner.with(|st| {
+            if st.outbox.generation() != generation {
+                return false;
+            }
+            let empty = st.outbox.pop();
+            let bytes = st.outbox.bytes();
+            st.session.set_outbox_bytes(bytes);
+            !empty
+        });
+        if !more {
             return;
         }
     }

@@ -219,14 +219,17 @@ impl<W, G, H> Session<W, G, H> {
     }
 
     /// True when nothing is in flight, running or queued: no call of ours awaits a reply,
-    /// no handler runs and no request waits for one. Kept replies do not count.
+    /// no handler runs, no request waits for one and no answer waits in the IO layer's
+    /// outbox. Kept replies do not count.
     pub fn is_idle(&self) -> bool {
         self.calls.in_flight() == 0 && !self.is_serving()
     }
 
-    /// True while a handler runs or a request or notification waits for one.
+    /// True while a handler runs, a request or notification waits for one, or answers wait
+    /// in the IO layer's outbox ([`set_outbox_bytes`](Self::set_outbox_bytes)): what a
+    /// graceful shutdown waits for, so that answers are handed to the link before it closes.
     pub fn is_serving(&self) -> bool {
-        self.serve.running() > 0 || self.serve.queued() > 0
+        self.serve.running() > 0 || self.serve.queued() > 0 || self.outbox_bytes > 0
     }
 
     /// A link is up: packets go out from now on.

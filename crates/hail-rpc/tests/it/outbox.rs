@@ -201,6 +201,37 @@ async fn a_slow_reader_gets_an_answer_to_every_request() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn idle_waits_until_the_outbox_has_reached_the_link() {
+    use futures_util::FutureExt;
+
+    let (peer, driver, mut rx) = target(RpcConfig::default());
+    let mut i = 0;
+    while peer.outbox_len() < 3 {
+        driver.packet(&ping(i, 1 << 10));
+        i += 1;
+    }
+    let idle = peer.idle();
+    tokio::pin!(idle);
+    assert!(
+        (&mut idle).now_or_never().is_none(),
+        "answers still wait for the link"
+    );
+    let mut answers = Answers::default();
+    let read = async {
+        while answers.seen.len() < i as usize {
+            answers.record(&rx.recv().await.expect("the link is up"));
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        tokio::join!(idle, read)
+    })
+    .await
+    .expect("idle once the peer has read everything");
+    assert_eq!(peer.outbox_len(), 0);
+    assert_eq!(answers.ok, u64::from(i));
+}
+
 /// As the issue found it: a `hail-link` client that sends PINGs over loopback TCP and
 /// never reads (its event stream is never polled, so TCP backpressure fills the server's
 /// link queue). The server's outbox stays bounded and the PINGs are refused `BUSY`.
