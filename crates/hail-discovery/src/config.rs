@@ -13,9 +13,22 @@ pub const MAX_BURST: usize = 16;
 pub const MAX_LEASE: Duration = Duration::from_millis(u32::MAX as u64);
 /// Shortest lease the table grants a peer, whatever the peer announced: 100 ms.
 pub const MIN_PEER_LEASE: Duration = Duration::from_millis(100);
-/// Longest lease the table grants a peer, whatever the peer announced: 10 minutes. A bogus
-/// advert cannot pin an entry for longer.
-pub const MAX_PEER_LEASE: Duration = Duration::from_secs(600);
+/// Longest lease the table grants a peer, whatever the peer announced: 30 s. An advert
+/// cannot pin an entry for longer (a live device refreshes it with every beacon, one a
+/// second by default).
+pub const MAX_PEER_LEASE: Duration = Duration::from_secs(30);
+/// Most addresses one peer is dialed at, from its advert or gossip record: 4 (the advert's
+/// source first). One advert listing many addresses cannot make a device dial them all.
+pub const MAX_DIAL_ADDRESSES: usize = 4;
+/// Most dials in flight at once, over every peer: 16. Adverts pointing at a tarpit cannot
+/// hold more sockets than that; a dial waits for one to end.
+pub const MAX_DIALS_IN_FLIGHT: usize = 16;
+/// New dials per second over every peer, after a burst of [`DIAL_BURST`]: 20. A flood of
+/// adverts cannot make the device a scanner or a SYN reflector.
+pub const MAX_DIALS_PER_SECOND: u32 = 20;
+/// Dials that may start at once before [`MAX_DIALS_PER_SECOND`] applies: 32 (a device
+/// starting into a group of 64 dials the half it dials at once).
+pub const DIAL_BURST: u32 = 32;
 
 /// Who the local device is: what it announces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +178,11 @@ impl PeerTableConfig {
     pub fn auto_connect(&self) -> bool {
         self.auto_connect
     }
+
+    /// Most peers the table tracks (see [`PeerTableConfigBuilder::max_peers`]).
+    pub fn max_peers(&self) -> usize {
+        self.max_peers
+    }
 }
 
 /// Builds a [`PeerTableConfig`]; every setter documents its default.
@@ -298,8 +316,13 @@ impl PeerTableConfigBuilder {
         self
     }
 
-    /// Most peers the table tracks (connected or not); adverts and gossip about further
-    /// devices are dropped and counted. Default: 1024. Cost: about 200 bytes per entry.
+    /// Most peers the table tracks (connected or not). Default: 1024. Cost: about 200
+    /// bytes per entry. Devices learned only from adverts or gossip (no link has proven
+    /// them) take at most half of it: past that, the least recently heard of them is
+    /// forgotten to make room ([`Stats::unproven_evicted`](crate::Stats::unproven_evicted)),
+    /// so forged adverts cannot lock new devices out. A joined peer is never forgotten to
+    /// make room; a link's hello takes an unproven entry's room when the table is full,
+    /// and is refused only when every entry is a joined peer.
     pub fn max_peers(mut self, max: usize) -> Self {
         self.config.max_peers = max;
         self

@@ -138,7 +138,8 @@ pub use advert::{
     validate_name,
 };
 pub use config::{
-    LocalDevice, MAX_BURST, MAX_LEASE, MAX_PEER_LEASE, MIN_PEER_LEASE, PeerTableConfig,
+    DIAL_BURST, LocalDevice, MAX_BURST, MAX_DIAL_ADDRESSES, MAX_DIALS_IN_FLIGHT,
+    MAX_DIALS_PER_SECOND, MAX_LEASE, MAX_PEER_LEASE, MIN_PEER_LEASE, PeerTableConfig,
     PeerTableConfigBuilder,
 };
 pub use device::{

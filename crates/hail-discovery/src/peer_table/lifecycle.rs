@@ -37,7 +37,7 @@ impl PeerTable {
             from: self.local.id,
         }));
         self.last_probe = Some(now);
-        self.dial_statics();
+        self.dial_statics(now);
         self.flush();
     }
 
@@ -107,7 +107,7 @@ impl PeerTable {
             consider(p.lease_until);
             consider(p.gossip_until);
             consider(p.grace_until);
-            if let DialState::Backoff(b) | DialState::Yielding(b) = p.dial {
+            if let DialState::Backoff(b) | DialState::Deferred(b) = p.dial {
                 consider(Some(b));
             }
         }
@@ -159,7 +159,7 @@ impl PeerTable {
                 s.dial = DialState::Idle;
             }
         }
-        self.dial_statics();
+        self.dial_statics(now);
         let names: Vec<String> = self.reported.keys().cloned().collect();
         for name in names {
             self.report_duplicates(&name);
@@ -180,8 +180,8 @@ impl PeerTable {
         if matches!(p.dial, DialState::Backoff(t) if t <= now) {
             p.dial = DialState::Idle;
         }
-        let yielded = matches!(p.dial, DialState::Yielding(t) if t <= now);
-        if yielded {
+        let deferred = matches!(p.dial, DialState::Deferred(t) if t <= now);
+        if deferred {
             p.dial = DialState::Idle;
         }
         if p.grace_until.is_some_and(|t| t <= now) {
@@ -192,8 +192,8 @@ impl PeerTable {
         }
         let p = &self.peers[&id];
         if p.keep() {
-            if yielded {
-                self.dial_now(id);
+            if deferred {
+                self.dial_now(id, now);
             } else {
                 self.maybe_dial(id, now);
             }

@@ -40,10 +40,10 @@ impl PeerTable {
             None => {}
         }
         let existing = self.peers.get(&a.id);
-        if existing.is_none() && self.peers.len() >= self.config.max_peers {
-            self.stats.peers_rejected += 1;
+        if existing.is_none() && !self.make_room(lease.is_none()) {
             return false;
         }
+        let existing = self.peers.get(&a.id);
         let claim = existing.is_none_or(|p| !p.authoritative || p.name != a.name);
         if claim {
             let hosts: Vec<IpAddr> = std::iter::once(observed.ip())
@@ -65,6 +65,7 @@ impl PeerTable {
         p.observed = Some(observed);
         p.loopback_ok = observed.ip().is_loopback();
         p.authoritative = true;
+        p.heard_at = Some(now);
         if let Some(lease) = lease {
             let until = now + lease.clamp(MIN_PEER_LEASE, MAX_PEER_LEASE);
             p.lease_until = Some(p.lease_until.map_or(until, |t| t.max(until)));
@@ -228,6 +229,41 @@ impl PeerTable {
             .collect();
         for id in done {
             self.depart(id, now);
+        }
+    }
+
+    /// Room for one more entry. A device a link speaks for (`proven`) may take the room of
+    /// one known only from adverts or gossip; those are held to half of `max_peers`, the
+    /// one heard of longest ago making room for a newer one (a dial to it goes on; its link
+    /// would bring it back). False (counted) when there is no room: every entry is a
+    /// joined peer.
+    pub(super) fn make_room(&mut self, proven: bool) -> bool {
+        let max = self.config.max_peers;
+        let full = self.peers.len() >= max;
+        let crowded = !proven && {
+            let unproven = self.peers.values().filter(|p| p.unproven()).count();
+            unproven >= (max / 2).max(1)
+        };
+        if !full && !crowded {
+            return true;
+        }
+        let oldest = self
+            .peers
+            .values()
+            .filter(|p| p.unproven())
+            .min_by_key(|p| p.heard_at)
+            .map(|p| p.id);
+        match oldest {
+            Some(id) => {
+                trace!(peer = %id, "forgotten to make room");
+                self.peers.remove(&id);
+                self.stats.unproven_evicted += 1;
+                true
+            }
+            None => {
+                self.stats.peers_rejected += 1;
+                false
+            }
         }
     }
 

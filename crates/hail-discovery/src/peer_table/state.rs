@@ -25,9 +25,11 @@ pub(super) enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum DialState {
     Idle,
-    /// A first dial waits until then for the peer's own (see
-    /// [`dial_yield`](crate::PeerTableConfigBuilder::dial_yield)).
-    Yielding(Instant),
+    /// A dial waits until then: a first dial for the peer's own (see
+    /// [`dial_yield`](crate::PeerTableConfigBuilder::dial_yield)), or any dial for room in
+    /// the dial budget ([`MAX_DIALS_IN_FLIGHT`](crate::MAX_DIALS_IN_FLIGHT),
+    /// [`MAX_DIALS_PER_SECOND`](crate::MAX_DIALS_PER_SECOND)).
+    Deferred(Instant),
     Dialing(DialId),
     Backoff(Instant),
 }
@@ -85,6 +87,9 @@ pub(super) struct Peer {
     pub(super) grace_until: Option<Instant>,
     pub(super) dial: DialState,
     pub(super) failures: u32,
+    /// When it was last heard of (advert, gossip or hello): the unproven entry heard of
+    /// longest ago makes room first.
+    pub(super) heard_at: Option<Instant>,
 }
 
 impl Peer {
@@ -105,7 +110,13 @@ impl Peer {
             grace_until: None,
             dial: DialState::Idle,
             failures: 0,
+            heard_at: None,
         }
+    }
+
+    /// No link proves it: known from adverts or gossip only.
+    pub(super) fn unproven(&self) -> bool {
+        !self.member && self.active.is_none()
     }
 
     /// Heard from recently or connected.
@@ -246,6 +257,13 @@ pub struct PeerTable {
     /// When an announce from a newcomer was last answered (see `NEWCOMER_ANSWER_GAP`).
     pub(super) last_newcomer_answer: Option<Instant>,
     pub(super) next_dial: u64,
+    /// The dial budget: dials that may start now (at most [`DIAL_BURST`]), as of
+    /// `dial_tokens_at`; refilled at [`MAX_DIALS_PER_SECOND`].
+    ///
+    /// [`DIAL_BURST`]: crate::DIAL_BURST
+    /// [`MAX_DIALS_PER_SECOND`]: crate::MAX_DIALS_PER_SECOND
+    pub(super) dial_tokens: f64,
+    pub(super) dial_tokens_at: Option<Instant>,
     pub(super) next_tag: u64,
     pub(super) actions: VecDeque<Action>,
     pub(super) events: VecDeque<Event>,
@@ -303,6 +321,8 @@ impl PeerTable {
             last_probe: None,
             last_newcomer_answer: None,
             next_dial: 1,
+            dial_tokens: f64::from(crate::config::DIAL_BURST),
+            dial_tokens_at: None,
             next_tag: 1,
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -373,6 +393,12 @@ impl PeerTable {
             None => *self.draining.get(&conn)?,
         };
         self.peers.get(&id).map(|p| p.name.as_str())
+    }
+
+    /// Dials started and not yet over (at most
+    /// [`MAX_DIALS_IN_FLIGHT`](crate::MAX_DIALS_IN_FLIGHT)).
+    pub fn dials_in_flight(&self) -> usize {
+        self.dials.len()
     }
 
     /// The one live device with this name and the link to it.

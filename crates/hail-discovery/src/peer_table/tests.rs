@@ -11,6 +11,7 @@ use crate::error::{ConfigError, ResolveError};
 use crate::id::{ConnId, DeviceId, DialId};
 
 mod beacons;
+mod budgets;
 mod dial;
 mod gossip;
 mod lifecycle;

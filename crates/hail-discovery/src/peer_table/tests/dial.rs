@@ -234,13 +234,3 @@ fn the_larger_id_dials_when_the_wait_is_over() {
     // The redial backoff (100 ms at most for a first failure), not another wait.
     assert_eq!(dials(&run_until(&mut b, t0 + ms(360))).len(), 1, "redialed");
 }
-
-/// Handles every timeout due up to `until`; the actions they produced.
-fn run_until(t: &mut PeerTable, until: Instant) -> Vec<Action> {
-    let mut out = actions(t);
-    while let Some(at) = t.poll_timeout().filter(|&at| at <= until) {
-        t.handle_timeout(at);
-        out.extend(actions(t));
-    }
-    out
-}
