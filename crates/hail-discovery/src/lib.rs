@@ -144,7 +144,8 @@ pub use config::{
 };
 pub use device::{
     AskError, Callbacks, DEFAULT_GROUP, Device, DeviceBuilder, DeviceError, DeviceEvent,
-    DeviceEvents, DeviceStats, EVENT_CAPACITY, PeerSender, RunError, SendError, Targets,
+    DeviceEvents, DeviceStats, EVENT_BYTES, EVENT_CAPACITY, PeerSender, RunError, SendError,
+    Targets,
 };
 pub use error::{ConfigError, NameError, ResolveError};
 pub use format::{FormatError, MessageFormat};

@@ -19,7 +19,7 @@ use super::error::DeviceError;
 use super::events::DeviceEvents;
 use super::handle::Device;
 use super::messages::bind_builtin;
-use super::shared::{Shared, lock};
+use super::shared::{EventBytes, Shared, lock};
 use crate::config::{LocalDevice, PeerTableConfig};
 use crate::format::MessageFormat;
 use crate::id::DeviceId;
@@ -32,6 +32,9 @@ pub const DEFAULT_GROUP: SocketAddr =
 /// events. While the stream is full messages wait, at most 1 s at a time, and other
 /// events are dropped and counted ([`Device::dropped_events`]); see [`DeviceEvents`].
 pub const EVENT_CAPACITY: usize = 1024;
+/// Default byte budget of the event stream ([`DeviceBuilder::event_bytes`]): 8 MiB of
+/// message payloads.
+pub const EVENT_BYTES: usize = 8 * 1024 * 1024;
 
 /// A passphrase, never printed.
 #[derive(Clone)]
@@ -60,6 +63,7 @@ pub struct DeviceBuilder {
     multicast: bool,
     format: MessageFormat,
     event_capacity: usize,
+    event_bytes: usize,
 }
 
 /// Where links listen by default: every address of the group's family, any port.
@@ -102,6 +106,7 @@ impl Device {
             multicast: true,
             format: MessageFormat::default(),
             event_capacity: EVENT_CAPACITY,
+            event_bytes: EVENT_BYTES,
         }
     }
 }
@@ -212,6 +217,17 @@ impl DeviceBuilder {
         self
     }
 
+    /// How many bytes of message payloads the [`DeviceEvents`] stream holds, beside its
+    /// [`event_capacity`](Self::event_capacity) in events: once they are reached, messages
+    /// wait exactly as when the stream is full (the links stop reading, TCP slows the
+    /// senders; after 1 s without room they are dropped and counted). The message that
+    /// reaches the budget is still taken in, so the stream holds at most the budget plus
+    /// one message. Default: [`EVENT_BYTES`], 8 MiB; at least 1.
+    pub fn event_bytes(mut self, bytes: usize) -> Self {
+        self.event_bytes = bytes.max(1);
+        self
+    }
+
     /// Whether to use multicast at all; off, only static peers and gossip find peers.
     /// Default: on.
     pub fn multicast(mut self, on: bool) -> Self {
@@ -281,12 +297,14 @@ impl DeviceBuilder {
         let mut table = PeerTable::new(self.table.clone(), local, rand::random())?;
         table.start(clock::now());
         let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
+        let event_bytes = Arc::new(EventBytes::new(self.event_bytes));
         let shared = Arc::new(Shared {
             table: Mutex::new(table),
             links: Mutex::new(HashMap::new()),
             question: OnceLock::new(),
             handlers: Handlers::new(),
             events: events_tx,
+            event_bytes: event_bytes.clone(),
             dropped_events: AtomicU64::new(0),
             unreported_drops: AtomicU64::new(0),
             counters: Mutex::new(Default::default()),
@@ -310,7 +328,7 @@ impl DeviceBuilder {
                 stop: Some(stop_tx),
                 task: Some(task),
             },
-            DeviceEvents::new(events_rx),
+            DeviceEvents::new(events_rx, event_bytes),
         ))
     }
 }

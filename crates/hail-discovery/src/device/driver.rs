@@ -88,7 +88,7 @@ pub(super) struct Driver {
     /// stream is full, link frames wait (their readers, then TCP, slow the peers down).
     pub(super) permit: Option<mpsc::OwnedPermit<DeviceEvent>>,
     /// The application dropped its stream: frames go on (their events are dropped).
-    events_gone: bool,
+    pub(super) events_gone: bool,
     /// Since when link frames wait for room, and whether they waited
     /// [`EVENT_STALL_LIMIT`] and go on without it (their messages dropped and counted)
     /// until there is room.
@@ -139,11 +139,15 @@ impl Driver {
                 break;
             }
             let awaiting_room = running && self.permit.is_none() && !self.events_gone;
-            if awaiting_room && self.stalled_until.is_none() {
+            let awaiting_bytes = running && !self.events_gone && self.shared.event_bytes.full();
+            if (awaiting_room || awaiting_bytes) && self.stalled_until.is_none() {
                 self.stalled_until = Some(Instant::now() + EVENT_STALL_LIMIT);
             }
             // While draining, messages wait for no room: shutdown stays bounded.
-            let frames_go = !running || self.permit.is_some() || self.events_gone || self.overflow;
+            let frames_go = !running
+                || self.events_gone
+                || self.overflow
+                || (self.permit.is_some() && !awaiting_bytes);
             let deadline = lock(&self.shared.table).poll_timeout().map(clock::at);
             let drain_until = self.stopping.as_ref().map(|s| s.until);
             tokio::select! {
@@ -156,6 +160,12 @@ impl Driver {
                     }
                     self.stalled_until = None;
                     self.overflow = false;
+                }
+                () = self.shared.event_bytes.room.notified(), if awaiting_bytes => {
+                    if !self.shared.event_bytes.full() && self.permit.is_some() {
+                        self.stalled_until = None;
+                        self.overflow = false;
+                    }
                 }
                 () = clock::sleep_until(self.stalled_until), if running && !frames_go => {
                     debug!("event stream full for {EVENT_STALL_LIMIT:?}: messages are dropped until there is room");
@@ -191,7 +201,11 @@ impl Driver {
     fn ready_input(&mut self) {
         let running = self.stopping.is_none();
         for _ in 0..INPUT_BATCH {
-            if running && self.permit.is_none() && !self.events_gone && !self.overflow {
+            let holding = running && !self.events_gone && !self.overflow;
+            if holding && self.shared.event_bytes.full() {
+                return;
+            }
+            if holding && self.permit.is_none() {
                 match self.shared.events.clone().try_reserve_owned() {
                     Ok(p) => self.permit = Some(p),
                     Err(mpsc::error::TrySendError::Full(_)) => return,

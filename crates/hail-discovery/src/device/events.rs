@@ -1,10 +1,13 @@
 //! What a device reports: [`DeviceEvent`]s on the [`DeviceEvents`] stream, and the
 //! pythonConnect-style [`Callbacks`] over it.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::error::RunError;
+use super::shared::EventBytes;
 use crate::id::DeviceId;
 use crate::peer_table::{LeaveReason, PeerInfo};
 
@@ -70,6 +73,8 @@ pub enum DeviceEvent {
 #[derive(Debug)]
 pub struct DeviceEvents {
     rx: mpsc::Receiver<DeviceEvent>,
+    /// The stream's message bytes: a message handed out gives its bytes back.
+    bytes: Arc<EventBytes>,
     /// Events taken from the stream in one go, last first: up to [`RECV_BATCH`].
     ready: Vec<DeviceEvent>,
 }
@@ -87,25 +92,32 @@ impl futures_core::Stream for DeviceEvents {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<DeviceEvent>> {
         let this = &mut *self;
-        if let Some(e) = this.ready.pop() {
-            return std::task::Poll::Ready(Some(e));
-        }
-        match this.rx.poll_recv_many(cx, &mut this.ready, RECV_BATCH) {
-            std::task::Poll::Ready(0) => std::task::Poll::Ready(None),
-            std::task::Poll::Ready(_) => {
-                this.ready.reverse();
-                std::task::Poll::Ready(this.ready.pop())
+        if this.ready.is_empty() {
+            match this.rx.poll_recv_many(cx, &mut this.ready, RECV_BATCH) {
+                std::task::Poll::Ready(0) => return std::task::Poll::Ready(None),
+                std::task::Poll::Ready(_) => this.ready.reverse(),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
             }
-            std::task::Poll::Pending => std::task::Poll::Pending,
         }
+        let e = this.ready.pop();
+        this.handed_out(e.as_ref());
+        std::task::Poll::Ready(e)
     }
 }
 
 impl DeviceEvents {
-    pub(super) fn new(rx: mpsc::Receiver<DeviceEvent>) -> Self {
+    pub(super) fn new(rx: mpsc::Receiver<DeviceEvent>, bytes: Arc<EventBytes>) -> Self {
         Self {
             rx,
+            bytes,
             ready: Vec::with_capacity(RECV_BATCH),
+        }
+    }
+
+    /// A message leaves the stream: its bytes no longer count against the budget.
+    fn handed_out(&self, e: Option<&DeviceEvent>) {
+        if let Some(DeviceEvent::Message { payload, .. }) = e {
+            self.bytes.take(payload.len());
         }
     }
 
@@ -120,7 +132,9 @@ impl DeviceEvents {
     /// An event if one is waiting, without waiting; `None` when none is (or the device
     /// is shut down).
     pub fn try_recv(&mut self) -> Option<DeviceEvent> {
-        self.ready.pop().or_else(|| self.rx.try_recv().ok())
+        let e = self.ready.pop().or_else(|| self.rx.try_recv().ok());
+        self.handed_out(e.as_ref());
+        e
     }
 
     /// Runs callbacks for every event until the device is gone (pythonConnect style:

@@ -33,6 +33,12 @@ pub struct DeviceStats {
     pub auth_failures: u64,
     /// Events dropped because the event stream was full.
     pub dropped_events: u64,
+    /// Bytes of message payloads in the event stream now (not yet handed out by
+    /// [`DeviceEvents`](crate::DeviceEvents)), against
+    /// [`DeviceBuilder::event_bytes`](crate::DeviceBuilder::event_bytes).
+    pub queued_event_bytes: usize,
+    /// The most bytes of message payloads the event stream ever held.
+    pub peak_event_bytes: usize,
 }
 
 /// A device on the network: advertises itself, discovers and connects to peers, sends to
@@ -96,11 +102,14 @@ impl Device {
     /// The device's counters.
     pub fn stats(&self) -> DeviceStats {
         let (multicast, auth_failures) = *lock(&self.shared.counters);
+        let (queued, peak) = self.shared.event_bytes.levels();
         DeviceStats {
             discovery: lock(&self.shared.table).stats().clone(),
             multicast,
             auth_failures,
             dropped_events: self.dropped_events(),
+            queued_event_bytes: queued,
+            peak_event_bytes: peak,
         }
     }
 

@@ -115,16 +115,32 @@ impl Driver {
             None => None,
         };
         let Some(from) = from else { return };
+        let payload = frame.slice(1..);
+        let len = payload.len();
         let e = DeviceEvent::Message {
             from: from.as_ref().to_owned(),
-            payload: frame.slice(1..),
+            payload,
         };
+        let bytes = &self.shared.event_bytes;
         match self.permit.take() {
+            // Past the stall limit, or draining: the stream has no room in bytes.
+            Some(p) if bytes.full() && !self.events_gone => {
+                self.permit = Some(p);
+                self.shared.dropped(1);
+            }
+            // Counted before it is in the stream: the reader may take it off at once.
             Some(p) => {
                 self.shared.report_drops();
+                bytes.add(len);
                 p.send(e);
             }
-            None => self.shared.emit(e),
+            None if bytes.full() && !self.events_gone => self.shared.dropped(1),
+            None => {
+                bytes.add(len);
+                if !self.shared.emit(e) {
+                    bytes.take(len);
+                }
+            }
         }
     }
 

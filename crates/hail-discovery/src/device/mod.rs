@@ -28,7 +28,7 @@ mod messages;
 mod sender;
 mod shared;
 
-pub use builder::{DEFAULT_GROUP, DeviceBuilder, EVENT_CAPACITY};
+pub use builder::{DEFAULT_GROUP, DeviceBuilder, EVENT_BYTES, EVENT_CAPACITY};
 pub use error::{AskError, DeviceError, RunError, SendError};
 pub use events::{Callbacks, DeviceEvent, DeviceEvents};
 pub use handle::{Device, DeviceStats};

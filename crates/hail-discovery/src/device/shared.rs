@@ -2,7 +2,7 @@
 //! event stream's sender and its drop counters ([`Shared`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use hail_link::{Connection, LinkConfig};
 use hail_rpc::{Handlers, PeerDriver, RpcConfig, RpcPeer};
 use hail_wire::Binary;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tracing::debug;
 
 use super::error::RunError;
@@ -45,6 +45,8 @@ pub(super) struct Shared {
     /// What every link answers: messages, questions and the user's own methods.
     pub(super) handlers: Handlers,
     pub(super) events: mpsc::Sender<DeviceEvent>,
+    /// The event stream's bytes of message payloads, against its byte budget.
+    pub(super) event_bytes: Arc<EventBytes>,
     pub(super) dropped_events: AtomicU64,
     /// Drops not yet reported as [`RunError::EventsDropped`].
     pub(super) unreported_drops: AtomicU64,
@@ -79,13 +81,23 @@ impl Shared {
             .ok_or_else(|| ResolveError::NotConnected(name.to_owned()))
     }
 
-    pub(super) fn emit(&self, e: DeviceEvent) {
+    /// Puts `e` in the stream if there is room, else drops and counts it; true when it
+    /// went in.
+    pub(super) fn emit(&self, e: DeviceEvent) -> bool {
         self.report_drops();
         if self.events.try_send(e).is_err() {
-            self.dropped_events.fetch_add(1, Ordering::Relaxed);
-            self.unreported_drops.fetch_add(1, Ordering::Relaxed);
-            debug!("device event dropped: the stream is full or closed");
+            self.dropped(1);
+            false
+        } else {
+            true
         }
+    }
+
+    /// Counts `n` events dropped (reported as `EventsDropped` once there is room).
+    pub(super) fn dropped(&self, n: u64) {
+        self.dropped_events.fetch_add(n, Ordering::Relaxed);
+        self.unreported_drops.fetch_add(n, Ordering::Relaxed);
+        debug!("device event dropped: the stream is full or closed");
     }
 
     /// Reports drops not yet reported, if there is room: they go first, as soon as
@@ -99,6 +111,55 @@ impl Shared {
                     .fetch_add(unreported, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// The bytes of the message payloads in the event stream, against its byte budget
+/// ([`DeviceBuilder::event_bytes`](crate::DeviceBuilder::event_bytes)): added by the
+/// driver as it delivers a message, taken off by [`DeviceEvents`](crate::DeviceEvents) as
+/// it hands one out.
+#[derive(Debug)]
+pub(super) struct EventBytes {
+    queued: AtomicUsize,
+    peak: AtomicUsize,
+    limit: usize,
+    /// Told when the queued bytes fall back under the limit.
+    pub(super) room: Notify,
+}
+
+impl EventBytes {
+    pub(super) fn new(limit: usize) -> Self {
+        Self {
+            queued: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            limit,
+            room: Notify::new(),
+        }
+    }
+
+    /// The budget is spent: messages wait (or, after the stall limit, are dropped).
+    pub(super) fn full(&self) -> bool {
+        self.queued.load(Ordering::Acquire) >= self.limit
+    }
+
+    pub(super) fn add(&self, n: usize) {
+        let now = self.queued.fetch_add(n, Ordering::AcqRel) + n;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub(super) fn take(&self, n: usize) {
+        let before = self.queued.fetch_sub(n, Ordering::AcqRel);
+        if before >= self.limit && before - n < self.limit {
+            self.room.notify_one();
+        }
+    }
+
+    /// (queued now, most ever queued).
+    pub(super) fn levels(&self) -> (usize, usize) {
+        (
+            self.queued.load(Ordering::Relaxed),
+            self.peak.load(Ordering::Relaxed),
+        )
     }
 }
 

@@ -379,3 +379,64 @@ async fn next_message(events: &mut DeviceEvents) -> (String, String) {
     .await
     .expect("a message")
 }
+
+/// The event stream is bounded in bytes as well as in events: a listener that does not
+/// read holds at most its byte budget of messages (plus the one that crossed it), the
+/// senders wait behind it, nothing is dropped within the hold, and once it reads every
+/// message arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_is_bounded_in_bytes() {
+    let budget = 256 * 1024;
+    let size = 16 * 1024;
+    let (lamp, mut events) = Device::builder("lamp")
+        .event_capacity(100_000)
+        .event_bytes(budget)
+        .group(SocketAddr::from((Ipv4Addr::new(239, 255, 72, 87), 0)))
+        .interface(Ipv4Addr::LOCALHOST)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .expect("device starts");
+    let (switch, mut se) = device("switch", lamp.group()).await;
+    meet(&switch, &mut se, &lamp).await;
+    let total = 400usize;
+    let mut to_lamp = switch.to("lamp").expect("joined");
+    let sender = tokio::spawn(async move {
+        for i in 0..total {
+            let mut msg = vec![0u8; size];
+            msg[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            to_lamp.send(&msg).await.expect("sent");
+        }
+    });
+    // The stream fills to its byte budget (6.4 MB are on their way).
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while lamp.stats().queued_event_bytes < budget {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the stream fills");
+    let mut next = 0usize;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while next < total {
+            if let DeviceEvent::Message { payload, .. } = events.recv().await.expect("running") {
+                assert_eq!(payload.len(), size);
+                assert_eq!(payload[..8], (next as u64).to_be_bytes(), "in order");
+                next += 1;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{next} of {total} messages arrived"));
+    sender.await.unwrap();
+    let stats = lamp.stats();
+    assert_eq!(stats.dropped_events, 0);
+    assert!(
+        stats.peak_event_bytes <= budget + size,
+        "peak {} over the budget {budget}",
+        stats.peak_event_bytes
+    );
+    assert_eq!(stats.queued_event_bytes, 0, "all taken");
+    switch.shutdown().await;
+    lamp.shutdown().await;
+}
