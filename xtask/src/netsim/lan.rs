@@ -107,8 +107,8 @@ impl Lan {
         Ok(nft(self.host(i), &isolate_rules())?)
     }
 
-    /// The (local, peer) addresses of host `i`'s TCP connections in `state` (`ss` names).
-    pub(super) fn tcp(&self, i: usize, state: &str) -> Result<Vec<(String, String)>, String> {
+    /// The (local, peer) ends of host `i`'s TCP connections in `state` (`ss` names).
+    pub(super) fn tcp(&self, i: usize, state: &str) -> Result<Vec<(End, End)>, String> {
         let out = cmd::stdout(Command::new("ip").args([
             "netns",
             "exec",
@@ -168,31 +168,31 @@ fn isolate_rules() -> String {
         .to_owned()
 }
 
-/// The (local, peer) addresses of `ss -Htn state established` output.
-fn established(ss: &str) -> Vec<(String, String)> {
+/// One end of a TCP connection: address and port, without the interface `ss` names for a
+/// local link-local address (the two ends of one connection then compare equal).
+pub(super) type End = (IpAddr, u16);
+
+/// The (local, peer) ends of `ss -Htn state established` output.
+fn established(ss: &str) -> Vec<(End, End)> {
     ss.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             // Recv-Q Send-Q Local:Port Peer:Port [Process]
-            let local = fields.get(2)?;
-            let peer = fields.get(3)?;
-            (local.contains(':') && peer.contains(':'))
-                .then(|| ((*local).to_owned(), (*peer).to_owned()))
+            Some((end(fields.get(2)?)?, end(fields.get(3)?)?))
         })
         .collect()
 }
 
-/// The IP part of `ip:port` (IPv4; IPv6 in brackets is returned without them and
-/// without a `%scope`, as `ss` prints link-local addresses).
-pub(super) fn host_part(addr: &str) -> &str {
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.split_once('%').map_or(host, |(h, _)| h)
-}
-
-/// The address of `ip:port` (see [`host_part`]), if it is one.
-pub(super) fn host_addr(addr: &str) -> Option<IpAddr> {
-    host_part(addr).parse().ok()
+/// The end `ss` prints as `10.77.0.1:40412`, `[fd00::1]:80` or, a local link-local one,
+/// `[fe80::1]%eth0:38156` (`[fe80::1%eth0]:80` is read too); `None` for anything else.
+fn end(s: &str) -> Option<End> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next()?,
+        None => host,
+    };
+    let host = host.split('%').next()?;
+    Some((host.parse().ok()?, port.parse().ok()?))
 }
 
 /// The pid in a namespace name `hnsim<pid>-...`, if it is one of ours.
@@ -281,22 +281,34 @@ mod tests {
         let out = "0      0      10.77.0.1:40412   10.77.0.2:35553\n\
                    0      0      10.77.0.1:41000   10.77.0.3:41234   users:((\"hail\",pid=1,fd=9))\n\
                    garbage\n";
+        let v4 = |i, port| (IpAddr::V4(host_ip(i)), port);
         assert_eq!(
             established(out),
-            [
-                ("10.77.0.1:40412".to_owned(), "10.77.0.2:35553".to_owned()),
-                ("10.77.0.1:41000".to_owned(), "10.77.0.3:41234".to_owned()),
-            ]
+            [(v4(0, 40412), v4(1, 35553)), (v4(0, 41000), v4(2, 41234))]
         );
-        assert_eq!(host_part("10.77.0.2:35553"), "10.77.0.2");
-        assert_eq!(host_part("[::1]:80"), "::1");
-        assert_eq!(host_part("[fe80::2%eth0]:41234"), "fe80::2");
+        // As ss prints IPv6: the local link-local end names its interface, the peer not.
+        let ll = |i, port| (IpAddr::V6(support::host_link_local(i)), port);
+        let out = "0      0      [fe80::1]%eth0:38156 [fe80::2]:5000\n\
+                   0      0      [fd00:0:a:4d00::1]:38157 [fd00:0:a:4d00::2]:5000\n";
+        let ula = |i, port| (IpAddr::V6(support::host_ula(SUBNET, i)), port);
         assert_eq!(
-            host_addr("[fe80::2%eth0]:41234"),
-            Some(support::host_link_local(1).into())
+            established(out),
+            [(ll(0, 38156), ll(1, 5000)), (ula(0, 38157), ula(1, 5000))]
         );
-        assert_eq!(host_addr("10.77.0.2:35553"), Some(host_ip(1).into()));
-        assert_eq!(host_addr("*:*"), None);
+        assert_eq!(end("[fe80::2%eth0]:41234"), Some(ll(1, 41234)));
+        assert_eq!(
+            end("[::1]:80"),
+            Some((IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), 80))
+        );
+        for bad in [
+            "*:*",
+            "10.77.0.2",
+            "[fe80::1]%eth0",
+            "10.77.0.2:x",
+            "garbage",
+        ] {
+            assert_eq!(end(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::args::Mode;
-use super::lan::{Lan, host_addr};
+use super::lan::{End, Lan};
 use super::report::{Cell, secs};
 use super::sim::Sim;
 
@@ -291,15 +291,14 @@ impl<'a> Runner<'a> {
 /// device, seen from both ends, and none left to the dead process (open or half-closed).
 fn check_links(sim: &Sim<'_>, victim_host: usize) -> Result<(), String> {
     // Every address of a host (IPv4, link-local, ULA): a link may use any of them.
-    let on =
-        |host: usize, addr: &str| host_addr(addr).is_some_and(|a| sim.lan.addrs(host).contains(&a));
+    let on = |host: usize, (addr, _): &End| sim.lan.addrs(host).contains(addr);
     let mine = sim.lan.tcp(victim_host, "established")?;
     let mut problems = Vec::new();
     for p in sim.live().filter(|p| p.host != victim_host) {
         let here = mine.iter().filter(|(_, peer)| on(p.host, peer)).count();
-        let to_victim = |(_, peer): &&(String, String)| on(victim_host, peer);
+        let to_victim = |(_, peer): &&(End, End)| on(victim_host, peer);
         let theirs = sim.lan.tcp(p.host, "established")?;
-        let there: Vec<&(String, String)> = theirs.iter().filter(to_victim).collect();
+        let there: Vec<&(End, End)> = theirs.iter().filter(to_victim).collect();
         // A connection their end holds open that the restarted end does not have (the dead
         // process's sockets are closed, so only the fresh process holds any there), or
         // one the dead end closed and theirs still holds (close-wait).
