@@ -423,6 +423,7 @@ fn effective_uid(status: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::OrSkip;
 
     #[test]
     fn effective_uid_is_the_second_uid() {
@@ -465,6 +466,108 @@ mod tests {
     #[should_panic(expected = "at most")]
     fn an_ipv6_lan_holds_as_many() {
         let _ = host_link_local(Lan::MAX_HOSTS);
+    }
+
+    /// The index of `eth0` in namespace `ns` (`ip -o link` prints `<index>: eth0@...`).
+    #[cfg(target_os = "linux")]
+    fn eth0_index(ns: &str) -> u32 {
+        let shown = run("ip", &["-n", ns, "-o", "link", "show", "dev", "eth0"]).unwrap();
+        shown.split(':').next().unwrap().trim().parse().unwrap()
+    }
+
+    /// An IPv6-only LAN: only this crate's addresses on `eth0` (no IPv4, nothing left
+    /// tentative by duplicate address detection, no link-local address of the kernel's),
+    /// IPv6 multicast on a link-scoped group and unicast to the ULA across the bridge, and
+    /// `impairment` drops IPv6 too.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn an_ipv6_only_lan_carries_ipv6_and_its_loss_rules_drop_it() {
+        use std::net::{SocketAddr, SocketAddrV6, UdpSocket};
+        use std::time::Duration;
+
+        const SUBNET: [u8; 3] = [10, 81, 0];
+        let Some(lan) = Namespaces::for_test("lan6")
+            .and_then(Namespaces::require_nft)
+            .and_then(|ns| Lan::create_with(ns, SUBNET, 2, Family::V6, true))
+            .or_skip()
+        else {
+            return;
+        };
+        for i in 0..2 {
+            let shown = run(
+                "ip",
+                &["-n", lan.host(i), "-o", "addr", "show", "dev", "eth0"],
+            )
+            .unwrap();
+            assert!(!shown.contains(" inet "), "an IPv4 address: {shown}");
+            assert!(!shown.contains("tentative"), "DAD still running: {shown}");
+            assert_eq!(shown.matches(" inet6 ").count(), 2, "{shown}");
+            assert!(shown.contains(&format!(" inet6 {}/64 ", host_link_local(i))));
+            assert!(shown.contains(&format!(" inet6 {}/64 ", host_ula(SUBNET, i))));
+        }
+        assert_eq!(
+            lan.host_addrs(1),
+            [
+                IpAddr::V6(host_link_local(1)),
+                IpAddr::V6(host_ula(SUBNET, 1))
+            ]
+        );
+        assert!(lan.has_ula() && lan.family() == Family::V6);
+
+        let group = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0x4d, 0x99);
+        let (if0, if1) = (eth0_index(lan.host(0)), eth0_index(lan.host(1)));
+        // Sockets stay in the namespace they were made in, whichever thread uses them.
+        let rx = in_netns(lan.host(1), move || {
+            let s = UdpSocket::bind("[::]:47799").unwrap();
+            s.join_multicast_v6(&group, if1).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s
+        })
+        .join()
+        .unwrap();
+        let tx = in_netns(lan.host(0), || UdpSocket::bind("[::]:0").unwrap())
+            .join()
+            .unwrap();
+        // The link-scoped group on host 0's eth0 (the scope id picks it; hop limit 1, the
+        // default for multicast), and host 1's ULA.
+        let to_group = SocketAddr::V6(SocketAddrV6::new(group, 47_799, 0, if0));
+        let to_ula = SocketAddr::new(IpAddr::V6(host_ula(SUBNET, 1)), 47_799);
+        let received = |rx: &UdpSocket| -> Vec<(Vec<u8>, IpAddr)> {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 16];
+            while let Ok((n, from)) = rx.recv_from(&mut buf) {
+                got.push((buf[..n].to_vec(), from.ip()));
+                if got.len() == 2 {
+                    break;
+                }
+            }
+            got.sort();
+            got
+        };
+        tx.send_to(b"group", to_group).unwrap();
+        tx.send_to(b"ula", to_ula).unwrap();
+        assert_eq!(
+            received(&rx),
+            [
+                (b"group".to_vec(), IpAddr::V6(host_link_local(0))),
+                (b"ula".to_vec(), IpAddr::V6(host_ula(SUBNET, 0)))
+            ]
+        );
+
+        // Every packet arriving at host 1 dropped: IPv6 included.
+        nft(lan.host(1), &crate::impairment(100, 0, None)).unwrap();
+        rx.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        tx.send_to(b"group", to_group).unwrap();
+        tx.send_to(b"ula", to_ula).unwrap();
+        assert_eq!(received(&rx), [], "the ip6 table dropped nothing");
+        // Lifted: it arrives again.
+        nft(lan.host(1), &crate::impairment(0, 0, None)).unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        tx.send_to(b"ula", to_ula).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, _) = rx.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ula");
     }
 
     #[test]

@@ -68,6 +68,15 @@ pub fn impairment_of(loss: u8, dup: u8, to: Option<SocketAddr>) -> String {
     if loss == 0 && dup == 0 {
         return s;
     }
+    // `numgen random mod 100 < 100` is refused (out of range): 100 % is every packet.
+    let share = |pct: u8| {
+        if pct >= 100 {
+            String::new()
+        } else {
+            format!("numgen random mod 100 < {pct} ")
+        }
+    };
+    let (lose, double) = (share(loss), share(dup));
     for family in ["ip", "ip6"] {
         let only = match to {
             None => Some(String::new()),
@@ -87,14 +96,14 @@ pub fn impairment_of(loss: u8, dup: u8, to: Option<SocketAddr>) -> String {
             let _ = writeln!(
                 s,
                 "  chain input {{ type filter hook input priority -300; policy accept;\n    \
-                 iifname \"eth0\" {only}numgen random mod 100 < {loss} drop\n  }}"
+                 iifname \"eth0\" {only}{lose}drop\n  }}"
             );
         }
         if dup > 0 {
             let _ = writeln!(
                 s,
                 "  chain output {{ type filter hook output priority -300; policy accept;\n    \
-                 oifname \"eth0\" numgen random mod 100 < {dup} dup to {family} daddr device \"eth0\"\n  }}"
+                 oifname \"eth0\" {double}dup to {family} daddr device \"eth0\"\n  }}"
             );
         }
         s.push_str("}\n");
@@ -136,6 +145,11 @@ mod tests {
             loss_only.matches('{').count(),
             loss_only.matches('}').count()
         );
+        // 100 %: every packet, without numgen (nft refuses `< 100` after `mod 100`).
+        let all = impairment(100, 100, None);
+        assert!(!all.contains("numgen"));
+        assert_eq!(all.matches("iifname \"eth0\" drop").count(), 2);
+        assert!(all.contains("oifname \"eth0\" dup to ip6 daddr device \"eth0\""));
     }
 
     #[test]
