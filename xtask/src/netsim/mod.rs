@@ -7,14 +7,24 @@
 //!   host namespaces   <pfx>h0, <pfx>h1, ...:             eth0 (10.77.0.<i+1>/24), lo
 //! ```
 //!
+//! `--family` picks the addresses on the veths, one LAN per family in turn: `v4` (the
+//! default, above; devices on the group 239.255.77.1, `--interface 10.77.0.<i+1>`), `v6`
+//! (only `fe80::<i+1>/64`, no duplicate address detection and no kernel link-local address;
+//! `--ula` adds `fd00:0:a:4d00::<i+1>/64`; devices on the link-scoped group `ff02::4d:1`,
+//! `--interface fe80::<i+1>`) or `dual` (both; every scenario runs on the IPv4 group, then
+//! on the IPv6 group). Cells and goals are tagged `v6`, `dual/v4`, `dual/v6` (the IPv4-only
+//! LAN's untagged, as before); with `v4` and `v6` (or `dual`) the goals add IPv6 discovery
+//! p50 within 1.5x IPv4's of the same run.
+//!
 //! The namespaces, veths and bridge come from `hail-testsupport` (the crate the namespace
 //! tests use too); every namespace is named `hnsim<pid>-...`, so parallel runs cannot
 //! collide, and nothing touches the host's own network: the bridge lives in a namespace of
-//! its own, multicast goes out of each host's `eth0` only (`--interface`, TTL 1 by
+//! its own, multicast goes out of each host's `eth0` only (`--interface`, TTL or hop limit 1 by
 //! default). Loss is an nftables `numgen random` drop on input inside each host namespace,
-//! duplication an nftables `dup` on output; a partition is a further input drop of the
-//! other half's addresses. Each device is `hail listen --json` (crates/hail-cli, built once
-//! in release mode) run with `ip netns exec`; its JSON lines are timestamped on arrival.
+//! duplication an nftables `dup` on output (IPv4 and IPv6 tables); a partition is a further
+//! input drop of the other half's addresses (an `inet` table, every address of theirs).
+//! Each device is `hail listen --json` (crates/hail-cli, built once in release mode) run
+//! with `ip netns exec`; its JSON lines are timestamped on arrival.
 //!
 //! Everything is removed afterwards: a guard's `Drop` kills what runs in the namespaces
 //! and deletes them, on success, error or panic; SIGINT, SIGTERM and SIGHUP are blocked
