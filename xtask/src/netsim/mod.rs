@@ -19,10 +19,11 @@
 //! The namespaces, veths and bridge come from `hail-testsupport` (the crate the namespace
 //! tests use too); every namespace is named `hnsim<pid>-...`, so parallel runs cannot
 //! collide, and nothing touches the host's own network: the bridge lives in a namespace of
-//! its own, multicast goes out of each host's `eth0` only (`--interface`, TTL or hop limit 1 by
-//! default). Loss is an nftables `numgen random` drop on input inside each host namespace,
-//! duplication an nftables `dup` on output (IPv4 and IPv6 tables); a partition is a further
-//! input drop of the other half's addresses (an `inet` table, every address of theirs).
+//! its own, multicast goes out of each host's `eth0` only (`--interface`, TTL or hop limit
+//! 1 by default). Loss is an nftables `numgen random` drop on input inside each host
+//! namespace, duplication an nftables `dup` on output (IPv4 and IPv6 tables); a partition
+//! is a further input drop of the other half's addresses (an `inet` table, every address of
+//! theirs; on IPv6 that includes neighbour discovery, on IPv4 ARP passes).
 //! Each device is `hail listen --json` (crates/hail-cli, built once in release mode) run
 //! with `ip netns exec`; its JSON lines are timestamped on arrival.
 //!
