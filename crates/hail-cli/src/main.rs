@@ -157,10 +157,10 @@ impl Common {
             IpAddr::V4(_) => !v6,
             IpAddr::V6(a6) => v6 && !a6.is_unicast_link_local(),
         };
-        if let Interface::Addr(a) = only {
-            if usable(a) {
-                return Ok(*a);
-            }
+        if let Interface::Addr(a) = only
+            && usable(a)
+        {
+            return Ok(*a);
         }
         let info = only.resolve()?;
         Ok(info.addrs.iter().copied().find(usable).unwrap_or(any))

@@ -73,7 +73,7 @@ impl DialFailures {
                 count: 1,
             });
         }
-        if n >= 3 && n % 3 == 0 && (n / 3).is_power_of_two() {
+        if n >= 3 && n.is_multiple_of(3) && (n / 3).is_power_of_two() {
             report(RunError::DialFailed {
                 peer,
                 addrs,

@@ -330,18 +330,18 @@ impl Driver {
             let Some(action) = action else { break };
             match action {
                 Action::Multicast(advert) => {
-                    if let (Some(s), Ok(bytes)) = (&self.sender, advert.to_bytes()) {
-                        if let Err(e) = s.send(&bytes).await {
-                            debug!(error = %e, "advert not sent");
-                        }
+                    if let (Some(s), Ok(bytes)) = (&self.sender, advert.to_bytes())
+                        && let Err(e) = s.send(&bytes).await
+                    {
+                        debug!(error = %e, "advert not sent");
                     }
                 }
                 Action::Send { conn, message } => {
                     let c = lock(&self.shared.links).get(&conn).map(|l| l.conn.clone());
-                    if let (Some(c), Ok(bytes)) = (c, message.to_bytes()) {
-                        if c.try_send(Bytes::from(bytes)).is_err() {
-                            debug!(%conn, "discovery message not queued");
-                        }
+                    if let (Some(c), Ok(bytes)) = (c, message.to_bytes())
+                        && c.try_send(Bytes::from(bytes)).is_err()
+                    {
+                        debug!(%conn, "discovery message not queued");
                     }
                 }
                 Action::Dial { dial, addrs, peer } => {

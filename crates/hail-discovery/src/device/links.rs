@@ -66,11 +66,11 @@ impl Driver {
                         table.link_message(conn, m, clock::now());
                         table.name_on_link(conn).map(Arc::from)
                     };
-                    if let Some(name) = name {
-                        if let Some(l) = lock(&self.shared.links).get_mut(&conn) {
-                            l.joined = true;
-                            l.peer_name.get_or_insert(name);
-                        }
+                    if let Some(name) = name
+                        && let Some(l) = lock(&self.shared.links).get_mut(&conn)
+                    {
+                        l.joined = true;
+                        l.peer_name.get_or_insert(name);
                     }
                     // The join (and anything else the table has to say) is reported
                     // before what the peer sent after its hello.

@@ -61,10 +61,11 @@ impl PeerTable {
                         // timeout, as across a partition) may sit in backoff or in TCP's
                         // SYN retransmission to a host that was unreachable: dial afresh
                         // now. A late outcome of the old dial is handled as usual.
-                        if let Some(p) = self.peers.get_mut(&a.id) {
-                            if p.active.is_none() && p.dial != DialState::Idle {
-                                p.dial = DialState::Idle;
-                            }
+                        if let Some(p) = self.peers.get_mut(&a.id)
+                            && p.active.is_none()
+                            && p.dial != DialState::Idle
+                        {
+                            p.dial = DialState::Idle;
                         }
                     }
                     self.maybe_dial(a.id, now);

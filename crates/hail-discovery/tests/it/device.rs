@@ -170,11 +170,11 @@ async fn three_devices_find_each_other_send_and_ask() {
     c.shutdown().await;
     tokio::time::timeout(Duration::from_secs(2), async {
         loop {
-            if let Some(DeviceEvent::PeerLeft { peer, reason }) = ea.recv().await {
-                if peer.id == c_id {
-                    assert_eq!(reason, LeaveReason::Goodbye);
-                    return;
-                }
+            if let Some(DeviceEvent::PeerLeft { peer, reason }) = ea.recv().await
+                && peer.id == c_id
+            {
+                assert_eq!(reason, LeaveReason::Goodbye);
+                return;
             }
         }
     })
@@ -348,10 +348,10 @@ async fn a_killed_process_is_seen_as_gone_within_three_seconds() {
     let start = Instant::now();
     let reason = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
-            if let Some(DeviceEvent::PeerLeft { peer, reason }) = ea.recv().await {
-                if peer.id == child_id {
-                    return reason;
-                }
+            if let Some(DeviceEvent::PeerLeft { peer, reason }) = ea.recv().await
+                && peer.id == child_id
+            {
+                return reason;
             }
         }
     })

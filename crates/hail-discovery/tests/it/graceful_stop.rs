@@ -60,10 +60,10 @@ async fn every_message_sent_ok_to_a_stopping_device_is_delivered() {
                 DeviceEvent::Message { from, payload } if from == "sender" => {
                     let n = u32::from_be_bytes(payload[..4].try_into().expect("4 bytes"));
                     got.push(n);
-                    if got.len() >= 20 {
-                        if let Some(f) = first.take() {
-                            let _ = f.send(());
-                        }
+                    if got.len() >= 20
+                        && let Some(f) = first.take()
+                    {
+                        let _ = f.send(());
                     }
                 }
                 DeviceEvent::Error(RunError::EventsDropped { count }) => *dropped += count,
