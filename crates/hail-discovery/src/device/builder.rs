@@ -11,7 +11,7 @@ use hail_link::{Heartbeat, LinkConfig, Server, ServerConfig};
 use hail_multicast::{Channel, Interface};
 use hail_rpc::{Handlers, RpcConfig};
 use hail_wire::Binary;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::clock;
 use super::driver::Driver;
@@ -305,6 +305,7 @@ impl DeviceBuilder {
             handlers: Handlers::new(),
             events: events_tx,
             event_bytes: event_bytes.clone(),
+            members_changed: Notify::new(),
             dropped_events: AtomicU64::new(0),
             unreported_drops: AtomicU64::new(0),
             counters: Mutex::new(Default::default()),

@@ -369,9 +369,11 @@ impl Driver {
 
     /// Forwards the table's events to the event stream.
     pub(super) fn forward_events(&self) {
+        let mut changed = false;
         loop {
             let event = lock(&self.shared.table).poll_event();
             let Some(event) = event else { break };
+            changed = true;
             let e = match event {
                 Event::PeerJoined(p) => DeviceEvent::PeerJoined(p),
                 Event::PeerLeft { peer, reason } => DeviceEvent::PeerLeft { peer, reason },
@@ -379,6 +381,9 @@ impl Driver {
                 Event::DuplicateName { name, ids } => DeviceEvent::DuplicateName { name, ids },
             };
             self.shared.emit(e);
+        }
+        if changed {
+            self.shared.members_changed.notify_waiters();
         }
     }
 

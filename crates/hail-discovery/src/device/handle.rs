@@ -130,6 +130,36 @@ impl Device {
         lock(&self.shared.table).peers()
     }
 
+    /// Waits until one joined device has this name, and returns it; at once when one
+    /// has. Woken by the device as members join, never by polling; bound the wait with
+    /// `tokio::time::timeout`.
+    ///
+    /// ```no_run
+    /// # async fn demo(device: hail_discovery::Device) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// let lamp = tokio::time::timeout(Duration::from_secs(5), device.wait_for_peer("lamp")).await?;
+    /// println!("lamp is {}", lamp.id);
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for_peer(&self, name: &str) -> PeerInfo {
+        loop {
+            let changed = self.shared.members_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(p) = self.joined_named(name) {
+                return p;
+            }
+            changed.await;
+        }
+    }
+
+    /// The one joined device named `name`, if exactly one is.
+    fn joined_named(&self, name: &str) -> Option<PeerInfo> {
+        let table = lock(&self.shared.table);
+        let (id, _) = table.resolve(name).ok()?;
+        table.peers().into_iter().find(|p| p.id == id)
+    }
+
     /// An RPC handle to the joined peer with this name, to call the methods it bound on
     /// its [`handlers`](Self::handlers). The handle follows the link that is up now; after
     /// a reconnect ask for it again.

@@ -47,6 +47,8 @@ pub(super) struct Shared {
     pub(super) events: mpsc::Sender<DeviceEvent>,
     /// The event stream's bytes of message payloads, against its byte budget.
     pub(super) event_bytes: Arc<EventBytes>,
+    /// Told (all waiters) whenever the table reported a change of its members.
+    pub(super) members_changed: Notify,
     pub(super) dropped_events: AtomicU64,
     /// Drops not yet reported as [`RunError::EventsDropped`].
     pub(super) unreported_drops: AtomicU64,

@@ -200,14 +200,20 @@ async fn ten_devices_form_a_full_mesh_without_flapping() {
     for i in 1..10 {
         devices.push(device(&format!("dev{i}"), g).await);
     }
-    let start = Instant::now();
+    // How fast is measured by `discovery/mesh-10` (cargo xtask bench), not here.
     for (d, e) in &mut devices {
         until_peers(d, e, 9).await;
     }
-    let took = start.elapsed();
-    assert!(took < Duration::from_secs(5), "{took:?}");
-    // Let the duplicate links of simultaneous dials close, then check nobody flapped.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One link per pair once any dropped duplicates have closed (they linger 500 ms):
+    // 45 in all.
+    for (d, _) in &devices {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while d.links() != 9 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(d.links(), 9, "{}", d.name());
+    }
+    // Nobody flapped meanwhile.
     for (d, e) in &mut devices {
         assert_eq!(d.peers().len(), 9, "{}", d.name());
         while let Ok(ev) = tokio::time::timeout(Duration::from_millis(1), e.recv()).await {
@@ -217,15 +223,6 @@ async fn ten_devices_form_a_full_mesh_without_flapping() {
                 d.name()
             );
         }
-    }
-    // One link per pair once the dropped duplicates have closed (they linger 500 ms):
-    // 45 in all.
-    for (d, _) in &devices {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while d.links() != 9 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(d.links(), 9, "{}", d.name());
     }
     let r = devices[0]
         .0
@@ -395,9 +392,9 @@ async fn callbacks_see_peers_and_messages() {
         ),
     );
     assert_eq!(next_line(&mut rx).await, "joined a");
-    while a.peers().is_empty() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    tokio::time::timeout(Duration::from_secs(5), a.wait_for_peer("b"))
+        .await
+        .expect("a sees b");
     assert_eq!(a.send("b", Bytes::from_static(b"hello")).await[0].1, Ok(()));
     assert_eq!(next_line(&mut rx).await, "a: hello");
     b.shutdown().await;

@@ -29,9 +29,7 @@ async fn meet(a: &Device, ea: &mut DeviceEvents, b: &Device) {
         while a.peers().is_empty() {
             ea.next().await.expect("running");
         }
-        while b.peers().is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        b.wait_for_peer(a.name()).await;
     })
     .await
     .expect("they meet");

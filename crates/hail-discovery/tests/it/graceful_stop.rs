@@ -42,13 +42,9 @@ async fn every_message_sent_ok_to_a_stopping_device_is_delivered() {
     for run in 0..30 {
         let name = format!("receiver{run}");
         let (receiver, mut events) = device(&name, g).await;
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while sender.peer(&name).is_err() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("the sender sees the receiver");
+        tokio::time::timeout(Duration::from_secs(5), sender.wait_for_peer(&name))
+            .await
+            .expect("the sender sees the receiver");
         // The receiver's events, read as they come; the rest once its shutdown is done.
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let (first_tx, first_rx) = oneshot::channel::<()>();
