@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use hail_crypto::{GroupKey, KdfParams};
-use hail_link::{Heartbeat, LinkConfig, Server, ServerConfig};
+use hail_link::{Heartbeat, LinkConfig, Server, ServerConfig, Transport};
 use hail_multicast::{Channel, Interface};
 use hail_rpc::{Handlers, RpcConfig};
 use hail_wire::Binary;
@@ -64,6 +64,11 @@ pub struct DeviceBuilder {
     format: MessageFormat,
     event_capacity: usize,
     event_bytes: usize,
+    memory: Option<(
+        hail_multicast::memory::Bus,
+        hail_link::memory::MemoryNetwork,
+        IpAddr,
+    )>,
 }
 
 /// Where links listen by default: every address of the group's family, any port.
@@ -107,6 +112,7 @@ impl Device {
             format: MessageFormat::default(),
             event_capacity: EVENT_CAPACITY,
             event_bytes: EVENT_BYTES,
+            memory: None,
         }
     }
 }
@@ -228,6 +234,43 @@ impl DeviceBuilder {
         self
     }
 
+    /// Runs the device on an in-memory network instead of sockets, as host `ip`: its
+    /// adverts on `bus` (hail-multicast's in-memory LAN, see
+    /// [`hail_multicast::memory`]) and its links on `net` (hail-link's, see
+    /// [`hail_link::memory`]). Everything else is the same device. With tokio's paused
+    /// time, tests of whole devices run deterministically and take no real time. The
+    /// device listens on `ip` (port chosen by `net` unless [`listen`](Self::listen) says),
+    /// advertises `ip`, and [`interface`](Self::interface) is ignored.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use hail_discovery::Device;
+    ///
+    /// let (bus, net) = (hail_multicast::memory::Bus::new(), hail_link::memory::MemoryNetwork::new());
+    /// let (lamp, _events) = Device::builder("lamp")
+    ///     .memory(&bus, &net, "10.0.0.1".parse()?)
+    ///     .start()
+    ///     .await?;
+    /// let (switch, _events) = Device::builder("switch")
+    ///     .memory(&bus, &net, "10.0.0.2".parse()?)
+    ///     .start()
+    ///     .await?;
+    /// switch.wait_for_peer("lamp").await;
+    /// assert_eq!(switch.send("lamp", "on".into()).await[0].1, Ok(()));
+    /// # lamp.shutdown().await; switch.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn memory(
+        mut self,
+        bus: &hail_multicast::memory::Bus,
+        net: &hail_link::memory::MemoryNetwork,
+        ip: IpAddr,
+    ) -> Self {
+        self.memory = Some((bus.clone(), net.clone(), ip));
+        self
+    }
+
     /// Whether to use multicast at all; off, only static peers and gossip find peers.
     /// Default: on.
     pub fn multicast(mut self, on: bool) -> Self {
@@ -262,10 +305,18 @@ impl DeviceBuilder {
         if let Some(k) = &key {
             link = link.group_key(k);
         }
+        if let Some((_, net, ip)) = &self.memory {
+            link = link.transport(Transport::memory_from(net, *ip));
+        }
         let channel = if self.multicast {
             let mut b = Channel::builder(self.group).ttl(self.ttl);
-            for i in &self.interfaces {
-                b = b.interface(i.clone());
+            match &self.memory {
+                Some((bus, _, ip)) => b = b.memory_at(bus, SocketAddr::new(*ip, 5676)),
+                None => {
+                    for i in &self.interfaces {
+                        b = b.interface(i.clone());
+                    }
+                }
             }
             if let Some(k) = key.clone() {
                 b = b.key(k);
@@ -275,15 +326,18 @@ impl DeviceBuilder {
             None
         };
         let group = channel.as_ref().map_or(self.group, Channel::group);
-        let (server, server_events) = Server::bind(
-            self.listen.unwrap_or_else(|| default_listen(group)),
-            ServerConfig::default().link(link.clone()),
-            Binary,
-        )
-        .await?;
+        let listen = match (&self.memory, self.listen) {
+            (_, Some(l)) => l,
+            (Some((_, _, ip)), None) => SocketAddr::new(*ip, 0),
+            (None, None) => default_listen(group),
+        };
+        let (server, server_events) =
+            Server::bind(listen, ServerConfig::default().link(link.clone()), Binary).await?;
         let port = server.local_addr().port();
         let mut advertise = self.advertise.clone();
-        if advertise.is_empty() {
+        if let (true, Some((_, _, ip))) = (advertise.is_empty(), &self.memory) {
+            advertise.push(*ip);
+        } else if advertise.is_empty() {
             for i in &self.interfaces {
                 for a in i.resolve()?.addrs {
                     if advertisable(a, group) && !advertise.contains(&a) {

@@ -1,0 +1,118 @@
+//! Whole devices on the in-memory network (`DeviceBuilder::memory`), in paused time:
+//! deterministic, no sockets, no real time spent waiting.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hail_crypto::GroupKey;
+use hail_discovery::{AskError, Device, DeviceEvent, DeviceEvents, LeaveReason};
+use hail_link::memory::MemoryNetwork;
+use hail_multicast::memory::Bus;
+
+/// One simulated LAN.
+struct Lan {
+    bus: Bus,
+    net: MemoryNetwork,
+}
+
+impl Lan {
+    fn new() -> Self {
+        Self {
+            bus: Bus::new(),
+            net: MemoryNetwork::new(),
+        }
+    }
+
+    async fn device(&self, name: &str, host: u8, key: Option<[u8; 32]>) -> (Device, DeviceEvents) {
+        let ip: IpAddr = format!("10.0.0.{host}").parse().unwrap();
+        let mut b = Device::builder(name).memory(&self.bus, &self.net, ip);
+        if let Some(k) = key {
+            b = b.group_key(GroupKey::from_bytes(k));
+        }
+        b.start().await.expect("device starts")
+    }
+}
+
+/// Two devices meet, a message and a question go across, and a shutdown is a goodbye,
+/// all in virtual time.
+#[tokio::test(start_paused = true)]
+async fn two_devices_meet_talk_and_part() {
+    let lan = Lan::new();
+    let (lamp, mut le) = lan.device("lamp", 1, None).await;
+    let (switch, _se) = lan.device("switch", 2, None).await;
+    lamp.on_question(|from, q| async move {
+        Ok(Bytes::from(format!(
+            "{from} asked {}",
+            String::from_utf8_lossy(&q)
+        )))
+    })
+    .unwrap();
+    let joined = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(1), switch.wait_for_peer("lamp"))
+        .await
+        .expect("they meet within a second of virtual time");
+    assert!(
+        joined.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        joined.elapsed()
+    );
+    assert_eq!(switch.send("lamp", Bytes::from("on")).await[0].1, Ok(()));
+    let answers = switch
+        .ask("lamp", Bytes::from("state"), Duration::from_secs(1))
+        .await;
+    assert_eq!(answers["lamp"], Ok(Bytes::from("switch asked state")));
+    switch.shutdown().await;
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(e) = le.recv().await {
+            match e {
+                DeviceEvent::PeerJoined(p) => seen.push(format!("joined {}", p.name)),
+                DeviceEvent::Message { from, payload } => {
+                    seen.push(format!("{from}: {}", String::from_utf8_lossy(&payload)));
+                }
+                DeviceEvent::PeerLeft { peer, reason } => {
+                    seen.push(format!("left {} {reason:?}", peer.name));
+                    if reason == LeaveReason::Goodbye {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("a goodbye");
+    assert_eq!(seen, ["joined switch", "switch: on", "left switch Goodbye"]);
+    lamp.shutdown().await;
+}
+
+/// Two groups on one LAN (two group keys): each device sees only its own group, across
+/// several beacon intervals of virtual time.
+#[tokio::test(start_paused = true)]
+async fn group_keys_separate_groups_over_time() {
+    let lan = Lan::new();
+    let (a, _ea) = lan.device("alpha", 1, Some([1; 32])).await;
+    let (b, _eb) = lan.device("bravo", 2, Some([1; 32])).await;
+    let (c, _ec) = lan.device("charlie", 3, Some([2; 32])).await;
+    a.wait_for_peer("bravo").await;
+    b.wait_for_peer("alpha").await;
+    // Five beacon intervals later, still two groups.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let names = |d: &Device| d.peers().into_iter().map(|p| p.name).collect::<Vec<_>>();
+    assert_eq!(names(&a), ["bravo"]);
+    assert_eq!(names(&b), ["alpha"]);
+    assert!(names(&c).is_empty());
+    assert!(
+        c.stats().multicast.dropped_wrong_key > 0,
+        "{:?}",
+        c.stats().multicast
+    );
+    let r = c
+        .ask("alpha", Bytes::from("hi"), Duration::from_millis(100))
+        .await;
+    assert_eq!(r["alpha"], Err(AskError::UnknownName));
+    for d in [a, b, c] {
+        d.shutdown().await;
+    }
+}
