@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hail_crypto::GroupKey;
-use hail_discovery::{AskError, Device, DeviceEvent, DeviceEvents, LeaveReason};
+use hail_discovery::{
+    AskError, Device, DeviceBuilder, DeviceEvent, DeviceEvents, LeaveReason, SendError,
+};
 use hail_link::memory::MemoryNetwork;
 use hail_multicast::memory::Bus;
 
@@ -25,12 +27,16 @@ impl Lan {
     }
 
     async fn device(&self, name: &str, host: u8, key: Option<[u8; 32]>) -> (Device, DeviceEvents) {
-        let ip: IpAddr = format!("10.0.0.{host}").parse().unwrap();
-        let mut b = Device::builder(name).memory(&self.bus, &self.net, ip);
+        let mut b = self.builder(name, host);
         if let Some(k) = key {
             b = b.group_key(GroupKey::from_bytes(k));
         }
         b.start().await.expect("device starts")
+    }
+
+    fn builder(&self, name: &str, host: u8) -> DeviceBuilder {
+        let ip: IpAddr = format!("10.0.0.{host}").parse().unwrap();
+        Device::builder(name).memory(&self.bus, &self.net, ip)
     }
 }
 
@@ -113,6 +119,58 @@ async fn group_keys_separate_groups_over_time() {
         .await;
     assert_eq!(r["alpha"], Err(AskError::UnknownName));
     for d in [a, b, c] {
+        d.shutdown().await;
+    }
+}
+
+/// `send` to several peers serves them at once: a peer whose link is full (it does not
+/// read) holds up only its own entry; the others' messages are delivered meanwhile.
+#[tokio::test(start_paused = true)]
+async fn a_full_peer_does_not_hold_up_the_others() {
+    let lan = Lan::new();
+    let (switch, _se) = lan.device("switch", 1, None).await;
+    // A stream of one event: slow stops reading its links at once.
+    let (slow, _slow_events) = lan
+        .builder("slow", 2)
+        .event_capacity(1)
+        .start()
+        .await
+        .unwrap();
+    let (fast, mut fe) = lan.device("fast", 3, None).await;
+    switch.wait_for_peer("slow").await;
+    switch.wait_for_peer("fast").await;
+    // Nobody reads slow's events: its link fills up, and stays full (every queue on the
+    // way to slow's stream, over fifty turns of the other tasks).
+    let mut to_slow = switch.to("slow").unwrap();
+    for size in [8 * 1024, 64, 1] {
+        let chunk = vec![0u8; size];
+        let mut full_in_a_row = 0;
+        while full_in_a_row < 50 {
+            match to_slow.try_send(&chunk) {
+                Ok(()) => full_in_a_row = 0,
+                Err(SendError::Full) => full_in_a_row += 1,
+                Err(e) => panic!("{e}"),
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    {
+        let send = switch.send(["slow", "fast"], Bytes::from("both"));
+        tokio::pin!(send);
+        // fast gets its copy while the send still waits for room on slow's link.
+        let got = tokio::select! {
+            r = &mut send => panic!("send returned with slow's link full: {r:?}"),
+            m = async {
+                loop {
+                    if let Some(DeviceEvent::Message { payload, .. }) = fe.recv().await {
+                        break payload;
+                    }
+                }
+            } => m,
+        };
+        assert_eq!(got, Bytes::from("both"));
+    }
+    for d in [switch, slow, fast] {
         d.shutdown().await;
     }
 }
