@@ -257,7 +257,7 @@ impl DeviceBuilder {
     ///     .start()
     ///     .await?;
     /// switch.wait_for_peer("lamp").await;
-    /// assert_eq!(switch.send("lamp", "on".into()).await[0].1, Ok(()));
+    /// assert_eq!(switch.send("lamp", "on".into()).await["lamp"], Ok(()));
     /// # lamp.shutdown().await; switch.shutdown().await;
     /// # Ok(()) }
     /// ```

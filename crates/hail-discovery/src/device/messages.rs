@@ -99,13 +99,15 @@ impl Device {
     ///
     /// The targets are served at once, not one after another: a peer whose link is full
     /// (it reads slowly) delays only its own entry; `send` returns when every target's
-    /// message is handed over or failed, in the order the targets were named.
+    /// message is handed over or failed, as a map from each named target to its result
+    /// (the shape of [`ask`](Self::ask)'s). For many messages to one peer,
+    /// [`to`](Self::to) is the cheaper path.
     #[must_use = "each target's result says whether its message was handed over"]
     pub async fn send(
         &self,
         targets: impl Into<Targets>,
         msg: Bytes,
-    ) -> Vec<(String, Result<(), SendError>)> {
+    ) -> HashMap<String, Result<(), SendError>> {
         let names = self.target_names(targets.into());
         let sends = names.into_iter().map(|name| {
             let link = self.shared.resolve_link(&name);
@@ -121,7 +123,7 @@ impl Device {
                 (name, r)
             }
         });
-        join_all(sends).await
+        join_all(sends).await.into_iter().collect()
     }
 
     /// Asks each target `question` and waits for all answers, at most `timeout`. Returns
@@ -166,7 +168,7 @@ impl Device {
         &self,
         targets: impl Into<Targets>,
         msg: &T,
-    ) -> Result<Vec<(String, Result<(), SendError>)>, FormatError> {
+    ) -> Result<HashMap<String, Result<(), SendError>>, FormatError> {
         let bytes = self.format.encode(msg)?;
         Ok(self.send(targets, bytes).await)
     }

@@ -92,7 +92,7 @@ async fn every_message_sent_ok_to_a_stopping_device_is_delivered() {
                 let r = s
                     .send(target.as_str(), Bytes::copy_from_slice(&n.to_be_bytes()))
                     .await;
-                match &r[0].1 {
+                match &r[target.as_str()] {
                     Ok(()) => ok.push(n),
                     Err(_) => {
                         failed += 1;

@@ -63,7 +63,7 @@ async fn two_devices_meet_talk_and_part() {
         "{:?}",
         joined.elapsed()
     );
-    assert_eq!(switch.send("lamp", Bytes::from("on")).await[0].1, Ok(()));
+    assert_eq!(switch.send("lamp", Bytes::from("on")).await["lamp"], Ok(()));
     let answers = switch
         .ask("lamp", Bytes::from("state"), Duration::from_secs(1))
         .await;
