@@ -114,7 +114,7 @@ pub(crate) struct Flags {
     )]
     scenarios: Vec<Scenario>,
     /// Address families of the LAN, one LAN each in turn: v4 (IPv4 only), v6 (IPv6 only:
-    /// link-local, no IPv4 address, devices on the group [ff02::4d:1]), dual (both; the
+    /// link-local, no IPv4 address, devices on the group `[ff02::4d:1]`), dual (both; the
     /// scenarios run on the IPv4 group, then on the IPv6 group). With v4 and v6 (or dual)
     /// the goals include IPv6 discovery p50 within 1.5x IPv4's
     #[arg(

@@ -1,6 +1,7 @@
 //! The driver's links: a link coming up (its RPC peer), its frames (discovery messages to
-//! the table, device messages to the event stream, RPC packets to the peer), its end, and closing it when the table asks,
-//! with a duplicate of the one-link rule kept open until what runs on it is done.
+//! the table, device messages to the event stream, RPC packets to the peer), its end, and
+//! closing it when the table asks, with a duplicate of the one-link rule kept open until
+//! what runs on it is done.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
