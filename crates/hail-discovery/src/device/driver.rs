@@ -201,6 +201,11 @@ impl Driver {
     fn ready_input(&mut self) {
         let running = self.stopping.is_none();
         for _ in 0..INPUT_BATCH {
+            // The table's actions first (the loop carries them out): a link's hello goes
+            // out before the link is used (its peer is joined as soon as its hello is in).
+            if lock(&self.shared.table).has_actions() {
+                return;
+            }
             let holding = running && !self.events_gone && !self.overflow;
             if holding && self.shared.event_bytes.full() {
                 return;

@@ -331,6 +331,13 @@ impl PeerTable {
         })
     }
 
+    /// Whether [`poll_action`](Self::poll_action) has something: a driver that handles
+    /// several inputs in a row carries these out before the next input (a hello asked for
+    /// by a new link must go out before anything sent on the link after it).
+    pub fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
+    }
+
     /// The next thing to do, if any.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
