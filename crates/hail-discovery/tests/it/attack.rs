@@ -1,0 +1,263 @@
+//! Attacks on today's changes to hail-discovery: a hostile or misbehaving peer against the
+//! peer table's budgets (sans-IO, through `PeerTable`'s public API, on a fake clock) and
+//! against whole devices on the in-memory network in paused time.
+//!
+//! A test marked `#[ignore = "attack: ..."]` fails on the code it was written against: it
+//! shows the attack working (run them with
+//! `cargo test -p hail-discovery --test it attack:: -- --ignored`). The others are attacks
+//! that held, kept as regression tests.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hail_discovery::{
+    Action, Advert, Announce, ConnId, Device, DeviceBuilder, DeviceEvent, DeviceEvents, DeviceId,
+    Event, Hello, LinkMessage, LinkOrigin, LocalDevice, PeerTable, PeerTableConfig,
+};
+use hail_link::memory::MemoryNetwork;
+use hail_multicast::Channel;
+use hail_multicast::memory::Bus;
+
+// ---------------------------------------------------------------------------------------
+// Sans-IO: a PeerTable on a fake clock.
+
+fn id(n: u8) -> DeviceId {
+    DeviceId::from_bytes([n; 16])
+}
+
+fn ip(host: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, host))
+}
+
+fn port(n: u8) -> u16 {
+    4000 + u16::from(n)
+}
+
+/// Where device `n`'s adverts come from.
+fn src(n: u8) -> SocketAddr {
+    SocketAddr::new(ip(n), 5670)
+}
+
+fn listen(n: u8) -> SocketAddr {
+    SocketAddr::new(ip(n), port(n))
+}
+
+fn announce(n: u8, name: &str) -> Announce {
+    Announce {
+        id: id(n),
+        name: name.into(),
+        port: port(n),
+        lease: Duration::from_secs(3),
+        addresses: vec![ip(n)],
+    }
+}
+
+fn started(n: u8, name: &str, config: PeerTableConfig, t0: Instant) -> PeerTable {
+    let local = LocalDevice::new(id(n), name, port(n)).with_addresses([ip(n)]);
+    let mut t = PeerTable::new(config, local, u64::from(n)).unwrap();
+    t.start(t0);
+    actions(&mut t);
+    events(&mut t);
+    t
+}
+
+fn actions(t: &mut PeerTable) -> Vec<Action> {
+    std::iter::from_fn(|| t.poll_action()).collect()
+}
+
+fn events(t: &mut PeerTable) -> Vec<Event> {
+    std::iter::from_fn(|| t.poll_event()).collect()
+}
+
+/// Device `n` joins `t` the usual way: its announce, `t`'s dial, the link, its hello.
+fn join(t: &mut PeerTable, n: u8, name: &str, conn: ConnId, now: Instant) {
+    t.handle_advert(Advert::Announce(announce(n, name)), src(n), now);
+    let dial = actions(t)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Dial { dial, .. } => Some(dial),
+            _ => None,
+        })
+        .expect("a dial");
+    t.link_up(conn, LinkOrigin::Dialed(dial), listen(n), now);
+    actions(t);
+    t.link_message(
+        conn,
+        LinkMessage::Hello(Hello {
+            tag: 0,
+            announce: announce(n, name),
+        }),
+        now,
+    );
+    let joined = events(t)
+        .iter()
+        .any(|e| matches!(e, Event::PeerJoined(p) if p.id == id(n)));
+    assert!(joined, "{name} joined");
+    actions(t);
+}
+
+/// A forged announce from another host (10.0.0.9) under a joined peer's name, listing
+/// the joined peer's address among its own, passes for that peer's restart: the joined
+/// peer is reported gone (`Restarted`) and its link closed. The "same host" test of a
+/// restart (`claim_name` in src/peer_table/members.rs) takes the addresses the new
+/// announce claims as its host, so any group member (any device on the LAN without a
+/// passphrase) evicts any joined peer with one datagram.
+#[test]
+#[ignore = "attack: one forged advert listing a joined peer's address evicts it as a restart"]
+fn forged_advert_claiming_a_joined_peers_address_evicts_it() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", PeerTableConfig::default(), t0);
+    join(&mut t, 2, "lamp", ConnId(10), t0);
+    // The attacker is at 10.0.0.9; it claims the name and lamp's address.
+    let forged = Announce {
+        id: id(9),
+        name: "lamp".into(),
+        port: port(9),
+        lease: Duration::from_secs(3),
+        addresses: vec![ip(2)],
+    };
+    let now = t0 + Duration::from_millis(100);
+    t.handle_advert(Advert::Announce(forged), src(9), now);
+    let ev = events(&mut t);
+    let closed: Vec<ConnId> = actions(&mut t)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Close { conn, .. } => Some(conn),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !ev.iter()
+            .any(|e| matches!(e, Event::PeerLeft { peer, .. } if peer.id == id(2))),
+        "the joined lamp was evicted by a forged advert: {ev:?}"
+    );
+    assert!(closed.is_empty(), "lamp's link closed: {closed:?}");
+    assert_eq!(t.connection(id(2)), Some(ConnId(10)));
+}
+
+/// The same forged announce sent from the attacker's own address, claiming only its
+/// own: a joined peer is not replaced by a device on another host (it is a duplicate
+/// name, reported). This is the check the attack above gets around.
+#[test]
+fn a_same_name_advert_from_another_host_does_not_evict_a_joined_peer() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", PeerTableConfig::default(), t0);
+    join(&mut t, 2, "lamp", ConnId(10), t0);
+    let mut forged = announce(9, "lamp");
+    forged.lease = Duration::from_secs(3);
+    t.handle_advert(
+        Advert::Announce(forged),
+        src(9),
+        t0 + Duration::from_millis(100),
+    );
+    let ev = events(&mut t);
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::PeerLeft { .. })),
+        "{ev:?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::DuplicateName { name, .. } if name == "lamp")),
+        "{ev:?}"
+    );
+    assert_eq!(t.connection(id(2)), Some(ConnId(10)));
+}
+
+// ---------------------------------------------------------------------------------------
+// Whole devices on the in-memory network, in paused time.
+
+struct Lan {
+    bus: Bus,
+    net: MemoryNetwork,
+}
+
+impl Lan {
+    fn new() -> Self {
+        Self {
+            bus: Bus::new(),
+            net: MemoryNetwork::new(),
+        }
+    }
+
+    fn builder(&self, name: &str, host: u8) -> DeviceBuilder {
+        Device::builder(name).memory(&self.bus, &self.net, ip(host))
+    }
+
+    async fn device(&self, name: &str, host: u8) -> (Device, DeviceEvents) {
+        self.builder(name, host).start().await.expect("device starts")
+    }
+
+    /// A raw member of the group at `host`: sends whatever datagrams it likes.
+    fn forger(&self, group: SocketAddr, host: u8) -> Channel {
+        Channel::builder(group)
+            .memory_at(&self.bus, SocketAddr::new(ip(host), 5676))
+            .build()
+            .expect("joins the bus")
+    }
+}
+
+/// The next message event, skipping the others; panics after 5 s of virtual time.
+async fn next_message(events: &mut DeviceEvents) -> (String, Bytes) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.recv().await {
+                Some(DeviceEvent::Message { from, payload }) => break (from, payload),
+                Some(_) => {}
+                None => panic!("event stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("a message within 5 s")
+}
+
+/// A device's messages carry the name its hello gave, kept on the link for good
+/// (`peer_name.get_or_insert` in src/device/links.rs), while the table follows the
+/// device's later announces: after an announce renames it, the receiver lists it under
+/// the new name and `send`/`ask` by the old name no longer reach it, but its messages
+/// still say they come from the old name, which may by then be another device's. A
+/// hostile peer says hello as `"b"` and advertises another name: its messages pass for
+/// `"b"`'s with no duplicate name ever reported.
+#[tokio::test(start_paused = true)]
+#[ignore = "attack: after an announce renames a peer, its messages keep the hello's name"]
+async fn messages_are_attributed_to_the_name_the_table_holds() {
+    let lan = Lan::new();
+    let (v, mut ve) = lan.device("v", 1).await;
+    let (b, _be) = lan.device("b", 2).await;
+    v.wait_for_peer("b").await;
+    b.wait_for_peer("v").await;
+    // An announce for b's id under another name (b's own, or anyone's in the group).
+    let forger = lan.forger(v.group(), 9);
+    let renamed = Announce {
+        id: b.id(),
+        name: "renamed".into(),
+        port: b.local_addr().port(),
+        lease: Duration::from_secs(3),
+        addresses: vec![ip(2)],
+    };
+    forger
+        .send(&Advert::Announce(renamed).to_bytes().unwrap())
+        .await
+        .unwrap();
+    // Let the device's task read it (no virtual time passes: b's next beacon is later).
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    let name_now = v
+        .peers()
+        .into_iter()
+        .find(|p| p.id == b.id())
+        .map(|p| p.name)
+        .expect("b is still a peer");
+    assert_eq!(name_now, "renamed", "the announce renamed b in v's table");
+    assert_eq!(b.send("v", Bytes::from("hi")).await["v"], Ok(()));
+    let (from, payload) = next_message(&mut ve).await;
+    assert_eq!(payload, Bytes::from("hi"));
+    assert_eq!(
+        from, name_now,
+        "the message is attributed to a name v's table no longer gives its sender"
+    );
+    v.shutdown().await;
+    b.shutdown().await;
+}
