@@ -261,3 +261,85 @@ async fn messages_are_attributed_to_the_name_the_table_holds() {
     v.shutdown().await;
     b.shutdown().await;
 }
+
+/// A forged announce from a device nobody will ever reach: a fresh id `i` (high bytes
+/// `0xee`, above every test device) at 10.1.x.y, whose dials hang (a black hole).
+fn forged(i: u32) -> (Announce, SocketAddr) {
+    let mut bytes = [0xee; 16];
+    bytes[12..].copy_from_slice(&i.to_be_bytes());
+    let [_, _, x, y] = i.to_be_bytes();
+    let host = IpAddr::V4(Ipv4Addr::new(10, 1, x, y));
+    let a = Announce {
+        id: DeviceId::from_bytes(bytes),
+        name: format!("forged{i}"),
+        port: 4000,
+        lease: Duration::from_secs(30),
+        addresses: vec![host],
+    };
+    (a, SocketAddr::new(host, 5670))
+}
+
+/// A flood of forged announces (2 a millisecond, about 200 kB/s of multicast;
+/// at 1 a millisecond the real device does get dialed here, each a fresh id whose dial hangs for
+/// 3 s, as a black-holed address does) keeps a real device from ever being dialed: each
+/// forged entry takes a dial token the moment it is heard, the 16 dials in flight are
+/// all the forgeries', and the real device's entry (re-heard every beacon) is pushed out
+/// of the unproven half by newer forgeries before its deferred dial comes round
+/// (`make_room` in src/peer_table/members.rs evicts by `heard_at`; `dial_budget` in
+/// src/peer_table/dial.rs serves whoever asks first). The budgets bound the dials, but
+/// the forgeries get all of them: with the newcomer flooded the same way, neither side
+/// dials the other and the new device is locked out for as long as the flood lasts.
+#[test]
+#[ignore = "attack: a flood of forged adverts takes every dial: a real newcomer is never dialed"]
+fn a_forged_advert_flood_leaves_no_dial_for_a_real_device() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", PeerTableConfig::default(), t0);
+    let mut hanging: Vec<(Instant, hail_discovery::DialId)> = Vec::new();
+    let (mut dials_total, mut dials_real) = (0u32, 0u32);
+    let mut next_forged = 0u32;
+    const FLOOD_PER_MS: u32 = 2;
+    // 8 s of virtual time, 1 ms steps.
+    for step in 0..8_000u64 {
+        let now = t0 + Duration::from_millis(step);
+        // Black-holed dials give up after 3 s: their slots free first, the timers run
+        // (deferred dials retry), then this millisecond's adverts come in.
+        while hanging.first().is_some_and(|(at, _)| *at <= now) {
+            let (_, dial) = hanging.remove(0);
+            t.dial_failed(dial, now);
+        }
+        while let Some(at) = t.poll_timeout() {
+            if at > now {
+                break;
+            }
+            t.handle_timeout(now);
+        }
+        for _ in 0..FLOOD_PER_MS {
+            let (a, from) = forged(next_forged);
+            next_forged += 1;
+            t.handle_advert(Advert::Announce(a), from, now);
+        }
+        // The real device's beacon, once a second.
+        if step % 1000 == 500 {
+            t.handle_advert(Advert::Announce(announce(2, "b")), src(2), now);
+        }
+        for a in actions(&mut t) {
+            if let Action::Dial { dial, peer, .. } = a {
+                dials_total += 1;
+                if peer == Some(id(2)) {
+                    dials_real += 1;
+                }
+                hanging.push((now + Duration::from_secs(3), dial));
+            }
+        }
+        events(&mut t);
+        assert!(t.dials_in_flight() <= hail_discovery::MAX_DIALS_IN_FLIGHT);
+    }
+    // The budget held (at most 16 in flight, about 20 a second)...
+    assert!(dials_total <= 32 + 20 * 8, "{dials_total} dials");
+    // ...but none of them for the real device.
+    assert!(
+        dials_real > 0,
+        "the real device b was never dialed in 8 s ({dials_total} dials, all forged; stats {:?})",
+        t.stats()
+    );
+}
