@@ -343,3 +343,69 @@ fn a_forged_advert_flood_leaves_no_dial_for_a_real_device() {
         t.stats()
     );
 }
+
+/// A peer's first message reaches the application although its join never does: the
+/// driver reads link frames whenever it holds a permit (one reserved slot), but the
+/// table's events (`PeerJoined`, `PeersChanged`) go in with `try_send`
+/// (`Driver::forward_events` in src/device/driver.rs, `Shared::emit`), so with the rest
+/// of the stream full they are dropped while the message after the hello takes the
+/// reserved slot (`Driver::message` in src/device/links.rs). Here another peer's three
+/// messages fill a stream of four; the newcomer's join is dropped, its message is
+/// delivered: the application hears from a peer it was never told joined.
+#[tokio::test(start_paused = true)]
+#[ignore = "attack: with the stream nearly full a newcomer's join is dropped but its message delivered"]
+async fn no_message_from_a_peer_before_its_join() {
+    let lan = Lan::new();
+    let (v, mut ve) = lan
+        .builder("v", 1)
+        .event_capacity(4)
+        .start()
+        .await
+        .unwrap();
+    let (p, _pe) = lan.device("p", 2).await;
+    v.wait_for_peer("p").await;
+    p.wait_for_peer("v").await;
+    // v's application has read everything so far, then reads nothing for a while.
+    tokio::task::yield_now().await;
+    while ve.try_recv().is_some() {}
+    for m in ["p1", "p2", "p3"] {
+        assert_eq!(p.send("v", Bytes::from(m)).await["v"], Ok(()));
+    }
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    let (n, _ne) = lan.device("n", 3).await;
+    n.wait_for_peer("v").await;
+    v.wait_for_peer("n").await;
+    assert_eq!(n.send("v", Bytes::from("hello from n")).await["v"], Ok(()));
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    // Now v's application reads.
+    let mut seen = Vec::new();
+    let got_n = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match ve.recv().await {
+                Some(DeviceEvent::PeerJoined(info)) => seen.push(format!("joined {}", info.name)),
+                Some(DeviceEvent::Message { from, payload }) => {
+                    seen.push(format!("{from}: {}", String::from_utf8_lossy(&payload)));
+                    if from == "n" {
+                        break;
+                    }
+                }
+                Some(e) => seen.push(format!("{e:?}")),
+                None => panic!("stream ended"),
+            }
+        }
+    })
+    .await;
+    assert!(got_n.is_ok(), "n's message never came: {seen:?}");
+    assert!(
+        seen.iter().any(|s| s == "joined n"),
+        "a message from n, never reported joined: {seen:?} (dropped events: {})",
+        v.dropped_events()
+    );
+    for d in [v, p, n] {
+        d.shutdown().await;
+    }
+}
