@@ -419,7 +419,9 @@ async fn raw_link(
     hail_link::Connection<hail_wire::Binary>,
     hail_link::Incoming<Bytes>,
 ) {
+    // Heartbeats as a device's: the link stays up for as long as the attacker likes.
     let config = hail_link::LinkConfig::default()
+        .heartbeat(Some(hail_link::Heartbeat::default()))
         .transport(hail_link::Transport::memory_from(&lan.net, ip(host)));
     hail_link::Connection::connect(to, &config, hail_wire::Binary)
         .await
@@ -532,4 +534,50 @@ async fn a_hello_claiming_a_joined_peers_id_does_not_speak_for_it() {
     c.close();
     v.shutdown().await;
     p.shutdown().await;
+}
+
+/// One host fills the table with joined peers: every link whose hello names a fresh id
+/// is a joined peer, joined peers are never forgotten, and a full table of them refuses
+/// every new device (`PeerTable::make_room` in src/peer_table/members.rs; no limit of
+/// links or ids per remote address: hail-link's server takes 1024 clients in all, as
+/// many as the default `max_peers`). Here `max_peers` is 16 and one host at 10.0.0.9
+/// holds 16 links with made-up ids: a real device started after it never joins.
+#[tokio::test(start_paused = true)]
+#[ignore = "attack: one host's links with made-up ids fill max_peers with joined peers: new devices are refused"]
+async fn one_host_cannot_fill_the_table_with_made_up_peers() {
+    let lan = Lan::new();
+    let table = PeerTableConfig::builder().max_peers(16).build().unwrap();
+    let (v, _ve) = lan.builder("v", 1).table(table).start().await.unwrap();
+    let mut fakes = Vec::new();
+    for i in 0..16u8 {
+        let (c, incoming) = raw_link(&lan, 9, v.local_addr()).await;
+        let me = Announce {
+            id: DeviceId::from_bytes([100 + i; 16]),
+            name: format!("fake{i}"),
+            port: 0,
+            lease: Duration::from_secs(3),
+            addresses: vec![],
+        };
+        c.send(hello_bytes(me, 1)).await.unwrap();
+        fakes.push((c, incoming));
+    }
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while v.peers().len() < 16 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the made-up peers joined");
+    let (late, _le) = lan.device("late", 3).await;
+    let joined = tokio::time::timeout(Duration::from_secs(10), v.wait_for_peer("late")).await;
+    assert!(
+        joined.is_ok(),
+        "a real device was refused for 10 s: v's table holds {} made-up peers from one host",
+        v.peers().len()
+    );
+    for (c, _) in &fakes {
+        c.close();
+    }
+    late.shutdown().await;
+    v.shutdown().await;
 }
