@@ -594,7 +594,11 @@ async fn one_host_cannot_fill_the_table_with_made_up_peers() {
 #[ignore = "attack: one peer's flood into a steadily read stream makes asks to every other peer time out"]
 async fn one_flooding_peer_does_not_stall_answers_from_the_others() {
     let lan = Lan::new();
-    let (v, mut ve) = lan.device("v", 1).await;
+    // a and h dial v (which dials nobody): both links are v's accepted ones, the same
+    // queue (which device dials otherwise depends on the random ids, and the listener's
+    // events go before the dialed links' in `Driver::ready_input`).
+    let accept_only = PeerTableConfig::builder().auto_connect(false).build().unwrap();
+    let (v, mut ve) = lan.builder("v", 1).table(accept_only).start().await.unwrap();
     let (a, _ae) = lan.device("a", 2).await;
     let (h, _he) = lan.device("h", 3).await;
     h.on_question(|_, _| async { Ok(Bytes::from_static(b"fine")) })
@@ -642,4 +646,79 @@ async fn one_flooding_peer_does_not_stall_answers_from_the_others() {
     for d in [v, a, h] {
         d.shutdown().await;
     }
+}
+
+/// A peer sends 200 messages of 100 bytes into a stream of 1000 bytes that is not read
+/// for 3 s (the driver holds, then drops), then the stream is read until it stays empty
+/// for 100 ms. Returns (messages delivered, drops reported by `EventsDropped`, drops
+/// counted by `dropped_events`, the stats at the end).
+async fn overflow_the_byte_budget() -> (u64, u64, u64, hail_discovery::DeviceStats) {
+    let lan = Lan::new();
+    let (v, mut ve) = lan
+        .builder("v", 1)
+        .event_bytes(1000)
+        .start()
+        .await
+        .unwrap();
+    let (a, _ae) = lan.device("a", 2).await;
+    v.wait_for_peer("a").await;
+    a.wait_for_peer("v").await;
+    tokio::task::yield_now().await;
+    while ve.try_recv().is_some() {}
+    let dropped_before = v.dropped_events();
+    let sender = tokio::spawn(async move {
+        for _ in 0..200 {
+            assert_eq!(a.send("v", Bytes::from(vec![7u8; 100])).await["v"], Ok(()));
+        }
+        a
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let a = tokio::time::timeout(Duration::from_secs(5), sender)
+        .await
+        .expect("the sender is done")
+        .unwrap();
+    let (mut delivered, mut reported) = (0u64, 0u64);
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), ve.recv()).await {
+        match e {
+            DeviceEvent::Message { .. } => delivered += 1,
+            DeviceEvent::Error(hail_discovery::RunError::EventsDropped { count }) => {
+                reported += count;
+            }
+            _ => {}
+        }
+    }
+    let counted = v.dropped_events() - dropped_before;
+    let stats = v.stats();
+    a.shutdown().await;
+    v.shutdown().await;
+    (delivered, reported, counted, stats)
+}
+
+/// Counting under the byte budget: every message is delivered or counted dropped, the
+/// queued bytes go back to 0 once the stream is read, and the peak stays within the
+/// budget plus one message.
+#[tokio::test(start_paused = true)]
+async fn every_message_is_delivered_or_counted_under_the_byte_budget() {
+    let (delivered, _, counted, stats) = overflow_the_byte_budget().await;
+    assert!(counted > 0, "the test did overflow the budget: {stats:?}");
+    assert_eq!(delivered + counted, 200, "delivered {delivered}, dropped {counted}");
+    assert_eq!(stats.queued_event_bytes, 0, "{stats:?}");
+    assert!(stats.peak_event_bytes <= 1000 + 100, "{stats:?}");
+}
+
+/// Drops are counted but not reported: `EventsDropped` goes in only when some later
+/// event is emitted (`Shared::report_drops` is called from `emit` and from
+/// `Driver::message`, nowhere when the stream gets room), so an application that reads
+/// its stream empty after an overflow is never told that 190 of 200 messages were
+/// dropped, until the next event of any kind comes (none does here in 100 ms of quiet;
+/// on a quiet LAN that may be never). The docs promise the report "once there is room".
+#[tokio::test(start_paused = true)]
+#[ignore = "attack: after an overflow the stream is read empty and EventsDropped never comes"]
+async fn drops_are_reported_once_the_stream_has_room() {
+    let (delivered, reported, counted, stats) = overflow_the_byte_budget().await;
+    assert!(counted > 0, "the test did overflow the budget: {stats:?}");
+    assert_eq!(
+        reported, counted,
+        "{counted} drops counted, {reported} reported ({delivered} delivered)"
+    );
 }
