@@ -185,7 +185,10 @@ impl Lan {
     }
 
     async fn device(&self, name: &str, host: u8) -> (Device, DeviceEvents) {
-        self.builder(name, host).start().await.expect("device starts")
+        self.builder(name, host)
+            .start()
+            .await
+            .expect("device starts")
     }
 
     /// A raw member of the group at `host`: sends whatever datagrams it likes.
@@ -279,9 +282,9 @@ fn forged(i: u32) -> (Announce, SocketAddr) {
     (a, SocketAddr::new(host, 5670))
 }
 
-/// A flood of forged announces (2 a millisecond, about 200 kB/s of multicast;
-/// at 1 a millisecond the real device does get dialed here, each a fresh id whose dial hangs for
-/// 3 s, as a black-holed address does) keeps a real device from ever being dialed: each
+/// A flood of forged announces (2 a millisecond, about 200 kB/s of multicast), each a
+/// fresh id whose dial hangs for 3 s as a black-holed address does, keeps a real device
+/// from ever being dialed (at 1 a millisecond it does get dialed here): each
 /// forged entry takes a dial token the moment it is heard, the 16 dials in flight are
 /// all the forgeries', and the real device's entry (re-heard every beacon) is pushed out
 /// of the unproven half by newer forgeries before its deferred dial comes round
@@ -356,12 +359,7 @@ fn a_forged_advert_flood_leaves_no_dial_for_a_real_device() {
 #[ignore = "attack: with the stream nearly full a newcomer's join is dropped but its message delivered"]
 async fn no_message_from_a_peer_before_its_join() {
     let lan = Lan::new();
-    let (v, mut ve) = lan
-        .builder("v", 1)
-        .event_capacity(4)
-        .start()
-        .await
-        .unwrap();
+    let (v, mut ve) = lan.builder("v", 1).event_capacity(4).start().await.unwrap();
     let (p, _pe) = lan.device("p", 2).await;
     v.wait_for_peer("p").await;
     p.wait_for_peer("v").await;
@@ -472,7 +470,9 @@ async fn raw_link_messages_before_the_hello_are_dropped() {
     tokio::time::timeout(Duration::from_secs(2), async {
         while seen.len() < 4 {
             match ve.recv().await {
-                Some(DeviceEvent::PeerJoined(p)) => joined_first |= seen.is_empty() && p.name == "raw",
+                Some(DeviceEvent::PeerJoined(p)) => {
+                    joined_first |= seen.is_empty() && p.name == "raw"
+                }
                 Some(DeviceEvent::Message { from, payload }) => seen.push((from, payload)),
                 Some(_) => {}
                 None => break,
@@ -597,8 +597,16 @@ async fn one_flooding_peer_does_not_stall_answers_from_the_others() {
     // a and h dial v (which dials nobody): both links are v's accepted ones, the same
     // queue (which device dials otherwise depends on the random ids, and the listener's
     // events go before the dialed links' in `Driver::ready_input`).
-    let accept_only = PeerTableConfig::builder().auto_connect(false).build().unwrap();
-    let (v, mut ve) = lan.builder("v", 1).table(accept_only).start().await.unwrap();
+    let accept_only = PeerTableConfig::builder()
+        .auto_connect(false)
+        .build()
+        .unwrap();
+    let (v, mut ve) = lan
+        .builder("v", 1)
+        .table(accept_only)
+        .start()
+        .await
+        .unwrap();
     let (a, _ae) = lan.device("a", 2).await;
     let (h, _he) = lan.device("h", 3).await;
     h.on_question(|_, _| async { Ok(Bytes::from_static(b"fine")) })
@@ -654,12 +662,7 @@ async fn one_flooding_peer_does_not_stall_answers_from_the_others() {
 /// counted by `dropped_events`, the stats at the end).
 async fn overflow_the_byte_budget() -> (u64, u64, u64, hail_discovery::DeviceStats) {
     let lan = Lan::new();
-    let (v, mut ve) = lan
-        .builder("v", 1)
-        .event_bytes(1000)
-        .start()
-        .await
-        .unwrap();
+    let (v, mut ve) = lan.builder("v", 1).event_bytes(1000).start().await.unwrap();
     let (a, _ae) = lan.device("a", 2).await;
     v.wait_for_peer("a").await;
     a.wait_for_peer("v").await;
@@ -701,7 +704,11 @@ async fn overflow_the_byte_budget() -> (u64, u64, u64, hail_discovery::DeviceSta
 async fn every_message_is_delivered_or_counted_under_the_byte_budget() {
     let (delivered, _, counted, stats) = overflow_the_byte_budget().await;
     assert!(counted > 0, "the test did overflow the budget: {stats:?}");
-    assert_eq!(delivered + counted, 200, "delivered {delivered}, dropped {counted}");
+    assert_eq!(
+        delivered + counted,
+        200,
+        "delivered {delivered}, dropped {counted}"
+    );
     assert_eq!(stats.queued_event_bytes, 0, "{stats:?}");
     assert!(stats.peak_event_bytes <= 1000 + 100, "{stats:?}");
 }
