@@ -729,3 +729,53 @@ async fn drops_are_reported_once_the_stream_has_room() {
         "{counted} drops counted, {reported} reported ({delivered} delivered)"
     );
 }
+
+/// Announces `t` multicasts in answer to a probe every millisecond for 1 s, from `from`.
+fn announces_for_probe_flood(t: &mut PeerTable, from: DeviceId, t0: Instant) -> usize {
+    let mut n = 0;
+    for step in 0..1000u64 {
+        let now = t0 + Duration::from_millis(step);
+        while let Some(at) = t.poll_timeout() {
+            if at > now {
+                break;
+            }
+            t.handle_timeout(at);
+        }
+        t.handle_advert(Advert::Probe { from }, src(9), now);
+        n += actions(t)
+            .iter()
+            .filter(|a| matches!(a, Action::Multicast(Advert::Announce(_))))
+            .count();
+    }
+    n
+}
+
+/// Probes from an id above ours share one jittered answer (`probe_answer_at`), but
+/// nothing limits the answers' rate: a flood of a probe every millisecond gets an
+/// announce every few milliseconds (271 for 1000 here) from every device that hears it.
+/// Not new today (the jittered path predates dial_yield), and less than the at-once
+/// path below, but an amplification all the same.
+#[test]
+#[ignore = "attack: a probe flood gets an announce every few ms from every device (no rate limit on answers)"]
+fn a_probe_flood_from_a_larger_id_gets_few_answers() {
+    let t0 = Instant::now();
+    let mut t = started(5, "e", PeerTableConfig::default(), t0);
+    let n = announces_for_probe_flood(&mut t, id(9), t0);
+    assert!(n < 100, "{n} announces for 1000 probes");
+}
+
+/// The dial_yield rule answers a probe at once when this device would wait for the
+/// prober's dial (`waits_for` in src/peer_table/beacons.rs: any id below ours that has
+/// no link), with no jitter, no sharing and no rate limit (`answer(now, true)` on every
+/// probe; only the newcomer path has `NEWCOMER_ANSWER_GAP`). A forged probe from one
+/// made-up small id (the same one every time: it never gets a link) makes every device
+/// with a larger id (about half the LAN, all of it for an id of zeros) multicast one
+/// announce per probe: 1000 probes, 1000 announces from each.
+#[test]
+#[ignore = "attack: forged probes from a small id are each answered at once: unbounded multicast amplification"]
+fn a_probe_flood_from_a_small_id_gets_few_answers() {
+    let t0 = Instant::now();
+    let mut t = started(5, "e", PeerTableConfig::default(), t0);
+    let n = announces_for_probe_flood(&mut t, DeviceId::from_bytes([0; 16]), t0);
+    assert!(n < 100, "{n} announces for 1000 probes");
+}
