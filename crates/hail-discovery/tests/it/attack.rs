@@ -779,3 +779,67 @@ fn a_probe_flood_from_a_small_id_gets_few_answers() {
     let n = announces_for_probe_flood(&mut t, DeviceId::from_bytes([0; 16]), t0);
     assert!(n < 100, "{n} announces for 1000 probes");
 }
+
+/// A forged multicast goodbye for a joined peer (from any address: a goodbye is
+/// `Advert::Goodbye { from: id }`, nothing ties it to the device's own adverts) makes
+/// the peer leave once the goodbye grace (500 ms) ends with its link still up and
+/// silent about it, and tombstones it as departed (`depart` in
+/// src/peer_table/members.rs): its link is closed and, for the next 10 s, its adverts
+/// are ignored and its hello on a new link is refused. One datagram evicts and locks out
+/// a joined peer.
+#[test]
+#[ignore = "attack: one forged multicast goodbye evicts a joined peer and refuses it for 10 s"]
+fn a_forged_goodbye_does_not_evict_a_joined_peer() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", PeerTableConfig::default(), t0);
+    join(&mut t, 2, "lamp", ConnId(10), t0);
+    t.handle_advert(
+        Advert::Goodbye { from: id(2) },
+        src(9),
+        t0 + Duration::from_millis(100),
+    );
+    let mut left = Vec::new();
+    for step in 100..3000u64 {
+        let now = t0 + Duration::from_millis(step);
+        while let Some(at) = t.poll_timeout() {
+            if at > now {
+                break;
+            }
+            t.handle_timeout(at);
+        }
+        actions(&mut t);
+        left.extend(events(&mut t).into_iter().filter_map(|e| match e {
+            Event::PeerLeft { peer, reason } => Some((peer.name, reason)),
+            _ => None,
+        }));
+    }
+    // lamp, cut off, comes back on a new link at 3 s.
+    let now = t0 + Duration::from_secs(3);
+    t.link_up(
+        ConnId(11),
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(2), 50000),
+        now,
+    );
+    actions(&mut t);
+    t.link_message(
+        ConnId(11),
+        LinkMessage::Hello(Hello {
+            tag: 1,
+            announce: announce(2, "lamp"),
+        }),
+        now,
+    );
+    let refused: Vec<_> = actions(&mut t)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Close { conn, reason } => Some((conn, reason)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        left.is_empty(),
+        "lamp left on a forged goodbye: {left:?}; its new link at 3 s: {refused:?}"
+    );
+    assert_eq!(t.connection(id(2)), Some(ConnId(10)));
+}
