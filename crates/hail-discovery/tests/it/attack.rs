@@ -877,3 +877,60 @@ fn an_unproven_namesake_does_not_block_a_joined_peers_name() {
     }
     assert_eq!(t.resolve("lamp"), Ok((id(2), ConnId(10))));
 }
+
+/// Garbage and out-of-turn discovery messages on a raw link: truncated and corrupt
+/// frames starting with the magic, gossip before the hello, a goodbye for another id
+/// after it, a second hello under another id. Nothing panics, the out-of-turn ones are
+/// counted as protocol errors, and the device goes on serving another peer.
+#[tokio::test(start_paused = true)]
+async fn garbage_discovery_frames_are_counted_and_change_nothing() {
+    let lan = Lan::new();
+    let (v, _ve) = lan.device("v", 1).await;
+    let (p, _pe) = lan.device("p", 2).await;
+    v.wait_for_peer("p").await;
+    let (c, _incoming) = raw_link(&lan, 9, v.local_addr()).await;
+    let me = Announce {
+        id: DeviceId::from_bytes([9; 16]),
+        name: "raw".into(),
+        port: 0,
+        lease: Duration::from_secs(3),
+        addresses: vec![],
+    };
+    let hello = hello_bytes(me.clone(), 1);
+    let gossip = Bytes::from(
+        LinkMessage::Peers(vec![hail_discovery::PeerRecord {
+            id: DeviceId::from_bytes([8; 16]),
+            name: "ghost".into(),
+            port: 4000,
+            addresses: vec![ip(8)],
+        }])
+        .to_bytes()
+        .unwrap(),
+    );
+    for cut in [4, 5, 6, hello.len() / 2, hello.len() - 1] {
+        c.send(hello.slice(..cut)).await.unwrap();
+    }
+    let mut corrupt = hello.to_vec();
+    corrupt[5] ^= 0xff;
+    c.send(Bytes::from(corrupt)).await.unwrap();
+    c.send(gossip).await.unwrap();
+    c.send(hello.clone()).await.unwrap();
+    let goodbye = LinkMessage::Goodbye { from: p.id() }.to_bytes().unwrap();
+    c.send(Bytes::from(goodbye)).await.unwrap();
+    let mut other = me;
+    other.id = DeviceId::from_bytes([10; 16]);
+    c.send(hello_bytes(other, 2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let errors = v.stats().discovery.protocol_errors;
+    assert!(
+        errors >= 2,
+        "gossip before hello and a stranger's goodbye: {errors}"
+    );
+    // p is still joined and served.
+    assert!(v.peers().iter().any(|i| i.name == "p"), "{:?}", v.peers());
+    assert!(!v.peers().iter().any(|i| i.name == "ghost"));
+    assert_eq!(p.send("v", Bytes::from("still")).await["v"], Ok(()));
+    c.close();
+    v.shutdown().await;
+    p.shutdown().await;
+}
