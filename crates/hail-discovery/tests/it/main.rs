@@ -2,6 +2,7 @@
 //! or inside network namespaces the tests create, links on 127.0.0.1 or inside those
 //! namespaces), and whole devices on the in-memory network in paused time (`memory`).
 
+mod attack;
 mod delivery;
 mod device;
 mod format;
