@@ -155,7 +155,7 @@ impl Driver {
                 d = recv_datagram(self.channel.as_mut()), if running => self.datagram(d),
                 p = self.shared.events.clone().reserve_owned(), if awaiting_room => {
                     match p {
-                        Ok(p) => self.permit = Some(p),
+                        Ok(p) => self.permit = self.shared.report_drops_with(p),
                         Err(_) => self.events_gone = true,
                     }
                     self.stalled_until = None;
@@ -308,6 +308,10 @@ impl Driver {
 
     /// The table's timer; also the time to read the channel's and the listener's counters.
     fn timeout(&mut self) {
+        // Drops counted while the driver held room (a full byte budget) are reported.
+        if let Some(p) = self.permit.take() {
+            self.permit = self.shared.report_drops_with(p);
+        }
         lock(&self.shared.table).handle_timeout(clock::now());
         // Handshakes of accepted links that failed authentication.
         let failed = self.server.stats().auth_failures;
@@ -373,7 +377,7 @@ impl Driver {
     }
 
     /// Forwards the table's events to the event stream.
-    pub(super) fn forward_events(&self) {
+    pub(super) fn forward_events(&mut self) {
         let mut changed = false;
         loop {
             let event = lock(&self.shared.table).poll_event();
@@ -385,7 +389,17 @@ impl Driver {
                 Event::PeersChanged(s) => DeviceEvent::PeersChanged(s),
                 Event::DuplicateName { name, ids } => DeviceEvent::DuplicateName { name, ids },
             };
-            self.shared.emit(e);
+            // With the room reserved for link input, if there is: a join is then never
+            // dropped while the messages after it wait for room.
+            match self.permit.take() {
+                Some(p) => {
+                    self.shared.report_drops();
+                    p.send(e);
+                }
+                None => {
+                    self.shared.emit(e);
+                }
+            }
         }
         if changed {
             self.shared.members_changed.notify_waiters();

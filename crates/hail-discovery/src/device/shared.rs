@@ -102,6 +102,22 @@ impl Shared {
         debug!("device event dropped: the stream is full or closed");
     }
 
+    /// Reports drops not yet reported with the room `permit` holds, as soon as there is
+    /// room; gives the permit back when there was nothing to report.
+    pub(super) fn report_drops_with(
+        &self,
+        permit: mpsc::OwnedPermit<DeviceEvent>,
+    ) -> Option<mpsc::OwnedPermit<DeviceEvent>> {
+        let unreported = self.unreported_drops.swap(0, Ordering::Relaxed);
+        if unreported == 0 {
+            return Some(permit);
+        }
+        permit.send(DeviceEvent::Error(RunError::EventsDropped {
+            count: unreported,
+        }));
+        None
+    }
+
     /// Reports drops not yet reported, if there is room: they go first, as soon as
     /// there is.
     pub(super) fn report_drops(&self) {

@@ -17,6 +17,11 @@ use crate::id::DeviceId;
 /// to two announces a second per device while many peers are new at once (start-up).
 const NEWCOMER_ANSWER_GAP: Duration = Duration::from_millis(500);
 
+/// Shortest time between two answers to probes or newcomers: 50 ms. Probes arriving
+/// meanwhile share the next answer, so a probe flood costs each device at most 20
+/// announces a second.
+const MIN_ANSWER_GAP: Duration = Duration::from_millis(50);
+
 impl PeerTable {
     /// Decodes and handles one datagram from the discovery group. A datagram that does not
     /// decode is counted in [`Stats::adverts_dropped`](crate::Stats::adverts_dropped) and
@@ -147,6 +152,7 @@ impl PeerTable {
         }
         if self.probe_answer_at.is_some_and(|t| t <= now) {
             self.probe_answer_at = None;
+            self.last_answer = Some(now);
             due = true;
         }
         if due {
@@ -172,14 +178,18 @@ impl PeerTable {
 
     /// Announces after the probe answer jitter (sharing a pending answer), or `at_once`,
     /// right now.
+    /// Never sooner than [`MIN_ANSWER_GAP`] after the last answer: a flood of probes gets
+    /// at most one announce per gap from each device that hears it.
     fn answer(&mut self, now: Instant, at_once: bool) {
+        let earliest = self.last_answer.map_or(now, |t| t + MIN_ANSWER_GAP);
         let at = if at_once {
             now
         } else {
             now + self.jitter(self.config.probe_answer_jitter)
-        };
+        }
+        .max(earliest);
         self.probe_answer_at = Some(self.probe_answer_at.map_or(at, |t| t.min(at)));
-        if at_once {
+        if at <= now {
             self.run_schedule(now);
         }
     }

@@ -40,6 +40,16 @@ impl PeerTable {
             None => {}
         }
         let existing = self.peers.get(&a.id);
+        // A device's name is fixed for its run (its id): an advert or hello giving a joined
+        // peer another name is not believed (its messages keep the name it joined with).
+        if let Some(p) = existing
+            && p.member
+            && p.name != a.name
+        {
+            debug!(peer = %a.id, name = %a.name, joined_as = %p.name, "another name for a joined peer: ignored");
+            self.stats.protocol_errors += 1;
+            return false;
+        }
         if existing.is_none() && !self.make_room(lease.is_none()) {
             return false;
         }

@@ -253,6 +253,8 @@ pub struct PeerTable {
     pub(super) announce_at: Vec<Instant>,
     pub(super) next_beacon: Option<Instant>,
     pub(super) probe_answer_at: Option<Instant>,
+    /// When a probe or newcomer answer last went out (see `MIN_ANSWER_GAP`).
+    pub(super) last_answer: Option<Instant>,
     pub(super) last_probe: Option<Instant>,
     /// When an announce from a newcomer was last answered (see `NEWCOMER_ANSWER_GAP`).
     pub(super) last_newcomer_answer: Option<Instant>,
@@ -318,6 +320,7 @@ impl PeerTable {
             announce_at: Vec::new(),
             next_beacon: None,
             probe_answer_at: None,
+            last_answer: None,
             last_probe: None,
             last_newcomer_answer: None,
             next_dial: 1,
@@ -415,6 +418,10 @@ impl PeerTable {
             .values()
             .filter(|p| p.authoritative && p.alive() && p.name == name)
             .collect();
+        // Joined holders first: a device only heard of (no link proves it) cannot make a
+        // joined peer's name ambiguous.
+        let joined: Vec<&Peer> = holders.iter().copied().filter(|p| p.member).collect();
+        let holders = if joined.is_empty() { holders } else { joined };
         let count = holders.len() + usize::from(name == self.local.name);
         if count >= 2 {
             return Err(ResolveError::AmbiguousName {
