@@ -356,6 +356,8 @@ fn a_forged_advert_flood_leaves_no_dial_for_a_real_device() {
 /// reserved slot (`Driver::message` in src/device/links.rs). Here another peer's three
 /// messages fill a stream of four; the newcomer's join is dropped, its message is
 /// delivered: the application hears from a peer it was never told joined.
+///
+/// Fixed since: the join takes the room reserved for link input.
 #[tokio::test(start_paused = true)]
 async fn no_message_from_a_peer_before_its_join() {
     let lan = Lan::new();
@@ -719,6 +721,8 @@ async fn every_message_is_delivered_or_counted_under_the_byte_budget() {
 /// its stream empty after an overflow is never told that 190 of 200 messages were
 /// dropped, until the next event of any kind comes (none does here in 100 ms of quiet;
 /// on a quiet LAN that may be never). The docs promise the report "once there is room".
+///
+/// Fixed since: the report takes the first room (and each tick's).
 #[tokio::test(start_paused = true)]
 async fn drops_are_reported_once_the_stream_has_room() {
     let (delivered, reported, counted, stats) = overflow_the_byte_budget().await;
@@ -754,6 +758,8 @@ fn announces_for_probe_flood(t: &mut PeerTable, from: DeviceId, t0: Instant) -> 
 /// announce every few milliseconds (271 for 1000 here) from every device that hears it.
 /// Not new today (the jittered path predates dial_yield), and less than the at-once
 /// path below, but an amplification all the same.
+///
+/// Fixed since: answers are at least `MIN_ANSWER_GAP` (50 ms) apart.
 #[test]
 fn a_probe_flood_from_a_larger_id_gets_few_answers() {
     let t0 = Instant::now();
@@ -769,6 +775,8 @@ fn a_probe_flood_from_a_larger_id_gets_few_answers() {
 /// made-up small id (the same one every time: it never gets a link) makes every device
 /// with a larger id (about half the LAN, all of it for an id of zeros) multicast one
 /// announce per probe: 1000 probes, 1000 announces from each.
+///
+/// Fixed since: the at-once answer also keeps `MIN_ANSWER_GAP` (50 ms).
 #[test]
 fn a_probe_flood_from_a_small_id_gets_few_answers() {
     let t0 = Instant::now();
@@ -846,6 +854,8 @@ fn a_forged_goodbye_does_not_evict_a_joined_peer() {
 /// alive holder (`PeerTable::resolve` in src/peer_table/state.rs), the forged one's
 /// lease (up to the 30 s clamp) counts as alive, so `send`/`ask`/`to` by that name fail
 /// with `AmbiguousName` for as long as one datagram per 30 s keeps it up.
+///
+/// Fixed since: `resolve` prefers joined holders of a name.
 #[test]
 fn an_unproven_namesake_does_not_block_a_joined_peers_name() {
     let t0 = Instant::now();
