@@ -286,9 +286,12 @@ impl PeerTableConfigBuilder {
     /// A goodbye heard on the multicast group may overtake what the departing peer sent
     /// on its link just before. While the peer has a link (or a link still awaits its
     /// hello), the table waits for the link's own goodbye or close, at most this long,
-    /// before reporting the peer left, so everything it sent is delivered before
-    /// `PeerLeft(Goodbye)`. Zero: leave at the multicast goodbye at once. Default: 500 ms
-    /// (a connected peer's goodbye on its link normally arrives within a millisecond).
+    /// so everything it sent is delivered before `PeerLeft(Goodbye)`. If the peer's link
+    /// is still up at the end, saying nothing, the group's goodbye is not believed (anyone
+    /// on the network can send one; a device that leaves says so on its link and closes
+    /// it) and counted in [`Stats::goodbyes_ignored`](crate::Stats::goodbyes_ignored).
+    /// Zero: leave at the multicast goodbye at once. Default: 500 ms (a connected peer's
+    /// goodbye on its link normally arrives within a millisecond).
     pub fn goodbye_grace(mut self, grace: Duration) -> Self {
         self.config.goodbye_grace = grace;
         self

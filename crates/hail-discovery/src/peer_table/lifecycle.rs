@@ -146,8 +146,17 @@ impl PeerTable {
             .map(|(&id, _)| id)
             .collect();
         for id in due {
-            debug!(peer = %id, "its links did not finish within the goodbye grace");
-            self.depart(id, now);
+            if self.peers.get(&id).is_some_and(|p| p.active.is_some()) {
+                // Its link is up and said no goodbye: a device that leaves says it there
+                // too and closes its links. The group's goodbye was not its own (anyone
+                // can send one); the link decides.
+                debug!(peer = %id, "a goodbye on the group its link did not follow: ignored");
+                self.goodbyes.remove(&id);
+                self.stats.goodbyes_ignored += 1;
+            } else {
+                debug!(peer = %id, "its links did not finish within the goodbye grace");
+                self.depart(id, now);
+            }
         }
         self.tombstones.retain(|_, t| t.until > now);
         let ids: Vec<DeviceId> = self.peers.keys().copied().collect();

@@ -208,16 +208,23 @@ fn goodbye_on_multicast_then_the_link_closing_is_a_goodbye() {
 }
 
 #[test]
-fn goodbye_on_multicast_leaves_when_the_grace_ends() {
+fn a_goodbye_on_multicast_its_link_does_not_follow_is_not_believed() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
     join(&mut t, 2, "b", ConnId(10), t0);
     t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(5));
-    run_until(&mut t, t0 + ms(504));
-    assert!(left(&events(&mut t)).is_empty());
+    // The grace ends with b's link up and silent about it: b stays, its link too.
     let sent = run_until(&mut t, t0 + ms(505));
+    assert!(left(&events(&mut t)).is_empty());
+    assert!(closes(&sent).is_empty());
+    assert_eq!(t.stats().goodbyes_ignored, 1);
+    // b's own goodbye on its link is believed.
+    t.link_message(
+        ConnId(10),
+        LinkMessage::Goodbye { from: id(2) },
+        t0 + ms(600),
+    );
     assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
-    assert_eq!(closes(&sent), [(ConnId(10), CloseReason::Departed)]);
 }
 
 #[test]
