@@ -56,10 +56,9 @@ impl PeerTable {
         let existing = self.peers.get(&a.id);
         let claim = existing.is_none_or(|p| !p.authoritative || p.name != a.name);
         if claim {
-            let hosts: Vec<IpAddr> = std::iter::once(observed.ip())
-                .chain(a.addresses.iter().copied())
-                .collect();
-            self.claim_name(a.id, &a.name, &hosts, now);
+            // Where the claim came from, not the addresses it lists: anyone can list a
+            // joined peer's address to pass for its restart.
+            self.claim_name(a.id, &a.name, &[observed.ip()], now);
         }
         let p = self
             .peers
