@@ -147,31 +147,23 @@ pub(super) async fn dial_any(
     running.push(attempt(first));
     let stagger = tokio::time::sleep(DIAL_STAGGER);
     tokio::pin!(stagger);
-    let mut more = next.len() > 0;
     loop {
+        // An attempt is always running here: one failed with none left ends the dial.
         tokio::select! {
-            r = running.next() => match r {
-                Some(Ok(link)) => return Ok(link),
-                Some(Err(failed)) => match next.next() {
-                    Some(a) => {
-                        running.push(attempt(a));
-                        stagger.as_mut().reset(tokio::time::Instant::now() + DIAL_STAGGER);
-                    }
-                    None if running.is_empty() => return Err(failed),
-                    None => more = false,
-                },
-                // Not reached: an attempt is always running here.
-                None => return Err((first, LinkError::Io(std::io::Error::other("no attempt")))),
+            Some(r) = running.next() => match r {
+                Ok(link) => return Ok(link),
+                Err(failed) if next.len() == 0 && running.is_empty() => return Err(failed),
+                Err(_) => {}
             },
-            () = &mut stagger, if more => match next.next() {
-                Some(a) => {
-                    running.push(attempt(a));
-                    stagger.as_mut().reset(tokio::time::Instant::now() + DIAL_STAGGER);
-                }
-                None => more = false,
-            },
+            () = &mut stagger, if next.len() > 0 => {}
         }
-        more &= next.len() > 0;
+        // A failure or the stagger: the next address, if any.
+        if let Some(a) = next.next() {
+            running.push(attempt(a));
+            stagger
+                .as_mut()
+                .reset(tokio::time::Instant::now() + DIAL_STAGGER);
+        }
     }
 }
 

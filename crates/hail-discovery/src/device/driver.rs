@@ -200,10 +200,12 @@ impl Driver {
     /// table's actions) serves a batch, not every frame.
     fn ready_input(&mut self) {
         let running = self.stopping.is_none();
+        // Whether the last input went through the table (the one before this call may have).
+        let mut tabled = true;
         for _ in 0..INPUT_BATCH {
             // The table's actions first (the loop carries them out): a link's hello goes
             // out before the link is used (its peer is joined as soon as its hello is in).
-            if lock(&self.shared.table).has_actions() {
+            if tabled && lock(&self.shared.table).has_actions() {
                 return;
             }
             let holding = running && !self.events_gone && !self.overflow;
@@ -217,15 +219,16 @@ impl Driver {
                     Err(mpsc::error::TrySendError::Closed(_)) => self.events_gone = true,
                 }
             }
-            if let Some(e) = self.server_events.try_recv() {
-                self.server_event(e);
+            tabled = if let Some(e) = self.server_events.try_recv() {
+                self.server_event(e)
             } else if let Some(e) = self.dialed.try_recv() {
-                self.server_event(e);
+                self.server_event(e)
             } else if let Ok(m) = self.internal.try_recv() {
                 self.internal(m);
+                true
             } else {
                 return;
-            }
+            };
         }
     }
 
@@ -253,7 +256,8 @@ impl Driver {
         }
     }
 
-    fn server_event(&mut self, e: ServerEvent<Bytes>) {
+    /// Returns whether the event went through the table (it may have actions now).
+    fn server_event(&mut self, e: ServerEvent<Bytes>) -> bool {
         match e {
             ServerEvent::Connected { id, addr } => {
                 if let Some(conn) = self.server.connection(id) {
@@ -264,10 +268,14 @@ impl Driver {
                         self.link_up(conn, LinkOrigin::Accepted, addr);
                     }
                 }
+                true
             }
             ServerEvent::Message { id, msg } => self.frame(ConnId(id.get()), msg),
-            ServerEvent::Closed { id, reason } => self.closed(ConnId(id.get()), &reason),
-            _ => {}
+            ServerEvent::Closed { id, reason } => {
+                self.closed(ConnId(id.get()), &reason);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -391,18 +399,23 @@ impl Driver {
             };
             // With the room reserved for link input, if there is: a join is then never
             // dropped while the messages after it wait for room.
-            match self.permit.take() {
-                Some(p) => {
-                    self.shared.report_drops();
-                    p.send(e);
-                }
-                None => {
-                    self.shared.emit(e);
-                }
-            }
+            self.deliver(e);
         }
         if changed {
             self.shared.members_changed.notify_waiters();
+        }
+    }
+
+    /// Puts `e` in the event stream with the room reserved for link input if there is,
+    /// else if there is room now; false (counted) when it was dropped.
+    pub(super) fn deliver(&mut self, e: DeviceEvent) -> bool {
+        match self.permit.take() {
+            Some(p) => {
+                self.shared.report_drops();
+                p.send(e);
+                true
+            }
+            None => self.shared.emit(e),
         }
     }
 

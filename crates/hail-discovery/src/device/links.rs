@@ -52,10 +52,11 @@ impl Driver {
         lock(&self.shared.table).link_up(id, origin, remote, clock::now());
     }
 
-    pub(super) fn frame(&mut self, conn: ConnId, frame: Bytes) {
+    /// Returns whether the frame went through the table (discovery messages do).
+    pub(super) fn frame(&mut self, conn: ConnId, frame: Bytes) -> bool {
         if frame.starts_with(&MAGIC) {
             let Some(closing) = lock(&self.shared.links).get(&conn).map(|l| l.closing) else {
-                return;
+                return false;
             };
             match LinkMessage::decode(&frame) {
                 // On a link being closed only a goodbye still counts: the peer may have
@@ -79,14 +80,14 @@ impl Driver {
                 }
                 Err(e) => debug!(%conn, error = %e, "dropped a discovery message"),
             }
+            true
         } else if frame.first() == Some(&MESSAGE_TAG) {
             self.message(conn, frame);
+            false
         } else {
-            // The join (and anything else the table has to say) is reported before
-            // what the peer sent after its hello.
-            self.forward_events();
-            // Also on a link being closed: what the peer sent before it closed is served.
-            // Handlers run inline here and may use the device: no lock is held.
+            // The join was reported as the hello was read. Also on a link being closed:
+            // what the peer sent before it closed is served. Handlers run inline here and
+            // may use the device: no lock is held.
             let driver = match lock(&self.shared.links).get(&conn) {
                 Some(l) if l.joined => Some(l.driver.clone()),
                 Some(_) => {
@@ -98,6 +99,7 @@ impl Driver {
             if let Some(d) = driver {
                 d.packet(&frame);
             }
+            false
         }
     }
 
@@ -122,26 +124,15 @@ impl Driver {
             from: from.as_ref().to_owned(),
             payload,
         };
-        let bytes = &self.shared.event_bytes;
-        match self.permit.take() {
-            // Past the stall limit, or draining: the stream has no room in bytes.
-            Some(p) if bytes.full() && !self.events_gone => {
-                self.permit = Some(p);
-                self.shared.dropped(1);
-            }
-            // Counted before it is in the stream: the reader may take it off at once.
-            Some(p) => {
-                self.shared.report_drops();
-                bytes.add(len);
-                p.send(e);
-            }
-            None if bytes.full() && !self.events_gone => self.shared.dropped(1),
-            None => {
-                bytes.add(len);
-                if !self.shared.emit(e) {
-                    bytes.take(len);
-                }
-            }
+        // Past the stall limit, or draining: the stream has no room in bytes.
+        if self.shared.event_bytes.full() && !self.events_gone {
+            self.shared.dropped(1);
+            return;
+        }
+        // Counted before it is in the stream: the reader may take it off at once.
+        self.shared.event_bytes.add(len);
+        if !self.deliver(e) {
+            self.shared.event_bytes.take(len);
         }
     }
 

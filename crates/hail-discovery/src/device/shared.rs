@@ -66,20 +66,25 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// The RPC peer of the one joined device named `name`.
     pub(super) fn resolve_rpc(&self, name: &str) -> Result<RpcPeer, ResolveError> {
-        let (_, conn) = lock(&self.table).resolve(name)?;
-        lock(&self.links)
-            .get(&conn)
-            .map(|l| l.driver.peer())
-            .ok_or_else(|| ResolveError::NotConnected(name.to_owned()))
+        self.resolve_with(name, |l| l.driver.peer())
     }
 
     /// The link to the one joined device named `name`.
     pub(super) fn resolve_link(&self, name: &str) -> Result<Connection<Binary>, ResolveError> {
+        self.resolve_with(name, |l| l.conn.clone())
+    }
+
+    fn resolve_with<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&LinkEntry) -> T,
+    ) -> Result<T, ResolveError> {
         let (_, conn) = lock(&self.table).resolve(name)?;
         lock(&self.links)
             .get(&conn)
-            .map(|l| l.conn.clone())
+            .map(f)
             .ok_or_else(|| ResolveError::NotConnected(name.to_owned()))
     }
 

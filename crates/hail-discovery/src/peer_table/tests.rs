@@ -10,6 +10,7 @@ use crate::config::{LocalDevice, MAX_PEER_LEASE, PeerTableConfig};
 use crate::error::{ConfigError, ResolveError};
 use crate::id::{ConnId, DeviceId, DialId};
 
+mod attacks;
 mod beacons;
 mod budgets;
 mod dial;
@@ -55,6 +56,23 @@ fn announce(n: u8, name: &str) -> Announce {
         lease: Duration::from_secs(3),
         addresses: vec![ip(n)],
     }
+}
+
+/// A forged announce from a device nobody will ever reach: id `i` (high bytes `0xee`, so
+/// above every test device), at 10.1.x.y.
+fn forged(i: u32) -> (Announce, SocketAddr) {
+    let mut id = [0xee; 16];
+    id[12..].copy_from_slice(&i.to_be_bytes());
+    let [_, _, x, y] = i.to_be_bytes();
+    let host = IpAddr::V4(Ipv4Addr::new(10, 1, x, y));
+    let a = Announce {
+        id: DeviceId::from_bytes(id),
+        name: format!("forged{i}"),
+        port: 4000,
+        lease: Duration::from_secs(600),
+        addresses: vec![host],
+    };
+    (a, SocketAddr::new(host, 5670))
 }
 
 fn table_with(n: u8, name: &str, config: PeerTableConfig) -> PeerTable {

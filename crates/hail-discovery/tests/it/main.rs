@@ -8,6 +8,7 @@ mod device;
 mod format;
 mod graceful_stop;
 mod interfaces;
+mod lan;
 mod memory;
 #[cfg(target_os = "linux")]
 mod netns;

@@ -1,43 +1,21 @@
 //! Whole devices on the in-memory network (`DeviceBuilder::memory`), in paused time:
 //! deterministic, no sockets, no real time spent waiting.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use hail_crypto::GroupKey;
-use hail_discovery::{
-    AskError, Device, DeviceBuilder, DeviceEvent, DeviceEvents, LeaveReason, SendError,
-};
-use hail_link::memory::MemoryNetwork;
-use hail_multicast::memory::Bus;
+use hail_discovery::{AskError, Device, DeviceEvent, DeviceEvents, LeaveReason, SendError};
 
-/// One simulated LAN.
-struct Lan {
-    bus: Bus,
-    net: MemoryNetwork,
-}
+use crate::lan::Lan;
 
-impl Lan {
-    fn new() -> Self {
-        Self {
-            bus: Bus::new(),
-            net: MemoryNetwork::new(),
-        }
-    }
-
-    async fn device(&self, name: &str, host: u8, key: Option<[u8; 32]>) -> (Device, DeviceEvents) {
-        let mut b = self.builder(name, host);
-        if let Some(k) = key {
-            b = b.group_key(GroupKey::from_bytes(k));
-        }
-        b.start().await.expect("device starts")
-    }
-
-    fn builder(&self, name: &str, host: u8) -> DeviceBuilder {
-        let ip: IpAddr = format!("10.0.0.{host}").parse().unwrap();
-        Device::builder(name).memory(&self.bus, &self.net, ip)
-    }
+/// A device of group key `key` on host `host`.
+async fn keyed(lan: &Lan, name: &str, host: u8, key: [u8; 32]) -> (Device, DeviceEvents) {
+    lan.builder(name, host)
+        .group_key(GroupKey::from_bytes(key))
+        .start()
+        .await
+        .expect("device starts")
 }
 
 /// Two devices meet, a message and a question go across, and a shutdown is a goodbye,
@@ -45,8 +23,8 @@ impl Lan {
 #[tokio::test(start_paused = true)]
 async fn two_devices_meet_talk_and_part() {
     let lan = Lan::new();
-    let (lamp, mut le) = lan.device("lamp", 1, None).await;
-    let (switch, _se) = lan.device("switch", 2, None).await;
+    let (lamp, mut le) = lan.device("lamp", 1).await;
+    let (switch, _se) = lan.device("switch", 2).await;
     lamp.on_question(|from, q| async move {
         Ok(Bytes::from(format!(
             "{from} asked {}",
@@ -98,9 +76,9 @@ async fn two_devices_meet_talk_and_part() {
 #[tokio::test(start_paused = true)]
 async fn group_keys_separate_groups_over_time() {
     let lan = Lan::new();
-    let (a, _ea) = lan.device("alpha", 1, Some([1; 32])).await;
-    let (b, _eb) = lan.device("bravo", 2, Some([1; 32])).await;
-    let (c, _ec) = lan.device("charlie", 3, Some([2; 32])).await;
+    let (a, _ea) = keyed(&lan, "alpha", 1, [1; 32]).await;
+    let (b, _eb) = keyed(&lan, "bravo", 2, [1; 32]).await;
+    let (c, _ec) = keyed(&lan, "charlie", 3, [2; 32]).await;
     a.wait_for_peer("bravo").await;
     b.wait_for_peer("alpha").await;
     // Five beacon intervals later, still two groups.
@@ -128,7 +106,7 @@ async fn group_keys_separate_groups_over_time() {
 #[tokio::test(start_paused = true)]
 async fn a_full_peer_does_not_hold_up_the_others() {
     let lan = Lan::new();
-    let (switch, _se) = lan.device("switch", 1, None).await;
+    let (switch, _se) = lan.device("switch", 1).await;
     // A stream of one event: slow stops reading its links at once.
     let (slow, _slow_events) = lan
         .builder("slow", 2)
@@ -136,7 +114,7 @@ async fn a_full_peer_does_not_hold_up_the_others() {
         .start()
         .await
         .unwrap();
-    let (fast, mut fe) = lan.device("fast", 3, None).await;
+    let (fast, mut fe) = lan.device("fast", 3).await;
     switch.wait_for_peer("slow").await;
     switch.wait_for_peer("fast").await;
     // Nobody reads slow's events: its link fills up, and stays full (every queue on the

@@ -5,23 +5,6 @@
 use super::*;
 use crate::config::{DIAL_BURST, MAX_DIAL_ADDRESSES, MAX_DIALS_IN_FLIGHT, MAX_DIALS_PER_SECOND};
 
-/// A forged announce from a device nobody will ever reach: id `i` (high bytes `0xee`, so
-/// above every test device), at 10.1.x.y.
-fn forged(i: u32) -> (Announce, SocketAddr) {
-    let mut id = [0xee; 16];
-    id[12..].copy_from_slice(&i.to_be_bytes());
-    let [_, _, x, y] = i.to_be_bytes();
-    let host = IpAddr::V4(Ipv4Addr::new(10, 1, x, y));
-    let a = Announce {
-        id: DeviceId::from_bytes(id),
-        name: format!("forged{i}"),
-        port: 4000,
-        lease: Duration::from_secs(600),
-        addresses: vec![host],
-    };
-    (a, SocketAddr::new(host, 5670))
-}
-
 fn no_dials() -> PeerTableConfig {
     PeerTableConfig::builder()
         .auto_connect(false)
