@@ -12,6 +12,11 @@
 //!   its peer, p50 in ms.
 //! - `discovery/mesh-N`: N devices started together; time until every one has joined all
 //!   others, in ms.
+//! - `discovery/send-64B` and `discovery/send-1KiB`: messages one way from one device to
+//!   its linked peer on the steady path (`Device::to`, then `PeerSender::send`), until the peer's event stream delivered every message,
+//!   against a bare plaintext `hail-link` connection (the device's links without a
+//!   passphrase are plaintext) carrying the same messages in the same run, interleaved;
+//!   messages per second.
 //! - `discovery/ask-N-p50` / `-p99`: `ask` of all N peers (each answers at once) against
 //!   the same question sent by hand as N concurrent `hail-rpc` calls joined together, in µs.
 //! - `discovery/memory-idle-device`: resident memory (RSS growth) per running device that
@@ -34,7 +39,7 @@ use hail_discovery::{Device, DeviceEvent, DeviceEvents, Targets};
 use hail_link::{Connection, LinkConfig, Server, ServerConfig};
 use hail_wire::Binary;
 
-use crate::harness::{Better, Ctx, Record, median, rss};
+use crate::harness::{Better, Ctx, Record, interleaved_rate, median, rss};
 
 /// The RPC method `Device::ask` uses, with arguments (asker's name, question) (private
 /// to hail-discovery; named here for the hand-made baseline).
@@ -73,6 +78,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
             out.extend(memory_in_child(ctx.quick)?);
         }
     }
+    for (label, size, n) in [("64B", 64usize, 100_000usize), ("1KiB", 1024, 50_000)] {
+        let name = format!("discovery/send-{label}");
+        if ctx.wants(&name) {
+            let budget = Duration::from_millis(ctx.pick(1500, 5000));
+            out.push(send(&rt, budget, &name, size, ctx.pick(n / 5, n))?);
+        }
+    }
     for n in [1usize, 4, 16] {
         let name = format!("discovery/ask-{n}");
         if ctx.wants(&name) {
@@ -81,6 +93,65 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
         }
     }
     Ok(out)
+}
+
+/// `discovery/send-*`: see the module docs.
+fn send(
+    rt: &tokio::runtime::Runtime,
+    budget: Duration,
+    name: &str,
+    size: usize,
+    n: usize,
+) -> anyhow::Result<Record> {
+    let msg = Bytes::from(vec![0xa5u8; size]);
+    let (lamp, lamp_events, switch, _switch_events) = rt.block_on(async {
+        let g = SocketAddr::from((Ipv4Addr::new(239, 255, 72, 85), 0));
+        let (lamp, mut le) = start("lamp", g, None).await?;
+        let (switch, mut se) = start("switch", lamp.group(), None).await?;
+        until_peers(&switch, &mut se, 1).await?;
+        until_peers(&lamp, &mut le, 1).await?;
+        anyhow::Ok((lamp, le, switch, se))
+    })?;
+    let mut lamp_events = Some(lamp_events);
+    let switch = std::sync::Arc::new(switch);
+    let mut link = crate::link::pair(rt, LinkConfig::default())?;
+    let (a, b) = interleaved_rate(
+        budget,
+        n as u64,
+        || {
+            let mut events = lamp_events.take().expect("events");
+            let (switch, m) = (switch.clone(), msg.clone());
+            lamp_events = Some(rt.block_on(async move {
+                let sender = tokio::spawn(async move {
+                    let mut lamp = switch.to("lamp").expect("joined");
+                    for _ in 0..n {
+                        lamp.send(&m).await.expect("send");
+                    }
+                });
+                // A task on the runtime, as the sender, and as the baseline's receiver.
+                let receiver = tokio::spawn(async move {
+                    let mut got = 0;
+                    while got < n {
+                        match events.recv().await {
+                            Some(DeviceEvent::Message { .. }) => got += 1,
+                            Some(_) => {}
+                            None => panic!("lamp's events ended"),
+                        }
+                    }
+                    events
+                });
+                sender.await.expect("sender");
+                receiver.await.expect("receiver")
+            }));
+        },
+        || crate::link::one_way(rt, &mut link, &msg, n),
+    );
+    assert_eq!(lamp.dropped_events(), 0, "no message dropped");
+    if let Ok(switch) = std::sync::Arc::try_unwrap(switch) {
+        rt.block_on(switch.shutdown());
+    }
+    rt.block_on(lamp.shutdown());
+    Ok(Record::new(name, a, b, "msg/s", Better::Higher))
 }
 
 fn group() -> SocketAddr {

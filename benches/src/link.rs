@@ -52,14 +52,14 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
 }
 
 /// A hail-link client and the server end, connected, plaintext or sealed.
-struct Pair {
+pub(crate) struct Pair {
     _server: Server<Binary>,
     events: Option<ServerEvents<Bytes>>,
     client: Client<Binary>,
     _client_events: ClientEvents<Bytes>,
 }
 
-fn pair(rt: &Runtime, link: LinkConfig) -> anyhow::Result<Pair> {
+pub(crate) fn pair(rt: &Runtime, link: LinkConfig) -> anyhow::Result<Pair> {
     rt.block_on(async {
         let (server, mut events) =
             Server::bind(lo(), ServerConfig::default().link(link.clone()), Binary).await?;
@@ -84,7 +84,7 @@ fn pair(rt: &Runtime, link: LinkConfig) -> anyhow::Result<Pair> {
 
 /// Sends `n` messages from the client and waits until the server has delivered them all.
 /// Sender and receiver are both tasks on the runtime, as in an application.
-fn one_way(rt: &Runtime, p: &mut Pair, msg: &Bytes, n: usize) {
+pub(crate) fn one_way(rt: &Runtime, p: &mut Pair, msg: &Bytes, n: usize) {
     let mut events = p.events.take().expect("events");
     let client = p.client.connection().expect("connected");
     let m = msg.clone();

@@ -125,9 +125,25 @@ pub(crate) fn run() -> anyhow::Result<()> {
             // The published crates only (`cargo package --workspace` would package the
             // `publish = false` ones too, and fail on their path-only dependencies). Crates
             // that depend on each other are verified together through a local registry
-            // (target/package/tmp-registry), offline. --allow-dirty: the gate runs on work
-            // in progress too; what is packaged is the working tree.
+            // (<check dir>/package/tmp-registry), offline. --allow-dirty: the gate runs on
+            // work in progress too; what is packaged is the working tree.
+            //
+            // Cargo takes registry crates as immutable: it reuses what it built and unpacked
+            // for `hail-link 0.1.0` earlier, although our tree changed under that version.
+            // So the check builds in a target dir of its own, emptied first (its
+            // dependencies compile again: about 40 s more than sharing target/), and the
+            // unpacked copies of our crates are forgotten.
+            let target = metadata["target_directory"]
+                .as_str()
+                .context("cargo metadata: no target_directory")?;
+            let check_dir = std::path::Path::new(target).join("package-check");
+            if check_dir.exists() {
+                std::fs::remove_dir_all(&check_dir)
+                    .with_context(|| format!("removing {}", check_dir.display()))?;
+            }
+            forget_unpacked(&published)?;
             let mut package = cmd::cargo(["package", "--locked", "--allow-dirty"]);
+            package.arg("--target-dir").arg(&check_dir);
             for name in &published {
                 package.args(["-p", name]);
             }
@@ -192,6 +208,45 @@ struct ExamplesPackage {
 struct Example {
     name: String,
     required_features: Vec<String>,
+}
+
+/// Removes cargo's unpacked copies of our own packages from earlier `cargo package` runs.
+/// Cargo unpacks the local registry's tarballs into `$CARGO_HOME/registry/src/-<hash>/`
+/// (a directory name starting with `-`: a registry without a host) and reuses an unpacked
+/// `name-version` as it is, so without this a second run on one machine verifies each
+/// crate against its dependencies as they were at the first run. Registries of a host
+/// (crates.io) are never touched.
+fn forget_unpacked(published: &[String]) -> anyhow::Result<()> {
+    let home = match std::env::var_os("CARGO_HOME") {
+        Some(h) => std::path::PathBuf::from(h),
+        None => match std::env::var_os("HOME") {
+            Some(h) => std::path::PathBuf::from(h).join(".cargo"),
+            None => return Ok(()),
+        },
+    };
+    let Ok(registries) = std::fs::read_dir(home.join("registry/src")) else {
+        return Ok(());
+    };
+    for registry in registries.flatten() {
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for unpacked in std::fs::read_dir(registry.path())?.flatten() {
+            let dir = unpacked.file_name().to_string_lossy().into_owned();
+            if published.iter().any(|name| is_version_of(&dir, name)) {
+                std::fs::remove_dir_all(unpacked.path())
+                    .with_context(|| format!("removing {}", unpacked.path().display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether an unpacked directory name (`hail-link-0.1.0`) is a version of `name`.
+fn is_version_of(dir: &str, name: &str) -> bool {
+    dir.strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
 }
 
 /// The workspace's packages as `cargo metadata --no-deps` describes them.
@@ -284,6 +339,14 @@ fn strings(v: &Value) -> Vec<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn unpacked_directories_are_matched_by_name_and_version() {
+        assert!(is_version_of("hail-link-0.1.0", "hail-link"));
+        assert!(is_version_of("hail-0.2.0", "hail"));
+        assert!(!is_version_of("hail-link-0.1.0", "hail"));
+        assert!(!is_version_of("hail-linkx-0.1.0", "hail-link"));
+    }
 
     #[test]
     fn finds_example_targets_of_the_examples_package_only() {

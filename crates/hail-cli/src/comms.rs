@@ -9,15 +9,14 @@
 //! with `--json`); each line of standard input is sent as one message (to every client, for
 //! `listen`).
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
-use hail::link::{Backoff, ClientId, CloseReason, ProtocolError};
+use hail::link::{Backoff, CloseReason, ProtocolError};
 use hail::prelude::*;
 use hail::wire::PayloadCodec;
 use serde_json::{Value, json};
@@ -31,8 +30,6 @@ use crate::{Common, parse_duration, shutdown_signal};
 /// connection: 250 ms. Short on purpose: a Python Comms client retries its reconnect once,
 /// after 1 s, so a server must be gone (and back) well within that.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(250);
-/// How often the per-connection counters are checked for frames that did not decode: 500 ms.
-const CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// `hail comms`.
 #[derive(Debug, Args)]
@@ -166,8 +163,11 @@ where
     match command {
         CommsCommand::Listen { port, opts } => {
             let ip = common
-                .interface
-                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V4);
+                .listen_ip(matches!(
+                    common.interface.as_slice(),
+                    [hail::multicast::Interface::Addr(std::net::IpAddr::V6(_))]
+                ))
+                .kind(Kind::Usage)?;
             listen(common, SocketAddr::new(ip, port), &opts, payload).await
         }
         CommsCommand::Connect { addr, wait, opts } => {
@@ -231,29 +231,19 @@ fn line_error(msg: &str, json: bool) {
     }
 }
 
-/// Frames that reached a connection but did not decode in this mode, reported once each.
-#[derive(Debug, Default)]
-struct Undecodable(HashMap<u64, u64>);
-
-impl Undecodable {
-    /// Reports the frames of connection `key` (shown as `who`) that did not decode since
-    /// the last check.
-    fn check(&mut self, key: u64, who: &str, now: u64, mode: &str, json: bool) {
-        let seen = self.0.entry(key).or_default();
-        if now > *seen {
-            let new = now - *seen;
-            *seen = now;
-            if json {
-                json_line(&json!({
-                    "event": "undecodable", "from": who, "frames": new, "format": mode,
-                }));
-            } else {
-                say!(
-                    "{new} frame(s) from {who} did not decode as {mode} and were dropped (is \
-                     the peer in another mode? see --format)"
-                );
-            }
-        }
+/// Reports a frame that reached a connection but did not decode in this mode (the link's
+/// `Undecodable` event: one per frame, in order with the messages).
+fn undecodable(who: &str, error: &str, mode: &str, json: bool) {
+    if json {
+        json_line(&json!({
+            "event": "undecodable", "from": who, "frames": 1, "format": mode, "error": error,
+        }));
+    } else {
+        say!(
+            "a frame from {who} did not decode as {mode} and was dropped ({}; is the peer in \
+             another mode? see --format)",
+            escape(error)
+        );
     }
 }
 
@@ -313,29 +303,16 @@ where
             }
         }
     });
-    let mut conns: HashMap<ClientId, Connection<P>> = HashMap::new();
-    let mut undecodable = Undecodable::default();
-    let mut check = tokio::time::interval(CHECK_EVERY);
     let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
         let event = tokio::select! {
             e = events.recv() => e,
-            _ = check.tick() => {
-                for (id, c) in &conns {
-                    let who = format!("client {id}");
-                    undecodable.check(id.get(), &who, c.stats().undecodable, P::NAME, json);
-                }
-                continue;
-            }
             () = &mut stop => break,
         };
         let Some(event) = event else { break };
         match event {
             ServerEvent::Connected { id, addr } => {
-                if let Some(c) = server.connection(id) {
-                    conns.insert(id, c);
-                }
                 if json {
                     json_line(&json!({
                         "event": "connected", "client": id.get(), "address": addr.to_string(),
@@ -353,11 +330,10 @@ where
                     say!("message from client {id}: {}", P::human(&msg));
                 }
             }
+            ServerEvent::Undecodable { id, error } => {
+                undecodable(&format!("client {id}"), &error, P::NAME, json);
+            }
             ServerEvent::Closed { id, reason } => {
-                if let Some(c) = conns.remove(&id) {
-                    let who = format!("client {id}");
-                    undecodable.check(id.get(), &who, c.stats().undecodable, P::NAME, json);
-                }
                 let reason = close_reason(&reason, opts.max_frame_len);
                 if json {
                     json_line(&json!({
@@ -372,7 +348,6 @@ where
     }
     sender.abort();
     let _ = sender.await;
-    drop(conns);
     match Arc::try_unwrap(server) {
         Ok(server) => server.shutdown(SHUTDOWN_DEADLINE).await,
         Err(_) => tracing::warn!("the server is still shared; closing without a drain"),
@@ -452,19 +427,11 @@ where
             let _ = done_tx.send(());
         }
     });
-    let mut undecodable = Undecodable::default();
-    let mut check = tokio::time::interval(CHECK_EVERY);
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let result = loop {
         let event = tokio::select! {
             e = events.recv() => e,
-            _ = check.tick() => {
-                if let Some(c) = client.connection() {
-                    undecodable.check(c.id().get(), "the server", c.stats().undecodable, P::NAME, json);
-                }
-                continue;
-            }
             _ = &mut stdin_done => break Ok(()),
             () = &mut stop => break Ok(()),
         };
@@ -498,6 +465,7 @@ where
                     say!("message: {}", P::human(&msg));
                 }
             }
+            ClientEvent::Undecodable { error } => undecodable("the server", &error, P::NAME, json),
             _ => {}
         }
     };

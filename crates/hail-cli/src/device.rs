@@ -1,7 +1,7 @@
 //! The subcommands that join the network as a device: listen, send, ask, call, scout.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -135,12 +135,12 @@ fn default_name(cmd: &str) -> String {
 /// Starts a device with the common flags; its links listen on `port` (0: a free one).
 async fn start(common: &Common, name: &str, port: u16) -> anyhow::Result<(Device, DeviceEvents)> {
     let mut builder = Device::builder(name).group(common.group.unwrap_or(DEFAULT_GROUP));
-    if let Some(ip) = common.interface {
-        builder = builder.interface(ip);
+    for i in &common.interface {
+        builder = builder.interface(i.clone());
     }
     let ip = common
-        .interface
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V4);
+        .listen_ip(common.group.is_some_and(|g| g.is_ipv6()))
+        .kind(Kind::Usage)?;
     builder = builder.listen(SocketAddr::new(ip, port));
     if let Some(p) = &common.passphrase {
         builder = builder.passphrase(p.clone());

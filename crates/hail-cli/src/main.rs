@@ -28,7 +28,9 @@ mod fail;
 mod mcast;
 mod out;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use hail::multicast::Interface;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -57,13 +59,17 @@ pub(crate) struct Common {
         value_name = "PASSPHRASE"
     )]
     pub(crate) passphrase: Option<String>,
-    /// IPv4 interface, by address (`lo` means 127.0.0.1): multicast goes out and comes in
-    /// on it, and links listen on it (`comms listen` too). Default: every up,
-    /// multicast-capable interface (and 0.0.0.0 for listening).
-    #[arg(long, global = true, value_parser = parse_interface, value_name = "ADDR")]
-    pub(crate) interface: Option<Ipv4Addr>,
-    /// Multicast group ADDR:PORT. Default: 239.255.72.76:5676 for devices,
-    /// 239.255.72.77:5677 for `mcast`. Port 0 is refused for devices (each would pick its
+    /// Interface, by name (`eth0`, `lo`), index (`3`) or address (`192.168.1.20`,
+    /// `fe80::1`); repeat it for several. Multicast goes out and comes in on each; with
+    /// one, links listen on its first IPv4 address (`comms listen` too). An unknown one is
+    /// an error that lists the host's interfaces. Default: every up, multicast-capable
+    /// interface (and 0.0.0.0 for listening).
+    #[arg(long, global = true, value_parser = parse_interface, value_name = "IF", action = ArgAction::Append)]
+    pub(crate) interface: Vec<Interface>,
+    /// Multicast group ADDR:PORT, IPv4 or IPv6 (`'[ff02::1:2]:5676'`: link-local scope,
+    /// with `--interface eth0`; devices then listen on `[::]` and link over IPv6,
+    /// link-local addresses dialed with the interface's scope). Default:
+    /// 239.255.72.76:5676 for devices, 239.255.72.77:5677 for `mcast`. Port 0 is refused for devices (each would pick its
     /// own port and be alone) and for `mcast send`; `mcast recv` picks a free port and
     /// prints it.
     #[arg(long, global = true, value_name = "ADDR:PORT")]
@@ -125,13 +131,40 @@ impl Command {
     }
 }
 
-/// `lo` or an IPv4 address.
-fn parse_interface(s: &str) -> Result<Ipv4Addr, String> {
-    if s == "lo" || s == "localhost" {
-        return Ok(Ipv4Addr::LOCALHOST);
+/// An interface by name, index or address (`localhost` means 127.0.0.1).
+fn parse_interface(s: &str) -> Result<Interface, String> {
+    if s == "localhost" {
+        return Ok(Interface::from(Ipv4Addr::LOCALHOST));
     }
-    s.parse()
-        .map_err(|_| format!("`{s}` is not an IPv4 address (or `lo`)"))
+    s.parse::<Interface>().map_err(|e| e.to_string())
+}
+
+impl Common {
+    /// Where links listen: on the one interface named, on its first address of the
+    /// family wanted (IPv6 when `v6`, for an IPv6 group; link-local addresses skipped, a
+    /// listener on them would need the scope), or on every interface (`0.0.0.0` or `[::]`)
+    /// when none or several are named, or the interface has no such address.
+    pub(crate) fn listen_ip(&self, v6: bool) -> anyhow::Result<IpAddr> {
+        let any = if v6 {
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        let [only] = self.interface.as_slice() else {
+            return Ok(any);
+        };
+        let usable = |a: &IpAddr| match a {
+            IpAddr::V4(_) => !v6,
+            IpAddr::V6(a6) => v6 && !a6.is_unicast_link_local(),
+        };
+        if let Interface::Addr(a) = only
+            && usable(a)
+        {
+            return Ok(*a);
+        }
+        let info = only.resolve()?;
+        Ok(info.addrs.iter().copied().find(usable).unwrap_or(any))
+    }
 }
 
 /// A duration: `500ms`, `2s`, `1.5s`, `1m`, or plain seconds (`3`).
@@ -308,9 +341,23 @@ mod tests {
 
     #[test]
     fn interfaces_parse() {
-        assert_eq!(parse_interface("lo"), Ok(Ipv4Addr::LOCALHOST));
-        assert_eq!(parse_interface("10.0.0.2"), Ok(Ipv4Addr::new(10, 0, 0, 2)));
-        assert!(parse_interface("eth0").is_err());
+        assert_eq!(parse_interface("lo"), Ok(Interface::Name("lo".into())));
+        assert_eq!(
+            parse_interface("localhost"),
+            Ok(Interface::from(Ipv4Addr::LOCALHOST))
+        );
+        assert_eq!(
+            parse_interface("10.0.0.2"),
+            Ok(Interface::from(Ipv4Addr::new(10, 0, 0, 2)))
+        );
+        assert_eq!(
+            parse_interface("fe80::1"),
+            Ok(Interface::Addr("fe80::1".parse().unwrap()))
+        );
+        assert_eq!(parse_interface("3"), Ok(Interface::Index(3)));
+        assert_eq!(parse_interface("eth0"), Ok(Interface::Name("eth0".into())));
+        assert!(parse_interface("").is_err());
+        assert!(parse_interface("a-name-longer-than-ifnamsiz").is_err());
     }
 
     #[test]

@@ -60,8 +60,8 @@ pub(crate) async fn run(common: &Common, args: McastArgs) -> anyhow::Result<()> 
         ));
     }
     let mut builder = Channel::builder(group);
-    if let Some(ip) = common.interface {
-        builder = builder.interface(ip);
+    for i in &common.interface {
+        builder = builder.interface(i.clone());
     }
     let sealed = common.passphrase.is_some();
     if let Some(p) = &common.passphrase {

@@ -75,7 +75,7 @@ impl ReplayWindow {
                 // Forget the counters that slide out: top+1 ..= c share slots with them.
                 let mut k = self.top + 1;
                 while k <= c {
-                    if k % 64 == 0 && c - k >= 63 {
+                    if k.is_multiple_of(64) && c - k >= 63 {
                         self.bits[((k % REPLAY_WINDOW) / 64) as usize] = 0;
                         k += 64;
                     } else {

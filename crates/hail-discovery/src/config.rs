@@ -13,9 +13,22 @@ pub const MAX_BURST: usize = 16;
 pub const MAX_LEASE: Duration = Duration::from_millis(u32::MAX as u64);
 /// Shortest lease the table grants a peer, whatever the peer announced: 100 ms.
 pub const MIN_PEER_LEASE: Duration = Duration::from_millis(100);
-/// Longest lease the table grants a peer, whatever the peer announced: 10 minutes. A bogus
-/// advert cannot pin an entry for longer.
-pub const MAX_PEER_LEASE: Duration = Duration::from_secs(600);
+/// Longest lease the table grants a peer, whatever the peer announced: 30 s. An advert
+/// cannot pin an entry for longer (a live device refreshes it with every beacon, one a
+/// second by default).
+pub const MAX_PEER_LEASE: Duration = Duration::from_secs(30);
+/// Most addresses one peer is dialed at, from its advert or gossip record: 4 (the advert's
+/// source first). One advert listing many addresses cannot make a device dial them all.
+pub const MAX_DIAL_ADDRESSES: usize = 4;
+/// Most dials in flight at once, over every peer: 16. Adverts pointing at a tarpit cannot
+/// hold more sockets than that; a dial waits for one to end.
+pub const MAX_DIALS_IN_FLIGHT: usize = 16;
+/// New dials per second over every peer, after a burst of [`DIAL_BURST`]: 20. A flood of
+/// adverts cannot make the device a scanner or a SYN reflector.
+pub const MAX_DIALS_PER_SECOND: u32 = 20;
+/// Dials that may start at once before [`MAX_DIALS_PER_SECOND`] applies: 32 (a device
+/// starting into a group of 64 dials the half it dials at once).
+pub const DIAL_BURST: u32 = 32;
 
 /// Who the local device is: what it announces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +90,7 @@ pub struct PeerTableConfig {
     pub(crate) hello_timeout: Duration,
     pub(crate) redial_initial: Duration,
     pub(crate) redial_max: Duration,
+    pub(crate) dial_yield: Duration,
     pub(crate) reconnect_grace: Duration,
     pub(crate) goodbye_grace: Duration,
     pub(crate) gossip: bool,
@@ -102,6 +116,7 @@ impl Default for PeerTableConfig {
             hello_timeout: Duration::from_secs(3),
             redial_initial: Duration::from_millis(100),
             redial_max: Duration::from_secs(5),
+            dial_yield: Duration::from_millis(250),
             reconnect_grace: Duration::from_millis(500),
             goodbye_grace: Duration::from_millis(500),
             gossip: true,
@@ -148,6 +163,12 @@ impl PeerTableConfig {
         self.goodbye_grace
     }
 
+    /// How long the device with the larger id waits for the other's dial before it
+    /// dials (see [`PeerTableConfigBuilder::dial_yield`]).
+    pub fn dial_yield(&self) -> Duration {
+        self.dial_yield
+    }
+
     /// Static peer addresses dialed directly.
     pub fn static_peers(&self) -> &[SocketAddr] {
         &self.static_peers
@@ -156,6 +177,11 @@ impl PeerTableConfig {
     /// Whether discovered peers are dialed.
     pub fn auto_connect(&self) -> bool {
         self.auto_connect
+    }
+
+    /// Most peers the table tracks (see [`PeerTableConfigBuilder::max_peers`]).
+    pub fn max_peers(&self) -> usize {
+        self.max_peers
     }
 }
 
@@ -242,12 +268,30 @@ impl PeerTableConfigBuilder {
         self
     }
 
+    /// Two devices that hear each other would both dial at once, and the one-link rule
+    /// would then close one of the two links (the one dialed by the larger id). Instead
+    /// the device with the larger id waits this long for the other's dial before it
+    /// dials itself (a link from the peer meanwhile makes its dial unneeded); the smaller
+    /// id dials at once. Only a first dial waits: redials after a failure do not. Zero:
+    /// both dial at once. Default: 250 ms (the other's dial normally arrives within a few
+    /// milliseconds of the advert; the wait is paid only where it does not come, as
+    /// when the peer does not hear this device's adverts or does not auto-connect).
+    /// Fewer duplicate links mean fewer handshakes and no window in which two messages
+    /// to one peer can take different links.
+    pub fn dial_yield(mut self, wait: Duration) -> Self {
+        self.config.dial_yield = wait;
+        self
+    }
+
     /// A goodbye heard on the multicast group may overtake what the departing peer sent
     /// on its link just before. While the peer has a link (or a link still awaits its
     /// hello), the table waits for the link's own goodbye or close, at most this long,
-    /// before reporting the peer left, so everything it sent is delivered before
-    /// `PeerLeft(Goodbye)`. Zero: leave at the multicast goodbye at once. Default: 500 ms
-    /// (a connected peer's goodbye on its link normally arrives within a millisecond).
+    /// so everything it sent is delivered before `PeerLeft(Goodbye)`. If the peer's link
+    /// is still up at the end, saying nothing, the group's goodbye is not believed (anyone
+    /// on the network can send one; a device that leaves says so on its link and closes
+    /// it) and counted in [`Stats::goodbyes_ignored`](crate::Stats::goodbyes_ignored).
+    /// Zero: leave at the multicast goodbye at once. Default: 500 ms (a connected peer's
+    /// goodbye on its link normally arrives within a millisecond).
     pub fn goodbye_grace(mut self, grace: Duration) -> Self {
         self.config.goodbye_grace = grace;
         self
@@ -275,8 +319,13 @@ impl PeerTableConfigBuilder {
         self
     }
 
-    /// Most peers the table tracks (connected or not); adverts and gossip about further
-    /// devices are dropped and counted. Default: 1024. Cost: about 200 bytes per entry.
+    /// Most peers the table tracks (connected or not). Default: 1024. Cost: about 200
+    /// bytes per entry. Devices learned only from adverts or gossip (no link has proven
+    /// them) take at most half of it: past that, the least recently heard of them is
+    /// forgotten to make room ([`Stats::unproven_evicted`](crate::Stats::unproven_evicted)),
+    /// so forged adverts cannot lock new devices out. A joined peer is never forgotten to
+    /// make room; a link's hello takes an unproven entry's room when the table is full,
+    /// and is refused only when every entry is a joined peer.
     pub fn max_peers(mut self, max: usize) -> Self {
         self.config.max_peers = max;
         self
@@ -346,6 +395,7 @@ impl PeerTableConfigBuilder {
             ("probe_answer_jitter", c.probe_answer_jitter),
             ("hello_timeout", c.hello_timeout),
             ("redial_max", c.redial_max),
+            ("dial_yield", c.dial_yield),
             ("reconnect_grace", c.reconnect_grace),
             ("goodbye_grace", c.goodbye_grace),
             ("gossip_lease", c.gossip_lease),

@@ -59,8 +59,9 @@
 //!
 //! # The peer table alone
 //!
-//! Two tables, wired by hand: `b` hears `a`'s announcement, dials, and both exchange
-//! hellos over the link the driver made.
+//! Two tables, wired by hand: `b` hears `a`'s announcement, dials (at once: its id is the
+//! smaller, the larger would first wait for `a`'s dial), and both exchange hellos over the
+//! link the driver made.
 //!
 //! ```
 //! use std::net::SocketAddr;
@@ -71,12 +72,13 @@
 //!
 //! let now = Instant::now();
 //! let ip = "127.0.0.1".parse()?;
-//! let new_table = |name: &str, port| {
-//!     let local = LocalDevice::new(DeviceId::random(), name, port).with_addresses([ip]);
+//! let new_table = |id: u8, name: &str, port| {
+//!     let id = DeviceId::from_bytes([id; 16]);
+//!     let local = LocalDevice::new(id, name, port).with_addresses([ip]);
 //!     PeerTable::new(PeerTableConfig::default(), local, rand::random())
 //! };
-//! let mut a = new_table("lamp", 40001)?;
-//! let mut b = new_table("switch", 40002)?;
+//! let mut a = new_table(2, "lamp", 40001)?;
+//! let mut b = new_table(1, "switch", 40002)?;
 //! a.start(now);
 //! b.start(now);
 //!
@@ -132,18 +134,23 @@ mod peer_table;
 
 pub use advert::{
     Advert, AdvertError, Announce, Hello, Kind, LinkMessage, MAX_ADDRESSES, MAX_ADVERT_LEN,
-    MAX_LINK_MESSAGE_LEN, MAX_NAME_LEN, MAX_PEER_RECORDS, PeerRecord, validate_name,
+    MAX_LINK_MESSAGE_LEN, MAX_NAME_LEN, MAX_PEER_RECORDS, PeerRecord, normalize_name,
+    validate_name,
 };
 pub use config::{
-    LocalDevice, MAX_BURST, MAX_LEASE, MAX_PEER_LEASE, MIN_PEER_LEASE, PeerTableConfig,
+    DIAL_BURST, LocalDevice, MAX_BURST, MAX_DIAL_ADDRESSES, MAX_DIALS_IN_FLIGHT,
+    MAX_DIALS_PER_SECOND, MAX_LEASE, MAX_PEER_LEASE, MIN_PEER_LEASE, PeerTableConfig,
     PeerTableConfigBuilder,
 };
 pub use device::{
     AskError, Callbacks, DEFAULT_GROUP, Device, DeviceBuilder, DeviceError, DeviceEvent,
-    DeviceEvents, DeviceStats, EVENT_CAPACITY, RunError, SendError, Targets,
+    DeviceEvents, DeviceStats, EVENT_BYTES, EVENT_CAPACITY, PeerSender, RunError, SendError,
+    Targets,
 };
 pub use error::{ConfigError, NameError, ResolveError};
 pub use format::{FormatError, MessageFormat};
+/// How [`DeviceBuilder::interface`] names an interface (from hail-multicast).
+pub use hail_multicast::Interface;
 pub use id::{ConnId, DeviceId, DialId};
 pub use peer_table::{
     Action, CloseReason, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, PeerTable,

@@ -25,13 +25,18 @@ use crate::timing::BackoffState;
 pub struct ClientStats {
     /// Successful reconnections (the first connection not counted).
     pub reconnects: u64,
-    /// Failed connection attempts while reconnecting.
+    /// Failed connection attempts while reconnecting (or making the first connection in
+    /// the background).
     pub failed_attempts: u64,
     /// Messages accepted into the outage buffer while disconnected.
     pub buffered_during_outage: u64,
     /// Messages accepted by `send` that were never written: buffered or queued when the
     /// client was closed or gave up. Also returned by [`Client::close`].
     pub discarded: u64,
+    /// Frames from the server whose payload the codec could not decode, over every
+    /// connection (each dropped and reported as
+    /// [`ClientEvent::Undecodable`](crate::ClientEvent::Undecodable)).
+    pub undecodable: u64,
 }
 
 enum State<P: PayloadCodec> {
@@ -52,6 +57,8 @@ struct Inner<P: PayloadCodec> {
     failed_attempts: AtomicU64,
     buffered: AtomicU64,
     discarded: AtomicU64,
+    /// Undecodable frames of connections that have ended.
+    undecodable_closed: AtomicU64,
 }
 
 impl<P: PayloadCodec> Inner<P> {
@@ -105,25 +112,42 @@ where
     P: PayloadCodec + Clone + Send + Sync + 'static,
     P::Item: Send + 'static,
 {
-    /// Connects to `addr`. The first attempt must succeed (its error is returned);
-    /// afterwards the client reconnects by itself if [`ClientConfig::reconnect`] is on.
+    /// Connects to `addr`. The first attempt must succeed (its error is returned), unless
+    /// [`ClientConfig::connect_in_background`] is on; afterwards the client reconnects by
+    /// itself if [`ClientConfig::reconnect`] is on.
     pub async fn connect(
         addr: SocketAddr,
         config: ClientConfig,
         payload: P,
     ) -> Result<(Self, ClientEvents<P::Item>), LinkError> {
         config.link.validate()?;
-        let est = handshake::dial(addr, &config.link, config.connect_timeout).await?;
+        if config.background_connect && config.reconnect.is_none() {
+            return Err(LinkError::Config(
+                "connect_in_background needs reconnection on (ClientConfig::reconnect)",
+            ));
+        }
         let (tx, rx) = chan::channel(config.link.incoming_capacity);
-        let _ = tx.try_send(ClientEvent::Connected { addr });
-        let conn = Connection::start(
-            est,
-            &config.link,
-            payload.clone(),
-            Sink::Client(tx.clone()),
-            None,
-            None,
-        );
+        let conn = if config.background_connect {
+            None
+        } else {
+            let est = handshake::dial(addr, &config.link, config.connect_timeout).await?;
+            let _ = tx.try_send(ClientEvent::Connected { addr });
+            Some(Connection::start(
+                est,
+                &config.link,
+                payload.clone(),
+                Sink::Client(tx.clone()),
+                None,
+                None,
+            ))
+        };
+        let state = match &conn {
+            Some(c) => State::Connected(c.clone()),
+            None => State::Disconnected {
+                outage: BytesMut::new(),
+                frames: 0,
+            },
+        };
         let frames = FrameCodec::builder()
             .byte_order(config.link.byte_order)
             .max_frame_len(config.link.max_frame_len)
@@ -133,13 +157,14 @@ where
             payload,
             frames,
             addr,
-            state: Mutex::new(State::Connected(conn.clone())),
+            state: Mutex::new(state),
             epoch: watch::Sender::new(0),
             stop: Notify::new(),
             reconnects: AtomicU64::new(0),
             failed_attempts: AtomicU64::new(0),
             buffered: AtomicU64::new(0),
             discarded: AtomicU64::new(0),
+            undecodable_closed: AtomicU64::new(0),
         });
         let task = tokio::spawn(supervise(Arc::clone(&inner), conn, tx)).abort_handle();
         Ok((Self { inner, task }, Events::new(rx)))
@@ -261,20 +286,34 @@ where
             failed_attempts: i.failed_attempts.load(Ordering::Relaxed),
             buffered_during_outage: i.buffered.load(Ordering::Relaxed),
             discarded: i.discarded.load(Ordering::Relaxed),
+            undecodable: i.undecodable_closed.load(Ordering::Relaxed)
+                + self.connection().map_or(0, |c| c.stats().undecodable),
         }
     }
 }
 
+/// Watches the connection and reconnects; starts with `first`, or with no connection yet
+/// (state `Disconnected`) when the first connection is made in the background.
 async fn supervise<P>(
     inner: Arc<Inner<P>>,
-    mut conn: Connection<P>,
+    first: Option<Connection<P>>,
     events: chan::Sender<ClientEvent<P::Item>>,
 ) where
     P: PayloadCodec + Clone + Send + Sync + 'static,
     P::Item: Send + 'static,
 {
+    let mut conn = match first {
+        Some(c) => c,
+        None => match redial(&inner, &events, true).await {
+            Some(c) => c,
+            None => return,
+        },
+    };
     loop {
         let reason = conn.closed().await;
+        inner
+            .undecodable_closed
+            .fetch_add(conn.stats().undecodable, Ordering::Relaxed);
         let (unsent, n) = conn.shared().take_unsent();
         let closed_by_user = {
             let mut st = inner.state();
@@ -294,7 +333,7 @@ async fn supervise<P>(
         }
         inner.bump();
         let _ = events.send(ClientEvent::Disconnected { reason }).await;
-        let Some(backoff) = inner.cfg.reconnect else {
+        if inner.cfg.reconnect.is_none() {
             if let State::Disconnected { frames, .. } =
                 std::mem::replace(&mut *inner.state(), State::Closed)
             {
@@ -302,57 +341,77 @@ async fn supervise<P>(
             }
             inner.bump();
             return;
+        }
+        conn = match redial(&inner, &events, false).await {
+            Some(c) => c,
+            None => return,
         };
-        let mut backoff = BackoffState::new(backoff);
-        conn = loop {
-            let delay = backoff.next_delay(rand::random::<f64>());
-            let stop = inner.stop.notified();
-            tokio::pin!(stop);
-            stop.as_mut().enable();
-            if matches!(*inner.state(), State::Closed) {
-                return;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = &mut stop => return,
-            }
-            match handshake::dial(inner.addr, &inner.cfg.link, inner.cfg.connect_timeout).await {
-                Ok(est) => {
-                    if events
-                        .send(ClientEvent::Connected { addr: inner.addr })
-                        .await
-                        .is_err()
-                    {
-                        tracing::debug!("client events dropped; still reconnecting for sends");
-                    }
-                    let started = {
-                        let mut st = inner.state();
-                        match std::mem::replace(&mut *st, State::Closed) {
-                            State::Disconnected { outage, frames } => {
-                                let c = Connection::start(
-                                    est,
-                                    &inner.cfg.link,
-                                    inner.payload.clone(),
-                                    Sink::Client(events.clone()),
-                                    Some((outage, frames)),
-                                    None,
-                                );
-                                *st = State::Connected(c.clone());
-                                Some(c)
-                            }
-                            State::Closed | State::Connected(_) => None,
+    }
+}
+
+/// Dials `inner.addr` with the reconnect backoff until a connection is up (and is the
+/// client's state), or `None` once the client is closed or has no backoff. `first`: the
+/// first connection, made in the background (not counted as a reconnection).
+async fn redial<P>(
+    inner: &Arc<Inner<P>>,
+    events: &chan::Sender<ClientEvent<P::Item>>,
+    first: bool,
+) -> Option<Connection<P>>
+where
+    P: PayloadCodec + Clone + Send + Sync + 'static,
+    P::Item: Send + 'static,
+{
+    let mut backoff = BackoffState::new(inner.cfg.reconnect?);
+    loop {
+        let delay = backoff.next_delay(rand::random::<f64>());
+        let stop = inner.stop.notified();
+        tokio::pin!(stop);
+        stop.as_mut().enable();
+        if matches!(*inner.state(), State::Closed) {
+            return None;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = &mut stop => return None,
+        }
+        match handshake::dial(inner.addr, &inner.cfg.link, inner.cfg.connect_timeout).await {
+            Ok(est) => {
+                if events
+                    .send(ClientEvent::Connected { addr: inner.addr })
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!("client events dropped; still reconnecting for sends");
+                }
+                let started = {
+                    let mut st = inner.state();
+                    match std::mem::replace(&mut *st, State::Closed) {
+                        State::Disconnected { outage, frames } => {
+                            let c = Connection::start(
+                                est,
+                                &inner.cfg.link,
+                                inner.payload.clone(),
+                                Sink::Client(events.clone()),
+                                Some((outage, frames)),
+                                None,
+                            );
+                            *st = State::Connected(c.clone());
+                            Some(c)
                         }
-                    };
-                    let Some(c) = started else { return };
-                    inner.bump();
+                        State::Closed | State::Connected(_) => None,
+                    }
+                };
+                let c = started?;
+                inner.bump();
+                if !first {
                     inner.reconnects.fetch_add(1, Ordering::Relaxed);
-                    break c;
                 }
-                Err(e) => {
-                    inner.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(addr = %inner.addr, error = %e, "reconnect failed");
-                }
+                return Some(c);
             }
-        };
+            Err(e) => {
+                inner.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(addr = %inner.addr, error = %e, "reconnect failed");
+            }
+        }
     }
 }

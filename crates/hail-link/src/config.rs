@@ -128,8 +128,25 @@ impl Default for LinkConfig {
 }
 
 impl LinkConfig {
-    /// Python Comms' format: [`Framing::Raw`], little-endian header, no heartbeats.
-    /// Use it with [`Json`](hail_wire::Json) (or `Text`/`Binary`) payloads.
+    /// Python Comms' format (`ReliableCommunication.py`): [`Framing::Raw`], a u32
+    /// little-endian length header, no hello, no heartbeats, no encryption.
+    ///
+    /// The payload codec that matches each Python Comms mode: `"json"` (its default)
+    /// [`Json`](hail_wire::Json) (for any value, `Json<serde_json::Value>`); `"string"`
+    /// [`Text`](hail_wire::Text); `"bytes"` [`Binary`](hail_wire::Binary). A frame the codec
+    /// cannot decode (a string-mode peer on a `Json` link) is dropped, counted in
+    /// [`ConnStats::undecodable`](crate::ConnStats) and logged.
+    ///
+    /// What it can promise: without acknowledgements or heartbeats, a sent message is
+    /// *written to the socket*, not known to be delivered. A peer that stops reading, or
+    /// whose process is gone while its socket lingers, is noticed only when TCP reports
+    /// the error; what was written meanwhile is lost without being counted as discarded.
+    ///
+    /// Python Comms' own limits, with the settings that work: its `recv` is not looped, so
+    /// frames much larger than a socket read (1 MiB fails, 16 KiB works) break it in both
+    /// directions: keep [`max_frame_len`](Self::max_frame_len) at 16 KiB or so. Its client
+    /// retries a reconnect once after 1 s, so a hail server it talks to should shut down
+    /// well within that (a `Server::shutdown` deadline of 250 ms).
     pub fn python_comms() -> Self {
         Self::default()
             .framing(Framing::Raw)
@@ -356,6 +373,7 @@ pub struct ClientConfig {
     pub(crate) reconnect: Option<Backoff>,
     pub(crate) outage_bytes: usize,
     pub(crate) connect_timeout: Duration,
+    pub(crate) background_connect: bool,
 }
 
 impl Default for ClientConfig {
@@ -365,6 +383,7 @@ impl Default for ClientConfig {
             reconnect: Some(Backoff::default()),
             outage_bytes: DEFAULT_OUTAGE_BYTES,
             connect_timeout: Duration::from_secs(5),
+            background_connect: false,
         }
     }
 }
@@ -397,6 +416,23 @@ impl ClientConfig {
     /// Deadline of one connection attempt (TCP connect, or an in-memory dial). Default 5 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Makes the first connection in the background, for a device that may boot before
+    /// its server. Default off: [`Client::connect`](crate::Client::connect) returns the
+    /// first attempt's error.
+    ///
+    /// When on, `connect` returns at once, disconnected; the first connection is tried
+    /// with the [`reconnect`](Self::reconnect) backoff, like every reconnection, until it
+    /// succeeds or the client is closed. Meanwhile `send` fills the outage buffer
+    /// ([`outage_bytes`](Self::outage_bytes)), written first once connected;
+    /// [`ClientEvent::Connected`](crate::ClientEvent::Connected) tells when that happens,
+    /// and failed tries count in [`ClientStats::failed_attempts`](crate::ClientStats).
+    /// Needs reconnection on: with `reconnect(None)`, `connect` fails with
+    /// [`LinkError::Config`].
+    pub fn connect_in_background(mut self, on: bool) -> Self {
+        self.background_connect = on;
         self
     }
 }

@@ -89,7 +89,7 @@ impl<T> futures_core::Stream for Events<T> {
 
 /// The sending side of an [`Events`] stream; cheap to clone.
 pub struct EventSender<T> {
-    tx: chan::Sender<T>,
+    pub(crate) tx: chan::Sender<T>,
 }
 
 impl<T> Clone for EventSender<T> {
@@ -152,6 +152,16 @@ pub enum ServerEvent<T> {
         /// The decoded message.
         msg: T,
     },
+    /// A client sent a frame its payload codec could not decode (a Python Comms
+    /// string-mode peer on a `Json` link, say). The frame is dropped, the connection goes
+    /// on; counted in [`ServerStats::undecodable`](crate::ServerStats::undecodable). In
+    /// order with the client's messages, and held back like them when the stream is full.
+    Undecodable {
+        /// The sender.
+        id: ClientId,
+        /// What the codec said.
+        error: String,
+    },
     /// A client's connection ended; no more events for this id follow.
     Closed {
         /// The client's id.
@@ -186,6 +196,12 @@ pub enum ClientEvent<T> {
     },
     /// A message from the server.
     Message(T),
+    /// The server sent a frame the payload codec could not decode; it is dropped, the
+    /// connection goes on; counted in [`ClientStats::undecodable`](crate::ClientStats).
+    Undecodable {
+        /// What the codec said.
+        error: String,
+    },
 }
 
 /// The client's event stream; a [`Stream`](futures_core::Stream) as well. It ends after
@@ -222,6 +238,20 @@ impl<T> Sink<T> {
                     .await
             }
             Self::Client(tx) => tx.send_all(batch, ClientEvent::Message).await,
+        }
+    }
+
+    /// A frame could not be decoded: reported in order with the messages, waiting for
+    /// room like them, to a server's or a client's stream (a connection of its own only
+    /// counts it). Returns false when the receiver is gone.
+    pub(crate) async fn undecodable(&self, error: String) -> bool {
+        match self {
+            Self::Own(_) => true,
+            Self::Server { tx, id, .. } => tx
+                .send(ServerEvent::Undecodable { id: *id, error })
+                .await
+                .is_ok(),
+            Self::Client(tx) => tx.send(ClientEvent::Undecodable { error }).await.is_ok(),
         }
     }
 

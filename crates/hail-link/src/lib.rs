@@ -130,7 +130,7 @@ pub use config::{
     DEFAULT_MAX_PENDING, DEFAULT_OUTAGE_BYTES, DEFAULT_QUEUE_BYTES, Framing, Heartbeat, LinkConfig,
     PRE_AUTH_MAX_FRAME_LEN, ServerConfig, SlowClientPolicy,
 };
-pub use conn::{ConnStats, Connection};
+pub use conn::{ConnStats, Connection, ReadGate};
 pub use error::{CloseReason, LinkError, ProtocolError, RefuseReason};
 pub use events::{
     ClientEvent, ClientEvents, EventSender, Events, Incoming, ServerEvent, ServerEvents,

@@ -43,6 +43,10 @@ impl<T> Events<ServerEvent<T>> {
                         f(id, reason);
                     }
                 }
+                // Python Comms has no callback for it: counted in `ServerStats`.
+                ServerEvent::Undecodable { id, error } => {
+                    tracing::debug!(%id, %error, "undecodable frame, no callback for it");
+                }
             }
         }
     }
@@ -123,6 +127,9 @@ pub struct ServerStats {
     pub queued_bytes: usize,
     /// Memory held by all receive buffers now, in bytes.
     pub rx_buffered_bytes: usize,
+    /// Frames from clients whose payload the codec could not decode, since start (each
+    /// dropped and reported as [`ServerEvent::Undecodable`](crate::ServerEvent::Undecodable)).
+    pub undecodable: u64,
 }
 
 #[derive(Debug, Default)]
@@ -134,6 +141,8 @@ struct Counters {
     handshake_failures: AtomicU64,
     broadcast_dropped: AtomicU64,
     slow_disconnects: AtomicU64,
+    /// Undecodable frames of connections that have closed.
+    undecodable_closed: AtomicU64,
 }
 
 /// What a broadcast did.
@@ -359,6 +368,13 @@ where
         };
         server.admitted.fetch_sub(1, Ordering::AcqRel);
         let removed = server.clients().remove(&id);
+        if let Some(conn) = &removed {
+            // Kept in the server's count once the connection is gone.
+            server
+                .counters
+                .undecodable_closed
+                .fetch_add(conn.stats().undecodable, Ordering::Relaxed);
+        }
         Box::new(removed)
     });
     let sink = Sink::Server {
@@ -496,9 +512,13 @@ where
     pub fn stats(&self) -> ServerStats {
         let c = &self.inner.counters;
         let clients = self.inner.clients();
-        let (queued, rx) = clients.values().fold((0, 0), |(q, r), conn| {
+        let (queued, rx, undecodable) = clients.values().fold((0, 0, 0), |(q, r, u), conn| {
             let s = conn.stats();
-            (q + s.queued_bytes, r + s.rx_buffered_bytes)
+            (
+                q + s.queued_bytes,
+                r + s.rx_buffered_bytes,
+                u + s.undecodable,
+            )
         });
         ServerStats {
             accepted: c.accepted.load(Ordering::Relaxed),
@@ -511,6 +531,7 @@ where
             clients: clients.len(),
             queued_bytes: queued,
             rx_buffered_bytes: rx,
+            undecodable: undecodable + c.undecodable_closed.load(Ordering::Relaxed),
         }
     }
 

@@ -230,10 +230,10 @@ pub fn interfaces() -> Result<Vec<InterfaceInfo>, MulticastError> {
                 out.len() - 1
             }
         };
-        if let Some(a) = row.addr {
-            if !out[at].addrs.contains(&a) {
-                out[at].addrs.push(a);
-            }
+        if let Some(a) = row.addr
+            && !out[at].addrs.contains(&a)
+        {
+            out[at].addrs.push(a);
         }
     }
     Ok(out)

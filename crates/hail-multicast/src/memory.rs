@@ -490,7 +490,7 @@ impl LossState {
         match self.loss.0 {
             LossKind::None => false,
             LossKind::All => true,
-            LossKind::EveryNth(n) => self.seen % n == 0,
+            LossKind::EveryNth(n) => self.seen.is_multiple_of(n),
             LossKind::Random { threshold, .. } => splitmix64(&mut self.rng) < threshold,
         }
     }

@@ -22,6 +22,7 @@ pub struct RpcConfig {
     pub(crate) max_concurrent_handlers: usize,
     pub(crate) max_queued_requests: usize,
     pub(crate) max_queued_bytes: usize,
+    pub(crate) max_outbox_bytes: usize,
     pub(crate) inline_first_poll: bool,
 }
 
@@ -35,6 +36,7 @@ impl Default for RpcConfig {
             max_concurrent_handlers: 64,
             max_queued_requests: 1024,
             max_queued_bytes: 64 << 20,
+            max_outbox_bytes: 1 << 20,
             inline_first_poll: true,
         }
     }
@@ -98,6 +100,36 @@ impl RpcConfig {
         self
     }
 
+    /// Bytes of packets for the peer that may wait in this connection's outbox when the
+    /// link's send queue is full (default 1 MiB, at least 1): the replies of a peer that
+    /// sends requests faster than it reads the answers.
+    ///
+    /// Packets that do not fit the link wait in this one queue, in order, and one task per
+    /// connection hands them to the link as it makes room; no task is spawned per packet.
+    /// While the outbox holds this many bytes or more, the peer is a slow reader and its
+    /// new requests are not run, whatever the method (the built-in PING included):
+    ///
+    /// - each is answered [`Busy`](crate::RpcError::Busy) (counted in
+    ///   [`Stats::busy_slow_reader`](crate::proto::Stats::busy_slow_reader)), and so is
+    ///   each queued request that reaches a handler slot meanwhile; those answers wait in
+    ///   the outbox too;
+    /// - once the outbox holds twice this bound, new requests are dropped without an
+    ///   answer (counted in
+    ///   [`Stats::unanswered_slow_reader`](crate::proto::Stats::unanswered_slow_reader)):
+    ///   a peer that has not read that much will not read a refusal either, and its call
+    ///   ends at its own timeout.
+    ///
+    /// Requests are served again as soon as the peer reads and the outbox falls below the
+    /// bound. Nothing accepted is dropped: a handler that runs is answered. So the outbox
+    /// holds at most twice this bound, plus the replies of the handlers that were running
+    /// when it filled (at most [`max_concurrent_handlers`](Self::max_concurrent_handlers))
+    /// and a `BUSY` answer (about 10 bytes) per queued request. Both kinds of refusal are
+    /// logged at warn level, at most once a second per connection.
+    pub fn max_outbox_bytes(mut self, n: usize) -> Self {
+        self.max_outbox_bytes = n.max(1);
+        self
+    }
+
     /// Whether a handler is first polled on the connection's own task (default true).
     ///
     /// A handler that finishes without waiting (most do: decode, compute a little, encode)
@@ -145,5 +177,10 @@ impl RpcConfig {
     /// The queued-argument bytes limit.
     pub fn get_max_queued_bytes(&self) -> usize {
         self.max_queued_bytes
+    }
+
+    /// The outbox bytes limit.
+    pub fn get_max_outbox_bytes(&self) -> usize {
+        self.max_outbox_bytes
     }
 }

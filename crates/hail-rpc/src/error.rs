@@ -41,8 +41,11 @@ pub enum RpcError {
     /// this peer, already collected, or polled by another task at the same time.
     #[error("retcode {0} is not in flight or kept")]
     UnknownRetCode(RetCode),
-    /// The remote's handler queue was full; the handler did not run. Retrying later is safe.
-    #[error("the remote is busy (handler queue full); nothing ran")]
+    /// The remote refused the call without running it: its handler queue was full, or its
+    /// answers to us were backed up because we read them too slowly (see
+    /// [`RpcConfig::max_outbox_bytes`](crate::RpcConfig::max_outbox_bytes)). Retrying
+    /// later is safe.
+    #[error("the remote is busy (handler queue full or its answers to us backed up); nothing ran")]
     Busy,
     /// The arguments could not be serialized (postcard's message).
     #[error("the arguments could not be encoded: {0}")]

@@ -12,14 +12,15 @@
 //! | 4 | the link drops (`AuthFailed` when `len` is odd) and comes back |
 //! | 5 | a caller gives up on one of our recent calls: cancel, flush, or a poll that waits |
 //! | 6 | a notification of ours |
-//! | 7 | the kept replies are taken |
+//! | 7 | the kept replies are taken (`len` even), or the IO layer's outbox holds `len × 16` bytes (`len` odd; the bound is 1 KiB) |
 //!
 //! After each record, what the session says is taken and checked; a violation panics:
 //! every packet it sends decodes (and is droppable exactly when it is a cancel), nothing
 //! goes out while the link is down, each waiter is woken at most once, a report with a
 //! stale ticket changes nothing, after `handle_timeout(now)` the next timeout lies after
-//! `now`, and whatever arrives the tables stay within their limits (calls in flight, kept
-//! replies and their bytes, running and queued handlers and queued argument bytes).
+//! `now`, whatever arrives the tables stay within their limits (calls in flight, kept
+//! replies and their bytes, running and queued handlers and queued argument bytes), and a
+//! request from the peer that arrives while the outbox is full starts no handler.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -37,6 +38,7 @@ const MAX_RUNNING: usize = 3;
 const MAX_QUEUED: usize = 5;
 const MAX_KEPT_BYTES: usize = 64;
 const MAX_QUEUED_BYTES: usize = 64;
+const MAX_OUTBOX_BYTES: usize = 1024;
 /// Recent retcodes of ours kept for op 5.
 const RECENT: usize = 16;
 
@@ -68,6 +70,9 @@ struct Driver {
     recent: Vec<RetCode>,
     next_waiter: u32,
     woken: HashSet<u32>,
+    /// The packet being handled is a request that came while the outbox was full: it may
+    /// start no handler.
+    refusing: bool,
     out: Outcome,
 }
 
@@ -80,7 +85,8 @@ pub fn session(data: &[u8]) -> Outcome {
         .max_concurrent_handlers(MAX_RUNNING)
         .max_queued_requests(MAX_QUEUED)
         .max_kept_bytes(MAX_KEPT_BYTES)
-        .max_queued_bytes(MAX_QUEUED_BYTES);
+        .max_queued_bytes(MAX_QUEUED_BYTES)
+        .max_outbox_bytes(MAX_OUTBOX_BYTES);
     let mut d = Driver {
         session: Session::new(&config),
         now: Instant::now(),
@@ -89,6 +95,7 @@ pub fn session(data: &[u8]) -> Outcome {
         recent: Vec::new(),
         next_waiter: 0,
         woken: HashSet::new(),
+        refusing: false,
         out: Outcome::default(),
     };
     d.session.handle_link_up();
@@ -98,6 +105,9 @@ pub fn session(data: &[u8]) -> Outcome {
         if op % 8 == 0 {
             let (packet, after) = tail.split_at(usize::from(*len).min(tail.len()));
             rest = after;
+            // Notifications get no answer, so they still run.
+            d.refusing = d.session.is_backed_up()
+                && matches!(Packet::decode(packet), Ok(Packet::Request { .. }));
             if d.session.handle_packet(d.now, packet).is_ok() {
                 d.out.packets += 1;
             }
@@ -105,6 +115,7 @@ pub fn session(data: &[u8]) -> Outcome {
             d.step(op % 8, *len);
         }
         d.take_output();
+        d.refusing = false;
         d.check();
     }
     d.out
@@ -199,6 +210,7 @@ impl Driver {
             6 => {
                 let _ = self.session.notify(&"note".into(), &[len]);
             }
+            7 if len % 2 == 1 => self.session.set_outbox_bytes(len_usize * 16),
             7 => {
                 let _ = self.session.take_ready();
             }
@@ -220,6 +232,10 @@ impl Driver {
         while let Some(event) = self.session.poll_event() {
             match event {
                 Event::Run { ticket, .. } => {
+                    assert!(
+                        !self.refusing,
+                        "a handler started while the outbox was full"
+                    );
                     self.out.runs += 1;
                     // Given back at once: the handler must be aborted now.
                     if self.session.attach(ticket, ticket).is_some() {
@@ -296,10 +312,43 @@ mod tests {
     }
 
     #[test]
+    fn a_full_outbox_refuses_then_drops_requests() {
+        let ping = |r: u32| {
+            Packet::Request {
+                retcode: RetCode(r),
+                method: Opcode::PING.into(),
+                args: Bytes::new(),
+            }
+            .to_bytes()
+        };
+        let mut input = Vec::new();
+        input.extend(record(0, &ping(1))); // answered
+        input.extend([7, 65]); // 1040 bytes wait: full
+        input.extend(record(0, &ping(2))); // BUSY
+        input.extend([7, 129]); // 2064 bytes: twice full
+        input.extend(record(0, &ping(3))); // dropped
+        input.extend([7, 1]); // 16 bytes: served again
+        input.extend(record(0, &ping(4))); // answered
+        let out = session(&input);
+        assert_eq!(out.packets, 4);
+        assert_eq!(out.transmits, 3);
+        assert_eq!(out.runs, 0, "PING needs no handler");
+    }
+
+    #[test]
     fn garbage_is_survived() {
         let noise: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
         let out = session(&noise);
         assert!(out.transmits <= 4096);
         assert_eq!(session(&[]), Outcome::default());
+    }
+
+    proptest::proptest! {
+        /// The fuzz target's checks, on random inputs in every test run (the fuzzer goes
+        /// further; this keeps the checks honest without it).
+        #[test]
+        fn random_inputs_keep_every_check(data in proptest::collection::vec(0u8..=255, 0..2048)) {
+            let _ = session(&data);
+        }
     }
 }

@@ -91,8 +91,11 @@
 //!
 //! Per connection ([`RpcConfig`]): 1024 calls in flight (callers wait beyond); 64 handlers
 //! running, then 1024 requests or 64 MiB of arguments queued (then `Busy`); 1024 kept
-//! replies or 64 MiB of bodies, each kept at most 60 s. Whatever a peer sends, the memory
-//! one connection holds stays within these bounds.
+//! replies or 64 MiB of bodies, each kept at most 60 s; 1 MiB of answers waiting for room
+//! in the link (one outbox, drained by one task), past which the peer's requests are
+//! refused `Busy` ([`RpcConfig::max_outbox_bytes`] says the whole rule). Built-in methods
+//! such as PING count against the same limits. Whatever a peer sends, the memory one
+//! connection holds stays within these bounds, and no task is spawned per packet.
 //!
 //! The packet format is in the [`packet`] module docs and in `docs/wire-format.md`; the
 //! state machine under [`RpcPeer`] is the sans-IO [`proto`] module.

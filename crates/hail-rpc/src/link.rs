@@ -293,7 +293,8 @@ impl RpcServer {
     }
 
     /// Shuts down gracefully within `deadline`: first lets the handlers running for clients
-    /// finish and queue their replies (woken as each peer's last handler ends), then shuts
+    /// finish and their replies reach the link (woken as each peer's last handler ends and
+    /// its outbox empties; a client that never reads holds this until the deadline), then shuts
     /// the link down (stops accepting, writes what is queued, closes every connection; see
     /// `hail_link::Server::shutdown`). What still runs at the deadline is aborted, and
     /// calls in flight on either side end with `ConnectionLost`.
@@ -304,7 +305,9 @@ impl RpcServer {
             loop {
                 let busy = lock(&self.peers)
                     .values()
-                    .find(|p| p.running_handlers() > 0 || p.queued_requests() > 0)
+                    .find(|p| {
+                        p.running_handlers() > 0 || p.queued_requests() > 0 || p.outbox_len() > 0
+                    })
                     .cloned();
                 match busy {
                     Some(peer) => peer.done_serving().await,

@@ -22,6 +22,7 @@ use crate::packet;
 use crate::proto::{Disconnect, Outcome, PollState, Session, Stats};
 
 mod inner;
+mod outbox;
 
 use self::inner::{Inner, State};
 
@@ -103,6 +104,7 @@ impl fmt::Debug for RpcPeer {
             .field("in_flight", &st.session.calls().in_flight())
             .field("kept", &st.session.calls().kept())
             .field("running", &st.session.serve().running())
+            .field("outbox_bytes", &st.outbox.bytes())
             .field("handlers", &self.inner.handlers)
             .finish()
     }
@@ -188,6 +190,17 @@ impl RpcPeer {
         self.inner.lock().session.serve().queued()
     }
 
+    /// Bytes of packets for the remote waiting in this connection's outbox because the
+    /// link had no room: at most about twice [`RpcConfig::max_outbox_bytes`] (see there).
+    pub fn outbox_bytes(&self) -> usize {
+        self.inner.lock().outbox.bytes()
+    }
+
+    /// Packets waiting in this connection's outbox (see [`outbox_bytes`](Self::outbox_bytes)).
+    pub fn outbox_len(&self) -> usize {
+        self.inner.lock().outbox.len()
+    }
+
     /// Handlers running now for the remote's calls and notifications.
     pub fn running_handlers(&self) -> usize {
         self.inner.lock().session.serve().running()
@@ -196,8 +209,9 @@ impl RpcPeer {
     /// Waits until nothing is in flight, running or queued on this peer: no call of ours
     /// awaits its reply ([`in_flight`](Self::in_flight) is 0), and no handler runs or
     /// waits for the remote ([`running_handlers`](Self::running_handlers) and
-    /// [`queued_requests`](Self::queued_requests) are 0). Resolves at once when that
-    /// already holds.
+    /// [`queued_requests`](Self::queued_requests) are 0), and no answer waits in the outbox
+    /// for room in the link ([`outbox_len`](Self::outbox_len) is 0; a remote that never
+    /// reads keeps it waiting). Resolves at once when that already holds.
     ///
     /// Replies kept for [`poll`](Self::poll) do not count. A [`send`](Self::send) call
     /// nobody answers counts until it expires ([`RpcConfig::keep_replies_for`]); a lost
@@ -223,9 +237,14 @@ impl RpcPeer {
         self.inner.wait_for(Session::is_idle).await;
     }
 
-    /// Waits until no handler runs or waits for the remote (calls of ours may be in
-    /// flight): what a graceful server shutdown waits for.
-    pub(crate) async fn done_serving(&self) {
+    /// Waits until no handler runs and no request or notification waits for one
+    /// ([`running_handlers`](Self::running_handlers) and
+    /// [`queued_requests`](Self::queued_requests) are 0); calls of ours may still be in
+    /// flight. What a graceful server shutdown waits for, and what a closed link's
+    /// owner waits for before it disconnects the peer, so what the remote sent before it
+    /// closed is served. Woken by the peer itself, never by polling; resolves at once
+    /// when that already holds. Bound the wait with `tokio::time::timeout`.
+    pub async fn done_serving(&self) {
         self.inner.wait_for(|s| !s.is_serving()).await;
     }
 
@@ -500,6 +519,7 @@ impl PeerDriver {
     pub fn connected(&self, out: Arc<dyn Outgoing>) {
         self.inner.with(|st| {
             st.out = Some(out);
+            st.outbox.reset();
             st.session.handle_link_up();
         });
     }
@@ -510,6 +530,7 @@ impl PeerDriver {
     pub fn disconnected(&self, why: Disconnect) {
         self.inner.with(|st| {
             st.out = None;
+            st.outbox.reset();
             st.session.handle_link_down(why, now());
         });
     }

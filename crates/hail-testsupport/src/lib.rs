@@ -7,11 +7,13 @@
 //!   root, no `ip`, `ip netns add` refused (or, with [`Namespaces::require_nft`], no working
 //!   `nft` inside a namespace) is [`Error::Unavailable`], which [`OrSkip::or_skip`] turns into
 //!   a printed `SKIPPED: <reason>` and `None`.
-//! - [`veth`]: a veth pair between two namespaces; [`Lan`]: hosts on a bridge that lives in a
-//!   namespace of its own (nothing touches the host's interfaces), each host's `eth0` with an
-//!   address of one /24 and the multicast route.
-//! - [`nft`] runs an nftables script inside a namespace; [`impairment`] writes the script that
-//!   drops and duplicates a share of a host's packets.
+//! - [`veth`]: a veth pair between two namespaces; [`link_local_pair`]: two namespaces on a
+//!   veth pair with IPv6 link-local addresses only; [`Lan`]: hosts on a bridge that lives in a
+//!   namespace of its own (nothing touches the host's interfaces), each host's `eth0` with the
+//!   addresses of its [`Family`]: IPv4 (an address of one /24 and the multicast route), IPv6
+//!   (link-local, optionally a ULA, no duplicate address detection) or both.
+//! - [`nft`] runs an nftables script inside a namespace; [`impairment`] and [`impairment_of`]
+//!   write the script that drops and duplicates a share of a host's packets, IPv4 and IPv6.
 //! - [`in_netns`] runs a closure on a thread that has entered a namespace.
 //!
 //! ```no_run
@@ -39,8 +41,11 @@ mod nft;
 
 #[cfg(target_os = "linux")]
 pub use netns::in_netns;
-pub use netns::{Lan, Namespaces, host_ip, list, remove, remove_all, veth};
-pub use nft::{impairment, nft};
+pub use netns::{
+    Family, Lan, Namespaces, host_ip, host_link_local, host_ula, link_local_pair, list, remove,
+    remove_all, veth,
+};
+pub use nft::{impairment, impairment_of, nft};
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::process::{Command, Stdio};
 
 use crate::Error;
@@ -38,39 +38,76 @@ pub fn nft(ns: &str, rules: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The nft script that drops `loss` % of the packets arriving on `eth0` (only the UDP
-/// datagrams to `to`, if given) and duplicates `dup` % of those leaving it, in table
-/// `ip hail_impair`, replacing what was there; with both 0 it only removes the table.
+/// [`impairment_of`] for an IPv4 `to` (or none).
 ///
 /// # Panics
 /// If `loss` or `dup` is over 100.
 pub fn impairment(loss: u8, dup: u8, to: Option<SocketAddrV4>) -> String {
+    impairment_of(loss, dup, to.map(SocketAddr::V4))
+}
+
+/// The nft script that drops `loss` % of the packets arriving on `eth0` (only the UDP
+/// datagrams to `to`, if given) and duplicates `dup` % of those leaving it, IPv4 and IPv6
+/// alike, in tables `ip hail_impair` and `ip6 hail_impair` (two tables: nftables cannot
+/// `dup` in an `inet` one), replacing what was there; with both 0 it only removes them.
+/// With `to`, only the table of its family drops; both still duplicate.
+///
+/// # Panics
+/// If `loss` or `dup` is over 100.
+pub fn impairment_of(loss: u8, dup: u8, to: Option<SocketAddr>) -> String {
     assert!(loss <= 100 && dup <= 100, "percentages");
-    // Creating the table first makes the delete succeed whether or not it existed: one
+    // Creating a table first makes its delete succeed whether or not it existed: one
     // atomic replacement.
-    let mut s = String::from("table ip hail_impair {}\ndelete table ip hail_impair\n");
+    let mut s = String::new();
+    for family in ["ip", "ip6"] {
+        let _ = writeln!(
+            s,
+            "table {family} hail_impair {{}}\ndelete table {family} hail_impair"
+        );
+    }
     if loss == 0 && dup == 0 {
         return s;
     }
-    s.push_str("table ip hail_impair {\n");
-    if loss > 0 {
-        let only = to.map_or_else(String::new, |to| {
-            format!("ip daddr {} udp dport {} ", to.ip(), to.port())
-        });
-        let _ = writeln!(
-            s,
-            "  chain input {{ type filter hook input priority -300; policy accept;\n    \
-             iifname \"eth0\" {only}numgen random mod 100 < {loss} drop\n  }}"
-        );
+    // `numgen random mod 100 < 100` is refused (out of range): 100 % is every packet.
+    let share = |pct: u8| {
+        if pct >= 100 {
+            String::new()
+        } else {
+            format!("numgen random mod 100 < {pct} ")
+        }
+    };
+    let (lose, double) = (share(loss), share(dup));
+    for family in ["ip", "ip6"] {
+        let only = match to {
+            None => Some(String::new()),
+            Some(to) if (family == "ip") == to.is_ipv4() => Some(format!(
+                "{family} daddr {} udp dport {} ",
+                to.ip(),
+                to.port()
+            )),
+            Some(_) => None,
+        };
+        let drops = loss > 0 && only.is_some();
+        if !drops && dup == 0 {
+            continue;
+        }
+        let _ = writeln!(s, "table {family} hail_impair {{");
+        if let (true, Some(only)) = (drops, only) {
+            let _ = writeln!(
+                s,
+                "  chain input {{ type filter hook input priority -300; policy accept;\n    \
+                 iifname \"eth0\" {only}{lose}drop\n  }}"
+            );
+        }
+        if dup > 0 {
+            let _ = writeln!(
+                s,
+                "  chain output {{ type filter hook output priority -300; policy accept;\n    \
+                 oifname \"eth0\" {double}dup to {family} daddr device \"eth0\"\n  }}"
+            );
+        }
+        s.push_str("}\n");
     }
-    if dup > 0 {
-        let _ = writeln!(
-            s,
-            "  chain output {{ type filter hook output priority -300; policy accept;\n    \
-             oifname \"eth0\" numgen random mod 100 < {dup} dup to ip daddr device \"eth0\"\n  }}"
-        );
-    }
-    s.push_str("}\n");
     s
 }
 
@@ -80,29 +117,39 @@ mod tests {
 
     use super::*;
 
+    const CLEAR: &str = "table ip hail_impair {}\ndelete table ip hail_impair\n\
+                         table ip6 hail_impair {}\ndelete table ip6 hail_impair\n";
+
     #[test]
-    fn impairment_replaces_the_table() {
-        assert_eq!(
-            impairment(0, 0, None),
-            "table ip hail_impair {}\ndelete table ip hail_impair\n"
-        );
+    fn impairment_replaces_the_tables() {
+        assert_eq!(impairment(0, 0, None), CLEAR);
         let r = impairment(10, 2, None);
-        assert!(r.starts_with(
-            "table ip hail_impair {}\ndelete table ip hail_impair\ntable ip hail_impair {\n"
-        ));
-        assert!(r.contains("type filter hook input priority -300; policy accept;"));
-        assert!(r.contains("iifname \"eth0\" numgen random mod 100 < 10 drop"));
-        assert!(r.contains("type filter hook output priority -300; policy accept;"));
-        assert!(r.contains(
-            "oifname \"eth0\" numgen random mod 100 < 2 dup to ip daddr device \"eth0\""
-        ));
+        assert!(r.starts_with(CLEAR));
+        for family in ["ip", "ip6"] {
+            let table = r
+                .split(&format!("table {family} hail_impair {{\n"))
+                .nth(1)
+                .expect("a table of each family");
+            let table = &table[..table.find("\n}\n").expect("closed")];
+            assert!(table.contains("type filter hook input priority -300; policy accept;"));
+            assert!(table.contains("iifname \"eth0\" numgen random mod 100 < 10 drop"));
+            assert!(table.contains("type filter hook output priority -300; policy accept;"));
+            assert!(table.contains(&format!(
+                "oifname \"eth0\" numgen random mod 100 < 2 dup to {family} daddr device \"eth0\""
+            )));
+        }
         let loss_only = impairment(20, 0, None);
-        assert!(loss_only.contains("mod 100 < 20 drop"));
+        assert_eq!(loss_only.matches("mod 100 < 20 drop").count(), 2);
         assert!(!loss_only.contains("dup"));
         assert_eq!(
             loss_only.matches('{').count(),
             loss_only.matches('}').count()
         );
+        // 100 %: every packet, without numgen (nft refuses `< 100` after `mod 100`).
+        let all = impairment(100, 100, None);
+        assert!(!all.contains("numgen"));
+        assert_eq!(all.matches("iifname \"eth0\" drop").count(), 2);
+        assert!(all.contains("oifname \"eth0\" dup to ip6 daddr device \"eth0\""));
     }
 
     #[test]
@@ -113,5 +160,17 @@ mod tests {
             "iifname \"eth0\" ip daddr 239.255.72.80 udp dport 47760 numgen random mod 100 < 10 drop"
         ));
         assert!(!r.contains("chain output"));
+        assert!(
+            !r.contains("table ip6 hail_impair {\n"),
+            "an IPv4 group: no IPv6 drop"
+        );
+        let v6: SocketAddr = "[ff02::4a1:77]:47751".parse().unwrap();
+        let r = impairment_of(10, 3, Some(v6));
+        assert!(r.contains(
+            "iifname \"eth0\" ip6 daddr ff02::4a1:77 udp dport 47751 numgen random mod 100 < 10 drop"
+        ));
+        assert_eq!(r.matches("drop").count(), 1);
+        assert_eq!(r.matches("dup to").count(), 2);
+        assert_eq!(r.matches('{').count(), r.matches('}').count());
     }
 }

@@ -100,8 +100,8 @@ pub mod prelude {
     #[cfg(feature = "discovery")]
     pub use hail_discovery::{
         AskError, Callbacks as DeviceCallbacks, Device, DeviceBuilder, DeviceError, DeviceEvent,
-        DeviceEvents, DeviceId, DeviceStats, LeaveReason, MessageFormat, PeerInfo, RunError,
-        SendError, Targets,
+        DeviceEvents, DeviceId, DeviceStats, LeaveReason, MessageFormat, PeerInfo, PeerSender,
+        RunError, SendError, Targets,
     };
     #[cfg(feature = "link")]
     pub use hail_link::{

@@ -37,6 +37,39 @@ pub(crate) enum Scenario {
     Restart,
 }
 
+/// The address families of the simulated LAN's veths, and so of the runs on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub(crate) enum Family {
+    /// IPv4 only (10.77.0.<i+1>/24); devices on the IPv4 group 239.255.77.1.
+    V4,
+    /// IPv6 only (fe80::<i+1>/64, no IPv4 address); devices on the link-scoped IPv6 group
+    /// ff02::4d:1.
+    V6,
+    /// Both on every veth; the scenarios run twice, devices on the IPv4 group, then on the
+    /// IPv6 group.
+    Dual,
+}
+
+impl Family {
+    /// The same, in hail-testsupport's words.
+    pub(super) fn support(self) -> hail_testsupport::Family {
+        match self {
+            Self::V4 => hail_testsupport::Family::V4,
+            Self::V6 => hail_testsupport::Family::V6,
+            Self::Dual => hail_testsupport::Family::Dual,
+        }
+    }
+
+    /// The groups devices run on, in order: false the IPv4 group, true the IPv6 one.
+    pub(super) fn groups(self) -> &'static [bool] {
+        match self {
+            Self::V4 => &[false],
+            Self::V6 => &[true],
+            Self::Dual => &[false, true],
+        }
+    }
+}
+
 /// The options of `cargo xtask netsim` as given; [`Flags::resolve`] applies the defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub(crate) struct Flags {
@@ -80,6 +113,21 @@ pub(crate) struct Flags {
         default_value = "discovery,kill,partition,restart"
     )]
     scenarios: Vec<Scenario>,
+    /// Address families of the LAN, one LAN each in turn: v4 (IPv4 only), v6 (IPv6 only:
+    /// link-local, no IPv4 address, devices on the group `[ff02::4d:1]`), dual (both; the
+    /// scenarios run on the IPv4 group, then on the IPv6 group). With v4 and v6 (or dual)
+    /// the goals include IPv6 discovery p50 within 1.5x IPv4's
+    #[arg(
+        long,
+        value_name = "FAMILY,..",
+        value_delimiter = ',',
+        default_value = "v4"
+    )]
+    family: Vec<Family>,
+    /// IPv6 hosts get a unique local address (fd00:0:a:4d00::<i+1>/64) beside the
+    /// link-local one; devices then listen on it and advertise it
+    #[arg(long)]
+    ula: bool,
     /// A missed goal fails the command (a broken check always does)
     #[arg(long)]
     strict: bool,
@@ -108,6 +156,8 @@ impl Flags {
             modes: sorted(self.modes),
             scenarios: sorted(self.scenarios),
             strict: self.strict,
+            families: sorted(self.family),
+            ula: self.ula,
         }
     }
 }
@@ -135,6 +185,10 @@ pub(crate) struct Args {
     pub(super) scenarios: Vec<Scenario>,
     /// A missed goal fails the command (it always fails on a broken check). Default off.
     pub(super) strict: bool,
+    /// The LANs, one per family, in turn. Default IPv4 only.
+    pub(super) families: Vec<Family>,
+    /// IPv6 hosts have a ULA beside their link-local address. Default off.
+    pub(super) ula: bool,
 }
 
 impl Args {
@@ -213,6 +267,7 @@ mod tests {
             ]
         );
         assert!(!d.strict);
+        assert_eq!((d.families.as_slice(), d.ula), (&[Family::V4][..], false));
         assert_eq!(d.hosts(), 25);
         let q = args(&["--quick"]).unwrap();
         assert_eq!(
@@ -230,7 +285,7 @@ mod tests {
             format!("{:?}", args(&["--quick"]).unwrap()),
             "Args { runs: 3, sizes: [5], loss: [10], dup: 2, fault_runs: 1, fault_size: 5, \
              fault_loss: 10, modes: [Plain, Sealed], scenarios: [Discovery, Kill, Partition, \
-             Restart], strict: false }"
+             Restart], strict: false, families: [V4], ula: false }"
         );
     }
 
@@ -289,6 +344,9 @@ mod tests {
             "--scenarios",
             "partition",
             "--strict",
+            "--family",
+            "dual,v6,v4,v6",
+            "--ula",
         ])
         .unwrap();
         assert_eq!(
@@ -304,8 +362,21 @@ mod tests {
                 modes: vec![Mode::Plain, Mode::Sealed],
                 scenarios: vec![Scenario::Partition],
                 strict: true,
+                families: vec![Family::V4, Family::V6, Family::Dual],
+                ula: true,
             }
         );
+    }
+
+    #[test]
+    fn families_and_their_groups() {
+        assert_eq!(Family::V4.groups(), [false]);
+        assert_eq!(Family::V6.groups(), [true]);
+        assert_eq!(Family::Dual.groups(), [false, true]);
+        assert!(Family::V6.support().has_v6() && !Family::V6.support().has_v4());
+        assert!(Family::Dual.support().has_v4() && Family::Dual.support().has_v6());
+        let a = args(&["--quick", "--family", "v6"]).unwrap();
+        assert_eq!((a.families.as_slice(), a.ula), (&[Family::V6][..], false));
     }
 
     #[test]
@@ -325,6 +396,9 @@ mod tests {
             &["--fault-loss", "100"],
             &["--modes", "loud"],
             &["--scenarios", "flood"],
+            &["--family", "v5"],
+            &["--family", "ipv6"],
+            &["--ula", "yes"],
             &["--fast"],
             &["5"],
         ] {

@@ -1,7 +1,7 @@
 //! The simulated LAN: namespaces on a bridge (`hail_testsupport::Lan`), loss and
 //! duplication per host, partitions, cleanup after signals and dead runs, and `ss`.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
@@ -13,7 +13,8 @@ use crate::cmd;
 
 /// Every namespace name of every run starts with this, then the pid of the run.
 pub(super) const PREFIX: &str = "hnsim";
-/// The LAN's /24: host `i` is 10.77.0.<i+1>.
+/// The LAN's /24: host `i` is 10.77.0.<i+1> (and, with IPv6, fe80::<i+1>, with a ULA
+/// fd00:0:a:4d00::<i+1>).
 const SUBNET: [u8; 3] = [10, 77, 0];
 /// Held while a device starts, and by the signal thread from a signal to the exit, so no
 /// device can start in a namespace that is being removed.
@@ -48,11 +49,33 @@ pub(super) struct Lan {
 }
 
 impl Lan {
-    pub(super) fn create(namespaces: Namespaces, n: usize) -> anyhow::Result<Self> {
+    /// `n` hosts with the addresses of `family` (and the IPv6 ULA with `ula`).
+    pub(super) fn create(
+        namespaces: Namespaces,
+        n: usize,
+        family: support::Family,
+        ula: bool,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
-            net: support::Lan::create(namespaces, SUBNET, n)?,
+            net: support::Lan::create_with(namespaces, SUBNET, n, family, ula)?,
             impairment: vec![(0, 0); n],
         })
+    }
+
+    /// Every address of host `i` (IPv4, IPv6 link-local, ULA, as the LAN has them).
+    pub(super) fn addrs(&self, i: usize) -> Vec<IpAddr> {
+        self.net.host_addrs(i)
+    }
+
+    /// The address that names host `i`'s interface to `hail --interface`: its IPv4
+    /// address for an IPv4 group, its link-local one for an IPv6 group (the veth, either
+    /// way; never a name, which could be another interface's).
+    pub(super) fn interface(&self, i: usize, v6: bool) -> IpAddr {
+        if v6 {
+            IpAddr::V6(support::host_link_local(i))
+        } else {
+            IpAddr::V4(self.net.host_ip(i))
+        }
     }
 
     /// Host `i`'s namespace.
@@ -73,8 +96,9 @@ impl Lan {
         Ok(())
     }
 
-    /// Host `i` drops every packet from `from` (an empty list lifts the cut).
-    pub(super) fn cut(&self, i: usize, from: &[Ipv4Addr]) -> anyhow::Result<()> {
+    /// Host `i` drops every packet from `from`, IPv4 or IPv6 (an empty list lifts the
+    /// cut).
+    pub(super) fn cut(&self, i: usize, from: &[IpAddr]) -> anyhow::Result<()> {
         Ok(nft(self.host(i), &cut_rules(from))?)
     }
 
@@ -83,8 +107,8 @@ impl Lan {
         Ok(nft(self.host(i), &isolate_rules())?)
     }
 
-    /// The (local, peer) addresses of host `i`'s TCP connections in `state` (`ss` names).
-    pub(super) fn tcp(&self, i: usize, state: &str) -> Result<Vec<(String, String)>, String> {
+    /// The (local, peer) ends of host `i`'s TCP connections in `state` (`ss` names).
+    pub(super) fn tcp(&self, i: usize, state: &str) -> Result<Vec<(End, End)>, String> {
         let out = cmd::stdout(Command::new("ip").args([
             "netns",
             "exec",
@@ -99,31 +123,44 @@ impl Lan {
     }
 }
 
-/// Host `i`'s address: 10.77.0.<i+1>.
-pub(super) fn host_ip(i: usize) -> Ipv4Addr {
-    support::host_ip(SUBNET, i)
-}
+/// The table of the cuts: `inet`, so one rule set drops IPv4 and IPv6 alike.
+const CUT_TABLE: &str = "table inet netsim_cut {}\ndelete table inet netsim_cut\n";
 
-/// The nft script that drops every packet from `from` on input (a partition, seen from
-/// one side), replacing what was there; with no addresses it only removes the table.
-fn cut_rules(from: &[Ipv4Addr]) -> String {
-    let mut s = String::from("table ip netsim_cut {}\ndelete table ip netsim_cut\n");
+/// The nft script that drops every packet from `from` on input, IPv4 and IPv6 (a
+/// partition, seen from one side), replacing what was there; with no addresses it only
+/// removes the table.
+fn cut_rules(from: &[IpAddr]) -> String {
+    let mut s = String::from(CUT_TABLE);
     if from.is_empty() {
         return s;
     }
-    let set: Vec<String> = from.iter().map(ToString::to_string).collect();
-    s.push_str(&format!(
-        "table ip netsim_cut {{\n  chain input {{ type filter hook input priority -310; \
-         policy accept;\n    ip saddr {{ {} }} drop\n  }}\n}}\n",
-        set.join(", ")
-    ));
+    let set = |v6: bool| -> Vec<String> {
+        from.iter()
+            .filter(|a| a.is_ipv6() == v6)
+            .map(ToString::to_string)
+            .collect()
+    };
+    s.push_str(
+        "table inet netsim_cut {\n  chain input { type filter hook input priority -310; \
+         policy accept;\n",
+    );
+    for (family, v6) in [("ip", false), ("ip6", true)] {
+        let set = set(v6);
+        if !set.is_empty() {
+            s.push_str(&format!(
+                "    {family} saddr {{ {} }} drop\n",
+                set.join(", ")
+            ));
+        }
+    }
+    s.push_str("  }\n}\n");
     s
 }
 
 /// The nft script that cuts a host off entirely (its death, as its peers see it): every
-/// packet in and out of `eth0` dropped, including the kernel's FIN and RST.
+/// packet in and out of `eth0` dropped, IPv4 and IPv6, including the kernel's FIN and RST.
 fn isolate_rules() -> String {
-    "table ip netsim_cut {}\ndelete table ip netsim_cut\ntable ip netsim_cut {\n  \
+    "table inet netsim_cut {}\ndelete table inet netsim_cut\ntable inet netsim_cut {\n  \
      chain input { type filter hook input priority -310; policy accept;\n    \
      iifname \"eth0\" drop\n  }\n  \
      chain output { type filter hook output priority -310; policy accept;\n    \
@@ -131,24 +168,31 @@ fn isolate_rules() -> String {
         .to_owned()
 }
 
-/// The (local, peer) addresses of `ss -Htn state established` output.
-fn established(ss: &str) -> Vec<(String, String)> {
+/// One end of a TCP connection: address and port, without the interface `ss` names for a
+/// local link-local address (the two ends of one connection then compare equal).
+pub(super) type End = (IpAddr, u16);
+
+/// The (local, peer) ends of `ss -Htn state established` output.
+fn established(ss: &str) -> Vec<(End, End)> {
     ss.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             // Recv-Q Send-Q Local:Port Peer:Port [Process]
-            let local = fields.get(2)?;
-            let peer = fields.get(3)?;
-            (local.contains(':') && peer.contains(':'))
-                .then(|| ((*local).to_owned(), (*peer).to_owned()))
+            Some((end(fields.get(2)?)?, end(fields.get(3)?)?))
         })
         .collect()
 }
 
-/// The IP part of `ip:port` (IPv4; IPv6 in brackets is returned without them).
-pub(super) fn host_part(addr: &str) -> &str {
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    host.trim_start_matches('[').trim_end_matches(']')
+/// The end `ss` prints as `10.77.0.1:40412`, `[fd00::1]:80` or, a local link-local one,
+/// `[fe80::1]%eth0:38156` (`[fe80::1%eth0]:80` is read too); `None` for anything else.
+fn end(s: &str) -> Option<End> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next()?,
+        None => host,
+    };
+    let host = host.split('%').next()?;
+    Some((host.parse().ok()?, port.parse().ok()?))
 }
 
 /// The pid in a namespace name `hnsim<pid>-...`, if it is one of ours.
@@ -197,18 +241,36 @@ pub(super) fn watch_signals(prefix: String) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
+
+    /// Host `i`'s IPv4 address: 10.77.0.<i+1>.
+    fn host_ip(i: usize) -> Ipv4Addr {
+        support::host_ip(SUBNET, i)
+    }
 
     #[test]
     fn cut_rules_drop_the_other_half() {
         assert_eq!(
             cut_rules(&[]),
-            "table ip netsim_cut {}\ndelete table ip netsim_cut\n"
+            "table inet netsim_cut {}\ndelete table inet netsim_cut\n"
         );
-        let r = cut_rules(&[host_ip(0), host_ip(1)]);
+        let r = cut_rules(&[host_ip(0).into(), host_ip(1).into()]);
         assert!(r.contains("ip saddr { 10.77.0.1, 10.77.0.2 } drop"));
+        assert!(!r.contains("ip6"));
         assert!(r.contains("hook input priority -310"));
         assert_eq!(r.matches('{').count(), r.matches('}').count());
+        let both = cut_rules(&[
+            host_ip(0).into(),
+            support::host_link_local(0).into(),
+            support::host_ula(SUBNET, 0).into(),
+        ]);
+        assert!(both.contains("    ip saddr { 10.77.0.1 } drop\n"));
+        assert!(both.contains("    ip6 saddr { fe80::1, fd00:0:a:4d00::1 } drop\n"));
+        assert_eq!(both.matches('{').count(), both.matches('}').count());
+        let v6 = cut_rules(&[support::host_link_local(3).into()]);
+        assert!(v6.contains("ip6 saddr { fe80::4 } drop") && !v6.contains(" ip saddr"));
         let iso = isolate_rules();
         assert!(iso.contains("iifname \"eth0\" drop") && iso.contains("oifname \"eth0\" drop"));
         assert_eq!(iso.matches('{').count(), iso.matches('}').count());
@@ -219,15 +281,34 @@ mod tests {
         let out = "0      0      10.77.0.1:40412   10.77.0.2:35553\n\
                    0      0      10.77.0.1:41000   10.77.0.3:41234   users:((\"hail\",pid=1,fd=9))\n\
                    garbage\n";
+        let v4 = |i, port| (IpAddr::V4(host_ip(i)), port);
         assert_eq!(
             established(out),
-            [
-                ("10.77.0.1:40412".to_owned(), "10.77.0.2:35553".to_owned()),
-                ("10.77.0.1:41000".to_owned(), "10.77.0.3:41234".to_owned()),
-            ]
+            [(v4(0, 40412), v4(1, 35553)), (v4(0, 41000), v4(2, 41234))]
         );
-        assert_eq!(host_part("10.77.0.2:35553"), "10.77.0.2");
-        assert_eq!(host_part("[::1]:80"), "::1");
+        // As ss prints IPv6: the local link-local end names its interface, the peer not.
+        let ll = |i, port| (IpAddr::V6(support::host_link_local(i)), port);
+        let out = "0      0      [fe80::1]%eth0:38156 [fe80::2]:5000\n\
+                   0      0      [fd00:0:a:4d00::1]:38157 [fd00:0:a:4d00::2]:5000\n";
+        let ula = |i, port| (IpAddr::V6(support::host_ula(SUBNET, i)), port);
+        assert_eq!(
+            established(out),
+            [(ll(0, 38156), ll(1, 5000)), (ula(0, 38157), ula(1, 5000))]
+        );
+        assert_eq!(end("[fe80::2%eth0]:41234"), Some(ll(1, 41234)));
+        assert_eq!(
+            end("[::1]:80"),
+            Some((IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), 80))
+        );
+        for bad in [
+            "*:*",
+            "10.77.0.2",
+            "[fe80::1]%eth0",
+            "10.77.0.2:x",
+            "garbage",
+        ] {
+            assert_eq!(end(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -7,14 +7,25 @@
 //!   host namespaces   <pfx>h0, <pfx>h1, ...:             eth0 (10.77.0.<i+1>/24), lo
 //! ```
 //!
+//! `--family` picks the addresses on the veths, one LAN per family in turn: `v4` (the
+//! default, above; devices on the group 239.255.77.1, `--interface 10.77.0.<i+1>`), `v6`
+//! (only `fe80::<i+1>/64`, no duplicate address detection and no kernel link-local address;
+//! `--ula` adds `fd00:0:a:4d00::<i+1>/64`; devices on the link-scoped group `ff02::4d:1`,
+//! `--interface fe80::<i+1>`) or `dual` (both; every scenario runs on the IPv4 group, then
+//! on the IPv6 group). Cells and goals are tagged `v6`, `dual/v4`, `dual/v6` (the IPv4-only
+//! LAN's untagged, as before); with `v4` and `v6` (or `dual`) the goals add IPv6 discovery
+//! p50 within 1.5x IPv4's of the same run.
+//!
 //! The namespaces, veths and bridge come from `hail-testsupport` (the crate the namespace
 //! tests use too); every namespace is named `hnsim<pid>-...`, so parallel runs cannot
 //! collide, and nothing touches the host's own network: the bridge lives in a namespace of
-//! its own, multicast goes out of each host's `eth0` only (`--interface`, TTL 1 by
-//! default). Loss is an nftables `numgen random` drop on input inside each host namespace,
-//! duplication an nftables `dup` on output; a partition is a further input drop of the
-//! other half's addresses. Each device is `hail listen --json` (crates/hail-cli, built once
-//! in release mode) run with `ip netns exec`; its JSON lines are timestamped on arrival.
+//! its own, multicast goes out of each host's `eth0` only (`--interface`, TTL or hop limit
+//! 1 by default). Loss is an nftables `numgen random` drop on input inside each host
+//! namespace, duplication an nftables `dup` on output (IPv4 and IPv6 tables); a partition
+//! is a further input drop of the other half's addresses (an `inet` table, every address of
+//! theirs; on IPv6 that includes neighbour discovery, on IPv4 ARP passes).
+//! Each device is `hail listen --json` (crates/hail-cli, built once in release mode) run
+//! with `ip netns exec`; its JSON lines are timestamped on arrival.
 //!
 //! Everything is removed afterwards: a guard's `Drop` kills what runs in the namespaces
 //! and deletes them, on success, error or panic; SIGINT, SIGTERM and SIGHUP are blocked
@@ -52,9 +63,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use args::Scenario;
 pub(crate) use args::{Args, Flags};
-use report::{Results, secs};
+use args::{Family, Scenario};
+use report::{Net, Results, Runs, secs};
 use scenarios::Runner;
 use sim::build_hail;
 
@@ -82,13 +93,79 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
 
     let hosts = args.hosts();
     let started = Instant::now();
+    let mut runs = Runs::default();
+    let mut namespaces = Some(namespaces);
+    for &family in &args.families {
+        // The first LAN takes the probed guard; each later one a fresh guard of the same
+        // prefix (the previous LAN and its namespaces are gone by then).
+        let namespaces = match namespaces.take() {
+            Some(ns) => ns,
+            None => match lan::open(&prefix)? {
+                Ok(ns) => ns,
+                Err(why) => bail!("namespaces refused after the first LAN: {why}"),
+            },
+        };
+        let t_lan = Instant::now();
+        println!(
+            "\nnetsim: {hosts} host namespaces ({prefix}h*) on a bridge in {prefix}br, {}; device logs in {}",
+            describe(family, args.ula),
+            logs.display()
+        );
+        let mut lan = lan::Lan::create(namespaces, hosts, family.support(), args.ula)?;
+        println!("netsim: LAN up in {}", secs(Some(t_lan.elapsed())));
+        let mut runner = Runner::new(&mut lan, &hail, &logs, args.dup);
+        for &v6 in family.groups() {
+            let net = Net { family, v6 };
+            runner.group(v6, net.tag());
+            if family == Family::Dual {
+                println!(
+                    "\n==== {}: devices on the {} group",
+                    net.name(),
+                    if v6 { "IPv6" } else { "IPv4" }
+                );
+            }
+            let results = scenarios(&mut runner, args)?;
+            runs.0.push((net, results));
+        }
+        drop(runner);
+        drop(lan);
+    }
+
+    let goals = runs.goals();
+    let missed = report::print_goals(&goals);
+    let broken = runs.broken();
+    report::write_json(&out_dir, args, &runs, &goals)?;
     println!(
-        "netsim: {hosts} host namespaces ({prefix}h*) on a bridge in {prefix}br; device logs in {}",
-        logs.display()
+        "netsim: done in {}; figures in {}",
+        secs(Some(started.elapsed())),
+        out_dir.join("latest.json").display()
     );
-    let mut lan = lan::Lan::create(namespaces, hosts)?;
-    println!("netsim: LAN up in {}", secs(Some(started.elapsed())));
-    let mut runner = Runner::new(&mut lan, &hail, &logs, args.dup);
+    if broken > 0 {
+        bail!("{broken} run(s) failed (see above)");
+    }
+    if args.strict && missed > 0 {
+        bail!("{missed} goal(s) missed");
+    }
+    Ok(())
+}
+
+/// One line on a LAN's addresses.
+fn describe(family: Family, ula: bool) -> &'static str {
+    match (family, ula) {
+        (Family::V4, _) => "IPv4 only (10.77.0.<i+1>/24)",
+        (Family::V6, false) => "IPv6 only (fe80::<i+1>/64, no IPv4 address)",
+        (Family::V6, true) => {
+            "IPv6 only (fe80::<i+1>/64 and fd00:0:a:4d00::<i+1>/64, no IPv4 address)"
+        }
+        (Family::Dual, false) => "dual-stack (10.77.0.<i+1>/24 and fe80::<i+1>/64)",
+        (Family::Dual, true) => {
+            "dual-stack (10.77.0.<i+1>/24, fe80::<i+1>/64 and fd00:0:a:4d00::<i+1>/64)"
+        }
+    }
+}
+
+/// Runs the scenarios `args` asks for with `runner`'s LAN and group.
+fn scenarios(runner: &mut Runner<'_>, args: &Args) -> anyhow::Result<Results> {
     let mut results = Results::default();
     let has = |s: Scenario| args.scenarios.contains(&s);
     if has(Scenario::Discovery) {
@@ -133,22 +210,5 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             results.restart.push(runner.restart(mode, n, loss, fr)?);
         }
     }
-    drop(lan);
-
-    let goals = results.goals();
-    let missed = report::print_goals(&goals);
-    let broken = results.broken();
-    report::write_json(&out_dir, args, &results, &goals)?;
-    println!(
-        "netsim: done in {}; figures in {}",
-        secs(Some(started.elapsed())),
-        out_dir.join("latest.json").display()
-    );
-    if broken > 0 {
-        bail!("{broken} run(s) failed (see above)");
-    }
-    if args.strict && missed > 0 {
-        bail!("{missed} goal(s) missed");
-    }
-    Ok(())
+    Ok(results)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use super::args::{Args, Mode};
+use super::args::{Args, Family, Mode};
 
 /// Goal: N = 10 at 10% loss, every run all see all within this: 5 s.
 const GOAL_DISCOVERY: Duration = Duration::from_secs(5);
@@ -17,6 +17,9 @@ const GOAL_DISCOVERY: Duration = Duration::from_secs(5);
 const GOAL_GONE: Duration = Duration::from_secs(3);
 /// Goal: a healed partition is one mesh again within this: 2 s.
 const GOAL_HEAL: Duration = Duration::from_secs(2);
+/// Goal: IPv6 discovery (N = 10 at 10% loss) p50 at most this many times the IPv4 p50 of
+/// the same netsim run: 1.5.
+const GOAL_V6_RATIO: f64 = 1.5;
 
 /// The `p`th percentile (0 < p <= 100) by the nearest-rank method: the smallest value
 /// with at least p% of the values at or below it. `None` for no values.
@@ -79,10 +82,12 @@ impl Cell {
         s
     }
 
-    fn json(&self, scenario: &str) -> Value {
+    /// The cell as JSON; `net` is [`Net::name`].
+    fn json(&self, scenario: &str, net: &str) -> Value {
         let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
         json!({
             "scenario": scenario,
+            "net": net,
             "label": self.label,
             "runs": self.runs,
             "p50_ms": ms(percentile(&self.times, 50.0)),
@@ -179,6 +184,120 @@ impl Results {
     }
 }
 
+/// A LAN's family and the group family devices ran on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Net {
+    pub(super) family: Family,
+    /// Devices on the IPv6 group (else the IPv4 one).
+    pub(super) v6: bool,
+}
+
+impl Net {
+    /// `v4`, `v6`, `dual/v4` or `dual/v6`: the LAN, then (dual-stack) the group's family.
+    pub(super) fn name(self) -> &'static str {
+        match (self.family, self.v6) {
+            (Family::V4, _) => "v4",
+            (Family::V6, _) => "v6",
+            (Family::Dual, false) => "dual/v4",
+            (Family::Dual, true) => "dual/v6",
+        }
+    }
+
+    /// What goes before the labels and goals: nothing for IPv4 alone (as before there
+    /// were families), else [`Net::name`].
+    pub(super) fn tag(self) -> &'static str {
+        if self.family == Family::V4 {
+            ""
+        } else {
+            self.name()
+        }
+    }
+}
+
+/// The results of every LAN and group of a run, in order.
+#[derive(Debug, Default)]
+pub(super) struct Runs(pub(super) Vec<(Net, Results)>);
+
+impl Runs {
+    pub(super) fn broken(&self) -> usize {
+        self.0.iter().map(|(_, r)| r.broken()).sum()
+    }
+
+    /// The goals of each net (named with its tag), then, for each IPv6 net whose IPv4
+    /// counterpart ran too (`v6` with `v4`, `dual/v6` with `dual/v4`), IPv6 discovery p50
+    /// within [`GOAL_V6_RATIO`] times IPv4's, per mode.
+    pub(super) fn goals(&self) -> Vec<(String, Option<bool>)> {
+        let mut out = Vec::new();
+        for (net, r) in &self.0 {
+            for (name, met) in r.goals() {
+                let name = match net.tag() {
+                    "" => name,
+                    tag => format!("{tag}: {name}"),
+                };
+                out.push((name, met));
+            }
+        }
+        let find = |family: Family, v6: bool| {
+            self.0
+                .iter()
+                .find(|(n, _)| n.family == family && n.v6 == v6)
+                .map(|(_, r)| r)
+        };
+        for (v6_net, v4_net) in [
+            (
+                Net {
+                    family: Family::V6,
+                    v6: true,
+                },
+                Net {
+                    family: Family::V4,
+                    v6: false,
+                },
+            ),
+            (
+                Net {
+                    family: Family::Dual,
+                    v6: true,
+                },
+                Net {
+                    family: Family::Dual,
+                    v6: false,
+                },
+            ),
+        ] {
+            let (Some(r6), Some(r4)) = (
+                find(v6_net.family, v6_net.v6),
+                find(v4_net.family, v4_net.v6),
+            ) else {
+                continue;
+            };
+            for mode in [Mode::Plain, Mode::Sealed] {
+                let p50 = |r: &Results| {
+                    r.discovery
+                        .iter()
+                        .find(|(m, n, loss, _)| *m == mode && *n == 10 && *loss == 10)
+                        .and_then(|(.., c)| percentile(&c.times, 50.0))
+                };
+                let (Some(t6), Some(t4)) = (p50(r6), p50(r4)) else {
+                    continue;
+                };
+                out.push((
+                    format!(
+                        "{}: N=10 at 10% loss, {}: all see all p50 within {GOAL_V6_RATIO}x {}'s ({} vs {})",
+                        v6_net.name(),
+                        mode.name(),
+                        v4_net.name(),
+                        secs(Some(t6)),
+                        secs(Some(t4)),
+                    ),
+                    Some(t6.as_secs_f64() <= GOAL_V6_RATIO * t4.as_secs_f64()),
+                ));
+            }
+        }
+        out
+    }
+}
+
 /// Prints the goals with their verdicts; returns how many were missed.
 pub(super) fn print_goals(goals: &[(String, Option<bool>)]) -> usize {
     println!("\n== goals");
@@ -201,18 +320,18 @@ pub(super) fn print_goals(goals: &[(String, Option<bool>)]) -> usize {
 pub(super) fn write_json(
     dir: &Path,
     args: &Args,
-    r: &Results,
+    runs: &Runs,
     goals: &[(String, Option<bool>)],
 ) -> anyhow::Result<()> {
-    let mut cells: Vec<Value> = r
-        .discovery
-        .iter()
-        .map(|(.., c)| c.json("discovery"))
-        .collect();
-    cells.extend(r.kill.iter().map(|c| c.json("kill-process")));
-    cells.extend(r.host_gone.iter().map(|c| c.json("kill-host")));
-    cells.extend(r.partition.iter().map(|c| c.json("partition")));
-    cells.extend(r.restart.iter().map(|c| c.json("restart")));
+    let mut cells: Vec<Value> = Vec::new();
+    for (net, r) in &runs.0 {
+        let net = net.name();
+        cells.extend(r.discovery.iter().map(|(.., c)| c.json("discovery", net)));
+        cells.extend(r.kill.iter().map(|c| c.json("kill-process", net)));
+        cells.extend(r.host_gone.iter().map(|c| c.json("kill-host", net)));
+        cells.extend(r.partition.iter().map(|c| c.json("partition", net)));
+        cells.extend(r.restart.iter().map(|c| c.json("restart", net)));
+    }
     let goals: Vec<Value> = goals
         .iter()
         .map(|(name, ok)| json!({ "goal": name, "met": ok }))
@@ -276,5 +395,69 @@ mod tests {
         assert_eq!(r.broken(), 1);
         assert_eq!(secs(Some(Duration::from_millis(1234))), "1.23 s");
         assert_eq!(secs(None), "-");
+    }
+
+    #[test]
+    fn goals_of_several_nets_and_the_ipv6_ratio() {
+        let net = |family, v6| Net { family, v6 };
+        assert_eq!(
+            [
+                net(Family::V4, false),
+                net(Family::V6, true),
+                net(Family::Dual, false),
+                net(Family::Dual, true)
+            ]
+            .map(|n| (n.name(), n.tag())),
+            [
+                ("v4", ""),
+                ("v6", "v6"),
+                ("dual/v4", "dual/v4"),
+                ("dual/v6", "dual/v6")
+            ]
+        );
+        let with = |plain_ms: u64, sealed_ms: u64| {
+            let mut r = Results::default();
+            r.discovery
+                .push((Mode::Plain, 10, 10, cell(&[plain_ms], 0)));
+            r.discovery
+                .push((Mode::Sealed, 10, 10, cell(&[sealed_ms], 0)));
+            r
+        };
+        // v6 alone: its own goals, tagged, and no ratio without an IPv4 figure.
+        let alone = Runs(vec![(net(Family::V6, true), with(900, 1_000))]);
+        let goals = alone.goals();
+        assert_eq!(goals.len(), 5);
+        assert!(goals[0].0.starts_with("v6: N=10 at 10% loss"));
+        assert_eq!(goals[0].1, Some(true));
+        // v4 then v6: plain 1.4x (met), sealed 1.6x (missed); the untagged v4 goals first.
+        let both = Runs(vec![
+            (net(Family::V4, false), with(1_000, 1_000)),
+            (net(Family::V6, true), with(1_400, 1_600)),
+        ]);
+        let goals = both.goals();
+        assert_eq!(goals.len(), 12);
+        assert!(goals[0].0.starts_with("N=10 at 10% loss"));
+        assert_eq!(
+            goals[10],
+            (
+                "v6: N=10 at 10% loss, plain: all see all p50 within 1.5x v4's (1.40 s vs 1.00 s)"
+                    .to_owned(),
+                Some(true)
+            )
+        );
+        assert_eq!(goals[11].1, Some(false));
+        // Dual-stack pairs its own two groups; a v6 LAN is not compared with them.
+        let dual = Runs(vec![
+            (net(Family::Dual, false), with(1_000, 1_000)),
+            (net(Family::Dual, true), with(2_000, 1_000)),
+        ]);
+        let goals = dual.goals();
+        assert_eq!(goals.len(), 12);
+        assert!(goals[10].0.starts_with("dual/v6: N=10 at 10% loss, plain:"));
+        assert!(goals[10].0.contains("dual/v4's"));
+        assert_eq!((goals[10].1, goals[11].1), (Some(false), Some(true)));
+        let mut broken = with(1, 1);
+        broken.kill.push(cell(&[], 2));
+        assert_eq!(Runs(vec![(net(Family::V4, false), broken)]).broken(), 2);
     }
 }

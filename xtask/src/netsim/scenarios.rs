@@ -2,12 +2,12 @@
 //! number of times on fresh devices, timed into a [`Cell`].
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::args::Mode;
-use super::lan::{Lan, host_ip, host_part};
+use super::lan::{End, Lan};
 use super::report::{Cell, secs};
 use super::sim::Sim;
 
@@ -28,11 +28,16 @@ pub(super) struct Runner<'a> {
     logs: &'a Path,
     run: usize,
     dup: u8,
+    /// Devices on the IPv6 group (else the IPv4 one).
+    v6: bool,
+    /// Put before every label: which LAN and group (empty for IPv4 on an IPv4-only LAN).
+    tag: String,
 }
 
 impl<'a> Runner<'a> {
     /// A runner of `hail` (with its device logs in `logs`) on `lan`; `dup` is the
-    /// duplication wherever loss is above 0.
+    /// duplication wherever loss is above 0. Devices go on the IPv4 group until
+    /// [`Runner::group`] says otherwise.
     pub(super) fn new(lan: &'a mut Lan, hail: &'a Path, logs: &'a Path, dup: u8) -> Self {
         Self {
             lan,
@@ -40,12 +45,25 @@ impl<'a> Runner<'a> {
             logs,
             run: 0,
             dup,
+            v6: false,
+            tag: String::new(),
         }
+    }
+
+    /// Devices on the IPv6 group (`v6`) or the IPv4 one from now on; `tag` goes before
+    /// every label.
+    pub(super) fn group(&mut self, v6: bool, tag: &str) {
+        self.v6 = v6;
+        self.tag = if tag.is_empty() {
+            String::new()
+        } else {
+            format!("{tag} ")
+        };
     }
 
     fn sim(&mut self, mode: Mode) -> Sim<'_> {
         self.run += 1;
-        Sim::new(self.lan, self.hail, self.logs, mode, self.run)
+        Sim::new(self.lan, self.hail, self.logs, mode, self.v6, self.run)
     }
 
     pub(super) fn discovery(
@@ -57,7 +75,8 @@ impl<'a> Runner<'a> {
     ) -> anyhow::Result<Cell> {
         let dup = if loss == 0 { 0 } else { self.dup };
         let mut cell = Cell::new(format!(
-            "discovery {:<6} N={n:<3} loss {loss:>2}% dup {dup}%",
+            "{}discovery {:<6} N={n:<3} loss {loss:>2}% dup {dup}%",
+            self.tag,
             mode.name()
         ));
         self.lan.impair(n, loss, dup)?;
@@ -99,7 +118,8 @@ impl<'a> Runner<'a> {
             "process SIGKILL"
         };
         let mut cell = Cell::new(format!(
-            "gone {:<6} N={n} loss {loss}%, {what}",
+            "{}gone {:<6} N={n} loss {loss}%, {what}",
+            self.tag,
             mode.name()
         ));
         self.lan.impair(n, loss, self.dup)?;
@@ -144,14 +164,18 @@ impl<'a> Runner<'a> {
         runs: usize,
     ) -> anyhow::Result<Cell> {
         let mut cell = Cell::new(format!(
-            "heal {:<6} N={n} loss {loss}%, halves",
+            "{}heal {:<6} N={n} loss {loss}%, halves",
+            self.tag,
             mode.name()
         ));
         self.lan.impair(n, loss, self.dup)?;
         let a: BTreeSet<usize> = (0..n / 2).collect();
         let b: BTreeSet<usize> = (n / 2..n).collect();
-        let ips =
-            |set: &BTreeSet<usize>| -> Vec<Ipv4Addr> { set.iter().map(|i| host_ip(*i)).collect() };
+        let lan = &*self.lan;
+        let ips = |set: &BTreeSet<usize>| -> Vec<IpAddr> {
+            set.iter().flat_map(|i| lan.addrs(*i)).collect()
+        };
+        let (ips_a, ips_b) = (ips(&a), ips(&b));
         for r in 0..runs {
             let mut sim = self.sim(mode);
             if let Err(why) = sim.start_mesh(n) {
@@ -160,8 +184,8 @@ impl<'a> Runner<'a> {
             }
             let t_cut = Instant::now();
             for h in 0..n {
-                let other = if a.contains(&h) { ips(&b) } else { ips(&a) };
-                sim.lan.cut(h, &other)?;
+                let other = if a.contains(&h) { &ips_b } else { &ips_a };
+                sim.lan.cut(h, other)?;
             }
             let split = sim.wait(t_cut + FAULT_LIMIT, |s| s.split(&a, &b));
             let t_heal = Instant::now();
@@ -204,7 +228,8 @@ impl<'a> Runner<'a> {
         runs: usize,
     ) -> anyhow::Result<Cell> {
         let mut cell = Cell::new(format!(
-            "restart {:<6} N={n} loss {loss}%, same name",
+            "{}restart {:<6} N={n} loss {loss}%, same name",
+            self.tag,
             mode.name()
         ));
         self.lan.impair(n, loss, self.dup)?;
@@ -265,18 +290,15 @@ impl<'a> Runner<'a> {
 /// Exactly one established connection between the restarted device and each other
 /// device, seen from both ends, and none left to the dead process (open or half-closed).
 fn check_links(sim: &Sim<'_>, victim_host: usize) -> Result<(), String> {
-    let victim_ip = host_ip(victim_host).to_string();
+    // Every address of a host (IPv4, link-local, ULA): a link may use any of them.
+    let on = |host: usize, (addr, _): &End| sim.lan.addrs(host).contains(addr);
     let mine = sim.lan.tcp(victim_host, "established")?;
     let mut problems = Vec::new();
     for p in sim.live().filter(|p| p.host != victim_host) {
-        let their_ip = host_ip(p.host).to_string();
-        let here = mine
-            .iter()
-            .filter(|(_, peer)| host_part(peer) == their_ip)
-            .count();
-        let to_victim = |(_, peer): &&(String, String)| host_part(peer) == victim_ip;
+        let here = mine.iter().filter(|(_, peer)| on(p.host, peer)).count();
+        let to_victim = |(_, peer): &&(End, End)| on(victim_host, peer);
         let theirs = sim.lan.tcp(p.host, "established")?;
-        let there: Vec<&(String, String)> = theirs.iter().filter(to_victim).collect();
+        let there: Vec<&(End, End)> = theirs.iter().filter(to_victim).collect();
         // A connection their end holds open that the restarted end does not have (the dead
         // process's sockets are closed, so only the fresh process holds any there), or
         // one the dead end closed and theirs still holds (close-wait).

@@ -13,7 +13,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use super::args::Mode;
-use super::lan::{Lan, SPAWNING, host_ip};
+use super::lan::{Lan, SPAWNING};
 use super::report::secs;
 use crate::cmd;
 
@@ -41,6 +41,17 @@ pub(super) fn build_hail() -> anyhow::Result<PathBuf> {
         .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "hail")
         .find_map(|v| v["executable"].as_str().map(PathBuf::from))
         .context("cargo built no `hail` executable")
+}
+
+/// The group of run `run`: 239.255.77.1, or the link-scoped ff02::4d:1 for IPv6, on a port
+/// of its own, so nothing of an earlier run can reach this one.
+fn group(v6: bool, run: usize) -> String {
+    let port = 20_000 + run % 40_000;
+    if v6 {
+        format!("[ff02::4d:1]:{port}")
+    } else {
+        format!("239.255.77.1:{port}")
+    }
 }
 
 /// One `hail listen` process and what it has said.
@@ -81,6 +92,8 @@ pub(super) struct Sim<'a> {
     hail: &'a Path,
     logs: &'a Path,
     mode: Mode,
+    /// Devices on the IPv6 group (else the IPv4 one).
+    v6: bool,
     group: String,
     pub(super) procs: Vec<Proc>,
     tx: Sender<Line>,
@@ -93,17 +106,17 @@ impl<'a> Sim<'a> {
         hail: &'a Path,
         logs: &'a Path,
         mode: Mode,
+        v6: bool,
         run: usize,
     ) -> Self {
         let (tx, rx) = mpsc::channel();
-        // A group port per run: nothing of an earlier run can reach this one.
-        let port = 20_000 + run % 40_000;
         Self {
             lan,
             hail,
             logs,
             mode,
-            group: format!("239.255.77.1:{port}"),
+            v6,
+            group: group(v6, run),
             procs: Vec::new(),
             tx,
             rx,
@@ -123,7 +136,7 @@ impl<'a> Sim<'a> {
         cmd.args(["netns", "exec", ns])
             .arg(self.hail)
             .args(["listen", "--json", "--name", &name, "--interface"])
-            .arg(host_ip(host).to_string())
+            .arg(self.lan.interface(host, self.v6).to_string())
             .args(["--group", &self.group])
             .env_remove("HAIL_PASSPHRASE")
             .stdin(Stdio::null())
@@ -357,5 +370,26 @@ impl<'a> Sim<'a> {
 impl Drop for Sim<'_> {
     fn drop(&mut self) {
         self.kill_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    #[test]
+    fn groups_are_link_scoped_with_a_port_per_run() {
+        assert_eq!(group(false, 1), "239.255.77.1:20001");
+        assert_eq!(group(true, 1), "[ff02::4d:1]:20001");
+        assert_eq!(group(true, 40_001), group(true, 1));
+        let v6: SocketAddr = group(true, 7).parse().unwrap();
+        let SocketAddr::V6(v6) = v6 else {
+            panic!("{v6} is not IPv6")
+        };
+        // ff02::/16: link-local scope, never routed off the veth.
+        assert_eq!(v6.ip().segments()[0], 0xff02);
+        assert!(group(false, 7).parse::<SocketAddr>().unwrap().is_ipv4());
     }
 }

@@ -219,3 +219,49 @@ fn listen_port_fixes_the_tcp_port_for_a_firewall_rule() {
     let line = p.expect_line("listening as fan");
     assert!(line.contains(&format!(" on 127.0.0.1:{port},")), "{line}");
 }
+
+/// `--interface` by name, as users name interfaces (issue 17): a listener on `lo` by name
+/// is reached by a sender on `lo` by name; an unknown name is a usage error that lists
+/// the host's interfaces.
+#[test]
+fn interfaces_by_name_work_and_unknown_ones_list_what_exists() {
+    let g = group();
+    let lamp = Proc::spawn(hail().args([
+        "--interface",
+        "lo",
+        "--group",
+        &g,
+        "listen",
+        "--name",
+        "lamp",
+    ]));
+    lamp.expect_line("listening as lamp");
+    let (status, out, err) = run(&[
+        "--interface",
+        "lo",
+        "--group",
+        &g,
+        "send",
+        "lamp",
+        "on",
+        "--name",
+        "switch",
+    ]);
+    assert!(status.success(), "{out}\n{err}");
+    lamp.expect_line("message from switch: on");
+
+    let (status, out, err) = run(&[
+        "--interface",
+        "no-such-if0",
+        "--group",
+        &g,
+        "scout",
+        "--once",
+    ]);
+    assert_eq!(status.code(), Some(2), "{out}\n{err}");
+    assert!(err.contains("no-such-if0"), "{err}");
+    assert!(
+        err.contains("127.0.0.1"),
+        "the host's interfaces are listed: {err}"
+    );
+}

@@ -41,7 +41,8 @@ fn bad_arguments_are_usage_errors_with_exit_code_2() {
         &["send", "lamp"],
         &["call", "lamp", "echo", "{not json"],
         &["ask", "lamp", "q", "--timeout", "soon"],
-        &["--interface", "eth0", "scout", "--once"],
+        // An interface that does not exist (never a real one: the command would run).
+        &["--interface", "no-such-if0", "scout", "--once"],
     ] {
         let (status, out, err) = run(args);
         assert_eq!(status.code(), Some(2), "{args:?}: {out}\n{err}");

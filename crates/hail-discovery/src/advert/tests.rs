@@ -184,6 +184,21 @@ fn invalid_names_on_the_wire_are_rejected() {
         (&b""[..], NameError::Empty),
         (&b"a\nb"[..], NameError::ControlCharacter),
         (&[b'x'; 65][..], NameError::TooLong { len: 65, max: 64 }),
+        (
+            "A\u{200B}".as_bytes(),
+            NameError::InvisibleCharacter('\u{200B}'),
+        ),
+        (
+            "\u{202E}evil".as_bytes(),
+            NameError::InvisibleCharacter('\u{202E}'),
+        ),
+        (
+            "A\u{3164}".as_bytes(),
+            NameError::InvisibleCharacter('\u{3164}'),
+        ),
+        ("A\u{00A0}B".as_bytes(), NameError::Whitespace),
+        (&b" A"[..], NameError::Whitespace),
+        ("e\u{301}".as_bytes(), NameError::NotNormalized),
     ] {
         let mut v = b"HAIL\x01\x01".to_vec();
         v.extend_from_slice(&[0x11; 16]);
@@ -311,6 +326,57 @@ fn names_are_validated() {
         validate_name(&"é".repeat(33)),
         Err(NameError::TooLong { len: 66, max: 64 })
     );
+    // Each of these looks like "A" (or like nothing) on a terminal.
+    for bad in [
+        '\u{00AD}',
+        '\u{061C}',
+        '\u{180E}',
+        '\u{200B}',
+        '\u{200D}',
+        '\u{200E}',
+        '\u{2066}',
+        '\u{2060}',
+        '\u{FEFF}',
+        '\u{E0041}',
+        '\u{2028}',
+        '\u{E000}',
+        '\u{034F}',
+        '\u{115F}',
+        '\u{17B4}',
+        '\u{180B}',
+        '\u{FFA0}',
+    ] {
+        let name = format!("A{bad}");
+        assert_eq!(
+            validate_name(&name),
+            Err(NameError::InvisibleCharacter(bad)),
+            "U+{:04X}",
+            u32::from(bad)
+        );
+    }
+    for bad in ["A\u{2003}B", "A\u{3000}", "lamp ", " lamp"] {
+        assert_eq!(validate_name(bad), Err(NameError::Whitespace), "{bad:?}");
+    }
+    // Emoji with a variation selector and scripts with combining marks stay allowed.
+    for good in ["❤\u{FE0F} lamp", "नमस्ते", "Ωmega 2", "東京-1"] {
+        assert_eq!(validate_name(good), Ok(()), "{good:?}");
+    }
+}
+
+#[test]
+fn names_are_brought_into_nfc() {
+    assert_eq!(normalize_name("Ku\u{308}che"), "Küche");
+    assert_eq!(validate_name(&normalize_name("Ku\u{308}che")), Ok(()));
+    assert_eq!(normalize_name("lamp"), "lamp");
+}
+
+proptest! {
+    #[test]
+    fn any_name_is_accepted_or_refused_with_a_reason(s in any::<String>()) {
+        // Never a panic; and after normalizing, never "not normalized".
+        let _ = validate_name(&s);
+        prop_assert_ne!(validate_name(&normalize_name(&s)), Err(NameError::NotNormalized));
+    }
 }
 
 fn arb_ip() -> impl Strategy<Value = IpAddr> {
@@ -321,7 +387,7 @@ fn arb_ip() -> impl Strategy<Value = IpAddr> {
 }
 
 fn arb_name() -> impl Strategy<Value = String> {
-    "[a-zA-Z0-9 ._é✓-]{1,16}".prop_filter("fits", |s| s.len() <= MAX_NAME_LEN)
+    "[a-zA-Z0-9 ._é✓-]{1,16}".prop_filter("valid", |s| validate_name(s).is_ok())
 }
 
 fn arb_id() -> impl Strategy<Value = DeviceId> {

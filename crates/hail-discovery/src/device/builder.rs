@@ -2,16 +2,16 @@
 //! [`DeviceBuilder::start`], which opens the sockets and spawns the driver.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use hail_crypto::{GroupKey, KdfParams};
-use hail_link::{Heartbeat, LinkConfig, Server, ServerConfig};
-use hail_multicast::Channel;
+use hail_link::{Heartbeat, LinkConfig, Server, ServerConfig, Transport};
+use hail_multicast::{Channel, Interface};
 use hail_rpc::{Handlers, RpcConfig};
 use hail_wire::Binary;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::clock;
 use super::driver::Driver;
@@ -19,7 +19,7 @@ use super::error::DeviceError;
 use super::events::DeviceEvents;
 use super::handle::Device;
 use super::messages::bind_builtin;
-use super::shared::{Shared, lock};
+use super::shared::{EventBytes, Shared, lock};
 use crate::config::{LocalDevice, PeerTableConfig};
 use crate::format::MessageFormat;
 use crate::id::DeviceId;
@@ -32,6 +32,9 @@ pub const DEFAULT_GROUP: SocketAddr =
 /// events. While the stream is full messages wait, at most 1 s at a time, and other
 /// events are dropped and counted ([`Device::dropped_events`]); see [`DeviceEvents`].
 pub const EVENT_CAPACITY: usize = 1024;
+/// Default byte budget of the event stream ([`DeviceBuilder::event_bytes`]): 8 MiB of
+/// message payloads.
+pub const EVENT_BYTES: usize = 8 * 1024 * 1024;
 
 /// A passphrase, never printed.
 #[derive(Clone)]
@@ -48,9 +51,9 @@ impl std::fmt::Debug for Secret {
 pub struct DeviceBuilder {
     name: String,
     group: SocketAddr,
-    interface: Option<Ipv4Addr>,
+    interfaces: Vec<Interface>,
     ttl: u32,
-    listen: SocketAddr,
+    listen: Option<SocketAddr>,
     advertise: Vec<IpAddr>,
     passphrase: Option<Secret>,
     kdf: KdfParams,
@@ -60,17 +63,45 @@ pub struct DeviceBuilder {
     multicast: bool,
     format: MessageFormat,
     event_capacity: usize,
+    event_bytes: usize,
+    memory: Option<(
+        hail_multicast::memory::Bus,
+        hail_link::memory::MemoryNetwork,
+        IpAddr,
+    )>,
+}
+
+/// Where links listen by default: every address of the group's family, any port.
+fn default_listen(group: SocketAddr) -> SocketAddr {
+    let any = match group {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(any, 0)
+}
+
+/// Whether an address of a named interface goes into the adverts: one of the group's
+/// family, where links listen by default. Not an IPv6 link-local one: an advert has no
+/// room for its scope, and peers dial the advert's source address, which carries it.
+fn advertisable(a: IpAddr, group: SocketAddr) -> bool {
+    match a {
+        IpAddr::V4(_) => group.is_ipv4(),
+        IpAddr::V6(v6) => group.is_ipv6() && !v6.is_unicast_link_local(),
+    }
 }
 
 impl Device {
-    /// A builder for a device named `name` (1 to 64 bytes of UTF-8, no control characters).
+    /// A builder for a device named `name`: 1 to 64 bytes of UTF-8 by the rule of
+    /// [`NameError`](crate::NameError) (checked when the device starts), brought into
+    /// Unicode NFC here ([`normalize_name`](crate::normalize_name)), so a name typed as
+    /// decomposed characters is the same name as its composed form.
     pub fn builder(name: impl Into<String>) -> DeviceBuilder {
         DeviceBuilder {
-            name: name.into(),
+            name: crate::normalize_name(&name.into()),
             group: DEFAULT_GROUP,
-            interface: None,
+            interfaces: Vec::new(),
             ttl: 1,
-            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            listen: None,
             advertise: Vec::new(),
             passphrase: None,
             kdf: KdfParams::default(),
@@ -80,6 +111,8 @@ impl Device {
             multicast: true,
             format: MessageFormat::default(),
             event_capacity: EVENT_CAPACITY,
+            event_bytes: EVENT_BYTES,
+            memory: None,
         }
     }
 }
@@ -92,11 +125,21 @@ impl DeviceBuilder {
         self
     }
 
-    /// The IPv4 interface (by address) adverts are sent and received on. Default: every
-    /// up, multicast-capable interface (`hail-multicast`'s default). Tests set
-    /// `127.0.0.1`.
-    pub fn interface(mut self, addr: Ipv4Addr) -> Self {
-        self.interface = Some(addr);
+    /// An interface adverts are sent and received on, named the way users name them: by
+    /// name (`"eth0"`, `"lo"`), index (`3u32`), or one of its addresses (`Ipv4Addr`,
+    /// `Ipv6Addr`, or as text); see [`Interface`]. Call it again for more interfaces.
+    /// Default: every up, multicast-capable interface (`hail-multicast`'s default). Tests
+    /// set `"lo"` or `127.0.0.1`.
+    ///
+    /// Each is looked up when the device starts: an unknown one fails
+    /// [`start`](Self::start) with
+    /// [`MulticastError::InterfaceNotFound`](hail_multicast::MulticastError::InterfaceNotFound),
+    /// which lists the host's interfaces. Unless [`advertise`](Self::advertise) says
+    /// otherwise, the device advertises the addresses of the interfaces named here that
+    /// are of the group's family (IPv6 link-local ones excepted: peers dial the advert's
+    /// source address, with its scope).
+    pub fn interface(mut self, interface: impl Into<Interface>) -> Self {
+        self.interfaces.push(interface.into());
         self
     }
 
@@ -106,10 +149,11 @@ impl DeviceBuilder {
         self
     }
 
-    /// TCP listen address for links. Default: `0.0.0.0:0`, every interface on an
-    /// ephemeral port, so many devices share a host.
+    /// TCP listen address for links. Default: every interface on an ephemeral port, so
+    /// many devices share a host: `0.0.0.0:0` with an IPv4 group, `[::]:0` with an IPv6
+    /// group (dual-stack where the host allows it, so IPv4 peers can dial it too).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
-        self.listen = addr;
+        self.listen = Some(addr);
         self
     }
 
@@ -179,6 +223,54 @@ impl DeviceBuilder {
         self
     }
 
+    /// How many bytes of message payloads the [`DeviceEvents`] stream holds, beside its
+    /// [`event_capacity`](Self::event_capacity) in events: once they are reached, messages
+    /// wait exactly as when the stream is full (the links stop reading, TCP slows the
+    /// senders; after 1 s without room they are dropped and counted). The message that
+    /// reaches the budget is still taken in, so the stream holds at most the budget plus
+    /// one message. Default: [`EVENT_BYTES`], 8 MiB; at least 1.
+    pub fn event_bytes(mut self, bytes: usize) -> Self {
+        self.event_bytes = bytes.max(1);
+        self
+    }
+
+    /// Runs the device on an in-memory network instead of sockets, as host `ip`: its
+    /// adverts on `bus` (hail-multicast's in-memory LAN, see
+    /// [`hail_multicast::memory`]) and its links on `net` (hail-link's, see
+    /// [`hail_link::memory`]). Everything else is the same device. With tokio's paused
+    /// time, tests of whole devices run deterministically and take no real time. The
+    /// device listens on `ip` (port chosen by `net` unless [`listen`](Self::listen) says),
+    /// advertises `ip`, and [`interface`](Self::interface) is ignored.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use hail_discovery::Device;
+    ///
+    /// let (bus, net) = (hail_multicast::memory::Bus::new(), hail_link::memory::MemoryNetwork::new());
+    /// let (lamp, _events) = Device::builder("lamp")
+    ///     .memory(&bus, &net, "10.0.0.1".parse()?)
+    ///     .start()
+    ///     .await?;
+    /// let (switch, _events) = Device::builder("switch")
+    ///     .memory(&bus, &net, "10.0.0.2".parse()?)
+    ///     .start()
+    ///     .await?;
+    /// switch.wait_for_peer("lamp").await;
+    /// assert_eq!(switch.send("lamp", "on".into()).await["lamp"], Ok(()));
+    /// # lamp.shutdown().await; switch.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn memory(
+        mut self,
+        bus: &hail_multicast::memory::Bus,
+        net: &hail_link::memory::MemoryNetwork,
+        ip: IpAddr,
+    ) -> Self {
+        self.memory = Some((bus.clone(), net.clone(), ip));
+        self
+    }
+
     /// Whether to use multicast at all; off, only static peers and gossip find peers.
     /// Default: on.
     pub fn multicast(mut self, on: bool) -> Self {
@@ -213,10 +305,18 @@ impl DeviceBuilder {
         if let Some(k) = &key {
             link = link.group_key(k);
         }
+        if let Some((_, net, ip)) = &self.memory {
+            link = link.transport(Transport::memory_from(net, *ip));
+        }
         let channel = if self.multicast {
             let mut b = Channel::builder(self.group).ttl(self.ttl);
-            if let Some(i) = self.interface {
-                b = b.interface(i);
+            match &self.memory {
+                Some((bus, _, ip)) => b = b.memory_at(bus, SocketAddr::new(*ip, 5676)),
+                None => {
+                    for i in &self.interfaces {
+                        b = b.interface(i.clone());
+                    }
+                }
             }
             if let Some(k) = key.clone() {
                 b = b.key(k);
@@ -226,17 +326,24 @@ impl DeviceBuilder {
             None
         };
         let group = channel.as_ref().map_or(self.group, Channel::group);
-        let (server, server_events) = Server::bind(
-            self.listen,
-            ServerConfig::default().link(link.clone()),
-            Binary,
-        )
-        .await?;
+        let listen = match (&self.memory, self.listen) {
+            (_, Some(l)) => l,
+            (Some((_, _, ip)), None) => SocketAddr::new(*ip, 0),
+            (None, None) => default_listen(group),
+        };
+        let (server, server_events) =
+            Server::bind(listen, ServerConfig::default().link(link.clone()), Binary).await?;
         let port = server.local_addr().port();
         let mut advertise = self.advertise.clone();
-        if advertise.is_empty() {
-            if let Some(i) = self.interface {
-                advertise.push(IpAddr::V4(i));
+        if let (true, Some((_, _, ip))) = (advertise.is_empty(), &self.memory) {
+            advertise.push(*ip);
+        } else if advertise.is_empty() {
+            for i in &self.interfaces {
+                for a in i.resolve()?.addrs {
+                    if advertisable(a, group) && !advertise.contains(&a) {
+                        advertise.push(a);
+                    }
+                }
             }
         }
         let local =
@@ -244,13 +351,15 @@ impl DeviceBuilder {
         let mut table = PeerTable::new(self.table.clone(), local, rand::random())?;
         table.start(clock::now());
         let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
+        let event_bytes = Arc::new(EventBytes::new(self.event_bytes));
         let shared = Arc::new(Shared {
             table: Mutex::new(table),
             links: Mutex::new(HashMap::new()),
             question: OnceLock::new(),
             handlers: Handlers::new(),
             events: events_tx,
-            msg_permit: Mutex::new(None),
+            event_bytes: event_bytes.clone(),
+            members_changed: Notify::new(),
             dropped_events: AtomicU64::new(0),
             unreported_drops: AtomicU64::new(0),
             counters: Mutex::new(Default::default()),
@@ -274,7 +383,7 @@ impl DeviceBuilder {
                 stop: Some(stop_tx),
                 task: Some(task),
             },
-            DeviceEvents::new(events_rx),
+            DeviceEvents::new(events_rx, event_bytes),
         ))
     }
 }

@@ -7,7 +7,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hail_link::{Connection, Incoming, LinkConfig, LinkError};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use hail_link::{Connection, EventSender, LinkConfig, LinkError, ReadGate, ServerEvent};
 use hail_wire::Binary;
 use tracing::debug;
 
@@ -73,7 +74,7 @@ impl DialFailures {
                 count: 1,
             });
         }
-        if n >= 3 && n % 3 == 0 && (n / 3).is_power_of_two() {
+        if n >= 3 && n.is_multiple_of(3) && (n / 3).is_power_of_two() {
             report(RunError::DialFailed {
                 peer,
                 addrs,
@@ -110,28 +111,60 @@ where
 
 /// What a dial ends with: the link and its incoming frames, or the last attempt's
 /// address and error.
-pub(super) type Dialed = Result<(Connection<Binary>, Incoming<Bytes>), (SocketAddr, LinkError)>;
+pub(super) type Dialed = Result<(Connection<Binary>, ReadGate), (SocketAddr, LinkError)>;
 
-/// Dials every address at once; the first link that comes up wins. On failure, the
-/// last attempt's address and error.
-pub(super) async fn dial_any(addrs: Vec<SocketAddr>, config: LinkConfig) -> Dialed {
-    let attempts = addrs.into_iter().map(|a| {
-        let config = config.clone();
+/// How long a dial waits on one address before it also tries the next (happy eyeballs,
+/// RFC 8305's connection attempt delay): 250 ms. An attempt that fails starts the next at
+/// once.
+const DIAL_STAGGER: Duration = Duration::from_millis(250);
+
+/// Dials the addresses best first, staggered: the next address is tried when the earlier
+/// ones failed or after [`DIAL_STAGGER`] without an answer, and the first link that comes
+/// up wins (the other attempts are dropped). On failure, the last attempt's address and
+/// error. The links deliver into `events` (see [`Connection::connect_into`]), each once
+/// its gate is opened.
+pub(super) async fn dial_any(
+    addrs: Vec<SocketAddr>,
+    config: LinkConfig,
+    events: EventSender<ServerEvent<Bytes>>,
+) -> Dialed {
+    let attempt = |a: SocketAddr| {
+        let (config, events) = (config.clone(), events.clone());
         Box::pin(async move {
             with_quick_retries(DIAL_QUICK_ATTEMPTS, DIAL_ATTEMPT_TIMEOUT, || {
-                Connection::connect(a, &config, Binary)
+                Connection::connect_into(a, &config, Binary, &events)
             })
             .await
             .map_err(|e| (a, e))
         })
-    });
-    if attempts.len() == 0 {
+    };
+    let mut next = addrs.into_iter();
+    let Some(first) = next.next() else {
         let none = std::io::Error::other("no address to dial");
         return Err((SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), none.into()));
+    };
+    let mut running = FuturesUnordered::new();
+    running.push(attempt(first));
+    let stagger = tokio::time::sleep(DIAL_STAGGER);
+    tokio::pin!(stagger);
+    loop {
+        // An attempt is always running here: one failed with none left ends the dial.
+        tokio::select! {
+            Some(r) = running.next() => match r {
+                Ok(link) => return Ok(link),
+                Err(failed) if next.len() == 0 && running.is_empty() => return Err(failed),
+                Err(_) => {}
+            },
+            () = &mut stagger, if next.len() > 0 => {}
+        }
+        // A failure or the stagger: the next address, if any.
+        if let Some(a) = next.next() {
+            running.push(attempt(a));
+            stagger
+                .as_mut()
+                .reset(tokio::time::Instant::now() + DIAL_STAGGER);
+        }
     }
-    futures_util::future::select_ok(attempts)
-        .await
-        .map(|(pair, _rest)| pair)
 }
 
 #[cfg(test)]
@@ -145,6 +178,67 @@ mod tests {
     use super::super::error::RunError;
     use super::{DialFailures, DialKey, MAX_DIAL_COUNTS, with_quick_retries};
     use crate::id::DeviceId;
+
+    /// Happy eyeballs: the first address hangs (its host is unreachable), so the second
+    /// is tried after the stagger and wins; a refused first address moves on at once.
+    #[tokio::test(start_paused = true)]
+    async fn addresses_are_tried_staggered_and_the_first_link_wins() {
+        use hail_link::memory::MemoryNetwork;
+        use hail_link::{Events, LinkConfig, Server, ServerConfig, Transport};
+        use hail_wire::Binary;
+
+        let net = MemoryNetwork::new();
+        let link = LinkConfig::default().transport(Transport::memory(&net));
+        let (_server, _events) = Server::bind(
+            "10.0.0.2:7000".parse().unwrap(),
+            ServerConfig::default().link(link.clone()),
+            Binary,
+        )
+        .await
+        .unwrap();
+        let (tx, _dialed) = Events::channel(16);
+        // 10.0.0.1 hangs (unreachable), 10.0.0.2 answers.
+        let (_hang, _e) = Server::bind(
+            "10.0.0.1:7000".parse().unwrap(),
+            ServerConfig::default().link(link.clone()),
+            Binary,
+        )
+        .await
+        .unwrap();
+        net.set_unreachable("10.0.0.1".parse().unwrap(), true);
+        let t = tokio::time::Instant::now();
+        let addrs: Vec<SocketAddr> = vec![
+            "10.0.0.1:7000".parse().unwrap(),
+            "10.0.0.2:7000".parse().unwrap(),
+        ];
+        let (conn, _gate) = super::dial_any(addrs, link.clone(), tx.clone())
+            .await
+            .expect("the second address answers");
+        assert_eq!(conn.peer_addr(), "10.0.0.2:7000".parse().unwrap());
+        let took = t.elapsed();
+        assert!(
+            took >= super::DIAL_STAGGER && took < super::DIAL_STAGGER * 2,
+            "{took:?}"
+        );
+        // Nobody listens at 10.0.0.3: refused at once, the next address straight after.
+        let t = tokio::time::Instant::now();
+        let addrs: Vec<SocketAddr> = vec![
+            "10.0.0.3:7000".parse().unwrap(),
+            "10.0.0.2:7000".parse().unwrap(),
+        ];
+        let (conn, _gate) = super::dial_any(addrs, link.clone(), tx.clone())
+            .await
+            .unwrap();
+        assert_eq!(conn.peer_addr(), "10.0.0.2:7000".parse().unwrap());
+        assert!(t.elapsed() < super::DIAL_STAGGER, "{:?}", t.elapsed());
+        // Every address refused: the last error.
+        let addrs: Vec<SocketAddr> = vec![
+            "10.0.0.3:7000".parse().unwrap(),
+            "10.0.0.4:7000".parse().unwrap(),
+        ];
+        let (addr, _e) = super::dial_any(addrs, link, tx).await.unwrap_err();
+        assert_eq!(addr, "10.0.0.4:7000".parse().unwrap());
+    }
 
     #[tokio::test]
     async fn quick_attempts_are_abandoned_then_the_last_has_no_timeout() {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use hail_link::{CloseReason as LinkClose, Server, ServerEvent, ServerEvents};
+use hail_link::{EventSender, Events, Server, ServerEvent, ServerEvents};
 use hail_multicast::{Channel, Datagram, MulticastError};
 use hail_rpc::Disconnect;
 use hail_wire::Binary;
@@ -30,31 +30,34 @@ use super::shared::{LinkEntry, Shared, lock};
 use crate::id::{ConnId, DialId};
 use crate::peer_table::{Action, Event, LinkOrigin};
 
-/// Capacity of the queue from link readers and dials to the device's task: 1024 items;
-/// a full queue makes the link readers wait (TCP flow control slows the peers).
+/// Capacity of the queue from the dials to the device's task: 1024 outcomes (at most one
+/// per dial in flight).
 const INTERNAL_CAPACITY: usize = 1024;
+
+/// Capacity of the one stream the dialed links deliver their frames into: 1024 frames; a
+/// full stream makes the links stop reading (TCP flow control slows the peers).
+const DIALED_CAPACITY: usize = 1024;
+
 /// Longest link frames wait for room in a full event stream before they go on without
 /// it (their messages dropped and counted, until there is room again): 1 s. A stream
 /// read slowly slows the senders down; one not read at all does not stop the device.
 const EVENT_STALL_LIMIT: Duration = Duration::from_secs(1);
+/// Most link inputs (frames, link ends, dial outcomes) handled in one turn of the
+/// driver's loop once one has arrived: 64. Bounds how long timers and the multicast
+/// channel wait behind a busy link.
+const INPUT_BATCH: usize = 64;
+
 /// How long shutdown keeps reading links after its goodbyes (until the peers close
 /// their side), and then waits for queued messages to go out: 500 ms each.
 const SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
 
-/// What the dials and the readers of dialed links tell the driver.
+/// What the dials tell the driver.
 pub(super) enum Internal {
     Dialed {
         dial: DialId,
         target: DialKey,
         addrs: Vec<SocketAddr>,
         result: Dialed,
-    },
-    Frame {
-        conn: ConnId,
-        frame: Bytes,
-    },
-    Ended {
-        conn: ConnId,
     },
 }
 
@@ -71,17 +74,21 @@ pub(super) struct Driver {
     sender: Option<hail_multicast::Sender>,
     pub(super) server: Server<Binary>,
     server_events: ServerEvents<Bytes>,
-    pub(super) internal_tx: mpsc::Sender<Internal>,
+    internal_tx: mpsc::Sender<Internal>,
     internal: mpsc::Receiver<Internal>,
+    /// What the dialed links deliver (their frames and ends), all into one stream, as
+    /// the listener's events carry the accepted ones.
+    dialed_tx: EventSender<ServerEvent<Bytes>>,
+    dialed: ServerEvents<Bytes>,
     stop: oneshot::Receiver<oneshot::Sender<()>>,
     dial_failures: DialFailures,
     /// The listener's authentication failures already reported.
     auth_failures_seen: u64,
     /// Room for one message event, reserved before a link frame is read: while the
     /// stream is full, link frames wait (their readers, then TCP, slow the peers down).
-    permit: Option<mpsc::OwnedPermit<DeviceEvent>>,
+    pub(super) permit: Option<mpsc::OwnedPermit<DeviceEvent>>,
     /// The application dropped its stream: frames go on (their events are dropped).
-    events_gone: bool,
+    pub(super) events_gone: bool,
     /// Since when link frames wait for room, and whether they waited
     /// [`EVENT_STALL_LIMIT`] and go on without it (their messages dropped and counted)
     /// until there is room.
@@ -100,6 +107,7 @@ impl Driver {
         stop: oneshot::Receiver<oneshot::Sender<()>>,
     ) -> Self {
         let (internal_tx, internal) = mpsc::channel(INTERNAL_CAPACITY);
+        let (dialed_tx, dialed) = Events::channel(DIALED_CAPACITY);
         Self {
             shared,
             sender: channel.as_ref().map(Channel::sender),
@@ -108,6 +116,8 @@ impl Driver {
             server_events,
             internal_tx,
             internal,
+            dialed_tx,
+            dialed,
             stop,
             dial_failures: DialFailures::default(),
             auth_failures_seen: 0,
@@ -129,11 +139,15 @@ impl Driver {
                 break;
             }
             let awaiting_room = running && self.permit.is_none() && !self.events_gone;
-            if awaiting_room && self.stalled_until.is_none() {
+            let awaiting_bytes = running && !self.events_gone && self.shared.event_bytes.full();
+            if (awaiting_room || awaiting_bytes) && self.stalled_until.is_none() {
                 self.stalled_until = Some(Instant::now() + EVENT_STALL_LIMIT);
             }
             // While draining, messages wait for no room: shutdown stays bounded.
-            let frames_go = !running || self.permit.is_some() || self.events_gone || self.overflow;
+            let frames_go = !running
+                || self.events_gone
+                || self.overflow
+                || (self.permit.is_some() && !awaiting_bytes);
             let deadline = lock(&self.shared.table).poll_timeout().map(clock::at);
             let drain_until = self.stopping.as_ref().map(|s| s.until);
             tokio::select! {
@@ -141,11 +155,17 @@ impl Driver {
                 d = recv_datagram(self.channel.as_mut()), if running => self.datagram(d),
                 p = self.shared.events.clone().reserve_owned(), if awaiting_room => {
                     match p {
-                        Ok(p) => self.permit = Some(p),
+                        Ok(p) => self.permit = self.shared.report_drops_with(p),
                         Err(_) => self.events_gone = true,
                     }
                     self.stalled_until = None;
                     self.overflow = false;
+                }
+                () = self.shared.event_bytes.room.notified(), if awaiting_bytes => {
+                    if !self.shared.event_bytes.full() && self.permit.is_some() {
+                        self.stalled_until = None;
+                        self.overflow = false;
+                    }
                 }
                 () = clock::sleep_until(self.stalled_until), if running && !frames_go => {
                     debug!("event stream full for {EVENT_STALL_LIMIT:?}: messages are dropped until there is room");
@@ -153,9 +173,17 @@ impl Driver {
                 }
                 e = self.server_events.recv(), if frames_go => {
                     let Some(e) = e else { break };
-                    self.with_permit(|d| d.server_event(e));
+                    self.server_event(e);
+                    self.ready_input();
                 }
-                Some(m) = self.internal.recv(), if frames_go => self.with_permit(|d| d.internal(m)),
+                Some(m) = self.internal.recv(), if frames_go => {
+                    self.internal(m);
+                    self.ready_input();
+                }
+                Some(e) = self.dialed.recv(), if frames_go => {
+                    self.server_event(e);
+                    self.ready_input();
+                }
                 () = clock::sleep_until(deadline), if running => self.timeout(),
                 () = clock::sleep_until(drain_until), if !running => {
                     debug!(links = lock(&self.shared.links).len(), "links still open after the shutdown linger");
@@ -165,6 +193,43 @@ impl Driver {
             self.pump().await;
         }
         self.finish().await;
+    }
+
+    /// Handles the link input already waiting, at most [`INPUT_BATCH`] items, while there
+    /// is room for its messages: one turn of the loop (timers, the table's deadline, the
+    /// table's actions) serves a batch, not every frame.
+    fn ready_input(&mut self) {
+        let running = self.stopping.is_none();
+        // Whether the last input went through the table (the one before this call may have).
+        let mut tabled = true;
+        for _ in 0..INPUT_BATCH {
+            // The table's actions first (the loop carries them out): a link's hello goes
+            // out before the link is used (its peer is joined as soon as its hello is in).
+            if tabled && lock(&self.shared.table).has_actions() {
+                return;
+            }
+            let holding = running && !self.events_gone && !self.overflow;
+            if holding && self.shared.event_bytes.full() {
+                return;
+            }
+            if holding && self.permit.is_none() {
+                match self.shared.events.clone().try_reserve_owned() {
+                    Ok(p) => self.permit = Some(p),
+                    Err(mpsc::error::TrySendError::Full(_)) => return,
+                    Err(mpsc::error::TrySendError::Closed(_)) => self.events_gone = true,
+                }
+            }
+            tabled = if let Some(e) = self.server_events.try_recv() {
+                self.server_event(e)
+            } else if let Some(e) = self.dialed.try_recv() {
+                self.server_event(e)
+            } else if let Ok(m) = self.internal.try_recv() {
+                self.internal(m);
+                true
+            } else {
+                return;
+            };
+        }
     }
 
     /// A graceful stop: goodbyes on the group and on every link, then the drain phase.
@@ -191,15 +256,8 @@ impl Driver {
         }
     }
 
-    /// Handles link input with the reserved room in the event stream lent to the
-    /// `hail/msg` handler it may run.
-    fn with_permit(&mut self, handle: impl FnOnce(&mut Self)) {
-        *lock(&self.shared.msg_permit) = self.permit.take();
-        handle(self);
-        self.permit = lock(&self.shared.msg_permit).take();
-    }
-
-    fn server_event(&mut self, e: ServerEvent<Bytes>) {
+    /// Returns whether the event went through the table (it may have actions now).
+    fn server_event(&mut self, e: ServerEvent<Bytes>) -> bool {
         match e {
             ServerEvent::Connected { id, addr } => {
                 if let Some(conn) = self.server.connection(id) {
@@ -210,10 +268,14 @@ impl Driver {
                         self.link_up(conn, LinkOrigin::Accepted, addr);
                     }
                 }
+                true
             }
-            ServerEvent::Message { id, msg } => self.frame(ConnId(id.get()), &msg),
-            ServerEvent::Closed { id, reason } => self.closed(ConnId(id.get()), &reason),
-            _ => {}
+            ServerEvent::Message { id, msg } => self.frame(ConnId(id.get()), msg),
+            ServerEvent::Closed { id, reason } => {
+                self.closed(ConnId(id.get()), &reason);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -227,18 +289,18 @@ impl Driver {
             } => {
                 if self.stopping.is_some() {
                     // Draining: a link that comes up now is closed at once.
-                    if let Ok((conn, _incoming)) = result {
+                    if let Ok((conn, _gate)) = result {
                         conn.close();
                     }
                     return;
                 }
                 match result {
-                    Ok((conn, incoming)) => {
+                    Ok((conn, gate)) => {
                         self.dial_failures.succeeded(&target);
-                        let id = ConnId(conn.id().get());
-                        self.read_dialed(id, incoming);
                         let remote = conn.peer_addr();
                         self.link_up(conn, LinkOrigin::Dialed(dial), remote);
+                        // Known now: its frames may come.
+                        gate.open();
                     }
                     Err((addr, error)) => {
                         let shared = &self.shared;
@@ -249,18 +311,15 @@ impl Driver {
                     }
                 }
             }
-            Internal::Frame { conn, frame } => self.frame(conn, &frame),
-            Internal::Ended { conn } => {
-                let reason = lock(&self.shared.links)
-                    .get(&conn)
-                    .and_then(|l| l.conn.close_reason());
-                self.closed(conn, &reason.unwrap_or(LinkClose::PeerClosed));
-            }
         }
     }
 
     /// The table's timer; also the time to read the channel's and the listener's counters.
     fn timeout(&mut self) {
+        // Drops counted while the driver held room (a full byte budget) are reported.
+        if let Some(p) = self.permit.take() {
+            self.permit = self.shared.report_drops_with(p);
+        }
         lock(&self.shared.table).handle_timeout(clock::now());
         // Handshakes of accepted links that failed authentication.
         let failed = self.server.stats().auth_failures;
@@ -288,26 +347,27 @@ impl Driver {
             let Some(action) = action else { break };
             match action {
                 Action::Multicast(advert) => {
-                    if let (Some(s), Ok(bytes)) = (&self.sender, advert.to_bytes()) {
-                        if let Err(e) = s.send(&bytes).await {
-                            debug!(error = %e, "advert not sent");
-                        }
+                    if let (Some(s), Ok(bytes)) = (&self.sender, advert.to_bytes())
+                        && let Err(e) = s.send(&bytes).await
+                    {
+                        debug!(error = %e, "advert not sent");
                     }
                 }
                 Action::Send { conn, message } => {
                     let c = lock(&self.shared.links).get(&conn).map(|l| l.conn.clone());
-                    if let (Some(c), Ok(bytes)) = (c, message.to_bytes()) {
-                        if c.try_send(Bytes::from(bytes)).is_err() {
-                            debug!(%conn, "discovery message not queued");
-                        }
+                    if let (Some(c), Ok(bytes)) = (c, message.to_bytes())
+                        && c.try_send(Bytes::from(bytes)).is_err()
+                    {
+                        debug!(%conn, "discovery message not queued");
                     }
                 }
                 Action::Dial { dial, addrs, peer } => {
                     let tx = self.internal_tx.clone();
                     let config = self.shared.link.clone();
+                    let events = self.dialed_tx.clone();
                     let target = DialKey::new(peer, &addrs);
                     tokio::spawn(async move {
-                        let result = dial_any(addrs.clone(), config).await;
+                        let result = dial_any(addrs.clone(), config, events).await;
                         let _ = tx
                             .send(Internal::Dialed {
                                 dial,
@@ -325,17 +385,37 @@ impl Driver {
     }
 
     /// Forwards the table's events to the event stream.
-    pub(super) fn forward_events(&self) {
+    pub(super) fn forward_events(&mut self) {
+        let mut changed = false;
         loop {
             let event = lock(&self.shared.table).poll_event();
             let Some(event) = event else { break };
+            changed = true;
             let e = match event {
                 Event::PeerJoined(p) => DeviceEvent::PeerJoined(p),
                 Event::PeerLeft { peer, reason } => DeviceEvent::PeerLeft { peer, reason },
                 Event::PeersChanged(s) => DeviceEvent::PeersChanged(s),
                 Event::DuplicateName { name, ids } => DeviceEvent::DuplicateName { name, ids },
             };
-            self.shared.emit(e);
+            // With the room reserved for link input, if there is: a join is then never
+            // dropped while the messages after it wait for room.
+            self.deliver(e);
+        }
+        if changed {
+            self.shared.members_changed.notify_waiters();
+        }
+    }
+
+    /// Puts `e` in the event stream with the room reserved for link input if there is,
+    /// else if there is room now; false (counted) when it was dropped.
+    pub(super) fn deliver(&mut self, e: DeviceEvent) -> bool {
+        match self.permit.take() {
+            Some(p) => {
+                self.shared.report_drops();
+                p.send(e);
+                true
+            }
+            None => self.shared.emit(e),
         }
     }
 

@@ -44,6 +44,18 @@ pub enum SendError {
     /// The device is known but not connected right now.
     #[error("not connected")]
     NotConnected,
+    /// The peer's link has no room now ([`PeerSender::try_send`](crate::PeerSender::try_send)
+    /// only: the other sends wait for room).
+    #[error("the link's send queue is full")]
+    Full,
+    /// The message (`len` bytes) is longer than the links carry in one frame
+    /// ([`LinkConfig::max_frame_len`](hail_link::LinkConfig::max_frame_len), less one
+    /// byte of the device's own); nothing was sent.
+    #[error("message of {len} bytes is longer than the link's frame limit")]
+    TooLarge {
+        /// The message's length.
+        len: usize,
+    },
 }
 
 /// Why a question got no answer from one target.
@@ -73,13 +85,14 @@ pub enum AskError {
 
 /// What went wrong while a [`Device`](crate::Device) runs (in
 /// [`DeviceEvent::Error`](crate::DeviceEvent::Error)); the device keeps running.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
     /// A link failed the handshake's authentication: the other side has another
     /// passphrase, or none. `addr` is the address this device dialed; `None` for
     /// connections it accepted (counted since the last report, checked at each timer
     /// tick of the device, at least once a second).
+    #[error("{count} {} failed authentication", handshakes(.addr))]
     AuthFailed {
         /// The address dialed, if this device dialed.
         addr: Option<SocketAddr>,
@@ -88,6 +101,7 @@ pub enum RunError {
     },
     /// Dials to one peer (or one static address) failed this many times in a row.
     /// Reported after 3, 6, 12, 24 ... failures, while redials go on with backoff.
+    #[error("{failures} dials in a row to {addrs:?} failed: {error}")]
     DialFailed {
         /// The device expected at the other end, if known.
         peer: Option<DeviceId>,
@@ -101,35 +115,46 @@ pub enum RunError {
     /// Events were dropped because the event stream was full (not read fast enough);
     /// reported once there is room again.
     /// [`Device::dropped_events`](crate::Device::dropped_events) counts them all.
+    #[error("{count} events dropped: the event stream was full")]
     EventsDropped {
         /// Events dropped since the last report.
         count: u64,
     },
 }
 
-impl std::fmt::Display for RunError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::AuthFailed {
-                addr: Some(a),
-                count,
-            } => write!(
-                f,
-                "{count} link handshake(s) with {a} failed authentication"
-            ),
-            Self::AuthFailed { addr: None, count } => write!(
-                f,
-                "{count} incoming link handshake(s) failed authentication"
-            ),
-            Self::DialFailed {
-                addrs,
-                failures,
-                error,
-                ..
-            } => write!(f, "{failures} dials in a row to {addrs:?} failed: {error}"),
-            Self::EventsDropped { count } => {
-                write!(f, "{count} events dropped: the event stream was full")
-            }
-        }
+/// Whose handshakes [`RunError::AuthFailed`] counts, for its message.
+fn handshakes(addr: &Option<SocketAddr>) -> String {
+    match addr {
+        Some(a) => format!("link handshake(s) with {a}"),
+        None => "incoming link handshake(s)".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunError;
+
+    #[test]
+    fn run_errors_are_std_errors_with_the_same_messages() {
+        fn is_error<E: std::error::Error>(_: &E) {}
+        let e = RunError::AuthFailed {
+            addr: Some("127.0.0.1:5000".parse().unwrap()),
+            count: 2,
+        };
+        is_error(&e);
+        assert_eq!(
+            e.to_string(),
+            "2 link handshake(s) with 127.0.0.1:5000 failed authentication"
+        );
+        let e = RunError::AuthFailed {
+            addr: None,
+            count: 1,
+        };
+        assert_eq!(
+            e.to_string(),
+            "1 incoming link handshake(s) failed authentication"
+        );
+        let e = RunError::EventsDropped { count: 3 };
+        assert_eq!(e.to_string(), "3 events dropped: the event stream was full");
     }
 }

@@ -1,10 +1,13 @@
 //! What a device reports: [`DeviceEvent`]s on the [`DeviceEvents`] stream, and the
 //! pythonConnect-style [`Callbacks`] over it.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::error::RunError;
+use super::shared::EventBytes;
 use crate::id::DeviceId;
 use crate::peer_table::{LeaveReason, PeerInfo};
 
@@ -65,10 +68,21 @@ pub enum DeviceEvent {
 /// longer no longer holds the device up: further events are then dropped, counted, and
 /// reported as [`RunError::EventsDropped`] once there is room. Other events (peers joining
 /// and leaving, errors) never wait: they are dropped and counted while the stream is full.
+/// Events are taken from the stream up to 64 at a time and handed out one by one, so up
+/// to 64 more than the capacity can be on their way to the reader.
 #[derive(Debug)]
 pub struct DeviceEvents {
     rx: mpsc::Receiver<DeviceEvent>,
+    /// The stream's message bytes: a message handed out gives its bytes back.
+    bytes: Arc<EventBytes>,
+    /// Events taken from the stream in one go, last first: up to [`RECV_BATCH`].
+    ready: Vec<DeviceEvent>,
 }
+
+/// Most events [`DeviceEvents`] takes from the device's stream at once (handing them out
+/// one by one): 64. Taking a burst at once costs one hand-over, not one per event; the
+/// taken events no longer count against the stream's capacity.
+const RECV_BATCH: usize = 64;
 
 impl futures_core::Stream for DeviceEvents {
     type Item = DeviceEvent;
@@ -77,30 +91,56 @@ impl futures_core::Stream for DeviceEvents {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<DeviceEvent>> {
-        self.rx.poll_recv(cx)
+        let this = &mut *self;
+        if this.ready.is_empty() {
+            match this.rx.poll_recv_many(cx, &mut this.ready, RECV_BATCH) {
+                std::task::Poll::Ready(0) => return std::task::Poll::Ready(None),
+                std::task::Poll::Ready(_) => this.ready.reverse(),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            }
+        }
+        let e = this.ready.pop();
+        this.handed_out(e.as_ref());
+        std::task::Poll::Ready(e)
     }
 }
 
 impl DeviceEvents {
-    pub(super) fn new(rx: mpsc::Receiver<DeviceEvent>) -> Self {
-        Self { rx }
+    pub(super) fn new(rx: mpsc::Receiver<DeviceEvent>, bytes: Arc<EventBytes>) -> Self {
+        Self {
+            rx,
+            bytes,
+            ready: Vec::with_capacity(RECV_BATCH),
+        }
+    }
+
+    /// A message leaves the stream: its bytes no longer count against the budget.
+    fn handed_out(&self, e: Option<&DeviceEvent>) {
+        if let Some(DeviceEvent::Message { payload, .. }) = e {
+            self.bytes.take(payload.len());
+        }
     }
 
     /// The next event, or `None` once the device is shut down.
     pub async fn recv(&mut self) -> Option<DeviceEvent> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| {
+            futures_core::Stream::poll_next(std::pin::Pin::new(&mut *self), cx)
+        })
+        .await
     }
 
     /// An event if one is waiting, without waiting; `None` when none is (or the device
     /// is shut down).
     pub fn try_recv(&mut self) -> Option<DeviceEvent> {
-        self.rx.try_recv().ok()
+        let e = self.ready.pop().or_else(|| self.rx.try_recv().ok());
+        self.handed_out(e.as_ref());
+        e
     }
 
     /// Runs callbacks for every event until the device is gone (pythonConnect style:
     /// message, peers changed, peer joined and left, duplicate name, error).
     pub async fn run_callbacks(mut self, mut callbacks: Callbacks) {
-        while let Some(event) = self.rx.recv().await {
+        while let Some(event) = self.recv().await {
             match event {
                 DeviceEvent::Message { from, payload } => {
                     if let Some(f) = &mut callbacks.on_message {

@@ -33,6 +33,12 @@ pub struct DeviceStats {
     pub auth_failures: u64,
     /// Events dropped because the event stream was full.
     pub dropped_events: u64,
+    /// Bytes of message payloads in the event stream now (not yet handed out by
+    /// [`DeviceEvents`](crate::DeviceEvents)), against
+    /// [`DeviceBuilder::event_bytes`](crate::DeviceBuilder::event_bytes).
+    pub queued_event_bytes: usize,
+    /// The most bytes of message payloads the event stream ever held.
+    pub peak_event_bytes: usize,
 }
 
 /// A device on the network: advertises itself, discovers and connects to peers, sends to
@@ -96,11 +102,14 @@ impl Device {
     /// The device's counters.
     pub fn stats(&self) -> DeviceStats {
         let (multicast, auth_failures) = *lock(&self.shared.counters);
+        let (queued, peak) = self.shared.event_bytes.levels();
         DeviceStats {
             discovery: lock(&self.shared.table).stats().clone(),
             multicast,
             auth_failures,
             dropped_events: self.dropped_events(),
+            queued_event_bytes: queued,
+            peak_event_bytes: peak,
         }
     }
 
@@ -119,6 +128,36 @@ impl Device {
     /// The joined peers, sorted by name then id.
     pub fn peers(&self) -> Vec<PeerInfo> {
         lock(&self.shared.table).peers()
+    }
+
+    /// Waits until one joined device has this name, and returns it; at once when one
+    /// has. Woken by the device as members join, never by polling; bound the wait with
+    /// `tokio::time::timeout`.
+    ///
+    /// ```no_run
+    /// # async fn demo(device: hail_discovery::Device) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// let lamp = tokio::time::timeout(Duration::from_secs(5), device.wait_for_peer("lamp")).await?;
+    /// println!("lamp is {}", lamp.id);
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for_peer(&self, name: &str) -> PeerInfo {
+        loop {
+            let changed = self.shared.members_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(p) = self.joined_named(name) {
+                return p;
+            }
+            changed.await;
+        }
+    }
+
+    /// The one joined device named `name`, if exactly one is.
+    fn joined_named(&self, name: &str) -> Option<PeerInfo> {
+        let table = lock(&self.shared.table);
+        let (id, _) = table.resolve(name).ok()?;
+        table.peers().into_iter().find(|p| p.id == id)
     }
 
     /// An RPC handle to the joined peer with this name, to call the methods it bound on

@@ -1,19 +1,22 @@
 //! The driver's links: a link coming up (its RPC peer), its frames (discovery messages to
-//! the table, RPC packets to the peer), its end, and closing it when the table asks,
-//! with a duplicate of the one-link rule kept open until what runs on it is done.
+//! the table, device messages to the event stream, RPC packets to the peer), its end, and
+//! closing it when the table asks, with a duplicate of the one-link rule kept open until
+//! what runs on it is done.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hail_link::{CloseReason as LinkClose, Connection, Incoming};
+use hail_link::{CloseReason as LinkClose, Connection};
 use hail_rpc::{Disconnect, LinkClosed, Outgoing, RpcPeer};
 use hail_wire::Binary;
 use tracing::debug;
 
 use super::clock;
-use super::driver::{Driver, Internal};
+use super::driver::Driver;
+use super::events::DeviceEvent;
+use super::messages::MESSAGE_TAG;
 use super::shared::{LinkEntry, lock};
 use crate::advert::{LinkMessage, MAGIC};
 use crate::id::ConnId;
@@ -43,57 +46,48 @@ impl Driver {
                 driver: Arc::new(driver),
                 closing: false,
                 joined: false,
+                peer_name: None,
             },
         );
         lock(&self.shared.table).link_up(id, origin, remote, clock::now());
     }
 
-    /// Reads a dialed link's frames into the driver's queue (the listener reads the
-    /// accepted ones).
-    pub(super) fn read_dialed(&self, id: ConnId, mut incoming: Incoming<Bytes>) {
-        let tx = self.internal_tx.clone();
-        // Holds no handle: the link lives as long as the driver keeps it.
-        tokio::spawn(async move {
-            while let Some(frame) = incoming.recv().await {
-                // Waits when the driver is behind: TCP flow control then
-                // slows the peer down, memory stays bounded.
-                if tx.send(Internal::Frame { conn: id, frame }).await.is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(Internal::Ended { conn: id }).await;
-        });
-    }
-
-    pub(super) fn frame(&mut self, conn: ConnId, frame: &[u8]) {
+    /// Returns whether the frame went through the table (discovery messages do).
+    pub(super) fn frame(&mut self, conn: ConnId, frame: Bytes) -> bool {
         if frame.starts_with(&MAGIC) {
             let Some(closing) = lock(&self.shared.links).get(&conn).map(|l| l.closing) else {
-                return;
+                return false;
             };
-            match LinkMessage::decode(frame) {
+            match LinkMessage::decode(&frame) {
                 // On a link being closed only a goodbye still counts: the peer may have
                 // taken this duplicate for the link to keep.
                 Ok(m) if closing && !matches!(m, LinkMessage::Goodbye { .. }) => {}
                 Ok(m) => {
-                    let joined = {
+                    let name = {
                         let mut table = lock(&self.shared.table);
                         table.link_message(conn, m, clock::now());
-                        table.peer_of(conn).is_some()
+                        table.name_on_link(conn).map(Arc::from)
                     };
-                    if joined {
-                        if let Some(l) = lock(&self.shared.links).get_mut(&conn) {
-                            l.joined = true;
-                        }
+                    if let Some(name) = name
+                        && let Some(l) = lock(&self.shared.links).get_mut(&conn)
+                    {
+                        l.joined = true;
+                        l.peer_name.get_or_insert(name);
                     }
+                    // The join (and anything else the table has to say) is reported
+                    // before what the peer sent after its hello.
+                    self.forward_events();
                 }
                 Err(e) => debug!(%conn, error = %e, "dropped a discovery message"),
             }
+            true
+        } else if frame.first() == Some(&MESSAGE_TAG) {
+            self.message(conn, frame);
+            false
         } else {
-            // The join (and anything else the table has to say) is reported before
-            // what the peer sent after its hello.
-            self.forward_events();
-            // Also on a link being closed: what the peer sent before it closed is served.
-            // Handlers run inline here and may use the device: no lock is held.
+            // The join was reported as the hello was read. Also on a link being closed:
+            // what the peer sent before it closed is served. Handlers run inline here and
+            // may use the device: no lock is held.
             let driver = match lock(&self.shared.links).get(&conn) {
                 Some(l) if l.joined => Some(l.driver.clone()),
                 Some(_) => {
@@ -103,8 +97,42 @@ impl Driver {
                 None => None,
             };
             if let Some(d) = driver {
-                d.packet(frame);
+                d.packet(&frame);
             }
+            false
+        }
+    }
+
+    /// A [`Device::send`](crate::Device::send) message: delivered in the order of its
+    /// link's frames, from the link's peer, with the room in the event stream the driver
+    /// reserved for it (the driver reads no link while there is none).
+    fn message(&mut self, conn: ConnId, frame: Bytes) {
+        // The join was reported as the hello was read.
+        let from = match lock(&self.shared.links).get(&conn) {
+            // Also on a link being closed: what the peer sent before it closed counts.
+            Some(l) if l.joined => l.peer_name.clone(),
+            Some(_) => {
+                debug!(%conn, "dropped a message from a link without a joined peer");
+                None
+            }
+            None => None,
+        };
+        let Some(from) = from else { return };
+        let payload = frame.slice(1..);
+        let len = payload.len();
+        let e = DeviceEvent::Message {
+            from: from.as_ref().to_owned(),
+            payload,
+        };
+        // Past the stall limit, or draining: the stream has no room in bytes.
+        if self.shared.event_bytes.full() && !self.events_gone {
+            self.shared.dropped(1);
+            return;
+        }
+        // Counted before it is in the stream: the reader may take it off at once.
+        self.shared.event_bytes.add(len);
+        if !self.deliver(e) {
+            self.shared.event_bytes.take(len);
         }
     }
 
@@ -119,12 +147,7 @@ impl Driver {
                 // RpcConfig::max_concurrent_handlers running): let the queue run (its
                 // messages are delivered, late), at most DRAIN_LIMIT, then disconnect.
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(DRAIN_LIMIT, async {
-                        while peer.queued_requests() > 0 {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                    })
-                    .await;
+                    let _ = tokio::time::timeout(DRAIN_LIMIT, peer.done_serving()).await;
                     l.driver.disconnected(Disconnect::Lost);
                 });
             }
@@ -140,24 +163,24 @@ impl Driver {
         // DUPLICATE_LINGER, so the peer, which may not have the kept link's
         // hello yet, is not cut off meanwhile, then closes once its calls and
         // handlers are done: nothing in flight is lost to the one-link rule.
+        let name = (reason == CloseReason::Duplicate)
+            .then(|| lock(&self.shared.table).name_on_link(conn).map(Arc::from))
+            .flatten();
         if let Some(l) = lock(&self.shared.links).get_mut(&conn) {
             l.closing = true;
             // A duplicate is a joined peer's link too (both hellos arrived).
             l.joined |= reason == CloseReason::Duplicate;
+            if let Some(name) = name {
+                l.peer_name.get_or_insert(name);
+            }
             let c = l.conn.clone();
             if reason == CloseReason::Duplicate {
-                let peer = l.driver.peer().downgrade();
+                let peer = l.driver.peer();
                 tokio::spawn(async move {
                     tokio::time::sleep(DUPLICATE_LINGER).await;
-                    let _ = tokio::time::timeout(DRAIN_LIMIT, async {
-                        while peer
-                            .upgrade()
-                            .is_some_and(|p| p.in_flight() + p.running_handlers() > 0)
-                        {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                    })
-                    .await;
+                    // Woken when the last call or handler on it ends (a lost link ends
+                    // them all), or at DRAIN_LIMIT.
+                    let _ = tokio::time::timeout(DRAIN_LIMIT, peer.idle()).await;
                     c.close();
                 });
             } else {

@@ -12,19 +12,34 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::{AskError, SendError};
-use super::events::DeviceEvent;
 use super::handle::Device;
-use super::shared::{Shared, lock};
+use super::sender::link_error;
+use super::shared::Shared;
 use crate::error::ResolveError;
 use crate::format::FormatError;
 
-/// The RPC method that carries [`Device::send`] messages.
-const MSG_METHOD: &str = "hail/msg";
+/// The first byte of a link frame that carries a [`Device::send`] message; the rest of
+/// the frame is the payload. Discovery messages start with `H` (their magic `HAIL`) and
+/// RPC packets with their version, 1: the three never collide.
+pub(super) const MESSAGE_TAG: u8 = b'M';
 
 /// The RPC method that carries [`Device::ask`] questions.
 const ASK_METHOD: &str = "hail/ask";
 
-/// Whom to send to or ask.
+/// Whom to send to or ask: a name (`&str`, `String`), several (`Vec<String>`, a slice or
+/// an array of `&str`), or [`Targets::All`].
+///
+/// ```
+/// use hail_discovery::Targets;
+///
+/// let name = String::from("lamp");
+/// assert_eq!(Targets::from(&name), Targets::One("lamp".into()));
+/// assert_eq!(Targets::from(name), Targets::One("lamp".into()));
+/// assert_eq!(
+///     Targets::from(["lamp", "fan"]),
+///     Targets::Many(vec!["lamp".into(), "fan".into()])
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Targets {
     /// One device by name.
@@ -38,6 +53,24 @@ pub enum Targets {
 impl From<&str> for Targets {
     fn from(name: &str) -> Self {
         Self::One(name.to_owned())
+    }
+}
+
+impl From<String> for Targets {
+    fn from(name: String) -> Self {
+        Self::One(name)
+    }
+}
+
+impl From<&String> for Targets {
+    fn from(name: &String) -> Self {
+        Self::One(name.clone())
+    }
+}
+
+impl<const N: usize> From<[&str; N]> for Targets {
+    fn from(names: [&str; N]) -> Self {
+        Self::Many(names.iter().map(|n| (*n).to_owned()).collect())
     }
 }
 
@@ -58,28 +91,39 @@ impl Device {
     /// it was handed over or why not.
     ///
     /// Order: messages to one peer arrive in the order they were sent while they travel
-    /// on one link. Right after two devices dialed each other at the same moment, both
-    /// links exist for a short while (until the duplicate is drained and closed); two
-    /// messages sent in that window can take different links and arrive swapped. None is
-    /// lost either way.
+    /// on one link. Right after two devices dialed each other at the same moment (rare:
+    /// the larger id waits for the smaller's dial, see
+    /// [`dial_yield`](crate::PeerTableConfigBuilder::dial_yield)), both links exist for
+    /// a short while (until the duplicate is drained and closed); two messages sent in
+    /// that window can take different links and arrive swapped. None is lost either way.
+    ///
+    /// The targets are served at once, not one after another: a peer whose link is full
+    /// (it reads slowly) delays only its own entry; `send` returns when every target's
+    /// message is handed over or failed, as a map from each named target to its result
+    /// (the shape of [`ask`](Self::ask)'s). For many messages to one peer,
+    /// [`to`](Self::to) is the cheaper path.
+    #[must_use = "each target's result says whether its message was handed over"]
     pub async fn send(
         &self,
         targets: impl Into<Targets>,
         msg: Bytes,
-    ) -> Vec<(String, Result<(), SendError>)> {
+    ) -> HashMap<String, Result<(), SendError>> {
         let names = self.target_names(targets.into());
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            let r = match self.shared.resolve_rpc(&name) {
-                Ok(peer) => peer
-                    .notify(MSG_METHOD, (&self.name, msg.as_ref()))
-                    .await
-                    .map_err(|_| SendError::NotConnected),
-                Err(e) => Err(send_error(e)),
-            };
-            out.push((name, r));
-        }
-        out
+        let sends = names.into_iter().map(|name| {
+            let link = self.shared.resolve_link(&name);
+            let msg = &msg;
+            async move {
+                let r = match link {
+                    Ok(link) => link
+                        .send_parts(&[&[MESSAGE_TAG], msg])
+                        .await
+                        .map_err(|e| link_error(e, msg.len())),
+                    Err(e) => Err(send_error(e)),
+                };
+                (name, r)
+            }
+        });
+        join_all(sends).await.into_iter().collect()
     }
 
     /// Asks each target `question` and waits for all answers, at most `timeout`. Returns
@@ -124,7 +168,7 @@ impl Device {
         &self,
         targets: impl Into<Targets>,
         msg: &T,
-    ) -> Result<Vec<(String, Result<(), SendError>)>, FormatError> {
+    ) -> Result<HashMap<String, Result<(), SendError>>, FormatError> {
         let bytes = self.format.encode(msg)?;
         Ok(self.send(targets, bytes).await)
     }
@@ -165,32 +209,11 @@ impl Device {
     }
 }
 
-/// Binds the methods behind `send` and `ask`. Both carry the sender's name: the group
-/// key authenticates the group, not the member, so the name is what the sender says it
-/// is (as in its adverts and hello).
+/// Binds the method behind `ask`. It carries the asker's name: the group key
+/// authenticates the group, not the member, so the name is what the asker says it is (as
+/// in its adverts and hello). Messages are link frames of their own
+/// ([`MESSAGE_TAG`]), whose sender is the link's peer.
 pub(super) fn bind_builtin(shared: &Arc<Shared>) {
-    let sink = Arc::downgrade(shared);
-    // Emitted before the handler returns: messages from one peer keep their order. With
-    // the room the driver reserved for it: a full stream makes the driver wait, not drop.
-    let _ = shared
-        .handlers
-        .bind(MSG_METHOD, move |(from, payload): (String, Vec<u8>)| {
-            if let Some(s) = sink.upgrade() {
-                let e = DeviceEvent::Message {
-                    from,
-                    payload: Bytes::from(payload),
-                };
-                let permit = lock(&s.msg_permit).take();
-                match permit {
-                    Some(p) => {
-                        s.report_drops();
-                        p.send(e);
-                    }
-                    None => s.emit(e),
-                }
-            }
-            async { Ok::<(), String>(()) }
-        });
     let weak = Arc::downgrade(shared);
     let _ = shared
         .handlers
@@ -205,7 +228,7 @@ pub(super) fn bind_builtin(shared: &Arc<Shared>) {
         });
 }
 
-fn send_error(e: ResolveError) -> SendError {
+pub(super) fn send_error(e: ResolveError) -> SendError {
     match e {
         ResolveError::UnknownName(_) => SendError::UnknownName,
         ResolveError::AmbiguousName { .. } => SendError::AmbiguousName,

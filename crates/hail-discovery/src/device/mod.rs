@@ -1,12 +1,13 @@
 //! The tokio [`Device`]: the [`PeerTable`](crate::PeerTable) driven over `hail-multicast`
-//! (adverts), `hail-link` (one connection per peer) and `hail-rpc` (messages, questions,
-//! user calls).
+//! (adverts) and `hail-link` (one connection per peer, carrying messages, and `hail-rpc`
+//! for questions and user calls).
 //!
 //! | file | job |
 //! |---|---|
 //! | `builder.rs` | [`DeviceBuilder`], its defaults, `start` (sockets, key, the driver's task) |
 //! | `handle.rs` | the [`Device`] handle: accessors, counters, RPC handlers, shutdown |
-//! | `messages.rs` | `send` and `ask` ([`Targets`]) and the built-in methods that receive them |
+//! | `messages.rs` | `send` (message frames on the peers' links) and `ask` ([`Targets`]); the built-in `hail/ask` |
+//! | `sender.rs` | [`PeerSender`] ([`Device::to`]): messages to one peer on the link it keeps |
 //! | `events.rs` | [`DeviceEvent`], the [`DeviceEvents`] stream, [`Callbacks`] |
 //! | `error.rs` | [`DeviceError`], [`SendError`], [`AskError`], [`RunError`] |
 //! | `shared.rs` | the state the handle, the driver and the handlers share; a link's entry |
@@ -24,10 +25,12 @@ mod events;
 mod handle;
 mod links;
 mod messages;
+mod sender;
 mod shared;
 
-pub use builder::{DEFAULT_GROUP, DeviceBuilder, EVENT_CAPACITY};
+pub use builder::{DEFAULT_GROUP, DeviceBuilder, EVENT_BYTES, EVENT_CAPACITY};
 pub use error::{AskError, DeviceError, RunError, SendError};
 pub use events::{Callbacks, DeviceEvent, DeviceEvents};
 pub use handle::{Device, DeviceStats};
 pub use messages::Targets;
+pub use sender::PeerSender;

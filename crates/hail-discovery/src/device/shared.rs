@@ -2,7 +2,7 @@
 //! event stream's sender and its drop counters ([`Shared`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use hail_link::{Connection, LinkConfig};
 use hail_rpc::{Handlers, PeerDriver, RpcConfig, RpcPeer};
 use hail_wire::Binary;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tracing::debug;
 
 use super::error::RunError;
@@ -31,8 +31,11 @@ pub(super) struct LinkEntry {
     /// The table asked to close it; it is kept until it is closed.
     pub(super) closing: bool,
     /// The peer's hello made it a joined peer's link: only then are its RPC packets
-    /// served, so a message never comes from a peer that was not reported joined.
+    /// and messages served, so a message never comes from a peer that was not reported
+    /// joined.
     pub(super) joined: bool,
+    /// The joined peer's name: the sender of every message on this link.
+    pub(super) peer_name: Option<Arc<str>>,
 }
 
 pub(super) struct Shared {
@@ -42,9 +45,10 @@ pub(super) struct Shared {
     /// What every link answers: messages, questions and the user's own methods.
     pub(super) handlers: Handlers,
     pub(super) events: mpsc::Sender<DeviceEvent>,
-    /// Room in the event stream the driver reserved before handing a link frame to the
-    /// RPC layer: the `hail/msg` handler it runs delivers its message with it.
-    pub(super) msg_permit: Mutex<Option<mpsc::OwnedPermit<DeviceEvent>>>,
+    /// The event stream's bytes of message payloads, against its byte budget.
+    pub(super) event_bytes: Arc<EventBytes>,
+    /// Told (all waiters) whenever the table reported a change of its members.
+    pub(super) members_changed: Notify,
     pub(super) dropped_events: AtomicU64,
     /// Drops not yet reported as [`RunError::EventsDropped`].
     pub(super) unreported_drops: AtomicU64,
@@ -62,21 +66,61 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// The RPC peer of the one joined device named `name`.
     pub(super) fn resolve_rpc(&self, name: &str) -> Result<RpcPeer, ResolveError> {
+        self.resolve_with(name, |l| l.driver.peer())
+    }
+
+    /// The link to the one joined device named `name`.
+    pub(super) fn resolve_link(&self, name: &str) -> Result<Connection<Binary>, ResolveError> {
+        self.resolve_with(name, |l| l.conn.clone())
+    }
+
+    fn resolve_with<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&LinkEntry) -> T,
+    ) -> Result<T, ResolveError> {
         let (_, conn) = lock(&self.table).resolve(name)?;
         lock(&self.links)
             .get(&conn)
-            .map(|l| l.driver.peer())
+            .map(f)
             .ok_or_else(|| ResolveError::NotConnected(name.to_owned()))
     }
 
-    pub(super) fn emit(&self, e: DeviceEvent) {
+    /// Puts `e` in the stream if there is room, else drops and counts it; true when it
+    /// went in.
+    pub(super) fn emit(&self, e: DeviceEvent) -> bool {
         self.report_drops();
         if self.events.try_send(e).is_err() {
-            self.dropped_events.fetch_add(1, Ordering::Relaxed);
-            self.unreported_drops.fetch_add(1, Ordering::Relaxed);
-            debug!("device event dropped: the stream is full or closed");
+            self.dropped(1);
+            false
+        } else {
+            true
         }
+    }
+
+    /// Counts `n` events dropped (reported as `EventsDropped` once there is room).
+    pub(super) fn dropped(&self, n: u64) {
+        self.dropped_events.fetch_add(n, Ordering::Relaxed);
+        self.unreported_drops.fetch_add(n, Ordering::Relaxed);
+        debug!("device event dropped: the stream is full or closed");
+    }
+
+    /// Reports drops not yet reported with the room `permit` holds, as soon as there is
+    /// room; gives the permit back when there was nothing to report.
+    pub(super) fn report_drops_with(
+        &self,
+        permit: mpsc::OwnedPermit<DeviceEvent>,
+    ) -> Option<mpsc::OwnedPermit<DeviceEvent>> {
+        let unreported = self.unreported_drops.swap(0, Ordering::Relaxed);
+        if unreported == 0 {
+            return Some(permit);
+        }
+        permit.send(DeviceEvent::Error(RunError::EventsDropped {
+            count: unreported,
+        }));
+        None
     }
 
     /// Reports drops not yet reported, if there is room: they go first, as soon as
@@ -90,6 +134,55 @@ impl Shared {
                     .fetch_add(unreported, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// The bytes of the message payloads in the event stream, against its byte budget
+/// ([`DeviceBuilder::event_bytes`](crate::DeviceBuilder::event_bytes)): added by the
+/// driver as it delivers a message, taken off by [`DeviceEvents`](crate::DeviceEvents) as
+/// it hands one out.
+#[derive(Debug)]
+pub(super) struct EventBytes {
+    queued: AtomicUsize,
+    peak: AtomicUsize,
+    limit: usize,
+    /// Told when the queued bytes fall back under the limit.
+    pub(super) room: Notify,
+}
+
+impl EventBytes {
+    pub(super) fn new(limit: usize) -> Self {
+        Self {
+            queued: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            limit,
+            room: Notify::new(),
+        }
+    }
+
+    /// The budget is spent: messages wait (or, after the stall limit, are dropped).
+    pub(super) fn full(&self) -> bool {
+        self.queued.load(Ordering::Acquire) >= self.limit
+    }
+
+    pub(super) fn add(&self, n: usize) {
+        let now = self.queued.fetch_add(n, Ordering::AcqRel) + n;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub(super) fn take(&self, n: usize) {
+        let before = self.queued.fetch_sub(n, Ordering::AcqRel);
+        if before >= self.limit && before - n < self.limit {
+            self.room.notify_one();
+        }
+    }
+
+    /// (queued now, most ever queued).
+    pub(super) fn levels(&self) -> (usize, usize) {
+        (
+            self.queued.load(Ordering::Relaxed),
+            self.peak.load(Ordering::Relaxed),
+        )
     }
 }
 

@@ -10,11 +10,17 @@ use tracing::{trace, warn};
 use super::events::Action;
 use super::state::{DialState, Peer, PeerTable, Phase};
 use crate::advert::{Advert, AdvertError, Announce, MAX_ADDRESSES};
+use crate::id::DeviceId;
 
 /// Shortest time between two announces sent to answer newcomers (peers heard without a
 /// lease or link, e.g. when a partition heals): 500 ms. Bounds the extra multicast traffic
 /// to two announces a second per device while many peers are new at once (start-up).
 const NEWCOMER_ANSWER_GAP: Duration = Duration::from_millis(500);
+
+/// Shortest time between two answers to probes or newcomers: 50 ms. Probes arriving
+/// meanwhile share the next answer, so a probe flood costs each device at most 20
+/// announces a second.
+const MIN_ANSWER_GAP: Duration = Duration::from_millis(50);
 
 impl PeerTable {
     /// Decodes and handles one datagram from the discovery group. A datagram that does not
@@ -54,18 +60,20 @@ impl PeerTable {
                 let newcomer = !self.peers.get(&a.id).is_some_and(Peer::alive);
                 if self.learn(&a, from, Some(a.lease), now) {
                     if newcomer {
-                        self.answer_newcomer(now);
+                        let waits = self.waits_for(a.id);
+                        self.answer_newcomer(now, waits);
                         // A dial started before it was heard (kept by gossip, or after a
                         // timeout, as across a partition) may sit in backoff or in TCP's
                         // SYN retransmission to a host that was unreachable: dial afresh
                         // now. A late outcome of the old dial is handled as usual.
-                        if let Some(p) = self.peers.get_mut(&a.id) {
-                            if p.active.is_none() && p.dial != DialState::Idle {
-                                p.dial = DialState::Idle;
-                            }
+                        if let Some(p) = self.peers.get_mut(&a.id)
+                            && p.active.is_none()
+                            && p.dial != DialState::Idle
+                        {
+                            p.dial = DialState::Idle;
                         }
                     }
-                    self.maybe_dial(a.id);
+                    self.maybe_dial(a.id, now);
                 }
             }
             Advert::Probe { from: id } => {
@@ -74,10 +82,8 @@ impl PeerTable {
                     return;
                 }
                 self.stats.adverts_received += 1;
-                if self.probe_answer_at.is_none() {
-                    let delay = self.jitter(self.config.probe_answer_jitter);
-                    self.probe_answer_at = Some(now + delay);
-                }
+                let waits = self.waits_for(id);
+                self.answer(now, waits);
             }
             Advert::Goodbye { from: id } => {
                 if id == self.local.id {
@@ -146,6 +152,7 @@ impl PeerTable {
         }
         if self.probe_answer_at.is_some_and(|t| t <= now) {
             self.probe_answer_at = None;
+            self.last_answer = Some(now);
             due = true;
         }
         if due {
@@ -156,8 +163,9 @@ impl PeerTable {
     }
 
     /// Schedules an announce soon (shared with a pending probe answer) after hearing a
-    /// newcomer, at most once per `NEWCOMER_ANSWER_GAP`.
-    fn answer_newcomer(&mut self, now: Instant) {
+    /// newcomer, at most once per `NEWCOMER_ANSWER_GAP`; `at_once` when this device waits
+    /// for the newcomer's dial.
+    fn answer_newcomer(&mut self, now: Instant, at_once: bool) {
         if self
             .last_newcomer_answer
             .is_some_and(|t| now.saturating_duration_since(t) < NEWCOMER_ANSWER_GAP)
@@ -165,9 +173,33 @@ impl PeerTable {
             return;
         }
         self.last_newcomer_answer = Some(now);
-        if self.probe_answer_at.is_none() {
-            let delay = self.jitter(self.config.probe_answer_jitter);
-            self.probe_answer_at = Some(now + delay);
+        self.answer(now, at_once);
+    }
+
+    /// Announces after the probe answer jitter (sharing a pending answer), or `at_once`,
+    /// right now.
+    /// Never sooner than [`MIN_ANSWER_GAP`] after the last answer: a flood of probes gets
+    /// at most one announce per gap from each device that hears it.
+    fn answer(&mut self, now: Instant, at_once: bool) {
+        let earliest = self.last_answer.map_or(now, |t| t + MIN_ANSWER_GAP);
+        let at = if at_once {
+            now
+        } else {
+            now + self.jitter(self.config.probe_answer_jitter)
         }
+        .max(earliest);
+        self.probe_answer_at = Some(self.probe_answer_at.map_or(at, |t| t.min(at)));
+        if at <= now {
+            self.run_schedule(now);
+        }
+    }
+
+    /// Whether this device waits for `id`'s dial rather than dialing it (see
+    /// `dial_yield`): then `id` dials on hearing this device, which should therefore
+    /// answer it at once, with no jitter delaying the join.
+    fn waits_for(&self, id: DeviceId) -> bool {
+        self.local.id > id
+            && !self.config.dial_yield.is_zero()
+            && self.peers.get(&id).is_none_or(|p| p.active.is_none())
     }
 }

@@ -8,8 +8,11 @@ use tracing::trace;
 
 use super::events::{Action, LeaveReason};
 use super::state::{DialState, DialTarget, Peer, PeerTable, Phase};
-use crate::advert::MAX_ADDRESSES;
+use crate::config::{DIAL_BURST, MAX_DIAL_ADDRESSES, MAX_DIALS_IN_FLIGHT, MAX_DIALS_PER_SECOND};
 use crate::id::{DeviceId, DialId};
+
+/// How soon a dial put off for want of room among the dials in flight tries again: 50 ms.
+const DIAL_RETRY: Duration = Duration::from_millis(50);
 
 impl PeerTable {
     /// Every address of an [`Action::Dial`] failed.
@@ -74,7 +77,7 @@ impl PeerTable {
         }
     }
 
-    pub(super) fn maybe_dial(&mut self, id: DeviceId) {
+    pub(super) fn maybe_dial(&mut self, id: DeviceId, now: Instant) {
         if self.phase != Phase::Running || !self.config.auto_connect {
             return;
         }
@@ -84,8 +87,59 @@ impl PeerTable {
         if p.active.is_some() || p.dial != DialState::Idle || !p.keep() {
             return;
         }
+        // The smaller id's dial is the one the one-link rule keeps: the larger waits for
+        // it, once, before dialing too.
+        let wait = self.config.dial_yield;
+        if p.failures == 0 && !wait.is_zero() && self.local.id > id && !p.dial_addrs().is_empty() {
+            let until = now + wait;
+            trace!(peer = %id, ?wait, "waiting for the peer's dial");
+            self.peers.get_mut(&id).expect("present").dial = DialState::Deferred(until);
+            return;
+        }
+        self.dial_now(id, now);
+    }
+
+    /// Takes one dial from the budget, or says when to try again.
+    fn dial_budget(&mut self, now: Instant) -> Result<(), Instant> {
+        if self.dials.len() >= MAX_DIALS_IN_FLIGHT {
+            self.stats.dials_deferred += 1;
+            return Err(now + DIAL_RETRY);
+        }
+        let rate = f64::from(MAX_DIALS_PER_SECOND);
+        let since = self
+            .dial_tokens_at
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.dial_tokens =
+            (self.dial_tokens + since.as_secs_f64() * rate).min(f64::from(DIAL_BURST));
+        self.dial_tokens_at = Some(now);
+        if self.dial_tokens < 1.0 {
+            self.stats.dials_deferred += 1;
+            let wait = Duration::from_secs_f64((1.0 - self.dial_tokens) / rate);
+            return Err(now + wait.max(Duration::from_millis(1)));
+        }
+        self.dial_tokens -= 1.0;
+        Ok(())
+    }
+
+    /// Dials `id` at the addresses it can be reached at, if it has any and no dial runs;
+    /// later, when the dial budget is spent.
+    pub(super) fn dial_now(&mut self, id: DeviceId, now: Instant) {
+        if self.phase != Phase::Running || !self.config.auto_connect {
+            return;
+        }
+        let Some(p) = self.peers.get(&id) else {
+            return;
+        };
+        if p.active.is_some() || p.dial != DialState::Idle {
+            return;
+        }
         let addrs = p.dial_addrs();
         if addrs.is_empty() {
+            return;
+        }
+        if let Err(retry) = self.dial_budget(now) {
+            trace!(peer = %id, "dial budget spent: later");
+            self.peers.get_mut(&id).expect("present").dial = DialState::Deferred(retry);
             return;
         }
         let dial = self.next_dial_id();
@@ -99,7 +153,7 @@ impl PeerTable {
         });
     }
 
-    pub(super) fn dial_statics(&mut self) {
+    pub(super) fn dial_statics(&mut self, now: Instant) {
         for i in 0..self.statics.len() {
             let s = &self.statics[i];
             if s.is_self || s.dial != DialState::Idle {
@@ -114,6 +168,10 @@ impl PeerTable {
                 continue;
             }
             let (addr, peer) = (s.addr, s.peer);
+            if let Err(retry) = self.dial_budget(now) {
+                self.statics[i].dial = DialState::Backoff(retry);
+                continue;
+            }
             let dial = self.next_dial_id();
             self.dials.insert(dial, DialTarget::Static(i));
             self.statics[i].dial = DialState::Dialing(dial);
@@ -157,7 +215,7 @@ impl Peer {
             if !out.contains(&addr) {
                 out.push(addr);
             }
-            if out.len() > MAX_ADDRESSES {
+            if out.len() >= MAX_DIAL_ADDRESSES {
                 break;
             }
         }

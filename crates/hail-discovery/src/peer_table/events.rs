@@ -158,4 +158,13 @@ pub struct Stats {
     pub peers_rejected: u64,
     /// Link messages out of place (before the hello, about someone else, unknown link).
     pub protocol_errors: u64,
+    /// Devices known only from adverts or gossip, forgotten to make room for newer ones
+    /// (see [`max_peers`](crate::PeerTableConfigBuilder::max_peers)).
+    pub unproven_evicted: u64,
+    /// Goodbyes heard on the group for a peer whose link stayed up without a goodbye of
+    /// its own within the goodbye grace: not believed (anyone can send one).
+    pub goodbyes_ignored: u64,
+    /// Dials put off because [`MAX_DIALS_IN_FLIGHT`](crate::MAX_DIALS_IN_FLIGHT) were in
+    /// flight or the [`MAX_DIALS_PER_SECOND`](crate::MAX_DIALS_PER_SECOND) budget was spent.
+    pub dials_deferred: u64,
 }

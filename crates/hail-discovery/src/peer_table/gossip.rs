@@ -82,12 +82,12 @@ impl PeerTable {
                     }
                 }
                 None => {
-                    if self.peers.len() >= self.config.max_peers {
-                        self.stats.peers_rejected += 1;
+                    if !self.make_room(false) {
                         continue;
                     }
                     trace!(peer = %r.id, name = %r.name, "learned by gossip");
                     let mut p = Peer::new(r.id, r.name);
+                    p.heard_at = Some(now);
                     p.port = r.port;
                     p.addresses = r.addresses;
                     p.loopback_ok = loopback_ok;
@@ -95,7 +95,7 @@ impl PeerTable {
                     self.peers.insert(r.id, p);
                 }
             }
-            self.maybe_dial(r.id);
+            self.maybe_dial(r.id, now);
         }
     }
 }

@@ -37,7 +37,7 @@ impl PeerTable {
             from: self.local.id,
         }));
         self.last_probe = Some(now);
-        self.dial_statics();
+        self.dial_statics(now);
         self.flush();
     }
 
@@ -107,7 +107,7 @@ impl PeerTable {
             consider(p.lease_until);
             consider(p.gossip_until);
             consider(p.grace_until);
-            if let DialState::Backoff(b) = p.dial {
+            if let DialState::Backoff(b) | DialState::Deferred(b) = p.dial {
                 consider(Some(b));
             }
         }
@@ -146,8 +146,17 @@ impl PeerTable {
             .map(|(&id, _)| id)
             .collect();
         for id in due {
-            debug!(peer = %id, "its links did not finish within the goodbye grace");
-            self.depart(id, now);
+            if self.peers.get(&id).is_some_and(|p| p.active.is_some()) {
+                // Its link is up and said no goodbye: a device that leaves says it there
+                // too and closes its links. The group's goodbye was not its own (anyone
+                // can send one); the link decides.
+                debug!(peer = %id, "a goodbye on the group its link did not follow: ignored");
+                self.goodbyes.remove(&id);
+                self.stats.goodbyes_ignored += 1;
+            } else {
+                debug!(peer = %id, "its links did not finish within the goodbye grace");
+                self.depart(id, now);
+            }
         }
         self.tombstones.retain(|_, t| t.until > now);
         let ids: Vec<DeviceId> = self.peers.keys().copied().collect();
@@ -159,7 +168,7 @@ impl PeerTable {
                 s.dial = DialState::Idle;
             }
         }
-        self.dial_statics();
+        self.dial_statics(now);
         let names: Vec<String> = self.reported.keys().cloned().collect();
         for name in names {
             self.report_duplicates(&name);
@@ -180,6 +189,10 @@ impl PeerTable {
         if matches!(p.dial, DialState::Backoff(t) if t <= now) {
             p.dial = DialState::Idle;
         }
+        let deferred = matches!(p.dial, DialState::Deferred(t) if t <= now);
+        if deferred {
+            p.dial = DialState::Idle;
+        }
         if p.grace_until.is_some_and(|t| t <= now) {
             p.grace_until = None;
             if p.active.is_none() {
@@ -188,7 +201,11 @@ impl PeerTable {
         }
         let p = &self.peers[&id];
         if p.keep() {
-            self.maybe_dial(id);
+            if deferred {
+                self.dial_now(id, now);
+            } else {
+                self.maybe_dial(id, now);
+            }
         } else if self.goodbyes.contains_key(&id) {
             // It said goodbye and waits for its links (or the grace): it departs there,
             // with its `PeerLeft`, not silently here.

@@ -108,19 +108,19 @@ impl PeerTable {
         }
         if let Some(c) = self.conns.remove(&conn) {
             trace!(%conn, ?reason, "link closed");
-            if let ConnState::Established { peer, .. } = c.state {
-                if self.goodbyes.contains_key(&peer) {
-                    // It said goodbye: no redial, no grace; it leaves once its last link
-                    // is done (all it sent has arrived).
-                    if let Some(p) = self.peers.get_mut(&peer) {
-                        if p.active == Some(conn) {
-                            p.active = None;
-                        }
-                    }
-                    self.goodbye_progress(now);
-                    self.flush();
-                    return;
+            if let ConnState::Established { peer, .. } = c.state
+                && self.goodbyes.contains_key(&peer)
+            {
+                // It said goodbye: no redial, no grace; it leaves once its last link
+                // is done (all it sent has arrived).
+                if let Some(p) = self.peers.get_mut(&peer)
+                    && p.active == Some(conn)
+                {
+                    p.active = None;
                 }
+                self.goodbye_progress(now);
+                self.flush();
+                return;
             }
             self.conn_gone(conn, c, reason, now);
             self.goodbye_progress(now);

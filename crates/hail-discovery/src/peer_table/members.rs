@@ -40,16 +40,25 @@ impl PeerTable {
             None => {}
         }
         let existing = self.peers.get(&a.id);
-        if existing.is_none() && self.peers.len() >= self.config.max_peers {
-            self.stats.peers_rejected += 1;
+        // A device's name is fixed for its run (its id): an advert or hello giving a joined
+        // peer another name is not believed (its messages keep the name it joined with).
+        if let Some(p) = existing
+            && p.member
+            && p.name != a.name
+        {
+            debug!(peer = %a.id, name = %a.name, joined_as = %p.name, "another name for a joined peer: ignored");
+            self.stats.protocol_errors += 1;
             return false;
         }
+        if existing.is_none() && !self.make_room(lease.is_none()) {
+            return false;
+        }
+        let existing = self.peers.get(&a.id);
         let claim = existing.is_none_or(|p| !p.authoritative || p.name != a.name);
         if claim {
-            let hosts: Vec<IpAddr> = std::iter::once(observed.ip())
-                .chain(a.addresses.iter().copied())
-                .collect();
-            self.claim_name(a.id, &a.name, &hosts, now);
+            // Where the claim came from, not the addresses it lists: anyone can list a
+            // joined peer's address to pass for its restart.
+            self.claim_name(a.id, &a.name, &[observed.ip()], now);
         }
         let p = self
             .peers
@@ -65,6 +74,7 @@ impl PeerTable {
         p.observed = Some(observed);
         p.loopback_ok = observed.ip().is_loopback();
         p.authoritative = true;
+        p.heard_at = Some(now);
         if let Some(lease) = lease {
             let until = now + lease.clamp(MIN_PEER_LEASE, MAX_PEER_LEASE);
             p.lease_until = Some(p.lease_until.map_or(until, |t| t.max(until)));
@@ -172,13 +182,9 @@ impl PeerTable {
             .tombstones
             .get(&id)
             .is_some_and(|t| t.kind == TombKind::Departed);
-        let awaiting_hello = self
-            .conns
-            .values()
-            .any(|c| matches!(c.state, ConnState::AwaitingHello { .. }));
         let wait = !grace.is_zero()
             && !departed
-            && (self.has_link(id) || awaiting_hello)
+            && (self.has_link(id) || self.awaiting_hello())
             && (self.goodbyes.contains_key(&id) || self.goodbyes.len() < self.config.max_peers);
         if wait {
             self.goodbyes.entry(id).or_insert(now + grace);
@@ -186,6 +192,13 @@ impl PeerTable {
         } else {
             self.depart(id, now);
         }
+    }
+
+    /// Whether any link still awaits its hello: it may be any device's.
+    fn awaiting_hello(&self) -> bool {
+        self.conns
+            .values()
+            .any(|c| matches!(c.state, ConnState::AwaitingHello { .. }))
     }
 
     /// Whether an established link to `id` is up, or one of its duplicates still drains.
@@ -198,12 +211,13 @@ impl PeerTable {
     }
 
     /// A goodbye on a link of `id`. Everything it sent on that link came before; unless
-    /// a duplicate link of it still drains, it leaves now.
+    /// a duplicate link of it still drains, or a link still awaits its hello (it may be
+    /// the device's other link, with what it sent there behind the hello), it leaves now.
     pub(super) fn goodbye_on_link(&mut self, id: DeviceId, now: Instant) {
         let grace = self.config.goodbye_grace;
-        if !grace.is_zero() && self.draining.values().any(|&p| p == id) {
+        if !grace.is_zero() && (self.draining.values().any(|&p| p == id) || self.awaiting_hello()) {
             self.goodbyes.entry(id).or_insert(now + grace);
-            trace!(peer = %id, "goodbye on its link; waiting for its duplicate link");
+            trace!(peer = %id, "goodbye on its link; waiting for its other links");
         } else {
             self.depart(id, now);
         }
@@ -213,12 +227,7 @@ impl PeerTable {
     /// left leaves. While any link awaits its hello, none does: that link may be one of
     /// theirs, with what they sent behind the hello.
     pub(super) fn goodbye_progress(&mut self, now: Instant) {
-        if self.goodbyes.is_empty()
-            || self
-                .conns
-                .values()
-                .any(|c| matches!(c.state, ConnState::AwaitingHello { .. }))
-        {
+        if self.goodbyes.is_empty() || self.awaiting_hello() {
             return;
         }
         let done: Vec<DeviceId> = self
@@ -229,6 +238,41 @@ impl PeerTable {
             .collect();
         for id in done {
             self.depart(id, now);
+        }
+    }
+
+    /// Room for one more entry. A device a link speaks for (`proven`) may take the room of
+    /// one known only from adverts or gossip; those are held to half of `max_peers`, the
+    /// one heard of longest ago making room for a newer one (a dial to it goes on; its link
+    /// would bring it back). False (counted) when there is no room: every entry is a
+    /// joined peer.
+    pub(super) fn make_room(&mut self, proven: bool) -> bool {
+        let max = self.config.max_peers;
+        let full = self.peers.len() >= max;
+        let crowded = !proven && {
+            let unproven = self.peers.values().filter(|p| p.unproven()).count();
+            unproven >= (max / 2).max(1)
+        };
+        if !full && !crowded {
+            return true;
+        }
+        let oldest = self
+            .peers
+            .values()
+            .filter(|p| p.unproven())
+            .min_by_key(|p| p.heard_at)
+            .map(|p| p.id);
+        match oldest {
+            Some(id) => {
+                trace!(peer = %id, "forgotten to make room");
+                self.peers.remove(&id);
+                self.stats.unproven_evicted += 1;
+                true
+            }
+            None => {
+                self.stats.peers_rejected += 1;
+                false
+            }
         }
     }
 

@@ -25,6 +25,11 @@ pub(super) enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum DialState {
     Idle,
+    /// A dial waits until then: a first dial for the peer's own (see
+    /// [`dial_yield`](crate::PeerTableConfigBuilder::dial_yield)), or any dial for room in
+    /// the dial budget ([`MAX_DIALS_IN_FLIGHT`](crate::MAX_DIALS_IN_FLIGHT),
+    /// [`MAX_DIALS_PER_SECOND`](crate::MAX_DIALS_PER_SECOND)).
+    Deferred(Instant),
     Dialing(DialId),
     Backoff(Instant),
 }
@@ -82,6 +87,9 @@ pub(super) struct Peer {
     pub(super) grace_until: Option<Instant>,
     pub(super) dial: DialState,
     pub(super) failures: u32,
+    /// When it was last heard of (advert, gossip or hello): the unproven entry heard of
+    /// longest ago makes room first.
+    pub(super) heard_at: Option<Instant>,
 }
 
 impl Peer {
@@ -102,7 +110,13 @@ impl Peer {
             grace_until: None,
             dial: DialState::Idle,
             failures: 0,
+            heard_at: None,
         }
+    }
+
+    /// No link proves it: known from adverts or gossip only.
+    pub(super) fn unproven(&self) -> bool {
+        !self.member && self.active.is_none()
     }
 
     /// Heard from recently or connected.
@@ -201,9 +215,13 @@ pub(super) struct Tomb {
 /// - **Answering newcomers.** An announce from a peer the table has no lease or link for
 ///   (new, or gone after a timeout, as when a partition heals) is answered with the table's
 ///   own announce after the probe answer jitter, at most once per 500 ms, so both sides
-///   learn of each other (and both dial) from one exchange instead of each waiting for its
-///   own next beacon. A dial to such a peer still in backoff or in flight (started while it
-///   was unreachable) is started afresh.
+///   learn of each other from one exchange instead of each waiting for its own next
+///   beacon. A dial to such a peer still in backoff or in flight (started while it was
+///   unreachable) is started afresh.
+/// - **Who dials.** Of two devices that learn of each other, the smaller id dials at once;
+///   the larger waits [`dial_yield`](crate::PeerTableConfigBuilder::dial_yield) for that
+///   dial (its link joining makes a dial of its own unneeded) and dials only if none
+///   came. Redials after a failure do not wait.
 /// - **Redial.** A peer that is advertised (lease or gossip lease live) but not connected
 ///   is redialed with exponential backoff; static addresses are redialed for as long as
 ///   no link to the device behind them is up.
@@ -235,10 +253,19 @@ pub struct PeerTable {
     pub(super) announce_at: Vec<Instant>,
     pub(super) next_beacon: Option<Instant>,
     pub(super) probe_answer_at: Option<Instant>,
+    /// When a probe or newcomer answer last went out (see `MIN_ANSWER_GAP`).
+    pub(super) last_answer: Option<Instant>,
     pub(super) last_probe: Option<Instant>,
     /// When an announce from a newcomer was last answered (see `NEWCOMER_ANSWER_GAP`).
     pub(super) last_newcomer_answer: Option<Instant>,
     pub(super) next_dial: u64,
+    /// The dial budget: dials that may start now (at most [`DIAL_BURST`]), as of
+    /// `dial_tokens_at`; refilled at [`MAX_DIALS_PER_SECOND`].
+    ///
+    /// [`DIAL_BURST`]: crate::DIAL_BURST
+    /// [`MAX_DIALS_PER_SECOND`]: crate::MAX_DIALS_PER_SECOND
+    pub(super) dial_tokens: f64,
+    pub(super) dial_tokens_at: Option<Instant>,
     pub(super) next_tag: u64,
     pub(super) actions: VecDeque<Action>,
     pub(super) events: VecDeque<Event>,
@@ -293,15 +320,25 @@ impl PeerTable {
             announce_at: Vec::new(),
             next_beacon: None,
             probe_answer_at: None,
+            last_answer: None,
             last_probe: None,
             last_newcomer_answer: None,
             next_dial: 1,
+            dial_tokens: f64::from(crate::config::DIAL_BURST),
+            dial_tokens_at: None,
             next_tag: 1,
             actions: VecDeque::new(),
             events: VecDeque::new(),
             dirty: false,
             stats: Stats::default(),
         })
+    }
+
+    /// Whether [`poll_action`](Self::poll_action) has something: a driver that handles
+    /// several inputs in a row carries these out before the next input (a hello asked for
+    /// by a new link must go out before anything sent on the link after it).
+    pub fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
     }
 
     /// The next thing to do, if any.
@@ -357,6 +394,23 @@ impl PeerTable {
         }
     }
 
+    /// The name of the device at the other end of `conn`: an established link's, or a
+    /// duplicate's still draining.
+    pub fn name_on_link(&self, conn: ConnId) -> Option<&str> {
+        let id = match self.conns.get(&conn).map(|c| &c.state) {
+            Some(ConnState::Established { peer, .. }) => *peer,
+            Some(ConnState::AwaitingHello { .. }) => return None,
+            None => *self.draining.get(&conn)?,
+        };
+        self.peers.get(&id).map(|p| p.name.as_str())
+    }
+
+    /// Dials started and not yet over (at most
+    /// [`MAX_DIALS_IN_FLIGHT`](crate::MAX_DIALS_IN_FLIGHT)).
+    pub fn dials_in_flight(&self) -> usize {
+        self.dials.len()
+    }
+
     /// The one live device with this name and the link to it.
     pub fn resolve(&self, name: &str) -> Result<(DeviceId, ConnId), ResolveError> {
         let holders: Vec<&Peer> = self
@@ -364,6 +418,10 @@ impl PeerTable {
             .values()
             .filter(|p| p.authoritative && p.alive() && p.name == name)
             .collect();
+        // Joined holders first: a device only heard of (no link proves it) cannot make a
+        // joined peer's name ambiguous.
+        let joined: Vec<&Peer> = holders.iter().copied().filter(|p| p.member).collect();
+        let holders = if joined.is_empty() { holders } else { joined };
         let count = holders.len() + usize::from(name == self.local.name);
         if count >= 2 {
             return Err(ResolveError::AmbiguousName {

@@ -10,7 +10,9 @@ use crate::config::{LocalDevice, MAX_PEER_LEASE, PeerTableConfig};
 use crate::error::{ConfigError, ResolveError};
 use crate::id::{ConnId, DeviceId, DialId};
 
+mod attacks;
 mod beacons;
+mod budgets;
 mod dial;
 mod gossip;
 mod lifecycle;
@@ -56,6 +58,23 @@ fn announce(n: u8, name: &str) -> Announce {
     }
 }
 
+/// A forged announce from a device nobody will ever reach: id `i` (high bytes `0xee`, so
+/// above every test device), at 10.1.x.y.
+fn forged(i: u32) -> (Announce, SocketAddr) {
+    let mut id = [0xee; 16];
+    id[12..].copy_from_slice(&i.to_be_bytes());
+    let [_, _, x, y] = i.to_be_bytes();
+    let host = IpAddr::V4(Ipv4Addr::new(10, 1, x, y));
+    let a = Announce {
+        id: DeviceId::from_bytes(id),
+        name: format!("forged{i}"),
+        port: 4000,
+        lease: Duration::from_secs(600),
+        addresses: vec![host],
+    };
+    (a, SocketAddr::new(host, 5670))
+}
+
 fn table_with(n: u8, name: &str, config: PeerTableConfig) -> PeerTable {
     let local = LocalDevice::new(id(n), name, port(n)).with_addresses([ip(n)]);
     PeerTable::new(config, local, u64::from(n)).unwrap()
@@ -67,11 +86,36 @@ fn table(n: u8, name: &str) -> PeerTable {
 
 /// A started table with its start actions and events drained.
 fn started(n: u8, name: &str, t0: Instant) -> PeerTable {
-    let mut t = table(n, name);
+    started_with(n, name, PeerTableConfig::default(), t0)
+}
+
+/// [`started`] with `config`.
+fn started_with(n: u8, name: &str, config: PeerTableConfig, t0: Instant) -> PeerTable {
+    let mut t = table_with(n, name, config);
     t.start(t0);
     actions(&mut t);
     events(&mut t);
     t
+}
+
+/// The defaults, but both sides of a pair dial at once (no
+/// [`dial_yield`](crate::PeerTableConfigBuilder::dial_yield)).
+fn no_yield() -> PeerTableConfig {
+    PeerTableConfig::builder()
+        .dial_yield(Duration::ZERO)
+        .build()
+        .unwrap()
+}
+
+/// A link from device `n` accepted as `conn` (its hello not yet in); its actions drained.
+fn accept(t: &mut PeerTable, conn: ConnId, n: u8, now: Instant) {
+    t.link_up(
+        conn,
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(n), 50000),
+        now,
+    );
+    actions(t);
 }
 
 fn actions(t: &mut PeerTable) -> Vec<Action> {

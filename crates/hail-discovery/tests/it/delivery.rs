@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hail_discovery::{Device, DeviceEvent, DeviceEvents, LeaveReason};
+use hail_discovery::{Device, DeviceEvent, DeviceEvents, LeaveReason, SendError};
 
 async fn device(name: &str, group: SocketAddr) -> (Device, DeviceEvents) {
     Device::builder(name)
@@ -23,9 +23,7 @@ async fn meet(switch: &Device, se: &mut DeviceEvents, lamp: &Device) {
         while switch.peers().is_empty() {
             se.recv().await.expect("running");
         }
-        while lamp.peers().is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        lamp.wait_for_peer(switch.name()).await;
     })
     .await
     .expect("they meet");
@@ -79,7 +77,7 @@ async fn messages_sent_right_before_shutdown_arrive_between_join_and_goodbye() {
         .expect("switch sees lamp");
         for m in ["one", "two"] {
             let r = switch.send("lamp", Bytes::from(m)).await;
-            assert_eq!(r[0].1, Ok(()), "run {run}");
+            assert_eq!(r["lamp"], Ok(()), "run {run}");
         }
         switch.shutdown().await;
         let mut seen = seen_of(&mut events, &sender).await;
@@ -119,11 +117,8 @@ async fn a_full_event_stream_holds_messages_back_instead_of_dropping_them() {
     let total = capacity * 8;
     for i in 0..total {
         let r = switch.send("lamp", Bytes::from(i.to_string())).await;
-        assert_eq!(r[0].1, Ok(()));
+        assert_eq!(r["lamp"], Ok(()));
     }
-    // Time for the overflow to be dropped, if it were.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(lamp.dropped_events(), 0);
     let mut next = 0;
     tokio::time::timeout(Duration::from_secs(10), async {
         while next < total {
@@ -162,7 +157,7 @@ async fn events_dropped_on_a_full_stream_are_reported_once_there_is_room() {
     let extra = 50;
     for i in 0..EVENT_CAPACITY + extra {
         let r = switch.send("lamp", Bytes::from(i.to_string())).await;
-        assert_eq!(r[0].1, Ok(()));
+        assert_eq!(r["lamp"], Ok(()));
     }
     tokio::time::timeout(Duration::from_secs(5), async {
         while lamp.dropped_events() < extra as u64 {
@@ -173,21 +168,30 @@ async fn events_dropped_on_a_full_stream_are_reported_once_there_is_room() {
     .unwrap_or_else(|_| panic!("{} dropped", lamp.dropped_events()));
     let dropped = lamp.dropped_events();
     let mut queued = 0;
-    while events.try_recv().is_some() {
-        queued += 1;
+    let mut reports = Vec::new();
+    while let Some(e) = events.try_recv() {
+        match e {
+            DeviceEvent::Error(e) => reports.push(e),
+            _ => queued += 1,
+        }
     }
     assert_eq!(queued, EVENT_CAPACITY);
-    switch.send("lamp", Bytes::from_static(b"after")).await;
-    let next = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
-    assert_eq!(
-        next.expect("an event").expect("running"),
-        DeviceEvent::Error(RunError::EventsDropped { count: dropped })
-    );
-    let next = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
-    assert!(
-        matches!(next, Ok(Some(DeviceEvent::Message { ref payload, .. })) if payload == "after"),
-        "{next:?}"
-    );
+    let sent = switch.send("lamp", Bytes::from_static(b"after")).await;
+    assert_eq!(sent["lamp"], Ok(()));
+    // The drops are reported as soon as there is room (maybe while the stream was read
+    // empty), before the next message.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.next().await.expect("running") {
+                DeviceEvent::Error(e) => reports.push(e),
+                DeviceEvent::Message { payload, .. } if payload == "after" => break,
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the message after");
+    assert_eq!(reports, [RunError::EventsDropped { count: dropped }]);
     switch.shutdown().await;
     lamp.shutdown().await;
 }
@@ -225,7 +229,7 @@ async fn a_message_queued_behind_busy_handlers_survives_the_senders_shutdown() {
         lamp_rpc.send("slow", ()).await.unwrap();
     }
     let r = switch.send("lamp", Bytes::from_static(b"queued")).await;
-    assert_eq!(r[0].1, Ok(()));
+    assert_eq!(r["lamp"], Ok(()));
     switch.shutdown().await;
     let got = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
@@ -239,5 +243,203 @@ async fn a_message_queued_behind_busy_handlers_survives_the_senders_shutdown() {
     .await
     .expect("the queued message is delivered");
     assert_eq!(got, "queued");
+    lamp.shutdown().await;
+}
+
+/// Messages are link frames of their own, not RPC notifications: they take no handler
+/// slot and wait for none. Here the only slot (`max_concurrent_handlers(1)`, every handler
+/// in a task of its own) is held by a user method that finishes only once every message
+/// has arrived: they still all arrive, in order, named by the link's peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_wait_for_no_rpc_handler_and_keep_their_order() {
+    let rpc = hail_rpc::RpcConfig::default()
+        .inline_first_poll(false)
+        .max_concurrent_handlers(1);
+    let (lamp, mut events) = Device::builder("lamp")
+        .rpc(rpc)
+        .group(SocketAddr::from((Ipv4Addr::new(239, 255, 72, 84), 0)))
+        .interface(Ipv4Addr::LOCALHOST)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .expect("device starts");
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let started = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (held, running) = (release.clone(), started.clone());
+    lamp.handlers()
+        .bind("busy", move |(): ()| {
+            let (held, running) = (held.clone(), running.clone());
+            async move {
+                running.notify_one();
+                held.notified().await;
+                Ok::<(), String>(())
+            }
+        })
+        .unwrap();
+    let (switch, mut se) = device("switch", lamp.group()).await;
+    meet(&switch, &mut se, &lamp).await;
+    let peer = switch.peer("lamp").expect("linked");
+    let busy = tokio::spawn(async move {
+        peer.execute::<_, ()>("busy", (), Duration::from_secs(20))
+            .await
+    });
+    tokio::time::timeout(Duration::from_secs(5), started.notified())
+        .await
+        .expect("the busy method holds the slot");
+    let total = 500;
+    for i in 0..total {
+        let r = switch.send("lamp", Bytes::from(i.to_string())).await;
+        assert_eq!(r["lamp"], Ok(()));
+    }
+    let mut next = 0;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while next < total {
+            if let DeviceEvent::Message { from, payload } = events.recv().await.expect("running") {
+                assert_eq!(from, "switch");
+                assert_eq!(payload, next.to_string(), "in order");
+                next += 1;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{next} of {total} messages arrived"));
+    release.notify_one();
+    assert_eq!(
+        busy.await.unwrap(),
+        Ok(()),
+        "the held call ends once released"
+    );
+    switch.shutdown().await;
+    lamp.shutdown().await;
+}
+
+/// A `PeerSender` keeps its peer's link; when that link ends (here the peer restarted
+/// under the same name), its next message goes on the new link; `try_send` reports a full
+/// link at once instead of waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sender_follows_its_peer_to_a_new_link() {
+    let (switch, mut se) = device(
+        "switch",
+        SocketAddr::from((Ipv4Addr::new(239, 255, 72, 86), 0)),
+    )
+    .await;
+    let (lamp, mut le) = device("lamp", switch.group()).await;
+    meet(&switch, &mut se, &lamp).await;
+    let mut to_lamp = switch.to("lamp").expect("joined");
+    assert_eq!(to_lamp.name(), "lamp");
+    to_lamp.send(b"first").await.expect("sent");
+    assert_eq!(
+        next_message(&mut le).await,
+        ("switch".into(), "first".into())
+    );
+
+    let old_id = lamp.id();
+    lamp.shutdown().await;
+    let (lamp, mut le) = device("lamp", switch.group()).await;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !switch
+            .peers()
+            .iter()
+            .any(|p| p.id == lamp.id() && p.id != old_id)
+        {
+            se.recv().await.expect("running");
+        }
+    })
+    .await
+    .expect("the new lamp joins");
+    to_lamp.send(b"second").await.expect("sent on the new link");
+    assert_eq!(
+        next_message(&mut le).await,
+        ("switch".into(), "second".into())
+    );
+
+    // Nobody reads lamp's events: its links fill up, then try_send says so at once.
+    let big = vec![0u8; 60_000];
+    let full = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match to_lamp.try_send(&big) {
+                Ok(()) => tokio::task::yield_now().await,
+                Err(e) => break e,
+            }
+        }
+    })
+    .await
+    .expect("the link fills");
+    assert_eq!(full, SendError::Full);
+    switch.shutdown().await;
+    lamp.shutdown().await;
+}
+
+/// The next message `events` delivers: (sender, payload as text).
+async fn next_message(events: &mut DeviceEvents) -> (String, String) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let DeviceEvent::Message { from, payload } = events.recv().await.expect("running") {
+                return (from, String::from_utf8_lossy(&payload).into_owned());
+            }
+        }
+    })
+    .await
+    .expect("a message")
+}
+
+/// The event stream is bounded in bytes as well as in events: a listener that does not
+/// read holds at most its byte budget of messages (plus the one that crossed it), the
+/// senders wait behind it, nothing is dropped within the hold, and once it reads every
+/// message arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_is_bounded_in_bytes() {
+    let budget = 256 * 1024;
+    let size = 16 * 1024;
+    let (lamp, mut events) = Device::builder("lamp")
+        .event_capacity(100_000)
+        .event_bytes(budget)
+        .group(SocketAddr::from((Ipv4Addr::new(239, 255, 72, 87), 0)))
+        .interface(Ipv4Addr::LOCALHOST)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .expect("device starts");
+    let (switch, mut se) = device("switch", lamp.group()).await;
+    meet(&switch, &mut se, &lamp).await;
+    let total = 400usize;
+    let mut to_lamp = switch.to("lamp").expect("joined");
+    let sender = tokio::spawn(async move {
+        for i in 0..total {
+            let mut msg = vec![0u8; size];
+            msg[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            to_lamp.send(&msg).await.expect("sent");
+        }
+    });
+    // The stream fills to its byte budget (6.4 MB are on their way).
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while lamp.stats().queued_event_bytes < budget {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the stream fills");
+    let mut next = 0usize;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while next < total {
+            if let DeviceEvent::Message { payload, .. } = events.recv().await.expect("running") {
+                assert_eq!(payload.len(), size);
+                assert_eq!(payload[..8], (next as u64).to_be_bytes(), "in order");
+                next += 1;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{next} of {total} messages arrived"));
+    sender.await.unwrap();
+    let stats = lamp.stats();
+    assert_eq!(stats.dropped_events, 0);
+    assert!(
+        stats.peak_event_bytes <= budget + size,
+        "peak {} over the budget {budget}",
+        stats.peak_event_bytes
+    );
+    assert_eq!(stats.queued_event_bytes, 0, "all taken");
+    switch.shutdown().await;
     lamp.shutdown().await;
 }

@@ -63,7 +63,8 @@ async fn three_devices_find_each_other_send_and_ask() {
 
     // One name.
     let r = a.send("b", Bytes::from_static(b"hi b")).await;
-    assert_eq!(r, [("b".to_string(), Ok(()))]);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r["b"], Ok(()));
     assert_eq!(
         next_message(&mut eb).await,
         ("a".into(), Bytes::from_static(b"hi b"))
@@ -79,6 +80,7 @@ async fn three_devices_find_each_other_send_and_ask() {
             ("c".to_string(), Ok(())),
             ("nobody".to_string(), Err(SendError::UnknownName)),
         ]
+        .into()
     );
     assert_eq!(next_message(&mut eb).await.1, Bytes::from_static(b"list"));
     assert_eq!(next_message(&mut ec).await.1, Bytes::from_static(b"list"));
@@ -170,11 +172,11 @@ async fn three_devices_find_each_other_send_and_ask() {
     c.shutdown().await;
     tokio::time::timeout(Duration::from_secs(2), async {
         loop {
-            if let Some(DeviceEvent::PeerLeft { peer, reason }) = ea.recv().await {
-                if peer.id == c_id {
-                    assert_eq!(reason, LeaveReason::Goodbye);
-                    return;
-                }
+            if let Some(DeviceEvent::PeerLeft { peer, reason }) = ea.recv().await
+                && peer.id == c_id
+            {
+                assert_eq!(reason, LeaveReason::Goodbye);
+                return;
             }
         }
     })
@@ -200,14 +202,20 @@ async fn ten_devices_form_a_full_mesh_without_flapping() {
     for i in 1..10 {
         devices.push(device(&format!("dev{i}"), g).await);
     }
-    let start = Instant::now();
+    // How fast is measured by `discovery/mesh-10` (cargo xtask bench), not here.
     for (d, e) in &mut devices {
         until_peers(d, e, 9).await;
     }
-    let took = start.elapsed();
-    assert!(took < Duration::from_secs(5), "{took:?}");
-    // Let the duplicate links of simultaneous dials close, then check nobody flapped.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One link per pair once any dropped duplicates have closed (they linger 500 ms):
+    // 45 in all.
+    for (d, _) in &devices {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while d.links() != 9 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(d.links(), 9, "{}", d.name());
+    }
+    // Nobody flapped meanwhile.
     for (d, e) in &mut devices {
         assert_eq!(d.peers().len(), 9, "{}", d.name());
         while let Ok(ev) = tokio::time::timeout(Duration::from_millis(1), e.recv()).await {
@@ -217,15 +225,6 @@ async fn ten_devices_form_a_full_mesh_without_flapping() {
                 d.name()
             );
         }
-    }
-    // One link per pair once the dropped duplicates have closed (they linger 500 ms):
-    // 45 in all.
-    for (d, _) in &devices {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while d.links() != 9 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(d.links(), 9, "{}", d.name());
     }
     let r = devices[0]
         .0
@@ -266,7 +265,7 @@ async fn static_peers_without_multicast_form_a_mesh_through_one_seed() {
     until_peers(&b, &mut eb, 2).await;
     until_peers(&c, &mut ec, 2).await;
     assert_eq!(
-        b.send("c", Bytes::from_static(b"via gossip")).await[0].1,
+        b.send("c", Bytes::from_static(b"via gossip")).await["c"],
         Ok(())
     );
     assert_eq!(
@@ -348,10 +347,10 @@ async fn a_killed_process_is_seen_as_gone_within_three_seconds() {
     let start = Instant::now();
     let reason = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
-            if let Some(DeviceEvent::PeerLeft { peer, reason }) = ea.recv().await {
-                if peer.id == child_id {
-                    return reason;
-                }
+            if let Some(DeviceEvent::PeerLeft { peer, reason }) = ea.recv().await
+                && peer.id == child_id
+            {
+                return reason;
             }
         }
     })
@@ -395,10 +394,10 @@ async fn callbacks_see_peers_and_messages() {
         ),
     );
     assert_eq!(next_line(&mut rx).await, "joined a");
-    while a.peers().is_empty() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(a.send("b", Bytes::from_static(b"hello")).await[0].1, Ok(()));
+    tokio::time::timeout(Duration::from_secs(5), a.wait_for_peer("b"))
+        .await
+        .expect("a sees b");
+    assert_eq!(a.send("b", Bytes::from_static(b"hello")).await["b"], Ok(()));
     assert_eq!(next_line(&mut rx).await, "a: hello");
     b.shutdown().await;
     // The stream ends with the device, and so does the callback runner.

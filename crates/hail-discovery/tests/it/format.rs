@@ -29,9 +29,7 @@ async fn meet(a: &Device, ea: &mut DeviceEvents, b: &Device) {
         while a.peers().is_empty() {
             ea.next().await.expect("running");
         }
-        while b.peers().is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        b.wait_for_peer(a.name()).await;
     })
     .await
     .expect("they meet");
@@ -62,7 +60,7 @@ async fn typed_messages_and_questions_in_each_format() {
             level: 7,
         };
         let r = switch.send_msg("lamp", &cmd).await.unwrap();
-        assert_eq!(r[0].1, Ok(()));
+        assert_eq!(r["lamp"], Ok(()));
         let payload = next_message(&mut el).await;
         assert_eq!(lamp.decode::<Command>(&payload).unwrap(), cmd, "{format:?}");
         if format == MessageFormat::Json {
@@ -105,9 +103,10 @@ async fn text_format_sends_plain_utf8_and_refuses_other_values() {
     assert_eq!(lamp.decode::<String>(&payload).unwrap(), "lights on");
     assert!(switch.send_msg("lamp", &42).await.is_err());
     // The bytes API is unchanged.
-    switch
+    let sent = switch
         .send("lamp", bytes::Bytes::from_static(b"\xff raw"))
         .await;
+    assert_eq!(sent, [("lamp".to_string(), Ok(()))].into());
     let payload = next_message(&mut el).await;
     assert_eq!(payload.as_ref(), b"\xff raw");
     assert!(lamp.decode::<String>(&payload).is_err());

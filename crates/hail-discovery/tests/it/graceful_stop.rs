@@ -42,13 +42,9 @@ async fn every_message_sent_ok_to_a_stopping_device_is_delivered() {
     for run in 0..30 {
         let name = format!("receiver{run}");
         let (receiver, mut events) = device(&name, g).await;
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while sender.peer(&name).is_err() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("the sender sees the receiver");
+        tokio::time::timeout(Duration::from_secs(5), sender.wait_for_peer(&name))
+            .await
+            .expect("the sender sees the receiver");
         // The receiver's events, read as they come; the rest once its shutdown is done.
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let (first_tx, first_rx) = oneshot::channel::<()>();
@@ -60,10 +56,10 @@ async fn every_message_sent_ok_to_a_stopping_device_is_delivered() {
                 DeviceEvent::Message { from, payload } if from == "sender" => {
                     let n = u32::from_be_bytes(payload[..4].try_into().expect("4 bytes"));
                     got.push(n);
-                    if got.len() >= 20 {
-                        if let Some(f) = first.take() {
-                            let _ = f.send(());
-                        }
+                    if got.len() >= 20
+                        && let Some(f) = first.take()
+                    {
+                        let _ = f.send(());
                     }
                 }
                 DeviceEvent::Error(RunError::EventsDropped { count }) => *dropped += count,
@@ -96,7 +92,7 @@ async fn every_message_sent_ok_to_a_stopping_device_is_delivered() {
                 let r = s
                     .send(target.as_str(), Bytes::copy_from_slice(&n.to_be_bytes()))
                     .await;
-                match &r[0].1 {
+                match &r[target.as_str()] {
                     Ok(()) => ok.push(n),
                     Err(_) => {
                         failed += 1;

@@ -1,10 +1,17 @@
-//! Real-socket tests of hail-discovery: multicast on the loopback interface or inside
-//! network namespaces the tests create, links on 127.0.0.1 or inside those namespaces.
+//! Integration tests of hail-discovery: real sockets (multicast on the loopback interface
+//! or inside network namespaces the tests create, links on 127.0.0.1 or inside those
+//! namespaces), and whole devices on the in-memory network in paused time (`memory`).
 
+mod attack;
 mod delivery;
 mod device;
 mod format;
 mod graceful_stop;
+mod interfaces;
+mod lan;
+mod memory;
 #[cfg(target_os = "linux")]
 mod netns;
+#[cfg(target_os = "linux")]
+mod netns_v6;
 mod passphrase;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use hail_wire::{Binary, FrameCodec, PayloadCodec, WireError};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::AbortHandle;
@@ -15,7 +15,7 @@ use super::{ConnStats, Counters, Outbox, Phase, Push, Shared, encode_message, re
 use crate::chan;
 use crate::config::{Framing, LinkConfig};
 use crate::error::{CloseReason, LinkError};
-use crate::events::{Events, Incoming, Sink};
+use crate::events::{EventSender, Events, Incoming, ServerEvent, Sink};
 use crate::handshake::{self, Established};
 use crate::id::ConnId;
 
@@ -88,6 +88,51 @@ where
         let (tx, rx) = chan::channel(config.incoming_capacity);
         let conn = Self::start(est, config, payload, Sink::Own(tx), None, None);
         Ok((conn, Events::new(rx)))
+    }
+
+    /// Dials `addr` like [`connect`](Self::connect), but hands the connection's messages,
+    /// undecodable frames and end to `events`, as a [`Server`](crate::Server) does for
+    /// its connections ([`ServerEvent::Message`], [`ServerEvent::Undecodable`] and
+    /// [`ServerEvent::Closed`], with this connection's [`id`](Self::id); no `Connected`):
+    /// one stream, read by one task, for many dialed connections, with the same
+    /// backpressure (a full stream stops the connection reading, and TCP slows its peer).
+    ///
+    /// The connection reads nothing until the returned [`ReadGate`] is opened or dropped,
+    /// so its owner can register it first and never sees an event of a connection it
+    /// does not know yet.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), hail_link::LinkError> {
+    /// use hail_link::{Connection, Events, LinkConfig, ServerEvent};
+    /// use hail_wire::Binary;
+    ///
+    /// let (tx, mut events) = Events::channel(1024);
+    /// let addr = "127.0.0.1:7000".parse().unwrap();
+    /// let (conn, gate) = Connection::connect_into(addr, &LinkConfig::default(), Binary, &tx).await?;
+    /// let mine = conn.id(); // remember it, then let it read
+    /// gate.open();
+    /// if let Some(ServerEvent::Message { id, msg }) = events.recv().await {
+    ///     assert_eq!(id, mine);
+    /// #   let _ = msg;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_into(
+        addr: SocketAddr,
+        config: &LinkConfig,
+        payload: P,
+        events: &EventSender<ServerEvent<P::Item>>,
+    ) -> Result<(Self, ReadGate), LinkError> {
+        config.validate()?;
+        let est = handshake::dial(addr, config, config.handshake_timeout).await?;
+        let (go, gate) = oneshot::channel();
+        let sink = Sink::Server {
+            tx: events.tx.clone(),
+            id: ConnId::fresh(),
+            on_close: None,
+        };
+        let conn = Self::start(est, config, payload, sink, None, Some(gate));
+        Ok((conn, ReadGate(go)))
     }
 
     pub(crate) fn start(
@@ -163,6 +208,54 @@ where
     }
 }
 
+/// Holds a connection made by [`Connection::connect_into`] back from reading until it is
+/// [`open`](Self::open)ed or dropped.
+#[derive(Debug)]
+pub struct ReadGate(oneshot::Sender<()>);
+
+impl ReadGate {
+    /// Lets the connection read (dropping the gate does the same).
+    pub fn open(self) {
+        let _ = self.0.send(());
+    }
+}
+
+impl Connection<Binary> {
+    /// Queues one message made of `parts` written one after another (a header of the
+    /// caller's and a payload, say), waiting while the send queue is full: the parts are
+    /// copied once, straight into the send queue, with no buffer of their own in between.
+    /// The receiver gets one message of their total length. Errors and cancel safety as
+    /// for [`send`](Self::send).
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: hail_link::Connection) -> Result<(), hail_link::LinkError> {
+    /// conn.send_parts(&[b"M", b"payload"]).await?; // the peer receives b"Mpayload"
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_parts(&self, parts: &[&[u8]]) -> Result<(), LinkError> {
+        self.push_waiting(|dst| self.encode_parts(parts, dst)).await
+    }
+
+    /// [`send_parts`](Self::send_parts) if the send queue has room, or
+    /// [`LinkError::Full`] at once.
+    pub fn try_send_parts(&self, parts: &[&[u8]]) -> Result<(), LinkError> {
+        self.push_now(|dst| self.encode_parts(parts, dst))
+    }
+
+    fn encode_parts(&self, parts: &[&[u8]], dst: &mut BytesMut) -> Result<(), WireError> {
+        let hail = self.shared.hail;
+        self.shared.frames.encode_with(dst, |dst| {
+            if hail {
+                dst.put_u8(crate::proto::KIND_MESSAGE);
+            }
+            for part in parts {
+                dst.put_slice(part);
+            }
+            Ok(())
+        })
+    }
+}
+
 impl<P: PayloadCodec> Connection<P> {
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
@@ -211,8 +304,21 @@ impl<P: PayloadCodec> Connection<P> {
     /// queued whole or not at all.
     pub async fn send(&self, msg: impl Borrow<P::Item>) -> Result<(), LinkError> {
         let msg = msg.borrow();
+        self.push_waiting(|dst| self.encode_frame(msg, dst)).await
+    }
+
+    /// Queues `msg` if the send queue has room, or fails with [`LinkError::Full`].
+    pub fn try_send(&self, msg: impl Borrow<P::Item>) -> Result<(), LinkError> {
+        self.push_now(|dst| self.encode_frame(msg.borrow(), dst))
+    }
+
+    /// Queues the frame `write` appends, waiting while the send queue is full.
+    async fn push_waiting(
+        &self,
+        write: impl Fn(&mut BytesMut) -> Result<(), WireError>,
+    ) -> Result<(), LinkError> {
         // Fast path: room in the queue, no waiter registration.
-        match self.shared.push(|dst| self.encode_frame(msg, dst)) {
+        match self.shared.push(&write) {
             Ok(()) => return Ok(()),
             Err(Push::Full) => {}
             Err(Push::Closed) => return Err(self.shared.closed_error()),
@@ -222,7 +328,7 @@ impl<P: PayloadCodec> Connection<P> {
             let notified = self.shared.space.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.shared.push(|dst| self.encode_frame(msg, dst)) {
+            match self.shared.push(&write) {
                 Ok(()) => return Ok(()),
                 Err(Push::Full) => notified.await,
                 Err(Push::Closed) => return Err(self.shared.closed_error()),
@@ -231,9 +337,12 @@ impl<P: PayloadCodec> Connection<P> {
         }
     }
 
-    /// Queues `msg` if the send queue has room, or fails with [`LinkError::Full`].
-    pub fn try_send(&self, msg: impl Borrow<P::Item>) -> Result<(), LinkError> {
-        match self.shared.push(|dst| self.encode_frame(msg.borrow(), dst)) {
+    /// Queues the frame `write` appends if there is room.
+    fn push_now(
+        &self,
+        write: impl FnOnce(&mut BytesMut) -> Result<(), WireError>,
+    ) -> Result<(), LinkError> {
+        match self.shared.push(write) {
             Ok(()) => Ok(()),
             Err(Push::Full) => Err(LinkError::Full),
             Err(Push::Closed) => Err(self.shared.closed_error()),
@@ -243,15 +352,10 @@ impl<P: PayloadCodec> Connection<P> {
 
     /// Queues an already encoded frame if there is room (broadcast).
     pub(crate) fn try_send_frame(&self, frame: &[u8]) -> Result<(), LinkError> {
-        match self.shared.push(|dst| {
+        self.push_now(|dst| {
             dst.extend_from_slice(frame);
             Ok(())
-        }) {
-            Ok(()) => Ok(()),
-            Err(Push::Full) => Err(LinkError::Full),
-            Err(Push::Closed) => Err(self.shared.closed_error()),
-            Err(Push::Encode(e)) => Err(LinkError::Encode(e)),
-        }
+        })
     }
 
     /// Closes gracefully: no new messages are accepted, queued ones are written, then the

@@ -24,7 +24,7 @@ use crate::error::{CloseReason, LinkError};
 use crate::id::ConnId;
 use crate::proto;
 
-pub use handle::Connection;
+pub use handle::{Connection, ReadGate};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {

@@ -52,6 +52,8 @@ pub(super) async fn run<P: PayloadCodec>(
         // Decode everything that is whole (up to a batch), then hand it over in one go:
         // one wake-up of the receiver per batch rather than per message.
         let mut failed = None;
+        // A frame the codec refused: reported after the messages before it.
+        let mut undecodable = None;
         while batch.len() < MAX_BATCH {
             let small = Small {
                 slab: &mut slab,
@@ -90,6 +92,8 @@ pub(super) async fn run<P: PayloadCodec>(
                 Err(e) if e.is_payload_error() => {
                     stats.undecodable.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(conn = %shared.id, error = %e, "undecodable message dropped");
+                    undecodable = Some(e.to_string());
+                    break;
                 }
                 Err(e) => {
                     failed = Some(CloseReason::wire(e));
@@ -117,9 +121,20 @@ pub(super) async fn run<P: PayloadCodec>(
                 // Time spent handing messages to a slow receiver is not the peer's silence.
                 l.on_receive(Instant::now().into_std());
             }
-            if failed.is_none() {
+            if failed.is_none() && undecodable.is_none() {
                 continue;
             }
+        }
+        if let Some(error) = undecodable {
+            let delivered = tokio::select! {
+                biased;
+                ok = sink.undecodable(error) => ok,
+                () = wait_kill(&mut phase) => break 'run CloseReason::Closed,
+            };
+            if !delivered {
+                stats.undelivered.fetch_add(1, Ordering::Relaxed);
+            }
+            continue;
         }
         if let Some(r) = failed {
             break 'run r;

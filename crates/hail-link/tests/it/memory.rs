@@ -255,3 +255,123 @@ async fn a_secured_link_runs_over_memory_unchanged() {
     })
     .await;
 }
+
+/// A message sent in parts arrives as one message of their total length; one too long for
+/// the frame limit is refused whole and the link goes on; a full queue refuses
+/// `try_send_parts` at once, and nothing half-queued ever goes out.
+#[tokio::test(start_paused = true)]
+async fn a_message_in_parts_arrives_whole() {
+    let net = MemoryNetwork::new();
+    let link = LinkConfig::default()
+        .transport(Transport::memory(&net))
+        .max_frame_len(64)
+        .queue_bytes(256);
+    let (server, mut events) = Server::bind(
+        addr("127.0.0.1:7010"),
+        ServerConfig::default().link(link.clone()),
+        Binary,
+    )
+    .await
+    .unwrap();
+    let (_client, mut cev) = Client::connect(
+        server.local_addr(),
+        ClientConfig::default().link(link),
+        Binary,
+    )
+    .await
+    .unwrap();
+    client_connected(&mut cev).await;
+    let ServerEvent::Connected { id, .. } = server_event(&mut events).await else {
+        panic!("connected first")
+    };
+    let conn = server.connection(id).unwrap();
+    conn.send_parts(&[b"M", b"hello"]).await.unwrap();
+    assert!(matches!(
+        conn.send_parts(&[b"M", &[0u8; 64]]).await,
+        Err(LinkError::Encode(_))
+    ));
+    conn.try_send_parts(&[b"", b"two", b""]).unwrap();
+    assert_eq!(
+        client_message(&mut cev).await,
+        Bytes::from_static(b"Mhello")
+    );
+    assert_eq!(client_message(&mut cev).await, Bytes::from_static(b"two"));
+    // Nobody reads the client's side any more: the queue fills, and then refuses.
+    let full = loop {
+        match conn.try_send_parts(&[b"M", &[7u8; 60]]) {
+            Ok(()) => tokio::task::yield_now().await,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(full, LinkError::Full), "{full:?}");
+    assert!(conn.queued_bytes() <= 256 + 70, "{}", conn.queued_bytes());
+}
+
+/// Two dialed connections deliver into one stream, each message with its connection's id;
+/// nothing comes before a connection's gate is opened; each ends with its `Closed`.
+#[tokio::test(start_paused = true)]
+async fn dialed_connections_share_one_stream_behind_their_gates() {
+    let net = MemoryNetwork::new();
+    let link = LinkConfig::default().transport(Transport::memory(&net));
+    let (server, mut events) = Server::bind(
+        addr("127.0.0.1:7011"),
+        ServerConfig::default().link(link.clone()),
+        Binary,
+    )
+    .await
+    .unwrap();
+    let (tx, mut shared) = hail_link::Events::channel(16);
+    let (a, gate_a) = Connection::connect_into(server.local_addr(), &link, Binary, &tx)
+        .await
+        .unwrap();
+    let (b, gate_b) = Connection::connect_into(server.local_addr(), &link, Binary, &tx)
+        .await
+        .unwrap();
+    let mut accepted = Vec::new();
+    while accepted.len() < 2 {
+        if let ServerEvent::Connected { id, .. } = server_event(&mut events).await {
+            accepted.push(server.connection(id).unwrap());
+        }
+    }
+    for c in &accepted {
+        c.send(Bytes::from(format!("to {}", c.peer_addr().port())))
+            .await
+            .unwrap();
+    }
+    // Gates shut: an hour of virtual time, nothing.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3600), shared.recv())
+            .await
+            .is_err()
+    );
+    gate_b.open();
+    drop(gate_a);
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match tokio::time::timeout(crate::common::LIMIT, shared.recv())
+            .await
+            .unwrap()
+        {
+            Some(ServerEvent::Message { id, msg }) => got.push((id, msg)),
+            other => panic!("{other:?}"),
+        }
+    }
+    got.sort_by_key(|(id, _)| *id == b.id());
+    assert_eq!(got[0].0, a.id());
+    assert_eq!(got[0].1, format!("to {}", a.local_addr().port()));
+    assert_eq!(got[1].0, b.id());
+    assert_eq!(got[1].1, format!("to {}", b.local_addr().port()));
+    server.shutdown(Duration::from_secs(1)).await;
+    let mut closed = Vec::new();
+    while closed.len() < 2 {
+        match tokio::time::timeout(crate::common::LIMIT, shared.recv())
+            .await
+            .unwrap()
+        {
+            Some(ServerEvent::Closed { id, .. }) => closed.push(id),
+            other => panic!("{other:?}"),
+        }
+    }
+    closed.sort_by_key(|id| *id == b.id());
+    assert_eq!(closed, [a.id(), b.id()]);
+}

@@ -168,3 +168,94 @@ async fn hail_client_exchanges_json_with_a_python_comms_server() {
         .unwrap();
     assert!(status.success());
 }
+
+/// Python Comms' "string" mode on a `Json` link: each frame the codec refuses is an event
+/// in order with the messages and a server- or client-level count, and the link goes on.
+#[tokio::test(start_paused = true)]
+async fn undecodable_frames_are_reported_in_order_and_counted() {
+    use bytes::Bytes;
+    use hail_link::memory::MemoryNetwork;
+    use hail_link::{Client, ClientConfig, ClientEvent, Transport};
+    use hail_wire::Binary;
+
+    let net = MemoryNetwork::new();
+    let link = LinkConfig::python_comms().transport(Transport::memory(&net));
+    let (server, mut sev) = Server::bind(
+        "10.0.0.1:7000".parse().unwrap(),
+        ServerConfig::default().link(link.clone()),
+        Json::<Value>::new(),
+    )
+    .await
+    .unwrap();
+    // The "string"-mode peer: plain UTF-8 that is not JSON, then a JSON value.
+    let (peer, _peer_events) = Client::connect(
+        server.local_addr(),
+        ClientConfig::default().link(link.clone()),
+        Binary,
+    )
+    .await
+    .unwrap();
+    peer.send(Bytes::from_static(b"hello there")).await.unwrap();
+    peer.send(Bytes::from_static(b"{\"n\":1}")).await.unwrap();
+    let id = loop {
+        match server_event(&mut sev).await {
+            ServerEvent::Connected { .. } => {}
+            ServerEvent::Undecodable { id, error } => {
+                assert!(!error.is_empty());
+                break id;
+            }
+            other => panic!("the undecodable frame comes first: {other:?}"),
+        }
+    };
+    match server_event(&mut sev).await {
+        ServerEvent::Message { id: from, msg } => {
+            assert_eq!(from, id);
+            assert_eq!(msg, json!({"n": 1}));
+        }
+        other => panic!("then the message: {other:?}"),
+    }
+    assert_eq!(server.stats().undecodable, 1);
+
+    // The other way: a `Json` client gets a string-mode frame from a raw server.
+    let (raw, mut rev) = Server::bind(
+        "10.0.0.2:7000".parse().unwrap(),
+        ServerConfig::default().link(link.clone()),
+        Binary,
+    )
+    .await
+    .unwrap();
+    let (client, mut cev) = Client::connect(
+        raw.local_addr(),
+        ClientConfig::default().link(link),
+        Json::<Value>::new(),
+    )
+    .await
+    .unwrap();
+    let rid = match server_event(&mut rev).await {
+        ServerEvent::Connected { id, .. } => id,
+        other => panic!("{other:?}"),
+    };
+    raw.send_to(rid, Bytes::from_static(b"plain words"))
+        .await
+        .unwrap();
+    raw.send_to(rid, Bytes::from_static(b"[1,2]"))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match tokio::time::timeout(LIMIT, cev.recv())
+            .await
+            .expect("events")
+        {
+            Some(ClientEvent::Connected { .. }) => {}
+            Some(ClientEvent::Undecodable { .. }) => seen.push("undecodable"),
+            Some(ClientEvent::Message(v)) => {
+                assert_eq!(v, json!([1, 2]));
+                seen.push("message");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(seen, ["undecodable", "message"]);
+    assert_eq!(client.stats().undecodable, 1);
+}

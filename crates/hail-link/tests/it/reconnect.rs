@@ -159,3 +159,62 @@ async fn without_reconnect_sends_fail_after_a_loss() {
     // The event stream ends once the client has given up.
     assert!(cev.recv().await.is_none());
 }
+
+/// A device that boots before its server: with `connect_in_background`, `connect` returns
+/// at once, sends wait in the outage buffer, failed tries are counted, and the first
+/// connection delivers them in order once the server is up.
+#[tokio::test(start_paused = true)]
+async fn a_client_started_before_its_server_connects_when_it_comes_up() {
+    let net = MemoryNetwork::new();
+    let link = LinkConfig::default().transport(Transport::memory(&net));
+    let at: SocketAddr = "10.0.0.1:7000".parse().unwrap();
+    let (client, mut cev) = Client::connect(
+        at,
+        ClientConfig::default()
+            .link(link.clone())
+            .reconnect(Some(BACKOFF))
+            .connect_in_background(true),
+        Binary,
+    )
+    .await
+    .expect("returns at once, disconnected");
+    assert!(!client.is_connected());
+    for i in 0..3u8 {
+        client.send(Bytes::from(vec![i])).await.expect("buffered");
+    }
+    // Tries fail (nobody listens) and are counted, on the virtual clock.
+    crate::common::wait_for("three failed tries", || client.stats().failed_attempts >= 3).await;
+    assert!(!client.is_connected());
+
+    let (_server, mut sev) = Server::bind(at, ServerConfig::default().link(link), Binary)
+        .await
+        .unwrap();
+    client_connected(&mut cev).await;
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        if let ServerEvent::Message { msg, .. } = server_event(&mut sev).await {
+            got.push(msg[0]);
+        }
+    }
+    assert_eq!(got, [0, 1, 2], "buffered sends arrive first, in order");
+    assert_eq!(client.stats().buffered_during_outage, 3);
+    assert_eq!(
+        client.stats().reconnects,
+        0,
+        "the first connection is no reconnection"
+    );
+}
+
+#[tokio::test]
+async fn a_background_first_connect_needs_reconnection_on() {
+    let err = Client::connect(
+        lo(),
+        ClientConfig::default()
+            .reconnect(None)
+            .connect_in_background(true),
+        Binary,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, LinkError::Config(_)), "{err:?}");
+}

@@ -8,7 +8,9 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use hail_multicast::Channel;
-use hail_testsupport::{Lan, Namespaces, OrSkip, impairment, in_netns, ip, nft, report, veth};
+use hail_testsupport::{
+    Lan, Namespaces, OrSkip, impairment, in_netns, ip, link_local_pair, nft, report, veth,
+};
 use tokio::time::timeout;
 
 use crate::{PATIENCE, key};
@@ -27,15 +29,7 @@ fn ipv6_link_scope_over_veth() {
     let Some(mut ns) = Namespaces::for_test("v6").or_skip() else {
         return;
     };
-    let a = ns.add("a").expect("namespace a");
-    let b = ns.add("b").expect("namespace b");
-    veth((&a, "v0"), (&b, "v1")).expect("veth pair");
-    for args in [
-        vec!["-n", &a, "addr", "add", "fe80::a/64", "dev", "v0", "nodad"],
-        vec!["-n", &b, "addr", "add", "fe80::b/64", "dev", "v1", "nodad"],
-    ] {
-        ip(&args).expect("set up veth pair");
-    }
+    let (a, b) = link_local_pair(&mut ns).expect("veth pair with link-local addresses");
     let group: SocketAddr = "[ff02::4a1:77]:47751".parse().unwrap();
     let ready = Arc::new(Barrier::new(2));
     let done = Arc::new(AtomicBool::new(false));

@@ -82,10 +82,10 @@ async fn child_peer() {
     while from_parent < 10 {
         assert!(Instant::now() < deadline, "parent never heard from");
         chan.send(b"child").await.unwrap();
-        if let Ok(d) = timeout(Duration::from_millis(20), chan.recv()).await {
-            if &d.unwrap().payload[..] == b"parent" {
-                from_parent += 1;
-            }
+        if let Ok(d) = timeout(Duration::from_millis(20), chan.recv()).await
+            && &d.unwrap().payload[..] == b"parent"
+        {
+            from_parent += 1;
         }
     }
     // Let the parent collect its ten.

@@ -12,6 +12,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use super::outbox::Outbox;
 use super::{RpcPeer, now};
 use crate::config::RpcConfig;
 use crate::error::RpcError;
@@ -32,6 +33,8 @@ pub(super) struct State {
     pub(super) session: PeerSession,
     /// The link, set exactly while the session is connected.
     pub(super) out: Option<Arc<dyn Outgoing>>,
+    /// What the link had no room for, in order; its size is reported to the session.
+    pub(super) outbox: Outbox,
 }
 
 pub(super) struct Inner {
@@ -49,7 +52,8 @@ pub(super) struct Inner {
 /// What one critical section left to carry out once the lock is released. Usually one
 /// packet or one event: those stand alone, and anything more is boxed.
 struct Work {
-    out: Option<Arc<dyn Outgoing>>,
+    /// The link the packets go to, and its outbox generation then.
+    out: Option<(Arc<dyn Outgoing>, u64)>,
     transmit: Option<Transmit>,
     event: Option<PeerEvent>,
     more: Option<Box<More>>,
@@ -117,7 +121,11 @@ impl Inner {
     pub(super) fn new(config: RpcConfig, handlers: Handlers, session: PeerSession) -> Self {
         Self {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
-            state: Mutex::new(State { session, out: None }),
+            state: Mutex::new(State {
+                session,
+                out: None,
+                outbox: Outbox::default(),
+            }),
             config,
             handlers,
             runtime: tokio::runtime::Handle::current(),
@@ -143,6 +151,9 @@ impl Inner {
             let watched =
                 (self.idle_waiters.load(Ordering::Relaxed) > 0).then(|| Activity::of(&st.session));
             let r = f(&mut st);
+            if st.session.is_backed_up() {
+                Self::warn_slow_reader(&mut st);
+            }
             // Woken only on a change, so a waiter's own check does not wake it again. Every
             // change of the session happens inside one `with`: none is missed.
             let wake_idle = watched.is_some_and(|before| before.ended(Activity::of(&st.session)));
@@ -172,12 +183,60 @@ impl Inner {
                 events: std::iter::from_fn(|| st.session.poll_event()).collect(),
             })
         });
+        let out = transmit
+            .as_ref()
+            .and(st.out.clone())
+            .map(|out| (out, st.outbox.generation()));
         Work {
-            out: transmit.as_ref().and(st.out.clone()),
+            out,
             transmit,
             event,
             more,
             wake_idle,
+        }
+    }
+
+    /// One packet for the peer, from a context that cannot wait: on the link now if it has
+    /// room; else a cancel is dropped (best effort), and any other packet joins the
+    /// outbox, which one task per connection drains ([`drain`]). No order binds replies
+    /// (each names its call), so one that fits the link may pass those waiting.
+    fn route(self: &Arc<Self>, out: &Arc<dyn Outgoing>, generation: u64, t: Transmit) {
+        if out.try_send(t.packet.clone()) {
+            return;
+        }
+        if t.droppable {
+            tracing::debug!("cancel not sent: link queue full or closed");
+            return;
+        }
+        let mut st = self.lock();
+        // The link changed since: the packet was for the old one, which is gone.
+        if st.outbox.generation() != generation {
+            return;
+        }
+        let start = st.outbox.push(t.packet);
+        let bytes = st.outbox.bytes();
+        st.session.set_outbox_bytes(bytes);
+        if start {
+            let task = self
+                .runtime
+                .spawn(drain(self.clone(), out.clone(), generation));
+            st.outbox.set_drainer(task.abort_handle());
+        }
+    }
+
+    /// Logs, at most once a second, that the peer's requests are refused because it does
+    /// not read its answers.
+    fn warn_slow_reader(st: &mut State) {
+        let stats = st.session.stats();
+        let refused = stats.busy_slow_reader + stats.unanswered_slow_reader;
+        if let Some(new) = st.outbox.warn_due(refused, Instant::now()) {
+            tracing::warn!(
+                refused = new,
+                busy = stats.busy_slow_reader,
+                unanswered = stats.unanswered_slow_reader,
+                outbox_bytes = st.outbox.bytes(),
+                "the peer does not read its answers: its requests are refused"
+            );
         }
     }
 
@@ -193,13 +252,9 @@ impl Inner {
             Some(m) => (m.transmits, m.events),
             None => (Vec::new(), Vec::new()),
         };
-        if let Some(out) = &out {
+        if let Some((out, generation)) = &out {
             for t in transmit.into_iter().chain(transmits) {
-                if !t.droppable {
-                    self.send_soon(out, t.packet);
-                } else if !out.try_send(t.packet) {
-                    tracing::debug!("cancel not sent: link queue full or closed");
-                }
+                self.route(out, *generation, t);
             }
         }
         for event in event.into_iter().chain(events) {
@@ -292,17 +347,6 @@ impl Inner {
         }
     }
 
-    /// Sends a packet from a context that cannot wait: now if there is room, else from a
-    /// task.
-    fn send_soon(&self, out: &Arc<dyn Outgoing>, bytes: Bytes) {
-        if !out.try_send(bytes.clone()) {
-            let out = out.clone();
-            self.runtime.spawn(async move {
-                let _ = out.send(bytes).await;
-            });
-        }
-    }
-
     /// Runs the handler of `method`. With `inline`, the handler is first polled right here
     /// (on the connection's task): one that finishes without waiting costs no task; one
     /// that waits continues in a task of its own.
@@ -337,8 +381,8 @@ impl Inner {
     }
 
     /// A handler ended: frees its slot (the next queued job starts, in a task) and sends
-    /// the reply, if the caller still waits for one: now if the link has room, else from
-    /// a task.
+    /// the reply, if the caller still waits for one: now if the link has room, else
+    /// through the outbox.
     fn finish(self: &Arc<Self>, ticket: Ticket, method: &Method, answer: Answer) {
         let panicked = answer == Answer::Panicked;
         let answered = self.with(|st| st.session.handle_done(ticket, answer));
@@ -352,6 +396,38 @@ impl Inner {
                 }
                 None => tracing::warn!(%method, "notification handler panicked"),
             }
+        }
+    }
+}
+
+/// The one task that hands a connection's outbox to its link, oldest first, waiting for
+/// room; it ends when the outbox is empty, when the link changes (the outbox is reset and
+/// this task aborted), or when the link refuses a packet (closed: the driver reports the
+/// end, which resets the outbox).
+async fn drain(inner: Arc<Inner>, out: Arc<dyn Outgoing>, generation: u64) {
+    loop {
+        let packet = {
+            let st = inner.lock();
+            match st.outbox.front() {
+                Some(p) if st.outbox.generation() == generation => p,
+                _ => return,
+            }
+        };
+        if out.send(packet).await.is_err() {
+            return;
+        }
+        // Through `with`: an empty outbox may end `idle` and a graceful shutdown's wait.
+        let more = inner.with(|st| {
+            if st.outbox.generation() != generation {
+                return false;
+            }
+            let empty = st.outbox.pop();
+            let bytes = st.outbox.bytes();
+            st.session.set_outbox_bytes(bytes);
+            !empty
+        });
+        if !more {
+            return;
         }
     }
 }

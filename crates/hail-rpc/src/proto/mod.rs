@@ -34,7 +34,10 @@
 //! `max_kept_bytes` of bodies (plus one larger reply alone; and a record of up to
 //! `4 × max_kept_replies` expired retcodes), `max_concurrent_handlers` running and
 //! `max_queued_requests` queued requests holding at most `max_queued_bytes` of arguments.
-//! The output queues hold what one input produced until the IO layer takes it.
+//! The output queues hold what one input produced until the IO layer takes it. What the
+//! IO layer holds for the peer beyond that (its outbox) it reports with
+//! [`Session::set_outbox_bytes`], and the session refuses requests while it is full
+//! (see [`RpcConfig::max_outbox_bytes`](crate::RpcConfig::max_outbox_bytes)).
 //!
 //! ```
 //! use std::time::Instant;

@@ -34,6 +34,12 @@ pub struct Stats {
     pub unmatched_replies: u64,
     /// Requests refused with `BUSY` because the queue was full.
     pub busy: u64,
+    /// Requests refused with `BUSY` because the peer reads its answers too slowly: the
+    /// outbox held [`RpcConfig::max_outbox_bytes`] or more (see there).
+    pub busy_slow_reader: u64,
+    /// Requests dropped without an answer because the outbox held twice
+    /// [`RpcConfig::max_outbox_bytes`] or more: the peer had not read its earlier answers.
+    pub unanswered_slow_reader: u64,
     /// Notifications dropped because the queue was full.
     pub dropped_notifications: u64,
     /// Requests reusing a retcode still running or queued (dropped).
@@ -140,6 +146,9 @@ pub struct Session<W, G, H> {
     epoch: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event<W, H>>,
+    /// Bytes the IO layer holds for the peer, as last reported by `set_outbox_bytes`.
+    outbox_bytes: usize,
+    max_outbox_bytes: usize,
 }
 
 impl<W, G, H> Session<W, G, H> {
@@ -153,7 +162,23 @@ impl<W, G, H> Session<W, G, H> {
             epoch: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            outbox_bytes: 0,
+            max_outbox_bytes: config.max_outbox_bytes,
         }
+    }
+
+    /// The IO layer holds `bytes` of packets for the peer that the link has not taken yet
+    /// (its outbox). From [`RpcConfig::max_outbox_bytes`] on, the peer's new requests are
+    /// answered `BUSY` without running, and from twice that dropped unanswered; see there.
+    /// Report it whenever it changes; a new link starts at 0.
+    pub fn set_outbox_bytes(&mut self, bytes: usize) {
+        self.outbox_bytes = bytes;
+    }
+
+    /// True while the outbox holds [`RpcConfig::max_outbox_bytes`] or more: requests are
+    /// refused.
+    pub fn is_backed_up(&self) -> bool {
+        self.outbox_bytes >= self.max_outbox_bytes
     }
 
     /// Makes `first` the next retcode handed out (default 1); see
@@ -194,20 +219,24 @@ impl<W, G, H> Session<W, G, H> {
     }
 
     /// True when nothing is in flight, running or queued: no call of ours awaits a reply,
-    /// no handler runs and no request waits for one. Kept replies do not count.
+    /// no handler runs, no request waits for one and no answer waits in the IO layer's
+    /// outbox. Kept replies do not count.
     pub fn is_idle(&self) -> bool {
         self.calls.in_flight() == 0 && !self.is_serving()
     }
 
-    /// True while a handler runs or a request or notification waits for one.
+    /// True while a handler runs, a request or notification waits for one, or answers wait
+    /// in the IO layer's outbox ([`set_outbox_bytes`](Self::set_outbox_bytes)): what a
+    /// graceful shutdown waits for, so that answers are handed to the link before it closes.
     pub fn is_serving(&self) -> bool {
-        self.serve.running() > 0 || self.serve.queued() > 0
+        self.serve.running() > 0 || self.serve.queued() > 0 || self.outbox_bytes > 0
     }
 
     /// A link is up: packets go out from now on.
     pub fn handle_link_up(&mut self) {
         self.epoch += 1;
         self.link = Link::Up;
+        self.outbox_bytes = 0;
     }
 
     /// The link dropped: every call in flight ends with
@@ -221,6 +250,7 @@ impl<W, G, H> Session<W, G, H> {
             auth_failed: why == Disconnect::AuthFailed,
         };
         self.transmits.clear();
+        self.outbox_bytes = 0;
         self.events.retain(|e| !matches!(e, Event::Run { .. }));
         for (w, outcome) in self.calls.connection_lost(now) {
             self.events.push_back(Event::Wake(w, outcome));
@@ -242,11 +272,17 @@ impl<W, G, H> Session<W, G, H> {
             }
         };
         match packet {
-            Packet::Request {
-                retcode,
-                method: Method::Opcode(Opcode::PING),
-                args,
-            } => self.reply(retcode, Status::OK, &args),
+            // Whatever the method: a slow reader's requests would only add to its backlog.
+            Packet::Request { .. }
+                if self.outbox_bytes >= self.max_outbox_bytes.saturating_mul(2) =>
+            {
+                self.stats.unanswered_slow_reader += 1;
+            }
+            Packet::Request { retcode, .. } if self.is_backed_up() => {
+                self.stats.busy_slow_reader += 1;
+                self.reply(retcode, Status::BUSY, &[]);
+            }
+            // PING takes a handler slot like any method: answered in `run`.
             Packet::Request {
                 retcode,
                 method,
@@ -256,10 +292,6 @@ impl<W, G, H> Session<W, G, H> {
                 method,
                 args,
             }),
-            Packet::Notification {
-                method: Method::Opcode(Opcode::PING),
-                ..
-            } => {}
             Packet::Notification { method, args } => self.admit(Job::Notify { method, args }),
             Packet::Reply {
                 retcode,
@@ -457,25 +489,60 @@ impl<W, G, H> Session<W, G, H> {
         }
     }
 
-    fn run(&mut self, job: Job, fresh: bool) {
-        let (retcode, method, args) = match job {
-            Job::Call {
-                retcode,
-                method,
-                args,
-            } => (Some(retcode), method, args),
-            Job::Notify { method, args } => (None, method, args),
-        };
-        let ticket = Ticket {
-            epoch: self.epoch,
-            retcode,
-        };
-        self.events.push_back(Event::Run {
-            ticket,
-            method,
-            args,
-            fresh,
-        });
+    /// Starts `job` in the slot `serve` gave it. The session answers itself what needs no
+    /// handler, freeing the slot at once, and then starts the next queued job: a PING (its
+    /// arguments come back as the reply body), and a queued request that reaches its slot
+    /// while the peer is backed up (answered `BUSY`). A loop, not recursion: a queue of
+    /// such jobs runs out in one go on a flat stack.
+    fn run(&mut self, mut job: Job, mut fresh: bool) {
+        let ping = Method::Opcode(Opcode::PING);
+        loop {
+            let next = match job {
+                Job::Call {
+                    retcode,
+                    method,
+                    args,
+                } if method == ping || (!fresh && self.is_backed_up()) => {
+                    let (reply, next) = self.serve.finish_call(retcode);
+                    if reply && self.is_backed_up() {
+                        self.stats.busy_slow_reader += 1;
+                        self.reply(retcode, Status::BUSY, &[]);
+                    } else if reply {
+                        self.reply(retcode, Status::OK, &args);
+                    }
+                    next
+                }
+                Job::Notify { method, .. } if method == ping => self.serve.finish_notification(),
+                job => {
+                    let (retcode, method, args) = match job {
+                        Job::Call {
+                            retcode,
+                            method,
+                            args,
+                        } => (Some(retcode), method, args),
+                        Job::Notify { method, args } => (None, method, args),
+                    };
+                    let ticket = Ticket {
+                        epoch: self.epoch,
+                        retcode,
+                    };
+                    self.events.push_back(Event::Run {
+                        ticket,
+                        method,
+                        args,
+                        fresh,
+                    });
+                    return;
+                }
+            };
+            match next {
+                Some(j) => {
+                    job = j;
+                    fresh = false;
+                }
+                None => return,
+            }
+        }
     }
 
     fn reply(&mut self, retcode: RetCode, status: Status, body: &[u8]) {

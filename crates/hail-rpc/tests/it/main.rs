@@ -6,5 +6,6 @@ mod flows;
 mod idle;
 mod load;
 mod lost;
+mod outbox;
 mod reconnect;
 mod support;

@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn an_announce_restarts_a_dial_begun_before_the_peer_was_heard() {
     let t0 = Instant::now();
-    let mut c = started(3, "c", t0);
+    let mut c = started_with(3, "c", no_yield(), t0);
     c.link_up(ConnId(1), LinkOrigin::Dialed(DialId(99)), listen(1), t0);
     c.link_message(ConnId(1), hello(1, "seed", 0), t0);
     actions(&mut c);
@@ -173,4 +173,64 @@ fn addresses_are_filtered_and_scoped() {
     assert!(dials(&actions(&mut u)).is_empty());
     assert_eq!(u.discovered().len(), 1);
     assert!(u.discovered()[0].addresses.is_empty());
+}
+
+/// Two devices hear each other: the smaller id dials at once, the larger waits for that
+/// dial and, when its link joins, never dials: one link, no duplicate to close.
+#[test]
+fn the_larger_id_waits_for_the_smaller_ids_dial() {
+    let t0 = Instant::now();
+    let mut a = started(1, "a", t0);
+    let mut b = started(2, "b", t0);
+    a.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0);
+    b.handle_advert(Advert::Announce(announce(1, "a")), src(1), t0);
+    assert_eq!(
+        dials(&actions(&mut a)).len(),
+        1,
+        "the smaller id dials at once"
+    );
+    let answer = actions(&mut b);
+    assert!(dials(&answer).is_empty(), "the larger waits");
+    // ... and answers the newcomer at once (no jitter): a dials on hearing it.
+    assert!(
+        answer
+            .iter()
+            .any(|x| matches!(x, Action::Multicast(Advert::Announce(_)))),
+        "{answer:?}"
+    );
+    assert!(dials(&run_until(&mut b, t0 + ms(5))).is_empty());
+    // a's dial arrives at b within the wait.
+    accept(&mut b, ConnId(21), 1, t0 + ms(5));
+    b.link_message(ConnId(21), hello(1, "a", 7), t0 + ms(6));
+    assert_eq!(joined(&events(&mut b)), [id(1)]);
+    actions(&mut b);
+    assert!(
+        dials(&run_until(&mut b, t0 + ms(400))).is_empty(),
+        "linked: no dial of its own"
+    );
+}
+
+/// The smaller id's dial does not come (it does not hear us, or does not auto-connect):
+/// the larger dials once its wait is over, and redials after a failure at once.
+#[test]
+fn the_larger_id_dials_when_the_wait_is_over() {
+    let t0 = Instant::now();
+    let mut b = started(2, "b", t0);
+    b.handle_advert(Advert::Announce(announce(1, "a")), src(1), t0);
+    assert!(dials(&actions(&mut b)).is_empty());
+    assert!(
+        dials(&run_until(&mut b, t0 + ms(200))).is_empty(),
+        "not before the wait is over"
+    );
+    b.handle_advert(Advert::Announce(announce(1, "a")), src(1), t0 + ms(200));
+    assert!(
+        dials(&run_until(&mut b, t0 + ms(249))).is_empty(),
+        "another advert does not restart it"
+    );
+    let d = dials(&run_until(&mut b, t0 + ms(250)));
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].1, Some(id(1)));
+    b.dial_failed(d[0].0, t0 + ms(260));
+    // The redial backoff (100 ms at most for a first failure), not another wait.
+    assert_eq!(dials(&run_until(&mut b, t0 + ms(360))).len(), 1, "redialed");
 }

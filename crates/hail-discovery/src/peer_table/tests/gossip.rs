@@ -38,7 +38,7 @@ fn gossip_tells_about_peers_not_heard_on_multicast() {
     assert_eq!(gossip, [(ConnId(2), vec![id(2)]), (ConnId(1), vec![id(3)])]);
 
     // The receiving side dials what it learns, at the addresses it was given.
-    let mut c = started(3, "c", t0);
+    let mut c = started_with(3, "c", no_yield(), t0);
     c.link_up(ConnId(1), LinkOrigin::Dialed(DialId(99)), listen(1), t0);
     c.link_message(ConnId(1), hello(1, "seed", 0), t0);
     actions(&mut c);

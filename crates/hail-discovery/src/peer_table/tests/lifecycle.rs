@@ -25,20 +25,30 @@ fn the_table_is_bounded() {
     let config = PeerTableConfig::builder().max_peers(2).build().unwrap();
     let mut t = table_with(1, "a", config);
     t.start(t0);
+    // Devices known only from adverts take half the table: each newer one makes room by
+    // forgetting the one heard of longest ago.
     for n in 2..6 {
-        t.handle_advert(Advert::Announce(announce(n, &format!("p{n}"))), src(n), t0);
+        t.handle_advert(
+            Advert::Announce(announce(n, &format!("p{n}"))),
+            src(n),
+            t0 + ms(u64::from(n)),
+        );
     }
-    assert_eq!(t.discovered().len(), 2);
-    assert_eq!(t.stats().peers_rejected, 2);
-    // A link from a further device is closed after its hello.
-    t.link_up(
-        ConnId(9),
-        LinkOrigin::Accepted,
-        SocketAddr::new(ip(9), 1),
-        t0,
-    );
-    t.link_message(ConnId(9), hello(9, "p9", 1), t0);
-    assert!(closes(&actions(&mut t)).contains(&(ConnId(9), CloseReason::TableFull)));
+    assert_eq!(t.discovered().len(), 1);
+    assert_eq!(t.discovered()[0].id, id(5), "the last heard");
+    assert_eq!(t.stats().unproven_evicted, 3);
+    // Links take the rest, then the unproven entry's room; then the table is full.
+    for n in [9, 8, 7] {
+        accept(&mut t, ConnId(u64::from(n)), n, t0 + ms(10));
+        t.link_message(
+            ConnId(u64::from(n)),
+            hello(n, &format!("p{n}"), 1),
+            t0 + ms(10),
+        );
+    }
+    assert_eq!(joined(&events(&mut t)), [id(9), id(8)]);
+    assert!(closes(&actions(&mut t)).contains(&(ConnId(7), CloseReason::TableFull)));
+    assert_eq!(t.stats().peers_rejected, 1);
 }
 
 #[test]

@@ -15,7 +15,7 @@ fn simultaneous_dial_keeps_the_smaller_ids_link_in_every_order() {
     for order in orders {
         let t0 = Instant::now();
         let mut a = started(1, "a", t0);
-        let mut b = started(2, "b", t0);
+        let mut b = started_with(2, "b", no_yield(), t0);
         a.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0);
         b.handle_advert(Advert::Announce(announce(1, "a")), src(1), t0);
         let da = dials(&actions(&mut a))[0].0;

@@ -65,12 +65,7 @@ fn session_dispatches_packets() {
     assert!(events(&mut s).is_empty());
     assert_eq!(s.stats().unmatched_replies, 1);
 
-    let ping = Packet::Request {
-        retcode: RetCode(9),
-        method: Opcode::PING.into(),
-        args: Bytes::from_static(b"abc"),
-    };
-    s.handle_packet(t, &ping.to_bytes()).unwrap();
+    s.handle_packet(t, &ping(9, b"abc")).unwrap();
     assert_eq!(
         sent(&mut s),
         [(
@@ -250,16 +245,7 @@ fn nothing_goes_out_without_a_link_and_calls_say_why() {
     );
     assert_eq!(s.notify(&"n".into(), b""), Err(RpcError::NotConnected));
     // A stray ping while down is not answered.
-    s.handle_packet(
-        t,
-        &Packet::Request {
-            retcode: RetCode(1),
-            method: Opcode::PING.into(),
-            args: Bytes::new(),
-        }
-        .to_bytes(),
-    )
-    .unwrap();
+    s.handle_packet(t, &ping(1, b"")).unwrap();
     assert!(sent(&mut s).is_empty());
     s.handle_link_down(Disconnect::AuthFailed, t);
     assert_eq!(
@@ -321,4 +307,118 @@ fn timeouts_expire_sends_with_a_droppable_cancel_and_wake_their_poll() {
     assert_eq!(s.poll_timeout(), None);
     assert!(s.take_ready().is_empty());
     s.clear_poller(polled);
+}
+
+fn ping(retcode: u32, args: &'static [u8]) -> Bytes {
+    Packet::Request {
+        retcode: RetCode(retcode),
+        method: Opcode::PING.into(),
+        args: Bytes::from_static(args),
+    }
+    .to_bytes()
+}
+
+fn reply(retcode: u32, status: Status, body: &'static [u8]) -> (Packet, bool) {
+    (
+        Packet::Reply {
+            retcode: RetCode(retcode),
+            status,
+            body: Bytes::from_static(body),
+        },
+        false,
+    )
+}
+
+#[test]
+fn a_backed_up_outbox_refuses_requests_busy_then_unanswered() {
+    let t = Instant::now();
+    let max = config().get_max_outbox_bytes();
+    let mut s = connected();
+    s.set_outbox_bytes(max - 1);
+    assert!(!s.is_backed_up());
+    s.handle_packet(t, &request(1, "work")).unwrap();
+    let ticket = run_ticket(&mut s);
+
+    s.set_outbox_bytes(max);
+    assert!(s.is_backed_up());
+    s.handle_packet(t, &request(2, "work")).unwrap();
+    s.handle_packet(t, &ping(3, b"abc")).unwrap();
+    assert_eq!(
+        sent(&mut s),
+        [reply(2, Status::BUSY, b""), reply(3, Status::BUSY, b"")],
+        "user methods and PING alike are refused, without running"
+    );
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.stats().busy_slow_reader, 2);
+    assert_eq!(s.stats().busy, 0, "the handler queue was not full");
+    // What was accepted is answered: a running handler's reply still goes out.
+    assert!(s.handle_done(ticket, Answer::Ok(Bytes::from_static(b"r"))));
+    assert_eq!(sent(&mut s), [reply(1, Status::OK, b"r")]);
+    // Notifications produce no answer, so they still run.
+    let note = Packet::Notification {
+        method: "n".into(),
+        args: Bytes::new(),
+    };
+    s.handle_packet(t, &note.to_bytes()).unwrap();
+    assert!(matches!(&events(&mut s)[..], [Event::Run { .. }]));
+
+    s.set_outbox_bytes(2 * max);
+    s.handle_packet(t, &request(4, "work")).unwrap();
+    s.handle_packet(t, &ping(5, b"")).unwrap();
+    assert!(sent(&mut s).is_empty() && events(&mut s).is_empty());
+    assert_eq!(s.stats().unanswered_slow_reader, 2);
+    assert_eq!(s.stats().busy_slow_reader, 2);
+
+    // Served again once the peer has read.
+    s.set_outbox_bytes(max - 1);
+    s.handle_packet(t, &ping(6, b"x")).unwrap();
+    assert_eq!(sent(&mut s), [reply(6, Status::OK, b"x")]);
+    // A new link starts with an empty outbox.
+    s.set_outbox_bytes(2 * max);
+    s.handle_link_down(Disconnect::Lost, t);
+    let _ = events(&mut s);
+    s.handle_link_up();
+    assert!(!s.is_backed_up());
+}
+
+#[test]
+fn ping_takes_a_handler_slot_like_any_method() {
+    let t = Instant::now();
+    let mut s = connected();
+    s.handle_packet(t, &request(1, "work")).unwrap();
+    let first = run_ticket(&mut s);
+    s.handle_packet(t, &request(2, "work")).unwrap();
+    let second = run_ticket(&mut s);
+    // Both slots taken: PING waits in the queue like a request would.
+    s.handle_packet(t, &ping(3, b"p")).unwrap();
+    s.handle_packet(t, &request(4, "work")).unwrap();
+    assert!(sent(&mut s).is_empty() && events(&mut s).is_empty());
+    assert_eq!(s.serve().queued(), 2);
+    // And the queue limit counts it: the next is refused.
+    s.handle_packet(t, &ping(5, b"")).unwrap();
+    assert_eq!(sent(&mut s), [reply(5, Status::BUSY, b"")]);
+    assert_eq!(s.stats().busy, 1);
+    // A slot frees: the PING is answered at once and the slot goes on to the next job.
+    s.handle_done(first, Answer::Ok(Bytes::new()));
+    assert_eq!(
+        sent(&mut s),
+        [reply(3, Status::OK, b"p"), reply(1, Status::OK, b"")]
+    );
+    let fourth = run_ticket(&mut s);
+    assert_eq!(fourth.retcode(), Some(RetCode(4)));
+    assert_eq!(s.serve().running(), 2);
+    assert_eq!(s.serve().queued(), 0);
+
+    // A queued request that reaches its slot while the peer is backed up is answered
+    // BUSY, not run.
+    s.handle_packet(t, &request(6, "work")).unwrap();
+    s.set_outbox_bytes(config().get_max_outbox_bytes());
+    s.handle_done(second, Answer::Ok(Bytes::new()));
+    assert_eq!(
+        sent(&mut s),
+        [reply(6, Status::BUSY, b""), reply(2, Status::OK, b"")]
+    );
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.stats().busy_slow_reader, 1);
+    assert_eq!(s.serve().running(), 1);
 }

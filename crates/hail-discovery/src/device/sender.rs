@@ -1,0 +1,100 @@
+//! [`PeerSender`]: the steady path for messages to one peer, [`Device::to`].
+
+use std::sync::{Arc, Weak};
+
+use hail_link::{Connection, LinkError};
+use hail_wire::Binary;
+
+use super::error::SendError;
+use super::handle::Device;
+use super::messages::{MESSAGE_TAG, send_error};
+use super::shared::Shared;
+use crate::error::ResolveError;
+
+impl Device {
+    /// A handle that sends messages to the joined peer named `name`: the steady path when
+    /// one device talks to another often. It resolves the name once and keeps the link,
+    /// so a message costs no name lookup, no lock of the device and no allocation; when
+    /// the link ends (the peer reconnected, or restarted with the same name), the next
+    /// message resolves the name again and goes on the new link.
+    ///
+    /// Fails when no single joined device has the name right now.
+    ///
+    /// ```no_run
+    /// # async fn demo(device: hail_discovery::Device) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut lamp = device.to("lamp")?;
+    /// lamp.send(b"on").await?;
+    /// // Or, where waiting is not an option: queued now, or `SendError::Full`.
+    /// lamp.try_send(b"off")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn to(&self, name: &str) -> Result<PeerSender, ResolveError> {
+        let link = self.shared.resolve_link(name)?;
+        Ok(PeerSender {
+            name: name.to_owned(),
+            shared: Arc::downgrade(&self.shared),
+            link,
+        })
+    }
+}
+
+/// Sends messages to one peer by name, on the link it keeps ([`Device::to`]). Messages
+/// from one `PeerSender` arrive in the order they were sent. Clone it to send from
+/// several tasks; it keeps no device alive (after the device shut down, sends fail with
+/// [`SendError::NotConnected`]).
+#[derive(Debug, Clone)]
+pub struct PeerSender {
+    name: String,
+    shared: Weak<Shared>,
+    link: Connection<Binary>,
+}
+
+impl PeerSender {
+    /// The peer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Hands `msg` to the peer's link, waiting while its send queue is full (the peer
+    /// reads slowly). Cancel-safe: if the future is dropped, the message was queued whole
+    /// or not at all.
+    pub async fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
+        match self.link.send_parts(&[&[MESSAGE_TAG], msg]).await {
+            Err(LinkError::Closed(_)) => {
+                self.relink()?;
+                self.link.send_parts(&[&[MESSAGE_TAG], msg]).await
+            }
+            r => r,
+        }
+        .map_err(|e| link_error(e, msg.len()))
+    }
+
+    /// Queues `msg` on the peer's link if its send queue has room, or fails at once with
+    /// [`SendError::Full`].
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<(), SendError> {
+        match self.link.try_send_parts(&[&[MESSAGE_TAG], msg]) {
+            Err(LinkError::Closed(_)) => {
+                self.relink()?;
+                self.link.try_send_parts(&[&[MESSAGE_TAG], msg])
+            }
+            r => r,
+        }
+        .map_err(|e| link_error(e, msg.len()))
+    }
+
+    /// The link ended: the name's link now, if there is one.
+    fn relink(&mut self) -> Result<(), SendError> {
+        let shared = self.shared.upgrade().ok_or(SendError::NotConnected)?;
+        self.link = shared.resolve_link(&self.name).map_err(send_error)?;
+        Ok(())
+    }
+}
+
+/// What a link's refusal means for a message of `len` bytes.
+pub(super) fn link_error(e: LinkError, len: usize) -> SendError {
+    match e {
+        LinkError::Full => SendError::Full,
+        LinkError::Encode(_) => SendError::TooLarge { len },
+        _ => SendError::NotConnected,
+    }
+}

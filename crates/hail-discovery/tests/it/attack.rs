@@ -1,0 +1,595 @@
+//! Attacks on the second release's changes to hail-discovery: a hostile or misbehaving
+//! peer against whole devices on the in-memory network in paused time (the attacks on the
+//! peer table alone are its unit tests, `src/peer_table/tests/attacks.rs`).
+//!
+//! A test marked `#[ignore = "attack: ..."]` fails on the code it was written against: it
+//! shows the attack working (run them with
+//! `cargo test -p hail-discovery --test it attack:: -- --ignored`). The others are attacks
+//! that held, kept as regression tests.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hail_discovery::{
+    Advert, Announce, DeviceEvent, DeviceEvents, DeviceId, Hello, LinkMessage, PeerTableConfig,
+};
+
+use crate::lan::{Lan, ip};
+
+// ---------------------------------------------------------------------------------------
+// Whole devices on the in-memory network, in paused time.
+
+/// The next message event, skipping the others; panics after 5 s of virtual time.
+async fn next_message(events: &mut DeviceEvents) -> (String, Bytes) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.recv().await {
+                Some(DeviceEvent::Message { from, payload }) => break (from, payload),
+                Some(_) => {}
+                None => panic!("event stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("a message within 5 s")
+}
+
+/// A device's messages carry the name its hello gave, kept on the link. The attack: an
+/// announce renaming the joined peer made the table follow it while its messages kept the
+/// hello's name (a hostile peer could say hello as `"b"`, then advertise another name and
+/// pass for `"b"`). Now a joined peer's name is fixed for its run: the renaming announce
+/// is ignored and counted, table and messages agree.
+#[tokio::test(start_paused = true)]
+async fn messages_are_attributed_to_the_name_the_table_holds() {
+    let lan = Lan::new();
+    let (v, mut ve) = lan.device("v", 1).await;
+    let (b, _be) = lan.device("b", 2).await;
+    v.wait_for_peer("b").await;
+    b.wait_for_peer("v").await;
+    // An announce for b's id under another name (b's own, or anyone's in the group).
+    let forger = lan.forger(v.group(), 9);
+    let renamed = Announce {
+        id: b.id(),
+        name: "renamed".into(),
+        port: b.local_addr().port(),
+        lease: Duration::from_secs(3),
+        addresses: vec![ip(2)],
+    };
+    forger
+        .send(&Advert::Announce(renamed).to_bytes().unwrap())
+        .await
+        .unwrap();
+    // Let the device's task read it (no virtual time passes: b's next beacon is later).
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    let name_now = v
+        .peers()
+        .into_iter()
+        .find(|p| p.id == b.id())
+        .map(|p| p.name)
+        .expect("b is still a peer");
+    assert_eq!(name_now, "b", "a joined peer keeps its name");
+    assert!(
+        v.stats().discovery.protocol_errors > 0,
+        "the renaming announce is counted"
+    );
+    assert_eq!(b.send("v", Bytes::from("hi")).await["v"], Ok(()));
+    let (from, payload) = next_message(&mut ve).await;
+    assert_eq!(payload, Bytes::from("hi"));
+    assert_eq!(
+        from, name_now,
+        "the message is attributed to a name v's table no longer gives its sender"
+    );
+    v.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A peer's first message reaches the application although its join never does: the
+/// driver reads link frames whenever it holds a permit (one reserved slot), but the
+/// table's events (`PeerJoined`, `PeersChanged`) go in with `try_send`
+/// (`Driver::forward_events` in src/device/driver.rs, `Shared::emit`), so with the rest
+/// of the stream full they are dropped while the message after the hello takes the
+/// reserved slot (`Driver::message` in src/device/links.rs). Here another peer's three
+/// messages fill a stream of four; the newcomer's join is dropped, its message is
+/// delivered: the application hears from a peer it was never told joined.
+///
+/// Fixed since: the join takes the room reserved for link input.
+#[tokio::test(start_paused = true)]
+async fn no_message_from_a_peer_before_its_join() {
+    let lan = Lan::new();
+    let (v, mut ve) = lan.builder("v", 1).event_capacity(4).start().await.unwrap();
+    let (p, _pe) = lan.device("p", 2).await;
+    v.wait_for_peer("p").await;
+    p.wait_for_peer("v").await;
+    // v's application has read everything so far, then reads nothing for a while.
+    tokio::task::yield_now().await;
+    while ve.try_recv().is_some() {}
+    for m in ["p1", "p2", "p3"] {
+        assert_eq!(p.send("v", Bytes::from(m)).await["v"], Ok(()));
+    }
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    let (n, _ne) = lan.device("n", 3).await;
+    n.wait_for_peer("v").await;
+    v.wait_for_peer("n").await;
+    assert_eq!(n.send("v", Bytes::from("hello from n")).await["v"], Ok(()));
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    // Now v's application reads.
+    let mut seen = Vec::new();
+    let got_n = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match ve.recv().await {
+                Some(DeviceEvent::PeerJoined(info)) => seen.push(format!("joined {}", info.name)),
+                Some(DeviceEvent::Message { from, payload }) => {
+                    seen.push(format!("{from}: {}", String::from_utf8_lossy(&payload)));
+                    if from == "n" {
+                        break;
+                    }
+                }
+                Some(e) => seen.push(format!("{e:?}")),
+                None => panic!("stream ended"),
+            }
+        }
+    })
+    .await;
+    assert!(got_n.is_ok(), "n's message never came: {seen:?}");
+    assert!(
+        seen.iter().any(|s| s == "joined n"),
+        "a message from n, never reported joined: {seen:?} (dropped events: {})",
+        v.dropped_events()
+    );
+    for d in [v, p, n] {
+        d.shutdown().await;
+    }
+}
+
+/// A raw hail-link client at `host` on `lan`'s links, connected to `to`.
+async fn raw_link(
+    lan: &Lan,
+    host: u8,
+    to: SocketAddr,
+) -> (
+    hail_link::Connection<hail_wire::Binary>,
+    hail_link::Incoming<Bytes>,
+) {
+    // Heartbeats as a device's: the link stays up for as long as the attacker likes.
+    let config = hail_link::LinkConfig::default()
+        .heartbeat(Some(hail_link::Heartbeat::default()))
+        .transport(hail_link::Transport::memory_from(&lan.net, ip(host)));
+    hail_link::Connection::connect(to, &config, hail_wire::Binary)
+        .await
+        .expect("the raw link connects")
+}
+
+fn hello_bytes(announce: Announce, tag: u64) -> Bytes {
+    Bytes::from(
+        LinkMessage::Hello(Hello { tag, announce })
+            .to_bytes()
+            .unwrap(),
+    )
+}
+
+fn message_frame(payload: &[u8]) -> Bytes {
+    let mut f = vec![b'M'];
+    f.extend_from_slice(payload);
+    Bytes::from(f)
+}
+
+/// Message frames on a link whose peer has not said hello are dropped, and once it has,
+/// its messages carry its hello's name, in order (a raw client at 10.0.0.9).
+#[tokio::test(start_paused = true)]
+async fn raw_link_messages_before_the_hello_are_dropped() {
+    let lan = Lan::new();
+    let (v, mut ve) = lan.device("v", 1).await;
+    let (c, _incoming) = raw_link(&lan, 9, v.local_addr()).await;
+    for i in 0..100u8 {
+        c.send(message_frame(&[i])).await.unwrap();
+    }
+    // An RPC-looking frame and an empty one, before the hello too.
+    c.send(Bytes::from_static(b"\x01\x02\x03")).await.unwrap();
+    c.send(Bytes::new()).await.unwrap();
+    let me = Announce {
+        id: DeviceId::from_bytes([9; 16]),
+        name: "raw".into(),
+        port: 0,
+        lease: Duration::from_secs(3),
+        addresses: vec![],
+    };
+    c.send(hello_bytes(me, 1)).await.unwrap();
+    for i in 0..3u8 {
+        c.send(message_frame(&[b'a' + i])).await.unwrap();
+    }
+    c.send(message_frame(b"")).await.unwrap();
+    let mut seen: Vec<(String, Bytes)> = Vec::new();
+    let mut joined_first = false;
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while seen.len() < 4 {
+            match ve.recv().await {
+                Some(DeviceEvent::PeerJoined(p)) => {
+                    joined_first |= seen.is_empty() && p.name == "raw"
+                }
+                Some(DeviceEvent::Message { from, payload }) => seen.push((from, payload)),
+                Some(_) => {}
+                None => break,
+            }
+        }
+    })
+    .await
+    .expect("four messages");
+    assert!(joined_first, "the join came before its messages");
+    let want: Vec<(String, Bytes)> = [&b"a"[..], b"b", b"c", b""]
+        .iter()
+        .map(|p| ("raw".to_owned(), Bytes::copy_from_slice(p)))
+        .collect();
+    assert_eq!(seen, want, "only what came after the hello, in order");
+    c.close();
+    v.shutdown().await;
+}
+
+/// A second link whose hello claims a joined peer's id and name (nothing binds a
+/// hello's id to the link: no identity in the handshake) is that peer's link for the
+/// device: the one-link rule (`PeerTable::attach` in src/peer_table/links.rs) keeps
+/// whichever key (id, tag) is smaller, and the attacker picks tag 0, so the real peer's
+/// link is closed as a duplicate when its key is larger, and in any case the attacker's
+/// messages are delivered as the real peer's (even on a link closed as a duplicate, for
+/// its 500 ms linger: `Driver::message` delivers on a closing link).
+#[tokio::test(start_paused = true)]
+#[ignore = "attack: a hello claiming a joined peer's id takes over its name for messages and may close its link"]
+async fn a_hello_claiming_a_joined_peers_id_does_not_speak_for_it() {
+    let lan = Lan::new();
+    let (v, mut ve) = lan.device("v", 1).await;
+    let (p, _pe) = lan.device("p", 2).await;
+    v.wait_for_peer("p").await;
+    p.wait_for_peer("v").await;
+    while ve.try_recv().is_some() {}
+    let (c, _incoming) = raw_link(&lan, 9, v.local_addr()).await;
+    let claim = Announce {
+        id: p.id(),
+        name: "p".into(),
+        port: p.local_addr().port(),
+        lease: Duration::from_secs(3),
+        addresses: vec![ip(2)],
+    };
+    c.send(hello_bytes(claim, 0)).await.unwrap();
+    c.send(message_frame(b"forged")).await.unwrap();
+    let mut from_p = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        while let Some(e) = ve.recv().await {
+            if let DeviceEvent::Message { from, payload } = e {
+                from_p.push((from, payload));
+            }
+        }
+    })
+    .await;
+    let p_still_linked = p.links() > 0 && v.links() > 0;
+    assert!(
+        !from_p.iter().any(|(_, m)| m.as_ref() == b"forged"),
+        "the raw link's message was delivered as p's: {from_p:?} (p's own link still up: {p_still_linked})"
+    );
+    c.close();
+    v.shutdown().await;
+    p.shutdown().await;
+}
+
+/// One host fills the table with joined peers: every link whose hello names a fresh id
+/// is a joined peer, joined peers are never forgotten, and a full table of them refuses
+/// every new device (`PeerTable::make_room` in src/peer_table/members.rs; no limit of
+/// links or ids per remote address: hail-link's server takes 1024 clients in all, as
+/// many as the default `max_peers`). Here `max_peers` is 16 and one host at 10.0.0.9
+/// holds 16 links with made-up ids: a real device started after it never joins.
+#[tokio::test(start_paused = true)]
+#[ignore = "attack: one host's links with made-up ids fill max_peers with joined peers: new devices are refused"]
+async fn one_host_cannot_fill_the_table_with_made_up_peers() {
+    let lan = Lan::new();
+    let table = PeerTableConfig::builder().max_peers(16).build().unwrap();
+    let (v, _ve) = lan.builder("v", 1).table(table).start().await.unwrap();
+    let mut fakes = Vec::new();
+    for i in 0..16u8 {
+        let (c, incoming) = raw_link(&lan, 9, v.local_addr()).await;
+        let me = Announce {
+            id: DeviceId::from_bytes([100 + i; 16]),
+            name: format!("fake{i}"),
+            port: 0,
+            lease: Duration::from_secs(3),
+            addresses: vec![],
+        };
+        c.send(hello_bytes(me, 1)).await.unwrap();
+        fakes.push((c, incoming));
+    }
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while v.peers().len() < 16 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the made-up peers joined");
+    let (late, _le) = lan.device("late", 3).await;
+    let joined = tokio::time::timeout(Duration::from_secs(10), v.wait_for_peer("late")).await;
+    assert!(
+        joined.is_ok(),
+        "a real device was refused for 10 s: v's table holds {} made-up peers from one host",
+        v.peers().len()
+    );
+    for (c, _) in &fakes {
+        c.close();
+    }
+    late.shutdown().await;
+    v.shutdown().await;
+}
+
+/// One peer's message flood stalls every other peer's link input, with an application
+/// that reads its events steadily (one every 10 ms): the driver reads link frames only
+/// while it holds room for a message event, every event the application takes lets in
+/// about one frame, and the flood's frames are ahead of everyone else's in the shared
+/// queues (the listener's events, and the one stream of the dialed links, 1024 frames),
+/// so another peer's RPC answer waits behind them: `ask` to an idle, healthy peer times
+/// out. The 1 s stall limit (`EVENT_STALL_LIMIT` in src/device/driver.rs) never comes
+/// into play, as each event taken starts it over.
+#[tokio::test(start_paused = true)]
+#[ignore = "attack: one peer's flood into a steadily read stream makes asks to every other peer time out"]
+async fn one_flooding_peer_does_not_stall_answers_from_the_others() {
+    let lan = Lan::new();
+    // a and h dial v (which dials nobody): both links are v's accepted ones, the same
+    // queue (which device dials otherwise depends on the random ids, and the listener's
+    // events go before the dialed links' in `Driver::ready_input`).
+    let accept_only = PeerTableConfig::builder()
+        .auto_connect(false)
+        .build()
+        .unwrap();
+    let (v, mut ve) = lan
+        .builder("v", 1)
+        .table(accept_only)
+        .start()
+        .await
+        .unwrap();
+    let (a, _ae) = lan.device("a", 2).await;
+    let (h, _he) = lan.device("h", 3).await;
+    h.on_question(|_, _| async { Ok(Bytes::from_static(b"fine")) })
+        .unwrap();
+    for (x, other) in [(&v, "a"), (&v, "h"), (&a, "v"), (&h, "v")] {
+        tokio::time::timeout(Duration::from_secs(2), x.wait_for_peer(other))
+            .await
+            .expect("joined");
+    }
+    // v's application: one event every 10 ms.
+    let reader = tokio::spawn(async move {
+        while ve.recv().await.is_some() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    // a floods v: at most 200,000 messages or 3 s.
+    let mut to_v = a.to("v").unwrap();
+    let flood = tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let mut sent = 0u32;
+        while sent < 200_000 && start.elapsed() < Duration::from_secs(3) {
+            match to_v.try_send(&[0u8; 64]) {
+                Ok(()) => sent += 1,
+                Err(hail_discovery::SendError::Full) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(_) => break,
+            }
+        }
+        sent
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = tokio::time::Instant::now();
+    let r = v
+        .ask("h", Bytes::from_static(b"ok?"), Duration::from_secs(1))
+        .await;
+    let took = asked.elapsed();
+    flood.abort();
+    reader.abort();
+    assert_eq!(
+        r["h"],
+        Ok(Bytes::from_static(b"fine")),
+        "h's answer was stuck behind a's flood for {took:?}"
+    );
+    for d in [v, a, h] {
+        d.shutdown().await;
+    }
+}
+
+/// A peer sends 200 messages of 100 bytes into a stream of 1000 bytes that is not read
+/// for 3 s (the driver holds, then drops), then the stream is read until it stays empty
+/// for 100 ms. Returns (messages delivered, drops reported by `EventsDropped`, drops
+/// counted by `dropped_events`, the stats at the end).
+async fn overflow_the_byte_budget() -> (u64, u64, u64, hail_discovery::DeviceStats) {
+    let lan = Lan::new();
+    let (v, mut ve) = lan.builder("v", 1).event_bytes(1000).start().await.unwrap();
+    let (a, _ae) = lan.device("a", 2).await;
+    v.wait_for_peer("a").await;
+    a.wait_for_peer("v").await;
+    tokio::task::yield_now().await;
+    while ve.try_recv().is_some() {}
+    let dropped_before = v.dropped_events();
+    let sender = tokio::spawn(async move {
+        for _ in 0..200 {
+            assert_eq!(a.send("v", Bytes::from(vec![7u8; 100])).await["v"], Ok(()));
+        }
+        a
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let a = tokio::time::timeout(Duration::from_secs(5), sender)
+        .await
+        .expect("the sender is done")
+        .unwrap();
+    let (mut delivered, mut reported) = (0u64, 0u64);
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), ve.recv()).await {
+        match e {
+            DeviceEvent::Message { .. } => delivered += 1,
+            DeviceEvent::Error(hail_discovery::RunError::EventsDropped { count }) => {
+                reported += count;
+            }
+            _ => {}
+        }
+    }
+    let counted = v.dropped_events() - dropped_before;
+    let stats = v.stats();
+    a.shutdown().await;
+    v.shutdown().await;
+    (delivered, reported, counted, stats)
+}
+
+/// Counting under the byte budget: every message is delivered or counted dropped, the
+/// queued bytes go back to 0 once the stream is read, and the peak stays within the
+/// budget plus one message.
+#[tokio::test(start_paused = true)]
+async fn every_message_is_delivered_or_counted_under_the_byte_budget() {
+    let (delivered, _, counted, stats) = overflow_the_byte_budget().await;
+    assert!(counted > 0, "the test did overflow the budget: {stats:?}");
+    assert_eq!(
+        delivered + counted,
+        200,
+        "delivered {delivered}, dropped {counted}"
+    );
+    assert_eq!(stats.queued_event_bytes, 0, "{stats:?}");
+    assert!(stats.peak_event_bytes <= 1000 + 100, "{stats:?}");
+}
+
+/// Drops are counted but not reported: `EventsDropped` goes in only when some later
+/// event is emitted (`Shared::report_drops` is called from `emit` and from
+/// `Driver::message`, nowhere when the stream gets room), so an application that reads
+/// its stream empty after an overflow is never told that 190 of 200 messages were
+/// dropped, until the next event of any kind comes (none does here in 100 ms of quiet;
+/// on a quiet LAN that may be never). The docs promise the report "once there is room".
+///
+/// Fixed since: the report takes the first room (and each tick's).
+#[tokio::test(start_paused = true)]
+async fn drops_are_reported_once_the_stream_has_room() {
+    let (delivered, reported, counted, stats) = overflow_the_byte_budget().await;
+    assert!(counted > 0, "the test did overflow the budget: {stats:?}");
+    assert_eq!(
+        reported, counted,
+        "{counted} drops counted, {reported} reported ({delivered} delivered)"
+    );
+}
+
+/// Garbage and out-of-turn discovery messages on a raw link: truncated and corrupt
+/// frames starting with the magic, gossip before the hello, a goodbye for another id
+/// after it, a second hello under another id. Nothing panics, the out-of-turn ones are
+/// counted as protocol errors, and the device goes on serving another peer.
+#[tokio::test(start_paused = true)]
+async fn garbage_discovery_frames_are_counted_and_change_nothing() {
+    let lan = Lan::new();
+    let (v, _ve) = lan.device("v", 1).await;
+    let (p, _pe) = lan.device("p", 2).await;
+    v.wait_for_peer("p").await;
+    let (c, _incoming) = raw_link(&lan, 9, v.local_addr()).await;
+    let me = Announce {
+        id: DeviceId::from_bytes([9; 16]),
+        name: "raw".into(),
+        port: 0,
+        lease: Duration::from_secs(3),
+        addresses: vec![],
+    };
+    let hello = hello_bytes(me.clone(), 1);
+    let gossip = Bytes::from(
+        LinkMessage::Peers(vec![hail_discovery::PeerRecord {
+            id: DeviceId::from_bytes([8; 16]),
+            name: "ghost".into(),
+            port: 4000,
+            addresses: vec![ip(8)],
+        }])
+        .to_bytes()
+        .unwrap(),
+    );
+    for cut in [4, 5, 6, hello.len() / 2, hello.len() - 1] {
+        c.send(hello.slice(..cut)).await.unwrap();
+    }
+    let mut corrupt = hello.to_vec();
+    corrupt[5] ^= 0xff;
+    c.send(Bytes::from(corrupt)).await.unwrap();
+    c.send(gossip).await.unwrap();
+    c.send(hello.clone()).await.unwrap();
+    let goodbye = LinkMessage::Goodbye { from: p.id() }.to_bytes().unwrap();
+    c.send(Bytes::from(goodbye)).await.unwrap();
+    let mut other = me;
+    other.id = DeviceId::from_bytes([10; 16]);
+    c.send(hello_bytes(other, 2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let errors = v.stats().discovery.protocol_errors;
+    assert!(
+        errors >= 2,
+        "gossip before hello and a stranger's goodbye: {errors}"
+    );
+    // p is still joined and served.
+    assert!(v.peers().iter().any(|i| i.name == "p"), "{:?}", v.peers());
+    assert!(!v.peers().iter().any(|i| i.name == "ghost"));
+    assert_eq!(p.send("v", Bytes::from("still")).await["v"], Ok(()));
+    c.close();
+    v.shutdown().await;
+    p.shutdown().await;
+}
+
+/// Both sides dial at once (no dial_yield), so the one-link rule closes a duplicate on
+/// each side; a device sends two messages the moment it sees the other and shuts down at
+/// once. Over 30 fresh pairs, the receiver gets join, both messages, goodbye, every
+/// time: nothing is lost to the duplicate window (paused time, in-memory links). Holds
+/// here; its real-socket twin `delivery::messages_sent_right_before_shutdown_arrive_
+/// between_join_and_goodbye` lost both messages once under load today.
+#[tokio::test(start_paused = true)]
+async fn no_message_is_lost_to_the_duplicate_window() {
+    let mut duplicates = 0;
+    for run in 0..30u8 {
+        let lan = Lan::new();
+        let table = || {
+            PeerTableConfig::builder()
+                .dial_yield(Duration::ZERO)
+                .build()
+                .unwrap()
+        };
+        let (lamp, mut le) = lan.builder("lamp", 1).table(table()).start().await.unwrap();
+        let (switch, _se) = lan
+            .builder("switch", 2)
+            .table(table())
+            .start()
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(2), switch.wait_for_peer("lamp"))
+            .await
+            .expect("meet");
+        duplicates += usize::from(lamp.links() > 1 || switch.links() > 1);
+        for m in ["one", "two"] {
+            assert_eq!(switch.send("lamp", Bytes::from(m)).await["lamp"], Ok(()));
+        }
+        switch.shutdown().await;
+        let mut seen = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(e) = le.recv().await {
+                match e {
+                    DeviceEvent::PeerJoined(_) => seen.push("joined".to_owned()),
+                    DeviceEvent::Message { payload, .. } => {
+                        seen.push(String::from_utf8_lossy(&payload).into_owned());
+                    }
+                    DeviceEvent::PeerLeft { reason, .. } => {
+                        seen.push(format!("left {reason:?}"));
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        // The two messages may take the two links of the window: their order is not
+        // promised (documented on `Device::send`).
+        let mut middle = seen.clone();
+        if middle.len() == 4 {
+            middle[1..3].sort();
+        }
+        assert_eq!(
+            middle,
+            ["joined", "one", "two", "left Goodbye"],
+            "run {run}: {seen:?}"
+        );
+        lamp.shutdown().await;
+    }
+    // The window was there: two links up as the peers met (30 of 30 here).
+    assert!(duplicates > 0, "no run had a duplicate link");
+}

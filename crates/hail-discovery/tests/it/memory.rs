@@ -1,0 +1,154 @@
+//! Whole devices on the in-memory network (`DeviceBuilder::memory`), in paused time:
+//! deterministic, no sockets, no real time spent waiting.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hail_crypto::GroupKey;
+use hail_discovery::{AskError, Device, DeviceEvent, DeviceEvents, LeaveReason, SendError};
+
+use crate::lan::Lan;
+
+/// A device of group key `key` on host `host`.
+async fn keyed(lan: &Lan, name: &str, host: u8, key: [u8; 32]) -> (Device, DeviceEvents) {
+    lan.builder(name, host)
+        .group_key(GroupKey::from_bytes(key))
+        .start()
+        .await
+        .expect("device starts")
+}
+
+/// Two devices meet, a message and a question go across, and a shutdown is a goodbye,
+/// all in virtual time.
+#[tokio::test(start_paused = true)]
+async fn two_devices_meet_talk_and_part() {
+    let lan = Lan::new();
+    let (lamp, mut le) = lan.device("lamp", 1).await;
+    let (switch, _se) = lan.device("switch", 2).await;
+    lamp.on_question(|from, q| async move {
+        Ok(Bytes::from(format!(
+            "{from} asked {}",
+            String::from_utf8_lossy(&q)
+        )))
+    })
+    .unwrap();
+    let joined = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(1), switch.wait_for_peer("lamp"))
+        .await
+        .expect("they meet within a second of virtual time");
+    assert!(
+        joined.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        joined.elapsed()
+    );
+    assert_eq!(switch.send("lamp", Bytes::from("on")).await["lamp"], Ok(()));
+    let answers = switch
+        .ask("lamp", Bytes::from("state"), Duration::from_secs(1))
+        .await;
+    assert_eq!(answers["lamp"], Ok(Bytes::from("switch asked state")));
+    switch.shutdown().await;
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(e) = le.recv().await {
+            match e {
+                DeviceEvent::PeerJoined(p) => seen.push(format!("joined {}", p.name)),
+                DeviceEvent::Message { from, payload } => {
+                    seen.push(format!("{from}: {}", String::from_utf8_lossy(&payload)));
+                }
+                DeviceEvent::PeerLeft { peer, reason } => {
+                    seen.push(format!("left {} {reason:?}", peer.name));
+                    if reason == LeaveReason::Goodbye {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("a goodbye");
+    assert_eq!(seen, ["joined switch", "switch: on", "left switch Goodbye"]);
+    lamp.shutdown().await;
+}
+
+/// Two groups on one LAN (two group keys): each device sees only its own group, across
+/// several beacon intervals of virtual time.
+#[tokio::test(start_paused = true)]
+async fn group_keys_separate_groups_over_time() {
+    let lan = Lan::new();
+    let (a, _ea) = keyed(&lan, "alpha", 1, [1; 32]).await;
+    let (b, _eb) = keyed(&lan, "bravo", 2, [1; 32]).await;
+    let (c, _ec) = keyed(&lan, "charlie", 3, [2; 32]).await;
+    a.wait_for_peer("bravo").await;
+    b.wait_for_peer("alpha").await;
+    // Five beacon intervals later, still two groups.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let names = |d: &Device| d.peers().into_iter().map(|p| p.name).collect::<Vec<_>>();
+    assert_eq!(names(&a), ["bravo"]);
+    assert_eq!(names(&b), ["alpha"]);
+    assert!(names(&c).is_empty());
+    assert!(
+        c.stats().multicast.dropped_wrong_key > 0,
+        "{:?}",
+        c.stats().multicast
+    );
+    let r = c
+        .ask("alpha", Bytes::from("hi"), Duration::from_millis(100))
+        .await;
+    assert_eq!(r["alpha"], Err(AskError::UnknownName));
+    for d in [a, b, c] {
+        d.shutdown().await;
+    }
+}
+
+/// `send` to several peers serves them at once: a peer whose link is full (it does not
+/// read) holds up only its own entry; the others' messages are delivered meanwhile.
+#[tokio::test(start_paused = true)]
+async fn a_full_peer_does_not_hold_up_the_others() {
+    let lan = Lan::new();
+    let (switch, _se) = lan.device("switch", 1).await;
+    // A stream of one event: slow stops reading its links at once.
+    let (slow, _slow_events) = lan
+        .builder("slow", 2)
+        .event_capacity(1)
+        .start()
+        .await
+        .unwrap();
+    let (fast, mut fe) = lan.device("fast", 3).await;
+    switch.wait_for_peer("slow").await;
+    switch.wait_for_peer("fast").await;
+    // Nobody reads slow's events: its link fills up, and stays full (every queue on the
+    // way to slow's stream, over fifty turns of the other tasks).
+    let mut to_slow = switch.to("slow").unwrap();
+    for size in [8 * 1024, 64, 1] {
+        let chunk = vec![0u8; size];
+        let mut full_in_a_row = 0;
+        while full_in_a_row < 50 {
+            match to_slow.try_send(&chunk) {
+                Ok(()) => full_in_a_row = 0,
+                Err(SendError::Full) => full_in_a_row += 1,
+                Err(e) => panic!("{e}"),
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    {
+        let send = switch.send(["slow", "fast"], Bytes::from("both"));
+        tokio::pin!(send);
+        // fast gets its copy while the send still waits for room on slow's link.
+        let got = tokio::select! {
+            r = &mut send => panic!("send returned with slow's link full: {r:?}"),
+            m = async {
+                loop {
+                    if let Some(DeviceEvent::Message { payload, .. }) = fe.recv().await {
+                        break payload;
+                    }
+                }
+            } => m,
+        };
+        assert_eq!(got, Bytes::from("both"));
+    }
+    for d in [switch, slow, fast] {
+        d.shutdown().await;
+    }
+}
