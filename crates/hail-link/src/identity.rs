@@ -26,6 +26,7 @@ pub(crate) const PAYLOAD_LEN: usize = 32 + 64;
 pub(crate) struct LocalIdentity {
     public: PublicKey,
     noise_private: Zeroizing<[u8; 32]>,
+    #[cfg(any(test, feature = "fuzzing"))]
     noise_public: [u8; 32],
     payload: [u8; PAYLOAD_LEN],
 }
@@ -38,8 +39,9 @@ impl fmt::Debug for LocalIdentity {
     }
 }
 
-/// Why a Noise static key could not be made.
-#[derive(Debug)]
+/// Why a Noise static key could not be made (the system's random number generator
+/// failed); `connect` and `bind` report it as [`LinkError::Config`](crate::LinkError::Config).
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct KeygenFailed;
 
 impl LocalIdentity {
@@ -59,12 +61,14 @@ impl LocalIdentity {
         Ok(Self {
             public,
             noise_private: Zeroizing::new(noise_private),
+            #[cfg(any(test, feature = "fuzzing"))]
             noise_public,
             payload,
         })
     }
 
     /// The identity's public key.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn public(&self) -> PublicKey {
         self.public
     }

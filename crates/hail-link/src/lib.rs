@@ -114,6 +114,7 @@ mod events;
 pub mod fuzzing;
 mod handshake;
 mod id;
+mod identity;
 pub mod memory;
 mod proto;
 mod rx;

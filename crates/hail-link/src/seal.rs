@@ -328,22 +328,109 @@ mod tests {
 
     type Ends = (Sealer, Opener);
 
+    fn nn(psk: &[u8; 32]) -> Keys<'_> {
+        Keys {
+            pattern: Pattern::NNpsk0,
+            psk: Some(psk),
+            local: None,
+        }
+    }
+
+    fn next(wire: &mut BytesMut) -> BytesMut {
+        let Some(Record::Data(m)) = take_record(wire, 4096).unwrap() else {
+            panic!("record")
+        };
+        m
+    }
+
     fn pair(a: &[u8; 32], b: &[u8; 32]) -> Result<(Ends, Ends), ()> {
-        let mut i = initiator(a).unwrap();
-        let mut r = responder(b).unwrap();
+        let mut i = initiator(nn(a)).unwrap();
+        let mut r = responder(nn(b)).unwrap();
         let mut wire = BytesMut::new();
-        put_handshake(&mut i, &mut wire).unwrap();
-        let Some(Record::Data(m1)) = take_record(&mut wire, 4096).unwrap() else {
-            panic!("record")
-        };
-        let mut sink = [0u8; 64];
-        r.read_message(&m1, &mut sink).map_err(|_| ())?;
-        put_handshake(&mut r, &mut wire).unwrap();
-        let Some(Record::Data(m2)) = take_record(&mut wire, 4096).unwrap() else {
-            panic!("record")
-        };
-        i.read_message(&m2, &mut sink).map_err(|_| ())?;
+        let mut sink = [0u8; crate::identity::PAYLOAD_LEN];
+        put_handshake(&mut i, &[], &mut wire).unwrap();
+        let m1 = next(&mut wire);
+        assert_eq!(m1.len(), 48);
+        read_handshake(&mut r, &m1, &mut sink).map_err(|_| ())?;
+        put_handshake(&mut r, &[], &mut wire).unwrap();
+        let m2 = next(&mut wire);
+        assert_eq!(m2.len(), 48);
+        read_handshake(&mut i, &m2, &mut sink).map_err(|_| ())?;
         Ok((split(i).unwrap(), split(r).unwrap()))
+    }
+
+    /// The XX patterns: three messages of the documented sizes, each side learns the
+    /// other's static key.
+    #[test]
+    fn xx_messages_and_sizes() {
+        use crate::identity::{LocalIdentity, verify_payload};
+        let a = LocalIdentity::new(&hail_crypto::Identity::generate().unwrap()).unwrap();
+        let b = LocalIdentity::new(&hail_crypto::Identity::generate().unwrap()).unwrap();
+        for (pattern, psk, m1_len) in [
+            (Pattern::Xx, None, 32),
+            (Pattern::XXpsk0, Some(&[4; 32]), 48),
+        ] {
+            let ki = Keys {
+                pattern,
+                psk,
+                local: Some(&a),
+            };
+            let kr = Keys {
+                pattern,
+                psk,
+                local: Some(&b),
+            };
+            let mut i = initiator(ki).unwrap();
+            let mut r = responder(kr).unwrap();
+            let mut wire = BytesMut::new();
+            let mut got = [0u8; crate::identity::PAYLOAD_LEN];
+            put_handshake(&mut i, &[], &mut wire).unwrap();
+            let m1 = next(&mut wire);
+            assert_eq!(m1.len(), m1_len, "{pattern:?}");
+            assert_eq!(read_handshake(&mut r, &m1, &mut got).unwrap(), 0);
+            put_handshake(&mut r, b.payload(), &mut wire).unwrap();
+            let m2 = next(&mut wire);
+            assert_eq!(m2.len(), 32 + 48 + 96 + 16, "{pattern:?}");
+            let n = read_handshake(&mut i, &m2, &mut got).unwrap();
+            assert_eq!(
+                verify_payload(&got[..n], i.get_remote_static()).unwrap(),
+                b.public()
+            );
+            put_handshake(&mut i, a.payload(), &mut wire).unwrap();
+            let m3 = next(&mut wire);
+            assert_eq!(m3.len(), 48 + 96 + 16, "{pattern:?}");
+            let n = read_handshake(&mut r, &m3, &mut got).unwrap();
+            assert_eq!(
+                verify_payload(&got[..n], r.get_remote_static()).unwrap(),
+                a.public()
+            );
+            let ((mut is, _), (_, mut ro)) = (split(i).unwrap(), split(r).unwrap());
+            let mut rec = BytesMut::new();
+            put_confirmation(&mut is, &mut rec);
+            assert_eq!(rec.len(), 2 + TAG);
+            open_confirmation(&mut ro, &next(&mut rec)).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_key_confirmation_opens_once_and_only_with_the_session_keys() {
+        let ((mut is, _), (_, mut ro)) = pair(&[9; 32], &[9; 32]).unwrap();
+        let ((mut other, _), _) = pair(&[9; 32], &[9; 32]).unwrap();
+        let mut wire = BytesMut::new();
+        put_confirmation(&mut other, &mut wire);
+        let foreign = next(&mut wire);
+        assert!(
+            open_confirmation(&mut ro, &foreign).is_err(),
+            "another session's"
+        );
+        let ((mut is2, _), (_, mut ro2)) = pair(&[9; 32], &[9; 32]).unwrap();
+        put_confirmation(&mut is2, &mut wire);
+        let good = next(&mut wire);
+        open_confirmation(&mut ro2, &good).unwrap();
+        assert!(open_confirmation(&mut ro2, &good).is_err(), "replayed");
+        // A non-empty first record is not a confirmation.
+        is.seal(b"x", &mut wire);
+        assert!(open_confirmation(&mut ro, &next(&mut wire)).is_err());
     }
 
     #[test]

@@ -28,7 +28,7 @@ impl<T> Events<ServerEvent<T>> {
     pub async fn run_callbacks(mut self, mut callbacks: Callbacks<T>) {
         while let Some(ev) = self.recv().await {
             match ev {
-                ServerEvent::Connected { id, addr } => {
+                ServerEvent::Connected { id, addr, .. } => {
                     if let Some(f) = &mut callbacks.on_connect {
                         f(id, addr);
                     }
@@ -356,7 +356,7 @@ where
             return;
         }
     };
-    if cfg.psk.is_some() {
+    if cfg.is_secure() {
         lock_penalty(&server).succeeded(peer.ip());
     }
     server.counters.accepted.fetch_add(1, Ordering::Relaxed);
@@ -385,11 +385,16 @@ where
     // The client is in `clients()` (so `send_to` works) once `Connected` is out, and the
     // reader waits for `Connected` to be out before it delivers anything.
     let (go, gate) = oneshot::channel();
+    let peer_key = est.peer_key;
     let conn = Connection::start(est, cfg, server.payload.clone(), sink, None, Some(gate));
     server.clients().insert(id, conn.clone());
     if server
         .events
-        .send(ServerEvent::Connected { id, addr: peer })
+        .send(ServerEvent::Connected {
+            id,
+            addr: peer,
+            peer_key,
+        })
         .await
         .is_err()
     {

@@ -259,7 +259,7 @@ impl Driver {
     /// Returns whether the event went through the table (it may have actions now).
     fn server_event(&mut self, e: ServerEvent<Bytes>) -> bool {
         match e {
-            ServerEvent::Connected { id, addr } => {
+            ServerEvent::Connected { id, addr, .. } => {
                 if let Some(conn) = self.server.connection(id) {
                     if self.stopping.is_some() {
                         // Draining: new links are closed at once.

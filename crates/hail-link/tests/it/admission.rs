@@ -30,7 +30,9 @@ fn ip(s: &str) -> IpAddr {
 async fn record_first_message(net: &MemoryNetwork, link: &LinkConfig) -> Vec<u8> {
     let mut recorder = net.bind(addr(RECORDER)).unwrap();
     let dialer = {
-        let link = link.clone().transport(Transport::memory_from(net, ip(LEGIT)));
+        let link = link
+            .clone()
+            .transport(Transport::memory_from(net, ip(LEGIT)));
         tokio::spawn(async move { Connection::connect(addr(RECORDER), &link, Binary).await })
     };
     let (mut s, _) = recorder.accept().await.unwrap();
@@ -74,11 +76,15 @@ async fn replayed_first_message_is_never_admitted(link: LinkConfig) {
         .collect();
 
     // Meanwhile a legitimate client connects and works.
-    let legit = link.clone().transport(Transport::memory_from(&net, ip(LEGIT)));
+    let legit = link
+        .clone()
+        .transport(Transport::memory_from(&net, ip(LEGIT)));
     let (conn, _incoming) = Connection::connect(addr(SERVER), &legit, Binary)
         .await
         .unwrap();
-    conn.send(bytes::Bytes::from_static(b"hello")).await.unwrap();
+    conn.send(bytes::Bytes::from_static(b"hello"))
+        .await
+        .unwrap();
     let mut legit_connected = false;
     loop {
         match tokio::time::timeout(Duration::from_secs(60), events.recv())
