@@ -1,9 +1,12 @@
 //! Timing and limits of the peer table, and who the local device is.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::advert::validate_name;
+use hail_crypto::{Identity, Incarnation};
+
+use crate::advert::{Metadata, validate_metadata, validate_name};
 use crate::error::ConfigError;
 use crate::id::DeviceId;
 
@@ -30,33 +33,44 @@ pub const MAX_DIALS_PER_SECOND: u32 = 20;
 /// starting into a group of 64 dials the half it dials at once).
 pub const DIAL_BURST: u32 = 32;
 
-/// Who the local device is: what it announces.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who the local device is: its identity and what it announces.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct LocalDevice {
-    /// The id of this run; pick a fresh [`DeviceId::random`] at every start.
-    pub id: DeviceId,
+    identity: Arc<Identity>,
+    id: DeviceId,
     /// The device name (1 to 64 bytes of UTF-8, no control characters).
     pub name: String,
     /// The TCP port links are accepted on; 0 when the device accepts none (it can still
     /// dial, or only watch with [`PeerTableConfigBuilder::auto_connect`] off).
     pub port: u16,
     /// The unicast addresses to advertise, best first. Only the first
-    /// [`MAX_ADDRESSES`](crate::advert::MAX_ADDRESSES) (32) are sent; the table logs a
+    /// [`MAX_ADDRESSES`](crate::advert::MAX_ADDRESSES) (8) are sent; the table logs a
     /// warning when it drops some. Peers also dial the source address of each advert, so
     /// an empty list still works where the source address is reachable.
     pub addresses: Vec<IpAddr>,
+    /// Metadata signed into every announce (see [`validate_metadata`]).
+    pub metadata: Metadata,
+    /// The run's incarnation: sequence numbers of signed adverts start at
+    /// `incarnation << 32`, so with a persisted identity
+    /// ([`Identity::load_or_create`](hail_crypto::Identity::load_or_create)) a later run's
+    /// adverts outrank every earlier run's. [`Incarnation::FIRST`] for a fresh identity.
+    pub incarnation: Incarnation,
 }
 
 impl LocalDevice {
-    /// A device with this id, name and port, advertising no addresses (see
-    /// [`LocalDevice::with_addresses`]).
-    pub fn new(id: DeviceId, name: impl Into<String>, port: u16) -> Self {
+    /// A device with this identity (its id is the identity's key's), name and port,
+    /// advertising no addresses (see [`LocalDevice::with_addresses`]).
+    pub fn new(identity: Arc<Identity>, name: impl Into<String>, port: u16) -> Self {
+        let id = DeviceId::from_bytes(identity.public().id());
         Self {
+            identity,
             id,
             name: name.into(),
             port,
             addresses: Vec::new(),
+            metadata: Metadata::new(),
+            incarnation: Incarnation::FIRST,
         }
     }
 
@@ -66,8 +80,31 @@ impl LocalDevice {
         self
     }
 
+    /// Sets the metadata.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Sets the incarnation (from the identity file).
+    pub fn with_incarnation(mut self, incarnation: Incarnation) -> Self {
+        self.incarnation = incarnation;
+        self
+    }
+
+    /// The device's id: derived from its identity's public key.
+    pub fn id(&self) -> DeviceId {
+        self.id
+    }
+
+    /// The device's identity.
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.identity
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         validate_name(&self.name)?;
+        validate_metadata(&self.metadata)?;
         Ok(())
     }
 }

@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use hail_crypto::{GroupKey, KdfParams};
+use hail_crypto::{GroupKey, Identity, Incarnation, KdfParams};
 use hail_link::{Heartbeat, LinkConfig, Server, ServerConfig, Transport};
 use hail_multicast::{Channel, Interface};
 use hail_rpc::{Handlers, RpcConfig};
@@ -22,7 +23,7 @@ use super::messages::bind_builtin;
 use super::shared::{EventBytes, Shared, lock};
 use crate::config::{LocalDevice, PeerTableConfig};
 use crate::format::MessageFormat;
-use crate::id::DeviceId;
+use crate::advert::Metadata;
 use crate::peer_table::PeerTable;
 
 /// The default discovery group: `239.255.72.76:5676` (administratively scoped IPv4).
@@ -64,11 +65,24 @@ pub struct DeviceBuilder {
     format: MessageFormat,
     event_capacity: usize,
     event_bytes: usize,
+    identity: IdentitySource,
+    metadata: Metadata,
     memory: Option<(
         hail_multicast::memory::Bus,
         hail_link::memory::MemoryNetwork,
         IpAddr,
     )>,
+}
+
+/// Where the device's identity comes from.
+#[derive(Debug, Clone)]
+enum IdentitySource {
+    /// A fresh key pair made at start.
+    Fresh,
+    /// This one, with the incarnation its sequence numbers start from.
+    Given(Arc<Identity>, Incarnation),
+    /// Loaded from (or created in) this file at start, with the next incarnation.
+    File(PathBuf),
 }
 
 /// Where links listen by default: every address of the group's family, any port.
@@ -112,6 +126,8 @@ impl Device {
             format: MessageFormat::default(),
             event_capacity: EVENT_CAPACITY,
             event_bytes: EVENT_BYTES,
+            identity: IdentitySource::Fresh,
+            metadata: Metadata::new(),
             memory: None,
         }
     }
@@ -187,6 +203,38 @@ impl DeviceBuilder {
     /// [`passphrase`](Self::passphrase)). Takes precedence over a passphrase. Default: none.
     pub fn group_key(mut self, key: GroupKey) -> Self {
         self.key = Some(key);
+        self
+    }
+
+    /// The device's identity: the key pair its id is derived from, which signs its adverts
+    /// and which its links prove. Default: a fresh key pair at every start (a new id per
+    /// run). `incarnation` must grow from run to run for a key used in several runs (its
+    /// adverts' sequence numbers start at `incarnation << 32`, and a peer ignores adverts
+    /// older than the newest it has seen); [`identity_file`](Self::identity_file) keeps
+    /// both for you.
+    pub fn identity(mut self, identity: Identity, incarnation: Incarnation) -> Self {
+        self.identity = IdentitySource::Given(Arc::new(identity), incarnation);
+        self
+    }
+
+    /// Keeps the device's identity in this file, for a stable id across restarts: loaded
+    /// at [`start`](Self::start) (created with a fresh key the first time, mode 0600), its
+    /// incarnation counted up and written back before the device announces anything
+    /// ([`Identity::load_or_create`]). A file readable by others, truncated or corrupted is
+    /// an error ([`DeviceError::Key`]). Default: a fresh key pair per start.
+    pub fn identity_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.identity = IdentitySource::File(path.into());
+        self
+    }
+
+    /// Adds a metadata entry signed into the device's adverts and shown to peers
+    /// ([`PeerInfo::metadata`](crate::PeerInfo::metadata), `hail scout`): at most
+    /// [`MAX_METADATA_ENTRIES`](crate::MAX_METADATA_ENTRIES) (16) entries,
+    /// [`MAX_METADATA_LEN`](crate::MAX_METADATA_LEN) (512) bytes of keys and values,
+    /// keys of `a-z 0-9 . _ -` (checked at start, [`crate::validate_metadata`]). Default:
+    /// none.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
         self
     }
 
@@ -297,11 +345,26 @@ impl DeviceBuilder {
         };
         // A connected peer's liveness is its link: make the link notice a silent peer
         // within the lease, as the table's docs ask of its driver.
+        let (identity, incarnation) = match &self.identity {
+            IdentitySource::Fresh => (Arc::new(Identity::generate()?), Incarnation::FIRST),
+            IdentitySource::Given(i, inc) => (i.clone(), *inc),
+            IdentitySource::File(path) => {
+                let path = path.clone();
+                let (i, inc) =
+                    tokio::task::spawn_blocking(move || Identity::load_or_create(path))
+                        .await
+                        .expect("loading an identity does not panic")?;
+                (Arc::new(i), inc)
+            }
+        };
         let lease = self.table.lease();
-        let mut link = LinkConfig::default().heartbeat(Some(Heartbeat {
-            interval: lease / 3,
-            dead_after: lease,
-        }));
+        // Every link proves both ends' identity keys (Noise XX, XXpsk0 with a key).
+        let mut link = LinkConfig::default()
+            .heartbeat(Some(Heartbeat {
+                interval: lease / 3,
+                dead_after: lease,
+            }))
+            .identity(&identity);
         if let Some(k) = &key {
             link = link.group_key(k);
         }
@@ -346,8 +409,10 @@ impl DeviceBuilder {
                 }
             }
         }
-        let local =
-            LocalDevice::new(DeviceId::random(), self.name.clone(), port).with_addresses(advertise);
+        let local = LocalDevice::new(identity, self.name.clone(), port)
+            .with_addresses(advertise)
+            .with_metadata(self.metadata.clone())
+            .with_incarnation(incarnation);
         let mut table = PeerTable::new(self.table.clone(), local, rand::random())?;
         table.start(clock::now());
         let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
@@ -371,7 +436,7 @@ impl DeviceBuilder {
         let local_addr = server.local_addr();
         let driver = Driver::new(shared.clone(), channel, server, server_events, stop_rx);
         let task = tokio::spawn(driver.run());
-        let id = lock(&shared.table).local().id;
+        let id = lock(&shared.table).local().id();
         Ok((
             Device {
                 shared,

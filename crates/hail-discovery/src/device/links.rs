@@ -11,7 +11,7 @@ use bytes::Bytes;
 use hail_link::{CloseReason as LinkClose, Connection};
 use hail_rpc::{Disconnect, LinkClosed, Outgoing, RpcPeer};
 use hail_wire::Binary;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::clock;
 use super::driver::Driver;
@@ -19,7 +19,7 @@ use super::events::DeviceEvent;
 use super::messages::MESSAGE_TAG;
 use super::shared::{LinkEntry, lock};
 use crate::advert::{LinkMessage, MAGIC};
-use crate::id::ConnId;
+use crate::id::{ConnId, DeviceId};
 use crate::peer_table::{CloseReason, LinkCloseReason, LinkOrigin};
 
 /// How long a duplicate link stays open after the one-link rule dropped it: 500 ms.
@@ -36,6 +36,13 @@ impl Driver {
         remote: SocketAddr,
     ) {
         let id = ConnId(conn.id().get());
+        // The handshake proved the peer's key (every device link runs XX): the link is
+        // that device's, whatever its hello will claim.
+        let Some(peer) = conn.peer_key().map(|k| DeviceId::from_bytes(k.id())) else {
+            warn!(%remote, "a link without a proven key; closed");
+            conn.close();
+            return;
+        };
         let (_peer, driver) =
             RpcPeer::with_handlers(self.shared.rpc.clone(), self.shared.handlers.clone());
         driver.connected(Arc::new(LinkOut(conn.clone())));
@@ -49,7 +56,7 @@ impl Driver {
                 peer_name: None,
             },
         );
-        lock(&self.shared.table).link_up(id, origin, remote, clock::now());
+        lock(&self.shared.table).link_up(id, origin, remote, peer, clock::now());
     }
 
     /// Returns whether the frame went through the table (discovery messages do).

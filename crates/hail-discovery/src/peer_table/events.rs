@@ -40,6 +40,9 @@ pub enum CloseReason {
     SelfConnection,
     /// No hello arrived within the hello timeout.
     HelloTimeout,
+    /// The hello's key is not the one the link's handshake proved (a device claiming
+    /// another's id), or its signature does not verify.
+    IdentityMismatch,
     /// The peer broke the protocol (a second hello with another id).
     ProtocolViolation,
     /// The table tracks [`max_peers`](crate::PeerTableConfigBuilder::max_peers) already.
@@ -72,6 +75,8 @@ pub struct PeerInfo {
     pub name: String,
     /// Where it can be dialed, best first.
     pub addresses: Vec<SocketAddr>,
+    /// The metadata it signed into its announce (empty when it has none).
+    pub metadata: crate::advert::Metadata,
 }
 
 /// Something users should hear about.
@@ -161,6 +166,13 @@ pub struct Stats {
     /// Devices known only from adverts or gossip, forgotten to make room for newer ones
     /// (see [`max_peers`](crate::PeerTableConfigBuilder::max_peers)).
     pub unproven_evicted: u64,
+    /// Adverts, hellos and gossip records whose key or signature does not verify.
+    pub bad_signatures: u64,
+    /// Signed adverts and gossip records older (lower sequence number) than one already
+    /// verified from the same key: replays of earlier adverts, ignored.
+    pub stale_adverts: u64,
+    /// Links whose hello named another key than the one their handshake proved: closed.
+    pub identity_mismatch: u64,
     /// Goodbyes heard on the group for a peer whose link stayed up without a goodbye of
     /// its own within the goodbye grace: not believed (anyone can send one).
     pub goodbyes_ignored: u64,

@@ -14,9 +14,18 @@ use crate::advert::{Hello, LinkMessage};
 use crate::id::{ConnId, DeviceId};
 
 impl PeerTable {
-    /// A link is up (TCP connected and, with a passphrase, authenticated). The table
-    /// answers with its hello on it.
-    pub fn link_up(&mut self, conn: ConnId, origin: LinkOrigin, remote: SocketAddr, now: Instant) {
+    /// A link is up: connected, and its handshake proved that the other end holds the key
+    /// of device `peer` (the id of the key the link's Noise handshake authenticated). The
+    /// table answers with its hello on it; the peer's hello must be signed by the same key,
+    /// or the link is closed ([`CloseReason::IdentityMismatch`]).
+    pub fn link_up(
+        &mut self,
+        conn: ConnId,
+        origin: LinkOrigin,
+        remote: SocketAddr,
+        peer: DeviceId,
+        now: Instant,
+    ) {
         let dial_target = match origin {
             LinkOrigin::Dialed(dial) => self.dials.remove(&dial),
             LinkOrigin::Accepted => None,
@@ -49,6 +58,7 @@ impl PeerTable {
             Conn {
                 origin,
                 remote,
+                proven: peer,
                 state: ConnState::AwaitingHello {
                     deadline: now + self.config.hello_timeout,
                 },
@@ -129,8 +139,14 @@ impl PeerTable {
     }
 
     fn on_hello(&mut self, conn: ConnId, hello: Hello, now: Instant) {
-        let id = hello.announce.id;
+        let id = hello.announce.id();
         let c = &self.conns[&conn];
+        if id != c.proven || hello.announce.verify().is_err() {
+            debug!(%conn, claimed = %id, proven = %c.proven, "hello for another key than the link proved");
+            self.stats.identity_mismatch += 1;
+            self.close_conn(conn, CloseReason::IdentityMismatch, now);
+            return;
+        }
         if let ConnState::Established { peer, .. } = c.state {
             if peer == id {
                 self.stats.protocol_errors += 1;
@@ -142,11 +158,11 @@ impl PeerTable {
         let remote = c.remote;
         let (key, target) = match c.origin {
             Origin::Dialed { dial, tag, target } => {
-                ((self.local.id, tag), target.map(|t| (t, dial)))
+                ((self.local.id(), tag), target.map(|t| (t, dial)))
             }
             Origin::Accepted => ((id, hello.tag), None),
         };
-        if id == self.local.id {
+        if id == self.local.id() {
             if let Some((DialTarget::Static(i), _)) = target {
                 debug!(addr = %self.statics[i].addr, "static peer address is this device");
                 self.statics[i].is_self = true;
@@ -208,9 +224,11 @@ impl PeerTable {
                 p.member = true;
                 debug!(peer = %id, name = %p.name, %conn, "peer joined");
                 let info = p.info();
+                let name = p.name.clone();
                 self.events.push_back(Event::PeerJoined(info));
                 self.dirty = true;
                 self.gossip_join(id);
+                self.report_duplicates(&name);
             }
             return;
         };

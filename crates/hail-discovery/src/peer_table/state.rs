@@ -10,7 +10,9 @@ use rand::rngs::StdRng;
 use tracing::warn;
 
 use super::events::{Action, Event, PeerInfo, Stats};
-use crate::advert::MAX_ADDRESSES;
+use hail_crypto::Sequence;
+
+use crate::advert::{Announce, MAX_ADDRESSES};
 use crate::config::{LocalDevice, PeerTableConfig};
 use crate::error::{ConfigError, ResolveError};
 use crate::id::{ConnId, DeviceId, DialId};
@@ -63,6 +65,8 @@ pub(super) enum Origin {
 pub(super) struct Conn {
     pub(super) origin: Origin,
     pub(super) remote: SocketAddr,
+    /// The device whose key the link's handshake proved.
+    pub(super) proven: DeviceId,
     pub(super) state: ConnState,
 }
 
@@ -90,6 +94,10 @@ pub(super) struct Peer {
     /// When it was last heard of (advert, gossip or hello): the unproven entry heard of
     /// longest ago makes room first.
     pub(super) heard_at: Option<Instant>,
+    /// The newest signed announce verified from its key (advert, hello or gossip): what
+    /// later ones are compared with (older are replays, equal need no verification) and
+    /// what gossip relays.
+    pub(super) signed: Option<Announce>,
 }
 
 impl Peer {
@@ -111,6 +119,7 @@ impl Peer {
             dial: DialState::Idle,
             failures: 0,
             heard_at: None,
+            signed: None,
         }
     }
 
@@ -141,6 +150,11 @@ impl Peer {
             id: self.id,
             name: self.name.clone(),
             addresses: self.dial_addrs(),
+            metadata: self
+                .signed
+                .as_ref()
+                .map(|a| a.body.metadata.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -229,6 +243,10 @@ pub(super) struct Tomb {
 pub struct PeerTable {
     pub(super) config: PeerTableConfig,
     pub(super) local: LocalDevice,
+    /// Sequence numbers of what the table signs (announces, the goodbye).
+    pub(super) sequence: Sequence,
+    /// The local announce, signed (see [`PeerTable::announce`]).
+    pub(super) own: Announce,
     pub(super) rng: StdRng,
     pub(super) phase: Phase,
     pub(super) peers: BTreeMap<DeviceId, Peer>,
@@ -292,6 +310,10 @@ impl PeerTable {
             );
             local.addresses.truncate(MAX_ADDRESSES);
         }
+        let mut sequence = Sequence::new(local.incarnation);
+        let seq = sequence.next().map_err(|_| ConfigError::Unsignable)?;
+        let own = super::beacons::sign_local(&local, config.lease, seq)
+            .map_err(|_| ConfigError::Unsignable)?;
         let statics = config
             .static_peers
             .iter()
@@ -306,6 +328,8 @@ impl PeerTable {
         Ok(Self {
             config,
             local,
+            sequence,
+            own,
             rng: StdRng::seed_from_u64(seed),
             phase: Phase::Idle,
             peers: BTreeMap::new(),

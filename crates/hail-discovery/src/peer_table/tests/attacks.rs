@@ -230,6 +230,7 @@ fn a_forged_goodbye_does_not_evict_a_joined_peer() {
         ConnId(11),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(2), 50000),
+        id(2),
         now,
     );
     actions(&mut t);

@@ -6,7 +6,7 @@ use super::*;
 fn an_announce_restarts_a_dial_begun_before_the_peer_was_heard() {
     let t0 = Instant::now();
     let mut c = started_with(3, "c", no_yield(), t0);
-    c.link_up(ConnId(1), LinkOrigin::Dialed(DialId(99)), listen(1), t0);
+    c.link_up(ConnId(1), LinkOrigin::Dialed(DialId(99)), listen(1),id(1), id(1), t0);
     c.link_message(ConnId(1), hello(1, "seed", 0), t0);
     actions(&mut c);
     // Told about b by gossip: dialed; the dial hangs (b unreachable, SYN retransmits).
@@ -34,6 +34,7 @@ fn an_announce_restarts_a_dial_begun_before_the_peer_was_heard() {
         ConnId(2),
         LinkOrigin::Dialed(fresh[0].0),
         listen(2),
+        id(2),
         now + ms(900),
     );
     c.link_message(ConnId(2), hello(2, "b", 0), now + ms(900));
@@ -104,7 +105,7 @@ fn static_peers_are_dialed_and_redialed_and_self_is_skipped() {
         t.dial_failed(again[0].0, at);
     }
     let (at, d) = next_dials(&mut t, at + Duration::from_secs(2));
-    t.link_up(ConnId(2), LinkOrigin::Dialed(d[0].0), listen(2), at);
+    t.link_up(ConnId(2), LinkOrigin::Dialed(d[0].0), listen(2),id(2), id(2), at);
     t.link_message(ConnId(2), hello(2, "b", 0), at);
     assert_eq!(joined(&events(&mut t)), [id(2)]);
     assert!(dials(&run_until(&mut t, at + Duration::from_secs(30))).is_empty());

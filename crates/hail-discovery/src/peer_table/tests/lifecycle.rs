@@ -60,6 +60,7 @@ fn shutdown_says_goodbye_everywhere_and_goes_quiet() {
         ConnId(11),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(3), 1),
+        id(3),
         t0,
     );
     actions(&mut t);
@@ -90,6 +91,7 @@ fn shutdown_says_goodbye_everywhere_and_goes_quiet() {
         ConnId(12),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(5), 1),
+        id(5),
         t0 + ms(2),
     );
     assert_eq!(

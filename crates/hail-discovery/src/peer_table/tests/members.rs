@@ -16,7 +16,7 @@ fn join_by_announce_dial_and_hello() {
     assert!(t.peers().is_empty(), "not joined before the link is up");
     assert_eq!(t.resolve("b"), Err(ResolveError::NotConnected("b".into())));
 
-    t.link_up(ConnId(10), LinkOrigin::Dialed(dial), listen(2), t0 + ms(1));
+    t.link_up(ConnId(10), LinkOrigin::Dialed(dial), listen(2),id(2), id(2), t0 + ms(1));
     let sent = actions(&mut t);
     let [
         Action::Send {
@@ -60,6 +60,7 @@ fn join_by_accepted_link() {
         ConnId(3),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(2), 50000),
+        id(2),
         t0,
     );
     let sent = actions(&mut t);
@@ -257,6 +258,7 @@ fn a_hello_that_comes_after_the_goodbye_still_joins_before_it_leaves() {
         ConnId(3),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(2), 50000),
+        id(2),
         t0,
     );
     actions(&mut t);
@@ -283,6 +285,7 @@ fn a_goodbye_waits_for_a_duplicate_link_still_draining() {
         ConnId(11),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(2), 50000),
+        id(2),
         t0,
     );
     actions(&mut t);
@@ -314,6 +317,7 @@ fn a_goodbye_on_a_draining_duplicate_counts() {
         ConnId(11),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(2), 50000),
+        id(2),
         t0,
     );
     actions(&mut t);
@@ -366,7 +370,7 @@ fn a_lost_link_reconnected_within_the_grace_is_invisible() {
     );
     let d = dials(&run_until(&mut t, redial));
     assert_eq!(d.len(), 1);
-    t.link_up(ConnId(11), LinkOrigin::Dialed(d[0].0), listen(2), redial);
+    t.link_up(ConnId(11), LinkOrigin::Dialed(d[0].0), listen(2),id(2), id(2), redial);
     t.link_message(ConnId(11), hello(2, "b", 0), redial + ms(1));
     assert!(events(&mut t).is_empty(), "no leave, no second join");
     assert_eq!(t.resolve("b"), Ok((id(2), ConnId(11))));
@@ -426,7 +430,7 @@ fn restart_under_the_same_name_replaces_the_old_incarnation() {
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].1, Some(id(9)));
 
-    t.link_up(ConnId(20), LinkOrigin::Dialed(d[0].0), listen(2), now);
+    t.link_up(ConnId(20), LinkOrigin::Dialed(d[0].0), listen(2),id(2), id(2), now);
     t.link_message(
         ConnId(20),
         LinkMessage::Hello(Hello {

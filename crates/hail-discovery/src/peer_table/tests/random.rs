@@ -127,7 +127,7 @@ proptest! {
                         let conn = ConnId(next_conn);
                         next_conn += 1;
                         e.insert(conn);
-                        t.link_up(conn, LinkOrigin::Accepted, SocketAddr::new(ip(host), 50000), now);
+                        t.link_up(conn, LinkOrigin::Accepted, SocketAddr::new(ip(host), 50000), id(host), now);
                     }
                 }
                 Op::Hello { slot, dev, tag } => {
@@ -159,7 +159,7 @@ proptest! {
                         let conn = ConnId(next_conn);
                         next_conn += 1;
                         slots.insert(slot, conn);
-                        t.link_up(conn, LinkOrigin::Dialed(d), listen(2), now);
+                        t.link_up(conn, LinkOrigin::Dialed(d), listen(2),id(2), id(2), now);
                     }
                 }
                 Op::Advance { ms } => {
