@@ -220,7 +220,8 @@ pub fn validate_metadata(m: &Metadata) -> Result<(), MetadataError> {
     for (k, v) in m {
         let key_ok = !k.is_empty()
             && k.len() <= MAX_METADATA_KEY_LEN
-            && k.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
+            && k.bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
         if !key_ok {
             return Err(MetadataError::InvalidKey(k.clone()));
         }
@@ -702,11 +703,9 @@ impl Advert {
         let start = dst.len();
         let r = match self {
             Self::Announce(a) => a.encode(dst),
-            Self::Probe { from } => {
-                encode_with(Kind::PROBE, MAX_ADVERT_LEN, dst, |dst| {
-                    put(Kind::PROBE, from, dst)
-                })
-            }
+            Self::Probe { from } => encode_with(Kind::PROBE, MAX_ADVERT_LEN, dst, |dst| {
+                put(Kind::PROBE, from, dst)
+            }),
             Self::Goodbye(g) => {
                 g.encode_unsigned(dst);
                 dst.extend_from_slice(g.signature.as_bytes());

@@ -133,10 +133,10 @@ mod id;
 mod peer_table;
 
 pub use advert::{
-    Advert, AdvertError, Announce, AnnounceBody, Goodbye, Hello, Kind, LinkMessage,
-    MAX_ADDRESSES, MAX_ADVERT_LEN, MAX_LINK_MESSAGE_LEN, MAX_METADATA_ENTRIES,
-    MAX_METADATA_KEY_LEN, MAX_METADATA_LEN, MAX_NAME_LEN, MAX_PEER_RECORDS, Metadata,
-    MetadataError, PeerRecord, normalize_name, validate_metadata, validate_name,
+    Advert, AdvertError, Announce, AnnounceBody, Goodbye, Hello, Kind, LinkMessage, MAX_ADDRESSES,
+    MAX_ADVERT_LEN, MAX_LINK_MESSAGE_LEN, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_LEN,
+    MAX_METADATA_LEN, MAX_NAME_LEN, MAX_PEER_RECORDS, Metadata, MetadataError, PeerRecord,
+    normalize_name, validate_metadata, validate_name,
 };
 pub use config::{
     DIAL_BURST, LocalDevice, MAX_BURST, MAX_DIAL_ADDRESSES, MAX_DIALS_IN_FLIGHT,

@@ -21,9 +21,9 @@ use super::events::DeviceEvents;
 use super::handle::Device;
 use super::messages::bind_builtin;
 use super::shared::{EventBytes, Shared, lock};
+use crate::advert::Metadata;
 use crate::config::{LocalDevice, PeerTableConfig};
 use crate::format::MessageFormat;
-use crate::advert::Metadata;
 use crate::peer_table::PeerTable;
 
 /// The default discovery group: `239.255.72.76:5676` (administratively scoped IPv4).
@@ -350,10 +350,9 @@ impl DeviceBuilder {
             IdentitySource::Given(i, inc) => (i.clone(), *inc),
             IdentitySource::File(path) => {
                 let path = path.clone();
-                let (i, inc) =
-                    tokio::task::spawn_blocking(move || Identity::load_or_create(path))
-                        .await
-                        .expect("loading an identity does not panic")?;
+                let (i, inc) = tokio::task::spawn_blocking(move || Identity::load_or_create(path))
+                    .await
+                    .expect("loading an identity does not panic")?;
                 (Arc::new(i), inc)
             }
         };

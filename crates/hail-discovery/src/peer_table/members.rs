@@ -76,7 +76,10 @@ impl PeerTable {
         p.name.clone_from(name);
         p.port = b.port;
         p.addresses.clone_from(&b.addresses);
-        if p.signed.as_ref().is_none_or(|k| k.seq() <= a.seq() && k != a) {
+        if p.signed
+            .as_ref()
+            .is_none_or(|k| k.seq() <= a.seq() && k != a)
+        {
             p.signed = Some(a.clone());
         }
         p.observed = Some(observed);

@@ -104,9 +104,22 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// What gossip says of device `n` (its announce, no observed address).
+fn record(n: u8, name: &str) -> PeerRecord {
+    PeerRecord {
+        announce: announce(n, name),
+        observed: None,
+    }
+}
+
 /// Device `n`'s announce (sequence number 1).
 fn announce(n: u8, name: &str) -> Announce {
     signed(n, 1, body(n, name))
+}
+
+/// The key of [`forged`]`(i)`.
+fn tarpit_key(i: u32) -> Identity {
+    key_with_id_byte(i.to_be_bytes(), 0xe0, 0xff)
 }
 
 /// A forged announce from a device nobody will ever reach: a key of its own (anyone can
@@ -115,7 +128,7 @@ fn announce(n: u8, name: &str) -> Announce {
 fn forged(i: u32) -> (Announce, SocketAddr) {
     let [_, _, x, y] = i.to_be_bytes();
     let host = IpAddr::V4(Ipv4Addr::new(10, 1, x, y));
-    let key = key_with_id_byte(i.to_be_bytes(), 0xe0, 0xff);
+    let key = tarpit_key(i);
     let a = Announce::sign(
         &key,
         1,
@@ -227,6 +240,11 @@ fn hello(n: u8, name: &str, tag: u64) -> LinkMessage {
     })
 }
 
+/// A hello carrying this announce.
+fn hello_of(announce: Announce, tag: u64) -> LinkMessage {
+    LinkMessage::Hello(Hello { tag, announce })
+}
+
 fn joined(events: &[Event]) -> Vec<DeviceId> {
     events
         .iter()
@@ -279,7 +297,7 @@ fn join(t: &mut PeerTable, n: u8, name: &str, conn: ConnId, now: Instant) {
     t.handle_advert(Advert::Announce(announce(n, name)), src(n), now);
     let d = dials(&actions(t));
     assert_eq!(d.len(), 1, "one dial for {name}");
-    t.link_up(conn, LinkOrigin::Dialed(d[0].0), listen(n),id(n), id(n), now);
+    t.link_up(conn, LinkOrigin::Dialed(d[0].0), listen(n), id(n), now);
     actions(t);
     t.link_message(conn, hello(n, name, 0), now);
     let ev = events(t);

@@ -19,13 +19,9 @@ fn forged_advert_claiming_a_joined_peers_address_evicts_it() {
     let mut t = started_with(1, "a", PeerTableConfig::default(), t0);
     join(&mut t, 2, "lamp", ConnId(10), t0);
     // The attacker is at 10.0.0.9; it claims the name and lamp's address.
-    let forged = Announce {
-        id: id(9),
-        name: "lamp".into(),
-        port: port(9),
-        lease: Duration::from_secs(3),
-        addresses: vec![ip(2)],
-    };
+    let mut forged_body = body(9, "lamp");
+    forged_body.addresses = vec![ip(2)];
+    let forged = signed(9, 1, forged_body);
     let now = t0 + Duration::from_millis(100);
     t.handle_advert(Advert::Announce(forged), src(9), now);
     let ev = events(&mut t);
@@ -46,15 +42,16 @@ fn forged_advert_claiming_a_joined_peers_address_evicts_it() {
 }
 
 /// The same forged announce sent from the attacker's own address, claiming only its
-/// own: a joined peer is not replaced by a device on another host (it is a duplicate
-/// name, reported). This is the check the attack above gets around.
+/// own: a joined peer is not replaced, and its name stays its own (only a second joined
+/// device could share it).
 #[test]
 fn a_same_name_advert_from_another_host_does_not_evict_a_joined_peer() {
     let t0 = Instant::now();
     let mut t = started_with(1, "a", PeerTableConfig::default(), t0);
     join(&mut t, 2, "lamp", ConnId(10), t0);
-    let mut forged = announce(9, "lamp");
-    forged.lease = Duration::from_secs(3);
+    let mut forged_body = body(9, "lamp");
+    forged_body.lease = Duration::from_secs(3);
+    let forged = signed(9, 1, forged_body);
     t.handle_advert(
         Advert::Announce(forged),
         src(9),
@@ -62,15 +59,12 @@ fn a_same_name_advert_from_another_host_does_not_evict_a_joined_peer() {
     );
     let ev = events(&mut t);
     assert!(
-        !ev.iter().any(|e| matches!(e, Event::PeerLeft { .. })),
-        "{ev:?}"
-    );
-    assert!(
-        ev.iter()
-            .any(|e| matches!(e, Event::DuplicateName { name, .. } if name == "lamp")),
-        "{ev:?}"
+        !ev.iter()
+            .any(|e| matches!(e, Event::PeerLeft { .. } | Event::DuplicateName { .. })),
+        "an advert neither evicts a joined peer nor makes its name ambiguous: {ev:?}"
     );
     assert_eq!(t.connection(id(2)), Some(ConnId(10)));
+    assert_eq!(t.resolve("lamp").unwrap(), (id(2), ConnId(10)));
 }
 
 /// A flood of forged announces (2 a millisecond, about 200 kB/s of multicast), each a
@@ -204,11 +198,7 @@ fn a_forged_goodbye_does_not_evict_a_joined_peer() {
     let t0 = Instant::now();
     let mut t = started_with(1, "a", PeerTableConfig::default(), t0);
     join(&mut t, 2, "lamp", ConnId(10), t0);
-    t.handle_advert(
-        Advert::Goodbye { from: id(2) },
-        src(9),
-        t0 + Duration::from_millis(100),
-    );
+    t.handle_advert(goodbye(2), src(9), t0 + Duration::from_millis(100));
     let mut left = Vec::new();
     for step in 100..3000u64 {
         let now = t0 + Duration::from_millis(step);
@@ -268,8 +258,9 @@ fn an_unproven_namesake_does_not_block_a_joined_peers_name() {
     let t0 = Instant::now();
     let mut t = started_with(1, "a", PeerTableConfig::default(), t0);
     join(&mut t, 2, "lamp", ConnId(10), t0);
-    let mut forged = announce(9, "lamp");
-    forged.lease = Duration::from_secs(3600);
+    let mut forged_body = body(9, "lamp");
+    forged_body.lease = Duration::from_secs(3600);
+    let forged = signed(9, 1, forged_body);
     let now = t0 + Duration::from_millis(100);
     t.handle_advert(Advert::Announce(forged), src(9), now);
     actions(&mut t);
@@ -289,4 +280,115 @@ fn an_unproven_namesake_does_not_block_a_joined_peers_name() {
         }
     }
     assert_eq!(t.resolve("lamp"), Ok((id(2), ConnId(10))));
+}
+
+/// An announce whose signature does not verify (changed on the way, or signed by
+/// another key than it carries) is dropped and counted: no entry, no dial.
+#[test]
+fn unsigned_or_tampered_announces_are_dropped_and_counted() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    let mut tampered = announce(2, "b");
+    tampered.body.addresses = vec![ip(9)];
+    t.handle_advert(Advert::Announce(tampered), src(2), t0);
+    assert_eq!(t.stats().bad_signatures, 1);
+    assert!(t.discovered().is_empty());
+    assert!(dials(&actions(&mut t)).is_empty());
+    // Over the wire: one flipped byte of the body.
+    let mut bytes = Advert::Announce(announce(2, "b")).to_bytes().unwrap();
+    let at = bytes.len() - SIG - 3;
+    bytes[at] ^= 1;
+    if t.handle_datagram(&bytes, src(2), t0).is_ok() {
+        assert_eq!(t.stats().bad_signatures, 2);
+    }
+    assert!(t.discovered().is_empty());
+}
+
+const SIG: usize = crate::advert::SIGNATURE_LEN;
+
+/// A recorded announce replayed after a newer one (lower sequence number) changes
+/// nothing and is counted, without a signature check.
+#[test]
+fn replayed_older_announces_are_ignored() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    let old = signed(2, 5, body(2, "b"));
+    let mut moved = body(2, "b");
+    moved.addresses = vec![ip(7)];
+    let new = signed(2, 6, moved);
+    t.handle_advert(Advert::Announce(new), src(2), t0);
+    actions(&mut t);
+    t.handle_advert(Advert::Announce(old), src(2), t0 + ms(10));
+    assert_eq!(t.stats().stale_adverts, 1);
+    assert!(
+        t.discovered()[0]
+            .addresses
+            .contains(&SocketAddr::new(ip(7), port(2)))
+    );
+}
+
+/// A goodbye on the group leaves only when it is signed by the device's key and newer
+/// than its announces: a forged one (another key's signature, or none) and a replay of
+/// an earlier run's (a lower sequence number) change nothing.
+#[test]
+fn only_a_fresh_signed_goodbye_removes_a_peer() {
+    let t0 = Instant::now();
+    let config = PeerTableConfig::builder()
+        .auto_connect(false)
+        .build()
+        .unwrap();
+    let mut t = table_with(1, "a", config);
+    t.start(t0);
+    t.handle_advert(Advert::Announce(signed(2, 10, body(2, "b"))), src(2), t0);
+    // Replay of a goodbye from before (sequence 3 < 10).
+    t.handle_advert(
+        Advert::Goodbye(Goodbye::sign(&identity(2), 3)),
+        src(2),
+        t0 + ms(1),
+    );
+    assert_eq!(t.stats().stale_adverts, 1);
+    // A goodbye for device 2 signed by device 9's key: its bytes say 9's key, so it is
+    // 9's goodbye (unknown here), and 2 stays.
+    t.handle_advert(
+        Advert::Goodbye(Goodbye::sign(&identity(9), 11)),
+        src(9),
+        t0 + ms(2),
+    );
+    // A tampered goodbye: 2's key, a signature that does not verify.
+    let mut bytes = Advert::Goodbye(Goodbye::sign(&identity(2), 11))
+        .to_bytes()
+        .unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    t.handle_datagram(&bytes, src(2), t0 + ms(3)).unwrap();
+    assert_eq!(t.stats().bad_signatures, 1);
+    assert_eq!(t.discovered().len(), 1, "still there");
+    // Its own, fresh goodbye.
+    t.handle_advert(
+        Advert::Goodbye(Goodbye::sign(&identity(2), 11)),
+        src(2),
+        t0 + ms(4),
+    );
+    assert!(t.discovered().is_empty());
+}
+
+/// Gossip relays what a device signed: a record changed by the relaying peer (another
+/// address to dial) is dropped and counted, and nothing is dialed for it.
+#[test]
+fn a_gossip_record_changed_by_its_relay_is_dropped() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "relay", ConnId(10), t0);
+    let mut r = record(3, "c");
+    r.announce.body.addresses = vec![ip(99)];
+    t.link_message(ConnId(10), LinkMessage::Peers(vec![r]), t0 + ms(1));
+    assert_eq!(t.stats().bad_signatures, 1);
+    assert!(dials(&actions(&mut t)).is_empty());
+    // Unchanged, it is taken and dialed.
+    t.link_message(
+        ConnId(10),
+        LinkMessage::Peers(vec![record(3, "c")]),
+        t0 + ms(2),
+    );
+    assert_eq!(dials(&actions(&mut t)).len(), 1);
 }

@@ -65,11 +65,16 @@ fn shutdown_says_goodbye_everywhere_and_goes_quiet() {
     );
     actions(&mut t);
     t.shutdown(t0 + ms(1));
-    let sent = actions(&mut t);
+    let mut sent = actions(&mut t);
+    let Action::Multicast(Advert::Goodbye(g)) = sent.remove(0) else {
+        panic!("a goodbye first: {sent:?}");
+    };
+    assert_eq!(g.id(), id(1));
+    g.verify().expect("signed");
+    assert!(g.seq() > t.announce().seq(), "above every announce");
     assert_eq!(
         sent,
         [
-            Action::Multicast(Advert::Goodbye { from: id(1) }),
             Action::Send {
                 conn: ConnId(10),
                 message: LinkMessage::Goodbye { from: id(1) }
@@ -105,7 +110,7 @@ fn shutdown_says_goodbye_everywhere_and_goes_quiet() {
 
 #[test]
 fn invalid_local_names_are_refused() {
-    let local = LocalDevice::new(id(1), "", 1);
+    let local = LocalDevice::new(identity(1), "", 1);
     assert_eq!(
         PeerTable::new(PeerTableConfig::default(), local, 0).unwrap_err(),
         ConfigError::InvalidName(crate::NameError::Empty)
