@@ -345,7 +345,7 @@ fn print_event(event: &DeviceEvent, json: bool) {
                 say!("left {} ({})", escape(&peer.name), leave_reason(reason));
             }
         }
-        DeviceEvent::Message { from, payload } => {
+        DeviceEvent::Message { from, payload, .. } => {
             if json {
                 json_line(&json!({
                     "event": "message", "from": from, "message": payload_json(payload),

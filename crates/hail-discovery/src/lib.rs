@@ -144,9 +144,9 @@ pub use config::{
     PeerTableConfigBuilder,
 };
 pub use device::{
-    AskError, Callbacks, DEFAULT_GROUP, Device, DeviceBuilder, DeviceError, DeviceEvent,
+    AskError, Callbacks, Caller, DEFAULT_GROUP, Device, DeviceBuilder, DeviceError, DeviceEvent,
     DeviceEvents, DeviceStats, EVENT_BYTES, EVENT_CAPACITY, PeerSender, RunError, SendError,
-    Targets,
+    Targets, caller,
 };
 pub use error::{ConfigError, NameError, ResolveError};
 pub use format::{FormatError, MessageFormat};

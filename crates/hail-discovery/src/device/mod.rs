@@ -7,6 +7,7 @@
 //! | `builder.rs` | [`DeviceBuilder`], its defaults, `start` (sockets, key, the driver's task) |
 //! | `handle.rs` | the [`Device`] handle: accessors, counters, RPC handlers, shutdown |
 //! | `messages.rs` | `send` (message frames on the peers' links) and `ask` ([`Targets`]); the built-in `hail/ask` |
+//! | `caller.rs` | [`Caller`] and [`caller`]: the proven peer behind a handler's call |
 //! | `sender.rs` | [`PeerSender`] ([`Device::to`]): messages to one peer on the link it keeps |
 //! | `events.rs` | [`DeviceEvent`], the [`DeviceEvents`] stream, [`Callbacks`] |
 //! | `error.rs` | [`DeviceError`], [`SendError`], [`AskError`], [`RunError`] |
@@ -17,6 +18,7 @@
 //! | `clock.rs` | the one clock (tokio's), as the table's `std` instants |
 
 mod builder;
+mod caller;
 mod clock;
 mod dial;
 mod driver;
@@ -29,6 +31,7 @@ mod sender;
 mod shared;
 
 pub use builder::{DEFAULT_GROUP, DeviceBuilder, EVENT_BYTES, EVENT_CAPACITY};
+pub use caller::{Caller, caller};
 pub use error::{AskError, DeviceError, RunError, SendError};
 pub use events::{Callbacks, DeviceEvent, DeviceEvents};
 pub use handle::{Device, DeviceStats};

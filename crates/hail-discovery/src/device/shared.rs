@@ -36,6 +36,8 @@ pub(super) struct LinkEntry {
     pub(super) joined: bool,
     /// The joined peer's name: the sender of every message on this link.
     pub(super) peer_name: Option<Arc<str>>,
+    /// The device whose key the link's handshake proved.
+    pub(super) peer: crate::id::DeviceId,
 }
 
 pub(super) struct Shared {

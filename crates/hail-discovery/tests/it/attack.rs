@@ -26,7 +26,7 @@ async fn next_message(events: &mut DeviceEvents) -> (String, Bytes) {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match events.recv().await {
-                Some(DeviceEvent::Message { from, payload }) => break (from, payload),
+                Some(DeviceEvent::Message { from, payload, .. }) => break (from, payload),
                 Some(_) => {}
                 None => panic!("event stream ended"),
             }
@@ -132,7 +132,7 @@ async fn no_message_from_a_peer_before_its_join() {
         loop {
             match ve.recv().await {
                 Some(DeviceEvent::PeerJoined(info)) => seen.push(format!("joined {}", info.name)),
-                Some(DeviceEvent::Message { from, payload }) => {
+                Some(DeviceEvent::Message { from, payload, .. }) => {
                     seen.push(format!("{from}: {}", String::from_utf8_lossy(&payload)));
                     if from == "n" {
                         break;
@@ -240,7 +240,7 @@ async fn raw_link_messages_before_the_hello_are_dropped() {
                 Some(DeviceEvent::PeerJoined(p)) => {
                     joined_first |= seen.is_empty() && p.name == "raw"
                 }
-                Some(DeviceEvent::Message { from, payload }) => seen.push((from, payload)),
+                Some(DeviceEvent::Message { from, payload, .. }) => seen.push((from, payload)),
                 Some(_) => {}
                 None => break,
             }
@@ -293,7 +293,7 @@ async fn a_hello_claiming_a_joined_peers_id_does_not_speak_for_it() {
     let mut from_p = Vec::new();
     let _ = tokio::time::timeout(Duration::from_millis(200), async {
         while let Some(e) = ve.recv().await {
-            if let DeviceEvent::Message { from, payload } = e {
+            if let DeviceEvent::Message { from, payload, .. } = e {
                 from_p.push((from, payload));
             }
         }

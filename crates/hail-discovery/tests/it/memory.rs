@@ -52,7 +52,7 @@ async fn two_devices_meet_talk_and_part() {
         while let Some(e) = le.recv().await {
             match e {
                 DeviceEvent::PeerJoined(p) => seen.push(format!("joined {}", p.name)),
-                DeviceEvent::Message { from, payload } => {
+                DeviceEvent::Message { from, payload, .. } => {
                     seen.push(format!("{from}: {}", String::from_utf8_lossy(&payload)));
                 }
                 DeviceEvent::PeerLeft { peer, reason } => {
@@ -151,4 +151,41 @@ async fn a_full_peer_does_not_hold_up_the_others() {
     for d in [switch, slow, fast] {
         d.shutdown().await;
     }
+}
+
+/// A handler learns who called from the link, not from the call: `caller` gives the
+/// calling device's proven id and joined name, and messages carry the sender's id.
+#[tokio::test(start_paused = true)]
+async fn handlers_and_messages_know_the_proven_peer() {
+    let lan = Lan::new();
+    let (lamp, mut le) = lan.device("lamp", 1).await;
+    let (switch, _se) = lan.device("switch", 2).await;
+    lamp.handlers()
+        .bind_with("whoami", |peer, (): ()| async move {
+            let who = hail_discovery::caller(&peer).ok_or("no caller")?;
+            Ok::<_, &str>((who.name, *who.id.as_bytes()))
+        })
+        .unwrap();
+    switch.wait_for_peer("lamp").await;
+    lamp.wait_for_peer("switch").await;
+    let rpc = switch.peer("lamp").unwrap();
+    let (name, id): (String, [u8; 16]) = rpc
+        .execute("whoami", (), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(name, "switch");
+    assert_eq!(id, *switch.id().as_bytes());
+    assert_eq!(switch.send("lamp", Bytes::from("hi")).await["lamp"], Ok(()));
+    let from_id = loop {
+        match le.recv().await.expect("stream open") {
+            DeviceEvent::Message { from, from_id, .. } => {
+                assert_eq!(from, "switch");
+                break from_id;
+            }
+            _ => {}
+        }
+    };
+    assert_eq!(from_id, switch.id());
+    switch.shutdown().await;
+    lamp.shutdown().await;
 }
