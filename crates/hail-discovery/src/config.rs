@@ -33,6 +33,10 @@ pub const MAX_DIALS_PER_SECOND: u32 = 20;
 /// starting into a group of 64 dials the half it dials at once).
 pub const DIAL_BURST: u32 = 32;
 
+/// Most joined peers from one host by default: 32 (see
+/// [`PeerTableConfigBuilder::max_peers_per_host`]).
+pub const DEFAULT_PEERS_PER_HOST: usize = 32;
+
 /// Who the local device is: its identity and what it announces.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -134,6 +138,7 @@ pub struct PeerTableConfig {
     pub(crate) gossip_lease: Duration,
     pub(crate) auto_connect: bool,
     pub(crate) max_peers: usize,
+    pub(crate) max_peers_per_host: usize,
     pub(crate) static_peers: Vec<SocketAddr>,
 }
 
@@ -160,6 +165,7 @@ impl Default for PeerTableConfig {
             gossip_lease: Duration::from_secs(10),
             auto_connect: true,
             max_peers: 1024,
+            max_peers_per_host: DEFAULT_PEERS_PER_HOST,
             static_peers: Vec::new(),
         }
     }
@@ -219,6 +225,12 @@ impl PeerTableConfig {
     /// Most peers the table tracks (see [`PeerTableConfigBuilder::max_peers`]).
     pub fn max_peers(&self) -> usize {
         self.max_peers
+    }
+
+    /// Most joined peers whose links come from one host (see
+    /// [`PeerTableConfigBuilder::max_peers_per_host`]).
+    pub fn max_peers_per_host(&self) -> usize {
+        self.max_peers_per_host
     }
 }
 
@@ -368,6 +380,22 @@ impl PeerTableConfigBuilder {
         self
     }
 
+    /// Most joined peers whose links come from one host: one IPv4 address, or one /64
+    /// of IPv6 (a host may hold many addresses of its prefix). Default:
+    /// [`DEFAULT_PEERS_PER_HOST`] (32). Anyone can make keys in plaintext mode, and any
+    /// member in sealed mode, so without this one host could fill
+    /// [`max_peers`](Self::max_peers) with joined peers of made-up keys and lock new
+    /// devices out; with it, that takes `max_peers / max_peers_per_host` hosts (32 by
+    /// default). A link past the limit is closed after its hello
+    /// ([`CloseReason::HostLimit`](crate::CloseReason::HostLimit), counted in
+    /// [`Stats::host_limit`](crate::Stats::host_limit)). Links over loopback are not
+    /// counted: devices on one machine talk to each other over it, and a local attacker
+    /// has easier ways in. Raise it for gateways that relay many devices.
+    pub fn max_peers_per_host(mut self, max: usize) -> Self {
+        self.config.max_peers_per_host = max;
+        self
+    }
+
     /// Addresses dialed directly, for networks where multicast does not pass. Each is
     /// redialed with backoff while no connection to the device behind it is up. Default:
     /// none.
@@ -447,6 +475,11 @@ impl PeerTableConfigBuilder {
         }
         if c.max_peers == 0 {
             return Err(ConfigError::NoPeers);
+        }
+        if c.max_peers_per_host == 0 {
+            return Err(ConfigError::Zero {
+                what: "max_peers_per_host",
+            });
         }
         Ok(c)
     }

@@ -139,9 +139,9 @@ pub use advert::{
     normalize_name, validate_metadata, validate_name,
 };
 pub use config::{
-    DIAL_BURST, LocalDevice, MAX_BURST, MAX_DIAL_ADDRESSES, MAX_DIALS_IN_FLIGHT,
-    MAX_DIALS_PER_SECOND, MAX_LEASE, MAX_PEER_LEASE, MIN_PEER_LEASE, PeerTableConfig,
-    PeerTableConfigBuilder,
+    DEFAULT_PEERS_PER_HOST, DIAL_BURST, LocalDevice, MAX_BURST, MAX_DIAL_ADDRESSES,
+    MAX_DIALS_IN_FLIGHT, MAX_DIALS_PER_SECOND, MAX_LEASE, MAX_PEER_LEASE, MIN_PEER_LEASE,
+    PeerTableConfig, PeerTableConfigBuilder,
 };
 pub use device::{
     AskError, Callbacks, Caller, DEFAULT_GROUP, Device, DeviceBuilder, DeviceError, DeviceEvent,

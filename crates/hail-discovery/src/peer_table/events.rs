@@ -43,6 +43,9 @@ pub enum CloseReason {
     /// The hello's key is not the one the link's handshake proved (a device claiming
     /// another's id), or its signature does not verify.
     IdentityMismatch,
+    /// The link's host has [`max_peers_per_host`](crate::PeerTableConfigBuilder::max_peers_per_host)
+    /// joined peers already.
+    HostLimit,
     /// The peer broke the protocol (a second hello with another id).
     ProtocolViolation,
     /// The table tracks [`max_peers`](crate::PeerTableConfigBuilder::max_peers) already.
@@ -173,6 +176,10 @@ pub struct Stats {
     pub stale_adverts: u64,
     /// Links whose hello named another key than the one their handshake proved: closed.
     pub identity_mismatch: u64,
+    /// Links closed because their host had
+    /// [`max_peers_per_host`](crate::PeerTableConfigBuilder::max_peers_per_host) joined
+    /// peers already.
+    pub host_limit: u64,
     /// Goodbyes heard on the group for a peer whose link stayed up without a goodbye of
     /// its own within the goodbye grace: not believed (anyone can send one).
     pub goodbyes_ignored: u64,

@@ -1,7 +1,7 @@
 //! Links: a link's life from up to closed, its hello, and the one-link-per-pair rule
 //! (both sides keep the connection with the smaller name).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use tracing::{debug, trace};
@@ -178,6 +178,13 @@ impl PeerTable {
             self.close_conn(conn, CloseReason::Departed, now);
             return;
         }
+        let member = self.peers.get(&id).is_some_and(|p| p.member);
+        if !member && self.host_full(remote.ip()) {
+            debug!(%conn, %remote, "host has its share of joined peers; link closed");
+            self.stats.host_limit += 1;
+            self.close_conn(conn, CloseReason::HostLimit, now);
+            return;
+        }
         if !self.learn(&hello.announce, remote, None, now) {
             self.close_conn(conn, CloseReason::TableFull, now);
             return;
@@ -256,6 +263,22 @@ impl PeerTable {
         }
     }
 
+    /// Whether `host` (its /64 for IPv6) has its share of joined peers (not counted over
+    /// loopback).
+    fn host_full(&self, host: IpAddr) -> bool {
+        if host.is_loopback() {
+            return false;
+        }
+        let joined = self
+            .peers
+            .values()
+            .filter(|p| p.member)
+            .filter_map(|p| self.conns.get(&p.active?))
+            .filter(|c| same_host(c.remote.ip(), host))
+            .count();
+        joined >= self.config.max_peers_per_host
+    }
+
     /// The table closes a link.
     pub(super) fn close_conn(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
         if let Some(c) = self.conns.remove(&conn) {
@@ -301,5 +324,16 @@ impl PeerTable {
                 }
             }
         }
+    }
+}
+
+/// One host: the same IPv4 address, or the same /64 of IPv6 (IPv4-mapped addresses as
+/// IPv4). Link-local IPv6 addresses share one /64 on every link (`fe80::/64`), so they
+/// are compared whole.
+fn same_host(a: IpAddr, b: IpAddr) -> bool {
+    match (a.to_canonical(), b.to_canonical()) {
+        (IpAddr::V6(a), IpAddr::V6(b)) if a.is_unicast_link_local() => a == b,
+        (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..4] == b.segments()[..4],
+        (a, b) => a == b,
     }
 }

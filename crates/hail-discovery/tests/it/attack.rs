@@ -313,17 +313,20 @@ async fn a_hello_claiming_a_joined_peers_id_does_not_speak_for_it() {
     p.shutdown().await;
 }
 
-/// One host fills the table with joined peers: every link whose hello names a fresh id
-/// is a joined peer, joined peers are never forgotten, and a full table of them refuses
-/// every new device (`PeerTable::make_room` in src/peer_table/members.rs; no limit of
-/// links or ids per remote address: hail-link's server takes 1024 clients in all, as
-/// many as the default `max_peers`). Here `max_peers` is 16 and one host at 10.0.0.9
-/// holds 16 links with made-up ids: a real device started after it never joins.
+/// One host fills the table with joined peers: every link proving a fresh key (anyone
+/// can make keys) was a joined peer, joined peers are never forgotten, and a full table
+/// of them refused every new device (`PeerTable::make_room`). Here `max_peers` is 16 and
+/// one host at 10.0.0.9 brings 16 links with keys of its own making. Now at most
+/// `max_peers_per_host` (4 here) of them join; the rest are closed and counted, and a
+/// real device started after them joins.
 #[tokio::test(start_paused = true)]
-#[ignore = "attack: one host's links with made-up ids fill max_peers with joined peers: new devices are refused"]
 async fn one_host_cannot_fill_the_table_with_made_up_peers() {
     let lan = Lan::new();
-    let table = PeerTableConfig::builder().max_peers(16).build().unwrap();
+    let table = PeerTableConfig::builder()
+        .max_peers(16)
+        .max_peers_per_host(4)
+        .build()
+        .unwrap();
     let (v, _ve) = lan.builder("v", 1).table(table).start().await.unwrap();
     let mut fakes = Vec::new();
     for i in 0..16u8 {
@@ -335,12 +338,13 @@ async fn one_host_cannot_fill_the_table_with_made_up_peers() {
         fakes.push((c, incoming));
     }
     tokio::time::timeout(Duration::from_secs(2), async {
-        while v.peers().len() < 16 {
+        while v.stats().discovery.host_limit < 12 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .expect("the made-up peers joined");
+    .expect("the made-up peers past the host's share were refused");
+    assert_eq!(v.peers().len(), 4);
     let (late, _le) = lan.device("late", 3).await;
     let joined = tokio::time::timeout(Duration::from_secs(10), v.wait_for_peer("late")).await;
     assert!(

@@ -392,3 +392,52 @@ fn a_gossip_record_changed_by_its_relay_is_dropped() {
     );
     assert_eq!(dials(&actions(&mut t)).len(), 1);
 }
+
+/// One host (10.0.0.9) brings links proving 40 keys of its own making: at most
+/// `max_peers_per_host` of them join, the rest are closed and counted, and a device on
+/// another host still joins. Over loopback there is no such limit.
+#[test]
+fn one_host_joins_at_most_its_share_of_peers() {
+    let t0 = Instant::now();
+    let config = PeerTableConfig::builder()
+        .max_peers(16)
+        .max_peers_per_host(4)
+        .build()
+        .unwrap();
+    let mut t = started_with(1, "a", config, t0);
+    let attacker = SocketAddr::new(ip(9), 50000);
+    let mut closed = 0;
+    for i in 0..40u32 {
+        let (a, _) = forged(i);
+        let conn = ConnId(100 + u64::from(i));
+        t.link_up(conn, LinkOrigin::Accepted, attacker, a.id(), t0);
+        actions(&mut t);
+        t.link_message(conn, hello_of(a, 1), t0);
+        closed += closes(&actions(&mut t))
+            .iter()
+            .filter(|(_, r)| *r == CloseReason::HostLimit)
+            .count();
+    }
+    assert_eq!(t.peers().len(), 4);
+    assert_eq!(closed, 36);
+    assert_eq!(t.stats().host_limit, 36);
+    accept(&mut t, ConnId(7), 2, t0);
+    t.link_message(ConnId(7), hello(2, "b", 1), t0);
+    assert_eq!(joined(&events(&mut t)).last(), Some(&id(2)));
+    // Loopback links are not counted.
+    let mut l = started_with(
+        1,
+        "a",
+        PeerTableConfig::builder()
+            .max_peers_per_host(2)
+            .build()
+            .unwrap(),
+        t0,
+    );
+    let lo = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50000);
+    for n in 2..6u8 {
+        l.link_up(ConnId(u64::from(n)), LinkOrigin::Accepted, lo, id(n), t0);
+        l.link_message(ConnId(u64::from(n)), hello(n, &format!("d{n}"), 1), t0);
+    }
+    assert_eq!(l.peers().len(), 4);
+}
