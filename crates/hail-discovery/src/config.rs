@@ -33,6 +33,29 @@ pub const MAX_DIALS_PER_SECOND: u32 = 20;
 /// starting into a group of 64 dials the half it dials at once).
 pub const DIAL_BURST: u32 = 32;
 
+/// Who may join a device (its links prove keys; this decides which keys are welcome).
+///
+/// In plaintext mode anyone on the LAN can make a key and join under any name, and in
+/// sealed mode any member can: pinning names to keys is what keeps a rogue device from
+/// taking a known device's name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Trust {
+    /// Any key may join, under any name (the default).
+    #[default]
+    Anyone,
+    /// Trust on first use, like SSH's `known_hosts`: the first key that joins under a
+    /// name is pinned to it, and another key under that name is refused afterwards (its
+    /// link closed, [`CloseReason::Untrusted`](crate::CloseReason::Untrusted), counted in
+    /// [`Stats::untrusted`](crate::Stats::untrusted)). Holds the pins known so far (name
+    /// to key bytes); new pins are reported as [`Event::NamePinned`](crate::Event::NamePinned)
+    /// for the driver to keep ([`DeviceBuilder::known_devices`](crate::DeviceBuilder::known_devices)
+    /// keeps them in a file).
+    FirstUse(std::collections::BTreeMap<String, [u8; 32]>),
+    /// Only these keys may join; any other is refused like a wrong pin.
+    AllowList(std::collections::BTreeSet<[u8; 32]>),
+}
+
 /// Most joined peers from one host by default: 32 (see
 /// [`PeerTableConfigBuilder::max_peers_per_host`]).
 pub const DEFAULT_PEERS_PER_HOST: usize = 32;
@@ -139,6 +162,7 @@ pub struct PeerTableConfig {
     pub(crate) auto_connect: bool,
     pub(crate) max_peers: usize,
     pub(crate) max_peers_per_host: usize,
+    pub(crate) trust: Trust,
     pub(crate) static_peers: Vec<SocketAddr>,
 }
 
@@ -166,6 +190,7 @@ impl Default for PeerTableConfig {
             auto_connect: true,
             max_peers: 1024,
             max_peers_per_host: DEFAULT_PEERS_PER_HOST,
+            trust: Trust::Anyone,
             static_peers: Vec::new(),
         }
     }
@@ -377,6 +402,13 @@ impl PeerTableConfigBuilder {
     /// and is refused only when every entry is a joined peer.
     pub fn max_peers(mut self, max: usize) -> Self {
         self.config.max_peers = max;
+        self
+    }
+
+    /// Who may join: anyone (the default), names pinned to the first key that joins with
+    /// them, or only listed keys (see [`Trust`]).
+    pub fn trust(mut self, trust: Trust) -> Self {
+        self.config.trust = trust;
         self
     }
 

@@ -141,12 +141,12 @@ pub use advert::{
 pub use config::{
     DEFAULT_PEERS_PER_HOST, DIAL_BURST, LocalDevice, MAX_BURST, MAX_DIAL_ADDRESSES,
     MAX_DIALS_IN_FLIGHT, MAX_DIALS_PER_SECOND, MAX_LEASE, MAX_PEER_LEASE, MIN_PEER_LEASE,
-    PeerTableConfig, PeerTableConfigBuilder,
+    PeerTableConfig, PeerTableConfigBuilder, Trust,
 };
 pub use device::{
     AskError, Callbacks, Caller, DEFAULT_GROUP, Device, DeviceBuilder, DeviceError, DeviceEvent,
-    DeviceEvents, DeviceStats, EVENT_BYTES, EVENT_CAPACITY, PeerSender, RunError, SendError,
-    Targets, caller,
+    DeviceEvents, DeviceStats, EVENT_BYTES, EVENT_CAPACITY, KnownDevicesError, PeerSender,
+    RunError, SendError, Targets, caller,
 };
 pub use error::{ConfigError, NameError, ResolveError};
 pub use format::{FormatError, MessageFormat};

@@ -67,6 +67,8 @@ pub struct DeviceBuilder {
     event_bytes: usize,
     identity: IdentitySource,
     metadata: Metadata,
+    known_devices: Option<PathBuf>,
+    allowed: Option<std::collections::BTreeSet<[u8; 32]>>,
     memory: Option<(
         hail_multicast::memory::Bus,
         hail_link::memory::MemoryNetwork,
@@ -128,6 +130,8 @@ impl Device {
             event_bytes: EVENT_BYTES,
             identity: IdentitySource::Fresh,
             metadata: Metadata::new(),
+            known_devices: None,
+            allowed: None,
             memory: None,
         }
     }
@@ -224,6 +228,27 @@ impl DeviceBuilder {
     /// an error ([`DeviceError::Key`]). Default: a fresh key pair per start.
     pub fn identity_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.identity = IdentitySource::File(path.into());
+        self
+    }
+
+    /// Pins each peer's name to the first key that joins under it, trust on first use
+    /// like SSH's `known_hosts`, keeping the pins in this file (read at start, appended
+    /// to as names are pinned; one `name<TAB>key` line each, editable by hand). Afterwards
+    /// a device with another key under a pinned name is refused: its link is closed
+    /// ([`Stats::untrusted`](crate::Stats::untrusted)), so a rogue device cannot take a
+    /// known device's name. Pair it with [`identity_file`](Self::identity_file) on every
+    /// device, or a restart is a new key that its own name refuses. Default: none (any
+    /// key under any name, [`Trust::Anyone`](crate::Trust::Anyone)).
+    pub fn known_devices(mut self, path: impl Into<PathBuf>) -> Self {
+        self.known_devices = Some(path.into());
+        self
+    }
+
+    /// Lets only devices with these keys join (an allow list); any other's link is closed
+    /// after its handshake ([`Stats::untrusted`](crate::Stats::untrusted)). Takes
+    /// precedence over [`known_devices`](Self::known_devices). Default: none.
+    pub fn allow_devices(mut self, keys: impl IntoIterator<Item = hail_crypto::PublicKey>) -> Self {
+        self.allowed = Some(keys.into_iter().map(|k| k.to_bytes()).collect());
         self
     }
 
@@ -412,12 +437,26 @@ impl DeviceBuilder {
             .with_addresses(advertise)
             .with_metadata(self.metadata.clone())
             .with_incarnation(incarnation);
-        let mut table = PeerTable::new(self.table.clone(), local, rand::random())?;
+        let mut table_config = self.table.clone();
+        if let Some(keys) = &self.allowed {
+            table_config.trust = crate::Trust::AllowList(keys.clone());
+        } else if let Some(path) = &self.known_devices {
+            let path = path.clone();
+            let pins = tokio::task::spawn_blocking(move || super::trust::load(&path))
+                .await
+                .expect("reading a file does not panic")?;
+            table_config.trust = crate::Trust::FirstUse(pins);
+        }
+        let mut table = PeerTable::new(table_config, local, rand::random())?;
         table.start(clock::now());
         let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
         let event_bytes = Arc::new(EventBytes::new(self.event_bytes));
         let shared = Arc::new(Shared {
             table: Mutex::new(table),
+            known_devices: self
+                .known_devices
+                .clone()
+                .filter(|_| self.allowed.is_none()),
             links: Mutex::new(HashMap::new()),
             question: OnceLock::new(),
             handlers: Handlers::new(),

@@ -396,6 +396,12 @@ impl Driver {
                 Event::PeerLeft { peer, reason } => DeviceEvent::PeerLeft { peer, reason },
                 Event::PeersChanged(s) => DeviceEvent::PeersChanged(s),
                 Event::DuplicateName { name, ids } => DeviceEvent::DuplicateName { name, ids },
+                Event::NamePinned { name, key } => {
+                    if let Some(path) = &self.shared.known_devices {
+                        super::trust::append(path, &name, &key);
+                    }
+                    continue;
+                }
             };
             // With the room reserved for link input, if there is: a join is then never
             // dropped while the messages after it wait for room.

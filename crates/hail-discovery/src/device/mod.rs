@@ -15,6 +15,7 @@
 //! | `driver.rs` | the task: one loop over every input, running then draining |
 //! | `links.rs` | the driver's links: up, frames, closed, closing (one-link duplicates) |
 //! | `dial.rs` | dialing every address at once; failures in a row and their reports |
+//! | `trust.rs` | the known-devices file of trust on first use |
 //! | `clock.rs` | the one clock (tokio's), as the table's `std` instants |
 
 mod builder;
@@ -29,6 +30,7 @@ mod links;
 mod messages;
 mod sender;
 mod shared;
+mod trust;
 
 pub use builder::{DEFAULT_GROUP, DeviceBuilder, EVENT_BYTES, EVENT_CAPACITY};
 pub use caller::{Caller, caller};
@@ -37,3 +39,4 @@ pub use events::{Callbacks, DeviceEvent, DeviceEvents};
 pub use handle::{Device, DeviceStats};
 pub use messages::Targets;
 pub use sender::PeerSender;
+pub use trust::KnownDevicesError;

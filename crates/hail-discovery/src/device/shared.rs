@@ -42,6 +42,8 @@ pub(super) struct LinkEntry {
 
 pub(super) struct Shared {
     pub(super) table: Mutex<PeerTable>,
+    /// Where names pinned on first use are kept ([`DeviceBuilder::known_devices`](crate::DeviceBuilder::known_devices)).
+    pub(super) known_devices: Option<std::path::PathBuf>,
     pub(super) links: Mutex<HashMap<ConnId, LinkEntry>>,
     pub(super) question: OnceLock<Arc<QuestionFn>>,
     /// What every link answers: messages, questions and the user's own methods.

@@ -43,6 +43,9 @@ pub enum CloseReason {
     /// The hello's key is not the one the link's handshake proved (a device claiming
     /// another's id), or its signature does not verify.
     IdentityMismatch,
+    /// The peer's key is not one [`Trust`](crate::Trust) lets in (not on the allow list,
+    /// or another key than the one its name is pinned to).
+    Untrusted,
     /// The link's host has [`max_peers_per_host`](crate::PeerTableConfigBuilder::max_peers_per_host)
     /// joined peers already.
     HostLimit,
@@ -107,6 +110,14 @@ pub enum Event {
         name: String,
         /// The ids that hold it, sorted.
         ids: Vec<DeviceId>,
+    },
+    /// A name was pinned to the key that first joined with it ([`Trust::FirstUse`](crate::Trust::FirstUse)):
+    /// keep it (the device appends it to its known-devices file).
+    NamePinned {
+        /// The name.
+        name: String,
+        /// The key's bytes.
+        key: [u8; 32],
     },
 }
 
@@ -176,6 +187,8 @@ pub struct Stats {
     pub stale_adverts: u64,
     /// Links whose hello named another key than the one their handshake proved: closed.
     pub identity_mismatch: u64,
+    /// Links closed because their key was not trusted ([`Trust`](crate::Trust)).
+    pub untrusted: u64,
     /// Links closed because their host had
     /// [`max_peers_per_host`](crate::PeerTableConfigBuilder::max_peers_per_host) joined
     /// peers already.

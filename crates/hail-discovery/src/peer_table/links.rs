@@ -11,6 +11,7 @@ use super::state::{
     Conn, ConnKey, ConnState, DialState, DialTarget, Origin, PeerTable, Phase, TombKind,
 };
 use crate::advert::{Hello, LinkMessage};
+use crate::config::Trust;
 use crate::id::{ConnId, DeviceId};
 
 impl PeerTable {
@@ -185,6 +186,12 @@ impl PeerTable {
             self.close_conn(conn, CloseReason::HostLimit, now);
             return;
         }
+        if !self.trusted(&hello.announce) {
+            debug!(%conn, peer = %id, name = %hello.announce.body.name, "key not trusted; link closed");
+            self.stats.untrusted += 1;
+            self.close_conn(conn, CloseReason::Untrusted, now);
+            return;
+        }
         if !self.learn(&hello.announce, remote, None, now) {
             self.close_conn(conn, CloseReason::TableFull, now);
             return;
@@ -260,6 +267,27 @@ impl PeerTable {
                 conn: loser,
                 reason: CloseReason::Duplicate,
             });
+        }
+    }
+
+    /// Whether [`Trust`] lets this (proven) key in under its name; pins a new name to it
+    /// in trust-on-first-use mode.
+    fn trusted(&mut self, a: &crate::advert::Announce) -> bool {
+        let key = a.key_bytes();
+        match &mut self.config.trust {
+            Trust::Anyone => true,
+            Trust::AllowList(keys) => keys.contains(key),
+            Trust::FirstUse(pins) => match pins.get(&a.body.name) {
+                Some(pinned) => pinned == key,
+                None => {
+                    pins.insert(a.body.name.clone(), *key);
+                    self.events.push_back(Event::NamePinned {
+                        name: a.body.name.clone(),
+                        key: *key,
+                    });
+                    true
+                }
+            },
         }
     }
 

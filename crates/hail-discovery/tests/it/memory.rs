@@ -189,3 +189,30 @@ async fn handlers_and_messages_know_the_proven_peer() {
     switch.shutdown().await;
     lamp.shutdown().await;
 }
+
+/// Trust on first use through a file: the first lamp's key is pinned and written down;
+/// once it has gone, a rogue device named `lamp` with another key never joins, also
+/// after the watcher restarts (the pin was read back from the file).
+#[tokio::test(start_paused = true)]
+async fn known_devices_pin_names_across_restarts() {
+    let dir = std::env::temp_dir().join(format!("hail-tofu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("known");
+    let _ = std::fs::remove_file(&file);
+    let lan = Lan::new();
+    let (v, _ve) = lan.builder("v", 1).known_devices(&file).start().await.unwrap();
+    let (lamp, _le) = lan.device("lamp", 2).await;
+    v.wait_for_peer("lamp").await;
+    let pinned = std::fs::read_to_string(&file).unwrap();
+    assert!(pinned.starts_with("lamp\t"), "{pinned:?}");
+    lamp.shutdown().await;
+    v.shutdown().await;
+    let (v, _ve) = lan.builder("v", 1).known_devices(&file).start().await.unwrap();
+    let (rogue, _re) = lan.device("lamp", 3).await;
+    let joined = tokio::time::timeout(Duration::from_secs(5), v.wait_for_peer("lamp")).await;
+    assert!(joined.is_err(), "a rogue key took a pinned name");
+    assert!(v.stats().discovery.untrusted >= 1);
+    rogue.shutdown().await;
+    v.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

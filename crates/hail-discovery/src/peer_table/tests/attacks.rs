@@ -441,3 +441,62 @@ fn one_host_joins_at_most_its_share_of_peers() {
     }
     assert_eq!(l.peers().len(), 4);
 }
+
+/// Trust on first use: the first key under a name is pinned (reported for keeping); a
+/// rogue key under that name is refused and counted, the pinned one still comes back.
+#[test]
+fn a_pinned_name_refuses_another_key() {
+    let t0 = Instant::now();
+    let config = PeerTableConfig::builder()
+        .trust(crate::Trust::FirstUse(Default::default()))
+        .build()
+        .unwrap();
+    let mut t = started_with(1, "a", config, t0);
+    accept(&mut t, ConnId(10), 2, t0);
+    t.link_message(ConnId(10), hello(2, "lamp", 1), t0);
+    let ev = events(&mut t);
+    assert!(ev.contains(&Event::NamePinned {
+        name: "lamp".into(),
+        key: *announce(2, "lamp").key_bytes()
+    }));
+    assert_eq!(joined(&ev), [id(2)]);
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(1));
+    // A rogue device under the pinned name.
+    accept(&mut t, ConnId(11), 9, t0 + ms(2));
+    t.link_message(ConnId(11), hello(9, "lamp", 1), t0 + ms(2));
+    assert_eq!(
+        closes(&actions(&mut t)),
+        [(ConnId(11), CloseReason::Untrusted)]
+    );
+    assert_eq!(t.stats().untrusted, 1);
+    assert!(
+        left(&events(&mut t)).is_empty(),
+        "the real lamp was not replaced"
+    );
+    // The real one comes back.
+    accept(&mut t, ConnId(12), 2, t0 + ms(3));
+    t.link_message(ConnId(12), hello(2, "lamp", 2), t0 + ms(3));
+    assert_eq!(t.resolve("lamp").unwrap(), (id(2), ConnId(12)));
+}
+
+/// An allow list lets in only its keys.
+#[test]
+fn an_allow_list_refuses_every_other_key() {
+    let t0 = Instant::now();
+    let allowed = [*announce(2, "b").key_bytes()].into_iter().collect();
+    let config = PeerTableConfig::builder()
+        .trust(crate::Trust::AllowList(allowed))
+        .build()
+        .unwrap();
+    let mut t = started_with(1, "a", config, t0);
+    accept(&mut t, ConnId(10), 3, t0);
+    t.link_message(ConnId(10), hello(3, "c", 1), t0);
+    assert_eq!(
+        closes(&actions(&mut t)),
+        [(ConnId(10), CloseReason::Untrusted)]
+    );
+    accept(&mut t, ConnId(11), 2, t0);
+    t.link_message(ConnId(11), hello(2, "b", 1), t0);
+    assert_eq!(joined(&events(&mut t)), [id(2)]);
+    assert_eq!(t.stats().untrusted, 1);
+}

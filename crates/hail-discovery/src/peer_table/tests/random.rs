@@ -97,6 +97,7 @@ proptest! {
                         prop_assert_eq!(&ids, &*members);
                     }
                     Event::DuplicateName { ids, .. } => prop_assert!(ids.len() >= 2),
+                    Event::NamePinned { .. } => {}
                 }
             }
             let ids: BTreeSet<DeviceId> = t.peers().iter().map(|p| p.id).collect();
