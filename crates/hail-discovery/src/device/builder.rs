@@ -76,6 +76,35 @@ pub struct DeviceBuilder {
     )>,
 }
 
+/// Open files a device keeps free under its open-file limit (`RLIMIT_NOFILE`) for
+/// everything but accepted links: its multicast sockets and listener, dials in flight
+/// ([`MAX_DIALS_IN_FLIGHT`](crate::MAX_DIALS_IN_FLIGHT)), the application's own files: 64.
+pub const FD_HEADROOM: usize = 64;
+
+/// Most accepted links: hail-link's default (1024), or fewer when the open-file limit
+/// leaves less room after [`FD_HEADROOM`] (at least 8), so links and files past it can
+/// still be opened: a flood of connections fills the client limit, not the descriptor
+/// table ("Too many open files" for the device's own dials and the application).
+fn max_clients_for_open_files() -> usize {
+    let default = hail_link::DEFAULT_MAX_CLIENTS;
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{Resource, getrlimit};
+        if let Ok((soft, _hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            return clients_under(soft, default);
+        }
+    }
+    default
+}
+
+/// Accepted links that fit under an open-file limit of `soft` with [`FD_HEADROOM`] left.
+fn clients_under(soft: u64, default: usize) -> usize {
+    usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(FD_HEADROOM)
+        .clamp(8, default)
+}
+
 /// Where the device's identity comes from.
 #[derive(Debug, Clone)]
 enum IdentitySource {
@@ -418,8 +447,14 @@ impl DeviceBuilder {
             (Some((_, _, ip)), None) => SocketAddr::new(*ip, 0),
             (None, None) => default_listen(group),
         };
-        let (server, server_events) =
-            Server::bind(listen, ServerConfig::default().link(link.clone()), Binary).await?;
+        let (server, server_events) = Server::bind(
+            listen,
+            ServerConfig::default()
+                .link(link.clone())
+                .max_clients(max_clients_for_open_files()),
+            Binary,
+        )
+        .await?;
         let port = server.local_addr().port();
         let mut advertise = self.advertise.clone();
         if let (true, Some((_, _, ip))) = (advertise.is_empty(), &self.memory) {
@@ -488,5 +523,17 @@ impl DeviceBuilder {
             },
             DeviceEvents::new(events_rx, event_bytes),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accepted_links_leave_headroom_under_the_open_file_limit() {
+        assert_eq!(super::clients_under(1024, 1024), 960);
+        assert_eq!(super::clients_under(200, 1024), 136);
+        assert_eq!(super::clients_under(65_536, 1024), 1024);
+        assert_eq!(super::clients_under(20, 1024), 8, "never below 8");
+        assert_eq!(super::clients_under(u64::MAX, 1024), 1024);
     }
 }

@@ -94,6 +94,7 @@ pub(super) struct Driver {
     /// until there is room.
     stalled_until: Option<Instant>,
     overflow: bool,
+    summary: super::summary::Summary,
     /// Set by a graceful stop.
     stopping: Option<Stopping>,
 }
@@ -125,6 +126,7 @@ impl Driver {
             events_gone: false,
             stalled_until: None,
             overflow: false,
+            summary: Default::default(),
             stopping: None,
         }
     }
@@ -320,7 +322,12 @@ impl Driver {
         if let Some(p) = self.permit.take() {
             self.permit = self.shared.report_drops_with(p);
         }
-        lock(&self.shared.table).handle_timeout(clock::now());
+        let stats = {
+            let mut table = lock(&self.shared.table);
+            table.handle_timeout(clock::now());
+            table.stats().clone()
+        };
+        self.summary.tick(tokio::time::Instant::now(), &stats);
         // Handshakes of accepted links that failed authentication.
         let failed = self.server.stats().auth_failures;
         *lock(&self.shared.counters) = (

@@ -15,6 +15,7 @@
 //! | `driver.rs` | the task: one loop over every input, running then draining |
 //! | `links.rs` | the driver's links: up, frames, closed, closing (one-link duplicates) |
 //! | `dial.rs` | dialing every address at once; failures in a row and their reports |
+//! | `summary.rs` | rate-limited summary lines of refused input |
 //! | `trust.rs` | the known-devices file of trust on first use |
 //! | `clock.rs` | the one clock (tokio's), as the table's `std` instants |
 
@@ -30,9 +31,10 @@ mod links;
 mod messages;
 mod sender;
 mod shared;
+mod summary;
 mod trust;
 
-pub use builder::{DEFAULT_GROUP, DeviceBuilder, EVENT_BYTES, EVENT_CAPACITY};
+pub use builder::{DEFAULT_GROUP, DeviceBuilder, EVENT_BYTES, EVENT_CAPACITY, FD_HEADROOM};
 pub use caller::{Caller, caller};
 pub use error::{AskError, DeviceError, RunError, SendError};
 pub use events::{Callbacks, DeviceEvent, DeviceEvents};

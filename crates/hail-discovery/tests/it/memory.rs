@@ -200,14 +200,24 @@ async fn known_devices_pin_names_across_restarts() {
     let file = dir.join("known");
     let _ = std::fs::remove_file(&file);
     let lan = Lan::new();
-    let (v, _ve) = lan.builder("v", 1).known_devices(&file).start().await.unwrap();
+    let (v, _ve) = lan
+        .builder("v", 1)
+        .known_devices(&file)
+        .start()
+        .await
+        .unwrap();
     let (lamp, _le) = lan.device("lamp", 2).await;
     v.wait_for_peer("lamp").await;
     let pinned = std::fs::read_to_string(&file).unwrap();
     assert!(pinned.starts_with("lamp\t"), "{pinned:?}");
     lamp.shutdown().await;
     v.shutdown().await;
-    let (v, _ve) = lan.builder("v", 1).known_devices(&file).start().await.unwrap();
+    let (v, _ve) = lan
+        .builder("v", 1)
+        .known_devices(&file)
+        .start()
+        .await
+        .unwrap();
     let (rogue, _re) = lan.device("lamp", 3).await;
     let joined = tokio::time::timeout(Duration::from_secs(5), v.wait_for_peer("lamp")).await;
     assert!(joined.is_err(), "a rogue key took a pinned name");
