@@ -157,3 +157,4 @@ pub use peer_table::{
     Action, CloseReason, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, PeerTable,
     Stats,
 };
+pub use peer_table::{VERIFY_PER_SECOND, VERIFY_PER_SOURCE};

@@ -56,7 +56,7 @@ impl PeerTable {
                     return;
                 }
                 self.stats.adverts_received += 1;
-                if !self.authentic(&a) {
+                if !self.authentic(&a, from.ip(), now) {
                     return;
                 }
                 trace!(peer = %a.id(), name = %a.body.name, %from, "announce");
@@ -156,7 +156,7 @@ impl PeerTable {
     /// already verified from its key, or newer and verifying. Older ones (replays) and
     /// forgeries are counted and refused; a signature is checked only for an announce
     /// that says something new.
-    pub(super) fn authentic(&mut self, a: &Announce) -> bool {
+    pub(super) fn authentic(&mut self, a: &Announce, source: IpAddr, now: Instant) -> bool {
         if let Some(known) = self.peers.get(&a.id()).and_then(|p| p.signed.as_ref()) {
             if a.seq() < known.seq() {
                 self.stats.stale_adverts += 1;
@@ -165,6 +165,10 @@ impl PeerTable {
             if a == known {
                 return true;
             }
+        }
+        if !self.verify_budget.spend(source, now) {
+            self.stats.verify_deferred += 1;
+            return false;
         }
         if a.verify().is_err() {
             self.stats.bad_signatures += 1;

@@ -185,6 +185,10 @@ pub struct Stats {
     /// Signed adverts and gossip records older (lower sequence number) than one already
     /// verified from the same key: replays of earlier adverts, ignored.
     pub stale_adverts: u64,
+    /// Announces (on the group or in gossip) dropped unverified because their source had
+    /// spent its share of signature checks ([`VERIFY_PER_SOURCE`](crate::VERIFY_PER_SOURCE)
+    /// a second) or all sources theirs ([`VERIFY_PER_SECOND`](crate::VERIFY_PER_SECOND)).
+    pub verify_deferred: u64,
     /// Links whose hello named another key than the one their handshake proved: closed.
     pub identity_mismatch: u64,
     /// Links closed because their key was not trusted ([`Trust`](crate::Trust)).

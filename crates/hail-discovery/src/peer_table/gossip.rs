@@ -62,7 +62,8 @@ impl PeerTable {
         if !self.config.gossip {
             return;
         }
-        let loopback_ok = c.remote.ip().is_loopback();
+        let relay = c.remote.ip();
+        let loopback_ok = relay.is_loopback();
         let until = now + self.config.gossip_lease;
         for r in records {
             let a = r.announce;
@@ -71,7 +72,7 @@ impl PeerTable {
                 || a.body.port == 0
                 || self.tombstones.contains_key(&id)
                 || self.goodbyes.contains_key(&id)
-                || !self.authentic(&a)
+                || !self.authentic(&a, relay, now)
             {
                 continue;
             }

@@ -247,6 +247,8 @@ pub struct PeerTable {
     pub(super) sequence: Sequence,
     /// The local announce, signed (see [`PeerTable::announce`]).
     pub(super) own: Announce,
+    /// Signature checks of adverts each source, and all, may still cost now.
+    pub(super) verify_budget: super::verify::VerifyBudget,
     pub(super) rng: StdRng,
     pub(super) phase: Phase,
     pub(super) peers: BTreeMap<DeviceId, Peer>,
@@ -330,6 +332,7 @@ impl PeerTable {
             local,
             sequence,
             own,
+            verify_budget: Default::default(),
             rng: StdRng::seed_from_u64(seed),
             phase: Phase::Idle,
             peers: BTreeMap::new(),
