@@ -30,12 +30,14 @@ pub(super) async fn sleep_until(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::Arc;
     use std::time::Duration;
+
+    use hail_crypto::Identity;
 
     use super::{at, now, sleep_until};
     use crate::advert::Advert;
     use crate::config::{LocalDevice, PeerTableConfig};
-    use crate::id::DeviceId;
     use crate::peer_table::{Action, PeerTable};
 
     #[tokio::test(start_paused = true)]
@@ -57,7 +59,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn sleeping_on_the_tables_deadlines_wakes_at_them_in_paused_time() {
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let local = LocalDevice::new(DeviceId::random(), "clock", 4000).with_addresses([ip]);
+        let local = LocalDevice::new(
+            Arc::new(Identity::generate().expect("system randomness")),
+            "clock",
+            4000,
+        )
+        .with_addresses([ip]);
         let mut table = PeerTable::new(PeerTableConfig::default(), local, 7).expect("valid");
         let t0 = now();
         table.start(t0);
