@@ -31,27 +31,54 @@
 //! | `port` | `u16`, TCP listen port, 0 = not reachable | varint | 1..=3 |
 //! | `lease_ms` | `u32`, ms a receiver keeps the entry without news | varint | 1..=5 |
 //! | `addresses` | up to 8 IP addresses, each with its family | varint count, then each `00` + 4 octets (IPv4) or `01` + 16 octets (IPv6) | 1..=137 |
-//! | `metadata` | up to 16 pairs of key and value, keys strictly ascending ([`validate_metadata`]) | varint count, then each key and value as strings | 1..=577 |
+//! | `metadata` | up to 16 pairs of key and value, keys strictly ascending ([`validate_metadata`]) | varint count, then each key and value as strings | 1..=548 |
 //! | signature | Ed25519 over the header and body before it, context `hail-discovery/announce/v2` (or `.../goodbye/v2`) | 64 bytes, outside postcard | 64 |
 //! | `tag` | `u64`, the dialer's connection tag (0 from the accepting side) | varint | 1..=10 |
-//! | signed announce | a whole announce message (header, body, signature) | varint length, bytes | up to 1026 |
+//! | signed announce | a whole announce message (header, body, signature), at most [`MAX_ADVERT_LEN`] | varint length, bytes | 110..=872 |
 //! | `count` | number of peer records, at most 16 | varint | 1 |
 //! | peer record | the peer's signed announce as above, then `observed`: `00` (none) or `01` + address, where the sender sees the peer's link come from | | |
 //!
 //! A device's id is not sent: it is the hash of its key, so an advert cannot name one id and
-//! carry another's key. Decoding checks the format only (sizes, names, lists, canonical
-//! order); [`Announce::verify`] and [`Goodbye::verify`] check the signature, which a
-//! receiver does only where the advert would change what it knows (see
-//! [`PeerTable`](crate::PeerTable)).
+//! carry another's key. The signature covers every byte before it, header included, so no
+//! field (nor the version or kind) can be changed without the key. Decoding checks the
+//! format only (sizes, names, lists, and that the bytes are the one canonical encoding:
+//! shortest varints, metadata keys strictly ascending); [`Announce::verify`] and
+//! [`Goodbye::verify`] check the signature, which a receiver does only where the advert would
+//! change what it knows (see [`PeerTable`](crate::PeerTable)).
+//!
+//! # Example
+//!
+//! The announce of a device named `lamp`, signed with the identity whose secret key is 32
+//! bytes of `07` (`Identity::from_secret_bytes(&[7; 32])`), sequence number 1, port 40000,
+//! a 3 s lease, one address and one metadata entry: 130 bytes. Its id, which is not sent, is
+//! `a4b2e4ebb79d0179c93c658b28b65c2a`.
+//!
+//! ```text
+//! 48 41 49 4c 02 01                                 header: HAIL, version 2, announce
+//! ea 4a 6c 63 e2 9c 52 0a be f5 50 7b 13 2e c5 f9   key (32 bytes)
+//! 95 47 76 ae be be 7b 92 42 1e ea 69 14 46 d2 2c
+//! 01                                                seq 1
+//! 04 6c 61 6d 70                                    name: 4 bytes, "lamp"
+//! c0 b8 02                                          port 40000
+//! b8 17                                             lease_ms 3000
+//! 01 00 7f 00 00 01                                 1 address: IPv4 127.0.0.1
+//! 01 04 72 6f 6c 65 04 6c 61 6d 70                  1 metadata entry: "role" = "lamp"
+//! 4d 50 00 6d 6f 46 29 0a 96 e7 0d 95 0e 2c 6e 9e   signature (64 bytes): Identity::sign
+//! 39 6a f4 ca ea 8b b4 4f 25 eb 8d 83 07 28 e5 54     with the context
+//! 6c aa cd d3 42 fa 75 36 3e 3d 5f e0 9e 56 06 93     "hail-discovery/announce/v2" over
+//! a3 26 52 b1 fc f0 38 9a 77 80 e7 19 1b 36 89 07     the 66 bytes above
+//! ```
 //!
 //! # Limits
 //!
 //! An advert must fit one datagram: the encoder and the decoder both refuse more than
 //! [`MAX_ADVERT_LEN`] (1024) bytes, which leaves room for the sealing overhead of
 //! `hail-multicast` under the 1232-byte UDP payload that IPv6's minimum MTU guarantees
-//! without fragmentation. The field limits keep the largest possible announce at 917
-//! bytes, so the length limit never cuts a valid announce. A device with more than
-//! [`MAX_ADDRESSES`] (8) addresses advertises the first 8 (the
+//! without fragmentation. The field limits keep announces shorter: the
+//! largest possible announce is 870 bytes (a 64-byte name, 8 IPv6 addresses, 512 bytes of
+//! metadata in 16 entries, every number at its longest), so the length limit never cuts a
+//! valid announce; a full gossip message of 16 such records is 14,247 bytes. A device with
+//! more than [`MAX_ADDRESSES`] (8) addresses advertises the first 8 (the
 //! [`PeerTable`](crate::PeerTable) truncates its local list and logs a warning); peers
 //! also dial the source address of the advert, so the interface it was sent from is always
 //! reachable. Link messages (hello, peers, goodbye) are limited to [`MAX_LINK_MESSAGE_LEN`]
@@ -64,8 +91,11 @@
 //! version ([`AdvertError::UnsupportedVersion`], counted). New message types get new kinds,
 //! which older receivers drop ([`AdvertError::UnknownKind`]). Bodies are strict: truncated
 //! input, bytes left over, a bad varint, invalid UTF-8, an invalid name, key or metadata, or
-//! too many addresses or records are each a typed [`AdvertError`]. Decoding never allocates
-//! more than the input's size: sequences are bounded while they are read, not after.
+//! too many addresses or records are each a typed [`AdvertError`]; so is a signed message
+//! that is not the canonical encoding of its fields (an overlong varint, which postcard
+//! itself accepts), or a hello or gossip record whose inner announce is longer than
+//! [`MAX_ADVERT_LEN`]. Decoding never allocates more than a small multiple of the input's
+//! size: sequences are bounded while they are read, not after.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -615,7 +645,7 @@ impl Announce {
         validate_name(&w.name)?;
         check_addresses(w.addresses.count)?;
         let metadata = w.metadata.into_map()?;
-        Ok(Self {
+        let a = Self {
             id: id_of(&w.key),
             key: w.key,
             seq: w.seq,
@@ -627,7 +657,23 @@ impl Announce {
                 metadata,
             },
             signature,
-        })
+        };
+        let mut canonical = Vec::with_capacity(bytes.len());
+        a.encode_unsigned(&mut canonical)?;
+        check_canonical(kind, &canonical, &bytes[..bytes.len() - SIGNATURE_LEN])?;
+        Ok(a)
+    }
+
+    /// Decodes the signed announce carried as a byte string inside a hello or a gossip
+    /// record: refused whole if longer than a datagram, never cut to the kept part.
+    fn decode_inner(bytes: Bounded<u8, MAX_ADVERT_LEN>) -> Result<Self, AdvertError> {
+        if bytes.count > MAX_ADVERT_LEN {
+            return Err(AdvertError::TooLong {
+                len: bytes.count,
+                max: MAX_ADVERT_LEN,
+            });
+        }
+        Self::decode(&bytes.items)
     }
 }
 
@@ -739,12 +785,16 @@ impl Advert {
             Kind::GOODBYE => {
                 let (body, signature) = split_signature(kind, body)?;
                 let w: GoodbyeWire = body_from(kind, body)?;
-                Ok(Self::Goodbye(Goodbye {
+                let g = Goodbye {
                     id: id_of(&w.key),
                     key: w.key,
                     seq: w.seq,
                     signature,
-                }))
+                };
+                let mut canonical = Vec::with_capacity(bytes.len());
+                g.encode_unsigned(&mut canonical);
+                check_canonical(kind, &canonical, &bytes[..bytes.len() - SIGNATURE_LEN])?;
+                Ok(Self::Goodbye(g))
             }
             kind => Err(AdvertError::UnknownKind { kind }),
         }
@@ -823,7 +873,7 @@ impl LinkMessage {
                 let h: HelloOwned = body_from(kind, body)?;
                 Ok(Self::Hello(Hello {
                     tag: h.tag,
-                    announce: Announce::decode(&h.announce.items)?,
+                    announce: Announce::decode_inner(h.announce)?,
                 }))
             }
             Kind::PEERS => {
@@ -839,7 +889,7 @@ impl LinkMessage {
                     .into_iter()
                     .map(|r| {
                         Ok(PeerRecord {
-                            announce: Announce::decode(&r.announce.items)?,
+                            announce: Announce::decode_inner(r.announce)?,
                             observed: r.observed,
                         })
                     })
@@ -928,6 +978,21 @@ fn split_signature(kind: Kind, body: &[u8]) -> Result<(&[u8], Signature), Advert
     let (body, sig) = body.split_at(at);
     let sig: [u8; SIGNATURE_LEN] = sig.try_into().expect("split at the signature length");
     Ok((body, Signature::from_bytes(sig)))
+}
+
+/// Refuses a signed message whose bytes are not the canonical encoding of what they
+/// decode to. postcard accepts overlong varints (`81 00` for 1), and signatures are checked
+/// over the canonical encoding, so without this one signed message would have many byte
+/// strings (and a prefix of an over-long string could pass for a whole message).
+fn check_canonical(kind: Kind, canonical: &[u8], received: &[u8]) -> Result<(), AdvertError> {
+    if canonical == received {
+        Ok(())
+    } else {
+        Err(AdvertError::Malformed {
+            kind,
+            source: WireError::Postcard(postcard::Error::DeserializeBadVarint),
+        })
+    }
 }
 
 fn body_from<T: serde::de::DeserializeOwned>(kind: Kind, body: &[u8]) -> Result<T, AdvertError> {
