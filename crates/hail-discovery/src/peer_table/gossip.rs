@@ -7,7 +7,7 @@ use std::time::Instant;
 use tracing::trace;
 
 use super::events::Action;
-use super::state::{ConnState, Peer, PeerTable};
+use super::state::{ConnState, Peer, PeerTable, TombKind};
 use crate::advert::{LinkMessage, MAX_PEER_RECORDS, PeerRecord};
 use crate::id::{ConnId, DeviceId};
 
@@ -70,7 +70,10 @@ impl PeerTable {
             let id = a.id();
             if id == self.local.id()
                 || a.body.port == 0
-                || self.tombstones.contains_key(&id)
+                || self
+                    .tombstones
+                    .get(&id)
+                    .is_some_and(|t| t.kind == TombKind::Replaced || a.seq() <= t.seq)
                 || self.goodbyes.contains_key(&id)
                 || !self.authentic(&a, relay, now)
             {

@@ -171,11 +171,7 @@ impl PeerTable {
             self.close_conn(conn, CloseReason::SelfConnection, now);
             return;
         }
-        if self
-            .tombstones
-            .get(&id)
-            .is_some_and(|t| t.kind == TombKind::Departed)
-        {
+        if self.departed(id, hello.announce.seq()) {
             self.close_conn(conn, CloseReason::Departed, now);
             return;
         }

@@ -34,7 +34,11 @@ impl PeerTable {
             return false;
         }
         match self.tombstones.get(&id).map(|t| t.kind) {
-            Some(TombKind::Departed) => return false,
+            Some(TombKind::Departed) if self.departed(id, a.seq()) => return false,
+            Some(TombKind::Departed) => {
+                debug!(peer = %id, %name, "a later run of a departed key");
+                self.tombstones.remove(&id);
+            }
             // Only a link brings a replaced id back (it proves it is alive); its adverts
             // could be replays.
             Some(TombKind::Replaced) if lease.is_some() => return false,
@@ -124,7 +128,8 @@ impl PeerTable {
             return;
         };
         debug!(peer = %old, name = %p.name, "presumed restarted under a new id");
-        self.insert_tomb(old, now + self.config.lease, TombKind::Replaced);
+        let seq = p.signed.as_ref().map_or(u64::MAX, |a| a.seq());
+        self.insert_tomb(old, now + self.config.lease, TombKind::Replaced, seq);
         self.close_conns_of(old, CloseReason::Stale, now);
         if p.member {
             self.events.push_back(Event::PeerLeft {
@@ -146,9 +151,9 @@ impl PeerTable {
         }
     }
 
-    fn insert_tomb(&mut self, id: DeviceId, until: Instant, kind: TombKind) {
+    fn insert_tomb(&mut self, id: DeviceId, until: Instant, kind: TombKind, seq: u64) {
         if self.tombstones.len() < self.config.max_peers || self.tombstones.contains_key(&id) {
-            self.tombstones.insert(id, Tomb { until, kind });
+            self.tombstones.insert(id, Tomb { until, kind, seq });
         }
     }
 
@@ -290,7 +295,12 @@ impl PeerTable {
         self.draining.retain(|_, p| *p != id);
         // Late adverts and gossip about the departed id are ignored for this long.
         let until = now + self.config.lease.max(self.config.gossip_lease);
-        self.insert_tomb(id, until, TombKind::Departed);
+        let seq = self
+            .peers
+            .get(&id)
+            .and_then(|p| p.signed.as_ref())
+            .map_or(u64::MAX, |a| a.seq());
+        self.insert_tomb(id, until, TombKind::Departed, seq);
         let Some(p) = self.peers.remove(&id) else {
             return;
         };

@@ -182,6 +182,21 @@ pub(super) enum TombKind {
 pub(super) struct Tomb {
     pub(super) until: Instant,
     pub(super) kind: TombKind,
+    /// The newest sequence number verified from the id when it was buried: a record with
+    /// a higher one is of a later run of the same key (a kept identity), which the tomb
+    /// does not hold back.
+    pub(super) seq: u64,
+}
+
+impl PeerTable {
+    /// Whether a record of `id` under sequence number `seq` is held back by a departure
+    /// (late adverts and gossip of a device that said goodbye; a later run of its key
+    /// passes).
+    pub(super) fn departed(&self, id: DeviceId, seq: u64) -> bool {
+        self.tombstones
+            .get(&id)
+            .is_some_and(|t| t.kind == TombKind::Departed && seq <= t.seq)
+    }
 }
 
 /// The peer table: a sans-IO state machine that decides who is there, whom to dial and

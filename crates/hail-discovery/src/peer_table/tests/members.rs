@@ -632,3 +632,34 @@ fn a_goodbye_on_the_link_waits_for_a_link_still_awaiting_its_hello() {
     t.link_closed(ConnId(11), LinkCloseReason::Lost, t0 + ms(5));
     assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
 }
+
+/// A device with a kept identity (one id across runs) says goodbye and starts again: its
+/// next run's announce and hello (a later incarnation: higher sequence numbers) are let in
+/// at once, while late adverts of the run that said goodbye stay held back.
+#[test]
+fn a_kept_identity_rejoins_at_once_after_its_goodbye() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    t.link_message(ConnId(10), LinkMessage::Goodbye { from: id(2) }, t0 + ms(1));
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(1));
+    assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
+    actions(&mut t);
+    // A late beacon of the run that left: held back.
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0 + ms(2));
+    assert!(t.discovered().is_empty());
+    // The next run: incarnation 1.
+    let next = signed(2, 1 << 32, body(2, "b"));
+    t.handle_advert(Advert::Announce(next.clone()), src(2), t0 + ms(300));
+    let d = dials(&actions(&mut t));
+    assert_eq!(d.len(), 1, "dialed at once");
+    t.link_up(
+        ConnId(11),
+        LinkOrigin::Dialed(d[0].0),
+        listen(2),
+        id(2),
+        t0 + ms(301),
+    );
+    t.link_message(ConnId(11), hello_of(next, 0), t0 + ms(301));
+    assert_eq!(joined(&events(&mut t)), [id(2)]);
+}
