@@ -77,6 +77,13 @@ fn a_same_name_advert_from_another_host_does_not_evict_a_joined_peer() {
 /// src/peer_table/dial.rs serves whoever asks first). The budgets bound the dials, but
 /// the forgeries get all of them: with the newcomer flooded the same way, neither side
 /// dials the other and the new device is locked out for as long as the flood lasts.
+/// Still so with signed adverts: the flood's fresh keys from many (spoofable) sources
+/// also spend the global budget of signature checks (`peer_table/verify.rs`), so about
+/// half of the real device's beacons go unverified, and each time it is heard it is a
+/// new entry again. Tried and not enough: forgetting entries heard only once before
+/// those heard across beacon intervals (the real one is evicted before its second
+/// beacon). What would: dial and verification shares per source prefix rather than per
+/// address, and a memory of recently evicted ids that come back.
 #[test]
 #[ignore = "attack: a flood of forged adverts takes every dial: a real newcomer is never dialed"]
 fn a_forged_advert_flood_leaves_no_dial_for_a_real_device() {
