@@ -221,9 +221,14 @@ impl PeerTable {
 ///
 /// # Rules
 ///
-/// - **Membership.** A peer *joins* when a link to it is up and both hellos are exchanged
-///   (it is then ready to send to), and *leaves* when it said goodbye, its link timed out,
-///   its link was lost and not re-established within the reconnect grace, or it restarted.
+/// - **Membership.** A peer *joins* when a link to it is up, its handshake proved the
+///   peer's key (the driver passes the proven id to [`PeerTable::link_up`]) and both
+///   hellos are exchanged, the peer's signed by that same key (it is then ready to send
+///   to); a hello for another key closes the link. It *leaves* when it said goodbye (on
+///   its link, or signed and newer than its announces on the group), its link timed out,
+///   its link was lost and not re-established within the reconnect grace, or it
+///   restarted. Adverts are hints of where to dial: they are signed, checked once per
+///   change, and never close, replace or rename a link.
 /// - **Liveness.** An unconnected peer lives as long as its lease (renewed by each announce)
 ///   or, if learned by gossip, its gossip lease. A connected peer lives as long as its link:
 ///   the link's heartbeat is the authority, so lost multicast beacons never drop a working
@@ -235,12 +240,15 @@ impl PeerTable {
 ///   and both sides agree without a further round trip. A peer whose only link is closed
 ///   from under it stays joined for the reconnect grace, so the loser's close never shows
 ///   up as a departure.
-/// - **Restarts and duplicate names.** When a new id announces a name that a live id
-///   holds, the new one replaces the old (old links closed, `PeerLeft(Restarted)`) if they
-///   share an address or the old one has no link up; otherwise both are live and the
-///   table reports [`Event::DuplicateName`]. A replaced id that speaks again proves it was
-///   not a restart: it comes back and the name is reported as a duplicate. A replacement
-///   also sends a probe, so a live old id speaks up within milliseconds.
+/// - **Restarts and duplicate names.** When a new id's link proves it under a name an
+///   older id holds, the new one replaces the old (old links closed, `PeerLeft(Restarted)`)
+///   if the old has no link up (its process was killed and its connection reset, or it
+///   is only advertised); if the old link is still up, both are joined and the table
+///   reports [`Event::DuplicateName`] until that link ends, when the old id leaves as
+///   restarted at once. Only joined ids make a name shared. A replaced id that proves
+///   itself alive again on a link was not a restart: it comes back and the name is
+///   reported as a duplicate. With [`Trust::FirstUse`](crate::Trust::FirstUse) or an allow
+///   list, a key the trust does not admit is refused before any of this.
 /// - **Answering newcomers.** An announce from a peer the table has no lease or link for
 ///   (new, or gone after a timeout, as when a partition heals) is answered with the table's
 ///   own announce after the probe answer jitter, at most once per 500 ms, so both sides
