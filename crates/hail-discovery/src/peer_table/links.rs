@@ -7,9 +7,7 @@ use std::time::Instant;
 use tracing::{debug, trace};
 
 use super::events::{Action, CloseReason, Event, LinkCloseReason, LinkOrigin};
-use super::state::{
-    Conn, ConnKey, ConnState, DialState, DialTarget, Origin, PeerTable, Phase, TombKind,
-};
+use super::state::{Conn, ConnKey, ConnState, DialState, DialTarget, Origin, PeerTable, Phase};
 use crate::advert::{Hello, LinkMessage};
 use crate::config::Trust;
 use crate::id::{ConnId, DeviceId};
