@@ -320,7 +320,7 @@ impl PeerTable {
     /// A table for `local`, idle until [`start`](Self::start). `seed` feeds the jitter
     /// and backoff randomness (pass a random one; tests pass a fixed one to be
     /// deterministic). Fails on an invalid local name. More than
-    /// [`MAX_ADDRESSES`] local addresses are cut to the first 32, with a warning.
+    /// [`MAX_ADDRESSES`] local addresses are cut to the first 8, with a warning.
     pub fn new(
         config: PeerTableConfig,
         mut local: LocalDevice,
