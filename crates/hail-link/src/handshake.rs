@@ -302,13 +302,11 @@ pub(crate) async fn respond(
         (Framing::Hail, Some(keys)) => {
             let with_identity = keys.pattern.has_identity();
             let mut hs = seal::responder(keys).map_err(noise_err)?;
+            // An alert instead of message 1 is most likely a plaintext HELLO (its header
+            // starts with two zero bytes): a peer without the key, refused as such.
             let m1 = match next_record(rd, &mut rx).await? {
                 Record::Data(m) => m,
-                Record::Alert(_) => {
-                    return Err(
-                        LinkError::Closed(CloseReason::Protocol(ProtocolError::BadRecord)).into(),
-                    );
-                }
+                Record::Alert(_) => return Err(refuse(wr).await.into()),
             };
             if !penalty.is_zero() {
                 tokio::time::sleep(penalty).await;
