@@ -139,8 +139,7 @@ async fn record_session(net: &MemoryNetwork, link: &LinkConfig) -> Vec<u8> {
     conn.close();
     conn.closed().await;
     task.await.unwrap();
-    let up = up.lock().unwrap().clone();
-    up
+    up.lock().unwrap().clone()
 }
 
 /// (a) and (e), message 1: the recorded first message of a genuine client, replayed from
@@ -422,6 +421,22 @@ async fn identity_on_one_side_only_fails_on_both() {
         let stats: ServerStats = server.stats();
         assert_eq!((stats.accepted, stats.clients), (0, 0), "{what}: {stats:?}");
     }
+    // The mismatch is found at message 1, before the server does any DH work of its own:
+    // an `NNpsk0` message 1 (which an `XX` responder, having no key, could otherwise read
+    // as an `e` with a 16-byte payload) is answered with the alert alone.
+    for (server_cfg, client_cfg) in [
+        (with(false), without(true)),
+        (with(true), without(true)),
+        (without(true), with(true)),
+    ] {
+        let net = MemoryNetwork::new();
+        let m1 = record_first_message(&net, &client_cfg).await;
+        let (server, _events) = bind(&net, &server_cfg).await;
+        let mut s = net.connect(ip(ATTACKER), addr(SERVER)).await.unwrap();
+        s.write_all(&m1).await.unwrap();
+        assert_eq!(read_all(s).await, ALERT, "refused at message 1");
+        wait_for("counted", || server.stats().auth_failures == 1).await;
+    }
     // A client with an identity and a plaintext server: the server cannot read the
     // record (a frame header over the pre-auth limit) and closes; the client's error is
     // typed (the server ended the stream), the server counts a handshake failure.
@@ -568,7 +583,7 @@ async fn a_forged_identity_binding_is_refused_by_the_client() {
                 hs.read_message(&m1, &mut buf).unwrap();
                 let bound = if forge { &other.public } else { &ours.public };
                 let n = hs.write_message(&payload_of(bound), &mut buf).unwrap();
-                write_record(&mut s, &buf[..n].to_vec()).await;
+                write_record(&mut s, &buf[..n]).await;
                 // The client's answer: message 3, or the alert.
                 let mut head = [0u8; 2];
                 s.read_exact(&mut head).await.unwrap();
