@@ -211,6 +211,15 @@ async fn initiate(mut link: Link, cfg: &LinkConfig) -> Result<Established, LinkE
                 seal::put_confirmation(&mut s, &mut out);
             }
             wr.write_all(&out).await?;
+            // The server's verdict: a sealed WELCOME or CLOSE, or the alert if it refused
+            // our proof (message 3, or the key confirmation).
+            loop {
+                match rx.raw.first_chunk::<2>() {
+                    Some([0, 0]) => return Err(LinkError::AuthFailed),
+                    Some(_) => break,
+                    None => read_more(rd, &mut rx).await?,
+                }
+            }
             rx.set_opener(o);
             rx.set_max_record(seal::MAX_RECORD);
             sealer = Some(s);

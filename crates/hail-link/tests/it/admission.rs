@@ -559,8 +559,10 @@ async fn a_forged_identity_binding_is_refused_by_the_server() {
 }
 
 /// (f) The other way: a server whose identity payload is signed for another static key
-/// is refused by the client (`AuthFailed`, and the server gets the alert); a genuine one
-/// is accepted, so the refusal is the binding check's.
+/// is refused by the client (`AuthFailed`, and the server gets the alert instead of
+/// message 3); a genuine one is accepted (the client sends message 3), so the refusal is
+/// the binding check's. A server that refuses the client's message 3 with the alert is
+/// `AuthFailed` at the client too.
 #[tokio::test(start_paused = true)]
 async fn a_forged_identity_binding_is_refused_by_the_client() {
     for forge in [true, false] {
@@ -594,6 +596,8 @@ async fn a_forged_identity_binding_is_refused_by_the_client() {
                 s.read_exact(&mut m3).await.unwrap();
                 let mut got = vec![0u8; 1024];
                 let n = hs.read_message(&m3, &mut got).unwrap();
+                // Refuse the client's proof: it must report that, not a lost stream.
+                s.write_all(ALERT).await.unwrap();
                 Some(got[..n].to_vec())
             }
         });
@@ -605,12 +609,11 @@ async fn a_forged_identity_binding_is_refused_by_the_client() {
             assert_refused_on_both(result);
             assert_eq!(answer, None, "the client sent the alert, not message 3");
         } else {
-            // The fake server sends no WELCOME: the client waits until its deadline,
-            // but it did accept the identity and sent its own.
+            // The client accepted the server's identity and proved its own in message 3;
+            // the fake server's alert in reply is `AuthFailed` at the client.
             let payload = answer.expect("message 3");
             assert_eq!(&payload[..32], client_id.public().as_bytes());
-            let err = result.map(|_| ()).unwrap_err();
-            assert!(!matches!(err, LinkError::AuthFailed), "{err:?}");
+            assert_refused_on_both(result);
         }
     }
 }
