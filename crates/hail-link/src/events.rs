@@ -139,6 +139,10 @@ pub type Incoming<T> = Events<T>;
 /// What happens on a server.
 #[derive(Debug)]
 #[non_exhaustive]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "peer_key is hail_crypto::PublicKey (about 200 bytes, a decompressed point); boxing it would change the agreed API"
+)]
 pub enum ServerEvent<T> {
     /// A client finished its handshake, proved itself (its identity, or its key
     /// confirmation on an `NNpsk0` link) and was admitted.
@@ -190,6 +194,10 @@ pub type ServerEvents<T> = Events<ServerEvent<T>>;
 /// What happens on a client.
 #[derive(Debug)]
 #[non_exhaustive]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "peer_key is hail_crypto::PublicKey (about 200 bytes, a decompressed point); boxing it would change the agreed API"
+)]
 pub enum ClientEvent<T> {
     /// Connected (first connection or a reconnection) to the server at `addr`.
     Connected {

@@ -211,6 +211,15 @@ async fn initiate(mut link: Link, cfg: &LinkConfig) -> Result<Established, LinkE
                 seal::put_confirmation(&mut s, &mut out);
             }
             wr.write_all(&out).await?;
+            // The server's verdict: a sealed WELCOME or CLOSE, or the alert if it refused
+            // our proof (message 3, or the key confirmation).
+            loop {
+                match rx.raw.first_chunk::<2>() {
+                    Some([0, 0]) => return Err(LinkError::AuthFailed),
+                    Some(_) => break,
+                    None => read_more(rd, &mut rx).await?,
+                }
+            }
             rx.set_opener(o);
             rx.set_max_record(seal::MAX_RECORD);
             sealer = Some(s);
@@ -302,13 +311,11 @@ pub(crate) async fn respond(
         (Framing::Hail, Some(keys)) => {
             let with_identity = keys.pattern.has_identity();
             let mut hs = seal::responder(keys).map_err(noise_err)?;
+            // An alert instead of message 1 is most likely a plaintext HELLO (its header
+            // starts with two zero bytes): a peer without the key, refused as such.
             let m1 = match next_record(rd, &mut rx).await? {
                 Record::Data(m) => m,
-                Record::Alert(_) => {
-                    return Err(
-                        LinkError::Closed(CloseReason::Protocol(ProtocolError::BadRecord)).into(),
-                    );
-                }
+                Record::Alert(_) => return Err(refuse(wr).await.into()),
             };
             if !penalty.is_zero() {
                 tokio::time::sleep(penalty).await;

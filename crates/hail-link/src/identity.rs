@@ -26,7 +26,7 @@ pub(crate) const PAYLOAD_LEN: usize = 32 + 64;
 pub(crate) struct LocalIdentity {
     public: PublicKey,
     noise_private: Zeroizing<[u8; 32]>,
-    #[cfg(any(test, feature = "fuzzing"))]
+    #[cfg(test)]
     noise_public: [u8; 32],
     payload: [u8; PAYLOAD_LEN],
 }
@@ -61,14 +61,14 @@ impl LocalIdentity {
         Ok(Self {
             public,
             noise_private: Zeroizing::new(noise_private),
-            #[cfg(any(test, feature = "fuzzing"))]
+            #[cfg(test)]
             noise_public,
             payload,
         })
     }
 
     /// The identity's public key.
-    #[cfg(any(test, feature = "fuzzing"))]
+    #[cfg(test)]
     pub(crate) fn public(&self) -> PublicKey {
         self.public
     }
@@ -79,7 +79,7 @@ impl LocalIdentity {
     }
 
     /// The Noise static public key (X25519).
-    #[cfg(any(test, feature = "fuzzing"))]
+    #[cfg(test)]
     pub(crate) fn noise_public(&self) -> &[u8; 32] {
         &self.noise_public
     }

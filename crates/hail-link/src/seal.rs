@@ -20,6 +20,15 @@
 //!   `e, ee, s, es` with the responder's identity payload, message 3 `s, se` with the
 //!   initiator's (see [`identity`](crate::identity)).
 //!
+//! Why `XXpsk0` rather than `XXpsk3` with a key: with the psk mixed in at message 1, an
+//! outsider without the passphrase fails at message 1, before the responder makes an
+//! ephemeral key, computes a DH or sends its static key and identity; with `XXpsk3` the
+//! responder would do all of that for anyone and find the wrong key only at message 3.
+//! The initiator's identity is as well hidden in both (message 3 is encrypted to a
+//! responder that proved its static key, and with `XXpsk0` the passphrase too); what psk3
+//! offers, a psk chosen after learning the initiator's identity, does not apply to one
+//! group key. See `docs/security.md`.
+//!
 //! Every later record is a Noise transport message: at most 65,519 bytes of the plaintext
 //! frame stream plus a 16-byte tag. The frame stream (the same bytes a plaintext link
 //! carries) is cut into records without regard to frame boundaries, so many small frames

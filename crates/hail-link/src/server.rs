@@ -113,7 +113,9 @@ pub struct ServerStats {
     pub refused_full: u64,
     /// Connections closed at once because `max_pending` handshakes were running.
     pub refused_pending: u64,
-    /// Handshakes that failed authentication (wrong passphrase, replay, plaintext peer).
+    /// Handshakes that failed authentication: wrong passphrase, a replayed message, a
+    /// pattern mismatch (an identity on one side only), a forged or missing identity, a
+    /// plaintext peer on a secured server.
     pub auth_failures: u64,
     /// Handshakes that failed otherwise (deadline, protocol, I/O).
     pub handshake_failures: u64,
@@ -123,6 +125,9 @@ pub struct ServerStats {
     pub slow_disconnects: u64,
     /// Clients connected now.
     pub clients: usize,
+    /// Connections in their handshake now (at most [`ServerConfig::max_pending`](crate::ServerConfig::max_pending),
+    /// each for at most the handshake deadline): not yet proven, so not counted in `clients`.
+    pub pending: usize,
     /// Bytes waiting in all send queues now.
     pub queued_bytes: usize,
     /// Memory held by all receive buffers now, in bytes.
@@ -534,6 +539,7 @@ where
             broadcast_dropped: c.broadcast_dropped.load(Ordering::Relaxed),
             slow_disconnects: c.slow_disconnects.load(Ordering::Relaxed),
             clients: clients.len(),
+            pending: self.inner.pending.load(Ordering::Relaxed),
             queued_bytes: queued,
             rx_buffered_bytes: rx,
             undecodable: undecodable + c.undecodable_closed.load(Ordering::Relaxed),
