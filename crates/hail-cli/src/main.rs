@@ -336,6 +336,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// `KEY=VALUE` of `--meta`.
+fn parse_meta(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    Ok((k.to_owned(), v.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,12 +396,4 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
-}
-
-/// `KEY=VALUE` of `--meta`.
-fn parse_meta(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
-    Ok((k.to_owned(), v.to_owned()))
 }

@@ -177,12 +177,9 @@ async fn handlers_and_messages_know_the_proven_peer() {
     assert_eq!(id, *switch.id().as_bytes());
     assert_eq!(switch.send("lamp", Bytes::from("hi")).await["lamp"], Ok(()));
     let from_id = loop {
-        match le.recv().await.expect("stream open") {
-            DeviceEvent::Message { from, from_id, .. } => {
-                assert_eq!(from, "switch");
-                break from_id;
-            }
-            _ => {}
+        if let DeviceEvent::Message { from, from_id, .. } = le.recv().await.expect("stream open") {
+            assert_eq!(from, "switch");
+            break from_id;
         }
     };
     assert_eq!(from_id, switch.id());
