@@ -157,14 +157,13 @@ impl PeerTable {
     /// forgeries are counted and refused; a signature is checked only for an announce
     /// that says something new.
     pub(super) fn authentic(&mut self, a: &Announce, source: IpAddr, now: Instant) -> bool {
-        if let Some(known) = self.peers.get(&a.id()).and_then(|p| p.signed.as_ref()) {
-            if a.seq() < known.seq() {
-                self.stats.stale_adverts += 1;
-                return false;
-            }
-            if a == known {
-                return true;
-            }
+        if self.verified_before(a) {
+            return true;
+        }
+        let known = self.peers.get(&a.id()).and_then(|p| p.signed.as_ref());
+        if known.is_some_and(|k| a.seq() < k.seq()) {
+            self.stats.stale_adverts += 1;
+            return false;
         }
         if !self.verify_budget.spend(source, now) {
             self.stats.verify_deferred += 1;

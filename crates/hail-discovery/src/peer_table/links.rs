@@ -143,11 +143,7 @@ impl PeerTable {
         // The announce in a hello is checked like one on the group, but outside the
         // budget of signature checks (a link proved its key already): one verified
         // before from the same key needs no second check.
-        let known = self
-            .peers
-            .get(&id)
-            .and_then(|p| p.signed.as_ref())
-            .is_some_and(|k| *k == hello.announce);
+        let known = self.verified_before(&hello.announce);
         if id != c.proven || (!known && hello.announce.verify().is_err()) {
             debug!(%conn, claimed = %id, proven = %c.proven, "hello for another key than the link proved");
             self.stats.identity_mismatch += 1;

@@ -128,7 +128,7 @@ impl PeerTable {
             return;
         };
         debug!(peer = %old, name = %p.name, "presumed restarted under a new id");
-        let seq = p.signed.as_ref().map_or(u64::MAX, |a| a.seq());
+        let seq = p.seq();
         self.insert_tomb(old, now + self.config.lease, TombKind::Replaced, seq);
         self.close_conns_of(old, CloseReason::Stale, now);
         if p.member {
@@ -295,11 +295,7 @@ impl PeerTable {
         self.draining.retain(|_, p| *p != id);
         // Late adverts and gossip about the departed id are ignored for this long.
         let until = now + self.config.lease.max(self.config.gossip_lease);
-        let seq = self
-            .peers
-            .get(&id)
-            .and_then(|p| p.signed.as_ref())
-            .map_or(u64::MAX, |a| a.seq());
+        let seq = self.peers.get(&id).map_or(u64::MAX, Peer::seq);
         self.insert_tomb(id, until, TombKind::Departed, seq);
         let Some(p) = self.peers.remove(&id) else {
             return;

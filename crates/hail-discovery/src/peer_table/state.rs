@@ -123,6 +123,12 @@ impl Peer {
         }
     }
 
+    /// The sequence number of its newest verified announce; `u64::MAX` when none was
+    /// verified (then nothing of it counts as newer).
+    pub(super) fn seq(&self) -> u64 {
+        self.signed.as_ref().map_or(u64::MAX, Announce::seq)
+    }
+
     /// No link proves it: known from adverts or gossip only.
     pub(super) fn unproven(&self) -> bool {
         !self.member && self.active.is_none()
@@ -189,6 +195,15 @@ pub(super) struct Tomb {
 }
 
 impl PeerTable {
+    /// Whether `a` is exactly the announce already verified from its key: it needs no
+    /// second check.
+    pub(super) fn verified_before(&self, a: &Announce) -> bool {
+        self.peers
+            .get(&a.id())
+            .and_then(|p| p.signed.as_ref())
+            .is_some_and(|k| k == a)
+    }
+
     /// Whether a record of `id` under sequence number `seq` is held back by a departure
     /// (late adverts and gossip of a device that said goodbye; a later run of its key
     /// passes).
