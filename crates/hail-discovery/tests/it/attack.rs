@@ -287,7 +287,7 @@ async fn a_hello_claiming_a_joined_peers_id_does_not_speak_for_it() {
 async fn one_host_cannot_fill_the_table_with_made_up_peers() {
     let lan = Lan::new();
     let table = PeerTableConfig::builder().max_peers(16).build().unwrap();
-    let (v, _ve) = lan.builder("v", 1).table(table).start().await.unwrap();
+    let (v, mut ve) = lan.builder("v", 1).table(table).start().await.unwrap();
     let mut fakes = Vec::new();
     for i in 0..16u8 {
         let (c, incoming) = raw_link(&lan, 9, v.local_addr()).await;
@@ -303,7 +303,7 @@ async fn one_host_cannot_fill_the_table_with_made_up_peers() {
     }
     tokio::time::timeout(Duration::from_secs(2), async {
         while v.peers().len() < 16 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            ve.recv().await.expect("v running");
         }
     })
     .await
@@ -362,23 +362,36 @@ async fn one_flooding_peer_does_not_stall_answers_from_the_others() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
-    // a floods v: at most 200,000 messages or 3 s.
+    // a floods v: at most 200,000 messages or 3 s, as fast as its link to v takes them.
     let mut to_v = a.to("v").unwrap();
+    let (full_tx, full) = tokio::sync::oneshot::channel::<()>();
     let flood = tokio::spawn(async move {
         let start = tokio::time::Instant::now();
+        let mut full_tx = Some(full_tx);
         let mut sent = 0u32;
         while sent < 200_000 && start.elapsed() < Duration::from_secs(3) {
             match to_v.try_send(&[0u8; 64]) {
                 Ok(()) => sent += 1,
                 Err(hail_discovery::SendError::Full) => {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    // Every queue between a and v's stream is full: the flood is ahead
+                    // of whatever comes next. From here on it keeps them full.
+                    if let Some(tx) = full_tx.take() {
+                        let _ = tx.send(());
+                    }
+                    if to_v.send(&[0u8; 64]).await.is_err() {
+                        break;
+                    }
+                    sent += 1;
                 }
                 Err(_) => break,
             }
         }
         sent
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(3), full)
+        .await
+        .expect("a's link to v fills")
+        .expect("the flood runs");
     let asked = tokio::time::Instant::now();
     let r = v
         .ask("h", Bytes::from_static(b"ok?"), Duration::from_secs(1))
@@ -481,7 +494,7 @@ async fn garbage_discovery_frames_are_counted_and_change_nothing() {
     let (v, _ve) = lan.device("v", 1).await;
     let (p, _pe) = lan.device("p", 2).await;
     v.wait_for_peer("p").await;
-    let (c, _incoming) = raw_link(&lan, 9, v.local_addr()).await;
+    let (c, mut incoming) = raw_link(&lan, 9, v.local_addr()).await;
     let me = Announce {
         id: DeviceId::from_bytes([9; 16]),
         name: "raw".into(),
@@ -513,7 +526,13 @@ async fn garbage_discovery_frames_are_counted_and_change_nothing() {
     let mut other = me;
     other.id = DeviceId::from_bytes([10; 16]);
     c.send(hello_bytes(other, 2)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The second hello, the last frame, closes the raw link: once it is closed, v has
+    // read every frame before it (a link's frames are handled in order).
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while incoming.recv().await.is_some() {}
+    })
+    .await
+    .expect("v closes the raw link");
     let errors = v.stats().discovery.protocol_errors;
     assert!(
         errors >= 2,

@@ -15,3 +15,4 @@ mod netns;
 #[cfg(target_os = "linux")]
 mod netns_v6;
 mod passphrase;
+mod wait;
