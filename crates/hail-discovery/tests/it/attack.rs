@@ -359,6 +359,7 @@ async fn one_flooding_peer_does_not_stall_answers_from_the_others() {
     // v's application: one event every 10 ms.
     let reader = tokio::spawn(async move {
         while ve.recv().await.is_some() {
+            // Virtual time (paused): a steady, slow reader is the attack's setting.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
@@ -428,6 +429,8 @@ async fn overflow_the_byte_budget() -> (u64, u64, u64, hail_discovery::DeviceSta
         }
         a
     });
+    // Virtual time (paused): 3 s unread, past the driver's 1 s hold of a full stream
+    // (`EVENT_STALL_LIMIT`), is what makes it drop; no event marks the hold's end.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let a = tokio::time::timeout(Duration::from_secs(5), sender)
         .await
