@@ -147,6 +147,9 @@ fn answer_commands_are_bounded_refused_when_busy_and_killed_with_their_group() {
             "the questions never settled"
         );
         most = most.max(running_commands(hail_pid));
+        // Real time: the commands are real processes, counted in `/proc`, which has no
+        // event to wait on; sampled every 5 ms (the commands never end by themselves, so
+        // a full set of slots stays up for the sampler to see).
         std::thread::sleep(Duration::from_millis(5));
     }
     let answers: Vec<String> = asks

@@ -164,6 +164,8 @@ impl Proc {
                 Instant::now() < deadline,
                 "the process did not exit in {WAIT:?}"
             );
+            // Real time: a real process, and std's `Child` has no wait with a timeout,
+            // so its exit is polled; nothing is asserted about how long it takes.
             thread::sleep(Duration::from_millis(10));
         };
         // Up to the end of stdout: the reader thread may still hold the last lines.

@@ -337,13 +337,16 @@ async fn one_host_cannot_fill_the_table_with_made_up_peers() {
             .unwrap();
         fakes.push((c, incoming));
     }
-    tokio::time::timeout(Duration::from_secs(2), async {
-        while v.stats().discovery.host_limit < 12 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the made-up peers past the host's share were refused");
+    crate::wait::wait_for(
+        || v.stats().discovery.host_limit >= 12,
+        || {
+            format!(
+                "the made-up peers past the host's share were refused: {:?}",
+                v.stats().discovery
+            )
+        },
+    )
+    .await;
     assert_eq!(v.peers().len(), 4);
     let (late, _le) = lan.device("late", 3).await;
     let joined = tokio::time::timeout(Duration::from_secs(10), v.wait_for_peer("late")).await;
@@ -396,26 +399,40 @@ async fn one_flooding_peer_does_not_stall_answers_from_the_others() {
     // v's application: one event every 10 ms.
     let reader = tokio::spawn(async move {
         while ve.recv().await.is_some() {
+            // Virtual time (paused): a steady, slow reader is the attack's setting.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
-    // a floods v: at most 200,000 messages or 3 s.
+    // a floods v: at most 200,000 messages or 3 s, as fast as its link to v takes them.
     let mut to_v = a.to("v").unwrap();
+    let (full_tx, full) = tokio::sync::oneshot::channel::<()>();
     let flood = tokio::spawn(async move {
         let start = tokio::time::Instant::now();
+        let mut full_tx = Some(full_tx);
         let mut sent = 0u32;
         while sent < 200_000 && start.elapsed() < Duration::from_secs(3) {
             match to_v.try_send(&[0u8; 64]) {
                 Ok(()) => sent += 1,
                 Err(hail_discovery::SendError::Full) => {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    // Every queue between a and v's stream is full: the flood is ahead
+                    // of whatever comes next. From here on it keeps them full.
+                    if let Some(tx) = full_tx.take() {
+                        let _ = tx.send(());
+                    }
+                    if to_v.send(&[0u8; 64]).await.is_err() {
+                        break;
+                    }
+                    sent += 1;
                 }
                 Err(_) => break,
             }
         }
         sent
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(3), full)
+        .await
+        .expect("a's link to v fills")
+        .expect("the flood runs");
     let asked = tokio::time::Instant::now();
     let r = v
         .ask("h", Bytes::from_static(b"ok?"), Duration::from_secs(1))
@@ -452,6 +469,8 @@ async fn overflow_the_byte_budget() -> (u64, u64, u64, hail_discovery::DeviceSta
         }
         a
     });
+    // Virtual time (paused): 3 s unread, past the driver's 1 s hold of a full stream
+    // (`EVENT_STALL_LIMIT`), is what makes it drop; no event marks the hold's end.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let a = tokio::time::timeout(Duration::from_secs(5), sender)
         .await
@@ -519,7 +538,7 @@ async fn garbage_discovery_frames_are_counted_and_change_nothing() {
     let (p, _pe) = lan.device("p", 2).await;
     v.wait_for_peer("p").await;
     let key = minted(9);
-    let (c, _incoming) = raw_link(&lan, 9, v.local_addr(), &key).await;
+    let (c, mut incoming) = raw_link(&lan, 9, v.local_addr(), &key).await;
     let hello = hello_bytes(announce_of(&key, "raw"), 1);
     let ghost = Announce::sign(&minted(8), 1, body("ghost", 4000, vec![ip(8)])).unwrap();
     let gossip = Bytes::from(
@@ -540,11 +559,17 @@ async fn garbage_discovery_frames_are_counted_and_change_nothing() {
     c.send(hello.clone()).await.unwrap();
     let goodbye = LinkMessage::Goodbye { from: p.id() }.to_bytes().unwrap();
     c.send(Bytes::from(goodbye)).await.unwrap();
-    // A second hello under another key: not the link's.
+    // A second hello under another key: not the link's. It is the last frame and closes
+    // the raw link: once it is closed, v has read every frame before it (a link's frames
+    // are handled in order).
     c.send(hello_bytes(announce_of(&minted(10), "raw"), 2))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while incoming.recv().await.is_some() {}
+    })
+    .await
+    .expect("v closes the raw link");
     let errors = v.stats().discovery.protocol_errors;
     assert!(
         errors >= 2,

@@ -7,6 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use hail_discovery::{Device, DeviceEvent, DeviceEvents, LeaveReason, SendError};
 
+use crate::wait::wait_for;
+
 async fn device(name: &str, group: SocketAddr) -> (Device, DeviceEvents) {
     Device::builder(name)
         .group(group)
@@ -159,13 +161,11 @@ async fn events_dropped_on_a_full_stream_are_reported_once_there_is_room() {
         let r = switch.send("lamp", Bytes::from(i.to_string())).await;
         assert_eq!(r["lamp"], Ok(()));
     }
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while lamp.dropped_events() < extra as u64 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{} dropped", lamp.dropped_events()));
+    wait_for(
+        || lamp.dropped_events() >= extra as u64,
+        || format!("{} dropped", lamp.dropped_events()),
+    )
+    .await;
     let dropped = lamp.dropped_events();
     let mut queued = 0;
     let mut reports = Vec::new();
@@ -196,8 +196,9 @@ async fn events_dropped_on_a_full_stream_are_reported_once_there_is_room() {
     lamp.shutdown().await;
 }
 
-/// A message that arrives while every handler slot of the receiver is busy waits in the
-/// RPC queue; the sender's goodbye and close must not drop it.
+/// A message that arrives while every handler slot of the receiver is busy (held until
+/// the message is in) waits in the RPC queue; the sender's goodbye and close must not
+/// drop it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_queued_behind_busy_handlers_survives_the_senders_shutdown() {
     use hail_rpc::RpcConfig;
@@ -210,10 +211,21 @@ async fn a_message_queued_behind_busy_handlers_survives_the_senders_shutdown() {
         .start()
         .await
         .expect("lamp starts");
+    // Both slots stay busy until the message has arrived.
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let (held, busy) = (
+        release.clone(),
+        std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
+    );
+    let running = busy.clone();
     lamp.handlers()
-        .bind("slow", |(): ()| async {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            Ok::<(), String>(())
+        .bind("slow", move |(): ()| {
+            let (held, running) = (held.clone(), running.clone());
+            async move {
+                running.add_permits(1);
+                let _ = held.acquire().await;
+                Ok::<(), String>(())
+            }
         })
         .unwrap();
     let (switch, mut se) = device("switch", lamp.group()).await;
@@ -228,6 +240,11 @@ async fn a_message_queued_behind_busy_handlers_survives_the_senders_shutdown() {
     for _ in 0..2 {
         lamp_rpc.send("slow", ()).await.unwrap();
     }
+    tokio::time::timeout(Duration::from_secs(5), busy.acquire_many(2))
+        .await
+        .expect("both slots are busy")
+        .expect("open")
+        .forget();
     let r = switch.send("lamp", Bytes::from_static(b"queued")).await;
     assert_eq!(r["lamp"], Ok(()));
     switch.shutdown().await;
@@ -243,6 +260,7 @@ async fn a_message_queued_behind_busy_handlers_survives_the_senders_shutdown() {
     .await
     .expect("the queued message is delivered");
     assert_eq!(got, "queued");
+    release.close();
     lamp.shutdown().await;
 }
 
@@ -416,13 +434,11 @@ async fn the_event_stream_is_bounded_in_bytes() {
         }
     });
     // The stream fills to its byte budget (6.4 MB are on their way).
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while lamp.stats().queued_event_bytes < budget {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the stream fills");
+    wait_for(
+        || lamp.stats().queued_event_bytes >= budget,
+        || format!("the stream fills: {:?}", lamp.stats()),
+    )
+    .await;
     let mut next = 0usize;
     tokio::time::timeout(Duration::from_secs(10), async {
         while next < total {

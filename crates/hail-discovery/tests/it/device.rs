@@ -9,6 +9,8 @@ use hail_discovery::{
     AskError, Device, DeviceEvent, DeviceEvents, LeaveReason, SendError, Targets,
 };
 
+use crate::wait::wait_for;
+
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 /// Starts a device on loopback in `group` (port 0: a fresh group port for this test).
@@ -148,12 +150,8 @@ async fn three_devices_find_each_other_send_and_ask() {
     let answers = a.ask("nobody", Bytes::new(), Duration::from_secs(2)).await;
     assert_eq!(answers["nobody"], Err(AskError::UnknownName));
 
-    // A slow handler: no answer in time, and ask returns at the timeout, not later.
-    b.on_question(|_, _| async {
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        Ok(Bytes::new())
-    })
-    .unwrap();
+    // A handler that never answers: ask returns at the timeout, not later.
+    b.on_question(|_, _| std::future::pending()).unwrap();
     let start = Instant::now();
     let answers = a
         .ask(
@@ -209,11 +207,11 @@ async fn ten_devices_form_a_full_mesh_without_flapping() {
     // One link per pair once any dropped duplicates have closed (they linger 500 ms):
     // 45 in all.
     for (d, _) in &devices {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while d.links() != 9 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(d.links(), 9, "{}", d.name());
+        wait_for(
+            || d.links() == 9,
+            || format!("{} has {} links", d.name(), d.links()),
+        )
+        .await;
     }
     // Nobody flapped meanwhile.
     for (d, e) in &mut devices {
@@ -299,7 +297,21 @@ async fn only_devices_with_the_same_key_meet_and_adverts_are_sealed() {
     let (c, _ec) = start("charlie", g, [2; 32]).await.unwrap();
     until_peers(&a, &mut ea, 1).await;
     until_peers(&b, &mut eb, 1).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Until charlie has heard and dropped two beacons from each of the others, and they
+    // two of its.
+    let wrong_key = |d: &Device| d.stats().multicast.dropped_wrong_key;
+    wait_for(
+        || wrong_key(&c) >= 4 && wrong_key(&a) >= 2 && wrong_key(&b) >= 2,
+        || {
+            format!(
+                "dropped: {} {} {}",
+                wrong_key(&a),
+                wrong_key(&b),
+                wrong_key(&c)
+            )
+        },
+    )
+    .await;
     assert_eq!(a.peers().len(), 1);
     assert_eq!(a.peers()[0].name, "bravo");
     assert!(c.peers().is_empty(), "{:?}", c.peers());
@@ -326,8 +338,11 @@ async fn child_device() {
         return;
     };
     let (_d, _events) = device("child", group.parse().unwrap()).await;
-    // Killed by the parent long before this ends.
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    // Runs until the parent kills it, or until the parent is gone (its end of the
+    // child's stdin closes): never outlives it.
+    let _ =
+        tokio::task::spawn_blocking(|| std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]))
+            .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,6 +351,7 @@ async fn a_killed_process_is_seen_as_gone_within_three_seconds() {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["device::child_device", "--exact", "--ignored"])
         .env("HAIL_TEST_CHILD_GROUP", a.group().to_string())
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hail_discovery::{Device, DeviceEvent, DeviceEvents, RunError};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
-/// A device whose stream holds more events than a run sends: none is dropped, however
-/// slowly the test's reader runs on a loaded machine.
+/// A device whose stream holds far more events than the sender is ever ahead of the
+/// test's reader ([`WINDOW`]): none is dropped, however slowly the reader runs on a
+/// loaded machine.
 async fn device(name: &str, group: SocketAddr) -> (Device, DeviceEvents) {
     Device::builder(name)
         .event_capacity(1 << 16)
@@ -23,9 +24,9 @@ async fn device(name: &str, group: SocketAddr) -> (Device, DeviceEvents) {
         .expect("device starts")
 }
 
-/// Most messages one run sends before the receiver is expected gone (fewer than the
-/// stream holds).
-const MAX_SENDS: u32 = 20_000;
+/// Most messages the sender is ahead of the receiver's reader (far fewer than the stream
+/// holds): it sends until a send fails, as fast as the reader takes them.
+const WINDOW: usize = 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_sent_ok_to_a_stopping_device_is_delivered() {
@@ -48,6 +49,8 @@ async fn every_message_sent_ok_to_a_stopping_device_is_delivered() {
         // The receiver's events, read as they come; the rest once its shutdown is done.
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let (first_tx, first_rx) = oneshot::channel::<()>();
+        // How many of the sender's messages the reader has; closed when it is done.
+        let (progress_tx, mut progress) = watch::channel(0usize);
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();
             let mut dropped = 0u64;
@@ -56,6 +59,7 @@ async fn every_message_sent_ok_to_a_stopping_device_is_delivered() {
                 DeviceEvent::Message { from, payload, .. } if from == "sender" => {
                     let n = u32::from_be_bytes(payload[..4].try_into().expect("4 bytes"));
                     got.push(n);
+                    progress_tx.send_replace(got.len());
                     if got.len() >= 20
                         && let Some(f) = first.take()
                     {
@@ -82,13 +86,15 @@ async fn every_message_sent_ok_to_a_stopping_device_is_delivered() {
             }
             (got, dropped)
         });
-        // Sends numbered messages until one fails.
+        // Sends numbered messages until one fails, at most `WINDOW` ahead of the reader
+        // (once the reader is done, without waiting).
         let s = sender.clone();
         let target = name.clone();
         let sending = tokio::spawn(async move {
             let mut ok = Vec::new();
             let mut failed = 0usize;
-            for n in 0..MAX_SENDS {
+            for n in 0u32.. {
+                let _ = progress.wait_for(|&got| got + WINDOW > n as usize).await;
                 let r = s
                     .send(target.as_str(), Bytes::copy_from_slice(&n.to_be_bytes()))
                     .await;
@@ -98,10 +104,6 @@ async fn every_message_sent_ok_to_a_stopping_device_is_delivered() {
                         failed += 1;
                         break;
                     }
-                }
-                // Paced (bursts of 256) so the receiver's stream keeps up.
-                if n % 256 == 255 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
             (ok, failed)

@@ -1,6 +1,7 @@
 //! Integration tests of hail-discovery: real sockets (multicast on the loopback interface
 //! or inside network namespaces the tests create, links on 127.0.0.1 or inside those
-//! namespaces), and whole devices on the in-memory network in paused time (`memory`).
+//! namespaces), and whole devices on the in-memory network in paused time (`memory`,
+//! `attack`, `passphrase`). Counters are waited on through `wait`, events directly.
 
 mod attack;
 mod delivery;
@@ -15,3 +16,4 @@ mod netns;
 #[cfg(target_os = "linux")]
 mod netns_v6;
 mod passphrase;
+mod wait;

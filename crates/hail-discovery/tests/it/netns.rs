@@ -63,10 +63,15 @@ fn host(
             // Keep serving while the others finish and the dropped duplicate links close
             // (they linger 500 ms), then count links.
             let settle = async {
+                // Real time (real sockets in namespaces): lets a duplicate link dialed
+                // as the hosts met come up and be dropped before links are counted (no
+                // event says none is coming); then the count must settle to one a pair.
                 tokio::time::sleep(Duration::from_millis(600)).await;
                 while d.links() != HOSTS - 1 {
                     tokio::select! {
                         _ = events.recv() => {}
+                        // Real time: `links()` has no notification, so it is polled; a
+                        // panic here would leave the other hosts at their barrier.
                         () = tokio::time::sleep(Duration::from_millis(20)) => {}
                     }
                 }

@@ -1,87 +1,111 @@
-//! Devices with a passphrase: the same one meets, another does not, and a link with the
-//! wrong one is reported as an error event.
+//! Devices with a passphrase, on the in-memory network in paused time: the same one
+//! meets, another does not, and a link with the wrong one is reported as an error event.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use hail_crypto::KdfParams;
-use hail_discovery::{Device, DeviceBuilder, DeviceEvent, DeviceEvents, PeerTableConfig, RunError};
+use hail_discovery::{Device, DeviceBuilder, DeviceEvent, PeerTableConfig, RunError};
+
+use crate::lan::Lan;
+use crate::wait::wait_for;
 
 /// The floor of the KDF: keeps the tests fast (the default is 600,000 iterations).
 fn fast_kdf() -> KdfParams {
     KdfParams::default().iterations(KdfParams::MIN_ITERATIONS)
 }
 
-fn builder(name: &str, group: SocketAddr, passphrase: &str) -> DeviceBuilder {
-    Device::builder(name)
-        .group(group)
-        .interface(Ipv4Addr::LOCALHOST)
-        .listen("127.0.0.1:0".parse().unwrap())
+fn builder(lan: &Lan, name: &str, host: u8, passphrase: &str) -> DeviceBuilder {
+    lan.builder(name, host)
         .passphrase(passphrase)
         .kdf(fast_kdf())
 }
 
-/// Waits (through the event stream, as a `Stream`) until `device` has `n` peers.
-async fn until_peers(device: &Device, events: &mut DeviceEvents, n: usize) {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while device.peers().len() < n {
-            events.next().await.expect("device running");
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{} saw {:?}", device.name(), device.peers()));
+/// Datagrams of the group `device` dropped as sealed with another key, and as not
+/// sealed at all (from a device without a passphrase).
+fn refused(device: &Device) -> (u64, u64) {
+    let m = device.stats().multicast;
+    (m.dropped_wrong_key, m.dropped_malformed)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn the_same_passphrase_meets_and_another_does_not() {
-    let g = SocketAddr::from((Ipv4Addr::new(239, 255, 72, 80), 0));
-    let (a, mut ea) = builder("alpha", g, "correct horse").start().await.unwrap();
-    let g = a.group();
-    let (b, mut eb) = builder("bravo", g, "correct horse").start().await.unwrap();
-    let (c, _ec) = builder("charlie", g, "battery staple")
+    let lan = Lan::new();
+    let (a, _ea) = builder(&lan, "alpha", 1, "correct horse")
         .start()
         .await
         .unwrap();
-    let (d, _ed) = Device::builder("delta")
-        .group(g)
-        .interface(Ipv4Addr::LOCALHOST)
-        .listen("127.0.0.1:0".parse().unwrap())
+    let (b, _eb) = builder(&lan, "bravo", 2, "correct horse")
         .start()
         .await
         .unwrap();
-    until_peers(&a, &mut ea, 1).await;
-    until_peers(&b, &mut eb, 1).await;
-    assert_eq!(a.peers()[0].name, "bravo");
-    assert_eq!(b.peers()[0].name, "alpha");
-    // Two beacons later, the others still see nobody and are seen by nobody.
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (c, _ec) = builder(&lan, "charlie", 3, "battery staple")
+        .start()
+        .await
+        .unwrap();
+    let (d, _ed) = lan.device("delta", 4).await;
+    let within = Duration::from_secs(5);
+    tokio::time::timeout(within, a.wait_for_peer("bravo"))
+        .await
+        .expect("alpha meets bravo");
+    tokio::time::timeout(within, b.wait_for_peer("alpha"))
+        .await
+        .expect("bravo meets alpha");
+    // Until each has heard two beacons from every device outside its group, and dropped
+    // them: charlie's sealed ones and delta's plain ones at alpha and bravo, the other
+    // three's at charlie, and delta's table refuses the sealed ones of all three.
+    for x in [&a, &b] {
+        wait_for(
+            || {
+                let (wrong_key, plain) = refused(x);
+                wrong_key >= 2 && plain >= 2
+            },
+            || format!("{} refused {:?}", x.name(), refused(x)),
+        )
+        .await;
+    }
+    wait_for(
+        || refused(&c).0 >= 4 && refused(&c).1 >= 2,
+        || format!("charlie refused {:?}", refused(&c)),
+    )
+    .await;
+    wait_for(
+        || d.stats().discovery.adverts_dropped >= 6,
+        || format!("delta: {:?}", d.stats().discovery),
+    )
+    .await;
     assert_eq!(a.peers().len(), 1, "{:?}", a.peers());
+    assert_eq!(a.peers()[0].name, "bravo");
     assert_eq!(b.peers().len(), 1, "{:?}", b.peers());
+    assert_eq!(b.peers()[0].name, "alpha");
     assert!(c.peers().is_empty(), "{:?}", c.peers());
     assert!(d.peers().is_empty(), "{:?}", d.peers());
     // What charlie heard from the others was dropped and counted, never decoded.
-    let heard = c.stats().multicast;
-    assert!(heard.dropped_wrong_key > 0, "{heard:?}");
     assert_eq!(c.stats().discovery.adverts_received, 0);
-    // The same passphrase with another iteration count is another key.
-    let (e, _ee) = builder("echo", g, "correct horse")
+    // The same passphrase with another iteration count is another key: echo drops the
+    // beacons of the three sealed devices, and they drop echo's.
+    let (e, _ee) = builder(&lan, "echo", 5, "correct horse")
         .kdf(fast_kdf().iterations(KdfParams::MIN_ITERATIONS + 1))
         .start()
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alpha_before = refused(&a).0;
+    wait_for(
+        || refused(&e).0 >= 6 && refused(&a).0 >= alpha_before + 2,
+        || format!("echo refused {:?}, alpha {:?}", refused(&e), refused(&a)),
+    )
+    .await;
     assert!(e.peers().is_empty(), "{:?}", e.peers());
-    assert_eq!(a.peers().len(), 1);
+    assert_eq!(e.stats().discovery.adverts_received, 0);
+    assert_eq!(a.peers().len(), 1, "{:?}", a.peers());
     for dev in [a, b, c, d, e] {
         dev.shutdown().await;
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_link_with_the_wrong_passphrase_is_an_error_event() {
-    let g = SocketAddr::from((Ipv4Addr::new(239, 255, 72, 81), 0));
-    let (a, mut ea) = builder("alpha", g, "correct horse")
+    let lan = Lan::new();
+    let (a, mut ea) = builder(&lan, "alpha", 1, "correct horse")
         .multicast(false)
         .start()
         .await
@@ -93,38 +117,36 @@ async fn a_link_with_the_wrong_passphrase_is_an_error_event() {
         .redial_max(Duration::from_millis(40))
         .build()
         .unwrap();
-    let (b, mut eb) = builder("bravo", g, "battery staple")
+    let (b, mut eb) = builder(&lan, "bravo", 2, "battery staple")
         .multicast(false)
         .table(table)
         .start()
         .await
         .unwrap();
-    let errors = |events: &mut DeviceEvents| {
-        let mut seen = Vec::new();
-        while let Some(e) = events.try_recv() {
-            if let DeviceEvent::Error(e) = e {
-                seen.push(e);
-            }
-        }
-        seen
-    };
     let mut dialer = Vec::new();
     let mut listener = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            dialer.extend(errors(&mut eb));
-            listener.extend(errors(&mut ea));
-            let dial_reported = dialer
-                .iter()
-                .any(|e| matches!(e, RunError::DialFailed { failures: 3, .. }));
-            if dial_reported && !listener.is_empty() {
-                break;
+    let dial_reported = |dialer: &[RunError]| {
+        dialer
+            .iter()
+            .any(|e| matches!(e, RunError::DialFailed { failures: 3, .. }))
+    };
+    let both = tokio::time::timeout(Duration::from_secs(5), async {
+        while !dial_reported(&dialer) || listener.is_empty() {
+            tokio::select! {
+                e = eb.recv() => if let DeviceEvent::Error(e) = e.expect("bravo running") {
+                    dialer.push(e);
+                },
+                e = ea.recv() => if let DeviceEvent::Error(e) = e.expect("alpha running") {
+                    listener.push(e);
+                },
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
-    .await
-    .unwrap_or_else(|_| panic!("dialer saw {dialer:?}, listener saw {listener:?}"));
+    .await;
+    assert!(
+        both.is_ok(),
+        "dialer saw {dialer:?}, listener saw {listener:?}"
+    );
     assert!(
         matches!(dialer[0], RunError::AuthFailed { addr: Some(addr), count: 1 } if addr == a.local_addr()),
         "{dialer:?}"

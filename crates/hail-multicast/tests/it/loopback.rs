@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use hail_multicast::{Channel, MulticastError};
+use tokio::sync::Notify;
 use tokio::time::timeout;
 
 use crate::{PATIENCE, key, lo4};
@@ -37,9 +38,11 @@ async fn three_channels(sealed: bool, loopback: bool, group_last: u8) {
             .map(|_| (0..3).map(|_| AtomicUsize::new(0)).collect())
             .collect(),
     );
+    // Rung by a receiver each time it counts a datagram.
+    let counted = Arc::new(Notify::new());
     let mut tasks = Vec::new();
     for (r, mut chan) in chans.into_iter().enumerate() {
-        let counts = Arc::clone(&counts);
+        let (counts, counted) = (Arc::clone(&counts), Arc::clone(&counted));
         tasks.push(tokio::spawn(async move {
             let mut seen = HashSet::new();
             while seen.len() < expect_per_receiver {
@@ -54,6 +57,7 @@ async fn three_channels(sealed: bool, loopback: bool, group_last: u8) {
                 assert!(seen.insert((s, seq)), "receiver {r} got ({s}, {seq}) twice");
                 assert!(loopback || s != r, "receiver {r} got its own datagram");
                 counts[r][s].fetch_add(1, Ordering::SeqCst);
+                counted.notify_waiters();
             }
             chan
         }));
@@ -68,8 +72,15 @@ async fn three_channels(sealed: bool, loopback: bool, group_last: u8) {
             }
             let want = (start + BATCH) as usize;
             timeout(PATIENCE, async {
-                while receivers_of(s).any(|r| counts[r][s].load(Ordering::SeqCst) < want) {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                loop {
+                    let more = counted.notified();
+                    tokio::pin!(more);
+                    // Registered before the counts are read: no count is missed.
+                    more.as_mut().enable();
+                    if receivers_of(s).all(|r| counts[r][s].load(Ordering::SeqCst) >= want) {
+                        break;
+                    }
+                    more.await;
                 }
             })
             .await

@@ -11,6 +11,7 @@ use hail_multicast::Channel;
 use hail_testsupport::{
     Lan, Namespaces, OrSkip, impairment, in_netns, ip, link_local_pair, nft, report, veth,
 };
+use tokio::sync::Notify;
 use tokio::time::timeout;
 
 use crate::{PATIENCE, key};
@@ -79,6 +80,8 @@ fn ipv6_link_scope_over_veth() {
                     for i in 0..100u8 {
                         tx.send(&[i; 40]).await.unwrap();
                     }
+                    // Real time: a real veth coming up; a round every 20 ms until the
+                    // receiver says it has all.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             });
@@ -124,9 +127,16 @@ fn two_hosts_on_a_bridge_with_loss() {
     let done = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(Barrier::new(2));
     let received = Arc::new(AtomicU32::new(0));
+    // Rung by the receiver each time it counts a datagram (from its runtime to the
+    // sender's: `Notify` needs none of its own).
+    let counted = Arc::new(Notify::new());
     let rx_thread = {
-        let (done, ready, received) =
-            (Arc::clone(&done), Arc::clone(&ready), Arc::clone(&received));
+        let (done, ready, received, counted) = (
+            Arc::clone(&done),
+            Arc::clone(&ready),
+            Arc::clone(&received),
+            Arc::clone(&counted),
+        );
         in_netns(&b, move || {
             runtime().block_on(async move {
                 let mut rx = Channel::builder((group_ip, port))
@@ -150,6 +160,7 @@ fn two_hosts_on_a_bridge_with_loss() {
                             );
                             assert!(seen.insert(i), "duplicate {i}");
                             received.fetch_add(1, Ordering::Relaxed);
+                            counted.notify_waiters();
                         }
                         Err(_) if done.load(Ordering::SeqCst) => break,
                         Err(_) => {}
@@ -160,8 +171,12 @@ fn two_hosts_on_a_bridge_with_loss() {
         })
     };
     let tx_thread = {
-        let (done, ready, received) =
-            (Arc::clone(&done), Arc::clone(&ready), Arc::clone(&received));
+        let (done, ready, received, counted) = (
+            Arc::clone(&done),
+            Arc::clone(&ready),
+            Arc::clone(&received),
+            Arc::clone(&counted),
+        );
         in_netns(&a, move || {
             runtime().block_on(async move {
                 let tx = Channel::builder((group_ip, port))
@@ -178,10 +193,18 @@ fn two_hosts_on_a_bridge_with_loss() {
                     tx.send(&p).await.unwrap();
                     // Pace: stay about 100 datagrams ahead of the receiver, counting the
                     // tenth that nftables drops, so socket buffers never overflow.
-                    while i * 9 / 10 > received.load(Ordering::Relaxed) + 100
-                        && start.elapsed() < PATIENCE
-                    {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    loop {
+                        let more = counted.notified();
+                        tokio::pin!(more);
+                        // Registered before the count is read: no count is missed.
+                        more.as_mut().enable();
+                        if i * 9 / 10 <= received.load(Ordering::Relaxed) + 100 {
+                            break;
+                        }
+                        let left = PATIENCE.saturating_sub(start.elapsed());
+                        if timeout(left, more).await.is_err() {
+                            break;
+                        }
                     }
                 }
                 done.store(true, Ordering::SeqCst);
@@ -253,6 +276,8 @@ fn default_interfaces_are_the_multicast_capable_ones() {
                 let deadline = Instant::now() + PATIENCE;
                 while !got_in_b.load(Ordering::SeqCst) && Instant::now() < deadline {
                     tx.send(b"default").await.unwrap();
+                    // Real time: a real veth coming up; resent every 20 ms until the
+                    // receiver has one (it asserts on what it got, not on timing).
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 addrs

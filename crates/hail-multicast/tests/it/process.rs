@@ -1,9 +1,10 @@
 //! Two channels in two processes: this test binary spawns itself as the peer.
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use tokio::process::Command;
 use tokio::time::timeout;
 
 use crate::{PATIENCE, key, lo4};
@@ -16,11 +17,12 @@ const CHILD_ENV: &str = "HAIL_MULTICAST_CHILD_GROUP";
 async fn channels_in_two_processes() {
     let mut chan = lo4(20, 0).key(key(9)).build().unwrap();
     let group = chan.group();
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    let child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "process::child_peer", "--ignored", "--nocapture"])
         .env(CHILD_ENV, group.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .expect("spawn the test binary as the child");
     let mut from_child = 0;
@@ -35,18 +37,25 @@ async fn channels_in_two_processes() {
             }
         }
     }
-    // Keep talking until the child has heard us and exits.
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+    // Tell the child it was heard, once and then for each datagram it sends, until it
+    // has exited (it exits once it hears this).
+    chan.send(b"heard").await.unwrap();
+    let exit = child.wait_with_output();
+    tokio::pin!(exit);
+    let out = timeout(deadline.saturating_duration_since(Instant::now()), async {
+        loop {
+            tokio::select! {
+                out = &mut exit => break out.expect("the child's output"),
+                d = chan.recv() => if &d.unwrap().payload[..] == b"child" {
+                    chan.send(b"heard").await.unwrap();
+                },
+            }
         }
-        assert!(Instant::now() < deadline, "child did not finish");
-        chan.send(b"parent").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let out = child.wait_with_output().unwrap();
+    })
+    .await
+    .expect("child did not finish");
     assert!(
-        status.success(),
+        out.status.success(),
         "child failed: {}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
@@ -88,10 +97,18 @@ async fn child_peer() {
             from_parent += 1;
         }
     }
-    // Let the parent collect its ten.
-    for _ in 0..50 {
+    // Until the parent says it has collected its ten.
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the parent never said it heard us"
+        );
         chan.send(b"child").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        if let Ok(d) = timeout(Duration::from_millis(20), chan.recv()).await
+            && &d.unwrap().payload[..] == b"heard"
+        {
+            break;
+        }
     }
     println!("child heard the parent {from_parent} times");
 }

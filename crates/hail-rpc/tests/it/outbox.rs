@@ -173,14 +173,16 @@ async fn a_slow_reader_gets_an_answer_to_every_request() {
         let mut answers = Answers::default();
         while answers.seen.len() < total as usize {
             answers.record(&rx.recv().await.expect("the link is up"));
-            // One answer a millisecond: ten times slower than the requests come.
+            // One answer a millisecond: ten times slower than the requests come. Virtual
+            // time (paused): the two rates are the scenario.
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         (answers.ok, answers.busy)
     });
     for i in 0..total {
         driver.packet(&echo(i, 4 << 10));
-        // Ten requests a millisecond (tokio's timers count whole milliseconds).
+        // Ten requests a millisecond (tokio's timers count whole milliseconds); virtual
+        // time, as above.
         if i % 10 == 9 {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
