@@ -13,13 +13,14 @@ mod writer;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::{BufMut, BytesMut};
 use hail_wire::{FrameCodec, PayloadCodec, WireError};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use crate::budget::{Account, Budget};
 use crate::error::{CloseReason, LinkError};
 use crate::id::ConnId;
 use crate::proto;
@@ -33,9 +34,10 @@ enum Phase {
     Kill,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Outbox {
-    /// Whole frames (header included), in order, not yet taken by the writer.
+    /// Whole frames (header included), in order, not yet taken by the writer. Its length
+    /// is counted in the budget, from `push` until the writer has written it.
     buf: BytesMut,
     /// How many frames `buf` holds.
     frames: u64,
@@ -43,6 +45,26 @@ struct Outbox {
     closing: bool,
     /// The connection is finished: nothing more will be written.
     dead: bool,
+    /// The budget `buf`'s bytes are counted in.
+    budget: Budget,
+}
+
+impl Outbox {
+    fn new(budget: Budget) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            frames: 0,
+            closing: false,
+            dead: false,
+            budget,
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.budget.give(self.buf.len());
+    }
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +110,13 @@ pub(crate) struct Shared {
     frames: FrameCodec,
     hail: bool,
     limit: usize,
+    /// This connection's draw on the memory budget.
+    account: Arc<Account>,
+    /// The most this connection's partial frame and undelivered messages may hold before
+    /// it stops reading: the budget's peer share, or one largest frame and a record.
+    share: usize,
+    /// How long a partial frame may stall on the budget (`LinkConfig::budget_stall`).
+    stall: std::time::Duration,
     out: Mutex<Outbox>,
     wake: Notify,
     space: Notify,
@@ -120,14 +149,19 @@ impl Shared {
         LinkError::Closed(self.reason.get().cloned().unwrap_or(CloseReason::Closed))
     }
 
-    /// Appends one whole frame written by `write`, if the queue has room.
-    fn push(&self, write: impl FnOnce(&mut BytesMut) -> Result<(), WireError>) -> Result<(), Push> {
+    /// Appends one whole frame written by `write`, if the queue has room (and, when
+    /// `budgeted`, the memory budget is not spent or the queue is empty).
+    fn push(
+        &self,
+        write: impl FnOnce(&mut BytesMut) -> Result<(), WireError>,
+        budgeted: bool,
+    ) -> Result<(), Push> {
         let mut out = self.out();
         if out.dead || out.closing {
             return Err(Push::Closed);
         }
         let before = out.buf.len();
-        if before >= self.limit {
+        if before >= self.limit || (budgeted && before > 0 && out.budget.is_spent()) {
             return Err(Push::Full);
         }
         write(&mut out.buf).map_err(Push::Encode)?;
@@ -135,6 +169,7 @@ impl Shared {
             out.buf.truncate(before);
             return Err(Push::Full);
         }
+        out.budget.take(out.buf.len() - before);
         out.frames += 1;
         drop(out);
         if before == 0 {
@@ -185,13 +220,26 @@ impl Shared {
         self.reason.get().cloned().unwrap_or(CloseReason::Closed)
     }
 
-    /// Takes the frames that were queued but never written (for the reconnecting client).
+    /// Takes the frames that were queued but never written (for the reconnecting client);
+    /// they leave the budget.
     pub(crate) fn take_unsent(&self) -> (BytesMut, u64) {
         let mut out = self.out();
-        (
-            std::mem::take(&mut out.buf),
-            std::mem::take(&mut out.frames),
-        )
+        let buf = std::mem::take(&mut out.buf);
+        out.budget.give(buf.len());
+        (buf, std::mem::take(&mut out.frames))
+    }
+
+    /// True when the reader must not read now: the connection holds its share (its
+    /// partial frame, `rx_held` bytes, and its messages not yet taken), or the budget is
+    /// spent.
+    fn over_budget(&self, rx_held: usize) -> bool {
+        self.account.budget.is_spent()
+            || rx_held
+                + self
+                    .account
+                    .delivered
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                >= self.share
     }
 }
 

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use hail_wire::PayloadCodec;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::{Phase, Shared, min_deadline, sleep_until_opt, wait_kill};
+use crate::budget::{Budget, Charge};
 use crate::config::Heartbeat;
 use crate::error::{CloseReason, ProtocolError};
 use crate::events::Sink;
@@ -28,6 +29,83 @@ const SMALL_COPY: usize = 512;
 /// Most messages handed to the receiver in one go: 256.
 const MAX_BATCH: usize = 256;
 
+/// The bytes of the receive buffer counted in the budget; given back on drop.
+struct RxHeld<'a> {
+    budget: &'a Budget,
+    bytes: usize,
+}
+
+impl<'a> RxHeld<'a> {
+    fn new(budget: &'a Budget, bytes: usize) -> Self {
+        budget.take(bytes);
+        Self { budget, bytes }
+    }
+}
+
+impl Drop for RxHeld<'_> {
+    fn drop(&mut self) {
+        self.budget.give(self.bytes);
+    }
+}
+
+/// How a pause on the budget ended.
+enum Paused {
+    /// Bytes were released, the phase changed or a deadline passed: look again.
+    Recheck,
+    /// The connection is being killed.
+    Killed,
+    /// A partial frame waited for the stall time.
+    Stalled,
+}
+
+/// Waits while the connection is over its share or the budget is spent (reading nothing,
+/// so TCP slows the peer down), until bytes are released, the phase changes, the linger
+/// deadline passes or, while only the peer could make progress (a partial frame held,
+/// no message waiting for the application), the stall time passes.
+async fn pause(
+    shared: &Shared,
+    rx_held: usize,
+    phase: &mut watch::Receiver<Phase>,
+    linger_at: Option<Instant>,
+    stalled_since: &mut Option<Instant>,
+) -> Paused {
+    let budget = &shared.account.budget;
+    let waiter = budget.waiter();
+    loop {
+        let freed = waiter.freed();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        if !shared.over_budget(rx_held) {
+            return Paused::Recheck;
+        }
+        let stuck = rx_held > 0 && shared.account.delivered.load(Ordering::SeqCst) == 0;
+        let stall_at = if stuck {
+            Some(*stalled_since.get_or_insert_with(Instant::now) + shared.stall)
+        } else {
+            *stalled_since = None;
+            None
+        };
+        if stall_at.is_some_and(|at| Instant::now() >= at) {
+            return Paused::Stalled;
+        }
+        tokio::select! {
+            biased;
+            changed = phase.changed() => {
+                if changed.is_err() || *phase.borrow() == Phase::Kill {
+                    return Paused::Killed;
+                }
+                return Paused::Recheck;
+            }
+            () = &mut freed => {}
+            () = sleep_until_opt(min_deadline(stall_at, linger_at)) => {
+                if linger_at.is_some_and(|at| Instant::now() >= at) {
+                    return Paused::Recheck;
+                }
+            }
+        }
+    }
+}
+
 pub(super) async fn run<P: PayloadCodec>(
     shared: Arc<Shared>,
     mut rd: ReadHalf,
@@ -45,6 +123,13 @@ pub(super) async fn run<P: PayloadCodec>(
     let mut live = hb.map(|h| Liveness::new(h, Instant::now().into_std()));
     let mut linger_at: Option<Instant> = None;
     let stats = &shared.stats;
+    let budget = &shared.account.budget;
+    // The bytes of `rx` counted in the budget: its partial frame. Counted once per read
+    // (added) and once per decoded batch (moved to the batch, or given back).
+    // A guard: an aborted reader gives them back too.
+    let mut held = RxHeld::new(budget, rx.held());
+    // Since when a partial frame waits for a budget that does not let it grow.
+    let mut stalled_since: Option<Instant> = None;
     let mut batch: Vec<P::Item> = Vec::new();
     // Small messages are copied into one slab per batch (see `SMALL_COPY`).
     let mut slab = BytesMut::new();
@@ -101,6 +186,17 @@ pub(super) async fn run<P: PayloadCodec>(
                 }
             }
         }
+        // What was cut from `rx` now belongs to the batch (until the receiver takes it),
+        // or, with nothing to deliver, goes back to the budget.
+        let now_held = rx.held();
+        let consumed = held.bytes.saturating_sub(now_held);
+        held.bytes = now_held;
+        let mut charge = None;
+        if batch.is_empty() {
+            budget.give(consumed);
+        } else {
+            charge = Some(Charge::moved(&shared.account, consumed));
+        }
         if !batch.is_empty() {
             stats
                 .messages_received
@@ -108,7 +204,7 @@ pub(super) async fn run<P: PayloadCodec>(
             // A receiver that takes nothing must not keep a killed connection alive.
             let lost = tokio::select! {
                 biased;
-                lost = sink.deliver_all(&mut batch) => lost,
+                lost = sink.deliver_all(&mut batch, &mut charge) => lost,
                 () = wait_kill(&mut phase) => break 'run CloseReason::Closed,
             };
             // The next batch copies into a slab of its own: the receiver releasing this
@@ -152,6 +248,31 @@ pub(super) async fn run<P: PayloadCodec>(
         if linger_at.is_some_and(|at| Instant::now() >= at) {
             break CloseReason::Closed;
         }
+        if shared.over_budget(held.bytes) {
+            rx.shrink_if_idle();
+            stats.rx_buffered.store(rx.buffered(), Ordering::Relaxed);
+            let paused = pause(
+                &shared,
+                held.bytes,
+                &mut phase,
+                linger_at,
+                &mut stalled_since,
+            )
+            .await;
+            if let Some(l) = &mut live {
+                // Time spent paused by the budget is not the peer's silence.
+                l.on_receive(Instant::now().into_std());
+            }
+            match paused {
+                Paused::Recheck => continue,
+                Paused::Killed => break CloseReason::Closed,
+                Paused::Stalled => {
+                    budget.count_stall_close();
+                    tracing::debug!(conn = %shared.id, held = held.bytes, "partial frame stalled on the memory budget, closing");
+                    break CloseReason::MemoryBudget;
+                }
+            }
+        }
         rx.reserve_for_read();
         match rd.try_read_buf(&mut rx.raw) {
             Ok(0) => {
@@ -170,6 +291,11 @@ pub(super) async fn run<P: PayloadCodec>(
                 break CloseReason::PeerClosed;
             }
             Ok(n) => {
+                // Counted before anything can yield: the budget is passed by at most one
+                // read per worker thread.
+                budget.take(n);
+                held.bytes += n;
+                stalled_since = None;
                 rx.after_read(n);
                 stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
                 if let Some(l) = &mut live {
