@@ -44,8 +44,13 @@ pub const DEFAULT_PEER_SHARE_DIVISOR: usize = 4;
 ///   [`ServerStats::budget_closes`](crate::ServerStats::budget_closes).
 /// * **Send queues** draw from it too: while the budget is spent, a connection's send
 ///   queue takes a message only when it is empty (`send` waits, `try_send` fails with
-///   [`LinkError::Full`](crate::LinkError::Full)), so each queue holds at most one message
-///   beyond the batch being written.
+///   [`LinkError::Full`](crate::LinkError::Full); a [`broadcast`](crate::Server::broadcast)
+///   still fills each queue to its own bound), so each queue holds at most one message
+///   beyond the batch being written. A connection whose peer reads nothing, so that one
+///   write waits for the stall time and the budget is spent when it looks, is closed the
+///   same way ([`CloseReason::MemoryBudget`](crate::CloseReason::MemoryBudget), counted):
+///   the queues of peers that do not read cannot keep every other connection from
+///   reading.
 ///
 /// The check comes before a read and the read is counted right after it, so the budget
 /// can be passed by at most one read (64 KiB) per runtime worker thread; allocators may

@@ -38,10 +38,12 @@ pub enum CloseReason {
     /// Disconnected by the server because its send queue overflowed (slow-client policy).
     #[error("disconnected as a slow consumer: the send queue was full")]
     SlowConsumer,
-    /// Closed on this side because the peer held a partial frame that the memory budget
-    /// ([`Budget`](crate::Budget)) did not let it finish, for the budget's stall time
-    /// ([`LinkConfig::budget_stall`](crate::LinkConfig::budget_stall), default 10 s).
-    #[error("closed: a partial frame stalled on the memory budget")]
+    /// Closed on this side because the connection held its draw on a spent memory budget
+    /// ([`Budget`](crate::Budget)) without progress for the stall time
+    /// ([`LinkConfig::budget_stall`](crate::LinkConfig::budget_stall), default 10 s): a
+    /// partial frame the budget did not let the peer finish, or a send queue the peer did
+    /// not read.
+    #[error("closed: stalled on the memory budget")]
     MemoryBudget,
     /// The socket failed.
     #[error("I/O error: {0}")]

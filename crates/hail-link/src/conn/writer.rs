@@ -37,6 +37,18 @@ impl Drop for Held {
     }
 }
 
+/// Completes once a write has waited for `stall` and the budget is spent when it looks:
+/// a peer that reads nothing must not hold its send queue's share of a spent budget
+/// forever (the other connections would never read again).
+async fn stalled(budget: &Budget, stall: std::time::Duration) {
+    loop {
+        tokio::time::sleep(stall).await;
+        if budget.is_spent() {
+            return;
+        }
+    }
+}
+
 /// Keeps at most this much spare capacity in the writer's buffers while idle: 64 KiB.
 const IDLE_KEEP: usize = 64 * 1024;
 
@@ -120,10 +132,17 @@ pub(super) async fn run(
             None => &batch,
         };
         let n = bytes.len();
+        // Polled only while the write waits (the branches are lazy): no timer per batch.
         let res = tokio::select! {
             biased;
             r = wr.write_all(bytes) => r,
             () = wait_kill(&mut phase) => return,
+            () = stalled(&held.budget, shared.stall) => {
+                held.budget.count_stall_close();
+                tracing::debug!(conn = %shared.id, queued = n, "send queue stalled on the memory budget, closing");
+                shared.kill(CloseReason::MemoryBudget);
+                return;
+            }
         };
         if let Err(e) = res {
             shared.kill(CloseReason::io(e));

@@ -355,3 +355,81 @@ async fn tcp_attack() -> u64 {
     }
     grown
 }
+
+/// Peers that read nothing while the server keeps sending to them: their send queues
+/// spend the budget, which would keep every other connection from reading. A write that
+/// waits for the stall time on a spent budget closes its connection, until the budget is
+/// no longer spent; a well-behaved client is served again.
+#[tokio::test(start_paused = true)]
+async fn peers_that_read_nothing_are_closed_while_their_queues_spend_the_budget() {
+    const DEAF: usize = 4;
+    let net = MemoryNetwork::new();
+    let budget = Budget::new(2 << 20);
+    let link = LinkConfig::default()
+        .transport(Transport::memory(&net))
+        .heartbeat(None)
+        .budget(budget.clone());
+    let (server, mut events) = Server::bind(
+        "10.0.0.1:7000".parse().unwrap(),
+        ServerConfig::default().link(link),
+        Binary,
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let mut deaf = Vec::new();
+    for _ in 0..DEAF {
+        let mut s = net.connect_loopback(addr).await.unwrap();
+        s.write_all(HELLO).await.unwrap();
+        let mut w = [0u8; 6];
+        s.read_exact(&mut w).await.unwrap();
+        deaf.push(s); // never read again
+    }
+    wait_for("the deaf peers admitted", || server.stats().clients == DEAF).await;
+    let start = Instant::now();
+    let body = Bytes::from(vec![1u8; 64 * 1024]);
+    let mut senders = Vec::new();
+    for (id, _) in server.clients() {
+        let conn = server.connection(id).unwrap();
+        let body = body.clone();
+        senders.push(tokio::spawn(async move {
+            while conn.send(body.clone()).await.is_ok() {}
+        }));
+    }
+    wait_for("the budget spent by the queues", || budget.is_spent()).await;
+    assert!(budget.stats().peak <= budget.total() + 2 * 64 * 1024 + 512 * 1024);
+    let cfg = ClientConfig::default().link(
+        LinkConfig::default()
+            .transport(Transport::memory(&net))
+            .heartbeat(None),
+    );
+    let (good, _good_events) = Client::connect(addr, cfg, Binary).await.unwrap();
+    good.send(Bytes::from_static(b"hello")).await.unwrap();
+    let mut closed = 0;
+    loop {
+        match server_event(&mut events).await {
+            ServerEvent::Message { msg, .. } => {
+                assert_eq!(&msg[..], b"hello");
+                break;
+            }
+            ServerEvent::Closed { reason, .. } => {
+                assert!(matches!(reason, CloseReason::MemoryBudget), "{reason:?}");
+                closed += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(closed >= 1, "served only once a deaf peer was closed");
+    assert!(start.elapsed() >= DEFAULT_BUDGET_STALL);
+    let stats = server.stats();
+    assert_eq!(stats.budget_closes, closed, "{stats:?}");
+    assert!(
+        stats.budget.peak <= budget.total() + 2 * 64 * 1024 + 512 * 1024,
+        "{stats:?}"
+    );
+    drop(server);
+    for s in senders {
+        tokio::time::timeout(LIMIT, s).await.unwrap().unwrap();
+    }
+    drop(deaf);
+}
