@@ -1,8 +1,8 @@
 //! The memory budget: one [`Budget`] per server or device, drawn on by every connection's
 //! receive buffer (partial frames), send queue and undelivered messages.
 //!
-//! Accounting is in bytes held, updated once per read, per queued frame, per written batch
-//! and per batch of messages handed to the application: never per byte.
+//! Accounting is in bytes held, updated once per read, per 4 KiB of queued frames, per
+//! written batch and per batch of messages handed to the application: never per byte.
 
 use std::fmt;
 use std::sync::Arc;
@@ -53,7 +53,8 @@ pub const DEFAULT_PEER_SHARE_DIVISOR: usize = 4;
 ///   reading.
 ///
 /// The check comes before a read and the read is counted right after it, so the budget
-/// can be passed by at most one read (64 KiB) per runtime worker thread; allocators may
+/// can be passed by at most one read (64 KiB) per runtime worker thread. A send queue is
+/// counted in steps of 4 KiB (so it counts up to 4 KiB more than it holds). Allocators may
 /// round what is held up (a growing frame buffer by up to twice its bytes, in address
 /// space rather than resident memory).
 ///

@@ -161,6 +161,7 @@ where
         let mut outbox = Outbox::new(budget.clone());
         if let Some((buf, frames)) = seed {
             budget.take(buf.len());
+            outbox.charged = buf.len();
             outbox.buf = buf;
             outbox.frames = frames;
         }
@@ -185,6 +186,7 @@ where
             account: Account::new(budget),
             share,
             stall: cfg.budget_stall,
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             out: Mutex::new(outbox),
             wake: Notify::new(),
             space: Notify::new(),

@@ -36,9 +36,11 @@ enum Phase {
 
 #[derive(Debug)]
 struct Outbox {
-    /// Whole frames (header included), in order, not yet taken by the writer. Its length
-    /// is counted in the budget, from `push` until the writer has written it.
+    /// Whole frames (header included), in order, not yet taken by the writer. Counted in
+    /// the budget (`charged`), from `push` until the writer has written it.
     buf: BytesMut,
+    /// Bytes of the budget `buf` holds: its length rounded up to [`CHARGE_STEP`]s.
+    charged: usize,
     /// How many frames `buf` holds.
     frames: u64,
     /// A graceful close was asked for: no new frames, flush, then close.
@@ -53,6 +55,7 @@ impl Outbox {
     fn new(budget: Budget) -> Self {
         Self {
             buf: BytesMut::new(),
+            charged: 0,
             frames: 0,
             closing: false,
             dead: false,
@@ -63,9 +66,13 @@ impl Outbox {
 
 impl Drop for Outbox {
     fn drop(&mut self) {
-        self.budget.give(self.buf.len());
+        self.budget.give(self.charged);
     }
 }
+
+/// The send queue takes the budget in steps of 4 KiB: one count per step rather than per
+/// frame. So a queue counts up to 4 KiB more than it holds (never less).
+const CHARGE_STEP: usize = 4 * 1024;
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -115,8 +122,11 @@ pub(crate) struct Shared {
     /// The most this connection's partial frame and undelivered messages may hold before
     /// it stops reading: the budget's peer share, or one largest frame and a record.
     share: usize,
-    /// How long a partial frame may stall on the budget (`LinkConfig::budget_stall`).
+    /// How long a partial frame or a write may stall on the budget (`LinkConfig::budget_stall`).
     stall: std::time::Duration,
+    /// Bytes of the batch the writer is writing now (0 between writes): a paused reader
+    /// tells a peer that reads nothing by it.
+    in_flight: AtomicUsize,
     out: Mutex<Outbox>,
     wake: Notify,
     space: Notify,
@@ -169,7 +179,12 @@ impl Shared {
             out.buf.truncate(before);
             return Err(Push::Full);
         }
-        out.budget.take(out.buf.len() - before);
+        let len = out.buf.len();
+        if len > out.charged {
+            let step = (len - out.charged).max(CHARGE_STEP);
+            out.budget.take(step);
+            out.charged += step;
+        }
         out.frames += 1;
         drop(out);
         if before == 0 {
@@ -224,9 +239,12 @@ impl Shared {
     /// they leave the budget.
     pub(crate) fn take_unsent(&self) -> (BytesMut, u64) {
         let mut out = self.out();
-        let buf = std::mem::take(&mut out.buf);
-        out.budget.give(buf.len());
-        (buf, std::mem::take(&mut out.frames))
+        let charged = std::mem::take(&mut out.charged);
+        out.budget.give(charged);
+        (
+            std::mem::take(&mut out.buf),
+            std::mem::take(&mut out.frames),
+        )
     }
 
     /// True when the reader must not read now: the connection holds its share (its

@@ -48,6 +48,35 @@ impl Drop for RxHeld<'_> {
     }
 }
 
+/// Since when only the peer could make progress while the budget is held.
+#[derive(Default)]
+struct Stalls {
+    /// A partial frame waits while reading is paused: since then.
+    partial: Option<Instant>,
+    /// A write waits while the budget is spent: since then, and the frames written then.
+    write: Option<(Instant, u64)>,
+}
+
+/// True when a write waits for the peer to read while the budget is spent.
+fn write_stuck(shared: &Shared) -> bool {
+    shared.in_flight.load(Ordering::Relaxed) > 0 && shared.account.budget.is_spent()
+}
+
+/// When the stall time ends, if only the peer could make progress (`stuck`): counted from
+/// when that began, or from the last written batch since.
+fn stall_at(shared: &Shared, stuck: bool, stalled: &mut Option<(Instant, u64)>) -> Option<Instant> {
+    if !stuck {
+        *stalled = None;
+        return None;
+    }
+    let written = shared.stats.frames_written.load(Ordering::Relaxed);
+    let (since, mark) = stalled.get_or_insert_with(|| (Instant::now(), written));
+    if *mark != written {
+        (*since, *mark) = (Instant::now(), written);
+    }
+    Some(*since + shared.stall)
+}
+
 /// How a pause on the budget ended.
 enum Paused {
     /// Bytes were released, the phase changed or a deadline passed: look again.
@@ -60,14 +89,17 @@ enum Paused {
 
 /// Waits while the connection is over its share or the budget is spent (reading nothing,
 /// so TCP slows the peer down), until bytes are released, the phase changes, the linger
-/// deadline passes or, while only the peer could make progress (a partial frame held,
-/// no message waiting for the application), the stall time passes.
+/// deadline passes or, while only the peer could make progress, the stall time passes
+/// without progress. Only the peer can make progress when the connection holds a partial
+/// frame and no message waits for the application (progress: a read, after which the
+/// caller resets `stalls`), or when a write waits for the peer to read while the budget is
+/// spent (progress: a written batch).
 async fn pause(
     shared: &Shared,
     rx_held: usize,
     phase: &mut watch::Receiver<Phase>,
     linger_at: Option<Instant>,
-    stalled_since: &mut Option<Instant>,
+    stalls: &mut Stalls,
 ) -> Paused {
     let budget = &shared.account.budget;
     let waiter = budget.waiter();
@@ -78,13 +110,15 @@ async fn pause(
         if !shared.over_budget(rx_held) {
             return Paused::Recheck;
         }
-        let stuck = rx_held > 0 && shared.account.delivered.load(Ordering::SeqCst) == 0;
-        let stall_at = if stuck {
-            Some(*stalled_since.get_or_insert_with(Instant::now) + shared.stall)
+        let partial = rx_held > 0 && shared.account.delivered.load(Ordering::SeqCst) == 0;
+        let partial_at = if partial {
+            Some(*stalls.partial.get_or_insert_with(Instant::now) + shared.stall)
         } else {
-            *stalled_since = None;
+            stalls.partial = None;
             None
         };
+        let write_at = stall_at(shared, write_stuck(shared), &mut stalls.write);
+        let stall_at = min_deadline(partial_at, write_at);
         if stall_at.is_some_and(|at| Instant::now() >= at) {
             return Paused::Stalled;
         }
@@ -128,8 +162,8 @@ pub(super) async fn run<P: PayloadCodec>(
     // (added) and once per decoded batch (moved to the batch, or given back).
     // A guard: an aborted reader gives them back too.
     let mut held = RxHeld::new(budget, rx.held());
-    // Since when a partial frame waits for a budget that does not let it grow.
-    let mut stalled_since: Option<Instant> = None;
+    // Since when only the peer could make progress while the budget is held.
+    let mut stalls = Stalls::default();
     let mut batch: Vec<P::Item> = Vec::new();
     // Small messages are copied into one slab per batch (see `SMALL_COPY`).
     let mut slab = BytesMut::new();
@@ -251,14 +285,7 @@ pub(super) async fn run<P: PayloadCodec>(
         if shared.over_budget(held.bytes) {
             rx.shrink_if_idle();
             stats.rx_buffered.store(rx.buffered(), Ordering::Relaxed);
-            let paused = pause(
-                &shared,
-                held.bytes,
-                &mut phase,
-                linger_at,
-                &mut stalled_since,
-            )
-            .await;
+            let paused = pause(&shared, held.bytes, &mut phase, linger_at, &mut stalls).await;
             if let Some(l) = &mut live {
                 // Time spent paused by the budget is not the peer's silence.
                 l.on_receive(Instant::now().into_std());
@@ -295,7 +322,7 @@ pub(super) async fn run<P: PayloadCodec>(
                 // read per worker thread.
                 budget.take(n);
                 held.bytes += n;
-                stalled_since = None;
+                stalls = Stalls::default();
                 rx.after_read(n);
                 stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
                 if let Some(l) = &mut live {
@@ -312,6 +339,14 @@ pub(super) async fn run<P: PayloadCodec>(
         stats.rx_buffered.store(rx.buffered(), Ordering::Relaxed);
         let dead_at = live.as_ref().map(|l| Instant::from_std(l.dead_at()));
         let deadline = min_deadline(if linger_at.is_some() { None } else { dead_at }, linger_at);
+        // A peer that sends nothing and reads nothing while the budget is spent: its
+        // write waits, and nothing else would wake this reader.
+        let write_stall_at = stall_at(
+            &shared,
+            shared.in_flight.load(Ordering::Relaxed) > 0,
+            &mut stalls.write,
+        );
+        let deadline = min_deadline(deadline, write_stall_at);
         tokio::select! {
             biased;
             r = rd.readable() => {
@@ -338,6 +373,15 @@ pub(super) async fn run<P: PayloadCodec>(
                 }
                 if live.as_ref().is_some_and(|l| l.is_dead(now.into_std())) {
                     break CloseReason::Timeout;
+                }
+                if write_stall_at.is_some_and(|at| now >= at) {
+                    if write_stuck(&shared) && stall_at(&shared, true, &mut stalls.write) <= Some(now) {
+                        budget.count_stall_close();
+                        tracing::debug!(conn = %shared.id, "send queue stalled on the memory budget, closing");
+                        break CloseReason::MemoryBudget;
+                    }
+                    // Not stuck on the budget (or written meanwhile): look again later.
+                    stalls.write = None;
                 }
             }
         }

@@ -37,18 +37,6 @@ impl Drop for Held {
     }
 }
 
-/// Completes once a write has waited for `stall` and the budget is spent when it looks:
-/// a peer that reads nothing must not hold its send queue's share of a spent budget
-/// forever (the other connections would never read again).
-async fn stalled(budget: &Budget, stall: std::time::Duration) {
-    loop {
-        tokio::time::sleep(stall).await;
-        if budget.is_spent() {
-            return;
-        }
-    }
-}
-
 /// Keeps at most this much spare capacity in the writer's buffers while idle: 64 KiB.
 const IDLE_KEEP: usize = 64 * 1024;
 
@@ -77,7 +65,7 @@ pub(super) async fn run(
                 return;
             }
             std::mem::swap(&mut out.buf, &mut batch);
-            held.bytes = batch.len();
+            held.bytes = std::mem::take(&mut out.charged);
             (std::mem::take(&mut out.frames), out.closing)
         };
         let mut frames = frames;
@@ -132,18 +120,14 @@ pub(super) async fn run(
             None => &batch,
         };
         let n = bytes.len();
-        // Polled only while the write waits (the branches are lazy): no timer per batch.
+        // A write that waits is seen by the reader (see `reader::pause`): no timer here.
+        shared.in_flight.store(n, Ordering::Relaxed);
         let res = tokio::select! {
             biased;
             r = wr.write_all(bytes) => r,
             () = wait_kill(&mut phase) => return,
-            () = stalled(&held.budget, shared.stall) => {
-                held.budget.count_stall_close();
-                tracing::debug!(conn = %shared.id, queued = n, "send queue stalled on the memory budget, closing");
-                shared.kill(CloseReason::MemoryBudget);
-                return;
-            }
         };
+        shared.in_flight.store(0, Ordering::Relaxed);
         if let Err(e) = res {
             shared.kill(CloseReason::io(e));
             return;

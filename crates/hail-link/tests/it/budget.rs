@@ -356,10 +356,11 @@ async fn tcp_attack() -> u64 {
     grown
 }
 
-/// Peers that read nothing while the server keeps sending to them: their send queues
-/// spend the budget, which would keep every other connection from reading. A write that
-/// waits for the stall time on a spent budget closes its connection, until the budget is
-/// no longer spent; a well-behaved client is served again.
+/// Peers that read nothing (but send heartbeats, so they look alive) while the server
+/// keeps sending to them: their send queues spend the budget, which would keep every other
+/// connection from reading. A write that waits for the stall time on a spent budget
+/// closes its connection, until the budget is no longer spent; a well-behaved client is
+/// served again.
 #[tokio::test(start_paused = true)]
 async fn peers_that_read_nothing_are_closed_while_their_queues_spend_the_budget() {
     const DEAF: usize = 4;
@@ -367,7 +368,6 @@ async fn peers_that_read_nothing_are_closed_while_their_queues_spend_the_budget(
     let budget = Budget::new(2 << 20);
     let link = LinkConfig::default()
         .transport(Transport::memory(&net))
-        .heartbeat(None)
         .budget(budget.clone());
     let (server, mut events) = Server::bind(
         "10.0.0.1:7000".parse().unwrap(),
@@ -383,7 +383,12 @@ async fn peers_that_read_nothing_are_closed_while_their_queues_spend_the_budget(
         s.write_all(HELLO).await.unwrap();
         let mut w = [0u8; 6];
         s.read_exact(&mut w).await.unwrap();
-        deaf.push(s); // never read again
+        // Never reads again; a heartbeat frame every 500 ms.
+        deaf.push(tokio::spawn(async move {
+            while s.write_all(b"\x00\x00\x00\x01\x01").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }));
     }
     wait_for("the deaf peers admitted", || server.stats().clients == DEAF).await;
     let start = Instant::now();
@@ -398,11 +403,8 @@ async fn peers_that_read_nothing_are_closed_while_their_queues_spend_the_budget(
     }
     wait_for("the budget spent by the queues", || budget.is_spent()).await;
     assert!(budget.stats().peak <= budget.total() + 2 * 64 * 1024 + 512 * 1024);
-    let cfg = ClientConfig::default().link(
-        LinkConfig::default()
-            .transport(Transport::memory(&net))
-            .heartbeat(None),
-    );
+    let cfg =
+        ClientConfig::default().link(LinkConfig::default().transport(Transport::memory(&net)));
     let (good, _good_events) = Client::connect(addr, cfg, Binary).await.unwrap();
     good.send(Bytes::from_static(b"hello")).await.unwrap();
     let mut closed = 0;
@@ -431,5 +433,7 @@ async fn peers_that_read_nothing_are_closed_while_their_queues_spend_the_budget(
     for s in senders {
         tokio::time::timeout(LIMIT, s).await.unwrap().unwrap();
     }
-    drop(deaf);
+    for d in deaf {
+        d.abort();
+    }
 }
