@@ -208,6 +208,16 @@ impl Budget {
         self.inner.stalled_closes.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A [`Hold`] of 0 bytes on this budget, for a layer above that keeps bytes of its own
+    /// (hail-rpc's queued requests, say): what it [`set`](Hold::set)s counts in the budget
+    /// until it is dropped.
+    pub fn hold(&self) -> Hold {
+        Hold {
+            budget: self.clone(),
+            bytes: 0,
+        }
+    }
+
     /// Registers a paused reader: while the returned guard lives, releases wake it through
     /// [`Waiter::freed`]. Check the condition again after making the future and enabling it.
     pub(crate) fn waiter(&self) -> Waiter<'_> {
@@ -249,6 +259,67 @@ impl Account {
             budget,
             delivered: AtomicUsize::new(0),
         })
+    }
+
+    /// Bytes of this connection that wait on our side for the application: while there
+    /// are any, the connection's peer is not the one stalling.
+    pub(crate) fn waiting_here(&self) -> usize {
+        self.delivered.load(Ordering::SeqCst)
+    }
+}
+
+/// Bytes a layer above hail-link keeps, counted in a [`Budget`] until dropped. Made by
+/// [`Budget::hold`] with 0 bytes; [`set`](Self::set) says how many it holds now (one count
+/// per change, nothing when unchanged). Holding bytes never fails: it makes the budget's
+/// rules apply sooner (links stop reading once it is spent), so a layer that can refuse
+/// work should leave room ([`Budget::in_use`], [`Budget::total`]); hail-rpc refuses
+/// queued requests past three quarters of the budget.
+///
+/// ```
+/// let budget = hail_link::Budget::new(1 << 20);
+/// let mut hold = budget.hold();
+/// hold.set(4096);
+/// assert_eq!(budget.in_use(), 4096);
+/// drop(hold);
+/// assert_eq!(budget.in_use(), 0);
+/// ```
+pub struct Hold {
+    budget: Budget,
+    bytes: usize,
+}
+
+impl Hold {
+    /// Bytes held now.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The budget it counts in.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Holds `bytes` from now on (more or fewer than before).
+    pub fn set(&mut self, bytes: usize) {
+        use std::cmp::Ordering as Cmp;
+        match bytes.cmp(&self.bytes) {
+            Cmp::Equal => return,
+            Cmp::Greater => self.budget.take(bytes - self.bytes),
+            Cmp::Less => self.budget.give(self.bytes - bytes),
+        }
+        self.bytes = bytes;
+    }
+}
+
+impl fmt::Debug for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hold").field("bytes", &self.bytes).finish()
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.set(0);
     }
 }
 

@@ -284,6 +284,18 @@ where
         discarded
     }
 
+    /// The memory budget of the client's connections: its
+    /// [`LinkConfig::budget`](crate::LinkConfig::budget), or the one it made (48 MiB),
+    /// the same across reconnections.
+    pub fn budget(&self) -> &crate::Budget {
+        self.inner
+            .cfg
+            .link
+            .budget
+            .as_ref()
+            .expect("connect gives the config a budget")
+    }
+
     /// The client's counters.
     pub fn stats(&self) -> ClientStats {
         let i = &self.inner;

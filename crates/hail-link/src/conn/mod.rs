@@ -251,13 +251,7 @@ impl Shared {
     /// partial frame, `rx_held` bytes, and its messages not yet taken), or the budget is
     /// spent.
     fn over_budget(&self, rx_held: usize) -> bool {
-        self.account.budget.is_spent()
-            || rx_held
-                + self
-                    .account
-                    .delivered
-                    .load(std::sync::atomic::Ordering::SeqCst)
-                >= self.share
+        self.account.budget.is_spent() || rx_held + self.account.waiting_here() >= self.share
     }
 }
 

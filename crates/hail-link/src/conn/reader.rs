@@ -110,7 +110,7 @@ async fn pause(
         if !shared.over_budget(rx_held) {
             return Paused::Recheck;
         }
-        let partial = rx_held > 0 && shared.account.delivered.load(Ordering::SeqCst) == 0;
+        let partial = rx_held > 0 && shared.account.waiting_here() == 0;
         let partial_at = if partial {
             Some(*stalls.partial.get_or_insert_with(Instant::now) + shared.stall)
         } else {
