@@ -27,8 +27,9 @@ pub const PRE_AUTH_MAX_FRAME_LEN: u32 = 4 * 1024;
 pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
 /// Default time a closing connection waits for the peer's end of stream: 2 s.
 pub const DEFAULT_CLOSE_LINGER: Duration = Duration::from_secs(2);
-/// Default time a partial frame may stall on the memory budget before its connection is
-/// closed with [`CloseReason::MemoryBudget`](crate::CloseReason::MemoryBudget): 10 s.
+/// Default time a connection may stall on the memory budget (a partial frame, or a write
+/// to a peer that reads nothing) before it is closed with
+/// [`CloseReason::MemoryBudget`](crate::CloseReason::MemoryBudget): 10 s.
 pub const DEFAULT_BUDGET_STALL: Duration = Duration::from_secs(10);
 
 /// How frames are laid out on the connection.
@@ -283,11 +284,13 @@ impl LinkConfig {
         self.budget.as_ref()
     }
 
-    /// How long a connection may hold a partial frame while the memory budget keeps it
-    /// from reading (and none of its messages wait for the application) before it is
-    /// closed with [`CloseReason::MemoryBudget`](crate::CloseReason::MemoryBudget). Default
-    /// 10 s ([`DEFAULT_BUDGET_STALL`]): a peer that announces a large frame and does not
-    /// finish it while others hold the budget gives its share back within that time.
+    /// How long a connection may stall on the memory budget before it is closed with
+    /// [`CloseReason::MemoryBudget`](crate::CloseReason::MemoryBudget): holding a partial
+    /// frame while the budget keeps it from reading (and none of its messages wait for the
+    /// application), or writing to a peer that reads nothing (no batch written) while the
+    /// budget is spent. Default 10 s ([`DEFAULT_BUDGET_STALL`]): a peer that announces a
+    /// large frame and does not finish it, or does not read, while the budget is held
+    /// gives its part back within that time.
     pub fn budget_stall(mut self, stall: Duration) -> Self {
         self.budget_stall = stall;
         self

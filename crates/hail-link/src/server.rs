@@ -136,8 +136,8 @@ pub struct ServerStats {
     /// Frames from clients whose payload the codec could not decode, since start (each
     /// dropped and reported as [`ServerEvent::Undecodable`](crate::ServerEvent::Undecodable)).
     pub undecodable: u64,
-    /// Clients closed with [`CloseReason::MemoryBudget`] since start: their partial frame
-    /// stalled on the memory budget for the stall time.
+    /// Clients closed with [`CloseReason::MemoryBudget`] since start: a partial frame, or a
+    /// send queue the client did not read, stalled on the memory budget for the stall time.
     pub budget_closes: u64,
     /// The memory budget the server's connections draw on (shared with whatever else
     /// was given the same [`Budget`]): bytes held now and at most, and its limits.

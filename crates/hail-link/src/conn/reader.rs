@@ -83,7 +83,7 @@ enum Paused {
     Recheck,
     /// The connection is being killed.
     Killed,
-    /// A partial frame waited for the stall time.
+    /// A partial frame or a write waited for the stall time.
     Stalled,
 }
 
@@ -223,6 +223,11 @@ pub(super) async fn run<P: PayloadCodec>(
         // What was cut from `rx` now belongs to the batch (until the receiver takes it),
         // or, with nothing to deliver, goes back to the budget.
         let now_held = rx.held();
+        if now_held > held.bytes {
+            // Opening records only ever shrinks what is held; should that change, the
+            // count must not go below what is given back later.
+            budget.take(now_held - held.bytes);
+        }
         let consumed = held.bytes.saturating_sub(now_held);
         held.bytes = now_held;
         let mut charge = None;
@@ -295,7 +300,7 @@ pub(super) async fn run<P: PayloadCodec>(
                 Paused::Killed => break CloseReason::Closed,
                 Paused::Stalled => {
                     budget.count_stall_close();
-                    tracing::debug!(conn = %shared.id, held = held.bytes, "partial frame stalled on the memory budget, closing");
+                    tracing::debug!(conn = %shared.id, held = held.bytes, "stalled on the memory budget (a partial frame or an unread send queue), closing");
                     break CloseReason::MemoryBudget;
                 }
             }
