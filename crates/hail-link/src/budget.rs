@@ -54,7 +54,10 @@ pub const DEFAULT_PEER_SHARE_DIVISOR: usize = 4;
 ///
 /// The check comes before a read and the read is counted right after it, so the budget
 /// can be passed by at most one read (64 KiB) per runtime worker thread. A send queue is
-/// counted in steps of 4 KiB (so it counts up to 4 KiB more than it holds). Allocators may
+/// counted in steps of 4 KiB (so it counts up to 4 KiB more than it holds). A delivered
+/// batch of at most 2 KiB is not counted while it waits for the application (the event
+/// stream's capacity in events bounds those: at most 2 MiB per stream of 1024 events).
+/// Allocators may
 /// round what is held up (a growing frame buffer by up to twice its bytes, in address
 /// space rather than resident memory).
 ///

@@ -29,6 +29,12 @@ const SMALL_COPY: usize = 512;
 /// Most messages handed to the receiver in one go: 256.
 const MAX_BATCH: usize = 256;
 
+/// A delivered batch of at most this many bytes is not counted in the budget while it
+/// waits for the receiver: 2 KiB. A trickle of small messages then costs no count per
+/// batch; what such batches hold is bounded by the event channel's capacity (1024 events
+/// by default, so at most 2 MiB per channel).
+const UNCOUNTED_BATCH: usize = 2 * 1024;
+
 /// The bytes of the receive buffer counted in the budget; given back on drop.
 struct RxHeld<'a> {
     budget: &'a Budget,
@@ -231,7 +237,7 @@ pub(super) async fn run<P: PayloadCodec>(
         let consumed = held.bytes.saturating_sub(now_held);
         held.bytes = now_held;
         let mut charge = None;
-        if batch.is_empty() {
+        if batch.is_empty() || consumed <= UNCOUNTED_BATCH {
             budget.give(consumed);
         } else {
             charge = Some(Charge::moved(&shared.account, consumed));
