@@ -10,6 +10,11 @@ use std::task::{Context, Poll};
 
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::budget::Charge;
+
+/// A batch of events and what it holds of a memory budget until it is taken.
+type Chunk<E> = (Vec<E>, Option<Charge>);
+
 /// Hands `release` permits back at most this many events late while the receiver still
 /// holds buffered events: 64.
 const RELEASE_EVERY: usize = 64;
@@ -30,6 +35,7 @@ pub(crate) fn channel<E>(capacity: usize) -> (Sender<E>, Receiver<E>) {
         Receiver {
             rx,
             pending: VecDeque::new(),
+            charge: None,
             taken: 0,
             sem,
         },
@@ -39,7 +45,7 @@ pub(crate) fn channel<E>(capacity: usize) -> (Sender<E>, Receiver<E>) {
 /// The sending side; cheap to clone.
 #[derive(Debug)]
 pub(crate) struct Sender<E> {
-    tx: mpsc::UnboundedSender<Vec<E>>,
+    tx: mpsc::UnboundedSender<Chunk<E>>,
     /// One permit per free slot.
     sem: Arc<Semaphore>,
     capacity: usize,
@@ -62,7 +68,9 @@ impl<E> Sender<E> {
             Ok(p) => p.forget(),
             Err(_) => return Err(ev),
         }
-        self.tx.send(vec![ev]).map_err(|mut e| e.0.remove(0))
+        self.tx
+            .send((vec![ev], None))
+            .map_err(|mut e| e.0.0.remove(0))
     }
 
     /// Sends one event if there is room now.
@@ -71,13 +79,23 @@ impl<E> Sender<E> {
             Ok(p) => p.forget(),
             Err(_) => return Err(ev),
         }
-        self.tx.send(vec![ev]).map_err(|mut e| e.0.remove(0))
+        self.tx
+            .send((vec![ev], None))
+            .map_err(|mut e| e.0.0.remove(0))
     }
 
     /// Sends every item of `batch` (wrapped by `wrap`), in order, waiting for room;
     /// returns how many could not be delivered because the receiver is gone. Cancel-safe:
-    /// what was not sent stays in `batch`.
-    pub(crate) async fn send_all<T>(&self, batch: &mut Vec<T>, wrap: impl Fn(T) -> E) -> u64 {
+    /// what was not sent stays in `batch` (and `charge` stays with the caller).
+    ///
+    /// `charge` goes with the last chunk: it is released once the receiver has taken
+    /// every event of the batch (or dropped them).
+    pub(crate) async fn send_all<T>(
+        &self,
+        batch: &mut Vec<T>,
+        wrap: impl Fn(T) -> E,
+        charge: &mut Option<Charge>,
+    ) -> u64 {
         while !batch.is_empty() {
             let k = batch.len().min(self.capacity);
             // `k` is at most the capacity, which fits in u32.
@@ -91,8 +109,13 @@ impl<E> Sender<E> {
             };
             permit.forget();
             let chunk: Vec<E> = batch.drain(..k).map(&wrap).collect();
-            if let Err(e) = self.tx.send(chunk) {
-                let lost = (e.0.len() + batch.len()) as u64;
+            let held = if batch.is_empty() {
+                charge.take()
+            } else {
+                None
+            };
+            if let Err(e) = self.tx.send((chunk, held)) {
+                let lost = (e.0.0.len() + batch.len()) as u64;
                 batch.clear();
                 return lost;
             }
@@ -106,9 +129,11 @@ impl<E> Sender<E> {
 /// The receiving side.
 #[derive(Debug)]
 pub(crate) struct Receiver<E> {
-    rx: mpsc::UnboundedReceiver<Vec<E>>,
+    rx: mpsc::UnboundedReceiver<Chunk<E>>,
     /// Events received in a batch and not yet handed out.
     pending: VecDeque<E>,
+    /// What `pending`'s batch holds of a budget: released when the last one is handed out.
+    charge: Option<Charge>,
     /// Events handed out whose slots were not yet given back.
     taken: usize,
     sem: Arc<Semaphore>,
@@ -130,6 +155,9 @@ impl<E> Receiver<E> {
         let ev = self.pending.pop_front();
         if ev.is_some() {
             self.taken += 1;
+            if self.pending.is_empty() {
+                self.charge = None;
+            }
             if self.taken >= RELEASE_EVERY || self.pending.is_empty() {
                 self.release();
             }
@@ -142,7 +170,10 @@ impl<E> Receiver<E> {
         if self.pending.is_empty() {
             self.release();
             match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(chunk)) => self.pending = chunk.into(),
+                Poll::Ready(Some((chunk, charge))) => {
+                    self.pending = chunk.into();
+                    self.charge = charge;
+                }
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }
@@ -154,7 +185,9 @@ impl<E> Receiver<E> {
     pub(crate) fn try_recv(&mut self) -> Option<E> {
         if self.pending.is_empty() {
             self.release();
-            self.pending = self.rx.try_recv().ok()?.into();
+            let (chunk, charge) = self.rx.try_recv().ok()?;
+            self.pending = chunk.into();
+            self.charge = charge;
         }
         self.pop()
     }
@@ -173,7 +206,8 @@ impl<E> Receiver<E> {
         let mut n = 0;
         if self.pending.is_empty() {
             self.release();
-            let Some(chunk) = std::future::poll_fn(|cx| self.rx.poll_recv(cx)).await else {
+            let Some((chunk, charge)) = std::future::poll_fn(|cx| self.rx.poll_recv(cx)).await
+            else {
                 return 0;
             };
             if buf.is_empty() && chunk.len() <= limit {
@@ -181,8 +215,10 @@ impl<E> Receiver<E> {
                 n = chunk.len();
                 self.taken += n;
                 *buf = chunk;
+                drop(charge);
             } else {
                 self.pending = chunk.into();
+                self.charge = charge;
             }
         }
         loop {
@@ -190,11 +226,17 @@ impl<E> Receiver<E> {
             buf.extend(self.pending.drain(..k));
             n += k;
             self.taken += k;
+            if self.pending.is_empty() {
+                self.charge = None;
+            }
             if n == limit {
                 break;
             }
             match self.rx.try_recv() {
-                Ok(chunk) => self.pending = chunk.into(),
+                Ok((chunk, charge)) => {
+                    self.pending = chunk.into();
+                    self.charge = charge;
+                }
                 Err(_) => break,
             }
         }
@@ -220,7 +262,7 @@ mod tests {
         let mut batch: Vec<u32> = (0..10).collect();
         let send = tokio::spawn({
             let tx = tx.clone();
-            async move { tx.send_all(&mut batch, |x| x).await }
+            async move { tx.send_all(&mut batch, |x| x, &mut None).await }
         });
         tokio::task::yield_now().await;
         assert!(tx.try_send(99).is_err(), "full");
@@ -233,7 +275,10 @@ mod tests {
         tx.send(10).await.unwrap();
         assert_eq!(rx.recv().await, Some(10));
         // A whole batch into an empty buffer, then the room is back.
-        assert_eq!(tx.send_all(&mut vec![20, 21, 22], |x| x).await, 0);
+        assert_eq!(
+            tx.send_all(&mut vec![20, 21, 22], |x| x, &mut None).await,
+            0
+        );
         let mut whole = Vec::new();
         assert_eq!(rx.recv_many(&mut whole, 10).await, 3);
         assert_eq!(whole, [20, 21, 22]);
@@ -259,7 +304,7 @@ mod tests {
         tx.send(1).await.unwrap();
         let blocked = tokio::spawn({
             let tx = tx.clone();
-            async move { tx.send_all(&mut vec![2, 3], |x| x).await }
+            async move { tx.send_all(&mut vec![2, 3], |x| x, &mut None).await }
         });
         tokio::task::yield_now().await;
         drop(rx);

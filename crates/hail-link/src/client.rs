@@ -120,7 +120,10 @@ where
         config: ClientConfig,
         payload: P,
     ) -> Result<(Self, ClientEvents<P::Item>), LinkError> {
+        let mut config = config;
         config.link.validate()?;
+        // One budget for all the client's successive connections.
+        config.link = config.link.with_budget();
         if config.background_connect && config.reconnect.is_none() {
             return Err(LinkError::Config(
                 "connect_in_background needs reconnection on (ClientConfig::reconnect)",
@@ -279,6 +282,18 @@ where
         };
         self.inner.discarded.fetch_add(discarded, Ordering::Relaxed);
         discarded
+    }
+
+    /// The memory budget of the client's connections: its
+    /// [`LinkConfig::budget`](crate::LinkConfig::budget), or the one it made (48 MiB),
+    /// the same across reconnections.
+    pub fn budget(&self) -> &crate::Budget {
+        self.inner
+            .cfg
+            .link
+            .budget
+            .as_ref()
+            .expect("connect gives the config a budget")
     }
 
     /// The client's counters.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use hail_crypto::{GroupKey, Identity};
 use hail_wire::{ByteOrder, DEFAULT_MAX_FRAME_LEN};
 
+use crate::budget::Budget;
 use crate::error::LinkError;
 use crate::identity::{KeygenFailed, LocalIdentity};
 use crate::seal::Pattern;
@@ -26,6 +27,10 @@ pub const PRE_AUTH_MAX_FRAME_LEN: u32 = 4 * 1024;
 pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
 /// Default time a closing connection waits for the peer's end of stream: 2 s.
 pub const DEFAULT_CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// Default time a connection may stall on the memory budget (a partial frame, or a write
+/// to a peer that reads nothing) before it is closed with
+/// [`CloseReason::MemoryBudget`](crate::CloseReason::MemoryBudget): 10 s.
+pub const DEFAULT_BUDGET_STALL: Duration = Duration::from_secs(10);
 
 /// How frames are laid out on the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -112,6 +117,8 @@ pub struct LinkConfig {
     /// The local identity (made by [`LinkConfig::identity`]), or why it could not be made.
     pub(crate) identity: Option<Result<Arc<LocalIdentity>, KeygenFailed>>,
     pub(crate) transport: Transport,
+    pub(crate) budget: Option<Budget>,
+    pub(crate) budget_stall: Duration,
 }
 
 impl Default for LinkConfig {
@@ -128,6 +135,8 @@ impl Default for LinkConfig {
             psk: None,
             identity: None,
             transport: Transport::tcp(),
+            budget: None,
+            budget_stall: DEFAULT_BUDGET_STALL,
         }
     }
 }
@@ -252,6 +261,46 @@ impl LinkConfig {
     /// in-memory network ([`Transport::memory`]).
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// The memory budget links made with this config draw on: their partial frames, send
+    /// queues and received messages not yet taken (see [`Budget`] for the rules). Give
+    /// the same budget to every server, client and connection that should share one (a
+    /// device's, say).
+    ///
+    /// Default: none set, and then a [`Server`](crate::Server) makes one of
+    /// [`DEFAULT_BUDGET_BYTES`](crate::DEFAULT_BUDGET_BYTES) (48 MiB, a quarter per peer)
+    /// for all its connections, a [`Client`](crate::Client) one for all its successive
+    /// connections, and [`Connection::connect`](crate::Connection::connect) one per
+    /// connection.
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The budget set with [`budget`](Self::budget), if any.
+    pub fn memory_budget(&self) -> Option<&Budget> {
+        self.budget.as_ref()
+    }
+
+    /// How long a connection may stall on the memory budget before it is closed with
+    /// [`CloseReason::MemoryBudget`](crate::CloseReason::MemoryBudget): holding a partial
+    /// frame while the budget keeps it from reading (and none of its messages wait for the
+    /// application), or writing to a peer that reads nothing (no batch written) while the
+    /// budget is spent. Default 10 s ([`DEFAULT_BUDGET_STALL`]): a peer that announces a
+    /// large frame and does not finish it, or does not read, while the budget is held
+    /// gives its part back within that time.
+    pub fn budget_stall(mut self, stall: Duration) -> Self {
+        self.budget_stall = stall;
+        self
+    }
+
+    /// The config with a budget: the one set, or a new default one (48 MiB).
+    pub(crate) fn with_budget(mut self) -> Self {
+        if self.budget.is_none() {
+            self.budget = Some(Budget::default());
+        }
         self
     }
 

@@ -38,6 +38,13 @@ pub enum CloseReason {
     /// Disconnected by the server because its send queue overflowed (slow-client policy).
     #[error("disconnected as a slow consumer: the send queue was full")]
     SlowConsumer,
+    /// Closed on this side because the connection held its draw on a spent memory budget
+    /// ([`Budget`](crate::Budget)) without progress for the stall time
+    /// ([`LinkConfig::budget_stall`](crate::LinkConfig::budget_stall), default 10 s): a
+    /// partial frame the budget did not let the peer finish, or a send queue the peer did
+    /// not read.
+    #[error("closed: stalled on the memory budget")]
+    MemoryBudget,
     /// The socket failed.
     #[error("I/O error: {0}")]
     Io(Arc<io::Error>),

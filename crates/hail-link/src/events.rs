@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 
 use hail_crypto::PublicKey;
 
+use crate::budget::Charge;
 use crate::chan;
 use crate::error::CloseReason;
 use crate::id::{ClientId, ConnId};
@@ -125,7 +126,7 @@ impl<T> EventSender<T> {
     /// batch that fits); returns how many could not be delivered because the stream was
     /// dropped. Cancel-safe: what was not sent stays in `batch`.
     pub async fn send_all(&self, batch: &mut Vec<T>) -> u64 {
-        self.tx.send_all(batch, |e| e).await
+        self.tx.send_all(batch, |e| e, &mut None).await
     }
 }
 
@@ -227,9 +228,9 @@ pub enum ClientEvent<T> {
 /// the client is closed (or, without reconnection, after the connection ended).
 pub type ClientEvents<T> = Events<ClientEvent<T>>;
 
-/// Runs when a server's connection ends, before its `Closed` event; what it returns is
-/// dropped after the event was sent.
-pub(crate) type OnClose = Box<dyn FnOnce() -> Box<dyn Any + Send> + Send + Sync>;
+/// Runs when a server's connection ends (with the reason), before its `Closed` event;
+/// what it returns is dropped after the event was sent.
+pub(crate) type OnClose = Box<dyn FnOnce(&CloseReason) -> Box<dyn Any + Send> + Send + Sync>;
 
 /// Where a connection's incoming messages go.
 pub(crate) enum Sink<T> {
@@ -247,16 +248,17 @@ pub(crate) enum Sink<T> {
 
 impl<T> Sink<T> {
     /// Hands every message of `batch` over, in order, waiting for room; returns how many
-    /// could not be delivered because the receiver is gone.
-    pub(crate) async fn deliver_all(&self, batch: &mut Vec<T>) -> u64 {
+    /// could not be delivered because the receiver is gone. `charge` (what the batch
+    /// holds of the budget) goes with it and is released once the receiver took it all.
+    pub(crate) async fn deliver_all(&self, batch: &mut Vec<T>, charge: &mut Option<Charge>) -> u64 {
         match self {
-            Self::Own(tx) => tx.send_all(batch, |m| m).await,
+            Self::Own(tx) => tx.send_all(batch, |m| m, charge).await,
             Self::Server { tx, id, .. } => {
                 let id = *id;
-                tx.send_all(batch, |msg| ServerEvent::Message { id, msg })
+                tx.send_all(batch, |msg| ServerEvent::Message { id, msg }, charge)
                     .await
             }
-            Self::Client(tx) => tx.send_all(batch, ClientEvent::Message).await,
+            Self::Client(tx) => tx.send_all(batch, ClientEvent::Message, charge).await,
         }
     }
 
@@ -278,7 +280,7 @@ impl<T> Sink<T> {
     /// reports it itself).
     pub(crate) async fn closed(self, reason: CloseReason) {
         if let Self::Server { tx, id, on_close } = self {
-            let guard = on_close.map(|f| f());
+            let guard = on_close.map(|f| f(&reason));
             let _ = tx.send(ServerEvent::Closed { id, reason }).await;
             drop(guard);
         }

@@ -142,6 +142,7 @@
 //! The byte layout of everything on the wire is in the [`wire`] module docs and in
 //! `docs/wire-format.md`.
 
+mod budget;
 mod chan;
 mod client;
 mod config;
@@ -162,12 +163,13 @@ mod stream;
 mod timing;
 mod transport;
 
+pub use budget::{Budget, BudgetStats, DEFAULT_BUDGET_BYTES, DEFAULT_PEER_SHARE_DIVISOR, Hold};
 pub use client::{Client, ClientStats};
 pub use config::{
-    Backoff, ClientConfig, DEFAULT_CLOSE_LINGER, DEFAULT_DEAD_AFTER, DEFAULT_EVENT_CAPACITY,
-    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_CLIENTS,
-    DEFAULT_MAX_PENDING, DEFAULT_OUTAGE_BYTES, DEFAULT_QUEUE_BYTES, Framing, Heartbeat, LinkConfig,
-    PRE_AUTH_MAX_FRAME_LEN, ServerConfig, SlowClientPolicy,
+    Backoff, ClientConfig, DEFAULT_BUDGET_STALL, DEFAULT_CLOSE_LINGER, DEFAULT_DEAD_AFTER,
+    DEFAULT_EVENT_CAPACITY, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MAX_CLIENTS, DEFAULT_MAX_PENDING, DEFAULT_OUTAGE_BYTES, DEFAULT_QUEUE_BYTES, Framing,
+    Heartbeat, LinkConfig, PRE_AUTH_MAX_FRAME_LEN, ServerConfig, SlowClientPolicy,
 };
 pub use conn::{ConnStats, Connection, ReadGate};
 pub use error::{CloseReason, LinkError, ProtocolError, RefuseReason};

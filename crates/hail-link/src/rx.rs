@@ -79,6 +79,12 @@ impl Rx {
         self.raw.capacity() + self.plain.capacity()
     }
 
+    /// Bytes held and not yet cut into frames (the partial frame, and on a secured link a
+    /// partial record): what the budget counts.
+    pub(crate) fn held(&self) -> usize {
+        self.raw.len() + self.plain.len()
+    }
+
     /// Drops the buffers that hold nothing, so an idle link holds no receive memory.
     pub(crate) fn shrink_if_idle(&mut self) {
         if self.raw.is_empty() {

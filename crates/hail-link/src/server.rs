@@ -12,6 +12,7 @@ use hail_wire::{Binary, PayloadCodec};
 use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinSet};
 
+use crate::budget::{Budget, BudgetStats};
 use crate::chan;
 use crate::config::{ServerConfig, SlowClientPolicy};
 use crate::conn::Connection;
@@ -135,6 +136,12 @@ pub struct ServerStats {
     /// Frames from clients whose payload the codec could not decode, since start (each
     /// dropped and reported as [`ServerEvent::Undecodable`](crate::ServerEvent::Undecodable)).
     pub undecodable: u64,
+    /// Clients closed with [`CloseReason::MemoryBudget`] since start: a partial frame, or a
+    /// send queue the client did not read, stalled on the memory budget for the stall time.
+    pub budget_closes: u64,
+    /// The memory budget the server's connections draw on (shared with whatever else
+    /// was given the same [`Budget`]): bytes held now and at most, and its limits.
+    pub budget: BudgetStats,
 }
 
 #[derive(Debug, Default)]
@@ -148,6 +155,7 @@ struct Counters {
     slow_disconnects: AtomicU64,
     /// Undecodable frames of connections that have closed.
     undecodable_closed: AtomicU64,
+    budget_closes: AtomicU64,
 }
 
 /// What a broadcast did.
@@ -232,7 +240,9 @@ where
         config: ServerConfig,
         payload: P,
     ) -> Result<(Self, ServerEvents<P::Item>), LinkError> {
+        let mut config = config;
         config.link.validate()?;
+        config.link = config.link.with_budget();
         if config.max_clients == 0 {
             return Err(LinkError::Config("max_clients must be positive"));
         }
@@ -367,10 +377,16 @@ where
     server.counters.accepted.fetch_add(1, Ordering::Relaxed);
     let id = ConnId::fresh();
     let weak = Arc::downgrade(&server);
-    let on_close: OnClose = Box::new(move || {
+    let on_close: OnClose = Box::new(move |reason| {
         let Some(server) = weak.upgrade() else {
             return Box::new(()) as Box<dyn std::any::Any + Send>;
         };
+        if matches!(reason, CloseReason::MemoryBudget) {
+            server
+                .counters
+                .budget_closes
+                .fetch_add(1, Ordering::Relaxed);
+        }
         server.admitted.fetch_sub(1, Ordering::AcqRel);
         let removed = server.clients().remove(&id);
         if let Some(conn) = &removed {
@@ -543,7 +559,20 @@ where
             queued_bytes: queued,
             rx_buffered_bytes: rx,
             undecodable: undecodable + c.undecodable_closed.load(Ordering::Relaxed),
+            budget_closes: c.budget_closes.load(Ordering::Relaxed),
+            budget: self.budget().stats(),
         }
+    }
+
+    /// The memory budget this server's connections draw on: the one of its
+    /// [`LinkConfig::budget`](crate::LinkConfig::budget), or the one it made (48 MiB).
+    pub fn budget(&self) -> &Budget {
+        self.inner
+            .cfg
+            .link
+            .budget
+            .as_ref()
+            .expect("bind gives the config a budget")
     }
 
     /// Shuts down gracefully within `deadline`: stops accepting, lets every queued

@@ -28,6 +28,21 @@ pub trait Outgoing: Send + Sync + 'static {
     /// Queues one packet without waiting; false when there is no room or no connection.
     /// Used for cancels sent from `Drop`, where waiting is impossible.
     fn try_send(&self, packet: Bytes) -> bool;
+
+    /// Where the peer counts the bytes it keeps for the remote (queued requests'
+    /// arguments, kept reply bodies, its outbox): a [`hail_link::Hold`] on the link's
+    /// memory budget, or `None` (the default) for a transport without one. `hail-link`'s
+    /// `Connection<Binary>` and `Client<Binary>` give one on their budget.
+    ///
+    /// With a hold, a request that must wait for a handler slot is answered `BUSY` when
+    /// its arguments would take the peer's queued requests past the budget's peer share,
+    /// or the whole budget past three quarters: queued requests never spend the budget
+    /// alone (a spent budget stops every link reading, and a handler waiting for a reply
+    /// from its peer would wait for ever). Kept replies and the outbox count too, within
+    /// their own bounds ([`RpcConfig`](crate::RpcConfig)).
+    fn hold(&self) -> Option<hail_link::Hold> {
+        None
+    }
 }
 
 /// The link refused a packet because the connection is closed.
@@ -42,7 +57,7 @@ pub struct LinkClosed;
 /// The calls resolve to the sender's inherent methods, which take precedence over the
 /// trait's own `send` and `try_send` even when the sender is `Self`.
 macro_rules! impl_outgoing {
-    ($(#[$doc:meta])* $ty:ty, |$this:ident| $sender:expr) => {
+    ($(#[$doc:meta])* $ty:ty, |$this:ident| $sender:expr $(, hold: |$h:ident| $hold:expr)?) => {
         $(#[$doc])*
         impl $crate::outgoing::Outgoing for $ty {
             fn send(
@@ -68,6 +83,13 @@ macro_rules! impl_outgoing {
                 let $this = self;
                 $sender.try_send(packet).is_ok()
             }
+
+            $(
+                fn hold(&self) -> Option<::hail_link::Hold> {
+                    let $h = self;
+                    Some($hold)
+                }
+            )?
         }
     };
 }
@@ -77,7 +99,8 @@ pub(crate) use impl_outgoing;
 impl_outgoing!(
     /// A bare link connection carries a peer's packets as they are, one frame each.
     Connection<Binary>,
-    |conn| conn
+    |conn| conn,
+    hold: |conn| conn.budget().hold()
 );
 
 impl_outgoing!(
@@ -85,5 +108,6 @@ impl_outgoing!(
     /// nothing new, so the client's outage buffer holds at most what was queued when the
     /// connection died.
     Client<Binary>,
-    |client| client
+    |client| client,
+    hold: |client| client.budget().hold()
 );

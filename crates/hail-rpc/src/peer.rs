@@ -537,6 +537,8 @@ impl PeerDriver {
     /// `Connection<Binary>` or `Client<Binary>` serves as it is (see [`Outgoing`]).
     pub fn connected(&self, out: Arc<dyn Outgoing>) {
         self.inner.with(|st| {
+            // What the peer keeps for the remote counts in the link's budget.
+            st.hold = out.hold();
             st.out = Some(out);
             st.outbox.reset();
             st.session.handle_link_up();
@@ -549,6 +551,7 @@ impl PeerDriver {
     pub fn disconnected(&self, why: Disconnect) {
         self.inner.with(|st| {
             st.out = None;
+            st.hold = None;
             st.outbox.reset();
             st.session.handle_link_down(why, now());
         });
@@ -559,7 +562,10 @@ impl PeerDriver {
     /// must wait; replies are handed to waiting callers. A malformed packet is dropped and
     /// counted in [`RpcPeer::stats`]; the connection goes on.
     pub fn packet(&self, frame: &[u8]) {
-        if let Err(e) = self.inner.with(|st| st.session.handle_packet(now(), frame)) {
+        if let Err(e) = self.inner.with(|st| {
+            st.update_room();
+            st.session.handle_packet(now(), frame)
+        }) {
             tracing::debug!(error = %e, "dropped a malformed RPC packet");
         }
     }

@@ -12,6 +12,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::AbortHandle;
 
 use super::{ConnStats, Counters, Outbox, Phase, Push, Shared, encode_message, reader, writer};
+use crate::budget::{Account, Budget};
 use crate::chan;
 use crate::config::{Framing, LinkConfig};
 use crate::error::{CloseReason, LinkError};
@@ -156,11 +157,20 @@ where
             Sink::Server { id, .. } => *id,
             _ => ConnId::fresh(),
         };
-        let mut outbox = Outbox::default();
+        let budget = cfg.budget.clone().unwrap_or_default();
+        let mut outbox = Outbox::new(budget.clone());
         if let Some((buf, frames)) = seed {
+            budget.take(buf.len());
+            outbox.charged = buf.len();
             outbox.buf = buf;
             outbox.frames = frames;
         }
+        // Every frame the link accepts must be able to arrive whole: a share below one
+        // largest frame (header included) and one sealed record would stall it.
+        let share = budget.peer_share().max(
+            (cfg.max_frame_len as usize)
+                .saturating_add(hail_wire::frame::HEADER_LEN + crate::seal::MAX_RECORD),
+        );
         let shared = Arc::new(Shared {
             id,
             peer,
@@ -173,6 +183,10 @@ where
                 .build(),
             hail: cfg.framing == Framing::Hail,
             limit: cfg.queue_bytes,
+            account: Account::new(budget),
+            share,
+            stall: cfg.budget_stall,
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             out: Mutex::new(outbox),
             wake: Notify::new(),
             space: Notify::new(),
@@ -328,7 +342,7 @@ impl<P: PayloadCodec> Connection<P> {
         write: impl Fn(&mut BytesMut) -> Result<(), WireError>,
     ) -> Result<(), LinkError> {
         // Fast path: room in the queue, no waiter registration.
-        match self.shared.push(&write) {
+        match self.shared.push(&write, true) {
             Ok(()) => return Ok(()),
             Err(Push::Full) => {}
             Err(Push::Closed) => return Err(self.shared.closed_error()),
@@ -338,7 +352,7 @@ impl<P: PayloadCodec> Connection<P> {
             let notified = self.shared.space.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.shared.push(&write) {
+            match self.shared.push(&write, true) {
                 Ok(()) => return Ok(()),
                 Err(Push::Full) => notified.await,
                 Err(Push::Closed) => return Err(self.shared.closed_error()),
@@ -352,7 +366,15 @@ impl<P: PayloadCodec> Connection<P> {
         &self,
         write: impl FnOnce(&mut BytesMut) -> Result<(), WireError>,
     ) -> Result<(), LinkError> {
-        match self.shared.push(write) {
+        self.push_now_with(write, true)
+    }
+
+    fn push_now_with(
+        &self,
+        write: impl FnOnce(&mut BytesMut) -> Result<(), WireError>,
+        budgeted: bool,
+    ) -> Result<(), LinkError> {
+        match self.shared.push(write, budgeted) {
             Ok(()) => Ok(()),
             Err(Push::Full) => Err(LinkError::Full),
             Err(Push::Closed) => Err(self.shared.closed_error()),
@@ -360,12 +382,17 @@ impl<P: PayloadCodec> Connection<P> {
         }
     }
 
-    /// Queues an already encoded frame if there is room (broadcast).
+    /// Queues an already encoded frame if there is room (broadcast). Only the queue's
+    /// own bound applies: a budget spent by others must not make a reading client look
+    /// like a slow consumer.
     pub(crate) fn try_send_frame(&self, frame: &[u8]) -> Result<(), LinkError> {
-        self.push_now(|dst| {
-            dst.extend_from_slice(frame);
-            Ok(())
-        })
+        self.push_now_with(
+            |dst| {
+                dst.extend_from_slice(frame);
+                Ok(())
+            },
+            false,
+        )
     }
 
     /// Closes gracefully: no new messages are accepted, queued ones are written, then the
@@ -406,6 +433,12 @@ impl<P: PayloadCodec> Connection<P> {
         let mut rx = self.shared.done.subscribe();
         let _ = rx.wait_for(|done| *done).await;
         self.shared.final_reason()
+    }
+
+    /// The memory budget this connection draws on ([`LinkConfig::budget`], or one of its
+    /// own when none was set).
+    pub fn budget(&self) -> &Budget {
+        &self.shared.account.budget
     }
 
     /// Bytes waiting in the send queue.

@@ -13,13 +13,14 @@ mod writer;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::{BufMut, BytesMut};
 use hail_wire::{FrameCodec, PayloadCodec, WireError};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use crate::budget::{Account, Budget};
 use crate::error::{CloseReason, LinkError};
 use crate::id::ConnId;
 use crate::proto;
@@ -33,17 +34,45 @@ enum Phase {
     Kill,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Outbox {
-    /// Whole frames (header included), in order, not yet taken by the writer.
+    /// Whole frames (header included), in order, not yet taken by the writer. Counted in
+    /// the budget (`charged`), from `push` until the writer has written it.
     buf: BytesMut,
+    /// Bytes of the budget `buf` holds: its length rounded up to [`CHARGE_STEP`]s.
+    charged: usize,
     /// How many frames `buf` holds.
     frames: u64,
     /// A graceful close was asked for: no new frames, flush, then close.
     closing: bool,
     /// The connection is finished: nothing more will be written.
     dead: bool,
+    /// The budget `buf`'s bytes are counted in.
+    budget: Budget,
 }
+
+impl Outbox {
+    fn new(budget: Budget) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            charged: 0,
+            frames: 0,
+            closing: false,
+            dead: false,
+            budget,
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.budget.give(self.charged);
+    }
+}
+
+/// The send queue takes the budget in steps of 4 KiB: one count per step rather than per
+/// frame. So a queue counts up to 4 KiB more than it holds (never less).
+const CHARGE_STEP: usize = 4 * 1024;
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -88,6 +117,16 @@ pub(crate) struct Shared {
     frames: FrameCodec,
     hail: bool,
     limit: usize,
+    /// This connection's draw on the memory budget.
+    account: Arc<Account>,
+    /// The most this connection's partial frame and undelivered messages may hold before
+    /// it stops reading: the budget's peer share, or one largest frame and a record.
+    share: usize,
+    /// How long a partial frame or a write may stall on the budget (`LinkConfig::budget_stall`).
+    stall: std::time::Duration,
+    /// Bytes of the batch the writer is writing now (0 between writes): a paused reader
+    /// tells a peer that reads nothing by it.
+    in_flight: AtomicUsize,
     out: Mutex<Outbox>,
     wake: Notify,
     space: Notify,
@@ -120,20 +159,31 @@ impl Shared {
         LinkError::Closed(self.reason.get().cloned().unwrap_or(CloseReason::Closed))
     }
 
-    /// Appends one whole frame written by `write`, if the queue has room.
-    fn push(&self, write: impl FnOnce(&mut BytesMut) -> Result<(), WireError>) -> Result<(), Push> {
+    /// Appends one whole frame written by `write`, if the queue has room (and, when
+    /// `budgeted`, the memory budget is not spent or the queue is empty).
+    fn push(
+        &self,
+        write: impl FnOnce(&mut BytesMut) -> Result<(), WireError>,
+        budgeted: bool,
+    ) -> Result<(), Push> {
         let mut out = self.out();
         if out.dead || out.closing {
             return Err(Push::Closed);
         }
         let before = out.buf.len();
-        if before >= self.limit {
+        if before >= self.limit || (budgeted && before > 0 && out.budget.is_spent()) {
             return Err(Push::Full);
         }
         write(&mut out.buf).map_err(Push::Encode)?;
         if before > 0 && out.buf.len() > self.limit {
             out.buf.truncate(before);
             return Err(Push::Full);
+        }
+        let len = out.buf.len();
+        if len > out.charged {
+            let step = (len - out.charged).max(CHARGE_STEP);
+            out.budget.take(step);
+            out.charged += step;
         }
         out.frames += 1;
         drop(out);
@@ -185,13 +235,23 @@ impl Shared {
         self.reason.get().cloned().unwrap_or(CloseReason::Closed)
     }
 
-    /// Takes the frames that were queued but never written (for the reconnecting client).
+    /// Takes the frames that were queued but never written (for the reconnecting client);
+    /// they leave the budget.
     pub(crate) fn take_unsent(&self) -> (BytesMut, u64) {
         let mut out = self.out();
+        let charged = std::mem::take(&mut out.charged);
+        out.budget.give(charged);
         (
             std::mem::take(&mut out.buf),
             std::mem::take(&mut out.frames),
         )
+    }
+
+    /// True when the reader must not read now: the connection holds its share (its
+    /// partial frame, `rx_held` bytes, and its messages not yet taken), or the budget is
+    /// spent.
+    fn over_budget(&self, rx_held: usize) -> bool {
+        self.account.budget.is_spent() || rx_held + self.account.waiting_here() >= self.share
     }
 }
 

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use hail_wire::PayloadCodec;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::{Phase, Shared, min_deadline, sleep_until_opt, wait_kill};
+use crate::budget::{Budget, Charge};
 use crate::config::Heartbeat;
 use crate::error::{CloseReason, ProtocolError};
 use crate::events::Sink;
@@ -28,6 +29,123 @@ const SMALL_COPY: usize = 512;
 /// Most messages handed to the receiver in one go: 256.
 const MAX_BATCH: usize = 256;
 
+/// A delivered batch of at most this many bytes is not counted in the budget while it
+/// waits for the receiver: 2 KiB. A trickle of small messages then costs no count per
+/// batch; what such batches hold is bounded by the event channel's capacity (1024 events
+/// by default, so at most 2 MiB per channel).
+const UNCOUNTED_BATCH: usize = 2 * 1024;
+
+/// The bytes of the receive buffer counted in the budget; given back on drop.
+struct RxHeld<'a> {
+    budget: &'a Budget,
+    bytes: usize,
+}
+
+impl<'a> RxHeld<'a> {
+    fn new(budget: &'a Budget, bytes: usize) -> Self {
+        budget.take(bytes);
+        Self { budget, bytes }
+    }
+}
+
+impl Drop for RxHeld<'_> {
+    fn drop(&mut self) {
+        self.budget.give(self.bytes);
+    }
+}
+
+/// Since when only the peer could make progress while the budget is held.
+#[derive(Default)]
+struct Stalls {
+    /// A partial frame waits while reading is paused: since then.
+    partial: Option<Instant>,
+    /// A write waits while the budget is spent: since then, and the frames written then.
+    write: Option<(Instant, u64)>,
+}
+
+/// True when a write waits for the peer to read while the budget is spent.
+fn write_stuck(shared: &Shared) -> bool {
+    shared.in_flight.load(Ordering::Relaxed) > 0 && shared.account.budget.is_spent()
+}
+
+/// When the stall time ends, if only the peer could make progress (`stuck`): counted from
+/// when that began, or from the last written batch since.
+fn stall_at(shared: &Shared, stuck: bool, stalled: &mut Option<(Instant, u64)>) -> Option<Instant> {
+    if !stuck {
+        *stalled = None;
+        return None;
+    }
+    let written = shared.stats.frames_written.load(Ordering::Relaxed);
+    let (since, mark) = stalled.get_or_insert_with(|| (Instant::now(), written));
+    if *mark != written {
+        (*since, *mark) = (Instant::now(), written);
+    }
+    Some(*since + shared.stall)
+}
+
+/// How a pause on the budget ended.
+enum Paused {
+    /// Bytes were released, the phase changed or a deadline passed: look again.
+    Recheck,
+    /// The connection is being killed.
+    Killed,
+    /// A partial frame or a write waited for the stall time.
+    Stalled,
+}
+
+/// Waits while the connection is over its share or the budget is spent (reading nothing,
+/// so TCP slows the peer down), until bytes are released, the phase changes, the linger
+/// deadline passes or, while only the peer could make progress, the stall time passes
+/// without progress. Only the peer can make progress when the connection holds a partial
+/// frame and no message waits for the application (progress: a read, after which the
+/// caller resets `stalls`), or when a write waits for the peer to read while the budget is
+/// spent (progress: a written batch).
+async fn pause(
+    shared: &Shared,
+    rx_held: usize,
+    phase: &mut watch::Receiver<Phase>,
+    linger_at: Option<Instant>,
+    stalls: &mut Stalls,
+) -> Paused {
+    let budget = &shared.account.budget;
+    let waiter = budget.waiter();
+    loop {
+        let freed = waiter.freed();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        if !shared.over_budget(rx_held) {
+            return Paused::Recheck;
+        }
+        let partial = rx_held > 0 && shared.account.waiting_here() == 0;
+        let partial_at = if partial {
+            Some(*stalls.partial.get_or_insert_with(Instant::now) + shared.stall)
+        } else {
+            stalls.partial = None;
+            None
+        };
+        let write_at = stall_at(shared, write_stuck(shared), &mut stalls.write);
+        let stall_at = min_deadline(partial_at, write_at);
+        if stall_at.is_some_and(|at| Instant::now() >= at) {
+            return Paused::Stalled;
+        }
+        tokio::select! {
+            biased;
+            changed = phase.changed() => {
+                if changed.is_err() || *phase.borrow() == Phase::Kill {
+                    return Paused::Killed;
+                }
+                return Paused::Recheck;
+            }
+            () = &mut freed => {}
+            () = sleep_until_opt(min_deadline(stall_at, linger_at)) => {
+                if linger_at.is_some_and(|at| Instant::now() >= at) {
+                    return Paused::Recheck;
+                }
+            }
+        }
+    }
+}
+
 pub(super) async fn run<P: PayloadCodec>(
     shared: Arc<Shared>,
     mut rd: ReadHalf,
@@ -45,6 +163,13 @@ pub(super) async fn run<P: PayloadCodec>(
     let mut live = hb.map(|h| Liveness::new(h, Instant::now().into_std()));
     let mut linger_at: Option<Instant> = None;
     let stats = &shared.stats;
+    let budget = &shared.account.budget;
+    // The bytes of `rx` counted in the budget: its partial frame. Counted once per read
+    // (added) and once per decoded batch (moved to the batch, or given back).
+    // A guard: an aborted reader gives them back too.
+    let mut held = RxHeld::new(budget, rx.held());
+    // Since when only the peer could make progress while the budget is held.
+    let mut stalls = Stalls::default();
     let mut batch: Vec<P::Item> = Vec::new();
     // Small messages are copied into one slab per batch (see `SMALL_COPY`).
     let mut slab = BytesMut::new();
@@ -101,6 +226,22 @@ pub(super) async fn run<P: PayloadCodec>(
                 }
             }
         }
+        // What was cut from `rx` now belongs to the batch (until the receiver takes it),
+        // or, with nothing to deliver, goes back to the budget.
+        let now_held = rx.held();
+        if now_held > held.bytes {
+            // Opening records only ever shrinks what is held; should that change, the
+            // count must not go below what is given back later.
+            budget.take(now_held - held.bytes);
+        }
+        let consumed = held.bytes.saturating_sub(now_held);
+        held.bytes = now_held;
+        let mut charge = None;
+        if batch.is_empty() || consumed <= UNCOUNTED_BATCH {
+            budget.give(consumed);
+        } else {
+            charge = Some(Charge::moved(&shared.account, consumed));
+        }
         if !batch.is_empty() {
             stats
                 .messages_received
@@ -108,7 +249,7 @@ pub(super) async fn run<P: PayloadCodec>(
             // A receiver that takes nothing must not keep a killed connection alive.
             let lost = tokio::select! {
                 biased;
-                lost = sink.deliver_all(&mut batch) => lost,
+                lost = sink.deliver_all(&mut batch, &mut charge) => lost,
                 () = wait_kill(&mut phase) => break 'run CloseReason::Closed,
             };
             // The next batch copies into a slab of its own: the receiver releasing this
@@ -152,6 +293,24 @@ pub(super) async fn run<P: PayloadCodec>(
         if linger_at.is_some_and(|at| Instant::now() >= at) {
             break CloseReason::Closed;
         }
+        if shared.over_budget(held.bytes) {
+            rx.shrink_if_idle();
+            stats.rx_buffered.store(rx.buffered(), Ordering::Relaxed);
+            let paused = pause(&shared, held.bytes, &mut phase, linger_at, &mut stalls).await;
+            if let Some(l) = &mut live {
+                // Time spent paused by the budget is not the peer's silence.
+                l.on_receive(Instant::now().into_std());
+            }
+            match paused {
+                Paused::Recheck => continue,
+                Paused::Killed => break CloseReason::Closed,
+                Paused::Stalled => {
+                    budget.count_stall_close();
+                    tracing::debug!(conn = %shared.id, held = held.bytes, "stalled on the memory budget (a partial frame or an unread send queue), closing");
+                    break CloseReason::MemoryBudget;
+                }
+            }
+        }
         rx.reserve_for_read();
         match rd.try_read_buf(&mut rx.raw) {
             Ok(0) => {
@@ -170,6 +329,11 @@ pub(super) async fn run<P: PayloadCodec>(
                 break CloseReason::PeerClosed;
             }
             Ok(n) => {
+                // Counted before anything can yield: the budget is passed by at most one
+                // read per worker thread.
+                budget.take(n);
+                held.bytes += n;
+                stalls = Stalls::default();
                 rx.after_read(n);
                 stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
                 if let Some(l) = &mut live {
@@ -186,6 +350,14 @@ pub(super) async fn run<P: PayloadCodec>(
         stats.rx_buffered.store(rx.buffered(), Ordering::Relaxed);
         let dead_at = live.as_ref().map(|l| Instant::from_std(l.dead_at()));
         let deadline = min_deadline(if linger_at.is_some() { None } else { dead_at }, linger_at);
+        // A peer that sends nothing and reads nothing while the budget is spent: its
+        // write waits, and nothing else would wake this reader.
+        let write_stall_at = stall_at(
+            &shared,
+            shared.in_flight.load(Ordering::Relaxed) > 0,
+            &mut stalls.write,
+        );
+        let deadline = min_deadline(deadline, write_stall_at);
         tokio::select! {
             biased;
             r = rd.readable() => {
@@ -212,6 +384,15 @@ pub(super) async fn run<P: PayloadCodec>(
                 }
                 if live.as_ref().is_some_and(|l| l.is_dead(now.into_std())) {
                     break CloseReason::Timeout;
+                }
+                if write_stall_at.is_some_and(|at| now >= at) {
+                    if write_stuck(&shared) && stall_at(&shared, true, &mut stalls.write) <= Some(now) {
+                        budget.count_stall_close();
+                        tracing::debug!(conn = %shared.id, "send queue stalled on the memory budget, closing");
+                        break CloseReason::MemoryBudget;
+                    }
+                    // Not stuck on the budget (or written meanwhile): look again later.
+                    stalls.write = None;
                 }
             }
         }

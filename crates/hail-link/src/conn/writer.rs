@@ -10,12 +10,32 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::{Phase, Shared, sleep_until_opt, wait_kill};
+use crate::budget::Budget;
 use crate::config::Heartbeat;
 use crate::error::CloseReason;
 use crate::proto::{self, CloseCode};
 use crate::seal::Sealer;
 use crate::stream::WriteHalf;
 use crate::timing::Liveness;
+
+/// Bytes of the batch being written, counted in the budget until written (or the writer
+/// ends).
+struct Held {
+    budget: Budget,
+    bytes: usize,
+}
+
+impl Held {
+    fn release(&mut self) {
+        self.budget.give(std::mem::take(&mut self.bytes));
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
 
 /// Keeps at most this much spare capacity in the writer's buffers while idle: 64 KiB.
 const IDLE_KEEP: usize = 64 * 1024;
@@ -33,6 +53,11 @@ pub(super) async fn run(
     let mut sealed = BytesMut::new();
     let mut live = hb.map(|h| Liveness::new(h, Instant::now().into_std()));
     let stats = &shared.stats;
+    // The batch taken from the queue stays counted in the budget until it is written.
+    let mut held = Held {
+        budget: shared.account.budget.clone(),
+        bytes: 0,
+    };
     loop {
         let (frames, closing) = {
             let mut out = shared.out();
@@ -40,6 +65,7 @@ pub(super) async fn run(
                 return;
             }
             std::mem::swap(&mut out.buf, &mut batch);
+            held.bytes = std::mem::take(&mut out.charged);
             (std::mem::take(&mut out.frames), out.closing)
         };
         let mut frames = frames;
@@ -94,15 +120,19 @@ pub(super) async fn run(
             None => &batch,
         };
         let n = bytes.len();
+        // A write that waits is seen by the reader (see `reader::pause`): no timer here.
+        shared.in_flight.store(n, Ordering::Relaxed);
         let res = tokio::select! {
             biased;
             r = wr.write_all(bytes) => r,
             () = wait_kill(&mut phase) => return,
         };
+        shared.in_flight.store(0, Ordering::Relaxed);
         if let Err(e) = res {
             shared.kill(CloseReason::io(e));
             return;
         }
+        held.release();
         stats.frames_written.fetch_add(frames, Ordering::Relaxed);
         stats.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
         if let Some(l) = &mut live {

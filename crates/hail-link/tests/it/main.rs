@@ -3,6 +3,7 @@
 #![allow(clippy::print_stderr, reason = "a skipped test prints why it skipped")]
 
 mod admission;
+mod budget;
 mod common;
 mod fanout;
 mod limits;

@@ -35,6 +35,36 @@ pub(super) struct State {
     pub(super) out: Option<Arc<dyn Outgoing>>,
     /// What the link had no room for, in order; its size is reported to the session.
     pub(super) outbox: Outbox,
+    /// Counts what the peer keeps for the remote (queued requests' arguments, kept reply
+    /// bodies, the outbox) in the link's memory budget, while a link is up.
+    pub(super) hold: Option<hail_link::Hold>,
+}
+
+impl State {
+    /// Tells the session how much more queued requests may hold: at most the budget's
+    /// peer share for this peer, and never past three quarters of the whole budget, so
+    /// what the RPC layer keeps alone never spends it (a spent budget stops every link
+    /// reading, and a handler waiting for a reply from its peer would wait forever).
+    pub(super) fn update_room(&mut self) {
+        let room = self.hold.as_ref().map_or(usize::MAX, |hold| {
+            let budget = hold.budget();
+            let cap = budget.total() / 4 * 3;
+            let global = cap.saturating_sub(budget.in_use());
+            let own = budget.peer_share().saturating_sub(hold.bytes());
+            global.min(own)
+        });
+        self.session.set_budget_room(room);
+    }
+
+    /// Brings the hold up to date: one count when the bytes kept changed, none otherwise.
+    fn update_hold(&mut self) {
+        if let Some(hold) = &mut self.hold {
+            let kept = self.session.serve().queued_bytes()
+                + self.session.calls().kept_bytes()
+                + self.outbox.bytes();
+            hold.set(kept);
+        }
+    }
 }
 
 pub(super) struct Inner {
@@ -127,6 +157,7 @@ impl Inner {
                 session,
                 out: None,
                 outbox: Outbox::default(),
+                hold: None,
             }),
             config,
             handlers,
@@ -154,6 +185,7 @@ impl Inner {
             let watched =
                 (self.idle_waiters.load(Ordering::Relaxed) > 0).then(|| Activity::of(&st.session));
             let r = f(&mut st);
+            st.update_hold();
             if st.session.is_backed_up() {
                 Self::warn_slow_reader(&mut st);
             }

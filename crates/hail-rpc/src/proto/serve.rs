@@ -76,6 +76,9 @@ pub struct Serve<H> {
     max_queued: usize,
     max_queued_bytes: usize,
     queued_bytes: usize,
+    /// Bytes of arguments one more queued request may hold, from the memory budget the IO
+    /// layer draws on (unlimited without one): see [`Serve::set_room`].
+    room: usize,
     calls: HashMap<RetCode, Slot<H>>,
     running: usize,
     queue: VecDeque<Job>,
@@ -89,6 +92,7 @@ impl<H> Serve<H> {
             max_queued: config.max_queued_requests,
             max_queued_bytes: config.max_queued_bytes,
             queued_bytes: 0,
+            room: usize::MAX,
             calls: HashMap::new(),
             running: 0,
             queue: VecDeque::new(),
@@ -110,6 +114,13 @@ impl<H> Serve<H> {
         self.queued_bytes
     }
 
+    /// The memory budget the IO layer draws on has room for `bytes` more queued arguments
+    /// (`usize::MAX`, the default, for no budget): a request that would need more is
+    /// refused like one past [`RpcConfig::max_queued_bytes`].
+    pub fn set_room(&mut self, bytes: usize) {
+        self.room = bytes;
+    }
+
     /// An incoming request or notification: run it, queue it, or refuse it.
     pub fn admit(&mut self, job: Job) -> Admit {
         if let Job::Call { retcode, .. } = &job
@@ -125,7 +136,10 @@ impl<H> Serve<H> {
             return Admit::Run(job);
         }
         let size = job.args_len();
-        if self.queue.len() >= self.max_queued || self.queued_bytes + size > self.max_queued_bytes {
+        if self.queue.len() >= self.max_queued
+            || self.queued_bytes + size > self.max_queued_bytes
+            || size > self.room
+        {
             return match job {
                 Job::Call { retcode, .. } => Admit::Busy(retcode),
                 Job::Notify { .. } => Admit::Dropped,

@@ -175,6 +175,14 @@ impl<W, G, H> Session<W, G, H> {
         self.outbox_bytes = bytes;
     }
 
+    /// The memory budget the IO layer draws on has room for `bytes` more of queued
+    /// requests' arguments (see [`Serve::set_room`]): a request that must wait for a
+    /// handler slot and needs more is answered `BUSY` (counted in [`Stats::busy`]), a
+    /// notification dropped. Report it before each packet; the default is unlimited.
+    pub fn set_budget_room(&mut self, bytes: usize) {
+        self.serve.set_room(bytes);
+    }
+
     /// True while the outbox holds [`RpcConfig::max_outbox_bytes`] or more: requests are
     /// refused.
     pub fn is_backed_up(&self) -> bool {

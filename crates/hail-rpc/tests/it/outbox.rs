@@ -273,3 +273,104 @@ async fn over_tcp_a_client_that_never_reads_is_refused_with_bounded_memory() {
     }
     assert!(peer.is_connected(), "refused, not disconnected");
 }
+
+/// A link that counts what the peer keeps in a memory budget, as a `hail-link`
+/// connection does ([`Outgoing::hold`]).
+struct Budgeted(mpsc::Sender<Bytes>, hail_link::Budget);
+
+impl Outgoing for Budgeted {
+    fn send(
+        &self,
+        packet: Bytes,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), hail_rpc::LinkClosed>> + Send + '_>,
+    > {
+        Box::pin(async move { self.0.send(packet).await.map_err(|_| hail_rpc::LinkClosed) })
+    }
+
+    fn try_send(&self, packet: Bytes) -> bool {
+        self.0.try_send(packet).is_ok()
+    }
+
+    fn hold(&self) -> Option<hail_link::Hold> {
+        Some(self.1.hold())
+    }
+}
+
+/// Queued requests' arguments count in the link's memory budget while they wait, and
+/// leave it as they run; one that would pass the peer's share of the budget is refused
+/// `BUSY`; the link going down gives everything back.
+#[tokio::test]
+async fn queued_requests_count_in_the_link_budget() {
+    const ARGS: usize = 10 * 1024;
+    let budget = hail_link::Budget::new(1 << 20);
+    let (peer, driver) = RpcPeer::new(RpcConfig::default().max_concurrent_handlers(1));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = Arc::clone(&gate);
+    peer.bind("wait", move |b: Vec<u8>| {
+        let g = Arc::clone(&g);
+        async move {
+            g.acquire().await.expect("open").forget();
+            Ok::<_, String>(b.len())
+        }
+    })
+    .expect("binds");
+    let (tx, mut rx) = mpsc::channel(LINK_QUEUE);
+    driver.connected(Arc::new(Budgeted(tx, budget.clone())));
+    let request = |retcode: u32| {
+        Packet::Request {
+            retcode: RetCode(retcode),
+            method: "wait".into(),
+            args: postcard::to_allocvec(&vec![7u8; ARGS])
+                .expect("encodes")
+                .into(),
+        }
+        .to_bytes()
+    };
+    let args_len = postcard::to_allocvec(&vec![7u8; ARGS])
+        .expect("encodes")
+        .len();
+    for r in 1..=4 {
+        driver.packet(&request(r));
+    }
+    assert_eq!(peer.running_handlers(), 1);
+    assert_eq!(peer.queued_requests(), 3);
+    assert_eq!(
+        budget.in_use(),
+        3 * args_len,
+        "the three queued requests' arguments"
+    );
+    gate.add_permits(4);
+    for _ in 0..4 {
+        let (_, s) = status(&rx.recv().await.expect("a reply"));
+        assert_eq!(s, Status::OK);
+    }
+    peer.idle().await;
+    assert_eq!(budget.in_use(), 0, "nothing kept once they ran");
+    driver.packet(&request(5));
+    driver.packet(&request(6));
+    assert_eq!(budget.in_use(), args_len);
+    // Past the peer's share of the budget (a quarter of 1 MiB): refused, not queued.
+    let big = Packet::Request {
+        retcode: RetCode(7),
+        method: "wait".into(),
+        args: postcard::to_allocvec(&vec![7u8; 300 * 1024])
+            .expect("encodes")
+            .into(),
+    }
+    .to_bytes();
+    driver.packet(&big);
+    assert_eq!(
+        status(&rx.recv().await.expect("an answer")),
+        (RetCode(7), Status::BUSY)
+    );
+    assert_eq!(peer.stats().busy, 1);
+    assert_eq!(
+        budget.in_use(),
+        args_len,
+        "the refused request holds nothing"
+    );
+    driver.disconnected(hail_rpc::Disconnect::Lost);
+    assert_eq!(budget.in_use(), 0, "the link went down: nothing counted");
+    assert_eq!(budget.stats().peak, 3 * args_len);
+}
