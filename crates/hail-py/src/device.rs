@@ -57,7 +57,8 @@ impl To {
 ///
 /// `interface`: a name (`"lo"`, `"eth0"`), an index or an address (`"127.0.0.1"`), or a
 /// list of them. `group` and `listen`: `"addr:port"`. Without `listen`, links listen on the
-/// interface's address when `interface` is one address, else on every address (port 0).
+/// first address of the group's family of the one `interface` named, else on every
+/// address; port 0 (a free one).
 pub(crate) fn builder(
     name: &str,
     passphrase: Option<String>,
@@ -66,7 +67,7 @@ pub(crate) fn builder(
     listen: Option<&str>,
 ) -> PyResult<DeviceBuilder> {
     let mut b = Device::builder(name);
-    let mut one_ip = None;
+    let mut interfaces = Vec::new();
     if let Some(interface) = interface.filter(|i| !i.is_none()) {
         let names: Vec<String> = if let Ok(s) = interface.cast::<PyString>() {
             vec![s.extract::<String>()?]
@@ -80,24 +81,48 @@ pub(crate) fn builder(
             let i: Interface = n
                 .parse()
                 .map_err(|e| ConfigError::new_err(format!("interface {n:?}: {e}")))?;
+            interfaces.push(i.clone());
             b = b.interface(i);
         }
-        if let [only] = names.as_slice() {
-            one_ip = only.parse::<IpAddr>().ok();
-        }
     }
+    let group = group.map(|g| parse_addr("group", g)).transpose()?;
     if let Some(g) = group {
-        b = b.group(parse_addr("group", g)?);
+        b = b.group(g);
     }
-    match (listen, one_ip) {
-        (Some(l), _) => b = b.listen(parse_addr("listen", l)?),
-        (None, Some(ip)) => b = b.listen(SocketAddr::new(ip, 0)),
-        (None, None) => {}
+    let v6 = group.is_some_and(|g| g.is_ipv6());
+    match listen {
+        Some(l) => b = b.listen(parse_addr("listen", l)?),
+        None => {
+            if let Some(ip) = listen_ip(&interfaces, v6)? {
+                b = b.listen(SocketAddr::new(ip, 0));
+            }
+        }
     }
     if let Some(p) = passphrase {
         b = b.passphrase(p);
     }
     Ok(b)
+}
+
+/// Where links listen without `listen`: with one interface, on its first address of the
+/// group's family (as the `hail` command does); else the device's default, every address.
+fn listen_ip(interfaces: &[Interface], v6: bool) -> PyResult<Option<IpAddr>> {
+    let [only] = interfaces else {
+        return Ok(None);
+    };
+    let usable = |a: &IpAddr| match a {
+        IpAddr::V4(_) => !v6,
+        IpAddr::V6(a6) => v6 && !a6.is_unicast_link_local(),
+    };
+    if let Interface::Addr(a) = only
+        && usable(a)
+    {
+        return Ok(Some(*a));
+    }
+    let info = only
+        .resolve()
+        .map_err(|e| ConfigError::new_err(format!("interface {only}: {e}")))?;
+    Ok(info.addrs.iter().copied().find(usable))
 }
 
 fn parse_addr(what: &str, s: &str) -> PyResult<SocketAddr> {
@@ -301,7 +326,8 @@ fn answer_bytes(py: Python<'_>, answer: &Py<PyAny>) -> Result<Bytes, String> {
 /// once (the passphrase's key derivation takes a moment, with the GIL released).
 /// `interface` is a name (`"lo"`), an address (`"127.0.0.1"`) or a list; by default every
 /// multicast interface. `group` and `listen` are `"addr:port"` strings; the group defaults to
-/// `239.255.72.76:5676`, TTL 1. `close()` says goodbye; `async with Device(...) as dev:` closes
+/// `239.255.72.76:5676`, TTL 1; links listen by default on the one interface's address
+/// (with several or none: every address), on a free port. `close()` says goodbye; `async with Device(...) as dev:` closes
 /// on the way out.
 #[pyclass(module = "hail", name = "Device", frozen)]
 #[derive(Debug)]
