@@ -60,7 +60,8 @@ struct Callbacks {
 #[pyclass(module = "hail", name = "Connect", frozen)]
 pub(crate) struct PyConnect {
     core: Arc<Core>,
-    jobs: mpsc::Sender<Job>,
+    /// For `fe` reports from `sendMessage`; `None` once closed, so the thread can end.
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     thread_id: ThreadId,
 }
@@ -161,7 +162,7 @@ impl PyConnect {
             .map_err(|e| HailError::new_err(format!("cannot start the callback thread: {e}")))?;
         Ok(Self {
             core,
-            jobs,
+            jobs: Mutex::new(Some(jobs)),
             thread_id: thread.thread().id(),
             thread: Mutex::new(Some(thread)),
         })
@@ -201,8 +202,10 @@ impl PyConnect {
         for (name, r) in results {
             if let Err(e) = r {
                 let err = errors::send_error(&name, &e).into_value(py).into_any();
-                // If the callback thread is gone (closing), there is nobody to tell.
-                let _ = self.jobs.try_send(Job::Error(err));
+                // Closed, or 1024 jobs behind: there is nobody to tell in time.
+                if let Some(jobs) = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    let _ = jobs.try_send(Job::Error(err));
+                }
             }
         }
         Ok(())
@@ -282,6 +285,9 @@ impl PyConnect {
     /// run, the callback thread. Closing twice does nothing.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         block_on(py, self.core.close())?;
+        // The device is gone, and with it the pump's and the question handler's senders;
+        // this is the last one: the thread ends once the jobs queued before run.
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(t) = thread {
             if std::thread::current().id() == self.thread_id {
