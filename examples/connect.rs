@@ -56,7 +56,7 @@ async fn next_message(events: &mut DeviceEvents) -> anyhow::Result<(String, Byte
             .await
             .context("no message in time")?
         {
-            Some(DeviceEvent::Message { from, payload }) => return Ok((from, payload)),
+            Some(DeviceEvent::Message { from, payload, .. }) => return Ok((from, payload)),
             Some(_) => {}
             None => bail!("the device stopped"),
         }

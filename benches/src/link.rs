@@ -1,5 +1,6 @@
 //! `link/*`: framed TCP over loopback: hail-link against std sockets, sealed against
-//! plaintext, broadcast fan-out, and memory per idle connection.
+//! plaintext, broadcast fan-out, memory per idle connection, and the cost of connecting
+//! with identities (`XX`, `XXpsk0`) against `NNpsk0`.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -7,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use hail_crypto::Identity;
 use hail_link::{
-    Client, ClientConfig, ClientEvent, ClientEvents, LinkConfig, Server, ServerConfig, ServerEvent,
-    ServerEvents,
+    Client, ClientConfig, ClientEvent, ClientEvents, Connection, LinkConfig, Server, ServerConfig,
+    ServerEvent, ServerEvents,
 };
 use hail_wire::Binary;
 use tokio::runtime::Runtime;
@@ -47,6 +49,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
     }
     if ctx.wants("link/broadcast") {
         out.push(broadcast(&rt, budget, ctx.pick(20, 100))?);
+    }
+    if ctx.wants("link/connect") {
+        out.extend(connect(&rt, budget)?);
     }
     Ok(out)
 }
@@ -311,4 +316,67 @@ fn idle_memory(rt: &Runtime, n: usize) -> anyhow::Result<Record> {
         "bytes",
         Better::Lower,
     ))
+}
+
+/// Connections per second, each a whole dial over loopback TCP (connect, handshake,
+/// admission, welcome) followed by a drop: `XX` (identities) and `XXpsk0` (identities and
+/// a key) against `NNpsk0` (a key, with its key confirmation), interleaved in one run.
+fn connect(rt: &Runtime, budget: Duration) -> anyhow::Result<Vec<Record>> {
+    const PER_ROUND: u64 = 50;
+    let psk = [0x42; 32];
+    let (server_id, client_id) = (Identity::generate()?, Identity::generate()?);
+    let nn = LinkConfig::default().psk(psk);
+    let xx = LinkConfig::default();
+    let xxpsk = LinkConfig::default().psk(psk);
+    let pairs = [
+        (nn.clone(), nn),
+        (xx.clone().identity(&server_id), xx.identity(&client_id)),
+        (
+            xxpsk.clone().identity(&server_id),
+            xxpsk.identity(&client_id),
+        ),
+    ];
+    let mut ends = Vec::new();
+    for (server_link, client_link) in pairs {
+        let (server, mut events) = rt.block_on(Server::bind(
+            lo(),
+            ServerConfig::default().link(server_link),
+            Binary,
+        ))?;
+        let drain = rt.spawn(async move { while events.recv().await.is_some() {} });
+        ends.push((server, drain, client_link));
+    }
+    let dial = |i: usize| {
+        let (server, _, link) = &ends[i];
+        let addr = server.local_addr();
+        rt.block_on(async {
+            for _ in 0..PER_ROUND {
+                let (conn, _incoming) = Connection::connect(addr, link, Binary)
+                    .await
+                    .expect("connect");
+                drop(conn);
+            }
+        });
+    };
+    let (xx_rate, nn_rate) = interleaved_rate(budget, PER_ROUND, || dial(1), || dial(0));
+    let (xxpsk_rate, nn_rate2) = interleaved_rate(budget, PER_ROUND, || dial(2), || dial(0));
+    for (_, drain, _) in &ends {
+        drain.abort();
+    }
+    Ok(vec![
+        Record::new(
+            "link/connect-xx",
+            xx_rate,
+            nn_rate,
+            "conn/s",
+            Better::Higher,
+        ),
+        Record::new(
+            "link/connect-xxpsk0",
+            xxpsk_rate,
+            nn_rate2,
+            "conn/s",
+            Better::Higher,
+        ),
+    ])
 }

@@ -33,7 +33,7 @@ pub(crate) async fn run(
         let mut down_since: Option<Instant> = None;
         while let Some(event) = events.recv().await {
             match event {
-                ClientEvent::Connected { addr } => {
+                ClientEvent::Connected { addr, .. } => {
                     match down_since.take() {
                         Some(t) => log(
                             name,

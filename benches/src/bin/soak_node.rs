@@ -396,7 +396,7 @@ async fn run(args: Args, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> 
     let reader = tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             match event {
-                DeviceEvent::Message { from, payload } => match parse_payload(&payload) {
+                DeviceEvent::Message { from, payload, .. } => match parse_payload(&payload) {
                     Some((inc, seq)) => {
                         bump(&rc.msgs_recv);
                         emit(&json!({"t": "recv", "from": from, "inc": inc, "seq": seq}));

@@ -312,7 +312,7 @@ where
         };
         let Some(event) = event else { break };
         match event {
-            ServerEvent::Connected { id, addr } => {
+            ServerEvent::Connected { id, addr, .. } => {
                 if json {
                     json_line(&json!({
                         "event": "connected", "client": id.get(), "address": addr.to_string(),
@@ -439,7 +439,7 @@ where
             break Err(fail(Kind::Network, "the client stopped"));
         };
         match event {
-            ClientEvent::Connected { addr } => {
+            ClientEvent::Connected { addr, .. } => {
                 if json {
                     json_line(&json!({ "event": "connected", "address": addr.to_string() }));
                 } else {

@@ -257,7 +257,7 @@ async fn messages(devices: &mut [(Device, DeviceEvents)]) -> anyhow::Result<usiz
         let mut got = 0;
         while got < n - 1 {
             match tokio::time::timeout_at(deadline, events.recv()).await {
-                Ok(Some(DeviceEvent::Message { from, payload })) => {
+                Ok(Some(DeviceEvent::Message { from, payload, .. })) => {
                     ensure!(
                         payload == format!("hello from {from}").as_bytes(),
                         "{} got a wrong message from {from}: {}",

@@ -145,6 +145,15 @@ async fn start(common: &Common, name: &str, port: u16) -> anyhow::Result<(Device
     if let Some(p) = &common.passphrase {
         builder = builder.passphrase(p.clone());
     }
+    if let Some(f) = &common.identity {
+        builder = builder.identity_file(f);
+    }
+    if let Some(f) = &common.known_devices {
+        builder = builder.known_devices(f);
+    }
+    for (k, v) in &common.meta {
+        builder = builder.metadata(k, v);
+    }
     let started = builder.start().await;
     // A name or setting the device refuses came from the command line.
     let kind = match &started {
@@ -345,7 +354,7 @@ fn print_event(event: &DeviceEvent, json: bool) {
                 say!("left {} ({})", escape(&peer.name), leave_reason(reason));
             }
         }
-        DeviceEvent::Message { from, payload } => {
+        DeviceEvent::Message { from, payload, .. } => {
             if json {
                 json_line(&json!({
                     "event": "message", "from": from, "message": payload_json(payload),
@@ -567,6 +576,7 @@ fn print_table(seen: &BTreeMap<String, (PeerInfo, Instant)>, json: bool) {
             .map(|(p, at)| {
                 json!({
                     "name": p.name, "id": p.id.to_string(), "addresses": addresses(p),
+                    "metadata": p.metadata,
                     "last_seen_ms": at.elapsed().as_millis() as u64,
                 })
             })
@@ -574,14 +584,26 @@ fn print_table(seen: &BTreeMap<String, (PeerInfo, Instant)>, json: bool) {
         out::json_line(&json!({ "event": "devices", "devices": devices }));
         return;
     }
-    say!("{:<24} {:<32} {:<28} LAST SEEN", "NAME", "ID", "ADDRESSES");
+    say!(
+        "{:<24} {:<32} {:<28} {:<10} METADATA",
+        "NAME",
+        "ID",
+        "ADDRESSES",
+        "LAST SEEN"
+    );
     for (p, at) in seen.values() {
+        let meta: Vec<String> = p
+            .metadata
+            .iter()
+            .map(|(k, v)| format!("{k}={}", escape(v)))
+            .collect();
         say!(
-            "{:<24} {:<32} {:<28} {:.1}s ago",
+            "{:<24} {:<32} {:<28} {:<10} {}",
             escape(&p.name),
             p.id.to_string(),
             addresses(p).join(","),
-            at.elapsed().as_secs_f64()
+            format!("{:.1}s ago", at.elapsed().as_secs_f64()),
+            meta.join(" ")
         );
     }
     say!(

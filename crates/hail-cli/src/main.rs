@@ -74,6 +74,19 @@ pub(crate) struct Common {
     /// prints it.
     #[arg(long, global = true, value_name = "ADDR:PORT")]
     pub(crate) group: Option<SocketAddr>,
+    /// Keep this device's identity (its key, hence its id) in FILE across runs, created
+    /// on first use (mode 0600). Default: a fresh key per run.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) identity: Option<std::path::PathBuf>,
+    /// Pin each peer's name to the first key that joins under it, kept in FILE (trust on
+    /// first use, like ssh's known_hosts); a device with another key under a pinned name
+    /// is refused. Default: any key under any name.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) known_devices: Option<std::path::PathBuf>,
+    /// Metadata KEY=VALUE signed into this device's adverts and shown by `scout`; repeat
+    /// it (at most 16 entries, 512 bytes; keys of a-z 0-9 . _ -).
+    #[arg(long, global = true, value_name = "KEY=VALUE", value_parser = parse_meta, action = ArgAction::Append)]
+    pub(crate) meta: Vec<(String, String)>,
     /// Machine-readable output: one JSON object per line on stdout; an error is one
     /// `{"error": .., "kind": ..}` line on stderr.
     #[arg(long, global = true)]
@@ -321,6 +334,14 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `KEY=VALUE` of `--meta`.
+fn parse_meta(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The discovery protocol, version 1: adverts on multicast, hello and gossip on links.
+//! The discovery protocol, version 2: signed adverts on multicast, hello and gossip on links.
 //!
 //! Every discovery message, on the multicast group or inside a link frame, starts with
 //! the same 6-byte header; the body is [postcard](https://postcard.jamesmunns.com/wire-format)
@@ -9,40 +9,64 @@
 //! +---+---+---+---+---------+---------+-------------------------------+
 //! | H | A | I | L | version |  kind   | body (postcard, per kind)     |
 //! +---+---+---+---+---------+---------+-------------------------------+
-//!   magic 48 41 49 4c  0x01
+//!   magic 48 41 49 4c  0x02
 //! ```
 //!
 //! | kind | name | carried on | body |
 //! |---|---|---|---|
-//! | `0x01` | announce | multicast | `id`, `name`, `port`, `lease_ms`, `addresses` |
+//! | `0x01` | announce | multicast, and inside hello and peers | `key`, `seq`, `name`, `port`, `lease_ms`, `addresses`, `metadata`, then the 64-byte signature |
 //! | `0x02` | probe | multicast | `id` of the prober |
-//! | `0x03` | goodbye | multicast and links | `id` of the departing device |
-//! | `0x04` | hello | links (first message each way) | `tag`, then the announce fields |
+//! | `0x03` | goodbye | multicast (signed) and links (`id` only) | multicast: `key`, `seq`, then the signature; link: `id` |
+//! | `0x04` | hello | links (first message each way) | `tag`, then the sender's signed announce |
 //! | `0x05` | peers | links | `count`, then `count` peer records |
 //!
 //! Body fields, in order, with postcard's encodings (varint = unsigned LEB128):
 //!
 //! | field | type | encoding | bytes |
 //! |---|---|---|---|
-//! | `id` | [`DeviceId`] | the 16 bytes as they are | 16 |
-//! | `name` | UTF-8, 1..=64 bytes, no control characters | varint length, bytes | 2..=65 |
+//! | `key` | the device's Ed25519 public key | the 32 bytes as they are | 32 |
+//! | `seq` | `u64`, the signer's sequence number ([`hail_crypto::Sequence`]) | varint | 1..=10 |
+//! | `id` | [`DeviceId`], derived from the key ([`hail_crypto::identity::device_id`]) | the 16 bytes | 16 |
+//! | `name` | UTF-8, 1..=64 bytes ([`validate_name`]) | varint length, bytes | 2..=65 |
 //! | `port` | `u16`, TCP listen port, 0 = not reachable | varint | 1..=3 |
 //! | `lease_ms` | `u32`, ms a receiver keeps the entry without news | varint | 1..=5 |
-//! | `addresses` | up to 32 IP addresses | varint count, then each `00` + 4 octets (IPv4) or `01` + 16 octets (IPv6) | 1..=545 |
+//! | `addresses` | up to 8 IP addresses, each with its family | varint count, then each `00` + 4 octets (IPv4) or `01` + 16 octets (IPv6) | 1..=137 |
+//! | `metadata` | up to 16 pairs of key and value, keys strictly ascending ([`validate_metadata`]) | varint count, then each key and value as strings | 1..=548 |
+//! | signature | Ed25519 over the header and body before it, context `hail-discovery/announce/v2` (or `.../goodbye/v2`) | 64 bytes, outside postcard | 64 |
 //! | `tag` | `u64`, the dialer's connection tag (0 from the accepting side) | varint | 1..=10 |
+//! | signed announce | a whole announce message (header, body, signature), at most [`MAX_ADVERT_LEN`] | varint length, bytes | 110..=872 |
 //! | `count` | number of peer records, at most 16 | varint | 1 |
-//! | peer record | `id`, `name`, `port`, `addresses` as above | | 19..=629 |
+//! | peer record | the peer's signed announce as above, then `observed`: `00` (none) or `01` + address, where the sender sees the peer's link come from | | |
 //!
-//! Example: the announce of device `0x11 x 16` named `lamp`, port 40000, lease 3000 ms,
-//! address 127.0.0.1 is 38 bytes:
+//! A device's id is not sent: it is the hash of its key, so an advert cannot name one id and
+//! carry another's key. The signature covers every byte before it, header included, so no
+//! field (nor the version or kind) can be changed without the key. Decoding checks the
+//! format only (sizes, names, lists, and that the bytes are the one canonical encoding:
+//! shortest varints, metadata keys strictly ascending); [`Announce::verify`] and
+//! [`Goodbye::verify`] check the signature, which a receiver does only where the advert would
+//! change what it knows (see [`PeerTable`](crate::PeerTable)).
+//!
+//! # Example
+//!
+//! The announce of a device named `lamp`, signed with the identity whose secret key is 32
+//! bytes of `07` (`Identity::from_secret_bytes(&[7; 32])`), sequence number 1, port 40000,
+//! a 3 s lease, one address and one metadata entry: 130 bytes. Its id, which is not sent, is
+//! `a4b2e4ebb79d0179c93c658b28b65c2a`.
 //!
 //! ```text
-//! 48 41 49 4c 01 01                                  header: "HAIL", v1, announce
-//! 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11    id
-//! 04 6c 61 6d 70                                     name "lamp"
-//! c0 b8 02                                           port 40000
-//! b8 17                                              lease_ms 3000
-//! 01 00 7f 00 00 01                                  1 address: IPv4 127.0.0.1
+//! 48 41 49 4c 02 01                                 header: HAIL, version 2, announce
+//! ea 4a 6c 63 e2 9c 52 0a be f5 50 7b 13 2e c5 f9   key (32 bytes)
+//! 95 47 76 ae be be 7b 92 42 1e ea 69 14 46 d2 2c
+//! 01                                                seq 1
+//! 04 6c 61 6d 70                                    name: 4 bytes, "lamp"
+//! c0 b8 02                                          port 40000
+//! b8 17                                             lease_ms 3000
+//! 01 00 7f 00 00 01                                 1 address: IPv4 127.0.0.1
+//! 01 04 72 6f 6c 65 04 6c 61 6d 70                  1 metadata entry: "role" = "lamp"
+//! 4d 50 00 6d 6f 46 29 0a 96 e7 0d 95 0e 2c 6e 9e   signature (64 bytes): Identity::sign
+//! 39 6a f4 ca ea 8b b4 4f 25 eb 8d 83 07 28 e5 54     with the context
+//! 6c aa cd d3 42 fa 75 36 3e 3d 5f e0 9e 56 06 93     "hail-discovery/announce/v2" over
+//! a3 26 52 b1 fc f0 38 9a 77 80 e7 19 1b 36 89 07     the 66 bytes above
 //! ```
 //!
 //! # Limits
@@ -50,9 +74,11 @@
 //! An advert must fit one datagram: the encoder and the decoder both refuse more than
 //! [`MAX_ADVERT_LEN`] (1024) bytes, which leaves room for the sealing overhead of
 //! `hail-multicast` under the 1232-byte UDP payload that IPv6's minimum MTU guarantees
-//! without fragmentation. The field limits keep the largest possible announce at 640
-//! bytes, so the length limit never cuts a valid announce. A device with more than
-//! [`MAX_ADDRESSES`] (32) addresses advertises the first 32 (the
+//! without fragmentation. The field limits keep announces shorter: the
+//! largest possible announce is 870 bytes (a 64-byte name, 8 IPv6 addresses, 512 bytes of
+//! metadata in 16 entries, every number at its longest), so the length limit never cuts a
+//! valid announce; a full gossip message of 16 such records is 14,247 bytes. A device with
+//! more than [`MAX_ADDRESSES`] (8) addresses advertises the first 8 (the
 //! [`PeerTable`](crate::PeerTable) truncates its local list and logs a warning); peers
 //! also dial the source address of the advert, so the interface it was sent from is always
 //! reachable. Link messages (hello, peers, goodbye) are limited to [`MAX_LINK_MESSAGE_LEN`]
@@ -62,17 +88,22 @@
 //! # Versions and errors
 //!
 //! The version byte changes only for incompatible changes; a receiver drops any other
-//! version ([`AdvertError::UnsupportedVersion`]). New message types get new kinds, which
-//! older receivers drop ([`AdvertError::UnknownKind`]). Bodies are strict: truncated
-//! input, bytes left over, a bad varint, invalid UTF-8, an invalid name, or too many
-//! addresses or records are each a typed [`AdvertError`]. Decoding never allocates more
-//! than the input's size: sequences are bounded while they are read, not after.
+//! version ([`AdvertError::UnsupportedVersion`], counted). New message types get new kinds,
+//! which older receivers drop ([`AdvertError::UnknownKind`]). Bodies are strict: truncated
+//! input, bytes left over, a bad varint, invalid UTF-8, an invalid name, key or metadata, or
+//! too many addresses or records are each a typed [`AdvertError`]; so is a signed message
+//! that is not the canonical encoding of its fields (an overlong varint, which postcard
+//! itself accepts), or a hello or gossip record whose inner announce is longer than
+//! [`MAX_ADVERT_LEN`]. Decoding never allocates more than a small multiple of the input's
+//! size: sequences are bounded while they are read, not after.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use hail_crypto::{Identity, PublicKey, Signature};
 use hail_wire::WireError;
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -82,8 +113,8 @@ use crate::id::DeviceId;
 
 /// The first four bytes of every discovery message: `HAIL`.
 pub const MAGIC: [u8; 4] = *b"HAIL";
-/// The protocol version this implementation speaks and sends.
-pub const VERSION: u8 = 1;
+/// The protocol version this implementation speaks and sends: 2 (signed adverts).
+pub const VERSION: u8 = 2;
 /// Length of the header (magic, version, kind) in bytes.
 pub const HEADER_LEN: usize = 6;
 /// Largest advert (multicast message) in bytes, header included: 1024.
@@ -92,12 +123,29 @@ pub const MAX_ADVERT_LEN: usize = 1024;
 pub const MAX_LINK_MESSAGE_LEN: usize = 16 * 1024;
 /// Longest device name in bytes of UTF-8: 64.
 pub const MAX_NAME_LEN: usize = 64;
-/// Most addresses in one announce, hello or peer record: 32.
-pub const MAX_ADDRESSES: usize = 32;
+/// Most addresses in one announce: 8.
+pub const MAX_ADDRESSES: usize = 8;
 /// Most peer records in one gossip message: 16.
 pub const MAX_PEER_RECORDS: usize = 16;
+/// Most metadata entries in one announce: 16.
+pub const MAX_METADATA_ENTRIES: usize = 16;
+/// Most bytes of metadata keys and values together in one announce: 512.
+pub const MAX_METADATA_LEN: usize = 512;
+/// Longest metadata key in bytes: 32 (ASCII lower-case letters, digits, `.`, `_`, `-`).
+pub const MAX_METADATA_KEY_LEN: usize = 32;
+/// Length of a signature on the wire: 64.
+pub const SIGNATURE_LEN: usize = hail_crypto::identity::SIGNATURE_LEN;
+/// Signature context of announces.
+pub const ANNOUNCE_CONTEXT: &[u8] = b"hail-discovery/announce/v2";
+/// Signature context of multicast goodbyes.
+pub const GOODBYE_CONTEXT: &[u8] = b"hail-discovery/goodbye/v2";
 /// Nesting limit handed to the strict postcard decoder (the deepest message nests 6).
 const MAX_DEPTH: usize = 16;
+
+/// A device's metadata: a small map of keys to values it signs into its announces (like
+/// Zyre headers or mDNS TXT records), shown in peer info and `hail scout`. Bounded by
+/// [`validate_metadata`].
+pub type Metadata = BTreeMap<String, String>;
 
 /// The kind byte of a discovery message (a newtype, so an unknown kind survives decoding
 /// and prints as hex).
@@ -146,9 +194,84 @@ impl fmt::Debug for Kind {
     }
 }
 
-/// A discovery message could not be encoded or decoded.
+/// Why a metadata map is refused (see [`validate_metadata`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataError {
+    /// More entries than [`MAX_METADATA_ENTRIES`].
+    #[error("{count} metadata entries, the limit is {max}")]
+    TooManyEntries {
+        /// How many entries.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Keys and values together are longer than [`MAX_METADATA_LEN`] bytes.
+    #[error("{len} bytes of metadata, the limit is {max}")]
+    TooLong {
+        /// Bytes of keys and values.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A key is empty, longer than [`MAX_METADATA_KEY_LEN`], or has a character other than
+    /// ASCII lower-case letters, digits, `.`, `_` and `-`.
+    #[error("invalid metadata key {0:?} (1 to 32 of a-z 0-9 . _ -)")]
+    InvalidKey(String),
+    /// A value has a control character.
+    #[error("metadata value of {0:?} has a control character")]
+    InvalidValue(String),
+    /// Keys on the wire are not in strictly ascending order (a repeated or unsorted key).
+    #[error("metadata keys not strictly ascending")]
+    NotCanonical,
+}
+
+/// Checks a metadata map: at most [`MAX_METADATA_ENTRIES`] entries, keys 1 to
+/// [`MAX_METADATA_KEY_LEN`] bytes of `a-z 0-9 . _ -`, values without control characters,
+/// keys and values together at most [`MAX_METADATA_LEN`] bytes.
 ///
-/// Every decode error concerns one datagram or one link message only: the peer table drops
+/// ```
+/// use hail_discovery::{Metadata, MetadataError, validate_metadata};
+///
+/// let mut m = Metadata::new();
+/// m.insert("role".into(), "lamp".into());
+/// assert!(validate_metadata(&m).is_ok());
+/// m.insert("Role".into(), "x".into());
+/// assert!(matches!(validate_metadata(&m), Err(MetadataError::InvalidKey(_))));
+/// ```
+pub fn validate_metadata(m: &Metadata) -> Result<(), MetadataError> {
+    if m.len() > MAX_METADATA_ENTRIES {
+        return Err(MetadataError::TooManyEntries {
+            count: m.len(),
+            max: MAX_METADATA_ENTRIES,
+        });
+    }
+    let mut len = 0usize;
+    for (k, v) in m {
+        let key_ok = !k.is_empty()
+            && k.len() <= MAX_METADATA_KEY_LEN
+            && k.bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
+        if !key_ok {
+            return Err(MetadataError::InvalidKey(k.clone()));
+        }
+        if v.chars().any(char::is_control) {
+            return Err(MetadataError::InvalidValue(k.clone()));
+        }
+        len += k.len() + v.len();
+    }
+    if len > MAX_METADATA_LEN {
+        return Err(MetadataError::TooLong {
+            len,
+            max: MAX_METADATA_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// A discovery message could not be encoded or decoded, or its signature does not verify.
+///
+/// Every such error concerns one datagram or one link message only: the peer table drops
 /// the message, counts it in its [`Stats`](crate::Stats) and carries on.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -171,7 +294,7 @@ pub enum AdvertError {
     #[error("not a hail discovery message (bad magic)")]
     BadMagic,
     /// The message is of a protocol version this implementation does not speak.
-    #[error("discovery protocol version {version} is not supported (this side speaks 1)")]
+    #[error("discovery protocol version {version} is not supported (this side speaks 2)")]
     UnsupportedVersion {
         /// The version byte that arrived.
         version: u8,
@@ -195,6 +318,9 @@ pub enum AdvertError {
     /// A device name in the message is invalid.
     #[error("invalid device name: {0}")]
     InvalidName(#[from] NameError),
+    /// The metadata of an announce is invalid.
+    #[error("invalid metadata: {0}")]
+    InvalidMetadata(#[from] MetadataError),
     /// A message lists more addresses than one advert may carry.
     #[error("{count} addresses listed, the limit is {max}")]
     TooManyAddresses {
@@ -210,6 +336,12 @@ pub enum AdvertError {
         count: usize,
         /// The limit.
         max: usize,
+    },
+    /// The key is not a valid Ed25519 public key, or the signature does not verify.
+    #[error("{kind} signature does not verify")]
+    BadSignature {
+        /// The kind of the signed message.
+        kind: Kind,
     },
     /// postcard failed to encode a body (out of memory in practice).
     #[error("encoding a {kind} body: {source}")]
@@ -299,20 +431,47 @@ const BLANK: [char; 7] = [
     '\u{034F}', '\u{115F}', '\u{1160}', '\u{17B4}', '\u{17B5}', '\u{3164}', '\u{FFA0}',
 ];
 
-/// "I am here": who a device is and where to connect to it.
+/// What an announce says about its device, apart from who signed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Announce {
-    /// The device's id for this run.
-    pub id: DeviceId,
+pub struct AnnounceBody {
     /// The device's name (see [`validate_name`]).
     pub name: String,
     /// TCP port the device accepts links on; 0 means it accepts none.
     pub port: u16,
     /// How long a receiver keeps the device without hearing from it again. Sent in whole
-    /// milliseconds (rounded down, saturating at `u32::MAX` ms, about 49.7 days).
+    /// milliseconds (rounded down, saturating at `u32::MAX` ms, about 49.7 days); receivers
+    /// clamp it ([`MAX_PEER_LEASE`](crate::MAX_PEER_LEASE)).
     pub lease: Duration,
     /// The device's unicast addresses, at most [`MAX_ADDRESSES`].
     pub addresses: Vec<IpAddr>,
+    /// The device's metadata (see [`validate_metadata`]).
+    pub metadata: Metadata,
+}
+
+/// "I am here": who a device is and where to connect to it, signed by the device's key.
+///
+/// Made by [`Announce::sign`] or decoded; the signer's key, id, sequence number and
+/// signature can be read but not changed. Decoding checks the format only:
+/// [`Announce::verify`] checks the signature over the body as it is now, so a body changed
+/// after signing (or on the wire) no longer verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announce {
+    id: DeviceId,
+    key: [u8; 32],
+    seq: u64,
+    /// What the announce says.
+    pub body: AnnounceBody,
+    signature: Signature,
+}
+
+/// "I am leaving", on the group: signed, with a sequence number above every announce of
+/// the same run, so a recorded goodbye of an earlier run never removes a later one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Goodbye {
+    id: DeviceId,
+    key: [u8; 32],
+    seq: u64,
+    signature: Signature,
 }
 
 /// The first message on a link, sent by both sides as soon as the link is up.
@@ -322,22 +481,20 @@ pub struct Hello {
     /// side. Together with the dialer's id it names the connection identically on both
     /// ends, which the simultaneous-dial rule needs.
     pub tag: u64,
-    /// Who the sender is (its lease is ignored on links).
+    /// Who the sender is: its signed announce (its lease is ignored on links). Its key must
+    /// be the one the link's handshake proved.
     pub announce: Announce,
 }
 
-/// One entry of a gossip message: a peer the sender is connected to.
+/// One entry of a gossip message: a peer the sender is connected to, as that peer signed
+/// it (a relay can pass on what it heard, never make up a record).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerRecord {
-    /// The peer's id.
-    pub id: DeviceId,
-    /// The peer's name.
-    pub name: String,
-    /// The peer's TCP port.
-    pub port: u16,
-    /// Addresses to reach it at, best first (the sender puts the address it sees the peer
-    /// connected from first), at most [`MAX_ADDRESSES`].
-    pub addresses: Vec<IpAddr>,
+    /// The peer's own signed announce.
+    pub announce: Announce,
+    /// Where the sender sees the peer's link come from (a hint a receiver dials after the
+    /// signed addresses; a dial still has to prove the peer's key).
+    pub observed: Option<IpAddr>,
 }
 
 /// A message on the discovery multicast group.
@@ -351,11 +508,8 @@ pub enum Advert {
         /// The prober (so it can ignore its own probe when multicast loops back).
         from: DeviceId,
     },
-    /// "I am leaving" (kind `0x03`).
-    Goodbye {
-        /// The departing device.
-        from: DeviceId,
-    },
+    /// "I am leaving" (kind `0x03`), signed.
+    Goodbye(Goodbye),
 }
 
 /// A discovery message on a link (inside one frame of the link's framing).
@@ -367,11 +521,214 @@ pub enum LinkMessage {
     /// Gossip: peers the sender is connected to (kind `0x05`), at most
     /// [`MAX_PEER_RECORDS`] per message.
     Peers(Vec<PeerRecord>),
-    /// "I am leaving" (kind `0x03`), sent before the link is closed at shutdown.
+    /// "I am leaving" (kind `0x03`), sent before the link is closed at shutdown (the link
+    /// proves who sends it, so it is not signed).
     Goodbye {
         /// The departing device.
         from: DeviceId,
     },
+}
+
+fn id_of(key: &[u8; 32]) -> DeviceId {
+    DeviceId::from_bytes(hail_crypto::identity::device_id(key))
+}
+
+fn verify_with(
+    kind: Kind,
+    context: &[u8],
+    key: &[u8; 32],
+    msg: &[u8],
+    sig: &Signature,
+) -> Result<(), AdvertError> {
+    PublicKey::from_bytes(key)
+        .and_then(|k| k.verify(context, msg, sig))
+        .map_err(|_| AdvertError::BadSignature { kind })
+}
+
+impl Announce {
+    /// Signs `body` with `identity` under sequence number `seq` (take it from the device's
+    /// [`Sequence`](hail_crypto::Sequence); a later announce must have a higher one).
+    ///
+    /// Fails on an invalid name or metadata, or more than [`MAX_ADDRESSES`] addresses.
+    pub fn sign(identity: &Identity, seq: u64, body: AnnounceBody) -> Result<Self, AdvertError> {
+        let key = identity.public().to_bytes();
+        let mut a = Self {
+            id: id_of(&key),
+            key,
+            seq,
+            body,
+            signature: Signature::from_bytes([0; 64]),
+        };
+        let mut msg = Vec::with_capacity(128);
+        a.encode_unsigned(&mut msg)?;
+        a.signature = identity.sign(ANNOUNCE_CONTEXT, &msg);
+        Ok(a)
+    }
+
+    /// The device's id (the hash of its key).
+    pub fn id(&self) -> DeviceId {
+        self.id
+    }
+
+    /// The bytes of the signer's public key (checked to be a valid key by
+    /// [`verify`](Self::verify), not by decoding).
+    pub fn key_bytes(&self) -> &[u8; 32] {
+        &self.key
+    }
+
+    /// The signer's sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The signature.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// Checks the signature over the body as it is now.
+    pub fn verify(&self) -> Result<(), AdvertError> {
+        let mut msg = Vec::with_capacity(128);
+        self.encode_unsigned(&mut msg)?;
+        verify_with(
+            Kind::ANNOUNCE,
+            ANNOUNCE_CONTEXT,
+            &self.key,
+            &msg,
+            &self.signature,
+        )
+    }
+
+    fn validate(&self) -> Result<(), AdvertError> {
+        validate_name(&self.body.name)?;
+        validate_metadata(&self.body.metadata)?;
+        check_addresses(self.body.addresses.len())
+    }
+
+    /// The header and body, without the signature: the signed bytes.
+    fn encode_unsigned(&self, dst: &mut Vec<u8>) -> Result<(), AdvertError> {
+        self.validate()?;
+        let kind = Kind::ANNOUNCE;
+        encode_with(kind, MAX_ADVERT_LEN - SIGNATURE_LEN, dst, |dst| {
+            let b = &self.body;
+            put(
+                kind,
+                &AnnounceRef {
+                    key: &self.key,
+                    seq: self.seq,
+                    name: &b.name,
+                    port: b.port,
+                    lease_ms: u32::try_from(b.lease.as_millis()).unwrap_or(u32::MAX),
+                    addresses: &b.addresses,
+                    metadata: &b.metadata,
+                },
+                dst,
+            )
+        })
+    }
+
+    /// Appends the whole signed announce (header, body, signature).
+    fn encode(&self, dst: &mut Vec<u8>) -> Result<(), AdvertError> {
+        self.encode_unsigned(dst)?;
+        dst.extend_from_slice(self.signature.as_bytes());
+        Ok(())
+    }
+
+    /// Decodes a whole signed announce (header included), format only.
+    fn decode(bytes: &[u8]) -> Result<Self, AdvertError> {
+        let (kind, body) = split_header(bytes, MAX_ADVERT_LEN)?;
+        if kind != Kind::ANNOUNCE {
+            return Err(AdvertError::UnknownKind { kind });
+        }
+        let (body, signature) = split_signature(kind, body)?;
+        let w: AnnounceOwned = body_from(kind, body)?;
+        validate_name(&w.name)?;
+        check_addresses(w.addresses.count)?;
+        let metadata = w.metadata.into_map()?;
+        let a = Self {
+            id: id_of(&w.key),
+            key: w.key,
+            seq: w.seq,
+            body: AnnounceBody {
+                name: w.name,
+                port: w.port,
+                lease: Duration::from_millis(u64::from(w.lease_ms)),
+                addresses: w.addresses.items,
+                metadata,
+            },
+            signature,
+        };
+        let mut canonical = Vec::with_capacity(bytes.len());
+        a.encode_unsigned(&mut canonical)?;
+        check_canonical(kind, &canonical, &bytes[..bytes.len() - SIGNATURE_LEN])?;
+        Ok(a)
+    }
+
+    /// Decodes the signed announce carried as a byte string inside a hello or a gossip
+    /// record: refused whole if longer than a datagram, never cut to the kept part.
+    fn decode_inner(bytes: Bounded<u8, MAX_ADVERT_LEN>) -> Result<Self, AdvertError> {
+        if bytes.count > MAX_ADVERT_LEN {
+            return Err(AdvertError::TooLong {
+                len: bytes.count,
+                max: MAX_ADVERT_LEN,
+            });
+        }
+        Self::decode(&bytes.items)
+    }
+}
+
+impl Goodbye {
+    /// Signs a goodbye with `identity` under sequence number `seq` (above every announce
+    /// the device sent).
+    pub fn sign(identity: &Identity, seq: u64) -> Self {
+        let key = identity.public().to_bytes();
+        let mut g = Self {
+            id: id_of(&key),
+            key,
+            seq,
+            signature: Signature::from_bytes([0; 64]),
+        };
+        let mut msg = Vec::with_capacity(64);
+        g.encode_unsigned(&mut msg);
+        g.signature = identity.sign(GOODBYE_CONTEXT, &msg);
+        g
+    }
+
+    /// The departing device's id.
+    pub fn id(&self) -> DeviceId {
+        self.id
+    }
+
+    /// The signer's sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Checks the signature.
+    pub fn verify(&self) -> Result<(), AdvertError> {
+        let mut msg = Vec::with_capacity(64);
+        self.encode_unsigned(&mut msg);
+        verify_with(
+            Kind::GOODBYE,
+            GOODBYE_CONTEXT,
+            &self.key,
+            &msg,
+            &self.signature,
+        )
+    }
+
+    fn encode_unsigned(&self, dst: &mut Vec<u8>) {
+        dst.extend_from_slice(&MAGIC);
+        dst.push(VERSION);
+        dst.push(Kind::GOODBYE.0);
+        let body = GoodbyeWire {
+            key: self.key,
+            seq: self.seq,
+        };
+        let out = postcard::to_extend(&body, std::mem::take(dst))
+            .expect("a key and a number always encode");
+        *dst = out;
+    }
 }
 
 impl Advert {
@@ -380,46 +737,65 @@ impl Advert {
         match self {
             Self::Announce(_) => Kind::ANNOUNCE,
             Self::Probe { .. } => Kind::PROBE,
-            Self::Goodbye { .. } => Kind::GOODBYE,
+            Self::Goodbye(_) => Kind::GOODBYE,
         }
     }
 
-    /// Appends the encoded advert (header and body) to `dst`.
+    /// Appends the encoded advert (header, body and signature) to `dst`.
     ///
-    /// Fails on an invalid name or more than [`MAX_ADDRESSES`] addresses; on failure `dst`
-    /// is left as it was.
+    /// Fails on an invalid name or metadata, or more than [`MAX_ADDRESSES`] addresses; on
+    /// failure `dst` is left as it was.
     pub fn encode(&self, dst: &mut Vec<u8>) -> Result<(), AdvertError> {
-        let kind = self.kind();
-        encode_with(kind, MAX_ADVERT_LEN, dst, |dst| match self {
-            Self::Announce(a) => {
-                a.validate()?;
-                put(kind, &a.wire(), dst)
+        let start = dst.len();
+        let r = match self {
+            Self::Announce(a) => a.encode(dst),
+            Self::Probe { from } => encode_with(Kind::PROBE, MAX_ADVERT_LEN, dst, |dst| {
+                put(Kind::PROBE, from, dst)
+            }),
+            Self::Goodbye(g) => {
+                g.encode_unsigned(dst);
+                dst.extend_from_slice(g.signature.as_bytes());
+                Ok(())
             }
-            Self::Probe { from } | Self::Goodbye { from } => put(kind, from, dst),
-        })
+        };
+        if r.is_err() {
+            dst.truncate(start);
+        }
+        r
     }
 
     /// The encoded advert as a new vector (see [`Advert::encode`]).
     pub fn to_bytes(&self) -> Result<Vec<u8>, AdvertError> {
-        let mut v = Vec::with_capacity(64);
+        let mut v = Vec::with_capacity(128);
         self.encode(&mut v)?;
         Ok(v)
     }
 
-    /// Decodes one datagram. Input longer than [`MAX_ADVERT_LEN`] is refused before it is
-    /// parsed; link-only kinds are [`AdvertError::UnknownKind`].
+    /// Decodes one datagram, format only (signatures are checked by
+    /// [`Announce::verify`] and [`Goodbye::verify`]). Input longer than
+    /// [`MAX_ADVERT_LEN`] is refused before it is parsed; link-only kinds are
+    /// [`AdvertError::UnknownKind`].
     pub fn decode(bytes: &[u8]) -> Result<Self, AdvertError> {
         let (kind, body) = split_header(bytes, MAX_ADVERT_LEN)?;
         match kind {
-            Kind::ANNOUNCE => Ok(Self::Announce(
-                body_from::<AnnounceOwned>(kind, body)?.into_announce()?,
-            )),
+            Kind::ANNOUNCE => Ok(Self::Announce(Announce::decode(bytes)?)),
             Kind::PROBE => Ok(Self::Probe {
                 from: body_from(kind, body)?,
             }),
-            Kind::GOODBYE => Ok(Self::Goodbye {
-                from: body_from(kind, body)?,
-            }),
+            Kind::GOODBYE => {
+                let (body, signature) = split_signature(kind, body)?;
+                let w: GoodbyeWire = body_from(kind, body)?;
+                let g = Goodbye {
+                    id: id_of(&w.key),
+                    key: w.key,
+                    seq: w.seq,
+                    signature,
+                };
+                let mut canonical = Vec::with_capacity(bytes.len());
+                g.encode_unsigned(&mut canonical);
+                check_canonical(kind, &canonical, &bytes[..bytes.len() - SIGNATURE_LEN])?;
+                Ok(Self::Goodbye(g))
+            }
             kind => Err(AdvertError::UnknownKind { kind }),
         }
     }
@@ -437,18 +813,19 @@ impl LinkMessage {
 
     /// Appends the encoded message (header and body) to `dst`.
     ///
-    /// Fails on an invalid name, more than [`MAX_ADDRESSES`] addresses in a hello or record,
-    /// or more than [`MAX_PEER_RECORDS`] records; on failure `dst` is left as it was.
+    /// Fails on an invalid announce in a hello or record, or more than
+    /// [`MAX_PEER_RECORDS`] records; on failure `dst` is left as it was.
     pub fn encode(&self, dst: &mut Vec<u8>) -> Result<(), AdvertError> {
         let kind = self.kind();
         encode_with(kind, MAX_LINK_MESSAGE_LEN, dst, |dst| match self {
             Self::Hello(h) => {
-                h.announce.validate()?;
+                let mut announce = Vec::with_capacity(256);
+                h.announce.encode(&mut announce)?;
                 put(
                     kind,
                     &HelloRef {
                         tag: h.tag,
-                        announce: h.announce.wire(),
+                        announce: &announce,
                     },
                     dst,
                 )
@@ -460,17 +837,19 @@ impl LinkMessage {
                         max: MAX_PEER_RECORDS,
                     });
                 }
-                let mut wire = Vec::with_capacity(records.len());
+                let mut encoded = Vec::with_capacity(records.len());
                 for r in records {
-                    validate_name(&r.name)?;
-                    check_addresses(r.addresses.len())?;
-                    wire.push(PeerRecordRef {
-                        id: &r.id,
-                        name: &r.name,
-                        port: r.port,
-                        addresses: &r.addresses,
-                    });
+                    let mut a = Vec::with_capacity(256);
+                    r.announce.encode(&mut a)?;
+                    encoded.push((a, r.observed));
                 }
+                let wire: Vec<PeerRecordRef<'_>> = encoded
+                    .iter()
+                    .map(|(a, observed)| PeerRecordRef {
+                        announce: a,
+                        observed: *observed,
+                    })
+                    .collect();
                 put(kind, &wire, dst)
             }
             Self::Goodbye { from } => put(kind, from, dst),
@@ -479,12 +858,12 @@ impl LinkMessage {
 
     /// The encoded message as a new vector (see [`LinkMessage::encode`]).
     pub fn to_bytes(&self) -> Result<Vec<u8>, AdvertError> {
-        let mut v = Vec::with_capacity(64);
+        let mut v = Vec::with_capacity(256);
         self.encode(&mut v)?;
         Ok(v)
     }
 
-    /// Decodes one link message (one frame body). Input longer than
+    /// Decodes one link message (one frame body), format only. Input longer than
     /// [`MAX_LINK_MESSAGE_LEN`] is refused before it is parsed; multicast-only kinds are
     /// [`AdvertError::UnknownKind`].
     pub fn decode(bytes: &[u8]) -> Result<Self, AdvertError> {
@@ -494,7 +873,7 @@ impl LinkMessage {
                 let h: HelloOwned = body_from(kind, body)?;
                 Ok(Self::Hello(Hello {
                     tag: h.tag,
-                    announce: h.announce.into_announce()?,
+                    announce: Announce::decode_inner(h.announce)?,
                 }))
             }
             Kind::PEERS => {
@@ -508,31 +887,19 @@ impl LinkMessage {
                 let records = list
                     .items
                     .into_iter()
-                    .map(PeerRecordOwned::into_record)
-                    .collect::<Result<_, _>>()?;
+                    .map(|r| {
+                        Ok(PeerRecord {
+                            announce: Announce::decode_inner(r.announce)?,
+                            observed: r.observed,
+                        })
+                    })
+                    .collect::<Result<_, AdvertError>>()?;
                 Ok(Self::Peers(records))
             }
             Kind::GOODBYE => Ok(Self::Goodbye {
                 from: body_from(kind, body)?,
             }),
             kind => Err(AdvertError::UnknownKind { kind }),
-        }
-    }
-}
-
-impl Announce {
-    fn validate(&self) -> Result<(), AdvertError> {
-        validate_name(&self.name)?;
-        check_addresses(self.addresses.len())
-    }
-
-    fn wire(&self) -> AnnounceRef<'_> {
-        AnnounceRef {
-            id: &self.id,
-            name: &self.name,
-            port: self.port,
-            lease_ms: u32::try_from(self.lease.as_millis()).unwrap_or(u32::MAX),
-            addresses: &self.addresses,
         }
     }
 }
@@ -600,6 +967,34 @@ fn split_header(bytes: &[u8], max: usize) -> Result<(Kind, &[u8]), AdvertError> 
     Ok((Kind(bytes[5]), &bytes[HEADER_LEN..]))
 }
 
+/// The body before the trailing signature, and the signature.
+fn split_signature(kind: Kind, body: &[u8]) -> Result<(&[u8], Signature), AdvertError> {
+    let Some(at) = body.len().checked_sub(SIGNATURE_LEN) else {
+        return Err(AdvertError::Malformed {
+            kind,
+            source: WireError::Postcard(postcard::Error::DeserializeUnexpectedEnd),
+        });
+    };
+    let (body, sig) = body.split_at(at);
+    let sig: [u8; SIGNATURE_LEN] = sig.try_into().expect("split at the signature length");
+    Ok((body, Signature::from_bytes(sig)))
+}
+
+/// Refuses a signed message whose bytes are not the canonical encoding of what they
+/// decode to. postcard accepts overlong varints (`81 00` for 1), and signatures are checked
+/// over the canonical encoding, so without this one signed message would have many byte
+/// strings (and a prefix of an over-long string could pass for a whole message).
+fn check_canonical(kind: Kind, canonical: &[u8], received: &[u8]) -> Result<(), AdvertError> {
+    if canonical == received {
+        Ok(())
+    } else {
+        Err(AdvertError::Malformed {
+            kind,
+            source: WireError::Postcard(postcard::Error::DeserializeBadVarint),
+        })
+    }
+}
+
 fn body_from<T: serde::de::DeserializeOwned>(kind: Kind, body: &[u8]) -> Result<T, AdvertError> {
     hail_wire::postcard_from_slice(body, MAX_DEPTH)
         .map_err(|source| AdvertError::Malformed { kind, source })
@@ -610,75 +1005,74 @@ fn body_from<T: serde::de::DeserializeOwned>(kind: Kind, body: &[u8]) -> Result<
 
 #[derive(Serialize)]
 struct AnnounceRef<'a> {
-    id: &'a DeviceId,
+    key: &'a [u8; 32],
+    seq: u64,
     name: &'a str,
     port: u16,
     lease_ms: u32,
     addresses: &'a [IpAddr],
+    metadata: &'a Metadata,
 }
 
 #[derive(Deserialize)]
 struct AnnounceOwned {
-    id: DeviceId,
+    key: [u8; 32],
+    seq: u64,
     name: String,
     port: u16,
     lease_ms: u32,
     addresses: Bounded<IpAddr, MAX_ADDRESSES>,
+    metadata: Bounded<(String, String), MAX_METADATA_ENTRIES>,
 }
 
-impl AnnounceOwned {
-    fn into_announce(self) -> Result<Announce, AdvertError> {
-        validate_name(&self.name)?;
-        check_addresses(self.addresses.count)?;
-        Ok(Announce {
-            id: self.id,
-            name: self.name,
-            port: self.port,
-            lease: Duration::from_millis(u64::from(self.lease_ms)),
-            addresses: self.addresses.items,
-        })
+impl Bounded<(String, String), MAX_METADATA_ENTRIES> {
+    /// The map, checked: at most the entry limit, keys strictly ascending (one encoding per
+    /// map), and valid as [`validate_metadata`] says.
+    fn into_map(self) -> Result<Metadata, AdvertError> {
+        if self.count > MAX_METADATA_ENTRIES {
+            return Err(MetadataError::TooManyEntries {
+                count: self.count,
+                max: MAX_METADATA_ENTRIES,
+            }
+            .into());
+        }
+        if self.items.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(MetadataError::NotCanonical.into());
+        }
+        let map: Metadata = self.items.into_iter().collect();
+        validate_metadata(&map)?;
+        Ok(map)
     }
+}
+
+#[derive(Serialize, Deserialize)]
+struct GoodbyeWire {
+    key: [u8; 32],
+    seq: u64,
 }
 
 #[derive(Serialize)]
 struct HelloRef<'a> {
     tag: u64,
-    announce: AnnounceRef<'a>,
+    announce: &'a [u8],
 }
 
 #[derive(Deserialize)]
 struct HelloOwned {
     tag: u64,
-    announce: AnnounceOwned,
+    announce: Bounded<u8, MAX_ADVERT_LEN>,
 }
 
 #[derive(Serialize)]
 struct PeerRecordRef<'a> {
-    id: &'a DeviceId,
-    name: &'a str,
-    port: u16,
-    addresses: &'a [IpAddr],
+    announce: &'a [u8],
+    observed: Option<IpAddr>,
 }
 
 #[derive(Deserialize)]
 struct PeerRecordOwned {
-    id: DeviceId,
-    name: String,
-    port: u16,
-    addresses: Bounded<IpAddr, MAX_ADDRESSES>,
-}
-
-impl PeerRecordOwned {
-    fn into_record(self) -> Result<PeerRecord, AdvertError> {
-        validate_name(&self.name)?;
-        check_addresses(self.addresses.count)?;
-        Ok(PeerRecord {
-            id: self.id,
-            name: self.name,
-            port: self.port,
-            addresses: self.addresses.items,
-        })
-    }
+    announce: Bounded<u8, MAX_ADVERT_LEN>,
+    observed: Option<IpAddr>,
 }
 
 /// A sequence that keeps at most `N` items while it is read and counts the rest, so an

@@ -1,9 +1,12 @@
 //! Timing and limits of the peer table, and who the local device is.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::advert::validate_name;
+use hail_crypto::{Identity, Incarnation};
+
+use crate::advert::{Metadata, validate_metadata, validate_name};
 use crate::error::ConfigError;
 use crate::id::DeviceId;
 
@@ -30,33 +33,71 @@ pub const MAX_DIALS_PER_SECOND: u32 = 20;
 /// starting into a group of 64 dials the half it dials at once).
 pub const DIAL_BURST: u32 = 32;
 
-/// Who the local device is: what it announces.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who may join a device (its links prove keys; this decides which keys are welcome).
+///
+/// In plaintext mode anyone on the LAN can make a key and join under any name, and in
+/// sealed mode any member can: pinning names to keys is what keeps a rogue device from
+/// taking a known device's name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Trust {
+    /// Any key may join, under any name (the default).
+    #[default]
+    Anyone,
+    /// Trust on first use, like SSH's `known_hosts`: the first key that joins under a
+    /// name is pinned to it, and another key under that name is refused afterwards (its
+    /// link closed, [`CloseReason::Untrusted`](crate::CloseReason::Untrusted), counted in
+    /// [`Stats::untrusted`](crate::Stats::untrusted)). Holds the pins known so far (name
+    /// to key bytes); new pins are reported as [`Event::NamePinned`](crate::Event::NamePinned)
+    /// for the driver to keep ([`DeviceBuilder::known_devices`](crate::DeviceBuilder::known_devices)
+    /// keeps them in a file).
+    FirstUse(std::collections::BTreeMap<String, [u8; 32]>),
+    /// Only these keys may join; any other is refused like a wrong pin.
+    AllowList(std::collections::BTreeSet<[u8; 32]>),
+}
+
+/// Most joined peers from one host by default: 32 (see
+/// [`PeerTableConfigBuilder::max_peers_per_host`]).
+pub const DEFAULT_PEERS_PER_HOST: usize = 32;
+
+/// Who the local device is: its identity and what it announces.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct LocalDevice {
-    /// The id of this run; pick a fresh [`DeviceId::random`] at every start.
-    pub id: DeviceId,
+    identity: Arc<Identity>,
+    id: DeviceId,
     /// The device name (1 to 64 bytes of UTF-8, no control characters).
     pub name: String,
     /// The TCP port links are accepted on; 0 when the device accepts none (it can still
     /// dial, or only watch with [`PeerTableConfigBuilder::auto_connect`] off).
     pub port: u16,
     /// The unicast addresses to advertise, best first. Only the first
-    /// [`MAX_ADDRESSES`](crate::advert::MAX_ADDRESSES) (32) are sent; the table logs a
+    /// [`MAX_ADDRESSES`](crate::advert::MAX_ADDRESSES) (8) are sent; the table logs a
     /// warning when it drops some. Peers also dial the source address of each advert, so
     /// an empty list still works where the source address is reachable.
     pub addresses: Vec<IpAddr>,
+    /// Metadata signed into every announce (see [`validate_metadata`]).
+    pub metadata: Metadata,
+    /// The run's incarnation: sequence numbers of signed adverts start at
+    /// `incarnation << 32`, so with a persisted identity
+    /// ([`Identity::load_or_create`](hail_crypto::Identity::load_or_create)) a later run's
+    /// adverts outrank every earlier run's. [`Incarnation::FIRST`] for a fresh identity.
+    pub incarnation: Incarnation,
 }
 
 impl LocalDevice {
-    /// A device with this id, name and port, advertising no addresses (see
-    /// [`LocalDevice::with_addresses`]).
-    pub fn new(id: DeviceId, name: impl Into<String>, port: u16) -> Self {
+    /// A device with this identity (its id is the identity's key's), name and port,
+    /// advertising no addresses (see [`LocalDevice::with_addresses`]).
+    pub fn new(identity: Arc<Identity>, name: impl Into<String>, port: u16) -> Self {
+        let id = DeviceId::from_bytes(identity.public().id());
         Self {
+            identity,
             id,
             name: name.into(),
             port,
             addresses: Vec::new(),
+            metadata: Metadata::new(),
+            incarnation: Incarnation::FIRST,
         }
     }
 
@@ -66,8 +107,31 @@ impl LocalDevice {
         self
     }
 
+    /// Sets the metadata.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Sets the incarnation (from the identity file).
+    pub fn with_incarnation(mut self, incarnation: Incarnation) -> Self {
+        self.incarnation = incarnation;
+        self
+    }
+
+    /// The device's id: derived from its identity's public key.
+    pub fn id(&self) -> DeviceId {
+        self.id
+    }
+
+    /// The device's identity.
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.identity
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         validate_name(&self.name)?;
+        validate_metadata(&self.metadata)?;
         Ok(())
     }
 }
@@ -97,6 +161,8 @@ pub struct PeerTableConfig {
     pub(crate) gossip_lease: Duration,
     pub(crate) auto_connect: bool,
     pub(crate) max_peers: usize,
+    pub(crate) max_peers_per_host: usize,
+    pub(crate) trust: Trust,
     pub(crate) static_peers: Vec<SocketAddr>,
 }
 
@@ -123,6 +189,8 @@ impl Default for PeerTableConfig {
             gossip_lease: Duration::from_secs(10),
             auto_connect: true,
             max_peers: 1024,
+            max_peers_per_host: DEFAULT_PEERS_PER_HOST,
+            trust: Trust::Anyone,
             static_peers: Vec::new(),
         }
     }
@@ -182,6 +250,12 @@ impl PeerTableConfig {
     /// Most peers the table tracks (see [`PeerTableConfigBuilder::max_peers`]).
     pub fn max_peers(&self) -> usize {
         self.max_peers
+    }
+
+    /// Most joined peers whose links come from one host (see
+    /// [`PeerTableConfigBuilder::max_peers_per_host`]).
+    pub fn max_peers_per_host(&self) -> usize {
+        self.max_peers_per_host
     }
 }
 
@@ -331,6 +405,29 @@ impl PeerTableConfigBuilder {
         self
     }
 
+    /// Who may join: anyone (the default), names pinned to the first key that joins with
+    /// them, or only listed keys (see [`Trust`]).
+    pub fn trust(mut self, trust: Trust) -> Self {
+        self.config.trust = trust;
+        self
+    }
+
+    /// Most joined peers whose links come from one host: one IPv4 address, or one /64
+    /// of IPv6 (a host may hold many addresses of its prefix). Default:
+    /// [`DEFAULT_PEERS_PER_HOST`] (32). Anyone can make keys in plaintext mode, and any
+    /// member in sealed mode, so without this one host could fill
+    /// [`max_peers`](Self::max_peers) with joined peers of made-up keys and lock new
+    /// devices out; with it, that takes `max_peers / max_peers_per_host` hosts (32 by
+    /// default). A link past the limit is closed after its hello
+    /// ([`CloseReason::HostLimit`](crate::CloseReason::HostLimit), counted in
+    /// [`Stats::host_limit`](crate::Stats::host_limit)). Links over loopback are not
+    /// counted: devices on one machine talk to each other over it, and a local attacker
+    /// has easier ways in. Raise it for gateways that relay many devices.
+    pub fn max_peers_per_host(mut self, max: usize) -> Self {
+        self.config.max_peers_per_host = max;
+        self
+    }
+
     /// Addresses dialed directly, for networks where multicast does not pass. Each is
     /// redialed with backoff while no connection to the device behind it is up. Default:
     /// none.
@@ -410,6 +507,11 @@ impl PeerTableConfigBuilder {
         }
         if c.max_peers == 0 {
             return Err(ConfigError::NoPeers);
+        }
+        if c.max_peers_per_host == 0 {
+            return Err(ConfigError::Zero {
+                what: "max_peers_per_host",
+            });
         }
         Ok(c)
     }

@@ -55,6 +55,13 @@ pub enum ConfigError {
     /// The local device name is invalid.
     #[error("invalid local device name: {0}")]
     InvalidName(#[from] NameError),
+    /// The local device's metadata is invalid.
+    #[error("invalid local metadata: {0}")]
+    InvalidMetadata(#[from] crate::advert::MetadataError),
+    /// The local device's incarnation has no sequence number left for signing (more than
+    /// 2^32 adverts in one run), or its announce does not encode.
+    #[error("the local device's announce cannot be signed (sequence numbers exhausted)")]
+    Unsignable,
     /// A duration that must be positive is zero.
     #[error("{what} must be greater than zero")]
     Zero {

@@ -59,26 +59,31 @@
 //!
 //! # The peer table alone
 //!
-//! Two tables, wired by hand: `b` hears `a`'s announcement, dials (at once: its id is the
-//! smaller, the larger would first wait for `a`'s dial), and both exchange hellos over the
-//! link the driver made.
+//! Two tables, wired by hand: `b` hears `a`'s signed announcement, dials (at once: the
+//! example turns off `dial_yield`, with which the larger id first waits for the smaller's
+//! dial), the driver connects and tells each side which key the link's handshake proved,
+//! and both exchange hellos over the link.
 //!
 //! ```
 //! use std::net::SocketAddr;
-//! use std::time::Instant;
+//! use std::sync::Arc;
+//! use std::time::{Duration, Instant};
+//! use hail_crypto::Identity;
 //! use hail_discovery::{
-//!     Action, ConnId, DeviceId, Event, LinkOrigin, LocalDevice, PeerTable, PeerTableConfig,
+//!     Action, ConnId, Event, LinkOrigin, LocalDevice, PeerTable, PeerTableConfig,
 //! };
 //!
 //! let now = Instant::now();
 //! let ip = "127.0.0.1".parse()?;
-//! let new_table = |id: u8, name: &str, port| {
-//!     let id = DeviceId::from_bytes([id; 16]);
-//!     let local = LocalDevice::new(id, name, port).with_addresses([ip]);
-//!     PeerTable::new(PeerTableConfig::default(), local, rand::random())
+//! let config = PeerTableConfig::builder().dial_yield(Duration::ZERO).build()?;
+//! let new_table = |name: &str, port| {
+//!     let identity = Arc::new(Identity::generate().expect("a key"));
+//!     let local = LocalDevice::new(identity, name, port).with_addresses([ip]);
+//!     PeerTable::new(config.clone(), local, rand::random())
 //! };
-//! let mut a = new_table(2, "lamp", 40001)?;
-//! let mut b = new_table(1, "switch", 40002)?;
+//! let mut a = new_table("lamp", 40001)?;
+//! let mut b = new_table("switch", 40002)?;
+//! let (a_id, b_id) = (a.local().id(), b.local().id());
 //! a.start(now);
 //! b.start(now);
 //!
@@ -96,8 +101,8 @@
 //!     });
 //! let Some((dial, addrs)) = dial else { unreachable!("b dials a") };
 //! assert_eq!(addrs, [a_listen]);
-//! b.link_up(ConnId(1), LinkOrigin::Dialed(dial), a_listen, now);
-//! a.link_up(ConnId(7), LinkOrigin::Accepted, "127.0.0.1:50123".parse()?, now);
+//! b.link_up(ConnId(1), LinkOrigin::Dialed(dial), a_listen, a_id, now);
+//! a.link_up(ConnId(7), LinkOrigin::Accepted, "127.0.0.1:50123".parse()?, b_id, now);
 //!
 //! // Each side's hello goes over the link to the other.
 //! let hello_of = |t: &mut PeerTable| {
@@ -133,19 +138,20 @@ mod id;
 mod peer_table;
 
 pub use advert::{
-    Advert, AdvertError, Announce, Hello, Kind, LinkMessage, MAX_ADDRESSES, MAX_ADVERT_LEN,
-    MAX_LINK_MESSAGE_LEN, MAX_NAME_LEN, MAX_PEER_RECORDS, PeerRecord, normalize_name,
-    validate_name,
+    Advert, AdvertError, Announce, AnnounceBody, Goodbye, Hello, Kind, LinkMessage, MAX_ADDRESSES,
+    MAX_ADVERT_LEN, MAX_LINK_MESSAGE_LEN, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_LEN,
+    MAX_METADATA_LEN, MAX_NAME_LEN, MAX_PEER_RECORDS, Metadata, MetadataError, PeerRecord,
+    normalize_name, validate_metadata, validate_name,
 };
 pub use config::{
-    DIAL_BURST, LocalDevice, MAX_BURST, MAX_DIAL_ADDRESSES, MAX_DIALS_IN_FLIGHT,
-    MAX_DIALS_PER_SECOND, MAX_LEASE, MAX_PEER_LEASE, MIN_PEER_LEASE, PeerTableConfig,
-    PeerTableConfigBuilder,
+    DEFAULT_PEERS_PER_HOST, DIAL_BURST, LocalDevice, MAX_BURST, MAX_DIAL_ADDRESSES,
+    MAX_DIALS_IN_FLIGHT, MAX_DIALS_PER_SECOND, MAX_LEASE, MAX_PEER_LEASE, MIN_PEER_LEASE,
+    PeerTableConfig, PeerTableConfigBuilder, Trust,
 };
 pub use device::{
-    AskError, Callbacks, DEFAULT_GROUP, Device, DeviceBuilder, DeviceError, DeviceEvent,
-    DeviceEvents, DeviceStats, EVENT_BYTES, EVENT_CAPACITY, PeerSender, RunError, SendError,
-    Targets,
+    AskError, Callbacks, Caller, DEFAULT_GROUP, Device, DeviceBuilder, DeviceError, DeviceEvent,
+    DeviceEvents, DeviceStats, EVENT_BYTES, EVENT_CAPACITY, FD_HEADROOM, KnownDevicesError,
+    PeerSender, RunError, SendError, Targets, caller,
 };
 pub use error::{ConfigError, NameError, ResolveError};
 pub use format::{FormatError, MessageFormat};
@@ -156,3 +162,4 @@ pub use peer_table::{
     Action, CloseReason, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, PeerTable,
     Stats,
 };
+pub use peer_table::{VERIFY_PER_SECOND, VERIFY_PER_SOURCE};

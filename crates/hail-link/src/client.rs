@@ -131,7 +131,10 @@ where
             None
         } else {
             let est = handshake::dial(addr, &config.link, config.connect_timeout).await?;
-            let _ = tx.try_send(ClientEvent::Connected { addr });
+            let _ = tx.try_send(ClientEvent::Connected {
+                addr,
+                peer_key: est.peer_key,
+            });
             Some(Connection::start(
                 est,
                 &config.link,
@@ -377,7 +380,10 @@ where
         match handshake::dial(inner.addr, &inner.cfg.link, inner.cfg.connect_timeout).await {
             Ok(est) => {
                 if events
-                    .send(ClientEvent::Connected { addr: inner.addr })
+                    .send(ClientEvent::Connected {
+                        addr: inner.addr,
+                        peer_key: est.peer_key,
+                    })
                     .await
                     .is_err()
                 {

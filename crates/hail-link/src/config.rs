@@ -4,10 +4,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hail_crypto::GroupKey;
+use hail_crypto::{GroupKey, Identity};
 use hail_wire::{ByteOrder, DEFAULT_MAX_FRAME_LEN};
 
 use crate::error::LinkError;
+use crate::identity::{KeygenFailed, LocalIdentity};
+use crate::seal::Pattern;
 use crate::transport::Transport;
 
 /// Default per-connection send queue: 512 KiB of encoded frames.
@@ -107,6 +109,8 @@ pub struct LinkConfig {
     pub(crate) close_linger: Duration,
     pub(crate) incoming_capacity: usize,
     pub(crate) psk: Option<Psk>,
+    /// The local identity (made by [`LinkConfig::identity`]), or why it could not be made.
+    pub(crate) identity: Option<Result<Arc<LocalIdentity>, KeygenFailed>>,
     pub(crate) transport: Transport,
 }
 
@@ -122,6 +126,7 @@ impl Default for LinkConfig {
             close_linger: DEFAULT_CLOSE_LINGER,
             incoming_capacity: DEFAULT_EVENT_CAPACITY,
             psk: None,
+            identity: None,
             transport: Transport::tcp(),
         }
     }
@@ -212,8 +217,9 @@ impl LinkConfig {
         self
     }
 
-    /// Encrypts and authenticates the link with a Noise `NNpsk0` handshake keyed by a
-    /// 32-byte pre-shared key. Default: none (plaintext).
+    /// Encrypts and authenticates the link with a Noise handshake keyed by a 32-byte
+    /// pre-shared key: `NNpsk0` alone, `XXpsk0` with an [`identity`](Self::identity).
+    /// Default: none (plaintext, or `XX` with an identity).
     pub fn psk(mut self, psk: [u8; 32]) -> Self {
         self.psk = Some(Psk(Arc::new(PskBytes(psk))));
         self
@@ -224,6 +230,24 @@ impl LinkConfig {
         self.psk(*key.link_psk().as_bytes())
     }
 
+    /// Proves this end's identity key on every link made with this config, and learns the
+    /// peer's: links run the Noise `XX` handshake (without a key) or `XXpsk0` (with
+    /// [`psk`](Self::psk) or [`group_key`](Self::group_key)), in which both ends prove
+    /// their static key and sign it with their identity (see `docs/security.md`). The
+    /// peer's proven key is [`Connection::peer_key`](crate::Connection::peer_key) and is
+    /// in the `Connected` events. A peer that offers no identity (a config without one)
+    /// fails the handshake with [`LinkError::AuthFailed`] on both sides.
+    ///
+    /// Makes the Noise static key pair and its binding signature once, here; the config's
+    /// clones share them (one per process and identity, not per link). If the system's
+    /// random number generator fails, `connect` and `bind` with this config fail with
+    /// [`LinkError::Config`]. Default: none. Costs per link: one signature check (Ed25519)
+    /// and one more DH than `NNpsk0` on each side, and a third handshake message.
+    pub fn identity(mut self, identity: &Identity) -> Self {
+        self.identity = Some(LocalIdentity::new(identity).map(Arc::new));
+        self
+    }
+
     /// Where servers listen and clients dial: TCP (the default, [`Transport::tcp`]) or an
     /// in-memory network ([`Transport::memory`]).
     pub fn transport(mut self, transport: Transport) -> Self {
@@ -231,9 +255,28 @@ impl LinkConfig {
         self
     }
 
-    /// True when a pre-shared key is set.
+    /// True when links are encrypted and authenticated: a pre-shared key or an identity
+    /// is set.
     pub fn is_secure(&self) -> bool {
-        self.psk.is_some()
+        self.psk.is_some() || self.identity.is_some()
+    }
+
+    /// True when links prove both ends' identity keys ([`identity`](Self::identity) is set).
+    pub fn has_identity(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// The handshake pattern, `None` for a plaintext link.
+    pub(crate) fn pattern(&self) -> Option<Pattern> {
+        Pattern::of(self.psk.is_some(), self.identity.is_some())
+    }
+
+    /// The local identity, once [`validate`](Self::validate) passed.
+    pub(crate) fn local_identity(&self) -> Option<&LocalIdentity> {
+        match &self.identity {
+            Some(Ok(local)) => Some(local),
+            _ => None,
+        }
     }
 
     pub(crate) fn heartbeat_active(&self) -> Option<Heartbeat> {
@@ -244,9 +287,14 @@ impl LinkConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<(), LinkError> {
-        if self.framing == Framing::Raw && self.psk.is_some() {
+        if self.framing == Framing::Raw && self.is_secure() {
             return Err(LinkError::Config(
                 "raw framing (Python Comms) cannot be encrypted",
+            ));
+        }
+        if let Some(Err(KeygenFailed)) = &self.identity {
+            return Err(LinkError::Config(
+                "could not make the Noise static key for the identity (random number generator failed)",
             ));
         }
         if self.queue_bytes == 0 || self.incoming_capacity == 0 {

@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use hail_crypto::PublicKey;
+
 use crate::chan;
 use crate::error::CloseReason;
 use crate::id::{ClientId, ConnId};
@@ -137,13 +139,22 @@ pub type Incoming<T> = Events<T>;
 /// What happens on a server.
 #[derive(Debug)]
 #[non_exhaustive]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "peer_key is hail_crypto::PublicKey (about 200 bytes, a decompressed point); boxing it would change the agreed API"
+)]
 pub enum ServerEvent<T> {
-    /// A client finished its handshake and was admitted.
+    /// A client finished its handshake, proved itself (its identity, or its key
+    /// confirmation on an `NNpsk0` link) and was admitted.
     Connected {
         /// The client's id.
         id: ClientId,
         /// The client's address.
         addr: SocketAddr,
+        /// The client's identity key, proven in the handshake (`Some` exactly when the
+        /// server's config has an [`identity`](crate::LinkConfig::identity); the same as
+        /// [`Connection::peer_key`](crate::Connection::peer_key)).
+        peer_key: Option<PublicKey>,
     },
     /// A client sent a message.
     Message {
@@ -183,11 +194,19 @@ pub type ServerEvents<T> = Events<ServerEvent<T>>;
 /// What happens on a client.
 #[derive(Debug)]
 #[non_exhaustive]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "peer_key is hail_crypto::PublicKey (about 200 bytes, a decompressed point); boxing it would change the agreed API"
+)]
 pub enum ClientEvent<T> {
     /// Connected (first connection or a reconnection) to the server at `addr`.
     Connected {
         /// The server's address.
         addr: SocketAddr,
+        /// The server's identity key, proven in this connection's handshake (`Some`
+        /// exactly when the client's config has an [`identity`](crate::LinkConfig::identity)).
+        /// A reconnection may reach another process at the same address: compare it.
+        peer_key: Option<PublicKey>,
     },
     /// The connection ended. With reconnection on, the client keeps trying.
     Disconnected {

@@ -1,18 +1,42 @@
 //! Establishing a link: hello/welcome, or the Noise handshake, with deadlines and a small
 //! frame limit until the peer is authenticated.
+//!
+//! The Noise exchange (see [`seal`] for the patterns):
+//!
+//! ```text
+//! NNpsk0:  client -> server  message 1 (psk, e)
+//!          server -> client  message 2 (e, ee)
+//!          client -> server  key confirmation (an empty sealed record)
+//!          server            admits (client limit), then sends a sealed WELCOME or CLOSE
+//! XX,      client -> server  message 1 ([psk,] e)
+//! XXpsk0:  server -> client  message 2 (e, ee, s, es) + the server's identity payload
+//!          client            verifies the server's identity against its static key
+//!          client -> server  message 3 (s, se) + the client's identity payload
+//!          server            verifies it, admits, then sends a sealed WELCOME or CLOSE
+//! ```
+//!
+//! The server admits a connection (counts it against `max_clients`, emits `Connected`)
+//! only once the client proved itself: after the key confirmation (`NNpsk0`, WireGuard's
+//! rule) or message 3 (`XX`, `XXpsk0`). A replayed message 1 gets a message 2 back and
+//! then holds its pending slot until the handshake deadline, nothing more. Every failure
+//! to authenticate (wrong key, a pattern mismatch: identity on one side only, a forged or
+//! missing identity payload, a replayed message) is [`LinkError::AuthFailed`] here, and the
+//! side that finds it sends the alert record so the other side reports it too.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use hail_crypto::PublicKey;
 use hail_wire::ByteOrder;
 use tokio::io::AsyncWriteExt;
 
 use crate::config::{Framing, LinkConfig, PRE_AUTH_MAX_FRAME_LEN};
 use crate::error::{CloseReason, LinkError, ProtocolError, RefuseReason};
+use crate::identity::{self, PAYLOAD_LEN};
 use crate::proto::{self, CloseCode, Control};
 use crate::rx::Rx;
-use crate::seal::{self, Record, Sealer};
+use crate::seal::{self, Keys, Record, Sealer};
 use crate::stream::{ReadHalf, WriteHalf};
 use crate::transport::Link;
 
@@ -24,6 +48,8 @@ pub(crate) struct Established {
     pub(crate) sealer: Option<Sealer>,
     pub(crate) peer: SocketAddr,
     pub(crate) local: SocketAddr,
+    /// The peer's identity key, proven in the handshake (`XX`, `XXpsk0`).
+    pub(crate) peer_key: Option<PublicKey>,
 }
 
 fn noise_err(_: snow::Error) -> LinkError {
@@ -67,7 +93,13 @@ fn pre_auth_rx(cfg: &LinkConfig) -> Rx {
     rx
 }
 
-fn finish(link: Link, mut rx: Rx, sealer: Option<Sealer>, cfg: &LinkConfig) -> Established {
+fn finish(
+    link: Link,
+    mut rx: Rx,
+    sealer: Option<Sealer>,
+    peer_key: Option<PublicKey>,
+    cfg: &LinkConfig,
+) -> Established {
     rx.set_frame_limit(cfg.byte_order, cfg.max_frame_len);
     rx.set_max_record(seal::MAX_RECORD);
     Established {
@@ -77,6 +109,54 @@ fn finish(link: Link, mut rx: Rx, sealer: Option<Sealer>, cfg: &LinkConfig) -> E
         sealer,
         peer: link.peer,
         local: link.local,
+        peer_key,
+    }
+}
+
+fn keys(cfg: &LinkConfig) -> Option<Keys<'_>> {
+    Some(Keys {
+        pattern: cfg.pattern()?,
+        psk: cfg.psk.as_ref().map(|p| p.bytes()),
+        local: cfg.local_identity(),
+    })
+}
+
+/// Tells the peer its handshake failed (the alert record), then fails with `AuthFailed`.
+async fn refuse(wr: &mut WriteHalf) -> LinkError {
+    let mut out = BytesMut::new();
+    seal::put_alert(&mut out, seal::ALERT_AUTH);
+    wr.write_all(&out).await.ok();
+    wr.shutdown().await.ok();
+    LinkError::AuthFailed
+}
+
+/// Reads the next handshake message (an alert instead is the peer's refusal).
+async fn next_handshake(rd: &mut ReadHalf, rx: &mut Rx) -> Result<BytesMut, LinkError> {
+    match next_record(rd, rx).await? {
+        Record::Data(m) => Ok(m),
+        Record::Alert(_) => Err(LinkError::AuthFailed),
+    }
+}
+
+/// Reads handshake message 2 or 3 and, for the identity patterns, checks the identity
+/// payload against the static key the message proved. `Err(())` for any failure (the
+/// caller refuses the peer).
+pub(crate) fn read_identity(
+    hs: &mut snow::HandshakeState,
+    msg: &[u8],
+    with_identity: bool,
+) -> Result<Option<PublicKey>, ()> {
+    let mut payload = [0u8; PAYLOAD_LEN];
+    let n = seal::read_handshake(hs, msg, &mut payload).map_err(|_| ())?;
+    if !with_identity {
+        return if n == 0 { Ok(None) } else { Err(()) };
+    }
+    match identity::verify_payload(&payload[..n], hs.get_remote_static()) {
+        Ok(key) => Ok(Some(key)),
+        Err(e) => {
+            tracing::debug!(error = %e, "identity payload refused");
+            Err(())
+        }
     }
 }
 
@@ -100,8 +180,9 @@ async fn initiate(mut link: Link, cfg: &LinkConfig) -> Result<Established, LinkE
     let mut rx = pre_auth_rx(cfg);
     let mut out = BytesMut::new();
     let mut sealer = None;
-    match (cfg.framing, &cfg.psk) {
-        (Framing::Raw, _) => return Ok(finish(link, rx, None, cfg)),
+    let mut peer_key = None;
+    match (cfg.framing, keys(cfg)) {
+        (Framing::Raw, _) => return Ok(finish(link, rx, None, None, cfg)),
         (Framing::Hail, None) => {
             proto::put_control(
                 &mut out,
@@ -111,19 +192,34 @@ async fn initiate(mut link: Link, cfg: &LinkConfig) -> Result<Established, LinkE
             );
             wr.write_all(&out).await?;
         }
-        (Framing::Hail, Some(psk)) => {
-            let mut hs = seal::initiator(psk.bytes()).map_err(noise_err)?;
-            seal::put_handshake(&mut hs, &mut out).map_err(noise_err)?;
+        (Framing::Hail, Some(keys)) => {
+            let with_identity = keys.pattern.has_identity();
+            let mut hs = seal::initiator(keys).map_err(noise_err)?;
+            seal::put_handshake(&mut hs, &[], &mut out).map_err(noise_err)?;
             wr.write_all(&out).await?;
-            match next_record(rd, &mut rx).await? {
-                Record::Alert(_) => return Err(LinkError::AuthFailed),
-                Record::Data(m) => {
-                    let mut scratch = [0u8; 64];
-                    hs.read_message(&m, &mut scratch)
-                        .map_err(|_| LinkError::AuthFailed)?;
+            out.clear();
+            let m2 = next_handshake(rd, &mut rx).await?;
+            peer_key = match read_identity(&mut hs, &m2, with_identity) {
+                Ok(key) => key,
+                Err(()) => return Err(refuse(wr).await),
+            };
+            if let Some(local) = keys.local {
+                seal::put_handshake(&mut hs, local.payload(), &mut out).map_err(noise_err)?;
+            }
+            let (mut s, o) = seal::split(hs).map_err(noise_err)?;
+            if !with_identity {
+                seal::put_confirmation(&mut s, &mut out);
+            }
+            wr.write_all(&out).await?;
+            // The server's verdict: a sealed WELCOME or CLOSE, or the alert if it refused
+            // our proof (message 3, or the key confirmation).
+            loop {
+                match rx.raw.first_chunk::<2>() {
+                    Some([0, 0]) => return Err(LinkError::AuthFailed),
+                    Some(_) => break,
+                    None => read_more(rd, &mut rx).await?,
                 }
             }
-            let (s, o) = seal::split(hs).map_err(noise_err)?;
             rx.set_opener(o);
             rx.set_max_record(seal::MAX_RECORD);
             sealer = Some(s);
@@ -132,7 +228,7 @@ async fn initiate(mut link: Link, cfg: &LinkConfig) -> Result<Established, LinkE
     let frame = next_frame(rd, &mut rx).await?;
     match proto::parse(frame).map_err(|e| LinkError::Closed(CloseReason::Protocol(e)))? {
         Control::Welcome { version } if version == proto::VERSION => {
-            Ok(finish(link, rx, sealer, cfg))
+            Ok(finish(link, rx, sealer, peer_key, cfg))
         }
         Control::Welcome { .. } => Err(LinkError::Refused(RefuseReason::Version)),
         Control::Close(code) => Err(code.received_reason().into()),
@@ -173,10 +269,10 @@ pub(crate) async fn respond(
     let big = is_big(cfg.byte_order);
     let mut rx = pre_auth_rx(cfg);
     let mut out = BytesMut::new();
-    match (cfg.framing, &cfg.psk) {
+    match (cfg.framing, keys(cfg)) {
         (Framing::Raw, _) => {
             admit().map_err(LinkError::Refused)?;
-            Ok(finish(link, rx, None, cfg))
+            Ok(finish(link, rx, None, None, cfg))
         }
         (Framing::Hail, None) => {
             let frame = next_frame(rd, &mut rx).await?;
@@ -210,30 +306,49 @@ pub(crate) async fn respond(
             }
             wr.write_all(&out).await.map_err(LinkError::Io)?;
             verdict.map_err(LinkError::Refused)?;
-            Ok(finish(link, rx, None, cfg))
+            Ok(finish(link, rx, None, None, cfg))
         }
-        (Framing::Hail, Some(psk)) => {
-            let mut hs = seal::responder(psk.bytes()).map_err(noise_err)?;
+        (Framing::Hail, Some(keys)) => {
+            let with_identity = keys.pattern.has_identity();
+            let mut hs = seal::responder(keys).map_err(noise_err)?;
+            // An alert instead of message 1 is most likely a plaintext HELLO (its header
+            // starts with two zero bytes): a peer without the key, refused as such.
             let m1 = match next_record(rd, &mut rx).await? {
                 Record::Data(m) => m,
-                Record::Alert(_) => {
-                    return Err(
-                        LinkError::Closed(CloseReason::Protocol(ProtocolError::BadRecord)).into(),
-                    );
-                }
+                Record::Alert(_) => return Err(refuse(wr).await.into()),
             };
             if !penalty.is_zero() {
                 tokio::time::sleep(penalty).await;
             }
-            let mut scratch = [0u8; 64];
-            if hs.read_message(&m1, &mut scratch).is_err() {
-                seal::put_alert(&mut out, seal::ALERT_AUTH);
-                wr.write_all(&out).await.ok();
-                wr.shutdown().await.ok();
-                return Err(LinkError::AuthFailed.into());
+            // Message 1 carries no payload; any (an `NNpsk0` message 1 read as `XX`'s,
+            // which has no key to fail on) is a pattern mismatch.
+            let mut empty = [0u8; PAYLOAD_LEN];
+            if !matches!(seal::read_handshake(&mut hs, &m1, &mut empty), Ok(0)) {
+                return Err(refuse(wr).await.into());
             }
-            seal::put_handshake(&mut hs, &mut out).map_err(noise_err)?;
-            let (mut sealer, opener) = seal::split(hs).map_err(noise_err)?;
+            let ours = keys.local.map_or(&[][..], |l| &l.payload()[..]);
+            seal::put_handshake(&mut hs, ours, &mut out).map_err(noise_err)?;
+            wr.write_all(&out).await.map_err(LinkError::Io)?;
+            out.clear();
+            // Nothing is admitted before the client proved itself: message 3 (its
+            // identity), or the key confirmation (`NNpsk0`). Until then the pre-auth
+            // limits (record size, deadline, pending slot) hold.
+            let peer_key = if with_identity {
+                let m3 = next_handshake(rd, &mut rx).await?;
+                match read_identity(&mut hs, &m3, true) {
+                    Ok(key) => key,
+                    Err(()) => return Err(refuse(wr).await.into()),
+                }
+            } else {
+                None
+            };
+            let (mut sealer, mut opener) = seal::split(hs).map_err(noise_err)?;
+            if !with_identity {
+                let confirmation = next_handshake(rd, &mut rx).await?;
+                if seal::open_confirmation(&mut opener, &confirmation).is_err() {
+                    return Err(refuse(wr).await.into());
+                }
+            }
             rx.set_opener(opener);
             rx.set_max_record(seal::MAX_RECORD);
             let verdict = admit();
@@ -250,7 +365,7 @@ pub(crate) async fn respond(
             sealer.seal(&frame, &mut out);
             wr.write_all(&out).await.map_err(LinkError::Io)?;
             verdict.map_err(LinkError::Refused)?;
-            Ok(finish(link, rx, Some(sealer), cfg))
+            Ok(finish(link, rx, Some(sealer), peer_key, cfg))
         }
     }
 }

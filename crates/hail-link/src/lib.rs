@@ -5,8 +5,8 @@
 //! (any `hail-wire` payload codec: [`Binary`](hail_wire::Binary), [`Text`](hail_wire::Text),
 //! [`Json`](hail_wire::Json), [`Postcard`](hail_wire::Postcard)), senders told apart by
 //! [`ClientId`], a real client limit, heartbeats that find dead peers, bounded queues with
-//! backpressure, graceful shutdown, and, with a passphrase, a Noise `NNpsk0` handshake after
-//! which every byte is encrypted and authenticated.
+//! backpressure, graceful shutdown, and, with a passphrase or an identity, a Noise handshake
+//! (`NNpsk0`, `XX` or `XXpsk0`) after which every byte is encrypted and authenticated.
 //!
 //! # Example
 //!
@@ -89,7 +89,45 @@
 //!
 //! Set the same key on both sides with [`LinkConfig::group_key`] (from a passphrase with
 //! [`hail_crypto::GroupKey`]) or [`LinkConfig::psk`]. A peer with another passphrase fails
-//! with [`LinkError::AuthFailed`] on both sides. See `docs/security.md`.
+//! with [`LinkError::AuthFailed`] on both sides.
+//!
+//! With [`LinkConfig::identity`] on both sides, each end proves its identity key
+//! ([`hail_crypto::Identity`]) in the handshake (Noise `XX`, or `XXpsk0` with a key too),
+//! and learns the other's: [`Connection::peer_key`], and `peer_key` in
+//! [`ServerEvent::Connected`] and [`ClientEvent::Connected`]. A peer without an identity,
+//! or whose identity does not verify, fails with [`LinkError::AuthFailed`] on both sides.
+//!
+//! ```
+//! use hail_crypto::Identity;
+//! use hail_link::memory::MemoryNetwork;
+//! use hail_link::{Connection, LinkConfig, Server, ServerConfig, ServerEvent, Transport};
+//! use hail_wire::Binary;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let net = MemoryNetwork::new();
+//! let (ours, theirs) = (Identity::generate()?, Identity::generate()?);
+//! let link = LinkConfig::default().transport(Transport::memory(&net));
+//! let server_link = link.clone().identity(&theirs);
+//! let (server, mut events) = Server::bind(
+//!     "10.0.0.1:7000".parse()?,
+//!     ServerConfig::default().link(server_link),
+//!     Binary,
+//! )
+//! .await?;
+//! let (conn, _incoming) =
+//!     Connection::connect(server.local_addr(), &link.identity(&ours), Binary).await?;
+//! assert_eq!(conn.peer_key(), Some(theirs.public()));
+//! if let Some(ServerEvent::Connected { peer_key, .. }) = events.recv().await {
+//!     assert_eq!(peer_key, Some(ours.public()));
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A server admits a client (counts it against the client limit, emits `Connected`) only
+//! once the client proved itself, so a replayed handshake message never holds more than a
+//! pending handshake slot until the handshake deadline. See `docs/security.md`.
 //!
 //! # Python Comms
 //!
@@ -114,6 +152,7 @@ mod events;
 pub mod fuzzing;
 mod handshake;
 mod id;
+mod identity;
 pub mod memory;
 mod proto;
 mod rx;

@@ -1,4 +1,4 @@
-//! Noise `NNpsk0` handshake and sealed records (sans-IO).
+//! The Noise handshakes and sealed records (sans-IO).
 //!
 //! A secured link is a sequence of records, each a big-endian u16 length and that many bytes:
 //!
@@ -10,16 +10,31 @@
 //! +----------------+------------------------------------------+
 //! ```
 //!
-//! 1. initiator -> responder: record with Noise message 1 (`psk, e`; 48 bytes).
-//! 2. responder -> initiator: record with Noise message 2 (`e, ee`; 48 bytes), or an alert.
-//! 3. Both sides: every later record is a Noise transport message: at most 65,519 bytes of
-//!    the plaintext frame stream plus a 16-byte tag. The frame stream (the same bytes a
-//!    plaintext link carries) is cut into records without regard to frame boundaries, so
-//!    many small frames share one record and a large frame spans several.
+//! Three handshake patterns ([`Pattern`]), all `25519_AESGCM_SHA256`, prologue `hail-link/2`:
 //!
-//! Pattern `Noise_NNpsk0_25519_AESGCM_SHA256`, prologue `hail-link/1`, psk = the group
-//! key's link sub-key. Nonces are implicit record counters on each direction; a replayed,
-//! reordered or modified record fails authentication and closes the link.
+//! * `NNpsk0` (a pre-shared key, no identity): message 1 `psk, e` (48 bytes), message 2
+//!   `e, ee` (48 bytes); then the initiator's first transport record is an empty one, the
+//!   key confirmation ([`put_confirmation`]), which the responder must open before it
+//!   admits the connection (a replayed message 1 never gets that far).
+//! * `XX` (an identity, no key) and `XXpsk0` (both): message 1 `[psk,] e`, message 2
+//!   `e, ee, s, es` with the responder's identity payload, message 3 `s, se` with the
+//!   initiator's (see [`identity`](crate::identity)).
+//!
+//! Why `XXpsk0` rather than `XXpsk3` with a key: with the psk mixed in at message 1, an
+//! outsider without the passphrase fails at message 1, before the responder makes an
+//! ephemeral key, computes a DH or sends its static key and identity; with `XXpsk3` the
+//! responder would do all of that for anyone and find the wrong key only at message 3.
+//! The initiator's identity is as well hidden in both (message 3 is encrypted to a
+//! responder that proved its static key, and with `XXpsk0` the passphrase too); what psk3
+//! offers, a psk chosen after learning the initiator's identity, does not apply to one
+//! group key. See `docs/security.md`.
+//!
+//! Every later record is a Noise transport message: at most 65,519 bytes of the plaintext
+//! frame stream plus a 16-byte tag. The frame stream (the same bytes a plaintext link
+//! carries) is cut into records without regard to frame boundaries, so many small frames
+//! share one record and a large frame spans several. Nonces are implicit record counters on
+//! each direction; a replayed, reordered or modified record fails authentication and closes
+//! the link.
 
 use std::sync::Arc;
 
@@ -28,11 +43,10 @@ use snow::{HandshakeState, StatelessTransportState};
 
 use crate::CloseReason;
 use crate::error::ProtocolError;
+use crate::identity::LocalIdentity;
 
-/// The Noise protocol name.
-pub(crate) const PATTERN: &str = "Noise_NNpsk0_25519_AESGCM_SHA256";
-/// Noise prologue: binds the protocol and its version into the handshake hash.
-pub(crate) const PROLOGUE: &[u8] = b"hail-link/1";
+/// Noise prologue: binds the link protocol and its version into every handshake hash.
+pub(crate) const PROLOGUE: &[u8] = b"hail-link/2";
 /// Largest Noise message.
 pub(crate) const MAX_RECORD: usize = 65_535;
 /// AEAD tag length.
@@ -41,34 +55,147 @@ pub(crate) const TAG: usize = 16;
 pub(crate) const MAX_PLAIN: usize = MAX_RECORD - TAG;
 /// Alert code: authentication failed.
 pub(crate) const ALERT_AUTH: u8 = 1;
+/// Largest handshake message hail sends (XX message 2: 32 + 48 + 96 + 16 = 192 bytes).
+const MAX_HANDSHAKE: usize = 256;
 
-fn builder() -> snow::Builder<'static> {
+/// A Noise handshake pattern hail-link runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pattern {
+    /// A pre-shared key, no identity: `Noise_NNpsk0_25519_AESGCM_SHA256`.
+    NNpsk0,
+    /// An identity, no key: `Noise_XX_25519_AESGCM_SHA256`.
+    Xx,
+    /// An identity and a pre-shared key: `Noise_XXpsk0_25519_AESGCM_SHA256`.
+    XXpsk0,
+}
+
+impl Pattern {
+    /// The Noise protocol name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::NNpsk0 => "Noise_NNpsk0_25519_AESGCM_SHA256",
+            Self::Xx => "Noise_XX_25519_AESGCM_SHA256",
+            Self::XXpsk0 => "Noise_XXpsk0_25519_AESGCM_SHA256",
+        }
+    }
+
+    /// The pattern for these settings; `None` without a key and an identity (plaintext).
+    pub(crate) fn of(psk: bool, identity: bool) -> Option<Self> {
+        match (psk, identity) {
+            (true, false) => Some(Self::NNpsk0),
+            (false, true) => Some(Self::Xx),
+            (true, true) => Some(Self::XXpsk0),
+            (false, false) => None,
+        }
+    }
+
+    /// True for the patterns that prove static (identity) keys.
+    pub(crate) fn has_identity(self) -> bool {
+        !matches!(self, Self::NNpsk0)
+    }
+}
+
+fn builder(pattern: Pattern) -> snow::Builder<'static> {
     snow::Builder::new(
-        PATTERN
+        pattern
+            .name()
             .parse()
-            .expect("PATTERN is a valid Noise protocol name"),
+            .expect("every Pattern name is a valid Noise protocol name"),
     )
 }
 
+/// A fresh X25519 static key pair, from snow's resolver (the system's random numbers).
+pub(crate) fn generate_static() -> Result<snow::Keypair, snow::Error> {
+    builder(Pattern::Xx).generate_keypair()
+}
+
+/// What a handshake needs: its pattern, the pre-shared key and the local identity, as the
+/// pattern requires them.
+#[derive(Clone, Copy)]
+pub(crate) struct Keys<'a> {
+    pub(crate) pattern: Pattern,
+    pub(crate) psk: Option<&'a [u8; 32]>,
+    pub(crate) local: Option<&'a LocalIdentity>,
+}
+
+fn configured<'a>(keys: &Keys<'a>) -> Result<snow::Builder<'a>, snow::Error> {
+    let mut b = builder(keys.pattern).prologue(PROLOGUE)?;
+    if let Some(psk) = keys.psk {
+        b = b.psk(0, psk)?;
+    }
+    if let Some(local) = keys.local {
+        b = b.local_private_key(local.noise_private())?;
+    }
+    Ok(b)
+}
+
 /// Handshake state of the dialing side.
-pub(crate) fn initiator(psk: &[u8; 32]) -> Result<HandshakeState, snow::Error> {
-    builder().prologue(PROLOGUE)?.psk(0, psk)?.build_initiator()
+pub(crate) fn initiator(keys: Keys<'_>) -> Result<HandshakeState, snow::Error> {
+    configured(&keys)?.build_initiator()
 }
 
 /// Handshake state of the accepting side.
-pub(crate) fn responder(psk: &[u8; 32]) -> Result<HandshakeState, snow::Error> {
-    builder().prologue(PROLOGUE)?.psk(0, psk)?.build_responder()
+pub(crate) fn responder(keys: Keys<'_>) -> Result<HandshakeState, snow::Error> {
+    configured(&keys)?.build_responder()
 }
 
-/// Appends one record holding a handshake message.
+/// Appends one record holding the next handshake message, carrying `payload`.
 pub(crate) fn put_handshake(
     hs: &mut HandshakeState,
+    payload: &[u8],
     dst: &mut BytesMut,
 ) -> Result<(), snow::Error> {
-    let mut buf = [0u8; 128];
-    let n = hs.write_message(&[], &mut buf)?;
+    let mut buf = [0u8; MAX_HANDSHAKE];
+    let n = hs.write_message(payload, &mut buf)?;
     dst.put_u16(n as u16);
     dst.put_slice(&buf[..n]);
+    Ok(())
+}
+
+/// Reads one handshake message into `payload` (at most 96 bytes: the identity payload);
+/// returns the payload's length. Fails for a message that does not authenticate, is
+/// malformed, or carries a longer payload.
+pub(crate) fn read_handshake(
+    hs: &mut HandshakeState,
+    msg: &[u8],
+    payload: &mut [u8; crate::identity::PAYLOAD_LEN],
+) -> Result<usize, snow::Error> {
+    if msg.len() > MAX_HANDSHAKE {
+        return Err(snow::Error::Input);
+    }
+    // snow wants room for the whole message; the payload is copied out of it.
+    let mut buf = [0u8; MAX_HANDSHAKE];
+    let n = hs.read_message(msg, &mut buf)?;
+    let out = buf.get(..n).ok_or(snow::Error::Input)?;
+    if n > payload.len() {
+        return Err(snow::Error::Input);
+    }
+    payload[..n].copy_from_slice(out);
+    Ok(n)
+}
+
+/// Appends the key confirmation record: a transport message with an empty plaintext
+/// (16 bytes, the tag alone), the first record the `NNpsk0` initiator sends.
+pub(crate) fn put_confirmation(sealer: &mut Sealer, dst: &mut BytesMut) {
+    dst.put_u16(TAG as u16);
+    let start = dst.len();
+    dst.resize(start + TAG, 0);
+    let n = sealer
+        .state
+        .write_message(sealer.nonce, &[], &mut dst[start..])
+        .expect("an empty plaintext fits one record");
+    debug_assert_eq!(n, TAG);
+    sealer.nonce += 1;
+}
+
+/// Opens the key confirmation record: it must authenticate and be empty.
+pub(crate) fn open_confirmation(opener: &mut Opener, record: &[u8]) -> Result<(), CloseReason> {
+    if record.len() != TAG {
+        return Err(CloseReason::Protocol(ProtocolError::BadRecord));
+    }
+    let mut out = BytesMut::new();
+    opener.open(record, &mut out)?;
+    debug_assert!(out.is_empty());
     Ok(())
 }
 
@@ -210,22 +337,109 @@ mod tests {
 
     type Ends = (Sealer, Opener);
 
+    fn nn(psk: &[u8; 32]) -> Keys<'_> {
+        Keys {
+            pattern: Pattern::NNpsk0,
+            psk: Some(psk),
+            local: None,
+        }
+    }
+
+    fn next(wire: &mut BytesMut) -> BytesMut {
+        let Some(Record::Data(m)) = take_record(wire, 4096).unwrap() else {
+            panic!("record")
+        };
+        m
+    }
+
     fn pair(a: &[u8; 32], b: &[u8; 32]) -> Result<(Ends, Ends), ()> {
-        let mut i = initiator(a).unwrap();
-        let mut r = responder(b).unwrap();
+        let mut i = initiator(nn(a)).unwrap();
+        let mut r = responder(nn(b)).unwrap();
         let mut wire = BytesMut::new();
-        put_handshake(&mut i, &mut wire).unwrap();
-        let Some(Record::Data(m1)) = take_record(&mut wire, 4096).unwrap() else {
-            panic!("record")
-        };
-        let mut sink = [0u8; 64];
-        r.read_message(&m1, &mut sink).map_err(|_| ())?;
-        put_handshake(&mut r, &mut wire).unwrap();
-        let Some(Record::Data(m2)) = take_record(&mut wire, 4096).unwrap() else {
-            panic!("record")
-        };
-        i.read_message(&m2, &mut sink).map_err(|_| ())?;
+        let mut sink = [0u8; crate::identity::PAYLOAD_LEN];
+        put_handshake(&mut i, &[], &mut wire).unwrap();
+        let m1 = next(&mut wire);
+        assert_eq!(m1.len(), 48);
+        read_handshake(&mut r, &m1, &mut sink).map_err(|_| ())?;
+        put_handshake(&mut r, &[], &mut wire).unwrap();
+        let m2 = next(&mut wire);
+        assert_eq!(m2.len(), 48);
+        read_handshake(&mut i, &m2, &mut sink).map_err(|_| ())?;
         Ok((split(i).unwrap(), split(r).unwrap()))
+    }
+
+    /// The XX patterns: three messages of the documented sizes, each side learns the
+    /// other's static key.
+    #[test]
+    fn xx_messages_and_sizes() {
+        use crate::identity::{LocalIdentity, verify_payload};
+        let a = LocalIdentity::new(&hail_crypto::Identity::generate().unwrap()).unwrap();
+        let b = LocalIdentity::new(&hail_crypto::Identity::generate().unwrap()).unwrap();
+        for (pattern, psk, m1_len) in [
+            (Pattern::Xx, None, 32),
+            (Pattern::XXpsk0, Some(&[4; 32]), 48),
+        ] {
+            let ki = Keys {
+                pattern,
+                psk,
+                local: Some(&a),
+            };
+            let kr = Keys {
+                pattern,
+                psk,
+                local: Some(&b),
+            };
+            let mut i = initiator(ki).unwrap();
+            let mut r = responder(kr).unwrap();
+            let mut wire = BytesMut::new();
+            let mut got = [0u8; crate::identity::PAYLOAD_LEN];
+            put_handshake(&mut i, &[], &mut wire).unwrap();
+            let m1 = next(&mut wire);
+            assert_eq!(m1.len(), m1_len, "{pattern:?}");
+            assert_eq!(read_handshake(&mut r, &m1, &mut got).unwrap(), 0);
+            put_handshake(&mut r, b.payload(), &mut wire).unwrap();
+            let m2 = next(&mut wire);
+            assert_eq!(m2.len(), 32 + 48 + 96 + 16, "{pattern:?}");
+            let n = read_handshake(&mut i, &m2, &mut got).unwrap();
+            assert_eq!(
+                verify_payload(&got[..n], i.get_remote_static()).unwrap(),
+                b.public()
+            );
+            put_handshake(&mut i, a.payload(), &mut wire).unwrap();
+            let m3 = next(&mut wire);
+            assert_eq!(m3.len(), 48 + 96 + 16, "{pattern:?}");
+            let n = read_handshake(&mut r, &m3, &mut got).unwrap();
+            assert_eq!(
+                verify_payload(&got[..n], r.get_remote_static()).unwrap(),
+                a.public()
+            );
+            let ((mut is, _), (_, mut ro)) = (split(i).unwrap(), split(r).unwrap());
+            let mut rec = BytesMut::new();
+            put_confirmation(&mut is, &mut rec);
+            assert_eq!(rec.len(), 2 + TAG);
+            open_confirmation(&mut ro, &next(&mut rec)).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_key_confirmation_opens_once_and_only_with_the_session_keys() {
+        let ((mut is, _), (_, mut ro)) = pair(&[9; 32], &[9; 32]).unwrap();
+        let ((mut other, _), _) = pair(&[9; 32], &[9; 32]).unwrap();
+        let mut wire = BytesMut::new();
+        put_confirmation(&mut other, &mut wire);
+        let foreign = next(&mut wire);
+        assert!(
+            open_confirmation(&mut ro, &foreign).is_err(),
+            "another session's"
+        );
+        let ((mut is2, _), (_, mut ro2)) = pair(&[9; 32], &[9; 32]).unwrap();
+        put_confirmation(&mut is2, &mut wire);
+        let good = next(&mut wire);
+        open_confirmation(&mut ro2, &good).unwrap();
+        assert!(open_confirmation(&mut ro2, &good).is_err(), "replayed");
+        // A non-empty first record is not a confirmation.
+        is.seal(b"x", &mut wire);
+        assert!(open_confirmation(&mut ro, &next(&mut wire)).is_err());
     }
 
     #[test]

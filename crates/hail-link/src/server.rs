@@ -28,7 +28,7 @@ impl<T> Events<ServerEvent<T>> {
     pub async fn run_callbacks(mut self, mut callbacks: Callbacks<T>) {
         while let Some(ev) = self.recv().await {
             match ev {
-                ServerEvent::Connected { id, addr } => {
+                ServerEvent::Connected { id, addr, .. } => {
                     if let Some(f) = &mut callbacks.on_connect {
                         f(id, addr);
                     }
@@ -113,7 +113,9 @@ pub struct ServerStats {
     pub refused_full: u64,
     /// Connections closed at once because `max_pending` handshakes were running.
     pub refused_pending: u64,
-    /// Handshakes that failed authentication (wrong passphrase, replay, plaintext peer).
+    /// Handshakes that failed authentication: wrong passphrase, a replayed message, a
+    /// pattern mismatch (an identity on one side only), a forged or missing identity, a
+    /// plaintext peer on a secured server.
     pub auth_failures: u64,
     /// Handshakes that failed otherwise (deadline, protocol, I/O).
     pub handshake_failures: u64,
@@ -123,6 +125,9 @@ pub struct ServerStats {
     pub slow_disconnects: u64,
     /// Clients connected now.
     pub clients: usize,
+    /// Connections in their handshake now (at most [`ServerConfig::max_pending`](crate::ServerConfig::max_pending),
+    /// each for at most the handshake deadline): not yet proven, so not counted in `clients`.
+    pub pending: usize,
     /// Bytes waiting in all send queues now.
     pub queued_bytes: usize,
     /// Memory held by all receive buffers now, in bytes.
@@ -356,7 +361,7 @@ where
             return;
         }
     };
-    if cfg.psk.is_some() {
+    if cfg.is_secure() {
         lock_penalty(&server).succeeded(peer.ip());
     }
     server.counters.accepted.fetch_add(1, Ordering::Relaxed);
@@ -385,11 +390,16 @@ where
     // The client is in `clients()` (so `send_to` works) once `Connected` is out, and the
     // reader waits for `Connected` to be out before it delivers anything.
     let (go, gate) = oneshot::channel();
+    let peer_key = est.peer_key;
     let conn = Connection::start(est, cfg, server.payload.clone(), sink, None, Some(gate));
     server.clients().insert(id, conn.clone());
     if server
         .events
-        .send(ServerEvent::Connected { id, addr: peer })
+        .send(ServerEvent::Connected {
+            id,
+            addr: peer,
+            peer_key,
+        })
         .await
         .is_err()
     {
@@ -529,6 +539,7 @@ where
             broadcast_dropped: c.broadcast_dropped.load(Ordering::Relaxed),
             slow_disconnects: c.slow_disconnects.load(Ordering::Relaxed),
             clients: clients.len(),
+            pending: self.inner.pending.load(Ordering::Relaxed),
             queued_bytes: queued,
             rx_buffered_bytes: rx,
             undecodable: undecodable + c.undecodable_closed.load(Ordering::Relaxed),

@@ -32,26 +32,41 @@
 //!
 //! # Sealed records
 //!
-//! With a pre-shared key the TCP stream is a sequence of records instead:
+//! With a pre-shared key, an identity ([`LinkConfig::identity`](crate::LinkConfig::identity))
+//! or both, the TCP stream is a sequence of records instead:
 //!
 //! ```text
 //! +----------------+------------------------------------------+
 //! | u16 length L   | L bytes: a Noise message (16 <= L <= 65535)
 //! +----------------+------------------------------------------+
-//! | 0x0000         | alert code u8: only from the server, instead of handshake
-//! |                | message 2; 1 = authentication failed
+//! | 0x0000         | alert code u8: instead of the next handshake message, from the
+//! |                | side that refuses the other's; 1 = authentication failed
 //! +----------------+------------------------------------------+
 //! ```
 //!
-//! 1. client -> server: Noise message 1 (`psk, e`: 32-byte ephemeral key + 16-byte tag).
-//! 2. server -> client: Noise message 2 (`e, ee`: 48 bytes), then a sealed WELCOME or
-//!    CLOSE frame; or the alert if message 1 did not authenticate.
-//! 3. Both ways: every further record is a Noise transport message sealing up to 65,519
-//!    bytes of the frame stream above (the exact bytes a plaintext hail link carries,
-//!    without HELLO). Records are cut without regard to frame boundaries: small frames
-//!    share a record, a large frame spans several.
+//! The pattern (all `25519_AESGCM_SHA256`, prologue `hail-link/2`): `NNpsk0` with a key,
+//! `XX` with an identity, `XXpsk0` with both.
 //!
-//! Protocol name `Noise_NNpsk0_25519_AESGCM_SHA256`, prologue `hail-link/1`, psk =
-//! [`GroupKey::link_psk`](hail_crypto::GroupKey::link_psk). Record nonces are implicit
-//! counters per direction, so a replayed, reordered, dropped or modified record fails
-//! authentication and closes the link.
+//! * `NNpsk0`: 1. client -> server message 1 (`psk, e`: 48 bytes). 2. server -> client
+//!   message 2 (`e, ee`: 48 bytes), or the alert. 3. client -> server the key
+//!   confirmation: an empty sealed record (16 bytes). 4. server -> client a sealed WELCOME
+//!   or CLOSE frame.
+//! * `XX`, `XXpsk0`: 1. message 1 (`[psk,] e`: 32 or 48 bytes). 2. message 2 (`e, ee, s,
+//!   es` and the server's identity payload: 192 bytes), or the alert. 3. message 3 (`s, se`
+//!   and the client's identity payload: 160 bytes), or the alert. 4. a sealed WELCOME or
+//!   CLOSE frame, or the alert.
+//!
+//! The identity payload is 96 bytes: the Ed25519 identity public key (32) and its
+//! signature over the sender's Noise static key (64,
+//! [`Identity::sign_noise_static`](hail_crypto::Identity::sign_noise_static)), checked
+//! against the static key the handshake authenticated. The server admits a connection
+//! only after step 3 verified.
+//!
+//! Then both ways: every further record is a Noise transport message sealing up to 65,519
+//! bytes of the frame stream above (the exact bytes a plaintext hail link carries, without
+//! HELLO). Records are cut without regard to frame boundaries: small frames share a
+//! record, a large frame spans several.
+//!
+//! psk = [`GroupKey::link_psk`](hail_crypto::GroupKey::link_psk). Record nonces are
+//! implicit counters per direction, so a replayed, reordered, dropped or modified record
+//! fails authentication and closes the link.

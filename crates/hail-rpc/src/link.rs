@@ -204,7 +204,7 @@ impl RpcServer {
                                 d.packet(&msg);
                             }
                         }
-                        ServerEvent::Connected { id, addr } => {
+                        ServerEvent::Connected { id, addr, .. } => {
                             let (peer, driver) =
                                 RpcPeer::with_handlers(config.clone(), handlers.clone());
                             // The link registers a client before it announces it, so

@@ -165,6 +165,25 @@ impl RpcPeer {
         &self.inner.config
     }
 
+    /// Attaches a value to this peer, once: what its owner knows about the other end
+    /// (who it is, which link), for handlers, which are handed the calling peer (see
+    /// [`bind_with`](Self::bind_with)). Returns the value back if one is attached already.
+    pub fn set_context<T: std::any::Any + Send + Sync>(&self, value: T) -> Result<(), T> {
+        if self.inner.context.get().is_some() {
+            return Err(value);
+        }
+        let mut value = Some(value);
+        let _ = self.inner.context.get_or_init(|| {
+            Box::new(value.take().expect("taken once")) as Box<dyn std::any::Any + Send + Sync>
+        });
+        value.map_or(Ok(()), Err)
+    }
+
+    /// The value attached with [`set_context`](Self::set_context), if it is a `T`.
+    pub fn context<T: std::any::Any>(&self) -> Option<&T> {
+        self.inner.context.get()?.downcast_ref()
+    }
+
     /// The handler table this peer serves from.
     pub fn handlers(&self) -> &Handlers {
         &self.inner.handlers

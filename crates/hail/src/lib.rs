@@ -48,7 +48,7 @@
 //! }
 //! switch.send("lamp", "hello".into()).await;
 //! loop {
-//!     if let Some(DeviceEvent::Message { from, payload }) = lamp_events.recv().await {
+//!     if let Some(DeviceEvent::Message { from, payload, .. }) = lamp_events.recv().await {
 //!         assert_eq!((from.as_str(), &payload[..]), ("switch", &b"hello"[..]));
 //!         break;
 //!     }

@@ -98,6 +98,33 @@ fn scout_once_lists_a_listening_device() {
     );
 }
 
+/// `--meta` is signed into the adverts and shown by `scout`; `--identity` keeps the id
+/// across runs; a bad metadata key is a usage error.
+#[test]
+fn metadata_and_a_kept_identity_show_in_scout() {
+    let g = group();
+    let dir = std::env::temp_dir().join(format!("hail-cli-id-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let id_file = dir.join("lamp.id");
+    let id_arg = id_file.to_str().unwrap();
+    let scout = |g: &str| {
+        let (status, out, err) = hail_on(g, &["scout", "--once", "--timeout", "1s", "--json"]);
+        assert!(status.success(), "{out}\n{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        v["devices"][0].clone()
+    };
+    let lamp = listen(&g, "lamp", &["--meta", "role=light", "--identity", id_arg]);
+    let first = scout(&g);
+    assert_eq!(first["metadata"]["role"], "light", "{first}");
+    drop(lamp);
+    let _lamp = listen(&g, "lamp", &["--identity", id_arg]);
+    let again = scout(&g);
+    assert_eq!(again["id"], first["id"], "the id is the kept key's");
+    let (status, _, err) = hail_on(&g, &["--meta", "Bad Key=x", "listen"]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_wrong_passphrase_finds_nobody_and_says_so() {
     let g = group();

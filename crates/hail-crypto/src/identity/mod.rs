@@ -256,13 +256,7 @@ impl PublicKey {
     /// random keys share an id with probability about n^2 / 2^129 for n keys. The label keeps
     /// the id distinct from any other hash of the key.
     pub fn id(&self) -> [u8; 16] {
-        let digest = Sha256::new()
-            .chain_update(DEVICE_ID_LABEL)
-            .chain_update(self.as_bytes())
-            .finalize();
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&digest[..16]);
-        id
+        device_id(self.as_bytes())
     }
 
     /// Verifies that `sig` was made by this key's identity with [`Identity::sign`] over the
@@ -289,6 +283,19 @@ impl PublicKey {
     ) -> Result<(), CryptoError> {
         self.verify(NOISE_STATIC_CONTEXT, noise_static, sig)
     }
+}
+
+/// The device id of 32 key bytes, as [`PublicKey::id`] computes it, without checking that
+/// the bytes are a valid key (a hash, no curve arithmetic): what a receiver can afford for
+/// every datagram before it decides whether a signature is worth verifying.
+pub fn device_id(key: &[u8; 32]) -> [u8; 16] {
+    let digest = Sha256::new()
+        .chain_update(DEVICE_ID_LABEL)
+        .chain_update(key)
+        .finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id
 }
 
 impl PartialEq for PublicKey {

@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use hail_crypto::{GroupKey, KdfParams};
+use hail_crypto::{GroupKey, Identity, Incarnation, KdfParams};
 use hail_link::{Heartbeat, LinkConfig, Server, ServerConfig, Transport};
 use hail_multicast::{Channel, Interface};
 use hail_rpc::{Handlers, RpcConfig};
@@ -20,9 +21,9 @@ use super::events::DeviceEvents;
 use super::handle::Device;
 use super::messages::bind_builtin;
 use super::shared::{EventBytes, Shared, lock};
+use crate::advert::Metadata;
 use crate::config::{LocalDevice, PeerTableConfig};
 use crate::format::MessageFormat;
-use crate::id::DeviceId;
 use crate::peer_table::PeerTable;
 
 /// The default discovery group: `239.255.72.76:5676` (administratively scoped IPv4).
@@ -64,11 +65,55 @@ pub struct DeviceBuilder {
     format: MessageFormat,
     event_capacity: usize,
     event_bytes: usize,
+    identity: IdentitySource,
+    metadata: Metadata,
+    known_devices: Option<PathBuf>,
+    allowed: Option<std::collections::BTreeSet<[u8; 32]>>,
     memory: Option<(
         hail_multicast::memory::Bus,
         hail_link::memory::MemoryNetwork,
         IpAddr,
     )>,
+}
+
+/// Open files a device keeps free under its open-file limit (`RLIMIT_NOFILE`) for
+/// everything but accepted links: its multicast sockets and listener, dials in flight
+/// ([`MAX_DIALS_IN_FLIGHT`](crate::MAX_DIALS_IN_FLIGHT)), the application's own files: 64.
+pub const FD_HEADROOM: usize = 64;
+
+/// Most accepted links: hail-link's default (1024), or fewer when the open-file limit
+/// leaves less room after [`FD_HEADROOM`] (at least 8), so links and files past it can
+/// still be opened: a flood of connections fills the client limit, not the descriptor
+/// table ("Too many open files" for the device's own dials and the application).
+fn max_clients_for_open_files() -> usize {
+    let default = hail_link::DEFAULT_MAX_CLIENTS;
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{Resource, getrlimit};
+        if let Ok((soft, _hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            return clients_under(soft, default);
+        }
+    }
+    default
+}
+
+/// Accepted links that fit under an open-file limit of `soft` with [`FD_HEADROOM`] left.
+fn clients_under(soft: u64, default: usize) -> usize {
+    usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(FD_HEADROOM)
+        .clamp(8, default)
+}
+
+/// Where the device's identity comes from.
+#[derive(Debug, Clone)]
+enum IdentitySource {
+    /// A fresh key pair made at start.
+    Fresh,
+    /// This one, with the incarnation its sequence numbers start from.
+    Given(Arc<Identity>, Incarnation),
+    /// Loaded from (or created in) this file at start, with the next incarnation.
+    File(PathBuf),
 }
 
 /// Where links listen by default: every address of the group's family, any port.
@@ -112,6 +157,10 @@ impl Device {
             format: MessageFormat::default(),
             event_capacity: EVENT_CAPACITY,
             event_bytes: EVENT_BYTES,
+            identity: IdentitySource::Fresh,
+            metadata: Metadata::new(),
+            known_devices: None,
+            allowed: None,
             memory: None,
         }
     }
@@ -187,6 +236,59 @@ impl DeviceBuilder {
     /// [`passphrase`](Self::passphrase)). Takes precedence over a passphrase. Default: none.
     pub fn group_key(mut self, key: GroupKey) -> Self {
         self.key = Some(key);
+        self
+    }
+
+    /// The device's identity: the key pair its id is derived from, which signs its adverts
+    /// and which its links prove. Default: a fresh key pair at every start (a new id per
+    /// run). `incarnation` must grow from run to run for a key used in several runs (its
+    /// adverts' sequence numbers start at `incarnation << 32`, and a peer ignores adverts
+    /// older than the newest it has seen); [`identity_file`](Self::identity_file) keeps
+    /// both for you.
+    pub fn identity(mut self, identity: Identity, incarnation: Incarnation) -> Self {
+        self.identity = IdentitySource::Given(Arc::new(identity), incarnation);
+        self
+    }
+
+    /// Keeps the device's identity in this file, for a stable id across restarts: loaded
+    /// at [`start`](Self::start) (created with a fresh key the first time, mode 0600), its
+    /// incarnation counted up and written back before the device announces anything
+    /// ([`Identity::load_or_create`]). A file readable by others, truncated or corrupted is
+    /// an error ([`DeviceError::Key`]). Default: a fresh key pair per start.
+    pub fn identity_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.identity = IdentitySource::File(path.into());
+        self
+    }
+
+    /// Pins each peer's name to the first key that joins under it, trust on first use
+    /// like SSH's `known_hosts`, keeping the pins in this file (read at start, appended
+    /// to as names are pinned; one `name<TAB>key` line each, editable by hand). Afterwards
+    /// a device with another key under a pinned name is refused: its link is closed
+    /// ([`Stats::untrusted`](crate::Stats::untrusted)), so a rogue device cannot take a
+    /// known device's name. Pair it with [`identity_file`](Self::identity_file) on every
+    /// device, or a restart is a new key that its own name refuses. Default: none (any
+    /// key under any name, [`Trust::Anyone`](crate::Trust::Anyone)).
+    pub fn known_devices(mut self, path: impl Into<PathBuf>) -> Self {
+        self.known_devices = Some(path.into());
+        self
+    }
+
+    /// Lets only devices with these keys join (an allow list); any other's link is closed
+    /// after its handshake ([`Stats::untrusted`](crate::Stats::untrusted)). Takes
+    /// precedence over [`known_devices`](Self::known_devices). Default: none.
+    pub fn allow_devices(mut self, keys: impl IntoIterator<Item = hail_crypto::PublicKey>) -> Self {
+        self.allowed = Some(keys.into_iter().map(|k| k.to_bytes()).collect());
+        self
+    }
+
+    /// Adds a metadata entry signed into the device's adverts and shown to peers
+    /// ([`PeerInfo::metadata`](crate::PeerInfo::metadata), `hail scout`): at most
+    /// [`MAX_METADATA_ENTRIES`](crate::MAX_METADATA_ENTRIES) (16) entries,
+    /// [`MAX_METADATA_LEN`](crate::MAX_METADATA_LEN) (512) bytes of keys and values,
+    /// keys of `a-z 0-9 . _ -` (checked at start, [`crate::validate_metadata`]). Default:
+    /// none.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
         self
     }
 
@@ -297,11 +399,25 @@ impl DeviceBuilder {
         };
         // A connected peer's liveness is its link: make the link notice a silent peer
         // within the lease, as the table's docs ask of its driver.
+        let (identity, incarnation) = match &self.identity {
+            IdentitySource::Fresh => (Arc::new(Identity::generate()?), Incarnation::FIRST),
+            IdentitySource::Given(i, inc) => (i.clone(), *inc),
+            IdentitySource::File(path) => {
+                let path = path.clone();
+                let (i, inc) = tokio::task::spawn_blocking(move || Identity::load_or_create(path))
+                    .await
+                    .expect("loading an identity does not panic")?;
+                (Arc::new(i), inc)
+            }
+        };
         let lease = self.table.lease();
-        let mut link = LinkConfig::default().heartbeat(Some(Heartbeat {
-            interval: lease / 3,
-            dead_after: lease,
-        }));
+        // Every link proves both ends' identity keys (Noise XX, XXpsk0 with a key).
+        let mut link = LinkConfig::default()
+            .heartbeat(Some(Heartbeat {
+                interval: lease / 3,
+                dead_after: lease,
+            }))
+            .identity(&identity);
         if let Some(k) = &key {
             link = link.group_key(k);
         }
@@ -331,8 +447,14 @@ impl DeviceBuilder {
             (Some((_, _, ip)), None) => SocketAddr::new(*ip, 0),
             (None, None) => default_listen(group),
         };
-        let (server, server_events) =
-            Server::bind(listen, ServerConfig::default().link(link.clone()), Binary).await?;
+        let (server, server_events) = Server::bind(
+            listen,
+            ServerConfig::default()
+                .link(link.clone())
+                .max_clients(max_clients_for_open_files()),
+            Binary,
+        )
+        .await?;
         let port = server.local_addr().port();
         let mut advertise = self.advertise.clone();
         if let (true, Some((_, _, ip))) = (advertise.is_empty(), &self.memory) {
@@ -346,14 +468,30 @@ impl DeviceBuilder {
                 }
             }
         }
-        let local =
-            LocalDevice::new(DeviceId::random(), self.name.clone(), port).with_addresses(advertise);
-        let mut table = PeerTable::new(self.table.clone(), local, rand::random())?;
+        let local = LocalDevice::new(identity, self.name.clone(), port)
+            .with_addresses(advertise)
+            .with_metadata(self.metadata.clone())
+            .with_incarnation(incarnation);
+        let mut table_config = self.table.clone();
+        if let Some(keys) = &self.allowed {
+            table_config.trust = crate::Trust::AllowList(keys.clone());
+        } else if let Some(path) = &self.known_devices {
+            let path = path.clone();
+            let pins = tokio::task::spawn_blocking(move || super::trust::load(&path))
+                .await
+                .expect("reading a file does not panic")?;
+            table_config.trust = crate::Trust::FirstUse(pins);
+        }
+        let mut table = PeerTable::new(table_config, local, rand::random())?;
         table.start(clock::now());
         let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
         let event_bytes = Arc::new(EventBytes::new(self.event_bytes));
         let shared = Arc::new(Shared {
             table: Mutex::new(table),
+            known_devices: self
+                .known_devices
+                .clone()
+                .filter(|_| self.allowed.is_none()),
             links: Mutex::new(HashMap::new()),
             question: OnceLock::new(),
             handlers: Handlers::new(),
@@ -371,7 +509,7 @@ impl DeviceBuilder {
         let local_addr = server.local_addr();
         let driver = Driver::new(shared.clone(), channel, server, server_events, stop_rx);
         let task = tokio::spawn(driver.run());
-        let id = lock(&shared.table).local().id;
+        let id = lock(&shared.table).local().id();
         Ok((
             Device {
                 shared,
@@ -385,5 +523,17 @@ impl DeviceBuilder {
             },
             DeviceEvents::new(events_rx, event_bytes),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accepted_links_leave_headroom_under_the_open_file_limit() {
+        assert_eq!(super::clients_under(1024, 1024), 960);
+        assert_eq!(super::clients_under(200, 1024), 136);
+        assert_eq!(super::clients_under(65_536, 1024), 1024);
+        assert_eq!(super::clients_under(20, 1024), 8, "never below 8");
+        assert_eq!(super::clients_under(u64::MAX, 1024), 1024);
     }
 }

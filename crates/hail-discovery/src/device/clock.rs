@@ -35,7 +35,6 @@ mod tests {
     use super::{at, now, sleep_until};
     use crate::advert::Advert;
     use crate::config::{LocalDevice, PeerTableConfig};
-    use crate::id::DeviceId;
     use crate::peer_table::{Action, PeerTable};
 
     #[tokio::test(start_paused = true)]
@@ -57,7 +56,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn sleeping_on_the_tables_deadlines_wakes_at_them_in_paused_time() {
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let local = LocalDevice::new(DeviceId::random(), "clock", 4000).with_addresses([ip]);
+        let identity = std::sync::Arc::new(hail_crypto::Identity::generate().expect("a key"));
+        let local = LocalDevice::new(identity, "clock", 4000).with_addresses([ip]);
         let mut table = PeerTable::new(PeerTableConfig::default(), local, 7).expect("valid");
         let t0 = now();
         table.start(t0);

@@ -94,6 +94,7 @@ pub(super) struct Driver {
     /// until there is room.
     stalled_until: Option<Instant>,
     overflow: bool,
+    summary: super::summary::Summary,
     /// Set by a graceful stop.
     stopping: Option<Stopping>,
 }
@@ -125,6 +126,7 @@ impl Driver {
             events_gone: false,
             stalled_until: None,
             overflow: false,
+            summary: Default::default(),
             stopping: None,
         }
     }
@@ -259,7 +261,7 @@ impl Driver {
     /// Returns whether the event went through the table (it may have actions now).
     fn server_event(&mut self, e: ServerEvent<Bytes>) -> bool {
         match e {
-            ServerEvent::Connected { id, addr } => {
+            ServerEvent::Connected { id, addr, .. } => {
                 if let Some(conn) = self.server.connection(id) {
                     if self.stopping.is_some() {
                         // Draining: new links are closed at once.
@@ -320,7 +322,12 @@ impl Driver {
         if let Some(p) = self.permit.take() {
             self.permit = self.shared.report_drops_with(p);
         }
-        lock(&self.shared.table).handle_timeout(clock::now());
+        let stats = {
+            let mut table = lock(&self.shared.table);
+            table.handle_timeout(clock::now());
+            table.stats().clone()
+        };
+        self.summary.tick(tokio::time::Instant::now(), &stats);
         // Handshakes of accepted links that failed authentication.
         let failed = self.server.stats().auth_failures;
         *lock(&self.shared.counters) = (
@@ -396,6 +403,12 @@ impl Driver {
                 Event::PeerLeft { peer, reason } => DeviceEvent::PeerLeft { peer, reason },
                 Event::PeersChanged(s) => DeviceEvent::PeersChanged(s),
                 Event::DuplicateName { name, ids } => DeviceEvent::DuplicateName { name, ids },
+                Event::NamePinned { name, key } => {
+                    if let Some(path) = &self.shared.known_devices {
+                        super::trust::append(path, &name, &key);
+                    }
+                    continue;
+                }
             };
             // With the room reserved for link input, if there is: a join is then never
             // dropped while the messages after it wait for room.

@@ -26,6 +26,9 @@ pub enum DeviceError {
     /// The group key could not be derived from the passphrase (bad KDF parameters).
     #[error("key derivation: {0}")]
     Key(#[from] hail_crypto::CryptoError),
+    /// The known-devices file could not be read ([`DeviceBuilder::known_devices`](crate::DeviceBuilder::known_devices)).
+    #[error("known devices: {0}")]
+    KnownDevices(#[from] super::trust::KnownDevicesError),
     /// [`Device::on_question`](crate::Device::on_question) was called a second time.
     #[error("the question handler is already set")]
     QuestionHandlerSet,

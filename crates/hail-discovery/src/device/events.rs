@@ -48,8 +48,10 @@ pub enum DeviceEvent {
     },
     /// A message from a peer ([`Device::send`](crate::Device::send) on its side).
     Message {
-        /// The sender's name.
+        /// The sender's name (the one it joined with).
         from: String,
+        /// The sender's id: the key its link proved (never a field of the message).
+        from_id: DeviceId,
         /// The message.
         payload: Bytes,
     },
@@ -142,7 +144,7 @@ impl DeviceEvents {
     pub async fn run_callbacks(mut self, mut callbacks: Callbacks) {
         while let Some(event) = self.recv().await {
             match event {
-                DeviceEvent::Message { from, payload } => {
+                DeviceEvent::Message { from, payload, .. } => {
                     if let Some(f) = &mut callbacks.on_message {
                         f(from, payload);
                     }

@@ -4,22 +4,23 @@
 //! what runs on it is done.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hail_link::{CloseReason as LinkClose, Connection};
 use hail_rpc::{Disconnect, LinkClosed, Outgoing, RpcPeer};
 use hail_wire::Binary;
-use tracing::debug;
+use tracing::{debug, warn};
 
+use super::caller::LinkPeer;
 use super::clock;
 use super::driver::Driver;
 use super::events::DeviceEvent;
 use super::messages::MESSAGE_TAG;
 use super::shared::{LinkEntry, lock};
 use crate::advert::{LinkMessage, MAGIC};
-use crate::id::ConnId;
+use crate::id::{ConnId, DeviceId};
 use crate::peer_table::{CloseReason, LinkCloseReason, LinkOrigin};
 
 /// How long a duplicate link stays open after the one-link rule dropped it: 500 ms.
@@ -36,8 +37,19 @@ impl Driver {
         remote: SocketAddr,
     ) {
         let id = ConnId(conn.id().get());
-        let (_peer, driver) =
+        // The handshake proved the peer's key (every device link runs XX): the link is
+        // that device's, whatever its hello will claim.
+        let Some(peer) = conn.peer_key().map(|k| DeviceId::from_bytes(k.id())) else {
+            warn!(%remote, "a link without a proven key; closed");
+            conn.close();
+            return;
+        };
+        let (rpc_peer, driver) =
             RpcPeer::with_handlers(self.shared.rpc.clone(), self.shared.handlers.clone());
+        let _ = rpc_peer.set_context(LinkPeer {
+            id: peer,
+            name: OnceLock::new(),
+        });
         driver.connected(Arc::new(LinkOut(conn.clone())));
         lock(&self.shared.links).insert(
             id,
@@ -47,9 +59,10 @@ impl Driver {
                 closing: false,
                 joined: false,
                 peer_name: None,
+                peer,
             },
         );
-        lock(&self.shared.table).link_up(id, origin, remote, clock::now());
+        lock(&self.shared.table).link_up(id, origin, remote, peer, clock::now());
     }
 
     /// Returns whether the frame went through the table (discovery messages do).
@@ -63,7 +76,7 @@ impl Driver {
                 // taken this duplicate for the link to keep.
                 Ok(m) if closing && !matches!(m, LinkMessage::Goodbye { .. }) => {}
                 Ok(m) => {
-                    let name = {
+                    let name: Option<Arc<str>> = {
                         let mut table = lock(&self.shared.table);
                         table.link_message(conn, m, clock::now());
                         table.name_on_link(conn).map(Arc::from)
@@ -72,6 +85,9 @@ impl Driver {
                         && let Some(l) = lock(&self.shared.links).get_mut(&conn)
                     {
                         l.joined = true;
+                        if let Some(p) = l.driver.peer().context::<LinkPeer>() {
+                            let _ = p.name.set(name.clone());
+                        }
                         l.peer_name.get_or_insert(name);
                     }
                     // The join (and anything else the table has to say) is reported
@@ -110,18 +126,19 @@ impl Driver {
         // The join was reported as the hello was read.
         let from = match lock(&self.shared.links).get(&conn) {
             // Also on a link being closed: what the peer sent before it closed counts.
-            Some(l) if l.joined => l.peer_name.clone(),
+            Some(l) if l.joined => l.peer_name.clone().map(|n| (n, l.peer)),
             Some(_) => {
                 debug!(%conn, "dropped a message from a link without a joined peer");
                 None
             }
             None => None,
         };
-        let Some(from) = from else { return };
+        let Some((from, from_id)) = from else { return };
         let payload = frame.slice(1..);
         let len = payload.len();
         let e = DeviceEvent::Message {
             from: from.as_ref().to_owned(),
+            from_id,
             payload,
         };
         // Past the stall limit, or draining: the stream has no room in bytes.

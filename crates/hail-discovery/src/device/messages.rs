@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use hail_rpc::RpcError;
+use hail_rpc::{RpcError, RpcPeer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -136,7 +136,7 @@ impl Device {
     ) -> HashMap<String, Result<Bytes, AskError>> {
         let names = self.target_names(targets.into());
         let calls = names.into_iter().map(|name| {
-            let q = (self.name.clone(), question.to_vec());
+            let q = question.to_vec();
             let peer = self.shared.resolve_rpc(&name);
             async move {
                 let r = match peer {
@@ -209,21 +209,24 @@ impl Device {
     }
 }
 
-/// Binds the method behind `ask`. It carries the asker's name: the group key
-/// authenticates the group, not the member, so the name is what the asker says it is (as
-/// in its adverts and hello). Messages are link frames of their own
-/// ([`MESSAGE_TAG`]), whose sender is the link's peer.
+/// Binds the method behind `ask`. It carries the question only: the asker is the link's
+/// proven peer ([`caller`](super::caller::caller)), as the sender of a message (a link
+/// frame of its own, [`MESSAGE_TAG`]) is.
 pub(super) fn bind_builtin(shared: &Arc<Shared>) {
     let weak = Arc::downgrade(shared);
     let _ = shared
         .handlers
-        .bind(ASK_METHOD, move |(from, q): (String, Vec<u8>)| {
+        .bind_with(ASK_METHOD, move |peer: RpcPeer, q: Vec<u8>| {
             let handler = weak.upgrade().and_then(|s| s.question.get().cloned());
+            let from = super::caller::caller(&peer);
             async move {
                 let Some(h) = handler else {
                     return Err("no question handler".to_string());
                 };
-                h(from, Bytes::from(q)).await.map(|b| b.to_vec())
+                let Some(from) = from else {
+                    return Err("a question from a peer that has not joined".to_string());
+                };
+                h(from.name, Bytes::from(q)).await.map(|b| b.to_vec())
             }
         });
 }

@@ -7,6 +7,7 @@
 //! | `builder.rs` | [`DeviceBuilder`], its defaults, `start` (sockets, key, the driver's task) |
 //! | `handle.rs` | the [`Device`] handle: accessors, counters, RPC handlers, shutdown |
 //! | `messages.rs` | `send` (message frames on the peers' links) and `ask` ([`Targets`]); the built-in `hail/ask` |
+//! | `caller.rs` | [`Caller`] and [`caller`]: the proven peer behind a handler's call |
 //! | `sender.rs` | [`PeerSender`] ([`Device::to`]): messages to one peer on the link it keeps |
 //! | `events.rs` | [`DeviceEvent`], the [`DeviceEvents`] stream, [`Callbacks`] |
 //! | `error.rs` | [`DeviceError`], [`SendError`], [`AskError`], [`RunError`] |
@@ -14,9 +15,12 @@
 //! | `driver.rs` | the task: one loop over every input, running then draining |
 //! | `links.rs` | the driver's links: up, frames, closed, closing (one-link duplicates) |
 //! | `dial.rs` | dialing every address at once; failures in a row and their reports |
+//! | `summary.rs` | rate-limited summary lines of refused input |
+//! | `trust.rs` | the known-devices file of trust on first use |
 //! | `clock.rs` | the one clock (tokio's), as the table's `std` instants |
 
 mod builder;
+mod caller;
 mod clock;
 mod dial;
 mod driver;
@@ -27,10 +31,14 @@ mod links;
 mod messages;
 mod sender;
 mod shared;
+mod summary;
+mod trust;
 
-pub use builder::{DEFAULT_GROUP, DeviceBuilder, EVENT_BYTES, EVENT_CAPACITY};
+pub use builder::{DEFAULT_GROUP, DeviceBuilder, EVENT_BYTES, EVENT_CAPACITY, FD_HEADROOM};
+pub use caller::{Caller, caller};
 pub use error::{AskError, DeviceError, RunError, SendError};
 pub use events::{Callbacks, DeviceEvent, DeviceEvents};
 pub use handle::{Device, DeviceStats};
 pub use messages::Targets;
 pub use sender::PeerSender;
+pub use trust::KnownDevicesError;

@@ -36,10 +36,14 @@ pub(super) struct LinkEntry {
     pub(super) joined: bool,
     /// The joined peer's name: the sender of every message on this link.
     pub(super) peer_name: Option<Arc<str>>,
+    /// The device whose key the link's handshake proved.
+    pub(super) peer: crate::id::DeviceId,
 }
 
 pub(super) struct Shared {
     pub(super) table: Mutex<PeerTable>,
+    /// Where names pinned on first use are kept ([`DeviceBuilder::known_devices`](crate::DeviceBuilder::known_devices)).
+    pub(super) known_devices: Option<std::path::PathBuf>,
     pub(super) links: Mutex<HashMap<ConnId, LinkEntry>>,
     pub(super) question: OnceLock<Arc<QuestionFn>>,
     /// What every link answers: messages, questions and the user's own methods.

@@ -9,7 +9,7 @@ use tracing::{trace, warn};
 
 use super::events::Action;
 use super::state::{DialState, Peer, PeerTable, Phase};
-use crate::advert::{Advert, AdvertError, Announce, MAX_ADDRESSES};
+use crate::advert::{Advert, AdvertError, Announce, AnnounceBody, Goodbye, MAX_ADDRESSES};
 use crate::id::DeviceId;
 
 /// Shortest time between two announces sent to answer newcomers (peers heard without a
@@ -51,33 +51,36 @@ impl PeerTable {
         }
         match advert {
             Advert::Announce(a) => {
-                if a.id == self.local.id {
+                if a.id() == self.local.id() {
                     self.stats.own_adverts += 1;
                     return;
                 }
                 self.stats.adverts_received += 1;
-                trace!(peer = %a.id, name = %a.name, %from, "announce");
-                let newcomer = !self.peers.get(&a.id).is_some_and(Peer::alive);
-                if self.learn(&a, from, Some(a.lease), now) {
+                if !self.authentic(&a, from.ip(), now) {
+                    return;
+                }
+                trace!(peer = %a.id(), name = %a.body.name, %from, "announce");
+                let newcomer = !self.peers.get(&a.id()).is_some_and(Peer::alive);
+                if self.learn(&a, from, Some(a.body.lease), now) {
                     if newcomer {
-                        let waits = self.waits_for(a.id);
+                        let waits = self.waits_for(a.id());
                         self.answer_newcomer(now, waits);
                         // A dial started before it was heard (kept by gossip, or after a
                         // timeout, as across a partition) may sit in backoff or in TCP's
                         // SYN retransmission to a host that was unreachable: dial afresh
                         // now. A late outcome of the old dial is handled as usual.
-                        if let Some(p) = self.peers.get_mut(&a.id)
+                        if let Some(p) = self.peers.get_mut(&a.id())
                             && p.active.is_none()
                             && p.dial != DialState::Idle
                         {
                             p.dial = DialState::Idle;
                         }
                     }
-                    self.maybe_dial(a.id, now);
+                    self.maybe_dial(a.id(), now);
                 }
             }
             Advert::Probe { from: id } => {
-                if id == self.local.id {
+                if id == self.local.id() {
                     self.stats.own_adverts += 1;
                     return;
                 }
@@ -85,13 +88,15 @@ impl PeerTable {
                 let waits = self.waits_for(id);
                 self.answer(now, waits);
             }
-            Advert::Goodbye { from: id } => {
-                if id == self.local.id {
+            Advert::Goodbye(g) => {
+                if g.id() == self.local.id() {
                     self.stats.own_adverts += 1;
                     return;
                 }
                 self.stats.adverts_received += 1;
-                self.goodbye_heard(id, now);
+                if self.authentic_goodbye(&g) {
+                    self.goodbye_heard(g.id(), now);
+                }
             }
         }
         self.flush();
@@ -108,6 +113,7 @@ impl PeerTable {
             );
             self.local.addresses.truncate(MAX_ADDRESSES);
         }
+        self.resign();
         if self.phase == Phase::Running {
             let a = self.announce();
             self.actions
@@ -115,15 +121,77 @@ impl PeerTable {
         }
     }
 
-    /// The announce this device sends (also the content of its hello).
+    /// The announce this device sends (also the content of its hello), signed by its
+    /// identity.
     pub fn announce(&self) -> Announce {
-        Announce {
-            id: self.local.id,
-            name: self.local.name.clone(),
-            port: self.local.port,
-            lease: self.config.lease,
-            addresses: self.local.addresses.clone(),
+        self.own.clone()
+    }
+
+    /// Signs the local device's announce anew, under the next sequence number (at start
+    /// and when what it says changed).
+    pub(super) fn resign(&mut self) {
+        let seq = match self.sequence.next() {
+            Ok(seq) => seq,
+            Err(e) => {
+                warn!(error = %e, "no sequence number left for a new announce; keeping the old one");
+                return;
+            }
+        };
+        match sign_local(&self.local, self.config.lease, seq) {
+            Ok(a) => self.own = a,
+            Err(e) => warn!(error = %e, "the local announce does not encode; keeping the old one"),
         }
+    }
+
+    /// A goodbye signed under the next sequence number, above every announce sent.
+    pub(super) fn signed_goodbye(&mut self) -> Goodbye {
+        let seq = self
+            .sequence
+            .next()
+            .unwrap_or_else(|_| self.own.seq().saturating_add(1));
+        Goodbye::sign(self.local.identity(), seq)
+    }
+
+    /// Whether an announce (on the group or in gossip) is the device's own: the one
+    /// already verified from its key, or newer and verifying. Older ones (replays) and
+    /// forgeries are counted and refused; a signature is checked only for an announce
+    /// that says something new.
+    pub(super) fn authentic(&mut self, a: &Announce, source: IpAddr, now: Instant) -> bool {
+        if self.verified_before(a) {
+            return true;
+        }
+        let known = self.peers.get(&a.id()).and_then(|p| p.signed.as_ref());
+        if known.is_some_and(|k| a.seq() < k.seq()) {
+            self.stats.stale_adverts += 1;
+            return false;
+        }
+        if !self.verify_budget.spend(source, now) {
+            self.stats.verify_deferred += 1;
+            return false;
+        }
+        if a.verify().is_err() {
+            self.stats.bad_signatures += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Whether a goodbye on the group is the device's own and newer than everything it
+    /// announced: a goodbye for a device the table does not know changes nothing and is
+    /// not verified.
+    fn authentic_goodbye(&mut self, g: &Goodbye) -> bool {
+        let Some(p) = self.peers.get(&g.id()) else {
+            return false;
+        };
+        if p.signed.as_ref().is_some_and(|k| g.seq() <= k.seq()) {
+            self.stats.stale_adverts += 1;
+            return false;
+        }
+        if g.verify().is_err() {
+            self.stats.bad_signatures += 1;
+            return false;
+        }
+        true
     }
 
     pub(super) fn jitter(&mut self, max: Duration) -> Duration {
@@ -198,8 +266,27 @@ impl PeerTable {
     /// `dial_yield`): then `id` dials on hearing this device, which should therefore
     /// answer it at once, with no jitter delaying the join.
     fn waits_for(&self, id: DeviceId) -> bool {
-        self.local.id > id
+        self.local.id() > id
             && !self.config.dial_yield.is_zero()
             && self.peers.get(&id).is_none_or(|p| p.active.is_none())
     }
+}
+
+/// The local device's announce, signed.
+pub(super) fn sign_local(
+    local: &crate::config::LocalDevice,
+    lease: Duration,
+    seq: u64,
+) -> Result<Announce, AdvertError> {
+    Announce::sign(
+        local.identity(),
+        seq,
+        AnnounceBody {
+            name: local.name.clone(),
+            port: local.port,
+            lease,
+            addresses: local.addresses.clone(),
+            metadata: local.metadata.clone(),
+        },
+    )
 }

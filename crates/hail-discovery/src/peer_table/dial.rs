@@ -90,7 +90,8 @@ impl PeerTable {
         // The smaller id's dial is the one the one-link rule keeps: the larger waits for
         // it, once, before dialing too.
         let wait = self.config.dial_yield;
-        if p.failures == 0 && !wait.is_zero() && self.local.id > id && !p.dial_addrs().is_empty() {
+        if p.failures == 0 && !wait.is_zero() && self.local.id() > id && !p.dial_addrs().is_empty()
+        {
             let until = now + wait;
             trace!(peer = %id, ?wait, "waiting for the peer's dial");
             self.peers.get_mut(&id).expect("present").dial = DialState::Deferred(until);

@@ -40,6 +40,15 @@ pub enum CloseReason {
     SelfConnection,
     /// No hello arrived within the hello timeout.
     HelloTimeout,
+    /// The hello's key is not the one the link's handshake proved (a device claiming
+    /// another's id), or its signature does not verify.
+    IdentityMismatch,
+    /// The peer's key is not one [`Trust`](crate::Trust) lets in (not on the allow list,
+    /// or another key than the one its name is pinned to).
+    Untrusted,
+    /// The link's host has [`max_peers_per_host`](crate::PeerTableConfigBuilder::max_peers_per_host)
+    /// joined peers already.
+    HostLimit,
     /// The peer broke the protocol (a second hello with another id).
     ProtocolViolation,
     /// The table tracks [`max_peers`](crate::PeerTableConfigBuilder::max_peers) already.
@@ -72,6 +81,8 @@ pub struct PeerInfo {
     pub name: String,
     /// Where it can be dialed, best first.
     pub addresses: Vec<SocketAddr>,
+    /// The metadata it signed into its announce (empty when it has none).
+    pub metadata: crate::advert::Metadata,
 }
 
 /// Something users should hear about.
@@ -99,6 +110,14 @@ pub enum Event {
         name: String,
         /// The ids that hold it, sorted.
         ids: Vec<DeviceId>,
+    },
+    /// A name was pinned to the key that first joined with it ([`Trust::FirstUse`](crate::Trust::FirstUse)):
+    /// keep it (the device appends it to its known-devices file).
+    NamePinned {
+        /// The name.
+        name: String,
+        /// The key's bytes.
+        key: [u8; 32],
     },
 }
 
@@ -161,6 +180,23 @@ pub struct Stats {
     /// Devices known only from adverts or gossip, forgotten to make room for newer ones
     /// (see [`max_peers`](crate::PeerTableConfigBuilder::max_peers)).
     pub unproven_evicted: u64,
+    /// Adverts, hellos and gossip records whose key or signature does not verify.
+    pub bad_signatures: u64,
+    /// Signed adverts and gossip records older (lower sequence number) than one already
+    /// verified from the same key: replays of earlier adverts, ignored.
+    pub stale_adverts: u64,
+    /// Announces (on the group or in gossip) dropped unverified because their source had
+    /// spent its share of signature checks ([`VERIFY_PER_SOURCE`](crate::VERIFY_PER_SOURCE)
+    /// a second) or all sources theirs ([`VERIFY_PER_SECOND`](crate::VERIFY_PER_SECOND)).
+    pub verify_deferred: u64,
+    /// Links whose hello named another key than the one their handshake proved: closed.
+    pub identity_mismatch: u64,
+    /// Links closed because their key was not trusted ([`Trust`](crate::Trust)).
+    pub untrusted: u64,
+    /// Links closed because their host had
+    /// [`max_peers_per_host`](crate::PeerTableConfigBuilder::max_peers_per_host) joined
+    /// peers already.
+    pub host_limit: u64,
     /// Goodbyes heard on the group for a peer whose link stayed up without a goodbye of
     /// its own within the goodbye grace: not believed (anyone can send one).
     pub goodbyes_ignored: u64,

@@ -1,14 +1,14 @@
 //! Gossip: telling a newly joined peer about the others (and them about it) when
 //! multicast does not, and learning peers from what others tell.
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use tracing::trace;
 
 use super::events::Action;
-use super::state::{ConnState, Peer, PeerTable};
-use crate::advert::{LinkMessage, MAX_ADDRESSES, MAX_PEER_RECORDS, PeerRecord};
+use super::state::{ConnState, Peer, PeerTable, TombKind};
+use crate::advert::{LinkMessage, MAX_PEER_RECORDS, PeerRecord};
 use crate::id::{ConnId, DeviceId};
 
 impl PeerTable {
@@ -23,12 +23,12 @@ impl PeerTable {
             return;
         };
         let newcomer_multicast = newcomer.heard_multicast;
-        let newcomer_record = (newcomer.port != 0).then(|| newcomer.record());
+        let newcomer_record = (newcomer.port != 0).then(|| newcomer.record()).flatten();
         let others: Vec<(ConnId, PeerRecord, bool)> = self
             .peers
             .values()
             .filter(|p| p.member && p.id != id)
-            .filter_map(|p| Some((p.active?, p.record(), p.port != 0)))
+            .filter_map(|p| Some((p.active?, p.record()?, p.port != 0)))
             .collect();
         if !newcomer_multicast {
             let records: Vec<PeerRecord> = others
@@ -62,57 +62,65 @@ impl PeerTable {
         if !self.config.gossip {
             return;
         }
-        let loopback_ok = c.remote.ip().is_loopback();
+        let relay = c.remote.ip();
+        let loopback_ok = relay.is_loopback();
         let until = now + self.config.gossip_lease;
         for r in records {
-            if r.id == self.local.id
-                || r.port == 0
-                || self.tombstones.contains_key(&r.id)
-                || self.goodbyes.contains_key(&r.id)
+            let a = r.announce;
+            let id = a.id();
+            if id == self.local.id()
+                || a.body.port == 0
+                || self
+                    .tombstones
+                    .get(&id)
+                    .is_some_and(|t| t.kind == TombKind::Replaced || a.seq() <= t.seq)
+                || self.goodbyes.contains_key(&id)
+                || !self.authentic(&a, relay, now)
             {
                 continue;
             }
-            match self.peers.get_mut(&r.id) {
+            let observed = r.observed.map(|ip| SocketAddr::new(ip, a.body.port));
+            match self.peers.get_mut(&id) {
                 Some(p) => {
                     p.gossip_until = Some(until);
                     if !p.authoritative {
-                        p.name = r.name;
-                        p.port = r.port;
-                        p.addresses = r.addresses;
+                        p.name.clone_from(&a.body.name);
+                        p.port = a.body.port;
+                        p.addresses.clone_from(&a.body.addresses);
+                        p.observed = observed.or(p.observed);
+                    }
+                    if p.signed.as_ref().is_none_or(|k| k.seq() < a.seq()) {
+                        p.signed = Some(a);
                     }
                 }
                 None => {
                     if !self.make_room(false) {
                         continue;
                     }
-                    trace!(peer = %r.id, name = %r.name, "learned by gossip");
-                    let mut p = Peer::new(r.id, r.name);
+                    trace!(peer = %id, name = %a.body.name, "learned by gossip");
+                    let mut p = Peer::new(id, a.body.name.clone());
                     p.heard_at = Some(now);
-                    p.port = r.port;
-                    p.addresses = r.addresses;
+                    p.port = a.body.port;
+                    p.addresses.clone_from(&a.body.addresses);
+                    p.observed = observed;
                     p.loopback_ok = loopback_ok;
                     p.gossip_until = Some(until);
-                    self.peers.insert(r.id, p);
+                    p.signed = Some(a);
+                    self.peers.insert(id, p);
                 }
             }
-            self.maybe_dial(r.id, now);
+            self.maybe_dial(id, now);
         }
     }
 }
 
 impl Peer {
-    fn record(&self) -> PeerRecord {
-        let mut addresses: Vec<IpAddr> = Vec::new();
-        for ip in self.hosts() {
-            if !addresses.contains(&ip) && addresses.len() < MAX_ADDRESSES {
-                addresses.push(ip);
-            }
-        }
-        PeerRecord {
-            id: self.id,
-            name: self.name.clone(),
-            port: self.port,
-            addresses,
-        }
+    /// What gossip says of this peer: its own signed announce, and where its link comes
+    /// from. None for a peer whose announce the table never verified.
+    fn record(&self) -> Option<PeerRecord> {
+        Some(PeerRecord {
+            announce: self.signed.clone()?,
+            observed: self.observed.map(|o| o.ip()),
+        })
     }
 }

@@ -31,10 +31,10 @@ impl PeerTable {
         self.announce_at.sort();
         let last = self.announce_at.last().copied().unwrap_or(now);
         self.next_beacon = Some(last + self.beacon_delay());
-        debug!(id = %self.local.id, name = %self.local.name, "discovery starting");
+        debug!(id = %self.local.id(), name = %self.local.name, "discovery starting");
         self.run_schedule(now);
         self.actions.push_back(Action::Multicast(Advert::Probe {
-            from: self.local.id,
+            from: self.local.id(),
         }));
         self.last_probe = Some(now);
         self.dial_statics(now);
@@ -53,10 +53,11 @@ impl PeerTable {
             }
             Phase::Running => self.phase = Phase::Stopped,
         }
-        debug!(id = %self.local.id, "discovery shutting down");
-        let id = self.local.id;
+        debug!(id = %self.local.id(), "discovery shutting down");
+        let id = self.local.id();
+        let goodbye = self.signed_goodbye();
         self.actions
-            .push_back(Action::Multicast(Advert::Goodbye { from: id }));
+            .push_back(Action::Multicast(Advert::Goodbye(goodbye)));
         let conns = std::mem::take(&mut self.conns);
         for (&conn, c) in &conns {
             if matches!(c.state, ConnState::Established { .. }) {

@@ -1,22 +1,30 @@
 //! Links: a link's life from up to closed, its hello, and the one-link-per-pair rule
 //! (both sides keep the connection with the smaller name).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use tracing::{debug, trace};
 
 use super::events::{Action, CloseReason, Event, LinkCloseReason, LinkOrigin};
-use super::state::{
-    Conn, ConnKey, ConnState, DialState, DialTarget, Origin, PeerTable, Phase, TombKind,
-};
+use super::state::{Conn, ConnKey, ConnState, DialState, DialTarget, Origin, PeerTable, Phase};
 use crate::advert::{Hello, LinkMessage};
+use crate::config::Trust;
 use crate::id::{ConnId, DeviceId};
 
 impl PeerTable {
-    /// A link is up (TCP connected and, with a passphrase, authenticated). The table
-    /// answers with its hello on it.
-    pub fn link_up(&mut self, conn: ConnId, origin: LinkOrigin, remote: SocketAddr, now: Instant) {
+    /// A link is up: connected, and its handshake proved that the other end holds the key
+    /// of device `peer` (the id of the key the link's Noise handshake authenticated). The
+    /// table answers with its hello on it; the peer's hello must be signed by the same key,
+    /// or the link is closed ([`CloseReason::IdentityMismatch`]).
+    pub fn link_up(
+        &mut self,
+        conn: ConnId,
+        origin: LinkOrigin,
+        remote: SocketAddr,
+        peer: DeviceId,
+        now: Instant,
+    ) {
         let dial_target = match origin {
             LinkOrigin::Dialed(dial) => self.dials.remove(&dial),
             LinkOrigin::Accepted => None,
@@ -49,6 +57,7 @@ impl PeerTable {
             Conn {
                 origin,
                 remote,
+                proven: peer,
                 state: ConnState::AwaitingHello {
                     deadline: now + self.config.hello_timeout,
                 },
@@ -129,8 +138,18 @@ impl PeerTable {
     }
 
     fn on_hello(&mut self, conn: ConnId, hello: Hello, now: Instant) {
-        let id = hello.announce.id;
+        let id = hello.announce.id();
         let c = &self.conns[&conn];
+        // The announce in a hello is checked like one on the group, but outside the
+        // budget of signature checks (a link proved its key already): one verified
+        // before from the same key needs no second check.
+        let known = self.verified_before(&hello.announce);
+        if id != c.proven || (!known && hello.announce.verify().is_err()) {
+            debug!(%conn, claimed = %id, proven = %c.proven, "hello for another key than the link proved");
+            self.stats.identity_mismatch += 1;
+            self.close_conn(conn, CloseReason::IdentityMismatch, now);
+            return;
+        }
         if let ConnState::Established { peer, .. } = c.state {
             if peer == id {
                 self.stats.protocol_errors += 1;
@@ -142,11 +161,11 @@ impl PeerTable {
         let remote = c.remote;
         let (key, target) = match c.origin {
             Origin::Dialed { dial, tag, target } => {
-                ((self.local.id, tag), target.map(|t| (t, dial)))
+                ((self.local.id(), tag), target.map(|t| (t, dial)))
             }
             Origin::Accepted => ((id, hello.tag), None),
         };
-        if id == self.local.id {
+        if id == self.local.id() {
             if let Some((DialTarget::Static(i), _)) = target {
                 debug!(addr = %self.statics[i].addr, "static peer address is this device");
                 self.statics[i].is_self = true;
@@ -154,12 +173,21 @@ impl PeerTable {
             self.close_conn(conn, CloseReason::SelfConnection, now);
             return;
         }
-        if self
-            .tombstones
-            .get(&id)
-            .is_some_and(|t| t.kind == TombKind::Departed)
-        {
+        if self.departed(id, hello.announce.seq()) {
             self.close_conn(conn, CloseReason::Departed, now);
+            return;
+        }
+        let member = self.peers.get(&id).is_some_and(|p| p.member);
+        if !member && self.host_full(remote.ip()) {
+            debug!(%conn, %remote, "host has its share of joined peers; link closed");
+            self.stats.host_limit += 1;
+            self.close_conn(conn, CloseReason::HostLimit, now);
+            return;
+        }
+        if !self.trusted(&hello.announce) {
+            debug!(%conn, peer = %id, name = %hello.announce.body.name, "key not trusted; link closed");
+            self.stats.untrusted += 1;
+            self.close_conn(conn, CloseReason::Untrusted, now);
             return;
         }
         if !self.learn(&hello.announce, remote, None, now) {
@@ -208,9 +236,11 @@ impl PeerTable {
                 p.member = true;
                 debug!(peer = %id, name = %p.name, %conn, "peer joined");
                 let info = p.info();
+                let name = p.name.clone();
                 self.events.push_back(Event::PeerJoined(info));
                 self.dirty = true;
                 self.gossip_join(id);
+                self.report_duplicates(&name);
             }
             return;
         };
@@ -236,6 +266,43 @@ impl PeerTable {
                 reason: CloseReason::Duplicate,
             });
         }
+    }
+
+    /// Whether [`Trust`] lets this (proven) key in under its name; pins a new name to it
+    /// in trust-on-first-use mode.
+    fn trusted(&mut self, a: &crate::advert::Announce) -> bool {
+        let key = a.key_bytes();
+        match &mut self.config.trust {
+            Trust::Anyone => true,
+            Trust::AllowList(keys) => keys.contains(key),
+            Trust::FirstUse(pins) => match pins.get(&a.body.name) {
+                Some(pinned) => pinned == key,
+                None => {
+                    pins.insert(a.body.name.clone(), *key);
+                    self.events.push_back(Event::NamePinned {
+                        name: a.body.name.clone(),
+                        key: *key,
+                    });
+                    true
+                }
+            },
+        }
+    }
+
+    /// Whether `host` (its /64 for IPv6) has its share of joined peers (not counted over
+    /// loopback).
+    fn host_full(&self, host: IpAddr) -> bool {
+        if host.is_loopback() {
+            return false;
+        }
+        let joined = self
+            .peers
+            .values()
+            .filter(|p| p.member)
+            .filter_map(|p| self.conns.get(&p.active?))
+            .filter(|c| same_host(c.remote.ip(), host))
+            .count();
+        joined >= self.config.max_peers_per_host
     }
 
     /// The table closes a link.
@@ -283,5 +350,16 @@ impl PeerTable {
                 }
             }
         }
+    }
+}
+
+/// One host: the same IPv4 address, or the same /64 of IPv6 (IPv4-mapped addresses as
+/// IPv4). Link-local IPv6 addresses share one /64 on every link (`fe80::/64`), so they
+/// are compared whole.
+fn same_host(a: IpAddr, b: IpAddr) -> bool {
+    match (a.to_canonical(), b.to_canonical()) {
+        (IpAddr::V6(a), IpAddr::V6(b)) if a.is_unicast_link_local() => a == b,
+        (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..4] == b.segments()[..4],
+        (a, b) => a == b,
     }
 }

@@ -1,7 +1,7 @@
 //! Membership: who a device is (learning, names, restarts and duplicate names), when it
 //! joins, and when and why it leaves (goodbyes, lost links and the reconnect grace).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, trace, warn};
@@ -13,8 +13,9 @@ use crate::config::{MAX_PEER_LEASE, MIN_PEER_LEASE};
 use crate::id::DeviceId;
 
 impl PeerTable {
-    /// Takes in what a device says about itself (an announce, or a hello on `observed`'s
-    /// link). Returns false when it is ignored (ourselves, departed, table full).
+    /// Takes in what a device says about itself (an authentic announce, or a hello on
+    /// `observed`'s link, which proved its key). Returns false when it is ignored
+    /// (ourselves, departed, table full).
     pub(super) fn learn(
         &mut self,
         a: &Announce,
@@ -22,55 +23,69 @@ impl PeerTable {
         lease: Option<Duration>,
         now: Instant,
     ) -> bool {
-        if a.id == self.local.id {
+        let id = a.id();
+        let name = &a.body.name;
+        if id == self.local.id() {
             return false;
         }
         // A device that said goodbye is still let in by its hello (a link that was
         // connecting carries what it sent), but late adverts do not renew it.
-        if lease.is_some() && self.goodbyes.contains_key(&a.id) {
+        if lease.is_some() && self.goodbyes.contains_key(&id) {
             return false;
         }
-        match self.tombstones.get(&a.id).map(|t| t.kind) {
-            Some(TombKind::Departed) => return false,
+        match self.tombstones.get(&id).map(|t| t.kind) {
+            Some(TombKind::Departed) if self.departed(id, a.seq()) => return false,
+            Some(TombKind::Departed) => {
+                debug!(peer = %id, %name, "a later run of a departed key");
+                self.tombstones.remove(&id);
+            }
+            // Only a link brings a replaced id back (it proves it is alive); its adverts
+            // could be replays.
+            Some(TombKind::Replaced) if lease.is_some() => return false,
             Some(TombKind::Replaced) => {
-                debug!(peer = %a.id, name = %a.name, "replaced id is alive: duplicate name");
-                self.tombstones.remove(&a.id);
-                self.dup_names.insert(a.name.clone());
+                debug!(peer = %id, %name, "replaced id is alive: duplicate name");
+                self.tombstones.remove(&id);
+                self.dup_names.insert(name.clone());
             }
             None => {}
         }
-        let existing = self.peers.get(&a.id);
+        let existing = self.peers.get(&id);
         // A device's name is fixed for its run (its id): an advert or hello giving a joined
         // peer another name is not believed (its messages keep the name it joined with).
         if let Some(p) = existing
             && p.member
-            && p.name != a.name
+            && &p.name != name
         {
-            debug!(peer = %a.id, name = %a.name, joined_as = %p.name, "another name for a joined peer: ignored");
+            debug!(peer = %id, %name, joined_as = %p.name, "another name for a joined peer: ignored");
             self.stats.protocol_errors += 1;
             return false;
         }
         if existing.is_none() && !self.make_room(lease.is_none()) {
             return false;
         }
-        let existing = self.peers.get(&a.id);
-        let claim = existing.is_none_or(|p| !p.authoritative || p.name != a.name);
-        if claim {
-            // Where the claim came from, not the addresses it lists: anyone can list a
-            // joined peer's address to pass for its restart.
-            self.claim_name(a.id, &a.name, &[observed.ip()], now);
+        // A link proves its device is alive under this name: it takes the name from ids
+        // whose link is gone (a restart). Adverts never do: anyone can make one.
+        if lease.is_none() {
+            self.claim_name(id, name, now);
         }
         let p = self
             .peers
-            .entry(a.id)
-            .or_insert_with(|| Peer::new(a.id, a.name.clone()));
-        let changed = p.name != a.name
-            || p.port != a.port
-            || p.addresses != a.addresses
+            .entry(id)
+            .or_insert_with(|| Peer::new(id, name.clone()));
+        let b = &a.body;
+        let changed = &p.name != name
+            || p.port != b.port
+            || p.addresses != b.addresses
             || p.observed.map(|o| o.ip()) != Some(observed.ip());
-        p.name.clone_from(&a.name);
-        p.port = a.port;
-        p.addresses.clone_from(&a.addresses);
+        p.name.clone_from(name);
+        p.port = b.port;
+        p.addresses.clone_from(&b.addresses);
+        if p.signed
+            .as_ref()
+            .is_none_or(|k| k.seq() <= a.seq() && k != a)
+        {
+            p.signed = Some(a.clone());
+        }
         p.observed = Some(observed);
         p.loopback_ok = observed.ip().is_loopback();
         p.authoritative = true;
@@ -83,28 +98,24 @@ impl PeerTable {
         if p.member && changed {
             self.dirty = true;
         }
-        if claim {
-            self.report_duplicates(&a.name);
-        }
         true
     }
 
-    /// `new_id` says it is `name`: replace live holders that look like its previous
-    /// incarnation.
-    fn claim_name(&mut self, new_id: DeviceId, name: &str, hosts: &[IpAddr], now: Instant) {
-        if name == self.local.name || self.dup_names.contains(name) {
+    /// `new_id`, whose link just proved it, is `name`: it replaces the holders of the name
+    /// that no link proves alive now (a previous incarnation whose link is gone, in its
+    /// reconnect grace, or a device only advertised). A holder whose link is up stays: the
+    /// name is then shared ([`Event::DuplicateName`]) until one of them is gone, and when
+    /// the older one's link ends it leaves as restarted at once
+    /// ([`PeerTable::active_lost`]).
+    fn claim_name(&mut self, new_id: DeviceId, name: &str, now: Instant) {
+        if name == self.local.name {
             return;
         }
         let replaced: Vec<DeviceId> = self
             .peers
             .values()
-            .filter(|o| o.id != new_id && o.authoritative && o.alive() && o.name == name)
-            .filter(|o| {
-                let same_host = o
-                    .hosts()
-                    .any(|ip| !ip.is_unspecified() && hosts.contains(&ip));
-                same_host || (o.active.is_none() && o.grace_until.is_none())
-            })
+            .filter(|o| o.id != new_id && o.authoritative && o.name == name)
+            .filter(|o| o.active.is_none())
             .map(|o| o.id)
             .collect();
         for old in replaced {
@@ -117,7 +128,8 @@ impl PeerTable {
             return;
         };
         debug!(peer = %old, name = %p.name, "presumed restarted under a new id");
-        self.insert_tomb(old, now + self.config.lease, TombKind::Replaced);
+        let seq = p.seq();
+        self.insert_tomb(old, now + self.config.lease, TombKind::Replaced, seq);
         self.close_conns_of(old, CloseReason::Stale, now);
         if p.member {
             self.events.push_back(Event::PeerLeft {
@@ -125,6 +137,7 @@ impl PeerTable {
                 reason: LeaveReason::Restarted,
             });
             self.dirty = true;
+            self.report_duplicates(&p.name);
         }
         // If the old id is in fact alive (a duplicate name), a probe makes it speak now.
         if self
@@ -133,28 +146,28 @@ impl PeerTable {
         {
             self.last_probe = Some(now);
             self.actions.push_back(Action::Multicast(Advert::Probe {
-                from: self.local.id,
+                from: self.local.id(),
             }));
         }
     }
 
-    fn insert_tomb(&mut self, id: DeviceId, until: Instant, kind: TombKind) {
+    fn insert_tomb(&mut self, id: DeviceId, until: Instant, kind: TombKind, seq: u64) {
         if self.tombstones.len() < self.config.max_peers || self.tombstones.contains_key(&id) {
-            self.tombstones.insert(id, Tomb { until, kind });
+            self.tombstones.insert(id, Tomb { until, kind, seq });
         }
     }
 
-    /// Reports `name` if two or more live ids hold it and the set changed since the last
-    /// report; forgets it when it is no longer shared.
+    /// Reports `name` if two or more joined ids hold it (only a link proves a holder) and
+    /// the set changed since the last report; forgets it when it is no longer shared.
     pub(super) fn report_duplicates(&mut self, name: &str) {
         let mut ids: Vec<DeviceId> = self
             .peers
             .values()
-            .filter(|p| p.authoritative && p.alive() && p.name == name)
+            .filter(|p| p.member && p.name == name)
             .map(|p| p.id)
             .collect();
         if name == self.local.name {
-            ids.push(self.local.id);
+            ids.push(self.local.id());
         }
         ids.sort();
         if ids.len() >= 2 {
@@ -282,7 +295,8 @@ impl PeerTable {
         self.draining.retain(|_, p| *p != id);
         // Late adverts and gossip about the departed id are ignored for this long.
         let until = now + self.config.lease.max(self.config.gossip_lease);
-        self.insert_tomb(id, until, TombKind::Departed);
+        let seq = self.peers.get(&id).map_or(u64::MAX, Peer::seq);
+        self.insert_tomb(id, until, TombKind::Departed, seq);
         let Some(p) = self.peers.remove(&id) else {
             return;
         };
@@ -295,7 +309,7 @@ impl PeerTable {
             });
             self.dirty = true;
         }
-        if p.authoritative {
+        if p.member {
             self.report_duplicates(&p.name);
         }
     }
@@ -323,6 +337,20 @@ impl PeerTable {
         if !p.member {
             return;
         }
+        // Another joined id holds its name: that was its restart (its link came up before
+        // this one ended).
+        let name = p.name.clone();
+        let successor = self
+            .peers
+            .values()
+            .any(|o| o.id != id && o.member && o.active.is_some() && o.name == name);
+        if successor {
+            self.replace(id, now);
+            return;
+        }
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
         if p.dial == DialState::Idle {
             p.failures = 0;
             p.dial = DialState::Backoff(now + delay);
@@ -347,8 +375,10 @@ impl PeerTable {
                 p.member = false;
                 debug!(peer = %id, name = %p.name, ?reason, "peer left");
                 let peer = p.info();
+                let name = p.name.clone();
                 self.events.push_back(Event::PeerLeft { peer, reason });
                 self.dirty = true;
+                self.report_duplicates(&name);
             }
         }
     }

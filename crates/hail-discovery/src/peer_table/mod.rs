@@ -12,6 +12,7 @@
 //! | `links.rs` | a link's life, its hello, the one-link-per-pair rule |
 //! | `members.rs` | learning devices, names, restarts and duplicates, joins and leaves, goodbyes |
 //! | `gossip.rs` | telling joined peers about each other |
+//! | `verify.rs` | how many signature checks adverts may cost, per source and in all |
 
 mod beacons;
 mod dial;
@@ -21,11 +22,13 @@ mod lifecycle;
 mod links;
 mod members;
 mod state;
+mod verify;
 
 pub use events::{
     Action, CloseReason, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, Stats,
 };
 pub use state::PeerTable;
+pub use verify::{VERIFY_PER_SECOND, VERIFY_PER_SOURCE};
 
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,9 @@ use rand::rngs::StdRng;
 use tracing::warn;
 
 use super::events::{Action, Event, PeerInfo, Stats};
-use crate::advert::MAX_ADDRESSES;
+use hail_crypto::Sequence;
+
+use crate::advert::{Announce, MAX_ADDRESSES};
 use crate::config::{LocalDevice, PeerTableConfig};
 use crate::error::{ConfigError, ResolveError};
 use crate::id::{ConnId, DeviceId, DialId};
@@ -63,6 +65,8 @@ pub(super) enum Origin {
 pub(super) struct Conn {
     pub(super) origin: Origin,
     pub(super) remote: SocketAddr,
+    /// The device whose key the link's handshake proved.
+    pub(super) proven: DeviceId,
     pub(super) state: ConnState,
 }
 
@@ -90,6 +94,10 @@ pub(super) struct Peer {
     /// When it was last heard of (advert, gossip or hello): the unproven entry heard of
     /// longest ago makes room first.
     pub(super) heard_at: Option<Instant>,
+    /// The newest signed announce verified from its key (advert, hello or gossip): what
+    /// later ones are compared with (older are replays, equal need no verification) and
+    /// what gossip relays.
+    pub(super) signed: Option<Announce>,
 }
 
 impl Peer {
@@ -111,7 +119,14 @@ impl Peer {
             dial: DialState::Idle,
             failures: 0,
             heard_at: None,
+            signed: None,
         }
+    }
+
+    /// The sequence number of its newest verified announce; `u64::MAX` when none was
+    /// verified (then nothing of it counts as newer).
+    pub(super) fn seq(&self) -> u64 {
+        self.signed.as_ref().map_or(u64::MAX, Announce::seq)
     }
 
     /// No link proves it: known from adverts or gossip only.
@@ -141,6 +156,11 @@ impl Peer {
             id: self.id,
             name: self.name.clone(),
             addresses: self.dial_addrs(),
+            metadata: self
+                .signed
+                .as_ref()
+                .map(|a| a.body.metadata.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -168,6 +188,30 @@ pub(super) enum TombKind {
 pub(super) struct Tomb {
     pub(super) until: Instant,
     pub(super) kind: TombKind,
+    /// The newest sequence number verified from the id when it was buried: a record with
+    /// a higher one is of a later run of the same key (a kept identity), which the tomb
+    /// does not hold back.
+    pub(super) seq: u64,
+}
+
+impl PeerTable {
+    /// Whether `a` is exactly the announce already verified from its key: it needs no
+    /// second check.
+    pub(super) fn verified_before(&self, a: &Announce) -> bool {
+        self.peers
+            .get(&a.id())
+            .and_then(|p| p.signed.as_ref())
+            .is_some_and(|k| k == a)
+    }
+
+    /// Whether a record of `id` under sequence number `seq` is held back by a departure
+    /// (late adverts and gossip of a device that said goodbye; a later run of its key
+    /// passes).
+    pub(super) fn departed(&self, id: DeviceId, seq: u64) -> bool {
+        self.tombstones
+            .get(&id)
+            .is_some_and(|t| t.kind == TombKind::Departed && seq <= t.seq)
+    }
 }
 
 /// The peer table: a sans-IO state machine that decides who is there, whom to dial and
@@ -192,9 +236,14 @@ pub(super) struct Tomb {
 ///
 /// # Rules
 ///
-/// - **Membership.** A peer *joins* when a link to it is up and both hellos are exchanged
-///   (it is then ready to send to), and *leaves* when it said goodbye, its link timed out,
-///   its link was lost and not re-established within the reconnect grace, or it restarted.
+/// - **Membership.** A peer *joins* when a link to it is up, its handshake proved the
+///   peer's key (the driver passes the proven id to [`PeerTable::link_up`]) and both
+///   hellos are exchanged, the peer's signed by that same key (it is then ready to send
+///   to); a hello for another key closes the link. It *leaves* when it said goodbye (on
+///   its link, or signed and newer than its announces on the group), its link timed out,
+///   its link was lost and not re-established within the reconnect grace, or it
+///   restarted. Adverts are hints of where to dial: they are signed, checked once per
+///   change, and never close, replace or rename a link.
 /// - **Liveness.** An unconnected peer lives as long as its lease (renewed by each announce)
 ///   or, if learned by gossip, its gossip lease. A connected peer lives as long as its link:
 ///   the link's heartbeat is the authority, so lost multicast beacons never drop a working
@@ -206,12 +255,15 @@ pub(super) struct Tomb {
 ///   and both sides agree without a further round trip. A peer whose only link is closed
 ///   from under it stays joined for the reconnect grace, so the loser's close never shows
 ///   up as a departure.
-/// - **Restarts and duplicate names.** When a new id announces a name that a live id
-///   holds, the new one replaces the old (old links closed, `PeerLeft(Restarted)`) if they
-///   share an address or the old one has no link up; otherwise both are live and the
-///   table reports [`Event::DuplicateName`]. A replaced id that speaks again proves it was
-///   not a restart: it comes back and the name is reported as a duplicate. A replacement
-///   also sends a probe, so a live old id speaks up within milliseconds.
+/// - **Restarts and duplicate names.** When a new id's link proves it under a name an
+///   older id holds, the new one replaces the old (old links closed, `PeerLeft(Restarted)`)
+///   if the old has no link up (its process was killed and its connection reset, or it
+///   is only advertised); if the old link is still up, both are joined and the table
+///   reports [`Event::DuplicateName`] until that link ends, when the old id leaves as
+///   restarted at once. Only joined ids make a name shared. A replaced id that proves
+///   itself alive again on a link was not a restart: it comes back and the name is
+///   reported as a duplicate. With [`Trust::FirstUse`](crate::Trust::FirstUse) or an allow
+///   list, a key the trust does not admit is refused before any of this.
 /// - **Answering newcomers.** An announce from a peer the table has no lease or link for
 ///   (new, or gone after a timeout, as when a partition heals) is answered with the table's
 ///   own announce after the probe answer jitter, at most once per 500 ms, so both sides
@@ -229,6 +281,12 @@ pub(super) struct Tomb {
 pub struct PeerTable {
     pub(super) config: PeerTableConfig,
     pub(super) local: LocalDevice,
+    /// Sequence numbers of what the table signs (announces, the goodbye).
+    pub(super) sequence: Sequence,
+    /// The local announce, signed (see [`PeerTable::announce`]).
+    pub(super) own: Announce,
+    /// Signature checks of adverts each source, and all, may still cost now.
+    pub(super) verify_budget: super::verify::VerifyBudget,
     pub(super) rng: StdRng,
     pub(super) phase: Phase,
     pub(super) peers: BTreeMap<DeviceId, Peer>,
@@ -277,7 +335,7 @@ impl PeerTable {
     /// A table for `local`, idle until [`start`](Self::start). `seed` feeds the jitter
     /// and backoff randomness (pass a random one; tests pass a fixed one to be
     /// deterministic). Fails on an invalid local name. More than
-    /// [`MAX_ADDRESSES`] local addresses are cut to the first 32, with a warning.
+    /// [`MAX_ADDRESSES`] local addresses are cut to the first 8, with a warning.
     pub fn new(
         config: PeerTableConfig,
         mut local: LocalDevice,
@@ -292,6 +350,10 @@ impl PeerTable {
             );
             local.addresses.truncate(MAX_ADDRESSES);
         }
+        let mut sequence = Sequence::new(local.incarnation);
+        let seq = sequence.next().map_err(|_| ConfigError::Unsignable)?;
+        let own = super::beacons::sign_local(&local, config.lease, seq)
+            .map_err(|_| ConfigError::Unsignable)?;
         let statics = config
             .static_peers
             .iter()
@@ -306,6 +368,9 @@ impl PeerTable {
         Ok(Self {
             config,
             local,
+            sequence,
+            own,
+            verify_budget: Default::default(),
             rng: StdRng::seed_from_u64(seed),
             phase: Phase::Idle,
             peers: BTreeMap::new(),

@@ -1,11 +1,18 @@
 //! Peer table tests with a fake clock: direct calls for exact semantics, and a simulated
 //! network (`sim`) for meshes, races and loss.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use hail_crypto::Identity;
+
 use super::*;
-use crate::advert::{Advert, AdvertError, Announce, Hello, LinkMessage, MAX_ADDRESSES, PeerRecord};
+use crate::advert::{
+    Advert, AdvertError, Announce, AnnounceBody, Goodbye, Hello, LinkMessage, MAX_ADDRESSES,
+    PeerRecord,
+};
 use crate::config::{LocalDevice, MAX_PEER_LEASE, PeerTableConfig};
 use crate::error::{ConfigError, ResolveError};
 use crate::id::{ConnId, DeviceId, DialId};
@@ -22,8 +29,57 @@ mod network;
 mod random;
 mod sim;
 
+/// The first key made from seeds `[prefix, k...]` whose id's first byte is at least
+/// `at_least`, and at most `at_most`.
+fn key_with_id_byte(prefix: [u8; 4], at_least: u8, at_most: u8) -> Identity {
+    (0u32..)
+        .map(|k| {
+            let mut seed = [0u8; 32];
+            seed[..4].copy_from_slice(&prefix);
+            seed[4..8].copy_from_slice(&k.to_be_bytes());
+            Identity::from_secret_bytes(&seed)
+        })
+        .find(|i| (at_least..=at_most).contains(&i.public().id()[0]))
+        .expect("some seed gives such an id")
+}
+
+/// Test device `n`'s identity. Its id's first byte is `n`, so ids order as the device
+/// numbers do (the simultaneous-dial rule and who dials first depend on that order).
+fn identity(n: u8) -> Arc<Identity> {
+    static KEYS: OnceLock<Mutex<HashMap<u8, Arc<Identity>>>> = OnceLock::new();
+    let keys = KEYS.get_or_init(Default::default);
+    if let Some(k) = keys.lock().unwrap().get(&n) {
+        return k.clone();
+    }
+    let k = Arc::new(key_with_id_byte([b't', n, 0, 0], n, n));
+    keys.lock().unwrap().insert(n, k.clone());
+    k
+}
+
+/// Test device `n`'s id (of [`identity`]).
 fn id(n: u8) -> DeviceId {
-    DeviceId::from_bytes([n; 16])
+    DeviceId::from_bytes(identity(n).public().id())
+}
+
+/// Device `n`'s announce of `body`, signed under `seq`.
+fn signed(n: u8, seq: u64, body: AnnounceBody) -> Announce {
+    Announce::sign(&identity(n), seq, body).unwrap()
+}
+
+/// Device `n`'s goodbye on the group, above its announces of [`announce`].
+fn goodbye(n: u8) -> Advert {
+    Advert::Goodbye(Goodbye::sign(&identity(n), 1_000))
+}
+
+/// What [`announce`] says.
+fn body(n: u8, name: &str) -> AnnounceBody {
+    AnnounceBody {
+        name: name.into(),
+        port: port(n),
+        lease: Duration::from_secs(3),
+        addresses: vec![ip(n)],
+        metadata: Default::default(),
+    }
 }
 
 fn ip(host: u8) -> IpAddr {
@@ -48,35 +104,48 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn announce(n: u8, name: &str) -> Announce {
-    Announce {
-        id: id(n),
-        name: name.into(),
-        port: port(n),
-        lease: Duration::from_secs(3),
-        addresses: vec![ip(n)],
+/// What gossip says of device `n` (its announce, no observed address).
+fn record(n: u8, name: &str) -> PeerRecord {
+    PeerRecord {
+        announce: announce(n, name),
+        observed: None,
     }
 }
 
-/// A forged announce from a device nobody will ever reach: id `i` (high bytes `0xee`, so
-/// above every test device), at 10.1.x.y.
+/// Device `n`'s announce (sequence number 1).
+fn announce(n: u8, name: &str) -> Announce {
+    signed(n, 1, body(n, name))
+}
+
+/// The key of [`forged`]`(i)`.
+fn tarpit_key(i: u32) -> Identity {
+    key_with_id_byte(i.to_be_bytes(), 0xe0, 0xff)
+}
+
+/// A forged announce from a device nobody will ever reach: a key of its own (anyone can
+/// make one), with an id above every test device's (first byte 0xe0 or more), at
+/// 10.1.x.y.
 fn forged(i: u32) -> (Announce, SocketAddr) {
-    let mut id = [0xee; 16];
-    id[12..].copy_from_slice(&i.to_be_bytes());
     let [_, _, x, y] = i.to_be_bytes();
     let host = IpAddr::V4(Ipv4Addr::new(10, 1, x, y));
-    let a = Announce {
-        id: DeviceId::from_bytes(id),
-        name: format!("forged{i}"),
-        port: 4000,
-        lease: Duration::from_secs(600),
-        addresses: vec![host],
-    };
+    let key = tarpit_key(i);
+    let a = Announce::sign(
+        &key,
+        1,
+        AnnounceBody {
+            name: format!("forged{i}"),
+            port: 4000,
+            lease: Duration::from_secs(600),
+            addresses: vec![host],
+            metadata: Default::default(),
+        },
+    )
+    .unwrap();
     (a, SocketAddr::new(host, 5670))
 }
 
 fn table_with(n: u8, name: &str, config: PeerTableConfig) -> PeerTable {
-    let local = LocalDevice::new(id(n), name, port(n)).with_addresses([ip(n)]);
+    let local = LocalDevice::new(identity(n), name, port(n)).with_addresses([ip(n)]);
     PeerTable::new(config, local, u64::from(n)).unwrap()
 }
 
@@ -113,6 +182,7 @@ fn accept(t: &mut PeerTable, conn: ConnId, n: u8, now: Instant) {
         conn,
         LinkOrigin::Accepted,
         SocketAddr::new(ip(n), 50000),
+        id(n),
         now,
     );
     actions(t);
@@ -170,6 +240,11 @@ fn hello(n: u8, name: &str, tag: u64) -> LinkMessage {
     })
 }
 
+/// A hello carrying this announce.
+fn hello_of(announce: Announce, tag: u64) -> LinkMessage {
+    LinkMessage::Hello(Hello { tag, announce })
+}
+
 fn joined(events: &[Event]) -> Vec<DeviceId> {
     events
         .iter()
@@ -222,7 +297,7 @@ fn join(t: &mut PeerTable, n: u8, name: &str, conn: ConnId, now: Instant) {
     t.handle_advert(Advert::Announce(announce(n, name)), src(n), now);
     let d = dials(&actions(t));
     assert_eq!(d.len(), 1, "one dial for {name}");
-    t.link_up(conn, LinkOrigin::Dialed(d[0].0), listen(n), now);
+    t.link_up(conn, LinkOrigin::Dialed(d[0].0), listen(n), id(n), now);
     actions(t);
     t.link_message(conn, hello(n, name, 0), now);
     let ev = events(t);

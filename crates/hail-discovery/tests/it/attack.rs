@@ -11,8 +11,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use hail_crypto::{Identity, Incarnation};
 use hail_discovery::{
-    Advert, Announce, DeviceEvent, DeviceEvents, DeviceId, Hello, LinkMessage, PeerTableConfig,
+    Advert, Announce, AnnounceBody, DeviceEvent, DeviceEvents, Hello, LinkMessage, PeerTableConfig,
 };
 
 use crate::lan::{Lan, ip};
@@ -25,7 +26,7 @@ async fn next_message(events: &mut DeviceEvents) -> (String, Bytes) {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match events.recv().await {
-                Some(DeviceEvent::Message { from, payload }) => break (from, payload),
+                Some(DeviceEvent::Message { from, payload, .. }) => break (from, payload),
                 Some(_) => {}
                 None => panic!("event stream ended"),
             }
@@ -44,18 +45,24 @@ async fn next_message(events: &mut DeviceEvents) -> (String, Bytes) {
 async fn messages_are_attributed_to_the_name_the_table_holds() {
     let lan = Lan::new();
     let (v, mut ve) = lan.device("v", 1).await;
-    let (b, _be) = lan.device("b", 2).await;
+    // b's key is known to the test, so the renaming announce below is b's own, signed,
+    // and newer than anything b sent: only the name rule stands in its way.
+    let b_key = [2u8; 32];
+    let (b, _be) = lan
+        .builder("b", 2)
+        .identity(Identity::from_secret_bytes(&b_key), Incarnation::FIRST)
+        .start()
+        .await
+        .unwrap();
     v.wait_for_peer("b").await;
     b.wait_for_peer("v").await;
-    // An announce for b's id under another name (b's own, or anyone's in the group).
     let forger = lan.forger(v.group(), 9);
-    let renamed = Announce {
-        id: b.id(),
-        name: "renamed".into(),
-        port: b.local_addr().port(),
-        lease: Duration::from_secs(3),
-        addresses: vec![ip(2)],
-    };
+    let renamed = Announce::sign(
+        &Identity::from_secret_bytes(&b_key),
+        u64::MAX / 2,
+        body("renamed", b.local_addr().port(), vec![ip(2)]),
+    )
+    .unwrap();
     forger
         .send(&Advert::Announce(renamed).to_bytes().unwrap())
         .await
@@ -125,7 +132,7 @@ async fn no_message_from_a_peer_before_its_join() {
         loop {
             match ve.recv().await {
                 Some(DeviceEvent::PeerJoined(info)) => seen.push(format!("joined {}", info.name)),
-                Some(DeviceEvent::Message { from, payload }) => {
+                Some(DeviceEvent::Message { from, payload, .. }) => {
                     seen.push(format!("{from}: {}", String::from_utf8_lossy(&payload)));
                     if from == "n" {
                         break;
@@ -148,11 +155,34 @@ async fn no_message_from_a_peer_before_its_join() {
     }
 }
 
-/// A raw hail-link client at `host` on `lan`'s links, connected to `to`.
+/// What a raw client announces.
+fn body(name: &str, port: u16, addresses: Vec<std::net::IpAddr>) -> AnnounceBody {
+    AnnounceBody {
+        name: name.into(),
+        port,
+        lease: Duration::from_secs(3),
+        addresses,
+        metadata: Default::default(),
+    }
+}
+
+/// A key of the attacker's own (anyone can make one).
+fn minted(n: u8) -> Identity {
+    Identity::from_secret_bytes(&[0xa0 ^ n; 32])
+}
+
+/// `identity`'s announce of `name`, unreachable (port 0).
+fn announce_of(identity: &Identity, name: &str) -> Announce {
+    Announce::sign(identity, 1, body(name, 0, vec![])).unwrap()
+}
+
+/// A raw hail-link client at `host` on `lan`'s links, connected to `to`, proving
+/// `identity` in its handshake as a device's link does.
 async fn raw_link(
     lan: &Lan,
     host: u8,
     to: SocketAddr,
+    identity: &Identity,
 ) -> (
     hail_link::Connection<hail_wire::Binary>,
     hail_link::Incoming<Bytes>,
@@ -160,7 +190,8 @@ async fn raw_link(
     // Heartbeats as a device's: the link stays up for as long as the attacker likes.
     let config = hail_link::LinkConfig::default()
         .heartbeat(Some(hail_link::Heartbeat::default()))
-        .transport(hail_link::Transport::memory_from(&lan.net, ip(host)));
+        .transport(hail_link::Transport::memory_from(&lan.net, ip(host)))
+        .identity(identity);
     hail_link::Connection::connect(to, &config, hail_wire::Binary)
         .await
         .expect("the raw link connects")
@@ -186,21 +217,17 @@ fn message_frame(payload: &[u8]) -> Bytes {
 async fn raw_link_messages_before_the_hello_are_dropped() {
     let lan = Lan::new();
     let (v, mut ve) = lan.device("v", 1).await;
-    let (c, _incoming) = raw_link(&lan, 9, v.local_addr()).await;
+    let key = minted(9);
+    let (c, _incoming) = raw_link(&lan, 9, v.local_addr(), &key).await;
     for i in 0..100u8 {
         c.send(message_frame(&[i])).await.unwrap();
     }
     // An RPC-looking frame and an empty one, before the hello too.
     c.send(Bytes::from_static(b"\x01\x02\x03")).await.unwrap();
     c.send(Bytes::new()).await.unwrap();
-    let me = Announce {
-        id: DeviceId::from_bytes([9; 16]),
-        name: "raw".into(),
-        port: 0,
-        lease: Duration::from_secs(3),
-        addresses: vec![],
-    };
-    c.send(hello_bytes(me, 1)).await.unwrap();
+    c.send(hello_bytes(announce_of(&key, "raw"), 1))
+        .await
+        .unwrap();
     for i in 0..3u8 {
         c.send(message_frame(&[b'a' + i])).await.unwrap();
     }
@@ -213,7 +240,7 @@ async fn raw_link_messages_before_the_hello_are_dropped() {
                 Some(DeviceEvent::PeerJoined(p)) => {
                     joined_first |= seen.is_empty() && p.name == "raw"
                 }
-                Some(DeviceEvent::Message { from, payload }) => seen.push((from, payload)),
+                Some(DeviceEvent::Message { from, payload, .. }) => seen.push((from, payload)),
                 Some(_) => {}
                 None => break,
             }
@@ -231,83 +258,93 @@ async fn raw_link_messages_before_the_hello_are_dropped() {
     v.shutdown().await;
 }
 
-/// A second link whose hello claims a joined peer's id and name (nothing binds a
-/// hello's id to the link: no identity in the handshake) is that peer's link for the
-/// device: the one-link rule (`PeerTable::attach` in src/peer_table/links.rs) keeps
-/// whichever key (id, tag) is smaller, and the attacker picks tag 0, so the real peer's
-/// link is closed as a duplicate when its key is larger, and in any case the attacker's
-/// messages are delivered as the real peer's (even on a link closed as a duplicate, for
-/// its 500 ms linger: `Driver::message` delivers on a closing link).
+/// A second link whose hello claims a joined peer's id: the attacker replays `p`'s own
+/// signed announce (recorded from the group) in the hello of a link whose handshake
+/// proved the attacker's key. Before links proved keys, this link became p's for the
+/// device (the one-link rule kept whichever (id, tag) was smaller, the attacker picked
+/// tag 0) and its messages were delivered as p's. Now the hello's key is not the link's:
+/// the link is closed and counted, p keeps its link, nothing arrives as p's.
 #[tokio::test(start_paused = true)]
-#[ignore = "attack: a hello claiming a joined peer's id takes over its name for messages and may close its link"]
 async fn a_hello_claiming_a_joined_peers_id_does_not_speak_for_it() {
     let lan = Lan::new();
     let (v, mut ve) = lan.device("v", 1).await;
+    let mut forger = lan.forger(v.group(), 9);
     let (p, _pe) = lan.device("p", 2).await;
     v.wait_for_peer("p").await;
     p.wait_for_peer("v").await;
     while ve.try_recv().is_some() {}
-    let (c, _incoming) = raw_link(&lan, 9, v.local_addr()).await;
-    let claim = Announce {
-        id: p.id(),
-        name: "p".into(),
-        port: p.local_addr().port(),
-        lease: Duration::from_secs(3),
-        addresses: vec![ip(2)],
-    };
-    c.send(hello_bytes(claim, 0)).await.unwrap();
+    // p's announce, as anyone on the group hears it.
+    let recorded = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let d = forger.recv().await.unwrap();
+            if let Ok(Advert::Announce(a)) = Advert::decode(&d.payload)
+                && a.id() == p.id()
+            {
+                break a;
+            }
+        }
+    })
+    .await
+    .expect("p announces");
+    let key = minted(9);
+    let (c, _incoming) = raw_link(&lan, 9, v.local_addr(), &key).await;
+    c.send(hello_bytes(recorded, 0)).await.unwrap();
     c.send(message_frame(b"forged")).await.unwrap();
     let mut from_p = Vec::new();
     let _ = tokio::time::timeout(Duration::from_millis(200), async {
         while let Some(e) = ve.recv().await {
-            if let DeviceEvent::Message { from, payload } = e {
+            if let DeviceEvent::Message { from, payload, .. } = e {
                 from_p.push((from, payload));
             }
         }
     })
     .await;
-    let p_still_linked = p.links() > 0 && v.links() > 0;
     assert!(
         !from_p.iter().any(|(_, m)| m.as_ref() == b"forged"),
-        "the raw link's message was delivered as p's: {from_p:?} (p's own link still up: {p_still_linked})"
+        "the raw link's message was delivered as p's: {from_p:?}"
     );
+    assert_eq!(v.stats().discovery.identity_mismatch, 1);
+    assert!(p.links() > 0 && v.links() > 0, "p's own link stays up");
+    assert_eq!(p.send("v", Bytes::from("real")).await["v"], Ok(()));
+    let (from, payload) = next_message(&mut ve).await;
+    assert_eq!((from.as_str(), payload.as_ref()), ("p", &b"real"[..]));
     c.close();
     v.shutdown().await;
     p.shutdown().await;
 }
 
-/// One host fills the table with joined peers: every link whose hello names a fresh id
-/// is a joined peer, joined peers are never forgotten, and a full table of them refuses
-/// every new device (`PeerTable::make_room` in src/peer_table/members.rs; no limit of
-/// links or ids per remote address: hail-link's server takes 1024 clients in all, as
-/// many as the default `max_peers`). Here `max_peers` is 16 and one host at 10.0.0.9
-/// holds 16 links with made-up ids: a real device started after it never joins.
+/// One host fills the table with joined peers: every link proving a fresh key (anyone
+/// can make keys) was a joined peer, joined peers are never forgotten, and a full table
+/// of them refused every new device (`PeerTable::make_room`). Here `max_peers` is 16 and
+/// one host at 10.0.0.9 brings 16 links with keys of its own making. Now at most
+/// `max_peers_per_host` (4 here) of them join; the rest are closed and counted, and a
+/// real device started after them joins.
 #[tokio::test(start_paused = true)]
-#[ignore = "attack: one host's links with made-up ids fill max_peers with joined peers: new devices are refused"]
 async fn one_host_cannot_fill_the_table_with_made_up_peers() {
     let lan = Lan::new();
-    let table = PeerTableConfig::builder().max_peers(16).build().unwrap();
+    let table = PeerTableConfig::builder()
+        .max_peers(16)
+        .max_peers_per_host(4)
+        .build()
+        .unwrap();
     let (v, _ve) = lan.builder("v", 1).table(table).start().await.unwrap();
     let mut fakes = Vec::new();
     for i in 0..16u8 {
-        let (c, incoming) = raw_link(&lan, 9, v.local_addr()).await;
-        let me = Announce {
-            id: DeviceId::from_bytes([100 + i; 16]),
-            name: format!("fake{i}"),
-            port: 0,
-            lease: Duration::from_secs(3),
-            addresses: vec![],
-        };
-        c.send(hello_bytes(me, 1)).await.unwrap();
+        let key = minted(100 + i);
+        let (c, incoming) = raw_link(&lan, 9, v.local_addr(), &key).await;
+        c.send(hello_bytes(announce_of(&key, &format!("fake{i}")), 1))
+            .await
+            .unwrap();
         fakes.push((c, incoming));
     }
     tokio::time::timeout(Duration::from_secs(2), async {
-        while v.peers().len() < 16 {
+        while v.stats().discovery.host_limit < 12 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .expect("the made-up peers joined");
+    .expect("the made-up peers past the host's share were refused");
+    assert_eq!(v.peers().len(), 4);
     let (late, _le) = lan.device("late", 3).await;
     let joined = tokio::time::timeout(Duration::from_secs(10), v.wait_for_peer("late")).await;
     assert!(
@@ -481,21 +518,14 @@ async fn garbage_discovery_frames_are_counted_and_change_nothing() {
     let (v, _ve) = lan.device("v", 1).await;
     let (p, _pe) = lan.device("p", 2).await;
     v.wait_for_peer("p").await;
-    let (c, _incoming) = raw_link(&lan, 9, v.local_addr()).await;
-    let me = Announce {
-        id: DeviceId::from_bytes([9; 16]),
-        name: "raw".into(),
-        port: 0,
-        lease: Duration::from_secs(3),
-        addresses: vec![],
-    };
-    let hello = hello_bytes(me.clone(), 1);
+    let key = minted(9);
+    let (c, _incoming) = raw_link(&lan, 9, v.local_addr(), &key).await;
+    let hello = hello_bytes(announce_of(&key, "raw"), 1);
+    let ghost = Announce::sign(&minted(8), 1, body("ghost", 4000, vec![ip(8)])).unwrap();
     let gossip = Bytes::from(
         LinkMessage::Peers(vec![hail_discovery::PeerRecord {
-            id: DeviceId::from_bytes([8; 16]),
-            name: "ghost".into(),
-            port: 4000,
-            addresses: vec![ip(8)],
+            announce: ghost,
+            observed: None,
         }])
         .to_bytes()
         .unwrap(),
@@ -510,9 +540,10 @@ async fn garbage_discovery_frames_are_counted_and_change_nothing() {
     c.send(hello.clone()).await.unwrap();
     let goodbye = LinkMessage::Goodbye { from: p.id() }.to_bytes().unwrap();
     c.send(Bytes::from(goodbye)).await.unwrap();
-    let mut other = me;
-    other.id = DeviceId::from_bytes([10; 16]);
-    c.send(hello_bytes(other, 2)).await.unwrap();
+    // A second hello under another key: not the link's.
+    c.send(hello_bytes(announce_of(&minted(10), "raw"), 2))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let errors = v.stats().discovery.protocol_errors;
     assert!(

@@ -36,7 +36,7 @@ async fn seen_of(events: &mut DeviceEvents, sender: &str) -> Vec<String> {
         while let Some(e) = events.recv().await {
             match e {
                 DeviceEvent::PeerJoined(p) if p.name == sender => seen.push("joined".into()),
-                DeviceEvent::Message { from, payload } if from == sender => {
+                DeviceEvent::Message { from, payload, .. } if from == sender => {
                     seen.push(format!("message {}", String::from_utf8_lossy(&payload)));
                 }
                 DeviceEvent::PeerLeft { peer, reason } if peer.name == sender => {
@@ -294,7 +294,9 @@ async fn messages_wait_for_no_rpc_handler_and_keep_their_order() {
     let mut next = 0;
     tokio::time::timeout(Duration::from_secs(10), async {
         while next < total {
-            if let DeviceEvent::Message { from, payload } = events.recv().await.expect("running") {
+            if let DeviceEvent::Message { from, payload, .. } =
+                events.recv().await.expect("running")
+            {
                 assert_eq!(from, "switch");
                 assert_eq!(payload, next.to_string(), "in order");
                 next += 1;
@@ -374,7 +376,9 @@ async fn a_peer_sender_follows_its_peer_to_a_new_link() {
 async fn next_message(events: &mut DeviceEvents) -> (String, String) {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            if let DeviceEvent::Message { from, payload } = events.recv().await.expect("running") {
+            if let DeviceEvent::Message { from, payload, .. } =
+                events.recv().await.expect("running")
+            {
                 return (from, String::from_utf8_lossy(&payload).into_owned());
             }
         }

@@ -38,7 +38,7 @@ async fn until_peers(device: &Device, events: &mut DeviceEvents, n: usize) -> Du
 async fn next_message(events: &mut DeviceEvents) -> (String, Bytes) {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            if let Some(DeviceEvent::Message { from, payload }) = events.recv().await {
+            if let Some(DeviceEvent::Message { from, payload, .. }) = events.recv().await {
                 return (from, payload);
             }
         }

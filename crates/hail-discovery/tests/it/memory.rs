@@ -52,7 +52,7 @@ async fn two_devices_meet_talk_and_part() {
         while let Some(e) = le.recv().await {
             match e {
                 DeviceEvent::PeerJoined(p) => seen.push(format!("joined {}", p.name)),
-                DeviceEvent::Message { from, payload } => {
+                DeviceEvent::Message { from, payload, .. } => {
                     seen.push(format!("{from}: {}", String::from_utf8_lossy(&payload)));
                 }
                 DeviceEvent::PeerLeft { peer, reason } => {
@@ -151,4 +151,75 @@ async fn a_full_peer_does_not_hold_up_the_others() {
     for d in [switch, slow, fast] {
         d.shutdown().await;
     }
+}
+
+/// A handler learns who called from the link, not from the call: `caller` gives the
+/// calling device's proven id and joined name, and messages carry the sender's id.
+#[tokio::test(start_paused = true)]
+async fn handlers_and_messages_know_the_proven_peer() {
+    let lan = Lan::new();
+    let (lamp, mut le) = lan.device("lamp", 1).await;
+    let (switch, _se) = lan.device("switch", 2).await;
+    lamp.handlers()
+        .bind_with("whoami", |peer, (): ()| async move {
+            let who = hail_discovery::caller(&peer).ok_or("no caller")?;
+            Ok::<_, &str>((who.name, *who.id.as_bytes()))
+        })
+        .unwrap();
+    switch.wait_for_peer("lamp").await;
+    lamp.wait_for_peer("switch").await;
+    let rpc = switch.peer("lamp").unwrap();
+    let (name, id): (String, [u8; 16]) = rpc
+        .execute("whoami", (), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(name, "switch");
+    assert_eq!(id, *switch.id().as_bytes());
+    assert_eq!(switch.send("lamp", Bytes::from("hi")).await["lamp"], Ok(()));
+    let from_id = loop {
+        if let DeviceEvent::Message { from, from_id, .. } = le.recv().await.expect("stream open") {
+            assert_eq!(from, "switch");
+            break from_id;
+        }
+    };
+    assert_eq!(from_id, switch.id());
+    switch.shutdown().await;
+    lamp.shutdown().await;
+}
+
+/// Trust on first use through a file: the first lamp's key is pinned and written down;
+/// once it has gone, a rogue device named `lamp` with another key never joins, also
+/// after the watcher restarts (the pin was read back from the file).
+#[tokio::test(start_paused = true)]
+async fn known_devices_pin_names_across_restarts() {
+    let dir = std::env::temp_dir().join(format!("hail-tofu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("known");
+    let _ = std::fs::remove_file(&file);
+    let lan = Lan::new();
+    let (v, _ve) = lan
+        .builder("v", 1)
+        .known_devices(&file)
+        .start()
+        .await
+        .unwrap();
+    let (lamp, _le) = lan.device("lamp", 2).await;
+    v.wait_for_peer("lamp").await;
+    let pinned = std::fs::read_to_string(&file).unwrap();
+    assert!(pinned.starts_with("lamp\t"), "{pinned:?}");
+    lamp.shutdown().await;
+    v.shutdown().await;
+    let (v, _ve) = lan
+        .builder("v", 1)
+        .known_devices(&file)
+        .start()
+        .await
+        .unwrap();
+    let (rogue, _re) = lan.device("lamp", 3).await;
+    let joined = tokio::time::timeout(Duration::from_secs(5), v.wait_for_peer("lamp")).await;
+    assert!(joined.is_err(), "a rogue key took a pinned name");
+    assert!(v.stats().discovery.untrusted >= 1);
+    rogue.shutdown().await;
+    v.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -39,7 +39,9 @@ fn host(
             let wait = async {
                 while !d.peers().iter().any(|p| p.name == peer) {
                     match events.recv().await {
-                        Some(DeviceEvent::Message { from, payload }) => got = Some((from, payload)),
+                        Some(DeviceEvent::Message { from, payload, .. }) => {
+                            got = Some((from, payload))
+                        }
                         Some(_) => {}
                         None => panic!("{name} stopped"),
                     }
@@ -58,7 +60,9 @@ fn host(
                 Some(g) => g,
                 None => tokio::time::timeout(Duration::from_secs(10), async {
                     loop {
-                        if let Some(DeviceEvent::Message { from, payload }) = events.recv().await {
+                        if let Some(DeviceEvent::Message { from, payload, .. }) =
+                            events.recv().await
+                        {
                             return (from, payload);
                         }
                     }

@@ -150,6 +150,7 @@ where
             sealer,
             peer,
             local,
+            peer_key,
         } = est;
         let id = match &sink {
             Sink::Server { id, .. } => *id,
@@ -165,6 +166,7 @@ where
             peer,
             local,
             secure: sealer.is_some(),
+            peer_key,
             frames: FrameCodec::builder()
                 .byte_order(cfg.byte_order)
                 .max_frame_len(cfg.max_frame_len)
@@ -279,6 +281,14 @@ impl<P: PayloadCodec> Connection<P> {
     /// True when the link is encrypted and authenticated (Noise).
     pub fn is_secure(&self) -> bool {
         self.shared.secure
+    }
+
+    /// The peer's identity key, as the handshake proved it: `Some` exactly when both ends
+    /// were configured with [`LinkConfig::identity`] (Noise `XX` or `XXpsk0`), in which
+    /// the peer proved its Noise static key and signed it with this identity. `None` on
+    /// plaintext and `NNpsk0` links, which prove no individual key.
+    pub fn peer_key(&self) -> Option<hail_crypto::PublicKey> {
+        self.shared.peer_key
     }
 
     fn encode_frame(&self, msg: &P::Item, dst: &mut BytesMut) -> Result<(), WireError> {

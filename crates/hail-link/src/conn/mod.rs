@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     peer: SocketAddr,
     local: SocketAddr,
     secure: bool,
+    /// The peer's identity key, proven in the handshake.
+    peer_key: Option<hail_crypto::PublicKey>,
     frames: FrameCodec,
     hail: bool,
     limit: usize,

@@ -59,7 +59,7 @@ pub(crate) async fn client_connected<T: std::fmt::Debug>(
     events: &mut ClientEvents<T>,
 ) -> SocketAddr {
     match client_event(events).await {
-        ClientEvent::Connected { addr } => addr,
+        ClientEvent::Connected { addr, .. } => addr,
         other => panic!("expected Connected, got {other:?}"),
     }
 }

@@ -29,7 +29,7 @@ async fn broadcast_reaches_all_in_order_and_send_to_only_its_target() {
     // Connected events: one per client, the address is the client's local address.
     let mut id_of = HashMap::new();
     while id_of.len() < CLIENTS {
-        if let ServerEvent::Connected { id, addr } = server_event(&mut events).await {
+        if let ServerEvent::Connected { id, addr, .. } = server_event(&mut events).await {
             assert!(id_of.insert(addr, id).is_none());
         }
     }

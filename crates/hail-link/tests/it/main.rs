@@ -2,6 +2,7 @@
 //! in-memory network in paused time (`memory`, `timing`, and one test each in `reconnect` and `shutdown`).
 #![allow(clippy::print_stderr, reason = "a skipped test prints why it skipped")]
 
+mod admission;
 mod common;
 mod fanout;
 mod limits;

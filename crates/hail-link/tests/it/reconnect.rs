@@ -86,7 +86,7 @@ async fn outage_messages_are_delivered_after_reconnect_or_fail(
     let restarted = Instant::now();
     let (server, mut events) = Server::bind(addr, server_cfg, Binary).await.unwrap();
     match client_event(&mut cev).await {
-        ClientEvent::Connected { addr: a } => assert_eq!(a, addr),
+        ClientEvent::Connected { addr: a, .. } => assert_eq!(a, addr),
         other => panic!("{other:?}"),
     }
     if virtual_time {

@@ -47,6 +47,8 @@ pub(super) struct Inner {
     idle: Notify,
     /// Tasks in `wait_for`: while there are none, nobody is woken.
     idle_waiters: AtomicUsize,
+    /// What the peer's owner attached (see [`RpcPeer::set_context`]).
+    pub(super) context: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// What one critical section left to carry out once the lock is released. Usually one
@@ -131,6 +133,7 @@ impl Inner {
             runtime: tokio::runtime::Handle::current(),
             idle: Notify::new(),
             idle_waiters: AtomicUsize::new(0),
+            context: std::sync::OnceLock::new(),
         }
     }
 

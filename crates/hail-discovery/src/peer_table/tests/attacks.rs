@@ -19,13 +19,9 @@ fn forged_advert_claiming_a_joined_peers_address_evicts_it() {
     let mut t = started_with(1, "a", PeerTableConfig::default(), t0);
     join(&mut t, 2, "lamp", ConnId(10), t0);
     // The attacker is at 10.0.0.9; it claims the name and lamp's address.
-    let forged = Announce {
-        id: id(9),
-        name: "lamp".into(),
-        port: port(9),
-        lease: Duration::from_secs(3),
-        addresses: vec![ip(2)],
-    };
+    let mut forged_body = body(9, "lamp");
+    forged_body.addresses = vec![ip(2)];
+    let forged = signed(9, 1, forged_body);
     let now = t0 + Duration::from_millis(100);
     t.handle_advert(Advert::Announce(forged), src(9), now);
     let ev = events(&mut t);
@@ -46,15 +42,16 @@ fn forged_advert_claiming_a_joined_peers_address_evicts_it() {
 }
 
 /// The same forged announce sent from the attacker's own address, claiming only its
-/// own: a joined peer is not replaced by a device on another host (it is a duplicate
-/// name, reported). This is the check the attack above gets around.
+/// own: a joined peer is not replaced, and its name stays its own (only a second joined
+/// device could share it).
 #[test]
 fn a_same_name_advert_from_another_host_does_not_evict_a_joined_peer() {
     let t0 = Instant::now();
     let mut t = started_with(1, "a", PeerTableConfig::default(), t0);
     join(&mut t, 2, "lamp", ConnId(10), t0);
-    let mut forged = announce(9, "lamp");
-    forged.lease = Duration::from_secs(3);
+    let mut forged_body = body(9, "lamp");
+    forged_body.lease = Duration::from_secs(3);
+    let forged = signed(9, 1, forged_body);
     t.handle_advert(
         Advert::Announce(forged),
         src(9),
@@ -62,15 +59,12 @@ fn a_same_name_advert_from_another_host_does_not_evict_a_joined_peer() {
     );
     let ev = events(&mut t);
     assert!(
-        !ev.iter().any(|e| matches!(e, Event::PeerLeft { .. })),
-        "{ev:?}"
-    );
-    assert!(
-        ev.iter()
-            .any(|e| matches!(e, Event::DuplicateName { name, .. } if name == "lamp")),
-        "{ev:?}"
+        !ev.iter()
+            .any(|e| matches!(e, Event::PeerLeft { .. } | Event::DuplicateName { .. })),
+        "an advert neither evicts a joined peer nor makes its name ambiguous: {ev:?}"
     );
     assert_eq!(t.connection(id(2)), Some(ConnId(10)));
+    assert_eq!(t.resolve("lamp").unwrap(), (id(2), ConnId(10)));
 }
 
 /// A flood of forged announces (2 a millisecond, about 200 kB/s of multicast), each a
@@ -83,6 +77,13 @@ fn a_same_name_advert_from_another_host_does_not_evict_a_joined_peer() {
 /// src/peer_table/dial.rs serves whoever asks first). The budgets bound the dials, but
 /// the forgeries get all of them: with the newcomer flooded the same way, neither side
 /// dials the other and the new device is locked out for as long as the flood lasts.
+/// Still so with signed adverts: the flood's fresh keys from many (spoofable) sources
+/// also spend the global budget of signature checks (`peer_table/verify.rs`), so about
+/// half of the real device's beacons go unverified, and each time it is heard it is a
+/// new entry again. Tried and not enough: forgetting entries heard only once before
+/// those heard across beacon intervals (the real one is evicted before its second
+/// beacon). What would: dial and verification shares per source prefix rather than per
+/// address, and a memory of recently evicted ids that come back.
 #[test]
 #[ignore = "attack: a flood of forged adverts takes every dial: a real newcomer is never dialed"]
 fn a_forged_advert_flood_leaves_no_dial_for_a_real_device() {
@@ -204,11 +205,7 @@ fn a_forged_goodbye_does_not_evict_a_joined_peer() {
     let t0 = Instant::now();
     let mut t = started_with(1, "a", PeerTableConfig::default(), t0);
     join(&mut t, 2, "lamp", ConnId(10), t0);
-    t.handle_advert(
-        Advert::Goodbye { from: id(2) },
-        src(9),
-        t0 + Duration::from_millis(100),
-    );
+    t.handle_advert(goodbye(2), src(9), t0 + Duration::from_millis(100));
     let mut left = Vec::new();
     for step in 100..3000u64 {
         let now = t0 + Duration::from_millis(step);
@@ -230,6 +227,7 @@ fn a_forged_goodbye_does_not_evict_a_joined_peer() {
         ConnId(11),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(2), 50000),
+        id(2),
         now,
     );
     actions(&mut t);
@@ -267,8 +265,9 @@ fn an_unproven_namesake_does_not_block_a_joined_peers_name() {
     let t0 = Instant::now();
     let mut t = started_with(1, "a", PeerTableConfig::default(), t0);
     join(&mut t, 2, "lamp", ConnId(10), t0);
-    let mut forged = announce(9, "lamp");
-    forged.lease = Duration::from_secs(3600);
+    let mut forged_body = body(9, "lamp");
+    forged_body.lease = Duration::from_secs(3600);
+    let forged = signed(9, 1, forged_body);
     let now = t0 + Duration::from_millis(100);
     t.handle_advert(Advert::Announce(forged), src(9), now);
     actions(&mut t);
@@ -288,4 +287,223 @@ fn an_unproven_namesake_does_not_block_a_joined_peers_name() {
         }
     }
     assert_eq!(t.resolve("lamp"), Ok((id(2), ConnId(10))));
+}
+
+/// An announce whose signature does not verify (changed on the way, or signed by
+/// another key than it carries) is dropped and counted: no entry, no dial.
+#[test]
+fn unsigned_or_tampered_announces_are_dropped_and_counted() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    let mut tampered = announce(2, "b");
+    tampered.body.addresses = vec![ip(9)];
+    t.handle_advert(Advert::Announce(tampered), src(2), t0);
+    assert_eq!(t.stats().bad_signatures, 1);
+    assert!(t.discovered().is_empty());
+    assert!(dials(&actions(&mut t)).is_empty());
+    // Over the wire: one flipped byte of the body.
+    let mut bytes = Advert::Announce(announce(2, "b")).to_bytes().unwrap();
+    let at = bytes.len() - SIG - 3;
+    bytes[at] ^= 1;
+    if t.handle_datagram(&bytes, src(2), t0).is_ok() {
+        assert_eq!(t.stats().bad_signatures, 2);
+    }
+    assert!(t.discovered().is_empty());
+}
+
+const SIG: usize = crate::advert::SIGNATURE_LEN;
+
+/// A recorded announce replayed after a newer one (lower sequence number) changes
+/// nothing and is counted, without a signature check.
+#[test]
+fn replayed_older_announces_are_ignored() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    let old = signed(2, 5, body(2, "b"));
+    let mut moved = body(2, "b");
+    moved.addresses = vec![ip(7)];
+    let new = signed(2, 6, moved);
+    t.handle_advert(Advert::Announce(new), src(2), t0);
+    actions(&mut t);
+    t.handle_advert(Advert::Announce(old), src(2), t0 + ms(10));
+    assert_eq!(t.stats().stale_adverts, 1);
+    assert!(
+        t.discovered()[0]
+            .addresses
+            .contains(&SocketAddr::new(ip(7), port(2)))
+    );
+}
+
+/// A goodbye on the group leaves only when it is signed by the device's key and newer
+/// than its announces: a forged one (another key's signature, or none) and a replay of
+/// an earlier run's (a lower sequence number) change nothing.
+#[test]
+fn only_a_fresh_signed_goodbye_removes_a_peer() {
+    let t0 = Instant::now();
+    let config = PeerTableConfig::builder()
+        .auto_connect(false)
+        .build()
+        .unwrap();
+    let mut t = table_with(1, "a", config);
+    t.start(t0);
+    t.handle_advert(Advert::Announce(signed(2, 10, body(2, "b"))), src(2), t0);
+    // Replay of a goodbye from before (sequence 3 < 10).
+    t.handle_advert(
+        Advert::Goodbye(Goodbye::sign(&identity(2), 3)),
+        src(2),
+        t0 + ms(1),
+    );
+    assert_eq!(t.stats().stale_adverts, 1);
+    // A goodbye for device 2 signed by device 9's key: its bytes say 9's key, so it is
+    // 9's goodbye (unknown here), and 2 stays.
+    t.handle_advert(
+        Advert::Goodbye(Goodbye::sign(&identity(9), 11)),
+        src(9),
+        t0 + ms(2),
+    );
+    // A tampered goodbye: 2's key, a signature that does not verify.
+    let mut bytes = Advert::Goodbye(Goodbye::sign(&identity(2), 11))
+        .to_bytes()
+        .unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    t.handle_datagram(&bytes, src(2), t0 + ms(3)).unwrap();
+    assert_eq!(t.stats().bad_signatures, 1);
+    assert_eq!(t.discovered().len(), 1, "still there");
+    // Its own, fresh goodbye.
+    t.handle_advert(
+        Advert::Goodbye(Goodbye::sign(&identity(2), 11)),
+        src(2),
+        t0 + ms(4),
+    );
+    assert!(t.discovered().is_empty());
+}
+
+/// Gossip relays what a device signed: a record changed by the relaying peer (another
+/// address to dial) is dropped and counted, and nothing is dialed for it.
+#[test]
+fn a_gossip_record_changed_by_its_relay_is_dropped() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "relay", ConnId(10), t0);
+    let mut r = record(3, "c");
+    r.announce.body.addresses = vec![ip(99)];
+    t.link_message(ConnId(10), LinkMessage::Peers(vec![r]), t0 + ms(1));
+    assert_eq!(t.stats().bad_signatures, 1);
+    assert!(dials(&actions(&mut t)).is_empty());
+    // Unchanged, it is taken and dialed.
+    t.link_message(
+        ConnId(10),
+        LinkMessage::Peers(vec![record(3, "c")]),
+        t0 + ms(2),
+    );
+    assert_eq!(dials(&actions(&mut t)).len(), 1);
+}
+
+/// One host (10.0.0.9) brings links proving 40 keys of its own making: at most
+/// `max_peers_per_host` of them join, the rest are closed and counted, and a device on
+/// another host still joins. Over loopback there is no such limit.
+#[test]
+fn one_host_joins_at_most_its_share_of_peers() {
+    let t0 = Instant::now();
+    let config = PeerTableConfig::builder()
+        .max_peers(16)
+        .max_peers_per_host(4)
+        .build()
+        .unwrap();
+    let mut t = started_with(1, "a", config, t0);
+    let attacker = SocketAddr::new(ip(9), 50000);
+    let mut closed = 0;
+    for i in 0..40u32 {
+        let (a, _) = forged(i);
+        let conn = ConnId(100 + u64::from(i));
+        t.link_up(conn, LinkOrigin::Accepted, attacker, a.id(), t0);
+        actions(&mut t);
+        t.link_message(conn, hello_of(a, 1), t0);
+        closed += closes(&actions(&mut t))
+            .iter()
+            .filter(|(_, r)| *r == CloseReason::HostLimit)
+            .count();
+    }
+    assert_eq!(t.peers().len(), 4);
+    assert_eq!(closed, 36);
+    assert_eq!(t.stats().host_limit, 36);
+    accept(&mut t, ConnId(7), 2, t0);
+    t.link_message(ConnId(7), hello(2, "b", 1), t0);
+    assert_eq!(joined(&events(&mut t)).last(), Some(&id(2)));
+    // Loopback links are not counted.
+    let mut l = started_with(
+        1,
+        "a",
+        PeerTableConfig::builder()
+            .max_peers_per_host(2)
+            .build()
+            .unwrap(),
+        t0,
+    );
+    let lo = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50000);
+    for n in 2..6u8 {
+        l.link_up(ConnId(u64::from(n)), LinkOrigin::Accepted, lo, id(n), t0);
+        l.link_message(ConnId(u64::from(n)), hello(n, &format!("d{n}"), 1), t0);
+    }
+    assert_eq!(l.peers().len(), 4);
+}
+
+/// Trust on first use: the first key under a name is pinned (reported for keeping); a
+/// rogue key under that name is refused and counted, the pinned one still comes back.
+#[test]
+fn a_pinned_name_refuses_another_key() {
+    let t0 = Instant::now();
+    let config = PeerTableConfig::builder()
+        .trust(crate::Trust::FirstUse(Default::default()))
+        .build()
+        .unwrap();
+    let mut t = started_with(1, "a", config, t0);
+    accept(&mut t, ConnId(10), 2, t0);
+    t.link_message(ConnId(10), hello(2, "lamp", 1), t0);
+    let ev = events(&mut t);
+    assert!(ev.contains(&Event::NamePinned {
+        name: "lamp".into(),
+        key: *announce(2, "lamp").key_bytes()
+    }));
+    assert_eq!(joined(&ev), [id(2)]);
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(1));
+    // A rogue device under the pinned name.
+    accept(&mut t, ConnId(11), 9, t0 + ms(2));
+    t.link_message(ConnId(11), hello(9, "lamp", 1), t0 + ms(2));
+    assert_eq!(
+        closes(&actions(&mut t)),
+        [(ConnId(11), CloseReason::Untrusted)]
+    );
+    assert_eq!(t.stats().untrusted, 1);
+    assert!(
+        left(&events(&mut t)).is_empty(),
+        "the real lamp was not replaced"
+    );
+    // The real one comes back.
+    accept(&mut t, ConnId(12), 2, t0 + ms(3));
+    t.link_message(ConnId(12), hello(2, "lamp", 2), t0 + ms(3));
+    assert_eq!(t.resolve("lamp").unwrap(), (id(2), ConnId(12)));
+}
+
+/// An allow list lets in only its keys.
+#[test]
+fn an_allow_list_refuses_every_other_key() {
+    let t0 = Instant::now();
+    let allowed = [*announce(2, "b").key_bytes()].into_iter().collect();
+    let config = PeerTableConfig::builder()
+        .trust(crate::Trust::AllowList(allowed))
+        .build()
+        .unwrap();
+    let mut t = started_with(1, "a", config, t0);
+    accept(&mut t, ConnId(10), 3, t0);
+    t.link_message(ConnId(10), hello(3, "c", 1), t0);
+    assert_eq!(
+        closes(&actions(&mut t)),
+        [(ConnId(10), CloseReason::Untrusted)]
+    );
+    accept(&mut t, ConnId(11), 2, t0);
+    t.link_message(ConnId(11), hello(2, "b", 1), t0);
+    assert_eq!(joined(&events(&mut t)), [id(2)]);
+    assert_eq!(t.stats().untrusted, 1);
 }

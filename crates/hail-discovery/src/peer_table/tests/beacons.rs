@@ -47,7 +47,7 @@ fn start_burst_then_jittered_beacons() {
 
     // The same seed gives the same schedule; another seed another one.
     let schedule = |seed: u64| {
-        let local = LocalDevice::new(id(1), "a", 1);
+        let local = LocalDevice::new(identity(1), "a", 1);
         let mut t = PeerTable::new(PeerTableConfig::default(), local, seed).unwrap();
         t.start(t0);
         (0..5)
@@ -164,6 +164,6 @@ fn set_addresses_announces_and_truncates() {
     let [Action::Multicast(Advert::Announce(a))] = sent.as_slice() else {
         panic!("{sent:?}")
     };
-    assert_eq!(a.addresses.len(), MAX_ADDRESSES);
+    assert_eq!(a.body.addresses.len(), MAX_ADDRESSES);
     assert!(Advert::Announce(a.clone()).to_bytes().is_ok());
 }

@@ -85,8 +85,9 @@ fn a_forged_lease_lasts_thirty_seconds_at_most() {
 fn an_advert_dials_four_addresses_at_most() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    let mut a = announce(2, "b");
-    a.addresses = (10..42).map(ip).collect();
+    let mut a_body = body(2, "b");
+    a_body.addresses = (10..18).map(ip).collect();
+    let a = signed(2, 1, a_body);
     t.handle_advert(Advert::Announce(a), src(2), t0);
     let d = dials(&actions(&mut t));
     assert_eq!(d.len(), 1);
@@ -102,12 +103,10 @@ fn dials_are_bounded_in_flight_and_per_second() {
     let mut t = started(1, "a", t0);
     for n in 0..100u32 {
         // Ids above ours: this device dials them at once (no dial_yield).
-        let mut id = [0xee; 16];
-        id[12..].copy_from_slice(&(n + 2).to_be_bytes());
-        let a = Announce {
-            id: DeviceId::from_bytes(id),
-            ..announce(2, &format!("tarpit{n}"))
-        };
+        let (mut a, _) = forged(n);
+        a.body.name = format!("tarpit{n}");
+        a.body.addresses = vec![ip(2)];
+        let a = Announce::sign(&tarpit_key(n), 1, a.body).unwrap();
         t.handle_advert(Advert::Announce(a), src(2), t0);
     }
     let first = dials(&actions(&mut t));

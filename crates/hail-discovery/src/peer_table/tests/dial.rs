@@ -6,16 +6,17 @@ use super::*;
 fn an_announce_restarts_a_dial_begun_before_the_peer_was_heard() {
     let t0 = Instant::now();
     let mut c = started_with(3, "c", no_yield(), t0);
-    c.link_up(ConnId(1), LinkOrigin::Dialed(DialId(99)), listen(1), t0);
+    c.link_up(
+        ConnId(1),
+        LinkOrigin::Dialed(DialId(99)),
+        listen(1),
+        id(1),
+        t0,
+    );
     c.link_message(ConnId(1), hello(1, "seed", 0), t0);
     actions(&mut c);
     // Told about b by gossip: dialed; the dial hangs (b unreachable, SYN retransmits).
-    let record = PeerRecord {
-        id: id(2),
-        name: "b".into(),
-        port: port(2),
-        addresses: vec![ip(2)],
-    };
+    let record = record(2, "b");
     c.link_message(ConnId(1), LinkMessage::Peers(vec![record]), t0);
     let old = dials(&actions(&mut c));
     assert_eq!(old.len(), 1);
@@ -34,6 +35,7 @@ fn an_announce_restarts_a_dial_begun_before_the_peer_was_heard() {
         ConnId(2),
         LinkOrigin::Dialed(fresh[0].0),
         listen(2),
+        id(2),
         now + ms(900),
     );
     c.link_message(ConnId(2), hello(2, "b", 0), now + ms(900));
@@ -87,7 +89,7 @@ fn static_peers_are_dialed_and_redialed_and_self_is_skipped() {
     assert_eq!(d[0].1, None);
     assert_eq!(d[1].2, [me]);
     // Our own address answers with our own hello.
-    t.link_up(ConnId(1), LinkOrigin::Dialed(d[1].0), me, t0);
+    t.link_up(ConnId(1), LinkOrigin::Dialed(d[1].0), me, id(1), t0);
     t.link_message(ConnId(1), hello(1, "a", 0), t0);
     assert_eq!(
         closes(&actions(&mut t)),
@@ -104,7 +106,7 @@ fn static_peers_are_dialed_and_redialed_and_self_is_skipped() {
         t.dial_failed(again[0].0, at);
     }
     let (at, d) = next_dials(&mut t, at + Duration::from_secs(2));
-    t.link_up(ConnId(2), LinkOrigin::Dialed(d[0].0), listen(2), at);
+    t.link_up(ConnId(2), LinkOrigin::Dialed(d[0].0), listen(2), id(2), at);
     t.link_message(ConnId(2), hello(2, "b", 0), at);
     assert_eq!(joined(&events(&mut t)), [id(2)]);
     assert!(dials(&run_until(&mut t, at + Duration::from_secs(30))).is_empty());
@@ -127,8 +129,8 @@ fn addresses_are_filtered_and_scoped() {
     let mut t = table_with(1, "a", config);
     t.start(t0);
     let link_local = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
-    let mut a = announce(2, "b");
-    a.addresses = vec![
+    let mut a_body = body(2, "b");
+    a_body.addresses = vec![
         IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V4(Ipv4Addr::BROADCAST),
@@ -137,6 +139,7 @@ fn addresses_are_filtered_and_scoped() {
         ip(2),
         ip(5),
     ];
+    let a = signed(2, 1, a_body);
     t.handle_advert(Advert::Announce(a.clone()), src(2), t0);
     assert_eq!(
         t.discovered()[0].addresses,
@@ -166,8 +169,9 @@ fn addresses_are_filtered_and_scoped() {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port(2))
     );
     // A device with port 0 is listed but never dialed.
-    let mut passive = announce(6, "scout");
-    passive.port = 0;
+    let mut passive_body = body(6, "scout");
+    passive_body.port = 0;
+    let passive = signed(6, 1, passive_body);
     let mut u = started(7, "u", t0);
     u.handle_advert(Advert::Announce(passive), src(6), t0);
     assert!(dials(&actions(&mut u)).is_empty());

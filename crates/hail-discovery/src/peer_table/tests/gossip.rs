@@ -11,6 +11,7 @@ fn gossip_tells_about_peers_not_heard_on_multicast() {
         ConnId(1),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(2), 50000),
+        id(2),
         t0,
     );
     s.link_message(ConnId(1), hello(2, "b", 1), t0);
@@ -20,6 +21,7 @@ fn gossip_tells_about_peers_not_heard_on_multicast() {
         ConnId(2),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(3), 50000),
+        id(3),
         t0,
     );
     actions(&mut s);
@@ -31,7 +33,7 @@ fn gossip_tells_about_peers_not_heard_on_multicast() {
             Action::Send {
                 conn,
                 message: LinkMessage::Peers(r),
-            } => Some((*conn, r.iter().map(|r| r.id).collect())),
+            } => Some((*conn, r.iter().map(|r| r.announce.id()).collect())),
             _ => None,
         })
         .collect();
@@ -39,22 +41,18 @@ fn gossip_tells_about_peers_not_heard_on_multicast() {
 
     // The receiving side dials what it learns, at the addresses it was given.
     let mut c = started_with(3, "c", no_yield(), t0);
-    c.link_up(ConnId(1), LinkOrigin::Dialed(DialId(99)), listen(1), t0);
+    c.link_up(
+        ConnId(1),
+        LinkOrigin::Dialed(DialId(99)),
+        listen(1),
+        id(1),
+        t0,
+    );
     c.link_message(ConnId(1), hello(1, "seed", 0), t0);
     actions(&mut c);
-    let record = PeerRecord {
-        id: id(2),
-        name: "b".into(),
-        port: port(2),
-        addresses: vec![ip(2)],
-    };
-    let own = PeerRecord {
-        id: id(3),
-        name: "c".into(),
-        port: port(3),
-        addresses: vec![ip(3)],
-    };
-    c.link_message(ConnId(1), LinkMessage::Peers(vec![record, own]), t0);
+    let b = record(2, "b");
+    let own = record(3, "c");
+    c.link_message(ConnId(1), LinkMessage::Peers(vec![b, own]), t0);
     let d = dials(&actions(&mut c));
     assert_eq!(d.len(), 1, "not ourselves");
     assert_eq!(d[0].1, Some(id(2)));
@@ -85,7 +83,7 @@ fn peers_heard_on_multicast_get_no_gossip() {
     join(&mut t, 2, "b", ConnId(10), t0);
     t.handle_advert(Advert::Announce(announce(3, "c")), src(3), t0);
     let d = dials(&actions(&mut t));
-    t.link_up(ConnId(11), LinkOrigin::Dialed(d[0].0), listen(3), t0);
+    t.link_up(ConnId(11), LinkOrigin::Dialed(d[0].0), listen(3), id(3), t0);
     actions(&mut t);
     t.link_message(ConnId(11), hello(3, "c", 0), t0);
     let sent = actions(&mut t);

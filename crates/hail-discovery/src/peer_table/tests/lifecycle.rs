@@ -60,15 +60,21 @@ fn shutdown_says_goodbye_everywhere_and_goes_quiet() {
         ConnId(11),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(3), 1),
+        id(3),
         t0,
     );
     actions(&mut t);
     t.shutdown(t0 + ms(1));
-    let sent = actions(&mut t);
+    let mut sent = actions(&mut t);
+    let Action::Multicast(Advert::Goodbye(g)) = sent.remove(0) else {
+        panic!("a goodbye first: {sent:?}");
+    };
+    assert_eq!(g.id(), id(1));
+    g.verify().expect("signed");
+    assert!(g.seq() > t.announce().seq(), "above every announce");
     assert_eq!(
         sent,
         [
-            Action::Multicast(Advert::Goodbye { from: id(1) }),
             Action::Send {
                 conn: ConnId(10),
                 message: LinkMessage::Goodbye { from: id(1) }
@@ -90,6 +96,7 @@ fn shutdown_says_goodbye_everywhere_and_goes_quiet() {
         ConnId(12),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(5), 1),
+        id(5),
         t0 + ms(2),
     );
     assert_eq!(
@@ -103,7 +110,7 @@ fn shutdown_says_goodbye_everywhere_and_goes_quiet() {
 
 #[test]
 fn invalid_local_names_are_refused() {
-    let local = LocalDevice::new(id(1), "", 1);
+    let local = LocalDevice::new(identity(1), "", 1);
     assert_eq!(
         PeerTable::new(PeerTableConfig::default(), local, 0).unwrap_err(),
         ConfigError::InvalidName(crate::NameError::Empty)

@@ -21,18 +21,20 @@ fn simultaneous_dial_keeps_the_smaller_ids_link_in_every_order() {
         let da = dials(&actions(&mut a))[0].0;
         let db = dials(&actions(&mut b))[0].0;
         // c1: A dialed, A's end 11, B's end 21. c2: B dialed, B's end 22, A's end 12.
-        a.link_up(ConnId(11), LinkOrigin::Dialed(da), listen(2), t0);
+        a.link_up(ConnId(11), LinkOrigin::Dialed(da), listen(2), id(2), t0);
         b.link_up(
             ConnId(21),
             LinkOrigin::Accepted,
             SocketAddr::new(ip(1), 50001),
+            id(1),
             t0,
         );
-        b.link_up(ConnId(22), LinkOrigin::Dialed(db), listen(1), t0);
+        b.link_up(ConnId(22), LinkOrigin::Dialed(db), listen(1), id(1), t0);
         a.link_up(
             ConnId(12),
             LinkOrigin::Accepted,
             SocketAddr::new(ip(2), 50002),
+            id(2),
             t0,
         );
         let hello_on = |acts: Vec<Action>, conn: ConnId| {
@@ -108,12 +110,14 @@ fn two_links_from_one_dialer_keep_the_smaller_tag() {
         ConnId(1),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(1), 50001),
+        id(1),
         t0,
     );
     b.link_up(
         ConnId(2),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(1), 50002),
+        id(1),
         t0,
     );
     actions(&mut b);
@@ -133,11 +137,12 @@ fn a_link_without_hello_is_closed() {
     let mut t = started(1, "a", t0);
     t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0);
     let d = dials(&actions(&mut t));
-    t.link_up(ConnId(5), LinkOrigin::Dialed(d[0].0), listen(2), t0);
+    t.link_up(ConnId(5), LinkOrigin::Dialed(d[0].0), listen(2), id(2), t0);
     t.link_up(
         ConnId(6),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(7), 1234),
+        id(7),
         t0,
     );
     actions(&mut t);
@@ -159,6 +164,7 @@ fn a_link_without_hello_is_closed() {
         ConnId(8),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(7), 1235),
+        id(7),
         t0 + ms(3200),
     );
     t.link_message(ConnId(8), LinkMessage::Peers(vec![]), t0 + ms(3200));
@@ -176,6 +182,57 @@ fn a_second_hello_with_another_id_breaks_the_link() {
     t.link_message(ConnId(10), hello(3, "c", 0), t0);
     assert_eq!(
         closes(&actions(&mut t)),
-        [(ConnId(10), CloseReason::ProtocolViolation)]
+        [(ConnId(10), CloseReason::IdentityMismatch)]
     );
+    assert_eq!(t.stats().identity_mismatch, 1);
+}
+
+/// A link whose handshake proved device 9's key, saying hello as joined device 2: refused
+/// and counted, and device 2's own link and name are untouched.
+#[test]
+fn a_hello_for_another_key_than_the_link_proved_is_refused() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    t.link_up(
+        ConnId(11),
+        LinkOrigin::Accepted,
+        SocketAddr::new(ip(9), 50000),
+        id(9),
+        t0,
+    );
+    actions(&mut t);
+    t.link_message(ConnId(11), hello(2, "b", 7), t0);
+    assert_eq!(
+        closes(&actions(&mut t)),
+        [(ConnId(11), CloseReason::IdentityMismatch)]
+    );
+    assert_eq!(t.stats().identity_mismatch, 1);
+    assert_eq!(t.connection(id(2)), Some(ConnId(10)));
+    assert_eq!(t.resolve("b").unwrap(), (id(2), ConnId(10)));
+    assert!(left(&events(&mut t)).is_empty());
+}
+
+/// A hello whose announce was changed after signing (here: another port) is refused like
+/// one for another key.
+#[test]
+fn a_hello_whose_signature_does_not_verify_is_refused() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    accept(&mut t, ConnId(11), 2, t0);
+    let mut a = announce(2, "b");
+    a.body.port += 1;
+    t.link_message(
+        ConnId(11),
+        LinkMessage::Hello(Hello {
+            tag: 1,
+            announce: a,
+        }),
+        t0,
+    );
+    assert_eq!(
+        closes(&actions(&mut t)),
+        [(ConnId(11), CloseReason::IdentityMismatch)]
+    );
+    assert!(joined(&events(&mut t)).is_empty());
 }

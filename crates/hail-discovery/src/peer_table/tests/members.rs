@@ -16,7 +16,13 @@ fn join_by_announce_dial_and_hello() {
     assert!(t.peers().is_empty(), "not joined before the link is up");
     assert_eq!(t.resolve("b"), Err(ResolveError::NotConnected("b".into())));
 
-    t.link_up(ConnId(10), LinkOrigin::Dialed(dial), listen(2), t0 + ms(1));
+    t.link_up(
+        ConnId(10),
+        LinkOrigin::Dialed(dial),
+        listen(2),
+        id(2),
+        t0 + ms(1),
+    );
     let sent = actions(&mut t);
     let [
         Action::Send {
@@ -60,6 +66,7 @@ fn join_by_accepted_link() {
         ConnId(3),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(2), 50000),
+        id(2),
         t0,
     );
     let sent = actions(&mut t);
@@ -115,8 +122,9 @@ fn announced_lease_is_clamped() {
         .unwrap();
     let mut t = table_with(1, "a", config);
     t.start(t0);
-    let mut a = announce(2, "b");
-    a.lease = Duration::from_secs(30 * 24 * 3600);
+    let mut a_body = body(2, "b");
+    a_body.lease = Duration::from_secs(30 * 24 * 3600);
+    let a = signed(2, 1, a_body);
     t.handle_advert(Advert::Announce(a), src(2), t0);
     run_until(&mut t, t0 + MAX_PEER_LEASE - ms(1));
     assert_eq!(t.discovered().len(), 1);
@@ -153,7 +161,7 @@ fn goodbye_on_multicast_leaves_at_once_without_a_link_and_sticks() {
     t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0);
     actions(&mut t);
     assert_eq!(t.discovered().len(), 1);
-    t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(5));
+    t.handle_advert(goodbye(2), src(2), t0 + ms(5));
     assert!(t.discovered().is_empty());
     // A late, reordered announce does not bring it back.
     t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0 + ms(6));
@@ -168,7 +176,7 @@ fn goodbye_on_multicast_waits_for_the_link_to_finish_and_sticks() {
     join(&mut t, 2, "b", ConnId(10), t0);
     // The goodbye on the group overtook what b sent on its link: b stays joined (and
     // its link open) until the link says goodbye too.
-    t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(5));
+    t.handle_advert(goodbye(2), src(2), t0 + ms(5));
     assert!(events(&mut t).is_empty());
     assert!(closes(&actions(&mut t)).is_empty());
     assert_eq!(t.resolve("b").unwrap().1, ConnId(10));
@@ -195,7 +203,7 @@ fn goodbye_on_multicast_then_the_link_closing_is_a_goodbye() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
     join(&mut t, 2, "b", ConnId(10), t0);
-    t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(5));
+    t.handle_advert(goodbye(2), src(2), t0 + ms(5));
     assert!(events(&mut t).is_empty());
     // Its goodbye on the link did not fit its queue; the link ends after what it sent.
     t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(6));
@@ -212,7 +220,7 @@ fn a_goodbye_on_multicast_its_link_does_not_follow_is_not_believed() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
     join(&mut t, 2, "b", ConnId(10), t0);
-    t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(5));
+    t.handle_advert(goodbye(2), src(2), t0 + ms(5));
     // The grace ends with b's link up and silent about it: b stays, its link too.
     let sent = run_until(&mut t, t0 + ms(505));
     assert!(left(&events(&mut t)).is_empty());
@@ -238,7 +246,7 @@ fn goodbye_on_multicast_with_no_grace_leaves_at_once() {
     t.start(t0);
     actions(&mut t);
     join(&mut t, 2, "b", ConnId(10), t0);
-    t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(5));
+    t.handle_advert(goodbye(2), src(2), t0 + ms(5));
     assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
     assert_eq!(
         closes(&actions(&mut t)),
@@ -257,10 +265,11 @@ fn a_hello_that_comes_after_the_goodbye_still_joins_before_it_leaves() {
         ConnId(3),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(2), 50000),
+        id(2),
         t0,
     );
     actions(&mut t);
-    t.handle_advert(Advert::Goodbye { from: id(2) }, src(2), t0 + ms(1));
+    t.handle_advert(goodbye(2), src(2), t0 + ms(1));
     assert!(events(&mut t).is_empty());
     t.link_message(ConnId(3), hello(2, "b", 5), t0 + ms(2));
     assert_eq!(t.peer_of(ConnId(3)), Some(id(2)));
@@ -283,6 +292,7 @@ fn a_goodbye_waits_for_a_duplicate_link_still_draining() {
         ConnId(11),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(2), 50000),
+        id(2),
         t0,
     );
     actions(&mut t);
@@ -314,6 +324,7 @@ fn a_goodbye_on_a_draining_duplicate_counts() {
         ConnId(11),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(2), 50000),
+        id(2),
         t0,
     );
     actions(&mut t);
@@ -366,7 +377,13 @@ fn a_lost_link_reconnected_within_the_grace_is_invisible() {
     );
     let d = dials(&run_until(&mut t, redial));
     assert_eq!(d.len(), 1);
-    t.link_up(ConnId(11), LinkOrigin::Dialed(d[0].0), listen(2), redial);
+    t.link_up(
+        ConnId(11),
+        LinkOrigin::Dialed(d[0].0),
+        listen(2),
+        id(2),
+        redial,
+    );
     t.link_message(ConnId(11), hello(2, "b", 0), redial + ms(1));
     assert!(events(&mut t).is_empty(), "no leave, no second join");
     assert_eq!(t.resolve("b"), Ok((id(2), ConnId(11))));
@@ -406,62 +423,107 @@ fn the_grace_runs_out_without_a_link() {
     );
 }
 
+/// Device 2 restarts as id 9 (same host, same name): its old link is gone first (the
+/// killed process's connection was reset), then the new id's link proves it: the new id
+/// replaces the old at once, with no duplicate-name report in between.
 #[test]
 fn restart_under_the_same_name_replaces_the_old_incarnation() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
     join(&mut t, 2, "b", ConnId(10), t0);
-    // Device 2's host comes back as id 9 (same address), while the old link looks up.
-    let mut again = announce(2, "b");
-    again.id = id(9);
-    let now = t0 + Duration::from_secs(2);
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(100));
+    actions(&mut t);
+    assert!(events(&mut t).is_empty(), "in its reconnect grace");
+    let again = signed(9, 1, body(2, "b"));
+    let now = t0 + ms(200);
     t.handle_advert(Advert::Announce(again.clone()), src(2), now);
-    let ev = events(&mut t);
-    assert_eq!(left(&ev), [(id(2), LeaveReason::Restarted)]);
-    assert!(!ev.iter().any(|e| matches!(e, Event::DuplicateName { .. })));
-    let sent = actions(&mut t);
-    assert_eq!(closes(&sent), [(ConnId(10), CloseReason::Stale)]);
-    assert_eq!(probes(&sent), 1, "a probe checks the old id is really gone");
-    let d = dials(&sent);
+    assert!(
+        left(&events(&mut t)).is_empty(),
+        "an advert alone replaces nobody"
+    );
+    let d = dials(&actions(&mut t));
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].1, Some(id(9)));
-
-    t.link_up(ConnId(20), LinkOrigin::Dialed(d[0].0), listen(2), now);
-    t.link_message(
+    t.link_up(
         ConnId(20),
-        LinkMessage::Hello(Hello {
-            tag: 0,
-            announce: again,
-        }),
+        LinkOrigin::Dialed(d[0].0),
+        listen(2),
+        id(9),
         now,
     );
-    assert_eq!(joined(&events(&mut t)), [id(9)]);
+    t.link_message(ConnId(20), hello_of(again, 0), now);
+    let ev = events(&mut t);
+    assert_eq!(left(&ev), [(id(2), LeaveReason::Restarted)]);
+    assert_eq!(joined(&ev), [id(9)]);
+    assert!(!ev.iter().any(|e| matches!(e, Event::DuplicateName { .. })));
     assert_eq!(t.resolve("b"), Ok((id(9), ConnId(20))));
-    // The stale link's close, reported late, changes nothing.
-    t.link_closed(ConnId(10), LinkCloseReason::Lost, now);
-    assert!(events(&mut t).is_empty());
 }
 
+/// The new incarnation's link comes up while the old one's still looks up (its host was
+/// cut off, not reset): both are joined and the name is shared until the old link ends;
+/// then the old id leaves as restarted at once, without a reconnect grace.
+#[test]
+fn a_restart_seen_before_the_old_link_ends_is_a_duplicate_until_it_does() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    let again = signed(9, 1, body(2, "b"));
+    let now = t0 + ms(200);
+    t.handle_advert(Advert::Announce(again.clone()), src(2), now);
+    let d = dials(&actions(&mut t));
+    t.link_up(
+        ConnId(20),
+        LinkOrigin::Dialed(d[0].0),
+        listen(2),
+        id(9),
+        now,
+    );
+    t.link_message(ConnId(20), hello_of(again, 0), now);
+    let ev = events(&mut t);
+    assert_eq!(joined(&ev), [id(9)]);
+    assert!(left(&ev).is_empty(), "the old link is up: nobody replaced");
+    assert!(ev.iter().any(|e| matches!(e,
+        Event::DuplicateName { name, ids } if name == "b" && ids == &[id(2), id(9)])));
+    assert!(matches!(
+        t.resolve("b"),
+        Err(ResolveError::AmbiguousName { count: 2, .. })
+    ));
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, now + ms(50));
+    assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Restarted)]);
+    assert_eq!(t.resolve("b"), Ok((id(9), ConnId(20))));
+}
+
+/// A presumed restart whose old id proves itself alive again (its own link's hello) was
+/// two devices sharing a name: it comes back and the name is reported as shared. Its
+/// adverts alone do not bring it back (they could be replays).
 #[test]
 fn a_presumed_restart_that_speaks_again_is_a_duplicate() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
     join(&mut t, 2, "lamp", ConnId(10), t0);
-    let mut other = announce(2, "lamp");
-    other.id = id(9);
-    t.handle_advert(Advert::Announce(other.clone()), src(2), t0 + ms(10));
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(5));
+    actions(&mut t);
+    accept(&mut t, ConnId(20), 9, t0 + ms(10));
+    t.link_message(
+        ConnId(20),
+        hello_of(signed(9, 1, body(2, "lamp")), 1),
+        t0 + ms(10),
+    );
     assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Restarted)]);
     actions(&mut t);
-    // The old id answers the probe: two devices on one host share the name.
     t.handle_advert(Advert::Announce(announce(2, "lamp")), src(2), t0 + ms(15));
-    let ev = events(&mut t);
-    assert_eq!(
-        ev,
-        [Event::DuplicateName {
-            name: "lamp".into(),
-            ids: vec![id(2), id(9)]
-        }]
+    assert!(
+        events(&mut t).is_empty(),
+        "an advert of a replaced id is not believed"
     );
+    assert!(dials(&actions(&mut t)).is_empty());
+    // Its link proves it alive: two devices share the name.
+    accept(&mut t, ConnId(30), 2, t0 + ms(20));
+    t.link_message(ConnId(30), hello(2, "lamp", 2), t0 + ms(20));
+    let ev = events(&mut t);
+    assert_eq!(joined(&ev), [id(2)]);
+    assert!(ev.iter().any(|e| matches!(e,
+        Event::DuplicateName { name, ids } if name == "lamp" && ids == &[id(2), id(9)])));
     assert_eq!(
         t.resolve("lamp"),
         Err(ResolveError::AmbiguousName {
@@ -469,61 +531,65 @@ fn a_presumed_restart_that_speaks_again_is_a_duplicate() {
             count: 2
         })
     );
-    // Both are dialed (they are two devices), and no more replacing between them.
-    assert_eq!(dials(&actions(&mut t)).len(), 1, "id 2 dialed again");
-    t.handle_advert(Advert::Announce(other), src(2), t0 + ms(20));
-    assert!(events(&mut t).is_empty());
-    assert_eq!(t.discovered().len(), 2);
 }
 
+/// Only joined devices make a name shared: an advert with a joined peer's name (anyone can
+/// send one) does not; a second device whose link proves it does, once.
 #[test]
 fn duplicate_names_on_two_hosts_are_reported() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
     join(&mut t, 2, "lamp", ConnId(10), t0);
     t.handle_advert(Advert::Announce(announce(3, "lamp")), src(3), t0 + ms(1));
-    let ev = events(&mut t);
-    assert_eq!(
-        ev,
-        [Event::DuplicateName {
-            name: "lamp".into(),
-            ids: vec![id(2), id(3)]
-        }]
-    );
-    assert!(closes(&actions(&mut t)).is_empty(), "nobody is replaced");
-    // Only heard of (no link proves it), id 3 does not make the joined lamp's name
-    // ambiguous: sends still reach the joined one.
+    assert!(events(&mut t).is_empty(), "an advert proves nothing");
     assert_eq!(t.resolve("lamp"), Ok((id(2), ConnId(10))));
+    let d = dials(&actions(&mut t));
+    assert_eq!(d.len(), 1);
+    t.link_up(
+        ConnId(11),
+        LinkOrigin::Dialed(d[0].0),
+        listen(3),
+        id(3),
+        t0 + ms(2),
+    );
+    t.link_message(ConnId(11), hello(3, "lamp", 0), t0 + ms(2));
+    let ev = events(&mut t);
+    assert!(ev.contains(&Event::DuplicateName {
+        name: "lamp".into(),
+        ids: vec![id(2), id(3)]
+    }));
+    assert!(closes(&actions(&mut t)).is_empty(), "nobody is replaced");
+    assert!(matches!(
+        t.resolve("lamp"),
+        Err(ResolveError::AmbiguousName { count: 2, .. })
+    ));
     // Reported once, not on every announce.
     t.handle_advert(Advert::Announce(announce(3, "lamp")), src(3), t0 + ms(900));
     assert!(events(&mut t).is_empty());
     // One leaves: the name resolves again.
-    t.handle_advert(Advert::Goodbye { from: id(3) }, src(3), t0 + ms(950));
-    assert_eq!(t.resolve("lamp"), Ok((id(2), ConnId(10))));
-    // A third device that takes the local name is a duplicate of us.
-    t.handle_advert(Advert::Announce(announce(4, "a")), src(4), t0 + ms(960));
-    assert_eq!(
-        events(&mut t),
-        [Event::DuplicateName {
-            name: "a".into(),
-            ids: vec![id(1), id(4)]
-        }]
+    t.link_message(
+        ConnId(11),
+        LinkMessage::Goodbye { from: id(3) },
+        t0 + ms(950),
     );
+    assert_eq!(t.resolve("lamp"), Ok((id(2), ConnId(10))));
+    // A joined device that takes the local name is a duplicate of us.
+    accept(&mut t, ConnId(12), 4, t0 + ms(960));
+    t.link_message(ConnId(12), hello(4, "a", 1), t0 + ms(960));
+    assert!(events(&mut t).contains(&Event::DuplicateName {
+        name: "a".into(),
+        ids: vec![id(1), id(4)]
+    }));
     assert!(matches!(
         t.resolve("a"),
         Err(ResolveError::AmbiguousName { count: 2, .. })
     ));
-    // When it is forgotten, our name is ours again and a new holder is reported anew.
-    let d = dials(&actions(&mut t));
-    t.dial_failed(d[0].0, t0 + ms(961));
-    run_until(&mut t, t0 + ms(4000));
-    assert_eq!(t.resolve("a"), Err(ResolveError::UnknownName("a".into())));
-    t.handle_advert(Advert::Announce(announce(5, "a")), src(5), t0 + ms(4001));
-    assert_eq!(events(&mut t).len(), 1);
 }
 
+/// Two ids advertising one name, neither linked: both are kept (an advert replaces
+/// nobody; the one that stops advertising is forgotten when its lease ends).
 #[test]
-fn a_new_id_replaces_an_unconnected_holder_on_another_host() {
+fn adverts_alone_never_replace_a_holder() {
     let t0 = Instant::now();
     let config = PeerTableConfig::builder()
         .auto_connect(false)
@@ -532,16 +598,14 @@ fn a_new_id_replaces_an_unconnected_holder_on_another_host() {
     let mut t = table_with(1, "a", config);
     t.start(t0);
     t.handle_advert(Advert::Announce(announce(2, "lamp")), src(2), t0);
-    // The device moved to another address (DHCP) with a new id; the old one never had a
-    // link, so it is presumed to be the same device.
     t.handle_advert(Advert::Announce(announce(3, "lamp")), src(3), t0 + ms(500));
+    assert_eq!(t.discovered().len(), 2);
+    assert!(events(&mut t).is_empty(), "nothing joined, nothing left");
+    run_until(&mut t, t0 + ms(3200));
+    t.handle_advert(Advert::Announce(announce(3, "lamp")), src(3), t0 + ms(3200));
     let found = t.discovered();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].id, id(3));
-    assert!(
-        events(&mut t).is_empty(),
-        "nothing had joined, nothing left"
-    );
 }
 
 #[test]
@@ -567,4 +631,35 @@ fn a_goodbye_on_the_link_waits_for_a_link_still_awaiting_its_hello() {
     assert!(left(&events(&mut t)).is_empty());
     t.link_closed(ConnId(11), LinkCloseReason::Lost, t0 + ms(5));
     assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
+}
+
+/// A device with a kept identity (one id across runs) says goodbye and starts again: its
+/// next run's announce and hello (a later incarnation: higher sequence numbers) are let in
+/// at once, while late adverts of the run that said goodbye stay held back.
+#[test]
+fn a_kept_identity_rejoins_at_once_after_its_goodbye() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    join(&mut t, 2, "b", ConnId(10), t0);
+    t.link_message(ConnId(10), LinkMessage::Goodbye { from: id(2) }, t0 + ms(1));
+    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(1));
+    assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
+    actions(&mut t);
+    // A late beacon of the run that left: held back.
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0 + ms(2));
+    assert!(t.discovered().is_empty());
+    // The next run: incarnation 1.
+    let next = signed(2, 1 << 32, body(2, "b"));
+    t.handle_advert(Advert::Announce(next.clone()), src(2), t0 + ms(300));
+    let d = dials(&actions(&mut t));
+    assert_eq!(d.len(), 1, "dialed at once");
+    t.link_up(
+        ConnId(11),
+        LinkOrigin::Dialed(d[0].0),
+        listen(2),
+        id(2),
+        t0 + ms(301),
+    );
+    t.link_message(ConnId(11), hello_of(next, 0), t0 + ms(301));
+    assert_eq!(joined(&events(&mut t)), [id(2)]);
 }

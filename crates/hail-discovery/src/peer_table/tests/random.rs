@@ -97,6 +97,7 @@ proptest! {
                         prop_assert_eq!(&ids, &*members);
                     }
                     Event::DuplicateName { ids, .. } => prop_assert!(ids.len() >= 2),
+                    Event::NamePinned { .. } => {}
                 }
             }
             let ids: BTreeSet<DeviceId> = t.peers().iter().map(|p| p.id).collect();
@@ -109,13 +110,14 @@ proptest! {
         for op in ops {
             match op {
                 Op::Announce { dev, host } => {
-                    let mut a = announce(dev, &name_of(dev));
-                    a.addresses = vec![ip(host)];
+                    let mut a_body = body(dev, &name_of(dev));
+                    a_body.addresses = vec![ip(host)];
+                    let a = signed(dev, 1, a_body);
                     t.handle_advert(Advert::Announce(a), src(host), now);
                 }
                 Op::Probe { dev } => t.handle_advert(Advert::Probe { from: id(dev) }, src(dev), now),
                 Op::Goodbye { dev, on_link: None } => {
-                    t.handle_advert(Advert::Goodbye { from: id(dev) }, src(dev), now);
+                    t.handle_advert(goodbye(dev), src(dev), now);
                 }
                 Op::Goodbye { dev, on_link: Some(slot) } => {
                     if let Some(&conn) = slots.get(&slot) {
@@ -127,7 +129,7 @@ proptest! {
                         let conn = ConnId(next_conn);
                         next_conn += 1;
                         e.insert(conn);
-                        t.link_up(conn, LinkOrigin::Accepted, SocketAddr::new(ip(host), 50000), now);
+                        t.link_up(conn, LinkOrigin::Accepted, SocketAddr::new(ip(host), 50000), id(host), now);
                     }
                 }
                 Op::Hello { slot, dev, tag } => {
@@ -137,7 +139,9 @@ proptest! {
                 }
                 Op::Gossip { slot, dev } => {
                     if let Some(&conn) = slots.get(&slot) {
-                        let r = PeerRecord { id: id(dev), name: name_of(dev), port: port(dev), addresses: vec![ip(dev % 2 + 2)] };
+                        let mut b = body(dev, &name_of(dev));
+                        b.addresses = vec![ip(dev % 2 + 2)];
+                        let r = PeerRecord { announce: signed(dev, 1, b), observed: None };
                         t.link_message(conn, LinkMessage::Peers(vec![r]), now);
                     }
                 }
@@ -159,7 +163,7 @@ proptest! {
                         let conn = ConnId(next_conn);
                         next_conn += 1;
                         slots.insert(slot, conn);
-                        t.link_up(conn, LinkOrigin::Dialed(d), listen(2), now);
+                        t.link_up(conn, LinkOrigin::Dialed(d), listen(2),id(2), now);
                     }
                 }
                 Op::Advance { ms } => {

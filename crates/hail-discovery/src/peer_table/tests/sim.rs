@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use hail_crypto::Identity;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -108,8 +111,8 @@ impl Sim {
         ip: IpAddr,
         port: u16,
     ) -> usize {
-        let id = DeviceId::from_bytes(self.rng.random());
-        let local = LocalDevice::new(id, name, port).with_addresses([ip]);
+        let identity = Arc::new(Identity::from_secret_bytes(&self.rng.random()));
+        let local = LocalDevice::new(identity, name, port).with_addresses([ip]);
         let mut table = PeerTable::new(config, local, self.rng.random()).unwrap();
         table.start(self.now);
         self.nodes.push(Node {
@@ -129,7 +132,7 @@ impl Sim {
     }
 
     pub(super) fn id_of(&self, node: usize) -> DeviceId {
-        self.nodes[node].table.local().id
+        self.nodes[node].table.local().id()
     }
 
     pub(super) fn table(&self, node: usize) -> &PeerTable {
@@ -158,6 +161,31 @@ impl Sim {
     /// open on the other ends until something notices.
     pub(super) fn shutdown_silently(&mut self, node: usize) {
         self.nodes[node].up = false;
+    }
+
+    /// The heartbeats of links to a vanished `node` time out: each peer's end is closed
+    /// as timed out, now.
+    pub(super) fn time_out_links_to(&mut self, node: usize) {
+        let ends: Vec<(usize, usize)> = self
+            .by_end
+            .iter()
+            .filter(|((n, _), _)| *n == node)
+            .map(|(_, v)| *v)
+            .collect();
+        let now = self.now;
+        for (l, side) in ends {
+            let other = 1 - side;
+            self.links[l].open[side] = false;
+            if std::mem::take(&mut self.links[l].open[other]) {
+                let (peer, conn) = self.links[l].ends[other];
+                if self.nodes[peer].up {
+                    self.nodes[peer]
+                        .table
+                        .link_closed(conn, LinkCloseReason::Timeout, now);
+                    self.pump(peer);
+                }
+            }
+        }
     }
 
     /// Graceful shutdown: the table's goodbye and closes go out.
@@ -325,7 +353,11 @@ impl Sim {
                     }
                     return;
                 }
-                self.nodes[node].table.link_up(conn, origin, remote, now);
+                let (far, _) = self.links[l].ends[1 - side];
+                let peer = self.nodes[far].table.local().id();
+                self.nodes[node]
+                    .table
+                    .link_up(conn, origin, remote, peer, now);
                 self.pump(node);
             }
             Ev::LinkMsg { node, conn, bytes } => {
