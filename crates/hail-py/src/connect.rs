@@ -2,7 +2,8 @@
 //! one at a time on a thread of their own (pythonConnect ran them in a one-worker thread
 //! pool), never on the network's threads; its methods block with the GIL released.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::{JoinHandle, ThreadId};
 
@@ -12,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::device::{Core, To, builder, describe, seconds};
+use crate::device::{Core, To, Trust, builder, describe, seconds};
 use crate::errors::{self, AmbiguousName, HailError};
 use crate::events::ErrorEvent;
 use crate::runtime::{block_on, runtime};
@@ -50,7 +51,8 @@ struct Callbacks {
 /// messages and ask each other questions, by name. Text in, text out.
 ///
 /// `Connect(name=None, fr=None, fhu=None, fe=None, fa=None, *, passphrase=None,
-/// interface=None, group=None, listen=None, multicast_ip=None, port=None)`:
+/// interface=None, group=None, listen=None, multicast_ip=None, port=None, identity_file=None,
+/// known_devices=None, metadata=None)` (the keywords after `fa` as `hail.Device`'s):
 /// `fr(message, sender)` gets messages, `fhu(remotes)` the joined devices (a dict name ->
 /// `(ip, port)`) whenever they change, `fa(question, sender) -> str` answers questions, and
 /// `fe(error)` gets what failed: an exception `fr` or `fa` raised, a `sendMessage` target
@@ -81,7 +83,8 @@ impl PyConnect {
 
     #[new]
     #[pyo3(signature = (name=None, fr=None, fhu=None, fe=None, fa=None, *, passphrase=None,
-                        interface=None, group=None, listen=None, multicast_ip=None, port=None))]
+                        interface=None, group=None, listen=None, multicast_ip=None, port=None,
+                        identity_file=None, known_devices=None, metadata=None))]
     #[expect(
         clippy::too_many_arguments,
         reason = "pythonConnect's constructor and Device's keywords"
@@ -99,6 +102,9 @@ impl PyConnect {
         listen: Option<&str>,
         multicast_ip: Option<String>,
         port: Option<u16>,
+        identity_file: Option<PathBuf>,
+        known_devices: Option<PathBuf>,
+        metadata: Option<BTreeMap<String, String>>,
     ) -> PyResult<Self> {
         let name = match name {
             Some(n) => n,
@@ -117,7 +123,19 @@ impl PyConnect {
                 }
             })
         });
-        let b = builder(&name, passphrase, interface, group.as_deref(), listen)?;
+        let trust = Trust {
+            identity_file,
+            known_devices,
+            metadata,
+        };
+        let b = builder(
+            &name,
+            passphrase,
+            interface,
+            group.as_deref(),
+            listen,
+            trust,
+        )?;
         let core = Core::start(py, b)?;
         let (jobs, rx) = mpsc::channel(JOBS);
         let has_fa = fa.is_some();

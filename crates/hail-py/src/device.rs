@@ -1,8 +1,9 @@
 //! `hail.Device`: the asyncio front of [`hail_discovery::Device`], and [`Core`], the
 //! device state that `hail.Device` and `hail.Connect` share.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -53,6 +54,20 @@ impl To {
     }
 }
 
+/// The keywords `hail.Device` and `hail.Connect` share beyond the name and passphrase: who
+/// the device is across restarts, and whom it trusts.
+#[derive(Debug, Default)]
+pub(crate) struct Trust {
+    /// `identity_file=`: the device's key and incarnation kept in this file (created the
+    /// first time, mode 0600), for an id that survives restarts.
+    pub(crate) identity_file: Option<PathBuf>,
+    /// `known_devices=`: names pinned to the first key seen under them (trust on first use),
+    /// kept in this file.
+    pub(crate) known_devices: Option<PathBuf>,
+    /// `metadata=`: str -> str entries signed into the adverts (`Peer.metadata`).
+    pub(crate) metadata: Option<BTreeMap<String, String>>,
+}
+
 /// The settings `hail.Device` and `hail.Connect` take, made into a [`DeviceBuilder`].
 ///
 /// `interface`: a name (`"lo"`, `"eth0"`), an index or an address (`"127.0.0.1"`), or a
@@ -65,6 +80,7 @@ pub(crate) fn builder(
     interface: Option<&Bound<'_, PyAny>>,
     group: Option<&str>,
     listen: Option<&str>,
+    trust: Trust,
 ) -> PyResult<DeviceBuilder> {
     let mut b = Device::builder(name);
     let mut interfaces = Vec::new();
@@ -100,6 +116,15 @@ pub(crate) fn builder(
     }
     if let Some(p) = passphrase {
         b = b.passphrase(p);
+    }
+    if let Some(path) = trust.identity_file {
+        b = b.identity_file(path);
+    }
+    if let Some(path) = trust.known_devices {
+        b = b.known_devices(path);
+    }
+    for (k, v) in trust.metadata.unwrap_or_default() {
+        b = b.metadata(k, v);
     }
     Ok(b)
 }
@@ -322,13 +347,19 @@ fn answer_bytes(py: Python<'_>, answer: &Py<PyAny>) -> Result<Bytes, String> {
 /// A device on the network: it advertises itself, finds and connects to the others, sends
 /// to them by name and asks them questions. Bytes in, bytes out; every wait is an awaitable.
 ///
-/// `Device(name, passphrase=None, interface=None, group=None, listen=None)` starts it at
-/// once (the passphrase's key derivation takes a moment, with the GIL released).
+/// `Device(name, passphrase=None, interface=None, group=None, listen=None, *,
+/// identity_file=None, known_devices=None, metadata=None)` starts it at once (the
+/// passphrase's key derivation takes a moment, with the GIL released).
 /// `interface` is a name (`"lo"`), an address (`"127.0.0.1"`) or a list; by default every
-/// multicast interface. `group` and `listen` are `"addr:port"` strings; the group defaults to
-/// `239.255.72.76:5676`, TTL 1; links listen by default on the one interface's address
-/// (with several or none: every address), on a free port. `close()` says goodbye; `async with Device(...) as dev:` closes
-/// on the way out.
+/// multicast interface. `group` and `listen` are `"addr:port"` strings; the group defaults
+/// to `239.255.72.76:5676`, TTL 1; links listen by default on the one interface's address
+/// (with several or none: every address), on a free port. `identity_file` keeps the
+/// device's key in a file (created the first time, mode 0600) so its `id` survives
+/// restarts; without it the id is new each run. `known_devices` pins each peer's name to
+/// the first key seen under it, in that file (trust on first use). `metadata` is a dict
+/// str -> str signed into the adverts (at most 16 entries, 512 bytes; keys of
+/// `a-z 0-9 . _ -`), seen by peers as `Peer.metadata`. `close()` says goodbye;
+/// `async with Device(...) as dev:` closes on the way out.
 #[pyclass(module = "hail", name = "Device", frozen)]
 #[derive(Debug)]
 pub(crate) struct PyDevice {
@@ -338,7 +369,12 @@ pub(crate) struct PyDevice {
 #[pymethods]
 impl PyDevice {
     #[new]
-    #[pyo3(signature = (name, passphrase=None, interface=None, group=None, listen=None))]
+    #[pyo3(signature = (name, passphrase=None, interface=None, group=None, listen=None, *,
+                        identity_file=None, known_devices=None, metadata=None))]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "Python keywords, one per setting"
+    )]
     fn new(
         py: Python<'_>,
         name: &str,
@@ -346,8 +382,16 @@ impl PyDevice {
         interface: Option<&Bound<'_, PyAny>>,
         group: Option<&str>,
         listen: Option<&str>,
+        identity_file: Option<PathBuf>,
+        known_devices: Option<PathBuf>,
+        metadata: Option<BTreeMap<String, String>>,
     ) -> PyResult<Self> {
-        let b = builder(name, passphrase, interface, group, listen)?;
+        let trust = Trust {
+            identity_file,
+            known_devices,
+            metadata,
+        };
+        let b = builder(name, passphrase, interface, group, listen, trust)?;
         Ok(Self {
             core: Core::start(py, b)?,
         })

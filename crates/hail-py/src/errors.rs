@@ -200,7 +200,9 @@ pub(crate) fn rpc_error(name: &str, method: &str, e: &RpcError) -> PyErr {
 pub(crate) fn device_error(e: &DeviceError) -> PyErr {
     let msg = e.to_string();
     match e {
-        DeviceError::Config(_) | DeviceError::Key(_) => ConfigError::new_err(msg),
+        DeviceError::Config(_) | DeviceError::Key(_) | DeviceError::KnownDevices(_) => {
+            ConfigError::new_err(msg)
+        }
         DeviceError::Multicast(_) | DeviceError::Link(_) => NetworkError::new_err(msg),
         _ => HailError::new_err(msg),
     }

@@ -1,40 +1,48 @@
 //! What a device reports, as Python objects: [`Peer`], and one class per
 //! [`DeviceEvent`] variant. [`event_to_py`] is the one place that converts events.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use hail_discovery::{DeviceEvent, LeaveReason, PeerInfo, RunError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-/// A joined device: its name, its id for this run (hex) and where it can be dialed.
+/// A joined device: its name, its id (hex: the key its link proved), where it can be
+/// dialed, and the metadata it signed into its adverts.
 #[pyclass(module = "hail", frozen, get_all)]
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
     /// The device's name.
     name: String,
-    /// Its id for this run, as hex.
+    /// Its id, as hex: derived from the key its link proved (stable across restarts for a
+    /// device with an identity file, else new each run).
     id: String,
     /// Its link addresses, `"ip:port"`, best first.
     addresses: Vec<String>,
+    /// The metadata it signed into its announce, a dict str -> str (empty when none).
+    metadata: BTreeMap<String, String>,
 }
 
 #[pymethods]
 impl Peer {
     #[classattr]
-    fn __match_args__() -> (&'static str, &'static str, &'static str) {
-        ("name", "id", "addresses")
+    fn __match_args__() -> (&'static str, &'static str, &'static str, &'static str) {
+        ("name", "id", "addresses", "metadata")
     }
 
     fn __repr__(&self) -> String {
         format!(
-            "Peer(name={:?}, id={:?}, addresses={:?})",
-            self.name, self.id, self.addresses
+            "Peer(name={:?}, id={:?}, addresses={:?}, metadata={:?})",
+            self.name, self.id, self.addresses, self.metadata
         )
     }
 
     fn __eq__(&self, other: &Self) -> bool {
-        self.id == other.id && self.name == other.name && self.addresses == other.addresses
+        self.id == other.id
+            && self.name == other.name
+            && self.addresses == other.addresses
+            && self.metadata == other.metadata
     }
 }
 
@@ -44,6 +52,7 @@ impl Peer {
             name: p.name.clone(),
             id: p.id.to_string(),
             addresses: p.addresses.iter().map(SocketAddr::to_string).collect(),
+            metadata: p.metadata.clone(),
         }
     }
 
@@ -59,7 +68,8 @@ impl Peer {
     }
 }
 
-/// A message from a peer: `sender` is the name of the link's authenticated peer.
+/// A message from a peer: `sender` is the name the link's peer joined with, `sender_id`
+/// its id (hex), derived from the key the link proved; neither is a field of the message.
 #[pyclass(module = "hail", frozen, get_all)]
 #[derive(Debug)]
 pub(crate) struct Message {
@@ -67,20 +77,23 @@ pub(crate) struct Message {
     sender: String,
     /// The message.
     data: Py<PyBytes>,
+    /// The sender's id, as hex (the key its link proved: `Peer.id`).
+    sender_id: String,
 }
 
 #[pymethods]
 impl Message {
     #[classattr]
-    fn __match_args__() -> (&'static str, &'static str) {
-        ("sender", "data")
+    fn __match_args__() -> (&'static str, &'static str, &'static str) {
+        ("sender", "data", "sender_id")
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(
-            "Message(sender={:?}, data=<{} bytes>)",
+            "Message(sender={:?}, data=<{} bytes>, sender_id={:?})",
             self.sender,
-            self.data.bind(py).as_bytes().len()
+            self.data.bind(py).as_bytes().len(),
+            self.sender_id
         )
     }
 }
@@ -225,11 +238,17 @@ pub(crate) fn leave_reason(r: &LeaveReason) -> String {
 /// The Python object for a device event: the one conversion of [`DeviceEvent`]s.
 pub(crate) fn event_to_py(py: Python<'_>, event: DeviceEvent) -> PyResult<Py<PyAny>> {
     let obj = match event {
-        DeviceEvent::Message { from, payload, .. } => Py::new(
+        DeviceEvent::Message {
+            from,
+            from_id,
+            payload,
+            ..
+        } => Py::new(
             py,
             Message {
                 sender: from,
                 data: PyBytes::new(py, &payload).unbind(),
+                sender_id: from_id.to_string(),
             },
         )?
         .into_any(),

@@ -59,6 +59,8 @@ def test_two_devices_join_send_and_ask(group):
             e = await events.__anext__()
             if isinstance(e, hail.Message):
                 assert e.sender == "alpha"
+                # The id of the key alpha's link proved, as Peer.id and Device.id show it.
+                assert e.sender_id == a.id == b.peers()["alpha"].id
                 got.append(e.data)
         assert got == [b"one", b"two"]
         await close(a, b)
@@ -213,3 +215,53 @@ def test_async_with_closes(group):
             d.peers()
 
     bounded(main())
+
+
+def test_identity_file_keeps_the_id_and_metadata_reaches_peers(group, tmp_path):
+    key = tmp_path / "beta.key"
+
+    async def main():
+        a = hail.Device("alpha", interface=LOOPBACK, group=group)
+        b = hail.Device(
+            "beta", interface=LOOPBACK, group=group, identity_file=key, metadata={"room": "lab-2"}
+        )
+        first = b.id
+        assert key.exists() and (key.stat().st_mode & 0o077) == 0
+        await joined(a, "beta")
+        seen = a.peers()["beta"]
+        assert seen.id == first and seen.metadata == {"room": "lab-2"}
+        await b.close()
+        # A restart from the same file is the same device: the same id.
+        b2 = hail.Device("beta", interface=LOOPBACK, group=group, identity_file=str(key))
+        assert b2.id == first
+        # Without a file, every start is a new key and id.
+        c1 = hail.Device("gamma", interface=LOOPBACK, group=group)
+        c2 = hail.Device("gamma2", interface=LOOPBACK, group=group)
+        assert c1.id != c2.id
+        await close(a, b2, c1, c2)
+
+    bounded(main())
+
+
+def test_bad_metadata_and_identity_files_raise_config_errors(group, tmp_path):
+    with pytest.raises(hail.ConfigError):
+        hail.Device("x", interface=LOOPBACK, group=group, metadata={"Bad Key!": "v"})
+    broken = tmp_path / "broken.key"
+    broken.write_bytes(b"not a key")
+    broken.chmod(0o600)
+    with pytest.raises(hail.ConfigError):
+        hail.Device("x", interface=LOOPBACK, group=group, identity_file=broken)
+
+
+def test_known_devices_pins_a_name_to_its_first_key(group, tmp_path):
+    pins = tmp_path / "known"
+
+    async def main():
+        a = hail.Device("alpha", interface=LOOPBACK, group=group, known_devices=pins)
+        b = hail.Device("beta", interface=LOOPBACK, group=group)
+        await joined(a, "beta")
+        await close(a, b)
+
+    bounded(main())
+    lines = [line.split("\t") for line in pins.read_text().splitlines() if line.strip()]
+    assert [name for name, _key in lines] == ["beta"]

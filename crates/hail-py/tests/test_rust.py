@@ -71,6 +71,8 @@ def test_the_cli_asks_sends_and_calls_a_python_device(group):
             if isinstance(e, hail.Message):
                 assert e.data == b"over the wire"
                 assert e.sender.startswith("hail-send-")
+                # A fresh key per `hail send` run: its id, 32 hex digits.
+                assert len(e.sender_id) == 32 and int(e.sender_id, 16) >= 0
                 break
         await py.close()
 
