@@ -324,10 +324,12 @@ impl PyConnect {
         self.close(py)
     }
 
+    /// `with Connect(...) as c:`: the connection itself.
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// Closes the connection on the way out of a `with` block.
     fn __exit__(
         &self,
         py: Python<'_>,
@@ -338,6 +340,7 @@ impl PyConnect {
         self.close(py)
     }
 
+    /// The object as text, for debugging.
     fn __repr__(&self) -> String {
         format!("Connect(name={:?})", self.core.name)
     }

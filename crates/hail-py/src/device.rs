@@ -403,7 +403,8 @@ impl PyDevice {
         &self.core.name
     }
 
-    /// This run's id, as hex.
+    /// The device's id, as hex: derived from its identity key (the same across restarts
+    /// with `identity_file`, else new each start).
     #[getter]
     fn id(&self) -> &str {
         &self.core.id
@@ -616,10 +617,12 @@ impl PyDevice {
         })
     }
 
+    /// `async with Device(...) as dev:`: the device itself.
     fn __aenter__<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(slf) })
     }
 
+    /// Closes the device on the way out of an `async with` block.
     fn __aexit__<'py>(
         &self,
         py: Python<'py>,
@@ -630,6 +633,7 @@ impl PyDevice {
         self.close(py)
     }
 
+    /// The object as text, for debugging.
     fn __repr__(&self) -> String {
         format!(
             "Device(name={:?}, id={:?}, address={:?}, group={:?})",
@@ -653,10 +657,12 @@ pub(crate) struct Events {
 
 #[pymethods]
 impl Events {
+    /// The iterator itself.
     fn __aiter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// The next event; raises `StopAsyncIteration` once the device is closed.
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let stream = self.stream.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {

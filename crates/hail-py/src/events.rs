@@ -26,11 +26,13 @@ pub(crate) struct Peer {
 
 #[pymethods]
 impl Peer {
+    /// The fields a `match` statement binds by position.
     #[classattr]
     fn __match_args__() -> (&'static str, &'static str, &'static str, &'static str) {
         ("name", "id", "addresses", "metadata")
     }
 
+    /// The object as text, for debugging.
     fn __repr__(&self) -> String {
         format!(
             "Peer(name={:?}, id={:?}, addresses={:?}, metadata={:?})",
@@ -38,6 +40,7 @@ impl Peer {
         )
     }
 
+    /// Equal when the name, id, addresses and metadata are.
     fn __eq__(&self, other: &Self) -> bool {
         self.id == other.id
             && self.name == other.name
@@ -83,11 +86,13 @@ pub(crate) struct Message {
 
 #[pymethods]
 impl Message {
+    /// The fields a `match` statement binds by position.
     #[classattr]
     fn __match_args__() -> (&'static str, &'static str, &'static str) {
         ("sender", "data", "sender_id")
     }
 
+    /// The object as text, for debugging.
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(
             "Message(sender={:?}, data=<{} bytes>, sender_id={:?})",
@@ -108,11 +113,13 @@ pub(crate) struct PeerJoined {
 
 #[pymethods]
 impl PeerJoined {
+    /// The fields a `match` statement binds by position.
     #[classattr]
     fn __match_args__() -> (&'static str,) {
         ("peer",)
     }
 
+    /// The object as text, for debugging.
     fn __repr__(&self) -> String {
         format!("PeerJoined({})", self.peer.__repr__())
     }
@@ -130,11 +137,13 @@ pub(crate) struct PeerLeft {
 
 #[pymethods]
 impl PeerLeft {
+    /// The fields a `match` statement binds by position.
     #[classattr]
     fn __match_args__() -> (&'static str, &'static str) {
         ("peer", "reason")
     }
 
+    /// The object as text, for debugging.
     fn __repr__(&self) -> String {
         format!(
             "PeerLeft({}, reason={:?})",
@@ -154,11 +163,13 @@ pub(crate) struct PeersChanged {
 
 #[pymethods]
 impl PeersChanged {
+    /// The fields a `match` statement binds by position.
     #[classattr]
     fn __match_args__() -> (&'static str,) {
         ("peers",)
     }
 
+    /// The object as text, for debugging.
     fn __repr__(&self) -> String {
         let names: Vec<&str> = self.peers.iter().map(Peer::name).collect();
         format!("PeersChanged({names:?})")
@@ -177,11 +188,13 @@ pub(crate) struct DuplicateName {
 
 #[pymethods]
 impl DuplicateName {
+    /// The fields a `match` statement binds by position.
     #[classattr]
     fn __match_args__() -> (&'static str, &'static str) {
         ("name", "ids")
     }
 
+    /// The object as text, for debugging.
     fn __repr__(&self) -> String {
         format!("DuplicateName({:?}, ids={:?})", self.name, self.ids)
     }
@@ -200,11 +213,13 @@ pub(crate) struct ErrorEvent {
 
 #[pymethods]
 impl ErrorEvent {
+    /// The fields a `match` statement binds by position.
     #[classattr]
     fn __match_args__() -> (&'static str, &'static str) {
         ("kind", "message")
     }
 
+    /// The object as text, for debugging.
     fn __repr__(&self) -> String {
         format!("ErrorEvent({:?}, {:?})", self.kind, self.message)
     }

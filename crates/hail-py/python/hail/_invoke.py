@@ -10,18 +10,21 @@ peer's question or call with the exception's type and message, and is logged on 
 import inspect
 import json
 import logging
+from typing import Any, Callable
 
 _log = logging.getLogger("hail")
 
 
-def _no_loop(fn):
+def _no_loop(fn: Callable[..., Any]) -> TypeError:
+    """The error for a coroutine function registered where no event loop ran."""
     return TypeError(
         f"{getattr(fn, '__qualname__', fn)!r} returned an awaitable, but no event loop was "
         "running when it was registered: register coroutine functions from async code"
     )
 
 
-async def acall(fn, *args):
+async def acall(fn: Callable[..., Any], *args: Any) -> Any:
+    """Calls `fn(*args)` on the running loop, awaiting what it returns if awaitable."""
     try:
         result = fn(*args)
         if inspect.isawaitable(result):
@@ -32,7 +35,8 @@ async def acall(fn, *args):
         raise
 
 
-def call(fn, *args):
+def call(fn: Callable[..., Any], *args: Any) -> Any:
+    """Calls a plain `fn(*args)` on hail's worker thread (an awaitable result is an error)."""
     try:
         result = fn(*args)
         if inspect.isawaitable(result):
@@ -45,9 +49,11 @@ def call(fn, *args):
         raise
 
 
-async def acall_json(fn, text):
+async def acall_json(fn: Callable[..., Any], text: str) -> str:
+    """`acall` with the argument decoded from JSON text and the result encoded to it."""
     return json.dumps(await acall(fn, json.loads(text)))
 
 
-def call_json(fn, text):
+def call_json(fn: Callable[..., Any], text: str) -> str:
+    """`call` with the argument decoded from JSON text and the result encoded to it."""
     return json.dumps(call(fn, json.loads(text)))

@@ -1,0 +1,299 @@
+"""Type stubs of hail's compiled module (``hail._hail``); import ``hail``, not this.
+
+Kept in step with the Rust side by ``tests/test_stubs.py``: every public name and member
+of the module is declared here, and nothing else.
+"""
+
+import os
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    ClassVar,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    final,
+)
+
+__all__ = [
+    "Device",
+    "Events",
+    "Connect",
+    "Peer",
+    "Message",
+    "PeerJoined",
+    "PeerLeft",
+    "PeersChanged",
+    "DuplicateName",
+    "ErrorEvent",
+    "HailError",
+    "ConfigError",
+    "NetworkError",
+    "Closed",
+    "UnknownName",
+    "AmbiguousName",
+    "NotConnected",
+    "Full",
+    "TooLarge",
+    "Timeout",
+    "NoAnswer",
+    "Unreachable",
+    "ConnectionLost",
+    "RemoteError",
+    "UnknownMethod",
+    "BadArguments",
+    "Busy",
+    "AuthFailed",
+    "DEST_ALL",
+    "__version__",
+]
+__version__: str
+
+DEST_ALL: str
+"""pythonConnect's ``dest`` for every joined device: ``"toAll"``."""
+
+_Path = Union[str, "os.PathLike[str]"]
+# `interface=`: a name ("lo", "eth0"), an index or an address ("127.0.0.1"), or a list.
+_Interface = Union[str, Sequence[str], None]
+# Whom to send to or ask: a name, a list of names, or None (every joined peer).
+_To = Union[str, Sequence[str], None]
+_Json = Any
+
+# --- events ---------------------------------------------------------------------------
+
+@final
+class Peer:
+    """A joined device: name, id (hex), link addresses, signed metadata."""
+
+    __match_args__: ClassVar[Tuple[str, str, str, str]]
+    @property
+    def name(self) -> str:
+        """The device's name."""
+    @property
+    def id(self) -> str:
+        """Its id, hex (derived from the key its link proved)."""
+    @property
+    def addresses(self) -> List[str]:
+        """Its link addresses, ``"ip:port"``, best first."""
+    @property
+    def metadata(self) -> Dict[str, str]:
+        """The metadata it signed into its adverts (empty when none)."""
+
+@final
+class Message:
+    """A message from a peer; ``sender`` and ``sender_id`` come from its proven link."""
+
+    __match_args__: ClassVar[Tuple[str, str, str]]
+    @property
+    def sender(self) -> str:
+        """The sender's name."""
+    @property
+    def data(self) -> bytes:
+        """The message."""
+    @property
+    def sender_id(self) -> str:
+        """The sender's id, hex (``Peer.id``)."""
+
+@final
+class PeerJoined:
+    """A peer is connected and ready."""
+
+    __match_args__: ClassVar[Tuple[str]]
+    @property
+    def peer(self) -> Peer:
+        """Who."""
+
+@final
+class PeerLeft:
+    """A peer left: ``reason`` is ``"goodbye"``, ``"timeout"``, ``"connection_lost"`` or
+    ``"restarted"``."""
+
+    __match_args__: ClassVar[Tuple[str, str]]
+    @property
+    def peer(self) -> Peer:
+        """Who."""
+    @property
+    def reason(self) -> str:
+        """Why."""
+
+@final
+class PeersChanged:
+    """The joined peers changed: all of them now, sorted by name then id."""
+
+    __match_args__: ClassVar[Tuple[str]]
+    @property
+    def peers(self) -> List[Peer]:
+        """The joined peers."""
+
+@final
+class DuplicateName:
+    """Several live devices share a name (addressing it raises ``AmbiguousName``)."""
+
+    __match_args__: ClassVar[Tuple[str, str]]
+    @property
+    def name(self) -> str:
+        """The name."""
+    @property
+    def ids(self) -> List[str]:
+        """The ids (hex) that hold it."""
+
+@final
+class ErrorEvent:
+    """Something went wrong while the device runs; it keeps running."""
+
+    __match_args__: ClassVar[Tuple[str, str]]
+    @property
+    def kind(self) -> str:
+        """``"auth_failed"``, ``"dial_failed"``, ``"events_dropped"`` ..."""
+    @property
+    def message(self) -> str:
+        """The Rust error's message."""
+
+_Event = Union[PeersChanged, PeerJoined, PeerLeft, Message, DuplicateName, ErrorEvent]
+
+@final
+class Events:
+    """The device's events, an async iterator (``Device.events()``)."""
+
+    def __aiter__(self) -> "Events": ...
+    def __anext__(self) -> Awaitable[_Event]: ...
+
+# --- the asyncio device ---------------------------------------------------------------
+
+@final
+class Device:
+    """A device on the network: advertises itself, finds the others, sends to them by
+    name, asks them questions and calls their methods. Bytes in, bytes out."""
+
+    def __new__(
+        cls,
+        name: str,
+        passphrase: Optional[str] = None,
+        interface: _Interface = None,
+        group: Optional[str] = None,
+        listen: Optional[str] = None,
+        *,
+        identity_file: Optional[_Path] = None,
+        known_devices: Optional[_Path] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+    ) -> "Device": ...
+    @property
+    def name(self) -> str:
+        """The device name."""
+    @property
+    def id(self) -> str:
+        """The device's id, hex."""
+    @property
+    def address(self) -> str:
+        """The ``"ip:port"`` links are accepted on."""
+    @property
+    def group(self) -> str:
+        """The discovery group, ``"addr:port"``."""
+    def peers(self) -> Dict[str, Peer]:
+        """The joined peers by name."""
+    def send(self, to: _To, data: bytes) -> Awaitable[Any]:
+        """For one name: ``None``, or raises. For a list or None: a dict name -> ``None``
+        or the exception."""
+    def send_nowait(self, to: str, data: bytes) -> None:
+        """Queues ``data`` now, or raises ``Full`` (``NotConnected``, ``UnknownName`` ...)."""
+    def ask(
+        self, to: _To, question: bytes, timeout: float = 2.0
+    ) -> Awaitable[Dict[str, Union[bytes, "HailError"]]]:
+        """A dict name -> answer, or the exception (``NoAnswer`` for no answer in time)."""
+    def on_question(
+        self, handler: Callable[[str, bytes], Union[bytes, Awaitable[bytes]]]
+    ) -> None:
+        """Answers peers' questions with ``handler(sender_name, question)``; once."""
+    def bind(self, method: str, handler: Callable[[_Json], Union[_Json, Awaitable[_Json]]]) -> None:
+        """Serves the named method: JSON-compatible argument and result."""
+    def call(
+        self, to: str, method: str, arg: _Json = None, timeout: float = 2.0
+    ) -> Awaitable[_Json]:
+        """Calls a peer's named method; its result decoded from JSON."""
+    def events(self) -> Events:
+        """``async for event in dev.events()``, until the device is closed."""
+    def close(self) -> Awaitable[None]:
+        """Says goodbye and stops; twice does nothing."""
+    def __aenter__(self) -> Awaitable["Device"]: ...
+    def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Awaitable[None]: ...
+
+# --- pythonConnect's synchronous front ------------------------------------------------
+
+@final
+class Connect:
+    """pythonConnect's ``Connect`` on hail: text in, text out; callbacks on a thread of
+    their own; methods block with the GIL released."""
+
+    DEST_ALL: ClassVar[str]
+    def __new__(
+        cls,
+        name: Optional[str] = None,
+        fr: Optional[Callable[[str, str], Any]] = None,
+        fhu: Optional[Callable[[Dict[str, Optional[Tuple[str, int]]]], Any]] = None,
+        fe: Optional[Callable[[BaseException], Any]] = None,
+        fa: Optional[Callable[[str, str], Any]] = None,
+        *,
+        passphrase: Optional[str] = None,
+        interface: _Interface = None,
+        group: Optional[str] = None,
+        listen: Optional[str] = None,
+        multicast_ip: Optional[str] = None,
+        port: Optional[int] = None,
+        identity_file: Optional[_Path] = None,
+        known_devices: Optional[_Path] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+    ) -> "Connect": ...
+    @property
+    def name(self) -> str:
+        """The device name."""
+    @property
+    def remoteDevices(self) -> Dict[str, Optional[Tuple[str, int]]]:
+        """The joined devices: name -> ``(ip, port)``."""
+    def sendMessage(self, message: str, dest: _To) -> None:
+        """Sends; failed targets go to ``fe``."""
+    def send_message(self, message: str, dest: _To) -> Dict[str, Optional["HailError"]]:
+        """Sends; a dict name -> ``None`` or the exception."""
+    def askDevice(self, question: str, dest: _To, timeout: float = 2.0) -> Dict[str, str]:
+        """A dict name -> answer, ``""`` for no answer in time."""
+    def ask_device(
+        self, question: str, dest: _To, timeout: float = 2.0
+    ) -> Dict[str, Union[str, "HailError"]]:
+        """A dict name -> answer, or the exception (``NoAnswer`` ...)."""
+    def peers(self) -> List[str]:
+        """The joined devices' names."""
+    def close(self) -> None:
+        """Says goodbye and stops; twice does nothing."""
+    def leavingNetwork(self) -> None:
+        """pythonConnect's name for ``close()``."""
+    def __enter__(self) -> "Connect": ...
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None: ...
+
+# --- errors ---------------------------------------------------------------------------
+
+class HailError(Exception):
+    """Base of every hail error; ``kind`` names the failure."""
+
+    kind: ClassVar[str]
+
+class ConfigError(HailError): ...
+class NetworkError(HailError): ...
+class Closed(HailError): ...
+class UnknownName(HailError): ...
+class AmbiguousName(HailError): ...
+class NotConnected(HailError): ...
+class Full(HailError): ...
+class TooLarge(HailError): ...
+class Timeout(HailError): ...
+class NoAnswer(Timeout): ...
+class Unreachable(HailError): ...
+class ConnectionLost(HailError): ...
+class RemoteError(HailError): ...
+class UnknownMethod(RemoteError): ...
+class BadArguments(RemoteError): ...
+class Busy(HailError): ...
+class AuthFailed(HailError): ...
