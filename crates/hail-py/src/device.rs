@@ -83,23 +83,9 @@ pub(crate) fn builder(
     trust: Trust,
 ) -> PyResult<DeviceBuilder> {
     let mut b = Device::builder(name);
-    let mut interfaces = Vec::new();
-    if let Some(interface) = interface.filter(|i| !i.is_none()) {
-        let names: Vec<String> = if let Ok(s) = interface.cast::<PyString>() {
-            vec![s.extract::<String>()?]
-        } else {
-            interface.extract().map_err(|_| {
-                PyTypeError::new_err("`interface` must be a name or address, or a list of them")
-            })?
-        };
-        for n in &names {
-            let n = if n == "localhost" { "127.0.0.1" } else { n };
-            let i: Interface = n
-                .parse()
-                .map_err(|e| ConfigError::new_err(format!("interface {n:?}: {e}")))?;
-            interfaces.push(i.clone());
-            b = b.interface(i);
-        }
+    let interfaces = interfaces(interface)?;
+    for i in &interfaces {
+        b = b.interface(i.clone());
     }
     let group = group.map(|g| parse_addr("group", g)).transpose()?;
     if let Some(g) = group {
@@ -129,6 +115,29 @@ pub(crate) fn builder(
     Ok(b)
 }
 
+/// `interface=` from Python: a name (`"lo"`, `"eth0"`), an index or an address
+/// (`"127.0.0.1"`; `"localhost"` is 127.0.0.1), a list of them, or None (none named).
+pub(crate) fn interfaces(interface: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Interface>> {
+    let Some(interface) = interface.filter(|i| !i.is_none()) else {
+        return Ok(Vec::new());
+    };
+    let names: Vec<String> = if let Ok(s) = interface.cast::<PyString>() {
+        vec![s.extract::<String>()?]
+    } else {
+        interface.extract().map_err(|_| {
+            PyTypeError::new_err("`interface` must be a name or address, or a list of them")
+        })?
+    };
+    names
+        .iter()
+        .map(|n| {
+            let n = if n == "localhost" { "127.0.0.1" } else { n };
+            n.parse()
+                .map_err(|e| ConfigError::new_err(format!("interface {n:?}: {e}")))
+        })
+        .collect()
+}
+
 /// Where links listen without `listen`: with one interface, on its first address of the
 /// group's family (as the `hail` command does); else the device's default, every address.
 fn listen_ip(interfaces: &[Interface], v6: bool) -> PyResult<Option<IpAddr>> {
@@ -150,7 +159,8 @@ fn listen_ip(interfaces: &[Interface], v6: bool) -> PyResult<Option<IpAddr>> {
     Ok(info.addrs.iter().copied().find(usable))
 }
 
-fn parse_addr(what: &str, s: &str) -> PyResult<SocketAddr> {
+/// `"addr:port"` from Python, or `ConfigError` naming the setting `what`.
+pub(crate) fn parse_addr(what: &str, s: &str) -> PyResult<SocketAddr> {
     s.parse().map_err(|_| {
         ConfigError::new_err(format!(
             "{what} {s:?} is not an \"addr:port\" (e.g. \"239.255.72.76:5676\", \"[ff02::4d:1]:5676\")"

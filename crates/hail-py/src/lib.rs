@@ -3,6 +3,7 @@
 //!
 //! - `device`: `hail.Device` (asyncio) and the device state both fronts share.
 //! - `connect`: `hail.Connect`, pythonConnect's synchronous front, callbacks on a thread.
+//! - `channel`: `hail.Channel`, the multicast channel on its own (multisock's job).
 //! - `events`: the event classes, and the one conversion of `DeviceEvent`s.
 //! - `errors`: the exception classes under `hail.HailError`, and the conversions of the
 //!   Rust errors.
@@ -11,6 +12,7 @@
 //! `python/hail/` holds the Python side: `__init__.py` (re-exports), `_invoke.py` (calls
 //! the user's handlers), the type stubs and `py.typed`.
 
+mod channel;
 mod connect;
 mod device;
 mod errors;
@@ -26,6 +28,7 @@ fn _hail(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<device::PyDevice>()?;
     m.add_class::<device::Events>()?;
     m.add_class::<connect::PyConnect>()?;
+    m.add_class::<channel::PyChannel>()?;
     m.add_class::<events::Peer>()?;
     m.add_class::<events::Message>()?;
     m.add_class::<events::PeerJoined>()?;

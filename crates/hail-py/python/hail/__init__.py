@@ -3,7 +3,8 @@
 ``hail.Device`` is the asyncio device: it advertises itself on a multicast group, finds the
 others, keeps one authenticated link to each (encrypted with a passphrase), sends them
 messages by name, asks them questions and calls their named methods. ``hail.Connect`` is
-pythonConnect's synchronous front over the same device. Errors are exceptions under
+pythonConnect's synchronous front over the same device. ``hail.Channel`` is the multicast
+channel on its own: datagrams to and from a group, sealed with a passphrase. Errors are exceptions under
 ``hail.HailError``, each with a ``kind``.
 
 The work is done in Rust (the hail crates); this package is a thin binding.
@@ -15,6 +16,7 @@ from hail._hail import (
     AuthFailed,
     BadArguments,
     Busy,
+    Channel,
     Closed,
     ConfigError,
     Connect,
@@ -48,6 +50,7 @@ __all__ = [
     "AuthFailed",
     "BadArguments",
     "Busy",
+    "Channel",
     "Closed",
     "ConfigError",
     "Connect",

@@ -21,35 +21,36 @@ from typing import (
 )
 
 __all__ = [
-    "Device",
-    "Events",
+    "AmbiguousName",
+    "AuthFailed",
+    "BadArguments",
+    "Busy",
+    "Channel",
+    "Closed",
+    "ConfigError",
     "Connect",
-    "Peer",
+    "ConnectionLost",
+    "DEST_ALL",
+    "Device",
+    "DuplicateName",
+    "ErrorEvent",
+    "Events",
+    "Full",
+    "HailError",
     "Message",
+    "NetworkError",
+    "NoAnswer",
+    "NotConnected",
+    "Peer",
     "PeerJoined",
     "PeerLeft",
     "PeersChanged",
-    "DuplicateName",
-    "ErrorEvent",
-    "HailError",
-    "ConfigError",
-    "NetworkError",
-    "Closed",
-    "UnknownName",
-    "AmbiguousName",
-    "NotConnected",
-    "Full",
-    "TooLarge",
-    "Timeout",
-    "NoAnswer",
-    "Unreachable",
-    "ConnectionLost",
     "RemoteError",
+    "Timeout",
+    "TooLarge",
     "UnknownMethod",
-    "BadArguments",
-    "Busy",
-    "AuthFailed",
-    "DEST_ALL",
+    "UnknownName",
+    "Unreachable",
     "__version__",
 ]
 __version__: str
@@ -272,6 +273,38 @@ class Connect:
         """pythonConnect's name for ``close()``."""
     def __enter__(self) -> "Connect": ...
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None: ...
+
+# --- the multicast channel ------------------------------------------------------------
+
+@final
+class Channel:
+    """A UDP multicast group: datagrams to and from every member, sealed with a key from a
+    passphrase when one is given (dropped and counted when they do not open)."""
+
+    def __new__(
+        cls,
+        group: str,
+        passphrase: Optional[str] = None,
+        interface: _Interface = None,
+        ttl: int = 1,
+        loopback: bool = True,
+    ) -> "Channel": ...
+    @property
+    def group(self) -> str:
+        """The group, ``"addr:port"``."""
+    @property
+    def max_payload(self) -> int:
+        """The largest payload one datagram carries."""
+    def send(self, data: bytes) -> Awaitable[None]:
+        """Sends ``data`` to the group; ``TooLarge`` past ``max_payload``."""
+    def recv(self, timeout: Optional[float] = None) -> Awaitable[Tuple[bytes, str]]:
+        """The next datagram as ``(data, "ip:port")``; ``Timeout``, ``Closed``."""
+    def stats(self) -> Dict[str, int]:
+        """The counters: sent, delivered, dropped by reason."""
+    def close(self) -> None:
+        """Leaves the group; a waiting ``recv`` raises ``Closed``."""
+    def __aenter__(self) -> Awaitable["Channel"]: ...
+    def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Awaitable[None]: ...
 
 # --- errors ---------------------------------------------------------------------------
 
