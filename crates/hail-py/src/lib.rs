@@ -4,6 +4,7 @@
 //! - `device`: `hail.Device` (asyncio) and the device state both fronts share.
 //! - `connect`: `hail.Connect`, pythonConnect's synchronous front, callbacks on a thread.
 //! - `channel`: `hail.Channel`, the multicast channel on its own (multisock's job).
+//! - `link`: `hail.Server` and `hail.Client`, framed links with callbacks (Python Comms').
 //! - `events`: the event classes, and the one conversion of `DeviceEvent`s.
 //! - `errors`: the exception classes under `hail.HailError`, and the conversions of the
 //!   Rust errors.
@@ -17,6 +18,7 @@ mod connect;
 mod device;
 mod errors;
 mod events;
+mod link;
 mod runtime;
 
 use pyo3::prelude::*;
@@ -29,6 +31,8 @@ fn _hail(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<device::Events>()?;
     m.add_class::<connect::PyConnect>()?;
     m.add_class::<channel::PyChannel>()?;
+    m.add_class::<link::PyServer>()?;
+    m.add_class::<link::PyClient>()?;
     m.add_class::<events::Peer>()?;
     m.add_class::<events::Message>()?;
     m.add_class::<events::PeerJoined>()?;

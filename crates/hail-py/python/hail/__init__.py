@@ -4,7 +4,8 @@
 others, keeps one authenticated link to each (encrypted with a passphrase), sends them
 messages by name, asks them questions and calls their named methods. ``hail.Connect`` is
 pythonConnect's synchronous front over the same device. ``hail.Channel`` is the multicast
-channel on its own: datagrams to and from a group, sealed with a passphrase. Errors are exceptions under
+channel on its own: datagrams to and from a group, sealed with a passphrase. ``hail.Server``
+and ``hail.Client`` are framed links with callbacks, Python Comms' wire included. Errors are exceptions under
 ``hail.HailError``, each with a ``kind``.
 
 The work is done in Rust (the hail crates); this package is a thin binding.
@@ -17,6 +18,7 @@ from hail._hail import (
     BadArguments,
     Busy,
     Channel,
+    Client,
     Closed,
     ConfigError,
     Connect,
@@ -36,6 +38,7 @@ from hail._hail import (
     PeerLeft,
     PeersChanged,
     RemoteError,
+    Server,
     Timeout,
     TooLarge,
     UnknownMethod,
@@ -51,6 +54,7 @@ __all__ = [
     "BadArguments",
     "Busy",
     "Channel",
+    "Client",
     "Closed",
     "ConfigError",
     "Connect",
@@ -70,6 +74,7 @@ __all__ = [
     "PeerLeft",
     "PeersChanged",
     "RemoteError",
+    "Server",
     "Timeout",
     "TooLarge",
     "UnknownMethod",

@@ -26,6 +26,7 @@ __all__ = [
     "BadArguments",
     "Busy",
     "Channel",
+    "Client",
     "Closed",
     "ConfigError",
     "Connect",
@@ -46,6 +47,7 @@ __all__ = [
     "PeerLeft",
     "PeersChanged",
     "RemoteError",
+    "Server",
     "Timeout",
     "TooLarge",
     "UnknownMethod",
@@ -304,6 +306,78 @@ class Channel:
     def close(self) -> None:
         """Leaves the group; a waiting ``recv`` raises ``Closed``."""
     def __aenter__(self) -> Awaitable["Channel"]: ...
+    def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Awaitable[None]: ...
+
+# --- framed links ---------------------------------------------------------------------
+
+_Mode = str  # "bytes", "string" or "json"
+
+@final
+class Server:
+    """A framed TCP server for many clients; callbacks for connect, message and close."""
+
+    def __new__(
+        cls,
+        listen: str = "127.0.0.1:0",
+        *,
+        passphrase: Optional[str] = None,
+        mode: _Mode = "bytes",
+        python_comms: bool = False,
+        max_clients: Optional[int] = None,
+        on_connect: Optional[Callable[[int, str], Any]] = None,
+        on_message: Optional[Callable[[int, Any], Any]] = None,
+        on_close: Optional[Callable[[int, str], Any]] = None,
+    ) -> "Server": ...
+    @property
+    def address(self) -> str:
+        """The ``"ip:port"`` the server accepts on."""
+    def clients(self) -> Dict[int, str]:
+        """The connected clients: id -> ``"ip:port"``."""
+    def send_to(self, client_id: int, message: Any) -> Awaitable[None]:
+        """Sends to one client, waiting while its queue is full."""
+    def broadcast(self, message: Any) -> int:
+        """Queues for every client; how many queued it."""
+    def disconnect(self, client_id: int) -> bool:
+        """Closes one client gracefully."""
+    def stats(self) -> Dict[str, int]:
+        """The server's counters."""
+    def close(self, deadline: float = 1.0) -> Awaitable[None]:
+        """Shuts down gracefully within ``deadline`` seconds."""
+    def __aenter__(self) -> Awaitable["Server"]: ...
+    def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Awaitable[None]: ...
+
+@final
+class Client:
+    """A framed TCP client that reconnects by itself; callbacks for connect, message and
+    close."""
+
+    def __new__(
+        cls,
+        address: str,
+        *,
+        passphrase: Optional[str] = None,
+        mode: _Mode = "bytes",
+        python_comms: bool = False,
+        reconnect: bool = True,
+        on_connect: Optional[Callable[[str], Any]] = None,
+        on_message: Optional[Callable[[Any], Any]] = None,
+        on_close: Optional[Callable[[str], Any]] = None,
+    ) -> "Client": ...
+    @property
+    def address(self) -> str:
+        """The server's ``"ip:port"``."""
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is up now."""
+    def send(self, message: Any) -> Awaitable[None]:
+        """Sends to the server (the outage buffer while disconnected)."""
+    def send_nowait(self, message: Any) -> None:
+        """Queues now, or raises ``Full``."""
+    def stats(self) -> Dict[str, int]:
+        """The client's counters."""
+    def close(self) -> Awaitable[int]:
+        """Closes gracefully; how many buffered messages were discarded."""
+    def __aenter__(self) -> Awaitable["Client"]: ...
     def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Awaitable[None]: ...
 
 # --- errors ---------------------------------------------------------------------------
