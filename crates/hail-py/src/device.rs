@@ -311,7 +311,11 @@ impl Handler {
                 .map_err(|e| describe(&e))?;
                 fut.await.map_err(|e| describe(&e))
             }
-            None => tokio::task::spawn_blocking(move || {
+            // Called right here, the runtime told that this thread may block for a while
+            // (`block_in_place`: its other tasks move to another worker), so a slow handler
+            // holds up nothing else, and a quick one costs no trip to another thread (a
+            // `spawn_blocking` per call cost about 100 us of an `ask` on this machine).
+            None => tokio::task::block_in_place(|| {
                 Python::attach(|py| {
                     let invoke = py.import("hail._invoke")?.getattr(helper)?;
                     let all: Vec<Py<PyAny>> =
@@ -319,9 +323,7 @@ impl Handler {
                     invoke.call1(PyTuple::new(py, all)?).map(Bound::unbind)
                 })
                 .map_err(|e| describe(&e))
-            })
-            .await
-            .unwrap_or_else(|e| Err(format!("handler thread failed: {e}"))),
+            }),
         }
     }
 }
@@ -674,6 +676,18 @@ impl Events {
 
     /// The next event; raises `StopAsyncIteration` once the device is closed.
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        // The fast path: an event already waiting is handed over in a future completed at
+        // once on the running loop, with no trip through the runtime's threads (each such
+        // trip wakes the event loop from another thread: tens of microseconds per event).
+        // Only when no other read is in flight (it holds the stream), so order is kept.
+        if let Ok(mut s) = self.stream.try_lock()
+            && let Some(e) = s.try_recv()
+        {
+            let event = event_to_py(py, e)?;
+            let fut = pyo3_async_runtimes::get_running_loop(py)?.call_method0("create_future")?;
+            fut.call_method1("set_result", (event,))?;
+            return Ok(fut);
+        }
         let stream = self.stream.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let event = stream.lock().await.recv().await;
@@ -683,4 +697,54 @@ impl Events {
             }
         })
     }
+
+    /// `await events.batch(max=256)`: every event waiting now, up to `max`, as a list (at
+    /// least one: it waits for the first). An empty list once the device is closed. For
+    /// a receiver of many messages: one await per batch rather than per event.
+    #[pyo3(signature = (max=256))]
+    fn batch<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyAny>> {
+        let max = max.max(1);
+        if let Ok(mut s) = self.stream.try_lock() {
+            let mut ready = Vec::new();
+            while ready.len() < max
+                && let Some(e) = s.try_recv()
+            {
+                ready.push(e);
+            }
+            if !ready.is_empty() {
+                let list = events_to_list(py, ready)?;
+                let fut =
+                    pyo3_async_runtimes::get_running_loop(py)?.call_method0("create_future")?;
+                fut.call_method1("set_result", (list,))?;
+                return Ok(fut);
+            }
+        }
+        let stream = self.stream.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let mut s = stream.lock().await;
+            let mut ready = Vec::new();
+            if let Some(first) = s.recv().await {
+                ready.push(first);
+                while ready.len() < max
+                    && let Some(e) = s.try_recv()
+                {
+                    ready.push(e);
+                }
+            }
+            drop(s);
+            Python::attach(|py| events_to_list(py, ready).map(Bound::unbind))
+        })
+    }
+}
+
+/// Events as a Python list.
+fn events_to_list(
+    py: Python<'_>,
+    events: Vec<hail_discovery::DeviceEvent>,
+) -> PyResult<Bound<'_, pyo3::types::PyList>> {
+    let objs = events
+        .into_iter()
+        .map(|e| event_to_py(py, e))
+        .collect::<PyResult<Vec<_>>>()?;
+    pyo3::types::PyList::new(py, objs)
 }

@@ -265,3 +265,27 @@ def test_known_devices_pins_a_name_to_its_first_key(group, tmp_path):
     bounded(main())
     lines = [line.split("\t") for line in pins.read_text().splitlines() if line.strip()]
     assert [name for name, _key in lines] == ["beta"]
+
+
+def test_events_batch_hands_over_what_is_waiting_in_order(group):
+    async def main():
+        a, b = pair(group)
+        await joined(a, "beta")
+        await joined(b, "alpha")
+        for i in range(50):
+            a.send_nowait("beta", b"%d" % i)
+        events = b.events()
+        got = []
+        while len(got) < 50:
+            batch = await events.batch(max=16)
+            assert 1 <= len(batch) <= 16
+            got += [e.data for e in batch if isinstance(e, hail.Message)]
+        assert got == [b"%d" % i for i in range(50)]
+        await close(a, b)
+        # What was still waiting comes first (alpha's goodbye), then the end: [].
+        rest = []
+        while batch := await events.batch():
+            rest += batch
+        assert all(not isinstance(e, hail.Message) for e in rest)
+
+    bounded(main())

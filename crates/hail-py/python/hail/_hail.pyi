@@ -165,6 +165,8 @@ class Events:
 
     def __aiter__(self) -> "Events": ...
     def __anext__(self) -> Awaitable[_Event]: ...
+    def batch(self, max: int = 256) -> Awaitable[List[_Event]]:
+        """Every event waiting now, up to ``max`` (at least one); ``[]`` once closed."""
 
 # --- the asyncio device ---------------------------------------------------------------
 
