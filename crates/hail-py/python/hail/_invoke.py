@@ -1,0 +1,59 @@
+"""Calling the user's handlers for hail's Rust side (internal).
+
+A handler is a plain function or a coroutine function. `acall*` run on the event loop
+that was running when the handler was registered (hail schedules them there), `call*` on a
+worker thread of hail's own when no loop was running then. A handler that raises fails the
+peer's question or call with the exception's type and message, and is logged on the
+`hail` logger with its traceback.
+"""
+
+import inspect
+import json
+import logging
+from typing import Any, Callable
+
+_log = logging.getLogger("hail")
+
+
+def _no_loop(fn: Callable[..., Any]) -> TypeError:
+    """The error for a coroutine function registered where no event loop ran."""
+    return TypeError(
+        f"{getattr(fn, '__qualname__', fn)!r} returned an awaitable, but no event loop was "
+        "running when it was registered: register coroutine functions from async code"
+    )
+
+
+async def acall(fn: Callable[..., Any], *args: Any) -> Any:
+    """Calls `fn(*args)` on the running loop, awaiting what it returns if awaitable."""
+    try:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+    except Exception:
+        _log.exception("hail handler %r failed", getattr(fn, "__qualname__", fn))
+        raise
+
+
+def call(fn: Callable[..., Any], *args: Any) -> Any:
+    """Calls a plain `fn(*args)` on hail's worker thread (an awaitable result is an error)."""
+    try:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            raise _no_loop(fn)
+        return result
+    except Exception:
+        _log.exception("hail handler %r failed", getattr(fn, "__qualname__", fn))
+        raise
+
+
+async def acall_json(fn: Callable[..., Any], text: str) -> str:
+    """`acall` with the argument decoded from JSON text and the result encoded to it."""
+    return json.dumps(await acall(fn, json.loads(text)))
+
+
+def call_json(fn: Callable[..., Any], text: str) -> str:
+    """`call` with the argument decoded from JSON text and the result encoded to it."""
+    return json.dumps(call(fn, json.loads(text)))

@@ -1,0 +1,321 @@
+//! What a device reports, as Python objects: [`Peer`], and one class per
+//! [`DeviceEvent`] variant. [`event_to_py`] is the one place that converts events.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use hail_discovery::{DeviceEvent, LeaveReason, PeerInfo, RunError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+/// A joined device: its name, its id (hex: the key its link proved), where it can be
+/// dialed, and the metadata it signed into its adverts.
+#[pyclass(module = "hail", frozen, get_all)]
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    /// The device's name.
+    name: String,
+    /// Its id, as hex: derived from the key its link proved (stable across restarts for a
+    /// device with an identity file, else new each run).
+    id: String,
+    /// Its link addresses, `"ip:port"`, best first.
+    addresses: Vec<String>,
+    /// The metadata it signed into its announce, a dict str -> str (empty when none).
+    metadata: BTreeMap<String, String>,
+}
+
+#[pymethods]
+impl Peer {
+    /// The fields a `match` statement binds by position.
+    #[classattr]
+    fn __match_args__() -> (&'static str, &'static str, &'static str, &'static str) {
+        ("name", "id", "addresses", "metadata")
+    }
+
+    /// The object as text, for debugging.
+    fn __repr__(&self) -> String {
+        format!(
+            "Peer(name={:?}, id={:?}, addresses={:?}, metadata={:?})",
+            self.name, self.id, self.addresses, self.metadata
+        )
+    }
+
+    /// Equal when the name, id, addresses and metadata are.
+    fn __eq__(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.name == other.name
+            && self.addresses == other.addresses
+            && self.metadata == other.metadata
+    }
+}
+
+impl Peer {
+    pub(crate) fn from_info(p: &PeerInfo) -> Self {
+        Self {
+            name: p.name.clone(),
+            id: p.id.to_string(),
+            addresses: p.addresses.iter().map(SocketAddr::to_string).collect(),
+            metadata: p.metadata.clone(),
+        }
+    }
+
+    /// The name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The best address as `(ip, port)`, pythonConnect's form.
+    pub(crate) fn first_address(&self) -> Option<(String, u16)> {
+        let a: SocketAddr = self.addresses.first()?.parse().ok()?;
+        Some((a.ip().to_string(), a.port()))
+    }
+}
+
+/// A message from a peer: `sender` is the name the link's peer joined with, `sender_id`
+/// its id (hex), derived from the key the link proved; neither is a field of the message.
+#[pyclass(module = "hail", frozen, get_all)]
+#[derive(Debug)]
+pub(crate) struct Message {
+    /// The sender's name.
+    sender: String,
+    /// The message.
+    data: Py<PyBytes>,
+    /// The sender's id, as hex (the key its link proved: `Peer.id`).
+    sender_id: String,
+}
+
+#[pymethods]
+impl Message {
+    /// The fields a `match` statement binds by position.
+    #[classattr]
+    fn __match_args__() -> (&'static str, &'static str, &'static str) {
+        ("sender", "data", "sender_id")
+    }
+
+    /// The object as text, for debugging.
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "Message(sender={:?}, data=<{} bytes>, sender_id={:?})",
+            self.sender,
+            self.data.bind(py).as_bytes().len(),
+            self.sender_id
+        )
+    }
+}
+
+/// A peer is connected and ready.
+#[pyclass(module = "hail", frozen, get_all)]
+#[derive(Debug)]
+pub(crate) struct PeerJoined {
+    /// Who.
+    peer: Peer,
+}
+
+#[pymethods]
+impl PeerJoined {
+    /// The fields a `match` statement binds by position.
+    #[classattr]
+    fn __match_args__() -> (&'static str,) {
+        ("peer",)
+    }
+
+    /// The object as text, for debugging.
+    fn __repr__(&self) -> String {
+        format!("PeerJoined({})", self.peer.__repr__())
+    }
+}
+
+/// A peer left; `reason` is `"goodbye"`, `"timeout"`, `"connection_lost"` or `"restarted"`.
+#[pyclass(module = "hail", frozen, get_all)]
+#[derive(Debug)]
+pub(crate) struct PeerLeft {
+    /// Who.
+    peer: Peer,
+    /// Why.
+    reason: String,
+}
+
+#[pymethods]
+impl PeerLeft {
+    /// The fields a `match` statement binds by position.
+    #[classattr]
+    fn __match_args__() -> (&'static str, &'static str) {
+        ("peer", "reason")
+    }
+
+    /// The object as text, for debugging.
+    fn __repr__(&self) -> String {
+        format!(
+            "PeerLeft({}, reason={:?})",
+            self.peer.__repr__(),
+            self.reason
+        )
+    }
+}
+
+/// The joined peers changed: all of them now, sorted by name then id.
+#[pyclass(module = "hail", frozen, get_all)]
+#[derive(Debug)]
+pub(crate) struct PeersChanged {
+    /// The joined peers.
+    peers: Vec<Peer>,
+}
+
+#[pymethods]
+impl PeersChanged {
+    /// The fields a `match` statement binds by position.
+    #[classattr]
+    fn __match_args__() -> (&'static str,) {
+        ("peers",)
+    }
+
+    /// The object as text, for debugging.
+    fn __repr__(&self) -> String {
+        let names: Vec<&str> = self.peers.iter().map(Peer::name).collect();
+        format!("PeersChanged({names:?})")
+    }
+}
+
+/// Several live devices share a name (addressing it raises `AmbiguousName`).
+#[pyclass(module = "hail", frozen, get_all)]
+#[derive(Debug)]
+pub(crate) struct DuplicateName {
+    /// The name.
+    name: String,
+    /// The ids (hex) that hold it.
+    ids: Vec<String>,
+}
+
+#[pymethods]
+impl DuplicateName {
+    /// The fields a `match` statement binds by position.
+    #[classattr]
+    fn __match_args__() -> (&'static str, &'static str) {
+        ("name", "ids")
+    }
+
+    /// The object as text, for debugging.
+    fn __repr__(&self) -> String {
+        format!("DuplicateName({:?}, ids={:?})", self.name, self.ids)
+    }
+}
+
+/// Something went wrong while the device runs; it keeps running. `kind` is
+/// `"auth_failed"`, `"dial_failed"` or `"events_dropped"`.
+#[pyclass(module = "hail", frozen, get_all)]
+#[derive(Debug)]
+pub(crate) struct ErrorEvent {
+    /// What went wrong.
+    kind: String,
+    /// The Rust error's message.
+    message: String,
+}
+
+#[pymethods]
+impl ErrorEvent {
+    /// The fields a `match` statement binds by position.
+    #[classattr]
+    fn __match_args__() -> (&'static str, &'static str) {
+        ("kind", "message")
+    }
+
+    /// The object as text, for debugging.
+    fn __repr__(&self) -> String {
+        format!("ErrorEvent({:?}, {:?})", self.kind, self.message)
+    }
+}
+
+impl ErrorEvent {
+    /// The kind and message of a run error.
+    pub(crate) fn kind_and_message(e: &RunError) -> (&'static str, String) {
+        let kind = match e {
+            RunError::AuthFailed { .. } => "auth_failed",
+            RunError::DialFailed { .. } => "dial_failed",
+            RunError::EventsDropped { .. } => "events_dropped",
+            _ => "error",
+        };
+        (kind, e.to_string())
+    }
+}
+
+/// Why a peer left, as a word.
+pub(crate) fn leave_reason(r: &LeaveReason) -> String {
+    match r {
+        LeaveReason::Goodbye => "goodbye".into(),
+        LeaveReason::Timeout => "timeout".into(),
+        LeaveReason::ConnectionLost => "connection_lost".into(),
+        LeaveReason::Restarted => "restarted".into(),
+        #[allow(unreachable_patterns, reason = "LeaveReason is non_exhaustive")]
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// The Python object for a device event: the one conversion of [`DeviceEvent`]s.
+pub(crate) fn event_to_py(py: Python<'_>, event: DeviceEvent) -> PyResult<Py<PyAny>> {
+    let obj = match event {
+        DeviceEvent::Message {
+            from,
+            from_id,
+            payload,
+            ..
+        } => Py::new(
+            py,
+            Message {
+                sender: from,
+                data: PyBytes::new(py, &payload).unbind(),
+                sender_id: from_id.to_string(),
+            },
+        )?
+        .into_any(),
+        DeviceEvent::PeerJoined(peer) => Py::new(
+            py,
+            PeerJoined {
+                peer: Peer::from_info(&peer),
+            },
+        )?
+        .into_any(),
+        DeviceEvent::PeerLeft { peer, reason, .. } => Py::new(
+            py,
+            PeerLeft {
+                peer: Peer::from_info(&peer),
+                reason: leave_reason(&reason),
+            },
+        )?
+        .into_any(),
+        DeviceEvent::PeersChanged(peers) => Py::new(
+            py,
+            PeersChanged {
+                peers: peers.iter().map(Peer::from_info).collect(),
+            },
+        )?
+        .into_any(),
+        DeviceEvent::DuplicateName { name, ids, .. } => Py::new(
+            py,
+            DuplicateName {
+                name,
+                ids: ids.iter().map(ToString::to_string).collect(),
+            },
+        )?
+        .into_any(),
+        DeviceEvent::Error(e) => {
+            let (kind, message) = ErrorEvent::kind_and_message(&e);
+            Py::new(
+                py,
+                ErrorEvent {
+                    kind: kind.into(),
+                    message,
+                },
+            )?
+            .into_any()
+        }
+        other => Py::new(
+            py,
+            ErrorEvent {
+                kind: "unknown_event".into(),
+                message: format!("{other:?}"),
+            },
+        )?
+        .into_any(),
+    };
+    Ok(obj)
+}

@@ -1,0 +1,50 @@
+//! The Python package `hail`: PyO3 bindings over the hail crates, built by maturin as one
+//! abi3 wheel for CPython 3.9 and later. The logic stays in Rust; this crate converts.
+//!
+//! - `device`: `hail.Device` (asyncio) and the device state both fronts share.
+//! - `connect`: `hail.Connect`, pythonConnect's synchronous front, callbacks on a thread.
+//! - `channel`: `hail.Channel`, the multicast channel on its own (multisock's job).
+//! - `link`: `hail.Server` and `hail.Client`, framed links with callbacks (Python Comms').
+//! - `events`: the event classes, and the one conversion of `DeviceEvent`s.
+//! - `errors`: the exception classes under `hail.HailError`, and the conversions of the
+//!   Rust errors.
+//! - `runtime`: the module's tokio runtime and the blocking wait (GIL released, Ctrl-C).
+//!
+//! `python/hail/` holds the Python side: `__init__.py` (re-exports), `_invoke.py` (calls
+//! the user's handlers), the type stubs and `py.typed`.
+
+mod channel;
+mod connect;
+mod device;
+mod errors;
+mod events;
+mod link;
+mod runtime;
+
+use pyo3::prelude::*;
+
+/// The compiled part of the `hail` package (import `hail`, not `hail._hail`).
+#[pymodule]
+fn _hail(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<device::PyDevice>()?;
+    m.add_class::<device::Events>()?;
+    m.add_class::<connect::PyConnect>()?;
+    m.add_class::<channel::PyChannel>()?;
+    m.add_class::<link::PyServer>()?;
+    m.add_class::<link::PyClient>()?;
+    m.add_class::<events::Peer>()?;
+    m.add_class::<events::Message>()?;
+    m.add_class::<events::PeerJoined>()?;
+    m.add_class::<events::PeerLeft>()?;
+    m.add_class::<events::PeersChanged>()?;
+    m.add_class::<events::DuplicateName>()?;
+    m.add_class::<events::ErrorEvent>()?;
+    for (class, kind) in errors::classes(py) {
+        class.setattr("kind", kind)?;
+        m.add(class.name()?, class)?;
+    }
+    m.add("DEST_ALL", connect::DEST_ALL)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

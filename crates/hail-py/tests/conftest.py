@@ -1,0 +1,170 @@
+"""Helpers for hail's Python tests.
+
+Every test stays on loopback: each device is given ``interface="127.0.0.1"`` explicitly
+(multicast never leaves through another interface, TTL 1) and links listen on 127.0.0.1.
+Each test gets a group port of its own, so tests never hear each other. Every wait is
+bounded (``bounded``, process timeouts).
+"""
+
+import asyncio
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+LOOPBACK = "127.0.0.1"
+# How long any one wait in a test may take before it fails: far above what loopback needs.
+BOUND = 10.0
+
+_groups = itertools.count(1)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def group() -> str:
+    """A group of this test's own: 239.255.73.N on a free port."""
+    return f"239.255.73.{next(_groups) % 250 + 1}:{free_udp_port()}"
+
+
+def bounded(coro, timeout: float = BOUND):
+    """Runs `coro` in a new event loop, failing the test if it takes longer than `timeout`."""
+
+    async def main():
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(main())
+
+
+async def joined(device, *names, timeout: float = BOUND):
+    """Waits (bounded) until every name in `names` is a joined peer of `device`."""
+
+    async def wait():
+        events = device.events()
+        while not all(n in device.peers() for n in names):
+            await events.__anext__()
+
+    await asyncio.wait_for(wait(), timeout)
+
+
+def wait_until(predicate, timeout: float = BOUND, step: float = 0.01):
+    """Polls `predicate` (for the synchronous front's callbacks, which run on a thread)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {predicate}")
+        time.sleep(step)
+
+
+def hail_binary() -> Path:
+    """The `hail` command built by cargo: $HAIL_BIN, else target/{debug,release}/hail."""
+    if env := os.environ.get("HAIL_BIN"):
+        return Path(env)
+    root = Path(__file__).resolve().parents[3]
+    for profile in ("debug", "release"):
+        candidate = root / "target" / profile / "hail"
+        if candidate.exists():
+            return candidate
+    found = shutil.which("hail")
+    if found:
+        return Path(found)
+    pytest.skip("no `hail` binary: build it with `cargo build -p hail-cli` or set HAIL_BIN")
+
+
+class HailProcess:
+    """A `hail --json ...` process on loopback, its stdout read line by line."""
+
+    def __init__(self, args, group, passphrase=None):
+        env = dict(os.environ)
+        env.pop("HAIL_PASSPHRASE", None)
+        if passphrase is not None:
+            env["HAIL_PASSPHRASE"] = passphrase
+        cmd = [str(hail_binary()), "--json", "--interface", LOOPBACK, "--group", group, *args]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        import queue
+        import threading
+
+        # A thread reads stdout into a queue, so a wait for a line can be bounded.
+        self.lines = queue.Queue()
+
+        def read():
+            for line in self.proc.stdout:
+                self.lines.put(line)
+            self.lines.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+
+    def line(self, timeout: float = BOUND) -> dict:
+        """The next JSON line on stdout (bounded)."""
+        import json
+        import queue
+
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no output from hail within {timeout} s") from None
+        if line is None:
+            raise AssertionError(f"hail ended: {self.proc.wait(BOUND)}, {self.proc.stderr.read()}")
+        return json.loads(line)
+
+    def wait_for(self, event: str, timeout: float = BOUND) -> dict:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {event!r} line from hail within {timeout} s")
+            obj = self.line(left)
+            if obj.get("event") == event:
+                return obj
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(BOUND)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(BOUND)
+
+
+@pytest.fixture
+def hail_process():
+    started = []
+
+    def start(args, group, passphrase=None):
+        p = HailProcess(args, group, passphrase)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+def run_hail(args, group, passphrase=None, timeout: float = BOUND) -> subprocess.CompletedProcess:
+    """Runs a one-shot `hail --json` command on loopback (bounded)."""
+    env = dict(os.environ)
+    env.pop("HAIL_PASSPHRASE", None)
+    if passphrase is not None:
+        env["HAIL_PASSPHRASE"] = passphrase
+    cmd = [str(hail_binary()), "--json", "--interface", LOOPBACK, "--group", group, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

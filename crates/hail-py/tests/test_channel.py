@@ -1,0 +1,111 @@
+"""hail.Channel, the multicast channel, on loopback (TTL 1, interface named)."""
+
+import asyncio
+
+import pytest
+
+import hail
+from conftest import LOOPBACK, bounded, run_hail
+
+
+def channel(group, **kw):
+    return hail.Channel(group, interface=LOOPBACK, **kw)
+
+
+def test_datagrams_reach_every_member_with_their_sender(group):
+    async def main():
+        a, b = channel(group), channel(group)
+        await a.send(b"hello group")
+        data, sender = await b.recv(timeout=5)
+        assert data == b"hello group"
+        assert sender.startswith("127.0.0.1:")
+        # loopback=True (the default): a hears itself too.
+        assert (await a.recv(timeout=5))[0] == b"hello group"
+        assert a.stats()["sent"] == 1 and b.stats()["delivered"] == 1
+        a.close()
+        b.close()
+
+    bounded(main())
+
+
+def test_sealed_channels_open_only_their_own_passphrase(group):
+    async def main():
+        a = channel(group, passphrase="one passphrase")
+        b = channel(group, passphrase="one passphrase")
+        other = channel(group, passphrase="another passphrase")
+        plain = channel(group, loopback=False)
+        await a.send(b"sealed")
+        assert (await b.recv(timeout=5))[0] == b"sealed"
+        # The datagram reached `other` too (loopback delivers at once): it is dropped, counted.
+        with pytest.raises(hail.Timeout):
+            await other.recv(timeout=0.2)
+        assert other.stats()["dropped_wrong_key"] == 1
+        assert other.stats()["delivered"] == 0
+        # A plaintext channel gets the sealed bytes, which are longer than the data.
+        data, _ = await plain.recv(timeout=5)
+        assert data != b"sealed" and len(data) > len(b"sealed")
+        # Plaintext injected into the sealed group is dropped, never delivered.
+        await plain.send(b"forged")
+        with pytest.raises(hail.Timeout):
+            await b.recv(timeout=0.2)
+        assert b.stats()["dropped_malformed"] == 1
+        for c in (a, b, other, plain):
+            c.close()
+
+    bounded(main(), timeout=30)
+
+
+def test_close_ends_a_waiting_recv_and_later_calls(group):
+    async def main():
+        a = channel(group)
+        waiting = asyncio.ensure_future(a.recv())
+        await asyncio.sleep(0)  # let it start waiting
+        a.close()
+        with pytest.raises(hail.Closed):
+            await waiting
+        with pytest.raises(hail.Closed):
+            await a.send(b"x")
+        a.close()  # twice is fine
+
+    bounded(main())
+
+
+def test_bad_settings_and_oversized_data_raise(group):
+    with pytest.raises(hail.ConfigError):
+        hail.Channel("127.0.0.1:5000", interface=LOOPBACK)  # not a multicast group
+    with pytest.raises(hail.ConfigError):
+        hail.Channel(group, interface="no-such-if")
+
+    async def main():
+        a = channel(group)
+        with pytest.raises(hail.TooLarge):
+            await a.send(b"x" * (a.max_payload + 1))
+        a.close()
+
+    bounded(main())
+
+
+def test_a_python_channel_talks_to_hail_mcast(group):
+    secret = "shared by python and the cli"
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        py = channel(group, passphrase=secret)
+        # The CLI sends one sealed datagram; the Python channel opens it.
+        sent = await loop.run_in_executor(None, run_hail, ["mcast", "send", "from rust"], group, secret)
+        assert sent.returncode == 0, sent.stderr
+        assert (await py.recv(timeout=5))[0] == b"from rust"
+        # The CLI receives what Python sends (`--count 1`), with the same passphrase.
+        recv = loop.run_in_executor(
+            None, run_hail, ["mcast", "recv", "--count", "1", "--timeout", "8s"], group, secret
+        )
+        # Resend until the receiver is up (it joins the group after it starts).
+        while not recv.done():
+            await py.send(b"from python")
+            await asyncio.sleep(0.05)
+        r = await recv
+        assert r.returncode == 0, r.stderr
+        assert '"from python"' in r.stdout
+        py.close()
+
+    bounded(main(), timeout=30)

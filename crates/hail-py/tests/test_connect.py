@@ -1,0 +1,202 @@
+"""hail.Connect, pythonConnect's synchronous front, on loopback."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import hail
+from conftest import BOUND, LOOPBACK, wait_until
+
+
+class Recorder:
+    """pythonConnect-style callbacks that record what they were given, and on which thread."""
+
+    def __init__(self, answer=None):
+        self.messages = []
+        self.remotes = []
+        self.errors = []
+        self.threads = set()
+        self.answer = answer
+
+    def fr(self, message, source):
+        self.threads.add(threading.get_ident())
+        self.messages.append((message, source))
+
+    def fhu(self, remote_list):
+        self.remotes.append(dict(remote_list))
+
+    def fe(self, error):
+        self.errors.append(error)
+
+    def fa(self, question, source):
+        self.threads.add(threading.get_ident())
+        return self.answer(question, source) if self.answer else ""
+
+
+def connect(name, rec, group, **kw):
+    return hail.Connect(
+        fr=rec.fr, fhu=rec.fhu, fe=rec.fe, fa=rec.fa, name=name,
+        interface=LOOPBACK, group=group, **kw,
+    )
+
+
+def test_two_connects_message_and_ask(group):
+    ra = Recorder()
+    rb = Recorder(answer=lambda q, source: f"{source} asked {q}")
+    a = connect("lamp", ra, group)
+    b = connect("switch", rb, group)
+    try:
+        wait_until(lambda: "switch" in a.peers() and "lamp" in b.peers())
+        wait_until(lambda: any("switch" in r for r in ra.remotes))
+        ip, port = a.remoteDevices["switch"]
+        assert ip == "127.0.0.1" and port > 0
+
+        a.sendMessage("hello", "switch")
+        a.sendMessage("to all", hail.DEST_ALL)
+        wait_until(lambda: len(rb.messages) == 2)
+        assert rb.messages == [("hello", "lamp"), ("to all", "lamp")]
+        # Callbacks run on one thread of their own, not on the caller's.
+        assert len(rb.threads) == 1 and threading.get_ident() not in rb.threads
+
+        assert a.askDevice("state?", "switch") == {"switch": "lamp asked state?"}
+        assert a.ask_device("state?", ["switch"]) == {"switch": "lamp asked state?"}
+        assert a.send_message("x", ["switch"]) == {"switch": None}
+    finally:
+        a.close()
+        b.close()
+    a.close()  # twice is fine
+
+
+def test_ask_device_tells_no_answer_from_an_empty_answer(group):
+    release = threading.Event()
+
+    def answer(q, source):
+        if q == "slow":
+            release.wait(BOUND)
+        return ""
+
+    ra, rb = Recorder(), Recorder(answer=answer)
+    a = connect("asker", ra, group)
+    b = connect("answerer", rb, group)
+    try:
+        wait_until(lambda: "answerer" in a.peers())
+        assert a.askDevice("quick", "answerer") == {"answerer": ""}
+        assert a.ask_device("quick", "answerer") == {"answerer": ""}
+        # pythonConnect's shape: "" for no answer in time; ask_device says which it was.
+        assert a.askDevice("slow", "answerer", timeout=0.2) == {"answerer": ""}
+        r = a.ask_device("slow", "answerer", timeout=0.2)["answerer"]
+        assert isinstance(r, hail.NoAnswer)
+        assert a.askDevice("quick", ["answerer", "nobody"]) == {"answerer": "", "nobody": ""}
+        assert isinstance(a.ask_device("q", "nobody")["nobody"], hail.UnknownName)
+    finally:
+        release.set()
+        a.close()
+        b.close()
+
+
+def test_errors_in_callbacks_and_unreachable_targets_go_to_fe(group):
+    def fa(q, source):
+        raise RuntimeError("the answer callback broke")
+
+    ra, rb = Recorder(), Recorder(answer=fa)
+    rb.fr = lambda message, source: 1 / 0
+    a = connect("one", ra, group)
+    b = hail.Connect(name="two", fr=rb.fr, fe=rb.fe, fa=rb.fa, interface=LOOPBACK, group=group)
+    try:
+        wait_until(lambda: "two" in a.peers())
+        a.sendMessage("boom", "two")
+        wait_until(lambda: any(isinstance(e, ZeroDivisionError) for e in rb.errors))
+        r = a.ask_device("q", "two")["two"]
+        assert isinstance(r, hail.RemoteError) and "the answer callback broke" in str(r)
+        wait_until(lambda: any(isinstance(e, RuntimeError) for e in rb.errors))
+        a.sendMessage("lost", "nobody")  # pythonConnect never raised here: fe hears of it
+        wait_until(lambda: any(isinstance(e, hail.UnknownName) for e in ra.errors))
+    finally:
+        a.close()
+        b.close()
+
+
+def test_keywords_of_pythonconnect_make_the_group(group):
+    ip, port = group.rsplit(":", 1)
+    c = hail.Connect(name="kw", multicast_ip=ip, port=int(port), interface=LOOPBACK)
+    try:
+        assert c.name == "kw"
+    finally:
+        c.leavingNetwork()
+
+
+def test_ctrl_c_interrupts_a_blocking_ask(group):
+    """SIGINT during askDevice raises KeyboardInterrupt at once, not at the timeout."""
+    script = textwrap.dedent(
+        f"""
+        import sys, threading, time
+        import hail
+        release = threading.Event()
+        def fa(q, source):
+            print("asking", flush=True)  # the question arrived: askDevice is waiting
+            release.wait(30)
+            return ""
+        a = hail.Connect(name="a", interface="127.0.0.1", group="{group}")
+        b = hail.Connect(name="b", fa=fa, interface="127.0.0.1", group="{group}")
+        deadline = time.monotonic() + 10
+        while "b" not in a.peers() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        start = time.monotonic()
+        try:
+            a.askDevice("?", "b", timeout=30)
+            print("no interrupt")
+        except KeyboardInterrupt:
+            print(f"interrupted after {{time.monotonic() - start:.2f}} s", flush=True)
+        release.set()
+        a.close()
+        b.close()
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "asking"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=BOUND)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert out.startswith("interrupted after"), (out, err)
+    assert float(out.split()[2]) < 2.0
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signals")
+def test_the_gil_is_released_while_a_connect_waits(group):
+    """Another Python thread keeps running while askDevice waits."""
+    release = threading.Event()
+    ra, rb = Recorder(), Recorder(answer=lambda q, s: release.wait(BOUND) and "done")
+    a = connect("waiter", ra, group)
+    b = connect("slowpoke", rb, group)
+    ticks = []
+    stop = threading.Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(1)
+            if len(ticks) == 50:
+                release.set()  # the answer comes only once this thread has run a while
+            stop.wait(0.001)
+
+    try:
+        wait_until(lambda: "slowpoke" in a.peers())
+        t = threading.Thread(target=ticker)
+        t.start()
+        assert a.askDevice("?", "slowpoke", timeout=BOUND) == {"slowpoke": "done"}
+        assert len(ticks) >= 50
+    finally:
+        stop.set()
+        release.set()
+        a.close()
+        b.close()

@@ -1,0 +1,291 @@
+"""hail.Device between two Python devices on loopback."""
+
+import asyncio
+
+import pytest
+
+import hail
+from conftest import LOOPBACK, bounded, joined
+
+
+def pair(group, passphrase=None):
+    a = hail.Device("alpha", passphrase=passphrase, interface=LOOPBACK, group=group)
+    b = hail.Device("beta", passphrase=passphrase, interface=LOOPBACK, group=group)
+    return a, b
+
+
+async def close(*devices):
+    for d in devices:
+        await d.close()
+
+
+def test_exceptions_form_one_hierarchy_with_kinds():
+    assert issubclass(hail.NoAnswer, hail.Timeout)
+    assert issubclass(hail.Timeout, hail.HailError)
+    assert issubclass(hail.UnknownMethod, hail.RemoteError)
+    assert issubclass(hail.HailError, Exception)
+    assert hail.NoAnswer.kind == "no_answer"
+    assert hail.Full.kind == "full"
+    assert hail.NotConnected("x").kind == "not_connected"
+
+
+def test_bad_settings_raise_config_errors(group):
+    with pytest.raises(hail.ConfigError, match="addr:port"):
+        hail.Device("x", interface=LOOPBACK, group="not-a-group")
+    with pytest.raises(hail.ConfigError):
+        hail.Device("", interface=LOOPBACK, group=group)
+    with pytest.raises(hail.ConfigError, match="no-such-if"):
+        hail.Device("x", interface="no-such-if", group=group)
+
+
+def test_two_devices_join_send_and_ask(group):
+    async def main():
+        a, b = pair(group)
+        assert a.address.startswith("127.0.0.1:")
+        await joined(a, "beta")
+        await joined(b, "alpha")
+        assert set(a.peers()) == {"beta"}
+        assert a.peers()["beta"].id == b.id
+
+        b.on_question(lambda sender, q: sender.encode() + b":" + q.upper())
+        answers = await a.ask("beta", b"state?")
+        assert answers == {"beta": b"alpha:STATE?"}
+
+        await a.send("beta", b"one")
+        a.send_nowait("beta", b"two")
+        events = b.events()
+        got = []
+        while len(got) < 2:
+            e = await events.__anext__()
+            if isinstance(e, hail.Message):
+                assert e.sender == "alpha"
+                # The id of the key alpha's link proved, as Peer.id and Device.id show it.
+                assert e.sender_id == a.id == b.peers()["alpha"].id
+                got.append(e.data)
+        assert got == [b"one", b"two"]
+        await close(a, b)
+
+    bounded(main())
+
+
+def test_ask_tells_no_answer_from_an_empty_answer(group):
+    async def main():
+        a, b = pair(group)
+        await joined(a, "beta")
+
+        async def answer(sender, q):
+            if q == b"slow":
+                await asyncio.sleep(5)
+            if q == b"fail":
+                raise ValueError("no such lamp")
+            return b""
+
+        b.on_question(answer)  # a coroutine function, run on this loop
+        assert (await a.ask("beta", b"quick")) == {"beta": b""}
+
+        slow = (await a.ask("beta", b"slow", timeout=0.3))["beta"]
+        assert isinstance(slow, hail.NoAnswer) and slow.kind == "no_answer"
+
+        failed = (await a.ask("beta", b"fail"))["beta"]
+        assert isinstance(failed, hail.RemoteError)
+        assert "ValueError: no such lamp" in str(failed)
+
+        both = await a.ask(["beta", "gamma"], b"quick")
+        assert both["beta"] == b""
+        assert isinstance(both["gamma"], hail.UnknownName)
+        await close(a, b)
+
+    bounded(main())
+
+
+def test_a_device_without_question_handler_fails_the_question(group):
+    async def main():
+        a, b = pair(group)
+        await joined(a, "beta")
+        r = (await a.ask("beta", b"?"))["beta"]
+        assert isinstance(r, hail.RemoteError)
+        with pytest.raises(hail.HailError):
+            b.on_question(lambda s, q: q)
+            b.on_question(lambda s, q: q)  # once per device
+        await close(a, b)
+
+    bounded(main())
+
+
+def test_send_raises_typed_errors(group):
+    async def main():
+        a, b = pair(group)
+        await joined(a, "beta")
+        with pytest.raises(hail.UnknownName) as e:
+            await a.send("gamma", b"x")
+        assert e.value.kind == "unknown_name"
+        with pytest.raises(hail.UnknownName):
+            a.send_nowait("gamma", b"x")
+        results = await a.send(["beta", "gamma"], b"x")
+        assert results["beta"] is None
+        assert isinstance(results["gamma"], hail.UnknownName)
+        assert (await a.send(None, b"to all")) == {"beta": None}
+        with pytest.raises(TypeError):
+            await a.send(42, b"x")
+        await close(a, b)
+
+    bounded(main())
+
+
+def test_send_nowait_raises_full_when_the_link_has_no_room(group):
+    async def main():
+        a, b = pair(group)
+        await joined(a, "beta")
+        # beta never reads its events: its stream fills, it stops reading its link, the
+        # socket buffers fill, then alpha's send queue: send_nowait must say Full, not wait.
+        chunk = bytes(64 * 1024)
+        with pytest.raises(hail.Full) as e:
+            for _ in range(4096):  # 256 MiB at most; Full comes after a few MiB
+                a.send_nowait("beta", chunk)
+        assert e.value.kind == "full"
+        await close(a, b)
+
+    bounded(main(), timeout=30)
+
+
+def test_bind_and_call_carry_json(group):
+    async def main():
+        a, b = pair(group)
+        await joined(a, "beta")
+        b.bind("add", lambda args: {"sum": args[0] + args[1]})
+
+        async def slow(arg):
+            await asyncio.sleep(5)
+
+        b.bind("slow", slow)
+        assert await a.call("beta", "add", [20, 22]) == {"sum": 42}
+        with pytest.raises(hail.UnknownMethod):
+            await a.call("beta", "missing", None)
+        with pytest.raises(hail.Timeout):
+            await a.call("beta", "slow", 1, timeout=0.3)
+        with pytest.raises(hail.RemoteError, match="TypeError"):
+            await a.call("beta", "add", 5)  # 5[0]: TypeError
+        with pytest.raises(hail.UnknownName):
+            await a.call("gamma", "add", [1, 2])
+        await close(a, b)
+
+    bounded(main())
+
+
+def test_sealed_devices_talk(group):
+    async def main():
+        a, b = pair(group, passphrase="correct horse battery staple")
+        await joined(a, "beta")
+        b.on_question(lambda s, q: b"sealed " + q)
+        assert (await a.ask("beta", b"hello")) == {"beta": b"sealed hello"}
+        await close(a, b)
+
+    bounded(main(), timeout=30)
+
+
+def test_close_says_goodbye_and_ends_the_events(group):
+    async def main():
+        a, b = pair(group)
+        await joined(a, "beta")
+        events = a.events()
+        await b.close()
+        await b.close()  # twice is fine
+        with pytest.raises(hail.Closed):
+            await b.send("alpha", b"x")
+        with pytest.raises(hail.Closed):
+            b.peers()
+        while True:
+            e = await events.__anext__()
+            if isinstance(e, hail.PeerLeft):
+                assert e.peer.name == "beta" and e.reason == "goodbye"
+                break
+        await a.close()
+        with pytest.raises(StopAsyncIteration):
+            while True:
+                await events.__anext__()
+
+    bounded(main())
+
+
+def test_async_with_closes(group):
+    async def main():
+        async with hail.Device("solo", interface=LOOPBACK, group=group) as d:
+            assert d.name == "solo"
+        with pytest.raises(hail.Closed):
+            d.peers()
+
+    bounded(main())
+
+
+def test_identity_file_keeps_the_id_and_metadata_reaches_peers(group, tmp_path):
+    key = tmp_path / "beta.key"
+
+    async def main():
+        a = hail.Device("alpha", interface=LOOPBACK, group=group)
+        b = hail.Device(
+            "beta", interface=LOOPBACK, group=group, identity_file=key, metadata={"room": "lab-2"}
+        )
+        first = b.id
+        assert key.exists() and (key.stat().st_mode & 0o077) == 0
+        await joined(a, "beta")
+        seen = a.peers()["beta"]
+        assert seen.id == first and seen.metadata == {"room": "lab-2"}
+        await b.close()
+        # A restart from the same file is the same device: the same id.
+        b2 = hail.Device("beta", interface=LOOPBACK, group=group, identity_file=str(key))
+        assert b2.id == first
+        # Without a file, every start is a new key and id.
+        c1 = hail.Device("gamma", interface=LOOPBACK, group=group)
+        c2 = hail.Device("gamma2", interface=LOOPBACK, group=group)
+        assert c1.id != c2.id
+        await close(a, b2, c1, c2)
+
+    bounded(main())
+
+
+def test_bad_metadata_and_identity_files_raise_config_errors(group, tmp_path):
+    with pytest.raises(hail.ConfigError):
+        hail.Device("x", interface=LOOPBACK, group=group, metadata={"Bad Key!": "v"})
+    broken = tmp_path / "broken.key"
+    broken.write_bytes(b"not a key")
+    broken.chmod(0o600)
+    with pytest.raises(hail.ConfigError):
+        hail.Device("x", interface=LOOPBACK, group=group, identity_file=broken)
+
+
+def test_known_devices_pins_a_name_to_its_first_key(group, tmp_path):
+    pins = tmp_path / "known"
+
+    async def main():
+        a = hail.Device("alpha", interface=LOOPBACK, group=group, known_devices=pins)
+        b = hail.Device("beta", interface=LOOPBACK, group=group)
+        await joined(a, "beta")
+        await close(a, b)
+
+    bounded(main())
+    lines = [line.split("\t") for line in pins.read_text().splitlines() if line.strip()]
+    assert [name for name, _key in lines] == ["beta"]
+
+
+def test_events_batch_hands_over_what_is_waiting_in_order(group):
+    async def main():
+        a, b = pair(group)
+        await joined(a, "beta")
+        await joined(b, "alpha")
+        for i in range(50):
+            a.send_nowait("beta", b"%d" % i)
+        events = b.events()
+        got = []
+        while len(got) < 50:
+            batch = await events.batch(max=16)
+            assert 1 <= len(batch) <= 16
+            got += [e.data for e in batch if isinstance(e, hail.Message)]
+        assert got == [b"%d" % i for i in range(50)]
+        await close(a, b)
+        # What was still waiting comes first (alpha's goodbye), then the end: [].
+        rest = []
+        while batch := await events.batch():
+            rest += batch
+        assert all(not isinstance(e, hail.Message) for e in rest)
+
+    bounded(main())
