@@ -42,7 +42,7 @@ fn hex(s: &str) -> Vec<u8> {
 /// The bytes of the worked example in the module docs: the hex before each line's
 /// annotation in the first `text` block after "# Example".
 fn documented_example() -> Vec<u8> {
-    let doc = include_str!("../advert.rs");
+    let doc = include_str!("mod.rs");
     let example = &doc[doc.find("//! # Example").expect("an example section")..];
     let block = example.split("//! ```").nth(1).expect("a code block");
     let hex: String = block
@@ -180,7 +180,7 @@ fn the_largest_announce_fits_the_datagram_limit() {
     assert_eq!(bytes.len(), LARGEST_ANNOUNCE);
     assert!(bytes.len() <= MAX_ADVERT_LEN);
     assert!(
-        include_str!("../advert.rs").contains(&format!(
+        include_str!("mod.rs").contains(&format!(
             "largest possible announce is {LARGEST_ANNOUNCE} bytes"
         )),
         "the module docs quote the largest announce"

@@ -99,17 +99,22 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use hail_crypto::{Identity, PublicKey, Signature};
 use hail_wire::WireError;
-use serde::de::{Deserializer, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
 
 use crate::error::NameError;
 use crate::id::DeviceId;
+
+mod metadata;
+mod name;
+mod wire;
+
+pub use metadata::{MetadataError, validate_metadata};
+pub use name::{normalize_name, validate_name};
+use wire::*;
 
 /// The first four bytes of every discovery message: `HAIL`.
 pub const MAGIC: [u8; 4] = *b"HAIL";
@@ -192,81 +197,6 @@ impl fmt::Debug for Kind {
             None => write!(f, "Kind({:#04x})", self.0),
         }
     }
-}
-
-/// Why a metadata map is refused (see [`validate_metadata`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum MetadataError {
-    /// More entries than [`MAX_METADATA_ENTRIES`].
-    #[error("{count} metadata entries, the limit is {max}")]
-    TooManyEntries {
-        /// How many entries.
-        count: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// Keys and values together are longer than [`MAX_METADATA_LEN`] bytes.
-    #[error("{len} bytes of metadata, the limit is {max}")]
-    TooLong {
-        /// Bytes of keys and values.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// A key is empty, longer than [`MAX_METADATA_KEY_LEN`], or has a character other than
-    /// ASCII lower-case letters, digits, `.`, `_` and `-`.
-    #[error("invalid metadata key {0:?} (1 to 32 of a-z 0-9 . _ -)")]
-    InvalidKey(String),
-    /// A value has a control character.
-    #[error("metadata value of {0:?} has a control character")]
-    InvalidValue(String),
-    /// Keys on the wire are not in strictly ascending order (a repeated or unsorted key).
-    #[error("metadata keys not strictly ascending")]
-    NotCanonical,
-}
-
-/// Checks a metadata map: at most [`MAX_METADATA_ENTRIES`] entries, keys 1 to
-/// [`MAX_METADATA_KEY_LEN`] bytes of `a-z 0-9 . _ -`, values without control characters,
-/// keys and values together at most [`MAX_METADATA_LEN`] bytes.
-///
-/// ```
-/// use hail_discovery::{Metadata, MetadataError, validate_metadata};
-///
-/// let mut m = Metadata::new();
-/// m.insert("role".into(), "lamp".into());
-/// assert!(validate_metadata(&m).is_ok());
-/// m.insert("Role".into(), "x".into());
-/// assert!(matches!(validate_metadata(&m), Err(MetadataError::InvalidKey(_))));
-/// ```
-pub fn validate_metadata(m: &Metadata) -> Result<(), MetadataError> {
-    if m.len() > MAX_METADATA_ENTRIES {
-        return Err(MetadataError::TooManyEntries {
-            count: m.len(),
-            max: MAX_METADATA_ENTRIES,
-        });
-    }
-    let mut len = 0usize;
-    for (k, v) in m {
-        let key_ok = !k.is_empty()
-            && k.len() <= MAX_METADATA_KEY_LEN
-            && k.bytes()
-                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
-        if !key_ok {
-            return Err(MetadataError::InvalidKey(k.clone()));
-        }
-        if v.chars().any(char::is_control) {
-            return Err(MetadataError::InvalidValue(k.clone()));
-        }
-        len += k.len() + v.len();
-    }
-    if len > MAX_METADATA_LEN {
-        return Err(MetadataError::TooLong {
-            len,
-            max: MAX_METADATA_LEN,
-        });
-    }
-    Ok(())
 }
 
 /// A discovery message could not be encoded or decoded, or its signature does not verify.
@@ -352,84 +282,6 @@ pub enum AdvertError {
         source: WireError,
     },
 }
-
-/// Checks a device name against the rule of [`NameError`]: 1 to [`MAX_NAME_LEN`] bytes of
-/// UTF-8 in NFC, no control, format, separator, private-use, unassigned or blank-rendering
-/// character, and U+0020 as the only space, never at either end.
-///
-/// ```
-/// use hail_discovery::{NameError, validate_name};
-///
-/// assert!(validate_name("kitchen lamp ✓").is_ok());
-/// assert!(validate_name("Küche").is_ok());
-/// // A zero-width space makes "A\u{200B}" look like "A".
-/// assert_eq!(validate_name("A\u{200B}"), Err(NameError::InvisibleCharacter('\u{200B}')));
-/// // A right-to-left override turns what follows around.
-/// assert_eq!(validate_name("a\u{202E}b"), Err(NameError::InvisibleCharacter('\u{202E}')));
-/// assert_eq!(validate_name("lamp "), Err(NameError::Whitespace));
-/// // "u" followed by a combining diaeresis is "ü" in NFD.
-/// assert_eq!(validate_name("Ku\u{308}che"), Err(NameError::NotNormalized));
-/// ```
-pub fn validate_name(name: &str) -> Result<(), NameError> {
-    if name.is_empty() {
-        return Err(NameError::Empty);
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(NameError::TooLong {
-            len: name.len(),
-            max: MAX_NAME_LEN,
-        });
-    }
-    for c in name.chars() {
-        name_char(c)?;
-    }
-    if name.starts_with(' ') || name.ends_with(' ') {
-        return Err(NameError::Whitespace);
-    }
-    // Checked last: a quick check answers for almost every name without allocating.
-    if !unicode_normalization::is_nfc(name) {
-        return Err(NameError::NotNormalized);
-    }
-    Ok(())
-}
-
-/// Brings a name into Unicode normalization form C, the form [`validate_name`] requires;
-/// a name already in NFC comes back unchanged.
-pub fn normalize_name(name: &str) -> String {
-    use unicode_normalization::UnicodeNormalization;
-    if unicode_normalization::is_nfc_quick(name.chars()) == unicode_normalization::IsNormalized::Yes
-    {
-        return name.to_owned();
-    }
-    name.nfc().collect()
-}
-
-/// One character of a name, by its Unicode general category and the few blank-rendering
-/// letters and marks that categories do not catch.
-fn name_char(c: char) -> Result<(), NameError> {
-    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
-    match c.general_category() {
-        G::Control => Err(NameError::ControlCharacter),
-        G::Format
-        | G::LineSeparator
-        | G::ParagraphSeparator
-        | G::PrivateUse
-        | G::Surrogate
-        | G::Unassigned => Err(NameError::InvisibleCharacter(c)),
-        G::SpaceSeparator if c != ' ' => Err(NameError::Whitespace),
-        _ if BLANK.contains(&c) || ('\u{180B}'..='\u{180F}').contains(&c) => {
-            Err(NameError::InvisibleCharacter(c))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Letters and marks that render as nothing (Default_Ignorable_Code_Point in Unicode, but
-/// not of a category [`name_char`] refuses): the combining grapheme joiner, the Hangul
-/// fillers and the Khmer inherent vowels.
-const BLANK: [char; 7] = [
-    '\u{034F}', '\u{115F}', '\u{1160}', '\u{17B4}', '\u{17B5}', '\u{3164}', '\u{FFA0}',
-];
 
 /// What an announce says about its device, apart from who signed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -901,212 +753,6 @@ impl LinkMessage {
             }),
             kind => Err(AdvertError::UnknownKind { kind }),
         }
-    }
-}
-
-fn check_addresses(count: usize) -> Result<(), AdvertError> {
-    if count > MAX_ADDRESSES {
-        return Err(AdvertError::TooManyAddresses {
-            count,
-            max: MAX_ADDRESSES,
-        });
-    }
-    Ok(())
-}
-
-/// Writes the header, lets `body` append, and enforces `max`; restores `dst` on failure.
-fn encode_with(
-    kind: Kind,
-    max: usize,
-    dst: &mut Vec<u8>,
-    body: impl FnOnce(&mut Vec<u8>) -> Result<(), AdvertError>,
-) -> Result<(), AdvertError> {
-    let start = dst.len();
-    dst.extend_from_slice(&MAGIC);
-    dst.push(VERSION);
-    dst.push(kind.0);
-    let result = body(dst).and_then(|()| {
-        let len = dst.len() - start;
-        if len > max {
-            Err(AdvertError::TooLong { len, max })
-        } else {
-            Ok(())
-        }
-    });
-    if result.is_err() {
-        dst.truncate(start);
-    }
-    result
-}
-
-fn put<T: Serialize + ?Sized>(kind: Kind, value: &T, dst: &mut Vec<u8>) -> Result<(), AdvertError> {
-    let out = postcard::to_extend(value, std::mem::take(dst)).map_err(|e| AdvertError::Encode {
-        kind,
-        source: e.into(),
-    })?;
-    *dst = out;
-    Ok(())
-}
-
-fn split_header(bytes: &[u8], max: usize) -> Result<(Kind, &[u8]), AdvertError> {
-    if bytes.len() > max {
-        return Err(AdvertError::TooLong {
-            len: bytes.len(),
-            max,
-        });
-    }
-    if bytes.len() < HEADER_LEN {
-        return Err(AdvertError::TooShort { len: bytes.len() });
-    }
-    if bytes[..4] != MAGIC {
-        return Err(AdvertError::BadMagic);
-    }
-    if bytes[4] != VERSION {
-        return Err(AdvertError::UnsupportedVersion { version: bytes[4] });
-    }
-    Ok((Kind(bytes[5]), &bytes[HEADER_LEN..]))
-}
-
-/// The body before the trailing signature, and the signature.
-fn split_signature(kind: Kind, body: &[u8]) -> Result<(&[u8], Signature), AdvertError> {
-    let Some(at) = body.len().checked_sub(SIGNATURE_LEN) else {
-        return Err(AdvertError::Malformed {
-            kind,
-            source: WireError::Postcard(postcard::Error::DeserializeUnexpectedEnd),
-        });
-    };
-    let (body, sig) = body.split_at(at);
-    let sig: [u8; SIGNATURE_LEN] = sig.try_into().expect("split at the signature length");
-    Ok((body, Signature::from_bytes(sig)))
-}
-
-/// Refuses a signed message whose bytes are not the canonical encoding of what they
-/// decode to. postcard accepts overlong varints (`81 00` for 1), and signatures are checked
-/// over the canonical encoding, so without this one signed message would have many byte
-/// strings (and a prefix of an over-long string could pass for a whole message).
-fn check_canonical(kind: Kind, canonical: &[u8], received: &[u8]) -> Result<(), AdvertError> {
-    if canonical == received {
-        Ok(())
-    } else {
-        Err(AdvertError::Malformed {
-            kind,
-            source: WireError::Postcard(postcard::Error::DeserializeBadVarint),
-        })
-    }
-}
-
-fn body_from<T: serde::de::DeserializeOwned>(kind: Kind, body: &[u8]) -> Result<T, AdvertError> {
-    hail_wire::postcard_from_slice(body, MAX_DEPTH)
-        .map_err(|source| AdvertError::Malformed { kind, source })
-}
-
-// Wire structs. The borrowed ones encode, the owned ones decode; postcard writes a
-// `&str` as a `String` and a `&[T]` as a `Vec<T>`, so each pair has one byte layout.
-
-#[derive(Serialize)]
-struct AnnounceRef<'a> {
-    key: &'a [u8; 32],
-    seq: u64,
-    name: &'a str,
-    port: u16,
-    lease_ms: u32,
-    addresses: &'a [IpAddr],
-    metadata: &'a Metadata,
-}
-
-#[derive(Deserialize)]
-struct AnnounceOwned {
-    key: [u8; 32],
-    seq: u64,
-    name: String,
-    port: u16,
-    lease_ms: u32,
-    addresses: Bounded<IpAddr, MAX_ADDRESSES>,
-    metadata: Bounded<(String, String), MAX_METADATA_ENTRIES>,
-}
-
-impl Bounded<(String, String), MAX_METADATA_ENTRIES> {
-    /// The map, checked: at most the entry limit, keys strictly ascending (one encoding per
-    /// map), and valid as [`validate_metadata`] says.
-    fn into_map(self) -> Result<Metadata, AdvertError> {
-        if self.count > MAX_METADATA_ENTRIES {
-            return Err(MetadataError::TooManyEntries {
-                count: self.count,
-                max: MAX_METADATA_ENTRIES,
-            }
-            .into());
-        }
-        if self.items.windows(2).any(|w| w[0].0 >= w[1].0) {
-            return Err(MetadataError::NotCanonical.into());
-        }
-        let map: Metadata = self.items.into_iter().collect();
-        validate_metadata(&map)?;
-        Ok(map)
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct GoodbyeWire {
-    key: [u8; 32],
-    seq: u64,
-}
-
-#[derive(Serialize)]
-struct HelloRef<'a> {
-    tag: u64,
-    announce: &'a [u8],
-}
-
-#[derive(Deserialize)]
-struct HelloOwned {
-    tag: u64,
-    announce: Bounded<u8, MAX_ADVERT_LEN>,
-}
-
-#[derive(Serialize)]
-struct PeerRecordRef<'a> {
-    announce: &'a [u8],
-    observed: Option<IpAddr>,
-}
-
-#[derive(Deserialize)]
-struct PeerRecordOwned {
-    announce: Bounded<u8, MAX_ADVERT_LEN>,
-    observed: Option<IpAddr>,
-}
-
-/// A sequence that keeps at most `N` items while it is read and counts the rest, so an
-/// over-long list costs no memory beyond `N` items and still yields a typed error.
-struct Bounded<T, const N: usize> {
-    items: Vec<T>,
-    count: usize,
-}
-
-impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for Bounded<T, N> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct BoundedVisitor<T, const N: usize>(PhantomData<fn() -> T>);
-
-        impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for BoundedVisitor<T, N> {
-            type Value = Bounded<T, N>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "a sequence of at most {N} items")
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(N));
-                let mut count = 0usize;
-                while let Some(item) = seq.next_element::<T>()? {
-                    if items.len() < N {
-                        items.push(item);
-                    }
-                    count += 1;
-                }
-                Ok(Bounded { items, count })
-            }
-        }
-
-        d.deserialize_seq(BoundedVisitor::<T, N>(PhantomData))
     }
 }
 

@@ -1,0 +1,82 @@
+//! The device-name rule: what a name in an announce may be, and its normal form.
+
+use super::MAX_NAME_LEN;
+use crate::error::NameError;
+
+/// Checks a device name against the rule of [`NameError`]: 1 to [`MAX_NAME_LEN`] bytes of
+/// UTF-8 in NFC, no control, format, separator, private-use, unassigned or blank-rendering
+/// character, and U+0020 as the only space, never at either end.
+///
+/// ```
+/// use hail_discovery::{NameError, validate_name};
+///
+/// assert!(validate_name("kitchen lamp ✓").is_ok());
+/// assert!(validate_name("Küche").is_ok());
+/// // A zero-width space makes "A\u{200B}" look like "A".
+/// assert_eq!(validate_name("A\u{200B}"), Err(NameError::InvisibleCharacter('\u{200B}')));
+/// // A right-to-left override turns what follows around.
+/// assert_eq!(validate_name("a\u{202E}b"), Err(NameError::InvisibleCharacter('\u{202E}')));
+/// assert_eq!(validate_name("lamp "), Err(NameError::Whitespace));
+/// // "u" followed by a combining diaeresis is "ü" in NFD.
+/// assert_eq!(validate_name("Ku\u{308}che"), Err(NameError::NotNormalized));
+/// ```
+pub fn validate_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong {
+            len: name.len(),
+            max: MAX_NAME_LEN,
+        });
+    }
+    for c in name.chars() {
+        name_char(c)?;
+    }
+    if name.starts_with(' ') || name.ends_with(' ') {
+        return Err(NameError::Whitespace);
+    }
+    // Checked last: a quick check answers for almost every name without allocating.
+    if !unicode_normalization::is_nfc(name) {
+        return Err(NameError::NotNormalized);
+    }
+    Ok(())
+}
+
+/// Brings a name into Unicode normalization form C, the form [`validate_name`] requires;
+/// a name already in NFC comes back unchanged.
+pub fn normalize_name(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    if unicode_normalization::is_nfc_quick(name.chars()) == unicode_normalization::IsNormalized::Yes
+    {
+        return name.to_owned();
+    }
+    name.nfc().collect()
+}
+
+/// One character of a name, by its Unicode general category and the few blank-rendering
+/// letters and marks that categories do not catch.
+fn name_char(c: char) -> Result<(), NameError> {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
+    match c.general_category() {
+        G::Control => Err(NameError::ControlCharacter),
+        G::Format
+        | G::LineSeparator
+        | G::ParagraphSeparator
+        | G::PrivateUse
+        | G::Surrogate
+        | G::Unassigned => Err(NameError::InvisibleCharacter(c)),
+        G::SpaceSeparator if c != ' ' => Err(NameError::Whitespace),
+        _ if BLANK.contains(&c) || ('\u{180B}'..='\u{180F}').contains(&c) => {
+            Err(NameError::InvisibleCharacter(c))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Letters and marks that render as nothing (Default_Ignorable_Code_Point in Unicode, but
+/// not of a category [`name_char`] refuses): the combining grapheme joiner, the Hangul
+/// fillers and the Khmer inherent vowels.
+const BLANK: [char; 7] = [
+    '\u{034F}', '\u{115F}', '\u{1160}', '\u{17B4}', '\u{17B5}', '\u{3164}', '\u{FFA0}',
+];
