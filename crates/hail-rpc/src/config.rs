@@ -2,15 +2,19 @@
 
 use std::time::Duration;
 
-/// Limits of one RPC connection. Every field has a default, stated on its setter.
+/// Limits of one RPC connection, made by [`RpcConfig::builder`] (or
+/// [`RpcConfig::default`]). Every setting has a default, stated on its setter in
+/// [`RpcConfigBuilder`]; the getters of the same names read them back.
 ///
 /// ```
 /// use std::time::Duration;
 /// use hail_rpc::RpcConfig;
-/// let config = RpcConfig::default()
+/// let config = RpcConfig::builder()
 ///     .max_in_flight(256)
-///     .keep_replies_for(Duration::from_secs(10));
-/// assert_eq!(config.get_max_in_flight(), 256);
+///     .keep_replies_for(Duration::from_secs(10))
+///     .build();
+/// assert_eq!(config.max_in_flight(), 256);
+/// assert_eq!(config.max_concurrent_handlers(), 64);
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -43,12 +47,78 @@ impl Default for RpcConfig {
 }
 
 impl RpcConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> RpcConfigBuilder {
+        RpcConfigBuilder::default()
+    }
+
+    /// Calls awaiting a reply at once (see [`RpcConfigBuilder::max_in_flight`]).
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    /// Replies kept for `poll` at most (see [`RpcConfigBuilder::max_kept_replies`]).
+    pub fn max_kept_replies(&self) -> usize {
+        self.max_kept_replies
+    }
+
+    /// Bytes of kept reply bodies at most (see [`RpcConfigBuilder::max_kept_bytes`]).
+    pub fn max_kept_bytes(&self) -> usize {
+        self.max_kept_bytes
+    }
+
+    /// How long a `send` reply is waited for and kept (see
+    /// [`RpcConfigBuilder::keep_replies_for`]).
+    pub fn keep_replies_for(&self) -> Duration {
+        self.keep_replies_for
+    }
+
+    /// Handlers run at once for the peer (see
+    /// [`RpcConfigBuilder::max_concurrent_handlers`]).
+    pub fn max_concurrent_handlers(&self) -> usize {
+        self.max_concurrent_handlers
+    }
+
+    /// Requests that may wait for a handler slot (see
+    /// [`RpcConfigBuilder::max_queued_requests`]).
+    pub fn max_queued_requests(&self) -> usize {
+        self.max_queued_requests
+    }
+
+    /// Bytes of arguments queued requests may hold (see
+    /// [`RpcConfigBuilder::max_queued_bytes`]).
+    pub fn max_queued_bytes(&self) -> usize {
+        self.max_queued_bytes
+    }
+
+    /// Bytes that may wait in the outbox before the peer counts as a slow reader (see
+    /// [`RpcConfigBuilder::max_outbox_bytes`]).
+    pub fn max_outbox_bytes(&self) -> usize {
+        self.max_outbox_bytes
+    }
+
+    /// Whether handlers are first polled on the connection's task (see
+    /// [`RpcConfigBuilder::inline_first_poll`]).
+    pub fn inline_first_poll(&self) -> bool {
+        self.inline_first_poll
+    }
+}
+
+/// Builds an [`RpcConfig`]: each setter states its default and what it costs. Every value
+/// is usable (a count below its minimum is raised to it), so [`build`](Self::build)
+/// cannot fail.
+#[derive(Debug, Clone, Default)]
+pub struct RpcConfigBuilder {
+    config: RpcConfig,
+}
+
+impl RpcConfigBuilder {
     /// Calls this side may have awaiting a reply at once (default 1024, at least 1).
     /// `execute` and `send` wait for room beyond it: the caller's backpressure (`notify`,
     /// which awaits no reply, waits only for room in the link's send queue). Each costs a
     /// table entry of about 100 bytes.
     pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.max_in_flight = n.max(1);
+        self.config.max_in_flight = n.max(1);
         self
     }
 
@@ -56,7 +126,7 @@ impl RpcConfig {
     /// more arrives, the oldest kept reply is evicted and `poll` answers it with
     /// [`Expired`](crate::RpcError::Expired). Each costs its body plus about 100 bytes.
     pub fn max_kept_replies(mut self, n: usize) -> Self {
-        self.max_kept_replies = n.max(1);
+        self.config.max_kept_replies = n.max(1);
         self
     }
 
@@ -65,7 +135,7 @@ impl RpcConfig {
     /// reply larger than the limit alone is still kept. Bounds what a peer answering with
     /// huge bodies can make this side hold.
     pub fn max_kept_bytes(mut self, n: usize) -> Self {
-        self.max_kept_bytes = n;
+        self.config.max_kept_bytes = n;
         self
     }
 
@@ -73,14 +143,14 @@ impl RpcConfig {
     /// (default 60 s), each counted on its own. Past it the call is cancelled or the reply
     /// evicted, and `poll` answers [`Expired`](crate::RpcError::Expired).
     pub fn keep_replies_for(mut self, d: Duration) -> Self {
-        self.keep_replies_for = d;
+        self.config.keep_replies_for = d;
         self
     }
 
     /// Handlers this side runs at once for the peer (default 64, at least 1). Requests
     /// beyond it wait in a queue; they never stop the connection from reading replies.
     pub fn max_concurrent_handlers(mut self, n: usize) -> Self {
-        self.max_concurrent_handlers = n.max(1);
+        self.config.max_concurrent_handlers = n.max(1);
         self
     }
 
@@ -88,7 +158,7 @@ impl RpcConfig {
     /// Beyond it a request is answered [`Busy`](crate::RpcError::Busy) without running
     /// and a notification is dropped and counted.
     pub fn max_queued_requests(mut self, n: usize) -> Self {
-        self.max_queued_requests = n;
+        self.config.max_queued_requests = n;
         self
     }
 
@@ -96,7 +166,7 @@ impl RpcConfig {
     /// would pass it is answered [`Busy`](crate::RpcError::Busy) (a notification dropped),
     /// so a peer sending huge arguments cannot make this side hold more.
     pub fn max_queued_bytes(mut self, n: usize) -> Self {
-        self.max_queued_bytes = n;
+        self.config.max_queued_bytes = n;
         self
     }
 
@@ -126,7 +196,7 @@ impl RpcConfig {
     /// and a `BUSY` answer (about 10 bytes) per queued request. Both kinds of refusal are
     /// logged at warn level, at most once a second per connection.
     pub fn max_outbox_bytes(mut self, n: usize) -> Self {
-        self.max_outbox_bytes = n.max(1);
+        self.config.max_outbox_bytes = n.max(1);
         self
     }
 
@@ -140,47 +210,12 @@ impl RpcConfig {
     /// [`bind_blocking`](crate::RpcPeer::bind_blocking). With `false`, every handler runs
     /// in a task of its own from the start.
     pub fn inline_first_poll(mut self, on: bool) -> Self {
-        self.inline_first_poll = on;
+        self.config.inline_first_poll = on;
         self
     }
 
-    /// The in-flight limit.
-    pub fn get_max_in_flight(&self) -> usize {
-        self.max_in_flight
-    }
-
-    /// The kept-replies limit.
-    pub fn get_max_kept_replies(&self) -> usize {
-        self.max_kept_replies
-    }
-
-    /// The time a `send` reply is kept for.
-    pub fn get_keep_replies_for(&self) -> Duration {
-        self.keep_replies_for
-    }
-
-    /// The handler concurrency limit.
-    pub fn get_max_concurrent_handlers(&self) -> usize {
-        self.max_concurrent_handlers
-    }
-
-    /// The request queue limit.
-    pub fn get_max_queued_requests(&self) -> usize {
-        self.max_queued_requests
-    }
-
-    /// The kept-reply bytes limit.
-    pub fn get_max_kept_bytes(&self) -> usize {
-        self.max_kept_bytes
-    }
-
-    /// The queued-argument bytes limit.
-    pub fn get_max_queued_bytes(&self) -> usize {
-        self.max_queued_bytes
-    }
-
-    /// The outbox bytes limit.
-    pub fn get_max_outbox_bytes(&self) -> usize {
-        self.max_outbox_bytes
+    /// The configuration.
+    pub fn build(self) -> RpcConfig {
+        self.config
     }
 }

@@ -78,7 +78,7 @@ struct Driver {
 
 /// Runs one fuzz input; see the [module docs](self) for the records and the checks.
 pub fn session(data: &[u8]) -> Outcome {
-    let config = RpcConfig::default()
+    let config = RpcConfig::builder()
         .max_in_flight(MAX_IN_FLIGHT)
         .max_kept_replies(MAX_KEPT)
         .keep_replies_for(Duration::from_secs(30))
@@ -86,7 +86,8 @@ pub fn session(data: &[u8]) -> Outcome {
         .max_queued_requests(MAX_QUEUED)
         .max_kept_bytes(MAX_KEPT_BYTES)
         .max_queued_bytes(MAX_QUEUED_BYTES)
-        .max_outbox_bytes(MAX_OUTBOX_BYTES);
+        .max_outbox_bytes(MAX_OUTBOX_BYTES)
+        .build();
     let mut d = Driver {
         session: Session::new(&config),
         now: Instant::now(),

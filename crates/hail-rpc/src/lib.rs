@@ -118,7 +118,7 @@ pub mod packet;
 mod peer;
 pub mod proto;
 
-pub use config::RpcConfig;
+pub use config::{RpcConfig, RpcConfigBuilder};
 pub use error::{BindError, RpcError};
 pub use handler::Handlers;
 pub use link::{RpcClient, RpcServer, RpcServerEvent, SERVER_EVENT_CAPACITY};

@@ -207,7 +207,7 @@ async fn a_message_queued_behind_busy_handlers_survives_the_senders_shutdown() {
         .group(SocketAddr::from((Ipv4Addr::new(239, 255, 72, 85), 0)))
         .interface(Ipv4Addr::LOCALHOST)
         .listen("127.0.0.1:0".parse().unwrap())
-        .rpc(RpcConfig::default().max_concurrent_handlers(2))
+        .rpc(RpcConfig::builder().max_concurrent_handlers(2).build())
         .start()
         .await
         .expect("lamp starts");
@@ -270,9 +270,10 @@ async fn a_message_queued_behind_busy_handlers_survives_the_senders_shutdown() {
 /// has arrived: they still all arrive, in order, named by the link's peer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_wait_for_no_rpc_handler_and_keep_their_order() {
-    let rpc = hail_rpc::RpcConfig::default()
+    let rpc = hail_rpc::RpcConfig::builder()
         .inline_first_poll(false)
-        .max_concurrent_handlers(1);
+        .max_concurrent_handlers(1)
+        .build();
     let (lamp, mut events) = Device::builder("lamp")
         .rpc(rpc)
         .group(SocketAddr::from((Ipv4Addr::new(239, 255, 72, 84), 0)))

@@ -80,7 +80,13 @@ pub type Outcome = Result<Bytes, RpcError>;
 /// Small limits shared by the unit tests of the three tables.
 #[cfg(test)]
 fn test_config() -> crate::RpcConfig {
-    crate::RpcConfig::default()
+    test_builder().build()
+}
+
+/// [`test_config`]'s builder, for tests that change one limit.
+#[cfg(test)]
+fn test_builder() -> crate::RpcConfigBuilder {
+    crate::RpcConfig::builder()
         .max_in_flight(4)
         .max_kept_replies(3)
         .keep_replies_for(std::time::Duration::from_secs(10))

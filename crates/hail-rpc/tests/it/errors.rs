@@ -167,7 +167,7 @@ async fn binding_rules() {
 
 #[tokio::test]
 async fn kept_replies_are_evicted_by_count() {
-    let config = RpcConfig::default().max_kept_replies(2);
+    let config = RpcConfig::builder().max_kept_replies(2).build();
     let (a, b, _link) = pair_with(config, RpcConfig::default()).await;
     b.bind("id", |x: u32| async move { Ok::<_, String>(x) })
         .unwrap();
@@ -187,7 +187,9 @@ async fn kept_replies_are_evicted_by_count() {
 
 #[tokio::test(start_paused = true)]
 async fn kept_replies_are_evicted_by_age_and_never_hang_poll() {
-    let config = RpcConfig::default().keep_replies_for(Duration::from_secs(10));
+    let config = RpcConfig::builder()
+        .keep_replies_for(Duration::from_secs(10))
+        .build();
     let (a, b, _link) = memory_pair_with(config, RpcConfig::default());
     b.bind("id", |x: u32| async move { Ok::<_, String>(x) })
         .unwrap();
@@ -217,9 +219,10 @@ async fn kept_replies_are_evicted_by_age_and_never_hang_poll() {
 
 #[tokio::test]
 async fn a_full_handler_queue_answers_busy() {
-    let callee = RpcConfig::default()
+    let callee = RpcConfig::builder()
         .max_concurrent_handlers(1)
-        .max_queued_requests(1);
+        .max_queued_requests(1)
+        .build();
     let (a, b, _link) = pair_with(RpcConfig::default(), callee).await;
     let gate = Arc::new(Notify::new());
     let g = gate.clone();
@@ -297,7 +300,7 @@ async fn calls_without_a_connection_fail_fast_and_say_why() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handlers_in_tasks_of_their_own_behave_the_same() {
-    let spawned = RpcConfig::default().inline_first_poll(false);
+    let spawned = RpcConfig::builder().inline_first_poll(false).build();
     let (a, b, _link) = pair_with(RpcConfig::default(), spawned).await;
     b.bind("half", |x: u32| async move {
         if x % 2 == 1 {
@@ -327,9 +330,10 @@ async fn handlers_in_tasks_of_their_own_behave_the_same() {
 
 #[tokio::test(start_paused = true)]
 async fn unanswered_sends_do_not_hold_slots_forever() {
-    let config = RpcConfig::default()
+    let config = RpcConfig::builder()
         .max_in_flight(2)
-        .keep_replies_for(Duration::from_secs(10));
+        .keep_replies_for(Duration::from_secs(10))
+        .build();
     let (a, b, _link) = memory_pair_with(config, RpcConfig::default());
     b.bind("never", |(): ()| async {
         std::future::pending::<()>().await;

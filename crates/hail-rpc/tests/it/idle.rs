@@ -15,8 +15,10 @@ const T: Duration = Duration::from_secs(5);
 
 #[tokio::test(start_paused = true)]
 async fn idle_waits_for_calls_handlers_and_the_queue() {
-    let caller = RpcConfig::default().keep_replies_for(Duration::from_secs(10));
-    let callee = RpcConfig::default().max_concurrent_handlers(1);
+    let caller = RpcConfig::builder()
+        .keep_replies_for(Duration::from_secs(10))
+        .build();
+    let callee = RpcConfig::builder().max_concurrent_handlers(1).build();
     let (a, b, mut link) = memory_pair_with(caller, callee);
     tokio::time::timeout(T, async { tokio::join!(a.idle(), b.idle()) })
         .await

@@ -108,9 +108,11 @@ async fn hundred_clients_call_one_server_and_the_server_calls_them() {
 async fn the_in_flight_limit_makes_callers_wait() {
     use futures_util::FutureExt;
 
-    let (client, server, _link) =
-        crate::support::pair_with(RpcConfig::default().max_in_flight(2), RpcConfig::default())
-            .await;
+    let (client, server, _link) = crate::support::pair_with(
+        RpcConfig::builder().max_in_flight(2).build(),
+        RpcConfig::default(),
+    )
+    .await;
     let gate = Gate::bind(server.handlers(), "gated");
     let mut calls = JoinSet::new();
     for i in 0..2u32 {

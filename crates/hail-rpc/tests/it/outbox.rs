@@ -99,7 +99,7 @@ impl Answers {
 #[tokio::test(start_paused = true)]
 async fn a_peer_that_never_reads_costs_no_task_per_reply_and_is_refused_busy() {
     let config = RpcConfig::default();
-    let bound = config.get_max_outbox_bytes();
+    let bound = config.max_outbox_bytes();
     let (peer, driver, _rx) = target(config);
     let before = alive_tasks();
     let big = 64 << 10;
@@ -137,7 +137,7 @@ async fn a_peer_that_never_reads_costs_no_task_per_reply_and_is_refused_busy() {
 #[tokio::test(start_paused = true)]
 async fn past_twice_the_bound_requests_go_unanswered_and_a_reader_gets_the_rest() {
     let bound = 16 << 10;
-    let (peer, driver, mut rx) = target(RpcConfig::default().max_outbox_bytes(bound));
+    let (peer, driver, mut rx) = target(RpcConfig::builder().max_outbox_bytes(bound).build());
     let total = 20_000u32;
     for i in 0..total {
         driver.packet(&ping(i, if i < 100 { 1 << 10 } else { 0 }));
@@ -166,7 +166,7 @@ async fn past_twice_the_bound_requests_go_unanswered_and_a_reader_gets_the_rest(
 #[tokio::test(start_paused = true)]
 async fn a_slow_reader_gets_an_answer_to_every_request() {
     let bound = 64 << 10;
-    let (peer, driver, mut rx) = target(RpcConfig::default().max_outbox_bytes(bound));
+    let (peer, driver, mut rx) = target(RpcConfig::builder().max_outbox_bytes(bound).build());
     let total = 3_000u32;
     let before = alive_tasks();
     let reader = tokio::spawn(async move {
@@ -246,7 +246,7 @@ async fn over_tcp_a_client_that_never_reads_is_refused_with_bounded_memory() {
     let server = RpcServer::listen(
         crate::support::localhost(),
         ServerConfig::default(),
-        RpcConfig::default().max_outbox_bytes(bound),
+        RpcConfig::builder().max_outbox_bytes(bound).build(),
     )
     .await
     .expect("listens");
@@ -304,7 +304,7 @@ impl Outgoing for Budgeted {
 async fn queued_requests_count_in_the_link_budget() {
     const ARGS: usize = 10 * 1024;
     let budget = hail_link::Budget::new(1 << 20);
-    let (peer, driver) = RpcPeer::new(RpcConfig::default().max_concurrent_handlers(1));
+    let (peer, driver) = RpcPeer::new(RpcConfig::builder().max_concurrent_handlers(1).build());
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let g = Arc::clone(&gate);
     peer.bind("wait", move |b: Vec<u8>| {

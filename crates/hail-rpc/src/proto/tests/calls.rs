@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::method::Opcode;
-use crate::proto::test_config as config;
+use crate::proto::{test_builder as builder, test_config as config};
 
 fn ok(b: &'static [u8]) -> (Status, Bytes) {
     (Status::OK, Bytes::from_static(b))
@@ -46,7 +46,7 @@ fn retcodes_wrap_and_skip_those_in_use() {
 #[test]
 fn statuses_become_errors() {
     let t = Instant::now();
-    let mut c = Calls::<u32, ()>::new(&config().max_in_flight(16));
+    let mut c = Calls::<u32, ()>::new(&builder().max_in_flight(16).build());
     let cases = [
         (
             Status::UNKNOWN_METHOD,
@@ -132,7 +132,7 @@ fn a_waiting_poll_gets_the_reply_directly() {
 #[test]
 fn kept_replies_are_evicted_by_count() {
     let t = Instant::now();
-    let mut c = Calls::<u32, ()>::new(&config().max_in_flight(16));
+    let mut c = Calls::<u32, ()>::new(&builder().max_in_flight(16).build());
     let rs: Vec<_> = (0..5)
         .map(|_| c.start("m".into(), true, None, (), t).unwrap())
         .collect();
@@ -152,7 +152,7 @@ fn kept_replies_are_evicted_by_count() {
 #[test]
 fn kept_replies_are_evicted_by_bytes() {
     let t = Instant::now();
-    let mut c = Calls::<u32, ()>::new(&config().max_in_flight(16).max_kept_bytes(10));
+    let mut c = Calls::<u32, ()>::new(&builder().max_in_flight(16).max_kept_bytes(10).build());
     let rs: Vec<_> = (0..4)
         .map(|_| c.start("m".into(), true, None, (), t).unwrap())
         .collect();

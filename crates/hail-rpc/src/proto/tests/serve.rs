@@ -1,7 +1,7 @@
 //! Unit tests of [`Serve`]: the handler limit, the queue and its bytes, cancels.
 
 use super::*;
-use crate::proto::test_config as config;
+use crate::proto::{test_builder as builder, test_config as config};
 
 fn call(r: u32) -> Job {
     Job::Call {
@@ -40,7 +40,12 @@ fn handlers_are_limited_then_queued_then_busy() {
 
 #[test]
 fn queued_arguments_are_bounded_in_bytes() {
-    let mut s = Serve::<&str>::new(&config().max_queued_requests(100).max_queued_bytes(8));
+    let mut s = Serve::<&str>::new(
+        &builder()
+            .max_queued_requests(100)
+            .max_queued_bytes(8)
+            .build(),
+    );
     let big = |r: u32, n: usize| Job::Call {
         retcode: RetCode(r),
         method: "m".into(),

@@ -332,7 +332,7 @@ fn reply(retcode: u32, status: Status, body: &'static [u8]) -> (Packet, bool) {
 #[test]
 fn a_backed_up_outbox_refuses_requests_busy_then_unanswered() {
     let t = Instant::now();
-    let max = config().get_max_outbox_bytes();
+    let max = config().max_outbox_bytes();
     let mut s = connected();
     s.set_outbox_bytes(max - 1);
     assert!(!s.is_backed_up());
@@ -412,7 +412,7 @@ fn ping_takes_a_handler_slot_like_any_method() {
     // A queued request that reaches its slot while the peer is backed up is answered
     // BUSY, not run.
     s.handle_packet(t, &request(6, "work")).unwrap();
-    s.set_outbox_bytes(config().get_max_outbox_bytes());
+    s.set_outbox_bytes(config().max_outbox_bytes());
     s.handle_done(second, Answer::Ok(Bytes::new()));
     assert_eq!(
         sent(&mut s),
