@@ -191,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // The hall leaves; the kitchen hears its goodbye.
-    hall.shutdown().await;
+    hall.close().await;
     loop {
         match timeout(WAIT, kitchen_events.recv())
             .await
@@ -207,8 +207,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    garden.shutdown().await;
-    kitchen.shutdown().await;
+    garden.close().await;
+    kitchen.close().await;
     // The garden's event stream ends with its device; so do its callbacks.
     timeout(WAIT, garden_callbacks).await??;
     println!("done in {:?}", t0.elapsed());

@@ -8,7 +8,7 @@
 //!   runs, in ms. The sealed variant uses a group key made beforehand (the key derivation
 //!   is configuration, reported by `crypto/derive`). No baseline in the same process
 //!   (zenoh's default `open()` waits 500 ms).
-//! - `discovery/leave`: time from `shutdown()` on one device to `PeerLeft(Goodbye)` at
+//! - `discovery/leave`: time from `close()` on one device to `PeerLeft(Goodbye)` at
 //!   its peer, p50 in ms.
 //! - `discovery/mesh-N`: N devices started together; time until every one has joined all
 //!   others, in ms.
@@ -148,9 +148,9 @@ fn send(
     );
     assert_eq!(lamp.dropped_events(), 0, "no message dropped");
     if let Ok(switch) = std::sync::Arc::try_unwrap(switch) {
-        rt.block_on(switch.shutdown());
+        rt.block_on(switch.close());
     }
-    rt.block_on(lamp.shutdown());
+    rt.block_on(lamp.close());
     Ok(Record::new(name, a, b, "msg/s", Better::Higher))
 }
 
@@ -205,9 +205,9 @@ async fn join(name: &str, key: Option<GroupKey>, runs: usize) -> anyhow::Result<
         .await
         .map_err(|_| anyhow::anyhow!("no join"))?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
-        d.shutdown().await;
+        d.close().await;
     }
-    host.shutdown().await;
+    host.close().await;
     Ok(Record::solo(name, median(&mut times), "ms", Better::Lower))
 }
 
@@ -219,7 +219,7 @@ async fn leave(name: &str, runs: usize) -> anyhow::Result<Record> {
         let id = d.id();
         until_peers(&host, &mut host_events, 1).await?;
         let t = Instant::now();
-        let bye = tokio::spawn(d.shutdown());
+        let bye = tokio::spawn(d.close());
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 match host_events.recv().await {
@@ -234,7 +234,7 @@ async fn leave(name: &str, runs: usize) -> anyhow::Result<Record> {
         times.push(t.elapsed().as_secs_f64() * 1e3);
         bye.await?;
     }
-    host.shutdown().await;
+    host.close().await;
     Ok(Record::solo(name, median(&mut times), "ms", Better::Lower))
 }
 
@@ -251,7 +251,7 @@ async fn mesh(name: &str, n: usize) -> anyhow::Result<Record> {
     }
     let took = t.elapsed().as_secs_f64() * 1e3;
     for (d, _) in devices {
-        d.shutdown().await;
+        d.close().await;
     }
     Ok(Record::solo(name, took, "ms", Better::Lower))
 }
@@ -316,9 +316,9 @@ async fn ask(name: &str, n: usize, iterations: usize) -> anyhow::Result<Vec<Reco
         ),
     ];
     for (d, _) in peers {
-        d.shutdown().await;
+        d.close().await;
     }
-    asker.shutdown().await;
+    asker.close().await;
     Ok(records)
 }
 
@@ -405,10 +405,10 @@ async fn memory(m: usize) -> anyhow::Result<Vec<Record>> {
     let per_peer = (r3.saturating_sub(r2) as f64 - m as f64 * idle) / (m * (m - 1)) as f64;
 
     for d in mesh.into_iter().chain(keep) {
-        d.shutdown().await;
+        d.close().await;
     }
     drop(bare);
-    server.shutdown(Duration::from_millis(100)).await;
+    server.close(Duration::from_millis(100)).await;
     server_drain.abort();
     for d in drains {
         d.abort();

@@ -107,7 +107,7 @@ impl Hub {
                 }
             }
         };
-        server.shutdown(SHUTDOWN_DEADLINE).await;
+        server.close(SHUTDOWN_DEADLINE).await;
         let _ = callbacks.await;
     }
 }

@@ -338,7 +338,7 @@ fuzz_target!(|data: &[u8]| {
         rest = after;
         d.step(*op, *len, bytes);
     }
-    d.table.shutdown(d.now);
+    d.table.close(d.now);
     d.drain();
     assert!(d.table.poll_timeout().is_none());
 });

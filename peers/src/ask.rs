@@ -152,9 +152,9 @@ async fn ask(name: &str, n: usize, iterations: usize) -> anyhow::Result<Vec<Reco
     }
     let records = latency_records(name, &ours, &theirs).into();
     for (d, _) in hail.peers {
-        d.shutdown().await;
+        d.close().await;
     }
-    hail.asker.shutdown().await;
+    hail.asker.close().await;
     for (s, q) in zenoh.peers {
         drop(q);
         let _ = s.close().await;

@@ -69,7 +69,7 @@ async fn hail_mesh(n: usize) -> anyhow::Result<f64> {
         }
     }
     for (d, _) in devices {
-        d.shutdown().await;
+        d.close().await;
     }
     Ok(took)
 }

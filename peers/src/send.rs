@@ -219,8 +219,8 @@ async fn throughput(ctx: &Ctx, name: &str, size: usize) -> anyhow::Result<Record
     drop(publisher);
     let _ = ztx.close().await;
     let _ = zrx.close().await;
-    tx.shutdown().await;
-    rx.shutdown().await;
+    tx.close().await;
+    rx.close().await;
     reader.abort();
     Ok(Record::new(
         name,

@@ -12,11 +12,11 @@
 //!   incarnation and number, read from the payload), or `{"t":"bad",..}` for a payload
 //!   that does not parse;
 //! - `{"t":"phase","p":..}` as a graceful stop goes: `stopping` (load stopped, calls in
-//!   flight awaited), `shutdown` (`Device::shutdown` called), `down` (it returned);
+//!   flight awaited), `shutdown` (`Device::close` called), `down` (it returned);
 //! - `{"t":"stats",..}` every `--stats-ms` and a last one with `"final":true` after a
 //!   graceful stop: ask, RPC and event counters.
 //!
-//! Stops gracefully (load stopped and awaited, `Device::shutdown`, events drained, final
+//! Stops gracefully (load stopped and awaited, `Device::close`, events drained, final
 //! stats) on end of stdin, or after `--max-secs` whatever happens to the parent.
 
 #![allow(
@@ -455,7 +455,7 @@ async fn run(args: Args, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> 
     emit(&json!({"t": "phase", "p": "shutdown"}));
     match Arc::try_unwrap(device) {
         Ok(d) => {
-            let _ = tokio::time::timeout(Duration::from_secs(10), d.shutdown()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), d.close()).await;
             emit(&json!({"t": "phase", "p": "down"}));
         }
         Err(d) => {

@@ -349,7 +349,7 @@ where
     sender.abort();
     let _ = sender.await;
     match Arc::try_unwrap(server) {
-        Ok(server) => server.shutdown(SHUTDOWN_DEADLINE).await,
+        Ok(server) => server.close(SHUTDOWN_DEADLINE).await,
         Err(_) => tracing::warn!("the server is still shared; closing without a drain"),
     }
     Ok(())

@@ -88,7 +88,7 @@ pub(crate) async fn run(common: &Common, args: DemoArgs) -> anyhow::Result<()> {
     // Shut the devices down together: each says goodbye and lingers for its queue.
     let stopping: Vec<_> = devices
         .into_iter()
-        .map(|(d, _)| tokio::spawn(d.shutdown()))
+        .map(|(d, _)| tokio::spawn(d.close()))
         .collect();
     for s in stopping {
         let _ = s.await;

@@ -267,7 +267,7 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
         let Some(event) = event else { break };
         print_event(&event, json);
     }
-    device.shutdown().await;
+    device.close().await;
     Ok(())
 }
 
@@ -404,7 +404,7 @@ pub(crate) async fn send(common: &Common, args: SendArgs) -> anyhow::Result<()> 
     }
     .await;
     // Shutdown lets queued messages go out before the links close.
-    device.shutdown().await;
+    device.close().await;
     result
 }
 
@@ -457,7 +457,7 @@ pub(crate) async fn ask(common: &Common, args: AskArgs) -> anyhow::Result<()> {
         Ok(())
     }
     .await;
-    device.shutdown().await;
+    device.close().await;
     result
 }
 
@@ -496,7 +496,7 @@ pub(crate) async fn call(common: &Common, args: CallArgs) -> anyhow::Result<()> 
         Ok(())
     }
     .await;
-    device.shutdown().await;
+    device.close().await;
     result
 }
 
@@ -565,7 +565,7 @@ pub(crate) async fn scout(common: &Common, args: ScoutArgs) -> anyhow::Result<()
         }
         Ok(())
     };
-    device.shutdown().await;
+    device.close().await;
     result
 }
 

@@ -46,14 +46,14 @@
 //! }
 //! let answers = switch.ask("lamp", Bytes::from_static(b"state?"), Duration::from_secs(1)).await;
 //! assert_eq!(answers["lamp"], Ok(Bytes::from_static(b"on")));
-//! lamp.shutdown().await;
+//! lamp.close().await;
 //! loop {
 //!     if let Some(DeviceEvent::PeerLeft { reason, .. }) = events.recv().await {
 //!         assert_eq!(reason, hail_discovery::LeaveReason::Goodbye);
 //!         break;
 //!     }
 //! }
-//! # switch.shutdown().await;
+//! # switch.close().await;
 //! # Ok(()) }
 //! ```
 //!

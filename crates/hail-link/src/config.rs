@@ -160,7 +160,7 @@ impl LinkConfig {
     /// frames much larger than a socket read (1 MiB fails, 16 KiB works) break it in both
     /// directions: keep [`max_frame_len`](Self::max_frame_len) at 16 KiB or so. Its client
     /// retries a reconnect once after 1 s, so a hail server it talks to should shut down
-    /// well within that (a `Server::shutdown` deadline of 250 ms).
+    /// well within that (a `Server::close` deadline of 250 ms).
     pub fn python_comms() -> Self {
         Self::default()
             .framing(Framing::Raw)

@@ -41,7 +41,7 @@
 //!     }
 //! }
 //! client.close().await;
-//! server.shutdown(std::time::Duration::from_secs(1)).await;
+//! server.close(std::time::Duration::from_secs(1)).await;
 //! # Ok(())
 //! # }
 //! ```

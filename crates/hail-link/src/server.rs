@@ -213,7 +213,7 @@ impl<P: PayloadCodec> Inner<P> {
 ///   (100 ms doubling per failure, capped at half the handshake deadline, forgotten after
 ///   60 s without failure).
 ///
-/// Dropping the server closes everything at once; [`shutdown`](Self::shutdown) is graceful.
+/// Dropping the server closes everything at once; [`close`](Self::close) is graceful.
 pub struct Server<P: PayloadCodec = Binary> {
     inner: Arc<Inner<P>>,
     local: SocketAddr,
@@ -604,12 +604,12 @@ where
             .expect("bind gives the config a budget")
     }
 
-    /// Shuts down gracefully within `deadline`: stops accepting, lets every queued
+    /// Closes gracefully within `deadline`: stops accepting, lets every queued
     /// outgoing message go out and every message already sent by a client be delivered
     /// (clients are told with a close frame and finish their side), then closes whatever
     /// is left when the deadline passes. Every connection ends with a `Closed` event
     /// (reason [`CloseReason::Shutdown`]); the event stream ends after the last one.
-    pub async fn shutdown(self, deadline: Duration) {
+    pub async fn close(self, deadline: Duration) {
         let until = tokio::time::Instant::now() + deadline;
         self.inner.shutting_down.store(true, Ordering::Relaxed);
         self.accept.abort();

@@ -255,7 +255,7 @@ impl Core {
         let device = self.device.write().await.take();
         self.senders().clear();
         if let Some(d) = device {
-            d.shutdown().await;
+            d.close().await;
         }
     }
 }

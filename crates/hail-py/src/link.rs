@@ -412,7 +412,7 @@ impl PyServer {
         let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             if let Some(s) = server {
-                s.shutdown(deadline).await;
+                s.close(deadline).await;
             }
             Ok(())
         })

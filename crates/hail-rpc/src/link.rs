@@ -292,13 +292,13 @@ impl RpcServer {
         self.dropped_events.load(Ordering::Relaxed)
     }
 
-    /// Shuts down gracefully within `deadline`: first lets the handlers running for clients
+    /// Closes gracefully within `deadline`: first lets the handlers running for clients
     /// finish and their replies reach the link (woken as each peer's last handler ends and
-    /// its outbox empties; a client that never reads holds this until the deadline), then shuts
-    /// the link down (stops accepting, writes what is queued, closes every connection; see
-    /// `hail_link::Server::shutdown`). What still runs at the deadline is aborted, and
+    /// its outbox empties; a client that never reads holds this until the deadline), then closes
+    /// the link (stops accepting, writes what is queued, closes every connection; see
+    /// `hail_link::Server::close`). What still runs at the deadline is aborted, and
     /// calls in flight on either side end with `ConnectionLost`.
-    pub async fn shutdown(self, deadline: Duration) {
+    pub async fn close(self, deadline: Duration) {
         let until = tokio::time::Instant::now() + deadline;
         let handlers_done = async {
             // Peers may come and go meanwhile: look again after each one is done.
@@ -320,7 +320,7 @@ impl RpcServer {
         match Arc::try_unwrap(link) {
             Ok(server) => {
                 server
-                    .shutdown(until.saturating_duration_since(tokio::time::Instant::now()))
+                    .close(until.saturating_duration_since(tokio::time::Instant::now()))
                     .await;
             }
             // Peers hold only weak references, so this does not happen; dropping closes.

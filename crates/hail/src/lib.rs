@@ -55,8 +55,8 @@
 //! }
 //! let answers = switch.ask(Targets::All, "state?".into(), Duration::from_secs(1)).await;
 //! assert_eq!(answers["lamp"].as_deref(), Ok(&b"on"[..]));
-//! switch.shutdown().await;
-//! lamp.shutdown().await;
+//! switch.close().await;
+//! lamp.close().await;
 //! # Ok(()) }
 //! # #[cfg(not(feature = "discovery"))]
 //! # fn main() {}

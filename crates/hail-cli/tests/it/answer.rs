@@ -189,7 +189,7 @@ fn answer_commands_are_bounded_refused_when_busy_and_killed_with_their_group() {
     lamp.expect_lines(&["refused: busy", "killed with its process group"]);
 
     if let Ok(d) = Arc::try_unwrap(asker) {
-        rt.block_on(d.shutdown());
+        rt.block_on(d.close());
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -131,7 +131,7 @@ fn nothing_a_hostile_peer_sends_reaches_the_terminal_raw() {
     assert_inert("hail call's error", &err);
     assert!(err.contains(r"\u{1b}]0;pwned\u{7}"), "{err}");
 
-    rt.block_on(evil.shutdown());
+    rt.block_on(evil.close());
 }
 
 /// How `hail` shows `name` (the escapes its output uses).

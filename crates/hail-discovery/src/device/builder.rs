@@ -360,7 +360,7 @@ impl DeviceBuilder {
     ///     .await?;
     /// switch.wait_for_peer("lamp").await;
     /// assert_eq!(switch.send("lamp", "on".into()).await["lamp"], Ok(()));
-    /// # lamp.shutdown().await; switch.shutdown().await;
+    /// # lamp.close().await; switch.close().await;
     /// # Ok(()) }
     /// ```
     pub fn memory(

@@ -236,7 +236,7 @@ impl Driver {
 
     /// A graceful stop: goodbyes on the group and on every link, then the drain phase.
     async fn stop(&mut self, done: Option<oneshot::Sender<()>>) {
-        lock(&self.shared.table).shutdown(clock::now());
+        lock(&self.shared.table).close(clock::now());
         self.pump().await;
         self.permit = None;
         self.stopping = Some(Stopping {
@@ -446,7 +446,7 @@ impl Driver {
         // Let goodbyes and queued messages go out before the handles drop.
         let flushed = join_all(links.iter().map(|l| l.conn.closed()));
         let _ = tokio::time::timeout(SHUTDOWN_LINGER, flushed).await;
-        self.server.shutdown(SHUTDOWN_LINGER).await;
+        self.server.close(SHUTDOWN_LINGER).await;
     }
 }
 

@@ -56,7 +56,7 @@ pub struct DeviceStats {
 /// # Ok(()) }
 /// ```
 ///
-/// Dropping the device stops it at once (no goodbye); [`shutdown`](Self::shutdown) says
+/// Dropping the device stops it at once (no goodbye); [`close`](Self::close) says
 /// goodbye first.
 #[derive(Debug)]
 pub struct Device {
@@ -209,7 +209,7 @@ impl Device {
     /// ([`SendError::UnknownName`](crate::SendError::UnknownName) or
     /// [`SendError::NotConnected`](crate::SendError::NotConnected)). Returns when that is
     /// done and the links are closed (queued messages written, at most another 500 ms).
-    pub async fn shutdown(mut self) {
+    pub async fn close(mut self) {
         if let Some(stop) = self.stop.take() {
             let (done_tx, done_rx) = oneshot::channel();
             if stop.send(done_tx).is_ok() {

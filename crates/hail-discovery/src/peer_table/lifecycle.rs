@@ -44,7 +44,7 @@ impl PeerTable {
     /// Says goodbye (on the group and on every link) and closes every link. Afterwards
     /// the table ignores input, has no timeout and reports no further events; only the
     /// actions queued here remain to be drained. Joined peers are not reported as left.
-    pub fn shutdown(&mut self, _now: Instant) {
+    pub fn close(&mut self, _now: Instant) {
         match self.phase {
             Phase::Stopped => return,
             Phase::Idle => {

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `events.rs` | what the driver reports, the table asks and tells (`Action`, `Event`, `Stats`) |
 //! | `state.rs` | the `PeerTable` struct, the records it keeps, queries (`peers`, `resolve` ...) |
-//! | `lifecycle.rs` | `start`, `shutdown`, `poll_timeout`, `handle_timeout` |
+//! | `lifecycle.rs` | `start`, `close`, `poll_timeout`, `handle_timeout` |
 //! | `beacons.rs` | adverts on the group, the announce schedule (burst, beacons, answers) |
 //! | `dial.rs` | whom to dial at which addresses, backoff |
 //! | `links.rs` | a link's life, its hello, the one-link-per-pair rule |

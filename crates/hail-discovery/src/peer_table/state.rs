@@ -222,7 +222,7 @@ impl PeerTable {
 ///
 /// | input | method |
 /// |---|---|
-/// | start, shutdown | [`PeerTable::start`], [`PeerTable::shutdown`] |
+/// | start, close | [`PeerTable::start`], [`PeerTable::close`] |
 /// | a datagram from the discovery group | [`PeerTable::handle_datagram`] (or [`PeerTable::handle_advert`]) |
 /// | a link came up (dialed or accepted) | [`PeerTable::link_up`] |
 /// | a discovery message arrived on a link | [`PeerTable::link_message`] |
@@ -507,7 +507,7 @@ impl PeerTable {
         &self.stats
     }
 
-    /// Between [`start`](Self::start) and [`shutdown`](Self::shutdown).
+    /// Between [`start`](Self::start) and [`close`](Self::close).
     pub fn is_running(&self) -> bool {
         self.phase == Phase::Running
     }

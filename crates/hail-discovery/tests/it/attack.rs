@@ -89,8 +89,8 @@ async fn messages_are_attributed_to_the_name_the_table_holds() {
         from, name_now,
         "the message is attributed to a name v's table no longer gives its sender"
     );
-    v.shutdown().await;
-    b.shutdown().await;
+    v.close().await;
+    b.close().await;
 }
 
 /// A peer's first message reaches the application although its join never does: the
@@ -151,7 +151,7 @@ async fn no_message_from_a_peer_before_its_join() {
         v.dropped_events()
     );
     for d in [v, p, n] {
-        d.shutdown().await;
+        d.close().await;
     }
 }
 
@@ -255,7 +255,7 @@ async fn raw_link_messages_before_the_hello_are_dropped() {
         .collect();
     assert_eq!(seen, want, "only what came after the hello, in order");
     c.close();
-    v.shutdown().await;
+    v.close().await;
 }
 
 /// A second link whose hello claims a joined peer's id: the attacker replays `p`'s own
@@ -309,8 +309,8 @@ async fn a_hello_claiming_a_joined_peers_id_does_not_speak_for_it() {
     let (from, payload) = next_message(&mut ve).await;
     assert_eq!((from.as_str(), payload.as_ref()), ("p", &b"real"[..]));
     c.close();
-    v.shutdown().await;
-    p.shutdown().await;
+    v.close().await;
+    p.close().await;
 }
 
 /// One host fills the table with joined peers: every link proving a fresh key (anyone
@@ -358,8 +358,8 @@ async fn one_host_cannot_fill_the_table_with_made_up_peers() {
     for (c, _) in &fakes {
         c.close();
     }
-    late.shutdown().await;
-    v.shutdown().await;
+    late.close().await;
+    v.close().await;
 }
 
 /// One peer's message flood stalls every other peer's link input, with an application
@@ -446,7 +446,7 @@ async fn one_flooding_peer_does_not_stall_answers_from_the_others() {
         "h's answer was stuck behind a's flood for {took:?}"
     );
     for d in [v, a, h] {
-        d.shutdown().await;
+        d.close().await;
     }
 }
 
@@ -488,8 +488,8 @@ async fn overflow_the_byte_budget() -> (u64, u64, u64, hail_discovery::DeviceSta
     }
     let counted = v.dropped_events() - dropped_before;
     let stats = v.stats();
-    a.shutdown().await;
-    v.shutdown().await;
+    a.close().await;
+    v.close().await;
     (delivered, reported, counted, stats)
 }
 
@@ -580,8 +580,8 @@ async fn garbage_discovery_frames_are_counted_and_change_nothing() {
     assert!(!v.peers().iter().any(|i| i.name == "ghost"));
     assert_eq!(p.send("v", Bytes::from("still")).await["v"], Ok(()));
     c.close();
-    v.shutdown().await;
-    p.shutdown().await;
+    v.close().await;
+    p.close().await;
 }
 
 /// Both sides dial at once (no dial_yield), so the one-link rule closes a duplicate on
@@ -615,7 +615,7 @@ async fn no_message_is_lost_to_the_duplicate_window() {
         for m in ["one", "two"] {
             assert_eq!(switch.send("lamp", Bytes::from(m)).await["lamp"], Ok(()));
         }
-        switch.shutdown().await;
+        switch.close().await;
         let mut seen = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             while let Some(e) = le.recv().await {
@@ -644,7 +644,7 @@ async fn no_message_is_lost_to_the_duplicate_window() {
             ["joined", "one", "two", "left Goodbye"],
             "run {run}: {seen:?}"
         );
-        lamp.shutdown().await;
+        lamp.close().await;
     }
     // The window was there: two links up as the peers met (30 of 30 here).
     assert!(duplicates > 0, "no run had a duplicate link");

@@ -81,7 +81,7 @@ async fn messages_sent_right_before_shutdown_arrive_between_join_and_goodbye() {
             let r = switch.send("lamp", Bytes::from(m)).await;
             assert_eq!(r["lamp"], Ok(()), "run {run}");
         }
-        switch.shutdown().await;
+        switch.close().await;
         let mut seen = seen_of(&mut events, &sender).await;
         // Both messages between the join and the goodbye, none lost. Their relative order
         // is not asserted: when both devices dialed at once, the two sends can take the
@@ -96,7 +96,7 @@ async fn messages_sent_right_before_shutdown_arrive_between_join_and_goodbye() {
             "run {run}"
         );
     }
-    lamp.shutdown().await;
+    lamp.close().await;
 }
 
 /// A listener that does not read its events holds up further messages (the links wait,
@@ -137,8 +137,8 @@ async fn a_full_event_stream_holds_messages_back_instead_of_dropping_them() {
     .await
     .unwrap_or_else(|_| panic!("{next} of {total} messages arrived"));
     assert_eq!(lamp.dropped_events(), 0);
-    switch.shutdown().await;
-    lamp.shutdown().await;
+    switch.close().await;
+    lamp.close().await;
 }
 
 /// A listener that does not read its events at all holds the links up for 1 s, then
@@ -192,8 +192,8 @@ async fn events_dropped_on_a_full_stream_are_reported_once_there_is_room() {
     .await
     .expect("the message after");
     assert_eq!(reports, [RunError::EventsDropped { count: dropped }]);
-    switch.shutdown().await;
-    lamp.shutdown().await;
+    switch.close().await;
+    lamp.close().await;
 }
 
 /// A message that arrives while every handler slot of the receiver is busy (held until
@@ -247,7 +247,7 @@ async fn a_message_queued_behind_busy_handlers_survives_the_senders_shutdown() {
         .forget();
     let r = switch.send("lamp", Bytes::from_static(b"queued")).await;
     assert_eq!(r["lamp"], Ok(()));
-    switch.shutdown().await;
+    switch.close().await;
     let got = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match events.recv().await {
@@ -261,7 +261,7 @@ async fn a_message_queued_behind_busy_handlers_survives_the_senders_shutdown() {
     .expect("the queued message is delivered");
     assert_eq!(got, "queued");
     release.close();
-    lamp.shutdown().await;
+    lamp.close().await;
 }
 
 /// Messages are link frames of their own, not RPC notifications: they take no handler
@@ -330,8 +330,8 @@ async fn messages_wait_for_no_rpc_handler_and_keep_their_order() {
         Ok(()),
         "the held call ends once released"
     );
-    switch.shutdown().await;
-    lamp.shutdown().await;
+    switch.close().await;
+    lamp.close().await;
 }
 
 /// A `PeerSender` keeps its peer's link; when that link ends (here the peer restarted
@@ -355,7 +355,7 @@ async fn a_peer_sender_follows_its_peer_to_a_new_link() {
     );
 
     let old_id = lamp.id();
-    lamp.shutdown().await;
+    lamp.close().await;
     let (lamp, mut le) = device("lamp", switch.group()).await;
     tokio::time::timeout(Duration::from_secs(5), async {
         while !switch
@@ -387,8 +387,8 @@ async fn a_peer_sender_follows_its_peer_to_a_new_link() {
     .await
     .expect("the link fills");
     assert_eq!(full, SendError::Full);
-    switch.shutdown().await;
-    lamp.shutdown().await;
+    switch.close().await;
+    lamp.close().await;
 }
 
 /// The next message `events` delivers: (sender, payload as text).
@@ -461,6 +461,6 @@ async fn the_event_stream_is_bounded_in_bytes() {
         stats.peak_event_bytes
     );
     assert_eq!(stats.queued_event_bytes, 0, "all taken");
-    switch.shutdown().await;
-    lamp.shutdown().await;
+    switch.close().await;
+    lamp.close().await;
 }

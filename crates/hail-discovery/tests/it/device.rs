@@ -167,7 +167,7 @@ async fn three_devices_find_each_other_send_and_ask() {
     // Graceful shutdown is a goodbye, seen at once.
     let c_id = c.id();
     let start = Instant::now();
-    c.shutdown().await;
+    c.close().await;
     tokio::time::timeout(Duration::from_secs(2), async {
         loop {
             if let Some(DeviceEvent::PeerLeft { peer, reason }) = ea.recv().await
@@ -188,8 +188,8 @@ async fn three_devices_find_each_other_send_and_ask() {
     assert_eq!(a.peers().len(), 1);
     let answers = a.ask("c", Bytes::new(), Duration::from_secs(2)).await;
     assert_eq!(answers["c"], Err(AskError::UnknownName));
-    a.shutdown().await;
-    b.shutdown().await;
+    a.close().await;
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +239,7 @@ async fn ten_devices_form_a_full_mesh_without_flapping() {
         );
     }
     for (d, _) in devices {
-        d.shutdown().await;
+        d.close().await;
     }
 }
 
@@ -271,7 +271,7 @@ async fn static_peers_without_multicast_form_a_mesh_through_one_seed() {
         ("b".into(), Bytes::from_static(b"via gossip"))
     );
     for d in [seed, b, c] {
-        d.shutdown().await;
+        d.close().await;
     }
 }
 
@@ -325,7 +325,7 @@ async fn only_devices_with_the_same_key_meet_and_adverts_are_sealed() {
         assert!(!text.contains("alpha") && !text.contains("bravo") && !text.contains("charlie"));
     }
     for d in [a, b, c] {
-        d.shutdown().await;
+        d.close().await;
     }
 }
 
@@ -389,7 +389,7 @@ async fn a_killed_process_is_seen_as_gone_within_three_seconds() {
         "{answers:?}"
     );
     assert!(t.elapsed() < Duration::from_secs(1));
-    a.shutdown().await;
+    a.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,13 +415,13 @@ async fn callbacks_see_peers_and_messages() {
         .expect("a sees b");
     assert_eq!(a.send("b", Bytes::from_static(b"hello")).await["b"], Ok(()));
     assert_eq!(next_line(&mut rx).await, "a: hello");
-    b.shutdown().await;
+    b.close().await;
     // The stream ends with the device, and so does the callback runner.
     tokio::time::timeout(Duration::from_secs(5), runner)
         .await
         .expect("runner ends")
         .unwrap();
-    a.shutdown().await;
+    a.close().await;
 }
 
 async fn next_line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {

@@ -86,8 +86,8 @@ async fn typed_messages_and_questions_in_each_format() {
             matches!(answers["lamp"], Err(AskError::Undecodable(_))),
             "{answers:?}"
         );
-        switch.shutdown().await;
-        lamp.shutdown().await;
+        switch.close().await;
+        lamp.close().await;
     }
 }
 
@@ -110,6 +110,6 @@ async fn text_format_sends_plain_utf8_and_refuses_other_values() {
     let payload = next_message(&mut el).await;
     assert_eq!(payload.as_ref(), b"\xff raw");
     assert!(lamp.decode::<String>(&payload).is_err());
-    switch.shutdown().await;
-    lamp.shutdown().await;
+    switch.close().await;
+    lamp.close().await;
 }

@@ -112,7 +112,7 @@ async fn every_message_sent_ok_to_a_stopping_device_is_delivered() {
             .await
             .expect("messages arrive")
             .expect("reader runs");
-        receiver.shutdown().await;
+        receiver.close().await;
         let _ = stop_tx.send(());
         let (got, dropped) = reader.await.expect("reader");
         let (ok, failed) = tokio::time::timeout(Duration::from_secs(10), sending)

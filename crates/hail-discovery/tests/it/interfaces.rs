@@ -54,8 +54,8 @@ async fn devices_on_loopback_by_name_and_by_index_find_each_other() {
             .any(|s| s.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST)),
         "{seen:?}"
     );
-    a.shutdown().await;
-    b.shutdown().await;
+    a.close().await;
+    b.close().await;
 }
 
 #[tokio::test]

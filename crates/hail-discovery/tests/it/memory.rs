@@ -47,7 +47,7 @@ async fn two_devices_meet_talk_and_part() {
         .ask("lamp", Bytes::from("state"), Duration::from_secs(1))
         .await;
     assert_eq!(answers["lamp"], Ok(Bytes::from("switch asked state")));
-    switch.shutdown().await;
+    switch.close().await;
     let mut seen = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(e) = le.recv().await {
@@ -69,7 +69,7 @@ async fn two_devices_meet_talk_and_part() {
     .await
     .expect("a goodbye");
     assert_eq!(seen, ["joined switch", "switch: on", "left switch Goodbye"]);
-    lamp.shutdown().await;
+    lamp.close().await;
 }
 
 /// Two groups on one LAN (two group keys): each device sees only its own group, across
@@ -107,7 +107,7 @@ async fn group_keys_separate_groups_over_time() {
         .await;
     assert_eq!(r["alpha"], Err(AskError::UnknownName));
     for d in [a, b, c] {
-        d.shutdown().await;
+        d.close().await;
     }
 }
 
@@ -159,7 +159,7 @@ async fn a_full_peer_does_not_hold_up_the_others() {
         assert_eq!(got, Bytes::from("both"));
     }
     for d in [switch, slow, fast] {
-        d.shutdown().await;
+        d.close().await;
     }
 }
 
@@ -193,8 +193,8 @@ async fn handlers_and_messages_know_the_proven_peer() {
         }
     };
     assert_eq!(from_id, switch.id());
-    switch.shutdown().await;
-    lamp.shutdown().await;
+    switch.close().await;
+    lamp.close().await;
 }
 
 /// Trust on first use through a file: the first lamp's key is pinned and written down;
@@ -217,8 +217,8 @@ async fn known_devices_pin_names_across_restarts() {
     v.wait_for_peer("lamp").await;
     let pinned = std::fs::read_to_string(&file).unwrap();
     assert!(pinned.starts_with("lamp\t"), "{pinned:?}");
-    lamp.shutdown().await;
-    v.shutdown().await;
+    lamp.close().await;
+    v.close().await;
     let (v, _ve) = lan
         .builder("v", 1)
         .known_devices(&file)
@@ -229,7 +229,7 @@ async fn known_devices_pin_names_across_restarts() {
     let joined = tokio::time::timeout(Duration::from_secs(5), v.wait_for_peer("lamp")).await;
     assert!(joined.is_err(), "a rogue key took a pinned name");
     assert!(v.stats().discovery.untrusted >= 1);
-    rogue.shutdown().await;
-    v.shutdown().await;
+    rogue.close().await;
+    v.close().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -83,7 +83,7 @@ fn host(
             tokio::task::spawn_blocking(move || done2.wait())
                 .await
                 .unwrap();
-            d.shutdown().await;
+            d.close().await;
             Outcome { all_seen, links }
         })
     })

@@ -75,7 +75,7 @@ fn host(
             tokio::task::spawn_blocking(move || done2.wait())
                 .await
                 .unwrap();
-            d.shutdown().await;
+            d.close().await;
             (info, got)
         })
     })

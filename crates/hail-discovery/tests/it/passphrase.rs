@@ -98,7 +98,7 @@ async fn the_same_passphrase_meets_and_another_does_not() {
     assert_eq!(e.stats().discovery.adverts_received, 0);
     assert_eq!(a.peers().len(), 1, "{:?}", a.peers());
     for dev in [a, b, c, d, e] {
-        dev.shutdown().await;
+        dev.close().await;
     }
 }
 
@@ -164,6 +164,6 @@ async fn a_link_with_the_wrong_passphrase_is_an_error_event() {
         "{listener:?}"
     );
     assert!(a.peers().is_empty() && b.peers().is_empty());
-    a.shutdown().await;
-    b.shutdown().await;
+    a.close().await;
+    b.close().await;
 }

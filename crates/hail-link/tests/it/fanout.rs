@@ -170,6 +170,6 @@ async fn python_comms_style_callbacks() {
         "{log:?}"
     );
     assert!(log[2].starts_with("close #"), "{log:?}");
-    server.shutdown(std::time::Duration::from_millis(100)).await;
+    server.close(std::time::Duration::from_millis(100)).await;
     tokio::time::timeout(LIMIT, runner).await.unwrap().unwrap();
 }

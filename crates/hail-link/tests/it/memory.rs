@@ -361,7 +361,7 @@ async fn dialed_connections_share_one_stream_behind_their_gates() {
     assert_eq!(got[0].1, format!("to {}", a.local_addr().port()));
     assert_eq!(got[1].0, b.id());
     assert_eq!(got[1].1, format!("to {}", b.local_addr().port()));
-    server.shutdown(Duration::from_secs(1)).await;
+    server.close(Duration::from_secs(1)).await;
     let mut closed = Vec::new();
     while closed.len() < 2 {
         match tokio::time::timeout(crate::common::LIMIT, shared.recv())

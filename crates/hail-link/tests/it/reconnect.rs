@@ -51,7 +51,7 @@ async fn outage_messages_are_delivered_after_reconnect_or_fail(
     }
 
     // Outage: the server goes away; the client notices.
-    server.shutdown(Duration::from_secs(1)).await;
+    server.close(Duration::from_secs(1)).await;
     drop(events);
     match client_event(&mut cev).await {
         ClientEvent::Disconnected { .. } => {}

@@ -60,7 +60,7 @@ async fn shutdown_delivers_in_flight_messages_before_closing(link: LinkConfig, a
         }
     });
     // The client drains its events while the server shuts down.
-    let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(5)));
+    let shutdown = tokio::spawn(server.close(Duration::from_secs(5)));
     let mut got = 0u32;
     loop {
         match client_event(&mut cev).await {
@@ -126,7 +126,7 @@ async fn shutdown_ends_at_its_deadline_when_nobody_takes_events() {
     // The event stream is full and never read: the deadline still ends the shutdown.
     let deadline = Duration::from_millis(200);
     let t = Instant::now();
-    server.shutdown(deadline).await;
+    server.close(deadline).await;
     assert!(within(t.elapsed(), deadline), "{:?}", t.elapsed());
     drop(events);
 }

@@ -344,7 +344,7 @@ class Server:
     def stats(self) -> Dict[str, int]:
         """The server's counters."""
     def close(self, deadline: float = 1.0) -> Awaitable[None]:
-        """Shuts down gracefully within ``deadline`` seconds."""
+        """Closes gracefully within ``deadline`` seconds."""
     def __aenter__(self) -> Awaitable["Server"]: ...
     def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Awaitable[None]: ...
 

@@ -139,7 +139,7 @@ async fn graceful_shutdown_answers_running_calls_first() {
     assert_eq!(server.clients(), [id]);
     let conn = client.link().connection().expect("connected");
 
-    let shutdown = server.shutdown(T);
+    let shutdown = server.close(T);
     tokio::pin!(shutdown);
     // Polled once, the shutdown waits for the handler, which waits for the gate.
     assert!(shutdown.as_mut().now_or_never().is_none());

@@ -64,7 +64,7 @@ fn shutdown_says_goodbye_everywhere_and_goes_quiet() {
         t0,
     );
     actions(&mut t);
-    t.shutdown(t0 + ms(1));
+    t.close(t0 + ms(1));
     let mut sent = actions(&mut t);
     let Action::Multicast(Advert::Goodbye(g)) = sent.remove(0) else {
         panic!("a goodbye first: {sent:?}");
@@ -104,7 +104,7 @@ fn shutdown_says_goodbye_everywhere_and_goes_quiet() {
         [(ConnId(12), CloseReason::Shutdown)]
     );
     assert!(events(&mut t).is_empty());
-    t.shutdown(t0 + ms(3));
+    t.close(t0 + ms(3));
     assert!(actions(&mut t).is_empty());
 }
 

@@ -122,7 +122,7 @@ fn a_graceful_shutdown_is_seen_as_goodbye_at_once() {
     assert!(sim.run_for(Duration::from_secs(2), sim::Sim::full_mesh));
     sim.settle();
     let gone = sim.id_of(2);
-    sim.shutdown(2);
+    sim.close(2);
     let seen = |s: &sim::Sim| (0..2).all(|i| !left_reasons(s, i, gone).is_empty());
     let before = sim.now;
     assert!(sim.run_for(ms(100), seen));

@@ -184,7 +184,7 @@ proptest! {
             }
         }
         // Shutdown closes every link and goes quiet (no events: the device is going).
-        t.shutdown(now);
+        t.close(now);
         while let Some(a) = t.poll_action() {
             if let Action::Close { conn, reason } = a {
                 prop_assert_eq!(reason, CloseReason::Shutdown);

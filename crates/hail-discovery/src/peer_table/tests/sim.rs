@@ -189,9 +189,9 @@ impl Sim {
     }
 
     /// Graceful shutdown: the table's goodbye and closes go out.
-    pub(super) fn shutdown(&mut self, node: usize) {
+    pub(super) fn close(&mut self, node: usize) {
         let now = self.now;
-        self.nodes[node].table.shutdown(now);
+        self.nodes[node].table.close(now);
         self.pump(node);
         self.nodes[node].up = false;
     }
