@@ -23,7 +23,7 @@ use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use hail_crypto::GroupKey;
 use hail_discovery::{
-    AskError, Callbacks, Device, DeviceEvent, DeviceEvents, LeaveReason, Targets,
+    AskError, Device, DeviceCallbacks, DeviceEvent, DeviceEvents, LeaveReason, Targets,
 };
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The garden, pythonConnect style: callbacks for its events.
     let (garden_tx, mut garden_rx) = mpsc::unbounded_channel();
-    let callbacks = Callbacks::default()
+    let callbacks = DeviceCallbacks::default()
         .on_joined(|peer| println!("  garden: {} joined", peer.name))
         .on_message(move |from, msg| {
             println!(

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use hail_crypto::Identity;
 use hail_discovery::{
-    Action, Advert, Announce, AnnounceBody, ConnId, DeviceId, DialId, Goodbye, Hello,
+    Action, Advert, Announce, AnnounceBody, LinkId, DeviceId, DialId, Goodbye, Hello,
     LinkCloseReason, LinkMessage, LinkOrigin, LocalDevice, MAX_ADDRESSES, MAX_ADVERT_LEN,
     MAX_LINK_MESSAGE_LEN, MAX_PEER_RECORDS, Metadata, PeerRecord, PeerTable, PeerTableConfig,
     validate_metadata, validate_name,
@@ -205,9 +205,9 @@ impl Driver {
     }
 
     /// The accepted link of `slot` (0..4), opened on first use.
-    fn link(&mut self, slot: u8) -> ConnId {
+    fn link(&mut self, slot: u8) -> LinkId {
         let i = usize::from(slot % 4);
-        let conn = ConnId(i as u64);
+        let conn = LinkId(i as u64);
         if !self.open[i] {
             self.open[i] = true;
             let peer = fuzz_id(slot);
@@ -238,7 +238,7 @@ impl Driver {
                     LinkCloseReason::Timeout
                 };
                 self.open[slot] = false;
-                self.table.link_closed(ConnId(slot as u64), reason, now);
+                self.table.link_closed(LinkId(slot as u64), reason, now);
             }
             3 => {
                 if let Some(dial) = self.dials.pop_front() {
@@ -251,7 +251,7 @@ impl Driver {
                     let peer = fuzz_id(len);
                     self.proven.insert(peer);
                     self.table.link_up(
-                        ConnId(self.next_dialed),
+                        LinkId(self.next_dialed),
                         LinkOrigin::Dialed(dial),
                         source(len),
                         peer,

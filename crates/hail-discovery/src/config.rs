@@ -46,8 +46,8 @@ pub enum Trust {
     Anyone,
     /// Trust on first use, like SSH's `known_hosts`: the first key that joins under a
     /// name is pinned to it, and another key under that name is refused afterwards (its
-    /// link closed, [`CloseReason::Untrusted`](crate::CloseReason::Untrusted), counted in
-    /// [`Stats::untrusted`](crate::Stats::untrusted)). Holds the pins known so far (name
+    /// link closed, [`TableCloseReason::Untrusted`](crate::TableCloseReason::Untrusted), counted in
+    /// [`PeerTableStats::untrusted`](crate::PeerTableStats::untrusted)). Holds the pins known so far (name
     /// to key bytes); new pins are reported as [`Event::NamePinned`](crate::Event::NamePinned)
     /// for the driver to keep ([`DeviceBuilder::known_devices`](crate::DeviceBuilder::known_devices)
     /// keeps them in a file).
@@ -363,7 +363,7 @@ impl PeerTableConfigBuilder {
     /// so everything it sent is delivered before `PeerLeft(Goodbye)`. If the peer's link
     /// is still up at the end, saying nothing, the group's goodbye is not believed (anyone
     /// on the network can send one; a device that leaves says so on its link and closes
-    /// it) and counted in [`Stats::goodbyes_ignored`](crate::Stats::goodbyes_ignored).
+    /// it) and counted in [`PeerTableStats::goodbyes_ignored`](crate::PeerTableStats::goodbyes_ignored).
     /// Zero: leave at the multicast goodbye at once. Default: 500 ms (a connected peer's
     /// goodbye on its link normally arrives within a millisecond).
     pub fn goodbye_grace(mut self, grace: Duration) -> Self {
@@ -396,7 +396,7 @@ impl PeerTableConfigBuilder {
     /// Most peers the table tracks (connected or not). Default: 1024. Cost: about 200
     /// bytes per entry. Devices learned only from adverts or gossip (no link has proven
     /// them) take at most half of it: past that, the least recently heard of them is
-    /// forgotten to make room ([`Stats::unproven_evicted`](crate::Stats::unproven_evicted)),
+    /// forgotten to make room ([`PeerTableStats::unproven_evicted`](crate::PeerTableStats::unproven_evicted)),
     /// so forged adverts cannot lock new devices out. A joined peer is never forgotten to
     /// make room; a link's hello takes an unproven entry's room when the table is full,
     /// and is refused only when every entry is a joined peer.
@@ -419,8 +419,8 @@ impl PeerTableConfigBuilder {
     /// [`max_peers`](Self::max_peers) with joined peers of made-up keys and lock new
     /// devices out; with it, that takes `max_peers / max_peers_per_host` hosts (32 by
     /// default). A link past the limit is closed after its hello
-    /// ([`CloseReason::HostLimit`](crate::CloseReason::HostLimit), counted in
-    /// [`Stats::host_limit`](crate::Stats::host_limit)). Links over loopback are not
+    /// ([`TableCloseReason::HostLimit`](crate::TableCloseReason::HostLimit), counted in
+    /// [`PeerTableStats::host_limit`](crate::PeerTableStats::host_limit)). Links over loopback are not
     /// counted: devices on one machine talk to each other over it, and a local attacker
     /// has easier ways in. Raise it for gateways that relay many devices.
     pub fn max_peers_per_host(mut self, max: usize) -> Self {

@@ -52,9 +52,9 @@ impl fmt::Debug for DeviceId {
 /// [`PeerTable`](crate::PeerTable)); it must be unique among the connections that are open
 /// at the same time, and should not be reused soon after a close.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub u64);
+pub struct LinkId(pub u64);
 
-impl fmt::Display for ConnId {
+impl fmt::Display for LinkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "conn#{}", self.0)
     }

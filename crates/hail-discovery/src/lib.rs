@@ -6,7 +6,7 @@
 //!   passphrase), carries messages and questions over `hail-rpc`, and reports peers
 //!   joining and leaving as [`DeviceEvent`]s. Its [`DeviceEvents`] are a `Stream`
 //!   (peers changed, joined, left and why, messages, duplicate names, errors as
-//!   [`RunError`]), with pythonConnect-style [`Callbacks`] over them. Messages,
+//!   [`RunError`]), with pythonConnect-style [`DeviceCallbacks`] over them. Messages,
 //!   questions and answers are bytes; [`Device::send_msg`], [`Device::ask_msg`] and
 //!   [`Device::decode`] type them in the device's [`MessageFormat`] (postcard by
 //!   default; JSON, text, bytes).
@@ -70,7 +70,7 @@
 //! use std::time::{Duration, Instant};
 //! use hail_crypto::Identity;
 //! use hail_discovery::{
-//!     Action, ConnId, Event, LinkOrigin, LocalDevice, PeerTable, PeerTableConfig,
+//!     Action, LinkId, Event, LinkOrigin, LocalDevice, PeerTable, PeerTableConfig,
 //! };
 //!
 //! let now = Instant::now();
@@ -101,8 +101,8 @@
 //!     });
 //! let Some((dial, addrs)) = dial else { unreachable!("b dials a") };
 //! assert_eq!(addrs, [a_listen]);
-//! b.link_up(ConnId(1), LinkOrigin::Dialed(dial), a_listen, a_id, now);
-//! a.link_up(ConnId(7), LinkOrigin::Accepted, "127.0.0.1:50123".parse()?, b_id, now);
+//! b.link_up(LinkId(1), LinkOrigin::Dialed(dial), a_listen, a_id, now);
+//! a.link_up(LinkId(7), LinkOrigin::Accepted, "127.0.0.1:50123".parse()?, b_id, now);
 //!
 //! // Each side's hello goes over the link to the other.
 //! let hello_of = |t: &mut PeerTable| {
@@ -114,12 +114,12 @@
 //!         .expect("a hello")
 //! };
 //! let (from_a, from_b) = (hello_of(&mut a), hello_of(&mut b));
-//! a.link_message(ConnId(7), from_b, now);
-//! b.link_message(ConnId(1), from_a, now);
+//! a.link_message(LinkId(7), from_b, now);
+//! b.link_message(LinkId(1), from_a, now);
 //!
 //! assert!(matches!(b.poll_event(), Some(Event::PeerJoined(p)) if p.name == "lamp"));
-//! assert_eq!(b.resolve("lamp")?.1, ConnId(1));
-//! assert_eq!(a.resolve("switch")?.1, ConnId(7));
+//! assert_eq!(b.resolve("lamp")?.1, LinkId(1));
+//! assert_eq!(a.resolve("switch")?.1, LinkId(7));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -149,17 +149,17 @@ pub use config::{
     PeerTableConfig, PeerTableConfigBuilder, Trust,
 };
 pub use device::{
-    AskError, Callbacks, Caller, DEFAULT_GROUP, Device, DeviceBuilder, DeviceError, DeviceEvent,
-    DeviceEvents, DeviceStats, EVENT_BYTES, EVENT_CAPACITY, FD_HEADROOM, KnownDevicesError,
-    PeerSender, RunError, SendError, Targets, caller,
+    AskError, Caller, DEFAULT_GROUP, Device, DeviceBuilder, DeviceCallbacks, DeviceError,
+    DeviceEvent, DeviceEvents, DeviceStats, EVENT_BYTES, EVENT_CAPACITY, FD_HEADROOM,
+    KnownDevicesError, PeerSender, RunError, SendError, Targets, caller,
 };
 pub use error::{ConfigError, NameError, ResolveError};
 pub use format::{FormatError, MessageFormat};
 /// How [`DeviceBuilder::interface`] names an interface (from hail-multicast).
 pub use hail_multicast::Interface;
-pub use id::{ConnId, DeviceId, DialId};
+pub use id::{DeviceId, DialId, LinkId};
 pub use peer_table::{
-    Action, CloseReason, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, PeerTable,
-    Stats,
+    Action, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, PeerTable, PeerTableStats,
+    TableCloseReason,
 };
 pub use peer_table::{VERIFY_PER_SECOND, VERIFY_PER_SOURCE};

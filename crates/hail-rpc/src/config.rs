@@ -180,12 +180,12 @@ impl RpcConfigBuilder {
     /// new requests are not run, whatever the method (the built-in PING included):
     ///
     /// - each is answered [`Busy`](crate::RpcError::Busy) (counted in
-    ///   [`Stats::busy_slow_reader`](crate::proto::Stats::busy_slow_reader)), and so is
+    ///   [`SessionStats::busy_slow_reader`](crate::proto::SessionStats::busy_slow_reader)), and so is
     ///   each queued request that reaches a handler slot meanwhile; those answers wait in
     ///   the outbox too;
     /// - once the outbox holds twice this bound, new requests are dropped without an
     ///   answer (counted in
-    ///   [`Stats::unanswered_slow_reader`](crate::proto::Stats::unanswered_slow_reader)):
+    ///   [`SessionStats::unanswered_slow_reader`](crate::proto::SessionStats::unanswered_slow_reader)):
     ///   a peer that has not read that much will not read a refusal either, and its call
     ///   ends at its own timeout.
     ///

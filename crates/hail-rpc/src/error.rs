@@ -1,6 +1,6 @@
 //! The errors of `hail-rpc`: [`RpcError`] for calls, [`BindError`] for handler registration.
 
-use crate::method::{MAX_NAME_LEN, Method, Opcode, RetCode, Status};
+use crate::method::{MAX_METHOD_NAME_LEN, Method, Opcode, RetCode, Status};
 
 /// Why a call did not produce a result. Each variant says exactly what is known about
 /// whether the remote handler ran.
@@ -81,8 +81,8 @@ pub enum BindError {
     /// The opcode is in the range reserved for hail (`0xff00..=0xffff`).
     #[error("opcode {0} is reserved for hail")]
     Reserved(Opcode),
-    /// The name is longer than [`MAX_NAME_LEN`] bytes.
-    #[error("method name of {len} bytes exceeds the limit of {MAX_NAME_LEN}")]
+    /// The name is longer than [`MAX_METHOD_NAME_LEN`] bytes.
+    #[error("method name of {len} bytes exceeds the limit of {MAX_METHOD_NAME_LEN}")]
     NameTooLong {
         /// The name's length in bytes.
         len: usize,

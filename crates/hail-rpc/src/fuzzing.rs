@@ -30,7 +30,7 @@ use bytes::Bytes;
 use crate::config::RpcConfig;
 use crate::method::{Opcode, RetCode};
 use crate::packet::Packet;
-use crate::proto::{Answer, Disconnect, Event, Session, Ticket};
+use crate::proto::{Answer, Disconnect, Session, SessionEvent, Ticket};
 
 const MAX_IN_FLIGHT: usize = 8;
 const MAX_KEPT: usize = 4;
@@ -232,7 +232,7 @@ impl Driver {
         }
         while let Some(event) = self.session.poll_event() {
             match event {
-                Event::Run { ticket, .. } => {
+                SessionEvent::Run { ticket, .. } => {
                     assert!(
                         !self.refusing,
                         "a handler started while the outbox was full"
@@ -244,11 +244,11 @@ impl Driver {
                     }
                     self.running.push((ticket, self.generation));
                 }
-                Event::Wake(w, _) => {
+                SessionEvent::Wake(w, _) => {
                     self.out.wakes += 1;
                     assert!(self.woken.insert(w), "waiter {w} woken twice");
                 }
-                Event::Abort(_) => self.out.aborts += 1,
+                SessionEvent::Abort(_) => self.out.aborts += 1,
             }
         }
     }

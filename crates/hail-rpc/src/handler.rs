@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::BindError;
-use crate::method::{MAX_NAME_LEN, Method};
+use crate::method::{MAX_METHOD_NAME_LEN, Method};
 use crate::packet;
 use crate::peer::RpcPeer;
 
@@ -200,7 +200,7 @@ impl Handlers {
     fn insert(&self, method: Method, h: Arc<dyn ErasedHandler>) -> Result<(), BindError> {
         match &method {
             Method::Opcode(op) if op.is_reserved() => return Err(BindError::Reserved(*op)),
-            Method::Name(n) if n.len() > MAX_NAME_LEN => {
+            Method::Name(n) if n.len() > MAX_METHOD_NAME_LEN => {
                 return Err(BindError::NameTooLong { len: n.len() });
             }
             _ => {}

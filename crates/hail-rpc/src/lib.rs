@@ -122,7 +122,7 @@ pub use config::{RpcConfig, RpcConfigBuilder};
 pub use error::{BindError, RpcError};
 pub use handler::Handlers;
 pub use link::{RpcClient, RpcServer, RpcServerEvent, SERVER_EVENT_CAPACITY};
-pub use method::{MAX_NAME_LEN, Method, Opcode, RetCode, Status};
+pub use method::{MAX_METHOD_NAME_LEN, Method, Opcode, RetCode, Status};
 pub use outgoing::{LinkClosed, Outgoing};
 pub use packet::{Packet, PacketError};
 pub use peer::{PeerDriver, Reply, RpcPeer, WeakRpcPeer};

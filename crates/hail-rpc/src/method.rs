@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Longest method name, in bytes of UTF-8: 255. Longer names are refused by
 /// [`bind`](crate::RpcPeer::bind) and by the packet decoder.
-pub const MAX_NAME_LEN: usize = 255;
+pub const MAX_METHOD_NAME_LEN: usize = 255;
 
 /// Builds a `u8`/`u16` newtype with named constants, a name lookup and hex output for
 /// values without a name.
@@ -139,7 +139,7 @@ impl fmt::Debug for RetCode {
 pub enum Method {
     /// A numeric opcode.
     Opcode(Opcode),
-    /// A name: UTF-8, at most [`MAX_NAME_LEN`] bytes.
+    /// A name: UTF-8, at most [`MAX_METHOD_NAME_LEN`] bytes.
     Name(Cow<'static, str>),
 }
 

@@ -40,7 +40,7 @@ use hail_wire::BytesMutFlavor;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::method::{MAX_NAME_LEN, Method, RetCode, Status};
+use crate::method::{MAX_METHOD_NAME_LEN, Method, RetCode, Status};
 
 /// The packet format version this crate writes and reads.
 pub const VERSION: u8 = 1;
@@ -93,8 +93,8 @@ pub enum PacketError {
     /// The packet's version byte is not [`VERSION`].
     #[error("RPC packet version {0} is not supported (this peer speaks version {VERSION})")]
     UnsupportedVersion(u8),
-    /// A method name is longer than [`MAX_NAME_LEN`] bytes.
-    #[error("method name of {len} bytes exceeds the limit of {MAX_NAME_LEN}")]
+    /// A method name is longer than [`MAX_METHOD_NAME_LEN`] bytes.
+    #[error("method name of {len} bytes exceeds the limit of {MAX_METHOD_NAME_LEN}")]
     NameTooLong {
         /// The name's length in bytes.
         len: usize,
@@ -114,7 +114,9 @@ impl Packet {
         }
         let wire: WireOwned = hail_wire::postcard_from_slice(rest, MAX_DEPTH)?;
         let check = |m: &Method| match m.name() {
-            Some(n) if n.len() > MAX_NAME_LEN => Err(PacketError::NameTooLong { len: n.len() }),
+            Some(n) if n.len() > MAX_METHOD_NAME_LEN => {
+                Err(PacketError::NameTooLong { len: n.len() })
+            }
             _ => Ok(()),
         };
         Ok(match wire {
@@ -417,7 +419,7 @@ mod tests {
             Err(PacketError::Malformed(_))
         ));
         // Over-long name.
-        let name = "x".repeat(MAX_NAME_LEN + 1);
+        let name = "x".repeat(MAX_METHOD_NAME_LEN + 1);
         let p = Packet::Notification {
             method: name.into(),
             args: Bytes::new(),

@@ -19,7 +19,7 @@ use crate::handler::Handlers;
 use crate::method::{Method, RetCode};
 use crate::outgoing::{LinkClosed, Outgoing};
 use crate::packet;
-use crate::proto::{Disconnect, Outcome, PollState, Session, Stats};
+use crate::proto::{Disconnect, Outcome, PollState, Session, SessionStats};
 
 mod inner;
 mod outbox;
@@ -195,7 +195,7 @@ impl RpcPeer {
     }
 
     /// Counters of what the remote sent that was dropped or refused.
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&self) -> SessionStats {
         self.inner.lock().session.stats()
     }
 

@@ -99,9 +99,9 @@ pub mod prelude {
     pub use hail_crypto::{CryptoError, GroupKey, KdfParams};
     #[cfg(feature = "discovery")]
     pub use hail_discovery::{
-        AskError, Callbacks as DeviceCallbacks, Device, DeviceBuilder, DeviceError, DeviceEvent,
-        DeviceEvents, DeviceId, DeviceStats, LeaveReason, MessageFormat, PeerInfo, PeerSender,
-        RunError, SendError, Targets,
+        AskError, Device, DeviceBuilder, DeviceCallbacks, DeviceError, DeviceEvent, DeviceEvents,
+        DeviceId, DeviceStats, LeaveReason, MessageFormat, PeerInfo, PeerSender, RunError,
+        SendError, Targets,
     };
     #[cfg(feature = "link")]
     pub use hail_link::{

@@ -202,7 +202,7 @@ impl fmt::Debug for Kind {
 /// A discovery message could not be encoded or decoded, or its signature does not verify.
 ///
 /// Every such error concerns one datagram or one link message only: the peer table drops
-/// the message, counts it in its [`Stats`](crate::Stats) and carries on.
+/// the message, counts it in its [`PeerTableStats`](crate::PeerTableStats) and carries on.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdvertError {

@@ -264,7 +264,7 @@ impl DeviceBuilder {
     /// like SSH's `known_hosts`, keeping the pins in this file (read at start, appended
     /// to as names are pinned; one `name<TAB>key` line each, editable by hand). Afterwards
     /// a device with another key under a pinned name is refused: its link is closed
-    /// ([`Stats::untrusted`](crate::Stats::untrusted)), so a rogue device cannot take a
+    /// ([`PeerTableStats::untrusted`](crate::PeerTableStats::untrusted)), so a rogue device cannot take a
     /// known device's name. Pair it with [`identity_file`](Self::identity_file) on every
     /// device, or a restart is a new key that its own name refuses. Default: none (any
     /// key under any name, [`Trust::Anyone`](crate::Trust::Anyone)).
@@ -274,7 +274,7 @@ impl DeviceBuilder {
     }
 
     /// Lets only devices with these keys join (an allow list); any other's link is closed
-    /// after its handshake ([`Stats::untrusted`](crate::Stats::untrusted)). Takes
+    /// after its handshake ([`PeerTableStats::untrusted`](crate::PeerTableStats::untrusted)). Takes
     /// precedence over [`known_devices`](Self::known_devices). Default: none.
     pub fn allow_devices(mut self, keys: impl IntoIterator<Item = hail_crypto::PublicKey>) -> Self {
         self.allowed = Some(keys.into_iter().map(|k| k.to_bytes()).collect());

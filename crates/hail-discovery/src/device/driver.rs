@@ -27,7 +27,7 @@ use super::dial::{DialFailures, DialKey, Dialed, dial_any};
 use super::error::RunError;
 use super::events::DeviceEvent;
 use super::shared::{LinkEntry, Shared, lock};
-use crate::id::{ConnId, DialId};
+use crate::id::{DialId, LinkId};
 use crate::peer_table::{Action, Event, LinkOrigin};
 
 /// Capacity of the queue from the dials to the device's task: 1024 outcomes (at most one
@@ -272,9 +272,9 @@ impl Driver {
                 }
                 true
             }
-            ServerEvent::Message { id, msg } => self.frame(ConnId(id.get()), msg),
+            ServerEvent::Message { id, msg } => self.frame(LinkId(id.get()), msg),
             ServerEvent::Closed { id, reason } => {
-                self.closed(ConnId(id.get()), &reason);
+                self.closed(LinkId(id.get()), &reason);
                 true
             }
             _ => false,

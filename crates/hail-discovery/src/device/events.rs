@@ -1,5 +1,5 @@
 //! What a device reports: [`DeviceEvent`]s on the [`DeviceEvents`] stream, and the
-//! pythonConnect-style [`Callbacks`] over it.
+//! pythonConnect-style [`DeviceCallbacks`] over it.
 
 use std::sync::Arc;
 
@@ -141,7 +141,7 @@ impl DeviceEvents {
 
     /// Runs callbacks for every event until the device is gone (pythonConnect style:
     /// message, peers changed, peer joined and left, duplicate name, error).
-    pub async fn run_callbacks(mut self, mut callbacks: Callbacks) {
+    pub async fn run_callbacks(mut self, mut callbacks: DeviceCallbacks) {
         while let Some(event) = self.recv().await {
             match event {
                 DeviceEvent::Message { from, payload, .. } => {
@@ -186,9 +186,9 @@ type LeftFn = Box<dyn FnMut(PeerInfo, LeaveReason) + Send>;
 type DuplicateFn = Box<dyn FnMut(String, Vec<DeviceId>) + Send>;
 type ErrorFn = Box<dyn FnMut(RunError) + Send>;
 
-/// Callbacks for [`DeviceEvents::run_callbacks`]; each is optional.
+/// DeviceCallbacks for [`DeviceEvents::run_callbacks`]; each is optional.
 #[derive(Default)]
-pub struct Callbacks {
+pub struct DeviceCallbacks {
     on_message: Option<MessageFn>,
     on_peers_changed: Option<PeersFn>,
     on_joined: Option<JoinedFn>,
@@ -197,9 +197,9 @@ pub struct Callbacks {
     on_error: Option<ErrorFn>,
 }
 
-impl std::fmt::Debug for Callbacks {
+impl std::fmt::Debug for DeviceCallbacks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Callbacks")
+        f.debug_struct("DeviceCallbacks")
             .field("on_message", &self.on_message.is_some())
             .field("on_peers_changed", &self.on_peers_changed.is_some())
             .field("on_joined", &self.on_joined.is_some())
@@ -210,7 +210,7 @@ impl std::fmt::Debug for Callbacks {
     }
 }
 
-impl Callbacks {
+impl DeviceCallbacks {
     /// Called with the sender's name and each message.
     pub fn on_message(mut self, f: impl FnMut(String, Bytes) + Send + 'static) -> Self {
         self.on_message = Some(Box::new(f));

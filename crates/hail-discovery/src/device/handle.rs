@@ -16,7 +16,7 @@ use super::shared::{QuestionFn, Shared, lock};
 use crate::error::ResolveError;
 use crate::format::{FormatError, MessageFormat};
 use crate::id::DeviceId;
-use crate::peer_table::{PeerInfo, Stats};
+use crate::peer_table::{PeerInfo, PeerTableStats};
 
 /// Counters of a [`Device`], from [`Device::stats`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,7 +24,7 @@ use crate::peer_table::{PeerInfo, Stats};
 pub struct DeviceStats {
     /// The peer table's counters: adverts handled and dropped (malformed, foreign
     /// version), peers rejected, protocol errors on links.
-    pub discovery: Stats,
+    pub discovery: PeerTableStats,
     /// The discovery channel's counters: adverts sent, delivered, and dropped as wrongly
     /// keyed (another passphrase), replayed or malformed. As of the device's last timer
     /// tick (at most about a second old); zero without multicast.

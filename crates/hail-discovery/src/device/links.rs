@@ -20,8 +20,8 @@ use super::events::DeviceEvent;
 use super::messages::MESSAGE_TAG;
 use super::shared::{LinkEntry, lock};
 use crate::advert::{LinkMessage, MAGIC};
-use crate::id::{ConnId, DeviceId};
-use crate::peer_table::{CloseReason, LinkCloseReason, LinkOrigin};
+use crate::id::{DeviceId, LinkId};
+use crate::peer_table::{LinkCloseReason, LinkOrigin, TableCloseReason};
 
 /// How long a duplicate link stays open after the one-link rule dropped it: 500 ms.
 const DUPLICATE_LINGER: Duration = Duration::from_millis(500);
@@ -36,7 +36,7 @@ impl Driver {
         origin: LinkOrigin,
         remote: SocketAddr,
     ) {
-        let id = ConnId(conn.id().get());
+        let id = LinkId(conn.id().get());
         // The handshake proved the peer's key (every device link runs XX): the link is
         // that device's, whatever its hello will claim.
         let Some(peer) = conn.peer_key().map(|k| DeviceId::from_bytes(k.id())) else {
@@ -66,7 +66,7 @@ impl Driver {
     }
 
     /// Returns whether the frame went through the table (discovery messages do).
-    pub(super) fn frame(&mut self, conn: ConnId, frame: Bytes) -> bool {
+    pub(super) fn frame(&mut self, conn: LinkId, frame: Bytes) -> bool {
         if frame.starts_with(&MAGIC) {
             let Some(closing) = lock(&self.shared.links).get(&conn).map(|l| l.closing) else {
                 return false;
@@ -122,7 +122,7 @@ impl Driver {
     /// A [`Device::send`](crate::Device::send) message: delivered in the order of its
     /// link's frames, from the link's peer, with the room in the event stream the driver
     /// reserved for it (the driver reads no link while there is none).
-    fn message(&mut self, conn: ConnId, frame: Bytes) {
+    fn message(&mut self, conn: LinkId, frame: Bytes) {
         // The join was reported as the hello was read.
         let from = match lock(&self.shared.links).get(&conn) {
             // Also on a link being closed: what the peer sent before it closed counts.
@@ -153,7 +153,7 @@ impl Driver {
         }
     }
 
-    pub(super) fn closed(&mut self, conn: ConnId, reason: &LinkClose) {
+    pub(super) fn closed(&mut self, conn: LinkId, reason: &LinkClose) {
         let entry = lock(&self.shared.links).remove(&conn);
         if let Some(l) = entry {
             let peer = l.driver.peer();
@@ -173,25 +173,25 @@ impl Driver {
     }
 
     /// The table's [`Action::Close`](crate::Action::Close).
-    pub(super) fn close_link(&mut self, conn: ConnId, reason: CloseReason) {
+    pub(super) fn close_link(&mut self, conn: LinkId, reason: TableCloseReason) {
         // The entry stays until the link is closed, so RPC packets already on
         // their way are still served. A duplicate carries no new calls from
         // this side (names resolve to the kept link); it stays open for
         // DUPLICATE_LINGER, so the peer, which may not have the kept link's
         // hello yet, is not cut off meanwhile, then closes once its calls and
         // handlers are done: nothing in flight is lost to the one-link rule.
-        let name = (reason == CloseReason::Duplicate)
+        let name = (reason == TableCloseReason::Duplicate)
             .then(|| lock(&self.shared.table).name_on_link(conn).map(Arc::from))
             .flatten();
         if let Some(l) = lock(&self.shared.links).get_mut(&conn) {
             l.closing = true;
             // A duplicate is a joined peer's link too (both hellos arrived).
-            l.joined |= reason == CloseReason::Duplicate;
+            l.joined |= reason == TableCloseReason::Duplicate;
             if let Some(name) = name {
                 l.peer_name.get_or_insert(name);
             }
             let c = l.conn.clone();
-            if reason == CloseReason::Duplicate {
+            if reason == TableCloseReason::Duplicate {
                 let peer = l.driver.peer();
                 tokio::spawn(async move {
                     tokio::time::sleep(DUPLICATE_LINGER).await;

@@ -9,7 +9,7 @@
 //! | `messages.rs` | `send` (message frames on the peers' links) and `ask` ([`Targets`]); the built-in `hail/ask` |
 //! | `caller.rs` | [`Caller`] and [`caller`]: the proven peer behind a handler's call |
 //! | `sender.rs` | [`PeerSender`] ([`Device::to`]): messages to one peer on the link it keeps |
-//! | `events.rs` | [`DeviceEvent`], the [`DeviceEvents`] stream, [`Callbacks`] |
+//! | `events.rs` | [`DeviceEvent`], the [`DeviceEvents`] stream, [`DeviceCallbacks`] |
 //! | `error.rs` | [`DeviceError`], [`SendError`], [`AskError`], [`RunError`] |
 //! | `shared.rs` | the state the handle, the driver and the handlers share; a link's entry |
 //! | `driver.rs` | the task: one loop over every input, running then draining |
@@ -37,7 +37,7 @@ mod trust;
 pub use builder::{DEFAULT_GROUP, DeviceBuilder, EVENT_BYTES, EVENT_CAPACITY, FD_HEADROOM};
 pub use caller::{Caller, caller};
 pub use error::{AskError, DeviceError, RunError, SendError};
-pub use events::{Callbacks, DeviceEvent, DeviceEvents};
+pub use events::{DeviceCallbacks, DeviceEvent, DeviceEvents};
 pub use handle::{Device, DeviceStats};
 pub use messages::Targets;
 pub use sender::PeerSender;

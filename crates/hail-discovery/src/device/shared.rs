@@ -16,7 +16,7 @@ use tracing::debug;
 use super::error::RunError;
 use super::events::DeviceEvent;
 use crate::error::ResolveError;
-use crate::id::ConnId;
+use crate::id::LinkId;
 use crate::peer_table::PeerTable;
 
 pub(super) type QuestionFn =
@@ -44,7 +44,7 @@ pub(super) struct Shared {
     pub(super) table: Mutex<PeerTable>,
     /// Where names pinned on first use are kept ([`DeviceBuilder::known_devices`](crate::DeviceBuilder::known_devices)).
     pub(super) known_devices: Option<std::path::PathBuf>,
-    pub(super) links: Mutex<HashMap<ConnId, LinkEntry>>,
+    pub(super) links: Mutex<HashMap<LinkId, LinkEntry>>,
     pub(super) question: OnceLock<Arc<QuestionFn>>,
     /// What every link answers: messages, questions and the user's own methods.
     pub(super) handlers: Handlers,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::peer_table::Stats;
+use crate::peer_table::PeerTableStats;
 
 /// How often at most a summary of refused input is logged: 10 s.
 pub(super) const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
@@ -14,18 +14,18 @@ pub(super) const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// What was logged last, and when.
 #[derive(Debug, Default)]
 pub(super) struct Summary {
-    last: Stats,
+    last: PeerTableStats,
     at: Option<Instant>,
 }
 
 impl Summary {
     /// Logs one warning with what grew since the last summary, if anything did and the
     /// interval has passed. Returns whether it logged (for tests).
-    pub(super) fn tick(&mut self, now: Instant, stats: &Stats) -> bool {
+    pub(super) fn tick(&mut self, now: Instant, stats: &PeerTableStats) -> bool {
         if self.at.is_some_and(|at| now < at + SUMMARY_INTERVAL) {
             return false;
         }
-        let d = |f: fn(&Stats) -> u64| f(stats).saturating_sub(f(&self.last));
+        let d = |f: fn(&PeerTableStats) -> u64| f(stats).saturating_sub(f(&self.last));
         let malformed = d(|s| s.adverts_dropped);
         let bad_signatures = d(|s| s.bad_signatures);
         let stale = d(|s| s.stale_adverts);
@@ -70,7 +70,7 @@ mod tests {
     fn at_most_one_line_per_interval_and_only_when_something_grew() {
         let t0 = Instant::now();
         let mut s = Summary::default();
-        let mut stats = Stats::default();
+        let mut stats = PeerTableStats::default();
         assert!(!s.tick(t0, &stats), "nothing refused: no line");
         stats.bad_signatures = 5_000;
         assert!(s.tick(t0, &stats));

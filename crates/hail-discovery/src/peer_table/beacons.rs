@@ -24,7 +24,7 @@ const MIN_ANSWER_GAP: Duration = Duration::from_millis(50);
 
 impl PeerTable {
     /// Decodes and handles one datagram from the discovery group. A datagram that does not
-    /// decode is counted in [`Stats::adverts_dropped`](crate::Stats::adverts_dropped) and
+    /// decode is counted in [`PeerTableStats::adverts_dropped`](crate::PeerTableStats::adverts_dropped) and
     /// its error returned for logging; the table is unaffected.
     pub fn handle_datagram(
         &mut self,

@@ -1,11 +1,11 @@
 //! The table's vocabulary with its driver: what the driver reports ([`LinkOrigin`],
-//! [`LinkCloseReason`]), what the table asks of it ([`Action`], [`CloseReason`]), what
-//! users hear ([`Event`], [`LeaveReason`], [`PeerInfo`]) and the counters ([`Stats`]).
+//! [`LinkCloseReason`]), what the table asks of it ([`Action`], [`TableCloseReason`]), what
+//! users hear ([`Event`], [`LeaveReason`], [`PeerInfo`]) and the counters ([`PeerTableStats`]).
 
 use std::net::SocketAddr;
 
 use crate::advert::{Advert, LinkMessage};
-use crate::id::{ConnId, DeviceId, DialId};
+use crate::id::{DeviceId, DialId, LinkId};
 
 /// How a link came about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub enum LinkCloseReason {
 /// Why the table asks for a link to be closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum CloseReason {
+pub enum TableCloseReason {
     /// The pair has another connection that wins the simultaneous-dial rule.
     Duplicate,
     /// The link belongs to an incarnation that was replaced by a restart.
@@ -130,7 +130,7 @@ pub enum Action {
     /// Encode ([`LinkMessage::encode`]) and send this message on a link.
     Send {
         /// The link.
-        conn: ConnId,
+        conn: LinkId,
         /// The message.
         message: LinkMessage,
     },
@@ -151,22 +151,22 @@ pub enum Action {
     },
     /// Close this link (after flushing what was already sent on it). The table has
     /// forgotten it; a later [`PeerTable::link_closed`](crate::PeerTable::link_closed) for
-    /// it changes no membership. For a [`CloseReason::Duplicate`], report that close anyway
+    /// it changes no membership. For a [`TableCloseReason::Duplicate`], report that close anyway
     /// once the link has ended: a goodbye of its peer waits for it, so what the peer sent
     /// on it comes first (at most
     /// [`goodbye_grace`](crate::PeerTableConfigBuilder::goodbye_grace)).
     Close {
         /// The link.
-        conn: ConnId,
+        conn: LinkId,
         /// Why.
-        reason: CloseReason,
+        reason: TableCloseReason,
     },
 }
 
 /// Counters of what the table dropped or saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Stats {
+pub struct PeerTableStats {
     /// Adverts decoded and handled.
     pub adverts_received: u64,
     /// Datagrams dropped as malformed, foreign version or unknown kind.

@@ -9,7 +9,7 @@ use tracing::trace;
 use super::events::Action;
 use super::state::{ConnState, Peer, PeerTable, TombKind};
 use crate::advert::{LinkMessage, MAX_PEER_RECORDS, PeerRecord};
-use crate::id::{ConnId, DeviceId};
+use crate::id::{DeviceId, LinkId};
 
 impl PeerTable {
     /// A peer joined: tell it and the others what they may not know. Peers heard on
@@ -24,7 +24,7 @@ impl PeerTable {
         };
         let newcomer_multicast = newcomer.heard_multicast;
         let newcomer_record = (newcomer.port != 0).then(|| newcomer.record()).flatten();
-        let others: Vec<(ConnId, PeerRecord, bool)> = self
+        let others: Vec<(LinkId, PeerRecord, bool)> = self
             .peers
             .values()
             .filter(|p| p.member && p.id != id)
@@ -53,7 +53,7 @@ impl PeerTable {
         }
     }
 
-    pub(super) fn on_gossip(&mut self, conn: ConnId, records: Vec<PeerRecord>, now: Instant) {
+    pub(super) fn on_gossip(&mut self, conn: LinkId, records: Vec<PeerRecord>, now: Instant) {
         let c = &self.conns[&conn];
         if !matches!(c.state, ConnState::Established { .. }) {
             self.stats.protocol_errors += 1;

@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use tracing::{debug, trace};
 
-use super::events::{Action, CloseReason, LeaveReason};
+use super::events::{Action, LeaveReason, TableCloseReason};
 use super::state::{ConnState, DialState, PeerTable, Phase};
 use crate::advert::{Advert, LinkMessage};
-use crate::id::{ConnId, DeviceId};
+use crate::id::{DeviceId, LinkId};
 
 impl PeerTable {
     /// Starts: announces at once, probes, schedules the rest of the burst and the
@@ -70,7 +70,7 @@ impl PeerTable {
         for &conn in conns.keys() {
             self.actions.push_back(Action::Close {
                 conn,
-                reason: CloseReason::Shutdown,
+                reason: TableCloseReason::Shutdown,
             });
         }
         self.peers.clear();
@@ -127,7 +127,7 @@ impl PeerTable {
             return;
         }
         self.run_schedule(now);
-        let expired: Vec<ConnId> = self
+        let expired: Vec<LinkId> = self
             .conns
             .iter()
             .filter(|(_, c)| {
@@ -137,7 +137,7 @@ impl PeerTable {
             .collect();
         for conn in expired {
             debug!(%conn, "no hello in time");
-            self.close_conn(conn, CloseReason::HelloTimeout, now);
+            self.close_conn(conn, TableCloseReason::HelloTimeout, now);
         }
         self.goodbye_progress(now);
         let due: Vec<DeviceId> = self

@@ -6,20 +6,20 @@ use std::time::Instant;
 
 use tracing::{debug, trace};
 
-use super::events::{Action, CloseReason, Event, LinkCloseReason, LinkOrigin};
+use super::events::{Action, Event, LinkCloseReason, LinkOrigin, TableCloseReason};
 use super::state::{Conn, ConnKey, ConnState, DialState, DialTarget, Origin, PeerTable, Phase};
 use crate::advert::{Hello, LinkMessage};
 use crate::config::Trust;
-use crate::id::{ConnId, DeviceId};
+use crate::id::{DeviceId, LinkId};
 
 impl PeerTable {
     /// A link is up: connected, and its handshake proved that the other end holds the key
     /// of device `peer` (the id of the key the link's Noise handshake authenticated). The
     /// table answers with its hello on it; the peer's hello must be signed by the same key,
-    /// or the link is closed ([`CloseReason::IdentityMismatch`]).
+    /// or the link is closed ([`TableCloseReason::IdentityMismatch`]).
     pub fn link_up(
         &mut self,
-        conn: ConnId,
+        conn: LinkId,
         origin: LinkOrigin,
         remote: SocketAddr,
         peer: DeviceId,
@@ -32,7 +32,7 @@ impl PeerTable {
         if self.phase != Phase::Running {
             self.actions.push_back(Action::Close {
                 conn,
-                reason: CloseReason::Shutdown,
+                reason: TableCloseReason::Shutdown,
             });
             return;
         }
@@ -71,7 +71,7 @@ impl PeerTable {
     }
 
     /// A discovery message arrived on a link.
-    pub fn link_message(&mut self, conn: ConnId, message: LinkMessage, now: Instant) {
+    pub fn link_message(&mut self, conn: LinkId, message: LinkMessage, now: Instant) {
         if self.phase != Phase::Running {
             return;
         }
@@ -105,7 +105,7 @@ impl PeerTable {
 
     /// A link closed (the table did not ask for it, or asked and the driver reports it
     /// anyway: then it is ignored).
-    pub fn link_closed(&mut self, conn: ConnId, reason: LinkCloseReason, now: Instant) {
+    pub fn link_closed(&mut self, conn: LinkId, reason: LinkCloseReason, now: Instant) {
         if self.phase != Phase::Running {
             return;
         }
@@ -137,7 +137,7 @@ impl PeerTable {
         }
     }
 
-    fn on_hello(&mut self, conn: ConnId, hello: Hello, now: Instant) {
+    fn on_hello(&mut self, conn: LinkId, hello: Hello, now: Instant) {
         let id = hello.announce.id();
         let c = &self.conns[&conn];
         // The announce in a hello is checked like one on the group, but outside the
@@ -147,14 +147,14 @@ impl PeerTable {
         if id != c.proven || (!known && hello.announce.verify().is_err()) {
             debug!(%conn, claimed = %id, proven = %c.proven, "hello for another key than the link proved");
             self.stats.identity_mismatch += 1;
-            self.close_conn(conn, CloseReason::IdentityMismatch, now);
+            self.close_conn(conn, TableCloseReason::IdentityMismatch, now);
             return;
         }
         if let ConnState::Established { peer, .. } = c.state {
             if peer == id {
                 self.stats.protocol_errors += 1;
             } else {
-                self.close_conn(conn, CloseReason::ProtocolViolation, now);
+                self.close_conn(conn, TableCloseReason::ProtocolViolation, now);
             }
             return;
         }
@@ -170,28 +170,28 @@ impl PeerTable {
                 debug!(addr = %self.statics[i].addr, "static peer address is this device");
                 self.statics[i].is_self = true;
             }
-            self.close_conn(conn, CloseReason::SelfConnection, now);
+            self.close_conn(conn, TableCloseReason::SelfConnection, now);
             return;
         }
         if self.departed(id, hello.announce.seq()) {
-            self.close_conn(conn, CloseReason::Departed, now);
+            self.close_conn(conn, TableCloseReason::Departed, now);
             return;
         }
         let member = self.peers.get(&id).is_some_and(|p| p.member);
         if !member && self.host_full(remote.ip()) {
             debug!(%conn, %remote, "host has its share of joined peers; link closed");
             self.stats.host_limit += 1;
-            self.close_conn(conn, CloseReason::HostLimit, now);
+            self.close_conn(conn, TableCloseReason::HostLimit, now);
             return;
         }
         if !self.trusted(&hello.announce) {
             debug!(%conn, peer = %id, name = %hello.announce.body.name, "key not trusted; link closed");
             self.stats.untrusted += 1;
-            self.close_conn(conn, CloseReason::Untrusted, now);
+            self.close_conn(conn, TableCloseReason::Untrusted, now);
             return;
         }
         if !self.learn(&hello.announce, remote, None, now) {
-            self.close_conn(conn, CloseReason::TableFull, now);
+            self.close_conn(conn, TableCloseReason::TableFull, now);
             return;
         }
         // The dial that produced this link is over.
@@ -226,7 +226,7 @@ impl PeerTable {
 
     /// An established link to `id`: make it the active one, or apply the one-connection
     /// rule against the current one.
-    fn attach(&mut self, id: DeviceId, conn: ConnId, key: ConnKey) {
+    fn attach(&mut self, id: DeviceId, conn: LinkId, key: ConnKey) {
         let p = self.peers.get_mut(&id).expect("learned just before");
         let Some(current) = p.active else {
             p.active = Some(conn);
@@ -263,7 +263,7 @@ impl PeerTable {
             }
             self.actions.push_back(Action::Close {
                 conn: loser,
-                reason: CloseReason::Duplicate,
+                reason: TableCloseReason::Duplicate,
             });
         }
     }
@@ -306,7 +306,7 @@ impl PeerTable {
     }
 
     /// The table closes a link.
-    pub(super) fn close_conn(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
+    pub(super) fn close_conn(&mut self, conn: LinkId, reason: TableCloseReason, now: Instant) {
         if let Some(c) = self.conns.remove(&conn) {
             trace!(%conn, ?reason, "closing link");
             self.actions.push_back(Action::Close { conn, reason });
@@ -315,8 +315,8 @@ impl PeerTable {
     }
 
     /// Closes every link of a peer whose entry was already removed.
-    pub(super) fn close_conns_of(&mut self, id: DeviceId, reason: CloseReason, now: Instant) {
-        let conns: Vec<ConnId> = self
+    pub(super) fn close_conns_of(&mut self, id: DeviceId, reason: TableCloseReason, now: Instant) {
+        let conns: Vec<LinkId> = self
             .conns
             .iter()
             .filter(|(_, c)| matches!(c.state, ConnState::Established { peer, .. } if peer == id))
@@ -328,7 +328,7 @@ impl PeerTable {
     }
 
     /// Bookkeeping after a link is gone, whoever closed it.
-    fn conn_gone(&mut self, conn: ConnId, c: Conn, reason: LinkCloseReason, now: Instant) {
+    fn conn_gone(&mut self, conn: LinkId, c: Conn, reason: LinkCloseReason, now: Instant) {
         match c.state {
             ConnState::AwaitingHello { .. } => {
                 if let Origin::Dialed {

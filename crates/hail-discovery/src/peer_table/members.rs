@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, trace, warn};
 
-use super::events::{Action, CloseReason, Event, LeaveReason, LinkCloseReason};
+use super::events::{Action, Event, LeaveReason, LinkCloseReason, TableCloseReason};
 use super::state::{ConnState, DialState, Peer, PeerTable, Tomb, TombKind};
 use crate::advert::{Advert, Announce};
 use crate::config::{MAX_PEER_LEASE, MIN_PEER_LEASE};
@@ -130,7 +130,7 @@ impl PeerTable {
         debug!(peer = %old, name = %p.name, "presumed restarted under a new id");
         let seq = p.seq();
         self.insert_tomb(old, now + self.config.lease, TombKind::Replaced, seq);
-        self.close_conns_of(old, CloseReason::Stale, now);
+        self.close_conns_of(old, TableCloseReason::Stale, now);
         if p.member {
             self.events.push_back(Event::PeerLeft {
                 peer: p.info(),
@@ -301,7 +301,7 @@ impl PeerTable {
             return;
         };
         debug!(peer = %id, name = %p.name, "goodbye");
-        self.close_conns_of(id, CloseReason::Departed, now);
+        self.close_conns_of(id, TableCloseReason::Departed, now);
         if p.member {
             self.events.push_back(Event::PeerLeft {
                 peer: p.info(),

@@ -4,7 +4,7 @@
 //!
 //! | file | job |
 //! |---|---|
-//! | `events.rs` | what the driver reports, the table asks and tells (`Action`, `Event`, `Stats`) |
+//! | `events.rs` | what the driver reports, the table asks and tells (`Action`, `Event`, `PeerTableStats`) |
 //! | `state.rs` | the `PeerTable` struct, the records it keeps, queries (`peers`, `resolve` ...) |
 //! | `lifecycle.rs` | `start`, `close`, `poll_timeout`, `handle_timeout` |
 //! | `beacons.rs` | adverts on the group, the announce schedule (burst, beacons, answers) |
@@ -25,7 +25,8 @@ mod state;
 mod verify;
 
 pub use events::{
-    Action, CloseReason, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, Stats,
+    Action, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, PeerTableStats,
+    TableCloseReason,
 };
 pub use state::PeerTable;
 pub use verify::{VERIFY_PER_SECOND, VERIFY_PER_SOURCE};

@@ -9,13 +9,13 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tracing::warn;
 
-use super::events::{Action, Event, PeerInfo, Stats};
+use super::events::{Action, Event, PeerInfo, PeerTableStats};
 use hail_crypto::Sequence;
 
 use crate::advert::{Announce, MAX_ADDRESSES};
 use crate::config::{LocalDevice, PeerTableConfig};
 use crate::error::{ConfigError, ResolveError};
-use crate::id::{ConnId, DeviceId, DialId};
+use crate::id::{DeviceId, DialId, LinkId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -86,7 +86,7 @@ pub(super) struct Peer {
     pub(super) heard_multicast: bool,
     pub(super) lease_until: Option<Instant>,
     pub(super) gossip_until: Option<Instant>,
-    pub(super) active: Option<ConnId>,
+    pub(super) active: Option<LinkId>,
     pub(super) member: bool,
     pub(super) grace_until: Option<Instant>,
     pub(super) dial: DialState,
@@ -290,14 +290,14 @@ pub struct PeerTable {
     pub(super) rng: StdRng,
     pub(super) phase: Phase,
     pub(super) peers: BTreeMap<DeviceId, Peer>,
-    pub(super) conns: BTreeMap<ConnId, Conn>,
+    pub(super) conns: BTreeMap<LinkId, Conn>,
     pub(super) dials: BTreeMap<DialId, DialTarget>,
     pub(super) statics: Vec<StaticPeer>,
     pub(super) tombstones: BTreeMap<DeviceId, Tomb>,
     /// Duplicate links the table asked to close, and whose they are, until the driver
     /// reports them closed: what the peer sent on them before is still on its way.
     /// At most `max_peers` entries.
-    pub(super) draining: BTreeMap<ConnId, DeviceId>,
+    pub(super) draining: BTreeMap<LinkId, DeviceId>,
     /// Goodbyes heard on the group from devices whose links may still carry what they
     /// sent before it: the departure waits for the link's goodbye or close, at most
     /// until the deadline ([`PeerTableConfigBuilder::goodbye_grace`]).
@@ -328,7 +328,7 @@ pub struct PeerTable {
     pub(super) actions: VecDeque<Action>,
     pub(super) events: VecDeque<Event>,
     pub(super) dirty: bool,
-    pub(super) stats: Stats,
+    pub(super) stats: PeerTableStats,
 }
 
 impl PeerTable {
@@ -395,7 +395,7 @@ impl PeerTable {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             dirty: false,
-            stats: Stats::default(),
+            stats: PeerTableStats::default(),
         })
     }
 
@@ -447,12 +447,12 @@ impl PeerTable {
     }
 
     /// The link that currently carries traffic to a joined peer.
-    pub fn connection(&self, id: DeviceId) -> Option<ConnId> {
+    pub fn connection(&self, id: DeviceId) -> Option<LinkId> {
         self.peers.get(&id).and_then(|p| p.active)
     }
 
     /// The joined peer a link belongs to, once its hello arrived.
-    pub fn peer_of(&self, conn: ConnId) -> Option<DeviceId> {
+    pub fn peer_of(&self, conn: LinkId) -> Option<DeviceId> {
         match self.conns.get(&conn)?.state {
             ConnState::Established { peer, .. } => Some(peer),
             ConnState::AwaitingHello { .. } => None,
@@ -461,7 +461,7 @@ impl PeerTable {
 
     /// The name of the device at the other end of `conn`: an established link's, or a
     /// duplicate's still draining.
-    pub fn name_on_link(&self, conn: ConnId) -> Option<&str> {
+    pub fn name_on_link(&self, conn: LinkId) -> Option<&str> {
         let id = match self.conns.get(&conn).map(|c| &c.state) {
             Some(ConnState::Established { peer, .. }) => *peer,
             Some(ConnState::AwaitingHello { .. }) => return None,
@@ -477,7 +477,7 @@ impl PeerTable {
     }
 
     /// The one live device with this name and the link to it.
-    pub fn resolve(&self, name: &str) -> Result<(DeviceId, ConnId), ResolveError> {
+    pub fn resolve(&self, name: &str) -> Result<(DeviceId, LinkId), ResolveError> {
         let holders: Vec<&Peer> = self
             .peers
             .values()
@@ -503,7 +503,7 @@ impl PeerTable {
     }
 
     /// Counters.
-    pub fn stats(&self) -> &Stats {
+    pub fn stats(&self) -> &PeerTableStats {
         &self.stats
     }
 

@@ -15,7 +15,7 @@ use crate::advert::{
 };
 use crate::config::{LocalDevice, MAX_PEER_LEASE, PeerTableConfig};
 use crate::error::{ConfigError, ResolveError};
-use crate::id::{ConnId, DeviceId, DialId};
+use crate::id::{DeviceId, DialId, LinkId};
 
 mod attacks;
 mod beacons;
@@ -177,7 +177,7 @@ fn no_yield() -> PeerTableConfig {
 }
 
 /// A link from device `n` accepted as `conn` (its hello not yet in); its actions drained.
-fn accept(t: &mut PeerTable, conn: ConnId, n: u8, now: Instant) {
+fn accept(t: &mut PeerTable, conn: LinkId, n: u8, now: Instant) {
     t.link_up(
         conn,
         LinkOrigin::Accepted,
@@ -209,7 +209,7 @@ fn dials(actions: &[Action]) -> Vec<DialReq> {
         .collect()
 }
 
-fn closes(actions: &[Action]) -> Vec<(ConnId, CloseReason)> {
+fn closes(actions: &[Action]) -> Vec<(LinkId, TableCloseReason)> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -293,7 +293,7 @@ fn next_dials(t: &mut PeerTable, limit: Instant) -> (Instant, Vec<DialReq>) {
 
 /// `t` (device 1) learns device `n` by announce and connects to it over `conn`; returns
 /// with everything drained.
-fn join(t: &mut PeerTable, n: u8, name: &str, conn: ConnId, now: Instant) {
+fn join(t: &mut PeerTable, n: u8, name: &str, conn: LinkId, now: Instant) {
     t.handle_advert(Advert::Announce(announce(n, name)), src(n), now);
     let d = dials(&actions(t));
     assert_eq!(d.len(), 1, "one dial for {name}");

@@ -1,7 +1,7 @@
 //! The signature-check budget: a flood of adverts with fresh keys (each needs one Ed25519
 //! verification, about 74 µs here) costs at most [`VERIFY_PER_SECOND`] checks a second in
 //! all and [`VERIFY_PER_SOURCE`] per source address; the rest are dropped unverified and
-//! counted ([`Stats::verify_deferred`](crate::Stats::verify_deferred)). Adverts equal to
+//! counted ([`PeerTableStats::verify_deferred`](crate::PeerTableStats::verify_deferred)). Adverts equal to
 //! one already verified, and replays, cost no check; a real newcomer that loses its advert
 //! to a flood still joins by its own dial (a link's hello is checked outside this budget).
 

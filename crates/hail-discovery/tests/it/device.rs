@@ -400,7 +400,7 @@ async fn callbacks_see_peers_and_messages() {
     let (t1, t2) = (tx.clone(), tx);
     let runner = tokio::spawn(
         eb.run_callbacks(
-            hail_discovery::Callbacks::default()
+            hail_discovery::DeviceCallbacks::default()
                 .on_joined(move |p| {
                     let _ = t1.send(format!("joined {}", p.name));
                 })

@@ -19,7 +19,7 @@ use crate::error::RpcError;
 use crate::handler::{Failure, Handlers};
 use crate::method::{Method, RetCode};
 use crate::outgoing::Outgoing;
-use crate::proto::{Answer, Event, Outcome, Session, Ticket, Transmit};
+use crate::proto::{Answer, Outcome, Session, SessionEvent, Ticket, Transmit};
 
 type Waiter = oneshot::Sender<Outcome>;
 
@@ -98,7 +98,7 @@ struct More {
     events: Vec<PeerEvent>,
 }
 
-type PeerEvent = Event<Waiter, AbortHandle>;
+type PeerEvent = SessionEvent<Waiter, AbortHandle>;
 
 /// What [`Inner::wait_for`] waits on, before and after a critical section.
 #[derive(Clone, Copy)]
@@ -294,11 +294,11 @@ impl Inner {
         }
         for event in event.into_iter().chain(events) {
             match event {
-                Event::Wake(w, outcome) => {
+                SessionEvent::Wake(w, outcome) => {
                     let _ = w.send(outcome);
                 }
-                Event::Abort(h) => h.abort(),
-                Event::Run {
+                SessionEvent::Abort(h) => h.abort(),
+                SessionEvent::Run {
                     ticket,
                     method,
                     args,

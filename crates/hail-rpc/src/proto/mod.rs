@@ -42,7 +42,7 @@
 //! ```
 //! use std::time::Instant;
 //! use bytes::Bytes;
-//! use hail_rpc::proto::{Answer, Event, Session};
+//! use hail_rpc::proto::{Answer, SessionEvent, Session};
 //! use hail_rpc::{Packet, RetCode, RpcConfig};
 //!
 //! // A session serving "double"; no waiters, guards or abort handles needed here.
@@ -50,7 +50,7 @@
 //! s.handle_link_up();
 //! let request = Packet::Request { retcode: RetCode(7), method: "double".into(), args: Bytes::new() };
 //! s.handle_packet(Instant::now(), &request.to_bytes())?;
-//! let Some(Event::Run { ticket, method, .. }) = s.poll_event() else { unreachable!() };
+//! let Some(SessionEvent::Run { ticket, method, .. }) = s.poll_event() else { unreachable!() };
 //! assert_eq!(method, "double".into());
 //! // The handler ran (somewhere) and returned postcard bytes: the reply goes out.
 //! s.handle_done(ticket, Answer::Ok(Bytes::from_static(&[42])));
@@ -72,7 +72,7 @@ mod session;
 
 pub use calls::{Calls, PollState};
 pub use serve::{Admit, Cancelled, Job, Serve};
-pub use session::{Answer, Disconnect, Event, Session, Stats, Ticket, Transmit};
+pub use session::{Answer, Disconnect, Session, SessionEvent, SessionStats, Ticket, Transmit};
 
 /// What became of a call: the reply body (postcard of the result) or why there is none.
 pub type Outcome = Result<Bytes, RpcError>;

@@ -27,7 +27,7 @@ pub enum Disconnect {
 /// Counters of one connection, for logs and tests. Nothing a peer does is dropped silently.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Stats {
+pub struct SessionStats {
     /// Packets that did not decode (dropped).
     pub malformed: u64,
     /// Replies for no call in flight (late after a cancel or timeout; dropped).
@@ -105,7 +105,7 @@ impl Answer {
 
 /// What the IO layer must do, from [`Session::poll_event`].
 #[derive(Debug)]
-pub enum Event<W, H> {
+pub enum SessionEvent<W, H> {
     /// Run the handler of `method` with `args`, then report its end with
     /// [`handle_done`](Session::handle_done).
     Run {
@@ -131,7 +131,7 @@ enum Link {
     Down { auth_failed: bool },
 }
 
-/// One connection's RPC state: [`Calls`], [`Serve`] and [`Stats`], and the packets and
+/// One connection's RPC state: [`Calls`], [`Serve`] and [`SessionStats`], and the packets and
 /// events it has for the IO layer. See the [module docs](super) for how it is driven.
 ///
 /// A new session is disconnected: calls fail with [`RpcError::NotConnected`] until
@@ -140,12 +140,12 @@ enum Link {
 pub struct Session<W, G, H> {
     calls: Calls<W, G>,
     serve: Serve<H>,
-    stats: Stats,
+    stats: SessionStats,
     link: Link,
     /// Bumped at every link up and down: tickets of an older connection are stale.
     epoch: u64,
     transmits: VecDeque<Transmit>,
-    events: VecDeque<Event<W, H>>,
+    events: VecDeque<SessionEvent<W, H>>,
     /// Bytes the IO layer holds for the peer, as last reported by `set_outbox_bytes`.
     outbox_bytes: usize,
     max_outbox_bytes: usize,
@@ -157,7 +157,7 @@ impl<W, G, H> Session<W, G, H> {
         Self {
             calls: Calls::new(config),
             serve: Serve::new(config),
-            stats: Stats::default(),
+            stats: SessionStats::default(),
             link: Link::Down { auth_failed: false },
             epoch: 0,
             transmits: VecDeque::new(),
@@ -177,7 +177,7 @@ impl<W, G, H> Session<W, G, H> {
 
     /// The memory budget the IO layer draws on has room for `bytes` more of queued
     /// requests' arguments (see [`Serve::set_room`]): a request that must wait for a
-    /// handler slot and needs more is answered `BUSY` (counted in [`Stats::busy`]), a
+    /// handler slot and needs more is answered `BUSY` (counted in [`SessionStats::busy`]), a
     /// notification dropped. Report it before each packet; the default is unlimited.
     pub fn set_budget_room(&mut self, bytes: usize) {
         self.serve.set_room(bytes);
@@ -206,7 +206,7 @@ impl<W, G, H> Session<W, G, H> {
     }
 
     /// What the remote sent that was dropped or refused.
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&self) -> SessionStats {
         self.stats
     }
 
@@ -248,8 +248,8 @@ impl<W, G, H> Session<W, G, H> {
     }
 
     /// The link dropped: every call in flight ends with
-    /// [`ConnectionLost`](RpcError::ConnectionLost) now (an [`Event::Wake`] each, or the
-    /// outcome kept for `poll`), running handlers are aborted ([`Event::Abort`]), queued
+    /// [`ConnectionLost`](RpcError::ConnectionLost) now (a [`SessionEvent::Wake`] each, or the
+    /// outcome kept for `poll`), running handlers are aborted ([`SessionEvent::Abort`]), queued
     /// requests and unsent packets dropped (nobody could receive their replies), and
     /// every [`Ticket`] handed out so far is stale.
     pub fn handle_link_down(&mut self, why: Disconnect, now: Instant) {
@@ -259,12 +259,13 @@ impl<W, G, H> Session<W, G, H> {
         };
         self.transmits.clear();
         self.outbox_bytes = 0;
-        self.events.retain(|e| !matches!(e, Event::Run { .. }));
+        self.events
+            .retain(|e| !matches!(e, SessionEvent::Run { .. }));
         for (w, outcome) in self.calls.connection_lost(now) {
-            self.events.push_back(Event::Wake(w, outcome));
+            self.events.push_back(SessionEvent::Wake(w, outcome));
         }
         for h in self.serve.connection_lost() {
-            self.events.push_back(Event::Abort(h));
+            self.events.push_back(SessionEvent::Abort(h));
         }
     }
 
@@ -306,7 +307,7 @@ impl<W, G, H> Session<W, G, H> {
                 status,
                 body,
             } => match self.calls.on_reply(retcode, status, body, now) {
-                (Some((w, outcome)), _) => self.events.push_back(Event::Wake(w, outcome)),
+                (Some((w, outcome)), _) => self.events.push_back(SessionEvent::Wake(w, outcome)),
                 (None, true) => {}
                 (None, false) => self.stats.unmatched_replies += 1,
             },
@@ -314,7 +315,7 @@ impl<W, G, H> Session<W, G, H> {
                 self.stats.cancels += 1;
                 if let (Cancelled::Running(h), next) = self.serve.cancel(retcode) {
                     if let Some(h) = h {
-                        self.events.push_back(Event::Abort(h));
+                        self.events.push_back(SessionEvent::Abort(h));
                     }
                     if let Some(job) = next {
                         self.run(job, false);
@@ -334,12 +335,12 @@ impl<W, G, H> Session<W, G, H> {
 
     /// Applies the age limits at `now`: kept replies past it are evicted, and `send` calls
     /// unanswered that long expire, each with a cancel for the peer and, if a `poll` waits
-    /// on it, an [`Event::Wake`] with [`RpcError::Expired`].
+    /// on it, a [`SessionEvent::Wake`] with [`RpcError::Expired`].
     pub fn handle_timeout(&mut self, now: Instant) {
         for (retcode, waiter) in self.calls.expire(now) {
             if let Some(w) = waiter {
                 self.events
-                    .push_back(Event::Wake(w, Err(RpcError::Expired)));
+                    .push_back(SessionEvent::Wake(w, Err(RpcError::Expired)));
             }
             self.cancel_packet(retcode);
         }
@@ -442,8 +443,8 @@ impl<W, G, H> Session<W, G, H> {
         }
     }
 
-    /// A handler started by an [`Event::Run`] ended with `answer`. Frees its slot (the
-    /// next queued job comes out as an `Event::Run`) and queues the reply, unless the call
+    /// A handler started by a [`SessionEvent::Run`] ended with `answer`. Frees its slot (the
+    /// next queued job comes out as a `SessionEvent::Run`) and queues the reply, unless the call
     /// was cancelled meanwhile or it was a notification. A stale ticket is ignored.
     /// Returns whether a reply was queued.
     pub fn handle_done(&mut self, ticket: Ticket, answer: Answer) -> bool {
@@ -474,7 +475,7 @@ impl<W, G, H> Session<W, G, H> {
     }
 
     /// The next thing to do, oldest first.
-    pub fn poll_event(&mut self) -> Option<Event<W, H>> {
+    pub fn poll_event(&mut self) -> Option<SessionEvent<W, H>> {
         self.events.pop_front()
     }
 
@@ -534,7 +535,7 @@ impl<W, G, H> Session<W, G, H> {
                         epoch: self.epoch,
                         retcode,
                     };
-                    self.events.push_back(Event::Run {
+                    self.events.push_back(SessionEvent::Run {
                         ticket,
                         method,
                         args,

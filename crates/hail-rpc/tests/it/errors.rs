@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hail_rpc::{BindError, MAX_NAME_LEN, Opcode, RpcConfig, RpcError};
+use hail_rpc::{BindError, MAX_METHOD_NAME_LEN, Opcode, RpcConfig, RpcError};
 use tokio::sync::Notify;
 
 use crate::support::{memory_pair, memory_pair_with, pair, pair_with};
@@ -156,7 +156,7 @@ async fn binding_rules() {
         a.bind(Opcode::PING, |(): ()| async { Ok::<_, String>(()) }),
         Err(BindError::Reserved(Opcode::PING))
     );
-    let long = "n".repeat(MAX_NAME_LEN + 1);
+    let long = "n".repeat(MAX_METHOD_NAME_LEN + 1);
     assert_eq!(
         a.bind(long, |(): ()| async { Ok::<_, String>(()) }),
         Err(BindError::NameTooLong { len: 256 })

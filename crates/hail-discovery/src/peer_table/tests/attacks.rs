@@ -17,7 +17,7 @@ use super::*;
 fn forged_advert_claiming_a_joined_peers_address_evicts_it() {
     let t0 = Instant::now();
     let mut t = started_with(1, "a", PeerTableConfig::default(), t0);
-    join(&mut t, 2, "lamp", ConnId(10), t0);
+    join(&mut t, 2, "lamp", LinkId(10), t0);
     // The attacker is at 10.0.0.9; it claims the name and lamp's address.
     let mut forged_body = body(9, "lamp");
     forged_body.addresses = vec![ip(2)];
@@ -25,7 +25,7 @@ fn forged_advert_claiming_a_joined_peers_address_evicts_it() {
     let now = t0 + Duration::from_millis(100);
     t.handle_advert(Advert::Announce(forged), src(9), now);
     let ev = events(&mut t);
-    let closed: Vec<ConnId> = actions(&mut t)
+    let closed: Vec<LinkId> = actions(&mut t)
         .into_iter()
         .filter_map(|a| match a {
             Action::Close { conn, .. } => Some(conn),
@@ -38,7 +38,7 @@ fn forged_advert_claiming_a_joined_peers_address_evicts_it() {
         "the joined lamp was evicted by a forged advert: {ev:?}"
     );
     assert!(closed.is_empty(), "lamp's link closed: {closed:?}");
-    assert_eq!(t.connection(id(2)), Some(ConnId(10)));
+    assert_eq!(t.connection(id(2)), Some(LinkId(10)));
 }
 
 /// The same forged announce sent from the attacker's own address, claiming only its
@@ -48,7 +48,7 @@ fn forged_advert_claiming_a_joined_peers_address_evicts_it() {
 fn a_same_name_advert_from_another_host_does_not_evict_a_joined_peer() {
     let t0 = Instant::now();
     let mut t = started_with(1, "a", PeerTableConfig::default(), t0);
-    join(&mut t, 2, "lamp", ConnId(10), t0);
+    join(&mut t, 2, "lamp", LinkId(10), t0);
     let mut forged_body = body(9, "lamp");
     forged_body.lease = Duration::from_secs(3);
     let forged = signed(9, 1, forged_body);
@@ -63,8 +63,8 @@ fn a_same_name_advert_from_another_host_does_not_evict_a_joined_peer() {
             .any(|e| matches!(e, Event::PeerLeft { .. } | Event::DuplicateName { .. })),
         "an advert neither evicts a joined peer nor makes its name ambiguous: {ev:?}"
     );
-    assert_eq!(t.connection(id(2)), Some(ConnId(10)));
-    assert_eq!(t.resolve("lamp").unwrap(), (id(2), ConnId(10)));
+    assert_eq!(t.connection(id(2)), Some(LinkId(10)));
+    assert_eq!(t.resolve("lamp").unwrap(), (id(2), LinkId(10)));
 }
 
 /// A flood of forged announces (2 a millisecond, about 200 kB/s of multicast), each a
@@ -200,11 +200,11 @@ fn a_probe_flood_from_a_small_id_gets_few_answers() {
 /// a joined peer.
 #[test]
 /// Fixed since: a goodbye on the group that the peer's live link does not follow within
-/// the goodbye grace is ignored (`Stats::goodbyes_ignored`).
+/// the goodbye grace is ignored (`PeerTableStats::goodbyes_ignored`).
 fn a_forged_goodbye_does_not_evict_a_joined_peer() {
     let t0 = Instant::now();
     let mut t = started_with(1, "a", PeerTableConfig::default(), t0);
-    join(&mut t, 2, "lamp", ConnId(10), t0);
+    join(&mut t, 2, "lamp", LinkId(10), t0);
     t.handle_advert(goodbye(2), src(9), t0 + Duration::from_millis(100));
     let mut left = Vec::new();
     for step in 100..3000u64 {
@@ -224,7 +224,7 @@ fn a_forged_goodbye_does_not_evict_a_joined_peer() {
     // lamp, cut off, comes back on a new link at 3 s.
     let now = t0 + Duration::from_secs(3);
     t.link_up(
-        ConnId(11),
+        LinkId(11),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(2), 50000),
         id(2),
@@ -232,7 +232,7 @@ fn a_forged_goodbye_does_not_evict_a_joined_peer() {
     );
     actions(&mut t);
     t.link_message(
-        ConnId(11),
+        LinkId(11),
         LinkMessage::Hello(Hello {
             tag: 1,
             announce: announce(2, "lamp"),
@@ -250,7 +250,7 @@ fn a_forged_goodbye_does_not_evict_a_joined_peer() {
         left.is_empty(),
         "lamp left on a forged goodbye: {left:?}; its new link at 3 s: {refused:?}"
     );
-    assert_eq!(t.connection(id(2)), Some(ConnId(10)));
+    assert_eq!(t.connection(id(2)), Some(LinkId(10)));
 }
 
 /// A forged announce under a joined peer's name, from an id nobody can reach (no link
@@ -264,7 +264,7 @@ fn a_forged_goodbye_does_not_evict_a_joined_peer() {
 fn an_unproven_namesake_does_not_block_a_joined_peers_name() {
     let t0 = Instant::now();
     let mut t = started_with(1, "a", PeerTableConfig::default(), t0);
-    join(&mut t, 2, "lamp", ConnId(10), t0);
+    join(&mut t, 2, "lamp", LinkId(10), t0);
     let mut forged_body = body(9, "lamp");
     forged_body.lease = Duration::from_secs(3600);
     let forged = signed(9, 1, forged_body);
@@ -286,7 +286,7 @@ fn an_unproven_namesake_does_not_block_a_joined_peers_name() {
             }
         }
     }
-    assert_eq!(t.resolve("lamp"), Ok((id(2), ConnId(10))));
+    assert_eq!(t.resolve("lamp"), Ok((id(2), LinkId(10))));
 }
 
 /// An announce whose signature does not verify (changed on the way, or signed by
@@ -385,15 +385,15 @@ fn only_a_fresh_signed_goodbye_removes_a_peer() {
 fn a_gossip_record_changed_by_its_relay_is_dropped() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "relay", ConnId(10), t0);
+    join(&mut t, 2, "relay", LinkId(10), t0);
     let mut r = record(3, "c");
     r.announce.body.addresses = vec![ip(99)];
-    t.link_message(ConnId(10), LinkMessage::Peers(vec![r]), t0 + ms(1));
+    t.link_message(LinkId(10), LinkMessage::Peers(vec![r]), t0 + ms(1));
     assert_eq!(t.stats().bad_signatures, 1);
     assert!(dials(&actions(&mut t)).is_empty());
     // Unchanged, it is taken and dialed.
     t.link_message(
-        ConnId(10),
+        LinkId(10),
         LinkMessage::Peers(vec![record(3, "c")]),
         t0 + ms(2),
     );
@@ -416,20 +416,20 @@ fn one_host_joins_at_most_its_share_of_peers() {
     let mut closed = 0;
     for i in 0..40u32 {
         let (a, _) = forged(i);
-        let conn = ConnId(100 + u64::from(i));
+        let conn = LinkId(100 + u64::from(i));
         t.link_up(conn, LinkOrigin::Accepted, attacker, a.id(), t0);
         actions(&mut t);
         t.link_message(conn, hello_of(a, 1), t0);
         closed += closes(&actions(&mut t))
             .iter()
-            .filter(|(_, r)| *r == CloseReason::HostLimit)
+            .filter(|(_, r)| *r == TableCloseReason::HostLimit)
             .count();
     }
     assert_eq!(t.peers().len(), 4);
     assert_eq!(closed, 36);
     assert_eq!(t.stats().host_limit, 36);
-    accept(&mut t, ConnId(7), 2, t0);
-    t.link_message(ConnId(7), hello(2, "b", 1), t0);
+    accept(&mut t, LinkId(7), 2, t0);
+    t.link_message(LinkId(7), hello(2, "b", 1), t0);
     assert_eq!(joined(&events(&mut t)).last(), Some(&id(2)));
     // Loopback links are not counted.
     let mut l = started_with(
@@ -443,8 +443,8 @@ fn one_host_joins_at_most_its_share_of_peers() {
     );
     let lo = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50000);
     for n in 2..6u8 {
-        l.link_up(ConnId(u64::from(n)), LinkOrigin::Accepted, lo, id(n), t0);
-        l.link_message(ConnId(u64::from(n)), hello(n, &format!("d{n}"), 1), t0);
+        l.link_up(LinkId(u64::from(n)), LinkOrigin::Accepted, lo, id(n), t0);
+        l.link_message(LinkId(u64::from(n)), hello(n, &format!("d{n}"), 1), t0);
     }
     assert_eq!(l.peers().len(), 4);
 }
@@ -459,21 +459,21 @@ fn a_pinned_name_refuses_another_key() {
         .build()
         .unwrap();
     let mut t = started_with(1, "a", config, t0);
-    accept(&mut t, ConnId(10), 2, t0);
-    t.link_message(ConnId(10), hello(2, "lamp", 1), t0);
+    accept(&mut t, LinkId(10), 2, t0);
+    t.link_message(LinkId(10), hello(2, "lamp", 1), t0);
     let ev = events(&mut t);
     assert!(ev.contains(&Event::NamePinned {
         name: "lamp".into(),
         key: *announce(2, "lamp").key_bytes()
     }));
     assert_eq!(joined(&ev), [id(2)]);
-    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(1));
+    t.link_closed(LinkId(10), LinkCloseReason::Lost, t0 + ms(1));
     // A rogue device under the pinned name.
-    accept(&mut t, ConnId(11), 9, t0 + ms(2));
-    t.link_message(ConnId(11), hello(9, "lamp", 1), t0 + ms(2));
+    accept(&mut t, LinkId(11), 9, t0 + ms(2));
+    t.link_message(LinkId(11), hello(9, "lamp", 1), t0 + ms(2));
     assert_eq!(
         closes(&actions(&mut t)),
-        [(ConnId(11), CloseReason::Untrusted)]
+        [(LinkId(11), TableCloseReason::Untrusted)]
     );
     assert_eq!(t.stats().untrusted, 1);
     assert!(
@@ -481,9 +481,9 @@ fn a_pinned_name_refuses_another_key() {
         "the real lamp was not replaced"
     );
     // The real one comes back.
-    accept(&mut t, ConnId(12), 2, t0 + ms(3));
-    t.link_message(ConnId(12), hello(2, "lamp", 2), t0 + ms(3));
-    assert_eq!(t.resolve("lamp").unwrap(), (id(2), ConnId(12)));
+    accept(&mut t, LinkId(12), 2, t0 + ms(3));
+    t.link_message(LinkId(12), hello(2, "lamp", 2), t0 + ms(3));
+    assert_eq!(t.resolve("lamp").unwrap(), (id(2), LinkId(12)));
 }
 
 /// An allow list lets in only its keys.
@@ -496,14 +496,14 @@ fn an_allow_list_refuses_every_other_key() {
         .build()
         .unwrap();
     let mut t = started_with(1, "a", config, t0);
-    accept(&mut t, ConnId(10), 3, t0);
-    t.link_message(ConnId(10), hello(3, "c", 1), t0);
+    accept(&mut t, LinkId(10), 3, t0);
+    t.link_message(LinkId(10), hello(3, "c", 1), t0);
     assert_eq!(
         closes(&actions(&mut t)),
-        [(ConnId(10), CloseReason::Untrusted)]
+        [(LinkId(10), TableCloseReason::Untrusted)]
     );
-    accept(&mut t, ConnId(11), 2, t0);
-    t.link_message(ConnId(11), hello(2, "b", 1), t0);
+    accept(&mut t, LinkId(11), 2, t0);
+    t.link_message(LinkId(11), hello(2, "b", 1), t0);
     assert_eq!(joined(&events(&mut t)), [id(2)]);
     assert_eq!(t.stats().untrusted, 1);
 }

@@ -30,8 +30,8 @@ fn forged_adverts_cannot_lock_new_devices_out() {
     t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0 + ms(2));
     assert!(t.discovered().iter().any(|p| p.id == id(2)), "b is known");
     // Its link joins it.
-    accept(&mut t, ConnId(7), 2, t0 + ms(3));
-    t.link_message(ConnId(7), hello(2, "b", 1), t0 + ms(4));
+    accept(&mut t, LinkId(7), 2, t0 + ms(3));
+    t.link_message(LinkId(7), hello(2, "b", 1), t0 + ms(4));
     assert_eq!(joined(&events(&mut t)), [id(2)]);
     assert_eq!(t.resolve("b").map(|(i, _)| i), Ok(id(2)));
 }
@@ -48,8 +48,8 @@ fn joined_peers_are_never_evicted_for_unproven_ones() {
         .unwrap();
     let mut t = started_with(1, "a", config, t0);
     let link = |t: &mut PeerTable, n: u8, at: Instant| {
-        accept(t, ConnId(u64::from(n)), n, at);
-        t.link_message(ConnId(u64::from(n)), hello(n, &format!("p{n}"), 1), at);
+        accept(t, LinkId(u64::from(n)), n, at);
+        t.link_message(LinkId(u64::from(n)), hello(n, &format!("p{n}"), 1), at);
     };
     for n in 2..6 {
         link(&mut t, n, t0);

@@ -7,17 +7,17 @@ fn an_announce_restarts_a_dial_begun_before_the_peer_was_heard() {
     let t0 = Instant::now();
     let mut c = started_with(3, "c", no_yield(), t0);
     c.link_up(
-        ConnId(1),
+        LinkId(1),
         LinkOrigin::Dialed(DialId(99)),
         listen(1),
         id(1),
         t0,
     );
-    c.link_message(ConnId(1), hello(1, "seed", 0), t0);
+    c.link_message(LinkId(1), hello(1, "seed", 0), t0);
     actions(&mut c);
     // Told about b by gossip: dialed; the dial hangs (b unreachable, SYN retransmits).
     let record = record(2, "b");
-    c.link_message(ConnId(1), LinkMessage::Peers(vec![record]), t0);
+    c.link_message(LinkId(1), LinkMessage::Peers(vec![record]), t0);
     let old = dials(&actions(&mut c));
     assert_eq!(old.len(), 1);
     // b is heard: a fresh dial at once, the hanging one notwithstanding.
@@ -32,13 +32,13 @@ fn an_announce_restarts_a_dial_begun_before_the_peer_was_heard() {
     assert!(dials(&actions(&mut c)).is_empty());
     // The fresh dial's link joins b.
     c.link_up(
-        ConnId(2),
+        LinkId(2),
         LinkOrigin::Dialed(fresh[0].0),
         listen(2),
         id(2),
         now + ms(900),
     );
-    c.link_message(ConnId(2), hello(2, "b", 0), now + ms(900));
+    c.link_message(LinkId(2), hello(2, "b", 0), now + ms(900));
     assert_eq!(joined(&events(&mut c)), [id(1), id(2)]);
 }
 
@@ -89,11 +89,11 @@ fn static_peers_are_dialed_and_redialed_and_self_is_skipped() {
     assert_eq!(d[0].1, None);
     assert_eq!(d[1].2, [me]);
     // Our own address answers with our own hello.
-    t.link_up(ConnId(1), LinkOrigin::Dialed(d[1].0), me, id(1), t0);
-    t.link_message(ConnId(1), hello(1, "a", 0), t0);
+    t.link_up(LinkId(1), LinkOrigin::Dialed(d[1].0), me, id(1), t0);
+    t.link_message(LinkId(1), hello(1, "a", 0), t0);
     assert_eq!(
         closes(&actions(&mut t)),
-        [(ConnId(1), CloseReason::SelfConnection)]
+        [(LinkId(1), TableCloseReason::SelfConnection)]
     );
     // Device 2 is not up yet: backoff, then again, and again.
     t.dial_failed(d[0].0, t0);
@@ -106,13 +106,13 @@ fn static_peers_are_dialed_and_redialed_and_self_is_skipped() {
         t.dial_failed(again[0].0, at);
     }
     let (at, d) = next_dials(&mut t, at + Duration::from_secs(2));
-    t.link_up(ConnId(2), LinkOrigin::Dialed(d[0].0), listen(2), id(2), at);
-    t.link_message(ConnId(2), hello(2, "b", 0), at);
+    t.link_up(LinkId(2), LinkOrigin::Dialed(d[0].0), listen(2), id(2), at);
+    t.link_message(LinkId(2), hello(2, "b", 0), at);
     assert_eq!(joined(&events(&mut t)), [id(2)]);
     assert!(dials(&run_until(&mut t, at + Duration::from_secs(30))).is_empty());
     // Link lost and the grace over: the static address is dialed again.
     let now = at + Duration::from_secs(30);
-    t.link_closed(ConnId(2), LinkCloseReason::Timeout, now);
+    t.link_closed(LinkId(2), LinkCloseReason::Timeout, now);
     assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Timeout)]);
     let d = dials(&run_until(&mut t, now + Duration::from_secs(1)));
     assert_eq!(d.len(), 1);
@@ -204,8 +204,8 @@ fn the_larger_id_waits_for_the_smaller_ids_dial() {
     );
     assert!(dials(&run_until(&mut b, t0 + ms(5))).is_empty());
     // a's dial arrives at b within the wait.
-    accept(&mut b, ConnId(21), 1, t0 + ms(5));
-    b.link_message(ConnId(21), hello(1, "a", 7), t0 + ms(6));
+    accept(&mut b, LinkId(21), 1, t0 + ms(5));
+    b.link_message(LinkId(21), hello(1, "a", 7), t0 + ms(6));
     assert_eq!(joined(&events(&mut b)), [id(1)]);
     actions(&mut b);
     assert!(

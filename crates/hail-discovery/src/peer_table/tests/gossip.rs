@@ -8,26 +8,26 @@ fn gossip_tells_about_peers_not_heard_on_multicast() {
     let mut s = started(1, "seed", t0);
     // b connects to the seed (static, no multicast).
     s.link_up(
-        ConnId(1),
+        LinkId(1),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(2), 50000),
         id(2),
         t0,
     );
-    s.link_message(ConnId(1), hello(2, "b", 1), t0);
+    s.link_message(LinkId(1), hello(2, "b", 1), t0);
     actions(&mut s);
     // c connects: it is told about b, and b is told about c.
     s.link_up(
-        ConnId(2),
+        LinkId(2),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(3), 50000),
         id(3),
         t0,
     );
     actions(&mut s);
-    s.link_message(ConnId(2), hello(3, "c", 1), t0);
+    s.link_message(LinkId(2), hello(3, "c", 1), t0);
     let sent = actions(&mut s);
-    let gossip: Vec<(ConnId, Vec<DeviceId>)> = sent
+    let gossip: Vec<(LinkId, Vec<DeviceId>)> = sent
         .iter()
         .filter_map(|a| match a {
             Action::Send {
@@ -37,22 +37,22 @@ fn gossip_tells_about_peers_not_heard_on_multicast() {
             _ => None,
         })
         .collect();
-    assert_eq!(gossip, [(ConnId(2), vec![id(2)]), (ConnId(1), vec![id(3)])]);
+    assert_eq!(gossip, [(LinkId(2), vec![id(2)]), (LinkId(1), vec![id(3)])]);
 
     // The receiving side dials what it learns, at the addresses it was given.
     let mut c = started_with(3, "c", no_yield(), t0);
     c.link_up(
-        ConnId(1),
+        LinkId(1),
         LinkOrigin::Dialed(DialId(99)),
         listen(1),
         id(1),
         t0,
     );
-    c.link_message(ConnId(1), hello(1, "seed", 0), t0);
+    c.link_message(LinkId(1), hello(1, "seed", 0), t0);
     actions(&mut c);
     let b = record(2, "b");
     let own = record(3, "c");
-    c.link_message(ConnId(1), LinkMessage::Peers(vec![b, own]), t0);
+    c.link_message(LinkId(1), LinkMessage::Peers(vec![b, own]), t0);
     let d = dials(&actions(&mut c));
     assert_eq!(d.len(), 1, "not ourselves");
     assert_eq!(d[0].1, Some(id(2)));
@@ -80,12 +80,12 @@ fn gossip_tells_about_peers_not_heard_on_multicast() {
 fn peers_heard_on_multicast_get_no_gossip() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "b", ConnId(10), t0);
+    join(&mut t, 2, "b", LinkId(10), t0);
     t.handle_advert(Advert::Announce(announce(3, "c")), src(3), t0);
     let d = dials(&actions(&mut t));
-    t.link_up(ConnId(11), LinkOrigin::Dialed(d[0].0), listen(3), id(3), t0);
+    t.link_up(LinkId(11), LinkOrigin::Dialed(d[0].0), listen(3), id(3), t0);
     actions(&mut t);
-    t.link_message(ConnId(11), hello(3, "c", 0), t0);
+    t.link_message(LinkId(11), hello(3, "c", 0), t0);
     let sent = actions(&mut t);
     assert!(sent.is_empty(), "{sent:?}");
 }

@@ -39,15 +39,15 @@ fn the_table_is_bounded() {
     assert_eq!(t.stats().unproven_evicted, 3);
     // Links take the rest, then the unproven entry's room; then the table is full.
     for n in [9, 8, 7] {
-        accept(&mut t, ConnId(u64::from(n)), n, t0 + ms(10));
+        accept(&mut t, LinkId(u64::from(n)), n, t0 + ms(10));
         t.link_message(
-            ConnId(u64::from(n)),
+            LinkId(u64::from(n)),
             hello(n, &format!("p{n}"), 1),
             t0 + ms(10),
         );
     }
     assert_eq!(joined(&events(&mut t)), [id(9), id(8)]);
-    assert!(closes(&actions(&mut t)).contains(&(ConnId(7), CloseReason::TableFull)));
+    assert!(closes(&actions(&mut t)).contains(&(LinkId(7), TableCloseReason::TableFull)));
     assert_eq!(t.stats().peers_rejected, 1);
 }
 
@@ -55,9 +55,9 @@ fn the_table_is_bounded() {
 fn shutdown_says_goodbye_everywhere_and_goes_quiet() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "b", ConnId(10), t0);
+    join(&mut t, 2, "b", LinkId(10), t0);
     t.link_up(
-        ConnId(11),
+        LinkId(11),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(3), 1),
         id(3),
@@ -76,16 +76,16 @@ fn shutdown_says_goodbye_everywhere_and_goes_quiet() {
         sent,
         [
             Action::Send {
-                conn: ConnId(10),
+                conn: LinkId(10),
                 message: LinkMessage::Goodbye { from: id(1) }
             },
             Action::Close {
-                conn: ConnId(10),
-                reason: CloseReason::Shutdown
+                conn: LinkId(10),
+                reason: TableCloseReason::Shutdown
             },
             Action::Close {
-                conn: ConnId(11),
-                reason: CloseReason::Shutdown
+                conn: LinkId(11),
+                reason: TableCloseReason::Shutdown
             },
         ]
     );
@@ -93,7 +93,7 @@ fn shutdown_says_goodbye_everywhere_and_goes_quiet() {
     assert!(!t.is_running());
     t.handle_advert(Advert::Announce(announce(4, "d")), src(4), t0 + ms(2));
     t.link_up(
-        ConnId(12),
+        LinkId(12),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(5), 1),
         id(5),
@@ -101,7 +101,7 @@ fn shutdown_says_goodbye_everywhere_and_goes_quiet() {
     );
     assert_eq!(
         closes(&actions(&mut t)),
-        [(ConnId(12), CloseReason::Shutdown)]
+        [(LinkId(12), TableCloseReason::Shutdown)]
     );
     assert!(events(&mut t).is_empty());
     t.close(t0 + ms(3));

@@ -21,23 +21,23 @@ fn simultaneous_dial_keeps_the_smaller_ids_link_in_every_order() {
         let da = dials(&actions(&mut a))[0].0;
         let db = dials(&actions(&mut b))[0].0;
         // c1: A dialed, A's end 11, B's end 21. c2: B dialed, B's end 22, A's end 12.
-        a.link_up(ConnId(11), LinkOrigin::Dialed(da), listen(2), id(2), t0);
+        a.link_up(LinkId(11), LinkOrigin::Dialed(da), listen(2), id(2), t0);
         b.link_up(
-            ConnId(21),
+            LinkId(21),
             LinkOrigin::Accepted,
             SocketAddr::new(ip(1), 50001),
             id(1),
             t0,
         );
-        b.link_up(ConnId(22), LinkOrigin::Dialed(db), listen(1), id(1), t0);
+        b.link_up(LinkId(22), LinkOrigin::Dialed(db), listen(1), id(1), t0);
         a.link_up(
-            ConnId(12),
+            LinkId(12),
             LinkOrigin::Accepted,
             SocketAddr::new(ip(2), 50002),
             id(2),
             t0,
         );
-        let hello_on = |acts: Vec<Action>, conn: ConnId| {
+        let hello_on = |acts: Vec<Action>, conn: LinkId| {
             acts.into_iter()
                 .find_map(|x| match x {
                     Action::Send { conn: c, message } if c == conn => Some(message),
@@ -47,41 +47,41 @@ fn simultaneous_dial_keeps_the_smaller_ids_link_in_every_order() {
         };
         let acts_a = actions(&mut a);
         let acts_b = actions(&mut b);
-        let a_on_c1 = hello_on(acts_a.clone(), ConnId(11));
-        let a_on_c2 = hello_on(acts_a, ConnId(12));
-        let b_on_c1 = hello_on(acts_b.clone(), ConnId(21));
-        let b_on_c2 = hello_on(acts_b, ConnId(22));
+        let a_on_c1 = hello_on(acts_a.clone(), LinkId(11));
+        let a_on_c2 = hello_on(acts_a, LinkId(12));
+        let b_on_c1 = hello_on(acts_b.clone(), LinkId(21));
+        let b_on_c2 = hello_on(acts_b, LinkId(22));
         let mut a_closed = Vec::new();
         let mut b_closed = Vec::new();
         for step in &order {
             match step {
-                0 => a.link_message(ConnId(11), b_on_c1.clone(), t0),
-                1 => a.link_message(ConnId(12), b_on_c2.clone(), t0),
-                2 => b.link_message(ConnId(21), a_on_c1.clone(), t0),
-                _ => b.link_message(ConnId(22), a_on_c2.clone(), t0),
+                0 => a.link_message(LinkId(11), b_on_c1.clone(), t0),
+                1 => a.link_message(LinkId(12), b_on_c2.clone(), t0),
+                2 => b.link_message(LinkId(21), a_on_c1.clone(), t0),
+                _ => b.link_message(LinkId(22), a_on_c2.clone(), t0),
             }
             a_closed.extend(closes(&actions(&mut a)));
             b_closed.extend(closes(&actions(&mut b)));
         }
         // The loser's close reaches the other side (which may have closed it already).
-        if a_closed.contains(&(ConnId(12), CloseReason::Duplicate)) {
-            b.link_closed(ConnId(22), LinkCloseReason::Lost, t0);
+        if a_closed.contains(&(LinkId(12), TableCloseReason::Duplicate)) {
+            b.link_closed(LinkId(22), LinkCloseReason::Lost, t0);
         }
-        if b_closed.contains(&(ConnId(22), CloseReason::Duplicate)) {
-            a.link_closed(ConnId(12), LinkCloseReason::Lost, t0);
+        if b_closed.contains(&(LinkId(22), TableCloseReason::Duplicate)) {
+            a.link_closed(LinkId(12), LinkCloseReason::Lost, t0);
         }
         assert_eq!(
             a_closed,
-            [(ConnId(12), CloseReason::Duplicate)],
+            [(LinkId(12), TableCloseReason::Duplicate)],
             "{order:?}"
         );
         assert_eq!(
             b_closed,
-            [(ConnId(22), CloseReason::Duplicate)],
+            [(LinkId(22), TableCloseReason::Duplicate)],
             "{order:?}"
         );
-        assert_eq!(a.connection(id(2)), Some(ConnId(11)), "{order:?}");
-        assert_eq!(b.connection(id(1)), Some(ConnId(21)), "{order:?}");
+        assert_eq!(a.connection(id(2)), Some(LinkId(11)), "{order:?}");
+        assert_eq!(b.connection(id(1)), Some(LinkId(21)), "{order:?}");
         let (ea, eb) = (events(&mut a), events(&mut b));
         assert_eq!(joined(&ea), [id(2)], "{order:?}");
         assert_eq!(joined(&eb), [id(1)], "{order:?}");
@@ -107,27 +107,27 @@ fn two_links_from_one_dialer_keep_the_smaller_tag() {
     let mut b = started(2, "b", t0);
     // Device 1 dialed twice (a static address and an advert), tags 4 and 3.
     b.link_up(
-        ConnId(1),
+        LinkId(1),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(1), 50001),
         id(1),
         t0,
     );
     b.link_up(
-        ConnId(2),
+        LinkId(2),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(1), 50002),
         id(1),
         t0,
     );
     actions(&mut b);
-    b.link_message(ConnId(1), hello(1, "a", 4), t0);
-    b.link_message(ConnId(2), hello(1, "a", 3), t0);
+    b.link_message(LinkId(1), hello(1, "a", 4), t0);
+    b.link_message(LinkId(2), hello(1, "a", 3), t0);
     assert_eq!(
         closes(&actions(&mut b)),
-        [(ConnId(1), CloseReason::Duplicate)]
+        [(LinkId(1), TableCloseReason::Duplicate)]
     );
-    assert_eq!(b.connection(id(1)), Some(ConnId(2)));
+    assert_eq!(b.connection(id(1)), Some(LinkId(2)));
     assert_eq!(joined(&events(&mut b)), [id(1)]);
 }
 
@@ -137,9 +137,9 @@ fn a_link_without_hello_is_closed() {
     let mut t = started(1, "a", t0);
     t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0);
     let d = dials(&actions(&mut t));
-    t.link_up(ConnId(5), LinkOrigin::Dialed(d[0].0), listen(2), id(2), t0);
+    t.link_up(LinkId(5), LinkOrigin::Dialed(d[0].0), listen(2), id(2), t0);
     t.link_up(
-        ConnId(6),
+        LinkId(6),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(7), 1234),
         id(7),
@@ -153,21 +153,21 @@ fn a_link_without_hello_is_closed() {
     assert_eq!(
         c,
         [
-            (ConnId(5), CloseReason::HelloTimeout),
-            (ConnId(6), CloseReason::HelloTimeout)
+            (LinkId(5), TableCloseReason::HelloTimeout),
+            (LinkId(6), TableCloseReason::HelloTimeout)
         ]
     );
     // The failed link counts as a failed dial: b is redialed after a backoff.
     assert!(!dials(&run_until(&mut t, t0 + ms(3100))).is_empty());
     // Gossip before the hello is out of place.
     t.link_up(
-        ConnId(8),
+        LinkId(8),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(7), 1235),
         id(7),
         t0 + ms(3200),
     );
-    t.link_message(ConnId(8), LinkMessage::Peers(vec![]), t0 + ms(3200));
+    t.link_message(LinkId(8), LinkMessage::Peers(vec![]), t0 + ms(3200));
     assert_eq!(t.stats().protocol_errors, 1);
 }
 
@@ -175,14 +175,14 @@ fn a_link_without_hello_is_closed() {
 fn a_second_hello_with_another_id_breaks_the_link() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "b", ConnId(10), t0);
-    t.link_message(ConnId(10), hello(2, "b", 0), t0);
+    join(&mut t, 2, "b", LinkId(10), t0);
+    t.link_message(LinkId(10), hello(2, "b", 0), t0);
     assert_eq!(t.stats().protocol_errors, 1);
     assert!(actions(&mut t).is_empty());
-    t.link_message(ConnId(10), hello(3, "c", 0), t0);
+    t.link_message(LinkId(10), hello(3, "c", 0), t0);
     assert_eq!(
         closes(&actions(&mut t)),
-        [(ConnId(10), CloseReason::IdentityMismatch)]
+        [(LinkId(10), TableCloseReason::IdentityMismatch)]
     );
     assert_eq!(t.stats().identity_mismatch, 1);
 }
@@ -193,23 +193,23 @@ fn a_second_hello_with_another_id_breaks_the_link() {
 fn a_hello_for_another_key_than_the_link_proved_is_refused() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "b", ConnId(10), t0);
+    join(&mut t, 2, "b", LinkId(10), t0);
     t.link_up(
-        ConnId(11),
+        LinkId(11),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(9), 50000),
         id(9),
         t0,
     );
     actions(&mut t);
-    t.link_message(ConnId(11), hello(2, "b", 7), t0);
+    t.link_message(LinkId(11), hello(2, "b", 7), t0);
     assert_eq!(
         closes(&actions(&mut t)),
-        [(ConnId(11), CloseReason::IdentityMismatch)]
+        [(LinkId(11), TableCloseReason::IdentityMismatch)]
     );
     assert_eq!(t.stats().identity_mismatch, 1);
-    assert_eq!(t.connection(id(2)), Some(ConnId(10)));
-    assert_eq!(t.resolve("b").unwrap(), (id(2), ConnId(10)));
+    assert_eq!(t.connection(id(2)), Some(LinkId(10)));
+    assert_eq!(t.resolve("b").unwrap(), (id(2), LinkId(10)));
     assert!(left(&events(&mut t)).is_empty());
 }
 
@@ -219,11 +219,11 @@ fn a_hello_for_another_key_than_the_link_proved_is_refused() {
 fn a_hello_whose_signature_does_not_verify_is_refused() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    accept(&mut t, ConnId(11), 2, t0);
+    accept(&mut t, LinkId(11), 2, t0);
     let mut a = announce(2, "b");
     a.body.port += 1;
     t.link_message(
-        ConnId(11),
+        LinkId(11),
         LinkMessage::Hello(Hello {
             tag: 1,
             announce: a,
@@ -232,7 +232,7 @@ fn a_hello_whose_signature_does_not_verify_is_refused() {
     );
     assert_eq!(
         closes(&actions(&mut t)),
-        [(ConnId(11), CloseReason::IdentityMismatch)]
+        [(LinkId(11), TableCloseReason::IdentityMismatch)]
     );
     assert!(joined(&events(&mut t)).is_empty());
 }

@@ -17,7 +17,7 @@ fn join_by_announce_dial_and_hello() {
     assert_eq!(t.resolve("b"), Err(ResolveError::NotConnected("b".into())));
 
     t.link_up(
-        ConnId(10),
+        LinkId(10),
         LinkOrigin::Dialed(dial),
         listen(2),
         id(2),
@@ -26,7 +26,7 @@ fn join_by_announce_dial_and_hello() {
     let sent = actions(&mut t);
     let [
         Action::Send {
-            conn: ConnId(10),
+            conn: LinkId(10),
             message: LinkMessage::Hello(h),
         },
     ] = sent.as_slice()
@@ -36,7 +36,7 @@ fn join_by_announce_dial_and_hello() {
     assert_eq!(h.announce, t.announce());
     assert_ne!(h.tag, 0, "the dialer tags its hello");
 
-    t.link_message(ConnId(10), hello(2, "b", 0), t0 + ms(2));
+    t.link_message(LinkId(10), hello(2, "b", 0), t0 + ms(2));
     let ev = events(&mut t);
     assert_eq!(joined(&ev), [id(2)]);
     let Some(Event::PeersChanged(snapshot)) = ev.last() else {
@@ -45,9 +45,9 @@ fn join_by_announce_dial_and_hello() {
     assert_eq!(snapshot.len(), 1);
     assert_eq!(snapshot[0].name, "b");
     assert_eq!(snapshot[0].addresses, [listen(2)]);
-    assert_eq!(t.resolve("b"), Ok((id(2), ConnId(10))));
-    assert_eq!(t.connection(id(2)), Some(ConnId(10)));
-    assert_eq!(t.peer_of(ConnId(10)), Some(id(2)));
+    assert_eq!(t.resolve("b"), Ok((id(2), LinkId(10))));
+    assert_eq!(t.connection(id(2)), Some(LinkId(10)));
+    assert_eq!(t.peer_of(LinkId(10)), Some(id(2)));
     assert_eq!(
         t.resolve("nobody"),
         Err(ResolveError::UnknownName("nobody".into()))
@@ -63,7 +63,7 @@ fn join_by_accepted_link() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
     t.link_up(
-        ConnId(3),
+        LinkId(3),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(2), 50000),
         id(2),
@@ -77,7 +77,7 @@ fn join_by_accepted_link() {
             ..
         }]
     ));
-    t.link_message(ConnId(3), hello(2, "b", 5), t0);
+    t.link_message(LinkId(3), hello(2, "b", 5), t0);
     assert_eq!(joined(&events(&mut t)), [id(2)]);
     // Dialable at its advertised port, not the ephemeral source port.
     assert_eq!(t.peers()[0].addresses, [listen(2)]);
@@ -136,13 +136,13 @@ fn announced_lease_is_clamped() {
 fn a_connected_peer_lives_by_its_link() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "b", ConnId(10), t0);
+    join(&mut t, 2, "b", LinkId(10), t0);
     // No announce for a minute: multicast may be lost, the link is what counts.
     run_until(&mut t, t0 + Duration::from_secs(60));
     assert_eq!(t.peers().len(), 1);
     assert!(events(&mut t).is_empty());
     t.link_closed(
-        ConnId(10),
+        LinkId(10),
         LinkCloseReason::Timeout,
         t0 + Duration::from_secs(61),
     );
@@ -173,28 +173,28 @@ fn goodbye_on_multicast_leaves_at_once_without_a_link_and_sticks() {
 fn goodbye_on_multicast_waits_for_the_link_to_finish_and_sticks() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "b", ConnId(10), t0);
+    join(&mut t, 2, "b", LinkId(10), t0);
     // The goodbye on the group overtook what b sent on its link: b stays joined (and
     // its link open) until the link says goodbye too.
     t.handle_advert(goodbye(2), src(2), t0 + ms(5));
     assert!(events(&mut t).is_empty());
     assert!(closes(&actions(&mut t)).is_empty());
-    assert_eq!(t.resolve("b").unwrap().1, ConnId(10));
+    assert_eq!(t.resolve("b").unwrap().1, LinkId(10));
     assert!(t.poll_timeout().unwrap() <= t0 + ms(505));
     // A late, reordered announce does not renew it.
     t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0 + ms(6));
     assert!(actions(&mut t).is_empty());
-    t.link_message(ConnId(10), LinkMessage::Goodbye { from: id(2) }, t0 + ms(7));
+    t.link_message(LinkId(10), LinkMessage::Goodbye { from: id(2) }, t0 + ms(7));
     assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
     assert_eq!(
         closes(&actions(&mut t)),
-        [(ConnId(10), CloseReason::Departed)]
+        [(LinkId(10), TableCloseReason::Departed)]
     );
     t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0 + ms(8));
     assert!(actions(&mut t).is_empty());
     assert!(t.discovered().is_empty());
     // The driver reporting the close afterwards is ignored.
-    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(9));
+    t.link_closed(LinkId(10), LinkCloseReason::Lost, t0 + ms(9));
     assert!(events(&mut t).is_empty());
 }
 
@@ -202,11 +202,11 @@ fn goodbye_on_multicast_waits_for_the_link_to_finish_and_sticks() {
 fn goodbye_on_multicast_then_the_link_closing_is_a_goodbye() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "b", ConnId(10), t0);
+    join(&mut t, 2, "b", LinkId(10), t0);
     t.handle_advert(goodbye(2), src(2), t0 + ms(5));
     assert!(events(&mut t).is_empty());
     // Its goodbye on the link did not fit its queue; the link ends after what it sent.
-    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(6));
+    t.link_closed(LinkId(10), LinkCloseReason::Lost, t0 + ms(6));
     assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
     assert!(
         dials(&actions(&mut t)).is_empty(),
@@ -219,7 +219,7 @@ fn goodbye_on_multicast_then_the_link_closing_is_a_goodbye() {
 fn a_goodbye_on_multicast_its_link_does_not_follow_is_not_believed() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "b", ConnId(10), t0);
+    join(&mut t, 2, "b", LinkId(10), t0);
     t.handle_advert(goodbye(2), src(2), t0 + ms(5));
     // The grace ends with b's link up and silent about it: b stays, its link too.
     let sent = run_until(&mut t, t0 + ms(505));
@@ -228,7 +228,7 @@ fn a_goodbye_on_multicast_its_link_does_not_follow_is_not_believed() {
     assert_eq!(t.stats().goodbyes_ignored, 1);
     // b's own goodbye on its link is believed.
     t.link_message(
-        ConnId(10),
+        LinkId(10),
         LinkMessage::Goodbye { from: id(2) },
         t0 + ms(600),
     );
@@ -245,12 +245,12 @@ fn goodbye_on_multicast_with_no_grace_leaves_at_once() {
     let mut t = table_with(1, "a", config);
     t.start(t0);
     actions(&mut t);
-    join(&mut t, 2, "b", ConnId(10), t0);
+    join(&mut t, 2, "b", LinkId(10), t0);
     t.handle_advert(goodbye(2), src(2), t0 + ms(5));
     assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
     assert_eq!(
         closes(&actions(&mut t)),
-        [(ConnId(10), CloseReason::Departed)]
+        [(LinkId(10), TableCloseReason::Departed)]
     );
 }
 
@@ -262,7 +262,7 @@ fn a_hello_that_comes_after_the_goodbye_still_joins_before_it_leaves() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
     t.link_up(
-        ConnId(3),
+        LinkId(3),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(2), 50000),
         id(2),
@@ -271,9 +271,9 @@ fn a_hello_that_comes_after_the_goodbye_still_joins_before_it_leaves() {
     actions(&mut t);
     t.handle_advert(goodbye(2), src(2), t0 + ms(1));
     assert!(events(&mut t).is_empty());
-    t.link_message(ConnId(3), hello(2, "b", 5), t0 + ms(2));
-    assert_eq!(t.peer_of(ConnId(3)), Some(id(2)));
-    t.link_message(ConnId(3), LinkMessage::Goodbye { from: id(2) }, t0 + ms(3));
+    t.link_message(LinkId(3), hello(2, "b", 5), t0 + ms(2));
+    assert_eq!(t.peer_of(LinkId(3)), Some(id(2)));
+    t.link_message(LinkId(3), LinkMessage::Goodbye { from: id(2) }, t0 + ms(3));
     let ev = events(&mut t);
     assert_eq!(joined(&ev), [id(2)]);
     assert_eq!(left(&ev), [(id(2), LeaveReason::Goodbye)]);
@@ -286,31 +286,31 @@ fn a_hello_that_comes_after_the_goodbye_still_joins_before_it_leaves() {
 fn a_goodbye_waits_for_a_duplicate_link_still_draining() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "b", ConnId(10), t0);
+    join(&mut t, 2, "b", LinkId(10), t0);
     // b dialed too; our own dial (smaller id) wins, b's link drains.
     t.link_up(
-        ConnId(11),
+        LinkId(11),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(2), 50000),
         id(2),
         t0,
     );
     actions(&mut t);
-    t.link_message(ConnId(11), hello(2, "b", 1), t0 + ms(1));
+    t.link_message(LinkId(11), hello(2, "b", 1), t0 + ms(1));
     assert_eq!(
         closes(&actions(&mut t)),
-        [(ConnId(11), CloseReason::Duplicate)]
+        [(LinkId(11), TableCloseReason::Duplicate)]
     );
     // b says goodbye on the kept link and closes it; what it sent on the other may
     // still be on its way.
-    t.link_message(ConnId(10), LinkMessage::Goodbye { from: id(2) }, t0 + ms(2));
-    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(3));
+    t.link_message(LinkId(10), LinkMessage::Goodbye { from: id(2) }, t0 + ms(2));
+    t.link_closed(LinkId(10), LinkCloseReason::Lost, t0 + ms(3));
     assert!(left(&events(&mut t)).is_empty());
     assert!(
         dials(&actions(&mut t)).is_empty(),
         "no redial of a departing peer"
     );
-    t.link_closed(ConnId(11), LinkCloseReason::Lost, t0 + ms(4));
+    t.link_closed(LinkId(11), LinkCloseReason::Lost, t0 + ms(4));
     assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
     assert!(t.peers().is_empty());
 }
@@ -319,26 +319,26 @@ fn a_goodbye_waits_for_a_duplicate_link_still_draining() {
 fn a_goodbye_on_a_draining_duplicate_counts() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "b", ConnId(10), t0);
+    join(&mut t, 2, "b", LinkId(10), t0);
     t.link_up(
-        ConnId(11),
+        LinkId(11),
         LinkOrigin::Accepted,
         SocketAddr::new(ip(2), 50000),
         id(2),
         t0,
     );
     actions(&mut t);
-    t.link_message(ConnId(11), hello(2, "b", 1), t0 + ms(1));
+    t.link_message(LinkId(11), hello(2, "b", 1), t0 + ms(1));
     actions(&mut t);
     // b took its own link for the one to keep and says goodbye there.
-    t.link_message(ConnId(11), LinkMessage::Goodbye { from: id(2) }, t0 + ms(2));
+    t.link_message(LinkId(11), LinkMessage::Goodbye { from: id(2) }, t0 + ms(2));
     assert!(left(&events(&mut t)).is_empty());
-    t.link_closed(ConnId(11), LinkCloseReason::Lost, t0 + ms(3));
+    t.link_closed(LinkId(11), LinkCloseReason::Lost, t0 + ms(3));
     assert!(
         left(&events(&mut t)).is_empty(),
         "the kept link is still up"
     );
-    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(4));
+    t.link_closed(LinkId(10), LinkCloseReason::Lost, t0 + ms(4));
     assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
     assert_eq!(t.stats().protocol_errors, 0);
 }
@@ -347,13 +347,13 @@ fn a_goodbye_on_a_draining_duplicate_counts() {
 fn goodbye_on_the_link_leaves_at_once() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "b", ConnId(10), t0);
-    join(&mut t, 3, "c", ConnId(11), t0);
+    join(&mut t, 2, "b", LinkId(10), t0);
+    join(&mut t, 3, "c", LinkId(11), t0);
     // A goodbye on b's link naming c is not believed.
-    t.link_message(ConnId(10), LinkMessage::Goodbye { from: id(3) }, t0 + ms(1));
+    t.link_message(LinkId(10), LinkMessage::Goodbye { from: id(3) }, t0 + ms(1));
     assert!(events(&mut t).is_empty());
     assert_eq!(t.stats().protocol_errors, 1);
-    t.link_message(ConnId(10), LinkMessage::Goodbye { from: id(2) }, t0 + ms(1));
+    t.link_message(LinkId(10), LinkMessage::Goodbye { from: id(2) }, t0 + ms(1));
     assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
     assert_eq!(t.peers().len(), 1);
 }
@@ -362,10 +362,10 @@ fn goodbye_on_the_link_leaves_at_once() {
 fn a_lost_link_reconnected_within_the_grace_is_invisible() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "b", ConnId(10), t0);
+    join(&mut t, 2, "b", LinkId(10), t0);
     t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0 + ms(100));
     run_until(&mut t, t0 + ms(200));
-    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(200));
+    t.link_closed(LinkId(10), LinkCloseReason::Lost, t0 + ms(200));
     assert!(events(&mut t).is_empty());
     assert_eq!(t.peers().len(), 1, "still joined during the grace");
     assert_eq!(t.resolve("b"), Err(ResolveError::NotConnected("b".into())));
@@ -378,15 +378,15 @@ fn a_lost_link_reconnected_within_the_grace_is_invisible() {
     let d = dials(&run_until(&mut t, redial));
     assert_eq!(d.len(), 1);
     t.link_up(
-        ConnId(11),
+        LinkId(11),
         LinkOrigin::Dialed(d[0].0),
         listen(2),
         id(2),
         redial,
     );
-    t.link_message(ConnId(11), hello(2, "b", 0), redial + ms(1));
+    t.link_message(LinkId(11), hello(2, "b", 0), redial + ms(1));
     assert!(events(&mut t).is_empty(), "no leave, no second join");
-    assert_eq!(t.resolve("b"), Ok((id(2), ConnId(11))));
+    assert_eq!(t.resolve("b"), Ok((id(2), LinkId(11))));
     run_until(&mut t, t0 + Duration::from_secs(2));
     assert!(events(&mut t).is_empty());
 }
@@ -395,8 +395,8 @@ fn a_lost_link_reconnected_within_the_grace_is_invisible() {
 fn a_lost_link_whose_redial_fails_is_a_departure() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "b", ConnId(10), t0);
-    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(200));
+    join(&mut t, 2, "b", LinkId(10), t0);
+    t.link_closed(LinkId(10), LinkCloseReason::Lost, t0 + ms(200));
     let d = dials(&run_until(&mut t, t0 + ms(300)));
     assert_eq!(d.len(), 1);
     // Connection refused: the process is gone.
@@ -411,8 +411,8 @@ fn a_lost_link_whose_redial_fails_is_a_departure() {
 fn the_grace_runs_out_without_a_link() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "b", ConnId(10), t0);
-    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(200));
+    join(&mut t, 2, "b", LinkId(10), t0);
+    t.link_closed(LinkId(10), LinkCloseReason::Lost, t0 + ms(200));
     // The redial hangs (no answer from the driver yet).
     run_until(&mut t, t0 + ms(699));
     assert!(events(&mut t).is_empty());
@@ -430,8 +430,8 @@ fn the_grace_runs_out_without_a_link() {
 fn restart_under_the_same_name_replaces_the_old_incarnation() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "b", ConnId(10), t0);
-    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(100));
+    join(&mut t, 2, "b", LinkId(10), t0);
+    t.link_closed(LinkId(10), LinkCloseReason::Lost, t0 + ms(100));
     actions(&mut t);
     assert!(events(&mut t).is_empty(), "in its reconnect grace");
     let again = signed(9, 1, body(2, "b"));
@@ -445,18 +445,18 @@ fn restart_under_the_same_name_replaces_the_old_incarnation() {
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].1, Some(id(9)));
     t.link_up(
-        ConnId(20),
+        LinkId(20),
         LinkOrigin::Dialed(d[0].0),
         listen(2),
         id(9),
         now,
     );
-    t.link_message(ConnId(20), hello_of(again, 0), now);
+    t.link_message(LinkId(20), hello_of(again, 0), now);
     let ev = events(&mut t);
     assert_eq!(left(&ev), [(id(2), LeaveReason::Restarted)]);
     assert_eq!(joined(&ev), [id(9)]);
     assert!(!ev.iter().any(|e| matches!(e, Event::DuplicateName { .. })));
-    assert_eq!(t.resolve("b"), Ok((id(9), ConnId(20))));
+    assert_eq!(t.resolve("b"), Ok((id(9), LinkId(20))));
 }
 
 /// The new incarnation's link comes up while the old one's still looks up (its host was
@@ -466,19 +466,19 @@ fn restart_under_the_same_name_replaces_the_old_incarnation() {
 fn a_restart_seen_before_the_old_link_ends_is_a_duplicate_until_it_does() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "b", ConnId(10), t0);
+    join(&mut t, 2, "b", LinkId(10), t0);
     let again = signed(9, 1, body(2, "b"));
     let now = t0 + ms(200);
     t.handle_advert(Advert::Announce(again.clone()), src(2), now);
     let d = dials(&actions(&mut t));
     t.link_up(
-        ConnId(20),
+        LinkId(20),
         LinkOrigin::Dialed(d[0].0),
         listen(2),
         id(9),
         now,
     );
-    t.link_message(ConnId(20), hello_of(again, 0), now);
+    t.link_message(LinkId(20), hello_of(again, 0), now);
     let ev = events(&mut t);
     assert_eq!(joined(&ev), [id(9)]);
     assert!(left(&ev).is_empty(), "the old link is up: nobody replaced");
@@ -488,9 +488,9 @@ fn a_restart_seen_before_the_old_link_ends_is_a_duplicate_until_it_does() {
         t.resolve("b"),
         Err(ResolveError::AmbiguousName { count: 2, .. })
     ));
-    t.link_closed(ConnId(10), LinkCloseReason::Lost, now + ms(50));
+    t.link_closed(LinkId(10), LinkCloseReason::Lost, now + ms(50));
     assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Restarted)]);
-    assert_eq!(t.resolve("b"), Ok((id(9), ConnId(20))));
+    assert_eq!(t.resolve("b"), Ok((id(9), LinkId(20))));
 }
 
 /// A presumed restart whose old id proves itself alive again (its own link's hello) was
@@ -500,12 +500,12 @@ fn a_restart_seen_before_the_old_link_ends_is_a_duplicate_until_it_does() {
 fn a_presumed_restart_that_speaks_again_is_a_duplicate() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "lamp", ConnId(10), t0);
-    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(5));
+    join(&mut t, 2, "lamp", LinkId(10), t0);
+    t.link_closed(LinkId(10), LinkCloseReason::Lost, t0 + ms(5));
     actions(&mut t);
-    accept(&mut t, ConnId(20), 9, t0 + ms(10));
+    accept(&mut t, LinkId(20), 9, t0 + ms(10));
     t.link_message(
-        ConnId(20),
+        LinkId(20),
         hello_of(signed(9, 1, body(2, "lamp")), 1),
         t0 + ms(10),
     );
@@ -518,8 +518,8 @@ fn a_presumed_restart_that_speaks_again_is_a_duplicate() {
     );
     assert!(dials(&actions(&mut t)).is_empty());
     // Its link proves it alive: two devices share the name.
-    accept(&mut t, ConnId(30), 2, t0 + ms(20));
-    t.link_message(ConnId(30), hello(2, "lamp", 2), t0 + ms(20));
+    accept(&mut t, LinkId(30), 2, t0 + ms(20));
+    t.link_message(LinkId(30), hello(2, "lamp", 2), t0 + ms(20));
     let ev = events(&mut t);
     assert_eq!(joined(&ev), [id(2)]);
     assert!(ev.iter().any(|e| matches!(e,
@@ -539,20 +539,20 @@ fn a_presumed_restart_that_speaks_again_is_a_duplicate() {
 fn duplicate_names_on_two_hosts_are_reported() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "lamp", ConnId(10), t0);
+    join(&mut t, 2, "lamp", LinkId(10), t0);
     t.handle_advert(Advert::Announce(announce(3, "lamp")), src(3), t0 + ms(1));
     assert!(events(&mut t).is_empty(), "an advert proves nothing");
-    assert_eq!(t.resolve("lamp"), Ok((id(2), ConnId(10))));
+    assert_eq!(t.resolve("lamp"), Ok((id(2), LinkId(10))));
     let d = dials(&actions(&mut t));
     assert_eq!(d.len(), 1);
     t.link_up(
-        ConnId(11),
+        LinkId(11),
         LinkOrigin::Dialed(d[0].0),
         listen(3),
         id(3),
         t0 + ms(2),
     );
-    t.link_message(ConnId(11), hello(3, "lamp", 0), t0 + ms(2));
+    t.link_message(LinkId(11), hello(3, "lamp", 0), t0 + ms(2));
     let ev = events(&mut t);
     assert!(ev.contains(&Event::DuplicateName {
         name: "lamp".into(),
@@ -568,14 +568,14 @@ fn duplicate_names_on_two_hosts_are_reported() {
     assert!(events(&mut t).is_empty());
     // One leaves: the name resolves again.
     t.link_message(
-        ConnId(11),
+        LinkId(11),
         LinkMessage::Goodbye { from: id(3) },
         t0 + ms(950),
     );
-    assert_eq!(t.resolve("lamp"), Ok((id(2), ConnId(10))));
+    assert_eq!(t.resolve("lamp"), Ok((id(2), LinkId(10))));
     // A joined device that takes the local name is a duplicate of us.
-    accept(&mut t, ConnId(12), 4, t0 + ms(960));
-    t.link_message(ConnId(12), hello(4, "a", 1), t0 + ms(960));
+    accept(&mut t, LinkId(12), 4, t0 + ms(960));
+    t.link_message(LinkId(12), hello(4, "a", 1), t0 + ms(960));
     assert!(events(&mut t).contains(&Event::DuplicateName {
         name: "a".into(),
         ids: vec![id(1), id(4)]
@@ -616,20 +616,20 @@ fn a_goodbye_on_the_link_waits_for_a_link_still_awaiting_its_hello() {
     // behind it: b leaves only once that link is done.
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "b", ConnId(10), t0);
-    accept(&mut t, ConnId(11), 2, t0);
-    t.link_message(ConnId(10), LinkMessage::Goodbye { from: id(2) }, t0 + ms(2));
+    join(&mut t, 2, "b", LinkId(10), t0);
+    accept(&mut t, LinkId(11), 2, t0);
+    t.link_message(LinkId(10), LinkMessage::Goodbye { from: id(2) }, t0 + ms(2));
     assert!(left(&events(&mut t)).is_empty(), "a link may still be b's");
-    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(3));
+    t.link_closed(LinkId(10), LinkCloseReason::Lost, t0 + ms(3));
     assert!(left(&events(&mut t)).is_empty());
-    t.link_message(ConnId(11), hello(2, "b", 1), t0 + ms(4));
+    t.link_message(LinkId(11), hello(2, "b", 1), t0 + ms(4));
     assert_eq!(
-        t.peer_of(ConnId(11)),
+        t.peer_of(LinkId(11)),
         Some(id(2)),
         "what follows is a member's"
     );
     assert!(left(&events(&mut t)).is_empty());
-    t.link_closed(ConnId(11), LinkCloseReason::Lost, t0 + ms(5));
+    t.link_closed(LinkId(11), LinkCloseReason::Lost, t0 + ms(5));
     assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
 }
 
@@ -640,9 +640,9 @@ fn a_goodbye_on_the_link_waits_for_a_link_still_awaiting_its_hello() {
 fn a_kept_identity_rejoins_at_once_after_its_goodbye() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
-    join(&mut t, 2, "b", ConnId(10), t0);
-    t.link_message(ConnId(10), LinkMessage::Goodbye { from: id(2) }, t0 + ms(1));
-    t.link_closed(ConnId(10), LinkCloseReason::Lost, t0 + ms(1));
+    join(&mut t, 2, "b", LinkId(10), t0);
+    t.link_message(LinkId(10), LinkMessage::Goodbye { from: id(2) }, t0 + ms(1));
+    t.link_closed(LinkId(10), LinkCloseReason::Lost, t0 + ms(1));
     assert_eq!(left(&events(&mut t)), [(id(2), LeaveReason::Goodbye)]);
     actions(&mut t);
     // A late beacon of the run that left: held back.
@@ -654,12 +654,12 @@ fn a_kept_identity_rejoins_at_once_after_its_goodbye() {
     let d = dials(&actions(&mut t));
     assert_eq!(d.len(), 1, "dialed at once");
     t.link_up(
-        ConnId(11),
+        LinkId(11),
         LinkOrigin::Dialed(d[0].0),
         listen(2),
         id(2),
         t0 + ms(301),
     );
-    t.link_message(ConnId(11), hello_of(next, 0), t0 + ms(301));
+    t.link_message(LinkId(11), hello_of(next, 0), t0 + ms(301));
     assert_eq!(joined(&events(&mut t)), [id(2)]);
 }

@@ -60,13 +60,13 @@ proptest! {
         t.start(t0);
         let mut now = t0;
         let mut pending_dials: Vec<DialId> = Vec::new();
-        // Our view of each link slot: open, and the ConnId in use (new ids per link).
-        let mut slots: BTreeMap<u8, ConnId> = BTreeMap::new();
+        // Our view of each link slot: open, and the LinkId in use (new ids per link).
+        let mut slots: BTreeMap<u8, LinkId> = BTreeMap::new();
         let mut next_conn = 100u64;
         let mut members: BTreeSet<DeviceId> = BTreeSet::new();
         let drain = |t: &mut PeerTable,
                          pending: &mut Vec<DialId>,
-                         slots: &mut BTreeMap<u8, ConnId>,
+                         slots: &mut BTreeMap<u8, LinkId>,
                          members: &mut BTreeSet<DeviceId>|
          -> Result<(), TestCaseError> {
             while let Some(a) = t.poll_action() {
@@ -126,7 +126,7 @@ proptest! {
                 }
                 Op::LinkUp { slot, host } => {
                     if let std::collections::btree_map::Entry::Vacant(e) = slots.entry(slot) {
-                        let conn = ConnId(next_conn);
+                        let conn = LinkId(next_conn);
                         next_conn += 1;
                         e.insert(conn);
                         t.link_up(conn, LinkOrigin::Accepted, SocketAddr::new(ip(host), 50000), id(host), now);
@@ -160,7 +160,7 @@ proptest! {
                 Op::DialUp { slot } => {
                     if !pending_dials.is_empty() && !slots.contains_key(&slot) {
                         let d = pending_dials.remove(0);
-                        let conn = ConnId(next_conn);
+                        let conn = LinkId(next_conn);
                         next_conn += 1;
                         slots.insert(slot, conn);
                         t.link_up(conn, LinkOrigin::Dialed(d), listen(2),id(2), now);
@@ -187,7 +187,7 @@ proptest! {
         t.close(now);
         while let Some(a) = t.poll_action() {
             if let Action::Close { conn, reason } = a {
-                prop_assert_eq!(reason, CloseReason::Shutdown);
+                prop_assert_eq!(reason, TableCloseReason::Shutdown);
                 slots.retain(|_, c| *c != conn);
             }
         }

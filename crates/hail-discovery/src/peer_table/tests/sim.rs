@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use super::super::*;
 use crate::advert::LinkMessage;
 use crate::config::{LocalDevice, PeerTableConfig};
-use crate::id::{ConnId, DeviceId, DialId};
+use crate::id::{DeviceId, DialId, LinkId};
 
 #[derive(Debug)]
 enum Ev {
@@ -26,18 +26,18 @@ enum Ev {
     },
     LinkUp {
         node: usize,
-        conn: ConnId,
+        conn: LinkId,
         origin: LinkOrigin,
         remote: SocketAddr,
     },
     LinkMsg {
         node: usize,
-        conn: ConnId,
+        conn: LinkId,
         bytes: Vec<u8>,
     },
     LinkClosed {
         node: usize,
-        conn: ConnId,
+        conn: LinkId,
     },
     DialFailed {
         node: usize,
@@ -54,7 +54,7 @@ struct Node {
 }
 
 /// One end of a link: (node, conn).
-type End = (usize, ConnId);
+type End = (usize, LinkId);
 
 struct Link {
     ends: [End; 2],
@@ -281,7 +281,7 @@ impl Sim {
                     self.schedule(at, Ev::DialFailed { node: i, dial });
                     return;
                 };
-                let (ca, cb) = (ConnId(self.next_conn), ConnId(self.next_conn + 1));
+                let (ca, cb) = (LinkId(self.next_conn), LinkId(self.next_conn + 1));
                 self.next_conn += 2;
                 let l = self.links.len();
                 self.links.push(Link {

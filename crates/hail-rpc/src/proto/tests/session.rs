@@ -29,14 +29,14 @@ fn sent(s: &mut S) -> Vec<(Packet, bool)> {
         .collect()
 }
 
-fn events(s: &mut S) -> Vec<Event<u32, &'static str>> {
+fn events(s: &mut S) -> Vec<SessionEvent<u32, &'static str>> {
     std::iter::from_fn(|| s.poll_event()).collect()
 }
 
 /// The ticket of the one `Run` event queued now.
 fn run_ticket(s: &mut S) -> Ticket {
     match events(s).as_slice() {
-        [Event::Run { ticket, .. }] => *ticket,
+        [SessionEvent::Run { ticket, .. }] => *ticket,
         other => panic!("expected one Run event, got {other:?}"),
     }
 }
@@ -59,7 +59,7 @@ fn session_dispatches_packets() {
     s.handle_packet(t, &reply.to_bytes()).unwrap();
     assert!(matches!(
         &events(&mut s)[..],
-        [Event::Wake(5, Ok(b))] if &b[..] == b"ok"
+        [SessionEvent::Wake(5, Ok(b))] if &b[..] == b"ok"
     ));
     s.handle_packet(t, &reply.to_bytes()).unwrap();
     assert!(events(&mut s).is_empty());
@@ -82,7 +82,7 @@ fn session_dispatches_packets() {
     s.handle_packet(t, &request(1, "work")).unwrap();
     assert!(matches!(
         &events(&mut s)[..],
-        [Event::Run { fresh: true, ticket, .. }] if ticket.retcode() == Some(RetCode(1))
+        [SessionEvent::Run { fresh: true, ticket, .. }] if ticket.retcode() == Some(RetCode(1))
     ));
     s.handle_packet(t, &request(2, "work")).unwrap();
     let _ = events(&mut s);
@@ -116,7 +116,7 @@ fn session_dispatches_packets() {
     // Its handle was never attached: nothing to abort; the slot goes to the queue's head.
     assert!(matches!(
         &events(&mut s)[..],
-        [Event::Run { fresh: false, ticket, .. }] if ticket.retcode() == Some(RetCode(3))
+        [SessionEvent::Run { fresh: false, ticket, .. }] if ticket.retcode() == Some(RetCode(3))
     ));
     assert!(matches!(
         s.handle_packet(t, &[1, 99]),
@@ -183,7 +183,7 @@ fn a_cancel_aborts_the_attached_handler_and_no_reply_follows() {
         .to_bytes(),
     )
     .unwrap();
-    assert!(matches!(&events(&mut s)[..], [Event::Abort("h1")]));
+    assert!(matches!(&events(&mut s)[..], [SessionEvent::Abort("h1")]));
     assert!(!s.handle_done(ticket, Answer::Ok(Bytes::new())));
     assert!(sent(&mut s).is_empty());
     assert!(s.is_idle());
@@ -211,8 +211,8 @@ fn a_lost_link_ends_calls_aborts_handlers_and_makes_tickets_stale() {
         matches!(
             &ev[..],
             [
-                Event::Wake(7, Err(RpcError::ConnectionLost)),
-                Event::Abort("h")
+                SessionEvent::Wake(7, Err(RpcError::ConnectionLost)),
+                SessionEvent::Abort("h")
             ]
         ),
         "{ev:?}"
@@ -295,7 +295,7 @@ fn timeouts_expire_sends_with_a_droppable_cancel_and_wake_their_poll() {
     assert_eq!(sent(&mut s), [(Packet::Cancel { retcode: polled }, true)]);
     assert!(matches!(
         &events(&mut s)[..],
-        [Event::Wake(3, Err(RpcError::Expired))]
+        [SessionEvent::Wake(3, Err(RpcError::Expired))]
     ));
     assert_eq!(s.poll_timeout(), Some(t + Duration::from_secs(11)));
     assert!(matches!(s.poll_call(polled), PollState::Expired));
@@ -360,7 +360,7 @@ fn a_backed_up_outbox_refuses_requests_busy_then_unanswered() {
         args: Bytes::new(),
     };
     s.handle_packet(t, &note.to_bytes()).unwrap();
-    assert!(matches!(&events(&mut s)[..], [Event::Run { .. }]));
+    assert!(matches!(&events(&mut s)[..], [SessionEvent::Run { .. }]));
 
     s.set_outbox_bytes(2 * max);
     s.handle_packet(t, &request(4, "work")).unwrap();
