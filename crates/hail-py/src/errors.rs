@@ -80,7 +80,7 @@ create_exception!(
     hail,
     Unreachable,
     HailError,
-    "The target is not connected, or its link was lost while waiting."
+    "The target's link was lost while waiting for its answer (a target not connected when asked is NotConnected)."
 );
 create_exception!(
     hail,
@@ -147,9 +147,7 @@ pub(crate) fn classes(py: Python<'_>) -> Vec<(Bound<'_, PyType>, &'static str)> 
 pub(crate) fn send_error(name: &str, e: &SendError) -> PyErr {
     let msg = format!("{name}: {e}");
     match e {
-        SendError::UnknownName => UnknownName::new_err(msg),
-        SendError::AmbiguousName => AmbiguousName::new_err(msg),
-        SendError::NotConnected => NotConnected::new_err(msg),
+        SendError::Resolve(e) => resolve_error(e),
         SendError::Full => Full::new_err(msg),
         SendError::TooLarge { .. } => TooLarge::new_err(msg),
         _ => HailError::new_err(msg),
@@ -162,8 +160,7 @@ pub(crate) fn ask_error(name: &str, e: &AskError) -> PyErr {
     match e {
         AskError::NoAnswer => NoAnswer::new_err(msg),
         AskError::Unreachable => Unreachable::new_err(msg),
-        AskError::UnknownName => UnknownName::new_err(msg),
-        AskError::AmbiguousName => AmbiguousName::new_err(msg),
+        AskError::Resolve(e) => resolve_error(e),
         AskError::Handler(_) => RemoteError::new_err(msg),
         _ => HailError::new_err(msg),
     }

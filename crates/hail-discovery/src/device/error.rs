@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use hail_link::LinkError;
 use hail_multicast::MulticastError;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ResolveError};
 use crate::format::FormatError;
 use crate::id::DeviceId;
 
@@ -38,15 +38,12 @@ pub enum DeviceError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
-    /// No live device has this name.
-    #[error("unknown name")]
-    UnknownName,
-    /// Two or more live devices have this name.
-    #[error("ambiguous name")]
-    AmbiguousName,
-    /// The device is known but not connected right now.
-    #[error("not connected")]
-    NotConnected,
+    /// The name does not lead to one connected device: unknown, ambiguous, or known but
+    /// not connected (also when its link closed under the send, or the device was
+    /// closed): the error [`Device::to`](crate::Device::to) and
+    /// [`Device::peer`](crate::Device::peer) return, too.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
     /// The peer's link has no room now ([`PeerSender::try_send`](crate::PeerSender::try_send)
     /// only: the other sends wait for room).
     #[error("the link's send queue is full")]
@@ -68,15 +65,15 @@ pub enum AskError {
     /// No answer within the timeout.
     #[error("no answer in time")]
     NoAnswer,
-    /// The target is not connected, or its link was lost while asking.
+    /// The target's link was lost while asking (the question may have been answered),
+    /// or it closed before the question was sent.
     #[error("unreachable")]
     Unreachable,
-    /// No live device has this name.
-    #[error("unknown name")]
-    UnknownName,
-    /// Two or more live devices have this name.
-    #[error("ambiguous name")]
-    AmbiguousName,
+    /// The name does not lead to one connected device: unknown, ambiguous, or known but
+    /// not connected; nothing was asked. The error [`Device::to`](crate::Device::to) and
+    /// [`Device::peer`](crate::Device::peer) return, too.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
     /// The target's question handler failed, or it has none.
     #[error("handler: {0}")]
     Handler(String),

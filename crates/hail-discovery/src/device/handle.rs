@@ -206,8 +206,9 @@ impl Device {
     /// [`DeviceEvent::Message`](crate::DeviceEvent::Message) in the stream before it ends;
     /// dropped and counted if the stream is full then, shutdown waits for no room); once a
     /// peer heard the goodbye, its sends to this device fail
-    /// ([`SendError::UnknownName`](crate::SendError::UnknownName) or
-    /// [`SendError::NotConnected`](crate::SendError::NotConnected)). Returns when that is
+    /// ([`SendError::Resolve`](crate::SendError::Resolve) with
+    /// [`ResolveError::UnknownName`](crate::ResolveError::UnknownName) or
+    /// [`NotConnected`](crate::ResolveError::NotConnected)). Returns when that is
     /// done and the links are closed (queued messages written, at most another 500 ms).
     pub async fn close(mut self) {
         if let Some(stop) = self.stop.take() {

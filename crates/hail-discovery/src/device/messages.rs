@@ -15,7 +15,6 @@ use super::error::{AskError, SendError};
 use super::handle::Device;
 use super::sender::link_error;
 use super::shared::Shared;
-use crate::error::ResolveError;
 use crate::format::FormatError;
 
 /// The first byte of a link frame that carries a [`Device::send`] message; the rest of
@@ -117,8 +116,8 @@ impl Device {
                     Ok(link) => link
                         .send_parts(&[&[MESSAGE_TAG], msg])
                         .await
-                        .map_err(|e| link_error(e, msg.len())),
-                    Err(e) => Err(send_error(e)),
+                        .map_err(|e| link_error(e, msg.len(), &name)),
+                    Err(e) => Err(SendError::Resolve(e)),
                 };
                 (name, r)
             }
@@ -140,11 +139,7 @@ impl Device {
             let peer = self.shared.resolve_rpc(&name);
             async move {
                 let r = match peer {
-                    Err(e) => Err(match e {
-                        ResolveError::UnknownName(_) => AskError::UnknownName,
-                        ResolveError::AmbiguousName { .. } => AskError::AmbiguousName,
-                        _ => AskError::Unreachable,
-                    }),
+                    Err(e) => Err(AskError::Resolve(e)),
                     Ok(peer) => match peer.execute::<_, Vec<u8>>(ASK_METHOD, q, timeout).await {
                         Ok(answer) => Ok(Bytes::from(answer)),
                         Err(RpcError::Timeout) => Err(AskError::NoAnswer),
@@ -229,12 +224,4 @@ pub(super) fn bind_builtin(shared: &Arc<Shared>) {
                 h(from.name, Bytes::from(q)).await.map(|b| b.to_vec())
             }
         });
-}
-
-pub(super) fn send_error(e: ResolveError) -> SendError {
-    match e {
-        ResolveError::UnknownName(_) => SendError::UnknownName,
-        ResolveError::AmbiguousName { .. } => SendError::AmbiguousName,
-        _ => SendError::NotConnected,
-    }
 }

@@ -7,7 +7,7 @@ use hail_wire::Binary;
 
 use super::error::SendError;
 use super::handle::Device;
-use super::messages::{MESSAGE_TAG, send_error};
+use super::messages::MESSAGE_TAG;
 use super::shared::Shared;
 use crate::error::ResolveError;
 
@@ -40,8 +40,8 @@ impl Device {
 
 /// Sends messages to one peer by name, on the link it keeps ([`Device::to`]). Messages
 /// from one `PeerSender` arrive in the order they were sent. Clone it to send from
-/// several tasks; it keeps no device alive (after the device shut down, sends fail with
-/// [`SendError::NotConnected`]).
+/// several tasks; it keeps no device alive (after the device closed, sends fail with
+/// [`ResolveError::NotConnected`] in [`SendError::Resolve`]).
 #[derive(Debug, Clone)]
 pub struct PeerSender {
     name: String,
@@ -66,7 +66,7 @@ impl PeerSender {
             }
             r => r,
         }
-        .map_err(|e| link_error(e, msg.len()))
+        .map_err(|e| link_error(e, msg.len(), &self.name))
     }
 
     /// Queues `msg` on the peer's link if its send queue has room, or fails at once with
@@ -79,22 +79,25 @@ impl PeerSender {
             }
             r => r,
         }
-        .map_err(|e| link_error(e, msg.len()))
+        .map_err(|e| link_error(e, msg.len(), &self.name))
     }
 
     /// The link ended: the name's link now, if there is one.
     fn relink(&mut self) -> Result<(), SendError> {
-        let shared = self.shared.upgrade().ok_or(SendError::NotConnected)?;
-        self.link = shared.resolve_link(&self.name).map_err(send_error)?;
+        let shared = self
+            .shared
+            .upgrade()
+            .ok_or_else(|| ResolveError::NotConnected(self.name.clone()))?;
+        self.link = shared.resolve_link(&self.name)?;
         Ok(())
     }
 }
 
-/// What a link's refusal means for a message of `len` bytes.
-pub(super) fn link_error(e: LinkError, len: usize) -> SendError {
+/// What a link's refusal means for a message of `len` bytes to `name`.
+pub(super) fn link_error(e: LinkError, len: usize, name: &str) -> SendError {
     match e {
         LinkError::Full => SendError::Full,
         LinkError::Encode(_) => SendError::TooLarge { len },
-        _ => SendError::NotConnected,
+        _ => ResolveError::NotConnected(name.to_owned()).into(),
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hail_discovery::{
-    AskError, Device, DeviceEvent, DeviceEvents, LeaveReason, SendError, Targets,
+    AskError, Device, DeviceEvent, DeviceEvents, LeaveReason, ResolveError, SendError, Targets,
 };
 
 use crate::wait::wait_for;
@@ -80,7 +80,12 @@ async fn three_devices_find_each_other_send_and_ask() {
         [
             ("b".to_string(), Ok(())),
             ("c".to_string(), Ok(())),
-            ("nobody".to_string(), Err(SendError::UnknownName)),
+            (
+                "nobody".to_string(),
+                Err(SendError::Resolve(ResolveError::UnknownName(
+                    "nobody".into()
+                ))),
+            ),
         ]
         .into()
     );
@@ -111,7 +116,7 @@ async fn three_devices_find_each_other_send_and_ask() {
     assert_eq!(sum, 5);
     assert!(matches!(
         a.peer("nobody"),
-        Err(hail_discovery::ResolveError::UnknownName(_))
+        Err(ResolveError::UnknownName(_))
     ));
 
     // Ask: c answers, b has no handler, an empty answer is an answer.
@@ -148,7 +153,12 @@ async fn three_devices_find_each_other_send_and_ask() {
     let answers = a.ask("c", Bytes::new(), Duration::from_secs(2)).await;
     assert_eq!(answers["c"], Ok(Bytes::new()));
     let answers = a.ask("nobody", Bytes::new(), Duration::from_secs(2)).await;
-    assert_eq!(answers["nobody"], Err(AskError::UnknownName));
+    assert_eq!(
+        answers["nobody"],
+        Err(AskError::Resolve(ResolveError::UnknownName(
+            "nobody".into()
+        )))
+    );
 
     // A handler that never answers: ask returns at the timeout, not later.
     b.on_question(|_, _| std::future::pending()).unwrap();
@@ -187,7 +197,10 @@ async fn three_devices_find_each_other_send_and_ask() {
     );
     assert_eq!(a.peers().len(), 1);
     let answers = a.ask("c", Bytes::new(), Duration::from_secs(2)).await;
-    assert_eq!(answers["c"], Err(AskError::UnknownName));
+    assert_eq!(
+        answers["c"],
+        Err(AskError::Resolve(ResolveError::UnknownName("c".into())))
+    );
     a.close().await;
     b.close().await;
 }
@@ -384,7 +397,10 @@ async fn a_killed_process_is_seen_as_gone_within_three_seconds() {
     assert!(
         matches!(
             answers["child"],
-            Err(AskError::UnknownName | AskError::Unreachable)
+            Err(
+                AskError::Resolve(ResolveError::UnknownName(_) | ResolveError::NotConnected(_))
+                    | AskError::Unreachable
+            )
         ),
         "{answers:?}"
     );

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hail_crypto::GroupKey;
-use hail_discovery::{AskError, Device, DeviceEvent, DeviceEvents, LeaveReason, SendError};
+use hail_discovery::{
+    AskError, Device, DeviceEvent, DeviceEvents, LeaveReason, ResolveError, SendError,
+};
 
 use crate::lan::Lan;
 use crate::wait::wait_for;
@@ -105,7 +107,10 @@ async fn group_keys_separate_groups_over_time() {
     let r = c
         .ask("alpha", Bytes::from("hi"), Duration::from_millis(100))
         .await;
-    assert_eq!(r["alpha"], Err(AskError::UnknownName));
+    assert_eq!(
+        r["alpha"],
+        Err(AskError::Resolve(ResolveError::UnknownName("alpha".into())))
+    );
     for d in [a, b, c] {
         d.close().await;
     }
