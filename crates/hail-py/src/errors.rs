@@ -183,7 +183,7 @@ pub(crate) fn rpc_error(name: &str, method: &str, e: &RpcError) -> PyErr {
     match e {
         RpcError::Timeout => Timeout::new_err(msg),
         RpcError::ConnectionLost => ConnectionLost::new_err(msg),
-        RpcError::NotConnected => NotConnected::new_err(msg),
+        RpcError::NotConnected | RpcError::Stale => NotConnected::new_err(msg),
         RpcError::UnknownMethod(_) => UnknownMethod::new_err(msg),
         RpcError::BadArguments(_) => BadArguments::new_err(msg),
         RpcError::Handler(_) | RpcError::HandlerPanicked => RemoteError::new_err(msg),

@@ -16,6 +16,14 @@ pub enum RpcError {
     /// There is no connection to send the call on (never connected, reconnecting, or closed).
     #[error("not connected")]
     NotConnected,
+    /// This handle's connection ended for good and nothing will reconnect it (its
+    /// [`PeerDriver`](crate::PeerDriver) was dropped: a link without reconnection closed,
+    /// an [`RpcClient`](crate::RpcClient) gave up, or a device replaced the link), so no
+    /// call on it can succeed again; nothing was sent. Get a new handle: `Device::peer`
+    /// again for a device's peer (it serves the link that is up now), a new client
+    /// otherwise.
+    #[error("stale peer handle: its connection ended; get a new one")]
+    Stale,
     /// The remote has no handler bound to this method; nothing ran.
     #[error("the remote has no handler for {0}")]
     UnknownMethod(Method),
@@ -57,7 +65,8 @@ pub enum RpcError {
 
 impl RpcError {
     /// True when the remote handler certainly did not run (safe to retry a non-idempotent
-    /// call): unknown method, bad arguments, busy, not connected, auth failed, encode failure.
+    /// call): unknown method, bad arguments, busy, not connected, stale, auth failed, encode
+    /// failure.
     pub fn handler_did_not_run(&self) -> bool {
         matches!(
             self,
@@ -65,6 +74,7 @@ impl RpcError {
                 | Self::BadArguments(_)
                 | Self::Busy
                 | Self::NotConnected
+                | Self::Stale
                 | Self::AuthFailed
                 | Self::Encode(_)
         )

@@ -52,7 +52,8 @@ impl Drop for AbortOnDrop {
 /// Calls while the link reconnects fail with [`NotConnected`](crate::RpcError::NotConnected);
 /// calls in flight when it drops end with [`ConnectionLost`](crate::RpcError::ConnectionLost)
 /// at once; calls after the reconnect work. Dropping the client (or [`close`](Self::close))
-/// ends the connection and its background task.
+/// ends the connection and its background task; once the link will not come back (closed,
+/// or it gave up reconnecting), calls fail with [`Stale`](crate::RpcError::Stale).
 #[derive(Debug)]
 pub struct RpcClient {
     peer: RpcPeer,

@@ -35,7 +35,9 @@ use self::inner::{Inner, State};
 ///
 /// A peer lives across reconnects of the link under it: calls made while disconnected fail
 /// with [`RpcError::NotConnected`], calls in flight when the connection drops fail at
-/// once with [`RpcError::ConnectionLost`], and calls after a reconnect work.
+/// once with [`RpcError::ConnectionLost`], and calls after a reconnect work. Once its
+/// [`PeerDriver`] is dropped nothing can reconnect it: calls fail with
+/// [`RpcError::Stale`].
 #[derive(Clone)]
 pub struct RpcPeer {
     inner: Arc<Inner>,
@@ -49,7 +51,8 @@ pub struct WeakRpcPeer {
 
 /// Feeds one connection's events to an [`RpcPeer`]: whoever reads the link owns it.
 ///
-/// Dropping the driver disconnects the peer ([`Disconnect::Lost`]).
+/// Dropping the driver disconnects the peer for good ([`Disconnect::Ended`]): its calls
+/// fail with [`RpcError::Stale`] from then on.
 pub struct PeerDriver {
     inner: Arc<Inner>,
 }
@@ -573,6 +576,6 @@ impl PeerDriver {
 
 impl Drop for PeerDriver {
     fn drop(&mut self) {
-        self.disconnected(Disconnect::Lost);
+        self.disconnected(Disconnect::Ended);
     }
 }

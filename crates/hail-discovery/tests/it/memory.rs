@@ -8,6 +8,7 @@ use hail_crypto::GroupKey;
 use hail_discovery::{
     AskError, Device, DeviceEvent, DeviceEvents, LeaveReason, ResolveError, SendError,
 };
+use hail_rpc::RpcError;
 
 use crate::lan::Lan;
 use crate::wait::wait_for;
@@ -198,6 +199,46 @@ async fn handlers_and_messages_know_the_proven_peer() {
         }
     };
     assert_eq!(from_id, switch.id());
+    switch.close().await;
+    lamp.close().await;
+}
+
+/// A `Device::peer` handle serves one link: once that link is gone (here the lamp
+/// restarted) its calls fail with `RpcError::Stale` rather than a `NotConnected` that
+/// could mean "wait", and `peer` again gives a handle on the new link.
+#[tokio::test(start_paused = true)]
+async fn a_peer_handle_of_a_gone_link_is_stale_and_peer_again_serves_the_new_one() {
+    let lan = Lan::new();
+    let bind_ping = |d: &Device, answer: u32| {
+        d.handlers()
+            .bind("ping", move |(): ()| async move { Ok::<_, String>(answer) })
+            .unwrap();
+    };
+    let (lamp, _le) = lan.device("lamp", 1).await;
+    bind_ping(&lamp, 1);
+    let (switch, _se) = lan.device("switch", 2).await;
+    switch.wait_for_peer("lamp").await;
+    let old = switch.peer("lamp").unwrap();
+    let t = Duration::from_secs(1);
+    assert_eq!(old.execute::<_, u32>("ping", (), t).await, Ok(1));
+
+    lamp.close().await;
+    wait_for(|| !old.is_connected(), || "the old link closes".into()).await;
+    assert_eq!(
+        old.execute::<_, u32>("ping", (), t).await,
+        Err(RpcError::Stale)
+    );
+
+    let (lamp, _le) = lan.device("lamp", 1).await;
+    bind_ping(&lamp, 2);
+    switch.wait_for_peer("lamp").await;
+    let new = switch.peer("lamp").unwrap();
+    assert_eq!(new.execute::<_, u32>("ping", (), t).await, Ok(2));
+    assert_eq!(
+        old.execute::<_, u32>("ping", (), t).await,
+        Err(RpcError::Stale),
+        "a stale handle stays stale"
+    );
     switch.close().await;
     lamp.close().await;
 }

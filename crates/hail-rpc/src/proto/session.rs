@@ -22,6 +22,9 @@ pub enum Disconnect {
     /// The link could not authenticate the peer; calls fail with
     /// [`RpcError::AuthFailed`] until a connection is made.
     AuthFailed,
+    /// The connection ended and no other will follow (the [`PeerDriver`](crate::PeerDriver)
+    /// is dropped): calls fail with [`RpcError::Stale`] from now on.
+    Ended,
 }
 
 /// Counters of one connection, for logs and tests. Nothing a peer does is dropped silently.
@@ -128,7 +131,7 @@ pub enum SessionEvent<W, H> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Link {
     Up,
-    Down { auth_failed: bool },
+    Down(Disconnect),
 }
 
 /// One connection's RPC state: [`Calls`], [`Serve`] and [`SessionStats`], and the packets and
@@ -158,7 +161,7 @@ impl<W, G, H> Session<W, G, H> {
             calls: Calls::new(config),
             serve: Serve::new(config),
             stats: SessionStats::default(),
-            link: Link::Down { auth_failed: false },
+            link: Link::Down(Disconnect::Lost),
             epoch: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -221,8 +224,9 @@ impl<W, G, H> Session<W, G, H> {
     pub fn check_connected(&self) -> Result<(), RpcError> {
         match self.link {
             Link::Up => Ok(()),
-            Link::Down { auth_failed: true } => Err(RpcError::AuthFailed),
-            Link::Down { auth_failed: false } => Err(RpcError::NotConnected),
+            Link::Down(Disconnect::AuthFailed) => Err(RpcError::AuthFailed),
+            Link::Down(Disconnect::Ended) => Err(RpcError::Stale),
+            Link::Down(Disconnect::Lost) => Err(RpcError::NotConnected),
         }
     }
 
@@ -254,9 +258,7 @@ impl<W, G, H> Session<W, G, H> {
     /// every [`Ticket`] handed out so far is stale.
     pub fn handle_link_down(&mut self, why: Disconnect, now: Instant) {
         self.epoch += 1;
-        self.link = Link::Down {
-            auth_failed: why == Disconnect::AuthFailed,
-        };
+        self.link = Link::Down(why);
         self.transmits.clear();
         self.outbox_bytes = 0;
         self.events

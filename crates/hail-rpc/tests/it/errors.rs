@@ -294,8 +294,15 @@ async fn calls_without_a_connection_fail_fast_and_say_why() {
     );
     assert_eq!(peer.send("x", ()).await, Err(RpcError::AuthFailed));
     assert!(RpcError::AuthFailed.handler_did_not_run());
+    // The driver is gone: nothing can reconnect this handle, and calls say so.
     drop(driver);
-    assert_eq!(peer.notify("x", ()).await, Err(RpcError::NotConnected));
+    assert_eq!(peer.notify("x", ()).await, Err(RpcError::Stale));
+    assert_eq!(
+        peer.execute::<_, ()>("x", (), T).await,
+        Err(RpcError::Stale)
+    );
+    assert_eq!(peer.send("x", ()).await, Err(RpcError::Stale));
+    assert!(RpcError::Stale.handler_did_not_run());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

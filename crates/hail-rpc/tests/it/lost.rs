@@ -72,14 +72,15 @@ async fn killed_connection_ends_every_pending_call_with_connection_lost() {
         Err(RpcError::ConnectionLost)
     );
 
-    // Later calls fail fast, and the remote's handlers were aborted.
+    // Later calls fail fast (the in-memory link cannot come back: its driver is gone, so
+    // the handle is stale), and the remote's handlers were aborted.
     assert!(!a.is_connected());
     assert_eq!(
         a.execute::<_, ()>("hang", (), LONG).await,
-        Err(RpcError::NotConnected)
+        Err(RpcError::Stale)
     );
-    assert_eq!(a.send("hang", ()).await, Err(RpcError::NotConnected));
-    assert_eq!(a.notify("hang", ()).await, Err(RpcError::NotConnected));
+    assert_eq!(a.send("hang", ()).await, Err(RpcError::Stale));
+    assert_eq!(a.notify("hang", ()).await, Err(RpcError::Stale));
     tokio::time::timeout(LONG, dropped.acquire_many(51))
         .await
         .expect("every running handler is aborted when the connection drops")

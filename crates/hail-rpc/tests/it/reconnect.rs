@@ -150,9 +150,10 @@ async fn graceful_shutdown_answers_running_calls_first() {
         .await
         .expect("the client sees the shutdown");
     assert!(!client.link().is_connected());
+    // Without reconnection nothing will bring the link back: the handle says it is stale.
     assert_eq!(
         client.execute::<_, u32>("work", 1u32, T).await,
-        Err(RpcError::NotConnected)
+        Err(RpcError::Stale)
     );
 }
 

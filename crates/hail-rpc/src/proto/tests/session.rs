@@ -272,6 +272,14 @@ fn nothing_goes_out_without_a_link_and_calls_say_why() {
         s.start_call("m".into(), b"", false, None, (), t),
         Err(RpcError::Busy)
     );
+    // Ended: nothing will reconnect the session, and calls say it is stale.
+    s.handle_link_down(Disconnect::Ended, t);
+    assert_eq!(s.check_connected(), Err(RpcError::Stale));
+    assert_eq!(s.notify(&"n".into(), b""), Err(RpcError::Stale));
+    assert_eq!(
+        s.start_call("m".into(), b"", true, None, (), t),
+        Err(RpcError::Stale)
+    );
 }
 
 #[test]
