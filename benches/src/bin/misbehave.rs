@@ -442,7 +442,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ask_probes.first_error.unwrap_or_default(),
         call_probes.first_error.unwrap_or_default(),
     );
-    device.shutdown().await;
+    device.close().await;
     drop(target);
     Ok(())
 }
