@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use hail_link::{ClientConfig, LinkError, RefuseReason, ServerConfig};
 use hail_rpc::{
-    Handlers, RpcClient, RpcConfig, RpcError, RpcPeer, RpcServer, RpcServerEvent, WeakRpcPeer,
+    Handlers, RpcClient, RpcConfig, RpcError, RpcPeer, RpcServer, RpcServerEvent, RpcServerEvents,
+    WeakRpcPeer,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -50,9 +51,11 @@ fn us(d: Duration) -> String {
 }
 
 /// The control station: `register` (calls the rover's `status` back), `log`, `sum`.
-async fn station(log_tx: mpsc::UnboundedSender<String>) -> anyhow::Result<(RpcServer, Roster)> {
+async fn station(
+    log_tx: mpsc::UnboundedSender<String>,
+) -> anyhow::Result<(RpcServer, RpcServerEvents, Roster)> {
     let config = ServerConfig::default().max_clients(2);
-    let server = RpcServer::listen(
+    let (server, events) = RpcServer::listen(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         config,
         RpcConfig::default(),
@@ -89,7 +92,7 @@ async fn station(log_tx: mpsc::UnboundedSender<String>) -> anyhow::Result<(RpcSe
     server.bind("sum", |numbers: Vec<i64>| async move {
         Ok::<_, String>(numbers.iter().sum::<i64>())
     })?;
-    Ok((server, roster))
+    Ok((server, events, roster))
 }
 
 /// A rover: its commands (`status`, `drive`) are registered before it connects, so the
@@ -135,7 +138,7 @@ async fn rover(name: &str, station: SocketAddr) -> Result<RpcClient, LinkError> 
 async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let (log_tx, mut log_rx) = mpsc::unbounded_channel();
-    let (station, roster) = station(log_tx).await?;
+    let (station, mut station_events, roster) = station(log_tx).await?;
     let addr = station.local_addr();
     println!("station listening on {addr} (at most 2 rovers)");
 
@@ -214,7 +217,7 @@ async fn main() -> anyhow::Result<()> {
     // The station sees it leave; its roster entry is weak, so nothing keeps it alive.
     let left = tokio::time::timeout(T, async {
         loop {
-            match station.next_event().await {
+            match station_events.recv().await {
                 Some(RpcServerEvent::Disconnected { id, reason }) => break Some((id, reason)),
                 Some(_) => {}
                 None => break None,

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use hail_crypto::{GroupKey, KdfParams};
 use hail_link::{ClientConfig, LinkConfig, LinkError, ServerConfig};
-use hail_rpc::{Handlers, Opcode, RpcClient, RpcConfig, RpcError, RpcServer, RpcServerEvent};
+use hail_rpc::{
+    Handlers, Opcode, RpcClient, RpcConfig, RpcError, RpcServer, RpcServerEvent, RpcServerEvents,
+};
 
 /// The robot's opcodes.
 const GET_BATTERY: Opcode = Opcode(0x10);
@@ -53,8 +55,8 @@ fn secure_link(passphrase: &str) -> anyhow::Result<LinkConfig> {
 }
 
 /// The robot: listens, and binds its opcodes.
-async fn robot(link: LinkConfig) -> anyhow::Result<RpcServer> {
-    let robot = RpcServer::listen(
+async fn robot(link: LinkConfig) -> anyhow::Result<(RpcServer, RpcServerEvents)> {
+    let (robot, events) = RpcServer::listen(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         ServerConfig::default().link(link),
         RpcConfig::default(),
@@ -79,7 +81,7 @@ async fn robot(link: LinkConfig) -> anyhow::Result<RpcServer> {
         tokio::time::sleep(Duration::from_millis(delay)).await;
         Ok::<f64, String>(value)
     })?;
-    Ok(robot)
+    Ok((robot, events))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -90,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
     let wrong = secure_link("a guess")?;
     println!("keys derived from the passphrases in {}", ms(t.elapsed()));
 
-    let robot = robot(link.clone()).await?;
+    let (robot, mut robot_events) = robot(link.clone()).await?;
     let addr = robot.local_addr();
     println!("robot listening on {addr}");
 
@@ -173,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The robot calls the laptop: which side dialed does not matter.
     let laptop_peer = loop {
-        match robot.next_event().await.context("the robot stopped")? {
+        match robot_events.recv().await.context("the robot stopped")? {
             RpcServerEvent::Connected { peer, addr, .. } => {
                 println!("robot: laptop connected from {addr}");
                 break peer;

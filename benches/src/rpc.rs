@@ -104,7 +104,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
 /// An RPC server with an echo handler on loopback and a client connected to it.
 async fn rpc_pair() -> anyhow::Result<(RpcServer, RpcClient)> {
     let addr: SocketAddr = "127.0.0.1:0".parse()?;
-    let server = RpcServer::listen(addr, ServerConfig::default(), RpcConfig::default()).await?;
+    let (server, _events) =
+        RpcServer::listen(addr, ServerConfig::default(), RpcConfig::default()).await?;
     server.bind(ECHO, |b: Blob| async move {
         Ok::<_, std::convert::Infallible>(b)
     })?;

@@ -148,7 +148,9 @@ fn start_target(
     answer_cmd: Option<&str>,
     rate: Option<u64>,
 ) -> anyhow::Result<Target> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut cmd = Command::new(hail);
     cmd.args(["--interface", "127.0.0.1", "--group", &group.to_string()])
         .args(["listen", "--name", "target", "--port", &port.to_string()]);
@@ -234,15 +236,24 @@ async fn attack(
     let (peers, frame): (usize, Box<dyn Fn(u32) -> Bytes + Send + Sync>) = match kind {
         Attack::Ping => {
             let args = Bytes::from(vec![7u8; 64 << 10]);
-            (4, Box::new(move |r| request(r, Opcode::PING.into(), args.clone())))
+            (
+                4,
+                Box::new(move |r| request(r, Opcode::PING.into(), args.clone())),
+            )
         }
         Attack::Ask => {
             let args = Bytes::from(postcard_bytes(64 << 10));
-            (4, Box::new(move |r| request(r, "hail/ask".into(), args.clone())))
+            (
+                4,
+                Box::new(move |r| request(r, "hail/ask".into(), args.clone())),
+            )
         }
         Attack::Answer => {
             let args = Bytes::from(postcard_bytes(16));
-            (20, Box::new(move |r| request(r, "hail/ask".into(), args.clone())))
+            (
+                20,
+                Box::new(move |r| request(r, "hail/ask".into(), args.clone())),
+            )
         }
         Attack::Frames => {
             let mut m = vec![b'a'; 15 << 20];
@@ -347,8 +358,8 @@ impl Probes {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let group: SocketAddr = format!("239.255.77.{}:{}", std::process::id() % 200 + 1, 47_000)
-        .parse()?;
+    let group: SocketAddr =
+        format!("239.255.77.{}:{}", std::process::id() % 200 + 1, 47_000).parse()?;
     let (answer_cmd, rate) = match args.attack {
         Attack::Answer => (Some("sleep 0.5; cat"), None),
         Attack::Frames => (None, Some(1 << 20)),

@@ -65,7 +65,7 @@
 //! use hail_link::{ClientConfig, ServerConfig};
 //! use hail_rpc::{RpcClient, RpcConfig, RpcServer, RpcServerEvent};
 //!
-//! let server =
+//! let (server, mut events) =
 //!     RpcServer::listen("127.0.0.1:0".parse()?, ServerConfig::default(), RpcConfig::default())
 //!         .await?;
 //! server.bind("greet", |name: String| async move { Ok::<_, String>(format!("hello {name}")) })?;
@@ -79,7 +79,7 @@
 //! assert_eq!(hi, "hello lamp");
 //!
 //! // The server calls its client back.
-//! let Some(RpcServerEvent::Connected { peer, .. }) = server.next_event().await else {
+//! let Some(RpcServerEvent::Connected { peer, .. }) = events.recv().await else {
 //!     unreachable!("the first event is the connection")
 //! };
 //! let status: String = peer.execute("status", (), Duration::from_secs(1)).await?;
@@ -121,7 +121,7 @@ pub mod proto;
 pub use config::{RpcConfig, RpcConfigBuilder};
 pub use error::{BindError, RpcError};
 pub use handler::Handlers;
-pub use link::{RpcClient, RpcServer, RpcServerEvent, SERVER_EVENT_CAPACITY};
+pub use link::{RpcClient, RpcServer, RpcServerEvent, RpcServerEvents, SERVER_EVENT_CAPACITY};
 pub use method::{MAX_METHOD_NAME_LEN, Method, Opcode, RetCode, Status};
 pub use outgoing::{LinkClosed, Outgoing};
 pub use packet::{Packet, PacketError};

@@ -12,11 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hail_link::{
-    Client, ClientConfig, ClientEvent, ClientId, CloseReason, LinkError, Server, ServerConfig,
-    ServerEvent,
+    Client, ClientConfig, ClientEvent, ClientId, CloseReason, Events, LinkError, Server,
+    ServerConfig, ServerEvent,
 };
 use hail_wire::Binary;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::RpcConfig;
@@ -24,7 +23,7 @@ use crate::handler::Handlers;
 use crate::peer::{PeerDriver, RpcPeer};
 use crate::proto::Disconnect;
 
-/// Events an [`RpcServer`] keeps for [`RpcServer::next_event`]: 1024. Beyond it the
+/// Events an [`RpcServer`] keeps in its [`RpcServerEvents`]: 1024. Beyond it the
 /// oldest are not displaced; new ones are dropped and counted
 /// ([`RpcServer::dropped_events`]). Peers work whether or not anyone reads events.
 pub const SERVER_EVENT_CAPACITY: usize = 1024;
@@ -156,6 +155,11 @@ pub enum RpcServerEvent {
     },
 }
 
+/// The connects and disconnects of an [`RpcServer`], from [`RpcServer::listen`]: the same
+/// bounded stream type as the link layer's (`recv`, `try_recv`, `recv_many`, a `Stream`),
+/// holding at most [`SERVER_EVENT_CAPACITY`]. It ends once the server has stopped.
+pub type RpcServerEvents = Events<RpcServerEvent>;
+
 type Peers = Arc<Mutex<HashMap<ClientId, RpcPeer>>>;
 
 /// An RPC server over a `hail-link` server: every client is an [`RpcPeer`], served by one
@@ -168,23 +172,24 @@ pub struct RpcServer {
     link: Arc<Server<Binary>>,
     handlers: Handlers,
     peers: Peers,
-    events: tokio::sync::Mutex<mpsc::Receiver<RpcServerEvent>>,
     dropped_events: Arc<AtomicU64>,
     _router: AbortOnDrop,
 }
 
 impl RpcServer {
-    /// Listens on `addr` (port 0 picks a free port).
+    /// Listens on `addr` (port 0 picks a free port). Returns the server and its events,
+    /// the shape of `hail_link::Server::bind` (the name `bind` is taken by the handler
+    /// binding, [`bind`](Self::bind)).
     pub async fn listen(
         addr: SocketAddr,
         link: ServerConfig,
         config: RpcConfig,
-    ) -> Result<Self, LinkError> {
+    ) -> Result<(Self, RpcServerEvents), LinkError> {
         let (server, mut link_events) = Server::bind(addr, link, Binary).await?;
         let server = Arc::new(server);
         let handlers = Handlers::new();
         let peers: Peers = Arc::default();
-        let (tx, rx) = mpsc::channel(SERVER_EVENT_CAPACITY);
+        let (tx, events) = Events::channel(SERVER_EVENT_CAPACITY);
         let dropped_events = Arc::new(AtomicU64::new(0));
         let router = {
             let weak = Arc::downgrade(&server);
@@ -230,14 +235,16 @@ impl RpcServer {
                 }
             })
         };
-        Ok(Self {
-            link: server,
-            handlers,
-            peers,
-            events: tokio::sync::Mutex::new(rx),
-            dropped_events,
-            _router: AbortOnDrop(router),
-        })
+        Ok((
+            Self {
+                link: server,
+                handlers,
+                peers,
+                dropped_events,
+                _router: AbortOnDrop(router),
+            },
+            events,
+        ))
     }
 
     /// The address the server listens on.
@@ -281,11 +288,6 @@ impl RpcServer {
         let mut ids: Vec<_> = lock(&self.peers).keys().copied().collect();
         ids.sort();
         ids
-    }
-
-    /// The next connect or disconnect, or `None` once the server has stopped.
-    pub async fn next_event(&self) -> Option<RpcServerEvent> {
-        self.events.lock().await.recv().await
     }
 
     /// Events dropped because nobody took them and [`SERVER_EVENT_CAPACITY`] were waiting.

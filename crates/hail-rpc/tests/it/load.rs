@@ -57,9 +57,10 @@ async fn ten_thousand_pipelined_calls_answered_out_of_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_clients_call_one_server_and_the_server_calls_them() {
-    let server = RpcServer::listen(localhost(), ServerConfig::default(), RpcConfig::default())
-        .await
-        .unwrap();
+    let (server, _events) =
+        RpcServer::listen(localhost(), ServerConfig::default(), RpcConfig::default())
+            .await
+            .unwrap();
     server
         .bind("square", |x: u64| async move { Ok::<_, String>(x * x) })
         .unwrap();

@@ -243,7 +243,7 @@ async fn over_tcp_a_client_that_never_reads_is_refused_with_bounded_memory() {
     use hail_rpc::{RpcServer, RpcServerEvent};
 
     let bound = 256 << 10;
-    let server = RpcServer::listen(
+    let (server, mut events) = RpcServer::listen(
         crate::support::localhost(),
         ServerConfig::default(),
         RpcConfig::builder().max_outbox_bytes(bound).build(),
@@ -254,7 +254,7 @@ async fn over_tcp_a_client_that_never_reads_is_refused_with_bounded_memory() {
     let (client, _never_read) = Client::connect(server.local_addr(), config, hail_wire::Binary)
         .await
         .expect("connects");
-    let Some(RpcServerEvent::Connected { peer, .. }) = server.next_event().await else {
+    let Some(RpcServerEvent::Connected { peer, .. }) = events.recv().await else {
         panic!("the first event is the connection")
     };
     let size = 16 << 10;

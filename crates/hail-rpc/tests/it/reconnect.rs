@@ -14,7 +14,7 @@ const T: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_after_a_reconnect_work() {
-    let (client, _server_peer, link) = pair().await;
+    let (client, _server_peer, mut link) = pair().await;
     let started = Arc::new(Notify::new());
     let s = started.clone();
     link.server()
@@ -43,7 +43,7 @@ async fn calls_after_a_reconnect_work() {
     assert_eq!(pending.await.unwrap(), Err(RpcError::ConnectionLost));
 
     // The link reconnects by itself, as a new client of the server.
-    let (new_id, new_peer) = next_connected(link.server()).await;
+    let (new_id, new_peer) = next_connected(link.server_events()).await;
     assert_ne!(new_id, link.client_id());
     // The client's peer learns of the new connection before any packet on it, so once it
     // has answered the server, it is connected.
@@ -89,7 +89,7 @@ async fn server_calls_a_client_by_id_while_it_calls_the_server() {
 #[tokio::test]
 async fn a_wrong_passphrase_fails_authentication() {
     let server_link = LinkConfig::default().psk([1; 32]);
-    let server = RpcServer::listen(
+    let (server, _events) = RpcServer::listen(
         localhost(),
         ServerConfig::default().link(server_link),
         RpcConfig::default(),
@@ -119,9 +119,10 @@ async fn a_wrong_passphrase_fails_authentication() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_answers_running_calls_first() {
-    let server = RpcServer::listen(localhost(), ServerConfig::default(), RpcConfig::default())
-        .await
-        .unwrap();
+    let (server, mut events) =
+        RpcServer::listen(localhost(), ServerConfig::default(), RpcConfig::default())
+            .await
+            .unwrap();
     let gate = Gate::bind(server.handlers(), "work");
     let client = RpcClient::connect(
         server.local_addr(),
@@ -130,7 +131,7 @@ async fn graceful_shutdown_answers_running_calls_first() {
     )
     .await
     .unwrap();
-    let (id, _server_peer) = next_connected(&server).await;
+    let (id, _server_peer) = next_connected(&mut events).await;
     let call = {
         let peer = client.peer().clone();
         tokio::spawn(async move { peer.execute::<_, u32>("work", 50u32, T).await })
@@ -163,9 +164,10 @@ async fn a_peer_over_a_bare_link_connection() {
     use hail_rpc::{Disconnect, RpcPeer};
     use hail_wire::Binary;
 
-    let server = RpcServer::listen(localhost(), ServerConfig::default(), RpcConfig::default())
-        .await
-        .unwrap();
+    let (server, _events) =
+        RpcServer::listen(localhost(), ServerConfig::default(), RpcConfig::default())
+            .await
+            .unwrap();
     server
         .bind(
             "add",

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hail_link::{Backoff, ClientConfig, ClientId, ServerConfig};
-use hail_rpc::{Handlers, RpcClient, RpcConfig, RpcPeer, RpcServer, RpcServerEvent, memory};
+use hail_rpc::{
+    Handlers, RpcClient, RpcConfig, RpcPeer, RpcServer, RpcServerEvent, RpcServerEvents, memory,
+};
 use tokio::sync::Semaphore;
 
 /// Loopback only.
@@ -27,6 +29,7 @@ pub(crate) fn fast_client() -> ClientConfig {
 pub(crate) enum Link {
     Tcp {
         server: Option<RpcServer>,
+        events: RpcServerEvents,
         client: RpcClient,
         id: ClientId,
     },
@@ -49,6 +52,14 @@ impl Link {
                 server: Some(s), ..
             } => s,
             _ => panic!("no server on this link"),
+        }
+    }
+
+    /// The server's events, over TCP.
+    pub(crate) fn server_events(&mut self) -> &mut RpcServerEvents {
+        match self {
+            Self::Tcp { events, .. } => events,
+            Self::Memory(_) => panic!("no server on this link"),
         }
     }
 
@@ -76,30 +87,31 @@ pub(crate) async fn pair() -> (RpcPeer, RpcPeer, Link) {
 
 /// A client peer (limits `a`) and its server-side peer (limits `b`) over loopback TCP.
 pub(crate) async fn pair_with(a: RpcConfig, b: RpcConfig) -> (RpcPeer, RpcPeer, Link) {
-    let server = RpcServer::listen(localhost(), ServerConfig::default(), b)
+    let (server, mut events) = RpcServer::listen(localhost(), ServerConfig::default(), b)
         .await
         .expect("listen on loopback");
     let client = RpcClient::connect(server.local_addr(), fast_client(), a)
         .await
         .expect("connect over loopback");
-    let (id, server_peer) = next_connected(&server).await;
+    let (id, server_peer) = next_connected(&mut events).await;
     let client_peer = client.peer().clone();
     (
         client_peer,
         server_peer,
         Link::Tcp {
             server: Some(server),
+            events,
             client,
             id,
         },
     )
 }
 
-/// Waits for the next client to connect to `server`.
-pub(crate) async fn next_connected(server: &RpcServer) -> (ClientId, RpcPeer) {
+/// Waits for the next client to connect to the server of `events`.
+pub(crate) async fn next_connected(events: &mut RpcServerEvents) -> (ClientId, RpcPeer) {
     let wait = async {
         loop {
-            match server.next_event().await {
+            match events.recv().await {
                 Some(RpcServerEvent::Connected { id, peer, .. }) => return (id, peer),
                 Some(_) => continue,
                 None => panic!("server stopped"),
