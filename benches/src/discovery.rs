@@ -376,7 +376,7 @@ async fn memory(m: usize) -> anyhow::Result<Vec<Record>> {
     let server_drain = tokio::spawn(async move { while server_events.recv().await.is_some() {} });
     let mut bare = Vec::with_capacity(pairs);
     for _ in 0..pairs {
-        bare.push(Connection::connect(server.local_addr(), &LinkConfig::default(), Binary).await?);
+        bare.push(Connection::connect(server.local_addr(), LinkConfig::default(), Binary).await?);
     }
     tokio::time::timeout(Duration::from_secs(20), async {
         while server.stats().clients < pairs {

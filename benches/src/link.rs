@@ -351,7 +351,7 @@ fn connect(rt: &Runtime, budget: Duration) -> anyhow::Result<Vec<Record>> {
         let addr = server.local_addr();
         rt.block_on(async {
             for _ in 0..PER_ROUND {
-                let (conn, _incoming) = Connection::connect(addr, link, Binary)
+                let (conn, _incoming) = Connection::connect(addr, link.clone(), Binary)
                     .await
                     .expect("connect");
                 drop(conn);

@@ -199,7 +199,7 @@ async fn raw_peer(
         .heartbeat(Some(Heartbeat::default()))
         .incoming_capacity(4)
         .identity(&identity);
-    let (conn, incoming) = Connection::connect(to, &config, Binary).await?;
+    let (conn, incoming) = Connection::connect(to, config, Binary).await?;
     let body = AnnounceBody {
         name: format!("mallory-{n}"),
         port: 0,

@@ -77,7 +77,7 @@
 //! let (server, _events) =
 //!     Server::bind("10.0.0.1:7000".parse().unwrap(), ServerConfig::default().link(link.clone()), Binary)
 //!         .await?;
-//! let (conn, _incoming) = Connection::connect(server.local_addr(), &link, Binary).await?;
+//! let (conn, _incoming) = Connection::connect(server.local_addr(), link, Binary).await?;
 //! // An hour of virtual time: heartbeats keep the idle link up.
 //! tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
 //! assert!(conn.close_reason().is_none());
@@ -116,7 +116,7 @@
 //! )
 //! .await?;
 //! let (conn, _incoming) =
-//!     Connection::connect(server.local_addr(), &link.identity(&ours), Binary).await?;
+//!     Connection::connect(server.local_addr(), link.identity(&ours), Binary).await?;
 //! assert_eq!(conn.peer_key(), Some(theirs.public()));
 //! if let Some(ServerEvent::Connected { peer_key, .. }) = events.recv().await {
 //!     assert_eq!(peer_key, Some(ours.public()));

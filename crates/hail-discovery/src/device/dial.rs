@@ -132,7 +132,7 @@ pub(super) async fn dial_any(
         let (config, events) = (config.clone(), events.clone());
         Box::pin(async move {
             with_quick_retries(DIAL_QUICK_ATTEMPTS, DIAL_ATTEMPT_TIMEOUT, || {
-                Connection::connect_into(a, &config, Binary, &events)
+                Connection::connect_into(a, config.clone(), Binary, &events)
             })
             .await
             .map_err(|e| (a, e))

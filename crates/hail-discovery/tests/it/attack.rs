@@ -192,7 +192,7 @@ async fn raw_link(
         .heartbeat(Some(hail_link::Heartbeat::default()))
         .transport(hail_link::Transport::memory_from(&lan.net, ip(host)))
         .identity(identity);
-    hail_link::Connection::connect(to, &config, hail_wire::Binary)
+    hail_link::Connection::connect(to, config, hail_wire::Binary)
         .await
         .expect("the raw link connects")
 }

@@ -81,13 +81,13 @@ where
     /// server refuses, [`LinkError::HandshakeTimeout`] after the handshake deadline.
     pub async fn connect(
         addr: SocketAddr,
-        config: &LinkConfig,
+        config: LinkConfig,
         payload: P,
     ) -> Result<(Self, Incoming<P::Item>), LinkError> {
         config.validate()?;
-        let est = handshake::dial(addr, config, config.handshake_timeout).await?;
+        let est = handshake::dial(addr, &config, config.handshake_timeout).await?;
         let (tx, rx) = chan::channel(config.incoming_capacity);
-        let conn = Self::start(est, config, payload, Sink::Own(tx), None, None);
+        let conn = Self::start(est, &config, payload, Sink::Own(tx), None, None);
         Ok((conn, Events::new(rx)))
     }
 
@@ -109,7 +109,7 @@ where
     ///
     /// let (tx, mut events) = Events::channel(1024);
     /// let addr = "127.0.0.1:7000".parse().unwrap();
-    /// let (conn, gate) = Connection::connect_into(addr, &LinkConfig::default(), Binary, &tx).await?;
+    /// let (conn, gate) = Connection::connect_into(addr, LinkConfig::default(), Binary, &tx).await?;
     /// let mine = conn.id(); // remember it, then let it read
     /// gate.open();
     /// if let Some(ServerEvent::Message { id, msg }) = events.recv().await {
@@ -120,19 +120,19 @@ where
     /// ```
     pub async fn connect_into(
         addr: SocketAddr,
-        config: &LinkConfig,
+        config: LinkConfig,
         payload: P,
         events: &EventSender<ServerEvent<P::Item>>,
     ) -> Result<(Self, ReadGate), LinkError> {
         config.validate()?;
-        let est = handshake::dial(addr, config, config.handshake_timeout).await?;
+        let est = handshake::dial(addr, &config, config.handshake_timeout).await?;
         let (go, gate) = oneshot::channel();
         let sink = Sink::Server {
             tx: events.tx.clone(),
             id: ConnId::fresh(),
             on_close: None,
         };
-        let conn = Self::start(est, config, payload, sink, None, Some(gate));
+        let conn = Self::start(est, &config, payload, sink, None, Some(gate));
         Ok((conn, ReadGate(go)))
     }
 

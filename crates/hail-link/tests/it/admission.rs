@@ -91,7 +91,7 @@ async fn record_first_message(net: &MemoryNetwork, link: &LinkConfig) -> Vec<u8>
     let mut recorder = net.bind(addr(RECORDER)).unwrap();
     let dialer = {
         let link = from(net, link, LEGIT);
-        tokio::spawn(async move { Connection::connect(addr(RECORDER), &link, Binary).await })
+        tokio::spawn(async move { Connection::connect(addr(RECORDER), link, Binary).await })
     };
     let (mut s, _) = recorder.accept().await.unwrap();
     let msg = read_record(&mut s).await;
@@ -132,7 +132,7 @@ async fn record_session(net: &MemoryNetwork, link: &LinkConfig) -> Vec<u8> {
             tokio::join!(a, b);
         })
     };
-    let (conn, _incoming) = Connection::connect(addr(RECORDER), &from(net, link, LEGIT), Binary)
+    let (conn, _incoming) = Connection::connect(addr(RECORDER), from(net, link, LEGIT), Binary)
         .await
         .unwrap();
     conn.send(Bytes::from_static(b"recorded")).await.unwrap();
@@ -164,7 +164,7 @@ async fn replayed_first_message_is_never_admitted(link: LinkConfig) {
     let started = tokio::time::Instant::now();
 
     // Meanwhile a legitimate client connects and works.
-    let (conn, _incoming) = Connection::connect(addr(SERVER), &from(&net, &link, LEGIT), Binary)
+    let (conn, _incoming) = Connection::connect(addr(SERVER), from(&net, &link, LEGIT), Binary)
         .await
         .unwrap();
     conn.send(Bytes::from_static(b"hello")).await.unwrap();
@@ -320,7 +320,7 @@ async fn xx_proves_both_identity_keys() {
     for link in [LinkConfig::default().psk(PSK), LinkConfig::default()] {
         let net = MemoryNetwork::new();
         let (_server, mut events) = bind(&net, &link).await;
-        let (conn, _in) = Connection::connect(addr(SERVER), &from(&net, &link, LEGIT), Binary)
+        let (conn, _in) = Connection::connect(addr(SERVER), from(&net, &link, LEGIT), Binary)
             .await
             .unwrap();
         assert_eq!(conn.peer_key(), None);
@@ -348,7 +348,7 @@ async fn xxpsk0_with_a_wrong_passphrase_fails_at_message_1() {
     assert_eq!(read_all(s).await, ALERT, "only the alert, no message 2");
     wait_for("counted", || server.stats().auth_failures == 1).await;
 
-    let err = Connection::connect(addr(SERVER), &from(&net, &wrong, LEGIT), Binary)
+    let err = Connection::connect(addr(SERVER), from(&net, &wrong, LEGIT), Binary)
         .await
         .unwrap_err();
     assert!(matches!(err, LinkError::AuthFailed), "{err:?}");
@@ -409,7 +409,7 @@ async fn identity_on_one_side_only_fails_on_both() {
         let net = MemoryNetwork::new();
         let (server, mut events) = bind(&net, &server_cfg).await;
         let result =
-            Connection::connect(addr(SERVER), &from(&net, &client_cfg, LEGIT), Binary).await;
+            Connection::connect(addr(SERVER), from(&net, &client_cfg, LEGIT), Binary).await;
         if client_auth {
             assert_refused_on_both(result);
         } else {
@@ -442,7 +442,7 @@ async fn identity_on_one_side_only_fails_on_both() {
     // typed (the server ended the stream), the server counts a handshake failure.
     let net = MemoryNetwork::new();
     let (server, mut events) = bind(&net, &without(false)).await;
-    let err = Connection::connect(addr(SERVER), &from(&net, &with(false), LEGIT), Binary)
+    let err = Connection::connect(addr(SERVER), from(&net, &with(false), LEGIT), Binary)
         .await
         .map(|_| ())
         .unwrap_err();
@@ -603,7 +603,7 @@ async fn a_forged_identity_binding_is_refused_by_the_client() {
         });
         let client_id = identity();
         let link = from(&net, &LinkConfig::default().identity(&client_id), LEGIT);
-        let result = Connection::connect(addr(SERVER), &link, Binary).await;
+        let result = Connection::connect(addr(SERVER), link, Binary).await;
         let answer = fake.await.unwrap();
         if forge {
             assert_refused_on_both(result);

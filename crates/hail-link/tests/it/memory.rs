@@ -54,7 +54,7 @@ async fn dials_without_a_listener_are_refused_like_tcp() {
     let e = net.connect_loopback(target).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
     let link = LinkConfig::default().transport(Transport::memory(&net));
-    match Connection::connect(target, &link, Binary).await {
+    match Connection::connect(target, link, Binary).await {
         Err(LinkError::Io(e)) => assert_eq!(e.kind(), ErrorKind::ConnectionRefused),
         other => panic!("{other:?}"),
     }
@@ -246,7 +246,7 @@ async fn a_secured_link_runs_over_memory_unchanged() {
     let wrong = LinkConfig::default()
         .psk([8; 32])
         .transport(Transport::memory(&net));
-    let err = Connection::connect(server.local_addr(), &wrong, Binary)
+    let err = Connection::connect(server.local_addr(), wrong, Binary)
         .await
         .unwrap_err();
     assert!(matches!(err, LinkError::AuthFailed), "{err:?}");
@@ -321,10 +321,10 @@ async fn dialed_connections_share_one_stream_behind_their_gates() {
     .await
     .unwrap();
     let (tx, mut shared) = hail_link::Events::channel(16);
-    let (a, gate_a) = Connection::connect_into(server.local_addr(), &link, Binary, &tx)
+    let (a, gate_a) = Connection::connect_into(server.local_addr(), link.clone(), Binary, &tx)
         .await
         .unwrap();
-    let (b, gate_b) = Connection::connect_into(server.local_addr(), &link, Binary, &tx)
+    let (b, gate_b) = Connection::connect_into(server.local_addr(), link, Binary, &tx)
         .await
         .unwrap();
     let mut accepted = Vec::new();

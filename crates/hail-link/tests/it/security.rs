@@ -110,7 +110,7 @@ async fn plaintext_and_secured_peers_fail_cleanly() {
     // Python Comms framing cannot be combined with encryption.
     let bad = LinkConfig::python_comms().psk([1; 32]);
     assert!(matches!(
-        Connection::connect(plain.local_addr(), &bad, Binary).await,
+        Connection::connect(plain.local_addr(), bad, Binary).await,
         Err(LinkError::Config(_))
     ));
 }
@@ -160,7 +160,7 @@ async fn wire_hides_plaintext_and_a_replayed_session_is_rejected() {
     let (server, mut events) = Server::bind(lo(), cfg, Binary).await.unwrap();
     let (proxy, up, down) = recording_proxy(server.local_addr()).await;
 
-    let (conn, mut incoming) = Connection::connect(proxy, &secure("replay"), Binary)
+    let (conn, mut incoming) = Connection::connect(proxy, secure("replay"), Binary)
         .await
         .unwrap();
     conn.send(Bytes::from_static(SECRET)).await.unwrap();

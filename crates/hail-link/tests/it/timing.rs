@@ -183,7 +183,7 @@ async fn the_handshake_deadline_holds_on_both_sides() {
     // its deadline.
     let _never: MemoryListener = net.bind(at("10.0.0.2:7000")).unwrap();
     let t = Instant::now();
-    let err = Connection::connect(at("10.0.0.2:7000"), &mem(&net), Binary)
+    let err = Connection::connect(at("10.0.0.2:7000"), mem(&net), Binary)
         .await
         .unwrap_err();
     assert!(matches!(err, LinkError::HandshakeTimeout), "{err:?}");
@@ -210,7 +210,7 @@ async fn repeated_authentication_failures_are_answered_ever_more_slowly() {
     // No penalty for the first failure, then 100 ms doubling per failure from the address.
     for (n, penalty) in [0u64, 100, 200, 400].into_iter().enumerate() {
         let t = Instant::now();
-        let err = Connection::connect(addr, &wrong, Binary).await.unwrap_err();
+        let err = Connection::connect(addr, wrong.clone(), Binary).await.unwrap_err();
         assert!(matches!(err, LinkError::AuthFailed), "{err:?}");
         let want = Duration::from_millis(penalty);
         assert!(within(t.elapsed(), want), "failure {n}: {:?}", t.elapsed());
@@ -221,7 +221,7 @@ async fn repeated_authentication_failures_are_answered_ever_more_slowly() {
     }
     // The right key waits out the address's penalty too, then clears it.
     let t = Instant::now();
-    let (conn, _incoming) = Connection::connect(addr, &right, Binary).await.unwrap();
+    let (conn, _incoming) = Connection::connect(addr, right.clone(), Binary).await.unwrap();
     assert!(
         within(t.elapsed(), Duration::from_millis(800)),
         "{:?}",
@@ -229,6 +229,6 @@ async fn repeated_authentication_failures_are_answered_ever_more_slowly() {
     );
     conn.close();
     let t = Instant::now();
-    let _again = Connection::connect(addr, &right, Binary).await.unwrap();
+    let _again = Connection::connect(addr, right, Binary).await.unwrap();
     assert!(within(t.elapsed(), Duration::ZERO), "{:?}", t.elapsed());
 }

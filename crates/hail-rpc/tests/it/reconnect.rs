@@ -175,7 +175,7 @@ async fn a_peer_over_a_bare_link_connection() {
         )
         .unwrap();
     let (conn, mut incoming) =
-        Connection::connect(server.local_addr(), &LinkConfig::default(), Binary)
+        Connection::connect(server.local_addr(), LinkConfig::default(), Binary)
             .await
             .unwrap();
     let (peer, driver) = RpcPeer::new(RpcConfig::default());
