@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use hail_crypto::Identity;
 use hail_discovery::{
-    Action, Advert, Announce, AnnounceBody, LinkId, DeviceId, DialId, Goodbye, Hello,
-    LinkCloseReason, LinkMessage, LinkOrigin, LocalDevice, MAX_ADDRESSES, MAX_ADVERT_LEN,
+    Action, Advert, Announce, AnnounceBody, DeviceId, DialId, Goodbye, Hello, LinkCloseReason,
+    LinkId, LinkMessage, LinkOrigin, LocalDevice, MAX_ADDRESSES, MAX_ADVERT_LEN,
     MAX_LINK_MESSAGE_LEN, MAX_PEER_RECORDS, Metadata, PeerRecord, PeerTable, PeerTableConfig,
     validate_metadata, validate_name,
 };

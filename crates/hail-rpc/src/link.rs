@@ -137,7 +137,9 @@ impl RpcClient {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RpcServerEvent {
-    /// A client connected; `peer` calls it and serves it.
+    /// A client connected; `peer` calls it and serves it. A reconnecting client comes
+    /// back as a new client: once this connection has ended, `peer`'s calls fail with
+    /// [`Stale`](crate::RpcError::Stale).
     Connected {
         /// The client's link id.
         id: ClientId,

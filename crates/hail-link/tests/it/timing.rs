@@ -210,7 +210,9 @@ async fn repeated_authentication_failures_are_answered_ever_more_slowly() {
     // No penalty for the first failure, then 100 ms doubling per failure from the address.
     for (n, penalty) in [0u64, 100, 200, 400].into_iter().enumerate() {
         let t = Instant::now();
-        let err = Connection::connect(addr, wrong.clone(), Binary).await.unwrap_err();
+        let err = Connection::connect(addr, wrong.clone(), Binary)
+            .await
+            .unwrap_err();
         assert!(matches!(err, LinkError::AuthFailed), "{err:?}");
         let want = Duration::from_millis(penalty);
         assert!(within(t.elapsed(), want), "failure {n}: {:?}", t.elapsed());
@@ -221,7 +223,9 @@ async fn repeated_authentication_failures_are_answered_ever_more_slowly() {
     }
     // The right key waits out the address's penalty too, then clears it.
     let t = Instant::now();
-    let (conn, _incoming) = Connection::connect(addr, right.clone(), Binary).await.unwrap();
+    let (conn, _incoming) = Connection::connect(addr, right.clone(), Binary)
+        .await
+        .unwrap();
     assert!(
         within(t.elapsed(), Duration::from_millis(800)),
         "{:?}",
