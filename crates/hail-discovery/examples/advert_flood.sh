@@ -1,0 +1,88 @@
+#!/bin/sh
+# Issue 11's flood goal on real sockets (docs/security.md, "Floods of forged adverts"):
+# three namespaces of our own on a bridge of our own (10.78.0.0/24): h0 floods (advert_flood,
+# pinned to core 0), h1 runs `hail listen --name target` (pinned to core 1), h2 asks the
+# target (a new device joining each time) before, during and after the flood. Prints the
+# target's CPU over the flood (utime+stime from /proc/PID/stat), its RSS, and each ask's
+# time and outcome. Root only; removes its namespaces on exit.
+#
+#   cargo build --release -p hail-cli -p hail-discovery --example advert_flood
+#   sh crates/hail-discovery/examples/advert_flood.sh [SECS] [RATE] [SOURCES]
+#
+# SECS (default 20), RATE (default 20000) and SOURCES (fresh or pool:N, default fresh) go
+# to advert_flood.
+set -eu
+SECS=${1:-20}
+RATE=${2:-20000}
+SOURCES=${3:-fresh}
+HAIL=${HAIL:-target/release/hail}
+FLOOD=${FLOOD:-target/release/examples/advert_flood}
+P=floodm-
+OUT=${OUT:-target/advert_flood}
+mkdir -p "$OUT"
+
+cleanup() {
+    [ -n "${TARGET:-}" ] && kill "$TARGET" 2>/dev/null || true
+    for n in h0 h1 h2 br; do ip netns del "$P$n" 2>/dev/null || true; done
+}
+trap cleanup EXIT INT TERM
+
+ip netns add ${P}br
+ip -n ${P}br link add br0 type bridge mcast_snooping 0
+ip -n ${P}br link set br0 up
+for i in 0 1 2; do
+    ip netns add $P"h$i"
+    ip -n $P"h$i" link set lo up
+    ip -n ${P}br link add "v$i" type veth peer name eth0 netns $P"h$i"
+    ip -n ${P}br link set "v$i" master br0 up
+    ip -n $P"h$i" link set eth0 up
+    ip -n $P"h$i" addr add "10.78.0.$((i + 1))/24" dev eth0
+    ip -n $P"h$i" route add 224.0.0.0/4 dev eth0
+done
+
+ask() { # $1: label
+    t0=$(date +%s.%N)
+    if ip netns exec ${P}h2 "$HAIL" --interface eth0 --json ask target "ping $1" \
+        >"$OUT/ask-$1.json" 2>"$OUT/ask-$1.err"; then ok=ok; else ok=FAILED; fi
+    t1=$(date +%s.%N)
+    echo "ask $1: $ok in $(echo "$t1 - $t0" | bc) s: $(head -c 200 "$OUT/ask-$1.json")"
+}
+cpu() { # utime + stime of the target, in clock ticks
+    awk '{print $14 + $15}' "/proc/$TARGET/stat"
+}
+udp() { ip netns exec ${P}h1 awk '/^Udp:/ {getline; print "UDP in " $2 ", receive buffer errors " $6}' /proc/net/snmp; }
+rss() { awk '/VmRSS/ {print $2 " kB"}' "/proc/$TARGET/status"; }
+
+ip netns exec ${P}h1 taskset -c 1 "$HAIL" --interface eth0 --json -v listen --name target \
+    >"$OUT/target.json" 2>"$OUT/target.err" &
+TARGET=$!
+sleep 2
+for k in 1 2 3; do ask "quiet$k"; done
+echo "target RSS before: $(rss)"
+
+ip netns exec ${P}h0 taskset -c 0 "$FLOOD" --rate "$RATE" --secs "$SECS" --sources "$SOURCES" \
+    --subnet 10.78.0 >"$OUT/flood.out" 2>"$OUT/flood.err" &
+FLOODER=$!
+# The keys are made first; the flood starts with the line saying so.
+while ! grep -q flooding "$OUT/flood.err" 2>/dev/null; do sleep 0.2; done
+c0=$(cpu); s0=$(date +%s.%N)
+echo "target at the flood's start: $(udp)"
+# The CPU window: the flood's first SECS-1 seconds (asks may outlast the flood).
+(sleep $((SECS - 1)); cpu >"$OUT/c1"; date +%s.%N >"$OUT/s1") &
+WINDOW=$!
+sleep 3
+k=1
+while kill -0 "$FLOODER" 2>/dev/null; do
+    ask "flood$k"
+    k=$((k + 1))
+    sleep 3
+done
+wait "$FLOODER" || true
+wait "$WINDOW"
+c1=$(cat "$OUT/c1"); s1=$(cat "$OUT/s1")
+cat "$OUT/flood.err" "$OUT/flood.out"
+echo "target RSS after: $(rss); $(udp)"
+echo "target CPU over the flood: $(echo "scale=3; ($c1 - $c0) / $(getconf CLK_TCK) / ($s1 - $s0)" | bc) cores ($((c1 - c0)) ticks in $(echo "$s1 - $s0" | bc) s)"
+for k in 1 2; do ask "after$k"; done
+grep -c '"joined"\|PeerJoined\|joined' "$OUT/target.json" | sed 's/^/target join events: /' || true
+grep "refused" "$OUT/target.err" | tail -3 | cut -c 1-400 || true
