@@ -20,6 +20,12 @@
 //!
 //! Prints one summary line: sent, failed sends, seconds, achieved rate.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test tool: its summary on stdout, its progress on stderr"
+)]
+
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
