@@ -1,7 +1,8 @@
 #!/bin/sh
 # Issue 11's flood goal on real sockets (docs/security.md, "Floods of forged adverts"):
 # three namespaces of our own on a bridge of our own (10.78.0.0/24): h0 floods (advert_flood,
-# pinned to core 0), h1 runs `hail listen --name target` (pinned to core 1), h2 asks the
+# pinned to core 0), h1 runs `hail listen --name target` (pinned to core 1), h2 runs
+# `hail listen --name witness` (joined before the flood, it must stay so) and asks the
 # target (a new device joining each time) before, during and after the flood. Prints the
 # target's CPU over the flood (utime+stime from /proc/PID/stat), its RSS, and each ask's
 # time and outcome, with the load average beside them. Root only; removes its namespaces on exit.
@@ -24,6 +25,7 @@ mkdir -p "$OUT"
 
 cleanup() {
     [ -n "${TARGET:-}" ] && kill "$TARGET" 2>/dev/null || true
+    [ -n "${WITNESS:-}" ] && kill "$WITNESS" 2>/dev/null || true
     for n in h0 h1 h2 br; do ip netns del "$P$n" 2>/dev/null || true; done
 }
 trap cleanup EXIT INT TERM
@@ -61,7 +63,16 @@ rss() { awk '/VmRSS/ {print $2 " kB"}' "/proc/$TARGET/status"; }
 ip netns exec ${P}h1 taskset -c 1 "$HAIL" --interface eth0 --json -v listen --name target \
     >"$OUT/target.json" 2>"$OUT/target.err" &
 TARGET=$!
-sleep 2
+# A device joined before the flood: it must stay joined, neither dropped nor ambiguous.
+ip netns exec ${P}h2 "$HAIL" --interface eth0 --json listen --name witness \
+    >"$OUT/witness.json" 2>"$OUT/witness.err" &
+WITNESS=$!
+n=0
+while ! grep -q '"event":"joined".*"name":"witness"' "$OUT/target.json" 2>/dev/null; do
+    n=$((n + 1)); [ $n -gt 100 ] && { echo "the witness never joined"; exit 1; }
+    sleep 0.1
+done
+sleep 1
 for k in 1 2 3; do ask "quiet$k"; done
 echo "target RSS before: $(rss)"
 
@@ -105,5 +116,8 @@ grep '^ask flood' "$OUT/asks" | awk '{ n++; if ($3 == "ok") { ok++; if (ok == 1 
     END { printf "asks during the flood: %d of %d ok", ok, n; if (ok) printf ", %.3f to %.3f s", lo, hi; print "" }' || true
 for k in 1 2; do ask "after$k"; done
 echo "end: $(date -u +%FT%TZ), $(uptime)"
-grep -c '"joined"\|PeerJoined\|joined' "$OUT/target.json" | sed 's/^/target join events: /' || true
+echo "target's events: $(grep -o '"event":"[a-z_]*"' "$OUT/target.json" | sort | uniq -c | tr -s ' \n' ' ')"
+echo "the witness at the target: $(grep -c '"name":"witness"' "$OUT/target.json") events," \
+    "$(grep '"name":"witness"' "$OUT/target.json" | grep -c '"event":"joined"') joined," \
+    "$(grep '"name":"witness"' "$OUT/target.json" | grep -vc '"event":"joined"') other (left, restarted, duplicate)"
 grep "refused" "$OUT/target.err" | tail -3 | cut -c 1-400 || true
