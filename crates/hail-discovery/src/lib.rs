@@ -162,4 +162,6 @@ pub use peer_table::{
     Action, CloseReason, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, PeerTable,
     Stats,
 };
-pub use peer_table::{VERIFY_PER_SECOND, VERIFY_PER_SOURCE};
+pub use peer_table::{
+    DIAL_RESERVE, VERIFY_PER_SECOND, VERIFY_PER_SOURCE, VERIFY_REPEATS_PER_SECOND,
+};
