@@ -116,22 +116,34 @@ enum IdentitySource {
     File(PathBuf),
 }
 
-/// Where links listen by default: every address of the group's family, any port.
+/// Where links listen by default, any port: with an IPv4 group, one dual-stack `[::]`
+/// socket (IPv4 links arrive on it as IPv4-mapped addresses) where the kernel makes a
+/// `[::]` socket dual-stack ([`dual_stack`]); else every address of the group's family.
 fn default_listen(group: SocketAddr) -> SocketAddr {
     let any = match group {
+        SocketAddr::V4(_) if dual_stack() => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
     SocketAddr::new(any, 0)
 }
 
-/// Whether an address of a named interface goes into the adverts: one of the group's
-/// family, where links listen by default. Not an IPv6 link-local one: an advert has no
-/// room for its scope, and peers dial the advert's source address, which carries it.
-fn advertisable(a: IpAddr, group: SocketAddr) -> bool {
+/// Whether a `[::]` TCP socket also takes IPv4 here: on Linux, IPv6 is on
+/// (`/proc/sys/net/ipv6` exists, so not booted with `ipv6.disable=1`) and
+/// `net.ipv6.bindv6only` is 0 (the default). Elsewhere false: IPv4 only, as before.
+fn dual_stack() -> bool {
+    cfg!(target_os = "linux")
+        && std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").is_ok_and(|v| v.trim() == "0")
+}
+
+/// Whether an address of a named interface goes into the adverts: one the listener
+/// `listen` takes (a dual-stack `[::]` listener takes both families). Not an IPv6
+/// link-local one: an advert has no room for its scope, and peers dial the advert's
+/// source address, which carries it.
+fn advertisable(a: IpAddr, listen: SocketAddr, dual: bool) -> bool {
     match a {
-        IpAddr::V4(_) => group.is_ipv4(),
-        IpAddr::V6(v6) => group.is_ipv6() && !v6.is_unicast_link_local(),
+        IpAddr::V4(_) => listen.is_ipv4() || dual,
+        IpAddr::V6(v6) => listen.is_ipv6() && !v6.is_unicast_link_local(),
     }
 }
 
@@ -185,8 +197,9 @@ impl DeviceBuilder {
     /// [`MulticastError::InterfaceNotFound`](hail_multicast::MulticastError::InterfaceNotFound),
     /// which lists the host's interfaces. Unless [`advertise`](Self::advertise) says
     /// otherwise, the device advertises the addresses of the interfaces named here that
-    /// are of the group's family (IPv6 link-local ones excepted: peers dial the advert's
-    /// source address, with its scope).
+    /// its links listen on: both families with the dual-stack default of
+    /// [`listen`](Self::listen), else the listener's family (IPv6 link-local ones
+    /// excepted: peers dial the advert's source address, with its scope).
     pub fn interface(mut self, interface: impl Into<Interface>) -> Self {
         self.interfaces.push(interface.into());
         self
@@ -199,8 +212,11 @@ impl DeviceBuilder {
     }
 
     /// TCP listen address for links. Default: every interface on an ephemeral port, so
-    /// many devices share a host: `0.0.0.0:0` with an IPv4 group, `[::]:0` with an IPv6
-    /// group (dual-stack where the host allows it, so IPv4 peers can dial it too).
+    /// many devices share a host: `[::]:0` as one dual-stack socket (IPv4 and IPv6) where
+    /// the host allows it (Linux with IPv6 and `net.ipv6.bindv6only` 0, the default), and
+    /// the device then advertises both families' addresses of its named interfaces (not
+    /// IPv6 link-local ones); `0.0.0.0:0` with an IPv4 group elsewhere or where that bind
+    /// fails (one debug log). Setting it turns the dual-stack default off.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = Some(addr);
         self
@@ -447,14 +463,28 @@ impl DeviceBuilder {
             (Some((_, _, ip)), None) => SocketAddr::new(*ip, 0),
             (None, None) => default_listen(group),
         };
-        let (server, server_events) = Server::bind(
-            listen,
-            ServerConfig::default()
-                .link(link.clone())
-                .max_clients(max_clients_for_open_files()),
-            Binary,
-        )
-        .await?;
+        // A dual-stack listener of our own choosing: IPv4 on both ends of the group.
+        let dual =
+            self.listen.is_none() && self.memory.is_none() && group.is_ipv4() && listen.is_ipv6();
+        let server_config = ServerConfig::default()
+            .link(link.clone())
+            .max_clients(max_clients_for_open_files());
+        let (server, server_events) = match Server::bind(listen, server_config.clone(), Binary)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) if dual => {
+                // No IPv6 sockets here (a kernel without IPv6 support, a sandbox that
+                // forbids them). IPv6 switched off by sysctl (`disable_ipv6`, also in a
+                // namespace) does not fail this bind: the `[::]` socket still takes IPv4,
+                // and the interfaces have no IPv6 address to advertise.
+                tracing::debug!(error = %e, "no dual-stack listener, links listen on IPv4 only");
+                let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+                Server::bind(v4, server_config, Binary).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let dual = dual && server.local_addr().is_ipv6();
         let port = server.local_addr().port();
         let mut advertise = self.advertise.clone();
         if let (true, Some((_, _, ip))) = (advertise.is_empty(), &self.memory) {
@@ -462,7 +492,7 @@ impl DeviceBuilder {
         } else if advertise.is_empty() {
             for i in &self.interfaces {
                 for a in i.resolve()?.addrs {
-                    if advertisable(a, group) && !advertise.contains(&a) {
+                    if advertisable(a, server.local_addr(), dual) && !advertise.contains(&a) {
                         advertise.push(a);
                     }
                 }
