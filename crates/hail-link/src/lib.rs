@@ -177,7 +177,7 @@ pub use events::{
     ClientEvent, ClientEvents, EventSender, Events, Incoming, ServerEvent, ServerEvents,
 };
 pub use id::{ClientId, ConnId};
-pub use server::{BroadcastReport, Callbacks, Server, ServerStats};
+pub use server::{ACCEPT_WARN_EVERY, BroadcastReport, Callbacks, Server, ServerStats};
 pub use transport::Transport;
 
 pub mod wire;

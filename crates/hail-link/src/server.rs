@@ -139,6 +139,10 @@ pub struct ServerStats {
     /// Clients closed with [`CloseReason::MemoryBudget`] since start: a partial frame, or a
     /// send queue the client did not read, stalled on the memory budget for the stall time.
     pub budget_closes: u64,
+    /// Failed `accept` calls since start (out of file descriptors and the like): each is
+    /// followed by a 50 ms pause; logged at warn level at most once per
+    /// [`ACCEPT_WARN_EVERY`] with the count since the last line.
+    pub accept_errors: u64,
     /// The memory budget the server's connections draw on (shared with whatever else
     /// was given the same [`Budget`]): bytes held now and at most, and its limits.
     pub budget: BudgetStats,
@@ -156,7 +160,13 @@ struct Counters {
     /// Undecodable frames of connections that have closed.
     undecodable_closed: AtomicU64,
     budget_closes: AtomicU64,
+    accept_errors: AtomicU64,
 }
+
+/// How often a failing `accept` is logged at most (10 s): a peer can cause it by holding
+/// connections until the open-file limit, so each failure is counted
+/// ([`ServerStats::accept_errors`]) and summarised, not logged one by one.
+pub const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What a broadcast did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -279,6 +289,9 @@ where
     P::Item: Send + 'static,
 {
     let mut handshakes = JoinSet::new();
+    // The last accept warning and the failures since it.
+    let mut warned: Option<tokio::time::Instant> = None;
+    let mut unlogged = 0u64;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -287,8 +300,23 @@ where
         let link = match accepted {
             Ok(link) => link,
             Err(e) => {
-                // Out of file descriptors and the like: wait a little rather than spin.
-                tracing::warn!(error = %e, "accept failed");
+                // Out of file descriptors and the like: counted, logged at most once per
+                // ACCEPT_WARN_EVERY, and a short pause rather than a spin.
+                let Some(server) = inner.upgrade() else {
+                    return;
+                };
+                server
+                    .counters
+                    .accept_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                drop(server);
+                unlogged += 1;
+                let now = tokio::time::Instant::now();
+                if warned.is_none_or(|at| now.duration_since(at) >= ACCEPT_WARN_EVERY) {
+                    tracing::warn!(error = %e, failures = unlogged, "accept failed");
+                    warned = Some(now);
+                    unlogged = 0;
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -560,6 +588,7 @@ where
             rx_buffered_bytes: rx,
             undecodable: undecodable + c.undecodable_closed.load(Ordering::Relaxed),
             budget_closes: c.budget_closes.load(Ordering::Relaxed),
+            accept_errors: c.accept_errors.load(Ordering::Relaxed),
             budget: self.budget().stats(),
         }
     }

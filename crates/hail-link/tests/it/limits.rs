@@ -244,3 +244,93 @@ async fn flood_of_stalled_max_size_frames_stays_bounded() {
     assert!(grown < 64 << 20, "RSS grew by {grown} bytes");
     drop(flood);
 }
+
+/// Out of file descriptors (a peer holding connections in their handshake until the
+/// server's open-file limit): each failed `accept` is counted in
+/// `ServerStats::accept_errors`, the accept loop keeps running, and the server admits a client
+/// again once the descriptors are free. In a child process, whose open-file limit is
+/// lowered to 40 (the limit is per process); its connections come from this process.
+#[cfg(unix)]
+#[test]
+fn accept_errors_are_counted_and_the_server_recovers_in_a_child() {
+    use std::io::{BufRead, BufReader, Write};
+    const CHILD: &str = "HAIL_LINK_NOFILE_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        nofile_child();
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "limits::accept_errors_are_counted_and_the_server_recovers_in_a_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut next = |key: &str| -> String {
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(v) = line.strip_prefix(key) {
+                return v.trim().to_owned();
+            }
+        }
+        panic!("the child ended before it said {key}");
+    };
+    let addr: std::net::SocketAddr = next("addr=").parse().unwrap();
+    // Connections that never start their handshake: each holds one of the child's
+    // descriptors until the handshake deadline.
+    let held: Vec<std::net::TcpStream> = (0..80)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let errors: u64 = next("accept_errors=").parse().unwrap();
+    assert!(errors > 0, "{errors}");
+    drop(held);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "released").unwrap();
+    let admitted: u64 = next("admitted=").parse().unwrap();
+    assert_eq!(
+        admitted, 1,
+        "a client admitted after the descriptors came back"
+    );
+    assert!(child.wait().unwrap().success());
+}
+
+/// The child's side of the test above.
+#[cfg(unix)]
+fn nofile_child() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, 40, hard).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (server, _events) = Server::bind(lo(), ServerConfig::default(), Binary)
+            .await
+            .unwrap();
+        // The parent reads these lines.
+        eprintln!("addr={}", server.local_addr());
+        wait_for("a failed accept", || server.stats().accept_errors > 0).await;
+        eprintln!("accept_errors={}", server.stats().accept_errors);
+        tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).unwrap();
+        })
+        .await
+        .unwrap();
+        // The parent's connections are closed: their handshakes end and free their
+        // descriptors; a real client is admitted again.
+        let before = server.stats().accepted;
+        let _client = raw_hail_client(server.local_addr()).await;
+        wait_for("the client admitted", || server.stats().accepted > before).await;
+        eprintln!("admitted={}", server.stats().accepted - before);
+    });
+}

@@ -84,7 +84,23 @@ async fn outage_messages_are_delivered_after_reconnect_or_fail(
 
     // The server comes back on the same address; the client is back within one delay.
     let restarted = Instant::now();
-    let (server, mut events) = Server::bind(addr, server_cfg, Binary).await.unwrap();
+    // Over TCP the port may be taken for a moment by someone else's ephemeral port (another
+    // test's, or the client's own attempt connecting to itself, which its handshake then
+    // refuses): try again for up to 5 s. In memory it is free at once.
+    let mut tries = 0;
+    let (server, mut events) = loop {
+        match Server::bind(addr, server_cfg.clone(), Binary).await {
+            Ok(bound) => break bound,
+            Err(hail_link::LinkError::Io(e))
+                if e.kind() == std::io::ErrorKind::AddrInUse && tries < 500 =>
+            {
+                tries += 1;
+                // A retry tick, not a timing assumption.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
     match client_event(&mut cev).await {
         ClientEvent::Connected { addr: a, .. } => assert_eq!(a, addr),
         other => panic!("{other:?}"),
