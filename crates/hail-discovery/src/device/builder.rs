@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use hail_crypto::{GroupKey, Identity, Incarnation, KdfParams};
 use hail_link::{Heartbeat, LinkConfig, Server, ServerConfig, Transport};
@@ -21,6 +22,7 @@ use super::events::DeviceEvents;
 use super::handle::Device;
 use super::messages::bind_builtin;
 use super::shared::{EventBytes, Shared, lock};
+use super::watch::{AddressSource, InterfaceWatch, Lookup};
 use crate::advert::Metadata;
 use crate::config::{LocalDevice, PeerTableConfig};
 use crate::format::MessageFormat;
@@ -36,6 +38,10 @@ pub const EVENT_CAPACITY: usize = 1024;
 /// Default byte budget of the event stream ([`DeviceBuilder::event_bytes`]): 8 MiB of
 /// message payloads.
 pub const EVENT_BYTES: usize = 8 * 1024 * 1024;
+/// Default interval of [`DeviceBuilder::interface_check`]: 2 s. An address added to an
+/// interface is advertised, and the discovery channel follows an interface that came
+/// back or changed its IPv4 address, within this (plus a lost datagram's beacon).
+pub const INTERFACE_CHECK: Duration = Duration::from_secs(2);
 
 /// A passphrase, never printed.
 #[derive(Clone)]
@@ -69,6 +75,9 @@ pub struct DeviceBuilder {
     metadata: Metadata,
     known_devices: Option<PathBuf>,
     allowed: Option<std::collections::BTreeSet<[u8; 32]>>,
+    interface_check: Option<Duration>,
+    /// Where the interfaces are read (the host's; a test's listing).
+    interface_lookup: Lookup,
     memory: Option<(
         hail_multicast::memory::Bus,
         hail_link::memory::MemoryNetwork,
@@ -140,7 +149,7 @@ fn dual_stack() -> bool {
 /// `listen` takes (a dual-stack `[::]` listener takes both families). Not an IPv6
 /// link-local one: an advert has no room for its scope, and peers dial the advert's
 /// source address, which carries it.
-fn advertisable(a: IpAddr, listen: SocketAddr, dual: bool) -> bool {
+pub(super) fn advertisable(a: IpAddr, listen: SocketAddr, dual: bool) -> bool {
     match a {
         IpAddr::V4(_) => listen.is_ipv4() || dual,
         IpAddr::V6(v6) => listen.is_ipv6() && !v6.is_unicast_link_local(),
@@ -173,6 +182,8 @@ impl Device {
             metadata: Metadata::new(),
             known_devices: None,
             allowed: None,
+            interface_check: Some(INTERFACE_CHECK),
+            interface_lookup: Lookup::host(),
             memory: None,
         }
     }
@@ -202,6 +213,28 @@ impl DeviceBuilder {
     /// excepted: peers dial the advert's source address, with its scope).
     pub fn interface(mut self, interface: impl Into<Interface>) -> Self {
         self.interfaces.push(interface.into());
+        self
+    }
+
+    /// How often the running device looks at the host's interfaces again, to follow them
+    /// without a restart: when the addresses of the interfaces named with
+    /// [`interface`](Self::interface) change (and [`advertise`](Self::advertise) is not
+    /// set), it announces the new set at once (signed under its next sequence number, so
+    /// peers take it over the old one); when the interfaces its discovery channel joined
+    /// change (one named came back with a new index, its IPv4 address changed, or with
+    /// none named an interface came or went), it joins the group anew on them. Default:
+    /// `Some(`[`INTERFACE_CHECK`]`)`, every 2 s, one `getifaddrs` call each (microseconds);
+    /// `None` looks only at start. Not used on an in-memory network.
+    pub fn interface_check(mut self, every: Option<Duration>) -> Self {
+        self.interface_check = every.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// The interfaces the running device follows are read from `lookup` instead of the
+    /// host (at start they are the host's: the channel is built on those).
+    #[cfg(test)]
+    pub(super) fn interface_lookup(mut self, lookup: Lookup) -> Self {
+        self.interface_lookup = lookup;
         self
     }
 
@@ -440,8 +473,8 @@ impl DeviceBuilder {
         if let Some((_, net, ip)) = &self.memory {
             link = link.transport(Transport::memory_from(net, *ip));
         }
-        let channel = if self.multicast {
-            let mut b = Channel::builder(self.group).ttl(self.ttl);
+        let channel_builder = |group: SocketAddr| {
+            let mut b = Channel::builder(group).ttl(self.ttl);
             match &self.memory {
                 Some((bus, _, ip)) => b = b.memory_at(bus, SocketAddr::new(*ip, 5676)),
                 None => {
@@ -453,7 +486,10 @@ impl DeviceBuilder {
             if let Some(k) = key.clone() {
                 b = b.key(k);
             }
-            Some(b.build()?)
+            b
+        };
+        let channel = if self.multicast {
+            Some(channel_builder(self.group).build()?)
         } else {
             None
         };
@@ -487,17 +523,29 @@ impl DeviceBuilder {
         let dual = dual && server.local_addr().is_ipv6();
         let port = server.local_addr().port();
         let mut advertise = self.advertise.clone();
+        // The advertised addresses follow the interfaces named, unless set.
+        let mut source = None;
         if let (true, Some((_, _, ip))) = (advertise.is_empty(), &self.memory) {
             advertise.push(*ip);
-        } else if advertise.is_empty() {
-            for i in &self.interfaces {
-                for a in i.resolve()?.addrs {
-                    if advertisable(a, server.local_addr(), dual) && !advertise.contains(&a) {
-                        advertise.push(a);
-                    }
-                }
-            }
+        } else if advertise.is_empty() && !self.interfaces.is_empty() {
+            let s = AddressSource {
+                interfaces: self.interfaces.clone(),
+                listen: server.local_addr(),
+                dual,
+            };
+            advertise = s.addresses(&hail_multicast::interfaces()?, true)?;
+            source = Some((s, advertise.clone()));
         }
+        let watch = match (self.interface_check, &self.memory) {
+            (Some(every), None) if source.is_some() || channel.is_some() => Some(InterfaceWatch {
+                every,
+                next: tokio::time::Instant::now() + every,
+                lookup: self.interface_lookup.clone(),
+                addresses: source,
+                channel: channel.is_some().then(|| channel_builder(group)),
+            }),
+            _ => None,
+        };
         let local = LocalDevice::new(identity, self.name.clone(), port)
             .with_addresses(advertise)
             .with_metadata(self.metadata.clone())
@@ -537,7 +585,8 @@ impl DeviceBuilder {
         bind_builtin(&shared);
         let (stop_tx, stop_rx) = oneshot::channel();
         let local_addr = server.local_addr();
-        let driver = Driver::new(shared.clone(), channel, server, server_events, stop_rx);
+        let driver =
+            Driver::new(shared.clone(), channel, server, server_events, stop_rx).watching(watch);
         let task = tokio::spawn(driver.run());
         let id = lock(&shared.table).local().id();
         Ok((
