@@ -14,6 +14,8 @@ mod memory;
 #[cfg(target_os = "linux")]
 mod netns;
 #[cfg(target_os = "linux")]
+mod netns_runtime;
+#[cfg(target_os = "linux")]
 mod netns_v6;
 mod passphrase;
 mod wait;
