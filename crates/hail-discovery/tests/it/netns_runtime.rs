@@ -15,17 +15,11 @@ use std::time::Duration;
 use hail_discovery::{Device, DeviceEvent, PeerInfo, RunError};
 use hail_testsupport::{Namespaces, OrSkip, in_netns, ip, run, veth};
 
+use crate::host::{meet, runtime};
+
 const GROUP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 72, 93)), 47_793);
 const OLD: Ipv4Addr = Ipv4Addr::new(10, 91, 0, 1);
 const ADDED: Ipv4Addr = Ipv4Addr::new(10, 92, 0, 1);
-
-/// A current-thread runtime for one namespace's thread.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-}
 
 /// Multicast from a source without a route back passes (reverse path filter off, as on a
 /// fresh namespace, made sure of here).
@@ -61,8 +55,7 @@ fn an_address_added_while_running_is_announced_and_reached() {
         no_rp_filter(n, i);
     }
     let (failed_tx, failed_rx) = mpsc::channel::<Vec<SocketAddr>>();
-    // The device stays until the peer has joined it (and is done).
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let ((d_tx, d_rx), (p_tx, p_rx)) = (mpsc::channel(), mpsc::channel());
     let device = in_netns(&d, move || {
         runtime().block_on(async move {
             let (dev, _events) = Device::builder("rt-device")
@@ -76,10 +69,7 @@ fn an_address_added_while_running_is_announced_and_reached() {
                 tokio::time::timeout(Duration::from_secs(30), dev.wait_for_peer("rt-peer"))
                     .await
                     .is_ok();
-            tokio::task::spawn_blocking(move || stop_rx.recv_timeout(Duration::from_secs(40)))
-                .await
-                .expect("waiting for the peer")
-                .ok();
+            meet(&d_tx, p_rx, joined).await;
             dev.shutdown().await;
             joined
         })
@@ -111,6 +101,7 @@ fn an_address_added_while_running_is_announced_and_reached() {
                 tokio::time::timeout(Duration::from_secs(30), dev.wait_for_peer("rt-device"))
                     .await
                     .ok();
+            meet(&p_tx, d_rx, info.is_some()).await;
             dev.shutdown().await;
             info
         })
@@ -124,9 +115,7 @@ fn an_address_added_while_running_is_announced_and_reached() {
         "the peer dialed only the old address: {failed:?}"
     );
     ip(&["-n", &d, "addr", "add", "10.92.0.1/24", "dev", "d0"]).expect("address added");
-    let info = peer.join();
-    let _ = stop_tx.send(());
-    let info = info.expect("peer thread");
+    let info = peer.join().expect("peer thread");
     let joined = device.join().expect("device thread");
     let info = info.expect("the peer joined the device on the added address");
     assert!(joined, "the device joined the peer");
