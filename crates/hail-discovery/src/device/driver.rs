@@ -412,7 +412,7 @@ impl Driver {
                     let events = self.dialed_tx.clone();
                     let target = DialKey::new(peer, &addrs);
                     tokio::spawn(async move {
-                        let result = dial_any(addrs.clone(), config, events).await;
+                        let result = dial_any(addrs.clone(), peer, config, events).await;
                         let _ = tx
                             .send(Internal::Dialed {
                                 dial,

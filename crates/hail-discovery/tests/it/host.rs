@@ -1,4 +1,5 @@
-//! One device per namespace thread: its runtime, and the meeting of two such threads.
+//! One device per namespace thread: its runtime, the meeting of two such threads, and a
+//! namespace's settings.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -19,4 +20,17 @@ pub(crate) async fn meet(tx: &mpsc::Sender<bool>, rx: mpsc::Receiver<bool>, join
         .await
         .expect("waiting for the other side")
         .ok();
+}
+
+/// Sets `key=value` with sysctl inside namespace `ns`.
+pub(crate) fn sysctl(ns: &str, setting: &str) {
+    hail_testsupport::run("ip", &["netns", "exec", ns, "sysctl", "-qw", setting]).expect("sysctl");
+}
+
+/// Multicast from a source without a route back passes (reverse path filter off, as on a
+/// fresh namespace, made sure of here).
+pub(crate) fn no_rp_filter(ns: &str, iface: &str) {
+    for conf in ["all", iface] {
+        sysctl(ns, &format!("net.ipv4.conf.{conf}.rp_filter=0"));
+    }
 }

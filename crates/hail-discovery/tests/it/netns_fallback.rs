@@ -4,6 +4,9 @@
 //! it over IPv4 and it advertises no IPv6 address. Two namespaces joined by a veth pair;
 //! root only, skipped with a printed reason otherwise.
 //!
+//! And both families dialed: a peer that cannot reach the device's IPv4 address links to
+//! its IPv6 one.
+//!
 //! The peer listens on its own loopback only, so the device cannot dial it: the link is the
 //! peer's dial to the device's listener.
 
@@ -12,14 +15,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use hail_discovery::{Device, PeerInfo};
-use hail_testsupport::{Namespaces, OrSkip, in_netns, ip, run, veth};
+use hail_testsupport::{Namespaces, OrSkip, in_netns, ip, veth};
 
-use crate::host::{meet, runtime};
-
-/// Sets `key=value` with sysctl inside namespace `ns`.
-fn sysctl(ns: &str, setting: &str) {
-    run("ip", &["netns", "exec", ns, "sysctl", "-qw", setting]).expect("sysctl");
-}
+use crate::host::{meet, no_rp_filter, runtime, sysctl};
 
 /// Runs a default device in `d` and a peer in `p` (made by the caller, joined by `d0` and
 /// `p0`); returns the device's listening address and what the peer saw of it.
@@ -122,4 +120,39 @@ fn with_bindv6only_a_default_device_listens_on_ipv4_and_is_reached() {
         "a [::] socket would take IPv6 only here"
     );
     ipv4_only(&info);
+}
+
+/// Both families dialed (issue 17 items 2 and 3): the device's IPv4 address is a /32 on
+/// another subnet than the peer's, so the peer's dials to it fail at once (no route);
+/// its ULA is on the peer's /64. The device advertises both (dual-stack by default), and
+/// the peer links to it over IPv6.
+#[test]
+fn a_peer_that_cannot_reach_the_ipv4_address_links_over_ipv6() {
+    let Some(mut ns) = Namespaces::for_test("fb46").or_skip() else {
+        return;
+    };
+    let d = ns.add("d").expect("namespace d");
+    let p = ns.add("p").expect("namespace p");
+    veth((&d, "d0"), (&p, "p0")).expect("veth pair");
+    for (n, i, v4, v6) in [
+        (&d, "d0", "10.94.0.1/32", "fd00:94::1/64"),
+        (&p, "p0", "10.95.0.2/24", "fd00:94::2/64"),
+    ] {
+        ip(&["-n", n, "addr", "add", v4, "dev", i]).expect("address");
+        ip(&["-n", n, "addr", "add", v6, "dev", i, "nodad"]).expect("address");
+        ip(&["-n", n, "route", "add", "224.0.0.0/4", "dev", i]).expect("multicast route");
+        no_rp_filter(n, i);
+    }
+    let group = SocketAddr::from((Ipv4Addr::new(239, 255, 72, 96), 47_796));
+    let (local, info) = device_and_peer(&d, &p, group);
+    assert_eq!(local.ip(), IpAddr::V6(Ipv6Addr::UNSPECIFIED), "{local}");
+    let ula: IpAddr = "fd00:94::1".parse().expect("an address");
+    assert!(
+        info.addresses.iter().any(|a| a.ip() == ula)
+            && info
+                .addresses
+                .iter()
+                .any(|a| a.ip() == IpAddr::V4(Ipv4Addr::new(10, 94, 0, 1))),
+        "both families advertised: {info:?}"
+    );
 }

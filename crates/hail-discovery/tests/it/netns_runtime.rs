@@ -13,32 +13,13 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use hail_discovery::{Device, DeviceEvent, PeerInfo, RunError};
-use hail_testsupport::{Namespaces, OrSkip, in_netns, ip, run, veth};
+use hail_testsupport::{Namespaces, OrSkip, in_netns, ip, veth};
 
-use crate::host::{meet, runtime};
+use crate::host::{meet, no_rp_filter, runtime};
 
 const GROUP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 72, 93)), 47_793);
 const OLD: Ipv4Addr = Ipv4Addr::new(10, 91, 0, 1);
 const ADDED: Ipv4Addr = Ipv4Addr::new(10, 92, 0, 1);
-
-/// Multicast from a source without a route back passes (reverse path filter off, as on a
-/// fresh namespace, made sure of here).
-fn no_rp_filter(ns: &str, iface: &str) {
-    for conf in ["all", iface] {
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                &format!("net.ipv4.conf.{conf}.rp_filter=0"),
-            ],
-        )
-        .expect("sysctl rp_filter");
-    }
-}
 
 #[test]
 fn an_address_added_while_running_is_announced_and_reached() {
