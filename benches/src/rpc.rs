@@ -251,6 +251,24 @@ async fn framed_echo() -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()
     Ok((addr, task))
 }
 
+/// `calls` echo calls of `args`, `IN_FLIGHT` at a time: the hail side of both RPC
+/// throughput benchmarks.
+async fn echo_calls(peer: &RpcPeer, args: &Arc<Blob>, calls: usize) {
+    let mut set = JoinSet::new();
+    for _ in 0..IN_FLIGHT {
+        let peer = peer.clone();
+        let args = args.clone();
+        set.spawn(async move {
+            for _ in 0..calls / IN_FLIGHT {
+                let _: Blob = peer.execute(ECHO, &*args, T).await.expect("echo");
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("caller task");
+    }
+}
+
 fn throughput(ctx: &Ctx, rt: &Runtime) -> anyhow::Result<Record> {
     let budget = Duration::from_millis(ctx.pick(2000, 6000));
     let calls: usize = ctx.pick(6_400, 32_000);
@@ -269,21 +287,7 @@ fn throughput(ctx: &Ctx, rt: &Runtime) -> anyhow::Result<Record> {
         budget,
         calls as u64,
         || {
-            rt.block_on(async {
-                let mut set = JoinSet::new();
-                for _ in 0..IN_FLIGHT {
-                    let peer = peer.clone();
-                    let args = args.clone();
-                    set.spawn(async move {
-                        for _ in 0..calls / IN_FLIGHT {
-                            let _: Blob = peer.execute(ECHO, &*args, T).await.expect("echo");
-                        }
-                    });
-                }
-                while let Some(r) = set.join_next().await {
-                    r.expect("caller task");
-                }
-            });
+            rt.block_on(echo_calls(&peer, &args, calls));
         },
         || {
             rt.block_on(async {
@@ -382,21 +386,7 @@ pub fn throughput_vs_tarpc(ctx: &Ctx, rt: &Runtime, name: &str) -> anyhow::Resul
         budget,
         calls as u64,
         || {
-            rt.block_on(async {
-                let mut set = JoinSet::new();
-                for _ in 0..IN_FLIGHT {
-                    let peer = peer.clone();
-                    let args = args.clone();
-                    set.spawn(async move {
-                        for _ in 0..calls / IN_FLIGHT {
-                            let _: Blob = peer.execute(ECHO, &*args, T).await.expect("echo");
-                        }
-                    });
-                }
-                while let Some(r) = set.join_next().await {
-                    r.expect("caller task");
-                }
-            });
+            rt.block_on(echo_calls(&peer, &args, calls));
         },
         || {
             rt.block_on(async {
