@@ -28,6 +28,7 @@ use super::dial::{DialFailures, DialKey, Dialed, dial_any};
 use super::error::RunError;
 use super::events::DeviceEvent;
 use super::shared::{LinkEntry, Shared, lock};
+use super::watch::InterfaceWatch;
 use crate::id::{ConnId, DialId};
 use crate::peer_table::{Action, Event, LinkOrigin};
 
@@ -103,6 +104,11 @@ pub(super) struct Driver {
     summary: super::summary::Summary,
     /// Set by a graceful stop.
     stopping: Option<Stopping>,
+    /// Follows the host's interfaces (see [`InterfaceWatch`]), when there is anything to
+    /// follow.
+    watch: Option<InterfaceWatch>,
+    /// The counters of discovery channels replaced since start (the interfaces changed).
+    retired: hail_multicast::Stats,
 }
 
 impl Driver {
@@ -134,7 +140,15 @@ impl Driver {
             overflow: false,
             summary: Default::default(),
             stopping: None,
+            watch: None,
+            retired: Default::default(),
         }
+    }
+
+    /// The driver, following the host's interfaces with `watch`.
+    pub(super) fn watching(mut self, watch: Option<InterfaceWatch>) -> Self {
+        self.watch = watch;
+        self
     }
 
     /// Runs the device until it is stopped (and drained) or its listener is gone, then
@@ -196,6 +210,9 @@ impl Driver {
                     self.ready_input();
                 }
                 () = clock::sleep_until(deadline), if running => self.timeout(),
+                () = clock::sleep_until(self.watch.as_ref().map(|w| w.next)), if running => {
+                    self.interfaces_changed();
+                }
                 () = clock::sleep_until(drain_until), if !running => {
                     debug!(links = lock(&self.shared.links).len(), "links still open after the shutdown linger");
                     break;
@@ -347,6 +364,22 @@ impl Driver {
         }
     }
 
+    /// The interface watch's turn: a discovery channel joined anew and new addresses
+    /// announced (the loop's `pump` sends the announce, on the new channel).
+    fn interfaces_changed(&mut self) {
+        let Some(w) = &mut self.watch else { return };
+        let changes = w.look(self.channel.as_ref());
+        if let Some(c) = changes.channel {
+            self.sender = Some(c.sender());
+            if let Some(old) = self.channel.replace(c) {
+                self.retired += old.close();
+            }
+        }
+        if let Some(addresses) = changes.addresses {
+            lock(&self.shared.table).set_addresses(addresses, clock::now());
+        }
+    }
+
     /// The table's timer; also the time to read the channel's and the listener's counters.
     fn timeout(&mut self) {
         // Drops counted while the driver held room (a full byte budget) are reported.
@@ -362,10 +395,15 @@ impl Driver {
         // Handshakes of accepted links that failed authentication.
         let failed = self.server.stats().auth_failures;
         *lock(&self.shared.counters) = (
-            self.channel
-                .as_ref()
-                .map(Channel::stats)
-                .unwrap_or_default(),
+            {
+                let mut stats = self.retired;
+                stats += self
+                    .channel
+                    .as_ref()
+                    .map(Channel::stats)
+                    .unwrap_or_default();
+                stats
+            },
             failed,
         );
         if failed > self.auth_failures_seen {
@@ -405,7 +443,7 @@ impl Driver {
                     let events = self.dialed_tx.clone();
                     let target = DialKey::new(peer, &addrs);
                     tokio::spawn(async move {
-                        let result = dial_any(addrs.clone(), config, events).await;
+                        let result = dial_any(addrs.clone(), peer, config, events).await;
                         let _ = tx
                             .send(Internal::Dialed {
                                 dial,
