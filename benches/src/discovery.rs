@@ -8,6 +8,8 @@
 //!   runs, in ms. The sealed variant uses a group key made beforehand (the key derivation
 //!   is configuration, reported by `crypto/derive`). No baseline in the same process
 //!   (zenoh's default `open()` waits 500 ms).
+//! - `discovery/join-veth6` (baseline: the same join over an IPv4 veth pair): see
+//!   [`veth`](crate::veth); in namespaces, root only.
 //! - `discovery/leave`: time from `close()` on one device to `PeerLeft(Goodbye)` at
 //!   its peer, p50 in ms.
 //! - `discovery/mesh-N`: N devices started together; time until every one has joined all
@@ -59,6 +61,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
     if ctx.wants("discovery/join-sealed") {
         let key = GroupKey::from_bytes([7; 32]);
         out.push(rt.block_on(join("discovery/join-sealed", Some(key), runs))?);
+    }
+    if ctx.wants("discovery/join-veth") {
+        out.extend(crate::veth::join_veth(runs)?);
     }
     if ctx.wants("discovery/leave") {
         out.push(rt.block_on(leave("discovery/leave", runs))?);
@@ -185,6 +190,20 @@ async fn until_peers(d: &Device, events: &mut DeviceEvents, n: usize) -> anyhow:
     .map_err(|_| anyhow::anyhow!("{} did not see {n} peers", d.name()))
 }
 
+/// Waits (at most 10 s) for the first `PeerJoined` on `events`.
+pub(crate) async fn first_join(events: &mut DeviceEvents) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Some(DeviceEvent::PeerJoined(_)) | None => break,
+                Some(_) => {}
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no join within 10 s"))
+}
+
 async fn join(name: &str, key: Option<GroupKey>, runs: usize) -> anyhow::Result<Record> {
     let (host, _host_events) = start("host", group(), key.clone()).await?;
     let mut times = Vec::with_capacity(runs);
@@ -194,16 +213,7 @@ async fn join(name: &str, key: Option<GroupKey>, runs: usize) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(60)).await;
         let t = Instant::now();
         let (d, mut events) = start("joiner", host.group(), key.clone()).await?;
-        tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match events.recv().await {
-                    Some(DeviceEvent::PeerJoined(_)) | None => break,
-                    Some(_) => {}
-                }
-            }
-        })
-        .await
-        .map_err(|_| anyhow::anyhow!("no join"))?;
+        first_join(&mut events).await?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
         d.close().await;
     }

@@ -13,6 +13,7 @@ pub mod harness;
 pub mod link;
 pub mod multicast;
 pub mod rpc;
+pub mod veth;
 pub mod wire;
 
 use harness::{Ctx, Record};

@@ -11,7 +11,8 @@
 //!   prints messages) is read at 1 MiB/s: a slow consumer;
 //! - `answer`: the target answers with `--answer-cmd 'sleep 0.5; cat'`; 20 linked peers
 //!   send questions back to back and never read; the target's child processes (the
-//!   running commands) are counted every 5 ms.
+//!   running commands) are counted every 5 ms. The legitimate device asks every 3 s
+//!   here (less than a 21st of the answer slots), 3 questions in the quiet time.
 //!
 //! Before the attack the target idles until its resident set settles, and a legitimate
 //! device (in this process) asks it 20 questions and makes 20 PING calls: their median is
@@ -47,8 +48,11 @@ use hail_wire::Binary;
 
 /// How long an ask or call of the legitimate device may take before it counts as failed.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the legitimate device asks and calls during the attack.
+/// How often the legitimate device asks and calls during the attack (but `answer`).
 const PROBE_EVERY: Duration = Duration::from_millis(200);
+/// How often it asks during `answer`: an asker that wants more than its share of the
+/// answer slots (4 slots of 0.5 s among 21 askers) is, rightly, not served first.
+const PROBE_EVERY_ANSWER: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Attack {
@@ -382,7 +386,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // Quiet: the target idles, then 20 probes.
     let (mut asks, mut calls) = (Vec::new(), Vec::new());
-    for _ in 0..20 {
+    let (quiet_probes, every) = match args.attack {
+        Attack::Answer => (3, PROBE_EVERY_ANSWER),
+        _ => (20, PROBE_EVERY),
+    };
+    for _ in 0..quiet_probes {
         let (a, c) = probe(&device).await;
         asks.push(a.map_err(|e| anyhow::anyhow!("a quiet ask failed: {e}"))?);
         calls.push(c.map_err(|e| anyhow::anyhow!("a quiet call failed: {e}"))?);
@@ -416,7 +424,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ask_probes.add(a, ask_bound);
         call_probes.add(c, call_bound);
         peak_rss = peak_rss.max(status_kib(pid, "VmRSS:")?);
-        tokio::time::sleep(PROBE_EVERY).await;
+        tokio::time::sleep(every).await;
     }
     stop.store(true, Ordering::Relaxed);
     let mut sent = 0;

@@ -151,7 +151,7 @@ pub use config::{
 pub use device::{
     AskError, Caller, DEFAULT_GROUP, Device, DeviceBuilder, DeviceCallbacks, DeviceError,
     DeviceEvent, DeviceEvents, DeviceStats, EVENT_BYTES, EVENT_CAPACITY, FD_HEADROOM,
-    KnownDevicesError, PeerSender, RunError, SendError, Targets, caller,
+    INTERFACE_CHECK, KnownDevicesError, PeerSender, RunError, SendError, Targets, caller,
 };
 pub use error::{ConfigError, NameError, ResolveError};
 pub use format::{FormatError, MessageFormat};
@@ -162,4 +162,6 @@ pub use peer_table::{
     Action, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, PeerTable, PeerTableStats,
     TableCloseReason,
 };
-pub use peer_table::{VERIFY_PER_SECOND, VERIFY_PER_SOURCE};
+pub use peer_table::{
+    DIAL_RESERVE, VERIFY_PER_SECOND, VERIFY_PER_SOURCE, VERIFY_REPEATS_PER_SECOND,
+};

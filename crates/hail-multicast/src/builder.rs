@@ -9,7 +9,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
 use crate::channel::{Channel, RecvPath};
-use crate::iface::{self, Interface, Resolved};
+use crate::iface::{self, Interface, InterfaceInfo, JoinedInterface};
 use crate::memory::{self, Bus};
 use crate::sender::{SendInner, SendPath, Sender};
 use crate::stats::Counters;
@@ -131,6 +131,37 @@ impl ChannelBuilder {
         self
     }
 
+    /// The interfaces [`build`](Self::build) would join on now, looked up as it looks them
+    /// up (on a bus: none). Compared with a built channel's
+    /// [`Channel::interfaces`], it tells whether the host's interfaces changed under the
+    /// channel; one `getifaddrs` call.
+    ///
+    /// # Errors
+    /// [`MulticastError::InterfaceNotFound`], [`MulticastError::InterfaceLacksFamily`],
+    /// [`MulticastError::NoInterface`], [`MulticastError::Io`] as [`build`](Self::build).
+    pub fn resolve(&self) -> Result<Vec<JoinedInterface>, MulticastError> {
+        match self.transport {
+            Transport::Memory { .. } => Ok(Vec::new()),
+            Transport::Udp => self.resolve_in(&iface::interfaces()?),
+        }
+    }
+
+    /// As [`resolve`](Self::resolve), against the listing `table` of the host's interfaces
+    /// (taken with [`interfaces`](crate::interfaces), once for several uses, or a test's).
+    ///
+    /// # Errors
+    /// [`MulticastError::InterfaceNotFound`] (listing `table`),
+    /// [`MulticastError::InterfaceLacksFamily`], [`MulticastError::NoInterface`].
+    pub fn resolve_in(
+        &self,
+        table: &[InterfaceInfo],
+    ) -> Result<Vec<JoinedInterface>, MulticastError> {
+        match self.transport {
+            Transport::Memory { .. } => Ok(Vec::new()),
+            Transport::Udp => iface::resolve(&self.interfaces, self.group.is_ipv4(), table),
+        }
+    }
+
     /// Opens the sockets (or joins the bus), joins the group on every interface, and returns
     /// the channel.
     ///
@@ -153,7 +184,7 @@ impl ChannelBuilder {
             return Err(MulticastError::NotMulticast(self.group.ip()));
         }
         let v4 = self.group.is_ipv4();
-        let ifaces = iface::resolve(&self.interfaces, v4)?;
+        let ifaces = iface::resolve(&self.interfaces, v4, &iface::interfaces()?)?;
         let recv = recv_socket(&self, &ifaces)?;
         let port = recv
             .local_addr()?
@@ -176,6 +207,7 @@ impl ChannelBuilder {
             group,
             own,
             iface::local_addrs(),
+            ifaces,
         )
     }
 
@@ -193,6 +225,7 @@ impl ChannelBuilder {
             group,
             vec![me.port()],
             vec![me.ip()],
+            Vec::new(),
         )
     }
 
@@ -204,6 +237,7 @@ impl ChannelBuilder {
         group: SocketAddr,
         own_ports: Vec<u16>,
         local_addrs: Vec<IpAddr>,
+        interfaces: Vec<JoinedInterface>,
     ) -> Result<Channel, MulticastError> {
         let (sealer, opener) = match &self.key {
             Some(k) => (
@@ -236,12 +270,13 @@ impl ChannelBuilder {
             loopback: self.loopback,
             own_ports,
             local_addrs,
+            interfaces,
             counters,
         })
     }
 }
 
-fn recv_socket(b: &ChannelBuilder, ifaces: &[Resolved]) -> Result<Socket, MulticastError> {
+fn recv_socket(b: &ChannelBuilder, ifaces: &[JoinedInterface]) -> Result<Socket, MulticastError> {
     let domain = if b.group.is_ipv4() {
         Domain::IPV4
     } else {
@@ -294,7 +329,7 @@ fn recv_socket(b: &ChannelBuilder, ifaces: &[Resolved]) -> Result<Socket, Multic
 }
 
 /// The IPv4 address an IPv4 group is joined and sent from on `i` (resolution checked it has one).
-fn v4_of(i: &Resolved) -> Result<std::net::Ipv4Addr, MulticastError> {
+fn v4_of(i: &JoinedInterface) -> Result<std::net::Ipv4Addr, MulticastError> {
     i.v4.ok_or_else(|| MulticastError::InterfaceLacksFamily {
         interface: i.name.clone(),
         ipv6: false,
@@ -303,7 +338,7 @@ fn v4_of(i: &Resolved) -> Result<std::net::Ipv4Addr, MulticastError> {
 
 fn send_socket(
     b: &ChannelBuilder,
-    i: &Resolved,
+    i: &JoinedInterface,
     group: SocketAddr,
 ) -> Result<(UdpSocket, SocketAddr), MulticastError> {
     match group {

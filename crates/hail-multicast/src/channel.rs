@@ -65,6 +65,8 @@ pub struct Channel {
     /// A datagram from one of these ports and one of `local_addrs` is this channel's own.
     pub(crate) own_ports: Vec<u16>,
     pub(crate) local_addrs: Vec<IpAddr>,
+    /// The interfaces joined on, in sending order (none on a bus).
+    pub(crate) interfaces: Vec<crate::JoinedInterface>,
     pub(crate) counters: Arc<Counters>,
 }
 
@@ -113,6 +115,14 @@ impl Channel {
                 .collect::<io::Result<_>>()?),
             SendPath::Memory(o) => Ok(vec![o.addr()]),
         }
+    }
+
+    /// The interfaces the group was joined on and datagrams go out on, as resolved when
+    /// the channel was built (none on a bus). The channel does not follow the host's
+    /// interfaces: where [`ChannelBuilder::resolve`](crate::ChannelBuilder::resolve) now
+    /// says otherwise, build a new channel.
+    pub fn interfaces(&self) -> &[crate::JoinedInterface] {
+        &self.interfaces
     }
 
     /// A clonable sending half.

@@ -53,12 +53,20 @@ impl Interface {
     /// addresses) when none matches; [`MulticastError::Io`] if the host's interface table
     /// cannot be read.
     pub fn resolve(&self) -> Result<InterfaceInfo, MulticastError> {
-        let all = interfaces()?;
-        match all.iter().find(|i| self.matches(i)) {
+        self.resolve_in(&interfaces()?)
+    }
+
+    /// The interface of `table` (a listing such as [`interfaces`] gives) this names: as
+    /// [`resolve`](Self::resolve), against a listing taken earlier or made up (a test's).
+    ///
+    /// # Errors
+    /// [`MulticastError::InterfaceNotFound`] (listing `table`) when none matches.
+    pub fn resolve_in(&self, table: &[InterfaceInfo]) -> Result<InterfaceInfo, MulticastError> {
+        match table.iter().find(|i| self.matches(i)) {
             Some(i) => Ok(i.clone()),
             None => Err(MulticastError::InterfaceNotFound {
                 wanted: self.to_string(),
-                available: all,
+                available: table.to_vec(),
             }),
         }
     }
@@ -184,6 +192,25 @@ pub struct InterfaceInfo {
 }
 
 impl InterfaceInfo {
+    /// An interface as [`interfaces`] lists one, for [`Interface::resolve_in`] and
+    /// [`ChannelBuilder::resolve_in`](crate::ChannelBuilder::resolve_in) (a listing taken
+    /// elsewhere, or a test's).
+    pub fn new(
+        name: impl Into<String>,
+        index: u32,
+        up: bool,
+        multicast: bool,
+        addrs: Vec<IpAddr>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            index,
+            up,
+            multicast,
+            addrs,
+        }
+    }
+
     fn has_family(&self, v4: bool) -> bool {
         self.addrs.iter().any(|a| a.is_ipv4() == v4)
     }
@@ -239,13 +266,20 @@ pub fn interfaces() -> Result<Vec<InterfaceInfo>, MulticastError> {
     Ok(out)
 }
 
-/// An interface resolved for one address family.
+/// An interface a channel joins its group on and sends from, as resolved for the group's
+/// family: from [`Channel::interfaces`](crate::Channel::interfaces) (what it joined) and
+/// [`ChannelBuilder::resolve`](crate::ChannelBuilder::resolve) (what it would join now).
+/// Two that differ mean the host's interfaces changed under the channel (an interface
+/// came or went, or its IPv4 address changed): a channel built anew follows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Resolved {
-    pub(crate) name: String,
-    pub(crate) index: u32,
-    /// An IPv4 address of the interface (IPv4 groups only).
-    pub(crate) v4: Option<Ipv4Addr>,
+#[non_exhaustive]
+pub struct JoinedInterface {
+    /// Its name (`eth0`).
+    pub name: String,
+    /// Its index (a new one when the interface was removed and made again).
+    pub index: u32,
+    /// The IPv4 address an IPv4 group is joined and sent from (none for an IPv6 group).
+    pub v4: Option<Ipv4Addr>,
 }
 
 /// One row of the host's interface table (one per address, and one without).
@@ -299,11 +333,15 @@ pub(crate) fn local_addrs() -> Vec<IpAddr> {
     v
 }
 
-/// Resolves the requested interfaces for a group of family `v4`; an empty request means
-/// every up, multicast-capable interface with an address of that family.
-pub(crate) fn resolve(requested: &[Interface], v4: bool) -> Result<Vec<Resolved>, MulticastError> {
-    let all = interfaces()?;
-    let to_resolved = |i: &InterfaceInfo, prefer: Option<&IpAddr>| Resolved {
+/// Resolves the requested interfaces for a group of family `v4` against the host's
+/// interfaces `all`; an empty request means every up, multicast-capable interface with an
+/// address of that family.
+pub(crate) fn resolve(
+    requested: &[Interface],
+    v4: bool,
+    all: &[InterfaceInfo],
+) -> Result<Vec<JoinedInterface>, MulticastError> {
+    let to_resolved = |i: &InterfaceInfo, prefer: Option<&IpAddr>| JoinedInterface {
         name: i.name.clone(),
         index: i.index,
         v4: prefer
@@ -314,8 +352,8 @@ pub(crate) fn resolve(requested: &[Interface], v4: bool) -> Result<Vec<Resolved>
                 IpAddr::V6(_) => None,
             }),
     };
-    let mut out: Vec<Resolved> = Vec::new();
-    let mut push = |r: Resolved| {
+    let mut out: Vec<JoinedInterface> = Vec::new();
+    let mut push = |r: JoinedInterface| {
         if !out.iter().any(|o| o.index == r.index) {
             out.push(r);
         }
@@ -337,7 +375,7 @@ pub(crate) fn resolve(requested: &[Interface], v4: bool) -> Result<Vec<Resolved>
         let Some(found) = all.iter().find(|i| want.matches(i)) else {
             return Err(MulticastError::InterfaceNotFound {
                 wanted: want.to_string(),
-                available: all,
+                available: all.to_vec(),
             });
         };
         if !found.has_family(v4) {
@@ -358,6 +396,11 @@ pub(crate) fn resolve(requested: &[Interface], v4: bool) -> Result<Vec<Resolved>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Resolution against this host's interfaces.
+    fn resolve(requested: &[Interface], v4: bool) -> Result<Vec<JoinedInterface>, MulticastError> {
+        super::resolve(requested, v4, &interfaces()?)
+    }
 
     fn lo() -> InterfaceInfo {
         Interface::from(Ipv4Addr::LOCALHOST)

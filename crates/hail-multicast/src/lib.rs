@@ -75,6 +75,6 @@ mod stats;
 pub use builder::ChannelBuilder;
 pub use channel::{Channel, Datagram, MAX_UDP_PAYLOAD_V4, MAX_UDP_PAYLOAD_V6};
 pub use error::MulticastError;
-pub use iface::{Interface, InterfaceInfo, interfaces};
+pub use iface::{Interface, InterfaceInfo, JoinedInterface, interfaces};
 pub use sender::Sender;
 pub use stats::Stats;

@@ -26,6 +26,33 @@ pub struct Stats {
     pub dropped_undecodable: u64,
 }
 
+/// Adds another channel's counts, field by field (saturating): a user that replaces its
+/// channel (its interfaces changed) keeps one running total.
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, o: Self) {
+        let Self {
+            sent,
+            send_errors,
+            delivered,
+            own_skipped,
+            dropped_malformed,
+            dropped_wrong_key,
+            dropped_replayed,
+            dropped_too_old,
+            dropped_undecodable,
+        } = o;
+        self.sent = self.sent.saturating_add(sent);
+        self.send_errors = self.send_errors.saturating_add(send_errors);
+        self.delivered = self.delivered.saturating_add(delivered);
+        self.own_skipped = self.own_skipped.saturating_add(own_skipped);
+        self.dropped_malformed = self.dropped_malformed.saturating_add(dropped_malformed);
+        self.dropped_wrong_key = self.dropped_wrong_key.saturating_add(dropped_wrong_key);
+        self.dropped_replayed = self.dropped_replayed.saturating_add(dropped_replayed);
+        self.dropped_too_old = self.dropped_too_old.saturating_add(dropped_too_old);
+        self.dropped_undecodable = self.dropped_undecodable.saturating_add(dropped_undecodable);
+    }
+}
+
 impl Stats {
     /// Every dropped datagram, whatever the reason.
     pub fn dropped(&self) -> u64 {

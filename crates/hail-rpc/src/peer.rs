@@ -213,7 +213,8 @@ impl RpcPeer {
     }
 
     /// Bytes of packets for the remote waiting in this connection's outbox because the
-    /// link had no room: at most about twice [`RpcConfig::max_outbox_bytes`] (see there).
+    /// link had no room, each packet counted with 64 bytes of bookkeeping besides its
+    /// length: at most about twice [`RpcConfig::max_outbox_bytes`] (see there).
     pub fn outbox_bytes(&self) -> usize {
         self.inner.lock().outbox.bytes()
     }

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use hail_crypto::{GroupKey, Identity, Incarnation, KdfParams};
 use hail_link::{Heartbeat, LinkConfig, Server, ServerConfig, Transport};
@@ -21,6 +22,7 @@ use super::events::DeviceEvents;
 use super::handle::Device;
 use super::messages::bind_builtin;
 use super::shared::{EventBytes, Shared, lock};
+use super::watch::{AddressSource, InterfaceWatch, Lookup};
 use crate::advert::Metadata;
 use crate::config::{LocalDevice, PeerTableConfig};
 use crate::format::MessageFormat;
@@ -36,6 +38,10 @@ pub const EVENT_CAPACITY: usize = 1024;
 /// Default byte budget of the event stream ([`DeviceBuilder::event_bytes`]): 8 MiB of
 /// message payloads.
 pub const EVENT_BYTES: usize = 8 * 1024 * 1024;
+/// Default interval of [`DeviceBuilder::interface_check`]: 2 s. An address added to an
+/// interface is advertised, and the discovery channel follows an interface that came
+/// back or changed its IPv4 address, within this (plus a lost datagram's beacon).
+pub const INTERFACE_CHECK: Duration = Duration::from_secs(2);
 
 /// A passphrase, never printed.
 #[derive(Clone)]
@@ -69,6 +75,9 @@ pub struct DeviceBuilder {
     metadata: Metadata,
     known_devices: Option<PathBuf>,
     allowed: Option<std::collections::BTreeSet<[u8; 32]>>,
+    interface_check: Option<Duration>,
+    /// Where the interfaces are read (the host's; a test's listing).
+    interface_lookup: Lookup,
     memory: Option<(
         hail_multicast::memory::Bus,
         hail_link::memory::MemoryNetwork,
@@ -116,22 +125,34 @@ enum IdentitySource {
     File(PathBuf),
 }
 
-/// Where links listen by default: every address of the group's family, any port.
+/// Where links listen by default, any port: with an IPv4 group, one dual-stack `[::]`
+/// socket (IPv4 links arrive on it as IPv4-mapped addresses) where the kernel makes a
+/// `[::]` socket dual-stack ([`dual_stack`]); else every address of the group's family.
 fn default_listen(group: SocketAddr) -> SocketAddr {
     let any = match group {
+        SocketAddr::V4(_) if dual_stack() => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
     SocketAddr::new(any, 0)
 }
 
-/// Whether an address of a named interface goes into the adverts: one of the group's
-/// family, where links listen by default. Not an IPv6 link-local one: an advert has no
-/// room for its scope, and peers dial the advert's source address, which carries it.
-fn advertisable(a: IpAddr, group: SocketAddr) -> bool {
+/// Whether a `[::]` TCP socket also takes IPv4 here: on Linux, IPv6 is on
+/// (`/proc/sys/net/ipv6` exists, so not booted with `ipv6.disable=1`) and
+/// `net.ipv6.bindv6only` is 0 (the default). Elsewhere false: IPv4 only, as before.
+fn dual_stack() -> bool {
+    cfg!(target_os = "linux")
+        && std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").is_ok_and(|v| v.trim() == "0")
+}
+
+/// Whether an address of a named interface goes into the adverts: one the listener
+/// `listen` takes (a dual-stack `[::]` listener takes both families). Not an IPv6
+/// link-local one: an advert has no room for its scope, and peers dial the advert's
+/// source address, which carries it.
+pub(super) fn advertisable(a: IpAddr, listen: SocketAddr, dual: bool) -> bool {
     match a {
-        IpAddr::V4(_) => group.is_ipv4(),
-        IpAddr::V6(v6) => group.is_ipv6() && !v6.is_unicast_link_local(),
+        IpAddr::V4(_) => listen.is_ipv4() || dual,
+        IpAddr::V6(v6) => listen.is_ipv6() && !v6.is_unicast_link_local(),
     }
 }
 
@@ -161,6 +182,8 @@ impl Device {
             metadata: Metadata::new(),
             known_devices: None,
             allowed: None,
+            interface_check: Some(INTERFACE_CHECK),
+            interface_lookup: Lookup::host(),
             memory: None,
         }
     }
@@ -185,10 +208,33 @@ impl DeviceBuilder {
     /// [`MulticastError::InterfaceNotFound`](hail_multicast::MulticastError::InterfaceNotFound),
     /// which lists the host's interfaces. Unless [`advertise`](Self::advertise) says
     /// otherwise, the device advertises the addresses of the interfaces named here that
-    /// are of the group's family (IPv6 link-local ones excepted: peers dial the advert's
-    /// source address, with its scope).
+    /// its links listen on: both families with the dual-stack default of
+    /// [`listen`](Self::listen), else the listener's family (IPv6 link-local ones
+    /// excepted: peers dial the advert's source address, with its scope).
     pub fn interface(mut self, interface: impl Into<Interface>) -> Self {
         self.interfaces.push(interface.into());
+        self
+    }
+
+    /// How often the running device looks at the host's interfaces again, to follow them
+    /// without a restart: when the addresses of the interfaces named with
+    /// [`interface`](Self::interface) change (and [`advertise`](Self::advertise) is not
+    /// set), it announces the new set at once (signed under its next sequence number, so
+    /// peers take it over the old one); when the interfaces its discovery channel joined
+    /// change (one named came back with a new index, its IPv4 address changed, or with
+    /// none named an interface came or went), it joins the group anew on them. Default:
+    /// `Some(`[`INTERFACE_CHECK`]`)`, every 2 s, one `getifaddrs` call each (microseconds);
+    /// `None` looks only at start. Not used on an in-memory network.
+    pub fn interface_check(mut self, every: Option<Duration>) -> Self {
+        self.interface_check = every.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// The interfaces the running device follows are read from `lookup` instead of the
+    /// host (at start they are the host's: the channel is built on those).
+    #[cfg(test)]
+    pub(super) fn interface_lookup(mut self, lookup: Lookup) -> Self {
+        self.interface_lookup = lookup;
         self
     }
 
@@ -199,8 +245,11 @@ impl DeviceBuilder {
     }
 
     /// TCP listen address for links. Default: every interface on an ephemeral port, so
-    /// many devices share a host: `0.0.0.0:0` with an IPv4 group, `[::]:0` with an IPv6
-    /// group (dual-stack where the host allows it, so IPv4 peers can dial it too).
+    /// many devices share a host: `[::]:0` as one dual-stack socket (IPv4 and IPv6) where
+    /// the host allows it (Linux with IPv6 and `net.ipv6.bindv6only` 0, the default), and
+    /// the device then advertises both families' addresses of its named interfaces (not
+    /// IPv6 link-local ones); `0.0.0.0:0` with an IPv4 group elsewhere or where that bind
+    /// fails (one debug log). Setting it turns the dual-stack default off.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = Some(addr);
         self
@@ -424,8 +473,8 @@ impl DeviceBuilder {
         if let Some((_, net, ip)) = &self.memory {
             link = link.transport(Transport::memory_from(net, *ip));
         }
-        let channel = if self.multicast {
-            let mut b = Channel::builder(self.group).ttl(self.ttl);
+        let channel_builder = |group: SocketAddr| {
+            let mut b = Channel::builder(group).ttl(self.ttl);
             match &self.memory {
                 Some((bus, _, ip)) => b = b.memory_at(bus, SocketAddr::new(*ip, 5676)),
                 None => {
@@ -437,7 +486,10 @@ impl DeviceBuilder {
             if let Some(k) = key.clone() {
                 b = b.key(k);
             }
-            Some(b.build()?)
+            b
+        };
+        let channel = if self.multicast {
+            Some(channel_builder(self.group).build()?)
         } else {
             None
         };
@@ -447,27 +499,53 @@ impl DeviceBuilder {
             (Some((_, _, ip)), None) => SocketAddr::new(*ip, 0),
             (None, None) => default_listen(group),
         };
-        let (server, server_events) = Server::bind(
-            listen,
-            ServerConfig::default()
-                .link(link.clone())
-                .max_clients(max_clients_for_open_files()),
-            Binary,
-        )
-        .await?;
+        // A dual-stack listener of our own choosing: IPv4 on both ends of the group.
+        let dual =
+            self.listen.is_none() && self.memory.is_none() && group.is_ipv4() && listen.is_ipv6();
+        let server_config = ServerConfig::default()
+            .link(link.clone())
+            .max_clients(max_clients_for_open_files());
+        let (server, server_events) = match Server::bind(listen, server_config.clone(), Binary)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) if dual => {
+                // No IPv6 sockets here (a kernel without IPv6 support, a sandbox that
+                // forbids them). IPv6 switched off by sysctl (`disable_ipv6`, also in a
+                // namespace) does not fail this bind: the `[::]` socket still takes IPv4,
+                // and the interfaces have no IPv6 address to advertise.
+                tracing::debug!(error = %e, "no dual-stack listener, links listen on IPv4 only");
+                let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+                Server::bind(v4, server_config, Binary).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let dual = dual && server.local_addr().is_ipv6();
         let port = server.local_addr().port();
         let mut advertise = self.advertise.clone();
+        // The advertised addresses follow the interfaces named, unless set.
+        let mut source = None;
         if let (true, Some((_, _, ip))) = (advertise.is_empty(), &self.memory) {
             advertise.push(*ip);
-        } else if advertise.is_empty() {
-            for i in &self.interfaces {
-                for a in i.resolve()?.addrs {
-                    if advertisable(a, group) && !advertise.contains(&a) {
-                        advertise.push(a);
-                    }
-                }
-            }
+        } else if advertise.is_empty() && !self.interfaces.is_empty() {
+            let s = AddressSource {
+                interfaces: self.interfaces.clone(),
+                listen: server.local_addr(),
+                dual,
+            };
+            advertise = s.addresses(&hail_multicast::interfaces()?, true)?;
+            source = Some((s, advertise.clone()));
         }
+        let watch = match (self.interface_check, &self.memory) {
+            (Some(every), None) if source.is_some() || channel.is_some() => Some(InterfaceWatch {
+                every,
+                next: tokio::time::Instant::now() + every,
+                lookup: self.interface_lookup.clone(),
+                addresses: source,
+                channel: channel.is_some().then(|| channel_builder(group)),
+            }),
+            _ => None,
+        };
         let local = LocalDevice::new(identity, self.name.clone(), port)
             .with_addresses(advertise)
             .with_metadata(self.metadata.clone())
@@ -507,7 +585,8 @@ impl DeviceBuilder {
         bind_builtin(&shared);
         let (stop_tx, stop_rx) = oneshot::channel();
         let local_addr = server.local_addr();
-        let driver = Driver::new(shared.clone(), channel, server, server_events, stop_rx);
+        let driver =
+            Driver::new(shared.clone(), channel, server, server_events, stop_rx).watching(watch);
         let task = tokio::spawn(driver.run());
         let id = lock(&shared.table).local().id();
         Ok((

@@ -120,22 +120,40 @@ const DIAL_STAGGER: Duration = Duration::from_millis(250);
 
 /// Dials the addresses best first, staggered: the next address is tried when the earlier
 /// ones failed or after [`DIAL_STAGGER`] without an answer, and the first link that comes
-/// up wins (the other attempts are dropped). On failure, the last attempt's address and
+/// up proving the key of `expect` (any key without it) wins (the other attempts are
+/// dropped). A link that proves another device's key (an address now someone else's) is
+/// closed and counts as that address failing. On failure, the last attempt's address and
 /// error. The links deliver into `events` (see [`Connection::connect_into`]), each once
 /// its gate is opened.
 pub(super) async fn dial_any(
     addrs: Vec<SocketAddr>,
+    expect: Option<DeviceId>,
     config: LinkConfig,
     events: EventSender<ServerEvent<Bytes>>,
 ) -> Dialed {
     let attempt = |a: SocketAddr| {
         let (config, events) = (config.clone(), events.clone());
         Box::pin(async move {
-            with_quick_retries(DIAL_QUICK_ATTEMPTS, DIAL_ATTEMPT_TIMEOUT, || {
-                Connection::connect_into(a, config.clone(), Binary, &events)
-            })
-            .await
-            .map_err(|e| (a, e))
+            let (conn, gate) =
+                with_quick_retries(DIAL_QUICK_ATTEMPTS, DIAL_ATTEMPT_TIMEOUT, || {
+                    Connection::connect_into(a, config.clone(), Binary, &events)
+                })
+                .await
+                .map_err(|e| (a, e))?;
+            let proven = conn.peer_key().map(|k| DeviceId::from_bytes(k.id()));
+            match expect {
+                Some(want) if proven != Some(want) => {
+                    debug!(%a, expected = %want, ?proven, "the address answered as another device");
+                    conn.close();
+                    Err((
+                        a,
+                        LinkError::Io(std::io::Error::other(
+                            "the address answered with another device's key",
+                        )),
+                    ))
+                }
+                _ => Ok((conn, gate)),
+            }
         })
     };
     let mut next = addrs.into_iter();
@@ -211,7 +229,7 @@ mod tests {
             "10.0.0.1:7000".parse().unwrap(),
             "10.0.0.2:7000".parse().unwrap(),
         ];
-        let (conn, _gate) = super::dial_any(addrs, link.clone(), tx.clone())
+        let (conn, _gate) = super::dial_any(addrs, None, link.clone(), tx.clone())
             .await
             .expect("the second address answers");
         assert_eq!(conn.peer_addr(), "10.0.0.2:7000".parse().unwrap());
@@ -226,7 +244,7 @@ mod tests {
             "10.0.0.3:7000".parse().unwrap(),
             "10.0.0.2:7000".parse().unwrap(),
         ];
-        let (conn, _gate) = super::dial_any(addrs, link.clone(), tx.clone())
+        let (conn, _gate) = super::dial_any(addrs, None, link.clone(), tx.clone())
             .await
             .unwrap();
         assert_eq!(conn.peer_addr(), "10.0.0.2:7000".parse().unwrap());
@@ -236,8 +254,49 @@ mod tests {
             "10.0.0.3:7000".parse().unwrap(),
             "10.0.0.4:7000".parse().unwrap(),
         ];
-        let (addr, _e) = super::dial_any(addrs, link, tx).await.unwrap_err();
+        let (addr, _e) = super::dial_any(addrs, None, link, tx).await.unwrap_err();
         assert_eq!(addr, "10.0.0.4:7000".parse().unwrap());
+    }
+
+    /// The link kept must prove the key expected: an address that answers as another
+    /// device (its address now someone else's) is closed and the next address's link
+    /// kept; with no key expected, the first link wins.
+    #[tokio::test(start_paused = true)]
+    async fn a_link_that_proves_another_key_gives_way_to_the_next_address() {
+        use hail_crypto::Identity;
+        use hail_link::memory::MemoryNetwork;
+        use hail_link::{Events, LinkConfig, Server, ServerConfig, Transport};
+        use hail_wire::Binary;
+
+        let net = MemoryNetwork::new();
+        let base = LinkConfig::default().transport(Transport::memory(&net));
+        let key = || Identity::generate().expect("a key pair");
+        let (other, wanted, me) = (key(), key(), key());
+        let at = |s: &str| -> SocketAddr { s.parse().expect("an address") };
+        let serve = |addr: SocketAddr, id: &Identity| {
+            let config = ServerConfig::default().link(base.clone().identity(id));
+            Server::bind(addr, config, Binary)
+        };
+        let (_s1, _e1) = serve(at("10.0.0.1:7000"), &other).await.expect("binds");
+        let (_s2, _e2) = serve(at("10.0.0.2:7000"), &wanted).await.expect("binds");
+        let (tx, _dialed) = Events::channel(16);
+        let dialer = base.clone().identity(&me);
+        let both = vec![at("10.0.0.1:7000"), at("10.0.0.2:7000")];
+        let want = DeviceId::from_bytes(wanted.public().id());
+        let (conn, _gate) = super::dial_any(both.clone(), Some(want), dialer.clone(), tx.clone())
+            .await
+            .expect("the second address is the device");
+        assert_eq!(conn.peer_addr(), at("10.0.0.2:7000"));
+        assert_eq!(conn.peer_key().map(|k| k.id()), Some(wanted.public().id()));
+        let (conn, _gate) = super::dial_any(both, None, dialer.clone(), tx.clone())
+            .await
+            .expect("any device");
+        assert_eq!(conn.peer_addr(), at("10.0.0.1:7000"));
+        // Only someone else there: the dial fails.
+        let (addr, _e) = super::dial_any(vec![at("10.0.0.1:7000")], Some(want), dialer, tx)
+            .await
+            .unwrap_err();
+        assert_eq!(addr, at("10.0.0.1:7000"));
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,6 +28,7 @@ use super::dial::{DialFailures, DialKey, Dialed, dial_any};
 use super::error::RunError;
 use super::events::DeviceEvent;
 use super::shared::{LinkEntry, Shared, lock};
+use super::watch::InterfaceWatch;
 use crate::id::{DialId, LinkId};
 use crate::peer_table::{Action, Event, LinkOrigin};
 
@@ -46,6 +48,11 @@ const EVENT_STALL_LIMIT: Duration = Duration::from_secs(1);
 /// driver's loop once one has arrived: 64. Bounds how long timers and the multicast
 /// channel wait behind a busy link.
 const INPUT_BATCH: usize = 64;
+/// Most datagrams handled in one turn of the driver's loop once one has arrived: 64.
+/// Each turn looks at the table's deadline, which walks every peer: per datagram, that
+/// look was 13 % of a device's time under a flood of 20,000 forged adverts a second
+/// (docs/security.md, "Floods of forged adverts"); per batch it is a 64th of that.
+const DATAGRAM_BATCH: usize = 64;
 
 /// How long shutdown keeps reading links after its goodbyes (until the peers close
 /// their side), and then waits for queued messages to go out: 500 ms each.
@@ -97,6 +104,11 @@ pub(super) struct Driver {
     summary: super::summary::Summary,
     /// Set by a graceful stop.
     stopping: Option<Stopping>,
+    /// Follows the host's interfaces (see [`InterfaceWatch`]), when there is anything to
+    /// follow.
+    watch: Option<InterfaceWatch>,
+    /// The counters of discovery channels replaced since start (the interfaces changed).
+    retired: hail_multicast::Stats,
 }
 
 impl Driver {
@@ -128,7 +140,15 @@ impl Driver {
             overflow: false,
             summary: Default::default(),
             stopping: None,
+            watch: None,
+            retired: Default::default(),
         }
+    }
+
+    /// The driver, following the host's interfaces with `watch`.
+    pub(super) fn watching(mut self, watch: Option<InterfaceWatch>) -> Self {
+        self.watch = watch;
+        self
     }
 
     /// Runs the device until it is stopped (and drained) or its listener is gone, then
@@ -154,7 +174,10 @@ impl Driver {
             let drain_until = self.stopping.as_ref().map(|s| s.until);
             tokio::select! {
                 done = &mut self.stop, if running => self.stop(done.ok()).await,
-                d = recv_datagram(self.channel.as_mut()), if running => self.datagram(d),
+                d = recv_datagram(self.channel.as_mut()), if running => {
+                    self.datagram(d);
+                    self.ready_datagrams();
+                }
                 p = self.shared.events.clone().reserve_owned(), if awaiting_room => {
                     match p {
                         Ok(p) => self.permit = self.shared.report_drops_with(p),
@@ -187,6 +210,9 @@ impl Driver {
                     self.ready_input();
                 }
                 () = clock::sleep_until(deadline), if running => self.timeout(),
+                () = clock::sleep_until(self.watch.as_ref().map(|w| w.next)), if running => {
+                    self.interfaces_changed();
+                }
                 () = clock::sleep_until(drain_until), if !running => {
                     debug!(links = lock(&self.shared.links).len(), "links still open after the shutdown linger");
                     break;
@@ -231,6 +257,28 @@ impl Driver {
             } else {
                 return;
             };
+        }
+    }
+
+    /// Handles the datagrams already waiting on the discovery channel, at most
+    /// [`DATAGRAM_BATCH`] with the one that woke the loop, until one leaves the table
+    /// something to do (the loop does it first, as for a single datagram) or one is a
+    /// socket error.
+    fn ready_datagrams(&mut self) {
+        // Only what is ready now: the loop's own `recv` registers the task's waker again.
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 1..DATAGRAM_BATCH {
+            if lock(&self.shared.table).has_actions() {
+                return;
+            }
+            let Some(channel) = self.channel.as_mut() else {
+                return;
+            };
+            match channel.poll_recv(&mut cx) {
+                Poll::Ready(Ok(d)) => self.datagram(Ok(d)),
+                Poll::Ready(Err(e)) => return self.datagram(Err(e)),
+                Poll::Pending => return,
+            }
         }
     }
 
@@ -316,6 +364,22 @@ impl Driver {
         }
     }
 
+    /// The interface watch's turn: a discovery channel joined anew and new addresses
+    /// announced (the loop's `pump` sends the announce, on the new channel).
+    fn interfaces_changed(&mut self) {
+        let Some(w) = &mut self.watch else { return };
+        let changes = w.look(self.channel.as_ref());
+        if let Some(c) = changes.channel {
+            self.sender = Some(c.sender());
+            if let Some(old) = self.channel.replace(c) {
+                self.retired += old.close();
+            }
+        }
+        if let Some(addresses) = changes.addresses {
+            lock(&self.shared.table).set_addresses(addresses, clock::now());
+        }
+    }
+
     /// The table's timer; also the time to read the channel's and the listener's counters.
     fn timeout(&mut self) {
         // Drops counted while the driver held room (a full byte budget) are reported.
@@ -331,10 +395,15 @@ impl Driver {
         // Handshakes of accepted links that failed authentication.
         let failed = self.server.stats().auth_failures;
         *lock(&self.shared.counters) = (
-            self.channel
-                .as_ref()
-                .map(Channel::stats)
-                .unwrap_or_default(),
+            {
+                let mut stats = self.retired;
+                stats += self
+                    .channel
+                    .as_ref()
+                    .map(Channel::stats)
+                    .unwrap_or_default();
+                stats
+            },
             failed,
         );
         if failed > self.auth_failures_seen {
@@ -374,7 +443,7 @@ impl Driver {
                     let events = self.dialed_tx.clone();
                     let target = DialKey::new(peer, &addrs);
                     tokio::spawn(async move {
-                        let result = dial_any(addrs.clone(), config, events).await;
+                        let result = dial_any(addrs.clone(), peer, config, events).await;
                         let _ = tx
                             .send(Internal::Dialed {
                                 dial,

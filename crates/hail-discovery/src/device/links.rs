@@ -36,6 +36,15 @@ impl Driver {
         origin: LinkOrigin,
         remote: SocketAddr,
     ) {
+        // A dual-stack `[::]` listener sees IPv4 peers as IPv4-mapped IPv6 (`::ffff:a.b.c.d`):
+        // the table and the peers' addresses know them by their IPv4 address.
+        // (Only those: a link-local IPv6 address keeps its scope id.)
+        let remote = match remote {
+            SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some() => {
+                SocketAddr::new(remote.ip().to_canonical(), remote.port())
+            }
+            other => other,
+        };
         let id = LinkId(conn.id().get());
         // The handshake proved the peer's key (every device link runs XX): the link is
         // that device's, whatever its hello will claim.

@@ -17,6 +17,7 @@
 //! | `dial.rs` | dialing every address at once; failures in a row and their reports |
 //! | `summary.rs` | rate-limited summary lines of refused input |
 //! | `trust.rs` | the known-devices file of trust on first use |
+//! | `watch.rs` | following the host's interfaces while running: addresses re-announced, the channel joined anew |
 //! | `clock.rs` | the one clock (tokio's), as the table's `std` instants |
 
 mod builder;
@@ -33,8 +34,11 @@ mod sender;
 mod shared;
 mod summary;
 mod trust;
+mod watch;
 
-pub use builder::{DEFAULT_GROUP, DeviceBuilder, EVENT_BYTES, EVENT_CAPACITY, FD_HEADROOM};
+pub use builder::{
+    DEFAULT_GROUP, DeviceBuilder, EVENT_BYTES, EVENT_CAPACITY, FD_HEADROOM, INTERFACE_CHECK,
+};
 pub use caller::{Caller, caller};
 pub use error::{AskError, DeviceError, RunError, SendError};
 pub use events::{DeviceCallbacks, DeviceEvent, DeviceEvents};

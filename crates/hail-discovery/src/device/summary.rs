@@ -34,7 +34,14 @@ impl Summary {
         let host_limit = d(|s| s.host_limit);
         let table_full = d(|s| s.peers_rejected);
         let protocol_errors = d(|s| s.protocol_errors);
-        let any = malformed
+        // A flood of forged adverts shows here: unverified (over the checks' budget),
+        // unproven entries evicted, and how many got in as repeats meanwhile.
+        let unverified = d(|s| s.verify_deferred);
+        let evicted = d(|s| s.unproven_evicted);
+        let repeats_verified = d(|s| s.verified_repeats);
+        let any = unverified
+            + evicted
+            + malformed
             + bad_signatures
             + stale
             + identity_mismatch
@@ -54,6 +61,9 @@ impl Summary {
             host_limit,
             table_full,
             protocol_errors,
+            unverified,
+            evicted,
+            repeats_verified,
             "discovery input refused since the last summary (at most one line per {SUMMARY_INTERVAL:?}; totals in Device::stats)"
         );
         self.last = stats.clone();

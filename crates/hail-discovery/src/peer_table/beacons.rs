@@ -9,6 +9,7 @@ use tracing::{trace, warn};
 
 use super::events::Action;
 use super::state::{DialState, Peer, PeerTable, Phase};
+use super::verify::Share;
 use crate::advert::{Advert, AdvertError, Announce, AnnounceBody, Goodbye, MAX_ADDRESSES};
 use crate::id::DeviceId;
 
@@ -56,12 +57,17 @@ impl PeerTable {
                     return;
                 }
                 self.stats.adverts_received += 1;
-                if !self.authentic(&a, from.ip(), now) {
+                let Some(share) = self.authentic(&a, from.ip(), now) else {
                     return;
-                }
+                };
                 trace!(peer = %a.id(), name = %a.body.name, %from, "announce");
                 let newcomer = !self.peers.get(&a.id()).is_some_and(Peer::alive);
                 if self.learn(&a, from, Some(a.body.lease), now) {
+                    if share == Share::Repeat
+                        && let Some(p) = self.peers.get_mut(&a.id())
+                    {
+                        p.heard = p.heard.max(2);
+                    }
                     if newcomer {
                         let waits = self.waits_for(a.id());
                         self.answer_newcomer(now, waits);
@@ -155,25 +161,33 @@ impl PeerTable {
     /// Whether an announce (on the group or in gossip) is the device's own: the one
     /// already verified from its key, or newer and verifying. Older ones (replays) and
     /// forgeries are counted and refused; a signature is checked only for an announce
-    /// that says something new.
-    pub(super) fn authentic(&mut self, a: &Announce, source: IpAddr, now: Instant) -> bool {
+    /// that says something new, and how it was checked (see `verify.rs`).
+    pub(super) fn authentic(
+        &mut self,
+        a: &Announce,
+        source: IpAddr,
+        now: Instant,
+    ) -> Option<Share> {
         if self.verified_before(a) {
-            return true;
+            return Some(Share::Known);
         }
         let known = self.peers.get(&a.id()).and_then(|p| p.signed.as_ref());
         if known.is_some_and(|k| a.seq() < k.seq()) {
             self.stats.stale_adverts += 1;
-            return false;
+            return None;
         }
-        if !self.verify_budget.spend(source, now) {
+        let Some(share) = self.verify_budget.spend(source, a.key_bytes(), now) else {
             self.stats.verify_deferred += 1;
-            return false;
-        }
+            return None;
+        };
         if a.verify().is_err() {
             self.stats.bad_signatures += 1;
-            return false;
+            return None;
         }
-        true
+        if share == Share::Repeat {
+            self.stats.verified_repeats += 1;
+        }
+        Some(share)
     }
 
     /// Whether a goodbye on the group is the device's own and newer than everything it

@@ -11,6 +11,14 @@ use super::state::{DialState, DialTarget, Peer, PeerTable, Phase};
 use crate::config::{DIAL_BURST, MAX_DIAL_ADDRESSES, MAX_DIALS_IN_FLIGHT, MAX_DIALS_PER_SECOND};
 use crate::id::{DeviceId, DialId};
 
+/// Of the dial budget ([`MAX_DIALS_IN_FLIGHT`] in flight, [`DIAL_BURST`] at once), the
+/// part only peers heard more than once (a device beaconing), joined peers (redials in
+/// their reconnect grace) and static addresses may take: 8 of each. A flood of adverts
+/// that are each heard once (fresh forged keys) holds at most the other 8 dials in flight
+/// and leaves 8 tokens of the burst; a real device's dial starts at once. Counted in
+/// [`PeerTableStats::reserved_dials`](crate::PeerTableStats::reserved_dials).
+pub const DIAL_RESERVE: u32 = 8;
+
 /// How soon a dial put off for want of room among the dials in flight tries again: 50 ms.
 const DIAL_RETRY: Duration = Duration::from_millis(50);
 
@@ -100,9 +108,11 @@ impl PeerTable {
         self.dial_now(id, now);
     }
 
-    /// Takes one dial from the budget, or says when to try again.
-    fn dial_budget(&mut self, now: Instant) -> Result<(), Instant> {
-        if self.dials.len() >= MAX_DIALS_IN_FLIGHT {
+    /// Takes one dial from the budget (from its reserve too, if `reserve`), or says when
+    /// to try again.
+    fn dial_budget(&mut self, now: Instant, reserve: bool) -> Result<(), Instant> {
+        let held = if reserve { 0 } else { DIAL_RESERVE as usize };
+        if self.dials.len() + held >= MAX_DIALS_IN_FLIGHT {
             self.stats.dials_deferred += 1;
             return Err(now + DIAL_RETRY);
         }
@@ -113,10 +123,18 @@ impl PeerTable {
         self.dial_tokens =
             (self.dial_tokens + since.as_secs_f64() * rate).min(f64::from(DIAL_BURST));
         self.dial_tokens_at = Some(now);
-        if self.dial_tokens < 1.0 {
+        let need = 1.0 + f64::from(if reserve { 0 } else { DIAL_RESERVE });
+        if self.dial_tokens < need {
             self.stats.dials_deferred += 1;
-            let wait = Duration::from_secs_f64((1.0 - self.dial_tokens) / rate);
+            let wait = Duration::from_secs_f64((need - self.dial_tokens) / rate);
             return Err(now + wait.max(Duration::from_millis(1)));
+        }
+        let reserved = f64::from(DIAL_RESERVE);
+        if reserve
+            && (self.dial_tokens < 1.0 + reserved
+                || self.dials.len() + DIAL_RESERVE as usize >= MAX_DIALS_IN_FLIGHT)
+        {
+            self.stats.reserved_dials += 1;
         }
         self.dial_tokens -= 1.0;
         Ok(())
@@ -138,7 +156,8 @@ impl PeerTable {
         if addrs.is_empty() {
             return;
         }
-        if let Err(retry) = self.dial_budget(now) {
+        let reserve = p.repeated() || p.grace_until.is_some();
+        if let Err(retry) = self.dial_budget(now, reserve) {
             trace!(peer = %id, "dial budget spent: later");
             self.peers.get_mut(&id).expect("present").dial = DialState::Deferred(retry);
             return;
@@ -169,7 +188,7 @@ impl PeerTable {
                 continue;
             }
             let (addr, peer) = (s.addr, s.peer);
-            if let Err(retry) = self.dial_budget(now) {
+            if let Err(retry) = self.dial_budget(now, true) {
                 self.statics[i].dial = DialState::Backoff(retry);
                 continue;
             }

@@ -187,8 +187,14 @@ pub struct PeerTableStats {
     pub stale_adverts: u64,
     /// Announces (on the group or in gossip) dropped unverified because their source had
     /// spent its share of signature checks ([`VERIFY_PER_SOURCE`](crate::VERIFY_PER_SOURCE)
-    /// a second) or all sources theirs ([`VERIFY_PER_SECOND`](crate::VERIFY_PER_SECOND)).
+    /// a second) or all sources theirs ([`VERIFY_PER_SECOND`](crate::VERIFY_PER_SECOND),
+    /// and for repeats also [`VERIFY_REPEATS_PER_SECOND`](crate::VERIFY_REPEATS_PER_SECOND)).
     pub verify_deferred: u64,
+    /// Announces checked from the share reserved for repeats
+    /// ([`VERIFY_REPEATS_PER_SECOND`](crate::VERIFY_REPEATS_PER_SECOND)): their (source,
+    /// key) pair had been sighted before, unverified, while first sightings had spent
+    /// theirs.
+    pub verified_repeats: u64,
     /// Links whose hello named another key than the one their handshake proved: closed.
     pub identity_mismatch: u64,
     /// Links closed because their key was not trusted ([`Trust`](crate::Trust)).
@@ -203,4 +209,8 @@ pub struct PeerTableStats {
     /// Dials put off because [`MAX_DIALS_IN_FLIGHT`](crate::MAX_DIALS_IN_FLIGHT) were in
     /// flight or the [`MAX_DIALS_PER_SECOND`](crate::MAX_DIALS_PER_SECOND) budget was spent.
     pub dials_deferred: u64,
+    /// Dials started from [`DIAL_RESERVE`](crate::DIAL_RESERVE) (for peers heard more than
+    /// once, joined peers and static addresses) while the rest of the dial budget was
+    /// spent.
+    pub reserved_dials: u64,
 }

@@ -75,7 +75,7 @@ impl PeerTable {
                     .get(&id)
                     .is_some_and(|t| t.kind == TombKind::Replaced || a.seq() <= t.seq)
                 || self.goodbyes.contains_key(&id)
-                || !self.authentic(&a, relay, now)
+                || self.authentic(&a, relay, now).is_none()
             {
                 continue;
             }

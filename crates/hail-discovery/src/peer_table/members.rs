@@ -91,6 +91,7 @@ impl PeerTable {
         p.authoritative = true;
         p.heard_at = Some(now);
         if let Some(lease) = lease {
+            p.heard = p.heard.saturating_add(1);
             let until = now + lease.clamp(MIN_PEER_LEASE, MAX_PEER_LEASE);
             p.lease_until = Some(p.lease_until.map_or(until, |t| t.max(until)));
             p.heard_multicast = true;
@@ -256,9 +257,10 @@ impl PeerTable {
 
     /// Room for one more entry. A device a link speaks for (`proven`) may take the room of
     /// one known only from adverts or gossip; those are held to half of `max_peers`, the
-    /// one heard of longest ago making room for a newer one (a dial to it goes on; its link
-    /// would bring it back). False (counted) when there is no room: every entry is a
-    /// joined peer.
+    /// entries heard only once making room first (a flood of one-off forgeries churns
+    /// among itself; a device beaconing is heard again), then, of those, the one heard of
+    /// longest ago (a dial to it goes on; its link would bring it back). False (counted)
+    /// when there is no room: every entry is a joined peer.
     pub(super) fn make_room(&mut self, proven: bool) -> bool {
         let max = self.config.max_peers;
         let full = self.peers.len() >= max;
@@ -273,7 +275,7 @@ impl PeerTable {
             .peers
             .values()
             .filter(|p| p.unproven())
-            .min_by_key(|p| p.heard_at)
+            .min_by_key(|p| (p.repeated(), p.heard_at))
             .map(|p| p.id);
         match oldest {
             Some(id) => {

@@ -24,12 +24,13 @@ mod members;
 mod state;
 mod verify;
 
+pub use dial::DIAL_RESERVE;
 pub use events::{
     Action, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, PeerTableStats,
     TableCloseReason,
 };
 pub use state::PeerTable;
-pub use verify::{VERIFY_PER_SECOND, VERIFY_PER_SOURCE};
+pub use verify::{VERIFY_PER_SECOND, VERIFY_PER_SOURCE, VERIFY_REPEATS_PER_SECOND};
 
 #[cfg(test)]
 mod tests;

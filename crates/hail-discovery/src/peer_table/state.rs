@@ -94,6 +94,10 @@ pub(super) struct Peer {
     /// When it was last heard of (advert, gossip or hello): the unproven entry heard of
     /// longest ago makes room first.
     pub(super) heard_at: Option<Instant>,
+    /// Adverts taken from it (up to 255), an advert checked as a repeat of an unverified
+    /// sighting counting for two: an entry heard more than once outlives those heard once
+    /// and may dial from [`DIAL_RESERVE`](crate::DIAL_RESERVE).
+    pub(super) heard: u8,
     /// The newest signed announce verified from its key (advert, hello or gossip): what
     /// later ones are compared with (older are replays, equal need no verification) and
     /// what gossip relays.
@@ -119,6 +123,7 @@ impl Peer {
             dial: DialState::Idle,
             failures: 0,
             heard_at: None,
+            heard: 0,
             signed: None,
         }
     }
@@ -132,6 +137,12 @@ impl Peer {
     /// No link proves it: known from adverts or gossip only.
     pub(super) fn unproven(&self) -> bool {
         !self.member && self.active.is_none()
+    }
+
+    /// Heard more than once, or joined: what a flood of one-off forgeries cannot crowd
+    /// out of the table or the dial budget.
+    pub(super) fn repeated(&self) -> bool {
+        self.heard >= 2 || self.member
     }
 
     /// Heard from recently or connected.
@@ -354,6 +365,8 @@ impl PeerTable {
         let seq = sequence.next().map_err(|_| ConfigError::Unsignable)?;
         let own = super::beacons::sign_local(&local, config.lease, seq)
             .map_err(|_| ConfigError::Unsignable)?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let verify_budget = super::verify::VerifyBudget::new(rand::Rng::random(&mut rng));
         let statics = config
             .static_peers
             .iter()
@@ -370,8 +383,8 @@ impl PeerTable {
             local,
             sequence,
             own,
-            verify_budget: Default::default(),
-            rng: StdRng::seed_from_u64(seed),
+            verify_budget,
+            rng,
             phase: Phase::Idle,
             peers: BTreeMap::new(),
             conns: BTreeMap::new(),

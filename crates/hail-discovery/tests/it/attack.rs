@@ -649,3 +649,53 @@ async fn no_message_is_lost_to_the_duplicate_window() {
     // The window was there: two links up as the peers met (30 of 30 here).
     assert!(duplicates > 0, "no run had a duplicate link");
 }
+
+/// A burst of forged announces waiting all at once (300, each under a fresh key, as a flood
+/// leaves them in the socket's queue) is read in batches of up to 64 a turn of the
+/// device's loop (`DATAGRAM_BATCH` in src/device/driver.rs): every one is handled, none
+/// lost, the burst reaches the budget of signature checks, and a real device starting
+/// meanwhile still joins in the time a quiet network takes. A regression test for the
+/// batched read: an attack that held.
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_waiting_forged_adverts_is_read_whole_and_a_real_device_joins() {
+    let lan = Lan::new();
+    let (v, _ve) = lan.device("v", 1).await;
+    let forger = lan.forger(v.group(), 9);
+    let before = v.stats().discovery.adverts_received;
+    const BURST: u64 = 300;
+    for i in 0..BURST {
+        let mut seed = [0x5a; 32];
+        seed[..8].copy_from_slice(&i.to_be_bytes());
+        let a = Announce::sign(
+            &Identity::from_secret_bytes(&seed),
+            1,
+            body(&format!("forged{i}"), 4000, vec![]),
+        )
+        .unwrap();
+        forger
+            .send(&Advert::Announce(a).to_bytes().unwrap())
+            .await
+            .unwrap();
+    }
+    let started = tokio::time::Instant::now();
+    let (b, _be) = lan.device("b", 2).await;
+    tokio::time::timeout(Duration::from_secs(2), v.wait_for_peer("b"))
+        .await
+        .expect("b joins v within 2 s of the burst");
+    let s = v.stats().discovery;
+    assert!(
+        s.adverts_received - before >= BURST,
+        "every forged announce was handled: {s:?}"
+    );
+    assert!(
+        s.verify_deferred > 0,
+        "the burst reached the checks' budget: {s:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "joined after {:?}",
+        started.elapsed()
+    );
+    v.close().await;
+    b.close().await;
+}

@@ -8,11 +8,17 @@ mod delivery;
 mod device;
 mod format;
 mod graceful_stop;
+#[cfg(target_os = "linux")]
+mod host;
 mod interfaces;
 mod lan;
 mod memory;
 #[cfg(target_os = "linux")]
 mod netns;
+#[cfg(target_os = "linux")]
+mod netns_fallback;
+#[cfg(target_os = "linux")]
+mod netns_runtime;
 #[cfg(target_os = "linux")]
 mod netns_v6;
 mod passphrase;

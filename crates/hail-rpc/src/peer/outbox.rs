@@ -10,6 +10,13 @@ use tokio::time::{Duration, Instant};
 /// Slow-reader warnings of one connection come at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(1);
 
+/// What one waiting packet costs besides its bytes, counted against the bound: its place
+/// in the queue (32 bytes) and its allocation's header and rounding (about 32). Without
+/// it, a peer whose requests are all refused fills the bound with 10-byte `BUSY` answers
+/// that cost seven times their length: 20 such peers held 340 MiB (`misbehave --attack
+/// answer`).
+pub(super) const PACKET_COST: usize = 64;
+
 /// One connection's outbox, bounded in bytes by the session's rule (requests are refused
 /// while it is full, see [`RpcConfig::max_outbox_bytes`](crate::RpcConfig::max_outbox_bytes)).
 #[derive(Debug, Default)]
@@ -25,7 +32,7 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    /// Bytes waiting.
+    /// Bytes waiting, each packet counted with [`PACKET_COST`].
     pub(super) fn bytes(&self) -> usize {
         self.bytes
     }
@@ -42,7 +49,7 @@ impl Outbox {
     /// Queues `packet` last; true when no drainer runs yet (the caller starts one and
     /// hands it over with [`set_drainer`](Self::set_drainer)).
     pub(super) fn push(&mut self, packet: Bytes) -> bool {
-        self.bytes += packet.len();
+        self.bytes += packet.len() + PACKET_COST;
         self.queue.push_back(packet);
         self.drainer.is_none()
     }
@@ -60,7 +67,7 @@ impl Outbox {
     /// ends, and the next packet that does not fit the link starts another.
     pub(super) fn pop(&mut self) -> bool {
         if let Some(p) = self.queue.pop_front() {
-            self.bytes -= p.len();
+            self.bytes -= p.len() + PACKET_COST;
         }
         if self.queue.is_empty() {
             self.drainer = None;
@@ -121,11 +128,15 @@ mod tests {
             o.push(Bytes::from_static(b"de")),
             "none was handed over yet"
         );
-        assert_eq!((o.bytes(), o.len()), (5, 2));
+        assert_eq!((o.bytes(), o.len()), (5 + 2 * PACKET_COST, 2));
         assert_eq!(o.front().as_deref(), Some(&b"abc"[..]));
-        assert_eq!(o.bytes(), 5, "still counted while the link waits");
+        assert_eq!(
+            o.bytes(),
+            5 + 2 * PACKET_COST,
+            "still counted while the link waits"
+        );
         assert!(!o.pop());
-        assert_eq!((o.bytes(), o.len()), (2, 1));
+        assert_eq!((o.bytes(), o.len()), (2 + PACKET_COST, 1));
         let g = o.generation();
         o.reset();
         assert_eq!((o.bytes(), o.len()), (0, 0));

@@ -109,9 +109,21 @@ fn dials_are_bounded_in_flight_and_per_second() {
         let a = Announce::sign(&tarpit_key(n), 1, a.body).unwrap();
         t.handle_advert(Advert::Announce(a), src(2), t0);
     }
-    let first = dials(&actions(&mut t));
-    assert_eq!(first.len(), MAX_DIALS_IN_FLIGHT, "at most 16 in flight");
-    assert_eq!(t.dials_in_flight(), MAX_DIALS_IN_FLIGHT);
+    let mut first = dials(&actions(&mut t));
+    let once = MAX_DIALS_IN_FLIGHT - DIAL_RESERVE as usize;
+    assert_eq!(first.len(), once, "entries heard once: 8 in flight at most");
+    assert_eq!(t.dials_in_flight(), once);
+    // A device heard twice dials from the reserve (within 50 ms: its first advert's dial
+    // was put off).
+    t.handle_advert(Advert::Announce(announce(3, "c")), src(3), t0 + ms(1));
+    t.handle_advert(Advert::Announce(announce(3, "c")), src(3), t0 + ms(2));
+    let reserved = dials(&run_until(&mut t, t0 + ms(60)));
+    assert_eq!(
+        reserved.iter().map(|d| d.1).collect::<Vec<_>>(),
+        [Some(id(3))]
+    );
+    assert_eq!(t.stats().reserved_dials, 1);
+    first.extend(reserved);
     // They hang; nothing more starts meanwhile.
     assert!(dials(&run_until(&mut t, t0 + ms(900))).is_empty());
     // They fail: more start, each failing 50 ms later, within the rate.

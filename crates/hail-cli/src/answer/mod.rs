@@ -9,6 +9,9 @@
 //!   [`DEFAULT_QUEUE`]); beyond that a question is answered at once with a `busy` error. A
 //!   waiting question gives up (`busy`) after as long as the queue ahead of it could take
 //!   with every command running to its deadline: `deadline × (1 + ⌈queue / jobs⌉)`;
+//! - slots and queue places go to the askers that used the command least lately
+//!   ([`fair`]): peers asking back to back, however many, cannot keep a device that asks
+//!   now and then waiting for more than about one command's run;
 //! - a command runs for at most the deadline (`--answer-timeout`, default
 //!   [`DEFAULT_TIMEOUT`]); then it is killed with its whole process group (it runs in a
 //!   group of its own), so what it started dies with it. Whatever it left running in its
@@ -16,16 +19,18 @@
 //! - its standard output (the answer) and standard error are read up to [`OUTPUT_LIMIT`]
 //!   each; the rest is read and discarded, and the listener says how much.
 
+mod fair;
+
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Semaphore;
+
+use self::fair::{Admit, Fair};
 
 /// Default number of answer commands running at once, per device: 4.
 pub(crate) const DEFAULT_JOBS: usize = 4;
@@ -53,10 +58,9 @@ pub(crate) enum Note {
 #[derive(Debug)]
 pub(crate) struct AnswerCmd {
     cmd: String,
-    slots: Arc<Semaphore>,
+    slots: Arc<Fair>,
     jobs: usize,
     queue: usize,
-    waiting: AtomicUsize,
     timeout: Duration,
 }
 
@@ -65,10 +69,9 @@ impl AnswerCmd {
     pub(crate) fn new(cmd: String, jobs: usize, queue: usize, timeout: Duration) -> Self {
         Self {
             cmd,
-            slots: Arc::new(Semaphore::new(jobs)),
+            slots: Fair::new(jobs, queue),
             jobs,
             queue,
-            waiting: AtomicUsize::new(0),
             timeout,
         }
     }
@@ -82,18 +85,21 @@ impl AnswerCmd {
         question: &[u8],
         note: impl Fn(Note),
     ) -> Result<Bytes, String> {
-        let _slot = match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                let Some(_place) = self.queue_place() else {
-                    note(Note::Busy);
-                    return Err(self.busy());
-                };
+        let _slot = match self.slots.admit(from) {
+            Admit::Now(slot) => slot,
+            Admit::Busy => {
+                note(Note::Busy);
+                return Err(self.busy());
+            }
+            Admit::Wait(place) => {
                 let patience = self.queue_wait();
-                match tokio::time::timeout(patience, Arc::clone(&self.slots).acquire_owned()).await
-                {
+                match tokio::time::timeout(patience, place).await {
                     Ok(Ok(slot)) => slot,
-                    _ => {
+                    Ok(Err(_)) => {
+                        note(Note::Busy);
+                        return Err(self.busy());
+                    }
+                    Err(_) => {
                         note(Note::Busy);
                         return Err(format!(
                             "busy: no free slot for the answer command within {patience:?}"
@@ -149,25 +155,6 @@ impl AnswerCmd {
             "busy: {} answer commands running and {} questions waiting; ask again later",
             self.jobs, self.queue
         )
-    }
-
-    /// A place in the queue, given back on drop; `None` when the queue is full.
-    fn queue_place(&self) -> Option<QueuePlace<'_>> {
-        self.waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.queue).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| QueuePlace(&self.waiting))
-    }
-}
-
-/// One question waiting for a slot.
-struct QueuePlace<'a>(&'a AtomicUsize);
-
-impl Drop for QueuePlace<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -340,7 +327,7 @@ mod tests {
             let a = Arc::clone(&a);
             async move { a.answer("x", b"", |_| {}).await }
         });
-        while a.slots.available_permits() > 0 {
+        while a.slots.running() == 0 {
             tokio::task::yield_now().await;
         }
         let r = a.answer("y", b"", |_| {}).await;
