@@ -163,9 +163,11 @@ impl Device {
     /// An RPC handle to the joined peer with this name, to call the methods it bound on
     /// its [`handlers`](Self::handlers). The handle serves the link that is up now. Once
     /// that link is gone (the peer left, reconnected or restarted) nothing revives it: its
-    /// calls fail with [`RpcError::Stale`](hail_rpc::RpcError::Stale), never a
-    /// `NotConnected` that might pass, so ask for the peer again (cheap: one name
-    /// lookup). [`to`](Self::to) is the message path that follows reconnects by itself.
+    /// calls fail with [`RpcError::Stale`](hail_rpc::RpcError::Stale), so ask for the
+    /// peer again (cheap: one name lookup). Only while requests the peer sent before the
+    /// link closed still wait for a handler (at most 5 s) do its calls fail with
+    /// `NotConnected` first. [`to`](Self::to) is the message path that follows reconnects
+    /// by itself.
     pub fn peer(&self, name: &str) -> Result<RpcPeer, ResolveError> {
         self.shared.resolve_rpc(name)
     }
