@@ -261,8 +261,7 @@ mod tests {
             let mut src = BytesMut::with_capacity(capacity);
             src.extend_from_slice(&framed(len));
             let at = src.as_ptr() as usize + HEADER_LEN;
-            let Some(Next::Frame(f)) =
-                cut(&mut src, ByteOrder::BigEndian, 1 << 20, None).unwrap()
+            let Some(Next::Frame(f)) = cut(&mut src, ByteOrder::BigEndian, 1 << 20, None).unwrap()
             else {
                 panic!("a whole frame")
             };
