@@ -208,12 +208,66 @@ fn cut(
         }
     }
     src.advance(HEADER_LEN);
+    if len >= OWN_ALLOCATION_FROM && src.capacity() > len + len / 4 {
+        // Cut as a view, the frame would keep the whole buffer alive for as long as it
+        // waits (the buffer grew by doubling: up to four times the frame), while the
+        // budget counts the frame's length: 48 MiB of 64 KiB frames held 100-150 MiB
+        // (docs/security.md, "Whole devices under attack"). Copied once into an
+        // allocation of its own size instead; the buffer stays unshared and is reused.
+        let frame = BytesMut::from(&src[..len]);
+        src.advance(len);
+        return Ok(Some(Next::Frame(frame)));
+    }
     Ok(Some(Next::Frame(src.split_to(len))))
 }
+
+/// A frame of at least this many bytes (16 KiB) gets an allocation of its own size when
+/// the buffer it arrived in has more than a quarter of its length to spare (see [`cut`]):
+/// what a waiting frame keeps alive is then at most 1.25 times what the budget counts.
+const OWN_ALLOCATION_FROM: usize = 16 * 1024;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn framed(len: usize) -> Vec<u8> {
+        let mut v = (len as u32).to_be_bytes().to_vec();
+        v.resize(HEADER_LEN + len, 0x5a);
+        v
+    }
+
+    #[test]
+    fn a_large_frame_in_a_roomy_buffer_gets_an_allocation_of_its_own_size() {
+        let len = 64 * 1024;
+        // As a buffer grown by doubling holds it: four times the frame.
+        let mut src = BytesMut::with_capacity(4 * len);
+        src.extend_from_slice(&framed(len));
+        src.extend_from_slice(&framed(10)[..8]);
+        let Some(Next::Frame(f)) = cut(&mut src, ByteOrder::BigEndian, 1 << 20, None).unwrap()
+        else {
+            panic!("a whole frame")
+        };
+        assert_eq!(f.len(), len);
+        assert!(f.capacity() <= len + len / 4, "{}", f.capacity());
+        assert!(f.iter().all(|&b| b == 0x5a));
+        // What follows stays, in order.
+        assert_eq!(src.len(), 8);
+        assert_eq!(&src[..4], &10u32.to_be_bytes());
+    }
+
+    #[test]
+    fn small_frames_and_tight_buffers_are_cut_without_a_copy() {
+        for (len, capacity) in [(1024, 64 * 1024), (64 * 1024, 64 * 1024 + HEADER_LEN)] {
+            let mut src = BytesMut::with_capacity(capacity);
+            src.extend_from_slice(&framed(len));
+            let at = src.as_ptr() as usize + HEADER_LEN;
+            let Some(Next::Frame(f)) = cut(&mut src, ByteOrder::BigEndian, 1 << 20, None).unwrap()
+            else {
+                panic!("a whole frame")
+            };
+            assert_eq!(f.as_ptr() as usize, at, "a view, not a copy ({len} bytes)");
+        }
+    }
 
     #[test]
     fn read_size_adapts() {

@@ -329,7 +329,27 @@ fn nofile_child() {
         // The parent's connections are closed: their handshakes end and free their
         // descriptors; a real client is admitted again.
         let before = server.stats().accepted;
-        let _client = raw_hail_client(server.local_addr()).await;
+        // The client is in this process too: until the server has seen the parent's
+        // connections close, its own socket may find no descriptor free (EMFILE), so it
+        // tries again until one is.
+        let addr = server.local_addr();
+        let mut socket = None;
+        wait_for("a free descriptor for the client", || {
+            match std::net::TcpStream::connect(addr) {
+                Ok(s) => socket = Some(s),
+                Err(e) => assert_eq!(e.raw_os_error(), Some(24), "only EMFILE: {e}"),
+            }
+            socket.is_some()
+        })
+        .await;
+        let socket = socket.expect("connected");
+        socket.set_nonblocking(true).unwrap();
+        let mut s = TcpStream::from_std(socket).unwrap();
+        s.write_all(HELLO).await.unwrap();
+        let mut w = [0u8; 6];
+        s.read_exact(&mut w).await.unwrap();
+        assert_eq!(&w, WELCOME);
+        let _client = s;
         wait_for("the client admitted", || server.stats().accepted > before).await;
         eprintln!("admitted={}", server.stats().accepted - before);
     });
