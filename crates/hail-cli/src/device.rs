@@ -271,15 +271,44 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
     Ok(())
 }
 
+/// Refused questions are said at most once per this time (10 s), with how many there
+/// were since the last line: any peer can make them, as fast as it can send.
+const BUSY_SAY_EVERY: Duration = Duration::from_secs(10);
+
+/// Counts a refusal; `Some(n)` when it is time to say the `n` since the last line.
+fn busy_due() -> Option<u64> {
+    static BUSY: std::sync::Mutex<(Option<Instant>, u64)> = std::sync::Mutex::new((None, 0));
+    let mut b = BUSY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    b.1 += 1;
+    if b.0.is_some_and(|at| at.elapsed() < BUSY_SAY_EVERY) {
+        return None;
+    }
+    let n = b.1;
+    *b = (Some(Instant::now()), 0);
+    Some(n)
+}
+
 /// What happened to a question answered by `--answer-cmd`, beyond its answer.
 fn print_note(from: &str, note: &answer::Note, json: bool) {
     use answer::Note;
     match (note, json) {
-        (Note::Busy, true) => json_line(&json!({ "event": "busy", "from": from })),
-        (Note::Busy, false) => say!(
-            "question from {} refused: busy (every answer slot and queue place taken)",
-            escape(from)
-        ),
+        (Note::Busy, json) => {
+            let Some(n) = busy_due() else { return };
+            if json {
+                json_line(&json!({ "event": "busy", "from": from, "refused": n }));
+            } else if n == 1 {
+                say!(
+                    "question from {} refused: busy (every answer slot and queue place taken)",
+                    escape(from)
+                );
+            } else {
+                say!(
+                    "question from {} refused: busy (every answer slot and queue place \
+                     taken); {n} refused since the last such line",
+                    escape(from)
+                );
+            }
+        }
         (Note::Killed(after), true) => json_line(&json!({
             "event": "answer_killed", "from": from, "after_ms": after.as_millis() as u64,
         })),
