@@ -278,7 +278,9 @@ const BUSY_SAY_EVERY: Duration = Duration::from_secs(10);
 /// Counts a refusal; `Some(n)` when it is time to say the `n` since the last line.
 fn busy_due() -> Option<u64> {
     static BUSY: std::sync::Mutex<(Option<Instant>, u64)> = std::sync::Mutex::new((None, 0));
-    let mut b = BUSY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut b = BUSY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     b.1 += 1;
     if b.0.is_some_and(|at| at.elapsed() < BUSY_SAY_EVERY) {
         return None;
