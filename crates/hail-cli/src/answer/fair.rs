@@ -12,8 +12,11 @@
 //!   newest waiting question, which is refused `busy`; else it is refused itself.
 //! - A freed slot goes to the waiting question of the lightest asker.
 //!
-//! So an asker with no question in hand is served after at most one command's run
-//! whatever the others send. "Lately" is the current and the previous window of
+//! So an asker with no question in hand and a lighter record than the flooding askers is
+//! served at about the next free slot. Askers are told apart by name: many fresh names
+//! (each a joined device) are each as light as a newcomer and can keep an asker that was
+//! served lately waiting; per host their number is bounded by the device's
+//! `max_peers_per_host`. Every step costs O(queue). "Lately" is the current and the previous window of
 //! [`WINDOW`] (10 s); at most [`MAX_ASKERS`] (1,024) askers are remembered per window
 //! (past that the window ends early), so the bookkeeping is bounded whatever names peers
 //! use.
@@ -123,10 +126,27 @@ impl State {
         }
     }
 
+    /// Each waiting question's asker's load, in `waiting` order, in O(queue) (a load per
+    /// question would make every pick O(queue²)).
+    fn loads(&self) -> Vec<((usize, u32), u64)> {
+        let mut waiting: HashMap<&str, usize> = HashMap::with_capacity(self.waiting.len());
+        for w in &self.waiting {
+            *waiting.entry(w.from.as_str()).or_insert(0) += 1;
+        }
+        self.waiting
+            .iter()
+            .map(|w| {
+                let running = self.running_by.get(&w.from).copied().unwrap_or(0) as usize;
+                let in_hand = running + waiting[w.from.as_str()];
+                ((in_hand, self.weight(&w.from)), w.seq)
+            })
+            .collect()
+    }
+
     /// The waiting question to serve next: the lightest asker's oldest.
     fn next(&mut self) -> Option<Waiter> {
-        let i = (0..self.waiting.len())
-            .min_by_key(|&i| (self.load(&self.waiting[i].from), self.waiting[i].seq))?;
+        let loads = self.loads();
+        let i = (0..loads.len()).min_by_key(|&i| loads[i])?;
         Some(self.waiting.remove(i))
     }
 }
@@ -174,10 +194,10 @@ impl Fair {
         let evicted = if s.waiting.len() < self.queue {
             None
         } else {
-            let heaviest = (0..s.waiting.len())
-                .max_by_key(|&i| (s.load(&s.waiting[i].from), s.waiting[i].seq));
+            let loads = s.loads();
+            let heaviest = (0..loads.len()).max_by_key(|&i| loads[i]);
             match heaviest {
-                Some(i) if s.load(&s.waiting[i].from) > s.load(from) => Some(s.waiting.remove(i)),
+                Some(i) if loads[i].0 > s.load(from) => Some(s.waiting.remove(i)),
                 _ => return Admit::Busy,
             }
         };
@@ -199,6 +219,8 @@ impl Fair {
     fn release(self: &Arc<Self>, from: &str) {
         let mut s = self.lock();
         s.ended(from);
+        // Questions whose askers gave up leave first: each would be one more pick.
+        s.waiting.retain(|w| !w.grant.is_closed());
         loop {
             let Some(w) = s.next() else {
                 s.running -= 1;
@@ -214,6 +236,10 @@ impl Fair {
             s = self.lock();
             if let Some((_, gave_up)) = slot.0.take() {
                 s.ended(&gave_up);
+                // Nothing ran for it: not counted as started.
+                if let Some(n) = s.usage.get_mut(&gave_up) {
+                    *n = n.saturating_sub(1);
+                }
             }
         }
     }
@@ -310,6 +336,26 @@ mod tests {
         );
         drop(running.pop());
         assert!(probe.try_recv().is_ok(), "the probe takes the freed slot");
+    }
+
+    /// Found in review: questions given up stayed in the queue and each freed slot walked
+    /// them one by one, every pick a walk of the queue (O(queue³) per slot).
+    #[tokio::test(start_paused = true)]
+    async fn given_up_questions_leave_the_queue_when_a_slot_is_freed() {
+        let fair = Fair::new(1, 512);
+        let running = now(fair.admit("r"));
+        let gone: Vec<_> = (0..512)
+            .map(|i| wait(fair.admit(&format!("w{i}"))))
+            .collect();
+        drop(gone);
+        drop(running);
+        assert_eq!(fair.running(), 0);
+        assert!(fair.lock().waiting.is_empty());
+        assert_eq!(
+            fair.lock().weight("w0"),
+            0,
+            "nothing ran for a question given up"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,8 +7,9 @@
 //! - at most `jobs` commands run at once (`--answer-jobs`, default [`DEFAULT_JOBS`]);
 //! - at most `queue` further questions wait for a slot (`--answer-queue`, default
 //!   [`DEFAULT_QUEUE`]); beyond that a question is answered at once with a `busy` error. A
-//!   waiting question gives up (`busy`) after as long as the queue ahead of it could take
-//!   with every command running to its deadline: `deadline × (1 + ⌈queue / jobs⌉)`;
+//!   waiting question gives up (`busy`) after `deadline × (1 + ⌈queue / jobs⌉)`, as long
+//!   as a full queue takes with every command running to its deadline (lighter askers may
+//!   overtake it meanwhile, see below);
 //! - slots and queue places go to the askers that used the command least lately
 //!   ([`fair`]): peers asking back to back, however many, cannot keep a device that asks
 //!   now and then waiting for more than about one command's run;
@@ -143,8 +144,8 @@ impl AnswerCmd {
         }
     }
 
-    /// How long a queued question waits for a slot: as long as the commands ahead of it
-    /// could take, each running to its deadline.
+    /// How long a queued question waits for a slot: as long as a full queue could take,
+    /// each command running to its deadline (a plain deadline: lighter askers may overtake).
     fn queue_wait(&self) -> Duration {
         let rounds = u32::try_from(1 + self.queue.div_ceil(self.jobs)).unwrap_or(u32::MAX);
         self.timeout.saturating_mul(rounds)
