@@ -176,6 +176,8 @@ impl RpcConfigBuilder {
     ///
     /// Packets that do not fit the link wait in this one queue, in order, and one task per
     /// connection hands them to the link as it makes room; no task is spawned per packet.
+    /// Each waiting packet counts its length plus 64 bytes (its place in the queue and its
+    /// allocation), so a queue of tiny answers is bounded by what it costs.
     /// While the outbox holds this many bytes or more, the peer is a slow reader and its
     /// new requests are not run, whatever the method (the built-in PING included):
     ///
@@ -193,7 +195,7 @@ impl RpcConfigBuilder {
     /// bound. Nothing accepted is dropped: a handler that runs is answered. So the outbox
     /// holds at most twice this bound, plus the replies of the handlers that were running
     /// when it filled (at most [`max_concurrent_handlers`](Self::max_concurrent_handlers))
-    /// and a `BUSY` answer (about 10 bytes) per queued request. Both kinds of refusal are
+    /// and a `BUSY` answer (about 10 bytes, counted as 74) per queued request. Both kinds of refusal are
     /// logged at warn level, at most once a second per connection.
     pub fn max_outbox_bytes(mut self, n: usize) -> Self {
         self.config.max_outbox_bytes = n.max(1);
