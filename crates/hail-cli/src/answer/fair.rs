@@ -16,10 +16,11 @@
 //! served at about the next free slot. Askers are told apart by name: many fresh names
 //! (each a joined device) are each as light as a newcomer and can keep an asker that was
 //! served lately waiting; per host their number is bounded by the device's
-//! `max_peers_per_host`. Every step costs O(queue). "Lately" is the current and the previous window of
-//! [`WINDOW`] (10 s); at most [`MAX_ASKERS`] (1,024) askers are remembered per window
-//! (past that the window ends early), so the bookkeeping is bounded whatever names peers
-//! use.
+//! `max_peers_per_host`. Each asker's questions in hand are counted as they come and go,
+//! so every step costs one walk of the queue at most, with no allocation but a name's
+//! first count. "Lately" is the current and the previous window of [`WINDOW`] (10 s); at
+//! most [`MAX_ASKERS`] (1,024) askers are remembered per window (past that the window ends
+//! early), so the bookkeeping is bounded whatever names peers use.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -45,8 +46,8 @@ pub(crate) struct Fair {
 #[derive(Debug)]
 struct State {
     running: usize,
-    /// Running commands per asker (at most `jobs` entries).
-    running_by: HashMap<String, u32>,
+    /// Questions in hand (running or waiting) per asker: at most `jobs + queue` entries.
+    in_hand: HashMap<String, u32>,
     waiting: Vec<Waiter>,
     /// Commands started per asker in the current window.
     usage: HashMap<String, u32>,
@@ -95,10 +96,40 @@ impl State {
     }
 
     /// How heavy `from` is: questions in hand, then commands started lately.
-    fn load(&self, from: &str) -> (usize, u32) {
-        let running = self.running_by.get(from).copied().unwrap_or(0) as usize;
-        let waiting = self.waiting.iter().filter(|w| w.from == from).count();
-        (running + waiting, self.weight(from))
+    fn load(&self, from: &str) -> (u32, u32) {
+        (
+            self.in_hand.get(from).copied().unwrap_or(0),
+            self.weight(from),
+        )
+    }
+
+    /// `from` has one more question in hand (running or waiting).
+    fn hold(&mut self, from: &str) {
+        *self.in_hand.entry(from.to_owned()).or_insert(0) += 1;
+    }
+
+    /// One of `from`'s questions ended, was refused or given up.
+    fn let_go(&mut self, from: &str) {
+        if let Some(n) = self.in_hand.get_mut(from) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_hand.remove(from);
+            }
+        }
+    }
+
+    /// Questions whose askers gave up leave the queue (order does not matter: picks go by
+    /// load and sequence number).
+    fn drop_given_up(&mut self) {
+        let mut i = 0;
+        while i < self.waiting.len() {
+            if self.waiting[i].grant.is_closed() {
+                let w = self.waiting.swap_remove(i);
+                self.let_go(&w.from);
+            } else {
+                i += 1;
+            }
+        }
     }
 
     fn roll(&mut self, now: Instant) {
@@ -114,39 +145,12 @@ impl State {
     fn started(&mut self, from: &str) {
         self.roll(Instant::now());
         *self.usage.entry(from.to_owned()).or_insert(0) += 1;
-        *self.running_by.entry(from.to_owned()).or_insert(0) += 1;
-    }
-
-    fn ended(&mut self, from: &str) {
-        if let Some(n) = self.running_by.get_mut(from) {
-            *n -= 1;
-            if *n == 0 {
-                self.running_by.remove(from);
-            }
-        }
-    }
-
-    /// Each waiting question's asker's load, in `waiting` order, in O(queue) (a load per
-    /// question would make every pick O(queue²)).
-    fn loads(&self) -> Vec<((usize, u32), u64)> {
-        let mut waiting: HashMap<&str, usize> = HashMap::with_capacity(self.waiting.len());
-        for w in &self.waiting {
-            *waiting.entry(w.from.as_str()).or_insert(0) += 1;
-        }
-        self.waiting
-            .iter()
-            .map(|w| {
-                let running = self.running_by.get(&w.from).copied().unwrap_or(0) as usize;
-                let in_hand = running + waiting[w.from.as_str()];
-                ((in_hand, self.weight(&w.from)), w.seq)
-            })
-            .collect()
     }
 
     /// The waiting question to serve next: the lightest asker's oldest.
     fn next(&mut self) -> Option<Waiter> {
-        let loads = self.loads();
-        let i = (0..loads.len()).min_by_key(|&i| loads[i])?;
+        let i = (0..self.waiting.len())
+            .min_by_key(|&i| (self.load(&self.waiting[i].from), self.waiting[i].seq))?;
         Some(self.waiting.remove(i))
     }
 }
@@ -159,7 +163,7 @@ impl Fair {
             queue,
             state: Mutex::new(State {
                 running: 0,
-                running_by: HashMap::new(),
+                in_hand: HashMap::new(),
                 waiting: Vec::with_capacity(queue),
                 usage: HashMap::new(),
                 previous: HashMap::new(),
@@ -187,17 +191,22 @@ impl Fair {
         if s.running < self.jobs && s.waiting.is_empty() {
             s.running += 1;
             s.started(from);
+            s.hold(from);
             return Admit::Now(Slot(Some((Arc::clone(self), from.to_owned()))));
         }
         // Places of questions whose askers gave up are free.
-        s.waiting.retain(|w| !w.grant.is_closed());
+        s.drop_given_up();
         let evicted = if s.waiting.len() < self.queue {
             None
         } else {
-            let loads = s.loads();
-            let heaviest = (0..loads.len()).max_by_key(|&i| loads[i]);
+            let heaviest = (0..s.waiting.len())
+                .max_by_key(|&i| (s.load(&s.waiting[i].from), s.waiting[i].seq));
             match heaviest {
-                Some(i) if loads[i].0 > s.load(from) => Some(s.waiting.remove(i)),
+                Some(i) if s.load(&s.waiting[i].from) > s.load(from) => {
+                    let w = s.waiting.swap_remove(i);
+                    s.let_go(&w.from);
+                    Some(w)
+                }
                 _ => return Admit::Busy,
             }
         };
@@ -209,6 +218,7 @@ impl Fair {
             seq,
             grant,
         });
+        s.hold(from);
         drop(s);
         // Dropped outside the lock: its asker hears `busy`.
         drop(evicted);
@@ -218,14 +228,15 @@ impl Fair {
     /// `from`'s command ended: its slot goes to the next waiting question, or is freed.
     fn release(self: &Arc<Self>, from: &str) {
         let mut s = self.lock();
-        s.ended(from);
+        s.let_go(from);
         // Questions whose askers gave up leave first: each would be one more pick.
-        s.waiting.retain(|w| !w.grant.is_closed());
+        s.drop_given_up();
         loop {
             let Some(w) = s.next() else {
                 s.running -= 1;
                 return;
             };
+            // Its question stays in hand, now running.
             s.started(&w.from);
             drop(s);
             // The slot passes on, still counted as running.
@@ -235,7 +246,7 @@ impl Fair {
             // That asker gave up meanwhile: take the slot back, try the next.
             s = self.lock();
             if let Some((_, gave_up)) = slot.0.take() {
-                s.ended(&gave_up);
+                s.let_go(&gave_up);
                 // Nothing ran for it: not counted as started.
                 if let Some(n) = s.usage.get_mut(&gave_up) {
                     *n = n.saturating_sub(1);
@@ -351,6 +362,10 @@ mod tests {
         drop(running);
         assert_eq!(fair.running(), 0);
         assert!(fair.lock().waiting.is_empty());
+        assert!(
+            fair.lock().in_hand.is_empty(),
+            "no question is left in hand"
+        );
         assert_eq!(
             fair.lock().weight("w0"),
             0,
