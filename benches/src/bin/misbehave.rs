@@ -290,21 +290,9 @@ async fn attack(
     Ok(set)
 }
 
-/// A postcard-encoded byte string of `len` bytes (the `hail/ask` argument).
+/// The `hail/ask` argument: a question of `len` bytes, as `Device::ask` encodes it.
 fn postcard_bytes(len: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(len + 5);
-    let mut n = len;
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            v.push(b);
-            break;
-        }
-        v.push(b | 0x80);
-    }
-    v.resize(v.len() + len, b'q');
-    v
+    postcard::to_allocvec(&vec![b'q'; len]).expect("a byte string encodes")
 }
 
 /// One ask and one PING call of the legitimate device: their times, or why they failed.
