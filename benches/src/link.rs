@@ -1,4 +1,5 @@
-//! `link/*`: framed TCP over loopback: hail-link against std sockets, sealed against
+//! `link/*`: framed TCP over loopback: hail-link against std sockets (64 B, 1 KiB and
+//! 64 KiB messages, the last past `hail-link`'s own-allocation size), sealed against
 //! plaintext, broadcast fan-out, memory per idle connection, and the cost of connecting
 //! with identities (`XX`, `XXpsk0`) against `NNpsk0`.
 
@@ -40,7 +41,11 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
         out.push(idle_memory(&rt, ctx.pick(1000, 4000))?);
     }
     if ctx.wants("link/throughput") {
-        for (label, size, n) in [("64B", 64, 200_000), ("1KiB", 1024, 50_000)] {
+        for (label, size, n) in [
+            ("64B", 64, 200_000),
+            ("1KiB", 1024, 50_000),
+            ("64KiB", 64 * 1024, 4_000),
+        ] {
             out.push(throughput(&rt, budget, label, size, n)?);
         }
     }
