@@ -150,8 +150,8 @@ pub use config::{
 };
 pub use device::{
     AskError, Caller, DEFAULT_GROUP, Device, DeviceBuilder, DeviceCallbacks, DeviceError,
-    DeviceEvent, DeviceEvents, DeviceStats, EVENT_BYTES, EVENT_CAPACITY, FD_HEADROOM,
-    INTERFACE_CHECK, KnownDevicesError, PeerSender, RunError, SendError, Targets, caller,
+    DeviceEvent, DeviceEvents, DeviceStats, EVENT_CAPACITY, FD_HEADROOM, INTERFACE_CHECK,
+    KnownDevicesError, MESSAGE_COST, PeerSender, RunError, SendError, Targets, caller,
 };
 pub use error::{ConfigError, NameError, ResolveError};
 pub use format::{FormatError, MessageFormat};

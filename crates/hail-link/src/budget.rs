@@ -20,6 +20,16 @@ pub const DEFAULT_BUDGET_BYTES: usize = 48 << 20;
 /// [`Budget::with_share`]).
 pub const DEFAULT_PEER_SHARE_DIVISOR: usize = 4;
 
+/// The last part of a budget kept for connections that hold little: an eighth (6 MiB of
+/// the default 48 MiB). Once the budget is spent down to it, connections holding
+/// [`SMALL_HOLDER`] or more pause; the others read on until the whole budget is spent.
+pub const RESERVE_DIVISOR: usize = 8;
+
+/// A connection holding less than this (64 KiB, one read) may read into the budget's
+/// reserve (see [`RESERVE_DIVISOR`]): a peer asking a question is not held up by peers
+/// that hold megabytes.
+pub const SMALL_HOLDER: usize = 64 << 10;
+
 /// A memory budget shared by connections: bytes held in partial frames (the receive
 /// buffers), in send queues and in received messages not yet taken by the application.
 ///
@@ -31,10 +41,15 @@ pub const DEFAULT_PEER_SHARE_DIVISOR: usize = 4;
 /// The rules, for each connection drawing on it:
 ///
 /// * **Reading pauses** while the connection holds its peer's share or more (bytes of its
-///   partial frame plus its received messages the application has not taken), or while
-///   the whole budget is spent. The connection then reads nothing, so TCP flow control
-///   slows the peer down; it reads again as soon as bytes are released (a message taken,
-///   a queue written, another connection gone). Nothing is dropped and nothing grows.
+///   partial frame plus its received messages the application has not taken, and what
+///   layers above hold for it, [`Connection::hold`](crate::Connection::hold)), while the
+///   budget is spent down to its reserve (the last eighth, [`RESERVE_DIVISOR`]) and the
+///   connection holds [`SMALL_HOLDER`] (64 KiB) or more, or while the whole budget is
+///   spent. The connection then reads nothing, so TCP flow control slows the peer down;
+///   it reads again as soon as bytes are released (a message taken, a queue written,
+///   another connection gone). Nothing is dropped and nothing grows. The peers holding
+///   the most are held back first: one that holds little (a question, a small message)
+///   goes on reading while others hold the budget.
 /// * **A stalled peer is closed**: a connection whose reading is paused while it holds a
 ///   partial frame and none of its messages wait for the application (so only the peer
 ///   could make progress, and the budget does not let it) is closed after
@@ -53,7 +68,12 @@ pub const DEFAULT_PEER_SHARE_DIVISOR: usize = 4;
 ///   reading.
 ///
 /// The check comes before a read and the read is counted right after it, so the budget
-/// can be passed by at most one read (64 KiB) per runtime worker thread. A send queue is
+/// can be passed by at most one read (64 KiB) per runtime worker thread; the check comes
+/// again before each further batch of messages is decoded from what was read, so holds a
+/// layer above makes as it takes messages (at a cost of its own per message, as
+/// hail-discovery's device does) stop the decoding within a batch (256 messages) and the
+/// receiver's backlog. A batch being taken over into such holds is counted twice for that
+/// moment (its `Charge` is released when its last message was taken). A send queue is
 /// counted in steps of 4 KiB (so it counts up to 4 KiB more than it holds). A delivered
 /// batch of at most 2 KiB is not counted while it waits for the application (the event
 /// stream's capacity in events bounds those: at most 2 MiB per stream of 1024 events).
@@ -168,6 +188,18 @@ impl Budget {
         self.inner.used.load(Ordering::SeqCst) >= self.inner.total
     }
 
+    /// True when a connection that holds `held` bytes, of at most `share`, must not read
+    /// now: it holds its share, or the budget is spent down to its reserve and it holds
+    /// [`SMALL_HOLDER`] or more, or the whole budget is spent.
+    pub(crate) fn holds_back(&self, held: usize, share: usize) -> bool {
+        if held >= share {
+            return true;
+        }
+        let used = self.inner.used.load(Ordering::SeqCst);
+        let total = self.inner.total;
+        used >= total || (held >= SMALL_HOLDER && used >= total - total / RESERVE_DIVISOR)
+    }
+
     /// What the budget holds now and held at most.
     pub fn stats(&self) -> BudgetStats {
         BudgetStats {
@@ -216,7 +248,7 @@ impl Budget {
     /// until it is dropped.
     pub fn hold(&self) -> Hold {
         Hold {
-            budget: self.clone(),
+            account: Account::new(self.clone()),
             bytes: 0,
         }
     }
@@ -287,11 +319,20 @@ impl Account {
 /// assert_eq!(budget.in_use(), 0);
 /// ```
 pub struct Hold {
-    budget: Budget,
+    /// Where it counts: a connection's account (its share too), or one of its own.
+    account: Arc<Account>,
     bytes: usize,
 }
 
 impl Hold {
+    /// A hold of 0 bytes that counts in `account`'s budget and in its connection's share.
+    pub(crate) fn on(account: &Arc<Account>) -> Self {
+        Self {
+            account: Arc::clone(account),
+            bytes: 0,
+        }
+    }
+
     /// Bytes held now.
     pub fn bytes(&self) -> usize {
         self.bytes
@@ -299,16 +340,25 @@ impl Hold {
 
     /// The budget it counts in.
     pub fn budget(&self) -> &Budget {
-        &self.budget
+        &self.account.budget
     }
 
     /// Holds `bytes` from now on (more or fewer than before).
     pub fn set(&mut self, bytes: usize) {
         use std::cmp::Ordering as Cmp;
+        let account = &self.account;
         match bytes.cmp(&self.bytes) {
             Cmp::Equal => return,
-            Cmp::Greater => self.budget.take(bytes - self.bytes),
-            Cmp::Less => self.budget.give(self.bytes - bytes),
+            Cmp::Greater => {
+                let more = bytes - self.bytes;
+                account.delivered.fetch_add(more, Ordering::SeqCst);
+                account.budget.take(more);
+            }
+            Cmp::Less => {
+                let fewer = self.bytes - bytes;
+                account.delivered.fetch_sub(fewer, Ordering::SeqCst);
+                account.budget.give(fewer);
+            }
         }
         self.bytes = bytes;
     }
@@ -386,5 +436,30 @@ mod tests {
         assert_eq!(b.in_use(), 500);
         assert_eq!(Budget::with_share(10, 50).peer_share(), 10);
         assert!(b.same(&b.clone()) && !b.same(&Budget::default()));
+    }
+
+    #[test]
+    fn the_reserve_is_for_connections_that_hold_little() {
+        let b = Budget::new(8 * SMALL_HOLDER);
+        let share = b.peer_share();
+        assert!(!b.holds_back(0, share));
+        assert!(b.holds_back(share, share), "its share");
+        let account = Account::new(b.clone());
+        let mut hold = Hold::on(&account);
+        hold.set(7 * SMALL_HOLDER);
+        assert_eq!(
+            account.waiting_here(),
+            7 * SMALL_HOLDER,
+            "counted in its share"
+        );
+        assert!(
+            b.holds_back(SMALL_HOLDER, share),
+            "down to the reserve: large holders wait"
+        );
+        assert!(!b.holds_back(SMALL_HOLDER - 1, share), "small ones read on");
+        hold.set(8 * SMALL_HOLDER);
+        assert!(b.holds_back(0, share), "spent: everyone waits");
+        drop(hold);
+        assert_eq!((b.in_use(), account.waiting_here()), (0, 0));
     }
 }

@@ -163,7 +163,10 @@ mod stream;
 mod timing;
 mod transport;
 
-pub use budget::{Budget, BudgetStats, DEFAULT_BUDGET_BYTES, DEFAULT_PEER_SHARE_DIVISOR, Hold};
+pub use budget::{
+    Budget, BudgetStats, DEFAULT_BUDGET_BYTES, DEFAULT_PEER_SHARE_DIVISOR, Hold, RESERVE_DIVISOR,
+    SMALL_HOLDER,
+};
 pub use client::{Client, ClientStats};
 pub use config::{
     Backoff, ClientConfig, DEFAULT_BUDGET_STALL, DEFAULT_CLOSE_LINGER, DEFAULT_DEAD_AFTER,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use hail_crypto::{GroupKey, Identity, Incarnation, KdfParams};
-use hail_link::{Heartbeat, LinkConfig, Server, ServerConfig, Transport};
+use hail_link::{Budget, Heartbeat, LinkConfig, Server, ServerConfig, Transport};
 use hail_multicast::{Channel, Interface};
 use hail_rpc::{Handlers, RpcConfig};
 use hail_wire::Binary;
@@ -21,7 +21,7 @@ use super::error::DeviceError;
 use super::events::DeviceEvents;
 use super::handle::Device;
 use super::messages::bind_builtin;
-use super::shared::{EventBytes, Shared, lock};
+use super::shared::{EventLevels, Shared, lock};
 use super::watch::{AddressSource, InterfaceWatch, Lookup};
 use crate::advert::Metadata;
 use crate::config::{LocalDevice, PeerTableConfig};
@@ -31,13 +31,17 @@ use crate::peer_table::PeerTable;
 /// The default discovery group: `239.255.72.76:5676` (administratively scoped IPv4).
 pub const DEFAULT_GROUP: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 72, 76)), 5676);
-/// Default capacity of the event stream ([`DeviceBuilder::event_capacity`]): 1024
-/// events. While the stream is full messages wait, at most 1 s at a time, and other
-/// events are dropped and counted ([`Device::dropped_events`]); see [`DeviceEvents`].
+/// Default capacity of the event stream for events other than messages
+/// ([`DeviceBuilder::event_capacity`]): 1024 (peers joining and leaving, errors). Past
+/// it they are dropped and counted ([`Device::dropped_events`]); messages are bounded by
+/// the memory budget instead ([`MESSAGE_COST`]); see [`DeviceEvents`].
 pub const EVENT_CAPACITY: usize = 1024;
-/// Default byte budget of the event stream ([`DeviceBuilder::event_bytes`]): 8 MiB of
-/// message payloads.
-pub const EVENT_BYTES: usize = 8 * 1024 * 1024;
+/// The least a message waiting in the event stream counts in the device's memory budget
+/// (and on its link's share): 256 bytes, or its payload's length if that is more. About
+/// what a queued message costs beside its payload (the event, the sender's name, the
+/// budget's hold), so a flood of tiny messages is bounded like one of large ones: one
+/// peer's quarter of the default 48 MiB budget is at most 49,152 messages waiting.
+pub const MESSAGE_COST: usize = 256;
 /// Default interval of [`DeviceBuilder::interface_check`]: 2 s. An address added to an
 /// interface is advertised, and the discovery channel follows an interface that came
 /// back or changed its IPv4 address, within this (plus a lost datagram's beacon).
@@ -70,7 +74,7 @@ pub struct DeviceBuilder {
     multicast: bool,
     format: MessageFormat,
     event_capacity: usize,
-    event_bytes: usize,
+    budget: Option<Budget>,
     identity: IdentitySource,
     metadata: Metadata,
     known_devices: Option<PathBuf>,
@@ -177,7 +181,7 @@ impl Device {
             multicast: true,
             format: MessageFormat::default(),
             event_capacity: EVENT_CAPACITY,
-            event_bytes: EVENT_BYTES,
+            budget: None,
             identity: IdentitySource::Fresh,
             metadata: Metadata::new(),
             known_devices: None,
@@ -364,24 +368,27 @@ impl DeviceBuilder {
         self
     }
 
-    /// How many events the [`DeviceEvents`] stream holds; while it is full, messages wait
-    /// (at most 1 s at a time) and other events are dropped (counted, reported as
-    /// [`RunError::EventsDropped`](crate::RunError::EventsDropped)), see [`DeviceEvents`].
-    /// Default: [`EVENT_CAPACITY`], 1024; at least 1. An application that reads in bursts
-    /// sets more (each waiting event holds its payload).
+    /// How many events other than messages (peers joining and leaving, errors) the
+    /// [`DeviceEvents`] stream holds; past that they are dropped (counted, reported as
+    /// [`RunError::EventsDropped`](crate::RunError::EventsDropped)). Messages are not
+    /// counted here: they wait on their links' shares of the [`budget`](Self::budget).
+    /// Default: [`EVENT_CAPACITY`], 1024; at least 1.
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.event_capacity = capacity.max(1);
         self
     }
 
-    /// How many bytes of message payloads the [`DeviceEvents`] stream holds, beside its
-    /// [`event_capacity`](Self::event_capacity) in events: once they are reached, messages
-    /// wait exactly as when the stream is full (the links stop reading, TCP slows the
-    /// senders; after 1 s without room they are dropped and counted). The message that
-    /// reaches the budget is still taken in, so the stream holds at most the budget plus
-    /// one message. Default: [`EVENT_BYTES`], 8 MiB; at least 1.
-    pub fn event_bytes(mut self, bytes: usize) -> Self {
-        self.event_bytes = bytes.max(1);
+    /// The device's one memory budget: its links' partial frames and send queues, what
+    /// its RPC keeps for peers (queued requests, kept replies), and the messages waiting
+    /// in the [`DeviceEvents`] stream (each at least [`MESSAGE_COST`]) all draw on it, for
+    /// accepted and dialed links alike. One peer may hold a quarter of it (or one frame
+    /// of the largest size, 16 MiB, and a read, if that is more); past its share its link
+    /// stops reading, and the peers holding the most are held back first when the budget
+    /// runs low: see [`hail_link::Budget`]. Default: a new [`Budget`] of
+    /// [`DEFAULT_BUDGET_BYTES`](hail_link::DEFAULT_BUDGET_BYTES), 48 MiB. Give several
+    /// devices (or a device and servers of its own) the same budget to bound them together.
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = Some(budget);
         self
     }
 
@@ -466,7 +473,8 @@ impl DeviceBuilder {
                 interval: lease / 3,
                 dead_after: lease,
             }))
-            .identity(&identity);
+            .identity(&identity)
+            .budget(self.budget.clone().unwrap_or_default());
         if let Some(k) = &key {
             link = link.group_key(k);
         }
@@ -562,8 +570,8 @@ impl DeviceBuilder {
         }
         let mut table = PeerTable::new(table_config, local, rand::random())?;
         table.start(clock::now());
-        let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
-        let event_bytes = Arc::new(EventBytes::new(self.event_bytes));
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let event_levels = Arc::new(EventLevels::new(self.event_capacity));
         let shared = Arc::new(Shared {
             table: Mutex::new(table),
             known_devices: self
@@ -574,7 +582,7 @@ impl DeviceBuilder {
             question: OnceLock::new(),
             handlers: Handlers::new(),
             events: events_tx,
-            event_bytes: event_bytes.clone(),
+            event_levels: event_levels.clone(),
             members_changed: Notify::new(),
             dropped_events: AtomicU64::new(0),
             unreported_drops: AtomicU64::new(0),
@@ -600,7 +608,7 @@ impl DeviceBuilder {
                 stop: Some(stop_tx),
                 task: Some(task),
             },
-            DeviceEvents::new(events_rx, event_bytes),
+            DeviceEvents::new(events_rx, event_levels),
         ))
     }
 }

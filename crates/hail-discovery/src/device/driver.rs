@@ -2,9 +2,11 @@
 //! dial outcomes, the time) and carries out what it asks (send, dial, close), from start
 //! until the links are drained after a graceful stop.
 //!
-//! One loop, two phases. While running, every input is read; link frames wait while the
-//! event stream is full (at most [`EVENT_STALL_LIMIT`]). A graceful stop says goodbye
-//! and then drains: it keeps reading the links (and nothing else) until every peer has
+//! One loop, two phases. While running, every input is read; link frames never wait for
+//! the application (a message waits in the event stream on its link's share of the
+//! memory budget, so a peer whose messages are not taken is held back by its own link,
+//! see [`DeviceEvents`](crate::DeviceEvents)). A graceful stop says goodbye and then
+//! drains: it keeps reading the links (and nothing else) until every peer has
 //! closed its side, at most [`SHUTDOWN_LINGER`]. Each input has one handler, for both
 //! phases.
 
@@ -40,10 +42,6 @@ const INTERNAL_CAPACITY: usize = 1024;
 /// full stream makes the links stop reading (TCP flow control slows the peers).
 const DIALED_CAPACITY: usize = 1024;
 
-/// Longest link frames wait for room in a full event stream before they go on without
-/// it (their messages dropped and counted, until there is room again): 1 s. A stream
-/// read slowly slows the senders down; one not read at all does not stop the device.
-const EVENT_STALL_LIMIT: Duration = Duration::from_secs(1);
 /// Most link inputs (frames, link ends, dial outcomes) handled in one turn of the
 /// driver's loop once one has arrived: 64. Bounds how long timers and the multicast
 /// channel wait behind a busy link.
@@ -91,16 +89,6 @@ pub(super) struct Driver {
     dial_failures: DialFailures,
     /// The listener's authentication failures already reported.
     auth_failures_seen: u64,
-    /// Room for one message event, reserved before a link frame is read: while the
-    /// stream is full, link frames wait (their readers, then TCP, slow the peers down).
-    pub(super) permit: Option<mpsc::OwnedPermit<DeviceEvent>>,
-    /// The application dropped its stream: frames go on (their events are dropped).
-    pub(super) events_gone: bool,
-    /// Since when link frames wait for room, and whether they waited
-    /// [`EVENT_STALL_LIMIT`] and go on without it (their messages dropped and counted)
-    /// until there is room.
-    stalled_until: Option<Instant>,
-    overflow: bool,
     summary: super::summary::Summary,
     /// Set by a graceful stop.
     stopping: Option<Stopping>,
@@ -134,10 +122,6 @@ impl Driver {
             stop,
             dial_failures: DialFailures::default(),
             auth_failures_seen: 0,
-            permit: None,
-            events_gone: false,
-            stalled_until: None,
-            overflow: false,
             summary: Default::default(),
             stopping: None,
             watch: None,
@@ -160,16 +144,6 @@ impl Driver {
             if !running && lock(&self.shared.links).is_empty() {
                 break;
             }
-            let awaiting_room = running && self.permit.is_none() && !self.events_gone;
-            let awaiting_bytes = running && !self.events_gone && self.shared.event_bytes.full();
-            if (awaiting_room || awaiting_bytes) && self.stalled_until.is_none() {
-                self.stalled_until = Some(Instant::now() + EVENT_STALL_LIMIT);
-            }
-            // While draining, messages wait for no room: shutdown stays bounded.
-            let frames_go = !running
-                || self.events_gone
-                || self.overflow
-                || (self.permit.is_some() && !awaiting_bytes);
             let deadline = lock(&self.shared.table).poll_timeout().map(clock::at);
             let drain_until = self.stopping.as_ref().map(|s| s.until);
             tokio::select! {
@@ -178,34 +152,16 @@ impl Driver {
                     self.datagram(d);
                     self.ready_datagrams();
                 }
-                p = self.shared.events.clone().reserve_owned(), if awaiting_room => {
-                    match p {
-                        Ok(p) => self.permit = self.shared.report_drops_with(p),
-                        Err(_) => self.events_gone = true,
-                    }
-                    self.stalled_until = None;
-                    self.overflow = false;
-                }
-                () = self.shared.event_bytes.room.notified(), if awaiting_bytes => {
-                    if !self.shared.event_bytes.full() && self.permit.is_some() {
-                        self.stalled_until = None;
-                        self.overflow = false;
-                    }
-                }
-                () = clock::sleep_until(self.stalled_until), if running && !frames_go => {
-                    debug!("event stream full for {EVENT_STALL_LIMIT:?}: messages are dropped until there is room");
-                    self.overflow = true;
-                }
-                e = self.server_events.recv(), if frames_go => {
+                e = self.server_events.recv() => {
                     let Some(e) = e else { break };
                     self.server_event(e);
                     self.ready_input();
                 }
-                Some(m) = self.internal.recv(), if frames_go => {
+                Some(m) = self.internal.recv() => {
                     self.internal(m);
                     self.ready_input();
                 }
-                Some(e) = self.dialed.recv(), if frames_go => {
+                Some(e) = self.dialed.recv() => {
                     self.server_event(e);
                     self.ready_input();
                 }
@@ -223,11 +179,10 @@ impl Driver {
         self.finish().await;
     }
 
-    /// Handles the link input already waiting, at most [`INPUT_BATCH`] items, while there
-    /// is room for its messages: one turn of the loop (timers, the table's deadline, the
-    /// table's actions) serves a batch, not every frame.
+    /// Handles the link input already waiting, at most [`INPUT_BATCH`] items: one turn of
+    /// the loop (timers, the table's deadline, the table's actions) serves a batch, not
+    /// every frame.
     fn ready_input(&mut self) {
-        let running = self.stopping.is_none();
         // Whether the last input went through the table (the one before this call may have).
         let mut tabled = true;
         for _ in 0..INPUT_BATCH {
@@ -235,17 +190,6 @@ impl Driver {
             // out before the link is used (its peer is joined as soon as its hello is in).
             if tabled && lock(&self.shared.table).has_actions() {
                 return;
-            }
-            let holding = running && !self.events_gone && !self.overflow;
-            if holding && self.shared.event_bytes.full() {
-                return;
-            }
-            if holding && self.permit.is_none() {
-                match self.shared.events.clone().try_reserve_owned() {
-                    Ok(p) => self.permit = Some(p),
-                    Err(mpsc::error::TrySendError::Full(_)) => return,
-                    Err(mpsc::error::TrySendError::Closed(_)) => self.events_gone = true,
-                }
             }
             tabled = if let Some(e) = self.server_events.try_recv() {
                 self.server_event(e)
@@ -286,7 +230,6 @@ impl Driver {
     async fn stop(&mut self, done: Option<oneshot::Sender<()>>) {
         lock(&self.shared.table).close(clock::now());
         self.pump().await;
-        self.permit = None;
         self.stopping = Some(Stopping {
             until: Instant::now() + SHUTDOWN_LINGER,
             done,
@@ -382,10 +325,8 @@ impl Driver {
 
     /// The table's timer; also the time to read the channel's and the listener's counters.
     fn timeout(&mut self) {
-        // Drops counted while the driver held room (a full byte budget) are reported.
-        if let Some(p) = self.permit.take() {
-            self.permit = self.shared.report_drops_with(p);
-        }
+        // Drops counted while the stream had no room are reported once it has.
+        self.shared.report_drops();
         let stats = {
             let mut table = lock(&self.shared.table);
             table.handle_timeout(clock::now());
@@ -479,31 +420,17 @@ impl Driver {
                     continue;
                 }
             };
-            // With the room reserved for link input, if there is: a join is then never
-            // dropped while the messages after it wait for room.
-            self.deliver(e);
+            // Messages do not take the room of other events: a join is dropped only when
+            // the application left `event_capacity` other events unread (counted, reported).
+            self.shared.emit(e);
         }
         if changed {
             self.shared.members_changed.notify_waiters();
         }
     }
 
-    /// Puts `e` in the event stream with the room reserved for link input if there is,
-    /// else if there is room now; false (counted) when it was dropped.
-    pub(super) fn deliver(&mut self, e: DeviceEvent) -> bool {
-        match self.permit.take() {
-            Some(p) => {
-                self.shared.report_drops();
-                p.send(e);
-                true
-            }
-            None => self.shared.emit(e),
-        }
-    }
-
     /// Tells a graceful stop it is done, closes every link and the listener.
     async fn finish(mut self) {
-        self.permit = None;
         if let Some(done) = self.stopping.take().and_then(|s| s.done) {
             let _ = done.send(());
         }

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hail_link::Hold;
 use tokio::sync::mpsc;
 
 use super::error::RunError;
-use super::shared::EventBytes;
+use super::shared::EventLevels;
 use crate::id::DeviceId;
 use crate::peer_table::{LeaveReason, PeerInfo};
 
@@ -62,23 +63,37 @@ pub enum DeviceEvent {
 /// The event stream of a [`Device`](crate::Device); ends when the device shuts down. A
 /// [`Stream`](futures_core::Stream) as well (`StreamExt::next`, combinators).
 ///
-/// Read it continuously: it holds
-/// [`DeviceBuilder::event_capacity`](crate::DeviceBuilder::event_capacity) events
-/// ([`EVENT_CAPACITY`](crate::EVENT_CAPACITY), 1024, by default). While it is full,
-/// messages wait: the device stops reading its links (their readers, then TCP flow control,
-/// slow the senders down; order is kept), for at most 1 s at a time. A stream not read for
-/// longer no longer holds the device up: further events are then dropped, counted, and
-/// reported as [`RunError::EventsDropped`] once there is room. Other events (peers joining
-/// and leaving, errors) never wait: they are dropped and counted while the stream is full.
-/// Events are taken from the stream up to 64 at a time and handed out one by one, so up
-/// to 64 more than the capacity can be on their way to the reader.
+/// Read it continuously. Messages wait in it for the application without limit in
+/// number, but each counts, until it is handed out, in the device's memory budget
+/// ([`DeviceBuilder::budget`](crate::DeviceBuilder::budget), 48 MiB by default) and in
+/// the share of the link it came on (a quarter of the budget): its payload's bytes, at
+/// least [`MESSAGE_COST`](crate::MESSAGE_COST) (256 B). A peer whose messages wait here
+/// for its share is held back: its link stops reading, TCP flow control slows it down,
+/// while other peers' messages, questions and calls go on (see [`hail_link::Budget`] for
+/// the rules, also for a budget spent by many peers). Nothing is dropped: every message
+/// arrives, in order, once the application reads.
+///
+/// Other events (peers joining and leaving, errors) are few: at most
+/// [`DeviceBuilder::event_capacity`](crate::DeviceBuilder::event_capacity) of them
+/// ([`EVENT_CAPACITY`](crate::EVENT_CAPACITY), 1024, by default) wait at once; past that
+/// they are dropped, counted ([`Device::dropped_events`](crate::Device::dropped_events))
+/// and reported as [`RunError::EventsDropped`] once there is room. Events are taken from
+/// the stream up to 64 at a time and handed out one by one.
 #[derive(Debug)]
 pub struct DeviceEvents {
-    rx: mpsc::Receiver<DeviceEvent>,
-    /// The stream's message bytes: a message handed out gives its bytes back.
-    bytes: Arc<EventBytes>,
+    rx: mpsc::UnboundedReceiver<Queued>,
+    /// The stream's levels: an event handed out leaves them.
+    levels: Arc<EventLevels>,
     /// Events taken from the stream in one go, last first: up to [`RECV_BATCH`].
-    ready: Vec<DeviceEvent>,
+    ready: Vec<Queued>,
+}
+
+/// An event in the stream, with what it holds of the device's budget (a message's
+/// bytes, on its link's share) until it is handed out.
+#[derive(Debug)]
+pub(super) struct Queued {
+    pub(super) event: DeviceEvent,
+    pub(super) hold: Option<Hold>,
 }
 
 /// Most events [`DeviceEvents`] takes from the device's stream at once (handing them out
@@ -102,25 +117,24 @@ impl futures_core::Stream for DeviceEvents {
             }
         }
         let e = this.ready.pop();
-        this.handed_out(e.as_ref());
-        std::task::Poll::Ready(e)
+        std::task::Poll::Ready(e.map(|q| this.handed_out(q)))
     }
 }
 
 impl DeviceEvents {
-    pub(super) fn new(rx: mpsc::Receiver<DeviceEvent>, bytes: Arc<EventBytes>) -> Self {
+    pub(super) fn new(rx: mpsc::UnboundedReceiver<Queued>, levels: Arc<EventLevels>) -> Self {
         Self {
             rx,
-            bytes,
+            levels,
             ready: Vec::with_capacity(RECV_BATCH),
         }
     }
 
-    /// A message leaves the stream: its bytes no longer count against the budget.
-    fn handed_out(&self, e: Option<&DeviceEvent>) {
-        if let Some(DeviceEvent::Message { payload, .. }) = e {
-            self.bytes.take(payload.len());
-        }
+    /// An event leaves the stream: a message's bytes go back to the budget (its link may
+    /// read again), another event's room is free.
+    fn handed_out(&self, q: Queued) -> DeviceEvent {
+        self.levels.left(q.hold.as_ref());
+        q.event
     }
 
     /// The next event, or `None` once the device is shut down.
@@ -134,9 +148,8 @@ impl DeviceEvents {
     /// An event if one is waiting, without waiting; `None` when none is (or the device
     /// is shut down).
     pub fn try_recv(&mut self) -> Option<DeviceEvent> {
-        let e = self.ready.pop().or_else(|| self.rx.try_recv().ok());
-        self.handed_out(e.as_ref());
-        e
+        let q = self.ready.pop().or_else(|| self.rx.try_recv().ok())?;
+        Some(self.handed_out(q))
     }
 
     /// Runs callbacks for every event until the device is gone (pythonConnect style:

@@ -33,12 +33,15 @@ pub struct DeviceStats {
     pub auth_failures: u64,
     /// Events dropped because the event stream was full.
     pub dropped_events: u64,
-    /// Bytes of message payloads in the event stream now (not yet handed out by
-    /// [`DeviceEvents`](crate::DeviceEvents)), against
-    /// [`DeviceBuilder::event_bytes`](crate::DeviceBuilder::event_bytes).
+    /// What the messages in the event stream (not yet handed out by
+    /// [`DeviceEvents`](crate::DeviceEvents)) count in the memory budget now: their
+    /// payloads' bytes, at least [`MESSAGE_COST`](crate::MESSAGE_COST) each.
     pub queued_event_bytes: usize,
-    /// The most bytes of message payloads the event stream ever held.
+    /// The most [`queued_event_bytes`](Self::queued_event_bytes) ever were.
     pub peak_event_bytes: usize,
+    /// The device's memory budget ([`DeviceBuilder::budget`](crate::DeviceBuilder::budget)):
+    /// what its links, its RPC and its event stream hold now and held at most.
+    pub budget: hail_link::BudgetStats,
 }
 
 /// A device on the network: advertises itself, discovers and connects to peers, sends to
@@ -102,7 +105,7 @@ impl Device {
     /// The device's counters.
     pub fn stats(&self) -> DeviceStats {
         let (multicast, auth_failures) = *lock(&self.shared.counters);
-        let (queued, peak) = self.shared.event_bytes.levels();
+        let (queued, peak) = self.shared.event_levels.levels();
         DeviceStats {
             discovery: lock(&self.shared.table).stats().clone(),
             multicast,
@@ -110,6 +113,12 @@ impl Device {
             dropped_events: self.dropped_events(),
             queued_event_bytes: queued,
             peak_event_bytes: peak,
+            budget: self
+                .shared
+                .link
+                .memory_budget()
+                .map(hail_link::Budget::stats)
+                .unwrap_or_default(),
         }
     }
 

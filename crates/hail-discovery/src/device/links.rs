@@ -13,6 +13,7 @@ use hail_rpc::{Disconnect, LinkClosed, Outgoing, RpcPeer};
 use hail_wire::Binary;
 use tracing::{debug, warn};
 
+use super::builder::MESSAGE_COST;
 use super::caller::LinkPeer;
 use super::clock;
 use super::driver::Driver;
@@ -129,37 +130,34 @@ impl Driver {
     }
 
     /// A [`Device::send`](crate::Device::send) message: delivered in the order of its
-    /// link's frames, from the link's peer, with the room in the event stream the driver
-    /// reserved for it (the driver reads no link while there is none).
+    /// link's frames, from the link's peer, holding its cost ([`MESSAGE_COST`] at least)
+    /// on its link's share of the budget until the application takes it: a peer whose
+    /// messages wait for its share is held back by its own link, no one else.
     fn message(&mut self, conn: LinkId, frame: Bytes) {
         // The join was reported as the hello was read.
         let from = match lock(&self.shared.links).get(&conn) {
             // Also on a link being closed: what the peer sent before it closed counts.
-            Some(l) if l.joined => l.peer_name.clone().map(|n| (n, l.peer)),
+            Some(l) if l.joined => l
+                .peer_name
+                .as_ref()
+                .map(|n| (n.as_ref().to_owned(), l.peer, l.conn.hold())),
             Some(_) => {
                 debug!(%conn, "dropped a message from a link without a joined peer");
                 None
             }
             None => None,
         };
-        let Some((from, from_id)) = from else { return };
+        let Some((from, from_id, mut hold)) = from else {
+            return;
+        };
         let payload = frame.slice(1..);
-        let len = payload.len();
+        hold.set(payload.len().max(MESSAGE_COST));
         let e = DeviceEvent::Message {
-            from: from.as_ref().to_owned(),
+            from,
             from_id,
             payload,
         };
-        // Past the stall limit, or draining: the stream has no room in bytes.
-        if self.shared.event_bytes.full() && !self.events_gone {
-            self.shared.dropped(1);
-            return;
-        }
-        // Counted before it is in the stream: the reader may take it off at once.
-        self.shared.event_bytes.add(len);
-        if !self.deliver(e) {
-            self.shared.event_bytes.take(len);
-        }
+        self.shared.push_message(e, hold);
     }
 
     pub(super) fn closed(&mut self, conn: LinkId, reason: &LinkClose) {
@@ -237,5 +235,10 @@ impl Outgoing for LinkOut {
 
     fn try_send(&self, packet: Bytes) -> bool {
         self.0.try_send(packet).is_ok()
+    }
+
+    /// The peer's queued requests, kept replies and outbox count in the device's budget.
+    fn hold(&self) -> Option<hail_link::Hold> {
+        Some(self.0.budget().hold())
     }
 }

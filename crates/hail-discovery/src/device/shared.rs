@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use hail_link::{Connection, LinkConfig};
+use hail_link::{Connection, Hold, LinkConfig};
 use hail_rpc::{Handlers, PeerDriver, RpcConfig, RpcPeer};
 use hail_wire::Binary;
 use tokio::sync::{Notify, mpsc};
 use tracing::debug;
 
 use super::error::RunError;
-use super::events::DeviceEvent;
+use super::events::{DeviceEvent, Queued};
 use crate::error::ResolveError;
 use crate::id::LinkId;
 use crate::peer_table::PeerTable;
@@ -48,9 +48,9 @@ pub(super) struct Shared {
     pub(super) question: OnceLock<Arc<QuestionFn>>,
     /// What every link answers: messages, questions and the user's own methods.
     pub(super) handlers: Handlers,
-    pub(super) events: mpsc::Sender<DeviceEvent>,
-    /// The event stream's bytes of message payloads, against its byte budget.
-    pub(super) event_bytes: Arc<EventBytes>,
+    pub(super) events: mpsc::UnboundedSender<Queued>,
+    /// What is in the event stream: its messages' bytes, its other events.
+    pub(super) event_levels: Arc<EventLevels>,
     /// Told (all waiters) whenever the table reported a change of its members.
     pub(super) members_changed: Notify,
     pub(super) dropped_events: AtomicU64,
@@ -92,16 +92,55 @@ impl Shared {
             .ok_or_else(|| ResolveError::NotConnected(name.to_owned()))
     }
 
-    /// Puts `e` in the stream if there is room, else drops and counts it; true when it
-    /// went in.
+    /// Puts `e` (not a message) in the stream if there is room for it (see
+    /// [`EventLevels`]), else drops and counts it; true when it went in. Drops not yet
+    /// reported go first.
     pub(super) fn emit(&self, e: DeviceEvent) -> bool {
         self.report_drops();
-        if self.events.try_send(e).is_err() {
-            self.dropped(1);
-            false
-        } else {
-            true
+        match self.push_other(e) {
+            Ok(()) => true,
+            Err(_) => {
+                self.dropped(1);
+                false
+            }
         }
+    }
+
+    /// Puts a message in the stream with `hold`, what it counts in the budget (on its
+    /// link's share) until the application takes it; false (counted) when the
+    /// application dropped the stream.
+    pub(super) fn push_message(&self, e: DeviceEvent, hold: Hold) -> bool {
+        if self.unreported_drops.load(Ordering::Relaxed) > 0 {
+            self.report_drops();
+        }
+        self.event_levels.message_in(hold.bytes());
+        let queued = Queued {
+            event: e,
+            hold: Some(hold),
+        };
+        match self.events.send(queued) {
+            Ok(()) => true,
+            Err(back) => {
+                self.event_levels.left(back.0.hold.as_ref());
+                self.dropped(1);
+                false
+            }
+        }
+    }
+
+    /// Puts an event other than a message in the stream if it has room for one.
+    fn push_other(&self, e: DeviceEvent) -> Result<(), DeviceEvent> {
+        if !self.event_levels.take_other() {
+            return Err(e);
+        }
+        let queued = Queued {
+            event: e,
+            hold: None,
+        };
+        self.events.send(queued).map_err(|back| {
+            self.event_levels.left(None);
+            back.0.event
+        })
     }
 
     /// Counts `n` events dropped (reported as `EventsDropped` once there is room).
@@ -111,29 +150,13 @@ impl Shared {
         debug!("device event dropped: the stream is full or closed");
     }
 
-    /// Reports drops not yet reported with the room `permit` holds, as soon as there is
-    /// room; gives the permit back when there was nothing to report.
-    pub(super) fn report_drops_with(
-        &self,
-        permit: mpsc::OwnedPermit<DeviceEvent>,
-    ) -> Option<mpsc::OwnedPermit<DeviceEvent>> {
-        let unreported = self.unreported_drops.swap(0, Ordering::Relaxed);
-        if unreported == 0 {
-            return Some(permit);
-        }
-        permit.send(DeviceEvent::Error(RunError::EventsDropped {
-            count: unreported,
-        }));
-        None
-    }
-
     /// Reports drops not yet reported, if there is room: they go first, as soon as
-    /// there is.
+    /// there is (the driver also tries on each timer tick).
     pub(super) fn report_drops(&self) {
         let unreported = self.unreported_drops.swap(0, Ordering::Relaxed);
         if unreported > 0 {
             let report = DeviceEvent::Error(RunError::EventsDropped { count: unreported });
-            if self.events.try_send(report).is_err() {
+            if self.push_other(report).is_err() {
                 self.unreported_drops
                     .fetch_add(unreported, Ordering::Relaxed);
             }
@@ -141,50 +164,65 @@ impl Shared {
     }
 }
 
-/// The bytes of the message payloads in the event stream, against its byte budget
-/// ([`DeviceBuilder::event_bytes`](crate::DeviceBuilder::event_bytes)): added by the
-/// driver as it delivers a message, taken off by [`DeviceEvents`](crate::DeviceEvents) as
-/// it hands one out.
+/// The event stream's levels: the bytes its messages count in the device's budget, and
+/// its other events against their capacity
+/// ([`DeviceBuilder::event_capacity`](crate::DeviceBuilder::event_capacity)). Counted by
+/// the driver as it puts an event in, by [`DeviceEvents`](crate::DeviceEvents) as it
+/// hands one out.
 #[derive(Debug)]
-pub(super) struct EventBytes {
-    queued: AtomicUsize,
+pub(super) struct EventLevels {
+    /// What the messages in the stream hold of the budget (each at least
+    /// [`MESSAGE_COST`](crate::MESSAGE_COST)).
+    message_bytes: AtomicUsize,
     peak: AtomicUsize,
-    limit: usize,
-    /// Told when the queued bytes fall back under the limit.
-    pub(super) room: Notify,
+    /// Events other than messages in the stream.
+    others: AtomicUsize,
+    capacity: usize,
 }
 
-impl EventBytes {
-    pub(super) fn new(limit: usize) -> Self {
+impl EventLevels {
+    pub(super) fn new(capacity: usize) -> Self {
         Self {
-            queued: AtomicUsize::new(0),
+            message_bytes: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
-            limit,
-            room: Notify::new(),
+            others: AtomicUsize::new(0),
+            capacity,
         }
     }
 
-    /// The budget is spent: messages wait (or, after the stall limit, are dropped).
-    pub(super) fn full(&self) -> bool {
-        self.queued.load(Ordering::Acquire) >= self.limit
+    /// Takes room for one event other than a message; false when there is none.
+    fn take_other(&self) -> bool {
+        self.others
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
+            .is_ok()
     }
 
-    pub(super) fn add(&self, n: usize) {
-        let now = self.queued.fetch_add(n, Ordering::AcqRel) + n;
-        self.peak.fetch_max(now, Ordering::Relaxed);
-    }
-
-    pub(super) fn take(&self, n: usize) {
-        let before = self.queued.fetch_sub(n, Ordering::AcqRel);
-        if before >= self.limit && before - n < self.limit {
-            self.room.notify_one();
+    fn message_in(&self, bytes: usize) {
+        let now = self.message_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        // A load first: the read-modify-write only on a new peak.
+        if now > self.peak.load(Ordering::Relaxed) {
+            self.peak.fetch_max(now, Ordering::Relaxed);
         }
     }
 
-    /// (queued now, most ever queued).
+    /// An event left the stream: a message with its `hold`, or another event.
+    pub(super) fn left(&self, hold: Option<&Hold>) {
+        match hold {
+            Some(h) => {
+                self.message_bytes.fetch_sub(h.bytes(), Ordering::Relaxed);
+            }
+            None => {
+                self.others.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// (message bytes queued now, most ever queued).
     pub(super) fn levels(&self) -> (usize, usize) {
         (
-            self.queued.load(Ordering::Relaxed),
+            self.message_bytes.load(Ordering::Relaxed),
             self.peak.load(Ordering::Relaxed),
         )
     }

@@ -6,6 +6,7 @@
 mod attack;
 mod delivery;
 mod device;
+mod fair;
 mod format;
 mod graceful_stop;
 #[cfg(target_os = "linux")]

@@ -123,10 +123,10 @@ async fn group_keys_separate_groups_over_time() {
 async fn a_full_peer_does_not_hold_up_the_others() {
     let lan = Lan::new();
     let (switch, _se) = lan.device("switch", 1).await;
-    // A stream of one event: slow stops reading its links at once.
+    // A budget of 1 MiB: slow's link stops reading once its unread messages hold 7/8 MiB.
     let (slow, _slow_events) = lan
         .builder("slow", 2)
-        .event_capacity(1)
+        .budget(hail_link::Budget::new(1 << 20))
         .start()
         .await
         .unwrap();

@@ -12,7 +12,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::AbortHandle;
 
 use super::{ConnStats, Counters, Outbox, Phase, Push, Shared, encode_message, reader, writer};
-use crate::budget::{Account, Budget};
+use crate::budget::{Account, Budget, Hold};
 use crate::chan;
 use crate::config::{Framing, LinkConfig};
 use crate::error::{CloseReason, LinkError};
@@ -439,6 +439,31 @@ impl<P: PayloadCodec> Connection<P> {
     /// own when none was set).
     pub fn budget(&self) -> &Budget {
         &self.shared.account.budget
+    }
+
+    /// A [`Hold`] of 0 bytes on this connection: what a layer above keeps of what the
+    /// peer sent (a message waiting for the application, say) counts, until the hold is
+    /// dropped, in the budget and in this connection's share, as its undelivered messages
+    /// do. While the connection holds its share its reading pauses (TCP flow control slows
+    /// the peer down); other connections read on. See [`Budget`] for the rules.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use hail_link::{Connection, LinkConfig, Server, ServerConfig};
+    /// use hail_wire::Binary;
+    ///
+    /// let (server, _events) = Server::bind("127.0.0.1:0".parse()?, ServerConfig::default(), Binary).await?;
+    /// let (conn, _incoming) = Connection::connect(server.local_addr(), LinkConfig::default(), Binary).await?;
+    /// let mut hold = conn.hold();
+    /// hold.set(1000);
+    /// assert_eq!(conn.budget().in_use(), 1000);
+    /// drop(hold);
+    /// assert_eq!(conn.budget().in_use(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn hold(&self) -> Hold {
+        Hold::on(&self.shared.account)
     }
 
     /// Bytes waiting in the send queue.

@@ -247,11 +247,12 @@ impl Shared {
         )
     }
 
-    /// True when the reader must not read now: the connection holds its share (its
-    /// partial frame, `rx_held` bytes, and its messages not yet taken), or the budget is
-    /// spent.
+    /// True when the reader must not read now ([`Budget::holds_back`]): what it holds
+    /// (its partial frame, `rx_held` bytes, its messages not yet taken and the holds made
+    /// on it) is its share, or the budget is spent (to its reserve, for larger holders).
     fn over_budget(&self, rx_held: usize) -> bool {
-        self.account.budget.is_spent() || rx_held + self.account.waiting_here() >= self.share
+        let held = rx_held + self.account.waiting_here();
+        self.account.budget.holds_back(held, self.share)
     }
 }
 

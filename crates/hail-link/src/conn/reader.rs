@@ -263,6 +263,21 @@ pub(super) async fn run<P: PayloadCodec>(
                 l.on_receive(Instant::now().into_std());
             }
             if failed.is_none() && undecodable.is_none() {
+                // What was handed over may hold the share now (a layer above counts its
+                // messages as it takes them, `Connection::hold`): decode no more of what
+                // was read until there is room, as before a read. Its frames are whole,
+                // so this wait never closes the connection as stalled.
+                if shared.over_budget(held.bytes) {
+                    let mut fresh = Stalls::default();
+                    if let Paused::Killed =
+                        pause(&shared, held.bytes, &mut phase, linger_at, &mut fresh).await
+                    {
+                        break 'run CloseReason::Closed;
+                    }
+                    if let Some(l) = &mut live {
+                        l.on_receive(Instant::now().into_std());
+                    }
+                }
                 continue;
             }
         }
