@@ -137,7 +137,7 @@ impl Mode for Binary {
         Ok(Bytes::from(line))
     }
     fn human(item: &Bytes) -> String {
-        text(item)
+        text(item).to_string()
     }
     fn json(item: &Bytes) -> Value {
         payload_json(item)

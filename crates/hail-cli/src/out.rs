@@ -46,27 +46,42 @@ pub(crate) fn escape(s: &str) -> Cow<'_, str> {
     if !s.chars().any(needs_escape) {
         return Cow::Borrowed(s);
     }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c if needs_escape(c) => {
-                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
+    Cow::Owned(Text(s.as_bytes()).to_string())
 }
 
 /// A payload for a human: its text, escaped ([`escape`]), when it is UTF-8, else `0x` and
-/// hex digits.
-pub(crate) fn text(payload: &[u8]) -> String {
-    match std::str::from_utf8(payload) {
-        Ok(s) => escape(s).into_owned(),
-        Err(_) => hex(payload),
+/// hex digits. Written straight to the output (a `Display`), never copied whole: a 15 MiB
+/// message printed by `hail listen` costs no 15 MiB string (docs/security.md, misbehave
+/// `frames`).
+pub(crate) fn text(payload: &[u8]) -> Text<'_> {
+    Text(payload)
+}
+
+/// What [`text`] returns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Text<'a>(&'a [u8]);
+
+impl std::fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Ok(s) = std::str::from_utf8(self.0) else {
+            f.write_str("0x")?;
+            return self.0.iter().try_for_each(|b| write!(f, "{b:02x}"));
+        };
+        // Runs that need no escape go out as they are, in one write each.
+        let mut run = 0;
+        for (i, c) in s.char_indices() {
+            if needs_escape(c) {
+                f.write_str(&s[run..i])?;
+                match c {
+                    '\t' => f.write_str("\\t")?,
+                    '\n' => f.write_str("\\n")?,
+                    '\r' => f.write_str("\\r")?,
+                    c => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+                }
+                run = i + c.len_utf8();
+            }
+        }
+        f.write_str(&s[run..])
     }
 }
 
@@ -156,8 +171,10 @@ mod tests {
 
     #[test]
     fn payloads_print_as_text_or_hex() {
-        assert_eq!(text(b"hi"), "hi");
-        assert_eq!(text(&[0xff, 0x01]), "0xff01");
+        assert_eq!(text(b"hi").to_string(), "hi");
+        assert_eq!(text(&[0xff, 0x01]).to_string(), "0xff01");
+        let odd = "a\tb\u{1b}[2J\u{202e}c\n";
+        assert_eq!(text(odd.as_bytes()).to_string(), escape(odd));
         assert_eq!(payload_json(b"hi"), json!({"text": "hi"}));
         assert_eq!(payload_json(&[0xff, 0x01]), json!({"hex": "ff01"}));
     }

@@ -217,6 +217,13 @@ fn cut(
         // instead (about 2 us per 64 KiB); the buffer stays unshared and is reused.
         let frame = BytesMut::from(&src[..len]);
         src.advance(len);
+        if src.capacity() > KEEP_CAPACITY {
+            // The buffer grew to the frame (its pages are resident) and the budget no
+            // longer counts them: a peer sending 15 MiB frames kept 15 MiB of buffer
+            // beside each frame it delivered. What follows the frame (at most a read or
+            // a record) moves to a buffer of its own size.
+            *src = BytesMut::from(&src[..]);
+        }
         return Ok(Some(Next::Frame(frame)));
     }
     Ok(Some(Next::Frame(src.split_to(len))))
@@ -225,6 +232,9 @@ fn cut(
 /// A frame of at least this many bytes (16 KiB) gets an allocation of its own size (see
 /// [`cut`]): what a waiting frame keeps alive is then what the budget counts.
 const OWN_ALLOCATION_FROM: usize = 16 * 1024;
+/// Largest receive buffer kept after a frame was cut from it: 1 MiB (see [`cut`]); a
+/// larger one, grown by a large frame, is given back then.
+const KEEP_CAPACITY: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -253,6 +263,22 @@ mod tests {
         // What follows stays, in order.
         assert_eq!(src.len(), 8);
         assert_eq!(&src[..4], &10u32.to_be_bytes());
+    }
+
+    #[test]
+    fn a_buffer_grown_by_a_large_frame_is_given_back_with_it() {
+        let len = 2 << 20;
+        let mut src = BytesMut::with_capacity(2 * len);
+        src.extend_from_slice(&framed(len));
+        src.extend_from_slice(&framed(10)[..8]);
+        let Some(Next::Frame(f)) = cut(&mut src, ByteOrder::BigEndian, 4 << 20, None).unwrap()
+        else {
+            panic!("a whole frame")
+        };
+        assert_eq!(f.len(), len);
+        assert!(src.capacity() < KEEP_CAPACITY, "{}", src.capacity());
+        assert_eq!(&src[..4], &10u32.to_be_bytes(), "what follows stays");
+        assert_eq!(src.len(), 8);
     }
 
     #[test]
