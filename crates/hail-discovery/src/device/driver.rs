@@ -56,6 +56,21 @@ const DATAGRAM_BATCH: usize = 64;
 /// their side), and then waits for queued messages to go out: 500 ms each.
 const SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
 
+/// Room for a run of one link's messages ([`Run`]) made at once: 64, the most link
+/// inputs one turn handles ([`INPUT_BATCH`]) but the one that woke it.
+pub(super) const RUN_CAPACITY: usize = INPUT_BATCH;
+
+/// One link's messages taken in a row in this turn, not yet in the event stream: they go
+/// in together ([`Driver::flush_messages`]), before any other event and at the end of the
+/// turn, the last one holding the cost of all on the link's share of the budget. One
+/// count in the budget per run, not per message: what a run holds is released when the
+/// application takes its last message.
+pub(super) struct Run {
+    pub(super) link: LinkId,
+    pub(super) events: Vec<DeviceEvent>,
+    pub(super) hold: hail_link::Hold,
+}
+
 /// What the dials tell the driver.
 pub(super) enum Internal {
     Dialed {
@@ -92,6 +107,8 @@ pub(super) struct Driver {
     summary: super::summary::Summary,
     /// Set by a graceful stop.
     stopping: Option<Stopping>,
+    /// The messages of this turn not yet in the event stream.
+    pub(super) run: Option<Run>,
     /// Follows the host's interfaces (see [`InterfaceWatch`]), when there is anything to
     /// follow.
     watch: Option<InterfaceWatch>,
@@ -124,6 +141,7 @@ impl Driver {
             auth_failures_seen: 0,
             summary: Default::default(),
             stopping: None,
+            run: None,
             watch: None,
             retired: Default::default(),
         }
@@ -273,6 +291,8 @@ impl Driver {
     }
 
     fn internal(&mut self, m: Internal) {
+        // A dial's error goes in after the messages before it.
+        self.flush_messages();
         match m {
             Internal::Dialed {
                 dial,
@@ -325,6 +345,7 @@ impl Driver {
 
     /// The table's timer; also the time to read the channel's and the listener's counters.
     fn timeout(&mut self) {
+        self.flush_messages();
         // Drops counted while the stream had no room are reported once it has.
         self.shared.report_drops();
         let stats = {
@@ -401,8 +422,17 @@ impl Driver {
         self.forward_events();
     }
 
-    /// Forwards the table's events to the event stream.
+    /// Puts the turn's run of messages in the event stream: before any other event (so
+    /// the stream keeps the order things happened in) and at the end of each turn.
+    pub(super) fn flush_messages(&mut self) {
+        if let Some(mut run) = self.run.take() {
+            self.shared.push_messages(&mut run.events, run.hold);
+        }
+    }
+
+    /// Forwards the table's events to the event stream (after the messages before them).
     pub(super) fn forward_events(&mut self) {
+        self.flush_messages();
         let mut changed = false;
         loop {
             let event = lock(&self.shared.table).poll_event();
@@ -431,6 +461,7 @@ impl Driver {
 
     /// Tells a graceful stop it is done, closes every link and the listener.
     async fn finish(mut self) {
+        self.flush_messages();
         if let Some(done) = self.stopping.take().and_then(|s| s.done) {
             let _ = done.send(());
         }

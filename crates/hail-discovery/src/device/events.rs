@@ -67,7 +67,9 @@ pub enum DeviceEvent {
 /// number, but each counts, until it is handed out, in the device's memory budget
 /// ([`DeviceBuilder::budget`](crate::DeviceBuilder::budget), 48 MiB by default) and in
 /// the share of the link it came on (a quarter of the budget): its payload's bytes, at
-/// least [`MESSAGE_COST`](crate::MESSAGE_COST) (256 B). A peer whose messages wait here
+/// least [`MESSAGE_COST`](crate::MESSAGE_COST) (256 B), counted once for each run of a
+/// link's messages the device takes in one go (at most 64) and given back when the
+/// application takes the run's last message. A peer whose messages wait here
 /// for its share is held back: its link stops reading, TCP flow control slows it down,
 /// while other peers' messages, questions and calls go on (see [`hail_link::Budget`] for
 /// the rules, also for a budget spent by many peers). Nothing is dropped: every message
@@ -88,12 +90,22 @@ pub struct DeviceEvents {
     ready: Vec<Queued>,
 }
 
-/// An event in the stream, with what it holds of the device's budget (a message's
-/// bytes, on its link's share) until it is handed out.
+/// An event in the stream, with what it holds of the device's budget until it is handed
+/// out: the last message of a run of one link's messages holds the cost of the run, on
+/// that link's share (the others hold nothing).
 #[derive(Debug)]
 pub(super) struct Queued {
     pub(super) event: DeviceEvent,
-    pub(super) hold: Option<Hold>,
+    pub(super) held: Held,
+}
+
+/// What a [`Queued`] event holds.
+#[derive(Debug)]
+pub(super) enum Held {
+    /// An event other than a message: its room in the stream's capacity.
+    Room,
+    /// A message; the last of its run holds the run's cost.
+    Message(Option<Hold>),
 }
 
 /// Most events [`DeviceEvents`] takes from the device's stream at once (handing them out
@@ -133,7 +145,7 @@ impl DeviceEvents {
     /// An event leaves the stream: a message's bytes go back to the budget (its link may
     /// read again), another event's room is free.
     fn handed_out(&self, q: Queued) -> DeviceEvent {
-        self.levels.left(q.hold.as_ref());
+        self.levels.left(&q.held);
         q.event
     }
 

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use super::builder::MESSAGE_COST;
 use super::caller::LinkPeer;
 use super::clock;
-use super::driver::Driver;
+use super::driver::{Driver, RUN_CAPACITY, Run};
 use super::events::DeviceEvent;
 use super::messages::MESSAGE_TAG;
 use super::shared::{LinkEntry, lock};
@@ -132,32 +132,44 @@ impl Driver {
     /// A [`Device::send`](crate::Device::send) message: delivered in the order of its
     /// link's frames, from the link's peer, holding its cost ([`MESSAGE_COST`] at least)
     /// on its link's share of the budget until the application takes it: a peer whose
-    /// messages wait for its share is held back by its own link, no one else.
+    /// messages wait for its share is held back by its own link, no one else. It joins the
+    /// turn's run of its link's messages ([`Driver::flush_messages`]).
     fn message(&mut self, conn: LinkId, frame: Bytes) {
+        let same_run = self.run.as_ref().is_some_and(|r| r.link == conn);
         // The join was reported as the hello was read.
         let from = match lock(&self.shared.links).get(&conn) {
             // Also on a link being closed: what the peer sent before it closed counts.
-            Some(l) if l.joined => l
-                .peer_name
-                .as_ref()
-                .map(|n| (n.as_ref().to_owned(), l.peer, l.conn.hold())),
+            Some(l) if l.joined => l.peer_name.as_ref().map(|n| {
+                let hold = (!same_run).then(|| l.conn.hold());
+                (n.as_ref().to_owned(), l.peer, hold)
+            }),
             Some(_) => {
                 debug!(%conn, "dropped a message from a link without a joined peer");
                 None
             }
             None => None,
         };
-        let Some((from, from_id, mut hold)) = from else {
+        let Some((from, from_id, hold)) = from else {
             return;
         };
         let payload = frame.slice(1..);
-        hold.set(payload.len().max(MESSAGE_COST));
+        let cost = payload.len().max(MESSAGE_COST);
         let e = DeviceEvent::Message {
             from,
             from_id,
             payload,
         };
-        self.shared.push_message(e, hold);
+        if let Some(hold) = hold {
+            self.flush_messages();
+            self.run = Some(Run {
+                link: conn,
+                events: Vec::with_capacity(RUN_CAPACITY),
+                hold,
+            });
+        }
+        let run = self.run.as_mut().expect("a run of this link's messages");
+        run.hold.set(run.hold.bytes() + cost);
+        run.events.push(e);
     }
 
     pub(super) fn closed(&mut self, conn: LinkId, reason: &LinkClose) {

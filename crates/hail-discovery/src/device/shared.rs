@@ -14,7 +14,7 @@ use tokio::sync::{Notify, mpsc};
 use tracing::debug;
 
 use super::error::RunError;
-use super::events::{DeviceEvent, Queued};
+use super::events::{DeviceEvent, Held, Queued};
 use crate::error::ResolveError;
 use crate::id::LinkId;
 use crate::peer_table::PeerTable;
@@ -106,26 +106,30 @@ impl Shared {
         }
     }
 
-    /// Puts a message in the stream with `hold`, what it counts in the budget (on its
-    /// link's share) until the application takes it; false (counted) when the
-    /// application dropped the stream.
-    pub(super) fn push_message(&self, e: DeviceEvent, hold: Hold) -> bool {
+    /// Puts a run of one link's messages in the stream (and empties `run`), the last one
+    /// with `hold`, what they all count in the budget (on their link's share) until the
+    /// application takes it; those the application can no longer take (it dropped the
+    /// stream) are counted as dropped.
+    pub(super) fn push_messages(&self, run: &mut Vec<DeviceEvent>, hold: Hold) {
         if self.unreported_drops.load(Ordering::Relaxed) > 0 {
             self.report_drops();
         }
-        self.event_levels.message_in(hold.bytes());
-        let queued = Queued {
-            event: e,
-            hold: Some(hold),
-        };
-        match self.events.send(queued) {
-            Ok(()) => true,
-            Err(back) => {
-                self.event_levels.left(back.0.hold.as_ref());
-                self.dropped(1);
-                false
+        let cost = hold.bytes();
+        self.event_levels.message_in(cost);
+        let mut hold = Some(hold);
+        let last = run.len().saturating_sub(1);
+        let mut events = run.drain(..).enumerate();
+        for (i, event) in events.by_ref() {
+            let held = Held::Message(if i == last { hold.take() } else { None });
+            if self.events.send(Queued { event, held }).is_err() {
+                // The last, which holds the run's cost, is not in the stream either (the
+                // hold is released as it drops).
+                self.event_levels.message_out(cost);
+                self.dropped((last - i + 1) as u64);
+                break;
             }
         }
+        events.for_each(drop);
     }
 
     /// Puts an event other than a message in the stream if it has room for one.
@@ -135,10 +139,10 @@ impl Shared {
         }
         let queued = Queued {
             event: e,
-            hold: None,
+            held: Held::Room,
         };
         self.events.send(queued).map_err(|back| {
-            self.event_levels.left(None);
+            self.event_levels.left(&Held::Room);
             back.0.event
         })
     }
@@ -207,16 +211,19 @@ impl EventLevels {
         }
     }
 
-    /// An event left the stream: a message with its `hold`, or another event.
-    pub(super) fn left(&self, hold: Option<&Hold>) {
-        match hold {
-            Some(h) => {
-                self.message_bytes.fetch_sub(h.bytes(), Ordering::Relaxed);
-            }
-            None => {
+    /// An event left the stream, with what it held.
+    pub(super) fn left(&self, held: &Held) {
+        match held {
+            Held::Message(Some(h)) => self.message_out(h.bytes()),
+            Held::Message(None) => {}
+            Held::Room => {
                 self.others.fetch_sub(1, Ordering::AcqRel);
             }
         }
+    }
+
+    fn message_out(&self, bytes: usize) {
+        self.message_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// (message bytes queued now, most ever queued).
