@@ -56,15 +56,15 @@ const DATAGRAM_BATCH: usize = 64;
 /// their side), and then waits for queued messages to go out: 500 ms each.
 const SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
 
-/// Room for a run of one link's messages ([`Run`]) made at once: 64, the most link
-/// inputs one turn handles ([`INPUT_BATCH`]) but the one that woke it.
-pub(super) const RUN_CAPACITY: usize = INPUT_BATCH;
+/// Room for a run of one link's messages ([`Run`]) made at first: 16 (it grows to the
+/// most link inputs one turn handles, [`INPUT_BATCH`] and the one that woke it).
+pub(super) const RUN_CAPACITY: usize = 16;
 
 /// One link's messages taken in a row in this turn, not yet in the event stream: they go
-/// in together ([`Driver::flush_messages`]), before any other event and at the end of the
-/// turn, the last one holding the cost of all on the link's share of the budget. One
-/// count in the budget per run, not per message: what a run holds is released when the
-/// application takes its last message.
+/// in together as one item ([`Driver::flush_messages`]), before any other event and at
+/// the end of the turn, holding the cost of all on the link's share of the budget. One
+/// count in the budget and one hand-over per run, not per message: what a run holds is
+/// released when the application takes its last message.
 pub(super) struct Run {
     pub(super) link: LinkId,
     pub(super) events: Vec<DeviceEvent>,
@@ -425,8 +425,8 @@ impl Driver {
     /// Puts the turn's run of messages in the event stream: before any other event (so
     /// the stream keeps the order things happened in) and at the end of each turn.
     pub(super) fn flush_messages(&mut self) {
-        if let Some(mut run) = self.run.take() {
-            self.shared.push_messages(&mut run.events, run.hold);
+        if let Some(run) = self.run.take() {
+            self.shared.push_messages(run.events, run.hold);
         }
     }
 

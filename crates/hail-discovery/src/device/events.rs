@@ -79,39 +79,29 @@ pub enum DeviceEvent {
 /// [`DeviceBuilder::event_capacity`](crate::DeviceBuilder::event_capacity) of them
 /// ([`EVENT_CAPACITY`](crate::EVENT_CAPACITY), 1024, by default) wait at once; past that
 /// they are dropped, counted ([`Device::dropped_events`](crate::Device::dropped_events))
-/// and reported as [`RunError::EventsDropped`] once there is room. Events are taken from
-/// the stream up to 64 at a time and handed out one by one.
+/// and reported as [`RunError::EventsDropped`] once there is room. A run of messages is
+/// taken from the stream in one go and handed out one by one.
 #[derive(Debug)]
 pub struct DeviceEvents {
     rx: mpsc::UnboundedReceiver<Queued>,
     /// The stream's levels: an event handed out leaves them.
     levels: Arc<EventLevels>,
-    /// Events taken from the stream in one go, last first: up to [`RECV_BATCH`].
-    ready: Vec<Queued>,
+    /// The rest of the run of messages being handed out.
+    run: std::vec::IntoIter<DeviceEvent>,
+    /// What that run holds of the budget: given back with its last message.
+    run_hold: Option<Hold>,
 }
 
-/// An event in the stream, with what it holds of the device's budget until it is handed
-/// out: the last message of a run of one link's messages holds the cost of the run, on
-/// that link's share (the others hold nothing).
+/// What the device's stream carries: one item per event other than a message, one per
+/// run of a link's messages.
 #[derive(Debug)]
-pub(super) struct Queued {
-    pub(super) event: DeviceEvent,
-    pub(super) held: Held,
+pub(super) enum Queued {
+    /// An event other than a message: it holds room in the stream's capacity.
+    Other(DeviceEvent),
+    /// A run of one link's messages, in order (never empty), and what they hold of the
+    /// budget, on that link's share. One hand-over per run, not per message.
+    Messages(Vec<DeviceEvent>, Hold),
 }
-
-/// What a [`Queued`] event holds.
-#[derive(Debug)]
-pub(super) enum Held {
-    /// An event other than a message: its room in the stream's capacity.
-    Room,
-    /// A message; the last of its run holds the run's cost.
-    Message(Option<Hold>),
-}
-
-/// Most events [`DeviceEvents`] takes from the device's stream at once (handing them out
-/// one by one): 64. Taking a burst at once costs one hand-over, not one per event; the
-/// taken events no longer count against the stream's capacity.
-const RECV_BATCH: usize = 64;
 
 impl futures_core::Stream for DeviceEvents {
     type Item = DeviceEvent;
@@ -121,15 +111,20 @@ impl futures_core::Stream for DeviceEvents {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<DeviceEvent>> {
         let this = &mut *self;
-        if this.ready.is_empty() {
-            match this.rx.poll_recv_many(cx, &mut this.ready, RECV_BATCH) {
-                std::task::Poll::Ready(0) => return std::task::Poll::Ready(None),
-                std::task::Poll::Ready(_) => this.ready.reverse(),
+        loop {
+            if let Some(e) = this.next_of_run() {
+                return std::task::Poll::Ready(Some(e));
+            }
+            match this.rx.poll_recv(cx) {
+                std::task::Poll::Ready(Some(q)) => {
+                    if let Some(e) = this.taken(q) {
+                        return std::task::Poll::Ready(Some(e));
+                    }
+                }
+                std::task::Poll::Ready(None) => return std::task::Poll::Ready(None),
                 std::task::Poll::Pending => return std::task::Poll::Pending,
             }
         }
-        let e = this.ready.pop();
-        std::task::Poll::Ready(e.map(|q| this.handed_out(q)))
     }
 }
 
@@ -138,15 +133,37 @@ impl DeviceEvents {
         Self {
             rx,
             levels,
-            ready: Vec::with_capacity(RECV_BATCH),
+            run: Vec::new().into_iter(),
+            run_hold: None,
         }
     }
 
-    /// An event leaves the stream: a message's bytes go back to the budget (its link may
-    /// read again), another event's room is free.
-    fn handed_out(&self, q: Queued) -> DeviceEvent {
-        self.levels.left(&q.held);
-        q.event
+    /// The next message of the run being handed out; the run's last gives the run's
+    /// bytes back to the budget (its link may read again).
+    fn next_of_run(&mut self) -> Option<DeviceEvent> {
+        let e = self.run.next()?;
+        if self.run.len() == 0
+            && let Some(hold) = self.run_hold.take()
+        {
+            self.levels.message_out(hold.bytes());
+        }
+        Some(e)
+    }
+
+    /// An item taken from the stream: an event to hand out now, or a run to hand out
+    /// from.
+    fn taken(&mut self, q: Queued) -> Option<DeviceEvent> {
+        match q {
+            Queued::Other(e) => {
+                self.levels.other_out();
+                Some(e)
+            }
+            Queued::Messages(run, hold) => {
+                self.run = run.into_iter();
+                self.run_hold = Some(hold);
+                self.next_of_run()
+            }
+        }
     }
 
     /// The next event, or `None` once the device is shut down.
@@ -160,8 +177,11 @@ impl DeviceEvents {
     /// An event if one is waiting, without waiting; `None` when none is (or the device
     /// is shut down).
     pub fn try_recv(&mut self) -> Option<DeviceEvent> {
-        let q = self.ready.pop().or_else(|| self.rx.try_recv().ok())?;
-        Some(self.handed_out(q))
+        if let Some(e) = self.next_of_run() {
+            return Some(e);
+        }
+        let q = self.rx.try_recv().ok()?;
+        self.taken(q)
     }
 
     /// Runs callbacks for every event until the device is gone (pythonConnect style:

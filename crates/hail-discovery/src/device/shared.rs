@@ -14,7 +14,7 @@ use tokio::sync::{Notify, mpsc};
 use tracing::debug;
 
 use super::error::RunError;
-use super::events::{DeviceEvent, Held, Queued};
+use super::events::{DeviceEvent, Queued};
 use crate::error::ResolveError;
 use crate::id::LinkId;
 use crate::peer_table::PeerTable;
@@ -97,54 +97,40 @@ impl Shared {
     /// reported go first.
     pub(super) fn emit(&self, e: DeviceEvent) -> bool {
         self.report_drops();
-        match self.push_other(e) {
-            Ok(()) => true,
-            Err(_) => {
-                self.dropped(1);
-                false
-            }
+        let went_in = self.push_other(e);
+        if !went_in {
+            self.dropped(1);
         }
+        went_in
     }
 
-    /// Puts a run of one link's messages in the stream (and empties `run`), the last one
-    /// with `hold`, what they all count in the budget (on their link's share) until the
-    /// application takes it; those the application can no longer take (it dropped the
-    /// stream) are counted as dropped.
-    pub(super) fn push_messages(&self, run: &mut Vec<DeviceEvent>, hold: Hold) {
+    /// Puts a run of one link's messages in the stream (in one go) with `hold`, what they
+    /// count in the budget (on their link's share) until the application took the last of
+    /// them; a run the application can no longer take (it dropped the stream) is counted
+    /// as dropped.
+    pub(super) fn push_messages(&self, run: Vec<DeviceEvent>, hold: Hold) {
         if self.unreported_drops.load(Ordering::Relaxed) > 0 {
             self.report_drops();
         }
-        let cost = hold.bytes();
+        let (n, cost) = (run.len(), hold.bytes());
         self.event_levels.message_in(cost);
-        let mut hold = Some(hold);
-        let last = run.len().saturating_sub(1);
-        let mut events = run.drain(..).enumerate();
-        for (i, event) in events.by_ref() {
-            let held = Held::Message(if i == last { hold.take() } else { None });
-            if self.events.send(Queued { event, held }).is_err() {
-                // The last, which holds the run's cost, is not in the stream either (the
-                // hold is released as it drops).
-                self.event_levels.message_out(cost);
-                self.dropped((last - i + 1) as u64);
-                break;
-            }
+        if self.events.send(Queued::Messages(run, hold)).is_err() {
+            self.event_levels.message_out(cost);
+            self.dropped(n as u64);
         }
-        events.for_each(drop);
     }
 
-    /// Puts an event other than a message in the stream if it has room for one.
-    fn push_other(&self, e: DeviceEvent) -> Result<(), DeviceEvent> {
+    /// Puts an event other than a message in the stream if it has room for one; false
+    /// when it did not go in.
+    fn push_other(&self, e: DeviceEvent) -> bool {
         if !self.event_levels.take_other() {
-            return Err(e);
+            return false;
         }
-        let queued = Queued {
-            event: e,
-            held: Held::Room,
-        };
-        self.events.send(queued).map_err(|back| {
-            self.event_levels.left(&Held::Room);
-            back.0.event
-        })
+        if self.events.send(Queued::Other(e)).is_err() {
+            self.event_levels.other_out();
+            return false;
+        }
+        true
     }
 
     /// Counts `n` events dropped (reported as `EventsDropped` once there is room).
@@ -160,7 +146,7 @@ impl Shared {
         let unreported = self.unreported_drops.swap(0, Ordering::Relaxed);
         if unreported > 0 {
             let report = DeviceEvent::Error(RunError::EventsDropped { count: unreported });
-            if self.push_other(report).is_err() {
+            if !self.push_other(report) {
                 self.unreported_drops
                     .fetch_add(unreported, Ordering::Relaxed);
             }
@@ -211,18 +197,13 @@ impl EventLevels {
         }
     }
 
-    /// An event left the stream, with what it held.
-    pub(super) fn left(&self, held: &Held) {
-        match held {
-            Held::Message(Some(h)) => self.message_out(h.bytes()),
-            Held::Message(None) => {}
-            Held::Room => {
-                self.others.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
+    /// An event other than a message left the stream.
+    pub(super) fn other_out(&self) {
+        self.others.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn message_out(&self, bytes: usize) {
+    /// Messages holding `bytes` left the stream.
+    pub(super) fn message_out(&self, bytes: usize) {
         self.message_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
