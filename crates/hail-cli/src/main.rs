@@ -27,6 +27,7 @@ mod device;
 mod fail;
 mod mcast;
 mod out;
+mod printer;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
