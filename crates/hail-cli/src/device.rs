@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
-use hail::discovery::{DEFAULT_GROUP, LeaveReason};
+use hail::discovery::LeaveReason;
 use hail::prelude::*;
 use serde_json::{Value, json};
 
@@ -135,14 +135,26 @@ fn default_name(cmd: &str) -> String {
 
 /// Starts a device with the common flags; its links listen on `port` (0: a free one).
 async fn start(common: &Common, name: &str, port: u16) -> anyhow::Result<(Device, DeviceEvents)> {
-    let mut builder = Device::builder(name).group(common.group.unwrap_or(DEFAULT_GROUP));
+    let mut builder = Device::builder(name);
+    // Unset, the device picks its default group: the IPv6 one where its interfaces
+    // have no IPv4 address.
+    if let Some(g) = common.group {
+        builder = builder.group(g);
+    }
     for i in &common.interface {
         builder = builder.interface(i.clone());
     }
-    let ip = common
-        .listen_ip(common.group.is_some_and(|g| g.is_ipv6()))
-        .kind(Kind::Usage)?;
-    builder = builder.listen(SocketAddr::new(ip, port));
+    let v6 = match common.group {
+        Some(g) => g.is_ipv6(),
+        None => common.only_ipv6().kind(Kind::Usage)?,
+    };
+    let ip = common.listen_ip(v6).kind(Kind::Usage)?;
+    builder = if ip.is_unspecified() {
+        // Every interface: the device's default address (dual-stack where it can be).
+        builder.listen_port(port)
+    } else {
+        builder.listen(SocketAddr::new(ip, port))
+    };
     if let Some(p) = &common.passphrase {
         builder = builder.passphrase(p.clone());
     }

@@ -149,8 +149,8 @@ pub use config::{
     PeerTableConfig, PeerTableConfigBuilder, Trust,
 };
 pub use device::{
-    AskError, Caller, DEFAULT_GROUP, Device, DeviceBuilder, DeviceCallbacks, DeviceError,
-    DeviceEvent, DeviceEvents, DeviceStats, EVENT_BYTES, EVENT_CAPACITY, FD_HEADROOM,
+    AskError, Caller, DEFAULT_GROUP, DEFAULT_GROUP_V6, Device, DeviceBuilder, DeviceCallbacks,
+    DeviceError, DeviceEvent, DeviceEvents, DeviceStats, EVENT_BYTES, EVENT_CAPACITY, FD_HEADROOM,
     INTERFACE_CHECK, KnownDevicesError, PeerSender, RunError, SendError, Targets, caller,
 };
 pub use error::{ConfigError, NameError, ResolveError};
