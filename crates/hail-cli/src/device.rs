@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::answer::{self, AnswerCmd};
 use crate::fail::{Kind, KindExt, fail};
 use crate::out::{self, escape, json_line, payload_json, text, waiting};
-use crate::printer::Printer;
+use crate::printer::{Line, Printer};
 use crate::{Common, parse_duration, shutdown_signal};
 
 /// How long `send`, `ask` and `call` wait to find their targets by default: 5 s.
@@ -293,14 +293,16 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
         };
         let Some(event) = event else { break };
         // Waits while the lines before take the room: the events wait in the device's
-        // stream meanwhile, and the peers that send them are held back. The line is made
-        // once there is room for it (a message's line is about its payload's length, or
-        // twice that in hex).
+        // stream meanwhile, and the peers that send them are held back. A message's line
+        // is about its payload's length (twice that in hex), and is written from the
+        // payload itself, not from a copy.
         let len = match &event {
             DeviceEvent::Message { payload, .. } => payload.len(),
             _ => 256,
         };
-        printer.print_with(len, || event_line(&event, json)).await;
+        if let Some(line) = event_line(event, json) {
+            printer.print_sized(len, line).await;
+        }
     }
     device.close().await;
     // What is queued is printed, unless stdout reads nothing at all.
@@ -413,8 +415,14 @@ fn addresses(peer: &PeerInfo) -> Vec<String> {
 }
 
 /// An event of `hail listen` as a line to print (none for those it does not show).
-fn event_line(event: &DeviceEvent, json: bool) -> Option<String> {
-    Some(match event {
+fn event_line(event: DeviceEvent, json: bool) -> Option<Line> {
+    if let (DeviceEvent::Message { from, payload, .. }, false) = (&event, json) {
+        return Some(Box::new(MessageLine {
+            from: escape(from).into_owned(),
+            payload: payload.clone(),
+        }));
+    }
+    Some(Box::new(match &event {
         DeviceEvent::PeerJoined(p) => {
             if json {
                 json!({
@@ -466,7 +474,20 @@ fn event_line(event: &DeviceEvent, json: bool) -> Option<String> {
             tracing::debug!(?other, "event");
             return None;
         }
-    })
+    }))
+}
+
+/// A message as `hail listen` shows it to a human, written from its payload.
+struct MessageLine {
+    /// Escaped.
+    from: String,
+    payload: Bytes,
+}
+
+impl std::fmt::Display for MessageLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "message from {}: {}", self.from, text(&self.payload))
+    }
 }
 
 /// `hail send`.

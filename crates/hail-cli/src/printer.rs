@@ -21,9 +21,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 /// (one such line at a time).
 pub(crate) const ROOM: usize = 4 << 20;
 
+/// A line for the printing thread: anything shown with `Display`, so a long one (a
+/// message's payload) is written out where it lies, never copied whole first.
+pub(crate) type Line = Box<dyn std::fmt::Display + Send>;
+
 /// What the printing thread is handed.
 enum Job {
-    Line(String, OwnedSemaphorePermit),
+    Line(Line, OwnedSemaphorePermit),
     /// Everything before it is written; say so.
     Flushed(oneshot::Sender<()>),
 }
@@ -54,7 +58,7 @@ impl Printer {
                 while let Some(job) = rx.blocking_recv() {
                     match job {
                         Job::Line(line, permit) => {
-                            crate::out::write_line(&line);
+                            crate::out::write_line(&*line);
                             drop(permit);
                         }
                         Job::Flushed(done) => {
@@ -78,29 +82,26 @@ impl Printer {
 
     /// Queues `line`, waiting while the lines already waiting take the room.
     pub(crate) async fn print(&self, line: String) {
-        self.print_with(line.len(), || Some(line)).await;
+        self.print_sized(line.len(), Box::new(line)).await;
     }
 
-    /// Queues the line `make` makes (if any), of about `len` bytes, once there is room
-    /// for it: a large line is made only when it may wait, so at most one waits besides
-    /// the room.
-    pub(crate) async fn print_with(&self, len: usize, make: impl FnOnce() -> Option<String>) {
+    /// Queues `line`, of about `len` bytes when written, waiting while the lines already
+    /// waiting take the room.
+    pub(crate) async fn print_sized(&self, len: usize, line: Line) {
         let Ok(permit) = Arc::clone(&self.room)
             .acquire_many_owned(Self::cost(len))
             .await
         else {
             return;
         };
-        if let Some(line) = make() {
-            let _ = self.jobs.send(Job::Line(line, permit));
-        }
+        let _ = self.jobs.send(Job::Line(line, permit));
     }
 
     /// Queues `line` if there is room now; else counts it as not printed.
     pub(crate) fn print_or_skip(&self, line: String) {
         match Arc::clone(&self.room).try_acquire_many_owned(Self::cost(line.len())) {
             Ok(permit) => {
-                let _ = self.jobs.send(Job::Line(line, permit));
+                let _ = self.jobs.send(Job::Line(Box::new(line), permit));
             }
             Err(_) => {
                 self.skipped.fetch_add(1, Ordering::Relaxed);
@@ -159,11 +160,11 @@ mod tests {
         let Some(Job::Line(first, permit)) = rx.recv().await else {
             panic!("the first line")
         };
-        assert_eq!(first.len(), ROOM - 10);
+        assert_eq!(first.to_string().len(), ROOM - 10);
         drop(permit);
         waiting.await.unwrap();
         let lines: Vec<String> = std::iter::from_fn(|| match rx.try_recv() {
-            Ok(Job::Line(l, _)) => Some(l),
+            Ok(Job::Line(l, _)) => Some(l.to_string()),
             _ => None,
         })
         .collect();
