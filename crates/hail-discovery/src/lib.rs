@@ -149,9 +149,10 @@ pub use config::{
     PeerTableConfig, PeerTableConfigBuilder, Trust,
 };
 pub use device::{
-    AskError, Caller, DEFAULT_GROUP, Device, DeviceBuilder, DeviceCallbacks, DeviceError,
-    DeviceEvent, DeviceEvents, DeviceStats, EVENT_CAPACITY, FD_HEADROOM, INTERFACE_CHECK,
-    KnownDevicesError, MESSAGE_COST, PeerSender, RunError, SendError, Targets, caller,
+    AskError, Caller, DEFAULT_GROUP, DEFAULT_GROUP_V6, Device, DeviceBuilder, DeviceCallbacks,
+    DeviceError, DeviceEvent, DeviceEvents, DeviceStats, EVENT_CAPACITY, FD_HEADROOM,
+    INTERFACE_CHECK, KnownDevicesError, MESSAGE_COST, PeerSender, RunError, SendError, Targets,
+    caller,
 };
 pub use error::{ConfigError, NameError, ResolveError};
 pub use format::{FormatError, MessageFormat};
