@@ -19,8 +19,12 @@ pub(crate) struct Rx {
     /// Bytes read from the socket and not yet consumed.
     pub(crate) raw: BytesMut,
     opener: Option<Opener>,
-    /// Opened plaintext (secured links only).
+    /// The opened record frames are cut from (secured links only): a view of `raw`'s
+    /// allocation, opened in place.
     plain: BytesMut,
+    /// A frame that spans records, gathered from their ends and starts (secured links
+    /// only): the one part of the stream that is copied.
+    carry: BytesMut,
     order: ByteOrder,
     max_frame_len: usize,
     max_record: usize,
@@ -35,6 +39,7 @@ impl Rx {
             raw: BytesMut::new(),
             opener: None,
             plain: BytesMut::new(),
+            carry: BytesMut::new(),
             order,
             max_frame_len: max_frame_len as usize,
             max_record: seal::MAX_RECORD,
@@ -76,13 +81,13 @@ impl Rx {
 
     /// Memory this receiver holds, in bytes.
     pub(crate) fn buffered(&self) -> usize {
-        self.raw.capacity() + self.plain.capacity()
+        self.raw.capacity() + self.plain.capacity() + self.carry.capacity()
     }
 
     /// Bytes held and not yet cut into frames (the partial frame, and on a secured link a
     /// partial record): what the budget counts.
     pub(crate) fn held(&self) -> usize {
-        self.raw.len() + self.plain.len()
+        self.raw.len() + self.plain.len() + self.carry.len()
     }
 
     /// Drops the buffers that hold nothing, so an idle link holds no receive memory.
@@ -92,6 +97,9 @@ impl Rx {
         }
         if self.plain.is_empty() {
             self.plain = BytesMut::new();
+        }
+        if self.carry.is_empty() {
+            self.carry = BytesMut::new();
         }
     }
 
@@ -122,22 +130,62 @@ impl Rx {
             return cut(&mut self.raw, order, max, small.as_mut()).map_err(CloseReason::wire);
         };
         loop {
-            if let Some(frame) =
-                cut(&mut self.plain, order, max, small.as_mut()).map_err(CloseReason::wire)?
-            {
-                return Ok(Some(frame));
+            if self.carry.is_empty() {
+                if let Some(frame) =
+                    cut(&mut self.plain, order, max, small.as_mut()).map_err(CloseReason::wire)?
+                {
+                    return Ok(Some(frame));
+                }
+                // What is left starts a frame that the next record continues.
+                self.carry = self.plain.split();
             }
-            match seal::take_record(&mut self.raw, self.max_record)
+            let mut record = match seal::take_record(&mut self.raw, self.max_record)
                 .map_err(CloseReason::Protocol)?
             {
                 None => return Ok(None),
                 Some(Record::Alert(_)) => {
                     return Err(CloseReason::Protocol(ProtocolError::BadRecord));
                 }
-                Some(Record::Data(record)) => opener.open(&record, &mut self.plain)?,
+                Some(Record::Data(record)) => record,
+            };
+            // Opened where it was read: frames are cut from it without a copy.
+            opener.open_in_place(&mut record)?;
+            if self.carry.is_empty() {
+                self.plain = record;
+                continue;
+            }
+            // Complete the spanning frame from the record's start: the header first,
+            // then the rest of the body; only these bytes are copied.
+            if self.carry.len() < HEADER_LEN {
+                let k = (HEADER_LEN - self.carry.len()).min(record.len());
+                self.carry.extend_from_slice(&record.split_to(k));
+            }
+            if let Some(&header) = self.carry.first_chunk::<HEADER_LEN>() {
+                let len = frame_len(order, header);
+                if len > max {
+                    return Err(CloseReason::wire(WireError::TooLarge { len, max }));
+                }
+                let k = (HEADER_LEN + len - self.carry.len()).min(record.len());
+                self.carry.extend_from_slice(&record.split_to(k));
+            }
+            self.plain = record;
+            if let Some(frame) =
+                cut(&mut self.carry, order, max, small.as_mut()).map_err(CloseReason::wire)?
+            {
+                debug_assert!(self.carry.is_empty(), "only one frame is carried");
+                return Ok(Some(frame));
             }
         }
     }
+}
+
+/// The body length a frame header announces.
+fn frame_len(order: ByteOrder, header: [u8; HEADER_LEN]) -> usize {
+    let len = match order {
+        ByteOrder::LittleEndian => u32::from_le_bytes(header),
+        _ => u32::from_be_bytes(header),
+    };
+    len as usize
 }
 
 /// Where [`Rx::next`] copies small messages.
@@ -173,10 +221,7 @@ fn cut(
     let Some(&header) = src.first_chunk::<HEADER_LEN>() else {
         return Ok(None);
     };
-    let len = match order {
-        ByteOrder::LittleEndian => u32::from_le_bytes(header),
-        _ => u32::from_be_bytes(header),
-    } as usize;
+    let len = frame_len(order, header);
     if len > max {
         return Err(WireError::TooLarge { len, max });
     }
@@ -289,6 +334,67 @@ mod tests {
             assert!(!(base..base + cap).contains(&at), "frame {i} is a view");
             assert_eq!(f.capacity(), len);
         }
+    }
+
+    /// Frames cut across sealed records in every way (a header split between records, a
+    /// body spanning several, many frames in one record) come out whole and in order,
+    /// whether the records arrive at once or a byte at a time; a header over the limit in
+    /// a spanning frame is refused.
+    #[test]
+    fn sealed_frames_across_record_boundaries() {
+        let lens = [0usize, 1, 3, 600, 70_000, 100, 5, 20_000, 2];
+        let mut stream = Vec::new();
+        for (i, &len) in lens.iter().enumerate() {
+            stream.extend_from_slice(&(len as u32).to_be_bytes());
+            stream.extend((0..len).map(|j| (i + j) as u8));
+        }
+        for record in [1, 2, 5, 7, 1000, 65_000] {
+            for trickle in [false, true] {
+                let ((mut sealer, _), (_, opener)) = crate::seal::test_ends();
+                let mut wire = BytesMut::new();
+                for chunk in stream.chunks(record) {
+                    sealer.seal(chunk, &mut wire);
+                }
+                let mut rx = Rx::new(ByteOrder::BigEndian, 1 << 20);
+                rx.set_opener(opener);
+                let mut slab = BytesMut::new();
+                let mut got = Vec::new();
+                let step = if trickle { 1 } else { wire.len() };
+                for piece in wire.chunks(step) {
+                    rx.raw.extend_from_slice(piece);
+                    loop {
+                        let small = Small {
+                            slab: &mut slab,
+                            max: 512,
+                            hail: false,
+                        };
+                        match rx.next(Some(small)).unwrap() {
+                            Some(Next::Frame(f) | Next::Small(f)) => got.push(f),
+                            None => break,
+                        }
+                    }
+                }
+                assert_eq!(
+                    got.len(),
+                    lens.len(),
+                    "records of {record}, trickle {trickle}"
+                );
+                for (i, (f, &len)) in got.iter().zip(&lens).enumerate() {
+                    assert_eq!(f.len(), len);
+                    assert!(f.iter().enumerate().all(|(j, &b)| b == (i + j) as u8));
+                }
+                assert_eq!(rx.held(), 0);
+            }
+        }
+        // A spanning frame whose header announces more than the limit.
+        let ((mut sealer, _), (_, opener)) = crate::seal::test_ends();
+        let mut wire = BytesMut::new();
+        sealer.seal(&[0, 0], &mut wire);
+        sealer.seal(&[0x10, 0, 1, 2], &mut wire);
+        let mut rx = Rx::new(ByteOrder::BigEndian, 1024);
+        rx.set_opener(opener);
+        rx.raw.extend_from_slice(&wire);
+        assert!(rx.next(None).is_err());
     }
 
     #[test]
