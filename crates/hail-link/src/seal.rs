@@ -251,8 +251,9 @@ pub(crate) struct Opener {
 /// (snow's transport state copies every record into a separate, zero-filled output
 /// first). The bytes are the same: AES-256-GCM under the split key, nonce = 32 zero bits
 /// and the record counter as a big-endian u64, no associated data (tested against snow's
-/// own transport state below).
-struct TransportKey(LessSafeKey);
+/// own transport state below). Boxed: ring's key schedule is several hundred bytes, and
+/// every link's tasks hold an `Option` of one each way, secured or not.
+struct TransportKey(Box<LessSafeKey>);
 
 impl std::fmt::Debug for TransportKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -264,7 +265,7 @@ impl TransportKey {
     fn new(mut raw: [u8; 32]) -> Self {
         let key = UnboundKey::new(&AES_256_GCM, &raw).expect("AES-256-GCM takes 32-byte keys");
         raw.zeroize();
-        Self(LessSafeKey::new(key))
+        Self(Box::new(LessSafeKey::new(key)))
     }
 
     fn nonce(n: u64) -> Nonce {
