@@ -19,12 +19,8 @@ pub(crate) struct Rx {
     /// Bytes read from the socket and not yet consumed.
     pub(crate) raw: BytesMut,
     opener: Option<Opener>,
-    /// The opened record frames are cut from (secured links only): a view of `raw`'s
-    /// allocation, opened in place.
+    /// Opened plaintext (secured links only).
     plain: BytesMut,
-    /// A frame that spans records, gathered from their ends and starts (secured links
-    /// only): the one part of the stream that is copied.
-    carry: BytesMut,
     order: ByteOrder,
     max_frame_len: usize,
     max_record: usize,
@@ -39,7 +35,6 @@ impl Rx {
             raw: BytesMut::new(),
             opener: None,
             plain: BytesMut::new(),
-            carry: BytesMut::new(),
             order,
             max_frame_len: max_frame_len as usize,
             max_record: seal::MAX_RECORD,
@@ -81,13 +76,13 @@ impl Rx {
 
     /// Memory this receiver holds, in bytes.
     pub(crate) fn buffered(&self) -> usize {
-        self.raw.capacity() + self.plain.capacity() + self.carry.capacity()
+        self.raw.capacity() + self.plain.capacity()
     }
 
     /// Bytes held and not yet cut into frames (the partial frame, and on a secured link a
     /// partial record): what the budget counts.
     pub(crate) fn held(&self) -> usize {
-        self.raw.len() + self.plain.len() + self.carry.len()
+        self.raw.len() + self.plain.len()
     }
 
     /// Drops the buffers that hold nothing, so an idle link holds no receive memory.
@@ -97,9 +92,6 @@ impl Rx {
         }
         if self.plain.is_empty() {
             self.plain = BytesMut::new();
-        }
-        if self.carry.is_empty() {
-            self.carry = BytesMut::new();
         }
     }
 
@@ -130,50 +122,26 @@ impl Rx {
             return cut(&mut self.raw, order, max, small.as_mut()).map_err(CloseReason::wire);
         };
         loop {
-            if self.carry.is_empty() {
-                if let Some(frame) =
-                    cut(&mut self.plain, order, max, small.as_mut()).map_err(CloseReason::wire)?
-                {
-                    return Ok(Some(frame));
-                }
-                // What is left starts a frame that the next record continues.
-                self.carry = self.plain.split();
+            if let Some(frame) =
+                cut(&mut self.plain, order, max, small.as_mut()).map_err(CloseReason::wire)?
+            {
+                return Ok(Some(frame));
             }
-            let mut record = match seal::take_record(&mut self.raw, self.max_record)
+            match seal::take_record(&mut self.raw, self.max_record)
                 .map_err(CloseReason::Protocol)?
             {
                 None => return Ok(None),
                 Some(Record::Alert(_)) => {
                     return Err(CloseReason::Protocol(ProtocolError::BadRecord));
                 }
-                Some(Record::Data(record)) => record,
-            };
-            // Opened where it was read: frames are cut from it without a copy.
-            opener.open_in_place(&mut record)?;
-            if self.carry.is_empty() {
-                self.plain = record;
-                continue;
-            }
-            // Complete the spanning frame from the record's start: the header first,
-            // then the rest of the body; only these bytes are copied.
-            if self.carry.len() < HEADER_LEN {
-                let k = (HEADER_LEN - self.carry.len()).min(record.len());
-                self.carry.extend_from_slice(&record.split_to(k));
-            }
-            if let Some(&header) = self.carry.first_chunk::<HEADER_LEN>() {
-                let len = frame_len(order, header);
-                if len > max {
-                    return Err(CloseReason::wire(WireError::TooLarge { len, max }));
+                Some(Record::Data(mut record)) => {
+                    // Opened where it was read, then appended behind the partial frame
+                    // (one copy, dropping the record's share of `raw` at once: kept as
+                    // a view, it would make the next read's reserve copy the partial
+                    // record behind it into a new buffer, which profiled worse).
+                    opener.open_in_place(&mut record)?;
+                    self.plain.extend_from_slice(&record);
                 }
-                let k = (HEADER_LEN + len - self.carry.len()).min(record.len());
-                self.carry.extend_from_slice(&record.split_to(k));
-            }
-            self.plain = record;
-            if let Some(frame) =
-                cut(&mut self.carry, order, max, small.as_mut()).map_err(CloseReason::wire)?
-            {
-                debug_assert!(self.carry.is_empty(), "only one frame is carried");
-                return Ok(Some(frame));
             }
         }
     }
