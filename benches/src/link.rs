@@ -229,8 +229,9 @@ const HAIL_FRAME_OVERHEAD: usize = 4 + 1;
 /// `link/secure-vs-crypto-1KiB`: a sealed hail-link (Noise `NNpsk0`, AES-256-GCM from
 /// ring) against std sockets that do the same cryptography: the same frames (u32 length,
 /// kind byte, 1 KiB), cut into records of the size hail's writer produced (measured from
-/// its counters in the same run), each sealed with ring's AES-256-GCM (Noise's nonce
-/// layout, no associated data) and written through a 64 KiB `BufWriter`; the reader opens
+/// its counters in the same run), each copied once into a record buffer, sealed there with
+/// ring's AES-256-GCM (Noise's nonce layout, no associated data) and written whole through
+/// a 64 KiB `BufWriter`; the reader opens
 /// each record in place and copies each message out. What is left between the two is what
 /// hail does above the cryptography.
 fn secure_vs_crypto(rt: &Runtime, budget: Duration) -> anyhow::Result<Vec<Record>> {
@@ -301,17 +302,22 @@ fn raw_sealed_one_way(p: &mut RawPair, body: &[u8], n: usize, record: usize) -> 
         let mut w = BufWriter::with_capacity(64 * 1024, tx);
         let mut plain = Vec::with_capacity(record + HAIL_FRAME_OVERHEAD + body.len());
         let mut counter = 0u64;
+        // One record laid out whole (length, sealed bytes, tag) and written with one
+        // `write_all`: split into three writes, the `BufWriter` would send the 2-byte
+        // length on its own (TCP_NODELAY) whenever the record is larger than its buffer.
+        // Like hail's writer, the frames are copied once into the record.
+        let mut out = Vec::with_capacity(2 + MAX_PLAIN + 16);
         // Seals the first `len` bytes of `plain` as one record and writes it.
         let mut seal = |plain: &mut Vec<u8>, len: usize, w: &mut BufWriter<TcpStream>| {
-            let chunk = &mut plain[..len];
+            out.clear();
+            out.extend_from_slice(&((len + 16) as u16).to_be_bytes());
+            out.extend_from_slice(&plain[..len]);
             let tag = key
-                .seal_in_place_separate_tag(noise_nonce(counter), Aad::empty(), chunk)
+                .seal_in_place_separate_tag(noise_nonce(counter), Aad::empty(), &mut out[2..])
                 .expect("seal");
             counter += 1;
-            let rec_len = (chunk.len() + tag.as_ref().len()) as u16;
-            w.write_all(&rec_len.to_be_bytes()).expect("write");
-            w.write_all(chunk).expect("write");
-            w.write_all(tag.as_ref()).expect("write");
+            out.extend_from_slice(tag.as_ref());
+            w.write_all(&out).expect("write");
             plain.drain(..len);
         };
         for _ in 0..n {
@@ -334,35 +340,37 @@ fn raw_sealed_one_way(p: &mut RawPair, body: &[u8], n: usize, record: usize) -> 
     let key = aes_key();
     let mut counter = 0u64;
     let mut head = [0u8; 2];
-    // Opened frames not yet cut (a frame may span records); each record is read straight
-    // behind them and opened in place.
-    let mut plain: Vec<u8> = Vec::with_capacity(2 << 16);
+    // Opened frames not yet cut (a frame may span records) are `buf[lo..hi]`; each record
+    // is read straight behind them and opened in place. The buffer is zeroed once, not per
+    // record.
+    let mut buf = vec![0u8; 4 * MAX_PLAIN];
+    let (mut lo, mut hi) = (0, 0);
     let mut got = 0;
     while got < n {
         p.rx.read_exact(&mut head).expect("read");
         let len = u16::from_be_bytes(head) as usize;
-        let start = plain.len();
-        plain.resize(start + len, 0);
-        p.rx.read_exact(&mut plain[start..]).expect("read");
+        if hi + len > buf.len() {
+            buf.copy_within(lo..hi, 0);
+            (lo, hi) = (0, hi - lo);
+        }
+        p.rx.read_exact(&mut buf[hi..hi + len]).expect("read");
         let opened = key
-            .open_in_place(noise_nonce(counter), Aad::empty(), &mut plain[start..])
+            .open_in_place(noise_nonce(counter), Aad::empty(), &mut buf[hi..hi + len])
             .expect("open")
             .len();
         counter += 1;
-        plain.truncate(start + opened);
-        let mut at = 0;
-        while let Some(h) = plain.get(at..at + 4) {
+        hi += opened;
+        while let Some(h) = buf.get(lo..lo + 4).filter(|_| lo + 4 <= hi) {
             let flen = u32::from_be_bytes(h.try_into().expect("4 bytes")) as usize;
-            let Some(frame) = plain.get(at + 4..at + 4 + flen) else {
+            if lo + 4 + flen > hi {
                 break;
-            };
+            }
             // The message after its kind byte, in place (hail hands out 1 KiB messages
             // as views of its buffer, without a copy).
-            std::hint::black_box(&frame[1..]);
-            at += 4 + flen;
+            std::hint::black_box(&buf[lo + 5..lo + 4 + flen]);
+            lo += 4 + flen;
             got += 1;
         }
-        plain.drain(..at);
     }
     writer.join().expect("writer")
 }
