@@ -14,13 +14,14 @@ use hail_discovery::{
 use pyo3::exceptions::{PyStopAsyncIteration, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3_async_runtimes::TaskLocals;
 use tokio::sync::RwLock;
 
 use crate::errors::{self, ConfigError, HailError};
 use crate::events::{Peer, event_to_py};
-use crate::runtime::block_on;
+use crate::runtime::{block_on, run_blocking};
 
 /// Whom to send to or ask, from Python: `None` for every joined peer, a name, or a list
 /// (or tuple) of names.
@@ -291,41 +292,75 @@ impl Handler {
         })
     }
 
-    /// Calls it through `hail._invoke.<name>` (`acall*` on its loop, `call*` on a
-    /// blocking worker thread), and returns what it returned, or its exception as text.
-    pub(crate) async fn invoke(
+    /// Calls it through `hail._invoke.<helper>` (`acall*` on its loop, `call*` right
+    /// here, see [`run_blocking`]) with the arguments `args` makes, and returns what `out`
+    /// makes of its result, or its exception as text. One trip into Python (one GIL
+    /// acquisition) per call of a plain function.
+    pub(crate) async fn invoke<T: Send + 'static>(
         &self,
-        helper: &'static str,
-        args: Vec<Py<PyAny>>,
-    ) -> Result<Py<PyAny>, String> {
+        helper: Helper,
+        args: impl FnOnce(Python<'_>) -> Vec<Py<PyAny>> + Send + 'static,
+        out: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
         let f = self.f.clone();
+        let call = move |py: Python<'_>, asynchronous: bool| {
+            let all: Vec<Py<PyAny>> = std::iter::once(f.clone_ref(py)).chain(args(py)).collect();
+            let called = helper.get(py, asynchronous)?.call1(PyTuple::new(py, all)?);
+            called.map(Bound::unbind)
+        };
         match &self.locals {
             Some(locals) => {
                 let fut = Python::attach(|py| {
-                    let invoke = py.import("hail._invoke")?.getattr(format!("a{helper}"))?;
-                    let all: Vec<Py<PyAny>> =
-                        std::iter::once(f.clone_ref(py)).chain(args).collect();
-                    let coro = invoke.call1(PyTuple::new(py, all)?)?;
-                    pyo3_async_runtimes::into_future_with_locals(locals, coro)
+                    let coro = call(py, true)?;
+                    pyo3_async_runtimes::into_future_with_locals(locals, coro.into_bound(py))
                 })
                 .map_err(|e| describe(&e))?;
-                fut.await.map_err(|e| describe(&e))
+                let result = fut.await.map_err(|e| describe(&e))?;
+                Python::attach(|py| out(py, result.bind(py)))
             }
-            // Called right here, the runtime told that this thread may block for a while
-            // (`block_in_place`: its other tasks move to another worker), so a slow handler
-            // holds up nothing else, and a quick one costs no trip to another thread (a
-            // `spawn_blocking` per call: an `ask` p50 of 362 us against 259 us in two quick
-            // runs of `bench/bench.py`, 2 cores under load).
-            None => tokio::task::block_in_place(|| {
-                Python::attach(|py| {
-                    let invoke = py.import("hail._invoke")?.getattr(helper)?;
-                    let all: Vec<Py<PyAny>> =
-                        std::iter::once(f.clone_ref(py)).chain(args).collect();
-                    invoke.call1(PyTuple::new(py, all)?).map(Bound::unbind)
+            None => {
+                run_blocking(move || {
+                    Python::attach(|py| match call(py, false) {
+                        Ok(result) => out(py, result.bind(py)),
+                        Err(e) => Err(describe(&e)),
+                    })
                 })
-                .map_err(|e| describe(&e))
-            }),
+                .await
+            }
         }
+    }
+}
+
+/// Which of `hail._invoke`'s helpers calls a handler.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Helper {
+    /// `call` / `acall`: the handler's arguments as they are.
+    Call,
+    /// `call_json` / `acall_json`: one argument decoded from JSON text, the result
+    /// encoded to it.
+    CallJson,
+}
+
+impl Helper {
+    /// The helper function, looked up once.
+    fn get<'py>(self, py: Python<'py>, asynchronous: bool) -> PyResult<&'py Bound<'py, PyAny>> {
+        static HELPERS: [PyOnceLock<Py<PyAny>>; 4] = [
+            PyOnceLock::new(),
+            PyOnceLock::new(),
+            PyOnceLock::new(),
+            PyOnceLock::new(),
+        ];
+        let (i, name) = match (self, asynchronous) {
+            (Self::Call, false) => (0, "call"),
+            (Self::Call, true) => (1, "acall"),
+            (Self::CallJson, false) => (2, "call_json"),
+            (Self::CallJson, true) => (3, "acall_json"),
+        };
+        HELPERS[i]
+            .get_or_try_init(py, || {
+                py.import("hail._invoke")?.getattr(name).map(Bound::unbind)
+            })
+            .map(|f| f.bind(py))
     }
 }
 
@@ -342,8 +377,7 @@ pub(crate) fn describe(e: &PyErr) -> String {
 }
 
 /// Bytes a question handler returned.
-fn answer_bytes(py: Python<'_>, answer: &Py<PyAny>) -> Result<Bytes, String> {
-    let answer = answer.bind(py);
+fn answer_bytes(_: Python<'_>, answer: &Bound<'_, PyAny>) -> Result<Bytes, String> {
     match answer.extract::<PyBackedBytes>() {
         Ok(b) => Ok(Bytes::copy_from_slice(&b)),
         Err(_) => Err(format!(
@@ -536,14 +570,13 @@ impl PyDevice {
             .on_question(move |from, question| {
                 let handler = handler.clone();
                 async move {
-                    let args = Python::attach(|py| {
+                    let args = move |py: Python<'_>| {
                         vec![
                             PyString::new(py, &from).into_any().unbind(),
                             pyo3::types::PyBytes::new(py, &question).into_any().unbind(),
                         ]
-                    });
-                    let answer = handler.invoke("call", args).await?;
-                    Python::attach(|py| answer_bytes(py, &answer))
+                    };
+                    handler.invoke(Helper::Call, args, answer_bytes).await
                 }
             })
             .map_err(|e| errors::device_error(&e))
@@ -568,9 +601,11 @@ impl PyDevice {
                 let handler = handler.clone();
                 async move {
                     let args =
-                        Python::attach(|py| vec![PyString::new(py, &arg).into_any().unbind()]);
-                    let out = handler.invoke("call_json", args).await?;
-                    Python::attach(|py| out.bind(py).extract::<String>()).map_err(|e| describe(&e))
+                        move |py: Python<'_>| vec![PyString::new(py, &arg).into_any().unbind()];
+                    let out = |_: Python<'_>, out: &Bound<'_, PyAny>| {
+                        out.extract::<String>().map_err(|e| describe(&e))
+                    };
+                    handler.invoke(Helper::CallJson, args, out).await
                 }
             })
             .map_err(|e| HailError::new_err(e.to_string()))

@@ -8,7 +8,8 @@
 //! - `events`: the event classes, and the one conversion of `DeviceEvent`s.
 //! - `errors`: the exception classes under `hail.HailError`, and the conversions of the
 //!   Rust errors.
-//! - `runtime`: the module's tokio runtime and the blocking wait (GIL released, Ctrl-C).
+//! - `runtime`: the module's tokio runtime, the blocking wait (GIL released, Ctrl-C), and
+//!   the calls into Python from the runtime (`run_blocking`).
 //!
 //! `python/hail/` holds the Python side: `__init__.py` (re-exports), `_invoke.py` (calls
 //! the user's handlers), the type stubs and `py.typed`.

@@ -20,7 +20,7 @@ use hail_wire::Binary;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyString};
 
-use crate::device::{Handler, parse_addr, seconds};
+use crate::device::{Handler, Helper, parse_addr, seconds};
 use crate::errors::{self, ConfigError, HailError, NetworkError};
 use crate::runtime::{block_on, runtime};
 
@@ -172,10 +172,12 @@ impl Callbacks {
 
 /// Calls `handler` (if any) with `args`; its exception is logged on the `hail` logger by
 /// `hail._invoke` and otherwise ignored (the link goes on).
-async fn run(handler: Option<&Handler>, args: impl FnOnce(Python<'_>) -> Vec<Py<PyAny>>) {
+async fn run(
+    handler: Option<&Handler>,
+    args: impl FnOnce(Python<'_>) -> Vec<Py<PyAny>> + Send + 'static,
+) {
     if let Some(h) = handler {
-        let args = Python::attach(args);
-        let _ = h.invoke("call", args).await;
+        let _ = h.invoke(Helper::Call, args, |_, _| Ok(())).await;
     }
 }
 
@@ -281,7 +283,7 @@ impl PyServer {
                 let cb = &callbacks;
                 match event {
                     ServerEvent::Connected { id, addr, .. } => {
-                        run(cb.on_connect.as_ref(), |py| {
+                        run(cb.on_connect.as_ref(), move |py| {
                             vec![int(py, id.get()), text(py, &addr.to_string())]
                         })
                         .await;
@@ -293,7 +295,7 @@ impl PyServer {
                         let value = Python::attach(|py| mode.decode(py, &msg));
                         match value {
                             Ok(v) => {
-                                run(Some(h), |py| vec![int(py, id.get()), v]).await;
+                                run(Some(h), move |py| vec![int(py, id.get()), v]).await;
                             }
                             Err(()) => {
                                 bad.fetch_add(1, Ordering::Relaxed);
@@ -301,7 +303,7 @@ impl PyServer {
                         }
                     }
                     ServerEvent::Closed { id, reason } => {
-                        run(cb.on_close.as_ref(), |py| {
+                        run(cb.on_close.as_ref(), move |py| {
                             vec![int(py, id.get()), text(py, close_reason(&reason))]
                         })
                         .await;
@@ -513,7 +515,7 @@ impl PyClient {
                 let cb = &callbacks;
                 match event {
                     ClientEvent::Connected { addr, .. } => {
-                        run(cb.on_connect.as_ref(), |py| {
+                        run(cb.on_connect.as_ref(), move |py| {
                             vec![text(py, &addr.to_string())]
                         })
                         .await;
@@ -523,14 +525,14 @@ impl PyClient {
                             continue;
                         };
                         match Python::attach(|py| mode.decode(py, &msg)) {
-                            Ok(v) => run(Some(h), |_| vec![v]).await,
+                            Ok(v) => run(Some(h), move |_| vec![v]).await,
                             Err(()) => {
                                 bad.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                     }
                     ClientEvent::Disconnected { reason } => {
-                        run(cb.on_close.as_ref(), |py| {
+                        run(cb.on_close.as_ref(), move |py| {
                             vec![text(py, close_reason(&reason))]
                         })
                         .await;
