@@ -2,6 +2,7 @@
 //! device state that `hail.Device` and `hail.Connect` share.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -9,18 +10,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hail_discovery::{
-    Device, DeviceBuilder, DeviceEvents, Interface, PeerSender, SendError, Targets,
+    Device, DeviceBuilder, DeviceEvent, DeviceEvents, Interface, PeerSender, SendError, Targets,
 };
 use pyo3::exceptions::{PyStopAsyncIteration, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use pyo3_async_runtimes::TaskLocals;
 use tokio::sync::RwLock;
 
+use crate::bridge::{awaitable, ready};
 use crate::errors::{self, ConfigError, HailError};
-use crate::events::{Peer, event_to_py};
+use crate::events::{Peer, Senders, event_to_py};
 use crate::runtime::{block_on, run_blocking};
 
 /// Whom to send to or ask, from Python: `None` for every joined peer, a name, or a list
@@ -177,8 +179,10 @@ pub(crate) struct Core {
     device: RwLock<Option<Device>>,
     /// The device's one event stream; several readers share it (each event goes to one).
     pub(crate) events: Arc<tokio::sync::Mutex<DeviceEvents>>,
-    /// `send_nowait`'s senders by name: a name is resolved once, then its link is kept.
-    senders: Mutex<HashMap<String, PeerSender>>,
+    /// The strings of recent senders, for the events' `Message`s.
+    senders: Arc<Senders>,
+    /// `send_nowait`'s links by name: a name is resolved once, then its link is kept.
+    links: Mutex<HashMap<String, PeerSender>>,
     pub(crate) name: String,
     id: String,
     address: String,
@@ -197,7 +201,8 @@ impl Core {
             group: device.group().to_string(),
             device: RwLock::new(Some(device)),
             events: Arc::new(tokio::sync::Mutex::new(events)),
-            senders: Mutex::new(HashMap::new()),
+            senders: Arc::new(Senders::default()),
+            links: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -217,8 +222,8 @@ impl Core {
         Ok(guard)
     }
 
-    fn senders(&self) -> MutexGuard<'_, HashMap<String, PeerSender>> {
-        self.senders.lock().unwrap_or_else(|p| p.into_inner())
+    fn links(&self) -> MutexGuard<'_, HashMap<String, PeerSender>> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The joined peers by name (of two devices with one name, the one with the larger id).
@@ -230,22 +235,22 @@ impl Core {
 
     /// Queues `data` on the link to `to` if it has room (`Device::to(to).try_send`).
     pub(crate) fn send_nowait(&self, to: &str, data: &[u8]) -> PyResult<()> {
-        let mut senders = self.senders();
-        let result = match senders.get_mut(to) {
+        let mut links = self.links();
+        let result = match links.get_mut(to) {
             Some(s) => s.try_send(data),
             None => {
                 let guard = self.now()?;
                 let device = guard.as_ref().ok_or_else(errors::closed)?;
                 let mut s = device.to(to).map_err(|e| errors::resolve_error(&e))?;
                 let r = s.try_send(data);
-                senders.insert(to.to_owned(), s);
+                links.insert(to.to_owned(), s);
                 r
             }
         };
         result.map_err(|e| {
             if !matches!(e, SendError::Full) {
                 // Resolve the name again next time (it may have left, or become ambiguous).
-                senders.remove(to);
+                links.remove(to);
             }
             errors::send_error(to, &e)
         })
@@ -254,7 +259,7 @@ impl Core {
     /// Says goodbye and stops; waits for calls in flight first. Closing twice is a no-op.
     pub(crate) async fn close(&self) {
         let device = self.device.write().await.take();
-        self.senders().clear();
+        self.links().clear();
         if let Some(d) = device {
             d.close().await;
         }
@@ -492,11 +497,11 @@ impl PyDevice {
         let to = To::extract(to)?;
         let data = Bytes::copy_from_slice(&data);
         let core = self.core.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let results = core
-                .with(async |d| Ok(d.send(to.targets(), data).await))
-                .await?;
-            Python::attach(|py| match &to {
+        let targets = to.targets();
+        let sent = async move { core.with(async |d| Ok(d.send(targets, data).await)).await };
+        awaitable(py, sent, move |py, results| {
+            let results = results?;
+            match &to {
                 To::One(name) => match results.get(name) {
                     Some(Err(e)) => Err(errors::send_error(name, e)),
                     _ => Ok(py.None()),
@@ -513,7 +518,7 @@ impl PyDevice {
                     }
                     Ok(dict.into_any().unbind())
                 }
-            })
+            }
         })
     }
 
@@ -540,20 +545,19 @@ impl PyDevice {
         let question = Bytes::copy_from_slice(&question);
         let timeout = seconds(timeout)?;
         let core = self.core.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let answers = core
-                .with(async |d| Ok(d.ask(to, question, timeout).await))
-                .await?;
-            Python::attach(|py| {
-                let dict = PyDict::new(py);
-                for (name, r) in &answers {
-                    match r {
-                        Ok(a) => dict.set_item(name, pyo3::types::PyBytes::new(py, a))?,
-                        Err(e) => dict.set_item(name, errors::ask_error(name, e).into_value(py))?,
-                    }
+        let asked = async move {
+            core.with(async |d| Ok(d.ask(to, question, timeout).await))
+                .await
+        };
+        awaitable(py, asked, |py, answers| {
+            let dict = PyDict::new(py);
+            for (name, r) in &answers? {
+                match r {
+                    Ok(a) => dict.set_item(name, pyo3::types::PyBytes::new(py, a))?,
+                    Err(e) => dict.set_item(name, errors::ask_error(name, e).into_value(py))?,
                 }
-                Ok(dict.unbind())
-            })
+            }
+            Ok(dict.into_any().unbind())
         })
     }
 
@@ -627,21 +631,21 @@ impl PyDevice {
         let text: String = json.call_method1("dumps", (arg,))?.extract()?;
         let timeout = seconds(timeout)?;
         let core = self.core.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let reply = core
-                .with(async |d| {
-                    let peer = d.peer(&to).map_err(|e| errors::resolve_error(&e))?;
-                    peer.execute::<String, String>(method.clone(), text, timeout)
-                        .await
-                        .map_err(|e| errors::rpc_error(&to, &method, &e))
-                })
-                .await?;
-            Python::attach(|py| {
-                let loads = py.import("json")?.getattr("loads")?;
-                Ok(match loads.call1((&reply,)) {
-                    Ok(v) => v.unbind(),
-                    Err(_) => PyString::new(py, &reply).into_any().unbind(),
-                })
+        let called = async move {
+            core.with(async |d| {
+                let peer = d.peer(&to).map_err(|e| errors::resolve_error(&e))?;
+                peer.execute::<String, String>(method.clone(), text, timeout)
+                    .await
+                    .map_err(|e| errors::rpc_error(&to, &method, &e))
+            })
+            .await
+        };
+        awaitable(py, called, |py, reply| {
+            let reply = reply?;
+            let loads = py.import("json")?.getattr("loads")?;
+            Ok(match loads.call1((&reply,)) {
+                Ok(v) => v.unbind(),
+                Err(_) => PyString::new(py, &reply).into_any().unbind(),
             })
         })
     }
@@ -652,6 +656,7 @@ impl PyDevice {
     fn events(&self) -> Events {
         Events {
             stream: self.core.events.clone(),
+            senders: self.core.senders.clone(),
         }
     }
 
@@ -659,15 +664,16 @@ impl PyDevice {
     /// flight end first. Closing twice does nothing.
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let core = self.core.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            core.close().await;
-            Ok(())
-        })
+        awaitable(
+            py,
+            async move { core.close().await },
+            |py, ()| Ok(py.None()),
+        )
     }
 
     /// `async with Device(...) as dev:`: the device itself.
     fn __aenter__<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(slf) })
+        ready(py, slf.into_any())
     }
 
     /// Closes the device on the way out of an `async with` block.
@@ -701,37 +707,71 @@ pub(crate) fn seconds(s: f64) -> PyResult<Duration> {
 #[derive(Debug)]
 pub(crate) struct Events {
     stream: Arc<tokio::sync::Mutex<DeviceEvents>>,
+    senders: Arc<Senders>,
+}
+
+impl Events {
+    /// Events waiting now, up to `max`, if no other read is in flight (it holds the
+    /// stream; waiting for it would break the order). `recv` polled once with a waker that
+    /// does nothing, rather than `try_recv`: it takes what waits from the device's stream
+    /// up to 64 at a time, so a burst frees the device's stream (and wakes the device
+    /// waiting for room) once per 64 events, not once per event.
+    fn take_ready(&self, max: usize) -> Vec<DeviceEvent> {
+        let mut ready = Vec::new();
+        let Ok(mut s) = self.stream.try_lock() else {
+            return ready;
+        };
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        while ready.len() < max {
+            let next = std::pin::pin!(s.recv());
+            match next.poll(&mut cx) {
+                std::task::Poll::Ready(Some(e)) => ready.push(e),
+                _ => break,
+            }
+        }
+        ready
+    }
 }
 
 #[pymethods]
 impl Events {
-    /// The iterator itself.
-    fn __aiter__(slf: Py<Self>) -> Py<Self> {
-        slf
+    /// `async for event in dev.events()`: a generator (`hail._aio.iterate`) that hands
+    /// over each event already waiting with no await on the runtime, and awaits
+    /// `__anext__` only when none is.
+    fn __aiter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        static ITERATE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let iterate = ITERATE.get_or_try_init(py, || {
+            py.import("hail._aio")?
+                .getattr("iterate")
+                .map(Bound::unbind)
+        })?;
+        Ok(iterate.bind(py).call1((slf,))?.unbind())
     }
 
-    /// The next event; raises `StopAsyncIteration` once the device is closed.
+    /// `await events.__anext__()`: the next event; raises `StopAsyncIteration` once the
+    /// device is closed.
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        // The fast path: an event already waiting is handed over in a future completed at
-        // once on the running loop, with no trip through the runtime's threads (each such
-        // trip wakes the event loop from another thread: tens of microseconds per event).
-        // Only when no other read is in flight (it holds the stream), so order is kept.
-        if let Ok(mut s) = self.stream.try_lock()
-            && let Some(e) = s.try_recv()
-        {
-            let event = event_to_py(py, e)?;
-            let fut = pyo3_async_runtimes::get_running_loop(py)?.call_method0("create_future")?;
-            fut.call_method1("set_result", (event,))?;
-            return Ok(fut);
+        // An event already waiting is handed over in a future completed at once, with no
+        // trip through the runtime's threads.
+        if let Some(e) = self.take_ready(1).pop() {
+            return ready(py, event_to_py(py, e, &self.senders)?);
         }
         let stream = self.stream.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let event = stream.lock().await.recv().await;
-            match event {
-                Some(e) => Python::attach(|py| event_to_py(py, e)),
-                None => Err(PyStopAsyncIteration::new_err(())),
-            }
+        let senders = self.senders.clone();
+        let next = async move { stream.lock().await.recv().await };
+        awaitable(py, next, move |py, event| match event {
+            Some(e) => event_to_py(py, e, &senders),
+            None => Err(PyStopAsyncIteration::new_err(())),
         })
+    }
+
+    /// `try_next()`: the next event if one is waiting now, else `None` (also once the
+    /// device is closed, or while another read of the stream is in flight). Never waits.
+    fn try_next(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.take_ready(1)
+            .pop()
+            .map(|e| event_to_py(py, e, &self.senders))
+            .transpose()
     }
 
     /// `await events.batch(max=256)`: every event waiting now, up to `max`, as a list (at
@@ -740,23 +780,16 @@ impl Events {
     #[pyo3(signature = (max=256))]
     fn batch<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyAny>> {
         let max = max.max(1);
-        if let Ok(mut s) = self.stream.try_lock() {
-            let mut ready = Vec::new();
-            while ready.len() < max
-                && let Some(e) = s.try_recv()
-            {
-                ready.push(e);
-            }
-            if !ready.is_empty() {
-                let list = events_to_list(py, ready)?;
-                let fut =
-                    pyo3_async_runtimes::get_running_loop(py)?.call_method0("create_future")?;
-                fut.call_method1("set_result", (list,))?;
-                return Ok(fut);
-            }
+        let now = self.take_ready(max);
+        if !now.is_empty() {
+            return ready(
+                py,
+                events_to_list(py, now, &self.senders)?.into_any().unbind(),
+            );
         }
         let stream = self.stream.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        let senders = self.senders.clone();
+        let next = async move {
             let mut s = stream.lock().await;
             let mut ready = Vec::new();
             if let Some(first) = s.recv().await {
@@ -767,20 +800,23 @@ impl Events {
                     ready.push(e);
                 }
             }
-            drop(s);
-            Python::attach(|py| events_to_list(py, ready).map(Bound::unbind))
+            ready
+        };
+        awaitable(py, next, move |py, ready| {
+            Ok(events_to_list(py, ready, &senders)?.into_any().unbind())
         })
     }
 }
 
 /// Events as a Python list.
-fn events_to_list(
-    py: Python<'_>,
-    events: Vec<hail_discovery::DeviceEvent>,
-) -> PyResult<Bound<'_, pyo3::types::PyList>> {
+fn events_to_list<'py>(
+    py: Python<'py>,
+    events: Vec<DeviceEvent>,
+    senders: &Senders,
+) -> PyResult<Bound<'py, PyList>> {
     let objs = events
         .into_iter()
-        .map(|e| event_to_py(py, e))
+        .map(|e| event_to_py(py, e, senders))
         .collect::<PyResult<Vec<_>>>()?;
-    pyo3::types::PyList::new(py, objs)
+    PyList::new(py, objs)
 }

@@ -10,10 +10,14 @@
 //!   Rust errors.
 //! - `runtime`: the module's tokio runtime, the blocking wait (GIL released, Ctrl-C), and
 //!   the calls into Python from the runtime (`run_blocking`).
+//! - `bridge`: Rust futures as asyncio awaitables, completed on the loop's thread (no
+//!   runtime thread waits for the GIL).
 //!
 //! `python/hail/` holds the Python side: `__init__.py` (re-exports), `_invoke.py` (calls
-//! the user's handlers), the type stubs and `py.typed`.
+//! the user's handlers), `_aio.py` (each loop's waker, the event iterator), the type stubs
+//! and `py.typed`.
 
+mod bridge;
 mod channel;
 mod connect;
 mod device;
@@ -30,6 +34,7 @@ fn _hail(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<device::PyDevice>()?;
     m.add_class::<device::Events>()?;
+    m.add_class::<bridge::LoopWaker>()?;
     m.add_class::<connect::PyConnect>()?;
     m.add_class::<channel::PyChannel>()?;
     m.add_class::<link::PyServer>()?;
