@@ -23,7 +23,8 @@ use tokio::sync::RwLock;
 use crate::bridge::{awaitable, ready};
 use crate::errors::{self, ConfigError, HailError};
 use crate::events::{Peer, Senders, event_to_py};
-use crate::runtime::{block_on, run_blocking};
+use crate::python_threads;
+use crate::runtime::block_on;
 
 /// Whom to send to or ask, from Python: `None` for every joined peer, a name, or a list
 /// (or tuple) of names.
@@ -297,8 +298,8 @@ impl Handler {
         })
     }
 
-    /// Calls it through `hail._invoke.<helper>` (`acall*` on its loop, `call*` right
-    /// here, see [`run_blocking`]) with the arguments `args` makes, and returns what `out`
+    /// Calls it through `hail._invoke.<helper>` (`acall*` on its loop, `call*` on a
+    /// handler thread, see [`python_threads`]) with the arguments `args` makes, and returns what `out`
     /// makes of its result, or its exception as text. One trip into Python (one GIL
     /// acquisition) per call of a plain function.
     pub(crate) async fn invoke<T: Send + 'static>(
@@ -324,7 +325,7 @@ impl Handler {
                 Python::attach(|py| out(py, result.bind(py)))
             }
             None => {
-                run_blocking(move || {
+                python_threads::call(move || {
                     Python::attach(|py| match call(py, false) {
                         Ok(result) => out(py, result.bind(py)),
                         Err(e) => Err(describe(&e)),

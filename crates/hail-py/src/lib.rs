@@ -8,8 +8,9 @@
 //! - `events`: the event classes, and the one conversion of `DeviceEvent`s.
 //! - `errors`: the exception classes under `hail.HailError`, and the conversions of the
 //!   Rust errors.
-//! - `runtime`: the module's tokio runtime, the blocking wait (GIL released, Ctrl-C), and
-//!   the calls into Python from the runtime (`run_blocking`).
+//! - `runtime`: the module's tokio runtime and the blocking wait (GIL released, Ctrl-C).
+//! - `python_threads`: the threads that call users' plain handlers (each keeps its Python
+//!   thread state).
 //! - `bridge`: Rust futures as asyncio awaitables, completed on the loop's thread (no
 //!   runtime thread waits for the GIL).
 //!
@@ -24,6 +25,7 @@ mod device;
 mod errors;
 mod events;
 mod link;
+mod python_threads;
 mod runtime;
 
 use pyo3::prelude::*;
