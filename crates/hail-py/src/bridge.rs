@@ -20,6 +20,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
+use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use tokio::task::AbortHandle;
@@ -198,6 +199,16 @@ where
         (AbortOnDone(task.abort_handle()),),
     )?;
     Ok(py_fut)
+}
+
+/// [`awaitable`] for a future whose output converts by itself (`Ok(value)` as `value`,
+/// `Err(exception)` raised).
+pub(crate) fn awaitable_result<'py, T, F>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    awaitable(py, fut, |py, out| out.and_then(|v| v.into_py_any(py)))
 }
 
 /// An awaitable already done with `value`: a future of the running loop with its result

@@ -20,6 +20,7 @@ use hail_wire::Binary;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyString};
 
+use crate::bridge::{awaitable_result, ready};
 use crate::device::{Handler, Helper, parse_addr, seconds};
 use crate::errors::{self, ConfigError, HailError, NetworkError};
 use crate::runtime::{block_on, runtime};
@@ -354,7 +355,7 @@ impl PyServer {
             s.connection(id)
                 .ok_or_else(|| errors::UnknownName::new_err(format!("no client {client_id}")))
         })?;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        awaitable_result(py, async move {
             conn.send(data).await.map_err(|e| link_error(&e))
         })
     }
@@ -412,7 +413,7 @@ impl PyServer {
     fn close<'py>(&self, py: Python<'py>, deadline: f64) -> PyResult<Bound<'py, PyAny>> {
         let deadline = seconds(deadline)?;
         let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        awaitable_result(py, async move {
             if let Some(s) = server {
                 s.close(deadline).await;
             }
@@ -422,7 +423,7 @@ impl PyServer {
 
     /// `async with Server(...) as server:`: the server itself.
     fn __aenter__<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(slf) })
+        ready(py, slf.into_any())
     }
 
     /// Closes the server on the way out of an `async with` block.
@@ -574,7 +575,7 @@ impl PyClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let data = self.mode.encode(message)?;
         let client = self.client()?;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        awaitable_result(py, async move {
             client.send(data).await.map_err(|e| link_error(&e))
         })
     }
@@ -611,7 +612,7 @@ impl PyClient {
     /// discarded. Closing twice does nothing (returns 0).
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let client = self.client.lock().unwrap_or_else(|p| p.into_inner()).take();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        awaitable_result(py, async move {
             Ok(match client {
                 Some(c) => c.close().await,
                 None => 0,
@@ -621,7 +622,7 @@ impl PyClient {
 
     /// `async with Client(...) as client:`: the client itself.
     fn __aenter__<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(slf) })
+        ready(py, slf.into_any())
     }
 
     /// Closes the client on the way out of an `async with` block.
