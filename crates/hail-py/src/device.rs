@@ -271,7 +271,8 @@ impl Core {
 #[derive(Clone)]
 pub(crate) struct Handler {
     f: Arc<Py<PyAny>>,
-    /// The loop running when the handler was registered; `None`: call it on a worker thread.
+    /// The loop running when the handler was registered; `None`: call it on a handler
+    /// thread (`python_threads`).
     locals: Option<TaskLocals>,
 }
 
@@ -564,7 +565,9 @@ impl PyDevice {
 
     /// `on_question(fn)`: answers peers' questions with `fn(sender_name, question) ->
     /// bytes`, a plain function or a coroutine function. Registered from async code, it runs
-    /// on that event loop; otherwise on a worker thread (then it must be a plain function).
+    /// on that event loop (a plain function that blocks there blocks the loop); otherwise
+    /// on one of hail's handler threads, where it may block (then it must be a plain
+    /// function).
     /// An exception fails the question (the asker gets `RemoteError` with its message).
     /// Once per device.
     fn on_question(&self, py: Python<'_>, handler: Py<PyAny>) -> PyResult<()> {

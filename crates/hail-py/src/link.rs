@@ -146,7 +146,7 @@ fn close_reason(r: &CloseReason) -> &'static str {
 }
 
 /// The three callbacks, each run as `Device.on_question`'s handler is (on the event loop
-/// that was running when the object was made, else on a worker thread), one at a time, in
+/// that was running when the object was made, else on a handler thread), one at a time, in
 /// the order of the events.
 #[derive(Debug, Clone, Default)]
 struct Callbacks {
@@ -199,7 +199,7 @@ fn text(py: Python<'_>, s: &str) -> Py<PyAny> {
 /// `"addr:port"` (port 0: a free one, see `address`). `on_connect(client_id, address)`,
 /// `on_message(client_id, message)`, `on_close(client_id, reason)`; plain or coroutine
 /// functions, run one at a time in the order of the events (on the event loop running when
-/// the server was made, else on a worker thread). `mode` is Python Comms' payload mode:
+/// the server was made, else on a handler thread). `mode` is Python Comms' payload mode:
 /// `"bytes"`, `"string"` or `"json"`. `python_comms=True` speaks Python Comms' own wire
 /// (little-endian u32 length, no handshake, plaintext, frames up to 16 KiB) so its clients
 /// connect; otherwise hail's links (heartbeats; a passphrase makes them Noise `NNpsk0`,

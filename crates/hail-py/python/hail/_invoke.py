@@ -1,8 +1,9 @@
 """Calling the user's handlers for hail's Rust side (internal).
 
 A handler is a plain function or a coroutine function. `acall*` run on the event loop
-that was running when the handler was registered (hail schedules them there), `call*` on a
-worker thread of hail's own when no loop was running then. A handler that raises fails the
+that was running when the handler was registered (hail schedules them there), `call*` on
+one of hail's handler threads (each keeps its Python thread state) when no loop was running
+then. A handler that raises fails the
 peer's question or call with the exception's type and message, and is logged on the
 `hail` logger with its traceback.
 """
@@ -36,7 +37,7 @@ async def acall(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def call(fn: Callable[..., Any], *args: Any) -> Any:
-    """Calls a plain `fn(*args)` on hail's worker thread (an awaitable result is an error)."""
+    """Calls a plain `fn(*args)` on a handler thread of hail's (an awaitable result is an error)."""
     try:
         result = fn(*args)
         if inspect.isawaitable(result):
