@@ -4,7 +4,7 @@
 //! docs with warnings denied, the workspace tests, the facade's features, the layering
 //! check, the dependencies' rust-version against ours (`msrv.rs`), a build check of the
 //! fuzz targets, `cargo package` of every published crate (each built from its tarball),
-//! and a run of every example of `hail-examples` (each must end by itself within
+//! the attack suite for [`attack::CI_SECS`] each (`cargo xtask attack`), and a run of every example of `hail-examples` (each must end by itself within
 //! [`EXAMPLE_TIMEOUT`]).
 
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::cmd::{self, Steps};
-use crate::{layering, msrv};
+use crate::{attack, layering, msrv};
 
 /// The package whose examples CI runs.
 const EXAMPLES_PACKAGE: &str = "hail-examples";
@@ -149,6 +149,13 @@ pub(crate) fn run() -> anyhow::Result<()> {
             }
             cmd::run(&mut package)
         },
+    )?;
+    steps.run(
+        format!(
+            "attacks: cargo xtask attack --secs {} (release builds; the namespace flood where namespaces can be made)",
+            attack::CI_SECS
+        ),
+        attack::ci,
     )?;
     let package = examples_in(&metadata)?;
     if package.examples.is_empty() {

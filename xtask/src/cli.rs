@@ -7,14 +7,14 @@ use std::str::FromStr;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
-use crate::{bench, fuzz, netsim, soak};
+use crate::{attack, bench, fuzz, netsim, soak};
 
 /// hail's task runner.
 #[derive(Debug, Parser)]
 #[command(
     name = "xtask",
     bin_name = "cargo xtask",
-    about = "hail's task runner: the CI gate, benchmarks, fuzzing, a simulated LAN and a soak test",
+    about = "hail's task runner: the CI gate, benchmarks, fuzzing, a simulated LAN, a soak test and the attack suite",
     subcommand_required = true,
     arg_required_else_help = true
 )]
@@ -27,15 +27,15 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Task {
     /// The one gate: fmt, clippy, doc, test, facade features, layering, toolchain floor, fuzz
-    /// targets, packages, examples
+    /// targets, packages, attacks, examples
     ///
     /// In order, stopping at the first failure: cargo fmt --check (workspace and fuzz/),
     /// clippy with -D warnings, doc with -D warnings, the workspace tests, the facade with
     /// each feature alone and none, the layering check (the sans-IO crates pull in no tokio
     /// net/rt/time), the dependencies' rust-version against ours, a build check of the fuzz
     /// targets, cargo package of every published crate (each built from its tarball),
-    /// and a run of every example of hail-examples (each must end within 60 s). The same
-    /// locally and in .ci/run.
+    /// the attack suite (`cargo xtask attack --secs 15`), and a run of every example of
+    /// hail-examples (each must end within 60 s). The same locally and in .ci/run.
     Ci,
     /// Run the benchmarks (hail-benches, release build): a table and target/bench/*.json
     ///
@@ -67,6 +67,13 @@ pub(crate) enum Task {
     /// outside the SIGKILL gap, an ask or call not accounted for, or RSS drift of the stable
     /// nodes of 5% or more.
     Soak(soak::Args),
+    /// The adversarial suite on real processes, each attack's goals checked
+    ///
+    /// misbehave's attacks (ping, ask, frames, answer) on a real `hail listen` on loopback,
+    /// and a flood of forged adverts in network namespaces of its own (advert-flood, root;
+    /// elsewhere it says why it skips). Fails on a missed goal, but those listed as known
+    /// misses of an open issue (printed as such).
+    Attack(attack::Args),
 }
 
 /// Parses the command line, checks what clap cannot (values that depend on each other);
@@ -90,7 +97,7 @@ pub(crate) fn parse() -> Task {
 fn check(task: &Task) -> Result<(), String> {
     match task {
         Task::Soak(args) => args.check(),
-        Task::Ci | Task::Bench(_) | Task::Fuzz(_) | Task::Netsim(_) => Ok(()),
+        Task::Ci | Task::Bench(_) | Task::Fuzz(_) | Task::Netsim(_) | Task::Attack(_) => Ok(()),
     }
 }
 
@@ -102,6 +109,7 @@ pub(crate) fn task_name(task: &Task) -> &'static str {
         Task::Fuzz(_) => "fuzz",
         Task::Netsim(_) => "netsim",
         Task::Soak(_) => "soak",
+        Task::Attack(_) => "attack",
     }
 }
 
@@ -153,7 +161,7 @@ mod tests {
 
     use super::*;
 
-    const TASKS: [&str; 5] = ["ci", "bench", "fuzz", "netsim", "soak"];
+    const TASKS: [&str; 6] = ["ci", "bench", "fuzz", "netsim", "soak", "attack"];
 
     #[test]
     fn the_command_is_well_formed() {

@@ -64,6 +64,17 @@ pub(crate) fn stdout(cmd: &mut Command) -> anyhow::Result<String> {
     String::from_utf8(out.stdout).with_context(|| format!("`{}` printed non-UTF-8", describe(cmd)))
 }
 
+/// The executable cargo built for the target `name`, from the JSON messages of
+/// `cargo build --message-format=json...`.
+pub(crate) fn executable(messages: &str, name: &str) -> anyhow::Result<PathBuf> {
+    messages
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == name)
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .with_context(|| format!("cargo built no `{name}` executable"))
+}
+
 /// Runs `cmd` (stdin closed) and kills it, with every process it started, after `limit`.
 pub(crate) fn run_with_timeout(cmd: &mut Command, limit: Duration) -> anyhow::Result<()> {
     // Its own process group, so a timeout ends the grandchildren too (`cargo run` and the

@@ -9,6 +9,7 @@
 //! cargo xtask fuzz [--minutes M] [TARGET]     every cargo-fuzz target (or one) for M minutes
 //! cargo xtask netsim [--quick] [OPTIONS]      hail on a simulated LAN (root, namespaces)
 //! cargo xtask soak [--minutes M] [OPTIONS]    ten device processes under random restarts
+//! cargo xtask attack [--secs N] [ATTACK...]   the adversarial suite, goals checked
 //! ```
 //!
 //! One binary, a module per task; the command line is parsed by clap (`cli.rs`), so every
@@ -22,6 +23,7 @@
     reason = "a command-line tool reports on stdout and stderr"
 )]
 
+mod attack;
 mod bench;
 mod ci;
 mod cli;
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Task::Fuzz(args) => fuzz::run(&args),
         Task::Netsim(flags) => netsim::run(&flags.resolve()),
         Task::Soak(args) => soak::run(&args),
+        Task::Attack(args) => attack::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,13 +11,15 @@
 //!   prints messages) is read at 1 MiB/s: a slow consumer;
 //! - `answer`: the target answers with `--answer-cmd 'sleep 0.5; cat'`; 20 linked peers
 //!   send questions back to back and never read; the target's child processes (the
-//!   running commands) are counted every 5 ms. The legitimate device asks every 3 s
-//!   here (less than a 21st of the answer slots), 3 questions in the quiet time.
+//!   running commands) are counted every 5 ms. The legitimate device asks every 5 s
+//!   here (about half its share of the answer slots), 3 questions in the quiet time.
 //!
-//! Before the attack the target idles until its resident set settles, and a legitimate
-//! device (in this process) asks it 20 questions and makes 20 PING calls: their median is
-//! the quiet time. During the attack it asks and calls every 200 ms (5 s timeout); each
-//! must succeed within max(2 x quiet, 1 s). After it, the target's `VmHWM` is read: the
+//! Before the attack the target idles until its resident set settles, and a device (in
+//! this process) asks it 20 questions and makes 20 PING calls: their median is the quiet
+//! time. Another device, the legitimate one, probes during the attack (so the quiet
+//! questions do not count against it in the target's answer slots). During the attack
+//! it asks and calls every 200 ms (5 s timeout); each must succeed within
+//! max(2 x quiet, 1 s). After it, the target's `VmHWM` is read: the
 //! goal is at most its idle `VmRSS` + 64 MiB. The figures go to stdout, one `key=value`
 //! line per attack; the exit status is 0 whether goals are met or not (a measurement,
 //! not a test).
@@ -50,9 +52,10 @@ use hail_wire::Binary;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the legitimate device asks and calls during the attack (but `answer`).
 const PROBE_EVERY: Duration = Duration::from_millis(200);
-/// How often it asks during `answer`: an asker that wants more than its share of the
-/// answer slots (4 slots of 0.5 s among 21 askers) is, rightly, not served first.
-const PROBE_EVERY_ANSWER: Duration = Duration::from_secs(3);
+/// How often it asks during `answer`: 5 s, about half its share of the answer slots
+/// (4 slots of 0.5 s among 21 askers: one command every 2.6 s each). An asker that wants
+/// its share or more is, rightly, not always served first.
+const PROBE_EVERY_ANSWER: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Attack {
@@ -318,6 +321,21 @@ async fn probe(device: &Device) -> (Result<Duration, String>, Result<Duration, S
     (ask, call)
 }
 
+/// A device named `name` on `group` (loopback, TTL 1), linked to the target.
+async fn linked_device(name: &str, group: SocketAddr) -> anyhow::Result<Device> {
+    let (device, mut events) = Device::builder(name)
+        .group(group)
+        .interface(Ipv4Addr::LOCALHOST)
+        .ttl(1)
+        .start()
+        .await?;
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    tokio::time::timeout(Duration::from_secs(10), device.wait_for_peer("target"))
+        .await
+        .with_context(|| format!("{name} never met the target"))?;
+    Ok(device)
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v.get(v.len() / 2).copied().unwrap_or_default()
@@ -361,16 +379,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let pid = target.child.id();
     let to = SocketAddr::from((Ipv4Addr::LOCALHOST, target.port));
 
-    let (device, mut events) = Device::builder("probe")
-        .group(group)
-        .interface(Ipv4Addr::LOCALHOST)
-        .ttl(1)
-        .start()
-        .await?;
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
-    tokio::time::timeout(Duration::from_secs(10), device.wait_for_peer("target"))
-        .await
-        .context("the probe never met the target")?;
+    // The quiet time is measured by a device of its own: the target's answer slots go to
+    // the askers that used them least lately, so the quiet questions would count against
+    // the legitimate device during the attack.
+    let quiet = linked_device("quiet", group).await?;
+    let device = linked_device("probe", group).await?;
 
     // Quiet: the target idles, then 20 probes.
     let (mut asks, mut calls) = (Vec::new(), Vec::new());
@@ -379,11 +392,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ => (20, PROBE_EVERY),
     };
     for _ in 0..quiet_probes {
-        let (a, c) = probe(&device).await;
+        let (a, c) = probe(&quiet).await;
         asks.push(a.map_err(|e| anyhow::anyhow!("a quiet ask failed: {e}"))?);
         calls.push(c.map_err(|e| anyhow::anyhow!("a quiet call failed: {e}"))?);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    quiet.close().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_rss = status_kib(pid, "VmRSS:")?;
     let idle_hwm = status_kib(pid, "VmHWM:")?;
@@ -407,6 +421,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let deadline = start + Duration::from_secs(args.secs);
     let (mut ask_probes, mut call_probes) = (Probes::default(), Probes::default());
     let mut peak_rss = 0;
+    if args.attack == Attack::Answer {
+        // The first question waits one interval: at the attack's first instant the
+        // attackers have no history yet, and the legitimate device is one of 21 equal
+        // newcomers behind a full queue (the slots favour who used them least lately).
+        tokio::time::sleep(every).await;
+    }
     while Instant::now() < deadline {
         let (a, c) = probe(&device).await;
         ask_probes.add(a, ask_bound);

@@ -35,12 +35,7 @@ pub(super) fn build_hail() -> anyhow::Result<PathBuf> {
         "--message-format=json-render-diagnostics",
     ]);
     eprintln!("netsim: {}", cmd::describe(&build));
-    let out = cmd::stdout(&mut build)?;
-    out.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "hail")
-        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
-        .context("cargo built no `hail` executable")
+    cmd::executable(&cmd::stdout(&mut build)?, "hail")
 }
 
 /// The group of run `run`: 239.255.77.1, or the link-scoped ff02::4d:1 for IPv6, on a port

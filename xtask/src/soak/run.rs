@@ -8,8 +8,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use serde_json::Value;
+use anyhow::Context;
 
 use super::Args;
 use super::ledger::{End, Ledger, Life, Sent};
@@ -307,19 +306,7 @@ pub(super) fn build_node() -> anyhow::Result<PathBuf> {
         "--message-format=json-render-diagnostics",
     ]);
     println!("==> {}", cmd::describe(&c));
-    let out = cmd::stdout(&mut c)?;
-    for line in out.lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        if v["reason"] == "compiler-artifact"
-            && v["target"]["name"] == "soak_node"
-            && let Some(exe) = v["executable"].as_str()
-        {
-            return Ok(PathBuf::from(exe));
-        }
-    }
-    bail!("cargo build did not report the soak_node executable")
+    cmd::executable(&cmd::stdout(&mut c)?, "soak_node")
 }
 
 /// A free UDP port on loopback for the discovery group.
