@@ -23,9 +23,11 @@ What it measures, side by side in one run:
   did not arrive. `cpu us/msg` is the CPU time (every thread of the process) per message
   of the sender, from its first send until the receiver has counted, and of the receiver
   while it counted: unlike the rates it does not depend on what else the machine runs.
-  hail's receiver reads `async for event in dev.events()` ("hail
-  send_nowait") or `await events.batch(1024)` ("hail (rx batch)"); zenoh's is a
-  subscriber callback; asyncio's `readexactly` twice per message.
+  hail's receiver reads `async for event in dev.events()` ("hail send_nowait") or `await
+  events.batch(1024)` ("hail (rx batch)"); zenoh's is a subscriber callback that counts
+  the sample without reading its payload ("zenoh put"), or also takes the payload as
+  `bytes` (`sample.payload.to_bytes()`, "zenoh (to_bytes)"), as a hail `Message` carries
+  it; asyncio's `readexactly` twice per message.
 - `ask-p50` / `ask-p99`: one question, one answer, one peer, one at a time: hail's `await
   ask(peer, q)`, zenoh's `Session.get` to one queryable (time to its reply), asyncio's
   write-then-readexactly on one connection. In microseconds.
@@ -145,6 +147,8 @@ def rx_zenoh(args):
     done = threading.Event()
 
     def on_sample(sample):
+        if args.bytes:
+            sample.payload.to_bytes()  # the message as `bytes`, as hail's Message.data is
         got[0] += 1
         got[1] = time.monotonic()
         if got[0] >= args.count:
@@ -287,11 +291,11 @@ def send_hail_batch(size, count, idle):
     return send_hail(size, count, idle, batch=1)
 
 
-def send_zenoh(size, count, idle):
+def send_zenoh(size, count, idle, to_bytes=0):
     import zenoh
 
     addr = f"{LOOPBACK}:{free_port()}"
-    rx = Receiver("zenoh", count, idle, addr=addr)
+    rx = Receiver("zenoh", count, idle, addr=addr, bytes=to_bytes)
     session = zenoh.open(zenoh_config(connect=addr))
     pub = session.declare_publisher("bench/msg", congestion_control=zenoh.CongestionControl.BLOCK)
     deadline = time.monotonic() + 10
@@ -307,11 +311,16 @@ def send_zenoh(size, count, idle):
         put(payload)
     t_sent = time.monotonic()
     result = rx.line()
-    row = rate_row("zenoh put", size, count, t0, t_sent, result, 0, time.process_time() - c0)
+    name = "zenoh (to_bytes)" if to_bytes else "zenoh put"
+    row = rate_row(name, size, count, t0, t_sent, result, 0, time.process_time() - c0)
     rx.stop()
     pub.undeclare()
     session.close()
     return row
+
+
+def send_zenoh_bytes(size, count, idle):
+    return send_zenoh(size, count, idle, to_bytes=1)
 
 
 def send_asyncio(size, count, idle):
@@ -456,6 +465,7 @@ def main():
     ap.add_argument("--group")
     ap.add_argument("--addr")
     ap.add_argument("--batch", type=int, default=0)
+    ap.add_argument("--bytes", type=int, default=0)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--json", dest="json_out")
@@ -476,7 +486,7 @@ def main():
     rows = []
     for size in SIZES:
         for r in range(rounds):
-            for fn in (send_hail, send_hail_batch, send_zenoh, send_asyncio):
+            for fn in (send_hail, send_hail_batch, send_zenoh, send_zenoh_bytes, send_asyncio):
                 row = fn(size, counts[size], args.idle)
                 row["round"] = r
                 rows.append(row)
