@@ -12,7 +12,8 @@
 //!
 //! A loop that cannot watch a socket (`add_reader` raises, as Windows' proactor loop does)
 //! gets `future_into_py` instead. Cancelling the awaitable aborts the task (every hail
-//! future is cancel-safe).
+//! future is cancel-safe); a task that ends without an output (a panic) fails its
+//! awaitable with `RuntimeError` rather than leaving it waiting.
 
 use std::future::Future;
 use std::io::{ErrorKind, Read, Write};
@@ -21,6 +22,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 use pyo3::IntoPyObjectExt;
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use tokio::task::AbortHandle;
@@ -139,6 +141,38 @@ fn settle(py: Python<'_>, d: Done) {
     }
 }
 
+/// Completes one awaitable: with its output, or, if its task ends without one (it
+/// panicked, or was aborted because the awaitable was cancelled), with `RuntimeError`
+/// (which a cancelled awaitable ignores), so an awaitable never waits for nothing.
+struct Completer {
+    queue: Arc<Queue>,
+    /// `None` once completed.
+    fut: Option<Py<PyAny>>,
+}
+
+impl Completer {
+    fn complete(mut self, convert: Convert) {
+        if let Some(fut) = self.fut.take() {
+            self.queue.push(Done { fut, convert });
+        }
+    }
+}
+
+impl Drop for Completer {
+    fn drop(&mut self) {
+        if let Some(fut) = self.fut.take() {
+            self.queue.push(Done {
+                fut,
+                convert: Box::new(|_| {
+                    Err(PyRuntimeError::new_err(
+                        "hail's task for this awaitable ended without a result (it panicked)",
+                    ))
+                }),
+            });
+        }
+    }
+}
+
 /// Aborts the task behind an awaitable once the awaitable is done: a no-op when the task
 /// finished it, the end of the task when the awaitable was cancelled.
 #[pyclass(module = "hail._hail", name = "_AbortOnDone", frozen)]
@@ -186,13 +220,13 @@ where
         });
     };
     let py_fut = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
-    let target = py_fut.clone().unbind();
+    let completer = Completer {
+        queue,
+        fut: Some(py_fut.clone().unbind()),
+    };
     let task = runtime().spawn(async move {
         let out = fut.await;
-        queue.push(Done {
-            fut: target,
-            convert: Box::new(move |py| convert(py, out)),
-        });
+        completer.complete(Box::new(move |py| convert(py, out)));
     });
     py_fut.call_method1(
         pyo3::intern!(py, "add_done_callback"),

@@ -716,24 +716,34 @@ pub(crate) struct Events {
 
 impl Events {
     /// Events waiting now, up to `max`, if no other read is in flight (it holds the
-    /// stream; waiting for it would break the order). `recv` polled once with a waker that
-    /// does nothing, rather than `try_recv`: it takes what waits from the device's stream
-    /// up to 64 at a time, so a burst frees the device's stream (and wakes the device
-    /// waiting for room) once per 64 events, not once per event.
+    /// stream; waiting for it would break the order).
     fn take_ready(&self, max: usize) -> Vec<DeviceEvent> {
         let mut ready = Vec::new();
-        let Ok(mut s) = self.stream.try_lock() else {
-            return ready;
-        };
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        while ready.len() < max {
-            let next = std::pin::pin!(s.recv());
-            match next.poll(&mut cx) {
-                std::task::Poll::Ready(Some(e)) => ready.push(e),
-                _ => break,
+        if let Ok(mut s) = self.stream.try_lock() {
+            while ready.len() < max
+                && let Some(e) = waiting(&mut s)
+            {
+                ready.push(e);
             }
         }
         ready
+    }
+
+    /// The next event waiting now, as `take_ready(1)` without the list.
+    fn take_one(&self) -> Option<DeviceEvent> {
+        waiting(&mut *self.stream.try_lock().ok()?)
+    }
+}
+
+/// The next event waiting in `s`, without waiting: `recv` polled once with a waker that
+/// does nothing, rather than `try_recv`, so what waits is taken from the device's stream up
+/// to 64 at a time and a burst frees the stream (and wakes the device waiting for room)
+/// once per 64 events, not once per event.
+fn waiting(s: &mut DeviceEvents) -> Option<DeviceEvent> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(s.recv()).poll(&mut cx) {
+        std::task::Poll::Ready(e) => e,
+        std::task::Poll::Pending => None,
     }
 }
 
@@ -757,7 +767,7 @@ impl Events {
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         // An event already waiting is handed over in a future completed at once, with no
         // trip through the runtime's threads.
-        if let Some(e) = self.take_ready(1).pop() {
+        if let Some(e) = self.take_one() {
             return ready(py, event_to_py(py, e, &self.senders)?);
         }
         let stream = self.stream.clone();
@@ -772,8 +782,7 @@ impl Events {
     /// `try_next()`: the next event if one is waiting now, else `None` (also once the
     /// device is closed, or while another read of the stream is in flight). Never waits.
     fn try_next(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        self.take_ready(1)
-            .pop()
+        self.take_one()
             .map(|e| event_to_py(py, e, &self.senders))
             .transpose()
     }

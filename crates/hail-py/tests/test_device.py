@@ -377,3 +377,30 @@ def test_a_plain_handler_that_blocks_holds_up_no_other_question(group):
         await close(a, b)
 
     bounded(main())
+
+
+def test_awaitables_complete_on_each_of_several_event_loops(group):
+    import threading
+
+    a, b = pair(group)
+    b.on_question(lambda sender, q: q)
+    bounded(joined(a, "beta"))
+    results = {}
+
+    def asker(n):
+        async def main():
+            return [await a.ask("beta", b"%d-%d" % (n, i)) for i in range(20)]
+
+        results[n] = bounded(main())
+
+    # Loops of their own, one after another on this thread and at once on two others.
+    asker(0)
+    threads = [threading.Thread(target=asker, args=(n,)) for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    asker(3)
+    for n in range(4):
+        assert results[n] == [{"beta": b"%d-%d" % (n, i)} for i in range(20)]
+    bounded(close(a, b))

@@ -19,8 +19,14 @@ def waker(loop: Any) -> _LoopWaker:
     w = _wakers.get(loop)
     if w is None:
         w = _LoopWaker()
-        loop.add_reader(w.fileno(), w.drain)
+        # First, so that a loop that cannot be weakly referenced (TypeError: hail falls back
+        # to another bridge) is not left watching a socket per awaitable.
         _wakers[loop] = w
+        try:
+            loop.add_reader(w.fileno(), w.drain)
+        except BaseException:
+            del _wakers[loop]
+            raise
     return w
 
 
