@@ -300,37 +300,38 @@ impl Handler {
     }
 
     /// Calls it through `hail._invoke.<helper>` (`acall*` on its loop, `call*` on a
-    /// handler thread, see [`python_threads`]) with the arguments `args` makes, and returns what `out`
-    /// makes of its result, or its exception as text. One trip into Python (one GIL
-    /// acquisition) per call of a plain function.
+    /// handler thread, see [`python_threads`]) with the arguments `args` makes, and returns
+    /// what `out` makes of its result, or its exception as text (or `args`' error, without
+    /// calling it). One trip into Python (one GIL acquisition) per call of a plain
+    /// function.
     pub(crate) async fn invoke<T: Send + 'static>(
         &self,
         helper: Helper,
-        args: impl FnOnce(Python<'_>) -> Vec<Py<PyAny>> + Send + 'static,
+        args: impl FnOnce(Python<'_>) -> Result<Vec<Py<PyAny>>, String> + Send + 'static,
         out: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> Result<T, String> + Send + 'static,
     ) -> Result<T, String> {
         let f = self.f.clone();
         let call = move |py: Python<'_>, asynchronous: bool| {
-            let all: Vec<Py<PyAny>> = std::iter::once(f.clone_ref(py)).chain(args(py)).collect();
-            let called = helper.get(py, asynchronous)?.call1(PyTuple::new(py, all)?);
-            called.map(Bound::unbind)
+            let args = args(py)?;
+            let all: Vec<Py<PyAny>> = std::iter::once(f.clone_ref(py)).chain(args).collect();
+            let called = helper
+                .get(py, asynchronous)
+                .and_then(|h| h.call1(PyTuple::new(py, all)?));
+            called.map(Bound::unbind).map_err(|e| describe(&e))
         };
         match &self.locals {
             Some(locals) => {
                 let fut = Python::attach(|py| {
                     let coro = call(py, true)?;
                     pyo3_async_runtimes::into_future_with_locals(locals, coro.into_bound(py))
-                })
-                .map_err(|e| describe(&e))?;
+                        .map_err(|e| describe(&e))
+                })?;
                 let result = fut.await.map_err(|e| describe(&e))?;
                 Python::attach(|py| out(py, result.bind(py)))
             }
             None => {
                 python_threads::call(move || {
-                    Python::attach(|py| match call(py, false) {
-                        Ok(result) => out(py, result.bind(py)),
-                        Err(e) => Err(describe(&e)),
-                    })
+                    Python::attach(|py| out(py, call(py, false)?.bind(py)))
                 })
                 .await
             }
@@ -579,10 +580,10 @@ impl PyDevice {
                 let handler = handler.clone();
                 async move {
                     let args = move |py: Python<'_>| {
-                        vec![
+                        Ok(vec![
                             PyString::new(py, &from).into_any().unbind(),
                             pyo3::types::PyBytes::new(py, &question).into_any().unbind(),
-                        ]
+                        ])
                     };
                     handler.invoke(Helper::Call, args, answer_bytes).await
                 }
@@ -609,7 +610,7 @@ impl PyDevice {
                 let handler = handler.clone();
                 async move {
                     let args =
-                        move |py: Python<'_>| vec![PyString::new(py, &arg).into_any().unbind()];
+                        move |py: Python<'_>| Ok(vec![PyString::new(py, &arg).into_any().unbind()]);
                     let out = |_: Python<'_>, out: &Bound<'_, PyAny>| {
                         out.extract::<String>().map_err(|e| describe(&e))
                     };

@@ -171,13 +171,15 @@ impl Callbacks {
     }
 }
 
-/// Calls `handler` (if any) with `args`; its exception is logged on the `hail` logger by
-/// `hail._invoke` and otherwise ignored (the link goes on).
+/// Calls `handler` (if any) with what `args` makes (nothing: not called); its exception
+/// is logged on the `hail` logger by `hail._invoke` and otherwise ignored (the link goes
+/// on).
 async fn run(
     handler: Option<&Handler>,
-    args: impl FnOnce(Python<'_>) -> Vec<Py<PyAny>> + Send + 'static,
+    args: impl FnOnce(Python<'_>) -> Option<Vec<Py<PyAny>>> + Send + 'static,
 ) {
     if let Some(h) = handler {
+        let args = move |py: Python<'_>| args(py).ok_or_else(String::new);
         let _ = h.invoke(Helper::Call, args, |_, _| Ok(())).await;
     }
 }
@@ -285,7 +287,7 @@ impl PyServer {
                 match event {
                     ServerEvent::Connected { id, addr, .. } => {
                         run(cb.on_connect.as_ref(), move |py| {
-                            vec![int(py, id.get()), text(py, &addr.to_string())]
+                            Some(vec![int(py, id.get()), text(py, &addr.to_string())])
                         })
                         .await;
                     }
@@ -293,19 +295,20 @@ impl PyServer {
                         let Some(h) = cb.on_message.as_ref() else {
                             continue;
                         };
-                        let value = Python::attach(|py| mode.decode(py, &msg));
-                        match value {
-                            Ok(v) => {
-                                run(Some(h), move |py| vec![int(py, id.get()), v]).await;
-                            }
+                        // Decoded where the handler runs, under the same GIL acquisition.
+                        let bad = bad.clone();
+                        run(Some(h), move |py| match mode.decode(py, &msg) {
+                            Ok(v) => Some(vec![int(py, id.get()), v]),
                             Err(()) => {
                                 bad.fetch_add(1, Ordering::Relaxed);
+                                None
                             }
-                        }
+                        })
+                        .await;
                     }
                     ServerEvent::Closed { id, reason } => {
                         run(cb.on_close.as_ref(), move |py| {
-                            vec![int(py, id.get()), text(py, close_reason(&reason))]
+                            Some(vec![int(py, id.get()), text(py, close_reason(&reason))])
                         })
                         .await;
                     }
@@ -517,7 +520,7 @@ impl PyClient {
                 match event {
                     ClientEvent::Connected { addr, .. } => {
                         run(cb.on_connect.as_ref(), move |py| {
-                            vec![text(py, &addr.to_string())]
+                            Some(vec![text(py, &addr.to_string())])
                         })
                         .await;
                     }
@@ -525,16 +528,19 @@ impl PyClient {
                         let Some(h) = cb.on_message.as_ref() else {
                             continue;
                         };
-                        match Python::attach(|py| mode.decode(py, &msg)) {
-                            Ok(v) => run(Some(h), move |_| vec![v]).await,
+                        let bad = bad.clone();
+                        run(Some(h), move |py| match mode.decode(py, &msg) {
+                            Ok(v) => Some(vec![v]),
                             Err(()) => {
                                 bad.fetch_add(1, Ordering::Relaxed);
+                                None
                             }
-                        }
+                        })
+                        .await;
                     }
                     ClientEvent::Disconnected { reason } => {
                         run(cb.on_close.as_ref(), move |py| {
-                            vec![text(py, close_reason(&reason))]
+                            Some(vec![text(py, close_reason(&reason))])
                         })
                         .await;
                     }
