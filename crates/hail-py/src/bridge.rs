@@ -38,24 +38,30 @@ struct Done {
     convert: Convert,
 }
 
-/// One loop's completions, shared by its [`LoopWaker`] and the tasks that complete them.
+/// What the loop does next: set a future, or run a job (with the GIL, on its thread).
+enum Item {
+    Done(Done),
+    Run(Box<dyn FnOnce(Python<'_>) + Send>),
+}
+
+/// One loop's queue, shared by its [`LoopWaker`] and the tasks that fill it.
 struct Queue {
     /// The end the runtime's threads write a byte to.
     tx: UnixStream,
-    done: Mutex<Vec<Done>>,
+    items: Mutex<Vec<Item>>,
 }
 
 impl Queue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Done>> {
-        self.done.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Item>> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `done`; wakes the loop if the queue was empty (else a wake-up is on its way:
+    /// Queues `item`; wakes the loop if the queue was empty (else a wake-up is on its way:
     /// [`LoopWaker::drain`] reads the socket before it takes the queue).
-    fn push(&self, done: Done) {
+    fn push(&self, item: Item) {
         let first = {
             let mut q = self.lock();
-            q.push(done);
+            q.push(item);
             q.len() == 1
         };
         if first {
@@ -94,7 +100,7 @@ impl LoopWaker {
             rx,
             queue: Arc::new(Queue {
                 tx,
-                done: Mutex::new(Vec::new()),
+                items: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -104,8 +110,8 @@ impl LoopWaker {
         self.rx.as_raw_fd()
     }
 
-    /// Sets the result of every future completed since the last call (the loop calls it
-    /// when the socket is readable). The wake-ups are read first, then the queue taken, so
+    /// Sets the result of every future completed since the last call, and runs the jobs
+    /// queued (the loop calls it when the socket is readable). The wake-ups are read first, then the queue taken, so
     /// a completion queued meanwhile is either taken now or wakes the loop again.
     fn drain(&self, py: Python<'_>) {
         let mut buf = [0u8; 256];
@@ -116,9 +122,12 @@ impl LoopWaker {
                 _ => break, // drained (short read, WouldBlock), or closed
             }
         }
-        let done = std::mem::take(&mut *self.queue.lock());
-        for d in done {
-            settle(py, d);
+        let items = std::mem::take(&mut *self.queue.lock());
+        for item in items {
+            match item {
+                Item::Done(d) => settle(py, d),
+                Item::Run(job) => job(py),
+            }
         }
     }
 }
@@ -153,7 +162,7 @@ struct Completer {
 impl Completer {
     fn complete(mut self, convert: Convert) {
         if let Some(fut) = self.fut.take() {
-            self.queue.push(Done { fut, convert });
+            self.queue.push(Item::Done(Done { fut, convert }));
         }
     }
 }
@@ -161,14 +170,14 @@ impl Completer {
 impl Drop for Completer {
     fn drop(&mut self) {
         if let Some(fut) = self.fut.take() {
-            self.queue.push(Done {
+            self.queue.push(Item::Done(Done {
                 fut,
                 convert: Box::new(|_| {
                     Err(PyRuntimeError::new_err(
                         "hail's task for this awaitable ended without a result (it panicked)",
                     ))
                 }),
-            });
+            }));
         }
     }
 }
@@ -182,6 +191,56 @@ struct AbortOnDone(AbortHandle);
 impl AbortOnDone {
     fn __call__(&self, _fut: &Bound<'_, PyAny>) {
         self.0.abort();
+    }
+}
+
+/// A running event loop's queue, kept to run jobs on that loop from any thread without
+/// the GIL ([`LoopQueue::run`]).
+#[derive(Clone)]
+pub(crate) struct LoopQueue(Arc<Queue>);
+
+impl std::fmt::Debug for LoopQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopQueue").finish_non_exhaustive()
+    }
+}
+
+impl LoopQueue {
+    /// The running loop's queue; `None` without a running loop, or where it cannot watch a
+    /// socket.
+    pub(crate) fn running(py: Python<'_>) -> Option<Self> {
+        let event_loop = pyo3_async_runtimes::get_running_loop(py).ok()?;
+        waker(py, &event_loop).map(Self)
+    }
+
+    /// Runs `job` on the loop's thread, with the GIL, at its next turn. A job still queued
+    /// when the loop's waker goes (the loop was closed and dropped) is dropped unrun.
+    pub(crate) fn run(&self, job: impl FnOnce(Python<'_>) + Send + 'static) {
+        self.0.push(Item::Run(Box::new(job)));
+    }
+}
+
+/// Calls a Rust closure once, with the task it is a done callback of (`hail._hail`'s
+/// internal `_OnDone`, for `Task.add_done_callback`).
+#[pyclass(module = "hail._hail", name = "_OnDone", frozen)]
+pub(crate) struct OnDone(Mutex<Option<DoneCallback>>);
+
+/// What an [`OnDone`] calls.
+type DoneCallback = Box<dyn FnOnce(Python<'_>, &Bound<'_, PyAny>) + Send>;
+
+impl OnDone {
+    pub(crate) fn new(f: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) + Send + 'static) -> Self {
+        Self(Mutex::new(Some(Box::new(f))))
+    }
+}
+
+#[pymethods]
+impl OnDone {
+    fn __call__(&self, task: &Bound<'_, PyAny>) {
+        let f = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(f) = f {
+            f(task.py(), task);
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use pyo3_async_runtimes::TaskLocals;
 use tokio::sync::RwLock;
 
-use crate::bridge::{awaitable, ready};
+use crate::bridge::{LoopQueue, OnDone, awaitable, ready};
 use crate::errors::{self, ConfigError, HailError};
 use crate::events::{Peer, Senders, event_to_py};
 use crate::python_threads;
@@ -274,6 +274,9 @@ pub(crate) struct Handler {
     /// The loop running when the handler was registered; `None`: call it on a handler
     /// thread (`python_threads`).
     locals: Option<TaskLocals>,
+    /// That loop's queue (`bridge`), where it can watch a socket: calls are handed to the
+    /// loop through it without taking the GIL on a runtime thread.
+    on_loop: Option<LoopQueue>,
 }
 
 impl std::fmt::Debug for Handler {
@@ -293,9 +296,11 @@ impl Handler {
             Ok(_) => Some(pyo3_async_runtimes::tokio::get_current_locals(py)?),
             Err(_) => None,
         };
+        let on_loop = locals.as_ref().and_then(|_| LoopQueue::running(py));
         Ok(Self {
             f: Arc::new(f),
             locals,
+            on_loop,
         })
     }
 
@@ -311,32 +316,115 @@ impl Handler {
         out: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> Result<T, String> + Send + 'static,
     ) -> Result<T, String> {
         let f = self.f.clone();
-        let call = move |py: Python<'_>, asynchronous: bool| {
+        // `(helper, f, *args)`: what to call, with what.
+        let call_args = move |py: Python<'_>, via: Via| {
             let args = args(py)?;
-            let all: Vec<Py<PyAny>> = std::iter::once(f.clone_ref(py)).chain(args).collect();
-            let called = helper
-                .get(py, asynchronous)
-                .and_then(|h| h.call1(PyTuple::new(py, all)?));
-            called.map(Bound::unbind).map_err(|e| describe(&e))
+            let mut all: Vec<Py<PyAny>> = Vec::with_capacity(args.len() + 2);
+            all.push(
+                helper
+                    .get(py, via)
+                    .map_err(|e| describe(&e))?
+                    .clone()
+                    .unbind(),
+            );
+            all.push(f.clone_ref(py));
+            all.extend(args);
+            PyTuple::new(py, all)
+                .map(Bound::unbind)
+                .map_err(|e| describe(&e))
         };
-        match &self.locals {
-            Some(locals) => {
+        match (&self.locals, &self.on_loop) {
+            (Some(locals), Some(on_loop)) => {
+                // Handed to the loop's thread without the GIL here: called there (in the
+                // registration's context, as a task of it would be), its result converted
+                // there; a coroutine function's coroutine is run as a task, its result
+                // converted when it ends.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                // Taken by whichever answers: the call, the task's end, or a failure.
+                let slot = Arc::new(Mutex::new(Some(tx)));
+                let answer = move |r: Result<T, String>| {
+                    let tx = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    if let Some(tx) = tx {
+                        let _ = tx.send(r);
+                    }
+                };
+                let locals = locals.clone();
+                on_loop.run(move |py| {
+                    let on_end = answer.clone();
+                    let r = (|| {
+                        let context = locals.context(py);
+                        let all = call_args(py, Via::LoopStart)?.into_bound(py);
+                        let started = context.call_method1("run", all).map_err(|e| describe(&e))?;
+                        let (pending, value): (bool, Bound<'_, PyAny>) =
+                            started.extract().map_err(|e| describe(&e))?;
+                        if !pending {
+                            return out(py, &value).map(Some);
+                        }
+                        let ensure = py
+                            .import("asyncio")
+                            .and_then(|a| a.getattr("ensure_future"))
+                            .and_then(|ensure| context.call_method1("run", (ensure, value)))
+                            .map_err(|e| describe(&e))?;
+                        let done = OnDone::new(move |py, task| {
+                            on_end(
+                                task.call_method0("result")
+                                    .map_err(|e| describe(&e))
+                                    .and_then(|v| out(py, &v)),
+                            );
+                        });
+                        ensure
+                            .call_method1("add_done_callback", (done,))
+                            .map_err(|e| describe(&e))?;
+                        Ok(None)
+                    })();
+                    match r {
+                        Ok(Some(v)) => answer(Ok(v)),
+                        Ok(None) => {} // the task answers when it ends
+                        Err(e) => answer(Err(e)),
+                    }
+                });
+                rx.await.unwrap_or_else(|_| {
+                    Err("the handler's event loop did not run it (it was closed)".into())
+                })
+            }
+            (Some(locals), None) => {
                 let fut = Python::attach(|py| {
-                    let coro = call(py, true)?;
-                    pyo3_async_runtimes::into_future_with_locals(locals, coro.into_bound(py))
+                    let coro = call_all(&call_args(py, Via::Loop)?.into_bound(py))?;
+                    pyo3_async_runtimes::into_future_with_locals(locals, coro)
                         .map_err(|e| describe(&e))
                 })?;
                 let result = fut.await.map_err(|e| describe(&e))?;
                 Python::attach(|py| out(py, result.bind(py)))
             }
-            None => {
+            (None, _) => {
                 python_threads::call(move || {
-                    Python::attach(|py| out(py, call(py, false)?.bind(py)))
+                    Python::attach(|py| {
+                        out(py, &call_all(&call_args(py, Via::Thread)?.into_bound(py))?)
+                    })
                 })
                 .await
             }
         }
     }
+}
+
+/// Calls `all[0](*all[1:])`.
+fn call_all<'py>(all: &Bound<'py, PyTuple>) -> Result<Bound<'py, PyAny>, String> {
+    let rest = all.get_slice(1, all.len());
+    all.get_item(0)
+        .and_then(|h| h.call1(rest))
+        .map_err(|e| describe(&e))
+}
+
+/// How a handler is called: which of `hail._invoke`'s helpers.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    /// On a handler thread (`call*`).
+    Thread,
+    /// As a coroutine scheduled on the loop by pyo3-async-runtimes (`acall*`).
+    Loop,
+    /// Called on the loop's thread, a returned awaitable run as a task (`start*`).
+    LoopStart,
 }
 
 /// Which of `hail._invoke`'s helpers calls a handler.
@@ -351,18 +439,22 @@ pub(crate) enum Helper {
 
 impl Helper {
     /// The helper function, looked up once.
-    fn get<'py>(self, py: Python<'py>, asynchronous: bool) -> PyResult<&'py Bound<'py, PyAny>> {
-        static HELPERS: [PyOnceLock<Py<PyAny>>; 4] = [
+    fn get<'py>(self, py: Python<'py>, via: Via) -> PyResult<&'py Bound<'py, PyAny>> {
+        static HELPERS: [PyOnceLock<Py<PyAny>>; 6] = [
+            PyOnceLock::new(),
+            PyOnceLock::new(),
             PyOnceLock::new(),
             PyOnceLock::new(),
             PyOnceLock::new(),
             PyOnceLock::new(),
         ];
-        let (i, name) = match (self, asynchronous) {
-            (Self::Call, false) => (0, "call"),
-            (Self::Call, true) => (1, "acall"),
-            (Self::CallJson, false) => (2, "call_json"),
-            (Self::CallJson, true) => (3, "acall_json"),
+        let (i, name) = match (self, via) {
+            (Self::Call, Via::Thread) => (0, "call"),
+            (Self::Call, Via::Loop) => (1, "acall"),
+            (Self::Call, Via::LoopStart) => (2, "start"),
+            (Self::CallJson, Via::Thread) => (3, "call_json"),
+            (Self::CallJson, Via::Loop) => (4, "acall_json"),
+            (Self::CallJson, Via::LoopStart) => (5, "start_json"),
         };
         HELPERS[i]
             .get_or_try_init(py, || {

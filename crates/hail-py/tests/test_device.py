@@ -404,3 +404,35 @@ def test_awaitables_complete_on_each_of_several_event_loops(group):
     for n in range(4):
         assert results[n] == [{"beta": b"%d-%d" % (n, i)} for i in range(20)]
     bounded(close(a, b))
+
+
+def test_handlers_on_the_loop_see_the_registrations_context_and_fail_typed(group):
+    import contextvars
+
+    who = contextvars.ContextVar("who", default="unset")
+
+    async def main():
+        a, b = pair(group)
+        await joined(a, "beta")
+        await joined(b, "alpha")
+        who.set("registered")
+
+        def answer(sender, q):  # plain, registered with the loop running: runs on it
+            if q == b"boom":
+                raise ValueError("no such lamp")
+            return who.get().encode()
+
+        async def method(arg):  # a coroutine function: a task on the loop
+            await asyncio.sleep(0)
+            return {"who": who.get(), "arg": arg}
+
+        b.on_question(answer)
+        b.bind("who", method)
+        who.set("changed after")
+        assert await a.ask("beta", b"q") == {"beta": b"registered"}
+        failed = (await a.ask("beta", b"boom"))["beta"]
+        assert isinstance(failed, hail.RemoteError) and "ValueError: no such lamp" in str(failed)
+        assert await a.call("beta", "who", 7) == {"who": "registered", "arg": 7}
+        await close(a, b)
+
+    bounded(main())
