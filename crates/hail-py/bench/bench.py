@@ -29,7 +29,9 @@ What it measures, side by side in one run:
   `bytes` (`sample.payload.to_bytes()`, "zenoh (to_bytes)"), as a hail `Message` carries
   it; asyncio's `readexactly` twice per message.
 - `ask-p50` / `ask-p99`: one question, one answer, one peer, one at a time: hail's `await
-  ask(peer, q)`, zenoh's `Session.get` to one queryable (time to its reply), asyncio's
+  ask(peer, q)` (the answerer's plain handler registered with no event loop running, so
+  on hail's handler threads, "hail ask"; or registered inside `asyncio.run`, so on that
+  loop, "hail ask (on loop)"), zenoh's `Session.get` to one queryable (time to its reply), asyncio's
   write-then-readexactly on one connection. In microseconds.
 
 Usage: `python bench.py [--quick] [--json FILE]`.
@@ -79,7 +81,8 @@ def rx_hail(args):
     import hail
 
     dev = hail.Device("rx", interface=LOOPBACK, group=args.group)
-    dev.on_question(lambda sender, q: b"ok")
+    if not args.on_loop:
+        dev.on_question(lambda sender, q: b"ok")  # no loop running: on hail's threads
 
     async def main():
         state = {"got": 0, "last": 0.0}
@@ -117,8 +120,17 @@ def rx_hail(args):
         await asyncio.sleep(0.5)  # let the sender see its last sends handed over
         await dev.close()
 
+    async def answer_on_loop():
+        # Registered with the loop running, as in the package README: runs on the loop.
+        dev.on_question(lambda sender, q: b"ok")
+        say({"ready": True})
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await dev.close()
+
     if args.count:
         asyncio.run(main())
+    elif args.on_loop:
+        asyncio.run(answer_on_loop())
     else:
         say({"ready": True})
         sys.stdin.read()  # questions only: until the sender closes our stdin
@@ -366,11 +378,11 @@ def latency_row(name, samples):
     }
 
 
-def ask_hail(n, warmup):
+def ask_hail(n, warmup, on_loop=0):
     import hail
 
     group = HAIL_GROUP.format(random.randint(1, 250), free_port(socket.SOCK_DGRAM))
-    rx = Receiver("hail", 0, 1, group=group)
+    rx = Receiver("hail", 0, 1, group=group, on_loop=on_loop)
 
     async def main():
         dev = hail.Device("tx", interface=LOOPBACK, group=group)
@@ -389,7 +401,11 @@ def ask_hail(n, warmup):
 
     samples = asyncio.run(main())
     rx.stop()
-    return latency_row("hail ask", samples)
+    return latency_row("hail ask (on loop)" if on_loop else "hail ask", samples)
+
+
+def ask_hail_on_loop(n, warmup):
+    return ask_hail(n, warmup, on_loop=1)
 
 
 def ask_zenoh(n, warmup):
@@ -466,6 +482,7 @@ def main():
     ap.add_argument("--addr")
     ap.add_argument("--batch", type=int, default=0)
     ap.add_argument("--bytes", type=int, default=0)
+    ap.add_argument("--on_loop", type=int, default=0)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--json", dest="json_out")
@@ -492,7 +509,7 @@ def main():
                 rows.append(row)
                 print(f"  {row}", file=sys.stderr)
     for r in range(rounds):
-        for fn in (ask_hail, ask_zenoh, ask_asyncio):
+        for fn in (ask_hail, ask_hail_on_loop, ask_zenoh, ask_asyncio):
             row = fn(n_ask, 100)
             row["round"] = r
             rows.append(row)
