@@ -20,6 +20,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use pyo3::IntoPyObjectExt;
 use pyo3::exceptions::PyRuntimeError;
@@ -48,11 +49,23 @@ enum Item {
 struct Queue {
     /// The end the runtime's threads write a byte to.
     tx: UnixStream,
-    items: Mutex<Vec<Item>>,
+    items: Mutex<Items>,
 }
 
+/// The queued items, and since when the queue has not been empty.
+#[derive(Default)]
+struct Items {
+    items: Vec<Item>,
+    since: Option<Instant>,
+}
+
+/// How long a loop may leave its queue undrained before [`LoopQueue::stuck`] says so: 1 s
+/// (a running loop drains within its next turn; one that long behind is closed, or blocked
+/// by code that does not yield).
+const STUCK: Duration = Duration::from_secs(1);
+
 impl Queue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Item>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Items> {
         self.items.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -61,8 +74,9 @@ impl Queue {
     fn push(&self, item: Item) {
         let first = {
             let mut q = self.lock();
-            q.push(item);
-            q.len() == 1
+            q.items.push(item);
+            q.since.get_or_insert_with(Instant::now);
+            q.items.len() == 1
         };
         if first {
             // WouldBlock: the socket holds unread wake-ups already; the loop will drain.
@@ -100,7 +114,7 @@ impl LoopWaker {
             rx,
             queue: Arc::new(Queue {
                 tx,
-                items: Mutex::new(Vec::new()),
+                items: Mutex::new(Items::default()),
             }),
         })
     }
@@ -122,7 +136,7 @@ impl LoopWaker {
                 _ => break, // drained (short read, WouldBlock), or closed
             }
         }
-        let items = std::mem::take(&mut *self.queue.lock());
+        let items = std::mem::take(&mut *self.queue.lock()).items;
         for item in items {
             match item {
                 Item::Done(d) => settle(py, d),
@@ -214,9 +228,24 @@ impl LoopQueue {
     }
 
     /// Runs `job` on the loop's thread, with the GIL, at its next turn. A job still queued
-    /// when the loop's waker goes (the loop was closed and dropped) is dropped unrun.
+    /// when the loop's waker goes (the loop was closed and dropped), or when [`clear`]
+    /// is called, is dropped unrun.
+    ///
+    /// [`clear`]: Self::clear
     pub(crate) fn run(&self, job: impl FnOnce(Python<'_>) + Send + 'static) {
         self.0.push(Item::Run(Box::new(job)));
+    }
+
+    /// Whether the loop has left its queue undrained for longer than [`STUCK`] (1 s): it
+    /// is closed, or blocked. Needs no GIL.
+    pub(crate) fn stuck(&self) -> bool {
+        self.0.lock().since.is_some_and(|t| t.elapsed() > STUCK)
+    }
+
+    /// Drops everything queued (the loop is closed): jobs unrun, results unset.
+    pub(crate) fn clear(&self) {
+        let items = std::mem::take(&mut *self.0.lock());
+        drop(items);
     }
 }
 

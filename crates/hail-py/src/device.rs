@@ -335,6 +335,26 @@ impl Handler {
         };
         match (&self.locals, &self.on_loop) {
             (Some(locals), Some(on_loop)) => {
+                // A loop that has not drained its queue for a second may be closed (a
+                // handler outlives the `asyncio.run` it was registered in): then its calls
+                // would wait for ever, and pile up with each question. Asked of the loop
+                // (with the GIL, on a handler thread) only then.
+                if on_loop.stuck() {
+                    let locals = locals.clone();
+                    let closed = python_threads::call(move || {
+                        Python::attach(|py| {
+                            let is_closed = locals.event_loop(py).call_method0("is_closed");
+                            is_closed.and_then(|c| c.is_truthy()).unwrap_or(true)
+                        })
+                    })
+                    .await;
+                    if closed {
+                        on_loop.clear();
+                        return Err("RuntimeError: the event loop the handler was registered \
+                                    on is closed"
+                            .into());
+                    }
+                }
                 // Handed to the loop's thread without the GIL here: called there (in the
                 // registration's context, as a task of it would be), its result converted
                 // there; a coroutine function's coroutine is run as a task, its result

@@ -436,3 +436,29 @@ def test_handlers_on_the_loop_see_the_registrations_context_and_fail_typed(group
         await close(a, b)
 
     bounded(main())
+
+
+def test_a_handler_whose_loop_is_closed_fails_questions_instead_of_piling_them_up(group):
+    import time
+
+    a, b = pair(group)
+
+    async def register():
+        b.on_question(lambda sender, q: b"never")  # on this loop, closed when it ends
+        await joined(b, "alpha")
+
+    bounded(register())
+
+    async def main():
+        await joined(a, "beta")
+        # The first waits in the closed loop's queue: no answer in time.
+        first = (await a.ask("beta", b"1", timeout=1.5))["beta"]
+        assert isinstance(first, hail.NoAnswer)
+        # Its queue a second behind, the next finds the loop closed and fails at once.
+        t = time.monotonic()
+        second = (await a.ask("beta", b"2", timeout=5.0))["beta"]
+        assert isinstance(second, hail.RemoteError) and "closed" in str(second)
+        assert time.monotonic() - t < 2.5
+        await close(a, b)
+
+    bounded(main())
