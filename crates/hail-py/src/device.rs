@@ -308,9 +308,8 @@ impl Handler {
     /// returns what `out` makes of its result, or its exception as text (or `args`' error,
     /// without calling it): `start*` on the loop it was registered on, handed over through
     /// that loop's bridge queue (`acall*` through pyo3-async-runtimes where the loop cannot
-    /// watch a socket), or `call*` on a handler thread (see [`python_threads`]). Either
-    /// way no runtime thread takes the GIL for a plain function, and it is one trip into
-    /// Python.
+    /// watch a socket), or `call*` on a handler thread (see [`python_threads`]). Those two
+    /// take no GIL on a runtime thread; each call is one trip into Python.
     pub(crate) async fn invoke<T: Send + 'static>(
         &self,
         helper: Helper,
