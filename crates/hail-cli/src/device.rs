@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
-use hail::discovery::{DEFAULT_GROUP, LeaveReason};
+use hail::discovery::LeaveReason;
 use hail::prelude::*;
 use serde_json::{Value, json};
 
 use crate::answer::{self, AnswerCmd};
 use crate::fail::{Kind, KindExt, fail};
 use crate::out::{self, escape, json_line, payload_json, text, waiting};
+use crate::printer::{Line, Printer};
 use crate::{Common, parse_duration, shutdown_signal};
 
 /// How long `send`, `ask` and `call` wait to find their targets by default: 5 s.
@@ -134,14 +135,26 @@ fn default_name(cmd: &str) -> String {
 
 /// Starts a device with the common flags; its links listen on `port` (0: a free one).
 async fn start(common: &Common, name: &str, port: u16) -> anyhow::Result<(Device, DeviceEvents)> {
-    let mut builder = Device::builder(name).group(common.group.unwrap_or(DEFAULT_GROUP));
+    let mut builder = Device::builder(name);
+    // Unset, the device picks its default group: the IPv6 one where its interfaces
+    // have no IPv4 address.
+    if let Some(g) = common.group {
+        builder = builder.group(g);
+    }
     for i in &common.interface {
         builder = builder.interface(i.clone());
     }
-    let ip = common
-        .listen_ip(common.group.is_some_and(|g| g.is_ipv6()))
-        .kind(Kind::Usage)?;
-    builder = builder.listen(SocketAddr::new(ip, port));
+    let v6 = match common.group {
+        Some(g) => g.is_ipv6(),
+        None => common.only_ipv6().kind(Kind::Usage)?,
+    };
+    let ip = common.listen_ip(v6).kind(Kind::Usage)?;
+    builder = if ip.is_unspecified() {
+        // Every interface: the device's default address (dual-stack where it can be).
+        builder.listen_port(port)
+    } else {
+        builder.listen(SocketAddr::new(ip, port))
+    };
     if let Some(p) = &common.passphrase {
         builder = builder.passphrase(p.clone());
     }
@@ -222,41 +235,55 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
         ))
     });
     let json = common.json;
+    // Printed by a thread of its own: a reader of stdout that falls behind (or reads
+    // nothing) holds back the events, never the answers, the calls or the links.
+    let printer = Printer::start(if json { skipped_json } else { skipped_text })
+        .context("cannot start the thread that prints")?;
+    let out = printer.clone();
     device.on_question(move |from, question| {
         let cmd = answer_cmd.clone();
+        let out = out.clone();
         async move {
-            if json {
-                json_line(&json!({
+            out.print_or_skip(if json {
+                json!({
                     "event": "question", "from": from, "question": payload_json(&question),
-                }));
+                })
+                .to_string()
             } else {
-                say!("question from {}: {}", escape(&from), text(&question));
-            }
+                format!("question from {}: {}", escape(&from), text(&question))
+            });
             match cmd {
                 None => Ok(question),
                 Some(cmd) => {
-                    cmd.answer(&from, &question, |note| print_note(&from, &note, json))
-                        .await
+                    cmd.answer(&from, &question, |note| {
+                        if let Some(line) = note_line(&from, &note, json) {
+                            out.print_or_skip(line);
+                        }
+                    })
+                    .await
                 }
             }
         }
     })?;
     let started = Instant::now();
     serve_methods(&device, started)?;
-    if json {
-        json_line(&json!({
-            "event": "listening", "name": device.name(), "id": device.id().to_string(),
-            "address": device.local_addr().to_string(), "group": device.group().to_string(),
-        }));
-    } else {
-        say!(
-            "listening as {} ({}) on {}, group {}; serving {METHODS}; Ctrl-C to stop",
-            escape(device.name()),
-            device.id(),
-            device.local_addr(),
-            device.group()
-        );
-    }
+    printer
+        .print(if json {
+            json!({
+                "event": "listening", "name": device.name(), "id": device.id().to_string(),
+                "address": device.local_addr().to_string(), "group": device.group().to_string(),
+            })
+            .to_string()
+        } else {
+            format!(
+                "listening as {} ({}) on {}, group {}; serving {METHODS}; Ctrl-C to stop",
+                escape(device.name()),
+                device.id(),
+                device.local_addr(),
+                device.group()
+            )
+        })
+        .await;
     let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
@@ -265,10 +292,36 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
             () = &mut stop => break,
         };
         let Some(event) = event else { break };
-        print_event(&event, json);
+        // Waits while the lines before take the room: the events wait in the device's
+        // stream meanwhile, and the peers that send them are held back. A message's line
+        // is about its payload's length (twice that in hex), and is written from the
+        // payload itself, not from a copy.
+        let len = match &event {
+            DeviceEvent::Message { payload, .. } => payload.len(),
+            _ => 256,
+        };
+        if let Some(line) = event_line(event, json) {
+            printer.print_sized(len, line).await;
+        }
     }
     device.close().await;
+    // What is queued is printed, unless stdout reads nothing at all.
+    printer.flush(FLUSH_LIMIT).await;
     Ok(())
+}
+
+/// How long `hail listen` waits, when it stops, for the lines still queued to be printed:
+/// 2 s.
+const FLUSH_LIMIT: Duration = Duration::from_secs(2);
+
+/// The line said in place of `n` lines not printed (human output).
+fn skipped_text(n: u64) -> String {
+    format!("{n} lines not printed: stdout was full (questions and notes are not waited for)")
+}
+
+/// The line said in place of `n` lines not printed (`--json`).
+fn skipped_json(n: u64) -> String {
+    json!({ "event": "not_printed", "lines": n }).to_string()
 }
 
 /// Refused questions are said at most once per this time (10 s), with how many there
@@ -290,45 +343,48 @@ fn busy_due() -> Option<u64> {
     Some(n)
 }
 
-/// What happened to a question answered by `--answer-cmd`, beyond its answer.
-fn print_note(from: &str, note: &answer::Note, json: bool) {
+/// What happened to a question answered by `--answer-cmd`, beyond its answer, as a
+/// line to print (none for a refusal within [`BUSY_SAY_EVERY`] of the last said).
+fn note_line(from: &str, note: &answer::Note, json: bool) -> Option<String> {
     use answer::Note;
-    match (note, json) {
+    Some(match (note, json) {
         (Note::Busy, json) => {
-            let Some(n) = busy_due() else { return };
+            let n = busy_due()?;
             if json {
-                json_line(&json!({ "event": "busy", "from": from, "refused": n }));
+                json!({ "event": "busy", "from": from, "refused": n }).to_string()
             } else if n == 1 {
-                say!(
+                format!(
                     "question from {} refused: busy (every answer slot and queue place taken)",
                     escape(from)
-                );
+                )
             } else {
-                say!(
+                format!(
                     "question from {} refused: busy (every answer slot and queue place \
                      taken); {n} refused since the last such line",
                     escape(from)
-                );
+                )
             }
         }
-        (Note::Killed(after), true) => json_line(&json!({
+        (Note::Killed(after), true) => json!({
             "event": "answer_killed", "from": from, "after_ms": after.as_millis() as u64,
-        })),
-        (Note::Killed(after), false) => say!(
+        })
+        .to_string(),
+        (Note::Killed(after), false) => format!(
             "answer command for {} killed with its process group after {after:?}",
             escape(from)
         ),
-        (Note::Truncated(out, err), true) => json_line(&json!({
+        (Note::Truncated(out, err), true) => json!({
             "event": "answer_truncated", "from": from, "limit": answer::OUTPUT_LIMIT,
             "stdout_discarded": out, "stderr_discarded": err,
-        })),
-        (Note::Truncated(out, err), false) => say!(
+        })
+        .to_string(),
+        (Note::Truncated(out, err), false) => format!(
             "answer command for {} printed more than {} KiB: {out} bytes of stdout and {err} \
              of stderr discarded",
             escape(from),
             answer::OUTPUT_LIMIT / 1024
         ),
-    }
+    })
 }
 
 /// Binds `echo` and `info` on every link of the device.
@@ -358,53 +414,79 @@ fn addresses(peer: &PeerInfo) -> Vec<String> {
     peer.addresses.iter().map(ToString::to_string).collect()
 }
 
-fn print_event(event: &DeviceEvent, json: bool) {
-    match event {
+/// An event of `hail listen` as a line to print (none for those it does not show).
+fn event_line(event: DeviceEvent, json: bool) -> Option<Line> {
+    if let (DeviceEvent::Message { from, payload, .. }, false) = (&event, json) {
+        return Some(Box::new(MessageLine {
+            from: escape(from).into_owned(),
+            payload: payload.clone(),
+        }));
+    }
+    Some(Box::new(match &event {
         DeviceEvent::PeerJoined(p) => {
             if json {
-                json_line(&json!({
+                json!({
                     "event": "joined", "name": p.name, "id": p.id.to_string(),
                     "addresses": addresses(p),
-                }));
+                })
+                .to_string()
             } else {
-                say!(
+                format!(
                     "joined {} ({}) at {}",
                     escape(&p.name),
                     p.id,
                     addresses(p).join(", ")
-                );
+                )
             }
         }
         DeviceEvent::PeerLeft { peer, reason } => {
             if json {
-                json_line(&json!({
+                json!({
                     "event": "left", "name": peer.name, "id": peer.id.to_string(),
                     "reason": leave_reason(reason),
-                }));
+                })
+                .to_string()
             } else {
-                say!("left {} ({})", escape(&peer.name), leave_reason(reason));
+                format!("left {} ({})", escape(&peer.name), leave_reason(reason))
             }
         }
         DeviceEvent::Message { from, payload, .. } => {
             if json {
-                json_line(&json!({
+                json!({
                     "event": "message", "from": from, "message": payload_json(payload),
-                }));
+                })
+                .to_string()
             } else {
-                say!("message from {}: {}", escape(from), text(payload));
+                format!("message from {}: {}", escape(from), text(payload))
             }
         }
         DeviceEvent::DuplicateName { name, ids } => {
             let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
             if json {
-                json_line(&json!({ "event": "duplicate_name", "name": name, "ids": ids }));
+                json!({ "event": "duplicate_name", "name": name, "ids": ids }).to_string()
             } else {
-                say!("duplicate name {}: {}", escape(name), ids.join(", "));
+                format!("duplicate name {}: {}", escape(name), ids.join(", "))
             }
         }
         // The joins and leaves above say the same, one peer at a time.
-        DeviceEvent::PeersChanged(_) => {}
-        other => tracing::debug!(?other, "event"),
+        DeviceEvent::PeersChanged(_) => return None,
+        other => {
+            tracing::debug!(?other, "event");
+            return None;
+        }
+    }))
+}
+
+/// A message as `hail listen` shows it to a human, written from its payload.
+struct MessageLine {
+    /// Escaped.
+    from: String,
+    payload: Bytes,
+}
+
+impl std::fmt::Display for MessageLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "message from {}: {}", self.from, text(&self.payload))
     }
 }
 

@@ -27,6 +27,7 @@ mod device;
 mod fail;
 mod mcast;
 mod out;
+mod printer;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -61,15 +62,17 @@ pub(crate) struct Common {
     pub(crate) passphrase: Option<String>,
     /// Interface, by name (`eth0`, `lo`), index (`3`) or address (`192.168.1.20`,
     /// `fe80::1`); repeat it for several. Multicast goes out and comes in on each; with
-    /// one, links listen on its first IPv4 address (`comms listen` too). An unknown one is
-    /// an error that lists the host's interfaces. Default: every up, multicast-capable
-    /// interface (and 0.0.0.0 for listening).
+    /// one, links listen on its first IPv4 address (`comms listen` too; its first IPv6
+    /// address that is not link-local with an IPv6 group). An unknown one is an error that
+    /// lists the host's interfaces. Default: every up, multicast-capable interface (and
+    /// every address for listening: `[::]`, IPv4 too, where the host allows it).
     #[arg(long, global = true, value_parser = parse_interface, value_name = "IF", action = ArgAction::Append)]
     pub(crate) interface: Vec<Interface>,
     /// Multicast group ADDR:PORT, IPv4 or IPv6 (`'[ff02::1:2]:5676'`: link-local scope,
     /// with `--interface eth0`; devices then listen on `[::]` and link over IPv6,
     /// link-local addresses dialed with the interface's scope). Default:
-    /// 239.255.72.76:5676 for devices, 239.255.72.77:5677 for `mcast`. Port 0 is refused for devices (each would pick its
+    /// 239.255.72.76:5676 for devices ('[ff02::4841:494c]:5676' where their interfaces have
+    /// no IPv4 address), 239.255.72.77:5677 for `mcast`. Port 0 is refused for devices (each would pick its
     /// own port and be alone) and for `mcast send`; `mcast recv` picks a free port and
     /// prints it.
     #[arg(long, global = true, value_name = "ADDR:PORT")]
@@ -153,6 +156,16 @@ fn parse_interface(s: &str) -> Result<Interface, String> {
 }
 
 impl Common {
+    /// Whether the one interface named has IPv6 addresses only (so the device's default
+    /// group is the IPv6 one); false when none or several are named.
+    pub(crate) fn only_ipv6(&self) -> anyhow::Result<bool> {
+        let [only] = self.interface.as_slice() else {
+            return Ok(false);
+        };
+        let info = only.resolve()?;
+        Ok(!info.addrs.is_empty() && info.addrs.iter().all(IpAddr::is_ipv6))
+    }
+
     /// Where links listen: on the one interface named, on its first address of the
     /// family wanted (IPv6 when `v6`, for an IPv6 group; link-local addresses skipped, a
     /// listener on them would need the scope), or on every interface (`0.0.0.0` or `[::]`)

@@ -91,13 +91,14 @@ pub(crate) fn payload_json(payload: &[u8]) -> Value {
 /// Writes one line to stdout; a closed stdout ends the process with exit code 0 (the
 /// reader has all it wanted), any other write error with exit code 1.
 pub(crate) fn say(args: std::fmt::Arguments<'_>) {
+    write_line(&args);
+}
+
+/// [`say`] of a line already made (written as it shows, piece by piece).
+pub(crate) fn write_line(line: &dyn std::fmt::Display) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout
-        .write_fmt(args)
-        .and_then(|()| stdout.write_all(b"\n"))
-        .and_then(|()| stdout.flush())
-    {
+    if let Err(e) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }

@@ -140,8 +140,8 @@ mod peer_table;
 pub use advert::{
     Advert, AdvertError, Announce, AnnounceBody, Goodbye, Hello, Kind, LinkMessage, MAX_ADDRESSES,
     MAX_ADVERT_LEN, MAX_LINK_MESSAGE_LEN, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_LEN,
-    MAX_METADATA_LEN, MAX_NAME_LEN, MAX_PEER_RECORDS, Metadata, MetadataError, PeerRecord,
-    normalize_name, validate_metadata, validate_name,
+    MAX_METADATA_LEN, MAX_NAME_LEN, MAX_PEER_RECORDS, Metadata, MetadataError, NameError,
+    PeerRecord, normalize_name, validate_metadata, validate_name,
 };
 pub use config::{
     DEFAULT_PEERS_PER_HOST, DIAL_BURST, LocalDevice, MAX_BURST, MAX_DIAL_ADDRESSES,
@@ -149,11 +149,11 @@ pub use config::{
     PeerTableConfig, PeerTableConfigBuilder, Trust,
 };
 pub use device::{
-    AskError, Caller, DEFAULT_GROUP, Device, DeviceBuilder, DeviceCallbacks, DeviceError,
-    DeviceEvent, DeviceEvents, DeviceStats, EVENT_BYTES, EVENT_CAPACITY, FD_HEADROOM,
+    AskError, Caller, DEFAULT_GROUP, DEFAULT_GROUP_V6, Device, DeviceBuilder, DeviceCallbacks,
+    DeviceError, DeviceEvent, DeviceEvents, DeviceStats, EVENT_BYTES, EVENT_CAPACITY, FD_HEADROOM,
     INTERFACE_CHECK, KnownDevicesError, PeerSender, RunError, SendError, Targets, caller,
 };
-pub use error::{ConfigError, NameError, ResolveError};
+pub use error::{ConfigError, ResolveError};
 pub use format::{FormatError, MessageFormat};
 /// How [`DeviceBuilder::interface`] names an interface (from hail-multicast).
 pub use hail_multicast::Interface;

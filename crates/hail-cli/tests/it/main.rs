@@ -13,3 +13,4 @@ mod demo;
 mod devices;
 mod hostile;
 mod proc;
+mod slow_stdout;

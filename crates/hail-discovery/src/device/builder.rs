@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hail_crypto::{GroupKey, Identity, Incarnation, KdfParams};
 use hail_link::{Heartbeat, LinkConfig, Server, ServerConfig, Transport};
-use hail_multicast::{Channel, Interface};
+use hail_multicast::{Channel, Interface, MulticastError};
 use hail_rpc::{Handlers, RpcConfig};
 use hail_wire::Binary;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -31,6 +31,13 @@ use crate::peer_table::PeerTable;
 /// The default discovery group: `239.255.72.76:5676` (administratively scoped IPv4).
 pub const DEFAULT_GROUP: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 72, 76)), 5676);
+/// The default discovery group on IPv6-only networks: `[ff02::4841:494c]:5676`
+/// (link-local scope; `4841:494c` is "HAIL"). A device whose group is not set uses it
+/// when its interfaces have no IPv4 address ([`DeviceBuilder::group`]).
+pub const DEFAULT_GROUP_V6: SocketAddr = SocketAddr::new(
+    IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0x4841, 0x494c)),
+    5676,
+);
 /// Default capacity of the event stream ([`DeviceBuilder::event_capacity`]): 1024
 /// events. While the stream is full messages wait, at most 1 s at a time, and other
 /// events are dropped and counted ([`Device::dropped_events`]); see [`DeviceEvents`].
@@ -57,10 +64,13 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct DeviceBuilder {
     name: String,
-    group: SocketAddr,
+    /// `None`: [`DEFAULT_GROUP`], or [`DEFAULT_GROUP_V6`] without IPv4.
+    group: Option<SocketAddr>,
     interfaces: Vec<Interface>,
     ttl: u32,
     listen: Option<SocketAddr>,
+    /// The port of the default listen address.
+    listen_port: u16,
     advertise: Vec<IpAddr>,
     passphrase: Option<Secret>,
     kdf: KdfParams,
@@ -125,16 +135,16 @@ enum IdentitySource {
     File(PathBuf),
 }
 
-/// Where links listen by default, any port: with an IPv4 group, one dual-stack `[::]`
+/// Where links listen by default, on `port`: with an IPv4 group, one dual-stack `[::]`
 /// socket (IPv4 links arrive on it as IPv4-mapped addresses) where the kernel makes a
 /// `[::]` socket dual-stack ([`dual_stack`]); else every address of the group's family.
-fn default_listen(group: SocketAddr) -> SocketAddr {
+fn default_listen(group: SocketAddr, port: u16) -> SocketAddr {
     let any = match group {
         SocketAddr::V4(_) if dual_stack() => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
-    SocketAddr::new(any, 0)
+    SocketAddr::new(any, port)
 }
 
 /// Whether a `[::]` TCP socket also takes IPv4 here: on Linux, IPv6 is on
@@ -145,17 +155,6 @@ fn dual_stack() -> bool {
         && std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").is_ok_and(|v| v.trim() == "0")
 }
 
-/// Whether an address of a named interface goes into the adverts: one the listener
-/// `listen` takes (a dual-stack `[::]` listener takes both families). Not an IPv6
-/// link-local one: an advert has no room for its scope, and peers dial the advert's
-/// source address, which carries it.
-pub(super) fn advertisable(a: IpAddr, listen: SocketAddr, dual: bool) -> bool {
-    match a {
-        IpAddr::V4(_) => listen.is_ipv4() || dual,
-        IpAddr::V6(v6) => listen.is_ipv6() && !v6.is_unicast_link_local(),
-    }
-}
-
 impl Device {
     /// A builder for a device named `name`: 1 to 64 bytes of UTF-8 by the rule of
     /// [`NameError`](crate::NameError) (checked when the device starts), brought into
@@ -164,10 +163,11 @@ impl Device {
     pub fn builder(name: impl Into<String>) -> DeviceBuilder {
         DeviceBuilder {
             name: crate::normalize_name(&name.into()),
-            group: DEFAULT_GROUP,
+            group: None,
             interfaces: Vec::new(),
             ttl: 1,
             listen: None,
+            listen_port: 0,
             advertise: Vec::new(),
             passphrase: None,
             kdf: KdfParams::default(),
@@ -190,10 +190,14 @@ impl Device {
 }
 
 impl DeviceBuilder {
-    /// The discovery group. Default: [`DEFAULT_GROUP`], `239.255.72.76:5676`. Port 0 picks
-    /// a free port (tests; read it back with [`Device::group`]).
+    /// The discovery group. Default: [`DEFAULT_GROUP`], `239.255.72.76:5676`; where the
+    /// device's interfaces (those named, or else every up, multicast-capable one) have no
+    /// IPv4 address, as on an IPv6-only network, [`DEFAULT_GROUP_V6`],
+    /// `[ff02::4841:494c]:5676`. (A device on IPv4 and one on an IPv6-only host do not
+    /// meet on the defaults: discovery runs on one group.) Port 0 picks a free port
+    /// (tests; read it back with [`Device::group`]).
     pub fn group(mut self, group: SocketAddr) -> Self {
-        self.group = group;
+        self.group = Some(group);
         self
     }
 
@@ -252,6 +256,14 @@ impl DeviceBuilder {
     /// fails (one debug log). Setting it turns the dual-stack default off.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = Some(addr);
+        self
+    }
+
+    /// The TCP port of the default listen address ([`listen`](Self::listen)'s default,
+    /// dual-stack where the host allows it), for a firewall rule. Default: 0, an
+    /// ephemeral port. Ignored when [`listen`](Self::listen) is set.
+    pub fn listen_port(mut self, port: u16) -> Self {
+        self.listen_port = port;
         self
     }
 
@@ -489,15 +501,30 @@ impl DeviceBuilder {
             b
         };
         let channel = if self.multicast {
-            Some(channel_builder(self.group).build()?)
+            Some(match self.group {
+                Some(group) => channel_builder(group).build()?,
+                None => match channel_builder(DEFAULT_GROUP).build() {
+                    // No IPv4 address on the interfaces: an IPv6-only network.
+                    Err(
+                        e @ (MulticastError::NoInterface
+                        | MulticastError::InterfaceLacksFamily { ipv6: false, .. }),
+                    ) => channel_builder(DEFAULT_GROUP_V6).build().map_err(|v6| {
+                        tracing::debug!(error = %v6, "no IPv6 discovery either");
+                        e
+                    })?,
+                    r => r?,
+                },
+            })
         } else {
             None
         };
-        let group = channel.as_ref().map_or(self.group, Channel::group);
+        let group = channel
+            .as_ref()
+            .map_or(self.group.unwrap_or(DEFAULT_GROUP), Channel::group);
         let listen = match (&self.memory, self.listen) {
             (_, Some(l)) => l,
             (Some((_, _, ip)), None) => SocketAddr::new(*ip, 0),
-            (None, None) => default_listen(group),
+            (None, None) => default_listen(group, self.listen_port),
         };
         // A dual-stack listener of our own choosing: IPv4 on both ends of the group.
         let dual =
@@ -515,7 +542,7 @@ impl DeviceBuilder {
                 // namespace) does not fail this bind: the `[::]` socket still takes IPv4,
                 // and the interfaces have no IPv6 address to advertise.
                 tracing::debug!(error = %e, "no dual-stack listener, links listen on IPv4 only");
-                let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+                let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), self.listen_port);
                 Server::bind(v4, server_config, Binary).await?
             }
             Err(e) => return Err(e.into()),

@@ -37,7 +37,8 @@ mod trust;
 mod watch;
 
 pub use builder::{
-    DEFAULT_GROUP, DeviceBuilder, EVENT_BYTES, EVENT_CAPACITY, FD_HEADROOM, INTERFACE_CHECK,
+    DEFAULT_GROUP, DEFAULT_GROUP_V6, DeviceBuilder, EVENT_BYTES, EVENT_CAPACITY, FD_HEADROOM,
+    INTERFACE_CHECK,
 };
 pub use caller::{Caller, caller};
 pub use error::{AskError, DeviceError, RunError, SendError};

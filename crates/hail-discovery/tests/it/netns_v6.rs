@@ -9,32 +9,37 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hail_discovery::{Device, DeviceEvent, PeerInfo};
+use hail_discovery::{DEFAULT_GROUP_V6, Device, DeviceEvent, PeerInfo};
 use hail_testsupport::{Namespaces, OrSkip, in_netns, link_local_pair};
 
 const GROUP: &str = "[ff02::4a1:78]:47790";
 
-/// One device in `ns` on interface `iface`: waits for `peer`, sends it a message, waits
-/// for the peer's message, and reports what it saw of the peer and what it got.
+/// One device in `ns` on interface `iface` and `group` (`None`: the default): waits for
+/// `peer`, sends it a message, waits for the peer's message, and reports the group it
+/// used, what it saw of the peer and what it got.
 fn host(
     ns: &str,
     name: &'static str,
     iface: &'static str,
+    group: Option<&'static str>,
     peer: &'static str,
     done: Arc<Barrier>,
-) -> std::thread::JoinHandle<(PeerInfo, (String, Bytes))> {
+) -> std::thread::JoinHandle<(SocketAddr, PeerInfo, (String, Bytes))> {
     in_netns(ns, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async move {
-            let (d, mut events) = Device::builder(name)
-                .group(GROUP.parse().unwrap())
-                .interface(iface)
+            let mut builder = Device::builder(name).interface(iface);
+            if let Some(g) = group {
+                builder = builder.group(g.parse().unwrap());
+            }
+            let (d, mut events) = builder
                 .start()
                 .await
                 .expect("device starts on an IPv6 group");
+            let used = d.group();
             let mut got = None;
             let wait = async {
                 while !d.peers().iter().any(|p| p.name == peer) {
@@ -76,22 +81,34 @@ fn host(
                 .await
                 .unwrap();
             d.close().await;
-            (info, got)
+            (used, info, got)
         })
     })
 }
 
 #[test]
 fn two_devices_on_link_local_ipv6_only_discover_link_and_talk() {
-    let Some(mut ns) = Namespaces::for_test("d6").or_skip() else {
+    two_devices_on_link_local_ipv6_only("d6", Some(GROUP));
+}
+
+/// With no group set, devices whose interface has no IPv4 address use the IPv6 default.
+#[test]
+fn on_an_ipv6_only_link_the_default_group_is_the_ipv6_one() {
+    two_devices_on_link_local_ipv6_only("d6default", None);
+}
+
+fn two_devices_on_link_local_ipv6_only(tag: &str, group: Option<&'static str>) {
+    let Some(mut ns) = Namespaces::for_test(tag).or_skip() else {
         return;
     };
     let (a, b) = link_local_pair(&mut ns).expect("veth pair with link-local addresses");
     let done = Arc::new(Barrier::new(2));
-    let ta = host(&a, "six-a", "v0", "six-b", Arc::clone(&done));
-    let tb = host(&b, "six-b", "v1", "six-a", done);
-    let (a_saw, a_got) = ta.join().expect("host a");
-    let (b_saw, b_got) = tb.join().expect("host b");
+    let ta = host(&a, "six-a", "v0", group, "six-b", Arc::clone(&done));
+    let tb = host(&b, "six-b", "v1", group, "six-a", done);
+    let (a_group, a_saw, a_got) = ta.join().expect("host a");
+    let (b_group, b_saw, b_got) = tb.join().expect("host b");
+    let want = group.map_or(DEFAULT_GROUP_V6, |g| g.parse().unwrap());
+    assert_eq!((a_group, b_group), (want, want), "the group each used");
     assert_eq!(
         a_got,
         ("six-b".to_string(), Bytes::from_static(b"hello from six-b"))

@@ -143,8 +143,21 @@ fn flood_with_a_real_newcomer(
     (t, dials_total, joined_after)
 }
 
-/// A forged announce under a fresh key of its own (anyone can make one).
+/// Forged announce `i` under a fresh key of its own (anyone can make one). The first
+/// [`MADE_ONCE`] are made once per test process and shared by the flood tests: a key and
+/// a signature each, 80,000 of them, took seconds of a debug build's test time per test.
 fn fresh_forgery(i: u32) -> Announce {
+    static MADE: std::sync::OnceLock<Vec<Announce>> = std::sync::OnceLock::new();
+    let made = MADE.get_or_init(|| (0..MADE_ONCE).map(make_forgery).collect());
+    made.get(i as usize)
+        .cloned()
+        .unwrap_or_else(|| make_forgery(i))
+}
+
+/// How many forgeries the flood tests share: 20 a millisecond for 4 s.
+const MADE_ONCE: u32 = 20 * 4 * 1000;
+
+fn make_forgery(i: u32) -> Announce {
     let mut seed = [7u8; 32];
     seed[..4].copy_from_slice(&i.to_be_bytes());
     let key = hail_crypto::Identity::from_secret_bytes(&seed);

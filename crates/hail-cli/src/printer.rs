@@ -1,0 +1,173 @@
+//! Standard output for a long-running device (`hail listen`): written by a thread of its
+//! own, so a slow or stuck reader of stdout never blocks the device's runtime (its links,
+//! heartbeats, questions and calls), only the lines waiting to be printed.
+//!
+//! Two kinds of lines:
+//! - [`Printer::print`] (the device's events, in order): waits, without blocking a thread,
+//!   while [`ROOM`] bytes of lines are waiting; so a reader that falls behind holds back
+//!   the event stream, and through it the peers (backpressure), and loses nothing.
+//! - [`Printer::print_or_skip`] (questions and answer notes, from the handlers that answer):
+//!   never waits; when the room is taken the line is not printed but counted, and the
+//!   count is printed in its place (`N lines not printed: stdout was full`) once there is
+//!   room again. An answer is never late because stdout is.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+/// Bytes of lines that may wait for stdout: 4 MiB. A longer line waits for all of it
+/// (one such line at a time).
+pub(crate) const ROOM: usize = 4 << 20;
+
+/// A line for the printing thread: anything shown with `Display`, so a long one (a
+/// message's payload) is written out where it lies, never copied whole first.
+pub(crate) type Line = Box<dyn std::fmt::Display + Send>;
+
+/// What the printing thread is handed.
+enum Job {
+    Line(Line, OwnedSemaphorePermit),
+    /// Everything before it is written; say so.
+    Flushed(oneshot::Sender<()>),
+}
+
+/// The sending side; clone it for each task that prints.
+#[derive(Debug, Clone)]
+pub(crate) struct Printer {
+    jobs: mpsc::UnboundedSender<Job>,
+    room: Arc<Semaphore>,
+    skipped: Arc<AtomicU64>,
+}
+
+impl Printer {
+    /// Starts the printing thread; `skipped(n)` makes the line said in place of `n`
+    /// lines not printed.
+    pub(crate) fn start(skipped: fn(u64) -> String) -> std::io::Result<Self> {
+        let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
+        let count = Arc::new(AtomicU64::new(0));
+        let printer = Self {
+            jobs,
+            room: Arc::new(Semaphore::new(ROOM)),
+            skipped: Arc::clone(&count),
+        };
+        std::thread::Builder::new()
+            .name("hail-stdout".into())
+            .spawn(move || {
+                // A plain thread: blocking in a write here stops nothing else.
+                while let Some(job) = rx.blocking_recv() {
+                    match job {
+                        Job::Line(line, permit) => {
+                            crate::out::write_line(&*line);
+                            drop(permit);
+                        }
+                        Job::Flushed(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                    let n = count.swap(0, Ordering::Relaxed);
+                    if n > 0 {
+                        crate::out::write_line(&skipped(n));
+                    }
+                }
+            })?;
+        Ok(printer)
+    }
+
+    /// The permits a line of `len` bytes takes: its length, at least 1, at most [`ROOM`].
+    fn cost(len: usize) -> u32 {
+        // ROOM fits in u32.
+        len.clamp(1, ROOM) as u32
+    }
+
+    /// Queues `line`, waiting while the lines already waiting take the room.
+    pub(crate) async fn print(&self, line: String) {
+        self.print_sized(line.len(), Box::new(line)).await;
+    }
+
+    /// Queues `line`, of about `len` bytes when written, waiting while the lines already
+    /// waiting take the room.
+    pub(crate) async fn print_sized(&self, len: usize, line: Line) {
+        let Ok(permit) = Arc::clone(&self.room)
+            .acquire_many_owned(Self::cost(len))
+            .await
+        else {
+            return;
+        };
+        let _ = self.jobs.send(Job::Line(line, permit));
+    }
+
+    /// Queues `line` if there is room now; else counts it as not printed.
+    pub(crate) fn print_or_skip(&self, line: String) {
+        match Arc::clone(&self.room).try_acquire_many_owned(Self::cost(line.len())) {
+            Ok(permit) => {
+                let _ = self.jobs.send(Job::Line(Box::new(line), permit));
+            }
+            Err(_) => {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Waits until every line queued before is written, at most `limit` (a reader that
+    /// reads nothing would hold it for ever). Whether it was.
+    pub(crate) async fn flush(&self, limit: Duration) -> bool {
+        let (done, flushed) = oneshot::channel();
+        if self.jobs.send(Job::Flushed(done)).is_err() {
+            return false;
+        }
+        tokio::time::timeout(limit, flushed)
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn costs_are_bounded_by_the_room() {
+        assert_eq!(Printer::cost(0), 1);
+        assert_eq!(Printer::cost(100), 100);
+        assert_eq!(Printer::cost(usize::MAX), ROOM as u32);
+    }
+
+    #[tokio::test]
+    async fn a_full_room_counts_skipped_lines_and_print_waits() {
+        // Not started: nothing drains, so the room stays taken.
+        let (jobs, mut rx) = mpsc::unbounded_channel();
+        let p = Printer {
+            jobs,
+            room: Arc::new(Semaphore::new(ROOM)),
+            skipped: Arc::new(AtomicU64::new(0)),
+        };
+        p.print_or_skip("x".repeat(ROOM - 10));
+        p.print_or_skip("y".repeat(20));
+        p.print_or_skip("z".repeat(10));
+        assert_eq!(
+            p.skipped.load(Ordering::Relaxed),
+            1,
+            "only the line over the room"
+        );
+        // A waiting print goes once a line is written (its permit dropped).
+        let waiting = tokio::spawn({
+            let p = p.clone();
+            async move { p.print("w".into()).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        let Some(Job::Line(first, permit)) = rx.recv().await else {
+            panic!("the first line")
+        };
+        assert_eq!(first.to_string().len(), ROOM - 10);
+        drop(permit);
+        waiting.await.unwrap();
+        let lines: Vec<String> = std::iter::from_fn(|| match rx.try_recv() {
+            Ok(Job::Line(l, _)) => Some(l.to_string()),
+            _ => None,
+        })
+        .collect();
+        assert_eq!(lines, ["z".repeat(10), "w".to_owned()]);
+    }
+}
