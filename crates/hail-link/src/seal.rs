@@ -44,6 +44,8 @@ use zeroize::Zeroize;
 use crate::CloseReason;
 use crate::error::ProtocolError;
 use crate::identity::LocalIdentity;
+pub(crate) use crate::noise::Pattern;
+use crate::noise::builder;
 
 /// Noise prologue: binds the link protocol and its version into every handshake hash.
 pub(crate) const PROLOGUE: &[u8] = b"hail-link/2";
@@ -57,57 +59,6 @@ pub(crate) const MAX_PLAIN: usize = MAX_RECORD - TAG;
 pub(crate) const ALERT_AUTH: u8 = 1;
 /// Largest handshake message hail sends (XX message 2: 32 + 48 + 96 + 16 = 192 bytes).
 const MAX_HANDSHAKE: usize = 256;
-
-/// A Noise handshake pattern hail-link runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Pattern {
-    /// A pre-shared key, no identity: `Noise_NNpsk0_25519_AESGCM_SHA256`.
-    NNpsk0,
-    /// An identity, no key: `Noise_XX_25519_AESGCM_SHA256`.
-    Xx,
-    /// An identity and a pre-shared key: `Noise_XXpsk0_25519_AESGCM_SHA256`.
-    XXpsk0,
-}
-
-impl Pattern {
-    /// The Noise protocol name.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::NNpsk0 => "Noise_NNpsk0_25519_AESGCM_SHA256",
-            Self::Xx => "Noise_XX_25519_AESGCM_SHA256",
-            Self::XXpsk0 => "Noise_XXpsk0_25519_AESGCM_SHA256",
-        }
-    }
-
-    /// The pattern for these settings; `None` without a key and an identity (plaintext).
-    pub(crate) fn of(psk: bool, identity: bool) -> Option<Self> {
-        match (psk, identity) {
-            (true, false) => Some(Self::NNpsk0),
-            (false, true) => Some(Self::Xx),
-            (true, true) => Some(Self::XXpsk0),
-            (false, false) => None,
-        }
-    }
-
-    /// True for the patterns that prove static (identity) keys.
-    pub(crate) fn has_identity(self) -> bool {
-        !matches!(self, Self::NNpsk0)
-    }
-}
-
-fn builder(pattern: Pattern) -> snow::Builder<'static> {
-    snow::Builder::new(
-        pattern
-            .name()
-            .parse()
-            .expect("every Pattern name is a valid Noise protocol name"),
-    )
-}
-
-/// A fresh X25519 static key pair, from snow's resolver (the system's random numbers).
-pub(crate) fn generate_static() -> Result<snow::Keypair, snow::Error> {
-    builder(Pattern::Xx).generate_keypair()
-}
 
 /// What a handshake needs: its pattern, the pre-shared key and the local identity, as the
 /// pattern requires them.
