@@ -2,10 +2,11 @@
 //!
 //! Steps, in order, stopping at the first failure: formatting, clippy with warnings denied,
 //! docs with warnings denied, the workspace tests, the facade's features, the layering
-//! check, the dependencies' rust-version against ours (`msrv.rs`), a build check of the
-//! fuzz targets, `cargo package` of every published crate (each built from its tarball),
-//! the attack suite for [`attack::CI_SECS`] each (`cargo xtask attack`), and a run of every example of `hail-examples` (each must end by itself within
-//! [`EXAMPLE_TIMEOUT`]).
+//! check, the import-cycle check (`imports.rs`), the dependencies' rust-version against
+//! ours (`msrv.rs`), a build check of the fuzz targets, `cargo package` of every published
+//! crate (each built from its tarball), the attack suite for [`attack::CI_SECS`] each
+//! (`cargo xtask attack`), and a run of every example of `hail-examples` (each must end by
+//! itself within [`EXAMPLE_TIMEOUT`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::cmd::{self, Steps};
-use crate::{attack, layering, msrv};
+use crate::{attack, imports, layering, msrv};
 
 /// The package whose examples CI runs.
 const EXAMPLES_PACKAGE: &str = "hail-examples";
@@ -94,6 +95,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
     steps.run(
         format!("layering: {:?} stay sans-IO", layering::SANS_IO_CRATES),
         layering::check,
+    )?;
+    steps.run(
+        "imports: no cycle between the files of a crate",
+        imports::check,
     )?;
     steps.run(
         "toolchain floor: no dependency needs a newer Rust than rust-version",

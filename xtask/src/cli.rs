@@ -26,13 +26,14 @@ pub(crate) struct Cli {
 /// The tasks.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Task {
-    /// The one gate: fmt, clippy, doc, test, facade features, layering, toolchain floor, fuzz
-    /// targets, packages, attacks, examples
+    /// The one gate: fmt, clippy, doc, test, facade features, layering, import cycles,
+    /// toolchain floor, fuzz targets, packages, attacks, examples
     ///
     /// In order, stopping at the first failure: cargo fmt --check (workspace and fuzz/),
     /// clippy with -D warnings, doc with -D warnings, the workspace tests, the facade with
     /// each feature alone and none, the layering check (the sans-IO crates pull in no tokio
-    /// net/rt/time), the dependencies' rust-version against ours, a build check of the fuzz
+    /// net/rt/time), no import cycle between a crate's files, the dependencies'
+    /// rust-version against ours, a build check of the fuzz
     /// targets, cargo package of every published crate (each built from its tarball),
     /// the attack suite (`cargo xtask attack --secs 15`), and a run of every example of
     /// hail-examples (each must end within 60 s). The same locally and in .ci/run.

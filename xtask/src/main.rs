@@ -29,6 +29,7 @@ mod ci;
 mod cli;
 mod cmd;
 mod fuzz;
+mod imports;
 mod layering;
 mod msrv;
 mod netsim;

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use hail_crypto::{Identity, Incarnation};
 
-use crate::advert::{Metadata, validate_metadata, validate_name};
+use crate::advert::{
+    AdvertError, Announce, AnnounceBody, Metadata, validate_metadata, validate_name,
+};
 use crate::error::ConfigError;
 use crate::id::DeviceId;
 
@@ -86,6 +88,25 @@ pub struct LocalDevice {
 }
 
 impl LocalDevice {
+    /// Its announce with `lease` and sequence number `seq`, signed by its identity.
+    pub(crate) fn signed_announce(
+        &self,
+        lease: Duration,
+        seq: u64,
+    ) -> Result<Announce, AdvertError> {
+        Announce::sign(
+            self.identity(),
+            seq,
+            AnnounceBody {
+                name: self.name.clone(),
+                port: self.port,
+                lease,
+                addresses: self.addresses.clone(),
+                metadata: self.metadata.clone(),
+            },
+        )
+    }
+
     /// A device with this identity (its id is the identity's key's), name and port,
     /// advertising no addresses (see [`LocalDevice::with_addresses`]).
     pub fn new(identity: Arc<Identity>, name: impl Into<String>, port: u16) -> Self {

@@ -140,8 +140,8 @@ mod peer_table;
 pub use advert::{
     Advert, AdvertError, Announce, AnnounceBody, Goodbye, Hello, Kind, LinkMessage, MAX_ADDRESSES,
     MAX_ADVERT_LEN, MAX_LINK_MESSAGE_LEN, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_LEN,
-    MAX_METADATA_LEN, MAX_NAME_LEN, MAX_PEER_RECORDS, Metadata, MetadataError, PeerRecord,
-    normalize_name, validate_metadata, validate_name,
+    MAX_METADATA_LEN, MAX_NAME_LEN, MAX_PEER_RECORDS, Metadata, MetadataError, NameError,
+    PeerRecord, normalize_name, validate_metadata, validate_name,
 };
 pub use config::{
     DEFAULT_PEERS_PER_HOST, DIAL_BURST, LocalDevice, MAX_BURST, MAX_DIAL_ADDRESSES,
@@ -154,7 +154,7 @@ pub use device::{
     INTERFACE_CHECK, KnownDevicesError, MESSAGE_COST, PeerSender, RunError, SendError, Targets,
     caller,
 };
-pub use error::{ConfigError, NameError, ResolveError};
+pub use error::{ConfigError, ResolveError};
 pub use format::{FormatError, MessageFormat};
 /// How [`DeviceBuilder::interface`] names an interface (from hail-multicast).
 pub use hail_multicast::Interface;

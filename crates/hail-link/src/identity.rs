@@ -48,7 +48,7 @@ impl LocalIdentity {
     /// Makes a fresh Noise static key pair (through snow, from the system's random number
     /// generator) and binds it to `identity`.
     pub(crate) fn new(identity: &Identity) -> Result<Self, KeygenFailed> {
-        let pair = crate::seal::generate_static().map_err(|_| KeygenFailed)?;
+        let pair = crate::noise::generate_static().map_err(|_| KeygenFailed)?;
         let noise_private: [u8; 32] = pair.private[..].try_into().map_err(|_| KeygenFailed)?;
         let noise_public: [u8; 32] = pair.public[..].try_into().map_err(|_| KeygenFailed)?;
         let mut secret = pair.private;

@@ -155,6 +155,7 @@ mod handshake;
 mod id;
 mod identity;
 pub mod memory;
+mod noise;
 mod proto;
 mod rx;
 mod seal;

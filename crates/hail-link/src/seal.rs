@@ -36,14 +36,16 @@
 //! each direction; a replayed, reordered or modified record fails authentication and closes
 //! the link.
 
-use std::sync::Arc;
-
 use bytes::{Buf, BufMut, BytesMut};
-use snow::{HandshakeState, StatelessTransportState};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use snow::HandshakeState;
+use zeroize::Zeroize;
 
 use crate::CloseReason;
 use crate::error::ProtocolError;
 use crate::identity::LocalIdentity;
+pub(crate) use crate::noise::Pattern;
+use crate::noise::builder;
 
 /// Noise prologue: binds the link protocol and its version into every handshake hash.
 pub(crate) const PROLOGUE: &[u8] = b"hail-link/2";
@@ -57,57 +59,6 @@ pub(crate) const MAX_PLAIN: usize = MAX_RECORD - TAG;
 pub(crate) const ALERT_AUTH: u8 = 1;
 /// Largest handshake message hail sends (XX message 2: 32 + 48 + 96 + 16 = 192 bytes).
 const MAX_HANDSHAKE: usize = 256;
-
-/// A Noise handshake pattern hail-link runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Pattern {
-    /// A pre-shared key, no identity: `Noise_NNpsk0_25519_AESGCM_SHA256`.
-    NNpsk0,
-    /// An identity, no key: `Noise_XX_25519_AESGCM_SHA256`.
-    Xx,
-    /// An identity and a pre-shared key: `Noise_XXpsk0_25519_AESGCM_SHA256`.
-    XXpsk0,
-}
-
-impl Pattern {
-    /// The Noise protocol name.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::NNpsk0 => "Noise_NNpsk0_25519_AESGCM_SHA256",
-            Self::Xx => "Noise_XX_25519_AESGCM_SHA256",
-            Self::XXpsk0 => "Noise_XXpsk0_25519_AESGCM_SHA256",
-        }
-    }
-
-    /// The pattern for these settings; `None` without a key and an identity (plaintext).
-    pub(crate) fn of(psk: bool, identity: bool) -> Option<Self> {
-        match (psk, identity) {
-            (true, false) => Some(Self::NNpsk0),
-            (false, true) => Some(Self::Xx),
-            (true, true) => Some(Self::XXpsk0),
-            (false, false) => None,
-        }
-    }
-
-    /// True for the patterns that prove static (identity) keys.
-    pub(crate) fn has_identity(self) -> bool {
-        !matches!(self, Self::NNpsk0)
-    }
-}
-
-fn builder(pattern: Pattern) -> snow::Builder<'static> {
-    snow::Builder::new(
-        pattern
-            .name()
-            .parse()
-            .expect("every Pattern name is a valid Noise protocol name"),
-    )
-}
-
-/// A fresh X25519 static key pair, from snow's resolver (the system's random numbers).
-pub(crate) fn generate_static() -> Result<snow::Keypair, snow::Error> {
-    builder(Pattern::Xx).generate_keypair()
-}
 
 /// What a handshake needs: its pattern, the pre-shared key and the local identity, as the
 /// pattern requires them.
@@ -177,15 +128,7 @@ pub(crate) fn read_handshake(
 /// Appends the key confirmation record: a transport message with an empty plaintext
 /// (16 bytes, the tag alone), the first record the `NNpsk0` initiator sends.
 pub(crate) fn put_confirmation(sealer: &mut Sealer, dst: &mut BytesMut) {
-    dst.put_u16(TAG as u16);
-    let start = dst.len();
-    dst.resize(start + TAG, 0);
-    let n = sealer
-        .state
-        .write_message(sealer.nonce, &[], &mut dst[start..])
-        .expect("an empty plaintext fits one record");
-    debug_assert_eq!(n, TAG);
-    sealer.nonce += 1;
+    sealer.put_record(&[], dst);
 }
 
 /// Opens the key confirmation record: it must authenticate and be empty.
@@ -239,96 +182,143 @@ pub(crate) fn take_record(src: &mut BytesMut, max: usize) -> Result<Option<Recor
     Ok(Some(Record::Data(src.split_to(len))))
 }
 
-/// Seals the outgoing frame stream.
+/// Seals the outgoing frame stream: AES-256-GCM (ring) with the key and nonce Noise's
+/// transport mode uses, in place in the output buffer.
 #[derive(Debug)]
 pub(crate) struct Sealer {
-    state: Arc<StatelessTransportState>,
+    key: TransportKey,
     nonce: u64,
 }
 
-/// Opens the incoming records.
+/// Opens the incoming records, in place.
 #[derive(Debug)]
 pub(crate) struct Opener {
-    state: Arc<StatelessTransportState>,
+    key: TransportKey,
     nonce: u64,
+}
+
+/// One direction's transport cipher: `Noise_*_25519_AESGCM_SHA256`'s `CipherState` after
+/// the split, done here with ring directly so that records are sealed and opened in place
+/// (snow's transport state copies every record into a separate, zero-filled output
+/// first). The bytes are the same: AES-256-GCM under the split key, nonce = 32 zero bits
+/// and the record counter as a big-endian u64, no associated data (tested against snow's
+/// own transport state below). Boxed: ring's key schedule is several hundred bytes, and
+/// every link's tasks hold an `Option` of one each way, secured or not.
+struct TransportKey(Box<LessSafeKey>);
+
+impl std::fmt::Debug for TransportKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TransportKey(..)")
+    }
+}
+
+impl TransportKey {
+    fn new(mut raw: [u8; 32]) -> Self {
+        let key = UnboundKey::new(&AES_256_GCM, &raw).expect("AES-256-GCM takes 32-byte keys");
+        raw.zeroize();
+        Self(Box::new(LessSafeKey::new(key)))
+    }
+
+    fn nonce(n: u64) -> Nonce {
+        let mut bytes = [0u8; 12];
+        bytes[4..].copy_from_slice(&n.to_be_bytes());
+        Nonce::assume_unique_for_key(bytes)
+    }
 }
 
 /// Splits a finished handshake into the two directions.
-pub(crate) fn split(hs: HandshakeState) -> Result<(Sealer, Opener), snow::Error> {
-    let state = Arc::new(hs.into_stateless_transport_mode()?);
+pub(crate) fn split(mut hs: HandshakeState) -> Result<(Sealer, Opener), snow::Error> {
+    if !hs.is_handshake_finished() {
+        return Err(snow::Error::State(
+            snow::error::StateProblem::HandshakeNotFinished,
+        ));
+    }
+    // The first key carries the initiator's records, the second the responder's.
+    let (to_responder, to_initiator) = hs.dangerously_get_raw_split();
+    let (send, recv) = if hs.is_initiator() {
+        (to_responder, to_initiator)
+    } else {
+        (to_initiator, to_responder)
+    };
+    drop(hs);
     Ok((
         Sealer {
-            state: Arc::clone(&state),
+            key: TransportKey::new(send),
             nonce: 0,
         },
-        Opener { state, nonce: 0 },
+        Opener {
+            key: TransportKey::new(recv),
+            nonce: 0,
+        },
     ))
 }
 
 impl Sealer {
-    /// Makes `dst` exactly the sealed records of `plain`, reusing its bytes: unlike
-    /// [`seal`](Self::seal) nothing is zero-filled unless `dst` has to grow.
+    /// Appends one record sealing `plain` (at most [`MAX_PLAIN`] bytes): one copy of the
+    /// plaintext, encrypted where it lands.
+    fn put_record(&mut self, plain: &[u8], dst: &mut BytesMut) {
+        debug_assert!(plain.len() <= MAX_PLAIN);
+        dst.put_u16((plain.len() + TAG) as u16);
+        let start = dst.len();
+        dst.extend_from_slice(plain);
+        let tag = self
+            .key
+            .0
+            .seal_in_place_separate_tag(
+                TransportKey::nonce(self.nonce),
+                Aad::empty(),
+                &mut dst[start..],
+            )
+            .expect("a record is far below AES-GCM's length limit");
+        dst.extend_from_slice(tag.as_ref());
+        // 2^64 records cannot be sent in the lifetime of a link.
+        self.nonce += 1;
+    }
+
+    /// Makes `dst` exactly the sealed records of `plain`, reusing its allocation: nothing
+    /// is zero-filled, each byte of `plain` is copied once.
     pub(crate) fn seal_over(&mut self, plain: &[u8], dst: &mut BytesMut) {
-        let total = plain.len() + plain.len().div_ceil(MAX_PLAIN) * (2 + TAG);
-        if dst.len() < total {
-            dst.resize(total, 0);
-        } else {
-            dst.truncate(total);
-        }
-        let mut at = 0;
-        for chunk in plain.chunks(MAX_PLAIN) {
-            let len = chunk.len() + TAG;
-            dst[at..at + 2].copy_from_slice(&(len as u16).to_be_bytes());
-            let n = self
-                .state
-                .write_message(self.nonce, chunk, &mut dst[at + 2..at + 2 + len])
-                .expect("chunk and output sizes are within the Noise limits");
-            debug_assert_eq!(n, len);
-            self.nonce += 1;
-            at += 2 + len;
-        }
-        debug_assert_eq!(at, total);
+        dst.clear();
+        self.seal(plain, dst);
     }
 
     /// Appends `plain` to `dst` as one or more sealed records.
     pub(crate) fn seal(&mut self, plain: &[u8], dst: &mut BytesMut) {
         dst.reserve(plain.len() + plain.len().div_ceil(MAX_PLAIN) * (2 + TAG));
         for chunk in plain.chunks(MAX_PLAIN) {
-            let len = chunk.len() + TAG;
-            dst.put_u16(len as u16);
-            let start = dst.len();
-            dst.resize(start + len, 0);
-            let n = self
-                .state
-                .write_message(self.nonce, chunk, &mut dst[start..])
-                .expect("chunk and output sizes are within the Noise limits");
-            debug_assert_eq!(n, len);
-            // 2^64 records cannot be sent in the lifetime of a link.
-            self.nonce += 1;
+            self.put_record(chunk, dst);
         }
     }
 }
 
 impl Opener {
+    /// Opens `record` in place: on success it holds the plaintext (the tag cut off); a
+    /// failed tag is `AuthFailed`.
+    pub(crate) fn open_in_place(&mut self, record: &mut BytesMut) -> Result<(), CloseReason> {
+        let n = self
+            .key
+            .0
+            .open_in_place(TransportKey::nonce(self.nonce), Aad::empty(), record)
+            .map_err(|_| CloseReason::AuthFailed)?
+            .len();
+        record.truncate(n);
+        self.nonce += 1;
+        Ok(())
+    }
+
     /// Appends the plaintext of `record` to `dst`; a failed tag is `AuthFailed`.
     pub(crate) fn open(&mut self, record: &[u8], dst: &mut BytesMut) -> Result<(), CloseReason> {
-        let start = dst.len();
-        dst.resize(start + record.len(), 0);
-        match self
-            .state
-            .read_message(self.nonce, record, &mut dst[start..])
-        {
-            Ok(n) => {
-                dst.truncate(start + n);
-                self.nonce += 1;
-                Ok(())
-            }
-            Err(_) => {
-                dst.truncate(start);
-                Err(CloseReason::AuthFailed)
-            }
-        }
+        let mut copy = BytesMut::from(record);
+        self.open_in_place(&mut copy)?;
+        dst.extend_from_slice(&copy);
+        Ok(())
     }
+}
+
+/// Both ends of a finished `NNpsk0` handshake: (initiator's, responder's).
+#[cfg(test)]
+pub(crate) fn test_ends() -> ((Sealer, Opener), (Sealer, Opener)) {
+    tests::pair(&[5; 32], &[5; 32]).expect("same key")
 }
 
 #[cfg(test)]
@@ -352,7 +342,8 @@ mod tests {
         m
     }
 
-    fn pair(a: &[u8; 32], b: &[u8; 32]) -> Result<(Ends, Ends), ()> {
+    /// `NNpsk0` run to the end between an initiator and a responder.
+    fn handshaken(a: &[u8; 32], b: &[u8; 32]) -> Result<(HandshakeState, HandshakeState), ()> {
         let mut i = initiator(nn(a)).unwrap();
         let mut r = responder(nn(b)).unwrap();
         let mut wire = BytesMut::new();
@@ -365,7 +356,46 @@ mod tests {
         let m2 = next(&mut wire);
         assert_eq!(m2.len(), 48);
         read_handshake(&mut i, &m2, &mut sink).map_err(|_| ())?;
+        Ok((i, r))
+    }
+
+    pub(super) fn pair(a: &[u8; 32], b: &[u8; 32]) -> Result<(Ends, Ends), ()> {
+        let (i, r) = handshaken(a, b)?;
         Ok((split(i).unwrap(), split(r).unwrap()))
+    }
+
+    /// The records sealed and opened with ring in place are snow's own transport messages,
+    /// both ways and on either side: the wire format did not change.
+    #[test]
+    fn records_are_snows_transport_messages() {
+        for ours_initiates in [true, false] {
+            let (i, r) = handshaken(&[7; 32], &[7; 32]).unwrap();
+            let (ours, theirs) = if ours_initiates { (i, r) } else { (r, i) };
+            let (mut sealer, mut opener) = split(ours).unwrap();
+            let snow_end = theirs.into_stateless_transport_mode().unwrap();
+            let mut wire = BytesMut::new();
+            put_confirmation(&mut sealer, &mut wire);
+            sealer.seal(b"hello", &mut wire);
+            let mut out = [0u8; 64];
+            for (nonce, want) in [(0, &b""[..]), (1, b"hello")] {
+                let k = snow_end
+                    .read_message(nonce, &next(&mut wire), &mut out)
+                    .unwrap();
+                assert_eq!(&out[..k], want, "initiator: {ours_initiates}");
+            }
+            for (nonce, msg) in [(0, &b"back"[..]), (1, b"and more")] {
+                let k = snow_end.write_message(nonce, msg, &mut out).unwrap();
+                let mut rec = BytesMut::from(&out[..k]);
+                opener.open_in_place(&mut rec).unwrap();
+                assert_eq!(&rec[..], msg);
+            }
+        }
+    }
+
+    #[test]
+    fn an_unfinished_handshake_does_not_split() {
+        let i = initiator(nn(&[1; 32])).unwrap();
+        assert!(split(i).is_err());
     }
 
     /// The XX patterns: three messages of the documented sizes, each side learns the

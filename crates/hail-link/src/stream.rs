@@ -70,7 +70,17 @@ impl ReadHalf {
     /// stream, an error of kind `WouldBlock` when nothing is there.
     pub(crate) fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
-            Self::Tcp(rd) => rd.try_read_buf(buf),
+            Self::Tcp(rd) => {
+                // One poll, as `StreamRead` does: unlike `try_read_buf`, a poll that reads
+                // less than it asked for clears the socket's readiness (epoll reports the
+                // next bytes), so the read after a drained socket returns `WouldBlock`
+                // without a system call. The caller waits with `readable`.
+                let mut cx = Context::from_waker(Waker::noop());
+                match tokio_util::io::poll_read_buf(Pin::new(rd), &mut cx, buf) {
+                    Poll::Ready(r) => r,
+                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+                }
+            }
             Self::Stream(s) => s.try_read_buf(buf),
         }
     }

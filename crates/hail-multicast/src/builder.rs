@@ -35,6 +35,14 @@ enum Transport {
     Memory { bus: Bus, addr: Option<SocketAddr> },
 }
 
+impl Channel {
+    /// Starts building a channel on `group` (a multicast address and port), e.g.
+    /// `"239.255.42.99:4299"` or `"[ff02::4a1]:4299"`.
+    pub fn builder(group: impl Into<SocketAddr>) -> ChannelBuilder {
+        ChannelBuilder::new(group.into())
+    }
+}
+
 impl ChannelBuilder {
     pub(crate) fn new(group: SocketAddr) -> Self {
         Self {

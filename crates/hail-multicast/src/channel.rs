@@ -17,7 +17,6 @@ use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 
 use crate::MulticastError;
-use crate::builder::ChannelBuilder;
 use crate::memory::Inbox;
 use crate::sender::{SendPath, Sender};
 use crate::stats::{Counters, Stats, bump};
@@ -43,7 +42,7 @@ pub struct Datagram {
 
 /// A UDP multicast group joined on one or more interfaces, optionally sealed by a group key.
 ///
-/// Built with [`Channel::builder`]; with [`ChannelBuilder::memory`] the same channel runs on
+/// Built with [`Channel::builder`]; with [`ChannelBuilder::memory`](crate::ChannelBuilder::memory) the same channel runs on
 /// an in-memory [`Bus`](crate::memory::Bus) instead of sockets, with the same API, sealing,
 /// statistics and limits. Receiving takes `&mut self` (it owns the replay state);
 /// sending takes `&self`, and [`Channel::sender`] gives a clonable sending half for other
@@ -91,12 +90,6 @@ impl fmt::Debug for Channel {
 }
 
 impl Channel {
-    /// Starts building a channel on `group` (a multicast address and port), e.g.
-    /// `"239.255.42.99:4299"` or `"[ff02::4a1]:4299"`.
-    pub fn builder(group: impl Into<SocketAddr>) -> ChannelBuilder {
-        ChannelBuilder::new(group.into())
-    }
-
     /// The group address and port (the actual port when built with port 0).
     pub fn group(&self) -> SocketAddr {
         self.group

@@ -20,11 +20,18 @@ What it measures, side by side in one run:
   COUNT messages. `sent/s` is COUNT over the sending time; `delivered/s` is what the
   receiver counted, over the time from the first send to the last arrival (one clock:
   `time.monotonic` is the same across processes on Linux). `lost` counts messages that
-  did not arrive. hail's receiver reads `async for event in dev.events()` ("hail
-  send_nowait") or `await events.batch(1024)` ("hail (rx batch)"); zenoh's is a
-  subscriber callback; asyncio's `readexactly` twice per message.
+  did not arrive. `cpu us/msg` is the CPU time (every thread of the process) per message
+  of the sender, from its first send until the receiver has counted, and of the receiver
+  while it counted: unlike the rates it does not depend on what else the machine runs.
+  hail's receiver reads `async for event in dev.events()` ("hail send_nowait") or `await
+  events.batch(1024)` ("hail (rx batch)"); zenoh's is a subscriber callback that counts
+  the sample without reading its payload ("zenoh put"), or also takes the payload as
+  `bytes` (`sample.payload.to_bytes()`, "zenoh (to_bytes)"), as a hail `Message` carries
+  it; asyncio's `readexactly` twice per message.
 - `ask-p50` / `ask-p99`: one question, one answer, one peer, one at a time: hail's `await
-  ask(peer, q)`, zenoh's `Session.get` to one queryable (time to its reply), asyncio's
+  ask(peer, q)` (the answerer's plain handler registered with no event loop running, so
+  on hail's handler threads, "hail ask"; or registered inside `asyncio.run`, so on that
+  loop, "hail ask (on loop)"), zenoh's `Session.get` to one queryable (time to its reply), asyncio's
   write-then-readexactly on one connection. In microseconds.
 
 Usage: `python bench.py [--quick] [--json FILE]`.
@@ -74,7 +81,8 @@ def rx_hail(args):
     import hail
 
     dev = hail.Device("rx", interface=LOOPBACK, group=args.group)
-    dev.on_question(lambda sender, q: b"ok")
+    if not args.on_loop:
+        dev.on_question(lambda sender, q: b"ok")  # no loop running: on hail's threads
 
     async def main():
         state = {"got": 0, "last": 0.0}
@@ -101,17 +109,28 @@ def rx_hail(args):
                     return
 
         say({"ready": True})
+        c0 = time.process_time()
         try:
             reader = count_batches() if args.batch else count()
             await asyncio.wait_for(reader, args.count / 1000 + 10)  # at >= 1,000 msg/s
         except asyncio.TimeoutError:
             pass
+        state["cpu"] = time.process_time() - c0
         say(state)
         await asyncio.sleep(0.5)  # let the sender see its last sends handed over
         await dev.close()
 
+    async def answer_on_loop():
+        # Registered with the loop running, as in the package README: runs on the loop.
+        dev.on_question(lambda sender, q: b"ok")
+        say({"ready": True})
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await dev.close()
+
     if args.count:
         asyncio.run(main())
+    elif args.on_loop:
+        asyncio.run(answer_on_loop())
     else:
         say({"ready": True})
         sys.stdin.read()  # questions only: until the sender closes our stdin
@@ -140,6 +159,8 @@ def rx_zenoh(args):
     done = threading.Event()
 
     def on_sample(sample):
+        if args.bytes:
+            sample.payload.to_bytes()  # the message as `bytes`, as hail's Message.data is
         got[0] += 1
         got[1] = time.monotonic()
         if got[0] >= args.count:
@@ -148,13 +169,14 @@ def rx_zenoh(args):
     sub = session.declare_subscriber("bench/msg", on_sample)
     qbl = session.declare_queryable("bench/ask", lambda q: q.reply(q.key_expr, b"ok"))
     say({"ready": True})
+    c0 = time.process_time()
     if args.count:
         seen = 0
         while not done.wait(args.idle):
             if got[0] and got[0] == seen:
                 break  # nothing new for `idle` seconds
             seen = got[0]
-        say({"got": got[0], "last": got[1]})
+        say({"got": got[0], "last": got[1], "cpu": time.process_time() - c0})
     else:
         sys.stdin.read()
     sub.undeclare()
@@ -187,12 +209,13 @@ def rx_asyncio(args):
 
         server = await asyncio.start_server(handle, host, int(port))
         say({"ready": True})
+        c0 = time.process_time()
         if args.count:
             try:
                 await asyncio.wait_for(done.wait(), args.count / 1000 + 10)
             except asyncio.TimeoutError:
                 pass
-            say({"got": state["got"], "last": state["last"]})
+            say({"got": state["got"], "last": state["last"], "cpu": time.process_time() - c0})
         else:
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         server.close()
@@ -226,7 +249,7 @@ class Receiver:
             self.p.wait()
 
 
-def rate_row(name, size, count, t0, t_sent, result, full=0):
+def rate_row(name, size, count, t0, t_sent, result, full=0, tx_cpu=0.0):
     got, last = result["got"], result["last"]
     return {
         "case": f"send-{size}",
@@ -235,6 +258,11 @@ def rate_row(name, size, count, t0, t_sent, result, full=0):
         "delivered_per_s": got / (last - t0) if got and last > t0 else 0.0,
         "lost": count - got,
         "full_retries": full,
+        # CPU time (every thread) per message: the sender's from its first send until the
+        # receiver has counted, the receiver's while it counted. Load-independent, unlike
+        # the rates on a shared machine.
+        "tx_cpu_us": tx_cpu / count * 1e6,
+        "rx_cpu_us": result.get("cpu", 0.0) / count * 1e6,
     }
 
 
@@ -252,6 +280,7 @@ def send_hail(size, count, idle, batch=0):
     payload = os.urandom(SIZES[size])
     send, Full = dev.send_nowait, hail.Full
     full = 0
+    c0 = time.process_time()
     t0 = time.monotonic()
     for _ in range(count):
         while True:
@@ -263,7 +292,8 @@ def send_hail(size, count, idle, batch=0):
                 time.sleep(0)
     t_sent = time.monotonic()
     name = "hail (rx batch)" if batch else "hail send_nowait"
-    row = rate_row(name, size, count, t0, t_sent, rx.line(), full)
+    result = rx.line()
+    row = rate_row(name, size, count, t0, t_sent, result, full, time.process_time() - c0)
     rx.stop()
     close(dev)
     return row
@@ -273,11 +303,11 @@ def send_hail_batch(size, count, idle):
     return send_hail(size, count, idle, batch=1)
 
 
-def send_zenoh(size, count, idle):
+def send_zenoh(size, count, idle, to_bytes=0):
     import zenoh
 
     addr = f"{LOOPBACK}:{free_port()}"
-    rx = Receiver("zenoh", count, idle, addr=addr)
+    rx = Receiver("zenoh", count, idle, addr=addr, bytes=to_bytes)
     session = zenoh.open(zenoh_config(connect=addr))
     pub = session.declare_publisher("bench/msg", congestion_control=zenoh.CongestionControl.BLOCK)
     deadline = time.monotonic() + 10
@@ -287,15 +317,22 @@ def send_zenoh(size, count, idle):
         time.sleep(0.005)
     payload = os.urandom(SIZES[size])
     put = pub.put
+    c0 = time.process_time()
     t0 = time.monotonic()
     for _ in range(count):
         put(payload)
     t_sent = time.monotonic()
-    row = rate_row("zenoh put", size, count, t0, t_sent, rx.line())
+    result = rx.line()
+    name = "zenoh (to_bytes)" if to_bytes else "zenoh put"
+    row = rate_row(name, size, count, t0, t_sent, result, 0, time.process_time() - c0)
     rx.stop()
     pub.undeclare()
     session.close()
     return row
+
+
+def send_zenoh_bytes(size, count, idle):
+    return send_zenoh(size, count, idle, to_bytes=1)
 
 
 def send_asyncio(size, count, idle):
@@ -307,6 +344,7 @@ def send_asyncio(size, count, idle):
         _, writer = await asyncio.open_connection(host, int(port))
         frame = struct.pack(">I", SIZES[size]) + os.urandom(SIZES[size])
         write = writer.write
+        c0 = time.process_time()
         t0 = time.monotonic()
         for i in range(count):
             write(frame)
@@ -316,10 +354,10 @@ def send_asyncio(size, count, idle):
         t_sent = time.monotonic()
         writer.close()  # what the transport still buffers goes out first
         await writer.wait_closed()
-        return t0, t_sent
+        return t0, t_sent, time.process_time() - c0
 
-    t0, t_sent = asyncio.run(main())
-    row = rate_row("asyncio TCP", size, count, t0, t_sent, rx.line())
+    t0, t_sent, tx_cpu = asyncio.run(main())
+    row = rate_row("asyncio TCP", size, count, t0, t_sent, rx.line(), 0, tx_cpu)
     rx.stop()
     return row
 
@@ -340,11 +378,11 @@ def latency_row(name, samples):
     }
 
 
-def ask_hail(n, warmup):
+def ask_hail(n, warmup, on_loop=0):
     import hail
 
     group = HAIL_GROUP.format(random.randint(1, 250), free_port(socket.SOCK_DGRAM))
-    rx = Receiver("hail", 0, 1, group=group)
+    rx = Receiver("hail", 0, 1, group=group, on_loop=on_loop)
 
     async def main():
         dev = hail.Device("tx", interface=LOOPBACK, group=group)
@@ -363,7 +401,11 @@ def ask_hail(n, warmup):
 
     samples = asyncio.run(main())
     rx.stop()
-    return latency_row("hail ask", samples)
+    return latency_row("hail ask (on loop)" if on_loop else "hail ask", samples)
+
+
+def ask_hail_on_loop(n, warmup):
+    return ask_hail(n, warmup, on_loop=1)
 
 
 def ask_zenoh(n, warmup):
@@ -439,6 +481,8 @@ def main():
     ap.add_argument("--group")
     ap.add_argument("--addr")
     ap.add_argument("--batch", type=int, default=0)
+    ap.add_argument("--bytes", type=int, default=0)
+    ap.add_argument("--on_loop", type=int, default=0)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--json", dest="json_out")
@@ -459,13 +503,13 @@ def main():
     rows = []
     for size in SIZES:
         for r in range(rounds):
-            for fn in (send_hail, send_hail_batch, send_zenoh, send_asyncio):
+            for fn in (send_hail, send_hail_batch, send_zenoh, send_zenoh_bytes, send_asyncio):
                 row = fn(size, counts[size], args.idle)
                 row["round"] = r
                 rows.append(row)
                 print(f"  {row}", file=sys.stderr)
     for r in range(rounds):
-        for fn in (ask_hail, ask_zenoh, ask_asyncio):
+        for fn in (ask_hail, ask_hail_on_loop, ask_zenoh, ask_asyncio):
             row = fn(n_ask, 100)
             row["round"] = r
             rows.append(row)
@@ -476,16 +520,19 @@ def main():
     print(f"\nmachine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, "
           f"load {info['load'][0]:.1f} -> {info['load_after'][0]:.1f}, {info['utc']} UTC")
     print(f"{'case':<12} {'system':<18} {'sent/s':>10} {'delivered/s':>12} {'lost':>6}  "
-          f"{'p50 us':>8} {'p99 us':>8}")
+          f"{'p50 us':>8} {'p99 us':>8}  {'cpu us/msg tx+rx':>16}")
     for case in ["send-64B", "send-1KiB", "ask-1"]:
         for system in sorted({r["system"] for r in rows if r["case"] == case},
                              key=lambda s: ["hail", "zenoh", "asyncio"].index(s.split()[0])):
             sel = [r for r in rows if r["case"] == case and r["system"] == system]
             if case.startswith("send"):
+                tx = statistics.median(r["tx_cpu_us"] for r in sel)
+                rx = statistics.median(r["rx_cpu_us"] for r in sel)
                 print(f"{case:<12} {system:<18} "
                       f"{statistics.median(r['sent_per_s'] for r in sel):>10,.0f} "
                       f"{statistics.median(r['delivered_per_s'] for r in sel):>12,.0f} "
-                      f"{sum(r['lost'] for r in sel):>6}")
+                      f"{sum(r['lost'] for r in sel):>6}  {'':>8} {'':>8}  "
+                      f"{tx:>7.2f} + {rx:<6.2f}")
             else:
                 print(f"{case:<12} {system:<18} {'':>10} {'':>12} {'':>6}  "
                       f"{statistics.median(r['p50_us'] for r in sel):>8.1f} "

@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use hail_crypto::GroupKey;
 use hail_multicast::{Channel, MulticastError, Sender, Stats};
+use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyString};
 use tokio::sync::{Mutex, watch};
 
+use crate::bridge::{awaitable, awaitable_result, ready};
 use crate::device::seconds;
 use crate::errors::{self, ConfigError, NetworkError, TooLarge};
 use crate::runtime::runtime;
@@ -125,7 +127,7 @@ impl PyChannel {
     /// Raises `TooLarge` past `max_payload`, `NetworkError` if every interface failed.
     fn send<'py>(&self, py: Python<'py>, data: PyBackedBytes) -> PyResult<Bound<'py, PyAny>> {
         let tx = self.sender()?;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        awaitable_result(py, async move {
             tx.send(&data).await.map_err(|e| multicast_error(&e))
         })
     }
@@ -140,7 +142,7 @@ impl PyChannel {
         let rx = self.rx.clone();
         let mut closed = self.closed.subscribe();
         let timeout = timeout.map(seconds).transpose()?;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        let received = async move {
             let closed_err = || errors::Closed::new_err("the channel is closed");
             let next = async {
                 let mut guard = rx.lock().await;
@@ -153,19 +155,17 @@ impl PyChannel {
                 }
                 .map_err(|e| multicast_error(&e))
             };
-            let d = tokio::select! {
-                d = next => d?,
-                _ = closed.wait_for(|c| *c) => return Err(closed_err()),
-            };
-            Python::attach(|py| {
-                Ok((PyBytes::new(py, &d.payload), d.from.to_string())
-                    .into_pyobject(py)?
-                    .unbind())
-            })
+            tokio::select! {
+                d = next => d,
+                _ = closed.wait_for(|c| *c) => Err(closed_err()),
+            }
+        };
+        awaitable(py, received, |py, d| {
+            let d = d?;
+            (PyBytes::new(py, &d.payload), d.from.to_string()).into_py_any(py)
         })
     }
 
-    /// The channel's counters, a dict: `sent`, `send_errors`, `delivered`, `own_skipped`,
     /// `dropped_malformed`, `dropped_wrong_key`, `dropped_replayed`, `dropped_too_old`, and
     /// `dropped` (all drops). Raises `Busy` while a `recv` waits (it holds the channel).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -197,7 +197,7 @@ impl PyChannel {
 
     /// `async with Channel(...) as ch:`: the channel itself.
     fn __aenter__<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(slf) })
+        ready(py, slf.into_any())
     }
 
     /// Closes the channel on the way out of an `async with` block.
@@ -209,7 +209,7 @@ impl PyChannel {
         _tb: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         self.close();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(()) })
+        ready(py, py.None())
     }
 
     /// The object as text, for debugging.

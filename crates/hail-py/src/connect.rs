@@ -399,10 +399,17 @@ fn remotes<'py>(
 }
 
 /// The callback thread: runs each job's callback, one at a time, until the device is gone.
+/// Attached to Python once and detached while it waits, so it keeps its Python thread
+/// state (an `attach` per job on a thread Python does not know makes and frees one each
+/// time: on 3.11 an mmap and a munmap).
 fn run_callbacks(mut jobs: mpsc::Receiver<Job>, cb: &Callbacks) {
-    while let Some(job) = jobs.blocking_recv() {
-        Python::attach(|py| run_job(py, job, cb));
-    }
+    Python::attach(|py| {
+        py.detach(|| {
+            while let Some(job) = jobs.blocking_recv() {
+                Python::attach(|py| run_job(py, job, cb));
+            }
+        })
+    });
 }
 
 fn run_job(py: Python<'_>, job: Job, cb: &Callbacks) {

@@ -2,6 +2,7 @@
 //! device state that `hail.Device` and `hail.Connect` share.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -9,17 +10,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hail_discovery::{
-    Device, DeviceBuilder, DeviceEvents, Interface, PeerSender, SendError, Targets,
+    Device, DeviceBuilder, DeviceEvent, DeviceEvents, Interface, PeerSender, SendError, Targets,
 };
 use pyo3::exceptions::{PyStopAsyncIteration, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use pyo3_async_runtimes::TaskLocals;
 use tokio::sync::RwLock;
 
+use crate::bridge::{LoopQueue, OnDone, awaitable, ready};
 use crate::errors::{self, ConfigError, HailError};
-use crate::events::{Peer, event_to_py};
+use crate::events::{Peer, Senders, event_to_py};
+use crate::python_threads;
 use crate::runtime::block_on;
 
 /// Whom to send to or ask, from Python: `None` for every joined peer, a name, or a list
@@ -176,8 +180,10 @@ pub(crate) struct Core {
     device: RwLock<Option<Device>>,
     /// The device's one event stream; several readers share it (each event goes to one).
     pub(crate) events: Arc<tokio::sync::Mutex<DeviceEvents>>,
-    /// `send_nowait`'s senders by name: a name is resolved once, then its link is kept.
-    senders: Mutex<HashMap<String, PeerSender>>,
+    /// The strings of recent senders, for the events' `Message`s.
+    senders: Arc<Senders>,
+    /// `send_nowait`'s links by name: a name is resolved once, then its link is kept.
+    links: Mutex<HashMap<String, PeerSender>>,
     pub(crate) name: String,
     id: String,
     address: String,
@@ -196,7 +202,8 @@ impl Core {
             group: device.group().to_string(),
             device: RwLock::new(Some(device)),
             events: Arc::new(tokio::sync::Mutex::new(events)),
-            senders: Mutex::new(HashMap::new()),
+            senders: Arc::new(Senders::default()),
+            links: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -216,8 +223,8 @@ impl Core {
         Ok(guard)
     }
 
-    fn senders(&self) -> MutexGuard<'_, HashMap<String, PeerSender>> {
-        self.senders.lock().unwrap_or_else(|p| p.into_inner())
+    fn links(&self) -> MutexGuard<'_, HashMap<String, PeerSender>> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The joined peers by name (of two devices with one name, the one with the larger id).
@@ -229,22 +236,22 @@ impl Core {
 
     /// Queues `data` on the link to `to` if it has room (`Device::to(to).try_send`).
     pub(crate) fn send_nowait(&self, to: &str, data: &[u8]) -> PyResult<()> {
-        let mut senders = self.senders();
-        let result = match senders.get_mut(to) {
+        let mut links = self.links();
+        let result = match links.get_mut(to) {
             Some(s) => s.try_send(data),
             None => {
                 let guard = self.now()?;
                 let device = guard.as_ref().ok_or_else(errors::closed)?;
                 let mut s = device.to(to).map_err(|e| errors::resolve_error(&e))?;
                 let r = s.try_send(data);
-                senders.insert(to.to_owned(), s);
+                links.insert(to.to_owned(), s);
                 r
             }
         };
         result.map_err(|e| {
             if !matches!(e, SendError::Full) {
                 // Resolve the name again next time (it may have left, or become ambiguous).
-                senders.remove(to);
+                links.remove(to);
             }
             errors::send_error(to, &e)
         })
@@ -253,7 +260,7 @@ impl Core {
     /// Says goodbye and stops; waits for calls in flight first. Closing twice is a no-op.
     pub(crate) async fn close(&self) {
         let device = self.device.write().await.take();
-        self.senders().clear();
+        self.links().clear();
         if let Some(d) = device {
             d.close().await;
         }
@@ -264,8 +271,12 @@ impl Core {
 #[derive(Clone)]
 pub(crate) struct Handler {
     f: Arc<Py<PyAny>>,
-    /// The loop running when the handler was registered; `None`: call it on a worker thread.
+    /// The loop running when the handler was registered; `None`: call it on a handler
+    /// thread (`python_threads`).
     locals: Option<TaskLocals>,
+    /// That loop's queue (`bridge`), where it can watch a socket: calls are handed to the
+    /// loop through it without taking the GIL on a runtime thread.
+    on_loop: Option<LoopQueue>,
 }
 
 impl std::fmt::Debug for Handler {
@@ -285,47 +296,192 @@ impl Handler {
             Ok(_) => Some(pyo3_async_runtimes::tokio::get_current_locals(py)?),
             Err(_) => None,
         };
+        let on_loop = locals.as_ref().and_then(|_| LoopQueue::running(py));
         Ok(Self {
             f: Arc::new(f),
             locals,
+            on_loop,
         })
     }
 
-    /// Calls it through `hail._invoke.<name>` (`acall*` on its loop, `call*` on a
-    /// blocking worker thread), and returns what it returned, or its exception as text.
-    pub(crate) async fn invoke(
+    /// Calls it through `hail._invoke.<helper>` with the arguments `args` makes, and
+    /// returns what `out` makes of its result, or its exception as text (or `args`' error,
+    /// without calling it): `start*` on the loop it was registered on, handed over through
+    /// that loop's bridge queue (`acall*` through pyo3-async-runtimes where the loop cannot
+    /// watch a socket), or `call*` on a handler thread (see [`python_threads`]). Those two
+    /// take no GIL on a runtime thread; each call is one trip into Python.
+    pub(crate) async fn invoke<T: Send + 'static>(
         &self,
-        helper: &'static str,
-        args: Vec<Py<PyAny>>,
-    ) -> Result<Py<PyAny>, String> {
+        helper: Helper,
+        args: impl FnOnce(Python<'_>) -> Result<Vec<Py<PyAny>>, String> + Send + 'static,
+        out: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
         let f = self.f.clone();
-        match &self.locals {
-            Some(locals) => {
-                let fut = Python::attach(|py| {
-                    let invoke = py.import("hail._invoke")?.getattr(format!("a{helper}"))?;
-                    let all: Vec<Py<PyAny>> =
-                        std::iter::once(f.clone_ref(py)).chain(args).collect();
-                    let coro = invoke.call1(PyTuple::new(py, all)?)?;
-                    pyo3_async_runtimes::into_future_with_locals(locals, coro)
-                })
-                .map_err(|e| describe(&e))?;
-                fut.await.map_err(|e| describe(&e))
-            }
-            // Called right here, the runtime told that this thread may block for a while
-            // (`block_in_place`: its other tasks move to another worker), so a slow handler
-            // holds up nothing else, and a quick one costs no trip to another thread (a
-            // `spawn_blocking` per call: an `ask` p50 of 362 us against 259 us in two quick
-            // runs of `bench/bench.py`, 2 cores under load).
-            None => tokio::task::block_in_place(|| {
-                Python::attach(|py| {
-                    let invoke = py.import("hail._invoke")?.getattr(helper)?;
-                    let all: Vec<Py<PyAny>> =
-                        std::iter::once(f.clone_ref(py)).chain(args).collect();
-                    invoke.call1(PyTuple::new(py, all)?).map(Bound::unbind)
-                })
+        // `(helper, f, *args)`: what to call, with what.
+        let call_args = move |py: Python<'_>, via: Via| {
+            let args = args(py)?;
+            let mut all: Vec<Py<PyAny>> = Vec::with_capacity(args.len() + 2);
+            all.push(
+                helper
+                    .get(py, via)
+                    .map_err(|e| describe(&e))?
+                    .clone()
+                    .unbind(),
+            );
+            all.push(f.clone_ref(py));
+            all.extend(args);
+            PyTuple::new(py, all)
+                .map(Bound::unbind)
                 .map_err(|e| describe(&e))
-            }),
+        };
+        match (&self.locals, &self.on_loop) {
+            (Some(locals), Some(on_loop)) => {
+                // A loop that has not drained its queue for a second may be closed (a
+                // handler outlives the `asyncio.run` it was registered in): then its calls
+                // would wait for ever, and pile up with each question. Asked of the loop
+                // (with the GIL, on a handler thread) only then.
+                if on_loop.stuck() {
+                    let locals = locals.clone();
+                    let closed = python_threads::call(move || {
+                        Python::attach(|py| {
+                            let is_closed = locals.event_loop(py).call_method0("is_closed");
+                            is_closed.and_then(|c| c.is_truthy()).unwrap_or(true)
+                        })
+                    })
+                    .await;
+                    if closed {
+                        on_loop.clear();
+                        return Err("RuntimeError: the event loop the handler was registered \
+                                    on is closed"
+                            .into());
+                    }
+                }
+                // Handed to the loop's thread without the GIL here: called there (in the
+                // registration's context, as a task of it would be), its result converted
+                // there; a coroutine function's coroutine is run as a task, its result
+                // converted when it ends.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                // Taken by whichever answers: the call, the task's end, or a failure.
+                let slot = Arc::new(Mutex::new(Some(tx)));
+                let answer = move |r: Result<T, String>| {
+                    let tx = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    if let Some(tx) = tx {
+                        let _ = tx.send(r);
+                    }
+                };
+                let locals = locals.clone();
+                on_loop.run(move |py| {
+                    let on_end = answer.clone();
+                    let r = (|| {
+                        let context = locals.context(py);
+                        let all = call_args(py, Via::LoopStart)?.into_bound(py);
+                        let started = context.call_method1("run", all).map_err(|e| describe(&e))?;
+                        let (pending, value): (bool, Bound<'_, PyAny>) =
+                            started.extract().map_err(|e| describe(&e))?;
+                        if !pending {
+                            return out(py, &value).map(Some);
+                        }
+                        let ensure = py
+                            .import("asyncio")
+                            .and_then(|a| a.getattr("ensure_future"))
+                            .and_then(|ensure| context.call_method1("run", (ensure, value)))
+                            .map_err(|e| describe(&e))?;
+                        let done = OnDone::new(move |py, task| {
+                            on_end(
+                                task.call_method0("result")
+                                    .map_err(|e| describe(&e))
+                                    .and_then(|v| out(py, &v)),
+                            );
+                        });
+                        ensure
+                            .call_method1("add_done_callback", (done,))
+                            .map_err(|e| describe(&e))?;
+                        Ok(None)
+                    })();
+                    match r {
+                        Ok(Some(v)) => answer(Ok(v)),
+                        Ok(None) => {} // the task answers when it ends
+                        Err(e) => answer(Err(e)),
+                    }
+                });
+                rx.await.unwrap_or_else(|_| {
+                    Err("the handler's event loop did not run it (it was closed)".into())
+                })
+            }
+            (Some(locals), None) => {
+                let fut = Python::attach(|py| {
+                    let coro = call_all(&call_args(py, Via::Loop)?.into_bound(py))?;
+                    pyo3_async_runtimes::into_future_with_locals(locals, coro)
+                        .map_err(|e| describe(&e))
+                })?;
+                let result = fut.await.map_err(|e| describe(&e))?;
+                Python::attach(|py| out(py, result.bind(py)))
+            }
+            (None, _) => {
+                python_threads::call(move || {
+                    Python::attach(|py| {
+                        out(py, &call_all(&call_args(py, Via::Thread)?.into_bound(py))?)
+                    })
+                })
+                .await
+            }
         }
+    }
+}
+
+/// Calls `all[0](*all[1:])`.
+fn call_all<'py>(all: &Bound<'py, PyTuple>) -> Result<Bound<'py, PyAny>, String> {
+    let rest = all.get_slice(1, all.len());
+    all.get_item(0)
+        .and_then(|h| h.call1(rest))
+        .map_err(|e| describe(&e))
+}
+
+/// How a handler is called: which of `hail._invoke`'s helpers.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    /// On a handler thread (`call*`).
+    Thread,
+    /// As a coroutine scheduled on the loop by pyo3-async-runtimes (`acall*`).
+    Loop,
+    /// Called on the loop's thread, a returned awaitable run as a task (`start*`).
+    LoopStart,
+}
+
+/// Which of `hail._invoke`'s helpers calls a handler.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Helper {
+    /// `call` / `acall`: the handler's arguments as they are.
+    Call,
+    /// `call_json` / `acall_json`: one argument decoded from JSON text, the result
+    /// encoded to it.
+    CallJson,
+}
+
+impl Helper {
+    /// The helper function, looked up once.
+    fn get<'py>(self, py: Python<'py>, via: Via) -> PyResult<&'py Bound<'py, PyAny>> {
+        static HELPERS: [PyOnceLock<Py<PyAny>>; 6] = [
+            PyOnceLock::new(),
+            PyOnceLock::new(),
+            PyOnceLock::new(),
+            PyOnceLock::new(),
+            PyOnceLock::new(),
+            PyOnceLock::new(),
+        ];
+        let (i, name) = match (self, via) {
+            (Self::Call, Via::Thread) => (0, "call"),
+            (Self::Call, Via::Loop) => (1, "acall"),
+            (Self::Call, Via::LoopStart) => (2, "start"),
+            (Self::CallJson, Via::Thread) => (3, "call_json"),
+            (Self::CallJson, Via::Loop) => (4, "acall_json"),
+            (Self::CallJson, Via::LoopStart) => (5, "start_json"),
+        };
+        HELPERS[i]
+            .get_or_try_init(py, || {
+                py.import("hail._invoke")?.getattr(name).map(Bound::unbind)
+            })
+            .map(|f| f.bind(py))
     }
 }
 
@@ -342,8 +498,7 @@ pub(crate) fn describe(e: &PyErr) -> String {
 }
 
 /// Bytes a question handler returned.
-fn answer_bytes(py: Python<'_>, answer: &Py<PyAny>) -> Result<Bytes, String> {
-    let answer = answer.bind(py);
+fn answer_bytes(_: Python<'_>, answer: &Bound<'_, PyAny>) -> Result<Bytes, String> {
     match answer.extract::<PyBackedBytes>() {
         Ok(b) => Ok(Bytes::copy_from_slice(&b)),
         Err(_) => Err(format!(
@@ -458,11 +613,11 @@ impl PyDevice {
         let to = To::extract(to)?;
         let data = Bytes::copy_from_slice(&data);
         let core = self.core.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let results = core
-                .with(async |d| Ok(d.send(to.targets(), data).await))
-                .await?;
-            Python::attach(|py| match &to {
+        let targets = to.targets();
+        let sent = async move { core.with(async |d| Ok(d.send(targets, data).await)).await };
+        awaitable(py, sent, move |py, results| {
+            let results = results?;
+            match &to {
                 To::One(name) => match results.get(name) {
                     Some(Err(e)) => Err(errors::send_error(name, e)),
                     _ => Ok(py.None()),
@@ -479,7 +634,7 @@ impl PyDevice {
                     }
                     Ok(dict.into_any().unbind())
                 }
-            })
+            }
         })
     }
 
@@ -506,26 +661,27 @@ impl PyDevice {
         let question = Bytes::copy_from_slice(&question);
         let timeout = seconds(timeout)?;
         let core = self.core.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let answers = core
-                .with(async |d| Ok(d.ask(to, question, timeout).await))
-                .await?;
-            Python::attach(|py| {
-                let dict = PyDict::new(py);
-                for (name, r) in &answers {
-                    match r {
-                        Ok(a) => dict.set_item(name, pyo3::types::PyBytes::new(py, a))?,
-                        Err(e) => dict.set_item(name, errors::ask_error(name, e).into_value(py))?,
-                    }
+        let asked = async move {
+            core.with(async |d| Ok(d.ask(to, question, timeout).await))
+                .await
+        };
+        awaitable(py, asked, |py, answers| {
+            let dict = PyDict::new(py);
+            for (name, r) in &answers? {
+                match r {
+                    Ok(a) => dict.set_item(name, pyo3::types::PyBytes::new(py, a))?,
+                    Err(e) => dict.set_item(name, errors::ask_error(name, e).into_value(py))?,
                 }
-                Ok(dict.unbind())
-            })
+            }
+            Ok(dict.into_any().unbind())
         })
     }
 
     /// `on_question(fn)`: answers peers' questions with `fn(sender_name, question) ->
     /// bytes`, a plain function or a coroutine function. Registered from async code, it runs
-    /// on that event loop; otherwise on a worker thread (then it must be a plain function).
+    /// on that event loop (a plain function that blocks there blocks the loop); otherwise
+    /// on one of hail's handler threads, where it may block (then it must be a plain
+    /// function).
     /// An exception fails the question (the asker gets `RemoteError` with its message).
     /// Once per device.
     fn on_question(&self, py: Python<'_>, handler: Py<PyAny>) -> PyResult<()> {
@@ -536,14 +692,13 @@ impl PyDevice {
             .on_question(move |from, question| {
                 let handler = handler.clone();
                 async move {
-                    let args = Python::attach(|py| {
-                        vec![
+                    let args = move |py: Python<'_>| {
+                        Ok(vec![
                             PyString::new(py, &from).into_any().unbind(),
                             pyo3::types::PyBytes::new(py, &question).into_any().unbind(),
-                        ]
-                    });
-                    let answer = handler.invoke("call", args).await?;
-                    Python::attach(|py| answer_bytes(py, &answer))
+                        ])
+                    };
+                    handler.invoke(Helper::Call, args, answer_bytes).await
                 }
             })
             .map_err(|e| errors::device_error(&e))
@@ -568,9 +723,11 @@ impl PyDevice {
                 let handler = handler.clone();
                 async move {
                     let args =
-                        Python::attach(|py| vec![PyString::new(py, &arg).into_any().unbind()]);
-                    let out = handler.invoke("call_json", args).await?;
-                    Python::attach(|py| out.bind(py).extract::<String>()).map_err(|e| describe(&e))
+                        move |py: Python<'_>| Ok(vec![PyString::new(py, &arg).into_any().unbind()]);
+                    let out = |_: Python<'_>, out: &Bound<'_, PyAny>| {
+                        out.extract::<String>().map_err(|e| describe(&e))
+                    };
+                    handler.invoke(Helper::CallJson, args, out).await
                 }
             })
             .map_err(|e| HailError::new_err(e.to_string()))
@@ -592,21 +749,21 @@ impl PyDevice {
         let text: String = json.call_method1("dumps", (arg,))?.extract()?;
         let timeout = seconds(timeout)?;
         let core = self.core.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let reply = core
-                .with(async |d| {
-                    let peer = d.peer(&to).map_err(|e| errors::resolve_error(&e))?;
-                    peer.execute::<String, String>(method.clone(), text, timeout)
-                        .await
-                        .map_err(|e| errors::rpc_error(&to, &method, &e))
-                })
-                .await?;
-            Python::attach(|py| {
-                let loads = py.import("json")?.getattr("loads")?;
-                Ok(match loads.call1((&reply,)) {
-                    Ok(v) => v.unbind(),
-                    Err(_) => PyString::new(py, &reply).into_any().unbind(),
-                })
+        let called = async move {
+            core.with(async |d| {
+                let peer = d.peer(&to).map_err(|e| errors::resolve_error(&e))?;
+                peer.execute::<String, String>(method.clone(), text, timeout)
+                    .await
+                    .map_err(|e| errors::rpc_error(&to, &method, &e))
+            })
+            .await
+        };
+        awaitable(py, called, |py, reply| {
+            let reply = reply?;
+            let loads = py.import("json")?.getattr("loads")?;
+            Ok(match loads.call1((&reply,)) {
+                Ok(v) => v.unbind(),
+                Err(_) => PyString::new(py, &reply).into_any().unbind(),
             })
         })
     }
@@ -617,6 +774,7 @@ impl PyDevice {
     fn events(&self) -> Events {
         Events {
             stream: self.core.events.clone(),
+            senders: self.core.senders.clone(),
         }
     }
 
@@ -624,15 +782,16 @@ impl PyDevice {
     /// flight end first. Closing twice does nothing.
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let core = self.core.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            core.close().await;
-            Ok(())
-        })
+        awaitable(
+            py,
+            async move { core.close().await },
+            |py, ()| Ok(py.None()),
+        )
     }
 
     /// `async with Device(...) as dev:`: the device itself.
     fn __aenter__<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(slf) })
+        ready(py, slf.into_any())
     }
 
     /// Closes the device on the way out of an `async with` block.
@@ -666,37 +825,80 @@ pub(crate) fn seconds(s: f64) -> PyResult<Duration> {
 #[derive(Debug)]
 pub(crate) struct Events {
     stream: Arc<tokio::sync::Mutex<DeviceEvents>>,
+    senders: Arc<Senders>,
+}
+
+impl Events {
+    /// Events waiting now, up to `max`, if no other read is in flight (it holds the
+    /// stream; waiting for it would break the order).
+    fn take_ready(&self, max: usize) -> Vec<DeviceEvent> {
+        let mut ready = Vec::new();
+        if let Ok(mut s) = self.stream.try_lock() {
+            while ready.len() < max
+                && let Some(e) = waiting(&mut s)
+            {
+                ready.push(e);
+            }
+        }
+        ready
+    }
+
+    /// The next event waiting now, as `take_ready(1)` without the list.
+    fn take_one(&self) -> Option<DeviceEvent> {
+        waiting(&mut *self.stream.try_lock().ok()?)
+    }
+}
+
+/// The next event waiting in `s`, without waiting: `recv` polled once with a waker that
+/// does nothing, rather than `try_recv`, so what waits is taken from the device's stream up
+/// to 64 at a time and a burst frees the stream (and wakes the device waiting for room)
+/// once per 64 events, not once per event.
+fn waiting(s: &mut DeviceEvents) -> Option<DeviceEvent> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(s.recv()).poll(&mut cx) {
+        std::task::Poll::Ready(e) => e,
+        std::task::Poll::Pending => None,
+    }
 }
 
 #[pymethods]
 impl Events {
-    /// The iterator itself.
-    fn __aiter__(slf: Py<Self>) -> Py<Self> {
-        slf
+    /// `async for event in dev.events()`: a generator (`hail._aio.iterate`) that hands
+    /// over each event already waiting with no await on the runtime, and awaits
+    /// `__anext__` only when none is.
+    fn __aiter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        static ITERATE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let iterate = ITERATE.get_or_try_init(py, || {
+            py.import("hail._aio")?
+                .getattr("iterate")
+                .map(Bound::unbind)
+        })?;
+        Ok(iterate.bind(py).call1((slf,))?.unbind())
     }
 
-    /// The next event; raises `StopAsyncIteration` once the device is closed.
+    /// `await events.__anext__()`: the next event; raises `StopAsyncIteration` once the
+    /// device is closed.
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        // The fast path: an event already waiting is handed over in a future completed at
-        // once on the running loop, with no trip through the runtime's threads (each such
-        // trip wakes the event loop from another thread: tens of microseconds per event).
-        // Only when no other read is in flight (it holds the stream), so order is kept.
-        if let Ok(mut s) = self.stream.try_lock()
-            && let Some(e) = s.try_recv()
-        {
-            let event = event_to_py(py, e)?;
-            let fut = pyo3_async_runtimes::get_running_loop(py)?.call_method0("create_future")?;
-            fut.call_method1("set_result", (event,))?;
-            return Ok(fut);
+        // An event already waiting is handed over in a future completed at once, with no
+        // trip through the runtime's threads.
+        if let Some(e) = self.take_one() {
+            return ready(py, event_to_py(py, e, &self.senders)?);
         }
         let stream = self.stream.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let event = stream.lock().await.recv().await;
-            match event {
-                Some(e) => Python::attach(|py| event_to_py(py, e)),
-                None => Err(PyStopAsyncIteration::new_err(())),
-            }
+        let senders = self.senders.clone();
+        let next = async move { stream.lock().await.recv().await };
+        awaitable(py, next, move |py, event| match event {
+            Some(e) => event_to_py(py, e, &senders),
+            None => Err(PyStopAsyncIteration::new_err(())),
         })
+    }
+
+    /// `try_next()`: the next event if one is waiting now, else `None` (also once the
+    /// device is closed, or while another read of the stream is in flight). Never waits.
+    fn try_next(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.take_one()
+            .map(|e| event_to_py(py, e, &self.senders))
+            .transpose()
     }
 
     /// `await events.batch(max=256)`: every event waiting now, up to `max`, as a list (at
@@ -705,23 +907,16 @@ impl Events {
     #[pyo3(signature = (max=256))]
     fn batch<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyAny>> {
         let max = max.max(1);
-        if let Ok(mut s) = self.stream.try_lock() {
-            let mut ready = Vec::new();
-            while ready.len() < max
-                && let Some(e) = s.try_recv()
-            {
-                ready.push(e);
-            }
-            if !ready.is_empty() {
-                let list = events_to_list(py, ready)?;
-                let fut =
-                    pyo3_async_runtimes::get_running_loop(py)?.call_method0("create_future")?;
-                fut.call_method1("set_result", (list,))?;
-                return Ok(fut);
-            }
+        let now = self.take_ready(max);
+        if !now.is_empty() {
+            return ready(
+                py,
+                events_to_list(py, now, &self.senders)?.into_any().unbind(),
+            );
         }
         let stream = self.stream.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        let senders = self.senders.clone();
+        let next = async move {
             let mut s = stream.lock().await;
             let mut ready = Vec::new();
             if let Some(first) = s.recv().await {
@@ -732,20 +927,23 @@ impl Events {
                     ready.push(e);
                 }
             }
-            drop(s);
-            Python::attach(|py| events_to_list(py, ready).map(Bound::unbind))
+            ready
+        };
+        awaitable(py, next, move |py, ready| {
+            Ok(events_to_list(py, ready, &senders)?.into_any().unbind())
         })
     }
 }
 
 /// Events as a Python list.
-fn events_to_list(
-    py: Python<'_>,
-    events: Vec<hail_discovery::DeviceEvent>,
-) -> PyResult<Bound<'_, pyo3::types::PyList>> {
+fn events_to_list<'py>(
+    py: Python<'py>,
+    events: Vec<DeviceEvent>,
+    senders: &Senders,
+) -> PyResult<Bound<'py, PyList>> {
     let objs = events
         .into_iter()
-        .map(|e| event_to_py(py, e))
+        .map(|e| event_to_py(py, e, senders))
         .collect::<PyResult<Vec<_>>>()?;
-    pyo3::types::PyList::new(py, objs)
+    PyList::new(py, objs)
 }

@@ -1,12 +1,13 @@
 //! What a device reports, as Python objects: [`Peer`], and one class per
 //! [`DeviceEvent`] variant. [`event_to_py`] is the one place that converts events.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Mutex;
 
-use hail_discovery::{DeviceEvent, LeaveReason, PeerInfo, RunError};
+use hail_discovery::{DeviceEvent, DeviceId, LeaveReason, PeerInfo, RunError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyString};
 
 /// A joined device: its name, its id (hex: the key its link proved), where it can be
 /// dialed, and the metadata it signed into its adverts.
@@ -77,11 +78,11 @@ impl Peer {
 #[derive(Debug)]
 pub(crate) struct Message {
     /// The sender's name.
-    sender: String,
+    sender: Py<PyString>,
     /// The message.
     data: Py<PyBytes>,
     /// The sender's id, as hex (the key its link proved: `Peer.id`).
-    sender_id: String,
+    sender_id: Py<PyString>,
 }
 
 #[pymethods]
@@ -96,9 +97,9 @@ impl Message {
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(
             "Message(sender={:?}, data=<{} bytes>, sender_id={:?})",
-            self.sender,
+            self.sender.bind(py).to_string(),
             self.data.bind(py).as_bytes().len(),
-            self.sender_id
+            self.sender_id.bind(py).to_string()
         )
     }
 }
@@ -250,23 +251,76 @@ pub(crate) fn leave_reason(r: &LeaveReason) -> String {
     }
 }
 
+/// Senders most recently seen, kept by [`Senders`]: 64. Past that the table starts over
+/// (a device with more peers than that sending at once pays the conversions again).
+const SENDERS: usize = 64;
+
+/// The Python strings of recent senders (name and hex id), by id: a message from a known
+/// sender reuses them rather than formatting 32 hex digits and making two strings each
+/// time. Bounded by [`SENDERS`].
+#[derive(Debug, Default)]
+pub(crate) struct Senders(Mutex<HashMap<DeviceId, Sender>>);
+
+/// A sender's name, and its name and hex id as Python strings.
+#[derive(Debug)]
+struct Sender {
+    name: String,
+    py_name: Py<PyString>,
+    py_id: Py<PyString>,
+}
+
+impl Senders {
+    /// The sender's name and id as Python strings.
+    fn get(&self, py: Python<'_>, from: String, id: DeviceId) -> (Py<PyString>, Py<PyString>) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get(&id)
+            && s.name == from
+        {
+            return (s.py_name.clone_ref(py), s.py_id.clone_ref(py));
+        }
+        if map.len() >= SENDERS {
+            map.clear();
+        }
+        let py_name = PyString::new(py, &from).unbind();
+        let py_id = PyString::new(py, &id.to_string()).unbind();
+        let out = (py_name.clone_ref(py), py_id.clone_ref(py));
+        map.insert(
+            id,
+            Sender {
+                name: from,
+                py_name,
+                py_id,
+            },
+        );
+        out
+    }
+}
+
 /// The Python object for a device event: the one conversion of [`DeviceEvent`]s.
-pub(crate) fn event_to_py(py: Python<'_>, event: DeviceEvent) -> PyResult<Py<PyAny>> {
+/// `senders` keeps the strings of recent senders.
+pub(crate) fn event_to_py(
+    py: Python<'_>,
+    event: DeviceEvent,
+    senders: &Senders,
+) -> PyResult<Py<PyAny>> {
     let obj = match event {
         DeviceEvent::Message {
             from,
             from_id,
             payload,
             ..
-        } => Py::new(
-            py,
-            Message {
-                sender: from,
-                data: PyBytes::new(py, &payload).unbind(),
-                sender_id: from_id.to_string(),
-            },
-        )?
-        .into_any(),
+        } => {
+            let (sender, sender_id) = senders.get(py, from, from_id);
+            Py::new(
+                py,
+                Message {
+                    sender,
+                    data: PyBytes::new(py, &payload).unbind(),
+                    sender_id,
+                },
+            )?
+            .into_any()
+        }
         DeviceEvent::PeerJoined(peer) => Py::new(
             py,
             PeerJoined {

@@ -9,16 +9,23 @@
 //! - `errors`: the exception classes under `hail.HailError`, and the conversions of the
 //!   Rust errors.
 //! - `runtime`: the module's tokio runtime and the blocking wait (GIL released, Ctrl-C).
+//! - `python_threads`: the threads that call users' plain handlers (each keeps its Python
+//!   thread state).
+//! - `bridge`: Rust futures as asyncio awaitables, completed on the loop's thread (no
+//!   runtime thread waits for the GIL).
 //!
 //! `python/hail/` holds the Python side: `__init__.py` (re-exports), `_invoke.py` (calls
-//! the user's handlers), the type stubs and `py.typed`.
+//! the user's handlers), `_aio.py` (each loop's waker, the event iterator), the type stubs
+//! and `py.typed`.
 
+mod bridge;
 mod channel;
 mod connect;
 mod device;
 mod errors;
 mod events;
 mod link;
+mod python_threads;
 mod runtime;
 
 use pyo3::prelude::*;
@@ -29,6 +36,7 @@ fn _hail(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<device::PyDevice>()?;
     m.add_class::<device::Events>()?;
+    m.add_class::<bridge::LoopWaker>()?;
     m.add_class::<connect::PyConnect>()?;
     m.add_class::<channel::PyChannel>()?;
     m.add_class::<link::PyServer>()?;

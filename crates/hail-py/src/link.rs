@@ -20,7 +20,8 @@ use hail_wire::Binary;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyString};
 
-use crate::device::{Handler, parse_addr, seconds};
+use crate::bridge::{awaitable_result, ready};
+use crate::device::{Handler, Helper, parse_addr, seconds};
 use crate::errors::{self, ConfigError, HailError, NetworkError};
 use crate::runtime::{block_on, runtime};
 
@@ -145,7 +146,7 @@ fn close_reason(r: &CloseReason) -> &'static str {
 }
 
 /// The three callbacks, each run as `Device.on_question`'s handler is (on the event loop
-/// that was running when the object was made, else on a worker thread), one at a time, in
+/// that was running when the object was made, else on a handler thread), one at a time, in
 /// the order of the events.
 #[derive(Debug, Clone, Default)]
 struct Callbacks {
@@ -170,12 +171,16 @@ impl Callbacks {
     }
 }
 
-/// Calls `handler` (if any) with `args`; its exception is logged on the `hail` logger by
-/// `hail._invoke` and otherwise ignored (the link goes on).
-async fn run(handler: Option<&Handler>, args: impl FnOnce(Python<'_>) -> Vec<Py<PyAny>>) {
+/// Calls `handler` (if any) with what `args` makes (nothing: not called); its exception
+/// is logged on the `hail` logger by `hail._invoke` and otherwise ignored (the link goes
+/// on).
+async fn run(
+    handler: Option<&Handler>,
+    args: impl FnOnce(Python<'_>) -> Option<Vec<Py<PyAny>>> + Send + 'static,
+) {
     if let Some(h) = handler {
-        let args = Python::attach(args);
-        let _ = h.invoke("call", args).await;
+        let args = move |py: Python<'_>| args(py).ok_or_else(String::new);
+        let _ = h.invoke(Helper::Call, args, |_, _| Ok(())).await;
     }
 }
 
@@ -196,7 +201,7 @@ fn text(py: Python<'_>, s: &str) -> Py<PyAny> {
 /// `"addr:port"` (port 0: a free one, see `address`). `on_connect(client_id, address)`,
 /// `on_message(client_id, message)`, `on_close(client_id, reason)`; plain or coroutine
 /// functions, run one at a time in the order of the events (on the event loop running when
-/// the server was made, else on a worker thread). `mode` is Python Comms' payload mode:
+/// the server was made, else on a handler thread). `mode` is Python Comms' payload mode:
 /// `"bytes"`, `"string"` or `"json"`. `python_comms=True` speaks Python Comms' own wire
 /// (little-endian u32 length, no handshake, plaintext, frames up to 16 KiB) so its clients
 /// connect; otherwise hail's links (heartbeats; a passphrase makes them Noise `NNpsk0`,
@@ -281,8 +286,8 @@ impl PyServer {
                 let cb = &callbacks;
                 match event {
                     ServerEvent::Connected { id, addr, .. } => {
-                        run(cb.on_connect.as_ref(), |py| {
-                            vec![int(py, id.get()), text(py, &addr.to_string())]
+                        run(cb.on_connect.as_ref(), move |py| {
+                            Some(vec![int(py, id.get()), text(py, &addr.to_string())])
                         })
                         .await;
                     }
@@ -290,19 +295,20 @@ impl PyServer {
                         let Some(h) = cb.on_message.as_ref() else {
                             continue;
                         };
-                        let value = Python::attach(|py| mode.decode(py, &msg));
-                        match value {
-                            Ok(v) => {
-                                run(Some(h), |py| vec![int(py, id.get()), v]).await;
-                            }
+                        // Decoded where the handler runs, under the same GIL acquisition.
+                        let bad = bad.clone();
+                        run(Some(h), move |py| match mode.decode(py, &msg) {
+                            Ok(v) => Some(vec![int(py, id.get()), v]),
                             Err(()) => {
                                 bad.fetch_add(1, Ordering::Relaxed);
+                                None
                             }
-                        }
+                        })
+                        .await;
                     }
                     ServerEvent::Closed { id, reason } => {
-                        run(cb.on_close.as_ref(), |py| {
-                            vec![int(py, id.get()), text(py, close_reason(&reason))]
+                        run(cb.on_close.as_ref(), move |py| {
+                            Some(vec![int(py, id.get()), text(py, close_reason(&reason))])
                         })
                         .await;
                     }
@@ -352,7 +358,7 @@ impl PyServer {
             s.connection(id)
                 .ok_or_else(|| errors::UnknownName::new_err(format!("no client {client_id}")))
         })?;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        awaitable_result(py, async move {
             conn.send(data).await.map_err(|e| link_error(&e))
         })
     }
@@ -410,7 +416,7 @@ impl PyServer {
     fn close<'py>(&self, py: Python<'py>, deadline: f64) -> PyResult<Bound<'py, PyAny>> {
         let deadline = seconds(deadline)?;
         let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        awaitable_result(py, async move {
             if let Some(s) = server {
                 s.close(deadline).await;
             }
@@ -420,7 +426,7 @@ impl PyServer {
 
     /// `async with Server(...) as server:`: the server itself.
     fn __aenter__<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(slf) })
+        ready(py, slf.into_any())
     }
 
     /// Closes the server on the way out of an `async with` block.
@@ -513,8 +519,8 @@ impl PyClient {
                 let cb = &callbacks;
                 match event {
                     ClientEvent::Connected { addr, .. } => {
-                        run(cb.on_connect.as_ref(), |py| {
-                            vec![text(py, &addr.to_string())]
+                        run(cb.on_connect.as_ref(), move |py| {
+                            Some(vec![text(py, &addr.to_string())])
                         })
                         .await;
                     }
@@ -522,16 +528,19 @@ impl PyClient {
                         let Some(h) = cb.on_message.as_ref() else {
                             continue;
                         };
-                        match Python::attach(|py| mode.decode(py, &msg)) {
-                            Ok(v) => run(Some(h), |_| vec![v]).await,
+                        let bad = bad.clone();
+                        run(Some(h), move |py| match mode.decode(py, &msg) {
+                            Ok(v) => Some(vec![v]),
                             Err(()) => {
                                 bad.fetch_add(1, Ordering::Relaxed);
+                                None
                             }
-                        }
+                        })
+                        .await;
                     }
                     ClientEvent::Disconnected { reason } => {
-                        run(cb.on_close.as_ref(), |py| {
-                            vec![text(py, close_reason(&reason))]
+                        run(cb.on_close.as_ref(), move |py| {
+                            Some(vec![text(py, close_reason(&reason))])
                         })
                         .await;
                     }
@@ -572,7 +581,7 @@ impl PyClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let data = self.mode.encode(message)?;
         let client = self.client()?;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        awaitable_result(py, async move {
             client.send(data).await.map_err(|e| link_error(&e))
         })
     }
@@ -609,7 +618,7 @@ impl PyClient {
     /// discarded. Closing twice does nothing (returns 0).
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let client = self.client.lock().unwrap_or_else(|p| p.into_inner()).take();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        awaitable_result(py, async move {
             Ok(match client {
                 Some(c) => c.close().await,
                 None => 0,
@@ -619,7 +628,7 @@ impl PyClient {
 
     /// `async with Client(...) as client:`: the client itself.
     fn __aenter__<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(slf) })
+        ready(py, slf.into_any())
     }
 
     /// Closes the client on the way out of an `async with` block.

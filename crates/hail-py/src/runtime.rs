@@ -13,7 +13,10 @@ use pyo3::prelude::*;
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
 /// The runtime: built on first use by pyo3-async-runtimes (multi-threaded, a worker per
-/// core, IO and time enabled); it lives as long as the process.
+/// core, IO and time enabled); it lives as long as the process. Python code cannot change
+/// its flavour (only Rust can, through `pyo3_async_runtimes::tokio::init`, and this crate
+/// never does); nothing here relies on it (users' handlers run on threads of their own,
+/// see `python_threads`).
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     pyo3_async_runtimes::tokio::get_runtime()
 }

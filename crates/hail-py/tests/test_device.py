@@ -289,3 +289,176 @@ def test_events_batch_hands_over_what_is_waiting_in_order(group):
         assert all(not isinstance(e, hail.Message) for e in rest)
 
     bounded(main())
+
+
+def test_async_for_hands_over_waiting_and_later_events_in_order(group):
+    async def main():
+        a, b = pair(group)
+        await joined(a, "beta")
+        await joined(b, "alpha")
+        events = b.events()
+        while events.try_next() is not None:  # the joins: nothing else waits after them
+            pass
+        assert events.try_next() is None
+        for i in range(300):  # waiting when the loop starts: handed over without awaits
+            a.send_nowait("beta", b"%d" % i)
+        got = []
+        async for e in events:
+            if isinstance(e, hail.Message):
+                got.append(e.data)
+                assert e.sender == "alpha" and e.sender_id == a.id
+                if len(got) == 300:
+                    break
+        # Then one at a time, each sent once the one before arrived: each is awaited
+        # (nothing waits when the loop asks), through the runtime.
+        later = []
+        await a.send("beta", b"late 0")
+        async for e in events:
+            if isinstance(e, hail.Message):
+                later.append(e.data)
+                if len(later) == 3:
+                    break
+                await a.send("beta", b"late %d" % len(later))
+        assert got == [b"%d" % i for i in range(300)]
+        assert later == [b"late 0", b"late 1", b"late 2"]
+        await close(a, b)
+        # The stream ends: `async for` stops.
+        async for e in events:
+            assert not isinstance(e, hail.Message)
+
+    bounded(main())
+
+
+def test_a_cancelled_wait_leaves_the_stream_whole(group):
+    async def main():
+        a, b = pair(group)
+        await joined(a, "beta")
+        await joined(b, "alpha")
+        events = b.events()
+        while events.try_next() is not None:
+            pass
+        # Nothing comes: the wait times out, is cancelled, and its task ends with it.
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(events.__anext__(), 0.05)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(events.batch(), 0.05)
+        await a.send("beta", b"after")
+        e = await events.__anext__()
+        while not isinstance(e, hail.Message):
+            e = await events.__anext__()
+        assert e.data == b"after"
+        await close(a, b)
+
+    bounded(main())
+
+
+def test_a_plain_handler_that_blocks_holds_up_no_other_question(group):
+    import threading
+
+    release = threading.Event()
+
+    def answer(sender, q):
+        if q == b"slow":
+            release.wait(5)  # blocks its thread, not the device
+        return q
+
+    a, b = pair(group)
+    # Registered with no event loop running: it runs on hail's handler threads.
+    b.on_question(answer)
+
+    async def main():
+        await joined(a, "beta")
+        slow = asyncio.ensure_future(a.ask("beta", b"slow", timeout=5.0))
+        for i in range(5):  # each answered while the slow one still blocks
+            assert await a.ask("beta", b"q%d" % i, timeout=2.0) == {"beta": b"q%d" % i}
+        assert not slow.done()
+        release.set()
+        assert await slow == {"beta": b"slow"}
+        await close(a, b)
+
+    bounded(main())
+
+
+def test_awaitables_complete_on_each_of_several_event_loops(group):
+    import threading
+
+    a, b = pair(group)
+    b.on_question(lambda sender, q: q)
+    bounded(joined(a, "beta"))
+    results = {}
+
+    def asker(n):
+        async def main():
+            return [await a.ask("beta", b"%d-%d" % (n, i)) for i in range(20)]
+
+        results[n] = bounded(main())
+
+    # Loops of their own, one after another on this thread and at once on two others.
+    asker(0)
+    threads = [threading.Thread(target=asker, args=(n,)) for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    asker(3)
+    for n in range(4):
+        assert results[n] == [{"beta": b"%d-%d" % (n, i)} for i in range(20)]
+    bounded(close(a, b))
+
+
+def test_handlers_on_the_loop_see_the_registrations_context_and_fail_typed(group):
+    import contextvars
+
+    who = contextvars.ContextVar("who", default="unset")
+
+    async def main():
+        a, b = pair(group)
+        await joined(a, "beta")
+        await joined(b, "alpha")
+        who.set("registered")
+
+        def answer(sender, q):  # plain, registered with the loop running: runs on it
+            if q == b"boom":
+                raise ValueError("no such lamp")
+            return who.get().encode()
+
+        async def method(arg):  # a coroutine function: a task on the loop
+            await asyncio.sleep(0)
+            return {"who": who.get(), "arg": arg}
+
+        b.on_question(answer)
+        b.bind("who", method)
+        who.set("changed after")
+        assert await a.ask("beta", b"q") == {"beta": b"registered"}
+        failed = (await a.ask("beta", b"boom"))["beta"]
+        assert isinstance(failed, hail.RemoteError) and "ValueError: no such lamp" in str(failed)
+        assert await a.call("beta", "who", 7) == {"who": "registered", "arg": 7}
+        await close(a, b)
+
+    bounded(main())
+
+
+def test_a_handler_whose_loop_is_closed_fails_questions_instead_of_piling_them_up(group):
+    import time
+
+    a, b = pair(group)
+
+    async def register():
+        b.on_question(lambda sender, q: b"never")  # on this loop, closed when it ends
+        await joined(b, "alpha")
+
+    bounded(register())
+
+    async def main():
+        await joined(a, "beta")
+        # The first waits in the closed loop's queue: no answer in time.
+        first = (await a.ask("beta", b"1", timeout=1.5))["beta"]
+        assert isinstance(first, hail.NoAnswer)
+        # Its queue a second behind, the next finds the loop closed and fails at once.
+        t = time.monotonic()
+        second = (await a.ask("beta", b"2", timeout=5.0))["beta"]
+        assert isinstance(second, hail.RemoteError) and "closed" in str(second)
+        assert time.monotonic() - t < 2.5
+        await close(a, b)
+
+    bounded(main())

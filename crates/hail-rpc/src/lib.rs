@@ -109,7 +109,6 @@ mod config;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-mod handler;
 mod link;
 pub mod memory;
 mod method;
@@ -120,10 +119,10 @@ pub mod proto;
 
 pub use config::{RpcConfig, RpcConfigBuilder};
 pub use error::{BindError, RpcError};
-pub use handler::Handlers;
 pub use link::{RpcClient, RpcServer, RpcServerEvent, RpcServerEvents, SERVER_EVENT_CAPACITY};
 pub use method::{MAX_METHOD_NAME_LEN, Method, Opcode, RetCode, Status};
 pub use outgoing::{LinkClosed, Outgoing};
 pub use packet::{Packet, PacketError};
+pub use peer::Handlers;
 pub use peer::{PeerDriver, Reply, RpcPeer, WeakRpcPeer};
 pub use proto::Disconnect;

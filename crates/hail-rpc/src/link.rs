@@ -19,7 +19,7 @@ use hail_wire::Binary;
 use tokio::task::JoinHandle;
 
 use crate::config::RpcConfig;
-use crate::handler::Handlers;
+use crate::peer::Handlers;
 use crate::peer::{PeerDriver, RpcPeer};
 use crate::proto::Disconnect;
 

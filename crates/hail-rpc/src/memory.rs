@@ -7,8 +7,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::RpcConfig;
-use crate::handler::Handlers;
 use crate::outgoing::impl_outgoing;
+use crate::peer::Handlers;
 use crate::peer::{PeerDriver, RpcPeer};
 
 /// Packets each direction may hold before `send` waits: 1024.

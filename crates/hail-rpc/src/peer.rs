@@ -15,14 +15,16 @@ use tokio::time::Instant;
 
 use crate::config::RpcConfig;
 use crate::error::{BindError, RpcError};
-use crate::handler::Handlers;
 use crate::method::{Method, RetCode};
 use crate::outgoing::{LinkClosed, Outgoing};
 use crate::packet;
 use crate::proto::{Disconnect, Outcome, PollState, Session, SessionStats};
 
+mod handlers;
 mod inner;
 mod outbox;
+
+pub use handlers::Handlers;
 
 use self::inner::{Inner, State};
 

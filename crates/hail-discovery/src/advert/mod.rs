@@ -105,7 +105,6 @@ use std::time::Duration;
 use hail_crypto::{Identity, PublicKey, Signature};
 use hail_wire::WireError;
 
-use crate::error::NameError;
 use crate::id::DeviceId;
 
 mod metadata;
@@ -113,7 +112,7 @@ mod name;
 mod wire;
 
 pub use metadata::{MetadataError, validate_metadata};
-pub use name::{normalize_name, validate_name};
+pub use name::{NameError, normalize_name, validate_name};
 use wire::*;
 
 /// The first four bytes of every discovery message: `HAIL`.

@@ -1,7 +1,50 @@
 //! The device-name rule: what a name in an announce may be, and its normal form.
 
 use super::MAX_NAME_LEN;
-use crate::error::NameError;
+
+/// Why a device name is not acceptable.
+///
+/// The rule ([`validate_name`](crate::validate_name)): 1 to
+/// [`MAX_NAME_LEN`](crate::advert::MAX_NAME_LEN) bytes of UTF-8 in Unicode normalization
+/// form C, with no character that is invisible or changes how the rest is shown, and no
+/// space but U+0020 between other characters. The same rule holds for the local name
+/// (which [`Device::builder`](crate::Device::builder) brings into NFC first) and for
+/// names on the wire, so two names that look the same are the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameError {
+    /// The name is the empty string.
+    #[error("device name is empty")]
+    Empty,
+    /// The name is longer than the limit, in bytes of UTF-8.
+    #[error("device name is {len} bytes long, the limit is {max}")]
+    TooLong {
+        /// Length of the name in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// The name contains a control character (newline, escape, NUL ...).
+    #[error("device name contains a control character")]
+    ControlCharacter,
+    /// The name contains a character that shows as nothing or changes how the text
+    /// around it is shown: format characters (zero-width spaces and joiners, bidi
+    /// controls and overrides, the byte order mark, soft hyphen, tags), line and
+    /// paragraph separators, private-use and unassigned code points, and fillers that
+    /// render blank (Hangul fillers, the combining grapheme joiner, Khmer inherent vowels,
+    /// Mongolian variation selectors).
+    #[error("device name contains U+{:04X}, an invisible or formatting character", u32::from(*.0))]
+    InvisibleCharacter(char),
+    /// The name starts or ends with a space, or contains a space character other than
+    /// U+0020 (no-break, ideographic, en/em spaces and the like look the same as it).
+    #[error("device name has a space at either end, or a space other than U+0020")]
+    Whitespace,
+    /// The name is not in Unicode normalization form C, so the same-looking name could
+    /// arrive as other bytes. Names from the wire must be in NFC; a local name is brought
+    /// into NFC by [`Device::builder`](crate::Device::builder).
+    #[error("device name is not in Unicode normalization form C")]
+    NotNormalized,
+}
 
 /// Checks a device name against the rule of [`NameError`]: 1 to [`MAX_NAME_LEN`] bytes of
 /// UTF-8 in NFC, no control, format, separator, private-use, unassigned or blank-rendering

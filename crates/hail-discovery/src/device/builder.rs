@@ -159,17 +159,6 @@ fn dual_stack() -> bool {
         && std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").is_ok_and(|v| v.trim() == "0")
 }
 
-/// Whether an address of a named interface goes into the adverts: one the listener
-/// `listen` takes (a dual-stack `[::]` listener takes both families). Not an IPv6
-/// link-local one: an advert has no room for its scope, and peers dial the advert's
-/// source address, which carries it.
-pub(super) fn advertisable(a: IpAddr, listen: SocketAddr, dual: bool) -> bool {
-    match a {
-        IpAddr::V4(_) => listen.is_ipv4() || dual,
-        IpAddr::V6(v6) => listen.is_ipv6() && !v6.is_unicast_link_local(),
-    }
-}
-
 impl Device {
     /// A builder for a device named `name`: 1 to 64 bytes of UTF-8 by the rule of
     /// [`NameError`](crate::NameError) (checked when the device starts), brought into

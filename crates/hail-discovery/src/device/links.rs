@@ -18,7 +18,7 @@ use super::caller::LinkPeer;
 use super::clock;
 use super::driver::{Driver, RUN_CAPACITY, Run};
 use super::events::DeviceEvent;
-use super::messages::MESSAGE_TAG;
+use super::sender::MESSAGE_TAG;
 use super::shared::{LinkEntry, lock};
 use crate::advert::{LinkMessage, MAGIC};
 use crate::id::{DeviceId, LinkId};

@@ -13,14 +13,9 @@ use serde::de::DeserializeOwned;
 
 use super::error::{AskError, SendError};
 use super::handle::Device;
-use super::sender::link_error;
+use super::sender::{MESSAGE_TAG, link_error};
 use super::shared::Shared;
 use crate::format::FormatError;
-
-/// The first byte of a link frame that carries a [`Device::send`] message; the rest of
-/// the frame is the payload. Discovery messages start with `H` (their magic `HAIL`) and
-/// RPC packets with their version, 1: the three never collide.
-pub(super) const MESSAGE_TAG: u8 = b'M';
 
 /// The RPC method that carries [`Device::ask`] questions.
 const ASK_METHOD: &str = "hail/ask";

@@ -1,4 +1,5 @@
-//! [`PeerSender`]: the steady path for messages to one peer, [`Device::to`].
+//! Message frames ([`MESSAGE_TAG`]) and [`PeerSender`], the steady path for messages to
+//! one peer ([`Device::to`]).
 
 use std::sync::{Arc, Weak};
 
@@ -7,9 +8,13 @@ use hail_wire::Binary;
 
 use super::error::SendError;
 use super::handle::Device;
-use super::messages::MESSAGE_TAG;
 use super::shared::Shared;
 use crate::error::ResolveError;
+
+/// The first byte of a link frame that carries a [`Device::send`] message; the rest of the
+/// frame is the payload. Discovery messages start with `H` (their magic `HAIL`) and RPC
+/// packets with their version, 1: the three never collide.
+pub(super) const MESSAGE_TAG: u8 = b'M';
 
 impl Device {
     /// A handle that sends messages to the joined peer named `name`: the steady path when

@@ -79,7 +79,7 @@ impl AddressSource {
                 Err(_) => continue,
             };
             for a in info.addrs {
-                if super::builder::advertisable(a, self.listen, self.dual) && !out.contains(&a) {
+                if advertisable(a, self.listen, self.dual) && !out.contains(&a) {
                     out.push(a);
                 }
             }
@@ -170,6 +170,17 @@ impl InterfaceWatch {
         tracing::debug!(addresses = ?now, "interface addresses changed: announced");
         last.clone_from(&now);
         Some(now)
+    }
+}
+
+/// Whether an address of a named interface goes into the adverts: one the listener
+/// `listen` takes (a dual-stack `[::]` listener takes both families). Not an IPv6
+/// link-local one: an advert has no room for its scope, and peers dial the advert's
+/// source address, which carries it.
+fn advertisable(a: IpAddr, listen: SocketAddr, dual: bool) -> bool {
+    match a {
+        IpAddr::V4(_) => listen.is_ipv4() || dual,
+        IpAddr::V6(v6) => listen.is_ipv6() && !v6.is_unicast_link_local(),
     }
 }
 

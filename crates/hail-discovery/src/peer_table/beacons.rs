@@ -10,7 +10,7 @@ use tracing::{trace, warn};
 use super::events::Action;
 use super::state::{DialState, Peer, PeerTable, Phase};
 use super::verify::Share;
-use crate::advert::{Advert, AdvertError, Announce, AnnounceBody, Goodbye, MAX_ADDRESSES};
+use crate::advert::{Advert, AdvertError, Announce, Goodbye, MAX_ADDRESSES};
 use crate::id::DeviceId;
 
 /// Shortest time between two announces sent to answer newcomers (peers heard without a
@@ -143,7 +143,7 @@ impl PeerTable {
                 return;
             }
         };
-        match sign_local(&self.local, self.config.lease, seq) {
+        match self.local.signed_announce(self.config.lease, seq) {
             Ok(a) => self.own = a,
             Err(e) => warn!(error = %e, "the local announce does not encode; keeping the old one"),
         }
@@ -284,23 +284,4 @@ impl PeerTable {
             && !self.config.dial_yield.is_zero()
             && self.peers.get(&id).is_none_or(|p| p.active.is_none())
     }
-}
-
-/// The local device's announce, signed.
-pub(super) fn sign_local(
-    local: &crate::config::LocalDevice,
-    lease: Duration,
-    seq: u64,
-) -> Result<Announce, AdvertError> {
-    Announce::sign(
-        local.identity(),
-        seq,
-        AnnounceBody {
-            name: local.name.clone(),
-            port: local.port,
-            lease,
-            addresses: local.addresses.clone(),
-            metadata: local.metadata.clone(),
-        },
-    )
 }

@@ -363,7 +363,8 @@ impl PeerTable {
         }
         let mut sequence = Sequence::new(local.incarnation);
         let seq = sequence.next().map_err(|_| ConfigError::Unsignable)?;
-        let own = super::beacons::sign_local(&local, config.lease, seq)
+        let own = local
+            .signed_announce(config.lease, seq)
             .map_err(|_| ConfigError::Unsignable)?;
         let mut rng = StdRng::seed_from_u64(seed);
         let verify_budget = super::verify::VerifyBudget::new(rand::Rng::random(&mut rng));

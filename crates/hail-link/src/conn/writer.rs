@@ -58,6 +58,8 @@ pub(super) async fn run(
         budget: shared.account.budget.clone(),
         bytes: 0,
     };
+    // Frames of the last batch written.
+    let mut last_batch = 0u64;
     loop {
         let (frames, closing) = {
             let mut out = shared.out();
@@ -95,9 +97,14 @@ pub(super) async fn run(
                         continue;
                     }
                     () = shared.wake.notified() => {
-                        // Let the senders that woke us queue a little more first: one
-                        // yield turns a write per message into a write per burst.
-                        tokio::task::yield_now().await;
+                        // In a burst (the last write carried several frames), let the
+                        // senders that woke us queue a little more first: one yield turns
+                        // a write per message into a write per burst. A lone message (a
+                        // request, an answer) goes out at once: the yield would cost it a
+                        // turn of the scheduler and a poll of the I/O driver.
+                        if last_batch > 1 {
+                            tokio::task::yield_now().await;
+                        }
                         continue;
                     }
                     () = sleep_until_opt(ping_at) => {
@@ -133,6 +140,7 @@ pub(super) async fn run(
             return;
         }
         held.release();
+        last_batch = frames;
         stats.frames_written.fetch_add(frames, Ordering::Relaxed);
         stats.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
         if let Some(l) = &mut live {

@@ -7,6 +7,7 @@ of the module is declared here, and nothing else.
 import os
 from typing import (
     Any,
+    AsyncIterator,
     Awaitable,
     Callable,
     ClassVar,
@@ -54,6 +55,7 @@ __all__ = [
     "UnknownName",
     "Unreachable",
     "__version__",
+    "_LoopWaker",
 ]
 __version__: str
 
@@ -163,10 +165,22 @@ _Event = Union[PeersChanged, PeerJoined, PeerLeft, Message, DuplicateName, Error
 class Events:
     """The device's events, an async iterator (``Device.events()``)."""
 
-    def __aiter__(self) -> "Events": ...
+    def __aiter__(self) -> AsyncIterator[_Event]:
+        """``async for``: hands over each event already waiting with no await on hail's
+        runtime; awaits ``__anext__`` only when none is."""
     def __anext__(self) -> Awaitable[_Event]: ...
+    def try_next(self) -> Optional[_Event]:
+        """The next event if one is waiting now, else ``None`` (also once closed). Never waits."""
     def batch(self, max: int = 256) -> Awaitable[List[_Event]]:
         """Every event waiting now, up to ``max`` (at least one); ``[]`` once closed."""
+
+@final
+class _LoopWaker:
+    """Internal: where hail's runtime leaves the results of one event loop's awaitables."""
+
+    def __new__(cls) -> "_LoopWaker": ...
+    def fileno(self) -> int: ...
+    def drain(self) -> None: ...
 
 # --- the asyncio device ---------------------------------------------------------------
 

@@ -12,11 +12,11 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use super::handlers::{Failure, Handlers};
 use super::outbox::Outbox;
 use super::{RpcPeer, now};
 use crate::config::RpcConfig;
 use crate::error::RpcError;
-use crate::handler::{Failure, Handlers};
 use crate::method::{Method, RetCode};
 use crate::outgoing::Outgoing;
 use crate::proto::{Answer, Outcome, Session, SessionEvent, Ticket, Transmit};

@@ -13,10 +13,10 @@ use futures_util::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::RpcPeer;
 use crate::error::BindError;
 use crate::method::{MAX_METHOD_NAME_LEN, Method};
 use crate::packet;
-use crate::peer::RpcPeer;
 
 /// Why a handler produced no result.
 #[derive(Debug)]

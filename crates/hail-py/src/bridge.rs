@@ -1,0 +1,343 @@
+//! Rust futures as asyncio awaitables, completed without the GIL on the runtime's threads:
+//! [`awaitable`], for the paths a program takes per message or per question.
+//!
+//! pyo3-async-runtimes' `future_into_py` completes an awaitable through two spawned tasks,
+//! a trip to a blocking thread (which takes the GIL) and `loop.call_soon_threadsafe`. Here
+//! the future runs in one task; its output goes, with a conversion to run later and
+//! without the GIL, into the queue of the event loop's [`LoopWaker`], which writes one byte
+//! to a socket the loop watches (`loop.add_reader`) when the queue was empty. The loop then
+//! drains the queue on its own thread with the GIL it holds anyway: it converts each
+//! output and sets each future's result. No runtime thread waits for the GIL, and a burst
+//! of completions costs one wake-up of the loop.
+//!
+//! A loop that cannot watch a socket (`add_reader` raises, as Windows' proactor loop does)
+//! gets `future_into_py` instead. Cancelling the awaitable aborts the task (every hail
+//! future is cancel-safe); a task that ends without an output (a panic) fails its
+//! awaitable with `RuntimeError` rather than leaving it waiting.
+
+use std::future::Future;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pyo3::IntoPyObjectExt;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use tokio::task::AbortHandle;
+
+use crate::runtime::runtime;
+
+/// A conversion of a future's output to Python, run on the loop's thread with the GIL.
+type Convert = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+
+/// A future's output waiting for its loop: the asyncio future and what to set it to.
+struct Done {
+    fut: Py<PyAny>,
+    convert: Convert,
+}
+
+/// What the loop does next: set a future, or run a job (with the GIL, on its thread).
+enum Item {
+    Done(Done),
+    Run(Box<dyn FnOnce(Python<'_>) + Send>),
+}
+
+/// One loop's queue, shared by its [`LoopWaker`] and the tasks that fill it.
+struct Queue {
+    /// The end the runtime's threads write a byte to.
+    tx: UnixStream,
+    items: Mutex<Items>,
+}
+
+/// The queued items, and since when the queue has not been empty.
+#[derive(Default)]
+struct Items {
+    items: Vec<Item>,
+    since: Option<Instant>,
+}
+
+/// How long a loop may leave its queue undrained before [`LoopQueue::stuck`] says so: 1 s
+/// (a running loop drains within its next turn; one that long behind is closed, or blocked
+/// by code that does not yield).
+const STUCK: Duration = Duration::from_secs(1);
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Items> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `item`; wakes the loop if the queue was empty (else a wake-up is on its way:
+    /// [`LoopWaker::drain`] reads the socket before it takes the queue).
+    fn push(&self, item: Item) {
+        let first = {
+            let mut q = self.lock();
+            q.items.push(item);
+            q.since.get_or_insert_with(Instant::now);
+            q.items.len() == 1
+        };
+        if first {
+            // WouldBlock: the socket holds unread wake-ups already; the loop will drain.
+            let _ = (&self.tx).write(&[1]);
+        }
+    }
+}
+
+/// The completions of one event loop (internal, `hail._hail._LoopWaker`: `hail._aio.waker`
+/// makes one per loop and has the loop call `drain` when its socket is readable).
+#[pyclass(module = "hail._hail", name = "_LoopWaker", frozen)]
+pub(crate) struct LoopWaker {
+    /// The end the loop watches.
+    rx: UnixStream,
+    queue: Arc<Queue>,
+}
+
+impl std::fmt::Debug for LoopWaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopWaker")
+            .field("fd", &self.rx.as_raw_fd())
+            .finish_non_exhaustive()
+    }
+}
+
+#[pymethods]
+impl LoopWaker {
+    /// A waker with a socket pair of its own (both ends non-blocking).
+    #[new]
+    fn new() -> PyResult<Self> {
+        let (rx, tx) = UnixStream::pair()?;
+        rx.set_nonblocking(true)?;
+        tx.set_nonblocking(true)?;
+        Ok(Self {
+            rx,
+            queue: Arc::new(Queue {
+                tx,
+                items: Mutex::new(Items::default()),
+            }),
+        })
+    }
+
+    /// The socket the loop watches.
+    fn fileno(&self) -> i32 {
+        self.rx.as_raw_fd()
+    }
+
+    /// Sets the result of every future completed since the last call, and runs the jobs
+    /// queued (the loop calls it when the socket is readable). The wake-ups are read first, then the queue taken, so
+    /// a completion queued meanwhile is either taken now or wakes the loop again.
+    fn drain(&self, py: Python<'_>) {
+        let mut buf = [0u8; 256];
+        loop {
+            match (&self.rx).read(&mut buf) {
+                Ok(n) if n == buf.len() => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                _ => break, // drained (short read, WouldBlock), or closed
+            }
+        }
+        let items = std::mem::take(&mut *self.queue.lock()).items;
+        for item in items {
+            match item {
+                Item::Done(d) => settle(py, d),
+                Item::Run(job) => job(py),
+            }
+        }
+    }
+}
+
+/// Sets an asyncio future to a converted output, unless it is done already (cancelled).
+fn settle(py: Python<'_>, d: Done) {
+    let fut = d.fut.bind(py);
+    let r = (|| {
+        if fut.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
+            return Ok(());
+        }
+        match (d.convert)(py) {
+            Ok(v) => fut.call_method1(pyo3::intern!(py, "set_result"), (v,))?,
+            Err(e) => fut.call_method1(pyo3::intern!(py, "set_exception"), (e.into_value(py),))?,
+        };
+        Ok::<_, PyErr>(())
+    })();
+    if let Err(e) = r {
+        e.write_unraisable(py, Some(fut));
+    }
+}
+
+/// Completes one awaitable: with its output, or, if its task ends without one (it
+/// panicked, or was aborted because the awaitable was cancelled), with `RuntimeError`
+/// (which a cancelled awaitable ignores), so an awaitable never waits for nothing.
+struct Completer {
+    queue: Arc<Queue>,
+    /// `None` once completed.
+    fut: Option<Py<PyAny>>,
+}
+
+impl Completer {
+    fn complete(mut self, convert: Convert) {
+        if let Some(fut) = self.fut.take() {
+            self.queue.push(Item::Done(Done { fut, convert }));
+        }
+    }
+}
+
+impl Drop for Completer {
+    fn drop(&mut self) {
+        if let Some(fut) = self.fut.take() {
+            self.queue.push(Item::Done(Done {
+                fut,
+                convert: Box::new(|_| {
+                    Err(PyRuntimeError::new_err(
+                        "hail's task for this awaitable ended without a result (it panicked)",
+                    ))
+                }),
+            }));
+        }
+    }
+}
+
+/// Aborts the task behind an awaitable once the awaitable is done: a no-op when the task
+/// finished it, the end of the task when the awaitable was cancelled.
+#[pyclass(module = "hail._hail", name = "_AbortOnDone", frozen)]
+struct AbortOnDone(AbortHandle);
+
+#[pymethods]
+impl AbortOnDone {
+    fn __call__(&self, _fut: &Bound<'_, PyAny>) {
+        self.0.abort();
+    }
+}
+
+/// A running event loop's queue, kept to run jobs on that loop from any thread without
+/// the GIL ([`LoopQueue::run`]).
+#[derive(Clone)]
+pub(crate) struct LoopQueue(Arc<Queue>);
+
+impl std::fmt::Debug for LoopQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopQueue").finish_non_exhaustive()
+    }
+}
+
+impl LoopQueue {
+    /// The running loop's queue; `None` without a running loop, or where it cannot watch a
+    /// socket.
+    pub(crate) fn running(py: Python<'_>) -> Option<Self> {
+        let event_loop = pyo3_async_runtimes::get_running_loop(py).ok()?;
+        waker(py, &event_loop).map(Self)
+    }
+
+    /// Runs `job` on the loop's thread, with the GIL, at its next turn. A job still queued
+    /// when the loop's waker goes (the loop was closed and dropped), or when [`clear`]
+    /// is called, is dropped unrun.
+    ///
+    /// [`clear`]: Self::clear
+    pub(crate) fn run(&self, job: impl FnOnce(Python<'_>) + Send + 'static) {
+        self.0.push(Item::Run(Box::new(job)));
+    }
+
+    /// Whether the loop has left its queue undrained for longer than [`STUCK`] (1 s): it
+    /// is closed, or blocked. Needs no GIL.
+    pub(crate) fn stuck(&self) -> bool {
+        self.0.lock().since.is_some_and(|t| t.elapsed() > STUCK)
+    }
+
+    /// Drops everything queued (the loop is closed): jobs unrun, results unset.
+    pub(crate) fn clear(&self) {
+        let items = std::mem::take(&mut *self.0.lock());
+        drop(items);
+    }
+}
+
+/// Calls a Rust closure once, with the task it is a done callback of (`hail._hail`'s
+/// internal `_OnDone`, for `Task.add_done_callback`).
+#[pyclass(module = "hail._hail", name = "_OnDone", frozen)]
+pub(crate) struct OnDone(Mutex<Option<DoneCallback>>);
+
+/// What an [`OnDone`] calls.
+type DoneCallback = Box<dyn FnOnce(Python<'_>, &Bound<'_, PyAny>) + Send>;
+
+impl OnDone {
+    pub(crate) fn new(f: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) + Send + 'static) -> Self {
+        Self(Mutex::new(Some(Box::new(f))))
+    }
+}
+
+#[pymethods]
+impl OnDone {
+    fn __call__(&self, task: &Bound<'_, PyAny>) {
+        let f = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(f) = f {
+            f(task.py(), task);
+        }
+    }
+}
+
+/// The waker of the running loop (`hail._aio.waker`), or `None` where the loop cannot
+/// watch a socket.
+fn waker(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> Option<Arc<Queue>> {
+    static WAKER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let f = WAKER
+        .get_or_try_init(py, || {
+            py.import("hail._aio")?.getattr("waker").map(Bound::unbind)
+        })
+        .ok()?;
+    let w = f.bind(py).call1((event_loop,)).ok()?;
+    let w = w.cast::<LoopWaker>().ok()?;
+    Some(w.get().queue.clone())
+}
+
+/// `fut` as an awaitable on the running event loop: it runs on the module's runtime, and
+/// `convert` turns its output into the awaitable's result (or exception) on the loop's
+/// thread, with the GIL. Fails (`RuntimeError`) without a running loop.
+pub(crate) fn awaitable<'py, T, F, C>(
+    py: Python<'py>,
+    fut: F,
+    convert: C,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+    C: FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
+{
+    let event_loop = pyo3_async_runtimes::get_running_loop(py)?;
+    let Some(queue) = waker(py, &event_loop) else {
+        return pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let out = fut.await;
+            Python::attach(|py| convert(py, out))
+        });
+    };
+    let py_fut = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
+    let completer = Completer {
+        queue,
+        fut: Some(py_fut.clone().unbind()),
+    };
+    let task = runtime().spawn(async move {
+        let out = fut.await;
+        completer.complete(Box::new(move |py| convert(py, out)));
+    });
+    py_fut.call_method1(
+        pyo3::intern!(py, "add_done_callback"),
+        (AbortOnDone(task.abort_handle()),),
+    )?;
+    Ok(py_fut)
+}
+
+/// [`awaitable`] for a future whose output converts by itself (`Ok(value)` as `value`,
+/// `Err(exception)` raised).
+pub(crate) fn awaitable_result<'py, T, F>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    awaitable(py, fut, |py, out| out.and_then(|v| v.into_py_any(py)))
+}
+
+/// An awaitable already done with `value`: a future of the running loop with its result
+/// set (awaiting it does not yield to the loop).
+pub(crate) fn ready<'py>(py: Python<'py>, value: Py<PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let fut = pyo3_async_runtimes::get_running_loop(py)?
+        .call_method0(pyo3::intern!(py, "create_future"))?;
+    fut.call_method1(pyo3::intern!(py, "set_result"), (value,))?;
+    Ok(fut)
+}
