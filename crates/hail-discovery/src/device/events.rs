@@ -1,14 +1,15 @@
-//! What a device reports: [`DeviceEvent`]s on the [`DeviceEvents`] stream, and the
-//! pythonConnect-style [`DeviceCallbacks`] over it.
+//! What a device reports: [`DeviceEvent`]s on the [`DeviceEvents`] stream (and the
+//! stream's levels, `EventLevels`), and the pythonConnect-style [`DeviceCallbacks`] over
+//! it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use hail_link::Hold;
 use tokio::sync::mpsc;
 
 use super::error::RunError;
-use super::shared::EventLevels;
 use crate::id::DeviceId;
 use crate::peer_table::{LeaveReason, PeerInfo};
 
@@ -290,5 +291,67 @@ impl DeviceCallbacks {
     pub fn on_error(mut self, f: impl FnMut(RunError) + Send + 'static) -> Self {
         self.on_error = Some(Box::new(f));
         self
+    }
+}
+
+/// The event stream's levels: the bytes its messages count in the device's budget, and
+/// its other events against their capacity
+/// ([`DeviceBuilder::event_capacity`](crate::DeviceBuilder::event_capacity)). Counted by
+/// the driver as it puts an event in, by [`DeviceEvents`](crate::DeviceEvents) as it
+/// hands one out.
+#[derive(Debug)]
+pub(super) struct EventLevels {
+    /// What the messages in the stream hold of the budget (each at least
+    /// [`MESSAGE_COST`](crate::MESSAGE_COST)).
+    message_bytes: AtomicUsize,
+    peak: AtomicUsize,
+    /// Events other than messages in the stream.
+    others: AtomicUsize,
+    capacity: usize,
+}
+
+impl EventLevels {
+    pub(super) fn new(capacity: usize) -> Self {
+        Self {
+            message_bytes: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            others: AtomicUsize::new(0),
+            capacity,
+        }
+    }
+
+    /// Takes room for one event other than a message; false when there is none.
+    pub(super) fn take_other(&self) -> bool {
+        self.others
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub(super) fn message_in(&self, bytes: usize) {
+        let now = self.message_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        // A load first: the read-modify-write only on a new peak.
+        if now > self.peak.load(Ordering::Relaxed) {
+            self.peak.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
+    /// An event other than a message left the stream.
+    pub(super) fn other_out(&self) {
+        self.others.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Messages holding `bytes` left the stream.
+    pub(super) fn message_out(&self, bytes: usize) {
+        self.message_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// (message bytes queued now, most ever queued).
+    pub(super) fn levels(&self) -> (usize, usize) {
+        (
+            self.message_bytes.load(Ordering::Relaxed),
+            self.peak.load(Ordering::Relaxed),
+        )
     }
 }

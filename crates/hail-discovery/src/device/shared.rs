@@ -2,7 +2,7 @@
 //! event stream's sender and its drop counters ([`Shared`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
@@ -14,7 +14,7 @@ use tokio::sync::{Notify, mpsc};
 use tracing::debug;
 
 use super::error::RunError;
-use super::events::{DeviceEvent, Queued};
+use super::events::{DeviceEvent, EventLevels, Queued};
 use crate::error::ResolveError;
 use crate::id::LinkId;
 use crate::peer_table::PeerTable;
@@ -151,68 +151,6 @@ impl Shared {
                     .fetch_add(unreported, Ordering::Relaxed);
             }
         }
-    }
-}
-
-/// The event stream's levels: the bytes its messages count in the device's budget, and
-/// its other events against their capacity
-/// ([`DeviceBuilder::event_capacity`](crate::DeviceBuilder::event_capacity)). Counted by
-/// the driver as it puts an event in, by [`DeviceEvents`](crate::DeviceEvents) as it
-/// hands one out.
-#[derive(Debug)]
-pub(super) struct EventLevels {
-    /// What the messages in the stream hold of the budget (each at least
-    /// [`MESSAGE_COST`](crate::MESSAGE_COST)).
-    message_bytes: AtomicUsize,
-    peak: AtomicUsize,
-    /// Events other than messages in the stream.
-    others: AtomicUsize,
-    capacity: usize,
-}
-
-impl EventLevels {
-    pub(super) fn new(capacity: usize) -> Self {
-        Self {
-            message_bytes: AtomicUsize::new(0),
-            peak: AtomicUsize::new(0),
-            others: AtomicUsize::new(0),
-            capacity,
-        }
-    }
-
-    /// Takes room for one event other than a message; false when there is none.
-    fn take_other(&self) -> bool {
-        self.others
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.capacity).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    fn message_in(&self, bytes: usize) {
-        let now = self.message_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        // A load first: the read-modify-write only on a new peak.
-        if now > self.peak.load(Ordering::Relaxed) {
-            self.peak.fetch_max(now, Ordering::Relaxed);
-        }
-    }
-
-    /// An event other than a message left the stream.
-    pub(super) fn other_out(&self) {
-        self.others.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Messages holding `bytes` left the stream.
-    pub(super) fn message_out(&self, bytes: usize) {
-        self.message_bytes.fetch_sub(bytes, Ordering::Relaxed);
-    }
-
-    /// (message bytes queued now, most ever queued).
-    pub(super) fn levels(&self) -> (usize, usize) {
-        (
-            self.message_bytes.load(Ordering::Relaxed),
-            self.peak.load(Ordering::Relaxed),
-        )
     }
 }
 
