@@ -612,7 +612,6 @@ impl DeviceBuilder {
             event_levels: event_levels.clone(),
             members_changed: Notify::new(),
             dropped_events: AtomicU64::new(0),
-            unreported_drops: AtomicU64::new(0),
             counters: Mutex::new(Default::default()),
             rpc: self.rpc.clone(),
             link,

@@ -3,7 +3,7 @@
 //! it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use hail_link::Hold;
@@ -123,7 +123,13 @@ impl futures_core::Stream for DeviceEvents {
                     }
                 }
                 std::task::Poll::Ready(None) => return std::task::Poll::Ready(None),
-                std::task::Poll::Pending => return std::task::Poll::Pending,
+                // Empty: the stream has room, so drops not yet reported are reported now.
+                std::task::Poll::Pending => {
+                    return match this.levels.drop_report() {
+                        Some(e) => std::task::Poll::Ready(Some(e)),
+                        None => std::task::Poll::Pending,
+                    };
+                }
             }
         }
     }
@@ -181,8 +187,11 @@ impl DeviceEvents {
         if let Some(e) = self.next_of_run() {
             return Some(e);
         }
-        let q = self.rx.try_recv().ok()?;
-        self.taken(q)
+        match self.rx.try_recv() {
+            Ok(q) => self.taken(q),
+            Err(mpsc::error::TryRecvError::Empty) => self.levels.drop_report(),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+        }
     }
 
     /// Runs callbacks for every event until the device is gone (pythonConnect style:
@@ -308,6 +317,10 @@ pub(super) struct EventLevels {
     /// Events other than messages in the stream.
     others: AtomicUsize,
     capacity: usize,
+    /// Events dropped and not yet reported as [`RunError::EventsDropped`]: the driver
+    /// reports them with its next event or timer tick, [`DeviceEvents`] when it finds
+    /// the stream empty, whichever comes first.
+    unreported: AtomicU64,
 }
 
 impl EventLevels {
@@ -317,6 +330,31 @@ impl EventLevels {
             peak: AtomicUsize::new(0),
             others: AtomicUsize::new(0),
             capacity,
+            unreported: AtomicU64::new(0),
+        }
+    }
+
+    /// `n` more events dropped, not yet reported.
+    pub(super) fn unreported(&self, n: u64) {
+        self.unreported.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Whether some drops wait to be reported.
+    pub(super) fn has_unreported(&self) -> bool {
+        self.unreported.load(Ordering::Relaxed) > 0
+    }
+
+    /// The drops not yet reported, now taken to be reported (each exactly once).
+    pub(super) fn take_unreported(&self) -> u64 {
+        self.unreported.swap(0, Ordering::Relaxed)
+    }
+
+    /// The report of the drops not yet reported, if any: for a reader that found the
+    /// stream empty (so it has room).
+    fn drop_report(&self) -> Option<DeviceEvent> {
+        match self.take_unreported() {
+            0 => None,
+            count => Some(DeviceEvent::Error(RunError::EventsDropped { count })),
         }
     }
 

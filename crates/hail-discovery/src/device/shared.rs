@@ -54,8 +54,6 @@ pub(super) struct Shared {
     /// Told (all waiters) whenever the table reported a change of its members.
     pub(super) members_changed: Notify,
     pub(super) dropped_events: AtomicU64,
-    /// Drops not yet reported as [`RunError::EventsDropped`].
-    pub(super) unreported_drops: AtomicU64,
     /// The multicast channel's counters and the listener's authentication failures, as of
     /// the last timer tick.
     pub(super) counters: Mutex<(hail_multicast::Stats, u64)>,
@@ -109,7 +107,7 @@ impl Shared {
     /// them; a run the application can no longer take (it dropped the stream) is counted
     /// as dropped.
     pub(super) fn push_messages(&self, run: Vec<DeviceEvent>, hold: Hold) {
-        if self.unreported_drops.load(Ordering::Relaxed) > 0 {
+        if self.event_levels.has_unreported() {
             self.report_drops();
         }
         let (n, cost) = (run.len(), hold.bytes());
@@ -136,19 +134,18 @@ impl Shared {
     /// Counts `n` events dropped (reported as `EventsDropped` once there is room).
     pub(super) fn dropped(&self, n: u64) {
         self.dropped_events.fetch_add(n, Ordering::Relaxed);
-        self.unreported_drops.fetch_add(n, Ordering::Relaxed);
+        self.event_levels.unreported(n);
         debug!("device event dropped: the stream is full or closed");
     }
 
     /// Reports drops not yet reported, if there is room: they go first, as soon as
     /// there is (the driver also tries on each timer tick).
     pub(super) fn report_drops(&self) {
-        let unreported = self.unreported_drops.swap(0, Ordering::Relaxed);
+        let unreported = self.event_levels.take_unreported();
         if unreported > 0 {
             let report = DeviceEvent::Error(RunError::EventsDropped { count: unreported });
             if !self.push_other(report) {
-                self.unreported_drops
-                    .fetch_add(unreported, Ordering::Relaxed);
+                self.event_levels.unreported(unreported);
             }
         }
     }
