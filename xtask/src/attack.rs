@@ -99,6 +99,12 @@ pub(crate) const KNOWN_MISSES: &[(Attack, Goal, &str)] = &[
         "issue 12: receive buffers count by the bytes they hold, not their capacity",
     ),
     (
+        Attack::Frames,
+        Goal::Answered,
+        "issue 13 item 1: every ask answered in most runs (74 of 74, 293 of 293 in 60 s), \
+         but 1 of 46 timed out (5 s) in one run of `cargo xtask ci`: not yet understood",
+    ),
+    (
         Attack::Answer,
         Goal::Memory,
         "issue 12: at the goal's edge (+64 MiB in 15 s)",
