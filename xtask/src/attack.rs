@@ -101,8 +101,13 @@ pub(crate) const KNOWN_MISSES: &[(Attack, Goal, &str)] = &[
     (
         Attack::Frames,
         Goal::Answered,
-        "issue 13 item 1: every ask answered in most runs (74 of 74, 293 of 293 in 60 s), \
-         but 1 of 46 timed out (5 s) in one run of `cargo xtask ci`: not yet understood",
+        "issue 13 item 1: every ask answered in some runs (74 of 74; 293 of 293 in 60 s), \
+         1 timed out (5 s) in each of two runs inside `cargo xtask ci`: not yet understood",
+    ),
+    (
+        Attack::Frames,
+        Goal::InTime,
+        "issue 13 item 1: as Answered; a call 2.4 s late in one run",
     ),
     (
         Attack::Answer,
