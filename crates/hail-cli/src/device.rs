@@ -144,11 +144,10 @@ async fn start(common: &Common, name: &str, port: u16) -> anyhow::Result<(Device
     for i in &common.interface {
         builder = builder.interface(i.clone());
     }
-    let v6 = match common.group {
-        Some(g) => g.is_ipv6(),
-        None => common.only_ipv6().kind(Kind::Usage)?,
-    };
-    let ip = common.listen_ip(v6).kind(Kind::Usage)?;
+    // Unset, the family of the device's default group on the interface.
+    let ip = common
+        .listen_ip(common.group.map(|g| g.is_ipv6()))
+        .kind(Kind::Usage)?;
     builder = if ip.is_unspecified() {
         // Every interface: the device's default address (dual-stack where it can be).
         builder.listen_port(port)
@@ -244,20 +243,23 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
         let cmd = answer_cmd.clone();
         let out = out.clone();
         async move {
-            out.print_or_skip(if json {
-                json!({
-                    "event": "question", "from": from, "question": payload_json(&question),
-                })
-                .to_string()
-            } else {
-                format!("question from {}: {}", escape(&from), text(&question))
+            // About the question's length (twice that in hex), and the asker's name.
+            out.print_or_skip(question.len() + from.len() + 32, || {
+                if json {
+                    json!({
+                        "event": "question", "from": from, "question": payload_json(&question),
+                    })
+                    .to_string()
+                } else {
+                    format!("question from {}: {}", escape(&from), text(&question))
+                }
             });
             match cmd {
                 None => Ok(question),
                 Some(cmd) => {
                     cmd.answer(&from, &question, |note| {
                         if let Some(line) = note_line(&from, &note, json) {
-                            out.print_or_skip(line);
+                            out.print_or_skip(line.len(), || line);
                         }
                     })
                     .await

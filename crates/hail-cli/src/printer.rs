@@ -97,11 +97,13 @@ impl Printer {
         let _ = self.jobs.send(Job::Line(line, permit));
     }
 
-    /// Queues `line` if there is room now; else counts it as not printed.
-    pub(crate) fn print_or_skip(&self, line: String) {
-        match Arc::clone(&self.room).try_acquire_many_owned(Self::cost(line.len())) {
+    /// Queues the line `make` makes, of about `len` bytes, if there is room for it now;
+    /// else counts it as not printed, without making it (a peer's flood of large
+    /// questions costs no formatting of lines that are not printed).
+    pub(crate) fn print_or_skip(&self, len: usize, make: impl FnOnce() -> String) {
+        match Arc::clone(&self.room).try_acquire_many_owned(Self::cost(len)) {
             Ok(permit) => {
-                let _ = self.jobs.send(Job::Line(Box::new(line), permit));
+                let _ = self.jobs.send(Job::Line(Box::new(make()), permit));
             }
             Err(_) => {
                 self.skipped.fetch_add(1, Ordering::Relaxed);
@@ -142,9 +144,9 @@ mod tests {
             room: Arc::new(Semaphore::new(ROOM)),
             skipped: Arc::new(AtomicU64::new(0)),
         };
-        p.print_or_skip("x".repeat(ROOM - 10));
-        p.print_or_skip("y".repeat(20));
-        p.print_or_skip("z".repeat(10));
+        p.print_or_skip(ROOM - 10, || "x".repeat(ROOM - 10));
+        p.print_or_skip(20, || unreachable!("a line without room is not made"));
+        p.print_or_skip(10, || "z".repeat(10));
         assert_eq!(
             p.skipped.load(Ordering::Relaxed),
             1,

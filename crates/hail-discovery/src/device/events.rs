@@ -352,6 +352,10 @@ impl EventLevels {
     /// The report of the drops not yet reported, if any: for a reader that found the
     /// stream empty (so it has room).
     fn drop_report(&self) -> Option<DeviceEvent> {
+        // A load first: an empty stream is polled often, drops are rare.
+        if !self.has_unreported() {
+            return None;
+        }
         match self.take_unreported() {
             0 => None,
             count => Some(DeviceEvent::Error(RunError::EventsDropped { count })),
