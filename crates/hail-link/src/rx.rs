@@ -65,6 +65,13 @@ impl Rx {
         }
     }
 
+    /// Most bytes the next read may take: the adaptive read size (4 KiB to 64 KiB), however
+    /// much room the buffer has (a buffer kept after a large frame has up to
+    /// `KEEP_CAPACITY`): what the budget is passed by at most, one read per worker thread.
+    pub(crate) fn read_limit(&self) -> usize {
+        self.read_size
+    }
+
     /// A read returned `n` bytes: grow the read size while reads fill it, shrink when idle.
     pub(crate) fn after_read(&mut self, n: usize) {
         if n >= self.read_size / 2 {

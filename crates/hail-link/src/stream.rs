@@ -67,8 +67,9 @@ impl ReadHalf {
     }
 
     /// Reads what is there now into `buf` without waiting: `Ok(0)` at the end of the
-    /// stream, an error of kind `WouldBlock` when nothing is there.
-    pub(crate) fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+    /// stream, an error of kind `WouldBlock` when nothing is there. Reads at most what
+    /// `buf` has room for (`BufMut::limit` bounds a read).
+    pub(crate) fn try_read_buf<B: BufMut>(&mut self, buf: &mut B) -> io::Result<usize> {
         match self {
             Self::Tcp(rd) => {
                 // One poll, as `StreamRead` does: unlike `try_read_buf`, a poll that reads
@@ -97,7 +98,7 @@ impl ReadHalf {
 }
 
 impl StreamRead {
-    fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+    fn try_read_buf<B: BufMut>(&mut self, buf: &mut B) -> io::Result<usize> {
         let mut n = 0;
         if let Some(b) = self.peeked.take() {
             buf.put_u8(b);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use hail_wire::PayloadCodec;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -327,7 +327,8 @@ pub(super) async fn run<P: PayloadCodec>(
             }
         }
         rx.reserve_for_read();
-        match rd.try_read_buf(&mut rx.raw) {
+        let limit = rx.read_limit();
+        match rd.try_read_buf(&mut (&mut rx.raw).limit(limit)) {
             Ok(0) => {
                 // The peer finished its side. While we close gracefully (its close frame
                 // or ours), our writer may still be writing what `send` accepted: the

@@ -17,7 +17,7 @@ use hail_wire::Binary;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::common::{HELLO, LIMIT, WELCOME, server_event, wait_for};
+use crate::common::{HELLO, LIMIT, WELCOME, lo, server_event, wait_for};
 
 /// What one read may pass the budget by, per worker thread: 64 KiB (hail-link's largest
 /// read), twice for slack.
@@ -446,5 +446,86 @@ async fn peers_that_read_nothing_are_closed_while_their_queues_spend_the_budget(
     }
     for d in deaf {
         d.abort();
+    }
+}
+
+/// Issue 13 (the `frames` attack, scaled down, over real TCP): peers send large messages
+/// back to back to an application that takes them slowly, so the budget is spent again
+/// the moment a message is taken. Each read is at most 64 KiB whatever room the receive
+/// buffer has (a buffer kept after a 1 MiB frame had a megabyte of room, and one read per
+/// flooder into it passed the budget by a megabyte, spending the reserve kept for peers
+/// that hold little), and a peer sending small messages is read all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_peers_sending_large_frames_pass_the_budget_by_one_read_at_most() {
+    const BUDGET: usize = 4 << 20;
+    const FRAME: usize = 1 << 20;
+    const FLOODERS: usize = 16;
+    const PROBES: u32 = 20;
+    let budget = Budget::new(BUDGET);
+    let link = LinkConfig::default()
+        .max_frame_len(FRAME as u32)
+        .budget(budget.clone());
+    let (server, mut events) =
+        Server::bind(lo(), ServerConfig::default().link(link), Binary)
+            .await
+            .unwrap();
+    let addr = server.local_addr();
+    let cfg = ClientConfig::default().link(LinkConfig::default().max_frame_len(FRAME as u32));
+    let mut flooders = Vec::new();
+    for _ in 0..FLOODERS {
+        let (c, e) = Client::connect(addr, cfg.clone(), Binary).await.unwrap();
+        flooders.push(tokio::spawn(async move {
+            let _events = e;
+            let body = Bytes::from(vec![7u8; FRAME - 16]);
+            // Bounded: more than the application takes in the test's time.
+            for _ in 0..100 {
+                if c.send(body.clone()).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    let (light, _l) = Client::connect(addr, cfg, Binary).await.unwrap();
+    wait_for("the budget spent by the flood", || {
+        budget.in_use() >= BUDGET - BUDGET / RESERVE_DIVISOR
+    })
+    .await;
+    // The light peer sends a numbered small message every 20 ms; the application takes
+    // one large message per 10 ms.
+    let sender = tokio::spawn(async move {
+        for i in 0..PROBES {
+            light.send(Bytes::from(i.to_be_bytes().to_vec())).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        light
+    });
+    let mut seen = 0;
+    let mut taken = 0;
+    while seen < PROBES {
+        match server_event(&mut events).await {
+            ServerEvent::Message { msg, .. } if msg.len() == 4 => {
+                assert_eq!(u32::from_be_bytes(msg[..].try_into().unwrap()), seen, "in order");
+                seen += 1;
+            }
+            ServerEvent::Message { msg, .. } => {
+                assert_eq!(msg.len(), FRAME - 16);
+                taken += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            ServerEvent::Closed { reason, .. } => panic!("closed: {reason:?}"),
+            _ => {}
+        }
+    }
+    let stats = server.stats();
+    assert!(taken > 0, "the flood was read too: {stats:?}");
+    assert!(
+        stats.budget.peak <= BUDGET + READ_SLACK,
+        "passed by {} KiB: {stats:?}",
+        (stats.budget.peak.saturating_sub(BUDGET)) >> 10
+    );
+    assert_eq!(stats.budget_closes, 0, "{stats:?}");
+    drop(sender);
+    for f in flooders {
+        f.abort();
     }
 }
