@@ -22,7 +22,8 @@ pub const DEFAULT_PEER_SHARE_DIVISOR: usize = 4;
 
 /// The last part of a budget kept for connections that hold little: an eighth (6 MiB of
 /// the default 48 MiB). Once the budget is spent down to it, connections holding
-/// [`SMALL_HOLDER`] or more pause; the others read on until the whole budget is spent.
+/// [`SMALL_HOLDER`] or more, or whose partial frame's header announced that much, pause;
+/// the others read on, 4 KiB a read, until the whole budget is spent.
 pub const RESERVE_DIVISOR: usize = 8;
 
 /// A connection holding less than this (64 KiB, one read) may read into the budget's
@@ -44,8 +45,8 @@ pub const SMALL_HOLDER: usize = 64 << 10;
 ///   partial frame plus its received messages the application has not taken, and what
 ///   layers above hold for it, [`Connection::hold`](crate::Connection::hold)), while the
 ///   budget is spent down to its reserve (the last eighth, [`RESERVE_DIVISOR`]) and the
-///   connection holds [`SMALL_HOLDER`] (64 KiB) or more, or while the whole budget is
-///   spent. The connection then reads nothing, so TCP flow control slows the peer down;
+///   connection holds [`SMALL_HOLDER`] (64 KiB) or more (its partial frame counted as
+///   the length its header announced), or while the whole budget is spent. The connection then reads nothing, so TCP flow control slows the peer down;
 ///   it reads again as soon as bytes are released (a message taken, a queue written,
 ///   another connection gone). Nothing is dropped and nothing grows. The peers holding
 ///   the most are held back first: one that holds little (a question, a small message)
@@ -68,7 +69,9 @@ pub const SMALL_HOLDER: usize = 64 << 10;
 ///   reading.
 ///
 /// The check comes before a read and the read is counted right after it, so the budget
-/// can be passed by at most one read (64 KiB) per runtime worker thread; the check comes
+/// can be passed by at most one read (64 KiB; 4 KiB once it is spent down to its reserve)
+/// per runtime worker thread, and each connection starting a large frame takes at most
+/// one 4 KiB read of the reserve before its header marks it as large; the check comes
 /// again before each further batch of messages is decoded from what was read, so holds a
 /// layer above makes as it takes messages (at a cost of its own per message, as
 /// hail-discovery's device does) stop the decoding within a batch (256 messages) and the
@@ -188,16 +191,30 @@ impl Budget {
         self.inner.used.load(Ordering::SeqCst) >= self.inner.total
     }
 
-    /// True when a connection that holds `held` bytes, of at most `share`, must not read
-    /// now: it holds its share, or the budget is spent down to its reserve and it holds
-    /// [`SMALL_HOLDER`] or more, or the whole budget is spent.
-    pub(crate) fn holds_back(&self, held: usize, share: usize) -> bool {
+    /// True when a connection that holds `held` bytes, of at most `share`, and will hold
+    /// `claimed` (at least `held`: its partial frame counted as the length its header
+    /// announced) must not read now: it holds its share, or the budget is spent down to
+    /// its reserve and it claims [`SMALL_HOLDER`] or more, or the whole budget is spent.
+    ///
+    /// Judged by the claim, a peer starting a large frame is a large holder from the read
+    /// that brought its header, so the reserve is left to peers sending small frames.
+    pub(crate) fn holds_back(&self, held: usize, claimed: usize, share: usize) -> bool {
         if held >= share {
             return true;
         }
         let used = self.inner.used.load(Ordering::SeqCst);
+        used >= self.inner.total || (claimed >= SMALL_HOLDER && used >= self.reserve_line())
+    }
+
+    /// True when the budget is spent down to its reserve ([`RESERVE_DIVISOR`]).
+    pub(crate) fn in_reserve(&self) -> bool {
+        self.inner.used.load(Ordering::SeqCst) >= self.reserve_line()
+    }
+
+    /// Where the reserve begins: bytes held past this many are the reserve's.
+    fn reserve_line(&self) -> usize {
         let total = self.inner.total;
-        used >= total || (held >= SMALL_HOLDER && used >= total - total / RESERVE_DIVISOR)
+        total - total / RESERVE_DIVISOR
     }
 
     /// What the budget holds now and held at most.
@@ -438,12 +455,15 @@ mod tests {
         assert!(b.same(&b.clone()) && !b.same(&Budget::default()));
     }
 
+    /// A frame header's bytes.
+    const HEADER: usize = 4;
+
     #[test]
     fn the_reserve_is_for_connections_that_hold_little() {
         let b = Budget::new(8 * SMALL_HOLDER);
         let share = b.peer_share();
-        assert!(!b.holds_back(0, share));
-        assert!(b.holds_back(share, share), "its share");
+        assert!(!b.holds_back(0, 0, share));
+        assert!(b.holds_back(share, share, share), "its share");
         let account = Account::new(b.clone());
         let mut hold = Hold::on(&account);
         hold.set(7 * SMALL_HOLDER);
@@ -452,13 +472,21 @@ mod tests {
             7 * SMALL_HOLDER,
             "counted in its share"
         );
+        assert!(b.in_reserve());
         assert!(
-            b.holds_back(SMALL_HOLDER, share),
+            b.holds_back(SMALL_HOLDER, SMALL_HOLDER, share),
             "down to the reserve: large holders wait"
         );
-        assert!(!b.holds_back(SMALL_HOLDER - 1, share), "small ones read on");
+        assert!(
+            !b.holds_back(SMALL_HOLDER - 1, SMALL_HOLDER - 1, share),
+            "small ones read on"
+        );
+        assert!(
+            b.holds_back(HEADER, 10 * SMALL_HOLDER, share),
+            "as do those that announced a large frame"
+        );
         hold.set(8 * SMALL_HOLDER);
-        assert!(b.holds_back(0, share), "spent: everyone waits");
+        assert!(b.holds_back(0, 0, share), "spent: everyone waits");
         drop(hold);
         assert_eq!((b.in_use(), account.waiting_here()), (0, 0));
     }

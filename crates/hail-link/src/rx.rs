@@ -68,8 +68,12 @@ impl Rx {
     /// Most bytes the next read may take: the adaptive read size (4 KiB to 64 KiB), however
     /// much room the buffer has (a buffer kept after a large frame has up to
     /// `KEEP_CAPACITY`): what the budget is passed by at most, one read per worker thread.
-    pub(crate) fn read_limit(&self) -> usize {
-        self.read_size
+    /// `MIN_READ` (4 KiB) while the budget is spent down to its reserve (`tight`): a
+    /// connection that has not announced a large frame yet reads into the reserve, and
+    /// each of many peers starting large frames then takes at most that of it before its
+    /// header says it is large.
+    pub(crate) fn read_limit(&self, tight: bool) -> usize {
+        if tight { MIN_READ } else { self.read_size }
     }
 
     /// A read returned `n` bytes: grow the read size while reads fill it, shrink when idle.
@@ -90,6 +94,18 @@ impl Rx {
     /// partial record): what the budget counts.
     pub(crate) fn held(&self) -> usize {
         self.raw.len() + self.plain.len()
+    }
+
+    /// The length of the partial frame whose header has come (header included), else 0:
+    /// what the frame will hold once whole (the budget's reserve rule judges by it).
+    pub(crate) fn announced(&self) -> usize {
+        let src = if self.opener.is_some() {
+            &self.plain
+        } else {
+            &self.raw
+        };
+        src.first_chunk::<HEADER_LEN>()
+            .map_or(0, |&h| HEADER_LEN + frame_len(self.order, h))
     }
 
     /// Drops the buffers that hold nothing, so an idle link holds no receive memory.

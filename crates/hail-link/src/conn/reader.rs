@@ -102,7 +102,7 @@ enum Paused {
 /// spent (progress: a written batch).
 async fn pause(
     shared: &Shared,
-    rx_held: usize,
+    (rx_held, frame): (usize, usize),
     phase: &mut watch::Receiver<Phase>,
     linger_at: Option<Instant>,
     stalls: &mut Stalls,
@@ -113,7 +113,7 @@ async fn pause(
         let freed = waiter.freed();
         tokio::pin!(freed);
         freed.as_mut().enable();
-        if !shared.over_budget(rx_held) {
+        if !shared.over_budget(rx_held, frame) {
             return Paused::Recheck;
         }
         let partial = rx_held > 0 && shared.account.waiting_here() == 0;
@@ -267,10 +267,11 @@ pub(super) async fn run<P: PayloadCodec>(
                 // messages as it takes them, `Connection::hold`): decode no more of what
                 // was read until there is room, as before a read. Its frames are whole,
                 // so this wait never closes the connection as stalled.
-                if shared.over_budget(held.bytes) {
+                let load = (held.bytes, rx.announced());
+                if shared.over_budget(load.0, load.1) {
                     let mut fresh = Stalls::default();
                     if let Paused::Killed =
-                        pause(&shared, held.bytes, &mut phase, linger_at, &mut fresh).await
+                        pause(&shared, load, &mut phase, linger_at, &mut fresh).await
                     {
                         break 'run CloseReason::Closed;
                     }
@@ -308,10 +309,11 @@ pub(super) async fn run<P: PayloadCodec>(
         if linger_at.is_some_and(|at| Instant::now() >= at) {
             break CloseReason::Closed;
         }
-        if shared.over_budget(held.bytes) {
+        let load = (held.bytes, rx.announced());
+        if shared.over_budget(load.0, load.1) {
             rx.shrink_if_idle();
             stats.rx_buffered.store(rx.buffered(), Ordering::Relaxed);
-            let paused = pause(&shared, held.bytes, &mut phase, linger_at, &mut stalls).await;
+            let paused = pause(&shared, load, &mut phase, linger_at, &mut stalls).await;
             if let Some(l) = &mut live {
                 // Time spent paused by the budget is not the peer's silence.
                 l.on_receive(Instant::now().into_std());
@@ -327,7 +329,7 @@ pub(super) async fn run<P: PayloadCodec>(
             }
         }
         rx.reserve_for_read();
-        let limit = rx.read_limit();
+        let limit = rx.read_limit(budget.in_reserve());
         match rd.try_read_buf(&mut (&mut rx.raw).limit(limit)) {
             Ok(0) => {
                 // The peer finished its side. While we close gracefully (its close frame

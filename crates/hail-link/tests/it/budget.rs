@@ -465,10 +465,9 @@ async fn reads_of_peers_sending_large_frames_pass_the_budget_by_one_read_at_most
     let link = LinkConfig::default()
         .max_frame_len(FRAME as u32)
         .budget(budget.clone());
-    let (server, mut events) =
-        Server::bind(lo(), ServerConfig::default().link(link), Binary)
-            .await
-            .unwrap();
+    let (server, mut events) = Server::bind(lo(), ServerConfig::default().link(link), Binary)
+        .await
+        .unwrap();
     let addr = server.local_addr();
     let cfg = ClientConfig::default().link(LinkConfig::default().max_frame_len(FRAME as u32));
     let mut flooders = Vec::new();
@@ -494,7 +493,10 @@ async fn reads_of_peers_sending_large_frames_pass_the_budget_by_one_read_at_most
     // one large message per 10 ms.
     let sender = tokio::spawn(async move {
         for i in 0..PROBES {
-            light.send(Bytes::from(i.to_be_bytes().to_vec())).await.unwrap();
+            light
+                .send(Bytes::from(i.to_be_bytes().to_vec()))
+                .await
+                .unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         light
@@ -504,7 +506,11 @@ async fn reads_of_peers_sending_large_frames_pass_the_budget_by_one_read_at_most
     while seen < PROBES {
         match server_event(&mut events).await {
             ServerEvent::Message { msg, .. } if msg.len() == 4 => {
-                assert_eq!(u32::from_be_bytes(msg[..].try_into().unwrap()), seen, "in order");
+                assert_eq!(
+                    u32::from_be_bytes(msg[..].try_into().unwrap()),
+                    seen,
+                    "in order"
+                );
                 seen += 1;
             }
             ServerEvent::Message { msg, .. } => {
