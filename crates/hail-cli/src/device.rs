@@ -9,6 +9,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
 use hail::discovery::LeaveReason;
+use hail::link::Budget;
 use hail::prelude::*;
 use serde_json::{Value, json};
 
@@ -135,7 +136,17 @@ fn default_name(cmd: &str) -> String {
 
 /// Starts a device with the common flags; its links listen on `port` (0: a free one).
 async fn start(common: &Common, name: &str, port: u16) -> anyhow::Result<(Device, DeviceEvents)> {
-    let mut builder = Device::builder(name);
+    start_with(common, name, port, Budget::default()).await
+}
+
+/// [`start`] with the device's memory budget given (`hail listen` holds its lines in it).
+async fn start_with(
+    common: &Common,
+    name: &str,
+    port: u16,
+    budget: Budget,
+) -> anyhow::Result<(Device, DeviceEvents)> {
+    let mut builder = Device::builder(name).budget(budget);
     // Unset, the device picks its default group: the IPv6 one where its interfaces
     // have no IPv4 address.
     if let Some(g) = common.group {
@@ -224,7 +235,9 @@ async fn wait_for(
 
 /// `hail listen`.
 pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<()> {
-    let (device, mut events) = start(common, &args.name, args.port).await?;
+    // Shared with the printer: a line waiting for stdout holds its bytes in it.
+    let budget = Budget::default();
+    let (device, mut events) = start_with(common, &args.name, args.port, budget.clone()).await?;
     let answer_cmd = args.answer_cmd.map(|cmd| {
         Arc::new(AnswerCmd::new(
             cmd,
@@ -236,7 +249,7 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
     let json = common.json;
     // Printed by a thread of its own: a reader of stdout that falls behind (or reads
     // nothing) holds back the events, never the answers, the calls or the links.
-    let printer = Printer::start(if json { skipped_json } else { skipped_text })
+    let printer = Printer::start(if json { skipped_json } else { skipped_text }, budget)
         .context("cannot start the thread that prints")?;
     let out = printer.clone();
     device.on_question(move |from, question| {

@@ -10,11 +10,17 @@
 //!   never waits; when the room is taken the line is not printed but counted, and the
 //!   count is printed in its place (`N lines not printed: stdout was full`) once there is
 //!   room again. An answer is never late because stdout is.
+//!
+//! Every line holds its bytes in the device's memory budget ([`hail::link::Budget`]) from
+//! when it is queued (or waits for room) until it is written: a message's line keeps its
+//! payload alive after the device's stream let go of it, so without the hold a slow
+//! stdout kept two 15 MiB messages (one written, one waiting) outside the budget.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use hail::link::{Budget, Hold};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// Bytes of lines that may wait for stdout: 4 MiB. A longer line waits for all of it
@@ -25,9 +31,15 @@ pub(crate) const ROOM: usize = 4 << 20;
 /// message's payload) is written out where it lies, never copied whole first.
 pub(crate) type Line = Box<dyn std::fmt::Display + Send>;
 
+/// A queued line's claims: its part of the room, and its bytes in the budget.
+struct Held {
+    _room: OwnedSemaphorePermit,
+    _budget: Hold,
+}
+
 /// What the printing thread is handed.
 enum Job {
-    Line(Line, OwnedSemaphorePermit),
+    Line(Line, Held),
     /// Everything before it is written; say so.
     Flushed(oneshot::Sender<()>),
 }
@@ -38,18 +50,20 @@ pub(crate) struct Printer {
     jobs: mpsc::UnboundedSender<Job>,
     room: Arc<Semaphore>,
     skipped: Arc<AtomicU64>,
+    budget: Budget,
 }
 
 impl Printer {
     /// Starts the printing thread; `skipped(n)` makes the line said in place of `n`
-    /// lines not printed.
-    pub(crate) fn start(skipped: fn(u64) -> String) -> std::io::Result<Self> {
+    /// lines not printed; the lines waiting hold their bytes in `budget`.
+    pub(crate) fn start(skipped: fn(u64) -> String, budget: Budget) -> std::io::Result<Self> {
         let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
         let count = Arc::new(AtomicU64::new(0));
         let printer = Self {
             jobs,
             room: Arc::new(Semaphore::new(ROOM)),
             skipped: Arc::clone(&count),
+            budget,
         };
         std::thread::Builder::new()
             .name("hail-stdout".into())
@@ -57,9 +71,9 @@ impl Printer {
                 // A plain thread: blocking in a write here stops nothing else.
                 while let Some(job) = rx.blocking_recv() {
                     match job {
-                        Job::Line(line, permit) => {
+                        Job::Line(line, held) => {
                             crate::out::write_line(&*line);
-                            drop(permit);
+                            drop((line, held));
                         }
                         Job::Flushed(done) => {
                             let _ = done.send(());
@@ -88,13 +102,26 @@ impl Printer {
     /// Queues `line`, of about `len` bytes when written, waiting while the lines already
     /// waiting take the room.
     pub(crate) async fn print_sized(&self, len: usize, line: Line) {
+        // Held while it waits for room too: it keeps what it shows alive meanwhile.
+        let hold = self.hold(len);
         let Ok(permit) = Arc::clone(&self.room)
             .acquire_many_owned(Self::cost(len))
             .await
         else {
             return;
         };
-        let _ = self.jobs.send(Job::Line(line, permit));
+        let held = Held {
+            _room: permit,
+            _budget: hold,
+        };
+        let _ = self.jobs.send(Job::Line(line, held));
+    }
+
+    /// `len` bytes held in the budget until dropped.
+    fn hold(&self, len: usize) -> Hold {
+        let mut hold = self.budget.hold();
+        hold.set(len);
+        hold
     }
 
     /// Queues the line `make` makes, of about `len` bytes, if there is room for it now;
@@ -103,7 +130,11 @@ impl Printer {
     pub(crate) fn print_or_skip(&self, len: usize, make: impl FnOnce() -> String) {
         match Arc::clone(&self.room).try_acquire_many_owned(Self::cost(len)) {
             Ok(permit) => {
-                let _ = self.jobs.send(Job::Line(Box::new(make()), permit));
+                let held = Held {
+                    _room: permit,
+                    _budget: self.hold(len),
+                };
+                let _ = self.jobs.send(Job::Line(Box::new(make()), held));
             }
             Err(_) => {
                 self.skipped.fetch_add(1, Ordering::Relaxed);
@@ -139,10 +170,12 @@ mod tests {
     async fn a_full_room_counts_skipped_lines_and_print_waits() {
         // Not started: nothing drains, so the room stays taken.
         let (jobs, mut rx) = mpsc::unbounded_channel();
+        let budget = Budget::new(64 << 20);
         let p = Printer {
             jobs,
             room: Arc::new(Semaphore::new(ROOM)),
             skipped: Arc::new(AtomicU64::new(0)),
+            budget: budget.clone(),
         };
         p.print_or_skip(ROOM - 10, || "x".repeat(ROOM - 10));
         p.print_or_skip(20, || unreachable!("a line without room is not made"));
@@ -159,12 +192,18 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
-        let Some(Job::Line(first, permit)) = rx.recv().await else {
+        assert_eq!(
+            budget.in_use(),
+            ROOM - 10 + 10 + 1,
+            "queued and waiting lines held in the budget, skipped ones not"
+        );
+        let Some(Job::Line(first, held)) = rx.recv().await else {
             panic!("the first line")
         };
         assert_eq!(first.to_string().len(), ROOM - 10);
-        drop(permit);
+        drop(held);
         waiting.await.unwrap();
+        assert_eq!(budget.in_use(), 10 + 1, "a written line is given back");
         let lines: Vec<String> = std::iter::from_fn(|| match rx.try_recv() {
             Ok(Job::Line(l, _)) => Some(l.to_string()),
             _ => None,
