@@ -303,7 +303,10 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
     tokio::pin!(stop);
     loop {
         let event = tokio::select! {
-            e = events.recv() => e,
+            e = async {
+                printer.ready().await;
+                events.recv().await
+            } => e,
             () = &mut stop => break,
         };
         let Some(event) = event else { break };

@@ -11,9 +11,11 @@
 //!   count is printed in its place (`N lines not printed: stdout was full`) once there is
 //!   room again. An answer is never late because stdout is.
 //!
-//! Every line holds its bytes in the device's memory budget ([`hail::link::Budget`]) from
-//! when it is queued (or waits for room) until it is written: a message's line keeps its
-//! payload alive after the device's stream let go of it, so without the hold a slow
+//! Every queued line holds its bytes in the device's memory budget
+//! ([`hail::link::Budget`]) until it is written: a message's line keeps its payload alive
+//! after the device's stream let go of it. `hail listen` takes the next event only once
+//! [`Printer::ready`] says there is room, so the next message waits in the device's stream
+//! (counted on its link's share) rather than beside the line being written: before, a slow
 //! stdout kept two 15 MiB messages (one written, one waiting) outside the budget.
 
 use std::sync::Arc;
@@ -102,8 +104,6 @@ impl Printer {
     /// Queues `line`, of about `len` bytes when written, waiting while the lines already
     /// waiting take the room.
     pub(crate) async fn print_sized(&self, len: usize, line: Line) {
-        // Held while it waits for room too: it keeps what it shows alive meanwhile.
-        let hold = self.hold(len);
         let Ok(permit) = Arc::clone(&self.room)
             .acquire_many_owned(Self::cost(len))
             .await
@@ -112,9 +112,16 @@ impl Printer {
         };
         let held = Held {
             _room: permit,
-            _budget: hold,
+            _budget: self.hold(len),
         };
         let _ = self.jobs.send(Job::Line(line, held));
+    }
+
+    /// Waits until at least half the room is free: call it before taking the next event
+    /// to print, so the event waits in the device's stream (counted there, on the share of
+    /// the link it came on) rather than here, beside the line being written.
+    pub(crate) async fn ready(&self) {
+        let _free = self.room.acquire_many(Self::cost(ROOM / 2)).await;
     }
 
     /// `len` bytes held in the budget until dropped.
@@ -194,8 +201,8 @@ mod tests {
         assert!(!waiting.is_finished());
         assert_eq!(
             budget.in_use(),
-            ROOM - 10 + 10 + 1,
-            "queued and waiting lines held in the budget, skipped ones not"
+            ROOM - 10 + 10,
+            "queued lines held in the budget; skipped and waiting ones not"
         );
         let Some(Job::Line(first, held)) = rx.recv().await else {
             panic!("the first line")
@@ -204,6 +211,10 @@ mod tests {
         drop(held);
         waiting.await.unwrap();
         assert_eq!(budget.in_use(), 10 + 1, "a written line is given back");
+        // Half the room is free now: the next event may be taken.
+        tokio::time::timeout(Duration::from_secs(1), p.ready())
+            .await
+            .expect("room");
         let lines: Vec<String> = std::iter::from_fn(|| match rx.try_recv() {
             Ok(Job::Line(l, _)) => Some(l.to_string()),
             _ => None,

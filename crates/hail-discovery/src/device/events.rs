@@ -93,6 +93,12 @@ pub struct DeviceEvents {
     run_hold: Option<Hold>,
 }
 
+/// What a message of `len` payload bytes holds of the budget while it waits in the stream:
+/// its length, at least [`MESSAGE_COST`](crate::MESSAGE_COST).
+pub(super) fn message_cost(len: usize) -> usize {
+    len.max(super::builder::MESSAGE_COST)
+}
+
 /// What the device's stream carries: one item per event other than a message, one per
 /// run of a link's messages.
 #[derive(Debug)]
@@ -145,14 +151,27 @@ impl DeviceEvents {
         }
     }
 
-    /// The next message of the run being handed out; the run's last gives the run's
-    /// bytes back to the budget (its link may read again).
+    /// The next message of the run being handed out: its cost goes back to the budget as
+    /// it is handed out (its link may read again), so a message the application keeps
+    /// (`hail listen`'s line, say, held in the budget on its own) is not counted in the
+    /// run too while the rest of the run waits.
     fn next_of_run(&mut self) -> Option<DeviceEvent> {
         let e = self.run.next()?;
-        if self.run.len() == 0
-            && let Some(hold) = self.run_hold.take()
-        {
-            self.levels.message_out(hold.bytes());
+        if let Some(hold) = &mut self.run_hold {
+            let cost = match &e {
+                DeviceEvent::Message { payload, .. } => message_cost(payload.len()),
+                _ => 0,
+            };
+            let out = if self.run.len() == 0 {
+                hold.bytes()
+            } else {
+                cost.min(hold.bytes())
+            };
+            hold.set(hold.bytes() - out);
+            self.levels.message_out(out);
+            if self.run.len() == 0 {
+                self.run_hold = None;
+            }
         }
         Some(e)
     }
@@ -395,5 +414,48 @@ impl EventLevels {
             self.message_bytes.load(Ordering::Relaxed),
             self.peak.load(Ordering::Relaxed),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(len: usize) -> DeviceEvent {
+        DeviceEvent::Message {
+            from: "f".into(),
+            from_id: DeviceId::from_bytes([7; 16]),
+            payload: Bytes::from(vec![0u8; len]),
+        }
+    }
+
+    /// Found under misbehave's `frames`: a run of two 15 MiB messages held both until its
+    /// last was taken, so while `hail listen` printed the first (15 s at 1 MiB/s) it
+    /// counted twice, in the run and in the printer's hold; the budget read as spent and
+    /// every link stopped reading, a new peer's hello and a device's ask too.
+    #[test]
+    fn a_run_gives_back_each_message_as_it_is_taken() {
+        let budget = hail_link::Budget::new(64 << 20);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let levels = Arc::new(EventLevels::new(16));
+        let mut events = DeviceEvents::new(rx, Arc::clone(&levels));
+        let mut hold = budget.hold();
+        let sizes = [1000, 10, 3000];
+        let cost: usize = sizes.iter().map(|&n| message_cost(n)).sum();
+        hold.set(cost);
+        levels.message_in(cost);
+        tx.send(Queued::Messages(sizes.map(message).into(), hold))
+            .unwrap();
+        let mut left = cost;
+        for n in sizes {
+            let Some(DeviceEvent::Message { payload, .. }) = events.try_recv() else {
+                panic!("a message")
+            };
+            assert_eq!(payload.len(), n);
+            left -= message_cost(n);
+            assert_eq!(budget.in_use(), left, "given back as it is taken");
+            assert_eq!(levels.levels().0, left);
+        }
+        assert_eq!(message_cost(10), crate::MESSAGE_COST);
     }
 }

@@ -13,11 +13,10 @@ use hail_rpc::{Disconnect, LinkClosed, Outgoing, RpcPeer};
 use hail_wire::Binary;
 use tracing::{debug, warn};
 
-use super::builder::MESSAGE_COST;
 use super::caller::LinkPeer;
 use super::clock;
 use super::driver::{Driver, RUN_CAPACITY, Run};
-use super::events::DeviceEvent;
+use super::events::{DeviceEvent, message_cost};
 use super::sender::MESSAGE_TAG;
 use super::shared::{LinkEntry, lock};
 use crate::advert::{LinkMessage, MAGIC};
@@ -130,7 +129,7 @@ impl Driver {
     }
 
     /// A [`Device::send`](crate::Device::send) message: delivered in the order of its
-    /// link's frames, from the link's peer, holding its cost ([`MESSAGE_COST`] at least)
+    /// link's frames, from the link's peer, holding its cost ([`MESSAGE_COST`](super::builder::MESSAGE_COST) at least)
     /// on its link's share of the budget until the application takes it: a peer whose
     /// messages wait for its share is held back by its own link, no one else. It joins the
     /// turn's run of its link's messages ([`Driver::flush_messages`]).
@@ -153,7 +152,7 @@ impl Driver {
             return;
         };
         let payload = frame.slice(1..);
-        let cost = payload.len().max(MESSAGE_COST);
+        let cost = message_cost(payload.len());
         let e = DeviceEvent::Message {
             from,
             from_id,
