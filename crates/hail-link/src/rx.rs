@@ -26,6 +26,9 @@ pub(crate) struct Rx {
     max_record: usize,
     /// Free space the next read asks for; adapts between `MIN_READ` and `MAX_READ`.
     read_size: usize,
+    /// `raw`, `plain` were made for the large partial frame they start (see `cut`).
+    raw_sized: bool,
+    plain_sized: bool,
 }
 
 impl Rx {
@@ -39,6 +42,8 @@ impl Rx {
             max_frame_len: max_frame_len as usize,
             max_record: seal::MAX_RECORD,
             read_size: MIN_READ,
+            raw_sized: false,
+            plain_sized: false,
         }
     }
 
@@ -112,9 +117,11 @@ impl Rx {
     pub(crate) fn shrink_if_idle(&mut self) {
         if self.raw.is_empty() {
             self.raw = BytesMut::new();
+            self.raw_sized = false;
         }
         if self.plain.is_empty() {
             self.plain = BytesMut::new();
+            self.plain_sized = false;
         }
     }
 
@@ -142,11 +149,24 @@ impl Rx {
     ) -> Result<Option<Next>, CloseReason> {
         let (order, max) = (self.order, self.max_frame_len);
         let Some(opener) = &mut self.opener else {
-            return cut(&mut self.raw, order, max, small.as_mut()).map_err(CloseReason::wire);
+            return cut(
+                &mut self.raw,
+                order,
+                max,
+                small.as_mut(),
+                &mut self.raw_sized,
+            )
+            .map_err(CloseReason::wire);
         };
         loop {
-            if let Some(frame) =
-                cut(&mut self.plain, order, max, small.as_mut()).map_err(CloseReason::wire)?
+            if let Some(frame) = cut(
+                &mut self.plain,
+                order,
+                max,
+                small.as_mut(),
+                &mut self.plain_sized,
+            )
+            .map_err(CloseReason::wire)?
             {
                 return Ok(Some(frame));
             }
@@ -203,11 +223,15 @@ const SLAB: usize = 16 * 1024;
 
 /// Cuts the next whole frame from `src`. Consumes nothing until the whole frame is there,
 /// so it keeps no state between calls.
+///
+/// `sized` says that `src` was made for the partial frame it starts (set here when it
+/// grows a buffer for a large frame, taken when that frame is cut).
 fn cut(
     src: &mut BytesMut,
     order: ByteOrder,
     max: usize,
     small: Option<&mut Small<'_>>,
+    sized: &mut bool,
 ) -> Result<Option<Next>, WireError> {
     let Some(&header) = src.first_chunk::<HEADER_LEN>() else {
         return Ok(None);
@@ -217,8 +241,23 @@ fn cut(
         return Err(WireError::TooLarge { len, max });
     }
     let Some(body) = src.get(HEADER_LEN..HEADER_LEN + len) else {
-        // Room for what is likely to arrive next, never for the whole announced body.
-        src.reserve((HEADER_LEN + len - src.len()).min(READ_AHEAD));
+        // Room for what is likely to arrive next, never for the whole announced body
+        // before its bytes come.
+        let need = HEADER_LEN + len;
+        let room = (need - src.len()).min(READ_AHEAD);
+        if src.capacity() - src.len() < room {
+            if len >= OWN_ALLOCATION_FROM && src.capacity().saturating_mul(2) > need + READ_AHEAD {
+                // Doubling would pass the frame's end (up to twice the frame, not counted
+                // in the budget): grow to the frame plus a read, once. The frame is then
+                // cut from this buffer as it is (see below).
+                let mut grown = BytesMut::with_capacity(need + READ_AHEAD);
+                grown.extend_from_slice(src);
+                *src = grown;
+                *sized = true;
+            } else {
+                src.reserve(room);
+            }
+        }
         return Ok(None);
     };
     if let Some(s) = small {
@@ -244,6 +283,15 @@ fn cut(
         }
     }
     src.advance(HEADER_LEN);
+    let made_for_it = std::mem::take(sized);
+    if made_for_it && src.capacity() <= len + 2 * READ_AHEAD {
+        // The buffer was made for this frame (it starts it, and holds at most a read
+        // beyond): cut as it is, no copy; what follows (at most a read) moves to a buffer
+        // of its own, so the frame alone keeps this one alive.
+        let frame = src.split_to(len);
+        *src = BytesMut::from(&src[..]);
+        return Ok(Some(Next::Frame(frame)));
+    }
     if len >= OWN_ALLOCATION_FROM {
         // Cut as a view, the frame would keep the whole buffer alive for as long as it
         // waits (the buffer grew by doubling: up to four times the frame, and a view can
@@ -289,7 +337,8 @@ mod tests {
         let mut src = BytesMut::with_capacity(4 * len);
         src.extend_from_slice(&framed(len));
         src.extend_from_slice(&framed(10)[..8]);
-        let Some(Next::Frame(f)) = cut(&mut src, ByteOrder::BigEndian, 1 << 20, None).unwrap()
+        let Some(Next::Frame(f)) =
+            cut(&mut src, ByteOrder::BigEndian, 1 << 20, None, &mut false).unwrap()
         else {
             panic!("a whole frame")
         };
@@ -307,7 +356,8 @@ mod tests {
         let mut src = BytesMut::with_capacity(2 * len);
         src.extend_from_slice(&framed(len));
         src.extend_from_slice(&framed(10)[..8]);
-        let Some(Next::Frame(f)) = cut(&mut src, ByteOrder::BigEndian, 4 << 20, None).unwrap()
+        let Some(Next::Frame(f)) =
+            cut(&mut src, ByteOrder::BigEndian, 4 << 20, None, &mut false).unwrap()
         else {
             panic!("a whole frame")
         };
@@ -322,7 +372,8 @@ mod tests {
         let mut src = BytesMut::with_capacity(64 * 1024);
         src.extend_from_slice(&framed(1024));
         let at = src.as_ptr() as usize + HEADER_LEN;
-        let Some(Next::Frame(f)) = cut(&mut src, ByteOrder::BigEndian, 1 << 20, None).unwrap()
+        let Some(Next::Frame(f)) =
+            cut(&mut src, ByteOrder::BigEndian, 1 << 20, None, &mut false).unwrap()
         else {
             panic!("a whole frame")
         };
@@ -341,7 +392,8 @@ mod tests {
         }
         let base = src.as_ptr() as usize;
         let mut frames = Vec::new();
-        while let Some(Next::Frame(f)) = cut(&mut src, ByteOrder::BigEndian, 1 << 20, None).unwrap()
+        while let Some(Next::Frame(f)) =
+            cut(&mut src, ByteOrder::BigEndian, 1 << 20, None, &mut false).unwrap()
         {
             frames.push(f);
         }
@@ -412,6 +464,47 @@ mod tests {
         rx.set_opener(opener);
         rx.raw.extend_from_slice(&wire);
         assert!(rx.next(None).is_err());
+    }
+
+    /// Under misbehave's `frames`, a 15 MiB frame grew its buffer by doubling (to 16 MiB,
+    /// up to twice the frame) and was then copied whole into an allocation of its own:
+    /// for a moment twice the frame per worker, none of it counted beyond the frame. Now
+    /// the buffer grows to the frame plus a read once doubling would pass that, and the
+    /// frame is cut from it as it is, without a copy.
+    #[test]
+    fn a_large_frame_is_cut_without_a_copy_from_a_buffer_of_its_size() {
+        let len = 3 << 20;
+        let wire = framed(len);
+        let mut rx = Rx::new(ByteOrder::BigEndian, 16 << 20);
+        let mut fed = 0;
+        let mut base = 0;
+        let frame = loop {
+            if let Some(f) = rx.next_frame().unwrap() {
+                break f;
+            }
+            rx.reserve_for_read();
+            // A read: at most the read size, into the room the buffer has.
+            let room = rx.raw.capacity() - rx.raw.len();
+            let n = room.min(rx.read_limit(false)).min(wire.len() - fed);
+            assert!(n > 0, "room for the next read");
+            base = rx.raw.as_ptr() as usize;
+            rx.raw.extend_from_slice(&wire[fed..fed + n]);
+            assert_eq!(
+                rx.raw.as_ptr() as usize,
+                base,
+                "a read never moves the buffer"
+            );
+            rx.after_read(n);
+            fed += n;
+            assert!(
+                rx.raw.capacity() <= HEADER_LEN + len + READ_AHEAD,
+                "{} after {fed}",
+                rx.raw.capacity()
+            );
+        };
+        assert_eq!(frame.len(), len);
+        assert_eq!(frame.as_ptr() as usize, base + HEADER_LEN, "not a copy");
+        assert!(frame.iter().all(|&b| b == 0x5a));
     }
 
     #[test]
