@@ -101,16 +101,23 @@ impl Rx {
         self.raw.len() + self.plain.len()
     }
 
-    /// The length of the partial frame whose header has come (header included), else 0:
-    /// what the frame will hold once whole (the budget's reserve rule judges by it).
+    /// What this receiver's headers say it will hold (header included), else 0: the
+    /// length of the partial frame whose header has come, and on a secured link at least
+    /// the opened bytes plus the partial record whose length has come (so a peer whose
+    /// frame's header is still sealed in its first record is judged by that record, up
+    /// to 64 KiB). The budget's reserve rule judges by it.
     pub(crate) fn announced(&self) -> usize {
-        let src = if self.opener.is_some() {
-            &self.plain
-        } else {
-            &self.raw
+        let frame = |src: &BytesMut| {
+            src.first_chunk::<HEADER_LEN>()
+                .map_or(0, |&h| HEADER_LEN + frame_len(self.order, h))
         };
-        src.first_chunk::<HEADER_LEN>()
-            .map_or(0, |&h| HEADER_LEN + frame_len(self.order, h))
+        if self.opener.is_none() {
+            return frame(&self.raw);
+        }
+        let record = self.raw.first_chunk::<2>().map_or(0, |&h| {
+            self.plain.len() + 2 + usize::from(u16::from_be_bytes(h))
+        });
+        frame(&self.plain).max(record)
     }
 
     /// Drops the buffers that hold nothing, so an idle link holds no receive memory.
@@ -505,6 +512,36 @@ mod tests {
         assert_eq!(frame.len(), len);
         assert_eq!(frame.as_ptr() as usize, base + HEADER_LEN, "not a copy");
         assert!(frame.iter().all(|&b| b == 0x5a));
+    }
+
+    /// Under misbehave's `frames` (secured links), a flooder's next frame had its header
+    /// sealed in a record of 64 KiB: until that record was whole, nothing said the frame
+    /// was large, and 64 flooders read 4 MiB of the reserve kept for small frames.
+    #[test]
+    fn a_partial_record_announces_what_it_will_hold() {
+        let ((mut sealer, _), (_, opener)) = crate::seal::test_ends();
+        let mut wire = BytesMut::new();
+        sealer.seal(&framed(seal::MAX_PLAIN)[..seal::MAX_PLAIN], &mut wire);
+        let mut rx = Rx::new(ByteOrder::BigEndian, 1 << 20);
+        rx.set_opener(opener);
+        assert_eq!(rx.announced(), 0);
+        rx.raw.extend_from_slice(&wire[..100]);
+        assert!(rx.next(None).unwrap().is_none());
+        assert_eq!(rx.announced(), 2 + seal::MAX_RECORD);
+        assert!(
+            rx.announced() >= crate::budget::SMALL_HOLDER,
+            "a full record is large"
+        );
+        rx.raw.extend_from_slice(&wire[100..]);
+        assert!(
+            rx.next(None).unwrap().is_none(),
+            "the frame is not whole yet"
+        );
+        assert_eq!(
+            rx.announced(),
+            HEADER_LEN + seal::MAX_PLAIN,
+            "its header opened"
+        );
     }
 
     #[test]
