@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use hail_crypto::{GroupKey, Identity, Incarnation, KdfParams};
-use hail_link::{Budget, Heartbeat, LinkConfig, Server, ServerConfig, Transport};
+use hail_link::{Budget, Heartbeat, LinkConfig, LinkError, Server, ServerConfig, Transport};
 use hail_multicast::{Channel, Interface, MulticastError};
 use hail_rpc::{Handlers, RpcConfig};
 use hail_wire::Binary;
@@ -480,7 +480,7 @@ impl DeviceBuilder {
         };
         let lease = self.table.lease();
         // Every link proves both ends' identity keys (Noise XX, XXpsk0 with a key).
-        let mut link = LinkConfig::default()
+        let mut link = LinkConfig::builder()
             .heartbeat(Some(Heartbeat {
                 interval: lease / 3,
                 dead_after: lease,
@@ -493,6 +493,9 @@ impl DeviceBuilder {
         if let Some((_, net, ip)) = &self.memory {
             link = link.transport(Transport::memory_from(net, *ip));
         }
+        // Its settings come from the device's own (the lease): an error here is the
+        // identity's key pair failing to be made, or a lease too short to divide.
+        let link = link.build().map_err(LinkError::Config)?;
         let channel_builder = |group: SocketAddr| {
             let mut b = Channel::builder(group).ttl(self.ttl);
             match &self.memory {
@@ -537,9 +540,11 @@ impl DeviceBuilder {
         // A dual-stack listener of our own choosing: IPv4 on both ends of the group.
         let dual =
             self.listen.is_none() && self.memory.is_none() && group.is_ipv4() && listen.is_ipv6();
-        let server_config = ServerConfig::default()
+        let server_config = ServerConfig::builder()
             .link(link.clone())
-            .max_clients(max_clients_for_open_files());
+            .max_clients(max_clients_for_open_files())
+            .build()
+            .map_err(LinkError::Config)?;
         let (server, server_events) = match Server::bind(listen, server_config.clone(), Binary)
             .await
         {

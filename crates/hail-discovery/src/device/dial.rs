@@ -206,10 +206,13 @@ mod tests {
         use hail_wire::Binary;
 
         let net = MemoryNetwork::new();
-        let link = LinkConfig::default().transport(Transport::memory(&net));
+        let link = LinkConfig::builder()
+            .transport(Transport::memory(&net))
+            .build()
+            .unwrap();
         let (_server, _events) = Server::bind(
             "10.0.0.2:7000".parse().unwrap(),
-            ServerConfig::default().link(link.clone()),
+            ServerConfig::builder().link(link.clone()).build().unwrap(),
             Binary,
         )
         .await
@@ -218,7 +221,7 @@ mod tests {
         // 10.0.0.1 hangs (unreachable), 10.0.0.2 answers.
         let (_hang, _e) = Server::bind(
             "10.0.0.1:7000".parse().unwrap(),
-            ServerConfig::default().link(link.clone()),
+            ServerConfig::builder().link(link.clone()).build().unwrap(),
             Binary,
         )
         .await
@@ -269,18 +272,21 @@ mod tests {
         use hail_wire::Binary;
 
         let net = MemoryNetwork::new();
-        let base = LinkConfig::default().transport(Transport::memory(&net));
+        let base = LinkConfig::builder().transport(Transport::memory(&net));
         let key = || Identity::generate().expect("a key pair");
         let (other, wanted, me) = (key(), key(), key());
         let at = |s: &str| -> SocketAddr { s.parse().expect("an address") };
         let serve = |addr: SocketAddr, id: &Identity| {
-            let config = ServerConfig::default().link(base.clone().identity(id));
+            let config = ServerConfig::builder()
+                .link(base.clone().identity(id).build().unwrap())
+                .build()
+                .unwrap();
             Server::bind(addr, config, Binary)
         };
         let (_s1, _e1) = serve(at("10.0.0.1:7000"), &other).await.expect("binds");
         let (_s2, _e2) = serve(at("10.0.0.2:7000"), &wanted).await.expect("binds");
         let (tx, _dialed) = Events::channel(16);
-        let dialer = base.clone().identity(&me);
+        let dialer = base.clone().identity(&me).build().unwrap();
         let both = vec![at("10.0.0.1:7000"), at("10.0.0.2:7000")];
         let want = DeviceId::from_bytes(wanted.public().id());
         let (conn, _gate) = super::dial_any(both.clone(), Some(want), dialer.clone(), tx.clone())

@@ -116,7 +116,7 @@ impl Device {
             budget: self
                 .shared
                 .link
-                .memory_budget()
+                .budget()
                 .map(hail_link::Budget::stats)
                 .unwrap_or_default(),
         }
