@@ -450,7 +450,16 @@ impl DeviceBuilder {
 
     /// Derives the key (if any), opens the multicast channel and the TCP listener, and
     /// starts discovery. Returns the device and its event stream.
+    ///
+    /// This is the device's `bind`, and where its settings are checked: first those that
+    /// need nothing of the host (the name and the metadata, [`DeviceError::Config`]; the
+    /// KDF parameters, [`DeviceError::Key`]), before the key is derived or anything is
+    /// opened; then those that need the host (the interfaces, the identity file, the known
+    /// devices file, the listen address), as they are used.
     pub async fn start(self) -> Result<(Device, DeviceEvents), DeviceError> {
+        // Cheap checks first: an invalid name fails at once, not after PBKDF2 and binds.
+        crate::validate_name(&self.name).map_err(crate::error::ConfigError::from)?;
+        crate::validate_metadata(&self.metadata).map_err(crate::error::ConfigError::from)?;
         let key = match (&self.key, &self.passphrase) {
             (Some(k), _) => Some(k.clone()),
             (None, Some(p)) => {
@@ -646,6 +655,28 @@ impl DeviceBuilder {
 
 #[cfg(test)]
 mod tests {
+    use crate::error::ConfigError;
+    use crate::{Device, DeviceError, NameError};
+
+    #[tokio::test]
+    async fn an_invalid_name_fails_start_before_anything_is_opened() {
+        // The listen address is taken: a start that got as far as the bind would fail there.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = Device::builder("")
+            .multicast(false)
+            .listen(taken.local_addr().unwrap())
+            .start()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DeviceError::Config(ConfigError::InvalidName(NameError::Empty))
+            ),
+            "{err:?}"
+        );
+    }
+
     #[test]
     fn accepted_links_leave_headroom_under_the_open_file_limit() {
         assert_eq!(super::clients_under(1024, 1024), 960);
