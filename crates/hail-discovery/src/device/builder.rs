@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use hail_crypto::{GroupKey, Identity, Incarnation, KdfParams};
-use hail_link::{Budget, Heartbeat, LinkConfig, LinkError, Server, ServerConfig, Transport};
+use hail_link::{Budget, Heartbeat, LinkConfig, Server, ServerConfig, Transport};
 use hail_multicast::{Channel, Interface, MulticastError};
 use hail_rpc::{Handlers, RpcConfig};
 use hail_wire::Binary;
@@ -502,9 +502,6 @@ impl DeviceBuilder {
         if let Some((_, net, ip)) = &self.memory {
             link = link.transport(Transport::memory_from(net, *ip));
         }
-        // Its settings come from the device's own (the lease): an error here is the
-        // identity's key pair failing to be made, or a lease too short to divide.
-        let link = link.build().map_err(LinkError::Config)?;
         let channel_builder = |group: SocketAddr| {
             let mut b = Channel::builder(group).ttl(self.ttl);
             match &self.memory {
@@ -549,11 +546,14 @@ impl DeviceBuilder {
         // A dual-stack listener of our own choosing: IPv4 on both ends of the group.
         let dual =
             self.listen.is_none() && self.memory.is_none() && group.is_ipv4() && listen.is_ipv6();
+        // Its settings come from the device's own (the lease): an error here is the
+        // identity's key pair failing to be made, or a lease too short to divide.
+        let link = link.build().map_err(hail_link::LinkError::Config)?;
         let server_config = ServerConfig::builder()
             .link(link.clone())
             .max_clients(max_clients_for_open_files())
             .build()
-            .map_err(LinkError::Config)?;
+            .map_err(hail_link::LinkError::Config)?;
         let (server, server_events) = match Server::bind(listen, server_config.clone(), Binary)
             .await
         {
