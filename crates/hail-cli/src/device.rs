@@ -136,8 +136,8 @@ fn default_name(cmd: &str) -> String {
 /// Starts a device with the common flags; its links listen on `port` (0: a free one).
 async fn start(common: &Common, name: &str, port: u16) -> anyhow::Result<(Device, DeviceEvents)> {
     let mut builder = Device::builder(name);
-    // Unset, the device picks its default group: the IPv6 one where its interfaces
-    // have no IPv4 address.
+    // Unset, the device picks its default groups: both where its interfaces have both
+    // families, else the one of theirs.
     if let Some(g) = common.group {
         builder = builder.group(g);
     }
