@@ -247,9 +247,10 @@ impl DeviceBuilder {
     /// without a restart: when the addresses of the interfaces named with
     /// [`interface`](Self::interface) change (and [`advertise`](Self::advertise) is not
     /// set), it announces the new set at once (signed under its next sequence number, so
-    /// peers take it over the old one); when the interfaces its discovery channel joined
+    /// peers take it over the old one); when the interfaces a discovery channel joined
     /// change (one named came back with a new index, its IPv4 address changed, or with
-    /// none named an interface came or went), it joins the group anew on them. Default:
+    /// none named an interface came or went), it joins that group anew on them (each group
+    /// on its own; a default group not joined at start is not joined later). Default:
     /// `Some(`[`INTERFACE_CHECK`]`)`, every 2 s, one `getifaddrs` call each (microseconds);
     /// `None` looks only at start. Not used on an in-memory network.
     pub fn interface_check(mut self, every: Option<Duration>) -> Self {
