@@ -219,7 +219,7 @@ async fn wait_for(
                         "no device named {} found on {} within {:?} (is it running, with the \
                          same passphrase, group and interface?)",
                         missing.join(", "),
-                        groups(&device),
+                        groups(device),
                         wait
                     ),
                 ));
