@@ -488,12 +488,26 @@ async fn reads_of_peers_sending_large_frames_pass_the_budget_by_one_read_at_most
     let budget = Budget::new(BUDGET);
     let link = LinkConfig::builder()
         .max_frame_len(FRAME as u32)
-        .budget(budget.clone()).build().unwrap();
-    let (server, mut events) = Server::bind(lo(), ServerConfig::builder().link(link).build().unwrap(), Binary)
-        .await
+        .budget(budget.clone())
+        .build()
         .unwrap();
+    let (server, mut events) = Server::bind(
+        lo(),
+        ServerConfig::builder().link(link).build().unwrap(),
+        Binary,
+    )
+    .await
+    .unwrap();
     let addr = server.local_addr();
-    let cfg = ClientConfig::builder().link(LinkConfig::builder().max_frame_len(FRAME as u32).build().unwrap()).build().unwrap();
+    let cfg = ClientConfig::builder()
+        .link(
+            LinkConfig::builder()
+                .max_frame_len(FRAME as u32)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
     let mut flooders = Vec::new();
     for _ in 0..FLOODERS {
         let (c, e) = Client::connect(addr, cfg.clone(), Binary).await.unwrap();
