@@ -54,7 +54,7 @@ fn us(d: Duration) -> String {
 async fn station(
     log_tx: mpsc::UnboundedSender<String>,
 ) -> anyhow::Result<(RpcServer, RpcServerEvents, Roster)> {
-    let config = ServerConfig::default().max_clients(2);
+    let config = ServerConfig::builder().max_clients(2).build()?;
     let (server, events) = RpcServer::listen(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         config,

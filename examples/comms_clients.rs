@@ -1,6 +1,6 @@
 //! Python Comms' clients: two auto-reconnecting clients exchanging JSON with a server.
 //!
-//! They speak Python Comms on the wire (`LinkConfig::python_comms()`: a u32 little-endian
+//! They speak Python Comms on the wire (`LinkConfig::builder().python_comms()`: a u32 little-endian
 //! length + JSON), so the server may be a Python Comms server as well as `comms_server`.
 //! Each client (`comms/client.rs`) says hello on every connection, prints every message,
 //! and rides out a server restart: it reconnects with backoff by itself, and a message it

@@ -1,6 +1,6 @@
 //! Python Comms' server: callbacks, `send_to`, `broadcast`, and clients that reconnect.
 //!
-//! A `hail-link` server speaking Python Comms on the wire (`LinkConfig::python_comms()`: a
+//! A `hail-link` server speaking Python Comms on the wire (`LinkConfig::builder().python_comms()`: a
 //! u32 little-endian length + `json.dumps(obj).encode()`, frames up to 16 KiB) exchanges JSON
 //! messages (`serde_json::Value`, as Python Comms users sent dicts) and runs its three
 //! callbacks (on connect, on message, on close): it welcomes each client with `send_to` and

@@ -51,14 +51,14 @@ fn secure_link(passphrase: &str) -> anyhow::Result<LinkConfig> {
     // 10,000 iterations; keep the default in real use.
     let params = KdfParams::default().iterations(KdfParams::MIN_ITERATIONS);
     let key = GroupKey::derive_with(passphrase, "talks-example", params)?;
-    Ok(LinkConfig::default().group_key(&key))
+    Ok(LinkConfig::builder().group_key(&key).build()?)
 }
 
 /// The robot: listens, and binds its opcodes.
 async fn robot(link: LinkConfig) -> anyhow::Result<(RpcServer, RpcServerEvents)> {
     let (robot, events) = RpcServer::listen(
         SocketAddr::from(([127, 0, 0, 1], 0)),
-        ServerConfig::default().link(link),
+        ServerConfig::builder().link(link).build()?,
         RpcConfig::default(),
     )
     .await?;
@@ -105,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let laptop = RpcClient::connect_with_handlers(
         addr,
-        ClientConfig::default().link(link),
+        ClientConfig::builder().link(link).build()?,
         RpcConfig::default(),
         handlers,
     )
@@ -195,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let intruder = RpcClient::connect(
         addr,
-        ClientConfig::default().link(wrong),
+        ClientConfig::builder().link(wrong).build()?,
         RpcConfig::default(),
     )
     .await;

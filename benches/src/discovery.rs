@@ -379,7 +379,7 @@ async fn memory(m: usize) -> anyhow::Result<Vec<Record>> {
     let pairs = m * (m - 1) / 2;
     let (server, mut server_events) = Server::bind(
         "127.0.0.1:0".parse()?,
-        ServerConfig::default().max_clients(pairs + 8),
+        ServerConfig::builder().max_clients(pairs + 8).build()?,
         Binary,
     )
     .await?;

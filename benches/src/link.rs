@@ -79,11 +79,15 @@ pub(crate) struct Pair {
 
 pub(crate) fn pair(rt: &Runtime, link: LinkConfig) -> anyhow::Result<Pair> {
     rt.block_on(async {
-        let (server, mut events) =
-            Server::bind(lo(), ServerConfig::default().link(link.clone()), Binary).await?;
+        let (server, mut events) = Server::bind(
+            lo(),
+            ServerConfig::builder().link(link.clone()).build()?,
+            Binary,
+        )
+        .await?;
         let (client, client_events) = Client::connect(
             server.local_addr(),
-            ClientConfig::default().link(link),
+            ClientConfig::builder().link(link).build()?,
             Binary,
         )
         .await?;
@@ -202,7 +206,7 @@ fn throughput(
 fn secure(rt: &Runtime, budget: Duration) -> anyhow::Result<Record> {
     let n = 50_000;
     let msg = Bytes::from(vec![0xa5u8; 1024]);
-    let mut sealed = pair(rt, LinkConfig::default().psk([0x42; 32]))?;
+    let mut sealed = pair(rt, LinkConfig::builder().psk([0x42; 32]).build()?)?;
     let mut plain = pair(rt, LinkConfig::default())?;
     let (a, b) = interleaved_rate(
         budget,
@@ -237,7 +241,7 @@ const HAIL_FRAME_OVERHEAD: usize = 4 + 1;
 fn secure_vs_crypto(rt: &Runtime, budget: Duration) -> anyhow::Result<Vec<Record>> {
     let n = 50_000;
     let msg = Bytes::from(vec![0xa5u8; 1024]);
-    let mut sealed = pair(rt, LinkConfig::default().psk([0x42; 32]))?;
+    let mut sealed = pair(rt, LinkConfig::builder().psk([0x42; 32]).build()?)?;
     // A first run of hail tells the record size its writer produces here.
     one_way(rt, &mut sealed, &msg, n);
     let record = hail_record_plain(&sealed, msg.len())?;
@@ -443,9 +447,10 @@ fn broadcast(rt: &Runtime, budget: Duration, rounds: usize) -> anyhow::Result<Re
 /// connections whose clients are bare std sockets (no user-space buffers of their own).
 fn idle_memory(rt: &Runtime, n: usize) -> anyhow::Result<Record> {
     const HELLO: &[u8] = b"\x00\x00\x00\x06\x03HAIL\x01";
-    let cfg = ServerConfig::default()
-        .link(LinkConfig::default().heartbeat(None))
-        .max_clients(n + 64);
+    let cfg = ServerConfig::builder()
+        .link(LinkConfig::builder().heartbeat(None).build()?)
+        .max_clients(n + 64)
+        .build()?;
     let (server, mut events) = rt.block_on(Server::bind(lo(), cfg, Binary))?;
     let addr = server.local_addr();
     let drain = rt.spawn(async move { while events.recv().await.is_some() {} });
@@ -494,22 +499,25 @@ fn connect(rt: &Runtime, budget: Duration) -> anyhow::Result<Vec<Record>> {
     const PER_ROUND: u64 = 50;
     let psk = [0x42; 32];
     let (server_id, client_id) = (Identity::generate()?, Identity::generate()?);
-    let nn = LinkConfig::default().psk(psk);
-    let xx = LinkConfig::default();
-    let xxpsk = LinkConfig::default().psk(psk);
+    let nn = LinkConfig::builder().psk(psk).build()?;
+    let xx = LinkConfig::builder();
+    let xxpsk = LinkConfig::builder().psk(psk);
     let pairs = [
         (nn.clone(), nn),
-        (xx.clone().identity(&server_id), xx.identity(&client_id)),
         (
-            xxpsk.clone().identity(&server_id),
-            xxpsk.identity(&client_id),
+            xx.clone().identity(&server_id).build()?,
+            xx.identity(&client_id).build()?,
+        ),
+        (
+            xxpsk.clone().identity(&server_id).build()?,
+            xxpsk.identity(&client_id).build()?,
         ),
     ];
     let mut ends = Vec::new();
     for (server_link, client_link) in pairs {
         let (server, mut events) = rt.block_on(Server::bind(
             lo(),
-            ServerConfig::default().link(server_link),
+            ServerConfig::builder().link(server_link).build()?,
             Binary,
         ))?;
         let drain = rt.spawn(async move { while events.recv().await.is_some() {} });

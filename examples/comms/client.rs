@@ -22,9 +22,10 @@ pub(crate) async fn run(
         initial: Duration::from_millis(50),
         max: Duration::from_millis(500),
     };
-    let config = ClientConfig::default()
+    let config = ClientConfig::builder()
         .link(link_config())
-        .reconnect(Some(backoff));
+        .reconnect(Some(backoff))
+        .build()?;
     let (client, mut events) = Client::connect(server, config, payload())
         .await
         .with_context(|| format!("{name} cannot connect to {server}"))?;

@@ -49,7 +49,11 @@ pub(crate) const MAX_FRAME_LEN: u32 = 16 * 1024;
 /// Python Comms' wire format: bare frames with a little-endian u32 length, no handshake,
 /// heartbeat or encryption.
 pub(crate) fn link_config() -> LinkConfig {
-    LinkConfig::python_comms().max_frame_len(MAX_FRAME_LEN)
+    LinkConfig::builder()
+        .python_comms()
+        .max_frame_len(MAX_FRAME_LEN)
+        .build()
+        .expect("Python Comms settings with a non-zero frame limit are valid")
 }
 
 /// JSON written as Python's `json.dumps` writes it (`", "` and `": "` separators).

@@ -38,7 +38,7 @@ pub(crate) struct Hub {
 impl Hub {
     /// Listens on `addr` (port 0 picks a free port) and starts the callbacks.
     pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
-        let config = ServerConfig::default().link(link_config());
+        let config = ServerConfig::builder().link(link_config()).build()?;
         let (server, events) = Server::bind(addr, config, payload())
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;

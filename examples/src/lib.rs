@@ -8,7 +8,7 @@
 //! | example | what it shows | the job of |
 //! |---|---|---|
 //! | `frames` | `hail-wire` frames and payload codecs over a TCP socket | Python Comms' wire format |
-//! | `comms_server`, `comms_clients` | `hail-link` server with callbacks, `send_to`, `broadcast`; reconnecting clients across a server restart; Python Comms' wire format (`LinkConfig::python_comms()`, little-endian length + JSON) | Python Comms |
+//! | `comms_server`, `comms_clients` | `hail-link` server with callbacks, `send_to`, `broadcast`; reconnecting clients across a server restart; Python Comms' wire format (`LinkConfig::builder().python_comms()`, little-endian length + JSON) | Python Comms |
 //! | `multicast` | `hail-multicast` channel, plaintext and sealed by a passphrase; what outsiders, replays and plaintext injection get | multisock |
 //! | `commands` | `hail-rpc` named commands on server and clients, calling each other; a client limit | CLOVIS |
 //! | `talks` | `hail-rpc` opcodes, `execute`, `send` + `poll`, typed remote errors, a passphrase on the link | TCPTalks |

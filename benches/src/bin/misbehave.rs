@@ -202,10 +202,11 @@ async fn raw_peer(
     n: usize,
 ) -> anyhow::Result<(Connection<Binary>, Incoming<Bytes>)> {
     let identity = Identity::generate()?;
-    let config = LinkConfig::default()
+    let config = LinkConfig::builder()
         .heartbeat(Some(Heartbeat::default()))
         .incoming_capacity(4)
-        .identity(&identity);
+        .identity(&identity)
+        .build()?;
     let (conn, incoming) = Connection::connect(to, config, Binary).await?;
     let body = AnnounceBody {
         name: format!("mallory-{n}"),

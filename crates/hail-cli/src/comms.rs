@@ -2,7 +2,7 @@
 //! from a shell, to test a Python Comms peer.
 //!
 //! The wire format is Python Comms': each message is a u32 little-endian length and that many
-//! bytes, with no handshake, heartbeat or encryption (`LinkConfig::python_comms()`). The
+//! bytes, with no handshake, heartbeat or encryption (`LinkConfig::builder().python_comms()`). The
 //! payload follows the Python side's mode: `json` (`json.dumps(obj).encode()`, hail's
 //! `Json<serde_json::Value>`), `string` (UTF-8 text, hail's `Text`) or `binary` (the bytes,
 //! hail's `Binary`). What arrives is printed (escaped in human mode, one JSON object per line
@@ -176,8 +176,14 @@ where
     }
 }
 
-fn link_config(opts: &Opts) -> LinkConfig {
-    LinkConfig::python_comms().max_frame_len(opts.max_frame_len)
+/// Python Comms' link settings with the frame limit given (`--max-frame-len 0` is a
+/// usage error).
+fn link_config(opts: &Opts) -> anyhow::Result<LinkConfig> {
+    LinkConfig::builder()
+        .python_comms()
+        .max_frame_len(opts.max_frame_len)
+        .build()
+        .kind(Kind::Usage)
 }
 
 /// Why a connection closed, with what it most likely means for a Python Comms link.
@@ -257,7 +263,7 @@ where
     P::Item: Send + Sync + 'static,
 {
     let json = common.json;
-    let config = ServerConfig::default().link(link_config(opts));
+    let config = ServerConfig::builder().link(link_config(opts)?).build()?;
     let (server, mut events) = Server::bind(addr, config, payload)
         .await
         .with_context(|| format!("cannot listen on {addr}"))
@@ -370,9 +376,10 @@ where
         initial: Duration::from_millis(100),
         max: Duration::from_secs(1),
     };
-    let config = ClientConfig::default()
-        .link(link_config(opts))
-        .reconnect(Some(backoff));
+    let config = ClientConfig::builder()
+        .link(link_config(opts)?)
+        .reconnect(Some(backoff))
+        .build()?;
     let deadline = tokio::time::Instant::now() + wait;
     let mut delay = backoff.initial;
     let _spinner = waiting(format!("connecting to {addr}"));

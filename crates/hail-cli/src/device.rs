@@ -129,6 +129,12 @@ fn parse_json(s: &str) -> Result<Value, String> {
     serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))
 }
 
+/// The device's discovery groups for a human: one, or both defaults (`A and B`).
+fn groups(device: &Device) -> String {
+    let all: Vec<String> = device.groups().iter().map(ToString::to_string).collect();
+    all.join(" and ")
+}
+
 fn default_name(cmd: &str) -> String {
     format!("hail-{cmd}-{}", std::process::id())
 }
@@ -136,8 +142,8 @@ fn default_name(cmd: &str) -> String {
 /// Starts a device with the common flags; its links listen on `port` (0: a free one).
 async fn start(common: &Common, name: &str, port: u16) -> anyhow::Result<(Device, DeviceEvents)> {
     let mut builder = Device::builder(name);
-    // Unset, the device picks its default group: the IPv6 one where its interfaces
-    // have no IPv4 address.
+    // Unset, the device picks its default groups: both where its interfaces have both
+    // families, else the one of theirs.
     if let Some(g) = common.group {
         builder = builder.group(g);
     }
@@ -213,7 +219,7 @@ async fn wait_for(
                         "no device named {} found on {} within {:?} (is it running, with the \
                          same passphrase, group and interface?)",
                         missing.join(", "),
-                        device.group(),
+                        groups(device),
                         wait
                     ),
                 ));
@@ -274,6 +280,7 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
             json!({
                 "event": "listening", "name": device.name(), "id": device.id().to_string(),
                 "address": device.local_addr().to_string(), "group": device.group().to_string(),
+                "groups": device.groups().iter().map(ToString::to_string).collect::<Vec<_>>(),
             })
             .to_string()
         } else {
@@ -282,7 +289,7 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
                 escape(device.name()),
                 device.id(),
                 device.local_addr(),
-                device.group()
+                groups(&device)
             )
         })
         .await;
@@ -672,7 +679,7 @@ pub(crate) async fn scout(common: &Common, args: ScoutArgs) -> anyhow::Result<()
             say!(
                 "scouting as {} on {}; Ctrl-C to stop",
                 escape(&name),
-                device.group()
+                groups(&device)
             );
         }
         print_table(&seen, common.json);

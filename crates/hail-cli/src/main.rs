@@ -71,8 +71,9 @@ pub(crate) struct Common {
     /// Multicast group ADDR:PORT, IPv4 or IPv6 (`'[ff02::1:2]:5676'`: link-local scope,
     /// with `--interface eth0`; devices then listen on `[::]` and link over IPv6,
     /// link-local addresses dialed with the interface's scope). Default:
-    /// 239.255.72.76:5676 for devices ('[ff02::4841:494c]:5676' where their interfaces have
-    /// no IPv4 address), 239.255.72.77:5677 for `mcast`. Port 0 is refused for devices (each would pick its
+    /// for devices both 239.255.72.76:5676 and '[ff02::4841:494c]:5676' where their
+    /// interfaces have both families (else the one of theirs), 239.255.72.77:5677 for
+    /// `mcast`. Port 0 is refused for devices (each would pick its
     /// own port and be alone) and for `mcast send`; `mcast recv` picks a free port and
     /// prints it.
     #[arg(long, global = true, value_name = "ADDR:PORT")]

@@ -35,7 +35,7 @@ pub const SMALL_HOLDER: usize = 64 << 10;
 ///
 /// Cheap to clone; clones are the same budget. A [`Server`](crate::Server) makes one of
 /// [`DEFAULT_BUDGET_BYTES`] (48 MiB) for its connections unless its
-/// [`LinkConfig::budget`](crate::LinkConfig::budget) names one; give the same budget to
+/// [`LinkConfigBuilder::budget`](crate::LinkConfigBuilder::budget) names one; give the same budget to
 /// several servers, clients and connections (of one device, say) and they share it.
 ///
 /// The rules, for each connection drawing on it:
@@ -86,10 +86,11 @@ pub const SMALL_HOLDER: usize = 64 << 10;
 ///
 /// let budget = Budget::new(8 << 20); // 8 MiB, a peer may hold 2 MiB
 /// assert_eq!(budget.peer_share(), 2 << 20);
-/// let link = LinkConfig::default().max_frame_len(1 << 20).budget(budget.clone());
-/// let config = ServerConfig::default().link(link);
+/// let link = LinkConfig::builder().max_frame_len(1 << 20).budget(budget.clone()).build()?;
+/// let config = ServerConfig::builder().link(link).build()?;
 /// # let _ = config;
 /// assert_eq!(budget.stats().in_use, 0);
+/// # Ok::<(), hail_link::LinkConfigError>(())
 /// ```
 #[derive(Clone)]
 pub struct Budget {

@@ -121,14 +121,8 @@ where
         payload: P,
     ) -> Result<(Self, ClientEvents<P::Item>), LinkError> {
         let mut config = config;
-        config.link.validate()?;
         // One budget for all the client's successive connections.
         config.link = config.link.with_budget();
-        if config.background_connect && config.reconnect.is_none() {
-            return Err(LinkError::Config(
-                "connect_in_background needs reconnection on (ClientConfig::reconnect)",
-            ));
-        }
         let (tx, rx) = chan::channel(config.link.incoming_capacity);
         let conn = if config.background_connect {
             None

@@ -8,7 +8,7 @@ use hail_crypto::{GroupKey, Identity};
 use hail_wire::{ByteOrder, DEFAULT_MAX_FRAME_LEN};
 
 use crate::budget::Budget;
-use crate::error::LinkError;
+use crate::error::LinkConfigError;
 use crate::identity::{KeygenFailed, LocalIdentity};
 use crate::seal::Pattern;
 use crate::transport::Transport;
@@ -90,17 +90,24 @@ impl fmt::Debug for Psk {
     }
 }
 
-/// Settings shared by every connection: framing, limits, heartbeats and security.
+/// Settings shared by every connection: framing, limits, heartbeats and security. Made by
+/// [`LinkConfig::builder`], whose [`build`](LinkConfigBuilder::build) checks them, or by
+/// [`LinkConfig::default`] (every default, stated on its setter in [`LinkConfigBuilder`]);
+/// the getters of the same names read the settings back. A `LinkConfig` is valid by
+/// construction: `connect` and `bind` do not check it again.
 ///
 /// ```
 /// use std::time::Duration;
 /// use hail_link::{Heartbeat, LinkConfig};
 ///
-/// let config = LinkConfig::default()
+/// let config = LinkConfig::builder()
 ///     .max_frame_len(1 << 20)
 ///     .heartbeat(Some(Heartbeat { interval: Duration::from_millis(500), dead_after: Duration::from_secs(2) }))
-///     .psk([7; 32]);
+///     .psk([7; 32])
+///     .build()?;
 /// assert!(config.is_secure());
+/// assert_eq!(config.max_frame_len(), 1 << 20);
+/// # Ok::<(), hail_link::LinkConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -114,8 +121,8 @@ pub struct LinkConfig {
     pub(crate) close_linger: Duration,
     pub(crate) incoming_capacity: usize,
     pub(crate) psk: Option<Psk>,
-    /// The local identity (made by [`LinkConfig::identity`]), or why it could not be made.
-    pub(crate) identity: Option<Result<Arc<LocalIdentity>, KeygenFailed>>,
+    /// The local identity (made by [`LinkConfigBuilder::identity`]).
+    pub(crate) identity: Option<Arc<LocalIdentity>>,
     pub(crate) transport: Transport,
     pub(crate) budget: Option<Budget>,
     pub(crate) budget_stall: Duration,
@@ -142,8 +149,127 @@ impl Default for LinkConfig {
 }
 
 impl LinkConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> LinkConfigBuilder {
+        LinkConfigBuilder {
+            config: Self::default(),
+            identity: None,
+        }
+    }
+
+    /// Frame layout (see [`LinkConfigBuilder::framing`]).
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// Byte order of the u32 frame header (see [`LinkConfigBuilder::byte_order`]).
+    pub fn byte_order(&self) -> ByteOrder {
+        self.byte_order
+    }
+
+    /// Largest frame body accepted or sent (see [`LinkConfigBuilder::max_frame_len`]).
+    pub fn max_frame_len(&self) -> u32 {
+        self.max_frame_len
+    }
+
+    /// Bound of the per-connection send queue in bytes (see
+    /// [`LinkConfigBuilder::queue_bytes`]).
+    pub fn queue_bytes(&self) -> usize {
+        self.queue_bytes
+    }
+
+    /// Heartbeat timing, `None` when off (see [`LinkConfigBuilder::heartbeat`]). With
+    /// [`Framing::Raw`] the setting is kept but no heartbeats run.
+    pub fn heartbeat(&self) -> Option<Heartbeat> {
+        self.heartbeat
+    }
+
+    /// Deadline from TCP connect to an established link (see
+    /// [`LinkConfigBuilder::handshake_timeout`]).
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// How long a closing connection waits for the peer's end of stream (see
+    /// [`LinkConfigBuilder::close_linger`]).
+    pub fn close_linger(&self) -> Duration {
+        self.close_linger
+    }
+
+    /// Capacity of a connection's incoming channel in messages (see
+    /// [`LinkConfigBuilder::incoming_capacity`]).
+    pub fn incoming_capacity(&self) -> usize {
+        self.incoming_capacity
+    }
+
+    /// Where servers listen and clients dial (see [`LinkConfigBuilder::transport`]).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The budget set with [`LinkConfigBuilder::budget`], if any.
+    pub fn budget(&self) -> Option<&Budget> {
+        self.budget.as_ref()
+    }
+
+    /// How long a connection may stall on the memory budget before it is closed (see
+    /// [`LinkConfigBuilder::budget_stall`]).
+    pub fn budget_stall(&self) -> Duration {
+        self.budget_stall
+    }
+
+    /// The config with a budget: the one set, or a new default one (48 MiB).
+    pub(crate) fn with_budget(mut self) -> Self {
+        if self.budget.is_none() {
+            self.budget = Some(Budget::default());
+        }
+        self
+    }
+
+    /// True when links are encrypted and authenticated: a pre-shared key or an identity
+    /// is set.
+    pub fn is_secure(&self) -> bool {
+        self.psk.is_some() || self.identity.is_some()
+    }
+
+    /// True when links prove both ends' identity keys ([`LinkConfigBuilder::identity`] is
+    /// set).
+    pub fn has_identity(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// The handshake pattern, `None` for a plaintext link.
+    pub(crate) fn pattern(&self) -> Option<Pattern> {
+        Pattern::of(self.psk.is_some(), self.identity.is_some())
+    }
+
+    /// The local identity, if one is set.
+    pub(crate) fn local_identity(&self) -> Option<&LocalIdentity> {
+        self.identity.as_deref()
+    }
+
+    pub(crate) fn heartbeat_active(&self) -> Option<Heartbeat> {
+        match self.framing {
+            Framing::Hail => self.heartbeat,
+            Framing::Raw => None,
+        }
+    }
+}
+
+/// Builds a [`LinkConfig`]; every setter states its default, and
+/// [`build`](Self::build) checks the settings together.
+#[derive(Debug, Clone)]
+pub struct LinkConfigBuilder {
+    config: LinkConfig,
+    /// The local identity made by [`identity`](Self::identity), or why it could not be made.
+    identity: Option<Result<Arc<LocalIdentity>, KeygenFailed>>,
+}
+
+impl LinkConfigBuilder {
     /// Python Comms' format (`ReliableCommunication.py`): [`Framing::Raw`], a u32
-    /// little-endian length header, no hello, no heartbeats, no encryption.
+    /// little-endian length header, no hello, no heartbeats, no encryption (a
+    /// [`psk`](Self::psk), [`group_key`](Self::group_key) or [`identity`](Self::identity)
+    /// with it fails [`build`](Self::build) with [`LinkConfigError::RawEncrypted`]).
     ///
     /// The payload codec that matches each Python Comms mode: `"json"` (its default)
     /// [`Json`](hail_wire::Json) (for any value, `Json<serde_json::Value>`); `"string"`
@@ -161,68 +287,70 @@ impl LinkConfig {
     /// directions: keep [`max_frame_len`](Self::max_frame_len) at 16 KiB or so. Its client
     /// retries a reconnect once after 1 s, so a hail server it talks to should shut down
     /// well within that (a `Server::close` deadline of 250 ms).
-    pub fn python_comms() -> Self {
-        Self::default()
-            .framing(Framing::Raw)
+    pub fn python_comms(self) -> Self {
+        self.framing(Framing::Raw)
             .byte_order(ByteOrder::LittleEndian)
             .heartbeat(None)
     }
 
     /// Frame layout. Default [`Framing::Hail`].
     pub fn framing(mut self, framing: Framing) -> Self {
-        self.framing = framing;
+        self.config.framing = framing;
         self
     }
 
     /// Byte order of the u32 frame header. Default big-endian.
     pub fn byte_order(mut self, order: ByteOrder) -> Self {
-        self.byte_order = order;
+        self.config.byte_order = order;
         self
     }
 
-    /// Largest frame body accepted or sent, in bytes. Default 16 MiB
+    /// Largest frame body accepted or sent, in bytes (at least 1). Default 16 MiB
     /// ([`hail_wire::DEFAULT_MAX_FRAME_LEN`]). Memory is only used as bytes arrive.
     pub fn max_frame_len(mut self, max: u32) -> Self {
-        self.max_frame_len = max;
+        self.config.max_frame_len = max;
         self
     }
 
-    /// Bound of the per-connection send queue, in bytes of encoded frames. Default 512 KiB
-    /// ([`DEFAULT_QUEUE_BYTES`]). `send().await` waits while the queue is full, `try_send`
-    /// fails with [`LinkError::Full`]. One message larger than the bound is accepted when
-    /// the queue is empty. Memory: at most twice this per connection (queue plus the batch
-    /// being written), allocated only while traffic flows.
+    /// Bound of the per-connection send queue, in bytes of encoded frames (at least 1).
+    /// Default 512 KiB ([`DEFAULT_QUEUE_BYTES`]). `send().await` waits while the queue is
+    /// full, `try_send` fails with [`LinkError::Full`](crate::LinkError::Full). One message
+    /// larger than the bound is accepted when the queue is empty. Memory: at most twice
+    /// this per connection (queue plus the batch being written), allocated only while
+    /// traffic flows.
     pub fn queue_bytes(mut self, bytes: usize) -> Self {
-        self.queue_bytes = bytes;
+        self.config.queue_bytes = bytes;
         self
     }
 
     /// Heartbeat timing, or `None` for no heartbeats and no dead-peer detection.
-    /// Default 1 s interval, 3 s dead time. Ignored (always off) with [`Framing::Raw`].
+    /// Default 1 s interval, 3 s dead time. The interval must be non-zero and `dead_after`
+    /// longer than it. Ignored (always off, and not checked) with [`Framing::Raw`].
     pub fn heartbeat(mut self, heartbeat: Option<Heartbeat>) -> Self {
-        self.heartbeat = heartbeat;
+        self.config.heartbeat = heartbeat;
         self
     }
 
-    /// Deadline from TCP connect to an established link (hello or Noise handshake).
-    /// Default 5 s. Until then frames are limited to [`PRE_AUTH_MAX_FRAME_LEN`] (4 KiB).
+    /// Deadline from TCP connect to an established link (hello or Noise handshake), more
+    /// than zero. Default 5 s. Until then frames are limited to [`PRE_AUTH_MAX_FRAME_LEN`]
+    /// (4 KiB).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
+        self.config.handshake_timeout = timeout;
         self
     }
 
     /// How long a closing connection waits for the peer to finish (its end of stream)
     /// after our last frame went out. Default 2 s.
     pub fn close_linger(mut self, linger: Duration) -> Self {
-        self.close_linger = linger;
+        self.config.close_linger = linger;
         self
     }
 
     /// Capacity of a connection's incoming channel ([`Incoming`](crate::Incoming) or a
-    /// client's event stream), in messages. Default 1024. When it is full the connection
-    /// stops reading, and TCP flow control slows the peer down.
+    /// client's event stream), in messages (at least 1). Default 1024. When it is full the
+    /// connection stops reading, and TCP flow control slows the peer down.
     pub fn incoming_capacity(mut self, capacity: usize) -> Self {
-        self.incoming_capacity = capacity;
+        self.config.incoming_capacity = capacity;
         self
     }
 
@@ -230,7 +358,7 @@ impl LinkConfig {
     /// pre-shared key: `NNpsk0` alone, `XXpsk0` with an [`identity`](Self::identity).
     /// Default: none (plaintext, or `XX` with an identity).
     pub fn psk(mut self, psk: [u8; 32]) -> Self {
-        self.psk = Some(Psk(Arc::new(PskBytes(psk))));
+        self.config.psk = Some(Psk(Arc::new(PskBytes(psk))));
         self
     }
 
@@ -245,13 +373,14 @@ impl LinkConfig {
     /// their static key and sign it with their identity (see `docs/security.md`). The
     /// peer's proven key is [`Connection::peer_key`](crate::Connection::peer_key) and is
     /// in the `Connected` events. A peer that offers no identity (a config without one)
-    /// fails the handshake with [`LinkError::AuthFailed`] on both sides.
+    /// fails the handshake with [`LinkError::AuthFailed`](crate::LinkError::AuthFailed) on
+    /// both sides.
     ///
-    /// Makes the Noise static key pair and its binding signature once, here; the config's
-    /// clones share them (one per process and identity, not per link). If the system's
-    /// random number generator fails, `connect` and `bind` with this config fail with
-    /// [`LinkError::Config`]. Default: none. Costs per link: one signature check (Ed25519)
-    /// and one more DH than `NNpsk0` on each side, and a third handshake message.
+    /// Makes the Noise static key pair and its binding signature once, here; the built
+    /// config's clones share them (one per process and identity, not per link). If the
+    /// system's random number generator fails, [`build`](Self::build) fails with
+    /// [`LinkConfigError::Keygen`]. Default: none. Costs per link: one signature check
+    /// (Ed25519) and one more DH than `NNpsk0` on each side, and a third handshake message.
     pub fn identity(mut self, identity: &Identity) -> Self {
         self.identity = Some(LocalIdentity::new(identity).map(Arc::new));
         self
@@ -260,7 +389,7 @@ impl LinkConfig {
     /// Where servers listen and clients dial: TCP (the default, [`Transport::tcp`]) or an
     /// in-memory network ([`Transport::memory`]).
     pub fn transport(mut self, transport: Transport) -> Self {
-        self.transport = transport;
+        self.config.transport = transport;
         self
     }
 
@@ -275,13 +404,8 @@ impl LinkConfig {
     /// connections, and [`Connection::connect`](crate::Connection::connect) one per
     /// connection.
     pub fn budget(mut self, budget: Budget) -> Self {
-        self.budget = Some(budget);
+        self.config.budget = Some(budget);
         self
-    }
-
-    /// The budget set with [`budget`](Self::budget), if any.
-    pub fn memory_budget(&self) -> Option<&Budget> {
-        self.budget.as_ref()
     }
 
     /// How long a connection may stall on the memory budget before it is closed with
@@ -292,73 +416,42 @@ impl LinkConfig {
     /// large frame and does not finish it, or does not read, while the budget is held
     /// gives its part back within that time.
     pub fn budget_stall(mut self, stall: Duration) -> Self {
-        self.budget_stall = stall;
+        self.config.budget_stall = stall;
         self
     }
 
-    /// The config with a budget: the one set, or a new default one (48 MiB).
-    pub(crate) fn with_budget(mut self) -> Self {
-        if self.budget.is_none() {
-            self.budget = Some(Budget::default());
+    /// Checks the settings and returns the config: the first wrong setting is the error
+    /// ([`LinkConfigError::Zero`] for a zero `max_frame_len`, `queue_bytes`,
+    /// `incoming_capacity` or `handshake_timeout`; [`LinkConfigError::Heartbeat`];
+    /// [`LinkConfigError::RawEncrypted`]; [`LinkConfigError::Keygen`]).
+    pub fn build(self) -> Result<LinkConfig, LinkConfigError> {
+        let mut c = self.config;
+        c.identity = self
+            .identity
+            .transpose()
+            .map_err(|KeygenFailed| LinkConfigError::Keygen)?;
+        if c.framing == Framing::Raw && c.is_secure() {
+            return Err(LinkConfigError::RawEncrypted);
         }
-        self
-    }
-
-    /// True when links are encrypted and authenticated: a pre-shared key or an identity
-    /// is set.
-    pub fn is_secure(&self) -> bool {
-        self.psk.is_some() || self.identity.is_some()
-    }
-
-    /// True when links prove both ends' identity keys ([`identity`](Self::identity) is set).
-    pub fn has_identity(&self) -> bool {
-        self.identity.is_some()
-    }
-
-    /// The handshake pattern, `None` for a plaintext link.
-    pub(crate) fn pattern(&self) -> Option<Pattern> {
-        Pattern::of(self.psk.is_some(), self.identity.is_some())
-    }
-
-    /// The local identity, once [`validate`](Self::validate) passed.
-    pub(crate) fn local_identity(&self) -> Option<&LocalIdentity> {
-        match &self.identity {
-            Some(Ok(local)) => Some(local),
-            _ => None,
+        for (what, zero) in [
+            ("max_frame_len", c.max_frame_len == 0),
+            ("queue_bytes", c.queue_bytes == 0),
+            ("incoming_capacity", c.incoming_capacity == 0),
+            ("handshake_timeout", c.handshake_timeout.is_zero()),
+        ] {
+            if zero {
+                return Err(LinkConfigError::Zero { what });
+            }
         }
-    }
-
-    pub(crate) fn heartbeat_active(&self) -> Option<Heartbeat> {
-        match self.framing {
-            Framing::Hail => self.heartbeat,
-            Framing::Raw => None,
-        }
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), LinkError> {
-        if self.framing == Framing::Raw && self.is_secure() {
-            return Err(LinkError::Config(
-                "raw framing (Python Comms) cannot be encrypted",
-            ));
-        }
-        if let Some(Err(KeygenFailed)) = &self.identity {
-            return Err(LinkError::Config(
-                "could not make the Noise static key for the identity (random number generator failed)",
-            ));
-        }
-        if self.queue_bytes == 0 || self.incoming_capacity == 0 {
-            return Err(LinkError::Config(
-                "queue_bytes and incoming_capacity must be positive",
-            ));
-        }
-        if let Some(h) = self.heartbeat_active()
+        if let Some(h) = c.heartbeat_active()
             && (h.interval.is_zero() || h.dead_after <= h.interval)
         {
-            return Err(LinkError::Config(
-                "heartbeat dead_after must exceed a non-zero interval",
-            ));
+            return Err(LinkConfigError::Heartbeat {
+                interval: h.interval,
+                dead_after: h.dead_after,
+            });
         }
-        Ok(())
+        Ok(c)
     }
 }
 
@@ -381,7 +474,22 @@ pub const DEFAULT_MAX_CLIENTS: usize = 1024;
 /// Default maximum number of connections in their handshake at once: 256.
 pub const DEFAULT_MAX_PENDING: usize = 256;
 
-/// Server settings.
+/// Server settings. Made by [`ServerConfig::builder`], whose
+/// [`build`](ServerConfigBuilder::build) checks them, or by [`ServerConfig::default`]
+/// (every default, stated on its setter in [`ServerConfigBuilder`]); the getters of the
+/// same names read them back.
+///
+/// ```
+/// use hail_link::{LinkConfig, ServerConfig};
+///
+/// let config = ServerConfig::builder()
+///     .link(LinkConfig::builder().psk([7; 32]).build()?)
+///     .max_clients(64)
+///     .build()?;
+/// assert_eq!(config.max_clients(), 64);
+/// assert!(config.link().is_secure());
+/// # Ok::<(), hail_link::LinkConfigError>(())
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
@@ -405,39 +513,100 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// Link settings for every client connection. Default [`LinkConfig::default`].
+    /// A builder starting from the defaults.
+    pub fn builder() -> ServerConfigBuilder {
+        ServerConfigBuilder {
+            config: Self::default(),
+        }
+    }
+
+    /// Link settings for every client connection (see [`ServerConfigBuilder::link`]).
+    pub fn link(&self) -> &LinkConfig {
+        &self.link
+    }
+
+    /// Maximum number of connected clients (see [`ServerConfigBuilder::max_clients`]).
+    pub fn max_clients(&self) -> usize {
+        self.max_clients
+    }
+
+    /// Maximum number of connections still in their handshake (see
+    /// [`ServerConfigBuilder::max_pending`]).
+    pub fn max_pending(&self) -> usize {
+        self.max_pending
+    }
+
+    /// Treatment of a slow client during a broadcast (see
+    /// [`ServerConfigBuilder::slow_client_policy`]).
+    pub fn slow_client_policy(&self) -> SlowClientPolicy {
+        self.slow_policy
+    }
+
+    /// Capacity of the server's event stream (see [`ServerConfigBuilder::event_capacity`]).
+    pub fn event_capacity(&self) -> usize {
+        self.event_capacity
+    }
+}
+
+/// Builds a [`ServerConfig`]; every setter states its default, and
+/// [`build`](Self::build) checks the settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfigBuilder {
+    config: ServerConfig,
+}
+
+impl ServerConfigBuilder {
+    /// Link settings for every client connection (built and checked already). Default
+    /// [`LinkConfig::default`].
     pub fn link(mut self, link: LinkConfig) -> Self {
-        self.link = link;
+        self.config.link = link;
         self
     }
 
-    /// Maximum number of connected clients. Default 1024 ([`DEFAULT_MAX_CLIENTS`]).
-    /// A client over the limit is refused with [`RefuseReason::ServerFull`](crate::RefuseReason)
-    /// (after its handshake, so it can read the reason) and counted.
+    /// Maximum number of connected clients, at least 1. Default 1024
+    /// ([`DEFAULT_MAX_CLIENTS`]). A client over the limit is refused with
+    /// [`RefuseReason::ServerFull`](crate::RefuseReason) (after its handshake, so it can
+    /// read the reason) and counted.
     pub fn max_clients(mut self, max: usize) -> Self {
-        self.max_clients = max;
+        self.config.max_clients = max;
         self
     }
 
-    /// Maximum number of connections still in their handshake. Default 256
+    /// Maximum number of connections still in their handshake, at least 1. Default 256
     /// ([`DEFAULT_MAX_PENDING`]); a connection over it is closed at once and counted.
     pub fn max_pending(mut self, max: usize) -> Self {
-        self.max_pending = max;
+        self.config.max_pending = max;
         self
     }
 
     /// Treatment of a client whose queue is full during [`broadcast`](crate::Server::broadcast).
     /// Default [`SlowClientPolicy::Disconnect`].
     pub fn slow_client_policy(mut self, policy: SlowClientPolicy) -> Self {
-        self.slow_policy = policy;
+        self.config.slow_policy = policy;
         self
     }
 
-    /// Capacity of the server's event stream. Default 1024 events. When it is full,
-    /// connections stop reading until the application takes events.
+    /// Capacity of the server's event stream, at least 1. Default 1024 events. When it is
+    /// full, connections stop reading until the application takes events.
     pub fn event_capacity(mut self, capacity: usize) -> Self {
-        self.event_capacity = capacity;
+        self.config.event_capacity = capacity;
         self
+    }
+
+    /// Checks the settings and returns the config: [`LinkConfigError::Zero`] for a zero
+    /// `max_clients`, `max_pending` or `event_capacity`.
+    pub fn build(self) -> Result<ServerConfig, LinkConfigError> {
+        let c = self.config;
+        for (what, n) in [
+            ("max_clients", c.max_clients),
+            ("max_pending", c.max_pending),
+            ("event_capacity", c.event_capacity),
+        ] {
+            if n == 0 {
+                return Err(LinkConfigError::Zero { what });
+            }
+        }
+        Ok(c)
     }
 }
 
@@ -462,7 +631,21 @@ impl Default for Backoff {
 /// Default bound of a client's outage buffer: 256 KiB of encoded frames.
 pub const DEFAULT_OUTAGE_BYTES: usize = 256 * 1024;
 
-/// Client settings.
+/// Client settings. Made by [`ClientConfig::builder`], whose
+/// [`build`](ClientConfigBuilder::build) checks them, or by [`ClientConfig::default`]
+/// (every default, stated on its setter in [`ClientConfigBuilder`]); the getters of the
+/// same names read them back.
+///
+/// ```
+/// use std::time::Duration;
+/// use hail_link::{ClientConfig, LinkConfigError};
+///
+/// let config = ClientConfig::builder().connect_timeout(Duration::from_secs(1)).build()?;
+/// assert_eq!(config.connect_timeout(), Duration::from_secs(1));
+/// let err = ClientConfig::builder().reconnect(None).connect_in_background(true).build();
+/// assert_eq!(err.unwrap_err(), LinkConfigError::BackgroundNeedsReconnect);
+/// # Ok::<(), LinkConfigError>(())
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {
@@ -486,33 +669,77 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
-    /// Link settings. Default [`LinkConfig::default`].
+    /// A builder starting from the defaults.
+    pub fn builder() -> ClientConfigBuilder {
+        ClientConfigBuilder {
+            config: Self::default(),
+        }
+    }
+
+    /// Link settings (see [`ClientConfigBuilder::link`]).
+    pub fn link(&self) -> &LinkConfig {
+        &self.link
+    }
+
+    /// The reconnection backoff, `None` when off (see [`ClientConfigBuilder::reconnect`]).
+    pub fn reconnect(&self) -> Option<Backoff> {
+        self.reconnect
+    }
+
+    /// Bound of the outage buffer in bytes (see [`ClientConfigBuilder::outage_bytes`]).
+    pub fn outage_bytes(&self) -> usize {
+        self.outage_bytes
+    }
+
+    /// Deadline of one connection attempt (see [`ClientConfigBuilder::connect_timeout`]).
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Whether the first connection is made in the background (see
+    /// [`ClientConfigBuilder::connect_in_background`]).
+    pub fn connect_in_background(&self) -> bool {
+        self.background_connect
+    }
+}
+
+/// Builds a [`ClientConfig`]; every setter states its default, and
+/// [`build`](Self::build) checks the settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfigBuilder {
+    config: ClientConfig,
+}
+
+impl ClientConfigBuilder {
+    /// Link settings (built and checked already). Default [`LinkConfig::default`].
     pub fn link(mut self, link: LinkConfig) -> Self {
-        self.link = link;
+        self.config.link = link;
         self
     }
 
     /// Automatic reconnection with this backoff, or `None` to stay disconnected after the
     /// first loss. Default: on, 100 ms doubling to 5 s, each delay drawn uniformly from
-    /// its upper half (jitter), reset after a successful connection.
+    /// its upper half (jitter), reset after a successful connection. The initial delay
+    /// must be non-zero and the maximum at least the initial delay.
     pub fn reconnect(mut self, backoff: Option<Backoff>) -> Self {
-        self.reconnect = backoff;
+        self.config.reconnect = backoff;
         self
     }
 
     /// Bound of the outage buffer, in bytes of encoded frames. Default 256 KiB
     /// ([`DEFAULT_OUTAGE_BYTES`]). While disconnected (with reconnection on), `send`
     /// appends to this buffer; it is written first after the next connection. When it is
-    /// full, `send` fails with [`LinkError::NotConnected`]. Set 0 to fail every send while
-    /// disconnected.
+    /// full, `send` fails with [`LinkError::NotConnected`](crate::LinkError::NotConnected).
+    /// Set 0 to fail every send while disconnected.
     pub fn outage_bytes(mut self, bytes: usize) -> Self {
-        self.outage_bytes = bytes;
+        self.config.outage_bytes = bytes;
         self
     }
 
-    /// Deadline of one connection attempt (TCP connect, or an in-memory dial). Default 5 s.
+    /// Deadline of one connection attempt (TCP connect, or an in-memory dial), more than
+    /// zero. Default 5 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.config.connect_timeout = timeout;
         self
     }
 
@@ -526,10 +753,180 @@ impl ClientConfig {
     /// ([`outage_bytes`](Self::outage_bytes)), written first once connected;
     /// [`ClientEvent::Connected`](crate::ClientEvent::Connected) tells when that happens,
     /// and failed tries count in [`ClientStats::failed_attempts`](crate::ClientStats).
-    /// Needs reconnection on: with `reconnect(None)`, `connect` fails with
-    /// [`LinkError::Config`].
+    /// Needs reconnection on: with `reconnect(None)`, [`build`](Self::build) fails with
+    /// [`LinkConfigError::BackgroundNeedsReconnect`].
     pub fn connect_in_background(mut self, on: bool) -> Self {
-        self.background_connect = on;
+        self.config.background_connect = on;
         self
+    }
+
+    /// Checks the settings and returns the config: [`LinkConfigError::Zero`] for a zero
+    /// `connect_timeout` or backoff `initial`, [`LinkConfigError::BackoffRange`],
+    /// [`LinkConfigError::BackgroundNeedsReconnect`].
+    pub fn build(self) -> Result<ClientConfig, LinkConfigError> {
+        let c = self.config;
+        if c.connect_timeout.is_zero() {
+            return Err(LinkConfigError::Zero {
+                what: "connect_timeout",
+            });
+        }
+        if let Some(b) = c.reconnect {
+            if b.initial.is_zero() {
+                return Err(LinkConfigError::Zero {
+                    what: "reconnect initial",
+                });
+            }
+            if b.max < b.initial {
+                return Err(LinkConfigError::BackoffRange {
+                    initial: b.initial,
+                    max: b.max,
+                });
+            }
+        }
+        if c.background_connect && c.reconnect.is_none() {
+            return Err(LinkConfigError::BackgroundNeedsReconnect);
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hb(interval_ms: u64, dead_ms: u64) -> Option<Heartbeat> {
+        Some(Heartbeat {
+            interval: Duration::from_millis(interval_ms),
+            dead_after: Duration::from_millis(dead_ms),
+        })
+    }
+
+    #[test]
+    fn the_builders_defaults_are_the_default_configs() {
+        let link = LinkConfig::builder().build().unwrap();
+        let default = LinkConfig::default();
+        assert_eq!(link.max_frame_len(), default.max_frame_len());
+        assert_eq!(link.queue_bytes(), default.queue_bytes());
+        assert_eq!(link.heartbeat(), default.heartbeat());
+        assert_eq!(link.framing(), default.framing());
+        assert!(!link.is_secure());
+        let server = ServerConfig::builder().build().unwrap();
+        assert_eq!(server.max_clients(), DEFAULT_MAX_CLIENTS);
+        assert_eq!(server.max_pending(), DEFAULT_MAX_PENDING);
+        assert_eq!(server.event_capacity(), DEFAULT_EVENT_CAPACITY);
+        let client = ClientConfig::builder().build().unwrap();
+        assert_eq!(client.reconnect(), Some(Backoff::default()));
+        assert_eq!(client.outage_bytes(), DEFAULT_OUTAGE_BYTES);
+        assert!(!client.connect_in_background());
+    }
+
+    #[test]
+    fn each_zero_link_setting_is_refused_by_name() {
+        let b = LinkConfig::builder;
+        for (what, built) in [
+            ("max_frame_len", b().max_frame_len(0).build()),
+            ("queue_bytes", b().queue_bytes(0).build()),
+            ("incoming_capacity", b().incoming_capacity(0).build()),
+            (
+                "handshake_timeout",
+                b().handshake_timeout(Duration::ZERO).build(),
+            ),
+        ] {
+            assert_eq!(built.err(), Some(LinkConfigError::Zero { what }));
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_that_would_declare_the_peer_dead_early_is_refused() {
+        let b = LinkConfig::builder;
+        for (interval, dead) in [(0, 3000), (1000, 1000), (1000, 500)] {
+            assert_eq!(
+                b().heartbeat(hb(interval, dead)).build().err(),
+                Some(LinkConfigError::Heartbeat {
+                    interval: Duration::from_millis(interval),
+                    dead_after: Duration::from_millis(dead),
+                })
+            );
+        }
+        // No heartbeat, or raw framing (which runs none), is not checked.
+        assert!(b().heartbeat(None).build().is_ok());
+        let raw = b().heartbeat(hb(0, 0)).framing(Framing::Raw).build();
+        assert!(raw.is_ok());
+    }
+
+    #[test]
+    fn raw_framing_with_a_key_or_an_identity_is_refused() {
+        let id = Identity::generate().unwrap();
+        let comms = || LinkConfig::builder().python_comms();
+        for built in [
+            comms().psk([1; 32]).build(),
+            comms().identity(&id).build(),
+            comms().group_key(&GroupKey::from_bytes([2; 32])).build(),
+        ] {
+            assert_eq!(built.err(), Some(LinkConfigError::RawEncrypted));
+        }
+        let ok = comms().build().unwrap();
+        assert_eq!(ok.framing(), Framing::Raw);
+        assert_eq!(ok.byte_order(), ByteOrder::LittleEndian);
+        assert_eq!(ok.heartbeat(), None);
+    }
+
+    #[test]
+    fn an_identity_is_made_once_and_shown_by_the_getters() {
+        let id = Identity::generate().unwrap();
+        let config = LinkConfig::builder().identity(&id).build().unwrap();
+        assert!(config.has_identity() && config.is_secure());
+        assert!(config.local_identity().is_some());
+    }
+
+    #[test]
+    fn each_zero_server_setting_is_refused_by_name() {
+        let b = ServerConfig::builder;
+        for (what, built) in [
+            ("max_clients", b().max_clients(0).build()),
+            ("max_pending", b().max_pending(0).build()),
+            ("event_capacity", b().event_capacity(0).build()),
+        ] {
+            assert_eq!(built.err(), Some(LinkConfigError::Zero { what }));
+        }
+    }
+
+    #[test]
+    fn each_invalid_client_setting_is_refused_with_its_error() {
+        let b = ClientConfig::builder;
+        let backoff = |initial_ms, max_ms| {
+            Some(Backoff {
+                initial: Duration::from_millis(initial_ms),
+                max: Duration::from_millis(max_ms),
+            })
+        };
+        assert_eq!(
+            b().connect_timeout(Duration::ZERO).build().err(),
+            Some(LinkConfigError::Zero {
+                what: "connect_timeout"
+            })
+        );
+        assert_eq!(
+            b().reconnect(backoff(0, 100)).build().err(),
+            Some(LinkConfigError::Zero {
+                what: "reconnect initial"
+            })
+        );
+        assert_eq!(
+            b().reconnect(backoff(200, 100)).build().err(),
+            Some(LinkConfigError::BackoffRange {
+                initial: Duration::from_millis(200),
+                max: Duration::from_millis(100),
+            })
+        );
+        assert_eq!(
+            b().reconnect(None)
+                .connect_in_background(true)
+                .build()
+                .err(),
+            Some(LinkConfigError::BackgroundNeedsReconnect)
+        );
+        // Without reconnection, an outage buffer of 0 and no background connect are fine.
+        assert!(b().reconnect(None).outage_bytes(0).build().is_ok());
     }
 }

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hail_wire::WireError;
 
@@ -141,9 +142,58 @@ pub enum LinkError {
     /// The server refused the connection.
     #[error("refused by the server: {0}")]
     Refused(RefuseReason),
-    /// The configuration is inconsistent (the text says what).
+    /// A configuration builder refused a setting: the error of a `build()`, for `?` in
+    /// code that returns `LinkError`. `bind` and `connect` never return it (a built
+    /// config is valid).
     #[error("invalid configuration: {0}")]
-    Config(&'static str),
+    Config(#[from] LinkConfigError),
+}
+
+/// A [`LinkConfig`](crate::LinkConfig), [`ServerConfig`](crate::ServerConfig) or
+/// [`ClientConfig`](crate::ClientConfig) setting that cannot work: the error of their
+/// builders' `build()`, naming the setting and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkConfigError {
+    /// A setting that must be positive is zero.
+    #[error("{what} must be greater than zero")]
+    Zero {
+        /// The setting concerned.
+        what: &'static str,
+    },
+    /// The heartbeat interval is zero, or the dead time is not longer than it (the peer
+    /// would be declared dead before a heartbeat could arrive).
+    #[error("heartbeat dead_after ({dead_after:?}) must exceed a non-zero interval ({interval:?})")]
+    Heartbeat {
+        /// The configured interval.
+        interval: Duration,
+        /// The configured dead time.
+        dead_after: Duration,
+    },
+    /// Raw framing (Python Comms) with a pre-shared key, a group key or an identity: raw
+    /// links cannot be encrypted.
+    #[error(
+        "raw framing (Python Comms) cannot be encrypted: psk, group_key and identity need hail framing"
+    )]
+    RawEncrypted,
+    /// The Noise static key for the identity could not be made (the system's random
+    /// number generator failed).
+    #[error(
+        "could not make the Noise static key for the identity (random number generator failed)"
+    )]
+    Keygen,
+    /// The reconnection backoff's maximum is below its initial delay.
+    #[error("reconnect backoff max ({max:?}) is below its initial delay ({initial:?})")]
+    BackoffRange {
+        /// The initial delay.
+        initial: Duration,
+        /// The maximum delay.
+        max: Duration,
+    },
+    /// `connect_in_background` without reconnection: the first connection would never be
+    /// tried.
+    #[error("connect_in_background needs reconnection on (ClientConfigBuilder::reconnect)")]
+    BackgroundNeedsReconnect,
 }
 
 impl From<CloseReason> for LinkError {

@@ -153,7 +153,7 @@ pub enum ServerEvent<T> {
         /// The client's address.
         addr: SocketAddr,
         /// The client's identity key, proven in the handshake (`Some` exactly when the
-        /// server's config has an [`identity`](crate::LinkConfig::identity); the same as
+        /// server's config has an [`identity`](crate::LinkConfigBuilder::identity); the same as
         /// [`Connection::peer_key`](crate::Connection::peer_key)).
         peer_key: Option<PublicKey>,
     },
@@ -205,7 +205,7 @@ pub enum ClientEvent<T> {
         /// The server's address.
         addr: SocketAddr,
         /// The server's identity key, proven in this connection's handshake (`Some`
-        /// exactly when the client's config has an [`identity`](crate::LinkConfig::identity)).
+        /// exactly when the client's config has an [`identity`](crate::LinkConfigBuilder::identity)).
         /// A reconnection may reach another process at the same address: compare it.
         peer_key: Option<PublicKey>,
     },

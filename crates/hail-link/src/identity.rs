@@ -40,7 +40,8 @@ impl fmt::Debug for LocalIdentity {
 }
 
 /// Why a Noise static key could not be made (the system's random number generator
-/// failed); `connect` and `bind` report it as [`LinkError::Config`](crate::LinkError::Config).
+/// failed); `LinkConfigBuilder::build` reports it as
+/// [`LinkConfigError::Keygen`](crate::LinkConfigError::Keygen).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct KeygenFailed;
 

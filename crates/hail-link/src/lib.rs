@@ -56,7 +56,7 @@
 //! # Transports: TCP, or in memory
 //!
 //! Links listen and dial over TCP by default. With
-//! [`LinkConfig::transport`]`(`[`Transport::memory`]`(&net))` they run over a
+//! [`LinkConfigBuilder::transport`]`(`[`Transport::memory`]`(&net))` they run over a
 //! [`memory::MemoryNetwork`] instead: listeners and connections inside the process
 //! (`tokio::io::duplex` pairs with 64 KiB buffered each way, so backpressure stays),
 //! addressed by `SocketAddr` as over IP, with refused dials and unreachable hosts. The
@@ -73,10 +73,9 @@
 //! # async fn main() -> Result<(), hail_link::LinkError> {
 //! tokio::time::pause();
 //! let net = MemoryNetwork::new();
-//! let link = LinkConfig::default().transport(Transport::memory(&net));
-//! let (server, _events) =
-//!     Server::bind("10.0.0.1:7000".parse().unwrap(), ServerConfig::default().link(link.clone()), Binary)
-//!         .await?;
+//! let link = LinkConfig::builder().transport(Transport::memory(&net)).build()?;
+//! let config = ServerConfig::builder().link(link.clone()).build()?;
+//! let (server, _events) = Server::bind("10.0.0.1:7000".parse().unwrap(), config, Binary).await?;
 //! let (conn, _incoming) = Connection::connect(server.local_addr(), link, Binary).await?;
 //! // An hour of virtual time: heartbeats keep the idle link up.
 //! tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
@@ -87,11 +86,11 @@
 //!
 //! # Security
 //!
-//! Set the same key on both sides with [`LinkConfig::group_key`] (from a passphrase with
-//! [`hail_crypto::GroupKey`]) or [`LinkConfig::psk`]. A peer with another passphrase fails
+//! Set the same key on both sides with [`LinkConfigBuilder::group_key`] (from a passphrase with
+//! [`hail_crypto::GroupKey`]) or [`LinkConfigBuilder::psk`]. A peer with another passphrase fails
 //! with [`LinkError::AuthFailed`] on both sides.
 //!
-//! With [`LinkConfig::identity`] on both sides, each end proves its identity key
+//! With [`LinkConfigBuilder::identity`] on both sides, each end proves its identity key
 //! ([`hail_crypto::Identity`]) in the handshake (Noise `XX`, or `XXpsk0` with a key too),
 //! and learns the other's: [`Connection::peer_key`], and `peer_key` in
 //! [`ServerEvent::Connected`] and [`ClientEvent::Connected`]. A peer without an identity,
@@ -107,16 +106,16 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let net = MemoryNetwork::new();
 //! let (ours, theirs) = (Identity::generate()?, Identity::generate()?);
-//! let link = LinkConfig::default().transport(Transport::memory(&net));
-//! let server_link = link.clone().identity(&theirs);
+//! let link = LinkConfig::builder().transport(Transport::memory(&net));
+//! let server_link = link.clone().identity(&theirs).build()?;
 //! let (server, mut events) = Server::bind(
 //!     "10.0.0.1:7000".parse()?,
-//!     ServerConfig::default().link(server_link),
+//!     ServerConfig::builder().link(server_link).build()?,
 //!     Binary,
 //! )
 //! .await?;
 //! let (conn, _incoming) =
-//!     Connection::connect(server.local_addr(), link.identity(&ours), Binary).await?;
+//!     Connection::connect(server.local_addr(), link.identity(&ours).build()?, Binary).await?;
 //! assert_eq!(conn.peer_key(), Some(theirs.public()));
 //! if let Some(ServerEvent::Connected { peer_key, .. }) = events.recv().await {
 //!     assert_eq!(peer_key, Some(ours.public()));
@@ -131,7 +130,7 @@
 //!
 //! # Python Comms
 //!
-//! [`LinkConfig::python_comms`] (little-endian u32 header, bare frames, no heartbeats) with
+//! [`LinkConfigBuilder::python_comms`] (little-endian u32 header, bare frames, no heartbeats) with
 //! [`Json`](hail_wire::Json) payloads talks to a Python Comms (`ReliableCommunication`) peer.
 //!
 //! # Feature flags
@@ -170,13 +169,14 @@ pub use budget::{
 };
 pub use client::{Client, ClientStats};
 pub use config::{
-    Backoff, ClientConfig, DEFAULT_BUDGET_STALL, DEFAULT_CLOSE_LINGER, DEFAULT_DEAD_AFTER,
-    DEFAULT_EVENT_CAPACITY, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_MAX_CLIENTS, DEFAULT_MAX_PENDING, DEFAULT_OUTAGE_BYTES, DEFAULT_QUEUE_BYTES, Framing,
-    Heartbeat, LinkConfig, PRE_AUTH_MAX_FRAME_LEN, ServerConfig, SlowClientPolicy,
+    Backoff, ClientConfig, ClientConfigBuilder, DEFAULT_BUDGET_STALL, DEFAULT_CLOSE_LINGER,
+    DEFAULT_DEAD_AFTER, DEFAULT_EVENT_CAPACITY, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_PENDING, DEFAULT_OUTAGE_BYTES,
+    DEFAULT_QUEUE_BYTES, Framing, Heartbeat, LinkConfig, LinkConfigBuilder, PRE_AUTH_MAX_FRAME_LEN,
+    ServerConfig, ServerConfigBuilder, SlowClientPolicy,
 };
 pub use conn::{ConnStats, Connection, ReadGate};
-pub use error::{CloseReason, LinkError, ProtocolError, RefuseReason};
+pub use error::{CloseReason, LinkConfigError, LinkError, ProtocolError, RefuseReason};
 pub use events::{
     ClientEvent, ClientEvents, EventSender, Events, Incoming, ServerEvent, ServerEvents,
 };

@@ -29,11 +29,12 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), hail_link::LinkError> {
 //! let net = MemoryNetwork::new();
-//! let link = LinkConfig::default().transport(Transport::memory(&net));
+//! let link = LinkConfig::builder().transport(Transport::memory(&net)).build()?;
 //! let addr = "10.0.0.1:7000".parse().unwrap();
-//! let (server, _events) = Server::bind(addr, ServerConfig::default().link(link.clone()), Binary).await?;
-//! let (client, _client_events) =
-//!     Client::connect(server.local_addr(), ClientConfig::default().link(link), Binary).await?;
+//! let server_config = ServerConfig::builder().link(link.clone()).build()?;
+//! let (server, _events) = Server::bind(addr, server_config, Binary).await?;
+//! let client_config = ClientConfig::builder().link(link).build()?;
+//! let (client, _client_events) = Client::connect(server.local_addr(), client_config, Binary).await?;
 //! assert_eq!(client.connection().unwrap().peer_addr(), addr);
 //! # Ok(())
 //! # }

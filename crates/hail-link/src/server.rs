@@ -251,11 +251,7 @@ where
         payload: P,
     ) -> Result<(Self, ServerEvents<P::Item>), LinkError> {
         let mut config = config;
-        config.link.validate()?;
         config.link = config.link.with_budget();
-        if config.max_clients == 0 {
-            return Err(LinkError::Config("max_clients must be positive"));
-        }
         let listener = config.link.transport.bind(addr).await?;
         let local = listener.local_addr()?;
         let (tx, rx) = chan::channel(config.event_capacity);

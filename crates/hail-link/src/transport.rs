@@ -10,7 +10,7 @@ use crate::stream::{self, ReadHalf, WriteHalf};
 
 /// What a server listens on and a client dials over: TCP (the default), or a
 /// [`MemoryNetwork`] in this process. Set it with
-/// [`LinkConfig::transport`](crate::LinkConfig::transport); everything above the byte
+/// [`LinkConfigBuilder::transport`](crate::LinkConfigBuilder::transport); everything above the byte
 /// stream is the same on both.
 ///
 /// ```
@@ -18,9 +18,10 @@ use crate::stream::{self, ReadHalf, WriteHalf};
 /// use hail_link::{LinkConfig, Transport};
 ///
 /// let net = MemoryNetwork::new();
-/// let in_memory = LinkConfig::default().transport(Transport::memory(&net));
+/// let in_memory = LinkConfig::builder().transport(Transport::memory(&net)).build()?;
 /// let over_tcp = LinkConfig::default(); // Transport::tcp()
 /// # let _ = (in_memory, over_tcp);
+/// # Ok::<(), hail_link::LinkConfigError>(())
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Transport {

@@ -32,7 +32,7 @@
 //!
 //! # Sealed records
 //!
-//! With a pre-shared key, an identity ([`LinkConfig::identity`](crate::LinkConfig::identity))
+//! With a pre-shared key, an identity ([`LinkConfigBuilder::identity`](crate::LinkConfigBuilder::identity))
 //! or both, the TCP stream is a sequence of records instead:
 //!
 //! ```text

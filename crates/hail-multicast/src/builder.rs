@@ -101,7 +101,7 @@ impl ChannelBuilder {
 
     /// `SO_RCVBUF` of the receiving socket in bytes. Default: the operating system's
     /// (`net.core.rmem_default`, often 208 KiB on Linux); raise it for bursts. On a bus it
-    /// is the receive queue's size (default [`memory::DEFAULT_QUEUE_BYTES`], 208 KiB).
+    /// is the receive queue's size (default [`memory::DEFAULT_BUS_QUEUE_BYTES`], 208 KiB).
     #[must_use]
     pub fn recv_buffer_size(mut self, bytes: usize) -> Self {
         self.recv_buffer_size = Some(bytes);
@@ -223,7 +223,9 @@ impl ChannelBuilder {
         if !self.group.ip().is_multicast() {
             return Err(MulticastError::NotMulticast(self.group.ip()));
         }
-        let capacity = self.recv_buffer_size.unwrap_or(memory::DEFAULT_QUEUE_BYTES);
+        let capacity = self
+            .recv_buffer_size
+            .unwrap_or(memory::DEFAULT_BUS_QUEUE_BYTES);
         let (outlet, inbox) = bus.join(self.group, addr, capacity)?;
         let (group, me) = (outlet.group(), outlet.addr());
         tracing::debug!(%group, member = %me, sealed = self.key.is_some(), "in-memory multicast channel joined");

@@ -18,7 +18,7 @@
 //! - Each member has its own address. The bus assigns `127.0.1.1`, `127.0.1.2`, ... (port
 //!   49152) for IPv4 groups and `fd00:6861:696c::1`, `::2`, ... (port 49152, a unique-local
 //!   prefix spelling "hail") for IPv6 ones, never reusing one; or the caller gives one.
-//! - A receive queue holds [`DEFAULT_QUEUE_BYTES`] (or
+//! - A receive queue holds [`DEFAULT_BUS_QUEUE_BYTES`] (or
 //!   [`ChannelBuilder::recv_buffer_size`](crate::ChannelBuilder::recv_buffer_size)), each
 //!   datagram charged its length plus [`DATAGRAM_COST`]; a datagram that does not fit is
 //!   dropped, as a full socket buffer drops it, and counted in [`BusStats::overflowed`]. An
@@ -58,8 +58,9 @@ use bytes::Bytes;
 
 use crate::MulticastError;
 
-/// Default size of a member's receive queue: 212,992 bytes, Linux's default `SO_RCVBUF`.
-pub const DEFAULT_QUEUE_BYTES: usize = 212_992;
+/// Default size of a bus member's receive queue (the bus's stand-in for a socket buffer):
+/// 212,992 bytes, Linux's default `SO_RCVBUF`.
+pub const DEFAULT_BUS_QUEUE_BYTES: usize = 212_992;
 
 /// Bytes a queued datagram is charged beyond its length (its bookkeeping), so that a flood of
 /// empty datagrams is bounded too.

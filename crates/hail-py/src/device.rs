@@ -502,8 +502,9 @@ fn answer_bytes(_: Python<'_>, answer: &Bound<'_, PyAny>) -> Result<Bytes, Strin
 /// identity_file=None, known_devices=None, metadata=None)` starts it at once (the
 /// passphrase's key derivation takes a moment, with the GIL released).
 /// `interface` is a name (`"lo"`), an address (`"127.0.0.1"`) or a list; by default every
-/// multicast interface. `group` and `listen` are `"addr:port"` strings; the group defaults
-/// to `239.255.72.76:5676`, TTL 1; links listen by default on the one interface's address
+/// multicast interface. `group` and `listen` are `"addr:port"` strings; unset, the device
+/// discovers on `239.255.72.76:5676` and, where the interfaces have IPv6 too,
+/// `[ff02::4841:494c]:5676` (`group` says the first), TTL 1; links listen by default on the one interface's address
 /// (with several or none: every address), on a free port. `identity_file` keeps the
 /// device's key in a file (created the first time, mode 0600) so its `id` survives
 /// restarts; without it the id is new each run. `known_devices` pins each peer's name to

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use hail_crypto::GroupKey;
 use hail_link::{
-    Backoff, Client, ClientConfig, ClientEvent, ClientId, CloseReason, LinkConfig, LinkError,
-    Server, ServerConfig, ServerEvent,
+    Backoff, Client, ClientConfig, ClientEvent, ClientId, CloseReason, LinkConfig, LinkConfigError,
+    LinkError, Server, ServerConfig, ServerEvent,
 };
 use hail_wire::Binary;
 use pyo3::prelude::*;
@@ -97,18 +97,30 @@ fn link_config(
             "python_comms links are plaintext (Python Comms has no encryption): no passphrase",
         )),
         // Python Comms' recv is not looped: frames much over a socket read break it.
-        (true, None) => Ok(LinkConfig::python_comms().max_frame_len(PYTHON_COMMS_MAX_FRAME)),
+        (true, None) => LinkConfig::builder()
+            .python_comms()
+            .max_frame_len(PYTHON_COMMS_MAX_FRAME)
+            .build()
+            .map_err(config_error),
         (false, Some(p)) => {
             let key = py.detach(|| GroupKey::derive(&p, KEY_GROUP));
-            Ok(LinkConfig::default().group_key(&key))
+            LinkConfig::builder()
+                .group_key(&key)
+                .build()
+                .map_err(config_error)
         }
         (false, None) => Ok(LinkConfig::default()),
     }
 }
 
 /// The frame limit in Python Comms mode: 16 KiB, what a Python Comms peer reads whole (see
-/// `LinkConfig::python_comms`).
+/// `LinkConfigBuilder::python_comms`).
 const PYTHON_COMMS_MAX_FRAME: u32 = 16 * 1024;
+
+/// A setting the link builders refused, as a Python `ConfigError`.
+fn config_error(e: LinkConfigError) -> PyErr {
+    link_error(&LinkError::Config(e))
+}
 
 /// A link error as a Python exception.
 fn link_error(e: &LinkError) -> PyErr {
@@ -269,10 +281,11 @@ impl PyServer {
     ) -> PyResult<Self> {
         let addr = parse_addr("listen", listen)?;
         let mode = Mode::parse(mode)?;
-        let mut config = ServerConfig::default().link(link_config(py, passphrase, python_comms)?);
+        let mut config = ServerConfig::builder().link(link_config(py, passphrase, python_comms)?);
         if let Some(n) = max_clients {
             config = config.max_clients(n);
         }
+        let config = config.build().map_err(config_error)?;
         let callbacks = Callbacks::new(py, on_connect, on_message, on_close)?;
         let (server, mut events) =
             block_on(py, Server::bind(addr, config, Binary))?.map_err(|e| link_error(&e))?;
@@ -506,9 +519,11 @@ impl PyClient {
     ) -> PyResult<Self> {
         let addr: SocketAddr = parse_addr("address", address)?;
         let mode = Mode::parse(mode)?;
-        let config = ClientConfig::default()
+        let config = ClientConfig::builder()
             .link(link_config(py, passphrase, python_comms)?)
-            .reconnect(reconnect.then(Backoff::default));
+            .reconnect(reconnect.then(Backoff::default))
+            .build()
+            .map_err(config_error)?;
         let callbacks = Callbacks::new(py, on_connect, on_message, on_close)?;
         let (client, mut events) =
             block_on(py, Client::connect(addr, config, Binary))?.map_err(|e| link_error(&e))?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hail_crypto::{GroupKey, Identity, Incarnation, KdfParams};
 use hail_link::{Budget, Heartbeat, LinkConfig, Server, ServerConfig, Transport};
-use hail_multicast::{Channel, Interface, MulticastError};
+use hail_multicast::{Channel, ChannelBuilder, Interface, InterfaceInfo, MulticastError};
 use hail_rpc::{Handlers, RpcConfig};
 use hail_wire::Binary;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -19,6 +19,7 @@ use super::clock;
 use super::driver::Driver;
 use super::error::DeviceError;
 use super::events::{DeviceEvents, EventLevels};
+use super::groups::Groups;
 use super::handle::Device;
 use super::messages::bind_builtin;
 use super::shared::{Shared, lock};
@@ -28,12 +29,16 @@ use crate::config::{LocalDevice, PeerTableConfig};
 use crate::format::MessageFormat;
 use crate::peer_table::PeerTable;
 
-/// The default discovery group: `239.255.72.76:5676` (administratively scoped IPv4).
+/// The default IPv4 discovery group: `239.255.72.76:5676` (administratively scoped). A
+/// device whose group is not set discovers on it where its interfaces have IPv4, beside
+/// [`DEFAULT_GROUP_V6`] where they also have IPv6 ([`DeviceBuilder::group`]).
 pub const DEFAULT_GROUP: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 72, 76)), 5676);
-/// The default discovery group on IPv6-only networks: `[ff02::4841:494c]:5676`
-/// (link-local scope; `4841:494c` is "HAIL"). A device whose group is not set uses it
-/// when its interfaces have no IPv4 address ([`DeviceBuilder::group`]).
+/// The default IPv6 discovery group: `[ff02::4841:494c]:5676` (link-local scope;
+/// `4841:494c` is "HAIL"). A device whose group is not set discovers on it where its
+/// interfaces have IPv6 (multicast-capable ones: not Linux's `lo`), beside
+/// [`DEFAULT_GROUP`] where they also have IPv4, so a device on an IPv6-only host and one on
+/// a dual-stack host meet on the defaults ([`DeviceBuilder::group`]).
 pub const DEFAULT_GROUP_V6: SocketAddr = SocketAddr::new(
     IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0x4841, 0x494c)),
     5676,
@@ -68,7 +73,7 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct DeviceBuilder {
     name: String,
-    /// `None`: [`DEFAULT_GROUP`], or [`DEFAULT_GROUP_V6`] without IPv4.
+    /// `None`: [`DEFAULT_GROUP`] and [`DEFAULT_GROUP_V6`], each where its family is.
     group: Option<SocketAddr>,
     interfaces: Vec<Interface>,
     ttl: u32,
@@ -97,6 +102,8 @@ pub struct DeviceBuilder {
         hail_link::memory::MemoryNetwork,
         IpAddr,
     )>,
+    /// The in-memory host's IPv6 address beside its IPv4 one ([`DeviceBuilder::memory_ipv6`]).
+    memory_ipv6: Option<Ipv6Addr>,
 }
 
 /// Open files a device keeps free under its open-file limit (`RLIMIT_NOFILE`) for
@@ -189,17 +196,29 @@ impl Device {
             interface_check: Some(INTERFACE_CHECK),
             interface_lookup: Lookup::host(),
             memory: None,
+            memory_ipv6: None,
         }
     }
 }
 
 impl DeviceBuilder {
-    /// The discovery group. Default: [`DEFAULT_GROUP`], `239.255.72.76:5676`; where the
-    /// device's interfaces (those named, or else every up, multicast-capable one) have no
-    /// IPv4 address, as on an IPv6-only network, [`DEFAULT_GROUP_V6`],
-    /// `[ff02::4841:494c]:5676`. (A device on IPv4 and one on an IPv6-only host do not
-    /// meet on the defaults: discovery runs on one group.) Port 0 picks a free port
-    /// (tests; read it back with [`Device::group`]).
+    /// The discovery group; set, the device discovers on this one group only. Port 0
+    /// picks a free port (tests; read it back with [`Device::group`]).
+    ///
+    /// Default: both default groups where both families exist, as mDNS joins
+    /// `224.0.0.251` and `ff02::fb`: [`DEFAULT_GROUP`], `239.255.72.76:5676`, on the
+    /// device's interfaces that have an IPv4 address, and [`DEFAULT_GROUP_V6`],
+    /// `[ff02::4841:494c]:5676`, on those that have an IPv6 address (link-local is
+    /// enough) and are multicast-capable (Linux's `lo` is not: IPv6 multicast does not
+    /// route there), or on every one with IPv6 when none has IPv4. The interfaces are
+    /// those named with [`interface`](Self::interface), else every up, multicast-capable
+    /// one. So a device on an IPv6-only host, one on an IPv4-only host and one on a
+    /// dual-stack host all meet (the dual-stack one meets both). A group whose channel
+    /// cannot be opened beside the other is left out (debug log); [`Device::groups`] says
+    /// which were joined. Adverts go out on every group; a peer heard on both is one peer
+    /// with one link, dialed at the source of each (IPv4 first). With a passphrase both
+    /// groups are sealed with the same group key (the key names the group `"hail-discovery"`,
+    /// not an address), which is also the links' key, whichever group found the peer.
     pub fn group(mut self, group: SocketAddr) -> Self {
         self.group = Some(group);
         self
@@ -228,9 +247,10 @@ impl DeviceBuilder {
     /// without a restart: when the addresses of the interfaces named with
     /// [`interface`](Self::interface) change (and [`advertise`](Self::advertise) is not
     /// set), it announces the new set at once (signed under its next sequence number, so
-    /// peers take it over the old one); when the interfaces its discovery channel joined
+    /// peers take it over the old one); when the interfaces a discovery channel joined
     /// change (one named came back with a new index, its IPv4 address changed, or with
-    /// none named an interface came or went), it joins the group anew on them. Default:
+    /// none named an interface came or went), it joins that group anew on them (each group
+    /// on its own; a default group not joined at start is not joined later). Default:
     /// `Some(`[`INTERFACE_CHECK`]`)`, every 2 s, one `getifaddrs` call each (microseconds);
     /// `None` looks only at start. Not used on an in-memory network.
     pub fn interface_check(mut self, every: Option<Duration>) -> Self {
@@ -441,6 +461,17 @@ impl DeviceBuilder {
         self
     }
 
+    /// The in-memory host's IPv6 address, beside the IPv4 one given to
+    /// [`memory`](Self::memory): with the group unset, the device then discovers on both
+    /// default groups of the bus, as a dual-stack host does on a LAN ([`group`](Self::group)),
+    /// its adverts on [`DEFAULT_GROUP_V6`] coming from this address. Its links stay on
+    /// `memory`'s address, which it advertises. (A device whose `memory` address is IPv6
+    /// is an IPv6-only host: [`DEFAULT_GROUP_V6`] alone.) Default: none.
+    pub fn memory_ipv6(mut self, ip: Ipv6Addr) -> Self {
+        self.memory_ipv6 = Some(ip);
+        self
+    }
+
     /// Whether to use multicast at all; off, only static peers and gossip find peers.
     /// Default: on.
     pub fn multicast(mut self, on: bool) -> Self {
@@ -450,7 +481,16 @@ impl DeviceBuilder {
 
     /// Derives the key (if any), opens the multicast channel and the TCP listener, and
     /// starts discovery. Returns the device and its event stream.
+    ///
+    /// This is the device's `bind`, and where its settings are checked: first those that
+    /// need nothing of the host (the name and the metadata, [`DeviceError::Config`]; the
+    /// KDF parameters, [`DeviceError::Key`]), before the key is derived or anything is
+    /// opened; then those that need the host (the interfaces, the identity file, the known
+    /// devices file, the listen address), as they are used.
     pub async fn start(self) -> Result<(Device, DeviceEvents), DeviceError> {
+        // Cheap checks first: an invalid name fails at once, not after PBKDF2 and binds.
+        crate::validate_name(&self.name).map_err(crate::error::ConfigError::from)?;
+        crate::validate_metadata(&self.metadata).map_err(crate::error::ConfigError::from)?;
         let key = match (&self.key, &self.passphrase) {
             (Some(k), _) => Some(k.clone()),
             (None, Some(p)) => {
@@ -480,7 +520,7 @@ impl DeviceBuilder {
         };
         let lease = self.table.lease();
         // Every link proves both ends' identity keys (Noise XX, XXpsk0 with a key).
-        let mut link = LinkConfig::default()
+        let mut link = LinkConfig::builder()
             .heartbeat(Some(Heartbeat {
                 interval: lease / 3,
                 dead_after: lease,
@@ -493,12 +533,19 @@ impl DeviceBuilder {
         if let Some((_, net, ip)) = &self.memory {
             link = link.transport(Transport::memory_from(net, *ip));
         }
-        let channel_builder = |group: SocketAddr| {
+        let channel_builder = |group: SocketAddr, interfaces: &[Interface]| {
             let mut b = Channel::builder(group).ttl(self.ttl);
             match &self.memory {
-                Some((bus, _, ip)) => b = b.memory_at(bus, SocketAddr::new(*ip, 5676)),
+                Some((bus, _, ip)) => {
+                    // The host's address of the group's family, where it has two.
+                    let ip = match self.memory_ipv6 {
+                        Some(v6) if group.is_ipv6() => IpAddr::V6(v6),
+                        _ => *ip,
+                    };
+                    b = b.memory_at(bus, SocketAddr::new(ip, 5676));
+                }
                 None => {
-                    for i in &self.interfaces {
+                    for i in interfaces {
                         b = b.interface(i.clone());
                     }
                 }
@@ -508,27 +555,19 @@ impl DeviceBuilder {
             }
             b
         };
-        let channel = if self.multicast {
-            Some(match self.group {
-                Some(group) => channel_builder(group).build()?,
-                None => match channel_builder(DEFAULT_GROUP).build() {
-                    // No IPv4 address on the interfaces: an IPv6-only network.
-                    Err(
-                        e @ (MulticastError::NoInterface
-                        | MulticastError::InterfaceLacksFamily { ipv6: false, .. }),
-                    ) => channel_builder(DEFAULT_GROUP_V6).build().map_err(|v6| {
-                        tracing::debug!(error = %v6, "no IPv6 discovery either");
-                        e
-                    })?,
-                    r => r?,
-                },
-            })
-        } else {
-            None
+        let planned = match (self.multicast, self.group) {
+            (false, _) => Vec::new(),
+            (true, Some(group)) => vec![(group, self.interfaces.clone())],
+            (true, None) => self.default_groups()?,
         };
-        let group = channel
-            .as_ref()
-            .map_or(self.group.unwrap_or(DEFAULT_GROUP), Channel::group);
+        // The channels, and their builders for the interface watch (on the actual ports).
+        let (channels, rebuild) = open_channels(&planned, channel_builder)?;
+        let groups: Vec<SocketAddr> = if channels.is_empty() {
+            vec![self.group.unwrap_or(DEFAULT_GROUP)]
+        } else {
+            channels.iter().map(Channel::group).collect()
+        };
+        let group = groups[0];
         let listen = match (&self.memory, self.listen) {
             (_, Some(l)) => l,
             (Some((_, _, ip)), None) => SocketAddr::new(*ip, 0),
@@ -537,9 +576,14 @@ impl DeviceBuilder {
         // A dual-stack listener of our own choosing: IPv4 on both ends of the group.
         let dual =
             self.listen.is_none() && self.memory.is_none() && group.is_ipv4() && listen.is_ipv6();
-        let server_config = ServerConfig::default()
+        // Its settings come from the device's own (the lease): an error here is the
+        // identity's key pair failing to be made, or a lease too short to divide.
+        let link = link.build().map_err(hail_link::LinkError::Config)?;
+        let server_config = ServerConfig::builder()
             .link(link.clone())
-            .max_clients(max_clients_for_open_files());
+            .max_clients(max_clients_for_open_files())
+            .build()
+            .map_err(hail_link::LinkError::Config)?;
         let (server, server_events) = match Server::bind(listen, server_config.clone(), Binary)
             .await
         {
@@ -572,13 +616,15 @@ impl DeviceBuilder {
             source = Some((s, advertise.clone()));
         }
         let watch = match (self.interface_check, &self.memory) {
-            (Some(every), None) if source.is_some() || channel.is_some() => Some(InterfaceWatch {
-                every,
-                next: tokio::time::Instant::now() + every,
-                lookup: self.interface_lookup.clone(),
-                addresses: source,
-                channel: channel.is_some().then(|| channel_builder(group)),
-            }),
+            (Some(every), None) if source.is_some() || !channels.is_empty() => {
+                Some(InterfaceWatch {
+                    every,
+                    next: tokio::time::Instant::now() + every,
+                    lookup: self.interface_lookup.clone(),
+                    addresses: source,
+                    channels: rebuild,
+                })
+            }
             _ => None,
         };
         let local = LocalDevice::new(identity, self.name.clone(), port)
@@ -619,8 +665,14 @@ impl DeviceBuilder {
         bind_builtin(&shared);
         let (stop_tx, stop_rx) = oneshot::channel();
         let local_addr = server.local_addr();
-        let driver =
-            Driver::new(shared.clone(), channel, server, server_events, stop_rx).watching(watch);
+        let driver = Driver::new(
+            shared.clone(),
+            Groups::new(channels),
+            server,
+            server_events,
+            stop_rx,
+        )
+        .watching(watch);
         let task = tokio::spawn(driver.run());
         let id = lock(&shared.table).local().id();
         Ok((
@@ -629,7 +681,7 @@ impl DeviceBuilder {
                 id,
                 name: self.name,
                 local_addr,
-                group,
+                groups,
                 format: self.format,
                 stop: Some(stop_tx),
                 task: Some(task),
@@ -639,8 +691,115 @@ impl DeviceBuilder {
     }
 }
 
+impl DeviceBuilder {
+    /// The default groups and the interfaces each is joined on (none named: every up,
+    /// multicast-capable one of its family), IPv4 first; see [`group`](Self::group). On an
+    /// in-memory network, the families of the host's addresses there.
+    ///
+    /// # Errors
+    /// An interface named that does not exist ([`MulticastError::InterfaceNotFound`]);
+    /// none of either family ([`MulticastError::InterfaceLacksFamily`]).
+    fn default_groups(&self) -> Result<Vec<(SocketAddr, Vec<Interface>)>, MulticastError> {
+        if let Some((_, _, ip)) = &self.memory {
+            let v4 = ip.is_ipv4();
+            let v6 = ip.is_ipv6() || self.memory_ipv6.is_some();
+            return Ok([(v4, DEFAULT_GROUP), (v6, DEFAULT_GROUP_V6)]
+                .into_iter()
+                .filter(|(has, _)| *has)
+                .map(|(_, g)| (g, Vec::new()))
+                .collect());
+        }
+        if self.interfaces.is_empty() {
+            // hail-multicast picks each family's interfaces; a group without any is left
+            // out when its channel is opened.
+            return Ok(vec![
+                (DEFAULT_GROUP, Vec::new()),
+                (DEFAULT_GROUP_V6, Vec::new()),
+            ]);
+        }
+        let table = hail_multicast::interfaces()?;
+        let named: Vec<(&Interface, InterfaceInfo)> = self
+            .interfaces
+            .iter()
+            .map(|i| Ok((i, i.resolve_in(&table)?)))
+            .collect::<Result<_, MulticastError>>()?;
+        let has = |info: &InterfaceInfo, v4: bool| info.addrs.iter().any(|a| a.is_ipv4() == v4);
+        let on_v4: Vec<Interface> = named
+            .iter()
+            .filter(|(_, info)| has(info, true))
+            .map(|(i, _)| (*i).clone())
+            .collect();
+        // IPv6 multicast does not route on an interface without the MULTICAST flag
+        // (Linux's `lo`): there only when nothing else would discover.
+        let on_v6: Vec<Interface> = named
+            .iter()
+            .filter(|(_, info)| has(info, false) && (info.multicast || on_v4.is_empty()))
+            .map(|(i, _)| (*i).clone())
+            .collect();
+        if on_v4.is_empty() && on_v6.is_empty() {
+            return Err(MulticastError::InterfaceLacksFamily {
+                interface: named[0].1.name.clone(),
+                ipv6: false,
+            });
+        }
+        Ok([(DEFAULT_GROUP, on_v4), (DEFAULT_GROUP_V6, on_v6)]
+            .into_iter()
+            .filter(|(_, on)| !on.is_empty())
+            .collect())
+    }
+}
+
+/// The planned discovery channels (groups and their interfaces) opened in order with
+/// `builder`, each with the builder that opens it again on its actual port. A channel
+/// that fails beside one that opened is left out (debug log: the device discovers on the
+/// groups it could join); when none opens, the first one's error.
+fn open_channels(
+    planned: &[(SocketAddr, Vec<Interface>)],
+    builder: impl Fn(SocketAddr, &[Interface]) -> ChannelBuilder,
+) -> Result<(Vec<Channel>, Vec<ChannelBuilder>), MulticastError> {
+    let (mut open, mut again, mut first_error) = (Vec::new(), Vec::new(), None);
+    for (group, on) in planned {
+        match builder(*group, on).build() {
+            Ok(c) => {
+                again.push(builder(c.group(), on));
+                open.push(c);
+            }
+            Err(e) => {
+                tracing::debug!(%group, error = %e, "discovery group not joined");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) if open.is_empty() => Err(e),
+        _ => Ok((open, again)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use crate::error::ConfigError;
+    use crate::{Device, DeviceError, NameError};
+
+    #[tokio::test]
+    async fn an_invalid_name_fails_start_before_anything_is_opened() {
+        // The listen address is taken: a start that got as far as the bind would fail there.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = Device::builder("")
+            .multicast(false)
+            .listen(taken.local_addr().unwrap())
+            .start()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DeviceError::Config(ConfigError::InvalidName(NameError::Empty))
+            ),
+            "{err:?}"
+        );
+    }
+
     #[test]
     fn accepted_links_leave_headroom_under_the_open_file_limit() {
         assert_eq!(super::clients_under(1024, 1024), 960);

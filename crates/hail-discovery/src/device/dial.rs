@@ -15,6 +15,39 @@ use tracing::debug;
 use super::error::RunError;
 use crate::id::DeviceId;
 
+/// Why a dial failed at one address.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DialError {
+    /// The link did not come up (refused, unreachable, timed out, handshake failed).
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// The address answered, but its handshake proved another device's key than the one
+    /// expected there (the address is someone else's now): the link was closed.
+    #[error("the address answered as device {proven}, not {expected}")]
+    AnotherDevice {
+        /// The device the dial was for.
+        expected: DeviceId,
+        /// The device whose key the link proved (`None`: it proved none).
+        proven: ProvenId,
+    },
+    /// The dial had no address.
+    #[error("no address to dial")]
+    NoAddress,
+}
+
+/// The id a link proved, if any, for [`DialError::AnotherDevice`]'s message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ProvenId(pub(super) Option<DeviceId>);
+
+impl std::fmt::Display for ProvenId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(id) => id.fmt(f),
+            None => f.write_str("(no key)"),
+        }
+    }
+}
+
 /// Whom a dial was for, to count its failures in a row.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum DialKey {
@@ -54,7 +87,7 @@ impl DialFailures {
         target: DialKey,
         addrs: Vec<SocketAddr>,
         addr: SocketAddr,
-        error: &LinkError,
+        error: &DialError,
         mut report: impl FnMut(RunError),
     ) {
         if self.counts.len() >= MAX_DIAL_COUNTS && !self.counts.contains_key(&target) {
@@ -68,7 +101,7 @@ impl DialFailures {
         *n = n.saturating_add(1);
         let n = *n;
         debug!(%addr, error = %error, failures = n, "dial failed");
-        if n == 1 && matches!(error, LinkError::AuthFailed) {
+        if n == 1 && matches!(error, DialError::Link(LinkError::AuthFailed)) {
             report(RunError::AuthFailed {
                 addr: Some(addr),
                 count: 1,
@@ -111,7 +144,7 @@ where
 
 /// What a dial ends with: the link and its incoming frames, or the last attempt's
 /// address and error.
-pub(super) type Dialed = Result<(Connection<Binary>, ReadGate), (SocketAddr, LinkError)>;
+pub(super) type Dialed = Result<(Connection<Binary>, ReadGate), (SocketAddr, DialError)>;
 
 /// How long a dial waits on one address before it also tries the next (happy eyeballs,
 /// RFC 8305's connection attempt delay): 250 ms. An attempt that fails starts the next at
@@ -139,7 +172,7 @@ pub(super) async fn dial_any(
                     Connection::connect_into(a, config.clone(), Binary, &events)
                 })
                 .await
-                .map_err(|e| (a, e))?;
+                .map_err(|e| (a, e.into()))?;
             let proven = conn.peer_key().map(|k| DeviceId::from_bytes(k.id()));
             match expect {
                 Some(want) if proven != Some(want) => {
@@ -147,9 +180,10 @@ pub(super) async fn dial_any(
                     conn.close();
                     Err((
                         a,
-                        LinkError::Io(std::io::Error::other(
-                            "the address answered with another device's key",
-                        )),
+                        DialError::AnotherDevice {
+                            expected: want,
+                            proven: ProvenId(proven),
+                        },
                     ))
                 }
                 _ => Ok((conn, gate)),
@@ -158,8 +192,10 @@ pub(super) async fn dial_any(
     };
     let mut next = addrs.into_iter();
     let Some(first) = next.next() else {
-        let none = std::io::Error::other("no address to dial");
-        return Err((SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), none.into()));
+        return Err((
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            DialError::NoAddress,
+        ));
     };
     let mut running = FuturesUnordered::new();
     running.push(attempt(first));
@@ -194,7 +230,7 @@ mod tests {
     use hail_link::LinkError;
 
     use super::super::error::RunError;
-    use super::{DialFailures, DialKey, MAX_DIAL_COUNTS, with_quick_retries};
+    use super::{DialError, DialFailures, DialKey, MAX_DIAL_COUNTS, ProvenId, with_quick_retries};
     use crate::id::DeviceId;
 
     /// Happy eyeballs: the first address hangs (its host is unreachable), so the second
@@ -206,10 +242,13 @@ mod tests {
         use hail_wire::Binary;
 
         let net = MemoryNetwork::new();
-        let link = LinkConfig::default().transport(Transport::memory(&net));
+        let link = LinkConfig::builder()
+            .transport(Transport::memory(&net))
+            .build()
+            .unwrap();
         let (_server, _events) = Server::bind(
             "10.0.0.2:7000".parse().unwrap(),
-            ServerConfig::default().link(link.clone()),
+            ServerConfig::builder().link(link.clone()).build().unwrap(),
             Binary,
         )
         .await
@@ -218,7 +257,7 @@ mod tests {
         // 10.0.0.1 hangs (unreachable), 10.0.0.2 answers.
         let (_hang, _e) = Server::bind(
             "10.0.0.1:7000".parse().unwrap(),
-            ServerConfig::default().link(link.clone()),
+            ServerConfig::builder().link(link.clone()).build().unwrap(),
             Binary,
         )
         .await
@@ -269,18 +308,21 @@ mod tests {
         use hail_wire::Binary;
 
         let net = MemoryNetwork::new();
-        let base = LinkConfig::default().transport(Transport::memory(&net));
+        let base = LinkConfig::builder().transport(Transport::memory(&net));
         let key = || Identity::generate().expect("a key pair");
         let (other, wanted, me) = (key(), key(), key());
         let at = |s: &str| -> SocketAddr { s.parse().expect("an address") };
         let serve = |addr: SocketAddr, id: &Identity| {
-            let config = ServerConfig::default().link(base.clone().identity(id));
+            let config = ServerConfig::builder()
+                .link(base.clone().identity(id).build().unwrap())
+                .build()
+                .unwrap();
             Server::bind(addr, config, Binary)
         };
         let (_s1, _e1) = serve(at("10.0.0.1:7000"), &other).await.expect("binds");
         let (_s2, _e2) = serve(at("10.0.0.2:7000"), &wanted).await.expect("binds");
         let (tx, _dialed) = Events::channel(16);
-        let dialer = base.clone().identity(&me);
+        let dialer = base.clone().identity(&me).build().unwrap();
         let both = vec![at("10.0.0.1:7000"), at("10.0.0.2:7000")];
         let want = DeviceId::from_bytes(wanted.public().id());
         let (conn, _gate) = super::dial_any(both.clone(), Some(want), dialer.clone(), tx.clone())
@@ -292,11 +334,16 @@ mod tests {
             .await
             .expect("any device");
         assert_eq!(conn.peer_addr(), at("10.0.0.1:7000"));
-        // Only someone else there: the dial fails.
-        let (addr, _e) = super::dial_any(vec![at("10.0.0.1:7000")], Some(want), dialer, tx)
+        // Only someone else there: the dial fails, saying who answered.
+        let (addr, e) = super::dial_any(vec![at("10.0.0.1:7000")], Some(want), dialer, tx)
             .await
             .unwrap_err();
         assert_eq!(addr, at("10.0.0.1:7000"));
+        let proven = ProvenId(Some(DeviceId::from_bytes(other.public().id())));
+        assert!(
+            matches!(e, DialError::AnotherDevice { expected, proven: p } if expected == want && p == proven),
+            "{e:?}"
+        );
     }
 
     #[tokio::test]
@@ -325,7 +372,7 @@ mod tests {
     }
 
     /// The failure counts at which `failures` dials in a row were reported.
-    fn reported(f: &mut DialFailures, key: &DialKey, failures: u32, error: &LinkError) -> Vec<u32> {
+    fn reported(f: &mut DialFailures, key: &DialKey, failures: u32, error: &DialError) -> Vec<u32> {
         let addr: SocketAddr = "127.0.0.1:9".parse().expect("an address");
         let mut out = Vec::new();
         for _ in 0..failures {
@@ -338,9 +385,13 @@ mod tests {
         out
     }
 
+    fn refused() -> DialError {
+        LinkError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)).into()
+    }
+
     #[test]
     fn runs_of_failures_are_reported_after_3_6_12_24_and_start_over_on_success() {
-        let refused = LinkError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let refused = refused();
         let key = DialKey::new(Some(DeviceId::from_bytes([1; 16])), &[]);
         let mut f = DialFailures::default();
         assert_eq!(reported(&mut f, &key, 30, &refused), [3, 6, 12, 24]);
@@ -348,12 +399,13 @@ mod tests {
         assert_eq!(reported(&mut f, &key, 3, &refused), [3]);
         // A failed handshake is reported at once, the first of a run only (as 0 here).
         let other = DialKey::new(None, &["127.0.0.1:7".parse().expect("an address")]);
-        assert_eq!(reported(&mut f, &other, 3, &LinkError::AuthFailed), [0, 3]);
+        let auth = DialError::Link(LinkError::AuthFailed);
+        assert_eq!(reported(&mut f, &other, 3, &auth), [0, 3]);
     }
 
     #[test]
     fn the_counts_are_bounded() {
-        let refused = LinkError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let refused = refused();
         let mut f = DialFailures::default();
         for i in 0..=MAX_DIAL_COUNTS {
             let id = u16::try_from(i).expect("small");

@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use hail_link::{EventSender, Events, Server, ServerEvent, ServerEvents};
-use hail_multicast::{Channel, Datagram, MulticastError};
+use hail_multicast::{Datagram, MulticastError};
 use hail_rpc::Disconnect;
 use hail_wire::Binary;
 use tokio::sync::{mpsc, oneshot};
@@ -29,6 +29,7 @@ use super::clock;
 use super::dial::{DialFailures, DialKey, Dialed, dial_any};
 use super::error::RunError;
 use super::events::DeviceEvent;
+use super::groups::Groups;
 use super::shared::{LinkEntry, Shared, lock};
 use super::watch::InterfaceWatch;
 use crate::id::{DialId, LinkId};
@@ -90,8 +91,8 @@ struct Stopping {
 /// The device's task and everything it owns.
 pub(super) struct Driver {
     pub(super) shared: Arc<Shared>,
-    channel: Option<Channel>,
-    sender: Option<hail_multicast::Sender>,
+    /// The discovery channels, one per group (none without multicast).
+    groups: Groups,
     pub(super) server: Server<Binary>,
     server_events: ServerEvents<Bytes>,
     internal_tx: mpsc::Sender<Internal>,
@@ -112,14 +113,12 @@ pub(super) struct Driver {
     /// Follows the host's interfaces (see [`InterfaceWatch`]), when there is anything to
     /// follow.
     watch: Option<InterfaceWatch>,
-    /// The counters of discovery channels replaced since start (the interfaces changed).
-    retired: hail_multicast::Stats,
 }
 
 impl Driver {
     pub(super) fn new(
         shared: Arc<Shared>,
-        channel: Option<Channel>,
+        groups: Groups,
         server: Server<Binary>,
         server_events: ServerEvents<Bytes>,
         stop: oneshot::Receiver<oneshot::Sender<()>>,
@@ -128,8 +127,7 @@ impl Driver {
         let (dialed_tx, dialed) = Events::channel(DIALED_CAPACITY);
         Self {
             shared,
-            sender: channel.as_ref().map(Channel::sender),
-            channel,
+            groups,
             server,
             server_events,
             internal_tx,
@@ -143,7 +141,6 @@ impl Driver {
             stopping: None,
             run: None,
             watch: None,
-            retired: Default::default(),
         }
     }
 
@@ -166,7 +163,7 @@ impl Driver {
             let drain_until = self.stopping.as_ref().map(|s| s.until);
             tokio::select! {
                 done = &mut self.stop, if running => self.stop(done.ok()).await,
-                d = recv_datagram(self.channel.as_mut()), if running => {
+                d = self.groups.recv(), if running => {
                     self.datagram(d);
                     self.ready_datagrams();
                 }
@@ -222,10 +219,10 @@ impl Driver {
         }
     }
 
-    /// Handles the datagrams already waiting on the discovery channel, at most
-    /// [`DATAGRAM_BATCH`] with the one that woke the loop, until one leaves the table
-    /// something to do (the loop does it first, as for a single datagram) or one is a
-    /// socket error.
+    /// Handles the datagrams already waiting on the discovery channels (every group's
+    /// together), at most [`DATAGRAM_BATCH`] with the one that woke the loop, until one
+    /// leaves the table something to do (the loop does it first, as for a single datagram)
+    /// or one is a socket error.
     fn ready_datagrams(&mut self) {
         // Only what is ready now: the loop's own `recv` registers the task's waker again.
         let mut cx = Context::from_waker(Waker::noop());
@@ -233,10 +230,7 @@ impl Driver {
             if lock(&self.shared.table).has_actions() {
                 return;
             }
-            let Some(channel) = self.channel.as_mut() else {
-                return;
-            };
-            match channel.poll_recv(&mut cx) {
+            match self.groups.poll_recv(&mut cx) {
                 Poll::Ready(Ok(d)) => self.datagram(Ok(d)),
                 Poll::Ready(Err(e)) => return self.datagram(Err(e)),
                 Poll::Pending => return,
@@ -327,23 +321,20 @@ impl Driver {
         }
     }
 
-    /// The interface watch's turn: a discovery channel joined anew and new addresses
-    /// announced (the loop's `pump` sends the announce, on the new channel).
+    /// The interface watch's turn: discovery channels joined anew and new addresses
+    /// announced (the loop's `pump` sends the announce, on the new channels).
     fn interfaces_changed(&mut self) {
         let Some(w) = &mut self.watch else { return };
-        let changes = w.look(self.channel.as_ref());
-        if let Some(c) = changes.channel {
-            self.sender = Some(c.sender());
-            if let Some(old) = self.channel.replace(c) {
-                self.retired += old.close();
-            }
+        let changes = w.look(&self.groups.joined());
+        for (i, c) in changes.channels {
+            self.groups.replace(i, c);
         }
         if let Some(addresses) = changes.addresses {
             lock(&self.shared.table).set_addresses(addresses, clock::now());
         }
     }
 
-    /// The table's timer; also the time to read the channel's and the listener's counters.
+    /// The table's timer; also the time to read the channels' and the listener's counters.
     fn timeout(&mut self) {
         self.flush_messages();
         // Drops counted while the stream had no room are reported once it has.
@@ -356,18 +347,7 @@ impl Driver {
         self.summary.tick(tokio::time::Instant::now(), &stats);
         // Handshakes of accepted links that failed authentication.
         let failed = self.server.stats().auth_failures;
-        *lock(&self.shared.counters) = (
-            {
-                let mut stats = self.retired;
-                stats += self
-                    .channel
-                    .as_ref()
-                    .map(Channel::stats)
-                    .unwrap_or_default();
-                stats
-            },
-            failed,
-        );
+        *lock(&self.shared.counters) = (self.groups.stats(), failed);
         if failed > self.auth_failures_seen {
             let count = failed - self.auth_failures_seen;
             self.auth_failures_seen = failed;
@@ -385,10 +365,8 @@ impl Driver {
             let Some(action) = action else { break };
             match action {
                 Action::Multicast(advert) => {
-                    if let (Some(s), Ok(bytes)) = (&self.sender, advert.to_bytes())
-                        && let Err(e) = s.send(&bytes).await
-                    {
-                        debug!(error = %e, "advert not sent");
+                    if let Ok(bytes) = advert.to_bytes() {
+                        self.groups.send(&bytes).await;
                     }
                 }
                 Action::Send { conn, message } => {
@@ -474,13 +452,5 @@ impl Driver {
         let flushed = join_all(links.iter().map(|l| l.conn.closed()));
         let _ = tokio::time::timeout(SHUTDOWN_LINGER, flushed).await;
         self.server.close(SHUTDOWN_LINGER).await;
-    }
-}
-
-/// The next datagram on the discovery channel; never without one.
-async fn recv_datagram(channel: Option<&mut Channel>) -> Result<Datagram, MulticastError> {
-    match channel {
-        Some(c) => c.recv().await,
-        None => std::future::pending().await,
     }
 }

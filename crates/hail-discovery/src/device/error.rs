@@ -20,7 +20,9 @@ pub enum DeviceError {
     /// The discovery multicast channel could not be opened.
     #[error("multicast: {0}")]
     Multicast(#[from] MulticastError),
-    /// The TCP listener could not be opened.
+    /// The TCP listener could not be opened, or the link settings made from the device's
+    /// could not be built ([`LinkError::Config`]: the identity's Noise key pair could not
+    /// be made).
     #[error("link: {0}")]
     Link(#[from] LinkError),
     /// The group key could not be derived from the passphrase (bad KDF parameters).

@@ -25,10 +25,13 @@ pub struct DeviceStats {
     /// The peer table's counters: adverts handled and dropped (malformed, foreign
     /// version), peers rejected, protocol errors on links.
     pub discovery: PeerTableStats,
-    /// The discovery channel's counters: adverts sent, delivered, and dropped as wrongly
-    /// keyed (another passphrase), replayed or malformed. As of the device's last timer
-    /// tick (at most about a second old); zero without multicast.
+    /// The discovery channels' counters, every group's summed: adverts sent, delivered,
+    /// and dropped as wrongly keyed (another passphrase), replayed or malformed. As of the
+    /// device's last timer tick (at most about a second old); zero without multicast.
     pub multicast: hail_multicast::Stats,
+    /// The same counters group by group, in the order of [`Device::groups`] (on both
+    /// default groups: IPv4's, then IPv6's); empty without multicast.
+    pub multicast_groups: Vec<(SocketAddr, hail_multicast::Stats)>,
     /// Incoming link handshakes that failed authentication (another passphrase).
     pub auth_failures: u64,
     /// Events dropped because the event stream was full.
@@ -67,7 +70,9 @@ pub struct Device {
     pub(super) id: DeviceId,
     pub(super) name: String,
     pub(super) local_addr: SocketAddr,
-    pub(super) group: SocketAddr,
+    /// The discovery groups, IPv4 first; never empty (without multicast: the one group
+    /// it would have used).
+    pub(super) groups: Vec<SocketAddr>,
     pub(super) format: MessageFormat,
     pub(super) stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
     pub(super) task: Option<JoinHandle<()>>,
@@ -97,18 +102,33 @@ impl Device {
         self.local_addr
     }
 
-    /// The discovery group (with the port actually bound).
+    /// The discovery group (with the port actually bound); on both default groups the
+    /// IPv4 one, [`DEFAULT_GROUP`](crate::DEFAULT_GROUP) (see [`groups`](Self::groups)).
     pub fn group(&self) -> SocketAddr {
-        self.group
+        self.groups[0]
+    }
+
+    /// Every group the device discovers on, IPv4 first: the one set with
+    /// [`DeviceBuilder::group`](crate::DeviceBuilder::group); by default
+    /// [`DEFAULT_GROUP`](crate::DEFAULT_GROUP) and
+    /// [`DEFAULT_GROUP_V6`](crate::DEFAULT_GROUP_V6) where its interfaces have both
+    /// families, else the one of the family they have.
+    pub fn groups(&self) -> &[SocketAddr] {
+        &self.groups
     }
 
     /// The device's counters.
     pub fn stats(&self) -> DeviceStats {
-        let (multicast, auth_failures) = *lock(&self.shared.counters);
+        let (multicast_groups, auth_failures) = lock(&self.shared.counters).clone();
+        let mut multicast = hail_multicast::Stats::default();
+        for (_, s) in &multicast_groups {
+            multicast += *s;
+        }
         let (queued, peak) = self.shared.event_levels.levels();
         DeviceStats {
             discovery: lock(&self.shared.table).stats().clone(),
             multicast,
+            multicast_groups,
             auth_failures,
             dropped_events: self.dropped_events(),
             queued_event_bytes: queued,
@@ -116,7 +136,7 @@ impl Device {
             budget: self
                 .shared
                 .link
-                .memory_budget()
+                .budget()
                 .map(hail_link::Budget::stats)
                 .unwrap_or_default(),
         }

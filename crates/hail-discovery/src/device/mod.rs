@@ -27,6 +27,7 @@ mod dial;
 mod driver;
 mod error;
 mod events;
+mod groups;
 mod handle;
 mod links;
 mod messages;

@@ -54,9 +54,9 @@ pub(super) struct Shared {
     /// Told (all waiters) whenever the table reported a change of its members.
     pub(super) members_changed: Notify,
     pub(super) dropped_events: AtomicU64,
-    /// The multicast channel's counters and the listener's authentication failures, as of
-    /// the last timer tick.
-    pub(super) counters: Mutex<(hail_multicast::Stats, u64)>,
+    /// Each discovery group's counters (in group order) and the listener's
+    /// authentication failures, as of the last timer tick.
+    pub(super) counters: Mutex<(Vec<(std::net::SocketAddr, hail_multicast::Stats)>, u64)>,
     pub(super) rpc: RpcConfig,
     pub(super) link: LinkConfig,
 }

@@ -1,14 +1,16 @@
 //! Following the host's interfaces while the device runs ([`InterfaceWatch`]): addresses
 //! that appear or go away are re-advertised (a new announce, signed under the next
-//! sequence number), and the discovery channel is built anew when the interfaces it
-//! joined changed (one came or went, or the IPv4 address it sends from did).
+//! sequence number), and a discovery channel is built anew when the interfaces it
+//! joined changed (one came or went, or the IPv4 address it sends from did), each group's
+//! on its own.
 //!
 //! It looks every [`DeviceBuilder::interface_check`](super::DeviceBuilder::interface_check)
 //! ([`INTERFACE_CHECK`](super::INTERFACE_CHECK), 2 s, by default) rather than being told:
 //! the host says nothing to a process about its interfaces without a netlink socket (and a
 //! crate for it, which hail does not carry). The work of one look is bounded whatever
 //! changed: one listing of the interfaces (`getifaddrs`), a comparison, at most one
-//! channel built and one announce sent; an interface that flaps costs that once a period.
+//! channel built per group and one announce sent; an interface that flaps costs that
+//! once a period.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -96,26 +98,28 @@ pub(super) struct InterfaceWatch {
     pub(super) lookup: Lookup,
     /// The advertised addresses follow these interfaces, and were these at the last look.
     pub(super) addresses: Option<(AddressSource, Vec<IpAddr>)>,
-    /// Builds the discovery channel anew (on the group's actual port).
-    pub(super) channel: Option<ChannelBuilder>,
+    /// Builds each group's discovery channel anew (on the group's actual port), in group
+    /// order; empty without multicast.
+    pub(super) channels: Vec<ChannelBuilder>,
 }
 
 /// What a look found changed.
 #[derive(Debug, Default)]
 pub(super) struct Changes {
-    /// The channel, built on the interfaces as they are now.
-    pub(super) channel: Option<Channel>,
+    /// The channels built on the interfaces as they are now, by group index.
+    pub(super) channels: Vec<(usize, Channel)>,
     /// The addresses to advertise now.
     pub(super) addresses: Option<Vec<IpAddr>>,
 }
 
 impl InterfaceWatch {
-    /// Looks at the interfaces once (the next look is then `every` later): a channel built
-    /// anew if the ones `joined` (the current channel's) are not what it would join now,
-    /// the addresses if they changed since the last look. A channel that cannot be built
-    /// now (the interface is gone, or has no address of the group's family) keeps the old
-    /// one until a later look succeeds; an unreadable listing changes nothing.
-    pub(super) fn look(&mut self, joined: Option<&Channel>) -> Changes {
+    /// Looks at the interfaces once (the next look is then `every` later): a group's
+    /// channel built anew if the interfaces it `joined` (the current channels', by group)
+    /// are not what it would join now, the addresses if they changed since the last look.
+    /// A channel that cannot be built now (the interface is gone, or has no address of the
+    /// group's family) keeps the old one until a later look succeeds; an unreadable
+    /// listing changes nothing.
+    pub(super) fn look(&mut self, joined: &[&[JoinedInterface]]) -> Changes {
         self.next = Instant::now() + self.every;
         let mut changes = Changes::default();
         let table = match self.lookup.list() {
@@ -125,14 +129,14 @@ impl InterfaceWatch {
                 return changes;
             }
         };
-        if let Some(c) = joined
-            && let Some(now) = self.channel_moved(&table, c.interfaces())
-            && let Some(b) = &self.channel
-        {
+        for (i, (b, was)) in self.channels.iter().zip(joined).enumerate() {
+            let Some(now) = channel_moved(b, &table, was) else {
+                continue;
+            };
             match b.clone().build() {
                 Ok(c) => {
-                    tracing::debug!(interfaces = ?now, "interfaces changed: discovery channel joined anew");
-                    changes.channel = Some(c);
+                    tracing::debug!(group = %c.group(), interfaces = ?now, "interfaces changed: discovery channel joined anew");
+                    changes.channels.push((i, c));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "interfaces changed; channel not rebuilt yet");
@@ -141,23 +145,6 @@ impl InterfaceWatch {
         }
         changes.addresses = self.addresses_moved(&table);
         changes
-    }
-
-    /// The interfaces the channel would join now, when they are not those `joined`
-    /// (`None` also when they cannot be resolved now: the old channel is kept).
-    fn channel_moved(
-        &self,
-        table: &[InterfaceInfo],
-        joined: &[JoinedInterface],
-    ) -> Option<Vec<JoinedInterface>> {
-        match self.channel.as_ref()?.resolve_in(table) {
-            Ok(now) if now.as_slice() != joined => Some(now),
-            Ok(_) => None,
-            Err(e) => {
-                tracing::debug!(error = %e, "interfaces not resolved; channel kept");
-                None
-            }
-        }
     }
 
     /// The addresses to advertise now, when they changed since the last look.
@@ -170,6 +157,23 @@ impl InterfaceWatch {
         tracing::debug!(addresses = ?now, "interface addresses changed: announced");
         last.clone_from(&now);
         Some(now)
+    }
+}
+
+/// The interfaces the channel of `builder` would join now, when they are not those
+/// `joined` (`None` also when they cannot be resolved now: the old channel is kept).
+fn channel_moved(
+    builder: &ChannelBuilder,
+    table: &[InterfaceInfo],
+    joined: &[JoinedInterface],
+) -> Option<Vec<JoinedInterface>> {
+    match builder.resolve_in(table) {
+        Ok(now) if now.as_slice() != joined => Some(now),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "interfaces not resolved; channel kept");
+            None
+        }
     }
 }
 
@@ -227,10 +231,10 @@ mod tests {
             next: tokio::time::Instant::now(),
             lookup: super::Lookup::from_fn(move || Ok(t.lock().expect("lock").clone())),
             addresses: Some((source, first)),
-            channel: Some(
+            channels: vec![
                 Channel::builder("239.255.70.1:7001".parse::<SocketAddr>().expect("group"))
                     .interface("eth0"),
-            ),
+            ],
         }
     }
 
@@ -243,9 +247,9 @@ mod tests {
             Some(vec![ip("10.0.0.1")])
         );
         let t0 = tokio::time::Instant::now();
-        let c = w.look(None);
+        let c = w.look(&[]);
         assert!(
-            c.addresses.is_none() && c.channel.is_none(),
+            c.addresses.is_none() && c.channels.is_empty(),
             "nothing changed"
         );
         assert_eq!(
@@ -257,18 +261,18 @@ mod tests {
         // advertised): announced once.
         table.lock().expect("lock")[0].addrs.push(ip("fd00::1"));
         assert_eq!(
-            w.look(None).addresses,
+            w.look(&[]).addresses,
             Some(vec![ip("10.0.0.1"), ip("fd00::1")])
         );
-        assert!(w.look(None).addresses.is_none(), "reported once");
+        assert!(w.look(&[]).addresses.is_none(), "reported once");
         // The IPv4 address gone.
         table.lock().expect("lock")[0].addrs.remove(0);
-        assert_eq!(w.look(None).addresses, Some(vec![ip("fd00::1")]));
+        assert_eq!(w.look(&[]).addresses, Some(vec![ip("fd00::1")]));
         // The interface gone: nothing to advertise (not an error); back: its addresses.
         table.lock().expect("lock").clear();
-        assert_eq!(w.look(None).addresses, Some(vec![]));
+        assert_eq!(w.look(&[]).addresses, Some(vec![]));
         *table.lock().expect("lock") = vec![eth0(9, &["10.0.0.7"])];
-        assert_eq!(w.look(None).addresses, Some(vec![ip("10.0.0.7")]));
+        assert_eq!(w.look(&[]).addresses, Some(vec![ip("10.0.0.7")]));
     }
 
     #[tokio::test(start_paused = true)]
@@ -276,7 +280,7 @@ mod tests {
         let table = Arc::new(Mutex::new(vec![eth0(2, &["10.0.0.1"])]));
         let mut w = watch(&table, false);
         table.lock().expect("lock")[0].addrs.push(ip("fd00::1"));
-        assert!(w.look(None).addresses.is_none());
+        assert!(w.look(&[]).addresses.is_none());
     }
 
     #[test]
@@ -285,15 +289,11 @@ mod tests {
         let w = watch(&table, false);
         let joined = |index, v4: &str| {
             let t = vec![eth0(index, &[v4])];
-            w.channel
-                .as_ref()
-                .expect("a builder")
-                .resolve_in(&t)
-                .expect("resolves")
+            w.channels[0].resolve_in(&t).expect("resolves")
         };
         let was: Vec<JoinedInterface> = joined(2, "10.0.0.1");
         assert_eq!(was[0].v4, Some(Ipv4Addr::new(10, 0, 0, 1)));
-        let now = |t: Vec<InterfaceInfo>| w.channel_moved(&t, &was);
+        let now = |t: Vec<InterfaceInfo>| super::channel_moved(&w.channels[0], &t, &was);
         // The same, or only a second address: stays.
         assert_eq!(now(vec![eth0(2, &["10.0.0.1"])]), None);
         assert_eq!(now(vec![eth0(2, &["10.0.0.1", "10.0.0.2"])]), None);

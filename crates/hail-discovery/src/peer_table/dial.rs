@@ -206,17 +206,14 @@ impl PeerTable {
 }
 
 impl Peer {
-    /// Dialable addresses, best first: the observed source, then the advertised ones that
-    /// make sense from here.
+    /// Dialable addresses, best first: the observed sources (IPv4, then IPv6), then the
+    /// advertised ones that make sense from here.
     pub(super) fn dial_addrs(&self) -> Vec<SocketAddr> {
         let mut out: Vec<SocketAddr> = Vec::new();
         if self.port == 0 {
             return out;
         }
-        let scope = match self.observed {
-            Some(SocketAddr::V6(v6)) => v6.scope_id(),
-            _ => 0,
-        };
+        let scope = self.observed.scope();
         for ip in self.hosts() {
             if ip.is_unspecified() || ip.is_multicast() || (ip.is_loopback() && !self.loopback_ok) {
                 continue;

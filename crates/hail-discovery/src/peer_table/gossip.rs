@@ -87,7 +87,9 @@ impl PeerTable {
                         p.name.clone_from(&a.body.name);
                         p.port = a.body.port;
                         p.addresses.clone_from(&a.body.addresses);
-                        p.observed = observed.or(p.observed);
+                        if let Some(o) = observed {
+                            p.observed.set(o);
+                        }
                     }
                     if p.signed.as_ref().is_none_or(|k| k.seq() < a.seq()) {
                         p.signed = Some(a);
@@ -102,7 +104,7 @@ impl PeerTable {
                     p.heard_at = Some(now);
                     p.port = a.body.port;
                     p.addresses.clone_from(&a.body.addresses);
-                    p.observed = observed;
+                    p.observed = observed.into();
                     p.loopback_ok = loopback_ok;
                     p.gossip_until = Some(until);
                     p.signed = Some(a);
@@ -120,7 +122,7 @@ impl Peer {
     fn record(&self) -> Option<PeerRecord> {
         Some(PeerRecord {
             announce: self.signed.clone()?,
-            observed: self.observed.map(|o| o.ip()),
+            observed: self.observed.first().map(|o| o.ip()),
         })
     }
 }

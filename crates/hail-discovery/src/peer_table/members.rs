@@ -73,10 +73,8 @@ impl PeerTable {
             .entry(id)
             .or_insert_with(|| Peer::new(id, name.clone()));
         let b = &a.body;
-        let changed = &p.name != name
-            || p.port != b.port
-            || p.addresses != b.addresses
-            || p.observed.map(|o| o.ip()) != Some(observed.ip());
+        let moved = p.observed.set(observed);
+        let changed = &p.name != name || p.port != b.port || p.addresses != b.addresses || moved;
         p.name.clone_from(name);
         p.port = b.port;
         p.addresses.clone_from(&b.addresses);
@@ -86,8 +84,7 @@ impl PeerTable {
         {
             p.signed = Some(a.clone());
         }
-        p.observed = Some(observed);
-        p.loopback_ok = observed.ip().is_loopback();
+        p.loopback_ok = p.observed.is_loopback();
         p.authoritative = true;
         p.heard_at = Some(now);
         if let Some(lease) = lease {

@@ -70,14 +70,72 @@ pub(super) struct Conn {
     pub(super) state: ConnState,
 }
 
+/// Where a device was seen from, one address per family: the source of its last advert
+/// of that family or its link's remote address. A device heard on both default groups
+/// (IPv4 and IPv6) keeps both, IPv4 first, so its adverts arriving by turns on each group
+/// change neither what it is dialed at nor its peer snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Observed {
+    v4: Option<SocketAddr>,
+    v6: Option<SocketAddr>,
+}
+
+impl Observed {
+    /// Seen from `addr`; returns whether its family's address changed (the port aside).
+    pub(super) fn set(&mut self, addr: SocketAddr) -> bool {
+        let slot = if addr.is_ipv4() {
+            &mut self.v4
+        } else {
+            &mut self.v6
+        };
+        let changed = slot.map(|o| o.ip()) != Some(addr.ip());
+        *slot = Some(addr);
+        changed
+    }
+
+    /// The address seen first in dial order: IPv4, else IPv6.
+    pub(super) fn first(&self) -> Option<SocketAddr> {
+        self.v4.or(self.v6)
+    }
+
+    /// The addresses seen, IPv4 first.
+    pub(super) fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.v4.iter().chain(self.v6.iter()).map(SocketAddr::ip)
+    }
+
+    /// The scope of the IPv6 address seen (the interface it arrived on), 0 if none.
+    pub(super) fn scope(&self) -> u32 {
+        match self.v6 {
+            Some(SocketAddr::V6(v6)) => v6.scope_id(),
+            _ => 0,
+        }
+    }
+
+    /// Whether it was seen over loopback (then loopback addresses are dialable).
+    pub(super) fn is_loopback(&self) -> bool {
+        self.ips().any(|ip| ip.is_loopback())
+    }
+}
+
+impl From<Option<SocketAddr>> for Observed {
+    fn from(addr: Option<SocketAddr>) -> Self {
+        let mut o = Self::default();
+        if let Some(a) = addr {
+            o.set(a);
+        }
+        o
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Peer {
     pub(super) id: DeviceId,
     pub(super) name: String,
     pub(super) port: u16,
     pub(super) addresses: Vec<IpAddr>,
-    /// Source of its last advert, or the remote address of its link.
-    pub(super) observed: Option<SocketAddr>,
+    /// Where it was seen from: the source of its last advert, or the remote address of
+    /// its link, one of each family.
+    pub(super) observed: Observed,
     /// Loopback addresses are dialable (we reach it over loopback).
     pub(super) loopback_ok: bool,
     /// We heard from the device itself (advert or hello), not only through gossip.
@@ -111,7 +169,7 @@ impl Peer {
             name,
             port: 0,
             addresses: Vec::new(),
-            observed: None,
+            observed: Observed::default(),
             loopback_ok: false,
             authoritative: false,
             heard_multicast: false,
@@ -156,10 +214,7 @@ impl Peer {
     }
 
     pub(super) fn hosts(&self) -> impl Iterator<Item = IpAddr> + '_ {
-        self.observed
-            .map(|o| o.ip())
-            .into_iter()
-            .chain(self.addresses.iter().copied())
+        self.observed.ips().chain(self.addresses.iter().copied())
     }
 
     pub(super) fn info(&self) -> PeerInfo {

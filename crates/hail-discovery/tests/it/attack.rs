@@ -189,10 +189,12 @@ async fn raw_link(
     hail_link::Incoming<Bytes>,
 ) {
     // Heartbeats as a device's: the link stays up for as long as the attacker likes.
-    let config = hail_link::LinkConfig::default()
+    let config = hail_link::LinkConfig::builder()
         .heartbeat(Some(hail_link::Heartbeat::default()))
         .transport(hail_link::Transport::memory_from(&lan.net, ip(host)))
-        .identity(identity);
+        .identity(identity)
+        .build()
+        .unwrap();
     hail_link::Connection::connect(to, config, hail_wire::Binary)
         .await
         .expect("the raw link connects")

@@ -6,6 +6,7 @@
 mod attack;
 mod delivery;
 mod device;
+mod dual;
 mod fair;
 mod format;
 mod graceful_stop;
@@ -16,6 +17,8 @@ mod lan;
 mod memory;
 #[cfg(target_os = "linux")]
 mod netns;
+#[cfg(target_os = "linux")]
+mod netns_dual;
 #[cfg(target_os = "linux")]
 mod netns_fallback;
 #[cfg(target_os = "linux")]

@@ -84,7 +84,6 @@ where
         config: LinkConfig,
         payload: P,
     ) -> Result<(Self, Incoming<P::Item>), LinkError> {
-        config.validate()?;
         let est = handshake::dial(addr, &config, config.handshake_timeout).await?;
         let (tx, rx) = chan::channel(config.incoming_capacity);
         let conn = Self::start(est, &config, payload, Sink::Own(tx), None, None);
@@ -124,7 +123,6 @@ where
         payload: P,
         events: &EventSender<ServerEvent<P::Item>>,
     ) -> Result<(Self, ReadGate), LinkError> {
-        config.validate()?;
         let est = handshake::dial(addr, &config, config.handshake_timeout).await?;
         let (go, gate) = oneshot::channel();
         let sink = Sink::Server {
@@ -298,7 +296,7 @@ impl<P: PayloadCodec> Connection<P> {
     }
 
     /// The peer's identity key, as the handshake proved it: `Some` exactly when both ends
-    /// were configured with [`LinkConfig::identity`] (Noise `XX` or `XXpsk0`), in which
+    /// were configured with [`LinkConfigBuilder::identity`](crate::LinkConfigBuilder::identity) (Noise `XX` or `XXpsk0`), in which
     /// the peer proved its Noise static key and signed it with this identity. `None` on
     /// plaintext and `NNpsk0` links, which prove no individual key.
     pub fn peer_key(&self) -> Option<hail_crypto::PublicKey> {

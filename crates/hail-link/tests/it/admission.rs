@@ -13,7 +13,8 @@ use hail_crypto::{Identity, PublicKey};
 use hail_link::memory::{MemoryNetwork, MemoryStream};
 use hail_link::{
     Client, ClientConfig, ClientEvent, Connection, DEFAULT_HANDSHAKE_TIMEOUT, LinkConfig,
-    LinkError, Server, ServerConfig, ServerEvent, ServerEvents, ServerStats, Transport,
+    LinkConfigBuilder, LinkError, Server, ServerConfig, ServerEvent, ServerEvents, ServerStats,
+    Transport,
 };
 use hail_wire::Binary;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,13 +44,24 @@ fn identity() -> Identity {
     Identity::generate().unwrap()
 }
 
-fn from(net: &MemoryNetwork, link: &LinkConfig, who: &str) -> LinkConfig {
-    link.clone().transport(Transport::memory_from(net, ip(who)))
+fn from(net: &MemoryNetwork, link: &LinkConfigBuilder, who: &str) -> LinkConfig {
+    link.clone()
+        .transport(Transport::memory_from(net, ip(who)))
+        .build()
+        .unwrap()
 }
 
-async fn bind(net: &MemoryNetwork, link: &LinkConfig) -> (Server, ServerEvents<Bytes>) {
-    let link = link.clone().transport(Transport::memory(net));
-    let cfg = ServerConfig::default().link(link).max_clients(64);
+async fn bind(net: &MemoryNetwork, link: &LinkConfigBuilder) -> (Server, ServerEvents<Bytes>) {
+    let link = link
+        .clone()
+        .transport(Transport::memory(net))
+        .build()
+        .unwrap();
+    let cfg = ServerConfig::builder()
+        .link(link)
+        .max_clients(64)
+        .build()
+        .unwrap();
     Server::bind(addr(SERVER), cfg, Binary).await.unwrap()
 }
 
@@ -87,7 +99,7 @@ async fn write_record(s: &mut MemoryStream, msg: &[u8]) {
 
 /// The first record a genuine client sends (message 1, its length header included): it
 /// dials a listener that records it and never answers.
-async fn record_first_message(net: &MemoryNetwork, link: &LinkConfig) -> Vec<u8> {
+async fn record_first_message(net: &MemoryNetwork, link: &LinkConfigBuilder) -> Vec<u8> {
     let mut recorder = net.bind(addr(RECORDER)).unwrap();
     let dialer = {
         let link = from(net, link, LEGIT);
@@ -102,7 +114,7 @@ async fn record_first_message(net: &MemoryNetwork, link: &LinkConfig) -> Vec<u8>
 
 /// Runs a genuine session through a recording proxy to the server and returns every byte
 /// the client sent (its handshake messages, then its sealed records).
-async fn record_session(net: &MemoryNetwork, link: &LinkConfig) -> Vec<u8> {
+async fn record_session(net: &MemoryNetwork, link: &LinkConfigBuilder) -> Vec<u8> {
     let mut proxy = net.bind(addr(RECORDER)).unwrap();
     let up = Arc::new(Mutex::new(Vec::new()));
     let task = {
@@ -146,7 +158,7 @@ async fn record_session(net: &MemoryNetwork, link: &LinkConfig) -> Vec<u8> {
 /// `REPLAYS` fresh connections, is answered (message 2) and then only holds a pending
 /// slot until the handshake deadline: no `Connected`, no client slot, no `accepted`,
 /// while a legitimate client connects and works meanwhile.
-async fn replayed_first_message_is_never_admitted(link: LinkConfig) {
+async fn replayed_first_message_is_never_admitted(link: LinkConfigBuilder) {
     let net = MemoryNetwork::new();
     let m1 = record_first_message(&net, &link).await;
     let (server, mut events) = bind(&net, &link).await;
@@ -210,24 +222,24 @@ async fn replayed_first_message_is_never_admitted(link: LinkConfig) {
 
 #[tokio::test(start_paused = true)]
 async fn a_replayed_nnpsk0_first_message_is_never_admitted() {
-    replayed_first_message_is_never_admitted(LinkConfig::default().psk(PSK)).await;
+    replayed_first_message_is_never_admitted(LinkConfig::builder().psk(PSK)).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_replayed_xx_first_message_is_never_admitted() {
-    replayed_first_message_is_never_admitted(LinkConfig::default().identity(&identity())).await;
+    replayed_first_message_is_never_admitted(LinkConfig::builder().identity(&identity())).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_replayed_xxpsk0_first_message_is_never_admitted() {
-    let link = LinkConfig::default().psk(PSK).identity(&identity());
+    let link = LinkConfig::builder().psk(PSK).identity(&identity());
     replayed_first_message_is_never_admitted(link).await;
 }
 
 /// (a) and (e), a whole session: every byte a genuine client sent (message 1, then its
 /// key confirmation or message 3, then sealed records), replayed on a fresh connection,
 /// fails where the client had to prove itself, counted as an authentication failure.
-async fn replayed_session_is_refused(link: LinkConfig) {
+async fn replayed_session_is_refused(link: LinkConfigBuilder) {
     let net = MemoryNetwork::new();
     let (server, mut events) = bind(&net, &link).await;
     let up = record_session(&net, &link).await;
@@ -263,17 +275,17 @@ async fn replayed_session_is_refused(link: LinkConfig) {
 
 #[tokio::test(start_paused = true)]
 async fn a_replayed_nnpsk0_session_fails_its_key_confirmation() {
-    replayed_session_is_refused(LinkConfig::default().psk(PSK)).await;
+    replayed_session_is_refused(LinkConfig::builder().psk(PSK)).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_replayed_xx_message_3_from_another_session_is_refused() {
-    replayed_session_is_refused(LinkConfig::default().identity(&identity())).await;
+    replayed_session_is_refused(LinkConfig::builder().identity(&identity())).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_replayed_xxpsk0_message_3_from_another_session_is_refused() {
-    replayed_session_is_refused(LinkConfig::default().psk(PSK).identity(&identity())).await;
+    replayed_session_is_refused(LinkConfig::builder().psk(PSK).identity(&identity())).await;
 }
 
 /// (b) Both ends learn the other's identity key, on the server's event, the client's
@@ -284,11 +296,14 @@ async fn xx_proves_both_identity_keys() {
         let net = MemoryNetwork::new();
         let (server_id, client_id) = (identity(), identity());
         let base = match psk {
-            Some(k) => LinkConfig::default().psk(k),
-            None => LinkConfig::default(),
+            Some(k) => LinkConfig::builder().psk(k),
+            None => LinkConfig::builder(),
         };
         let (server, mut events) = bind(&net, &base.clone().identity(&server_id)).await;
-        let cfg = ClientConfig::default().link(from(&net, &base.identity(&client_id), LEGIT));
+        let cfg = ClientConfig::builder()
+            .link(from(&net, &base.identity(&client_id), LEGIT))
+            .build()
+            .unwrap();
         let (client, mut cev) = Client::connect(addr(SERVER), cfg, Binary).await.unwrap();
         match client_event(&mut cev).await {
             ClientEvent::Connected { peer_key, .. } => {
@@ -317,7 +332,7 @@ async fn xx_proves_both_identity_keys() {
         assert_eq!(&crate::common::client_message(&mut cev).await[..], b"pong");
     }
     // NNpsk0 and plaintext links prove no individual key.
-    for link in [LinkConfig::default().psk(PSK), LinkConfig::default()] {
+    for link in [LinkConfig::builder().psk(PSK), LinkConfig::builder()] {
         let net = MemoryNetwork::new();
         let (_server, mut events) = bind(&net, &link).await;
         let (conn, _in) = Connection::connect(addr(SERVER), from(&net, &link, LEGIT), Binary)
@@ -337,8 +352,8 @@ async fn xx_proves_both_identity_keys() {
 #[tokio::test(start_paused = true)]
 async fn xxpsk0_with_a_wrong_passphrase_fails_at_message_1() {
     let net = MemoryNetwork::new();
-    let good = LinkConfig::default().psk(PSK).identity(&identity());
-    let wrong = LinkConfig::default().psk([0x11; 32]).identity(&identity());
+    let good = LinkConfig::builder().psk(PSK).identity(&identity());
+    let wrong = LinkConfig::builder().psk([0x11; 32]).identity(&identity());
     let m1 = record_first_message(&net, &wrong).await;
     assert_eq!(m1.len(), 2 + 48, "psk, e: 32 bytes and a tag");
     let (server, mut events) = bind(&net, &good).await;
@@ -368,14 +383,14 @@ fn assert_refused_on_both(client: Result<(Connection, hail_link::Incoming<Bytes>
 #[tokio::test(start_paused = true)]
 async fn identity_on_one_side_only_fails_on_both() {
     let with = |psk: bool| {
-        let l = LinkConfig::default().identity(&identity());
+        let l = LinkConfig::builder().identity(&identity());
         if psk { l.psk(PSK) } else { l }
     };
     let without = |psk: bool| {
         if psk {
-            LinkConfig::default().psk(PSK)
+            LinkConfig::builder().psk(PSK)
         } else {
-            LinkConfig::default()
+            LinkConfig::builder()
         }
     };
     // (server, client, the client's error is AuthFailed)
@@ -536,7 +551,7 @@ async fn hand_made_initiator(
 async fn a_forged_identity_binding_is_refused_by_the_server() {
     for psk in [None, Some(&PSK)] {
         let net = MemoryNetwork::new();
-        let base = psk.map_or_else(LinkConfig::default, |k| LinkConfig::default().psk(*k));
+        let base = psk.map_or_else(LinkConfig::builder, |k| LinkConfig::builder().psk(*k));
         let (server, mut events) = bind(&net, &base.identity(&identity())).await;
         let me = identity();
         assert_eq!(
@@ -602,7 +617,7 @@ async fn a_forged_identity_binding_is_refused_by_the_client() {
             }
         });
         let client_id = identity();
-        let link = from(&net, &LinkConfig::default().identity(&client_id), LEGIT);
+        let link = from(&net, &LinkConfig::builder().identity(&client_id), LEGIT);
         let result = Connection::connect(addr(SERVER), link, Binary).await;
         let answer = fake.await.unwrap();
         if forge {
@@ -625,12 +640,12 @@ async fn a_forged_identity_binding_is_refused_by_the_client() {
 async fn a_reconnecting_client_proves_the_same_identity() {
     let net = MemoryNetwork::new();
     let me = identity();
-    let link = LinkConfig::default().psk(PSK).identity(&identity());
+    let link = LinkConfig::builder().psk(PSK).identity(&identity());
     let (server, mut events) = bind(&net, &link).await;
-    let client_link = from(&net, &LinkConfig::default().psk(PSK).identity(&me), LEGIT);
+    let client_link = from(&net, &LinkConfig::builder().psk(PSK).identity(&me), LEGIT);
     let (client, _cev) = Client::connect(
         addr(SERVER),
-        ClientConfig::default().link(client_link),
+        ClientConfig::builder().link(client_link).build().unwrap(),
         Binary,
     )
     .await

@@ -58,20 +58,26 @@ async fn partial_frames_of_many_peers_stay_within_the_budget() {
     const PEERS: usize = 64;
     const FRAME: usize = 1 << 20;
     let net = MemoryNetwork::new();
-    let link = LinkConfig::default()
+    let link = LinkConfig::builder()
         .transport(Transport::memory(&net))
-        .max_frame_len(FRAME as u32);
+        .max_frame_len(FRAME as u32)
+        .build()
+        .unwrap();
     let (server, mut events) = Server::bind(
         "10.0.0.1:7000".parse().unwrap(),
-        ServerConfig::default().link(link.clone()),
+        ServerConfig::builder().link(link.clone()).build().unwrap(),
         Binary,
     )
     .await
     .unwrap();
     let addr = server.local_addr();
-    let (good, _good_events) = Client::connect(addr, ClientConfig::default().link(link), Binary)
-        .await
-        .unwrap();
+    let (good, _good_events) = Client::connect(
+        addr,
+        ClientConfig::builder().link(link).build().unwrap(),
+        Binary,
+    )
+    .await
+    .unwrap();
     let sent = Arc::new(AtomicUsize::new(0));
     let mut peers = Vec::new();
     let start = Instant::now();
@@ -180,21 +186,30 @@ async fn one_peer_holds_at_most_its_share_of_undelivered_messages() {
     const COUNT: usize = 200; // 12.5 MiB, three times the whole budget
     let net = MemoryNetwork::new();
     let budget = Budget::new(BUDGET);
-    let link = LinkConfig::default()
+    let link = LinkConfig::builder()
         .transport(Transport::memory(&net))
         .max_frame_len(256 * 1024)
-        .budget(budget.clone());
+        .budget(budget.clone())
+        .build()
+        .unwrap();
     let (server, mut events) = Server::bind(
         "10.0.0.1:7000".parse().unwrap(),
-        ServerConfig::default().link(link.clone()),
+        ServerConfig::builder().link(link.clone()).build().unwrap(),
         Binary,
     )
     .await
     .unwrap();
     assert!(server.budget().same(&budget));
     let addr = server.local_addr();
-    let cfg =
-        ClientConfig::default().link(LinkConfig::default().transport(Transport::memory(&net)));
+    let cfg = ClientConfig::builder()
+        .link(
+            LinkConfig::builder()
+                .transport(Transport::memory(&net))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
     let (flood, _f) = Client::connect(addr, cfg.clone(), Binary).await.unwrap();
     let (other, _o) = Client::connect(addr, cfg, Binary).await.unwrap();
     let flooding = tokio::spawn(async move {
@@ -377,12 +392,14 @@ async fn peers_that_read_nothing_are_closed_while_their_queues_spend_the_budget(
     const DEAF: usize = 4;
     let net = MemoryNetwork::new();
     let budget = Budget::new(2 << 20);
-    let link = LinkConfig::default()
+    let link = LinkConfig::builder()
         .transport(Transport::memory(&net))
-        .budget(budget.clone());
+        .budget(budget.clone())
+        .build()
+        .unwrap();
     let (server, mut events) = Server::bind(
         "10.0.0.1:7000".parse().unwrap(),
-        ServerConfig::default().link(link),
+        ServerConfig::builder().link(link).build().unwrap(),
         Binary,
     )
     .await
@@ -414,8 +431,15 @@ async fn peers_that_read_nothing_are_closed_while_their_queues_spend_the_budget(
     }
     wait_for("the budget spent by the queues", || budget.is_spent()).await;
     assert!(budget.stats().peak <= budget.total() + 2 * 64 * 1024 + 512 * 1024);
-    let cfg =
-        ClientConfig::default().link(LinkConfig::default().transport(Transport::memory(&net)));
+    let cfg = ClientConfig::builder()
+        .link(
+            LinkConfig::builder()
+                .transport(Transport::memory(&net))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
     let (good, _good_events) = Client::connect(addr, cfg, Binary).await.unwrap();
     good.send(Bytes::from_static(b"hello")).await.unwrap();
     let mut closed = 0;

@@ -117,17 +117,20 @@ async fn typed_payloads_and_ipv6() {
     assert_eq!(client_message(&mut cev).await, "salü");
 
     // JSON over a little-endian, heartbeat-free link.
-    let link = LinkConfig::default().byte_order(hail_wire::ByteOrder::LittleEndian);
+    let link = LinkConfig::builder()
+        .byte_order(hail_wire::ByteOrder::LittleEndian)
+        .build()
+        .unwrap();
     let (server, mut events) = Server::bind(
         lo(),
-        ServerConfig::default().link(link.clone()),
+        ServerConfig::builder().link(link.clone()).build().unwrap(),
         Json::<serde_json::Value>::new(),
     )
     .await
     .unwrap();
     let (client, _cev) = Client::connect(
         server.local_addr(),
-        ClientConfig::default().link(link),
+        ClientConfig::builder().link(link).build().unwrap(),
         Json::<serde_json::Value>::new(),
     )
     .await

@@ -24,7 +24,7 @@ async fn raw_hail_client(addr: std::net::SocketAddr) -> TcpStream {
 
 #[tokio::test]
 async fn max_clients_refuses_the_extra_one_with_a_reason() {
-    let cfg = ServerConfig::default().max_clients(3);
+    let cfg = ServerConfig::builder().max_clients(3).build().unwrap();
     let (server, mut events) = Server::bind(lo(), cfg, Binary).await.unwrap();
     let addr = server.local_addr();
     let mut clients = Vec::new();
@@ -80,8 +80,12 @@ async fn slow_consumer_is_disconnected_and_the_others_get_everything() {
     const OTHERS: usize = 99;
     const MAX_MESSAGES: u32 = 50_000;
     let queue = 64 * 1024;
-    let link = LinkConfig::default().heartbeat(None).queue_bytes(queue);
-    let cfg = ServerConfig::default().link(link.clone());
+    let link = LinkConfig::builder()
+        .heartbeat(None)
+        .queue_bytes(queue)
+        .build()
+        .unwrap();
+    let cfg = ServerConfig::builder().link(link.clone()).build().unwrap();
     let (server, mut events) = Server::bind(lo(), cfg, Binary).await.unwrap();
     let addr = server.local_addr();
 
@@ -97,9 +101,13 @@ async fn slow_consumer_is_disconnected_and_the_others_get_everything() {
     let mut readers = Vec::new();
     let mut clients = Vec::new();
     for i in 0..OTHERS {
-        let (c, mut ev) = Client::connect(addr, ClientConfig::default().link(link.clone()), Binary)
-            .await
-            .unwrap();
+        let (c, mut ev) = Client::connect(
+            addr,
+            ClientConfig::builder().link(link.clone()).build().unwrap(),
+            Binary,
+        )
+        .await
+        .unwrap();
         clients.push(c);
         readers.push(tokio::spawn(async move {
             let mut n = 0u32;
@@ -180,11 +188,14 @@ async fn slow_consumer_is_disconnected_and_the_others_get_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flood_of_stalled_max_size_frames_stays_bounded() {
     const FLOOD: usize = 200;
-    let link = LinkConfig::default().heartbeat(None);
-    let (server, mut events) =
-        Server::bind(lo(), ServerConfig::default().link(link.clone()), Binary)
-            .await
-            .unwrap();
+    let link = LinkConfig::builder().heartbeat(None).build().unwrap();
+    let (server, mut events) = Server::bind(
+        lo(),
+        ServerConfig::builder().link(link.clone()).build().unwrap(),
+        Binary,
+    )
+    .await
+    .unwrap();
     let addr = server.local_addr();
     let rss_before = rss_bytes();
 
@@ -216,9 +227,13 @@ async fn flood_of_stalled_max_size_frames_stays_bounded() {
     .await;
 
     // A normal client still gets a quick answer.
-    let (client, mut cev) = Client::connect(addr, ClientConfig::default().link(link), Binary)
-        .await
-        .unwrap();
+    let (client, mut cev) = Client::connect(
+        addr,
+        ClientConfig::builder().link(link).build().unwrap(),
+        Binary,
+    )
+    .await
+    .unwrap();
     let echo = tokio::spawn(async move {
         loop {
             match server_event(&mut events).await {

@@ -53,7 +53,10 @@ async fn dials_without_a_listener_are_refused_like_tcp() {
     drop(listener);
     let e = net.connect_loopback(target).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
-    let link = LinkConfig::default().transport(Transport::memory(&net));
+    let link = LinkConfig::builder()
+        .transport(Transport::memory(&net))
+        .build()
+        .unwrap();
     match Connection::connect(target, link, Binary).await {
         Err(LinkError::Io(e)) => assert_eq!(e.kind(), ErrorKind::ConnectionRefused),
         other => panic!("{other:?}"),
@@ -100,18 +103,24 @@ async fn ports_addresses_and_families() {
 
     // A client dialing from its host's IP is seen with that IP by the server.
     let host = ip("10.0.0.3");
-    let server_link = LinkConfig::default().transport(Transport::memory(&net));
+    let server_link = LinkConfig::builder()
+        .transport(Transport::memory(&net))
+        .build()
+        .unwrap();
     let (server, mut events) = Server::bind(
         addr("10.0.0.9:0"),
-        ServerConfig::default().link(server_link),
+        ServerConfig::builder().link(server_link).build().unwrap(),
         Binary,
     )
     .await
     .unwrap();
-    let client_link = LinkConfig::default().transport(Transport::memory_from(&net, host));
+    let client_link = LinkConfig::builder()
+        .transport(Transport::memory_from(&net, host))
+        .build()
+        .unwrap();
     let (client, _cev) = Client::connect(
         server.local_addr(),
-        ClientConfig::default().link(client_link),
+        ClientConfig::builder().link(client_link).build().unwrap(),
         Binary,
     )
     .await
@@ -180,18 +189,23 @@ async fn a_full_backlog_holds_the_next_dial_until_one_is_accepted() {
 #[tokio::test(start_paused = true)]
 async fn dials_to_an_unreachable_host_hang_until_their_timeout() {
     let net = MemoryNetwork::new();
-    let link = LinkConfig::default().transport(Transport::memory(&net));
+    let link = LinkConfig::builder()
+        .transport(Transport::memory(&net))
+        .build()
+        .unwrap();
     let (server, _events) = Server::bind(
         addr("10.0.0.1:7000"),
-        ServerConfig::default().link(link.clone()),
+        ServerConfig::builder().link(link.clone()).build().unwrap(),
         Binary,
     )
     .await
     .unwrap();
     net.set_unreachable(ip("10.0.0.1"), true);
-    let cfg = ClientConfig::default()
+    let cfg = ClientConfig::builder()
         .link(link.clone())
-        .connect_timeout(Duration::from_secs(2));
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
     let t = Instant::now();
     match Client::connect(server.local_addr(), cfg.clone(), Binary).await {
         Err(LinkError::Io(e)) => assert_eq!(e.kind(), ErrorKind::TimedOut),
@@ -213,19 +227,21 @@ async fn dials_to_an_unreachable_host_hang_until_their_timeout() {
 #[tokio::test(start_paused = true)]
 async fn a_secured_link_runs_over_memory_unchanged() {
     let net = MemoryNetwork::new();
-    let link = LinkConfig::default()
+    let link = LinkConfig::builder()
         .psk([9; 32])
-        .transport(Transport::memory(&net));
+        .transport(Transport::memory(&net))
+        .build()
+        .unwrap();
     let (server, mut events) = Server::bind(
         addr("[::1]:7000"),
-        ServerConfig::default().link(link.clone()),
+        ServerConfig::builder().link(link.clone()).build().unwrap(),
         Binary,
     )
     .await
     .unwrap();
     let (client, mut cev) = Client::connect(
         server.local_addr(),
-        ClientConfig::default().link(link),
+        ClientConfig::builder().link(link).build().unwrap(),
         Binary,
     )
     .await
@@ -243,9 +259,11 @@ async fn a_secured_link_runs_over_memory_unchanged() {
     server.send_to(id, big.clone()).await.unwrap();
     assert_eq!(client_message(&mut cev).await, big);
     // A wrong key fails on both sides, as over TCP.
-    let wrong = LinkConfig::default()
+    let wrong = LinkConfig::builder()
         .psk([8; 32])
-        .transport(Transport::memory(&net));
+        .transport(Transport::memory(&net))
+        .build()
+        .unwrap();
     let err = Connection::connect(server.local_addr(), wrong, Binary)
         .await
         .unwrap_err();
@@ -262,20 +280,22 @@ async fn a_secured_link_runs_over_memory_unchanged() {
 #[tokio::test(start_paused = true)]
 async fn a_message_in_parts_arrives_whole() {
     let net = MemoryNetwork::new();
-    let link = LinkConfig::default()
+    let link = LinkConfig::builder()
         .transport(Transport::memory(&net))
         .max_frame_len(64)
-        .queue_bytes(256);
+        .queue_bytes(256)
+        .build()
+        .unwrap();
     let (server, mut events) = Server::bind(
         addr("127.0.0.1:7010"),
-        ServerConfig::default().link(link.clone()),
+        ServerConfig::builder().link(link.clone()).build().unwrap(),
         Binary,
     )
     .await
     .unwrap();
     let (_client, mut cev) = Client::connect(
         server.local_addr(),
-        ClientConfig::default().link(link),
+        ClientConfig::builder().link(link).build().unwrap(),
         Binary,
     )
     .await
@@ -312,10 +332,13 @@ async fn a_message_in_parts_arrives_whole() {
 #[tokio::test(start_paused = true)]
 async fn dialed_connections_share_one_stream_behind_their_gates() {
     let net = MemoryNetwork::new();
-    let link = LinkConfig::default().transport(Transport::memory(&net));
+    let link = LinkConfig::builder()
+        .transport(Transport::memory(&net))
+        .build()
+        .unwrap();
     let (server, mut events) = Server::bind(
         addr("127.0.0.1:7011"),
-        ServerConfig::default().link(link.clone()),
+        ServerConfig::builder().link(link.clone()).build().unwrap(),
         Binary,
     )
     .await

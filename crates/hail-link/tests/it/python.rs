@@ -40,7 +40,10 @@ async fn python_comms_client_exchanges_json_with_a_hail_server() {
         eprintln!("skipped: python3 not found");
         return;
     }
-    let cfg = ServerConfig::default().link(LinkConfig::python_comms());
+    let cfg = ServerConfig::builder()
+        .link(LinkConfig::builder().python_comms().build().unwrap())
+        .build()
+        .unwrap();
     let (server, mut events) = Server::bind(lo(), cfg, Json::<Value>::python_style())
         .await
         .unwrap();
@@ -141,9 +144,11 @@ async fn hail_client_exchanges_json_with_a_python_comms_server() {
     })
     .await
     .unwrap();
-    let cfg = ClientConfig::default()
-        .link(LinkConfig::python_comms())
-        .reconnect(None);
+    let cfg = ClientConfig::builder()
+        .link(LinkConfig::builder().python_comms().build().unwrap())
+        .reconnect(None)
+        .build()
+        .unwrap();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let (client, mut events) = Client::connect(addr, cfg, Json::<Value>::python_style())
         .await
@@ -179,10 +184,14 @@ async fn undecodable_frames_are_reported_in_order_and_counted() {
     use hail_wire::Binary;
 
     let net = MemoryNetwork::new();
-    let link = LinkConfig::python_comms().transport(Transport::memory(&net));
+    let link = LinkConfig::builder()
+        .python_comms()
+        .transport(Transport::memory(&net))
+        .build()
+        .unwrap();
     let (server, mut sev) = Server::bind(
         "10.0.0.1:7000".parse().unwrap(),
-        ServerConfig::default().link(link.clone()),
+        ServerConfig::builder().link(link.clone()).build().unwrap(),
         Json::<Value>::new(),
     )
     .await
@@ -190,7 +199,7 @@ async fn undecodable_frames_are_reported_in_order_and_counted() {
     // The "string"-mode peer: plain UTF-8 that is not JSON, then a JSON value.
     let (peer, _peer_events) = Client::connect(
         server.local_addr(),
-        ClientConfig::default().link(link.clone()),
+        ClientConfig::builder().link(link.clone()).build().unwrap(),
         Binary,
     )
     .await
@@ -219,14 +228,14 @@ async fn undecodable_frames_are_reported_in_order_and_counted() {
     // The other way: a `Json` client gets a string-mode frame from a raw server.
     let (raw, mut rev) = Server::bind(
         "10.0.0.2:7000".parse().unwrap(),
-        ServerConfig::default().link(link.clone()),
+        ServerConfig::builder().link(link.clone()).build().unwrap(),
         Binary,
     )
     .await
     .unwrap();
     let (client, mut cev) = Client::connect(
         raw.local_addr(),
-        ClientConfig::default().link(link),
+        ClientConfig::builder().link(link).build().unwrap(),
         Json::<Value>::new(),
     )
     .await

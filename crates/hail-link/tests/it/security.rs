@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use hail_crypto::{GroupKey, KdfParams};
 use hail_link::{
-    Client, ClientConfig, Connection, LinkConfig, LinkError, Server, ServerConfig, ServerEvent,
+    Client, ClientConfig, Connection, LinkConfig, LinkConfigError, LinkError, Server, ServerConfig,
+    ServerEvent,
 };
 use hail_wire::Binary;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,20 +21,29 @@ fn key(passphrase: &str) -> GroupKey {
 }
 
 fn secure(passphrase: &str) -> LinkConfig {
-    LinkConfig::default().group_key(&key(passphrase))
+    LinkConfig::builder()
+        .group_key(&key(passphrase))
+        .build()
+        .unwrap()
 }
 
 const SECRET: &[u8] = b"the plaintext that must never be on the wire";
 
 #[tokio::test]
 async fn right_passphrase_works_and_wrong_fails_on_both_sides() {
-    let cfg = ServerConfig::default().link(secure("open sesame"));
+    let cfg = ServerConfig::builder()
+        .link(secure("open sesame"))
+        .build()
+        .unwrap();
     let (server, mut events) = Server::bind(lo(), cfg, Binary).await.unwrap();
     let addr = server.local_addr();
 
     let (client, mut cev) = Client::connect(
         addr,
-        ClientConfig::default().link(secure("open sesame")),
+        ClientConfig::builder()
+            .link(secure("open sesame"))
+            .build()
+            .unwrap(),
         Binary,
     )
     .await
@@ -53,7 +63,10 @@ async fn right_passphrase_works_and_wrong_fails_on_both_sides() {
 
     let err = Client::connect(
         addr,
-        ClientConfig::default().link(secure("open sesam")),
+        ClientConfig::builder()
+            .link(secure("open sesam"))
+            .build()
+            .unwrap(),
         Binary,
     )
     .await
@@ -77,9 +90,16 @@ async fn right_passphrase_works_and_wrong_fails_on_both_sides() {
 
     // A second failure from the same address fails the same way (it is answered more
     // slowly: `timing.rs` checks the penalty in virtual time).
-    let err = Client::connect(addr, ClientConfig::default().link(secure("nope")), Binary)
-        .await
-        .unwrap_err();
+    let err = Client::connect(
+        addr,
+        ClientConfig::builder()
+            .link(secure("nope"))
+            .build()
+            .unwrap(),
+        Binary,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, LinkError::AuthFailed), "{err:?}");
     wait_for("the server counts both failures", || {
         server.stats().auth_failures == 2
@@ -89,9 +109,13 @@ async fn right_passphrase_works_and_wrong_fails_on_both_sides() {
 
 #[tokio::test]
 async fn plaintext_and_secured_peers_fail_cleanly() {
-    let (secured, _ev) = Server::bind(lo(), ServerConfig::default().link(secure("a")), Binary)
-        .await
-        .unwrap();
+    let (secured, _ev) = Server::bind(
+        lo(),
+        ServerConfig::builder().link(secure("a")).build().unwrap(),
+        Binary,
+    )
+    .await
+    .unwrap();
     let err = Client::connect(secured.local_addr(), ClientConfig::default(), Binary)
         .await
         .unwrap_err();
@@ -101,18 +125,15 @@ async fn plaintext_and_secured_peers_fail_cleanly() {
         .unwrap();
     let err = Client::connect(
         plain.local_addr(),
-        ClientConfig::default().link(secure("a")),
+        ClientConfig::builder().link(secure("a")).build().unwrap(),
         Binary,
     )
     .await
     .unwrap_err();
     assert!(!matches!(err, LinkError::Config(_)), "{err:?}");
-    // Python Comms framing cannot be combined with encryption.
-    let bad = LinkConfig::python_comms().psk([1; 32]);
-    assert!(matches!(
-        Connection::connect(plain.local_addr(), bad, Binary).await,
-        Err(LinkError::Config(_))
-    ));
+    // Python Comms framing cannot be combined with encryption: the builder refuses it.
+    let bad = LinkConfig::builder().python_comms().psk([1; 32]).build();
+    assert_eq!(bad.unwrap_err(), LinkConfigError::RawEncrypted);
 }
 
 /// Forwards one connection to `target`, recording what the client sent and what it got.
@@ -156,7 +177,10 @@ async fn recording_proxy(
 
 #[tokio::test]
 async fn wire_hides_plaintext_and_a_replayed_session_is_rejected() {
-    let cfg = ServerConfig::default().link(secure("replay"));
+    let cfg = ServerConfig::builder()
+        .link(secure("replay"))
+        .build()
+        .unwrap();
     let (server, mut events) = Server::bind(lo(), cfg, Binary).await.unwrap();
     let (proxy, up, down) = recording_proxy(server.local_addr()).await;
 

@@ -16,16 +16,27 @@ use crate::common::{LIMIT, client_event, lo, server_event, wait_for, within};
 
 fn memory() -> (LinkConfig, SocketAddr) {
     let net = MemoryNetwork::new();
-    let link = LinkConfig::default().transport(Transport::memory(&net));
+    let link = LinkConfig::builder()
+        .transport(Transport::memory(&net))
+        .build()
+        .unwrap();
     (link, "10.0.0.1:7000".parse().unwrap())
 }
 
 async fn shutdown_delivers_in_flight_messages_before_closing(link: LinkConfig, at: SocketAddr) {
     const N: u32 = 2000;
-    let (server, mut events) = Server::bind(at, ServerConfig::default().link(link.clone()), Binary)
-        .await
+    let (server, mut events) = Server::bind(
+        at,
+        ServerConfig::builder().link(link.clone()).build().unwrap(),
+        Binary,
+    )
+    .await
+    .unwrap();
+    let cfg = ClientConfig::builder()
+        .link(link)
+        .reconnect(None)
+        .build()
         .unwrap();
-    let cfg = ClientConfig::default().link(link).reconnect(None);
     let (client, mut cev) = Client::connect(server.local_addr(), cfg, Binary)
         .await
         .unwrap();
@@ -105,9 +116,17 @@ async fn in_flight_messages_survive_shutdown_in_memory() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_ends_at_its_deadline_when_nobody_takes_events() {
     let (link, at) = memory();
-    let cfg = ServerConfig::default().link(link.clone()).event_capacity(4);
+    let cfg = ServerConfig::builder()
+        .link(link.clone())
+        .event_capacity(4)
+        .build()
+        .unwrap();
     let (server, events) = Server::bind(at, cfg, Binary).await.unwrap();
-    let ccfg = ClientConfig::default().link(link).reconnect(None);
+    let ccfg = ClientConfig::builder()
+        .link(link)
+        .reconnect(None)
+        .build()
+        .unwrap();
     let (client, _cev) = Client::connect(server.local_addr(), ccfg, Binary)
         .await
         .unwrap();

@@ -28,13 +28,20 @@ fn at(s: &str) -> SocketAddr {
 }
 
 fn mem(net: &MemoryNetwork) -> LinkConfig {
-    LinkConfig::default().transport(Transport::memory(net))
+    LinkConfig::builder()
+        .transport(Transport::memory(net))
+        .build()
+        .unwrap()
 }
 
 async fn server(net: &MemoryNetwork, addr: SocketAddr) -> (Server, ServerEvents<Bytes>) {
-    Server::bind(addr, ServerConfig::default().link(mem(net)), Binary)
-        .await
-        .unwrap()
+    Server::bind(
+        addr,
+        ServerConfig::builder().link(mem(net)).build().unwrap(),
+        Binary,
+    )
+    .await
+    .unwrap()
 }
 
 /// A peer that says hello, reads the welcome, then stays silent.
@@ -95,9 +102,11 @@ async fn a_client_finds_a_silent_server_dead_and_reconnects() {
         initial: Duration::from_millis(200),
         max: Duration::from_millis(200),
     };
-    let cfg = ClientConfig::default()
+    let cfg = ClientConfig::builder()
         .link(mem(&net))
-        .reconnect(Some(backoff));
+        .reconnect(Some(backoff))
+        .build()
+        .unwrap();
     let (client, mut cev) = Client::connect(addr, cfg, Binary).await.unwrap();
     let t = Instant::now();
     client_connected(&mut cev).await;
@@ -126,7 +135,7 @@ async fn an_idle_link_stays_up_on_heartbeats_alone() {
     let (server, mut events) = server(&net, at("10.0.0.1:7000")).await;
     let (client, mut cev) = Client::connect(
         server.local_addr(),
-        ClientConfig::default().link(mem(&net)),
+        ClientConfig::builder().link(mem(&net)).build().unwrap(),
         Binary,
     )
     .await
@@ -197,11 +206,19 @@ async fn the_handshake_deadline_holds_on_both_sides() {
 #[tokio::test(start_paused = true)]
 async fn repeated_authentication_failures_are_answered_ever_more_slowly() {
     let net = MemoryNetwork::new();
-    let right = mem(&net).psk([1; 32]);
-    let wrong = mem(&net).psk([2; 32]);
+    let right = LinkConfig::builder()
+        .transport(Transport::memory(&net))
+        .psk([1; 32])
+        .build()
+        .unwrap();
+    let wrong = LinkConfig::builder()
+        .transport(Transport::memory(&net))
+        .psk([2; 32])
+        .build()
+        .unwrap();
     let (server, _events) = Server::bind(
         at("10.0.0.1:7000"),
-        ServerConfig::default().link(right.clone()),
+        ServerConfig::builder().link(right.clone()).build().unwrap(),
         Binary,
     )
     .await

@@ -259,7 +259,10 @@ async fn over_tcp_a_client_that_never_reads_is_refused_with_bounded_memory() {
     )
     .await
     .expect("listens");
-    let config = ClientConfig::default().link(LinkConfig::default().incoming_capacity(8));
+    let config = ClientConfig::builder()
+        .link(LinkConfig::builder().incoming_capacity(8).build().unwrap())
+        .build()
+        .unwrap();
     let (client, _never_read) = Client::connect(server.local_addr(), config, hail_wire::Binary)
         .await
         .expect("connects");

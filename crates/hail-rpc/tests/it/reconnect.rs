@@ -88,15 +88,18 @@ async fn server_calls_a_client_by_id_while_it_calls_the_server() {
 
 #[tokio::test]
 async fn a_wrong_passphrase_fails_authentication() {
-    let server_link = LinkConfig::default().psk([1; 32]);
+    let server_link = LinkConfig::builder().psk([1; 32]).build().unwrap();
     let (server, _events) = RpcServer::listen(
         localhost(),
-        ServerConfig::default().link(server_link),
+        ServerConfig::builder().link(server_link).build().unwrap(),
         RpcConfig::default(),
     )
     .await
     .unwrap();
-    let wrong = ClientConfig::default().link(LinkConfig::default().psk([2; 32]));
+    let wrong = ClientConfig::builder()
+        .link(LinkConfig::builder().psk([2; 32]).build().unwrap())
+        .build()
+        .unwrap();
     let err = RpcClient::connect(server.local_addr(), wrong, RpcConfig::default())
         .await
         .unwrap_err();
@@ -106,7 +109,10 @@ async fn a_wrong_passphrase_fails_authentication() {
     server
         .bind("echo", |s: String| async move { Ok::<_, String>(s) })
         .unwrap();
-    let right = ClientConfig::default().link(LinkConfig::default().psk([1; 32]));
+    let right = ClientConfig::builder()
+        .link(LinkConfig::builder().psk([1; 32]).build().unwrap())
+        .build()
+        .unwrap();
     let client = RpcClient::connect(server.local_addr(), right, RpcConfig::default())
         .await
         .unwrap();
@@ -126,7 +132,7 @@ async fn graceful_shutdown_answers_running_calls_first() {
     let gate = Gate::bind(server.handlers(), "work");
     let client = RpcClient::connect(
         server.local_addr(),
-        ClientConfig::default().reconnect(None),
+        ClientConfig::builder().reconnect(None).build().unwrap(),
         RpcConfig::default(),
     )
     .await

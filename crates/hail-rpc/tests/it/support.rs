@@ -19,10 +19,13 @@ pub(crate) fn localhost() -> SocketAddr {
 
 /// A client config that reconnects quickly.
 pub(crate) fn fast_client() -> ClientConfig {
-    ClientConfig::default().reconnect(Some(Backoff {
-        initial: Duration::from_millis(10),
-        max: Duration::from_millis(50),
-    }))
+    ClientConfig::builder()
+        .reconnect(Some(Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+        }))
+        .build()
+        .unwrap()
 }
 
 /// Keeps a connection up; `kill` drops it as a dead server would.

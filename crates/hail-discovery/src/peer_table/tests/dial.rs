@@ -238,3 +238,56 @@ fn the_larger_id_dials_when_the_wait_is_over() {
     // The redial backoff (100 ms at most for a first failure), not another wait.
     assert_eq!(dials(&run_until(&mut b, t0 + ms(360))).len(), 1, "redialed");
 }
+
+/// A device on both default groups is heard from an IPv4 and an IPv6 source by turns:
+/// it is one peer, dialed once at both sources (IPv4 first, the link-local one with the
+/// scope it arrived on), and once joined its adverts on either group change nothing
+/// (no peer snapshot per advert, no second dial).
+#[test]
+fn a_peer_heard_on_both_groups_is_one_peer_dialed_once_at_both_sources() {
+    let t0 = Instant::now();
+    let mut t = started(1, "a", t0);
+    let v6src = SocketAddr::V6(SocketAddrV6::new(
+        Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2),
+        5670,
+        0,
+        3,
+    ));
+    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0);
+    t.handle_advert(Advert::Announce(announce(2, "b")), v6src, t0 + ms(1));
+    let want = [
+        listen(2),
+        SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2),
+            port(2),
+            0,
+            3,
+        )),
+    ];
+    assert_eq!(t.discovered().len(), 1, "one peer");
+    assert_eq!(t.discovered()[0].addresses, want);
+    let d = dials(&actions(&mut t));
+    assert_eq!(d.len(), 1, "one dial: {d:?}");
+    t.link_up(
+        LinkId(5),
+        LinkOrigin::Dialed(d[0].0),
+        listen(2),
+        id(2),
+        t0 + ms(2),
+    );
+    t.link_message(LinkId(5), hello(2, "b", 7), t0 + ms(3));
+    assert_eq!(joined(&events(&mut t)), [id(2)]);
+    actions(&mut t);
+    for k in 0..6u64 {
+        let from = if k % 2 == 0 { src(2) } else { v6src };
+        t.handle_advert(Advert::Announce(announce(2, "b")), from, t0 + ms(10 + k));
+    }
+    assert_eq!(
+        events(&mut t),
+        [],
+        "adverts by turns on each group change nothing"
+    );
+    assert!(dials(&actions(&mut t)).is_empty());
+    assert_eq!(t.peers().len(), 1);
+    assert_eq!(t.peers()[0].addresses, want);
+}

@@ -1,0 +1,111 @@
+//! The device's discovery channels ([`Groups`]): one multicast channel per group it
+//! discovers on. One group when set ([`DeviceBuilder::group`](super::DeviceBuilder::group));
+//! by default both [`DEFAULT_GROUP`](super::DEFAULT_GROUP) and
+//! [`DEFAULT_GROUP_V6`](super::DEFAULT_GROUP_V6) where the interfaces have both families,
+//! as mDNS joins `224.0.0.251` and `ff02::fb`.
+//!
+//! Each group keeps a channel of its own (a hail-multicast [`Channel`] is one group: its
+//! sockets, its interfaces, its replay windows and its counters are of one family), and
+//! the driver reads them all into its one peer table: a device heard on both groups is
+//! one peer (its id is its key), linked once. Every advert goes out on every group.
+//! Nothing is queued here: datagrams wait in each channel's socket buffer (or bus queue),
+//! and the driver takes at most its `DATAGRAM_BATCH` a turn from all groups together.
+
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+
+use hail_multicast::{Channel, Datagram, JoinedInterface, MulticastError, Sender, Stats};
+use tracing::debug;
+
+/// One group's channel, its sending half, and the counters of the channels it replaced.
+struct Group {
+    channel: Channel,
+    sender: Sender,
+    /// The counters of this group's channels replaced since start (the interfaces changed).
+    retired: Stats,
+}
+
+/// The device's discovery channels, in the order of [`Device::groups`](crate::Device::groups)
+/// (IPv4 first); empty without multicast.
+#[derive(Default)]
+pub(super) struct Groups {
+    groups: Vec<Group>,
+    /// The group read first at the next poll: each poll starts one further, so a busy
+    /// group cannot keep the other's datagrams waiting.
+    next: usize,
+}
+
+impl Groups {
+    pub(super) fn new(channels: Vec<Channel>) -> Self {
+        Self {
+            groups: channels
+                .into_iter()
+                .map(|channel| Group {
+                    sender: channel.sender(),
+                    channel,
+                    retired: Stats::default(),
+                })
+                .collect(),
+            next: 0,
+        }
+    }
+
+    /// The interfaces each group's channel joined, in group order.
+    pub(super) fn joined(&self) -> Vec<&[JoinedInterface]> {
+        self.groups.iter().map(|g| g.channel.interfaces()).collect()
+    }
+
+    /// Group `i` on a new channel (built on the interfaces as they are now); the old
+    /// one's counters are kept in the group's totals.
+    pub(super) fn replace(&mut self, i: usize, channel: Channel) {
+        let Some(g) = self.groups.get_mut(i) else {
+            return;
+        };
+        g.sender = channel.sender();
+        let old = std::mem::replace(&mut g.channel, channel);
+        g.retired += old.close();
+    }
+
+    /// Polls every group for a datagram, starting one further each time.
+    pub(super) fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Datagram, MulticastError>> {
+        let n = self.groups.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            if let Poll::Ready(r) = self.groups[i].channel.poll_recv(cx) {
+                self.next = (i + 1) % n;
+                return Poll::Ready(r);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// The next datagram on any group; never, without groups.
+    pub(super) async fn recv(&mut self) -> Result<Datagram, MulticastError> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Sends `bytes` on every group; a group that cannot send is logged (and counted in
+    /// its channel's statistics where one of its interfaces failed), the others go on.
+    pub(super) async fn send(&self, bytes: &[u8]) {
+        for g in &self.groups {
+            if let Err(e) = g.sender.send(bytes).await {
+                debug!(group = %g.channel.group(), error = %e, "advert not sent");
+            }
+        }
+    }
+
+    /// Each group's counters since start (its replaced channels' included), in group order.
+    pub(super) fn stats(&self) -> Vec<(SocketAddr, Stats)> {
+        self.groups
+            .iter()
+            .map(|g| {
+                let mut s = g.retired;
+                s += g.channel.stats();
+                (g.channel.group(), s)
+            })
+            .collect()
+    }
+}
