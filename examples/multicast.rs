@@ -134,6 +134,19 @@ async fn drain_from(
     Ok(got)
 }
 
+/// Sends the greenhouse sensor's readings 0, 1 and 2 as typed messages.
+async fn send_readings(chan: &Channel) -> anyhow::Result<()> {
+    for seq in 0..3 {
+        let reading = Reading {
+            sensor: "greenhouse".into(),
+            seq,
+            celsius: 21.5 + seq as f32,
+        };
+        chan.send_msg(&reading).await?;
+    }
+    Ok(())
+}
+
 fn us(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
 }
@@ -161,14 +174,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let t = Instant::now();
-    for seq in 0..3 {
-        let reading = Reading {
-            sensor: "greenhouse".into(),
-            seq,
-            celsius: 21.5 + seq as f32,
-        };
-        talker.send_msg(&reading).await?;
-    }
+    send_readings(&talker).await?;
     for reading in recv_msgs_from::<Reading>(&mut listener, talker_addr, 3).await? {
         println!("listener got {reading:?}");
     }
@@ -202,14 +208,7 @@ async fn main() -> anyhow::Result<()> {
     let sender_addr = source_addr(&sender)?;
 
     let t = Instant::now();
-    for seq in 0..3 {
-        let reading = Reading {
-            sensor: "greenhouse".into(),
-            seq,
-            celsius: 21.5 + seq as f32,
-        };
-        sender.send_msg(&reading).await?;
-    }
+    send_readings(&sender).await?;
     for reading in recv_msgs_from::<Reading>(&mut member, sender_addr, 3).await? {
         println!("member (same passphrase) got {reading:?}");
     }

@@ -515,43 +515,58 @@ impl std::fmt::Display for MessageLine {
     }
 }
 
-/// `hail send`.
-pub(crate) async fn send(common: &Common, args: SendArgs) -> anyhow::Result<()> {
-    let name = args.name.unwrap_or_else(|| default_name("send"));
+/// Starts a device for a one-shot command `cmd` (named `name`, else `hail-<cmd>-<pid>`),
+/// waits at most `wait` for the devices `targets`, runs `body` on it, then closes the
+/// device whatever `body` gave: shutdown lets queued messages go out before the links close.
+async fn with_targets<T>(
+    common: &Common,
+    cmd: &str,
+    name: Option<String>,
+    targets: &[String],
+    wait: Duration,
+    body: impl AsyncFnOnce(&Device) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let name = name.unwrap_or_else(|| default_name(cmd));
     let (device, mut events) = start(common, &name, 0).await?;
     let result = async {
-        wait_for(
-            &device,
-            &mut events,
-            std::slice::from_ref(&args.to),
-            args.wait,
-        )
-        .await?;
-        let msg = Bytes::from(args.message.into_bytes());
-        let len = msg.len();
-        for (to, r) in device.send(args.to.as_str(), msg).await {
-            r.with_context(|| format!("cannot send to {to}"))
-                .kind(Kind::Network)?;
-            if common.json {
-                json_line(&json!({ "event": "sent", "to": to, "bytes": len }));
-            } else {
-                say!("sent {len} bytes to {}", escape(&to));
-            }
-        }
-        Ok(())
+        wait_for(&device, &mut events, targets, wait).await?;
+        body(&device).await
     }
     .await;
-    // Shutdown lets queued messages go out before the links close.
     device.close().await;
     result
 }
 
+/// `hail send`.
+pub(crate) async fn send(common: &Common, args: SendArgs) -> anyhow::Result<()> {
+    let targets = std::slice::from_ref(&args.to);
+    with_targets(
+        common,
+        "send",
+        args.name,
+        targets,
+        args.wait,
+        async |device| {
+            let msg = Bytes::from(args.message.into_bytes());
+            let len = msg.len();
+            for (to, r) in device.send(args.to.as_str(), msg).await {
+                r.with_context(|| format!("cannot send to {to}"))
+                    .kind(Kind::Network)?;
+                if common.json {
+                    json_line(&json!({ "event": "sent", "to": to, "bytes": len }));
+                } else {
+                    say!("sent {len} bytes to {}", escape(&to));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await
+}
+
 /// `hail ask`.
 pub(crate) async fn ask(common: &Common, args: AskArgs) -> anyhow::Result<()> {
-    let name = args.name.unwrap_or_else(|| default_name("ask"));
-    let (device, mut events) = start(common, &name, 0).await?;
-    let result = async {
-        wait_for(&device, &mut events, &args.to, args.wait).await?;
+    with_targets(common, "ask", args.name, &args.to, args.wait, async |device| {
         let spinner = waiting("waiting for answers");
         let started = Instant::now();
         let answers = device
@@ -593,49 +608,44 @@ pub(crate) async fn ask(common: &Common, args: AskArgs) -> anyhow::Result<()> {
             ));
         }
         Ok(())
-    }
-    .await;
-    device.close().await;
-    result
+    })
+    .await
 }
 
 /// `hail call`.
 pub(crate) async fn call(common: &Common, args: CallArgs) -> anyhow::Result<()> {
-    let name = args.name.unwrap_or_else(|| default_name("call"));
-    let (device, mut events) = start(common, &name, 0).await?;
-    let result = async {
-        wait_for(
-            &device,
-            &mut events,
-            std::slice::from_ref(&args.device),
-            args.wait,
-        )
-        .await?;
-        let peer = device.peer(&args.device).kind(Kind::NotFound)?;
-        let arg = args.args_json.to_string();
-        let spinner = waiting(format!("calling {}", escape(&args.method)));
-        let reply = peer
-            .execute::<_, String>(args.method.clone(), arg, args.timeout)
-            .await;
-        drop(spinner);
-        let kind = match &reply {
-            Err(RpcError::Timeout) => Kind::Timeout,
-            _ => Kind::Remote,
-        };
-        let reply = reply
-            .with_context(|| format!("{}.{} failed", args.device, args.method))
-            .kind(kind)?;
-        let value: Value = serde_json::from_str(&reply).unwrap_or(Value::String(reply));
-        if common.json {
-            json_line(&json!({ "event": "result", "from": args.device, "result": value }));
-        } else {
-            say!("{}", escape(&value.to_string()));
-        }
-        Ok(())
-    }
-    .await;
-    device.close().await;
-    result
+    let targets = std::slice::from_ref(&args.device);
+    with_targets(
+        common,
+        "call",
+        args.name,
+        targets,
+        args.wait,
+        async |device| {
+            let peer = device.peer(&args.device).kind(Kind::NotFound)?;
+            let arg = args.args_json.to_string();
+            let spinner = waiting(format!("calling {}", escape(&args.method)));
+            let reply = peer
+                .execute::<_, String>(args.method.clone(), arg, args.timeout)
+                .await;
+            drop(spinner);
+            let kind = match &reply {
+                Err(RpcError::Timeout) => Kind::Timeout,
+                _ => Kind::Remote,
+            };
+            let reply = reply
+                .with_context(|| format!("{}.{} failed", args.device, args.method))
+                .kind(kind)?;
+            let value: Value = serde_json::from_str(&reply).unwrap_or(Value::String(reply));
+            if common.json {
+                json_line(&json!({ "event": "result", "from": args.device, "result": value }));
+            } else {
+                say!("{}", escape(&value.to_string()));
+            }
+            Ok(())
+        },
+    )
+    .await
 }
 
 /// `hail scout`.

@@ -157,54 +157,18 @@ fn parse_interface(s: &str) -> Result<Interface, String> {
 }
 
 impl Common {
-    /// Where links listen: on the one interface named, on its first address of the
-    /// family wanted (IPv6 when `v6` is `Some(true)`, for an IPv6 group; link-local
-    /// addresses skipped, a listener on them would need the scope; `None`: the family the
-    /// device's default group takes there, IPv4 if the interface has an IPv4 address, else
-    /// IPv6), or on every interface (`0.0.0.0` or `[::]`) when none or several are named,
-    /// or the interface has no such address.
+    /// Where links listen: [`hail::discovery::listen_ip`]'s address for the interfaces
+    /// named (the one interface's first address of the family `v6` names, or of the
+    /// device's default group there for `None`), else every interface: `[::]` when `v6` is
+    /// `Some(true)`, `0.0.0.0` otherwise.
     pub(crate) fn listen_ip(&self, v6: Option<bool>) -> anyhow::Result<IpAddr> {
-        let any = |v6: bool| {
-            if v6 {
+        Ok(
+            hail::discovery::listen_ip(&self.interface, v6)?.unwrap_or(if v6 == Some(true) {
                 IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
             } else {
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-            }
-        };
-        let [only] = self.interface.as_slice() else {
-            return Ok(any(v6 == Some(true)));
-        };
-        let usable = |a: &IpAddr, v6: bool| match a {
-            IpAddr::V4(_) => !v6,
-            IpAddr::V6(a6) => v6 && !a6.is_unicast_link_local(),
-        };
-        // The interface is listed once: to learn the family, and its addresses.
-        let mut listed = None;
-        let v6 = match v6 {
-            Some(v6) => v6,
-            None => {
-                let info = only.resolve()?;
-                let v6 = !info.addrs.iter().any(IpAddr::is_ipv4);
-                listed = Some(info);
-                v6
-            }
-        };
-        // An interface named by an address of that family listens on that address.
-        if let Interface::Addr(a) = only
-            && usable(a, v6)
-        {
-            return Ok(*a);
-        }
-        let info = match listed {
-            Some(info) => info,
-            None => only.resolve()?,
-        };
-        Ok(info
-            .addrs
-            .iter()
-            .copied()
-            .find(|a| usable(a, v6))
-            .unwrap_or(any(v6)))
+            }),
+        )
     }
 }
 

@@ -135,6 +135,7 @@ mod device;
 mod error;
 mod format;
 mod id;
+mod listen;
 mod peer_table;
 
 pub use advert::{
@@ -159,6 +160,7 @@ pub use format::{FormatError, MessageFormat};
 /// How [`DeviceBuilder::interface`] names an interface (from hail-multicast).
 pub use hail_multicast::Interface;
 pub use id::{DeviceId, DialId, LinkId};
+pub use listen::listen_ip;
 pub use peer_table::{
     Action, Event, LeaveReason, LinkCloseReason, LinkOrigin, PeerInfo, PeerTable, PeerTableStats,
     TableCloseReason,

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -95,11 +95,15 @@ pub(crate) fn builder(
     if let Some(g) = group {
         b = b.group(g);
     }
-    let v6 = group.is_some_and(|g| g.is_ipv6());
     match listen {
         Some(l) => b = b.listen(parse_addr("listen", l)?),
         None => {
-            if let Some(ip) = listen_ip(&interfaces, v6)? {
+            // With one interface, on its first address of the group's family, as the `hail`
+            // command does; else the device's default, every address.
+            let v6 = group.map(|g| g.is_ipv6());
+            let ip = hail_discovery::listen_ip(&interfaces, v6)
+                .map_err(|e| ConfigError::new_err(e.to_string()))?;
+            if let Some(ip) = ip {
                 b = b.listen(SocketAddr::new(ip, 0));
             }
         }
@@ -140,27 +144,6 @@ pub(crate) fn interfaces(interface: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<I
                 .map_err(|e| ConfigError::new_err(format!("interface {n:?}: {e}")))
         })
         .collect()
-}
-
-/// Where links listen without `listen`: with one interface, on its first address of the
-/// group's family (as the `hail` command does); else the device's default, every address.
-fn listen_ip(interfaces: &[Interface], v6: bool) -> PyResult<Option<IpAddr>> {
-    let [only] = interfaces else {
-        return Ok(None);
-    };
-    let usable = |a: &IpAddr| match a {
-        IpAddr::V4(_) => !v6,
-        IpAddr::V6(a6) => v6 && !a6.is_unicast_link_local(),
-    };
-    if let Interface::Addr(a) = only
-        && usable(a)
-    {
-        return Ok(Some(*a));
-    }
-    let info = only
-        .resolve()
-        .map_err(|e| ConfigError::new_err(format!("interface {only}: {e}")))?;
-    Ok(info.addrs.iter().copied().find(usable))
 }
 
 /// `"addr:port"` from Python, or `ConfigError` naming the setting `what`.

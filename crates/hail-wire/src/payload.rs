@@ -136,42 +136,33 @@ impl<T> Postcard<T> {
 }
 
 // Manual impls: deriving would require `T: Clone`/`T: Debug`/`T: Default` for no reason.
-impl<T> Default for Json<T> {
-    fn default() -> Self {
-        Self::new()
-    }
+// Each codec is a setting and a `PhantomData<fn() -> T>`: copied whatever `T` is, printed
+// with `T`'s name and its setting.
+macro_rules! codec_impls {
+    ($codec:ident, $setting:ident) => {
+        impl<T> Default for $codec<T> {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+        impl<T> Clone for $codec<T> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<T> Copy for $codec<T> {}
+        impl<T> fmt::Debug for $codec<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let name = format!("{}<{}>", stringify!($codec), std::any::type_name::<T>());
+                f.debug_struct(&name)
+                    .field(stringify!($setting), &self.$setting)
+                    .finish()
+            }
+        }
+    };
 }
-impl<T> Clone for Json<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for Json<T> {}
-impl<T> fmt::Debug for Json<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct(&format!("Json<{}>", std::any::type_name::<T>()))
-            .field("python_style", &self.python_style)
-            .finish()
-    }
-}
-impl<T> Default for Postcard<T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-impl<T> Clone for Postcard<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for Postcard<T> {}
-impl<T> fmt::Debug for Postcard<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct(&format!("Postcard<{}>", std::any::type_name::<T>()))
-            .field("max_depth", &self.max_depth)
-            .finish()
-    }
-}
+codec_impls!(Json, python_style);
+codec_impls!(Postcard, max_depth);
 
 impl<T: Serialize + DeserializeOwned> PayloadCodec for Json<T> {
     type Item = T;

@@ -102,6 +102,35 @@ impl<'a> Runner<'a> {
         Ok(cell)
     }
 
+    /// A cell of `runs` runs of a fault once a mesh of `n` devices has formed: headed
+    /// `<tag><what> <mode> N=<n> loss <loss>%, <how>`, the loss in place, a fresh `Sim` a run
+    /// (a mesh that does not form fails the run), `fault` doing and measuring the rest; its
+    /// line printed with `extra` naming the cell's extra figures.
+    fn after_mesh(
+        &mut self,
+        (what, how, extra): (&str, &str, &str),
+        (mode, n, loss, runs): (Mode, usize, u8, usize),
+        mut fault: impl FnMut(&mut Cell, usize, &mut Sim<'_>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Cell> {
+        let mut cell = Cell::new(format!(
+            "{}{what} {:<6} N={n} loss {loss}%, {how}",
+            self.tag,
+            mode.name()
+        ));
+        self.lan.impair(n, loss, self.dup)?;
+        for r in 0..runs {
+            let mut sim = self.sim(mode);
+            if let Err(why) = sim.start_mesh(n) {
+                cell.fail(r, format!("mesh: {why}"));
+                continue;
+            }
+            fault(&mut cell, r, &mut sim)?;
+        }
+        cell.runs = runs;
+        println!("{}", cell.line(extra));
+        Ok(cell)
+    }
+
     /// SIGKILL of the last device, as a process (`cut` false) or as a host (`cut`: its
     /// namespace cut off first, so no FIN or RST leaves it).
     pub(super) fn kill(
@@ -117,19 +146,8 @@ impl<'a> Runner<'a> {
         } else {
             "process SIGKILL"
         };
-        let mut cell = Cell::new(format!(
-            "{}gone {:<6} N={n} loss {loss}%, {what}",
-            self.tag,
-            mode.name()
-        ));
-        self.lan.impair(n, loss, self.dup)?;
-        for r in 0..runs {
-            let victim_host = n - 1;
-            let mut sim = self.sim(mode);
-            if let Err(why) = sim.start_mesh(n) {
-                cell.fail(r, format!("mesh: {why}"));
-                continue;
-            }
+        let victim_host = n - 1;
+        self.after_mesh(("gone", what, ""), (mode, n, loss, runs), |cell, r, sim| {
             let (v, name, id) = sim.on_host(victim_host);
             if cut {
                 sim.lan.isolate(victim_host)?;
@@ -150,10 +168,8 @@ impl<'a> Runner<'a> {
             for reason in sim.left_reasons(&name, &id) {
                 *cell.notes.entry(reason.to_owned()).or_default() += 1;
             }
-        }
-        cell.runs = runs;
-        println!("{}", cell.line(""));
-        Ok(cell)
+            Ok(())
+        })
     }
 
     pub(super) fn partition(
@@ -163,12 +179,6 @@ impl<'a> Runner<'a> {
         loss: u8,
         runs: usize,
     ) -> anyhow::Result<Cell> {
-        let mut cell = Cell::new(format!(
-            "{}heal {:<6} N={n} loss {loss}%, halves",
-            self.tag,
-            mode.name()
-        ));
-        self.lan.impair(n, loss, self.dup)?;
         let a: BTreeSet<usize> = (0..n / 2).collect();
         let b: BTreeSet<usize> = (n / 2..n).collect();
         let lan = &*self.lan;
@@ -176,12 +186,8 @@ impl<'a> Runner<'a> {
             set.iter().flat_map(|i| lan.addrs(*i)).collect()
         };
         let (ips_a, ips_b) = (ips(&a), ips(&b));
-        for r in 0..runs {
-            let mut sim = self.sim(mode);
-            if let Err(why) = sim.start_mesh(n) {
-                cell.fail(r, format!("mesh: {why}"));
-                continue;
-            }
+        let title = ("heal", "halves", "split noticed");
+        self.after_mesh(title, (mode, n, loss, runs), |cell, r, sim| {
             let t_cut = Instant::now();
             for h in 0..n {
                 let other = if a.contains(&h) { &ips_b } else { &ips_a };
@@ -200,7 +206,7 @@ impl<'a> Runner<'a> {
                         secs(Some(FAULT_LIMIT))
                     ),
                 );
-                continue;
+                return Ok(());
             };
             cell.extra.push(split.saturating_duration_since(t_cut));
             match sim.wait(t_heal + FAULT_LIMIT, Sim::all_see_all) {
@@ -214,10 +220,8 @@ impl<'a> Runner<'a> {
                     ),
                 ),
             }
-        }
-        cell.runs = runs;
-        println!("{}", cell.line("split noticed"));
-        Ok(cell)
+            Ok(())
+        })
     }
 
     pub(super) fn restart(
@@ -227,19 +231,9 @@ impl<'a> Runner<'a> {
         loss: u8,
         runs: usize,
     ) -> anyhow::Result<Cell> {
-        let mut cell = Cell::new(format!(
-            "{}restart {:<6} N={n} loss {loss}%, same name",
-            self.tag,
-            mode.name()
-        ));
-        self.lan.impair(n, loss, self.dup)?;
-        for r in 0..runs {
-            let victim_host = n - 1;
-            let mut sim = self.sim(mode);
-            if let Err(why) = sim.start_mesh(n) {
-                cell.fail(r, format!("mesh: {why}"));
-                continue;
-            }
+        let victim_host = n - 1;
+        let title = ("restart", "same name", "");
+        self.after_mesh(title, (mode, n, loss, runs), |cell, r, sim| {
             let (v, name, old) = sim.on_host(victim_host);
             let t0 = Instant::now();
             sim.kill(v);
@@ -254,22 +248,22 @@ impl<'a> Runner<'a> {
                         sim.missing()
                     ),
                 );
-                continue;
+                return Ok(());
             };
             cell.times.push(at.saturating_duration_since(t0));
             if sim.procs[fresh].id.as_deref() == Some(old.as_str()) {
                 cell.fail(r, "the restarted device kept its old id".into());
-                continue;
+                return Ok(());
             }
             for reason in sim.left_reasons(&name, &old) {
                 *cell.notes.entry(format!("old left: {reason}")).or_default() += 1;
             }
             // Let duplicate links close, then count the established TCP connections.
             let _ = sim.wait(Instant::now() + SETTLE, |_| false);
-            if let Err(first) = check_links(&sim, victim_host) {
+            if let Err(first) = check_links(sim, victim_host) {
                 // Slow to settle, or kept? Look again later.
                 let _ = sim.wait(Instant::now() + SETTLE_MORE, |_| false);
-                match check_links(&sim, victim_host) {
+                match check_links(sim, victim_host) {
                     Ok(()) => {
                         eprintln!("netsim: {}: run {r}: settled late: {first}", cell.label);
                         *cell.notes.entry("links settled late".into()).or_default() += 1;
@@ -280,10 +274,8 @@ impl<'a> Runner<'a> {
                     ),
                 }
             }
-        }
-        cell.runs = runs;
-        println!("{}", cell.line(""));
-        Ok(cell)
+            Ok(())
+        })
     }
 }
 

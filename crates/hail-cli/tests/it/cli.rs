@@ -168,23 +168,24 @@ fn mcast_send_counts_the_bytes_on_the_wire() {
 
 #[test]
 fn mcast_recv_hints_only_what_it_counted() {
-    // Nothing sent: nothing arrived, and no word of a wrong key.
-    let g = group();
-    let (status, _, err) = mcast_receiver(&g, "p1", "300ms").wait();
-    assert_eq!(status.code(), Some(1), "{err}");
-    assert!(err.contains("nothing arrived"), "{err}");
-    assert!(!err.contains("wrong key"), "{err}");
-
-    // Another passphrase (dropped for a wrong key) and a plaintext sender (not sealed, not
-    // a wrong key), each on a group of its own, received side by side: each receiver
-    // waits out its whole timeout, since what it is asked to count never arrives.
-    let g2 = group();
+    // Three receivers side by side, each on a group of its own: one hears nothing; the
+    // others hear another passphrase (dropped for a wrong key) and a plaintext sender (not
+    // sealed, not a wrong key). Each waits out its whole timeout, since what it is asked
+    // to count never arrives.
+    let (g, g2, quiet) = (group(), group(), group());
+    let nothing = mcast_receiver(&quiet, "p1", "300ms");
     let wrong_key = mcast_receiver(&g, "p1", "3s");
     let plain = mcast_receiver(&g2, "p1", "3s");
     let (status, _, err) = run_on(&g, &["--passphrase", "p2", "mcast", "send", "intruder"]);
     assert!(status.success(), "{err}");
     let (status, _, err) = run_on(&g2, &["mcast", "send", "plain"]);
     assert!(status.success(), "{err}");
+
+    // Nothing sent: nothing arrived, and no word of a wrong key.
+    let (status, _, err) = nothing.wait();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("nothing arrived"), "{err}");
+    assert!(!err.contains("wrong key"), "{err}");
 
     let (status, out, err) = wrong_key.wait();
     assert_eq!(status.code(), Some(1), "{err}");
