@@ -104,6 +104,11 @@ impl Printer {
     /// Queues `line`, of about `len` bytes when written, waiting while the lines already
     /// waiting take the room.
     pub(crate) async fn print_sized(&self, len: usize, line: Line) {
+        // Held from now, while it waits for room too: it left the device's stream (and
+        // its count there) just before, and the room it waits for may take a while (a
+        // line before it, on a slow stdout); uncounted meanwhile, links read into the
+        // budget it kept alive and the count then passed the total by a whole line.
+        let hold = self.hold(len);
         let Ok(permit) = Arc::clone(&self.room)
             .acquire_many_owned(Self::cost(len))
             .await
@@ -112,7 +117,7 @@ impl Printer {
         };
         let held = Held {
             _room: permit,
-            _budget: self.hold(len),
+            _budget: hold,
         };
         let _ = self.jobs.send(Job::Line(line, held));
     }
@@ -201,8 +206,8 @@ mod tests {
         assert!(!waiting.is_finished());
         assert_eq!(
             budget.in_use(),
-            ROOM - 10 + 10,
-            "queued lines held in the budget; skipped and waiting ones not"
+            ROOM - 10 + 10 + 1,
+            "queued and waiting lines held in the budget, skipped ones not"
         );
         let Some(Job::Line(first, held)) = rx.recv().await else {
             panic!("the first line")

@@ -36,6 +36,7 @@ pub(crate) fn channel<E>(capacity: usize) -> (Sender<E>, Receiver<E>) {
             rx,
             pending: VecDeque::new(),
             charge: None,
+            handed: Vec::new(),
             taken: 0,
             sem,
         },
@@ -132,8 +133,14 @@ pub(crate) struct Receiver<E> {
     rx: mpsc::UnboundedReceiver<Chunk<E>>,
     /// Events received in a batch and not yet handed out.
     pending: VecDeque<E>,
-    /// What `pending`'s batch holds of a budget: released when the last one is handed out.
+    /// What `pending`'s batch holds of a budget: moved to `handed` when the last one is
+    /// handed out.
     charge: Option<Charge>,
+    /// The charges of batches handed out whole: given back when the consumer next asks
+    /// for an event, so it can take the messages over into holds of its own first (the
+    /// device does); given back at once, the budget counted them nowhere for a moment
+    /// and other links read into that room.
+    handed: Vec<Charge>,
     /// Events handed out whose slots were not yet given back.
     taken: usize,
     sem: Arc<Semaphore>,
@@ -156,7 +163,7 @@ impl<E> Receiver<E> {
         if ev.is_some() {
             self.taken += 1;
             if self.pending.is_empty() {
-                self.charge = None;
+                self.handed.extend(self.charge.take());
             }
             if self.taken >= RELEASE_EVERY || self.pending.is_empty() {
                 self.release();
@@ -167,6 +174,7 @@ impl<E> Receiver<E> {
 
     /// The next event, or `None` once every sender is gone and everything was received.
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<E>> {
+        self.handed.clear();
         if self.pending.is_empty() {
             self.release();
             match self.rx.poll_recv(cx) {
@@ -183,6 +191,7 @@ impl<E> Receiver<E> {
 
     /// The next event if one is waiting, without waiting.
     pub(crate) fn try_recv(&mut self) -> Option<E> {
+        self.handed.clear();
         if self.pending.is_empty() {
             self.release();
             let (chunk, charge) = self.rx.try_recv().ok()?;
@@ -203,6 +212,7 @@ impl<E> Receiver<E> {
         if limit == 0 {
             return 0;
         }
+        self.handed.clear();
         let mut n = 0;
         if self.pending.is_empty() {
             self.release();
@@ -215,7 +225,7 @@ impl<E> Receiver<E> {
                 n = chunk.len();
                 self.taken += n;
                 *buf = chunk;
-                drop(charge);
+                self.handed.extend(charge);
             } else {
                 self.pending = chunk.into();
                 self.charge = charge;
@@ -227,7 +237,7 @@ impl<E> Receiver<E> {
             n += k;
             self.taken += k;
             if self.pending.is_empty() {
-                self.charge = None;
+                self.handed.extend(self.charge.take());
             }
             if n == limit {
                 break;
@@ -296,6 +306,38 @@ mod tests {
         drop(tx);
         assert_eq!(rx.try_recv(), None, "ended");
         assert_eq!(rx.recv().await, None);
+    }
+
+    /// Under misbehave's `frames`: a batch's charge was given back as its last event was
+    /// handed out, before the consumer (the device) took its own hold of the message, and
+    /// other links' readers read into the moment's room: the budget then counted one
+    /// 15 MiB message more than its total, and every link paused. The charge now lasts
+    /// until the consumer asks for more.
+    #[tokio::test]
+    async fn a_batch_stays_counted_until_the_consumer_asks_for_more() {
+        use crate::budget::{Account, Budget, Charge};
+        let budget = Budget::new(1 << 20);
+        let account = Account::new(budget.clone());
+        let (tx, mut rx) = channel::<u32>(8);
+        for many in [false, true] {
+            budget.take(100);
+            let mut charge = Some(Charge::moved(&account, 100));
+            assert_eq!(tx.send_all(&mut vec![1, 2], |x| x, &mut charge).await, 0);
+            if many {
+                let mut got = Vec::new();
+                assert_eq!(rx.recv_many(&mut got, 10).await, 2);
+            } else {
+                assert_eq!(rx.try_recv(), Some(1));
+                assert_eq!(rx.try_recv(), Some(2));
+            }
+            assert_eq!(
+                budget.in_use(),
+                100,
+                "counted while the consumer takes it over"
+            );
+            assert_eq!(rx.try_recv(), None);
+            assert_eq!(budget.in_use(), 0, "given back once it asks for more");
+        }
     }
 
     #[tokio::test]

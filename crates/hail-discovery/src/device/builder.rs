@@ -46,14 +46,8 @@ pub const DEFAULT_GROUP_V6: SocketAddr = SocketAddr::new(
 /// Default capacity of the event stream for events other than messages
 /// ([`DeviceBuilder::event_capacity`]): 1024 (peers joining and leaving, errors). Past
 /// it they are dropped and counted ([`Device::dropped_events`]); messages are bounded by
-/// the memory budget instead ([`MESSAGE_COST`]); see [`DeviceEvents`].
+/// the memory budget instead ([`MESSAGE_COST`](crate::MESSAGE_COST)); see [`DeviceEvents`].
 pub const EVENT_CAPACITY: usize = 1024;
-/// The least a message waiting in the event stream counts in the device's memory budget
-/// (and on its link's share): 256 bytes, or its payload's length if that is more. About
-/// what a queued message costs beside its payload (the event, the sender's name, the
-/// budget's hold), so a flood of tiny messages is bounded like one of large ones: one
-/// peer's quarter of the default 48 MiB budget is at most 49,152 messages waiting.
-pub const MESSAGE_COST: usize = 256;
 /// Default interval of [`DeviceBuilder::interface_check`]: 2 s. An address added to an
 /// interface is advertised, and the discovery channel follows an interface that came
 /// back or changed its IPv4 address, within this (plus a lost datagram's beacon).
@@ -412,7 +406,7 @@ impl DeviceBuilder {
 
     /// The device's one memory budget: its links' partial frames and send queues, what
     /// its RPC keeps for peers (queued requests, kept replies), and the messages waiting
-    /// in the [`DeviceEvents`] stream (each at least [`MESSAGE_COST`]) all draw on it, for
+    /// in the [`DeviceEvents`] stream (each at least [`MESSAGE_COST`](crate::MESSAGE_COST)) all draw on it, for
     /// accepted and dialed links alike. One peer may hold a quarter of it (or one frame
     /// of the largest size, 16 MiB, and a read, if that is more); past its share its link
     /// stops reading, and the peers holding the most are held back first when the budget

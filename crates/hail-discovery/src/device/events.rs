@@ -93,10 +93,17 @@ pub struct DeviceEvents {
     run_hold: Option<Hold>,
 }
 
+/// The least a message waiting in the event stream counts in the device's memory budget
+/// (and on its link's share): 256 bytes, or its payload's length if that is more. About
+/// what a queued message costs beside its payload (the event, the sender's name, the
+/// budget's hold), so a flood of tiny messages is bounded like one of large ones: one
+/// peer's quarter of the default 48 MiB budget is at most 49,152 messages waiting.
+pub const MESSAGE_COST: usize = 256;
+
 /// What a message of `len` payload bytes holds of the budget while it waits in the stream:
-/// its length, at least [`MESSAGE_COST`](crate::MESSAGE_COST).
+/// its length, at least [`MESSAGE_COST`].
 pub(super) fn message_cost(len: usize) -> usize {
-    len.max(super::builder::MESSAGE_COST)
+    len.max(MESSAGE_COST)
 }
 
 /// What the device's stream carries: one item per event other than a message, one per

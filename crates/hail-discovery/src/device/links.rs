@@ -129,7 +129,8 @@ impl Driver {
     }
 
     /// A [`Device::send`](crate::Device::send) message: delivered in the order of its
-    /// link's frames, from the link's peer, holding its cost ([`MESSAGE_COST`](super::builder::MESSAGE_COST) at least)
+    /// link's frames, from the link's peer, holding its cost
+    /// ([`MESSAGE_COST`](crate::MESSAGE_COST) at least)
     /// on its link's share of the budget until the application takes it: a peer whose
     /// messages wait for its share is held back by its own link, no one else. It joins the
     /// turn's run of its link's messages ([`Driver::flush_messages`]).

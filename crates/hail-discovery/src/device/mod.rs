@@ -39,11 +39,10 @@ mod watch;
 
 pub use builder::{
     DEFAULT_GROUP, DEFAULT_GROUP_V6, DeviceBuilder, EVENT_CAPACITY, FD_HEADROOM, INTERFACE_CHECK,
-    MESSAGE_COST,
 };
 pub use caller::{Caller, caller};
 pub use error::{AskError, DeviceError, RunError, SendError};
-pub use events::{DeviceCallbacks, DeviceEvent, DeviceEvents};
+pub use events::{DeviceCallbacks, DeviceEvent, DeviceEvents, MESSAGE_COST};
 pub use handle::{Device, DeviceStats};
 pub use messages::Targets;
 pub use sender::PeerSender;
