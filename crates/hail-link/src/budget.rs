@@ -76,7 +76,8 @@ pub const SMALL_HOLDER: usize = 64 << 10;
 /// layer above makes as it takes messages (at a cost of its own per message, as
 /// hail-discovery's device does) stop the decoding within a batch (256 messages) and the
 /// receiver's backlog. A batch being taken over into such holds is counted twice for that
-/// moment (its `Charge` is released when its last message was taken). A send queue is
+/// moment (its charge is given back when the application next asks for an event, so the
+/// bytes are never counted nowhere while they change hands). A send queue is
 /// counted in steps of 4 KiB (so it counts up to 4 KiB more than it holds). A delivered
 /// batch of at most 2 KiB is not counted while it waits for the application (the event
 /// stream's capacity in events bounds those: at most 2 MiB per stream of 1024 events).

@@ -27,6 +27,11 @@ use crate::id::{ClientId, ConnId};
 /// by flow control). Events are handed over in batches, so a burst costs one wake-up of
 /// the receiver rather than one per event.
 ///
+/// A connection's messages count in its memory budget ([`Budget`](crate::Budget)) until
+/// they are taken, and the last batch taken until the next `recv`/`try_recv`: a consumer
+/// that keeps what it takes (in holds of its own, as hail-discovery's device does) takes
+/// it over before the bytes are given back, so the budget never counts them nowhere.
+///
 /// It ends (`None`) once every sender is gone and every event was taken.
 pub struct Events<T> {
     rx: chan::Receiver<T>,
