@@ -326,7 +326,11 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
             _ => 256,
         };
         if let Some(line) = event_line(event, json) {
-            printer.print_sized(len, line).await;
+            // A long line may wait for more room than `ready` saw: Ctrl-C still stops.
+            tokio::select! {
+                () = printer.print_sized(len, line) => {}
+                () = &mut stop => break,
+            }
         }
     }
     device.close().await;

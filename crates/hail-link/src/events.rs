@@ -31,6 +31,10 @@ use crate::id::{ClientId, ConnId};
 /// they are taken, and the last batch taken until the next `recv`/`try_recv`: a consumer
 /// that keeps what it takes (in holds of its own, as hail-discovery's device does) takes
 /// it over before the bytes are given back, so the budget never counts them nowhere.
+/// So ask again promptly: a consumer that, between two `recv`s, waits for something only
+/// another link of the same budget can bring keeps its last batch counted meanwhile, and
+/// if that batch keeps the budget spent the other link does not read (handle such an event
+/// on a task of its own).
 ///
 /// It ends (`None`) once every sender is gone and every event was taken.
 pub struct Events<T> {

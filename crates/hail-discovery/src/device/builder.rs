@@ -745,8 +745,10 @@ impl DeviceBuilder {
 
 /// The planned discovery channels (groups and their interfaces) opened in order with
 /// `builder`, each with the builder that opens it again on its actual port. A channel
-/// that fails beside one that opened is left out (debug log: the device discovers on the
-/// groups it could join); when none opens, the first one's error.
+/// whose interfaces turn out to have no address of its family, beside one that opened,
+/// is left out (debug log: the device discovers on the groups it can); any other failure
+/// (a join refused, a port taken) fails the start, as does none opening (the first
+/// error).
 fn open_channels(
     planned: &[(SocketAddr, Vec<Interface>)],
     builder: impl Fn(SocketAddr, &[Interface]) -> ChannelBuilder,
@@ -758,10 +760,13 @@ fn open_channels(
                 again.push(builder(c.group(), on));
                 open.push(c);
             }
-            Err(e) => {
+            Err(
+                e @ (MulticastError::NoInterface | MulticastError::InterfaceLacksFamily { .. }),
+            ) => {
                 tracing::debug!(%group, error = %e, "discovery group not joined");
                 first_error.get_or_insert(e);
             }
+            Err(e) => return Err(e),
         }
     }
     match first_error {
@@ -772,8 +777,40 @@ fn open_channels(
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use hail_multicast::{Channel, Interface, MulticastError};
+
+    use super::open_channels;
     use crate::error::ConfigError;
     use crate::{Device, DeviceError, NameError};
+
+    /// Found in review: a second default group failing for any reason was left out with a
+    /// debug line, so a device could run on one family only without a word. Only a group
+    /// its interfaces have no address for is left out (the namespace tests `netns_dual`
+    /// cover that); any other failure fails the start.
+    #[tokio::test]
+    async fn only_a_group_without_addresses_of_its_family_is_left_out() {
+        let lo = || vec![Interface::from(Ipv4Addr::LOCALHOST)];
+        let builder = |group: SocketAddr, on: &[Interface]| {
+            let mut b = Channel::builder(group).ttl(0);
+            for i in on {
+                b = b.interface(i.clone());
+            }
+            b
+        };
+        let good: SocketAddr = "239.255.77.9:0".parse().unwrap();
+        // Not a multicast address: a failure that is not about the interfaces' family.
+        let bad: SocketAddr = "10.1.2.3:5676".parse().unwrap();
+        let refused = open_channels(&[(good, lo()), (bad, lo())], builder);
+        assert!(
+            matches!(refused, Err(MulticastError::NotMulticast(_))),
+            "{:?}",
+            refused.err()
+        );
+        let (open, again) = open_channels(&[(good, lo())], builder).unwrap();
+        assert_eq!((open.len(), again.len()), (1, 1));
+    }
 
     #[tokio::test]
     async fn an_invalid_name_fails_start_before_anything_is_opened() {
