@@ -76,7 +76,7 @@ impl Rx {
     /// `MIN_READ` (4 KiB) while the budget is spent down to its reserve (`tight`): a
     /// connection that has not announced a large frame yet reads into the reserve, and
     /// each of many peers starting large frames then takes at most that of it before its
-    /// header says it is large.
+    /// header says it is large (on a secured link, at most its first record).
     pub(crate) fn read_limit(&self, tight: bool) -> usize {
         if tight { MIN_READ } else { self.read_size }
     }
