@@ -71,9 +71,8 @@ pub const SMALL_HOLDER: usize = 64 << 10;
 /// The check comes before a read and the read is counted right after it, so the budget
 /// can be passed by at most one read (64 KiB; 4 KiB once it is spent down to its reserve)
 /// per runtime worker thread, and each connection starting a large frame takes at most
-/// one 4 KiB read of the reserve before its header marks it as large (on a secured link,
-/// at most its first sealed record, 64 KiB: the header is read once the record opens);
-/// the check comes
+/// one 4 KiB read of the reserve before its header (on a secured link, its first
+/// record's) marks it as large; the check comes
 /// again before each further batch of messages is decoded from what was read, so holds a
 /// layer above makes as it takes messages (at a cost of its own per message, as
 /// hail-discovery's device does) stop the decoding within a batch (256 messages) and the

@@ -76,7 +76,7 @@ impl Rx {
     /// `MIN_READ` (4 KiB) while the budget is spent down to its reserve (`tight`): a
     /// connection that has not announced a large frame yet reads into the reserve, and
     /// each of many peers starting large frames then takes at most that of it before its
-    /// header says it is large (on a secured link, at most its first record).
+    /// header (or on a secured link its first record's) says it is large.
     pub(crate) fn read_limit(&self, tight: bool) -> usize {
         if tight { MIN_READ } else { self.read_size }
     }
@@ -101,13 +101,26 @@ impl Rx {
         self.raw.len() + self.plain.len()
     }
 
-    /// The length of the partial frame whose header has come (header included), else 0:
-    /// what the frame will hold once whole (the budget's reserve rule judges by it). On a
-    /// secured link only an opened header counts: a partial record is not judged by its
-    /// length, since the writer packs bursts of small frames into full records as well as
-    /// large frames (judged by it, a burst of small messages counted as a large holder
-    /// and was paused, then closed as stalled, while flooders held the budget).
+    /// What this receiver's headers say it will hold (header included), else 0: the
+    /// length of the partial frame whose header has come, and on a secured link at least
+    /// the opened bytes plus the partial record whose length has come (a peer whose
+    /// frame's header is still sealed in its first record is judged by that record, up to
+    /// 64 KiB). The budget's reserve rule judges by it. A burst of small frames also comes
+    /// in full records, so a link judged large by its record alone is paused past the
+    /// reserve line but never closed as stalled ([`Rx::header_announced`] decides that).
     pub(crate) fn announced(&self) -> usize {
+        let record = match self.opener {
+            Some(_) => self.raw.first_chunk::<2>().map_or(0, |&h| {
+                self.plain.len() + 2 + usize::from(u16::from_be_bytes(h))
+            }),
+            None => 0,
+        };
+        self.header_announced().max(record)
+    }
+
+    /// The length of the partial frame whose header has come (header included; on a
+    /// secured link, opened), else 0.
+    pub(crate) fn header_announced(&self) -> usize {
         let src = if self.opener.is_some() {
             &self.plain
         } else {
@@ -511,19 +524,28 @@ mod tests {
         assert!(frame.iter().all(|&b| b == 0x5a));
     }
 
-    /// Found in review: judged by a partial record's length, a burst of small messages
-    /// (packed into full 64 KiB records by the writer) counted as a large holder past the
-    /// reserve line. Only an opened frame header counts.
+    /// Under misbehave's `frames` (secured links), a flooder's next frame had its header
+    /// sealed in a record of 64 KiB: until that record was whole, nothing said the frame
+    /// was large, and 64 flooders read 4 MiB of the reserve kept for small frames; under
+    /// `answer`, 20 peers' bursts of small questions did the same and the legitimate
+    /// device's call timed out. Judged by the record, but only an opened header counts
+    /// for the stall rule (a burst of small messages comes in full records too).
     #[test]
-    fn only_an_opened_header_announces_a_frame() {
+    fn a_partial_record_announces_what_it_will_hold() {
         let ((mut sealer, _), (_, opener)) = crate::seal::test_ends();
         let mut wire = BytesMut::new();
         sealer.seal(&framed(seal::MAX_PLAIN)[..seal::MAX_PLAIN], &mut wire);
         let mut rx = Rx::new(ByteOrder::BigEndian, 1 << 20);
         rx.set_opener(opener);
+        assert_eq!(rx.announced(), 0);
         rx.raw.extend_from_slice(&wire[..100]);
         assert!(rx.next(None).unwrap().is_none());
-        assert_eq!(rx.announced(), 0, "a partial record announces nothing");
+        assert_eq!(rx.announced(), 2 + seal::MAX_RECORD);
+        assert!(
+            rx.announced() >= crate::budget::SMALL_HOLDER,
+            "a full record is large"
+        );
+        assert_eq!(rx.header_announced(), 0, "but no header is open");
         rx.raw.extend_from_slice(&wire[100..]);
         assert!(
             rx.next(None).unwrap().is_none(),
@@ -534,6 +556,7 @@ mod tests {
             HEADER_LEN + seal::MAX_PLAIN,
             "its header opened"
         );
+        assert_eq!(rx.header_announced(), HEADER_LEN + seal::MAX_PLAIN);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::{Phase, Shared, min_deadline, sleep_until_opt, wait_kill};
-use crate::budget::{Budget, Charge};
+use crate::budget::{Budget, Charge, SMALL_HOLDER};
 use crate::config::Heartbeat;
 use crate::error::{CloseReason, ProtocolError};
 use crate::events::Sink;
@@ -102,7 +102,7 @@ enum Paused {
 /// spent (progress: a written batch).
 async fn pause(
     shared: &Shared,
-    (rx_held, frame): (usize, usize),
+    (rx_held, frame, header): (usize, usize, usize),
     phase: &mut watch::Receiver<Phase>,
     linger_at: Option<Instant>,
     stalls: &mut Stalls,
@@ -116,7 +116,11 @@ async fn pause(
         if !shared.over_budget(rx_held, frame) {
             return Paused::Recheck;
         }
-        let partial = rx_held > 0 && shared.account.waiting_here() == 0;
+        // Only a partial frame known to be large (by its bytes or its opened header) can
+        // stall: a link judged large by a sealed record alone may be a burst of small
+        // messages, paused past the reserve line but never closed for it.
+        let large = rx_held >= SMALL_HOLDER || header >= SMALL_HOLDER;
+        let partial = rx_held > 0 && (large || header > 0) && shared.account.waiting_here() == 0;
         let partial_at = if partial {
             Some(*stalls.partial.get_or_insert_with(Instant::now) + shared.stall)
         } else {
@@ -267,7 +271,7 @@ pub(super) async fn run<P: PayloadCodec>(
                 // messages as it takes them, `Connection::hold`): decode no more of what
                 // was read until there is room, as before a read. Its frames are whole,
                 // so this wait never closes the connection as stalled.
-                let load = (held.bytes, rx.announced());
+                let load = (held.bytes, rx.announced(), rx.header_announced());
                 if shared.over_budget(load.0, load.1) {
                     let mut fresh = Stalls::default();
                     if let Paused::Killed =
@@ -309,7 +313,7 @@ pub(super) async fn run<P: PayloadCodec>(
         if linger_at.is_some_and(|at| Instant::now() >= at) {
             break CloseReason::Closed;
         }
-        let load = (held.bytes, rx.announced());
+        let load = (held.bytes, rx.announced(), rx.header_announced());
         if shared.over_budget(load.0, load.1) {
             rx.shrink_if_idle();
             stats.rx_buffered.store(rx.buffered(), Ordering::Relaxed);

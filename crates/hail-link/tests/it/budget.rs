@@ -576,3 +576,79 @@ async fn reads_of_peers_sending_large_frames_pass_the_budget_by_one_read_at_most
         f.abort();
     }
 }
+
+/// Found in review: on a secured link a burst of small messages comes in full 64 KiB
+/// records, so past the reserve line it is judged by its partial record as a large holder
+/// and paused (as a flooder starting a large frame must be). It must not be closed as
+/// stalled for that: it waits, and once the budget has room every message arrives.
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_small_messages_on_a_secured_link_waits_but_is_not_closed() {
+    use hail_crypto::{GroupKey, KdfParams};
+    const BUDGET: usize = 1 << 20;
+    const COUNT: u32 = 100;
+    let params = KdfParams::default().iterations(KdfParams::MIN_ITERATIONS);
+    let key = GroupKey::derive_with("burst", "greenhouse", params).unwrap();
+    let net = MemoryNetwork::new();
+    let budget = Budget::new(BUDGET);
+    let link = LinkConfig::builder()
+        .transport(Transport::memory(&net))
+        .group_key(&key)
+        .max_frame_len(256 * 1024)
+        .budget(budget.clone())
+        .build()
+        .unwrap();
+    let (server, mut events) = Server::bind(
+        "10.0.0.1:7000".parse().unwrap(),
+        ServerConfig::builder().link(link).build().unwrap(),
+        Binary,
+    )
+    .await
+    .unwrap();
+    let cfg = ClientConfig::builder()
+        .link(
+            LinkConfig::builder()
+                .transport(Transport::memory(&net))
+                .group_key(&key)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let (client, _c) = Client::connect(server.local_addr(), cfg, Binary)
+        .await
+        .unwrap();
+    wait_for("connected", || server.stats().clients == 1).await;
+    // Others hold the budget down to its reserve (as flooders would).
+    let mut others = budget.hold();
+    others.set(BUDGET - BUDGET / RESERVE_DIVISOR);
+    for i in 0..COUNT {
+        let mut msg = vec![0u8; 1024];
+        msg[..4].copy_from_slice(&i.to_be_bytes());
+        client.send(Bytes::from(msg)).await.unwrap();
+    }
+    // Twice the stall time: held back (its records are full), never closed for it.
+    let quiet = tokio::time::timeout(DEFAULT_BUDGET_STALL * 2, async {
+        loop {
+            match events.recv().await {
+                Some(ServerEvent::Closed { reason, .. }) => return Some(reason),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "closed: {:?}", quiet.ok());
+    assert_eq!(server.stats().budget_closes, 0);
+    drop(others);
+    let mut next = 0;
+    while next < COUNT {
+        if let ServerEvent::Message { msg, .. } = server_event(&mut events).await {
+            assert_eq!(
+                u32::from_be_bytes(msg[..4].try_into().unwrap()),
+                next,
+                "in order"
+            );
+            next += 1;
+        }
+    }
+}
