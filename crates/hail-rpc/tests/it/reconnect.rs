@@ -157,11 +157,19 @@ async fn graceful_shutdown_answers_running_calls_first() {
         .await
         .expect("the client sees the shutdown");
     assert!(!client.link().is_connected());
-    // Without reconnection nothing will bring the link back: the handle says it is stale.
-    assert_eq!(
-        client.execute::<_, u32>("work", 1u32, T).await,
-        Err(RpcError::Stale)
-    );
+    // Without reconnection nothing will bring the link back: the handle says it is stale
+    // once the client's link task has seen the close and ended (until then a call finds
+    // the link down: `NotConnected`; the connection's `closed()` can come first).
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        match client.execute::<_, u32>("work", 1u32, T).await {
+            Err(RpcError::Stale) => break,
+            Err(RpcError::NotConnected) if tokio::time::Instant::now() < deadline => {
+                tokio::task::yield_now().await;
+            }
+            other => panic!("expected Stale, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
