@@ -101,33 +101,24 @@ impl Rx {
         self.raw.len() + self.plain.len()
     }
 
-    /// What this receiver's headers say it will hold (header included), else 0: the
-    /// length of the partial frame whose header has come, and on a secured link at least
-    /// the opened bytes plus the partial record whose length has come (a peer whose
-    /// frame's header is still sealed in its first record is judged by that record, up to
-    /// 64 KiB). The budget's reserve rule judges by it. A burst of small frames also comes
-    /// in full records, so a link judged large by its record alone is paused past the
-    /// reserve line but never closed as stalled ([`Rx::header_announced`] decides that).
-    pub(crate) fn announced(&self) -> usize {
-        let record = match self.opener {
-            Some(_) => self.raw.first_chunk::<2>().map_or(0, |&h| {
-                self.plain.len() + 2 + usize::from(u16::from_be_bytes(h))
-            }),
-            None => 0,
+    /// What this receiver's headers say it will hold (see [`Announced`]).
+    pub(crate) fn announced(&self) -> Announced {
+        let (src, record) = match self.opener {
+            Some(_) => (
+                &self.plain,
+                self.raw.first_chunk::<2>().map_or(0, |&h| {
+                    self.plain.len() + 2 + usize::from(u16::from_be_bytes(h))
+                }),
+            ),
+            None => (&self.raw, 0),
         };
-        self.header_announced().max(record)
-    }
-
-    /// The length of the partial frame whose header has come (header included; on a
-    /// secured link, opened), else 0.
-    pub(crate) fn header_announced(&self) -> usize {
-        let src = if self.opener.is_some() {
-            &self.plain
-        } else {
-            &self.raw
-        };
-        src.first_chunk::<HEADER_LEN>()
-            .map_or(0, |&h| HEADER_LEN + frame_len(self.order, h))
+        let header = src
+            .first_chunk::<HEADER_LEN>()
+            .map_or(0, |&h| HEADER_LEN + frame_len(self.order, h));
+        Announced {
+            header,
+            claimed: header.max(record),
+        }
     }
 
     /// Drops the buffers that hold nothing, so an idle link holds no receive memory.
@@ -214,6 +205,20 @@ fn frame_len(order: ByteOrder, header: [u8; HEADER_LEN]) -> usize {
         _ => u32::from_be_bytes(header),
     };
     len as usize
+}
+
+/// What a receiver's headers say it will hold, header included (0: nothing said yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Announced {
+    /// The length of the partial frame whose header has come (on a secured link, opened).
+    pub(crate) header: usize,
+    /// At least `header`; on a secured link also the opened bytes plus the partial record
+    /// whose length has come (a peer whose frame's header is still sealed in its first
+    /// record is judged by that record, up to 64 KiB). The budget's reserve rule judges by
+    /// it. A burst of small frames also comes in full records, so a link judged large by
+    /// its record alone is paused past the reserve line but never closed as stalled
+    /// (`header` decides that).
+    pub(crate) claimed: usize,
 }
 
 /// Where [`Rx::next`] copies small messages.
@@ -537,26 +542,26 @@ mod tests {
         sealer.seal(&framed(seal::MAX_PLAIN)[..seal::MAX_PLAIN], &mut wire);
         let mut rx = Rx::new(ByteOrder::BigEndian, 1 << 20);
         rx.set_opener(opener);
-        assert_eq!(rx.announced(), 0);
+        assert_eq!(rx.announced().claimed, 0);
         rx.raw.extend_from_slice(&wire[..100]);
         assert!(rx.next(None).unwrap().is_none());
-        assert_eq!(rx.announced(), 2 + seal::MAX_RECORD);
+        assert_eq!(rx.announced().claimed, 2 + seal::MAX_RECORD);
         assert!(
-            rx.announced() >= crate::budget::SMALL_HOLDER,
+            rx.announced().claimed >= crate::budget::SMALL_HOLDER,
             "a full record is large"
         );
-        assert_eq!(rx.header_announced(), 0, "but no header is open");
+        assert_eq!(rx.announced().header, 0, "but no header is open");
         rx.raw.extend_from_slice(&wire[100..]);
         assert!(
             rx.next(None).unwrap().is_none(),
             "the frame is not whole yet"
         );
         assert_eq!(
-            rx.announced(),
+            rx.announced().claimed,
             HEADER_LEN + seal::MAX_PLAIN,
             "its header opened"
         );
-        assert_eq!(rx.header_announced(), HEADER_LEN + seal::MAX_PLAIN);
+        assert_eq!(rx.announced().header, HEADER_LEN + seal::MAX_PLAIN);
     }
 
     #[test]

@@ -250,12 +250,14 @@ impl Shared {
     /// True when the reader must not read now ([`Budget::holds_back`]): what it holds
     /// (its partial frame, `rx_held` bytes, its messages not yet taken and the holds made
     /// on it) is its share, or the budget is spent (to its reserve, for larger holders:
-    /// a partial frame counts there as the `frame` bytes its header announced).
-    fn over_budget(&self, rx_held: usize, frame: usize) -> bool {
+    /// a partial frame counts there as the `claimed` bytes its headers announced).
+    fn over_budget(&self, rx_held: usize, claimed: usize) -> bool {
         let waiting = self.account.waiting_here();
-        self.account
-            .budget
-            .holds_back(rx_held + waiting, rx_held.max(frame) + waiting, self.share)
+        self.account.budget.holds_back(
+            rx_held + waiting,
+            rx_held.max(claimed) + waiting,
+            self.share,
+        )
     }
 }
 

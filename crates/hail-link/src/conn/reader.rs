@@ -15,7 +15,7 @@ use crate::config::Heartbeat;
 use crate::error::{CloseReason, ProtocolError};
 use crate::events::Sink;
 use crate::proto::{self, Control};
-use crate::rx::{Next, Rx, Small};
+use crate::rx::{Announced, Next, Rx, Small};
 use crate::stream::ReadHalf;
 use crate::timing::Liveness;
 
@@ -102,7 +102,8 @@ enum Paused {
 /// spent (progress: a written batch).
 async fn pause(
     shared: &Shared,
-    (rx_held, frame, header): (usize, usize, usize),
+    rx_held: usize,
+    Announced { header, claimed }: Announced,
     phase: &mut watch::Receiver<Phase>,
     linger_at: Option<Instant>,
     stalls: &mut Stalls,
@@ -113,14 +114,14 @@ async fn pause(
         let freed = waiter.freed();
         tokio::pin!(freed);
         freed.as_mut().enable();
-        if !shared.over_budget(rx_held, frame) {
+        if !shared.over_budget(rx_held, claimed) {
             return Paused::Recheck;
         }
-        // Only a partial frame known to be large (by its bytes or its opened header) can
+        // Only a partial frame whose header is known (or that holds a reserve's worth) can
         // stall: a link judged large by a sealed record alone may be a burst of small
         // messages, paused past the reserve line but never closed for it.
-        let large = rx_held >= SMALL_HOLDER || header >= SMALL_HOLDER;
-        let partial = rx_held > 0 && (large || header > 0) && shared.account.waiting_here() == 0;
+        let known = header > 0 || rx_held >= SMALL_HOLDER;
+        let partial = rx_held > 0 && known && shared.account.waiting_here() == 0;
         let partial_at = if partial {
             Some(*stalls.partial.get_or_insert_with(Instant::now) + shared.stall)
         } else {
@@ -271,11 +272,13 @@ pub(super) async fn run<P: PayloadCodec>(
                 // messages as it takes them, `Connection::hold`): decode no more of what
                 // was read until there is room, as before a read. Its frames are whole,
                 // so this wait never closes the connection as stalled.
-                let load = (held.bytes, rx.announced(), rx.header_announced());
-                if shared.over_budget(load.0, load.1) {
+                let announced = rx.announced();
+                if shared.over_budget(held.bytes, announced.claimed) {
                     let mut fresh = Stalls::default();
-                    if let Paused::Killed =
-                        pause(&shared, load, &mut phase, linger_at, &mut fresh).await
+                    if let Paused::Killed = pause(
+                        &shared, held.bytes, announced, &mut phase, linger_at, &mut fresh,
+                    )
+                    .await
                     {
                         break 'run CloseReason::Closed;
                     }
@@ -313,11 +316,19 @@ pub(super) async fn run<P: PayloadCodec>(
         if linger_at.is_some_and(|at| Instant::now() >= at) {
             break CloseReason::Closed;
         }
-        let load = (held.bytes, rx.announced(), rx.header_announced());
-        if shared.over_budget(load.0, load.1) {
+        let announced = rx.announced();
+        if shared.over_budget(held.bytes, announced.claimed) {
             rx.shrink_if_idle();
             stats.rx_buffered.store(rx.buffered(), Ordering::Relaxed);
-            let paused = pause(&shared, load, &mut phase, linger_at, &mut stalls).await;
+            let paused = pause(
+                &shared,
+                held.bytes,
+                announced,
+                &mut phase,
+                linger_at,
+                &mut stalls,
+            )
+            .await;
             if let Some(l) = &mut live {
                 // Time spent paused by the budget is not the peer's silence.
                 l.on_receive(Instant::now().into_std());

@@ -17,7 +17,7 @@ use hail_wire::Binary;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::common::{HELLO, LIMIT, WELCOME, lo, server_event, wait_for};
+use crate::common::{HELLO, LIMIT, WELCOME, key, lo, server_event, wait_for};
 
 /// What one read may pass the budget by, per worker thread: 64 KiB (hail-link's largest
 /// read), twice for slack.
@@ -583,11 +583,9 @@ async fn reads_of_peers_sending_large_frames_pass_the_budget_by_one_read_at_most
 /// stalled for that: it waits, and once the budget has room every message arrives.
 #[tokio::test(start_paused = true)]
 async fn a_burst_of_small_messages_on_a_secured_link_waits_but_is_not_closed() {
-    use hail_crypto::{GroupKey, KdfParams};
     const BUDGET: usize = 1 << 20;
     const COUNT: u32 = 100;
-    let params = KdfParams::default().iterations(KdfParams::MIN_ITERATIONS);
-    let key = GroupKey::derive_with("burst", "greenhouse", params).unwrap();
+    let key = key("burst");
     let net = MemoryNetwork::new();
     let budget = Budget::new(BUDGET);
     let link = LinkConfig::builder()

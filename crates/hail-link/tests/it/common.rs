@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use hail_crypto::{GroupKey, KdfParams};
 use hail_link::{ClientEvent, ClientEvents, ServerEvent, ServerEvents};
 
 /// Upper bound for anything a test waits on (prevents hangs; not a performance check).
@@ -18,6 +19,12 @@ pub(crate) const WELCOME: &[u8] = b"\x00\x00\x00\x02\x04\x01";
 /// paused-time tests only: nothing real is measured).
 pub(crate) fn within(elapsed: Duration, want: Duration) -> bool {
     elapsed >= want && elapsed <= want + Duration::from_millis(2)
+}
+
+/// A group key for `passphrase`, derived with the fewest KDF iterations (tests only).
+pub(crate) fn key(passphrase: &str) -> GroupKey {
+    let params = KdfParams::default().iterations(KdfParams::MIN_ITERATIONS);
+    GroupKey::derive_with(passphrase, "greenhouse", params).unwrap()
 }
 
 pub(crate) fn lo() -> SocketAddr {

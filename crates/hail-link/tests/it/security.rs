@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use hail_crypto::{GroupKey, KdfParams};
 use hail_link::{
     Client, ClientConfig, Connection, LinkConfig, LinkConfigError, LinkError, Server, ServerConfig,
     ServerEvent,
@@ -13,12 +12,7 @@ use hail_wire::Binary;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::common::{LIMIT, client_message, lo, server_event, wait_for};
-
-fn key(passphrase: &str) -> GroupKey {
-    let params = KdfParams::default().iterations(KdfParams::MIN_ITERATIONS);
-    GroupKey::derive_with(passphrase, "greenhouse", params).unwrap()
-}
+use crate::common::{LIMIT, client_message, key, lo, server_event, wait_for};
 
 fn secure(passphrase: &str) -> LinkConfig {
     LinkConfig::builder()
