@@ -89,8 +89,10 @@ pub struct DeviceEvents {
     levels: Arc<EventLevels>,
     /// The rest of the run of messages being handed out.
     run: std::vec::IntoIter<DeviceEvent>,
-    /// What that run holds of the budget: given back with its last message.
+    /// What that run holds of the budget: given back as its messages are handed out.
     run_hold: Option<Hold>,
+    /// What the messages of the run handed out since the last give-back cost.
+    handed_out: usize,
 }
 
 /// The least a message waiting in the event stream counts in the device's memory budget
@@ -99,6 +101,11 @@ pub struct DeviceEvents {
 /// budget's hold), so a flood of tiny messages is bounded like one of large ones: one
 /// peer's quarter of the default 48 MiB budget is at most 49,152 messages waiting.
 pub const MESSAGE_COST: usize = 256;
+
+/// A run's messages handed out go back to the budget once they cost this much (64 KiB),
+/// and with the run's last message: one count per step, not per message (a count is a
+/// few atomic operations: 9 % of the device's 64-byte send rate, per message).
+const GIVE_BACK_STEP: usize = 64 << 10;
 
 /// What a message of `len` payload bytes holds of the budget while it waits in the stream:
 /// its length, at least [`MESSAGE_COST`].
@@ -155,29 +162,31 @@ impl DeviceEvents {
             levels,
             run: Vec::new().into_iter(),
             run_hold: None,
+            handed_out: 0,
         }
     }
 
-    /// The next message of the run being handed out: its cost goes back to the budget as
-    /// it is handed out (its link may read again), so a message the application keeps
-    /// (`hail listen`'s line, say, held in the budget on its own) is not counted in the
-    /// run too while the rest of the run waits.
+    /// The next message of the run being handed out. What the run's messages cost goes
+    /// back to the budget as they are handed out (their link may read again), in steps of
+    /// [`GIVE_BACK_STEP`] and with the run's last: so a message the application keeps
+    /// (`hail listen`'s line, say, held in the budget on its own) is counted in the run
+    /// too for at most that many bytes, and a run of small messages costs one count.
     fn next_of_run(&mut self) -> Option<DeviceEvent> {
         let e = self.run.next()?;
         if let Some(hold) = &mut self.run_hold {
-            let cost = match &e {
-                DeviceEvent::Message { payload, .. } => message_cost(payload.len()),
-                _ => 0,
-            };
-            let out = if self.run.len() == 0 {
-                hold.bytes()
-            } else {
-                cost.min(hold.bytes())
-            };
-            hold.set(hold.bytes() - out);
-            self.levels.message_out(out);
             if self.run.len() == 0 {
+                self.levels.message_out(hold.bytes());
+                // Dropped: the rest goes back.
                 self.run_hold = None;
+                self.handed_out = 0;
+            } else if let DeviceEvent::Message { payload, .. } = &e {
+                self.handed_out += message_cost(payload.len());
+                if self.handed_out >= GIVE_BACK_STEP {
+                    let out = self.handed_out.min(hold.bytes());
+                    hold.set(hold.bytes() - out);
+                    self.levels.message_out(out);
+                    self.handed_out = 0;
+                }
             }
         }
         Some(e)
@@ -439,28 +448,38 @@ mod tests {
     /// Found under misbehave's `frames`: a run of two 15 MiB messages held both until its
     /// last was taken, so while `hail listen` printed the first (15 s at 1 MiB/s) it
     /// counted twice, in the run and in the printer's hold; the budget read as spent and
-    /// every link stopped reading, a new peer's hello and a device's ask too.
+    /// every link stopped reading, a new peer's hello and a device's ask too. Given back
+    /// in steps of `GIVE_BACK_STEP` (a count per message cost 9 % of the 64-byte send
+    /// rate) and with the run's last message.
     #[test]
-    fn a_run_gives_back_each_message_as_it_is_taken() {
+    fn a_run_gives_back_what_is_taken_in_steps() {
         let budget = hail_link::Budget::new(64 << 20);
         let (tx, rx) = mpsc::unbounded_channel();
         let levels = Arc::new(EventLevels::new(16));
         let mut events = DeviceEvents::new(rx, Arc::clone(&levels));
         let mut hold = budget.hold();
-        let sizes = [1000, 10, 3000];
+        let big = GIVE_BACK_STEP + 1000;
+        // (payload, what the run still counts once it is handed out)
+        let sizes = [10, big, 10, 10, 3000];
         let cost: usize = sizes.iter().map(|&n| message_cost(n)).sum();
+        let small = message_cost(10);
+        let left = [
+            cost,
+            cost - small - big,
+            cost - small - big,
+            cost - small - big,
+            0,
+        ];
         hold.set(cost);
         levels.message_in(cost);
         tx.send(Queued::Messages(sizes.map(message).into(), hold))
             .unwrap();
-        let mut left = cost;
-        for n in sizes {
+        for (n, left) in sizes.into_iter().zip(left) {
             let Some(DeviceEvent::Message { payload, .. }) = events.try_recv() else {
                 panic!("a message")
             };
             assert_eq!(payload.len(), n);
-            left -= message_cost(n);
-            assert_eq!(budget.in_use(), left, "given back as it is taken");
+            assert_eq!(budget.in_use(), left, "after the message of {n} bytes");
             assert_eq!(levels.levels().0, left);
         }
         assert_eq!(message_cost(10), crate::MESSAGE_COST);
