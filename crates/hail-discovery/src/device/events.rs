@@ -71,10 +71,10 @@ pub enum DeviceEvent {
 /// least [`MESSAGE_COST`](crate::MESSAGE_COST) (256 B), counted once for each run of a
 /// link's messages the device takes in one go (at most 64) and given back as the
 /// application takes them (in 64 KiB steps, and with the run's last). A peer whose
-/// messages wait here for its share is held back: its link stops reading, TCP flow control slows it down,
-/// while other peers' messages, questions and calls go on (see [`hail_link::Budget`] for
-/// the rules, also for a budget spent by many peers). Nothing is dropped: every message
-/// arrives, in order, once the application reads.
+/// messages wait here for its share is held back: its link stops reading, TCP flow
+/// control slows it down, while other peers' messages, questions and calls go on (see
+/// [`hail_link::Budget`] for the rules, also for a budget spent by many peers). Nothing
+/// is dropped: every message arrives, in order, once the application reads.
 ///
 /// Other events (peers joining and leaving, errors) are few: at most
 /// [`DeviceBuilder::event_capacity`](crate::DeviceBuilder::event_capacity) of them
