@@ -2,7 +2,8 @@
 //! holds its replies in one bounded outbox, refuses new requests `BUSY` past it, and spawns
 //! no task per reply. A peer that reads slowly still gets an answer to every request.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use hail_rpc::{Opcode, Outgoing, Packet, PeerDriver, RetCode, RpcConfig, RpcPeer, Status};
@@ -56,11 +57,24 @@ fn echo(retcode: u32, len: usize) -> Bytes {
     Packet::Request {
         retcode: RetCode(retcode),
         method: "echo".into(),
-        args: postcard::to_allocvec(&vec![7u8; len])
-            .expect("encodes")
-            .into(),
+        args: echo_args(len),
     }
     .to_bytes()
+}
+
+/// `echo`'s arguments, `len` bytes, encoded once per length: postcard walks a `Vec<u8>`
+/// byte by byte, and encoding 1,000 of 64 KiB took most of these tests' time in a debug
+/// build.
+fn echo_args(len: usize) -> Bytes {
+    static MADE: Mutex<BTreeMap<usize, Bytes>> = Mutex::new(BTreeMap::new());
+    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    made.entry(len)
+        .or_insert_with(|| {
+            postcard::to_allocvec(&vec![7u8; len])
+                .expect("encodes")
+                .into()
+        })
+        .clone()
 }
 
 fn alive_tasks() -> usize {
