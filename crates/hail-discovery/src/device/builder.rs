@@ -20,12 +20,12 @@ use super::clock;
 use super::driver::Driver;
 use super::error::DeviceError;
 use super::events::{DeviceEvents, EventLevels};
-use super::group_plan::{DEFAULT_GROUP, default_groups, open_channels};
+use super::group_plan::{DEFAULT_GROUP, DEFAULT_GROUP_V6, default_groups, open_channels};
 use super::groups::Groups;
 use super::handle::Device;
 use super::messages::bind_builtin;
 use super::shared::{Shared, lock};
-use super::watch::{AddressSource, InterfaceWatch, Lookup};
+use super::watch::{AddressSource, Followed, InterfaceWatch, Lookup};
 use crate::advert::Metadata;
 use crate::config::{LocalDevice, PeerTableConfig};
 use crate::format::MessageFormat;
@@ -37,8 +37,9 @@ use crate::peer_table::PeerTable;
 /// the memory budget instead ([`MESSAGE_COST`](crate::MESSAGE_COST)); see [`DeviceEvents`].
 pub const EVENT_CAPACITY: usize = 1024;
 /// Default interval of [`DeviceBuilder::interface_check`]: 2 s. An address added to an
-/// interface is advertised, and the discovery channel follows an interface that came
-/// back or changed its IPv4 address, within this (plus a lost datagram's beacon).
+/// interface is advertised, the discovery channel follows an interface that came back or
+/// changed its IPv4 address, and a default group is joined where its family appeared (or
+/// left where it went away), within this (plus a lost datagram's beacon).
 pub const INTERFACE_CHECK: Duration = Duration::from_secs(2);
 
 /// A passphrase, never printed.
@@ -56,8 +57,6 @@ impl std::fmt::Debug for Secret {
 pub struct DeviceBuilder {
     name: String,
     /// `None`: [`DEFAULT_GROUP`] and [`DEFAULT_GROUP_V6`], each where its family is.
-    ///
-    /// [`DEFAULT_GROUP_V6`]: super::DEFAULT_GROUP_V6
     group: Option<SocketAddr>,
     interfaces: Vec<Interface>,
     ttl: u32,
@@ -203,8 +202,6 @@ impl DeviceBuilder {
     /// with one link, dialed at the source of each (IPv4 first). With a passphrase both
     /// groups are sealed with the same group key (the key names the group `"hail-discovery"`,
     /// not an address), which is also the links' key, whichever group found the peer.
-    ///
-    /// [`DEFAULT_GROUP_V6`]: super::DEFAULT_GROUP_V6
     pub fn group(mut self, group: SocketAddr) -> Self {
         self.group = Some(group);
         self
@@ -236,7 +233,12 @@ impl DeviceBuilder {
     /// peers take it over the old one); when the interfaces a discovery channel joined
     /// change (one named came back with a new index, its IPv4 address changed, or with
     /// none named an interface came or went), it joins that group anew on them (each group
-    /// on its own; a default group not joined at start is not joined later). Default:
+    /// on its own). With the group unset, the default groups follow the families as
+    /// [`group`](Self::group) plans them at start: one not joined (an interface had no
+    /// IPv6 address yet) is joined once its family is on the interfaces, and announced on
+    /// at once with a probe, so the devices there meet it within a look; one whose family
+    /// went away from them is left, unless it is the last ([`Device::groups`] says which
+    /// are joined). Default:
     /// `Some(`[`INTERFACE_CHECK`]`)`, every 2 s, one `getifaddrs` call each (microseconds);
     /// `None` looks only at start. Not used on an in-memory network.
     pub fn interface_check(mut self, every: Option<Duration>) -> Self {
@@ -453,8 +455,6 @@ impl DeviceBuilder {
     /// its adverts on [`DEFAULT_GROUP_V6`] coming from this address. Its links stay on
     /// `memory`'s address, which it advertises. (A device whose `memory` address is IPv6
     /// is an IPv6-only host: [`DEFAULT_GROUP_V6`] alone.) Default: none.
-    ///
-    /// [`DEFAULT_GROUP_V6`]: super::DEFAULT_GROUP_V6
     pub fn memory_ipv6(mut self, ip: Ipv6Addr) -> Self {
         self.memory_ipv6 = Some(ip);
         self
@@ -553,8 +553,30 @@ impl DeviceBuilder {
                     .map(|(_, _, ip)| (*ip, self.memory_ipv6)),
             )?,
         };
-        // The channels, and their builders for the interface watch (on the actual ports).
-        let (channels, rebuild) = open_channels(&planned, channel_builder)?;
+        let channels = open_channels(&planned, channel_builder)?;
+        // What the interface watch follows: the group set, or both default groups (one
+        // not joined now may be later), each on the interfaces it was planned on.
+        let followed: Vec<Followed> = match self.group {
+            Some(_) => channels
+                .iter()
+                .map(|c| {
+                    let g = c.group();
+                    Followed::new(g, channel_builder(g, &[]), &self.interfaces)
+                })
+                .collect(),
+            None => [DEFAULT_GROUP, DEFAULT_GROUP_V6]
+                .into_iter()
+                .filter(|_| self.multicast)
+                .map(|g| {
+                    let on = planned.iter().find(|(p, _)| *p == g).map(|(_, on)| on);
+                    Followed::new(
+                        g,
+                        channel_builder(g, &[]),
+                        on.map_or(&[][..], Vec::as_slice),
+                    )
+                })
+                .collect(),
+        };
         let groups: Vec<SocketAddr> = if channels.is_empty() {
             vec![self.group.unwrap_or(DEFAULT_GROUP)]
         } else {
@@ -615,7 +637,8 @@ impl DeviceBuilder {
                     next: tokio::time::Instant::now() + every,
                     lookup: self.interface_lookup.clone(),
                     addresses: source,
-                    channels: rebuild,
+                    groups: followed,
+                    defaults: self.group.is_none().then(|| self.interfaces.clone()),
                 })
             }
             _ => None,
@@ -640,6 +663,7 @@ impl DeviceBuilder {
         let event_levels = Arc::new(EventLevels::new(self.event_capacity));
         let shared = Arc::new(Shared {
             table: Mutex::new(table),
+            groups: Mutex::new(groups),
             known_devices: self
                 .known_devices
                 .clone()
@@ -674,7 +698,6 @@ impl DeviceBuilder {
                 id,
                 name: self.name,
                 local_addr,
-                groups,
                 format: self.format,
                 stop: Some(stop_tx),
                 task: Some(task),

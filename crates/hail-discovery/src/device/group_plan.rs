@@ -55,37 +55,61 @@ pub(super) fn default_groups(
         ]);
     }
     let table = hail_multicast::interfaces()?;
-    let named: Vec<(&Interface, InterfaceInfo)> = interfaces
+    let named: Vec<InterfaceInfo> = interfaces
         .iter()
-        .map(|i| Ok((i, i.resolve_in(&table)?)))
+        .map(|i| i.resolve_in(&table))
         .collect::<Result<_, MulticastError>>()?;
+    let planned = on_named(interfaces, &table);
+    if planned.iter().all(|(_, on)| on.is_empty()) {
+        return Err(MulticastError::InterfaceLacksFamily {
+            interface: named[0].name.clone(),
+            ipv6: false,
+        });
+    }
+    Ok(planned
+        .into_iter()
+        .filter(|(_, on)| !on.is_empty())
+        .collect())
+}
+
+/// Each default group, IPv4 first, with the interfaces of `named` it is joined on by the
+/// listing `table`: [`DEFAULT_GROUP`] on those with an IPv4 address, [`DEFAULT_GROUP_V6`]
+/// on the multicast-capable ones with an IPv6 address (or on every one with IPv6 when
+/// none has IPv4). An interface not in `table` is on neither (at start that is an error
+/// before this; while running, it went away). A group on none is not joined.
+pub(super) fn on_named(
+    named: &[Interface],
+    table: &[InterfaceInfo],
+) -> [(SocketAddr, Vec<Interface>); 2] {
+    let found: Vec<(&Interface, InterfaceInfo)> = named
+        .iter()
+        .filter_map(|i| Some((i, i.resolve_in(table).ok()?)))
+        .collect();
     let has = |info: &InterfaceInfo, v4: bool| info.addrs.iter().any(|a| a.is_ipv4() == v4);
-    let on_v4: Vec<Interface> = named
+    let on_v4: Vec<Interface> = found
         .iter()
         .filter(|(_, info)| has(info, true))
         .map(|(i, _)| (*i).clone())
         .collect();
     // IPv6 multicast does not route on an interface without the MULTICAST flag
     // (Linux's `lo`): there only when nothing else would discover.
-    let on_v6: Vec<Interface> = named
+    let on_v6: Vec<Interface> = found
         .iter()
         .filter(|(_, info)| has(info, false) && (info.multicast || on_v4.is_empty()))
         .map(|(i, _)| (*i).clone())
         .collect();
-    if on_v4.is_empty() && on_v6.is_empty() {
-        return Err(MulticastError::InterfaceLacksFamily {
-            interface: named[0].1.name.clone(),
-            ipv6: false,
-        });
-    }
-    Ok([(DEFAULT_GROUP, on_v4), (DEFAULT_GROUP_V6, on_v6)]
-        .into_iter()
-        .filter(|(_, on)| !on.is_empty())
-        .collect())
+    [(DEFAULT_GROUP, on_v4), (DEFAULT_GROUP_V6, on_v6)]
+}
+
+/// `template` (a group's channel builder, with its settings and no interfaces) on the
+/// interfaces `on` (none: every up, multicast-capable one of the group's family).
+pub(super) fn on_interfaces(template: &ChannelBuilder, on: &[Interface]) -> ChannelBuilder {
+    on.iter()
+        .fold(template.clone(), |b, i| b.interface(i.clone()))
 }
 
 /// The planned discovery channels (groups and their interfaces) opened in order with
-/// `builder`, each with the builder that opens it again on its actual port. A channel
+/// `builder`. A channel
 /// whose interfaces turn out to have no address of its family, beside one that opened,
 /// is left out (debug log: the device discovers on the groups it can); any other failure
 /// (a join refused, a port taken) fails the start, as does none opening (the first
@@ -93,14 +117,11 @@ pub(super) fn default_groups(
 pub(super) fn open_channels(
     planned: &[(SocketAddr, Vec<Interface>)],
     builder: impl Fn(SocketAddr, &[Interface]) -> ChannelBuilder,
-) -> Result<(Vec<Channel>, Vec<ChannelBuilder>), MulticastError> {
-    let (mut open, mut again, mut first_error) = (Vec::new(), Vec::new(), None);
+) -> Result<Vec<Channel>, MulticastError> {
+    let (mut open, mut first_error) = (Vec::new(), None);
     for (group, on) in planned {
         match builder(*group, on).build() {
-            Ok(c) => {
-                again.push(builder(c.group(), on));
-                open.push(c);
-            }
+            Ok(c) => open.push(c),
             Err(
                 e @ (MulticastError::NoInterface | MulticastError::InterfaceLacksFamily { .. }),
             ) => {
@@ -112,7 +133,7 @@ pub(super) fn open_channels(
     }
     match first_error {
         Some(e) if open.is_empty() => Err(e),
-        _ => Ok((open, again)),
+        _ => Ok(open),
     }
 }
 
@@ -147,7 +168,7 @@ mod tests {
             "{:?}",
             refused.err()
         );
-        let (open, again) = open_channels(&[(good, lo())], builder).unwrap();
-        assert_eq!((open.len(), again.len()), (1, 1));
+        let open = open_channels(&[(good, lo())], builder).unwrap();
+        assert_eq!(open.len(), 1);
     }
 }

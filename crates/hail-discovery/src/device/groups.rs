@@ -30,6 +30,8 @@ struct Group {
 #[derive(Default)]
 pub(super) struct Groups {
     groups: Vec<Group>,
+    /// The counters of the groups left while running, for when they are joined again.
+    left: Vec<(SocketAddr, Stats)>,
     /// The group read first at the next poll: each poll starts one further, so a busy
     /// group cannot keep the other's datagrams waiting.
     next: usize,
@@ -46,24 +48,76 @@ impl Groups {
                     retired: Stats::default(),
                 })
                 .collect(),
+            left: Vec::new(),
             next: 0,
         }
     }
 
-    /// The interfaces each group's channel joined, in group order.
-    pub(super) fn joined(&self) -> Vec<&[JoinedInterface]> {
-        self.groups.iter().map(|g| g.channel.interfaces()).collect()
+    /// The groups, in order.
+    pub(super) fn addrs(&self) -> Vec<SocketAddr> {
+        self.groups.iter().map(|g| g.channel.group()).collect()
     }
 
-    /// Group `i` on a new channel (built on the interfaces as they are now); the old
-    /// one's counters are kept in the group's totals.
-    pub(super) fn replace(&mut self, i: usize, channel: Channel) {
-        let Some(g) = self.groups.get_mut(i) else {
+    /// Each group with the interfaces its channel joined, in group order.
+    pub(super) fn joined(&self) -> Vec<(SocketAddr, &[JoinedInterface])> {
+        self.groups
+            .iter()
+            .map(|g| (g.channel.group(), g.channel.interfaces()))
+            .collect()
+    }
+
+    /// The group of `channel` on it: the group's channel replaced (the old one's counters
+    /// kept in the group's totals), or the group joined (IPv4 before IPv6), with the
+    /// counters it had when it was left. Returns whether the group is joined now.
+    pub(super) fn put(&mut self, channel: Channel) -> bool {
+        let group = channel.group();
+        if let Some(g) = self.groups.iter_mut().find(|g| g.channel.group() == group) {
+            g.sender = channel.sender();
+            let old = std::mem::replace(&mut g.channel, channel);
+            g.retired += old.close();
+            return false;
+        }
+        let retired = match self.left.iter().position(|(l, _)| *l == group) {
+            Some(i) => self.left.swap_remove(i).1,
+            None => Stats::default(),
+        };
+        let at = self
+            .groups
+            .iter()
+            .position(|g| g.channel.group().is_ipv6() && group.is_ipv4())
+            .unwrap_or(self.groups.len());
+        self.groups.insert(
+            at,
+            Group {
+                sender: channel.sender(),
+                channel,
+                retired,
+            },
+        );
+        true
+    }
+
+    /// Leaves `group`: its channel closed, its counters kept for a later [`put`](Self::put).
+    pub(super) fn leave(&mut self, group: SocketAddr) {
+        let Some(i) = self.groups.iter().position(|g| g.channel.group() == group) else {
             return;
         };
-        g.sender = channel.sender();
-        let old = std::mem::replace(&mut g.channel, channel);
-        g.retired += old.close();
+        let g = self.groups.remove(i);
+        let mut s = g.retired;
+        s += g.channel.close();
+        self.left.push((group, s));
+        self.next = 0;
+    }
+
+    /// Sends `bytes` on `group` only (a group just joined: the announce and the probe the
+    /// others had at start).
+    pub(super) async fn send_on(&self, group: SocketAddr, bytes: &[u8]) {
+        let Some(g) = self.groups.iter().find(|g| g.channel.group() == group) else {
+            return;
+        };
+        if let Err(e) = g.sender.send(bytes).await {
+            debug!(%group, error = %e, "advert not sent");
+        }
     }
 
     /// Polls every group for a datagram, starting one further each time.
