@@ -11,7 +11,7 @@
 //! | `caller.rs` | [`Caller`] and [`caller`]: the proven peer behind a handler's call |
 //! | `sender.rs` | [`PeerSender`] ([`Device::to`]): messages to one peer on the link it keeps |
 //! | `events.rs` | [`DeviceEvent`], the [`DeviceEvents`] stream, [`DeviceCallbacks`] |
-//! | `error.rs` | [`DeviceError`], [`SendError`], [`AskError`], [`RunError`] |
+//! | `error.rs` | [`DeviceError`], [`SendError`], [`AskError`], [`RunError`], [`DialError`] |
 //! | `shared.rs` | the state the handle, the driver and the handlers share; a link's entry |
 //! | `driver.rs` | the task: one loop over every input, running then draining |
 //! | `links.rs` | the driver's links: up, frames, closed, closing (one-link duplicates) |
@@ -41,7 +41,7 @@ mod watch;
 
 pub use builder::{DeviceBuilder, EVENT_CAPACITY, FD_HEADROOM, INTERFACE_CHECK};
 pub use caller::{Caller, caller};
-pub use error::{AskError, DeviceError, RunError, SendError};
+pub use error::{AskError, DeviceError, DialError, RunError, SendError};
 pub use events::{DeviceCallbacks, DeviceEvent, DeviceEvents, MESSAGE_COST};
 pub use group_plan::{DEFAULT_GROUP, DEFAULT_GROUP_V6};
 pub use handle::{Device, DeviceStats};
