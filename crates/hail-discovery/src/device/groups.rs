@@ -163,3 +163,54 @@ impl Groups {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use hail_multicast::Channel;
+    use hail_multicast::memory::Bus;
+
+    use super::Groups;
+    use crate::{DEFAULT_GROUP, DEFAULT_GROUP_V6};
+
+    /// A channel of `group` on the in-memory `bus`, as host `host` (of the group's family).
+    fn channel(bus: &Bus, group: SocketAddr, host: &str) -> Channel {
+        let at = SocketAddr::new(host.parse().expect("an address"), 5676);
+        Channel::builder(group)
+            .memory_at(bus, at)
+            .build()
+            .expect("a bus channel")
+    }
+
+    /// Groups joined and left while running keep IPv4 first, and a group joined again
+    /// has the counters it had (as a replaced channel's are kept).
+    #[tokio::test]
+    async fn groups_joined_while_running_keep_their_order_and_counters() {
+        let bus = Bus::new();
+        let mut groups = Groups::new(vec![channel(&bus, DEFAULT_GROUP_V6, "fd00::1")]);
+        assert!(
+            groups.put(channel(&bus, DEFAULT_GROUP, "10.0.0.1")),
+            "joined"
+        );
+        assert_eq!(groups.addrs(), [DEFAULT_GROUP, DEFAULT_GROUP_V6]);
+        // A datagram from another host on the IPv4 group, received.
+        let other = channel(&bus, DEFAULT_GROUP, "10.0.0.2");
+        other.sender().send(b"hello").await.expect("sent");
+        let d = groups.recv().await.expect("received");
+        assert_eq!(&d.payload[..], b"hello");
+        let delivered = |g: &Groups| g.stats()[0].1.delivered;
+        assert_eq!(delivered(&groups), 1);
+        groups.leave(DEFAULT_GROUP);
+        assert_eq!(groups.addrs(), [DEFAULT_GROUP_V6]);
+        assert!(
+            groups.put(channel(&bus, DEFAULT_GROUP, "10.0.0.1")),
+            "joined again"
+        );
+        assert_eq!(groups.addrs(), [DEFAULT_GROUP, DEFAULT_GROUP_V6]);
+        assert_eq!(delivered(&groups), 1, "the counters of before it was left");
+        // The same group on a new channel (here from another address): replaced, not joined.
+        assert!(!groups.put(channel(&bus, DEFAULT_GROUP, "10.0.0.3")));
+        assert_eq!((groups.addrs().len(), delivered(&groups)), (2, 1));
+    }
+}

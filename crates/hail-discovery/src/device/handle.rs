@@ -99,8 +99,9 @@ impl Device {
         self.local_addr
     }
 
-    /// The discovery group (with the port actually bound); on both default groups the
-    /// IPv4 one, [`DEFAULT_GROUP`](crate::DEFAULT_GROUP) (see [`groups`](Self::groups)).
+    /// The discovery group (with the port actually bound): the first of
+    /// [`groups`](Self::groups), so on both default groups the IPv4 one,
+    /// [`DEFAULT_GROUP`](crate::DEFAULT_GROUP).
     pub fn group(&self) -> SocketAddr {
         lock(&self.shared.groups)[0]
     }
