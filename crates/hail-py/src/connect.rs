@@ -13,9 +13,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::device::{Core, To, Trust, builder, describe, seconds};
+use crate::device::{Core, To, Trust, builder, seconds};
 use crate::errors::{self, AmbiguousName, HailError};
 use crate::events::ErrorEvent;
+use crate::handler::describe;
 use crate::runtime::{block_on, runtime};
 
 /// pythonConnect's name for "every joined device" as a `dest`.

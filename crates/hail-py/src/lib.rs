@@ -6,6 +6,8 @@
 //! - `channel`: `hail.Channel`, the multicast channel on its own (multisock's job).
 //! - `link`: `hail.Server` and `hail.Client`, framed links with callbacks (Python Comms').
 //! - `events`: the event classes, and the one conversion of `DeviceEvent`s.
+//! - `handler`: how users' handlers (questions, methods, callbacks) are called, on the
+//!   event loop they were registered on or on a handler thread.
 //! - `errors`: the exception classes under `hail.HailError`, and the conversions of the
 //!   Rust errors.
 //! - `runtime`: the module's tokio runtime and the blocking wait (GIL released, Ctrl-C).
@@ -24,6 +26,7 @@ mod connect;
 mod device;
 mod errors;
 mod events;
+mod handler;
 mod link;
 mod python_threads;
 mod runtime;
