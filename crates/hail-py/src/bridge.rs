@@ -29,6 +29,7 @@ use pyo3::sync::PyOnceLock;
 use tokio::task::AbortHandle;
 
 use crate::runtime::runtime;
+use crate::shutdown;
 
 /// A conversion of a future's output to Python, run on the loop's thread with the GIL.
 type Convert = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
@@ -304,7 +305,8 @@ where
     let Some(queue) = waker(py, &event_loop) else {
         return pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let out = fut.await;
-            Python::attach(|py| convert(py, out))
+            shutdown::attach(|py| convert(py, out))
+                .unwrap_or_else(|| Err(PyRuntimeError::new_err("the interpreter is exiting")))
         });
     };
     let py_fut = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;

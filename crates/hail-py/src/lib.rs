@@ -13,6 +13,8 @@
 //! - `runtime`: the module's tokio runtime and the blocking wait (GIL released, Ctrl-C).
 //! - `python_threads`: the threads that call users' plain handlers (each keeps its Python
 //!   thread state).
+//! - `shutdown`: the interpreter's exit, after which hail's threads never attach again
+//!   (registered with `atexit` on import).
 //! - `bridge`: Rust futures as asyncio awaitables, completed on the loop's thread (no
 //!   runtime thread waits for the GIL).
 //!
@@ -30,6 +32,7 @@ mod handler;
 mod link;
 mod python_threads;
 mod runtime;
+mod shutdown;
 
 use pyo3::prelude::*;
 
@@ -56,6 +59,9 @@ fn _hail(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add(class.name()?, class)?;
     }
     m.add("DEST_ALL", connect::DEST_ALL)?;
+    // Before the interpreter finalizes, hail's threads stop calling into it (`shutdown`).
+    py.import("atexit")?
+        .call_method1("register", (wrap_pyfunction!(shutdown::at_exit, m)?,))?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
