@@ -11,7 +11,8 @@
 //! of completions costs one wake-up of the loop.
 //!
 //! A loop that cannot watch a socket (`add_reader` raises, as Windows' proactor loop does)
-//! gets `future_into_py` instead. Cancelling the awaitable aborts the task (every hail
+//! gets `future_into_py` instead, and the jobs of [`LoopQueue::run`] go to it through
+//! `call_soon_threadsafe`. Cancelling the awaitable aborts the task (every hail
 //! future is cancel-safe); a task that ends without an output (a panic) fails its
 //! awaitable with `RuntimeError` rather than leaving it waiting.
 
@@ -209,67 +210,107 @@ impl AbortOnDone {
     }
 }
 
-/// A running event loop's queue, kept to run jobs on that loop from any thread without
-/// the GIL ([`LoopQueue::run`]).
+/// A running event loop, kept to run jobs on its thread from any thread
+/// ([`LoopQueue::run`]): through its waker's queue without the GIL where the loop can watch
+/// a socket, else through the loop's `call_soon_threadsafe`.
 #[derive(Clone)]
-pub(crate) struct LoopQueue(Arc<Queue>);
+pub(crate) struct LoopQueue(Route);
+
+/// How a [`LoopQueue`] reaches its loop.
+#[derive(Clone)]
+enum Route {
+    /// The loop's waker's queue.
+    Queue(Arc<Queue>),
+    /// A loop that cannot watch a socket (Windows' proactor loop): its jobs go through
+    /// `call_soon_threadsafe`, which takes the GIL on the caller's thread.
+    CallSoon(Arc<Py<PyAny>>),
+}
 
 impl std::fmt::Debug for LoopQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoopQueue").finish_non_exhaustive()
+        let via = match self.0 {
+            Route::Queue(_) => "queue",
+            Route::CallSoon(_) => "call_soon_threadsafe",
+        };
+        f.debug_struct("LoopQueue")
+            .field("via", &via)
+            .finish_non_exhaustive()
     }
 }
 
 impl LoopQueue {
-    /// The running loop's queue; `None` without a running loop, or where it cannot watch a
-    /// socket.
+    /// The running loop's queue; `None` without a running loop.
     pub(crate) fn running(py: Python<'_>) -> Option<Self> {
         let event_loop = pyo3_async_runtimes::get_running_loop(py).ok()?;
-        waker(py, &event_loop).map(Self)
+        Some(Self(match waker(py, &event_loop) {
+            Some(queue) => Route::Queue(queue),
+            None => Route::CallSoon(Arc::new(event_loop.unbind())),
+        }))
     }
 
     /// Runs `job` on the loop's thread, with the GIL, at its next turn. A job still queued
-    /// when the loop's waker goes (the loop was closed and dropped), or when [`clear`]
-    /// is called, is dropped unrun.
+    /// when the loop's waker goes (the loop was closed and dropped), when [`clear`] is
+    /// called, or that the loop refuses (closed), is dropped unrun. Nothing of Python is
+    /// made until the job runs, so nothing is left for a closed loop (a coroutine never
+    /// awaited).
     ///
     /// [`clear`]: Self::clear
     pub(crate) fn run(&self, job: impl FnOnce(Python<'_>) + Send + 'static) {
-        self.0.push(Item::Run(Box::new(job)));
+        match &self.0 {
+            Route::Queue(q) => q.push(Item::Run(Box::new(job))),
+            Route::CallSoon(event_loop) => {
+                let call = CallOnce::new(move |py, _| job(py));
+                // Refused (closed), or the interpreter is exiting: `job` is dropped, at once
+                // (the error, whose traceback holds it, is dropped here with the GIL).
+                shutdown::attach(|py| {
+                    let _refused = event_loop
+                        .bind(py)
+                        .call_method1(pyo3::intern!(py, "call_soon_threadsafe"), (call, py.None()));
+                });
+            }
+        }
     }
 
     /// Whether the loop has left its queue undrained for longer than [`STUCK`] (1 s): it
-    /// is closed, or blocked. Needs no GIL.
+    /// is closed, or blocked. Needs no GIL. Always false through `call_soon_threadsafe`
+    /// (a closed loop refuses the job at once).
     pub(crate) fn stuck(&self) -> bool {
-        self.0.lock().since.is_some_and(|t| t.elapsed() > STUCK)
+        match &self.0 {
+            Route::Queue(q) => q.lock().since.is_some_and(|t| t.elapsed() > STUCK),
+            Route::CallSoon(_) => false,
+        }
     }
 
     /// Drops everything queued (the loop is closed): jobs unrun, results unset.
     pub(crate) fn clear(&self) {
-        let items = std::mem::take(&mut *self.0.lock());
-        drop(items);
+        if let Route::Queue(q) = &self.0 {
+            let items = std::mem::take(&mut *q.lock());
+            drop(items);
+        }
     }
 }
 
-/// Calls a Rust closure once, with the task it is a done callback of (`hail._hail`'s
-/// internal `_OnDone`, for `Task.add_done_callback`).
-#[pyclass(module = "hail._hail", name = "_OnDone", frozen)]
-pub(crate) struct OnDone(Mutex<Option<DoneCallback>>);
+/// Calls a Rust closure once, with the one argument it is called with: a task, as a done
+/// callback (`Task.add_done_callback`), or `None` from `call_soon_threadsafe` (`hail._hail`'s
+/// internal `_CallOnce`). Dropped uncalled, it drops the closure.
+#[pyclass(module = "hail._hail", name = "_CallOnce", frozen)]
+pub(crate) struct CallOnce(Mutex<Option<OnceCallback>>);
 
-/// What an [`OnDone`] calls.
-type DoneCallback = Box<dyn FnOnce(Python<'_>, &Bound<'_, PyAny>) + Send>;
+/// What a [`CallOnce`] calls.
+type OnceCallback = Box<dyn FnOnce(Python<'_>, &Bound<'_, PyAny>) + Send>;
 
-impl OnDone {
+impl CallOnce {
     pub(crate) fn new(f: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) + Send + 'static) -> Self {
         Self(Mutex::new(Some(Box::new(f))))
     }
 }
 
 #[pymethods]
-impl OnDone {
-    fn __call__(&self, task: &Bound<'_, PyAny>) {
+impl CallOnce {
+    fn __call__(&self, arg: &Bound<'_, PyAny>) {
         let f = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(f) = f {
-            f(task.py(), task);
+            f(arg.py(), arg);
         }
     }
 }

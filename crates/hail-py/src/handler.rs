@@ -10,25 +10,24 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyTuple;
 use pyo3_async_runtimes::TaskLocals;
 
-use crate::bridge::{LoopQueue, OnDone};
+use crate::bridge::{CallOnce, LoopQueue};
 use crate::python_threads;
 
 /// A Python callable and the event loop to run its coroutines on.
 #[derive(Clone)]
 pub(crate) struct Handler {
     f: Arc<Py<PyAny>>,
-    /// The loop running when the handler was registered; `None`: call it on a handler
-    /// thread (`python_threads`).
-    locals: Option<TaskLocals>,
-    /// That loop's queue (`bridge`), where it can watch a socket: calls are handed to the
-    /// loop through it without taking the GIL on a runtime thread.
-    on_loop: Option<LoopQueue>,
+    /// The loop running when the handler was registered (its task locals, for the
+    /// registration's context) and its queue (`bridge`: without the GIL on a runtime
+    /// thread where the loop can watch a socket); `None`: call it on a handler thread
+    /// (`python_threads`).
+    on_loop: Option<(TaskLocals, LoopQueue)>,
 }
 
 impl std::fmt::Debug for Handler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Handler")
-            .field("on_loop", &self.locals.is_some())
+            .field("on_loop", &self.on_loop.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -38,14 +37,12 @@ impl Handler {
         if !f.bind(py).is_callable() {
             return Err(PyTypeError::new_err("the handler must be callable"));
         }
-        let locals = match pyo3_async_runtimes::get_running_loop(py) {
-            Ok(_) => Some(pyo3_async_runtimes::tokio::get_current_locals(py)?),
-            Err(_) => None,
+        let on_loop = match LoopQueue::running(py) {
+            Some(queue) => Some((pyo3_async_runtimes::tokio::get_current_locals(py)?, queue)),
+            None => None,
         };
-        let on_loop = locals.as_ref().and_then(|_| LoopQueue::running(py));
         Ok(Self {
             f: Arc::new(f),
-            locals,
             on_loop,
         })
     }
@@ -53,9 +50,9 @@ impl Handler {
     /// Calls it through `hail._invoke.<helper>` with the arguments `args` makes, and
     /// returns what `out` makes of its result, or its exception as text (or `args`' error,
     /// without calling it): `start*` on the loop it was registered on, handed over through
-    /// that loop's bridge queue (`acall*` through pyo3-async-runtimes where the loop cannot
-    /// watch a socket), or `call*` on a handler thread (see [`python_threads`]). Those two
-    /// take no GIL on a runtime thread; each call is one trip into Python.
+    /// that loop's [`LoopQueue`], or `call*` on a handler thread (see [`python_threads`]).
+    /// Neither takes the GIL on a runtime thread (but for a loop that cannot watch a
+    /// socket); each call is one trip into Python.
     pub(crate) async fn invoke<T: Send + 'static>(
         &self,
         helper: Helper,
@@ -80,8 +77,8 @@ impl Handler {
                 .map(Bound::unbind)
                 .map_err(|e| describe(&e))
         };
-        match (&self.locals, &self.on_loop) {
-            (Some(locals), Some(on_loop)) => {
+        match &self.on_loop {
+            Some((locals, on_loop)) => {
                 // A loop that has not drained its queue for a second may be closed (a
                 // handler outlives the `asyncio.run` it was registered in): then its calls
                 // would wait for ever, and pile up with each question. Asked of the loop
@@ -132,7 +129,7 @@ impl Handler {
                             .and_then(|a| a.getattr("ensure_future"))
                             .and_then(|ensure| context.call_method1("run", (ensure, value)))
                             .map_err(|e| describe(&e))?;
-                        let done = OnDone::new(move |py, task| {
+                        let done = CallOnce::new(move |py, task| {
                             on_end(
                                 task.call_method0("result")
                                     .map_err(|e| describe(&e))
@@ -154,16 +151,7 @@ impl Handler {
                     Err("the handler's event loop did not run it (it was closed)".into())
                 })
             }
-            (Some(locals), None) => {
-                let fut = Python::attach(|py| {
-                    let coro = call_all(&call_args(py, Via::Loop)?.into_bound(py))?;
-                    pyo3_async_runtimes::into_future_with_locals(locals, coro)
-                        .map_err(|e| describe(&e))
-                })?;
-                let result = fut.await.map_err(|e| describe(&e))?;
-                Python::attach(|py| out(py, result.bind(py)))
-            }
-            (None, _) => {
+            None => {
                 python_threads::call(move || {
                     Python::attach(|py| {
                         out(py, &call_all(&call_args(py, Via::Thread)?.into_bound(py))?)
@@ -188,8 +176,6 @@ fn call_all<'py>(all: &Bound<'py, PyTuple>) -> Result<Bound<'py, PyAny>, String>
 enum Via {
     /// On a handler thread (`call*`).
     Thread,
-    /// As a coroutine scheduled on the loop by pyo3-async-runtimes (`acall*`).
-    Loop,
     /// Called on the loop's thread, a returned awaitable run as a task (`start*`).
     LoopStart,
 }
@@ -197,9 +183,9 @@ enum Via {
 /// Which of `hail._invoke`'s helpers calls a handler.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Helper {
-    /// `call` / `acall`: the handler's arguments as they are.
+    /// `call` / `start`: the handler's arguments as they are.
     Call,
-    /// `call_json` / `acall_json`: one argument decoded from JSON text, the result
+    /// `call_json` / `start_json`: one argument decoded from JSON text, the result
     /// encoded to it.
     CallJson,
 }
@@ -207,9 +193,7 @@ pub(crate) enum Helper {
 impl Helper {
     /// The helper function, looked up once.
     fn get<'py>(self, py: Python<'py>, via: Via) -> PyResult<&'py Bound<'py, PyAny>> {
-        static HELPERS: [PyOnceLock<Py<PyAny>>; 6] = [
-            PyOnceLock::new(),
-            PyOnceLock::new(),
+        static HELPERS: [PyOnceLock<Py<PyAny>>; 4] = [
             PyOnceLock::new(),
             PyOnceLock::new(),
             PyOnceLock::new(),
@@ -217,11 +201,9 @@ impl Helper {
         ];
         let (i, name) = match (self, via) {
             (Self::Call, Via::Thread) => (0, "call"),
-            (Self::Call, Via::Loop) => (1, "acall"),
-            (Self::Call, Via::LoopStart) => (2, "start"),
-            (Self::CallJson, Via::Thread) => (3, "call_json"),
-            (Self::CallJson, Via::Loop) => (4, "acall_json"),
-            (Self::CallJson, Via::LoopStart) => (5, "start_json"),
+            (Self::Call, Via::LoopStart) => (1, "start"),
+            (Self::CallJson, Via::Thread) => (2, "call_json"),
+            (Self::CallJson, Via::LoopStart) => (3, "start_json"),
         };
         HELPERS[i]
             .get_or_try_init(py, || {

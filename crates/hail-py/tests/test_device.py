@@ -462,3 +462,47 @@ def test_a_handler_whose_loop_is_closed_fails_questions_instead_of_piling_them_u
         await close(a, b)
 
     bounded(main())
+
+
+class _NoReaderLoop(asyncio.SelectorEventLoop):
+    """A loop that cannot watch a socket (`add_reader` raises, as Windows' proactor loop)."""
+
+    def add_reader(self, *args):
+        raise NotImplementedError
+
+
+def test_handlers_on_a_loop_that_cannot_watch_a_socket_run_there_and_fail_once_it_closes(group):
+    import gc
+    import threading
+    import warnings
+
+    a, b = pair(group)
+    loop = _NoReaderLoop()
+
+    async def registered_here():
+        def answer(sender, q):  # plain: called on this loop's thread
+            return threading.current_thread().name.encode()
+
+        async def method(arg):  # a coroutine function: a task on this loop
+            return {"arg": arg}
+
+        b.on_question(answer)
+        b.bind("m", method)
+        await joined(a, "beta")
+        assert await a.ask("beta", b"q") == {"beta": threading.current_thread().name.encode()}
+        assert await a.call("beta", "m", 7) == {"arg": 7}
+
+    loop.run_until_complete(asyncio.wait_for(registered_here(), 10))
+    loop.close()
+
+    async def after_it_closed():
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            failed = (await a.ask("beta", b"q"))["beta"]
+            gc.collect()
+        assert isinstance(failed, hail.RemoteError) and "closed" in str(failed)
+        # Nothing was made for the closed loop to run (a coroutine left unawaited).
+        assert [str(w.message) for w in seen if "never awaited" in str(w.message)] == []
+        await close(a, b)
+
+    bounded(after_it_closed())
