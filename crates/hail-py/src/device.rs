@@ -169,7 +169,8 @@ pub(crate) struct Core {
     pub(crate) name: String,
     id: String,
     address: String,
-    group: String,
+    /// Every group the device discovers on, `"addr:port"`, IPv4 first.
+    groups: Vec<String>,
 }
 
 impl Core {
@@ -181,7 +182,7 @@ impl Core {
             name: device.name().to_owned(),
             id: device.id().to_string(),
             address: device.local_addr().to_string(),
-            group: device.group().to_string(),
+            groups: device.groups().iter().map(ToString::to_string).collect(),
             device: RwLock::new(Some(device)),
             events: Arc::new(tokio::sync::Mutex::new(events)),
             senders: Arc::new(Senders::default()),
@@ -337,10 +338,20 @@ impl PyDevice {
         &self.core.address
     }
 
-    /// The discovery group, `"addr:port"` (the port actually bound).
+    /// The discovery group, `"addr:port"` (the port actually bound): the first of
+    /// `groups`.
     #[getter]
     fn group(&self) -> &str {
-        &self.core.group
+        &self.core.groups[0]
+    }
+
+    /// Every group the device discovers on, a list of `"addr:port"`, IPv4 first: the one
+    /// `group=` names; unset, `239.255.72.76:5676` and `[ff02::4841:494c]:5676` where the
+    /// interfaces have both families (the device is found on either), else the one of
+    /// the family they have.
+    #[getter]
+    fn groups(&self) -> Vec<String> {
+        self.core.groups.clone()
     }
 
     /// The joined peers, a dict name -> `Peer`.
@@ -561,8 +572,8 @@ impl PyDevice {
     /// The object as text, for debugging.
     fn __repr__(&self) -> String {
         format!(
-            "Device(name={:?}, id={:?}, address={:?}, group={:?})",
-            self.core.name, self.core.id, self.core.address, self.core.group
+            "Device(name={:?}, id={:?}, address={:?}, groups={:?})",
+            self.core.name, self.core.id, self.core.address, self.core.groups
         )
     }
 }

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 import hail
-from conftest import LOOPBACK, bounded, joined
+from conftest import BOUND, LOOPBACK, bounded, joined
 
 
 def pair(group, passphrase=None):
@@ -36,6 +36,59 @@ def test_bad_settings_raise_config_errors(group):
         hail.Device("", interface=LOOPBACK, group=group)
     with pytest.raises(hail.ConfigError, match="no-such-if"):
         hail.Device("x", interface="no-such-if", group=group)
+
+
+def test_groups_are_the_groups_the_device_discovers_on(group):
+    async def main():
+        async with hail.Device("one", interface=LOOPBACK, group=group) as d:
+            assert d.groups == [group] and d.group == group
+            assert f"groups={[group]!r}".replace("'", '"') in repr(d)
+
+    bounded(main())
+
+
+def test_groups_unset_on_an_interface_with_both_families_are_both_defaults(tmp_path):
+    """In a network namespace of the test's own: a veth end with IPv4 and IPv6."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and `ip` for a network namespace of its own")
+    ns = f"hail-py-groups-{os.getpid()}"
+
+    def ip(*args):
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=BOUND)
+
+    try:
+        ip("netns", "add", ns)
+    except subprocess.CalledProcessError as e:
+        pytest.skip(f"cannot make a network namespace: {e.stderr.strip()}")
+    try:
+        ip("-n", ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        for link in ("lo", "v0", "v1"):
+            ip("-n", ns, "link", "set", link, "up")
+        ip("-n", ns, "addr", "add", "10.77.0.1/24", "dev", "v0")
+        ip("-n", ns, "addr", "add", "fd00:77::1/64", "dev", "v0", "nodad")
+        program = (
+            "import asyncio, json, hail\n"
+            "async def main():\n"
+            "    async with hail.Device('dual', interface='v0') as d:\n"
+            "        print(json.dumps([d.groups, d.group]))\n"
+            "asyncio.run(main())\n"
+        )
+        r = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", program],
+            capture_output=True, text=True, timeout=BOUND,
+        )
+        assert r.returncode == 0, r.stderr
+        groups, first = json.loads(r.stdout)
+        assert groups == ["239.255.72.76:5676", "[ff02::4841:494c]:5676"]
+        assert first == groups[0]
+    finally:
+        ip("netns", "del", ns)
 
 
 def test_two_devices_join_send_and_ask(group):
