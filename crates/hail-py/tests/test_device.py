@@ -125,10 +125,11 @@ def test_ask_tells_no_answer_from_an_empty_answer(group):
     async def main():
         a, b = pair(group)
         await joined(a, "beta")
+        release = asyncio.Event()  # set once the slow question has gone unanswered
 
         async def answer(sender, q):
             if q == b"slow":
-                await asyncio.sleep(5)
+                await release.wait()
             if q == b"fail":
                 raise ValueError("no such lamp")
             return b""
@@ -138,6 +139,7 @@ def test_ask_tells_no_answer_from_an_empty_answer(group):
 
         slow = (await a.ask("beta", b"slow", timeout=0.3))["beta"]
         assert isinstance(slow, hail.NoAnswer) and slow.kind == "no_answer"
+        release.set()
 
         failed = (await a.ask("beta", b"fail"))["beta"]
         assert isinstance(failed, hail.RemoteError)
@@ -206,9 +208,10 @@ def test_bind_and_call_carry_json(group):
         a, b = pair(group)
         await joined(a, "beta")
         b.bind("add", lambda args: {"sum": args[0] + args[1]})
+        release = asyncio.Event()  # set once the slow call has timed out
 
         async def slow(arg):
-            await asyncio.sleep(5)
+            await release.wait()
 
         b.bind("slow", slow)
         assert await a.call("beta", "add", [20, 22]) == {"sum": 42}
@@ -216,6 +219,7 @@ def test_bind_and_call_carry_json(group):
             await a.call("beta", "missing", None)
         with pytest.raises(hail.Timeout):
             await a.call("beta", "slow", 1, timeout=0.3)
+        release.set()
         with pytest.raises(hail.RemoteError, match="TypeError"):
             await a.call("beta", "add", 5)  # 5[0]: TypeError
         with pytest.raises(hail.UnknownName):
@@ -475,8 +479,7 @@ def test_handlers_on_the_loop_see_the_registrations_context_and_fail_typed(group
                 raise ValueError("no such lamp")
             return who.get().encode()
 
-        async def method(arg):  # a coroutine function: a task on the loop
-            await asyncio.sleep(0)
+        async def method(arg):  # a coroutine function: run as a task made in that context
             return {"who": who.get(), "arg": arg}
 
         b.on_question(answer)
@@ -492,8 +495,6 @@ def test_handlers_on_the_loop_see_the_registrations_context_and_fail_typed(group
 
 
 def test_a_handler_whose_loop_is_closed_fails_questions_instead_of_piling_them_up(group):
-    import time
-
     a, b = pair(group)
 
     async def register():
@@ -507,11 +508,10 @@ def test_a_handler_whose_loop_is_closed_fails_questions_instead_of_piling_them_u
         # The first waits in the closed loop's queue: no answer in time.
         first = (await a.ask("beta", b"1", timeout=1.5))["beta"]
         assert isinstance(first, hail.NoAnswer)
-        # Its queue a second behind, the next finds the loop closed and fails at once.
-        t = time.monotonic()
+        # Its queue a second behind, the next finds the loop closed and fails: an error,
+        # not the no answer its 5 s timeout would give.
         second = (await a.ask("beta", b"2", timeout=5.0))["beta"]
         assert isinstance(second, hail.RemoteError) and "closed" in str(second)
-        assert time.monotonic() - t < 2.5
         await close(a, b)
 
     bounded(main())

@@ -22,6 +22,8 @@ import os, sys, time  # cleared after `_finalizing`: no import works while final
 class _Finalizing:
     def __del__(self):
         os.write(2, b"finalizing: %r\\n" % sys.is_finalizing())
+        # Real time: the finalizing interpreter has nothing else to wait on; a hail
+        # thread that would attach does so within this hold.
         time.sleep(HOLD)
 
 _finalizing = _Finalizing()
@@ -47,6 +49,8 @@ def test_a_plain_handler_still_running_at_exit_ends_before_the_interpreter(group
     handlers = """
         import time
         def slow(sender, question):
+            # Real time: still running when the program exits (0.1 s in), done only
+            # within the finalization hold; an event set at exit would end it first.
             time.sleep(0.5)
             print("answered", flush=True)
             return question
