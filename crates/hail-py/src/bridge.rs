@@ -32,13 +32,63 @@ use tokio::task::AbortHandle;
 use crate::runtime::runtime;
 use crate::shutdown;
 
-/// A conversion of a future's output to Python, run on the loop's thread with the GIL.
-type Convert = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+/// A future's output waiting for its loop, and what becomes of it there.
+trait Output: Send {
+    /// The awaitable's result (or exception), made on the loop's thread with the GIL.
+    fn convert(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>>;
+    /// The awaitable was done (cancelled) before the output reached it.
+    fn undelivered(self: Box<Self>);
+}
+
+/// An [`Output`] of a value, its conversion and where it goes when undelivered.
+struct Value<T, C, G> {
+    out: T,
+    convert: C,
+    give_back: G,
+}
+
+impl<T, C, G> Output for Value<T, C, G>
+where
+    T: Send,
+    C: FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send,
+    G: FnOnce(T) + Send,
+{
+    fn convert(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        (self.convert)(py, self.out)
+    }
+
+    fn undelivered(self: Box<Self>) {
+        (self.give_back)(self.out);
+    }
+}
+
+/// The output of a task that ended without one (it panicked).
+struct Panicked;
+
+impl Output for Panicked {
+    fn convert(self: Box<Self>, _: Python<'_>) -> PyResult<Py<PyAny>> {
+        Err(PyRuntimeError::new_err(
+            "hail's task for this awaitable ended without a result (it panicked)",
+        ))
+    }
+
+    fn undelivered(self: Box<Self>) {}
+}
 
 /// A future's output waiting for its loop: the asyncio future and what to set it to.
+/// Dropped unsettled (its loop closed), the output is undelivered.
 struct Done {
     fut: Py<PyAny>,
-    convert: Convert,
+    /// `None` once settled.
+    output: Option<Box<dyn Output>>,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let Some(output) = self.output.take() {
+            output.undelivered();
+        }
+    }
 }
 
 /// What the loop does next: set a future, or run a job (with the GIL, on its thread).
@@ -148,14 +198,18 @@ impl LoopWaker {
     }
 }
 
-/// Sets an asyncio future to a converted output, unless it is done already (cancelled).
-fn settle(py: Python<'_>, d: Done) {
+/// Sets an asyncio future to a converted output, unless it is done already (cancelled:
+/// then the output is handed back, see [`awaitable_giving_back`]).
+fn settle(py: Python<'_>, mut d: Done) {
     let fut = d.fut.bind(py);
     let r = (|| {
         if fut.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
-            return Ok(());
+            return Ok(()); // `d`'s drop hands the output back
         }
-        match (d.convert)(py) {
+        let Some(output) = d.output.take() else {
+            return Ok(());
+        };
+        match output.convert(py) {
             Ok(v) => fut.call_method1(pyo3::intern!(py, "set_result"), (v,))?,
             Err(e) => fut.call_method1(pyo3::intern!(py, "set_exception"), (e.into_value(py),))?,
         };
@@ -176,9 +230,12 @@ struct Completer {
 }
 
 impl Completer {
-    fn complete(mut self, convert: Convert) {
+    fn complete(mut self, output: Box<dyn Output>) {
         if let Some(fut) = self.fut.take() {
-            self.queue.push(Item::Done(Done { fut, convert }));
+            self.queue.push(Item::Done(Done {
+                fut,
+                output: Some(output),
+            }));
         }
     }
 }
@@ -188,11 +245,7 @@ impl Drop for Completer {
         if let Some(fut) = self.fut.take() {
             self.queue.push(Item::Done(Done {
                 fut,
-                convert: Box::new(|_| {
-                    Err(PyRuntimeError::new_err(
-                        "hail's task for this awaitable ended without a result (it panicked)",
-                    ))
-                }),
+                output: Some(Box::new(Panicked)),
             }));
         }
     }
@@ -331,7 +384,8 @@ fn waker(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> Option<Arc<Queue>> {
 
 /// `fut` as an awaitable on the running event loop: it runs on the module's runtime, and
 /// `convert` turns its output into the awaitable's result (or exception) on the loop's
-/// thread, with the GIL. Fails (`RuntimeError`) without a running loop.
+/// thread, with the GIL. Fails (`RuntimeError`) without a running loop. An output whose
+/// awaitable was cancelled first is dropped (see [`awaitable_giving_back`]).
 pub(crate) fn awaitable<'py, T, F, C>(
     py: Python<'py>,
     fut: F,
@@ -341,6 +395,27 @@ where
     F: Future<Output = T> + Send + 'static,
     T: Send + 'static,
     C: FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
+{
+    awaitable_giving_back(py, fut, convert, drop)
+}
+
+/// [`awaitable`], where an output that reaches its awaitable after the awaitable was
+/// cancelled goes to `give_back` (on the loop's thread) rather than being dropped: for a
+/// future that took something (an event) that must not be lost. Cancelling aborts the
+/// task, but only once the loop runs the awaitable's done callbacks: until then it may
+/// still finish. (Where the loop cannot watch a socket, through `future_into_py`, such an
+/// output is dropped.)
+pub(crate) fn awaitable_giving_back<'py, T, F, C, G>(
+    py: Python<'py>,
+    fut: F,
+    convert: C,
+    give_back: G,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+    C: FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
+    G: FnOnce(T) + Send + 'static,
 {
     let event_loop = pyo3_async_runtimes::get_running_loop(py)?;
     let Some(queue) = waker(py, &event_loop) else {
@@ -357,7 +432,11 @@ where
     };
     let task = runtime().spawn(async move {
         let out = fut.await;
-        completer.complete(Box::new(move |py| convert(py, out)));
+        completer.complete(Box::new(Value {
+            out,
+            convert,
+            give_back,
+        }));
     });
     py_fut.call_method1(
         pyo3::intern!(py, "add_done_callback"),

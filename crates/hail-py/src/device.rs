@@ -1,7 +1,7 @@
 //! `hail.Device`: the asyncio front of [`hail_discovery::Device`], and [`Core`], the
 //! device state that `hail.Device` and `hail.Connect` share.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,7 +19,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString};
 use tokio::sync::RwLock;
 
-use crate::bridge::{awaitable, ready};
+use crate::bridge::{awaitable, awaitable_giving_back, ready};
 use crate::errors::{self, ConfigError, HailError};
 use crate::events::{Peer, Senders, event_to_py};
 use crate::handler::{Handler, Helper, describe};
@@ -162,6 +162,8 @@ pub(crate) struct Core {
     device: RwLock<Option<Device>>,
     /// The device's one event stream; several readers share it (each event goes to one).
     pub(crate) events: Arc<tokio::sync::Mutex<DeviceEvents>>,
+    /// Events taken from the stream for a wait that was cancelled first (`Events`).
+    returned: Arc<Returned>,
     /// The strings of recent senders, for the events' `Message`s.
     senders: Arc<Senders>,
     /// `send_nowait`'s links by name: a name is resolved once, then its link is kept.
@@ -185,6 +187,7 @@ impl Core {
             groups: device.groups().iter().map(ToString::to_string).collect(),
             device: RwLock::new(Some(device)),
             events: Arc::new(tokio::sync::Mutex::new(events)),
+            returned: Arc::default(),
             senders: Arc::new(Senders::default()),
             links: Mutex::new(HashMap::new()),
         }))
@@ -538,6 +541,7 @@ impl PyDevice {
     fn events(&self) -> Events {
         Events {
             stream: self.core.events.clone(),
+            returned: self.core.returned.clone(),
             senders: self.core.senders.clone(),
         }
     }
@@ -589,15 +593,68 @@ pub(crate) fn seconds(s: f64) -> PyResult<Duration> {
 #[derive(Debug)]
 pub(crate) struct Events {
     stream: Arc<tokio::sync::Mutex<DeviceEvents>>,
+    returned: Arc<Returned>,
     senders: Arc<Senders>,
 }
 
+/// Events a wait took from the stream but could not hand over, its awaitable cancelled
+/// first (cancelling aborts the wait's task only once the loop runs the awaitable's done
+/// callbacks: until then the task may still take an event). They are handed over before
+/// the stream's, so cancelling a wait loses no event. One per device, shared by its
+/// `Events`.
+#[derive(Debug, Default)]
+struct Returned {
+    events: Mutex<VecDeque<DeviceEvent>>,
+    /// Wakes a wait that is waiting on the stream when events come back.
+    back: tokio::sync::Notify,
+}
+
+impl Returned {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<DeviceEvent>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pop(&self) -> Option<DeviceEvent> {
+        self.lock().pop_front()
+    }
+
+    /// Hands `events` back, after those already back.
+    fn give_back(&self, events: impl IntoIterator<Item = DeviceEvent>) {
+        self.lock().extend(events);
+        self.back.notify_waiters();
+    }
+
+    /// The next event: one handed back, else the stream's (`None` once it ends).
+    async fn next(&self, s: &mut DeviceEvents) -> Option<DeviceEvent> {
+        loop {
+            let back = self.back.notified();
+            let mut back = std::pin::pin!(back);
+            back.as_mut().enable(); // before the look, so a give_back after it wakes us
+            if let Some(e) = self.pop() {
+                return Some(e);
+            }
+            tokio::select! {
+                biased;
+                () = back => {}
+                e = s.recv() => return e,
+            }
+        }
+    }
+}
+
 impl Events {
-    /// Events waiting now, up to `max`, if no other read is in flight (it holds the
-    /// stream; waiting for it would break the order).
+    /// Events waiting now, up to `max`: those handed back first, then the stream's if no
+    /// other read is in flight (it holds the stream; waiting for it would break the order).
     fn take_ready(&self, max: usize) -> Vec<DeviceEvent> {
         let mut ready = Vec::new();
-        if let Ok(mut s) = self.stream.try_lock() {
+        while ready.len() < max
+            && let Some(e) = self.returned.pop()
+        {
+            ready.push(e);
+        }
+        if ready.len() < max
+            && let Ok(mut s) = self.stream.try_lock()
+        {
             while ready.len() < max
                 && let Some(e) = waiting(&mut s)
             {
@@ -609,7 +666,9 @@ impl Events {
 
     /// The next event waiting now, as `take_ready(1)` without the list.
     fn take_one(&self) -> Option<DeviceEvent> {
-        waiting(&mut *self.stream.try_lock().ok()?)
+        self.returned
+            .pop()
+            .or_else(|| waiting(&mut *self.stream.try_lock().ok()?))
     }
 }
 
@@ -648,13 +707,15 @@ impl Events {
         if let Some(e) = self.take_one() {
             return ready(py, event_to_py(py, e, &self.senders)?);
         }
-        let stream = self.stream.clone();
+        let (stream, returned) = (self.stream.clone(), self.returned.clone());
         let senders = self.senders.clone();
-        let next = async move { stream.lock().await.recv().await };
-        awaitable(py, next, move |py, event| match event {
+        let back = returned.clone();
+        let next = async move { returned.next(&mut *stream.lock().await).await };
+        let convert = move |py: Python<'_>, event| match event {
             Some(e) => event_to_py(py, e, &senders),
             None => Err(PyStopAsyncIteration::new_err(())),
-        })
+        };
+        awaitable_giving_back(py, next, convert, move |e| back.give_back(e))
     }
 
     /// `try_next()`: the next event if one is waiting now, else `None` (also once the
@@ -678,24 +739,26 @@ impl Events {
                 events_to_list(py, now, &self.senders)?.into_any().unbind(),
             );
         }
-        let stream = self.stream.clone();
+        let (stream, returned) = (self.stream.clone(), self.returned.clone());
         let senders = self.senders.clone();
+        let back = returned.clone();
         let next = async move {
             let mut s = stream.lock().await;
             let mut ready = Vec::new();
-            if let Some(first) = s.recv().await {
+            if let Some(first) = returned.next(&mut s).await {
                 ready.push(first);
                 while ready.len() < max
-                    && let Some(e) = s.try_recv()
+                    && let Some(e) = returned.pop().or_else(|| s.try_recv())
                 {
                     ready.push(e);
                 }
             }
             ready
         };
-        awaitable(py, next, move |py, ready| {
+        let convert = move |py: Python<'_>, ready| {
             Ok(events_to_list(py, ready, &senders)?.into_any().unbind())
-        })
+        };
+        awaitable_giving_back(py, next, convert, move |ready| back.give_back(ready))
     }
 }
 
