@@ -5,6 +5,7 @@
 //! - `connect`: `hail.Connect`, pythonConnect's synchronous front, callbacks on a thread.
 //! - `channel`: `hail.Channel`, the multicast channel on its own (multisock's job).
 //! - `link`: `hail.Server` and `hail.Client`, framed links with callbacks (Python Comms').
+//! - `event_stream`: `hail.Events`, the device's event stream as an async iterator.
 //! - `events`: the event classes, and the one conversion of `DeviceEvent`s.
 //! - `handler`: how users' handlers (questions, methods, callbacks) are called, on the
 //!   event loop they were registered on or on a handler thread.
@@ -27,6 +28,7 @@ mod channel;
 mod connect;
 mod device;
 mod errors;
+mod event_stream;
 mod events;
 mod handler;
 mod link;
@@ -41,7 +43,7 @@ use pyo3::prelude::*;
 fn _hail(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<device::PyDevice>()?;
-    m.add_class::<device::Events>()?;
+    m.add_class::<event_stream::Events>()?;
     m.add_class::<bridge::LoopWaker>()?;
     m.add_class::<connect::PyConnect>()?;
     m.add_class::<channel::PyChannel>()?;
