@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hail_discovery::{DeviceEvent, DeviceEvents};
@@ -31,6 +32,10 @@ pub(crate) struct Events {
 #[derive(Debug, Default)]
 pub(crate) struct Returned {
     events: Mutex<VecDeque<DeviceEvent>>,
+    /// Whether `events` may hold any: read before taking the lock, so the hot path (none
+    /// ever handed back) costs a load per event, not a lock (a lock was 0.9% of a
+    /// receiving process at 1 KiB, perf).
+    any: AtomicBool,
     /// Wakes a wait that is waiting on the stream when events come back.
     back: tokio::sync::Notify,
 }
@@ -41,12 +46,25 @@ impl Returned {
     }
 
     fn pop(&self) -> Option<DeviceEvent> {
-        self.lock().pop_front()
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut events = self.lock();
+        let e = events.pop_front();
+        if events.is_empty() {
+            self.any.store(false, Ordering::Release);
+        }
+        e
     }
 
     /// Hands `events` back, after those already back.
     fn give_back(&self, events: impl IntoIterator<Item = DeviceEvent>) {
-        self.lock().extend(events);
+        let mut back = self.lock();
+        back.extend(events);
+        if !back.is_empty() {
+            self.any.store(true, Ordering::Release);
+        }
+        drop(back);
         self.back.notify_waiters();
     }
 
