@@ -153,6 +153,11 @@ pub(crate) fn parse_addr(what: &str, s: &str) -> PyResult<SocketAddr> {
     })
 }
 
+/// A device's groups as `"addr:port"`, IPv4 first.
+fn group_names(device: &Device) -> Vec<String> {
+    device.groups().iter().map(ToString::to_string).collect()
+}
+
 /// A running device as both fronts hold it.
 #[derive(Debug)]
 pub(crate) struct Core {
@@ -170,8 +175,9 @@ pub(crate) struct Core {
     pub(crate) name: String,
     id: String,
     address: String,
-    /// Every group the device discovers on, `"addr:port"`, IPv4 first.
-    groups: Vec<String>,
+    /// The groups the device discovered on when last asked, `"addr:port"`, IPv4 first
+    /// (what `groups` shows once the device is closed).
+    groups: Mutex<Vec<String>>,
 }
 
 impl Core {
@@ -183,7 +189,7 @@ impl Core {
             name: device.name().to_owned(),
             id: device.id().to_string(),
             address: device.local_addr().to_string(),
-            groups: device.groups().iter().map(ToString::to_string).collect(),
+            groups: Mutex::new(group_names(&device)),
             device: RwLock::new(Some(device)),
             events: Arc::new(tokio::sync::Mutex::new(events)),
             returned: Arc::default(),
@@ -206,6 +212,18 @@ impl Core {
             return Err(errors::closed());
         }
         Ok(guard)
+    }
+
+    /// The groups the device discovers on now (they follow the interfaces' families while
+    /// it runs); once closed, the last ones.
+    pub(crate) fn groups(&self) -> Vec<String> {
+        let mut known = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(guard) = self.now()
+            && let Some(device) = guard.as_ref()
+        {
+            *known = group_names(device);
+        }
+        known.clone()
     }
 
     fn links(&self) -> MutexGuard<'_, HashMap<String, PeerSender>> {
@@ -343,17 +361,19 @@ impl PyDevice {
     /// The discovery group, `"addr:port"` (the port actually bound): the first of
     /// `groups`.
     #[getter]
-    fn group(&self) -> &str {
-        &self.core.groups[0]
+    fn group(&self) -> String {
+        // A device keeps at least one group (it never leaves the last).
+        self.core.groups().into_iter().next().unwrap_or_default()
     }
 
-    /// Every group the device discovers on, a list of `"addr:port"`, IPv4 first: the one
-    /// `group=` names; unset, `239.255.72.76:5676` and `[ff02::4841:494c]:5676` where the
-    /// interfaces have both families (the device is found on either), else the one of
-    /// the family they have.
+    /// The groups the device discovers on now, a list of `"addr:port"`, IPv4 first: the
+    /// one `group=` names; unset, `239.255.72.76:5676` and `[ff02::4841:494c]:5676` where
+    /// the interfaces have both families (the device is found on either), else the one of
+    /// the family they have. The default groups follow the interfaces while the device
+    /// runs: one whose family appears on them is joined, one whose family goes is left.
     #[getter]
     fn groups(&self) -> Vec<String> {
-        self.core.groups.clone()
+        self.core.groups()
     }
 
     /// The joined peers, a dict name -> `Peer`.
@@ -576,7 +596,10 @@ impl PyDevice {
     fn __repr__(&self) -> String {
         format!(
             "Device(name={:?}, id={:?}, address={:?}, groups={:?})",
-            self.core.name, self.core.id, self.core.address, self.core.groups
+            self.core.name,
+            self.core.id,
+            self.core.address,
+            self.core.groups()
         )
     }
 }

@@ -215,8 +215,8 @@ class Device:
         """The discovery group, ``"addr:port"``: the first of ``groups``."""
     @property
     def groups(self) -> List[str]:
-        """Every group the device discovers on, ``"addr:port"``, IPv4 first (by default
-        both default groups where the interfaces have both families)."""
+        """The groups the device discovers on now, ``"addr:port"``, IPv4 first (by default
+        both default groups where the interfaces have both families, following them)."""
     def peers(self) -> Dict[str, Peer]:
         """The joined peers by name."""
     def send(self, to: _To, data: bytes) -> Awaitable[Any]:
