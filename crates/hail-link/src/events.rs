@@ -306,8 +306,16 @@ mod tests {
     #[test]
     fn events_stay_small() {
         use std::mem::size_of;
-        assert!(size_of::<ServerEvent<bytes::Bytes>>() <= 56, "{}", size_of::<ServerEvent<bytes::Bytes>>());
-        assert!(size_of::<ClientEvent<bytes::Bytes>>() <= 56, "{}", size_of::<ClientEvent<bytes::Bytes>>());
+        assert!(
+            size_of::<ServerEvent<bytes::Bytes>>() <= 56,
+            "{}",
+            size_of::<ServerEvent<bytes::Bytes>>()
+        );
+        assert!(
+            size_of::<ClientEvent<bytes::Bytes>>() <= 56,
+            "{}",
+            size_of::<ClientEvent<bytes::Bytes>>()
+        );
     }
 
     #[tokio::test]

@@ -306,7 +306,11 @@ async fn xx_proves_both_identity_keys() {
         let (client, mut cev) = Client::connect(addr(SERVER), cfg, Binary).await.unwrap();
         match client_event(&mut cev).await {
             ClientEvent::Connected { peer_key, .. } => {
-                assert_eq!(peer_key.as_deref(), Some(&server_id.public()), "psk {psk:?}");
+                assert_eq!(
+                    peer_key.as_deref(),
+                    Some(&server_id.public()),
+                    "psk {psk:?}"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -316,7 +320,11 @@ async fn xx_proves_both_identity_keys() {
         let ServerEvent::Connected { peer_key, .. } = server_event(&mut events).await else {
             panic!("Connected first")
         };
-        assert_eq!(peer_key.as_deref(), Some(&client_id.public()), "psk {psk:?}");
+        assert_eq!(
+            peer_key.as_deref(),
+            Some(&client_id.public()),
+            "psk {psk:?}"
+        );
         assert_ne!(peer_key.as_deref(), Some(&server_id.public()));
         // The link works both ways.
         client.send(Bytes::from_static(b"ping")).await.unwrap();
