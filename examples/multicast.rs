@@ -182,7 +182,10 @@ async fn main() -> anyhow::Result<()> {
     // Closing a channel ends its receiver (its `recv` returns `MulticastError::Closed`).
     listening.close();
     talker.close();
-    ensure!(listener.recv().await.is_err(), "a closed channel's receiver ended");
+    ensure!(
+        listener.recv().await.is_err(),
+        "a closed channel's receiver ended"
+    );
 
     println!("\n== sealed: one passphrase, AES-256-GCM, replay window");
     // The default key derivation (`GroupKey::derive`: 600,000 PBKDF2 iterations) takes

@@ -331,7 +331,11 @@ async fn multicast(kdf: KdfParams) -> anyhow::Result<Vec<String>> {
     let key = GroupKey::derive_with(PASSPHRASE, "hail-demo-multicast", kdf)?;
     let other = GroupKey::derive_with("another passphrase", "hail-demo-multicast", kdf)?;
     let group = (Ipv4Addr::new(239, 255, 72, 92), 0);
-    let on_lo = || ChannelConfig::builder().interface(Ipv4Addr::LOCALHOST).ttl(1);
+    let on_lo = || {
+        ChannelConfig::builder()
+            .interface(Ipv4Addr::LOCALHOST)
+            .ttl(1)
+    };
     let (_rx_chan, mut rx) = Channel::bind(group, on_lo().key(key.clone()).build()?)?;
     let group = rx.group();
     let (tx, _tx_rx) = Channel::bind(group, on_lo().key(key).build()?)?;

@@ -365,7 +365,13 @@ async fn close_ends_a_receiver_waiting_on_its_socket() {
     }
     assert!(end.is_none(), "the stream ends at the close");
     assert!(chan.is_closed());
-    assert!(matches!(chan.send(b"after").await, Err(MulticastError::Closed)));
-    assert!(stats.sent == 0 && !peer.is_closed(), "the peer is another channel");
+    assert!(matches!(
+        chan.send(b"after").await,
+        Err(MulticastError::Closed)
+    ));
+    assert!(
+        stats.sent == 0 && !peer.is_closed(),
+        "the peer is another channel"
+    );
     peer.send(b"the peer goes on").await.unwrap();
 }
