@@ -100,8 +100,8 @@ pub mod prelude {
     #[cfg(feature = "discovery")]
     pub use hail_discovery::{
         AskError, Device, DeviceBuilder, DeviceCallbacks, DeviceError, DeviceEvent, DeviceEvents,
-        DeviceId, DeviceStats, LeaveReason, MessageFormat, PeerInfo, PeerSender, RunError,
-        SendError, Targets,
+        DeviceId, DeviceStats, DialError, LeaveReason, MessageFormat, PeerInfo, PeerSender,
+        RunError, SendError, Targets,
     };
     #[cfg(feature = "link")]
     pub use hail_link::{
