@@ -189,8 +189,9 @@ impl Channel {
     /// Closes the channel, for every clone of this handle and for its receiver: later sends
     /// fail with [`MulticastError::Closed`]; the receiver wakes if it waits, ends (its `recv`
     /// returns [`MulticastError::Closed`], its stream ends) and closes its socket, leaving
-    /// the group, without taking the datagrams still queued. Returns the counters as they
-    /// are now. Closing again does nothing more.
+    /// the group, without taking the datagrams still queued (a receiver nobody polls does
+    /// that at its next poll, or when dropped). Returns the counters as they are now.
+    /// Closing again does nothing more.
     pub fn close(&self) -> Stats {
         self.inner.shared.close();
         self.stats()
