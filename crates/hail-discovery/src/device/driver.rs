@@ -333,7 +333,7 @@ impl Driver {
             self.groups.leave(g);
         }
         for c in changes.channels {
-            let group = c.group();
+            let group = c.0.group();
             if self.groups.put(c) {
                 self.hello(group).await;
             }
