@@ -397,11 +397,15 @@ def test_a_cancelled_wait_leaves_the_stream_whole(group):
         # Nothing waits: each wait goes to hail's runtime and is cancelled at once. Its task
         # is aborted only when the loop next runs callbacks, after `send` below has started:
         # it may take "after" first, and must hand it back.
-        for wait in (events.__anext__(), events.batch()):
-            assert wait.cancel()
+        waits = []
+        for wait in (events.__anext__, events.batch):
+            waits.append(asyncio.ensure_future(wait()))
+            await asyncio.sleep(0)  # started: its wait is on hail's runtime
+            assert waits[-1].cancel()
+        await a.send("beta", b"after")
+        for wait in waits:
             with pytest.raises(asyncio.CancelledError):
                 await wait
-        await a.send("beta", b"after")
         e = await events.__anext__()
         while not isinstance(e, hail.Message):
             e = await events.__anext__()
@@ -411,55 +415,66 @@ def test_a_cancelled_wait_leaves_the_stream_whole(group):
     bounded(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: the event is set on the wait's future before its task resumes; a cancel "
-    "in between (a timeout in the same turn of the loop) drops it. Needs the wait's await "
-    "to hand the result back on CancelledError (a coroutine, or an awaitable whose throw() "
-    "does), see the review of p5-py",
-)
 def test_a_wait_cancelled_after_its_event_arrived_hands_it_back(group):
+    from hail import _aio
+    from hail._hail import _LoopWaker
+
     async def main():
+        # The loop's waker, watched by a reader of the test's: right after the waker has
+        # set a wait's result, and before the task awaiting it resumes, the task is
+        # cancelled (as a timeout firing in the same turn of the loop does). The event
+        # must come next, not go with the task's CancelledError.
+        loop = asyncio.get_running_loop()
+        waker = _LoopWaker()
+        _aio._wakers[loop] = waker
+        victim = {}
+
+        def drain():
+            waker.drain()
+            task = victim.pop("task", None)
+            if task is not None:
+                got = task._fut_waiter  # the wait it awaits, set by the drain
+                assert got is not None and got.done(), "the wait's result was set"
+                victim["got"] = got.result()
+                task.cancel()
+
+        loop.add_reader(waker.fileno(), drain)
         a, b = pair(group)
         await joined(a, "beta")
         await joined(b, "alpha")
         events = b.events()
-        while events.try_next() is not None:
-            pass
-        # The task waiting is cancelled after its wait got the event but before the task
-        # resumed (as `asyncio.timeout` firing in the same turn of the loop does): the
-        # event must come next, not be dropped with the task's CancelledError.
-        for take in (lambda: events.__anext__(), lambda: events.batch()):
-            got = []
-            wait = take()
-            task = None
 
-            def cancel(w):
-                got.append(w.result())
-                task.cancel()  # the wait is done: the task only learns at its next step
+        async def iterating():
+            async for e in events:
+                return e
 
-            # Added before the task awaits, so it runs before the task's wake-up.
-            wait.add_done_callback(cancel)
+        async def awaiting(wait):
+            return await wait()
 
-            async def waiting():
-                return await wait
-
-            task = asyncio.ensure_future(waiting())
-            await asyncio.sleep(0)  # the task awaits `wait`
-            await a.send("beta", b"after")
+        for wait in (events.__anext__, events.batch, iterating):
+            while True:
+                while events.try_next() is not None:
+                    pass
+                task = asyncio.ensure_future(awaiting(wait))
+                await asyncio.sleep(0)  # the task waits on hail's runtime
+                if not task.done():  # (else a late event of the meeting came first)
+                    break
+            victim["task"] = task
+            # Not awaited on this loop: the drain above sets the wait's result alone.
+            a.send_nowait("beta", b"after")
             with pytest.raises(asyncio.CancelledError):
                 await task
-            assert len(got) == 1, got
-            first = got[0][0] if isinstance(got[0], list) else got[0]
+            got = victim.pop("got")
+            first = got[0] if isinstance(got, list) else got
             # Something after it, so that a lost event shows as the wrong one, not a hang.
-            await a.send("beta", b"later")
+            a.send_nowait("beta", b"later")
             nxt = await events.__anext__()
-            assert type(nxt) is type(first), (nxt, first)
-            if isinstance(first, hail.Message):
-                assert nxt.data == first.data
-            while events.try_next() is not None:
-                pass
+            assert nxt is first, (wait, nxt, first)
+            while not (isinstance(nxt, hail.Message) and nxt.data == b"later"):
+                nxt = await events.__anext__()
         await close(a, b)
+        loop.remove_reader(waker.fileno())
+        del _aio._wakers[loop]
 
     bounded(main())
 
