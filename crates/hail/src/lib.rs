@@ -109,7 +109,7 @@ pub mod prelude {
         ServerEvent,
     };
     #[cfg(feature = "multicast")]
-    pub use hail_multicast::{Channel, Datagram, Interface, MulticastError};
+    pub use hail_multicast::{Channel, ChannelConfig, Datagram, Interface, MulticastError};
     #[cfg(feature = "rpc")]
     pub use hail_rpc::{
         Handlers, Method, Opcode, RetCode, RpcClient, RpcConfig, RpcError, RpcPeer, RpcServer,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use hail_crypto::{GroupKey, Identity, Incarnation, KdfParams};
 use hail_link::{Budget, Heartbeat, LinkConfig, Server, ServerConfig, Transport};
-use hail_multicast::{Channel, Interface};
+use hail_multicast::{ChannelConfig, Interface};
 use hail_rpc::{Handlers, RpcConfig};
 use hail_wire::Binary;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -522,7 +522,7 @@ impl DeviceBuilder {
             link = link.transport(Transport::memory_from(net, *ip));
         }
         let channel_builder = |group: SocketAddr, interfaces: &[Interface]| {
-            let mut b = Channel::builder(group).ttl(self.ttl);
+            let mut b = ChannelConfig::builder().ttl(self.ttl);
             match &self.memory {
                 Some((bus, _, ip)) => {
                     // The host's address of the group's family, where it has two.
@@ -559,7 +559,7 @@ impl DeviceBuilder {
         let followed: Vec<Followed> = match self.group {
             Some(_) => channels
                 .iter()
-                .map(|c| {
+                .map(|(c, _)| {
                     let g = c.group();
                     Followed::new(g, channel_builder(g, &[]), &self.interfaces)
                 })
@@ -580,7 +580,7 @@ impl DeviceBuilder {
         let groups: Vec<SocketAddr> = if channels.is_empty() {
             vec![self.group.unwrap_or(DEFAULT_GROUP)]
         } else {
-            channels.iter().map(Channel::group).collect()
+            channels.iter().map(|(c, _)| c.group()).collect()
         };
         let group = groups[0];
         let listen = match (&self.memory, self.listen) {

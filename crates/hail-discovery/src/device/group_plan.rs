@@ -5,7 +5,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use hail_multicast::{Channel, ChannelBuilder, Interface, InterfaceInfo, MulticastError};
+use hail_multicast::{
+    Channel, ChannelConfigBuilder, Interface, InterfaceInfo, MulticastError, Receiver,
+};
 
 /// The default IPv4 discovery group: `239.255.72.76:5676` (administratively scoped). A
 /// device whose group is not set discovers on it where its interfaces have IPv4, beside
@@ -101,26 +103,29 @@ pub(super) fn on_named(
     [(DEFAULT_GROUP, on_v4), (DEFAULT_GROUP_V6, on_v6)]
 }
 
-/// `template` (a group's channel builder, with its settings and no interfaces) on the
-/// interfaces `on` (none: every up, multicast-capable one of the group's family).
-pub(super) fn on_interfaces(template: &ChannelBuilder, on: &[Interface]) -> ChannelBuilder {
+/// `template` (a group's channel configuration, with its settings and no interfaces) on
+/// the interfaces `on` (none: every up, multicast-capable one of the group's family).
+pub(super) fn on_interfaces(
+    template: &ChannelConfigBuilder,
+    on: &[Interface],
+) -> ChannelConfigBuilder {
     on.iter()
         .fold(template.clone(), |b, i| b.interface(i.clone()))
 }
 
-/// The planned discovery channels (groups and their interfaces) opened in order with
-/// `builder`. A channel
+/// The planned discovery channels (groups and their interfaces) opened in order with the
+/// configurations of `builder`. A channel
 /// whose interfaces turn out to have no address of its family, beside one that opened,
 /// is left out (debug log: the device discovers on the groups it can); any other failure
 /// (a join refused, a port taken) fails the start, as does none opening (the first
 /// error).
 pub(super) fn open_channels(
     planned: &[(SocketAddr, Vec<Interface>)],
-    builder: impl Fn(SocketAddr, &[Interface]) -> ChannelBuilder,
-) -> Result<Vec<Channel>, MulticastError> {
+    builder: impl Fn(SocketAddr, &[Interface]) -> ChannelConfigBuilder,
+) -> Result<Vec<(Channel, Receiver)>, MulticastError> {
     let (mut open, mut first_error) = (Vec::new(), None);
     for (group, on) in planned {
-        match builder(*group, on).build() {
+        match Channel::bind(*group, builder(*group, on).build()?) {
             Ok(c) => open.push(c),
             Err(
                 e @ (MulticastError::NoInterface | MulticastError::InterfaceLacksFamily { .. }),
@@ -141,7 +146,7 @@ pub(super) fn open_channels(
 mod tests {
     use std::net::{Ipv4Addr, SocketAddr};
 
-    use hail_multicast::{Channel, Interface, MulticastError};
+    use hail_multicast::{ChannelConfig, Interface, MulticastError};
 
     use super::open_channels;
 
@@ -152,8 +157,8 @@ mod tests {
     #[tokio::test]
     async fn only_a_group_without_addresses_of_its_family_is_left_out() {
         let lo = || vec![Interface::from(Ipv4Addr::LOCALHOST)];
-        let builder = |group: SocketAddr, on: &[Interface]| {
-            let mut b = Channel::builder(group).ttl(0);
+        let builder = |_group: SocketAddr, on: &[Interface]| {
+            let mut b = ChannelConfig::builder().ttl(0);
             for i in on {
                 b = b.interface(i.clone());
             }

@@ -14,13 +14,13 @@
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
-use hail_multicast::{Channel, Datagram, JoinedInterface, MulticastError, Sender, Stats};
+use hail_multicast::{Channel, Datagram, JoinedInterface, MulticastError, Receiver, Stats};
 use tracing::debug;
 
-/// One group's channel, its sending half, and the counters of the channels it replaced.
+/// One group's channel, its receiver, and the counters of the channels it replaced.
 struct Group {
     channel: Channel,
-    sender: Sender,
+    receiver: Receiver,
     /// The counters of this group's channels replaced since start (the interfaces changed).
     retired: Stats,
 }
@@ -38,13 +38,13 @@ pub(super) struct Groups {
 }
 
 impl Groups {
-    pub(super) fn new(channels: Vec<Channel>) -> Self {
+    pub(super) fn new(channels: Vec<(Channel, Receiver)>) -> Self {
         Self {
             groups: channels
                 .into_iter()
-                .map(|channel| Group {
-                    sender: channel.sender(),
+                .map(|(channel, receiver)| Group {
                     channel,
+                    receiver,
                     retired: Stats::default(),
                 })
                 .collect(),
@@ -69,10 +69,10 @@ impl Groups {
     /// The group of `channel` on it: the group's channel replaced (the old one's counters
     /// kept in the group's totals), or the group joined (IPv4 before IPv6), with the
     /// counters it had when it was left. Returns whether the group is joined now.
-    pub(super) fn put(&mut self, channel: Channel) -> bool {
+    pub(super) fn put(&mut self, (channel, receiver): (Channel, Receiver)) -> bool {
         let group = channel.group();
         if let Some(g) = self.groups.iter_mut().find(|g| g.channel.group() == group) {
-            g.sender = channel.sender();
+            g.receiver = receiver;
             let old = std::mem::replace(&mut g.channel, channel);
             g.retired += old.close();
             return false;
@@ -89,8 +89,8 @@ impl Groups {
         self.groups.insert(
             at,
             Group {
-                sender: channel.sender(),
                 channel,
+                receiver,
                 retired,
             },
         );
@@ -115,7 +115,7 @@ impl Groups {
         let Some(g) = self.groups.iter().find(|g| g.channel.group() == group) else {
             return;
         };
-        if let Err(e) = g.sender.send(bytes).await {
+        if let Err(e) = g.channel.send(bytes).await {
             debug!(%group, error = %e, "advert not sent");
         }
     }
@@ -128,7 +128,7 @@ impl Groups {
         let n = self.groups.len();
         for k in 0..n {
             let i = (self.next + k) % n;
-            if let Poll::Ready(r) = self.groups[i].channel.poll_recv(cx) {
+            if let Poll::Ready(r) = self.groups[i].receiver.poll_recv(cx) {
                 self.next = (i + 1) % n;
                 return Poll::Ready(r);
             }
@@ -145,10 +145,19 @@ impl Groups {
     /// its channel's statistics where one of its interfaces failed), the others go on.
     pub(super) async fn send(&self, bytes: &[u8]) {
         for g in &self.groups {
-            if let Err(e) = g.sender.send(bytes).await {
+            if let Err(e) = g.channel.send(bytes).await {
                 debug!(group = %g.channel.group(), error = %e, "advert not sent");
             }
         }
+    }
+
+    /// The counters of the groups left while running and not joined again, summed.
+    pub(super) fn left_stats(&self) -> Stats {
+        let mut sum = Stats::default();
+        for (_, s) in &self.left {
+            sum += *s;
+        }
+        sum
     }
 
     /// Each group's counters since start (its replaced channels' included), in group order.
@@ -168,19 +177,20 @@ impl Groups {
 mod tests {
     use std::net::SocketAddr;
 
-    use hail_multicast::Channel;
     use hail_multicast::memory::Bus;
+    use hail_multicast::{Channel, ChannelConfig, Receiver};
 
     use super::Groups;
     use crate::{DEFAULT_GROUP, DEFAULT_GROUP_V6};
 
     /// A channel of `group` on the in-memory `bus`, as host `host` (of the group's family).
-    fn channel(bus: &Bus, group: SocketAddr, host: &str) -> Channel {
+    fn channel(bus: &Bus, group: SocketAddr, host: &str) -> (Channel, Receiver) {
         let at = SocketAddr::new(host.parse().expect("an address"), 5676);
-        Channel::builder(group)
+        let config = ChannelConfig::builder()
             .memory_at(bus, at)
             .build()
-            .expect("a bus channel")
+            .expect("valid");
+        Channel::bind(group, config).expect("a bus channel")
     }
 
     /// Groups joined and left while running keep IPv4 first, and a group joined again
@@ -195,8 +205,8 @@ mod tests {
         );
         assert_eq!(groups.addrs(), [DEFAULT_GROUP, DEFAULT_GROUP_V6]);
         // A datagram from another host on the IPv4 group, received.
-        let other = channel(&bus, DEFAULT_GROUP, "10.0.0.2");
-        other.sender().send(b"hello").await.expect("sent");
+        let (other, _other_rx) = channel(&bus, DEFAULT_GROUP, "10.0.0.2");
+        other.send(b"hello").await.expect("sent");
         let d = groups.recv().await.expect("received");
         assert_eq!(&d.payload[..], b"hello");
         let delivered = |g: &Groups| g.stats()[0].1.delivered;

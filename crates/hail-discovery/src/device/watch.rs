@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hail_multicast::{
-    Channel, ChannelBuilder, Interface, InterfaceInfo, JoinedInterface, MulticastError,
+    Channel, ChannelConfigBuilder, Interface, InterfaceInfo, JoinedInterface, MulticastError,
+    Receiver,
 };
 use tokio::time::Instant;
 
@@ -101,16 +102,16 @@ impl AddressSource {
 pub(super) struct Followed {
     /// The group, with the port its channel bound.
     pub(super) group: SocketAddr,
-    /// Its channel's builder without interfaces (the TTL, the key, the group).
-    template: ChannelBuilder,
+    /// Its channel's configuration without interfaces (the TTL, the key).
+    template: ChannelConfigBuilder,
     /// The interfaces its channel was last built on, as named (none: every up,
     /// multicast-capable one of its family).
     on: Vec<Interface>,
 }
 
 impl Followed {
-    /// `group`, whose channels `template` builds (given no interfaces), on `on`.
-    pub(super) fn new(group: SocketAddr, template: ChannelBuilder, on: &[Interface]) -> Self {
+    /// `group`, whose channels `template` configures (given no interfaces), on `on`.
+    pub(super) fn new(group: SocketAddr, template: ChannelConfigBuilder, on: &[Interface]) -> Self {
         Self {
             group,
             template,
@@ -154,7 +155,7 @@ enum Step {
 pub(super) struct Changes {
     /// Channels built on the interfaces as they are now: a joined group's new channel,
     /// or a default group's first (it is joined now).
-    pub(super) channels: Vec<Channel>,
+    pub(super) channels: Vec<(Channel, Receiver)>,
     /// Default groups whose family went away from their interfaces: to be left.
     pub(super) left: Vec<SocketAddr>,
     /// The addresses to advertise now.
@@ -185,11 +186,14 @@ impl InterfaceWatch {
             match step {
                 Step::Stay => staying += usize::from(was),
                 Step::Lost => lost.push(f.group),
-                Step::Build { on, now } => match on_interfaces(&f.template, &on).build() {
+                Step::Build { on, now } => match on_interfaces(&f.template, &on)
+                    .build()
+                    .and_then(|config| Channel::bind(f.group, config))
+                {
                     Ok(c) => {
                         let how = if was { "joined anew" } else { "joined" };
-                        tracing::debug!(group = %c.group(), interfaces = ?now, "interfaces changed: discovery group {how}");
-                        f.group = c.group();
+                        tracing::debug!(group = %c.0.group(), interfaces = ?now, "interfaces changed: discovery group {how}");
+                        f.group = c.0.group();
                         f.on = on;
                         changes.channels.push(c);
                         staying += 1;
@@ -241,7 +245,8 @@ impl InterfaceWatch {
                 let was = joined.iter().find(|(g, _)| *g == f.group).map(|(_, j)| *j);
                 let now = on.as_ref().and_then(|on| {
                     on_interfaces(&f.template, on)
-                        .resolve_in(table)
+                        .build()
+                        .and_then(|config| config.resolve_in(f.group, table))
                         .inspect_err(|e| {
                             tracing::debug!(group = %f.group, error = %e, "interfaces not resolved for the group");
                         })
@@ -302,7 +307,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use hail_multicast::{Channel, Interface, InterfaceInfo, JoinedInterface};
+    use hail_multicast::{ChannelConfig, Interface, InterfaceInfo, JoinedInterface};
 
     use super::{AddressSource, Followed, InterfaceWatch, Step, on_interfaces};
     use crate::{DEFAULT_GROUP, DEFAULT_GROUP_V6};
@@ -399,7 +404,7 @@ mod tests {
     fn followed(group: &str, on: &[&str]) -> Followed {
         let group: SocketAddr = group.parse().expect("a group");
         let on: Vec<Interface> = on.iter().map(|&i| Interface::from(i)).collect();
-        Followed::new(group, Channel::builder(group).ttl(0), &on)
+        Followed::new(group, ChannelConfig::builder().ttl(0), &on)
     }
 
     /// What `w` would join for each group by `table`.
@@ -408,7 +413,8 @@ mod tests {
             .iter()
             .map(|f| {
                 on_interfaces(&f.template, &f.on)
-                    .resolve_in(table)
+                    .build()
+                    .and_then(|config| config.resolve_in(f.group, table))
                     .unwrap_or_default()
             })
             .collect()

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use hail_multicast::Channel;
+use hail_multicast::{Channel, ChannelConfig};
 use hail_testsupport::{
     Lan, Namespaces, OrSkip, impairment, in_netns, ip, link_local_pair, nft, report, veth,
 };
@@ -39,11 +39,15 @@ fn ipv6_link_scope_over_veth() {
         let ready = Arc::clone(&ready);
         in_netns(&b, move || {
             runtime().block_on(async move {
-                let mut rx = Channel::builder(group)
-                    .interface("v1")
-                    .key(key(4))
-                    .build()
-                    .unwrap();
+                let (_chan, mut rx) = Channel::bind(
+                    group,
+                    ChannelConfig::builder()
+                        .interface("v1")
+                        .key(key(4))
+                        .build()
+                        .unwrap(),
+                )
+                .unwrap();
                 ready.wait();
                 let mut got = HashSet::new();
                 let deadline = Instant::now() + PATIENCE;
@@ -68,11 +72,15 @@ fn ipv6_link_scope_over_veth() {
         let (ready, mut done) = (Arc::clone(&ready), done);
         in_netns(&a, move || {
             runtime().block_on(async move {
-                let tx = Channel::builder(group)
-                    .interface("v0")
-                    .key(key(4))
-                    .build()
-                    .unwrap();
+                let (tx, _rx) = Channel::bind(
+                    group,
+                    ChannelConfig::builder()
+                        .interface("v0")
+                        .key(key(4))
+                        .build()
+                        .unwrap(),
+                )
+                .unwrap();
                 ready.wait();
                 // veth drops nothing, but the link may need a moment after coming up:
                 // repeat the 100 datagrams until the receiver has them all (replays of
@@ -144,12 +152,16 @@ fn two_hosts_on_a_bridge_with_loss() {
         );
         in_netns(&b, move || {
             runtime().block_on(async move {
-                let mut rx = Channel::builder((group_ip, port))
-                    .interface(b_ip)
-                    .key(key(5))
-                    .recv_buffer_size(1 << 22)
-                    .build()
-                    .unwrap();
+                let (_chan, mut rx) = Channel::bind(
+                    (group_ip, port),
+                    ChannelConfig::builder()
+                        .interface(b_ip)
+                        .key(key(5))
+                        .recv_buffer_size(1 << 22)
+                        .build()
+                        .unwrap(),
+                )
+                .unwrap();
                 ready.wait();
                 let mut seen = HashSet::new();
                 loop {
@@ -184,12 +196,16 @@ fn two_hosts_on_a_bridge_with_loss() {
         );
         in_netns(&a, move || {
             runtime().block_on(async move {
-                let tx = Channel::builder((group_ip, port))
-                    .interface("eth0")
-                    .key(key(5))
-                    .loopback(false)
-                    .build()
-                    .unwrap();
+                let (tx, _rx) = Channel::bind(
+                    (group_ip, port),
+                    ChannelConfig::builder()
+                        .interface("eth0")
+                        .key(key(5))
+                        .loopback(false)
+                        .build()
+                        .unwrap(),
+                )
+                .unwrap();
                 ready.wait();
                 let start = Instant::now();
                 for i in 0..N {
@@ -255,7 +271,11 @@ fn default_interfaces_are_the_multicast_capable_ones() {
         let ready = Arc::clone(&ready);
         in_netns(&b, move || {
             runtime().block_on(async move {
-                let mut rx = Channel::builder(group).interface("e0").build().unwrap();
+                let (_chan, mut rx) = Channel::bind(
+                    group,
+                    ChannelConfig::builder().interface("e0").build().unwrap(),
+                )
+                .unwrap();
                 ready.wait();
                 let d = timeout(PATIENCE, async {
                     loop {
@@ -276,7 +296,8 @@ fn default_interfaces_are_the_multicast_capable_ones() {
         let (ready, mut got_in_b) = (Arc::clone(&ready), got_in_b);
         in_netns(&a, move || {
             runtime().block_on(async move {
-                let tx = Channel::builder(group).build().expect("default interfaces");
+                let (tx, _rx) = Channel::bind(group, ChannelConfig::builder().build().unwrap())
+                    .expect("default interfaces");
                 let addrs = tx.send_addrs().unwrap();
                 ready.wait();
                 let deadline = Instant::now() + PATIENCE;
