@@ -135,7 +135,7 @@ impl Driver {
     /// messages wait for its share is held back by its own link, no one else. It joins the
     /// turn's run of its link's messages ([`Driver::flush_messages`]).
     fn message(&mut self, conn: LinkId, frame: Bytes) {
-        if !self.run.as_ref().is_some_and(|r| r.link == conn) {
+        if self.run.as_ref().is_none_or(|r| r.link != conn) {
             // A new run: the link's peer and a hold on its share, looked up once for the
             // run (the join was reported as the hello was read).
             let found = match lock(&self.shared.links).get(&conn) {
