@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use bytes::Bytes;
 use hail_crypto::{GroupKey, KdfParams};
-use hail_multicast::Channel;
+use hail_multicast::{Channel, ChannelConfig, Receiver};
 use serde::{Deserialize, Serialize};
 use tokio::time::timeout;
 
@@ -45,16 +45,16 @@ struct Reading {
     celsius: f32,
 }
 
-/// A channel on the loopback interface, TTL 1, sealed when `key` is given.
-fn channel(key: Option<&GroupKey>) -> anyhow::Result<Channel> {
-    let mut builder = Channel::builder((GROUP, PORT))
+/// A channel on the loopback interface, TTL 1, sealed when `key` is given: its sending
+/// handle and its receiver.
+fn channel(key: Option<&GroupKey>) -> anyhow::Result<(Channel, Receiver)> {
+    let mut builder = ChannelConfig::builder()
         .interface(Ipv4Addr::LOCALHOST)
         .ttl(1);
     if let Some(key) = key {
         builder = builder.key(key.clone());
     }
-    builder
-        .build()
+    Channel::bind((GROUP, PORT), builder.build()?)
         .with_context(|| format!("cannot join {GROUP}:{PORT} on 127.0.0.1"))
 }
 
@@ -67,7 +67,7 @@ fn source_addr(chan: &Channel) -> anyhow::Result<SocketAddr> {
 }
 
 /// Receives until `n` datagrams from `from` arrived (others are skipped), or fails at `WAIT`.
-async fn recv_from(chan: &mut Channel, from: SocketAddr, n: usize) -> anyhow::Result<Vec<Bytes>> {
+async fn recv_from(chan: &mut Receiver, from: SocketAddr, n: usize) -> anyhow::Result<Vec<Bytes>> {
     let mut got = Vec::new();
     timeout(WAIT, async {
         while got.len() < n {
@@ -91,7 +91,7 @@ async fn recv_from(chan: &mut Channel, from: SocketAddr, n: usize) -> anyhow::Re
 
 /// Receives typed messages (postcard) until `n` came from `from`, or fails at `WAIT`.
 async fn recv_msgs_from<T: serde::de::DeserializeOwned>(
-    chan: &mut Channel,
+    chan: &mut Receiver,
     from: SocketAddr,
     n: usize,
 ) -> anyhow::Result<Vec<T>> {
@@ -119,7 +119,7 @@ async fn recv_msgs_from<T: serde::de::DeserializeOwned>(
 /// Receives (and so processes: the channel has no background task) for `window`, and
 /// returns what came from `from`.
 async fn drain_from(
-    chan: &mut Channel,
+    chan: &mut Receiver,
     from: SocketAddr,
     window: Duration,
 ) -> anyhow::Result<Vec<Bytes>> {
@@ -156,8 +156,8 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
 
     println!("== plaintext: a datagram is exactly its payload");
-    let mut listener = channel(None)?;
-    let talker = channel(None)?;
+    let (listening, mut listener) = channel(None)?;
+    let (talker, _talker_rx) = channel(None)?;
     let talker_addr = source_addr(&talker)?;
     println!("joined {GROUP}:{PORT} on 127.0.0.1 (TTL 1); the talker sends from {talker_addr}");
 
@@ -179,7 +179,13 @@ async fn main() -> anyhow::Result<()> {
         println!("listener got {reading:?}");
     }
     println!("3 typed messages across in {}", us(t.elapsed()));
-    drop((listener, talker));
+    // Closing a channel ends its receiver (its `recv` returns `MulticastError::Closed`).
+    listening.close();
+    talker.close();
+    ensure!(
+        listener.recv().await.is_err(),
+        "a closed channel's receiver ended"
+    );
 
     println!("\n== sealed: one passphrase, AES-256-GCM, replay window");
     // The default key derivation (`GroupKey::derive`: 600,000 PBKDF2 iterations) takes
@@ -201,10 +207,10 @@ async fn main() -> anyhow::Result<()> {
             / f64::from(params.iterations)
     );
 
-    let sender = channel(Some(&key))?;
-    let mut member = channel(Some(&key))?;
-    let mut plain = channel(None)?;
-    let mut outsider = channel(Some(&wrong))?;
+    let (sender, _sender_rx) = channel(Some(&key))?;
+    let (_member, mut member) = channel(Some(&key))?;
+    let (plain, mut plain_rx) = channel(None)?;
+    let (_outsider, mut outsider) = channel(Some(&wrong))?;
     let sender_addr = source_addr(&sender)?;
 
     let t = Instant::now();
@@ -215,7 +221,7 @@ async fn main() -> anyhow::Result<()> {
     println!("3 sealed messages across in {}", us(t.elapsed()));
 
     // A plain channel receives the same datagrams, as ciphertext.
-    let captured = recv_from(&mut plain, sender_addr, 3).await?;
+    let captured = recv_from(&mut plain_rx, sender_addr, 3).await?;
     let readable = captured
         .iter()
         .filter(|c| c.windows(b"greenhouse".len()).any(|w| w == b"greenhouse"))

@@ -16,7 +16,7 @@ use std::time::Duration;
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hail_crypto::{GroupKey, HEADER_LEN, OVERHEAD, Opener, Sealer};
-use hail_multicast::Channel;
+use hail_multicast::{Channel, ChannelConfig, Receiver};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce as RingNonce, UnboundKey};
 
 use crate::harness::{Better, Ctx, Record, interleaved_rate};
@@ -168,21 +168,25 @@ fn lo_channel(
     rt: &tokio::runtime::Runtime,
     group: SocketAddr,
     key: Option<GroupKey>,
-) -> anyhow::Result<Channel> {
+) -> anyhow::Result<(Channel, Receiver)> {
     let _guard = rt.enter();
-    let mut b = Channel::builder(group)
+    let mut b = ChannelConfig::builder()
         .interface(Ipv4Addr::LOCALHOST)
         .ttl(0)
         .recv_buffer_size(1 << 21);
     if let Some(k) = key {
         b = b.key(k);
     }
-    Ok(b.build()?)
+    Ok(Channel::bind(group, b.build()?)?)
 }
 
 /// One loopback round on a channel: send a batch, receive it, `NET_ROUNDS` times. (One
 /// timeout for the whole round, as the baseline's socket read timeout costs nothing per call.)
-fn channel_round(rt: &tokio::runtime::Runtime, chan: &mut Channel, payload: &[u8]) {
+fn channel_round(
+    rt: &tokio::runtime::Runtime,
+    (chan, rx): &mut (Channel, Receiver),
+    payload: &[u8],
+) {
     rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(5), async {
             for _ in 0..NET_ROUNDS {
@@ -190,7 +194,7 @@ fn channel_round(rt: &tokio::runtime::Runtime, chan: &mut Channel, payload: &[u8
                     chan.send(payload).await.expect("send");
                 }
                 for _ in 0..NET_BATCH {
-                    let d = chan.recv().await.expect("recv");
+                    let d = rx.recv().await.expect("recv");
                     black_box(d.payload.len());
                 }
             }
@@ -263,7 +267,7 @@ fn sealed(
     let group = SocketAddr::from((Ipv4Addr::new(239, 255, 77, group_last), 0));
     let mut sealed = lo_channel(rt, group, Some(GroupKey::from_bytes([3; 32])))?;
     let mut plain = lo_channel(rt, group, None)?;
-    anyhow::ensure!(sealed.group() != plain.group(), "separate ports");
+    anyhow::ensure!(sealed.0.group() != plain.0.group(), "separate ports");
     let payload = vec![0x5au8; size];
     let (a, b) = interleaved_rate(
         budget,

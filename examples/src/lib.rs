@@ -15,3 +15,12 @@
 //!
 //! `comms_server -- --listen ADDR` and `comms_clients -- ADDR` also run against each other
 //! from two terminals.
+
+/// The Rust examples of the repository's `README.md`, run here as doctests
+/// (`cargo test --doc -p hail-examples`, part of `cargo test --workspace`), so that they
+/// compile and run as written. They live in this crate because it is never packaged
+/// (`publish = false`): the README sits outside every published crate's tarball, which
+/// therefore never names it.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;

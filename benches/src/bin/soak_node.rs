@@ -241,19 +241,55 @@ async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
     !*stop.borrow()
 }
 
-async fn send_loop(
+/// What the three load loops share: the device, the node's settings and counters, the
+/// stop signal and a random stream of the loop's own.
+struct Load {
     device: Arc<Device>,
     args: Args,
     c: Arc<Counters>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut rng = Rng::new(args.seed ^ 0x5e4d);
-    let mut seq = 0u64;
-    while pause(&mut stop, Duration::from_millis(args.msg_ms)).await {
-        if args.peers.is_empty() {
-            continue;
+    stop: watch::Receiver<bool>,
+    rng: Rng,
+}
+
+impl Load {
+    /// A loop's share; `salt` gives it a random stream of its own from the node's seed.
+    fn new(
+        device: &Arc<Device>,
+        args: &Args,
+        c: &Arc<Counters>,
+        stop: &watch::Receiver<bool>,
+        salt: u64,
+    ) -> Self {
+        Self {
+            device: Arc::clone(device),
+            args: args.clone(),
+            c: Arc::clone(c),
+            stop: stop.clone(),
+            rng: Rng::new(args.seed ^ salt),
         }
-        let to = args.peers[rng.below(args.peers.len())].clone();
+    }
+
+    /// Waits `every_ms` (again while the node has no peers); false once told to stop.
+    async fn next_round(&mut self, every_ms: u64) -> bool {
+        while pause(&mut self.stop, Duration::from_millis(every_ms)).await {
+            if !self.args.peers.is_empty() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// One of the peers, at random.
+    fn any_peer(&mut self) -> String {
+        self.args.peers[self.rng.below(self.args.peers.len())].clone()
+    }
+}
+
+async fn send_loop(mut l: Load) {
+    let mut seq = 0u64;
+    while l.next_round(l.args.msg_ms).await {
+        let to = l.any_peer();
+        let (args, c, device) = (&l.args, &l.c, &l.device);
         let body = payload(args.inc, seq, args.size);
         bump(&c.msgs_sent);
         // Bounded: a send that cannot get room in 5 s is abandoned, outcome unknown.
@@ -286,18 +322,10 @@ async fn send_loop(
     }
 }
 
-async fn ask_loop(
-    device: Arc<Device>,
-    args: Args,
-    c: Arc<Counters>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut rng = Rng::new(args.seed ^ 0xa5c);
+async fn ask_loop(mut l: Load) {
     let mut n = 0u64;
-    while pause(&mut stop, Duration::from_millis(args.ask_ms)).await {
-        if args.peers.is_empty() {
-            continue;
-        }
+    while l.next_round(l.args.ask_ms).await {
+        let (args, c, device, rng) = (&l.args, &l.c, &l.device, &mut l.rng);
         // One to three distinct random peers.
         let want = 1 + rng.below(3).min(args.peers.len() - 1);
         let mut targets: Vec<String> = Vec::with_capacity(want);
@@ -329,22 +357,14 @@ async fn ask_loop(
     }
 }
 
-async fn rpc_loop(
-    device: Arc<Device>,
-    args: Args,
-    c: Arc<Counters>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut rng = Rng::new(args.seed ^ 0x49c);
+async fn rpc_loop(mut l: Load) {
     let mut n = 0u64;
-    while pause(&mut stop, Duration::from_millis(args.rpc_ms)).await {
-        if args.peers.is_empty() {
-            continue;
-        }
-        let to = &args.peers[rng.below(args.peers.len())];
+    while l.next_round(l.args.rpc_ms).await {
+        let to = l.any_peer();
+        let (c, device) = (&l.c, &l.device);
         bump(&c.rpcs);
         n += 1;
-        match device.peer(to) {
+        match device.peer(&to) {
             Err(e) => c.fail(format!("rpc:resolve: {e}")),
             Ok(peer) => {
                 match peer
@@ -415,24 +435,9 @@ async fn run(args: Args, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> 
 
     let (load_stop_tx, load_stop) = watch::channel(false);
     let loads = [
-        tokio::spawn(send_loop(
-            device.clone(),
-            args.clone(),
-            c.clone(),
-            load_stop.clone(),
-        )),
-        tokio::spawn(ask_loop(
-            device.clone(),
-            args.clone(),
-            c.clone(),
-            load_stop.clone(),
-        )),
-        tokio::spawn(rpc_loop(
-            device.clone(),
-            args.clone(),
-            c.clone(),
-            load_stop.clone(),
-        )),
+        tokio::spawn(send_loop(Load::new(&device, &args, &c, &load_stop, 0x5e4d))),
+        tokio::spawn(ask_loop(Load::new(&device, &args, &c, &load_stop, 0xa5c))),
+        tokio::spawn(rpc_loop(Load::new(&device, &args, &c, &load_stop, 0x49c))),
     ];
 
     // Stats until told to stop (stdin EOF) or out of time.

@@ -163,10 +163,10 @@ where
     match command {
         CommsCommand::Listen { port, opts } => {
             let ip = common
-                .listen_ip(Some(matches!(
+                .comms_listen_ip(matches!(
                     common.interface.as_slice(),
                     [hail::multicast::Interface::Addr(std::net::IpAddr::V6(_))]
-                )))
+                ))
                 .kind(Kind::Usage)?;
             listen(common, SocketAddr::new(ip, port), &opts, payload).await
         }

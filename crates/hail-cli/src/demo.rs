@@ -331,22 +331,15 @@ async fn multicast(kdf: KdfParams) -> anyhow::Result<Vec<String>> {
     let key = GroupKey::derive_with(PASSPHRASE, "hail-demo-multicast", kdf)?;
     let other = GroupKey::derive_with("another passphrase", "hail-demo-multicast", kdf)?;
     let group = (Ipv4Addr::new(239, 255, 72, 92), 0);
-    let mut rx = Channel::builder(group)
-        .interface(Ipv4Addr::LOCALHOST)
-        .ttl(1)
-        .key(key.clone())
-        .build()?;
+    let on_lo = || {
+        ChannelConfig::builder()
+            .interface(Ipv4Addr::LOCALHOST)
+            .ttl(1)
+    };
+    let (_rx_chan, mut rx) = Channel::bind(group, on_lo().key(key.clone()).build()?)?;
     let group = rx.group();
-    let tx = Channel::builder(group)
-        .interface(Ipv4Addr::LOCALHOST)
-        .ttl(1)
-        .key(key)
-        .build()?;
-    let mut outsider = Channel::builder(group)
-        .interface(Ipv4Addr::LOCALHOST)
-        .ttl(1)
-        .key(other)
-        .build()?;
+    let (tx, _tx_rx) = Channel::bind(group, on_lo().key(key).build()?)?;
+    let (_outsider_chan, mut outsider) = Channel::bind(group, on_lo().key(other).build()?)?;
     tx.send(b"sealed: lights out at 23:00").await?;
     let d = tokio::time::timeout(STEP_TIMEOUT, rx.recv())
         .await

@@ -61,11 +61,12 @@ pub(crate) struct Common {
     )]
     pub(crate) passphrase: Option<String>,
     /// Interface, by name (`eth0`, `lo`), index (`3`) or address (`192.168.1.20`,
-    /// `fe80::1`); repeat it for several. Multicast goes out and comes in on each; with
-    /// one, links listen on its first IPv4 address (`comms listen` too; its first IPv6
-    /// address that is not link-local with an IPv6 group). An unknown one is an error that
-    /// lists the host's interfaces. Default: every up, multicast-capable interface (and
-    /// every address for listening: `[::]`, IPv4 too, where the host allows it).
+    /// `fe80::1`); repeat it for several. Multicast goes out and comes in on each. Devices'
+    /// links listen on every address (`[::]`, IPv4 too, where the host allows it) and
+    /// advertise the interfaces' addresses of both families, except with one interface
+    /// named by an address: there. `comms listen` listens on the one interface's first
+    /// IPv4 address (or the IPv6 one named). An unknown one is an error that lists the
+    /// host's interfaces. Default: every up, multicast-capable interface.
     #[arg(long, global = true, value_parser = parse_interface, value_name = "IF", action = ArgAction::Append)]
     pub(crate) interface: Vec<Interface>,
     /// Multicast group ADDR:PORT, IPv4 or IPv6 (`'[ff02::1:2]:5676'`: link-local scope,
@@ -157,18 +158,39 @@ fn parse_interface(s: &str) -> Result<Interface, String> {
 }
 
 impl Common {
-    /// Where links listen: [`hail::discovery::listen_ip`]'s address for the interfaces
-    /// named (the one interface's first address of the family `v6` names, or of the
-    /// device's default group there for `None`), else every interface: `[::]` when `v6` is
-    /// `Some(true)`, `0.0.0.0` otherwise.
+    /// Where a device's links listen: [`hail::discovery::listen_ip`]'s address for the
+    /// interfaces named (one named by an address: there, in the family `v6` names or the
+    /// device's default group's there for `None`), else every address: `[::]` when `v6`
+    /// is `Some(true)`, `0.0.0.0` otherwise (which `start` turns into the device's default,
+    /// dual-stack where the host allows it). One interface named by name or index listens
+    /// everywhere, so the device links over every family it has.
     pub(crate) fn listen_ip(&self, v6: Option<bool>) -> anyhow::Result<IpAddr> {
-        Ok(
-            hail::discovery::listen_ip(&self.interface, v6)?.unwrap_or(if v6 == Some(true) {
-                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
-            } else {
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-            }),
-        )
+        Ok(hail::discovery::listen_ip(&self.interface, v6)?.unwrap_or(any_ip(v6 == Some(true))))
+    }
+
+    /// Where `comms listen` (a plain TCP server, not a device) listens: on the one
+    /// interface named, there if named by an address, else its first address of the
+    /// family `v6` (link-local IPv6 skipped); else every address of that family.
+    pub(crate) fn comms_listen_ip(&self, v6: bool) -> anyhow::Result<IpAddr> {
+        let ip = match self.interface.as_slice() {
+            [one] if !matches!(one, Interface::Addr(_)) => {
+                one.resolve()?.addrs.into_iter().find(|a| match a {
+                    IpAddr::V4(_) => !v6,
+                    IpAddr::V6(a6) => v6 && !a6.is_unicast_link_local(),
+                })
+            }
+            _ => hail::discovery::listen_ip(&self.interface, Some(v6))?,
+        };
+        Ok(ip.unwrap_or(any_ip(v6)))
+    }
+}
+
+/// Every address of one family: `[::]` or `0.0.0.0`.
+fn any_ip(v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     }
 }
 

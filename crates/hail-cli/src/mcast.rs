@@ -59,7 +59,7 @@ pub(crate) async fn run(common: &Common, args: McastArgs) -> anyhow::Result<()> 
             ),
         ));
     }
-    let mut builder = Channel::builder(group);
+    let mut builder = ChannelConfig::builder();
     for i in &common.interface {
         builder = builder.interface(i.clone());
     }
@@ -67,8 +67,9 @@ pub(crate) async fn run(common: &Common, args: McastArgs) -> anyhow::Result<()> 
     if let Some(p) = &common.passphrase {
         builder = builder.key(GroupKey::derive(p, KEY_GROUP));
     }
-    let mut chan = builder
+    let (chan, mut rx) = builder
         .build()
+        .and_then(|config| Channel::bind(group, config))
         .with_context(|| format!("cannot open the multicast channel on {group}"))
         .kind(Kind::Network)?;
     match args.command {
@@ -113,11 +114,11 @@ pub(crate) async fn run(common: &Common, args: McastArgs) -> anyhow::Result<()> 
             let mut warned_sealed = false;
             while count.is_none_or(|c| got < c) {
                 let d = match deadline {
-                    Some(at) => match tokio::time::timeout_at(at, chan.recv()).await {
+                    Some(at) => match tokio::time::timeout_at(at, rx.recv()).await {
                         Ok(d) => d,
                         Err(_) => break,
                     },
-                    None => chan.recv().await,
+                    None => rx.recv().await,
                 }
                 .context("receive")
                 .kind(Kind::Network)?;

@@ -151,7 +151,7 @@ pub use config::{
 };
 pub use device::{
     AskError, Caller, DEFAULT_GROUP, DEFAULT_GROUP_V6, Device, DeviceBuilder, DeviceCallbacks,
-    DeviceError, DeviceEvent, DeviceEvents, DeviceStats, EVENT_CAPACITY, FD_HEADROOM,
+    DeviceError, DeviceEvent, DeviceEvents, DeviceStats, DialError, EVENT_CAPACITY, FD_HEADROOM,
     INTERFACE_CHECK, KnownDevicesError, MESSAGE_COST, PeerSender, RunError, SendError, Targets,
     caller,
 };

@@ -8,14 +8,19 @@ use hail_multicast::{Interface, MulticastError};
 
 /// The address links listen on for `interfaces` (as given to
 /// [`DeviceBuilder::interface`](crate::DeviceBuilder::interface)), or `None` for every
-/// address (the device's default listener) when none or several are named or the one named
-/// has no usable address.
+/// address (the device's default listener, dual-stack where the host allows it, which
+/// advertises every family the interfaces have) when none or several are named, the one
+/// named is named by name or index, or it has no usable address.
 ///
-/// With one interface: its first address of the family `v6` names (`Some(true)` IPv6, as
-/// for an IPv6 group; `Some(false)` IPv4; `None` the family the device's default group takes
-/// there: IPv4 if the interface has an IPv4 address, else IPv6). Link-local IPv6 addresses
-/// are skipped (a listener on one would need its scope). An interface named by an address
-/// of that family listens on that address. The host's interfaces are listed at most once.
+/// One interface named by an address listens on that address when it is of the family `v6`
+/// names (`Some(true)` IPv6, as for an IPv6 group; `Some(false)` IPv4; `None` the family
+/// the device's default group takes there: IPv4 if the interface has an IPv4 address, else
+/// IPv6), else on the interface's first address of that family. Link-local IPv6 addresses
+/// are skipped (a listener on one would need its scope). One named by name or index
+/// (`eth0`, `3`) listens everywhere, so a device on `--interface eth0` links over both of
+/// its families as the device's default does (it listened on the interface's first address
+/// of one family before). The one interface is looked up either way (an unknown one is an
+/// error); the host's interfaces are listed at most once.
 ///
 /// # Errors
 /// [`MulticastError::InterfaceNotFound`] (listing the host's interfaces) or
@@ -27,6 +32,10 @@ pub fn listen_ip(
     let [only] = interfaces else {
         return Ok(None);
     };
+    if !matches!(only, Interface::Addr(_)) {
+        only.resolve()?;
+        return Ok(None);
+    }
     let usable = |a: &IpAddr, v6: bool| match a {
         IpAddr::V4(_) => !v6,
         IpAddr::V6(a6) => v6 && !a6.is_unicast_link_local(),
@@ -83,16 +92,19 @@ mod tests {
         );
     }
 
+    /// Issue 17: `hail --interface lo` listened on 127.0.0.1 only; by name (or index) the
+    /// device listens everywhere, on every family the interface has.
     #[test]
-    fn an_interface_by_name_listens_on_its_first_address_of_the_family() {
-        let lo = ["lo".parse::<Interface>().unwrap()];
-        assert_eq!(
-            listen_ip(&lo, Some(false)).unwrap(),
-            Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
-        );
+    fn an_interface_by_name_or_index_listens_everywhere_and_must_exist() {
+        let lo = "lo".parse::<Interface>().unwrap();
+        for v6 in [None, Some(false), Some(true)] {
+            assert_eq!(listen_ip(std::slice::from_ref(&lo), v6).unwrap(), None);
+        }
+        let index = lo.resolve().unwrap().index;
+        assert_eq!(listen_ip(&[Interface::Index(index)], None).unwrap(), None);
         let unknown = ["hailnone0".parse::<Interface>().unwrap()];
         assert!(matches!(
-            listen_ip(&unknown, Some(false)),
+            listen_ip(&unknown, None),
             Err(MulticastError::InterfaceNotFound { .. })
         ));
     }

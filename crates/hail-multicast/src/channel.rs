@@ -1,107 +1,165 @@
-//! The [`Channel`]: a UDP multicast group joined on one or more interfaces, or on an
-//! in-memory [`Bus`](crate::memory::Bus).
+//! The [`Channel`] handle: a multicast group's sending side, its statistics and its close.
+//! Its [`Receiver`](crate::Receiver) is in `receiver.rs`; both come from
+//! [`Channel::bind`] (`open.rs`).
 
 use std::fmt;
-use std::future::poll_fn;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Waker;
 
-use bytes::Bytes;
-use hail_crypto::{OpenError, Opener};
+use hail_crypto::{OVERHEAD, Sealer};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
-use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 
-use crate::MulticastError;
-use crate::memory::Inbox;
-use crate::sender::{SendPath, Sender};
+use crate::memory::Outlet;
 use crate::stats::{Counters, Stats, bump};
+use crate::{JoinedInterface, MulticastError};
 
 /// Largest UDP payload over IPv4: 65,535 - 20 (IP header) - 8 (UDP header).
 pub const MAX_UDP_PAYLOAD_V4: usize = 65_507;
 /// Largest UDP payload over IPv6 without jumbograms: 65,535 - 8 (UDP header).
 pub const MAX_UDP_PAYLOAD_V6: usize = 65_527;
 
-/// Datagrams dropped in a row before `recv` yields to the runtime, so a flood of bad
-/// datagrams cannot starve other tasks.
-const DROP_BUDGET: usize = 64;
+/// Payloads up to this size are sealed in a buffer on the stack.
+const STACK_SEAL: usize = 2048;
 
-/// A received datagram: its payload (opened, when the channel is sealed) and its sender.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Datagram {
-    /// The payload.
-    pub payload: Bytes,
-    /// The sender's address and port.
-    pub from: SocketAddr,
+/// Where a channel's datagrams go.
+pub(crate) enum SendPath {
+    /// One socket per interface, with the destination (group, port, scope) to send to.
+    Udp(Vec<(UdpSocket, SocketAddr)>),
+    /// This channel's membership of an in-memory bus.
+    Memory(Outlet),
 }
 
-/// A UDP multicast group joined on one or more interfaces, optionally sealed by a group key.
+/// What a channel's handles and its receiver share: the counters and the close.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub(crate) counters: Counters,
+    closed: AtomicBool,
+    /// The waker of the receiver's task while it waits, so that `close` ends the wait.
+    receiver: Mutex<Option<Waker>>,
+}
+
+impl Shared {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Keeps `waker` to wake at the close; `false` (keeping nothing) when closed already.
+    pub(crate) fn wake_at_close(&self, waker: &Waker) -> bool {
+        let mut slot = self.receiver.lock().unwrap_or_else(PoisonError::into_inner);
+        // Read under the lock: a close that set the flag before has taken the slot, one
+        // that sets it after will find this waker there.
+        if self.is_closed() {
+            return false;
+        }
+        *slot = Some(waker.clone());
+        true
+    }
+
+    fn close(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            let waker = self
+                .receiver
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+}
+
+struct Inner {
+    path: SendPath,
+    sealer: Option<Mutex<Sealer>>,
+    max_payload: usize,
+    group: SocketAddr,
+    /// The interfaces joined on, in sending order (none on a bus).
+    interfaces: Vec<JoinedInterface>,
+    shared: Arc<Shared>,
+}
+
+/// A UDP multicast group joined on one or more interfaces, optionally sealed by a group key:
+/// the handle that sends, reports and closes. Its datagrams arrive at the
+/// [`Receiver`](crate::Receiver) that [`Channel::bind`] returns with it.
 ///
-/// Built with [`Channel::builder`]; with [`ChannelBuilder::memory`](crate::ChannelBuilder::memory) the same channel runs on
-/// an in-memory [`Bus`](crate::memory::Bus) instead of sockets, with the same API, sealing,
-/// statistics and limits. Receiving takes `&mut self` (it owns the replay state);
-/// sending takes `&self`, and [`Channel::sender`] gives a clonable sending half for other
-/// tasks. The channel spawns no task: dropping it (or [`Channel::close`]) closes its sockets
-/// and leaves the group.
+/// Cheap to clone; all clones are the same channel, usable from any task. With
+/// [`ChannelConfigBuilder::memory`](crate::ChannelConfigBuilder::memory) the same channel
+/// runs on an in-memory [`Bus`](crate::memory::Bus) instead of sockets, with the same API,
+/// sealing, statistics and limits. The channel spawns no task.
+///
+/// [`close`](Self::close) ends it for every clone and for its receiver: sends fail with
+/// [`MulticastError::Closed`], and the receiver's `recv` (a waiting one too) returns that
+/// error, its stream ends, and it closes its socket, leaving the group. Dropping every
+/// handle without `close` only stops sending: the receiver, which holds the group's
+/// membership, keeps receiving until it is closed or dropped. The sending sockets close
+/// when the last handle is dropped.
 ///
 /// Without a key, a datagram is exactly the payload, so plain UDP tools interoperate. With a
 /// key each datagram is sealed (see `hail_crypto::datagram`), and received datagrams that are
-/// malformed, do not authenticate or are replays are dropped, counted in [`Channel::stats`]
-/// and logged at debug level; they never end the channel.
+/// malformed, do not authenticate or are replays are dropped, counted in
+/// [`Channel::stats`] and logged at debug level; they never end the channel.
+#[derive(Clone)]
 pub struct Channel {
-    pub(crate) tx: Sender,
-    pub(crate) rx: RecvPath,
-    pub(crate) opener: Option<Opener>,
-    /// One datagram, as received: opened in place when sealed.
-    pub(crate) buf: Box<[u8]>,
-    pub(crate) group: SocketAddr,
-    pub(crate) loopback: bool,
-    /// A datagram from one of these ports and one of `local_addrs` is this channel's own.
-    pub(crate) own_ports: Vec<u16>,
-    pub(crate) local_addrs: Vec<IpAddr>,
-    /// The interfaces joined on, in sending order (none on a bus).
-    pub(crate) interfaces: Vec<crate::JoinedInterface>,
-    pub(crate) counters: Arc<Counters>,
-}
-
-/// Where a channel's datagrams come from.
-pub(crate) enum RecvPath {
-    Udp(UdpSocket),
-    Memory(Inbox),
+    inner: Arc<Inner>,
 }
 
 impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
         let mut d = f.debug_struct("Channel");
-        d.field("group", &self.group);
-        match self.tx.path() {
+        d.field("group", &inner.group);
+        match &inner.path {
             SendPath::Udp(s) => d.field("interfaces", &s.len()),
             SendPath::Memory(o) => d.field("memory", &o.addr()),
         };
-        d.field("sealed", &self.opener.is_some())
-            .field("loopback", &self.loopback)
+        d.field("sealed", &inner.sealer.is_some())
+            .field("closed", &inner.shared.is_closed())
             .finish()
     }
 }
 
 impl Channel {
-    /// The group address and port (the actual port when built with port 0).
+    pub(crate) fn new(
+        path: SendPath,
+        sealer: Option<Sealer>,
+        group: SocketAddr,
+        interfaces: Vec<JoinedInterface>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let max_payload = if group.is_ipv4() {
+            MAX_UDP_PAYLOAD_V4
+        } else {
+            MAX_UDP_PAYLOAD_V6
+        } - if sealer.is_some() { OVERHEAD } else { 0 };
+        Self {
+            inner: Arc::new(Inner {
+                path,
+                sealer: sealer.map(Mutex::new),
+                max_payload,
+                group,
+                interfaces,
+                shared,
+            }),
+        }
+    }
+
+    /// The group address and port (the actual port when bound with port 0).
     pub fn group(&self) -> SocketAddr {
-        self.group
+        self.inner.group
     }
 
     /// The local addresses this channel sends from, one per interface (on a bus: its one
-    /// address there), as receivers see them in [`Datagram::from`].
+    /// address there), as receivers see them in [`Datagram::from`](crate::Datagram::from).
     ///
     /// # Errors
     /// [`MulticastError::Io`] if a socket cannot report its address.
     pub fn send_addrs(&self) -> Result<Vec<SocketAddr>, MulticastError> {
-        match self.tx.path() {
+        match &self.inner.path {
             SendPath::Udp(sockets) => Ok(sockets
                 .iter()
                 .map(|(s, _)| s.local_addr())
@@ -111,169 +169,122 @@ impl Channel {
     }
 
     /// The interfaces the group was joined on and datagrams go out on, as resolved when
-    /// the channel was built (none on a bus). The channel does not follow the host's
-    /// interfaces: where [`ChannelBuilder::resolve`](crate::ChannelBuilder::resolve) now
-    /// says otherwise, build a new channel.
-    pub fn interfaces(&self) -> &[crate::JoinedInterface] {
-        &self.interfaces
-    }
-
-    /// A clonable sending half.
-    pub fn sender(&self) -> Sender {
-        self.tx.clone()
-    }
-
-    /// Sends `payload` to the group; see [`Sender::send`].
-    ///
-    /// # Errors
-    /// As [`Sender::send`].
-    pub async fn send(&self, payload: &[u8]) -> Result<(), MulticastError> {
-        self.tx.send(payload).await
-    }
-
-    /// Encodes `msg` with postcard and sends it; see [`Sender::send_msg`].
-    ///
-    /// # Errors
-    /// As [`Sender::send_msg`].
-    pub async fn send_msg<T: Serialize + ?Sized>(&self, msg: &T) -> Result<(), MulticastError> {
-        self.tx.send_msg(msg).await
+    /// the channel was bound (none on a bus). The channel does not follow the host's
+    /// interfaces: where [`ChannelConfig::resolve`](crate::ChannelConfig::resolve) now
+    /// says otherwise, bind a new channel.
+    pub fn interfaces(&self) -> &[JoinedInterface] {
+        &self.inner.interfaces
     }
 
     /// The largest payload one datagram can carry on this channel.
     pub fn max_payload(&self) -> usize {
-        self.tx.max_payload()
+        self.inner.max_payload
     }
 
-    /// Receives the next datagram, skipping (and counting) those that are dropped.
-    ///
-    /// # Errors
-    /// [`MulticastError::Io`] if the socket fails.
-    pub async fn recv(&mut self) -> Result<Datagram, MulticastError> {
-        poll_fn(|cx| self.poll_recv(cx)).await
-    }
-
-    /// Receives the next datagram whose payload decodes as a `T` (postcard, strictly: no
-    /// trailing bytes, bounded nesting). Datagrams that do not decode are dropped and counted
-    /// in [`Stats::dropped_undecodable`].
-    ///
-    /// # Errors
-    /// [`MulticastError::Io`] if the socket fails.
-    pub async fn recv_msg<T: DeserializeOwned>(
-        &mut self,
-    ) -> Result<(T, SocketAddr), MulticastError> {
-        loop {
-            let d = self.recv().await?;
-            match hail_wire::postcard_from_slice::<T>(&d.payload, hail_wire::DEFAULT_MAX_DEPTH) {
-                Ok(m) => return Ok((m, d.from)),
-                Err(e) => {
-                    bump(&self.counters.dropped_undecodable);
-                    tracing::debug!(from = %d.from, error = %e, "multicast message does not decode; dropped");
-                }
-            }
-        }
-    }
-
-    /// Polls for the next datagram; the basis of [`Channel::recv`] and the `Stream` impl.
-    ///
-    /// # Errors
-    /// [`MulticastError::Io`] if the socket fails.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Datagram, MulticastError>> {
-        for _ in 0..DROP_BUDGET {
-            let (n, from) = match &mut self.rx {
-                RecvPath::Udp(sock) => {
-                    let mut rb = ReadBuf::new(&mut self.buf);
-                    match sock.poll_recv_from(cx, &mut rb) {
-                        Poll::Ready(Ok(from)) => (rb.filled().len(), from),
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
-                        Poll::Pending => return Poll::Pending,
-                    }
-                }
-                RecvPath::Memory(inbox) => match inbox.poll_recv_into(cx, &mut self.buf) {
-                    Poll::Ready(got) => got,
-                    Poll::Pending => return Poll::Pending,
-                },
-            };
-            if !self.loopback && self.is_own(from) {
-                bump(&self.counters.own_skipped);
-                continue;
-            }
-            let payload = match &mut self.opener {
-                None => Bytes::copy_from_slice(&self.buf[..n]),
-                Some(o) => match o.open(&mut self.buf[..n]) {
-                    Ok(p) => Bytes::copy_from_slice(p.payload),
-                    Err(e) => {
-                        let c = &self.counters;
-                        bump(match e {
-                            OpenError::Malformed(_) => &c.dropped_malformed,
-                            OpenError::WrongGroupOrKey => &c.dropped_wrong_key,
-                            OpenError::Replayed => &c.dropped_replayed,
-                            _ => &c.dropped_too_old,
-                        });
-                        tracing::debug!(%from, error = %e, "multicast datagram dropped");
-                        continue;
-                    }
-                },
-            };
-            bump(&self.counters.delivered);
-            return Poll::Ready(Ok(Datagram { payload, from }));
-        }
-        // A long run of dropped datagrams: let other tasks run, then come back.
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-
-    fn is_own(&self, from: SocketAddr) -> bool {
-        self.own_ports.contains(&from.port()) && self.local_addrs.contains(&from.ip())
-    }
-
-    /// A snapshot of this channel's counters.
+    /// A snapshot of this channel's counters (its receiver's included).
     pub fn stats(&self) -> Stats {
-        self.counters.snapshot()
+        self.inner.shared.counters.snapshot()
     }
 
-    /// Closes the channel: leaves the group and closes its sockets (those shared with a live
-    /// [`Sender`] close when it drops). Returns the final counters.
-    pub fn close(self) -> Stats {
+    /// Closes the channel, for every clone of this handle and for its receiver: later sends
+    /// fail with [`MulticastError::Closed`]; the receiver wakes if it waits, ends (its `recv`
+    /// returns [`MulticastError::Closed`], its stream ends) and closes its socket, leaving
+    /// the group, without taking the datagrams still queued (a receiver nobody polls does
+    /// that at its next poll, or when dropped). Returns the counters as they are now.
+    /// Closing again does nothing more.
+    pub fn close(&self) -> Stats {
+        self.inner.shared.close();
         self.stats()
     }
-}
 
-/// Received datagrams, as [`Channel::recv`] gives them. The stream never ends by itself; a
-/// socket error is an `Err` item, and dropped datagrams are skipped (and counted).
-impl futures_core::Stream for Channel {
-    type Item = Result<Datagram, MulticastError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().poll_recv(cx).map(Some)
+    /// True once [`close`](Self::close) was called on this channel (any of its handles).
+    pub fn is_closed(&self) -> bool {
+        self.inner.shared.is_closed()
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// Sends `payload` to the group on every interface of the channel.
+    ///
+    /// Succeeds when it went out on at least one interface; failures on the others are
+    /// counted in [`Stats::send_errors`]. On a bus it is handed to every member at once.
+    ///
+    /// # Errors
+    /// [`MulticastError::Closed`] once closed, [`MulticastError::PayloadTooLarge`] (naming
+    /// the limit), [`MulticastError::Crypto`] if sealing fails, [`MulticastError::Io`] if no
+    /// interface could send.
+    pub async fn send(&self, payload: &[u8]) -> Result<(), MulticastError> {
+        let inner = &*self.inner;
+        if inner.shared.is_closed() {
+            return Err(MulticastError::Closed);
+        }
+        if payload.len() > inner.max_payload {
+            return Err(MulticastError::PayloadTooLarge {
+                len: payload.len(),
+                max: inner.max_payload,
+            });
+        }
+        match &inner.sealer {
+            None => self.send_raw(payload).await,
+            Some(sealer) => {
+                let need = payload.len() + OVERHEAD;
+                let mut stack = [0u8; STACK_SEAL];
+                let mut heap;
+                let buf: &mut [u8] = if need <= STACK_SEAL {
+                    &mut stack[..need]
+                } else {
+                    heap = vec![0u8; need];
+                    &mut heap
+                };
+                let n = sealer
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .seal_into(payload, buf)?;
+                self.send_raw(&buf[..n]).await
+            }
+        }
+    }
 
-    fn is_send<T: Send>(_: &T) {}
+    async fn send_raw(&self, datagram: &[u8]) -> Result<(), MulticastError> {
+        let inner = &*self.inner;
+        let counters = &inner.shared.counters;
+        let sockets = match &inner.path {
+            SendPath::Udp(sockets) => sockets,
+            SendPath::Memory(outlet) => {
+                outlet.send(datagram);
+                bump(&counters.sent);
+                return Ok(());
+            }
+        };
+        let mut last_err = None;
+        let mut ok = false;
+        for (sock, dest) in sockets {
+            match sock.send_to(datagram, dest).await {
+                Ok(_) => {
+                    ok = true;
+                    bump(&counters.sent);
+                }
+                Err(e) => {
+                    tracing::debug!(%dest, error = %e, "multicast send failed on one interface");
+                    bump(&counters.send_errors);
+                    last_err = Some(e);
+                }
+            }
+        }
+        match (ok, last_err) {
+            (true, _) | (false, None) => Ok(()),
+            (false, Some(e)) => {
+                // Counted above as a per-interface error; it is the caller's error now.
+                counters.send_errors.fetch_sub(1, Ordering::Relaxed);
+                Err(e.into())
+            }
+        }
+    }
 
-    #[test]
-    fn handles_and_futures_are_send() {
-        fn send_sync<T: Send + Sync>() {}
-        send_sync::<Sender>();
-        fn send<T: Send>() {}
-        send::<Channel>();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _g = rt.enter();
-        let mut chan = Channel::builder(SocketAddr::from(([239, 255, 77, 99], 0)))
-            .interface(std::net::Ipv4Addr::LOCALHOST)
-            .ttl(0)
-            .build()
-            .unwrap();
-        // Futures are only built, never polled: nothing is sent.
-        is_send(&chan.send(b"x"));
-        is_send(&chan.sender().send_msg(&1u8));
-        is_send(&chan.recv());
-        is_send(&chan.recv_msg::<u8>());
+    /// Encodes `msg` with postcard and sends it.
+    ///
+    /// # Errors
+    /// [`MulticastError::Encode`], then as [`Channel::send`].
+    pub async fn send_msg<T: Serialize + ?Sized>(&self, msg: &T) -> Result<(), MulticastError> {
+        let bytes = postcard::to_stdvec(msg)?;
+        self.send(&bytes).await
     }
 }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use crate::InterfaceInfo;
 
-/// What went wrong building or using a [`Channel`](crate::Channel).
+/// What went wrong configuring, binding or using a [`Channel`](crate::Channel).
 ///
 /// Bad datagrams from the network are never errors: they are dropped and counted in
 /// [`Stats`](crate::Stats).
@@ -45,9 +45,16 @@ pub enum MulticastError {
     /// No interface was given and none is up and multicast-capable.
     #[error("no up, multicast-capable interface with an address of the group's family")]
     NoInterface,
-    /// The channel was built outside a tokio runtime (its sockets need the runtime's reactor).
-    #[error("a Channel must be built inside a tokio runtime")]
+    /// The channel was bound outside a tokio runtime (its sockets need the runtime's reactor).
+    #[error("a Channel must be bound inside a tokio runtime")]
     NoRuntime,
+    /// A TTL (hop limit) over 255 was configured: the field is one byte.
+    #[error("TTL {0} is out of range (0 to 255)")]
+    InvalidTtl(u32),
+    /// The channel was closed ([`Channel::close`](crate::Channel::close)): no more sends,
+    /// and its receiver has ended.
+    #[error("the channel is closed")]
+    Closed,
     /// The payload does not fit in one datagram.
     #[error("payload of {len} bytes exceeds the limit of {max} bytes per datagram")]
     PayloadTooLarge {

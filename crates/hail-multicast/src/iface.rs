@@ -193,7 +193,7 @@ pub struct InterfaceInfo {
 
 impl InterfaceInfo {
     /// An interface as [`interfaces`] lists one, for [`Interface::resolve_in`] and
-    /// [`ChannelBuilder::resolve_in`](crate::ChannelBuilder::resolve_in) (a listing taken
+    /// [`ChannelConfig::resolve_in`](crate::ChannelConfig::resolve_in) (a listing taken
     /// elsewhere, or a test's).
     pub fn new(
         name: impl Into<String>,
@@ -268,9 +268,9 @@ pub fn interfaces() -> Result<Vec<InterfaceInfo>, MulticastError> {
 
 /// An interface a channel joins its group on and sends from, as resolved for the group's
 /// family: from [`Channel::interfaces`](crate::Channel::interfaces) (what it joined) and
-/// [`ChannelBuilder::resolve`](crate::ChannelBuilder::resolve) (what it would join now).
+/// [`ChannelConfig::resolve`](crate::ChannelConfig::resolve) (what it would join now).
 /// Two that differ mean the host's interfaces changed under the channel (an interface
-/// came or went, or its IPv4 address changed): a channel built anew follows them.
+/// came or went, or its IPv4 address changed): a channel bound anew follows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct JoinedInterface {

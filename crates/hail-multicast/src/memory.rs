@@ -1,11 +1,11 @@
 //! An in-memory multicast bus: [`Channel`](crate::Channel)s of one process that talk without
 //! sockets, for deterministic tests (under `tokio::time::pause`) of whatever runs on top.
 //!
-//! A [`Bus`] stands for one LAN. A channel built with
-//! [`ChannelBuilder::memory`](crate::ChannelBuilder::memory) (or
-//! [`memory_at`](crate::ChannelBuilder::memory_at), to choose its address) joins a group on
-//! the bus instead of on interfaces, and behaves as a UDP channel does: the same `send`,
-//! `recv`, `recv_msg` and `Stream`, the same sealing with a key (a channel with another key,
+//! A [`Bus`] stands for one LAN. A channel configured with
+//! [`ChannelConfigBuilder::memory`](crate::ChannelConfigBuilder::memory) (or
+//! [`memory_at`](crate::ChannelConfigBuilder::memory_at), to choose its address) joins a
+//! group on the bus instead of on interfaces, and behaves as a UDP channel does: the same
+//! `send`, `recv`, `recv_msg`, `Stream` and `close`, the same sealing with a key (a channel with another key,
 //! or none, sees the others' datagrams as malformed or unauthentic, counted by reason), the
 //! same statistics and payload limits, `Datagram::from` is the sender's address, and loopback
 //! off hides a channel's own datagrams from itself.
@@ -19,7 +19,7 @@
 //!   49152) for IPv4 groups and `fd00:6861:696c::1`, `::2`, ... (port 49152, a unique-local
 //!   prefix spelling "hail") for IPv6 ones, never reusing one; or the caller gives one.
 //! - A receive queue holds [`DEFAULT_BUS_QUEUE_BYTES`] (or
-//!   [`ChannelBuilder::recv_buffer_size`](crate::ChannelBuilder::recv_buffer_size)), each
+//!   [`ChannelConfigBuilder::recv_buffer_size`](crate::ChannelConfigBuilder::recv_buffer_size)), each
 //!   datagram charged its length plus [`DATAGRAM_COST`]; a datagram that does not fit is
 //!   dropped, as a full socket buffer drops it, and counted in [`BusStats::overflowed`]. An
 //!   empty queue always takes one datagram.
@@ -30,16 +30,17 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), hail_multicast::MulticastError> {
-//! use hail_multicast::Channel;
 //! use hail_multicast::memory::{Bus, Loss};
+//! use hail_multicast::{Channel, ChannelConfig};
 //! use std::net::Ipv4Addr;
 //!
 //! let bus = Bus::new();
 //! let group = (Ipv4Addr::new(239, 255, 42, 99), 4299);
-//! let mut a = Channel::builder(group).memory(&bus).build()?;
-//! let b = Channel::builder(group).memory(&bus).loopback(false).build()?;
+//! let (a, mut a_rx) = Channel::bind(group, ChannelConfig::builder().memory(&bus).build()?)?;
+//! let config = ChannelConfig::builder().memory(&bus).loopback(false).build()?;
+//! let (b, _b_rx) = Channel::bind(group, config)?;
 //! b.send(b"lamp on").await?;
-//! let d = a.recv().await?;
+//! let d = a_rx.recv().await?;
 //! assert_eq!((&d.payload[..], d.from), (&b"lamp on"[..], b.send_addrs()?[0]));
 //!
 //! // Every second datagram to `a` is lost from now on.
@@ -102,7 +103,7 @@ pub struct BusStats {
 struct State {
     /// Members by group (address and port), in the order they joined.
     groups: HashMap<SocketAddr, Vec<Member>>,
-    /// Addresses held by a channel or one of its senders.
+    /// Addresses held by a channel's handles or its receiver.
     taken: HashSet<SocketAddr>,
     next_host: u32,
     next_group_port: u16,
@@ -298,7 +299,7 @@ impl fmt::Debug for Bus {
     }
 }
 
-/// A channel's hold on its address: released when the channel and its senders are gone.
+/// A channel's hold on its address: released when its handles and its receiver are gone.
 struct Registration {
     bus: Bus,
     addr: SocketAddr,
@@ -310,7 +311,7 @@ impl Drop for Registration {
     }
 }
 
-/// The sending side of a membership (kept by the channel's [`Sender`](crate::Sender)s).
+/// The sending side of a membership (kept by the channel's handles).
 pub(crate) struct Outlet {
     reg: Arc<Registration>,
     group: SocketAddr,

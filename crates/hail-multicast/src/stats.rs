@@ -2,7 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A snapshot of a channel's counters, from [`Channel::stats`](crate::Channel::stats).
+/// A snapshot of a channel's counters, from [`Channel::stats`](crate::Channel::stats) or
+/// [`Receiver::stats`](crate::Receiver::stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {

@@ -11,7 +11,8 @@
 //! of completions costs one wake-up of the loop.
 //!
 //! A loop that cannot watch a socket (`add_reader` raises, as Windows' proactor loop does)
-//! gets `future_into_py` instead. Cancelling the awaitable aborts the task (every hail
+//! gets `future_into_py` instead, and the jobs of [`LoopQueue::run`] go to it through
+//! `call_soon_threadsafe`. Cancelling the awaitable aborts the task (every hail
 //! future is cancel-safe); a task that ends without an output (a panic) fails its
 //! awaitable with `RuntimeError` rather than leaving it waiting.
 
@@ -29,14 +30,65 @@ use pyo3::sync::PyOnceLock;
 use tokio::task::AbortHandle;
 
 use crate::runtime::runtime;
+use crate::shutdown;
 
-/// A conversion of a future's output to Python, run on the loop's thread with the GIL.
-type Convert = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+/// A future's output waiting for its loop, and what becomes of it there.
+trait Output: Send {
+    /// The awaitable's result (or exception), made on the loop's thread with the GIL.
+    fn convert(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>>;
+    /// The awaitable was done (cancelled) before the output reached it.
+    fn undelivered(self: Box<Self>);
+}
+
+/// An [`Output`] of a value, its conversion and where it goes when undelivered.
+struct Value<T, C, G> {
+    out: T,
+    convert: C,
+    give_back: G,
+}
+
+impl<T, C, G> Output for Value<T, C, G>
+where
+    T: Send,
+    C: FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send,
+    G: FnOnce(T) + Send,
+{
+    fn convert(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        (self.convert)(py, self.out)
+    }
+
+    fn undelivered(self: Box<Self>) {
+        (self.give_back)(self.out);
+    }
+}
+
+/// The output of a task that ended without one (it panicked).
+struct Panicked;
+
+impl Output for Panicked {
+    fn convert(self: Box<Self>, _: Python<'_>) -> PyResult<Py<PyAny>> {
+        Err(PyRuntimeError::new_err(
+            "hail's task for this awaitable ended without a result (it panicked)",
+        ))
+    }
+
+    fn undelivered(self: Box<Self>) {}
+}
 
 /// A future's output waiting for its loop: the asyncio future and what to set it to.
+/// Dropped unsettled (its loop closed), the output is undelivered.
 struct Done {
     fut: Py<PyAny>,
-    convert: Convert,
+    /// `None` once settled.
+    output: Option<Box<dyn Output>>,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let Some(output) = self.output.take() {
+            output.undelivered();
+        }
+    }
 }
 
 /// What the loop does next: set a future, or run a job (with the GIL, on its thread).
@@ -146,14 +198,18 @@ impl LoopWaker {
     }
 }
 
-/// Sets an asyncio future to a converted output, unless it is done already (cancelled).
-fn settle(py: Python<'_>, d: Done) {
+/// Sets an asyncio future to a converted output, unless it is done already (cancelled:
+/// then the output is handed back, see [`awaitable_giving_back`]).
+fn settle(py: Python<'_>, mut d: Done) {
     let fut = d.fut.bind(py);
     let r = (|| {
         if fut.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
-            return Ok(());
+            return Ok(()); // `d`'s drop hands the output back
         }
-        match (d.convert)(py) {
+        let Some(output) = d.output.take() else {
+            return Ok(());
+        };
+        match output.convert(py) {
             Ok(v) => fut.call_method1(pyo3::intern!(py, "set_result"), (v,))?,
             Err(e) => fut.call_method1(pyo3::intern!(py, "set_exception"), (e.into_value(py),))?,
         };
@@ -174,9 +230,12 @@ struct Completer {
 }
 
 impl Completer {
-    fn complete(mut self, convert: Convert) {
+    fn complete(mut self, output: Box<dyn Output>) {
         if let Some(fut) = self.fut.take() {
-            self.queue.push(Item::Done(Done { fut, convert }));
+            self.queue.push(Item::Done(Done {
+                fut,
+                output: Some(output),
+            }));
         }
     }
 }
@@ -186,11 +245,7 @@ impl Drop for Completer {
         if let Some(fut) = self.fut.take() {
             self.queue.push(Item::Done(Done {
                 fut,
-                convert: Box::new(|_| {
-                    Err(PyRuntimeError::new_err(
-                        "hail's task for this awaitable ended without a result (it panicked)",
-                    ))
-                }),
+                output: Some(Box::new(Panicked)),
             }));
         }
     }
@@ -208,67 +263,107 @@ impl AbortOnDone {
     }
 }
 
-/// A running event loop's queue, kept to run jobs on that loop from any thread without
-/// the GIL ([`LoopQueue::run`]).
+/// A running event loop, kept to run jobs on its thread from any thread
+/// ([`LoopQueue::run`]): through its waker's queue without the GIL where the loop can watch
+/// a socket, else through the loop's `call_soon_threadsafe`.
 #[derive(Clone)]
-pub(crate) struct LoopQueue(Arc<Queue>);
+pub(crate) struct LoopQueue(Route);
+
+/// How a [`LoopQueue`] reaches its loop.
+#[derive(Clone)]
+enum Route {
+    /// The loop's waker's queue.
+    Queue(Arc<Queue>),
+    /// A loop that cannot watch a socket (Windows' proactor loop): its jobs go through
+    /// `call_soon_threadsafe`, which takes the GIL on the caller's thread.
+    CallSoon(Arc<Py<PyAny>>),
+}
 
 impl std::fmt::Debug for LoopQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoopQueue").finish_non_exhaustive()
+        let via = match self.0 {
+            Route::Queue(_) => "queue",
+            Route::CallSoon(_) => "call_soon_threadsafe",
+        };
+        f.debug_struct("LoopQueue")
+            .field("via", &via)
+            .finish_non_exhaustive()
     }
 }
 
 impl LoopQueue {
-    /// The running loop's queue; `None` without a running loop, or where it cannot watch a
-    /// socket.
+    /// The running loop's queue; `None` without a running loop.
     pub(crate) fn running(py: Python<'_>) -> Option<Self> {
         let event_loop = pyo3_async_runtimes::get_running_loop(py).ok()?;
-        waker(py, &event_loop).map(Self)
+        Some(Self(match waker(py, &event_loop) {
+            Some(queue) => Route::Queue(queue),
+            None => Route::CallSoon(Arc::new(event_loop.unbind())),
+        }))
     }
 
     /// Runs `job` on the loop's thread, with the GIL, at its next turn. A job still queued
-    /// when the loop's waker goes (the loop was closed and dropped), or when [`clear`]
-    /// is called, is dropped unrun.
+    /// when the loop's waker goes (the loop was closed and dropped), when [`clear`] is
+    /// called, or that the loop refuses (closed), is dropped unrun. Nothing of Python is
+    /// made until the job runs, so nothing is left for a closed loop (a coroutine never
+    /// awaited).
     ///
     /// [`clear`]: Self::clear
     pub(crate) fn run(&self, job: impl FnOnce(Python<'_>) + Send + 'static) {
-        self.0.push(Item::Run(Box::new(job)));
+        match &self.0 {
+            Route::Queue(q) => q.push(Item::Run(Box::new(job))),
+            Route::CallSoon(event_loop) => {
+                let call = CallOnce::new(move |py, _| job(py));
+                // Refused (closed), or the interpreter is exiting: `job` is dropped, at once
+                // (the error, whose traceback holds it, is dropped here with the GIL).
+                shutdown::attach(|py| {
+                    let _refused = event_loop
+                        .bind(py)
+                        .call_method1(pyo3::intern!(py, "call_soon_threadsafe"), (call, py.None()));
+                });
+            }
+        }
     }
 
     /// Whether the loop has left its queue undrained for longer than [`STUCK`] (1 s): it
-    /// is closed, or blocked. Needs no GIL.
+    /// is closed, or blocked. Needs no GIL. Always false through `call_soon_threadsafe`
+    /// (a closed loop refuses the job at once).
     pub(crate) fn stuck(&self) -> bool {
-        self.0.lock().since.is_some_and(|t| t.elapsed() > STUCK)
+        match &self.0 {
+            Route::Queue(q) => q.lock().since.is_some_and(|t| t.elapsed() > STUCK),
+            Route::CallSoon(_) => false,
+        }
     }
 
     /// Drops everything queued (the loop is closed): jobs unrun, results unset.
     pub(crate) fn clear(&self) {
-        let items = std::mem::take(&mut *self.0.lock());
-        drop(items);
+        if let Route::Queue(q) = &self.0 {
+            let items = std::mem::take(&mut *q.lock());
+            drop(items);
+        }
     }
 }
 
-/// Calls a Rust closure once, with the task it is a done callback of (`hail._hail`'s
-/// internal `_OnDone`, for `Task.add_done_callback`).
-#[pyclass(module = "hail._hail", name = "_OnDone", frozen)]
-pub(crate) struct OnDone(Mutex<Option<DoneCallback>>);
+/// Calls a Rust closure once, with the one argument it is called with: a task, as a done
+/// callback (`Task.add_done_callback`), or `None` from `call_soon_threadsafe` (`hail._hail`'s
+/// internal `_CallOnce`). Dropped uncalled, it drops the closure.
+#[pyclass(module = "hail._hail", name = "_CallOnce", frozen)]
+pub(crate) struct CallOnce(Mutex<Option<OnceCallback>>);
 
-/// What an [`OnDone`] calls.
-type DoneCallback = Box<dyn FnOnce(Python<'_>, &Bound<'_, PyAny>) + Send>;
+/// What a [`CallOnce`] calls.
+type OnceCallback = Box<dyn FnOnce(Python<'_>, &Bound<'_, PyAny>) + Send>;
 
-impl OnDone {
+impl CallOnce {
     pub(crate) fn new(f: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) + Send + 'static) -> Self {
         Self(Mutex::new(Some(Box::new(f))))
     }
 }
 
 #[pymethods]
-impl OnDone {
-    fn __call__(&self, task: &Bound<'_, PyAny>) {
+impl CallOnce {
+    fn __call__(&self, arg: &Bound<'_, PyAny>) {
         let f = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(f) = f {
-            f(task.py(), task);
+            f(arg.py(), arg);
         }
     }
 }
@@ -289,7 +384,8 @@ fn waker(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> Option<Arc<Queue>> {
 
 /// `fut` as an awaitable on the running event loop: it runs on the module's runtime, and
 /// `convert` turns its output into the awaitable's result (or exception) on the loop's
-/// thread, with the GIL. Fails (`RuntimeError`) without a running loop.
+/// thread, with the GIL. Fails (`RuntimeError`) without a running loop. An output whose
+/// awaitable was cancelled first is dropped (see [`awaitable_giving_back`]).
 pub(crate) fn awaitable<'py, T, F, C>(
     py: Python<'py>,
     fut: F,
@@ -300,11 +396,33 @@ where
     T: Send + 'static,
     C: FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
 {
+    awaitable_giving_back(py, fut, convert, drop)
+}
+
+/// [`awaitable`], where an output that reaches its awaitable after the awaitable was
+/// cancelled goes to `give_back` (on the loop's thread) rather than being dropped: for a
+/// future that took something (an event) that must not be lost. Cancelling aborts the
+/// task, but only once the loop runs the awaitable's done callbacks: until then it may
+/// still finish. (Where the loop cannot watch a socket, through `future_into_py`, such an
+/// output is dropped.)
+pub(crate) fn awaitable_giving_back<'py, T, F, C, G>(
+    py: Python<'py>,
+    fut: F,
+    convert: C,
+    give_back: G,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+    C: FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
+    G: FnOnce(T) + Send + 'static,
+{
     let event_loop = pyo3_async_runtimes::get_running_loop(py)?;
     let Some(queue) = waker(py, &event_loop) else {
         return pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let out = fut.await;
-            Python::attach(|py| convert(py, out))
+            shutdown::attach(|py| convert(py, out))
+                .unwrap_or_else(|| Err(PyRuntimeError::new_err("the interpreter is exiting")))
         });
     };
     let py_fut = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
@@ -314,7 +432,11 @@ where
     };
     let task = runtime().spawn(async move {
         let out = fut.await;
-        completer.complete(Box::new(move |py| convert(py, out)));
+        completer.complete(Box::new(Value {
+            out,
+            convert,
+            give_back,
+        }));
     });
     py_fut.call_method1(
         pyo3::intern!(py, "add_done_callback"),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use hail_crypto::GroupKey;
-use hail_multicast::{Channel, MulticastError, Sender, Stats};
+use hail_multicast::{Channel, ChannelConfig, MulticastError, Receiver, Stats};
 use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -28,6 +28,7 @@ fn multicast_error(e: &MulticastError) -> PyErr {
         | MulticastError::InterfaceNotFound { .. }
         | MulticastError::InterfaceLacksFamily { .. }
         | MulticastError::InvalidInterface { .. }
+        | MulticastError::InvalidTtl(_)
         | MulticastError::NoInterface => ConfigError::new_err(msg),
         MulticastError::PayloadTooLarge { .. } => TooLarge::new_err(msg),
         _ => NetworkError::new_err(msg),
@@ -49,9 +50,9 @@ fn multicast_error(e: &MulticastError) -> PyErr {
 #[pyclass(module = "hail", name = "Channel", frozen)]
 pub(crate) struct PyChannel {
     /// The receiving half; `None` once closed. Receiving takes it for the wait.
-    rx: Arc<Mutex<Option<Channel>>>,
+    rx: Arc<Mutex<Option<Receiver>>>,
     /// The sending half; `None` once closed.
-    tx: std::sync::Mutex<Option<Sender>>,
+    tx: std::sync::Mutex<Option<Channel>>,
     /// `true` once closed: a waiting `recv` ends with `Closed`.
     closed: watch::Sender<bool>,
     group: String,
@@ -67,7 +68,7 @@ impl std::fmt::Debug for PyChannel {
 }
 
 impl PyChannel {
-    fn sender(&self) -> PyResult<Sender> {
+    fn sender(&self) -> PyResult<Channel> {
         self.tx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -89,7 +90,7 @@ impl PyChannel {
         loopback: bool,
     ) -> PyResult<Self> {
         let addr = crate::device::parse_addr("group", group)?;
-        let mut b = Channel::builder(addr).ttl(ttl).loopback(loopback);
+        let mut b = ChannelConfig::builder().ttl(ttl).loopback(loopback);
         for i in crate::device::interfaces(interface)? {
             b = b.interface(i);
         }
@@ -97,16 +98,18 @@ impl PyChannel {
             // PBKDF2: hundreds of milliseconds, without the GIL.
             b = b.key(py.detach(|| GroupKey::derive(&p, KEY_GROUP)));
         }
-        let chan = {
+        let (chan, rx) = {
             let _guard = runtime().enter(); // its sockets register with the runtime
-            b.build().map_err(|e| multicast_error(&e))?
+            b.build()
+                .and_then(|config| Channel::bind(addr, config))
+                .map_err(|e| multicast_error(&e))?
         };
         Ok(Self {
             group: chan.group().to_string(),
             max_payload: chan.max_payload(),
-            tx: std::sync::Mutex::new(Some(chan.sender())),
+            tx: std::sync::Mutex::new(Some(chan)),
             closed: watch::Sender::new(false),
-            rx: Arc::new(Mutex::new(Some(chan))),
+            rx: Arc::new(Mutex::new(Some(rx))),
         })
     }
 

@@ -13,10 +13,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::device::{Core, To, Trust, builder, describe, seconds};
+use crate::device::{Core, To, Trust, builder, seconds};
 use crate::errors::{self, AmbiguousName, HailError};
 use crate::events::ErrorEvent;
+use crate::handler::describe;
 use crate::runtime::{block_on, runtime};
+use crate::shutdown;
 
 /// pythonConnect's name for "every joined device" as a `dest`.
 pub(crate) const DEST_ALL: &str = "toAll";
@@ -311,6 +313,9 @@ impl PyConnect {
             if std::thread::current().id() == self.thread_id {
                 return Ok(()); // called from a callback: the thread ends after it returns
             }
+            if shutdown::exiting() {
+                return Ok(()); // the thread may be parked for good (`shutdown`)
+            }
             py.detach(|| {
                 let _ = t.join();
             });
@@ -399,16 +404,15 @@ fn remotes<'py>(
 }
 
 /// The callback thread: runs each job's callback, one at a time, until the device is gone.
-/// Attached to Python once and detached while it waits, so it keeps its Python thread
-/// state (an `attach` per job on a thread Python does not know makes and frees one each
-/// time: on 3.11 an mmap and a munmap).
+/// It keeps its Python thread state (`shutdown::with_thread_state`: an `attach` per job on
+/// a thread Python does not know makes and frees one each time: on 3.11 an mmap and a
+/// munmap), and parks rather than run a job once the interpreter's exit has begun.
 fn run_callbacks(mut jobs: mpsc::Receiver<Job>, cb: &Callbacks) {
-    Python::attach(|py| {
-        py.detach(|| {
-            while let Some(job) = jobs.blocking_recv() {
-                Python::attach(|py| run_job(py, job, cb));
-            }
-        })
+    shutdown::with_thread_state(|| {
+        while let Some(job) = jobs.blocking_recv() {
+            let _entered = shutdown::enter_or_park();
+            Python::attach(|py| run_job(py, job, cb));
+        }
     });
 }
 

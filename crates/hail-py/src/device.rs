@@ -2,7 +2,6 @@
 //! device state that `hail.Device` and `hail.Connect` share.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,20 +9,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hail_discovery::{
-    Device, DeviceBuilder, DeviceEvent, DeviceEvents, Interface, PeerSender, SendError, Targets,
+    Device, DeviceBuilder, DeviceEvents, Interface, PeerSender, SendError, Targets,
 };
-use pyo3::exceptions::{PyStopAsyncIteration, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
-use pyo3_async_runtimes::TaskLocals;
+use pyo3::types::{PyDict, PyString};
 use tokio::sync::RwLock;
 
-use crate::bridge::{LoopQueue, OnDone, awaitable, ready};
+use crate::bridge::{awaitable, ready};
 use crate::errors::{self, ConfigError, HailError};
-use crate::events::{Peer, Senders, event_to_py};
-use crate::python_threads;
+use crate::event_stream::{Events, Returned};
+use crate::events::{Peer, Senders};
+use crate::handler::{Handler, Helper, describe};
 use crate::runtime::block_on;
 
 /// Whom to send to or ask, from Python: `None` for every joined peer, a name, or a list
@@ -155,6 +153,11 @@ pub(crate) fn parse_addr(what: &str, s: &str) -> PyResult<SocketAddr> {
     })
 }
 
+/// A device's groups as `"addr:port"`, IPv4 first.
+fn group_names(device: &Device) -> Vec<String> {
+    device.groups().iter().map(ToString::to_string).collect()
+}
+
 /// A running device as both fronts hold it.
 #[derive(Debug)]
 pub(crate) struct Core {
@@ -163,6 +166,8 @@ pub(crate) struct Core {
     device: RwLock<Option<Device>>,
     /// The device's one event stream; several readers share it (each event goes to one).
     pub(crate) events: Arc<tokio::sync::Mutex<DeviceEvents>>,
+    /// Events taken from the stream for a wait that was cancelled first (`Events`).
+    returned: Arc<Returned>,
     /// The strings of recent senders, for the events' `Message`s.
     senders: Arc<Senders>,
     /// `send_nowait`'s links by name: a name is resolved once, then its link is kept.
@@ -170,7 +175,9 @@ pub(crate) struct Core {
     pub(crate) name: String,
     id: String,
     address: String,
-    group: String,
+    /// The groups the device discovered on when last asked, `"addr:port"`, IPv4 first
+    /// (what `groups` shows once the device is closed).
+    groups: Mutex<Vec<String>>,
 }
 
 impl Core {
@@ -182,9 +189,10 @@ impl Core {
             name: device.name().to_owned(),
             id: device.id().to_string(),
             address: device.local_addr().to_string(),
-            group: device.group().to_string(),
+            groups: Mutex::new(group_names(&device)),
             device: RwLock::new(Some(device)),
             events: Arc::new(tokio::sync::Mutex::new(events)),
+            returned: Arc::default(),
             senders: Arc::new(Senders::default()),
             links: Mutex::new(HashMap::new()),
         }))
@@ -204,6 +212,18 @@ impl Core {
             return Err(errors::closed());
         }
         Ok(guard)
+    }
+
+    /// The groups the device discovers on now (they follow the interfaces' families while
+    /// it runs); once closed, the last ones.
+    pub(crate) fn groups(&self) -> Vec<String> {
+        let mut known = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(guard) = self.now()
+            && let Some(device) = guard.as_ref()
+        {
+            *known = group_names(device);
+        }
+        known.clone()
     }
 
     fn links(&self) -> MutexGuard<'_, HashMap<String, PeerSender>> {
@@ -248,236 +268,6 @@ impl Core {
             d.close().await;
         }
     }
-}
-
-/// A Python callable and the event loop to run its coroutines on.
-#[derive(Clone)]
-pub(crate) struct Handler {
-    f: Arc<Py<PyAny>>,
-    /// The loop running when the handler was registered; `None`: call it on a handler
-    /// thread (`python_threads`).
-    locals: Option<TaskLocals>,
-    /// That loop's queue (`bridge`), where it can watch a socket: calls are handed to the
-    /// loop through it without taking the GIL on a runtime thread.
-    on_loop: Option<LoopQueue>,
-}
-
-impl std::fmt::Debug for Handler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handler")
-            .field("on_loop", &self.locals.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Handler {
-    pub(crate) fn new(py: Python<'_>, f: Py<PyAny>) -> PyResult<Self> {
-        if !f.bind(py).is_callable() {
-            return Err(PyTypeError::new_err("the handler must be callable"));
-        }
-        let locals = match pyo3_async_runtimes::get_running_loop(py) {
-            Ok(_) => Some(pyo3_async_runtimes::tokio::get_current_locals(py)?),
-            Err(_) => None,
-        };
-        let on_loop = locals.as_ref().and_then(|_| LoopQueue::running(py));
-        Ok(Self {
-            f: Arc::new(f),
-            locals,
-            on_loop,
-        })
-    }
-
-    /// Calls it through `hail._invoke.<helper>` with the arguments `args` makes, and
-    /// returns what `out` makes of its result, or its exception as text (or `args`' error,
-    /// without calling it): `start*` on the loop it was registered on, handed over through
-    /// that loop's bridge queue (`acall*` through pyo3-async-runtimes where the loop cannot
-    /// watch a socket), or `call*` on a handler thread (see [`python_threads`]). Those two
-    /// take no GIL on a runtime thread; each call is one trip into Python.
-    pub(crate) async fn invoke<T: Send + 'static>(
-        &self,
-        helper: Helper,
-        args: impl FnOnce(Python<'_>) -> Result<Vec<Py<PyAny>>, String> + Send + 'static,
-        out: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> Result<T, String> + Send + 'static,
-    ) -> Result<T, String> {
-        let f = self.f.clone();
-        // `(helper, f, *args)`: what to call, with what.
-        let call_args = move |py: Python<'_>, via: Via| {
-            let args = args(py)?;
-            let mut all: Vec<Py<PyAny>> = Vec::with_capacity(args.len() + 2);
-            all.push(
-                helper
-                    .get(py, via)
-                    .map_err(|e| describe(&e))?
-                    .clone()
-                    .unbind(),
-            );
-            all.push(f.clone_ref(py));
-            all.extend(args);
-            PyTuple::new(py, all)
-                .map(Bound::unbind)
-                .map_err(|e| describe(&e))
-        };
-        match (&self.locals, &self.on_loop) {
-            (Some(locals), Some(on_loop)) => {
-                // A loop that has not drained its queue for a second may be closed (a
-                // handler outlives the `asyncio.run` it was registered in): then its calls
-                // would wait for ever, and pile up with each question. Asked of the loop
-                // (with the GIL, on a handler thread) only then.
-                if on_loop.stuck() {
-                    let locals = locals.clone();
-                    let closed = python_threads::call(move || {
-                        Python::attach(|py| {
-                            let is_closed = locals.event_loop(py).call_method0("is_closed");
-                            is_closed.and_then(|c| c.is_truthy()).unwrap_or(true)
-                        })
-                    })
-                    .await;
-                    if closed {
-                        on_loop.clear();
-                        return Err("RuntimeError: the event loop the handler was registered \
-                                    on is closed"
-                            .into());
-                    }
-                }
-                // Handed to the loop's thread without the GIL here: called there (in the
-                // registration's context, as a task of it would be), its result converted
-                // there; a coroutine function's coroutine is run as a task, its result
-                // converted when it ends.
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                // Taken by whichever answers: the call, the task's end, or a failure.
-                let slot = Arc::new(Mutex::new(Some(tx)));
-                let answer = move |r: Result<T, String>| {
-                    let tx = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-                    if let Some(tx) = tx {
-                        let _ = tx.send(r);
-                    }
-                };
-                let locals = locals.clone();
-                on_loop.run(move |py| {
-                    let on_end = answer.clone();
-                    let r = (|| {
-                        let context = locals.context(py);
-                        let all = call_args(py, Via::LoopStart)?.into_bound(py);
-                        let started = context.call_method1("run", all).map_err(|e| describe(&e))?;
-                        let (pending, value): (bool, Bound<'_, PyAny>) =
-                            started.extract().map_err(|e| describe(&e))?;
-                        if !pending {
-                            return out(py, &value).map(Some);
-                        }
-                        let ensure = py
-                            .import("asyncio")
-                            .and_then(|a| a.getattr("ensure_future"))
-                            .and_then(|ensure| context.call_method1("run", (ensure, value)))
-                            .map_err(|e| describe(&e))?;
-                        let done = OnDone::new(move |py, task| {
-                            on_end(
-                                task.call_method0("result")
-                                    .map_err(|e| describe(&e))
-                                    .and_then(|v| out(py, &v)),
-                            );
-                        });
-                        ensure
-                            .call_method1("add_done_callback", (done,))
-                            .map_err(|e| describe(&e))?;
-                        Ok(None)
-                    })();
-                    match r {
-                        Ok(Some(v)) => answer(Ok(v)),
-                        Ok(None) => {} // the task answers when it ends
-                        Err(e) => answer(Err(e)),
-                    }
-                });
-                rx.await.unwrap_or_else(|_| {
-                    Err("the handler's event loop did not run it (it was closed)".into())
-                })
-            }
-            (Some(locals), None) => {
-                let fut = Python::attach(|py| {
-                    let coro = call_all(&call_args(py, Via::Loop)?.into_bound(py))?;
-                    pyo3_async_runtimes::into_future_with_locals(locals, coro)
-                        .map_err(|e| describe(&e))
-                })?;
-                let result = fut.await.map_err(|e| describe(&e))?;
-                Python::attach(|py| out(py, result.bind(py)))
-            }
-            (None, _) => {
-                python_threads::call(move || {
-                    Python::attach(|py| {
-                        out(py, &call_all(&call_args(py, Via::Thread)?.into_bound(py))?)
-                    })
-                })
-                .await
-            }
-        }
-    }
-}
-
-/// Calls `all[0](*all[1:])`.
-fn call_all<'py>(all: &Bound<'py, PyTuple>) -> Result<Bound<'py, PyAny>, String> {
-    let rest = all.get_slice(1, all.len());
-    all.get_item(0)
-        .and_then(|h| h.call1(rest))
-        .map_err(|e| describe(&e))
-}
-
-/// How a handler is called: which of `hail._invoke`'s helpers.
-#[derive(Debug, Clone, Copy)]
-enum Via {
-    /// On a handler thread (`call*`).
-    Thread,
-    /// As a coroutine scheduled on the loop by pyo3-async-runtimes (`acall*`).
-    Loop,
-    /// Called on the loop's thread, a returned awaitable run as a task (`start*`).
-    LoopStart,
-}
-
-/// Which of `hail._invoke`'s helpers calls a handler.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Helper {
-    /// `call` / `acall`: the handler's arguments as they are.
-    Call,
-    /// `call_json` / `acall_json`: one argument decoded from JSON text, the result
-    /// encoded to it.
-    CallJson,
-}
-
-impl Helper {
-    /// The helper function, looked up once.
-    fn get<'py>(self, py: Python<'py>, via: Via) -> PyResult<&'py Bound<'py, PyAny>> {
-        static HELPERS: [PyOnceLock<Py<PyAny>>; 6] = [
-            PyOnceLock::new(),
-            PyOnceLock::new(),
-            PyOnceLock::new(),
-            PyOnceLock::new(),
-            PyOnceLock::new(),
-            PyOnceLock::new(),
-        ];
-        let (i, name) = match (self, via) {
-            (Self::Call, Via::Thread) => (0, "call"),
-            (Self::Call, Via::Loop) => (1, "acall"),
-            (Self::Call, Via::LoopStart) => (2, "start"),
-            (Self::CallJson, Via::Thread) => (3, "call_json"),
-            (Self::CallJson, Via::Loop) => (4, "acall_json"),
-            (Self::CallJson, Via::LoopStart) => (5, "start_json"),
-        };
-        HELPERS[i]
-            .get_or_try_init(py, || {
-                py.import("hail._invoke")?.getattr(name).map(Bound::unbind)
-            })
-            .map(|f| f.bind(py))
-    }
-}
-
-/// An exception as `Type: message`, for the peer that asked.
-pub(crate) fn describe(e: &PyErr) -> String {
-    Python::attach(|py| {
-        let name = e
-            .get_type(py)
-            .name()
-            .map(|n| n.to_string())
-            .unwrap_or_else(|_| "Exception".into());
-        format!("{name}: {}", e.value(py))
-    })
 }
 
 /// Bytes a question handler returned.
@@ -568,10 +358,22 @@ impl PyDevice {
         &self.core.address
     }
 
-    /// The discovery group, `"addr:port"` (the port actually bound).
+    /// The discovery group, `"addr:port"` (the port actually bound): the first of
+    /// `groups`.
     #[getter]
-    fn group(&self) -> &str {
-        &self.core.group
+    fn group(&self) -> String {
+        // A device keeps at least one group (it never leaves the last).
+        self.core.groups().into_iter().next().unwrap_or_default()
+    }
+
+    /// The groups the device discovers on now, a list of `"addr:port"`, IPv4 first: the
+    /// one `group=` names; unset, `239.255.72.76:5676` and `[ff02::4841:494c]:5676` where
+    /// the interfaces have both families (the device is found on either), else the one of
+    /// the family they have. The default groups follow the interfaces while the device
+    /// runs: one whose family appears on them is joined, one whose family goes is left.
+    #[getter]
+    fn groups(&self) -> Vec<String> {
+        self.core.groups()
     }
 
     /// The joined peers, a dict name -> `Peer`.
@@ -758,6 +560,7 @@ impl PyDevice {
     fn events(&self) -> Events {
         Events {
             stream: self.core.events.clone(),
+            returned: self.core.returned.clone(),
             senders: self.core.senders.clone(),
         }
     }
@@ -792,8 +595,11 @@ impl PyDevice {
     /// The object as text, for debugging.
     fn __repr__(&self) -> String {
         format!(
-            "Device(name={:?}, id={:?}, address={:?}, group={:?})",
-            self.core.name, self.core.id, self.core.address, self.core.group
+            "Device(name={:?}, id={:?}, address={:?}, groups={:?})",
+            self.core.name,
+            self.core.id,
+            self.core.address,
+            self.core.groups()
         )
     }
 }
@@ -802,132 +608,4 @@ impl PyDevice {
 pub(crate) fn seconds(s: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(s)
         .map_err(|_| PyValueError::new_err("timeout must be a positive number of seconds"))
-}
-
-/// The device's events, an async iterator (`dev.events()`).
-#[pyclass(module = "hail", frozen)]
-#[derive(Debug)]
-pub(crate) struct Events {
-    stream: Arc<tokio::sync::Mutex<DeviceEvents>>,
-    senders: Arc<Senders>,
-}
-
-impl Events {
-    /// Events waiting now, up to `max`, if no other read is in flight (it holds the
-    /// stream; waiting for it would break the order).
-    fn take_ready(&self, max: usize) -> Vec<DeviceEvent> {
-        let mut ready = Vec::new();
-        if let Ok(mut s) = self.stream.try_lock() {
-            while ready.len() < max
-                && let Some(e) = waiting(&mut s)
-            {
-                ready.push(e);
-            }
-        }
-        ready
-    }
-
-    /// The next event waiting now, as `take_ready(1)` without the list.
-    fn take_one(&self) -> Option<DeviceEvent> {
-        waiting(&mut *self.stream.try_lock().ok()?)
-    }
-}
-
-/// The next event waiting in `s`, without waiting: `recv` polled once with a waker that
-/// does nothing, rather than `try_recv`, so what waits is taken from the device's stream up
-/// to 64 at a time and a burst frees the stream (and wakes the device waiting for room)
-/// once per 64 events, not once per event.
-fn waiting(s: &mut DeviceEvents) -> Option<DeviceEvent> {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match std::pin::pin!(s.recv()).poll(&mut cx) {
-        std::task::Poll::Ready(e) => e,
-        std::task::Poll::Pending => None,
-    }
-}
-
-#[pymethods]
-impl Events {
-    /// `async for event in dev.events()`: a generator (`hail._aio.iterate`) that hands
-    /// over each event already waiting with no await on the runtime, and awaits
-    /// `__anext__` only when none is.
-    fn __aiter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        static ITERATE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        let iterate = ITERATE.get_or_try_init(py, || {
-            py.import("hail._aio")?
-                .getattr("iterate")
-                .map(Bound::unbind)
-        })?;
-        Ok(iterate.bind(py).call1((slf,))?.unbind())
-    }
-
-    /// `await events.__anext__()`: the next event; raises `StopAsyncIteration` once the
-    /// device is closed.
-    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        // An event already waiting is handed over in a future completed at once, with no
-        // trip through the runtime's threads.
-        if let Some(e) = self.take_one() {
-            return ready(py, event_to_py(py, e, &self.senders)?);
-        }
-        let stream = self.stream.clone();
-        let senders = self.senders.clone();
-        let next = async move { stream.lock().await.recv().await };
-        awaitable(py, next, move |py, event| match event {
-            Some(e) => event_to_py(py, e, &senders),
-            None => Err(PyStopAsyncIteration::new_err(())),
-        })
-    }
-
-    /// `try_next()`: the next event if one is waiting now, else `None` (also once the
-    /// device is closed, or while another read of the stream is in flight). Never waits.
-    fn try_next(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        self.take_one()
-            .map(|e| event_to_py(py, e, &self.senders))
-            .transpose()
-    }
-
-    /// `await events.batch(max=256)`: every event waiting now, up to `max`, as a list (at
-    /// least one: it waits for the first). An empty list once the device is closed. For
-    /// a receiver of many messages: one await per batch rather than per event.
-    #[pyo3(signature = (max=256))]
-    fn batch<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyAny>> {
-        let max = max.max(1);
-        let now = self.take_ready(max);
-        if !now.is_empty() {
-            return ready(
-                py,
-                events_to_list(py, now, &self.senders)?.into_any().unbind(),
-            );
-        }
-        let stream = self.stream.clone();
-        let senders = self.senders.clone();
-        let next = async move {
-            let mut s = stream.lock().await;
-            let mut ready = Vec::new();
-            if let Some(first) = s.recv().await {
-                ready.push(first);
-                while ready.len() < max
-                    && let Some(e) = s.try_recv()
-                {
-                    ready.push(e);
-                }
-            }
-            ready
-        };
-        awaitable(py, next, move |py, ready| {
-            Ok(events_to_list(py, ready, &senders)?.into_any().unbind())
-        })
-    }
-}
-
-/// Events as a Python list.
-fn events_to_list<'py>(
-    py: Python<'py>,
-    events: Vec<DeviceEvent>,
-    senders: &Senders,
-) -> PyResult<Bound<'py, PyList>> {
-    let objs = events
-        .into_iter()
-        .map(|e| event_to_py(py, e, senders))
-        .collect::<PyResult<Vec<_>>>()?;
-    PyList::new(py, objs)
 }

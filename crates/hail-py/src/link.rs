@@ -21,8 +21,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyString};
 
 use crate::bridge::{awaitable_result, ready};
-use crate::device::{Handler, Helper, parse_addr, seconds};
+use crate::device::{parse_addr, seconds};
 use crate::errors::{self, ConfigError, HailError, NetworkError};
+use crate::handler::{Handler, Helper};
 use crate::runtime::{block_on, runtime};
 
 /// The name a link passphrase's key is derived with (`GroupKey::derive(passphrase,

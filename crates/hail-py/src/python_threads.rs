@@ -21,8 +21,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pyo3::prelude::*;
 use tokio::sync::oneshot;
+
+use crate::shutdown;
 
 /// Most threads calling handlers at once: 256 (a thread each for handlers that block,
 /// e.g. sleep; more calls wait for one). As many as the RPC layer's concurrent handlers of
@@ -85,31 +86,32 @@ impl Pool {
     }
 
     /// A thread: attached to Python once, detached while it waits; calls until [`IDLE`]
-    /// passes without one.
+    /// passes without one. Each call is let into Python by [`shutdown`]: once the
+    /// interpreter's exit has begun the thread parks instead (a job then waits for good).
     fn run(&'static self) {
-        Python::attach(|py| {
-            py.detach(|| {
-                let mut st = self.lock();
-                loop {
-                    if let Some(job) = st.jobs.pop_front() {
-                        drop(st);
-                        job();
-                        st = self.lock();
-                        continue;
-                    }
-                    st.idle += 1;
-                    let (guard, wait) = self
-                        .work
-                        .wait_timeout(st, IDLE)
-                        .unwrap_or_else(|p| p.into_inner());
-                    st = guard;
-                    st.idle -= 1;
-                    if wait.timed_out() && st.jobs.is_empty() {
-                        st.threads -= 1;
-                        return;
-                    }
+        shutdown::with_thread_state(|| {
+            let mut st = self.lock();
+            loop {
+                if let Some(job) = st.jobs.pop_front() {
+                    drop(st);
+                    let entered = shutdown::enter_or_park();
+                    job();
+                    drop(entered);
+                    st = self.lock();
+                    continue;
                 }
-            })
+                st.idle += 1;
+                let (guard, wait) = self
+                    .work
+                    .wait_timeout(st, IDLE)
+                    .unwrap_or_else(|p| p.into_inner());
+                st = guard;
+                st.idle -= 1;
+                if wait.timed_out() && st.jobs.is_empty() {
+                    st.threads -= 1;
+                    return;
+                }
+            }
         });
     }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
+use crate::shutdown;
+
 /// How often a blocking wait looks for Ctrl-C: 50 ms. Python runs signal handlers only on
 /// its main thread between bytecodes, so a thread waiting in Rust must look for them itself
 /// (`PyErr_CheckSignals`); this bounds how late a `KeyboardInterrupt` is raised.
@@ -39,10 +41,15 @@ where
     let rt = runtime();
     let mut fut = std::pin::pin!(fut);
     loop {
-        // The timer is made inside `block_on`: it needs the runtime's context.
-        let step = py.detach(|| {
-            rt.block_on(async { tokio::time::timeout(SIGNAL_CHECK, fut.as_mut()).await })
+        // The timer is made inside `block_on`: it needs the runtime's context. A daemon
+        // thread still waiting here when the interpreter exits parks rather than attach
+        // again (`shutdown`).
+        let (step, entered) = py.detach(|| {
+            let step =
+                rt.block_on(async { tokio::time::timeout(SIGNAL_CHECK, fut.as_mut()).await });
+            (step, shutdown::enter_or_park())
         });
+        drop(entered);
         match step {
             Ok(out) => return Ok(out),
             Err(_elapsed) => py.check_signals()?,

@@ -56,13 +56,15 @@ async def joined(device, *names, timeout: float = BOUND):
 
 
 def wait_until(predicate, timeout: float = BOUND, step: float = 0.01):
-    """Polls `predicate` (for the synchronous front's callbacks, which run on a thread)."""
+    """Polls `predicate`, for state no event tells of (a server's counters). Wait on an
+    event or a condition instead wherever there is one."""
     import time
 
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout} s: {predicate}")
+        # Real time: nothing to wait on but the clock (the state is polled).
         time.sleep(step)
 
 
@@ -84,12 +86,13 @@ def hail_binary() -> Path:
 class HailProcess:
     """A `hail --json ...` process on loopback, its stdout read line by line."""
 
-    def __init__(self, args, group, passphrase=None):
+    def __init__(self, args, group, passphrase=None, json=True):
         env = dict(os.environ)
         env.pop("HAIL_PASSPHRASE", None)
         if passphrase is not None:
             env["HAIL_PASSPHRASE"] = passphrase
-        cmd = [str(hail_binary()), "--json", "--interface", LOOPBACK, "--group", group, *args]
+        cmd = [str(hail_binary()), *(["--json"] if json else []), "--interface", LOOPBACK,
+               "--group", group, *args]
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -111,9 +114,8 @@ class HailProcess:
 
         threading.Thread(target=read, daemon=True).start()
 
-    def line(self, timeout: float = BOUND) -> dict:
-        """The next JSON line on stdout (bounded)."""
-        import json
+    def text_line(self, timeout: float = BOUND) -> str:
+        """The next line on stdout, without its newline (bounded)."""
         import queue
 
         try:
@@ -122,7 +124,13 @@ class HailProcess:
             raise AssertionError(f"no output from hail within {timeout} s") from None
         if line is None:
             raise AssertionError(f"hail ended: {self.proc.wait(BOUND)}, {self.proc.stderr.read()}")
-        return json.loads(line)
+        return line.rstrip("\n")
+
+    def line(self, timeout: float = BOUND) -> dict:
+        """The next JSON line on stdout (bounded)."""
+        import json
+
+        return json.loads(self.text_line(timeout))
 
     def wait_for(self, event: str, timeout: float = BOUND) -> dict:
         import time
@@ -150,8 +158,8 @@ class HailProcess:
 def hail_process():
     started = []
 
-    def start(args, group, passphrase=None):
-        p = HailProcess(args, group, passphrase)
+    def start(args, group, passphrase=None, json=True):
+        p = HailProcess(args, group, passphrase, json)
         started.append(p)
         return p
 

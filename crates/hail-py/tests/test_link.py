@@ -93,6 +93,8 @@ def test_json_mode_over_a_sealed_link_and_a_wrong_passphrase_refused():
 
         with pytest.raises(hail.AuthFailed):
             hail.Client(server.address, passphrase="wrong secret", reconnect=False)
+        # The server counts the refusal on its side of the handshake, which the client may
+        # finish first: nothing to wait on but the counter.
         wait_until(lambda: server.stats()["auth_failures"] == 1)
         assert len(server.clients()) == 1
         await client.close()
@@ -136,12 +138,16 @@ def test_python_comms_mode_talks_to_a_python_comms_peer_on_its_wire():
         await loop.run_in_executor(None, peer.sendall, comms_frame({"n": 1}) + comms_frame("two"))
         assert await s_in.next("message") == ("message", cid, {"n": 1})
         assert await s_in.next("message") == ("message", cid, "two")
-        # Not JSON: dropped and counted, the connection goes on.
+        # Not JSON: dropped and counted, the connection goes on. Frames are handled in
+        # order, so once the next one's callback ran the bad one was counted.
         bad = b"not json"
-        await loop.run_in_executor(None, peer.sendall, struct.pack("<I", len(bad)) + bad)
+        await loop.run_in_executor(
+            None, peer.sendall, struct.pack("<I", len(bad)) + bad + comms_frame("after")
+        )
+        assert await s_in.next("message") == ("message", cid, "after")
+        assert server.stats()["undecodable"] == 1
         await server.send_to(cid, {"reply": True})
         assert json.loads(await loop.run_in_executor(None, read_comms_frame, peer)) == {"reply": True}
-        wait_until(lambda: server.stats()["undecodable"] == 1)
         peer.close()
 
         # A hail Client in Python Comms mode against the same server.

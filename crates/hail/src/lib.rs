@@ -100,8 +100,8 @@ pub mod prelude {
     #[cfg(feature = "discovery")]
     pub use hail_discovery::{
         AskError, Device, DeviceBuilder, DeviceCallbacks, DeviceError, DeviceEvent, DeviceEvents,
-        DeviceId, DeviceStats, LeaveReason, MessageFormat, PeerInfo, PeerSender, RunError,
-        SendError, Targets,
+        DeviceId, DeviceStats, DialError, LeaveReason, MessageFormat, PeerInfo, PeerSender,
+        RunError, SendError, Targets,
     };
     #[cfg(feature = "link")]
     pub use hail_link::{
@@ -109,7 +109,7 @@ pub mod prelude {
         ServerEvent,
     };
     #[cfg(feature = "multicast")]
-    pub use hail_multicast::{Channel, Datagram, Interface, MulticastError};
+    pub use hail_multicast::{Channel, ChannelConfig, Datagram, Interface, MulticastError};
     #[cfg(feature = "rpc")]
     pub use hail_rpc::{
         Handlers, Method, Opcode, RetCode, RpcClient, RpcConfig, RpcError, RpcPeer, RpcServer,

@@ -48,6 +48,11 @@ pub(crate) enum Family {
     /// Both on every veth; the scenarios run twice, devices on the IPv4 group, then on the
     /// IPv6 group.
     Dual,
+    /// Mixed families on one LAN: host i IPv4-only for i % 3 == 0, IPv6-only (link-local)
+    /// for 1, both for 2; devices on the default groups (`--interface eth0`, no
+    /// `--group`). Only discovery runs, its verdict: dual-stack hosts join every device,
+    /// single-family hosts those of their family and the dual-stack ones.
+    Mixed,
 }
 
 impl Family {
@@ -56,14 +61,15 @@ impl Family {
         match self {
             Self::V4 => hail_testsupport::Family::V4,
             Self::V6 => hail_testsupport::Family::V6,
-            Self::Dual => hail_testsupport::Family::Dual,
+            Self::Dual | Self::Mixed => hail_testsupport::Family::Dual,
         }
     }
 
-    /// The groups devices run on, in order: false the IPv4 group, true the IPv6 one.
+    /// The groups devices run on, in order: false the IPv4 group, true the IPv6 one (on
+    /// a mixed LAN: the default groups, once, named false).
     pub(super) fn groups(self) -> &'static [bool] {
         match self {
-            Self::V4 => &[false],
+            Self::V4 | Self::Mixed => &[false],
             Self::V6 => &[true],
             Self::Dual => &[false, true],
         }
@@ -115,8 +121,10 @@ pub(crate) struct Flags {
     scenarios: Vec<Scenario>,
     /// Address families of the LAN, one LAN each in turn: v4 (IPv4 only), v6 (IPv6 only:
     /// link-local, no IPv4 address, devices on the group `[ff02::4d:1]`), dual (both; the
-    /// scenarios run on the IPv4 group, then on the IPv6 group). With v4 and v6 (or dual)
-    /// the goals include IPv6 discovery p50 within 1.5x IPv4's
+    /// scenarios run on the IPv4 group, then on the IPv6 group), mixed (hosts IPv4-only,
+    /// IPv6-only and dual-stack in turn, devices on the default groups; discovery only,
+    /// each host joining those it shares a family with). With v4 and v6 (or dual) the
+    /// goals include IPv6 discovery p50 within 1.5x IPv4's
     #[arg(
         long,
         value_name = "FAMILY,..",
@@ -373,6 +381,8 @@ mod tests {
         assert_eq!(Family::V4.groups(), [false]);
         assert_eq!(Family::V6.groups(), [true]);
         assert_eq!(Family::Dual.groups(), [false, true]);
+        assert_eq!(Family::Mixed.groups(), [false]);
+        assert_eq!(Family::Mixed.support(), hail_testsupport::Family::Dual);
         assert!(Family::V6.support().has_v6() && !Family::V6.support().has_v4());
         assert!(Family::Dual.support().has_v4() && Family::Dual.support().has_v6());
         let a = args(&["--quick", "--family", "v6"]).unwrap();

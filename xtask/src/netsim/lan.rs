@@ -39,6 +39,29 @@ pub(super) fn open(prefix: &str) -> anyhow::Result<Result<Namespaces, String>> {
     }
 }
 
+/// The address families one host of a mixed LAN has on its `eth0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stack {
+    /// IPv4 only (its link-local address removed).
+    V4,
+    /// IPv6 link-local only (its IPv4 address removed).
+    V6,
+    /// Both.
+    Dual,
+}
+
+impl Stack {
+    /// Host `i`'s on a mixed LAN: IPv4-only, IPv6-only and dual-stack in turn.
+    pub(super) fn of_host(i: usize) -> Self {
+        [Self::V4, Self::V6, Self::Dual][i % 3]
+    }
+
+    /// Whether devices on hosts of these stacks share a family (and so a default group).
+    pub(super) fn meets(self, other: Self) -> bool {
+        self == Self::Dual || other == Self::Dual || self == other
+    }
+}
+
 /// The hosts of one run on their bridge, with the loss and duplication each is set to;
 /// dropping it removes the namespaces and kills what runs inside.
 #[derive(Debug)]
@@ -46,6 +69,9 @@ pub(super) struct Lan {
     net: support::Lan,
     /// (loss, dup) each host is set to now.
     impairment: Vec<(u8, u8)>,
+    /// On a mixed LAN, each host's families ([`Stack::of_host`]); else `None` (every host
+    /// has the LAN's).
+    stacks: Option<Vec<Stack>>,
 }
 
 impl Lan {
@@ -59,12 +85,39 @@ impl Lan {
         Ok(Self {
             net: support::Lan::create_with(namespaces, SUBNET, n, family, ula)?,
             impairment: vec![(0, 0); n],
+            stacks: None,
         })
+    }
+
+    /// `n` dual-stack hosts whose addresses are then cut down to [`Stack::of_host`]'s.
+    pub(super) fn create_mixed(namespaces: Namespaces, n: usize) -> anyhow::Result<Self> {
+        let mut lan = Self::create(namespaces, n, support::Family::Dual, false)?;
+        let stacks: Vec<Stack> = (0..n).map(Stack::of_host).collect();
+        for (i, stack) in stacks.iter().enumerate() {
+            let gone = match stack {
+                Stack::V4 => format!("{}/64", support::host_link_local(i)),
+                Stack::V6 => format!("{}/24", lan.net.host_ip(i)),
+                Stack::Dual => continue,
+            };
+            support::ip(&["-n", lan.host(i), "addr", "del", &gone, "dev", "eth0"])?;
+        }
+        lan.stacks = Some(stacks);
+        Ok(lan)
+    }
+
+    /// On a mixed LAN, each host's families.
+    pub(super) fn stacks(&self) -> Option<&[Stack]> {
+        self.stacks.as_deref()
     }
 
     /// Every address of host `i` (IPv4, IPv6 link-local, ULA, as the LAN has them).
     pub(super) fn addrs(&self, i: usize) -> Vec<IpAddr> {
-        self.net.host_addrs(i)
+        let all = self.net.host_addrs(i);
+        match self.stacks.as_ref().map(|s| s[i]) {
+            Some(Stack::V4) => all.into_iter().filter(IpAddr::is_ipv4).collect(),
+            Some(Stack::V6) => all.into_iter().filter(IpAddr::is_ipv6).collect(),
+            Some(Stack::Dual) | None => all,
+        }
     }
 
     /// The address that names host `i`'s interface to `hail --interface`: its IPv4
@@ -309,6 +362,16 @@ mod tests {
         ] {
             assert_eq!(end(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn mixed_hosts_meet_those_they_share_a_family_with() {
+        let [four, six, dual] = [0, 1, 2].map(Stack::of_host);
+        assert_eq!((four, six, dual), (Stack::V4, Stack::V6, Stack::Dual));
+        assert_eq!(Stack::of_host(3), Stack::V4);
+        assert!(dual.meets(four) && dual.meets(six) && four.meets(dual) && six.meets(dual));
+        assert!(four.meets(four) && six.meets(six));
+        assert!(!four.meets(six) && !six.meets(four));
     }
 
     #[test]

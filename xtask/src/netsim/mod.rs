@@ -12,7 +12,11 @@
 //! (only `fe80::<i+1>/64`, no duplicate address detection and no kernel link-local address;
 //! `--ula` adds `fd00:0:a:4d00::<i+1>/64`; devices on the link-scoped group `ff02::4d:1`,
 //! `--interface fe80::<i+1>`) or `dual` (both; every scenario runs on the IPv4 group, then
-//! on the IPv6 group). Cells and goals are tagged `v6`, `dual/v4`, `dual/v6` (the IPv4-only
+//! on the IPv6 group), or `mixed` (a dual-stack LAN whose hosts are cut down to IPv4 only,
+//! IPv6 only and both in turn; devices on the default groups, `--interface eth0` and no
+//! `--group`; discovery only, a run complete when every device has joined every device
+//! it shares a family with, and failed if one joins a device it shares none with). Cells
+//! and goals are tagged `v6`, `dual/v4`, `dual/v6`, `mixed` (the IPv4-only
 //! LAN's untagged, as before); with `v4` and `v6` (or `dual`) the goals add IPv6 discovery
 //! p50 within 1.5x IPv4's of the same run.
 //!
@@ -111,7 +115,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             describe(family, args.ula),
             logs.display()
         );
-        let mut lan = lan::Lan::create(namespaces, hosts, family.support(), args.ula)?;
+        let mut lan = if family == Family::Mixed {
+            lan::Lan::create_mixed(namespaces, hosts)?
+        } else {
+            lan::Lan::create(namespaces, hosts, family.support(), args.ula)?
+        };
         println!("netsim: LAN up in {}", secs(Some(t_lan.elapsed())));
         let mut runner = Runner::new(&mut lan, &hail, &logs, args.dup);
         for &v6 in family.groups() {
@@ -124,7 +132,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
                     if v6 { "IPv6" } else { "IPv4" }
                 );
             }
-            let results = scenarios(&mut runner, args)?;
+            let results = if family == Family::Mixed {
+                mixed(&mut runner, args)?
+            } else {
+                scenarios(&mut runner, args)?
+            };
             runs.0.push((net, results));
         }
         drop(runner);
@@ -161,7 +173,29 @@ fn describe(family: Family, ula: bool) -> &'static str {
         (Family::Dual, true) => {
             "dual-stack (10.77.0.<i+1>/24, fe80::<i+1>/64 and fd00:0:a:4d00::<i+1>/64)"
         }
+        (Family::Mixed, _) => {
+            "mixed: host i IPv4-only (i % 3 = 0), IPv6-only (1) or dual-stack (2), devices on the default groups"
+        }
     }
+}
+
+/// The mixed LAN's one scenario: discovery on the default groups, each device joining
+/// those it shares a family with (`args.scenarios` and `--ula` do not apply).
+fn mixed(runner: &mut Runner<'_>, args: &Args) -> anyhow::Result<Results> {
+    println!(
+        "\n== discovery on the defaults: each joins those it shares a family with (dual-stack hosts: all), from the last device's start ({} runs each)",
+        args.runs
+    );
+    let mut results = Results::default();
+    for &mode in &args.modes {
+        for &n in &args.sizes {
+            for &loss in &args.loss {
+                let cell = runner.discovery(mode, n, loss, args.runs)?;
+                results.discovery.push((mode, n, loss, cell));
+            }
+        }
+    }
+    Ok(results)
 }
 
 /// Runs the scenarios `args` asks for with `runner`'s LAN and group.

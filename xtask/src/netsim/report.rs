@@ -200,6 +200,7 @@ impl Net {
             (Family::V6, _) => "v6",
             (Family::Dual, false) => "dual/v4",
             (Family::Dual, true) => "dual/v6",
+            (Family::Mixed, _) => "mixed",
         }
     }
 
@@ -230,6 +231,15 @@ impl Runs {
         let mut out = Vec::new();
         for (net, r) in &self.0 {
             for (name, met) in r.goals() {
+                // A mixed LAN runs discovery alone: its other goals are never run.
+                if net.family == Family::Mixed && met.is_none() {
+                    continue;
+                }
+                let name = if net.family == Family::Mixed {
+                    name.replace("all see all", "each sees all it shares a family with")
+                } else {
+                    name
+                };
                 let name = match net.tag() {
                     "" => name,
                     tag => format!("{tag}: {name}"),

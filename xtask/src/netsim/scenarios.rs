@@ -89,6 +89,13 @@ impl<'a> Runner<'a> {
                 }
                 Err(why) => cell.fail(r, why),
             }
+            let across = sim.joined_across();
+            if across > 0 {
+                cell.fail(
+                    r,
+                    format!("{across} join(s) of devices that share no family"),
+                );
+            }
             let dups: usize = sim.procs.iter().map(|p| p.duplicate_names).sum();
             if dups > 0 {
                 *cell

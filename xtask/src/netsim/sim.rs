@@ -89,7 +89,8 @@ pub(super) struct Sim<'a> {
     mode: Mode,
     /// Devices on the IPv6 group (else the IPv4 one).
     v6: bool,
-    group: String,
+    /// The group (`None`: the default groups, on a mixed LAN).
+    group: Option<String>,
     pub(super) procs: Vec<Proc>,
     tx: Sender<Line>,
     rx: Receiver<Line>,
@@ -111,7 +112,7 @@ impl<'a> Sim<'a> {
             logs,
             mode,
             v6,
-            group: group(v6, run),
+            group: lan.stacks().is_none().then(|| group(v6, run)),
             procs: Vec::new(),
             tx,
             rx,
@@ -128,12 +129,22 @@ impl<'a> Sim<'a> {
             .open(self.logs.join(format!("{name}.log")))
             .context("opening a device log")?;
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns])
-            .arg(self.hail)
-            .args(["listen", "--json", "--name", &name, "--interface"])
-            .arg(self.lan.interface(host, self.v6).to_string())
-            .args(["--group", &self.group])
-            .env_remove("HAIL_PASSPHRASE")
+        cmd.args(["netns", "exec", ns]).arg(self.hail).args([
+            "listen",
+            "--json",
+            "--name",
+            &name,
+            "--interface",
+        ]);
+        match &self.group {
+            Some(group) => cmd
+                .arg(self.lan.interface(host, self.v6).to_string())
+                .args(["--group", group]),
+            // The defaults: the veth by name (the namespace's only one), both groups
+            // where it has both families.
+            None => cmd.arg("eth0"),
+        };
+        cmd.env_remove("HAIL_PASSPHRASE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
@@ -254,13 +265,32 @@ impl<'a> Sim<'a> {
         self.live().all(|p| p.id.is_some())
     }
 
-    /// Every live device has joined every other live device, by its current id.
+    /// Whether the device on host `a` is to join the one on host `b`: always, but on a
+    /// mixed LAN only where they share a family.
+    fn meets(&self, a: usize, b: usize) -> bool {
+        a != b && self.lan.stacks().is_none_or(|s| s[a].meets(s[b]))
+    }
+
+    /// Every live device has joined every other live device it is to meet, by its
+    /// current id.
     pub(super) fn all_see_all(&self) -> bool {
         self.live().all(|p| {
             self.live()
-                .filter(|q| q.host != p.host)
+                .filter(|q| self.meets(p.host, q.host))
                 .all(|q| q.id.is_some() && p.peers.get(&q.name) == q.id.as_ref())
         })
+    }
+
+    /// Joins of devices that share no family (on a mixed LAN; none expected), counted.
+    pub(super) fn joined_across(&self) -> usize {
+        self.live()
+            .map(|p| {
+                self.live()
+                    .filter(|q| q.host != p.host && !self.meets(p.host, q.host))
+                    .filter(|q| p.peers.contains_key(&q.name))
+                    .count()
+            })
+            .sum()
     }
 
     /// No live device in `a` has a joined peer in `b`, and none in `b` one in `a`.
@@ -347,7 +377,7 @@ impl<'a> Sim<'a> {
         for p in self.live() {
             let miss: Vec<String> = self
                 .live()
-                .filter(|q| q.host != p.host && p.peers.get(&q.name) != q.id.as_ref())
+                .filter(|q| self.meets(p.host, q.host) && p.peers.get(&q.name) != q.id.as_ref())
                 .map(|q| match p.peers.get(&q.name) {
                     Some(_) => format!("{} (holds an older id)", q.name),
                     None => q.name.clone(),

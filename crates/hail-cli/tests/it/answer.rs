@@ -137,21 +137,14 @@ fn answer_commands_are_bounded_refused_when_busy_and_killed_with_their_group() {
         })
         .collect();
 
-    // Count the running commands until every question is settled.
+    // Count the running commands until every question is settled (the commands never end
+    // by themselves, so a full set of slots stays up for the sampler to see).
     let hail_pid = lamp.pid();
     let mut most = 0;
-    let deadline = std::time::Instant::now() + WAIT;
-    while !asks.iter().all(|a| a.is_finished()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the questions never settled"
-        );
+    crate::proc::eventually("the questions settle", || {
         most = most.max(running_commands(hail_pid));
-        // Real time: the commands are real processes, counted in `/proc`, which has no
-        // event to wait on; sampled every 5 ms (the commands never end by themselves, so
-        // a full set of slots stays up for the sampler to see).
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        asks.iter().all(|a| a.is_finished())
+    });
     let answers: Vec<String> = asks
         .into_iter()
         .map(|a| match rt.block_on(a).expect("the ask task") {

@@ -269,3 +269,51 @@ fn interfaces_by_name_work_and_unknown_ones_list_what_exists() {
         "the host's interfaces are listed: {err}"
     );
 }
+
+/// Issue 17: `--interface lo` by name listened on 127.0.0.1 only. A device on an
+/// interface named by name listens on every family it has, as the device's default does:
+/// `[::]` (IPv4 too), advertising lo's IPv4 and IPv6 addresses, and IPv6 links reach it.
+#[test]
+fn an_interface_by_name_listens_on_both_families() {
+    let dual =
+        std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").is_ok_and(|v| v.trim() == "0");
+    if !dual {
+        eprintln!("skipped: this host makes no dual-stack [::] sockets");
+        return;
+    }
+    let g = group();
+    let lamp = Proc::spawn(hail().args([
+        "--json",
+        "--interface",
+        "lo",
+        "--group",
+        &g,
+        "listen",
+        "--name",
+        "lamp",
+    ]));
+    let line = lamp.expect_line("\"listening\"");
+    let v: Value = serde_json::from_str(&line).expect("JSON");
+    let address: std::net::SocketAddr = v["address"].as_str().unwrap().parse().unwrap();
+    assert!(
+        address.ip() == std::net::Ipv6Addr::UNSPECIFIED,
+        "listens on [::], not lo's IPv4 address: {line}"
+    );
+    let port = address.port();
+    let (status, out, err) = run_on(&g, &["scout", "--once", "--timeout", "1s", "--json"]);
+    assert!(status.success(), "{out}\n{err}");
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    let advertised: Vec<&str> = v["devices"][0]["addresses"]
+        .as_array()
+        .expect("addresses")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for want in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
+        assert!(
+            advertised.contains(&want.as_str()),
+            "{want} in {advertised:?}"
+        );
+    }
+    std::net::TcpStream::connect(("::1", port)).expect("an IPv6 connection is accepted");
+}

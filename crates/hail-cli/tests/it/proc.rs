@@ -156,30 +156,43 @@ impl Proc {
     pub(crate) fn wait(mut self) -> (ExitStatus, String, String) {
         self.close_stdin();
         let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("try_wait") {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the process did not exit in {WAIT:?}"
-            );
-            // Real time: a real process, and std's `Child` has no wait with a timeout,
-            // so its exit is polled; nothing is asserted about how long it takes.
-            thread::sleep(Duration::from_millis(10));
-        };
-        // Up to the end of stdout: the reader thread may still hold the last lines.
+        // Up to the end of stdout, then of stderr: the reader threads see their ends when
+        // the process (and whatever it started with them) has closed them, which it does
+        // only by exiting.
         let mut out = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => out.push(line),
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => panic!("stdout stayed open"),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("the process did not close stdout (exit) in {WAIT:?}")
+                }
             }
         }
-        let err = self.stderr.recv_timeout(WAIT).unwrap_or_default();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let err = self
+            .stderr
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("the process did not close stderr (exit) in {WAIT:?}: {e}"));
+        // Both pipes are closed: the process has exited or is exiting, so this returns
+        // at once (std's `Child` has no wait with a timeout; none is needed here).
+        let status = self.child.wait().expect("wait for the process");
         (status, out.join("\n"), err)
+    }
+}
+
+/// Waits until `done()` holds, checking every 5 ms, for at most [`WAIT`]; panics with
+/// `what` otherwise. Only for what has no event to wait on: the state of real processes
+/// as `/proc` shows it (which threads wait in a write, which children run). Nothing is
+/// asserted about how long it takes.
+pub(crate) fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        // Real time: real processes, seen through `/proc`, which has no notification;
+        // a sampling tick, not a timing assumption.
+        thread::sleep(Duration::from_millis(5));
     }
 }
 

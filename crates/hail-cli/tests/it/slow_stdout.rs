@@ -76,16 +76,14 @@ fn a_listener_whose_stdout_is_full_still_answers_and_serves_calls() {
         for _ in 0..4 {
             to.send(&[b'x'; 256 * 1024]).await.expect("send");
         }
-        let stuck = tokio::time::timeout(WAIT, async {
-            while !writing_to_a_full_pipe(pid) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+        // The listener's state shows only in `/proc`: sampled on a blocking thread.
+        tokio::task::spawn_blocking(move || {
+            crate::proc::eventually("the listener blocks writing to stdout", || {
+                writing_to_a_full_pipe(pid)
+            });
         })
-        .await;
-        assert!(
-            stuck.is_ok(),
-            "the listener never blocked writing to stdout"
-        );
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         // Questions and calls still get through (each printed question waits its turn
         // behind the messages, the answer does not).
         for i in 0..3 {

@@ -1,5 +1,6 @@
 //! Configuring and starting a [`Device`]: [`DeviceBuilder`], its defaults, and
-//! [`DeviceBuilder::start`], which opens the sockets and spawns the driver.
+//! [`DeviceBuilder::start`], which opens the sockets and spawns the driver. Which
+//! discovery groups it joins, and where, is `group_plan.rs`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use hail_crypto::{GroupKey, Identity, Incarnation, KdfParams};
 use hail_link::{Budget, Heartbeat, LinkConfig, Server, ServerConfig, Transport};
-use hail_multicast::{Channel, ChannelBuilder, Interface, InterfaceInfo, MulticastError};
+use hail_multicast::{ChannelConfig, Interface};
 use hail_rpc::{Handlers, RpcConfig};
 use hail_wire::Binary;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -19,38 +20,26 @@ use super::clock;
 use super::driver::Driver;
 use super::error::DeviceError;
 use super::events::{DeviceEvents, EventLevels};
+use super::group_plan::{DEFAULT_GROUP, DEFAULT_GROUP_V6, default_groups, open_channels};
 use super::groups::Groups;
 use super::handle::Device;
 use super::messages::bind_builtin;
 use super::shared::{Shared, lock};
-use super::watch::{AddressSource, InterfaceWatch, Lookup};
+use super::watch::{AddressSource, Followed, InterfaceWatch, Lookup};
 use crate::advert::Metadata;
 use crate::config::{LocalDevice, PeerTableConfig};
 use crate::format::MessageFormat;
 use crate::peer_table::PeerTable;
 
-/// The default IPv4 discovery group: `239.255.72.76:5676` (administratively scoped). A
-/// device whose group is not set discovers on it where its interfaces have IPv4, beside
-/// [`DEFAULT_GROUP_V6`] where they also have IPv6 ([`DeviceBuilder::group`]).
-pub const DEFAULT_GROUP: SocketAddr =
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 72, 76)), 5676);
-/// The default IPv6 discovery group: `[ff02::4841:494c]:5676` (link-local scope;
-/// `4841:494c` is "HAIL"). A device whose group is not set discovers on it where its
-/// interfaces have IPv6 (multicast-capable ones: not Linux's `lo`), beside
-/// [`DEFAULT_GROUP`] where they also have IPv4, so a device on an IPv6-only host and one on
-/// a dual-stack host meet on the defaults ([`DeviceBuilder::group`]).
-pub const DEFAULT_GROUP_V6: SocketAddr = SocketAddr::new(
-    IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0x4841, 0x494c)),
-    5676,
-);
 /// Default capacity of the event stream for events other than messages
 /// ([`DeviceBuilder::event_capacity`]): 1024 (peers joining and leaving, errors). Past
 /// it they are dropped and counted ([`Device::dropped_events`]); messages are bounded by
 /// the memory budget instead ([`MESSAGE_COST`](crate::MESSAGE_COST)); see [`DeviceEvents`].
 pub const EVENT_CAPACITY: usize = 1024;
 /// Default interval of [`DeviceBuilder::interface_check`]: 2 s. An address added to an
-/// interface is advertised, and the discovery channel follows an interface that came
-/// back or changed its IPv4 address, within this (plus a lost datagram's beacon).
+/// interface is advertised, the discovery channel follows an interface that came back or
+/// changed its IPv4 address, and a default group is joined where its family appeared (or
+/// left where it went away), within this (plus a lost datagram's beacon).
 pub const INTERFACE_CHECK: Duration = Duration::from_secs(2);
 
 /// A passphrase, never printed.
@@ -244,7 +233,12 @@ impl DeviceBuilder {
     /// peers take it over the old one); when the interfaces a discovery channel joined
     /// change (one named came back with a new index, its IPv4 address changed, or with
     /// none named an interface came or went), it joins that group anew on them (each group
-    /// on its own; a default group not joined at start is not joined later). Default:
+    /// on its own). With the group unset, the default groups follow the families as
+    /// [`group`](Self::group) plans them at start: one not joined (an interface had no
+    /// IPv6 address yet) is joined once its family is on the interfaces, and announced on
+    /// at once with a probe, so the devices there meet it within a look; one whose family
+    /// went away from them is left, unless it is the last ([`Device::groups`] says which
+    /// are joined). Default:
     /// `Some(`[`INTERFACE_CHECK`]`)`, every 2 s, one `getifaddrs` call each (microseconds);
     /// `None` looks only at start. Not used on an in-memory network.
     pub fn interface_check(mut self, every: Option<Duration>) -> Self {
@@ -528,7 +522,7 @@ impl DeviceBuilder {
             link = link.transport(Transport::memory_from(net, *ip));
         }
         let channel_builder = |group: SocketAddr, interfaces: &[Interface]| {
-            let mut b = Channel::builder(group).ttl(self.ttl);
+            let mut b = ChannelConfig::builder().ttl(self.ttl);
             match &self.memory {
                 Some((bus, _, ip)) => {
                     // The host's address of the group's family, where it has two.
@@ -552,14 +546,41 @@ impl DeviceBuilder {
         let planned = match (self.multicast, self.group) {
             (false, _) => Vec::new(),
             (true, Some(group)) => vec![(group, self.interfaces.clone())],
-            (true, None) => self.default_groups()?,
+            (true, None) => default_groups(
+                &self.interfaces,
+                self.memory
+                    .as_ref()
+                    .map(|(_, _, ip)| (*ip, self.memory_ipv6)),
+            )?,
         };
-        // The channels, and their builders for the interface watch (on the actual ports).
-        let (channels, rebuild) = open_channels(&planned, channel_builder)?;
+        let channels = open_channels(&planned, channel_builder)?;
+        // What the interface watch follows: the group set, or both default groups (one
+        // not joined now may be later), each on the interfaces it was planned on.
+        let followed: Vec<Followed> = match self.group {
+            Some(_) => channels
+                .iter()
+                .map(|(c, _)| {
+                    let g = c.group();
+                    Followed::new(g, channel_builder(g, &[]), &self.interfaces)
+                })
+                .collect(),
+            None => [DEFAULT_GROUP, DEFAULT_GROUP_V6]
+                .into_iter()
+                .filter(|_| self.multicast)
+                .map(|g| {
+                    let on = planned.iter().find(|(p, _)| *p == g).map(|(_, on)| on);
+                    Followed::new(
+                        g,
+                        channel_builder(g, &[]),
+                        on.map_or(&[][..], Vec::as_slice),
+                    )
+                })
+                .collect(),
+        };
         let groups: Vec<SocketAddr> = if channels.is_empty() {
             vec![self.group.unwrap_or(DEFAULT_GROUP)]
         } else {
-            channels.iter().map(Channel::group).collect()
+            channels.iter().map(|(c, _)| c.group()).collect()
         };
         let group = groups[0];
         let listen = match (&self.memory, self.listen) {
@@ -616,7 +637,8 @@ impl DeviceBuilder {
                     next: tokio::time::Instant::now() + every,
                     lookup: self.interface_lookup.clone(),
                     addresses: source,
-                    channels: rebuild,
+                    groups: followed,
+                    defaults: self.group.is_none().then(|| self.interfaces.clone()),
                 })
             }
             _ => None,
@@ -641,6 +663,7 @@ impl DeviceBuilder {
         let event_levels = Arc::new(EventLevels::new(self.event_capacity));
         let shared = Arc::new(Shared {
             table: Mutex::new(table),
+            groups: Mutex::new(groups),
             known_devices: self
                 .known_devices
                 .clone()
@@ -675,7 +698,6 @@ impl DeviceBuilder {
                 id,
                 name: self.name,
                 local_addr,
-                groups,
                 format: self.format,
                 stop: Some(stop_tx),
                 task: Some(task),
@@ -685,132 +707,10 @@ impl DeviceBuilder {
     }
 }
 
-impl DeviceBuilder {
-    /// The default groups and the interfaces each is joined on (none named: every up,
-    /// multicast-capable one of its family), IPv4 first; see [`group`](Self::group). On an
-    /// in-memory network, the families of the host's addresses there.
-    ///
-    /// # Errors
-    /// An interface named that does not exist ([`MulticastError::InterfaceNotFound`]);
-    /// none of either family ([`MulticastError::InterfaceLacksFamily`]).
-    fn default_groups(&self) -> Result<Vec<(SocketAddr, Vec<Interface>)>, MulticastError> {
-        if let Some((_, _, ip)) = &self.memory {
-            let v4 = ip.is_ipv4();
-            let v6 = ip.is_ipv6() || self.memory_ipv6.is_some();
-            return Ok([(v4, DEFAULT_GROUP), (v6, DEFAULT_GROUP_V6)]
-                .into_iter()
-                .filter(|(has, _)| *has)
-                .map(|(_, g)| (g, Vec::new()))
-                .collect());
-        }
-        if self.interfaces.is_empty() {
-            // hail-multicast picks each family's interfaces; a group without any is left
-            // out when its channel is opened.
-            return Ok(vec![
-                (DEFAULT_GROUP, Vec::new()),
-                (DEFAULT_GROUP_V6, Vec::new()),
-            ]);
-        }
-        let table = hail_multicast::interfaces()?;
-        let named: Vec<(&Interface, InterfaceInfo)> = self
-            .interfaces
-            .iter()
-            .map(|i| Ok((i, i.resolve_in(&table)?)))
-            .collect::<Result<_, MulticastError>>()?;
-        let has = |info: &InterfaceInfo, v4: bool| info.addrs.iter().any(|a| a.is_ipv4() == v4);
-        let on_v4: Vec<Interface> = named
-            .iter()
-            .filter(|(_, info)| has(info, true))
-            .map(|(i, _)| (*i).clone())
-            .collect();
-        // IPv6 multicast does not route on an interface without the MULTICAST flag
-        // (Linux's `lo`): there only when nothing else would discover.
-        let on_v6: Vec<Interface> = named
-            .iter()
-            .filter(|(_, info)| has(info, false) && (info.multicast || on_v4.is_empty()))
-            .map(|(i, _)| (*i).clone())
-            .collect();
-        if on_v4.is_empty() && on_v6.is_empty() {
-            return Err(MulticastError::InterfaceLacksFamily {
-                interface: named[0].1.name.clone(),
-                ipv6: false,
-            });
-        }
-        Ok([(DEFAULT_GROUP, on_v4), (DEFAULT_GROUP_V6, on_v6)]
-            .into_iter()
-            .filter(|(_, on)| !on.is_empty())
-            .collect())
-    }
-}
-
-/// The planned discovery channels (groups and their interfaces) opened in order with
-/// `builder`, each with the builder that opens it again on its actual port. A channel
-/// whose interfaces turn out to have no address of its family, beside one that opened,
-/// is left out (debug log: the device discovers on the groups it can); any other failure
-/// (a join refused, a port taken) fails the start, as does none opening (the first
-/// error).
-fn open_channels(
-    planned: &[(SocketAddr, Vec<Interface>)],
-    builder: impl Fn(SocketAddr, &[Interface]) -> ChannelBuilder,
-) -> Result<(Vec<Channel>, Vec<ChannelBuilder>), MulticastError> {
-    let (mut open, mut again, mut first_error) = (Vec::new(), Vec::new(), None);
-    for (group, on) in planned {
-        match builder(*group, on).build() {
-            Ok(c) => {
-                again.push(builder(c.group(), on));
-                open.push(c);
-            }
-            Err(
-                e @ (MulticastError::NoInterface | MulticastError::InterfaceLacksFamily { .. }),
-            ) => {
-                tracing::debug!(%group, error = %e, "discovery group not joined");
-                first_error.get_or_insert(e);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    match first_error {
-        Some(e) if open.is_empty() => Err(e),
-        _ => Ok((open, again)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, SocketAddr};
-
-    use hail_multicast::{Channel, Interface, MulticastError};
-
-    use super::open_channels;
     use crate::error::ConfigError;
     use crate::{Device, DeviceError, NameError};
-
-    /// Found in review: a second default group failing for any reason was left out with a
-    /// debug line, so a device could run on one family only without a word. Only a group
-    /// its interfaces have no address for is left out (the namespace tests `netns_dual`
-    /// cover that); any other failure fails the start.
-    #[tokio::test]
-    async fn only_a_group_without_addresses_of_its_family_is_left_out() {
-        let lo = || vec![Interface::from(Ipv4Addr::LOCALHOST)];
-        let builder = |group: SocketAddr, on: &[Interface]| {
-            let mut b = Channel::builder(group).ttl(0);
-            for i in on {
-                b = b.interface(i.clone());
-            }
-            b
-        };
-        let good: SocketAddr = "239.255.77.9:0".parse().unwrap();
-        // Not a multicast address: a failure that is not about the interfaces' family.
-        let bad: SocketAddr = "10.1.2.3:5676".parse().unwrap();
-        let refused = open_channels(&[(good, lo()), (bad, lo())], builder);
-        assert!(
-            matches!(refused, Err(MulticastError::NotMulticast(_))),
-            "{:?}",
-            refused.err()
-        );
-        let (open, again) = open_channels(&[(good, lo())], builder).unwrap();
-        assert_eq!((open.len(), again.len()), (1, 1));
-    }
 
     #[tokio::test]
     async fn an_invalid_name_fails_start_before_anything_is_opened() {

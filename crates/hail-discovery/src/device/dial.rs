@@ -8,45 +8,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use hail_link::{Connection, EventSender, LinkConfig, LinkError, ReadGate, ServerEvent};
+use hail_link::{Connection, EventSender, LinkConfig, ReadGate, ServerEvent};
 use hail_wire::Binary;
 use tracing::debug;
 
-use super::error::RunError;
+use super::error::{DialError, RunError};
 use crate::id::DeviceId;
-
-/// Why a dial failed at one address.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum DialError {
-    /// The link did not come up (refused, unreachable, timed out, handshake failed).
-    #[error(transparent)]
-    Link(#[from] LinkError),
-    /// The address answered, but its handshake proved another device's key than the one
-    /// expected there (the address is someone else's now): the link was closed.
-    #[error("the address answered as device {proven}, not {expected}")]
-    AnotherDevice {
-        /// The device the dial was for.
-        expected: DeviceId,
-        /// The device whose key the link proved (`None`: it proved none).
-        proven: ProvenId,
-    },
-    /// The dial had no address.
-    #[error("no address to dial")]
-    NoAddress,
-}
-
-/// The id a link proved, if any, for [`DialError::AnotherDevice`]'s message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct ProvenId(pub(super) Option<DeviceId>);
-
-impl std::fmt::Display for ProvenId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(id) => id.fmt(f),
-            None => f.write_str("(no key)"),
-        }
-    }
-}
 
 /// Whom a dial was for, to count its failures in a row.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -101,7 +68,7 @@ impl DialFailures {
         *n = n.saturating_add(1);
         let n = *n;
         debug!(%addr, error = %error, failures = n, "dial failed");
-        if n == 1 && matches!(error, DialError::Link(LinkError::AuthFailed)) {
+        if n == 1 && matches!(error, DialError::AuthFailed) {
             report(RunError::AuthFailed {
                 addr: Some(addr),
                 count: 1,
@@ -112,7 +79,7 @@ impl DialFailures {
                 peer,
                 addrs,
                 failures: n,
-                error: error.to_string(),
+                error: error.clone(),
             });
         }
     }
@@ -172,7 +139,7 @@ pub(super) async fn dial_any(
                     Connection::connect_into(a, config.clone(), Binary, &events)
                 })
                 .await
-                .map_err(|e| (a, e.into()))?;
+                .map_err(|e| (a, DialError::from_link(e)))?;
             let proven = conn.peer_key().map(|k| DeviceId::from_bytes(k.id()));
             match expect {
                 Some(want) if proven != Some(want) => {
@@ -182,7 +149,7 @@ pub(super) async fn dial_any(
                         a,
                         DialError::AnotherDevice {
                             expected: want,
-                            proven: ProvenId(proven),
+                            proven,
                         },
                     ))
                 }
@@ -229,8 +196,9 @@ mod tests {
 
     use hail_link::LinkError;
 
+    use super::super::error::DialError;
     use super::super::error::RunError;
-    use super::{DialError, DialFailures, DialKey, MAX_DIAL_COUNTS, ProvenId, with_quick_retries};
+    use super::{DialFailures, DialKey, MAX_DIAL_COUNTS, with_quick_retries};
     use crate::id::DeviceId;
 
     /// Happy eyeballs: the first address hangs (its host is unreachable), so the second
@@ -339,7 +307,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(addr, at("10.0.0.1:7000"));
-        let proven = ProvenId(Some(DeviceId::from_bytes(other.public().id())));
+        let proven = Some(DeviceId::from_bytes(other.public().id()));
         assert!(
             matches!(e, DialError::AnotherDevice { expected, proven: p } if expected == want && p == proven),
             "{e:?}"
@@ -386,7 +354,9 @@ mod tests {
     }
 
     fn refused() -> DialError {
-        LinkError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)).into()
+        DialError::from_link(LinkError::from(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )))
     }
 
     #[test]
@@ -399,7 +369,7 @@ mod tests {
         assert_eq!(reported(&mut f, &key, 3, &refused), [3]);
         // A failed handshake is reported at once, the first of a run only (as 0 here).
         let other = DialKey::new(None, &["127.0.0.1:7".parse().expect("an address")]);
-        let auth = DialError::Link(LinkError::AuthFailed);
+        let auth = DialError::AuthFailed;
         assert_eq!(reported(&mut f, &other, 3, &auth), [0, 3]);
     }
 

@@ -32,6 +32,7 @@ use super::events::DeviceEvent;
 use super::groups::Groups;
 use super::shared::{LinkEntry, Shared, lock};
 use super::watch::InterfaceWatch;
+use crate::advert::Advert;
 use crate::id::{DialId, LinkId};
 use crate::peer_table::{Action, Event, LinkOrigin};
 
@@ -182,7 +183,7 @@ impl Driver {
                 }
                 () = clock::sleep_until(deadline), if running => self.timeout(),
                 () = clock::sleep_until(self.watch.as_ref().map(|w| w.next)), if running => {
-                    self.interfaces_changed();
+                    self.interfaces_changed().await;
                 }
                 () = clock::sleep_until(drain_until), if !running => {
                     debug!(links = lock(&self.shared.links).len(), "links still open after the shutdown linger");
@@ -321,16 +322,43 @@ impl Driver {
         }
     }
 
-    /// The interface watch's turn: discovery channels joined anew and new addresses
-    /// announced (the loop's `pump` sends the announce, on the new channels).
-    fn interfaces_changed(&mut self) {
+    /// The interface watch's turn: discovery channels joined anew, default groups joined
+    /// (announced on at once, with a probe, as at start) or left, and new addresses
+    /// announced (the loop's `pump` sends that announce, on every group).
+    async fn interfaces_changed(&mut self) {
         let Some(w) = &mut self.watch else { return };
         let changes = w.look(&self.groups.joined());
-        for (i, c) in changes.channels {
-            self.groups.replace(i, c);
+        let changed = !changes.left.is_empty() || !changes.channels.is_empty();
+        for g in changes.left {
+            self.groups.leave(g);
+        }
+        for c in changes.channels {
+            let group = c.0.group();
+            if self.groups.put(c) {
+                self.hello(group).await;
+            }
+        }
+        if changed {
+            *lock(&self.shared.groups) = self.groups.addrs();
+            lock(&self.shared.counters).0 = self.groups.stats();
         }
         if let Some(addresses) = changes.addresses {
             lock(&self.shared.table).set_addresses(addresses, clock::now());
+        }
+    }
+
+    /// On a group joined while running: the device's announce, so the group's devices
+    /// dial it, and a probe, so they announce themselves now rather than at their next
+    /// beacon.
+    async fn hello(&mut self, group: SocketAddr) {
+        let (announce, id) = {
+            let table = lock(&self.shared.table);
+            (table.announce(), table.local().id())
+        };
+        for advert in [Advert::Announce(announce), Advert::Probe { from: id }] {
+            if let Ok(bytes) = advert.to_bytes() {
+                self.groups.send_on(group, &bytes).await;
+            }
         }
     }
 

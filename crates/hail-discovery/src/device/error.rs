@@ -1,9 +1,10 @@
 //! What can go wrong: starting a device ([`DeviceError`]), sending ([`SendError`]),
-//! asking ([`AskError`]), and while it runs ([`RunError`], reported as an event).
+//! asking ([`AskError`]), and while it runs ([`RunError`], reported as an event; a dial's
+//! failure is a [`DialError`]).
 
 use std::net::SocketAddr;
 
-use hail_link::LinkError;
+use hail_link::{LinkError, RefuseReason};
 use hail_multicast::MulticastError;
 
 use crate::error::{ConfigError, ResolveError};
@@ -111,8 +112,8 @@ pub enum RunError {
         addrs: Vec<SocketAddr>,
         /// Failures in a row.
         failures: u32,
-        /// The last attempt's error.
-        error: String,
+        /// The last attempt's error (why, typed).
+        error: DialError,
     },
     /// Events were dropped because the event stream was full (not read fast enough);
     /// reported once there is room again.
@@ -122,6 +123,95 @@ pub enum RunError {
         /// Events dropped since the last report.
         count: u64,
     },
+}
+
+/// Why a dial to a peer failed at one address: the last attempt's error in
+/// [`RunError::DialFailed`]. Its messages are those of the [`LinkError`] it comes from.
+///
+/// ```
+/// use hail_discovery::{DeviceEvent, DialError, RunError};
+///
+/// fn explain(event: &DeviceEvent) -> Option<&'static str> {
+///     match event {
+///         DeviceEvent::Error(RunError::DialFailed { error, .. }) => Some(match error {
+///             DialError::AuthFailed => "another passphrase",
+///             DialError::AnotherDevice { .. } => "the address is another device's now",
+///             DialError::Connect { .. } => "unreachable",
+///             _ => "other",
+///         }),
+///         _ => None,
+///     }
+/// }
+/// # assert_eq!(explain(&DeviceEvent::Error(RunError::DialFailed {
+/// #     peer: None, addrs: vec![], failures: 3, error: DialError::AuthFailed,
+/// # })), Some("another passphrase"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialError {
+    /// The connection could not be made: refused, unreachable, timed out (the system's
+    /// error, by kind and message).
+    #[error("I/O error: {message}")]
+    Connect {
+        /// The kind of the system's error ([`std::io::ErrorKind::ConnectionRefused`], ...).
+        kind: std::io::ErrorKind,
+        /// The system's message.
+        message: String,
+    },
+    /// The handshake's authentication failed: the other side has another passphrase, or
+    /// none (or the handshake was tampered with). Also reported at once as
+    /// [`RunError::AuthFailed`].
+    #[error("authentication failed (wrong passphrase?)")]
+    AuthFailed,
+    /// The handshake did not finish within the handshake deadline.
+    #[error("the handshake did not finish in time")]
+    HandshakeTimeout,
+    /// The other side refused the link (full, shutting down, another protocol version).
+    #[error("refused by the server: {0}")]
+    Refused(RefuseReason),
+    /// The connection closed before the link was up (the reason's message).
+    #[error("connection closed: {0}")]
+    Closed(String),
+    /// The address answered, but its handshake proved another device's key than the one
+    /// expected there (the address is someone else's now): the link was closed.
+    #[error("the address answered as device {}, not {expected}", proven_text(.proven))]
+    AnotherDevice {
+        /// The device the dial was for.
+        expected: DeviceId,
+        /// The device whose key the link proved (`None`: it proved none).
+        proven: Option<DeviceId>,
+    },
+    /// The dial had no address.
+    #[error("no address to dial")]
+    NoAddress,
+    /// Another link error (the link's message).
+    #[error("{0}")]
+    Link(String),
+}
+
+impl DialError {
+    /// The dial error of a link that did not come up.
+    pub(super) fn from_link(e: LinkError) -> Self {
+        match e {
+            LinkError::Io(e) => Self::Connect {
+                kind: e.kind(),
+                message: e.to_string(),
+            },
+            LinkError::AuthFailed => Self::AuthFailed,
+            LinkError::HandshakeTimeout => Self::HandshakeTimeout,
+            LinkError::Refused(r) => Self::Refused(r),
+            LinkError::Closed(r) => Self::Closed(r.to_string()),
+            e => Self::Link(e.to_string()),
+        }
+    }
+}
+
+/// The id a link proved, if any, for [`DialError::AnotherDevice`]'s message.
+fn proven_text(proven: &Option<DeviceId>) -> String {
+    match proven {
+        Some(id) => id.to_string(),
+        None => "(no key)".to_owned(),
+    }
 }
 
 /// Whose handshakes [`RunError::AuthFailed`] counts, for its message.
@@ -158,5 +248,50 @@ mod tests {
         );
         let e = RunError::EventsDropped { count: 3 };
         assert_eq!(e.to_string(), "3 events dropped: the event stream was full");
+    }
+
+    /// A dial's error says what the link's did, and is typed.
+    #[test]
+    fn dial_errors_keep_the_link_errors_messages() {
+        use hail_link::{LinkError, RefuseReason};
+
+        use super::DialError;
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let cases = [
+            LinkError::Io(io),
+            LinkError::AuthFailed,
+            LinkError::HandshakeTimeout,
+            LinkError::Refused(RefuseReason::ServerFull),
+            LinkError::Closed(hail_link::CloseReason::PeerClosed),
+            LinkError::NotConnected,
+        ];
+        for link in cases {
+            let text = link.to_string();
+            let dial = DialError::from_link(link);
+            assert_eq!(dial.to_string(), text, "{dial:?}");
+        }
+        let refused = DialError::from_link(LinkError::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert!(
+            matches!(
+                refused,
+                DialError::Connect {
+                    kind: std::io::ErrorKind::ConnectionRefused,
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+        let e = RunError::DialFailed {
+            peer: None,
+            addrs: vec!["127.0.0.1:9".parse().unwrap()],
+            failures: 3,
+            error: DialError::AuthFailed,
+        };
+        assert_eq!(
+            e.to_string(),
+            "3 dials in a row to [127.0.0.1:9] failed: authentication failed (wrong passphrase?)"
+        );
     }
 }

@@ -70,9 +70,6 @@ pub struct Device {
     pub(super) id: DeviceId,
     pub(super) name: String,
     pub(super) local_addr: SocketAddr,
-    /// The discovery groups, IPv4 first; never empty (without multicast: the one group
-    /// it would have used).
-    pub(super) groups: Vec<SocketAddr>,
     pub(super) format: MessageFormat,
     pub(super) stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
     pub(super) task: Option<JoinHandle<()>>,
@@ -102,19 +99,23 @@ impl Device {
         self.local_addr
     }
 
-    /// The discovery group (with the port actually bound); on both default groups the
-    /// IPv4 one, [`DEFAULT_GROUP`](crate::DEFAULT_GROUP) (see [`groups`](Self::groups)).
+    /// The discovery group (with the port actually bound): the first of
+    /// [`groups`](Self::groups), so on both default groups the IPv4 one,
+    /// [`DEFAULT_GROUP`](crate::DEFAULT_GROUP).
     pub fn group(&self) -> SocketAddr {
-        self.groups[0]
+        lock(&self.shared.groups)[0]
     }
 
     /// Every group the device discovers on, IPv4 first: the one set with
     /// [`DeviceBuilder::group`](crate::DeviceBuilder::group); by default
     /// [`DEFAULT_GROUP`](crate::DEFAULT_GROUP) and
     /// [`DEFAULT_GROUP_V6`](crate::DEFAULT_GROUP_V6) where its interfaces have both
-    /// families, else the one of the family they have.
-    pub fn groups(&self) -> &[SocketAddr] {
-        &self.groups
+    /// families, else the one of the family they have. The default groups follow the
+    /// interfaces while the device runs ([`DeviceBuilder::interface_check`](crate::DeviceBuilder::interface_check)):
+    /// one whose family appears on them is joined, one whose family went away from them
+    /// is left (never the last one).
+    pub fn groups(&self) -> Vec<SocketAddr> {
+        lock(&self.shared.groups).clone()
     }
 
     /// The device's counters.

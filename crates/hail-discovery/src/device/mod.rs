@@ -5,12 +5,13 @@
 //! | file | job |
 //! |---|---|
 //! | `builder.rs` | [`DeviceBuilder`], its defaults, `start` (sockets, key, the driver's task) |
+//! | `group_plan.rs` | which discovery groups are joined on which interfaces (the defaults, each where its family is); opening them at start |
 //! | `handle.rs` | the [`Device`] handle: accessors, counters, RPC handlers, shutdown |
 //! | `messages.rs` | `send` (message frames on the peers' links) and `ask` ([`Targets`]); the built-in `hail/ask` |
 //! | `caller.rs` | [`Caller`] and [`caller`]: the proven peer behind a handler's call |
 //! | `sender.rs` | [`PeerSender`] ([`Device::to`]): messages to one peer on the link it keeps |
 //! | `events.rs` | [`DeviceEvent`], the [`DeviceEvents`] stream, [`DeviceCallbacks`] |
-//! | `error.rs` | [`DeviceError`], [`SendError`], [`AskError`], [`RunError`] |
+//! | `error.rs` | [`DeviceError`], [`SendError`], [`AskError`], [`RunError`], [`DialError`] |
 //! | `shared.rs` | the state the handle, the driver and the handlers share; a link's entry |
 //! | `driver.rs` | the task: one loop over every input, running then draining |
 //! | `links.rs` | the driver's links: up, frames, closed, closing (one-link duplicates) |
@@ -27,6 +28,7 @@ mod dial;
 mod driver;
 mod error;
 mod events;
+mod group_plan;
 mod groups;
 mod handle;
 mod links;
@@ -37,12 +39,11 @@ mod summary;
 mod trust;
 mod watch;
 
-pub use builder::{
-    DEFAULT_GROUP, DEFAULT_GROUP_V6, DeviceBuilder, EVENT_CAPACITY, FD_HEADROOM, INTERFACE_CHECK,
-};
+pub use builder::{DeviceBuilder, EVENT_CAPACITY, FD_HEADROOM, INTERFACE_CHECK};
 pub use caller::{Caller, caller};
-pub use error::{AskError, DeviceError, RunError, SendError};
+pub use error::{AskError, DeviceError, DialError, RunError, SendError};
 pub use events::{DeviceCallbacks, DeviceEvent, DeviceEvents, MESSAGE_COST};
+pub use group_plan::{DEFAULT_GROUP, DEFAULT_GROUP_V6};
 pub use handle::{Device, DeviceStats};
 pub use messages::Targets;
 pub use sender::PeerSender;

@@ -54,6 +54,10 @@ pub(super) struct Shared {
     /// Told (all waiters) whenever the table reported a change of its members.
     pub(super) members_changed: Notify,
     pub(super) dropped_events: AtomicU64,
+    /// The discovery groups, IPv4 first ([`Device::groups`](crate::Device::groups)): those
+    /// joined at start, as the interface watch joins and leaves default groups; never
+    /// empty (without multicast: the one group it would have used).
+    pub(super) groups: Mutex<Vec<std::net::SocketAddr>>,
     /// Each discovery group's counters (in group order) and the listener's
     /// authentication failures, as of the last timer tick.
     pub(super) counters: Mutex<(Vec<(std::net::SocketAddr, hail_multicast::Stats)>, u64)>,

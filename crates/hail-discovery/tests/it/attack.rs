@@ -56,7 +56,7 @@ async fn messages_are_attributed_to_the_name_the_table_holds() {
         .unwrap();
     v.wait_for_peer("b").await;
     b.wait_for_peer("v").await;
-    let forger = lan.forger(v.group(), 9);
+    let (forger, _forger_rx) = lan.forger(v.group(), 9);
     let renamed = Announce::sign(
         &Identity::from_secret_bytes(&b_key),
         u64::MAX / 2,
@@ -271,7 +271,7 @@ async fn raw_link_messages_before_the_hello_are_dropped() {
 async fn a_hello_claiming_a_joined_peers_id_does_not_speak_for_it() {
     let lan = Lan::new();
     let (v, mut ve) = lan.device("v", 1).await;
-    let mut forger = lan.forger(v.group(), 9);
+    let (_forger_tx, mut forger) = lan.forger(v.group(), 9);
     let (p, _pe) = lan.device("p", 2).await;
     v.wait_for_peer("p").await;
     p.wait_for_peer("v").await;
@@ -651,7 +651,7 @@ async fn no_message_is_lost_to_the_duplicate_window() {
 async fn a_burst_of_waiting_forged_adverts_is_read_whole_and_a_real_device_joins() {
     let lan = Lan::new();
     let (v, _ve) = lan.device("v", 1).await;
-    let forger = lan.forger(v.group(), 9);
+    let (forger, _forger_rx) = lan.forger(v.group(), 9);
     let before = v.stats().discovery.adverts_received;
     const BURST: u64 = 300;
     for i in 0..BURST {

@@ -302,10 +302,11 @@ async fn only_devices_with_the_same_key_meet_and_adverts_are_sealed() {
     let (a, mut ea) = start("alpha", group(), [1; 32]).await.unwrap();
     let g = a.group();
     // A plain listener on the group sees only sealed bytes.
-    let mut spy = hail_multicast::Channel::builder(g)
+    let spy_config = hail_multicast::ChannelConfig::builder()
         .interface(LOOPBACK)
         .build()
         .unwrap();
+    let (_spy_tx, mut spy) = hail_multicast::Channel::bind(g, spy_config).unwrap();
     let (b, mut eb) = start("bravo", g, [1; 32]).await.unwrap();
     let (c, _ec) = start("charlie", g, [2; 32]).await.unwrap();
     until_peers(&a, &mut ea, 1).await;

@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use hail_discovery::{Device, DeviceBuilder, DeviceEvents};
 use hail_link::memory::MemoryNetwork;
-use hail_multicast::Channel;
 use hail_multicast::memory::Bus;
+use hail_multicast::{Channel, ChannelConfig, Receiver};
 
 /// Host `host`'s address on the LAN: 10.0.0.`host`.
 pub(crate) fn ip(host: u8) -> IpAddr {
@@ -40,10 +40,11 @@ impl Lan {
     }
 
     /// A raw member of the group at `host`: sends whatever datagrams it likes.
-    pub(crate) fn forger(&self, group: SocketAddr, host: u8) -> Channel {
-        Channel::builder(group)
+    pub(crate) fn forger(&self, group: SocketAddr, host: u8) -> (Channel, Receiver) {
+        let config = ChannelConfig::builder()
             .memory_at(&self.bus, SocketAddr::new(ip(host), 5676))
             .build()
-            .expect("joins the bus")
+            .expect("valid");
+        Channel::bind(group, config).expect("joins the bus")
     }
 }

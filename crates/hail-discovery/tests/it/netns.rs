@@ -63,21 +63,16 @@ fn host(
             .map(|()| t.elapsed());
             // Keep serving while the others finish and the dropped duplicate links close
             // (they linger 500 ms), then count links.
-            let settle = async {
-                // Real time (real sockets in namespaces): lets a duplicate link dialed
-                // as the hosts met come up and be dropped before links are counted (no
-                // event says none is coming); then the count must settle to one a pair.
-                tokio::time::sleep(Duration::from_millis(600)).await;
-                while d.links() != HOSTS - 1 {
-                    tokio::select! {
-                        _ = events.recv() => {}
-                        // Real time: `links()` has no notification, so it is polled; a
-                        // panic here would leave the other hosts at their barrier.
-                        () = tokio::time::sleep(Duration::from_millis(20)) => {}
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(5), settle).await;
+            // Real time (real sockets in namespaces): lets a duplicate link dialed as the
+            // hosts met come up and be dropped before links are counted (no event says
+            // none is coming); then the count must settle to one a pair.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            // `links()` has no notification, so the shared wait polls it. Its own limit
+            // (10 s) is never reached: this timeout ends it first, so a count that does
+            // not settle is asserted by the test's thread (a panic here would leave the
+            // other hosts at their barrier).
+            let settled = crate::wait::wait_for(|| d.links() == HOSTS - 1, String::new);
+            let _ = tokio::time::timeout(Duration::from_secs(5), settled).await;
             let links = d.links();
             // Everyone has counted before anyone leaves.
             let done2 = done.clone();

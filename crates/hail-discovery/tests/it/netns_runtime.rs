@@ -1,6 +1,7 @@
-//! Interfaces that change while devices run (issue 17 item 3), in two namespaces joined by
-//! a veth pair. Root only; skipped with a printed reason otherwise.
+//! Interfaces that change while devices run (issue 17 item 3), in namespaces joined by
+//! veths. Root only; skipped with a printed reason otherwise.
 //!
+//! An address added (the first test):
 //! The device's veth `d0` starts with `10.91.0.1/32` only: the peer (`p0`, `10.92.0.2/24`)
 //! hears its announces (multicast needs no route back) but has no route to `10.91.0.1`, so
 //! its dials fail. Then `10.92.0.1/24` is added to `d0`: the device, which follows its
@@ -12,10 +13,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use hail_discovery::{Device, DeviceEvent, PeerInfo, RunError};
-use hail_testsupport::{Namespaces, OrSkip, in_netns, ip, veth};
+use hail_discovery::{DEFAULT_GROUP, DEFAULT_GROUP_V6, Device, DeviceEvent, PeerInfo, RunError};
+use hail_testsupport::{Family, Lan, Namespaces, OrSkip, host_link_local, in_netns, ip, veth};
 
 use crate::host::{meet, no_rp_filter, runtime};
+use crate::wait::wait_for;
 
 const GROUP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 72, 93)), 47_793);
 const OLD: Ipv4Addr = Ipv4Addr::new(10, 91, 0, 1);
@@ -104,4 +106,102 @@ fn an_address_added_while_running_is_announced_and_reached() {
         info.addresses.iter().any(|a| a.ip() == IpAddr::V4(ADDED)),
         "the added address is advertised: {info:?}"
     );
+}
+
+/// A default group not joined at start is joined when its family appears, and left when
+/// it goes away (issue 17 item 3: "re-advertised, not a restart"). h0 starts IPv4-only
+/// (its link-local address removed), so its device, on the defaults, joins the IPv4 group
+/// alone; h1 is IPv6-only. Then h0's link-local address comes (back): its device joins the
+/// IPv6 group, announces there, and the two meet. Then the address goes: the IPv6 group is
+/// left, the IPv4 one stays.
+#[test]
+fn a_default_group_is_joined_when_its_family_appears_and_left_when_it_goes() {
+    let Some(ns) = Namespaces::for_test("grow").or_skip() else {
+        return;
+    };
+    let lan = Lan::create_with(ns, [10, 95, 0], 2, Family::Dual, false).expect("a dual-stack LAN");
+    let ll = format!("{}/64", host_link_local(0));
+    ip(&["-n", lan.host(0), "addr", "del", &ll, "dev", "eth0"]).expect("h0 IPv4-only");
+    let v4_of_h1 = format!("{}/24", lan.host_ip(1));
+    ip(&["-n", lan.host(1), "addr", "del", &v4_of_h1, "dev", "eth0"]).expect("h1 IPv6-only");
+    let (started_tx, started_rx) = mpsc::channel::<Vec<SocketAddr>>();
+    let (joined_tx, joined_rx) = mpsc::channel::<Option<Vec<SocketAddr>>>();
+    let (removed_tx, removed_rx) = mpsc::channel::<()>();
+    let ((g_tx, g_rx), (s_tx, s_rx)) = (mpsc::channel(), mpsc::channel());
+    let grow = in_netns(lan.host(0), move || {
+        runtime().block_on(async move {
+            let (d, _events) = Device::builder("grow")
+                .interface("eth0")
+                .interface_check(Some(Duration::from_millis(100)))
+                .start()
+                .await
+                .expect("device starts on the defaults");
+            started_tx.send(d.groups()).expect("main waits");
+            let joined = tokio::time::timeout(Duration::from_secs(30), d.wait_for_peer("six"))
+                .await
+                .is_ok();
+            joined_tx
+                .send(joined.then(|| d.groups()))
+                .expect("main waits");
+            meet(&g_tx, s_rx, joined).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                removed_rx.recv_timeout(Duration::from_secs(30))
+            })
+            .await;
+            wait_for(
+                || d.groups() == [DEFAULT_GROUP],
+                || format!("the IPv6 group not left: {:?}", d.groups()),
+            )
+            .await;
+            let stats = d.stats().multicast_groups;
+            d.close().await;
+            stats
+        })
+    });
+    let six = in_netns(lan.host(1), move || {
+        runtime().block_on(async move {
+            let (d, _events) = Device::builder("six")
+                .interface("eth0")
+                .start()
+                .await
+                .expect("device starts on the defaults");
+            let info = tokio::time::timeout(Duration::from_secs(30), d.wait_for_peer("grow"))
+                .await
+                .ok();
+            meet(&s_tx, g_rx, info.is_some()).await;
+            d.close().await;
+            info
+        })
+    });
+    let started = started_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("h0's device starts");
+    assert_eq!(started, [DEFAULT_GROUP], "IPv4 alone at start");
+    ip(&[
+        "-n",
+        lan.host(0),
+        "addr",
+        "add",
+        &ll,
+        "dev",
+        "eth0",
+        "nodad",
+    ])
+    .expect("IPv6 appears");
+    let groups = joined_rx
+        .recv_timeout(Duration::from_secs(40))
+        .expect("h0's device reports")
+        .expect("h0's device joined the IPv6-only device once IPv6 appeared");
+    assert_eq!(groups, [DEFAULT_GROUP, DEFAULT_GROUP_V6]);
+    let info = six.join().expect("h1's thread");
+    let info = info.expect("the IPv6-only device joined h0's");
+    assert!(
+        info.addresses.iter().any(|a| matches!(a, SocketAddr::V6(v6)
+            if *v6.ip() == host_link_local(0) && v6.scope_id() != 0)),
+        "reached over IPv6 link-local: {info:?}"
+    );
+    ip(&["-n", lan.host(0), "addr", "del", &ll, "dev", "eth0"]).expect("IPv6 goes");
+    removed_tx.send(()).expect("h0 waits");
+    let stats = grow.join().expect("h0's thread");
+    assert_eq!(stats.len(), 1, "{stats:?}");
 }

@@ -366,6 +366,9 @@ async fn tcp_attack() -> u64 {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut last = usize::MAX;
     loop {
+        // Real time (real TCP): the server reading nothing more is a state, not an event,
+        // so it is seen as what was read no longer moving between two looks 500 ms apart;
+        // nothing is asserted about how long it takes.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let now = server
             .stats()
@@ -417,6 +420,8 @@ async fn peers_that_read_nothing_are_closed_while_their_queues_spend_the_budget(
         // Never reads again; a heartbeat frame every 500 ms.
         deaf.push(tokio::spawn(async move {
             while s.write_all(b"\x00\x00\x00\x01\x01").await.is_ok() {
+                // Virtual time (paused): the peer's heartbeat period, what keeps it alive
+                // in the server's eyes, is part of the scenario.
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }));
@@ -538,6 +543,9 @@ async fn reads_of_peers_sending_large_frames_pass_the_budget_by_one_read_at_most
                 .send(Bytes::from(i.to_be_bytes().to_vec()))
                 .await
                 .unwrap();
+            // Real time (real TCP), and needed: the light peer's messages must come spread
+            // out while the flood keeps the budget spent; a version without these pauses
+            // passed without the fix it checks, too.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         light
@@ -557,6 +565,8 @@ async fn reads_of_peers_sending_large_frames_pass_the_budget_by_one_read_at_most
             ServerEvent::Message { msg, .. } => {
                 assert_eq!(msg.len(), FRAME - 16);
                 taken += 1;
+                // Real time, and needed: a slow application, which keeps the budget spent
+                // between the light peer's messages (see the sender above).
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             ServerEvent::Closed { reason, .. } => panic!("closed: {reason:?}"),

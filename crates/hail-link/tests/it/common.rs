@@ -31,8 +31,8 @@ pub(crate) fn lo() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-/// Waits until `done()` holds, for at most [`LIMIT`]. For counters, which have no event
-/// to wait on.
+/// Waits until `done()` holds, for at most [`LIMIT`]. For what has no event to wait on:
+/// counters, and a closed listener's port coming free.
 pub(crate) async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + LIMIT;
     while !done() {

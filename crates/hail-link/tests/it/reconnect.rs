@@ -14,7 +14,7 @@ use hail_link::{
 use hail_wire::Binary;
 use tokio::time::{Instant, timeout};
 
-use crate::common::{client_connected, client_event, lo, server_event};
+use crate::common::{client_connected, client_event, lo, server_event, wait_for};
 
 const BACKOFF: Backoff = Backoff {
     initial: Duration::from_millis(20),
@@ -85,24 +85,20 @@ async fn outage_messages_are_delivered_after_reconnect_or_fail(
     }
 
     // The server comes back on the same address; the client is back within one delay.
+    // Over TCP the port is outside the ephemeral range (`port_outside_the_ephemeral_range`),
+    // so nobody's connection took it meanwhile, but the old listener closes as its aborted
+    // accept task ends, which `close` does not wait for: bound again once it is free. In
+    // memory it is free at once.
+    if !virtual_time {
+        wait_for("the old listener closed", || {
+            std::net::TcpListener::bind(addr).is_ok()
+        })
+        .await;
+    }
     let restarted = Instant::now();
-    // Over TCP the port may be taken for a moment by someone else's ephemeral port (another
-    // test's, or the client's own attempt connecting to itself, which its handshake then
-    // refuses): try again for up to 5 s. In memory it is free at once.
-    let mut tries = 0;
-    let (server, mut events) = loop {
-        match Server::bind(addr, server_cfg.clone(), Binary).await {
-            Ok(bound) => break bound,
-            Err(hail_link::LinkError::Io(e))
-                if e.kind() == std::io::ErrorKind::AddrInUse && tries < 500 =>
-            {
-                tries += 1;
-                // A retry tick, not a timing assumption.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
+    let (server, mut events) = Server::bind(addr, server_cfg.clone(), Binary)
+        .await
+        .unwrap_or_else(|e| panic!("bind {addr} again: {e}"));
     match client_event(&mut cev).await {
         ClientEvent::Connected { addr: a, .. } => assert_eq!(a, addr),
         other => panic!("{other:?}"),
@@ -143,7 +139,39 @@ async fn outage_messages_are_delivered_after_reconnect_or_fail(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_over_tcp_and_the_same_port_again() {
-    outage_messages_are_delivered_after_reconnect_or_fail(LinkConfig::default(), lo(), false).await;
+    let addr = port_outside_the_ephemeral_range();
+    outage_messages_are_delivered_after_reconnect_or_fail(LinkConfig::default(), addr, false).await;
+}
+
+/// A free loopback address whose port is outside the kernel's ephemeral range (below it,
+/// or above it where below leaves no room). While the server is away no connection's
+/// local port can take it: not another test's, nor one of the client's own attempts
+/// (which would connect to itself, a TCP simultaneous open), so the restarted server
+/// binds it again at the first try.
+fn port_outside_the_ephemeral_range() -> SocketAddr {
+    let range =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut bounds = range
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u16>().ok());
+    let (low, high) = (
+        bounds.next().unwrap_or(32_768),
+        bounds.next().unwrap_or(60_999),
+    );
+    // Away from the well-known and registered ports most services take.
+    let ports: Vec<u16> = (10_000..low)
+        .chain(high.saturating_add(1)..=u16::MAX)
+        .collect();
+    assert!(
+        !ports.is_empty(),
+        "no port outside the ephemeral range {range:?}"
+    );
+    // Where to start: the process id spreads test runs that go at once.
+    let start = std::process::id() as usize * 7_919;
+    (0..ports.len().min(1_000))
+        .map(|k| SocketAddr::from(([127, 0, 0, 1], ports[(start + k) % ports.len()])))
+        .find(|&addr| std::net::TcpListener::bind(addr).is_ok())
+        .expect("a free port outside the ephemeral range")
 }
 
 #[tokio::test(start_paused = true)]
@@ -209,7 +237,7 @@ async fn a_client_started_before_its_server_connects_when_it_comes_up() {
         client.send(Bytes::from(vec![i])).await.expect("buffered");
     }
     // Tries fail (nobody listens) and are counted, on the virtual clock.
-    crate::common::wait_for("three failed tries", || client.stats().failed_attempts >= 3).await;
+    wait_for("three failed tries", || client.stats().failed_attempts >= 3).await;
     assert!(!client.is_connected());
 
     let (_server, mut sev) = Server::bind(

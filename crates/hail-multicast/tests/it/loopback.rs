@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use hail_multicast::{Channel, MulticastError};
+use hail_multicast::{Channel, ChannelConfig, MulticastError};
 use tokio::sync::Notify;
 use tokio::time::timeout;
 
-use crate::{PATIENCE, key, lo4};
+use crate::{PATIENCE, bind, g4, key, lo};
 
 const PER_SENDER: u32 = 1_000;
 const BATCH: u32 = 50;
@@ -21,16 +21,16 @@ const BATCH: u32 = 50;
 /// receiver has the batch, so socket buffers never overflow and loss cannot hide a bug.
 async fn three_channels(sealed: bool, loopback: bool, group_last: u8) {
     let build = |port| {
-        let mut b = lo4(group_last, port).loopback(loopback);
+        let mut b = lo().loopback(loopback);
         if sealed {
             b = b.key(key(7));
         }
-        b.build().expect("channel on loopback")
+        bind(g4(group_last, port), b).expect("channel on loopback")
     };
     let first = build(0);
-    let port = first.group().port();
-    let chans = vec![first, build(port), build(port)];
-    let senders: Vec<_> = chans.iter().map(Channel::sender).collect();
+    let port = first.0.group().port();
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        [first, build(port), build(port)].into_iter().unzip();
     let expect_per_receiver = if loopback { 3 } else { 2 } * PER_SENDER as usize;
     // counts[r][s]: datagrams receiver r got from sender s.
     let counts: Arc<Vec<Vec<AtomicUsize>>> = Arc::new(
@@ -41,7 +41,7 @@ async fn three_channels(sealed: bool, loopback: bool, group_last: u8) {
     // Rung by a receiver each time it counts a datagram.
     let counted = Arc::new(Notify::new());
     let mut tasks = Vec::new();
-    for (r, mut chan) in chans.into_iter().enumerate() {
+    for (r, mut chan) in receivers.into_iter().enumerate() {
         let (counts, counted) = (Arc::clone(&counts), Arc::clone(&counted));
         tasks.push(tokio::spawn(async move {
             let mut seen = HashSet::new();
@@ -132,7 +132,7 @@ async fn three_sealed_channels_loopback_off() {
 /// A std `UdpSocket` (not hail code) sends to and receives from a plaintext channel.
 #[tokio::test]
 async fn plain_std_socket_interoperates() {
-    let mut chan = lo4(5, 0).build().unwrap();
+    let (chan, mut rx) = bind(g4(5, 0), lo()).unwrap();
     let group = chan.group();
     let SocketAddr::V4(g) = group else {
         unreachable!("IPv4 group")
@@ -153,7 +153,7 @@ async fn plain_std_socket_interoperates() {
 
     // std -> channel: the datagram is the raw payload.
     std_sock.send_to(b"from std", group).unwrap();
-    let d = timeout(PATIENCE, chan.recv()).await.unwrap().unwrap();
+    let d = timeout(PATIENCE, rx.recv()).await.unwrap().unwrap();
     assert_eq!(&d.payload[..], b"from std");
     // The std socket is bound to the group port; it sends from 127.0.0.1 on that port.
     assert_eq!(
@@ -179,10 +179,10 @@ async fn plain_std_socket_interoperates() {
 /// reason; the channel keeps delivering.
 #[tokio::test]
 async fn bad_datagrams_are_counted_and_never_stop_the_channel() {
-    let mut chan = lo4(6, 0).key(key(1)).build().unwrap();
+    let (chan, mut rx) = bind(g4(6, 0), lo().key(key(1))).unwrap();
     let group = chan.group();
-    let other_key = lo4(6, group.port()).key(key(2)).build().unwrap();
-    let peer = lo4(6, group.port()).key(key(1)).build().unwrap();
+    let (other_key, _) = bind(group, lo().key(key(2))).unwrap();
+    let (peer, _) = bind(group, lo().key(key(1))).unwrap();
     // A raw sender on loopback, to replay and tamper.
     let raw = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
     raw.set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
@@ -191,7 +191,7 @@ async fn bad_datagrams_are_counted_and_never_stop_the_channel() {
         .unwrap();
     let raw: StdUdp = raw.into();
     // And a plain listener to capture a sealed datagram of `peer`.
-    let mut tap = lo4(6, group.port()).build().unwrap();
+    let (_, mut tap) = bind(group, lo()).unwrap();
 
     other_key.send(b"wrong key").await.unwrap();
     peer.send(b"good 1").await.unwrap();
@@ -215,8 +215,8 @@ async fn bad_datagrams_are_counted_and_never_stop_the_channel() {
     raw.send_to(b"x", group).unwrap();
     peer.send(b"good 2").await.unwrap();
 
-    let d1 = timeout(PATIENCE, chan.recv()).await.unwrap().unwrap();
-    let d2 = timeout(PATIENCE, chan.recv()).await.unwrap().unwrap();
+    let d1 = timeout(PATIENCE, rx.recv()).await.unwrap().unwrap();
+    let d2 = timeout(PATIENCE, rx.recv()).await.unwrap().unwrap();
     assert_eq!(
         (&d1.payload[..], &d2.payload[..]),
         (&b"good 1"[..], &b"good 2"[..])
@@ -235,8 +235,8 @@ async fn typed_messages_and_undecodable_payloads() {
         sensor: String,
         celsius: f32,
     }
-    let mut rx = lo4(8, 0).key(key(3)).build().unwrap();
-    let tx = lo4(8, rx.group().port()).key(key(3)).build().unwrap();
+    let (_, mut rx) = bind(g4(8, 0), lo().key(key(3))).unwrap();
+    let (tx, _) = bind(rx.group(), lo().key(key(3))).unwrap();
     tx.send(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
         .await
         .unwrap(); // not a Reading
@@ -256,8 +256,8 @@ async fn typed_messages_and_undecodable_payloads() {
 
 #[tokio::test]
 async fn stream_of_datagrams() {
-    let mut rx = lo4(9, 0).build().unwrap();
-    let tx = lo4(9, rx.group().port()).loopback(false).build().unwrap();
+    let (_, mut rx) = bind(g4(9, 0), lo()).unwrap();
+    let (tx, _) = bind(rx.group(), lo().loopback(false)).unwrap();
     for i in 0..10u8 {
         tx.send(&[i]).await.unwrap();
     }
@@ -272,8 +272,8 @@ async fn stream_of_datagrams() {
 
 #[tokio::test]
 async fn oversized_payloads_are_typed_errors() {
-    let plain = lo4(10, 0).build().unwrap();
-    let sealed = lo4(10, plain.group().port()).key(key(1)).build().unwrap();
+    let (plain, _) = bind(g4(10, 0), lo()).unwrap();
+    let (sealed, _) = bind(plain.group(), lo().key(key(1))).unwrap();
     assert_eq!(plain.max_payload(), 65_507);
     assert_eq!(sealed.max_payload(), 65_507 - 45);
     let big = vec![0u8; 65_508];
@@ -296,10 +296,10 @@ async fn oversized_payloads_are_typed_errors() {
 }
 
 #[tokio::test]
-async fn builder_errors_are_typed() {
-    let not_mc = Channel::builder(SocketAddr::from((Ipv4Addr::LOCALHOST, 5000))).build();
+async fn bind_errors_are_typed() {
+    let not_mc = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 5000)), lo());
     assert!(matches!(not_mc, Err(MulticastError::NotMulticast(_))));
-    let no_if = lo4(11, 0).interface("no-such-if0").build();
+    let no_if = bind(g4(11, 0), lo().interface("no-such-if0"));
     let Err(MulticastError::InterfaceNotFound { wanted, available }) = no_if else {
         panic!("{no_if:?}");
     };
@@ -313,35 +313,65 @@ async fn builder_errors_are_typed() {
 }
 
 #[test]
-fn building_outside_a_runtime_is_a_typed_error() {
-    assert!(matches!(lo4(12, 0).build(), Err(MulticastError::NoRuntime)));
+fn binding_outside_a_runtime_is_a_typed_error() {
+    // The configuration needs no runtime (it opens nothing); the sockets do.
+    let config = lo().build().expect("a configuration is built anywhere");
+    assert!(matches!(
+        Channel::bind(g4(12, 0), config),
+        Err(MulticastError::NoRuntime)
+    ));
 }
 
 /// Interfaces named by name, by index and by text join the same loopback interface.
 #[tokio::test]
 async fn interface_by_name_and_index() {
     let lo_index = nix::net::if_::if_nametoindex("lo").expect("lo exists");
-    let mut a =
-        hail_multicast::Channel::builder(SocketAddr::from((Ipv4Addr::new(239, 255, 77, 13), 0)))
-            .interface("lo")
-            .ttl(0)
-            .build()
-            .unwrap();
-    let b = hail_multicast::Channel::builder(a.group())
-        .interface(lo_index)
-        .ttl(0)
-        .build()
-        .unwrap();
+    let on = |i: hail_multicast::Interface| ChannelConfig::builder().interface(i).ttl(0);
+    let (_a, mut a) = bind(g4(13, 0), on("lo".into())).unwrap();
+    let (b, _) = bind(a.group(), on(lo_index.into())).unwrap();
     // Text is read as a user types it: here an address.
-    let c = hail_multicast::Channel::builder(a.group())
-        .interface("127.0.0.1")
-        .ttl(0)
-        .build()
-        .unwrap();
+    let (c, _) = bind(a.group(), on("127.0.0.1".into())).unwrap();
     b.send(b"by index").await.unwrap();
     let d = timeout(PATIENCE, a.recv()).await.unwrap().unwrap();
     assert_eq!(&d.payload[..], b"by index");
     c.send(b"by text").await.unwrap();
     let d = timeout(PATIENCE, a.recv()).await.unwrap().unwrap();
     assert_eq!(&d.payload[..], b"by text");
+}
+
+/// `close` on any handle wakes a receiver waiting on its socket on another task, which ends
+/// (its stream too) and leaves the group; the handles' sends fail from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_ends_a_receiver_waiting_on_its_socket() {
+    let (chan, mut rx) = bind(g4(14, 0), lo()).unwrap();
+    let (peer, _peer_rx) = bind(chan.group(), lo()).unwrap();
+    let waiting = tokio::spawn(async move {
+        let first = rx.recv().await.map(|d| d.payload);
+        // Nothing more is sent: this waits until the close.
+        let end = rx.next().await;
+        (first, end)
+    });
+    peer.send(b"before").await.unwrap();
+    // The close comes from a clone while the receiver waits (or is about to).
+    let stats = chan.clone().close();
+    let (first, end) = timeout(PATIENCE, waiting)
+        .await
+        .expect("the close ended the receiver")
+        .unwrap();
+    // The datagram was received, or the close came first; either way the receiver ended.
+    match first {
+        Ok(p) => assert_eq!(&p[..], b"before"),
+        Err(e) => assert!(matches!(e, MulticastError::Closed), "{e:?}"),
+    }
+    assert!(end.is_none(), "the stream ends at the close");
+    assert!(chan.is_closed());
+    assert!(matches!(
+        chan.send(b"after").await,
+        Err(MulticastError::Closed)
+    ));
+    assert!(
+        stats.sent == 0 && !peer.is_closed(),
+        "the peer is another channel"
+    );
+    peer.send(b"the peer goes on").await.unwrap();
 }

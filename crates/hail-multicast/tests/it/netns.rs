@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use hail_multicast::Channel;
+use hail_multicast::{Channel, ChannelConfig};
 use hail_testsupport::{
     Lan, Namespaces, OrSkip, impairment, in_netns, ip, link_local_pair, nft, report, veth,
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::timeout;
 
 use crate::{PATIENCE, key};
@@ -33,16 +33,21 @@ fn ipv6_link_scope_over_veth() {
     let (a, b) = link_local_pair(&mut ns).expect("veth pair with link-local addresses");
     let group: SocketAddr = "[ff02::4a1:77]:47751".parse().unwrap();
     let ready = Arc::new(Barrier::new(2));
-    let done = Arc::new(AtomicBool::new(false));
+    // The receiver's word that it has all (or gave up), which ends the sender's rounds.
+    let (done_tx, done) = watch::channel(false);
     let rx_thread = {
-        let (ready, done) = (Arc::clone(&ready), Arc::clone(&done));
+        let ready = Arc::clone(&ready);
         in_netns(&b, move || {
             runtime().block_on(async move {
-                let mut rx = Channel::builder(group)
-                    .interface("v1")
-                    .key(key(4))
-                    .build()
-                    .unwrap();
+                let (_chan, mut rx) = Channel::bind(
+                    group,
+                    ChannelConfig::builder()
+                        .interface("v1")
+                        .key(key(4))
+                        .build()
+                        .unwrap(),
+                )
+                .unwrap();
                 ready.wait();
                 let mut got = HashSet::new();
                 let deadline = Instant::now() + PATIENCE;
@@ -58,31 +63,39 @@ fn ipv6_link_scope_over_veth() {
                         got.insert(d.payload[0]);
                     }
                 }
-                done.store(true, Ordering::SeqCst);
+                done_tx.send_replace(true);
                 (got.len(), rx.stats())
             })
         })
     };
     let tx_thread = {
-        let (ready, done) = (Arc::clone(&ready), Arc::clone(&done));
+        let (ready, mut done) = (Arc::clone(&ready), done);
         in_netns(&a, move || {
             runtime().block_on(async move {
-                let tx = Channel::builder(group)
-                    .interface("v0")
-                    .key(key(4))
-                    .build()
-                    .unwrap();
+                let (tx, _rx) = Channel::bind(
+                    group,
+                    ChannelConfig::builder()
+                        .interface("v0")
+                        .key(key(4))
+                        .build()
+                        .unwrap(),
+                )
+                .unwrap();
                 ready.wait();
                 // veth drops nothing, but the link may need a moment after coming up:
                 // repeat the 100 datagrams until the receiver has them all (replays of
                 // delivered ones are refused and counted).
-                while !done.load(Ordering::SeqCst) {
+                while !*done.borrow_and_update() {
                     for i in 0..100u8 {
                         tx.send(&[i; 40]).await.unwrap();
                     }
-                    // Real time: a real veth coming up; a round every 20 ms until the
-                    // receiver says it has all.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    // Real time: a real veth coming up, so the rounds go again every
+                    // 20 ms (a resend timer) until the receiver says it has all; its word
+                    // ends the wait at once; an end without its word (it panicked) ends
+                    // the rounds too.
+                    if let Ok(Err(_)) = timeout(Duration::from_millis(20), done.changed()).await {
+                        break;
+                    }
                 }
             });
         })
@@ -139,12 +152,16 @@ fn two_hosts_on_a_bridge_with_loss() {
         );
         in_netns(&b, move || {
             runtime().block_on(async move {
-                let mut rx = Channel::builder((group_ip, port))
-                    .interface(b_ip)
-                    .key(key(5))
-                    .recv_buffer_size(1 << 22)
-                    .build()
-                    .unwrap();
+                let (_chan, mut rx) = Channel::bind(
+                    (group_ip, port),
+                    ChannelConfig::builder()
+                        .interface(b_ip)
+                        .key(key(5))
+                        .recv_buffer_size(1 << 22)
+                        .build()
+                        .unwrap(),
+                )
+                .unwrap();
                 ready.wait();
                 let mut seen = HashSet::new();
                 loop {
@@ -179,12 +196,16 @@ fn two_hosts_on_a_bridge_with_loss() {
         );
         in_netns(&a, move || {
             runtime().block_on(async move {
-                let tx = Channel::builder((group_ip, port))
-                    .interface("eth0")
-                    .key(key(5))
-                    .loopback(false)
-                    .build()
-                    .unwrap();
+                let (tx, _rx) = Channel::bind(
+                    (group_ip, port),
+                    ChannelConfig::builder()
+                        .interface("eth0")
+                        .key(key(5))
+                        .loopback(false)
+                        .build()
+                        .unwrap(),
+                )
+                .unwrap();
                 ready.wait();
                 let start = Instant::now();
                 for i in 0..N {
@@ -244,12 +265,17 @@ fn default_interfaces_are_the_multicast_capable_ones() {
     }
     let group = SocketAddr::from((Ipv4Addr::new(239, 255, 77, 60), 47_760));
     let ready = Arc::new(Barrier::new(2));
-    let got_in_b = Arc::new(AtomicBool::new(false));
+    // The receiver's word that it has one, which ends the sender's resends.
+    let (got_tx, got_in_b) = watch::channel(false);
     let b_thread = {
-        let (ready, got_in_b) = (Arc::clone(&ready), Arc::clone(&got_in_b));
+        let ready = Arc::clone(&ready);
         in_netns(&b, move || {
             runtime().block_on(async move {
-                let mut rx = Channel::builder(group).interface("e0").build().unwrap();
+                let (_chan, mut rx) = Channel::bind(
+                    group,
+                    ChannelConfig::builder().interface("e0").build().unwrap(),
+                )
+                .unwrap();
                 ready.wait();
                 let d = timeout(PATIENCE, async {
                     loop {
@@ -261,24 +287,30 @@ fn default_interfaces_are_the_multicast_capable_ones() {
                 })
                 .await
                 .expect("datagram from the default channel");
-                got_in_b.store(true, Ordering::SeqCst);
+                got_tx.send_replace(true);
                 d.from
             })
         })
     };
     let a_thread = {
-        let (ready, got_in_b) = (Arc::clone(&ready), Arc::clone(&got_in_b));
+        let (ready, mut got_in_b) = (Arc::clone(&ready), got_in_b);
         in_netns(&a, move || {
             runtime().block_on(async move {
-                let tx = Channel::builder(group).build().expect("default interfaces");
+                let (tx, _rx) = Channel::bind(group, ChannelConfig::builder().build().unwrap())
+                    .expect("default interfaces");
                 let addrs = tx.send_addrs().unwrap();
                 ready.wait();
                 let deadline = Instant::now() + PATIENCE;
-                while !got_in_b.load(Ordering::SeqCst) && Instant::now() < deadline {
+                while !*got_in_b.borrow_and_update() && Instant::now() < deadline {
                     tx.send(b"default").await.unwrap();
-                    // Real time: a real veth coming up; resent every 20 ms until the
-                    // receiver has one (it asserts on what it got, not on timing).
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    // Real time: a real veth coming up, so the datagram goes again every
+                    // 20 ms (a resend timer) until the receiver has one; its word ends
+                    // the wait at once, as its end without a word does (it asserts on what
+                    // it got, not on timing).
+                    if let Ok(Err(_)) = timeout(Duration::from_millis(20), got_in_b.changed()).await
+                    {
+                        break;
+                    }
                 }
                 addrs
             })

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::process::Command;
 use tokio::time::timeout;
 
-use crate::{PATIENCE, key, lo4};
+use crate::{PATIENCE, bind, g4, key, lo};
 
 const CHILD_ENV: &str = "HAIL_MULTICAST_CHILD_GROUP";
 
@@ -15,7 +15,7 @@ const CHILD_ENV: &str = "HAIL_MULTICAST_CHILD_GROUP";
 /// group and port, and each must hear the other.
 #[tokio::test]
 async fn channels_in_two_processes() {
-    let mut chan = lo4(20, 0).key(key(9)).build().unwrap();
+    let (chan, mut rx) = bind(g4(20, 0), lo().key(key(9))).unwrap();
     let group = chan.group();
     let child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "process::child_peer", "--ignored", "--nocapture"])
@@ -30,7 +30,7 @@ async fn channels_in_two_processes() {
     while from_child < 10 {
         assert!(Instant::now() < deadline, "child never heard from");
         chan.send(b"parent").await.unwrap();
-        if let Ok(d) = timeout(Duration::from_millis(20), chan.recv()).await {
+        if let Ok(d) = timeout(Duration::from_millis(20), rx.recv()).await {
             let d = d.unwrap();
             if &d.payload[..] == b"child" {
                 from_child += 1;
@@ -46,7 +46,7 @@ async fn channels_in_two_processes() {
         loop {
             tokio::select! {
                 out = &mut exit => break out.expect("the child's output"),
-                d = chan.recv() => if &d.unwrap().payload[..] == b"child" {
+                d = rx.recv() => if &d.unwrap().payload[..] == b"child" {
                     chan.send(b"heard").await.unwrap();
                 },
             }
@@ -85,13 +85,13 @@ async fn child_peer() {
         panic!("IPv4 group")
     };
     let last = g.ip().octets()[3];
-    let mut chan = lo4(last, group.port()).key(key(9)).build().unwrap();
+    let (chan, mut rx) = bind(g4(last, group.port()), lo().key(key(9))).unwrap();
     let mut from_parent = 0;
     let deadline = Instant::now() + PATIENCE;
     while from_parent < 10 {
         assert!(Instant::now() < deadline, "parent never heard from");
         chan.send(b"child").await.unwrap();
-        if let Ok(d) = timeout(Duration::from_millis(20), chan.recv()).await
+        if let Ok(d) = timeout(Duration::from_millis(20), rx.recv()).await
             && &d.unwrap().payload[..] == b"parent"
         {
             from_parent += 1;
@@ -104,7 +104,7 @@ async fn child_peer() {
             "the parent never said it heard us"
         );
         chan.send(b"child").await.unwrap();
-        if let Ok(d) = timeout(Duration::from_millis(20), chan.recv()).await
+        if let Ok(d) = timeout(Duration::from_millis(20), rx.recv()).await
             && &d.unwrap().payload[..] == b"heard"
         {
             break;

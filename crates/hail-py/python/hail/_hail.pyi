@@ -212,7 +212,11 @@ class Device:
         """The ``"ip:port"`` links are accepted on."""
     @property
     def group(self) -> str:
-        """The discovery group, ``"addr:port"``."""
+        """The discovery group, ``"addr:port"``: the first of ``groups``."""
+    @property
+    def groups(self) -> List[str]:
+        """The groups the device discovers on now, ``"addr:port"``, IPv4 first (by default
+        both default groups where the interfaces have both families, following them)."""
     def peers(self) -> Dict[str, Peer]:
         """The joined peers by name."""
     def send(self, to: _To, data: bytes) -> Awaitable[Any]:

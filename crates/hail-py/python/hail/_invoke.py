@@ -1,12 +1,10 @@
 """Calling the user's handlers for hail's Rust side (internal).
 
-A handler is a plain function or a coroutine function. `start*` (or, on a loop hail cannot
-hand calls to directly, `acall*`) run on the event loop that was running when the handler
-was registered (hail schedules them there), `call*` on
-one of hail's handler threads (each keeps its Python thread state) when no loop was running
-then. A handler that raises fails the
-peer's question or call with the exception's type and message, and is logged on the
-`hail` logger with its traceback.
+A handler is a plain function or a coroutine function. `start*` run on the event loop that
+was running when the handler was registered (hail hands the calls to that loop), `call*`
+on one of hail's handler threads (each keeps its Python thread state) when no loop was
+running then. A handler that raises fails the peer's question or call with the exception's
+type and message, and is logged on the `hail` logger with its traceback.
 """
 
 import inspect
@@ -25,18 +23,6 @@ def _no_loop(fn: Callable[..., Any]) -> TypeError:
     )
 
 
-async def acall(fn: Callable[..., Any], *args: Any) -> Any:
-    """Calls `fn(*args)` on the running loop, awaiting what it returns if awaitable."""
-    try:
-        result = fn(*args)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
-    except Exception:
-        _log.exception("hail handler %r failed", getattr(fn, "__qualname__", fn))
-        raise
-
-
 def call(fn: Callable[..., Any], *args: Any) -> Any:
     """Calls a plain `fn(*args)` on a handler thread of hail's (an awaitable result is an error)."""
     try:
@@ -49,11 +35,6 @@ def call(fn: Callable[..., Any], *args: Any) -> Any:
     except Exception:
         _log.exception("hail handler %r failed", getattr(fn, "__qualname__", fn))
         raise
-
-
-async def acall_json(fn: Callable[..., Any], text: str) -> str:
-    """`acall` with the argument decoded from JSON text and the result encoded to it."""
-    return json.dumps(await acall(fn, json.loads(text)))
 
 
 def call_json(fn: Callable[..., Any], text: str) -> str:

@@ -2,7 +2,8 @@
 //! holds its replies in one bounded outbox, refuses new requests `BUSY` past it, and spawns
 //! no task per reply. A peer that reads slowly still gets an answer to every request.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use hail_rpc::{Opcode, Outgoing, Packet, PeerDriver, RetCode, RpcConfig, RpcPeer, Status};
@@ -26,6 +27,9 @@ impl Outgoing for Queue {
         self.0.try_send(packet.clone()).is_ok()
     }
 }
+
+/// The longest a test waits for the reader (virtual: a wait in vain fails at once).
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Packets the link holds before the target must wait.
 const LINK_QUEUE: usize = 16;
@@ -53,11 +57,24 @@ fn echo(retcode: u32, len: usize) -> Bytes {
     Packet::Request {
         retcode: RetCode(retcode),
         method: "echo".into(),
-        args: postcard::to_allocvec(&vec![7u8; len])
-            .expect("encodes")
-            .into(),
+        args: echo_args(len),
     }
     .to_bytes()
+}
+
+/// `echo`'s arguments, `len` bytes, encoded once per length: postcard walks a `Vec<u8>`
+/// byte by byte, and encoding 1,000 of 64 KiB took most of these tests' time in a debug
+/// build.
+fn echo_args(len: usize) -> Bytes {
+    static MADE: Mutex<BTreeMap<usize, Bytes>> = Mutex::new(BTreeMap::new());
+    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    made.entry(len)
+        .or_insert_with(|| {
+            postcard::to_allocvec(&vec![7u8; len])
+                .expect("encodes")
+                .into()
+        })
+        .clone()
 }
 
 fn alive_tasks() -> usize {
@@ -175,22 +192,33 @@ async fn a_slow_reader_gets_an_answer_to_every_request() {
     let total = 3_000u32;
     let mut peak = 0;
     let before = alive_tasks();
+    // How many answers the reader has taken: the requests keep pace with it.
+    let (taken_tx, mut taken) = tokio::sync::watch::channel(0usize);
     let reader = tokio::spawn(async move {
         let mut answers = Answers::default();
         while answers.seen.len() < total as usize {
             answers.record(&rx.recv().await.expect("the link is up"));
-            // One answer a millisecond: ten times slower than the requests come. Virtual
-            // time (paused): the two rates are the scenario.
+            taken_tx.send_replace(answers.seen.len());
+            // One answer a millisecond. Virtual time (paused): the reader's pace is the
+            // scenario, and the clock moves only once every task has done what it can
+            // (the handlers and the outbox's drainer included).
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         (answers.ok, answers.busy)
     });
     for i in 0..total {
         driver.packet(&echo(i, 4 << 10));
-        // Ten requests a millisecond (tokio's timers count whole milliseconds); virtual
-        // time, as above.
+        // Ten requests for every answer taken: ten times faster than the reader.
         if i % 10 == 9 {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            let want = (i / 10 + 1) as usize;
+            let kept_up = tokio::time::timeout(LIMIT, taken.wait_for(|&n| n >= want))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            assert!(
+                kept_up,
+                "the reader stopped at {} of {want} answers",
+                *taken.borrow()
+            );
         }
         peak = peak.max(peer.outbox_bytes());
     }
