@@ -53,8 +53,8 @@ pub trait Outgoing: Send + Sync + 'static {
 #[error("the link is closed")]
 pub struct LinkClosed;
 
-/// Implements [`Outgoing`] for a type holding a sender with an async, fallible
-/// `send(Bytes)` and a fallible `try_send(Bytes)`: `$sender` names that sender from
+/// Implements [`Outgoing`] for a hail-link handle with an async, fallible `send(Bytes)`
+/// and a fallible `try_send(impl Borrow<Bytes>)`: `$sender` names that sender from
 /// `$this: &Self`. Any error means the link is closed (or, for `try_send`, full).
 ///
 /// The calls resolve to the sender's inherent methods, which take precedence over the
@@ -96,8 +96,6 @@ macro_rules! impl_outgoing {
         }
     };
 }
-
-pub(crate) use impl_outgoing;
 
 impl_outgoing!(
     /// A bare link connection carries a peer's packets as they are, one frame each.
