@@ -550,6 +550,9 @@ mod tests {
             met: false,
             detail: String::new(),
         };
-        assert!(report(&[met_now]).is_err(), "ping's memory goal is met now: a miss fails");
+        assert!(
+            report(&[met_now]).is_err(),
+            "ping's memory goal is met now: a miss fails"
+        );
     }
 }

@@ -528,7 +528,13 @@ struct PayloadLine {
 
 impl std::fmt::Display for PayloadLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} from {}: {}", self.what, self.from, text(&self.payload))
+        write!(
+            f,
+            "{} from {}: {}",
+            self.what,
+            self.from,
+            text(&self.payload)
+        )
     }
 }
 
