@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use hail_wire::{Binary, PayloadCodec};
 use tokio::sync::oneshot;
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::budget::{Budget, BudgetStats};
 use crate::chan;
@@ -217,7 +217,9 @@ impl<P: PayloadCodec> Inner<P> {
 pub struct Server<P: PayloadCodec = Binary> {
     inner: Arc<Inner<P>>,
     local: SocketAddr,
-    accept: AbortHandle,
+    /// The accept loop, which owns the listener: aborted on drop, and awaited by
+    /// [`close`](Self::close) so that the listener is gone when it returns.
+    accept: JoinHandle<()>,
 }
 
 impl<P: PayloadCodec> fmt::Debug for Server<P> {
@@ -267,7 +269,7 @@ where
             counters: Counters::default(),
             events: tx,
         });
-        let accept = tokio::spawn(accept_loop(Arc::downgrade(&inner), listener)).abort_handle();
+        let accept = tokio::spawn(accept_loop(Arc::downgrade(&inner), listener));
         Ok((
             Self {
                 inner,
@@ -605,10 +607,15 @@ where
     /// (clients are told with a close frame and finish their side), then closes whatever
     /// is left when the deadline passes. Every connection ends with a `Closed` event
     /// (reason [`CloseReason::Shutdown`]); the event stream ends after the last one.
-    pub async fn close(self, deadline: Duration) {
+    /// The listener is closed when this returns: its address can be bound again.
+    pub async fn close(mut self, deadline: Duration) {
         let until = tokio::time::Instant::now() + deadline;
         self.inner.shutting_down.store(true, Ordering::Relaxed);
         self.accept.abort();
+        // The aborted task drops the listener (and its pending handshakes) the next time
+        // the runtime gets to it; wait for that, so the address is free when this returns.
+        // Its result is `Cancelled`, or a panic of the loop's already reported by tokio.
+        let _ = (&mut self.accept).await;
         let conns: Vec<Connection<P>> = self.inner.clients().values().cloned().collect();
         for c in &conns {
             c.close_with(CloseReason::Shutdown);

@@ -38,6 +38,12 @@ pub(crate) struct Returned {
     any: AtomicBool,
     /// Wakes a wait that is waiting on the stream when events come back.
     back: tokio::sync::Notify,
+    /// Events already made Python objects and set on a wait's future, whose task was
+    /// cancelled before it resumed (a timeout in the same turn of the loop): handed back
+    /// by `hail._aio` (`Events._give_back`), they come first.
+    objects: Mutex<VecDeque<Py<PyAny>>>,
+    /// Whether `objects` may hold any (as `any`).
+    any_objects: AtomicBool,
 }
 
 impl Returned {
@@ -66,6 +72,28 @@ impl Returned {
         }
         drop(back);
         self.back.notify_waiters();
+    }
+
+    /// The next event handed back as a Python object, if any.
+    fn pop_object(&self) -> Option<Py<PyAny>> {
+        if !self.any_objects.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        let o = objects.pop_front();
+        if objects.is_empty() {
+            self.any_objects.store(false, Ordering::Release);
+        }
+        o
+    }
+
+    /// Hands Python objects back, after those already back.
+    fn give_back_objects(&self, items: impl IntoIterator<Item = Py<PyAny>>) {
+        let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        objects.extend(items);
+        if !objects.is_empty() {
+            self.any_objects.store(true, Ordering::Release);
+        }
     }
 
     /// The next event: one handed back, else the stream's (`None` once it ends).
@@ -114,6 +142,32 @@ impl Events {
             .pop()
             .or_else(|| waiting(&mut *self.stream.try_lock().ok()?))
     }
+
+    /// The next event waiting now as a Python object: one handed back as an object
+    /// first, then [`take_one`](Self::take_one)'s.
+    fn take_object(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        if let Some(o) = self.returned.pop_object() {
+            return Ok(Some(o));
+        }
+        self.take_one()
+            .map(|e| event_to_py(py, e, &self.senders))
+            .transpose()
+    }
+
+    /// Events waiting now as Python objects, up to `max`: those handed back as objects
+    /// first, then [`take_ready`](Self::take_ready)'s.
+    fn take_ready_objects(&self, py: Python<'_>, max: usize) -> PyResult<Vec<Py<PyAny>>> {
+        let mut ready = Vec::new();
+        while ready.len() < max
+            && let Some(o) = self.returned.pop_object()
+        {
+            ready.push(o);
+        }
+        for e in self.take_ready(max - ready.len()) {
+            ready.push(event_to_py(py, e, &self.senders)?);
+        }
+        Ok(ready)
+    }
 }
 
 /// The next event waiting in `s`, without waiting: `recv` polled once with a waker that
@@ -144,12 +198,23 @@ impl Events {
     }
 
     /// `await events.__anext__()`: the next event; raises `StopAsyncIteration` once the
-    /// device is closed.
-    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        // An event already waiting is handed over in a future completed at once, with no
-        // trip through the runtime's threads.
-        if let Some(e) = self.take_one() {
-            return ready(py, event_to_py(py, e, &self.senders)?);
+    /// device is closed. An event already waiting comes in a future completed at once;
+    /// else a coroutine (`hail._aio.next_event`) waits on [`_next`](Self::_next) and hands
+    /// the event back if its task is cancelled after the event came but before it resumed.
+    fn __anext__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        if let Some(e) = slf.get().take_object(py)? {
+            return ready(py, e);
+        }
+        static NEXT_EVENT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        aio(py, &NEXT_EVENT, "next_event")?.call1((slf,))
+    }
+
+    /// Internal (`hail._aio`): the next event's future: completed at once when one is
+    /// waiting, else on hail's runtime (cancelling it hands back an event its task took).
+    fn _next<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(e) = self.take_object(py)? {
+            return ready(py, e);
         }
         let (stream, returned) = (self.stream.clone(), self.returned.clone());
         let senders = self.senders.clone();
@@ -162,26 +227,45 @@ impl Events {
         awaitable_giving_back(py, next, convert, move |e| back.give_back(e))
     }
 
+    /// Internal (`hail._aio`): hands back `item`, an event (or a list of events) whose
+    /// wait's task was cancelled after it was set: it comes first, before the stream's.
+    fn _give_back(&self, item: &Bound<'_, PyAny>) -> PyResult<()> {
+        let items: Vec<Py<PyAny>> = match item.cast::<PyList>() {
+            Ok(list) => list.iter().map(Bound::unbind).collect(),
+            Err(_) => vec![item.clone().unbind()],
+        };
+        self.returned.give_back_objects(items);
+        Ok(())
+    }
+
     /// `try_next()`: the next event if one is waiting now, else `None` (also once the
     /// device is closed, or while another read of the stream is in flight). Never waits.
     fn try_next(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        self.take_one()
-            .map(|e| event_to_py(py, e, &self.senders))
-            .transpose()
+        self.take_object(py)
     }
 
     /// `await events.batch(max=256)`: every event waiting now, up to `max`, as a list (at
     /// least one: it waits for the first). An empty list once the device is closed. For
-    /// a receiver of many messages: one await per batch rather than per event.
+    /// a receiver of many messages: one await per batch rather than per event. When it
+    /// waits, a coroutine (`hail._aio.next_batch`), as `__anext__`'s.
     #[pyo3(signature = (max=256))]
-    fn batch<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyAny>> {
-        let max = max.max(1);
-        let now = self.take_ready(max);
+    fn batch<'py>(slf: &Bound<'py, Self>, max: usize) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let now = slf.get().take_ready_objects(py, max.max(1))?;
         if !now.is_empty() {
-            return ready(
-                py,
-                events_to_list(py, now, &self.senders)?.into_any().unbind(),
-            );
+            return ready(py, PyList::new(py, now)?.into_any().unbind());
+        }
+        static NEXT_BATCH: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        aio(py, &NEXT_BATCH, "next_batch")?.call1((slf, max))
+    }
+
+    /// Internal (`hail._aio`): `batch`'s future, as [`_next`](Self::_next) is `__anext__`'s.
+    #[pyo3(signature = (max=256))]
+    fn _batch<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyAny>> {
+        let max = max.max(1);
+        let now = self.take_ready_objects(py, max)?;
+        if !now.is_empty() {
+            return ready(py, PyList::new(py, now)?.into_any().unbind());
         }
         let (stream, returned) = (self.stream.clone(), self.returned.clone());
         let senders = self.senders.clone();
@@ -204,6 +288,18 @@ impl Events {
         };
         awaitable_giving_back(py, next, convert, move |ready| back.give_back(ready))
     }
+}
+
+/// `hail._aio.<name>`, looked up once into `cell`.
+fn aio<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, || {
+        py.import("hail._aio")?.getattr(name).map(Bound::unbind)
+    })
+    .map(|f| f.bind(py))
 }
 
 /// Events as a Python list.

@@ -397,16 +397,84 @@ def test_a_cancelled_wait_leaves_the_stream_whole(group):
         # Nothing waits: each wait goes to hail's runtime and is cancelled at once. Its task
         # is aborted only when the loop next runs callbacks, after `send` below has started:
         # it may take "after" first, and must hand it back.
-        for wait in (events.__anext__(), events.batch()):
-            assert wait.cancel()
+        waits = []
+        for wait in (events.__anext__, events.batch):
+            waits.append(asyncio.ensure_future(wait()))
+            await asyncio.sleep(0)  # started: its wait is on hail's runtime
+            assert waits[-1].cancel()
+        await a.send("beta", b"after")
+        for wait in waits:
             with pytest.raises(asyncio.CancelledError):
                 await wait
-        await a.send("beta", b"after")
         e = await events.__anext__()
         while not isinstance(e, hail.Message):
             e = await events.__anext__()
         assert e.data == b"after"
         await close(a, b)
+
+    bounded(main())
+
+
+def test_a_wait_cancelled_after_its_event_arrived_hands_it_back(group):
+    from hail import _aio
+    from hail._hail import _LoopWaker
+
+    async def main():
+        # The loop's waker, watched by a reader of the test's: right after the waker has
+        # set a wait's result, and before the task awaiting it resumes, the task is
+        # cancelled (as a timeout firing in the same turn of the loop does). The event
+        # must come next, not go with the task's CancelledError.
+        loop = asyncio.get_running_loop()
+        waker = _LoopWaker()
+        _aio._wakers[loop] = waker
+        victim = {}
+
+        def drain():
+            waker.drain()
+            task = victim.pop("task", None)
+            if task is not None:
+                got = task._fut_waiter  # the wait it awaits, set by the drain
+                assert got is not None and got.done(), "the wait's result was set"
+                victim["got"] = got.result()
+                task.cancel()
+
+        loop.add_reader(waker.fileno(), drain)
+        a, b = pair(group)
+        await joined(a, "beta")
+        await joined(b, "alpha")
+        events = b.events()
+
+        async def iterating():
+            async for e in events:
+                return e
+
+        async def awaiting(wait):
+            return await wait()
+
+        for wait in (events.__anext__, events.batch, iterating):
+            while True:
+                while events.try_next() is not None:
+                    pass
+                task = asyncio.ensure_future(awaiting(wait))
+                await asyncio.sleep(0)  # the task waits on hail's runtime
+                if not task.done():  # (else a late event of the meeting came first)
+                    break
+            victim["task"] = task
+            # Not awaited on this loop: the drain above sets the wait's result alone.
+            a.send_nowait("beta", b"after")
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            got = victim.pop("got")
+            first = got[0] if isinstance(got, list) else got
+            # Something after it, so that a lost event shows as the wrong one, not a hang.
+            a.send_nowait("beta", b"later")
+            nxt = await events.__anext__()
+            assert nxt is first, (wait, nxt, first)
+            while not (isinstance(nxt, hail.Message) and nxt.data == b"later"):
+                nxt = await events.__anext__()
+        await close(a, b)
+        loop.remove_reader(waker.fileno())
+        del _aio._wakers[loop]
 
     bounded(main())
 

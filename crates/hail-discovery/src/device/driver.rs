@@ -30,7 +30,7 @@ use super::dial::{DialFailures, DialKey, Dialed, dial_any};
 use super::error::RunError;
 use super::events::DeviceEvent;
 use super::groups::Groups;
-use super::shared::{LinkEntry, Shared, lock};
+use super::shared::{Counters, LinkEntry, Shared, lock};
 use super::watch::InterfaceWatch;
 use crate::advert::Advert;
 use crate::id::{DialId, LinkId};
@@ -340,7 +340,9 @@ impl Driver {
         }
         if changed {
             *lock(&self.shared.groups) = self.groups.addrs();
-            lock(&self.shared.counters).0 = self.groups.stats();
+            let mut counters = lock(&self.shared.counters);
+            counters.groups = self.groups.stats();
+            counters.left = self.groups.left_stats();
         }
         if let Some(addresses) = changes.addresses {
             lock(&self.shared.table).set_addresses(addresses, clock::now());
@@ -375,7 +377,11 @@ impl Driver {
         self.summary.tick(tokio::time::Instant::now(), &stats);
         // Handshakes of accepted links that failed authentication.
         let failed = self.server.stats().auth_failures;
-        *lock(&self.shared.counters) = (self.groups.stats(), failed);
+        *lock(&self.shared.counters) = Counters {
+            groups: self.groups.stats(),
+            left: self.groups.left_stats(),
+            auth_failures: failed,
+        };
         if failed > self.auth_failures_seen {
             let count = failed - self.auth_failures_seen;
             self.auth_failures_seen = failed;

@@ -151,6 +151,15 @@ impl Groups {
         }
     }
 
+    /// The counters of the groups left while running and not joined again, summed.
+    pub(super) fn left_stats(&self) -> Stats {
+        let mut sum = Stats::default();
+        for (_, s) in &self.left {
+            sum += *s;
+        }
+        sum
+    }
+
     /// Each group's counters since start (its replaced channels' included), in group order.
     pub(super) fn stats(&self) -> Vec<(SocketAddr, Stats)> {
         self.groups

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::error::DeviceError;
-use super::shared::{QuestionFn, Shared, lock};
+use super::shared::{Counters, QuestionFn, Shared, lock};
 use crate::error::ResolveError;
 use crate::format::{FormatError, MessageFormat};
 use crate::id::DeviceId;
@@ -25,9 +25,10 @@ pub struct DeviceStats {
     /// The peer table's counters: adverts handled and dropped (malformed, foreign
     /// version), peers rejected, protocol errors on links.
     pub discovery: PeerTableStats,
-    /// The discovery channels' counters, every group's summed: adverts sent, delivered,
-    /// and dropped as wrongly keyed (another passphrase), replayed or malformed. As of the
-    /// device's last timer tick (at most about a second old); zero without multicast.
+    /// The discovery channels' counters, every group's summed (a group left while
+    /// running included: they never go back): adverts sent, delivered, and dropped as
+    /// wrongly keyed (another passphrase), replayed or malformed. As of the device's last
+    /// timer tick (at most about a second old); zero without multicast.
     pub multicast: hail_multicast::Stats,
     /// The same counters group by group, in the order of [`Device::groups`] (on both
     /// default groups: IPv4's, then IPv6's); empty without multicast.
@@ -120,8 +121,12 @@ impl Device {
 
     /// The device's counters.
     pub fn stats(&self) -> DeviceStats {
-        let (multicast_groups, auth_failures) = lock(&self.shared.counters).clone();
-        let mut multicast = hail_multicast::Stats::default();
+        let Counters {
+            groups: multicast_groups,
+            left,
+            auth_failures,
+        } = lock(&self.shared.counters).clone();
+        let mut multicast = left;
         for (_, s) in &multicast_groups {
             multicast += *s;
         }

@@ -58,9 +58,9 @@ pub(super) struct Shared {
     /// joined at start, as the interface watch joins and leaves default groups; never
     /// empty (without multicast: the one group it would have used).
     pub(super) groups: Mutex<Vec<std::net::SocketAddr>>,
-    /// Each discovery group's counters (in group order) and the listener's
-    /// authentication failures, as of the last timer tick.
-    pub(super) counters: Mutex<(Vec<(std::net::SocketAddr, hail_multicast::Stats)>, u64)>,
+    /// The discovery channels' and the listener's counters, as of the last timer tick
+    /// (or the last group joined or left).
+    pub(super) counters: Mutex<Counters>,
     pub(super) rpc: RpcConfig,
     pub(super) link: LinkConfig,
 }
@@ -157,4 +157,16 @@ impl Shared {
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The counters [`Device::stats`](crate::Device::stats) reads: kept by the driver.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Counters {
+    /// Each discovery group's counters, in group order.
+    pub(super) groups: Vec<(std::net::SocketAddr, hail_multicast::Stats)>,
+    /// The counters of the groups left while running (and not joined again), so the sums
+    /// never go back.
+    pub(super) left: hail_multicast::Stats,
+    /// The listener's handshakes that failed authentication.
+    pub(super) auth_failures: u64,
 }

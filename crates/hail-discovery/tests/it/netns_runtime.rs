@@ -144,6 +144,14 @@ fn a_default_group_is_joined_when_its_family_appears_and_left_when_it_goes() {
                 .send(joined.then(|| d.groups()))
                 .expect("main waits");
             meet(&g_tx, s_rx, joined).await;
+            // The IPv6 group's counters while it is joined (its announce and probe sent).
+            let before = d
+                .stats()
+                .multicast_groups
+                .into_iter()
+                .find(|(g, _)| *g == DEFAULT_GROUP_V6)
+                .map(|(_, s)| s)
+                .unwrap_or_default();
             let _ = tokio::task::spawn_blocking(move || {
                 removed_rx.recv_timeout(Duration::from_secs(30))
             })
@@ -153,9 +161,9 @@ fn a_default_group_is_joined_when_its_family_appears_and_left_when_it_goes() {
                 || format!("the IPv6 group not left: {:?}", d.groups()),
             )
             .await;
-            let stats = d.stats().multicast_groups;
+            let stats = d.stats();
             d.close().await;
-            stats
+            (stats.multicast_groups, before, stats.multicast)
         })
     });
     let six = in_netns(lan.host(1), move || {
@@ -202,6 +210,19 @@ fn a_default_group_is_joined_when_its_family_appears_and_left_when_it_goes() {
     );
     ip(&["-n", lan.host(0), "addr", "del", &ll, "dev", "eth0"]).expect("IPv6 goes");
     removed_tx.send(()).expect("h0 waits");
-    let stats = grow.join().expect("h0's thread");
+    let (stats, before, after) = grow.join().expect("h0's thread");
     assert_eq!(stats.len(), 1, "{stats:?}");
+    // The counters summed over the groups never go back: the left group's stay counted
+    // (the IPv4 group's own, beside them).
+    assert!(
+        before.sent > 0,
+        "the IPv6 group's announce went out: {before:?}"
+    );
+    let (_, four) = stats[0];
+    assert!(
+        after.sent >= four.sent + before.sent
+            && after.delivered >= four.delivered + before.delivered,
+        "the IPv6 group's counters went from the device's when it was left: IPv6 {before:?}, \
+         IPv4 {four:?}, summed {after:?}"
+    );
 }

@@ -149,3 +149,32 @@ async fn shutdown_ends_at_its_deadline_when_nobody_takes_events() {
     assert!(within(t.elapsed(), deadline), "{:?}", t.elapsed());
     drop(events);
 }
+
+/// `close` returns once the listener is gone: its address can be bound again at once.
+/// On one thread the aborted accept task only ends when the runtime next gets to it, so
+/// without `close` waiting for it the first bind below fails with `AddrInUse` every time.
+#[tokio::test]
+async fn the_address_is_free_when_close_returns() {
+    for round in 0..20 {
+        let cfg = ServerConfig::builder().build().unwrap();
+        let (server, _events) = Server::bind(lo(), cfg, Binary).await.unwrap();
+        let addr = server.local_addr();
+        server.close(Duration::from_secs(1)).await;
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            panic!("round {round}: {addr} still bound after close: {e}");
+        }
+    }
+}
+
+/// The same in memory: the address is bound again by a server of its own.
+#[tokio::test]
+async fn the_memory_address_is_free_when_close_returns() {
+    let (link, at) = memory();
+    for round in 0..20 {
+        let cfg = ServerConfig::builder().link(link.clone()).build().unwrap();
+        let (server, _events) = Server::bind(at, cfg, Binary)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: bind {at}: {e}"));
+        server.close(Duration::from_secs(1)).await;
+    }
+}

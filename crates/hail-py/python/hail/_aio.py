@@ -4,8 +4,12 @@
 awaitables there and wake the loop through a socket it watches, so they never wait for the
 GIL; the loop sets the results itself. `iterate(events)` is what `async for event in
 dev.events()` runs: an event already waiting is handed over with no trip to the runtime.
+`next_event` and `next_batch` are what `Events.__anext__` and `Events.batch` return when
+they wait: a wait whose task is cancelled after its event was set but before the task
+resumed (a timeout firing in the same turn of the loop) hands the event back.
 """
 
+import asyncio
 import weakref
 from typing import Any, AsyncIterator
 
@@ -30,14 +34,46 @@ def waker(loop: Any) -> _LoopWaker:
     return w
 
 
+def _hand_back(events: Any, wait: Any) -> None:
+    """`wait`'s result back to `events`, if it has one: its awaiting task was cancelled
+    (the future itself was not: it was done first), so nobody else will take it."""
+    if wait.done() and not wait.cancelled() and wait.exception() is None:
+        events._give_back(wait.result())
+
+
+async def next_event(events: Any) -> Any:
+    """The next event of `events` (`Events.__anext__` when none is waiting). The wait
+    starts here, when awaited: a coroutine never run took nothing."""
+    wait = events._next()
+    try:
+        return await wait
+    except asyncio.CancelledError:
+        _hand_back(events, wait)
+        raise
+
+
+async def next_batch(events: Any, max: int) -> Any:
+    """`Events.batch(max)` when none is waiting, as `next_event`."""
+    wait = events._batch(max)
+    try:
+        return await wait
+    except asyncio.CancelledError:
+        _hand_back(events, wait)
+        raise
+
+
 async def iterate(events: Any) -> AsyncIterator[Any]:
     """The events of `events` (a `hail.Events`) until the device is closed."""
-    take, wait = events.try_next, events.__anext__
+    take, start = events.try_next, events._next
     while True:
         event = take()
         if event is None:
+            wait = start()
             try:
-                event = await wait()
+                event = await wait
             except StopAsyncIteration:
                 return
+            except asyncio.CancelledError:
+                _hand_back(events, wait)
+                raise
         yield event

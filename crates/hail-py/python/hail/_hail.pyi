@@ -173,6 +173,9 @@ class Events:
         """The next event if one is waiting now, else ``None`` (also once closed). Never waits."""
     def batch(self, max: int = 256) -> Awaitable[List[_Event]]:
         """Every event waiting now, up to ``max`` (at least one); ``[]`` once closed."""
+    def _next(self) -> Awaitable[_Event]: ...
+    def _batch(self, max: int = 256) -> Awaitable[List[_Event]]: ...
+    def _give_back(self, item: Any) -> None: ...
 
 @final
 class _LoopWaker:
