@@ -84,25 +84,12 @@ fn secs(s: &str) -> Result<u64, String> {
 /// reported and does not fail the suite; any other miss does.
 pub(crate) const KNOWN_MISSES: &[(Attack, Goal, &str)] = &[
     (
-        Attack::Ping,
-        Goal::Memory,
-        "issue 12: at the goal's edge (+51 MiB in 15 s; the 48 MiB budget is most of it)",
-    ),
-    (
-        Attack::Ask,
-        Goal::Memory,
-        "issue 12: at the goal's edge (+64 MiB in 15 s, +66 in 60 s)",
-    ),
-    (
         Attack::Frames,
         Goal::Memory,
-        "issue 12: +52 to +72 MiB in 15 s (was +120): the 48 MiB budget, a 15 MiB message \
-         being printed (now in it) and what allocators keep beside them",
-    ),
-    (
-        Attack::Answer,
-        Goal::Memory,
-        "issue 12: at the goal's edge (+64 MiB in 15 s)",
+        "issue 12: +41 to +46 MiB in 15 s, but +71 in 60 s: glibc's dynamic mmap threshold \
+         (raised by the first freed 15 MiB buffer) serves the next ones from its arenas, \
+         which keep what is freed; with the threshold fixed (GLIBC_TUNABLES=\
+         glibc.malloc.mmap_threshold=131072) +41 in 60 s",
     ),
     (
         Attack::Answer,
@@ -544,7 +531,7 @@ mod tests {
     #[test]
     fn a_known_miss_does_not_fail_and_an_unknown_one_does() {
         let known = Outcome {
-            attack: Attack::Ping,
+            attack: Attack::Frames,
             goal: Goal::Memory,
             met: false,
             detail: String::new(),
@@ -557,5 +544,15 @@ mod tests {
             detail: String::new(),
         };
         assert!(report(&[unknown]).is_err());
+        let met_now = Outcome {
+            attack: Attack::Ping,
+            goal: Goal::Memory,
+            met: false,
+            detail: String::new(),
+        };
+        assert!(
+            report(&[met_now]).is_err(),
+            "ping's memory goal is met now: a miss fails"
+        );
     }
 }

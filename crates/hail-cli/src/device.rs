@@ -265,12 +265,19 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
             // About the question's length (twice that in hex), and the asker's name.
             out.print_or_skip(question.len() + from.len() + 32, || {
                 if json {
-                    json!({
-                        "event": "question", "from": from, "question": payload_json(&question),
-                    })
-                    .to_string()
+                    Box::new(
+                        json!({
+                            "event": "question", "from": from,
+                            "question": payload_json(&question),
+                        })
+                        .to_string(),
+                    )
                 } else {
-                    format!("question from {}: {}", escape(&from), text(&question))
+                    Box::new(PayloadLine {
+                        what: "question",
+                        from: escape(&from).into_owned(),
+                        payload: question.clone(),
+                    })
                 }
             });
             match cmd {
@@ -278,7 +285,7 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
                 Some(cmd) => {
                     cmd.answer(&from, &question, |note| {
                         if let Some(line) = note_line(&from, &note, json) {
-                            out.print_or_skip(line.len(), || line);
+                            out.print_or_skip(line.len(), || Box::new(line));
                         }
                     })
                     .await
@@ -446,7 +453,8 @@ fn addresses(peer: &PeerInfo) -> Vec<String> {
 /// An event of `hail listen` as a line to print (none for those it does not show).
 fn event_line(event: DeviceEvent, json: bool) -> Option<Line> {
     if let (DeviceEvent::Message { from, payload, .. }, false) = (&event, json) {
-        return Some(Box::new(MessageLine {
+        return Some(Box::new(PayloadLine {
+            what: "message",
             from: escape(from).into_owned(),
             payload: payload.clone(),
         }));
@@ -506,16 +514,27 @@ fn event_line(event: DeviceEvent, json: bool) -> Option<Line> {
     }))
 }
 
-/// A message as `hail listen` shows it to a human, written from its payload.
-struct MessageLine {
+/// A message or a question as `hail listen` shows it to a human, written from its
+/// payload when printed: no line of the payload's size is made (a 64 KiB question made
+/// one of 128 KiB, by doubling, for each question: allocations of that size, freed at
+/// once, are what makes glibc's allocator keep freed memory instead of returning it).
+struct PayloadLine {
+    /// `message` or `question`.
+    what: &'static str,
     /// Escaped.
     from: String,
     payload: Bytes,
 }
 
-impl std::fmt::Display for MessageLine {
+impl std::fmt::Display for PayloadLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "message from {}: {}", self.from, text(&self.payload))
+        write!(
+            f,
+            "{} from {}: {}",
+            self.what,
+            self.from,
+            text(&self.payload)
+        )
     }
 }
 

@@ -139,14 +139,14 @@ impl Printer {
     /// Queues the line `make` makes, of about `len` bytes, if there is room for it now;
     /// else counts it as not printed, without making it (a peer's flood of large
     /// questions costs no formatting of lines that are not printed).
-    pub(crate) fn print_or_skip(&self, len: usize, make: impl FnOnce() -> String) {
+    pub(crate) fn print_or_skip(&self, len: usize, make: impl FnOnce() -> Line) {
         match Arc::clone(&self.room).try_acquire_many_owned(Self::cost(len)) {
             Ok(permit) => {
                 let held = Held {
                     _room: permit,
                     _budget: self.hold(len),
                 };
-                let _ = self.jobs.send(Job::Line(Box::new(make()), held));
+                let _ = self.jobs.send(Job::Line(make(), held));
             }
             Err(_) => {
                 self.skipped.fetch_add(1, Ordering::Relaxed);
@@ -189,9 +189,9 @@ mod tests {
             skipped: Arc::new(AtomicU64::new(0)),
             budget: budget.clone(),
         };
-        p.print_or_skip(ROOM - 10, || "x".repeat(ROOM - 10));
+        p.print_or_skip(ROOM - 10, || Box::new("x".repeat(ROOM - 10)));
         p.print_or_skip(20, || unreachable!("a line without room is not made"));
-        p.print_or_skip(10, || "z".repeat(10));
+        p.print_or_skip(10, || Box::new("z".repeat(10)));
         assert_eq!(
             p.skipped.load(Ordering::Relaxed),
             1,

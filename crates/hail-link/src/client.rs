@@ -279,7 +279,7 @@ where
     }
 
     /// The memory budget of the client's connections: its
-    /// [`LinkConfig::budget`](crate::LinkConfig::budget), or the one it made (48 MiB),
+    /// [`LinkConfig::budget`](crate::LinkConfig::budget), or the one it made (32 MiB),
     /// the same across reconnections.
     pub fn budget(&self) -> &crate::Budget {
         self.inner

@@ -218,7 +218,7 @@ impl LinkConfig {
         self.budget_stall
     }
 
-    /// The config with a budget: the one set, or a new default one (48 MiB).
+    /// The config with a budget: the one set, or a new default one (32 MiB).
     pub(crate) fn with_budget(mut self) -> Self {
         if self.budget.is_none() {
             self.budget = Some(Budget::default());
@@ -399,7 +399,7 @@ impl LinkConfigBuilder {
     /// device's, say).
     ///
     /// Default: none set, and then a [`Server`](crate::Server) makes one of
-    /// [`DEFAULT_BUDGET_BYTES`](crate::DEFAULT_BUDGET_BYTES) (48 MiB, a quarter per peer)
+    /// [`DEFAULT_BUDGET_BYTES`](crate::DEFAULT_BUDGET_BYTES) (32 MiB, a quarter per peer)
     /// for all its connections, a [`Client`](crate::Client) one for all its successive
     /// connections, and [`Connection::connect`](crate::Connection::connect) one per
     /// connection.

@@ -592,7 +592,7 @@ where
     }
 
     /// The memory budget this server's connections draw on: the one of its
-    /// [`LinkConfig::budget`](crate::LinkConfig::budget), or the one it made (48 MiB).
+    /// [`LinkConfig::budget`](crate::LinkConfig::budget), or the one it made (32 MiB).
     pub fn budget(&self) -> &Budget {
         self.inner
             .cfg

@@ -195,7 +195,8 @@ impl RpcConfigBuilder {
     /// bound. Nothing accepted is dropped: a handler that runs is answered. So the outbox
     /// holds at most twice this bound, plus the replies of the handlers that were running
     /// when it filled (at most [`max_concurrent_handlers`](Self::max_concurrent_handlers))
-    /// and a `BUSY` answer (about 10 bytes, counted as 74) per queued request. Both kinds of refusal are
+    /// and a `BUSY` answer (about 10 bytes, counted as the 32 its allocation takes, and its
+    /// place in the queue) per queued request. Both kinds of refusal are
     /// logged at warn level, at most once a second per connection.
     pub fn max_outbox_bytes(mut self, n: usize) -> Self {
         self.config.max_outbox_bytes = n.max(1);

@@ -7,7 +7,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::RpcConfig;
-use crate::outgoing::impl_outgoing;
 use crate::peer::Handlers;
 use crate::peer::{PeerDriver, RpcPeer};
 
@@ -17,7 +16,26 @@ pub const QUEUE_LEN: usize = 1024;
 /// One direction of the pair: a bounded queue of packets.
 struct ChannelOut(mpsc::Sender<Bytes>);
 
-impl_outgoing!(ChannelOut, |this| this.0);
+impl crate::outgoing::Outgoing for ChannelOut {
+    fn send(
+        &self,
+        packet: Bytes,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), crate::outgoing::LinkClosed>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            self.0
+                .send(packet)
+                .await
+                .map_err(|_| crate::outgoing::LinkClosed)
+        })
+    }
+
+    fn try_send(&self, packet: &Bytes) -> bool {
+        // The queue holds the packet itself: a second owner of its buffer.
+        self.0.try_send(packet.clone()).is_ok()
+    }
+}
 
 /// The in-memory connection between the two peers of [`pair`]. Dropping it, or
 /// [`kill`](Self::kill), drops the connection: both peers see it lost at once.

@@ -26,8 +26,11 @@ pub trait Outgoing: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<(), LinkClosed>> + Send + '_>>;
 
     /// Queues one packet without waiting; false when there is no room or no connection.
-    /// Used for cancels sent from `Drop`, where waiting is impossible.
-    fn try_send(&self, packet: Bytes) -> bool;
+    /// Used where waiting is impossible (cancels sent from `Drop`, replies of handlers
+    /// that finished on the connection's task). Borrowed: a link copies the packet into
+    /// its queue, and the caller keeps it (in its outbox) when there is no room, without
+    /// a second owner of the buffer to count.
+    fn try_send(&self, packet: &Bytes) -> bool;
 
     /// Where the peer counts the bytes it keeps for the remote (queued requests'
     /// arguments, kept reply bodies, its outbox): a [`hail_link::Hold`] on the link's
@@ -50,8 +53,8 @@ pub trait Outgoing: Send + Sync + 'static {
 #[error("the link is closed")]
 pub struct LinkClosed;
 
-/// Implements [`Outgoing`] for a type holding a sender with an async, fallible
-/// `send(Bytes)` and a fallible `try_send(Bytes)`: `$sender` names that sender from
+/// Implements [`Outgoing`] for a hail-link handle with an async, fallible `send(Bytes)`
+/// and a fallible `try_send(impl Borrow<Bytes>)`: `$sender` names that sender from
 /// `$this: &Self`. Any error means the link is closed (or, for `try_send`, full).
 ///
 /// The calls resolve to the sender's inherent methods, which take precedence over the
@@ -79,7 +82,7 @@ macro_rules! impl_outgoing {
                 })
             }
 
-            fn try_send(&self, packet: ::bytes::Bytes) -> bool {
+            fn try_send(&self, packet: &::bytes::Bytes) -> bool {
                 let $this = self;
                 $sender.try_send(packet).is_ok()
             }
@@ -93,8 +96,6 @@ macro_rules! impl_outgoing {
         }
     };
 }
-
-pub(crate) use impl_outgoing;
 
 impl_outgoing!(
     /// A bare link connection carries a peer's packets as they are, one frame each.

@@ -31,7 +31,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use self::fair::{Admit, Fair};
+use self::fair::{Admit, Fair, Slot};
 
 /// Default number of answer commands running at once, per device: 4.
 pub(crate) const DEFAULT_JOBS: usize = 4;
@@ -86,7 +86,7 @@ impl AnswerCmd {
         question: &[u8],
         note: impl Fn(Note),
     ) -> Result<Bytes, String> {
-        let _slot = match self.slots.admit(from) {
+        let slot = match self.slots.admit(from) {
             Admit::Now(slot) => slot,
             Admit::Busy => {
                 note(Note::Busy);
@@ -109,7 +109,7 @@ impl AnswerCmd {
                 }
             }
         };
-        let out = run(&self.cmd, from, question, self.timeout).await;
+        let out = run(&self.cmd, from, question, self.timeout, slot).await;
         match out {
             Run::Done {
                 status,
@@ -197,19 +197,41 @@ async fn read_bounded(mut r: impl AsyncRead + Unpin) -> Bounded {
     }
 }
 
-/// Kills a process group when dropped: whatever way a run ends (done, past the deadline,
-/// or the question abandoned), nothing it started outlives it.
-struct Group(Pid);
+/// A running command and its slot. Dropped, it kills the command's process group:
+/// whatever way a run ends (done, past the deadline, or the question given up), nothing
+/// it started outlives it. The slot is given back once the command's process is reaped:
+/// a question given up mid-command (its future dropped) hands both to a task that waits
+/// for the process, so the next command never starts beside a dying one.
+struct Running {
+    child: Option<tokio::process::Child>,
+    group: Pid,
+    slot: Option<Slot>,
+}
 
-impl Drop for Group {
+impl Drop for Running {
     fn drop(&mut self) {
         // ESRCH (the group is already empty) is the usual case after a clean exit.
-        let _ = killpg(self.0, Signal::SIGKILL);
+        let _ = killpg(self.group, Signal::SIGKILL);
+        let (Some(mut child), Some(slot)) = (self.child.take(), self.slot.take()) else {
+            return;
+        };
+        if matches!(child.try_wait(), Ok(Some(_)) | Err(_)) {
+            return; // reaped (or beyond reach): the slot goes now
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // Killed above, it ends at once: the bound only guards against a process stuck in
+        // the kernel.
+        runtime.spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
+            drop(slot);
+        });
     }
 }
 
-async fn run(cmd: &str, from: &str, question: &[u8], timeout: Duration) -> Run {
-    let mut child = match tokio::process::Command::new("sh")
+async fn run(cmd: &str, from: &str, question: &[u8], timeout: Duration, slot: Slot) -> Run {
+    let child = match tokio::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
         .env("HAIL_FROM", from)
@@ -228,9 +250,12 @@ async fn run(cmd: &str, from: &str, question: &[u8], timeout: Duration) -> Run {
         return Run::Failed("the answer command ended before it could be watched".into());
     };
     let pid = i32::try_from(pid).expect("a process id fits in an i32");
-    // Declared after `child`, so it drops first: the group is killed while its leader is
-    // not yet reaped, so its id cannot have been reused.
-    let _group = Group(Pid::from_raw(pid));
+    let mut running = Running {
+        child: Some(child),
+        group: Pid::from_raw(pid),
+        slot: Some(slot),
+    };
+    let child = running.child.as_mut().expect("set just above");
     let stdin = child.stdin.take();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
@@ -334,5 +359,48 @@ mod tests {
         let r = a.answer("y", b"", |_| {}).await;
         assert!(r.as_ref().is_err_and(|e| e.starts_with("busy")), "{r:?}");
         first.abort();
+    }
+
+    #[tokio::test]
+    async fn a_question_given_up_frees_its_slot_only_once_its_command_is_gone() {
+        // A question given up mid-command (its link closed, its call cancelled) gave its
+        // slot back at once, while its command was still being killed and reaped: the
+        // next one could start beside it (five commands of four, once, under misbehave's
+        // `answer`). The slot is free only once the process is gone.
+        let pid_file = std::env::temp_dir().join(format!("hail-answer-{}", std::process::id()));
+        let _ = std::fs::remove_file(&pid_file);
+        let script = format!("echo $$ > {}; exec sleep 5", pid_file.display());
+        let a = Arc::new(cmd(&script, 1, 0, TEN_S));
+        let first = tokio::spawn({
+            let a = Arc::clone(&a);
+            async move { a.answer("x", b"", |_| {}).await }
+        });
+        // Bounded: the command writes its id within a moment of starting.
+        let mut pid = None;
+        for _ in 0..1_000 {
+            pid = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok());
+            if pid.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = std::fs::remove_file(&pid_file);
+        let proc = std::path::PathBuf::from(format!("/proc/{}", pid.expect("the command started")));
+        first.abort();
+        assert!(first.await.is_err_and(|e| e.is_cancelled()));
+        // Bounded: the kill and the reaping take a moment.
+        for _ in 0..1_000 {
+            if a.slots.running() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(a.slots.running(), 0, "the slot is given back");
+        assert!(
+            !proc.exists(),
+            "the slot was given back before its process was reaped"
+        );
     }
 }

@@ -405,7 +405,7 @@ impl DeviceBuilder {
     /// of the largest size, 16 MiB, and a read, if that is more); past its share its link
     /// stops reading, and the peers holding the most are held back first when the budget
     /// runs low: see [`hail_link::Budget`]. Default: a new [`Budget`] of
-    /// [`DEFAULT_BUDGET_BYTES`](hail_link::DEFAULT_BUDGET_BYTES), 48 MiB. Give several
+    /// [`DEFAULT_BUDGET_BYTES`](hail_link::DEFAULT_BUDGET_BYTES), 32 MiB. Give several
     /// devices (or a device and servers of its own) the same budget to bound them together.
     pub fn budget(mut self, budget: Budget) -> Self {
         self.budget = Some(budget);

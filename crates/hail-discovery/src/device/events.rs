@@ -66,7 +66,7 @@ pub enum DeviceEvent {
 ///
 /// Read it continuously. Messages wait in it for the application without limit in
 /// number, but each counts, until it is handed out, in the device's memory budget
-/// ([`DeviceBuilder::budget`](crate::DeviceBuilder::budget), 48 MiB by default) and in
+/// ([`DeviceBuilder::budget`](crate::DeviceBuilder::budget), 32 MiB by default) and in
 /// the share of the link it came on (a quarter of the budget): its payload's bytes, at
 /// least [`MESSAGE_COST`](crate::MESSAGE_COST) (256 B), counted once for each run of a
 /// link's messages the device takes in one go (at most 64) and given back as the
@@ -99,7 +99,8 @@ pub struct DeviceEvents {
 /// (and on its link's share): 256 bytes, or its payload's length if that is more. About
 /// what a queued message costs beside its payload (the event, the sender's name, the
 /// budget's hold), so a flood of tiny messages is bounded like one of large ones: one
-/// peer's quarter of the default 48 MiB budget is at most 49,152 messages waiting.
+/// peer's share of the default budget (16 MiB and a record: a frame of the largest size
+/// and a read) is at most 65,792 messages waiting.
 pub const MESSAGE_COST: usize = 256;
 
 /// A run's messages handed out go back to the budget once they cost this much (64 KiB),

@@ -245,7 +245,7 @@ impl Outgoing for LinkOut {
         Box::pin(async move { self.0.send(packet).await.map_err(|_| LinkClosed) })
     }
 
-    fn try_send(&self, packet: Bytes) -> bool {
+    fn try_send(&self, packet: &Bytes) -> bool {
         self.0.try_send(packet).is_ok()
     }
 

@@ -51,7 +51,7 @@ async fn partial_frame(mut s: MemoryStream, len: usize, sent: Arc<AtomicUsize>) 
 
 /// 64 peers each hold a 1 MiB frame one byte short: without a budget the server holds
 /// 64 MiB of partial frames (1,024 peers of 16 MiB frames would be 16 GiB); with the
-/// default budget it holds at most 48 MiB, the others wait in TCP, and the stalled ones
+/// default budget it holds at most 32 MiB, the others wait in TCP, and the stalled ones
 /// are closed after the stall time, so a well-behaved client gets through.
 #[tokio::test(start_paused = true)]
 async fn partial_frames_of_many_peers_stay_within_the_budget() {
@@ -265,7 +265,7 @@ async fn one_peer_holds_at_most_its_share_of_undelivered_messages() {
 
 /// Over real TCP, in a child process (its own `VmHWM`): 64 peers announce 15 MiB frames
 /// on a server with the default configuration and send all but the last byte. The
-/// child's peak memory stays near the budget (48 MiB), not 64 x 15 MiB.
+/// child's peak memory stays near the budget (32 MiB), not 64 x 15 MiB.
 #[test]
 fn tcp_partial_frames_peak_memory_in_a_child() {
     const CHILD: &str = "HAIL_LINK_BUDGET_CHILD";

@@ -236,7 +236,7 @@ impl Inner {
     /// outbox, which one task per connection drains ([`drain`]). No order binds replies
     /// (each names its call), so one that fits the link may pass those waiting.
     fn route(self: &Arc<Self>, out: &Arc<dyn Outgoing>, generation: u64, t: Transmit) {
-        if out.try_send(t.packet.clone()) {
+        if out.try_send(&t.packet) {
             return;
         }
         if t.droppable {

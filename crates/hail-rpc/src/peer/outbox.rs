@@ -10,18 +10,30 @@ use tokio::time::{Duration, Instant};
 /// Slow-reader warnings of one connection come at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(1);
 
-/// What one waiting packet costs besides its bytes, counted against the bound: its place
-/// in the queue (32 bytes) and its allocation's header and rounding (about 32). Without
-/// it, a peer whose requests are all refused fills the bound with 10-byte `BUSY` answers
-/// that cost seven times their length: 20 such peers held 340 MiB (`misbehave --attack
-/// answer`).
-pub(super) const PACKET_COST: usize = 64;
+/// What the allocation of a packet of `len` bytes takes: glibc's (and most allocators')
+/// chunks carry an 8-byte header, are rounded up to 16 bytes and are at least 32. A
+/// 10-byte `BUSY` answer takes 32. Counting only the length, a peer whose requests are
+/// all refused filled the bound with answers that cost seven times their length: 20 such
+/// peers held 340 MiB (`misbehave --attack answer`).
+fn allocated(len: usize) -> usize {
+    (len + 8).next_multiple_of(16).max(32)
+}
+
+/// What one packet's place in the queue costs: a `Bytes` (32 bytes), twice, since a queue
+/// that grows by doubling has room for up to twice the packets it holds. A queue drained
+/// to a quarter of its room gives room back (see [`SHRINK_FROM`]), and an empty one all.
+const SLOT_COST: usize = 2 * std::mem::size_of::<Bytes>();
+
+/// A queue with room for more packets than this (64) gives room back once three quarters
+/// of it is empty.
+const SHRINK_FROM: usize = 64;
 
 /// One connection's outbox, bounded in bytes by the session's rule (requests are refused
 /// while it is full, see [`RpcConfig::max_outbox_bytes`](crate::RpcConfig::max_outbox_bytes)).
 #[derive(Debug, Default)]
 pub(super) struct Outbox {
     queue: VecDeque<Bytes>,
+    /// What the packets cost: their allocations ([`allocated`]) and places ([`SLOT_COST`]).
     bytes: usize,
     /// The task handing the queue to the link, while one runs (at most one).
     drainer: Option<AbortHandle>,
@@ -32,7 +44,8 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    /// Bytes waiting, each packet counted with [`PACKET_COST`].
+    /// Bytes the outbox holds: each packet's allocation ([`allocated`]) and its place in
+    /// the queue ([`SLOT_COST`]).
     pub(super) fn bytes(&self) -> usize {
         self.bytes
     }
@@ -49,7 +62,7 @@ impl Outbox {
     /// Queues `packet` last; true when no drainer runs yet (the caller starts one and
     /// hands it over with [`set_drainer`](Self::set_drainer)).
     pub(super) fn push(&mut self, packet: Bytes) -> bool {
-        self.bytes += packet.len() + PACKET_COST;
+        self.bytes += allocated(packet.len()) + SLOT_COST;
         self.queue.push_back(packet);
         self.drainer.is_none()
     }
@@ -67,10 +80,16 @@ impl Outbox {
     /// ends, and the next packet that does not fit the link starts another.
     pub(super) fn pop(&mut self) -> bool {
         if let Some(p) = self.queue.pop_front() {
-            self.bytes -= p.len() + PACKET_COST;
+            self.bytes -= allocated(p.len()) + SLOT_COST;
         }
         if self.queue.is_empty() {
+            self.queue = VecDeque::new();
             self.drainer = None;
+        } else if self.queue.capacity() > SHRINK_FROM
+            && self.queue.len() < self.queue.capacity() / 4
+        {
+            // A queue that grew in a burst gives its room back as it drains.
+            self.queue.shrink_to(self.queue.len() * 2);
         }
         self.queue.is_empty()
     }
@@ -80,7 +99,7 @@ impl Outbox {
         if let Some(task) = self.drainer.take() {
             task.abort();
         }
-        self.queue.clear();
+        self.queue = VecDeque::new();
         self.bytes = 0;
         self.generation += 1;
     }
@@ -125,21 +144,49 @@ mod tests {
             "the first packet starts a drainer"
         );
         assert!(
-            o.push(Bytes::from_static(b"de")),
+            o.push(Bytes::from(vec![7; 100])),
             "none was handed over yet"
         );
-        assert_eq!((o.bytes(), o.len()), (5 + 2 * PACKET_COST, 2));
+        // 3 bytes take the smallest chunk (32), 100 bytes and a header 112; each packet's
+        // place counts twice a `Bytes`.
+        assert_eq!((o.bytes(), o.len()), (32 + 112 + 2 * SLOT_COST, 2));
         assert_eq!(o.front().as_deref(), Some(&b"abc"[..]));
         assert_eq!(
             o.bytes(),
-            5 + 2 * PACKET_COST,
+            32 + 112 + 2 * SLOT_COST,
             "still counted while the link waits"
         );
         assert!(!o.pop());
-        assert_eq!((o.bytes(), o.len()), (2 + PACKET_COST, 1));
+        assert_eq!((o.bytes(), o.len()), (112 + SLOT_COST, 1));
         let g = o.generation();
         o.reset();
         assert_eq!((o.bytes(), o.len()), (0, 0));
         assert_ne!(o.generation(), g);
+    }
+
+    #[test]
+    fn a_queue_drained_after_a_burst_gives_its_room_back() {
+        let mut o = Outbox::default();
+        for _ in 0..10_000 {
+            o.push(Bytes::from_static(b"BUSY answer"));
+        }
+        let places = o.queue.capacity() * std::mem::size_of::<Bytes>();
+        assert!(places <= o.bytes() - 10_000 * 32, "the places are counted");
+        for _ in 0..9_990 {
+            o.pop();
+        }
+        assert!(
+            o.queue.capacity() <= SHRINK_FROM.max(4 * o.len()),
+            "room kept: {} places for {} packets",
+            o.queue.capacity(),
+            o.len()
+        );
+        assert_eq!(o.bytes(), 10 * (32 + SLOT_COST));
+        while !o.pop() {}
+        assert_eq!(
+            (o.bytes(), o.queue.capacity()),
+            (0, 0),
+            "an empty queue keeps nothing"
+        );
     }
 }

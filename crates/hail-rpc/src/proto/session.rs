@@ -572,10 +572,20 @@ impl<W, G, H> Session<W, G, H> {
         let mut b = BytesMut::new();
         encode(&mut b);
         self.transmits.push_back(Transmit {
-            packet: b.freeze(),
+            packet: exact(b),
             droppable,
         });
     }
+}
+
+/// `b` as a `Bytes` whose allocation is exactly its length: one allocation, no more. A
+/// frozen `BytesMut` with room to spare keeps its buffer and adds a second allocation
+/// for the count of its owners; a packet kept in an outbox (20 peers that never read
+/// their `BUSY` answers keep hundreds of thousands) would cost three times its length.
+fn exact(b: BytesMut) -> Bytes {
+    let mut v = Vec::from(b);
+    v.shrink_to_fit();
+    Bytes::from(v)
 }
 
 #[cfg(test)]

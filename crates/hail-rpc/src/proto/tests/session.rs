@@ -430,3 +430,18 @@ fn ping_takes_a_handler_slot_like_any_method() {
     assert_eq!(s.stats().busy_slow_reader, 1);
     assert_eq!(s.serve().running(), 1);
 }
+
+#[test]
+fn a_packet_is_kept_in_an_allocation_of_its_own_length() {
+    // Packets wait in outboxes by the hundred thousand when a peer does not read: each
+    // must cost its length (and the allocator's rounding), not a spare buffer and a
+    // count of owners besides.
+    let t = Instant::now();
+    let mut s = connected();
+    s.start_call("m".into(), b"some arguments", false, Some(5), (), t)
+        .unwrap();
+    let packet = s.poll_transmit().expect("the request").packet;
+    let len = packet.len();
+    let buf = packet.try_into_mut().expect("the one owner");
+    assert_eq!(buf.capacity(), len, "no room to spare");
+}
