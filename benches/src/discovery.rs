@@ -16,8 +16,9 @@
 //!   others, in ms.
 //! - `discovery/send-64B` and `discovery/send-1KiB`: messages one way from one device to
 //!   its linked peer on the steady path (`Device::to`, then `PeerSender::send`), until the peer's event stream delivered every message,
-//!   against a bare plaintext `hail-link` connection (the device's links without a
-//!   passphrase are plaintext) carrying the same messages in the same run, interleaved;
+//!   against a bare `hail-link` connection with the same security as the device's links
+//!   (each end proves an identity key of its own, Noise `XX`, every frame sealed: a
+//!   device's links always are) carrying the same messages in the same run, interleaved;
 //!   messages per second.
 //! - `discovery/ask-N-p50` / `-p99`: `ask` of all N peers (each answers at once) against
 //!   the same question sent by hand as N concurrent `hail-rpc` calls joined together, in µs.
@@ -36,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use hail_crypto::GroupKey;
+use hail_crypto::{GroupKey, Identity};
 use hail_discovery::{Device, DeviceEvent, DeviceEvents, Targets};
 use hail_link::{Connection, LinkConfig, Server, ServerConfig};
 use hail_wire::Binary;
@@ -119,7 +120,18 @@ fn send(
     })?;
     let mut lamp_events = Some(lamp_events);
     let switch = std::sync::Arc::new(switch);
-    let mut link = crate::link::pair(rt, LinkConfig::default())?;
+    // The same security as the device's links: each end proves an identity of its own
+    // (Noise XX), every frame sealed.
+    let link_with = |id: &Identity| LinkConfig::builder().identity(id).build();
+    let mut link = crate::link::pair_of(
+        rt,
+        link_with(&Identity::generate()?)?,
+        link_with(&Identity::generate()?)?,
+    )?;
+    anyhow::ensure!(
+        link.is_secure(),
+        "the baseline link is sealed, as the device's are"
+    );
     let (a, b) = interleaved_rate(
         budget,
         n as u64,

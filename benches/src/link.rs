@@ -77,17 +77,33 @@ pub(crate) struct Pair {
     _client_events: ClientEvents<Bytes>,
 }
 
+impl Pair {
+    /// Whether the connection seals its frames.
+    pub(crate) fn is_secure(&self) -> bool {
+        self.client.connection().is_some_and(|c| c.is_secure())
+    }
+}
+
 pub(crate) fn pair(rt: &Runtime, link: LinkConfig) -> anyhow::Result<Pair> {
+    pair_of(rt, link.clone(), link)
+}
+
+/// [`pair`] with a link configuration for each end (identities of their own, say).
+pub(crate) fn pair_of(
+    rt: &Runtime,
+    server_link: LinkConfig,
+    client_link: LinkConfig,
+) -> anyhow::Result<Pair> {
     rt.block_on(async {
         let (server, mut events) = Server::bind(
             lo(),
-            ServerConfig::builder().link(link.clone()).build()?,
+            ServerConfig::builder().link(server_link).build()?,
             Binary,
         )
         .await?;
         let (client, client_events) = Client::connect(
             server.local_addr(),
-            ClientConfig::builder().link(link).build()?,
+            ClientConfig::builder().link(client_link).build()?,
             Binary,
         )
         .await?;

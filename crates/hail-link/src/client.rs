@@ -130,7 +130,7 @@ where
             let est = handshake::dial(addr, &config.link, config.connect_timeout).await?;
             let _ = tx.try_send(ClientEvent::Connected {
                 addr,
-                peer_key: est.peer_key,
+                peer_key: est.peer_key.map(Box::new),
             });
             Some(Connection::start(
                 est,
@@ -391,7 +391,7 @@ where
                 if events
                     .send(ClientEvent::Connected {
                         addr: inner.addr,
-                        peer_key: est.peer_key,
+                        peer_key: est.peer_key.map(Box::new),
                     })
                     .await
                     .is_err()

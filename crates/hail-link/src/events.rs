@@ -147,12 +147,12 @@ impl<T> EventSender<T> {
 pub type Incoming<T> = Events<T>;
 
 /// What happens on a server.
+///
+/// Small (56 bytes with `T = Bytes`, checked by a unit test): every message is moved as
+/// one of these through the event channel, so the rare large field (the `Connected`
+/// event's key) is boxed rather than making each message event its size.
 #[derive(Debug)]
 #[non_exhaustive]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "peer_key is hail_crypto::PublicKey (about 200 bytes, a decompressed point); boxing it would change the agreed API"
-)]
 pub enum ServerEvent<T> {
     /// A client finished its handshake, proved itself (its identity, or its key
     /// confirmation on an `NNpsk0` link) and was admitted.
@@ -163,8 +163,11 @@ pub enum ServerEvent<T> {
         addr: SocketAddr,
         /// The client's identity key, proven in the handshake (`Some` exactly when the
         /// server's config has an [`identity`](crate::LinkConfigBuilder::identity); the same as
-        /// [`Connection::peer_key`](crate::Connection::peer_key)).
-        peer_key: Option<PublicKey>,
+        /// [`Connection::peer_key`](crate::Connection::peer_key)). Boxed: a
+        /// [`PublicKey`] is about 200 bytes (a decompressed point), and inline it made
+        /// every event, each message among them, that large (see [`ServerEvent`]'s size
+        /// note).
+        peer_key: Option<Box<PublicKey>>,
     },
     /// A client sent a message.
     Message {
@@ -201,13 +204,9 @@ pub enum ServerEvent<T> {
 /// Comms-style callbacks.
 pub type ServerEvents<T> = Events<ServerEvent<T>>;
 
-/// What happens on a client.
+/// What happens on a client; small like [`ServerEvent`].
 #[derive(Debug)]
 #[non_exhaustive]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "peer_key is hail_crypto::PublicKey (about 200 bytes, a decompressed point); boxing it would change the agreed API"
-)]
 pub enum ClientEvent<T> {
     /// Connected (first connection or a reconnection) to the server at `addr`.
     Connected {
@@ -216,7 +215,8 @@ pub enum ClientEvent<T> {
         /// The server's identity key, proven in this connection's handshake (`Some`
         /// exactly when the client's config has an [`identity`](crate::LinkConfigBuilder::identity)).
         /// A reconnection may reach another process at the same address: compare it.
-        peer_key: Option<PublicKey>,
+        /// Boxed, as in [`ServerEvent::Connected`], to keep every event small.
+        peer_key: Option<Box<PublicKey>>,
     },
     /// The connection ended. With reconnection on, the client keeps trying.
     Disconnected {
@@ -299,6 +299,24 @@ impl<T> Sink<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each message is moved as an event (written by the reader, moved through the
+    /// channel, out to the consumer): at 240 bytes that was a large share of the cost of
+    /// a 64-byte message.
+    #[test]
+    fn events_stay_small() {
+        use std::mem::size_of;
+        assert!(
+            size_of::<ServerEvent<bytes::Bytes>>() <= 56,
+            "{}",
+            size_of::<ServerEvent<bytes::Bytes>>()
+        );
+        assert!(
+            size_of::<ClientEvent<bytes::Bytes>>() <= 56,
+            "{}",
+            size_of::<ClientEvent<bytes::Bytes>>()
+        );
+    }
 
     #[tokio::test]
     async fn a_stream_of_your_own() {

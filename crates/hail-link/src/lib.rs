@@ -118,7 +118,7 @@
 //!     Connection::connect(server.local_addr(), link.identity(&ours).build()?, Binary).await?;
 //! assert_eq!(conn.peer_key(), Some(theirs.public()));
 //! if let Some(ServerEvent::Connected { peer_key, .. }) = events.recv().await {
-//!     assert_eq!(peer_key, Some(ours.public()));
+//!     assert_eq!(peer_key.as_deref(), Some(&ours.public()));
 //! }
 //! # Ok(())
 //! # }

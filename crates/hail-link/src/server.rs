@@ -440,7 +440,7 @@ where
         .send(ServerEvent::Connected {
             id,
             addr: peer,
-            peer_key,
+            peer_key: peer_key.map(Box::new),
         })
         .await
         .is_err()

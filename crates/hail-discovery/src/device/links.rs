@@ -135,41 +135,41 @@ impl Driver {
     /// messages wait for its share is held back by its own link, no one else. It joins the
     /// turn's run of its link's messages ([`Driver::flush_messages`]).
     fn message(&mut self, conn: LinkId, frame: Bytes) {
-        let same_run = self.run.as_ref().is_some_and(|r| r.link == conn);
-        // The join was reported as the hello was read.
-        let from = match lock(&self.shared.links).get(&conn) {
-            // Also on a link being closed: what the peer sent before it closed counts.
-            Some(l) if l.joined => l.peer_name.as_ref().map(|n| {
-                let hold = (!same_run).then(|| l.conn.hold());
-                (n.as_ref().to_owned(), l.peer, hold)
-            }),
-            Some(_) => {
-                debug!(%conn, "dropped a message from a link without a joined peer");
-                None
-            }
-            None => None,
-        };
-        let Some((from, from_id, hold)) = from else {
-            return;
-        };
-        let payload = frame.slice(1..);
-        let cost = message_cost(payload.len());
-        let e = DeviceEvent::Message {
-            from,
-            from_id,
-            payload,
-        };
-        if let Some(hold) = hold {
+        if self.run.as_ref().is_none_or(|r| r.link != conn) {
+            // A new run: the link's peer and a hold on its share, looked up once for the
+            // run (the join was reported as the hello was read).
+            let found = match lock(&self.shared.links).get(&conn) {
+                // Also on a link being closed: what the peer sent before it closed counts.
+                Some(l) if l.joined => l
+                    .peer_name
+                    .as_ref()
+                    .map(|n| ((n.as_ref().to_owned(), l.peer), l.conn.hold())),
+                Some(_) => {
+                    debug!(%conn, "dropped a message from a link without a joined peer");
+                    None
+                }
+                None => None,
+            };
+            let Some((from, hold)) = found else {
+                return;
+            };
             self.flush_messages();
             self.run = Some(Run {
                 link: conn,
                 events: Vec::with_capacity(RUN_CAPACITY),
                 hold,
+                from,
             });
         }
         let run = self.run.as_mut().expect("a run of this link's messages");
+        let payload = frame.slice(1..);
+        let cost = message_cost(payload.len());
         run.hold.set(run.hold.bytes() + cost);
-        run.events.push(e);
+        run.events.push(DeviceEvent::Message {
+            from: run.from.0.clone(),
+            from_id: run.from.1,
+            payload,
+        });
     }
 
     pub(super) fn closed(&mut self, conn: LinkId, reason: &LinkClose) {
