@@ -149,6 +149,15 @@ fn dual_stack() -> bool {
         && std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").is_ok_and(|v| v.trim() == "0")
 }
 
+/// Whether links listening on `listen` take both families: a `[::]` listener of the
+/// device's own choosing (`chosen`: not set by the user, not the in-memory network's) on a
+/// host whose `[::]` sockets take IPv4 too (`dual_stack`). Whatever the first group's
+/// family: a device that starts with IPv6 alone (its IPv4 address not there yet) and later
+/// joins the IPv4 group advertises its IPv4 addresses there.
+fn listens_dual(listen: SocketAddr, chosen: bool, dual_stack: bool) -> bool {
+    chosen && dual_stack && listen.is_ipv6() && listen.ip().is_unspecified()
+}
+
 impl Device {
     /// A builder for a device named `name`: 1 to 64 bytes of UTF-8 by the rule of
     /// [`NameError`](crate::NameError) (checked when the device starts), brought into
@@ -588,9 +597,11 @@ impl DeviceBuilder {
             (Some((_, _, ip)), None) => SocketAddr::new(*ip, 0),
             (None, None) => default_listen(group, self.listen_port),
         };
-        // A dual-stack listener of our own choosing: IPv4 on both ends of the group.
-        let dual =
-            self.listen.is_none() && self.memory.is_none() && group.is_ipv4() && listen.is_ipv6();
+        let dual = listens_dual(
+            listen,
+            self.listen.is_none() && self.memory.is_none(),
+            dual_stack(),
+        );
         // Its settings come from the device's own (the lease): an error here is the
         // identity's key pair failing to be made, or a lease too short to divide.
         let link = link.build().map_err(hail_link::LinkError::Config)?;
@@ -729,6 +740,22 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn a_listener_of_the_devices_choosing_on_a_dual_stack_host_takes_both_families() {
+        use std::net::SocketAddr;
+        // Judged by the listener, not by the first group: a device whose interfaces had
+        // IPv6 alone at start (the IPv6 group first, `[::]`) advertises its IPv4 addresses
+        // once the IPv4 group is joined.
+        let any: SocketAddr = "[::]:0".parse().unwrap();
+        assert!(super::listens_dual(any, true, true));
+        assert!(!super::listens_dual(any, true, false), "bindv6only: IPv6 alone");
+        assert!(!super::listens_dual(any, false, true), "set by the user");
+        let v4: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        assert!(!super::listens_dual(v4, true, true), "IPv4 alone");
+        let one: SocketAddr = "[::1]:0".parse().unwrap();
+        assert!(!super::listens_dual(one, true, true), "one address is one family");
     }
 
     #[test]
