@@ -690,7 +690,7 @@ pub(crate) async fn scout(common: &Common, args: ScoutArgs) -> anyhow::Result<()
             true
         }
         DeviceEvent::Message { from, .. } => {
-            if let Some((_, at)) = seen.get_mut(from) {
+            if let Some((_, at)) = seen.get_mut(&**from) {
                 *at = Instant::now();
             }
             false
