@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 import hail
-from conftest import BOUND, LOOPBACK, bounded, run_hail
+from conftest import BOUND, LOOPBACK, bounded, cancelling, run_hail, run_hooked
 
 
 def channel(group, **kw):
@@ -126,53 +126,14 @@ def _plain_sender(group):
     return s, lambda data: s.sendto(data, (host, int(port)))
 
 
-class _NoReaderLoop(asyncio.SelectorEventLoop):
-    """A loop that cannot watch a socket (`add_reader` raises, as Windows' proactor loop),
-    whose `call_soon_threadsafe` callbacks run through `hook` (on the loop's thread)."""
-
-    hook = None
-
-    def add_reader(self, *args):
-        raise NotImplementedError
-
-    def call_soon_threadsafe(self, callback, *args, **kw):
-        hook = self.hook
-        if hook is None:
-            return super().call_soon_threadsafe(callback, *args, **kw)
-        return super().call_soon_threadsafe(lambda: hook(lambda: callback(*args)), **kw)
-
-
 @pytest.mark.parametrize("when", ["before", "after"])
 @pytest.mark.parametrize("path", ["waker", "call_soon_threadsafe"])
 def test_a_recv_cancelled_after_its_datagram_arrived_hands_it_back(group, path, when):
-    from hail import _aio
-    from hail._hail import _LoopWaker
-
-    # The receive's result reaches the loop (through its waker, or through
-    # `call_soon_threadsafe` on a loop that cannot watch a socket); its task is cancelled
-    # right before the loop sets the result ("before": the wait's future is cancelled,
-    # the datagram has nowhere to go) or right after, before the task resumed ("after": a
-    # timeout firing in the same turn of the loop). Either way the datagram must come next.
+    # The receive's result reaches the loop and its task is cancelled right before the
+    # loop sets it, or right after (`cancelling`): the datagram must come next.
     victim = {}
 
-    def hook(settle):
-        task = victim.pop("task", None)
-        if task is not None and when == "before":
-            task.cancel()
-        settle()
-        if task is not None and when == "after":
-            got = task._fut_waiter  # the wait it awaits
-            assert got is not None and got.done(), "the wait's result was set"
-            task.cancel()
-
     async def main():
-        loop = asyncio.get_running_loop()
-        if path == "waker":
-            waker = _LoopWaker()
-            _aio._wakers[loop] = waker
-            loop.add_reader(waker.fileno(), hook, waker.drain)
-        else:
-            loop.hook = hook
         b = channel(group)
         sock, send = _plain_sender(group)
 
@@ -193,15 +154,5 @@ def test_a_recv_cancelled_after_its_datagram_arrived_hands_it_back(group, path, 
             assert (await b.recv(timeout=5))[0] == b"later"
         b.close()
         sock.close()
-        if path == "waker":
-            loop.remove_reader(waker.fileno())
-            del _aio._wakers[loop]
 
-    if path == "waker":
-        bounded(main())
-    else:
-        loop = _NoReaderLoop()
-        try:
-            loop.run_until_complete(asyncio.wait_for(main(), 10))
-        finally:
-            loop.close()
+    run_hooked(path, cancelling(victim, when), main)
