@@ -750,12 +750,18 @@ mod tests {
         // once the IPv4 group is joined.
         let any: SocketAddr = "[::]:0".parse().unwrap();
         assert!(super::listens_dual(any, true, true));
-        assert!(!super::listens_dual(any, true, false), "bindv6only: IPv6 alone");
+        assert!(
+            !super::listens_dual(any, true, false),
+            "bindv6only: IPv6 alone"
+        );
         assert!(!super::listens_dual(any, false, true), "set by the user");
         let v4: SocketAddr = "0.0.0.0:0".parse().unwrap();
         assert!(!super::listens_dual(v4, true, true), "IPv4 alone");
         let one: SocketAddr = "[::1]:0".parse().unwrap();
-        assert!(!super::listens_dual(one, true, true), "one address is one family");
+        assert!(
+            !super::listens_dual(one, true, true),
+            "one address is one family"
+        );
     }
 
     #[test]
