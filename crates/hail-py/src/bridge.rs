@@ -11,8 +11,9 @@
 //! of completions costs one wake-up of the loop.
 //!
 //! A loop that cannot watch a socket (`add_reader` raises, as Windows' proactor loop does)
-//! gets `future_into_py` instead, and the jobs of [`LoopQueue::run`] go to it through
-//! `call_soon_threadsafe`. Cancelling the awaitable aborts the task (every hail
+//! gets its outputs, and the jobs of [`LoopQueue::run`], through `call_soon_threadsafe`
+//! instead (which takes the GIL on the runtime's thread); what becomes of an output is the
+//! same either way (an undelivered one is handed back, see [`awaitable_giving_back`]). Cancelling the awaitable aborts the task (every hail
 //! future is cancel-safe); a task that ends without an output (a panic) fails its
 //! awaitable with `RuntimeError` rather than leaving it waiting.
 
@@ -224,7 +225,7 @@ fn settle(py: Python<'_>, mut d: Done) {
 /// panicked, or was aborted because the awaitable was cancelled), with `RuntimeError`
 /// (which a cancelled awaitable ignores), so an awaitable never waits for nothing.
 struct Completer {
-    queue: Arc<Queue>,
+    queue: LoopQueue,
     /// `None` once completed.
     fut: Option<Py<PyAny>>,
 }
@@ -232,10 +233,10 @@ struct Completer {
 impl Completer {
     fn complete(mut self, output: Box<dyn Output>) {
         if let Some(fut) = self.fut.take() {
-            self.queue.push(Item::Done(Done {
+            self.queue.settle(Done {
                 fut,
                 output: Some(output),
-            }));
+            });
         }
     }
 }
@@ -243,10 +244,10 @@ impl Completer {
 impl Drop for Completer {
     fn drop(&mut self) {
         if let Some(fut) = self.fut.take() {
-            self.queue.push(Item::Done(Done {
+            self.queue.settle(Done {
                 fut,
                 output: Some(Box::new(Panicked)),
-            }));
+            });
         }
     }
 }
@@ -295,10 +296,26 @@ impl LoopQueue {
     /// The running loop's queue; `None` without a running loop.
     pub(crate) fn running(py: Python<'_>) -> Option<Self> {
         let event_loop = pyo3_async_runtimes::get_running_loop(py).ok()?;
-        Some(Self(match waker(py, &event_loop) {
+        Some(Self::of(py, event_loop))
+    }
+
+    /// `event_loop`'s queue.
+    fn of(py: Python<'_>, event_loop: Bound<'_, PyAny>) -> Self {
+        Self(match waker(py, &event_loop) {
             Some(queue) => Route::Queue(queue),
             None => Route::CallSoon(Arc::new(event_loop.unbind())),
-        }))
+        })
+    }
+
+    /// Settles `d` on the loop's thread at its next turn ([`settle`]); dropped unsettled
+    /// (its output undelivered, so handed back) when the loop is gone, as [`run`]'s jobs.
+    ///
+    /// [`run`]: Self::run
+    fn settle(&self, d: Done) {
+        match &self.0 {
+            Route::Queue(q) => q.push(Item::Done(d)),
+            Route::CallSoon(_) => self.run(move |py| settle(py, d)),
+        }
     }
 
     /// Runs `job` on the loop's thread, with the GIL, at its next turn. A job still queued
@@ -403,8 +420,8 @@ where
 /// cancelled goes to `give_back` (on the loop's thread) rather than being dropped: for a
 /// future that took something (an event) that must not be lost. Cancelling aborts the
 /// task, but only once the loop runs the awaitable's done callbacks: until then it may
-/// still finish. (Where the loop cannot watch a socket, through `future_into_py`, such an
-/// output is dropped.)
+/// still finish. So too where the loop cannot watch a socket (outputs go through
+/// `call_soon_threadsafe`).
 pub(crate) fn awaitable_giving_back<'py, T, F, C, G>(
     py: Python<'py>,
     fut: F,
@@ -418,16 +435,9 @@ where
     G: FnOnce(T) + Send + 'static,
 {
     let event_loop = pyo3_async_runtimes::get_running_loop(py)?;
-    let Some(queue) = waker(py, &event_loop) else {
-        return pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let out = fut.await;
-            shutdown::attach(|py| convert(py, out))
-                .unwrap_or_else(|| Err(PyRuntimeError::new_err("the interpreter is exiting")))
-        });
-    };
     let py_fut = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
     let completer = Completer {
-        queue,
+        queue: LoopQueue::of(py, event_loop),
         fut: Some(py_fut.clone().unbind()),
     };
     let task = runtime().spawn(async move {

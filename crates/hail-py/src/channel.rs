@@ -1,17 +1,19 @@
 //! `hail.Channel`: the multicast channel of [`hail_multicast`] on its own (multisock's job):
 //! datagrams to and from a group, sealed with a key from a passphrase when one is given.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use hail_crypto::GroupKey;
-use hail_multicast::{Channel, ChannelConfig, MulticastError, Receiver, Stats};
+use hail_multicast::{Channel, ChannelConfig, Datagram, MulticastError, Receiver, Stats};
 use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyString};
 use tokio::sync::{Mutex, watch};
 
-use crate::bridge::{awaitable, awaitable_result, ready};
+use crate::bridge::{awaitable_giving_back, awaitable_result, ready};
 use crate::device::seconds;
 use crate::errors::{self, ConfigError, NetworkError, TooLarge};
 use crate::runtime::runtime;
@@ -55,6 +57,8 @@ pub(crate) struct PyChannel {
     tx: std::sync::Mutex<Option<Channel>>,
     /// `true` once closed: a waiting `recv` ends with `Closed`.
     closed: watch::Sender<bool>,
+    /// Datagrams a cancelled `recv` took: the next `recv` gets them first.
+    returned: Arc<Returned>,
     group: String,
     max_payload: usize,
 }
@@ -67,6 +71,75 @@ impl std::fmt::Debug for PyChannel {
     }
 }
 
+/// Datagrams a `recv` took from the channel but could not hand over, its awaitable
+/// cancelled first (cancelling aborts the receive's task only once the loop runs the
+/// awaitable's done callbacks: until then the task may still take a datagram), or its
+/// result set but its task cancelled before it resumed (a timeout in the same turn of the
+/// loop). They are handed over before the channel's, in order, so cancelling a `recv`
+/// loses no datagram.
+#[derive(Debug, Default)]
+struct Returned {
+    /// Datagrams as they came from the channel (the awaitable was cancelled first).
+    datagrams: std::sync::Mutex<VecDeque<Datagram>>,
+    /// Wakes a receive that waits on the channel when datagrams come back.
+    back: tokio::sync::Notify,
+    /// Datagrams already made `(data, sender)` and set on a receive's future, handed back
+    /// by `hail._aio` (`Channel._give_back`): they come first.
+    objects: std::sync::Mutex<VecDeque<Py<PyAny>>>,
+}
+
+impl Returned {
+    fn lock_datagrams(&self) -> std::sync::MutexGuard<'_, VecDeque<Datagram>> {
+        self.datagrams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pop(&self) -> Option<Datagram> {
+        self.lock_datagrams().pop_front()
+    }
+
+    fn lock_objects(&self) -> std::sync::MutexGuard<'_, VecDeque<Py<PyAny>>> {
+        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pop_object(&self) -> Option<Py<PyAny>> {
+        self.lock_objects().pop_front()
+    }
+
+    /// Drops every datagram handed back (the channel is closed: none is received after).
+    fn clear(&self) {
+        drop(std::mem::take(&mut *self.lock_datagrams()));
+        drop(std::mem::take(&mut *self.lock_objects()));
+    }
+
+    /// Hands `d` back, after those already back.
+    fn give_back(&self, d: Datagram) {
+        self.lock_datagrams().push_back(d);
+        self.back.notify_waiters();
+    }
+
+    /// The next datagram: one handed back, else the channel's.
+    async fn next(&self, chan: &mut Receiver) -> Result<Datagram, MulticastError> {
+        loop {
+            let back = self.back.notified();
+            let mut back = std::pin::pin!(back);
+            back.as_mut().enable(); // before the look, so a give_back after it wakes us
+            if let Some(d) = self.pop() {
+                return Ok(d);
+            }
+            tokio::select! {
+                biased;
+                () = back => {}
+                d = chan.recv() => return d,
+            }
+        }
+    }
+}
+
+/// A datagram as Python's `(data, sender)`.
+fn datagram_to_py(py: Python<'_>, d: &Datagram) -> PyResult<Py<PyAny>> {
+    (PyBytes::new(py, &d.payload), d.from.to_string()).into_py_any(py)
+}
+
 impl PyChannel {
     fn sender(&self) -> PyResult<Channel> {
         self.tx
@@ -74,6 +147,21 @@ impl PyChannel {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or_else(|| errors::Closed::new_err("the channel is closed"))
+    }
+
+    /// The next datagram handed back (a Python object first), unless the channel is
+    /// closed (then `recv` raises `Closed`).
+    fn take_returned(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        if *self.closed.borrow() {
+            return Ok(None);
+        }
+        if let Some(o) = self.returned.pop_object() {
+            return Ok(Some(o));
+        }
+        self.returned
+            .pop()
+            .map(|d| datagram_to_py(py, &d))
+            .transpose()
     }
 }
 
@@ -109,6 +197,7 @@ impl PyChannel {
             max_payload: chan.max_payload(),
             tx: std::sync::Mutex::new(Some(chan)),
             closed: watch::Sender::new(false),
+            returned: Arc::default(),
             rx: Arc::new(Mutex::new(Some(rx))),
         })
     }
@@ -139,22 +228,50 @@ impl PyChannel {
     /// `"ip:port"`; datagrams that are dropped (sealed channels: wrong key, tampered,
     /// replayed) are skipped and counted. Raises `Timeout` after `timeout` seconds (None:
     /// waits), `Closed` once closed (a waiting `recv` too). One receiver at a time: others
-    /// wait their turn.
+    /// wait their turn. Cancelling a `recv` loses no datagram: one it had taken comes
+    /// next. When it waits, a coroutine (`hail._aio.next_datagram`) that starts the
+    /// receive when awaited.
     #[pyo3(signature = (timeout=None))]
-    fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+    fn recv<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        timeout.map(seconds).transpose()?; // a bad timeout raises at the call, not the await
+        if let Some(d) = slf.get().take_returned(py)? {
+            return ready(py, d);
+        }
+        static NEXT_DATAGRAM: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        NEXT_DATAGRAM
+            .get_or_try_init(py, || {
+                py.import("hail._aio")?
+                    .getattr("next_datagram")
+                    .map(Bound::unbind)
+            })?
+            .bind(py)
+            .call1((slf, timeout))
+    }
+
+    /// Internal (`hail._aio`): the next datagram's future: completed at once when one was
+    /// handed back, else on hail's runtime (cancelling it hands back a datagram its task
+    /// took).
+    #[pyo3(signature = (timeout=None))]
+    fn _recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let timeout = timeout.map(seconds).transpose()?;
+        if let Some(d) = self.take_returned(py)? {
+            return ready(py, d);
+        }
         let rx = self.rx.clone();
         let mut closed = self.closed.subscribe();
-        let timeout = timeout.map(seconds).transpose()?;
+        let returned = self.returned.clone();
+        let back = returned.clone();
         let received = async move {
             let closed_err = || errors::Closed::new_err("the channel is closed");
             let next = async {
                 let mut guard = rx.lock().await;
                 let chan = guard.as_mut().ok_or_else(closed_err)?;
                 match timeout {
-                    Some(t) => tokio::time::timeout(t, chan.recv())
+                    Some(t) => tokio::time::timeout(t, returned.next(chan))
                         .await
                         .map_err(|_| errors::Timeout::new_err("no datagram within the timeout"))?,
-                    None => chan.recv().await,
+                    None => returned.next(chan).await,
                 }
                 .map_err(|e| multicast_error(&e))
             };
@@ -163,10 +280,18 @@ impl PyChannel {
                 _ = closed.wait_for(|c| *c) => Err(closed_err()),
             }
         };
-        awaitable(py, received, |py, d| {
-            let d = d?;
-            (PyBytes::new(py, &d.payload), d.from.to_string()).into_py_any(py)
+        let convert = |py: Python<'_>, d: PyResult<Datagram>| datagram_to_py(py, &d?);
+        awaitable_giving_back(py, received, convert, move |d| {
+            if let Ok(d) = d {
+                back.give_back(d);
+            }
         })
+    }
+
+    /// Internal (`hail._aio`): hands back `item`, a datagram `(data, sender)` whose
+    /// receive's task was cancelled after it was set: it comes next.
+    fn _give_back(&self, item: Py<PyAny>) {
+        self.returned.lock_objects().push_back(item);
     }
 
     /// `dropped_malformed`, `dropped_wrong_key`, `dropped_replayed`, `dropped_too_old`, and
@@ -187,6 +312,7 @@ impl PyChannel {
     fn close(&self) {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.closed.send_replace(true);
+        self.returned.clear();
         if let Ok(mut g) = self.rx.try_lock() {
             g.take();
         } else {

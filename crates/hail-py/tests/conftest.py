@@ -44,6 +44,74 @@ def bounded(coro, timeout: float = BOUND):
     return asyncio.run(main())
 
 
+class _HookedNoReaderLoop(asyncio.SelectorEventLoop):
+    """A loop that cannot watch a socket (`add_reader` raises, as Windows' proactor loop),
+    so hail's awaitables complete through `call_soon_threadsafe`, whose callbacks run
+    through `hook(callback)` (on the loop's thread) while `hook` is set."""
+
+    hook = None
+
+    def add_reader(self, *args):
+        raise NotImplementedError
+
+    def call_soon_threadsafe(self, callback, *args, **kw):
+        hook = self.hook
+        if hook is None:
+            return super().call_soon_threadsafe(callback, *args, **kw)
+        return super().call_soon_threadsafe(lambda: hook(lambda: callback(*args)), **kw)
+
+
+def cancelling(victim, when):
+    """A hook for `run_hooked`: with a task in `victim["task"]` (taken, once), it cancels
+    the task right before the loop sets the results that came ("before": the wait's future
+    is cancelled first, its result has nowhere to go) or right after, before the task
+    resumed ("after", as a timeout firing in the same turn of the loop; the result of the
+    wait it awaited goes to `victim["got"]`)."""
+
+    def hook(settle):
+        task = victim.pop("task", None)
+        if task is not None and when == "before":
+            task.cancel()
+        settle()
+        if task is not None and when == "after":
+            got = task._fut_waiter  # the wait it awaits
+            assert got is not None and got.done(), "the wait's result was set"
+            victim["got"] = got.result()
+            task.cancel()
+
+    return hook
+
+
+def run_hooked(path, hook, main):
+    """Runs `main()` (bounded) on a loop where the results of hail's awaitables are set
+    through `hook(settle)`: through a waker of the test's own ("waker", hail's bridge
+    where a loop watches a socket) or through `call_soon_threadsafe` on a loop that
+    cannot watch one ("call_soon_threadsafe")."""
+    from hail import _aio
+    from hail._hail import _LoopWaker
+
+    if path == "waker":
+
+        async def watched():
+            loop = asyncio.get_running_loop()
+            waker = _LoopWaker()
+            _aio._wakers[loop] = waker
+            loop.add_reader(waker.fileno(), hook, waker.drain)
+            try:
+                return await main()
+            finally:
+                loop.remove_reader(waker.fileno())
+                del _aio._wakers[loop]
+
+        return bounded(watched())
+    loop = _HookedNoReaderLoop()
+    loop.hook = hook
+    try:
+        return loop.run_until_complete(asyncio.wait_for(main(), BOUND))
+    finally:
+        loop.close()
+
+
 async def joined(device, *names, timeout: float = BOUND):
     """Waits (bounded) until every name in `names` is a joined peer of `device`."""
 

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 import hail
-from conftest import BOUND, LOOPBACK, bounded, run_hail
+from conftest import BOUND, LOOPBACK, bounded, cancelling, run_hail, run_hooked
 
 
 def channel(group, **kw):
@@ -111,3 +111,48 @@ def test_a_python_channel_talks_to_hail_mcast(group, hail_process):
         py.close()
 
     bounded(main(), timeout=30)
+
+
+def _plain_sender(group):
+    """Sends datagrams to `group` from a plain UDP socket on loopback (TTL 1): no hail
+    awaitable, so the only completion a test's loop sees is the receive's."""
+    import socket
+
+    host, port = group.rsplit(":", 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(LOOPBACK))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+    return s, lambda data: s.sendto(data, (host, int(port)))
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("path", ["waker", "call_soon_threadsafe"])
+def test_a_recv_cancelled_after_its_datagram_arrived_hands_it_back(group, path, when):
+    # The receive's result reaches the loop and its task is cancelled right before the
+    # loop sets it, or right after (`cancelling`): the datagram must come next.
+    victim = {}
+
+    async def main():
+        b = channel(group)
+        sock, send = _plain_sender(group)
+
+        async def receiving():
+            return await b.recv()
+
+        for _ in range(3):
+            task = asyncio.ensure_future(receiving())
+            await asyncio.sleep(0)  # the receive waits on hail's runtime
+            victim["task"] = task
+            send(b"after")
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert "task" not in victim, "the hook ran"
+            # Something after it, so that a lost datagram shows as the wrong one.
+            send(b"later")
+            assert (await b.recv(timeout=5))[0] == b"after"
+            assert (await b.recv(timeout=5))[0] == b"later"
+        b.close()
+        sock.close()
+
+    run_hooked(path, cancelling(victim, when), main)

@@ -7,6 +7,7 @@ dev.events()` runs: an event already waiting is handed over with no trip to the 
 `next_event` and `next_batch` are what `Events.__anext__` and `Events.batch` return when
 they wait: a wait whose task is cancelled after its event was set but before the task
 resumed (a timeout firing in the same turn of the loop) hands the event back.
+`next_datagram` is `Channel.recv`'s, the same way.
 """
 
 import asyncio
@@ -34,11 +35,12 @@ def waker(loop: Any) -> _LoopWaker:
     return w
 
 
-def _hand_back(events: Any, wait: Any) -> None:
-    """`wait`'s result back to `events`, if it has one: its awaiting task was cancelled
-    (the future itself was not: it was done first), so nobody else will take it."""
+def _hand_back(owner: Any, wait: Any) -> None:
+    """`wait`'s result back to `owner` (a `hail.Events` or `hail.Channel`), if it has one:
+    its awaiting task was cancelled (the future itself was not: it was done first), so
+    nobody else will take it."""
     if wait.done() and not wait.cancelled() and wait.exception() is None:
-        events._give_back(wait.result())
+        owner._give_back(wait.result())
 
 
 async def next_event(events: Any) -> Any:
@@ -59,6 +61,17 @@ async def next_batch(events: Any, max: int) -> Any:
         return await wait
     except asyncio.CancelledError:
         _hand_back(events, wait)
+        raise
+
+
+async def next_datagram(channel: Any, timeout: Any) -> Any:
+    """The next datagram of `channel` (`Channel.recv` when none was handed back), as
+    `next_event`."""
+    wait = channel._recv(timeout)
+    try:
+        return await wait
+    except asyncio.CancelledError:
+        _hand_back(channel, wait)
         raise
 
 

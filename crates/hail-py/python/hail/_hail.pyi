@@ -323,7 +323,10 @@ class Channel:
     def send(self, data: bytes) -> Awaitable[None]:
         """Sends ``data`` to the group; ``TooLarge`` past ``max_payload``."""
     def recv(self, timeout: Optional[float] = None) -> Awaitable[Tuple[bytes, str]]:
-        """The next datagram as ``(data, "ip:port")``; ``Timeout``, ``Closed``."""
+        """The next datagram as ``(data, "ip:port")``; ``Timeout``, ``Closed``. A
+        cancelled ``recv`` loses no datagram: one it had taken comes next."""
+    def _recv(self, timeout: Optional[float] = None) -> Awaitable[Tuple[bytes, str]]: ...
+    def _give_back(self, item: Tuple[bytes, str]) -> None: ...
     def stats(self) -> Dict[str, int]:
         """The counters: sent, delivered, dropped by reason."""
     def close(self) -> None:
