@@ -57,7 +57,9 @@ async fn next_message(events: &mut DeviceEvents) -> anyhow::Result<(String, Byte
             .await
             .context("no message in time")?
         {
-            Some(DeviceEvent::Message { from, payload, .. }) => return Ok((from, payload)),
+            Some(DeviceEvent::Message { from, payload, .. }) => {
+                return Ok((from.to_string(), payload));
+            }
             Some(_) => {}
             None => bail!("the device stopped"),
         }
@@ -129,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .context("garden stopped")?;
     ensure!(
-        from == "kitchen" && msg == "water the roses",
+        &*from == "kitchen" && msg == "water the roses",
         "garden got {from}: {msg:?}"
     );
 

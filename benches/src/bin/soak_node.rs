@@ -419,11 +419,11 @@ async fn run(args: Args, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> 
                 DeviceEvent::Message { from, payload, .. } => match parse_payload(&payload) {
                     Some((inc, seq)) => {
                         bump(&rc.msgs_recv);
-                        emit(&json!({"t": "recv", "from": from, "inc": inc, "seq": seq}));
+                        emit(&json!({"t": "recv", "from": &*from, "inc": inc, "seq": seq}));
                     }
                     None => {
                         bump(&rc.msgs_bad);
-                        emit(&json!({"t": "bad", "from": from, "len": payload.len()}));
+                        emit(&json!({"t": "bad", "from": &*from, "len": payload.len()}));
                     }
                 },
                 DeviceEvent::PeerJoined(_) => bump(&rc.joined),

@@ -267,7 +267,7 @@ pub(crate) async fn listen(common: &Common, args: ListenArgs) -> anyhow::Result<
                 if json {
                     Box::new(
                         json!({
-                            "event": "question", "from": from,
+                            "event": "question", "from": &*from,
                             "question": payload_json(&question),
                         })
                         .to_string(),
@@ -490,7 +490,7 @@ fn event_line(event: DeviceEvent, json: bool) -> Option<Line> {
         DeviceEvent::Message { from, payload, .. } => {
             if json {
                 json!({
-                    "event": "message", "from": from, "message": payload_json(payload),
+                    "event": "message", "from": &**from, "message": payload_json(payload),
                 })
                 .to_string()
             } else {
@@ -690,7 +690,7 @@ pub(crate) async fn scout(common: &Common, args: ScoutArgs) -> anyhow::Result<()
             true
         }
         DeviceEvent::Message { from, .. } => {
-            if let Some((_, at)) = seen.get_mut(from) {
+            if let Some((_, at)) = seen.get_mut(&**from) {
                 *at = Instant::now();
             }
             false

@@ -33,7 +33,7 @@ enum Job {
     Event(DeviceEvent),
     /// A question for `fa`, and where its answer goes.
     Question {
-        from: String,
+        from: Arc<str>,
         question: Bytes,
         answer: oneshot::Sender<Result<Bytes, String>>,
     },
@@ -426,7 +426,7 @@ fn run_job(py: Python<'_>, job: Job, cb: &Callbacks) {
             let text = String::from_utf8_lossy(&question).into_owned();
             let r = match &cb.fa {
                 None => Ok(Bytes::new()), // pythonConnect's default answer: ""
-                Some(fa) => match fa.call1(py, (text, &from)) {
+                Some(fa) => match fa.call1(py, (text, &*from)) {
                     Ok(a) => match a.bind(py).str() {
                         Ok(s) => Ok(Bytes::copy_from_slice(s.to_string().as_bytes())),
                         Err(e) => Err(describe(&e)),
@@ -443,7 +443,7 @@ fn run_job(py: Python<'_>, job: Job, cb: &Callbacks) {
         Job::Event(DeviceEvent::Message { from, payload, .. }) => {
             if let Some(fr) = &cb.fr {
                 let text = String::from_utf8_lossy(&payload).into_owned();
-                if let Err(e) = fr.call1(py, (text, from)) {
+                if let Err(e) = fr.call1(py, (text, &*from)) {
                     report(py, cb, e.into_value(py).into_any());
                 }
             }

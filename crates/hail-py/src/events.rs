@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use hail_discovery::{DeviceEvent, DeviceId, LeaveReason, PeerInfo, RunError};
 use pyo3::prelude::*;
@@ -264,14 +264,14 @@ pub(crate) struct Senders(Mutex<HashMap<DeviceId, Sender>>);
 /// A sender's name, and its name and hex id as Python strings.
 #[derive(Debug)]
 struct Sender {
-    name: String,
+    name: Arc<str>,
     py_name: Py<PyString>,
     py_id: Py<PyString>,
 }
 
 impl Senders {
     /// The sender's name and id as Python strings.
-    fn get(&self, py: Python<'_>, from: String, id: DeviceId) -> (Py<PyString>, Py<PyString>) {
+    fn get(&self, py: Python<'_>, from: Arc<str>, id: DeviceId) -> (Py<PyString>, Py<PyString>) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = map.get(&id)
             && s.name == from

@@ -49,7 +49,7 @@
 //! switch.send("lamp", "hello".into()).await;
 //! loop {
 //!     if let Some(DeviceEvent::Message { from, payload, .. }) = lamp_events.recv().await {
-//!         assert_eq!((from.as_str(), &payload[..]), ("switch", &b"hello"[..]));
+//!         assert_eq!((&*from, &payload[..]), ("switch", &b"hello"[..]));
 //!         break;
 //!     }
 //! }

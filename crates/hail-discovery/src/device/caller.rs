@@ -48,3 +48,9 @@ pub fn caller(peer: &RpcPeer) -> Option<Caller> {
         name: p.name.get()?.as_ref().to_owned(),
     })
 }
+
+/// The name of the caller behind `peer` ([`caller`]'s), shared, not copied: `None` as for
+/// [`caller`].
+pub(super) fn caller_name(peer: &RpcPeer) -> Option<Arc<str>> {
+    peer.context::<LinkPeer>()?.name.get().cloned()
+}

@@ -74,7 +74,7 @@ pub(super) struct Run {
     /// The link's peer, looked up once per run rather than per message: its name and id
     /// do not change while the run lasts (a link's name is set once, at its hello, and
     /// every discovery frame, close or dial result ends the run first).
-    pub(super) from: (String, crate::DeviceId),
+    pub(super) from: (Arc<str>, crate::DeviceId),
 }
 
 /// What the dials tell the driver.

@@ -50,8 +50,9 @@ pub enum DeviceEvent {
     },
     /// A message from a peer ([`Device::send`](crate::Device::send) on its side).
     Message {
-        /// The sender's name (the one it joined with).
-        from: String,
+        /// The sender's name (the one it joined with), shared by every message from its
+        /// link: a clone is a count, not a copy of the name.
+        from: Arc<str>,
         /// The sender's id: the key its link proved (never a field of the message).
         from_id: DeviceId,
         /// The message.
@@ -97,10 +98,11 @@ pub struct DeviceEvents {
 
 /// The least a message waiting in the event stream counts in the device's memory budget
 /// (and on its link's share): 256 bytes, or its payload's length if that is more. About
-/// what a queued message costs beside its payload (the event, the sender's name, the
-/// budget's hold), so a flood of tiny messages is bounded like one of large ones: one
-/// peer's share of the default budget (16 MiB and a record: a frame of the largest size
-/// and a read) is at most 65,792 messages waiting.
+/// what a queued message costs beside its payload (the event, its share of the run's
+/// budget hold; the sender's name is one shared by its link's messages), so a flood of
+/// tiny messages is bounded like one of large ones: one peer's share of the default
+/// budget (16 MiB and a record: a frame of the largest size and a read) is at most 65,792
+/// messages waiting.
 pub const MESSAGE_COST: usize = 256;
 
 /// A run's messages handed out go back to the budget once they cost this much (64 KiB),
@@ -270,7 +272,7 @@ impl DeviceEvents {
     }
 }
 
-type MessageFn = Box<dyn FnMut(String, Bytes) + Send>;
+type MessageFn = Box<dyn FnMut(Arc<str>, Bytes) + Send>;
 type PeersFn = Box<dyn FnMut(Vec<PeerInfo>) + Send>;
 type JoinedFn = Box<dyn FnMut(PeerInfo) + Send>;
 type LeftFn = Box<dyn FnMut(PeerInfo, LeaveReason) + Send>;
@@ -303,7 +305,7 @@ impl std::fmt::Debug for DeviceCallbacks {
 
 impl DeviceCallbacks {
     /// Called with the sender's name and each message.
-    pub fn on_message(mut self, f: impl FnMut(String, Bytes) + Send + 'static) -> Self {
+    pub fn on_message(mut self, f: impl FnMut(Arc<str>, Bytes) + Send + 'static) -> Self {
         self.on_message = Some(Box::new(f));
         self
     }

@@ -213,11 +213,12 @@ impl Device {
         &self.shared.handlers
     }
 
-    /// Sets the handler for [`ask`](Self::ask) from peers: it gets the asker's name and the
-    /// question. Once per device.
+    /// Sets the handler for [`ask`](Self::ask) from peers: it gets the asker's name (shared
+    /// by every question from its link, not copied per question) and the question. Once per
+    /// device.
     pub fn on_question<F, Fut>(&self, handler: F) -> Result<(), DeviceError>
     where
-        F: Fn(String, Bytes) -> Fut + Send + Sync + 'static,
+        F: Fn(Arc<str>, Bytes) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<Bytes, String>> + Send + 'static,
     {
         let f: Arc<QuestionFn> = Arc::new(move |from, q| Box::pin(handler(from, q)));

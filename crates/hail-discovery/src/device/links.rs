@@ -143,7 +143,7 @@ impl Driver {
                 Some(l) if l.joined => l
                     .peer_name
                     .as_ref()
-                    .map(|n| ((n.as_ref().to_owned(), l.peer), l.conn.hold())),
+                    .map(|n| ((Arc::clone(n), l.peer), l.conn.hold())),
                 Some(_) => {
                     debug!(%conn, "dropped a message from a link without a joined peer");
                     None
@@ -166,7 +166,7 @@ impl Driver {
         let cost = message_cost(payload.len());
         run.hold.set(run.hold.bytes() + cost);
         run.events.push(DeviceEvent::Message {
-            from: run.from.0.clone(),
+            from: Arc::clone(&run.from.0),
             from_id: run.from.1,
             payload,
         });

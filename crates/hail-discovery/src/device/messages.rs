@@ -208,7 +208,7 @@ pub(super) fn bind_builtin(shared: &Arc<Shared>) {
         .handlers
         .bind_with(ASK_METHOD, move |peer: RpcPeer, q: Vec<u8>| {
             let handler = weak.upgrade().and_then(|s| s.question.get().cloned());
-            let from = super::caller::caller(&peer);
+            let from = super::caller::caller_name(&peer);
             async move {
                 let Some(h) = handler else {
                     return Err("no question handler".to_string());
@@ -216,7 +216,7 @@ pub(super) fn bind_builtin(shared: &Arc<Shared>) {
                 let Some(from) = from else {
                     return Err("a question from a peer that has not joined".to_string());
                 };
-                h(from.name, Bytes::from(q)).await.map(|b| b.to_vec())
+                h(from, Bytes::from(q)).await.map(|b| b.to_vec())
             }
         });
 }

@@ -20,7 +20,7 @@ use crate::id::LinkId;
 use crate::peer_table::PeerTable;
 
 pub(super) type QuestionFn =
-    dyn Fn(String, Bytes) -> BoxFuture<'static, Result<Bytes, String>> + Send + Sync;
+    dyn Fn(Arc<str>, Bytes) -> BoxFuture<'static, Result<Bytes, String>> + Send + Sync;
 
 /// One link to a peer, as the driver keeps it.
 pub(super) struct LinkEntry {

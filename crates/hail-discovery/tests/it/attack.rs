@@ -26,7 +26,9 @@ async fn next_message(events: &mut DeviceEvents) -> (String, Bytes) {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match events.recv().await {
-                Some(DeviceEvent::Message { from, payload, .. }) => break (from, payload),
+                Some(DeviceEvent::Message { from, payload, .. }) => {
+                    break (from.to_string(), payload);
+                }
                 Some(_) => {}
                 None => panic!("event stream ended"),
             }
@@ -135,7 +137,7 @@ async fn no_message_from_a_peer_before_its_join() {
                 Some(DeviceEvent::PeerJoined(info)) => seen.push(format!("joined {}", info.name)),
                 Some(DeviceEvent::Message { from, payload, .. }) => {
                     seen.push(format!("{from}: {}", String::from_utf8_lossy(&payload)));
-                    if from == "n" {
+                    if &*from == "n" {
                         break;
                     }
                 }
@@ -243,7 +245,9 @@ async fn raw_link_messages_before_the_hello_are_dropped() {
                 Some(DeviceEvent::PeerJoined(p)) => {
                     joined_first |= seen.is_empty() && p.name == "raw"
                 }
-                Some(DeviceEvent::Message { from, payload, .. }) => seen.push((from, payload)),
+                Some(DeviceEvent::Message { from, payload, .. }) => {
+                    seen.push((from.to_string(), payload))
+                }
                 Some(_) => {}
                 None => break,
             }

@@ -38,7 +38,7 @@ async fn seen_of(events: &mut DeviceEvents, sender: &str) -> Vec<String> {
         while let Some(e) = events.recv().await {
             match e {
                 DeviceEvent::PeerJoined(p) if p.name == sender => seen.push("joined".into()),
-                DeviceEvent::Message { from, payload, .. } if from == sender => {
+                DeviceEvent::Message { from, payload, .. } if &*from == sender => {
                     seen.push(format!("message {}", String::from_utf8_lossy(&payload)));
                 }
                 DeviceEvent::PeerLeft { peer, reason } if peer.name == sender => {
@@ -299,7 +299,7 @@ async fn messages_wait_for_no_rpc_handler_and_keep_their_order() {
             if let DeviceEvent::Message { from, payload, .. } =
                 events.recv().await.expect("running")
             {
-                assert_eq!(from, "switch");
+                assert_eq!(&*from, "switch");
                 assert_eq!(payload, next.to_string(), "in order");
                 next += 1;
             }
@@ -381,7 +381,10 @@ async fn next_message(events: &mut DeviceEvents) -> (String, String) {
             if let DeviceEvent::Message { from, payload, .. } =
                 events.recv().await.expect("running")
             {
-                return (from, String::from_utf8_lossy(&payload).into_owned());
+                return (
+                    from.to_string(),
+                    String::from_utf8_lossy(&payload).into_owned(),
+                );
             }
         }
     })

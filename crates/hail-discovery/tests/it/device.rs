@@ -41,7 +41,7 @@ async fn next_message(events: &mut DeviceEvents) -> (String, Bytes) {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             if let Some(DeviceEvent::Message { from, payload, .. }) = events.recv().await {
-                return (from, payload);
+                return (from.to_string(), payload);
             }
         }
     })
@@ -121,7 +121,7 @@ async fn three_devices_find_each_other_send_and_ask() {
 
     // Ask: c answers, b has no handler, an empty answer is an answer.
     c.on_question(|from, q| async move {
-        assert_eq!(from, "a");
+        assert_eq!(&*from, "a");
         if q.is_empty() {
             Ok(Bytes::new())
         } else {

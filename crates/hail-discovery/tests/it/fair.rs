@@ -66,7 +66,7 @@ async fn read_all(ve: &mut DeviceEvents, f_count: u32, h_count: u32) {
             match ve.recv().await.expect("running") {
                 DeviceEvent::Message { from, payload, .. } => {
                     let n = u32::from_be_bytes(payload[..4].try_into().unwrap());
-                    let next = if from == "f" {
+                    let next = if &*from == "f" {
                         &mut f_next
                     } else {
                         &mut h_next

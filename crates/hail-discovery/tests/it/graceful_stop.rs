@@ -56,7 +56,7 @@ async fn every_message_sent_ok_to_a_stopping_device_is_delivered() {
             let mut dropped = 0u64;
             let mut first = Some(first_tx);
             let mut take = |e: DeviceEvent, got: &mut Vec<u32>, dropped: &mut u64| match e {
-                DeviceEvent::Message { from, payload, .. } if from == "sender" => {
+                DeviceEvent::Message { from, payload, .. } if &*from == "sender" => {
                     let n = u32::from_be_bytes(payload[..4].try_into().expect("4 bytes"));
                     got.push(n);
                     progress_tx.send_replace(got.len());

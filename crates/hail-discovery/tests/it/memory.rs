@@ -194,7 +194,7 @@ async fn handlers_and_messages_know_the_proven_peer() {
     assert_eq!(switch.send("lamp", Bytes::from("hi")).await["lamp"], Ok(()));
     let from_id = loop {
         if let DeviceEvent::Message { from, from_id, .. } = le.recv().await.expect("stream open") {
-            assert_eq!(from, "switch");
+            assert_eq!(&*from, "switch");
             break from_id;
         }
     };

@@ -45,7 +45,7 @@ fn host(
                 while !d.peers().iter().any(|p| p.name == peer) {
                     match events.recv().await {
                         Some(DeviceEvent::Message { from, payload, .. }) => {
-                            got = Some((from, payload))
+                            got = Some((from.to_string(), payload))
                         }
                         Some(_) => {}
                         None => panic!("{name} stopped"),
@@ -68,7 +68,7 @@ fn host(
                         if let Some(DeviceEvent::Message { from, payload, .. }) =
                             events.recv().await
                         {
-                            return (from, payload);
+                            return (from.to_string(), payload);
                         }
                     }
                 })
