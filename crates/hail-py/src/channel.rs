@@ -1,7 +1,6 @@
 //! `hail.Channel`: the multicast channel of [`hail_multicast`] on its own (multisock's job):
 //! datagrams to and from a group, sealed with a key from a passphrase when one is given.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use hail_crypto::GroupKey;
@@ -77,63 +76,7 @@ impl std::fmt::Debug for PyChannel {
 /// result set but its task cancelled before it resumed (a timeout in the same turn of the
 /// loop). They are handed over before the channel's, in order, so cancelling a `recv`
 /// loses no datagram.
-#[derive(Debug, Default)]
-struct Returned {
-    /// Datagrams as they came from the channel (the awaitable was cancelled first).
-    datagrams: std::sync::Mutex<VecDeque<Datagram>>,
-    /// Wakes a receive that waits on the channel when datagrams come back.
-    back: tokio::sync::Notify,
-    /// Datagrams already made `(data, sender)` and set on a receive's future, handed back
-    /// by `hail._aio` (`Channel._give_back`): they come first.
-    objects: std::sync::Mutex<VecDeque<Py<PyAny>>>,
-}
-
-impl Returned {
-    fn lock_datagrams(&self) -> std::sync::MutexGuard<'_, VecDeque<Datagram>> {
-        self.datagrams.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn pop(&self) -> Option<Datagram> {
-        self.lock_datagrams().pop_front()
-    }
-
-    fn lock_objects(&self) -> std::sync::MutexGuard<'_, VecDeque<Py<PyAny>>> {
-        self.objects.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn pop_object(&self) -> Option<Py<PyAny>> {
-        self.lock_objects().pop_front()
-    }
-
-    /// Drops every datagram handed back (the channel is closed: none is received after).
-    fn clear(&self) {
-        drop(std::mem::take(&mut *self.lock_datagrams()));
-        drop(std::mem::take(&mut *self.lock_objects()));
-    }
-
-    /// Hands `d` back, after those already back.
-    fn give_back(&self, d: Datagram) {
-        self.lock_datagrams().push_back(d);
-        self.back.notify_waiters();
-    }
-
-    /// The next datagram: one handed back, else the channel's.
-    async fn next(&self, chan: &mut Receiver) -> Result<Datagram, MulticastError> {
-        loop {
-            let back = self.back.notified();
-            let mut back = std::pin::pin!(back);
-            back.as_mut().enable(); // before the look, so a give_back after it wakes us
-            if let Some(d) = self.pop() {
-                return Ok(d);
-            }
-            tokio::select! {
-                biased;
-                () = back => {}
-                d = chan.recv() => return d,
-            }
-        }
-    }
-}
+type Returned = crate::returned::Returned<Datagram>;
 
 /// A datagram as Python's `(data, sender)`.
 fn datagram_to_py(py: Python<'_>, d: &Datagram) -> PyResult<Py<PyAny>> {
@@ -268,10 +211,10 @@ impl PyChannel {
                 let mut guard = rx.lock().await;
                 let chan = guard.as_mut().ok_or_else(closed_err)?;
                 match timeout {
-                    Some(t) => tokio::time::timeout(t, returned.next(chan))
+                    Some(t) => tokio::time::timeout(t, returned.next(Ok, chan.recv()))
                         .await
                         .map_err(|_| errors::Timeout::new_err("no datagram within the timeout"))?,
-                    None => returned.next(chan).await,
+                    None => returned.next(Ok, chan.recv()).await,
                 }
                 .map_err(|e| multicast_error(&e))
             };
@@ -283,7 +226,7 @@ impl PyChannel {
         let convert = |py: Python<'_>, d: PyResult<Datagram>| datagram_to_py(py, &d?);
         awaitable_giving_back(py, received, convert, move |d| {
             if let Ok(d) = d {
-                back.give_back(d);
+                back.give_back([d]);
             }
         })
     }
@@ -291,7 +234,7 @@ impl PyChannel {
     /// Internal (`hail._aio`): hands back `item`, a datagram `(data, sender)` whose
     /// receive's task was cancelled after it was set: it comes next.
     fn _give_back(&self, item: Py<PyAny>) {
-        self.returned.lock_objects().push_back(item);
+        self.returned.give_back_objects([item]);
     }
 
     /// `dropped_malformed`, `dropped_wrong_key`, `dropped_replayed`, `dropped_too_old`, and

@@ -1,10 +1,8 @@
 //! `hail.Events`: a device's event stream as an async iterator (`dev.events()`), with the
 //! events a cancelled wait handed back ([`Returned`]).
 
-use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use hail_discovery::{DeviceEvent, DeviceEvents};
 use pyo3::exceptions::PyStopAsyncIteration;
@@ -24,95 +22,9 @@ pub(crate) struct Events {
     pub(crate) senders: Arc<Senders>,
 }
 
-/// Events a wait took from the stream but could not hand over, its awaitable cancelled
-/// first (cancelling aborts the wait's task only once the loop runs the awaitable's done
-/// callbacks: until then the task may still take an event). They are handed over before
-/// the stream's, so cancelling a wait loses no event. One per device, shared by its
-/// `Events`.
-#[derive(Debug, Default)]
-pub(crate) struct Returned {
-    events: Mutex<VecDeque<DeviceEvent>>,
-    /// Whether `events` may hold any: read before taking the lock, so the hot path (none
-    /// ever handed back) costs a load per event, not a lock (a lock was 0.9% of a
-    /// receiving process at 1 KiB, perf).
-    any: AtomicBool,
-    /// Wakes a wait that is waiting on the stream when events come back.
-    back: tokio::sync::Notify,
-    /// Events already made Python objects and set on a wait's future, whose task was
-    /// cancelled before it resumed (a timeout in the same turn of the loop): handed back
-    /// by `hail._aio` (`Events._give_back`), they come first.
-    objects: Mutex<VecDeque<Py<PyAny>>>,
-    /// Whether `objects` may hold any (as `any`).
-    any_objects: AtomicBool,
-}
-
-impl Returned {
-    fn lock(&self) -> MutexGuard<'_, VecDeque<DeviceEvent>> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn pop(&self) -> Option<DeviceEvent> {
-        if !self.any.load(Ordering::Acquire) {
-            return None;
-        }
-        let mut events = self.lock();
-        let e = events.pop_front();
-        if events.is_empty() {
-            self.any.store(false, Ordering::Release);
-        }
-        e
-    }
-
-    /// Hands `events` back, after those already back.
-    fn give_back(&self, events: impl IntoIterator<Item = DeviceEvent>) {
-        let mut back = self.lock();
-        back.extend(events);
-        if !back.is_empty() {
-            self.any.store(true, Ordering::Release);
-        }
-        drop(back);
-        self.back.notify_waiters();
-    }
-
-    /// The next event handed back as a Python object, if any.
-    fn pop_object(&self) -> Option<Py<PyAny>> {
-        if !self.any_objects.load(Ordering::Acquire) {
-            return None;
-        }
-        let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
-        let o = objects.pop_front();
-        if objects.is_empty() {
-            self.any_objects.store(false, Ordering::Release);
-        }
-        o
-    }
-
-    /// Hands Python objects back, after those already back.
-    fn give_back_objects(&self, items: impl IntoIterator<Item = Py<PyAny>>) {
-        let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
-        objects.extend(items);
-        if !objects.is_empty() {
-            self.any_objects.store(true, Ordering::Release);
-        }
-    }
-
-    /// The next event: one handed back, else the stream's (`None` once it ends).
-    async fn next(&self, s: &mut DeviceEvents) -> Option<DeviceEvent> {
-        loop {
-            let back = self.back.notified();
-            let mut back = std::pin::pin!(back);
-            back.as_mut().enable(); // before the look, so a give_back after it wakes us
-            if let Some(e) = self.pop() {
-                return Some(e);
-            }
-            tokio::select! {
-                biased;
-                () = back => {}
-                e = s.recv() => return e,
-            }
-        }
-    }
-}
+/// Events a wait took from the stream but could not hand over (see [`crate::returned`]).
+/// One per device, shared by its `Events`.
+pub(crate) type Returned = crate::returned::Returned<DeviceEvent>;
 
 impl Events {
     /// Events waiting now, up to `max`: those handed back first, then the stream's if no
@@ -219,7 +131,10 @@ impl Events {
         let (stream, returned) = (self.stream.clone(), self.returned.clone());
         let senders = self.senders.clone();
         let back = returned.clone();
-        let next = async move { returned.next(&mut *stream.lock().await).await };
+        let next = async move {
+            let mut s = stream.lock().await;
+            returned.next(Some, s.recv()).await
+        };
         let convert = move |py: Python<'_>, event| match event {
             Some(e) => event_to_py(py, e, &senders),
             None => Err(PyStopAsyncIteration::new_err(())),
@@ -273,7 +188,7 @@ impl Events {
         let next = async move {
             let mut s = stream.lock().await;
             let mut ready = Vec::new();
-            if let Some(first) = returned.next(&mut s).await {
+            if let Some(first) = returned.next(Some, s.recv()).await {
                 ready.push(first);
                 while ready.len() < max
                     && let Some(e) = returned.pop().or_else(|| s.try_recv())

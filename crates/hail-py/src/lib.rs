@@ -33,6 +33,7 @@ mod events;
 mod handler;
 mod link;
 mod python_threads;
+mod returned;
 mod runtime;
 mod shutdown;
 

@@ -43,36 +43,31 @@ def _hand_back(owner: Any, wait: Any) -> None:
         owner._give_back(wait.result())
 
 
-async def next_event(events: Any) -> Any:
-    """The next event of `events` (`Events.__anext__` when none is waiting). The wait
-    starts here, when awaited: a coroutine never run took nothing."""
-    wait = events._next()
+async def _awaited(owner: Any, wait: Any) -> Any:
+    """`wait`'s result; if this task is cancelled after `wait` finished, its result goes
+    back to `owner` (see `_hand_back`)."""
     try:
         return await wait
     except asyncio.CancelledError:
-        _hand_back(events, wait)
+        _hand_back(owner, wait)
         raise
+
+
+async def next_event(events: Any) -> Any:
+    """The next event of `events` (`Events.__anext__` when none is waiting). The wait
+    starts here, when awaited: a coroutine never run took nothing."""
+    return await _awaited(events, events._next())
 
 
 async def next_batch(events: Any, max: int) -> Any:
     """`Events.batch(max)` when none is waiting, as `next_event`."""
-    wait = events._batch(max)
-    try:
-        return await wait
-    except asyncio.CancelledError:
-        _hand_back(events, wait)
-        raise
+    return await _awaited(events, events._batch(max))
 
 
 async def next_datagram(channel: Any, timeout: Any) -> Any:
     """The next datagram of `channel` (`Channel.recv` when none was handed back), as
     `next_event`."""
-    wait = channel._recv(timeout)
-    try:
-        return await wait
-    except asyncio.CancelledError:
-        _hand_back(channel, wait)
-        raise
+    return await _awaited(channel, channel._recv(timeout))
 
 
 async def iterate(events: Any) -> AsyncIterator[Any]:
