@@ -221,7 +221,15 @@ pub(crate) fn encode_cancel(dst: &mut BytesMut, retcode: RetCode) {
 }
 
 fn write(dst: &mut BytesMut, wire: &WireRef<'_>) {
-    dst.reserve(16 + wire.payload_len());
+    // Exactly the packet's length: the session keeps each packet in an allocation of its
+    // own length, and a buffer with room to spare would be shrunk (a `realloc`) there.
+    // Measuring walks the envelope once more, which costs less than the `realloc`.
+    let len = postcard::serialize_with_flavor::<_, _, usize>(
+        wire,
+        postcard::ser_flavors::Size::default(),
+    )
+    .unwrap_or(16 + wire.payload_len());
+    dst.reserve(1 + len);
     dst.put_u8(VERSION);
     // Writing into a growable buffer cannot fail: postcard errors only on a full flavor
     // or on types (unknown-length sequences) that `WireRef` does not contain.
@@ -237,6 +245,14 @@ pub(crate) fn to_postcard<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, pos
         value,
         Vec::with_capacity(64),
     )?))
+}
+
+/// Serializes `value` as postcard into a plain `Vec` with room for 64 bytes and their
+/// header (arguments, copied into their packet and dropped).
+pub(crate) fn to_postcard_vec<T: Serialize + ?Sized>(
+    value: &T,
+) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_extend(value, Vec::with_capacity(128))
 }
 
 /// An error message as a reply body (a postcard string).

@@ -92,8 +92,21 @@ fn decode_outcome<R: DeserializeOwned>(outcome: Outcome) -> Result<R, RpcError> 
         .map_err(|e| RpcError::Decode(e.to_string()))
 }
 
-fn encode_args<A: Serialize>(args: &A) -> Result<Bytes, RpcError> {
-    packet::to_postcard(args).map_err(|e| RpcError::Encode(e.to_string()))
+/// The encoded arguments, in a plain `Vec`: they are copied into the request packet
+/// and dropped, so they never become a `Bytes` (whose conversion from a `Vec` with room
+/// to spare allocates a second time).
+fn encode_args<A: Serialize>(args: &A) -> Result<Vec<u8>, RpcError> {
+    packet::to_postcard_vec(args).map_err(|e| RpcError::Encode(e.to_string()))
+}
+
+/// Hands `packet` to the link: at once when its queue has room (no boxed future, which
+/// [`Outgoing::send`] costs), else waiting for room. The same as `send` alone: the link's
+/// `send` tries the same immediate push first, and a failed `try_send` changes nothing.
+async fn send_packet(out: &dyn Outgoing, packet: Bytes) -> Result<(), LinkClosed> {
+    if out.try_send(&packet) {
+        return Ok(());
+    }
+    out.send(packet).await
 }
 
 /// The session's clock, as the session reads it.
@@ -371,7 +384,7 @@ impl RpcPeer {
                 retcode,
                 armed: true,
             };
-            if out.send(request).await.is_err() {
+            if send_packet(&*out, request).await.is_err() {
                 guard.armed = false;
                 self.inner.with(|st| st.session.abandon(retcode));
                 return Err(RpcError::NotConnected);
@@ -401,7 +414,7 @@ impl RpcPeer {
         let args = encode_args(&args)?;
         let permit = self.inner.acquire().await?;
         let (retcode, out, request) = self.inner.start(method, true, &args, None, permit)?;
-        if out.send(request).await.is_err() {
+        if send_packet(&*out, request).await.is_err() {
             self.inner.with(|st| st.session.abandon(retcode));
             return Err(RpcError::NotConnected);
         }
@@ -490,7 +503,7 @@ impl RpcPeer {
             st.session.notify(&method, &args)?;
             st.take_packet().ok_or(RpcError::NotConnected)
         })?;
-        out.send(packet)
+        send_packet(&*out, packet)
             .await
             .map_err(|LinkClosed| RpcError::NotConnected)
     }
