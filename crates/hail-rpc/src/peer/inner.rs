@@ -333,10 +333,12 @@ impl Inner {
 
     /// Waits for room among the calls in flight; fails fast when disconnected.
     pub(super) async fn acquire(self: &Arc<Self>) -> Result<OwnedSemaphorePermit, RpcError> {
-        self.lock().session.check_connected()?;
+        // A free slot needs no check here: `start` checks the connection under the lock it
+        // takes anyway, with the same error, so a call locks once on this path.
         if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
             return Ok(permit);
         }
+        self.lock().session.check_connected()?;
         loop {
             // `send` calls past their age limit hold slots until expired: expire them now,
             // and again when the next is due. A call started from now on is due no sooner
