@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 use super::clock;
 use super::dial::{DialFailures, DialKey, Dialed, dial_any};
 use super::error::RunError;
-use super::events::DeviceEvent;
+use super::events::{DeviceEvent, MessageRun};
 use super::groups::Groups;
 use super::shared::{Counters, LinkEntry, Shared, lock};
 use super::watch::InterfaceWatch;
@@ -62,19 +62,40 @@ const SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
 /// most link inputs one turn handles, [`INPUT_BATCH`] and the one that woke it).
 pub(super) const RUN_CAPACITY: usize = 16;
 
+/// What a run's messages may cost before it is counted on the run's hold: 64 KiB. The
+/// count is two atomic operations on the link's account, which its reader also uses
+/// (per 64-byte message it was 4.5 % of the device's send path); so a run counts at the
+/// end of the turn, or once this much is not yet counted, whichever comes first. What
+/// the budget misses meanwhile is below this, in all (one run at a time), and only while
+/// the driver's turn lasts.
+pub(super) const HOLD_STEP: usize = 64 << 10;
+
 /// One link's messages taken in a row in this turn, not yet in the event stream: they go
 /// in together as one item ([`Driver::flush_messages`]), before any other event and at
 /// the end of the turn, holding the cost of all on the link's share of the budget. One
-/// count in the budget and one hand-over per run, not per message: what a run holds is
-/// released when the application takes its last message.
+/// count in the budget (or one per [`HOLD_STEP`]) and one hand-over per run, not per
+/// message: what a run holds is released as the application takes its messages.
 pub(super) struct Run {
     pub(super) link: LinkId,
-    pub(super) events: Vec<DeviceEvent>,
+    /// The run's messages: their payloads (the sender is the run's).
+    pub(super) payloads: Vec<Bytes>,
     pub(super) hold: hail_link::Hold,
+    /// What the run's messages cost beyond what `hold` counts (below [`HOLD_STEP`]).
+    pub(super) uncounted: usize,
     /// The link's peer, looked up once per run rather than per message: its name and id
     /// do not change while the run lasts (a link's name is set once, at its hello, and
     /// every discovery frame, close or dial result ends the run first).
     pub(super) from: (Arc<str>, crate::DeviceId),
+}
+
+impl Run {
+    /// Counts on the hold what the run's messages cost and it does not yet count.
+    pub(super) fn count(&mut self) {
+        if self.uncounted > 0 {
+            self.hold.set(self.hold.bytes() + self.uncounted);
+            self.uncounted = 0;
+        }
+    }
 }
 
 /// What the dials tell the driver.
@@ -441,8 +462,14 @@ impl Driver {
     /// Puts the turn's run of messages in the event stream: before any other event (so
     /// the stream keeps the order things happened in) and at the end of each turn.
     pub(super) fn flush_messages(&mut self) {
-        if let Some(run) = self.run.take() {
-            self.shared.push_messages(run.events, run.hold);
+        if let Some(mut run) = self.run.take() {
+            run.count();
+            self.shared.push_messages(MessageRun {
+                from: run.from.0,
+                from_id: run.from.1,
+                payloads: run.payloads,
+                hold: run.hold,
+            });
         }
     }
 
