@@ -69,8 +69,9 @@ pub enum DeviceEvent {
 /// number, but each counts, until it is handed out, in the device's memory budget
 /// ([`DeviceBuilder::budget`](crate::DeviceBuilder::budget), 32 MiB by default) and in
 /// the share of the link it came on (a quarter of the budget): its payload's bytes, at
-/// least [`MESSAGE_COST`](crate::MESSAGE_COST) (256 B), counted once for each run of a
-/// link's messages the device takes in one go (at most 64) and given back as the
+/// least [`MESSAGE_COST`](crate::MESSAGE_COST) (256 B), counted for each run of a link's
+/// messages the device takes in one go (at most 256; in 64 KiB steps while a run is
+/// taken, so what the budget does not yet count stays below that) and given back as the
 /// application takes them (in 64 KiB steps, and with the run's last). A peer whose
 /// messages wait here for its share is held back: its link stops reading, TCP flow
 /// control slows it down, while other peers' messages, questions and calls go on (see
