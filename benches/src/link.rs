@@ -47,6 +47,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
             ("64B", 64, 200_000),
             ("1KiB", 1024, 50_000),
             ("64KiB", 64 * 1024, 4_000),
+            ("1MiB", 1 << 20, 300),
         ] {
             // One size alone can be asked for (a profile of one size, say).
             if ctx.wants(&format!("link/throughput-{label}")) {
