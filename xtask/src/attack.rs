@@ -82,14 +82,12 @@ fn secs(s: &str) -> Result<u64, String> {
 
 /// Goals not met yet, each with why: (attack, goal, why). A miss of one of these is
 /// reported and does not fail the suite; any other miss does.
-pub(crate) const KNOWN_MISSES: &[(Attack, Goal, &str)] = &[
-    (
-        Attack::Answer,
-        Goal::InTime,
-        "a question that comes as all 4 commands (0.5 s each) have just started waits \
+pub(crate) const KNOWN_MISSES: &[(Attack, Goal, &str)] = &[(
+    Attack::Answer,
+    Goal::InTime,
+    "a question that comes as all 4 commands (0.5 s each) have just started waits \
          for one to end: up to 2 x its quiet time plus a process start, a few ms over",
-    ),
-];
+)];
 
 /// What an attack's goals are about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
