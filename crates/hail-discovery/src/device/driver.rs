@@ -99,6 +99,16 @@ pub(super) struct Run {
 }
 
 impl Run {
+    /// Adds a message of the run: counted on the hold once what is not yet counted
+    /// reaches [`HOLD_STEP`].
+    pub(super) fn push(&mut self, payload: Bytes) {
+        self.uncounted += super::events::message_cost(payload.len());
+        self.payloads.push(payload);
+        if self.uncounted >= HOLD_STEP {
+            self.count();
+        }
+    }
+
     /// Counts on the hold what the run's messages cost and it does not yet count.
     pub(super) fn count(&mut self) {
         if self.uncounted > 0 {
@@ -539,5 +549,55 @@ impl Driver {
         let flushed = join_all(links.iter().map(|l| l.conn.closed()));
         let _ = tokio::time::timeout(SHUTDOWN_LINGER, flushed).await;
         self.server.close(SHUTDOWN_LINGER).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a run's messages cost is on its link's share before the run leaves the
+    /// driver, whatever the batch: per turn for small messages, at once for a message of
+    /// [`HOLD_STEP`] or more, so the budget never misses a step's worth.
+    #[test]
+    fn a_run_counts_its_messages_every_step_and_at_its_end() {
+        let budget = hail_link::Budget::new(64 << 20);
+        let mut run = Run {
+            link: LinkId(1),
+            payloads: Vec::with_capacity(RUN_CAPACITY),
+            hold: budget.hold(),
+            uncounted: 0,
+            from: (Arc::from("lamp"), crate::DeviceId::from_bytes([7; 16])),
+        };
+        let small = crate::MESSAGE_COST;
+        for _ in 0..10 {
+            run.push(Bytes::from_static(b"on"));
+        }
+        assert_eq!(
+            budget.in_use(),
+            0,
+            "ten small messages wait for the turn's end"
+        );
+        assert_eq!(run.uncounted, 10 * small);
+        run.push(Bytes::from(vec![0; HOLD_STEP]));
+        assert_eq!(
+            budget.in_use(),
+            10 * small + HOLD_STEP,
+            "a step's worth counts at once"
+        );
+        for _ in 0..HOLD_STEP / small {
+            run.push(Bytes::from_static(b"off"));
+        }
+        assert_eq!(
+            budget.in_use(),
+            10 * small + 2 * HOLD_STEP,
+            "and so does a step of small ones"
+        );
+        run.push(Bytes::from_static(b"on"));
+        run.count();
+        assert_eq!(budget.in_use(), 10 * small + 2 * HOLD_STEP + small);
+        assert_eq!(run.payloads.len(), 12 + HOLD_STEP / small);
+        drop(run);
+        assert_eq!(budget.in_use(), 0, "all given back with the run");
     }
 }

@@ -15,8 +15,7 @@ use tracing::{debug, warn};
 
 use super::caller::LinkPeer;
 use super::clock;
-use super::driver::{Driver, HOLD_STEP, RUN_CAPACITY, Run};
-use super::events::message_cost;
+use super::driver::{Driver, RUN_CAPACITY, Run};
 use super::sender::MESSAGE_TAG;
 use super::shared::{LinkEntry, lock};
 use crate::advert::{LinkMessage, MAGIC};
@@ -166,11 +165,7 @@ impl Driver {
         // The tag dropped in place: no count of the frame's buffer taken and given back.
         let mut payload = frame;
         payload.advance(1);
-        run.uncounted += message_cost(payload.len());
-        run.payloads.push(payload);
-        if run.uncounted >= HOLD_STEP {
-            run.count();
-        }
+        run.push(payload);
     }
 
     pub(super) fn closed(&mut self, conn: LinkId, reason: &LinkClose) {
