@@ -187,7 +187,7 @@ impl Rx {
                     if let Some(large) = &mut self.large
                         && self.plain.is_empty()
                     {
-                        large.take(&mut opened);
+                        large.take(&mut opened).map_err(CloseReason::wire)?;
                     }
                     self.plain.extend_from_slice(opened);
                 }
@@ -260,13 +260,14 @@ impl Cut {
 }
 
 /// A frame body of at least this many bytes (128 KiB, glibc's default mmap threshold) is
-/// received into an anonymous mapping of exactly its length, filled as its bytes arrive
-/// (so only what came is resident) and given back to the system when the frame is
+/// received into an anonymous mapping of its own, which grows by doubling as the bytes
+/// arrive (from 128 KiB to exactly the body's length: room for at most twice what came,
+/// nothing for a header alone) and is given back to the system when the frame is
 /// dropped, whatever the allocator does. A heap buffer is what glibc keeps: once it has
 /// freed one mapped buffer of 15 MiB it raises its threshold to that size, serves every
 /// later frame from its arenas and keeps what they free (misbehave's `frames` grew the
 /// process by 71 MiB over idle in 60 s while the budget counted 28; docs/security.md).
-/// Where no mapping can be made, an exact heap allocation serves.
+/// Where no mapping can be made, a heap buffer of the same room serves.
 pub(crate) const MAPPED_FROM: usize = 128 * 1024;
 
 /// A large frame being received (see [`MAPPED_FROM`]).
@@ -282,9 +283,9 @@ struct Large {
 /// Where a large frame's body is received.
 #[derive(Debug)]
 enum LargeBody {
-    /// An anonymous mapping of the body's length.
+    /// An anonymous mapping, at most the body's length.
     Mapped(memmap2::MmapMut),
-    /// Where no mapping could be made: a heap buffer with room for exactly the body.
+    /// Where no mapping could be made (and before the first bytes): a heap buffer.
     Heap(Vec<u8>),
 }
 
@@ -292,33 +293,71 @@ enum LargeBody {
 const PAGE: usize = 4096;
 
 impl Large {
-    /// Room for a body of `len` bytes; [`WireError::Io`] when there is no memory for it.
-    fn new(len: usize) -> Result<Self, WireError> {
-        let body = match memmap2::MmapOptions::new().len(len).map_anon() {
-            Ok(map) => LargeBody::Mapped(map),
+    /// A body of `len` bytes to come. Nothing is reserved before its bytes do: a header
+    /// alone (4 bytes) must not make the process reserve the 16 MiB it announces, which
+    /// many connections could do at once past any budget (address space on 32-bit
+    /// systems, the commit limit under strict overcommit).
+    fn new(len: usize) -> Self {
+        Self {
+            body: LargeBody::Heap(Vec::new()),
+            len,
+            filled: 0,
+        }
+    }
+
+    /// Moves what belongs to the body from the front of `src` (advanced past it);
+    /// [`WireError::Io`] when there is no memory for it.
+    fn take(&mut self, src: &mut &[u8]) -> Result<(), WireError> {
+        let n = (self.len - self.filled).min(src.len());
+        let (part, rest) = src.split_at(n);
+        let end = self.filled + n;
+        if end > self.capacity() {
+            self.grow(end)?;
+        }
+        match &mut self.body {
+            LargeBody::Mapped(map) => map[self.filled..end].copy_from_slice(part),
+            LargeBody::Heap(heap) => heap.extend_from_slice(part),
+        }
+        self.filled = end;
+        *src = rest;
+        Ok(())
+    }
+
+    /// Bytes the body has room for.
+    fn capacity(&self) -> usize {
+        match &self.body {
+            LargeBody::Mapped(map) => map.len(),
+            LargeBody::Heap(heap) => heap.capacity(),
+        }
+    }
+
+    /// Room for at least `end` bytes: a new mapping of twice the room (at least
+    /// [`MAPPED_FROM`], at most the body's length), what came so far copied into it and
+    /// the old one given back. So the room is at most twice what came (what the budget
+    /// counts), and the bytes are copied once more at most, in all.
+    fn grow(&mut self, end: usize) -> Result<(), WireError> {
+        let room = (self.capacity() * 2)
+            .max(end)
+            .max(MAPPED_FROM)
+            .min(self.len);
+        let filled = self.filled;
+        let came = match &self.body {
+            LargeBody::Mapped(map) => &map[..filled],
+            LargeBody::Heap(heap) => &heap[..],
+        };
+        self.body = match memmap2::MmapOptions::new().len(room).map_anon() {
+            Ok(mut map) => {
+                map[..filled].copy_from_slice(came);
+                LargeBody::Mapped(map)
+            }
             Err(e) => {
                 let mut heap = Vec::new();
-                heap.try_reserve_exact(len).map_err(|_| WireError::Io(e))?;
+                heap.try_reserve_exact(room).map_err(|_| WireError::Io(e))?;
+                heap.extend_from_slice(came);
                 LargeBody::Heap(heap)
             }
         };
-        Ok(Self {
-            body,
-            len,
-            filled: 0,
-        })
-    }
-
-    /// Moves what belongs to the body from the front of `src` (advanced past it).
-    fn take(&mut self, src: &mut &[u8]) {
-        let n = (self.len - self.filled).min(src.len());
-        let (part, rest) = src.split_at(n);
-        match &mut self.body {
-            LargeBody::Mapped(map) => map[self.filled..self.filled + n].copy_from_slice(part),
-            LargeBody::Heap(heap) => heap.extend_from_slice(part),
-        }
-        self.filled += n;
-        *src = rest;
+        Ok(())
     }
 
     fn is_whole(&self) -> bool {
@@ -333,6 +372,7 @@ impl Large {
     /// The whole body, owning its allocation (unmapped when the last view is dropped).
     fn into_bytes(self) -> Bytes {
         match self.body {
+            // Whole, the room is the body's length (never more, see `grow`).
             LargeBody::Mapped(map) => Bytes::from_owner(map),
             LargeBody::Heap(heap) => Bytes::from(heap),
         }
@@ -369,11 +409,11 @@ fn cut(
                 return cut_buffered(src, len, small);
             }
             src.advance(HEADER_LEN);
-            large.insert(Large::new(len)?)
+            large.insert(Large::new(len))
         }
     };
     let mut from: &[u8] = src;
-    body.take(&mut from);
+    body.take(&mut from)?;
     let taken = src.len() - from.len();
     src.advance(taken);
     if !body.is_whole() {
@@ -698,6 +738,40 @@ mod tests {
                 "sealed {sealed}: dropped, the frame's memory is given back"
             );
         }
+    }
+
+    /// Found in review: the mapping was made of the whole announced length when the header
+    /// came, so 4 bytes made the process reserve 16 MiB, and a thousand connections each
+    /// sending a header 16 GiB (past a 32-bit address space, or the commit limit under
+    /// strict overcommit). The room now grows with what came, at most twice it.
+    #[test]
+    fn a_large_frame_reserves_room_only_for_what_came() {
+        let len = 16 << 20;
+        let wire = framed(len);
+        let mut rx = Rx::new(ByteOrder::BigEndian, 16 << 20);
+        rx.raw.extend_from_slice(&wire[..HEADER_LEN]);
+        assert!(rx.next_frame().unwrap().is_none());
+        let room = |rx: &Rx| rx.large.as_ref().map_or(0, Large::capacity);
+        assert_eq!(room(&rx), 0, "a header alone reserves nothing");
+        assert_eq!(rx.announced().header, HEADER_LEN + len);
+        let mut fed = HEADER_LEN;
+        let frame = loop {
+            let n = MAX_READ.min(wire.len() - fed);
+            rx.raw.extend_from_slice(&wire[fed..fed + n]);
+            fed += n;
+            if let Some(f) = rx.next_frame().unwrap() {
+                break f;
+            }
+            let came = fed - HEADER_LEN;
+            assert!(room(&rx) >= came);
+            assert!(
+                room(&rx) <= (2 * came).max(MAPPED_FROM),
+                "{} for {came}",
+                room(&rx)
+            );
+        };
+        assert_eq!(frame.len(), len);
+        assert!(frame.iter().all(|&b| b == 0x5a));
     }
 
     /// The span of the mapping that holds address `at` in this process (`/proc/self/maps`).
