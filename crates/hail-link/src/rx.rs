@@ -8,6 +8,10 @@ use crate::CloseReason;
 use crate::error::ProtocolError;
 use crate::seal::{self, Opener, Record};
 
+mod large;
+
+use self::large::{Large, MAPPED_FROM};
+
 /// Smallest read: 4 KiB (an idle link reserves no more).
 pub(crate) const MIN_READ: usize = 4 * 1024;
 /// Largest read: 64 KiB (the size grows while reads come back full).
@@ -113,7 +117,7 @@ impl Rx {
             None => (&self.raw, 0),
         };
         let header = match &self.large {
-            Some(l) => HEADER_LEN + l.len,
+            Some(l) => HEADER_LEN + l.len(),
             None => src
                 .first_chunk::<HEADER_LEN>()
                 .map_or(0, |&h| HEADER_LEN + frame_len(self.order, h)),
@@ -187,7 +191,7 @@ impl Rx {
                     if let Some(large) = &mut self.large
                         && self.plain.is_empty()
                     {
-                        large.take(&mut opened);
+                        large.take(&mut opened).map_err(CloseReason::wire)?;
                     }
                     self.plain.extend_from_slice(opened);
                 }
@@ -259,86 +263,6 @@ impl Cut {
     }
 }
 
-/// A frame body of at least this many bytes (128 KiB, glibc's default mmap threshold) is
-/// received into an anonymous mapping of exactly its length, filled as its bytes arrive
-/// (so only what came is resident) and given back to the system when the frame is
-/// dropped, whatever the allocator does. A heap buffer is what glibc keeps: once it has
-/// freed one mapped buffer of 15 MiB it raises its threshold to that size, serves every
-/// later frame from its arenas and keeps what they free (misbehave's `frames` grew the
-/// process by 71 MiB over idle in 60 s while the budget counted 28; docs/security.md).
-/// Where no mapping can be made, an exact heap allocation serves.
-pub(crate) const MAPPED_FROM: usize = 128 * 1024;
-
-/// A large frame being received (see [`MAPPED_FROM`]).
-#[derive(Debug)]
-struct Large {
-    body: LargeBody,
-    /// The body's length, from its header.
-    len: usize,
-    /// Bytes of the body received so far.
-    filled: usize,
-}
-
-/// Where a large frame's body is received.
-#[derive(Debug)]
-enum LargeBody {
-    /// An anonymous mapping of the body's length.
-    Mapped(memmap2::MmapMut),
-    /// Where no mapping could be made: a heap buffer with room for exactly the body.
-    Heap(Vec<u8>),
-}
-
-/// Size of a memory page, for what a partly filled mapping holds resident.
-const PAGE: usize = 4096;
-
-impl Large {
-    /// Room for a body of `len` bytes; [`WireError::Io`] when there is no memory for it.
-    fn new(len: usize) -> Result<Self, WireError> {
-        let body = match memmap2::MmapOptions::new().len(len).map_anon() {
-            Ok(map) => LargeBody::Mapped(map),
-            Err(e) => {
-                let mut heap = Vec::new();
-                heap.try_reserve_exact(len).map_err(|_| WireError::Io(e))?;
-                LargeBody::Heap(heap)
-            }
-        };
-        Ok(Self {
-            body,
-            len,
-            filled: 0,
-        })
-    }
-
-    /// Moves what belongs to the body from the front of `src` (advanced past it).
-    fn take(&mut self, src: &mut &[u8]) {
-        let n = (self.len - self.filled).min(src.len());
-        let (part, rest) = src.split_at(n);
-        match &mut self.body {
-            LargeBody::Mapped(map) => map[self.filled..self.filled + n].copy_from_slice(part),
-            LargeBody::Heap(heap) => heap.extend_from_slice(part),
-        }
-        self.filled += n;
-        *src = rest;
-    }
-
-    fn is_whole(&self) -> bool {
-        self.filled == self.len
-    }
-
-    /// Memory the body holds: what was filled, in whole pages.
-    fn resident(&self) -> usize {
-        self.filled.div_ceil(PAGE) * PAGE
-    }
-
-    /// The whole body, owning its allocation (unmapped when the last view is dropped).
-    fn into_bytes(self) -> Bytes {
-        match self.body {
-            LargeBody::Mapped(map) => Bytes::from_owner(map),
-            LargeBody::Heap(heap) => Bytes::from(heap),
-        }
-    }
-}
-
 /// Most bytes one slab allocation holds: 16 KiB.
 const SLAB: usize = 16 * 1024;
 
@@ -369,11 +293,11 @@ fn cut(
                 return cut_buffered(src, len, small);
             }
             src.advance(HEADER_LEN);
-            large.insert(Large::new(len)?)
+            large.insert(Large::new(len))
         }
     };
     let mut from: &[u8] = src;
-    body.take(&mut from);
+    body.take(&mut from)?;
     let taken = src.len() - from.len();
     src.advance(taken);
     if !body.is_whole() {
@@ -619,7 +543,7 @@ mod tests {
             // Every byte of the body that came is held, and counted (the header is read).
             assert_eq!(rx.held(), fed.saturating_sub(HEADER_LEN));
             assert!(
-                rx.buffered() <= fed + 2 * MAX_READ + PAGE,
+                rx.buffered() <= fed + 2 * MAX_READ + large::PAGE,
                 "{}",
                 rx.buffered()
             );
@@ -656,7 +580,8 @@ mod tests {
     fn a_large_frame_lives_in_a_mapping_given_back_when_it_is_dropped() {
         // What a freed 20 MiB buffer does to glibc's threshold (nothing elsewhere).
         drop(std::hint::black_box(vec![1u8; 20 << 20]));
-        let len = 3 << 20;
+        // Larger than the mappings kept for the next frames (`large::POOL_BYTES`).
+        let len = large::POOL_BYTES + (1 << 20);
         for sealed in [false, true] {
             let mut rx = Rx::new(ByteOrder::BigEndian, 16 << 20);
             let mut wire = BytesMut::from(&framed(len)[..]);
@@ -682,7 +607,11 @@ mod tests {
             assert!(frame.iter().all(|&b| b == 0x5a));
             assert_eq!(rx.held(), 0);
             let at = frame.as_ptr() as usize;
-            assert_eq!(at % PAGE, 0, "sealed {sealed}: the frame starts a mapping");
+            assert_eq!(
+                at % large::PAGE,
+                0,
+                "sealed {sealed}: the frame starts a mapping"
+            );
             let holder = mapping_of(at).expect("the frame is mapped");
             assert!(
                 holder.end >= at + len,
@@ -698,6 +627,65 @@ mod tests {
                 "sealed {sealed}: dropped, the frame's memory is given back"
             );
         }
+    }
+
+    /// Found in review: the mapping was made of the whole announced length when the header
+    /// came, so 4 bytes made the process reserve 16 MiB, and a thousand connections each
+    /// sending a header 16 GiB (past a 32-bit address space, or the commit limit under
+    /// strict overcommit). Now a header reserves nothing; with the first bytes a frame's
+    /// whole length is reserved only within the process's `MAX_RESERVED`, and past it
+    /// the room grows with what came, at most twice it.
+    #[test]
+    fn large_frames_reserve_room_only_within_the_cap_or_for_what_came() {
+        let len = 16 << 20;
+        let wire = framed(len);
+        let room = |rx: &Rx| rx.large.as_ref().map_or(0, Large::capacity);
+        // Twice as many frames as the cap holds whole (other tests may hold some of it).
+        let mut rxs: Vec<Rx> = (0..2 * large::MAX_RESERVED / len)
+            .map(|_| Rx::new(ByteOrder::BigEndian, 16 << 20))
+            .collect();
+        for rx in &mut rxs {
+            rx.raw.extend_from_slice(&wire[..HEADER_LEN]);
+            assert!(rx.next_frame().unwrap().is_none());
+            assert_eq!(room(rx), 0, "a header alone reserves nothing");
+            assert_eq!(rx.announced().header, HEADER_LEN + len);
+        }
+        let first = &wire[HEADER_LEN..HEADER_LEN + MAX_READ];
+        for rx in &mut rxs {
+            rx.raw.extend_from_slice(first);
+            assert!(rx.next_frame().unwrap().is_none());
+        }
+        let whole = rxs.iter().filter(|rx| room(rx) >= len).count();
+        assert!(whole <= large::MAX_RESERVED / len, "{whole} reserved whole");
+        assert!(
+            rxs.iter()
+                .all(|rx| room(rx) >= len || room(rx) <= MAPPED_FROM),
+            "past the cap, room for what came"
+        );
+        // One of those past the cap, to its end: its room stays within twice what came
+        // (or becomes its whole length once the cap has room again).
+        let mut rx = rxs
+            .into_iter()
+            .find(|rx| room(rx) < len)
+            .expect("one frame past the cap");
+        let mut fed = HEADER_LEN + MAX_READ;
+        let frame = loop {
+            let n = MAX_READ.min(wire.len() - fed);
+            rx.raw.extend_from_slice(&wire[fed..fed + n]);
+            fed += n;
+            if let Some(f) = rx.next_frame().unwrap() {
+                break f;
+            }
+            let came = fed - HEADER_LEN;
+            assert!(room(&rx) >= came);
+            assert!(
+                room(&rx) >= len || room(&rx) <= (2 * came).max(MAPPED_FROM),
+                "{} for {came}",
+                room(&rx)
+            );
+        };
+        assert_eq!(frame.len(), len);
+        assert!(frame.iter().all(|&b| b == 0x5a));
     }
 
     /// The span of the mapping that holds address `at` in this process (`/proc/self/maps`).
