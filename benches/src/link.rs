@@ -47,6 +47,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
             ("64B", 64, 200_000),
             ("1KiB", 1024, 50_000),
             ("64KiB", 64 * 1024, 4_000),
+            ("1MiB", 1 << 20, 300),
         ] {
             // One size alone can be asked for (a profile of one size, say).
             if ctx.wants(&format!("link/throughput-{label}")) {
@@ -174,6 +175,8 @@ fn raw_pair() -> anyhow::Result<RawPair> {
 
 fn raw_one_way(p: &mut RawPair, body: &[u8], n: usize) {
     let tx = p.tx.try_clone().expect("clone socket");
+    // One buffer for every message (a reader of its own protocol reuses one).
+    let mut buf = vec![0u8; body.len().max(1 << 16)];
     let body = body.to_vec();
     let writer = std::thread::spawn(move || {
         let mut w = BufWriter::with_capacity(64 * 1024, tx);
@@ -185,7 +188,6 @@ fn raw_one_way(p: &mut RawPair, body: &[u8], n: usize) {
         w.flush().expect("flush");
     });
     let mut head = [0u8; 4];
-    let mut buf = vec![0u8; 1 << 16];
     for _ in 0..n {
         p.rx.read_exact(&mut head).expect("read");
         let len = u32::from_be_bytes(head) as usize;

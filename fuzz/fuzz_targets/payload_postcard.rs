@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use hail_wire::{DEFAULT_MAX_DEPTH, PayloadCodec, Postcard, WireError, postcard_from_slice};
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
@@ -84,7 +84,7 @@ const DEPTHS: [usize; 2] = [4, DEFAULT_MAX_DEPTH];
 fn check<T: Serialize + DeserializeOwned + std::fmt::Debug>(data: &[u8]) {
     for depth in DEPTHS {
         let codec = Postcard::<T>::with_max_depth(depth);
-        let via_codec = codec.decode_payload(BytesMut::from(data));
+        let via_codec = codec.decode_payload(Bytes::copy_from_slice(data));
         let via_slice = postcard_from_slice::<T>(data, depth);
         match (&via_codec, &via_slice) {
             (Ok(a), Ok(b)) => assert_eq!(encode(&codec, a), encode(&codec, b)),
@@ -105,7 +105,7 @@ fn check<T: Serialize + DeserializeOwned + std::fmt::Debug>(data: &[u8]) {
 
         let bytes = encode(&codec, &value);
         let again = codec
-            .decode_payload(bytes.clone())
+            .decode_payload(bytes.clone().freeze())
             .unwrap_or_else(|e| panic!("{value:?} encoded as {bytes:?} does not decode: {e}"));
         assert_eq!(encode(&codec, &again), bytes, "re-encoding is not stable");
     }

@@ -6,13 +6,13 @@
 
 #![no_main]
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use hail_wire::{FrameCodec, MessageCodec, PayloadCodec, Text, WireError};
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
 
 fuzz_target!(|data: &[u8]| {
-    let direct = Text.decode_payload(BytesMut::from(data));
+    let direct = Text.decode_payload(Bytes::copy_from_slice(data));
     match (&direct, std::str::from_utf8(data)) {
         (Ok(text), Ok(expected)) => assert_eq!(text, expected),
         (Err(WireError::InvalidUtf8(e)), Err(expected)) => {

@@ -146,6 +146,9 @@ pub(crate) fn run() -> anyhow::Result<()> {
                 std::fs::remove_dir_all(&check_dir)
                     .with_context(|| format!("removing {}", check_dir.display()))?;
             }
+            // Until the step ends: another checkout's run would forget (and re-unpack)
+            // the same copies under this one.
+            let _turn = package_turn()?;
             forget_unpacked(&published)?;
             let mut package = cmd::cargo(["package", "--locked", "--allow-dirty"]);
             package.arg("--target-dir").arg(&check_dir);
@@ -222,6 +225,52 @@ struct Example {
     required_features: Vec<String>,
 }
 
+/// `$CARGO_HOME` (or `~/.cargo`).
+fn cargo_home() -> Option<std::path::PathBuf> {
+    match std::env::var_os("CARGO_HOME") {
+        Some(h) => Some(std::path::PathBuf::from(h)),
+        None => std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")),
+    }
+}
+
+/// An exclusive lock on `$CARGO_HOME/hail-package.lock`, held while the package step runs:
+/// the unpacked copies of our crates in `$CARGO_HOME` are shared by every checkout on the
+/// machine, and [`forget_unpacked`] in one checkout removed them under another's `cargo
+/// package` (two `cargo xtask ci` at once broke each other). Waits for the other's turn.
+fn package_turn() -> anyhow::Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    match cargo_home() {
+        Some(home) => package_turn_in(&home).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// [`package_turn`] in `home`.
+fn package_turn_in(home: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
+    let path = home.join("hail-package.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => return Ok(lock),
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+            println!(
+                "(another checkout is packaging; waiting for {})",
+                path.display()
+            );
+            file
+        }
+        Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+    };
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("locking {}", path.display()))
+}
+
 /// Removes cargo's unpacked copies of our own packages from earlier `cargo package` runs.
 /// Cargo unpacks the local registry's tarballs into `$CARGO_HOME/registry/src/-<hash>/`
 /// (a directory name starting with `-`: a registry without a host) and reuses an unpacked
@@ -229,12 +278,8 @@ struct Example {
 /// crate against its dependencies as they were at the first run. Registries of a host
 /// (crates.io) are never touched.
 fn forget_unpacked(published: &[String]) -> anyhow::Result<()> {
-    let home = match std::env::var_os("CARGO_HOME") {
-        Some(h) => std::path::PathBuf::from(h),
-        None => match std::env::var_os("HOME") {
-            Some(h) => std::path::PathBuf::from(h).join(".cargo"),
-            None => return Ok(()),
-        },
+    let Some(home) = cargo_home() else {
+        return Ok(());
     };
     let Ok(registries) = std::fs::read_dir(home.join("registry/src")) else {
         return Ok(());
@@ -349,6 +394,26 @@ fn strings(v: &Value) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    /// Two checkouts' package steps take turns: while one holds the lock, another's
+    /// attempt on the same `$CARGO_HOME` fails until it is let go.
+    #[test]
+    fn the_package_step_holds_cargo_home_s_lock_for_its_turn() {
+        use nix::fcntl::{Flock, FlockArg};
+        let home = std::env::temp_dir().join(format!("hail-xtask-lock-{}", std::process::id()));
+        let turn = package_turn_in(&home).unwrap();
+        let other = || {
+            let f = std::fs::File::open(home.join("hail-package.lock")).unwrap();
+            Flock::lock(f, FlockArg::LockExclusiveNonblock)
+        };
+        assert!(
+            matches!(other(), Err((_, nix::errno::Errno::EWOULDBLOCK))),
+            "held"
+        );
+        drop(turn);
+        assert!(other().is_ok(), "let go");
+        std::fs::remove_dir_all(&home).unwrap();
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -101,7 +101,7 @@ impl MessageFormat {
             Self::Json => serde_json::from_slice(payload).map_err(|e| fail(e.to_string())),
             Self::Text => {
                 let text = Text
-                    .decode_payload(payload.into())
+                    .decode_payload(bytes::Bytes::copy_from_slice(payload))
                     .map_err(|e| fail(e.to_string()))?;
                 T::deserialize(text.into_deserializer())
                     .map_err(|e: serde::de::value::Error| fail(e.to_string()))

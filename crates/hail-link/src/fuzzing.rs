@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use hail_crypto::Identity;
 use hail_wire::ByteOrder;
 
@@ -35,7 +35,7 @@ fn chunks(data: &[u8], chunk: usize) -> impl Iterator<Item = &[u8]> {
     data.chunks(chunk.max(1))
 }
 
-fn count(outcome: &mut Outcome, body: BytesMut) -> Result<(), CloseReason> {
+fn count(outcome: &mut Outcome, body: Bytes) -> Result<(), CloseReason> {
     outcome.frames += 1;
     match proto::parse(body).map_err(CloseReason::Protocol)? {
         Control::Message(_) => outcome.messages += 1,

@@ -26,7 +26,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use hail_crypto::PublicKey;
 use hail_wire::ByteOrder;
 use tokio::io::AsyncWriteExt;
@@ -65,7 +65,7 @@ async fn read_more(rd: &mut ReadHalf, rx: &mut Rx) -> Result<(), LinkError> {
     }
 }
 
-async fn next_frame(rd: &mut ReadHalf, rx: &mut Rx) -> Result<BytesMut, LinkError> {
+async fn next_frame(rd: &mut ReadHalf, rx: &mut Rx) -> Result<Bytes, LinkError> {
     loop {
         if let Some(f) = rx.next_frame()? {
             return Ok(f);

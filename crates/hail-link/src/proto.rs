@@ -17,7 +17,7 @@
 //!
 //! With [`Framing::Raw`](crate::Framing::Raw) the body is the payload and nothing else.
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::CloseReason;
 use crate::error::{ProtocolError, RefuseReason};
@@ -111,7 +111,7 @@ impl CloseCode {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Control {
     /// A user message; the payload without the kind byte.
-    Message(BytesMut),
+    Message(Bytes),
     Heartbeat,
     Close(CloseCode),
     Hello {
@@ -123,7 +123,7 @@ pub(crate) enum Control {
 }
 
 /// Splits a hail frame body into its kind and content. Never panics on any input.
-pub(crate) fn parse(mut body: BytesMut) -> Result<Control, ProtocolError> {
+pub(crate) fn parse(mut body: Bytes) -> Result<Control, ProtocolError> {
     let Some(&kind) = body.first() else {
         return Err(ProtocolError::BadControl("empty"));
     };
@@ -173,22 +173,22 @@ mod tests {
 
     #[test]
     fn parse_every_kind() {
-        let m = parse(BytesMut::from(&b"\x00hi"[..])).unwrap();
-        assert_eq!(m, Control::Message(BytesMut::from(&b"hi"[..])));
+        let m = parse(Bytes::copy_from_slice(&b"\x00hi"[..])).unwrap();
+        assert_eq!(m, Control::Message(Bytes::from_static(b"hi")));
         assert_eq!(
-            parse(BytesMut::from(&b"\x01"[..])).unwrap(),
+            parse(Bytes::copy_from_slice(&b"\x01"[..])).unwrap(),
             Control::Heartbeat
         );
         assert_eq!(
-            parse(BytesMut::from(&b"\x02\x01"[..])).unwrap(),
+            parse(Bytes::copy_from_slice(&b"\x02\x01"[..])).unwrap(),
             Control::Close(CloseCode::Shutdown)
         );
         assert_eq!(
-            parse(BytesMut::from(&b"\x03HAIL\x01"[..])).unwrap(),
+            parse(Bytes::copy_from_slice(&b"\x03HAIL\x01"[..])).unwrap(),
             Control::Hello { version: 1 }
         );
         assert_eq!(
-            parse(BytesMut::from(&b"\x04\x01"[..])).unwrap(),
+            parse(Bytes::copy_from_slice(&b"\x04\x01"[..])).unwrap(),
             Control::Welcome { version: 1 }
         );
     }
@@ -205,10 +205,10 @@ mod tests {
             b"\x04",
             b"\x09",
         ] {
-            assert!(parse(BytesMut::from(bad)).is_err(), "{bad:?}");
+            assert!(parse(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
         }
         assert!(matches!(
-            parse(BytesMut::from(&b"\x7f"[..])),
+            parse(Bytes::copy_from_slice(&b"\x7f"[..])),
             Err(ProtocolError::UnknownKind(0x7f))
         ));
     }

@@ -1,12 +1,16 @@
 //! The incoming side of a link (sans-IO): raw bytes in, frame bodies out.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use hail_wire::frame::{HEADER_LEN, READ_AHEAD};
 use hail_wire::{ByteOrder, WireError};
 
 use crate::CloseReason;
 use crate::error::ProtocolError;
 use crate::seal::{self, Opener, Record};
+
+mod large;
+
+use self::large::{Large, MAPPED_FROM};
 
 /// Smallest read: 4 KiB (an idle link reserves no more).
 pub(crate) const MIN_READ: usize = 4 * 1024;
@@ -26,9 +30,8 @@ pub(crate) struct Rx {
     max_record: usize,
     /// Free space the next read asks for; adapts between `MIN_READ` and `MAX_READ`.
     read_size: usize,
-    /// `raw`, `plain` were made for the large partial frame they start (see `cut`).
-    raw_sized: bool,
-    plain_sized: bool,
+    /// The large frame being received, if one is (see [`MAPPED_FROM`]).
+    large: Option<Large>,
 }
 
 impl Rx {
@@ -42,8 +45,7 @@ impl Rx {
             max_frame_len: max_frame_len as usize,
             max_record: seal::MAX_RECORD,
             read_size: MIN_READ,
-            raw_sized: false,
-            plain_sized: false,
+            large: None,
         }
     }
 
@@ -92,13 +94,15 @@ impl Rx {
 
     /// Memory this receiver holds, in bytes.
     pub(crate) fn buffered(&self) -> usize {
-        self.raw.capacity() + self.plain.capacity()
+        let large = self.large.as_ref().map_or(0, Large::resident);
+        self.raw.capacity() + self.plain.capacity() + large
     }
 
     /// Bytes held and not yet cut into frames (the partial frame, and on a secured link a
     /// partial record): what the budget counts.
     pub(crate) fn held(&self) -> usize {
-        self.raw.len() + self.plain.len()
+        let large = self.large.as_ref().map_or(0, |l| l.filled);
+        self.raw.len() + self.plain.len() + large
     }
 
     /// What this receiver's headers say it will hold (see [`Announced`]).
@@ -112,9 +116,12 @@ impl Rx {
             ),
             None => (&self.raw, 0),
         };
-        let header = src
-            .first_chunk::<HEADER_LEN>()
-            .map_or(0, |&h| HEADER_LEN + frame_len(self.order, h));
+        let header = match &self.large {
+            Some(l) => HEADER_LEN + l.len(),
+            None => src
+                .first_chunk::<HEADER_LEN>()
+                .map_or(0, |&h| HEADER_LEN + frame_len(self.order, h)),
+        };
         Announced {
             header,
             claimed: header.max(record),
@@ -125,11 +132,9 @@ impl Rx {
     pub(crate) fn shrink_if_idle(&mut self) {
         if self.raw.is_empty() {
             self.raw = BytesMut::new();
-            self.raw_sized = false;
         }
         if self.plain.is_empty() {
             self.plain = BytesMut::new();
-            self.plain_sized = false;
         }
     }
 
@@ -139,7 +144,7 @@ impl Rx {
     }
 
     /// The next whole frame body, if one is complete.
-    pub(crate) fn next_frame(&mut self) -> Result<Option<BytesMut>, CloseReason> {
+    pub(crate) fn next_frame(&mut self) -> Result<Option<Bytes>, CloseReason> {
         match self.next(None)? {
             Some(Next::Frame(f) | Next::Small(f)) => Ok(Some(f)),
             None => Ok(None),
@@ -157,26 +162,16 @@ impl Rx {
     ) -> Result<Option<Next>, CloseReason> {
         let (order, max) = (self.order, self.max_frame_len);
         let Some(opener) = &mut self.opener else {
-            return cut(
-                &mut self.raw,
-                order,
-                max,
-                small.as_mut(),
-                &mut self.raw_sized,
-            )
-            .map_err(CloseReason::wire);
+            let cut = cut(&mut self.raw, order, max, small.as_mut(), &mut self.large);
+            return cut
+                .map(|c| c.map(Cut::into_next))
+                .map_err(CloseReason::wire);
         };
         loop {
-            if let Some(frame) = cut(
-                &mut self.plain,
-                order,
-                max,
-                small.as_mut(),
-                &mut self.plain_sized,
-            )
-            .map_err(CloseReason::wire)?
+            if let Some(frame) = cut(&mut self.plain, order, max, small.as_mut(), &mut self.large)
+                .map_err(CloseReason::wire)?
             {
-                return Ok(Some(frame));
+                return Ok(Some(frame.into_next()));
             }
             match seal::take_record(&mut self.raw, self.max_record)
                 .map_err(CloseReason::Protocol)?
@@ -190,8 +185,15 @@ impl Rx {
                     // (one copy, dropping the record's share of `raw` at once: kept as
                     // a view, it would make the next read's reserve copy the partial
                     // record behind it into a new buffer, which profiled worse).
+                    // A large frame under way takes its part straight from the record.
                     opener.open_in_place(&mut record)?;
-                    self.plain.extend_from_slice(&record);
+                    let mut opened = &record[..];
+                    if let Some(large) = &mut self.large
+                        && self.plain.is_empty()
+                    {
+                        large.take(&mut opened).map_err(CloseReason::wire)?;
+                    }
+                    self.plain.extend_from_slice(opened);
                 }
             }
         }
@@ -235,9 +237,30 @@ pub(crate) struct Small<'a> {
 #[derive(Debug)]
 pub(crate) enum Next {
     /// A whole frame body, as it came (kind byte included under hail framing).
-    Frame(BytesMut),
+    Frame(Bytes),
     /// A small message's payload (without the kind byte), split from the slab.
+    Small(Bytes),
+}
+
+/// One frame from [`cut`], as its buffer holds it.
+#[derive(Debug)]
+enum Cut {
+    /// A frame body cut from the receive buffer (or copied from it, see [`cut`]).
+    Frame(BytesMut),
+    /// A small message's payload, split from the slab.
     Small(BytesMut),
+    /// A large frame body, in the allocation it was received into (see [`MAPPED_FROM`]).
+    Large(Bytes),
+}
+
+impl Cut {
+    fn into_next(self) -> Next {
+        match self {
+            Self::Frame(f) => Next::Frame(f.freeze()),
+            Self::Small(f) => Next::Small(f.freeze()),
+            Self::Large(f) => Next::Frame(f),
+        }
+    }
 }
 
 /// Most bytes one slab allocation holds: 16 KiB.
@@ -246,39 +269,63 @@ const SLAB: usize = 16 * 1024;
 /// Cuts the next whole frame from `src`. Consumes nothing until the whole frame is there,
 /// so it keeps no state between calls.
 ///
-/// `sized` says that `src` was made for the partial frame it starts (set here when it
-/// grows a buffer for a large frame, taken when that frame is cut).
+/// `large` holds a frame
+/// of at least [`MAPPED_FROM`] bytes while it is received: its header is consumed when it
+/// comes, and its body moves from `src` as it arrives.
 fn cut(
     src: &mut BytesMut,
     order: ByteOrder,
     max: usize,
     small: Option<&mut Small<'_>>,
-    sized: &mut bool,
-) -> Result<Option<Next>, WireError> {
-    let Some(&header) = src.first_chunk::<HEADER_LEN>() else {
-        return Ok(None);
+    large: &mut Option<Large>,
+) -> Result<Option<Cut>, WireError> {
+    let body = match large {
+        Some(body) => body,
+        None => {
+            let Some(&header) = src.first_chunk::<HEADER_LEN>() else {
+                return Ok(None);
+            };
+            let len = frame_len(order, header);
+            if len > max {
+                return Err(WireError::TooLarge { len, max });
+            }
+            if len < MAPPED_FROM {
+                return cut_buffered(src, len, small);
+            }
+            src.advance(HEADER_LEN);
+            large.insert(Large::new(len))
+        }
     };
-    let len = frame_len(order, header);
-    if len > max {
-        return Err(WireError::TooLarge { len, max });
+    let mut from: &[u8] = src;
+    body.take(&mut from)?;
+    let taken = src.len() - from.len();
+    src.advance(taken);
+    if !body.is_whole() {
+        return Ok(None);
     }
+    let frame = large.take().map(Large::into_bytes).unwrap_or_default();
+    if src.capacity() > KEEP_CAPACITY {
+        // A buffer grown before (a burst, or a frame that came whole in one buffer) is
+        // given back once a large frame is through; what follows moves to one of its size.
+        *src = BytesMut::from(&src[..]);
+    }
+    Ok(Some(Cut::Large(frame)))
+}
+
+/// Cuts a frame of `len` bytes (below [`MAPPED_FROM`]) whose header leads `src`, once
+/// it is whole (see [`cut`]).
+fn cut_buffered(
+    src: &mut BytesMut,
+    len: usize,
+    small: Option<&mut Small<'_>>,
+) -> Result<Option<Cut>, WireError> {
     let Some(body) = src.get(HEADER_LEN..HEADER_LEN + len) else {
         // Room for what is likely to arrive next, never for the whole announced body
         // before its bytes come.
         let need = HEADER_LEN + len;
         let room = (need - src.len()).min(READ_AHEAD);
         if src.capacity() - src.len() < room {
-            if len >= OWN_ALLOCATION_FROM && src.capacity().saturating_mul(2) > need + READ_AHEAD {
-                // Doubling would pass the frame's end (up to twice the frame, not counted
-                // in the budget): grow to the frame plus a read, once. The frame is then
-                // cut from this buffer as it is (see below).
-                let mut grown = BytesMut::with_capacity(need + READ_AHEAD);
-                grown.extend_from_slice(src);
-                *src = grown;
-                *sized = true;
-            } else {
-                src.reserve(room);
-            }
+            src.reserve(room);
         }
         return Ok(None);
     };
@@ -301,19 +348,10 @@ fn cut(
             s.slab.extend_from_slice(payload);
             let msg = s.slab.split();
             src.advance(HEADER_LEN + len);
-            return Ok(Some(Next::Small(msg)));
+            return Ok(Some(Cut::Small(msg)));
         }
     }
     src.advance(HEADER_LEN);
-    let made_for_it = std::mem::take(sized);
-    if made_for_it && src.capacity() <= len + 2 * READ_AHEAD {
-        // The buffer was made for this frame (it starts it, and holds at most a read
-        // beyond): cut as it is, no copy; what follows (at most a read) moves to a buffer
-        // of its own, so the frame alone keeps this one alive.
-        let frame = src.split_to(len);
-        *src = BytesMut::from(&src[..]);
-        return Ok(Some(Next::Frame(frame)));
-    }
     if len >= OWN_ALLOCATION_FROM {
         // Cut as a view, the frame would keep the whole buffer alive for as long as it
         // waits (the buffer grew by doubling: up to four times the frame, and a view can
@@ -324,15 +362,14 @@ fn cut(
         let frame = BytesMut::from(&src[..len]);
         src.advance(len);
         if src.capacity() > KEEP_CAPACITY {
-            // The buffer grew to the frame (its pages are resident) and the budget no
-            // longer counts them: a peer sending 15 MiB frames kept 15 MiB of buffer
-            // beside each frame it delivered. What follows the frame (at most a read or
-            // a record) moves to a buffer of its own size.
+            // A buffer grown past what is kept (its pages are resident, and the budget
+            // no longer counts them) is given back; what follows the frame moves to a
+            // buffer of its own size.
             *src = BytesMut::from(&src[..]);
         }
-        return Ok(Some(Next::Frame(frame)));
+        return Ok(Some(Cut::Frame(frame)));
     }
-    Ok(Some(Next::Frame(src.split_to(len))))
+    Ok(Some(Cut::Frame(src.split_to(len))))
 }
 
 /// A frame of at least this many bytes (16 KiB) gets an allocation of its own size (see
@@ -359,8 +396,8 @@ mod tests {
         let mut src = BytesMut::with_capacity(4 * len);
         src.extend_from_slice(&framed(len));
         src.extend_from_slice(&framed(10)[..8]);
-        let Some(Next::Frame(f)) =
-            cut(&mut src, ByteOrder::BigEndian, 1 << 20, None, &mut false).unwrap()
+        let Some(Cut::Frame(f)) =
+            cut(&mut src, ByteOrder::BigEndian, 1 << 20, None, &mut None).unwrap()
         else {
             panic!("a whole frame")
         };
@@ -378,8 +415,8 @@ mod tests {
         let mut src = BytesMut::with_capacity(2 * len);
         src.extend_from_slice(&framed(len));
         src.extend_from_slice(&framed(10)[..8]);
-        let Some(Next::Frame(f)) =
-            cut(&mut src, ByteOrder::BigEndian, 4 << 20, None, &mut false).unwrap()
+        let Some(Cut::Large(f)) =
+            cut(&mut src, ByteOrder::BigEndian, 4 << 20, None, &mut None).unwrap()
         else {
             panic!("a whole frame")
         };
@@ -394,8 +431,8 @@ mod tests {
         let mut src = BytesMut::with_capacity(64 * 1024);
         src.extend_from_slice(&framed(1024));
         let at = src.as_ptr() as usize + HEADER_LEN;
-        let Some(Next::Frame(f)) =
-            cut(&mut src, ByteOrder::BigEndian, 1 << 20, None, &mut false).unwrap()
+        let Some(Cut::Frame(f)) =
+            cut(&mut src, ByteOrder::BigEndian, 1 << 20, None, &mut None).unwrap()
         else {
             panic!("a whole frame")
         };
@@ -414,8 +451,8 @@ mod tests {
         }
         let base = src.as_ptr() as usize;
         let mut frames = Vec::new();
-        while let Some(Next::Frame(f)) =
-            cut(&mut src, ByteOrder::BigEndian, 1 << 20, None, &mut false).unwrap()
+        while let Some(Cut::Frame(f)) =
+            cut(&mut src, ByteOrder::BigEndian, 1 << 20, None, &mut None).unwrap()
         {
             frames.push(f);
         }
@@ -433,7 +470,7 @@ mod tests {
     /// a spanning frame is refused.
     #[test]
     fn sealed_frames_across_record_boundaries() {
-        let lens = [0usize, 1, 3, 600, 70_000, 100, 5, 20_000, 2];
+        let lens = [0usize, 1, 3, 600, 70_000, 100, 5, 300_000, 20_000, 2];
         let mut stream = Vec::new();
         for (i, &len) in lens.iter().enumerate() {
             stream.extend_from_slice(&(len as u32).to_be_bytes());
@@ -490,43 +527,178 @@ mod tests {
 
     /// Under misbehave's `frames`, a 15 MiB frame grew its buffer by doubling (to 16 MiB,
     /// up to twice the frame) and was then copied whole into an allocation of its own:
-    /// for a moment twice the frame per worker, none of it counted beyond the frame. Now
-    /// the buffer grows to the frame plus a read once doubling would pass that, and the
-    /// frame is cut from it as it is, without a copy.
+    /// for a moment twice the frame per worker, none of it counted beyond the frame. A
+    /// large frame now moves into its mapping as its bytes come: the receive buffer never
+    /// holds more than a read, and what is resident is what came.
     #[test]
-    fn a_large_frame_is_cut_without_a_copy_from_a_buffer_of_its_size() {
+    fn a_large_frame_never_grows_the_receive_buffer() {
         let len = 3 << 20;
         let wire = framed(len);
         let mut rx = Rx::new(ByteOrder::BigEndian, 16 << 20);
-        let mut fed = 0;
-        let mut base = 0;
+        let mut fed: usize = 0;
         let frame = loop {
             if let Some(f) = rx.next_frame().unwrap() {
                 break f;
+            }
+            // Every byte of the body that came is held, and counted (the header is read).
+            assert_eq!(rx.held(), fed.saturating_sub(HEADER_LEN));
+            assert!(
+                rx.buffered() <= fed + 2 * MAX_READ + large::PAGE,
+                "{}",
+                rx.buffered()
+            );
+            if fed >= HEADER_LEN {
+                assert_eq!(rx.announced().header, HEADER_LEN + len);
             }
             rx.reserve_for_read();
             // A read: at most the read size, into the room the buffer has.
             let room = rx.raw.capacity() - rx.raw.len();
             let n = room.min(rx.read_limit(false)).min(wire.len() - fed);
             assert!(n > 0, "room for the next read");
-            base = rx.raw.as_ptr() as usize;
             rx.raw.extend_from_slice(&wire[fed..fed + n]);
-            assert_eq!(
-                rx.raw.as_ptr() as usize,
-                base,
-                "a read never moves the buffer"
-            );
             rx.after_read(n);
             fed += n;
             assert!(
-                rx.raw.capacity() <= HEADER_LEN + len + READ_AHEAD,
+                rx.raw.capacity() <= 2 * MAX_READ,
                 "{} after {fed}",
                 rx.raw.capacity()
             );
         };
+        assert_eq!(fed, wire.len());
         assert_eq!(frame.len(), len);
-        assert_eq!(frame.as_ptr() as usize, base + HEADER_LEN, "not a copy");
         assert!(frame.iter().all(|&b| b == 0x5a));
+        assert_eq!(rx.held(), 0);
+    }
+
+    /// Under misbehave's `frames` for 60 s the process grew by 71 MiB over idle while the
+    /// budget counted 28: once glibc had freed one mapped 15 MiB buffer it raised its mmap
+    /// threshold to that size, and every later frame buffer came from its arenas, which
+    /// keep what is freed. A large frame now lives in an anonymous mapping of its own
+    /// (whatever the allocator), given back to the system when the frame is dropped.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_large_frame_lives_in_a_mapping_given_back_when_it_is_dropped() {
+        // What a freed 20 MiB buffer does to glibc's threshold (nothing elsewhere).
+        drop(std::hint::black_box(vec![1u8; 20 << 20]));
+        // Larger than the mappings kept for the next frames (`large::POOL_BYTES`).
+        let len = large::POOL_BYTES + (1 << 20);
+        for sealed in [false, true] {
+            let mut rx = Rx::new(ByteOrder::BigEndian, 16 << 20);
+            let mut wire = BytesMut::from(&framed(len)[..]);
+            if sealed {
+                let ((mut sealer, _), (_, opener)) = crate::seal::test_ends();
+                let plain = std::mem::take(&mut wire);
+                for chunk in plain.chunks(seal::MAX_PLAIN) {
+                    sealer.seal(chunk, &mut wire);
+                }
+                rx.set_opener(opener);
+            }
+            let mut frame = None;
+            for piece in wire.chunks(MAX_READ) {
+                assert!(frame.is_none(), "one frame");
+                rx.raw.extend_from_slice(piece);
+                if let Some(f) = rx.next_frame().unwrap() {
+                    frame = Some(f);
+                }
+                assert!(rx.held() <= wire.len(), "{}", rx.held());
+            }
+            let frame = frame.expect("the whole frame");
+            assert_eq!(frame.len(), len);
+            assert!(frame.iter().all(|&b| b == 0x5a));
+            assert_eq!(rx.held(), 0);
+            let at = frame.as_ptr() as usize;
+            assert_eq!(
+                at % large::PAGE,
+                0,
+                "sealed {sealed}: the frame starts a mapping"
+            );
+            let holder = mapping_of(at).expect("the frame is mapped");
+            assert!(
+                holder.end >= at + len,
+                "sealed {sealed}: one mapping holds it"
+            );
+            drop(frame);
+            // Unmapped, the frame's mapping is gone (a neighbour it was merged with is
+            // split from it): the span that held it is no longer one mapping. Heap memory
+            // kept by an allocator would still be.
+            assert_ne!(
+                mapping_of(at),
+                Some(holder),
+                "sealed {sealed}: dropped, the frame's memory is given back"
+            );
+        }
+    }
+
+    /// Found in review: the mapping was made of the whole announced length when the header
+    /// came, so 4 bytes made the process reserve 16 MiB, and a thousand connections each
+    /// sending a header 16 GiB (past a 32-bit address space, or the commit limit under
+    /// strict overcommit). Now a header reserves nothing; with the first bytes a frame's
+    /// whole length is reserved only within the process's `MAX_RESERVED`, and past it
+    /// the room grows with what came, at most twice it.
+    #[test]
+    fn large_frames_reserve_room_only_within_the_cap_or_for_what_came() {
+        let len = 16 << 20;
+        let wire = framed(len);
+        let room = |rx: &Rx| rx.large.as_ref().map_or(0, Large::capacity);
+        // Twice as many frames as the cap holds whole (other tests may hold some of it).
+        let mut rxs: Vec<Rx> = (0..2 * large::MAX_RESERVED / len)
+            .map(|_| Rx::new(ByteOrder::BigEndian, 16 << 20))
+            .collect();
+        for rx in &mut rxs {
+            rx.raw.extend_from_slice(&wire[..HEADER_LEN]);
+            assert!(rx.next_frame().unwrap().is_none());
+            assert_eq!(room(rx), 0, "a header alone reserves nothing");
+            assert_eq!(rx.announced().header, HEADER_LEN + len);
+        }
+        let first = &wire[HEADER_LEN..HEADER_LEN + MAX_READ];
+        for rx in &mut rxs {
+            rx.raw.extend_from_slice(first);
+            assert!(rx.next_frame().unwrap().is_none());
+        }
+        let whole = rxs.iter().filter(|rx| room(rx) >= len).count();
+        assert!(whole <= large::MAX_RESERVED / len, "{whole} reserved whole");
+        assert!(
+            rxs.iter()
+                .all(|rx| room(rx) >= len || room(rx) <= MAPPED_FROM),
+            "past the cap, room for what came"
+        );
+        // One of those past the cap, to its end: its room stays within twice what came
+        // (or becomes its whole length once the cap has room again).
+        let mut rx = rxs
+            .into_iter()
+            .find(|rx| room(rx) < len)
+            .expect("one frame past the cap");
+        let mut fed = HEADER_LEN + MAX_READ;
+        let frame = loop {
+            let n = MAX_READ.min(wire.len() - fed);
+            rx.raw.extend_from_slice(&wire[fed..fed + n]);
+            fed += n;
+            if let Some(f) = rx.next_frame().unwrap() {
+                break f;
+            }
+            let came = fed - HEADER_LEN;
+            assert!(room(&rx) >= came);
+            assert!(
+                room(&rx) >= len || room(&rx) <= (2 * came).max(MAPPED_FROM),
+                "{} for {came}",
+                room(&rx)
+            );
+        };
+        assert_eq!(frame.len(), len);
+        assert!(frame.iter().all(|&b| b == 0x5a));
+    }
+
+    /// The span of the mapping that holds address `at` in this process (`/proc/self/maps`).
+    #[cfg(target_os = "linux")]
+    fn mapping_of(at: usize) -> Option<std::ops::Range<usize>> {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines().find_map(|line| {
+            let span = line.split(' ').next()?;
+            let (a, b) = span.split_once('-')?;
+            let a = usize::from_str_radix(a, 16).ok()?;
+            let b = usize::from_str_radix(b, 16).ok()?;
+            (a..b).contains(&at).then_some(a..b)
+        })
     }
 
     /// Under misbehave's `frames` (secured links), a flooder's next frame had its header

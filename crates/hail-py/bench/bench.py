@@ -34,7 +34,11 @@ What it measures, side by side in one run:
   loop, "hail ask (on loop)"), zenoh's `Session.get` to one queryable (time to its reply), asyncio's
   write-then-readexactly on one connection. In microseconds.
 
-Usage: `python bench.py [--quick] [--json FILE]`.
+With `--baseline DIR` (a folder holding another build of the package, say main's:
+`pip install --target DIR ./crates/hail-py` from its checkout), each round also runs
+`hail send_nowait` with that build ("hail (baseline)"), its sender a process of its own.
+
+Usage: `python bench.py [--quick] [--rounds N] [--baseline DIR] [--json FILE]`.
 """
 
 import argparse
@@ -303,6 +307,21 @@ def send_hail_batch(size, count, idle):
     return send_hail(size, count, idle, batch=1)
 
 
+def send_hail_baseline(size, count, idle):
+    """`send_hail` with another build of the package (`--baseline DIR`, first on the path
+    of a sending process of its own and of its receiver): old and new in one run."""
+    cmd = [sys.executable, __file__, "--role", "tx-hail", "--size", size, "--count", str(count),
+           "--idle", str(idle)]
+    env = dict(os.environ, PYTHONPATH=BASELINE[0])
+    out = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
+    row = json.loads(out.splitlines()[-1])
+    row["system"] = "hail (baseline)"
+    return row
+
+
+BASELINE = [None]
+
+
 def send_zenoh(size, count, idle, to_bytes=0):
     import zenoh
 
@@ -475,7 +494,7 @@ def machine():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--role", choices=["hail", "zenoh", "asyncio"])
+    ap.add_argument("--role", choices=["hail", "zenoh", "asyncio", "tx-hail"])
     ap.add_argument("--count", type=int, default=0)
     ap.add_argument("--idle", type=float, default=2.0)
     ap.add_argument("--group")
@@ -486,7 +505,13 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--json", dest="json_out")
+    ap.add_argument("--baseline", help="a folder holding another build of `hail` to run "
+                    "send_nowait with too (`pip install --target DIR ./crates/hail-py`)")
+    ap.add_argument("--size", choices=list(SIZES))
     args = ap.parse_args()
+    if args.role == "tx-hail":  # `send_hail_baseline`'s sending process
+        say(send_hail(args.size, args.count, args.idle))
+        return
     if args.role:
         {"hail": rx_hail, "zenoh": rx_zenoh, "asyncio": rx_asyncio}[args.role](args)
         return
@@ -500,10 +525,15 @@ def main():
     info = machine()
     info["hail"] = hail.__version__
     print(f"# {info}", file=sys.stderr)
+    senders = [send_hail, send_hail_batch, send_zenoh, send_zenoh_bytes, send_asyncio]
+    if args.baseline:
+        BASELINE[0] = os.path.abspath(args.baseline)
+        senders.insert(1, send_hail_baseline)
+        info["baseline"] = BASELINE[0]
     rows = []
     for size in SIZES:
         for r in range(rounds):
-            for fn in (send_hail, send_hail_batch, send_zenoh, send_zenoh_bytes, send_asyncio):
+            for fn in senders:
                 row = fn(size, counts[size], args.idle)
                 row["round"] = r
                 rows.append(row)

@@ -371,6 +371,8 @@ impl PyDevice {
     /// the interfaces have both families (the device is found on either), else the one of
     /// the family they have. The default groups follow the interfaces while the device
     /// runs: one whose family appears on them is joined, one whose family goes is left.
+    /// Once closed, the last ones, as every property (`name`, `address` ...) keeps its
+    /// value; the methods raise `Closed`.
     #[getter]
     fn groups(&self) -> Vec<String> {
         self.core.groups()

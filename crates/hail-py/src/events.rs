@@ -259,7 +259,15 @@ const SENDERS: usize = 64;
 /// sender reuses them rather than formatting 32 hex digits and making two strings each
 /// time. Bounded by [`SENDERS`].
 #[derive(Debug, Default)]
-pub(crate) struct Senders(Mutex<HashMap<DeviceId, Sender>>);
+pub(crate) struct Senders(Mutex<SenderTable>);
+
+/// [`Senders`]' table, and the sender of the last message on its own: a run of messages
+/// from one sender (one link's name is one `Arc`) costs no hashing of its id.
+#[derive(Debug, Default)]
+struct SenderTable {
+    by_id: HashMap<DeviceId, Sender>,
+    last: Option<(DeviceId, Sender)>,
+}
 
 /// A sender's name, and its name and hex id as Python strings.
 #[derive(Debug)]
@@ -269,29 +277,48 @@ struct Sender {
     py_id: Py<PyString>,
 }
 
+impl Sender {
+    fn strings(&self, py: Python<'_>) -> (Py<PyString>, Py<PyString>) {
+        (self.py_name.clone_ref(py), self.py_id.clone_ref(py))
+    }
+
+    fn clone_ref(&self, py: Python<'_>) -> Self {
+        Self {
+            name: self.name.clone(),
+            py_name: self.py_name.clone_ref(py),
+            py_id: self.py_id.clone_ref(py),
+        }
+    }
+}
+
 impl Senders {
     /// The sender's name and id as Python strings.
     fn get(&self, py: Python<'_>, from: Arc<str>, id: DeviceId) -> (Py<PyString>, Py<PyString>) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = map.get(&id)
+        let mut table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((last_id, s)) = &table.last
+            && Arc::ptr_eq(&s.name, &from)
+            && *last_id == id
+        {
+            return s.strings(py);
+        }
+        if let Some(s) = table.by_id.get(&id)
             && s.name == from
         {
-            return (s.py_name.clone_ref(py), s.py_id.clone_ref(py));
+            let out = s.strings(py);
+            table.last = Some((id, s.clone_ref(py)));
+            return out;
         }
-        if map.len() >= SENDERS {
-            map.clear();
+        if table.by_id.len() >= SENDERS {
+            table.by_id.clear();
         }
-        let py_name = PyString::new(py, &from).unbind();
-        let py_id = PyString::new(py, &id.to_string()).unbind();
-        let out = (py_name.clone_ref(py), py_id.clone_ref(py));
-        map.insert(
-            id,
-            Sender {
-                name: from,
-                py_name,
-                py_id,
-            },
-        );
+        let sender = Sender {
+            py_name: PyString::new(py, &from).unbind(),
+            py_id: PyString::new(py, &id.to_string()).unbind(),
+            name: from,
+        };
+        let out = sender.strings(py);
+        table.last = Some((id, sender.clone_ref(py)));
+        table.by_id.insert(id, sender);
         out
     }
 }

@@ -47,6 +47,24 @@ def test_groups_are_the_groups_the_device_discovers_on(group):
     bounded(main())
 
 
+def test_properties_keep_their_last_values_after_close_and_methods_raise_closed(group):
+    # The package's one rule (Channel.group, Server.address, Client.address too): a
+    # property answers after close with what it last was; a method raises Closed.
+    async def main():
+        d = hail.Device("gone", interface=LOOPBACK, group=group)
+        before = (d.name, d.id, d.address, d.group, d.groups)
+        await d.close()
+        assert (d.name, d.id, d.address, d.group, d.groups) == before
+        assert d.groups == [group]
+        assert f"groups={[group]!r}".replace("'", '"') in repr(d)
+        with pytest.raises(hail.Closed):
+            d.peers()
+        with pytest.raises(hail.Closed):
+            d.send_nowait("x", b"x")
+
+    bounded(main())
+
+
 def test_groups_unset_on_an_interface_with_both_families_are_both_defaults(tmp_path):
     """In a network namespace of the test's own: a veth end with IPv4 and IPv6."""
     import json

@@ -67,14 +67,14 @@ impl<P: PayloadCodec> Decoder for MessageCodec<P> {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<P::Item>, WireError> {
         match self.frames.decode(src)? {
-            Some(body) => self.payload.decode_payload(body).map(Some),
+            Some(body) => self.payload.decode_payload(body.freeze()).map(Some),
             None => Ok(None),
         }
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<P::Item>, WireError> {
         match self.frames.decode_eof(src)? {
-            Some(body) => self.payload.decode_payload(body).map(Some),
+            Some(body) => self.payload.decode_payload(body.freeze()).map(Some),
             None => Ok(None),
         }
     }

@@ -37,7 +37,7 @@ pub trait PayloadCodec {
     fn encode_payload(&self, item: &Self::Item, dst: &mut BytesMut) -> Result<(), WireError>;
 
     /// Decodes one whole frame body.
-    fn decode_payload(&self, body: BytesMut) -> Result<Self::Item, WireError>;
+    fn decode_payload(&self, body: Bytes) -> Result<Self::Item, WireError>;
 }
 
 /// Raw bytes, unchanged. Decoding hands out the frame's own buffer (no copy).
@@ -52,8 +52,8 @@ impl PayloadCodec for Binary {
         Ok(())
     }
 
-    fn decode_payload(&self, body: BytesMut) -> Result<Bytes, WireError> {
-        Ok(body.freeze())
+    fn decode_payload(&self, body: Bytes) -> Result<Bytes, WireError> {
+        Ok(body)
     }
 }
 
@@ -69,9 +69,10 @@ impl PayloadCodec for Text {
         Ok(())
     }
 
-    fn decode_payload(&self, body: BytesMut) -> Result<String, WireError> {
+    fn decode_payload(&self, body: Bytes) -> Result<String, WireError> {
         std::str::from_utf8(&body)?;
-        // Checked just above; `from_utf8` on the Vec then cannot fail and reuses the buffer.
+        // Checked just above; `from_utf8` on the Vec then cannot fail, and the Vec reuses
+        // a heap body's buffer (a mapped large body is copied out).
         String::from_utf8(Vec::from(body)).map_err(|e| WireError::InvalidUtf8(e.utf8_error()))
     }
 }
@@ -177,7 +178,7 @@ impl<T: Serialize + DeserializeOwned> PayloadCodec for Json<T> {
         Ok(())
     }
 
-    fn decode_payload(&self, body: BytesMut) -> Result<T, WireError> {
+    fn decode_payload(&self, body: Bytes) -> Result<T, WireError> {
         Ok(serde_json::from_slice(&body)?)
     }
 }
@@ -190,7 +191,7 @@ impl<T: Serialize + DeserializeOwned> PayloadCodec for Postcard<T> {
         Ok(())
     }
 
-    fn decode_payload(&self, body: BytesMut) -> Result<T, WireError> {
+    fn decode_payload(&self, body: Bytes) -> Result<T, WireError> {
         postcard_from_slice(&body, self.max_depth)
     }
 }
@@ -305,7 +306,7 @@ mod tests {
 
     #[test]
     fn binary_decode_is_zero_copy() {
-        let body = BytesMut::from(&b"abc"[..]);
+        let body = BytesMut::from(&b"abc"[..]).freeze();
         let ptr = body.as_ptr();
         let out = Binary.decode_payload(body).unwrap();
         assert_eq!(out.as_ptr(), ptr);
@@ -314,7 +315,7 @@ mod tests {
     #[test]
     fn invalid_utf8_is_typed() {
         let err = Text
-            .decode_payload(BytesMut::from(&b"ok\xff"[..]))
+            .decode_payload(Bytes::copy_from_slice(&b"ok\xff"[..]))
             .unwrap_err();
         assert!(matches!(err, WireError::InvalidUtf8(e) if e.valid_up_to() == 2));
     }
@@ -322,7 +323,7 @@ mod tests {
     #[test]
     fn bad_json_is_typed() {
         let err = Json::<Vec<u8>>::new()
-            .decode_payload(BytesMut::from(&b"[1,2"[..]))
+            .decode_payload(Bytes::copy_from_slice(&b"[1,2"[..]))
             .unwrap_err();
         assert!(matches!(err, WireError::Json(_)));
         assert!(err.is_payload_error());
@@ -331,7 +332,7 @@ mod tests {
     #[test]
     fn postcard_rejects_trailing_bytes() {
         let err = Postcard::<u8>::new()
-            .decode_payload(BytesMut::from(&[5u8, 6, 7][..]))
+            .decode_payload(Bytes::copy_from_slice(&[5u8, 6, 7][..]))
             .unwrap_err();
         assert!(matches!(err, WireError::TrailingBytes { count: 2 }));
     }
@@ -340,12 +341,12 @@ mod tests {
     fn postcard_rejects_bad_input() {
         // A bool must be 0 or 1.
         let err = Postcard::<bool>::new()
-            .decode_payload(BytesMut::from(&[2u8][..]))
+            .decode_payload(Bytes::copy_from_slice(&[2u8][..]))
             .unwrap_err();
         assert!(matches!(err, WireError::Postcard(_)));
         // A string longer than the input.
         let err = Postcard::<String>::new()
-            .decode_payload(BytesMut::from(&[50u8, b'a'][..]))
+            .decode_payload(Bytes::copy_from_slice(&[50u8, b'a'][..]))
             .unwrap_err();
         assert!(matches!(err, WireError::Postcard(_)));
     }
@@ -354,7 +355,7 @@ mod tests {
     fn postcard_depth_is_bounded() {
         let codec = Postcard::<Tree>::with_max_depth(32);
         let ok = codec
-            .decode_payload(BytesMut::from(&nested(20)[..]))
+            .decode_payload(Bytes::copy_from_slice(&nested(20)[..]))
             .unwrap();
         let mut expect = Tree::Leaf;
         for _ in 0..20 {
@@ -363,7 +364,7 @@ mod tests {
         assert_eq!(ok, expect);
         // Deep enough to overflow the stack without the limit.
         let err = codec
-            .decode_payload(BytesMut::from(&nested(1_000_000)[..]))
+            .decode_payload(Bytes::copy_from_slice(&nested(1_000_000)[..]))
             .unwrap_err();
         assert!(matches!(err, WireError::TooDeep { max: 32 }), "{err:?}");
     }
@@ -372,7 +373,7 @@ mod tests {
     fn deep_json_is_refused() {
         let deep = "[".repeat(100_000);
         let err = Json::<serde_json::Value>::new()
-            .decode_payload(BytesMut::from(deep.as_bytes()))
+            .decode_payload(Bytes::copy_from_slice(deep.as_bytes()))
             .unwrap_err();
         assert!(matches!(err, WireError::Json(_)));
     }

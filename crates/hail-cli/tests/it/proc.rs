@@ -175,9 +175,15 @@ impl Proc {
             .stderr
             .recv_timeout(left)
             .unwrap_or_else(|e| panic!("the process did not close stderr (exit) in {WAIT:?}: {e}"));
-        // Both pipes are closed: the process has exited or is exiting, so this returns
-        // at once (std's `Child` has no wait with a timeout; none is needed here).
-        let status = self.child.wait().expect("wait for the process");
+        // Both pipes are closed: the process has exited or is exiting, so this is at
+        // once, unless it closed them and lives on (a bug the test then reports rather
+        // than hangs on: std's `Child` has no wait with a timeout, so it is polled).
+        let mut status = None;
+        eventually("the process closed its output but did not exit", || {
+            status = self.child.try_wait().expect("wait for the process");
+            status.is_some()
+        });
+        let status = status.expect("checked by `eventually`");
         (status, out.join("\n"), err)
     }
 }

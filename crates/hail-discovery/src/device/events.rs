@@ -69,8 +69,9 @@ pub enum DeviceEvent {
 /// number, but each counts, until it is handed out, in the device's memory budget
 /// ([`DeviceBuilder::budget`](crate::DeviceBuilder::budget), 32 MiB by default) and in
 /// the share of the link it came on (a quarter of the budget): its payload's bytes, at
-/// least [`MESSAGE_COST`](crate::MESSAGE_COST) (256 B), counted once for each run of a
-/// link's messages the device takes in one go (at most 64) and given back as the
+/// least [`MESSAGE_COST`](crate::MESSAGE_COST) (256 B), counted for each run of a link's
+/// messages the device takes in one go (at most 256; in 64 KiB steps while a run is
+/// taken, so what the budget does not yet count stays below that) and given back as the
 /// application takes them (in 64 KiB steps, and with the run's last). A peer whose
 /// messages wait here for its share is held back: its link stops reading, TCP flow
 /// control slows it down, while other peers' messages, questions and calls go on (see
@@ -88,10 +89,22 @@ pub struct DeviceEvents {
     rx: mpsc::UnboundedReceiver<Queued>,
     /// The stream's levels: an event handed out leaves them.
     levels: Arc<EventLevels>,
-    /// The rest of the run of messages being handed out.
-    run: std::vec::IntoIter<DeviceEvent>,
-    /// What that run holds of the budget: given back as its messages are handed out.
-    run_hold: Option<Hold>,
+    /// The run of messages being handed out, if any.
+    run: Option<Handing>,
+}
+
+/// A run of messages being handed out by [`DeviceEvents`]: each becomes its
+/// [`DeviceEvent::Message`] as it is handed out, so the driver copies no sender per
+/// message (nor moves a whole `DeviceEvent`: a message of the run is its payload's 32
+/// bytes).
+#[derive(Debug)]
+struct Handing {
+    from: Arc<str>,
+    from_id: DeviceId,
+    /// The rest of the run's payloads.
+    payloads: std::vec::IntoIter<Bytes>,
+    /// What the run still holds of the budget: given back as its messages are handed out.
+    hold: Hold,
     /// What the messages of the run handed out since the last give-back cost.
     handed_out: usize,
 }
@@ -122,9 +135,21 @@ pub(super) fn message_cost(len: usize) -> usize {
 pub(super) enum Queued {
     /// An event other than a message: it holds room in the stream's capacity.
     Other(DeviceEvent),
-    /// A run of one link's messages, in order (never empty), and what they hold of the
-    /// budget, on that link's share. One hand-over per run, not per message.
-    Messages(Vec<DeviceEvent>, Hold),
+    /// A run of one link's messages. One hand-over per run, not per message.
+    Messages(MessageRun),
+}
+
+/// A run of one link's messages as the driver puts it in the stream: the sender once,
+/// the payloads in order (never empty), and what they hold of the budget, on that link's
+/// share.
+#[derive(Debug)]
+pub(super) struct MessageRun {
+    /// The link's peer's name.
+    pub(super) from: Arc<str>,
+    /// The key the link proved.
+    pub(super) from_id: DeviceId,
+    pub(super) payloads: Vec<Bytes>,
+    pub(super) hold: Hold,
 }
 
 impl futures_core::Stream for DeviceEvents {
@@ -163,9 +188,7 @@ impl DeviceEvents {
         Self {
             rx,
             levels,
-            run: Vec::new().into_iter(),
-            run_hold: None,
-            handed_out: 0,
+            run: None,
         }
     }
 
@@ -175,21 +198,28 @@ impl DeviceEvents {
     /// (`hail listen`'s line, say, held in the budget on its own) is counted in the run
     /// too for at most that many bytes, and a run of small messages costs one count.
     fn next_of_run(&mut self) -> Option<DeviceEvent> {
-        let e = self.run.next()?;
-        if let Some(hold) = &mut self.run_hold {
-            if self.run.len() == 0 {
-                self.levels.message_out(hold.bytes());
-                // Dropped: the rest goes back.
-                self.run_hold = None;
-                self.handed_out = 0;
-            } else if let DeviceEvent::Message { payload, .. } = &e {
-                self.handed_out += message_cost(payload.len());
-                if self.handed_out >= GIVE_BACK_STEP {
-                    let out = self.handed_out.min(hold.bytes());
-                    hold.set(hold.bytes() - out);
-                    self.levels.message_out(out);
-                    self.handed_out = 0;
-                }
+        let run = self.run.as_mut()?;
+        let Some(payload) = run.payloads.next() else {
+            self.run = None;
+            return None;
+        };
+        let cost = message_cost(payload.len());
+        let e = DeviceEvent::Message {
+            from: Arc::clone(&run.from),
+            from_id: run.from_id,
+            payload,
+        };
+        if run.payloads.len() == 0 {
+            self.levels.message_out(run.hold.bytes());
+            // Its hold dropped: the rest goes back.
+            self.run = None;
+        } else {
+            run.handed_out += cost;
+            if run.handed_out >= GIVE_BACK_STEP {
+                let out = run.handed_out.min(run.hold.bytes());
+                run.hold.set(run.hold.bytes() - out);
+                self.levels.message_out(out);
+                run.handed_out = 0;
             }
         }
         Some(e)
@@ -203,9 +233,14 @@ impl DeviceEvents {
                 self.levels.other_out();
                 Some(e)
             }
-            Queued::Messages(run, hold) => {
-                self.run = run.into_iter();
-                self.run_hold = Some(hold);
+            Queued::Messages(run) => {
+                self.run = Some(Handing {
+                    from: run.from,
+                    from_id: run.from_id,
+                    payloads: run.payloads.into_iter(),
+                    hold: run.hold,
+                    handed_out: 0,
+                });
                 self.next_of_run()
             }
         }
@@ -440,12 +475,8 @@ impl EventLevels {
 mod tests {
     use super::*;
 
-    fn message(len: usize) -> DeviceEvent {
-        DeviceEvent::Message {
-            from: "f".into(),
-            from_id: DeviceId::from_bytes([7; 16]),
-            payload: Bytes::from(vec![0u8; len]),
-        }
+    fn message(len: usize) -> Bytes {
+        Bytes::from(vec![0u8; len])
     }
 
     /// Found under misbehave's `frames`: a run of two 15 MiB messages held both until its
@@ -475,8 +506,13 @@ mod tests {
         ];
         hold.set(cost);
         levels.message_in(cost);
-        tx.send(Queued::Messages(sizes.map(message).into(), hold))
-            .unwrap();
+        tx.send(Queued::Messages(MessageRun {
+            from: "f".into(),
+            from_id: DeviceId::from_bytes([7; 16]),
+            payloads: sizes.map(message).into(),
+            hold,
+        }))
+        .unwrap();
         for (n, left) in sizes.into_iter().zip(left) {
             let Some(DeviceEvent::Message { payload, .. }) = events.try_recv() else {
                 panic!("a message")

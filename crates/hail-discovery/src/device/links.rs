@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use hail_link::{CloseReason as LinkClose, Connection};
 use hail_rpc::{Disconnect, LinkClosed, Outgoing, RpcPeer};
 use hail_wire::Binary;
@@ -16,7 +16,6 @@ use tracing::{debug, warn};
 use super::caller::LinkPeer;
 use super::clock;
 use super::driver::{Driver, RUN_CAPACITY, Run};
-use super::events::{DeviceEvent, message_cost};
 use super::sender::MESSAGE_TAG;
 use super::shared::{LinkEntry, lock};
 use crate::advert::{LinkMessage, MAGIC};
@@ -156,20 +155,17 @@ impl Driver {
             self.flush_messages();
             self.run = Some(Run {
                 link: conn,
-                events: Vec::with_capacity(RUN_CAPACITY),
+                payloads: Vec::with_capacity(RUN_CAPACITY),
                 hold,
+                uncounted: 0,
                 from,
             });
         }
         let run = self.run.as_mut().expect("a run of this link's messages");
-        let payload = frame.slice(1..);
-        let cost = message_cost(payload.len());
-        run.hold.set(run.hold.bytes() + cost);
-        run.events.push(DeviceEvent::Message {
-            from: Arc::clone(&run.from.0),
-            from_id: run.from.1,
-            payload,
-        });
+        // The tag dropped in place: no count of the frame's buffer taken and given back.
+        let mut payload = frame;
+        payload.advance(1);
+        run.push(payload);
     }
 
     pub(super) fn closed(&mut self, conn: LinkId, reason: &LinkClose) {

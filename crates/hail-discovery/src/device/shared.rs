@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use hail_link::{Connection, Hold, LinkConfig};
+use hail_link::{Connection, LinkConfig};
 use hail_rpc::{Handlers, PeerDriver, RpcConfig, RpcPeer};
 use hail_wire::Binary;
 use tokio::sync::{Notify, mpsc};
 use tracing::debug;
 
 use super::error::RunError;
-use super::events::{DeviceEvent, EventLevels, Queued};
+use super::events::{DeviceEvent, EventLevels, MessageRun, Queued};
 use crate::error::ResolveError;
 use crate::id::LinkId;
 use crate::peer_table::PeerTable;
@@ -106,17 +106,17 @@ impl Shared {
         went_in
     }
 
-    /// Puts a run of one link's messages in the stream (in one go) with `hold`, what they
-    /// count in the budget (on their link's share) until the application took the last of
-    /// them; a run the application can no longer take (it dropped the stream) is counted
-    /// as dropped.
-    pub(super) fn push_messages(&self, run: Vec<DeviceEvent>, hold: Hold) {
+    /// Puts a run of one link's messages in the stream (in one go) with its hold, what
+    /// they count in the budget (on their link's share) until the application took the
+    /// last of them; a run the application can no longer take (it dropped the stream) is
+    /// counted as dropped.
+    pub(super) fn push_messages(&self, run: MessageRun) {
         if self.event_levels.has_unreported() {
             self.report_drops();
         }
-        let (n, cost) = (run.len(), hold.bytes());
+        let (n, cost) = (run.payloads.len(), run.hold.bytes());
         self.event_levels.message_in(cost);
-        if self.events.send(Queued::Messages(run, hold)).is_err() {
+        if self.events.send(Queued::Messages(run)).is_err() {
             self.event_levels.message_out(cost);
             self.dropped(n as u64);
         }

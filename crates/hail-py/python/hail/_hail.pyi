@@ -219,7 +219,8 @@ class Device:
     @property
     def groups(self) -> List[str]:
         """The groups the device discovers on now, ``"addr:port"``, IPv4 first (by default
-        both default groups where the interfaces have both families, following them)."""
+        both default groups where the interfaces have both families, following them).
+        Once closed, the last ones (as every property; the methods raise ``Closed``)."""
     def peers(self) -> Dict[str, Peer]:
         """The joined peers by name."""
     def send(self, to: _To, data: bytes) -> Awaitable[Any]:
