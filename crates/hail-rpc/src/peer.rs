@@ -583,7 +583,7 @@ impl PeerDriver {
     pub fn packet(&self, frame: &[u8]) {
         if let Err(e) = self.inner.with(|st| {
             st.update_room();
-            st.session.handle_packet(now(), frame)
+            st.session.handle_packet_with(now, frame)
         }) {
             tracing::debug!(error = %e, "dropped a malformed RPC packet");
         }

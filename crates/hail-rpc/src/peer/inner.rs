@@ -367,7 +367,7 @@ impl Inner {
         let start = |st: &mut State| {
             let retcode = st
                 .session
-                .start_call(method, args, keep, waiter, permit, now())?;
+                .start_call_with(method, args, keep, waiter, permit, now)?;
             match st.take_packet() {
                 Some((out, request)) => Ok((retcode, out, request)),
                 // The session is connected exactly while `out` is set: not reached.

@@ -47,7 +47,9 @@ type ByRetCode = BuildHasherDefault<RetCodeHasher>;
 #[derive(Debug)]
 struct InFlight<W, G> {
     method: Method,
-    started: Instant,
+    /// When a `send` call (`keep`) started; `None` for an `execute` call, whose age
+    /// nothing reads (the clock is read only for `send` calls).
+    started: Option<Instant>,
     keep: bool,
     waiter: Option<W>,
     _guard: G,
@@ -148,6 +150,19 @@ impl<W, G> Calls<W, G> {
         guard: G,
         now: Instant,
     ) -> Option<RetCode> {
+        self.start_with(method, keep, waiter, guard, || now)
+    }
+
+    /// [`start`](Self::start), reading the clock (`now`) only for a `send` call: an
+    /// `execute` call's start time is never read.
+    pub(crate) fn start_with(
+        &mut self,
+        method: Method,
+        keep: bool,
+        waiter: Option<W>,
+        guard: G,
+        now: impl FnOnce() -> Instant,
+    ) -> Option<RetCode> {
         if self.in_flight.len() >= self.max_in_flight {
             return None;
         }
@@ -160,7 +175,8 @@ impl<W, G> Calls<W, G> {
             }
         };
         self.expired.remove(&retcode);
-        if keep {
+        let started = keep.then(now);
+        if let Some(now) = started {
             self.keep_started.push_back((retcode, now));
             // Answered calls stay in the queue until they reach its front: drop them in bulk.
             if self.keep_started.len() > 2 * self.max_in_flight + 16 {
@@ -172,7 +188,7 @@ impl<W, G> Calls<W, G> {
             retcode,
             InFlight {
                 method,
-                started: now,
+                started,
                 keep,
                 waiter,
                 _guard: guard,
@@ -190,6 +206,18 @@ impl<W, G> Calls<W, G> {
         status: Status,
         body: Bytes,
         now: Instant,
+    ) -> (Option<(W, Outcome)>, bool) {
+        self.on_reply_with(retcode, status, body, || now)
+    }
+
+    /// [`on_reply`](Self::on_reply), reading the clock (`now`) only when the reply is
+    /// kept for `poll` (a `send` call's reply that no `poll` waits for).
+    pub(crate) fn on_reply_with(
+        &mut self,
+        retcode: RetCode,
+        status: Status,
+        body: Bytes,
+        now: impl FnOnce() -> Instant,
     ) -> (Option<(W, Outcome)>, bool) {
         let Some(call) = self.in_flight.remove(&retcode) else {
             return (None, false);
@@ -216,12 +244,12 @@ impl<W, G> Calls<W, G> {
         keep: bool,
         waiter: Option<W>,
         outcome: Outcome,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
     ) -> Option<(W, Outcome)> {
         match waiter {
             Some(w) => Some((w, outcome)),
             None if keep => {
-                self.keep(retcode, outcome, now);
+                self.keep(retcode, outcome, now());
                 None
             }
             None => None,
@@ -352,7 +380,7 @@ impl<W, G> Calls<W, G> {
     /// When the `send` call `retcode`, still in flight, expires unanswered.
     pub fn expiry(&self, retcode: RetCode) -> Option<Instant> {
         match self.in_flight.get(&retcode) {
-            Some(c) if c.keep => c.started.checked_add(self.keep_for),
+            Some(c) if c.keep => c.started.and_then(|at| at.checked_add(self.keep_for)),
             _ => None,
         }
     }
@@ -403,7 +431,7 @@ impl<W, G> Calls<W, G> {
                 call.keep,
                 call.waiter,
                 Err(RpcError::ConnectionLost),
-                now,
+                || now,
             ) {
                 wake.push(w);
             }

@@ -275,6 +275,17 @@ impl<W, G, H> Session<W, G, H> {
     /// decode is counted and its error returned; the session is unchanged and the
     /// connection may go on.
     pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), PacketError> {
+        self.handle_packet_with(|| now, packet)
+    }
+
+    /// [`handle_packet`](Self::handle_packet), reading the clock (`now`) only when the
+    /// packet needs the time: a reply kept for `poll`. Requests, notifications, cancels
+    /// and the replies of `execute` calls read none.
+    pub(crate) fn handle_packet_with(
+        &mut self,
+        now: impl FnOnce() -> Instant,
+        packet: &[u8],
+    ) -> Result<(), PacketError> {
         let packet = match Packet::decode(packet) {
             Ok(p) => p,
             Err(e) => {
@@ -308,7 +319,7 @@ impl<W, G, H> Session<W, G, H> {
                 retcode,
                 status,
                 body,
-            } => match self.calls.on_reply(retcode, status, body, now) {
+            } => match self.calls.on_reply_with(retcode, status, body, now) {
                 (Some((w, outcome)), _) => self.events.push_back(SessionEvent::Wake(w, outcome)),
                 (None, true) => {}
                 (None, false) => self.stats.unmatched_replies += 1,
@@ -362,10 +373,24 @@ impl<W, G, H> Session<W, G, H> {
         guard: G,
         now: Instant,
     ) -> Result<RetCode, RpcError> {
+        self.start_call_with(method, args, keep, waiter, guard, || now)
+    }
+
+    /// [`start_call`](Self::start_call), reading the clock (`now`) only for a `send` call
+    /// (`keep`): an `execute` call's start time is never read.
+    pub(crate) fn start_call_with(
+        &mut self,
+        method: Method,
+        args: &[u8],
+        keep: bool,
+        waiter: Option<W>,
+        guard: G,
+        now: impl FnOnce() -> Instant,
+    ) -> Result<RetCode, RpcError> {
         self.check_connected()?;
         let retcode = self
             .calls
-            .start(method.clone(), keep, waiter, guard, now)
+            .start_with(method.clone(), keep, waiter, guard, now)
             .ok_or(RpcError::Busy)?;
         self.transmit(false, |b| packet::encode_request(b, retcode, &method, args));
         Ok(retcode)
