@@ -308,10 +308,15 @@ async fn ask(name: &str, n: usize, iterations: usize) -> anyhow::Result<Vec<Reco
         let t = Instant::now();
         let calls = handles
             .iter()
-            .map(|h| h.execute::<_, Vec<u8>>(ASK_METHOD, ("asker", q.as_ref()), timeout));
+            .map(|h| h.execute::<_, Vec<u8>>(ASK_METHOD, q.as_ref(), timeout));
         let results = futures_util::future::join_all(calls).await;
         let b = t.elapsed();
-        anyhow::ensure!(results.iter().all(Result::is_ok), "rpc failed");
+        // The question alone: the asker is the link's proven peer, never a payload field.
+        anyhow::ensure!(
+            results.iter().all(Result::is_ok),
+            "rpc failed: {:?}",
+            results.iter().find(|r| r.is_err())
+        );
         if i >= iterations / 10 {
             ours.push(a.as_secs_f64() * 1e6);
             base.push(b.as_secs_f64() * 1e6);
