@@ -230,6 +230,11 @@ impl DeviceBuilder {
     /// its links listen on: both families with the dual-stack default of
     /// [`listen`](Self::listen), else the listener's family (IPv6 link-local ones
     /// excepted: peers dial the advert's source address, with its scope).
+    ///
+    /// The links' listener is not narrowed by this: by default it takes connections on
+    /// every interface (the addresses of the ones named here change while the device
+    /// runs, and are followed in the adverts). To take links on one address only, set
+    /// [`listen`](Self::listen) to it as well.
     pub fn interface(mut self, interface: impl Into<Interface>) -> Self {
         self.interfaces.push(interface.into());
         self
