@@ -56,7 +56,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
         .build()?;
     let mut out = Vec::new();
     let runs = if ctx.quick { 10 } else { 50 };
-    if ctx.wants("discovery/join") {
+    if ctx.wants_one("discovery/join") {
         out.push(rt.block_on(join("discovery/join", None, runs))?);
     }
     if ctx.wants("discovery/join-sealed") {

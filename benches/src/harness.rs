@@ -103,6 +103,16 @@ impl Ctx {
         }
     }
 
+    /// True when the one benchmark called `name` should run: as [`wants`](Self::wants),
+    /// but not for a filter that only starts with `name` (`rpc/throughput-64B-vs-tarpc`
+    /// asks for that benchmark, not for `rpc/throughput-64B` too).
+    pub fn wants_one(&self, name: &str) -> bool {
+        match &self.filter {
+            None => true,
+            Some(f) => name.contains(f.as_str()),
+        }
+    }
+
     /// Picks the iteration count (or duration) for the mode.
     pub fn pick<T>(&self, quick: T, full: T) -> T {
         if self.quick { quick } else { full }
@@ -192,6 +202,20 @@ pub fn median(xs: &mut [f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filter_naming_a_longer_benchmark_runs_that_one_only() {
+        let ctx = Ctx {
+            filter: Some("rpc/throughput-64B-vs-tarpc".into()),
+            ..Ctx::default()
+        };
+        assert!(ctx.wants("rpc/throughput-64B-vs-tarpc"));
+        assert!(ctx.wants("rpc/"), "its group runs");
+        assert!(!ctx.wants_one("rpc/throughput-64B"), "not the shorter name");
+        assert!(ctx.wants_one("rpc/throughput-64B-vs-tarpc"));
+        let all = Ctx::default();
+        assert!(all.wants_one("rpc/throughput-64B"));
+    }
 
     #[test]
     fn runner_arguments() {

@@ -85,7 +85,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
             out.extend(latency(ctx, &rt, &name, size)?);
         }
     }
-    if ctx.wants("rpc/throughput-64B") {
+    if ctx.wants_one("rpc/throughput-64B") {
         out.push(throughput(ctx, &rt)?);
     }
     if ctx.wants("rpc/throughput-64B-vs-tarpc") {
