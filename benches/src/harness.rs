@@ -97,10 +97,7 @@ pub struct Ctx {
 impl Ctx {
     /// True when a benchmark called `name` (or a group of that prefix) should run.
     pub fn wants(&self, name: &str) -> bool {
-        match &self.filter {
-            None => true,
-            Some(f) => name.contains(f.as_str()) || f.starts_with(name),
-        }
+        self.wants_one(name) || self.filter.as_ref().is_some_and(|f| f.starts_with(name))
     }
 
     /// True when the one benchmark called `name` should run: as [`wants`](Self::wants),
