@@ -266,12 +266,9 @@ impl Cut {
 /// Most bytes one slab allocation holds: 16 KiB.
 const SLAB: usize = 16 * 1024;
 
-/// Cuts the next whole frame from `src`. Consumes nothing until the whole frame is there,
-/// so it keeps no state between calls.
-///
-/// `large` holds a frame
-/// of at least [`MAPPED_FROM`] bytes while it is received: its header is consumed when it
-/// comes, and its body moves from `src` as it arrives.
+/// Cuts the next whole frame from `src`. A frame below [`MAPPED_FROM`] is consumed only
+/// once it is whole; a larger one is held in `large` while it is received: its header is
+/// consumed when it comes, and its body moves out of `src` as it arrives.
 fn cut(
     src: &mut BytesMut,
     order: ByteOrder,
@@ -279,7 +276,7 @@ fn cut(
     small: Option<&mut Small<'_>>,
     large: &mut Option<Large>,
 ) -> Result<Option<Cut>, WireError> {
-    let body = match large {
+    let mut body = match large.take() {
         Some(body) => body,
         None => {
             let Some(&header) = src.first_chunk::<HEADER_LEN>() else {
@@ -293,7 +290,7 @@ fn cut(
                 return cut_buffered(src, len, small);
             }
             src.advance(HEADER_LEN);
-            large.insert(Large::new(len))
+            Large::new(len)
         }
     };
     let mut from: &[u8] = src;
@@ -301,15 +298,20 @@ fn cut(
     let taken = src.len() - from.len();
     src.advance(taken);
     if !body.is_whole() {
+        *large = Some(body);
         return Ok(None);
     }
-    let frame = large.take().map(Large::into_bytes).unwrap_or_default();
+    give_back_if_grown(src);
+    Ok(Some(Cut::Large(body.into_bytes())))
+}
+
+/// Gives back a receive buffer grown past [`KEEP_CAPACITY`] once a frame was cut from it
+/// (its pages are resident, and the budget no longer counts them): what follows the frame
+/// (at most a read or a record) moves to a buffer of its own size.
+fn give_back_if_grown(src: &mut BytesMut) {
     if src.capacity() > KEEP_CAPACITY {
-        // A buffer grown before (a burst, or a frame that came whole in one buffer) is
-        // given back once a large frame is through; what follows moves to one of its size.
         *src = BytesMut::from(&src[..]);
     }
-    Ok(Some(Cut::Large(frame)))
 }
 
 /// Cuts a frame of `len` bytes (below [`MAPPED_FROM`]) whose header leads `src`, once
@@ -361,12 +363,7 @@ fn cut_buffered(
         // instead (about 2 us per 64 KiB); the buffer stays unshared and is reused.
         let frame = BytesMut::from(&src[..len]);
         src.advance(len);
-        if src.capacity() > KEEP_CAPACITY {
-            // A buffer grown past what is kept (its pages are resident, and the budget
-            // no longer counts them) is given back; what follows the frame moves to a
-            // buffer of its own size.
-            *src = BytesMut::from(&src[..]);
-        }
+        give_back_if_grown(src);
         return Ok(Some(Cut::Frame(frame)));
     }
     Ok(Some(Cut::Frame(src.split_to(len))))

@@ -185,7 +185,7 @@ impl Large {
     /// budget counts). A new mapping each time, what came so far copied into it and the
     /// old one given back: past the cap the bytes are copied once more at most, in all.
     fn grow(&mut self, end: usize) -> Result<(), WireError> {
-        let (room, kept) = if self.reserve(self.len) {
+        let (room, kept) = if self.reserve_whole() {
             (self.len, take_kept(self.len))
         } else {
             let doubled = (self.capacity() * 2)
@@ -225,9 +225,10 @@ impl Large {
         Ok(())
     }
 
-    /// Counts `room` in [`RESERVED`] if that stays within [`MAX_RESERVED`].
-    fn reserve(&mut self, room: usize) -> bool {
-        let add = room.saturating_sub(self.reserved);
+    /// Counts the body's whole length in [`RESERVED`] if that stays within
+    /// [`MAX_RESERVED`].
+    fn reserve_whole(&mut self) -> bool {
+        let add = self.len.saturating_sub(self.reserved);
         let fits = RESERVED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
             now.checked_add(add).filter(|&total| total <= MAX_RESERVED)
         });
