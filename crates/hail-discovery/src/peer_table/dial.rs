@@ -157,7 +157,18 @@ impl PeerTable {
             return;
         }
         let reserve = p.repeated() || p.grace_until.is_some();
+        let first = p.failures == 0;
         if let Err(retry) = self.dial_budget(now, reserve) {
+            // A larger id dials this device itself once its dial_yield is over: its first
+            // dial is left to it (twice the wait, so it has its whole wait from whenever it
+            // heard us), or the dial put off here would start while the peer's runs and
+            // the pair would pay two handshakes for one link.
+            let wait = self.config.dial_yield;
+            let retry = if first && !wait.is_zero() && self.local.id() < id {
+                retry.max(now + 2 * wait)
+            } else {
+                retry
+            };
             trace!(peer = %id, "dial budget spent: later");
             self.peers.get_mut(&id).expect("present").dial = DialState::Deferred(retry);
             return;

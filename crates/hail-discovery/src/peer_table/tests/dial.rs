@@ -1,6 +1,7 @@
 //! Dialing: whom, at which addresses, and the backoff.
 
 use super::*;
+use crate::config::MAX_DIALS_IN_FLIGHT;
 
 #[test]
 fn an_announce_restarts_a_dial_begun_before_the_peer_was_heard() {
@@ -237,6 +238,63 @@ fn the_larger_id_dials_when_the_wait_is_over() {
     b.dial_failed(d[0].0, t0 + ms(260));
     // The redial backoff (100 ms at most for a first failure), not another wait.
     assert_eq!(dials(&run_until(&mut b, t0 + ms(360))).len(), 1, "redialed");
+}
+
+/// Many larger ids heard at once (a device starting into a group): the smaller dials as
+/// many as its budget lets it; the first dial of each of the others is left to that peer,
+/// which dials itself once its own wait is over, so a pair does not run two handshakes
+/// (the smaller's dial put off for room would otherwise start while the larger's runs).
+/// A peer that does not dial after all is dialed once twice the wait is over.
+#[test]
+fn a_smaller_id_out_of_dial_budget_leaves_the_first_dial_to_the_larger() {
+    let t0 = Instant::now();
+    let mut a = started(1, "a", t0);
+    let peers: Vec<u8> = (2..=20).collect();
+    for &n in &peers {
+        a.handle_advert(Advert::Announce(announce(n, &format!("p{n}"))), src(n), t0);
+    }
+    let first = dials(&actions(&mut a));
+    let once = MAX_DIALS_IN_FLIGHT - DIAL_RESERVE as usize;
+    assert_eq!(first.len(), once, "as many as the budget lets it, at once");
+    // They connect at once: room again, but the rest are the larger ids' to dial.
+    let mut conn = 0;
+    for (dial, peer, _) in &first {
+        let n = peers
+            .iter()
+            .copied()
+            .find(|&n| Some(id(n)) == *peer)
+            .unwrap();
+        conn += 1;
+        a.link_up(LinkId(conn), LinkOrigin::Dialed(*dial), listen(n), id(n), t0 + ms(5));
+        a.link_message(LinkId(conn), hello(n, &format!("p{n}"), 0), t0 + ms(5));
+    }
+    actions(&mut a);
+    let dialed: Vec<Option<DeviceId>> = first.iter().map(|d| d.1).collect();
+    let rest: Vec<u8> = peers
+        .iter()
+        .copied()
+        .filter(|&n| !dialed.contains(&Some(id(n))))
+        .collect();
+    assert_eq!(rest.len(), peers.len() - once);
+    assert!(
+        dials(&run_until(&mut a, t0 + ms(300))).is_empty(),
+        "no dial of a's while the larger ids wait their turn"
+    );
+    // All but the last dial a when their wait is over (250 ms).
+    let (silent, dialing) = rest.split_last().unwrap();
+    for &n in dialing {
+        conn += 1;
+        accept(&mut a, LinkId(conn), n, t0 + ms(300));
+        a.link_message(LinkId(conn), hello(n, &format!("p{n}"), 0), t0 + ms(300));
+    }
+    assert!(
+        dials(&run_until(&mut a, t0 + ms(499))).is_empty(),
+        "linked, or still the peer's turn"
+    );
+    // The silent one is dialed once twice the wait is over: one dial, to it alone.
+    let late = dials(&run_until(&mut a, t0 + ms(600)));
+    assert_eq!(late.iter().map(|d| d.1).collect::<Vec<_>>(), [Some(id(*silent))]);
+    assert_eq!(a.peers().len(), peers.len() - 1);
 }
 
 /// A device on both default groups is heard from an IPv4 and an IPv6 source by turns:
