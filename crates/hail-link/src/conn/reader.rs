@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use std::collections::VecDeque;
+
+use bytes::{BufMut, Bytes};
 use hail_wire::PayloadCodec;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -15,16 +17,9 @@ use crate::config::Heartbeat;
 use crate::error::{CloseReason, ProtocolError};
 use crate::events::Sink;
 use crate::proto::{self, Control};
-use crate::rx::{Announced, Next, Rx, Small};
+use crate::rx::{Announced, Next, Rx};
 use crate::stream::ReadHalf;
 use crate::timing::Liveness;
-
-/// Messages up to this size are copied out of the read buffer: 512 bytes. They are copied
-/// into one shared allocation per delivered batch (at most 16 KiB), so the receiving task
-/// never touches the read buffer's reference count (a contended cache line) and a burst of
-/// small messages costs one allocation rather than one each. A larger message is handed
-/// out as a slice of the read buffer, without a copy.
-const SMALL_COPY: usize = 512;
 
 /// Most messages handed to the receiver in one go: 256.
 const MAX_BATCH: usize = 256;
@@ -176,8 +171,10 @@ pub(super) async fn run<P: PayloadCodec>(
     // Since when only the peer could make progress while the budget is held.
     let mut stalls = Stalls::default();
     let mut batch: Vec<P::Item> = Vec::new();
-    // Small messages are copied into one slab per batch (see `SMALL_COPY`).
-    let mut slab = BytesMut::new();
+    // Message payloads cut from `rx` in runs (`Rx::next_run`), not yet decoded: empty
+    // but after a frame the codec refused, when the rest of its run waits here for the
+    // next batch (still counted as held).
+    let mut run: VecDeque<Bytes> = VecDeque::new();
     let reason = 'run: loop {
         // Decode everything that is whole (up to a batch), then hand it over in one go:
         // one wake-up of the receiver per batch rather than per message.
@@ -185,36 +182,35 @@ pub(super) async fn run<P: PayloadCodec>(
         // A frame the codec refused: reported after the messages before it.
         let mut undecodable = None;
         while batch.len() < MAX_BATCH {
-            let small = Small {
-                slab: &mut slab,
-                max: SMALL_COPY,
-                hail: shared.hail,
-            };
-            let body = match rx.next(Some(small)) {
-                Ok(Some(Next::Small(body))) => body,
-                Ok(Some(Next::Frame(frame))) if shared.hail => match proto::parse(frame) {
-                    Ok(Control::Message(body)) => body,
-                    Ok(Control::Heartbeat) => continue,
-                    Ok(Control::Close(code)) => {
-                        shared.begin_close(code.received_reason());
-                        continue;
-                    }
-                    Ok(Control::Hello { .. } | Control::Welcome { .. }) => {
-                        failed = Some(CloseReason::Protocol(ProtocolError::Unexpected(
-                            "handshake",
-                        )));
+            let body = if let Some(body) = run.pop_front() {
+                body
+            } else {
+                match rx.next_run(shared.hail, MAX_BATCH - batch.len(), &mut run) {
+                    Ok(Some(Next::Run)) => continue,
+                    Ok(Some(Next::Frame(frame))) if shared.hail => match proto::parse(frame) {
+                        Ok(Control::Message(body)) => body,
+                        Ok(Control::Heartbeat) => continue,
+                        Ok(Control::Close(code)) => {
+                            shared.begin_close(code.received_reason());
+                            continue;
+                        }
+                        Ok(Control::Hello { .. } | Control::Welcome { .. }) => {
+                            failed = Some(CloseReason::Protocol(ProtocolError::Unexpected(
+                                "handshake",
+                            )));
+                            break;
+                        }
+                        Err(e) => {
+                            failed = Some(CloseReason::Protocol(e));
+                            break;
+                        }
+                    },
+                    Ok(Some(Next::Frame(frame))) => frame,
+                    Ok(None) => break,
+                    Err(r) => {
+                        failed = Some(r);
                         break;
                     }
-                    Err(e) => {
-                        failed = Some(CloseReason::Protocol(e));
-                        break;
-                    }
-                },
-                Ok(Some(Next::Frame(frame))) => frame,
-                Ok(None) => break,
-                Err(r) => {
-                    failed = Some(r);
-                    break;
                 }
             };
             match payload.decode_payload(body) {
@@ -233,7 +229,7 @@ pub(super) async fn run<P: PayloadCodec>(
         }
         // What was cut from `rx` now belongs to the batch (until the receiver takes it),
         // or, with nothing to deliver, goes back to the budget.
-        let now_held = rx.held();
+        let now_held = rx.held() + run.iter().map(Bytes::len).sum::<usize>();
         if now_held > held.bytes {
             // Opening records only ever shrinks what is held; should that change, the
             // count must not go below what is given back later.
@@ -257,9 +253,6 @@ pub(super) async fn run<P: PayloadCodec>(
                 lost = sink.deliver_all(&mut batch, &mut charge) => lost,
                 () = wait_kill(&mut phase) => break 'run CloseReason::Closed,
             };
-            // The next batch copies into a slab of its own: the receiver releasing this
-            // batch's messages never shares a reference count with the reader.
-            slab = BytesMut::new();
             if lost > 0 {
                 stats.undelivered.fetch_add(lost, Ordering::Relaxed);
             }
