@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hail_link::{
     Client, ClientConfig, ClientEvent, ClientId, CloseReason, Events, LinkError, Server,
     ServerConfig, ServerEvent,
@@ -27,6 +28,37 @@ use crate::proto::Disconnect;
 /// oldest are not displaced; new ones are dropped and counted
 /// ([`RpcServer::dropped_events`]). Peers work whether or not anyone reads events.
 pub const SERVER_EVENT_CAPACITY: usize = 1024;
+
+/// Events a link adapter takes from the link at most at once: its packets are fed to the
+/// peer in runs ([`PeerDriver::packets`]). The link delivers what one read decoded as one
+/// batch; this only caps the events the adapter holds while it feeds them.
+const BATCH: usize = 256;
+
+/// The consecutive packets of one client in a server's batch, fed to its peer as one run.
+#[derive(Default)]
+struct Run {
+    id: Option<ClientId>,
+    packets: Vec<Bytes>,
+}
+
+impl Run {
+    /// Adds a packet from `id`, feeding the run of another client first.
+    fn push(&mut self, drivers: &HashMap<ClientId, PeerDriver>, id: ClientId, packet: Bytes) {
+        if self.id != Some(id) {
+            self.feed(drivers);
+            self.id = Some(id);
+        }
+        self.packets.push(packet);
+    }
+
+    /// Feeds the run to its client's peer (dropped if the client is gone) and empties it.
+    fn feed(&mut self, drivers: &HashMap<ClientId, PeerDriver>) {
+        match self.id.take().and_then(|id| drivers.get(&id)) {
+            Some(driver) => driver.packets(self.packets.drain(..)),
+            None => self.packets.clear(),
+        }
+    }
+}
 
 fn why(reason: &CloseReason) -> Disconnect {
     match reason {
@@ -93,20 +125,35 @@ impl RpcClient {
         let out = Arc::downgrade(&client);
         let router = tokio::spawn(async move {
             let mut up = true;
-            while let Some(event) = events.recv().await {
-                match event {
-                    ClientEvent::Message(packet) => driver.packet(&packet),
-                    ClientEvent::Connected { .. } if !up => {
-                        let Some(client) = out.upgrade() else { break };
-                        driver.connected(client);
-                        up = true;
+            let mut batch = Vec::new();
+            // The packets of a batch are fed in runs (one lock of the session per run).
+            let mut run = Vec::new();
+            'events: while events.recv_many(&mut batch, BATCH).await > 0 {
+                for event in batch.drain(..) {
+                    let event = match event {
+                        ClientEvent::Message(packet) => {
+                            run.push(packet);
+                            continue;
+                        }
+                        other => other,
+                    };
+                    driver.packets(run.drain(..));
+                    match event {
+                        ClientEvent::Connected { .. } if !up => {
+                            let Some(client) = out.upgrade() else {
+                                break 'events;
+                            };
+                            driver.connected(client);
+                            up = true;
+                        }
+                        ClientEvent::Disconnected { reason } => {
+                            driver.disconnected(why(&reason));
+                            up = false;
+                        }
+                        _ => {}
                     }
-                    ClientEvent::Disconnected { reason } => {
-                        driver.disconnected(why(&reason));
-                        up = false;
-                    }
-                    _ => {}
                 }
+                driver.packets(run.drain(..));
             }
         });
         Ok(Self {
@@ -205,35 +252,45 @@ impl RpcServer {
                         dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 };
-                while let Some(event) = link_events.recv().await {
-                    match event {
-                        ServerEvent::Message { id, msg } => {
-                            if let Some(d) = drivers.get(&id) {
-                                d.packet(&msg);
+                let mut batch = Vec::new();
+                // Consecutive packets of one client are fed as a run (one lock of its
+                // session per run).
+                let mut run = Run::default();
+                while link_events.recv_many(&mut batch, BATCH).await > 0 {
+                    for event in batch.drain(..) {
+                        let event = match event {
+                            ServerEvent::Message { id, msg } => {
+                                run.push(&drivers, id, msg);
+                                continue;
                             }
-                        }
-                        ServerEvent::Connected { id, addr, .. } => {
-                            let (peer, driver) =
-                                RpcPeer::with_handlers(config.clone(), handlers.clone());
-                            // The link registers a client before it announces it, so
-                            // its connection is there (unless it closed meanwhile: then
-                            // the peer stays disconnected, and `Closed` follows).
-                            if let Some(conn) = weak.upgrade().and_then(|s| s.connection(id)) {
-                                driver.connected(Arc::new(conn));
+                            other => other,
+                        };
+                        run.feed(&drivers);
+                        match event {
+                            ServerEvent::Connected { id, addr, .. } => {
+                                let (peer, driver) =
+                                    RpcPeer::with_handlers(config.clone(), handlers.clone());
+                                // The link registers a client before it announces it, so
+                                // its connection is there (unless it closed meanwhile:
+                                // then the peer stays disconnected, and `Closed` follows).
+                                if let Some(conn) = weak.upgrade().and_then(|s| s.connection(id)) {
+                                    driver.connected(Arc::new(conn));
+                                }
+                                drivers.insert(id, driver);
+                                lock(&peers).insert(id, peer.clone());
+                                emit(RpcServerEvent::Connected { id, addr, peer });
                             }
-                            drivers.insert(id, driver);
-                            lock(&peers).insert(id, peer.clone());
-                            emit(RpcServerEvent::Connected { id, addr, peer });
-                        }
-                        ServerEvent::Closed { id, reason } => {
-                            lock(&peers).remove(&id);
-                            if let Some(d) = drivers.remove(&id) {
-                                d.disconnected(why(&reason));
+                            ServerEvent::Closed { id, reason } => {
+                                lock(&peers).remove(&id);
+                                if let Some(d) = drivers.remove(&id) {
+                                    d.disconnected(why(&reason));
+                                }
+                                emit(RpcServerEvent::Disconnected { id, reason });
                             }
-                            emit(RpcServerEvent::Disconnected { id, reason });
+                            _ => {}
                         }
-                        _ => {}
                     }
+                    run.feed(&drivers);
                 }
             })
         };

@@ -98,7 +98,9 @@ pub fn pair_with_handlers(
 
 /// Feeds received packets to a peer; dropping the driver (task end or abort) disconnects it.
 async fn drive(driver: PeerDriver, mut rx: mpsc::Receiver<Bytes>) {
-    while let Some(packet) = rx.recv().await {
-        driver.packet(&packet);
+    // What is waiting is fed as one batch, in runs, as the link adapters do.
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        driver.packets(batch.drain(..));
     }
 }

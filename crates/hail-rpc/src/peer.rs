@@ -581,11 +581,45 @@ impl PeerDriver {
     /// must wait; replies are handed to waiting callers. A malformed packet is dropped and
     /// counted in [`RpcPeer::stats`]; the connection goes on.
     pub fn packet(&self, frame: &[u8]) {
-        if let Err(e) = self.inner.with(|st| {
-            st.update_room();
-            st.session.handle_packet_with(now, frame)
-        }) {
-            tracing::debug!(error = %e, "dropped a malformed RPC packet");
+        self.packets([frame]);
+    }
+
+    /// Packets that arrived together (a batch the link delivered), in order: each is
+    /// handled as [`packet`](Self::packet) handles one, but a run of them under one lock
+    /// of the session, their inline handlers polled after the run and their ends
+    /// reported under one more lock, their callers woken and their answers handed to the
+    /// link in one go. The link adapters ([`RpcClient`](crate::RpcClient),
+    /// [`RpcServer`](crate::RpcServer)) feed every batch they receive this way.
+    ///
+    /// A packet gets what it would get alone, within the same bounds. A run ends before a
+    /// packet that finds every handler slot taken (that one waits until the handlers of
+    /// the run have had their inline poll, which frees the slots of those that end, as
+    /// they would have), after an answer the session gives itself (a PING's or a
+    /// refusal: it goes to the link before the next request is admitted), and while
+    /// answers wait in the outbox (a slow reader's requests are taken one by one). So
+    /// the requests of a run are admitted before their handlers' answers meet a full link:
+    /// past [`RpcConfig::max_outbox_bytes`] the outbox may take the answers of one run's
+    /// handlers, at most [`RpcConfig::max_concurrent_handlers`], which its bound allows for
+    /// (the replies of the handlers running when it filled). A cancel in the same run as
+    /// its request is handled before the request's handler runs, and that handler's
+    /// answer is not sent, as if the cancel had come first.
+    pub fn packets<I>(&self, frames: I)
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let mut frames = frames.into_iter().peekable();
+        while frames.peek().is_some() {
+            self.inner.with(|st| {
+                let mut first = true;
+                while let Some(frame) = frames.next_if(|_| first || st.takes_more_in_run()) {
+                    first = false;
+                    st.update_room();
+                    if let Err(e) = st.session.handle_packet_with(now, frame.as_ref()) {
+                        tracing::debug!(error = %e, "dropped a malformed RPC packet");
+                    }
+                }
+            });
         }
     }
 }

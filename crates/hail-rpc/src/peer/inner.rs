@@ -56,6 +56,19 @@ impl State {
         self.session.set_budget_room(room);
     }
 
+    /// Whether the run of packets being handled under one lock may take the next one
+    /// (see [`PeerDriver::packets`](crate::PeerDriver::packets)): not once every handler
+    /// slot is taken (the run's handlers must first have their inline poll, which may
+    /// free their slots), not after an answer of the session's own (a PING's, a
+    /// refusal), which must reach the link or the outbox before the next request is
+    /// admitted, and not while the outbox holds answers (a slow reader's requests are
+    /// taken one by one, each seeing the outbox its predecessors' answers left).
+    pub(super) fn takes_more_in_run(&self) -> bool {
+        self.outbox.len() == 0
+            && !self.session.has_transmit()
+            && self.session.serve().has_free_slot()
+    }
+
     /// Brings the hold up to date: one count when the bytes kept changed, none otherwise.
     fn update_hold(&mut self) {
         if let Some(hold) = &mut self.hold {
@@ -292,6 +305,8 @@ impl Inner {
                 self.route(out, *generation, t);
             }
         }
+        // Handlers that ended in their inline poll, reported together under one lock.
+        let mut ended = Ended::default();
         for event in event.into_iter().chain(events) {
             match event {
                 SessionEvent::Wake(w, outcome) => {
@@ -303,8 +318,15 @@ impl Inner {
                     method,
                     args,
                     fresh,
-                } => self.run(ticket, method, args, fresh),
+                } => {
+                    if let Some(end) = self.run(ticket, method, args, fresh) {
+                        ended.push(end);
+                    }
+                }
             }
+        }
+        if !ended.is_empty() {
+            self.finish_all(ended);
         }
         // Last: a graceful shutdown waiting for the handlers finds their replies queued.
         if wake_idle {
@@ -385,12 +407,19 @@ impl Inner {
     }
 
     /// Runs the handler of `method`. With `inline`, the handler is first polled right here
-    /// (on the connection's task): one that finishes without waiting costs no task; one
-    /// that waits continues in a task of its own.
-    fn run(self: &Arc<Self>, ticket: Ticket, method: Method, args: Bytes, inline: bool) {
+    /// (on the connection's task): one that finishes without waiting costs no task, and
+    /// its end is returned, for the caller to report ([`finish_all`](Self::finish_all));
+    /// one that waits continues in a task of its own, which reports its end itself. So
+    /// does a method without a handler (answered at once).
+    fn run(
+        self: &Arc<Self>,
+        ticket: Ticket,
+        method: Method,
+        args: Bytes,
+        inline: bool,
+    ) -> Option<End> {
         let Some(handler) = self.handlers.get(&method) else {
-            self.finish(ticket, &method, Answer::UnknownMethod);
-            return;
+            return Some((ticket, method, Answer::UnknownMethod));
         };
         let peer = RpcPeer {
             inner: self.clone(),
@@ -400,8 +429,7 @@ impl Inner {
             && self.config.inline_first_poll
             && let Some(result) = (&mut fut).now_or_never()
         {
-            self.finish(ticket, &method, answer(Some(result)));
-            return;
+            return Some((ticket, method, answer(Some(result))));
         }
         let inner = self.clone();
         let task = self.runtime.spawn(async move {
@@ -415,6 +443,7 @@ impl Inner {
             // the spawn and here (`disconnected` could not abort a handle it never saw).
             h.abort();
         }
+        None
     }
 
     /// A handler ended: frees its slot (the next queued job starts, in a task) and sends
@@ -424,16 +453,73 @@ impl Inner {
         let panicked = answer == Answer::Panicked;
         let answered = self.with(|st| st.session.handle_done(ticket, answer));
         if panicked {
-            match ticket.retcode() {
-                Some(retcode) if answered => {
-                    tracing::warn!(%method, %retcode, "handler panicked; answered HANDLER_PANICKED");
-                }
-                Some(retcode) => {
-                    tracing::warn!(%method, %retcode, "handler panicked after its call ended");
-                }
-                None => tracing::warn!(%method, "notification handler panicked"),
-            }
+            warn_panicked(ticket, method, answered);
         }
+    }
+
+    /// [`finish`](Self::finish) for the handlers of a run of packets that ended in their
+    /// inline poll, under one lock; their replies go to the link together.
+    fn finish_all(self: &Arc<Self>, ended: Ended) {
+        let panicked = self.with(|st| {
+            let mut panicked = Vec::new();
+            for (ticket, method, answer) in ended {
+                let panic = answer == Answer::Panicked;
+                let answered = st.session.handle_done(ticket, answer);
+                if panic {
+                    panicked.push((ticket, method, answered));
+                }
+            }
+            panicked
+        });
+        for (ticket, method, answered) in panicked {
+            warn_panicked(ticket, &method, answered);
+        }
+    }
+}
+
+/// A handler's end: what [`Inner::run`] returns when the handler ended in its inline poll.
+type End = (Ticket, Method, Answer);
+
+/// The ends of the handlers of one critical section's output: usually one, which stands
+/// alone (a run of one packet allocates nothing for it).
+#[derive(Default)]
+struct Ended {
+    first: Option<End>,
+    rest: Vec<End>,
+}
+
+impl Ended {
+    fn push(&mut self, end: End) {
+        if self.first.is_none() {
+            self.first = Some(end);
+        } else {
+            self.rest.push(end);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+}
+
+impl IntoIterator for Ended {
+    type Item = End;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<End>, std::vec::IntoIter<End>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.rest)
+    }
+}
+
+fn warn_panicked(ticket: Ticket, method: &Method, answered: bool) {
+    match ticket.retcode() {
+        Some(retcode) if answered => {
+            tracing::warn!(%method, %retcode, "handler panicked; answered HANDLER_PANICKED");
+        }
+        Some(retcode) => {
+            tracing::warn!(%method, %retcode, "handler panicked after its call ended");
+        }
+        None => tracing::warn!(%method, "notification handler panicked"),
     }
 }
 

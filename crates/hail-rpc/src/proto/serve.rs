@@ -104,6 +104,12 @@ impl<H> Serve<H> {
         self.running
     }
 
+    /// True while a handler slot is free: a request or notification admitted now runs at
+    /// once rather than waiting in the queue.
+    pub fn has_free_slot(&self) -> bool {
+        self.running < self.max_running
+    }
+
     /// Requests and notifications waiting for a slot.
     pub fn queued(&self) -> usize {
         self.queue.len()

@@ -506,6 +506,11 @@ impl<W, G, H> Session<W, G, H> {
         self.events.pop_front()
     }
 
+    /// True when [`poll_transmit`](Self::poll_transmit) has a packet.
+    pub fn has_transmit(&self) -> bool {
+        !self.transmits.is_empty()
+    }
+
     /// True when [`poll_transmit`](Self::poll_transmit) or
     /// [`poll_event`](Self::poll_event) has something.
     pub fn has_output(&self) -> bool {

@@ -8,4 +8,5 @@ mod load;
 mod lost;
 mod outbox;
 mod reconnect;
+mod runs;
 mod support;

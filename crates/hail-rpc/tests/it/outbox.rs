@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 /// The target's link to the misbehaving peer: a bounded queue of packets, as a real link's
 /// send queue is. The test holds the receiving end and reads it or not.
-struct Queue(mpsc::Sender<Bytes>);
+pub(crate) struct Queue(pub(crate) mpsc::Sender<Bytes>);
 
 impl Outgoing for Queue {
     fn send(
@@ -35,16 +35,24 @@ const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 const LINK_QUEUE: usize = 16;
 
 /// A target peer serving `echo`, and the receiving end of its link.
-fn target(config: RpcConfig) -> (RpcPeer, PeerDriver, mpsc::Receiver<Bytes>) {
+pub(crate) fn target(config: RpcConfig) -> (RpcPeer, PeerDriver, mpsc::Receiver<Bytes>) {
+    target_with(config, LINK_QUEUE)
+}
+
+/// [`target`] whose link holds `link_queue` packets.
+pub(crate) fn target_with(
+    config: RpcConfig,
+    link_queue: usize,
+) -> (RpcPeer, PeerDriver, mpsc::Receiver<Bytes>) {
     let (peer, driver) = RpcPeer::new(config);
     peer.bind("echo", |b: Vec<u8>| async move { Ok::<_, String>(b) })
         .expect("echo binds");
-    let (tx, rx) = mpsc::channel(LINK_QUEUE);
+    let (tx, rx) = mpsc::channel(link_queue);
     driver.connected(Arc::new(Queue(tx)));
     (peer, driver, rx)
 }
 
-fn ping(retcode: u32, len: usize) -> Bytes {
+pub(crate) fn ping(retcode: u32, len: usize) -> Bytes {
     Packet::Request {
         retcode: RetCode(retcode),
         method: Opcode::PING.into(),
@@ -53,7 +61,7 @@ fn ping(retcode: u32, len: usize) -> Bytes {
     .to_bytes()
 }
 
-fn echo(retcode: u32, len: usize) -> Bytes {
+pub(crate) fn echo(retcode: u32, len: usize) -> Bytes {
     Packet::Request {
         retcode: RetCode(retcode),
         method: "echo".into(),
@@ -84,7 +92,7 @@ fn alive_tasks() -> usize {
 }
 
 /// The status of an answer the target sent.
-fn status(packet: &[u8]) -> (RetCode, Status) {
+pub(crate) fn status(packet: &[u8]) -> (RetCode, Status) {
     match Packet::decode(packet).expect("the target sends valid packets") {
         Packet::Reply {
             retcode, status, ..
