@@ -51,7 +51,18 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Record>> {
         ] {
             // One size alone can be asked for (a profile of one size, say).
             if ctx.wants(&format!("link/throughput-{label}")) {
-                out.push(throughput(&rt, budget, label, size, n)?);
+                out.push(throughput(&rt, budget, label, size, n, Send::Copied)?);
+            }
+        }
+    }
+    if ctx.wants("link/bytes") {
+        for (label, size, n) in [
+            ("64B", 64, 200_000),
+            ("1KiB", 1024, 50_000),
+            ("64KiB", 64 * 1024, 4_000),
+        ] {
+            if ctx.wants(&format!("link/bytes-{label}")) {
+                out.push(throughput(&rt, budget, label, size, n, Send::Owned)?);
             }
         }
     }
@@ -121,16 +132,35 @@ pub(crate) fn pair_of(
     })
 }
 
+/// How [`one_way`] hands each message to the link.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Send {
+    /// `Connection::send(&Bytes)`: copied into the send queue.
+    Copied,
+    /// `Connection::send_bytes(&[], Bytes)`: kept by reference from
+    /// `hail_link::SEND_COPY_BELOW` on (the message's `Bytes` cloned: a reference count).
+    Owned,
+}
+
 /// Sends `n` messages from the client and waits until the server has delivered them all.
 /// Sender and receiver are both tasks on the runtime, as in an application.
 pub(crate) fn one_way(rt: &Runtime, p: &mut Pair, msg: &Bytes, n: usize) {
+    one_way_by(rt, p, msg, n, Send::Copied);
+}
+
+/// [`one_way`], each message handed over as `how` says.
+pub(crate) fn one_way_by(rt: &Runtime, p: &mut Pair, msg: &Bytes, n: usize, how: Send) {
     let mut events = p.events.take().expect("events");
     let client = p.client.connection().expect("connected");
     let m = msg.clone();
     let events = rt.block_on(async move {
         let sender = tokio::spawn(async move {
             for _ in 0..n {
-                client.send(&m).await.expect("send");
+                match how {
+                    Send::Copied => client.send(&m).await,
+                    Send::Owned => client.send_bytes(&[], m.clone()).await,
+                }
+                .expect("send");
             }
         });
         let receiver = tokio::spawn(async move {
@@ -202,6 +232,7 @@ fn throughput(
     label: &str,
     size: usize,
     n: usize,
+    how: Send,
 ) -> anyhow::Result<Record> {
     let msg = Bytes::from(vec![0xa5u8; size]);
     let mut ours = pair(rt, LinkConfig::default())?;
@@ -209,11 +240,15 @@ fn throughput(
     let (a, b) = interleaved_rate(
         budget,
         n as u64,
-        || one_way(rt, &mut ours, &msg, n),
+        || one_way_by(rt, &mut ours, &msg, n, how),
         || raw_one_way(&mut raw, &msg, n),
     );
+    let name = match how {
+        Send::Copied => "throughput",
+        Send::Owned => "bytes",
+    };
     Ok(Record::new(
-        format!("link/throughput-{label}"),
+        format!("link/{name}-{label}"),
         a,
         b,
         "msg/s",

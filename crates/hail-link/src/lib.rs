@@ -175,7 +175,7 @@ pub use config::{
     DEFAULT_QUEUE_BYTES, Framing, Heartbeat, LinkConfig, LinkConfigBuilder, PRE_AUTH_MAX_FRAME_LEN,
     ServerConfig, ServerConfigBuilder, SlowClientPolicy,
 };
-pub use conn::{ConnStats, Connection, ReadGate};
+pub use conn::{ConnStats, Connection, ReadGate, SEND_COPY_BELOW};
 pub use error::{CloseReason, LinkConfigError, LinkError, ProtocolError, RefuseReason};
 pub use events::{
     ClientEvent, ClientEvents, EventSender, Events, Incoming, ServerEvent, ServerEvents,

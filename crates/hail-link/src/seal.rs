@@ -257,10 +257,13 @@ impl Sealer {
     /// Appends one record sealing `plain` (at most [`MAX_PLAIN`] bytes): one copy of the
     /// plaintext, encrypted where it lands.
     fn put_record(&mut self, plain: &[u8], dst: &mut BytesMut) {
-        debug_assert!(plain.len() <= MAX_PLAIN);
-        dst.put_u16((plain.len() + TAG) as u16);
-        let start = dst.len();
+        let start = open_record(plain.len(), dst);
         dst.extend_from_slice(plain);
+        self.close_record(start, dst);
+    }
+
+    /// Seals the record whose plaintext is `dst[start..]` in place and appends its tag.
+    fn close_record(&mut self, start: usize, dst: &mut BytesMut) {
         let tag = self
             .key
             .0
@@ -275,11 +278,38 @@ impl Sealer {
         self.nonce += 1;
     }
 
-    /// Makes `dst` exactly the sealed records of `plain`, reusing its allocation: nothing
-    /// is zero-filled, each byte of `plain` is copied once.
-    pub(crate) fn seal_over(&mut self, plain: &[u8], dst: &mut BytesMut) {
+    /// Makes `dst` exactly the sealed records of the bytes of `parts` one after another
+    /// (`total` of them), reusing its allocation: nothing is zero-filled, each byte is
+    /// copied once. The records are those of [`seal`](Self::seal) of the bytes joined.
+    pub(crate) fn seal_parts<'a>(
+        &mut self,
+        parts: impl IntoIterator<Item = &'a [u8]>,
+        total: usize,
+        dst: &mut BytesMut,
+    ) {
         dst.clear();
-        self.seal(plain, dst);
+        dst.reserve(total + total.div_ceil(MAX_PLAIN) * (2 + TAG));
+        // Plaintext not yet in a record; room left in the open one, which starts at `start`.
+        let mut left = total;
+        let mut room = 0;
+        let mut start = 0;
+        for mut part in parts {
+            while !part.is_empty() {
+                if room == 0 {
+                    room = left.min(MAX_PLAIN);
+                    left -= room;
+                    start = open_record(room, dst);
+                }
+                let n = room.min(part.len());
+                dst.extend_from_slice(&part[..n]);
+                part = &part[n..];
+                room -= n;
+                if room == 0 {
+                    self.close_record(start, dst);
+                }
+            }
+        }
+        debug_assert!(room == 0 && left == 0, "`total` is the parts' length");
     }
 
     /// Appends `plain` to `dst` as one or more sealed records.
@@ -289,6 +319,14 @@ impl Sealer {
             self.put_record(chunk, dst);
         }
     }
+}
+
+/// Appends the length of a record of `len` plaintext bytes; returns where its plaintext
+/// starts.
+fn open_record(len: usize, dst: &mut BytesMut) -> usize {
+    debug_assert!(len <= MAX_PLAIN);
+    dst.put_u16((len + TAG) as u16);
+    dst.len()
 }
 
 impl Opener {
@@ -479,10 +517,22 @@ mod tests {
         let mut wire = BytesMut::new();
         is.seal(&plain, &mut wire);
         is.seal(b"tail", &mut wire);
-        // The reusing variant writes the same record format (and continues the nonces).
+        // The variant of parts writes the same records as of the parts joined (and
+        // continues the nonces), whatever the parts' edges, reusing its buffer.
         let mut reused = BytesMut::from(&[0xee; 100_000][..]);
-        is.seal_over(&plain[..70_000], &mut reused);
+        let parts = [
+            &plain[..10],
+            &[][..],
+            &plain[10..60_000],
+            &plain[60_000..70_000],
+        ];
+        is.seal_parts(parts, 70_000, &mut reused);
         assert_eq!(reused.len(), 70_000 + 2 * (2 + TAG));
+        assert_eq!(
+            u16::from_be_bytes([reused[0], reused[1]]) as usize,
+            MAX_RECORD,
+            "a full record first"
+        );
         wire.extend_from_slice(&reused);
         assert!(!wire.windows(16).any(|w| w == &plain[1000..1016]));
         let mut out = BytesMut::new();

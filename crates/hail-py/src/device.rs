@@ -11,6 +11,7 @@ use bytes::Bytes;
 use hail_discovery::{
     Device, DeviceBuilder, DeviceEvents, Interface, PeerSender, SendError, Targets,
 };
+use hail_link::SEND_COPY_BELOW;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -238,15 +239,25 @@ impl Core {
     }
 
     /// Queues `data` on the link to `to` if it has room (`Device::to(to).try_send`).
-    pub(crate) fn send_nowait(&self, to: &str, data: &[u8]) -> PyResult<()> {
+    ///
+    /// From [`SEND_COPY_BELOW`] bytes on, the link keeps `data`'s `bytes` object itself
+    /// until written (see [`payload`]); shorter data is copied.
+    pub(crate) fn send_nowait(&self, to: &str, data: PyBackedBytes) -> PyResult<()> {
+        let send = |s: &mut PeerSender, data: PyBackedBytes| {
+            if data.len() < SEND_COPY_BELOW {
+                s.try_send(&data)
+            } else {
+                s.try_send_bytes(Bytes::from_owner(data))
+            }
+        };
         let mut links = self.links();
         let result = match links.get_mut(to) {
-            Some(s) => s.try_send(data),
+            Some(s) => send(s, data),
             None => {
                 let guard = self.now()?;
                 let device = guard.as_ref().ok_or_else(errors::closed)?;
                 let mut s = device.to(to).map_err(|e| errors::resolve_error(&e))?;
-                let r = s.try_send(data);
+                let r = send(&mut s, data);
                 links.insert(to.to_owned(), s);
                 r
             }
@@ -267,6 +278,23 @@ impl Core {
         if let Some(d) = device {
             d.close().await;
         }
+    }
+}
+
+/// Python's bytes as a message payload: from [`SEND_COPY_BELOW`] (512) bytes on the
+/// `bytes` object itself, which the links keep until written (no copy: hail-link's
+/// `send_bytes`); shorter ones copied, which costs less than keeping them. A `bytearray`
+/// was copied by PyO3 already (it is mutable).
+///
+/// The `bytes` object is dropped where its last link wrote it, on a runtime thread
+/// without the GIL: PyO3 (0.30, its reference pool on, as here) defers that decref to
+/// the next time a thread attaches to the interpreter, so this is sound; it costs a
+/// push under PyO3's pool lock.
+pub(crate) fn payload(data: PyBackedBytes) -> Bytes {
+    if data.len() < SEND_COPY_BELOW {
+        Bytes::copy_from_slice(&data)
+    } else {
+        Bytes::from_owner(data)
     }
 }
 
@@ -399,7 +427,7 @@ impl PyDevice {
         data: PyBackedBytes,
     ) -> PyResult<Bound<'py, PyAny>> {
         let to = To::extract(to)?;
-        let data = Bytes::copy_from_slice(&data);
+        let data = payload(data);
         let core = self.core.clone();
         let targets = to.targets();
         let sent = async move { core.with(async |d| Ok(d.send(targets, data).await)).await };
@@ -430,7 +458,7 @@ impl PyDevice {
     /// raises `Full` when its queue has no room (and `NotConnected`, `UnknownName` ...).
     /// No await: the hot path. The link is looked up once per name and kept.
     fn send_nowait(&self, to: &str, data: PyBackedBytes) -> PyResult<()> {
-        self.core.send_nowait(to, &data)
+        self.core.send_nowait(to, data)
     }
 
     /// `await ask(to, question, timeout=2.0)`: asks each target and waits for all answers,

@@ -96,6 +96,10 @@ impl Device {
     /// message is handed over or failed, as a map from each named target to its result
     /// (the shape of [`ask`](Self::ask)'s). For many messages to one peer,
     /// [`to`](Self::to) is the cheaper path.
+    ///
+    /// From 512 bytes on ([`SEND_COPY_BELOW`](hail_link::SEND_COPY_BELOW)) `msg` is not
+    /// copied: each target's link keeps it until written, as
+    /// [`PeerSender::send_bytes`](crate::PeerSender::send_bytes) does.
     #[must_use = "each target's result says whether its message was handed over"]
     pub async fn send(
         &self,
@@ -105,13 +109,15 @@ impl Device {
         let names = self.target_names(targets.into());
         let sends = names.into_iter().map(|name| {
             let link = self.shared.resolve_link(&name);
-            let msg = &msg;
+            // Each link keeps the one payload (a reference count each), not a copy.
+            let msg = msg.clone();
             async move {
+                let len = msg.len();
                 let r = match link {
                     Ok(link) => link
-                        .send_parts(&[&[MESSAGE_TAG], msg])
+                        .send_bytes(&[MESSAGE_TAG], msg)
                         .await
-                        .map_err(|e| link_error(e, msg.len(), &name)),
+                        .map_err(|e| link_error(e, len, &name)),
                     Err(e) => Err(SendError::Resolve(e)),
                 };
                 (name, r)

@@ -3,7 +3,8 @@
 
 use std::sync::{Arc, Weak};
 
-use hail_link::{Connection, LinkError};
+use bytes::Bytes;
+use hail_link::{Connection, LinkError, SEND_COPY_BELOW};
 use hail_wire::Binary;
 
 use super::error::SendError;
@@ -85,6 +86,57 @@ impl PeerSender {
             r => r,
         }
         .map_err(|e| link_error(e, msg.len(), &self.name))
+    }
+
+    /// [`send`](Self::send) of an owned payload, not copied: the link keeps `msg` as it is
+    /// until it is written (from [`SEND_COPY_BELOW`](hail_link::SEND_COPY_BELOW), 512
+    /// bytes, on; shorter ones are copied, which costs less), so a large message costs no
+    /// copy on a plaintext link and only the seal's on a secured one. It counts its length
+    /// in the link's queue and the device's budget as a copied one does, and keeps whatever
+    /// owns its bytes alive until written (a [`Bytes`] cut from a larger buffer keeps that
+    /// buffer). In order with the messages of [`send`](Self::send) and
+    /// [`try_send`](Self::try_send).
+    ///
+    /// ```no_run
+    /// # async fn demo(device: hail_discovery::Device) -> Result<(), Box<dyn std::error::Error>> {
+    /// use bytes::Bytes;
+    ///
+    /// let mut lamp = device.to("lamp")?;
+    /// lamp.send_bytes(Bytes::from(vec![0u8; 4096])).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_bytes(&mut self, msg: Bytes) -> Result<(), SendError> {
+        if msg.len() < SEND_COPY_BELOW {
+            return self.send(&msg).await;
+        }
+        let len = msg.len();
+        // A clone (a reference count) to send again on the new link if this one ended.
+        match self.link.send_bytes(&[MESSAGE_TAG], msg.clone()).await {
+            Err(LinkError::Closed(_)) => {
+                self.relink()?;
+                self.link.send_bytes(&[MESSAGE_TAG], msg).await
+            }
+            r => r,
+        }
+        .map_err(|e| link_error(e, len, &self.name))
+    }
+
+    /// [`try_send`](Self::try_send) of an owned payload, kept as
+    /// [`send_bytes`](Self::send_bytes) keeps it: queued now, or [`SendError::Full`] at
+    /// once (the payload dropped; a clone of it, a reference count, can be sent again).
+    pub fn try_send_bytes(&mut self, msg: Bytes) -> Result<(), SendError> {
+        if msg.len() < SEND_COPY_BELOW {
+            return self.try_send(&msg);
+        }
+        let len = msg.len();
+        match self.link.try_send_bytes(&[MESSAGE_TAG], msg.clone()) {
+            Err(LinkError::Closed(_)) => {
+                self.relink()?;
+                self.link.try_send_bytes(&[MESSAGE_TAG], msg)
+            }
+            r => r,
+        }
+        .map_err(|e| link_error(e, len, &self.name))
     }
 
     /// The link ended: the name's link now, if there is one.

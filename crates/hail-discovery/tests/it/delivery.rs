@@ -374,6 +374,65 @@ async fn a_peer_sender_follows_its_peer_to_a_new_link() {
     lamp.close().await;
 }
 
+/// Owned payloads (`send_bytes`, `try_send_bytes`; kept by the link from 512 bytes on,
+/// copied below) arrive whole and in order among copied ones (`send`, `try_send`, the
+/// device's `send`); once nobody reads, `try_send_bytes` reports `Full` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owned_payloads_arrive_in_order_among_copied_ones() {
+    let (switch, mut se) = device(
+        "switch",
+        SocketAddr::from((Ipv4Addr::new(239, 255, 72, 97), 0)),
+    )
+    .await;
+    let (lamp, mut le) = device("lamp", switch.group()).await;
+    meet(&switch, &mut se, &lamp).await;
+    let mut to_lamp = switch.to("lamp").expect("joined");
+    let body = |i: usize| -> Vec<u8> {
+        let len = [10, 511, 512, 3000, 70_000][i % 5];
+        (0..len).map(|k| (k * 7 + i) as u8).collect()
+    };
+    const N: usize = 60;
+    for i in 0..N {
+        let b = body(i);
+        match i % 5 {
+            0 => to_lamp.send(&b).await.expect("sent"),
+            1 => to_lamp.try_send(&b).expect("room"),
+            2 => {
+                let r = switch.send("lamp", Bytes::from(b)).await;
+                assert_eq!(r["lamp"], Ok(()));
+            }
+            3 => to_lamp.try_send_bytes(Bytes::from(b)).expect("room"),
+            _ => to_lamp.send_bytes(Bytes::from(b)).await.expect("sent"),
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut i = 0;
+        while i < N {
+            if let DeviceEvent::Message { payload, .. } = le.recv().await.expect("running") {
+                assert!(payload[..] == body(i)[..], "message {i} whole, in order");
+                i += 1;
+            }
+        }
+    })
+    .await
+    .expect("every message");
+    // Nobody reads lamp's events now: its link fills up, then `try_send_bytes` says so.
+    let big = Bytes::from(vec![0u8; 60_000]);
+    let full = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match to_lamp.try_send_bytes(big.clone()) {
+                Ok(()) => tokio::task::yield_now().await,
+                Err(e) => break e,
+            }
+        }
+    })
+    .await
+    .expect("the link fills");
+    assert_eq!(full, SendError::Full);
+    switch.close().await;
+    lamp.close().await;
+}
+
 /// The next message `events` delivers: (sender, payload as text).
 async fn next_message(events: &mut DeviceEvents) -> (String, String) {
     tokio::time::timeout(Duration::from_secs(5), async {

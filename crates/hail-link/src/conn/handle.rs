@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use hail_wire::{Binary, FrameCodec, PayloadCodec, WireError};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::AbortHandle;
 
+use super::queue::Queued;
 use super::{ConnStats, Counters, Outbox, Phase, Push, Shared, encode_message, reader, writer};
 use crate::budget::{Account, Budget, Hold};
 use crate::chan;
@@ -160,7 +161,7 @@ where
         if let Some((buf, frames)) = seed {
             budget.take(buf.len());
             outbox.charged = buf.len();
-            outbox.buf = buf;
+            outbox.q = Queued::from_buf(buf);
             outbox.frames = frames;
         }
         // Every frame the link accepts must be able to arrive whole: a share below one
@@ -256,6 +257,47 @@ impl Connection<Binary> {
         self.push_now(|dst| self.encode_parts(parts, dst))
     }
 
+    /// Queues one message of `head` followed by `payload`, waiting while the send queue is
+    /// full: `head` (a tag of the caller's, say; empty for none) is copied into the send
+    /// queue, `payload` is not copied when it is [`SEND_COPY_BELOW`](crate::SEND_COPY_BELOW)
+    /// (512) bytes or longer. It is kept as it is until written: written from where its
+    /// owner put it by a vectored write on a plaintext link, or sealed from there on a
+    /// secured one (the seal's copy then the only one). The receiver gets one message of
+    /// `head` and `payload`, in order with every other message sent on the link.
+    ///
+    /// A kept payload counts its length in the send queue's bound and in the memory
+    /// budget, as a copied one does. It also keeps whatever owns its bytes alive until it
+    /// is written (a [`Bytes`] cut from a larger buffer keeps that buffer): hand it a
+    /// payload of its own. Errors and cancel safety as for [`send`](Self::send); on an
+    /// error the payload is dropped (clone it first to try again: a reference count).
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: hail_link::Connection) -> Result<(), hail_link::LinkError> {
+    /// use bytes::Bytes;
+    ///
+    /// let frame = Bytes::from(vec![7u8; 64 * 1024]);
+    /// conn.send_bytes(b"M", frame).await?; // the peer receives b"M" and the 64 KiB
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_bytes(&self, head: &[u8], payload: Bytes) -> Result<(), LinkError> {
+        if payload.len() < super::SEND_COPY_BELOW {
+            return self.send_parts(&[head, &payload]).await;
+        }
+        let mut payload = Some(payload);
+        self.waiting(|| self.shared.push_kept(head, &mut payload))
+            .await
+    }
+
+    /// [`send_bytes`](Self::send_bytes) if the send queue has room, or
+    /// [`LinkError::Full`] at once (the payload then dropped).
+    pub fn try_send_bytes(&self, head: &[u8], payload: Bytes) -> Result<(), LinkError> {
+        if payload.len() < super::SEND_COPY_BELOW {
+            return self.try_send_parts(&[head, &payload]);
+        }
+        self.shared
+            .link_result(self.shared.push_kept(head, &mut Some(payload)))
+    }
+
     fn encode_parts(&self, parts: &[&[u8]], dst: &mut BytesMut) -> Result<(), WireError> {
         let hail = self.shared.hail;
         self.shared.frames.encode_with(dst, |dst| {
@@ -339,22 +381,24 @@ impl<P: PayloadCodec> Connection<P> {
         &self,
         write: impl Fn(&mut BytesMut) -> Result<(), WireError>,
     ) -> Result<(), LinkError> {
+        self.waiting(|| self.shared.push(&write, true)).await
+    }
+
+    /// Runs `push` until it finds room in the send queue, waiting for room after each
+    /// `Full`.
+    async fn waiting(&self, mut push: impl FnMut() -> Result<(), Push>) -> Result<(), LinkError> {
         // Fast path: room in the queue, no waiter registration.
-        match self.shared.push(&write, true) {
-            Ok(()) => return Ok(()),
+        match push() {
             Err(Push::Full) => {}
-            Err(Push::Closed) => return Err(self.shared.closed_error()),
-            Err(Push::Encode(e)) => return Err(LinkError::Encode(e)),
+            r => return self.shared.link_result(r),
         }
         loop {
             let notified = self.shared.space.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.shared.push(&write, true) {
-                Ok(()) => return Ok(()),
+            match push() {
                 Err(Push::Full) => notified.await,
-                Err(Push::Closed) => return Err(self.shared.closed_error()),
-                Err(Push::Encode(e)) => return Err(LinkError::Encode(e)),
+                r => return self.shared.link_result(r),
             }
         }
     }
@@ -372,12 +416,7 @@ impl<P: PayloadCodec> Connection<P> {
         write: impl FnOnce(&mut BytesMut) -> Result<(), WireError>,
         budgeted: bool,
     ) -> Result<(), LinkError> {
-        match self.shared.push(write, budgeted) {
-            Ok(()) => Ok(()),
-            Err(Push::Full) => Err(LinkError::Full),
-            Err(Push::Closed) => Err(self.shared.closed_error()),
-            Err(Push::Encode(e)) => Err(LinkError::Encode(e)),
-        }
+        self.shared.link_result(self.shared.push(write, budgeted))
     }
 
     /// Queues an already encoded frame if there is room (broadcast). Only the queue's
@@ -466,7 +505,7 @@ impl<P: PayloadCodec> Connection<P> {
 
     /// Bytes waiting in the send queue.
     pub fn queued_bytes(&self) -> usize {
-        self.shared.out().buf.len()
+        self.shared.out().q.len()
     }
 
     /// This connection's counters.

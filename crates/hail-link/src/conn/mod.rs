@@ -1,12 +1,14 @@
 //! One link: the [`Connection`] handle ([`handle`]), the state its clones and its two
 //! tasks share, with the send queue (here), and the [`reader`] and [`writer`] tasks.
 //!
-//! The handle queues whole encoded frames in the [`Outbox`]; the writer takes everything
-//! queued at once, seals it on a secured link and writes it. The reader decodes frames
+//! The handle queues whole encoded frames in the [`Outbox`] (copied in, or a header copied
+//! and an owned payload kept: [`queue`]); the writer takes everything queued at once, seals
+//! it on a secured link and writes it. The reader decodes frames
 //! and hands them to the connection's [`Sink`](crate::events::Sink). Closing is a
 //! [`Phase`] both tasks watch.
 
 mod handle;
+mod queue;
 mod reader;
 mod writer;
 
@@ -15,8 +17,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use bytes::{BufMut, BytesMut};
-use hail_wire::{FrameCodec, PayloadCodec, WireError};
+use bytes::{BufMut, Bytes, BytesMut};
+use hail_wire::{ByteOrder, FrameCodec, PayloadCodec, WireError};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -26,6 +28,15 @@ use crate::id::ConnId;
 use crate::proto;
 
 pub use handle::{Connection, ReadGate};
+use queue::Queued;
+
+/// [`Connection::send_bytes`] and [`Connection::try_send_bytes`] copy a payload shorter
+/// than this (512 bytes) into the send queue, as [`Connection::send_parts`] does, and keep
+/// a longer one as it is, written from where its owner put it. Below it a copy costs less
+/// than keeping the payload (its reference count, a slot in the queue, a slice of the
+/// vectored write); a caller that must make a [`Bytes`] for the call (wrapping a buffer
+/// of its own) can copy below it instead.
+pub const SEND_COPY_BELOW: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -36,12 +47,13 @@ enum Phase {
 
 #[derive(Debug)]
 struct Outbox {
-    /// Whole frames (header included), in order, not yet taken by the writer. Counted in
-    /// the budget (`charged`), from `push` until the writer has written it.
-    buf: BytesMut,
-    /// Bytes of the budget `buf` holds: its length rounded up to [`CHARGE_STEP`]s.
+    /// Whole frames (header included), in order, not yet taken by the writer, kept
+    /// payloads included. Counted in the budget (`charged`), from `push` until the writer
+    /// has written it; a kept payload counts its length.
+    q: Queued,
+    /// Bytes of the budget `q` holds: its length rounded up to [`CHARGE_STEP`]s.
     charged: usize,
-    /// How many frames `buf` holds.
+    /// How many frames `q` holds.
     frames: u64,
     /// A graceful close was asked for: no new frames, flush, then close.
     closing: bool,
@@ -54,12 +66,24 @@ struct Outbox {
 impl Outbox {
     fn new(budget: Budget) -> Self {
         Self {
-            buf: BytesMut::new(),
+            q: Queued::default(),
             charged: 0,
             frames: 0,
             closing: false,
             dead: false,
             budget,
+        }
+    }
+}
+
+impl Outbox {
+    /// Counts what the queue holds in the budget, in [`CHARGE_STEP`]s.
+    fn charge(&mut self) {
+        let len = self.q.len();
+        if len > self.charged {
+            let step = (len - self.charged).max(CHARGE_STEP);
+            self.budget.take(step);
+            self.charged += step;
         }
     }
 }
@@ -159,8 +183,23 @@ impl Shared {
         LinkError::Closed(self.reason.get().cloned().unwrap_or(CloseReason::Closed))
     }
 
+    /// What a push's outcome is to the sender.
+    fn link_result(&self, r: Result<(), Push>) -> Result<(), LinkError> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(Push::Full) => Err(LinkError::Full),
+            Err(Push::Closed) => Err(self.closed_error()),
+            Err(Push::Encode(e)) => Err(LinkError::Encode(e)),
+        }
+    }
+
     /// Appends one whole frame written by `write`, if the queue has room (and, when
     /// `budgeted`, the memory budget is not spent or the queue is empty).
+    ///
+    /// The budget is looked at only when the frame needs more of it than the queue has
+    /// counted already (a new [`CHARGE_STEP`]): a frame that fits in what is counted
+    /// spends nothing more, so the bound holds with one look per step, not per frame (its
+    /// counter is written by every link that reads, on every core).
     fn push(
         &self,
         write: impl FnOnce(&mut BytesMut) -> Result<(), WireError>,
@@ -170,27 +209,76 @@ impl Shared {
         if out.dead || out.closing {
             return Err(Push::Closed);
         }
-        let before = out.buf.len();
-        if before >= self.limit || (budgeted && before > 0 && out.budget.is_spent()) {
+        let before = out.q.len();
+        if before >= self.limit {
             return Err(Push::Full);
         }
-        write(&mut out.buf).map_err(Push::Encode)?;
-        if before > 0 && out.buf.len() > self.limit {
-            out.buf.truncate(before);
+        write(&mut out.q.buf).map_err(Push::Encode)?;
+        let len = out.q.len();
+        if before > 0
+            && (len > self.limit || (budgeted && len > out.charged && out.budget.is_spent()))
+        {
+            out.q.truncate(before);
             return Err(Push::Full);
         }
-        let len = out.buf.len();
-        if len > out.charged {
-            let step = (len - out.charged).max(CHARGE_STEP);
-            out.budget.take(step);
-            out.charged += step;
+        self.queued(out, before);
+        Ok(())
+    }
+
+    /// Appends one message frame of `head` and `payload`: `head` copied, `payload` kept as
+    /// it is (taken out of the `Option` once queued; its length counted in the queue and
+    /// the budget); the rules of [`push`](Self::push) with `budgeted`.
+    fn push_kept(&self, head: &[u8], payload: &mut Option<Bytes>) -> Result<(), Push> {
+        let Some(len) = payload.as_ref().map(Bytes::len) else {
+            return Ok(());
+        };
+        let body = usize::from(self.hail) + head.len() + len;
+        if body > self.frames.max_frame_len() {
+            return Err(Push::Encode(WireError::TooLarge {
+                len: body,
+                max: self.frames.max_frame_len(),
+            }));
         }
+        let mut out = self.out();
+        if out.dead || out.closing {
+            return Err(Push::Closed);
+        }
+        let before = out.q.len();
+        let len = before + hail_wire::frame::HEADER_LEN + body;
+        if before > 0
+            && (before >= self.limit
+                || len > self.limit
+                || (len > out.charged && out.budget.is_spent()))
+        {
+            return Err(Push::Full);
+        }
+        // `body <= max_frame_len <= u32::MAX` was checked above.
+        let n = body as u32;
+        let buf = &mut out.q.buf;
+        match self.frames.byte_order() {
+            ByteOrder::BigEndian => buf.put_u32(n),
+            ByteOrder::LittleEndian => buf.put_u32_le(n),
+        }
+        if self.hail {
+            buf.put_u8(proto::KIND_MESSAGE);
+        }
+        buf.put_slice(head);
+        if let Some(p) = payload.take() {
+            out.q.keep(p);
+        }
+        self.queued(out, before);
+        Ok(())
+    }
+
+    /// A frame was queued after `before` bytes: counts it, and wakes the writer if the
+    /// queue was empty.
+    fn queued(&self, mut out: MutexGuard<'_, Outbox>, before: usize) {
+        out.charge();
         out.frames += 1;
         drop(out);
         if before == 0 {
             self.wake.notify_one();
         }
-        Ok(())
     }
 
     /// Starts a graceful close: queued frames go out, then a close frame, then FIN.
@@ -238,13 +326,14 @@ impl Shared {
     /// Takes the frames that were queued but never written (for the reconnecting client);
     /// they leave the budget.
     pub(crate) fn take_unsent(&self) -> (BytesMut, u64) {
-        let mut out = self.out();
-        let charged = std::mem::take(&mut out.charged);
-        out.budget.give(charged);
-        (
-            std::mem::take(&mut out.buf),
-            std::mem::take(&mut out.frames),
-        )
+        let (q, frames) = {
+            let mut out = self.out();
+            let charged = std::mem::take(&mut out.charged);
+            out.budget.give(charged);
+            (std::mem::take(&mut out.q), std::mem::take(&mut out.frames))
+        };
+        // Kept payloads are copied here, outside the lock (only after a link was lost).
+        (q.into_buf(), frames)
     }
 
     /// True when the reader must not read now ([`Budget::holds_back`]): what it holds

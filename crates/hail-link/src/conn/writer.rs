@@ -1,6 +1,7 @@
 //! The writer task: drains the send queue in batches, seals, writes, sends heartbeats
 //! and, on a graceful close, the close frame and end of stream.
 
+use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -9,6 +10,7 @@ use hail_wire::ByteOrder;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
+use super::queue::Queued;
 use super::{Phase, Shared, sleep_until_opt, wait_kill};
 use crate::budget::Budget;
 use crate::config::Heartbeat;
@@ -40,6 +42,28 @@ impl Drop for Held {
 /// Keeps at most this much spare capacity in the writer's buffers while idle: 64 KiB.
 const IDLE_KEEP: usize = 64 * 1024;
 
+/// The most slices one vectored write takes (Linux's `UIO_MAXIOV`).
+const MAX_IO_SLICES: usize = 1024;
+
+/// Writes `q`'s bytes in order: its buffer in one go, or, with kept payloads, vectored
+/// writes of the buffer's pieces and the payloads (no copy of a payload).
+async fn write_queued(wr: &mut WriteHalf, q: &Queued) -> io::Result<()> {
+    if !q.has_kept() {
+        return wr.write_all(&q.buf).await;
+    }
+    let mut slices = q.io_slices();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = rest.len().min(MAX_IO_SLICES);
+        let written = wr.write_vectored(&rest[..n]).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, written);
+    }
+    Ok(())
+}
+
 pub(super) async fn run(
     shared: Arc<Shared>,
     mut wr: WriteHalf,
@@ -49,7 +73,7 @@ pub(super) async fn run(
 ) {
     let big = order == ByteOrder::BigEndian;
     let mut phase = shared.phase.subscribe();
-    let mut batch = BytesMut::new();
+    let mut batch = Queued::default();
     let mut sealed = BytesMut::new();
     let mut live = hb.map(|h| Liveness::new(h, Instant::now().into_std()));
     let stats = &shared.stats;
@@ -66,7 +90,7 @@ pub(super) async fn run(
             if out.dead {
                 return;
             }
-            std::mem::swap(&mut out.buf, &mut batch);
+            std::mem::swap(&mut out.q, &mut batch);
             held.bytes = std::mem::take(&mut out.charged);
             (std::mem::take(&mut out.frames), out.closing)
         };
@@ -76,14 +100,12 @@ pub(super) async fn run(
             if closing {
                 if shared.hail {
                     let code = CloseCode::for_reason(&shared.final_reason());
-                    proto::put_control(&mut batch, big, proto::KIND_CLOSE, &[code.to_u8()]);
+                    proto::put_control(&mut batch.buf, big, proto::KIND_CLOSE, &[code.to_u8()]);
                     frames = 1;
                 }
                 last = true;
             } else {
-                if batch.capacity() > IDLE_KEEP {
-                    batch = BytesMut::new();
-                }
+                batch.shrink(IDLE_KEEP);
                 if sealed.capacity() > IDLE_KEEP {
                     sealed = BytesMut::new();
                 }
@@ -111,7 +133,7 @@ pub(super) async fn run(
                         if !live.as_ref().is_some_and(|l| l.ping_due(Instant::now().into_std())) {
                             continue;
                         }
-                        proto::put_control(&mut batch, big, proto::KIND_HEARTBEAT, &[]);
+                        proto::put_control(&mut batch.buf, big, proto::KIND_HEARTBEAT, &[]);
                         frames = 1;
                     }
                 }
@@ -119,19 +141,23 @@ pub(super) async fn run(
         } else {
             shared.space.notify_waiters();
         }
-        let bytes: &[u8] = match &mut sealer {
+        let n = match &mut sealer {
             Some(s) => {
-                s.seal_over(&batch, &mut sealed);
-                &sealed
+                s.seal_parts(batch.slices(), batch.len(), &mut sealed);
+                sealed.len()
             }
-            None => &batch,
+            None => batch.len(),
         };
-        let n = bytes.len();
         // A write that waits is seen by the reader (see `reader::pause`): no timer here.
         shared.in_flight.store(n, Ordering::Relaxed);
         let res = tokio::select! {
             biased;
-            r = wr.write_all(bytes) => r,
+            r = async {
+                match &sealer {
+                    Some(_) => wr.write_all(&sealed).await,
+                    None => write_queued(&mut wr, &batch).await,
+                }
+            } => r,
             () = wait_kill(&mut phase) => return,
         };
         shared.in_flight.store(0, Ordering::Relaxed);

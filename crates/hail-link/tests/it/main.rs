@@ -11,5 +11,6 @@ mod memory;
 mod python;
 mod reconnect;
 mod security;
+mod send_bytes;
 mod shutdown;
 mod timing;
