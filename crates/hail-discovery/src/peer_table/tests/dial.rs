@@ -265,7 +265,13 @@ fn a_smaller_id_out_of_dial_budget_leaves_the_first_dial_to_the_larger() {
             .find(|&n| Some(id(n)) == *peer)
             .unwrap();
         conn += 1;
-        a.link_up(LinkId(conn), LinkOrigin::Dialed(*dial), listen(n), id(n), t0 + ms(5));
+        a.link_up(
+            LinkId(conn),
+            LinkOrigin::Dialed(*dial),
+            listen(n),
+            id(n),
+            t0 + ms(5),
+        );
         a.link_message(LinkId(conn), hello(n, &format!("p{n}"), 0), t0 + ms(5));
     }
     actions(&mut a);
@@ -293,7 +299,10 @@ fn a_smaller_id_out_of_dial_budget_leaves_the_first_dial_to_the_larger() {
     );
     // The silent one is dialed once twice the wait is over: one dial, to it alone.
     let late = dials(&run_until(&mut a, t0 + ms(600)));
-    assert_eq!(late.iter().map(|d| d.1).collect::<Vec<_>>(), [Some(id(*silent))]);
+    assert_eq!(
+        late.iter().map(|d| d.1).collect::<Vec<_>>(),
+        [Some(id(*silent))]
+    );
     assert_eq!(a.peers().len(), peers.len() - 1);
 }
 
