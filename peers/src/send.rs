@@ -1,6 +1,7 @@
 //! `peers/send-<size>`: one-way messages per second from one participant to another.
 //!
-//! - hail: `Device::send("rx", msg)` in a loop on the sender; the receiving device's
+//! - hail: the sender's per-peer handle (`Device::to("rx")`), its `send_bytes` in a loop
+//!   (a warm-up round through `Device::send`, the fan-out call); the receiving device's
 //!   event stream read by a task that counts `Message` events.
 //! - zenoh: a `Publisher` (congestion control `Block`, so that nothing is dropped: hail's
 //!   `send` never drops either; zenoh's default for puts, `Drop`, would discard messages
@@ -151,7 +152,7 @@ async fn throughput(ctx: &Ctx, name: &str, size: usize) -> anyhow::Result<Record
         .await
         .map_err(z)?;
     let publisher = ztx
-        .declare_publisher(&key)
+        .declare_publisher(key.clone())
         .congestion_control(CongestionControl::Block)
         .await
         .map_err(z)?;
@@ -164,19 +165,38 @@ async fn throughput(ctx: &Ctx, name: &str, size: usize) -> anyhow::Result<Record
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
 
-    let hail_send = || async {
-        for _ in 0..k {
-            for (to, r) in tx.send("rx", payload.clone()).await {
-                r.map_err(|e| anyhow::anyhow!("hail send to {to}: {e}"))?;
-            }
+    // The steady path: a per-peer handle (as zenoh's declared publisher), each message
+    // its `send_bytes` (the payload kept by reference from 512 bytes on, copied below).
+    // Both senders loop in a task on the runtime, as an application's would.
+    let hail_send = || {
+        let to_rx = tx.to("rx");
+        let payload = payload.clone();
+        async move {
+            let mut to_rx = to_rx?;
+            tokio::spawn(async move {
+                for _ in 0..k {
+                    to_rx
+                        .send_bytes(payload.clone())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("hail send to rx: {e}"))?;
+                }
+                anyhow::Ok(())
+            })
+            .await?
         }
-        anyhow::Ok(())
     };
-    let zenoh_send = || async {
-        for _ in 0..k {
-            publisher.put(zpayload.clone()).await.map_err(z)?;
+    let publisher = Arc::new(publisher);
+    let zenoh_send = || {
+        let (publisher, zpayload) = (publisher.clone(), zpayload.clone());
+        async move {
+            tokio::spawn(async move {
+                for _ in 0..k {
+                    publisher.put(zpayload.clone()).await.map_err(z)?;
+                }
+                anyhow::Ok(())
+            })
+            .await?
         }
-        anyhow::Ok(())
     };
     // Warm-up: one short round each.
     hail_count
