@@ -163,6 +163,18 @@ mod stream;
 mod timing;
 mod transport;
 
+/// A small deterministic generator for the unit tests' random sequences (xorshift32):
+/// the same `seed`, the same numbers.
+#[cfg(test)]
+pub(crate) fn test_rng(mut seed: u32) -> impl FnMut() -> usize {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed as usize
+    }
+}
+
 pub use budget::{
     Budget, BudgetStats, DEFAULT_BUDGET_BYTES, DEFAULT_PEER_SHARE_DIVISOR, Hold, RESERVE_DIVISOR,
     SMALL_HOLDER,

@@ -512,13 +512,7 @@ mod tests {
         let sizes = [
             0usize, 1, 63, 64, 512, 513, 1024, 9000, 16_382, 16_383, 70_000, 200_000,
         ];
-        let mut seed = 0x2545_f491_u32;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed as usize
-        };
+        let mut next = crate::test_rng(0x2545_f491_u32);
         let mut stream = Vec::new();
         let mut sent = Vec::new();
         for i in 0..400 {

@@ -546,6 +546,43 @@ mod tests {
         assert_eq!(&out[plain.len() + 4..], &plain[..70_000]);
     }
 
+    /// Records sealed from parts split at random (empty parts, edges inside and on
+    /// record boundaries, many tiny parts in one record) open to the joined bytes, in
+    /// records of the lengths `seal` of the joined bytes gives: full ones, then the rest.
+    #[test]
+    fn sealing_random_parts_is_sealing_their_bytes_joined() {
+        let ((mut is, _), (_, mut ro)) = pair(&[4; 32], &[4; 32]).unwrap();
+        let mut next = crate::test_rng(0x1234_5678_u32);
+        let mut sealed = BytesMut::new();
+        for round in 0..60 {
+            let total = match round % 4 {
+                0 => next() % 100,
+                1 => MAX_PLAIN * (1 + next() % 3),
+                _ => next() % (4 * MAX_PLAIN),
+            };
+            let plain: Vec<u8> = (0..total).map(|i| (i * 7 + round) as u8).collect();
+            let mut cuts: Vec<usize> = (0..next() % 40).map(|_| next() % (total + 1)).collect();
+            if round % 3 == 0 && total > MAX_PLAIN {
+                cuts.extend([MAX_PLAIN, MAX_PLAIN - 1, MAX_PLAIN + 1]);
+            }
+            cuts.extend([0, total, total]);
+            cuts.sort_unstable();
+            let parts: Vec<&[u8]> = cuts.windows(2).map(|w| &plain[w[0]..w[1]]).collect();
+            is.seal_parts(parts, total, &mut sealed);
+            let mut lens = Vec::new();
+            let mut out = BytesMut::new();
+            while let Some(rec) = take_record(&mut sealed, MAX_RECORD).unwrap() {
+                let Record::Data(d) = rec else { panic!() };
+                let before = out.len();
+                ro.open(&d, &mut out).unwrap();
+                lens.push(out.len() - before);
+            }
+            let want: Vec<usize> = plain.chunks(MAX_PLAIN).map(<[u8]>::len).collect();
+            assert_eq!(lens, want, "round {round}, {total} bytes");
+            assert_eq!(&out[..], &plain[..], "round {round}");
+        }
+    }
+
     #[test]
     fn wrong_psk_fails_the_handshake() {
         assert!(pair(&[1; 32], &[2; 32]).is_err());

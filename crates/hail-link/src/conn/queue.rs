@@ -183,6 +183,62 @@ mod tests {
         assert!(q.is_empty());
     }
 
+    /// Random mixes of copied frames and kept payloads (empty ones too), taken back to
+    /// random frame boundaries as `push` does to a frame that did not fit, or to any
+    /// earlier boundary: the queue's bytes, length and slices always equal a plain buffer
+    /// that had the same frames appended and cut.
+    #[test]
+    fn truncating_any_mix_matches_a_plain_buffer() {
+        let mut next = crate::test_rng(0x9e37_79b9_u32);
+        for _ in 0..300 {
+            let mut q = Queued::default();
+            let mut model: Vec<u8> = Vec::new();
+            // The length after each whole frame (0 first): where a truncate may land.
+            let mut bounds = vec![0];
+            for step in 0..60 {
+                let b = (step % 251) as u8;
+                match next() % 5 {
+                    // A copied frame.
+                    0 | 1 => {
+                        let n = next() % 40;
+                        q.buf.put_slice(&vec![b; n]);
+                        model.extend(std::iter::repeat_n(b, n));
+                        bounds.push(model.len());
+                    }
+                    // A header copied, its payload kept (sometimes empty).
+                    2 | 3 => {
+                        let (h, n) = (next() % 6, next() % 30);
+                        q.buf.put_slice(&vec![b; h]);
+                        let p: Vec<u8> = (0..n).map(|i| b.wrapping_add(i as u8)).collect();
+                        model.extend_from_slice(&vec![b; h]);
+                        model.extend_from_slice(&p);
+                        q.keep(Bytes::from(p));
+                        bounds.push(model.len());
+                    }
+                    // A frame that did not fit taken back, or a cut to an earlier frame.
+                    _ => {
+                        let n = next() % 20;
+                        q.buf.put_slice(&vec![0xee; n]);
+                        let to = if next() % 2 == 0 {
+                            *bounds.last().unwrap()
+                        } else {
+                            bounds[next() % bounds.len()]
+                        };
+                        q.truncate(to);
+                        model.truncate(to);
+                        bounds.retain(|&x| x <= to);
+                    }
+                }
+                assert_eq!(q.len(), model.len());
+                assert_eq!(bytes(&q), model);
+                let written: Vec<u8> = q.io_slices().iter().flat_map(|s| s.to_vec()).collect();
+                assert_eq!(written, model);
+                assert!(q.io_slices().iter().all(|s| !s.is_empty()));
+            }
+            assert_eq!(&q.into_buf()[..], &model[..]);
+        }
+    }
+
     #[test]
     fn a_queue_without_kept_payloads_is_its_buffer() {
         let q = Queued::from_buf(BytesMut::from(&b"frames"[..]));

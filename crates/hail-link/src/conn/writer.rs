@@ -182,3 +182,95 @@ pub(super) async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::{BufMut, Bytes};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, DuplexStream, ReadBuf};
+
+    use super::*;
+
+    /// A stream whose vectored writes take a few bytes at a time, across slice edges
+    /// (as a socket's may): `write_queued` must resume mid-slice, in order.
+    struct Trickle {
+        inner: DuplexStream,
+        next: Box<dyn FnMut() -> usize + Send>,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let take = 1 + (this.next)() % 3000;
+            let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).take(take).collect();
+            Pin::new(&mut this.inner).poll_write(cx, &joined)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        }
+    }
+
+    /// More slices than one vectored write takes (`MAX_IO_SLICES`), written a few bytes at
+    /// a time: the peer reads exactly the queued bytes, in order.
+    #[tokio::test]
+    async fn vectored_writes_resume_mid_slice_in_order() {
+        let mut next = crate::test_rng(0x0bad_f00d_u32);
+        let mut q = Queued::default();
+        let mut want = Vec::new();
+        for i in 0..1500usize {
+            let head = vec![i as u8; next() % 5];
+            q.buf.put_slice(&head);
+            want.extend_from_slice(&head);
+            let payload: Vec<u8> = (0..next() % 700).map(|j| (i + j) as u8).collect();
+            want.extend_from_slice(&payload);
+            q.keep(Bytes::from(payload));
+        }
+        assert!(q.io_slices().len() > MAX_IO_SLICES);
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        let stream = Trickle {
+            inner: ours,
+            next: Box::new(crate::test_rng(0x5eed_u32)),
+        };
+        let (_rd, mut wr) = crate::stream::split_boxed(Box::new(stream));
+        let total = want.len();
+        let read = tokio::spawn(async move {
+            let mut got = vec![0; total];
+            theirs.read_exact(&mut got).await.map(|_| got)
+        });
+        write_queued(&mut wr, &q).await.unwrap();
+        assert!(read.await.unwrap().unwrap() == want, "the bytes queued, in order");
+    }
+}
