@@ -34,6 +34,9 @@ pub(crate) struct Rx {
     read_size: usize,
     /// The large frame being received, if one is (see [`MAPPED_FROM`]).
     large: Option<Large>,
+    /// The allocation `raw` (plaintext links) or `plain` (secured ones) is in: what a
+    /// run of views would keep alive (see [`cut_run`]).
+    alloc: Alloc,
 }
 
 impl Rx {
@@ -48,6 +51,7 @@ impl Rx {
             max_record: seal::MAX_RECORD,
             read_size: MIN_READ,
             large: None,
+            alloc: Alloc::default(),
         }
     }
 
@@ -182,7 +186,8 @@ impl Rx {
                 None => &mut self.raw,
             };
             if self.large.is_none() {
-                let n = cut_run(src, order, max, hail, room, out);
+                let alloc = self.alloc.len(src);
+                let n = cut_run(src, order, max, hail, room, alloc, out);
                 if n > 0 {
                     return Ok(Some(Next::Run));
                 }
@@ -280,7 +285,8 @@ impl Cut {
 /// the application keeps then keeps alive no more than its run's payloads, which the
 /// budget counted while they waited (never the 64 KiB read buffer a view would pin),
 /// and a burst of small messages costs one allocation. A larger one is handed out as
-/// a slice of the read buffer, without a copy.
+/// a slice of the read buffer, without a copy, when its run fills at least half of the
+/// buffer (else copied too, see [`cut_run`]).
 pub(crate) const COPY_UP_TO: usize = 512;
 
 /// The bytes a run's messages share (see [`cut_run`]), their count in a cache line of
@@ -328,7 +334,12 @@ fn messages(
 
 /// Cuts the run of whole message frames that leads `src` (see [`messages`]), at most
 /// `room`, all copied or all views (by [`COPY_UP_TO`]), appending their payloads to `out`
-/// in order; returns how many (0 when `src` does not start with one). The run costs one
+/// in order; returns how many (0 when `src` does not start with one). Views are copied
+/// too when the run's frames fill less than half of `alloc`, the bytes of the allocation
+/// `src` is in: a view keeps the whole allocation alive, and the budget counts the
+/// run's bytes (a peer sending one 600-byte message per read, the rest of the buffer
+/// heartbeats, made each such message hold a 64 KiB buffer). So a waiting run keeps
+/// alive at most twice what it counts. The run costs one
 /// allocation (its payloads copied into one of exactly their size, or for views, the
 /// run's count) and the payloads count it, not the read buffer: one reference count of
 /// the read buffer per run of views rather than one per message, on the reader's core
@@ -339,6 +350,7 @@ fn cut_run(
     max: usize,
     hail: bool,
     room: usize,
+    alloc: usize,
     out: &mut VecDeque<Bytes>,
 ) -> usize {
     let (mut n, mut bytes, mut last, mut copy) = (0, 0, (0, 0), true);
@@ -357,7 +369,7 @@ fn cut_run(
     if n == 0 {
         return 0;
     }
-    if copy {
+    if copy || 2 * end < alloc {
         let mut whole = if bytes == 0 {
             Bytes::new()
         } else {
@@ -382,6 +394,28 @@ fn cut_run(
         out.push_back(whole);
     }
     n
+}
+
+/// The allocation a receive buffer is in, as [`Rx`] last saw it: its end does not move
+/// while the allocation lives (a buffer split from it keeps it), and its start is where
+/// the buffer began when that end was first seen (a buffer is first seen right after it
+/// grew into a new allocation, so that is the allocation's start).
+#[derive(Debug, Default)]
+struct Alloc {
+    start: usize,
+    end: usize,
+}
+
+impl Alloc {
+    /// The bytes of the allocation `buf` is in.
+    fn len(&mut self, buf: &BytesMut) -> usize {
+        let start = buf.as_ptr() as usize;
+        let end = start + buf.capacity();
+        if end != self.end || start < self.start {
+            *self = Self { start, end };
+        }
+        self.end - self.start
+    }
 }
 
 /// Cuts the next whole frame from `src`. A frame below [`MAPPED_FROM`] is consumed only
@@ -552,7 +586,8 @@ mod tests {
 
     /// A run of small messages is copied into one allocation of exactly their payloads:
     /// none is a view of the read buffer (which a kept message would pin, uncounted).
-    /// Larger ones are views, a run of them one count of the buffer.
+    /// Larger ones filling most of the buffer are views, a run of them one count of the
+    /// buffer.
     #[test]
     fn small_messages_are_copied_in_runs_larger_ones_viewed() {
         let mut rx = Rx::new(ByteOrder::BigEndian, 1 << 20);
@@ -561,10 +596,10 @@ mod tests {
             rx.raw
                 .extend(hail_frame(crate::proto::KIND_MESSAGE, &[i; 64]));
         }
-        rx.raw
-            .extend(hail_frame(crate::proto::KIND_MESSAGE, &[7; 1000]));
-        rx.raw
-            .extend(hail_frame(crate::proto::KIND_MESSAGE, &[8; 1000]));
+        for j in 0..40 {
+            rx.raw
+                .extend(hail_frame(crate::proto::KIND_MESSAGE, &[j; 1000]));
+        }
         rx.raw.extend(hail_frame(crate::proto::KIND_HEARTBEAT, &[]));
         rx.raw
             .extend(hail_frame(crate::proto::KIND_MESSAGE, &[9; 10]));
@@ -586,12 +621,12 @@ mod tests {
             rx.next_run(true, 256, &mut run),
             Ok(Some(Next::Run))
         ));
-        assert_eq!(run.len(), 2, "the larger ones");
+        assert_eq!(run.len(), 40, "the larger ones");
         assert!(
             run.iter().all(|p| buffer.contains(&(p.as_ptr() as usize))),
             "views"
         );
-        assert_eq!((run[0][0], run[1][0]), (7, 8));
+        assert!(run.iter().enumerate().all(|(j, p)| p[..] == [j as u8; 1000]));
         run.clear();
         match rx.next_run(true, 256, &mut run) {
             Ok(Some(Next::Frame(f))) => assert_eq!(&f[..], &[crate::proto::KIND_HEARTBEAT]),
@@ -604,6 +639,61 @@ mod tests {
         assert_eq!(&run[0][..], &[9; 10]);
         assert!(matches!(rx.next_run(true, 256, &mut run), Ok(None)));
         assert_eq!(rx.held(), 0);
+    }
+
+    /// A peer sends one 600-byte message, then (once it was read) heartbeats that fill
+    /// the rest of the read buffer, again and again: the messages it leaves waiting count
+    /// 600 bytes each, and must not keep alive much more than that. Cut as views, each
+    /// kept the whole 64 KiB buffer it was read into alive (about 100 times what the
+    /// budget counted: with the default share, 16 MiB of such messages held 1.7 GiB).
+    #[test]
+    fn a_lone_view_does_not_pin_a_read_buffer_the_budget_does_not_count() {
+        let mut rx = Rx::new(ByteOrder::BigEndian, 1 << 20);
+        for _ in 0..8 {
+            rx.after_read(MAX_READ);
+        }
+        let heartbeat = hail_frame(crate::proto::KIND_HEARTBEAT, &[]);
+        // Each receive buffer seen, by its end: its capacity when it was new.
+        let mut buffers = std::collections::HashMap::new();
+        let mut kept: Vec<Bytes> = Vec::new();
+        let mut run = VecDeque::new();
+        let mut got = Vec::new();
+        for i in 0..32u8 {
+            rx.reserve_for_read();
+            let end = rx.raw.as_ptr() as usize + rx.raw.capacity();
+            buffers.entry(end).or_insert(rx.raw.capacity());
+            rx.raw
+                .extend(hail_frame(crate::proto::KIND_MESSAGE, &[i; 600]));
+            assert!(matches!(
+                rx.next_run(true, 256, &mut run),
+                Ok(Some(Next::Run))
+            ));
+            kept.extend(run.drain(..));
+            // The next read fills the buffer's room with heartbeats.
+            while rx.raw.capacity() - rx.raw.len() >= heartbeat.len() {
+                rx.raw.extend_from_slice(&heartbeat);
+            }
+            drain_runs(&mut rx, 256, &mut got);
+        }
+        assert!(got.iter().all(|(message, _)| !message), "heartbeats only");
+        let pinned: usize = buffers
+            .iter()
+            .filter(|&(&end, &cap)| {
+                kept.iter()
+                    .any(|m| (end - cap..end).contains(&(m.as_ptr() as usize)))
+            })
+            .map(|(_, &cap)| cap)
+            .sum();
+        let counted: usize = kept.iter().map(Bytes::len).sum();
+        assert!(
+            kept.iter().enumerate().all(|(i, m)| m[..] == [i as u8; 600]),
+            "the messages, whole"
+        );
+        assert!(
+            pinned <= 2 * counted,
+            "{} messages counting {counted} bytes keep {pinned} bytes of read buffers alive",
+            kept.len()
+        );
     }
 
     /// A frame over the limit, and an empty frame under hail framing, end a run and are
