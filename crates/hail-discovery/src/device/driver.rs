@@ -584,6 +584,17 @@ impl Driver {
 mod tests {
     use super::*;
 
+    /// An empty run of messages from "lamp", held on `budget`.
+    fn lamp_run(budget: &hail_link::Budget) -> Run {
+        Run {
+            link: LinkId(1),
+            payloads: Vec::with_capacity(RUN_CAPACITY),
+            hold: budget.hold(),
+            uncounted: 0,
+            from: (Arc::from("lamp"), crate::DeviceId::from_bytes([7; 16])),
+        }
+    }
+
     /// A peer sends 255 RPC packets of 512 bytes (consumed at once: malformed, or
     /// notifications) and then a message of one byte, over and over: the link cuts each
     /// 256 frames as one run, its payloads copied into one allocation of 130 KiB. The
@@ -593,13 +604,7 @@ mod tests {
     #[test]
     fn a_waiting_message_keeps_only_its_own_bytes_alive() {
         let budget = hail_link::Budget::new(64 << 20);
-        let mut run = Run {
-            link: LinkId(1),
-            payloads: Vec::with_capacity(RUN_CAPACITY),
-            hold: budget.hold(),
-            uncounted: 0,
-            from: (Arc::from("lamp"), crate::DeviceId::from_bytes([7; 16])),
-        };
+        let mut run = lamp_run(&budget);
         // The link's runs, each a message among RPC packets; then one of 16 KiB, which
         // the link gave an allocation of its own.
         let mut links = Vec::new();
@@ -637,13 +642,7 @@ mod tests {
     #[test]
     fn a_run_counts_its_messages_every_step_and_at_its_end() {
         let budget = hail_link::Budget::new(64 << 20);
-        let mut run = Run {
-            link: LinkId(1),
-            payloads: Vec::with_capacity(RUN_CAPACITY),
-            hold: budget.hold(),
-            uncounted: 0,
-            from: (Arc::from("lamp"), crate::DeviceId::from_bytes([7; 16])),
-        };
+        let mut run = lamp_run(&budget);
         let small = crate::MESSAGE_COST;
         for _ in 0..10 {
             run.push(Bytes::from_static(b"on"));
