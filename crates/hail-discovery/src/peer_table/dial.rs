@@ -105,7 +105,7 @@ impl PeerTable {
             self.peers.get_mut(&id).expect("present").dial = DialState::Deferred(until);
             return;
         }
-        self.dial_now(id, now);
+        self.dial_now(id, now, true);
     }
 
     /// Takes one dial from the budget (from its reserve too, if `reserve`), or says when
@@ -141,8 +141,9 @@ impl PeerTable {
     }
 
     /// Dials `id` at the addresses it can be reached at, if it has any and no dial runs;
-    /// later, when the dial budget is spent.
-    pub(super) fn dial_now(&mut self, id: DeviceId, now: Instant) {
+    /// later, when the dial budget is spent. `fresh`: not the retry of a dial put off
+    /// before (only a fresh one leaves a larger id its turn).
+    pub(super) fn dial_now(&mut self, id: DeviceId, now: Instant, fresh: bool) {
         if self.phase != Phase::Running || !self.config.auto_connect {
             return;
         }
@@ -157,12 +158,15 @@ impl PeerTable {
             return;
         }
         let reserve = p.repeated() || p.grace_until.is_some();
-        let first = p.failures == 0;
+        let first = fresh && p.failures == 0;
         if let Err(retry) = self.dial_budget(now, reserve) {
             // A larger id dials this device itself once its dial_yield is over: its first
             // dial is left to it (twice the wait, so it has its whole wait from whenever it
             // heard us), or the dial put off here would start while the peer's runs and
-            // the pair would pay two handshakes for one link.
+            // the pair would pay two handshakes for one link. Once: its retries go at the
+            // budget's pace, or while the budget stays spent (a flood keeping it so) every
+            // retry would wait that long again and lose each freed dial to those that
+            // retry every `DIAL_RETRY`.
             let wait = self.config.dial_yield;
             let retry = if first && !wait.is_zero() && self.local.id() < id {
                 retry.max(now + 2 * wait)

@@ -306,6 +306,35 @@ fn a_smaller_id_out_of_dial_budget_leaves_the_first_dial_to_the_larger() {
     assert_eq!(a.peers().len(), peers.len() - 1);
 }
 
+/// The larger id's turn is given once: a peer that does not dial (say its own dial budget
+/// is spent, or it cannot reach us) while ours stays spent is tried again at the budget's
+/// pace once twice the wait is over, not put off by twice the wait at every try (which
+/// left it a tenth of the chances at each freed dial that entries retrying every 50 ms
+/// get: a flood of forged adverts keeping the budget spent could hold its join off far
+/// longer than before).
+#[test]
+fn the_larger_ids_turn_is_given_once_not_at_every_try() {
+    let t0 = Instant::now();
+    let mut a = started(1, "a", t0);
+    let once = MAX_DIALS_IN_FLIGHT - DIAL_RESERVE as usize;
+    for n in 0..once as u32 {
+        let (advert, from) = forged(n);
+        a.handle_advert(Advert::Announce(advert), from, t0);
+    }
+    let tarpits = dials(&actions(&mut a));
+    assert_eq!(tarpits.len(), once, "the budget's dials hang");
+    a.handle_advert(Advert::Announce(announce(3, "r")), src(3), t0);
+    assert!(dials(&run_until(&mut a, t0 + ms(500))).is_empty(), "its turn");
+    // Its turn is over and the budget still spent; then a dial ends.
+    a.dial_failed(tarpits[0].0, t0 + ms(510));
+    let late = dials(&run_until(&mut a, t0 + ms(600)));
+    assert_eq!(
+        late.iter().map(|d| d.1).collect::<Vec<_>>(),
+        [Some(id(3))],
+        "dialed at the budget's pace once its turn is over"
+    );
+}
+
 /// A device on both default groups is heard from an IPv4 and an IPv6 source by turns:
 /// it is one peer, dialed once at both sources (IPv4 first, the link-local one with the
 /// scope it arrived on), and once joined its adverts on either group change nothing
