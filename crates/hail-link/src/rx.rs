@@ -584,6 +584,47 @@ mod tests {
         }
     }
 
+    /// Python Comms framing (little-endian lengths, no kind byte): every frame is a
+    /// message, empty ones too; runs hand them all out in order whatever the reads, and
+    /// an over-long header is refused after the frames before it.
+    #[test]
+    fn raw_little_endian_runs_hand_out_every_frame_in_order() {
+        let mut next = crate::test_rng(0x0c0f_fee5_u32);
+        let sizes = [0usize, 0, 1, 512, 513, 4000, 16_383, 16_384, 40_000];
+        let mut stream = Vec::new();
+        let mut sent = Vec::new();
+        for i in 0..300 {
+            let len = sizes[next() % sizes.len()];
+            let payload: Vec<u8> = (0..len).map(|j| (i * 3 + j) as u8).collect();
+            stream.extend((len as u32).to_le_bytes());
+            stream.extend_from_slice(&payload);
+            sent.push(payload);
+        }
+        stream.extend(1_000_001u32.to_le_bytes());
+        for (read, room) in [(1, 1), (3, 256), (5000, 2), (65_536, 256)] {
+            let mut rx = Rx::new(ByteOrder::LittleEndian, 1_000_000);
+            let mut run = VecDeque::new();
+            let mut got = Vec::new();
+            let mut refused = false;
+            for piece in stream.chunks(read) {
+                rx.raw.extend_from_slice(piece);
+                loop {
+                    match rx.next_run(false, room, &mut run) {
+                        Ok(Some(Next::Run)) => got.extend(run.drain(..).map(|p| p.to_vec())),
+                        Ok(Some(Next::Frame(f))) => got.push(f.to_vec()),
+                        Ok(None) => break,
+                        Err(_) => {
+                            refused = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            assert!(refused, "reads of {read}: the over-long header");
+            assert!(got == sent, "reads of {read}, room {room}");
+        }
+    }
+
     /// A run of small messages is copied into one allocation of exactly their payloads:
     /// none is a view of the read buffer (which a kept message would pin, uncounted).
     /// Larger ones filling most of the buffer are views, a run of them one count of the
