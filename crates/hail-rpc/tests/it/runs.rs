@@ -126,3 +126,31 @@ async fn a_run_of_replies_wakes_every_caller_with_its_own_result() {
     }
     assert_eq!(peer.in_flight(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_in_the_run_of_its_request_suppresses_its_answer_alone() {
+    // A request, its cancel, and another request in one run (a batch the link delivered):
+    // the cancelled one is counted as cancelled and not answered, the next one is, and no
+    // handler slot stays taken. (No order binds replies: the PING's, the session's own,
+    // goes out before the run's handlers' answers.)
+    let (peer, driver, mut rx) = target(RpcConfig::default());
+    let cancel = Packet::Cancel {
+        retcode: hail_rpc::RetCode(1),
+    }
+    .to_bytes();
+    driver.packets([echo(1, 8), cancel, echo(2, 8), ping(3, 8)]);
+    let mut answered = Vec::new();
+    while let Ok(reply) = rx.try_recv() {
+        answered.push(status(&reply));
+    }
+    answered.sort_by_key(|(r, _)| r.0);
+    assert_eq!(
+        answered,
+        [
+            (hail_rpc::RetCode(2), Status::OK),
+            (hail_rpc::RetCode(3), Status::OK)
+        ]
+    );
+    assert_eq!(peer.stats().cancels, 1, "{:?}", peer.stats());
+    assert_eq!(peer.running_handlers() + peer.queued_requests(), 0);
+}
