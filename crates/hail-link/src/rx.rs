@@ -550,7 +550,7 @@ mod tests {
         let mut stream = Vec::new();
         let mut sent = Vec::new();
         for i in 0..400 {
-            if next() % 9 == 0 {
+            if next().is_multiple_of(9) {
                 stream.extend(hail_frame(crate::proto::KIND_HEARTBEAT, &[]));
                 sent.push((false, vec![crate::proto::KIND_HEARTBEAT]));
                 continue;
@@ -667,7 +667,11 @@ mod tests {
             run.iter().all(|p| buffer.contains(&(p.as_ptr() as usize))),
             "views"
         );
-        assert!(run.iter().enumerate().all(|(j, p)| p[..] == [j as u8; 1000]));
+        assert!(
+            run.iter()
+                .enumerate()
+                .all(|(j, p)| p[..] == [j as u8; 1000])
+        );
         run.clear();
         match rx.next_run(true, 256, &mut run) {
             Ok(Some(Next::Frame(f))) => assert_eq!(&f[..], &[crate::proto::KIND_HEARTBEAT]),
@@ -727,7 +731,9 @@ mod tests {
             .sum();
         let counted: usize = kept.iter().map(Bytes::len).sum();
         assert!(
-            kept.iter().enumerate().all(|(i, m)| m[..] == [i as u8; 600]),
+            kept.iter()
+                .enumerate()
+                .all(|(i, m)| m[..] == [i as u8; 600]),
             "the messages, whole"
         );
         assert!(

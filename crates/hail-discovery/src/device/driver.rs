@@ -128,7 +128,12 @@ impl Run {
             self.payloads.shrink_to_fit();
         }
         let small = |p: &Bytes| p.len() < OWN_BELOW;
-        let bytes: usize = self.payloads.iter().filter(|p| small(p)).map(Bytes::len).sum();
+        let bytes: usize = self
+            .payloads
+            .iter()
+            .filter(|p| small(p))
+            .map(Bytes::len)
+            .sum();
         let mut own = Vec::with_capacity(bytes);
         for p in self.payloads.iter().filter(|p| small(p)) {
             own.extend_from_slice(p);

@@ -219,7 +219,7 @@ mod tests {
                     _ => {
                         let n = next() % 20;
                         q.buf.put_slice(&vec![0xee; n]);
-                        let to = if next() % 2 == 0 {
+                        let to = if next().is_multiple_of(2) {
                             *bounds.last().unwrap()
                         } else {
                             bounds[next() % bounds.len()]

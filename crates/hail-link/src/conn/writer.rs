@@ -226,7 +226,11 @@ mod tests {
         ) -> Poll<io::Result<usize>> {
             let this = self.get_mut();
             let take = 1 + (this.next)() % 3000;
-            let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).take(take).collect();
+            let joined: Vec<u8> = bufs
+                .iter()
+                .flat_map(|b| b.iter().copied())
+                .take(take)
+                .collect();
             Pin::new(&mut this.inner).poll_write(cx, &joined)
         }
 
@@ -271,6 +275,9 @@ mod tests {
             theirs.read_exact(&mut got).await.map(|_| got)
         });
         write_queued(&mut wr, &q).await.unwrap();
-        assert!(read.await.unwrap().unwrap() == want, "the bytes queued, in order");
+        assert!(
+            read.await.unwrap().unwrap() == want,
+            "the bytes queued, in order"
+        );
     }
 }

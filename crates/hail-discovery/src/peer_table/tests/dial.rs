@@ -324,7 +324,10 @@ fn the_larger_ids_turn_is_given_once_not_at_every_try() {
     let tarpits = dials(&actions(&mut a));
     assert_eq!(tarpits.len(), once, "the budget's dials hang");
     a.handle_advert(Advert::Announce(announce(3, "r")), src(3), t0);
-    assert!(dials(&run_until(&mut a, t0 + ms(500))).is_empty(), "its turn");
+    assert!(
+        dials(&run_until(&mut a, t0 + ms(500))).is_empty(),
+        "its turn"
+    );
     // Its turn is over and the budget still spent; then a dial ends.
     a.dial_failed(tarpits[0].0, t0 + ms(510));
     let late = dials(&run_until(&mut a, t0 + ms(600)));
