@@ -339,7 +339,9 @@ fn messages(
 /// `src` is in: a view keeps the whole allocation alive, and the budget counts the
 /// run's bytes (a peer sending one 600-byte message per read, the rest of the buffer
 /// heartbeats, made each such message hold a 64 KiB buffer). So a waiting run keeps
-/// alive at most twice what it counts. The run costs one
+/// alive at most twice what it counts. A run of less than [`MIN_READ`] (4 KiB) is copied
+/// whatever the buffer: the reader does not count a delivered batch of 2 KiB or less while
+/// it waits (bounded by the event channel's capacity), so such a batch holds no view. The run costs one
 /// allocation (its payloads copied into one of exactly their size, or for views, the
 /// run's count) and the payloads count it, not the read buffer: one reference count of
 /// the read buffer per run of views rather than one per message, on the reader's core
@@ -369,7 +371,7 @@ fn cut_run(
     if n == 0 {
         return 0;
     }
-    if copy || 2 * end < alloc {
+    if copy || 2 * end < alloc || end < MIN_READ {
         let mut whole = if bytes == 0 {
             Bytes::new()
         } else {
@@ -582,6 +584,34 @@ mod tests {
                 assert_eq!(rx.held(), 0);
             }
         }
+    }
+
+    /// Larger messages in a small buffer, filling most of it but less than 4 KiB in all:
+    /// copied (a delivered batch of 2 KiB or less is not counted, so it must hold no view).
+    #[test]
+    fn a_run_of_larger_messages_under_4_kib_is_copied() {
+        let mut rx = Rx::new(ByteOrder::BigEndian, 1 << 20);
+        rx.raw.reserve(3100);
+        for j in 0..3 {
+            rx.raw
+                .extend(hail_frame(crate::proto::KIND_MESSAGE, &[j; 1000]));
+        }
+        let buffer = rx.raw.as_ptr() as usize..rx.raw.as_ptr() as usize + rx.raw.capacity();
+        let mut run = VecDeque::new();
+        assert!(matches!(
+            rx.next_run(true, 256, &mut run),
+            Ok(Some(Next::Run))
+        ));
+        assert_eq!(run.len(), 3);
+        assert!(
+            run.iter()
+                .enumerate()
+                .all(|(j, p)| p[..] == [j as u8; 1000])
+        );
+        assert!(
+            run.iter().all(|p| !buffer.contains(&(p.as_ptr() as usize))),
+            "copied"
+        );
     }
 
     /// Python Comms framing (little-endian lengths, no kind byte): every frame is a
