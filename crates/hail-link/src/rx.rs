@@ -333,8 +333,15 @@ fn messages(
 }
 
 /// Cuts the run of whole message frames that leads `src` (see [`messages`]), at most
-/// `room`, all copied or all views (by [`COPY_UP_TO`]), appending their payloads to `out`
-/// in order; returns how many (0 when `src` does not start with one). Views are copied
+/// `room`, all copied or all views (by [`COPY_UP_TO`]), all of payloads that start with
+/// the same byte (an empty one with none), appending their payloads to `out` in order;
+/// returns how many (0 when `src` does not start with one). One first byte a run: the
+/// layer above tells its kinds of message by it (hail-discovery: device messages,
+/// discovery frames, RPC packets), keeps some (waiting for the application, counted)
+/// and consumes others at once; a kept payload's allocation then holds only payloads
+/// of its own kind, never consumed ones it would keep alive uncounted (a peer sending
+/// 255 RPC packets of 512 B and then a 1-byte device message, over and over, made each
+/// waiting message, counted 256 B, keep its run's 130 KiB). Views are copied
 /// too when the run's frames fill less than half of `alloc`, the bytes of the allocation
 /// `src` is in: a view keeps the whole allocation alive, and the budget counts the
 /// run's bytes (a peer sending one 600-byte message per read, the rest of the buffer
@@ -355,12 +362,14 @@ fn cut_run(
     alloc: usize,
     out: &mut VecDeque<Bytes>,
 ) -> usize {
-    let (mut n, mut bytes, mut last, mut copy) = (0, 0, (0, 0), true);
+    let (mut n, mut bytes, mut last, mut copy, mut first) = (0, 0, (0, 0), true, None);
     for (start, len) in messages(src, order, max, hail).take(room) {
         let small = len <= COPY_UP_TO;
+        // The payload's first byte: a run's payloads all start with the same one.
+        let tag = src[start..start + len].first().copied();
         if n == 0 {
-            copy = small;
-        } else if small != copy {
+            (copy, first) = (small, tag);
+        } else if small != copy || tag != first {
             break;
         }
         n += 1;
@@ -521,6 +530,14 @@ mod tests {
         v
     }
 
+    /// A payload of `len` bytes that starts with `M` (one kind for the layer above, as
+    /// a run's payloads all are) and then repeats `b`.
+    fn tagged(b: u8, len: usize) -> Vec<u8> {
+        let mut v = vec![b; len];
+        v[0] = b'M';
+        v
+    }
+
     /// Every frame that `next_run` hands out, in order: message payloads as runs or
     /// (control frames and large messages) whole.
     fn drain_runs(rx: &mut Rx, room: usize, got: &mut Vec<(bool, Vec<u8>)>) {
@@ -586,6 +603,49 @@ mod tests {
         }
     }
 
+    /// The layer above consumes some payloads at once and keeps others (hail-discovery:
+    /// RPC packets and device messages, told apart by their first byte). A peer sending
+    /// 255 payloads of 512 B of one kind and then one of 1 byte of another, over and over:
+    /// each run holds one kind, so a kept 1-byte payload's allocation holds none of the
+    /// consumed 130 KiB (it held them all, uncounted, while the message waited).
+    #[test]
+    fn a_run_holds_payloads_of_one_first_byte() {
+        let mut rx = Rx::new(ByteOrder::BigEndian, 1 << 20);
+        for i in 0..4u8 {
+            for _ in 0..255 {
+                let mut rpc = vec![b'R'; 512];
+                rpc[1] = i;
+                rx.raw.extend(hail_frame(crate::proto::KIND_MESSAGE, &rpc));
+            }
+            rx.raw
+                .extend(hail_frame(crate::proto::KIND_MESSAGE, &[b'M', i]));
+        }
+        let (mut consumed, mut kept) = (Vec::new(), Vec::new());
+        let mut run = VecDeque::new();
+        while let Some(Next::Run) = rx.next_run(true, 256, &mut run).unwrap() {
+            let first = run[0][0];
+            assert!(run.iter().all(|p| p[0] == first), "one first byte a run");
+            if first == b'R' {
+                let (a, b) = (run[0].as_ptr_range(), run[run.len() - 1].as_ptr_range());
+                consumed.push(a.start as usize..b.end as usize);
+            } else {
+                kept.extend(run.iter().cloned());
+            }
+            run.clear();
+        }
+        assert_eq!(consumed.len(), 4);
+        assert_eq!(kept.len(), 4);
+        for (i, m) in kept.iter().enumerate() {
+            assert_eq!(m[..], [b'M', i as u8]);
+            let at = m.as_ptr() as usize;
+            assert!(
+                consumed.iter().all(|r| !r.contains(&at)),
+                "a kept 2-byte payload shares its allocation with 255 consumed ones"
+            );
+        }
+        assert_eq!(rx.held(), 0);
+    }
+
     /// Larger messages in a small buffer, filling most of it but less than 4 KiB in all:
     /// copied (a delivered batch of 2 KiB or less is not counted, so it must hold no view).
     #[test]
@@ -594,7 +654,7 @@ mod tests {
         rx.raw.reserve(3100);
         for j in 0..3 {
             rx.raw
-                .extend(hail_frame(crate::proto::KIND_MESSAGE, &[j; 1000]));
+                .extend(hail_frame(crate::proto::KIND_MESSAGE, &tagged(j, 1000)));
         }
         let buffer = rx.raw.as_ptr() as usize..rx.raw.as_ptr() as usize + rx.raw.capacity();
         let mut run = VecDeque::new();
@@ -606,7 +666,7 @@ mod tests {
         assert!(
             run.iter()
                 .enumerate()
-                .all(|(j, p)| p[..] == [j as u8; 1000])
+                .all(|(j, p)| p[..] == tagged(j as u8, 1000))
         );
         assert!(
             run.iter().all(|p| !buffer.contains(&(p.as_ptr() as usize))),
@@ -665,11 +725,11 @@ mod tests {
         rx.raw.reserve(64 * 1024);
         for i in 0..100u8 {
             rx.raw
-                .extend(hail_frame(crate::proto::KIND_MESSAGE, &[i; 64]));
+                .extend(hail_frame(crate::proto::KIND_MESSAGE, &tagged(i, 64)));
         }
         for j in 0..40 {
             rx.raw
-                .extend(hail_frame(crate::proto::KIND_MESSAGE, &[j; 1000]));
+                .extend(hail_frame(crate::proto::KIND_MESSAGE, &tagged(j, 1000)));
         }
         rx.raw.extend(hail_frame(crate::proto::KIND_HEARTBEAT, &[]));
         rx.raw
@@ -683,7 +743,7 @@ mod tests {
         assert_eq!(run.len(), 100, "the small ones, up to the first larger one");
         let first = run[0].as_ptr() as usize;
         for (i, p) in run.iter().enumerate() {
-            assert_eq!(&p[..], &[i as u8; 64]);
+            assert_eq!(p[..], tagged(i as u8, 64));
             assert_eq!(p.as_ptr() as usize, first + 64 * i, "one allocation");
             assert!(!buffer.contains(&(p.as_ptr() as usize)), "copied");
         }
@@ -700,7 +760,7 @@ mod tests {
         assert!(
             run.iter()
                 .enumerate()
-                .all(|(j, p)| p[..] == [j as u8; 1000])
+                .all(|(j, p)| p[..] == tagged(j as u8, 1000))
         );
         run.clear();
         match rx.next_run(true, 256, &mut run) {

@@ -72,11 +72,6 @@ const SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
 /// [`MESSAGE_COST`](crate::MESSAGE_COST) a message.
 pub(super) const RUN_CAPACITY: usize = MESSAGE_BATCH + 1;
 
-/// Payloads below this (16 KiB) are copied out of the link's buffers as their run goes
-/// into the event stream ([`Run::finish`]); a larger one came in an allocation of its own
-/// (hail-link gives a frame of 16 KiB or more one).
-const OWN_BELOW: usize = 16 * 1024;
-
 /// What a run's messages may cost before it is counted on the run's hold: 64 KiB. The
 /// count is two atomic operations on the link's account, which its reader also uses
 /// (per 64-byte message it was 4.5 % of the device's send path); so a run counts at the
@@ -114,34 +109,16 @@ impl Run {
         }
     }
 
-    /// The run as it goes into the event stream, all of it counted on its hold, its
-    /// payloads below [`OWN_BELOW`] copied into one allocation of exactly their bytes.
-    /// As the link cut them they are views of its runs or read buffers, which also held
-    /// the frames this device consumed at once (RPC packets, discovery frames): one
-    /// waiting message kept all of that alive while its hold counts the message alone (a
-    /// peer sending 255 RPC packets of 512 bytes, then a message of one byte, over and
-    /// over, made each such message, counted 256 bytes, keep 130 KiB). A run's copy is
-    /// counted whole by its hold (each message at least its length) while it waits.
+    /// The run as it goes into the event stream, all of it counted on its hold. Its
+    /// payloads stay as the link cut them: a run of the link's holds frames of one first
+    /// byte only (hail-link's `Rx::next_run`), so a message's allocation holds messages of
+    /// the same run and none of the RPC packets or discovery frames this device consumes
+    /// at once (a waiting message cannot keep those alive, uncounted), and a run of views
+    /// fills at least half of its read buffer.
     pub(super) fn finish(mut self) -> MessageRun {
         self.count();
         if self.payloads.len() < RUN_CAPACITY / 8 {
             self.payloads.shrink_to_fit();
-        }
-        let small = |p: &Bytes| p.len() < OWN_BELOW;
-        let bytes: usize = self
-            .payloads
-            .iter()
-            .filter(|p| small(p))
-            .map(Bytes::len)
-            .sum();
-        let mut own = Vec::with_capacity(bytes);
-        for p in self.payloads.iter().filter(|p| small(p)) {
-            own.extend_from_slice(p);
-        }
-        let mut own = Bytes::from(own);
-        for p in self.payloads.iter_mut().filter(|p| small(p)) {
-            // An empty one too: it would keep its frame's allocation.
-            *p = own.split_to(p.len());
         }
         MessageRun {
             from: self.from.0,
@@ -598,47 +575,6 @@ mod tests {
             uncounted: 0,
             from: (Arc::from("lamp"), crate::DeviceId::from_bytes([7; 16])),
         }
-    }
-
-    /// A peer sends 255 RPC packets of 512 bytes (consumed at once: malformed, or
-    /// notifications) and then a message of one byte, over and over: the link cuts each
-    /// 256 frames as one run, its payloads copied into one allocation of 130 KiB. The
-    /// message waits in the stream counting 256 bytes; it must not keep the run's
-    /// allocation alive (it kept 130 KiB, 500 times its count: a link's share of 16 MiB
-    /// then held 8 GiB).
-    #[test]
-    fn a_waiting_message_keeps_only_its_own_bytes_alive() {
-        let budget = hail_link::Budget::new(64 << 20);
-        let mut run = lamp_run(&budget);
-        // The link's runs, each a message among RPC packets; then one of 16 KiB, which
-        // the link gave an allocation of its own.
-        let mut links = Vec::new();
-        for i in 0..4u8 {
-            let mut frames = vec![0xee; 255 * 512];
-            frames.extend([MESSAGE_TAG, i]);
-            let link_run = Bytes::from(frames);
-            let mut frame = link_run.slice(255 * 512..);
-            bytes::Buf::advance(&mut frame, 1);
-            run.push(frame);
-            links.push(link_run);
-        }
-        let mut frame = Bytes::from(vec![9; 16 * 1024 + 1]);
-        bytes::Buf::advance(&mut frame, 1);
-        let large = frame.as_ptr();
-        run.push(frame);
-        let out = run.finish();
-        let got: Vec<&[u8]> = out.payloads.iter().map(|p| &p[..]).collect();
-        assert_eq!(got[..4], [&[0][..], &[1], &[2], &[3]]);
-        assert_eq!(got[4], &[9; 16 * 1024][..]);
-        for (p, link_run) in out.payloads.iter().zip(&links) {
-            let within = link_run.as_ptr_range();
-            assert!(
-                !within.contains(&p.as_ptr()),
-                "a 1-byte message keeps its link run's {} bytes alive",
-                link_run.len()
-            );
-        }
-        assert_eq!(out.payloads[4].as_ptr(), large, "a large one is not copied");
     }
 
     /// What a run's messages cost is on its link's share before the run leaves the
