@@ -188,10 +188,8 @@ fn genuine(wire: &mut BytesMut) -> Result<BytesMut, CloseReason> {
     }
 }
 
-/// An established sealed link receiving `data`. With `seal_input`, the input is sealed by
-/// the genuine peer first (exercising frames and control frames inside valid records);
-/// otherwise it is fed raw (exercising the record layer and authentication).
-pub fn established(data: &[u8], seal_input: bool, chunk: usize) -> Result<Outcome, CloseReason> {
+/// The two ends of a fresh `NNpsk0` link: the peer's sealer and this side's opener.
+fn sealed_ends() -> (seal::Sealer, seal::Opener) {
     let psk = [0x22; 32];
     let keys = Keys {
         pattern: Pattern::NNpsk0,
@@ -208,26 +206,101 @@ pub fn established(data: &[u8], seal_input: bool, chunk: usize) -> Result<Outcom
     seal::put_handshake(&mut r, &[], &mut wire).expect("message 2");
     let m2 = genuine(&mut wire).expect("message 2 is a data record");
     seal::read_handshake(&mut i, &m2, &mut scratch).expect("same key");
-    let (mut sealer, _) = seal::split(i).expect("handshake done");
+    let (sealer, _) = seal::split(i).expect("handshake done");
     let (_, opener) = seal::split(r).expect("handshake done");
+    (sealer, opener)
+}
 
-    let mut rx = Rx::new(ByteOrder::BigEndian, 1 << 20);
-    rx.set_opener(opener);
-    let input = if seal_input {
-        let mut sealed = BytesMut::new();
-        sealer.seal(data, &mut sealed);
-        sealed
-    } else {
-        BytesMut::from(data)
+/// What an [`Rx`] cut from `input` fed in reads of `chunk`, in order (a message's payload
+/// as `(true, payload)`, any other frame whole as `(false, frame)`), and how it ended.
+/// With `room`, cut as the connection's reader cuts (`Rx::next_run`, runs of at most
+/// `room` messages); without, frame by frame (`Rx::next_frame`).
+type Cuts = (Vec<(bool, Bytes)>, Result<(), CloseReason>);
+
+fn cut_all(rx: &mut Rx, input: &[u8], chunk: usize, room: Option<usize>) -> Cuts {
+    let mut got = Vec::new();
+    let mut run = std::collections::VecDeque::new();
+    let frame = |f: Bytes, got: &mut Vec<(bool, Bytes)>| match f.first() {
+        Some(&proto::KIND_MESSAGE) => got.push((true, f.slice(1..))),
+        _ => got.push((false, f)),
     };
-    let mut out = Outcome::default();
-    for piece in chunks(&input, chunk) {
+    for piece in chunks(input, chunk) {
         rx.raw.extend_from_slice(piece);
-        while let Some(frame) = rx.next_frame()? {
-            count(&mut out, frame)?;
+        loop {
+            let next = match room {
+                Some(room) => rx.next_run(true, room, &mut run).map(|n| match n {
+                    Some(crate::rx::Next::Run) => {
+                        assert!(
+                            !run.is_empty() && run.len() <= room,
+                            "a run within its room"
+                        );
+                        let first = run[0].first().copied();
+                        assert!(
+                            run.iter().all(|p| p.first().copied() == first),
+                            "a run holds payloads of one first byte"
+                        );
+                        got.extend(run.drain(..).map(|p| (true, p)));
+                        true
+                    }
+                    Some(crate::rx::Next::Frame(f)) => {
+                        frame(f, &mut got);
+                        true
+                    }
+                    None => false,
+                }),
+                None => rx
+                    .next_frame()
+                    .map(|f| f.map(|f| frame(f, &mut got)).is_some()),
+            };
+            match next {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return (got, Err(e)),
+            }
         }
     }
-    Ok(out)
+    (got, Ok(()))
+}
+
+/// An established sealed link receiving `data`. With `seal_input`, the input is sealed by
+/// the genuine peer first (exercising frames and control frames inside valid records);
+/// otherwise it is fed raw (exercising the record layer and authentication). Cut as the
+/// connection's reader cuts it (runs of messages, `room` from `chunk`), and checked
+/// against the same input cut frame by frame: the same frames, in the same order, and the
+/// same end (a difference panics: a fuzz finding).
+pub fn established(data: &[u8], seal_input: bool, chunk: usize) -> Result<Outcome, CloseReason> {
+    let cut = |room| {
+        let (mut sealer, opener) = sealed_ends();
+        let mut rx = Rx::new(ByteOrder::BigEndian, 1 << 20);
+        rx.set_opener(opener);
+        let input = if seal_input {
+            let mut sealed = BytesMut::new();
+            sealer.seal(data, &mut sealed);
+            sealed
+        } else {
+            BytesMut::from(data)
+        };
+        cut_all(&mut rx, &input, chunk, room)
+    };
+    let room = 1 + chunk % 256;
+    let (runs, end) = cut(Some(room));
+    let (frames, frames_end) = cut(None);
+    assert!(runs == frames, "runs cut other frames than one by one");
+    assert_eq!(
+        format!("{end:?}"),
+        format!("{frames_end:?}"),
+        "runs end otherwise than one by one"
+    );
+    let mut out = Outcome::default();
+    for (message, f) in runs {
+        if message {
+            out.frames += 1;
+            out.messages += 1;
+        } else {
+            count(&mut out, f)?;
+        }
+    }
+    end.map(|()| out)
 }
 
 #[cfg(test)]
@@ -246,6 +319,57 @@ mod tests {
         proto::put_control(&mut frames, true, proto::KIND_HEARTBEAT, b"");
         let out = established(&frames, true, 7).unwrap();
         assert_eq!((out.frames, out.messages), (2, 1));
+    }
+
+    /// Streams of frames as a hostile peer might send them, sealed and raw, cut in reads
+    /// and runs of every size: the connection's runs give the same frames as frame by
+    /// frame, and the same end (the checks are `established`'s own).
+    #[test]
+    fn runs_and_frames_agree_on_hostile_streams() {
+        let mut next = crate::test_rng(0x5eed_1234);
+        let (mut ok, mut refused) = (0, 0);
+        for case in 0..300 {
+            let mut data = BytesMut::new();
+            for _ in 0..next() % 40 {
+                let len = [
+                    0usize, 1, 2, 100, 511, 512, 513, 2000, 16_383, 16_384, 70_000,
+                ][next() % 11];
+                let mut body: Vec<u8> = (0..len).map(|_| next() as u8 % 4).collect();
+                match next() % 10 {
+                    // Messages of one kind or another (their first byte).
+                    0..=6 => body.insert(0, proto::KIND_MESSAGE),
+                    7 => body = vec![proto::KIND_HEARTBEAT],
+                    // Any kind byte, or a header announcing more than the limit.
+                    8 => body.insert(0, next() as u8),
+                    _ => {
+                        data.extend_from_slice(&(2u32 << 20).to_be_bytes());
+                        continue;
+                    }
+                }
+                data.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                data.extend_from_slice(&body);
+            }
+            if case % 7 == 0 {
+                // A cut short.
+                let keep = next() % (data.len() + 1);
+                data.truncate(keep);
+            }
+            let chunk = [1usize, 5, 64, 1000, 4096, 65_536][case % 6];
+            match established(&data, true, chunk + next() % 3) {
+                Ok(_) => ok += 1,
+                Err(_) => refused += 1,
+            }
+            // Unsealed, the same bytes never pass the record layer's authentication.
+            let raw = established(&data, false, chunk);
+            assert!(
+                raw.is_err() || raw.is_ok_and(|o| o.frames == 0),
+                "case {case}"
+            );
+        }
+        assert!(
+            ok > 20 && refused > 20,
+            "both kinds of stream: {ok} ok, {refused} refused"
+        );
     }
 
     #[test]
