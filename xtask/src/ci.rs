@@ -119,6 +119,25 @@ pub(crate) fn run() -> anyhow::Result<()> {
              `cargo check --manifest-path fuzz/Cargo.toml` and commit it",
         )
     })?;
+    steps.run(
+        "fuzz entry points' own tests (cargo test --features fuzzing)",
+        || {
+            // The `fuzzing` modules hold differential checks (runs against frame by
+            // frame) and refusal tests that `cargo test --workspace` does not build.
+            cmd::run(&mut cmd::cargo([
+                "test",
+                "--locked",
+                "-p",
+                "hail-link",
+                "-p",
+                "hail-rpc",
+                "--lib",
+                "--features",
+                "hail-link/fuzzing,hail-rpc/fuzzing",
+                "fuzzing::",
+            ]))
+        },
+    )?;
     let metadata = workspace_metadata()?;
     let published = published_in(&metadata)?;
     steps.run(
