@@ -694,3 +694,113 @@ async fn a_burst_of_waiting_forged_adverts_is_read_whole_and_a_real_device_joins
     v.close().await;
     b.close().await;
 }
+
+/// A joined peer sends, over and over, 255 RPC notifications of 498 B (to a method the
+/// device does not have: consumed at once) and then a 1-byte message, and the
+/// application reads nothing. Each waiting message counts its cost (`MESSAGE_COST`) and
+/// must keep alive no more than that: the link cut the notifications and the message in
+/// one run, one allocation (up to a sealed record's 16 KiB here, 130 KiB over plaintext),
+/// so each waiting message kept it all (600 of them grew the process by about 40 MiB,
+/// counted 150 KiB). Measured in a child process: its resident set over the attack.
+#[test]
+#[allow(
+    clippy::print_stderr,
+    reason = "the child reports its figure to the parent on stderr"
+)]
+fn waiting_messages_keep_no_consumed_frames_alive() {
+    const CHILD: &str = "HAIL_DISCOVERY_PIN_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let grown = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(pin_attack());
+        // The parent reads this line.
+        eprintln!("grown_kib={}", grown / 1024);
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "attack::waiting_messages_keep_no_consumed_frames_alive",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed: {stderr}");
+    let grown_kib: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("grown_kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("child reported no figure: {stderr}"));
+    assert!(
+        grown_kib < 16 * 1024,
+        "600 waiting 1-byte messages grew the process by {} MiB",
+        grown_kib / 1024
+    );
+}
+
+/// This process's resident set, in bytes.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+/// The attack of `waiting_messages_keep_no_consumed_frames_alive`; returns how much the
+/// resident set grew while the messages wait.
+async fn pin_attack() -> u64 {
+    const MESSAGES: usize = 600;
+    let lan = Lan::new();
+    let (v, mut ve) = lan.device("v", 1).await;
+    let key = minted(9);
+    let (c, _incoming) = raw_link(&lan, 9, v.local_addr(), &key).await;
+    c.send(hello_bytes(announce_of(&key, "raw"), 1))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(DeviceEvent::PeerJoined(_)) | None = ve.recv().await {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the raw peer joins");
+    let notification = hail_rpc::Packet::Notification {
+        method: "mallory/none".into(),
+        // 498 bytes in all: copied in runs (512 bytes or less), as the message is.
+        args: Bytes::from(vec![0xee; 480]),
+    }
+    .to_bytes();
+    let before = rss_bytes();
+    for i in 0..MESSAGES {
+        for _ in 0..255 {
+            c.send(notification.clone()).await.unwrap();
+        }
+        c.send(message_frame(&[i as u8])).await.unwrap();
+    }
+    // Every message waiting in the stream, unread.
+    let counted = MESSAGES * hail_discovery::MESSAGE_COST;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while v.stats().queued_event_bytes < counted {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("every message waits in the stream");
+    let grown = rss_bytes().saturating_sub(before);
+    drop(ve);
+    c.close();
+    v.close().await;
+    grown
+}
