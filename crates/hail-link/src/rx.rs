@@ -522,6 +522,17 @@ mod tests {
         v
     }
 
+    /// `plain` sealed by the peer in full records (the rest last), `rx` set to open them.
+    fn secured(rx: &mut Rx, plain: &[u8]) -> BytesMut {
+        let ((mut sealer, _), (_, opener)) = crate::seal::test_ends();
+        let mut wire = BytesMut::new();
+        for chunk in plain.chunks(seal::MAX_PLAIN) {
+            sealer.seal(chunk, &mut wire);
+        }
+        rx.set_opener(opener);
+        wire
+    }
+
     /// A frame under hail framing: the kind byte, then `rest`.
     fn hail_frame(kind: u8, rest: &[u8]) -> Vec<u8> {
         let mut v = ((rest.len() + 1) as u32).to_be_bytes().to_vec();
@@ -582,15 +593,11 @@ mod tests {
         for sealed in [false, true] {
             for (read, room) in [(1, 1), (7, 256), (1000, 3), (4096, 256), (65_536, 17)] {
                 let mut rx = Rx::new(ByteOrder::BigEndian, 1 << 20);
-                let mut wire = BytesMut::from(&stream[..]);
-                if sealed {
-                    let ((mut sealer, _), (_, opener)) = crate::seal::test_ends();
-                    let plain = std::mem::take(&mut wire);
-                    for chunk in plain.chunks(seal::MAX_PLAIN) {
-                        sealer.seal(chunk, &mut wire);
-                    }
-                    rx.set_opener(opener);
-                }
+                let wire = if sealed {
+                    secured(&mut rx, &stream)
+                } else {
+                    BytesMut::from(&stream[..])
+                };
                 let mut got = Vec::new();
                 for piece in wire.chunks(read) {
                     rx.raw.extend_from_slice(piece);
@@ -1054,15 +1061,11 @@ mod tests {
         let len = large::POOL_BYTES + (1 << 20);
         for sealed in [false, true] {
             let mut rx = Rx::new(ByteOrder::BigEndian, 16 << 20);
-            let mut wire = BytesMut::from(&framed(len)[..]);
-            if sealed {
-                let ((mut sealer, _), (_, opener)) = crate::seal::test_ends();
-                let plain = std::mem::take(&mut wire);
-                for chunk in plain.chunks(seal::MAX_PLAIN) {
-                    sealer.seal(chunk, &mut wire);
-                }
-                rx.set_opener(opener);
-            }
+            let wire = if sealed {
+                secured(&mut rx, &framed(len))
+            } else {
+                BytesMut::from(&framed(len)[..])
+            };
             let mut frame = None;
             for piece in wire.chunks(MAX_READ) {
                 assert!(frame.is_none(), "one frame");
