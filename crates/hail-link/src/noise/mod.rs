@@ -1,6 +1,13 @@
-//! The Noise protocols hail-link runs: the handshake patterns, their protocol names, and
-//! the X25519 static key pairs of identities (`identity.rs`), below `seal.rs`, which runs
-//! the handshakes and the sealed records.
+//! The Noise protocols hail-link runs: the handshake patterns, their protocol names, the
+//! primitives snow runs them with, and the X25519 static key pairs of identities
+//! (`identity.rs`), below `seal.rs`, which runs the handshakes and the sealed records.
+
+// Where hail-link's Cargo.toml builds aws-lc-rs.
+#[cfg(all(
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    any(target_os = "linux", target_os = "macos")
+))]
+mod x25519;
 
 /// A Noise handshake pattern hail-link runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,13 +46,33 @@ impl Pattern {
     }
 }
 
+/// A snow builder for `pattern`, with hail-link's primitives: X25519 from aws-lc where it is
+/// built ([`x25519`]), AES-GCM and SHA-256 from ring, the rest from snow's own resolver.
 pub(crate) fn builder(pattern: Pattern) -> snow::Builder<'static> {
-    snow::Builder::new(
-        pattern
-            .name()
-            .parse()
-            .expect("every Pattern name is a valid Noise protocol name"),
-    )
+    let params = pattern
+        .name()
+        .parse()
+        .expect("every Pattern name is a valid Noise protocol name");
+    snow::Builder::with_resolver(params, resolver())
+}
+
+/// The resolver of [`builder`].
+fn resolver() -> snow::resolvers::BoxedCryptoResolver {
+    use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
+    let ring = Box::new(FallbackResolver::new(
+        Box::new(RingResolver),
+        Box::new(DefaultResolver),
+    ));
+    #[cfg(all(
+        any(target_arch = "x86_64", target_arch = "aarch64"),
+        any(target_os = "linux", target_os = "macos")
+    ))]
+    return Box::new(FallbackResolver::new(Box::new(x25519::Resolver), ring));
+    #[cfg(not(all(
+        any(target_arch = "x86_64", target_arch = "aarch64"),
+        any(target_os = "linux", target_os = "macos")
+    )))]
+    ring
 }
 
 /// A fresh X25519 static key pair, from snow's resolver (the system's random numbers).
