@@ -50,8 +50,8 @@
 //!
 //! An [`Identity`] is a device's Ed25519 key pair (ed25519-dalek); its [`PublicKey`] names
 //! the device, and [`PublicKey::id`] is the 16-byte device id derived from it. Signatures
-//! always carry a context ([`Identity::sign`]), one of which binds a Noise static key to the
-//! identity ([`Identity::sign_noise_static`]). [`Identity::load_or_create`] keeps the key in
+//! always carry a context ([`Identity::sign`]); the same key, as X25519, is hail-link's
+//! Noise static key ([`Identity::noise_static_secret`], [`PublicKey::noise_static`]). [`Identity::load_or_create`] keeps the key in
 //! a file with an [`Incarnation`] counter that grows at every restart, and a [`Sequence`]
 //! numbers a run's signed records so that a later run's records outrank an earlier one's,
 //! without a clock. Details in the [`identity`] module.

@@ -9,7 +9,7 @@ use hail_wire::{ByteOrder, DEFAULT_MAX_FRAME_LEN};
 
 use crate::budget::Budget;
 use crate::error::LinkConfigError;
-use crate::identity::{KeygenFailed, LocalIdentity};
+use crate::identity::LocalIdentity;
 use crate::seal::Pattern;
 use crate::transport::Transport;
 
@@ -261,8 +261,8 @@ impl LinkConfig {
 #[derive(Debug, Clone)]
 pub struct LinkConfigBuilder {
     config: LinkConfig,
-    /// The local identity made by [`identity`](Self::identity), or why it could not be made.
-    identity: Option<Result<Arc<LocalIdentity>, KeygenFailed>>,
+    /// The local identity made by [`identity`](Self::identity).
+    identity: Option<Arc<LocalIdentity>>,
 }
 
 impl LinkConfigBuilder {
@@ -376,13 +376,13 @@ impl LinkConfigBuilder {
     /// fails the handshake with [`LinkError::AuthFailed`](crate::LinkError::AuthFailed) on
     /// both sides.
     ///
-    /// Makes the Noise static key pair and its binding signature once, here; the built
-    /// config's clones share them (one per process and identity, not per link). If the
-    /// system's random number generator fails, [`build`](Self::build) fails with
-    /// [`LinkConfigError::Keygen`]. Default: none. Costs per link: one signature check
-    /// (Ed25519) and one more DH than `NNpsk0` on each side, and a third handshake message.
+    /// The Noise static key is the identity itself as X25519
+    /// ([`Identity::noise_static_secret`](hail_crypto::Identity::noise_static_secret)),
+    /// derived once, here; the built config's clones share it. Default: none. Costs per
+    /// link: two more DH than `NNpsk0` on each side (a key check, no signature), and a
+    /// third handshake message.
     pub fn identity(mut self, identity: &Identity) -> Self {
-        self.identity = Some(LocalIdentity::new(identity).map(Arc::new));
+        self.identity = Some(Arc::new(LocalIdentity::new(identity)));
         self
     }
 
@@ -423,13 +423,10 @@ impl LinkConfigBuilder {
     /// Checks the settings and returns the config: the first wrong setting is the error
     /// ([`LinkConfigError::Zero`] for a zero `max_frame_len`, `queue_bytes`,
     /// `incoming_capacity` or `handshake_timeout`; [`LinkConfigError::Heartbeat`];
-    /// [`LinkConfigError::RawEncrypted`]; [`LinkConfigError::Keygen`]).
+    /// [`LinkConfigError::RawEncrypted`]).
     pub fn build(self) -> Result<LinkConfig, LinkConfigError> {
         let mut c = self.config;
-        c.identity = self
-            .identity
-            .transpose()
-            .map_err(|KeygenFailed| LinkConfigError::Keygen)?;
+        c.identity = self.identity;
         if c.framing == Framing::Raw && c.is_secure() {
             return Err(LinkConfigError::RawEncrypted);
         }

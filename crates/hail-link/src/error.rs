@@ -176,12 +176,6 @@ pub enum LinkConfigError {
         "raw framing (Python Comms) cannot be encrypted: psk, group_key and identity need hail framing"
     )]
     RawEncrypted,
-    /// The Noise static key for the identity could not be made (the system's random
-    /// number generator failed).
-    #[error(
-        "could not make the Noise static key for the identity (random number generator failed)"
-    )]
-    Keygen,
     /// The reconnection backoff's maximum is below its initial delay.
     #[error("reconnect backoff max ({max:?}) is below its initial delay ({initial:?})")]
     BackoffRange {

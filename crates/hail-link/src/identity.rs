@@ -1,28 +1,31 @@
-//! The link's side of device identities (sans-IO): this process's Noise static key bound
-//! to its [`Identity`], and the identity payload of handshake messages 2 and 3.
+//! The link's side of device identities (sans-IO): this process's Noise static key, which
+//! is its [`Identity`] as X25519, and the identity payload of handshake messages 2 and 3.
 //!
 //! ```text
-//! +------------------------------+------------------------------------------------+
-//! | identity public key (32)     | binding signature (64): Identity::sign_noise_  |
-//! | Ed25519                      | static(the sender's Noise static public key)   |
-//! +------------------------------+------------------------------------------------+
+//! +------------------------------+
+//! | identity public key (32)     |
+//! | Ed25519                      |
+//! +------------------------------+
 //! ```
 //!
-//! The receiver checks the signature against the static key the Noise handshake itself
-//! authenticated (`HandshakeState::get_remote_static`), so the payload cannot be lifted
-//! from another handshake: it speaks only for the key that just proved itself.
+//! The receiver checks that the key's X25519 form ([`PublicKey::noise_static`]) is the
+//! static key the Noise handshake itself authenticated (`HandshakeState::get_remote_static`):
+//! the handshake proved that the sender holds that static key's secret, which is the
+//! identity's own, so the payload cannot be lifted from another handshake and needs no
+//! signature (a signature check per handshake side was the largest cost after the DH; see
+//! `docs/security.md`, "One key for signatures and the handshake").
 
 use std::fmt;
 
-use hail_crypto::{Identity, PublicKey, Signature};
+use hail_crypto::{Identity, PublicKey};
 use zeroize::Zeroizing;
 
-/// Length of the identity payload: key (32) and binding signature (64).
-pub(crate) const PAYLOAD_LEN: usize = 32 + 64;
+/// Length of the identity payload: the Ed25519 public key.
+pub(crate) const PAYLOAD_LEN: usize = 32;
 
-/// This process's identity as a link uses it: the identity's public key, a Noise static
-/// X25519 key pair made once (when the [`LinkConfig`](crate::LinkConfig) is built) and the
-/// signature binding the two, computed once.
+/// This process's identity as a link uses it: the identity's public key and its X25519
+/// form as the Noise static key pair, derived once (when the
+/// [`LinkConfig`](crate::LinkConfig) is built).
 pub(crate) struct LocalIdentity {
     public: PublicKey,
     noise_private: Zeroizing<[u8; 32]>,
@@ -39,33 +42,17 @@ impl fmt::Debug for LocalIdentity {
     }
 }
 
-/// Why a Noise static key could not be made (the system's random number generator
-/// failed); `LinkConfigBuilder::build` reports it as
-/// [`LinkConfigError::Keygen`](crate::LinkConfigError::Keygen).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct KeygenFailed;
-
 impl LocalIdentity {
-    /// Makes a fresh Noise static key pair (through snow, from the system's random number
-    /// generator) and binds it to `identity`.
-    pub(crate) fn new(identity: &Identity) -> Result<Self, KeygenFailed> {
-        let pair = crate::noise::generate_static().map_err(|_| KeygenFailed)?;
-        let noise_private: [u8; 32] = pair.private[..].try_into().map_err(|_| KeygenFailed)?;
-        let noise_public: [u8; 32] = pair.public[..].try_into().map_err(|_| KeygenFailed)?;
-        let mut secret = pair.private;
-        zeroize::Zeroize::zeroize(&mut secret[..]);
+    /// The Noise static key pair of `identity` (its X25519 form) and its payload.
+    pub(crate) fn new(identity: &Identity) -> Self {
         let public = identity.public();
-        let binding = identity.sign_noise_static(&noise_public);
-        let mut payload = [0u8; PAYLOAD_LEN];
-        payload[..32].copy_from_slice(public.as_bytes());
-        payload[32..].copy_from_slice(binding.as_bytes());
-        Ok(Self {
+        Self {
             public,
-            noise_private: Zeroizing::new(noise_private),
+            noise_private: identity.noise_static_secret(),
             #[cfg(test)]
-            noise_public,
-            payload,
-        })
+            noise_public: public.noise_static(),
+            payload: public.to_bytes(),
+        }
     }
 
     /// The identity's public key.
@@ -85,7 +72,7 @@ impl LocalIdentity {
         &self.noise_public
     }
 
-    /// The handshake payload: identity key and binding signature.
+    /// The handshake payload: the identity's public key.
     pub(crate) fn payload(&self) -> &[u8; PAYLOAD_LEN] {
         &self.payload
     }
@@ -95,8 +82,8 @@ impl LocalIdentity {
 /// authentication failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum PayloadError {
-    /// The payload is not exactly 96 bytes.
-    #[error("identity payload of {0} bytes (expected 96)")]
+    /// The payload is not exactly 32 bytes.
+    #[error("identity payload of {0} bytes (expected 32)")]
     Length(usize),
     /// The 32 key bytes are not an acceptable Ed25519 public key.
     #[error("identity payload carries an invalid public key")]
@@ -105,13 +92,14 @@ pub(crate) enum PayloadError {
     /// 2 or 3; refused rather than trusted).
     #[error("no remote static key to check the identity against")]
     NoStatic,
-    /// The signature does not bind the identity to the remote Noise static key.
-    #[error("the identity's signature does not cover the Noise static key")]
-    BadBinding,
+    /// The identity key's X25519 form is not the static key the handshake proved.
+    #[error("the identity key is not the Noise static key the handshake proved")]
+    OtherStatic,
 }
 
-/// Decodes a peer's identity payload and checks its binding to `remote_static`, the
-/// static key the Noise handshake authenticated. Never panics on any input.
+/// Decodes a peer's identity payload and checks that it is the identity of
+/// `remote_static`, the static key the Noise handshake authenticated. Never panics on any
+/// input.
 pub(crate) fn verify_payload(
     payload: &[u8],
     remote_static: Option<&[u8]>,
@@ -119,15 +107,14 @@ pub(crate) fn verify_payload(
     let bytes: &[u8; PAYLOAD_LEN] = payload
         .try_into()
         .map_err(|_| PayloadError::Length(payload.len()))?;
-    let (key, sig) = bytes.split_at(32);
-    let key: &[u8; 32] = key.try_into().map_err(|_| PayloadError::BadKey)?;
-    let sig: [u8; 64] = sig.try_into().map_err(|_| PayloadError::BadBinding)?;
-    let key = PublicKey::from_bytes(key).map_err(|_| PayloadError::BadKey)?;
+    let key = PublicKey::from_bytes(bytes).map_err(|_| PayloadError::BadKey)?;
     let remote: &[u8; 32] = remote_static
         .and_then(|s| s.try_into().ok())
         .ok_or(PayloadError::NoStatic)?;
-    key.verify_noise_static(remote, &Signature::from_bytes(sig))
-        .map_err(|_| PayloadError::BadBinding)?;
+    // Both are public values: no constant-time comparison needed.
+    if key.noise_static() != *remote {
+        return Err(PayloadError::OtherStatic);
+    }
     Ok(key)
 }
 
@@ -136,7 +123,7 @@ mod tests {
     use super::*;
 
     fn local() -> LocalIdentity {
-        LocalIdentity::new(&Identity::generate().unwrap()).unwrap()
+        LocalIdentity::new(&Identity::generate().unwrap())
     }
 
     #[test]
@@ -147,10 +134,10 @@ mod tests {
             verify_payload(a.payload(), Some(a.noise_public())).unwrap(),
             a.public()
         );
-        // The same payload for another static key: the binding fails.
+        // The same payload for another static key: refused.
         assert_eq!(
             verify_payload(a.payload(), Some(b.noise_public())),
-            Err(PayloadError::BadBinding)
+            Err(PayloadError::OtherStatic)
         );
         assert_eq!(
             verify_payload(a.payload(), None),
@@ -160,39 +147,58 @@ mod tests {
             verify_payload(a.payload(), Some(&a.noise_public()[..31])),
             Err(PayloadError::NoStatic)
         );
-        // Each process's key is fresh, and the private half is not the public one.
         assert_ne!(a.noise_public(), b.noise_public());
         assert_ne!(a.noise_private(), a.noise_public());
+    }
+
+    #[test]
+    fn the_static_key_pair_is_snows_x25519_pair_of_the_identity() {
+        use snow::resolvers::{CryptoResolver, DefaultResolver};
+        let a = local();
+        let mut dh = DefaultResolver
+            .resolve_dh(&snow::params::DHChoice::Curve25519)
+            .unwrap();
+        dh.set(a.noise_private());
+        assert_eq!(dh.pubkey(), a.noise_public());
+        // The same identity restored from its secret has the same static key.
+        let id = Identity::generate().unwrap();
+        let again = Identity::from_secret_bytes(&id.to_secret_bytes());
+        assert_eq!(
+            LocalIdentity::new(&id).noise_private(),
+            LocalIdentity::new(&again).noise_private()
+        );
     }
 
     #[test]
     fn malformed_payloads_are_typed_errors() {
         let a = local();
         let st = Some(&a.noise_public()[..]);
-        for len in [0, 1, 31, 32, 95, 97, 200] {
+        for len in [0, 1, 31, 33, 64, 96, 200] {
             let p = vec![0u8; len];
             assert_eq!(verify_payload(&p, st), Err(PayloadError::Length(len)));
         }
-        // Another identity's key with this one's signature.
-        let mut p = *a.payload();
-        p[..32].copy_from_slice(local().public().as_bytes());
-        assert_eq!(verify_payload(&p, st), Err(PayloadError::BadBinding));
+        // Another identity's key: not this static key's.
+        assert_eq!(
+            verify_payload(local().payload(), st),
+            Err(PayloadError::OtherStatic)
+        );
         // A small-order point (the identity element) and a non-point are refused as keys.
-        let mut p = *a.payload();
-        p[..32].copy_from_slice(&{
-            let mut id = [0u8; 32];
-            id[0] = 1;
-            id
-        });
-        assert_eq!(verify_payload(&p, st), Err(PayloadError::BadKey));
-        let mut p = *a.payload();
-        p[..32].copy_from_slice(&[0xff; 32]);
-        assert!(verify_payload(&p, st).is_err());
-        // Every single bit flipped anywhere in the payload is refused.
-        for bit in 0..PAYLOAD_LEN * 8 {
+        let mut small = [0u8; 32];
+        small[0] = 1;
+        assert_eq!(verify_payload(&small, st), Err(PayloadError::BadKey));
+        assert!(verify_payload(&[0xff; 32], st).is_err());
+        // Every single bit flipped in the payload is refused, but the sign of x (bit 255):
+        // -A has A's X25519 form (u depends on y alone), and whoever holds A's secret
+        // scalar holds -A's (its negation), so that peer may prove either; -A is another
+        // key with another id, not anyone else's identity.
+        for bit in 0..PAYLOAD_LEN * 8 - 1 {
             let mut p = *a.payload();
             p[bit / 8] ^= 1 << (bit % 8);
             assert!(verify_payload(&p, st).is_err(), "bit {bit}");
         }
+        let mut minus = *a.payload();
+        minus[31] ^= 0x80;
+        let other = verify_payload(&minus, st).unwrap();
+        assert_ne!(other.id(), a.public().id());
     }
 }

@@ -57,7 +57,7 @@ pub(crate) const TAG: usize = 16;
 pub(crate) const MAX_PLAIN: usize = MAX_RECORD - TAG;
 /// Alert code: authentication failed.
 pub(crate) const ALERT_AUTH: u8 = 1;
-/// Largest handshake message hail sends (XX message 2: 32 + 48 + 96 + 16 = 192 bytes).
+/// Largest handshake message hail sends (XX message 2: 32 + 48 + 32 + 16 = 128 bytes).
 const MAX_HANDSHAKE: usize = 256;
 
 /// What a handshake needs: its pattern, the pre-shared key and the local identity, as the
@@ -103,7 +103,7 @@ pub(crate) fn put_handshake(
     Ok(())
 }
 
-/// Reads one handshake message into `payload` (at most 96 bytes: the identity payload);
+/// Reads one handshake message into `payload` (at most 32 bytes: the identity payload);
 /// returns the payload's length. Fails for a message that does not authenticate, is
 /// malformed, or carries a longer payload.
 pub(crate) fn read_handshake(
@@ -441,8 +441,8 @@ mod tests {
     #[test]
     fn xx_messages_and_sizes() {
         use crate::identity::{LocalIdentity, verify_payload};
-        let a = LocalIdentity::new(&hail_crypto::Identity::generate().unwrap()).unwrap();
-        let b = LocalIdentity::new(&hail_crypto::Identity::generate().unwrap()).unwrap();
+        let a = LocalIdentity::new(&hail_crypto::Identity::generate().unwrap());
+        let b = LocalIdentity::new(&hail_crypto::Identity::generate().unwrap());
         for (pattern, psk, m1_len) in [
             (Pattern::Xx, None, 32),
             (Pattern::XXpsk0, Some(&[4; 32]), 48),
@@ -467,7 +467,7 @@ mod tests {
             assert_eq!(read_handshake(&mut r, &m1, &mut got).unwrap(), 0);
             put_handshake(&mut r, b.payload(), &mut wire).unwrap();
             let m2 = next(&mut wire);
-            assert_eq!(m2.len(), 32 + 48 + 96 + 16, "{pattern:?}");
+            assert_eq!(m2.len(), 32 + 48 + 32 + 16, "{pattern:?}");
             let n = read_handshake(&mut i, &m2, &mut got).unwrap();
             assert_eq!(
                 verify_payload(&got[..n], i.get_remote_static()).unwrap(),
@@ -475,7 +475,7 @@ mod tests {
             );
             put_handshake(&mut i, a.payload(), &mut wire).unwrap();
             let m3 = next(&mut wire);
-            assert_eq!(m3.len(), 48 + 96 + 16, "{pattern:?}");
+            assert_eq!(m3.len(), 48 + 32 + 16, "{pattern:?}");
             let n = read_handshake(&mut r, &m3, &mut got).unwrap();
             assert_eq!(
                 verify_payload(&got[..n], r.get_remote_static()).unwrap(),

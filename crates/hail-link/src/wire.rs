@@ -52,15 +52,15 @@
 //!   confirmation: an empty sealed record (16 bytes). 4. server -> client a sealed WELCOME
 //!   or CLOSE frame.
 //! * `XX`, `XXpsk0`: 1. message 1 (`[psk,] e`: 32 or 48 bytes). 2. message 2 (`e, ee, s,
-//!   es` and the server's identity payload: 192 bytes), or the alert. 3. message 3 (`s, se`
-//!   and the client's identity payload: 160 bytes), or the alert. 4. a sealed WELCOME or
+//!   es` and the server's identity payload: 128 bytes), or the alert. 3. message 3 (`s, se`
+//!   and the client's identity payload: 96 bytes), or the alert. 4. a sealed WELCOME or
 //!   CLOSE frame, or the alert.
 //!
-//! The identity payload is 96 bytes: the Ed25519 identity public key (32) and its
-//! signature over the sender's Noise static key (64,
-//! [`Identity::sign_noise_static`](hail_crypto::Identity::sign_noise_static)), checked
-//! against the static key the handshake authenticated. The server admits a connection
-//! only after step 3 verified.
+//! The identity payload is 32 bytes: the sender's Ed25519 identity public key, whose
+//! X25519 form ([`PublicKey::noise_static`](hail_crypto::PublicKey::noise_static)) must be
+//! the static key the handshake authenticated: the Noise static key *is* the identity
+//! (its secret is [`Identity::noise_static_secret`](hail_crypto::Identity::noise_static_secret)).
+//! The server admits a connection only after step 3 verified.
 //!
 //! Then both ways: every further record is a Noise transport message sealing up to 65,519
 //! bytes of the frame stream above (the exact bytes a plaintext hail link carries, without

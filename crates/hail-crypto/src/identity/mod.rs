@@ -6,7 +6,8 @@
 //! signed bytes     = u64 BE len(context) || context || message
 //! signature        = Ed25519(secret key, signed bytes)             (RFC 8032, pure Ed25519)
 //! verification     = ed25519-dalek verify_strict (no small-order key or R, canonical S)
-//! Noise binding    = sign(context = "hail-noise-static-key/v1", message = X25519 static key)
+//! Noise static key = the same key as X25519 (RFC 7748): secret = ed25519-dalek to_scalar_bytes,
+//!                    public = the Edwards point's Montgomery u (to_montgomery)
 //! ```
 //!
 //! An [`Identity`] is the secret half: generated at random ([`Identity::generate`]), restored
@@ -18,9 +19,10 @@
 //! Every signature names its purpose: [`Identity::sign`] takes a *context* (a fixed label
 //! such as `b"hail-advert/v1"`) and signs the context's length, the context and the message,
 //! so a signature made for one purpose never verifies for another (the way libp2p's signed
-//! envelopes prefix a length-delimited domain string). [`Identity::sign_noise_static`] is the
-//! context hail-link's handshake uses to bind a Noise static key to the identity, as
-//! libp2p-noise does (see `docs/security.md`).
+//! envelopes prefix a length-delimited domain string). The same key is hail-link's Noise
+//! static key, in its X25519 form ([`Identity::noise_static_secret`],
+//! [`PublicKey::noise_static`]): a handshake that proves the static key proves the identity,
+//! with no signature to check (why one key serves both: `docs/security.md`).
 //!
 //! ```
 //! use hail_crypto::{Identity, PublicKey};
@@ -74,10 +76,6 @@ pub use sequence::{Incarnation, Sequence};
 
 /// The label hashed in front of the public key to derive a device id.
 pub const DEVICE_ID_LABEL: &[u8] = b"hail-device-id/v1";
-
-/// The context of the signature that binds a Noise static key to an identity
-/// ([`Identity::sign_noise_static`]).
-pub const NOISE_STATIC_CONTEXT: &[u8] = b"hail-noise-static-key/v1";
 
 /// Length of a public key, 32 bytes.
 pub const PUBLIC_KEY_LEN: usize = 32;
@@ -149,11 +147,12 @@ impl Identity {
         })
     }
 
-    /// Signs a Noise static public key (X25519, 32 bytes) with the context
-    /// [`NOISE_STATIC_CONTEXT`], so a handshake peer that verifies it with
-    /// [`PublicKey::verify_noise_static`] knows the Noise key speaks for this identity.
-    pub fn sign_noise_static(&self, noise_static: &[u8; 32]) -> Signature {
-        self.sign(NOISE_STATIC_CONTEXT, noise_static)
+    /// The identity's secret key as an X25519 private key, hail-link's Noise static key:
+    /// the clamped scalar Ed25519 signs with (the first half of SHA-512 of the secret, as
+    /// libsodium's `crypto_sign_ed25519_sk_to_curve25519` derives it). Its public key is
+    /// [`PublicKey::noise_static`]. Wiped when the returned value drops.
+    pub fn noise_static_secret(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.key.to_scalar_bytes())
     }
 }
 
@@ -272,16 +271,13 @@ impl PublicKey {
             .map_err(|_| CryptoError::BadSignature)
     }
 
-    /// Verifies a Noise static key binding made by [`Identity::sign_noise_static`].
-    ///
-    /// # Errors
-    /// [`CryptoError::BadSignature`] when it does not verify.
-    pub fn verify_noise_static(
-        &self,
-        noise_static: &[u8; 32],
-        sig: &Signature,
-    ) -> Result<(), CryptoError> {
-        self.verify(NOISE_STATIC_CONTEXT, noise_static, sig)
+    /// This key as an X25519 public key (the Montgomery u-coordinate of the same point,
+    /// RFC 7748's map): the Noise static key of the identity, whose private key is
+    /// [`Identity::noise_static_secret`]. A handshake that proved this static key proved
+    /// the identity. A full-order key (every `PublicKey` is one) maps to a point of full
+    /// order on the X25519 side too.
+    pub fn noise_static(&self) -> [u8; 32] {
+        self.key.to_montgomery().to_bytes()
     }
 }
 

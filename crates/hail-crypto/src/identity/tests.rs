@@ -99,19 +99,29 @@ fn long_messages_take_the_heap_path_and_still_verify() {
 }
 
 #[test]
-fn noise_static_binding() {
-    let a = Identity::generate().unwrap();
-    let (s1, s2) = ([7u8; 32], [8u8; 32]);
-    let sig = a.sign_noise_static(&s1);
-    a.public().verify_noise_static(&s1, &sig).unwrap();
-    assert_eq!(sig, a.sign(NOISE_STATIC_CONTEXT, &s1));
-    let bad = Err(CryptoError::BadSignature);
-    assert_eq!(a.public().verify_noise_static(&s2, &sig), bad);
-    let other = Identity::generate().unwrap();
-    assert_eq!(other.public().verify_noise_static(&s1, &sig), bad);
-    // A signature over the same 32 bytes for another purpose is no binding.
-    let elsewhere = a.sign(b"hail-advert/v1", &s1);
-    assert_eq!(a.public().verify_noise_static(&s1, &elsewhere), bad);
+fn the_noise_static_key_is_the_identity_as_x25519() {
+    use curve25519_dalek::montgomery::MontgomeryPoint;
+    let x25519 = |secret: &[u8; 32], public: [u8; 32]| MontgomeryPoint(public).mul_clamped(*secret);
+    let base = curve25519_dalek::constants::X25519_BASEPOINT.to_bytes();
+    let ids: Vec<Identity> = (0..20).map(|_| Identity::generate().unwrap()).collect();
+    for (i, a) in ids.iter().enumerate() {
+        let secret = a.noise_static_secret();
+        // The public key of the X25519 secret is the identity's Montgomery form.
+        assert_eq!(x25519(&secret, base).to_bytes(), a.public().noise_static());
+        // Two identities agree on a DH secret from each other's public keys alone.
+        let b = &ids[(i + 1) % ids.len()];
+        assert_eq!(
+            x25519(&secret, b.public().noise_static()),
+            x25519(&b.noise_static_secret(), a.public().noise_static())
+        );
+        // Stable: a restored identity has the same Noise key; another identity another.
+        let again = Identity::from_secret_bytes(&a.to_secret_bytes());
+        assert_eq!(*again.noise_static_secret(), *secret);
+        assert_ne!(b.public().noise_static(), a.public().noise_static());
+    }
+    // RFC 8032's first key: its X25519 form is a point of full order (not a small-order u).
+    let k = rfc_identity().public().noise_static();
+    assert_ne!(x25519(&[8u8; 32], k).to_bytes(), [0u8; 32]);
 }
 
 #[test]

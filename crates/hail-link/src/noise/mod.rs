@@ -1,6 +1,6 @@
-//! The Noise protocols hail-link runs: the handshake patterns, their protocol names, the
-//! primitives snow runs them with, and the X25519 static key pairs of identities
-//! (`identity.rs`), below `seal.rs`, which runs the handshakes and the sealed records.
+//! The Noise protocols hail-link runs: the handshake patterns, their protocol names and the
+//! primitives snow runs them with, below `seal.rs`, which runs the handshakes and the
+//! sealed records.
 
 // Where hail-link's Cargo.toml builds aws-lc-rs.
 #[cfg(all(
@@ -73,9 +73,4 @@ fn resolver() -> snow::resolvers::BoxedCryptoResolver {
         any(target_os = "linux", target_os = "macos")
     )))]
     ring
-}
-
-/// A fresh X25519 static key pair, from snow's resolver (the system's random numbers).
-pub(crate) fn generate_static() -> Result<snow::Keypair, snow::Error> {
-    builder(Pattern::Xx).generate_keypair()
 }
