@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 ///
 /// Names are chosen by people and may collide; ids are random and tell incarnations apart:
 /// a device that restarts under the same name comes back with a new id. Ids are ordered
-/// as 16 bytes compared lexicographically; the simultaneous-dial rule of the
-/// [`PeerTable`](crate::PeerTable) uses that order.
+/// as 16 bytes compared lexicographically; who of two devices dials first (and whose dial
+/// the one-link rule of the [`PeerTable`](crate::PeerTable) keeps) depends on that order
+/// and on how many bits the two ids differ in.
 ///
 /// On the wire an id is its 16 bytes, as they are.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -29,6 +30,25 @@ impl DeviceId {
     /// The 16 bytes of the id.
     pub const fn as_bytes(&self) -> &[u8; 16] {
         &self.0
+    }
+
+    /// Which of two devices dials the other first (the other waits
+    /// [`dial_yield`](crate::PeerTableConfigBuilder::dial_yield) for that dial), and whose
+    /// dial the one-link rule keeps: the smaller id when the two ids differ in an even
+    /// number of bits, the larger when they differ in an odd number.
+    ///
+    /// Symmetric (both ends of a pair agree without a word), and balanced: for random ids,
+    /// each device is the first dialer for about half of its peers, whatever its rank,
+    /// where "the smaller dials" made the smallest id of a mesh dial every other device
+    /// and the largest none. `a == b` gives that id.
+    pub(crate) fn dials_first(a: Self, b: Self) -> Self {
+        let differing = a.0.iter().zip(&b.0).map(|(x, y)| (x ^ y).count_ones());
+        let (smaller, larger) = if a <= b { (a, b) } else { (b, a) };
+        if differing.sum::<u32>().is_multiple_of(2) {
+            smaller
+        } else {
+            larger
+        }
     }
 }
 

@@ -2,10 +2,21 @@
 
 use super::*;
 
-/// Both sides dial at once; whatever order the four hellos arrive in, both keep the link
-/// dialed by the smaller id and close the other, and nobody sees a leave.
+/// Both sides dial at once; whatever order the four hellos arrive in (so whichever link
+/// is established first on either side), both keep the link dialed by the pair's first
+/// dialer and close the other, and nobody sees a leave. Both cases of the rule: a pair
+/// whose smaller id dials first, and one whose larger does (there the kept link has the
+/// larger name).
 #[test]
-fn simultaneous_dial_keeps_the_smaller_ids_link_in_every_order() {
+fn simultaneous_dial_keeps_the_first_dialers_link_in_every_order() {
+    for (x, y) in both_kinds_of_pair() {
+        simultaneous_dial_in_every_order(x, y);
+    }
+}
+
+/// [`simultaneous_dial_keeps_the_first_dialers_link_in_every_order`] for the pair of test
+/// devices `x` (its first dialer) and `y`.
+fn simultaneous_dial_in_every_order(x: u8, y: u8) {
     // Deliveries: 0 = A gets B's hello on A's dialed link (c1), 1 = A gets B's hello on
     // A's accepted link (c2), 2 = B gets A's hello on B's accepted link (c1), 3 = B gets
     // A's hello on B's dialed link (c2).
@@ -14,27 +25,27 @@ fn simultaneous_dial_keeps_the_smaller_ids_link_in_every_order() {
     assert_eq!(orders.len(), 24);
     for order in orders {
         let t0 = Instant::now();
-        let mut a = started(1, "a", t0);
-        let mut b = started_with(2, "b", no_yield(), t0);
-        a.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0);
-        b.handle_advert(Advert::Announce(announce(1, "a")), src(1), t0);
+        let mut a = started(x, "a", t0);
+        let mut b = started_with(y, "b", no_yield(), t0);
+        a.handle_advert(Advert::Announce(announce(y, "b")), src(y), t0);
+        b.handle_advert(Advert::Announce(announce(x, "a")), src(x), t0);
         let da = dials(&actions(&mut a))[0].0;
         let db = dials(&actions(&mut b))[0].0;
         // c1: A dialed, A's end 11, B's end 21. c2: B dialed, B's end 22, A's end 12.
-        a.link_up(LinkId(11), LinkOrigin::Dialed(da), listen(2), id(2), t0);
+        a.link_up(LinkId(11), LinkOrigin::Dialed(da), listen(y), id(y), t0);
         b.link_up(
             LinkId(21),
             LinkOrigin::Accepted,
-            SocketAddr::new(ip(1), 50001),
-            id(1),
+            SocketAddr::new(ip(x), 50001),
+            id(x),
             t0,
         );
-        b.link_up(LinkId(22), LinkOrigin::Dialed(db), listen(1), id(1), t0);
+        b.link_up(LinkId(22), LinkOrigin::Dialed(db), listen(x), id(x), t0);
         a.link_up(
             LinkId(12),
             LinkOrigin::Accepted,
-            SocketAddr::new(ip(2), 50002),
-            id(2),
+            SocketAddr::new(ip(y), 50002),
+            id(y),
             t0,
         );
         let hello_on = |acts: Vec<Action>, conn: LinkId| {
@@ -80,11 +91,11 @@ fn simultaneous_dial_keeps_the_smaller_ids_link_in_every_order() {
             [(LinkId(22), TableCloseReason::Duplicate)],
             "{order:?}"
         );
-        assert_eq!(a.connection(id(2)), Some(LinkId(11)), "{order:?}");
-        assert_eq!(b.connection(id(1)), Some(LinkId(21)), "{order:?}");
+        assert_eq!(a.connection(id(y)), Some(LinkId(11)), "{order:?}");
+        assert_eq!(b.connection(id(x)), Some(LinkId(21)), "{order:?}");
         let (ea, eb) = (events(&mut a), events(&mut b));
-        assert_eq!(joined(&ea), [id(2)], "{order:?}");
-        assert_eq!(joined(&eb), [id(1)], "{order:?}");
+        assert_eq!(joined(&ea), [id(y)], "{order:?}");
+        assert_eq!(joined(&eb), [id(x)], "{order:?}");
         assert!(left(&ea).is_empty() && left(&eb).is_empty(), "{order:?}");
     }
 }
