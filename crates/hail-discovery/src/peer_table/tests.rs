@@ -88,6 +88,16 @@ fn both_kinds_of_pair() -> [(u8, u8); 2] {
     pairs
 }
 
+/// Test devices `x` ("a") and `y` ("b") started at `t0`, each having heard the other's
+/// announce (their actions not drained).
+fn hearing_each_other(x: u8, y: u8, t0: Instant) -> (PeerTable, PeerTable) {
+    let mut a = started(x, "a", t0);
+    let mut b = started(y, "b", t0);
+    a.handle_advert(Advert::Announce(announce(y, "b")), src(y), t0);
+    b.handle_advert(Advert::Announce(announce(x, "a")), src(x), t0);
+    (a, b)
+}
+
 /// The test devices numbered above `n` (in order) that `n` dials first (`first`), or
 /// that dial `n` first (`!first`).
 fn peers_of(n: u8, first: bool) -> impl Iterator<Item = u8> {

@@ -187,10 +187,7 @@ fn addresses_are_filtered_and_scoped() {
 fn the_other_waits_for_the_first_dialers_dial() {
     for (x, y) in both_kinds_of_pair() {
         let t0 = Instant::now();
-        let mut a = started(x, "a", t0);
-        let mut b = started(y, "b", t0);
-        a.handle_advert(Advert::Announce(announce(y, "b")), src(y), t0);
-        b.handle_advert(Advert::Announce(announce(x, "a")), src(x), t0);
+        let (mut a, mut b) = hearing_each_other(x, y, t0);
         assert_eq!(
             dials(&actions(&mut a)).len(),
             1,
