@@ -252,8 +252,8 @@ impl PeerTableConfig {
         self.goodbye_grace
     }
 
-    /// How long the device with the larger id waits for the other's dial before it
-    /// dials (see [`PeerTableConfigBuilder::dial_yield`]).
+    /// How long a device that is not the first dialer of a pair waits for the other's dial
+    /// before it dials (see [`PeerTableConfigBuilder::dial_yield`]).
     pub fn dial_yield(&self) -> Duration {
         self.dial_yield
     }
@@ -364,10 +364,12 @@ impl PeerTableConfigBuilder {
     }
 
     /// Two devices that hear each other would both dial at once, and the one-link rule
-    /// would then close one of the two links (the one dialed by the larger id). Instead
-    /// the device with the larger id waits this long for the other's dial before it
-    /// dials itself (a link from the peer meanwhile makes its dial unneeded); the smaller
-    /// id dials at once. Only a first dial waits: redials after a failure do not. Zero:
+    /// would then close one of the two links. Instead one of them, the pair's first
+    /// dialer, dials at once and the other waits this long for that dial before it dials
+    /// itself (a link from the peer meanwhile makes its dial unneeded). The first dialer is
+    /// the smaller id when the two ids differ in an even number of bits, else the larger:
+    /// each device dials first to about half of its peers, so in a forming mesh the dials
+    /// are shared evenly. Only a first dial waits: redials after a failure do not. Zero:
     /// both dial at once. Default: 250 ms (the other's dial normally arrives within a few
     /// milliseconds of the advert; the wait is paid only where it does not come, as
     /// when the peer does not hear this device's adverts or does not auto-connect).

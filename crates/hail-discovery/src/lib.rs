@@ -60,9 +60,9 @@
 //! # The peer table alone
 //!
 //! Two tables, wired by hand: `b` hears `a`'s signed announcement, dials (at once: the
-//! example turns off `dial_yield`, with which the larger id first waits for the smaller's
-//! dial), the driver connects and tells each side which key the link's handshake proved,
-//! and both exchange hellos over the link.
+//! example turns off `dial_yield`, with which one of the two, chosen by their ids, would
+//! first wait for the other's dial), the driver connects and tells each side which key
+//! the link's handshake proved, and both exchange hellos over the link.
 //!
 //! ```
 //! use std::net::SocketAddr;

@@ -86,7 +86,7 @@ impl Device {
     ///
     /// Order: messages to one peer arrive in the order they were sent while they travel
     /// on one link. Right after two devices dialed each other at the same moment (rare:
-    /// the larger id waits for the smaller's dial, see
+    /// one of the two waits for the other's dial, see
     /// [`dial_yield`](crate::PeerTableConfigBuilder::dial_yield)), both links exist for
     /// a short while (until the duplicate is drained and closed); two messages sent in
     /// that window can take different links and arrive swapped. None is lost either way.

@@ -280,7 +280,7 @@ impl PeerTable {
     /// `dial_yield`): then `id` dials on hearing this device, which should therefore
     /// answer it at once, with no jitter delaying the join.
     fn waits_for(&self, id: DeviceId) -> bool {
-        self.local.id() > id
+        !self.dials_first(id)
             && !self.config.dial_yield.is_zero()
             && self.peers.get(&id).is_none_or(|p| p.active.is_none())
     }

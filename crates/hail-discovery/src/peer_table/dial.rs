@@ -95,10 +95,10 @@ impl PeerTable {
         if p.active.is_some() || p.dial != DialState::Idle || !p.keep() {
             return;
         }
-        // The smaller id's dial is the one the one-link rule keeps: the larger waits for
+        // The first dialer's dial is the one the one-link rule keeps: the other waits for
         // it, once, before dialing too.
         let wait = self.config.dial_yield;
-        if p.failures == 0 && !wait.is_zero() && self.local.id() > id && !p.dial_addrs().is_empty()
+        if p.failures == 0 && !wait.is_zero() && !self.dials_first(id) && !p.dial_addrs().is_empty()
         {
             let until = now + wait;
             trace!(peer = %id, ?wait, "waiting for the peer's dial");
@@ -142,7 +142,8 @@ impl PeerTable {
 
     /// Dials `id` at the addresses it can be reached at, if it has any and no dial runs;
     /// later, when the dial budget is spent. `fresh`: not the retry of a dial put off
-    /// before (only a fresh one leaves a larger id its turn).
+    /// before (only a fresh one leaves the peer its turn to dial first, when this device is
+    /// the first dialer of the pair).
     pub(super) fn dial_now(&mut self, id: DeviceId, now: Instant, fresh: bool) {
         if self.phase != Phase::Running || !self.config.auto_connect {
             return;
@@ -160,15 +161,15 @@ impl PeerTable {
         let reserve = p.repeated() || p.grace_until.is_some();
         let first = fresh && p.failures == 0;
         if let Err(retry) = self.dial_budget(now, reserve) {
-            // A larger id dials this device itself once its dial_yield is over: its first
-            // dial is left to it (twice the wait, so it has its whole wait from whenever it
-            // heard us), or the dial put off here would start while the peer's runs and
-            // the pair would pay two handshakes for one link. Once: its retries go at the
-            // budget's pace, or while the budget stays spent (a flood keeping it so) every
-            // retry would wait that long again and lose each freed dial to those that
-            // retry every `DIAL_RETRY`.
+            // When this device is the pair's first dialer, the peer dials it too once its
+            // dial_yield is over: the first dial is then left to the peer (twice the wait,
+            // so it has its whole wait from whenever it heard us), or the dial put off here
+            // would start while the peer's runs and the pair would pay two handshakes for
+            // one link. Once: this device's retries go at the budget's pace, or while the
+            // budget stays spent (a flood keeping it so) every retry would wait that long
+            // again and lose each freed dial to those that retry every `DIAL_RETRY`.
             let wait = self.config.dial_yield;
-            let retry = if first && !wait.is_zero() && self.local.id() < id {
+            let retry = if first && !wait.is_zero() && self.dials_first(id) {
                 retry.max(now + 2 * wait)
             } else {
                 retry

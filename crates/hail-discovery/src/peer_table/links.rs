@@ -1,5 +1,6 @@
 //! Links: a link's life from up to closed, its hello, and the one-link-per-pair rule
-//! (both sides keep the connection with the smaller name).
+//! (both sides keep the connection dialed by the pair's first dialer, see
+//! [`DeviceId::dials_first`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -224,8 +225,8 @@ impl PeerTable {
         self.attach(id, conn, key);
     }
 
-    /// An established link to `id`: make it the active one, or apply the one-connection
-    /// rule against the current one.
+    /// An established link to `id`: make it the active one, or apply the one-link rule
+    /// against the current one.
     fn attach(&mut self, id: DeviceId, conn: LinkId, key: ConnKey) {
         let p = self.peers.get_mut(&id).expect("learned just before");
         let Some(current) = p.active else {
@@ -248,7 +249,12 @@ impl PeerTable {
             Some(ConnState::Established { key, .. }) => *key,
             _ => (DeviceId::from_bytes([0xff; 16]), u64::MAX),
         };
-        let loser = if key < current_key {
+        // Both ends keep the link dialed by the pair's first dialer; of two it dialed (or
+        // two the other dialed), the one with the smaller key. The keys are the same on
+        // both ends, so they agree without a further word.
+        let first = DeviceId::dials_first(self.local.id(), id);
+        let rank = |key: ConnKey| (key.0 != first, key);
+        let loser = if rank(key) < rank(current_key) {
             p.active = Some(conn);
             current
         } else {

@@ -278,6 +278,13 @@ impl PeerTable {
             .get(&id)
             .is_some_and(|t| t.kind == TombKind::Departed && seq <= t.seq)
     }
+
+    /// Whether this device is the first dialer of the pair it makes with `peer` (see
+    /// [`DeviceId::dials_first`]): it dials `peer` at once, and the one-link rule keeps
+    /// its link; else it waits for `peer`'s dial.
+    pub(super) fn dials_first(&self, peer: DeviceId) -> bool {
+        DeviceId::dials_first(self.local.id(), peer) == self.local.id()
+    }
 }
 
 /// The peer table: a sans-IO state machine that decides who is there, whom to dial and
@@ -314,13 +321,13 @@ impl PeerTable {
 ///   or, if learned by gossip, its gossip lease. A connected peer lives as long as its link:
 ///   the link's heartbeat is the authority, so lost multicast beacons never drop a working
 ///   connection.
-/// - **One connection per pair.** Both sides dial whenever they learn of each other. Each
+/// - **One connection per pair.** Both sides may dial when they learn of each other. Each
 ///   connection is named on both ends by `(dialer id, dialer's tag)` (the tag travels in
-///   the dialer's hello); when a pair has two connections, both sides keep the one with the
-///   smaller name and close the other. Connections dialed by the smaller id therefore win,
-///   and both sides agree without a further round trip. A peer whose only link is closed
-///   from under it stays joined for the reconnect grace, so the loser's close never shows
-///   up as a departure.
+///   the dialer's hello); when a pair has two connections, both sides keep the one dialed
+///   by the pair's first dialer (see *Who dials*), of two dialed by the same side the one
+///   with the smaller name, and close the other. Both sides agree without a further round
+///   trip. A peer whose only link is closed from under it stays joined for the reconnect
+///   grace, so the loser's close never shows up as a departure.
 /// - **Restarts and duplicate names.** When a new id's link proves it under a name an
 ///   older id holds, the new one replaces the old (old links closed, `PeerLeft(Restarted)`)
 ///   if the old has no link up (its process was killed and its connection reset, or it
@@ -336,10 +343,13 @@ impl PeerTable {
 ///   learn of each other from one exchange instead of each waiting for its own next
 ///   beacon. A dial to such a peer still in backoff or in flight (started while it was
 ///   unreachable) is started afresh.
-/// - **Who dials.** Of two devices that learn of each other, the smaller id dials at once;
-///   the larger waits [`dial_yield`](crate::PeerTableConfigBuilder::dial_yield) for that
-///   dial (its link joining makes a dial of its own unneeded) and dials only if none
-///   came. Redials after a failure do not wait.
+/// - **Who dials.** Of two devices that learn of each other, the pair's *first dialer*
+///   dials at once: the smaller id when the two ids differ in an even number of bits, the
+///   larger when they differ in an odd number, so each device of a mesh is the first
+///   dialer for about half of its peers. The other waits
+///   [`dial_yield`](crate::PeerTableConfigBuilder::dial_yield) for that dial (its link
+///   joining makes a dial of its own unneeded) and dials only if none came. Redials after
+///   a failure do not wait.
 /// - **Redial.** A peer that is advertised (lease or gossip lease live) but not connected
 ///   is redialed with exponential backoff; static addresses are redialed for as long as
 ///   no link to the device behind them is up.

@@ -44,7 +44,8 @@ fn key_with_id_byte(prefix: [u8; 4], at_least: u8, at_most: u8) -> Identity {
 }
 
 /// Test device `n`'s identity. Its id's first byte is `n`, so ids order as the device
-/// numbers do (the simultaneous-dial rule and who dials first depend on that order).
+/// numbers do (who of two dials first depends on that order and on the other bytes: see
+/// [`dials_first`], [`dial_order`]).
 fn identity(n: u8) -> Arc<Identity> {
     static KEYS: OnceLock<Mutex<HashMap<u8, Arc<Identity>>>> = OnceLock::new();
     let keys = KEYS.get_or_init(Default::default);
@@ -59,6 +60,48 @@ fn identity(n: u8) -> Arc<Identity> {
 /// Test device `n`'s id (of [`identity`]).
 fn id(n: u8) -> DeviceId {
     DeviceId::from_bytes(identity(n).public().id())
+}
+
+/// Whether test device `n` is the first dialer of its pair with `peer` (see
+/// [`DeviceId::dials_first`]): it dials `peer` at once, and `peer` waits for that dial.
+fn dials_first(n: u8, peer: DeviceId) -> bool {
+    DeviceId::dials_first(id(n), peer) == id(n)
+}
+
+/// Test devices `a` and `b` as (the pair's first dialer, the one that waits for its dial).
+fn dial_order(a: u8, b: u8) -> (u8, u8) {
+    if dials_first(a, id(b)) {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+/// Two pairs of test devices as [`dial_order`] gives them, one of each case of the rule: a
+/// pair whose smaller id dials first, and one whose larger does.
+fn both_kinds_of_pair() -> [(u8, u8); 2] {
+    let pairs = [dial_order(1, 2), dial_order(1, 3)];
+    assert!(
+        pairs[0].0 < pairs[0].1 && pairs[1].0 > pairs[1].1,
+        "{pairs:?}"
+    );
+    pairs
+}
+
+/// Test devices `x` ("a") and `y` ("b") started at `t0`, each having heard the other's
+/// announce (their actions not drained).
+fn hearing_each_other(x: u8, y: u8, t0: Instant) -> (PeerTable, PeerTable) {
+    let mut a = started(x, "a", t0);
+    let mut b = started(y, "b", t0);
+    a.handle_advert(Advert::Announce(announce(y, "b")), src(y), t0);
+    b.handle_advert(Advert::Announce(announce(x, "a")), src(x), t0);
+    (a, b)
+}
+
+/// The test devices numbered above `n` (in order) that `n` dials first (`first`), or
+/// that dial `n` first (`!first`).
+fn peers_of(n: u8, first: bool) -> impl Iterator<Item = u8> {
+    (n + 1..0xe0).filter(move |&m| dials_first(n, id(m)) == first)
 }
 
 /// Device `n`'s announce of `body`, signed under `seq`.
@@ -291,13 +334,23 @@ fn next_dials(t: &mut PeerTable, limit: Instant) -> (Instant, Vec<DialReq>) {
     }
 }
 
-/// `t` (device 1) learns device `n` by announce and connects to it over `conn`; returns
-/// with everything drained.
+/// `t` learns device `n` by announce and they connect over `conn`: `t` dials if it is the
+/// pair's first dialer (or has no `dial_yield`), else `n`'s dial arrives (see
+/// [`dials_first`]). Returns with everything drained.
 fn join(t: &mut PeerTable, n: u8, name: &str, conn: LinkId, now: Instant) {
     t.handle_advert(Advert::Announce(announce(n, name)), src(n), now);
     let d = dials(&actions(t));
-    assert_eq!(d.len(), 1, "one dial for {name}");
-    t.link_up(conn, LinkOrigin::Dialed(d[0].0), listen(n), id(n), now);
+    if let [(dial, _, _)] = d.as_slice() {
+        t.link_up(conn, LinkOrigin::Dialed(*dial), listen(n), id(n), now);
+    } else {
+        assert!(d.is_empty(), "one dial for {name}: {d:?}");
+        assert!(
+            !t.dials_first(id(n)),
+            "no dial for {name}, which t dials first"
+        );
+        let remote = SocketAddr::new(ip(n), 50000);
+        t.link_up(conn, LinkOrigin::Accepted, remote, id(n), now);
+    }
     actions(t);
     t.link_message(conn, hello(n, name, 0), now);
     let ev = events(t);

@@ -269,35 +269,47 @@ fn announces_for_probe_flood(t: &mut PeerTable, from: DeviceId, t0: Instant) -> 
     n
 }
 
-/// Probes from an id above ours share one jittered answer (`probe_answer_at`), but
-/// nothing limits the answers' rate: a flood of a probe every millisecond gets an
-/// announce every few milliseconds (271 for 1000 here) from every device that hears it.
-/// Not new today (the jittered path predates dial_yield), and less than the at-once
-/// path below, but an amplification all the same.
+/// Probes from an id this device is the first dialer of (it does not wait for the
+/// prober's dial) share one jittered answer (`probe_answer_at`), but nothing limits the
+/// answers' rate: a flood of a probe every millisecond gets an announce every few
+/// milliseconds (271 for 1000 here) from every device that hears it. Not new today (the
+/// jittered path predates dial_yield), and less than the at-once path below, but an
+/// amplification all the same.
 ///
 /// Fixed since: answers are at least `MIN_ANSWER_GAP` (50 ms) apart.
 #[test]
-fn a_probe_flood_from_a_larger_id_gets_few_answers() {
+fn a_probe_flood_from_an_id_we_dial_first_gets_few_answers() {
     let t0 = Instant::now();
     let mut t = started_with(5, "e", PeerTableConfig::default(), t0);
-    let n = announces_for_probe_flood(&mut t, id(9), t0);
+    let prober = peers_of(5, true).next().unwrap();
+    let n = announces_for_probe_flood(&mut t, id(prober), t0);
     assert!(n < 100, "{n} announces for 1000 probes");
 }
 
 /// The dial_yield rule answers a probe at once when this device would wait for the
-/// prober's dial (`waits_for` in src/peer_table/beacons.rs: any id below ours that has
-/// no link), with no jitter, no sharing and no rate limit (`answer(now, true)` on every
-/// probe; only the newcomer path has `NEWCOMER_ANSWER_GAP`). A forged probe from one
-/// made-up small id (the same one every time: it never gets a link) makes every device
-/// with a larger id (about half the LAN, all of it for an id of zeros) multicast one
-/// announce per probe: 1000 probes, 1000 announces from each.
+/// prober's dial (`waits_for` in src/peer_table/beacons.rs: an id that dials this device
+/// first and has no link), with no jitter, no sharing and no rate limit (`answer(now,
+/// true)` on every probe; only the newcomer path has `NEWCOMER_ANSWER_GAP`). A forged
+/// probe from one made-up id (the same one every time: it never gets a link) makes every
+/// device that waits for that id's dial (about half the LAN; when the smaller id dialed
+/// first, all of it for an id of zeros) multicast one announce per probe: 1000 probes,
+/// 1000 announces from each.
 ///
 /// Fixed since: the at-once answer also keeps `MIN_ANSWER_GAP` (50 ms).
 #[test]
-fn a_probe_flood_from_a_small_id_gets_few_answers() {
+fn a_probe_flood_from_an_id_we_wait_for_gets_few_answers() {
     let t0 = Instant::now();
     let mut t = started_with(5, "e", PeerTableConfig::default(), t0);
-    let n = announces_for_probe_flood(&mut t, DeviceId::from_bytes([0; 16]), t0);
+    // A made-up id of (nearly) zeros that dials this device first.
+    let prober = (0..=1u8)
+        .map(|b| {
+            let mut bytes = [0; 16];
+            bytes[15] = b;
+            DeviceId::from_bytes(bytes)
+        })
+        .find(|&p| !dials_first(5, p))
+        .unwrap();
+    let n = announces_for_probe_flood(&mut t, prober, t0);
     assert!(n < 100, "{n} announces for 1000 probes");
 }
 
@@ -496,7 +508,9 @@ fn a_gossip_record_changed_by_its_relay_is_dropped() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
     join(&mut t, 2, "relay", LinkId(10), t0);
-    let mut r = record(3, "c");
+    // A device t dials at once once it learns of it (t is the pair's first dialer).
+    let c = peers_of(1, true).find(|&n| n != 2).unwrap();
+    let mut r = record(c, "c");
     r.announce.body.addresses = vec![ip(99)];
     t.link_message(LinkId(10), LinkMessage::Peers(vec![r]), t0 + ms(1));
     assert_eq!(t.stats().bad_signatures, 1);
@@ -504,7 +518,7 @@ fn a_gossip_record_changed_by_its_relay_is_dropped() {
     // Unchanged, it is taken and dialed.
     t.link_message(
         LinkId(10),
-        LinkMessage::Peers(vec![record(3, "c")]),
+        LinkMessage::Peers(vec![record(c, "c")]),
         t0 + ms(2),
     );
     assert_eq!(dials(&actions(&mut t)).len(), 1);

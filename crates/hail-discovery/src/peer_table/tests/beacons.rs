@@ -92,8 +92,14 @@ fn probes_are_answered_once_after_a_short_jitter() {
     let mut t = started(1, "a", t0);
     let now = t0 + Duration::from_secs(5);
     run_until(&mut t, now);
-    t.handle_advert(Advert::Probe { from: id(2) }, src(2), now);
-    t.handle_advert(Advert::Probe { from: id(3) }, src(3), now + ms(1));
+    // Probers this device dials first (it would answer one it waits for at once: see
+    // `the_other_waits_for_the_first_dialers_dial`).
+    let (p, q) = {
+        let mut peers = peers_of(1, true);
+        (peers.next().unwrap(), peers.next().unwrap())
+    };
+    t.handle_advert(Advert::Probe { from: id(p) }, src(p), now);
+    t.handle_advert(Advert::Probe { from: id(q) }, src(q), now + ms(1));
     let at = t.poll_timeout().unwrap();
     assert!(at >= now && at <= now + ms(10), "{:?}", at - now);
     t.handle_timeout(at);
@@ -120,23 +126,27 @@ fn newcomers_are_answered_at_once_at_most_every_500_ms() {
     let now = t0 + Duration::from_secs(5);
     run_until(&mut t, now);
     events(&mut t);
+    // Newcomers this device dials first (it answers one it waits for at once, and dials
+    // it only after the wait).
+    let mut peers = peers_of(1, true);
+    let [nb, nc, nd] = [(); 3].map(|_| peers.next().unwrap());
     // A newcomer: dialed and answered within the probe answer jitter (10 ms).
-    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), now);
+    t.handle_advert(Advert::Announce(announce(nb, "b")), src(nb), now);
     let d = dials(&actions(&mut t));
     assert_eq!(d.len(), 1);
     let at = t.poll_timeout().unwrap();
     assert!(at >= now && at <= now + ms(10), "{:?}", at - now);
     assert_eq!(announces(&run_until(&mut t, now + ms(10))), 1, "answered");
     // Another newcomer 100 ms later: dialed, but the answer is rate-limited.
-    t.handle_advert(Advert::Announce(announce(3, "c")), src(3), now + ms(100));
+    t.handle_advert(Advert::Announce(announce(nc, "c")), src(nc), now + ms(100));
     let sent = run_until(&mut t, now + ms(499));
     assert_eq!(dials(&sent).len() + dials(&actions(&mut t)).len(), 1);
     assert_eq!(announces(&sent), 0, "at most one answer per 500 ms");
     // A peer with a lease is no newcomer.
-    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), now + ms(600));
+    t.handle_advert(Advert::Announce(announce(nb, "b")), src(nb), now + ms(600));
     assert_eq!(announces(&run_until(&mut t, now + ms(700))), 0);
     // A third newcomer past the gap is answered.
-    t.handle_advert(Advert::Announce(announce(4, "d")), src(4), now + ms(700));
+    t.handle_advert(Advert::Announce(announce(nd, "d")), src(nd), now + ms(700));
     assert_eq!(announces(&run_until(&mut t, now + ms(710))), 1);
     // A peer gone by its lease (as across a partition) is a newcomer again when it
     // comes back.
@@ -150,7 +160,7 @@ fn newcomers_are_answered_at_once_at_most_every_500_ms() {
     }
     run_until(&mut t, later);
     assert!(t.discovered().is_empty(), "all forgotten");
-    t.handle_advert(Advert::Announce(announce(2, "b")), src(2), later);
+    t.handle_advert(Advert::Announce(announce(nb, "b")), src(nb), later);
     assert_eq!(announces(&run_until(&mut t, later + ms(10))), 1);
 }
 

@@ -100,12 +100,13 @@ fn an_advert_dials_four_addresses_at_most() {
 #[test]
 fn dials_are_bounded_in_flight_and_per_second() {
     let t0 = Instant::now();
-    // Without dial_yield, so every put-off dial is this device's own (with it, a larger
-    // id's first dial is left to that peer while the budget is spent:
-    // `a_smaller_id_out_of_dial_budget_leaves_the_first_dial_to_the_larger`).
+    // Without dial_yield, so every put-off dial is this device's own (with it, the first
+    // dial to a peer this device is the first dialer of is left to that peer while the
+    // budget is spent: `a_first_dialer_out_of_dial_budget_leaves_the_first_dial_to_the_peer`;
+    // and it would wait for the dials of the others).
     let mut t = started_with(1, "a", no_yield(), t0);
     for n in 0..100u32 {
-        // Ids above ours: this device dials them at once.
+        // Without dial_yield this device dials each at once.
         let (mut a, _) = forged(n);
         a.body.name = format!("tarpit{n}");
         a.body.addresses = vec![ip(2)];

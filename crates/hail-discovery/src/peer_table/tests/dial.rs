@@ -180,83 +180,87 @@ fn addresses_are_filtered_and_scoped() {
     assert!(u.discovered()[0].addresses.is_empty());
 }
 
-/// Two devices hear each other: the smaller id dials at once, the larger waits for that
-/// dial and, when its link joins, never dials: one link, no duplicate to close.
+/// Two devices hear each other: the pair's first dialer dials at once, the other waits
+/// for that dial and, when its link joins, never dials: one link, no duplicate to close.
+/// Both cases of the rule: a pair whose smaller id dials first, and one whose larger does.
 #[test]
-fn the_larger_id_waits_for_the_smaller_ids_dial() {
-    let t0 = Instant::now();
-    let mut a = started(1, "a", t0);
-    let mut b = started(2, "b", t0);
-    a.handle_advert(Advert::Announce(announce(2, "b")), src(2), t0);
-    b.handle_advert(Advert::Announce(announce(1, "a")), src(1), t0);
-    assert_eq!(
-        dials(&actions(&mut a)).len(),
-        1,
-        "the smaller id dials at once"
-    );
-    let answer = actions(&mut b);
-    assert!(dials(&answer).is_empty(), "the larger waits");
-    // ... and answers the newcomer at once (no jitter): a dials on hearing it.
-    assert!(
-        answer
-            .iter()
-            .any(|x| matches!(x, Action::Multicast(Advert::Announce(_)))),
-        "{answer:?}"
-    );
-    assert!(dials(&run_until(&mut b, t0 + ms(5))).is_empty());
-    // a's dial arrives at b within the wait.
-    accept(&mut b, LinkId(21), 1, t0 + ms(5));
-    b.link_message(LinkId(21), hello(1, "a", 7), t0 + ms(6));
-    assert_eq!(joined(&events(&mut b)), [id(1)]);
-    actions(&mut b);
-    assert!(
-        dials(&run_until(&mut b, t0 + ms(400))).is_empty(),
-        "linked: no dial of its own"
-    );
+fn the_other_waits_for_the_first_dialers_dial() {
+    for (x, y) in both_kinds_of_pair() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = hearing_each_other(x, y, t0);
+        assert_eq!(
+            dials(&actions(&mut a)).len(),
+            1,
+            "the first dialer dials at once"
+        );
+        let answer = actions(&mut b);
+        assert!(dials(&answer).is_empty(), "the other waits");
+        // ... and answers the newcomer at once (no jitter): a dials on hearing it.
+        assert!(
+            answer
+                .iter()
+                .any(|x| matches!(x, Action::Multicast(Advert::Announce(_)))),
+            "{answer:?}"
+        );
+        assert!(dials(&run_until(&mut b, t0 + ms(5))).is_empty());
+        // a's dial arrives at b within the wait.
+        accept(&mut b, LinkId(21), x, t0 + ms(5));
+        b.link_message(LinkId(21), hello(x, "a", 7), t0 + ms(6));
+        assert_eq!(joined(&events(&mut b)), [id(x)]);
+        actions(&mut b);
+        assert!(
+            dials(&run_until(&mut b, t0 + ms(400))).is_empty(),
+            "linked: no dial of its own"
+        );
+    }
 }
 
-/// The smaller id's dial does not come (it does not hear us, or does not auto-connect):
-/// the larger dials once its wait is over, and redials after a failure at once.
+/// The first dialer's dial does not come (it does not hear us, or does not auto-connect):
+/// the other dials once its wait is over, and redials after a failure at once. Both
+/// cases of the rule, as above.
 #[test]
-fn the_larger_id_dials_when_the_wait_is_over() {
-    let t0 = Instant::now();
-    let mut b = started(2, "b", t0);
-    b.handle_advert(Advert::Announce(announce(1, "a")), src(1), t0);
-    assert!(dials(&actions(&mut b)).is_empty());
-    assert!(
-        dials(&run_until(&mut b, t0 + ms(200))).is_empty(),
-        "not before the wait is over"
-    );
-    b.handle_advert(Advert::Announce(announce(1, "a")), src(1), t0 + ms(200));
-    assert!(
-        dials(&run_until(&mut b, t0 + ms(249))).is_empty(),
-        "another advert does not restart it"
-    );
-    let d = dials(&run_until(&mut b, t0 + ms(250)));
-    assert_eq!(d.len(), 1);
-    assert_eq!(d[0].1, Some(id(1)));
-    b.dial_failed(d[0].0, t0 + ms(260));
-    // The redial backoff (100 ms at most for a first failure), not another wait.
-    assert_eq!(dials(&run_until(&mut b, t0 + ms(360))).len(), 1, "redialed");
+fn the_other_dials_when_the_wait_is_over() {
+    for (x, y) in both_kinds_of_pair() {
+        let t0 = Instant::now();
+        let mut b = started(y, "b", t0);
+        b.handle_advert(Advert::Announce(announce(x, "a")), src(x), t0);
+        assert!(dials(&actions(&mut b)).is_empty());
+        assert!(
+            dials(&run_until(&mut b, t0 + ms(200))).is_empty(),
+            "not before the wait is over"
+        );
+        b.handle_advert(Advert::Announce(announce(x, "a")), src(x), t0 + ms(200));
+        assert!(
+            dials(&run_until(&mut b, t0 + ms(249))).is_empty(),
+            "another advert does not restart it"
+        );
+        let d = dials(&run_until(&mut b, t0 + ms(250)));
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].1, Some(id(x)));
+        b.dial_failed(d[0].0, t0 + ms(260));
+        // The redial backoff (100 ms at most for a first failure), not another wait.
+        assert_eq!(dials(&run_until(&mut b, t0 + ms(360))).len(), 1, "redialed");
+    }
 }
 
-/// Many larger ids heard at once (a device starting into a group): the smaller dials as
-/// many as its budget lets it; the first dial of each of the others is left to that peer,
-/// which dials itself once its own wait is over, so a pair does not run two handshakes
-/// (the smaller's dial put off for room would otherwise start while the larger's runs).
-/// A peer that does not dial after all is dialed once twice the wait is over.
+/// Many peers heard at once (a device starting into a group) that this device is the
+/// first dialer of: it dials as many as its budget lets it; the first dial of each of the
+/// others is left to that peer, which dials itself once its own wait is over, so a pair
+/// does not run two handshakes (the first dialer's dial put off for room would otherwise
+/// start while the peer's runs). A peer that does not dial after all is dialed once twice
+/// the wait is over.
 #[test]
-fn a_smaller_id_out_of_dial_budget_leaves_the_first_dial_to_the_larger() {
+fn a_first_dialer_out_of_dial_budget_leaves_the_first_dial_to_the_peer() {
     let t0 = Instant::now();
     let mut a = started(1, "a", t0);
-    let peers: Vec<u8> = (2..=20).collect();
+    let peers: Vec<u8> = peers_of(1, true).take(19).collect();
     for &n in &peers {
         a.handle_advert(Advert::Announce(announce(n, &format!("p{n}"))), src(n), t0);
     }
     let first = dials(&actions(&mut a));
     let once = MAX_DIALS_IN_FLIGHT - DIAL_RESERVE as usize;
     assert_eq!(first.len(), once, "as many as the budget lets it, at once");
-    // They connect at once: room again, but the rest are the larger ids' to dial.
+    // They connect at once: room again, but the rest are the peers' to dial.
     let mut conn = 0;
     for (dial, peer, _) in &first {
         let n = peers
@@ -284,7 +288,7 @@ fn a_smaller_id_out_of_dial_budget_leaves_the_first_dial_to_the_larger() {
     assert_eq!(rest.len(), peers.len() - once);
     assert!(
         dials(&run_until(&mut a, t0 + ms(300))).is_empty(),
-        "no dial of a's while the larger ids wait their turn"
+        "no dial of a's while the peers wait their turn"
     );
     // All but the last dial a when their wait is over (250 ms).
     let (silent, dialing) = rest.split_last().unwrap();
@@ -306,24 +310,29 @@ fn a_smaller_id_out_of_dial_budget_leaves_the_first_dial_to_the_larger() {
     assert_eq!(a.peers().len(), peers.len() - 1);
 }
 
-/// The larger id's turn is given once: a peer that does not dial (say its own dial budget
-/// is spent, or it cannot reach us) while ours stays spent is tried again at the budget's
-/// pace once twice the wait is over, not put off by twice the wait at every try (which
-/// left it a tenth of the chances at each freed dial that entries retrying every 50 ms
-/// get: a flood of forged adverts keeping the budget spent could hold its join off far
-/// longer than before).
+/// The peer's turn (see above) is given once: a peer that does not dial (say its own dial
+/// budget is spent, or it cannot reach us) while ours stays spent is tried again at the
+/// budget's pace once twice the wait is over, not put off by twice the wait at every try
+/// (which left it a tenth of the chances at each freed dial that entries retrying every
+/// 50 ms get: a flood of forged adverts keeping the budget spent could hold its join off
+/// far longer than before).
 #[test]
-fn the_larger_ids_turn_is_given_once_not_at_every_try() {
+fn the_peers_turn_is_given_once_not_at_every_try() {
     let t0 = Instant::now();
     let mut a = started(1, "a", t0);
     let once = MAX_DIALS_IN_FLIGHT - DIAL_RESERVE as usize;
-    for n in 0..once as u32 {
-        let (advert, from) = forged(n);
+    // Forged adverts a dials at once (it is their first dialer).
+    for (advert, from) in (0..)
+        .map(forged)
+        .filter(|(advert, _)| dials_first(1, advert.id()))
+        .take(once)
+    {
         a.handle_advert(Advert::Announce(advert), from, t0);
     }
     let tarpits = dials(&actions(&mut a));
     assert_eq!(tarpits.len(), once, "the budget's dials hang");
-    a.handle_advert(Advert::Announce(announce(3, "r")), src(3), t0);
+    let r = peers_of(1, true).next().unwrap();
+    a.handle_advert(Advert::Announce(announce(r, "r")), src(r), t0);
     assert!(
         dials(&run_until(&mut a, t0 + ms(500))).is_empty(),
         "its turn"
@@ -333,7 +342,7 @@ fn the_larger_ids_turn_is_given_once_not_at_every_try() {
     let late = dials(&run_until(&mut a, t0 + ms(600)));
     assert_eq!(
         late.iter().map(|d| d.1).collect::<Vec<_>>(),
-        [Some(id(3))],
+        [Some(id(r))],
         "dialed at the budget's pace once its turn is over"
     );
 }

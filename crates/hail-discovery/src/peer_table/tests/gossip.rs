@@ -81,11 +81,14 @@ fn peers_heard_on_multicast_get_no_gossip() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
     join(&mut t, 2, "b", LinkId(10), t0);
-    t.handle_advert(Advert::Announce(announce(3, "c")), src(3), t0);
+    // c is heard on multicast and dialed at once (t is the first dialer of the pair).
+    let c = peers_of(1, true).find(|&n| n != 2).unwrap();
+    t.handle_advert(Advert::Announce(announce(c, "c")), src(c), t0);
     let d = dials(&actions(&mut t));
-    t.link_up(LinkId(11), LinkOrigin::Dialed(d[0].0), listen(3), id(3), t0);
+    assert_eq!(d.len(), 1);
+    t.link_up(LinkId(11), LinkOrigin::Dialed(d[0].0), listen(c), id(c), t0);
     actions(&mut t);
-    t.link_message(LinkId(11), hello(3, "c", 0), t0);
+    t.link_message(LinkId(11), hello(c, "c", 0), t0);
     let sent = actions(&mut t);
     assert!(sent.is_empty(), "{sent:?}");
 }

@@ -287,7 +287,8 @@ fn a_goodbye_waits_for_a_duplicate_link_still_draining() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
     join(&mut t, 2, "b", LinkId(10), t0);
-    // b dialed too; our own dial (smaller id) wins, b's link drains.
+    // b dialed too; the joined link wins (dialed by the pair's first dialer, or of two
+    // links b dialed the one with the smaller tag), b's new link drains.
     t.link_up(
         LinkId(11),
         LinkOrigin::Accepted,
@@ -540,7 +541,9 @@ fn duplicate_names_on_two_hosts_are_reported() {
     let t0 = Instant::now();
     let mut t = started(1, "a", t0);
     join(&mut t, 2, "lamp", LinkId(10), t0);
-    t.handle_advert(Advert::Announce(announce(3, "lamp")), src(3), t0 + ms(1));
+    // A second lamp, which t dials at once once it hears it (t is the first dialer).
+    let c = peers_of(1, true).find(|&n| n != 2 && n != 4).unwrap();
+    t.handle_advert(Advert::Announce(announce(c, "lamp")), src(c), t0 + ms(1));
     assert!(events(&mut t).is_empty(), "an advert proves nothing");
     assert_eq!(t.resolve("lamp"), Ok((id(2), LinkId(10))));
     let d = dials(&actions(&mut t));
@@ -548,15 +551,15 @@ fn duplicate_names_on_two_hosts_are_reported() {
     t.link_up(
         LinkId(11),
         LinkOrigin::Dialed(d[0].0),
-        listen(3),
-        id(3),
+        listen(c),
+        id(c),
         t0 + ms(2),
     );
-    t.link_message(LinkId(11), hello(3, "lamp", 0), t0 + ms(2));
+    t.link_message(LinkId(11), hello(c, "lamp", 0), t0 + ms(2));
     let ev = events(&mut t);
     assert!(ev.contains(&Event::DuplicateName {
         name: "lamp".into(),
-        ids: vec![id(2), id(3)]
+        ids: vec![id(2), id(c)]
     }));
     assert!(closes(&actions(&mut t)).is_empty(), "nobody is replaced");
     assert!(matches!(
@@ -564,12 +567,12 @@ fn duplicate_names_on_two_hosts_are_reported() {
         Err(ResolveError::AmbiguousName { count: 2, .. })
     ));
     // Reported once, not on every announce.
-    t.handle_advert(Advert::Announce(announce(3, "lamp")), src(3), t0 + ms(900));
+    t.handle_advert(Advert::Announce(announce(c, "lamp")), src(c), t0 + ms(900));
     assert!(events(&mut t).is_empty());
     // One leaves: the name resolves again.
     t.link_message(
         LinkId(11),
-        LinkMessage::Goodbye { from: id(3) },
+        LinkMessage::Goodbye { from: id(c) },
         t0 + ms(950),
     );
     assert_eq!(t.resolve("lamp"), Ok((id(2), LinkId(10))));
