@@ -105,7 +105,7 @@ impl PeerTable {
             self.peers.get_mut(&id).expect("present").dial = DialState::Deferred(until);
             return;
         }
-        self.dial_now(id, now, true);
+        self.dial_now(id, now);
     }
 
     /// Takes one dial from the budget (from its reserve too, if `reserve`), or says when
@@ -141,10 +141,12 @@ impl PeerTable {
     }
 
     /// Dials `id` at the addresses it can be reached at, if it has any and no dial runs;
-    /// later, when the dial budget is spent. `fresh`: not the retry of a dial put off
-    /// before (only a fresh one leaves the peer its turn to dial first, when this device is
-    /// the first dialer of the pair).
-    pub(super) fn dial_now(&mut self, id: DeviceId, now: Instant, fresh: bool) {
+    /// later, when the dial budget is spent: at the budget's pace, whether this device is
+    /// the pair's first dialer or not. A first dialer keeps its turn (the peer's
+    /// `dial_yield` is long enough for a dial that waited for the budget of a forming mesh;
+    /// handing the dial to the peer instead made half of a mesh's links wait for the
+    /// peers' yields while the first dialers' budgets were free again).
+    pub(super) fn dial_now(&mut self, id: DeviceId, now: Instant) {
         if self.phase != Phase::Running || !self.config.auto_connect {
             return;
         }
@@ -159,21 +161,7 @@ impl PeerTable {
             return;
         }
         let reserve = p.repeated() || p.grace_until.is_some();
-        let first = fresh && p.failures == 0;
         if let Err(retry) = self.dial_budget(now, reserve) {
-            // When this device is the pair's first dialer, the peer dials it too once its
-            // dial_yield is over: the first dial is then left to the peer (twice the wait,
-            // so it has its whole wait from whenever it heard us), or the dial put off here
-            // would start while the peer's runs and the pair would pay two handshakes for
-            // one link. Once: this device's retries go at the budget's pace, or while the
-            // budget stays spent (a flood keeping it so) every retry would wait that long
-            // again and lose each freed dial to those that retry every `DIAL_RETRY`.
-            let wait = self.config.dial_yield;
-            let retry = if first && !wait.is_zero() && self.dials_first(id) {
-                retry.max(now + 2 * wait)
-            } else {
-                retry
-            };
             trace!(peer = %id, "dial budget spent: later");
             self.peers.get_mut(&id).expect("present").dial = DialState::Deferred(retry);
             return;

@@ -203,7 +203,7 @@ impl PeerTable {
         let p = &self.peers[&id];
         if p.keep() {
             if deferred {
-                self.dial_now(id, now, false);
+                self.dial_now(id, now);
             } else {
                 self.maybe_dial(id, now);
             }

@@ -323,15 +323,22 @@ fn run_until(t: &mut PeerTable, until: Instant) -> Vec<Action> {
 
 /// Runs timers until the table dials; returns when and the dials. Panics after `limit`.
 fn next_dials(t: &mut PeerTable, limit: Instant) -> (Instant, Vec<DialReq>) {
-    loop {
-        let at = t.poll_timeout().expect("running");
-        assert!(at <= limit, "no dial before the limit");
+    next_dials_within(t, limit).expect("no dial before the limit")
+}
+
+/// Runs timers up to `limit`; returns when the table first dialed and the dials, if it did.
+fn next_dials_within(t: &mut PeerTable, limit: Instant) -> Option<(Instant, Vec<DialReq>)> {
+    while let Some(at) = t.poll_timeout() {
+        if at > limit {
+            return None;
+        }
         t.handle_timeout(at);
         let d = dials(&actions(t));
         if !d.is_empty() {
-            return (at, d);
+            return Some((at, d));
         }
     }
+    None
 }
 
 /// `t` learns device `n` by announce and they connect over `conn`: `t` dials if it is the

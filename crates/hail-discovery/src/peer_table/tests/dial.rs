@@ -220,104 +220,98 @@ fn the_other_waits_for_the_first_dialers_dial() {
 /// cases of the rule, as above.
 #[test]
 fn the_other_dials_when_the_wait_is_over() {
+    let wait = PeerTableConfig::default().dial_yield();
     for (x, y) in both_kinds_of_pair() {
         let t0 = Instant::now();
         let mut b = started(y, "b", t0);
         b.handle_advert(Advert::Announce(announce(x, "a")), src(x), t0);
         assert!(dials(&actions(&mut b)).is_empty());
+        let before = t0 + wait - ms(50);
         assert!(
-            dials(&run_until(&mut b, t0 + ms(200))).is_empty(),
+            dials(&run_until(&mut b, before)).is_empty(),
             "not before the wait is over"
         );
-        b.handle_advert(Advert::Announce(announce(x, "a")), src(x), t0 + ms(200));
+        b.handle_advert(Advert::Announce(announce(x, "a")), src(x), before);
         assert!(
-            dials(&run_until(&mut b, t0 + ms(249))).is_empty(),
+            dials(&run_until(&mut b, t0 + wait - ms(1))).is_empty(),
             "another advert does not restart it"
         );
-        let d = dials(&run_until(&mut b, t0 + ms(250)));
+        let d = dials(&run_until(&mut b, t0 + wait));
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].1, Some(id(x)));
-        b.dial_failed(d[0].0, t0 + ms(260));
+        b.dial_failed(d[0].0, t0 + wait + ms(10));
         // The redial backoff (100 ms at most for a first failure), not another wait.
-        assert_eq!(dials(&run_until(&mut b, t0 + ms(360))).len(), 1, "redialed");
+        assert_eq!(
+            dials(&run_until(&mut b, t0 + wait + ms(110))).len(),
+            1,
+            "redialed"
+        );
     }
 }
 
 /// Many peers heard at once (a device starting into a group) that this device is the
-/// first dialer of: it dials as many as its budget lets it; the first dial of each of the
-/// others is left to that peer, which dials itself once its own wait is over, so a pair
-/// does not run two handshakes (the first dialer's dial put off for room would otherwise
-/// start while the peer's runs). A peer that does not dial after all is dialed once twice
-/// the wait is over.
+/// first dialer of: it dials as many as its budget lets it at once, and the others as the
+/// budget frees, itself: each well within the peers' wait, so no pair runs two handshakes
+/// and no dial waits for a peer's turn (handing the first dial of each put-off peer to
+/// that peer, as this table did before, made them wait for the peers' yields while this
+/// device's budget was free again: in a forming mesh of 50, half of the links).
 #[test]
-fn a_first_dialer_out_of_dial_budget_leaves_the_first_dial_to_the_peer() {
+fn a_first_dialer_out_of_dial_budget_keeps_its_turn() {
+    let wait = PeerTableConfig::default().dial_yield();
     let t0 = Instant::now();
     let mut a = started(1, "a", t0);
     let peers: Vec<u8> = peers_of(1, true).take(19).collect();
     for &n in &peers {
         a.handle_advert(Advert::Announce(announce(n, &format!("p{n}"))), src(n), t0);
     }
-    let first = dials(&actions(&mut a));
     let once = MAX_DIALS_IN_FLIGHT - DIAL_RESERVE as usize;
-    assert_eq!(first.len(), once, "as many as the budget lets it, at once");
-    // They connect at once: room again, but the rest are the peers' to dial.
-    let mut conn = 0;
-    for (dial, peer, _) in &first {
-        let n = peers
-            .iter()
-            .copied()
-            .find(|&n| Some(id(n)) == *peer)
-            .unwrap();
-        conn += 1;
-        a.link_up(
-            LinkId(conn),
-            LinkOrigin::Dialed(*dial),
-            listen(n),
-            id(n),
-            t0 + ms(5),
-        );
-        a.link_message(LinkId(conn), hello(n, &format!("p{n}"), 0), t0 + ms(5));
+    let mut dialed: Vec<Option<DeviceId>> = Vec::new();
+    let mut batch = dials(&actions(&mut a));
+    assert_eq!(batch.len(), once, "as many as the budget lets it, at once");
+    let (mut conn, mut at) = (0, t0);
+    while !batch.is_empty() {
+        // The batch connects at once: room again for the next.
+        at += ms(5);
+        for (dial, peer, _) in &batch {
+            let n = peers
+                .iter()
+                .copied()
+                .find(|&n| Some(id(n)) == *peer)
+                .unwrap();
+            conn += 1;
+            a.link_up(
+                LinkId(conn),
+                LinkOrigin::Dialed(*dial),
+                listen(n),
+                id(n),
+                at,
+            );
+            a.link_message(LinkId(conn), hello(n, &format!("p{n}"), 0), at);
+            dialed.push(*peer);
+        }
+        actions(&mut a);
+        let (next_at, next) = match next_dials_within(&mut a, t0 + wait - ms(1)) {
+            Some(found) => found,
+            None => break,
+        };
+        assert!(next.len() <= once, "never more than the budget in flight");
+        (at, batch) = (next_at, next);
     }
-    actions(&mut a);
-    let dialed: Vec<Option<DeviceId>> = first.iter().map(|d| d.1).collect();
-    let rest: Vec<u8> = peers
-        .iter()
-        .copied()
-        .filter(|&n| !dialed.contains(&Some(id(n))))
-        .collect();
-    assert_eq!(rest.len(), peers.len() - once);
-    assert!(
-        dials(&run_until(&mut a, t0 + ms(300))).is_empty(),
-        "no dial of a's while the peers wait their turn"
-    );
-    // All but the last dial a when their wait is over (250 ms).
-    let (silent, dialing) = rest.split_last().unwrap();
-    for &n in dialing {
-        conn += 1;
-        accept(&mut a, LinkId(conn), n, t0 + ms(300));
-        a.link_message(LinkId(conn), hello(n, &format!("p{n}"), 0), t0 + ms(300));
-    }
-    assert!(
-        dials(&run_until(&mut a, t0 + ms(499))).is_empty(),
-        "linked, or still the peer's turn"
-    );
-    // The silent one is dialed once twice the wait is over: one dial, to it alone.
-    let late = dials(&run_until(&mut a, t0 + ms(600)));
+    dialed.sort();
+    let mut all: Vec<Option<DeviceId>> = peers.iter().map(|&n| Some(id(n))).collect();
+    all.sort();
     assert_eq!(
-        late.iter().map(|d| d.1).collect::<Vec<_>>(),
-        [Some(id(*silent))]
+        dialed, all,
+        "every peer dialed by a, each once, before the peers' wait"
     );
-    assert_eq!(a.peers().len(), peers.len() - 1);
+    assert_eq!(a.peers().len(), peers.len());
 }
 
-/// The peer's turn (see above) is given once: a peer that does not dial (say its own dial
-/// budget is spent, or it cannot reach us) while ours stays spent is tried again at the
-/// budget's pace once twice the wait is over, not put off by twice the wait at every try
-/// (which left it a tenth of the chances at each freed dial that entries retrying every
-/// 50 ms get: a flood of forged adverts keeping the budget spent could hold its join off
-/// far longer than before).
+/// A first dialer whose budget stays spent (a flood of forged adverts holding its dials
+/// in tarpits) dials a real peer as soon as a dial ends: at the budget's pace, not put
+/// off by any wait of the peer's.
 #[test]
-fn the_peers_turn_is_given_once_not_at_every_try() {
+fn a_first_dialer_whose_budget_stays_spent_dials_as_soon_as_a_dial_ends() {
     let t0 = Instant::now();
     let mut a = started(1, "a", t0);
     let once = MAX_DIALS_IN_FLIGHT - DIAL_RESERVE as usize;
@@ -334,16 +328,15 @@ fn the_peers_turn_is_given_once_not_at_every_try() {
     let r = peers_of(1, true).next().unwrap();
     a.handle_advert(Advert::Announce(announce(r, "r")), src(r), t0);
     assert!(
-        dials(&run_until(&mut a, t0 + ms(500))).is_empty(),
-        "its turn"
+        dials(&run_until(&mut a, t0 + ms(100))).is_empty(),
+        "no room while the budget is spent"
     );
-    // Its turn is over and the budget still spent; then a dial ends.
-    a.dial_failed(tarpits[0].0, t0 + ms(510));
-    let late = dials(&run_until(&mut a, t0 + ms(600)));
+    a.dial_failed(tarpits[0].0, t0 + ms(110));
+    let late = dials(&run_until(&mut a, t0 + ms(170)));
     assert_eq!(
         late.iter().map(|d| d.1).collect::<Vec<_>>(),
         [Some(id(r))],
-        "dialed at the budget's pace once its turn is over"
+        "dialed at the budget's pace (its retry every 50 ms)"
     );
 }
 

@@ -114,7 +114,8 @@ fn a_late_link_of_the_first_dialer_replaces_the_others_on_both_ends() {
         let da = dials(&actions(&mut a));
         assert_eq!(da.len(), 1, "the first dialer dials at once");
         actions(&mut b);
-        let (at, db) = next_dials(&mut b, t0 + ms(300));
+        let wait = PeerTableConfig::default().dial_yield();
+        let (at, db) = next_dials(&mut b, t0 + wait + ms(50));
         // c2 first: b dialed, b's end 22, a's end 12.
         link_with_hellos(
             (&mut b, y, LinkId(22)),
