@@ -295,10 +295,36 @@ struct Row {
 #[cfg(unix)]
 fn table() -> Result<Vec<Row>, MulticastError> {
     use nix::net::if_::{InterfaceFlags, if_nametoindex};
-    let mut rows = Vec::new();
-    for ifa in nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)? {
-        let Ok(index) = if_nametoindex(ifa.interface_name.as_str()) else {
-            continue;
+    let all: Vec<nix::ifaddrs::InterfaceAddress> = nix::ifaddrs::getifaddrs()
+        .map_err(std::io::Error::from)?
+        .collect();
+    // An interface's link-layer row (AF_PACKET, AF_LINK) carries its index: read it there,
+    // and ask the kernel by name (a socket and an ioctl each time) only for an interface
+    // without one. Asking for every row made a listing cost about 9 such calls here, and a
+    // device's start makes several listings.
+    let mut known: Vec<(String, u32)> = all
+        .iter()
+        .filter_map(|ifa| {
+            let link = ifa.address.as_ref()?.as_link_addr()?;
+            let index = u32::try_from(link.ifindex()).ok().filter(|&i| i != 0)?;
+            Some((ifa.interface_name.clone(), index))
+        })
+        .collect();
+    let mut rows = Vec::with_capacity(all.len());
+    for ifa in all {
+        let found = known
+            .iter()
+            .find(|(name, _)| *name == ifa.interface_name)
+            .map(|&(_, index)| index);
+        let index = match found {
+            Some(index) => index,
+            None => match if_nametoindex(ifa.interface_name.as_str()) {
+                Ok(index) => {
+                    known.push((ifa.interface_name.clone(), index));
+                    index
+                }
+                Err(_) => continue,
+            },
         };
         let addr = ifa.address.as_ref().and_then(|a| {
             a.as_sockaddr_in()
@@ -321,11 +347,10 @@ fn table() -> Result<Vec<Row>, MulticastError> {
     Err(MulticastError::NoInterface)
 }
 
-/// Every address of this host (to recognise this channel's own datagrams).
-pub(crate) fn local_addrs() -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = table()
-        .map(|t| t.into_iter().filter_map(|r| r.addr).collect())
-        .unwrap_or_default();
+/// Every address of this host in the listing `all` (to recognise this channel's own
+/// datagrams).
+pub(crate) fn local_addrs(all: &[InterfaceInfo]) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = all.iter().flat_map(|i| i.addrs.iter().copied()).collect();
     v.push(Ipv4Addr::LOCALHOST.into());
     v.push(Ipv6Addr::LOCALHOST.into());
     v.sort();
@@ -396,6 +421,33 @@ pub(crate) fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The indexes read from the link-layer rows are the kernel's: the same as asking by
+    /// name, for every interface of this host (loopback at least); every address the
+    /// host lists is in the local addresses.
+    #[cfg(unix)]
+    #[test]
+    fn indexes_from_link_rows_are_the_kernels() {
+        let all = interfaces().unwrap();
+        assert!(
+            all.iter()
+                .any(|i| i.addrs.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)))
+        );
+        for i in &all {
+            assert_eq!(
+                nix::net::if_::if_nametoindex(i.name.as_str()).unwrap(),
+                i.index,
+                "{}",
+                i.name
+            );
+        }
+        let local = local_addrs(&all);
+        for i in &all {
+            for a in &i.addrs {
+                assert!(local.contains(a), "{a}");
+            }
+        }
+    }
 
     /// Resolution against this host's interfaces.
     fn resolve(requested: &[Interface], v4: bool) -> Result<Vec<JoinedInterface>, MulticastError> {

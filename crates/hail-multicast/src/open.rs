@@ -43,7 +43,8 @@ impl Channel {
         if !group.ip().is_multicast() {
             return Err(MulticastError::NotMulticast(group.ip()));
         }
-        let ifaces = iface::resolve(&config.interfaces, group.is_ipv4(), &iface::interfaces()?)?;
+        let table = iface::interfaces()?;
+        let ifaces = iface::resolve(&config.interfaces, group.is_ipv4(), &table)?;
         let recv = recv_socket(&config, group, &ifaces)?;
         let port = recv
             .local_addr()?
@@ -66,7 +67,7 @@ impl Channel {
             RecvPath::Udp(UdpSocket::from_std(recv.into())?),
             group,
             own,
-            iface::local_addrs(),
+            iface::local_addrs(&table),
             ifaces,
         )
     }
