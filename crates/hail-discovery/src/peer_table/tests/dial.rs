@@ -290,9 +290,8 @@ fn a_first_dialer_out_of_dial_budget_keeps_its_turn() {
             dialed.push(*peer);
         }
         actions(&mut a);
-        let (next_at, next) = match next_dials_within(&mut a, t0 + wait - ms(1)) {
-            Some(found) => found,
-            None => break,
+        let Some((next_at, next)) = next_dials_within(&mut a, t0 + wait - ms(1)) else {
+            break;
         };
         assert!(next.len() <= once, "never more than the budget in flight");
         (at, batch) = (next_at, next);
