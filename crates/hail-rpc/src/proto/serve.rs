@@ -66,7 +66,9 @@ pub enum Cancelled<H> {
 #[derive(Debug)]
 enum Slot<H> {
     Queued,
-    Running(Option<H>),
+    /// Running as the `run`th call started (see [`Serve::run_of`]), with its handler's
+    /// abort handle once attached.
+    Running(u64, Option<H>),
 }
 
 /// The callee's side: which handlers run, which requests wait, the concurrency limit.
@@ -82,6 +84,9 @@ pub struct Serve<H> {
     calls: HashMap<RetCode, Slot<H>>,
     running: usize,
     queue: VecDeque<Job>,
+    /// Calls started so far: a retcode reused after a cancel runs under another number,
+    /// so what its cancelled run reports later is told apart.
+    started: u64,
 }
 
 impl<H> Serve<H> {
@@ -96,7 +101,24 @@ impl<H> Serve<H> {
             calls: HashMap::new(),
             running: 0,
             queue: VecDeque::new(),
+            started: 0,
         }
+    }
+
+    /// The run number of `retcode`'s call if it is running: what
+    /// [`attach`](Self::attach) and [`finish_call`](Self::finish_call) take, so that the
+    /// handler of a cancelled run can never act for a later call with the same retcode.
+    pub fn run_of(&self, retcode: RetCode) -> Option<u64> {
+        match self.calls.get(&retcode) {
+            Some(Slot::Running(run, _)) => Some(*run),
+            _ => None,
+        }
+    }
+
+    fn start(&mut self, retcode: RetCode) {
+        self.started += 1;
+        self.calls
+            .insert(retcode, Slot::Running(self.started, None));
     }
 
     /// Handlers running now (calls and notifications).
@@ -137,7 +159,7 @@ impl<H> Serve<H> {
         if self.running < self.max_running {
             self.running += 1;
             if let Job::Call { retcode, .. } = &job {
-                self.calls.insert(*retcode, Slot::Running(None));
+                self.start(*retcode);
             }
             return Admit::Run(job);
         }
@@ -159,11 +181,12 @@ impl<H> Serve<H> {
         Admit::Queued
     }
 
-    /// Attaches the abort handle of a call's handler once spawned. Returns it back if the
-    /// call ended (finished or cancelled) in the meantime.
-    pub fn attach(&mut self, retcode: RetCode, handle: H) -> Option<H> {
+    /// Attaches the abort handle of run `run` of a call's handler once spawned. Returns it
+    /// back if that run ended (finished or cancelled) in the meantime, whatever runs under
+    /// the retcode now.
+    pub fn attach(&mut self, retcode: RetCode, run: u64, handle: H) -> Option<H> {
         match self.calls.get_mut(&retcode) {
-            Some(Slot::Running(h)) => {
+            Some(Slot::Running(r, h)) if *r == run => {
                 *h = Some(handle);
                 None
             }
@@ -174,7 +197,7 @@ impl<H> Serve<H> {
     /// The caller cancelled `retcode`.
     pub fn cancel(&mut self, retcode: RetCode) -> (Cancelled<H>, Option<Job>) {
         match self.calls.remove(&retcode) {
-            Some(Slot::Running(h)) => (Cancelled::Running(h), self.release()),
+            Some(Slot::Running(_, h)) => (Cancelled::Running(h), self.release()),
             Some(Slot::Queued) => {
                 if let Some(i) = self
                     .queue
@@ -190,11 +213,12 @@ impl<H> Serve<H> {
         }
     }
 
-    /// A call's handler finished. Returns whether the reply should still be sent (false
-    /// after a cancel) and the next job to run in the freed slot.
-    pub fn finish_call(&mut self, retcode: RetCode) -> (bool, Option<Job>) {
+    /// Run `run` of a call's handler finished. Returns whether the reply should still be
+    /// sent (false after a cancel, also when the retcode runs again since) and the next job
+    /// to run in the freed slot.
+    pub fn finish_call(&mut self, retcode: RetCode, run: u64) -> (bool, Option<Job>) {
         match self.calls.get(&retcode) {
-            Some(Slot::Running(_)) => {
+            Some(Slot::Running(r, _)) if *r == run => {
                 self.calls.remove(&retcode);
                 (true, self.release())
             }
@@ -214,7 +238,7 @@ impl<H> Serve<H> {
         self.queued_bytes -= job.args_len();
         self.running += 1;
         if let Job::Call { retcode, .. } = &job {
-            self.calls.insert(*retcode, Slot::Running(None));
+            self.start(*retcode);
         }
         Some(job)
     }
@@ -228,7 +252,7 @@ impl<H> Serve<H> {
         self.calls
             .drain()
             .filter_map(|(_, s)| match s {
-                Slot::Running(h) => h,
+                Slot::Running(_, h) => h,
                 Slot::Queued => None,
             })
             .collect()

@@ -69,6 +69,9 @@ pub struct Transmit {
 pub struct Ticket {
     epoch: u64,
     retcode: Option<RetCode>,
+    /// The call's run number ([`Serve::run_of`](crate::proto::Serve::run_of)); 0 for a
+    /// notification.
+    run: u64,
 }
 
 impl Ticket {
@@ -466,7 +469,7 @@ impl<W, G, H> Session<W, G, H> {
         match ticket.retcode {
             None => None,
             Some(_) if ticket.epoch != self.epoch => Some(handle),
-            Some(retcode) => self.serve.attach(retcode, handle),
+            Some(retcode) => self.serve.attach(retcode, ticket.run, handle),
         }
     }
 
@@ -484,7 +487,7 @@ impl<W, G, H> Session<W, G, H> {
             }
             return false;
         };
-        let (reply, next) = self.serve.finish_call(retcode);
+        let (reply, next) = self.serve.finish_call(retcode, ticket.run);
         if let Some(job) = next {
             self.run(job, false);
         }
@@ -544,7 +547,8 @@ impl<W, G, H> Session<W, G, H> {
                     method,
                     args,
                 } if method == ping || (!fresh && self.is_backed_up()) => {
-                    let (reply, next) = self.serve.finish_call(retcode);
+                    let run = self.serve.run_of(retcode).unwrap_or(0);
+                    let (reply, next) = self.serve.finish_call(retcode, run);
                     if reply && self.is_backed_up() {
                         self.stats.busy_slow_reader += 1;
                         self.reply(retcode, Status::BUSY, &[]);
@@ -566,6 +570,7 @@ impl<W, G, H> Session<W, G, H> {
                     let ticket = Ticket {
                         epoch: self.epoch,
                         retcode,
+                        run: retcode.and_then(|r| self.serve.run_of(r)).unwrap_or(0),
                     };
                     self.events.push_back(SessionEvent::Run {
                         ticket,

@@ -189,6 +189,49 @@ fn a_cancel_aborts_the_attached_handler_and_no_reply_follows() {
     assert!(s.is_idle());
 }
 
+/// Found in review (stop 28): request R, cancel R, then R again (a caller may reuse a
+/// retcode once it cancelled it). The first handler, cancelled but not stopped in time (it
+/// ran inline, or its abort raced), ends after the second R started: its answer must not go
+/// out as the second R's, its abort handle must not take the second's place, and the
+/// second's answer must still be sent.
+#[test]
+fn a_retcode_reused_after_a_cancel_gets_its_own_answer() {
+    let t = Instant::now();
+    let mut s = connected();
+    s.handle_packet(t, &request(1, "a")).unwrap();
+    let first = run_ticket(&mut s);
+    s.handle_packet(
+        t,
+        &Packet::Cancel {
+            retcode: RetCode(1),
+        }
+        .to_bytes(),
+    )
+    .unwrap();
+    let _ = events(&mut s);
+    s.handle_packet(t, &request(1, "a")).unwrap();
+    let second = run_ticket(&mut s);
+    assert_ne!(
+        first, second,
+        "each run of a retcode has a ticket of its own"
+    );
+    // The first's late abort handle is handed back (to abort it), not kept for the second.
+    assert_eq!(s.attach(first, "old"), Some("old"));
+    assert_eq!(s.attach(second, "new"), None);
+    assert!(
+        !s.handle_done(first, Answer::Ok(Bytes::from_static(b"first"))),
+        "the cancelled run's answer is not sent"
+    );
+    assert!(sent(&mut s).is_empty());
+    assert!(s.handle_done(second, Answer::Ok(Bytes::from_static(b"second"))));
+    let out = sent(&mut s);
+    assert!(
+        matches!(&out[..], [(Packet::Reply { retcode: RetCode(1), body, .. }, _)] if &body[..] == b"second"),
+        "{out:?}"
+    );
+    assert!(s.is_idle());
+}
+
 #[test]
 fn a_lost_link_ends_calls_aborts_handlers_and_makes_tickets_stale() {
     let t = Instant::now();
