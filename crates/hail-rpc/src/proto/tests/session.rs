@@ -23,6 +23,13 @@ fn request(retcode: u32, method: &'static str) -> Bytes {
     .to_bytes()
 }
 
+fn cancel(retcode: u32) -> Bytes {
+    Packet::Cancel {
+        retcode: RetCode(retcode),
+    }
+    .to_bytes()
+}
+
 fn sent(s: &mut S) -> Vec<(Packet, bool)> {
     std::iter::from_fn(|| s.poll_transmit())
         .map(|t| (Packet::decode(&t.packet).unwrap(), t.droppable))
@@ -108,11 +115,7 @@ fn session_dispatches_packets() {
         "a full queue answers BUSY"
     );
     assert_eq!(s.stats().busy, 1);
-    let cancel = Packet::Cancel {
-        retcode: RetCode(1),
-    }
-    .to_bytes();
-    s.handle_packet(t, &cancel).unwrap();
+    s.handle_packet(t, &cancel(1)).unwrap();
     // Its handle was never attached: nothing to abort; the slot goes to the queue's head.
     assert!(matches!(
         &events(&mut s)[..],
@@ -175,14 +178,7 @@ fn a_cancel_aborts_the_attached_handler_and_no_reply_follows() {
     s.handle_packet(t, &request(1, "a")).unwrap();
     let ticket = run_ticket(&mut s);
     assert_eq!(s.attach(ticket, "h1"), None);
-    s.handle_packet(
-        t,
-        &Packet::Cancel {
-            retcode: RetCode(1),
-        }
-        .to_bytes(),
-    )
-    .unwrap();
+    s.handle_packet(t, &cancel(1)).unwrap();
     assert!(matches!(&events(&mut s)[..], [SessionEvent::Abort("h1")]));
     assert!(!s.handle_done(ticket, Answer::Ok(Bytes::new())));
     assert!(sent(&mut s).is_empty());
@@ -200,14 +196,7 @@ fn a_retcode_reused_after_a_cancel_gets_its_own_answer() {
     let mut s = connected();
     s.handle_packet(t, &request(1, "a")).unwrap();
     let first = run_ticket(&mut s);
-    s.handle_packet(
-        t,
-        &Packet::Cancel {
-            retcode: RetCode(1),
-        }
-        .to_bytes(),
-    )
-    .unwrap();
+    s.handle_packet(t, &cancel(1)).unwrap();
     let _ = events(&mut s);
     s.handle_packet(t, &request(1, "a")).unwrap();
     let second = run_ticket(&mut s);
