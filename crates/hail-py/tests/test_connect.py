@@ -180,9 +180,17 @@ def test_ctrl_c_interrupts_a_blocking_ask(group):
         [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        assert proc.stdout.readline().strip() == "asking"
+        first = proc.stdout.readline().strip()
+        assert first == "asking", (first, proc.stderr.read() if proc.poll() is not None else "")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=BOUND)
+        try:
+            out, err = proc.communicate(timeout=BOUND)
+        except subprocess.TimeoutExpired:
+            # Keep what it printed: this test has failed this way a few times under load
+            # (a 10 s stall) and the cause is not known yet.
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"no exit within {BOUND} s of SIGINT: {out!r} {err!r}")
     finally:
         if proc.poll() is None:
             proc.kill()
