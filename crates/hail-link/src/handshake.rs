@@ -327,7 +327,11 @@ pub(crate) async fn respond(
                 return Err(refuse(wr).await.into());
             }
             let ours = keys.local.map_or(&[][..], |l| &l.payload()[..]);
-            seal::put_handshake(&mut hs, ours, &mut out).map_err(noise_err)?;
+            // Message 2's first DH fails for a small-order ephemeral key in message 1 (the
+            // X25519 code refuses an all-zero result): the client's failure, refused as such.
+            if seal::put_handshake(&mut hs, ours, &mut out).is_err() {
+                return Err(refuse(wr).await.into());
+            }
             wr.write_all(&out).await.map_err(LinkError::Io)?;
             out.clear();
             // Nothing is admitted before the client proved itself: message 3 (its

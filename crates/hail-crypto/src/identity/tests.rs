@@ -98,6 +98,39 @@ fn long_messages_take_the_heap_path_and_still_verify() {
     }
 }
 
+/// The X25519 form forgets more than the sign of x: the clamped scalar is a multiple of 8,
+/// so it also forgets any small-order part. The holder of `A` proves the static key of
+/// `±A + T` for each of the 8 points `T` of order dividing 8: 16 identity keys (of full
+/// order, so `PublicKey` takes them), 8 static keys, 16 device ids, all of one secret.
+/// Nobody else proves any of them (a DH with another identity's secret gives another value).
+#[test]
+fn the_holder_of_a_key_proves_sixteen_identity_keys_and_no_one_else_does() {
+    use curve25519_dalek::constants::{EIGHT_TORSION, X25519_BASEPOINT};
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+    let a = Identity::generate().unwrap();
+    let other = Identity::generate().unwrap();
+    let point = CompressedEdwardsY(a.public().to_bytes())
+        .decompress()
+        .unwrap();
+    let e = [0x42u8; 32];
+    let ephemeral = X25519_BASEPOINT.mul_clamped(e);
+    let (mut keys, mut statics, mut ids) = (HashSet::new(), HashSet::new(), HashSet::new());
+    for t in EIGHT_TORSION {
+        for p in [point + t, -point + t] {
+            let key = PublicKey::from_bytes(&p.compress().to_bytes()).expect("full order");
+            let st = key.noise_static();
+            // What the peer's side computes (`es`/`se`) equals what A's secret computes.
+            let theirs = curve25519_dalek::montgomery::MontgomeryPoint(st).mul_clamped(e);
+            assert_eq!(theirs, ephemeral.mul_clamped(*a.noise_static_secret()));
+            assert_ne!(theirs, ephemeral.mul_clamped(*other.noise_static_secret()));
+            keys.insert(key.to_bytes());
+            statics.insert(st);
+            ids.insert(key.id());
+        }
+    }
+    assert_eq!((keys.len(), statics.len(), ids.len()), (16, 8, 16));
+}
+
 #[test]
 fn the_noise_static_key_is_the_identity_as_x25519() {
     use curve25519_dalek::montgomery::MontgomeryPoint;

@@ -671,3 +671,22 @@ async fn a_reconnecting_client_proves_the_same_identity() {
     assert_eq!(again, Some(me.public()));
     drop(client);
 }
+
+/// A client whose ephemeral key in message 1 is a point of small order (u = 0 or 1: every
+/// DH with it is all zeros, which aws-lc's X25519 refuses) fails the server's first DH,
+/// writing message 2: the alert, an authentication failure counted, no `Connected`, no panic.
+#[tokio::test(start_paused = true)]
+async fn a_small_order_ephemeral_key_in_message_1_is_an_auth_failure() {
+    let net = MemoryNetwork::new();
+    let (server, mut events) = bind(&net, &LinkConfig::builder().identity(&identity())).await;
+    for (n, u) in [0u8, 1].into_iter().enumerate() {
+        let mut e = [0u8; 32];
+        e[0] = u;
+        let mut s = net.connect(ip(ATTACKER), addr(SERVER)).await.unwrap();
+        write_record(&mut s, &e).await;
+        assert_eq!(read_all(s).await, ALERT, "u = {u}");
+        wait_for("counted", || server.stats().auth_failures == n as u64 + 1).await;
+    }
+    no_connected(&mut events);
+    assert_eq!(server.stats().accepted, 0);
+}
