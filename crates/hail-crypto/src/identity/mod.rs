@@ -274,8 +274,10 @@ impl PublicKey {
     /// This key as an X25519 public key (the Montgomery u-coordinate of the same point,
     /// RFC 7748's map): the Noise static key of the identity, whose private key is
     /// [`Identity::noise_static_secret`]. A handshake that proved this static key proved
-    /// the identity. A full-order key (every `PublicKey` is one) maps to a point of full
-    /// order on the X25519 side too.
+    /// the identity. The map is many to one: `-A` and `A` plus a point of small order (keys
+    /// [`PublicKey::from_bytes`] accepts: they are not themselves of small order) are proven
+    /// by the holder of `A`'s secret too, never by anyone else (docs/security.md, "One key
+    /// for signatures and the handshake").
     pub fn noise_static(&self) -> [u8; 32] {
         self.key.to_montgomery().to_bytes()
     }
