@@ -1,6 +1,7 @@
 """hail.Connect, pythonConnect's synchronous front, on loopback."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -148,6 +149,24 @@ def test_keywords_of_pythonconnect_make_the_group(group):
         c.leavingNetwork()
 
 
+def thread_stacks(pid: int) -> str:
+    """Every thread's stack of process `pid` by gdb, if gdb is there and may attach (at most
+    20,000 characters); else why not."""
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        return "(no gdb for the threads' stacks)"
+    try:
+        dump = subprocess.run(
+            [gdb, "-batch", "-p", str(pid), "-ex", "thread apply all bt"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"(gdb failed: {e})"
+    return (dump.stdout + dump.stderr)[-20_000:]
+
+
 def test_ctrl_c_interrupts_a_blocking_ask(group):
     """SIGINT during askDevice raises KeyboardInterrupt at once, not at the timeout."""
     script = textwrap.dedent(
@@ -186,11 +205,15 @@ def test_ctrl_c_interrupts_a_blocking_ask(group):
         try:
             out, err = proc.communicate(timeout=BOUND)
         except subprocess.TimeoutExpired:
-            # Keep what it printed: this test has failed this way a few times under load
-            # (a 10 s stall) and the cause is not known yet.
+            # Keep what it printed, and where its threads are: this test has failed this way
+            # a few times under load (a 10 s stall with nothing printed after "asking") and
+            # the cause is not known yet.
+            stacks = thread_stacks(proc.pid)
             proc.kill()
             out, err = proc.communicate()
-            raise AssertionError(f"no exit within {BOUND} s of SIGINT: {out!r} {err!r}")
+            raise AssertionError(
+                f"no exit within {BOUND} s of SIGINT: {out!r} {err!r}\n{stacks}"
+            )
     finally:
         if proc.poll() is None:
             proc.kill()
