@@ -8,7 +8,7 @@ use rand::Rng;
 use tracing::{trace, warn};
 
 use super::events::Action;
-use super::state::{DialState, Peer, PeerTable, Phase};
+use super::state::{DialState, PeerTable, Phase};
 use super::verify::Share;
 use crate::advert::{Advert, AdvertError, Announce, Goodbye, MAX_ADDRESSES};
 use crate::id::DeviceId;
@@ -61,7 +61,7 @@ impl PeerTable {
                     return;
                 };
                 trace!(peer = %a.id(), name = %a.body.name, %from, "announce");
-                let newcomer = !self.peers.get(&a.id()).is_some_and(Peer::alive);
+                let newcomer = !self.peers.get(&a.id()).is_some_and(|p| p.alive());
                 if self.learn(&a, from, Some(a.body.lease), now) {
                     if share == Share::Repeat
                         && let Some(p) = self.peers.get_mut(&a.id())

@@ -108,7 +108,7 @@ impl PeerTable {
                     p.loopback_ok = loopback_ok;
                     p.gossip_until = Some(until);
                     p.signed = Some(a);
-                    self.peers.insert(id, p);
+                    self.peers.insert(id, Box::new(p));
                 }
             }
             self.maybe_dial(id, now);

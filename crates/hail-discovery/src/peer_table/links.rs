@@ -55,14 +55,14 @@ impl PeerTable {
         trace!(%conn, %remote, ?origin, "link up");
         self.conns.insert(
             conn,
-            Conn {
+            Box::new(Conn {
                 origin,
                 remote,
                 proven: peer,
                 state: ConnState::AwaitingHello {
                     deadline: now + self.config.hello_timeout,
                 },
-            },
+            }),
         );
         let announce = self.announce();
         self.actions.push_back(Action::Send {
@@ -132,7 +132,7 @@ impl PeerTable {
                 self.flush();
                 return;
             }
-            self.conn_gone(conn, c, reason, now);
+            self.conn_gone(conn, *c, reason, now);
             self.goodbye_progress(now);
             self.flush();
         }
@@ -316,7 +316,7 @@ impl PeerTable {
         if let Some(c) = self.conns.remove(&conn) {
             trace!(%conn, ?reason, "closing link");
             self.actions.push_back(Action::Close { conn, reason });
-            self.conn_gone(conn, c, LinkCloseReason::Lost, now);
+            self.conn_gone(conn, *c, LinkCloseReason::Lost, now);
         }
     }
 

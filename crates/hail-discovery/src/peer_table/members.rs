@@ -71,7 +71,7 @@ impl PeerTable {
         let p = self
             .peers
             .entry(id)
-            .or_insert_with(|| Peer::new(id, name.clone()));
+            .or_insert_with(|| Box::new(Peer::new(id, name.clone())));
         let b = &a.body;
         let moved = p.observed.set(observed);
         let changed = &p.name != name || p.port != b.port || p.addresses != b.addresses || moved;
@@ -294,7 +294,7 @@ impl PeerTable {
         self.draining.retain(|_, p| *p != id);
         // Late adverts and gossip about the departed id are ignored for this long.
         let until = now + self.config.lease.max(self.config.gossip_lease);
-        let seq = self.peers.get(&id).map_or(u64::MAX, Peer::seq);
+        let seq = self.peers.get(&id).map_or(u64::MAX, |p| p.seq());
         self.insert_tomb(id, until, TombKind::Departed, seq);
         let Some(p) = self.peers.remove(&id) else {
             return;

@@ -365,8 +365,11 @@ pub struct PeerTable {
     pub(super) verify_budget: super::verify::VerifyBudget,
     pub(super) rng: StdRng,
     pub(super) phase: Phase,
-    pub(super) peers: BTreeMap<DeviceId, Peer>,
-    pub(super) conns: BTreeMap<LinkId, Conn>,
+    /// Entries are boxed: a B-tree node holds 11, so inline entries (a `Peer` is about
+    /// 460 bytes) would cost a few KB per node, mostly empty slots, per device.
+    pub(super) peers: BTreeMap<DeviceId, Box<Peer>>,
+    /// Boxed as `peers` is (a `Conn` is about 140 bytes).
+    pub(super) conns: BTreeMap<LinkId, Box<Conn>>,
     pub(super) dials: BTreeMap<DialId, DialTarget>,
     pub(super) statics: Vec<StaticPeer>,
     pub(super) tombstones: BTreeMap<DeviceId, Tomb>,
@@ -506,7 +509,7 @@ impl PeerTable {
             .peers
             .values()
             .filter(|p| p.member)
-            .map(Peer::info)
+            .map(|p| p.info())
             .collect();
         v.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
         v
@@ -519,7 +522,7 @@ impl PeerTable {
             .peers
             .values()
             .filter(|p| p.authoritative && p.alive())
-            .map(Peer::info)
+            .map(|p| p.info())
             .collect();
         v.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
         v
@@ -561,6 +564,7 @@ impl PeerTable {
             .peers
             .values()
             .filter(|p| p.authoritative && p.alive() && p.name == name)
+            .map(|p| &**p)
             .collect();
         // Joined holders first: a device only heard of (no link proves it) cannot make a
         // joined peer's name ambiguous.
