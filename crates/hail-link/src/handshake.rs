@@ -35,7 +35,7 @@ use crate::config::{Framing, LinkConfig, PRE_AUTH_MAX_FRAME_LEN};
 use crate::error::{CloseReason, LinkError, ProtocolError, RefuseReason};
 use crate::identity::{self, PAYLOAD_LEN};
 use crate::proto::{self, CloseCode, Control};
-use crate::rx::Rx;
+use crate::rx::{HANDSHAKE_READ, MIN_READ, Rx};
 use crate::seal::{self, Keys, Record, Sealer};
 use crate::stream::{ReadHalf, WriteHalf};
 use crate::transport::Link;
@@ -90,6 +90,7 @@ fn is_big(order: ByteOrder) -> bool {
 fn pre_auth_rx(cfg: &LinkConfig) -> Rx {
     let mut rx = Rx::new(cfg.byte_order, PRE_AUTH_MAX_FRAME_LEN);
     rx.set_max_record(PRE_AUTH_MAX_FRAME_LEN as usize);
+    rx.set_read_size(HANDSHAKE_READ);
     rx
 }
 
@@ -102,6 +103,8 @@ fn finish(
 ) -> Established {
     rx.set_frame_limit(cfg.byte_order, cfg.max_frame_len);
     rx.set_max_record(seal::MAX_RECORD);
+    rx.set_read_size(MIN_READ);
+    rx.shrink_if_idle();
     Established {
         rd: link.rd,
         wr: link.wr,

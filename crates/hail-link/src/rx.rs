@@ -16,6 +16,10 @@ use self::large::{Large, MAPPED_FROM};
 
 /// Smallest read: 4 KiB (an idle link reserves no more).
 pub(crate) const MIN_READ: usize = 4 * 1024;
+/// Free space a read asks for during the handshake: 512 bytes. Handshake messages are a
+/// few hundred bytes at most, and every link being set up holds its buffer meanwhile; a
+/// larger record (up to the pre-auth limit) grows the buffer as it comes.
+pub(crate) const HANDSHAKE_READ: usize = 512;
 /// Largest read: 64 KiB (the size grows while reads come back full).
 pub(crate) const MAX_READ: usize = 64 * 1024;
 
@@ -69,6 +73,12 @@ impl Rx {
     pub(crate) fn set_frame_limit(&mut self, order: ByteOrder, max_frame_len: u32) {
         self.order = order;
         self.max_frame_len = max_frame_len as usize;
+    }
+
+    /// Sets the free space the next read asks for (the handshake's
+    /// [`HANDSHAKE_READ`], then [`MIN_READ`] again); reads adapt it from there.
+    pub(crate) fn set_read_size(&mut self, n: usize) {
+        self.read_size = n;
     }
 
     /// Makes room for the next read: the adaptive read size (4 KiB to 64 KiB).
