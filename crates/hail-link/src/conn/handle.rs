@@ -175,7 +175,7 @@ where
             peer,
             local,
             secure: sealer.is_some(),
-            peer_key,
+            peer_key: peer_key.map(Box::new),
             frames: FrameCodec::builder()
                 .byte_order(cfg.byte_order)
                 .max_frame_len(cfg.max_frame_len)
@@ -196,22 +196,23 @@ where
             stats: Counters::default(),
         });
         let hb = cfg.heartbeat_active();
-        let reader = tokio::spawn(reader::run(
-            Arc::clone(&shared),
+        let reader = tokio::spawn(reader::run(Box::new(reader::Start {
+            shared: Arc::clone(&shared),
             rd,
             rx,
-            payload.clone(),
+            payload: payload.clone(),
             sink,
-            (hb, cfg.close_linger),
+            hb,
+            linger: cfg.close_linger,
             gate,
-        ));
-        let writer = tokio::spawn(writer::run(
-            Arc::clone(&shared),
+        })));
+        let writer = tokio::spawn(writer::run(Box::new(writer::Start {
+            shared: Arc::clone(&shared),
             wr,
             sealer,
             hb,
-            cfg.byte_order,
-        ));
+            order: cfg.byte_order,
+        })));
         Self {
             shared,
             payload,
@@ -339,10 +340,10 @@ impl<P: PayloadCodec> Connection<P> {
 
     /// The peer's identity key, as the handshake proved it: `Some` exactly when both ends
     /// were configured with [`LinkConfigBuilder::identity`](crate::LinkConfigBuilder::identity) (Noise `XX` or `XXpsk0`), in which
-    /// the peer proved its Noise static key and signed it with this identity. `None` on
-    /// plaintext and `NNpsk0` links, which prove no individual key.
+    /// the peer proved its identity key (its Noise static key is that key's X25519
+    /// form). `None` on plaintext and `NNpsk0` links, which prove no individual key.
     pub fn peer_key(&self) -> Option<hail_crypto::PublicKey> {
-        self.shared.peer_key
+        self.shared.peer_key.as_deref().copied()
     }
 
     fn encode_frame(&self, msg: &P::Item, dst: &mut BytesMut) -> Result<(), WireError> {

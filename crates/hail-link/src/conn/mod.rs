@@ -136,8 +136,9 @@ pub(crate) struct Shared {
     peer: SocketAddr,
     local: SocketAddr,
     secure: bool,
-    /// The peer's identity key, proven in the handshake.
-    peer_key: Option<hail_crypto::PublicKey>,
+    /// The peer's identity key, proven in the handshake. Boxed: a key is 192 bytes, and
+    /// it is read once or twice in a connection's life.
+    peer_key: Option<Box<hail_crypto::PublicKey>>,
     frames: FrameCodec,
     hail: bool,
     limit: usize,

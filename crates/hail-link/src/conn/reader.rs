@@ -146,15 +146,31 @@ async fn pause(
     }
 }
 
-pub(super) async fn run<P: PayloadCodec>(
-    shared: Arc<Shared>,
-    mut rd: ReadHalf,
-    mut rx: Rx,
-    payload: P,
-    sink: Sink<P::Item>,
-    (hb, linger): (Option<Heartbeat>, Duration),
-    gate: Option<oneshot::Receiver<()>>,
-) {
+/// What a reader starts with, boxed: an `async fn`'s arguments are kept in its state
+/// twice (as passed, and as the locals they are moved into), and a receiver's are a few
+/// hundred bytes, for as long as the connection lives.
+pub(super) struct Start<P: PayloadCodec> {
+    pub(super) shared: Arc<Shared>,
+    pub(super) rd: ReadHalf,
+    pub(super) rx: Rx,
+    pub(super) payload: P,
+    pub(super) sink: Sink<P::Item>,
+    pub(super) hb: Option<Heartbeat>,
+    pub(super) linger: Duration,
+    pub(super) gate: Option<oneshot::Receiver<()>>,
+}
+
+pub(super) async fn run<P: PayloadCodec>(start: Box<Start<P>>) {
+    let Start {
+        shared,
+        mut rd,
+        mut rx,
+        payload,
+        sink,
+        hb,
+        linger,
+        gate,
+    } = *start;
     // The owner announces the connection (e.g. the server's `Connected` event) first.
     if let Some(gate) = gate {
         let _ = gate.await;
@@ -268,9 +284,11 @@ pub(super) async fn run<P: PayloadCodec>(
                 let announced = rx.announced();
                 if shared.over_budget(held.bytes, announced.claimed) {
                     let mut fresh = Stalls::default();
-                    if let Paused::Killed = pause(
+                    // Boxed, as the other rare waits here: inline, each would add its
+                    // state to every idle reader's.
+                    if let Paused::Killed = Box::pin(pause(
                         &shared, held.bytes, announced, &mut phase, linger_at, &mut fresh,
-                    )
+                    ))
                     .await
                     {
                         break 'run CloseReason::Closed;
@@ -285,7 +303,7 @@ pub(super) async fn run<P: PayloadCodec>(
         if let Some(error) = undecodable {
             let delivered = tokio::select! {
                 biased;
-                ok = sink.undecodable(error) => ok,
+                ok = Box::pin(sink.undecodable(error)) => ok,
                 () = wait_kill(&mut phase) => break 'run CloseReason::Closed,
             };
             if !delivered {
@@ -313,14 +331,14 @@ pub(super) async fn run<P: PayloadCodec>(
         if shared.over_budget(held.bytes, announced.claimed) {
             rx.shrink_if_idle();
             stats.rx_buffered.store(rx.buffered(), Ordering::Relaxed);
-            let paused = pause(
+            let paused = Box::pin(pause(
                 &shared,
                 held.bytes,
                 announced,
                 &mut phase,
                 linger_at,
                 &mut stalls,
-            )
+            ))
             .await;
             if let Some(l) = &mut live {
                 // Time spent paused by the budget is not the peer's silence.
@@ -429,5 +447,5 @@ pub(super) async fn run<P: PayloadCodec>(
     shared.finish(reason);
     stats.rx_buffered.store(0, Ordering::Relaxed);
     drop(rd);
-    sink.closed(shared.final_reason()).await;
+    Box::pin(sink.closed(shared.final_reason())).await;
 }

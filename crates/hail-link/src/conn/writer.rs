@@ -64,13 +64,23 @@ async fn write_queued(wr: &mut WriteHalf, q: &Queued) -> io::Result<()> {
     Ok(())
 }
 
-pub(super) async fn run(
-    shared: Arc<Shared>,
-    mut wr: WriteHalf,
-    mut sealer: Option<Sealer>,
-    hb: Option<Heartbeat>,
-    order: ByteOrder,
-) {
+/// What a writer starts with, boxed (see [`reader::Start`](super::reader::Start)).
+pub(super) struct Start {
+    pub(super) shared: Arc<Shared>,
+    pub(super) wr: WriteHalf,
+    pub(super) sealer: Option<Sealer>,
+    pub(super) hb: Option<Heartbeat>,
+    pub(super) order: ByteOrder,
+}
+
+pub(super) async fn run(start: Box<Start>) {
+    let Start {
+        shared,
+        mut wr,
+        mut sealer,
+        hb,
+        order,
+    } = *start;
     let big = order == ByteOrder::BigEndian;
     let mut phase = shared.phase.subscribe();
     let mut batch = Queued::default();
