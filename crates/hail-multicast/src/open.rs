@@ -11,7 +11,7 @@ use tokio::net::UdpSocket;
 use crate::MulticastError;
 use crate::channel::{Channel, SendPath, Shared};
 use crate::config::{ChannelConfig, Transport};
-use crate::iface::{self, JoinedInterface};
+use crate::iface::{self, InterfaceInfo, JoinedInterface};
 use crate::memory::{self, Bus};
 use crate::receiver::{Receiver, RecvPath};
 
@@ -33,7 +33,28 @@ impl Channel {
         group: impl Into<SocketAddr>,
         config: ChannelConfig,
     ) -> Result<(Self, Receiver), MulticastError> {
-        let group = group.into();
+        Self::bind_listed(group.into(), config, None)
+    }
+
+    /// Like [`bind`](Self::bind), with the host's interfaces as `table` says (a listing
+    /// from [`interfaces`](crate::interfaces) the caller made already; listing them
+    /// costs a few netlink round trips, 50 to 150 us here). A bus channel ignores it.
+    ///
+    /// # Errors
+    /// As [`bind`](Self::bind).
+    pub fn bind_in(
+        group: impl Into<SocketAddr>,
+        config: ChannelConfig,
+        table: &[InterfaceInfo],
+    ) -> Result<(Self, Receiver), MulticastError> {
+        Self::bind_listed(group.into(), config, Some(table))
+    }
+
+    fn bind_listed(
+        group: SocketAddr,
+        config: ChannelConfig,
+        table: Option<&[InterfaceInfo]>,
+    ) -> Result<(Self, Receiver), MulticastError> {
         if let Transport::Memory { bus, addr } = &config.transport {
             return bind_memory(&config, group, bus, *addr);
         }
@@ -43,8 +64,15 @@ impl Channel {
         if !group.ip().is_multicast() {
             return Err(MulticastError::NotMulticast(group.ip()));
         }
-        let table = iface::interfaces()?;
-        let ifaces = iface::resolve(&config.interfaces, group.is_ipv4(), &table)?;
+        let listed;
+        let table = match table {
+            Some(t) => t,
+            None => {
+                listed = iface::interfaces()?;
+                &listed
+            }
+        };
+        let ifaces = iface::resolve(&config.interfaces, group.is_ipv4(), table)?;
         let recv = recv_socket(&config, group, &ifaces)?;
         let port = recv
             .local_addr()?
@@ -67,7 +95,7 @@ impl Channel {
             RecvPath::Udp(UdpSocket::from_std(recv.into())?),
             group,
             own,
-            iface::local_addrs(&table),
+            iface::local_addrs(table),
             ifaces,
         )
     }

@@ -20,7 +20,7 @@ use super::clock;
 use super::driver::Driver;
 use super::error::DeviceError;
 use super::events::{DeviceEvents, EventLevels};
-use super::group_plan::{DEFAULT_GROUP, DEFAULT_GROUP_V6, default_groups, open_channels};
+use super::group_plan::{DEFAULT_GROUP, DEFAULT_GROUP_V6, Listing, default_groups, open_channels};
 use super::groups::Groups;
 use super::handle::Device;
 use super::messages::bind_builtin;
@@ -557,6 +557,8 @@ impl DeviceBuilder {
             }
             b
         };
+        // One listing of the host's interfaces for the whole start, made when first needed.
+        let mut listing = Listing::default();
         let planned = match (self.multicast, self.group) {
             (false, _) => Vec::new(),
             (true, Some(group)) => vec![(group, self.interfaces.clone())],
@@ -565,9 +567,14 @@ impl DeviceBuilder {
                 self.memory
                     .as_ref()
                     .map(|(_, _, ip)| (*ip, self.memory_ipv6)),
+                &mut listing,
             )?,
         };
-        let channels = open_channels(&planned, channel_builder)?;
+        let channels = open_channels(
+            &planned,
+            channel_builder,
+            self.memory.is_none().then_some(&mut listing),
+        )?;
         // What the interface watch follows: the group set, or both default groups (one
         // not joined now may be later), each on the interfaces it was planned on.
         let followed: Vec<Followed> = match self.group {
@@ -643,7 +650,7 @@ impl DeviceBuilder {
                 listen: server.local_addr(),
                 dual,
             };
-            advertise = s.addresses(&hail_multicast::interfaces()?, true)?;
+            advertise = s.addresses(listing.get()?, true)?;
             source = Some((s, advertise.clone()));
         }
         let watch = match (self.interface_check, &self.memory) {

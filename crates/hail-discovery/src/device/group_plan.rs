@@ -9,6 +9,21 @@ use hail_multicast::{
     Channel, ChannelConfigBuilder, Interface, InterfaceInfo, MulticastError, Receiver,
 };
 
+/// The host's interfaces, listed at most once for a device's start: the group plan, the
+/// channels and the advertised addresses read one listing (each costs a few netlink
+/// round trips: 50 to 150 us on the test machine, most of a device's start).
+#[derive(Debug, Default)]
+pub(super) struct Listing(Option<Vec<InterfaceInfo>>);
+
+impl Listing {
+    /// The listing, made on first use.
+    pub(super) fn get(&mut self) -> Result<&[InterfaceInfo], MulticastError> {
+        if self.0.is_none() {
+            self.0 = Some(hail_multicast::interfaces()?);
+        }
+        Ok(self.0.as_deref().unwrap_or_default())
+    }
+}
 /// The default IPv4 discovery group: `239.255.72.76:5676` (administratively scoped). A
 /// device whose group is not set discovers on it where its interfaces have IPv4, beside
 /// [`DEFAULT_GROUP_V6`] where they also have IPv6
@@ -38,6 +53,7 @@ pub const DEFAULT_GROUP_V6: SocketAddr = SocketAddr::new(
 pub(super) fn default_groups(
     interfaces: &[Interface],
     memory: Option<(IpAddr, Option<Ipv6Addr>)>,
+    listing: &mut Listing,
 ) -> Result<Vec<(SocketAddr, Vec<Interface>)>, MulticastError> {
     if let Some((ip, ipv6)) = memory {
         let v4 = ip.is_ipv4();
@@ -56,12 +72,12 @@ pub(super) fn default_groups(
             (DEFAULT_GROUP_V6, Vec::new()),
         ]);
     }
-    let table = hail_multicast::interfaces()?;
+    let table = listing.get()?;
     let named: Vec<InterfaceInfo> = interfaces
         .iter()
-        .map(|i| i.resolve_in(&table))
+        .map(|i| i.resolve_in(table))
         .collect::<Result<_, MulticastError>>()?;
-    let planned = on_named(interfaces, &table);
+    let planned = on_named(interfaces, table);
     if planned.iter().all(|(_, on)| on.is_empty()) {
         return Err(MulticastError::InterfaceLacksFamily {
             interface: named[0].name.clone(),
@@ -122,10 +138,17 @@ pub(super) fn on_interfaces(
 pub(super) fn open_channels(
     planned: &[(SocketAddr, Vec<Interface>)],
     builder: impl Fn(SocketAddr, &[Interface]) -> ChannelConfigBuilder,
+    listing: Option<&mut Listing>,
 ) -> Result<Vec<(Channel, Receiver)>, MulticastError> {
     let (mut open, mut first_error) = (Vec::new(), None);
+    let mut listing = listing;
     for (group, on) in planned {
-        match Channel::bind(*group, builder(*group, on).build()?) {
+        let config = builder(*group, on).build()?;
+        let bound = match listing.as_deref_mut() {
+            Some(l) => Channel::bind_in(*group, config, l.get()?),
+            None => Channel::bind(*group, config),
+        };
+        match bound {
             Ok(c) => open.push(c),
             Err(
                 e @ (MulticastError::NoInterface | MulticastError::InterfaceLacksFamily { .. }),
@@ -167,13 +190,18 @@ mod tests {
         let good: SocketAddr = "239.255.77.9:0".parse().unwrap();
         // Not a multicast address: a failure that is not about the interfaces' family.
         let bad: SocketAddr = "10.1.2.3:5676".parse().unwrap();
-        let refused = open_channels(&[(good, lo()), (bad, lo())], builder);
+        let refused = open_channels(&[(good, lo()), (bad, lo())], builder, None);
         assert!(
             matches!(refused, Err(MulticastError::NotMulticast(_))),
             "{:?}",
             refused.err()
         );
-        let open = open_channels(&[(good, lo())], builder).unwrap();
+        let open = open_channels(
+            &[(good, lo())],
+            builder,
+            Some(&mut super::Listing::default()),
+        )
+        .unwrap();
         assert_eq!(open.len(), 1);
     }
 }
