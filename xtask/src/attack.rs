@@ -81,13 +81,9 @@ fn secs(s: &str) -> Result<u64, String> {
 }
 
 /// Goals not met yet, each with why: (attack, goal, why). A miss of one of these is
-/// reported and does not fail the suite; any other miss does.
-pub(crate) const KNOWN_MISSES: &[(Attack, Goal, &str)] = &[(
-    Attack::Answer,
-    Goal::InTime,
-    "a question that comes as all 4 commands (0.5 s each) have just started waits \
-         for one to end: up to 2 x its quiet time plus a process start, a few ms over",
-)];
+/// reported and does not fail the suite; any other miss does. Empty: every goal is met
+/// (the last one listed, `answer`'s `InTime`, since the answer slot kept for light askers).
+pub(crate) const KNOWN_MISSES: &[(Attack, Goal, &str)] = &[];
 
 /// What an attack's goals are about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,10 +350,15 @@ fn flood_goals(out: &str) -> anyhow::Result<Vec<Outcome>> {
 
 /// Prints the outcomes; an error when a goal not in [`KNOWN_MISSES`] is missed.
 fn report(outcomes: &[Outcome]) -> anyhow::Result<()> {
+    report_against(outcomes, KNOWN_MISSES)
+}
+
+/// [`report`] with `known` as the known misses.
+fn report_against(outcomes: &[Outcome], known: &[(Attack, Goal, &str)]) -> anyhow::Result<()> {
     println!("\nattack goals:");
     let mut failed = Vec::new();
     for o in outcomes {
-        let known = KNOWN_MISSES
+        let known = known
             .iter()
             .find(|(a, g, _)| *a == o.attack && *g == o.goal)
             .map(|(_, _, why)| *why);
@@ -520,20 +521,19 @@ mod tests {
 
     #[test]
     fn a_known_miss_does_not_fail_and_an_unknown_one_does() {
-        let known = Outcome {
-            attack: Attack::Answer,
-            goal: Goal::InTime,
+        let listed = [(Attack::Answer, Goal::InTime, "listed for this test")];
+        let missed = |attack, goal| Outcome {
+            attack,
+            goal,
             met: false,
             detail: String::new(),
         };
-        assert!(report(&[known]).is_ok());
-        let unknown = Outcome {
-            attack: Attack::Ping,
-            goal: Goal::Answered,
-            met: false,
-            detail: String::new(),
-        };
-        assert!(report(&[unknown]).is_err());
+        assert!(report_against(&[missed(Attack::Answer, Goal::InTime)], &listed).is_ok());
+        assert!(report_against(&[missed(Attack::Ping, Goal::Answered)], &listed).is_err());
+        assert!(
+            report(&[missed(Attack::Answer, Goal::InTime)]).is_err(),
+            "answer's InTime is met now (the kept answer slot): a miss fails"
+        );
         let met_now = Outcome {
             attack: Attack::Ping,
             goal: Goal::Memory,

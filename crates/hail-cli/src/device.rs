@@ -41,7 +41,10 @@ pub(crate) struct ListenArgs {
     /// question.
     #[arg(long, value_name = "CMD")]
     answer_cmd: Option<String>,
-    /// How many answer commands may run at once (for all askers together).
+    /// How many answer commands may run at once (for all askers together). With 2 or
+    /// more, one of them is kept for an asker with nothing else in hand, none refused
+    /// lately, that asked less lately than every asker running a command (a device asking
+    /// now and then, against peers asking back to back): the others share one less.
     #[arg(long, value_name = "N", default_value_t = answer::DEFAULT_JOBS,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     answer_jobs: usize,

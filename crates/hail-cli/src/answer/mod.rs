@@ -10,9 +10,14 @@
 //!   waiting question gives up (`busy`) after `deadline × (1 + ⌈queue / jobs⌉)`, as long
 //!   as a full queue takes with every command running to its deadline (lighter askers may
 //!   overtake it meanwhile, see below);
-//! - slots and queue places go to the askers that used the command least lately
-//!   ([`fair`]): peers asking back to back, however many, cannot keep a device that asks
-//!   now and then waiting for more than about one command's run;
+//! - slots and queue places go to the askers that asked least lately ([`fair`]), and with
+//!   `jobs` of at least 2 one slot is kept for a *light* asker (no other question in
+//!   hand, none refused lately, fewer questions lately than every asker running a
+//!   command): peers asking back
+//!   to back, however many, cannot keep a device that asks now and then waiting for any
+//!   command but its own. The cost: askers that are not light get at most `jobs - 1`
+//!   commands at once; with `jobs == 1` no slot is kept and a light asker may wait for
+//!   the one running command;
 //! - a command runs for at most the deadline (`--answer-timeout`, default
 //!   [`DEFAULT_TIMEOUT`]); then it is killed with its whole process group (it runs in a
 //!   group of its own), so what it started dies with it. Whatever it left running in its

@@ -1,7 +1,8 @@
 //! `hail listen --answer-cmd` against a misbehaving asker: many questions at once to a
 //! command that never finishes. No more than `--answer-jobs` commands run at any moment
-//! (counted in `/proc`), the questions past the queue are refused `busy` at once, and a
-//! command past its deadline is killed with everything it started.
+//! (counted in `/proc`), the questions past the queue are refused `busy` at once, the slot
+//! kept for light askers goes to another device asking once, and a command past its
+//! deadline is killed with everything it started.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -80,7 +81,10 @@ fn answer_commands_are_bounded_refused_when_busy_and_killed_with_their_group() {
         return;
     }
     const JOBS: usize = 2;
-    const QUEUE: usize = 2;
+    // One place: its question gets the open slot at the first deadline (1 s), well
+    // within its patience (2 s).
+    const QUEUE: usize = 1;
+    // The misbehaving asker's questions, all at once.
     const QUESTIONS: usize = 8;
     let dir = std::env::temp_dir().join(format!("hail-answer-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -107,35 +111,42 @@ fn answer_commands_are_bounded_refused_when_busy_and_killed_with_their_group() {
 
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     let group: SocketAddr = g.parse().unwrap();
-    let asker = rt.block_on(async {
-        let (d, mut events) = Device::builder("asker")
-            .group(group)
-            .interface(Ipv4Addr::LOCALHOST)
-            .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .start()
-            .await
-            .expect("start the asker");
-        tokio::time::timeout(WAIT, async {
-            while !d.peers().iter().any(|p| p.name == "lamp") {
-                events.recv().await;
-            }
+    let device = |name: &'static str| {
+        rt.block_on(async {
+            let (d, mut events) = Device::builder(name)
+                .group(group)
+                .interface(Ipv4Addr::LOCALHOST)
+                .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+                .start()
+                .await
+                .expect("start an asker");
+            tokio::spawn(async move { while events.recv().await.is_some() {} });
+            tokio::time::timeout(WAIT, d.wait_for_peer("lamp"))
+                .await
+                .expect("the asker sees lamp");
+            Arc::new(d)
         })
-        .await
-        .expect("the asker sees lamp");
-        Arc::new(d)
+    };
+    let asker = device("asker");
+    let light = device("light");
+    let ask = |d: &Arc<Device>, i: usize| {
+        let d = Arc::clone(d);
+        rt.spawn(async move {
+            let q = Bytes::from(format!("question {i}"));
+            d.ask("lamp", q, Duration::from_secs(15))
+                .await
+                .remove("lamp")
+        })
+    };
+    // Every question at once: one runs in the open slot, QUEUE wait, the rest are
+    // refused. The kept slot stays free: the asker has questions in hand.
+    let mut asks: Vec<_> = (0..QUESTIONS).map(|i| ask(&asker, i)).collect();
+    let refused = QUESTIONS - (JOBS - 1) - QUEUE;
+    crate::proc::eventually("the questions past the queue are refused", || {
+        asks.iter().filter(|a| a.is_finished()).count() >= refused
     });
-    // Every question at once.
-    let asks: Vec<_> = (0..QUESTIONS)
-        .map(|i| {
-            let d = Arc::clone(&asker);
-            rt.spawn(async move {
-                let q = Bytes::from(format!("question {i}"));
-                d.ask("lamp", q, Duration::from_secs(15))
-                    .await
-                    .remove("lamp")
-            })
-        })
-        .collect();
+    // A device with nothing in hand that asked less than the asker takes the kept slot.
+    asks.push(ask(&light, QUESTIONS));
 
     // Count the running commands until every question is settled (the commands never end
     // by themselves, so a full set of slots stays up for the sampler to see).
@@ -160,11 +171,8 @@ fn answer_commands_are_bounded_refused_when_busy_and_killed_with_their_group() {
     assert_eq!(most, JOBS, "the slots were never all in use");
     let busy = answers.iter().filter(|m| m.starts_with("busy")).count();
     let killed = answers.iter().filter(|m| m.contains("killed")).count();
-    assert_eq!(
-        (busy, killed),
-        (QUESTIONS - JOBS - QUEUE, JOBS + QUEUE),
-        "{answers:#?}"
-    );
+    // Killed: the asker's running and queued questions, and the light device's.
+    assert_eq!((busy, killed), (refused, JOBS + QUEUE), "{answers:#?}");
     // Every command that ran was killed at its deadline, with the `sleep` it started.
     let started: Vec<u32> = std::fs::read_to_string(&pids)
         .unwrap()
@@ -181,8 +189,10 @@ fn answer_commands_are_bounded_refused_when_busy_and_killed_with_their_group() {
     }
     lamp.expect_lines(&["refused: busy", "killed with its process group"]);
 
-    if let Ok(d) = Arc::try_unwrap(asker) {
-        rt.block_on(d.close());
+    for d in [asker, light] {
+        if let Ok(d) = Arc::try_unwrap(d) {
+            rt.block_on(d.close());
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
