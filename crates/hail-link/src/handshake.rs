@@ -376,3 +376,178 @@ pub(crate) async fn respond(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use hail_crypto::Identity;
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+
+    use super::*;
+    use crate::stream::split_boxed;
+
+    fn link(stream: DuplexStream, peer: u16, local: u16) -> Link {
+        let (rd, wr) = split_boxed(Box::new(stream));
+        let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        Link {
+            rd,
+            wr,
+            peer: at(peer),
+            local: at(local),
+        }
+    }
+
+    /// A handshake's name, the client's and the server's config, and the identities
+    /// (client's, server's) it proves.
+    type Case = (
+        &'static str,
+        LinkConfig,
+        LinkConfig,
+        Option<(Identity, Identity)>,
+    );
+
+    /// Client and server configs of every handshake: plaintext hello, `NNpsk0`, `XX`,
+    /// `XXpsk0`, and the identities proven in it (client's, server's).
+    fn every_handshake() -> Vec<Case> {
+        let psk = [7u8; 32];
+        let mut all = vec![
+            ("hello", LinkConfig::default(), LinkConfig::default(), None),
+            (
+                "NNpsk0",
+                LinkConfig::builder().psk(psk).build().unwrap(),
+                LinkConfig::builder().psk(psk).build().unwrap(),
+                None,
+            ),
+        ];
+        for (name, with_psk) in [("XX", false), ("XXpsk0", true)] {
+            let (c, s) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+            let cfg = |id: &Identity| {
+                let b = LinkConfig::builder().identity(id);
+                if with_psk { b.psk(psk) } else { b }.build().unwrap()
+            };
+            all.push((name, cfg(&c), cfg(&s), Some((c, s))));
+        }
+        all
+    }
+
+    /// Both sides of a handshake over an in-memory stream that holds at most `buffer`
+    /// bytes, so that no read returns more than that.
+    async fn handshake(
+        client: &LinkConfig,
+        server: &LinkConfig,
+        buffer: usize,
+    ) -> (Established, Established) {
+        let (c, s) = tokio::io::duplex(buffer);
+        let (c, s) = tokio::join!(
+            initiate(link(c, 2, 1), client),
+            respond(link(s, 1, 2), server, Duration::ZERO, || Ok(())),
+        );
+        (
+            c.expect("client side"),
+            s.map_err(|r| r.error).expect("server side"),
+        )
+    }
+
+    /// The handshake reads 512 bytes at a time: messages arriving in pieces smaller than
+    /// that (down to a byte) still make every handshake, which proves the same keys; after
+    /// it the reads are 4 KiB again and nothing of the handshake is left behind.
+    #[tokio::test]
+    async fn every_handshake_completes_when_its_messages_arrive_in_pieces() {
+        for (name, client, server, ids) in every_handshake() {
+            for piece in [1, 7, 100, HANDSHAKE_READ - 1, 64 * 1024] {
+                let (c, s) = handshake(&client, &server, piece).await;
+                let proven = (c.peer_key, s.peer_key);
+                match &ids {
+                    Some((ci, si)) => {
+                        assert_eq!(proven, (Some(si.public()), Some(ci.public())), "{name}");
+                    }
+                    None => assert_eq!(proven, (None, None), "{name}"),
+                }
+                for end in [&c, &s] {
+                    assert_eq!(end.rx.held(), 0, "{name}, pieces of {piece}");
+                    assert_eq!(end.rx.read_limit(false), MIN_READ, "{name}");
+                    assert_eq!(end.rx.buffered(), 0, "{name}: an empty buffer is dropped");
+                }
+            }
+        }
+    }
+
+    /// What the peer sent right behind its WELCOME comes in the same read as it: the
+    /// established receiver keeps it (the buffer is dropped only when empty) and cuts it
+    /// as the first frame after the handshake.
+    #[tokio::test]
+    async fn bytes_read_with_the_welcome_are_the_readers_first_frame() {
+        for (name, client, server, _) in every_handshake() {
+            let (c, s) = tokio::io::duplex(64 * 1024);
+            let (c, s) = tokio::join!(initiate(link(c, 2, 1), &client), async {
+                let mut s = respond(link(s, 1, 2), &server, Duration::ZERO, || Ok(()))
+                    .await
+                    .map_err(|r| r.error)
+                    .expect("server side");
+                // Written before the client runs again: it reads both at once.
+                let mut frame = BytesMut::new();
+                proto::put_control(&mut frame, true, proto::KIND_MESSAGE, b"early");
+                let mut out = BytesMut::new();
+                match &mut s.sealer {
+                    Some(sealer) => sealer.seal(&frame, &mut out),
+                    None => out = frame,
+                }
+                s.wr.write_all(&out).await.expect("write");
+                s
+            });
+            let (mut c, _s) = (c.expect("client side"), s);
+            assert!(c.rx.held() > 0, "{name}: the frame came with the welcome");
+            let frame = c.rx.next_frame().expect("a frame").expect("whole");
+            assert_eq!(
+                proto::parse(frame).expect("a message"),
+                Control::Message(Bytes::from_static(b"early")),
+                "{name}"
+            );
+            assert_eq!(c.rx.held(), 0, "{name}");
+        }
+    }
+
+    /// The handshake's 512-byte reads bound the first allocation only: a record of 3 KiB,
+    /// or of the pre-auth limit (4 KiB), is read whole however it arrives, and one a byte
+    /// longer is refused.
+    #[tokio::test]
+    async fn a_handshake_record_up_to_the_pre_auth_limit_is_read_whole() {
+        let limit = PRE_AUTH_MAX_FRAME_LEN as usize;
+        for len in [200, 3 * 1024, limit, limit + 1] {
+            for piece in [1, 100, 64 * 1024] {
+                let (a, mut b) = tokio::io::duplex(piece);
+                let Link {
+                    mut rd, wr: _wr, ..
+                } = link(a, 2, 1);
+                let mut rx = pre_auth_rx(&LinkConfig::default());
+                let body: Vec<u8> = (0..len).map(|i| i as u8).collect();
+                let mut wire = u16::try_from(len).unwrap().to_be_bytes().to_vec();
+                wire.extend_from_slice(&body);
+                // The writer may wait forever once the record is refused: not awaited.
+                tokio::spawn(async move { b.write_all(&wire).await.ok() });
+                let read = next_record(&mut rd, &mut rx).await;
+                match read {
+                    Ok(Record::Data(m)) => {
+                        assert!(len <= limit, "{len} read");
+                        assert!(m[..] == body[..], "{len} in pieces of {piece}");
+                        if len < HANDSHAKE_READ && piece > len {
+                            // One read, into one allocation of the handshake's size.
+                            assert!(m.capacity() + rx.raw.capacity() <= HANDSHAKE_READ);
+                        }
+                        assert_eq!(rx.held(), 0, "{len} in pieces of {piece}");
+                    }
+                    Ok(Record::Alert(_)) => panic!("{len}: an alert"),
+                    Err(e) => {
+                        assert!(len > limit, "{len} in pieces of {piece}: {e}");
+                        assert!(
+                            matches!(
+                                e,
+                                LinkError::Closed(CloseReason::Protocol(ProtocolError::BadRecord))
+                            ),
+                            "{e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
