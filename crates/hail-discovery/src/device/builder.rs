@@ -558,7 +558,7 @@ impl DeviceBuilder {
             b
         };
         // One listing of the host's interfaces for the whole start, made when first needed.
-        let mut listing = Listing::default();
+        let mut listing = Listing::new(self.interface_lookup.clone());
         let planned = match (self.multicast, self.group) {
             (false, _) => Vec::new(),
             (true, Some(group)) => vec![(group, self.interfaces.clone())],
@@ -774,6 +774,72 @@ mod tests {
             !super::listens_dual(one, true, true),
             "one address is one family"
         );
+    }
+
+    /// A lookup of the host's interfaces that counts how often it is asked.
+    fn counted() -> (
+        super::Lookup,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let n = std::sync::Arc::new(AtomicUsize::new(0));
+        let count = std::sync::Arc::clone(&n);
+        let lookup = super::Lookup::from_fn(move || {
+            count.fetch_add(1, Ordering::Relaxed);
+            hail_multicast::interfaces()
+        });
+        (lookup, n)
+    }
+
+    /// An in-memory host has no interfaces to list: its start, on an explicit group or
+    /// on both default groups (IPv4 and IPv6), never asks for them.
+    #[tokio::test]
+    async fn a_device_start_on_the_memory_transport_never_lists_interfaces() {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+        use std::sync::atomic::Ordering;
+        let bus = hail_multicast::memory::Bus::new();
+        let net = hail_link::memory::MemoryNetwork::new();
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let group: SocketAddr = "239.255.72.99:5676".parse().unwrap();
+        for explicit in [false, true] {
+            let (lookup, listed) = counted();
+            let mut b = Device::builder("mem")
+                .memory(&bus, &net, ip)
+                .memory_ipv6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1))
+                .interface_lookup(lookup);
+            if explicit {
+                b = b.group(group);
+            }
+            let (device, _events) = b.start().await.expect("starts");
+            assert_eq!(listed.load(Ordering::Relaxed), 0, "group set: {explicit}");
+            device.close().await;
+        }
+    }
+
+    /// The group plan, the channels' binds and the advertised addresses read one listing
+    /// of the interfaces per start (each is a netlink dump), with the group set or the
+    /// default groups planned on loopback.
+    #[tokio::test]
+    async fn a_device_start_lists_the_interfaces_once() {
+        use std::net::{Ipv4Addr, SocketAddr};
+        use std::sync::atomic::Ordering;
+        let group: SocketAddr = "239.255.72.98:0".parse().unwrap();
+        for explicit in [false, true] {
+            let (lookup, listed) = counted();
+            let mut b = Device::builder("once")
+                .interface(Ipv4Addr::LOCALHOST)
+                .listen("127.0.0.1:0".parse().unwrap())
+                .ttl(0)
+                .interface_check(None)
+                .interface_lookup(lookup);
+            if explicit {
+                b = b.group(group);
+            }
+            let (device, _events) = b.start().await.expect("starts on loopback");
+            assert_eq!(listed.load(Ordering::Relaxed), 1, "group set: {explicit}");
+            assert!(!device.groups().is_empty());
+            device.close().await;
+        }
     }
 
     #[test]
