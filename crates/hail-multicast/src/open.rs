@@ -36,12 +36,24 @@ impl Channel {
         Self::bind_listed(group.into(), config, None)
     }
 
-    /// Like [`bind`](Self::bind), with the host's interfaces as `table` says (a listing
-    /// from [`interfaces`](crate::interfaces) the caller made already; listing them
-    /// costs a few netlink round trips, 50 to 150 us here). A bus channel ignores it.
+    /// Like [`bind`](Self::bind), with the host's interfaces as `table` lists them: for a
+    /// caller that binds several channels at once (a device's IPv4 and IPv6 groups) and
+    /// lists the interfaces once for all of them (a listing is a netlink dump on Linux,
+    /// 50 to 150 us on the test machine, the largest part of a bind).
+    ///
+    /// `table` must be the whole listing from [`interfaces`](crate::interfaces), not a
+    /// filtered one, and recent: the configured interfaces are resolved in it (one it
+    /// lacks is [`MulticastError::InterfaceNotFound`], though the host has it), and its
+    /// addresses are the ones the channel recognises its own datagrams by, for as long as
+    /// it is open (one sent from an address missing from `table` is delivered, not
+    /// skipped). A bus channel ignores `table`.
     ///
     /// # Errors
-    /// As [`bind`](Self::bind).
+    /// As [`bind`](Self::bind): [`MulticastError::NotMulticast`],
+    /// [`MulticastError::InterfaceNotFound`] (in `table`),
+    /// [`MulticastError::InterfaceLacksFamily`], [`MulticastError::NoInterface`],
+    /// [`MulticastError::NoRuntime`], or [`MulticastError::Io`] when a socket option or
+    /// the join fails (also for an interface gone since `table` was made).
     pub fn bind_in(
         group: impl Into<SocketAddr>,
         config: ChannelConfig,

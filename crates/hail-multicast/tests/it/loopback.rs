@@ -375,3 +375,32 @@ async fn close_ends_a_receiver_waiting_on_its_socket() {
     );
     peer.send(b"the peer goes on").await.unwrap();
 }
+
+/// `bind_in` resolves the configured interfaces in the listing it is given, not in a fresh
+/// one: with the host's listing it joins loopback as `bind` does; with a listing that
+/// lacks loopback the interface is not found (though the host has it); a bus channel
+/// needs no listing at all.
+#[tokio::test]
+async fn bind_in_resolves_in_the_listing_it_is_given() {
+    let table = hail_multicast::interfaces().expect("the host's interfaces");
+    let (a, mut ra) = Channel::bind_in(g4(15, 0), lo().build().unwrap(), &table).unwrap();
+    let (b, _) = Channel::bind_in(ra.group(), lo().build().unwrap(), &table).unwrap();
+    b.send(b"listed once").await.unwrap();
+    let d = timeout(PATIENCE, ra.recv()).await.unwrap().unwrap();
+    assert_eq!(&d.payload[..], b"listed once");
+    assert_eq!(a.group(), b.group());
+    let without: Vec<_> = table
+        .iter()
+        .filter(|i| !i.addrs.contains(&Ipv4Addr::LOCALHOST.into()))
+        .cloned()
+        .collect();
+    let missing = Channel::bind_in(g4(15, 0), lo().build().unwrap(), &without);
+    assert!(
+        matches!(missing, Err(MulticastError::InterfaceNotFound { .. })),
+        "{missing:?}"
+    );
+    let bus = hail_multicast::memory::Bus::new();
+    let on_bus = ChannelConfig::builder().memory(&bus).build().unwrap();
+    let (c, _) = Channel::bind_in(g4(15, 5676), on_bus, &[]).expect("a bus channel");
+    assert_eq!(c.group(), g4(15, 5676));
+}
