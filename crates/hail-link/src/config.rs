@@ -370,7 +370,8 @@ impl LinkConfigBuilder {
     /// Proves this end's identity key on every link made with this config, and learns the
     /// peer's: links run the Noise `XX` handshake (without a key) or `XXpsk0` (with
     /// [`psk`](Self::psk) or [`group_key`](Self::group_key)), in which both ends prove
-    /// their static key and sign it with their identity (see `docs/security.md`). The
+    /// their static key, which is their identity key as X25519, and send the identity key
+    /// for the other to check against it (no signature; see `docs/security.md`). The
     /// peer's proven key is [`Connection::peer_key`](crate::Connection::peer_key) and is
     /// in the `Connected` events. A peer that offers no identity (a config without one)
     /// fails the handshake with [`LinkError::AuthFailed`](crate::LinkError::AuthFailed) on
