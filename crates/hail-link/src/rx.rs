@@ -34,7 +34,8 @@ pub(crate) struct Rx {
     order: ByteOrder,
     max_frame_len: usize,
     max_record: usize,
-    /// Free space the next read asks for; adapts between `MIN_READ` and `MAX_READ`.
+    /// Free space the next read asks for; adapts between `MIN_READ` and `MAX_READ` once
+    /// the link is established (`HANDSHAKE_READ`, fixed, before).
     read_size: usize,
     /// The large frame being received, if one is (see [`MAPPED_FROM`]).
     large: Option<Large>,
@@ -81,7 +82,8 @@ impl Rx {
         self.read_size = n;
     }
 
-    /// Makes room for the next read: the adaptive read size (4 KiB to 64 KiB).
+    /// Makes room for the next read: the adaptive read size (4 KiB to 64 KiB; 512 bytes
+    /// during the handshake, which never adapts it: `after_read` would raise it to 4 KiB).
     pub(crate) fn reserve_for_read(&mut self) {
         if self.raw.capacity() - self.raw.len() < self.read_size / 2 {
             self.raw.reserve(self.read_size);
