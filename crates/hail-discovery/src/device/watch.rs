@@ -188,7 +188,7 @@ impl InterfaceWatch {
                 Step::Lost => lost.push(f.group),
                 Step::Build { on, now } => match on_interfaces(&f.template, &on)
                     .build()
-                    .and_then(|config| Channel::bind(f.group, config))
+                    .and_then(|config| Channel::bind_in(f.group, config, &table))
                 {
                     Ok(c) => {
                         let how = if was { "joined anew" } else { "joined" };
