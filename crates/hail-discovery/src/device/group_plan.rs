@@ -9,36 +9,7 @@ use hail_multicast::{
     Channel, ChannelConfigBuilder, Interface, InterfaceInfo, MulticastError, Receiver,
 };
 
-use super::watch::Lookup;
-
-/// The host's interfaces, listed at most once for a device's start: the group plan, the
-/// channels and the advertised addresses read one listing (each costs a few netlink
-/// round trips: 50 to 150 us on the test machine, most of a device's start). Listed by
-/// the device's [`Lookup`], the one its interface watch reads later, so that the watch
-/// compares like with like (and a test's listing stands in for the host's at start too).
-#[derive(Debug)]
-pub(super) struct Listing {
-    lookup: Lookup,
-    listed: Option<Vec<InterfaceInfo>>,
-}
-
-impl Listing {
-    /// Nothing listed yet; the first [`get`](Self::get) asks `lookup`.
-    pub(super) fn new(lookup: Lookup) -> Self {
-        Self {
-            lookup,
-            listed: None,
-        }
-    }
-
-    /// The listing, made on first use.
-    pub(super) fn get(&mut self) -> Result<&[InterfaceInfo], MulticastError> {
-        if self.listed.is_none() {
-            self.listed = Some(self.lookup.list()?);
-        }
-        Ok(self.listed.as_deref().unwrap_or_default())
-    }
-}
+use super::lookup::Listing;
 
 /// The default IPv4 discovery group: `239.255.72.76:5676` (administratively scoped). A
 /// device whose group is not set discovers on it where its interfaces have IPv4, beside
@@ -215,7 +186,9 @@ mod tests {
         let open = open_channels(
             &[(good, lo())],
             builder,
-            Some(&mut super::Listing::new(super::Lookup::host())),
+            Some(&mut super::Listing::new(
+                crate::device::lookup::Lookup::host(),
+            )),
         )
         .unwrap();
         assert_eq!(open.len(), 1);

@@ -32,6 +32,7 @@ mod group_plan;
 mod groups;
 mod handle;
 mod links;
+mod lookup;
 mod messages;
 mod sender;
 mod shared;

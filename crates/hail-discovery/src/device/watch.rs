@@ -17,7 +17,6 @@
 //! once a period.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use hail_multicast::{
@@ -27,39 +26,7 @@ use hail_multicast::{
 use tokio::time::Instant;
 
 use super::group_plan::{on_interfaces, on_named};
-
-/// Where the watch reads the host's interfaces: [`hail_multicast::interfaces`], or a
-/// test's listing.
-#[derive(Clone)]
-pub(super) struct Lookup(
-    Arc<dyn Fn() -> Result<Vec<InterfaceInfo>, MulticastError> + Send + Sync + 'static>,
-);
-
-impl Lookup {
-    /// The host's interfaces, as the operating system lists them.
-    pub(super) fn host() -> Self {
-        Self(Arc::new(hail_multicast::interfaces))
-    }
-
-    /// A listing from `f` (a test's).
-    #[cfg(test)]
-    pub(super) fn from_fn(
-        f: impl Fn() -> Result<Vec<InterfaceInfo>, MulticastError> + Send + Sync + 'static,
-    ) -> Self {
-        Self(Arc::new(f))
-    }
-
-    /// The interfaces now.
-    pub(super) fn list(&self) -> Result<Vec<InterfaceInfo>, MulticastError> {
-        (self.0)()
-    }
-}
-
-impl std::fmt::Debug for Lookup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Lookup")
-    }
-}
+use super::lookup::Lookup;
 
 /// Where the advertised addresses come from when they follow the interfaces: the
 /// interfaces named, and which of their addresses the listener takes.
