@@ -225,11 +225,11 @@ impl State {
         }
     }
 
-    /// `from`'s use in this window; allocates only for a name not in it yet (ending a
-    /// full window first).
+    /// `from`'s use in this window (ending the window first if its time is up or it is
+    /// full); allocates only for a name not in it yet.
     fn use_of(&mut self, from: &str) -> &mut Use {
+        self.roll(Instant::now());
         if !self.usage.contains_key(from) {
-            self.roll(Instant::now());
             self.usage.insert(from.to_owned(), Use::default());
         }
         self.usage.get_mut(from).expect("inserted just above")
@@ -237,7 +237,6 @@ impl State {
 
     /// `from` asks a question (whatever comes of it).
     fn asked(&mut self, from: &str) {
-        self.roll(Instant::now());
         let u = self.use_of(from);
         u.asked = u.asked.saturating_add(1);
     }

@@ -125,10 +125,9 @@ pub(super) fn on_interfaces(
 pub(super) fn open_channels(
     planned: &[(SocketAddr, Vec<Interface>)],
     builder: impl Fn(SocketAddr, &[Interface]) -> ChannelConfigBuilder,
-    listing: Option<&mut Listing>,
+    mut listing: Option<&mut Listing>,
 ) -> Result<Vec<(Channel, Receiver)>, MulticastError> {
     let (mut open, mut first_error) = (Vec::new(), None);
-    let mut listing = listing;
     for (group, on) in planned {
         let config = builder(*group, on).build()?;
         let bound = match listing.as_deref_mut() {

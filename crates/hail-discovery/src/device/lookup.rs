@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use hail_multicast::{InterfaceInfo, MulticastError};
 
-/// Where the watch reads the host's interfaces: [`hail_multicast::interfaces`], or a
-/// test's listing.
+/// Where a device reads the host's interfaces, at its start and in its interface watch:
+/// [`hail_multicast::interfaces`], or a test's listing.
 #[derive(Clone)]
 pub(super) struct Lookup(
     Arc<dyn Fn() -> Result<Vec<InterfaceInfo>, MulticastError> + Send + Sync + 'static>,
